@@ -1,0 +1,192 @@
+/**
+ * The `strata` command line. A thin shell over the engine: parses arguments, loads only the modules the command
+ * needs (start-up cost matters for cached builds), prints results, and maps errors to exit codes.
+ */
+import { parseArgs } from "node:util";
+import path from "node:path";
+import type { Store } from "../store/store.js";
+
+const USAGE = `usage: strata <command> [options]
+
+commands:
+  build <file.ts> [--export NAME] [--force-build] [--ignore-cache] [--json]
+                                   build the Image a definition file exports
+  explain <file.ts> [--export NAME]
+                                   show each step's key, whether it would hit, and why not
+  run <image> [--network none] [-e K=V] [--] [cmd...]
+                                   run a built image (exit code propagated)
+  export <image> (--oci DIR | --docker-archive FILE) [--tag NAME]
+                                   write an OCI image layout or a docker-archive tarball
+  inspect <image>                  config, layers and the chain of steps with keys (JSON)
+  images [--json]                  list built images
+  pull <ref>                       fetch an image from a registry into the store
+
+environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILDER_VERSION,
+  STRATA_FORCE_BUILD=1, STRATA_IGNORE_CACHE=1, STRATA_UV_BINARY`;
+
+class UsageError extends Error {}
+
+async function openStore(): Promise<Store> {
+  const { LocalStore } = await import("../store/local.js");
+  return LocalStore.open();
+}
+
+async function cmdBuild(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      export: { type: "string" },
+      "force-build": { type: "boolean" },
+      "ignore-cache": { type: "boolean" },
+      json: { type: "boolean" },
+      "builder-version": { type: "string" },
+    },
+  });
+  if (positionals.length !== 1) throw new UsageError("build takes exactly one definition file");
+  const file = positionals[0]!;
+  const store = await openStore();
+  const { loadDefinition } = await import("../load/definition.js");
+  const image = await loadDefinition(file, path.join(store.root, "defs"), values.export);
+  const { buildImage } = await import("../engine/build.js");
+  const result = await buildImage(image, {
+    store,
+    forceBuild: values["force-build"] || undefined,
+    ignoreCache: values["ignore-cache"] || undefined,
+    builderVersion: values["builder-version"],
+    chainName: `${path.resolve(file)}#${values.export ?? "default"}`,
+  });
+  if (values.json) {
+    const steps = result.steps.map((s) => ({ index: s.index, description: s.description, cached: s.cached, seconds: Number(s.seconds.toFixed(3)), layer: s.layer ?? null, key: s.key, imageId: s.imageId }));
+    process.stdout.write(JSON.stringify({ imageId: result.imageId, steps }) + "\n");
+  } else {
+    process.stdout.write(result.imageId + "\n");
+  }
+  return 0;
+}
+
+async function cmdExplain(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { export: { type: "string" }, json: { type: "boolean" } } });
+  if (positionals.length !== 1) throw new UsageError("explain takes exactly one definition file");
+  const file = positionals[0]!;
+  const store = await openStore();
+  const { loadDefinition } = await import("../load/definition.js");
+  const image = await loadDefinition(file, path.join(store.root, "defs"), values.export);
+  const { explain, formatExplain } = await import("../engine/explain.js");
+  const report = await explain(image, store, `${path.resolve(file)}#${values.export ?? "default"}`);
+  process.stdout.write(values.json ? JSON.stringify(report) + "\n" : formatExplain(report));
+  return 0;
+}
+
+async function cmdRun(argv: string[]): Promise<number> {
+  const dd = argv.indexOf("--");
+  const own = dd >= 0 ? argv.slice(0, dd) : argv;
+  const { values, positionals } = parseArgs({ args: own, allowPositionals: true, options: { network: { type: "string" }, env: { type: "string", short: "e", multiple: true } } });
+  if (positionals.length < 1) throw new UsageError("run needs an image id");
+  const args = dd >= 0 ? argv.slice(dd + 1) : positionals.slice(1);
+  const env: Record<string, string> = {};
+  for (const e of values.env ?? []) {
+    const i = e.indexOf("=");
+    if (i <= 0) throw new UsageError(`-e expects K=V, got "${e}"`);
+    env[e.slice(0, i)] = e.slice(i + 1);
+  }
+  if (values.network && values.network !== "host" && values.network !== "none") throw new UsageError("--network is host or none");
+  const store = await openStore();
+  const image = await store.resolveImage(positionals[0]!);
+  const { runImage } = await import("../engine/run.js");
+  return runImage(store, image, { args, env, network: values.network as "host" | "none" | undefined });
+}
+
+async function cmdExport(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { oci: { type: "string" }, "docker-archive": { type: "string" }, tag: { type: "string" } } });
+  if (positionals.length !== 1) throw new UsageError("export needs one image id");
+  if (!values.oci === !values["docker-archive"]) throw new UsageError("export needs exactly one of --oci DIR or --docker-archive FILE");
+  const store = await openStore();
+  const image = await store.resolveImage(positionals[0]!);
+  const layout = await import("../oci/layout.js");
+  if (values.oci) {
+    await layout.writeLayout(store, image, values.oci, values.tag ?? "latest");
+    process.stderr.write(`wrote OCI layout ${values.oci} (ref ${values.tag ?? "latest"})\n`);
+  } else {
+    await layout.writeDockerArchive(store, image, values["docker-archive"]!, values.tag ?? `localhost/strata:${image.id.slice(7, 19)}`);
+    process.stderr.write(`wrote docker-archive ${values["docker-archive"]}\n`);
+  }
+  return 0;
+}
+
+async function cmdInspect(argv: string[]): Promise<number> {
+  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
+  if (positionals.length !== 1) throw new UsageError("inspect needs one image id");
+  const store = await openStore();
+  const image = await store.resolveImage(positionals[0]!);
+  const config = JSON.parse((await store.readBlob(image.configDigest)).toString()) as unknown;
+  const chain = [];
+  for (let cur: typeof image | undefined = image; cur; cur = cur.parent ? await store.getImage(cur.parent) : undefined) {
+    chain.unshift({ imageId: cur.id, step: cur.step?.index, description: cur.step?.description, key: cur.step?.key, forced: cur.step?.forced, builtAt: cur.step?.builtAt });
+  }
+  process.stdout.write(JSON.stringify({ id: image.id, manifestDigest: image.manifestDigest, config, layers: image.layers, chain }, null, 2) + "\n");
+  return 0;
+}
+
+async function cmdImages(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { json: { type: "boolean" } } });
+  const store = await openStore();
+  const images = (await store.listImages()).sort((a, b) => (b.step?.builtAt ?? "").localeCompare(a.step?.builtAt ?? ""));
+  if (values.json) {
+    process.stdout.write(JSON.stringify(images.map((i) => ({ id: i.id, builtAt: i.step?.builtAt, step: i.step?.description, layers: i.layers.length }))) + "\n");
+    return 0;
+  }
+  process.stdout.write("IMAGE ID       BUILT                     LAYERS  STEP\n");
+  for (const i of images) {
+    process.stdout.write(`${i.id.slice(7, 19)}   ${(i.step?.builtAt ?? "").padEnd(24)}  ${String(i.layers.length).padStart(6)}  ${i.step?.description ?? ""}\n`);
+  }
+  return 0;
+}
+
+async function cmdPull(argv: string[]): Promise<number> {
+  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
+  if (positionals.length !== 1) throw new UsageError("pull needs one image reference");
+  const { Image } = await import("../sdk/image.js");
+  const { buildImage } = await import("../engine/build.js");
+  const r = await buildImage(Image.fromRegistry(positionals[0]!), { store: await openStore() });
+  process.stdout.write(r.imageId + "\n");
+  return 0;
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  build: cmdBuild,
+  explain: cmdExplain,
+  run: cmdRun,
+  export: cmdExport,
+  inspect: cmdInspect,
+  images: cmdImages,
+  pull: cmdPull,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") {
+    process.stdout.write(USAGE + "\n");
+    return cmd ? 0 : 2;
+  }
+  const fn = COMMANDS[cmd];
+  if (!fn) {
+    process.stderr.write(`strata: unknown command "${cmd}"\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    return await fn(rest);
+  } catch (e) {
+    if (e instanceof UsageError || (e instanceof TypeError && "code" in e && String((e as { code: unknown }).code).startsWith("ERR_PARSE_ARGS"))) {
+      process.stderr.write(`strata ${cmd}: ${(e as Error).message}\n`);
+      return 2;
+    }
+    const { StrataError } = await import("../errors.js");
+    if (e instanceof StrataError) {
+      process.stderr.write(`strata ${cmd}: error: ${e.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`strata ${cmd}: internal error: ${e instanceof Error ? e.stack : String(e)}\n`);
+    return 70;
+  }
+}

@@ -1,0 +1,62 @@
+/** Runs a built image's command in a throwaway container (`strata run`). */
+import { promises as fsp } from "node:fs";
+import path from "node:path";
+import { mountOverlay, unmountOverlay } from "../layer/overlay.js";
+import type { ImageConfig } from "../oci/types.js";
+import { RuncExecutor, reapStaleContainers } from "../sandbox/runc.js";
+import { resolveUser } from "../sandbox/user.js";
+import type { ImageRecord, Store } from "../store/store.js";
+import { DEFAULT_PATH, envMap } from "./config.js";
+import { InvalidDefinitionError } from "../errors.js";
+
+export interface RunImageOptions {
+  /** Replaces the image's CMD (Docker semantics: ENTRYPOINT + args). */
+  args?: string[];
+  env?: Record<string, string>;
+  network?: "host" | "none";
+  stdout?: (chunk: string) => void;
+  stderr?: (chunk: string) => void;
+}
+
+/** The argv Docker would run: ENTRYPOINT + (args or CMD). */
+export function commandLine(config: ImageConfig["config"], args: string[] | undefined): string[] {
+  const entry = config.Entrypoint ?? [];
+  const cmd = args && args.length ? args : config.Cmd ?? [];
+  return [...entry, ...cmd];
+}
+
+export async function runImage(store: Store, image: ImageRecord, opts: RunImageOptions = {}): Promise<number> {
+  await reapStaleContainers();
+  await store.recover();
+  const config = JSON.parse((await store.readBlob(image.configDigest)).toString()) as ImageConfig;
+  const argv = commandLine(config.config, opts.args);
+  if (argv.length === 0) throw new InvalidDefinitionError(`image ${image.id} has no ENTRYPOINT or CMD; give a command: strata run <image> -- <cmd...>`);
+  const work = await store.tempDir("run");
+  const lowers: string[] = [];
+  for (const l of image.layers) lowers.push(await store.layerDir(l));
+  const dirs = await mountOverlay(work, lowers);
+  try {
+    const user = await resolveUser(dirs.merged, config.config.User);
+    const env = envMap(config.config.Env);
+    if (!env.has("PATH")) env.set("PATH", DEFAULT_PATH);
+    if (!env.has("HOME")) env.set("HOME", user.home || "/root");
+    for (const [k, v] of Object.entries(opts.env ?? {})) env.set(k, v);
+    const cwd = config.config.WorkingDir || "/";
+    await fsp.mkdir(path.join(dirs.merged, cwd), { recursive: true });
+    const mounts = [];
+    for (const p of ["/etc/resolv.conf", "/etc/hosts"]) {
+      if (await fsp.access(p).then(() => true, () => false)) mounts.push({ source: p, destination: p, readonly: true });
+    }
+    const r = await new RuncExecutor().run(
+      { rootfs: dirs.merged, argv, env: [...env].map(([k, v]) => `${k}=${v}`), cwd, uid: user.uid, gid: user.gid, additionalGids: user.additionalGids, mounts, network: opts.network ?? "host", hostname: "strata" },
+      {
+        bundleDir: path.join(work, "bundle"),
+        onOutput: (t, s) => (s === "stdout" ? (opts.stdout ?? ((x: string) => process.stdout.write(x)))(t) : (opts.stderr ?? ((x: string) => process.stderr.write(x)))(t)),
+      },
+    );
+    return r.exitCode;
+  } finally {
+    await unmountOverlay(dirs).catch(() => undefined);
+    await fsp.rm(work, { recursive: true, force: true }).catch(() => undefined);
+  }
+}

@@ -1,0 +1,122 @@
+/** Every error Strata raises: one class per kind, each saying what failed, where, and what to do. */
+
+export type Fault = "user" | "system";
+
+/** Base of all Strata errors. `code` is stable and machine-readable; `fault` says whose move it is. */
+export class StrataError extends Error {
+  readonly code: string = "STRATA_ERROR";
+  readonly fault: Fault = "system";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StrataError";
+  }
+}
+
+/** The image definition is invalid (bad argument, step order, unknown option). */
+export class InvalidDefinitionError extends StrataError {
+  override readonly code = "INVALID_DEFINITION";
+  override readonly fault = "user";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "InvalidDefinitionError";
+  }
+}
+
+/** A definition file could not be loaded (syntax error, threw at import, no Image exported). */
+export class DefinitionLoadError extends StrataError {
+  override readonly code = "DEFINITION_LOAD";
+  override readonly fault = "user";
+  constructor(readonly file: string, message: string, options?: { cause?: unknown }) {
+    super(`${file}: ${message}`, options);
+    this.name = "DefinitionLoadError";
+  }
+}
+
+/** A local path named by the definition does not exist or cannot be read. */
+export class LocalPathError extends StrataError {
+  override readonly code = "LOCAL_PATH";
+  override readonly fault = "user";
+  constructor(readonly path: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "LocalPathError";
+  }
+}
+
+/** STRATA_BUILDER_VERSION (or a definition) names a builder version that does not exist. */
+export class UnknownBuilderVersionError extends StrataError {
+  override readonly code = "UNKNOWN_BUILDER_VERSION";
+  override readonly fault = "user";
+  constructor(readonly version: string, readonly known: readonly string[]) {
+    super(`unknown builder version "${version}": known versions are ${known.join(", ")} (set STRATA_BUILDER_VERSION to one of them, or unset it for the default)`);
+    this.name = "UnknownBuilderVersionError";
+  }
+}
+
+/** A build step ran and failed. Nothing is written to the cache when this is thrown. */
+export class StepFailedError extends StrataError {
+  override readonly code = "STEP_FAILED";
+  override readonly fault = "user";
+  constructor(
+    readonly stepIndex: number,
+    readonly description: string,
+    readonly command: string,
+    readonly exitCode: number | null,
+    readonly logTail: string[],
+    readonly durationMs: number,
+    readonly timedOut = false,
+  ) {
+    const why = timedOut ? "timed out and was killed" : `exited with code ${exitCode}`;
+    super(
+      `step ${stepIndex} (${description}) failed: \`${command}\` ${why}` +
+        (logTail.length ? `\n--- last ${logTail.length} log lines ---\n${logTail.join("\n")}` : ""),
+    );
+    this.name = "StepFailedError";
+  }
+}
+
+/** A blob's content does not match the digest it was stored or fetched under. */
+export class DigestMismatchError extends StrataError {
+  override readonly code = "DIGEST_MISMATCH";
+  constructor(readonly expected: string, readonly actual: string, where: string) {
+    super(`digest mismatch for ${where}: expected ${expected}, got ${actual}`);
+    this.name = "DigestMismatchError";
+  }
+}
+
+/** An image, blob or record does not exist. */
+export class NotFoundError extends StrataError {
+  override readonly code = "NOT_FOUND";
+  override readonly fault = "user";
+  constructor(message: string) {
+    super(message);
+    this.name = "NotFoundError";
+  }
+}
+
+/** The store on disk is unreadable or inconsistent. */
+export class StoreError extends StrataError {
+  override readonly code = "STORE";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StoreError";
+  }
+}
+
+/** The sandbox could not be set up (runc, overlay, mounts) — not a failure of the user's command. */
+export class SandboxError extends StrataError {
+  override readonly code = "SANDBOX";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "SandboxError";
+  }
+}
+
+/** A required host tool (runc, mmdebstrap, uv, …) is missing. */
+export class MissingToolError extends StrataError {
+  override readonly code = "MISSING_TOOL";
+  override readonly fault = "user";
+  constructor(readonly tool: string, hint: string) {
+    super(`${tool} is not available: ${hint}`);
+    this.name = "MissingToolError";
+  }
+}

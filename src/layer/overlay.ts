@@ -1,0 +1,49 @@
+/**
+ * Overlay mounts for build steps. Lower layers are referenced through short numbered symlinks relative to the
+ * mount's working directory, so the kernel's one-page limit on mount options does not cap image depth
+ * (overlayfs itself stacks at most 500 lowers).
+ */
+import { promises as fsp } from "node:fs";
+import path from "node:path";
+import { execa } from "execa";
+import { SandboxError } from "../errors.js";
+
+export const MAX_OVERLAY_LOWERS = 500;
+
+export interface OverlayDirs {
+  upper: string;
+  work: string;
+  merged: string;
+}
+
+/** Mounts an overlay in `dir` (which gets upper/, work/, merged/, l/). `lowers` are ordered bottom first. */
+export async function mountOverlay(dir: string, lowers: readonly string[]): Promise<OverlayDirs> {
+  if (lowers.length > MAX_OVERLAY_LOWERS) {
+    throw new SandboxError(`image has ${lowers.length} layers; overlayfs stacks at most ${MAX_OVERLAY_LOWERS}. Squash earlier steps (fewer chained calls) to build on it.`);
+  }
+  const dirs = { upper: path.join(dir, "upper"), work: path.join(dir, "work"), merged: path.join(dir, "merged") };
+  const links = path.join(dir, "l");
+  for (const d of [dirs.upper, dirs.work, dirs.merged, links]) await fsp.mkdir(d, { recursive: true });
+  const effective = lowers.length ? [...lowers].reverse() : [path.join(dir, "empty")];
+  if (!lowers.length) await fsp.mkdir(effective[0]!, { recursive: true });
+  const names: string[] = [];
+  for (let i = 0; i < effective.length; i++) {
+    const name = i.toString(36);
+    await fsp.symlink(effective[i]!, path.join(links, name));
+    names.push(`l/${name}`);
+  }
+  const options = `lowerdir=${names.join(":")},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off,index=off,xino=off`;
+  const r = await execa("mount", ["-t", "overlay", "overlay", "-o", options, "merged"], { cwd: dir, reject: false });
+  if (r.exitCode !== 0) {
+    throw new SandboxError(`could not mount overlay in ${dir}: ${r.stderr || r.stdout} (Strata needs root and a kernel with overlayfs)`);
+  }
+  return dirs;
+}
+
+export async function unmountOverlay(dirs: OverlayDirs): Promise<void> {
+  const r = await execa("umount", [dirs.merged], { reject: false });
+  if (r.exitCode !== 0) {
+    const lazy = await execa("umount", ["-l", dirs.merged], { reject: false });
+    if (lazy.exitCode !== 0) throw new SandboxError(`could not unmount ${dirs.merged}: ${r.stderr}`);
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * Unpacks a layer tar into a directory in overlay lowerdir form: OCI whiteouts become overlay whiteouts (char 0/0)
+ * and opaque-directory xattrs. Names are confined to the target: absolute names, `..`, and writes through symlinks
+ * are refused, hardlinks must point inside the layer.
+ */
+import { promises as fsp } from "node:fs";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
+import { createGunzip } from "node:zlib";
+import { execa } from "execa";
+import tar from "tar-stream";
+import { StrataError } from "../errors.js";
+import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "./tar-pack.js";
+
+export class UnsafeLayerError extends StrataError {
+  override readonly code = "UNSAFE_LAYER";
+  constructor(readonly entry: string, why: string) {
+    super(`refusing layer entry "${entry}": ${why}`);
+    this.name = "UnsafeLayerError";
+  }
+}
+
+/** Normalises a tar entry name to a relative path, or throws if it would leave the root. */
+export function safeEntryPath(name: string): string {
+  const cleaned = path.posix.normalize(name.replace(/^\.\/+/, "")).replace(/\/+$/, "");
+  // Absolute names are read relative to the root (as Docker does), after normalisation.
+  const rel = cleaned.replace(/^\/+/, "");
+  if (rel === ".." || rel.startsWith("../") || rel.split("/").includes("..")) throw new UnsafeLayerError(name, "path escapes the layer root");
+  return rel === "." ? "" : rel;
+}
+
+/** Ensures every parent of `rel` inside `root` is a real directory (not a symlink), creating missing ones. */
+async function ensureParents(root: string, rel: string): Promise<void> {
+  const parts = rel.split("/").slice(0, -1);
+  let cur = root;
+  for (const p of parts) {
+    cur = path.join(cur, p);
+    let st;
+    try {
+      st = await fsp.lstat(cur);
+    } catch {
+      await fsp.mkdir(cur, { mode: 0o755 });
+      continue;
+    }
+    if (st.isSymbolicLink()) throw new UnsafeLayerError(rel, `parent ${path.relative(root, cur)} is a symlink; writing through it could leave the root`);
+    if (!st.isDirectory()) throw new UnsafeLayerError(rel, `parent ${path.relative(root, cur)} is not a directory`);
+  }
+}
+
+export interface ExtractOptions {
+  gzip?: boolean;
+}
+
+/** Extracts a (possibly gzipped) layer tar stream into `root`, which must exist and be empty. */
+export async function extractLayer(input: Readable, root: string, opts: ExtractOptions = {}): Promise<void> {
+  const extract = tar.extract();
+  const whiteouts: string[] = [];
+  const opaques: string[] = [];
+  const dirTimes: [string, Date][] = [];
+  const consume = (async () => {
+    for await (const entry of extract) {
+      const h = entry.header;
+      const rel = safeEntryPath(h.name);
+      const base = path.posix.basename(rel);
+      const target = path.join(root, rel);
+      if (rel === "") {
+        entry.resume();
+        continue;
+      }
+      await ensureParents(root, rel);
+      if (base === OPAQUE_WHITEOUT) {
+        opaques.push(path.dirname(target));
+        entry.resume();
+        continue;
+      }
+      if (base.startsWith(WHITEOUT_PREFIX)) {
+        whiteouts.push(path.join(path.dirname(target), base.slice(WHITEOUT_PREFIX.length)));
+        entry.resume();
+        continue;
+      }
+      // A later entry replaces an earlier one of the same name (never a directory with contents).
+      const existing = await fsp.lstat(target).catch(() => undefined);
+      if (existing && !(existing.isDirectory() && h.type === "directory")) await fsp.rm(target, { recursive: true, force: true });
+      const mode = (h.mode ?? 0o644) & 0o7777;
+      switch (h.type) {
+        case "directory":
+          if (!existing) await fsp.mkdir(target, { mode });
+          await fsp.chmod(target, mode);
+          break;
+        case "file":
+        case "contiguous-file": {
+          const fh = await fsp.open(target, "wx", mode);
+          try {
+            for await (const chunk of entry) await fh.write(chunk as Buffer);
+          } finally {
+            await fh.close();
+          }
+          await fsp.chmod(target, mode);
+          break;
+        }
+        case "symlink":
+          await fsp.symlink(h.linkname ?? "", target);
+          break;
+        case "link": {
+          const linkRel = safeEntryPath(h.linkname ?? "");
+          const src = path.join(root, linkRel);
+          const st = await fsp.lstat(src).catch(() => undefined);
+          if (!st) throw new UnsafeLayerError(h.name, `hardlink target ${h.linkname} is not in this layer`);
+          await fsp.link(src, target);
+          break;
+        }
+        case "character-device":
+        case "block-device":
+          await execa("mknod", ["-m", mode.toString(8), target, h.type === "character-device" ? "c" : "b", String(h.devmajor ?? 0), String(h.devminor ?? 0)]);
+          break;
+        case "fifo":
+          await execa("mkfifo", ["-m", mode.toString(8), target]);
+          break;
+        default:
+          throw new UnsafeLayerError(h.name, `unsupported entry type ${h.type}`);
+      }
+      entry.resume();
+      if (h.type !== "link") await fsp.lchown(target, h.uid ?? 0, h.gid ?? 0);
+      if (h.type === "file" || h.type === "contiguous-file") await fsp.chmod(target, mode); // chown clears setuid bits
+      if (h.mtime) {
+        if (h.type === "directory") dirTimes.push([target, h.mtime]);
+        else if (h.type !== "link") await fsp.lutimes(target, h.mtime, h.mtime);
+      }
+    }
+  })();
+  const source = opts.gzip ? input.pipe(createGunzip()) : input;
+  await Promise.all([pipeline(source, extract as unknown as NodeJS.WritableStream), consume]);
+  for (const w of whiteouts) {
+    await fsp.rm(w, { recursive: true, force: true });
+    await execa("mknod", [w, "c", "0", "0"]);
+  }
+  for (const o of opaques) await execa("setfattr", ["-n", "trusted.overlay.opaque", "-v", "y", o]);
+  // Directory mtimes last, since creating children changes them.
+  for (const [d, t] of dirTimes.reverse()) await fsp.utimes(d, t, t);
+}

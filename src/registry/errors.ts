@@ -1,0 +1,46 @@
+/** Errors raised while talking to an OCI distribution registry. */
+import { StrataError, type Fault } from "../errors.js";
+
+export interface RegistryErrorDetails {
+  /** HTTP status of the failing response; undefined for network errors. */
+  status?: number;
+  /** Registry error codes from the JSON error body (`MANIFEST_UNKNOWN`, `UNAUTHORIZED`, `TOOMANYREQUESTS`, …). */
+  codes?: string[];
+  /** True when retrying later may succeed (network errors, 408, 429, 5xx). */
+  temporary?: boolean;
+  /** The URL that failed. */
+  url?: string;
+  cause?: unknown;
+}
+
+/** A registry request failed. The message names the URL and says what to do. */
+export class RegistryError extends StrataError {
+  override readonly code = "REGISTRY";
+  override readonly fault: Fault;
+  readonly status: number | undefined;
+  readonly codes: readonly string[];
+  readonly temporary: boolean;
+  readonly url: string | undefined;
+
+  constructor(message: string, details: RegistryErrorDetails = {}) {
+    super(message, details.cause !== undefined ? { cause: details.cause } : undefined);
+    this.name = "RegistryError";
+    this.status = details.status;
+    this.codes = details.codes ?? [];
+    this.temporary = details.temporary ?? false;
+    this.url = details.url;
+    // 4xx (bad name, missing tag, access denied) is the user's move; network trouble and 5xx are not.
+    const s = details.status;
+    this.fault = s !== undefined && s >= 400 && s < 500 && s !== 408 && s !== 429 ? "user" : "system";
+  }
+}
+
+/** The image exists but Strata cannot use it (schema1 manifest, zstd layers, wrong platform, malformed JSON). */
+export class UnsupportedImageError extends StrataError {
+  override readonly code = "UNSUPPORTED_IMAGE";
+  override readonly fault = "user";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "UnsupportedImageError";
+  }
+}

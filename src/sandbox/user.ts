@@ -1,0 +1,57 @@
+/** Resolves a Docker USER string (`name`, `uid`, `name:group`, `uid:gid`) against a root filesystem's passwd/group. */
+import { promises as fsp } from "node:fs";
+import path from "node:path";
+import { InvalidDefinitionError } from "../errors.js";
+
+export interface ResolvedUser {
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+  home: string;
+}
+
+async function readLines(file: string): Promise<string[][]> {
+  try {
+    return (await fsp.readFile(file, "utf8")).split("\n").filter((l) => l && !l.startsWith("#")).map((l) => l.split(":"));
+  } catch {
+    return [];
+  }
+}
+
+export async function resolveUser(rootfs: string, spec: string | undefined): Promise<ResolvedUser> {
+  // No USER means uid 0 (Docker semantics), whether or not the image has an /etc/passwd.
+  const user = spec && spec !== "" ? spec : "0";
+  const [u, g] = user.split(":", 2) as [string, string | undefined];
+  const passwd = await readLines(path.join(rootfs, "etc/passwd"));
+  const groups = await readLines(path.join(rootfs, "etc/group"));
+  let uid: number;
+  let gid: number | undefined;
+  let home = user === "0" ? "/root" : "/";
+  let name: string | undefined;
+  if (/^\d+$/.test(u)) {
+    uid = Number(u);
+    const row = passwd.find((r) => Number(r[2]) === uid);
+    if (row) {
+      gid = Number(row[3]);
+      home = row[5] ?? "/";
+      name = row[0];
+    }
+  } else {
+    const row = passwd.find((r) => r[0] === u);
+    if (!row) throw new InvalidDefinitionError(`user "${u}" is not in the image's /etc/passwd; create it in an earlier step or use a numeric uid`);
+    uid = Number(row[2]);
+    gid = Number(row[3]);
+    home = row[5] ?? "/";
+    name = u;
+  }
+  if (g !== undefined) {
+    if (/^\d+$/.test(g)) gid = Number(g);
+    else {
+      const row = groups.find((r) => r[0] === g);
+      if (!row) throw new InvalidDefinitionError(`group "${g}" is not in the image's /etc/group`);
+      gid = Number(row[2]);
+    }
+  }
+  const additionalGids = name && g === undefined ? groups.filter((r) => (r[3] ?? "").split(",").includes(name!)).map((r) => Number(r[2])) : [];
+  return { uid, gid: gid ?? 0, additionalGids: [...new Set(additionalGids)].filter((x) => x !== gid), home };
+}

@@ -1,0 +1,465 @@
+/**
+ * The Image definition: an immutable chain. Every layer method returns a new Image with one more step; nothing
+ * runs until `build()`. Steps compile to instruction lists per builder version (see `compile`).
+ */
+import path from "node:path";
+import { debianSuiteFor, loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
+import { InvalidDefinitionError } from "../errors.js";
+import { shellQuote, type Instruction } from "../plan/instructions.js";
+import type { BaseSpec, Plan, Step, StepInput } from "../plan/step.js";
+import type { DeferredMount } from "../store/store.js";
+import { mergeSecrets, type SecretLike } from "./secret.js";
+import type { BuildOptions, BuiltImage } from "../engine/build.js";
+
+/** Options every layer method accepts. */
+export interface ImageStepParams {
+  /** Rebuild this step (and so every later one) even if cached, replacing the cache entry. Default false. */
+  forceBuild?: boolean;
+  /** Secrets exposed as environment variables while this step runs; only their names are in the cache key. */
+  secrets?: SecretLike[] | SecretLike;
+  /** Extra environment for this step's commands only (not saved in the image); names and values are keyed. */
+  env?: Record<string, string>;
+}
+
+export interface ImageRunCommandsParams extends ImageStepParams {
+  /** `"host"` (default: the host network, so package archives are reachable) or `"none"`. */
+  network?: "host" | "none";
+  /** Kill the step after this many seconds. Default: no limit. */
+  timeout?: number;
+}
+
+export type ImageAptInstallParams = ImageRunCommandsParams;
+
+export interface ImagePipInstallParams extends ImageRunCommandsParams {
+  findLinks?: string;
+  indexUrl?: string;
+  extraIndexUrl?: string;
+  /** Allow pre-releases. Default false. */
+  pre?: boolean;
+  /** Appended verbatim to the pip command line. */
+  extraOptions?: string;
+}
+
+export interface ImageUvPipInstallParams extends ImagePipInstallParams {
+  /** Recorded in the key; the binary comes from the image or STRATA_UV_BINARY. Default: the builder's uv version. */
+  uvVersion?: string;
+  /** A requirements file (local path) installed along with the packages. */
+  requirements?: string;
+}
+
+export interface ImageRunFunctionParams extends ImageStepParams {
+  /** JSON-serialisable arguments passed to the function. Default []. */
+  args?: unknown[];
+  /** Kill the step after this many seconds. Default 3600. */
+  timeout?: number;
+  network?: "host" | "none";
+}
+
+export interface ImageAddLocalParams {
+  /** Copy into a layer at build time (true) or apply when the image is run or exported (false, the default). */
+  copy?: boolean;
+  /** .dockerignore patterns, relative to the added directory. */
+  ignore?: string[];
+  forceBuild?: boolean;
+}
+
+export interface ImageDebianSlimParams {
+  /** Python series, e.g. "3.11" (bookworm) or "3.13" (trixie). Default: the builder version's default. */
+  pythonVersion?: string;
+  forceBuild?: boolean;
+}
+
+export interface ImageFromRegistryParams {
+  forceBuild?: boolean;
+  /** Reach the registry over plain HTTP even though it is not on loopback. */
+  insecure?: boolean;
+}
+
+type StepFactory = (b: BuilderVersion) => Step;
+
+function isParams(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+/** Splits variadic `(...strings, params?)` arguments; nested arrays are flattened. */
+function splitArgs<P>(method: string, args: readonly unknown[]): { items: string[]; params: P } {
+  const last = args[args.length - 1];
+  const params = (isParams(last) ? last : {}) as P;
+  const rest = isParams(last) ? args.slice(0, -1) : args;
+  const items: string[] = [];
+  for (const a of rest.flat()) {
+    if (typeof a !== "string") throw new InvalidDefinitionError(`${method}: expected strings, got ${typeof a} (${JSON.stringify(a)})`);
+    items.push(a);
+  }
+  return { items, params };
+}
+
+function requireAbsolute(method: string, remote: string): void {
+  if (!remote.startsWith("/")) throw new InvalidDefinitionError(`${method}: remote path "${remote}" must be absolute (start with /)`);
+}
+
+function timeoutMs(seconds: number | undefined, method: string): number | undefined {
+  if (seconds === undefined) return undefined;
+  if (!(typeof seconds === "number" && seconds > 0)) throw new InvalidDefinitionError(`${method}: timeout must be a positive number of seconds`);
+  return Math.round(seconds * 1000);
+}
+
+function stepBase(method: string, description: string, params: ImageStepParams): Omit<Step, "instructions" | "inputs" | "extra"> {
+  return {
+    method,
+    description,
+    secrets: mergeSecrets(params.secrets),
+    env: { ...(params.env ?? {}) },
+    forceBuild: params.forceBuild ?? false,
+  };
+}
+
+function pipFlags(p: ImagePipInstallParams): string[] {
+  const out: string[] = [];
+  if (p.findLinks) out.push("--find-links", shellQuote(p.findLinks));
+  if (p.indexUrl) out.push("--index-url", shellQuote(p.indexUrl));
+  if (p.extraIndexUrl) out.push("--extra-index-url", shellQuote(p.extraIndexUrl));
+  if (p.pre) out.push("--pre");
+  if (p.extraOptions) out.push(p.extraOptions);
+  return out;
+}
+
+function checkPackages(method: string, pkgs: string[]): void {
+  for (const p of pkgs) {
+    if (p.startsWith("-")) throw new InvalidDefinitionError(`${method}: "${p}" looks like an option, not a package; pass options through extraOptions`);
+  }
+}
+
+/** Renders a function for `runFunction` as a standalone ES module. */
+export function functionModule(fn: (...args: never[]) => unknown, args: unknown[]): { source: string; module: string; argsJson: string } {
+  let source = fn.toString();
+  if (/\[native code\]\s*}$/.test(source)) throw new InvalidDefinitionError("runFunction: native or bound functions cannot be serialised; pass a plain function");
+  if (/^class\b/.test(source)) throw new InvalidDefinitionError("runFunction: expected a function, got a class");
+  // Method shorthand (`name(a) {…}` / `async name(a) {…}`) is not an expression on its own.
+  const m = /^(async\s+)?(\*\s*)?([A-Za-z_$][\w$]*)\s*\(/.exec(source);
+  if (m && m[3] !== "function" && !(m[3] === "async" && !m[1])) {
+    source = `${m[1] ?? ""}function${m[2] ? "*" : ""} ${m[3]}${source.slice(m[0].length - 1)}`;
+  }
+  let argsJson: string;
+  try {
+    argsJson = JSON.stringify(args);
+  } catch (e) {
+    throw new InvalidDefinitionError(`runFunction: args must be JSON-serialisable (${(e as Error).message})`);
+  }
+  if (argsJson === undefined) throw new InvalidDefinitionError("runFunction: args must be JSON-serialisable");
+  const module =
+    `// Generated by Strata for runFunction.\n` +
+    `const fn = (${source});\n` +
+    `const args = ${JSON.stringify(argsJson)};\n` +
+    `await fn(...JSON.parse(args));\n`;
+  return { source, module, argsJson };
+}
+
+/** An immutable image definition. */
+export class Image {
+  readonly #base: (b: BuilderVersion) => Step;
+  readonly #steps: readonly StepFactory[];
+  readonly #deferred: readonly DeferredMount[];
+
+  /** @ignore Use the static constructors. */
+  private constructor(base: (b: BuilderVersion) => Step, steps: readonly StepFactory[], deferred: readonly DeferredMount[]) {
+    this.#base = base;
+    this.#steps = steps;
+    this.#deferred = deferred;
+  }
+
+  // ---- bases -------------------------------------------------------------------------------------------------
+
+  /** An empty image. */
+  static fromScratch(params: { forceBuild?: boolean } = {}): Image {
+    return new Image(
+      () => ({ method: "fromScratch", description: "fromScratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: {}, env: {}, forceBuild: params.forceBuild ?? false, extra: [] }),
+      [],
+      [],
+    );
+  }
+
+  /** A minimal Debian with Python, built from Debian's archive with mmdebstrap (suite chosen by the builder version). */
+  static debianSlim(params: ImageDebianSlimParams = {}): Image {
+    if (params.pythonVersion !== undefined && typeof params.pythonVersion !== "string") {
+      throw new InvalidDefinitionError(`debianSlim: pythonVersion must be a string like "3.11"`);
+    }
+    return new Image(
+      (b) => {
+        const { python, suite } = debianSuiteFor(b, params.pythonVersion);
+        const base: BaseSpec = { kind: "debian", python, suite, mirror: b.debian.mirror, variant: b.debian.variant, packages: [...b.debian.packages].sort(), cmd: b.debian.cmd };
+        return {
+          method: "debianSlim",
+          description: `debianSlim python ${python} (${suite})`,
+          base,
+          instructions: [{ op: "CMD", argv: b.debian.cmd }],
+          inputs: [],
+          secrets: {},
+          env: {},
+          forceBuild: params.forceBuild ?? false,
+          extra: [["base", JSON.stringify(base)]],
+        };
+      },
+      [],
+      [],
+    );
+  }
+
+  /** An image from an OCI registry (`host[:port]/repo:tag` or `@sha256:…`). Keyed by the resolved manifest digest. */
+  static fromRegistry(ref: string, params: ImageFromRegistryParams = {}): Image {
+    if (typeof ref !== "string" || ref.trim() === "") throw new InvalidDefinitionError("fromRegistry: expected an image reference such as 127.0.0.1:5000/team/base:1");
+    return new Image(
+      () => ({ method: "fromRegistry", description: `fromRegistry ${ref}`, base: { kind: "registry", ref, insecure: params.insecure }, instructions: [], inputs: [], secrets: {}, env: {}, forceBuild: params.forceBuild ?? false, extra: [] }),
+      [],
+      [],
+    );
+  }
+
+  /** An image already in the store, by id (or unique prefix). */
+  static fromId(imageId: string): Image {
+    return new Image(
+      () => ({ method: "fromId", description: `fromId ${imageId}`, base: { kind: "image", imageId }, instructions: [], inputs: [], secrets: {}, env: {}, forceBuild: false, extra: [] }),
+      [],
+      [],
+    );
+  }
+
+  // ---- chain plumbing ----------------------------------------------------------------------------------------
+
+  #with(method: string, factory: StepFactory): Image {
+    if (this.#deferred.length > 0) {
+      const d = this.#deferred[this.#deferred.length - 1]!;
+      throw new InvalidDefinitionError(
+        `${method}() cannot come after add${d.kind === "dir" ? "LocalDir" : "LocalFile"}("${d.localPath}", "${d.remotePath}") with copy: false: ` +
+          `those files are added when the image is run or exported, after every build step. Move the addLocal* calls to the end of the chain, or pass { copy: true } to build them into a layer.`,
+      );
+    }
+    return new Image(this.#base, [...this.#steps, factory], this.#deferred);
+  }
+
+  #meta(method: string, description: string, instructions: Instruction[], params: { forceBuild?: boolean } = {}): Image {
+    return this.#with(method, () => ({ ...stepBase(method, description, params), instructions, inputs: [], extra: [] }));
+  }
+
+  // ---- layer methods -----------------------------------------------------------------------------------------
+
+  /** Installs Debian packages: `apt-get update` then `apt-get install -y`, in one layer. */
+  aptInstall(...args: Array<string | string[] | ImageAptInstallParams>): Image {
+    const { items, params } = splitArgs<ImageAptInstallParams>("aptInstall", args);
+    if (items.length === 0) return this;
+    checkPackages("aptInstall", items);
+    const net = params.network;
+    return this.#with("aptInstall", () => ({
+      ...stepBase("aptInstall", `aptInstall ${items.join(" ")}`, params),
+      instructions: [
+        { op: "RUN", command: "apt-get update", network: net },
+        { op: "RUN", command: `apt-get install -y ${items.map(shellQuote).join(" ")}`, network: net },
+      ],
+      inputs: [],
+      extra: [],
+      timeoutMs: timeoutMs(params.timeout, "aptInstall"),
+    }));
+  }
+
+  /** Installs Python packages with pip. Packages are sorted, so their order does not change the key. */
+  pipInstall(...args: Array<string | string[] | ImagePipInstallParams>): Image {
+    const { items, params } = splitArgs<ImagePipInstallParams>("pipInstall", args);
+    if (items.length === 0) return this;
+    checkPackages("pipInstall", items);
+    const pkgs = [...items].sort();
+    return this.#with("pipInstall", () => ({
+      ...stepBase("pipInstall", `pipInstall ${pkgs.join(" ")}`, params),
+      instructions: [{ op: "RUN", command: ["python -m pip install", ...pkgs.map(shellQuote), ...pipFlags(params)].join(" "), network: params.network }],
+      inputs: [],
+      extra: [],
+      timeoutMs: timeoutMs(params.timeout, "pipInstall"),
+    }));
+  }
+
+  /** Installs a local requirements file with pip. The file's content is keyed. */
+  pipInstallFromRequirements(requirements: string, params: ImagePipInstallParams = {}): Image {
+    const local = path.resolve(requirements);
+    return this.#with("pipInstallFromRequirements", () => ({
+      ...stepBase("pipInstallFromRequirements", `pipInstallFromRequirements ${requirements}`, params),
+      instructions: [
+        { op: "COPY", source: "requirements", dest: "/.requirements.txt" },
+        { op: "RUN", command: ["python -m pip install -r /.requirements.txt", ...pipFlags(params)].join(" "), network: params.network },
+      ],
+      inputs: [{ kind: "file", name: "requirements", localPath: local }],
+      extra: [],
+      timeoutMs: timeoutMs(params.timeout, "pipInstallFromRequirements"),
+    }));
+  }
+
+  /**
+   * Installs Python packages with uv. The uv binary is the image's own (`/usr/local/bin/uv`, `/usr/bin/uv`) or the
+   * one named by STRATA_UV_BINARY on the build machine, mounted read-only and never captured in the layer.
+   */
+  uvPipInstall(...args: Array<string | string[] | ImageUvPipInstallParams>): Image {
+    const { items, params } = splitArgs<ImageUvPipInstallParams>("uvPipInstall", args);
+    if (items.length === 0 && !params.requirements) return this;
+    checkPackages("uvPipInstall", items);
+    const pkgs = [...items].sort();
+    const req = params.requirements ? path.resolve(params.requirements) : undefined;
+    return this.#with("uvPipInstall", (b) => {
+      const flags: string[] = [];
+      if (params.findLinks) flags.push("--find-links", shellQuote(params.findLinks));
+      if (params.indexUrl) flags.push("--index-url", shellQuote(params.indexUrl));
+      if (params.extraIndexUrl) flags.push("--extra-index-url", shellQuote(params.extraIndexUrl));
+      if (params.pre) flags.push("--prerelease", "allow");
+      if (params.extraOptions) flags.push(params.extraOptions);
+      const ins: Instruction[] = [];
+      if (req) ins.push({ op: "COPY", source: "requirements", dest: "/.uv-requirements.txt" });
+      ins.push({
+        op: "RUN",
+        command: ["/.strata/uv pip install --system --compile-bytecode", ...(req ? ["-r /.uv-requirements.txt"] : []), ...pkgs.map(shellQuote), ...flags].join(" "),
+        mounts: [{ type: "bind", source: "builder:uv", target: "/.strata/uv", readonly: true }],
+        network: params.network,
+      });
+      return {
+        ...stepBase("uvPipInstall", `uvPipInstall ${pkgs.join(" ")}${req ? ` -r ${params.requirements}` : ""}`, params),
+        instructions: ins,
+        inputs: req ? [{ kind: "file", name: "requirements", localPath: req }] : [],
+        extra: [["uvVersion", params.uvVersion ?? b.tools.uv.defaultVersion]],
+        timeoutMs: timeoutMs(params.timeout, "uvPipInstall"),
+      };
+    });
+  }
+
+  /** Runs shell commands, each its own RUN, in one layer. */
+  runCommands(...args: Array<string | string[] | ImageRunCommandsParams>): Image {
+    const { items, params } = splitArgs<ImageRunCommandsParams>("runCommands", args);
+    if (items.length === 0) return this;
+    const desc = items.length === 1 ? items[0]! : `${items[0]} (+${items.length - 1} more)`;
+    return this.#with("runCommands", () => ({
+      ...stepBase("runCommands", `runCommands ${desc}`, params),
+      instructions: items.map((c) => ({ op: "RUN", command: c, network: params.network })),
+      inputs: [],
+      extra: [],
+      timeoutMs: timeoutMs(params.timeout, "runCommands"),
+    }));
+  }
+
+  /**
+   * Runs a JavaScript function inside the image with `node` and snapshots the filesystem. The function must be
+   * self-contained (use `await import(...)` for modules). Its source text, arguments and secret names are keyed.
+   */
+  runFunction<A extends unknown[]>(fn: (...args: A) => unknown, params: ImageRunFunctionParams & { args?: A } = {}): Image {
+    if (typeof fn !== "function") throw new InvalidDefinitionError("runFunction: expected a function");
+    const { source, module, argsJson } = functionModule(fn as (...args: never[]) => unknown, params.args ?? []);
+    const name = fn.name || "anonymous";
+    return this.#with("runFunction", () => ({
+      ...stepBase("runFunction", `runFunction ${name}`, params),
+      instructions: [
+        {
+          op: "RUN",
+          command: ["/.strata/node/node", "/.strata/function.mjs"],
+          mounts: [
+            { type: "bind", source: "builder:node", target: "/.strata/node", readonly: true },
+            { type: "bind", source: "function", target: "/.strata/function.mjs", readonly: true },
+          ],
+          network: params.network,
+        },
+      ],
+      inputs: [{ kind: "inline", name: "function", content: module, mode: 0o444 }],
+      extra: [
+        ["function.source", source],
+        ["function.args", argsJson],
+      ],
+      timeoutMs: timeoutMs(params.timeout ?? 3600, "runFunction"),
+    }));
+  }
+
+  /** Adds a local directory's contents at `remote`: a layer with `copy: true`, else applied at run/export time. */
+  addLocalDir(local: string, remote: string, params: ImageAddLocalParams = {}): Image {
+    requireAbsolute("addLocalDir", remote);
+    const localPath = path.resolve(local);
+    const ignore = [...(params.ignore ?? [])];
+    if (!params.copy) return this.#defer({ kind: "dir", localPath, remotePath: remote, ignore });
+    return this.#with("addLocalDir", () => ({
+      ...stepBase("addLocalDir", `addLocalDir ${local} → ${remote}`, params),
+      instructions: [{ op: "COPY", source: "context", dest: remote }],
+      inputs: [{ kind: "dir", name: "context", localPath, ignore }],
+      extra: ignore.length ? [["ignore", JSON.stringify(ignore)]] : [],
+    }));
+  }
+
+  /** Adds one local file at `remote` (a trailing `/` keeps the file's name). */
+  addLocalFile(local: string, remote: string, params: Omit<ImageAddLocalParams, "ignore"> = {}): Image {
+    requireAbsolute("addLocalFile", remote);
+    const localPath = path.resolve(local);
+    const dest = remote.endsWith("/") ? remote + path.basename(localPath) : remote;
+    if (!params.copy) return this.#defer({ kind: "file", localPath, remotePath: dest, ignore: [] });
+    return this.#with("addLocalFile", () => ({
+      ...stepBase("addLocalFile", `addLocalFile ${local} → ${dest}`, params),
+      instructions: [{ op: "COPY", source: "context", dest }],
+      inputs: [{ kind: "file", name: "context", localPath }],
+      extra: [],
+    }));
+  }
+
+  #defer(m: DeferredMount): Image {
+    return new Image(this.#base, this.#steps, [...this.#deferred, m]);
+  }
+
+  /** Sets environment variables in the image config (no layer). */
+  env(vars: Record<string, string>, params: { forceBuild?: boolean } = {}): Image {
+    const entries = Object.entries(vars);
+    if (entries.length === 0) return this;
+    for (const [k, v] of entries) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new InvalidDefinitionError(`env: "${k}" is not a valid variable name`);
+      if (typeof v !== "string") throw new InvalidDefinitionError(`env: value of ${k} must be a string, got ${typeof v}`);
+    }
+    return this.#meta("env", `env ${entries.map(([k]) => k).join(" ")}`, [{ op: "ENV", vars: entries }], params);
+  }
+
+  /** Sets the working directory for later steps and for the container. */
+  workdir(dir: string): Image {
+    requireAbsolute("workdir", dir);
+    return this.#meta("workdir", `workdir ${dir}`, [{ op: "WORKDIR", path: dir }]);
+  }
+
+  entrypoint(argv: string[]): Image {
+    if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string")) throw new InvalidDefinitionError("entrypoint: expected an array of strings");
+    return this.#meta("entrypoint", `entrypoint ${JSON.stringify(argv)}`, [{ op: "ENTRYPOINT", argv }]);
+  }
+
+  cmd(argv: string[]): Image {
+    if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string")) throw new InvalidDefinitionError("cmd: expected an array of strings");
+    return this.#meta("cmd", `cmd ${JSON.stringify(argv)}`, [{ op: "CMD", argv }]);
+  }
+
+  /** Sets the shell later `runCommands` use (default ["/bin/sh", "-c"]). */
+  shell(argv: string[]): Image {
+    if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== "string")) throw new InvalidDefinitionError("shell: expected a non-empty array of strings");
+    return this.#meta("shell", `shell ${JSON.stringify(argv)}`, [{ op: "SHELL", argv }]);
+  }
+
+  /** Sets the user later steps and the container run as (`name`, `uid`, `uid:gid`). */
+  user(user: string): Image {
+    if (typeof user !== "string" || user === "") throw new InvalidDefinitionError("user: expected a user name or uid");
+    return this.#meta("user", `user ${user}`, [{ op: "USER", user }]);
+  }
+
+  label(labels: Record<string, string>): Image {
+    const entries = Object.entries(labels);
+    if (entries.length === 0) return this;
+    return this.#meta("label", `label ${entries.map(([k]) => k).join(" ")}`, [{ op: "LABEL", labels: entries }]);
+  }
+
+  // ---- planning and building ---------------------------------------------------------------------------------
+
+  /** Compiles the chain into a plan for a builder version (default: STRATA_BUILDER_VERSION or the newest). */
+  plan(builder: BuilderVersion | string = loadBuilderVersion()): Plan {
+    const b = typeof builder === "string" ? loadBuilderVersion(builder) : builder;
+    return { builderVersion: b.version, steps: [this.#base(b), ...this.#steps.map((f) => f(b))], deferred: [...this.#deferred] };
+  }
+
+  /** Builds the image (locally, or on STRATA_SERVER when set) and returns its id and per-step results. */
+  async build(options: BuildOptions = {}): Promise<BuiltImage> {
+    const { buildImage } = await import("../engine/build.js");
+    return buildImage(this, options);
+  }
+}
+
+export type { StepInput };

@@ -1,0 +1,264 @@
+/**
+ * The embedded default store: a directory (STRATA_HOME) laid out like an OCI image layout plus an index.
+ *   blobs/sha256/<hex>        layer tar.gz, config and manifest JSON
+ *   index/<kk>/<key>.json     cache index: key → image id
+ *   images/<hex>.json         image records
+ *   chains/<hash>.json        most recent build of each named chain (for `strata explain`)
+ *   layers/<diffid hex>/      unpacked layers (overlay lowerdir form)
+ *   locks/<key>.lock          build locks (owner pid inside); logs/<hex>.log  step logs, secrets redacted
+ *   tmp/                      work dirs; `<prefix>-<pid>-…` so stale ones can be reclaimed
+ * Every write is temp + rename, so a build killed at any point leaves nothing a later build trusts.
+ */
+import { createReadStream, promises as fsp } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { execa } from "execa";
+import { DigestMismatchError, NotFoundError, StoreError } from "../errors.js";
+import { extractLayer } from "../layer/tar-extract.js";
+import { MediaType } from "../oci/types.js";
+import { digestHex, sha256Bytes, sha256File, type Digest } from "../util/digest.js";
+import { exists, pidAlive, readJson, uniqueSuffix, writeFileAtomic } from "../util/fs.js";
+import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store } from "./store.js";
+
+/** Where the store lives: STRATA_HOME, else `~/.cache/strata` (XDG_CACHE_HOME respected). */
+export function defaultStoreRoot(): string {
+  if (process.env.STRATA_HOME) return path.resolve(process.env.STRATA_HOME);
+  const xdg = process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
+  return path.join(xdg, "strata");
+}
+
+export class LocalStore implements Store {
+  readonly root: string;
+  private constructor(root: string) {
+    this.root = root;
+  }
+
+  /** Opens (creating if needed) a store rooted at `root`. */
+  static async open(root = defaultStoreRoot()): Promise<LocalStore> {
+    for (const d of ["blobs/sha256", "index", "images", "chains", "layers", "tmp", "locks", "logs"]) {
+      await fsp.mkdir(path.join(root, d), { recursive: true });
+    }
+    return new LocalStore(root);
+  }
+
+  private blobFile(d: Digest): string {
+    return path.join(this.root, "blobs", "sha256", digestHex(d));
+  }
+
+  async hasBlob(d: Digest): Promise<boolean> {
+    return exists(this.blobFile(d));
+  }
+
+  async openBlob(d: Digest): Promise<Readable> {
+    const f = this.blobFile(d);
+    if (!(await exists(f))) throw new NotFoundError(`blob ${d} is not in the store at ${this.root}`);
+    return createReadStream(f);
+  }
+
+  async readBlob(d: Digest): Promise<Buffer> {
+    try {
+      return await fsp.readFile(this.blobFile(d));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new NotFoundError(`blob ${d} is not in the store at ${this.root}`);
+      throw e;
+    }
+  }
+
+  async blobPath(d: Digest): Promise<string> {
+    const f = this.blobFile(d);
+    if (!(await exists(f))) throw new NotFoundError(`blob ${d} is not in the store at ${this.root}`);
+    return f;
+  }
+
+  async putBlobBytes(data: Uint8Array): Promise<Digest> {
+    const d = sha256Bytes(data);
+    const f = this.blobFile(d);
+    if (!(await exists(f))) await writeFileAtomic(f, data);
+    return d;
+  }
+
+  async putBlobFile(tempPath: string, d: Digest, opts: { verified?: boolean } = {}): Promise<void> {
+    if (!opts.verified) {
+      const actual = await sha256File(tempPath);
+      if (actual !== d) {
+        await fsp.rm(tempPath, { force: true });
+        throw new DigestMismatchError(d, actual, tempPath);
+      }
+    }
+    const f = this.blobFile(d);
+    if (await exists(f)) {
+      await fsp.rm(tempPath, { force: true });
+      return;
+    }
+    await fsp.chmod(tempPath, 0o644);
+    await fsp.rename(tempPath, f);
+  }
+
+  private indexFile(key: string): string {
+    if (!/^[0-9a-z-]+$/.test(key)) throw new StoreError(`invalid cache key "${key}"`);
+    return path.join(this.root, "index", key.slice(0, 2), `${key}.json`);
+  }
+
+  async getIndex(key: string): Promise<IndexEntry | undefined> {
+    const entry = await this.readRecord<IndexEntry>(this.indexFile(key));
+    // An entry is only trusted if its image record (and so every blob it names) exists.
+    if (entry && !(await this.getImage(entry.imageId))) return undefined;
+    return entry;
+  }
+
+  async putIndex(entry: IndexEntry): Promise<void> {
+    await writeFileAtomic(this.indexFile(entry.key), JSON.stringify(entry));
+  }
+
+  private imageFile(id: Digest): string {
+    return path.join(this.root, "images", `${digestHex(id)}.json`);
+  }
+
+  async getImage(id: Digest): Promise<ImageRecord | undefined> {
+    return this.readRecord<ImageRecord>(this.imageFile(id));
+  }
+
+  async putImage(record: ImageRecord): Promise<void> {
+    for (const d of [record.configDigest, record.manifestDigest, ...record.layers.map((l) => l.digest)]) {
+      if (!(await this.hasBlob(d))) throw new StoreError(`refusing to record image ${record.id}: blob ${d} is missing`);
+    }
+    await writeFileAtomic(this.imageFile(record.id), JSON.stringify(record));
+  }
+
+  async listImages(): Promise<ImageRecord[]> {
+    const dir = path.join(this.root, "images");
+    const out: ImageRecord[] = [];
+    for (const f of await fsp.readdir(dir)) {
+      if (!f.endsWith(".json")) continue;
+      const r = await this.readRecord<ImageRecord>(path.join(dir, f));
+      if (r) out.push(r);
+    }
+    return out;
+  }
+
+  async resolveImage(ref: string): Promise<ImageRecord> {
+    const hex = ref.replace(/^sha256:/, "").toLowerCase();
+    if (!/^[0-9a-f]{6,64}$/.test(hex)) throw new NotFoundError(`"${ref}" is not an image id (expected sha256:<hex> or a prefix of at least 6 hex digits)`);
+    if (hex.length === 64) {
+      const r = await this.getImage(("sha256:" + hex) as Digest);
+      if (!r) throw new NotFoundError(`image ${ref} is not in the store at ${this.root} (list images with \`strata images\`)`);
+      return r;
+    }
+    const matches = (await fsp.readdir(path.join(this.root, "images"))).filter((f) => f.startsWith(hex) && f.endsWith(".json"));
+    if (matches.length === 0) throw new NotFoundError(`no image id starts with ${hex} in the store at ${this.root} (list images with \`strata images\`)`);
+    if (matches.length > 1) throw new NotFoundError(`image id prefix ${hex} is ambiguous (${matches.length} images); give more digits`);
+    return (await this.getImage(("sha256:" + matches[0]!.slice(0, 64)) as Digest))!;
+  }
+
+  private chainFile(name: string): string {
+    return path.join(this.root, "chains", `${digestHex(sha256Bytes(name))}.json`);
+  }
+
+  async getChain(name: string): Promise<ChainRecord | undefined> {
+    return this.readRecord<ChainRecord>(this.chainFile(name));
+  }
+
+  async putChain(chain: ChainRecord): Promise<void> {
+    await writeFileAtomic(this.chainFile(chain.name), JSON.stringify(chain));
+  }
+
+  private layerPath(diffId: Digest): string {
+    return path.join(this.root, "layers", digestHex(diffId));
+  }
+
+  async layerDir(layer: LayerRecord): Promise<string> {
+    const dir = this.layerPath(layer.diffId);
+    if (await exists(dir)) return dir;
+    const tmp = await this.tempDir("unpack");
+    const root = path.join(tmp, "root");
+    await fsp.mkdir(root);
+    try {
+      const gzip = layer.mediaType !== MediaType.ociLayerTar;
+      await extractLayer(await this.openBlob(layer.digest), root, { gzip });
+      return await this.adoptLayerDir(layer.diffId, root);
+    } finally {
+      await fsp.rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  async adoptLayerDir(diffId: Digest, dir: string): Promise<string> {
+    const target = this.layerPath(diffId);
+    try {
+      await fsp.rename(dir, target);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // Someone else adopted the same layer first: theirs is identical, ours goes.
+      if (code !== "ENOTEMPTY" && code !== "EEXIST") throw new StoreError(`could not move layer ${diffId} into ${target}`, { cause: e });
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+    return target;
+  }
+
+  async tempDir(prefix: string): Promise<string> {
+    const dir = path.join(this.root, "tmp", `${prefix}-${uniqueSuffix()}`);
+    await fsp.mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  async lock(key: string): Promise<() => Promise<void>> {
+    const dir = path.join(this.root, "locks");
+    await fsp.mkdir(dir, { recursive: true });
+    const file = path.join(dir, `${key}.lock`);
+    for (;;) {
+      try {
+        const fh = await fsp.open(file, "wx");
+        await fh.writeFile(String(process.pid));
+        await fh.close();
+        return async () => {
+          await fsp.rm(file, { force: true });
+        };
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      }
+      const owner = Number(await fsp.readFile(file, "utf8").catch(() => ""));
+      if (owner && owner !== process.pid && !pidAlive(owner)) {
+        // Break a dead process's lock. If two waiters race here both may build; that is safe (every write is an
+        // atomic rename of identical content), only wasteful.
+        const stale = `${file}.stale-${uniqueSuffix()}`;
+        if (await fsp.rename(file, stale).then(() => true, () => false)) await fsp.rm(stale, { force: true });
+        continue;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  private logFile(id: Digest): string {
+    return path.join(this.root, "logs", `${digestHex(id)}.log`);
+  }
+
+  async putLog(id: Digest, text: string): Promise<void> {
+    await writeFileAtomic(this.logFile(id), text);
+  }
+
+  async getLog(id: Digest): Promise<string | undefined> {
+    return fsp.readFile(this.logFile(id), "utf8").catch(() => undefined);
+  }
+
+  async recover(): Promise<void> {
+    const tmp = path.join(this.root, "tmp");
+    for (const name of await fsp.readdir(tmp)) {
+      const m = /^[a-z]+-(\d+)-/.exec(name);
+      if (!m || pidAlive(Number(m[1]))) continue;
+      const dir = path.join(tmp, name);
+      // Unmount anything an interrupted step left mounted under this dir before deleting it.
+      const mounts = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1] ?? "").filter((mp) => mp.startsWith(dir + "/"));
+      for (const mp of mounts.sort().reverse()) await execa("umount", ["-l", mp], { reject: false });
+      await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
+  private async readRecord<T>(file: string): Promise<T | undefined> {
+    try {
+      return await readJson<T>(file);
+    } catch (e) {
+      if (e instanceof SyntaxError) throw new StoreError(`corrupt record ${file}: ${e.message} (delete it to let Strata rebuild it)`, { cause: e });
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,107 @@
+/** The Store interface: content-addressed blobs, the cache index (key → image id), image records, unpacked layers. */
+import type { Readable } from "node:stream";
+import type { Digest } from "../util/digest.js";
+import type { KeyInputs } from "../keys/step-key.js";
+
+/** One layer of an image: compressed blob digest, uncompressed diffID, size of the blob. */
+export interface LayerRecord {
+  digest: Digest;
+  diffId: Digest;
+  size: number;
+  mediaType: string;
+}
+
+/** What produced an image: the step, its cache key and the inputs that went into the key (for `strata explain`). */
+export interface StepRecord {
+  index: number;
+  description: string;
+  key: string;
+  inputs: KeyInputs;
+  /** True when this image was produced by a forced rebuild (`forceBuild`). */
+  forced: boolean;
+  builtAt: string;
+  seconds: number;
+}
+
+/** A file or directory applied at run/export time rather than built into a layer (`copy: false`). */
+export interface DeferredMount {
+  kind: "dir" | "file";
+  localPath: string;
+  remotePath: string;
+  ignore: string[];
+}
+
+/**
+ * A built image. `id` is the digest of its config blob, so two builds of the same key at different times
+ * (forceBuild) get different ids, and children keyed on the id miss.
+ */
+export interface ImageRecord {
+  id: Digest;
+  configDigest: Digest;
+  configSize: number;
+  manifestDigest: Digest;
+  manifestSize: number;
+  layers: LayerRecord[];
+  parent?: Digest;
+  step?: StepRecord;
+}
+
+/** An entry of the cache index. */
+export interface IndexEntry {
+  key: string;
+  imageId: Digest;
+  createdAt: string;
+}
+
+/** The steps of the most recent build of a named chain (a definition file or export name), for `strata explain`. */
+export interface ChainRecord {
+  name: string;
+  builtAt: string;
+  imageIds: Digest[];
+}
+
+/**
+ * Storage for everything a build produces. Blob writes verify the digest and are atomic; a record is only
+ * written after every blob it refers to is stored, so an interrupted build never publishes a dangling reference.
+ */
+export interface Store {
+  readonly root: string;
+  hasBlob(digest: Digest): Promise<boolean>;
+  openBlob(digest: Digest): Promise<Readable>;
+  readBlob(digest: Digest): Promise<Buffer>;
+  /** Path of a blob on local disk (fetching it into the local cache first if the backend is remote). */
+  blobPath(digest: Digest): Promise<string>;
+  /** Stores bytes under their sha256 digest and returns it. */
+  putBlobBytes(data: Uint8Array): Promise<Digest>;
+  /** Moves a finished temp file into the store under `digest` (verified unless `verified`). */
+  putBlobFile(tempPath: string, digest: Digest, opts?: { verified?: boolean }): Promise<void>;
+
+  getIndex(key: string): Promise<IndexEntry | undefined>;
+  putIndex(entry: IndexEntry): Promise<void>;
+
+  getImage(id: Digest): Promise<ImageRecord | undefined>;
+  putImage(record: ImageRecord): Promise<void>;
+  listImages(): Promise<ImageRecord[]>;
+  /** Resolves a full id, a bare hex id or a unique prefix (≥ 6 hex digits) to an image record. */
+  resolveImage(ref: string): Promise<ImageRecord>;
+
+  getChain(name: string): Promise<ChainRecord | undefined>;
+  putChain(chain: ChainRecord): Promise<void>;
+
+  /** Directory holding the unpacked layer (overlay lowerdir form), unpacking it from its blob if needed. */
+  layerDir(layer: LayerRecord): Promise<string>;
+  /** Adopts an already-unpacked directory (e.g. an overlay upper dir) as the unpacked form of `diffId`. */
+  adoptLayerDir(diffId: Digest, dir: string): Promise<string>;
+  /** A fresh private directory for temporary work, removed by the caller or by the next `recover()`. */
+  tempDir(prefix: string): Promise<string>;
+  /**
+   * Takes the build lock for a cache key, waiting while another live process holds it. Returns the release
+   * function. Locks of dead processes are broken.
+   */
+  lock(key: string): Promise<() => Promise<void>>;
+  /** Saves the (secret-redacted) log of the step that produced an image. */
+  putLog(imageId: Digest, text: string): Promise<void>;
+  getLog(imageId: Digest): Promise<string | undefined>;
+  /** Removes what interrupted builds left behind (temp files, stale mounts). Safe while other builds run. */
+  recover(): Promise<void>;
+}
