@@ -187,8 +187,17 @@ function compile(body: string, exclusion: boolean): CompiledPattern {
     return { exclusion, test: (path) => path === literal };
   }
 
-  let src = "^";
+  // Runs of `**` mean the same as one; merging them keeps the backtracking regexp engine away
+  // from polynomial blow-ups on patterns like `**/**/**/x`.
+  const merged: Token[] = [];
   for (const t of tokens) {
+    const prev = merged[merged.length - 1];
+    if (t.kind === "globstar" && prev?.kind === "globstar") merged[merged.length - 1] = t;
+    else merged.push(t);
+  }
+
+  let src = "^";
+  for (const t of merged) {
     switch (t.kind) {
       case "lit":
         src += reChar(t.ch.codePointAt(0)!);

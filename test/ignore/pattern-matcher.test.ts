@@ -346,3 +346,16 @@ describe("parseIgnoreFile", () => {
     assert.throws(() => PatternMatcher.parse(lines), InvalidDefinitionError);
   });
 });
+
+describe("robustness", () => {
+  test("many ** in a row stay fast on long non-matching paths", () => {
+    const pm = PatternMatcher.parse(["**/**/**/**/**/**/needle", "a/**/**/**/**/b/**/**/c"]);
+    const deep = Array.from({ length: 60 }, (_, i) => `segment${i}`).join("/") + "/haystack";
+    const t0 = performance.now();
+    assert.equal(pm.matches(deep), false);
+    assert.ok(performance.now() - t0 < 200, "no catastrophic backtracking");
+    assert.equal(pm.matches("x/y/needle"), true);
+    assert.equal(pm.matches("a/b/c"), true);
+    assert.equal(pm.matches("a/1/2/b/3/c"), true);
+  });
+});
