@@ -126,7 +126,7 @@ export async function explain(image: Image, store: Store, chainName: string, bui
       continue;
     }
     steps.push({ index, description: step.description, key, hit: false, reasons: missReasons(step, inputs, previous) });
-    rebuiltFrom = { index, why: "miss" };
+    rebuiltFrom = { index, why: "changed" };
   }
   return { chain: chainName, previousBuild: chain?.builtAt ?? null, steps };
 }

@@ -598,8 +598,10 @@ async function downloadLayers(
 ): Promise<void> {
   // Each distinct blob once; skip what the store already has.
   const todo = new Map<Digest, { layer: LayerRecord; kind: LayerKind }>();
+  const seen = new Set<Digest>();
   for (const [i, layer] of layers.entries()) {
-    if (todo.has(layer.digest)) continue;
+    if (seen.has(layer.digest)) continue;
+    seen.add(layer.digest);
     if (await store.hasBlob(layer.digest)) {
       progress(`${shortDigest(layer.digest)} already present`);
       continue;
