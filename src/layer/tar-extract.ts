@@ -6,11 +6,13 @@
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
-import type { Readable } from "node:stream";
+import { createHash } from "node:crypto";
+import { Transform, type Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { execa } from "execa";
 import tar from "tar-stream";
 import { StrataError } from "../errors.js";
+import type { Digest } from "../util/digest.js";
 import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "./tar-pack.js";
 
 export class UnsafeLayerError extends StrataError {
@@ -52,8 +54,11 @@ export interface ExtractOptions {
   gzip?: boolean;
 }
 
-/** Extracts a (possibly gzipped) layer tar stream into `root`, which must exist and be empty. */
-export async function extractLayer(input: Readable, root: string, opts: ExtractOptions = {}): Promise<void> {
+/**
+ * Extracts a (possibly gzipped) layer tar stream into `root`, which must exist and be empty. Returns the diffID
+ * (sha256 of the uncompressed tar) so callers can check the layer is what its config claims.
+ */
+export async function extractLayer(input: Readable, root: string, opts: ExtractOptions = {}): Promise<Digest> {
   const extract = tar.extract();
   const whiteouts: string[] = [];
   const opaques: string[] = [];
@@ -129,8 +134,15 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
       }
     }
   })();
-  const source = opts.gzip ? input.pipe(createGunzip()) : input;
-  await Promise.all([pipeline(source, extract as unknown as NodeJS.WritableStream), consume]);
+  const hash = createHash("sha256");
+  const hasher = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  const stages: NodeJS.ReadWriteStream[] = opts.gzip ? [createGunzip(), hasher] : [hasher];
+  await Promise.all([pipeline([input, ...stages, extract as unknown as NodeJS.WritableStream]), consume]);
   for (const w of whiteouts) {
     await fsp.rm(w, { recursive: true, force: true });
     await execa("mknod", [w, "c", "0", "0"]);
@@ -138,4 +150,5 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
   for (const o of opaques) await execa("setfattr", ["-n", "trusted.overlay.opaque", "-v", "y", o]);
   // Directory mtimes last, since creating children changes them.
   for (const [d, t] of dirTimes.reverse()) await fsp.utimes(d, t, t);
+  return ("sha256:" + hash.digest("hex")) as Digest;
 }

@@ -16,7 +16,6 @@ import type { Readable } from "node:stream";
 import { execa } from "execa";
 import { DigestMismatchError, NotFoundError, StoreError } from "../errors.js";
 import { extractLayer } from "../layer/tar-extract.js";
-import { MediaType } from "../oci/types.js";
 import { digestHex, sha256Bytes, sha256File, type Digest } from "../util/digest.js";
 import { exists, pidAlive, readJson, uniqueSuffix, writeFileAtomic } from "../util/fs.js";
 import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store } from "./store.js";
@@ -174,8 +173,14 @@ export class LocalStore implements Store {
     const root = path.join(tmp, "root");
     await fsp.mkdir(root);
     try {
-      const gzip = layer.mediaType !== MediaType.ociLayerTar;
-      await extractLayer(await this.openBlob(layer.digest), root, { gzip });
+      // Compression is decided by content (gzip magic), not by the media type a manifest claims.
+      const fh = await fsp.open(this.blobFile(layer.digest), "r");
+      const magic = Buffer.alloc(2);
+      await fh.read(magic, 0, 2, 0).finally(() => fh.close());
+      const gzip = magic[0] === 0x1f && magic[1] === 0x8b;
+      const diffId = await extractLayer(await this.openBlob(layer.digest), root, { gzip });
+      // Unpacked layers are shared by diffID: never file content under a diffID it does not have.
+      if (diffId !== layer.diffId) throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content of layer ${layer.digest}`);
       return await this.adoptLayerDir(layer.diffId, root);
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true });
