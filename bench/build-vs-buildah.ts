@@ -651,16 +651,16 @@ async function main(): Promise<void> {
     const edited = files.filter((f) => !f.binary && f.rel.split("/").length >= 3)[0] ?? files[0]!;
 
     // ---- shared base (untimed) ----
-    const cached = o.baseCache && (await fsp.access(path.join(o.baseCache, "base-id")).then(() => true, () => false));
-    if (cached) {
-      progress(`reusing the debianSlim base from ${o.baseCache}`);
-      await run("cp", ["-a", path.join(o.baseCache, "strata-home.base"), b.strataTemplate], { what: "copy cached base store" });
-      await run("cp", ["-a", path.join(o.baseCache, "base-oci"), b.baseOci], { what: "copy cached base layout" });
+    const baseCache = o.baseCache;
+    if (baseCache && (await fsp.access(path.join(baseCache, "base-id")).then(() => true, () => false))) {
+      progress(`reusing the debianSlim base from ${baseCache}`);
+      await run("cp", ["-a", path.join(baseCache, "strata-home.base"), b.strataTemplate], { what: "copy cached base store" });
+      await run("cp", ["-a", path.join(baseCache, "base-oci"), b.baseOci], { what: "copy cached base layout" });
       await b.resetStrata();
       // The cached base must still be a cache hit for this Strata (same builder version and base recipe).
       const base = await b.strataBuild(baseDef, "strata build base (cached)");
-      if (!base.steps.every((x) => x.cached) || base.imageId !== (await fsp.readFile(path.join(o.baseCache, "base-id"), "utf8")).trim()) {
-        throw new Error(`the base in ${o.baseCache} is stale for this Strata (it was rebuilt); delete ${o.baseCache} and run again`);
+      if (!base.steps.every((x) => x.cached) || base.imageId !== (await fsp.readFile(path.join(baseCache, "base-id"), "utf8")).trim()) {
+        throw new Error(`the base in ${baseCache} is stale for this Strata (it was rebuilt); delete ${baseCache} and run again`);
       }
     } else {
       progress("building the Strata debianSlim base (mmdebstrap, ~45 s)…");
@@ -668,12 +668,12 @@ async function main(): Promise<void> {
       progress(`base ${base.imageId.slice(7, 19)} in ${base.seconds.toFixed(1)} s; exporting as OCI layout for buildah`);
       await b.strata(["export", base.imageId, "--oci", b.baseOci], "strata export base");
       await run("cp", ["-a", b.strataHome, b.strataTemplate], { what: "snapshot base store" });
-      if (o.baseCache) {
-        await fsp.rm(o.baseCache, { recursive: true, force: true });
-        await fsp.mkdir(o.baseCache, { recursive: true });
-        await run("cp", ["-a", b.strataTemplate, path.join(o.baseCache, "strata-home.base")], { what: "save base store" });
-        await run("cp", ["-a", b.baseOci, path.join(o.baseCache, "base-oci")], { what: "save base layout" });
-        await fsp.writeFile(path.join(o.baseCache, "base-id"), base.imageId + "\n");
+      if (baseCache) {
+        await fsp.rm(baseCache, { recursive: true, force: true });
+        await fsp.mkdir(baseCache, { recursive: true });
+        await run("cp", ["-a", b.strataTemplate, path.join(baseCache, "strata-home.base")], { what: "save base store" });
+        await run("cp", ["-a", b.baseOci, path.join(baseCache, "base-oci")], { what: "save base layout" });
+        await fsp.writeFile(path.join(baseCache, "base-id"), base.imageId + "\n");
       }
     }
     await b.resetBuildah();
