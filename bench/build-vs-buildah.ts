@@ -587,7 +587,7 @@ async function cachedBreakdown(b: Bench, def: string): Promise<void> {
 async function verifySame(b: Bench, strataId: string): Promise<void> {
   // Same files (paths, modes, owners, sizes, contents) and same config in both images.
   const script =
-    "cd /ctx && echo files=$(cat /count) && echo ok=$(cat /work/ok) && echo cwd=$(pwd) && echo BENCH=$BENCH && " +
+    "echo cwd=$(pwd) && cd /ctx && echo files=$(cat /count) && echo ok=$(cat /work/ok) && echo BENCH=$BENCH && " +
     "echo tree=$(find . -printf '%M %U %G %p\\n' | sort | sha256sum | cut -c1-16) && " +
     "echo content=$(find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16) && " +
     "echo gen=$(sha256sum /gen.txt 2>/dev/null | cut -c1-16)";

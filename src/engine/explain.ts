@@ -68,8 +68,13 @@ export function diffInputs(method: string, before: KeyInputs, now: KeyInputs, be
   if (added.length) fileParts.push(`${plural(added.length, "file")} added (${show(added)})`);
   if (removed.length) fileParts.push(`${plural(removed.length, "file")} removed (${show(removed)})`);
   if (fileParts.length) out.push(fileParts.join(", "));
-  const bs = before.secretNames.join(","), ns = now.secretNames.join(",");
+  const names = (xs: string[]) => [...new Set(xs)].sort().join(",");
+  const bs = names(before.secretNames), ns = names(now.secretNames);
   if (bs !== ns) out.push(`secret names changed: [${bs}] → [${ns}]`);
+  const ba = new Map(before.buildArgs), na = new Map(now.buildArgs);
+  for (const k of [...new Set([...ba.keys(), ...na.keys()])].sort()) {
+    if (ba.get(k) !== na.get(k)) out.push(`build arg ${k} changed: ${ba.get(k) ?? "(unset)"} → ${na.get(k) ?? "(unset)"}`);
+  }
   const be = new Map(before.extra), ne = new Map(now.extra);
   for (const k of new Set([...be.keys(), ...ne.keys()])) {
     if (be.get(k) === ne.get(k)) continue;

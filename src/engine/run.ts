@@ -26,8 +26,7 @@ export function commandLine(config: ImageConfig["config"], args: string[] | unde
 }
 
 export async function runImage(store: Store, image: ImageRecord, opts: RunImageOptions = {}): Promise<number> {
-  await reapStaleContainers();
-  await store.recover();
+  await store.recover(reapStaleContainers);
   const config = JSON.parse((await store.readBlob(image.configDigest)).toString()) as ImageConfig;
   const argv = commandLine(config.config, opts.args);
   if (argv.length === 0) throw new InvalidDefinitionError(`image ${image.id} has no ENTRYPOINT or CMD; give a command: strata run <image> -- <cmd...>`);

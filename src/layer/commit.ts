@@ -35,12 +35,12 @@ export async function commitLayer(store: Store, dir: string, opts: PackOptions):
   const tmpFile = path.join(tmpDir, "layer.tar.gz");
   const diff = new HashingTransform();
   const comp = new HashingTransform();
-  await pipeline(packDir(dir, opts), diff, createGzip({ level: gzipLevel() }), comp, createWriteStream(tmpFile));
-  const digest = comp.digest();
   try {
+    await pipeline(packDir(dir, opts), diff, createGzip({ level: gzipLevel() }), comp, createWriteStream(tmpFile));
+    const digest = comp.digest();
     await store.putBlobFile(tmpFile, digest, { verified: true });
+    return { digest, diffId: diff.digest(), size: comp.size, mediaType: MediaType.ociLayerGzip };
   } finally {
     await rm(tmpDir, { recursive: true, force: true });
   }
-  return { digest, diffId: diff.digest(), size: comp.size, mediaType: MediaType.ociLayerGzip };
 }

@@ -50,6 +50,17 @@ async function ensureParents(root: string, rel: string): Promise<void> {
   }
 }
 
+/** Throws unless every existing parent of `rel` inside `root` is a real directory (never creates anything). */
+async function checkParents(root: string, rel: string, entry: string): Promise<void> {
+  let cur = root;
+  for (const p of rel.split("/").slice(0, -1)) {
+    cur = path.join(cur, p);
+    const st = await fsp.lstat(cur).catch(() => undefined);
+    if (!st) return;
+    if (!st.isDirectory()) throw new UnsafeLayerError(entry, `parent ${path.relative(root, cur)} is ${st.isSymbolicLink() ? "a symlink" : "not a directory"}; following it could leave the root`);
+  }
+}
+
 export interface ExtractOptions {
   gzip?: boolean;
 }
@@ -109,9 +120,13 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
           break;
         case "link": {
           const linkRel = safeEntryPath(h.linkname ?? "");
+          // The target's parents must be real directories too, or `s -> /outside` + `h -> s/victim` would link an
+          // outside file into the layer.
+          await checkParents(root, linkRel, h.name);
           const src = path.join(root, linkRel);
           const st = await fsp.lstat(src).catch(() => undefined);
           if (!st) throw new UnsafeLayerError(h.name, `hardlink target ${h.linkname} is not in this layer`);
+          if (st.isDirectory()) throw new UnsafeLayerError(h.name, `hardlink target ${h.linkname} is a directory`);
           await fsp.link(src, target);
           break;
         }
@@ -143,11 +158,22 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
   });
   const stages: NodeJS.ReadWriteStream[] = opts.gzip ? [createGunzip(), hasher] : [hasher];
   await Promise.all([pipeline([input, ...stages, extract as unknown as NodeJS.WritableStream]), consume]);
+  // Whiteouts and opaque markers are applied last; entries after them may have put a symlink where their parent
+  // directory was, so the parents are checked again now and nothing is followed.
   for (const w of whiteouts) {
+    await checkParents(root, path.relative(root, w), w);
     await fsp.rm(w, { recursive: true, force: true });
     await execa("mknod", [w, "c", "0", "0"]);
   }
-  for (const o of opaques) await execa("setfattr", ["-n", "trusted.overlay.opaque", "-v", "y", o]);
+  for (const o of opaques) {
+    const rel = path.relative(root, o);
+    if (rel !== "") {
+      await checkParents(root, rel, o);
+      const st = await fsp.lstat(o);
+      if (!st.isDirectory()) throw new UnsafeLayerError(o, "an opaque-directory marker's directory was replaced by a non-directory");
+    }
+    await execa("setfattr", ["-h", "-n", "trusted.overlay.opaque", "-v", "y", o]);
+  }
   // Directory mtimes last, since creating children changes them.
   for (const [d, t] of dirTimes.reverse()) await fsp.utimes(d, t, t);
   return ("sha256:" + hash.digest("hex")) as Digest;

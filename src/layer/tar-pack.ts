@@ -33,7 +33,8 @@ export async function findOpaqueDirs(root: string): Promise<Set<string>> {
   const out = new Set<string>();
   let current: string | undefined;
   for (const line of r.stdout.split("\n")) {
-    if (line.startsWith("# file: ")) current = line.slice(8);
+    // getfattr escapes backslashes and control characters in names as \ooo octal.
+    if (line.startsWith("# file: ")) current = line.slice(8).replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
     else if (current && /^trusted\.overlay\.opaque="y"/.test(line)) out.add(path.relative(root, current));
   }
   if (r.exitCode !== 0 && r.exitCode !== 1 && !r.stdout) {

@@ -13,9 +13,7 @@ import { createReadStream, promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
-import { execa } from "execa";
 import { DigestMismatchError, NotFoundError, StoreError } from "../errors.js";
-import { extractLayer } from "../layer/tar-extract.js";
 import { digestHex, sha256Bytes, sha256File, type Digest } from "../util/digest.js";
 import { exists, pidAlive, readJson, uniqueSuffix, writeFileAtomic } from "../util/fs.js";
 import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store } from "./store.js";
@@ -174,10 +172,11 @@ export class LocalStore implements Store {
     await fsp.mkdir(root);
     try {
       // Compression is decided by content (gzip magic), not by the media type a manifest claims.
-      const fh = await fsp.open(this.blobFile(layer.digest), "r");
+      const fh = await fsp.open(await this.blobPath(layer.digest), "r");
       const magic = Buffer.alloc(2);
       await fh.read(magic, 0, 2, 0).finally(() => fh.close());
       const gzip = magic[0] === 0x1f && magic[1] === 0x8b;
+      const { extractLayer } = await import("../layer/tar-extract.js");
       const diffId = await extractLayer(await this.openBlob(layer.digest), root, { gzip });
       // Unpacked layers are shared by diffID: never file content under a diffID it does not have.
       if (diffId !== layer.diffId) throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content of layer ${layer.digest}`);
@@ -222,7 +221,11 @@ export class LocalStore implements Store {
         if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       }
       const owner = Number(await fsp.readFile(file, "utf8").catch(() => ""));
-      if (owner && owner !== process.pid && !pidAlive(owner)) {
+      // A lock without a valid pid was left by a process that died between creating and writing it; give a live
+      // writer a few seconds, then treat it as dead.
+      const ownerless = !Number.isInteger(owner) || owner <= 0;
+      const age = ownerless ? Date.now() - ((await fsp.stat(file).catch(() => undefined))?.mtimeMs ?? Date.now()) : 0;
+      if ((ownerless && age > 5000) || (!ownerless && owner !== process.pid && !pidAlive(owner))) {
         // Break a dead process's lock. If two waiters race here both may build; that is safe (every write is an
         // atomic rename of identical content), only wasteful.
         const stale = `${file}.stale-${uniqueSuffix()}`;
@@ -245,11 +248,16 @@ export class LocalStore implements Store {
     return fsp.readFile(this.logFile(id), "utf8").catch(() => undefined);
   }
 
-  async recover(): Promise<void> {
+  async recover(beforeReclaim?: () => Promise<void>): Promise<void> {
     const tmp = path.join(this.root, "tmp");
-    for (const name of await fsp.readdir(tmp)) {
+    const stale = (await fsp.readdir(tmp)).filter((name) => {
       const m = /^[a-z]+-(\d+)-/.exec(name);
-      if (!m || pidAlive(Number(m[1]))) continue;
+      return m !== null && !pidAlive(Number(m[1]));
+    });
+    if (stale.length === 0) return;
+    await beforeReclaim?.();
+    const { execa } = await import("execa");
+    for (const name of stale) {
       const dir = path.join(tmp, name);
       // Unmount anything an interrupted step left mounted under this dir before deleting it.
       const mounts = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1] ?? "").filter((mp) => mp.startsWith(dir + "/"));

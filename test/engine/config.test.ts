@@ -423,11 +423,20 @@ describe("diffInputs (strata explain)", () => {
     assert.deepEqual(diffInputs("x", k({ extra }), k({ extra: [...extra].reverse() }), "d", "d"), []);
   });
 
-  test("secret name order does not produce spurious differences (the key ignores it)", { todo: "src bug: diffInputs compares secretNames unsorted, while the key sorts and dedups them" }, () => {
-    assert.deepEqual(diffInputs("runCommands", k({ secretNames: ["A", "B"] }), k({ secretNames: ["B", "A"] }), "x", "x"), []);
+  test("secret name order and duplicates do not produce spurious differences (the key ignores them)", () => {
+    assert.deepEqual(diffInputs("runCommands", k({ secretNames: ["A", "B"] }), k({ secretNames: ["B", "A", "B"] }), "x", "x"), []);
   });
 
-  test("changed build args are reported", { todo: "src gap: diffInputs never compares buildArgs, although they are part of the key" }, () => {
-    assert.notDeepEqual(diffInputs("runCommands", k({ buildArgs: [["A", "1"]] }), k({ buildArgs: [["A", "2"]] }), "x", "x"), []);
+  test("changed, added and removed build args are reported by name", () => {
+    const r = diffInputs("runCommands", k({ buildArgs: [["A", "1"], ["GONE", "x"]] }), k({ buildArgs: [["NEW", "y"], ["A", "2"]] }), "x", "x");
+    assert.equal(r.length, 3);
+    assert.ok(r.some((l) => /build arg A changed/.test(l) && l.includes("1") && l.includes("2")), r.join("\n"));
+    assert.ok(r.some((l) => /build arg GONE changed/.test(l)), r.join("\n"));
+    assert.ok(r.some((l) => /build arg NEW changed/.test(l)), r.join("\n"));
+  });
+
+  test("build arg order does not produce spurious differences", () => {
+    const buildArgs: [string, string][] = [["A", "1"], ["B", "2"]];
+    assert.deepEqual(diffInputs("x", k({ buildArgs }), k({ buildArgs: [...buildArgs].reverse() }), "d", "d"), []);
   });
 });

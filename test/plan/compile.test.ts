@@ -335,14 +335,14 @@ describe("runCommands", () => {
     assert.deepEqual(s.instructions.map(render), ["RUN x"]);
   });
 
-  test("step env is copied: mutating the object passed in does not change the image", { todo: "src bug: step params are read lazily in plan(), not snapshotted at call time" }, () => {
+  test("step env is copied: mutating the object passed in does not change the image", () => {
     const env = { A: "1" };
     const img = base().runCommands("x", { env });
     env.A = "2";
     assert.deepEqual(img.plan(BV).steps[1]!.env, { A: "1" });
   });
 
-  test("pip params are snapshotted: mutating the params object afterwards does not change the image", { todo: "src bug: step params are read lazily in plan(), not snapshotted at call time" }, () => {
+  test("pip params are snapshotted: mutating the params object afterwards does not change the image", () => {
     const params: { pre?: boolean } = {};
     const img = base().pipInstall("a", params);
     params.pre = true;
@@ -353,7 +353,7 @@ describe("runCommands", () => {
 // ---- runFunction ---------------------------------------------------------------------------------------------
 
 describe("runFunction", () => {
-  // Functions the generated module calls with (file, text); each writes `text` to `file`.
+  // Functions the generated module calls with (file, text); each writes `<tag>:<text>` to `file`.
   const obj = {
     write(file: string, text: string) {
       return import("node:fs").then((fs) => fs.writeFileSync(file, "method:" + text));
@@ -362,8 +362,20 @@ describe("runFunction", () => {
       const fs = await import("node:fs");
       fs.writeFileSync(file, "asyncMethod:" + text);
     },
-    async *gen() {
+    async async(file: string, text: string) {
+      const fs = await import("node:fs");
+      fs.writeFileSync(file, "methodNamedAsync:" + text);
+    },
+    café(file: string, text: string) {
+      return import("node:fs").then((fs) => fs.writeFileSync(file, "unicodeMethod:" + text));
+    },
+    "my method"(file: string, text: string) {
+      return import("node:fs").then((fs) => fs.writeFileSync(file, "stringMethod:" + text));
+    },
+    *gen(file: string, text: string) {
       yield 1;
+      void file;
+      void text;
     },
   };
   const asyncArrow = async (file: string, text: string) => {
@@ -374,16 +386,36 @@ describe("runFunction", () => {
     const fs = await import("node:fs");
     fs.writeFileSync(file, "named:" + text);
   }
+  function namedSync(file: string, text: string) {
+    return import("node:fs").then((fs) => fs.writeFileSync(file, "namedSync:" + text));
+  }
   const anon = function (file: string, text: string) {
     return import("node:fs").then((fs) => fs.writeFileSync(file, "anonymous:" + text));
   };
   const plainArrow = (file: string, text: string) => import("node:fs").then((fs) => fs.writeFileSync(file, "arrow:" + text));
 
+  const AsyncFunction = (async () => undefined).constructor as new (body: string) => unknown;
+  /** The module uses top-level await, so it parses as the body of an async function. */
+  const parses = (module: string) => {
+    new AsyncFunction(module);
+    return true;
+  };
+
+  async function runModule(module: string, dir: string): Promise<void> {
+    const modFile = path.join(dir, `function-${Math.random().toString(36).slice(2)}.mjs`);
+    await fsp.writeFile(modFile, module);
+    await import(pathToFileURL(modFile).href);
+  }
+
   const cases: [string, (file: string, text: string) => unknown, string][] = [
     ["method shorthand", obj.write, "method"],
     ["async method shorthand", obj.writeAsync, "asyncMethod"],
+    ["method named async", obj.async, "methodNamedAsync"],
+    ["method with a non-ASCII name", obj.café, "unicodeMethod"],
+    ["method with a string-literal name", obj["my method"], "stringMethod"],
     ["async arrow", asyncArrow, "asyncArrow"],
     ["named async function", namedAsync, "named"],
+    ["named function", namedSync, "namedSync"],
     ["anonymous function expression", anon, "anonymous"],
     ["arrow with expression body", plainArrow, "arrow"],
   ];
@@ -393,29 +425,48 @@ describe("runFunction", () => {
       const dir = await tmpdir();
       try {
         const out = path.join(dir, "out.txt");
-        const text = `hello "world" \\ ü ${name}\n`;
+        const text = `hello "world" \\ ü $HOME \`x\` ${name}\n`;
         const p = base().runFunction(fn, { args: [out, text] }).plan(BV);
         const s = p.steps[1]!;
         const input = s.inputs[0]!;
         assert.equal(input.kind, "inline");
         const module = (input as { content: string }).content;
-        // The module holds the source and the JSON of the arguments.
+        // The key covers the function's own text and the JSON of the arguments; the module holds both.
         const source = new Map(s.extra).get("function.source")!;
+        assert.equal(source, fn.toString());
         assert.ok(module.includes(source), module);
-        assert.ok(module.includes(JSON.stringify(JSON.stringify([out, text]))), module);
         assert.equal(new Map(s.extra).get("function.args"), JSON.stringify([out, text]));
-        // It is a parseable function expression…
-        assert.equal(typeof new Function(`return (${source});`)(), "function");
-        // …and the module really runs it.
-        const modFile = path.join(dir, "function.mjs");
-        await fsp.writeFile(modFile, module);
-        await import(pathToFileURL(modFile).href);
+        assert.ok(module.includes(JSON.stringify(JSON.stringify([out, text]))), module);
+        assert.ok(parses(module));
+        // The module really runs the function with the arguments.
+        await runModule(module, dir);
         assert.equal(await fsp.readFile(out, "utf8"), `${tag}:${text}`);
       } finally {
         await fsp.rm(dir, { recursive: true, force: true });
       }
     });
   }
+
+  test("runFunction module for an async arrow with one unparenthesised parameter runs", async () => {
+    const dir = await tmpdir();
+    try {
+      const out = path.join(dir, "out.txt");
+      // Built from text so that compilation cannot add parentheses around the parameter.
+      const src = "async args => { const fs = await import('node:fs'); const [f, t] = JSON.parse(args); fs.writeFileSync(f, 'single:' + t); }";
+      const fn = new Function(`return (${src});`)() as (a: string) => Promise<void>;
+      const { module } = functionModule(fn as (...a: never[]) => unknown, [JSON.stringify([out, "x"])]);
+      await runModule(module, dir);
+      assert.equal(await fsp.readFile(out, "utf8"), "single:x");
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a generator method yields a parseable module", () => {
+    const { module, source } = functionModule(obj.gen as (...a: never[]) => unknown, []);
+    assert.equal(source, obj.gen.toString());
+    assert.ok(parses(module));
+  });
 
   test("runFunction compiles to one RUN of the builder's node with the function mounted read-only", () => {
     const p = base().runFunction(namedAsync, { args: ["/x", "y"] }).plan(BV);
@@ -433,18 +484,12 @@ describe("runFunction", () => {
     );
   });
 
-  test("runFunction module text is exactly the documented wrapper", () => {
+  test("runFunction module text for an expression function is exactly the documented wrapper", () => {
     const fn = (a: number) => a + 1;
     const m = functionModule(fn as (...args: never[]) => unknown, [1, "two"]);
     assert.equal(m.argsJson, '[1,"two"]');
     assert.equal(m.source, fn.toString());
     assert.equal(m.module, `// Generated by Strata for runFunction.\nconst fn = (${fn.toString()});\nconst args = "[1,\\"two\\"]";\nawait fn(...JSON.parse(args));\n`);
-  });
-
-  test("method shorthand is rewritten to a function expression (sync, async, generator)", () => {
-    assert.match(functionModule(obj.write as (...a: never[]) => unknown, []).source, /^function write\(file, text\) \{/);
-    assert.match(functionModule(obj.writeAsync as (...a: never[]) => unknown, []).source, /^async function writeAsync\(file, text\) \{/);
-    assert.match(functionModule(obj.gen as (...a: never[]) => unknown, []).source, /^async function\* gen\(\) \{/);
   });
 
   test("runFunction default args are [] and the anonymous description is used for unnamed functions", () => {
@@ -481,18 +526,12 @@ describe("runFunction", () => {
     assert.notDeepEqual(a, c);
   });
 
-  // Known bugs (see report): these method-shorthand forms produce a module that is not valid JavaScript.
-  const brokenShorthand: [string, (...a: never[]) => unknown][] = [
-    ["a method named async", { async() { return 1; } }.async],
-    ["a method with a non-ASCII name", { café() { return 1; } }.café],
-    ["a method with a string-literal name", { "my method"() { return 1; } }["my method"]],
-  ];
-  for (const [name, fn] of brokenShorthand) {
-    test(`runFunction of ${name} yields a parseable function expression`, { todo: "src bug: functionModule's method-shorthand regex only handles ASCII identifiers other than `async`" }, () => {
-      const { source } = functionModule(fn, []);
-      assert.equal(typeof new Function(`return (${source});`)(), "function");
-    });
-  }
+  test("runFunction arguments are captured at call time", () => {
+    const args: [Record<string, number>] = [{ n: 1 }];
+    const img = base().runFunction((o: Record<string, number>) => o, { args });
+    args[0].n = 2;
+    assert.equal(new Map(img.plan(BV).steps[1]!.extra).get("function.args"), '[{"n":1}]');
+  });
 });
 
 // ---- metadata methods and render ----------------------------------------------------------------------------
@@ -660,14 +699,42 @@ describe("immutability", () => {
     assert.equal(img.plan(BV).deferred.length, 0);
   });
 
-  test("mutating the argv array passed to cmd() afterwards does not change the image", { todo: "src bug: cmd/entrypoint/shell keep a reference to the caller's array" }, () => {
-    const argv = ["python3", "app.py"];
-    const img = Image.fromScratch().cmd(argv);
-    argv.push("--evil");
-    assert.deepEqual(rendered(img.plan(BV), 1), ['CMD ["python3","app.py"]']);
+  test("mutating the argv arrays passed to cmd(), entrypoint() and shell() afterwards does not change the image", () => {
+    const cmd = ["python3", "app.py"];
+    const ep = ["/bin/tini"];
+    const sh = ["/bin/sh", "-c"];
+    const img = Image.fromScratch().cmd(cmd).entrypoint(ep).shell(sh);
+    cmd.push("--evil");
+    ep.push("--evil");
+    sh[0] = "/evil";
+    const p = img.plan(BV);
+    assert.deepEqual([...rendered(p, 1), ...rendered(p, 2), ...rendered(p, 3)], ['CMD ["python3","app.py"]', 'ENTRYPOINT ["/bin/tini"]', 'SHELL ["/bin/sh","-c"]']);
   });
 
-  test("mutating one plan's instructions does not leak into the next plan()", { todo: "src bug: metadata steps (env, cmd, …) return the same instruction objects from every plan()" }, () => {
+  test("mutating params objects afterwards does not change the image (secrets, ignore, runFunction, addLocal*)", () => {
+    const secrets: Record<string, string> = { TOKEN: "one" };
+    const ignore = ["*.pyc"];
+    const fnParams: { timeout?: number; network?: "host" | "none" } = { timeout: 5 };
+    const addParams: { copy?: boolean } = { copy: true };
+    const img = base()
+      .runCommands("x", { secrets })
+      .addLocalDir("/src", "/app", { copy: true, ignore })
+      .runFunction(() => 1, fnParams)
+      .addLocalFile("/f", "/f", addParams);
+    secrets.TOKEN = "two";
+    ignore.push("node_modules");
+    fnParams.timeout = 99;
+    fnParams.network = "none";
+    addParams.copy = false;
+    const p = img.plan(BV);
+    assert.deepEqual(p.steps[1]!.secrets, { TOKEN: "one" });
+    assert.deepEqual(p.steps[2]!.inputs[0], { kind: "dir", name: "context", localPath: "/src", ignore: ["*.pyc"] });
+    assert.equal(p.steps[3]!.timeoutMs, 5000);
+    assert.ok(!rendered(p, 3)[0]!.includes("--network=none"));
+    assert.equal(p.steps.length, 5, "addLocalFile stays a copy step");
+  });
+
+  test("mutating one plan's instructions does not leak into the next plan()", () => {
     const img = Image.fromScratch().env({ A: "1" });
     const p1 = img.plan(BV);
     (p1.steps[1]!.instructions[0] as Extract<Instruction, { op: "ENV" }>).vars.push(["B", "2"]);
