@@ -92,6 +92,15 @@ interface RunResult {
 }
 
 let currentChild: ChildProcess | undefined;
+/** When set, every named child's command line and output are appended to `<logDir>/<name>.log`. */
+let logDir: string | undefined;
+
+async function saveLog(what: string, cmd: string, args: string[], r: RunResult): Promise<void> {
+  if (!logDir) return;
+  const file = path.join(logDir, what.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "").toLowerCase() + ".log");
+  const text = `$ ${cmd} ${args.join(" ")}\n# exit ${r.code}, ${r.seconds.toFixed(3)} s\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}\n\n`;
+  await fsp.appendFile(file, text).catch(() => undefined);
+}
 
 /** Spawns a command, waits for it, and measures its wall time with performance.now(). */
 function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; check?: boolean; what?: string } = {}): Promise<RunResult> {
@@ -111,6 +120,7 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?:
       const seconds = (performance.now() - t0) / 1000;
       currentChild = undefined;
       const r = { code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), seconds };
+      if (opts.what) void saveLog(opts.what, cmd, args, r);
       if (opts.check !== false && r.code !== 0) {
         const tail = (r.stderr + "\n" + r.stdout).trim().split("\n").slice(-25).join("\n");
         reject(new Error(`${opts.what ?? cmd} failed (exit ${r.code}): ${cmd} ${args.join(" ")}\n${tail}`));
@@ -460,9 +470,9 @@ async function probe(def: string): Promise<void> {
     t = now;
   };
   const { LocalStore } = await import("../src/store/local.js");
-  mark("import store/local.js (+ execa, tar-extract)");
+  mark("import store/local.js");
   const store = await LocalStore.open();
-  mark("LocalStore.open (8 mkdirs)");
+  mark("LocalStore.open (mkdirs)");
   const { loadDefinition } = await import("../src/load/definition.js");
   mark("import load/definition.js");
   const image = await loadDefinition(def, path.join(store.root, "defs"));
@@ -472,11 +482,8 @@ async function probe(def: string): Promise<void> {
   const { initKeys } = await import("../src/keys/step-key.js");
   await initKeys();
   mark("initKeys (xxhash wasm)");
-  const { reapStaleContainers } = await import("../src/sandbox/runc.js");
-  await reapStaleContainers();
-  mark("reapStaleContainers (spawns runc list)");
-  await store.recover();
-  mark("store.recover");
+  await store.recover(async () => (await import("../src/sandbox/runc.js")).reapStaleContainers());
+  mark("store.recover (reaps containers only if stale work dirs)");
   const { StatCache, walkContext } = await import("../src/context/walk.js");
   const statCache = await StatCache.load(path.join(store.root, "statcache.json"));
   mark(`StatCache.load (${statCache.size} entries)`);
@@ -487,7 +494,7 @@ async function probe(def: string): Promise<void> {
     mark(`walkContext ctx (${entries.length} entries, ${statCache.hits} stat-cache hits, ${statCache.misses} misses)`);
   }
   const r = await buildImage(image, { store, log: () => undefined, chainName: `${path.resolve(def)}#default` });
-  mark(`buildImage, all ${r.steps.length} steps (warm: repeats init, reap, recover, statcache, walk)`);
+  mark(`buildImage, all ${r.steps.length} steps (repeats init, recover, statcache load, walk; warm JIT)`);
   phases.push({ name: "steps (inside buildImage)", ms: -1 });
   for (const s of r.steps) phases.push({ name: `  step ${s.index} ${s.cached ? "cached" : "BUILT"}: ${s.description}`, ms: s.seconds * 1000 });
   process.stdout.write(JSON.stringify(phases) + "\n");
@@ -502,7 +509,7 @@ interface CpuProfile {
 }
 
 /** Self time per function and per file (ms) from a .cpuprofile. */
-function summariseProfile(p: CpuProfile): { total: number; byFile: [string, number][]; byFn: [string, number][] } {
+function summariseProfile(p: CpuProfile): { total: number; byFile: [string, number][]; byFn: [string, number][]; inclusive: [string, number][] } {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
   for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i + 1] ?? 0) / 1000);
@@ -532,8 +539,24 @@ function summariseProfile(p: CpuProfile): { total: number; byFile: [string, numb
     const fn = `${n.callFrame.functionName || "(anonymous)"} ${short(n.callFrame.url)}${n.callFrame.url ? `:${n.callFrame.lineNumber + 1}` : ""}`;
     fns.set(fn, (fns.get(fn) ?? 0) + ms);
   }
+  // Inclusive time: each sample counts once for every distinct Strata / dependency function on its stack, and for
+  // "ESM module loading" if any module-loader frame is on it.
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const incl = new Map<string, number>();
+  for (let i = 0; i < p.samples.length; i++) {
+    const ms = (p.timeDeltas[i + 1] ?? 0) / 1000;
+    const seen = new Set<string>();
+    for (let id: number | undefined = p.samples[i]!; id !== undefined; id = parent.get(id)) {
+      const f = byId.get(id)!.callFrame;
+      const s = short(f.url);
+      if (s.startsWith("node:internal/modules/esm") || s.startsWith("node:internal/modules/run_main")) seen.add("[ESM module loading: resolve/compile/link/evaluate]");
+      else if (s.startsWith("dist/") || s.startsWith("node_modules/")) seen.add(`${f.functionName || "(anonymous)"} ${s}:${f.lineNumber + 1}`);
+    }
+    for (const k of seen) incl.set(k, (incl.get(k) ?? 0) + ms);
+  }
   const top = (m: Map<string, number>, k: number) => [...m].sort((a, b) => b[1] - a[1]).slice(0, k);
-  return { total, byFile: top(files, 14), byFn: top(fns, 16) };
+  return { total, byFile: top(files, 14), byFn: top(fns, 16), inclusive: top(incl, 16) };
 }
 
 async function cachedBreakdown(b: Bench, def: string): Promise<void> {
@@ -563,7 +586,7 @@ async function cachedBreakdown(b: Bench, def: string): Promise<void> {
   const probeRun = await run(process.execPath, [fileURLToPath(import.meta.url), "__probe", def], { env: { STRATA_HOME: b.strataHome }, what: "phase probe" });
   const phases = JSON.parse(probeRun.stdout.trim().split("\n").pop()!) as Phase[];
   log(`\nphases of one cached build in a fresh process (bench probe calling the engine's modules; whole process ${probeRun.seconds.toFixed(3)} s):\n`);
-  log(table(["phase", "ms"], phases.map((p) => [p.name, p.ms < 0 ? "" : p.ms.toFixed(1)]), ["l", "r"]));
+  log(table(["phase", "ms"], phases.map((p) => [p.name.length > 100 ? p.name.slice(0, 97) + "..." : p.name, p.ms < 0 ? "" : p.ms.toFixed(1)]), ["l", "r"]));
 
   const profDir = path.join(b.tmp, "cpuprof");
   await fsp.mkdir(profDir, { recursive: true });
@@ -579,6 +602,8 @@ async function cachedBreakdown(b: Bench, def: string): Promise<void> {
   log(table(["self time by file / category", "ms", "%"], s.byFile.map(([k, v]) => [k, v.toFixed(1), ((100 * v) / s.total).toFixed(1)]), ["l", "r", "r"]));
   log("");
   log(table(["self time by function", "ms"], s.byFn.map(([k, v]) => [k.length > 110 ? k.slice(0, 107) + "..." : k, v.toFixed(1)]), ["l", "r"]));
+  log("");
+  log(table(["inclusive time (Strata and dependency functions)", "ms"], s.inclusive.map(([k, v]) => [k.length > 110 ? k.slice(0, 107) + "..." : k, v.toFixed(1)]), ["l", "r"]));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -637,6 +662,8 @@ async function main(): Promise<void> {
 
   try {
     progress(`working in ${b.tmp}`);
+    logDir = path.join(b.tmp, "logs");
+    await fsp.mkdir(logDir, { recursive: true });
     await fsp.mkdir(b.ctx, { recursive: true });
     await fsp.mkdir(b.buildahTmp, { recursive: true });
     const tGen = performance.now();
@@ -680,6 +707,7 @@ async function main(): Promise<void> {
 
     const times = { cold: { s: [] as number[], b: [] as number[] }, cached: { s: [] as number[], b: [] as number[] }, edit: { s: [] as number[], b: [] as number[] } };
     const editBuilds: StrataBuild[] = [];
+    const coldBuilds: StrataBuild[] = [];
     let lastStrata: StrataBuild | undefined;
 
     // ---- 1. cold ----
@@ -690,6 +718,7 @@ async function main(): Promise<void> {
       if (s.steps[0]?.cached !== true || s.steps.slice(1).some((x) => x.cached)) b.notes.push(`strata cold run ${i + 1}: expected base cached and every other step built; got ${s.steps.map((x) => (x.cached ? "C" : "B")).join("")}`);
       const r = await b.buildahBuild(`buildah cold build #${i + 1}`);
       times.cold.s.push(s.seconds);
+      coldBuilds.push(s);
       times.cold.b.push(r.seconds);
       lastStrata = s;
       progress(`cold #${i + 1}: strata ${s.seconds.toFixed(2)} s, buildah ${r.seconds.toFixed(2)} s`);
@@ -742,21 +771,25 @@ async function main(): Promise<void> {
       ),
     );
 
+    const stepTable = (title: string, build: StrataBuild) => {
+      log(`\n${title} (${build.seconds.toFixed(3)} s wall; step seconds from --json):\n`);
+      const stepSum = build.steps.reduce((a, x) => a + x.seconds, 0);
+      log(
+        table(
+          ["#", "step", "cached", "seconds"],
+          [
+            ...build.steps.map((x) => [String(x.index), x.description.length > 70 ? x.description.slice(0, 67) + "..." : x.description, x.cached ? "yes" : "no", x.seconds.toFixed(3)]),
+            ["", "sum of steps", "", stepSum.toFixed(3)],
+            ["", "outside steps (node start-up, definition load/compile, init, records)", "", (build.seconds - stepSum).toFixed(3)],
+          ],
+          ["r", "l", "l", "r"],
+        ),
+      );
+    };
     const mi = medianIndex(times.edit.s);
-    const eb = editBuilds[mi]!;
-    log(`\nStrata per-step timings, one-file edit (run #${mi + 1}, ${eb.seconds.toFixed(3)} s wall; step seconds from --json):\n`);
-    const stepSum = eb.steps.reduce((a, x) => a + x.seconds, 0);
-    log(
-      table(
-        ["#", "step", "cached", "seconds"],
-        [
-          ...eb.steps.map((x) => [String(x.index), x.description.length > 70 ? x.description.slice(0, 67) + "..." : x.description, x.cached ? "yes" : "no", x.seconds.toFixed(3)]),
-          ["", "sum of steps", "", stepSum.toFixed(3)],
-          ["", "outside steps (node start-up, definition load, init, chain record)", "", (eb.seconds - stepSum).toFixed(3)],
-        ],
-        ["r", "l", "l", "r"],
-      ),
-    );
+    stepTable(`Strata per-step timings, one-file edit (run #${mi + 1} of ${o.runs}, the median one)`, editBuilds[mi]!);
+    const ci = medianIndex(times.cold.s);
+    stepTable(`Strata per-step timings, cold (run #${ci + 1} of ${o.runs}, the median one)`, coldBuilds[ci]!);
 
     if (o.profile) await cachedBreakdown(b, def);
 

@@ -11,6 +11,7 @@ import { render } from "../plan/instructions.js";
 import type { Plan, Step } from "../plan/step.js";
 import type { Executor } from "../sandbox/runc.js";
 import type { Image } from "../sdk/image.js";
+import { Secret } from "../sdk/secret.js";
 import { LocalStore } from "../store/local.js";
 import type { ImageRecord, Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
@@ -72,7 +73,7 @@ export function keyInputsFor(builder: BuilderVersion, step: Step, parent: Digest
     instructions: step.instructions.map(render),
     files: fileInputs(resolved),
     buildArgs: [],
-    secretNames: Object.keys(step.secrets),
+    secretNames: step.secrets.names,
     extra: [...step.extra, ...Object.entries(step.env).map(([k, v]): [string, string] => [`env.${k}`, v]), ...extra],
   };
 }
@@ -199,7 +200,7 @@ function deferredStep(plan: Plan): Step {
     description: `add local files (${plan.deferred.map((d) => `${d.localPath} → ${d.remotePath}`).join(", ")})`,
     instructions: plan.deferred.map((d, i) => ({ op: "COPY", source: `mount${i}`, dest: d.remotePath })),
     inputs,
-    secrets: {},
+    secrets: Secret.none(),
     env: {},
     forceBuild: false,
     extra: plan.deferred.some((d) => d.ignore.length) ? [["ignore", JSON.stringify(plan.deferred.map((d) => d.ignore))]] : [],

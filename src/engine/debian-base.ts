@@ -41,6 +41,10 @@ export async function buildDebianRootfs(spec: DebianSpec, target: string, onOutp
   if (r.failed && (r as { code?: string }).code === "ENOENT") {
     throw new MissingToolError("mmdebstrap", "debianSlim builds its base with mmdebstrap: `apt-get install mmdebstrap` (or `npm run setup`)");
   }
+  // mmdebstrap warns and carries on when it cannot unmount /proc or /sys of the chroot (busy): release them here so
+  // they never end up in the layer.
+  const mounts = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1] ?? "").filter((m) => m.startsWith(target + "/"));
+  for (const m of mounts.sort().reverse()) await execa("umount", ["-l", m], { reject: false });
   if (r.exitCode !== 0) {
     throw new StepFailedError(stepIndex, `debianSlim ${spec.suite}`, `mmdebstrap ${spec.suite}`, r.exitCode ?? null, tail, Date.now() - started);
   }

@@ -39,7 +39,7 @@ export class StepExecutor {
 
   async execute(index: number, step: Step, parent: ImageRecord | undefined, resolved: ResolvedInput[], inputs: KeyInputs, key: string, forced: boolean, pulledRef?: string): Promise<ImageRecord> {
     const t0 = Date.now();
-    const secretValues = Object.values(step.secrets);
+    const secretValues = Object.values(step.secrets.values());
     const log = new LineLog(this.log, redactor(secretValues));
     let config: ImageConfig;
     let layers: LayerRecord[];
@@ -181,7 +181,7 @@ export class StepExecutor {
     if (!env.has("PATH")) env.set("PATH", DEFAULT_PATH);
     if (!env.has("HOME")) env.set("HOME", user.home || "/root");
     for (const [k, v] of Object.entries(step.env)) env.set(k, v);
-    for (const [k, v] of Object.entries(step.secrets)) env.set(k, v);
+    for (const [k, v] of Object.entries(step.secrets.values())) env.set(k, v);
     const cwd = rc.WorkingDir || "/";
     await fsp.mkdir(path.join(rootfs, cwd), { recursive: true });
     const command = typeof ins.command === "string" ? ins.command : JSON.stringify(ins.command);
@@ -203,7 +203,7 @@ export class StepExecutor {
     );
     log.flush();
     if (r.exitCode !== 0 || r.timedOut) {
-      throw new StepFailedError(index, step.description, redactor(Object.values(step.secrets))(command), r.exitCode, [...log.tail], r.durationMs, r.timedOut);
+      throw new StepFailedError(index, step.description, redactor(Object.values(step.secrets.values()))(command), r.exitCode, [...log.tail], r.durationMs, r.timedOut);
     }
   }
 }

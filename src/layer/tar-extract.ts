@@ -175,6 +175,10 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
     await execa("setfattr", ["-h", "-n", "trusted.overlay.opaque", "-v", "y", o]);
   }
   // Directory mtimes last, since creating children changes them.
-  for (const [d, t] of dirTimes.reverse()) await fsp.utimes(d, t, t);
+  for (const [d, t] of dirTimes.reverse()) {
+    // A later entry may have replaced the directory with a symlink: never follow it.
+    const st = await fsp.lstat(d).catch(() => undefined);
+    if (st?.isDirectory()) await fsp.lutimes(d, t, t);
+  }
   return ("sha256:" + hash.digest("hex")) as Digest;
 }

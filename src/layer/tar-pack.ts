@@ -64,6 +64,7 @@ export function packDir(root: string, opts: PackOptions): Readable {
   const addFile = (header: Partial<tar.Header> & { name: string }, file: string) =>
     new Promise<void>((resolve, reject) => {
       const entry = pack.entry(header as tar.Header, (err) => (err ? reject(err) : resolve()));
+      entry.on("error", reject);
       const rs = createReadStream(file);
       rs.on("error", reject);
       rs.pipe(entry);
@@ -80,6 +81,11 @@ export function packDir(root: string, opts: PackOptions): Readable {
       if (opts.exclude?.has(rel)) continue;
       const p = path.join(abs, n);
       const st = await fsp.lstat(p);
+      // Like `tar --one-file-system`: a mount point inside the tree (e.g. a /proc left mounted) is not content.
+      if (st.dev !== rootDev) {
+        if (st.isDirectory()) await add({ uid: st.uid, gid: st.gid, mtime: clamp(st), mode: st.mode & 0o7777, uname: "", gname: "", name: name(rel), type: "directory" });
+        continue;
+      }
       const base = { uid: st.uid, gid: st.gid, mtime: clamp(st), mode: st.mode & 0o7777, uname: "", gname: "" };
       if (overlay && isWhiteoutDevice(st)) {
         await add({ ...base, name: name(dirRel ? `${dirRel}/${WHITEOUT_PREFIX}${n}` : `${WHITEOUT_PREFIX}${n}`), type: "file", mode: 0o644, uid: 0, gid: 0 });
@@ -110,7 +116,9 @@ export function packDir(root: string, opts: PackOptions): Readable {
     }
   }
 
+  let rootDev = 0;
   (async () => {
+    rootDev = (await fsp.lstat(root)).dev;
     const opaque = overlay ? await findOpaqueDirs(root) : new Set<string>();
     if (prefix) {
       // Parent directories of the prefix, so the layer is self-contained.

@@ -1,4 +1,5 @@
 /** A planned build step: what the engine executes for one chained SDK call (or one Dockerfile instruction). */
+import type { Secret } from "../sdk/secret.js";
 import type { Instruction } from "./instructions.js";
 
 /** Where a chain starts. */
@@ -23,8 +24,8 @@ export interface Step {
   base?: BaseSpec;
   instructions: Instruction[];
   inputs: StepInput[];
-  /** Secret values, exposed as env during RUN only; their names (not values) are keyed. */
-  secrets: Record<string, string>;
+  /** Secret values, exposed as env during RUN only; their names (not values) are keyed. Serialises to names only. */
+  secrets: Secret;
   /** Extra env for this step's RUNs only (not in the image config); keyed by name and value. */
   env: Record<string, string>;
   forceBuild: boolean;

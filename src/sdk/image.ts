@@ -120,7 +120,7 @@ function stepBase(method: string, description: string, params: ImageStepParams):
   return {
     method,
     description,
-    secrets: mergeSecrets(params.secrets),
+    secrets: Secret.fromObject(mergeSecrets(params.secrets)),
     env: { ...(params.env ?? {}) },
     forceBuild: params.forceBuild ?? false,
   };
@@ -195,7 +195,7 @@ export class Image {
   /** An empty image. */
   static fromScratch(params: { forceBuild?: boolean } = {}): Image {
     return new Image(
-      () => ({ method: "fromScratch", description: "fromScratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: {}, env: {}, forceBuild: params.forceBuild ?? false, extra: [] }),
+      () => ({ method: "fromScratch", description: "fromScratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: Secret.none(), env: {}, forceBuild: params.forceBuild ?? false, extra: [] }),
       [],
       [],
     );
@@ -216,7 +216,7 @@ export class Image {
           base,
           instructions: [{ op: "CMD", argv: b.debian.cmd }],
           inputs: [],
-          secrets: {},
+          secrets: Secret.none(),
           env: {},
           forceBuild: params.forceBuild ?? false,
           extra: [["base", JSON.stringify(base)]],
@@ -231,7 +231,7 @@ export class Image {
   static fromRegistry(ref: string, params: ImageFromRegistryParams = {}): Image {
     if (typeof ref !== "string" || ref.trim() === "") throw new InvalidDefinitionError("fromRegistry: expected an image reference such as 127.0.0.1:5000/team/base:1");
     return new Image(
-      () => ({ method: "fromRegistry", description: `fromRegistry ${ref}`, base: { kind: "registry", ref, insecure: params.insecure }, instructions: [], inputs: [], secrets: {}, env: {}, forceBuild: params.forceBuild ?? false, extra: [] }),
+      () => ({ method: "fromRegistry", description: `fromRegistry ${ref}`, base: { kind: "registry", ref, insecure: params.insecure }, instructions: [], inputs: [], secrets: Secret.none(), env: {}, forceBuild: params.forceBuild ?? false, extra: [] }),
       [],
       [],
     );
@@ -240,7 +240,7 @@ export class Image {
   /** An image already in the store, by id (or unique prefix). */
   static fromId(imageId: string): Image {
     return new Image(
-      () => ({ method: "fromId", description: `fromId ${imageId}`, base: { kind: "image", imageId }, instructions: [], inputs: [], secrets: {}, env: {}, forceBuild: false, extra: [] }),
+      () => ({ method: "fromId", description: `fromId ${imageId}`, base: { kind: "image", imageId }, instructions: [], inputs: [], secrets: Secret.none(), env: {}, forceBuild: false, extra: [] }),
       [],
       [],
     );
@@ -478,8 +478,10 @@ export class Image {
   /** Compiles the chain into a plan for a builder version (default: STRATA_BUILDER_VERSION or the newest). */
   plan(builder: BuilderVersion | string = loadBuilderVersion()): Plan {
     const b = typeof builder === "string" ? loadBuilderVersion(builder) : builder;
-    // Clones, so a caller mutating a plan cannot change the definition or another plan.
-    return structuredClone({ builderVersion: b.version, steps: [this.#base(b), ...this.#steps.map((f) => f(b))], deferred: [...this.#deferred] });
+    // Clones, so a caller mutating a plan cannot change the definition or another plan. Secrets are immutable
+    // and keep their private values, so they are shared rather than cloned.
+    const steps = [this.#base(b), ...this.#steps.map((f) => f(b))].map((st) => ({ ...structuredClone({ ...st, secrets: undefined }), secrets: st.secrets }));
+    return { builderVersion: b.version, steps, deferred: structuredClone([...this.#deferred]) };
   }
 
   /** Builds the image (locally, or on STRATA_SERVER when set) and returns its id and per-step results. */

@@ -12,6 +12,10 @@ export class Secret {
     }
     this.#values = Object.freeze({ ...values });
   }
+  /** No variables. */
+  static none(): Secret {
+    return new Secret({});
+  }
   /** A secret from a plain object of variables. */
   static fromObject(values: Record<string, string>): Secret {
     return new Secret(values);

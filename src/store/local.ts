@@ -25,6 +25,9 @@ export function defaultStoreRoot(): string {
   return path.join(xdg, "strata");
 }
 
+/** Lock files this process holds (any store instance): a lock with our pid that is not here is stale (pid reuse). */
+const heldLocks = new Set<string>();
+
 export class LocalStore implements Store {
   readonly root: string;
   private constructor(root: string) {
@@ -210,22 +213,27 @@ export class LocalStore implements Store {
     await fsp.mkdir(dir, { recursive: true });
     const file = path.join(dir, `${key}.lock`);
     for (;;) {
+      // Each lock carries `<pid> <token>`; release removes the file only if it is still ours.
+      const token = `${process.pid} ${uniqueSuffix()}`;
       try {
         const fh = await fsp.open(file, "wx");
-        await fh.writeFile(String(process.pid));
+        await fh.writeFile(token);
         await fh.close();
+        heldLocks.add(file);
         return async () => {
-          await fsp.rm(file, { force: true });
+          heldLocks.delete(file);
+          if ((await fsp.readFile(file, "utf8").catch(() => "")) === token) await fsp.rm(file, { force: true });
         };
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       }
-      const owner = Number(await fsp.readFile(file, "utf8").catch(() => ""));
+      const owner = Number((await fsp.readFile(file, "utf8").catch(() => "")).split(" ")[0]);
       // A lock without a valid pid was left by a process that died between creating and writing it; give a live
       // writer a few seconds, then treat it as dead.
       const ownerless = !Number.isInteger(owner) || owner <= 0;
       const age = ownerless ? Date.now() - ((await fsp.stat(file).catch(() => undefined))?.mtimeMs ?? Date.now()) : 0;
-      if ((ownerless && age > 5000) || (!ownerless && owner !== process.pid && !pidAlive(owner))) {
+      const dead = ownerless ? age > 5000 : owner === process.pid ? !heldLocks.has(file) : !pidAlive(owner);
+      if (dead) {
         // Break a dead process's lock. If two waiters race here both may build; that is safe (every write is an
         // atomic rename of identical content), only wasteful.
         const stale = `${file}.stale-${uniqueSuffix()}`;

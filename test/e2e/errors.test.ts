@@ -78,6 +78,22 @@ describe("bad input", () => {
     assert.equal((await strata(["build", "--no-such-flag", "x.ts"])).code, 2);
   });
 
+  test("a step over its timeout is killed and reported as timed out; network none isolates; run propagates exit codes", async () => {
+    const { def } = await project(`export default base.runCommands("echo slow; sleep 30", { timeout: 1 });\n`);
+    const started = Date.now();
+    const r = await strata(["build", def]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /`echo slow; sleep 30` timed out and was killed/);
+    assert.ok(Date.now() - started < 20_000);
+    const net = await project(`export default base.runCommands("ls /sys/class/net > /ifaces", { network: "none" });\n`);
+    const built = await buildJson(net.def);
+    assert.equal((await strata(["run", built.imageId, "--", "cat", "/ifaces"])).stdout, "lo\n");
+    const exit = await strata(["run", built.imageId, "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert.equal(exit.code, 7);
+    assert.equal(exit.stdout, "out\n");
+    assert.equal(exit.stderr, "err\n");
+  });
+
   test("kill -9 of a build mid-step, then a rebuild that succeeds and leaves no debris", async () => {
     const { def, tag } = await project(`export default base.runCommands("echo started; sleep 30; echo done > /slow").runCommands("echo after > /after");\n`);
     const child = strataSpawn(["build", def]);

@@ -708,6 +708,18 @@ describe("extractLayer refuses unsafe layers", () => {
     await assertOutsideUntouched(s);
   });
 
+  test("a directory entry later replaced by a symlink does not get its mtime applied through the symlink", async () => {
+    const s = await sandbox();
+    const before = (await fsp.stat(s.outside)).mtimeMs;
+    const t = await makeTar([
+      [{ name: "d", type: "directory", mode: 0o755, mtime: new Date(946684800 * 1000) }],
+      [{ name: "d", type: "symlink", linkname: s.outside }],
+    ]);
+    await extractLayer(Readable.from([t]), s.root).catch((e: unknown) => assert.ok(isUnsafe(e), String(e)));
+    assert.equal((await fsp.stat(s.outside)).mtimeMs, before, "mtime of a directory outside the root was changed");
+    await assertOutsideUntouched(s);
+  });
+
   test("a hardlink to a directory is refused", async () => {
     const s = await sandbox();
     const t = await makeTar([

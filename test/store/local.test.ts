@@ -392,7 +392,7 @@ describe("layers", () => {
     assert.deepEqual(await fsp.readdir(path.join(store.root, "layers")), []);
   });
 
-  test("layerDir of a layer whose blob is missing is a NotFoundError", { todo: "src bug: layerDir opens the blob file to sniff gzip magic before openBlob(), so a missing blob is a raw ENOENT Error" }, async () => {
+  test("layerDir of a layer whose blob is missing is a NotFoundError", async () => {
     const store = await openStore();
     const d = sha256Bytes("no blob");
     await assert.rejects(store.layerDir({ digest: d, diffId: d, size: 0, mediaType: MediaType.ociLayerGzip }), NotFoundError);
@@ -472,7 +472,7 @@ describe("lock()", () => {
     const store = await openStore();
     const release = await store.lock("k1");
     const file = path.join(store.root, "locks", "k1.lock");
-    assert.equal(await fsp.readFile(file, "utf8"), String(process.pid));
+    assert.match(await fsp.readFile(file, "utf8"), new RegExp(`^${process.pid} \\S+$`));
     await release();
     assert.ok(!existsSync(file));
   });
@@ -529,38 +529,53 @@ describe("lock()", () => {
     const file = path.join(store.root, "locks", "k4.lock");
     await fsp.writeFile(file, String(await deadPid()));
     const release = await store.lock("k4");
-    assert.equal(await fsp.readFile(file, "utf8"), String(process.pid));
+    assert.match(await fsp.readFile(file, "utf8"), new RegExp(`^${process.pid} `));
     await release();
     // No stale leftovers.
     assert.deepEqual(await fsp.readdir(path.join(store.root, "locks")), []);
   });
 
-  test("an empty lock file (owner crashed between create and write) is eventually broken", { todo: "src bug: lock() treats an empty/garbage lock file as held forever (Number('') is 0, so it never checks liveness)" }, async () => {
-    const store = await openStore();
-    const file = path.join(store.root, "locks", "k5.lock");
-    await fsp.writeFile(file, "");
-    const pending = store.lock("k5");
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const release = await Promise.race([
-        pending,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error("lock() still waiting after 3 s on an empty lock file")), 3000);
-        }),
-      ]);
-      await release();
-    } finally {
-      clearTimeout(timer);
-      // Unblock the waiter so the process can exit.
-      await fsp.rm(file, { force: true });
-      const release = await pending;
-      await release();
-    }
-  });
+  for (const [what, content] of [["an empty lock file", ""], ["a lock file without a valid pid", "garbage"]] as const) {
+    test(`${what} (owner crashed between create and write) is broken once it is old`, async () => {
+      const store = await openStore();
+      const file = path.join(store.root, "locks", "k5.lock");
+      await fsp.writeFile(file, content);
+      const old = Date.now() / 1000 - 60;
+      await fsp.utimes(file, old, old);
+      const pending = store.lock("k5");
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const release = await Promise.race([
+          pending,
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`lock() still waiting after 3 s on ${what} a minute old`)), 3000);
+          }),
+        ]);
+        assert.match(await fsp.readFile(file, "utf8"), new RegExp(`^${process.pid} `));
+        await release();
+      } finally {
+        clearTimeout(timer);
+        // Unblock the waiter (if it is still waiting) so the process can exit.
+        await fsp.rm(file, { force: true });
+        const release = await pending;
+        await release();
+      }
+    });
+  }
 });
 
 describe("lock() edge cases", () => {
-  test("a stale lock file carrying this process's pid (left by an earlier process with the same pid) is eventually broken", { todo: "src bug: lock() never breaks a lock whose owner pid equals process.pid, so after a crash a restarted container that reuses the pid waits forever" }, async () => {
+  test("release does not remove a lock that was broken and re-taken by someone else", async () => {
+    const store = await openStore();
+    const file = path.join(store.root, "locks", "k7.lock");
+    const release = await store.lock("k7");
+    await fsp.writeFile(file, "999999 someone-else");
+    await release();
+    assert.equal(await fsp.readFile(file, "utf8"), "999999 someone-else");
+    await fsp.rm(file);
+  });
+
+  test("a stale lock file carrying this process's pid (left by an earlier process with the same pid) is broken", async () => {
     const store = await openStore();
     const file = path.join(store.root, "locks", "k6.lock");
     await fsp.writeFile(file, String(process.pid));
