@@ -45,8 +45,8 @@ export function applyInstruction(c: RuntimeConfig, ins: Instruction): RuntimeCon
     case "USER":
       return { ...c, User: ins.user };
     case "ENTRYPOINT":
-      // Setting ENTRYPOINT resets an inherited CMD, as Docker does.
-      return { ...c, Entrypoint: ins.argv, Cmd: null };
+      // Setting ENTRYPOINT resets an inherited CMD, as Docker does; a CMD set earlier in the same definition stays.
+      return ins.keepCmd ? { ...c, Entrypoint: ins.argv } : { ...c, Entrypoint: ins.argv, Cmd: null };
     case "CMD":
       return { ...c, Cmd: ins.argv };
     case "SHELL":

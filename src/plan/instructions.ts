@@ -19,7 +19,9 @@ export type Instruction =
   | { op: "ENV"; vars: [string, string][] }
   | { op: "WORKDIR"; path: string }
   | { op: "USER"; user: string }
-  | { op: "ENTRYPOINT"; argv: string[] }
+  /** `keepCmd`: the CMD was set in this same definition (Docker resets only an inherited CMD). Not rendered: it is
+   * determined by the chain up to the parent, which the parent's image id already pins. */
+  | { op: "ENTRYPOINT"; argv: string[]; keepCmd?: boolean }
   | { op: "CMD"; argv: string[] }
   | { op: "SHELL"; argv: string[] }
   | { op: "LABEL"; labels: [string, string][] };

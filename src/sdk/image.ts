@@ -182,12 +182,15 @@ export class Image {
   readonly #base: (b: BuilderVersion) => Step;
   readonly #steps: readonly StepFactory[];
   readonly #deferred: readonly DeferredMount[];
+  /** The SDK method of each chained step (after the base), e.g. to apply Docker's ENTRYPOINT/CMD rule. */
+  readonly #methods: readonly string[];
 
   /** @ignore Use the static constructors. */
-  private constructor(base: (b: BuilderVersion) => Step, steps: readonly StepFactory[], deferred: readonly DeferredMount[]) {
+  private constructor(base: (b: BuilderVersion) => Step, steps: readonly StepFactory[], deferred: readonly DeferredMount[], methods: readonly string[] = []) {
     this.#base = base;
     this.#steps = steps;
     this.#deferred = deferred;
+    this.#methods = methods;
   }
 
   // ---- bases -------------------------------------------------------------------------------------------------
@@ -256,7 +259,7 @@ export class Image {
           `those files are added when the image is run or exported, after every build step. Move the addLocal* calls to the end of the chain, or pass { copy: true } to build them into a layer.`,
       );
     }
-    return new Image(this.#base, [...this.#steps, factory], this.#deferred);
+    return new Image(this.#base, [...this.#steps, factory], this.#deferred, [...this.#methods, method]);
   }
 
   #meta(method: string, description: string, instructions: Instruction[], params: { forceBuild?: boolean } = {}): Image {
@@ -425,7 +428,7 @@ export class Image {
   }
 
   #defer(m: DeferredMount): Image {
-    return new Image(this.#base, this.#steps, [...this.#deferred, m]);
+    return new Image(this.#base, this.#steps, [...this.#deferred, m], this.#methods);
   }
 
   /** Sets environment variables in the image config (no layer). */
@@ -447,7 +450,7 @@ export class Image {
 
   entrypoint(argv: string[]): Image {
     if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string")) throw new InvalidDefinitionError("entrypoint: expected an array of strings");
-    return this.#meta("entrypoint", `entrypoint ${JSON.stringify(argv)}`, [{ op: "ENTRYPOINT", argv: [...argv] }]);
+    return this.#meta("entrypoint", `entrypoint ${JSON.stringify(argv)}`, [{ op: "ENTRYPOINT", argv: [...argv], ...(this.#methods.includes("cmd") ? { keepCmd: true } : {}) }]);
   }
 
   cmd(argv: string[]): Image {

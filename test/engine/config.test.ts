@@ -440,3 +440,18 @@ describe("diffInputs (strata explain)", () => {
     assert.deepEqual(diffInputs("x", k({ buildArgs }), k({ buildArgs: [...buildArgs].reverse() }), "d", "d"), []);
   });
 });
+
+describe("ENTRYPOINT and CMD in one definition", () => {
+  test("an ENTRYPOINT after a cmd() of the same chain keeps that CMD; an inherited CMD is reset", async () => {
+    const { Image } = await import("../../src/sdk/image.js");
+    const { applyInstruction } = await import("../../src/engine/config.js");
+    const own = Image.fromScratch().cmd(["app"]).entrypoint(["tini", "--"]).plan("2026.11");
+    let rc = {};
+    for (const st of own.steps) for (const ins of st.instructions) rc = applyInstruction(rc, ins);
+    assert.deepEqual(rc, { Cmd: ["app"], Entrypoint: ["tini", "--"] });
+    const inherited = Image.debianSlim().entrypoint(["tini", "--"]).plan("2026.11");
+    rc = {};
+    for (const st of inherited.steps) for (const ins of st.instructions) rc = applyInstruction(rc, ins);
+    assert.deepEqual(rc, { Cmd: null, Entrypoint: ["tini", "--"] });
+  });
+});
