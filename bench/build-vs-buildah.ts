@@ -772,7 +772,7 @@ async function main(): Promise<void> {
     );
 
     const stepTable = (title: string, build: StrataBuild) => {
-      log(`\n${title} (${build.seconds.toFixed(3)} s wall; step seconds from --json):\n`);
+      log(`\n${title}: ${build.seconds.toFixed(3)} s wall, step seconds from --json\n`);
       const stepSum = build.steps.reduce((a, x) => a + x.seconds, 0);
       log(
         table(
@@ -787,9 +787,9 @@ async function main(): Promise<void> {
       );
     };
     const mi = medianIndex(times.edit.s);
-    stepTable(`Strata per-step timings, one-file edit (run #${mi + 1} of ${o.runs}, the median one)`, editBuilds[mi]!);
+    stepTable(`Strata per-step timings, one-file edit (median run, #${mi + 1} of ${o.runs})`, editBuilds[mi]!);
     const ci = medianIndex(times.cold.s);
-    stepTable(`Strata per-step timings, cold (run #${ci + 1} of ${o.runs}, the median one)`, coldBuilds[ci]!);
+    stepTable(`Strata per-step timings, cold (median run, #${ci + 1} of ${o.runs})`, coldBuilds[ci]!);
 
     if (o.profile) await cachedBreakdown(b, def);
 

@@ -10,6 +10,8 @@ export interface RegistryErrorDetails {
   temporary?: boolean;
   /** The URL that failed. */
   url?: string;
+  /** How long the registry asked us to wait (`Retry-After` on 429/503), in ms. */
+  retryAfterMs?: number;
   cause?: unknown;
 }
 
@@ -21,6 +23,7 @@ export class RegistryError extends StrataError {
   readonly codes: readonly string[];
   readonly temporary: boolean;
   readonly url: string | undefined;
+  readonly retryAfterMs: number | undefined;
 
   constructor(message: string, details: RegistryErrorDetails = {}) {
     super(message, details.cause !== undefined ? { cause: details.cause } : undefined);
@@ -29,6 +32,7 @@ export class RegistryError extends StrataError {
     this.codes = details.codes ?? [];
     this.temporary = details.temporary ?? false;
     this.url = details.url;
+    this.retryAfterMs = details.retryAfterMs;
     // 4xx (bad name, missing tag, access denied) is the user's move; network trouble and 5xx are not.
     const s = details.status;
     this.fault = s !== undefined && s >= 400 && s < 500 && s !== 408 && s !== 429 ? "user" : "system";
@@ -42,5 +46,13 @@ export class UnsupportedImageError extends StrataError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "UnsupportedImageError";
+  }
+}
+
+/** The registry (or its token service) refused the credentials, or needs credentials none were given for. */
+export class RegistryAuthError extends RegistryError {
+  constructor(message: string, details: RegistryErrorDetails = {}) {
+    super(message, { status: 401, codes: ["UNAUTHORIZED"], ...details, temporary: false });
+    this.name = "RegistryAuthError";
   }
 }
