@@ -831,18 +831,18 @@ describe("commitLayer", () => {
     assert.deepEqual(await commitLayer(store, a, { epoch: EPOCH }), await commitLayer(store, b, { epoch: EPOCH }));
   });
 
-  test("gzipLevel reads STRATA_GZIP_LEVEL and falls back to 6 on bad values", () => {
+  test("gzipLevel reads STRATA_GZIP_LEVEL and falls back to 1 on bad values", () => {
     const saved = process.env.STRATA_GZIP_LEVEL;
     try {
       delete process.env.STRATA_GZIP_LEVEL;
-      assert.equal(gzipLevel(), 6);
+      assert.equal(gzipLevel(), 1);
       process.env.STRATA_GZIP_LEVEL = "9";
       assert.equal(gzipLevel(), 9);
       process.env.STRATA_GZIP_LEVEL = "0";
       assert.equal(gzipLevel(), 0);
       for (const bad of ["10", "-1", "1.5", "x"]) {
         process.env.STRATA_GZIP_LEVEL = bad;
-        assert.equal(gzipLevel(), 6, bad);
+        assert.equal(gzipLevel(), 1, bad);
       }
     } finally {
       if (saved === undefined) delete process.env.STRATA_GZIP_LEVEL;
