@@ -73,15 +73,16 @@ export function describeS3Error(e: unknown): string {
   const parts: string[] = [];
   const name = typeof f.name === "string" ? f.name : "Error";
   const status = f.$metadata?.httpStatusCode;
-  parts.push(status ? `${name} (HTTP ${status})` : name);
   const codes = [...new Set(chain(e).map((c) => c.code).filter((c): c is string => typeof c === "string"))];
+  // A plain network Error is better named by its code (ECONNREFUSED) than by "Error".
+  if (status || name !== "Error" || !codes.length) parts.push(status ? `${name} (HTTP ${status})` : name);
   if (codes.length && !codes.includes(name)) parts.push(codes.join("/"));
   let message = typeof f.message === "string" ? f.message : String(e);
   if (!message) {
     // AggregateErrors (a dual-stack connect that failed on every address) carry the detail in their members.
     message = chain(e).map((c) => (typeof c.message === "string" ? c.message : "")).find((m) => m) ?? "";
   }
-  if (message && message !== name && message !== "UnknownError") parts.push(message);
+  if (message && message !== name && message !== "UnknownError") parts.push(codes.length ? message.replace(new RegExp(`^(${codes.join("|")}): `), "") : message);
   return parts.join(": ");
 }
 

@@ -40,6 +40,11 @@ export class LocalCache {
   /** Unpacked layers never change, so their sizes are remembered (path → bytes). */
   readonly #layerSizes = new Map<string, number>();
   #evicting: Promise<void> = Promise.resolve();
+  /** Bytes in the cache as of the last scan plus what this process added since; undefined before the first scan. */
+  #estimate: number | undefined;
+  #lastScanMs = 0;
+  /** Other processes may share the directory: rescan at least this often even while the estimate fits. */
+  static readonly RESCAN_MS = 30_000;
   /** Entries evicted by this process (for tests and diagnostics). */
   evictions = 0;
   /** The last eviction failure; eviction is best effort and never fails the operation that triggered it. */
@@ -118,11 +123,18 @@ export class LocalCache {
 
   /**
    * Evicts least recently used entries until the cache fits its bound, skipping anything in use and `protect`.
-   * Runs are serialised within the process. Never throws.
+   * `addedBytes` is what the caller just added, if known: while the running estimate stays under the bound (and
+   * the last scan is recent) no scan is needed. Runs are serialised within the process. Never throws.
    */
-  evict(protect: Iterable<string> = []): Promise<void> {
+  evict(protect: Iterable<string> = [], addedBytes?: number): Promise<void> {
     const keep = new Set(protect);
-    const run = this.#evicting.then(() => this.#evictNow(keep)).catch((e: unknown) => {
+    const run = this.#evicting.then(() => {
+      if (addedBytes !== undefined && this.#estimate !== undefined && Date.now() - this.#lastScanMs < LocalCache.RESCAN_MS) {
+        this.#estimate += addedBytes;
+        if (this.#estimate <= this.maxBytes) return;
+      }
+      return this.#evictNow(keep);
+    }).catch((e: unknown) => {
       this.lastEvictionError = e;
     });
     this.#evicting = run;
@@ -132,6 +144,8 @@ export class LocalCache {
   async #evictNow(protect: Set<string>): Promise<void> {
     const entries = await this.entries();
     let total = entries.reduce((n, e) => n + e.bytes, 0);
+    this.#lastScanMs = Date.now();
+    this.#estimate = total;
     if (total <= this.maxBytes) return;
     const linked = await this.#layersInUse();
     const now = Date.now();
@@ -158,6 +172,7 @@ export class LocalCache {
       total -= e.bytes;
       this.evictions++;
     }
+    this.#estimate = total;
   }
 
   /** Layer dirs that a live work dir links to (overlay lowerdirs) or that a mount names directly. */
