@@ -22,13 +22,15 @@ commands:
   pull <ref>                       fetch an image from a registry into the store
 
 environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILDER_VERSION,
-  STRATA_FORCE_BUILD=1, STRATA_IGNORE_CACHE=1, STRATA_UV_BINARY`;
+  STRATA_FORCE_BUILD=1, STRATA_IGNORE_CACHE=1, STRATA_UV_BINARY,
+  STRATA_S3_BUCKET / STRATA_S3_ENDPOINT / STRATA_S3_PREFIX (store layers and the index in S3)`;
 
 class UsageError extends Error {}
 
+/** The S3 store when STRATA_S3_BUCKET is set, else the local store at STRATA_HOME. */
 async function openStore(): Promise<Store> {
-  const { LocalStore } = await import("../store/local.js");
-  return LocalStore.open();
+  const { openStoreFromEnv } = await import("../store/s3/open.js");
+  return openStoreFromEnv();
 }
 
 async function cmdBuild(argv: string[]): Promise<number> {

@@ -12,14 +12,13 @@ import type { Plan, Step } from "../plan/step.js";
 import type { Executor } from "../sandbox/runc.js";
 import type { Image } from "../sdk/image.js";
 import { Secret } from "../sdk/secret.js";
-import { LocalStore } from "../store/local.js";
 import type { ImageRecord, Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { fileInputs, resolveInput, type ResolvedInput } from "./inputs.js";
 import { stderrSink, type LogSink } from "./log.js";
 
 export interface BuildOptions {
-  /** Where layers and records live. Default: a LocalStore at STRATA_HOME. */
+  /** Where layers and records live. Default: S3 when STRATA_S3_BUCKET is set, else a LocalStore at STRATA_HOME. */
   store?: Store;
   /** Rebuild every step and replace the cache entries. Default: STRATA_FORCE_BUILD=1. */
   forceBuild?: boolean;
@@ -57,7 +56,7 @@ const envFlag = (name: string) => ["1", "true", "yes"].includes((process.env[nam
 export async function buildImage(image: Image | Plan, options: BuildOptions = {}): Promise<BuiltImage> {
   const builder = loadBuilderVersion(options.builderVersion ?? (("steps" in image) ? image.builderVersion : undefined));
   const plan = "steps" in image ? image : image.plan(builder);
-  const store = options.store ?? (await LocalStore.open());
+  const store = options.store ?? (await (await import("../store/s3/open.js")).openStoreFromEnv());
   const engine = new Engine(store, builder, options);
   return engine.build(plan);
 }

@@ -105,9 +105,10 @@ export class StepExecutor {
   async #runFilesystemStep(index: number, step: Step, parent: ImageRecord, parentConfig: ImageConfig, resolved: ResolvedInput[], log: LineLog): Promise<LayerRecord> {
     const work = await this.store.tempDir("step");
     const lowers: string[] = [];
-    for (const l of parent.layers) lowers.push(await this.store.layerDir(l));
+    const unpin = this.store.pin?.(parent.layers);
     let dirs: OverlayDirs | undefined;
     try {
+      for (const l of parent.layers) lowers.push(await this.store.layerDir(l));
       dirs = await mountOverlay(work, lowers);
       const inputsByName = new Map(resolved.map((r) => [r.input.name, r]));
       // Materialise inputs a RUN mounts (e.g. the runFunction module) outside the rootfs.
@@ -137,6 +138,7 @@ export class StepExecutor {
       await this.store.adoptLayerDir(layer.diffId, path.join(work, "upper"));
       return layer;
     } finally {
+      unpin?.();
       if (dirs) await unmountOverlay(dirs).catch(() => undefined);
       await fsp.rm(work, { recursive: true, force: true }).catch(() => undefined);
     }

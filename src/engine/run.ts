@@ -32,6 +32,7 @@ export async function runImage(store: Store, image: ImageRecord, opts: RunImageO
   if (argv.length === 0) throw new InvalidDefinitionError(`image ${image.id} has no ENTRYPOINT or CMD; give a command: strata run <image> -- <cmd...>`);
   const work = await store.tempDir("run");
   const lowers: string[] = [];
+  const unpin = store.pin?.(image.layers);
   for (const l of image.layers) lowers.push(await store.layerDir(l));
   const dirs = await mountOverlay(work, lowers);
   try {
@@ -55,6 +56,7 @@ export async function runImage(store: Store, image: ImageRecord, opts: RunImageO
     );
     return r.exitCode;
   } finally {
+    unpin?.();
     await unmountOverlay(dirs).catch(() => undefined);
     await fsp.rm(work, { recursive: true, force: true }).catch(() => undefined);
   }

@@ -102,6 +102,8 @@ export interface Store {
   /** Saves the (secret-redacted) log of the step that produced an image. */
   putLog(imageId: Digest, text: string): Promise<void>;
   getLog(imageId: Digest): Promise<string | undefined>;
+  /** Keeps these layers' local copies from eviction until the returned release is called (caching backends). */
+  pin?(layers: Iterable<LayerRecord>): () => void;
   /**
    * Removes what interrupted builds left behind (temp files, stale mounts). Safe while other builds run.
    * `beforeReclaim` runs once, first, if there is anything to reclaim (e.g. to kill orphaned containers).
