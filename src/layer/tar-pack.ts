@@ -3,11 +3,11 @@
  * names, mtimes clamped to the builder's epoch, overlay whiteouts (char 0/0) and opaque directories converted to OCI
  * whiteout entries. The same changes always give the same bytes, hence the same diffID.
  */
-import { createReadStream, promises as fsp, readFileSync, type Stats } from "node:fs";
+import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import { Readable } from "node:stream";
-import tar from "tar-stream";
+import { encodeHeader, endOfArchive, padding } from "./tar-header.js";
 
 export const OPAQUE_WHITEOUT = ".wh..wh..opq";
 const SMALL_FILE = 256 * 1024;
@@ -50,93 +50,107 @@ function isWhiteoutDevice(st: Stats): boolean {
 
 /** Streams a deterministic tar of `root`. The returned stream errors if reading the tree fails. */
 export function packDir(root: string, opts: PackOptions): Readable {
-  const pack = tar.pack();
+  return Readable.from(packChunks(root, opts), { objectMode: false, highWaterMark: BATCH });
+}
+
+const BATCH = 1 << 20;
+
+/**
+ * The archive as a sequence of ~1 MiB buffers. The tree is read with synchronous calls (cheap per call, and a
+ * layer commit has nothing else to do meanwhile); files larger than SMALL_FILE are streamed.
+ */
+async function* packChunks(root: string, opts: PackOptions): AsyncGenerator<Buffer> {
   const overlay = opts.overlay ?? true;
-  const clamp = (st: Stats) => new Date(Math.min(Math.floor(st.mtimeMs / 1000), opts.epoch) * 1000);
+  const clamp = (st: Stats) => Math.min(Math.floor(st.mtimeMs / 1000), opts.epoch);
   const seenInodes = new Map<string, string>();
   const prefix = (opts.prefix ?? "").replace(/^\/+|\/+$/g, "");
   const name = (rel: string) => (prefix ? (rel ? `${prefix}/${rel}` : prefix) : rel);
+  const rootDev = lstatSync(root).dev;
+  const opaque = overlay ? await findOpaqueDirs(root) : new Set<string>();
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const push = (b: Buffer) => {
+    pending.push(b);
+    pendingBytes += b.length;
+  };
+  const take = (): Buffer => {
+    const out = Buffer.concat(pending, pendingBytes);
+    pending = [];
+    pendingBytes = 0;
+    return out;
+  };
+  const meta = (st: Stats) => ({ uid: st.uid, gid: st.gid, mtime: clamp(st), mode: st.mode & 0o7777 });
+  const marker = (n: string) => encodeHeader({ name: n, type: "file", mode: 0o644, uid: 0, gid: 0, size: 0, mtime: opts.epoch });
 
-  const add = (header: Partial<tar.Header> & { name: string }, body?: Buffer) =>
-    new Promise<void>((resolve, reject) => {
-      pack.entry(header as tar.Header, body ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
-    });
-
-  const addFile = (header: Partial<tar.Header> & { name: string }, file: string) =>
-    new Promise<void>((resolve, reject) => {
-      const entry = pack.entry(header as tar.Header, (err) => (err ? reject(err) : resolve()));
-      entry.on("error", reject);
-      const rs = createReadStream(file);
-      rs.on("error", reject);
-      rs.pipe(entry);
-    });
-
-  async function walk(dirRel: string, opaque: Set<string>): Promise<void> {
-    const abs = path.join(root, dirRel);
-    const names = (await fsp.readdir(abs)).sort(byBytes);
-    if (overlay && dirRel !== "" && opaque.has(dirRel)) {
-      await add({ name: name(`${dirRel}/${OPAQUE_WHITEOUT}`), type: "file", mode: 0o644, uid: 0, gid: 0, mtime: new Date(opts.epoch * 1000), uname: "", gname: "" });
+  if (prefix) {
+    // Parent directories of the prefix, so the layer is self-contained.
+    const parts = prefix.split("/");
+    for (let i = 1; i <= parts.length; i++) {
+      push(encodeHeader({ name: parts.slice(0, i).join("/"), type: "directory", mode: 0o755, uid: 0, gid: 0, size: 0, mtime: opts.epoch }));
     }
-    for (const n of names) {
+  }
+
+  // Depth-first, children sorted bytewise: a directory's subtree directly follows its header.
+  async function* walk(dirRel: string): AsyncGenerator<Buffer> {
+    const abs = dirRel ? path.join(root, dirRel) : root;
+    if (overlay && dirRel !== "" && opaque.has(dirRel)) push(marker(name(`${dirRel}/${OPAQUE_WHITEOUT}`)));
+    for (const n of readdirSync(abs).sort(byBytes)) {
       const rel = dirRel ? `${dirRel}/${n}` : n;
       if (opts.exclude?.has(rel)) continue;
       const p = path.join(abs, n);
-      const st = await fsp.lstat(p);
-      // Like `tar --one-file-system`: a mount point inside the tree (e.g. a /proc left mounted) is not content.
-      if (st.dev !== rootDev) {
-        if (st.isDirectory()) await add({ uid: st.uid, gid: st.gid, mtime: clamp(st), mode: st.mode & 0o7777, uname: "", gname: "", name: name(rel), type: "directory" });
-        continue;
-      }
-      const base = { uid: st.uid, gid: st.gid, mtime: clamp(st), mode: st.mode & 0o7777, uname: "", gname: "" };
+      const st = lstatSync(p);
       if (overlay && isWhiteoutDevice(st)) {
-        await add({ ...base, name: name(dirRel ? `${dirRel}/${WHITEOUT_PREFIX}${n}` : `${WHITEOUT_PREFIX}${n}`), type: "file", mode: 0o644, uid: 0, gid: 0 });
+        push(marker(name(dirRel ? `${dirRel}/${WHITEOUT_PREFIX}${n}` : `${WHITEOUT_PREFIX}${n}`)));
         continue;
       }
       if (st.isDirectory()) {
-        await add({ ...base, name: name(rel), type: "directory" });
-        await walk(rel, opaque);
+        push(encodeHeader({ ...meta(st), name: name(rel), type: "directory", size: 0 }));
+        // Like `tar --one-file-system`: a mount point inside the tree (e.g. a /proc left mounted) is not content.
+        if (st.dev === rootDev) yield* walk(rel);
         continue;
       }
-      if (st.nlink > 1 && !st.isDirectory()) {
+      if (st.dev !== rootDev) continue;
+      if (st.nlink > 1) {
         const id = `${st.dev}:${st.ino}`;
         const first = seenInodes.get(id);
         if (first !== undefined) {
-          await add({ ...base, name: name(rel), type: "link", linkname: name(first), size: 0 });
+          push(encodeHeader({ ...meta(st), name: name(rel), type: "link", linkname: name(first), size: 0 }));
           continue;
         }
         seenInodes.set(id, rel);
       }
       if (st.isFile()) {
-        // Small files are read in one synchronous call: far cheaper than a stream per file.
+        push(encodeHeader({ ...meta(st), name: name(rel), type: "file", size: st.size }));
         if (st.size <= SMALL_FILE) {
           const body = readFileSync(p);
           if (body.length !== st.size) throw new Error(`${p} changed size while it was being packed`);
-          await add({ ...base, name: name(rel), type: "file", size: st.size }, body);
-        } else await addFile({ ...base, name: name(rel), type: "file", size: st.size }, p);
+          push(body);
+        } else {
+          let read = 0;
+          for await (const chunk of createReadStream(p, { highWaterMark: BATCH })) {
+            const b = chunk as Buffer;
+            read += b.length;
+            if (read > st.size) throw new Error(`${p} grew while it was being packed`);
+            push(b);
+            if (pendingBytes >= BATCH) yield take();
+          }
+          if (read !== st.size) throw new Error(`${p} changed size while it was being packed`);
+        }
+        push(padding(st.size));
+      } else if (st.isSymbolicLink()) {
+        push(encodeHeader({ ...meta(st), name: name(rel), type: "symlink", linkname: readlinkSync(p), size: 0 }));
+      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        const devmajor = Math.floor(st.rdev / 256) & 0xfff;
+        const devminor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
+        push(encodeHeader({ ...meta(st), name: name(rel), type: st.isCharacterDevice() ? "character-device" : "block-device", size: 0, devmajor, devminor }));
+      } else if (st.isFIFO()) {
+        push(encodeHeader({ ...meta(st), name: name(rel), type: "fifo", size: 0 }));
       }
-      else if (st.isSymbolicLink()) await add({ ...base, name: name(rel), type: "symlink", linkname: await fsp.readlink(p) });
-      else if (st.isCharacterDevice() || st.isBlockDevice()) {
-        const major = Math.floor(st.rdev / 256) & 0xfff;
-        const minor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
-        await add({ ...base, name: name(rel), type: st.isCharacterDevice() ? "character-device" : "block-device", devmajor: major, devminor: minor });
-      } else if (st.isFIFO()) await add({ ...base, name: name(rel), type: "fifo" });
-      // sockets are not representable in a layer and are skipped, as Docker does.
+      // Sockets are not representable in a layer and are skipped, as Docker does.
+      if (pendingBytes >= BATCH) yield take();
     }
   }
-
-  let rootDev = 0;
-  (async () => {
-    rootDev = (await fsp.lstat(root)).dev;
-    const opaque = overlay ? await findOpaqueDirs(root) : new Set<string>();
-    if (prefix) {
-      // Parent directories of the prefix, so the layer is self-contained.
-      const parts = prefix.split("/");
-      for (let i = 1; i <= parts.length; i++) {
-        await add({ name: parts.slice(0, i).join("/"), type: "directory", mode: 0o755, uid: 0, gid: 0, mtime: new Date(opts.epoch * 1000), uname: "", gname: "" });
-      }
-    }
-    await walk("", opaque);
-    pack.finalize();
-  })().catch((err: unknown) => pack.destroy(err instanceof Error ? err : new Error(String(err))));
-  return Readable.from(pack);
+  yield* walk("");
+  push(endOfArchive());
+  yield take();
 }
