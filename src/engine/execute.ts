@@ -10,6 +10,7 @@ import type { BuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError, StepFailedError } from "../errors.js";
 import type { KeyInputs } from "../keys/step-key.js";
 import { commitLayer } from "../layer/commit.js";
+import { canCopyIntoUpper, copyIntoUpper } from "../layer/copy-into-upper.js";
 import { mountOverlay, unmountOverlay, type OverlayDirs } from "../layer/overlay.js";
 import type { ImageConfig } from "../oci/types.js";
 import type { Instruction } from "../plan/instructions.js";
@@ -109,8 +110,10 @@ export class StepExecutor {
     let dirs: OverlayDirs | undefined;
     try {
       for (const l of parent.layers) lowers.push(await this.store.layerDir(l));
-      dirs = await mountOverlay(work, lowers);
       const inputsByName = new Map(resolved.map((r) => [r.input.name, r]));
+      const fast = await this.#copyOnly(step, inputsByName, lowers, path.join(work, "upper"));
+      if (fast) return fast;
+      dirs = await mountOverlay(work, lowers);
       // Materialise inputs a RUN mounts (e.g. the runFunction module) outside the rootfs.
       const inputFiles = path.join(work, "inputs");
       await fsp.mkdir(inputFiles);
@@ -142,6 +145,27 @@ export class StepExecutor {
       if (dirs) await unmountOverlay(dirs).catch(() => undefined);
       await fsp.rm(work, { recursive: true, force: true }).catch(() => undefined);
     }
+  }
+
+  /**
+   * A step of COPYs only (no RUN) is written straight into a fresh upper dir, files linked from the store's content
+   * pool — unless a destination's parent is not a plain directory in the merged view. Returns undefined to fall back.
+   */
+  async #copyOnly(step: Step, inputsByName: Map<string, ResolvedInput>, lowers: readonly string[], upper: string): Promise<LayerRecord | undefined> {
+    if (step.instructions.some((i) => i.op === "RUN")) return undefined;
+    const copies = step.instructions.filter((i): i is Extract<Instruction, { op: "COPY" }> => i.op === "COPY");
+    const lowersTopFirst = [...lowers].reverse();
+    const sources = copies.map((c) => inputsByName.get(c.source));
+    if (sources.some((r) => !r || r.input.kind === "inline")) return undefined;
+    if (!copies.every((c) => canCopyIntoUpper(lowersTopFirst, c.dest))) return undefined;
+    await fsp.mkdir(upper, { recursive: true });
+    for (const [i, c] of copies.entries()) {
+      const r = sources[i]!;
+      copyIntoUpper(r.entries, upper, lowersTopFirst, c.dest, path.join(this.store.root, "files"), r.input.kind === "file");
+    }
+    const layer = await commitLayer(this.store, upper, { epoch: this.builder.sourceDateEpoch });
+    await this.store.adoptLayerDir(layer.diffId, upper);
+    return layer;
   }
 
   async #run(

@@ -6,6 +6,7 @@ import { LocalPathError } from "../errors.js";
 import { PatternMatcher } from "../ignore/pattern-matcher.js";
 import type { FileInput } from "../keys/step-key.js";
 import type { StepInput } from "../plan/step.js";
+import { secureJoin } from "../layer/secure-join.js";
 import { sha256Bytes } from "../util/digest.js";
 
 /** An input with its hashed entries. */
@@ -56,7 +57,8 @@ export function fileInputs(resolved: readonly ResolvedInput[]): FileInput[] {
  * their mode, and intermediate directories are created 0755.
  */
 export async function copyInput(r: ResolvedInput, rootfs: string, dest: string): Promise<void> {
-  const target = path.join(rootfs, dest);
+  // Symlinks in the image resolve inside the image (an absolute link must never lead to the host's files).
+  const target = secureJoin(rootfs, dest);
   if (r.input.kind === "inline") {
     await fsp.mkdir(path.dirname(target), { recursive: true });
     await fsp.writeFile(target, r.input.content, { mode: r.input.mode });

@@ -74,6 +74,21 @@ describe("layers and export", () => {
     }
   });
 
+  test("COPY into existing and symlinked directories stays inside the image and merges with what is there", async () => {
+    const { def } = await project(
+      `export default base.runCommands("mkdir -p /srv/app /host-escape-check && echo old > /srv/app/old.txt && chmod 750 /srv/app && ln -s /srv/app /abs && ln -s /tmp /tmplink")
+  .addLocalDir("./app", "/srv/app", { copy: true })
+  .addLocalDir("./more", "/abs/more", { copy: true })
+  .addLocalFile("./one.txt", "/tmplink/one.txt", { copy: true });\n`,
+      { "app/new.txt": "new\n", "more/m.txt": "m\n", "one.txt": "one\n" },
+    );
+    const built = await buildJson(def);
+    const run = await strata(["run", built.imageId, "--", "sh", "-c", "cat /srv/app/old.txt /srv/app/new.txt /srv/app/more/m.txt /tmp/one.txt; stat -c %a /srv/app; test -L /abs && echo link-kept"]);
+    assert.equal(run.stdout, "old\nnew\nm\none\n750\nlink-kept\n");
+    await assert.rejects(fsp.access("/srv/app/more/m.txt"), "nothing was written through the symlink onto the host");
+    await assert.rejects(fsp.access("/tmp/one.txt"));
+  });
+
   test("an image deeper than 100 layers builds and runs (overlay option length is not a limit)", async () => {
     const steps = Array.from({ length: 110 }, (_, i) => `.runCommands("echo ${i} > /f${i}")`).join("");
     const { def } = await project(`export default base${steps};\n`);

@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, test } from "node:test";
+import { secureJoin } from "../../src/layer/secure-join.js";
+
+const root = mkdtempSync(path.join(os.tmpdir(), "strata-sj-"));
+after(() => rmSync(root, { recursive: true, force: true }));
+mkdirSync(path.join(root, "srv/app"), { recursive: true });
+symlinkSync("/srv/app", path.join(root, "abs"));
+symlinkSync("srv/app", path.join(root, "rel"));
+symlinkSync("../../../../etc", path.join(root, "srv/up"));
+symlinkSync("/", path.join(root, "rootlink"));
+symlinkSync("loop2", path.join(root, "loop1"));
+symlinkSync("loop1", path.join(root, "loop2"));
+
+describe("secureJoin", () => {
+  test("absolute symlinks resolve inside the root, never on the host", () => {
+    assert.equal(secureJoin(root, "/abs/x"), path.join(root, "srv/app/x"));
+    assert.equal(secureJoin(root, "/rootlink/etc/passwd"), path.join(root, "etc/passwd"));
+  });
+  test("relative symlinks and .. cannot climb above the root", () => {
+    assert.equal(secureJoin(root, "/rel/x"), path.join(root, "srv/app/x"));
+    assert.equal(secureJoin(root, "/srv/up/passwd"), path.join(root, "etc/passwd"));
+    assert.equal(secureJoin(root, "/../../x"), path.join(root, "x"));
+  });
+  test("missing components are kept as they are; loops are an error", () => {
+    assert.equal(secureJoin(root, "/new/dir/f"), path.join(root, "new/dir/f"));
+    assert.throws(() => secureJoin(root, "/loop1/x"), /too many levels of symbolic links/);
+  });
+});
