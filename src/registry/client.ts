@@ -14,6 +14,7 @@ import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { StrataError } from "../errors.js";
 import {
   basicAuthorization,
+  cachedToken,
   credentialId,
   getToken,
   invalidateToken,
@@ -88,6 +89,12 @@ export interface RequestOptions {
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 10;
 
+/**
+ * The last auth challenge each registry origin sent (per process), so a new client can send a cached token (or
+ * Basic credentials) on its first request instead of collecting a 401 first.
+ */
+const knownChallenges = new Map<string, AuthChallenge>();
+
 /** HTTP access to one repository of one registry. */
 export class RegistryClient {
   readonly baseUrl: URL;
@@ -152,6 +159,7 @@ export class RegistryClient {
   async request(url: URL, opts: RequestOptions = {}): Promise<FetchResult> {
     const signal = opts.signal ?? this.signal;
     const method = opts.method ?? "GET";
+    if (this.authorization === undefined) await this.preauthorize();
     for (let round = 0; ; round++) {
       const sent = this.authorization;
       const result = await this.send(url, method, opts, sent, signal);
@@ -251,12 +259,35 @@ export class RegistryClient {
     throw new RegistryError(`${displayUrl(start)}: more than ${MAX_REDIRECTS} redirects; the registry or its storage backend is misconfigured`, { url: displayUrl(start) });
   }
 
+  /** Uses what an earlier client learnt about this registry: a still-valid cached token, or Basic credentials. */
+  private async preauthorize(): Promise<void> {
+    const challenge = knownChallenges.get(this.baseUrl.origin);
+    if (!challenge) return;
+    const creds = await this.credentials();
+    if (challenge.scheme.toLowerCase() === "basic") {
+      if (creds) this.authorization ??= basicAuthorization(creds);
+      return;
+    }
+    const realm = challenge.params["realm"];
+    if (!realm) return;
+    let tokenUrl: URL;
+    try {
+      tokenUrl = new URL(realm);
+    } catch {
+      return;
+    }
+    const token = cachedToken(tokenCacheKey(tokenUrl.origin + tokenUrl.pathname, challenge.params["service"], this.scopes, credentialId(creds)));
+    if (token !== undefined) this.authorization ??= `Bearer ${token}`;
+  }
+
   /** Answers a 401 challenge with an Authorization header value, or throws saying what is needed. */
   private async authorize(header: string, url: URL, sent: string | undefined, signal: AbortSignal | undefined): Promise<string> {
     const challenges = parseWwwAuthenticate(header);
     const bearer = challenges.find((c) => c.scheme.toLowerCase() === "bearer");
     const basic = challenges.find((c) => c.scheme.toLowerCase() === "basic");
     const creds = await this.credentials();
+    const known = bearer ?? basic;
+    if (known) knownChallenges.set(this.baseUrl.origin, known);
     if (bearer) return `Bearer ${await this.bearerToken(bearer, creds, url, sent, signal)}`;
     if (basic) {
       const registry = this.reference.registry;

@@ -1,45 +1,65 @@
 /**
- * A minimal OCI distribution pull client: resolve a reference to the linux/amd64 image manifest, then fetch the
- * config and every layer into a Store, verifying each blob (sha256, size, and for layers the uncompressed diffID)
- * before it becomes visible.
+ * The OCI distribution pull client: resolve a reference to the linux/amd64 image manifest, then fetch the config
+ * and every layer into a Store, verifying each blob (sha256, size, and for layers the uncompressed diffID) before
+ * it becomes visible.
  *
- * Layout, so later work slots in:
- *  - `RegistryClient.fetch` is the single HTTP entry point: manual redirects (Authorization dropped across origins),
- *    challenge-driven auth (anonymous Bearer tokens now; a `CredentialProvider` hook for Basic/Bearer credentials),
- *    `Accept-Encoding: identity`.
- *  - `withRetries` wraps whole operations (request + body) and retries `RegistryError.temporary` failures.
- *  - `downloadBlob` streams one blob to a temp file while hashing; resume/ranged fetch and eStargz can replace it.
+ *  - Transport, auth and retries live in `client.ts` (`RegistryClient`); credentials in `auth.ts`.
+ *  - `downloadBlob` streams one layer to a temp file while hashing; a connection that drops mid-blob is resumed with
+ *    `Range: bytes=N-` (the 206 `Content-Range` is checked; a server that ignores Range gets a full restart); 429/5xx
+ *    are retried with backoff (`Retry-After` honoured); layers download in parallel (p-limit) with progress lines.
+ *  - eStargz lazy fetching can replace `downloadBlob` for layers carrying a TOC digest.
  */
 import { createHash, type Hash } from "node:crypto";
-import { createWriteStream, promises as fsp } from "node:fs";
+import { createReadStream, promises as fsp } from "node:fs";
 import path from "node:path";
-import { Readable, Transform } from "node:stream";
-import { finished, pipeline } from "node:stream/promises";
-import { setTimeout as sleep } from "node:timers/promises";
+import { finished } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { createGunzip, type Gunzip } from "node:zlib";
 import pLimit from "p-limit";
 import { DigestMismatchError, StrataError } from "../errors.js";
 import { MediaType, type Descriptor, type ImageConfig } from "../oci/types.js";
 import type { LayerRecord, Store } from "../store/store.js";
-import { isDigest, sha256Bytes, type Digest } from "../util/digest.js";
+import { digestHex, isDigest, sha256Bytes, type Digest } from "../util/digest.js";
+import { recordBlobSources } from "./blob-sources.js";
+import {
+  abortReason,
+  discard,
+  displayUrl,
+  errorFromResponse,
+  formatSize,
+  isFsError,
+  networkError,
+  readBody,
+  RegistryClient,
+  shortDigest,
+  type RegistryOptions,
+} from "./client.js";
 import { RegistryError, UnsupportedImageError } from "./errors.js";
-import { isInsecureHost, parseReference, registryApiHost, type ImageReference } from "./reference.js";
+import { parseReference, type ImageReference } from "./reference.js";
+
+// Re-exported so existing importers of pull.js keep working.
+export { RegistryClient, parseWwwAuthenticate, formatSize } from "./client.js";
+export type { AuthChallenge, FetchResult, RegistryClientOptions, RegistryOptions, RequestOptions } from "./client.js";
+export type { CredentialProvider, RegistryCredentials, SecretInput } from "./auth.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Public API
 
-export interface RegistryOptions {
-  /** Speak plain HTTP to the registry (loopback and STRATA_INSECURE_REGISTRIES hosts always do). */
-  insecure?: boolean;
-  signal?: AbortSignal;
-}
-
 export interface PullOptions extends RegistryOptions {
-  /** Called with one human-readable line per blob (`pulling sha256:abcd… 12.3 MB`). */
+  /**
+   * Called with human-readable lines: one per finished blob (`pulling sha256:abcd… 12.3 MB`), one every
+   * `progressIntervalMs` for each blob still downloading (`downloading sha256:abcd… 3.1 MB of 12.3 MB (25%)`), and
+   * one per resumed or restarted transfer.
+   */
   onProgress?: (line: string) => void;
   /** Maximum concurrent layer downloads (default 3). */
   concurrency?: number;
+  /** Interval of the `downloading …` lines for long transfers (default 5000 ms). */
+  progressIntervalMs?: number;
+  /** Attempts for temporary failures (default 3; a resumed transfer that made progress does not use one up). */
+  attempts?: number;
+  /** First backoff delay in ms, doubled per attempt (default 300). */
+  retryDelayMs?: number;
 }
 
 export interface ResolvedImage {
@@ -97,6 +117,8 @@ export async function pullImage(ref: string, store: Store, opts: PullOptions = {
   // The manifest goes in last, so it never names a blob the store does not have.
   const manifestStored = await store.putBlobBytes(fetched.bytes);
   if (manifestStored !== fetched.digest) throw new DigestMismatchError(fetched.digest, manifestStored, `manifest of ${reference}`);
+  // Remember where these blobs live, so a push to another repository of this registry can mount them.
+  await recordBlobSources(store, [manifest.config.digest, ...layers.map((l) => l.digest)], reference.registry, reference.repository);
 
   return {
     reference,
@@ -107,270 +129,6 @@ export async function pullImage(ref: string, store: Store, opts: PullOptions = {
     config,
     layers,
   };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Transport: auth, redirects, retries
-
-export interface RegistryCredentials {
-  username: string;
-  password: string;
-}
-
-/** Supplies credentials for a registry host (docker config, ECR, GCP… in a later change); undefined = anonymous. */
-export type CredentialProvider = (registry: string) => Promise<RegistryCredentials | undefined>;
-
-export interface RegistryClientOptions extends RegistryOptions {
-  credentials?: CredentialProvider;
-  /** Total attempts for temporary failures (default 3). */
-  attempts?: number;
-  /** First backoff delay in ms, doubled per attempt (default 300). */
-  retryDelayMs?: number;
-}
-
-/** One parsed `WWW-Authenticate` challenge; param names are lowercased. */
-export interface AuthChallenge {
-  scheme: string;
-  params: Record<string, string>;
-}
-
-interface FetchResult {
-  res: Response;
-  /** The URL that produced `res` (after redirects). */
-  url: URL;
-}
-
-const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
-const MAX_REDIRECTS = 10;
-
-/** HTTP access to one repository of one registry. */
-export class RegistryClient {
-  readonly baseUrl: URL;
-  readonly insecure: boolean;
-  readonly signal: AbortSignal | undefined;
-  readonly attempts: number;
-  private readonly retryDelayMs: number;
-  private readonly credentials: CredentialProvider | undefined;
-  private authorization: string | undefined;
-  private pendingAuth: Promise<string> | undefined;
-
-  constructor(
-    readonly reference: ImageReference,
-    opts: RegistryClientOptions = {},
-  ) {
-    this.insecure = opts.insecure === true || isInsecureHost(reference.registry);
-    this.baseUrl = new URL(`${this.insecure ? "http" : "https"}://${registryApiHost(reference.registry)}/`);
-    this.signal = opts.signal;
-    this.credentials = opts.credentials;
-    this.attempts = Math.max(1, opts.attempts ?? 3);
-    this.retryDelayMs = opts.retryDelayMs ?? 300;
-  }
-
-  /** `/v2/<repository>/<kind>/<ref>` as an absolute URL. */
-  url(kind: "manifests" | "blobs", ref: string): URL {
-    return new URL(`/v2/${this.reference.repository}/${kind}/${ref}`, this.baseUrl);
-  }
-
-  /**
-   * One GET (no retries): follows redirects, answers auth challenges from the registry, and returns whatever
-   * response results. Network failures become temporary `RegistryError`s.
-   */
-  async fetch(url: URL, headers: Record<string, string> = {}, signal: AbortSignal | undefined = this.signal): Promise<FetchResult> {
-    for (let round = 0; ; round++) {
-      const sent = this.authorization;
-      const result = await this.followRedirects(url, headers, sent, signal);
-      if (result.res.status !== 401 || result.url.origin !== this.baseUrl.origin || round >= 2) return result;
-      const challenge = result.res.headers.get("www-authenticate") ?? "";
-      await discard(result.res);
-      if (this.authorization !== sent) continue; // another request refreshed the credentials meanwhile
-      this.pendingAuth ??= this.authorize(challenge, result.url, signal).finally(() => {
-        this.pendingAuth = undefined;
-      });
-      this.authorization = await this.pendingAuth;
-    }
-  }
-
-  /** Runs `fn` up to `attempts` times while it fails with a temporary `RegistryError`, backing off in between. */
-  async withRetries<T>(fn: (attempt: number) => Promise<T>, signal: AbortSignal | undefined = this.signal): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn(attempt);
-      } catch (e) {
-        if (signal?.aborted) throw abortReason(signal, e);
-        if (!(e instanceof RegistryError) || !e.temporary) throw e;
-        if (attempt >= this.attempts) {
-          if (this.attempts === 1) throw e;
-          throw new RegistryError(`${e.message} (gave up after ${attempt} attempts)`, { status: e.status, codes: [...e.codes], temporary: true, url: e.url, cause: e.cause });
-        }
-        const delay = this.retryDelayMs * 2 ** (attempt - 1) * (1 + Math.random() * 0.25);
-        await sleep(delay, undefined, signal ? { signal } : undefined).catch((err: unknown) => {
-          throw signal?.aborted ? abortReason(signal, err) : err;
-        });
-      }
-    }
-  }
-
-  private async followRedirects(start: URL, headers: Record<string, string>, authorization: string | undefined, signal: AbortSignal | undefined): Promise<FetchResult> {
-    let url = start;
-    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
-      const h: Record<string, string> = { "accept-encoding": "identity", "user-agent": "strata", ...headers };
-      // Never send registry credentials to another origin (S3/CDN redirect targets reject or leak them).
-      if (authorization !== undefined && url.origin === this.baseUrl.origin) h["authorization"] = authorization;
-      let res: Response;
-      try {
-        res = await fetch(url, { method: "GET", headers: h, redirect: "manual", signal });
-      } catch (e) {
-        if (signal?.aborted) throw abortReason(signal, e);
-        throw networkError(url, e, this.insecure);
-      }
-      const location = res.headers.get("location");
-      if (!REDIRECT_STATUSES.has(res.status) || location === null) return { res, url };
-      await discard(res);
-      let next: URL;
-      try {
-        next = new URL(location, url);
-      } catch {
-        throw new RegistryError(`${displayUrl(url)} redirected to an invalid location "${location}"`, { status: res.status, url: displayUrl(url) });
-      }
-      if (next.protocol !== "http:" && next.protocol !== "https:") {
-        throw new RegistryError(`${displayUrl(url)} redirected to unsupported scheme ${next.protocol}`, { status: res.status, url: displayUrl(url) });
-      }
-      if (url.protocol === "https:" && next.protocol === "http:" && !this.insecure) {
-        throw new RegistryError(`${displayUrl(url)} redirected from https to plain http (${displayUrl(next)}); refusing the downgrade (list the registry in STRATA_INSECURE_REGISTRIES if this is intended)`, { status: res.status, url: displayUrl(url) });
-      }
-      url = next;
-    }
-    throw new RegistryError(`${displayUrl(start)}: more than ${MAX_REDIRECTS} redirects; the registry or its storage backend is misconfigured`, { url: displayUrl(start) });
-  }
-
-  /** Answers a 401 challenge with an Authorization header value, or throws saying what is needed. */
-  private async authorize(header: string, url: URL, signal: AbortSignal | undefined): Promise<string> {
-    const challenges = parseWwwAuthenticate(header);
-    const bearer = challenges.find((c) => c.scheme.toLowerCase() === "bearer");
-    const basic = challenges.find((c) => c.scheme.toLowerCase() === "basic");
-    const creds = this.credentials ? await this.credentials(this.reference.registry) : undefined;
-    if (bearer) return `Bearer ${await this.fetchToken(bearer, creds, url, signal)}`;
-    if (basic) {
-      if (!creds) {
-        const realm = basic.params["realm"] ? ` (realm "${basic.params["realm"]}")` : "";
-        throw new RegistryError(
-          `${displayUrl(url)} requires a username and password (HTTP Basic auth${realm}), and no credentials are configured for ${this.reference.registry}; ` +
-            `Strata cannot log in to registries yet, so use an image from a registry that allows anonymous pulls`,
-          { status: 401, codes: ["UNAUTHORIZED"], url: displayUrl(url) },
-        );
-      }
-      return `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString("base64")}`;
-    }
-    throw new RegistryError(`${displayUrl(url)} answered 401 Unauthorized with no usable WWW-Authenticate challenge (${header ? `"${header}"` : "none"}); the registry's auth scheme is not supported`, {
-      status: 401,
-      codes: ["UNAUTHORIZED"],
-      url: displayUrl(url),
-    });
-  }
-
-  /** Bearer token flow (distribution token spec, GET form): anonymous unless credentials are supplied. */
-  private async fetchToken(challenge: AuthChallenge, creds: RegistryCredentials | undefined, url: URL, signal: AbortSignal | undefined): Promise<string> {
-    const realm = challenge.params["realm"];
-    let tokenUrl: URL;
-    try {
-      tokenUrl = new URL(realm ?? "");
-    } catch {
-      throw new RegistryError(`${displayUrl(url)} asked for a Bearer token but its challenge has no valid realm URL (${realm === undefined ? "missing" : `"${realm}"`})`, { status: 401, url: displayUrl(url) });
-    }
-    if (tokenUrl.protocol !== "https:" && tokenUrl.protocol !== "http:") {
-      throw new RegistryError(`${displayUrl(url)} names a token realm with unsupported scheme ${tokenUrl.protocol}`, { status: 401, url: displayUrl(url) });
-    }
-    const service = challenge.params["service"];
-    if (service) tokenUrl.searchParams.set("service", service);
-    const scopes = (challenge.params["scope"] ?? `repository:${this.reference.repository}:pull`).split(" ").filter((s) => s.length > 0);
-    for (const s of scopes) tokenUrl.searchParams.append("scope", s);
-
-    const headers: Record<string, string> = { "user-agent": "strata", accept: "application/json" };
-    if (creds) headers["authorization"] = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString("base64")}`;
-    let res: Response;
-    try {
-      res = await fetch(tokenUrl, { headers, signal });
-    } catch (e) {
-      if (signal?.aborted) throw abortReason(signal, e);
-      throw networkError(tokenUrl, e, false);
-    }
-    if (!res.ok) {
-      const err = await errorFromResponse(res, tokenUrl, `token request for ${this.reference}`, "the token service refused an anonymous token; the repository may not exist or may need credentials (not supported yet)");
-      throw err;
-    }
-    const body = await readBody(res, 1024 * 1024, `token response from ${displayUrl(tokenUrl)}`);
-    let token: unknown;
-    try {
-      const json = JSON.parse(body.toString("utf8")) as Record<string, unknown>;
-      token = json["token"] || json["access_token"];
-    } catch {
-      token = undefined;
-    }
-    if (typeof token !== "string" || token.length === 0) {
-      throw new RegistryError(`token response from ${displayUrl(tokenUrl)} has no "token" or "access_token" string; the token service is misbehaving`, { status: res.status, url: displayUrl(tokenUrl) });
-    }
-    return token;
-  }
-}
-
-/**
- * Parses an RFC 7235 `WWW-Authenticate` header into challenges. Handles several challenges in one header and
- * quoted values containing commas, spaces and backslash escapes (`scope="repository:a:pull,push repository:b:pull"`).
- */
-export function parseWwwAuthenticate(header: string): AuthChallenge[] {
-  const out: AuthChallenge[] = [];
-  const n = header.length;
-  let i = 0;
-  let current: AuthChallenge | undefined;
-  const skipWs = (): void => {
-    while (i < n && (header[i] === " " || header[i] === "\t")) i++;
-  };
-  const readToken = (): string => {
-    const m = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+/.exec(header.slice(i));
-    if (!m) return "";
-    i += m[0].length;
-    return m[0];
-  };
-  while (i < n) {
-    skipWs();
-    if (i >= n) break;
-    if (header[i] === ",") {
-      i++;
-      continue;
-    }
-    const tok = readToken();
-    if (!tok) {
-      i++; // stray character: skip it
-      continue;
-    }
-    skipWs();
-    if (header[i] === "=" && current && header[i + 1] !== "=") {
-      i++;
-      skipWs();
-      let value = "";
-      if (header[i] === '"') {
-        i++;
-        while (i < n && header[i] !== '"') {
-          if (header[i] === "\\" && i + 1 < n) i++;
-          value += header[i];
-          i++;
-        }
-        i++; // closing quote
-      } else {
-        const start = i;
-        while (i < n && header[i] !== "," && header[i] !== " " && header[i] !== "\t") i++;
-        value = header.slice(start, i);
-      }
-      current.params[tok.toLowerCase()] = value;
-    } else if (header[i] === "=") {
-      // token68 (e.g. `Negotiate abc==`): skip the padding, nothing to record.
-      while (i < n && header[i] === "=") i++;
-    } else {
-      current = { scheme: tok, params: Object.create(null) as Record<string, string> };
-      out.push(current);
-    }
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -423,7 +181,7 @@ async function fetchManifest(client: RegistryClient, ref: string, expected?: { d
     if (!res.ok) {
       throw await errorFromResponse(res, finalUrl, where, `check that the repository "${client.reference.repository}" and ${expected ? "digest" : "tag"} "${ref}" exist on ${client.reference.registry}`);
     }
-    return { res, bytes: await readBody(res, MAX_MANIFEST_BYTES, where) };
+    return { res, bytes: await readBody(res, MAX_MANIFEST_BYTES, where, () => new UnsupportedImageError(`${where} is larger than ${formatSize(MAX_MANIFEST_BYTES)}; refusing to read it`)) };
   });
 
   const contentType = (res.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
@@ -542,6 +300,8 @@ function parseConfig(bytes: Buffer, ref: ImageReference, layerCount: number): Im
 
 const GZIP_LAYER_TYPES = new Set<string>([MediaType.ociLayerGzip, MediaType.dockerLayerGzip]);
 const TAR_LAYER_TYPES = new Set<string>([MediaType.ociLayerTar, "application/vnd.docker.image.rootfs.diff.tar"]);
+/** Resumes after a dropped connection that made progress; each one is cheap, but a server that always drops is not. */
+const MAX_RESUMES = 50;
 
 type LayerKind = "gzip" | "tar";
 
@@ -554,14 +314,18 @@ function layerKind(d: Descriptor, index: number, ref: ImageReference): LayerKind
   throw new UnsupportedImageError(`layer ${index} of ${ref} (${d.digest}) has unsupported media type "${d.mediaType || "(none)"}" (expected a tar or tar+gzip layer)`);
 }
 
+function tooLargeBlob(d: Descriptor, where: string): () => StrataError {
+  return () => new DigestMismatchError(`${d.digest} (${d.size} bytes)`, `more than ${d.size} bytes`, where);
+}
+
 async function fetchBlobBytes(client: RegistryClient, d: Descriptor, cap: number): Promise<Buffer> {
   const where = `blob ${d.digest} of ${client.reference}`;
   if (d.size > cap) throw new UnsupportedImageError(`${where} is ${formatSize(d.size)}, larger than the ${formatSize(cap)} limit for this kind of blob`);
   const bytes = await client.withRetries(async () => {
     const { res, url } = await client.fetch(client.url("blobs", d.digest));
     if (!res.ok) throw await errorFromResponse(res, url, where, blobNotFoundHint(client));
-    checkBlobHeaders(res, d, where);
-    return readBody(res, d.size, where, true);
+    checkBlobHeaders(res, d, where, d.size);
+    return readBody(res, d.size, where, tooLargeBlob(d, where));
   });
   if (bytes.length !== d.size) throw new DigestMismatchError(`${d.digest} (${d.size} bytes)`, `${bytes.length} bytes`, where);
   const actual = sha256Bytes(bytes);
@@ -573,7 +337,8 @@ function blobNotFoundHint(client: RegistryClient): string {
   return `the manifest of ${client.reference} lists a blob the registry does not have; the image in the registry is broken (re-push it)`;
 }
 
-function checkBlobHeaders(res: Response, d: Descriptor, where: string): void {
+/** Content-Encoding must be identity; Content-Length must be what we expect; Docker-Content-Digest must agree. */
+function checkBlobHeaders(res: Response, d: Descriptor, where: string, expectedLength: number): void {
   const encoding = res.headers.get("content-encoding");
   if (encoding && encoding.toLowerCase() !== "identity") {
     throw new RegistryError(`${where} was served with Content-Encoding: ${encoding} despite Accept-Encoding: identity, so its bytes cannot be verified; a proxy or CDN in between is re-encoding blobs`, {
@@ -581,11 +346,18 @@ function checkBlobHeaders(res: Response, d: Descriptor, where: string): void {
     });
   }
   const len = res.headers.get("content-length");
-  if (len !== null && /^\d+$/.test(len) && Number(len) !== d.size) {
-    throw new DigestMismatchError(`${d.digest} (${d.size} bytes)`, `${len} bytes (Content-Length)`, where);
+  if (len !== null && /^\d+$/.test(len) && Number(len) !== expectedLength) {
+    throw new DigestMismatchError(`${d.digest} (${expectedLength} bytes${expectedLength !== d.size ? ` of ${d.size}` : ""})`, `${len} bytes (Content-Length)`, where);
   }
   const headerDigest = res.headers.get("docker-content-digest");
   if (headerDigest && isDigest(headerDigest) && headerDigest !== d.digest) throw new DigestMismatchError(d.digest, headerDigest, `${where} (Docker-Content-Digest header)`);
+}
+
+/** `bytes <start>-<end>/<total|*>` → numbers, or undefined when malformed. */
+export function parseContentRange(value: string | null): { start: number; end: number; total: number | undefined } | undefined {
+  const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec((value ?? "").trim());
+  if (!m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]), total: m[3] === "*" ? undefined : Number(m[3]) };
 }
 
 async function downloadLayers(
@@ -614,14 +386,27 @@ async function downloadLayers(
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
   const limit = pLimit(Math.max(1, opts.concurrency ?? 3));
+  // Progress for long transfers: a line per running download every interval.
+  const active = new Map<Digest, { received: number; size: number }>();
+  const ticker = setInterval(() => {
+    for (const [digest, t] of active) {
+      if (t.received >= t.size) continue;
+      progress(`downloading ${shortDigest(digest)} ${formatSize(t.received)} of ${formatSize(t.size)} (${Math.floor((t.received / Math.max(1, t.size)) * 100)}%)`);
+    }
+  }, Math.max(50, opts.progressIntervalMs ?? 5000));
+  ticker.unref();
   let firstError: unknown;
   try {
     const results = await Promise.allSettled(
       [...todo.values()].map(({ layer, kind }) =>
         limit(async () => {
           if (signal.aborted) return;
+          const transfer = { received: 0, size: layer.size };
+          active.set(layer.digest, transfer);
           try {
-            const file = await downloadBlob(client, layer, kind, tmpDir, signal);
+            const file = await downloadBlob(client, layer, kind, tmpDir, signal, progress, (n) => {
+              transfer.received = n;
+            });
             await store.putBlobFile(file, layer.digest, { verified: true });
             progress(`pulling ${shortDigest(layer.digest)} ${formatSize(layer.size)}`);
           } catch (e) {
@@ -630,6 +415,8 @@ async function downloadLayers(
               stop.abort(); // queued downloads see the abort and return without starting
             }
             throw e;
+          } finally {
+            active.delete(layer.digest);
           }
         }),
       ),
@@ -639,64 +426,180 @@ async function downloadLayers(
     if (failed) throw failed.reason;
     if (opts.signal?.aborted) throw abortReason(opts.signal, undefined);
   } finally {
+    clearInterval(ticker);
     await fsp.rm(tmpDir, { recursive: true, force: true });
   }
+}
+
+/** What one request of a download left behind: was any of it appended to a partial file from a ranged response? */
+interface AttemptState {
+  /** True once bytes from a 206 response were appended after earlier bytes (so a final mismatch may be ours). */
+  resumed: boolean;
 }
 
 /**
  * Streams one layer blob into a file under `tmpDir`, checking size and sha256 as it goes and, for gzip layers,
  * that the uncompressed stream hashes to the config's diffID. Returns the verified file.
+ *
+ * A transfer that breaks off keeps its bytes: the next attempt re-hashes them and asks for the rest with
+ * `Range: bytes=N-`. A 206 must carry `Content-Range: bytes N-<size-1>/<size>`; a 200 (Range ignored) restarts from
+ * zero with that response; a 416 restarts from zero. Attempts that made progress do not count against the retry
+ * budget. A digest mismatch after a resumed transfer is retried once from zero; otherwise it is final.
  */
-async function downloadBlob(client: RegistryClient, layer: LayerRecord, kind: LayerKind, tmpDir: string, signal: AbortSignal): Promise<string> {
+async function downloadBlob(
+  client: RegistryClient,
+  layer: LayerRecord,
+  kind: LayerKind,
+  tmpDir: string,
+  signal: AbortSignal,
+  progress: (line: string) => void,
+  onBytes: (received: number) => void,
+): Promise<string> {
   const where = `layer ${layer.digest} of ${client.reference}`;
-  return client.withRetries(async (attempt) => {
-    const file = path.join(tmpDir, `${layer.digest.slice(7, 23)}-${attempt}`);
-    const diff = kind === "gzip" ? new DiffIdHasher() : undefined;
-    try {
-      const { res, url } = await client.fetch(client.url("blobs", layer.digest), {}, signal);
+  const file = path.join(tmpDir, `${digestHex(layer.digest)}.partial`);
+  await fsp.writeFile(file, "", { flag: "wx", mode: 0o600 });
+  const state: AttemptState = { resumed: false };
+  let failures = 0;
+  let resumes = 0;
+  let restartedAfterMismatch = false;
+  try {
+    for (;;) {
+      const have = (await fsp.stat(file)).size;
+      try {
+        await downloadAttempt(client, layer, kind, file, have, where, signal, state, progress, onBytes);
+        return file;
+      } catch (e) {
+        if (signal.aborted) throw abortReason(signal, e);
+        if (e instanceof DigestMismatchError && state.resumed && !restartedAfterMismatch) {
+          restartedAfterMismatch = true;
+          state.resumed = false;
+          await fsp.truncate(file, 0);
+          progress(`${shortDigest(layer.digest)} did not verify after a resumed transfer; downloading it again from the start`);
+          continue;
+        }
+        if (!(e instanceof RegistryError) || !e.temporary) throw e;
+        const now = (await fsp.stat(file)).size;
+        if (now > have && now < layer.size && resumes < MAX_RESUMES) {
+          resumes++;
+          failures = 0;
+          progress(`${shortDigest(layer.digest)} transfer broke off after ${formatSize(now)} of ${formatSize(layer.size)}; resuming`);
+          continue;
+        }
+        failures++;
+        if (failures >= client.attempts) {
+          if (client.attempts === 1) throw e;
+          throw new RegistryError(`${e.message} (gave up after ${failures} attempts)`, { status: e.status, codes: [...e.codes], temporary: true, url: e.url, cause: e.cause });
+        }
+        await client.backoff(failures, e.retryAfterMs, signal);
+      }
+    }
+  } catch (e) {
+    await fsp.rm(file, { force: true });
+    throw e;
+  }
+}
+
+async function downloadAttempt(
+  client: RegistryClient,
+  layer: LayerRecord,
+  kind: LayerKind,
+  file: string,
+  have: number,
+  where: string,
+  signal: AbortSignal,
+  state: AttemptState,
+  progress: (line: string) => void,
+  onBytes: (received: number) => void,
+): Promise<void> {
+  let hash = createHash("sha256");
+  let diff = kind === "gzip" ? new DiffIdHasher() : undefined;
+  let offset = have;
+  try {
+    // Node's hash state cannot be saved, so bytes kept from an earlier attempt are hashed again.
+    if (offset > 0) {
+      for await (const chunk of createReadStream(file, { start: 0, end: offset - 1 })) {
+        hash.update(chunk as Buffer);
+        if (diff) await diff.write(chunk as Buffer);
+      }
+    }
+    if (offset < layer.size) {
+      const blobUrl = client.url("blobs", layer.digest);
+      let { res, url } = await client.fetch(blobUrl, offset > 0 ? { range: `bytes=${offset}-` } : {}, signal);
+      if (offset > 0 && res.status === 416) {
+        // Never read a 416 body (2.8.2 announces the whole blob's length and sends 33 bytes); start again.
+        await discard(res);
+        await fsp.truncate(file, 0);
+        progress(`${shortDigest(layer.digest)}: the server refused to resume (416); downloading it again from the start`);
+        offset = 0;
+        hash = createHash("sha256");
+        diff?.destroy();
+        diff = kind === "gzip" ? new DiffIdHasher() : undefined;
+        ({ res, url } = await client.fetch(blobUrl, {}, signal));
+      }
       if (!res.ok) throw await errorFromResponse(res, url, where, blobNotFoundHint(client));
-      checkBlobHeaders(res, layer, where);
+      if (offset > 0 && res.status === 200) {
+        // The server ignored the Range header: this response is the whole blob, so start over with it.
+        progress(`${shortDigest(layer.digest)}: the server ignored the Range request; downloading it again from the start`);
+        await fsp.truncate(file, 0);
+        offset = 0;
+        hash = createHash("sha256");
+        diff?.destroy();
+        diff = kind === "gzip" ? new DiffIdHasher() : undefined;
+      } else if (offset > 0) {
+        const range = parseContentRange(res.headers.get("content-range"));
+        if (res.status !== 206 || !range || range.start !== offset || range.end !== layer.size - 1 || (range.total !== undefined && range.total !== layer.size)) {
+          await discard(res);
+          await fsp.truncate(file, 0);
+          throw new RegistryError(
+            `${where}: asked ${displayUrl(url)} for bytes ${offset}- to resume, got ${res.status} with Content-Range ${JSON.stringify(res.headers.get("content-range"))}; downloading again from the start`,
+            { status: res.status, url: displayUrl(url), temporary: true },
+          );
+        }
+        state.resumed = true;
+      } else if (res.status !== 200) {
+        await discard(res);
+        throw new RegistryError(`${where}: ${displayUrl(url)} answered ${res.status} to a plain GET (expected 200)`, { status: res.status, url: displayUrl(url), temporary: true });
+      }
+      checkBlobHeaders(res, layer, where, layer.size - offset);
       if (!res.body) throw new RegistryError(`${displayUrl(url)} returned no body for ${where}`, { status: res.status, url: displayUrl(url), temporary: true });
 
-      const hash = createHash("sha256");
-      let n = 0;
-      const meter = new Transform({
-        transform(chunk: Buffer, _enc, cb): void {
-          n += chunk.length;
-          if (n > layer.size) {
-            cb(new DigestMismatchError(`${layer.digest} (${layer.size} bytes)`, `more than ${layer.size} bytes`, where));
-            return;
-          }
-          hash.update(chunk);
-          if (!diff) {
-            cb(null, chunk);
-            return;
-          }
-          diff.write(chunk).then(
-            () => cb(null, chunk),
-            (e: unknown) => cb(e as Error),
-          );
-        },
-      });
+      // Each chunk is written before it is hashed, and writes are awaited, so when the connection drops the
+      // partial file holds exactly the bytes hashed so far and the next attempt can resume after them.
+      let n = offset;
+      const fh = await fsp.open(file, "a", 0o600);
       try {
-        await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), meter, createWriteStream(file, { flags: "wx", mode: 0o600 }), { signal });
+        for await (const c of res.body as WebReadableStream<Uint8Array>) {
+          const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+          if (n + chunk.length > layer.size) throw new DigestMismatchError(`${layer.digest} (${layer.size} bytes)`, `more than ${layer.size} bytes`, where);
+          await fh.write(chunk);
+          n += chunk.length;
+          hash.update(chunk);
+          onBytes(n);
+          if (diff) await diff.write(chunk);
+        }
       } catch (e) {
         if (signal.aborted) throw abortReason(signal, e);
         if (e instanceof StrataError || isFsError(e)) throw e;
-        throw networkError(url, e, client.insecure, `the download of ${where} broke off after ${formatSize(n)}`);
+        throw networkError(url, e, client.insecure, `the download of ${where} broke off after ${formatSize(n)} of ${formatSize(layer.size)}`);
+      } finally {
+        await fh.close();
       }
-      if (n !== layer.size) throw new DigestMismatchError(`${layer.digest} (${layer.size} bytes)`, `${n} bytes`, where);
-      const actual = ("sha256:" + hash.digest("hex")) as Digest;
-      if (actual !== layer.digest) throw new DigestMismatchError(layer.digest, actual, where);
-      const diffId = diff ? await diff.end(where) : actual;
-      if (diffId !== layer.diffId) throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content (diffID) of ${where}`);
-      return file;
-    } catch (e) {
-      diff?.destroy();
-      await fsp.rm(file, { force: true });
-      throw e;
+      offset = n;
+      if (offset < layer.size) {
+        throw new RegistryError(`${where}: ${displayUrl(url)} ended the body after ${formatSize(offset)} of ${formatSize(layer.size)}`, { url: displayUrl(url), temporary: true });
+      }
     }
-  }, signal);
+    const actual = ("sha256:" + hash.digest("hex")) as Digest;
+    if (actual !== layer.digest) {
+      await fsp.truncate(file, 0);
+      throw new DigestMismatchError(layer.digest, actual, where);
+    }
+    const diffId = diff ? await diff.end(where) : actual;
+    diff = undefined;
+    if (diffId !== layer.diffId) throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content (diffID) of ${where}`);
+  } finally {
+    diff?.destroy();
+  }
 }
 
 /** Feeds compressed bytes through gunzip and hashes the output (the layer's diffID). */
@@ -749,131 +652,7 @@ class DiffIdHasher {
   }
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// Helpers
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-/** URL without query or fragment (presigned redirect targets carry credentials in the query). */
-function displayUrl(url: URL): string {
-  return `${url.origin}${url.pathname}`;
-}
-
-function shortDigest(d: Digest): string {
-  return `${d.slice(0, 19)}…`;
-}
-
-/** Decimal units, one decimal place: `12.3 MB`. */
-export function formatSize(bytes: number): string {
-  if (bytes < 1000) return `${bytes} B`;
-  const units = ["kB", "MB", "GB", "TB"];
-  let v = bytes / 1000;
-  let u = 0;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${v.toFixed(1)} ${units[u]}`;
-}
-
-function isFsError(e: unknown): boolean {
-  return e instanceof Error && typeof (e as NodeJS.ErrnoException).syscall === "string" && /^(open|write|close|rename|mkdir|unlink|fsync)$/.test((e as NodeJS.ErrnoException).syscall!);
-}
-
-function abortReason(signal: AbortSignal, fallback: unknown): unknown {
-  return signal.reason ?? fallback;
-}
-
-async function discard(res: Response): Promise<void> {
-  try {
-    await res.body?.cancel();
-  } catch {
-    // ignore: we only want the connection back
-  }
-}
-
-/** Reads a response body into memory, refusing more than `cap` bytes (or a Content-Length above it). */
-async function readBody(res: Response, cap: number, where: string, isBlob = false): Promise<Buffer> {
-  const len = res.headers.get("content-length");
-  const tooLarge = (): StrataError =>
-    isBlob ? new DigestMismatchError(`${cap} bytes`, `more than ${cap} bytes`, where) : new UnsupportedImageError(`${where} is larger than ${formatSize(cap)}; refusing to read it`);
-  if (len !== null && /^\d+$/.test(len) && Number(len) > cap) {
-    await discard(res);
-    throw tooLarge();
-  }
-  if (!res.body) return Buffer.alloc(0);
-  const chunks: Buffer[] = [];
-  let n = 0;
-  try {
-    for await (const chunk of res.body as WebReadableStream<Uint8Array>) {
-      n += chunk.length;
-      if (n > cap) throw tooLarge();
-      chunks.push(Buffer.from(chunk));
-    }
-  } catch (e) {
-    if (e instanceof StrataError) throw e;
-    throw networkError(new URL(res.url || "about:blank"), e, false, `reading ${where} broke off after ${formatSize(n)}`);
-  }
-  return Buffer.concat(chunks);
-}
-
-function errnoCode(e: unknown): string | undefined {
-  for (let cur: unknown = e, depth = 0; cur && depth < 4; cur = (cur as { cause?: unknown }).cause, depth++) {
-    const code = (cur as { code?: unknown }).code;
-    if (typeof code === "string") return code;
-  }
-  return undefined;
-}
-
-/** A failed connection or broken-off transfer: temporary, so it is retried. */
-function networkError(url: URL, e: unknown, insecure: boolean, what?: string): RegistryError {
-  const code = errnoCode(e);
-  const detail = code ?? (e instanceof Error ? (e.cause instanceof Error ? e.cause.message : e.message) : String(e));
-  let hint = "check the registry host name and your network connection";
-  if (code && /SSL|TLS|CERT|EPROTO/i.test(code) && !insecure) hint += "; if the registry speaks plain HTTP, list it in STRATA_INSECURE_REGISTRIES";
-  const message = what ? `${what} (${displayUrl(url)}: ${detail}); retry later` : `could not reach ${displayUrl(url)} (${detail}); ${hint}`;
-  return new RegistryError(message, { temporary: true, url: displayUrl(url), cause: e });
-}
-
-interface RegistryErrorBody {
-  errors?: { code?: unknown; message?: unknown; detail?: unknown }[];
-}
-
-/** Turns a non-2xx response into a RegistryError naming the URL, the registry's error codes, and what to do. */
-async function errorFromResponse(res: Response, url: URL, where: string, notFoundHint: string): Promise<RegistryError> {
-  let text = "";
-  try {
-    text = (await readBody(res, 64 * 1024, where)).toString("utf8");
-  } catch {
-    // the status alone will have to do
-  }
-  const codes: string[] = [];
-  const messages: string[] = [];
-  try {
-    const body = JSON.parse(text) as RegistryErrorBody;
-    for (const err of body.errors ?? []) {
-      if (typeof err.code === "string") codes.push(err.code);
-      if (typeof err.message === "string" && err.message) messages.push(typeof err.code === "string" ? `${err.code}: ${err.message}` : err.message);
-    }
-  } catch {
-    // not JSON (S3 answers XML, proxies HTML)
-  }
-  const status = res.status;
-  const temporary = status === 408 || status === 429 || status >= 500;
-  let hint: string;
-  if (status === 404) hint = notFoundHint;
-  else if (status === 401) hint = "the registry refused anonymous access: the repository may not exist, or it is private and needs credentials (registry login is not supported yet)";
-  else if (status === 403) hint = "the registry denied access to this repository; check the name and that the image is public";
-  else if (status === 429) hint = "the registry is rate-limiting requests; wait and try again later";
-  else if (status >= 500) hint = "the registry had a server error; try again later";
-  else hint = "the registry rejected the request";
-  const detail = messages.length ? `: ${messages.join("; ")}` : codes.length ? `: ${codes.join(", ")}` : "";
-  return new RegistryError(`${where}: GET ${displayUrl(url)} answered ${status}${res.statusText ? ` ${res.statusText}` : ""}${detail} — ${hint}`, {
-    status,
-    codes,
-    temporary,
-    url: displayUrl(url),
-  });
 }

@@ -7,8 +7,27 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import bcrypt from "bcryptjs";
+import { startBlobOrigin, startTokenServer, type BlobOrigin, type TokenServer } from "./registry-auth.js";
 
 const execFileP = promisify(execFile);
+
+export interface StartRegistryOptions {
+  /**
+   * `htpasswd`: HTTP Basic against a bcrypt htpasswd file generated here. `token`: Bearer tokens from a local token
+   * server (RS256 JWTs, self-signed certificate made with openssl). Default: no auth.
+   */
+  auth?: "htpasswd" | "token";
+  /** name → password (default `{ alice: "alice-s3cret" }`). */
+  users?: Record<string, string>;
+  /** Token auth: users who may only pull. */
+  readOnlyUsers?: readonly string[];
+  /**
+   * Loopback address of a second origin (e.g. "127.0.0.2"): blob GETs are answered with 307 redirects to it (the
+   * registry's redirect middleware) and it refuses any request carrying Authorization, like S3.
+   */
+  redirectTo?: string;
+}
 
 export interface TestRegistry {
   /** `127.0.0.1:<port>`, usable as the registry part of an image reference. */
@@ -17,6 +36,14 @@ export interface TestRegistry {
   url: string;
   /** The registry's filesystem storage root (`docker/registry/v2/...` lives under it). */
   storageDir: string;
+  auth: "htpasswd" | "token" | undefined;
+  users: Record<string, string>;
+  /** The token server (token auth only). */
+  tokenServer?: TokenServer;
+  /** The second origin blobs are redirected to (`redirectTo` only). */
+  blobOrigin?: BlobOrigin;
+  /** `user:password` of the first user, for skopeo's --creds / --dest-creds. */
+  creds: string | undefined;
   stop(): Promise<void>;
 }
 
@@ -46,11 +73,34 @@ async function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
   });
 }
 
-/** Starts a plain-HTTP registry on 127.0.0.1:<random port>; resolves once `GET /v2/` answers 200. */
-export async function startRegistry(): Promise<TestRegistry> {
+/**
+ * Starts a plain-HTTP registry on 127.0.0.1:<random port> (with the auth / redirect variant asked for); resolves
+ * once `GET /v2/` answers (200, or 401 with auth).
+ */
+export async function startRegistry(opts: StartRegistryOptions = {}): Promise<TestRegistry> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-registry-"));
   const storageDir = path.join(dir, "storage");
   await fsp.mkdir(storageDir);
+  const users = opts.users ?? { alice: "alice-s3cret" };
+  const extra: string[] = [];
+  let tokenServer: TokenServer | undefined;
+  let blobOrigin: BlobOrigin | undefined;
+  const closeHelpers = async (): Promise<void> => {
+    await tokenServer?.close();
+    await blobOrigin?.close();
+  };
+  if (opts.auth === "htpasswd") {
+    const file = path.join(dir, "htpasswd");
+    await fsp.writeFile(file, Object.entries(users).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 6)}\n`).join(""));
+    extra.push("auth:", "  htpasswd:", "    realm: strata-basic-realm", `    path: ${file}`);
+  } else if (opts.auth === "token") {
+    tokenServer = await startTokenServer(dir, { users, readOnlyUsers: opts.readOnlyUsers ?? [] });
+    extra.push("auth:", "  token:", `    realm: ${tokenServer.realm}`, `    service: ${tokenServer.service}`, `    issuer: ${tokenServer.issuer}`, `    rootcertbundle: ${tokenServer.certFile}`);
+  }
+  if (opts.redirectTo) {
+    blobOrigin = await startBlobOrigin(opts.redirectTo, storageDir);
+    extra.push("middleware:", "  storage:", "    - name: redirect", "      options:", `        baseurl: ${blobOrigin.url}`);
+  }
   let lastError = "";
   // The free port can be taken between probing and binding; try a few.
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -70,6 +120,7 @@ export async function startRegistry(): Promise<TestRegistry> {
       "http:",
       `  addr: ${host}`,
       "  secret: strata-test-secret",
+      ...extra,
       "",
     ].join("\n");
     const cfg = path.join(dir, "config.yml");
@@ -89,7 +140,7 @@ export async function startRegistry(): Promise<TestRegistry> {
       try {
         const res = await fetch(`${url}/v2/`);
         await res.arrayBuffer();
-        if (res.status === 200) {
+        if (res.status === 200 || (opts.auth !== undefined && res.status === 401)) {
           up = true;
           break;
         }
@@ -106,14 +157,18 @@ export async function startRegistry(): Promise<TestRegistry> {
             await waitExit(child, 5000);
           }
         }
+        await closeHelpers();
         await fsp.rm(dir, { recursive: true, force: true });
       };
-      return { host, url, storageDir, stop };
+      const first = Object.entries(users)[0];
+      const creds = opts.auth && first ? `${first[0]}:${first[1]}` : undefined;
+      return { host, url, storageDir, auth: opts.auth, users, ...(tokenServer ? { tokenServer } : {}), ...(blobOrigin ? { blobOrigin } : {}), creds, stop };
     }
     child.kill("SIGKILL");
     await waitExit(child, 5000);
     lastError = stderr;
   }
+  await closeHelpers();
   await fsp.rm(dir, { recursive: true, force: true });
   throw new Error(`docker-registry did not come up on a loopback port after 5 tries; last stderr:\n${lastError}`);
 }
@@ -146,7 +201,7 @@ export interface TestLayout {
   /**
    * Pushes `tag` to `docker://<dest>` with skopeo (plain HTTP). `format: "v2s2"` converts to Docker media types.
    */
-  push(tag: string, dest: string, opts?: { format?: "oci" | "v2s2" }): Promise<void>;
+  push(tag: string, dest: string, opts?: { format?: "oci" | "v2s2"; creds?: string }): Promise<void>;
   cleanup(): Promise<void>;
 }
 
@@ -175,6 +230,7 @@ export async function createTestLayout(): Promise<TestLayout> {
     async push(tag, dest, opts = {}) {
       const args = ["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"];
       if (opts.format === "v2s2") args.push("--format", "v2s2");
+      if (opts.creds) args.push("--dest-creds", opts.creds);
       args.push(`oci:${dir}:${tag}`, `docker://${dest}`);
       await run("skopeo", args);
     },
