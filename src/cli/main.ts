@@ -20,10 +20,14 @@ commands:
   inspect <image>                  config, layers and the chain of steps with keys (JSON)
   images [--json]                  list built images
   pull <ref>                       fetch an image from a registry into the store
+  push <image> <ref> [--format oci|docker]
+                                   upload an image to a registry
 
 environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILDER_VERSION,
   STRATA_FORCE_BUILD=1, STRATA_IGNORE_CACHE=1, STRATA_UV_BINARY,
-  STRATA_S3_BUCKET / STRATA_S3_ENDPOINT / STRATA_S3_PREFIX (store layers and the index in S3)`;
+  STRATA_S3_BUCKET / STRATA_S3_ENDPOINT / STRATA_S3_PREFIX (store layers and the index in S3),
+  REGISTRY_USERNAME / REGISTRY_PASSWORD or DOCKER_CONFIG (registry login for pull and push),
+  STRATA_INSECURE_REGISTRIES (plain-HTTP registries besides loopback)`;
 
 class UsageError extends Error {}
 
@@ -150,7 +154,9 @@ async function cmdPull(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw new UsageError("pull needs one image reference");
   const { Image } = await import("../sdk/image.js");
   const { buildImage } = await import("../engine/build.js");
-  const r = await buildImage(Image.fromRegistry(positionals[0]!), { store: await openStore() });
+  const secret: Record<string, string> = {};
+  for (const k of ["REGISTRY_USERNAME", "REGISTRY_PASSWORD"]) if (process.env[k]) secret[k] = process.env[k]!;
+  const r = await buildImage(Image.fromRegistry(positionals[0]!, { secret }), { store: await openStore() });
   process.stdout.write(r.imageId + "\n");
   return 0;
 }
@@ -163,6 +169,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   inspect: cmdInspect,
   images: cmdImages,
   pull: cmdPull,
+  push: async (argv) => (await import("./push.js")).cmdPush(argv),
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -72,7 +72,8 @@ export function keyInputsFor(builder: BuilderVersion, step: Step, parent: Digest
     instructions: step.instructions.map(render),
     files: fileInputs(resolved),
     buildArgs: [],
-    secretNames: step.secrets.names,
+    // A registry base's secrets are login credentials: not part of what the image is.
+    secretNames: step.base?.kind === "registry" ? [] : step.secrets.names,
     extra: [...step.extra, ...Object.entries(step.env).map(([k, v]): [string, string] => [`env.${k}`, v]), ...extra],
   };
 }
@@ -137,7 +138,7 @@ class Engine {
     let pulledRef: string | undefined;
     if (step.base?.kind === "registry") {
       const { resolveImage } = await import("../registry/pull.js");
-      const r = await resolveImage(step.base.ref, { insecure: step.base.insecure });
+      const r = await resolveImage(step.base.ref, { insecure: step.base.insecure, secret: step.secrets.values() });
       baseExtra.push(["base.manifest", r.manifestDigest]);
       pulledRef = `${r.reference.registry}/${r.reference.repository}@${r.manifestDigest}`;
     }

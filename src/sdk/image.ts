@@ -71,6 +71,8 @@ export interface ImageDebianSlimParams {
 
 export interface ImageFromRegistryParams {
   forceBuild?: boolean;
+  /** Registry login: `REGISTRY_USERNAME` and `REGISTRY_PASSWORD`. Default: Docker's config.json, else anonymous. */
+  secret?: SecretLike;
   /** Reach the registry over plain HTTP even though it is not on loopback. */
   insecure?: boolean;
 }
@@ -233,8 +235,20 @@ export class Image {
   /** An image from an OCI registry (`host[:port]/repo:tag` or `@sha256:…`). Keyed by the resolved manifest digest. */
   static fromRegistry(ref: string, params: ImageFromRegistryParams = {}): Image {
     if (typeof ref !== "string" || ref.trim() === "") throw new InvalidDefinitionError("fromRegistry: expected an image reference such as 127.0.0.1:5000/team/base:1");
+    const registrySecret = Secret.fromObject(mergeSecrets(params.secret));
     return new Image(
-      () => ({ method: "fromRegistry", description: `fromRegistry ${ref}`, base: { kind: "registry", ref, insecure: params.insecure }, instructions: [], inputs: [], secrets: Secret.none(), env: {}, forceBuild: params.forceBuild ?? false, extra: [] }),
+      () => ({
+        method: "fromRegistry",
+        description: `fromRegistry ${ref}`,
+        base: { kind: "registry", ref, insecure: params.insecure },
+        instructions: [],
+        inputs: [],
+        // Registry credentials travel as the step's secrets; a registry base's key is its manifest digest only.
+        secrets: registrySecret,
+        env: {},
+        forceBuild: params.forceBuild ?? false,
+        extra: [],
+      }),
       [],
       [],
     );

@@ -5,7 +5,7 @@ import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, test } from "node:test";
-import { buildJson, busyboxProject, strata, tempDir } from "../support/strata.js";
+import { buildJson, busyboxProject, SHARED_HOME, strata, tempDir } from "../support/strata.js";
 import { startRegistry, type TestRegistry } from "../support/registry.js";
 
 const exec = promisify(execFile);
@@ -49,4 +49,35 @@ test("fromRegistry pulls a base from a loopback registry, builds on it, and keys
   assert.equal(retagged.steps[0]!.key, first.steps[0]!.key);
   const pulled = await strata(["pull", ref]);
   assert.equal(pulled.code, 0, pulled.stderr);
+});
+
+test("fromRegistry with a secret logs in to a token-auth registry; credentials stay out of keys, store and logs; push round-trips", async () => {
+  const authRegistry = await startRegistry({ auth: "token", users: { alice: "alice-pw-9f8e7d" } });
+  try {
+    const base = await busyboxProject(`export default base.cmd(["sh"]);\n`);
+    cleanup.push(base.dir);
+    const built = await buildJson(base.def);
+    const ref = `${authRegistry.host}/private/busybox:1`;
+    const env = { REGISTRY_USERNAME: "alice", REGISTRY_PASSWORD: "alice-pw-9f8e7d" };
+    const push = await strata(["push", built.imageId, ref], { env });
+    assert.equal(push.code, 0, push.stderr);
+    const dir = await tempDir();
+    cleanup.push(dir);
+    const def = path.join(dir, "image.ts");
+    await fsp.writeFile(def, `import { Image, Secret } from "strata";\nexport default Image.fromRegistry(${JSON.stringify(ref)}, { secret: Secret.fromLocalEnv(["REGISTRY_USERNAME", "REGISTRY_PASSWORD"]) }).runCommands("echo private > /p");\n`);
+    const denied = await strata(["build", def], { env: { REGISTRY_USERNAME: "alice", REGISTRY_PASSWORD: "wrong-password" } });
+    assert.equal(denied.code, 1);
+    assert.ok(!denied.stderr.includes("wrong-password"));
+    assert.match(denied.stderr, /401|credentials|unauthorized/i);
+    const ok = await buildJson(def, [], { env });
+    const run = await strata(["run", ok.imageId, "--", "cat", "/p"]);
+    assert.equal(run.stdout, "private\n");
+    assert.ok(!ok.stderr.includes("alice-pw-9f8e7d"));
+    const inspect = await strata(["inspect", ok.imageId]);
+    assert.ok(!inspect.stdout.includes("alice-pw-9f8e7d"));
+    const grep = await exec("grep", ["-rl", "--binary-files=text", "alice-pw-9f8e7d", SHARED_HOME, "--exclude-dir=layers", "--exclude-dir=defs"]).then((x) => x.stdout, () => "");
+    assert.equal(grep, "");
+  } finally {
+    await authRegistry.stop();
+  }
 });
