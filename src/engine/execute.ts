@@ -27,6 +27,8 @@ import { placeNode, placeUv } from "./tools.js";
 
 export class StepExecutor {
   readonly executor: Executor;
+  /** Context files were hashed after this moment; a source not changed since is trusted without re-hashing. */
+  readonly startedAt = Date.now();
   constructor(
     private readonly store: Store,
     private readonly builder: BuilderVersion,
@@ -161,7 +163,7 @@ export class StepExecutor {
     await fsp.mkdir(upper, { recursive: true });
     for (const [i, c] of copies.entries()) {
       const r = sources[i]!;
-      copyIntoUpper(r.entries, upper, lowersTopFirst, c.dest, path.join(this.store.root, "files"), r.input.kind === "file");
+      copyIntoUpper(r.entries, upper, lowersTopFirst, c.dest, path.join(this.store.root, "files"), this.startedAt, r.input.kind === "file");
     }
     const layer = await commitLayer(this.store, upper, { epoch: this.builder.sourceDateEpoch });
     await this.store.adoptLayerDir(layer.diffId, upper);

@@ -7,12 +7,11 @@
  */
 import { createHash } from "node:crypto";
 import {
-  chmodSync, chownSync, lchownSync, linkSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, type Stats,
+  chmodSync, chownSync, copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, utimesSync, type Stats,
 } from "node:fs";
 import path from "node:path";
 import type { ContextEntry } from "../context/walk.js";
 import { LocalPathError } from "../errors.js";
-import { uniqueSuffix } from "../util/fs.js";
 
 function lstatOrUndefined(p: string): Stats | undefined {
   try {
@@ -64,25 +63,38 @@ function ensureDirs(upper: string, lowersTopFirst: readonly string[], dest: stri
   }
 }
 
-/** A root-owned pool file with this content and mode, created (and verified against the key's digest) if needed. */
-function poolFile(poolDir: string, e: ContextEntry): string {
-  const file = path.join(poolDir, `${e.sha256.slice(7)}-${e.mode.toString(8)}`);
-  if (lstatOrUndefined(file)) return file;
-  const data = readFileSync(e.absPath);
-  const digest = "sha256:" + createHash("sha256").update(data).digest("hex");
-  // The pool is shared by every later build: never file content under a digest it does not have.
-  if (digest !== e.sha256) throw new LocalPathError(e.absPath, `${e.absPath} changed while the build was reading it; run the build again`);
-  mkdirSync(poolDir, { recursive: true });
-  const tmp = `${file}.tmp-${uniqueSuffix()}`;
-  writeFileSync(tmp, data, { mode: e.mode });
-  chownSync(tmp, 0, 0);
-  chmodSync(tmp, e.mode);
-  renameSync(tmp, file);
-  return file;
+/**
+ * Copies a context file to `to` (root-owned, its mode) and checks it is still the content the key was computed
+ * from: a source untouched since `hashedAfterMs` (its ctime is older) is trusted, as the stat cache does; anything
+ * newer is re-hashed.
+ */
+function copyVerified(e: ContextEntry, to: string, hashedAfterMs: number): void {
+  copyFileSync(e.absPath, to);
+  chownSync(to, 0, 0);
+  chmodSync(to, e.mode);
+  const src = lstatSync(e.absPath);
+  const copied = lstatSync(to);
+  let ok = copied.size === e.size && src.size === e.size;
+  if (ok && src.ctimeMs >= hashedAfterMs) {
+    ok = "sha256:" + createHash("sha256").update(readFileSync(to)).digest("hex") === e.sha256;
+  }
+  if (!ok) {
+    rmSync(to, { force: true });
+    throw new LocalPathError(e.absPath, `${e.absPath} changed while the build was reading it; run the build again`);
+  }
 }
 
 /** Writes entries (relative to `dest`) into `upper`. Files come from the pool; a file seen twice is copied. */
-export function copyIntoUpper(entries: readonly ContextEntry[], upper: string, lowersTopFirst: readonly string[], dest: string, poolDir: string, single = false): void {
+export function copyIntoUpper(
+  entries: readonly ContextEntry[],
+  upper: string,
+  lowersTopFirst: readonly string[],
+  dest: string,
+  poolDir: string,
+  hashedAfterMs: number,
+  single = false,
+): void {
+  mkdirSync(poolDir, { recursive: true });
   const linked = new Set<string>();
   const destDir = single ? path.posix.dirname(dest) : dest;
   ensureDirs(upper, lowersTopFirst, destDir);
@@ -102,15 +114,20 @@ export function copyIntoUpper(entries: readonly ContextEntry[], upper: string, l
       lchownSync(to, 0, 0);
       continue;
     }
-    const src = poolFile(poolDir, e);
-    // Two names for one pool inode in one layer would become a tar hardlink: copy the second instead.
-    if (linked.has(src)) {
-      writeFileSync(to, readFileSync(src), { mode: e.mode });
-      chownSync(to, 0, 0);
-      chmodSync(to, e.mode);
+    const pooled = path.join(poolDir, `${e.sha256.slice(7)}-${e.mode.toString(8)}`);
+    // Two names for one pool inode in one layer would become a tar hardlink: the second gets its own copy.
+    if (!linked.has(pooled) && lstatOrUndefined(pooled)) {
+      linkSync(pooled, to);
     } else {
-      linkSync(src, to);
-      linked.add(src);
+      copyVerified(e, to, hashedAfterMs);
+      if (!linked.has(pooled)) {
+        try {
+          linkSync(to, pooled);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        }
+      }
     }
+    linked.add(pooled);
   }
 }
