@@ -3,18 +3,11 @@ import assert from "node:assert/strict";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, describe, test } from "node:test";
-import { buildJson, busyboxProject, strata, tempDir } from "../support/strata.js";
+import { buildJson, scratchSpace, strata } from "../support/strata.js";
 
-const cleanup: string[] = [];
-after(async () => {
-  for (const d of cleanup) await fsp.rm(d, { recursive: true, force: true });
-});
-
-async function project(body: string, files: Record<string, string> = {}) {
-  const p = await busyboxProject(body, files);
-  cleanup.push(p.dir);
-  return p;
-}
+const space = scratchSpace();
+after(() => space.cleanup());
+const project = space.project;
 
 describe("cache", () => {
   test("rebuilding an unchanged definition runs zero sandboxes and returns the same image id", async () => {
@@ -161,8 +154,6 @@ describe("explain", () => {
   });
 
   test("names added and removed packages of a pipInstall", async () => {
-    const tmp = await tempDir();
-    cleanup.push(tmp);
     const { def } = await project(`export default base.pipInstall("requests", "flask", { extraOptions: "--dry-run" });\n`);
     // The step is not built (no python in busybox): explain compares against the last built chain, so build a
     // variant that succeeds by replacing pip with echo through the shell option.

@@ -4,18 +4,11 @@ import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { execFile } from "node:child_process";
-import { buildJson, busyboxProject, SHARED_HOME, strata, strataSpawn, tempDir } from "../support/strata.js";
+import { SHARED_HOME, buildJson, scratchSpace, strata, strataSpawn } from "../support/strata.js";
 
-const cleanup: string[] = [];
-after(async () => {
-  for (const d of cleanup) await fsp.rm(d, { recursive: true, force: true });
-});
-
-async function project(body: string, files: Record<string, string> = {}) {
-  const p = await busyboxProject(body, files);
-  cleanup.push(p.dir);
-  return p;
-}
+const space = scratchSpace();
+after(() => space.cleanup());
+const project = space.project;
 
 describe("bad input", () => {
   test("a failing RUN reports the step, command, exit code and log tail, and writes no cache entry", async () => {
@@ -42,8 +35,7 @@ describe("bad input", () => {
   });
 
   test("a definition that throws, one that does not compile and one without an Image are clear errors", async () => {
-    const dir = await tempDir();
-    cleanup.push(dir);
+    const dir = await space.scratch();
     const throws = path.join(dir, "throws.ts");
     await fsp.writeFile(throws, `import { Image } from "strata";\nthrow new Error("boom from definition");\nexport default Image.fromScratch();\n`);
     const r1 = await strata(["build", throws]);

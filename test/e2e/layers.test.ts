@@ -7,19 +7,12 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { after, describe, test } from "node:test";
-import { buildJson, busyboxProject, SHARED_HOME, strata, tempDir } from "../support/strata.js";
+import { SHARED_HOME, buildJson, scratchSpace, strata } from "../support/strata.js";
 
 const exec = promisify(execFile);
-const cleanup: string[] = [];
-after(async () => {
-  for (const d of cleanup) await fsp.rm(d, { recursive: true, force: true });
-});
-
-async function project(body: string, files: Record<string, string> = {}) {
-  const p = await busyboxProject(body, files);
-  cleanup.push(p.dir);
-  return p;
-}
+const space = scratchSpace();
+after(() => space.cleanup());
+const project = space.project;
 
 describe("layers and export", () => {
   test("a deleted file and a replaced directory survive export + umoci unpack; skopeo and podman accept the export", async () => {
@@ -30,8 +23,7 @@ describe("layers and export", () => {
   .cmd(["sh", "-c", "ls /data /data/sub; cat /data/sub/new"]);\n`,
     );
     const built = await buildJson(def);
-    const out = await tempDir();
-    cleanup.push(out);
+    const out = await space.scratch();
     const layout = path.join(out, "layout");
     const ex = await strata(["export", built.imageId, "--oci", layout, "--tag", "t1"]);
     assert.equal(ex.code, 0, ex.stderr);

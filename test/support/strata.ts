@@ -110,3 +110,29 @@ export async function busyboxProject(body: string, files: Record<string, string>
   await fsp.writeFile(def, busyboxHeader(tag) + body);
   return { dir, def, tag };
 }
+
+/**
+ * Per-test-file scratch space: `project()` makes a busybox project and `scratch()` a temp dir; everything is removed
+ * by `cleanup()` (register it with `after`).
+ */
+export function scratchSpace() {
+  const dirs: string[] = [];
+  return {
+    async project(body: string, files: Record<string, string> = {}) {
+      const p = await busyboxProject(body, files);
+      dirs.push(p.dir);
+      return p;
+    },
+    async scratch(): Promise<string> {
+      const d = await tempDir();
+      dirs.push(d);
+      return d;
+    },
+    track(dir: string): void {
+      dirs.push(dir);
+    },
+    async cleanup(): Promise<void> {
+      for (const d of dirs.splice(0)) await fsp.rm(d, { recursive: true, force: true });
+    },
+  };
+}
