@@ -14,8 +14,8 @@ export interface RunImageOptions {
   args?: string[];
   env?: Record<string, string>;
   network?: "host" | "none";
-  stdout?: (chunk: string) => void;
-  stderr?: (chunk: string) => void;
+  stdout?: (chunk: Buffer) => void;
+  stderr?: (chunk: Buffer) => void;
 }
 
 /** The argv Docker would run: ENTRYPOINT + (args or CMD). */
@@ -51,7 +51,7 @@ export async function runImage(store: Store, image: ImageRecord, opts: RunImageO
       { rootfs: dirs.merged, argv, env: [...env].map(([k, v]) => `${k}=${v}`), cwd, uid: user.uid, gid: user.gid, additionalGids: user.additionalGids, mounts, network: opts.network ?? "host", hostname: "strata" },
       {
         bundleDir: path.join(work, "bundle"),
-        onOutput: (t, s) => (s === "stdout" ? (opts.stdout ?? ((x: string) => process.stdout.write(x)))(t) : (opts.stderr ?? ((x: string) => process.stderr.write(x)))(t)),
+        onData: (chunk, s) => (s === "stdout" ? (opts.stdout ?? ((x: Buffer) => process.stdout.write(x)))(chunk) : (opts.stderr ?? ((x: Buffer) => process.stderr.write(x)))(chunk)),
       },
     );
     return r.exitCode;

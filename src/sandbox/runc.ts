@@ -1,6 +1,7 @@
 /** Runs one command in a runc container on a prepared root filesystem, streaming its output. */
 import { promises as fsp } from "node:fs";
 import path from "node:path";
+import { StringDecoder } from "node:string_decoder";
 import { execa } from "execa";
 import { MissingToolError, SandboxError } from "../errors.js";
 import { pidAlive, uniqueSuffix } from "../util/fs.js";
@@ -10,7 +11,10 @@ export interface RunOptions {
   /** Directory for the bundle (config.json); must not be inside the rootfs. */
   bundleDir: string;
   timeoutMs?: number;
+  /** Output as text (decoded as UTF-8 across chunk boundaries), e.g. for build logs. */
   onOutput?: (text: string, stream: "stdout" | "stderr") => void;
+  /** Output as raw bytes, e.g. to pass a container's stdout through unchanged. */
+  onData?: (chunk: Buffer, stream: "stdout" | "stderr") => void;
   signal?: AbortSignal;
 }
 
@@ -55,9 +59,18 @@ export class RuncExecutor implements Executor {
       stdin: "ignore",
       buffer: false,
       reject: false,
-      encoding: "utf8",
+      encoding: "buffer",
     });
-    const forward = (stream: "stdout" | "stderr") => (chunk: Buffer | string) => opts.onOutput?.(chunk.toString(), stream);
+    const forward = (stream: "stdout" | "stderr") => {
+      const decoder = new StringDecoder("utf8");
+      return (chunk: Buffer) => {
+        opts.onData?.(chunk, stream);
+        if (opts.onOutput) {
+          const text = decoder.write(chunk);
+          if (text) opts.onOutput(text, stream);
+        }
+      };
+    };
     child.stdout?.on("data", forward("stdout"));
     child.stderr?.on("data", forward("stderr"));
     let timedOut = false;

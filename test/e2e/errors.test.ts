@@ -4,7 +4,7 @@ import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { execFile } from "node:child_process";
-import { SHARED_HOME, buildJson, scratchSpace, strata, strataSpawn } from "../support/strata.js";
+import { REPO_ROOT, SHARED_HOME, buildJson, scratchSpace, strata, strataSpawn } from "../support/strata.js";
 
 const space = scratchSpace();
 after(() => space.cleanup());
@@ -117,5 +117,16 @@ describe("bad input", () => {
     const containers = await new Promise<string>((res) => execFile("runc", ["--root", "/run/strata-runc", "list", "-q"], (_e, out) => res(out)));
     assert.ok(!containers.split("\n").some((id) => id.startsWith(`strata-${deadPid}-`)), containers);
     void tag;
+  });
+});
+
+describe("run", () => {
+  test("binary stdout passes through byte for byte", async () => {
+    const { def } = await project(`export default base.cmd(["sh", "-c", "printf '\\\\377\\\\376\\\\000\\\\303\\\\251'"]);\n`);
+    const built = await buildJson(def);
+    const bytes = await new Promise<Buffer>((resolve) => {
+      execFile(process.execPath, [path.join(REPO_ROOT, "bin/strata.js"), "run", built.imageId], { encoding: "buffer", env: { ...process.env, STRATA_HOME: SHARED_HOME } }, (_e, out) => resolve(out));
+    });
+    assert.deepEqual([...bytes], [0xff, 0xfe, 0x00, 0xc3, 0xa9]);
   });
 });
