@@ -21,6 +21,8 @@ PACKAGES=(
   python3-pip
   zstd
   xz-utils
+  openssl
+  redis-server
 )
 
 log() { printf 'setup-system: %s\n' "$*"; }
