@@ -138,7 +138,8 @@ class Engine {
     let pulledRef: string | undefined;
     if (step.base?.kind === "registry") {
       const { resolveImage } = await import("../registry/pull.js");
-      const r = await resolveImage(step.base.ref, { insecure: step.base.insecure, secret: step.secrets.values() });
+      const { registryOptions } = await import("./registry-base.js");
+      const r = await resolveImage(step.base.ref, registryOptions(step.base, step.secrets));
       baseExtra.push(["base.manifest", r.manifestDigest]);
       pulledRef = `${r.reference.registry}/${r.reference.repository}@${r.manifestDigest}`;
     }

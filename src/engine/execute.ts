@@ -65,7 +65,8 @@ export class StepExecutor {
       layers = [newLayer];
     } else if (step.base?.kind === "registry") {
       const { pullImage } = await import("../registry/pull.js");
-      const pulled = await pullImage(pulledRef!, this.store, { insecure: step.base.insecure, secret: step.secrets.values(), onProgress: (l) => log.line(l) });
+      const { registryOptions } = await import("./registry-base.js");
+      const pulled = await pullImage(pulledRef!, this.store, { ...registryOptions(step.base, step.secrets), onProgress: (l) => log.line(l) });
       for (const l of pulled.layers) await this.store.layerDir(l);
       layers = pulled.layers;
       config = { ...pulled.config, history: [...(pulled.config.history ?? [])] };

@@ -113,7 +113,7 @@ export async function explain(image: Image, store: Store, chainName: string, bui
     const extra: [string, string][] = [];
     if (step.base?.kind === "registry") {
       const { resolveImage } = await import("../registry/pull.js");
-      extra.push(["base.manifest", (await resolveImage(step.base.ref, { insecure: step.base.insecure, secret: step.secrets.values() })).manifestDigest]);
+      extra.push(["base.manifest", (await resolveImage(step.base.ref, (await import("./registry-base.js")).registryOptions(step.base, step.secrets))).manifestDigest]);
     }
     const inputs = keyInputsFor(builder, step, parentId, resolved, extra);
     const key = stepKey(inputs);

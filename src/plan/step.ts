@@ -6,7 +6,8 @@ import type { Instruction } from "./instructions.js";
 export type BaseSpec =
   | { kind: "scratch" }
   | { kind: "debian"; python: string; suite: string; mirror: string; variant: string; packages: string[]; cmd: string[] }
-  | { kind: "registry"; ref: string; insecure?: boolean }
+  /** `login` picks how credentials are obtained (plain registry login, AWS ECR, Google Artifact Registry); never keyed. */
+  | { kind: "registry"; ref: string; insecure?: boolean; login?: "registry" | "ecr" | "gcp"; gcpMode?: "access_token" | "json_key" }
   | { kind: "image"; imageId: string };
 
 /** A local input a step reads; its content (never its mtime) goes into the key. */

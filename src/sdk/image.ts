@@ -8,6 +8,7 @@ import { InvalidDefinitionError } from "../errors.js";
 import { shellQuote, type Instruction } from "../plan/instructions.js";
 import type { BaseSpec, Plan, Step, StepInput } from "../plan/step.js";
 import type { DeferredMount } from "../store/store.js";
+import { credentialsFor } from "../registry/credentials.js";
 import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
 import type { BuildOptions, BuiltImage } from "../engine/build.js";
 
@@ -234,13 +235,40 @@ export class Image {
 
   /** An image from an OCI registry (`host[:port]/repo:tag` or `@sha256:…`). Keyed by the resolved manifest digest. */
   static fromRegistry(ref: string, params: ImageFromRegistryParams = {}): Image {
-    if (typeof ref !== "string" || ref.trim() === "") throw new InvalidDefinitionError("fromRegistry: expected an image reference such as 127.0.0.1:5000/team/base:1");
+    return Image.#fromRegistryWith("fromRegistry", ref, params, { login: "registry" });
+  }
+
+  /**
+   * An image from AWS ECR. `secret` holds `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`) or
+   * `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE` for web identity, and `AWS_REGION` unless the host names it.
+   */
+  static fromAwsEcr(ref: string, params: ImageFromRegistryParams & { secret: SecretLike }): Image {
+    return Image.#fromRegistryWith("fromAwsEcr", ref, params, { login: "ecr" });
+  }
+
+  /**
+   * An image from Google Artifact Registry. `secret` holds `SERVICE_ACCOUNT_JSON` (a service-account key); `mode:
+   * "json_key"` logs in with the key itself (`_json_key`) instead of an access token.
+   */
+  static fromGcpArtifactRegistry(ref: string, params: ImageFromRegistryParams & { secret: SecretLike; mode?: "access_token" | "json_key" }): Image {
+    return Image.#fromRegistryWith("fromGcpArtifactRegistry", ref, params, { login: "gcp", ...(params.mode ? { gcpMode: params.mode } : {}) });
+  }
+
+  static #fromRegistryWith(
+    method: string,
+    ref: string,
+    params: ImageFromRegistryParams,
+    login: { login: "registry" | "ecr" | "gcp"; gcpMode?: "access_token" | "json_key" },
+  ): Image {
+    if (typeof ref !== "string" || ref.trim() === "") throw new InvalidDefinitionError(`${method}: expected an image reference such as 127.0.0.1:5000/team/base:1`);
     const registrySecret = Secret.fromObject(mergeSecrets(params.secret));
+    // Missing login variables are reported now, not when the build reaches the registry (no I/O happens here).
+    if (login.login !== "registry") credentialsFor(login.login, registrySecret.values(), login.gcpMode ? { gcp: { mode: login.gcpMode } } : {});
     return new Image(
       () => ({
-        method: "fromRegistry",
-        description: `fromRegistry ${ref}`,
-        base: { kind: "registry", ref, insecure: params.insecure },
+        method,
+        description: `${method} ${ref}`,
+        base: { kind: "registry", ref, insecure: params.insecure, ...login },
         instructions: [],
         inputs: [],
         // Registry credentials travel as the step's secrets; a registry base's key is its manifest digest only.
