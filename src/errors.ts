@@ -120,3 +120,12 @@ export class MissingToolError extends StrataError {
     this.name = "MissingToolError";
   }
 }
+
+/** A build was cancelled (its AbortSignal fired), e.g. because the service is shutting down. */
+export class BuildCancelledError extends StrataError {
+  override readonly code = "CANCELLED";
+  constructor(message = "the build was cancelled before it finished; run it again") {
+    super(message);
+    this.name = "BuildCancelledError";
+  }
+}

@@ -29,4 +29,5 @@ export {
   StoreError,
   SandboxError,
   MissingToolError,
+  BuildCancelledError,
 } from "./errors.js";

@@ -22,12 +22,15 @@ commands:
   pull <ref>                       fetch an image from a registry into the store
   push <image> <ref> [--format oci|docker]
                                    upload an image to a registry
+  serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose]
+                                   run the build service (clients set STRATA_SERVER=http://host:port)
 
 environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILDER_VERSION,
   STRATA_FORCE_BUILD=1, STRATA_IGNORE_CACHE=1, STRATA_UV_BINARY,
   STRATA_S3_BUCKET / STRATA_S3_ENDPOINT / STRATA_S3_PREFIX (store layers and the index in S3),
   REGISTRY_USERNAME / REGISTRY_PASSWORD or DOCKER_CONFIG (registry login for pull and push),
-  STRATA_INSECURE_REGISTRIES (plain-HTTP registries besides loopback)`;
+  STRATA_INSECURE_REGISTRIES (plain-HTTP registries besides loopback),
+  STRATA_SERVER / STRATA_TOKEN (build on a strata service; the token also protects \`strata serve\`)`;
 
 class UsageError extends Error {}
 
@@ -51,17 +54,16 @@ async function cmdBuild(argv: string[]): Promise<number> {
   });
   if (positionals.length !== 1) throw new UsageError("build takes exactly one definition file");
   const file = positionals[0]!;
-  const store = await openStore();
-  const { loadDefinition } = await import("../load/definition.js");
-  const image = await loadDefinition(file, path.join(store.root, "defs"), values.export);
-  const { buildImage } = await import("../engine/build.js");
-  const result = await buildImage(image, {
-    store,
+  const flags = {
     forceBuild: values["force-build"] || undefined,
     ignoreCache: values["ignore-cache"] || undefined,
     builderVersion: values["builder-version"],
-    chainName: `${path.resolve(file)}#${values.export ?? "default"}`,
-  });
+  };
+  // With STRATA_SERVER the build runs on the shared service; local builds never load the HTTP client.
+  const server = process.env.STRATA_SERVER?.trim();
+  const result = server
+    ? await (await import("./remote-build.js")).remoteBuildDefinition(file, { server, token: process.env.STRATA_TOKEN, exportName: values.export, ...flags })
+    : await buildLocally(file, values.export, flags);
   if (values.json) {
     const steps = result.steps.map((s) => ({ index: s.index, description: s.description, cached: s.cached, seconds: Number(s.seconds.toFixed(3)), layer: s.layer ?? null, key: s.key, imageId: s.imageId }));
     process.stdout.write(JSON.stringify({ imageId: result.imageId, steps }) + "\n");
@@ -69,6 +71,14 @@ async function cmdBuild(argv: string[]): Promise<number> {
     process.stdout.write(result.imageId + "\n");
   }
   return 0;
+}
+
+async function buildLocally(file: string, exportName: string | undefined, flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string }) {
+  const store = await openStore();
+  const { loadDefinition } = await import("../load/definition.js");
+  const image = await loadDefinition(file, path.join(store.root, "defs"), exportName);
+  const { buildImage } = await import("../engine/build.js");
+  return buildImage(image, { store, ...flags, chainName: `${path.resolve(file)}#${exportName ?? "default"}` });
 }
 
 async function cmdExplain(argv: string[]): Promise<number> {
@@ -170,6 +180,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   images: cmdImages,
   pull: cmdPull,
   push: async (argv) => (await import("./push.js")).cmdPush(argv),
+  serve: async (argv) => (await import("./serve.js")).cmdServe(argv),
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -6,6 +6,7 @@
 import path from "node:path";
 import { loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
 import { StatCache } from "../context/walk.js";
+import { BuildCancelledError } from "../errors.js";
 import { initKeys, stepKey, type KeyInputs } from "../keys/step-key.js";
 import { render } from "../plan/instructions.js";
 import type { Plan, Step } from "../plan/step.js";
@@ -106,6 +107,7 @@ class Engine {
     if (plan.deferred.length) steps.push(deferredStep(plan));
     try {
       for (const [index, step] of steps.entries()) {
+        if (this.options.signal?.aborted) throw new BuildCancelledError(`build cancelled before step ${index} (${step.description}); run it again`);
         const t0 = Date.now();
         this.#log(`=> Step ${index}: ${step.description}`);
         const { record, cached } = await this.#step(index, step, parent);

@@ -80,6 +80,8 @@ export class RuncExecutor implements Executor {
     const timer = opts.timeoutMs ? setTimeout(() => { timedOut = true; void kill(); }, opts.timeoutMs) : undefined;
     const onAbort = () => void kill();
     opts.signal?.addEventListener("abort", onAbort);
+    // Aborted before the listener existed (e.g. SIGTERM between steps): stop the container we just started.
+    if (opts.signal?.aborted) void kill();
     try {
       const r = await child;
       if (r.exitCode === undefined && !timedOut) throw new SandboxError(`runc did not start: ${r.message ?? "unknown error"}`);

@@ -531,6 +531,21 @@ export class Image {
 
   /** Builds the image (locally, or on STRATA_SERVER when set) and returns its id and per-step results. */
   async build(options: BuildOptions = {}): Promise<BuiltImage> {
+    // STRATA_SERVER builds on the shared service, unless a store is given explicitly (then the build is local).
+    const server = process.env.STRATA_SERVER?.trim();
+    if (!options.store && server) {
+      const { remoteBuild } = await import("../service/client.js");
+      return remoteBuild(this, {
+        server,
+        ...(process.env.STRATA_TOKEN ? { token: process.env.STRATA_TOKEN } : {}),
+        forceBuild: options.forceBuild,
+        ignoreCache: options.ignoreCache,
+        log: options.log,
+        chainName: options.chainName,
+        builderVersion: options.builderVersion,
+        signal: options.signal,
+      });
+    }
     const { buildImage } = await import("../engine/build.js");
     return buildImage(this, options);
   }

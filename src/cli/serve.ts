@@ -1,0 +1,82 @@
+/**
+ * `strata serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose]`: runs the build service on the store
+ * the environment names (S3 with STRATA_S3_BUCKET, else STRATA_HOME), until SIGTERM or SIGINT. With STRATA_TOKEN
+ * set, every request needs `Authorization: Bearer <token>`. Prints the listening URL on stdout.
+ */
+import { parseArgs } from "node:util";
+
+export async function cmdServe(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      port: { type: "string", default: "8080" },
+      host: { type: "string", default: "127.0.0.1" },
+      "max-builds": { type: "string" },
+      verbose: { type: "boolean" },
+    },
+  });
+  if (positionals.length) {
+    process.stderr.write(`strata serve: unexpected argument "${positionals[0]}"\n`);
+    return 2;
+  }
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    process.stderr.write(`strata serve: --port expects a port number (0-65535), got "${values.port}"\n`);
+    return 2;
+  }
+  const maxBuilds = values["max-builds"] === undefined ? undefined : Number(values["max-builds"]);
+  if (maxBuilds !== undefined && (!Number.isInteger(maxBuilds) || maxBuilds < 1)) {
+    process.stderr.write(`strata serve: --max-builds expects a positive integer, got "${values["max-builds"]}"\n`);
+    return 2;
+  }
+  const token = process.env.STRATA_TOKEN || undefined;
+  const host = values.host!;
+  const { openStoreFromEnv } = await import("../store/s3/open.js");
+  const store = await openStoreFromEnv();
+  const { BuildService } = await import("../service/server.js");
+  const service = await BuildService.create({ store, token, maxConcurrentBuilds: maxBuilds, logRequests: values.verbose ?? false });
+  // A server outlives any one request or build: a stray rejection is logged, not fatal.
+  const onUnhandled = (e: unknown) => process.stderr.write(`strata serve: unhandled error (continuing): ${e instanceof Error ? e.stack : String(e)}\n`);
+  process.on("unhandledRejection", onUnhandled);
+  let url: string;
+  try {
+    url = await service.listen(port, host);
+  } catch (e) {
+    process.off("unhandledRejection", onUnhandled);
+    const code = (e as NodeJS.ErrnoException).code;
+    process.stderr.write(`strata serve: cannot listen on ${host}:${port}: ${code === "EADDRINUSE" ? "the port is in use" : code === "EACCES" ? "permission denied" : e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+  const loopback = host === "127.0.0.1" || host === "::1" || host === "localhost";
+  if (!token && !loopback) process.stderr.write(`strata serve: warning: listening on ${host} without STRATA_TOKEN; anyone who can reach it can run builds\n`);
+  process.stderr.write(`strata serve: listening on ${url} (store ${store.root}, ${token ? "bearer token required" : "no authentication"})\n`);
+  process.stdout.write(url + "\n");
+  // The listeners stay installed until the shutdown is over: execa's exit hooks re-raise a signal nobody else
+  // listens to, which would kill this process before running builds are terminated.
+  let stopping = false;
+  let onSignal: (signal: NodeJS.Signals) => void = () => undefined;
+  const stopped = new Promise<void>((resolve) => {
+    onSignal = (signal) => {
+      if (stopping) {
+        process.stderr.write(`strata serve: ${signal} again: exiting now\n`);
+        process.exit(130);
+      }
+      stopping = true;
+      process.stderr.write(`strata serve: ${signal}: terminating running builds and shutting down\n`);
+      resolve();
+    };
+  });
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  try {
+    await stopped;
+    await service.close();
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    process.off("unhandledRejection", onUnhandled);
+  }
+  process.stderr.write("strata serve: stopped\n");
+  return 0;
+}

@@ -1,0 +1,596 @@
+/**
+ * The service's builds: get-or-create by definition hash, execution through the engine with a per-build log, and
+ * the log buffer clients stream and resume from.
+ *
+ * - Identical requests (same definition hash) get the same build while it is queued or running, and the same
+ *   finished result while every step's cache entry still points at the image it produced — exactly when a local
+ *   build would be all cache hits with the same ids. A forced or cache-ignoring request, or a retry of a failed
+ *   build, gets a build of its own (a nonce in its id); the engine's in-process single flight still runs each step
+ *   key once across all of them.
+ * - A build's log lines are numbered from 1 (the cursor). The newest lines are kept in memory, bounded; a finished
+ *   build's record and log are saved in the store (under `sha256:<build id>` in the log namespace), so they outlive
+ *   eviction from memory and restarts. Secret values are redacted from every line and message.
+ */
+import path from "node:path";
+import { buildImage, type BuiltImage } from "../engine/build.js";
+import { redactor } from "../engine/log.js";
+import { StepFailedError, StrataError } from "../errors.js";
+import type { Plan, Step, StepInput } from "../plan/step.js";
+import type { Executor } from "../sandbox/runc.js";
+import { Secret } from "../sdk/secret.js";
+import type { DeferredMount, Store } from "../store/store.js";
+import type { Digest } from "../util/digest.js";
+import type { InputTrees, TreeLease } from "./trees.js";
+import {
+  FINISHED, alwaysRebuilds, definitionHash, referencedDigests, type BuildInfo, type BuildRequest, type BuildStatus, type ImageInfo,
+  type WireFailure, type WireResult,
+} from "./wire.js";
+
+/** What a log subscriber receives. */
+export type BuildEvent = { type: "line"; cursor: number; line: string } | { type: "done" };
+
+export interface BuildsOptions {
+  store: Store;
+  trees: InputTrees;
+  /** Builds running at once (more wait, `queued`). Default 8. */
+  maxConcurrent?: number;
+  /** Builds queued or running at most; creating one more throws BusyError. Default 512. */
+  maxActive?: number;
+  /** Finished builds kept in memory (older ones are read back from the store). Default 1000. */
+  maxFinished?: number;
+  /** Log lines / bytes kept in memory per build (older lines are dropped first). Defaults 20,000 / 8 MiB. */
+  maxLogLines?: number;
+  maxLogBytes?: number;
+  executor?: Executor;
+  /** The server's own diagnostics. */
+  log: (line: string) => void;
+}
+
+/** A stored build record (`logs/<build id>` in the store). */
+interface PersistedBuild {
+  format: "strata-service-build/1";
+  buildId: string;
+  status: BuildStatus;
+  createdAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+  forceBuild: boolean;
+  ignoreCache: boolean;
+  steps: { index: number; description: string }[];
+  result?: WireResult;
+  failure?: WireFailure;
+  firstCursor: number;
+  lines: string[];
+}
+
+/** What staying valid needs of a finished build's request (the request itself is dropped when it finishes). */
+interface Revalidation {
+  /** Per result step: skip the index check (a fromId base has no entry of its own). */
+  skip: boolean[];
+  /** A registry base's tag may move: such builds are never reused. */
+  reusable: boolean;
+}
+
+export class Build {
+  status: BuildStatus = "queued";
+  createdAt = new Date().toISOString();
+  startedAt?: string;
+  finishedAt?: string;
+  result?: WireResult;
+  failure?: WireFailure;
+  readonly chainNames = new Set<string>();
+  /** Cursor of lines[0]. */
+  firstCursor = 1;
+  lines: string[] = [];
+  #bytes = 0;
+  readonly #listeners = new Set<(e: BuildEvent) => void>();
+  request?: BuildRequest;
+  revalidation?: Revalidation;
+  readonly #done: Promise<void>;
+  #resolveDone!: () => void;
+
+  constructor(
+    readonly id: string,
+    readonly defHash: string,
+    readonly forceBuild: boolean,
+    readonly ignoreCache: boolean,
+    readonly steps: { index: number; description: string }[],
+    private readonly limits: { lines: number; bytes: number },
+  ) {
+    this.#done = new Promise((r) => (this.#resolveDone = r));
+  }
+
+  get finished(): boolean {
+    return FINISHED.has(this.status);
+  }
+
+  /** Resolves when the build has finished (never rejects). */
+  get done(): Promise<void> {
+    return this.#done;
+  }
+
+  /** Bytes of the log lines held in memory. */
+  get logBytes(): number {
+    return this.#bytes;
+  }
+
+  /** Cursor of the newest line (0 before the first). */
+  get lastCursor(): number {
+    return this.firstCursor + this.lines.length - 1;
+  }
+
+  append(line: string): void {
+    this.lines.push(line);
+    this.#bytes += line.length + 1;
+    while (this.lines.length > this.limits.lines || (this.#bytes > this.limits.bytes && this.lines.length > 1)) {
+      this.#bytes -= this.lines.shift()!.length + 1;
+      this.firstCursor++;
+    }
+    const cursor = this.lastCursor;
+    for (const l of this.#listeners) l({ type: "line", cursor, line });
+  }
+
+  /** Lines after `cursor`, and whether some of them were already dropped from memory. */
+  linesAfter(cursor: number): { lines: { cursor: number; line: string }[]; dropped: number } {
+    const from = Math.max(cursor + 1, this.firstCursor);
+    const out: { cursor: number; line: string }[] = [];
+    for (let c = from; c <= this.lastCursor; c++) out.push({ cursor: c, line: this.lines[c - this.firstCursor]! });
+    return { lines: out, dropped: Math.max(0, this.firstCursor - (cursor + 1)) };
+  }
+
+  /** Subscribes to new lines and the end; returns the unsubscribe function. */
+  subscribe(fn: (e: BuildEvent) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  /** Records the outcome; subscribers hear of it with {@link announce} (after the record is saved). */
+  finish(status: BuildStatus, outcome: { result?: WireResult; failure?: WireFailure }): void {
+    if (this.finished) return;
+    this.status = status;
+    this.finishedAt = new Date().toISOString();
+    if (outcome.result) this.result = outcome.result;
+    if (outcome.failure) this.failure = outcome.failure;
+    const req = this.request;
+    if (req) {
+      this.revalidation = {
+        skip: this.steps.map((_, i) => req.steps[i]?.base?.kind === "image"),
+        reusable: !req.steps.some((s) => s.base?.kind === "registry"),
+      };
+    }
+    this.request = undefined; // entries can be large, and secrets must not outlive the build
+  }
+
+  /** Tells subscribers the build has finished. */
+  announce(): void {
+    for (const l of this.#listeners) l({ type: "done" });
+    this.#listeners.clear();
+    this.#resolveDone();
+  }
+
+  info(): BuildInfo {
+    const info: BuildInfo = {
+      buildId: this.id,
+      status: this.status,
+      createdAt: this.createdAt,
+      forceBuild: this.forceBuild,
+      ignoreCache: this.ignoreCache,
+      steps: this.steps,
+      lastCursor: this.lastCursor,
+    };
+    if (this.startedAt) info.startedAt = this.startedAt;
+    if (this.finishedAt) info.finishedAt = this.finishedAt;
+    if (this.result) info.result = this.result;
+    if (this.failure) info.failure = this.failure;
+    return info;
+  }
+
+  persisted(): PersistedBuild {
+    const p: PersistedBuild = {
+      format: "strata-service-build/1",
+      buildId: this.id,
+      status: this.status,
+      createdAt: this.createdAt,
+      forceBuild: this.forceBuild,
+      ignoreCache: this.ignoreCache,
+      steps: this.steps,
+      firstCursor: this.firstCursor,
+      lines: this.lines,
+    };
+    if (this.startedAt) p.startedAt = this.startedAt;
+    if (this.finishedAt) p.finishedAt = this.finishedAt;
+    if (this.result) p.result = this.result;
+    if (this.failure) p.failure = this.failure;
+    return p;
+  }
+
+  static fromPersisted(p: PersistedBuild, limits: { lines: number; bytes: number }): Build {
+    const b = new Build(p.buildId, "", p.forceBuild, p.ignoreCache, p.steps, limits);
+    b.createdAt = p.createdAt;
+    b.startedAt = p.startedAt;
+    b.firstCursor = p.firstCursor;
+    for (const l of p.lines) b.append(l);
+    b.finish(p.status, { result: p.result, failure: p.failure });
+    b.announce();
+    b.finishedAt = p.finishedAt;
+    return b;
+  }
+}
+
+/** A counting semaphore. */
+class Slots {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+  constructor(n: number) {
+    this.#free = n;
+  }
+  async acquire(): Promise<() => void> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((r) => this.#waiting.push(r));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    };
+  }
+}
+
+/** Thrown by get-or-create when referenced content has not been uploaded. */
+export class MissingBlobsError extends StrataError {
+  override readonly code = "MISSING_BLOBS";
+  override readonly fault = "user";
+  constructor(readonly missing: string[]) {
+    super(`${missing.length} content blob(s) the request refers to are not on the server (first: ${missing[0]}); upload them with PUT /v1/blobs/<digest> and retry`);
+    this.name = "MissingBlobsError";
+  }
+}
+
+/** Too many builds are queued or running to accept another. */
+class BusyError extends StrataError {
+  override readonly code = "BUSY";
+  constructor(n: number) {
+    super(`the build server has ${n} builds queued or running, its limit; try again later`);
+    this.name = "BusyError";
+  }
+}
+
+/** The build was stopped because the server is shutting down. */
+class TerminatedError extends StrataError {
+  override readonly code = "TERMINATED";
+  constructor() {
+    super("the build was terminated because the build server shut down; please try again");
+    this.name = "TerminatedError";
+  }
+}
+
+export class Builds {
+  readonly #store: Store;
+  readonly #trees: InputTrees;
+  readonly #slots: Slots;
+  readonly #builds = new Map<string, Build>();
+  /** Definition hash → the build identical requests join or reuse. */
+  readonly #defs = new Map<string, Build>();
+  /** Definition hash → a creation in progress (blob check), so concurrent identical requests share it. */
+  readonly #creating = new Map<string, Promise<Build>>();
+  readonly #finishedOrder: string[] = [];
+  readonly #abort = new AbortController();
+  readonly #limits: { lines: number; bytes: number };
+  readonly #maxFinished: number;
+  readonly #maxActive: number;
+  #activeCount = 0;
+  readonly #log: (line: string) => void;
+  readonly #executor?: Executor;
+  #closing = false;
+
+  constructor(opts: BuildsOptions) {
+    this.#store = opts.store;
+    this.#trees = opts.trees;
+    this.#slots = new Slots(opts.maxConcurrent ?? 8);
+    this.#limits = { lines: opts.maxLogLines ?? 20_000, bytes: opts.maxLogBytes ?? 8 * 1024 * 1024 };
+    this.#maxFinished = opts.maxFinished ?? 1000;
+    this.#maxActive = opts.maxActive ?? 512;
+    this.#log = opts.log;
+    this.#executor = opts.executor;
+  }
+
+  /** Builds currently queued or running. */
+  get active(): Build[] {
+    return [...this.#builds.values()].filter((b) => !b.finished);
+  }
+
+  /**
+   * Get-or-create: the build for this request — a running one it joins, a finished one still valid, or a new one.
+   * `joined` is false only for a build this call created.
+   */
+  async getOrCreate(req: BuildRequest): Promise<{ build: Build; joined: boolean }> {
+    if (this.#closing) throw new TerminatedError();
+    const defHash = definitionHash(req);
+    if (alwaysRebuilds(req)) return { build: await this.#create(req, defHash, randomNonce()), joined: false };
+    for (;;) {
+      const cur = this.#defs.get(defHash);
+      if (cur && !cur.finished) return this.#join(cur, req);
+      if (cur?.status === "succeeded") {
+        const valid = await this.#stillValid(cur);
+        if (this.#defs.get(defHash) !== cur) continue; // someone replaced it meanwhile: look again
+        if (valid) return this.#join(cur, req);
+      }
+      let creating = this.#creating.get(defHash);
+      if (!creating) {
+        // The first build of a definition gets the definition hash as its id; a rebuild (failed or stale) a new one.
+        const p = this.#create(req, defHash, cur ? randomNonce() : undefined);
+        creating = p;
+        this.#creating.set(defHash, p);
+        p.then(
+          (b) => {
+            this.#defs.set(defHash, b);
+            this.#creating.delete(defHash);
+          },
+          () => this.#creating.delete(defHash),
+        );
+        const build = await p;
+        return { build, joined: false };
+      }
+      return this.#join(await creating, req);
+    }
+  }
+
+  #join(b: Build, req: BuildRequest): { build: Build; joined: boolean } {
+    if (req.chainName && !req.ignoreCache && !b.chainNames.has(req.chainName)) {
+      b.chainNames.add(req.chainName);
+      if (b.status === "succeeded") void this.#putChains(b, [req.chainName]);
+    }
+    return { build: b, joined: true };
+  }
+
+  /** A finished build is reused only while every step's cache entry still names the image it produced. */
+  async #stillValid(b: Build): Promise<boolean> {
+    if (!b.result || !b.revalidation?.reusable) return false;
+    try {
+      const checks = b.result.steps.map(async (s, i) => {
+        if (b.revalidation!.skip[i]) return true;
+        const entry = await this.#store.getIndex(s.key);
+        return entry?.imageId === s.imageId;
+      });
+      return (await Promise.all(checks)).every(Boolean);
+    } catch {
+      return false;
+    }
+  }
+
+  async #create(req: BuildRequest, defHash: string, nonce: string | undefined): Promise<Build> {
+    if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
+    await this.#checkBlobs(req);
+    if (this.#closing) throw new TerminatedError();
+    if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
+    const id = nonce === undefined ? defHash : definitionHash(req, nonce);
+    const steps = req.steps.map((s, index) => ({ index, description: s.description }));
+    if (req.deferred.length) steps.push({ index: steps.length, description: `add local files (${req.deferred.map((d) => `${d.source ?? "<context>"} → ${d.remotePath}`).join(", ")})` });
+    const b = new Build(id, defHash, Boolean(req.forceBuild), Boolean(req.ignoreCache), steps, this.#limits);
+    b.request = req;
+    if (req.chainName && !req.ignoreCache) b.chainNames.add(req.chainName);
+    this.#builds.set(id, b);
+    this.#activeCount++;
+    void this.#execute(b, req)
+      .catch((e: unknown) => this.#log(`build ${id}: ${e instanceof Error ? e.stack : String(e)}`))
+      .finally(() => this.#activeCount--);
+    return b;
+  }
+
+  /** Every referenced blob must be in the store before a build starts (a clear 4xx now, not a failed build later). */
+  async #checkBlobs(req: BuildRequest): Promise<void> {
+    const missing = await missingBlobs(this.#store, referencedDigests(req));
+    if (missing.length) throw new MissingBlobsError(missing);
+  }
+
+  async #execute(b: Build, req: BuildRequest): Promise<void> {
+    const leases: TreeLease[] = [];
+    const releaseSlot = await this.#slots.acquire();
+    const secretValues = (req.secrets ?? []).flatMap((s) => Object.values(s ?? {}));
+    const redact = redactor(secretValues);
+    const rewrites: [string, string][] = [];
+    const rewrite = (line: string) => {
+      let out = line;
+      for (const [from, to] of rewrites) if (out.includes(from)) out = out.split(from).join(to);
+      return out;
+    };
+    try {
+      if (this.#closing) throw new TerminatedError();
+      b.status = "building";
+      b.startedAt = new Date().toISOString();
+      const plan = await this.#planFor(req, leases, rewrites);
+      const built: BuiltImage = await buildImage(plan, {
+        store: this.#store,
+        log: (line) => b.append(redact(rewrite(line))),
+        forceBuild: Boolean(req.forceBuild),
+        ignoreCache: Boolean(req.ignoreCache),
+        builderVersion: req.builderVersion,
+        ...(this.#executor ? { executor: this.#executor } : {}),
+        signal: this.#abort.signal,
+      });
+      const result: WireResult = {
+        imageId: built.imageId,
+        steps: built.steps.map((s) => ({ index: s.index, description: rewrite(s.description), cached: s.cached, seconds: s.seconds, key: s.key, imageId: s.imageId, ...(s.layer ? { layer: s.layer } : {}) })),
+      };
+      if (b.chainNames.size) await this.#putChains(b, [...b.chainNames], result);
+      b.finish("succeeded", { result });
+    } catch (e) {
+      let failure = toFailure(e, (t) => redact(rewrite(t)));
+      const status: BuildStatus = this.#closing ? "terminated" : failure.timedOut ? "timeout" : "failed";
+      if (status === "terminated" && failure.code !== "TERMINATED") {
+        failure = { code: "TERMINATED", message: `${new TerminatedError().message} (${failure.message.split("\n")[0]})`, ...(failure.step !== undefined ? { step: failure.step } : {}) };
+      }
+      if (failure.code === "INTERNAL") this.#log(`build ${b.id} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`);
+      b.finish(status, { failure });
+    } finally {
+      for (const l of leases) l.release();
+      releaseSlot();
+      if (!b.finished) b.finish("failed", { failure: { code: "INTERNAL", message: "the build ended without a result" } });
+      // Saved before anyone hears the result, so a client that got it can always read the record back.
+      await this.#persist(b);
+      b.announce();
+      this.#finishedOrder.push(b.id);
+      this.#evictFinished();
+    }
+  }
+
+  /** The engine's plan for a request: inputs materialised as local trees, secrets attached. */
+  async #planFor(req: BuildRequest, leases: TreeLease[], rewrites: [string, string][]): Promise<Plan> {
+    const tree = async (entries: Parameters<InputTrees["acquire"]>[0], source: string | undefined, file?: string) => {
+      const lease = await this.#trees.acquire(entries);
+      leases.push(lease);
+      const local = file === undefined ? lease.dir : path.join(lease.dir, file);
+      if (source) rewrites.push([local, source]);
+      return local;
+    };
+    const steps: Step[] = [];
+    for (const [i, s] of req.steps.entries()) {
+      const inputs: StepInput[] = [];
+      for (const inp of s.inputs) {
+        if (inp.kind === "inline") inputs.push({ kind: "inline", name: inp.name, content: inp.content, mode: inp.mode });
+        else if (inp.kind === "dir") inputs.push({ kind: "dir", name: inp.name, localPath: await tree(inp.entries, inp.source), ignore: [] });
+        else inputs.push({ kind: "file", name: inp.name, localPath: await tree([inp.entry], inp.source, inp.entry.path) });
+      }
+      const step: Step = {
+        method: s.method,
+        description: s.description,
+        instructions: s.instructions,
+        inputs,
+        secrets: Secret.fromObject(req.secrets?.[i] ?? {}),
+        env: s.env,
+        forceBuild: s.forceBuild,
+        extra: s.extra,
+      };
+      if (s.base) step.base = s.base;
+      if (s.timeoutMs !== undefined) step.timeoutMs = s.timeoutMs;
+      steps.push(step);
+    }
+    const deferred: DeferredMount[] = [];
+    for (const d of req.deferred) {
+      const localPath = d.kind === "dir" ? await tree(d.entries, d.source) : await tree(d.entries, d.source, d.entries[0]!.path);
+      deferred.push({ kind: d.kind, localPath, remotePath: d.remotePath, ignore: d.ignore });
+    }
+    // Longest first, so a file inside a tree is rewritten before the tree's directory.
+    rewrites.sort((a, b) => b[0].length - a[0].length);
+    return { builderVersion: req.builderVersion, steps, deferred };
+  }
+
+  async #putChains(b: Build, names: string[], result = b.result): Promise<void> {
+    if (!result) return;
+    for (const name of names) {
+      await this.#store
+        .putChain({ name, builtAt: new Date().toISOString(), imageIds: result.steps.map((s) => s.imageId as Digest) })
+        .catch((e: unknown) => this.#log(`could not record chain ${name}: ${String(e)}`));
+    }
+  }
+
+  async #persist(b: Build): Promise<void> {
+    try {
+      await this.#store.putLog(persistKey(b.id), JSON.stringify(b.persisted()));
+    } catch (e) {
+      this.#log(`could not save the record of build ${b.id}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  /** Drops the oldest finished builds from memory (their records are in the store) beyond the count and byte limits. */
+  #evictFinished(): void {
+    let bytes = 0;
+    for (const id of this.#finishedOrder) bytes += this.#builds.get(id)?.logBytes ?? 0;
+    while (this.#finishedOrder.length > this.#maxFinished || (bytes > FINISHED_LOG_BUDGET && this.#finishedOrder.length > 1)) {
+      const id = this.#finishedOrder.shift()!;
+      const b = this.#builds.get(id);
+      if (!b?.finished || this.#finishedOrder.includes(id)) continue;
+      bytes -= b.logBytes;
+      this.#builds.delete(id);
+      if (this.#defs.get(b.defHash) === b) this.#defs.delete(b.defHash);
+    }
+  }
+
+  /** A build by id: in memory, else its saved record. */
+  async get(id: string): Promise<Build | undefined> {
+    if (!/^[0-9a-f]{64}$/.test(id)) return undefined;
+    const mem = this.#builds.get(id);
+    if (mem) return mem;
+    const text = await this.#store.getLog(persistKey(id)).catch(() => undefined);
+    if (!text) return undefined;
+    let p: PersistedBuild;
+    try {
+      p = JSON.parse(text) as PersistedBuild;
+    } catch {
+      return undefined;
+    }
+    if (p.format !== "strata-service-build/1" || p.buildId !== id) return undefined;
+    const b = this.#builds.get(id) ?? Build.fromPersisted(p, this.#limits);
+    if (!this.#builds.has(id)) {
+      this.#builds.set(id, b);
+      this.#finishedOrder.push(id);
+      this.#evictFinished();
+    }
+    return b;
+  }
+
+  /** The stored image behind an id: config, layers. */
+  async image(imageId: string): Promise<ImageInfo | undefined> {
+    const rec = await this.#store.getImage(imageId as Digest);
+    if (!rec) return undefined;
+    const config = JSON.parse((await this.#store.readBlob(rec.configDigest)).toString()) as unknown;
+    const info: ImageInfo = { imageId: rec.id, manifestDigest: rec.manifestDigest, config, layers: rec.layers };
+    if (rec.parent) info.parent = rec.parent;
+    return info;
+  }
+
+  /** Stops accepting builds, terminates running ones (their sandboxes are killed) and waits up to `graceMs`. */
+  async close(graceMs = 30_000): Promise<void> {
+    this.#closing = true;
+    this.#abort.abort();
+    const running = [...this.#builds.values()].map((b) => b.done);
+    await Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, graceMs).unref())]);
+  }
+}
+
+/** Log bytes of finished builds kept in memory, all together. */
+const FINISHED_LOG_BUDGET = 256 * 1024 * 1024;
+
+function persistKey(buildId: string): Digest {
+  return `sha256:${buildId}` as Digest;
+}
+
+function randomNonce(): string {
+  return `${Date.now()}-${Math.random().toString(36).slice(2)}-${process.hrtime.bigint()}`;
+}
+
+/** Digests not in the store (checked with bounded concurrency). */
+export async function missingBlobs(store: Store, digests: readonly string[]): Promise<string[]> {
+  const unique = [...new Set(digests)];
+  const present = new Array<boolean>(unique.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < unique.length) {
+      const i = next++;
+      present[i] = await store.hasBlob(unique[i]! as Digest);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(32, unique.length) }, worker));
+  return unique.filter((_, i) => !present[i]);
+}
+
+/** A build error as the wire's failure (messages redacted). */
+export function toFailure(e: unknown, redact: (t: string) => string): WireFailure {
+  if (e instanceof StepFailedError) {
+    return {
+      code: e.code,
+      message: redact(e.message),
+      step: e.stepIndex,
+      description: redact(e.description),
+      command: redact(e.command),
+      exitCode: e.exitCode,
+      logTail: e.logTail.map(redact),
+      durationMs: e.durationMs,
+      timedOut: e.timedOut,
+    };
+  }
+  if (e instanceof StrataError) return { code: e.code, message: redact(e.message) };
+  return { code: "INTERNAL", message: redact(`internal error on the build server: ${e instanceof Error ? e.message : String(e)}`) };
+}

@@ -1,0 +1,514 @@
+/**
+ * The build service's client: compiles an Image to a Plan, walks and hashes its local inputs, uploads only the
+ * files the server lacks (by content digest), asks the server to get-or-create the build, streams its log
+ * (reconnecting from the last cursor when the connection drops) and returns the result — or throws the same
+ * errors a local build throws (a failing step is a StepFailedError).
+ */
+import { createReadStream } from "node:fs";
+import http from "node:http";
+import https from "node:https";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import type { BuiltImage, StepResult } from "../engine/build.js";
+import { resolveInput } from "../engine/inputs.js";
+import type { LogSink } from "../engine/log.js";
+import { StatCache, type ContextEntry } from "../context/walk.js";
+import { InvalidDefinitionError, NotFoundError, StepFailedError, StrataError } from "../errors.js";
+import type { Plan, StepInput } from "../plan/step.js";
+import type { Image } from "../sdk/image.js";
+import { parseDigest } from "../util/digest.js";
+import type { BuildInfo, BuildRequest, BuildStatus, CreateResponse, ErrorBody, WireEntry, WireFailure, WireInput, WireResult, WireStep } from "./wire.js";
+
+export interface RemoteBuildOptions {
+  /** Base URL of the build server, e.g. `http://builder:8080`. */
+  server: string;
+  /** Bearer token (default: STRATA_TOKEN). */
+  token?: string;
+  forceBuild?: boolean;
+  ignoreCache?: boolean;
+  /** Receives the build's log lines. Default: stderr. */
+  log?: LogSink;
+  chainName?: string;
+  /** Builder version to compile the Image for (default: STRATA_BUILDER_VERSION or the newest). */
+  builderVersion?: string;
+  /** Stat cache for hashing local files: a file path, a cache, or false for none. Default: `<STRATA_HOME>/statcache.json`. */
+  statCache?: string | StatCache | false;
+  /** Parallel uploads. Default 8. */
+  uploadConcurrency?: number;
+  /** Consecutive failed reconnects of the log stream before giving up. Default 10. */
+  maxReconnects?: number;
+  signal?: AbortSignal;
+}
+
+export interface RemoteBuiltImage extends BuiltImage {
+  buildId: string;
+  /** Bytes of context files uploaded for this build (files the server already had are not sent). */
+  uploadedBytes: number;
+  uploadedFiles: number;
+  /** True when the request joined a build that was already queued, running or finished. */
+  joined: boolean;
+}
+
+/** The build server refused a request or failed a build with an error that has no local counterpart. */
+export class RemoteBuildError extends StrataError {
+  override readonly code: string;
+  constructor(
+    code: string,
+    message: string,
+    readonly status?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.code = code;
+    this.name = "RemoteBuildError";
+  }
+}
+
+/** STRATA_SERVER / STRATA_TOKEN from the environment, or undefined when builds are local. */
+export function remoteServerFromEnv(env: NodeJS.ProcessEnv = process.env): { server: string; token?: string } | undefined {
+  const server = env.STRATA_SERVER?.trim();
+  if (!server) return undefined;
+  return { server, ...(env.STRATA_TOKEN ? { token: env.STRATA_TOKEN } : {}) };
+}
+
+const envFlag = (name: string) => ["1", "true", "yes"].includes((process.env[name] ?? "").toLowerCase());
+
+/** Builds `image` (or a compiled plan) on a build server. */
+export async function remoteBuild(image: Image | Plan, opts: RemoteBuildOptions): Promise<RemoteBuiltImage> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(l + "\n"));
+  const plan = "steps" in image ? image : image.plan(opts.builderVersion);
+  const client = new ServiceClient(opts.server, opts.token ?? process.env.STRATA_TOKEN, opts.signal);
+  try {
+    const statCache = await openStatCache(opts.statCache);
+    const { request, files } = await compileRequest(plan, statCache);
+    await statCache?.save().catch(() => undefined);
+    request.forceBuild = opts.forceBuild ?? envFlag("STRATA_FORCE_BUILD");
+    request.ignoreCache = opts.ignoreCache ?? envFlag("STRATA_IGNORE_CACHE");
+    if (opts.chainName) request.chainName = opts.chainName;
+
+    const upload = { bytes: 0, files: 0 };
+    await uploadMissing(client, files, [...files.keys()], upload, opts.uploadConcurrency ?? 8);
+    let created: CreateResponse;
+    try {
+      created = await client.json<CreateResponse>("POST", "/v1/images", request);
+    } catch (e) {
+      // Content that vanished from the server between the check and the request: send it and ask again.
+      if (!(e instanceof RemoteBuildError && e.code === "MISSING_BLOBS")) throw e;
+      await uploadMissing(client, files, [...files.keys()], upload, opts.uploadConcurrency ?? 8);
+      created = await client.json<CreateResponse>("POST", "/v1/images", request);
+    }
+    const extra = { buildId: created.buildId, uploadedBytes: upload.bytes, uploadedFiles: upload.files, joined: created.joined };
+    if (created.status === "succeeded" && created.result) {
+      logCachedResult(created.result, log);
+      return { ...toBuilt(created.result), ...extra };
+    }
+    const end = await followLogs(client, created.buildId, log, opts.maxReconnects ?? 10);
+    if (end.status === "succeeded" && end.result) return { ...toBuilt(end.result), ...extra };
+    throw failureError(end.status, end.failure, created.buildId);
+  } finally {
+    client.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Compiling the request
+
+async function openStatCache(opt: RemoteBuildOptions["statCache"]): Promise<StatCache | undefined> {
+  if (opt === false) return undefined;
+  if (opt instanceof StatCache) return opt;
+  if (typeof opt === "string") return StatCache.load(opt);
+  const { defaultStoreRoot } = await import("../store/local.js");
+  return StatCache.load(path.join(defaultStoreRoot(), "statcache.json"));
+}
+
+function toWireEntry(e: ContextEntry): WireEntry {
+  const w: WireEntry = { path: e.relPath, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid };
+  if (e.type === "file") {
+    w.size = e.size;
+    w.digest = e.sha256;
+  } else if (e.type === "symlink") {
+    w.target = e.linkTarget ?? "";
+  }
+  return w;
+}
+
+/** Step fields the wire format carries (see WireStep). */
+const SENT_STEP_FIELDS = new Set(["method", "description", "base", "instructions", "inputs", "secrets", "env", "forceBuild", "timeoutMs", "extra"]);
+
+/** A local file to upload under its digest. */
+export interface LocalBlob {
+  absPath: string;
+  size: number;
+}
+
+/** The wire request for a plan (secrets included), and the local files behind every digest it names. */
+export async function compileRequest(plan: Plan, statCache?: StatCache): Promise<{ request: BuildRequest; files: Map<string, LocalBlob> }> {
+  const files = new Map<string, LocalBlob>();
+  const note = (entries: ContextEntry[]) => {
+    for (const e of entries) if (e.type === "file" && !files.has(e.sha256)) files.set(e.sha256, { absPath: e.absPath, size: e.size });
+    return entries;
+  };
+  const steps: WireStep[] = [];
+  const secrets: (Record<string, string> | null)[] = [];
+  for (const s of plan.steps) {
+    // A field this client does not know how to send would be silently dropped, and the server would build
+    // something else: refuse instead.
+    for (const [k, v] of Object.entries(s)) {
+      if (v !== undefined && !SENT_STEP_FIELDS.has(k)) throw new InvalidDefinitionError(`step "${s.description}": remote builds do not support the step field "${k}" yet; build locally (unset STRATA_SERVER)`);
+    }
+    const inputs: WireInput[] = [];
+    for (const input of s.inputs) {
+      switch (input.kind) {
+        case "inline":
+          inputs.push({ kind: "inline", name: input.name, content: input.content, mode: input.mode });
+          break;
+        case "dir": {
+          const resolved = await resolveInput(input, statCache);
+          inputs.push({ kind: "dir", name: input.name, source: input.localPath, entries: note(resolved.entries).map(toWireEntry) });
+          break;
+        }
+        case "file": {
+          const resolved = await resolveInput(input, statCache);
+          inputs.push({ kind: "file", name: input.name, source: input.localPath, entry: toWireEntry(note(resolved.entries)[0]!) });
+          break;
+        }
+        default:
+          throw new InvalidDefinitionError(`step "${s.description}": remote builds do not support "${(input as { kind: string }).kind}" inputs yet; build locally (unset STRATA_SERVER)`);
+      }
+    }
+    const step: WireStep = {
+      method: s.method,
+      description: s.description,
+      instructions: s.instructions,
+      inputs,
+      secrets: s.secrets.names,
+      env: s.env,
+      forceBuild: s.forceBuild,
+      extra: s.extra,
+    };
+    if (s.base) step.base = s.base;
+    if (s.timeoutMs !== undefined) step.timeoutMs = s.timeoutMs;
+    steps.push(step);
+    const values = s.secrets.values();
+    secrets.push(Object.keys(values).length ? values : null);
+  }
+  const deferred: BuildRequest["deferred"] = [];
+  for (const d of plan.deferred) {
+    const input: StepInput = d.kind === "dir" ? { kind: "dir", name: "deferred", localPath: d.localPath, ignore: d.ignore } : { kind: "file", name: "deferred", localPath: d.localPath };
+    const resolved = await resolveInput(input, statCache);
+    note(resolved.entries);
+    deferred.push({ kind: d.kind, source: d.localPath, remotePath: d.remotePath, ignore: d.ignore, entries: resolved.entries.map(toWireEntry) });
+  }
+  const request: BuildRequest = { builderVersion: plan.builderVersion, steps, deferred };
+  if (secrets.some((s) => s !== null)) request.secrets = secrets;
+  return { request, files };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Uploads
+
+const CHECK_BATCH = 20_000;
+
+async function uploadMissing(client: ServiceClient, files: Map<string, LocalBlob>, digests: string[], count: { bytes: number; files: number }, concurrency: number): Promise<void> {
+  const missing: string[] = [];
+  for (let i = 0; i < digests.length; i += CHECK_BATCH) {
+    const r = await client.json<{ missing: string[] }>("POST", "/v1/blobs/check", { digests: digests.slice(i, i + CHECK_BATCH) });
+    missing.push(...r.missing);
+  }
+  let next = 0;
+  const worker = async () => {
+    while (next < missing.length) {
+      const d = missing[next++]!;
+      const f = files.get(d);
+      if (!f) throw new RemoteBuildError("MISSING_BLOBS", `the build server asks for ${d}, which is not one of this build's files`);
+      try {
+        await client.upload(`/v1/blobs/${d}`, () => createReadStream(f.absPath), f.size);
+      } catch (e) {
+        if (e instanceof RemoteBuildError && e.code === "DIGEST_MISMATCH") {
+          throw new RemoteBuildError(e.code, `${f.absPath} changed while it was being uploaded; run the build again (${e.message})`, e.status);
+        }
+        throw e;
+      }
+      count.bytes += f.size;
+      count.files++;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, missing.length) }, worker));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Following the log
+
+interface StreamEnd {
+  status: BuildStatus;
+  result?: WireResult;
+  failure?: WireFailure;
+}
+
+async function followLogs(client: ServiceClient, buildId: string, log: LogSink, maxReconnects: number): Promise<StreamEnd> {
+  let cursor = 0;
+  let failures = 0;
+  let lastError: unknown;
+  for (;;) {
+    let end: StreamEnd | undefined;
+    try {
+      await client.events(`/v1/images/${buildId}/logs?after=${cursor}`, (ev) => {
+        if (ev.event === "result") {
+          end = JSON.parse(ev.data) as StreamEnd;
+          return;
+        }
+        if (ev.event === "gap") {
+          const g = JSON.parse(ev.data) as { dropped: number };
+          log(`   … ${g.dropped} log lines no longer kept by the server …`);
+        } else if (ev.event === "message") {
+          log(JSON.parse(ev.data) as string);
+        }
+        if (ev.id !== undefined) {
+          cursor = Number(ev.id);
+          failures = 0;
+        }
+      });
+    } catch (e) {
+      if (client.aborted) throw e;
+      if (e instanceof RemoteBuildError && e.status !== undefined && e.status < 500) throw e;
+      lastError = e;
+    }
+    if (end) return end;
+    if (++failures > maxReconnects) {
+      // The stream is gone; the build may still have finished: ask once.
+      const info = await client.json<BuildInfo>("GET", `/v1/images/${buildId}`).catch(() => undefined);
+      if (info && info.status !== "queued" && info.status !== "building") return info;
+      throw new RemoteBuildError("STREAM_LOST", `lost the log stream of build ${buildId} after ${maxReconnects} reconnects: ${lastError instanceof Error ? lastError.message : "the server kept closing it"}`, undefined, { cause: lastError });
+    }
+    await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** failures, 5000)));
+  }
+}
+
+function logCachedResult(result: WireResult, log: LogSink): void {
+  for (const s of result.steps) {
+    log(`=> Step ${s.index}: ${s.description}`);
+    log(`   cached in ${s.seconds.toFixed(2)}s → ${s.imageId.slice(7, 19)}`);
+  }
+  log(`=> Image ${result.imageId} (${result.steps.length} steps, 0 built, ${result.steps.length} cached) on the build server`);
+}
+
+function toBuilt(r: WireResult): BuiltImage {
+  const steps: StepResult[] = r.steps.map((s) => ({
+    index: s.index,
+    description: s.description,
+    cached: s.cached,
+    seconds: s.seconds,
+    key: s.key,
+    imageId: parseDigest(s.imageId),
+    ...(s.layer ? { layer: parseDigest(s.layer) } : {}),
+  }));
+  return { imageId: parseDigest(r.imageId), steps };
+}
+
+/** The error a local build would have thrown for this failure. */
+export function failureError(status: BuildStatus, f: WireFailure | undefined, buildId: string): StrataError {
+  if (!f) return new RemoteBuildError(status.toUpperCase(), `remote build ${buildId} ended with status ${status}`);
+  if (status === "terminated") return new RemoteBuildError("TERMINATED", f.message);
+  if (f.code === "STEP_FAILED" && f.step !== undefined) {
+    return new StepFailedError(f.step, f.description ?? "", f.command ?? "", f.exitCode ?? null, f.logTail ?? [], f.durationMs ?? 0, f.timedOut ?? status === "timeout");
+  }
+  if (f.code === "INVALID_DEFINITION") return new InvalidDefinitionError(f.message);
+  if (f.code === "NOT_FOUND") return new NotFoundError(f.message);
+  return new RemoteBuildError(f.code, `remote build ${buildId} failed: ${f.message}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// HTTP
+
+interface SseEvent {
+  event: string;
+  data: string;
+  id?: string;
+}
+
+/** A small keep-alive HTTP client for the service's endpoints. */
+export class ServiceClient {
+  readonly #base: URL;
+  readonly #token?: string;
+  readonly #agent: http.Agent;
+  readonly #signal?: AbortSignal;
+
+  constructor(server: string, token?: string, signal?: AbortSignal) {
+    let base: URL;
+    try {
+      base = new URL(server.endsWith("/") ? server : server + "/");
+    } catch {
+      throw new RemoteBuildError("BAD_SERVER", `STRATA_SERVER=${JSON.stringify(server)} is not a URL (expected e.g. http://builder:8080)`);
+    }
+    if (base.protocol !== "http:" && base.protocol !== "https:") throw new RemoteBuildError("BAD_SERVER", `the build server URL ${server} must start with http:// or https://`);
+    this.#base = base;
+    this.#token = token;
+    this.#agent = base.protocol === "https:" ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    this.#signal = signal;
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  #request(method: string, pathname: string, headers: Record<string, string | number> = {}): http.ClientRequest {
+    const url = new URL(pathname.replace(/^\//, ""), this.#base);
+    const mod = url.protocol === "https:" ? https : http;
+    return mod.request(url, {
+      method,
+      agent: this.#agent,
+      headers: { ...(this.#token ? { authorization: `Bearer ${this.#token}` } : {}), ...headers },
+      ...(this.#signal ? { signal: this.#signal } : {}),
+    });
+  }
+
+  #where(method: string, pathname: string): string {
+    return `${method} ${new URL(pathname.replace(/^\//, ""), this.#base).href}`;
+  }
+
+  /** Sends a request and reads the whole response; a non-2xx status throws a RemoteBuildError with the server's message. */
+  async #send(method: string, pathname: string, body?: Buffer | (() => Readable), headers: Record<string, string | number> = {}): Promise<{ status: number; body: Buffer }> {
+    return new Promise((resolve, reject) => {
+      const req = this.#request(method, pathname, headers);
+      req.on("error", (e) => reject(unreachable(this.#where(method, pathname), e)));
+      req.on("response", (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", (e) => reject(unreachable(this.#where(method, pathname), e)));
+        res.on("end", () => {
+          const buf = Buffer.concat(chunks);
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) resolve({ status, body: buf });
+          else reject(httpError(this.#where(method, pathname), status, buf));
+        });
+      });
+      if (body === undefined) req.end();
+      else if (Buffer.isBuffer(body)) req.end(body);
+      else {
+        const src = body();
+        src.on("error", (e) => {
+          req.destroy(e);
+          reject(new RemoteBuildError("LOCAL_READ", `could not read a file to upload: ${e.message}`));
+        });
+        src.pipe(req);
+      }
+    });
+  }
+
+  /**
+   * A request, sent again once when a kept-alive connection turns out to be closed by the server (the classic reuse
+   * race). Every endpoint tolerates that: uploads and checks are idempotent, and a second get-or-create joins the
+   * build the first one created.
+   */
+  async #sendRetrying(method: string, pathname: string, body?: Buffer | (() => Readable), headers: Record<string, string | number> = {}): Promise<{ status: number; body: Buffer }> {
+    try {
+      return await this.#send(method, pathname, body, headers);
+    } catch (e) {
+      const code = e instanceof RemoteBuildError && e.cause instanceof Error ? (e.cause as NodeJS.ErrnoException).code : undefined;
+      if ((code !== "ECONNRESET" && code !== "EPIPE") || this.#signal?.aborted) throw e;
+      return this.#send(method, pathname, body, headers);
+    }
+  }
+
+  async json<T>(method: string, pathname: string, body?: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const r = await this.#sendRetrying(method, pathname, payload, payload ? { "content-type": "application/json", "content-length": payload.length } : {});
+    return JSON.parse(r.body.toString("utf8")) as T;
+  }
+
+  async upload(pathname: string, open: () => Readable, size: number): Promise<void> {
+    await this.#sendRetrying("PUT", pathname, open, { "content-type": "application/octet-stream", "content-length": size });
+  }
+
+  get aborted(): boolean {
+    return this.#signal?.aborted ?? false;
+  }
+
+  /**
+   * Reads a server-sent event stream until the server ends it. Resolves when the stream ends (cleanly or not —
+   * the caller decides from the events it saw); rejects on a non-2xx status or when the connection fails.
+   */
+  events(pathname: string, onEvent: (e: SseEvent) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const req = this.#request("GET", pathname, { accept: "text/event-stream" });
+      req.on("error", (e) => reject(unreachable(this.#where("GET", pathname), e)));
+      req.on("response", (res) => {
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status >= 300) {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => reject(httpError(this.#where("GET", pathname), status, Buffer.concat(chunks))));
+          res.on("error", (e) => reject(unreachable(this.#where("GET", pathname), e)));
+          return;
+        }
+        res.setEncoding("utf8");
+        let buf = "";
+        let failed = false;
+        res.on("data", (chunk: string) => {
+          buf += chunk.replace(/\r\n?/g, "\n");
+          let sep: number;
+          while ((sep = buf.indexOf("\n\n")) >= 0) {
+            const block = buf.slice(0, sep);
+            buf = buf.slice(sep + 2);
+            const ev: SseEvent = { event: "message", data: "" };
+            const data: string[] = [];
+            let any = false;
+            for (const line of block.split("\n")) {
+              if (line === "" || line.startsWith(":")) continue;
+              const colon = line.indexOf(":");
+              const field = colon < 0 ? line : line.slice(0, colon);
+              const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+              if (field === "data") data.push(value);
+              else if (field === "event") ev.event = value;
+              else if (field === "id") ev.id = value;
+              else continue;
+              any = true;
+            }
+            if (!any) continue;
+            ev.data = data.join("\n");
+            try {
+              onEvent(ev);
+            } catch (e) {
+              failed = true;
+              res.destroy();
+              reject(e);
+              return;
+            }
+          }
+        });
+        res.on("end", () => {
+          if (!failed) resolve();
+        });
+        res.on("error", (e) => {
+          if (!failed) reject(unreachable(this.#where("GET", pathname), e));
+        });
+        // A connection cut mid-stream ends without an error on some paths: the caller sees no result and reconnects.
+        res.on("close", () => {
+          if (!failed) resolve();
+        });
+      });
+      req.end();
+    });
+  }
+}
+
+function unreachable(where: string, e: Error): RemoteBuildError {
+  const code = (e as NodeJS.ErrnoException).code;
+  return new RemoteBuildError("UNREACHABLE", `${where}: cannot reach the build server (${code ?? e.message}); is \`strata serve\` running there and STRATA_SERVER right?`, undefined, { cause: e });
+}
+
+function httpError(where: string, status: number, body: Buffer): RemoteBuildError {
+  let code = `HTTP_${status}`;
+  let message = body.toString("utf8").slice(0, 2000) || `HTTP ${status}`;
+  try {
+    const parsed = JSON.parse(body.toString("utf8")) as Partial<ErrorBody>;
+    if (parsed.error?.message) {
+      code = parsed.error.code ?? code;
+      message = parsed.error.message;
+    }
+  } catch {
+    // not JSON: keep the raw text
+  }
+  const hint = status === 401 ? " (set STRATA_TOKEN to the server's token)" : "";
+  return new RemoteBuildError(code, `the build server refused ${where} (${status}): ${message}${hint}`, status);
+}

@@ -1,0 +1,438 @@
+/**
+ * The build service over HTTP (node:http, JSON, SSE):
+ *
+ *   POST /v1/blobs/check        {digests}            → {missing}
+ *   PUT  /v1/blobs/sha256:<hex>  raw file bytes       → 201 {digest, size} (streamed to disk, verified)
+ *   HEAD /v1/blobs/sha256:<hex>                       → 200 | 404
+ *   POST /v1/images             BuildRequest         → 202 {buildId, status, joined} | 200 {…, imageId, result}
+ *   GET  /v1/images/<build id>                       → BuildInfo (+ image config and layers on success)
+ *   GET  /v1/images/sha256:<hex>                     → ImageInfo of a stored image
+ *   GET  /v1/images/<build id>/logs?after=<cursor>   → text/event-stream: `id: <cursor>` + `data: <JSON string>` per
+ *                                                      line, then `event: result` with {status, result|failure}
+ *
+ * Every request is handled inside a catch: a malformed one gets a 4xx with `{error: {code, message}}`, an
+ * unexpected failure a 500 (and a line in the server log), never a crash. With a token configured, every request
+ * needs `Authorization: Bearer <token>`.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { createWriteStream, promises as fsp } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { knownBuilderVersions } from "../builder-version.js";
+import type { Executor } from "../sandbox/runc.js";
+import type { Store } from "../store/store.js";
+import type { Digest } from "../util/digest.js";
+import { Build, Builds, MissingBlobsError, missingBlobs } from "./builds.js";
+import { InputTrees } from "./trees.js";
+import {
+  MAX_JSON_BYTES, WireError, isDigestString, parseBlobCheck, parseBuildRequest, type BuildInfo, type CreateResponse, type ErrorBody,
+} from "./wire.js";
+
+export interface BuildServiceOptions {
+  store: Store;
+  /** Required bearer token (`STRATA_TOKEN`); none means no authentication. */
+  token?: string;
+  /** Builds running at once; more wait as `queued`. Default 8. */
+  maxConcurrentBuilds?: number;
+  /** Builds queued or running at most; a new one beyond gets 503. Default 512. */
+  maxActiveBuilds?: number;
+  /** Largest single uploaded file. Default 8 GiB. */
+  maxBlobBytes?: number;
+  /** Input trees kept materialised. Default 256. */
+  maxTrees?: number;
+  /** Finished builds kept in memory. Default 1000. */
+  maxFinishedBuilds?: number;
+  maxLogLines?: number;
+  maxLogBytes?: number;
+  /** SSE keep-alive comment interval. Default 15 s. */
+  heartbeatMs?: number;
+  /** The server's own log (errors; every request when `logRequests`). Default: stderr. */
+  log?: (line: string) => void;
+  logRequests?: boolean;
+  executor?: Executor;
+}
+
+/** An HTTP error with a status and a stable code. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+    /** For MISSING_BLOBS: the digests the server lacks (at most 1000). */
+    readonly missing?: string[],
+  ) {
+    super(message);
+    this.name = "HttpError";
+  }
+}
+
+/** How much of a refused request body is read (and discarded) so the client sees the response; beyond it, reset. */
+const DRAIN_LIMIT = 64 * 1024 * 1024;
+
+export class BuildService {
+  readonly builds: Builds;
+  readonly trees: InputTrees;
+  readonly #opts: BuildServiceOptions;
+  readonly #log: (line: string) => void;
+  readonly #token?: Buffer;
+  readonly #maxBlob: number;
+  #server?: http.Server;
+  readonly #streams = new Set<http.ServerResponse>();
+  #builderVersions?: string[];
+
+  private constructor(opts: BuildServiceOptions, trees: InputTrees) {
+    this.#opts = opts;
+    this.#log = opts.log ?? ((l) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
+    this.#token = opts.token ? Buffer.from(createHash("sha256").update(opts.token).digest()) : undefined;
+    this.#maxBlob = opts.maxBlobBytes ?? 8 * 1024 ** 3;
+    this.trees = trees;
+    this.builds = new Builds({
+      store: opts.store,
+      trees,
+      maxConcurrent: opts.maxConcurrentBuilds,
+      maxActive: opts.maxActiveBuilds,
+      maxFinished: opts.maxFinishedBuilds,
+      maxLogLines: opts.maxLogLines,
+      maxLogBytes: opts.maxLogBytes,
+      executor: opts.executor,
+      log: this.#log,
+    });
+  }
+
+  static async create(opts: BuildServiceOptions): Promise<BuildService> {
+    // Builds of killed servers leave temp dirs and containers behind: reclaim them before serving.
+    await opts.store.recover(async () => (await import("../sandbox/runc.js")).reapStaleContainers());
+    return new BuildService(opts, await InputTrees.open(opts.store, { maxTrees: opts.maxTrees }));
+  }
+
+  /** The request listener (usable with any node:http server). */
+  readonly handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const t0 = process.hrtime.bigint();
+    this.#handle(req, res)
+      .catch((e: unknown) => this.#sendError(req, res, e))
+      .catch((e: unknown) => {
+        this.#log(`could not answer ${req.method} ${req.url}: ${e instanceof Error ? e.stack : String(e)}`);
+        res.destroy();
+      })
+      .finally(() => {
+        if (this.#opts.logRequests) this.#log(`${req.method} ${req.url} ${res.statusCode} ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)}ms`);
+      });
+  };
+
+  /** Listens on `host:port` (port 0: any free port); resolves to the base URL. */
+  async listen(port: number, host = "127.0.0.1"): Promise<string> {
+    const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, this.handler);
+    server.timeout = 10 * 60_000; // idle sockets; log streams send a keep-alive comment well within this
+    server.on("clientError", (err, socket) => {
+      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n" + JSON.stringify({ error: { code: "BAD_REQUEST", message: `malformed HTTP request: ${err.message}` } }));
+      else socket.destroy();
+    });
+    this.#server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    const a = server.address() as AddressInfo;
+    return `http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`;
+  }
+
+  /** Stops listening, ends log streams, terminates running builds (waiting up to `graceMs` for them). */
+  async close(graceMs = 30_000): Promise<void> {
+    const server = this.#server;
+    const closed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
+    await this.builds.close(graceMs);
+    for (const s of this.#streams) s.end();
+    server?.closeIdleConnections();
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
+    server?.closeAllConnections();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://service.invalid");
+    this.#authenticate(req);
+    const parts = url.pathname.split("/").filter(Boolean);
+    if (parts[0] !== "v1") throw new HttpError(404, "NOT_FOUND", `no such endpoint ${url.pathname} (the API is under /v1/)`);
+    const method = req.method ?? "GET";
+    const allow = (methods: string[]) => {
+      if (!methods.includes(method)) throw new HttpError(405, "METHOD_NOT_ALLOWED", `${method} is not allowed on ${url.pathname} (allowed: ${methods.join(", ")})`, { allow: methods.join(", ") });
+    };
+    if (parts[1] === "blobs" && parts.length === 3 && parts[2] === "check") {
+      allow(["POST"]);
+      const digests = parseBlobCheck(await readJson(req));
+      return sendJson(res, 200, { missing: await missingBlobs(this.#opts.store, digests) });
+    }
+    if (parts[1] === "blobs" && parts.length === 3) {
+      allow(["PUT", "HEAD"]);
+      const digest = decodePart(parts[2]!);
+      if (!isDigestString(digest)) throw new HttpError(400, "BAD_DIGEST", `"${digest}" is not a blob digest: expected sha256:<64 lowercase hex digits>`);
+      if (method === "HEAD") {
+        res.writeHead((await this.#opts.store.hasBlob(digest as Digest)) ? 200 : 404).end();
+        return;
+      }
+      return this.#putBlob(req, res, digest as Digest);
+    }
+    if (parts[1] === "images" && parts.length === 2) {
+      allow(["POST"]);
+      return this.#createImage(req, res);
+    }
+    if (parts[1] === "images" && (parts.length === 3 || (parts.length === 4 && parts[3] === "logs"))) {
+      allow(["GET"]);
+      const id = decodePart(parts[2]!);
+      if (parts.length === 3 && id.startsWith("sha256:")) {
+        const image = isDigestString(id) ? await this.builds.image(id) : undefined;
+        if (!image) throw new HttpError(404, "NOT_FOUND", `image ${id} is not in the server's store`);
+        return sendJson(res, 200, image);
+      }
+      if (!/^[0-9a-f]{64}$/.test(id)) throw new HttpError(404, "NOT_FOUND", `"${id}" is not a build id (64 hex digits) or an image id (sha256:<hex>)`);
+      const build = await this.builds.get(id);
+      if (!build) throw new HttpError(404, "NOT_FOUND", `no build ${id} on this server`);
+      if (parts.length === 3) return sendJson(res, 200, await this.#buildInfo(build));
+      return this.#streamLogs(req, res, build, url);
+    }
+    throw new HttpError(404, "NOT_FOUND", `no such endpoint ${url.pathname}`);
+  }
+
+  #authenticate(req: http.IncomingMessage): void {
+    if (!this.#token) return;
+    const h = req.headers.authorization;
+    const m = h ? /^Bearer\s+(.+)$/i.exec(h) : null;
+    const challenge = { "www-authenticate": 'Bearer realm="strata"' };
+    if (!m) throw new HttpError(401, "UNAUTHORIZED", "this build server requires a token: send `Authorization: Bearer <token>` (set STRATA_TOKEN on the client)", challenge);
+    const given = createHash("sha256").update(m[1]!.trim()).digest();
+    if (!timingSafeEqual(given, this.#token)) throw new HttpError(401, "UNAUTHORIZED", "the bearer token is not valid for this build server", challenge);
+  }
+
+  async #createImage(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const body = parseBuildRequest(await readJson(req));
+    this.#builderVersions ??= knownBuilderVersions();
+    if (!this.#builderVersions.includes(body.builderVersion)) {
+      throw new WireError(`builderVersion: "${body.builderVersion}" is not a builder version this server knows (known: ${this.#builderVersions.join(", ")})`);
+    }
+    let got;
+    try {
+      got = await this.builds.getOrCreate(body);
+    } catch (e) {
+      if (e instanceof MissingBlobsError) throw new HttpError(400, e.code, e.message, {}, e.missing.slice(0, 1000));
+      if (e instanceof Error && (e as { code?: unknown }).code === "TERMINATED") throw new HttpError(503, "SHUTTING_DOWN", e.message);
+      if (e instanceof Error && (e as { code?: unknown }).code === "BUSY") throw new HttpError(503, "BUSY", e.message, { "retry-after": "10" });
+      throw e;
+    }
+    const { build, joined } = got;
+    const out: CreateResponse = { buildId: build.id, status: build.status, joined };
+    if (build.status === "succeeded" && build.result) {
+      out.imageId = build.result.imageId;
+      // A request answered by a finished build was all cache hits, as a local build would report.
+      out.result = joined ? { imageId: build.result.imageId, steps: build.result.steps.map((s) => ({ ...s, cached: true, seconds: 0 })) } : build.result;
+    }
+    sendJson(res, build.finished ? 200 : 202, out);
+  }
+
+  async #buildInfo(build: Build): Promise<BuildInfo> {
+    const info = build.info();
+    if (build.status === "succeeded" && build.result) {
+      const image = await this.builds.image(build.result.imageId).catch(() => undefined);
+      if (image) info.image = image;
+    }
+    return info;
+  }
+
+  async #putBlob(req: http.IncomingMessage, res: http.ServerResponse, digest: Digest): Promise<void> {
+    const store = this.#opts.store;
+    const declared = req.headers["content-length"] !== undefined ? Number(req.headers["content-length"]) : undefined;
+    if (declared !== undefined && declared > this.#maxBlob) {
+      throw new HttpError(413, "TOO_LARGE", `the upload is ${declared} bytes; this server accepts files up to ${this.#maxBlob} bytes`);
+    }
+    const tmp = await store.tempDir("upload");
+    try {
+      const file = path.join(tmp, "blob");
+      const hash = createHash("sha256");
+      let size = 0;
+      let tooLarge = false;
+      const out = createWriteStream(file, { mode: 0o600 });
+      await new Promise<void>((resolve, reject) => {
+        req.on("data", (chunk: Buffer) => {
+          if (tooLarge) return;
+          size += chunk.length;
+          if (size > this.#maxBlob) {
+            tooLarge = true;
+            return;
+          }
+          hash.update(chunk);
+          if (!out.write(chunk)) {
+            req.pause();
+            out.once("drain", () => req.resume());
+          }
+        });
+        req.on("end", () => out.end());
+        req.on("aborted", () => reject(new HttpError(400, "ABORTED", "the upload was interrupted")));
+        req.on("error", reject);
+        out.on("error", reject);
+        out.on("finish", resolve);
+      });
+      if (tooLarge) throw new HttpError(413, "TOO_LARGE", `the upload is larger than ${this.#maxBlob} bytes, the largest file this server accepts`);
+      const actual = "sha256:" + hash.digest("hex");
+      if (actual !== digest) {
+        throw new HttpError(400, "DIGEST_MISMATCH", `the uploaded content (${size} bytes) has digest ${actual}, not ${digest} as the URL says; was the file changed while it was uploaded?`);
+      }
+      await store.putBlobFile(file, digest, { verified: true });
+      sendJson(res, 201, { digest, size });
+    } finally {
+      await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
+  #streamLogs(req: http.IncomingMessage, res: http.ServerResponse, build: Build, url: URL): void {
+    const raw = url.searchParams.get("after") ?? req.headers["last-event-id"];
+    const rawAfter = Array.isArray(raw) ? raw[0] : raw;
+    let after = 0;
+    if (rawAfter !== undefined && rawAfter !== "") {
+      if (!/^\d{1,15}$/.test(rawAfter)) throw new HttpError(400, "BAD_CURSOR", `after=${JSON.stringify(rawAfter)} is not a log cursor (a non-negative integer from an event's id)`);
+      after = Number(rawAfter);
+    }
+    res.writeHead(200, {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache, no-transform",
+      "x-accel-buffering": "no",
+    });
+    res.flushHeaders();
+    this.#streams.add(res);
+    const write = (text: string) => {
+      if (!res.writableEnded && !res.destroyed) res.write(text);
+    };
+    const sendLine = (cursor: number, line: string) => write(`id: ${cursor}\ndata: ${JSON.stringify(line)}\n\n`);
+    const sendResult = () => {
+      const info = build.info();
+      const payload = { status: info.status, lastCursor: info.lastCursor, ...(info.result ? { result: info.result } : {}), ...(info.failure ? { failure: info.failure } : {}) };
+      write(`event: result\ndata: ${JSON.stringify(payload)}\n\n`);
+      res.end();
+    };
+    // Snapshot and subscribe in one synchronous turn: no line is missed or sent twice.
+    const { lines, dropped } = build.linesAfter(after);
+    if (dropped > 0) write(`event: gap\ndata: ${JSON.stringify({ dropped, from: after + 1, to: after + dropped })}\n\n`);
+    for (const l of lines) sendLine(l.cursor, l.line);
+    if (build.finished) {
+      sendResult();
+      this.#streams.delete(res);
+      return;
+    }
+    const heartbeat = setInterval(() => write(": keep-alive\n\n"), this.#opts.heartbeatMs ?? 15_000);
+    const unsubscribe = build.subscribe((e) => {
+      if (e.type === "line") sendLine(e.cursor, e.line);
+      else sendResult();
+    });
+    res.on("close", () => {
+      clearInterval(heartbeat);
+      unsubscribe();
+      this.#streams.delete(res);
+    });
+  }
+
+  #sendError(req: http.IncomingMessage, res: http.ServerResponse, e: unknown): Promise<void> {
+    let status = 500;
+    let body: ErrorBody;
+    let headers: Record<string, string> = {};
+    if (e instanceof HttpError) {
+      status = e.status;
+      body = { error: { code: e.code, message: e.message, ...(e.missing ? { missing: e.missing } : {}) } };
+      headers = e.headers;
+    } else if (e instanceof WireError) {
+      status = e.status;
+      body = { error: { code: e.code, message: e.message } };
+    } else {
+      this.#log(`internal error handling ${req.method} ${req.url}: ${e instanceof Error ? e.stack : String(e)}`);
+      body = { error: { code: "INTERNAL", message: `internal error on the build server: ${e instanceof Error ? e.message : String(e)}` } };
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return Promise.resolve();
+    }
+    // Read what is left of the body first, so the client (still sending) sees the response instead of a reset.
+    return drain(req).then(
+      () => sendJson(res, status, body, headers),
+      () => {
+        res.setHeader("connection", "close");
+        sendJson(res, status, body, headers);
+      },
+    );
+  }
+}
+
+function decodePart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new HttpError(400, "BAD_REQUEST", `malformed percent-encoding in the path segment "${part}"`);
+  }
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+/** Reads (and discards) the rest of a request body, up to DRAIN_LIMIT bytes; rejects (and resets) beyond. */
+function drain(req: http.IncomingMessage): Promise<void> {
+  if (req.complete || req.readableEnded) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    let n = 0;
+    const timer = setTimeout(() => {
+      req.destroy();
+      reject(new Error("timed out draining the request body"));
+    }, 30_000);
+    req.on("data", (c: Buffer) => {
+      n += c.length;
+      if (n > DRAIN_LIMIT) {
+        clearTimeout(timer);
+        req.destroy();
+        reject(new Error("request body too large to drain"));
+      }
+    });
+    req.on("end", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.resume();
+  });
+}
+
+/** Reads a JSON body of at most MAX_JSON_BYTES. */
+async function readJson(req: http.IncomingMessage): Promise<unknown> {
+  const declared = req.headers["content-length"] !== undefined ? Number(req.headers["content-length"]) : undefined;
+  const tooLarge = () => new HttpError(413, "TOO_LARGE", `the request body is larger than ${MAX_JSON_BYTES} bytes, the most this server accepts`);
+  if (declared !== undefined && declared > MAX_JSON_BYTES) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let over = false;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_JSON_BYTES) over = true;
+    if (over) {
+      if (size > MAX_JSON_BYTES + DRAIN_LIMIT) {
+        req.destroy();
+        break;
+      }
+      continue;
+    }
+    chunks.push(chunk);
+  }
+  if (over) throw tooLarge();
+  const text = Buffer.concat(chunks).toString("utf8");
+  if (text.trim() === "") throw new HttpError(400, "BAD_REQUEST", "the request body is empty; expected JSON");
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new HttpError(400, "BAD_JSON", `the request body is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
