@@ -2,6 +2,13 @@
  * Unpacks a layer tar into a directory in overlay lowerdir form: OCI whiteouts become overlay whiteouts (char 0/0)
  * and opaque-directory xattrs. Names are confined to the target: absolute names, `..`, and writes through symlinks
  * are refused, hardlinks must point inside the layer.
+ *
+ * Untrusted (pulled) layers: whiteout names must name a sibling (`.wh.`, `.wh..`, `.wh...` are refused), AUFS
+ * metadata (`.wh..wh.*` other than the opaque marker) is skipped, device nodes other than overlay whiteouts (char
+ * 0/0) are skipped with a warning unless `allowDevices`, and `maxBytes` / `maxEntries` bound decompression bombs.
+ * Each layer is extracted into its own empty directory and only ever combined by overlayfs, so a symlink left by a
+ * lower layer is never followed while extracting an upper one. `test/layer/extract-safety.test.ts` runs the
+ * malicious-layer table in `fixtures/extract-safety.json`.
  */
 import { promises as fsp } from "node:fs";
 import path from "node:path";
@@ -63,6 +70,32 @@ async function checkParents(root: string, rel: string, entry: string): Promise<v
 
 export interface ExtractOptions {
   gzip?: boolean;
+  /**
+   * Create character and block device nodes (default false: they are skipped with a warning, as a pulled layer could
+   * otherwise plant a world-writable `/dev/sda` node in the store). Char 0/0 entries (overlay whiteouts) are always
+   * created. Pass true only for layers the builder made itself.
+   */
+  allowDevices?: boolean;
+  /** Most uncompressed tar bytes read before the layer is refused (default 64 GiB). */
+  maxBytes?: number;
+  /** Most tar entries before the layer is refused (default 10,000,000). */
+  maxEntries?: number;
+  /** Receives one line per skipped entry (device nodes, AUFS metadata). Default: silent. */
+  onWarning?: (line: string) => void;
+}
+
+/** Default `maxBytes`: 64 GiB of uncompressed tar. */
+export const DEFAULT_MAX_LAYER_BYTES = 64 * 1024 * 1024 * 1024;
+/** Default `maxEntries`. */
+export const DEFAULT_MAX_LAYER_ENTRIES = 10_000_000;
+
+/** The name a whiteout hides: refuses `.wh.` (empty), `.wh..`, `.wh...` and anything with a separator. */
+function whiteoutTarget(entry: string, base: string): string {
+  const hidden = base.slice(WHITEOUT_PREFIX.length);
+  if (hidden === "" || hidden === "." || hidden === ".." || hidden.includes("/") || hidden.includes("\0")) {
+    throw new UnsafeLayerError(entry, `whiteout names "${hidden}", which is not a sibling entry`);
+  }
+  return hidden;
 }
 
 /**
@@ -74,9 +107,15 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
   const whiteouts: string[] = [];
   const opaques: string[] = [];
   const dirTimes: [string, Date][] = [];
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_LAYER_BYTES;
+  const maxEntries = opts.maxEntries ?? DEFAULT_MAX_LAYER_ENTRIES;
+  const warn = opts.onWarning ?? (() => undefined);
+  let entries = 0;
   const consume = (async () => {
     for await (const entry of extract) {
       const h = entry.header;
+      if (++entries > maxEntries) throw new UnsafeLayerError(h.name, `the layer has more than ${maxEntries} entries (maxEntries); refusing it as a possible decompression bomb`);
+      if ((h.size ?? 0) > maxBytes) throw new UnsafeLayerError(h.name, `the entry claims ${h.size} bytes, more than the ${maxBytes}-byte limit (maxBytes)`);
       const rel = safeEntryPath(h.name);
       const base = path.posix.basename(rel);
       const target = path.join(root, rel);
@@ -84,14 +123,35 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
         entry.resume();
         continue;
       }
+      const aufs = `${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`;
+      if (rel.split("/")[0]!.startsWith(aufs) && rel !== OPAQUE_WHITEOUT) {
+        // AUFS metadata (/.wh..wh.plnk/…, /.wh..wh.aufs): not content, as Docker treats it.
+        warn(`skipped AUFS metadata entry ${h.name}`);
+        entry.resume();
+        continue;
+      }
+      let hidden: string | undefined;
+      if (base !== OPAQUE_WHITEOUT && base.startsWith(WHITEOUT_PREFIX)) {
+        if (base.startsWith(aufs)) {
+          warn(`skipped unknown whiteout metadata entry ${h.name}`);
+          entry.resume();
+          continue;
+        }
+        hidden = whiteoutTarget(h.name, base);
+      }
       await ensureParents(root, rel);
       if (base === OPAQUE_WHITEOUT) {
         opaques.push(path.dirname(target));
         entry.resume();
         continue;
       }
-      if (base.startsWith(WHITEOUT_PREFIX)) {
-        whiteouts.push(path.join(path.dirname(target), base.slice(WHITEOUT_PREFIX.length)));
+      if (hidden !== undefined) {
+        whiteouts.push(path.join(path.dirname(target), hidden));
+        entry.resume();
+        continue;
+      }
+      if ((h.type === "character-device" || h.type === "block-device") && !opts.allowDevices && !(h.type === "character-device" && !h.devmajor && !h.devminor)) {
+        warn(`skipped ${h.type === "character-device" ? "character" : "block"} device ${h.name} (${h.devmajor ?? 0}:${h.devminor ?? 0}): device nodes from untrusted layers are not created`);
         entry.resume();
         continue;
       }
@@ -148,16 +208,31 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
         else if (h.type !== "link") await fsp.lutimes(target, h.mtime, h.mtime);
       }
     }
-  })();
+  })().catch((e: unknown) => {
+    // Stop reading: the pipeline fails too instead of waiting for a consumer that is gone.
+    extract.destroy(e instanceof Error ? e : new Error(String(e)));
+    throw e;
+  });
   const hash = createHash("sha256");
+  let total = 0;
   const hasher = new Transform({
     transform(chunk: Buffer, _enc, cb) {
+      total += chunk.length;
+      if (total > maxBytes) {
+        cb(new UnsafeLayerError("(layer)", `the uncompressed layer is larger than the ${maxBytes}-byte limit (maxBytes); refusing it as a possible decompression bomb`));
+        return;
+      }
       hash.update(chunk);
       cb(null, chunk);
     },
   });
   const stages: NodeJS.ReadWriteStream[] = opts.gzip ? [createGunzip(), hasher] : [hasher];
-  await Promise.all([pipeline([input, ...stages, extract as unknown as NodeJS.WritableStream]), consume]);
+  await Promise.all([pipeline([input, ...stages, extract as unknown as NodeJS.WritableStream]), consume]).catch(async (e: unknown) => {
+    // Report the first cause (a limit or an unsafe entry), not the "stream destroyed" that follows it.
+    const settled = await Promise.allSettled([consume]);
+    const first = settled[0].status === "rejected" ? settled[0].reason : undefined;
+    throw e instanceof UnsafeLayerError || !(first instanceof UnsafeLayerError) ? e : first;
+  });
   // Whiteouts and opaque markers are applied last; entries after them may have put a symlink where their parent
   // directory was, so the parents are checked again now and nothing is followed.
   for (const w of whiteouts) {

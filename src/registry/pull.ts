@@ -21,6 +21,7 @@ import { MediaType, type Descriptor, type ImageConfig } from "../oci/types.js";
 import type { LayerRecord, Store } from "../store/store.js";
 import { digestHex, isDigest, sha256Bytes, type Digest } from "../util/digest.js";
 import { recordBlobSources } from "./blob-sources.js";
+import { downloadEstargzBlob, isEstargzLayer } from "./estargz/read.js";
 import {
   abortReason,
   discard,
@@ -52,6 +53,8 @@ export interface PullOptions extends RegistryOptions {
    * one per resumed or restarted transfer.
    */
   onProgress?: (line: string) => void;
+  /** eStargz layers are fetched by parallel ranges with per-chunk verification (default true); false: one GET. */
+  lazy?: boolean;
   /** Maximum concurrent layer downloads (default 3). */
   concurrency?: number;
   /** Interval of the `downloading …` lines for long transfers (default 5000 ms). */
@@ -112,7 +115,7 @@ export async function pullImage(ref: string, store: Store, opts: PullOptions = {
   const config = parseConfig(configBytes, reference, manifest.layers.length);
 
   const layers: LayerRecord[] = manifest.layers.map((l, i) => ({ digest: l.digest, diffId: config.rootfs.diff_ids[i]!, size: l.size, mediaType: l.mediaType }));
-  await downloadLayers(client, store, layers, layerKinds, opts, progress);
+  await downloadLayers(client, store, layers, layerKinds, opts, progress, manifest.layers);
 
   // The manifest goes in last, so it never names a blob the store does not have.
   const manifestStored = await store.putBlobBytes(fetched.bytes);
@@ -367,6 +370,7 @@ async function downloadLayers(
   kinds: readonly LayerKind[],
   opts: PullOptions,
   progress: (line: string) => void,
+  descriptors: readonly Descriptor[],
 ): Promise<void> {
   // Each distinct blob once; skip what the store already has.
   const todo = new Map<Digest, { layer: LayerRecord; kind: LayerKind }>();
@@ -404,9 +408,14 @@ async function downloadLayers(
           const transfer = { received: 0, size: layer.size };
           active.set(layer.digest, transfer);
           try {
-            const file = await downloadBlob(client, layer, kind, tmpDir, signal, progress, (n) => {
-              transfer.received = n;
-            });
+            const descriptor = descriptors.find((d) => d.digest === layer.digest);
+            // eStargz layers are fetched as parallel ranges of their gzip members, decompressed concurrently, and
+            // verified chunk by chunk against the TOC, the blob digest and the diffID.
+            const file = descriptor && opts.lazy !== false && isEstargzLayer(descriptor)
+              ? await downloadEstargz(client, descriptor, layer, tmpDir, progress)
+              : await downloadBlob(client, layer, kind, tmpDir, signal, progress, (n) => {
+                  transfer.received = n;
+                });
             await store.putBlobFile(file, layer.digest, { verified: true });
             progress(`pulling ${shortDigest(layer.digest)} ${formatSize(layer.size)}`);
           } catch (e) {
@@ -429,6 +438,13 @@ async function downloadLayers(
     clearInterval(ticker);
     await fsp.rm(tmpDir, { recursive: true, force: true });
   }
+}
+
+async function downloadEstargz(client: RegistryClient, d: Descriptor, layer: LayerRecord, tmpDir: string, progress: (line: string) => void): Promise<string> {
+  const file = path.join(tmpDir, `${digestHex(layer.digest)}.estargz`);
+  await downloadEstargzBlob(client, d, layer.diffId, file);
+  progress(`fetched eStargz layer ${shortDigest(layer.digest)} by parallel ranges`);
+  return file;
 }
 
 /** What one request of a download left behind: was any of it appended to a partial file from a ranged response? */

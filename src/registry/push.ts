@@ -23,6 +23,7 @@ import type { ImageRecord, Store } from "../store/store.js";
 import { isDigest, sha256Bytes, type Digest } from "../util/digest.js";
 import { repositoryScope } from "./auth.js";
 import { blobSources, recordBlobSources } from "./blob-sources.js";
+import { convertImage } from "./estargz/convert.js";
 import { discard, displayUrl, errorFromResponse, formatSize, RegistryClient, shortDigest, type FetchResult, type RegistryOptions } from "./client.js";
 import { RegistryError, UnsupportedImageError } from "./errors.js";
 import { parseReference, type ImageReference } from "./reference.js";
@@ -33,11 +34,13 @@ export interface PushOptions extends RegistryOptions {
   /** Manifest format: OCI (default) or Docker v2 schema 2. */
   format?: PushFormat;
   /**
-   * Write eStargz layers (lazy-pullable). Not implemented yet: setting it throws `UnsupportedImageError`. The hook is
-   * `prepareLayers` below: an eStargz writer returns converted layer descriptors (with the TOC-digest annotation) and
-   * the matching config there.
+   * Write eStargz layers (lazy-pullable): each layer is converted by our writer (`estargz/write.ts`: landmark, one gzip
+   * member per file chunk, TOC, 51-byte footer) into the store, its descriptor carries the
+   * `containerd.io/snapshot/stargz/toc.digest` and `io.containers.estargz.uncompressed-size` annotations, and a new
+   * config names the new diffIDs. OCI format only (Docker v2 manifests drop annotations). `true` uses the defaults
+   * (4 MiB chunks, `STRATA_GZIP_LEVEL`).
    */
-  estargz?: boolean;
+  estargz?: boolean | EstargzPushOptions;
   /** One line per blob (`pushed sha256:… 1.2 MB`, `mounted sha256:… from team/base`, `sha256:… already exists`), manifest and tag. */
   onProgress?: (line: string) => void;
   /** Concurrent blob uploads (default 3). */
@@ -50,6 +53,13 @@ export interface PushOptions extends RegistryOptions {
   attempts?: number;
   /** First backoff delay in ms, doubled per attempt (default 300). */
   retryDelayMs?: number;
+}
+
+export interface EstargzPushOptions {
+  /** Largest decompressed chunk of a file per gzip member (default 4 MiB). */
+  chunkSize?: number;
+  /** gzip level (default `STRATA_GZIP_LEVEL`). */
+  level?: number;
 }
 
 export interface PushedBlob {
@@ -140,13 +150,13 @@ interface PreparedImage {
 }
 
 /**
- * The config and layer descriptors to push, from the stored manifest. This is where an eStargz writer hooks in:
- * convert each layer blob into the store, return its descriptor (eStargz annotations included) and a config whose
- * `rootfs.diff_ids` match.
+ * The config and layer descriptors to push, from the stored manifest. With `estargz`, every layer blob is converted
+ * into the store (`estargz/convert.ts`) and the descriptors (eStargz annotations included) and a config whose
+ * `rootfs.diff_ids` match are returned instead; the manifest is then built from them.
  */
 async function prepareLayers(store: Store, image: ImageRecord, opts: PushOptions): Promise<PreparedImage> {
-  if (opts.estargz) {
-    throw new UnsupportedImageError("pushing eStargz layers (--estargz) is not supported yet; push without --estargz to write ordinary gzip layers");
+  if (opts.estargz && (opts.format ?? "oci") !== "oci") {
+    throw new UnsupportedImageError("eStargz layers need an OCI manifest (Docker v2 schema 2 manifests drop the layer annotations that carry the TOC digest); push --estargz with --format oci");
   }
   const where = `the stored manifest ${image.manifestDigest} of image ${image.id}`;
   let json: { config?: unknown; layers?: unknown };
@@ -170,6 +180,11 @@ async function prepareLayers(store: Store, image: ImageRecord, opts: PushOptions
   if (config.digest !== image.configDigest) throw new UnsupportedImageError(`${where} names config ${config.digest}, but the image record says ${image.configDigest}; the store is inconsistent`);
   const mediaType = (json as { mediaType?: unknown }).mediaType;
   const isOci = (mediaType === MediaType.ociManifest || (mediaType === undefined && config.mediaType === MediaType.ociConfig)) && config.mediaType === MediaType.ociConfig && layers.every((l) => ociLayerType(l.mediaType) === l.mediaType);
+  if (opts.estargz) {
+    const es = opts.estargz === true ? {} : opts.estargz;
+    const converted = await convertImage(store, image, layers, config, { ...es, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
+    return { config: converted.config, layers: converted.layers };
+  }
   const storedOci = isOci ? { digest: image.manifestDigest, bytes: await store.readBlob(image.manifestDigest), mediaType: MediaType.ociManifest } : undefined;
   return { config, layers, ...(storedOci ? { storedOci } : {}) };
 }

@@ -1,0 +1,519 @@
+/**
+ * eStargz reader: footer and TOC by ranged reads, the TOC checked against the descriptor's `toc.digest` annotation,
+ * then either a few files (only the gzip members holding them are fetched; every chunk digest and file digest is
+ * checked) or the whole layer (ranges fetched in parallel, gzip members decompressed concurrently on the thread pool,
+ * emitted in order as the layer's tar stream; blob digest and diffID checked at the end).
+ *
+ * Reads go through a `RangeSource`: a registry blob (`registrySource`, one single-range GET per request — S3 and GCS
+ * refuse multi-range requests), a file, or a buffer. Nothing here trusts the blob beyond what the digests prove.
+ */
+import { createHash } from "node:crypto";
+import { promises as fsp } from "node:fs";
+import { Readable } from "node:stream";
+import { promisify } from "node:util";
+import { gunzip as gunzipCb, gunzipSync, type ZlibOptions } from "node:zlib";
+import pLimit from "p-limit";
+import { DigestMismatchError } from "../../errors.js";
+import type { Descriptor } from "../../oci/types.js";
+import { isDigest, type Digest } from "../../util/digest.js";
+import { discard, displayUrl, errorFromResponse, readBody, type RegistryClient } from "../client.js";
+import { RegistryError, UnsupportedImageError } from "../errors.js";
+import { chunkLength, cleanEntryName, FOOTER_SIZE, parseFooter, parseToc, TOC_DIGEST_ANNOTATION, TOC_TAR_NAME, UNCOMPRESSED_SIZE_ANNOTATION, type Toc, type TocEntry } from "./format.js";
+
+const gunzipAsync = promisify<Buffer, ZlibOptions, Buffer>(gunzipCb);
+
+/** Random access to a blob. */
+export interface RangeSource {
+  /** Total size of the blob in bytes. */
+  readonly size: number;
+  /** Bytes `[start, end)` of the blob (exactly `end - start` of them). */
+  read(start: number, end: number): Promise<Buffer>;
+  /** Bytes transferred so far (for a registry: response body bytes). */
+  readonly bytesRead: number;
+}
+
+/** A blob in memory. */
+export function bufferSource(blob: Buffer): RangeSource {
+  let n = 0;
+  return {
+    size: blob.length,
+    get bytesRead() {
+      return n;
+    },
+    async read(start, end) {
+      checkRange(start, end, blob.length);
+      n += end - start;
+      return blob.subarray(start, end);
+    },
+  };
+}
+
+/** A blob on local disk. */
+export async function fileSource(file: string): Promise<RangeSource> {
+  const size = (await fsp.stat(file)).size;
+  let n = 0;
+  return {
+    size,
+    get bytesRead() {
+      return n;
+    },
+    async read(start, end) {
+      checkRange(start, end, size);
+      const fh = await fsp.open(file, "r");
+      try {
+        const buf = Buffer.alloc(end - start);
+        let got = 0;
+        while (got < buf.length) {
+          const { bytesRead } = await fh.read(buf, got, buf.length - got, start + got);
+          if (bytesRead === 0) throw new UnsupportedImageError(`${file} is shorter than ${size} bytes`);
+          got += bytesRead;
+        }
+        n += buf.length;
+        return buf;
+      } finally {
+        await fh.close();
+      }
+    },
+  };
+}
+
+function checkRange(start: number, end: number, size: number): void {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end > size || start >= end) throw new RangeError(`invalid range [${start}, ${end}) of a ${size}-byte blob`);
+}
+
+/**
+ * A registry blob read with `Range: bytes=a-b` GETs through the client (auth, redirects without Authorization across
+ * origins, `Accept-Encoding: identity`, retries). A 206 must name exactly the range asked for; a 200 is accepted only
+ * for a request covering the whole blob.
+ */
+export function registrySource(client: RegistryClient, d: Descriptor): RangeSource {
+  let n = 0;
+  const where = `layer ${d.digest} of ${client.reference}`;
+  return {
+    size: d.size,
+    get bytesRead() {
+      return n;
+    },
+    async read(start, end) {
+      checkRange(start, end, d.size);
+      const whole = start === 0 && end === d.size;
+      return client.withRetries(async () => {
+        const { res, url } = await client.fetch(client.url("blobs", d.digest), { range: `bytes=${start}-${end - 1}` });
+        if (res.status === 416) {
+          await discard(res); // 2.8.2's 416 announces a Content-Length it never sends
+          throw new RegistryError(`${where}: ${displayUrl(url)} refused the range ${start}-${end - 1} (416); the blob is shorter than its descriptor says`, { status: 416, url: displayUrl(url) });
+        }
+        if (!res.ok) throw await errorFromResponse(res, url, `${where} (bytes ${start}-${end - 1})`, `the registry does not have the blob ${d.digest}`);
+        const encoding = res.headers.get("content-encoding");
+        if (encoding && encoding.toLowerCase() !== "identity") {
+          await discard(res);
+          throw new RegistryError(`${where} was served with Content-Encoding: ${encoding} despite Accept-Encoding: identity; ranges of it cannot be used`, { status: res.status, url: displayUrl(url) });
+        }
+        if (res.status === 200 && !whole) {
+          await discard(res);
+          throw new RegistryError(`${where}: ${displayUrl(url)} ignored the Range header (200 instead of 206); eStargz lazy pulls need a registry that serves byte ranges`, { status: 200, url: displayUrl(url) });
+        }
+        if (res.status === 206) {
+          const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec((res.headers.get("content-range") ?? "").trim());
+          if (!m || Number(m[1]) !== start || Number(m[2]) !== end - 1 || (m[3] !== "*" && Number(m[3]) !== d.size)) {
+            await discard(res);
+            throw new RegistryError(`${where}: asked for bytes ${start}-${end - 1}, got Content-Range ${JSON.stringify(res.headers.get("content-range"))}`, { status: 206, url: displayUrl(url), temporary: true });
+          }
+        }
+        const body = await readBody(res, end - start, `${where} (bytes ${start}-${end - 1})`);
+        n += body.length;
+        if (body.length !== end - start) {
+          throw new RegistryError(`${where}: got ${body.length} of the ${end - start} bytes asked for (${start}-${end - 1})`, { url: displayUrl(url), temporary: true });
+        }
+        return body;
+      });
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+/** True when a layer descriptor carries a valid eStargz TOC digest annotation. */
+export function isEstargzLayer(d: Descriptor): boolean {
+  const v = d.annotations?.[TOC_DIGEST_ANNOTATION];
+  return v !== undefined && isDigest(v);
+}
+
+/** A file (or directory, link, device) of an eStargz layer, as `fetchFiles` returns it. */
+export interface FetchedFile {
+  /** Clean path inside the layer, no leading `/` (`etc/passwd`). */
+  path: string;
+  /** The TOC entry (type, mode, uid/gid, modtime, linkName, xattrs, devMajor/devMinor). */
+  entry: TocEntry;
+  /** Content of a regular file or of a hardlink's target (verified against every chunk digest and the file digest). */
+  content?: Buffer;
+}
+
+export interface OpenOptions {
+  /** The descriptor's `toc.digest` annotation; the TOC must hash to it. */
+  tocDigest: Digest;
+  /** Names the layer in messages. */
+  where?: string;
+  /** Bytes read from the end of the blob in the first request (default 64 KiB): usually footer and TOC at once. */
+  tailBytes?: number;
+  /** Largest TOC JSON accepted (default 64 MiB). */
+  maxTocBytes?: number;
+}
+
+export interface FetchFilesOptions {
+  /** Include everything below requested directories (default false). */
+  recursive?: boolean;
+  /** Concurrent range requests (default 4). */
+  concurrency?: number;
+  /** Neighbouring members closer than this many bytes are fetched in one request (default 16 KiB). */
+  gapBytes?: number;
+}
+
+export interface FetchAllOptions {
+  /** Concurrent range requests (and decompressions) (default 4). */
+  concurrency?: number;
+  /** Target size of one range request, cut at member boundaries (default 4 MiB). */
+  rangeBytes?: number;
+  /** The blob must hash to this (default: not checked here). */
+  digest?: Digest;
+  /** The decompressed stream must hash to this (default: not checked). */
+  diffId?: Digest;
+  /** Also write the compressed blob to this file (e.g. to put it in the store once verified). */
+  blobFile?: string;
+}
+
+export interface FetchAllResult {
+  digest: Digest;
+  diffId: Digest;
+  size: number;
+  uncompressedSize: number;
+}
+
+/** The payload of one gzip member: where it starts in the blob, where the next member starts. */
+interface Span {
+  start: number;
+  end: number;
+}
+
+/** An open eStargz layer: its verified TOC and the means to fetch files from it. */
+export class EstargzReader {
+  /** Metadata entries by clean path (chunks not included). */
+  private readonly byPath = new Map<string, TocEntry>();
+  /** Payload entries (`reg` with content, `chunk`) of each regular file, in order. */
+  private readonly payloads = new Map<TocEntry, TocEntry[]>();
+  /** Member span of each payload entry. */
+  private readonly spans = new Map<TocEntry, Span>();
+  /** Every ancestor directory of an entry (directories may be implied without an entry of their own). */
+  private readonly impliedDirs = new Set<string>([""]);
+
+  private constructor(
+    readonly source: RangeSource,
+    readonly toc: Toc,
+    readonly tocDigest: Digest,
+    readonly tocOffset: number,
+    readonly where: string,
+  ) {
+    let current: TocEntry | undefined;
+    const payloadEntries: TocEntry[] = [];
+    for (const e of toc.entries) {
+      if (e.type === "chunk") {
+        this.payloads.get(current!)!.push(e);
+        payloadEntries.push(e);
+        continue;
+      }
+      const p = cleanEntryName(e.name);
+      this.byPath.set(p, e); // a later entry of the same name wins, as in the tar
+      for (let i = p.lastIndexOf("/"); i > 0; i = p.lastIndexOf("/", i - 1)) {
+        const dir = p.slice(0, i);
+        if (this.impliedDirs.has(dir)) break;
+        this.impliedDirs.add(dir);
+      }
+      current = e;
+      if (e.type === "reg") {
+        this.payloads.set(e, (e.size ?? 0) > 0 ? [e] : []);
+        if ((e.size ?? 0) > 0) payloadEntries.push(e);
+      }
+    }
+    // A member ends where the next one with a larger offset starts, or at the TOC.
+    const offsets = [...new Set(payloadEntries.map((e) => e.offset!))].sort((a, b) => a - b);
+    const next = new Map<number, number>();
+    for (const [i, o] of offsets.entries()) next.set(o, offsets[i + 1] ?? tocOffset);
+    for (const e of payloadEntries) this.spans.set(e, { start: e.offset!, end: next.get(e.offset!)! });
+  }
+
+  /**
+   * Reads the footer and TOC (one ranged read from the end, a second one only for a TOC larger than `tailBytes`),
+   * checks the TOC digest and the TOC's consistency.
+   */
+  static async open(source: RangeSource, opts: OpenOptions): Promise<EstargzReader> {
+    const where = opts.where ?? "eStargz layer";
+    const size = source.size;
+    if (size < FOOTER_SIZE) throw new UnsupportedImageError(`${where} is ${size} bytes, too small for an eStargz footer`);
+    const tailStart = Math.max(0, size - (opts.tailBytes ?? 64 * 1024));
+    let tail = await source.read(tailStart, size);
+    const { tocOffset, footerSize } = parseFooter(tail, where);
+    const tocEnd = size - footerSize;
+    if (tocOffset >= tocEnd) throw new UnsupportedImageError(`${where}: the footer puts the TOC at ${tocOffset}, past the end of the content (${tocEnd})`);
+    const maxToc = opts.maxTocBytes ?? 64 * 1024 * 1024;
+    if (tocEnd - tocOffset > maxToc) throw new UnsupportedImageError(`${where}: the compressed TOC is ${tocEnd - tocOffset} bytes, more than the ${maxToc}-byte limit`);
+    if (tocOffset < tailStart) {
+      tail = Buffer.concat([await source.read(tocOffset, tailStart), tail]);
+    }
+    const member = tail.subarray(tocOffset - Math.min(tocOffset, tailStart), tail.length - footerSize);
+    let tar: Buffer;
+    try {
+      tar = gunzipSync(member, { maxOutputLength: maxToc + 4096 });
+    } catch (e) {
+      throw new UnsupportedImageError(`${where}: the TOC member at ${tocOffset} is not valid gzip (${(e as Error).message})`, { cause: e });
+    }
+    const name = tar.subarray(0, 100).toString("utf8").replace(/\0.*$/s, "");
+    if (tar.length < 512 || cleanEntryName(name) !== TOC_TAR_NAME) throw new UnsupportedImageError(`${where}: the TOC member does not start with a ${TOC_TAR_NAME} tar entry`);
+    const sizeField = tar.toString("latin1", 124, 136).replace(/[\0 ]+$/, "").trim();
+    const jsonLen = /^[0-7]+$/.test(sizeField) ? Number.parseInt(sizeField, 8) : -1;
+    if (jsonLen < 0 || 512 + jsonLen > tar.length) throw new UnsupportedImageError(`${where}: the ${TOC_TAR_NAME} entry has an invalid size`);
+    const json = tar.subarray(512, 512 + jsonLen);
+    const actual = ("sha256:" + createHash("sha256").update(json).digest("hex")) as Digest;
+    if (actual !== opts.tocDigest) throw new DigestMismatchError(opts.tocDigest, actual, `TOC (stargz.index.json) of ${where}`);
+    return new EstargzReader(source, parseToc(json, tocOffset, where), actual, tocOffset, where);
+  }
+
+  /** Opens the eStargz layer `d` of a registry repository; the TOC digest comes from the descriptor's annotation. */
+  static async openRegistry(client: RegistryClient, d: Descriptor, opts: Omit<OpenOptions, "tocDigest"> = {}): Promise<EstargzReader> {
+    const tocDigest = d.annotations?.[TOC_DIGEST_ANNOTATION];
+    if (tocDigest === undefined || !isDigest(tocDigest)) throw new UnsupportedImageError(`layer ${d.digest} has no valid ${TOC_DIGEST_ANNOTATION} annotation; it is not an eStargz layer`);
+    return EstargzReader.open(registrySource(client, d), { where: `layer ${d.digest} of ${client.reference}`, ...opts, tocDigest });
+  }
+
+  /** The decompressed size the TOC implies is not stored; this is the descriptor annotation's value, if any. */
+  static uncompressedSize(d: Descriptor): number | undefined {
+    const v = d.annotations?.[UNCOMPRESSED_SIZE_ANNOTATION];
+    return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
+  }
+
+  get size(): number {
+    return this.source.size;
+  }
+
+  /** Bytes read from the source so far. */
+  get bytesRead(): number {
+    return this.source.bytesRead;
+  }
+
+  /** The entry at `path` (any form: `/etc/passwd`, `etc/passwd`, `./etc/`), or undefined. Directories implied by
+   * deeper entries but absent from the TOC come back as a synthetic `dir` entry with mode 0755. */
+  lookup(path: string): TocEntry | undefined {
+    const p = cleanEntryName(path);
+    const e = this.byPath.get(p);
+    if (e) return e;
+    if (this.impliedDirs.has(p)) return { name: p === "" ? "./" : `${p}/`, type: "dir", mode: 0o755 };
+    return undefined;
+  }
+
+  /** Clean paths of every entry (landmarks included), in TOC order. */
+  paths(): string[] {
+    return [...this.byPath.keys()];
+  }
+
+  /** The content of the regular file (or hardlink) at `path`, verified. */
+  async readFile(path: string): Promise<Buffer> {
+    const { files, missing } = await this.fetchFiles([path]);
+    if (missing.length || files[0]?.content === undefined) throw new UnsupportedImageError(`${this.where} has no regular file ${cleanEntryName(path)}`);
+    return files[0].content;
+  }
+
+  /**
+   * Fetches the given paths (directories with `recursive`), transferring only the gzip members holding their
+   * content: neighbouring members are merged into one range request, requests run `concurrency` at a time, and
+   * each chunk is checked against its `chunkDigest`, each file against its `digest`.
+   */
+  async fetchFiles(paths: readonly string[], opts: FetchFilesOptions = {}): Promise<{ files: FetchedFile[]; missing: string[] }> {
+    const chosen = new Map<string, TocEntry>();
+    const missing: string[] = [];
+    for (const raw of paths) {
+      const p = cleanEntryName(raw);
+      const e = this.lookup(p);
+      if (!e) {
+        missing.push(p);
+        continue;
+      }
+      chosen.set(p, e);
+      if (opts.recursive && e.type === "dir") {
+        const prefix = p === "" ? "" : `${p}/`;
+        for (const [k, v] of this.byPath) if (k.startsWith(prefix) && k !== "") chosen.set(k, v);
+      }
+    }
+    // Which regular file supplies each path's content (hardlinks resolve to their target, at most 8 levels).
+    const source = new Map<string, TocEntry>();
+    for (const [p, e] of chosen) {
+      let cur: TocEntry | undefined = e;
+      for (let hops = 0; cur && cur.type === "hardlink" && hops < 8; hops++) cur = this.byPath.get(cleanEntryName(cur.linkName ?? ""));
+      if (e.type === "hardlink" && (!cur || cur.type !== "reg")) throw new UnsupportedImageError(`${this.where}: hardlink ${p} points at ${e.linkName}, which is not a regular file of this layer`);
+      if (cur?.type === "reg") source.set(p, cur);
+    }
+    const contents = await this.fetchContents([...new Set(source.values())], opts);
+    const files: FetchedFile[] = [];
+    for (const [p, e] of chosen) {
+      const src = source.get(p);
+      files.push(src ? { path: p, entry: e, content: contents.get(src)! } : { path: p, entry: e });
+    }
+    return { files, missing };
+  }
+
+  /** Contents of regular files, fetching the members they need (merged into ranges) and verifying every digest. */
+  private async fetchContents(regs: readonly TocEntry[], opts: FetchFilesOptions): Promise<Map<TocEntry, Buffer>> {
+    const out = new Map<TocEntry, Buffer>();
+    const spans = new Map<number, Span>();
+    for (const r of regs) {
+      if ((r.size ?? 0) === 0) continue;
+      for (const p of this.payloads.get(r) ?? []) {
+        const s = this.spans.get(p)!;
+        spans.set(s.start, s);
+      }
+    }
+    // Merge members into ranges.
+    const sorted = [...spans.values()].sort((a, b) => a.start - b.start);
+    const gap = opts.gapBytes ?? 16 * 1024;
+    const ranges: { start: number; end: number; members: Span[] }[] = [];
+    for (const s of sorted) {
+      const last = ranges[ranges.length - 1];
+      if (last && s.start - last.end <= gap) {
+        last.end = Math.max(last.end, s.end);
+        last.members.push(s);
+      } else ranges.push({ start: s.start, end: s.end, members: [s] });
+    }
+    const limit = pLimit(Math.max(1, opts.concurrency ?? 4));
+    const decompressed = new Map<number, Buffer>();
+    await Promise.all(
+      ranges.map((r) =>
+        limit(async () => {
+          const bytes = await this.source.read(r.start, r.end);
+          await Promise.all(
+            r.members.map(async (m) => {
+              decompressed.set(m.start, await this.inflate(bytes.subarray(m.start - r.start, m.end - r.start), m.start));
+            }),
+          );
+        }),
+      ),
+    );
+    for (const r of regs) {
+      const size = r.size ?? 0;
+      const file = Buffer.alloc(size);
+      for (const p of this.payloads.get(r) ?? []) {
+        const member = decompressed.get(p.offset!)!;
+        const len = chunkLength(p, size);
+        const inner = p.innerOffset ?? 0;
+        const chunk = member.subarray(inner, inner + len);
+        if (chunk.length !== len) throw new UnsupportedImageError(`${this.where}: the member at ${p.offset} holds ${member.length - inner} bytes, not the ${len} of ${r.name}'s chunk at ${p.chunkOffset ?? 0}`);
+        if (p.chunkDigest !== undefined) {
+          const got = sha(chunk);
+          if (got !== p.chunkDigest) throw new DigestMismatchError(p.chunkDigest, got, `chunk ${p.chunkOffset ?? 0} of ${r.name} in ${this.where}`);
+        }
+        chunk.copy(file, p.chunkOffset ?? 0);
+      }
+      if (r.digest !== undefined) {
+        const got = sha(file);
+        if (got !== r.digest) throw new DigestMismatchError(r.digest, got, `${r.name} in ${this.where}`);
+      }
+      out.set(r, file);
+    }
+    return out;
+  }
+
+  private async inflate(member: Buffer, offset: number): Promise<Buffer> {
+    try {
+      return await gunzipAsync(member, {});
+    } catch (e) {
+      throw new UnsupportedImageError(`${this.where}: the gzip member at ${offset} is corrupt (${(e as Error).message})`, { cause: e });
+    }
+  }
+
+  /**
+   * The whole layer as its tar stream: ranges of about `rangeBytes` (cut at member boundaries) fetched
+   * `concurrency` at a time, each decompressed as soon as it arrives (members are independent, so decompression
+   * runs in parallel on the thread pool), emitted in order. `result` settles once the stream has ended: it rejects
+   * (and the stream errors) if the blob digest or the diffID do not match the ones given.
+   */
+  fetchAll(opts: FetchAllOptions = {}): { tar: Readable; result: Promise<FetchAllResult> } {
+    const size = this.source.size;
+    const starts = [...new Set([0, ...[...this.spans.values()].map((s) => s.start), this.tocOffset])].sort((a, b) => a - b);
+    const target = Math.max(1, opts.rangeBytes ?? 4 * 1024 * 1024);
+    const ranges: Span[] = [];
+    let from = 0;
+    for (let i = 1; i < starts.length; i++) {
+      if (starts[i]! - from >= target) {
+        ranges.push({ start: from, end: starts[i]! });
+        from = starts[i]!;
+      }
+    }
+    ranges.push({ start: from, end: size });
+    const concurrency = Math.max(1, opts.concurrency ?? 4);
+    const jobs: (Promise<{ compressed: Buffer; plain: Buffer }> | undefined)[] = [];
+    const start = (i: number): void => {
+      const r = ranges[i];
+      if (!r || jobs[i]) return;
+      jobs[i] = (async () => {
+        const compressed = await this.source.read(r.start, r.end);
+        return { compressed, plain: await this.inflate(compressed, r.start) };
+      })();
+      jobs[i]!.catch(() => undefined); // surfaced when awaited in order
+    };
+    let settle!: { resolve: (r: FetchAllResult) => void; reject: (e: unknown) => void };
+    const result = new Promise<FetchAllResult>((resolve, reject) => (settle = { resolve, reject }));
+    result.catch(() => undefined);
+    const self = this;
+    async function* produce(): AsyncGenerator<Buffer> {
+      const blobHash = createHash("sha256");
+      const diffHash = createHash("sha256");
+      let plainSize = 0;
+      const fh = opts.blobFile ? await fsp.open(opts.blobFile, "w", 0o644) : undefined;
+      try {
+        for (let i = 0; i < concurrency; i++) start(i);
+        for (let i = 0; i < ranges.length; i++) {
+          const { compressed, plain } = await jobs[i]!;
+          start(i + concurrency);
+          blobHash.update(compressed);
+          if (fh) await fh.write(compressed);
+          diffHash.update(plain);
+          plainSize += plain.length;
+          if (plain.length) yield plain;
+        }
+        const digest = ("sha256:" + blobHash.digest("hex")) as Digest;
+        const diffId = ("sha256:" + diffHash.digest("hex")) as Digest;
+        if (opts.digest !== undefined && digest !== opts.digest) throw new DigestMismatchError(opts.digest, digest, self.where);
+        if (opts.diffId !== undefined && diffId !== opts.diffId) throw new DigestMismatchError(opts.diffId, diffId, `uncompressed content (diffID) of ${self.where}`);
+        settle.resolve({ digest, diffId, size, uncompressedSize: plainSize });
+      } catch (e) {
+        settle.reject(e);
+        throw e;
+      } finally {
+        await fh?.close();
+        await Promise.allSettled(jobs.filter(Boolean));
+      }
+    }
+    const tar = Readable.from(produce(), { objectMode: false });
+    tar.once("close", () => settle.reject(new Error(`the tar stream of ${this.where} was closed before its end`)));
+    return { tar, result };
+  }
+}
+
+function sha(b: Buffer): Digest {
+  return ("sha256:" + createHash("sha256").update(b).digest("hex")) as Digest;
+}
+
+/**
+ * Downloads an eStargz layer blob into `file` the parallel way — TOC read and verified first, then ranges of about
+ * `rangeBytes` fetched `concurrency` at a time, gzip members decompressed concurrently — checking the blob digest
+ * and the diffID before returning. A drop-in for a plain blob download of a layer carrying the TOC annotation (the
+ * seam for `pullImage`); on any error the file is removed.
+ */
+export async function downloadEstargzBlob(client: RegistryClient, d: Descriptor, diffId: Digest, file: string, opts: Omit<FetchAllOptions, "digest" | "diffId" | "blobFile"> = {}): Promise<FetchAllResult> {
+  try {
+    const reader = await EstargzReader.openRegistry(client, d);
+    const { tar, result } = reader.fetchAll({ ...opts, digest: d.digest, diffId, blobFile: file });
+    tar.resume();
+    return await result;
+  } catch (e) {
+    await fsp.rm(file, { force: true });
+    throw e;
+  }
+}
