@@ -93,7 +93,7 @@ describe("bases", () => {
 
   test("fromRegistry keeps the reference and insecure flag; empty references are rejected", () => {
     const s = Image.fromRegistry("127.0.0.1:5000/team/base:1", { insecure: true }).plan(BV).steps[0]!;
-    assert.deepEqual(s.base, { kind: "registry", ref: "127.0.0.1:5000/team/base:1", insecure: true });
+    assert.deepEqual(s.base, { kind: "registry", ref: "127.0.0.1:5000/team/base:1", insecure: true, login: "registry" });
     assert.equal(s.description, "fromRegistry 127.0.0.1:5000/team/base:1");
     assert.throws(() => Image.fromRegistry(""), InvalidDefinitionError);
     assert.throws(() => Image.fromRegistry("   "), InvalidDefinitionError);
