@@ -10,7 +10,11 @@
  * - A build's log lines are numbered from 1 (the cursor). The newest lines are kept in memory, bounded; a finished
  *   build's record and log are saved in the store (under `sha256:<build id>` in the log namespace), so they outlive
  *   eviction from memory and restarts. Secret values are redacted from every line and message.
+ * - With a queue (scale-out, `STRATA_REDIS_URL`), builds run on `strata worker` processes instead (queue.ts,
+ *   worker.ts, both through {@link runBuildRequest}); their lines come back through Redis and are numbered here, so
+ *   cursors, records and get-or-create work the same.
  */
+import { setMaxListeners } from "node:events";
 import path from "node:path";
 import { buildImage, type BuiltImage } from "../engine/build.js";
 import { redactor } from "../engine/log.js";
@@ -20,6 +24,7 @@ import type { Executor } from "../sandbox/runc.js";
 import { Secret } from "../sdk/secret.js";
 import type { DeferredMount, Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
+import type { BuildQueue } from "./queue.js";
 import type { InputTrees, TreeLease } from "./trees.js";
 import {
   FINISHED, alwaysRebuilds, definitionHash, referencedDigests, type BuildInfo, type BuildRequest, type BuildStatus, type ImageInfo,
@@ -42,6 +47,11 @@ export interface BuildsOptions {
   maxLogLines?: number;
   maxLogBytes?: number;
   executor?: Executor;
+  /**
+   * Run builds on `strata worker` processes through this queue (BullMQ on Redis) instead of in this process. The
+   * workers must share the store (S3, or one local store on one machine) with the server.
+   */
+  queue?: BuildQueue;
   /** The server's own diagnostics. */
   log: (line: string) => void;
 }
@@ -283,6 +293,7 @@ export class Builds {
   #activeCount = 0;
   readonly #log: (line: string) => void;
   readonly #executor?: Executor;
+  readonly #queue?: BuildQueue;
   #closing = false;
 
   constructor(opts: BuildsOptions) {
@@ -294,6 +305,9 @@ export class Builds {
     this.#maxActive = opts.maxActive ?? 512;
     this.#log = opts.log;
     this.#executor = opts.executor;
+    this.#queue = opts.queue;
+    // Every running build listens for the shutdown on this one signal.
+    setMaxListeners(0, this.#abort.signal);
   }
 
   /** Builds currently queued or running. */
@@ -373,7 +387,7 @@ export class Builds {
     if (req.chainName && !req.ignoreCache) b.chainNames.add(req.chainName);
     this.#builds.set(id, b);
     this.#activeCount++;
-    void this.#execute(b, req)
+    void (this.#queue ? this.#executeQueued(b, req, this.#queue) : this.#execute(b, req))
       .catch((e: unknown) => this.#log(`build ${id}: ${e instanceof Error ? e.stack : String(e)}`))
       .finally(() => this.#activeCount--);
     return b;
@@ -386,95 +400,71 @@ export class Builds {
   }
 
   async #execute(b: Build, req: BuildRequest): Promise<void> {
-    const leases: TreeLease[] = [];
     const releaseSlot = await this.#slots.acquire();
-    const secretValues = (req.secrets ?? []).flatMap((s) => Object.values(s ?? {}));
-    const redact = redactor(secretValues);
-    const rewrites: [string, string][] = [];
-    const rewrite = (line: string) => {
-      let out = line;
-      for (const [from, to] of rewrites) if (out.includes(from)) out = out.split(from).join(to);
-      return out;
-    };
     try {
-      if (this.#closing) throw new TerminatedError();
-      b.status = "building";
-      b.startedAt = new Date().toISOString();
-      const plan = await this.#planFor(req, leases, rewrites);
-      const built: BuiltImage = await buildImage(plan, {
+      const outcome = await runBuildRequest(req, {
         store: this.#store,
-        log: (line) => b.append(redact(rewrite(line))),
-        forceBuild: Boolean(req.forceBuild),
-        ignoreCache: Boolean(req.ignoreCache),
-        builderVersion: req.builderVersion,
+        trees: this.#trees,
+        log: (line) => b.append(line),
+        onStart: () => {
+          if (this.#closing) throw new TerminatedError();
+          b.status = "building";
+          b.startedAt = new Date().toISOString();
+        },
+        terminating: () => this.#closing,
         ...(this.#executor ? { executor: this.#executor } : {}),
         signal: this.#abort.signal,
+        internalError: (e) => this.#log(`build ${b.id} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`),
       });
-      const result: WireResult = {
-        imageId: built.imageId,
-        steps: built.steps.map((s) => ({ index: s.index, description: rewrite(s.description), cached: s.cached, seconds: s.seconds, key: s.key, imageId: s.imageId, ...(s.layer ? { layer: s.layer } : {}) })),
-      };
-      if (b.chainNames.size) await this.#putChains(b, [...b.chainNames], result);
-      b.finish("succeeded", { result });
-    } catch (e) {
-      let failure = toFailure(e, (t) => redact(rewrite(t)));
-      const status: BuildStatus = this.#closing ? "terminated" : failure.timedOut ? "timeout" : "failed";
-      if (status === "terminated" && failure.code !== "TERMINATED") {
-        failure = { code: "TERMINATED", message: `${new TerminatedError().message} (${failure.message.split("\n")[0]})`, ...(failure.step !== undefined ? { step: failure.step } : {}) };
-      }
-      if (failure.code === "INTERNAL") this.#log(`build ${b.id} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`);
-      b.finish(status, { failure });
+      if (outcome.status === "succeeded" && outcome.result && b.chainNames.size) await this.#putChains(b, [...b.chainNames], outcome.result);
+      b.finish(outcome.status, outcome);
     } finally {
-      for (const l of leases) l.release();
       releaseSlot();
-      if (!b.finished) b.finish("failed", { failure: { code: "INTERNAL", message: "the build ended without a result" } });
-      // Saved before anyone hears the result, so a client that got it can always read the record back.
-      await this.#persist(b);
-      b.announce();
-      this.#finishedOrder.push(b.id);
-      this.#evictFinished();
+      await this.#settle(b);
     }
   }
 
-  /** The engine's plan for a request: inputs materialised as local trees, secrets attached. */
-  async #planFor(req: BuildRequest, leases: TreeLease[], rewrites: [string, string][]): Promise<Plan> {
-    const tree = async (entries: Parameters<InputTrees["acquire"]>[0], source: string | undefined, file?: string) => {
-      const lease = await this.#trees.acquire(entries);
-      leases.push(lease);
-      const local = file === undefined ? lease.dir : path.join(lease.dir, file);
-      if (source) rewrites.push([local, source]);
-      return local;
-    };
-    const steps: Step[] = [];
-    for (const [i, s] of req.steps.entries()) {
-      const inputs: StepInput[] = [];
-      for (const inp of s.inputs) {
-        if (inp.kind === "inline") inputs.push({ kind: "inline", name: inp.name, content: inp.content, mode: inp.mode });
-        else if (inp.kind === "dir") inputs.push({ kind: "dir", name: inp.name, localPath: await tree(inp.entries, inp.source), ignore: [] });
-        else inputs.push({ kind: "file", name: inp.name, localPath: await tree([inp.entry], inp.source, inp.entry.path) });
+  /** A build run by the workers: its log and result come back through the queue. */
+  async #executeQueued(b: Build, req: BuildRequest, queue: BuildQueue): Promise<void> {
+    try {
+      const outcome = await queue.run(b.id, req, {
+        line: (line) => b.append(line),
+        started: (worker, attempt) => {
+          if (b.status === "queued") {
+            b.status = "building";
+            b.startedAt = new Date().toISOString();
+          }
+          b.append(
+            attempt > 1
+              ? `=> Worker ${worker} took the build over (attempt ${attempt}): the worker that had it stopped or gave it back; the steps it finished are cache hits`
+              : `=> Worker ${worker} took the build`,
+          );
+        },
+        signal: this.#abort.signal,
+      });
+      if (outcome.status === "succeeded" && outcome.result && b.chainNames.size) await this.#putChains(b, [...b.chainNames], outcome.result);
+      b.finish(outcome.status, outcome);
+    } catch (e) {
+      if (this.#closing) {
+        b.finish("terminated", { failure: { code: "TERMINATED", message: `${new TerminatedError().message} (the workers may still finish it; ask again to join it)` } });
+      } else {
+        const failure = toFailure(e, (t) => t);
+        if (failure.code === "INTERNAL") this.#log(`queued build ${b.id} failed: ${e instanceof Error ? e.stack : String(e)}`);
+        b.finish("failed", { failure });
       }
-      const step: Step = {
-        method: s.method,
-        description: s.description,
-        instructions: s.instructions,
-        inputs,
-        secrets: Secret.fromObject(req.secrets?.[i] ?? {}),
-        env: s.env,
-        forceBuild: s.forceBuild,
-        extra: s.extra,
-      };
-      if (s.base) step.base = s.base;
-      if (s.timeoutMs !== undefined) step.timeoutMs = s.timeoutMs;
-      steps.push(step);
+    } finally {
+      await this.#settle(b);
     }
-    const deferred: DeferredMount[] = [];
-    for (const d of req.deferred) {
-      const localPath = d.kind === "dir" ? await tree(d.entries, d.source) : await tree(d.entries, d.source, d.entries[0]!.path);
-      deferred.push({ kind: d.kind, localPath, remotePath: d.remotePath, ignore: d.ignore });
-    }
-    // Longest first, so a file inside a tree is rewritten before the tree's directory.
-    rewrites.sort((a, b) => b[0].length - a[0].length);
-    return { builderVersion: req.builderVersion, steps, deferred };
+  }
+
+  /** After a build ended: save its record, then tell its subscribers, then let memory forget it in time. */
+  async #settle(b: Build): Promise<void> {
+    if (!b.finished) b.finish("failed", { failure: { code: "INTERNAL", message: "the build ended without a result" } });
+    // Saved before anyone hears the result, so a client that got it can always read the record back.
+    await this.#persist(b);
+    b.announce();
+    this.#finishedOrder.push(b.id);
+    this.#evictFinished();
   }
 
   async #putChains(b: Build, names: string[], result = b.result): Promise<void> {
@@ -548,6 +538,114 @@ export class Builds {
     const running = [...this.#builds.values()].map((b) => b.done);
     await Promise.race([Promise.all(running), new Promise((r) => setTimeout(r, graceMs).unref())]);
   }
+}
+
+/** How a build ended: what a worker reports back, and what the server records. */
+export interface BuildOutcome {
+  status: BuildStatus;
+  result?: WireResult;
+  failure?: WireFailure;
+}
+
+export interface RunBuildOptions {
+  store: Store;
+  trees: InputTrees;
+  /** Receives each log line (secret values already redacted, server paths rewritten to the client's). */
+  log: (line: string) => void;
+  /** Called once the build starts running (after any wait for a slot); may throw to refuse it. */
+  onStart?: () => void;
+  /** True when a failure should be reported as `terminated` (the process is shutting down). */
+  terminating?: () => boolean;
+  executor?: Executor;
+  signal?: AbortSignal;
+  /** Told about failures that are not the build's fault (code INTERNAL). */
+  internalError?: (e: unknown) => void;
+}
+
+/**
+ * Runs one build request through the engine: materialises its inputs from the blob store, builds, and returns the
+ * outcome (never throws for a failed build). The server runs this in-process; `strata worker` runs it for a job.
+ */
+export async function runBuildRequest(req: BuildRequest, opts: RunBuildOptions): Promise<BuildOutcome> {
+  const leases: TreeLease[] = [];
+  const secretValues = (req.secrets ?? []).flatMap((s) => Object.values(s ?? {}));
+  const redact = redactor(secretValues);
+  const rewrites: [string, string][] = [];
+  const rewrite = (line: string) => {
+    let out = line;
+    for (const [from, to] of rewrites) if (out.includes(from)) out = out.split(from).join(to);
+    return out;
+  };
+  try {
+    opts.onStart?.();
+    const plan = await planForRequest(req, opts.trees, leases, rewrites);
+    const built: BuiltImage = await buildImage(plan, {
+      store: opts.store,
+      log: (line) => opts.log(redact(rewrite(line))),
+      forceBuild: Boolean(req.forceBuild),
+      ignoreCache: Boolean(req.ignoreCache),
+      builderVersion: req.builderVersion,
+      ...(opts.executor ? { executor: opts.executor } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    const result: WireResult = {
+      imageId: built.imageId,
+      steps: built.steps.map((s) => ({ index: s.index, description: rewrite(s.description), cached: s.cached, seconds: s.seconds, key: s.key, imageId: s.imageId, ...(s.layer ? { layer: s.layer } : {}) })),
+    };
+    return { status: "succeeded", result };
+  } catch (e) {
+    let failure = toFailure(e, (t) => redact(rewrite(t)));
+    const terminating = opts.terminating?.() ?? false;
+    const status: BuildStatus = terminating ? "terminated" : failure.timedOut ? "timeout" : "failed";
+    if (status === "terminated" && failure.code !== "TERMINATED") {
+      failure = { code: "TERMINATED", message: `${new TerminatedError().message} (${failure.message.split("\n")[0]})`, ...(failure.step !== undefined ? { step: failure.step } : {}) };
+    }
+    if (failure.code === "INTERNAL") opts.internalError?.(e);
+    return { status, failure };
+  } finally {
+    for (const l of leases) l.release();
+  }
+}
+
+/** The engine's plan for a request: inputs materialised as local trees, secrets attached. */
+export async function planForRequest(req: BuildRequest, trees: InputTrees, leases: TreeLease[], rewrites: [string, string][]): Promise<Plan> {
+  const tree = async (entries: Parameters<InputTrees["acquire"]>[0], source: string | undefined, file?: string) => {
+    const lease = await trees.acquire(entries);
+    leases.push(lease);
+    const local = file === undefined ? lease.dir : path.join(lease.dir, file);
+    if (source) rewrites.push([local, source]);
+    return local;
+  };
+  const steps: Step[] = [];
+  for (const [i, s] of req.steps.entries()) {
+    const inputs: StepInput[] = [];
+    for (const inp of s.inputs) {
+      if (inp.kind === "inline") inputs.push({ kind: "inline", name: inp.name, content: inp.content, mode: inp.mode });
+      else if (inp.kind === "dir") inputs.push({ kind: "dir", name: inp.name, localPath: await tree(inp.entries, inp.source), ignore: [] });
+      else inputs.push({ kind: "file", name: inp.name, localPath: await tree([inp.entry], inp.source, inp.entry.path) });
+    }
+    const step: Step = {
+      method: s.method,
+      description: s.description,
+      instructions: s.instructions,
+      inputs,
+      secrets: Secret.fromObject(req.secrets?.[i] ?? {}),
+      env: s.env,
+      forceBuild: s.forceBuild,
+      extra: s.extra,
+    };
+    if (s.base) step.base = s.base;
+    if (s.timeoutMs !== undefined) step.timeoutMs = s.timeoutMs;
+    steps.push(step);
+  }
+  const deferred: DeferredMount[] = [];
+  for (const d of req.deferred) {
+    const localPath = d.kind === "dir" ? await tree(d.entries, d.source) : await tree(d.entries, d.source, d.entries[0]!.path);
+    deferred.push({ kind: d.kind, localPath, remotePath: d.remotePath, ignore: d.ignore });
+  }
+  // Longest first, so a file inside a tree is rewritten before the tree's directory.
+  rewrites.sort((a, b) => b[0].length - a[0].length);
+  return { builderVersion: req.builderVersion, steps, deferred };
 }
 
 /** Log bytes of finished builds kept in memory, all together. */

@@ -24,6 +24,7 @@ import type { Executor } from "../sandbox/runc.js";
 import type { Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { Build, Builds, MissingBlobsError, missingBlobs } from "./builds.js";
+import type { BuildQueue } from "./queue.js";
 import { InputTrees } from "./trees.js";
 import {
   MAX_JSON_BYTES, WireError, isDigestString, parseBlobCheck, parseBuildRequest, type BuildInfo, type CreateResponse, type ErrorBody,
@@ -51,6 +52,15 @@ export interface BuildServiceOptions {
   log?: (line: string) => void;
   logRequests?: boolean;
   executor?: Executor;
+  /**
+   * Run builds on `strata worker` processes through a BullMQ queue in this Redis instead of in this process
+   * (default: STRATA_REDIS_URL; an empty string means in-process). The store must be the one the workers use.
+   */
+  redisUrl?: string;
+  /** Key prefix in Redis (default: STRATA_REDIS_PREFIX, else `strata`). */
+  redisPrefix?: string;
+  /** A queue to use instead of connecting to `redisUrl` (closed by the service). */
+  queue?: BuildQueue;
 }
 
 /** An HTTP error with a status and a stable code. */
@@ -81,13 +91,16 @@ export class BuildService {
   #server?: http.Server;
   readonly #streams = new Set<http.ServerResponse>();
   #builderVersions?: string[];
+  /** The queue builds go to (scale-out mode), if any. */
+  readonly queue?: BuildQueue;
 
-  private constructor(opts: BuildServiceOptions, trees: InputTrees) {
+  private constructor(opts: BuildServiceOptions, trees: InputTrees, queue: BuildQueue | undefined) {
     this.#opts = opts;
     this.#log = opts.log ?? ((l) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
     this.#token = opts.token ? Buffer.from(createHash("sha256").update(opts.token).digest()) : undefined;
     this.#maxBlob = opts.maxBlobBytes ?? 8 * 1024 ** 3;
     this.trees = trees;
+    this.queue = queue;
     this.builds = new Builds({
       store: opts.store,
       trees,
@@ -97,6 +110,7 @@ export class BuildService {
       maxLogLines: opts.maxLogLines,
       maxLogBytes: opts.maxLogBytes,
       executor: opts.executor,
+      ...(queue ? { queue } : {}),
       log: this.#log,
     });
   }
@@ -104,7 +118,18 @@ export class BuildService {
   static async create(opts: BuildServiceOptions): Promise<BuildService> {
     // Builds of killed servers leave temp dirs and containers behind: reclaim them before serving.
     await opts.store.recover(async () => (await import("../sandbox/runc.js")).reapStaleContainers());
-    return new BuildService(opts, await InputTrees.open(opts.store, { maxTrees: opts.maxTrees }));
+    const redisUrl = opts.redisUrl ?? process.env.STRATA_REDIS_URL ?? "";
+    const log = opts.log ?? ((l: string) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
+    // bullmq and ioredis are loaded only in scale-out mode.
+    const q = redisUrl && !opts.queue ? await import("./queue.js") : undefined;
+    const queue = opts.queue ?? (q ? await q.BuildQueue.connect(redisUrl, { prefix: opts.redisPrefix ?? (process.env.STRATA_REDIS_PREFIX || undefined), log }) : undefined);
+    if (q && queue) log(`builds run on \`strata worker\` processes: queue in Redis at ${q.redactUrl(redisUrl)} (prefix ${queue.keys.prefix})`);
+    try {
+      return new BuildService(opts, await InputTrees.open(opts.store, { maxTrees: opts.maxTrees }), queue);
+    } catch (e) {
+      await queue?.close();
+      throw e;
+    }
   }
 
   /** The request listener (usable with any node:http server). */
@@ -146,6 +171,7 @@ export class BuildService {
     const server = this.#server;
     const closed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
     await this.builds.close(graceMs);
+    await this.queue?.close();
     for (const s of this.#streams) s.end();
     server?.closeIdleConnections();
     await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);

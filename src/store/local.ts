@@ -16,7 +16,7 @@ import type { Readable } from "node:stream";
 import { DigestMismatchError, NotFoundError, StoreError } from "../errors.js";
 import { digestHex, sha256Bytes, sha256File, type Digest } from "../util/digest.js";
 import { exists, pidAlive, readJson, uniqueSuffix, writeFileAtomic } from "../util/fs.js";
-import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store } from "./store.js";
+import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store, StoreNamespace, StoredObject } from "./store.js";
 
 /** Where the store lives: STRATA_HOME, else `~/.cache/strata` (XDG_CACHE_HOME respected). */
 export function defaultStoreRoot(): string {
@@ -24,6 +24,13 @@ export function defaultStoreRoot(): string {
   const xdg = process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
   return path.join(xdg, "strata");
 }
+
+/** Directory and file extension of the namespaces named by hex. */
+const STORED_DIRS: Record<Exclude<StoreNamespace, "index" | "blobs">, [string, string]> = {
+  images: ["images", ".json"],
+  logs: ["logs", ".log"],
+  chains: ["chains", ".json"],
+};
 
 /** Lock files this process holds (any store instance): a lock with our pid that is not here is stale (pid reuse). */
 const heldLocks = new Set<string>();
@@ -272,6 +279,59 @@ export class LocalStore implements Store {
       for (const mp of mounts.sort().reverse()) await execa("umount", ["-l", mp], { reject: false });
       await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
+  }
+
+  /** The file of a stored object (see StoredObject for the names). */
+  private storedFile(ns: StoreNamespace, name: string): string {
+    switch (ns) {
+      case "index":
+        return this.indexFile(name);
+      case "blobs":
+        if (!/^sha256:[0-9a-f]{64}$/.test(name)) throw new StoreError(`invalid blob digest "${name}"`);
+        return this.blobFile(name as Digest);
+      default: {
+        if (!/^[0-9a-f]{64}$/.test(name)) throw new StoreError(`invalid ${ns} name "${name}"`);
+        const [dir, ext] = STORED_DIRS[ns];
+        return path.join(this.root, dir, `${name}${ext}`);
+      }
+    }
+  }
+
+  async listStored(ns: StoreNamespace): Promise<StoredObject[]> {
+    const out: StoredObject[] = [];
+    const add = async (file: string, name: string) => {
+      const st = await fsp.lstat(file).catch(() => undefined);
+      if (st?.isFile()) out.push({ name, modifiedMs: st.mtimeMs, size: st.size });
+    };
+    if (ns === "index") {
+      const top = path.join(this.root, "index");
+      for (const sub of await fsp.readdir(top).catch(() => [] as string[])) {
+        for (const f of await fsp.readdir(path.join(top, sub)).catch(() => [] as string[])) {
+          const m = /^([0-9a-z-]+)\.json$/.exec(f);
+          if (m) await add(path.join(top, sub, f), m[1]!);
+        }
+      }
+      return out;
+    }
+    const [dir, ext] = ns === "blobs" ? ["blobs/sha256", ""] : STORED_DIRS[ns];
+    const abs = path.join(this.root, dir);
+    for (const f of await fsp.readdir(abs).catch(() => [] as string[])) {
+      if (!f.endsWith(ext)) continue;
+      const hex = f.slice(0, f.length - ext.length);
+      if (!/^[0-9a-f]{64}$/.test(hex)) continue;
+      await add(path.join(abs, f), ns === "blobs" ? `sha256:${hex}` : hex);
+    }
+    return out;
+  }
+
+  async deleteStored(ns: StoreNamespace, name: string, opts: { ifModifiedBefore?: number } = {}): Promise<boolean> {
+    const file = this.storedFile(ns, name);
+    const st = await fsp.lstat(file).catch(() => undefined);
+    if (!st) return false;
+    if (opts.ifModifiedBefore !== undefined && st.mtimeMs >= opts.ifModifiedBefore) return false;
+    // Readers holding the file open keep reading the unlinked inode.
+    await fsp.rm(file, { force: true });
+    return true;
   }
 
   private async readRecord<T>(file: string): Promise<T | undefined> {

@@ -60,6 +60,20 @@ export interface ChainRecord {
   imageIds: Digest[];
 }
 
+/** A namespace of stored objects, for maintenance (`strata cache prune`). */
+export type StoreNamespace = "index" | "images" | "blobs" | "logs" | "chains";
+
+/**
+ * One stored object. `name` is the cache key (index), the image id's hex (images), the digest `sha256:<hex>`
+ * (blobs), the hex of the log's id (logs) or of the chain name's hash (chains).
+ */
+export interface StoredObject {
+  name: string;
+  /** When it was last written (ms since the epoch; S3's whole-second Last-Modified is rounded up). */
+  modifiedMs: number;
+  size: number;
+}
+
 /**
  * Storage for everything a build produces. Blob writes verify the digest and are atomic; a record is only
  * written after every blob it refers to is stored, so an interrupted build never publishes a dangling reference.
@@ -109,4 +123,12 @@ export interface Store {
    * `beforeReclaim` runs once, first, if there is anything to reclaim (e.g. to kill orphaned containers).
    */
   recover(beforeReclaim?: () => Promise<void>): Promise<void>;
+
+  /** Maintenance: every object of a namespace, with when it was written (for `strata cache prune`). */
+  listStored?(ns: StoreNamespace): Promise<StoredObject[]>;
+  /**
+   * Maintenance: removes one object; a missing one is fine. With `ifModifiedBefore`, an object written at or after
+   * that time (ms) is kept (so a prune never removes what a running build just wrote). True when it was removed.
+   */
+  deleteStored?(ns: StoreNamespace, name: string, opts?: { ifModifiedBefore?: number }): Promise<boolean>;
 }

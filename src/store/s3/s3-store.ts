@@ -25,6 +25,7 @@ import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
@@ -37,7 +38,7 @@ import { DigestMismatchError, NotFoundError, StoreError } from "../../errors.js"
 import { digestHex, sha256Bytes, sha256File, type Digest } from "../../util/digest.js";
 import { exists } from "../../util/fs.js";
 import { defaultStoreRoot, LocalStore } from "../local.js";
-import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store } from "../store.js";
+import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store, StoreNamespace, StoredObject } from "../store.js";
 import { DEFAULT_RETRY, withS3Retry, type RetryPolicy, type S3Where } from "./errors.js";
 import { LocalCache } from "./local-cache.js";
 
@@ -640,8 +641,11 @@ export class S3Store implements Store {
     // Always HEAD (not the in-process memo): the record must never name a blob S3 does not have right now.
     const missing: Digest[] = [];
     await forEachLimit(digests, 8, async (d) => {
-      if ((await this.#head(this.#blobKey(d))) === undefined) missing.push(d);
-      else this.#remoteBlobs.add(digestHex(d));
+      if ((await this.#head(this.#blobKey(d))) === undefined) {
+        missing.push(d);
+        // Pruned since this process saw it: the next upload of it must not be skipped.
+        this.#remoteBlobs.delete(digestHex(d));
+      } else this.#remoteBlobs.add(digestHex(d));
     });
     if (missing.length) {
       const first = digests.find((d) => missing.includes(d))!;
@@ -700,6 +704,60 @@ export class S3Store implements Store {
     return this.#getText(this.#logKey(imageId));
   }
 
+  // ---- maintenance (strata cache prune) --------------------------------------------------------------------------
+
+  /** The object key of a stored object (see StoredObject for the names). */
+  #storedKey(ns: StoreNamespace, name: string): string {
+    switch (ns) {
+      case "index":
+        return this.#indexKey(name);
+      case "blobs":
+        if (!/^sha256:[0-9a-f]{64}$/.test(name)) throw new StoreError(`invalid blob digest "${name}"`);
+        return this.#blobKey(name as Digest);
+      default:
+        if (!/^[0-9a-f]{64}$/.test(name)) throw new StoreError(`invalid ${ns} name "${name}"`);
+        return this.#key(`${ns}/${name}${ns === "logs" ? ".log" : ".json"}`);
+    }
+  }
+
+  async listStored(ns: StoreNamespace): Promise<StoredObject[]> {
+    const rel = ns === "blobs" ? "blobs/sha256/" : `${ns}/`;
+    const prefix = this.#key(rel);
+    const re = ns === "index" ? /^([0-9a-z-]+)\.json$/ : ns === "blobs" ? /^([0-9a-f]{64})$/ : ns === "logs" ? /^([0-9a-f]{64})\.log$/ : /^([0-9a-f]{64})\.json$/;
+    const out: StoredObject[] = [];
+    let token: string | undefined;
+    do {
+      const r = await this.#s3("LIST", prefix, () =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) })),
+      );
+      for (const o of r.Contents ?? []) {
+        const m = o.Key ? re.exec(o.Key.slice(prefix.length)) : null;
+        if (!m) continue;
+        out.push({ name: ns === "blobs" ? `sha256:${m[1]}` : m[1]!, modifiedMs: lastModifiedMs(o.LastModified), size: o.Size ?? 0 });
+      }
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  async deleteStored(ns: StoreNamespace, name: string, opts: { ifModifiedBefore?: number } = {}): Promise<boolean> {
+    const key = this.#storedKey(ns, name);
+    let exists = true;
+    try {
+      const h = await this.#s3("HEAD", key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
+      if (opts.ifModifiedBefore !== undefined && lastModifiedMs(h.LastModified) >= opts.ifModifiedBefore) return false;
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+      exists = false;
+    }
+    if (exists) await this.#s3("DELETE", key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+    // Forget what this process remembered about it. A local cache copy of a blob stays until LRU eviction: its
+    // content is still right, and putImage checks S3 itself, so no record can name the blob while S3 lacks it.
+    if (ns === "blobs") this.#remoteBlobs.delete(digestHex(name));
+    if (ns === "images") this.#images.delete(name);
+    return exists;
+  }
+
   // ---- local: unpacked layers, temp dirs, locks, recovery -------------------------------------------------------
 
   async layerDir(layer: LayerRecord): Promise<string> {
@@ -754,6 +812,14 @@ export class S3Store implements Store {
   recover(beforeReclaim?: () => Promise<void>): Promise<void> {
     return this.#local.recover(beforeReclaim);
   }
+}
+
+/**
+ * When an object was last written, as the latest moment its Last-Modified allows: S3 reports whole seconds, and a
+ * prune must never take an object written just after its cutoff for an older one.
+ */
+function lastModifiedMs(d: Date | undefined): number {
+  return d ? d.getTime() + 999 : Number.MAX_SAFE_INTEGER;
 }
 
 async function readExactly(fh: fsp.FileHandle, offset: number, length: number): Promise<Buffer> {

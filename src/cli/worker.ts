@@ -1,0 +1,110 @@
+/**
+ * `strata worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]`:
+ * takes builds from the queue that `strata serve` fills when STRATA_REDIS_URL is set, and runs them on the store
+ * the environment names (STRATA_S3_BUCKET …, shared with the server and the other workers; else STRATA_HOME, for
+ * workers on the server's machine). Runs until SIGTERM or SIGINT: it then stops taking jobs, lets running builds
+ * finish for the grace period and gives the rest back to the queue. Prints its name on stdout once it takes jobs.
+ *
+ * Environment: STRATA_REDIS_URL (required), STRATA_REDIS_PREFIX (default `strata`), the store's variables.
+ */
+import { parseArgs } from "node:util";
+
+/** Parses `30s`, `1500ms`, `2m` or a plain number of milliseconds. */
+function parseMs(flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v.trim());
+  if (!m) throw new WorkerUsageError(`--${flag} expects a duration such as 30s, 1500ms or 2m, got "${v}"`);
+  const n = Number(m[1]) * (m[2] === "s" ? 1000 : m[2] === "m" ? 60_000 : 1);
+  if (!(n > 0)) throw new WorkerUsageError(`--${flag} must be more than zero`);
+  return Math.round(n);
+}
+
+class WorkerUsageError extends Error {}
+
+export async function cmdWorker(argv: string[]): Promise<number> {
+  let opts: { concurrency?: number; graceMs: number; jobLockMs?: number; stalledIntervalMs?: number; stepLockMs?: number };
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        concurrency: { type: "string" },
+        grace: { type: "string" },
+        "job-lock": { type: "string" },
+        "stalled-interval": { type: "string" },
+        "step-lock": { type: "string" },
+      },
+    });
+    if (positionals.length) throw new WorkerUsageError(`unexpected argument "${positionals[0]}"`);
+    const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
+    if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw new WorkerUsageError(`--concurrency expects a positive integer, got "${values.concurrency}"`);
+    opts = {
+      ...(concurrency !== undefined ? { concurrency } : {}),
+      graceMs: parseMs("grace", values.grace) ?? 30_000,
+      jobLockMs: parseMs("job-lock", values["job-lock"]),
+      stalledIntervalMs: parseMs("stalled-interval", values["stalled-interval"]),
+      stepLockMs: parseMs("step-lock", values["step-lock"]),
+    };
+  } catch (e) {
+    if (e instanceof WorkerUsageError || (e instanceof TypeError && String((e as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS"))) {
+      process.stderr.write(`strata worker: ${(e as Error).message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  const redisUrl = process.env.STRATA_REDIS_URL?.trim();
+  if (!redisUrl) {
+    process.stderr.write("strata worker: STRATA_REDIS_URL is not set: it names the Redis that holds the build queue (e.g. redis://127.0.0.1:6379), the same one `strata serve` uses\n");
+    return 2;
+  }
+  const { openStoreFromEnv } = await import("../store/s3/open.js");
+  const store = await openStoreFromEnv();
+  const { BuildWorker } = await import("../service/worker.js");
+  const onUnhandled = (e: unknown) => process.stderr.write(`strata worker: unhandled error (continuing): ${e instanceof Error ? e.stack : String(e)}\n`);
+  process.on("unhandledRejection", onUnhandled);
+  let worker: import("../service/worker.js").BuildWorker;
+  try {
+    worker = await BuildWorker.start({
+      redisUrl,
+      store,
+      ...(process.env.STRATA_REDIS_PREFIX ? { prefix: process.env.STRATA_REDIS_PREFIX } : {}),
+      ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
+      ...(opts.jobLockMs !== undefined ? { jobLockMs: opts.jobLockMs } : {}),
+      ...(opts.stalledIntervalMs !== undefined ? { stalledIntervalMs: opts.stalledIntervalMs } : {}),
+      ...(opts.stepLockMs !== undefined ? { stepLockMs: opts.stepLockMs } : {}),
+    });
+  } catch (e) {
+    process.off("unhandledRejection", onUnhandled);
+    process.stderr.write(`strata worker: error: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+  process.stdout.write(worker.name + "\n");
+  // Listeners stay installed until the shutdown is over (execa's exit hooks would re-raise an unheard signal).
+  let stopping = false;
+  let onSignal: (signal: NodeJS.Signals) => void = () => undefined;
+  const stopped = new Promise<void>((resolve) => {
+    onSignal = (signal) => {
+      if (stopping) {
+        process.stderr.write(`strata worker: ${signal} again: giving running builds back to the queue now\n`);
+        worker.abortRunning();
+        return;
+      }
+      stopping = true;
+      process.stderr.write(`strata worker: ${signal}: taking no more builds; waiting up to ${opts.graceMs / 1000}s for ${worker.running} running\n`);
+      resolve();
+    };
+  });
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  try {
+    await stopped;
+    await worker.close(opts.graceMs);
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    process.off("unhandledRejection", onUnhandled);
+    (store as { close?: () => void }).close?.();
+  }
+  process.stderr.write("strata worker: stopped\n");
+  return 0;
+}

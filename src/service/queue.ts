@@ -1,0 +1,405 @@
+/**
+ * The build queue shared by `strata serve` and `strata worker` processes (BullMQ on Redis).
+ *
+ * - A build is one BullMQ job whose job id is the build id, so a request for a build that is already queued or
+ *   running anywhere joins it (BullMQ ignores an `add` with the id of an existing job). Jobs are removed from Redis
+ *   when they finish (their data holds the request, secret values included).
+ * - The worker that takes a job writes what happens to a Redis stream, `<prefix>:build:<build id>:<token>` (the
+ *   token is the job's own, so a later job with the same id never mixes with an earlier one's stream): `start`
+ *   entries (a worker took the job; again on a retry), `line` entries (log lines, already redacted), and one `done`
+ *   entry with the outcome. The server reads the stream from its start and numbers the lines itself, so
+ *   `GET /v1/images/:id/logs?after=<cursor>` works exactly as for an in-process build.
+ * - A worker that dies (even `kill -9`) stops renewing its job lock; BullMQ's stalled-job check in the other workers
+ *   puts the job back in the queue and another worker runs it from the start, where every step the dead worker
+ *   finished is a cache hit. A job that cannot finish (stalled too often) disappears without a `done` entry: the
+ *   server notices from the job's state and fails the build with a clear message.
+ */
+import { randomBytes } from "node:crypto";
+import os from "node:os";
+import { Queue, type JobsOptions } from "bullmq";
+import { Redis } from "ioredis";
+import { StrataError } from "../errors.js";
+import type { BuildOutcome } from "./builds.js";
+import type { BuildRequest } from "./wire.js";
+
+/** What a job carries. */
+export interface BuildJobData {
+  format: "strata-job/1";
+  buildId: string;
+  /** Names the job's event stream (see the module comment). */
+  token: string;
+  request: BuildRequest;
+  enqueuedAt: string;
+}
+
+/** Names of everything the service keeps in Redis, under one prefix (STRATA_REDIS_PREFIX, default `strata`). */
+export class RedisKeys {
+  constructor(readonly prefix = "strata") {}
+  /** BullMQ's own key prefix. */
+  get bullPrefix(): string {
+    return `${this.prefix}:bull`;
+  }
+  readonly queueName = "builds";
+  events(buildId: string, token: string): string {
+    return `${this.prefix}:build:${buildId}:${token}`;
+  }
+  stepLock(key: string): string {
+    return `${this.prefix}:lock:${key}`;
+  }
+}
+
+/** Redis could not be reached, or a queue operation failed. */
+export class QueueError extends StrataError {
+  override readonly code = "QUEUE";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "QueueError";
+  }
+}
+
+/**
+ * A Redis connection for commands (`blocking` for one that waits in XREAD or BullMQ's blocking calls: those must
+ * retry forever rather than fail a request while Redis restarts).
+ */
+export function openRedis(url: string, name: string, opts: { blocking?: boolean } = {}): Redis {
+  const r = new Redis(url, {
+    connectionName: name,
+    maxRetriesPerRequest: opts.blocking ? null : 20,
+    enableReadyCheck: true,
+    retryStrategy: (times) => Math.min(times * 100, 2000),
+  });
+  // Connection errors are retried by ioredis; commands report them. Without a listener they would be "unhandled".
+  r.on("error", () => undefined);
+  return r;
+}
+
+/** Connection options for BullMQ (which creates, and on close closes, its own connections). */
+export function bullConnection(url: string, name: string): { url: string; connectionName: string; maxRetriesPerRequest: null; retryStrategy: (times: number) => number } {
+  return { url, connectionName: name, maxRetriesPerRequest: null, retryStrategy: (times) => Math.min(times * 100, 2000) };
+}
+
+/** Waits until `r` answers PING, or fails with a clear message after `timeoutMs`. */
+export async function checkRedis(r: Redis, url: string, timeoutMs = 10_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      r.ping(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs / 1000}s`)), timeoutMs);
+      }),
+    ]);
+  } catch (e) {
+    throw new QueueError(`cannot reach Redis at ${redactUrl(url)} (STRATA_REDIS_URL): ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The URL without its password (for messages). */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return "(an invalid URL)";
+  }
+}
+
+/** Default job options: removed when finished; retried (from the start) when a worker gives a job back. */
+export const JOB_OPTIONS: JobsOptions = {
+  removeOnComplete: true,
+  removeOnFail: true,
+  attempts: 3,
+  backoff: { type: "fixed", delay: 500 },
+};
+
+/** What the server hears while a queued build runs. */
+export interface QueuedRunHandlers {
+  /** A log line (in order; lines of a retried attempt follow the earlier attempt's). */
+  line(line: string): void;
+  /** A worker took the job. */
+  started(worker: string, attempt: number): void;
+  signal?: AbortSignal;
+}
+
+interface Follow {
+  id: string;
+  buildId: string;
+  key: string;
+  lastId: string;
+  handlers: QueuedRunHandlers;
+  resolve(o: BuildOutcome): void;
+  reject(e: unknown): void;
+  lastStateCheck: number;
+  /** Consecutive state checks that found no job (and no `done`). */
+  missing: number;
+}
+
+/** How often a followed build's job state is checked (to notice a job that vanished without a result). */
+const STATE_CHECK_MS = 2000;
+
+/** The server's side of the queue: enqueue builds, follow their streams. */
+export class BuildQueue {
+  readonly keys: RedisKeys;
+  readonly url: string;
+  readonly #queue: Queue<BuildJobData, BuildOutcome>;
+  readonly #redis: Redis;
+  readonly #reader: Redis;
+  readonly #follows = new Map<string, Follow>();
+  #loop?: Promise<void>;
+  #closed = false;
+  readonly #log: (line: string) => void;
+
+  private constructor(url: string, keys: RedisKeys, log: (line: string) => void) {
+    this.url = url;
+    this.keys = keys;
+    this.#log = log;
+    this.#redis = openRedis(url, "strata-serve");
+    this.#reader = openRedis(url, "strata-serve-reader", { blocking: true });
+    // Connection options, not a client: BullMQ then owns (and closes) the connections it makes.
+    this.#queue = new Queue<BuildJobData, BuildOutcome>(keys.queueName, {
+      connection: bullConnection(url, "strata-serve-queue"),
+      prefix: keys.bullPrefix,
+    });
+    this.#queue.on("error", (e) => this.#log(`build queue: ${e instanceof Error ? e.message : String(e)}`));
+  }
+
+  /** Connects to Redis at `url` (fails clearly if it does not answer). */
+  static async connect(url: string, opts: { prefix?: string; log?: (line: string) => void } = {}): Promise<BuildQueue> {
+    const q = new BuildQueue(url, new RedisKeys(opts.prefix), opts.log ?? ((l) => process.stderr.write(l + "\n")));
+    try {
+      await checkRedis(q.#redis, url);
+    } catch (e) {
+      await q.close();
+      throw e;
+    }
+    return q;
+  }
+
+  /** Jobs waiting, running, … (for tests and diagnostics). */
+  async counts(): Promise<Record<string, number>> {
+    return this.#queue.getJobCounts("waiting", "active", "delayed", "completed", "failed", "prioritized");
+  }
+
+  /**
+   * Runs a build on the workers: enqueues it (or joins the job of that id already queued or running) and follows
+   * its stream until the outcome. Rejects only when Redis fails or `signal` aborts.
+   */
+  async run(buildId: string, request: BuildRequest, handlers: QueuedRunHandlers): Promise<BuildOutcome> {
+    if (this.#closed) throw new QueueError("the build queue is closed");
+    const mine = randomBytes(8).toString("hex");
+    for (let attempt = 1; ; attempt++) {
+      const data: BuildJobData = { format: "strata-job/1", buildId, token: mine, request, enqueuedAt: new Date().toISOString() };
+      try {
+        await this.#queue.add("build", data, { ...JOB_OPTIONS, jobId: buildId });
+      } catch (e) {
+        throw new QueueError(`could not queue build ${buildId} in Redis at ${redactUrl(this.url)}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+      }
+      // The job that has this id now: ours, or one that was already there (its token names its stream).
+      const job = await this.#queue.getJob(buildId);
+      const token = job?.data?.token ?? ((await this.#redis.exists(this.keys.events(buildId, mine))) ? mine : undefined);
+      if (token) return this.#follow(buildId, token, handlers);
+      // The job finished and was removed between our add and our look: queue it again (all cache hits by now).
+      if (attempt >= 5) throw new QueueError(`build ${buildId}: its job kept disappearing from the queue before it could be followed`);
+    }
+  }
+
+  #follow(buildId: string, token: string, handlers: QueuedRunHandlers): Promise<BuildOutcome> {
+    const key = this.keys.events(buildId, token);
+    return new Promise<BuildOutcome>((resolve, reject) => {
+      const id = `${key}#${randomBytes(4).toString("hex")}`;
+      const done = () => {
+        this.#follows.delete(id);
+        handlers.signal?.removeEventListener("abort", onAbort);
+      };
+      const onAbort = () => {
+        done();
+        reject(handlers.signal?.reason ?? new QueueError("stopped following the build"));
+      };
+      if (handlers.signal?.aborted) return onAbort();
+      handlers.signal?.addEventListener("abort", onAbort, { once: true });
+      this.#follows.set(id, {
+        id,
+        buildId,
+        key,
+        lastId: "0",
+        handlers,
+        resolve: (o) => {
+          done();
+          resolve(o);
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+        lastStateCheck: Date.now(),
+        missing: 0,
+      });
+      this.#loop ??= this.#readLoop().finally(() => (this.#loop = undefined));
+    });
+  }
+
+  /** One reader for every followed stream: XREAD BLOCK over all of them, dispatching entries in order. */
+  async #readLoop(): Promise<void> {
+    let failures = 0;
+    while (!this.#closed && this.#follows.size) {
+      const follows = [...this.#follows.values()];
+      let reply: [string, [string, string[]][]][] | null;
+      try {
+        reply = (await this.#reader.xread("COUNT", 1000, "BLOCK", 250, "STREAMS", ...follows.map((f) => f.key), ...follows.map((f) => f.lastId))) as [string, [string, string[]][]][] | null;
+        failures = 0;
+      } catch (e) {
+        if (this.#closed) return;
+        if (++failures >= 50) {
+          for (const f of follows) f.reject(new QueueError(`lost Redis at ${redactUrl(this.url)} while following builds: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 200));
+        continue;
+      }
+      const byKey = new Map(reply?.map(([k, entries]) => [k, entries]) ?? []);
+      for (const f of follows) {
+        if (!this.#follows.has(f.id)) continue;
+        const entries = byKey.get(f.key) ?? [];
+        for (const [entryId, fields] of entries) {
+          f.lastId = entryId;
+          if (this.#dispatch(f, fields)) break;
+        }
+      }
+      await this.#checkStates();
+    }
+  }
+
+  /** Handles one stream entry; true when the build is over. */
+  #dispatch(f: Follow, fields: string[]): boolean {
+    const get = (name: string) => {
+      for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]!;
+      return undefined;
+    };
+    const type = get("t");
+    const data = get("d") ?? "";
+    try {
+      if (type === "line") f.handlers.line(data);
+      else if (type === "start") {
+        const s = JSON.parse(data) as { worker: string; attempt: number };
+        f.handlers.started(s.worker, s.attempt);
+      } else if (type === "done") {
+        f.resolve(JSON.parse(data) as BuildOutcome);
+        return true;
+      }
+    } catch (e) {
+      f.reject(new QueueError(`build ${f.buildId}: unreadable entry in its event stream: ${e instanceof Error ? e.message : String(e)}`));
+      return true;
+    }
+    return false;
+  }
+
+  /** Fails builds whose job vanished (or failed) without a `done` entry. */
+  async #checkStates(): Promise<void> {
+    const now = Date.now();
+    for (const f of [...this.#follows.values()]) {
+      if (now - f.lastStateCheck < STATE_CHECK_MS) continue;
+      f.lastStateCheck = now;
+      let state: string;
+      try {
+        state = await this.#queue.getJobState(f.buildId);
+      } catch {
+        continue;
+      }
+      if (state !== "unknown" && state !== "failed") {
+        f.missing = 0;
+        continue;
+      }
+      // The worker writes `done` before the job finishes, so one more read tells a finished build from a lost one.
+      if (++f.missing < 2) continue;
+      const reply = (await this.#redis.xrange(f.key, `(${f.lastId}`, "+").catch(() => [])) as [string, string[]][];
+      let over = false;
+      for (const [entryId, fields] of reply) {
+        f.lastId = entryId;
+        if ((over = this.#dispatch(f, fields))) break;
+      }
+      if (over || !this.#follows.has(f.id)) continue;
+      f.resolve({
+        status: "failed",
+        failure: {
+          code: "WORKER_LOST",
+          message: `build ${f.buildId} left the queue without a result: the workers running it stopped responding too often (or failed it); see the workers' logs, then try again`,
+        },
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const f of [...this.#follows.values()]) f.reject(new QueueError("the build queue was closed"));
+    this.#reader.disconnect();
+    await this.#loop?.catch(() => undefined);
+    await this.#queue.close().catch(() => undefined);
+    this.#redis.disconnect();
+  }
+}
+
+/** This process's name in logs: `<host>:<pid>`. */
+export function processName(): string {
+  return `${os.hostname()}:${process.pid}`;
+}
+
+/**
+ * Appends a build's events to its stream, batching log lines (one round trip per batch, in order). The stream
+ * expires a day after its last write, an hour after `done`.
+ */
+export class EventWriter {
+  #pending: string[][] = [];
+  #flushing: Promise<void> = Promise.resolve();
+  #timer?: NodeJS.Timeout;
+  #failed?: unknown;
+
+  constructor(
+    private readonly redis: Redis,
+    readonly key: string,
+  ) {}
+
+  line(line: string): void {
+    this.#push(["t", "line", "d", line]);
+  }
+
+  start(worker: string, attempt: number): Promise<void> {
+    this.#push(["t", "start", "d", JSON.stringify({ worker, attempt })]);
+    return this.flush();
+  }
+
+  /** Writes the outcome (after every pending line) and lets the stream expire an hour later. */
+  async done(outcome: BuildOutcome): Promise<void> {
+    this.#push(["t", "done", "d", JSON.stringify(outcome)]);
+    await this.flush();
+    if (this.#failed) throw this.#failed;
+    await this.redis.expire(this.key, 3600);
+  }
+
+  #push(fields: string[]): void {
+    this.#pending.push(fields);
+    if (this.#pending.length >= 200) void this.flush();
+    else this.#timer ??= setTimeout(() => void this.flush(), 50);
+  }
+
+  /** Sends what is pending; resolves once it (and every earlier batch) is written. */
+  flush(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const batch = this.#pending;
+    this.#pending = [];
+    if (!batch.length) return this.#flushing;
+    this.#flushing = this.#flushing.then(async () => {
+      const p = this.redis.pipeline();
+      for (const fields of batch) p.xadd(this.key, "MAXLEN", "~", 200_000, "*", ...fields);
+      p.expire(this.key, 24 * 3600);
+      const results = await p.exec();
+      const err = results?.find(([e]) => e)?.[0];
+      if (err) throw err;
+    }).catch((e: unknown) => {
+      this.#failed ??= e;
+    });
+    return this.#flushing;
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * A build worker (`strata worker`): takes build jobs from the queue (BullMQ on Redis) and runs them with the
+ * engine on the shared store, reporting log lines and the outcome through the job's event stream (see queue.ts).
+ *
+ * - Step keys are locked in Redis (RedisLockingStore), so workers on several machines build each layer once.
+ * - A failed build is a result, not a job failure: it is reported and never retried. A job is retried (by any
+ *   worker, from the start; finished steps are cache hits) only when its worker dies — BullMQ's stalled-job check
+ *   notices the lock it stopped renewing — or gives it back while shutting down.
+ * - On close, the worker stops taking jobs and lets running builds finish for a grace period; builds still running
+ *   then are stopped (their sandboxes killed) and their jobs go back to the queue.
+ */
+import { UnrecoverableError, Worker, type Job } from "bullmq";
+import type { Redis } from "ioredis";
+import type { Executor } from "../sandbox/runc.js";
+import type { Store } from "../store/store.js";
+import { runBuildRequest, type BuildOutcome } from "./builds.js";
+import { EventWriter, bullConnection, checkRedis, openRedis, processName, redactUrl, RedisKeys, type BuildJobData } from "./queue.js";
+import { RedisLockingStore } from "./redis-lock.js";
+import { InputTrees } from "./trees.js";
+
+export interface BuildWorkerOptions {
+  /** `redis://host:port` (STRATA_REDIS_URL). */
+  redisUrl: string;
+  /** The store shared with the server and the other workers (S3, or one local store on one machine). */
+  store: Store;
+  /** Key prefix in Redis (STRATA_REDIS_PREFIX). Default `strata`. */
+  prefix?: string;
+  /** Builds run at once by this worker. Default 2. */
+  concurrency?: number;
+  /** How long a job's lock lasts without renewal (BullMQ lockDuration): a dead worker's job is retried after it. Default 30 s. */
+  jobLockMs?: number;
+  /** How often this worker looks for stalled jobs (of dead workers). Default 15 s. */
+  stalledIntervalMs?: number;
+  /** A job whose workers died this many times fails. Default 2. */
+  maxStalledCount?: number;
+  /** How long a dead worker's step lock outlives it. Default 30 s. */
+  stepLockMs?: number;
+  /** Name in logs. Default `<host>:<pid>`. */
+  name?: string;
+  executor?: Executor;
+  /** The worker's own diagnostics. Default: stderr. */
+  log?: (line: string) => void;
+}
+
+export class BuildWorker {
+  readonly name: string;
+  readonly keys: RedisKeys;
+  readonly store: RedisLockingStore;
+  /** Jobs this worker finished (any outcome). */
+  jobsDone = 0;
+  readonly #redis: Redis;
+  readonly #trees: InputTrees;
+  readonly #worker: Worker<BuildJobData, BuildOutcome>;
+  readonly #aborts = new Set<AbortController>();
+  readonly #log: (line: string) => void;
+  readonly #executor?: Executor;
+  #closing = false;
+
+  private constructor(opts: BuildWorkerOptions, redis: Redis, trees: InputTrees) {
+    this.name = opts.name ?? processName();
+    this.keys = new RedisKeys(opts.prefix);
+    this.#redis = redis;
+    this.#trees = trees;
+    this.#log = opts.log ?? ((l) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
+    this.#executor = opts.executor;
+    this.store = new RedisLockingStore(opts.store, redis, {
+      keys: this.keys,
+      ...(opts.stepLockMs !== undefined ? { ttlMs: opts.stepLockMs } : {}),
+      onLost: (key) => this.#log(`worker ${this.name}: lost the Redis lock of step ${key} before finishing it (was this worker stalled?); another worker may build it too`),
+    });
+    const jobLockMs = opts.jobLockMs ?? 30_000;
+    this.#worker = new Worker<BuildJobData, BuildOutcome>(this.keys.queueName, (job) => this.#process(job), {
+      connection: bullConnection(opts.redisUrl, `strata-worker-queue:${this.name}`),
+      prefix: this.keys.bullPrefix,
+      concurrency: Math.max(1, opts.concurrency ?? 2),
+      lockDuration: jobLockMs,
+      stalledInterval: opts.stalledIntervalMs ?? Math.max(1000, Math.floor(jobLockMs / 2)),
+      maxStalledCount: opts.maxStalledCount ?? 2,
+      drainDelay: 1,
+      autorun: false,
+    });
+    this.#worker.on("error", (e) => this.#log(`worker ${this.name}: queue error: ${e instanceof Error ? e.message : String(e)}`));
+    this.#worker.on("stalled", (id) => this.#log(`worker ${this.name}: job ${id} stalled (its worker stopped responding): back in the queue`));
+  }
+
+  /** Connects to Redis, reclaims what killed builds left in the local cache, and starts taking jobs. */
+  static async start(opts: BuildWorkerOptions): Promise<BuildWorker> {
+    const redis = openRedis(opts.redisUrl, `strata-worker:${opts.name ?? processName()}`);
+    try {
+      await checkRedis(redis, opts.redisUrl);
+      await opts.store.recover(async () => (await import("../sandbox/runc.js")).reapStaleContainers());
+      const trees = await InputTrees.open(opts.store);
+      const w = new BuildWorker(opts, redis, trees);
+      void w.#worker.run().catch((e: unknown) => w.#log(`worker ${w.name}: stopped taking jobs: ${e instanceof Error ? e.message : String(e)}`));
+      await w.#worker.waitUntilReady();
+      w.#log(`worker ${w.name}: taking builds from ${redactUrl(opts.redisUrl)} (store ${opts.store.root}, ${opts.concurrency ?? 2} at a time)`);
+      return w;
+    } catch (e) {
+      redis.disconnect();
+      throw e;
+    }
+  }
+
+  /** Builds running now. */
+  get running(): number {
+    return this.#aborts.size;
+  }
+
+  async #process(job: Job<BuildJobData, BuildOutcome>): Promise<BuildOutcome> {
+    const d = job.data;
+    if (d?.format !== "strata-job/1" || !d.request) throw new UnrecoverableError(`job ${job.id} is not a Strata build job (format ${String(d?.format)})`);
+    const events = new EventWriter(this.#redis, this.keys.events(d.buildId, d.token));
+    const attempt = Math.max(1, job.attemptsStarted || job.attemptsMade + 1);
+    const t0 = Date.now();
+    await events.start(this.name, attempt);
+    this.#log(`worker ${this.name}: build ${d.buildId} started (attempt ${attempt})`);
+    const ac = new AbortController();
+    this.#aborts.add(ac);
+    try {
+      const outcome = await runBuildRequest(d.request, {
+        store: this.store,
+        trees: this.#trees,
+        log: (line) => events.line(line),
+        terminating: () => this.#closing && ac.signal.aborted,
+        signal: ac.signal,
+        ...(this.#executor ? { executor: this.#executor } : {}),
+        internalError: (e) => this.#log(`worker ${this.name}: build ${d.buildId} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`),
+      });
+      const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      if (outcome.status === "terminated" && !lastAttempt) {
+        events.line(`=> Worker ${this.name} is shutting down: the build goes back to the queue`);
+        await events.flush();
+        this.#log(`worker ${this.name}: build ${d.buildId} given back to the queue (shutting down)`);
+        throw new Error(`worker ${this.name} shut down during the build`);
+      }
+      await events.done(outcome);
+      this.jobsDone++;
+      this.#log(`worker ${this.name}: build ${d.buildId} ${outcome.status} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+      return outcome;
+    } finally {
+      this.#aborts.delete(ac);
+    }
+  }
+
+  /**
+   * Stops taking jobs, waits up to `graceMs` for running builds, then stops those (their jobs go back to the
+   * queue for another worker) and disconnects.
+   */
+  async close(graceMs = 30_000): Promise<void> {
+    this.#closing = true;
+    const timer = setTimeout(() => this.abortRunning(), graceMs);
+    try {
+      await this.#worker.close();
+    } finally {
+      clearTimeout(timer);
+      this.#redis.disconnect();
+    }
+  }
+
+  /** Stops running builds now (their jobs go back to the queue). */
+  abortRunning(): void {
+    this.#closing = true;
+    for (const ac of this.#aborts) ac.abort();
+  }
+}

@@ -1,0 +1,290 @@
+/**
+ * `strata cache prune --older-than <dur>`: removes what nothing recent references, from a LocalStore or an S3Store,
+ * safely while builds run.
+ *
+ * What is kept ("recent" = written at or after the cutoff, now − older-than):
+ *   - every recent index entry, every recent image record, and every image reachable from those through parent
+ *     links (a chain of steps stays whole), plus old index entries that point at a kept image (a base built long
+ *     ago that recent builds still use keeps its entry, so it is not rebuilt with a new id that would invalidate
+ *     every later key);
+ *   - every blob a kept image names (config, manifest, layers) and every recent blob (a running build may be about
+ *     to record an image naming it);
+ *   - recent chains and logs, and the step logs of kept images;
+ *   - local stores: unpacked layers (`layers/<diffID>/`) of kept images, recent ones, and any a running build has
+ *     mounted. The content pool `files/` (hard-linked into unpacked layers) is left alone: its entries cost one
+ *     inode each once no layer links them, and telling which are linked needs a walk of every layer.
+ * Everything else that is older than the cutoff is removed, in an order that never leaves a reference to a missing
+ * object: index entries first, then chains, image records and logs, then blobs (after looking once more for image
+ * records written while the prune ran), then unpacked layers. Every delete is conditional: an object rewritten since
+ * the cutoff is kept.
+ *
+ * "Recent" is about writes: a cache hit writes nothing, except the chain of a named build. A build that is reusing
+ * an old entry at the very moment that entry is pruned can fail when it records its next step (the store refuses a
+ * record that names a removed blob, with a clear error); run it again and it rebuilds what was pruned.
+ */
+import { promises as fsp } from "node:fs";
+import path from "node:path";
+import { StoreError } from "../errors.js";
+import { digestHex, type Digest } from "../util/digest.js";
+import { uniqueSuffix } from "../util/fs.js";
+import { LocalStore } from "./local.js";
+import type { ImageRecord, Store, StoreNamespace, StoredObject } from "./store.js";
+
+export interface PruneOptions {
+  /** Objects written before `now - olderThanMs` are candidates. */
+  olderThanMs: number;
+  /** Default: Date.now(). */
+  now?: number;
+  /** Report what would be removed without removing anything. */
+  dryRun?: boolean;
+  /** Progress lines. */
+  log?: (line: string) => void;
+  /** Store operations in flight. Default 16. */
+  concurrency?: number;
+}
+
+export interface PruneCounts {
+  index: number;
+  images: number;
+  blobs: number;
+  blobBytes: number;
+  logs: number;
+  chains: number;
+  /** Unpacked layer directories (local stores). */
+  layers: number;
+}
+
+export interface PruneReport {
+  /** ISO time: objects written before it were candidates. */
+  cutoff: string;
+  dryRun: boolean;
+  removed: PruneCounts;
+  kept: PruneCounts;
+  /** Candidates left in place because they were rewritten (or appeared in use) while the prune ran. */
+  skipped: number;
+}
+
+const zero = (): PruneCounts => ({ index: 0, images: 0, blobs: 0, blobBytes: 0, logs: 0, chains: 0, layers: 0 });
+
+/** Parses `30d`, `12h`, `90m`, `45s`, `2w` or combinations such as `1d12h` into milliseconds. */
+export function parseDuration(s: string): number {
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
+  const text = s.trim();
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/gy;
+  let total = 0;
+  let matched = 0;
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    total += Number(m[1]) * units[m[2]!]!;
+    matched = re.lastIndex;
+  }
+  if (!text || matched !== text.length) throw new StoreError(`invalid duration "${s}": expected a number and a unit (s, m, h, d or w), e.g. 30d, 12h or 90m`);
+  return total;
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight (the first failure rejects, after all settle). */
+async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: { e: unknown } | undefined;
+  const worker = async () => {
+    while (!failure && next < items.length) {
+      const item = items[next++]!;
+      try {
+        await fn(item);
+      } catch (e) {
+        failure ??= { e };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (failure) throw failure.e;
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** Removes index entries, image records, blobs, logs and chains that nothing recent references (see the module). */
+export async function pruneStore(store: Store, opts: PruneOptions): Promise<PruneReport> {
+  const list = store.listStored?.bind(store);
+  const del = store.deleteStored?.bind(store);
+  if (!list || !del) throw new StoreError(`the store at ${store.root} cannot be pruned (it cannot list or delete what it holds)`);
+  if (!(opts.olderThanMs > 0)) throw new StoreError("prune needs a positive age (--older-than), e.g. 30d");
+  const started = Date.now();
+  const now = opts.now ?? started;
+  const cutoff = now - opts.olderThanMs;
+  const limit = Math.max(1, opts.concurrency ?? 16);
+  const log = opts.log ?? (() => undefined);
+  const dry = Boolean(opts.dryRun);
+  const report: PruneReport = { cutoff: new Date(cutoff).toISOString(), dryRun: dry, removed: zero(), kept: zero(), skipped: 0 };
+  const recent = (o: StoredObject) => o.modifiedMs >= cutoff;
+
+  // 1. What there is.
+  const listing = {} as Record<StoreNamespace, StoredObject[]>;
+  for (const ns of ["index", "images", "blobs", "logs", "chains"] as const) listing[ns] = await list(ns);
+  log(`store ${store.root}: ${listing.index.length} index entries, ${listing.images.length} images, ${listing.blobs.length} blobs, ${listing.logs.length} logs, ${listing.chains.length} chains; cutoff ${report.cutoff}`);
+
+  // 2. Roots: recent index entries and image records.
+  const entryImage = new Map<string, string | undefined>(); // index key → image hex (undefined: dangling)
+  const roots = new Set<string>();
+  await forEachLimit(listing.index, limit, async (o) => {
+    const entry = await store.getIndex(o.name);
+    const hex = entry ? digestHex(entry.imageId) : undefined;
+    entryImage.set(o.name, hex);
+    const created = entry ? Date.parse(entry.createdAt) : NaN;
+    const isRecent = recent(o) || (Number.isFinite(created) && created >= cutoff);
+    if (isRecent && hex) roots.add(hex);
+  });
+  for (const o of listing.images) if (recent(o)) roots.add(o.name);
+
+  // 3. Everything reachable from the roots (parent links), with the blobs and unpacked layers they need.
+  const keep = new Map<string, ImageRecord>();
+  const mark = async (start: Iterable<string>) => {
+    let frontier = [...start].filter((h) => !keep.has(h));
+    while (frontier.length) {
+      const next: string[] = [];
+      await forEachLimit(frontier, limit, async (hex) => {
+        if (keep.has(hex) || !HEX64.test(hex)) return;
+        const rec = await store.getImage(`sha256:${hex}` as Digest);
+        if (!rec) return;
+        keep.set(hex, rec);
+        if (rec.parent && !keep.has(digestHex(rec.parent))) next.push(digestHex(rec.parent));
+      });
+      frontier = [...new Set(next)];
+    }
+  };
+  await mark(roots);
+
+  // 4. Index entries: old ones whose image is not kept (or is gone) go first.
+  const doomedEntries = listing.index.filter((o) => {
+    const hex = entryImage.get(o.name);
+    return !(hex && keep.has(hex)) && !recent(o) && !(hex && roots.has(hex));
+  });
+  report.kept.index = listing.index.length - doomedEntries.length;
+  await removeAll("index", doomedEntries, "index");
+
+  // 5. Chains (for `strata explain`) not written since the cutoff.
+  const doomedChains = listing.chains.filter((o) => !recent(o));
+  report.kept.chains = listing.chains.length - doomedChains.length;
+  await removeAll("chains", doomedChains, "chains");
+
+  // 6. Image records nothing kept reaches, then logs of images that are gone (and old build records).
+  const doomedImages = listing.images.filter((o) => !keep.has(o.name) && !recent(o));
+  report.kept.images = listing.images.length - doomedImages.length;
+  await removeAll("images", doomedImages, "images");
+  const doomedLogs = listing.logs.filter((o) => !keep.has(o.name) && !recent(o));
+  report.kept.logs = listing.logs.length - doomedLogs.length;
+  await removeAll("logs", doomedLogs, "logs");
+
+  // 7. Image records written while we worked (builds running now) keep what they name, old blobs included.
+  if (!dry) {
+    const fresh = (await list("images")).filter((o) => o.modifiedMs >= started - 2000 && !keep.has(o.name));
+    if (fresh.length) {
+      log(`${fresh.length} image record(s) were written during the prune: keeping what they name`);
+      await mark(fresh.map((o) => o.name));
+    }
+  }
+  const neededBlobs = new Set<string>();
+  const neededLayers = new Set<string>();
+  for (const rec of keep.values()) {
+    neededBlobs.add(rec.configDigest);
+    neededBlobs.add(rec.manifestDigest);
+    for (const l of rec.layers) {
+      neededBlobs.add(l.digest);
+      neededLayers.add(digestHex(l.diffId));
+    }
+  }
+
+  // 8. Blobs nothing kept names and nobody wrote since the cutoff.
+  const doomedBlobs = listing.blobs.filter((o) => !neededBlobs.has(o.name) && !recent(o));
+  const doomedSet = new Set(doomedBlobs);
+  report.kept.blobs = listing.blobs.length - doomedBlobs.length;
+  report.kept.blobBytes = listing.blobs.filter((o) => !doomedSet.has(o)).reduce((n, o) => n + o.size, 0);
+  await removeAll("blobs", doomedBlobs, "blobs");
+
+  // 9. Local stores: unpacked layers of images that are gone (never one a running build has mounted).
+  if (store instanceof LocalStore) await pruneLayerDirs(store.root, neededLayers, cutoff, dry, report, log);
+
+  const r = report.removed;
+  log(`${dry ? "would remove" : "removed"} ${r.index} index entries, ${r.images} image records, ${r.blobs} blobs (${formatBytes(r.blobBytes)}), ${r.logs} logs, ${r.chains} chains, ${r.layers} unpacked layers${report.skipped ? `; ${report.skipped} left in place (written or in use meanwhile)` : ""}`);
+  return report;
+
+  async function removeAll(ns: StoreNamespace, objs: StoredObject[], counter: Exclude<keyof PruneCounts, "blobBytes" | "layers">): Promise<void> {
+    if (dry) {
+      report.removed[counter] += objs.length;
+      if (ns === "blobs") report.removed.blobBytes += objs.reduce((n, o) => n + o.size, 0);
+      return;
+    }
+    await forEachLimit(objs, limit, async (o) => {
+      if (await del!(ns, o.name, { ifModifiedBefore: cutoff })) {
+        report.removed[counter]++;
+        if (ns === "blobs") report.removed.blobBytes += o.size;
+      } else {
+        report.skipped++;
+        report.kept[counter]++;
+        log(`left ${ns} ${o.name} in place: it was written since the cutoff, or is already gone`);
+      }
+    });
+  }
+}
+
+/** Removes `layers/<hex>/` dirs not needed, not recent and not in use (moved aside first, then deleted). */
+async function pruneLayerDirs(root: string, needed: Set<string>, cutoff: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+  const layersDir = path.join(root, "layers");
+  const names = (await fsp.readdir(layersDir).catch(() => [] as string[])).filter((n) => HEX64.test(n));
+  const inUse = await layersInUse(root);
+  for (const name of names) {
+    const dir = path.join(layersDir, name);
+    const st = await fsp.lstat(dir).catch(() => undefined);
+    if (!st?.isDirectory()) continue;
+    // ctime moves when the directory is adopted (renamed into layers/), mtime when its top level changes.
+    if (needed.has(name) || inUse.has(dir) || Math.max(st.mtimeMs, st.ctimeMs) >= cutoff) {
+      report.kept.layers++;
+      continue;
+    }
+    if (dry) {
+      report.removed.layers++;
+      continue;
+    }
+    // Out of layers/ first, so nobody ever sees a half-deleted layer; tmp/prune-<pid>-… is reclaimed by recover()
+    // if we die before the rm finishes.
+    const doomed = path.join(root, "tmp", `prune-${uniqueSuffix()}`);
+    if (!(await fsp.rename(dir, doomed).then(() => true, () => false))) {
+      report.skipped++;
+      continue;
+    }
+    await fsp.rm(doomed, { recursive: true, force: true }).catch((e: unknown) => log(`could not remove ${doomed}: ${String(e)}`));
+    report.removed.layers++;
+  }
+}
+
+/** Layer dirs a live work dir links to (overlay lowerdirs, `tmp/<work>/l/<n>`) or a mount names. */
+async function layersInUse(root: string): Promise<Set<string>> {
+  const used = new Set<string>();
+  const layersDir = path.join(root, "layers") + path.sep;
+  const tmp = path.join(root, "tmp");
+  for (const work of await fsp.readdir(tmp).catch(() => [] as string[])) {
+    const links = path.join(tmp, work, "l");
+    for (const name of await fsp.readdir(links).catch(() => [] as string[])) {
+      const target = await fsp.readlink(path.join(links, name)).catch(() => "");
+      const abs = path.resolve(links, target);
+      if (abs.startsWith(layersDir)) used.add(abs.slice(0, layersDir.length + 64));
+    }
+  }
+  const mounts = await fsp.readFile("/proc/self/mounts", "utf8").catch(() => "");
+  if (mounts.includes(layersDir)) {
+    for (const m of mounts.matchAll(/[^\s,:=]+/g)) {
+      const p = m[0].replace(/\\040/g, " ");
+      if (p.startsWith(layersDir)) used.add(p.slice(0, layersDir.length + 64));
+    }
+  }
+  return used;
+}
+
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}

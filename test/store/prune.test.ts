@@ -1,0 +1,283 @@
+// `strata cache prune` (src/store/prune.ts) against both backends: a LocalStore in a temp dir and an S3Store on a real
+// s3rver (loopback). Each test writes "old" objects, waits for a whole-second boundary (S3's Last-Modified has
+// one-second resolution) that becomes the cutoff, writes "recent" objects, and prunes: what nothing recent reaches
+// goes, in an order that never leaves an index entry or record pointing at something missing.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, promises as fsp } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { MediaType } from "../../src/oci/types.js";
+import { LocalStore } from "../../src/store/local.js";
+import { formatBytes, parseDuration, pruneStore, type PruneReport } from "../../src/store/prune.js";
+import { S3Store } from "../../src/store/s3/index.js";
+import type { ImageRecord, LayerRecord, Store } from "../../src/store/store.js";
+import { digestHex, sha256Bytes, type Digest } from "../../src/util/digest.js";
+import { startS3, type TestS3 } from "../support/s3.js";
+import { REPO_ROOT } from "../support/strata.js";
+
+let work: string;
+let s3: TestS3;
+const s3Stores: S3Store[] = [];
+let n = 0;
+
+before(async () => {
+  work = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-prune-test-"));
+  s3 = await startS3();
+});
+after(async () => {
+  for (const s of s3Stores) s.close();
+  await s3?.stop();
+  await fsp.rm(work, { recursive: true, force: true });
+});
+
+async function openLocal(): Promise<LocalStore> {
+  return LocalStore.open(path.join(work, `local-${++n}`));
+}
+
+async function openS3(): Promise<S3Store> {
+  const i = ++n;
+  const store = await S3Store.open({
+    bucket: s3.bucket,
+    endpoint: s3.endpoint,
+    region: s3.region,
+    credentials: s3.credentials,
+    prefix: `prune/${i}`,
+    localRoot: path.join(work, `s3cache-${i}`),
+    maxAttempts: 3,
+    retryBaseDelayMs: 20,
+  });
+  s3Stores.push(store);
+  return store;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits for the next whole second (plus a little) and returns it: objects written before were written before it. */
+async function secondBoundary(): Promise<number> {
+  await sleep(1100);
+  const boundary = Math.ceil(Date.now() / 1000) * 1000;
+  await sleep(boundary - Date.now() + 20);
+  return boundary;
+}
+
+/** An image record on `parent` adding one layer (its blobs stored); `sharedLayer` is added too when given. */
+async function image(store: Store, tag: string, parent?: ImageRecord, sharedLayer?: LayerRecord): Promise<ImageRecord> {
+  const configDigest = await store.putBlobBytes(Buffer.from(`{"config":"${tag}"}`));
+  const manifestDigest = await store.putBlobBytes(Buffer.from(`{"manifest":"${tag}"}`));
+  const digest = await store.putBlobBytes(Buffer.from(`layer ${tag}`));
+  const layer: LayerRecord = { digest, diffId: sha256Bytes(`diff ${tag}`), size: 7, mediaType: MediaType.ociLayerGzip };
+  const layers = [...(parent?.layers ?? []), ...(sharedLayer ? [sharedLayer] : []), layer];
+  const rec: ImageRecord = { id: configDigest, configDigest, configSize: 10, manifestDigest, manifestSize: 10, layers, ...(parent ? { parent: parent.id } : {}) };
+  await store.putImage(rec);
+  await store.putLog(rec.id, `log of ${tag}`);
+  return rec;
+}
+
+/** Prune options whose cutoff is exactly `cutoff` (however long the prune takes to start). */
+const at = (cutoff: number) => ({ olderThanMs: 3600_000, now: cutoff + 3600_000 });
+
+const blobsOf = (r: ImageRecord) => [r.configDigest, r.manifestDigest, ...r.layers.map((l) => l.digest)];
+
+/** Every index entry names an existing record, and every record every blob it names. */
+async function assertConsistent(store: Store): Promise<void> {
+  for (const o of await store.listStored!("index")) {
+    const entry = await store.getIndex(o.name);
+    assert.ok(entry, `index entry ${o.name} resolves to an image record`);
+  }
+  for (const o of await store.listStored!("images")) {
+    const rec = await store.getImage(`sha256:${o.name}` as Digest);
+    assert.ok(rec);
+    for (const d of blobsOf(rec)) assert.ok(await store.hasBlob(d), `blob ${d} of image ${o.name} exists`);
+  }
+}
+
+interface Scenario {
+  old: { a1: ImageRecord; a2: ImageRecord; a3: ImageRecord; b1: ImageRecord; b2: ImageRecord; orphan: Digest; shared: LayerRecord };
+  recent: { r: ImageRecord; orphan: Digest };
+  cutoff: number;
+}
+
+/**
+ * Old: chain A (a1 ← a2 ← a3, a3 carries `shared`), chain B (b1 ← b2), an orphan blob, a dangling index entry and a
+ * chain record. Recent: r on b1 (so b1 stays, b2 goes) also carrying `shared`, an orphan blob, a chain record.
+ */
+async function scenario(store: Store, beforeRecent?: () => Promise<void>): Promise<Scenario> {
+  const a1 = await image(store, "a1");
+  const a2 = await image(store, "a2", a1);
+  const sharedDigest = await store.putBlobBytes(Buffer.from("shared layer"));
+  const shared: LayerRecord = { digest: sharedDigest, diffId: sha256Bytes("diff shared"), size: 12, mediaType: MediaType.ociLayerGzip };
+  const a3 = await image(store, "a3", a2, shared);
+  const b1 = await image(store, "b1");
+  const b2 = await image(store, "b2", b1);
+  const orphan = await store.putBlobBytes(Buffer.from("old orphan"));
+  const oldAt = new Date(Date.now() - 3600_000).toISOString();
+  for (const [key, rec] of [["ka1", a1], ["ka2", a2], ["ka3", a3], ["kb1", b1], ["kb2", b2]] as const) await store.putIndex({ key, imageId: rec.id, createdAt: oldAt });
+  await store.putIndex({ key: "kdangling", imageId: `sha256:${"e".repeat(64)}` as Digest, createdAt: oldAt });
+  await store.putChain({ name: "old.ts#default", builtAt: oldAt, imageIds: [a1.id, a2.id, a3.id] });
+  await beforeRecent?.();
+  const cutoff = await secondBoundary();
+  const r = await image(store, "r", b1, shared);
+  await store.putIndex({ key: "kr", imageId: r.id, createdAt: new Date().toISOString() });
+  const recentOrphan = await store.putBlobBytes(Buffer.from("recent orphan"));
+  await store.putChain({ name: "new.ts#default", builtAt: new Date().toISOString(), imageIds: [b1.id, r.id] });
+  return { old: { a1, a2, a3, b1, b2, orphan, shared }, recent: { r, orphan: recentOrphan }, cutoff };
+}
+
+async function checkPruned(store: Store, sc: Scenario, report: PruneReport): Promise<void> {
+  const { a1, a2, a3, b1, b2, orphan, shared } = sc.old;
+  const { r } = sc.recent;
+  const keys = (await store.listStored!("index")).map((o) => o.name).sort();
+  assert.deepEqual(keys, ["kb1", "kr"], "old entries of pruned images (and the dangling one) are gone; b1's old entry stays with b1");
+  const images = (await store.listStored!("images")).map((o) => o.name).sort();
+  assert.deepEqual(images, [b1.id, r.id].map(digestHex).sort(), "r and the chain it stands on stay");
+  const blobs = new Set((await store.listStored!("blobs")).map((o) => o.name));
+  for (const d of [...blobsOf(b1), ...blobsOf(r), shared.digest, sc.recent.orphan]) assert.ok(blobs.has(d), `kept blob ${d}`);
+  for (const d of [...blobsOf(a1), ...blobsOf(a2), ...blobsOf(a3), ...blobsOf(b2), orphan].filter((d) => d !== shared.digest && !blobsOf(b1).includes(d))) {
+    assert.ok(!blobs.has(d), `pruned blob ${d}`);
+  }
+  const logs = (await store.listStored!("logs")).map((o) => o.name).sort();
+  assert.deepEqual(logs, [b1.id, r.id].map(digestHex).sort());
+  assert.equal((await store.listStored!("chains")).length, 1);
+  assert.equal(await store.getChain("old.ts#default"), undefined);
+  assert.ok(await store.getChain("new.ts#default"));
+  assert.equal(report.removed.index, 5);
+  assert.equal(report.removed.images, 4);
+  assert.equal(report.removed.logs, 4);
+  assert.equal(report.removed.chains, 1);
+  assert.equal(report.removed.blobs, 4 * 3 + 1, "config, manifest and own layer of a1, a2, a3, b2, and the orphan");
+  assert.equal(report.skipped, 0, `nothing left in place: ${JSON.stringify(report)}`);
+  assert.equal((await store.getIndex("kr"))?.imageId, r.id);
+  await assertConsistent(store);
+}
+
+/** Sets the mtime of every file under the store's object directories `ms` into the past. */
+async function backdate(root: string, ms: number): Promise<void> {
+  const when = new Date(Date.now() - ms);
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) await fsp.utimes(p, when, when);
+    }
+  };
+  for (const d of ["index", "images", "blobs", "logs", "chains"]) await walk(path.join(root, d));
+}
+
+describe("prune: durations", () => {
+  test("parseDuration takes s, m, h, d, w and combinations; refuses the rest", () => {
+    assert.equal(parseDuration("30d"), 30 * 86_400_000);
+    assert.equal(parseDuration("12h"), 12 * 3_600_000);
+    assert.equal(parseDuration("90m"), 90 * 60_000);
+    assert.equal(parseDuration("45s"), 45_000);
+    assert.equal(parseDuration("2w"), 14 * 86_400_000);
+    assert.equal(parseDuration("1d12h"), 36 * 3_600_000);
+    for (const bad of ["", "30", "d", "30x", "1h 2m", "-1d"]) assert.throws(() => parseDuration(bad), /invalid duration/, bad);
+    assert.equal(formatBytes(1536), "1.5 KiB");
+  });
+});
+
+for (const [name, open] of [["LocalStore", openLocal], ["S3Store (s3rver)", openS3]] as const) {
+  describe(`prune: ${name}`, () => {
+    test("removes what nothing recent references, keeps chains recent images stand on; a dry run removes nothing", async () => {
+      const store = await open();
+      const sc = await scenario(store);
+      const before = await Promise.all((["index", "images", "blobs", "logs", "chains"] as const).map(async (ns) => (await store.listStored!(ns)).length));
+      const dry = await pruneStore(store, { ...at(sc.cutoff), dryRun: true });
+      const afterDry = await Promise.all((["index", "images", "blobs", "logs", "chains"] as const).map(async (ns) => (await store.listStored!(ns)).length));
+      assert.deepEqual(afterDry, before, "a dry run removes nothing");
+      const lines: string[] = [];
+      const report = await pruneStore(store, { ...at(sc.cutoff), log: (l) => lines.push(l) });
+      assert.equal(report.skipped, 0, lines.join("\n"));
+      assert.deepEqual({ ...dry.removed, layers: 0 }, { ...report.removed, layers: 0 }, "the dry run reported what the real one removed");
+      await checkPruned(store, sc, report);
+      // Again: nothing more to do.
+      const again = await pruneStore(store, at(sc.cutoff));
+      assert.equal(again.removed.index + again.removed.images + again.removed.blobs + again.removed.logs + again.removed.chains, 0);
+    });
+
+    test("never removes an object written after the cutoff, even one that was a candidate when listed", async () => {
+      const store = await open();
+      const old = await store.putBlobBytes(Buffer.from(`rewritten ${name}`));
+      await store.putIndex({ key: "krewritten", imageId: (await image(store, `x-${name}`)).id, createdAt: new Date(0).toISOString() });
+      const cutoff = await secondBoundary();
+      // Rewritten after the cutoff (a force build replacing an entry; a blob uploaded again after a local delete).
+      const rec = await image(store, `y-${name}`);
+      await store.putIndex({ key: "krewritten", imageId: rec.id, createdAt: new Date(0).toISOString() });
+      assert.equal(await store.deleteStored!("index", "krewritten", { ifModifiedBefore: cutoff }), false);
+      assert.equal(await store.deleteStored!("blobs", old, { ifModifiedBefore: cutoff }), true, "an old blob goes");
+      assert.equal(await store.hasBlob(old), false);
+      assert.equal(await store.deleteStored!("blobs", old), false, "deleting what is gone is fine");
+      const report = await pruneStore(store, at(cutoff));
+      assert.equal((await store.getIndex("krewritten"))?.imageId, rec.id, "the rewritten entry and its image stay");
+      assert.equal(report.removed.index, 0);
+      await assertConsistent(store);
+    });
+  });
+}
+
+describe("prune: LocalStore specifics", () => {
+  test("unpacked layers of pruned images go, unless a running build has them mounted (linked from its work dir)", async () => {
+    const store = await openLocal();
+    const sc = await scenario(store);
+    // Unpacked layers: a1's (pruned, unused), a2's (pruned, but a live work dir links it as a lowerdir), b1's (kept).
+    const mk = async (rec: ImageRecord) => {
+      const dir = path.join(await store.tempDir("mk"), "root");
+      await fsp.mkdir(dir);
+      await fsp.writeFile(path.join(dir, "f"), rec.id);
+      return store.adoptLayerDir(rec.layers[rec.layers.length - 1]!.diffId, dir);
+    };
+    const [l1, l2, lb] = [await mk(sc.old.a1), await mk(sc.old.a2), await mk(sc.old.b1)];
+    const work = await store.tempDir("step");
+    await fsp.mkdir(path.join(work, "l"));
+    await fsp.symlink(l2, path.join(work, "l", "0"));
+    // The layers were adopted after the cutoff of `scenario`: prune with a later cutoff (everything before now is old
+    // except r's records, which are recent relative to the scenario's cutoff only) — so use a fresh boundary.
+    const cutoff = await secondBoundary();
+    const r2 = await image(store, "r2", sc.recent.r);
+    await store.putIndex({ key: "kr2", imageId: r2.id, createdAt: new Date().toISOString() });
+    const report = await pruneStore(store, at(cutoff));
+    assert.ok(!existsSync(l1), "a pruned image's unpacked layer is removed");
+    assert.ok(existsSync(l2), "a layer mounted by a running build stays");
+    assert.ok(existsSync(lb), "a kept image's unpacked layer stays");
+    assert.equal(report.removed.layers, 1);
+    assert.ok(await store.getImage(sc.recent.r.id), "r is reachable from r2");
+    await assertConsistent(store);
+    // Nothing under tmp/ is left by the prune itself (doomed layers are moved there, then deleted).
+    assert.deepEqual((await fsp.readdir(path.join(store.root, "tmp"))).filter((f) => f.startsWith("prune-")), []);
+  });
+
+  test("`strata cache prune` (cmdCache) on STRATA_HOME: --json report, usage errors exit 2", async () => {
+    const store = await openLocal();
+    // The old objects are backdated by an hour, so "--older-than 30m" holds however long the child takes to start.
+    const sc = await scenario(store, () => backdate(store.root, 3600_000));
+    const olderThan = "30m";
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const script = `import(${JSON.stringify(path.join(REPO_ROOT, "dist/src/cli/cache.js"))}).then((m) => m.cmdCache(${JSON.stringify(args)})).then((c) => process.exit(c), (e) => { console.error(e); process.exit(70); });`;
+        const env: NodeJS.ProcessEnv = { ...process.env, STRATA_HOME: store.root };
+        delete env.STRATA_S3_BUCKET;
+        const child = spawn(process.execPath, ["--input-type=module", "-e", script], { env, stdio: ["ignore", "pipe", "pipe"] });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+        child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+        child.on("exit", (code) => resolve({ code, stdout, stderr }));
+      });
+    assert.equal((await run(["prune"])).code, 2, "--older-than is required");
+    const bad = await run(["prune", "--older-than", "soon"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /invalid duration "soon"/);
+    assert.equal((await run(["vacuum"])).code, 2);
+    const dry = await run(["prune", "--older-than", olderThan, "--dry-run", "--json"]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal((JSON.parse(dry.stdout) as PruneReport).removed.images, 4);
+    assert.ok(await store.getImage(sc.old.a1.id), "the dry run removed nothing");
+    const real = await run(["prune", "--older-than", olderThan, "--json"]);
+    assert.equal(real.code, 0, real.stderr);
+    const report = JSON.parse(real.stdout) as PruneReport;
+    assert.match(real.stderr, /removed 5 index entries, 4 image records, 13 blobs/);
+    await checkPruned(store, sc, report);
+  });
+});
