@@ -11,6 +11,8 @@ const USAGE = `usage: strata <command> [options]
 commands:
   build <file.ts> [--export NAME] [--force-build] [--ignore-cache] [--json]
                                    build the Image a definition file exports
+  build -f Dockerfile [--build-arg K=V]... [--target T] [--secret id=N,src=F|env=V] [<context>] [--json]
+                                   build a Dockerfile, every instruction its own cached step
   explain <file.ts> [--export NAME]
                                    show each step's key, whether it would hit, and why not
   run <image> [--network none] [-e K=V] [--] [cmd...]
@@ -24,13 +26,18 @@ commands:
                                    upload an image to a registry
   serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose]
                                    run the build service (clients set STRATA_SERVER=http://host:port)
+  worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]
+                                   run builds from the queue of \`strata serve\` (STRATA_REDIS_URL + the S3 store)
+  cache prune --older-than <dur> [--dry-run] [--json]
+                                   remove index entries, images and blobs nothing recent references (30d, 12h, 90m)
 
 environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILDER_VERSION,
   STRATA_FORCE_BUILD=1, STRATA_IGNORE_CACHE=1, STRATA_UV_BINARY,
   STRATA_S3_BUCKET / STRATA_S3_ENDPOINT / STRATA_S3_PREFIX (store layers and the index in S3),
   REGISTRY_USERNAME / REGISTRY_PASSWORD or DOCKER_CONFIG (registry login for pull and push),
   STRATA_INSECURE_REGISTRIES (plain-HTTP registries besides loopback),
-  STRATA_SERVER / STRATA_TOKEN (build on a strata service; the token also protects \`strata serve\`)`;
+  STRATA_SERVER / STRATA_TOKEN (build on a strata service; the token also protects \`strata serve\`),
+  STRATA_REDIS_URL / STRATA_REDIS_PREFIX (serve: queue builds for \`strata worker\` processes)`;
 
 class UsageError extends Error {}
 
@@ -50,9 +57,14 @@ async function cmdBuild(argv: string[]): Promise<number> {
       "ignore-cache": { type: "boolean" },
       json: { type: "boolean" },
       "builder-version": { type: "string" },
+      file: { type: "string", short: "f" },
+      "build-arg": { type: "string", multiple: true },
+      target: { type: "string" },
+      secret: { type: "string", multiple: true },
     },
   });
-  if (positionals.length !== 1) throw new UsageError("build takes exactly one definition file");
+  if (values.file !== undefined) return printResult(await buildDockerfile(values, positionals), values.json);
+  if (positionals.length !== 1) throw new UsageError("build takes exactly one definition file (or -f Dockerfile <context>)");
   const file = positionals[0]!;
   const flags = {
     forceBuild: values["force-build"] || undefined,
@@ -64,13 +76,74 @@ async function cmdBuild(argv: string[]): Promise<number> {
   const result = server
     ? await (await import("./remote-build.js")).remoteBuildDefinition(file, { server, token: process.env.STRATA_TOKEN, exportName: values.export, ...flags })
     : await buildLocally(file, values.export, flags);
-  if (values.json) {
+  return printResult(result, values.json);
+}
+
+function printResult(result: { imageId: string; steps: { index: number; description: string; cached: boolean; seconds: number; layer?: string; key: string; imageId: string }[] }, json: boolean | undefined): number {
+  if (json) {
     const steps = result.steps.map((s) => ({ index: s.index, description: s.description, cached: s.cached, seconds: Number(s.seconds.toFixed(3)), layer: s.layer ?? null, key: s.key, imageId: s.imageId }));
     process.stdout.write(JSON.stringify({ imageId: result.imageId, steps }) + "\n");
   } else {
     process.stdout.write(result.imageId + "\n");
   }
   return 0;
+}
+
+/** Parses `K=V` flags (`--build-arg`). */
+function keyValues(flag: string, items: readonly string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items ?? []) {
+    const i = item.indexOf("=");
+    if (i <= 0) throw new UsageError(`--${flag} expects K=V, got "${item}"`);
+    out[item.slice(0, i)] = item.slice(i + 1);
+  }
+  return out;
+}
+
+/** `--secret id=NAME,src=FILE` or `--secret id=NAME,env=VAR` (as docker build); the values never reach a layer or log. */
+async function secretFlags(items: readonly string[] | undefined): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const item of items ?? []) {
+    const fields = Object.fromEntries(item.split(",").map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+    const id = fields.id;
+    if (!id || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(id)) throw new UsageError(`--secret needs id=<name> (a valid variable name), got "${item}"`);
+    if (fields.src) out[id] = await (await import("node:fs/promises")).readFile(fields.src, "utf8");
+    else if (fields.env) {
+      const v = process.env[fields.env];
+      if (v === undefined) throw new UsageError(`--secret ${id}: environment variable ${fields.env} is not set`);
+      out[id] = v;
+    } else {
+      const v = process.env[id];
+      if (v === undefined) throw new UsageError(`--secret ${item}: give src=<file> or env=<variable>`);
+      out[id] = v;
+    }
+  }
+  return out;
+}
+
+/** `strata build -f Dockerfile [--build-arg K=V] [--target T] [--secret …] <context>`. */
+async function buildDockerfile(
+  values: { file?: string; "build-arg"?: string[]; target?: string; secret?: string[]; "force-build"?: boolean; "ignore-cache"?: boolean; "builder-version"?: string },
+  positionals: string[],
+) {
+  if (positionals.length > 1) throw new UsageError("build -f takes at most one context directory");
+  const dockerfile = path.resolve(values.file!);
+  const contextDir = path.resolve(positionals[0] ?? path.dirname(dockerfile));
+  const buildArgs = keyValues("build-arg", values["build-arg"]);
+  const secrets = await secretFlags(values.secret);
+  const store = await openStore();
+  const { resolveBaseImages } = await import("../dockerfile/to-plan.js");
+  const baseImages = await resolveBaseImages(dockerfile, { store, buildArgs, target: values.target });
+  const { Image } = await import("../sdk/image.js");
+  const image = Image.fromDockerfile(dockerfile, { contextDir, buildArgs, target: values.target, secrets: Object.keys(secrets).length ? [secrets] : undefined, baseImages });
+  const { buildImage } = await import("../engine/build.js");
+  return buildImage(image, {
+    store,
+    forceBuild: values["force-build"] || undefined,
+    ignoreCache: values["ignore-cache"] || undefined,
+    builderVersion: values["builder-version"],
+    chainName: `${dockerfile}#${values.target ?? "default"}`,
+  });
 }
 
 async function buildLocally(file: string, exportName: string | undefined, flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string }) {
@@ -181,6 +254,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   pull: cmdPull,
   push: async (argv) => (await import("./push.js")).cmdPush(argv),
   serve: async (argv) => (await import("./serve.js")).cmdServe(argv),
+  worker: async (argv) => (await import("./worker.js")).cmdWorker(argv),
+  cache: async (argv) => (await import("./cache.js")).cmdCache(argv),
 };
 
 export async function main(argv: string[]): Promise<number> {

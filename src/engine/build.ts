@@ -15,7 +15,7 @@ import type { Image } from "../sdk/image.js";
 import { Secret } from "../sdk/secret.js";
 import type { ImageRecord, Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
-import { fileInputs, resolveInput, type ResolvedInput } from "./inputs.js";
+import { chainContext, fileInputs, resolveInput, type InputContext, type ResolvedInput } from "./inputs.js";
 import { stderrSink, type LogSink } from "./log.js";
 
 export interface BuildOptions {
@@ -33,6 +33,8 @@ export interface BuildOptions {
   builderVersion?: string;
   executor?: Executor;
   signal?: AbortSignal;
+  /** How inputs that need other chains (Dockerfile stages) get them built. Default: built by this build's options. */
+  inputs?: InputContext;
 }
 
 export interface StepResult {
@@ -72,7 +74,7 @@ export function keyInputsFor(builder: BuilderVersion, step: Step, parent: Digest
     parent,
     instructions: step.instructions.map(render),
     files: fileInputs(resolved),
-    buildArgs: [],
+    buildArgs: step.buildArgs ?? [],
     // A registry base's secrets are login credentials: not part of what the image is.
     secretNames: step.base?.kind === "registry" ? [] : step.secrets.names,
     extra: [...step.extra, ...Object.entries(step.env).map(([k, v]): [string, string] => [`env.${k}`, v]), ...extra],
@@ -84,6 +86,7 @@ class Engine {
   readonly #force: boolean;
   readonly #ignore: boolean;
   #statCache?: StatCache;
+  readonly #inputs: InputContext;
 
   constructor(
     private readonly store: Store,
@@ -93,6 +96,9 @@ class Engine {
     this.#log = options.log ?? stderrSink;
     this.#force = options.forceBuild ?? envFlag("STRATA_FORCE_BUILD");
     this.#ignore = options.ignoreCache ?? envFlag("STRATA_IGNORE_CACHE");
+    this.#inputs =
+      options.inputs ??
+      chainContext(store, { forceBuild: options.forceBuild, ignoreCache: options.ignoreCache, log: this.#log, builderVersion: options.builderVersion, executor: options.executor, signal: options.signal });
   }
 
   async build(plan: Plan): Promise<BuiltImage> {
@@ -135,7 +141,7 @@ class Engine {
       return { record: rec, cached: true };
     }
     const resolved: ResolvedInput[] = [];
-    for (const input of step.inputs) resolved.push(await resolveInput(input, this.#statCache));
+    for (const input of step.inputs) resolved.push(await resolveInput(input, this.#statCache, this.#inputs));
     const baseExtra: [string, string][] = [];
     let pulledRef: string | undefined;
     if (step.base?.kind === "registry") {

@@ -32,8 +32,22 @@ export function envMap(env: readonly string[] | undefined): Map<string, string> 
   return m;
 }
 
-/** Applies a metadata instruction to a runtime config (RUN/COPY leave it unchanged). */
+/** Docker's HealthConfig (durations in nanoseconds). */
+export interface HealthConfig {
+  Test: string[];
+  Interval?: number;
+  Timeout?: number;
+  StartPeriod?: number;
+  StartInterval?: number;
+  Retries?: number;
+}
+
+/** Runtime-config fields Dockerfiles set beyond the OCI ones (Docker's image config carries them). */
+type DockerRuntimeConfig = RuntimeConfig & { Healthcheck?: HealthConfig; OnBuild?: string[] | null };
+
+/** Applies a metadata instruction to a runtime config (RUN/COPY/ADD leave it unchanged). */
 export function applyInstruction(c: RuntimeConfig, ins: Instruction): RuntimeConfig {
+  const dc = c as DockerRuntimeConfig;
   switch (ins.op) {
     case "ENV": {
       let env = c.Env ?? [];
@@ -44,15 +58,34 @@ export function applyInstruction(c: RuntimeConfig, ins: Instruction): RuntimeCon
       return { ...c, WorkingDir: ins.path.startsWith("/") ? ins.path : `${c.WorkingDir ?? "/"}/${ins.path}`.replace(/\/+/g, "/") };
     case "USER":
       return { ...c, User: ins.user };
-    case "ENTRYPOINT":
+    case "ENTRYPOINT": {
       // Setting ENTRYPOINT resets an inherited CMD, as Docker does; a CMD set earlier in the same definition stays.
-      return ins.keepCmd ? { ...c, Entrypoint: ins.argv } : { ...c, Entrypoint: ins.argv, Cmd: null };
+      const argv = ins.shell ? [...(c.Shell ?? DEFAULT_SHELL), ins.argv[0] ?? ""] : ins.argv;
+      return ins.keepCmd ? { ...c, Entrypoint: argv } : { ...c, Entrypoint: argv, Cmd: null };
+    }
     case "CMD":
-      return { ...c, Cmd: ins.argv };
+      return { ...c, Cmd: ins.shell ? [...(c.Shell ?? DEFAULT_SHELL), ins.argv[0] ?? ""] : ins.argv };
     case "SHELL":
       return { ...c, Shell: ins.argv };
     case "LABEL":
       return { ...c, Labels: { ...(c.Labels ?? {}), ...Object.fromEntries(ins.labels) } };
+    case "EXPOSE":
+      return { ...c, ExposedPorts: { ...(c.ExposedPorts ?? {}), ...Object.fromEntries(ins.ports.map((p) => [p, {}])) } };
+    case "VOLUME":
+      return { ...c, Volumes: { ...(c.Volumes ?? {}), ...Object.fromEntries(ins.paths.map((p) => [p, {}])) } };
+    case "STOPSIGNAL":
+      return { ...c, StopSignal: ins.signal };
+    case "HEALTHCHECK": {
+      const h: HealthConfig = { Test: [...ins.test] };
+      if (ins.interval !== undefined) h.Interval = ins.interval;
+      if (ins.timeout !== undefined) h.Timeout = ins.timeout;
+      if (ins.startPeriod !== undefined) h.StartPeriod = ins.startPeriod;
+      if (ins.startInterval !== undefined) h.StartInterval = ins.startInterval;
+      if (ins.retries !== undefined) h.Retries = ins.retries;
+      return { ...dc, Healthcheck: h } as RuntimeConfig;
+    }
+    case "ONBUILD":
+      return { ...dc, OnBuild: ins.expression === undefined ? null : [...(dc.OnBuild ?? []), ins.expression] } as RuntimeConfig;
     default:
       return c;
   }
@@ -64,8 +97,12 @@ export function nextConfig(parent: ImageConfig, instructions: readonly Instructi
   for (const ins of instructions) rc = applyInstruction(rc, ins);
   for (const k of Object.keys(rc) as (keyof RuntimeConfig)[]) if (rc[k] === undefined) delete rc[k];
   const createdBy = instructions.length ? instructions.map(render).join(" && ") : comment;
+  // MAINTAINER sets the image's author (a top-level config field).
+  let author = (parent as ImageConfig & { author?: string }).author;
+  for (const ins of instructions) if (ins.op === "MAINTAINER") author = ins.name;
   return {
     created: createdAt,
+    ...(author !== undefined ? { author } : {}),
     architecture: parent.architecture,
     os: parent.os,
     config: rc,

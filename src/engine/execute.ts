@@ -4,8 +4,10 @@
  * config), commits the upper dir as a layer, and records the image. Loaded only when something must be built, so
  * fully cached builds never load the sandbox and layer modules.
  */
+import { createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
+import { execa } from "execa";
 import type { BuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError, StepFailedError } from "../errors.js";
 import type { KeyInputs } from "../keys/step-key.js";
@@ -13,7 +15,7 @@ import { commitLayer } from "../layer/commit.js";
 import { canCopyIntoUpper, copyIntoUpper } from "../layer/copy-into-upper.js";
 import { mountOverlay, unmountOverlay, type OverlayDirs } from "../layer/overlay.js";
 import type { ImageConfig } from "../oci/types.js";
-import type { Instruction } from "../plan/instructions.js";
+import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { Step } from "../plan/step.js";
 import { RuncExecutor, type Executor } from "../sandbox/runc.js";
 import { SYSTEM_MOUNT_POINTS, type BindMount } from "../sandbox/runtime-spec.js";
@@ -22,6 +24,9 @@ import type { ImageRecord, LayerRecord, Store } from "../store/store.js";
 import { applyInstruction, DEFAULT_PATH, DEFAULT_SHELL, emptyConfig, envMap, manifestFor, nextConfig } from "./config.js";
 import { buildDebianRootfs } from "./debian-base.js";
 import { copyInput, type ResolvedInput } from "./inputs.js";
+import { dockerCopy } from "../dockerfile/copy.js";
+import { resolveChown } from "../dockerfile/chown.js";
+import { secureJoin } from "../layer/secure-join.js";
 import { LineLog, redactor, type LogSink } from "./log.js";
 import { placeNode, placeUv } from "./tools.js";
 
@@ -70,16 +75,20 @@ export class StepExecutor {
       for (const l of pulled.layers) await this.store.layerDir(l);
       layers = pulled.layers;
       config = { ...pulled.config, history: [...(pulled.config.history ?? [])] };
+      // Base instructions (a Dockerfile stage consuming the base's ONBUILD triggers) change the config, no history.
+      for (const ins of step.instructions) config.config = applyInstruction(config.config, ins);
     } else if (step.base?.kind === "scratch") {
       layers = [];
       config = { ...emptyConfig(), created: new Date().toISOString(), history: [] };
+      // A Dockerfile's `FROM scratch` starts with a default PATH, as BuildKit's empty image does (no history entry).
+      for (const ins of step.instructions) config.config = applyInstruction(config.config, ins);
     } else {
       if (!parent) throw new InvalidDefinitionError(`step ${index} (${step.description}) has no base image`);
       layers = [...parent.layers];
-      const needsFs = step.instructions.some((i) => i.op === "RUN" || i.op === "COPY");
+      const needsFs = step.instructions.some((i) => i.op === "RUN" || i.op === "COPY" || i.op === "ADD" || (i.op === "WORKDIR" && i.create));
       if (needsFs) {
         newLayer = await this.#runFilesystemStep(index, step, parent, parentConfig, resolved, log);
-        layers.push(newLayer);
+        if (newLayer) layers.push(newLayer);
       }
       config = nextConfig(parentConfig, step.instructions, newLayer, new Date().toISOString(), step.description);
     }
@@ -105,8 +114,11 @@ export class StepExecutor {
     return record;
   }
 
-  /** Mounts the parent's layers, runs the step's RUN/COPY instructions, and commits the upper dir as a layer. */
-  async #runFilesystemStep(index: number, step: Step, parent: ImageRecord, parentConfig: ImageConfig, resolved: ResolvedInput[], log: LineLog): Promise<LayerRecord> {
+  /**
+   * Mounts the parent's layers, runs the step's RUN/COPY/ADD instructions, and commits the upper dir as a layer.
+   * A step whose only filesystem work is a WORKDIR that already exists adds no layer (returns undefined).
+   */
+  async #runFilesystemStep(index: number, step: Step, parent: ImageRecord, parentConfig: ImageConfig, resolved: ResolvedInput[], log: LineLog): Promise<LayerRecord | undefined> {
     const work = await this.store.tempDir("step");
     const lowers: string[] = [];
     const unpin = this.store.pin?.(parent.layers);
@@ -126,20 +138,28 @@ export class StepExecutor {
       };
       for (const p of [...SYSTEM_MOUNT_POINTS, "/etc/resolv.conf", "/etc/hosts"]) await noteMountPoint(p);
       let rc = { ...parentConfig.config };
+      const input = (name: string): ResolvedInput => {
+        const r = inputsByName.get(name);
+        if (!r) throw new InvalidDefinitionError(`step ${index}: source "${name}" is not an input of this step`);
+        return r;
+      };
       for (const ins of step.instructions) {
-        if (ins.op === "COPY") {
-          const r = inputsByName.get(ins.source);
-          if (!r) throw new InvalidDefinitionError(`step ${index}: COPY source "${ins.source}" is not an input of this step`);
-          await copyInput(r, dirs.merged, ins.dest);
+        if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources) {
+          await dockerCopy({ rootfs: dirs.merged, ins, inputs: [ins.source, ...(ins.inputs ?? [])].map(input), workdir: rc.WorkingDir || "/", where: step.description });
+        } else if (ins.op === "COPY" || ins.op === "ADD") {
+          await copyInput(input(ins.source), dirs.merged, ins.dest);
         } else if (ins.op === "RUN") {
           await this.#run(index, step, ins, rc, dirs.merged, work, inputFiles, inputsByName, log, noteMountPoint);
         } else {
           rc = applyInstruction(rc, ins);
+          if (ins.op === "WORKDIR" && ins.create) await makeWorkdir(dirs.merged, rc.WorkingDir || "/", rc.User, step.description);
         }
       }
       await unmountOverlay(dirs);
       dirs = undefined;
       await scrubMountStubs(path.join(work, "upper"), preexisting);
+      const onlyWorkdir = step.instructions.every((i) => i.op !== "RUN" && i.op !== "COPY" && i.op !== "ADD");
+      if (onlyWorkdir && (await fsp.readdir(path.join(work, "upper"))).length === 0) return undefined;
       const layer = await commitLayer(this.store, path.join(work, "upper"), { epoch: this.builder.sourceDateEpoch });
       await this.store.adoptLayerDir(layer.diffId, path.join(work, "upper"));
       return layer;
@@ -155,11 +175,11 @@ export class StepExecutor {
    * pool — unless a destination's parent is not a plain directory in the merged view. Returns undefined to fall back.
    */
   async #copyOnly(step: Step, inputsByName: Map<string, ResolvedInput>, lowers: readonly string[], upper: string): Promise<LayerRecord | undefined> {
-    if (step.instructions.some((i) => i.op === "RUN")) return undefined;
+    if (step.instructions.some((i) => i.op === "RUN" || i.op === "ADD" || (i.op === "COPY" && i.sources) || (i.op === "WORKDIR" && i.create))) return undefined;
     const copies = step.instructions.filter((i): i is Extract<Instruction, { op: "COPY" }> => i.op === "COPY");
     const lowersTopFirst = [...lowers].reverse();
     const sources = copies.map((c) => inputsByName.get(c.source));
-    if (sources.some((r) => !r || r.input.kind === "inline")) return undefined;
+    if (sources.some((r) => !r || (r.input.kind !== "dir" && r.input.kind !== "file"))) return undefined;
     if (!copies.every((c) => canCopyIntoUpper(lowersTopFirst, c.dest))) return undefined;
     await fsp.mkdir(upper, { recursive: true });
     for (const [i, c] of copies.entries()) {
@@ -188,52 +208,198 @@ export class StepExecutor {
     for (const p of ["/etc/resolv.conf", "/etc/hosts"]) {
       if (await fsp.access(p).then(() => true, () => false)) mounts.push({ source: p, destination: p, readonly: true });
     }
-    for (const m of ins.mounts ?? []) {
-      if (m.source === "builder:node") {
-        const placed = await placeNode(rootfs);
-        mounts.push(...placed.mounts);
-        if (argv[0] === `${m.target}/node`) argv = [...placed.argvPrefix, ...argv.slice(1)];
-      } else if (m.source === "builder:uv") {
-        mounts.push(await placeUv(rootfs, m.target));
-      } else {
-        const r = inputsByName.get(m.source);
-        if (!r) throw new InvalidDefinitionError(`step ${index}: RUN mount source "${m.source}" is not an input of this step`);
-        const file = path.join(inputFiles, m.source);
-        if (r.input.kind === "inline") await fsp.writeFile(file, r.input.content, { mode: r.input.mode });
-        else await fsp.symlink(r.input.localPath, file);
-        mounts.push({ source: file, destination: m.target, readonly: true });
+    const cleanups: (() => Promise<void>)[] = [];
+    const secretEnv = new Map<string, string>();
+    try {
+      for (const m of ins.mounts ?? []) {
+        if (m.type === "cache") {
+          mounts.push({ source: await this.#cacheMount(m, cleanups), destination: m.target, readonly: m.readonly ?? false });
+          continue;
+        }
+        if (m.type === "tmpfs") {
+          const dir = path.join(work, `tmpfs-${mounts.length}`);
+          await fsp.mkdir(dir, { recursive: true });
+          const r = await execa("mount", ["-t", "tmpfs", "-o", `mode=1777${m.size !== undefined ? `,size=${m.size}` : ""}`, "tmpfs", dir], { reject: false });
+          if (r.exitCode !== 0) throw new InvalidDefinitionError(`${step.description}: could not mount a tmpfs at ${m.target}: ${r.stderr}`);
+          cleanups.push(async () => void (await execa("umount", ["-l", dir], { reject: false })));
+          mounts.push({ source: dir, destination: m.target, readonly: false });
+          continue;
+        }
+        if (m.type === "secret") {
+          const value = step.secrets.values()[m.id];
+          if (value === undefined) {
+            if (m.required) throw new InvalidDefinitionError(`${step.description}: secret ${JSON.stringify(m.id)} is required but the build has no such secret`);
+            continue;
+          }
+          if (m.env !== undefined) secretEnv.set(m.env, value);
+          if (m.target !== undefined || m.env === undefined) {
+            // Secret files live on a tmpfs outside the rootfs, never on disk.
+            const dir = path.join(work, "secrets");
+            if (!(await fsp.stat(dir).then(() => true, () => false))) {
+              await fsp.mkdir(dir, { mode: 0o700 });
+              const r = await execa("mount", ["-t", "tmpfs", "-o", "mode=0700,size=16m", "tmpfs", dir], { reject: false });
+              if (r.exitCode === 0) cleanups.push(async () => void (await execa("umount", ["-l", dir], { reject: false })));
+            }
+            const file = path.join(dir, `secret-${mounts.length}`);
+            await fsp.writeFile(file, value, { mode: 0o600 });
+            await fsp.chown(file, m.uid ?? 0, m.gid ?? 0);
+            await fsp.chmod(file, m.mode ?? 0o400);
+            mounts.push({ source: file, destination: m.target ?? `/run/secrets/${m.id}`, readonly: true });
+          }
+          continue;
+        }
+        if (m.source === "builder:node") {
+          const placed = await placeNode(rootfs);
+          mounts.push(...placed.mounts);
+          if (argv[0] === `${m.target}/node`) argv = [...placed.argvPrefix, ...argv.slice(1)];
+        } else if (m.source === "builder:uv") {
+          mounts.push(await placeUv(rootfs, m.target));
+        } else {
+          const r = inputsByName.get(m.source);
+          if (!r) throw new InvalidDefinitionError(`step ${index}: RUN mount source "${m.source}" is not an input of this step`);
+          const file = path.join(inputFiles, m.source);
+          if (r.input.kind === "inline") await fsp.writeFile(file, r.input.content, { mode: r.input.mode });
+          else if (r.input.kind === "dir" || r.input.kind === "file") await fsp.symlink(r.input.localPath, file);
+          else await materialise(r, file, m.readonly);
+          mounts.push({ source: file, destination: m.target, readonly: m.readonly });
+        }
+      }
+      for (const m of mounts) await noteMountPoint(m.destination);
+      const user = await resolveUser(rootfs, rc.User);
+      // Build args sit below the image's ENV (an ENV of the same name wins, as in BuildKit).
+      const env = new Map<string, string>(step.buildArgs ?? []);
+      for (const [k, v] of envMap(rc.Env)) env.set(k, v);
+      if (!env.has("PATH")) env.set("PATH", DEFAULT_PATH);
+      if (!env.has("HOME")) env.set("HOME", user.home || "/root");
+      for (const [k, v] of Object.entries(step.env)) env.set(k, v);
+      if (step.secretsAsEnv !== false) for (const [k, v] of Object.entries(step.secrets.values())) env.set(k, v);
+      for (const [k, v] of secretEnv) env.set(k, v);
+      const cwd = rc.WorkingDir || "/";
+      await fsp.mkdir(path.join(rootfs, cwd), { recursive: true });
+      const command = typeof ins.command === "string" ? ins.command : JSON.stringify(ins.command);
+      if (step.method === "runCommands" || step.method === "aptInstall" || step.method === "pipInstall") log.line(`$ ${command}`);
+      const r = await this.executor.run(
+        {
+          rootfs,
+          argv,
+          env: [...env].map(([k, v]) => `${k}=${v}`),
+          cwd,
+          uid: user.uid,
+          gid: user.gid,
+          additionalGids: user.additionalGids,
+          mounts,
+          network: ins.network ?? "host",
+          hostname: "strata",
+        },
+        { bundleDir: path.join(work, "bundle"), timeoutMs: step.timeoutMs, onOutput: (t) => log.write(t), signal: this.signal },
+      );
+      log.flush();
+      if (r.exitCode !== 0 || r.timedOut) {
+        throw new StepFailedError(index, step.description, redactor(Object.values(step.secrets.values()))(command), r.exitCode, [...log.tail], r.durationMs, r.timedOut);
+      }
+    } finally {
+      for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    }
+  }
+
+  /** In-process users of each cache mount directory (for `sharing=private`). */
+  static readonly cacheMountsInUse = new Map<string, number>();
+
+  /**
+   * The host directory of a RUN cache mount: `<store>/cache-mounts/<sha256(id)>`, created on first use with the mount's
+   * mode and owner, kept between builds. `locked` takes the store's lock for it for the RUN; `private` gets a fresh
+   * throwaway directory while another RUN of this process uses it.
+   */
+  async #cacheMount(m: Extract<RunMount, { type: "cache" }>, cleanups: (() => Promise<void>)[]): Promise<string> {
+    const hex = createHash("sha256").update(m.id).digest("hex");
+    const dir = path.join(this.store.root, "cache-mounts", hex);
+    const fresh = async (d: string) => {
+      await fsp.mkdir(d, { recursive: true });
+      await fsp.chmod(d, m.mode ?? 0o755);
+      await fsp.chown(d, m.uid ?? 0, m.gid ?? 0);
+    };
+    if (!(await fsp.stat(dir).then((st) => st.isDirectory(), () => false))) {
+      const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+      await fresh(tmp);
+      await fsp.rename(tmp, dir).catch(async () => fsp.rm(tmp, { recursive: true, force: true }));
+    }
+    const inUse = StepExecutor.cacheMountsInUse;
+    if (m.sharing === "private" && (inUse.get(hex) ?? 0) > 0) {
+      const tmp = await this.store.tempDir("cache-private");
+      await fresh(tmp);
+      cleanups.push(() => fsp.rm(tmp, { recursive: true, force: true }));
+      return tmp;
+    }
+    inUse.set(hex, (inUse.get(hex) ?? 0) + 1);
+    cleanups.push(async () => void inUse.set(hex, (inUse.get(hex) ?? 1) - 1));
+    if (m.sharing === "locked") {
+      const release = await this.store.lock(`cache-mount-${hex}`);
+      cleanups.push(release);
+    }
+    return dir;
+  }
+}
+
+/**
+ * Puts a `select` input's files at `to` for a bind mount: a single matched file as a file, else a directory holding
+ * the matched directory's contents (or the matched paths). Read-only mounts hard-link the sources where possible.
+ */
+async function materialise(r: ResolvedInput, to: string, readonly: boolean): Promise<void> {
+  const matches = r.matches ?? [];
+  const place = async (src: string, dst: string, mode: number, uid: number, gid: number) => {
+    if (readonly) {
+      try {
+        await fsp.link(src, dst);
+        return;
+      } catch {
+        // another filesystem: copy
       }
     }
-    for (const m of mounts) await noteMountPoint(m.destination);
-    const user = await resolveUser(rootfs, rc.User);
-    const env = envMap(rc.Env);
-    if (!env.has("PATH")) env.set("PATH", DEFAULT_PATH);
-    if (!env.has("HOME")) env.set("HOME", user.home || "/root");
-    for (const [k, v] of Object.entries(step.env)) env.set(k, v);
-    for (const [k, v] of Object.entries(step.secrets.values())) env.set(k, v);
-    const cwd = rc.WorkingDir || "/";
-    await fsp.mkdir(path.join(rootfs, cwd), { recursive: true });
-    const command = typeof ins.command === "string" ? ins.command : JSON.stringify(ins.command);
-    if (step.method === "runCommands" || step.method === "aptInstall" || step.method === "pipInstall") log.line(`$ ${command}`);
-    const r = await this.executor.run(
-      {
-        rootfs,
-        argv,
-        env: [...env].map(([k, v]) => `${k}=${v}`),
-        cwd,
-        uid: user.uid,
-        gid: user.gid,
-        additionalGids: user.additionalGids,
-        mounts,
-        network: ins.network ?? "host",
-        hostname: "strata",
-      },
-      { bundleDir: path.join(work, "bundle"), timeoutMs: step.timeoutMs, onOutput: (t) => log.write(t), signal: this.signal },
-    );
-    log.flush();
-    if (r.exitCode !== 0 || r.timedOut) {
-      throw new StepFailedError(index, step.description, redactor(Object.values(step.secrets.values()))(command), r.exitCode, [...log.tail], r.durationMs, r.timedOut);
+    await fsp.copyFile(src, dst);
+    await fsp.chmod(dst, mode);
+    await fsp.chown(dst, uid, gid);
+  };
+  if (matches.length === 1 && matches[0]!.type === "file") {
+    const e = r.entries.find((x) => x.type === "file")!;
+    await place(e.absPath, to, e.mode, e.uid, e.gid);
+    return;
+  }
+  await fsp.mkdir(to, { recursive: true });
+  for (const m of matches) {
+    const prefix = m.type === "dir" ? (m.rel === "" ? "" : m.rel + "/") : path.posix.dirname(m.rel) === "." ? "" : path.posix.dirname(m.rel) + "/";
+    for (const e of r.entries) {
+      if (m.type === "dir" ? !(m.rel === "" || e.relPath.startsWith(prefix)) : e.relPath !== m.rel) continue;
+      const dst = path.join(to, e.relPath.slice(prefix.length));
+      await fsp.mkdir(path.dirname(dst), { recursive: true });
+      if (e.type === "dir") {
+        await fsp.mkdir(dst, { recursive: true });
+        await fsp.chmod(dst, e.mode);
+      } else if (e.type === "symlink") {
+        await fsp.rm(dst, { force: true });
+        await fsp.symlink(e.linkTarget ?? "", dst);
+      } else {
+        await fsp.rm(dst, { force: true });
+        await place(e.absPath, dst, e.mode, e.uid, e.gid);
+      }
     }
+  }
+}
+
+/** Dockerfile WORKDIR: creates the directory (and missing parents) if it does not exist, owned by USER if set. */
+async function makeWorkdir(rootfs: string, dir: string, user: string | undefined, where: string): Promise<void> {
+  const parts = dir.split("/").filter(Boolean);
+  let cur = "/";
+  let owner: { uid: number; gid: number } | undefined;
+  for (const p of parts) {
+    cur = path.posix.join(cur, p);
+    const h = secureJoin(rootfs, cur);
+    const st = await fsp.lstat(h).catch(() => undefined);
+    if (st?.isDirectory()) continue;
+    if (st) throw new InvalidDefinitionError(`${where}: WORKDIR ${dir}: ${cur} exists and is not a directory`);
+    owner ??= user ? resolveChown(rootfs, user, "USER") : { uid: 0, gid: 0 };
+    await fsp.mkdir(h, { mode: 0o755 });
+    await fsp.chmod(h, 0o755);
+    await fsp.lchown(h, owner.uid, owner.gid);
   }
 }
 

@@ -1,21 +1,111 @@
-/** Resolves a step's local inputs: walks and hashes them into key inputs, and materialises them for the sandbox. */
+/**
+ * Resolves a step's inputs: walks and hashes them into key inputs, and materialises them for the sandbox. Besides
+ * local files and directories, a step may read paths picked from the build context, from another chain's image (a
+ * Dockerfile stage, built first) or from a registry image (`select`), a URL (`url`), or just need other chains built
+ * (`stages`); those need an {@link InputContext}.
+ */
 import { chmodSync, chownSync, copyFileSync, lchownSync, lstatSync, mkdirSync, promises as fsp, rmSync, symlinkSync, type Stats } from "node:fs";
+import { createHash } from "node:crypto";
 import path from "node:path";
 import { walkContext, statContextFile, type ContextEntry, type StatCache } from "../context/walk.js";
 import { LocalPathError } from "../errors.js";
 import { PatternMatcher } from "../ignore/pattern-matcher.js";
 import type { FileInput } from "../keys/step-key.js";
-import type { StepInput } from "../plan/step.js";
+import type { Plan, SelectRoot, StepInput } from "../plan/step.js";
 import { secureJoin } from "../layer/secure-join.js";
+import { mountOverlay, unmountOverlay } from "../layer/overlay.js";
+import type { ImageRecord, Store } from "../store/store.js";
 import { sha256Bytes } from "../util/digest.js";
+import { fetchUrl } from "../dockerfile/fetch-url.js";
+import { rehydratePlan } from "../dockerfile/secret-registry.js";
+import { selectSources, type SelectRootView, type SourceMatch } from "../dockerfile/select.js";
+import type { LogSink } from "./log.js";
 
 /** An input with its hashed entries. */
 export interface ResolvedInput {
   input: StepInput;
   entries: ContextEntry[];
+  /** `select` inputs: the matched sources in order (entries are grouped under them), for the copy rules */
+  matches?: SourceMatch[];
 }
 
-export async function resolveInput(input: StepInput, statCache?: StatCache): Promise<ResolvedInput> {
+/**
+ * What resolving `select`, `url` and `stages` inputs needs from the running build: its store, and a way to build
+ * another chain (a Dockerfile stage) once per build, sharing the build's options (force, ignore-cache, log, executor).
+ * {@link chainContext} makes one; the engine should pass it to every {@link resolveInput} of a build.
+ */
+export interface InputContext {
+  readonly store: Store;
+  /** Builds a chain and returns its final image; each distinct chain is built once per context. */
+  buildChain(plan: Plan): Promise<ImageRecord>;
+}
+
+/** Options a nested chain build inherits (a subset of the engine's BuildOptions). */
+export interface ChainBuildOptions {
+  forceBuild?: boolean;
+  ignoreCache?: boolean;
+  log?: LogSink;
+  builderVersion?: string;
+  executor?: import("../sandbox/runc.js").Executor;
+  signal?: AbortSignal;
+}
+
+function planKey(plan: Plan): string {
+  return createHash("sha256").update(JSON.stringify(plan)).digest("hex");
+}
+
+/** An InputContext that builds nested chains with the engine, memoised per context (so once per build). */
+export function chainContext(store: Store, options: ChainBuildOptions = {}): InputContext {
+  const built = new Map<string, Promise<ImageRecord>>();
+  const ctx: InputContext = {
+    store,
+    buildChain(plan: Plan): Promise<ImageRecord> {
+      const k = planKey(plan);
+      let p = built.get(k);
+      if (!p) {
+        p = (async () => {
+          const { buildImage } = await import("./build.js");
+          // Nested chains share this context (so a stage several others read is built once), once the engine's
+          // BuildOptions accepts `inputs`; until then the extra field is ignored.
+          const nested = { ...options, store, inputs: ctx };
+          const r = await buildImage(rehydratePlan(plan), nested);
+          const rec = await store.getImage(r.imageId);
+          if (!rec) throw new LocalPathError(r.imageId, `image ${r.imageId} of a nested stage is missing from the store`);
+          return rec;
+        })();
+        built.set(k, p);
+        p.catch(() => built.delete(k));
+      }
+      return p;
+    },
+  };
+  return ctx;
+}
+
+/**
+ * Until the engine passes a context, one is made per build: the build's stat cache (one per build) identifies it, and
+ * its file names the store root (a LocalStore; with STRATA_S3_BUCKET the store from the environment).
+ */
+const fallbackContexts = new WeakMap<StatCache, Promise<InputContext>>();
+async function fallbackContext(statCache: StatCache | undefined): Promise<InputContext> {
+  const make = async (): Promise<InputContext> => {
+    const root = statCache?.file ? path.dirname(statCache.file) : undefined;
+    const store =
+      process.env.STRATA_S3_BUCKET || !root
+        ? await (await import("../store/s3/open.js")).openStoreFromEnv()
+        : await (await import("../store/local.js")).LocalStore.open(root);
+    return chainContext(store);
+  };
+  if (!statCache) return make();
+  let c = fallbackContexts.get(statCache);
+  if (!c) {
+    c = make();
+    fallbackContexts.set(statCache, c);
+  }
+  return c;
+}
+
+export async function resolveInput(input: StepInput, statCache?: StatCache, context?: InputContext): Promise<ResolvedInput> {
   switch (input.kind) {
     case "dir": {
       const st = await fsp.stat(input.localPath).catch(() => undefined);
@@ -37,6 +127,82 @@ export async function resolveInput(input: StepInput, statCache?: StatCache): Pro
           { relPath: input.name, type: "file", mode: input.mode, uid: 0, gid: 0, size: Buffer.byteLength(input.content), sha256: sha256Bytes(input.content), absPath: "" },
         ],
       };
+    case "select": {
+      const ctx = input.root.kind === "context" ? context : (context ?? (await fallbackContext(statCache)));
+      return withRootView(input.root, ctx, async (view, rootName) => {
+        const sel = await selectSources(view, input.patterns, { exclude: input.exclude, parents: input.parents, statCache, location: input.location, rootName });
+        return { input, entries: sel.entries, matches: sel.matches };
+      });
+    }
+    case "url": {
+      const ctx = context ?? (await fallbackContext(statCache));
+      const f = await fetchUrl(input.url, { cacheDir: path.join(ctx.store.root, "downloads"), checksum: input.checksum, location: input.location });
+      return {
+        input,
+        entries: [{ relPath: f.name, type: "file", mode: 0o600, uid: 0, gid: 0, size: f.size, sha256: f.digest, absPath: f.file }],
+        matches: [{ rel: f.name, real: f.name, type: "file" }],
+      };
+    }
+    case "stages": {
+      const ctx = context ?? (await fallbackContext(statCache));
+      await Promise.all(input.plans.map((p) => ctx.buildChain(p)));
+      return { input, entries: [] };
+    }
+  }
+}
+
+/**
+ * Gives `fn` a view of a select root: the context directory, or an image's filesystem (its single layer directory, or
+ * an overlay of its layers mounted for the duration, with each file's bytes read from the topmost layer that has it,
+ * so the paths stay valid after the mount is gone and the stat cache recognises them across builds).
+ */
+async function withRootView<T>(root: SelectRoot, ctx: InputContext | undefined, fn: (view: SelectRootView, rootName: string) => Promise<T>): Promise<T> {
+  if (root.kind === "context") {
+    const st = await fsp.stat(root.localPath).catch(() => undefined);
+    if (!st?.isDirectory()) throw new LocalPathError(root.localPath, `build context ${root.localPath} is not a directory`);
+    const ignore = root.ignore.length ? PatternMatcher.parse(root.ignore) : undefined;
+    return fn({ dir: root.localPath, ignore }, "the build context");
+  }
+  const c = ctx!;
+  let layers: ImageRecord["layers"];
+  let rootName: string;
+  if (root.kind === "stage") {
+    layers = (await c.buildChain(root.plan)).layers;
+    rootName = `stage ${root.stage}`;
+  } else {
+    const { pullImage } = await import("../registry/pull.js");
+    layers = (await pullImage(root.ref, c.store, { insecure: root.insecure })).layers;
+    rootName = `image ${root.ref}`;
+  }
+  const dirs: string[] = [];
+  for (const l of layers) dirs.push(await c.store.layerDir(l));
+  if (dirs.length <= 1) {
+    const work = dirs.length ? undefined : await c.store.tempDir("empty");
+    try {
+      return await fn({ dir: dirs[0] ?? work! }, rootName);
+    } finally {
+      if (work) await fsp.rm(work, { recursive: true, force: true });
+    }
+  }
+  const unpin = c.store.pin?.(layers);
+  const work = await c.store.tempDir("select");
+  const topFirst = [...dirs].reverse();
+  let mounted: Awaited<ReturnType<typeof mountOverlay>> | undefined;
+  try {
+    mounted = await mountOverlay(work, dirs);
+    const merged = mounted.merged;
+    const fileSource = (rel: string): string => {
+      for (const d of topFirst) {
+        const p = path.join(d, rel);
+        if (lstatOrUndefined(p)) return p;
+      }
+      return path.join(merged, rel);
+    };
+    return await fn({ dir: merged, fileSource }, rootName);
+  } finally {
+    if (mounted) await unmountOverlay(mounted).catch(() => undefined);
+    unpin?.();
+    await fsp.rm(work, { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
@@ -57,6 +223,9 @@ export function fileInputs(resolved: readonly ResolvedInput[]): FileInput[] {
  * their mode, and intermediate directories are created 0755.
  */
 export async function copyInput(r: ResolvedInput, rootfs: string, dest: string): Promise<void> {
+  if (r.input.kind !== "dir" && r.input.kind !== "file" && r.input.kind !== "inline") {
+    throw new LocalPathError(r.input.name, `input ${r.input.name} (${r.input.kind}) can only be copied by a Dockerfile COPY/ADD`);
+  }
   // Symlinks in the image resolve inside the image (an absolute link must never lead to the host's files).
   const target = secureJoin(rootfs, dest);
   if (r.input.kind === "inline") {

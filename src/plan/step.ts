@@ -10,11 +10,50 @@ export type BaseSpec =
   | { kind: "registry"; ref: string; insecure?: boolean; login?: "registry" | "ecr" | "gcp"; gcpMode?: "access_token" | "json_key" }
   | { kind: "image"; imageId: string };
 
+/** A place in a Dockerfile, for error messages about a step's inputs. */
+export interface StepLocation {
+  file: string;
+  line: number;
+  column: number;
+}
+
+/**
+ * The root a `select` input picks paths from: the build context (with its ignore patterns), the final image of another
+ * chain (a Dockerfile stage, built first), or an image from a registry (pulled).
+ */
+export type SelectRoot =
+  | { kind: "context"; localPath: string; ignore: string[] }
+  | { kind: "stage"; stage: string; plan: Plan }
+  | { kind: "image"; ref: string; insecure?: boolean };
+
 /** A local input a step reads; its content (never its mtime) goes into the key. */
 export type StepInput =
   | { kind: "dir"; name: string; localPath: string; ignore: string[] }
   | { kind: "file"; name: string; localPath: string }
-  | { kind: "inline"; name: string; content: string; mode: number };
+  | { kind: "inline"; name: string; content: string; mode: number }
+  /**
+   * Paths picked from a root by Dockerfile COPY/ADD source rules: each pattern is a path or a glob (Go
+   * `filepath.Match` per segment) relative to the root; a matched symlink is followed inside the root; a matched
+   * directory brings its whole subtree. Exactly the matched paths are keyed (name, type, mode, owner, content). With
+   * `parents`, a pattern may carry a `/./` pivot and `**`; `exclude` drops paths (dockerignore syntax, relative to
+   * each matched source). `allowEmpty`: a glob matching nothing is not an error.
+   */
+  | {
+      kind: "select";
+      name: string;
+      root: SelectRoot;
+      patterns: string[];
+      exclude?: string[];
+      parents?: boolean;
+      location?: StepLocation;
+    }
+  /** A file downloaded over HTTP(S) (Dockerfile `ADD <url>`); its content digest is keyed, `checksum` verified. */
+  | { kind: "url"; name: string; url: string; checksum?: string; location?: StepLocation }
+  /**
+   * Chains to build before this step reads anything (independent Dockerfile stages), all at once. Contributes no key
+   * input: the steps that read a stage key its content through their own `select` inputs.
+   */
+  | { kind: "stages"; name: string; plans: Plan[] };
 
 export interface Step {
   /** The SDK method (or Dockerfile instruction) this step came from. */
@@ -27,8 +66,23 @@ export interface Step {
   inputs: StepInput[];
   /** Secret values, exposed as env during RUN only; their names (not values) are keyed. Serialises to names only. */
   secrets: Secret;
+  /**
+   * Whether RUNs get every secret as an environment variable (the SDK's behaviour, the default). Dockerfile steps set
+   * false: a secret reaches a RUN only through its `--mount=type=secret` (as a file, or `env=`).
+   */
+  secretsAsEnv?: boolean;
+  /**
+   * For steps of chains nested in another plan (Dockerfile stages read by COPY --from): a process-local handle to the
+   * build's secret values (`src/dockerfile/secret-registry.ts`), since `secrets` does not survive cloning a plan.
+   */
+  secretsRef?: string;
   /** Extra env for this step's RUNs only (not in the image config); keyed by name and value. */
   env: Record<string, string>;
+  /**
+   * Dockerfile build args this step depends on (keyed): for a RUN, every ARG in scope (exported into its environment,
+   * below the image's ENV); for other instructions, the args their expansion read.
+   */
+  buildArgs?: [string, string][];
   forceBuild: boolean;
   timeoutMs?: number;
   /** Extra key inputs (function source, arguments, base recipe, tool versions). */

@@ -10,6 +10,7 @@ import type { BaseSpec, Plan, Step, StepInput } from "../plan/step.js";
 import type { DeferredMount } from "../store/store.js";
 import { credentialsFor } from "../registry/credentials.js";
 import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
+import { commandChain, dockerfileChains, type StageChain } from "../dockerfile/to-plan.js";
 import type { BuildOptions, BuiltImage } from "../engine/build.js";
 
 /** Options every layer method accepts. */
@@ -78,7 +79,47 @@ export interface ImageFromRegistryParams {
   insecure?: boolean;
 }
 
+export interface ImageFromDockerfileParams {
+  /** The build context COPY/ADD read from. Default: the Dockerfile's directory. */
+  contextDir?: string;
+  /** `--build-arg` values. */
+  buildArgs?: Record<string, string>;
+  /** The stage to build (`--target`). Default: the last stage. */
+  target?: string;
+  /** Ignore patterns for the context. Default: `<Dockerfile>.dockerignore`, else `.dockerignore` beside the Dockerfile, else in the context. */
+  ignore?: string[];
+  /** Rebuild every step of the Dockerfile, replacing the cache entries. Default false. */
+  forceBuild?: boolean;
+  /** Secrets for `RUN --mount=type=secret,id=<name>` (only their names are keyed; values never enter layers or logs). */
+  secrets?: SecretLike[] | SecretLike;
+  /**
+   * The config (Env, WorkingDir, OnBuild) of each registry image a FROM names, by reference: from `resolveBaseImages`
+   * (`src/dockerfile/to-plan.ts`). With it, expansion sees the base's ENV and its ONBUILD triggers run after FROM.
+   */
+  baseImages?: Record<string, { env?: readonly string[]; workingDir?: string; onBuild?: readonly string[] }>;
+}
+
+export interface ImageDockerfileCommandsParams {
+  /** The build context COPY/ADD read from. Default: the current directory. */
+  contextDir?: string;
+  /** Ignore patterns for the context. Default: the context's .dockerignore. */
+  ignore?: string[];
+  buildArgs?: Record<string, string>;
+  forceBuild?: boolean;
+  /** Secrets for `RUN --mount=type=secret,id=<name>`. */
+  secrets?: SecretLike[] | SecretLike;
+}
+
 type StepFactory = (b: BuilderVersion) => Step;
+
+function checkBuildArgs(method: string, args: Record<string, string> | undefined): Record<string, string> | undefined {
+  if (args === undefined) return undefined;
+  if (!isParams(args)) throw new InvalidDefinitionError(`${method}: buildArgs must be an object of strings`);
+  for (const [k, v] of Object.entries(args)) {
+    if (typeof v !== "string") throw new InvalidDefinitionError(`${method}: build arg ${k} must be a string, got ${typeof v}`);
+  }
+  return { ...args };
+}
 
 function isParams(x: unknown): x is Record<string, unknown> {
   return typeof x === "object" && x !== null && !Array.isArray(x);
@@ -291,6 +332,60 @@ export class Image {
     );
   }
 
+  /**
+   * An image from a Dockerfile: every instruction is its own cached step (metadata instructions change only the
+   * config), multi-stage builds build only the stages `target` needs, independent stages concurrently. The Dockerfile
+   * and its ignore file are read now, so syntax errors (`Dockerfile:12:5: …`) surface here.
+   */
+  static fromDockerfile(dockerfile: string, paramsIn: ImageFromDockerfileParams = {}): Image {
+    if (typeof dockerfile !== "string" || dockerfile === "") throw new InvalidDefinitionError("fromDockerfile: expected the path of a Dockerfile");
+    const params = snapshot(paramsIn);
+    const chains = dockerfileChains(dockerfile, {
+      contextDir: params.contextDir,
+      buildArgs: checkBuildArgs("fromDockerfile", params.buildArgs),
+      target: params.target,
+      ignore: params.ignore,
+      forceBuild: params.forceBuild,
+      secrets: params.secrets as Secret | undefined,
+      baseImages: params.baseImages ? structuredClone(params.baseImages) : undefined,
+    });
+    const force = params.forceBuild ?? false;
+    const memo = new Map<number, Image>();
+    const planOf = (stage: number, b: BuilderVersion): Plan => chainOf(stage).plan(b);
+    const baseOf = (c: StageChain, prefetch: readonly number[]): ((b: BuilderVersion) => Step) => {
+      const base: BaseSpec = c.base.kind === "registry" ? { kind: "registry", ref: c.base.ref } : { kind: "scratch" };
+      return (b) => ({
+        method: "dockerfile",
+        description: c.fromDescription,
+        base,
+        instructions: structuredClone(c.baseInstructions),
+        inputs: prefetch.length ? [{ kind: "stages", name: "stages", plans: prefetch.map((s) => planOf(s, b)) }] : [],
+        secrets: Secret.none(),
+        env: {},
+        forceBuild: force,
+        extra: [],
+      });
+    };
+    const build = (i: number, prefetch: readonly number[]): Image => {
+      const c = chains.stages.get(i)!;
+      let img = c.base.kind === "stage" ? (prefetch.length ? build(c.base.stage, prefetch) : chainOf(c.base.stage)) : new Image(baseOf(c, prefetch), [], []);
+      for (const st of c.steps) img = img.#with(st.method, (b) => st.make(b, planOf));
+      return img;
+    };
+    const chainOf = (i: number): Image => {
+      let img = memo.get(i);
+      if (!img) {
+        img = build(i, []);
+        memo.set(i, img);
+      }
+      return img;
+    };
+    // Every stage some needed stage reads is built first, all at once (the target's own FROM chain runs inline).
+    const reads = new Set<number>();
+    for (const c of chains.stages.values()) for (const r of c.reads) reads.add(r);
+    return build(chains.target, [...reads].sort((a, b) => a - b));
+  }
+
   // ---- chain plumbing ----------------------------------------------------------------------------------------
 
   #with(method: string, factory: StepFactory): Image {
@@ -471,6 +566,30 @@ export class Image {
 
   #defer(m: DeferredMount): Image {
     return new Image(this.#base, this.#steps, [...this.#deferred, m], this.#methods);
+  }
+
+  /**
+   * Appends Dockerfile instructions (no FROM), each its own cached step, as if they followed this image's FROM. Lines
+   * may use continuations and heredocs; `COPY`/`ADD` read from `contextDir`.
+   */
+  dockerfileCommands(lines: string | string[], paramsIn: ImageDockerfileCommandsParams = {}): Image {
+    const list = typeof lines === "string" ? [lines] : lines;
+    if (!Array.isArray(list) || list.some((l) => typeof l !== "string")) throw new InvalidDefinitionError("dockerfileCommands: expected Dockerfile lines (strings)");
+    if (list.length === 0) return this;
+    const params = snapshot(paramsIn);
+    const chain = commandChain(list, {
+      contextDir: params.contextDir,
+      ignore: params.ignore,
+      buildArgs: checkBuildArgs("dockerfileCommands", params.buildArgs),
+      forceBuild: params.forceBuild,
+      secrets: params.secrets as Secret | undefined,
+    });
+    let img: Image = this;
+    const noStages = (): Plan => {
+      throw new InvalidDefinitionError("dockerfileCommands: there are no other stages to read from");
+    };
+    for (const st of chain.steps) img = img.#with(st.method, (b) => st.make(b, noStages));
+    return img;
   }
 
   /** Sets environment variables in the image config (no layer). */

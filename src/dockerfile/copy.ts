@@ -1,0 +1,219 @@
+/**
+ * Executes a Dockerfile COPY/ADD into a mounted root filesystem, with BuildKit's rules (`fsutil/copy`):
+ * - dest is relative to WORKDIR; it is a directory when it ends with `/` (or `/.`, or is `.`), when there are several
+ *   sources, or when it already is one; missing parents are created (0755, owned by `--chown` or root).
+ * - a matched directory's contents are copied into dest (dest itself is created with the directory's mode); a file goes
+ *   to dest, or into it under its own name; symlinks inside copied directories stay symlinks.
+ * - owners: `--chown` for everything copied, else root for context files, URLs and heredocs and the source's owner for
+ *   files from a stage or image. Modes: `--chmod` for every copied file and directory, else the source's.
+ * - ADD: a local file whose content is an archive is extracted into dest (unless `--unpack=false`).
+ * Destination paths resolve symlinks already in the image inside the image; a final symlink is replaced, never
+ * written through.
+ */
+import { chmodSync, copyFileSync, lchownSync, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync, type Stats } from "node:fs";
+import path from "node:path";
+import type { ContextEntry } from "../context/walk.js";
+import type { ResolvedInput } from "../engine/inputs.js";
+import { InvalidDefinitionError, LocalPathError } from "../errors.js";
+import { secureJoin } from "../layer/secure-join.js";
+import type { Instruction } from "../plan/instructions.js";
+import { archiveKind, extractArchive } from "./archive.js";
+import { chmodFunction, resolveChown, type Owner } from "./chown.js";
+
+type CopyIns = Extract<Instruction, { op: "COPY" | "ADD" }>;
+
+function lstatOrUndefined(p: string): Stats | undefined {
+  try {
+    return lstatSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+export interface DockerCopyArgs {
+  rootfs: string;
+  ins: CopyIns;
+  /** the step inputs named by `ins.source` then `ins.inputs`, in order */
+  inputs: ResolvedInput[];
+  /** the image's WORKDIR before this instruction */
+  workdir: string;
+  /** prefix for error messages (the step's description, which names the Dockerfile line) */
+  where: string;
+}
+
+/** Absolute destination in the image, and whether it is named as a directory. */
+export function copyDestination(dest: string, workdir: string, sourceCount: number): { abs: string; dir: boolean } {
+  const joined = dest.startsWith("/") ? dest : path.posix.join(workdir || "/", dest);
+  const abs = path.posix.normalize(joined);
+  const dir = dest.endsWith("/") || dest === "." || dest.endsWith("/.") || sourceCount > 1;
+  return { abs: abs === "/" ? "/" : abs.replace(/\/+$/, ""), dir };
+}
+
+class Copier {
+  readonly owner: Owner | undefined;
+  readonly chmod: ((mode: number, isDir: boolean) => number) | undefined;
+  constructor(
+    readonly rootfs: string,
+    readonly where: string,
+    chown: string | undefined,
+    chmod: string | undefined,
+  ) {
+    this.owner = chown !== undefined ? wrap(where, () => resolveChown(rootfs, chown)) : undefined;
+    this.chmod = chmod !== undefined ? wrap(where, () => chmodFunction(chmod)) : undefined;
+  }
+
+  /** Host path of an absolute image path: parents resolved inside the image, the last component not followed. */
+  host(imagePath: string): string {
+    const parent = path.posix.dirname(imagePath);
+    const base = path.posix.basename(imagePath);
+    const p = secureJoin(this.rootfs, parent);
+    return base === "" || imagePath === "/" ? p : path.join(p, base);
+  }
+
+  /** Creates `imageDir` and its missing parents (0755, owned by --chown or root). Returns its host path. */
+  mkdirp(imageDir: string): string {
+    const parts = imageDir.split("/").filter(Boolean);
+    let cur = "/";
+    for (const p of parts) {
+      cur = path.posix.join(cur, p);
+      const h = secureJoin(this.rootfs, cur);
+      const st = lstatOrUndefined(h);
+      if (st?.isDirectory()) continue;
+      if (st) throw new InvalidDefinitionError(`${this.where}: cannot create directory ${cur}: a file is in the way`);
+      mkdirSync(h, { mode: 0o755 });
+      chmodSync(h, 0o755);
+      lchownSync(h, this.owner?.uid ?? 0, this.owner?.gid ?? 0);
+    }
+    return secureJoin(this.rootfs, imageDir);
+  }
+
+  ownerOf(e: { uid: number; gid: number }, keepOwner: boolean): Owner {
+    return this.owner ?? (keepOwner ? { uid: e.uid, gid: e.gid } : { uid: 0, gid: 0 });
+  }
+
+  modeOf(mode: number, isDir: boolean): number {
+    return this.chmod ? this.chmod(mode, isDir) : mode;
+  }
+
+  /** Writes one entry at the host path `to` (whose parent exists). `top`: dest of a directory copy (kept metadata if it exists). */
+  put(e: ContextEntry, to: string, keepOwner: boolean, top = false): void {
+    const existing = lstatOrUndefined(to);
+    const own = this.ownerOf(e, keepOwner);
+    if (e.type === "dir") {
+      if (existing && !existing.isDirectory()) {
+        throw new InvalidDefinitionError(`${this.where}: cannot copy directory ${e.relPath} onto ${path.relative(this.rootfs, to)}, which is not a directory in the image`);
+      }
+      if (!existing) mkdirSync(to, { mode: 0o700 });
+      if (!existing || !top) {
+        chmodSync(to, this.modeOf(e.mode, true));
+        lchownSync(to, own.uid, own.gid);
+      }
+      return;
+    }
+    if (existing?.isDirectory()) {
+      throw new InvalidDefinitionError(`${this.where}: cannot copy ${e.relPath} onto /${path.relative(this.rootfs, to)}, which is a directory in the image`);
+    }
+    if (existing) rmSync(to, { force: true });
+    if (e.type === "symlink") {
+      symlinkSync(e.linkTarget ?? "", to);
+      lchownSync(to, own.uid, own.gid);
+      return;
+    }
+    copyFileSync(e.absPath, to);
+    const st = lstatSync(to);
+    if (st.size !== e.size) throw new LocalPathError(e.absPath, `${e.absPath} changed while the build was reading it; run the build again`);
+    lchownSync(to, own.uid, own.gid);
+    chmodSync(to, this.modeOf(e.mode, false));
+  }
+}
+
+function wrap<T>(where: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof InvalidDefinitionError) throw new InvalidDefinitionError(`${where}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** Entries of `r` belonging to the match at `rel` (the match itself first, then its subtree in path order). */
+function entriesUnder(entries: readonly ContextEntry[], rel: string): ContextEntry[] {
+  if (rel === "") return [...entries];
+  const prefix = rel + "/";
+  return entries.filter((e) => e.relPath === rel || e.relPath.startsWith(prefix));
+}
+
+export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
+  const { ins } = a;
+  const sourceCount = (ins.sources ?? [ins.source]).length;
+  const { abs: dest, dir: destNamedDir } = copyDestination(ins.dest, a.workdir, sourceCount);
+  const c = new Copier(a.rootfs, a.where, ins.chown, ins.chmod);
+  const unpack = ins.op === "ADD" && ins.unpack !== false;
+  let heredoc = 0;
+  const heredocNames = (ins.sources ?? []).filter((s) => s.startsWith("<<")).map((s) => s.slice(2));
+
+  for (const r of a.inputs) {
+    const keepOwner = r.input.kind === "select" && r.input.root.kind !== "context";
+    if (r.input.kind === "inline") {
+      const name = heredocNames[heredoc++] ?? r.input.name.replace(/^<</, "");
+      const e = r.entries[0]!;
+      const to = fileTarget(c, dest, destNamedDir, name);
+      const existing = lstatOrUndefined(to);
+      if (existing?.isDirectory()) throw new InvalidDefinitionError(`${a.where}: cannot write ${name} onto ${dest}, which is a directory`);
+      if (existing) rmSync(to, { force: true });
+      writeFileSync(to, r.input.content);
+      const own = c.ownerOf(e, false);
+      lchownSync(to, own.uid, own.gid);
+      chmodSync(to, c.modeOf(e.mode, false));
+      continue;
+    }
+    for (const m of r.matches ?? []) {
+      const list = entriesUnder(r.entries, m.rel);
+      if (m.type === "file") {
+        const e = list.find((x) => x.relPath === m.rel) ?? list[0]!;
+        const name = path.posix.basename(m.rel || e.relPath);
+        if (unpack && r.input.kind === "select") {
+          const kind = await archiveKind(e.absPath);
+          if (kind) {
+            const d = c.mkdirp(dest);
+            await extractArchive(e.absPath, kind, d, c.owner);
+            continue;
+          }
+        }
+        c.put(e, fileTarget(c, dest, destNamedDir, name), keepOwner);
+        continue;
+      }
+      // A directory: its contents go into dest (kept parents for --parents). A destination named as a directory is made
+      // (0755) before anything is copied into it, so the copied directory's own metadata does not replace its, as in
+      // BuildKit; otherwise a new dest takes the source directory's mode and owner.
+      if (destNamedDir) c.mkdirp(dest);
+      const destExisting = lstatOrUndefined(secureJoin(a.rootfs, dest));
+      if (destExisting && !destExisting.isDirectory()) {
+        throw new InvalidDefinitionError(`${a.where}: cannot copy directory ${m.rel || "."} onto ${dest}, which is a file in the image`);
+      }
+      c.mkdirp(path.posix.dirname(dest));
+      const top = list.find((e) => e.relPath === m.rel);
+      const destHost = dest === "/" ? a.rootfs : c.host(dest);
+      if (top) c.put(top, destHost, keepOwner, true);
+      else if (!destExisting) c.mkdirp(dest);
+      const prefix = m.rel === "" ? "" : m.rel + "/";
+      const below = list.filter((e) => e.relPath !== m.rel).sort((x, y) => Buffer.compare(Buffer.from(x.relPath), Buffer.from(y.relPath)));
+      for (const e of below) {
+        const sub = e.relPath.slice(prefix.length);
+        const imagePath = path.posix.join(dest, sub);
+        const parentHost = secureJoin(a.rootfs, path.posix.dirname(imagePath));
+        if (!lstatOrUndefined(parentHost)) c.mkdirp(path.posix.dirname(imagePath));
+        c.put(e, path.join(parentHost, path.posix.basename(imagePath)), keepOwner);
+      }
+    }
+  }
+}
+
+/** Where a single file named `name` goes: into dest when dest is (named as, or already is) a directory, else dest. */
+function fileTarget(c: Copier, dest: string, destNamedDir: boolean, name: string): string {
+  if (destNamedDir) return path.join(c.mkdirp(dest), name);
+  const st = lstatOrUndefined(secureJoin(c.rootfs, dest));
+  if (st?.isDirectory()) return path.join(secureJoin(c.rootfs, dest), name);
+  c.mkdirp(path.posix.dirname(dest));
+  return c.host(dest);
+}

@@ -1,0 +1,122 @@
+/**
+ * `ADD <url>`: downloads into the store (`<store>/downloads/`), keyed by content. The previous download of a URL is
+ * revalidated with `If-None-Match` / `If-Modified-Since`, so an unchanged remote file is not fetched again; a changed
+ * one gets a new digest and so busts the step's key. `--checksum=sha256:<hex>` must match the content.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { createWriteStream, promises as fsp } from "node:fs";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { InvalidDefinitionError, StrataError } from "../errors.js";
+import { DockerfileSyntaxError, type SourceLocation } from "./errors.js";
+
+export interface FetchedUrl {
+  /** host path of the downloaded content */
+  file: string;
+  digest: string;
+  size: number;
+  /** the file name ADD gives it: Content-Disposition's, else the URL path's last segment, else `__unnamed__` */
+  name: string;
+}
+
+interface CacheMeta {
+  url: string;
+  etag?: string;
+  lastModified?: string;
+  digest: string;
+  size: number;
+  name: string;
+}
+
+/** A download failed (network error or an HTTP error status). */
+export class UrlFetchError extends StrataError {
+  override readonly code = "URL_FETCH";
+  override readonly fault = "user";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "UrlFetchError";
+  }
+}
+
+function fail(loc: SourceLocation | undefined, message: string): Error {
+  return loc ? new DockerfileSyntaxError(loc, message) : new InvalidDefinitionError(message);
+}
+
+function fileName(url: URL, disposition: string | null): string {
+  const m = disposition ? /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition) : null;
+  if (m?.[1]) {
+    const n = path.posix.basename(decodeURIComponent(m[1]));
+    if (n && n !== "." && n !== "..") return n;
+  }
+  const base = path.posix.basename(decodeURIComponent(url.pathname));
+  return base === "" || base === "/" || base === "." || base === ".." ? "__unnamed__" : base;
+}
+
+export async function fetchUrl(url: string, opts: { cacheDir: string; checksum?: string; location?: SourceLocation; signal?: AbortSignal }): Promise<FetchedUrl> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw fail(opts.location, `ADD source ${JSON.stringify(url)} is not a valid URL`);
+  }
+  if (opts.checksum !== undefined && !/^sha256:[0-9a-f]{64}$/.test(opts.checksum)) {
+    throw fail(opts.location, `--checksum ${JSON.stringify(opts.checksum)} must be sha256:<64 lowercase hex digits>`);
+  }
+  await fsp.mkdir(opts.cacheDir, { recursive: true });
+  const metaFile = path.join(opts.cacheDir, `url-${createHash("sha256").update(url).digest("hex")}.json`);
+  const meta = await fsp.readFile(metaFile, "utf8").then((t) => JSON.parse(t) as CacheMeta, () => undefined);
+  const contentOf = (digest: string) => path.join(opts.cacheDir, digest.slice("sha256:".length));
+  const cachedOk = meta && (await fsp.access(contentOf(meta.digest)).then(() => true, () => false));
+
+  // A pinned checksum already in the cache needs no request at all.
+  if (opts.checksum && (await fsp.access(contentOf(opts.checksum)).then(() => true, () => false)) && meta?.digest === opts.checksum) {
+    return { file: contentOf(meta.digest), digest: meta.digest, size: meta.size, name: meta.name };
+  }
+  const headers: Record<string, string> = {};
+  if (cachedOk && meta?.etag) headers["if-none-match"] = meta.etag;
+  else if (cachedOk && meta?.lastModified) headers["if-modified-since"] = meta.lastModified;
+  let res: Response;
+  try {
+    res = await fetch(parsed, { headers, redirect: "follow", signal: opts.signal });
+  } catch (e) {
+    throw new UrlFetchError(`ADD ${url}: download failed: ${(e as Error).message}${opts.location ? ` (${opts.location.file}:${opts.location.line})` : ""}`, { cause: e });
+  }
+  let result: FetchedUrl;
+  if (res.status === 304 && cachedOk && meta) {
+    result = { file: contentOf(meta.digest), digest: meta.digest, size: meta.size, name: meta.name };
+  } else {
+    if (!res.ok || !res.body) {
+      throw new UrlFetchError(`ADD ${url}: the server answered ${res.status} ${res.statusText}${opts.location ? ` (${opts.location.file}:${opts.location.line})` : ""}`);
+    }
+    const tmp = path.join(opts.cacheDir, `.tmp-${randomBytes(6).toString("hex")}`);
+    const hash = createHash("sha256");
+    let size = 0;
+    try {
+      const body = Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>);
+      body.on("data", (c: Buffer) => {
+        hash.update(c);
+        size += c.length;
+      });
+      await pipeline(body, createWriteStream(tmp));
+      const digest = "sha256:" + hash.digest("hex");
+      await fsp.rename(tmp, contentOf(digest));
+      result = { file: contentOf(digest), digest, size, name: fileName(parsed, res.headers.get("content-disposition")) };
+    } catch (e) {
+      await fsp.rm(tmp, { force: true });
+      throw new UrlFetchError(`ADD ${url}: download failed: ${(e as Error).message}`, { cause: e });
+    }
+    const next: CacheMeta = { url, digest: result.digest, size: result.size, name: result.name };
+    const etag = res.headers.get("etag");
+    const lm = res.headers.get("last-modified");
+    if (etag) next.etag = etag;
+    if (lm) next.lastModified = lm;
+    await fsp.writeFile(metaFile + ".tmp", JSON.stringify(next));
+    await fsp.rename(metaFile + ".tmp", metaFile);
+  }
+  if (opts.checksum !== undefined && opts.checksum !== result.digest) {
+    throw fail(opts.location, `ADD ${url}: checksum mismatch: --checksum=${opts.checksum} but the content is ${result.digest}`);
+  }
+  return result;
+}
