@@ -23,6 +23,7 @@ PACKAGES=(
   xz-utils
   openssl
   redis-server
+  golang-go
 )
 
 log() { printf 'setup-system: %s\n' "$*"; }
