@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-system.sh
-[ -d node_modules ] || npm ci --no-fund --no-audit
+[ -d node_modules ] || npm install --no-fund --no-audit
 npm run --silent build
 PORT="${STRATA_DEMO_WHEELS_PORT:-38765}"
 node scripts/serve-wheels.mjs --port "$PORT" > /tmp/strata-demo-wheels.$$ &
