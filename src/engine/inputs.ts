@@ -13,10 +13,9 @@ import { PatternMatcher } from "../ignore/pattern-matcher.js";
 import type { FileInput } from "../keys/step-key.js";
 import type { Plan, SelectRoot, StepInput } from "../plan/step.js";
 import { secureJoin } from "../layer/secure-join.js";
-import { mountOverlay, unmountOverlay } from "../layer/overlay.js";
+import type { OverlayDirs } from "../layer/overlay.js";
 import type { ImageRecord, Store } from "../store/store.js";
 import { sha256Bytes } from "../util/digest.js";
-import { fetchUrl } from "../dockerfile/fetch-url.js";
 import { rehydratePlan } from "../dockerfile/secret-registry.js";
 import { selectSources, type SelectRootView, type SourceMatch } from "../dockerfile/select.js";
 import type { LogSink } from "./log.js";
@@ -136,6 +135,7 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
     }
     case "url": {
       const ctx = context ?? (await fallbackContext(statCache));
+      const { fetchUrl } = await import("../dockerfile/fetch-url.js");
       const f = await fetchUrl(input.url, { cacheDir: path.join(ctx.store.root, "downloads"), checksum: input.checksum, location: input.location });
       return {
         input,
@@ -187,7 +187,9 @@ async function withRootView<T>(root: SelectRoot, ctx: InputContext | undefined, 
   const unpin = c.store.pin?.(layers);
   const work = await c.store.tempDir("select");
   const topFirst = [...dirs].reverse();
-  let mounted: Awaited<ReturnType<typeof mountOverlay>> | undefined;
+  // Loaded here, not at startup: mounting pulls in execa, which a fully cached build never needs.
+  const { mountOverlay, unmountOverlay } = await import("../layer/overlay.js");
+  let mounted: OverlayDirs | undefined;
   try {
     mounted = await mountOverlay(work, dirs);
     const merged = mounted.merged;
