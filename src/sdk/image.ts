@@ -77,6 +77,8 @@ export interface ImageFromRegistryParams {
   secret?: SecretLike;
   /** Reach the registry over plain HTTP even though it is not on loopback. */
   insecure?: boolean;
+  /** Dockerfile lines run on the base before anything else (`RUN …`, `ENV …`), each its own cached step. */
+  setupDockerfileCommands?: string[];
 }
 
 export interface ImageFromDockerfileParams {
@@ -303,9 +305,13 @@ export class Image {
   ): Image {
     if (typeof ref !== "string" || ref.trim() === "") throw new InvalidDefinitionError(`${method}: expected an image reference such as 127.0.0.1:5000/team/base:1`);
     const registrySecret = Secret.fromObject(mergeSecrets(params.secret));
+    const setup = params.setupDockerfileCommands;
+    if (setup !== undefined && (!Array.isArray(setup) || setup.some((l) => typeof l !== "string"))) {
+      throw new InvalidDefinitionError(`${method}: setupDockerfileCommands must be an array of Dockerfile lines`);
+    }
     // Missing login variables are reported now, not when the build reaches the registry (no I/O happens here).
     if (login.login !== "registry") credentialsFor(login.login, registrySecret.values(), login.gcpMode ? { gcp: { mode: login.gcpMode } } : {});
-    return new Image(
+    const base = new Image(
       () => ({
         method,
         description: `${method} ${ref}`,
@@ -321,6 +327,7 @@ export class Image {
       [],
       [],
     );
+    return setup?.length ? base.dockerfileCommands([...setup]) : base;
   }
 
   /** An image already in the store, by id (or unique prefix). */

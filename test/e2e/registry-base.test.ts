@@ -49,6 +49,12 @@ test("fromRegistry pulls a base from a loopback registry, builds on it, and keys
   assert.equal(retagged.steps[0]!.key, first.steps[0]!.key);
   const pulled = await strata(["pull", ref]);
   assert.equal(pulled.code, 0, pulled.stderr);
+
+  // setupDockerfileCommands: Dockerfile lines on the base, each its own cached step, before the chain's own steps.
+  await fsp.writeFile(def, `import { Image } from "strata";\nexport default Image.fromRegistry(${JSON.stringify(ref)}, { setupDockerfileCommands: ["ENV SETUP=yes", "RUN echo $SETUP > /setup"] }).runCommands("cat /setup > /copied");\n`);
+  const setup = await buildJson(def);
+  assert.equal(setup.steps.length, 4);
+  assert.equal((await strata(["run", setup.imageId, "--", "cat", "/copied"])).stdout, "yes\n");
 });
 
 test("fromRegistry with a secret logs in to a token-auth registry; credentials stay out of keys, store and logs; push round-trips", async () => {
