@@ -5,7 +5,7 @@
  * inside it); owners and modes come from the archive unless `--chown` gives an owner.
  */
 import { spawn } from "node:child_process";
-import { chmodSync, closeSync, createReadStream, createWriteStream, lchownSync, linkSync, lstatSync, mkdirSync, openSync, readSync, rmSync, symlinkSync, type Stats } from "node:fs";
+import { chmodSync, closeSync, createReadStream, createWriteStream, lchownSync, linkSync, mkdirSync, openSync, readSync, rmSync, symlinkSync } from "node:fs";
 import path from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
@@ -13,6 +13,7 @@ import tar from "tar-stream";
 import { StrataError } from "../errors.js";
 import { secureJoin } from "../layer/secure-join.js";
 import type { Owner } from "./chown.js";
+import { lstatOrUndefined } from "../util/fs.js";
 
 export type ArchiveKind = "tar" | "gzip" | "bzip2" | "xz";
 
@@ -84,14 +85,6 @@ export async function archiveKind(file: string): Promise<ArchiveKind | undefined
   else if (h.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) kind = "xz";
   else return isTarHeader(h) ? "tar" : undefined;
   return isTarHeader(await firstBytes(decompressed(file, kind), 512)) ? kind : undefined;
-}
-
-function lstatOrUndefined(p: string): Stats | undefined {
-  try {
-    return lstatSync(p);
-  } catch {
-    return undefined;
-  }
 }
 
 function cleanName(name: string): string | undefined {

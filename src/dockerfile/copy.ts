@@ -10,7 +10,7 @@
  * Destination paths resolve symlinks already in the image inside the image; a final symlink is replaced, never
  * written through.
  */
-import { chmodSync, copyFileSync, lchownSync, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync, type Stats } from "node:fs";
+import { chmodSync, copyFileSync, lchownSync, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { ContextEntry } from "../context/walk.js";
 import type { ResolvedInput } from "../engine/inputs.js";
@@ -19,16 +19,9 @@ import { secureJoin } from "../layer/secure-join.js";
 import type { Instruction } from "../plan/instructions.js";
 import { archiveKind, extractArchive } from "./archive.js";
 import { chmodFunction, resolveChown, type Owner } from "./chown.js";
+import { lstatOrUndefined } from "../util/fs.js";
 
 type CopyIns = Extract<Instruction, { op: "COPY" | "ADD" }>;
-
-function lstatOrUndefined(p: string): Stats | undefined {
-  try {
-    return lstatSync(p);
-  } catch {
-    return undefined;
-  }
-}
 
 export interface DockerCopyArgs {
   rootfs: string;

@@ -15,7 +15,7 @@
  * - Ignored paths (`.dockerignore`, context only) do not exist; an ignored directory is entered only when an exception
  *   (`!pattern`) could re-include something below it.
  */
-import { lstatSync, readdirSync, readlinkSync, type Stats } from "node:fs";
+import { readdirSync, readlinkSync, type Stats } from "node:fs";
 import path from "node:path";
 import { createHash } from "node:crypto";
 import { statContextFile, walkContext, type ContextEntry, type StatCache } from "../context/walk.js";
@@ -23,6 +23,7 @@ import { PatternMatcher } from "../ignore/pattern-matcher.js";
 import { secureJoin } from "../layer/secure-join.js";
 import { DockerfileSyntaxError, type SourceLocation } from "./errors.js";
 import { InvalidDefinitionError } from "../errors.js";
+import { lstatOrUndefined } from "../util/fs.js";
 
 /** One matched source: the path it resolved to (relative to the root, "" for the root) and what it is. */
 export interface SourceMatch {
@@ -131,14 +132,6 @@ function escapeRe(ch: string): string {
 }
 function escapeClass(ch: string): string {
   return /[\]\\^-]/.test(ch) ? "\\" + ch : ch;
-}
-
-function lstatOrUndefined(p: string): Stats | undefined {
-  try {
-    return lstatSync(p);
-  } catch {
-    return undefined;
-  }
 }
 
 /** The path of `rel` inside the root after following symlinks (never leaving the root), relative to it. */

@@ -1,6 +1,7 @@
 /** Builds a Debian root filesystem with mmdebstrap from Debian's archive (the `debianSlim` base). */
 import { promises as fsp } from "node:fs";
 import { execa } from "execa";
+import { unmountUnder } from "../layer/overlay.js";
 import { MissingToolError, StepFailedError } from "../errors.js";
 import type { BaseSpec } from "../plan/step.js";
 
@@ -43,8 +44,7 @@ export async function buildDebianRootfs(spec: DebianSpec, target: string, onOutp
   }
   // mmdebstrap warns and carries on when it cannot unmount /proc or /sys of the chroot (busy): release them here so
   // they never end up in the layer.
-  const mounts = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1] ?? "").filter((m) => m.startsWith(target + "/"));
-  for (const m of mounts.sort().reverse()) await execa("umount", ["-l", m], { reject: false });
+  await unmountUnder(target);
   if (r.exitCode !== 0) {
     throw new StepFailedError(stepIndex, `debianSlim ${spec.suite}`, `mmdebstrap ${spec.suite}`, r.exitCode ?? null, tail, Date.now() - started);
   }

@@ -4,7 +4,7 @@
  * Dockerfile stage, built first) or from a registry image (`select`), a URL (`url`), or just need other chains built
  * (`stages`); those need an {@link InputContext}.
  */
-import { chmodSync, chownSync, copyFileSync, lchownSync, lstatSync, mkdirSync, promises as fsp, rmSync, symlinkSync, type Stats } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, lchownSync, lstatSync, mkdirSync, promises as fsp, rmSync, symlinkSync } from "node:fs";
 import { createHash } from "node:crypto";
 import path from "node:path";
 import { walkContext, statContextFile, type ContextEntry, type StatCache } from "../context/walk.js";
@@ -19,6 +19,7 @@ import { sha256Bytes } from "../util/digest.js";
 import { rehydratePlan } from "../dockerfile/secret-registry.js";
 import { selectSources, type SelectRootView, type SourceMatch } from "../dockerfile/select.js";
 import type { LogSink } from "./log.js";
+import { lstatOrUndefined } from "../util/fs.js";
 
 /** An input with its hashed entries. */
 export interface ResolvedInput {
@@ -273,10 +274,3 @@ function copyEntry(e: ContextEntry, to: string): void {
   if ((st.mode & 0o7777) !== e.mode) chmodSync(to, e.mode);
 }
 
-function lstatOrUndefined(p: string): Stats | undefined {
-  try {
-    return lstatSync(p);
-  } catch {
-    return undefined;
-  }
-}

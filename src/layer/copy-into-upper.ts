@@ -12,14 +12,7 @@ import {
 import path from "node:path";
 import type { ContextEntry } from "../context/walk.js";
 import { LocalPathError } from "../errors.js";
-
-function lstatOrUndefined(p: string): Stats | undefined {
-  try {
-    return lstatSync(p);
-  } catch {
-    return undefined;
-  }
-}
+import { lstatOrUndefined } from "../util/fs.js";
 
 /** The topmost entry at `rel` across lowers (top layer first), or undefined if no layer has one. */
 function topEntry(lowersTopFirst: readonly string[], rel: string): Stats | undefined {

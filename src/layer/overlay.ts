@@ -47,3 +47,10 @@ export async function unmountOverlay(dirs: OverlayDirs): Promise<void> {
     if (lazy.exitCode !== 0) throw new SandboxError(`could not unmount ${dirs.merged}: ${r.stderr}`);
   }
 }
+
+/** Lazily unmounts every mount point below `dir`, deepest first (what a killed build or mmdebstrap left behind). */
+export async function unmountUnder(dir: string): Promise<void> {
+  const prefix = dir.replace(/\/+$/, "") + "/";
+  const mounts = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1] ?? "").filter((m) => m.startsWith(prefix));
+  for (const m of mounts.sort().reverse()) await execa("umount", ["-l", m], { reject: false });
+}

@@ -196,22 +196,9 @@ export class Build {
   }
 
   persisted(): PersistedBuild {
-    const p: PersistedBuild = {
-      format: "strata-service-build/1",
-      buildId: this.id,
-      status: this.status,
-      createdAt: this.createdAt,
-      forceBuild: this.forceBuild,
-      ignoreCache: this.ignoreCache,
-      steps: this.steps,
-      firstCursor: this.firstCursor,
-      lines: this.lines,
-    };
-    if (this.startedAt) p.startedAt = this.startedAt;
-    if (this.finishedAt) p.finishedAt = this.finishedAt;
-    if (this.result) p.result = this.result;
-    if (this.failure) p.failure = this.failure;
-    return p;
+    // The record is the public info without the live cursor, plus the log it can be replayed from.
+    const { lastCursor: _live, ...info } = this.info();
+    return { format: "strata-service-build/1", ...info, firstCursor: this.firstCursor, lines: this.lines };
   }
 
   static fromPersisted(p: PersistedBuild, limits: { lines: number; bytes: number }): Build {

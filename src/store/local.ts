@@ -271,12 +271,11 @@ export class LocalStore implements Store {
     });
     if (stale.length === 0) return;
     await beforeReclaim?.();
-    const { execa } = await import("execa");
+    const { unmountUnder } = await import("../layer/overlay.js");
     for (const name of stale) {
       const dir = path.join(tmp, name);
       // Unmount anything an interrupted step left mounted under this dir before deleting it.
-      const mounts = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1] ?? "").filter((mp) => mp.startsWith(dir + "/"));
-      for (const mp of mounts.sort().reverse()) await execa("umount", ["-l", mp], { reject: false });
+      await unmountUnder(dir);
       await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
     }
   }

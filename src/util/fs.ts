@@ -1,6 +1,6 @@
 /** Small filesystem helpers: atomic writes, unique temp names, existence checks. */
 import { randomBytes } from "node:crypto";
-import { promises as fsp } from "node:fs";
+import { lstatSync, promises as fsp, type Stats } from "node:fs";
 import path from "node:path";
 
 export function uniqueSuffix(): string {
@@ -53,5 +53,14 @@ export function pidAlive(pid: number): boolean {
     return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** lstat that answers undefined instead of throwing when the path does not exist (or cannot be read). */
+export function lstatOrUndefined(p: string): Stats | undefined {
+  try {
+    return lstatSync(p);
+  } catch {
+    return undefined;
   }
 }
