@@ -19,9 +19,10 @@ describe("bad input", () => {
     assert.match(r.stderr, /--- last \d+ log lines ---[\s\S]*about to fail/);
     // Retrying runs the failing step again (nothing was cached for it), the good step is cached.
     const again = await strata(["build", def]);
-    assert.equal(again.code, 1);
-    assert.equal(again.sandboxes, 1);
-    assert.match(again.stderr, /=> Step 3: runCommands echo good > \/good\n\s+cached/);
+    const both = `--- first build ---\n${r.stderr}\n--- second build ---\n${again.stderr}`;
+    assert.equal(again.code, 1, both);
+    assert.match(again.stderr, /=> Step 3: runCommands echo good > \/good\n\s+cached/, both);
+    assert.equal(again.sandboxes, 1, both);
   });
 
   test("a nonexistent local path is a clear error naming the path", async () => {
