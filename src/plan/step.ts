@@ -47,8 +47,11 @@ export type StepInput =
       parents?: boolean;
       location?: StepLocation;
     }
-  /** A file downloaded over HTTP(S) (Dockerfile `ADD <url>`); its content digest is keyed, `checksum` verified. */
-  | { kind: "url"; name: string; url: string; checksum?: string; location?: StepLocation }
+  /**
+   * A file downloaded over HTTP(S) (Dockerfile `ADD <url>`); its content digest is keyed, `checksum` verified. `help`
+   * (not keyed) is added to a download error: how else the file can be provided (e.g. addPython's local tarball).
+   */
+  | { kind: "url"; name: string; url: string; checksum?: string; location?: StepLocation; help?: string }
   /**
    * Chains to build before this step reads anything (independent Dockerfile stages), all at once. Contributes no key
    * input: the steps that read a stage key its content through their own `select` inputs.

@@ -12,6 +12,7 @@ import { credentialsFor } from "../registry/credentials.js";
 import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
 import { commandChain, dockerfileChains, type StageChain } from "../dockerfile/to-plan.js";
 import type { BuildOptions, BuiltImage } from "../engine/build.js";
+import { addPythonSteps, checkPythonSeries } from "./python.js";
 
 /** Options every layer method accepts. */
 export interface ImageStepParams {
@@ -79,6 +80,13 @@ export interface ImageFromRegistryParams {
   insecure?: boolean;
   /** Dockerfile lines run on the base before anything else (`RUN …`, `ENV …`), each its own cached step. */
   setupDockerfileCommands?: string[];
+  /**
+   * Adds a standalone CPython of this series ("3.11"; X.Y only) to a base that lacks Python, before the setup
+   * commands: python-build-standalone's `python/` tree copied to /usr/local, `python` → `python3` (below 3.13) and
+   * TERMINFO_DIRS, each its own cached step. The build comes from the builder version's release table, or from
+   * STRATA_PYTHON_STANDALONE (a tarball, or a directory of them) when set.
+   */
+  addPython?: string;
 }
 
 export interface ImageFromDockerfileParams {
@@ -94,6 +102,8 @@ export interface ImageFromDockerfileParams {
   forceBuild?: boolean;
   /** Secrets for `RUN --mount=type=secret,id=<name>` (only their names are keyed; values never enter layers or logs). */
   secrets?: SecretLike[] | SecretLike;
+  /** Adds a standalone CPython after the Dockerfile's steps, as `fromRegistry`'s `addPython` does. */
+  addPython?: string;
   /**
    * The config (Env, WorkingDir, OnBuild) of each registry image a FROM names, by reference: from `resolveBaseImages`
    * (`src/dockerfile/to-plan.ts`). With it, expansion sees the base's ENV and its ONBUILD triggers run after FROM.
@@ -309,6 +319,7 @@ export class Image {
     if (setup !== undefined && (!Array.isArray(setup) || setup.some((l) => typeof l !== "string"))) {
       throw new InvalidDefinitionError(`${method}: setupDockerfileCommands must be an array of Dockerfile lines`);
     }
+    const python = params.addPython !== undefined ? checkPythonSeries(method, params.addPython) : undefined;
     // Missing login variables are reported now, not when the build reaches the registry (no I/O happens here).
     if (login.login !== "registry") credentialsFor(login.login, registrySecret.values(), login.gcpMode ? { gcp: { mode: login.gcpMode } } : {});
     const base = new Image(
@@ -327,7 +338,8 @@ export class Image {
       [],
       [],
     );
-    return setup?.length ? base.dockerfileCommands([...setup]) : base;
+    const withPython = python !== undefined ? base.#addPython(method, python) : base;
+    return setup?.length ? withPython.dockerfileCommands([...setup]) : withPython;
   }
 
   /** An image already in the store, by id (or unique prefix). */
@@ -347,6 +359,7 @@ export class Image {
   static fromDockerfile(dockerfile: string, paramsIn: ImageFromDockerfileParams = {}): Image {
     if (typeof dockerfile !== "string" || dockerfile === "") throw new InvalidDefinitionError("fromDockerfile: expected the path of a Dockerfile");
     const params = snapshot(paramsIn);
+    const python = params.addPython !== undefined ? checkPythonSeries("fromDockerfile", params.addPython) : undefined;
     const chains = dockerfileChains(dockerfile, {
       contextDir: params.contextDir,
       buildArgs: checkBuildArgs("fromDockerfile", params.buildArgs),
@@ -390,7 +403,8 @@ export class Image {
     // Every stage some needed stage reads is built first, all at once (the target's own FROM chain runs inline).
     const reads = new Set<number>();
     for (const c of chains.stages.values()) for (const r of c.reads) reads.add(r);
-    return build(chains.target, [...reads].sort((a, b) => a - b));
+    const image = build(chains.target, [...reads].sort((a, b) => a - b));
+    return python !== undefined ? image.#addPython("fromDockerfile", python) : image;
   }
 
   // ---- chain plumbing ----------------------------------------------------------------------------------------
@@ -404,6 +418,13 @@ export class Image {
       );
     }
     return new Image(this.#base, [...this.#steps, factory], this.#deferred, [...this.#methods, method]);
+  }
+
+  /** Appends `addPython`'s steps (see `./python.ts`). */
+  #addPython(method: string, series: string): Image {
+    let img: Image = this;
+    for (const f of addPythonSteps(method, series)) img = img.#with("addPython", f);
+    return img;
   }
 
   #meta(method: string, description: string, instructions: Instruction[], params: { forceBuild?: boolean } = {}): Image {
