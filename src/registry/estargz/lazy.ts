@@ -52,12 +52,14 @@ export interface LazyFile extends FetchedFile {
 export interface OpenLazyImageOptions extends RegistryOptions {
   /** Bytes read from the end of each layer in the first request (default 64 KiB). */
   tailBytes?: number;
+  /** The linux/amd64 manifest digest, when the caller has resolved `ref` already (saves the tag lookup). */
+  manifestDigest?: Digest;
 }
 
 /** Opens `ref` for lazy reads: manifest (linux/amd64), config, and the TOC of every eStargz layer. */
 export async function openLazyImage(ref: string, opts: OpenLazyImageOptions = {}): Promise<LazyImage> {
   const reference = parseReference(ref);
-  const { manifestDigest } = await resolveImage(ref, opts);
+  const manifestDigest = opts.manifestDigest ?? (await resolveImage(ref, opts)).manifestDigest;
   const client = new RegistryClient(reference, opts);
   const where = `manifest ${reference.registry}/${reference.repository}@${manifestDigest}`;
   const manifestBytes = await client.withRetries(async () => {
@@ -90,7 +92,12 @@ export async function openLazyImage(ref: string, opts: OpenLazyImageOptions = {}
   return new LazyImage(reference, manifestDigest, cfg.digest, config, layers);
 }
 
-type Found = { layer: number; entry: TocEntry };
+/** An entry of the merged image and the index of the layer that provides it (0 = base). */
+export interface LazyEntry {
+  layer: number;
+  entry: TocEntry;
+}
+type Found = LazyEntry;
 
 /** An image opened for lazy reads (see `openLazyImage`). */
 export class LazyImage {
@@ -152,8 +159,10 @@ export class LazyImage {
   /**
    * Resolves `p` in the image: symlinks are followed inside the image (absolute targets restart at the image root,
    * `..` stops at it), like `secureJoin`. The final component is followed too unless `followFinal` is false.
+   * `visit` sees every existing path the walk looks at (symlinks included, each with the entry the image shows
+   * there), so a caller can reproduce the resolution elsewhere.
    */
-  resolve(p: string, followFinal = true): string {
+  resolve(p: string, followFinal = true, visit?: (path: string, found: LazyEntry) => void): string {
     const pending = p.split("/").filter((x) => x !== "" && x !== ".");
     const resolved: string[] = [];
     let links = 0;
@@ -165,6 +174,7 @@ export class LazyImage {
       }
       const candidate = [...resolved, part].join("/");
       const found = this.lookupMerged(candidate);
+      if (found && visit) visit(candidate, found);
       if (found?.entry.type === "symlink" && (pending.length > 0 || followFinal)) {
         if (++links > MAX_LINKS) throw new UnsupportedImageError(`too many levels of symbolic links resolving ${p} in ${this.reference}`);
         const target = found.entry.linkName ?? "";
@@ -199,6 +209,44 @@ export class LazyImage {
     return this.reader(f.layer).readFile(f.path);
   }
 
+  /** What the image shows at `p` itself (no symlink followed, not even in ancestors), or undefined. */
+  lookup(p: string): LazyEntry | undefined {
+    return this.lookupMerged(cleanEntryName(p));
+  }
+
+  /**
+   * The merged tree below the directory `dir` (exclusive; no symlink followed): every path the overlay of the layers
+   * shows there, with whiteouts, opaque directories and shadowing applied, directories implied by deeper entries
+   * included, sorted (a parent before its children).
+   */
+  listTree(dir: string): Map<string, LazyEntry> {
+    const d = cleanEntryName(dir);
+    const prefix = d === "" ? "" : `${d}/`;
+    const names = new Set<string>();
+    const implied = new Set<string>();
+    for (let i = 0; i < this.layers.length; i++) {
+      for (const n of this.reader(i).paths()) {
+        if (!n.startsWith(prefix) || n === d) continue;
+        names.add(n);
+        // Directories implied by a deeper entry have no TOC entry of their own.
+        for (let j = n.lastIndexOf("/"); j > d.length; j = n.lastIndexOf("/", j - 1)) {
+          const a = n.slice(0, j);
+          if (implied.has(a)) break;
+          implied.add(a);
+          names.add(a);
+        }
+      }
+    }
+    const out = new Map<string, LazyEntry>();
+    for (const n of [...names].sort()) {
+      const base = n.slice(n.lastIndexOf("/") + 1);
+      if (base.startsWith(WHITEOUT)) continue;
+      const m = this.lookupMerged(n);
+      if (m) out.set(n, m);
+    }
+    return out;
+  }
+
   /**
    * Fetches paths of the merged image (the final symlink of each requested path followed; with `recursive`, the
    * merged tree below a directory, whose symlinks are returned as symlinks). Only the members holding the content
@@ -214,33 +262,37 @@ export class LazyImage {
         continue;
       }
       want.set(f.path, f);
-      if (opts.recursive && f.entry.type === "dir") {
-        const prefix = f.path === "" ? "" : `${f.path}/`;
-        const names = new Set<string>();
-        for (let i = 0; i < this.layers.length; i++) {
-          for (const n of this.reader(i).paths()) if (n.startsWith(prefix) && n !== f.path) names.add(n);
-        }
-        for (const n of [...names].sort()) {
-          const base = n.slice(n.lastIndexOf("/") + 1);
-          if (base.startsWith(WHITEOUT)) continue;
-          const m = this.lookupMerged(n);
-          if (m) want.set(n, m);
-        }
-      }
+      if (opts.recursive && f.entry.type === "dir") for (const [n, m] of this.listTree(f.path)) want.set(n, m);
     }
+    return { files: await this.fetchFound(want, opts), missing };
+  }
+
+  /**
+   * Fetches exactly the given paths of the merged image, as `lookup` sees them (no symlink followed): regular files
+   * (and hardlinks) come with their content, other entries without. Paths the image lacks are left out.
+   */
+  async fetchExact(paths: readonly string[], opts: { concurrency?: number } = {}): Promise<LazyFile[]> {
+    const want = new Map<string, Found>();
+    for (const raw of paths) {
+      const p = cleanEntryName(raw);
+      const f = this.lookupMerged(p);
+      if (f) want.set(p, f);
+    }
+    return this.fetchFound(want, opts);
+  }
+
+  private async fetchFound(want: ReadonlyMap<string, Found>, opts: { concurrency?: number }): Promise<LazyFile[]> {
     const byLayer = new Map<number, string[]>();
     for (const [p, f] of want) byLayer.set(f.layer, [...(byLayer.get(f.layer) ?? []), p]);
     const fetched = new Map<string, LazyFile>();
     await Promise.all(
       [...byLayer].map(async ([layer, ps]) => {
-        const r = this.reader(layer);
-        const { files } = await r.fetchFiles(ps, opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {});
+        const { files } = await this.reader(layer).fetchFiles(ps, opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {});
         for (const file of files) fetched.set(file.path, { ...file, layer });
       }),
     );
     // Directories implied by deeper entries (not in any TOC) come back as synthetic 0755 dirs.
-    const files = [...want.keys()].map((p) => fetched.get(p) ?? { path: p, entry: want.get(p)!.entry, layer: want.get(p)!.layer });
-    return { files, missing };
+    return [...want.keys()].map((p) => fetched.get(p) ?? { path: p, entry: want.get(p)!.entry, layer: want.get(p)!.layer });
   }
 
   /**
