@@ -18,6 +18,7 @@ import type { ImageRecord, Store } from "../store/store.js";
 import { sha256Bytes } from "../util/digest.js";
 import { rehydratePlan } from "../dockerfile/secret-registry.js";
 import { selectSources, type SelectRootView, type SourceMatch } from "../dockerfile/select.js";
+import type { LazySelection } from "./lazy-root.js";
 import type { LogSink } from "./log.js";
 import { lstatOrUndefined } from "../util/fs.js";
 
@@ -129,7 +130,7 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
       };
     case "select": {
       const ctx = input.root.kind === "context" ? context : (context ?? (await fallbackContext(statCache)));
-      return withRootView(input.root, ctx, async (view, rootName) => {
+      return withRootView(input.root, ctx, { patterns: input.patterns, parents: input.parents, location: input.location }, async (view, rootName) => {
         const sel = await selectSources(view, input.patterns, { exclude: input.exclude, parents: input.parents, statCache, location: input.location, rootName });
         return { input, entries: sel.entries, matches: sel.matches };
       });
@@ -157,7 +158,7 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
  * an overlay of its layers mounted for the duration, with each file's bytes read from the topmost layer that has it,
  * so the paths stay valid after the mount is gone and the stat cache recognises them across builds).
  */
-async function withRootView<T>(root: SelectRoot, ctx: InputContext | undefined, fn: (view: SelectRootView, rootName: string) => Promise<T>): Promise<T> {
+async function withRootView<T>(root: SelectRoot, ctx: InputContext | undefined, selection: LazySelection, fn: (view: SelectRootView, rootName: string) => Promise<T>): Promise<T> {
   if (root.kind === "context") {
     const st = await fsp.stat(root.localPath).catch(() => undefined);
     if (!st?.isDirectory()) throw new LocalPathError(root.localPath, `build context ${root.localPath} is not a directory`);
@@ -171,6 +172,10 @@ async function withRootView<T>(root: SelectRoot, ctx: InputContext | undefined, 
     layers = (await c.buildChain(root.plan)).layers;
     rootName = `stage ${root.stage}`;
   } else {
+    // eStargz: fetch only what the selection can match into a partial tree of the image (src/engine/lazy-root.ts).
+    const { lazyImageRoot } = await import("./lazy-root.js");
+    const lazy = await lazyImageRoot(root.ref, c.store, selection, { insecure: root.insecure });
+    if (lazy) return fn({ dir: lazy.dir }, `image ${root.ref}`);
     const { pullImage } = await import("../registry/pull.js");
     layers = (await pullImage(root.ref, c.store, { insecure: root.insecure })).layers;
     rootName = `image ${root.ref}`;
