@@ -8,10 +8,14 @@
  *    `Range: bytes=N-` (the 206 `Content-Range` is checked; a server that ignores Range gets a full restart); 429/5xx
  *    are retried with backoff (`Retry-After` honoured); layers download in parallel (p-limit) with progress lines.
  *  - eStargz lazy fetching can replace `downloadBlob` for layers carrying a TOC digest.
+ *  - With `unpack` (the default), each layer is also extracted while it downloads (`InlineUnpack`), so the bytes
+ *    are read, decompressed and hashed once; the unpacked directory is adopted by the store only after the blob
+ *    digest and the diffID are verified.
  */
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream, promises as fsp } from "node:fs";
 import path from "node:path";
+import { PassThrough } from "node:stream";
 import { finished } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { createGunzip, type Gunzip } from "node:zlib";
@@ -21,7 +25,8 @@ import { MediaType, type Descriptor, type ImageConfig } from "../oci/types.js";
 import type { LayerRecord, Store } from "../store/store.js";
 import { digestHex, isDigest, sha256Bytes, type Digest } from "../util/digest.js";
 import { recordBlobSources } from "./blob-sources.js";
-import { downloadEstargzBlob, isEstargzLayer } from "./estargz/read.js";
+import { extractLayer } from "../layer/tar-extract.js";
+import { downloadEstargzBlob, EstargzReader, isEstargzLayer } from "./estargz/read.js";
 import {
   abortReason,
   discard,
@@ -55,6 +60,15 @@ export interface PullOptions extends RegistryOptions {
   onProgress?: (line: string) => void;
   /** eStargz layers are fetched by parallel ranges with per-chunk verification (default true); false: one GET. */
   lazy?: boolean;
+  /**
+   * Unpack each downloaded layer into the store's layer directory (`store.layerDir`) while it downloads (default
+   * true; what every caller of a pull does next): one pass over the bytes instead of a second read, decompression
+   * and hash of the blob. The directory becomes visible only after the blob digest and the diffID are verified. It
+   * is only an optimisation: when it cannot be done (a resumed transfer, content whose compression is not what the
+   * media type says, an entry the extractor refuses) the blob is still stored and `store.layerDir` unpacks it
+   * later, reporting what it finds. Layers already in the store are not unpacked here.
+   */
+  unpack?: boolean;
   /** Maximum concurrent layer downloads (default 3). */
   concurrency?: number;
   /** Interval of the `downloading …` lines for long transfers (default 5000 ms). */
@@ -390,6 +404,7 @@ async function downloadLayers(
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
   const limit = pLimit(Math.max(1, opts.concurrency ?? 3));
+  const unpack = opts.unpack !== false;
   // Progress for long transfers: a line per running download every interval.
   const active = new Map<Digest, { received: number; size: number }>();
   const ticker = setInterval(() => {
@@ -411,12 +426,14 @@ async function downloadLayers(
             const descriptor = descriptors.find((d) => d.digest === layer.digest);
             // eStargz layers are fetched as parallel ranges of their gzip members, decompressed concurrently, and
             // verified chunk by chunk against the TOC, the blob digest and the diffID.
-            const file = descriptor && opts.lazy !== false && isEstargzLayer(descriptor)
-              ? await downloadEstargz(client, descriptor, layer, tmpDir, progress)
-              : await downloadBlob(client, layer, kind, tmpDir, signal, progress, (n) => {
+            const { file, root } = descriptor && opts.lazy !== false && isEstargzLayer(descriptor)
+              ? await downloadEstargz(client, descriptor, layer, tmpDir, progress, unpack)
+              : await downloadBlob(client, layer, kind, tmpDir, signal, progress, unpack, (n) => {
                   transfer.received = n;
                 });
             await store.putBlobFile(file, layer.digest, { verified: true });
+            // Verified (blob digest and diffID): the directory unpacked on the way may become the layer's.
+            if (root) await store.adoptLayerDir(layer.diffId, root).catch(() => fsp.rm(root, { recursive: true, force: true }));
             progress(`pulling ${shortDigest(layer.digest)} ${formatSize(layer.size)}`);
           } catch (e) {
             if (firstError === undefined && !stop.signal.aborted) {
@@ -440,11 +457,142 @@ async function downloadLayers(
   }
 }
 
-async function downloadEstargz(client: RegistryClient, d: Descriptor, layer: LayerRecord, tmpDir: string, progress: (line: string) => void): Promise<string> {
+/** A verified blob file and, when the layer was unpacked on the way, its (equally verified) unpacked directory. */
+interface Downloaded {
+  file: string;
+  root?: string;
+}
+
+async function downloadEstargz(client: RegistryClient, d: Descriptor, layer: LayerRecord, tmpDir: string, progress: (line: string) => void, unpack: boolean): Promise<Downloaded> {
   const file = path.join(tmpDir, `${digestHex(layer.digest)}.estargz`);
+  if (unpack) {
+    const root = path.join(tmpDir, `${digestHex(layer.digest)}.root`);
+    if (await fetchEstargzUnpacked(client, d, layer, file, root)) {
+      progress(`fetched eStargz layer ${shortDigest(layer.digest)} by parallel ranges`);
+      return { file, root };
+    }
+  }
   await downloadEstargzBlob(client, d, layer.diffId, file);
   progress(`fetched eStargz layer ${shortDigest(layer.digest)} by parallel ranges`);
-  return file;
+  return { file };
+}
+
+/**
+ * `downloadEstargzBlob`, extracting the layer's tar stream into `root` as the ranges arrive. True when both the
+ * download (blob digest, diffID) and the extraction succeeded; false when only the extraction failed (the caller
+ * then downloads the blob the plain way and `store.layerDir` reports the problem); download errors are thrown.
+ */
+async function fetchEstargzUnpacked(client: RegistryClient, d: Descriptor, layer: LayerRecord, file: string, root: string): Promise<boolean> {
+  const cleanup = () => Promise.all([fsp.rm(file, { force: true }), fsp.rm(root, { recursive: true, force: true })]);
+  try {
+    await fsp.mkdir(root, { mode: 0o700 });
+    const reader = await EstargzReader.openRegistry(client, d);
+    const { tar, result } = reader.fetchAll({ digest: d.digest, diffId: layer.diffId, blobFile: file });
+    const [extracted, fetched] = await Promise.allSettled([extractLayer(tar, root), result]);
+    if (extracted.status === "fulfilled") {
+      if (fetched.status === "rejected") throw fetched.reason;
+      if (extracted.value === layer.diffId) return true;
+    }
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+  await cleanup();
+  return false;
+}
+
+/**
+ * A layer unpacked while it downloads: the bytes appended to the blob file are also fed, with backpressure, to
+ * `extractLayer` in a directory under the pull's temp dir. Only an optimisation: anything that goes wrong abandons
+ * it (the extractor's error is dropped; `store.layerDir` meets it again on the verified blob and reports it).
+ */
+class InlineUnpack {
+  readonly root: string;
+  private input: PassThrough | undefined;
+  private result: Promise<Digest | undefined> | undefined;
+  private head: Buffer[] = [];
+  private headBytes = 0;
+  private wake: (() => void) | undefined;
+  private failed = false;
+  /** The diffID, once the extraction finished. */
+  done: Digest | undefined;
+
+  constructor(tmpDir: string, layer: LayerRecord, private readonly gzip: boolean) {
+    this.root = path.join(tmpDir, `${digestHex(layer.digest)}.root`);
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    if (this.failed) return;
+    if (!this.input) {
+      // Compression is decided by content, as `store.layerDir` does; content that disagrees with the media type
+      // takes the normal path (and its errors).
+      this.head.push(chunk);
+      this.headBytes += chunk.length;
+      if (this.headBytes < 2) return;
+      chunk = Buffer.concat(this.head, this.headBytes);
+      this.head = [];
+      if ((chunk[0] === 0x1f && chunk[1] === 0x8b) !== this.gzip) {
+        this.failed = true;
+        return;
+      }
+      await fsp.mkdir(this.root, { mode: 0o700 });
+      const input = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+      input.on("error", () => undefined); // surfaced through the extraction's result
+      this.input = input;
+      this.result = extractLayer(input, this.root, { gzip: this.gzip }).then(
+        (d) => d,
+        () => {
+          this.failed = true;
+          return undefined;
+        },
+      );
+      void this.result.finally(() => this.wake?.());
+    }
+    const input = this.input;
+    if (input.write(chunk) || this.failed) return;
+    await new Promise<void>((resolve) => {
+      const wake = () => {
+        this.wake = undefined;
+        input.off("drain", wake);
+        resolve();
+      };
+      this.wake = wake;
+      input.once("drain", wake);
+    });
+  }
+
+  /** Ends the input and waits for the extraction: its diffID, or undefined when it was abandoned or failed. */
+  async finish(): Promise<Digest | undefined> {
+    if (this.failed || !this.input) {
+      await this.abandon();
+      return undefined;
+    }
+    this.input.end();
+    const d = await this.result;
+    if (d === undefined) await this.abandon();
+    this.done = d;
+    return d;
+  }
+
+  /** Stops the extraction and removes what it wrote. */
+  async abandon(): Promise<void> {
+    this.failed = true;
+    this.done = undefined;
+    if (this.input && !this.input.writableFinished) this.input.destroy(new Error("the download was abandoned"));
+    await this.result;
+    await fsp.rm(this.root, { recursive: true, force: true });
+  }
+}
+
+/** The diffID of a gzip blob file, by reading it again (when it was not computed during the download). */
+async function diffIdOfFile(file: string, where: string): Promise<Digest> {
+  const diff = new DiffIdHasher();
+  try {
+    for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) await diff.write(chunk as Buffer);
+    return await diff.end(where);
+  } finally {
+    diff.destroy();
+  }
 }
 
 /** What one request of a download left behind: was any of it appended to a partial file from a ranged response? */
@@ -469,8 +617,9 @@ async function downloadBlob(
   tmpDir: string,
   signal: AbortSignal,
   progress: (line: string) => void,
+  unpack: boolean,
   onBytes: (received: number) => void,
-): Promise<string> {
+): Promise<Downloaded> {
   const where = `layer ${layer.digest} of ${client.reference}`;
   const file = path.join(tmpDir, `${digestHex(layer.digest)}.partial`);
   await fsp.writeFile(file, "", { flag: "wx", mode: 0o600 });
@@ -478,13 +627,18 @@ async function downloadBlob(
   let failures = 0;
   let resumes = 0;
   let restartedAfterMismatch = false;
+  // Unpacking on the way only for a transfer from the first byte; a resumed one is unpacked from the blob later.
+  let inline: InlineUnpack | undefined;
   try {
     for (;;) {
       const have = (await fsp.stat(file)).size;
+      inline = unpack && have === 0 ? new InlineUnpack(tmpDir, layer, kind === "gzip") : undefined;
       try {
-        await downloadAttempt(client, layer, kind, file, have, where, signal, state, progress, onBytes);
-        return file;
+        await downloadAttempt(client, layer, kind, file, have, where, signal, state, progress, onBytes, inline);
+        return inline?.done ? { file, root: inline.root } : { file };
       } catch (e) {
+        await inline?.abandon();
+        inline = undefined;
         if (signal.aborted) throw abortReason(signal, e);
         if (e instanceof DigestMismatchError && state.resumed && !restartedAfterMismatch) {
           restartedAfterMismatch = true;
@@ -510,6 +664,7 @@ async function downloadBlob(
       }
     }
   } catch (e) {
+    await inline?.abandon();
     await fsp.rm(file, { force: true });
     throw e;
   }
@@ -526,9 +681,11 @@ async function downloadAttempt(
   state: AttemptState,
   progress: (line: string) => void,
   onBytes: (received: number) => void,
+  inline: InlineUnpack | undefined,
 ): Promise<void> {
   let hash = createHash("sha256");
-  let diff = kind === "gzip" ? new DiffIdHasher() : undefined;
+  // With an inline unpack, its extraction computes the diffID (one decompression instead of two).
+  let diff = kind === "gzip" && !inline ? new DiffIdHasher() : undefined;
   let offset = have;
   try {
     // Node's hash state cannot be saved, so bytes kept from an earlier attempt are hashed again.
@@ -592,6 +749,7 @@ async function downloadAttempt(
           hash.update(chunk);
           onBytes(n);
           if (diff) await diff.write(chunk);
+          if (inline) await inline.write(chunk);
         }
       } catch (e) {
         if (signal.aborted) throw abortReason(signal, e);
@@ -610,7 +768,9 @@ async function downloadAttempt(
       await fsp.truncate(file, 0);
       throw new DigestMismatchError(layer.digest, actual, where);
     }
-    const diffId = diff ? await diff.end(where) : actual;
+    const inlined = inline ? await inline.finish() : undefined;
+    // An abandoned inline unpack leaves the diffID to compute from the verified file.
+    const diffId = inlined ?? (diff ? await diff.end(where) : kind === "gzip" ? await diffIdOfFile(file, where) : actual);
     diff = undefined;
     if (diffId !== layer.diffId) throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content (diffID) of ${where}`);
   } finally {

@@ -182,12 +182,13 @@ export class LocalStore implements Store {
     await fsp.mkdir(root);
     try {
       // Compression is decided by content (gzip magic), not by the media type a manifest claims.
-      const fh = await fsp.open(await this.blobPath(layer.digest), "r");
+      const blob = await this.blobPath(layer.digest);
+      const fh = await fsp.open(blob, "r");
       const magic = Buffer.alloc(2);
       await fh.read(magic, 0, 2, 0).finally(() => fh.close());
       const gzip = magic[0] === 0x1f && magic[1] === 0x8b;
       const { extractLayer } = await import("../layer/tar-extract.js");
-      const diffId = await extractLayer(await this.openBlob(layer.digest), root, { gzip });
+      const diffId = await extractLayer(createReadStream(blob, { highWaterMark: 1024 * 1024 }), root, { gzip });
       // Unpacked layers are shared by diffID: never file content under a diffID it does not have.
       if (diffId !== layer.diffId) throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content of layer ${layer.digest}`);
       return await this.adoptLayerDir(layer.diffId, root);
