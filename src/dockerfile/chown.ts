@@ -13,9 +13,13 @@ export interface Owner {
   gid: number;
 }
 
-function rows(rootfs: string, file: string): string[][] {
+/** A root filesystem directory, or a reader of the image's files by image path. */
+export type ImageFiles = string | ((imagePath: string) => string | undefined);
+
+function rows(rootfs: ImageFiles, file: string): string[][] {
   try {
-    return readFileSync(secureJoin(rootfs, file), "utf8")
+    const text = typeof rootfs === "string" ? readFileSync(secureJoin(rootfs, file), "utf8") : rootfs(file);
+    return (text ?? "")
       .split("\n")
       .filter((l) => l && !l.startsWith("#"))
       .map((l) => l.split(":"));
@@ -26,7 +30,7 @@ function rows(rootfs: string, file: string): string[][] {
 
 const ID = /^\d+$/;
 
-export function resolveChown(rootfs: string, spec: string, what = "--chown"): Owner {
+export function resolveChown(rootfs: ImageFiles, spec: string, what = "--chown"): Owner {
   const [user, group] = spec.split(":", 2) as [string, string | undefined];
   let uid: number;
   let gid: number;

@@ -10,21 +10,20 @@
  * Destination paths resolve symlinks already in the image inside the image; a final symlink is replaced, never
  * written through.
  */
-import { chmodSync, copyFileSync, lchownSync, lstatSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { ContextEntry } from "../context/walk.js";
 import type { ResolvedInput } from "../engine/inputs.js";
-import { InvalidDefinitionError, LocalPathError } from "../errors.js";
-import { secureJoin } from "../layer/secure-join.js";
+import { InvalidDefinitionError } from "../errors.js";
+import { resolveInImage, type CopyTarget } from "../layer/copy-target.js";
 import type { Instruction } from "../plan/instructions.js";
 import { archiveKind, extractArchive } from "./archive.js";
 import { chmodFunction, resolveChown, type Owner } from "./chown.js";
-import { lstatOrUndefined } from "../util/fs.js";
 
 type CopyIns = Extract<Instruction, { op: "COPY" | "ADD" }>;
 
 export interface DockerCopyArgs {
-  rootfs: string;
+  /** The image filesystem written to: a mounted root, or an upper dir over the parent's layers. */
+  target: CopyTarget;
   ins: CopyIns;
   /** the step inputs named by `ins.source` then `ins.inputs`, in order */
   inputs: ResolvedInput[];
@@ -42,42 +41,50 @@ export function copyDestination(dest: string, workdir: string, sourceCount: numb
   return { abs: abs === "/" ? "/" : abs.replace(/\/+$/, ""), dir };
 }
 
+/**
+ * Whether `dockerCopy` of `ins` can write into an upper dir without a mount: everything except extracting an ADDed
+ * archive, which needs a host directory.
+ */
+export function copyNeedsMount(ins: CopyIns, inputs: readonly ResolvedInput[]): boolean {
+  return ins.op === "ADD" && ins.unpack !== false && inputs.some((r) => r.input.kind === "select");
+}
+
 class Copier {
   readonly owner: Owner | undefined;
   readonly chmod: ((mode: number, isDir: boolean) => number) | undefined;
   constructor(
-    readonly rootfs: string,
+    readonly t: CopyTarget,
     readonly where: string,
     chown: string | undefined,
     chmod: string | undefined,
   ) {
-    this.owner = chown !== undefined ? wrap(where, () => resolveChown(rootfs, chown)) : undefined;
+    const read = (p: string) => t.readFile(p)?.toString("utf8");
+    this.owner = chown !== undefined ? wrap(where, () => resolveChown(read, chown)) : undefined;
     this.chmod = chmod !== undefined ? wrap(where, () => chmodFunction(chmod)) : undefined;
   }
 
-  /** Host path of an absolute image path: parents resolved inside the image, the last component not followed. */
-  host(imagePath: string): string {
-    const parent = path.posix.dirname(imagePath);
-    const base = path.posix.basename(imagePath);
-    const p = secureJoin(this.rootfs, parent);
-    return base === "" || imagePath === "/" ? p : path.join(p, base);
+  /** An image path with its parents resolved inside the image; the last component not followed. */
+  at(imagePath: string): string {
+    return resolveInImage(this.t, imagePath);
   }
 
-  /** Creates `imageDir` and its missing parents (0755, owned by --chown or root). Returns its host path. */
+  /** `imagePath` with every component resolved (the directory it names, following a final symlink). */
+  dir(imagePath: string): string {
+    return resolveInImage(this.t, imagePath, true);
+  }
+
+  /** Creates `imageDir` and its missing parents (0755, owned by --chown or root). Returns its resolved path. */
   mkdirp(imageDir: string): string {
     const parts = imageDir.split("/").filter(Boolean);
     let cur = "/";
     for (const p of parts) {
-      cur = path.posix.join(cur, p);
-      const h = secureJoin(this.rootfs, cur);
-      const st = lstatOrUndefined(h);
+      cur = this.dir(path.posix.join(cur, p));
+      const st = this.t.lstat(cur);
       if (st?.isDirectory()) continue;
       if (st) throw new InvalidDefinitionError(`${this.where}: cannot create directory ${cur}: a file is in the way`);
-      mkdirSync(h, { mode: 0o755 });
-      chmodSync(h, 0o755);
-      lchownSync(h, this.owner?.uid ?? 0, this.owner?.gid ?? 0);
+      this.t.mkdir(cur, 0o755, this.owner?.uid ?? 0, this.owner?.gid ?? 0);
     }
-    return secureJoin(this.rootfs, imageDir);
+    return cur;
   }
 
   ownerOf(e: { uid: number; gid: number }, keepOwner: boolean): Owner {
@@ -88,35 +95,27 @@ class Copier {
     return this.chmod ? this.chmod(mode, isDir) : mode;
   }
 
-  /** Writes one entry at the host path `to` (whose parent exists). `top`: dest of a directory copy (kept metadata if it exists). */
+  /** Writes one entry at the resolved image path `to` (whose parent exists). `top`: dest of a directory copy (kept metadata if it exists). */
   put(e: ContextEntry, to: string, keepOwner: boolean, top = false): void {
-    const existing = lstatOrUndefined(to);
+    const existing = this.t.lstat(to);
     const own = this.ownerOf(e, keepOwner);
     if (e.type === "dir") {
       if (existing && !existing.isDirectory()) {
-        throw new InvalidDefinitionError(`${this.where}: cannot copy directory ${e.relPath} onto ${path.relative(this.rootfs, to)}, which is not a directory in the image`);
+        throw new InvalidDefinitionError(`${this.where}: cannot copy directory ${e.relPath} onto ${to}, which is not a directory in the image`);
       }
-      if (!existing) mkdirSync(to, { mode: 0o700 });
-      if (!existing || !top) {
-        chmodSync(to, this.modeOf(e.mode, true));
-        lchownSync(to, own.uid, own.gid);
-      }
+      if (!existing) this.t.mkdir(to, this.modeOf(e.mode, true), own.uid, own.gid);
+      else if (!top) this.t.setMeta(to, this.modeOf(e.mode, true), own.uid, own.gid);
       return;
     }
     if (existing?.isDirectory()) {
-      throw new InvalidDefinitionError(`${this.where}: cannot copy ${e.relPath} onto /${path.relative(this.rootfs, to)}, which is a directory in the image`);
+      throw new InvalidDefinitionError(`${this.where}: cannot copy ${e.relPath} onto ${to}, which is a directory in the image`);
     }
-    if (existing) rmSync(to, { force: true });
+    if (existing) this.t.remove(to);
     if (e.type === "symlink") {
-      symlinkSync(e.linkTarget ?? "", to);
-      lchownSync(to, own.uid, own.gid);
+      this.t.symlink(to, e.linkTarget ?? "", own.uid, own.gid);
       return;
     }
-    copyFileSync(e.absPath, to);
-    const st = lstatSync(to);
-    if (st.size !== e.size) throw new LocalPathError(e.absPath, `${e.absPath} changed while the build was reading it; run the build again`);
-    lchownSync(to, own.uid, own.gid);
-    chmodSync(to, this.modeOf(e.mode, false));
+    this.t.copyFile(to, e, this.modeOf(e.mode, false), own.uid, own.gid);
   }
 }
 
@@ -140,7 +139,7 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
   const { ins } = a;
   const sourceCount = (ins.sources ?? [ins.source]).length;
   const { abs: dest, dir: destNamedDir } = copyDestination(ins.dest, a.workdir, sourceCount);
-  const c = new Copier(a.rootfs, a.where, ins.chown, ins.chmod);
+  const c = new Copier(a.target, a.where, ins.chown, ins.chmod);
   const unpack = ins.op === "ADD" && ins.unpack !== false;
   let heredoc = 0;
   const heredocNames = (ins.sources ?? []).filter((s) => s.startsWith("<<")).map((s) => s.slice(2));
@@ -151,13 +150,11 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
       const name = heredocNames[heredoc++] ?? r.input.name.replace(/^<</, "");
       const e = r.entries[0]!;
       const to = fileTarget(c, dest, destNamedDir, name);
-      const existing = lstatOrUndefined(to);
+      const existing = a.target.lstat(to);
       if (existing?.isDirectory()) throw new InvalidDefinitionError(`${a.where}: cannot write ${name} onto ${dest}, which is a directory`);
-      if (existing) rmSync(to, { force: true });
-      writeFileSync(to, r.input.content);
+      if (existing) a.target.remove(to);
       const own = c.ownerOf(e, false);
-      lchownSync(to, own.uid, own.gid);
-      chmodSync(to, c.modeOf(e.mode, false));
+      a.target.writeFile(to, r.input.content, c.modeOf(e.mode, false), own.uid, own.gid);
       continue;
     }
     for (const m of r.matches ?? []) {
@@ -168,8 +165,9 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
         if (unpack && r.input.kind === "select") {
           const kind = await archiveKind(e.absPath);
           if (kind) {
+            if (!a.target.hostDir) throw new InvalidDefinitionError(`${a.where}: internal: extracting an archive needs a mounted root`);
             const d = c.mkdirp(dest);
-            await extractArchive(e.absPath, kind, d, c.owner);
+            await extractArchive(e.absPath, kind, a.target.hostDir(d), c.owner);
             continue;
           }
         }
@@ -180,33 +178,48 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
       // (0755) before anything is copied into it, so the copied directory's own metadata does not replace its, as in
       // BuildKit; otherwise a new dest takes the source directory's mode and owner.
       if (destNamedDir) c.mkdirp(dest);
-      const destExisting = lstatOrUndefined(secureJoin(a.rootfs, dest));
+      // dest resolves in full, a final symlink included (BuildKit's RootPath): the contents go where it points.
+      const destExisting = a.target.lstat(c.dir(dest));
       if (destExisting && !destExisting.isDirectory()) {
         throw new InvalidDefinitionError(`${a.where}: cannot copy directory ${m.rel || "."} onto ${dest}, which is a file in the image`);
       }
       c.mkdirp(path.posix.dirname(dest));
       const top = list.find((e) => e.relPath === m.rel);
-      const destHost = dest === "/" ? a.rootfs : c.host(dest);
-      if (top) c.put(top, destHost, keepOwner, true);
+      if (top) c.put(top, c.dir(dest), keepOwner, true);
       else if (!destExisting) c.mkdirp(dest);
       const prefix = m.rel === "" ? "" : m.rel + "/";
       const below = list.filter((e) => e.relPath !== m.rel).sort((x, y) => Buffer.compare(Buffer.from(x.relPath), Buffer.from(y.relPath)));
+      // Entries come parents first, so each parent is already resolved; remember them instead of resolving every path.
+      const resolvedDirs = new Map<string, string>([["", c.dir(dest)]]);
       for (const e of below) {
         const sub = e.relPath.slice(prefix.length);
-        const imagePath = path.posix.join(dest, sub);
-        const parentHost = secureJoin(a.rootfs, path.posix.dirname(imagePath));
-        if (!lstatOrUndefined(parentHost)) c.mkdirp(path.posix.dirname(imagePath));
-        c.put(e, path.join(parentHost, path.posix.basename(imagePath)), keepOwner);
+        const subParent = path.posix.dirname(sub) === "." ? "" : path.posix.dirname(sub);
+        let parent = resolvedDirs.get(subParent);
+        if (parent === undefined) {
+          const imageParent = path.posix.join(dest, subParent);
+          parent = ensureDir(c, imageParent);
+          resolvedDirs.set(subParent, parent);
+        }
+        const to = path.posix.join(parent, path.posix.basename(sub));
+        c.put(e, to, keepOwner);
+        if (e.type === "dir") resolvedDirs.set(sub, to);
       }
     }
   }
 }
 
+/** The resolved directory `imageDir`, created (with missing parents) if absent. */
+function ensureDir(c: Copier, imageDir: string): string {
+  const d = c.dir(imageDir);
+  if (!c.t.lstat(d)) return c.mkdirp(imageDir);
+  return d;
+}
+
 /** Where a single file named `name` goes: into dest when dest is (named as, or already is) a directory, else dest. */
 function fileTarget(c: Copier, dest: string, destNamedDir: boolean, name: string): string {
-  if (destNamedDir) return path.join(c.mkdirp(dest), name);
-  const st = lstatOrUndefined(secureJoin(c.rootfs, dest));
-  if (st?.isDirectory()) return path.join(secureJoin(c.rootfs, dest), name);
+  if (destNamedDir) return path.posix.join(c.mkdirp(dest), name);
+  const d = c.dir(dest);
+  if (c.t.lstat(d)?.isDirectory()) return path.posix.join(d, name);
   c.mkdirp(path.posix.dirname(dest));
-  return c.host(dest);
+  return c.at(dest);
 }

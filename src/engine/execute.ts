@@ -12,7 +12,7 @@ import type { BuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError, StepFailedError } from "../errors.js";
 import type { KeyInputs } from "../keys/step-key.js";
 import { commitLayer } from "../layer/commit.js";
-import { canCopyIntoUpper, copyIntoUpper } from "../layer/copy-into-upper.js";
+import { MountedTarget, NeedsMountError, opaqueDirsOf, UpperTarget } from "../layer/copy-target.js";
 import { mountOverlay, unmountOverlay, type OverlayDirs } from "../layer/overlay.js";
 import type { ImageConfig } from "../oci/types.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
@@ -23,8 +23,9 @@ import { resolveUser } from "../sandbox/user.js";
 import type { ImageRecord, LayerRecord, Store } from "../store/store.js";
 import { applyInstruction, DEFAULT_PATH, DEFAULT_SHELL, emptyConfig, envMap, manifestFor, nextConfig } from "./config.js";
 import { buildDebianRootfs } from "./debian-base.js";
-import { copyInput, type ResolvedInput } from "./inputs.js";
-import { dockerCopy } from "../dockerfile/copy.js";
+import { copyLocal } from "./copy-local.js";
+import type { ResolvedInput } from "./inputs.js";
+import { copyNeedsMount, dockerCopy } from "../dockerfile/copy.js";
 import { resolveChown } from "../dockerfile/chown.js";
 import { secureJoin } from "../layer/secure-join.js";
 import { LineLog, redactor, type LogSink } from "./log.js";
@@ -126,7 +127,7 @@ export class StepExecutor {
     try {
       for (const l of parent.layers) lowers.push(await this.store.layerDir(l));
       const inputsByName = new Map(resolved.map((r) => [r.input.name, r]));
-      const fast = await this.#copyOnly(step, inputsByName, lowers, path.join(work, "upper"));
+      const fast = await this.#copyOnly(step, parentConfig, inputsByName, lowers, path.join(work, "upper"));
       if (fast) return fast;
       dirs = await mountOverlay(work, lowers);
       // Materialise inputs a RUN mounts (e.g. the runFunction module) outside the rootfs.
@@ -143,11 +144,12 @@ export class StepExecutor {
         if (!r) throw new InvalidDefinitionError(`step ${index}: source "${name}" is not an input of this step`);
         return r;
       };
+      const target = new MountedTarget(dirs.merged);
       for (const ins of step.instructions) {
         if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources) {
-          await dockerCopy({ rootfs: dirs.merged, ins, inputs: [ins.source, ...(ins.inputs ?? [])].map(input), workdir: rc.WorkingDir || "/", where: step.description });
+          await dockerCopy({ target, ins, inputs: [ins.source, ...(ins.inputs ?? [])].map(input), workdir: rc.WorkingDir || "/", where: step.description });
         } else if (ins.op === "COPY" || ins.op === "ADD") {
-          await copyInput(input(ins.source), dirs.merged, ins.dest);
+          copyLocal(target, input(ins.source), ins.dest);
         } else if (ins.op === "RUN") {
           await this.#run(index, step, ins, rc, dirs.merged, work, inputFiles, inputsByName, log, noteMountPoint);
         } else {
@@ -171,20 +173,37 @@ export class StepExecutor {
   }
 
   /**
-   * A step of COPYs only (no RUN) is written straight into a fresh upper dir, files linked from the store's content
-   * pool — unless a destination's parent is not a plain directory in the merged view. Returns undefined to fall back.
+   * A step of COPY/ADD and metadata only (no RUN) is written straight into a fresh upper dir through an `UpperTarget`
+   * — no mount, files linked from the store's content pool. Returns undefined to fall back to a mount: for a RUN, a
+   * WORKDIR that creates a directory, an ADD that may extract an archive, or a change only a mount can express.
    */
-  async #copyOnly(step: Step, inputsByName: Map<string, ResolvedInput>, lowers: readonly string[], upper: string): Promise<LayerRecord | undefined> {
-    if (step.instructions.some((i) => i.op === "RUN" || i.op === "ADD" || (i.op === "COPY" && i.sources) || (i.op === "WORKDIR" && i.create))) return undefined;
-    const copies = step.instructions.filter((i): i is Extract<Instruction, { op: "COPY" }> => i.op === "COPY");
+  async #copyOnly(step: Step, parentConfig: ImageConfig, inputsByName: Map<string, ResolvedInput>, lowers: readonly string[], upper: string): Promise<LayerRecord | undefined> {
+    const inputsOf = (ins: Extract<Instruction, { op: "COPY" | "ADD" }>) =>
+      [ins.source, ...(ins.inputs ?? [])].map((n) => inputsByName.get(n)).filter((r): r is ResolvedInput => r !== undefined);
+    for (const ins of step.instructions) {
+      if (ins.op === "RUN" || (ins.op === "WORKDIR" && ins.create)) return undefined;
+      if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources && copyNeedsMount(ins, inputsOf(ins))) return undefined;
+      if ((ins.op === "COPY" || ins.op === "ADD") && !ins.sources && !inputsByName.has(ins.source)) return undefined;
+    }
     const lowersTopFirst = [...lowers].reverse();
-    const sources = copies.map((c) => inputsByName.get(c.source));
-    if (sources.some((r) => !r || (r.input.kind !== "dir" && r.input.kind !== "file"))) return undefined;
-    if (!copies.every((c) => canCopyIntoUpper(lowersTopFirst, c.dest))) return undefined;
-    await fsp.mkdir(upper, { recursive: true });
-    for (const [i, c] of copies.entries()) {
-      const r = sources[i]!;
-      copyIntoUpper(r.entries, upper, lowersTopFirst, c.dest, path.join(this.store.root, "files"), this.startedAt, r.input.kind === "file");
+    const metaDir = path.join(this.store.root, "layer-meta");
+    const opaque = await Promise.all(lowersTopFirst.map((l) => opaqueDirsOf(l, metaDir)));
+    const target = new UpperTarget(upper, lowersTopFirst, { poolDir: path.join(this.store.root, "files"), hashedAfterMs: this.startedAt, opaque });
+    let rc = { ...parentConfig.config };
+    try {
+      for (const ins of step.instructions) {
+        if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources) {
+          await dockerCopy({ target, ins, inputs: inputsOf(ins), workdir: rc.WorkingDir || "/", where: step.description });
+        } else if (ins.op === "COPY" || ins.op === "ADD") {
+          copyLocal(target, inputsByName.get(ins.source)!, ins.dest);
+        } else {
+          rc = applyInstruction(rc, ins);
+        }
+      }
+    } catch (e) {
+      if (!(e instanceof NeedsMountError)) throw e;
+      await fsp.rm(upper, { recursive: true, force: true });
+      return undefined;
     }
     const layer = await commitLayer(this.store, upper, { epoch: this.builder.sourceDateEpoch });
     await this.store.adoptLayerDir(layer.diffId, upper);

@@ -4,7 +4,7 @@
  * Dockerfile stage, built first) or from a registry image (`select`), a URL (`url`), or just need other chains built
  * (`stages`); those need an {@link InputContext}.
  */
-import { chmodSync, chownSync, copyFileSync, lchownSync, lstatSync, mkdirSync, promises as fsp, rmSync, symlinkSync } from "node:fs";
+import { promises as fsp } from "node:fs";
 import { createHash } from "node:crypto";
 import path from "node:path";
 import { walkContext, statContextFile, type ContextEntry, type StatCache } from "../context/walk.js";
@@ -12,7 +12,6 @@ import { LocalPathError } from "../errors.js";
 import { PatternMatcher } from "../ignore/pattern-matcher.js";
 import type { FileInput } from "../keys/step-key.js";
 import type { Plan, SelectRoot, StepInput } from "../plan/step.js";
-import { secureJoin } from "../layer/secure-join.js";
 import type { OverlayDirs } from "../layer/overlay.js";
 import type { ImageRecord, Store } from "../store/store.js";
 import { sha256Bytes } from "../util/digest.js";
@@ -224,58 +223,3 @@ export function fileInputs(resolved: readonly ResolvedInput[]): FileInput[] {
   }
   return out;
 }
-
-/**
- * Copies a resolved input to `dest` inside a mounted root filesystem (`rootfs`), as Docker's COPY does: a
- * directory's contents go into `dest`; a file becomes `dest`. Copied files are owned by root (uid/gid 0), keep
- * their mode, and intermediate directories are created 0755.
- */
-export async function copyInput(r: ResolvedInput, rootfs: string, dest: string): Promise<void> {
-  if (r.input.kind !== "dir" && r.input.kind !== "file" && r.input.kind !== "inline") {
-    throw new LocalPathError(r.input.name, `input ${r.input.name} (${r.input.kind}) can only be copied by a Dockerfile COPY/ADD`);
-  }
-  // Symlinks in the image resolve inside the image (an absolute link must never lead to the host's files).
-  const target = secureJoin(rootfs, dest);
-  if (r.input.kind === "inline") {
-    await fsp.mkdir(path.dirname(target), { recursive: true });
-    await fsp.writeFile(target, r.input.content, { mode: r.input.mode });
-    await fsp.chmod(target, r.input.mode);
-    return;
-  }
-  if (r.input.kind === "file") {
-    const e = r.entries[0]!;
-    await fsp.mkdir(path.dirname(target), { recursive: true });
-    copyEntry(e, target);
-    return;
-  }
-  await fsp.mkdir(target, { recursive: true });
-  for (const e of r.entries) copyEntry(e, path.join(target, e.relPath));
-}
-
-/**
- * Copies one entry. Synchronous on purpose: per-file async fs calls cost several times the syscall itself, and a
- * COPY of a few thousand small files is dominated by that overhead.
- */
-function copyEntry(e: ContextEntry, to: string): void {
-  const existing = lstatOrUndefined(to);
-  if (e.type === "dir") {
-    if (existing && !existing.isDirectory()) rmSync(to, { recursive: true, force: true });
-    if (!existing || !existing.isDirectory()) mkdirSync(to, { mode: e.mode });
-    chmodSync(to, e.mode);
-    lchownSync(to, 0, 0);
-    return;
-  }
-  if (existing) rmSync(to, { recursive: true, force: true });
-  if (e.type === "symlink") {
-    symlinkSync(e.linkTarget ?? "", to);
-    lchownSync(to, 0, 0);
-    return;
-  }
-  copyFileSync(e.absPath, to);
-  // The content must be what was hashed into the key; a file edited mid-build is an error, not a silent mismatch.
-  const st = lstatSync(to);
-  if (e.size !== st.size) throw new LocalPathError(e.absPath, `${e.absPath} changed while the build was reading it; run the build again`);
-  if (st.uid !== 0 || st.gid !== 0) chownSync(to, 0, 0);
-  if ((st.mode & 0o7777) !== e.mode) chmodSync(to, e.mode);
-}
-
