@@ -249,16 +249,18 @@ export async function lazyImageRoot(ref: string, store: Store, sel: LazySelectio
     return { dir, manifestDigest, bytesRead: 0, layerBytes: 0, written: 0 };
   }
 
-  const image = await openShared(ref, manifestDigest, opts);
   const notLazy = async (): Promise<undefined> => {
     await fsp.mkdir(markers, { recursive: true });
     await Promise.all(names.map((n) => fsp.writeFile(path.join(markers, `${n}.notlazy`), "")));
     return undefined;
   };
-  if (!image.layers.some((l) => l.reader)) return notLazy();
+  let image: LazyImage;
   let written: number;
-  const before = image.bytesRead;
+  let before = 0;
   try {
+    image = await openShared(ref, manifestDigest, opts);
+    if (!image.layers.some((l) => l.reader)) return notLazy();
+    before = image.bytesRead;
     const set = new NeedSet(image);
     for (const n of needs) set.need(n);
     written = await materialise(image, set.withAncestors(), home, opts);

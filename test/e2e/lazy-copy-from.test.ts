@@ -9,11 +9,13 @@ import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { chainContext, fileInputs, resolveInput } from "../../src/engine/inputs.js";
+import { lazyImageRoot } from "../../src/engine/lazy-root.js";
 import { pushImage } from "../../src/registry/push.js";
 import { LocalStore } from "../../src/store/local.js";
 import type { ImageRecord } from "../../src/store/store.js";
 import { startCountingProxy, type CountingProxy } from "../support/counting-proxy.js";
 import { makeStoreImage } from "../support/registry-image.js";
+import { startCuttingProxy } from "../support/registry-proxy.js";
 import { startRegistry, type TestRegistry } from "../support/registry.js";
 import { makeBusyboxTree, nonce, scratchSpace, strata, type BuildJson } from "../support/strata.js";
 
@@ -219,6 +221,21 @@ describe("COPY --from=<eStargz image>", () => {
       assert.deepEqual(lazy, full, JSON.stringify(c));
       assert.ok(lazy.inputs.length > 0);
       assert.ok(lazyBytes < layerBytes(lazyLayers) * 0.05, `${JSON.stringify(c)}: ${lazyBytes} bytes`);
+    }
+  });
+
+  test("a registry that ignores Range headers: the lazy path steps aside (the caller pulls) instead of failing", async () => {
+    const noRanges = await startCuttingProxy(reg.host, { cutAfterBytes: Number.MAX_SAFE_INTEGER, cuts: 0, ignoreRange: true });
+    try {
+      const store = await LocalStore.open(path.join(await space.scratch(), "store"));
+      const root = await lazyImageRoot(`${noRanges.host}/${LAZY_REPO}:1`, store, { patterns: ["/small/hello.txt"] });
+      assert.equal(root, undefined);
+      assert.ok(noRanges.requests.some((r) => r.range !== undefined && r.status === 200), "a ranged read was answered with the whole blob");
+      const direct = await lazyImageRoot(lazyRef(), store, { patterns: ["/small/hello.txt"] });
+      assert.ok(direct && direct.bytesRead > 0 && direct.bytesRead < direct.layerBytes * 0.05);
+      assert.equal(await fsp.readFile(path.join(direct.dir, "small/hello.txt"), "utf8"), HELLO);
+    } finally {
+      await noRanges.close();
     }
   });
 });
