@@ -19,7 +19,7 @@ import { rehydratePlan } from "../dockerfile/secret-registry.js";
 import { selectSources, type SelectRootView, type SourceMatch } from "../dockerfile/select.js";
 import type { LazySelection } from "./lazy-root.js";
 import type { LogSink } from "./log.js";
-import { lstatOrUndefined } from "../util/fs.js";
+import { lstatOrUndefined, writeFileAtomic } from "../util/fs.js";
 
 /** An input with its hashed entries. */
 export interface ResolvedInput {
@@ -129,6 +129,7 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
       };
     case "select": {
       const ctx = input.root.kind === "context" ? context : (context ?? (await fallbackContext(statCache)));
+      if (input.root.kind === "stage") return selectFromStage(input, ctx!, statCache);
       return withRootView(input.root, ctx, { patterns: input.patterns, parents: input.parents, location: input.location }, async (view, rootName) => {
         const sel = await selectSources(view, input.patterns, { exclude: input.exclude, parents: input.parents, statCache, location: input.location, rootName });
         return { input, entries: sel.entries, matches: sel.matches };
@@ -136,8 +137,11 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
     }
     case "url": {
       const ctx = context ?? (await fallbackContext(statCache));
-      const { fetchUrl } = await import("../dockerfile/fetch-url.js");
-      const f = await fetchUrl(input.url, { cacheDir: path.join(ctx.store.root, "downloads"), checksum: input.checksum, location: input.location });
+      const { fetchUrl, UrlFetchError } = await import("../dockerfile/fetch-url.js");
+      const f = await fetchUrl(input.url, { cacheDir: path.join(ctx.store.root, "downloads"), checksum: input.checksum, location: input.location }).catch((e: unknown) => {
+        // addPython: a failed download also says how else to provide the file (STRATA_PYTHON_STANDALONE).
+        throw input.help && e instanceof UrlFetchError ? new UrlFetchError(`${e.message}\n${input.help}`, { cause: e }) : e;
+      });
       return {
         input,
         entries: [{ relPath: f.name, type: "file", mode: 0o600, uid: 0, gid: 0, size: f.size, sha256: f.digest, absPath: f.file }],
@@ -150,6 +154,33 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
       return { input, entries: [] };
     }
   }
+}
+
+/**
+ * A selection from a stage's image. An image id names immutable content, so the result (entries with their digests,
+ * whose files live in the image's layer dirs) is kept per image id and selection in `<store>/selects/`: a cached
+ * `COPY --from=<stage>` neither mounts nor walks the stage again. The record names the layer dirs it points into and
+ * is used only while they are the image's layer dirs.
+ */
+async function selectFromStage(input: Extract<StepInput, { kind: "select" }>, ctx: InputContext, statCache: StatCache | undefined): Promise<ResolvedInput> {
+  const root = input.root as Extract<SelectRoot, { kind: "stage" }>;
+  const rec = await ctx.buildChain(root.plan);
+  const dirs: string[] = [];
+  for (const l of rec.layers) dirs.push(await ctx.store.layerDir(l));
+  const id = createHash("sha256").update(JSON.stringify([rec.id, input.patterns, input.exclude ?? [], input.parents ?? false])).digest("hex");
+  const file = path.join(ctx.store.root, "selects", `${id}.json`);
+  type Saved = { dirs: string[]; entries: ContextEntry[]; matches: SourceMatch[] };
+  const saved = await fsp.readFile(file, "utf8").then((t) => JSON.parse(t) as Saved, () => undefined);
+  if (saved && Array.isArray(saved.entries) && JSON.stringify(saved.dirs) === JSON.stringify(dirs)) {
+    return { input, entries: saved.entries, matches: saved.matches };
+  }
+  const r = await withRootView(root, ctx, { patterns: input.patterns, parents: input.parents, location: input.location }, async (view, rootName) => {
+    const sel = await selectSources(view, input.patterns, { exclude: input.exclude, parents: input.parents, statCache, location: input.location, rootName });
+    return { input, entries: sel.entries, matches: sel.matches };
+  });
+  // An image without layers is viewed through a temp dir: nothing to keep.
+  if (dirs.length) await writeFileAtomic(file, JSON.stringify({ dirs, entries: r.entries, matches: r.matches } satisfies Saved));
+  return r;
 }
 
 /**
