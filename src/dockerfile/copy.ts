@@ -6,7 +6,8 @@
  *   to dest, or into it under its own name; symlinks inside copied directories stay symlinks.
  * - owners: `--chown` for everything copied, else root for context files, URLs and heredocs and the source's owner for
  *   files from a stage or image. Modes: `--chmod` for every copied file and directory, else the source's.
- * - ADD: a local file whose content is an archive is extracted into dest (unless `--unpack=false`).
+ * - ADD: a local file whose content is an archive is extracted into dest (unless `--unpack=false`); a downloaded one
+ *   only with `--unpack=true` (Dockerfile 1.17).
  * Destination paths resolve symlinks already in the image inside the image; a final symlink is replaced, never
  * written through.
  */
@@ -14,7 +15,7 @@ import path from "node:path";
 import type { ContextEntry } from "../context/walk.js";
 import type { ResolvedInput } from "../engine/inputs.js";
 import { InvalidDefinitionError } from "../errors.js";
-import { resolveInImage, type CopyTarget } from "../layer/copy-target.js";
+import { resolveInImage, type CopyTarget, type ImageReader } from "../layer/copy-target.js";
 import type { Instruction } from "../plan/instructions.js";
 import { archiveKind, extractArchive } from "./archive.js";
 import { chmodFunction, resolveChown, type Owner } from "./chown.js";
@@ -24,6 +25,8 @@ type CopyIns = Extract<Instruction, { op: "COPY" | "ADD" }>;
 export interface DockerCopyArgs {
   /** The image filesystem written to: a mounted root, or an upper dir over the parent's layers. */
   target: CopyTarget;
+  /** Where `--chown` names are looked up (/etc/passwd, /etc/group): the target unless given (`--link` copies onto an empty filesystem). */
+  names?: ImageReader;
   ins: CopyIns;
   /** the step inputs named by `ins.source` then `ins.inputs`, in order */
   inputs: ResolvedInput[];
@@ -46,7 +49,13 @@ export function copyDestination(dest: string, workdir: string, sourceCount: numb
  * archive, which needs a host directory.
  */
 export function copyNeedsMount(ins: CopyIns, inputs: readonly ResolvedInput[]): boolean {
-  return ins.op === "ADD" && ins.unpack !== false && inputs.some((r) => r.input.kind === "select");
+  return ins.op === "ADD" && inputs.some((r) => unpacks(ins, r));
+}
+
+/** Whether ADD extracts this input when it is an archive: local ones unless --unpack=false, URLs only with --unpack=true. */
+function unpacks(ins: CopyIns, r: ResolvedInput): boolean {
+  if (ins.op !== "ADD") return false;
+  return r.input.kind === "select" ? ins.unpack !== false : r.input.kind === "url" && ins.unpack === true;
 }
 
 class Copier {
@@ -57,8 +66,9 @@ class Copier {
     readonly where: string,
     chown: string | undefined,
     chmod: string | undefined,
+    names: ImageReader = t,
   ) {
-    const read = (p: string) => t.readFile(p)?.toString("utf8");
+    const read = (p: string) => names.readFile(p)?.toString("utf8");
     this.owner = chown !== undefined ? wrap(where, () => resolveChown(read, chown)) : undefined;
     this.chmod = chmod !== undefined ? wrap(where, () => chmodFunction(chmod)) : undefined;
   }
@@ -139,8 +149,7 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
   const { ins } = a;
   const sourceCount = (ins.sources ?? [ins.source]).length;
   const { abs: dest, dir: destNamedDir } = copyDestination(ins.dest, a.workdir, sourceCount);
-  const c = new Copier(a.target, a.where, ins.chown, ins.chmod);
-  const unpack = ins.op === "ADD" && ins.unpack !== false;
+  const c = new Copier(a.target, a.where, ins.chown, ins.chmod, a.names);
   let heredoc = 0;
   const heredocNames = (ins.sources ?? []).filter((s) => s.startsWith("<<")).map((s) => s.slice(2));
 
@@ -162,7 +171,7 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
       if (m.type === "file") {
         const e = list.find((x) => x.relPath === m.rel) ?? list[0]!;
         const name = path.posix.basename(m.rel || e.relPath);
-        if (unpack && r.input.kind === "select") {
+        if (unpacks(ins, r)) {
           const kind = await archiveKind(e.absPath);
           if (kind) {
             if (!a.target.hostDir) throw new InvalidDefinitionError(`${a.where}: internal: extracting an archive needs a mounted root`);

@@ -10,7 +10,7 @@ import path from "node:path";
 import { execa } from "execa";
 import type { BuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError, StepFailedError } from "../errors.js";
-import type { KeyInputs } from "../keys/step-key.js";
+import { stepKey, type KeyInputs } from "../keys/step-key.js";
 import { commitLayer } from "../layer/commit.js";
 import { MountedTarget, NeedsMountError, opaqueDirsOf, UpperTarget } from "../layer/copy-target.js";
 import { mountOverlay, unmountOverlay, type OverlayDirs } from "../layer/overlay.js";
@@ -29,6 +29,7 @@ import { copyNeedsMount, dockerCopy } from "../dockerfile/copy.js";
 import { resolveChown } from "../dockerfile/chown.js";
 import { secureJoin } from "../layer/secure-join.js";
 import { LineLog, redactor, type LogSink } from "./log.js";
+import { readJson, writeFileAtomic } from "../util/fs.js";
 import { placeNode, placeUv } from "./tools.js";
 
 export class StepExecutor {
@@ -88,7 +89,7 @@ export class StepExecutor {
       layers = [...parent.layers];
       const needsFs = step.instructions.some((i) => i.op === "RUN" || i.op === "COPY" || i.op === "ADD" || (i.op === "WORKDIR" && i.create));
       if (needsFs) {
-        newLayer = await this.#runFilesystemStep(index, step, parent, parentConfig, resolved, log);
+        newLayer = await this.#runFilesystemStep(index, step, parent, parentConfig, resolved, log, { inputs, forced });
         if (newLayer) layers.push(newLayer);
       }
       config = nextConfig(parentConfig, step.instructions, newLayer, new Date().toISOString(), step.description);
@@ -119,7 +120,15 @@ export class StepExecutor {
    * Mounts the parent's layers, runs the step's RUN/COPY/ADD instructions, and commits the upper dir as a layer.
    * A step whose only filesystem work is a WORKDIR that already exists adds no layer (returns undefined).
    */
-  async #runFilesystemStep(index: number, step: Step, parent: ImageRecord, parentConfig: ImageConfig, resolved: ResolvedInput[], log: LineLog): Promise<LayerRecord | undefined> {
+  async #runFilesystemStep(
+    index: number,
+    step: Step,
+    parent: ImageRecord,
+    parentConfig: ImageConfig,
+    resolved: ResolvedInput[],
+    log: LineLog,
+    keyed: { inputs: KeyInputs; forced: boolean },
+  ): Promise<LayerRecord | undefined> {
     const work = await this.store.tempDir("step");
     const lowers: string[] = [];
     const unpin = this.store.pin?.(parent.layers);
@@ -127,7 +136,7 @@ export class StepExecutor {
     try {
       for (const l of parent.layers) lowers.push(await this.store.layerDir(l));
       const inputsByName = new Map(resolved.map((r) => [r.input.name, r]));
-      const fast = await this.#copyOnly(step, parentConfig, inputsByName, lowers, path.join(work, "upper"));
+      const fast = await this.#copyOnly(step, parentConfig, inputsByName, lowers, work, keyed, log);
       if (fast) return fast;
       dirs = await mountOverlay(work, lowers);
       // Materialise inputs a RUN mounts (e.g. the runFunction module) outside the rootfs.
@@ -177,23 +186,54 @@ export class StepExecutor {
    * — no mount, files linked from the store's content pool. Returns undefined to fall back to a mount: for a RUN, a
    * WORKDIR that creates a directory, an ADD that may extract an archive, or a change only a mount can express.
    */
-  async #copyOnly(step: Step, parentConfig: ImageConfig, inputsByName: Map<string, ResolvedInput>, lowers: readonly string[], upper: string): Promise<LayerRecord | undefined> {
-    const inputsOf = (ins: Extract<Instruction, { op: "COPY" | "ADD" }>) =>
-      [ins.source, ...(ins.inputs ?? [])].map((n) => inputsByName.get(n)).filter((r): r is ResolvedInput => r !== undefined);
+  async #copyOnly(
+    step: Step,
+    parentConfig: ImageConfig,
+    inputsByName: Map<string, ResolvedInput>,
+    lowers: readonly string[],
+    work: string,
+    keyed: { inputs: KeyInputs; forced: boolean },
+    log: LineLog,
+  ): Promise<LayerRecord | undefined> {
+    type CopyIns = Extract<Instruction, { op: "COPY" | "ADD" }>;
+    const inputsOf = (ins: CopyIns) => [ins.source, ...(ins.inputs ?? [])].map((n) => inputsByName.get(n)).filter((r): r is ResolvedInput => r !== undefined);
     for (const ins of step.instructions) {
       if (ins.op === "RUN" || (ins.op === "WORKDIR" && ins.create)) return undefined;
       if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources && copyNeedsMount(ins, inputsOf(ins))) return undefined;
       if ((ins.op === "COPY" || ins.op === "ADD") && !ins.sources && !inputsByName.has(ins.source)) return undefined;
     }
+    const upper = path.join(work, "upper");
     const lowersTopFirst = [...lowers].reverse();
     const metaDir = path.join(this.store.root, "layer-meta");
     const opaque = await Promise.all(lowersTopFirst.map((l) => opaqueDirsOf(l, metaDir)));
-    const target = new UpperTarget(upper, lowersTopFirst, { poolDir: path.join(this.store.root, "files"), hashedAfterMs: this.startedAt, opaque });
+    const pool = { poolDir: path.join(this.store.root, "files"), hashedAfterMs: this.startedAt };
+    // The parent's filesystem, for reading (`--chown` names); a plain COPY also writes over it.
+    const copies = step.instructions.filter((i): i is CopyIns => i.op === "COPY" || i.op === "ADD");
+    const linked = copies.length > 0 && copies.every((c) => c.link === true && c.sources !== undefined);
+    const parentFs = new UpperTarget(linked ? path.join(work, "parent-view") : upper, lowersTopFirst, { ...pool, opaque });
+    // `--link` (BuildKit: the copy is made onto scratch, then merged): the layer does not depend on the parent, so one
+    // layer serves every parent — kept per key-without-parent in <store>/link-layers/, reused when only the parent changed.
+    let linkFile: string | undefined;
+    if (linked && !this.ignoreCache) {
+      const owners = copies.map((c) => (c.chown === undefined ? null : resolveChown((p) => parentFs.readFile(p)?.toString("utf8"), c.chown)));
+      const extra: [string, string][] = [["link.workdir", parentConfig.config.WorkingDir || "/"], ["link.owners", JSON.stringify(owners)]];
+      const linkKey = stepKey({ ...keyed.inputs, parent: null, extra: [...keyed.inputs.extra, ...extra] });
+      linkFile = path.join(this.store.root, "link-layers", `${linkKey}.json`);
+      if (!keyed.forced) {
+        const reused = await readJson<LayerRecord>(linkFile).catch(() => undefined);
+        if (reused && (await this.store.hasBlob(reused.digest))) {
+          await this.store.layerDir(reused);
+          log.line(`--link: reusing layer ${reused.digest.slice(7, 19)} (built on another parent)`);
+          return reused;
+        }
+      }
+    }
+    const target = linked ? new UpperTarget(upper, [], { ...pool, opaque: [] }) : parentFs;
     let rc = { ...parentConfig.config };
     try {
       for (const ins of step.instructions) {
         if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources) {
-          await dockerCopy({ target, ins, inputs: inputsOf(ins), workdir: rc.WorkingDir || "/", where: step.description });
+          await dockerCopy({ target, names: parentFs, ins, inputs: inputsOf(ins), workdir: rc.WorkingDir || "/", where: step.description });
         } else if (ins.op === "COPY" || ins.op === "ADD") {
           copyLocal(target, inputsByName.get(ins.source)!, ins.dest);
         } else {
@@ -201,12 +241,13 @@ export class StepExecutor {
         }
       }
     } catch (e) {
-      if (!(e instanceof NeedsMountError)) throw e;
+      if (!(e instanceof NeedsMountError) || linked) throw e;
       await fsp.rm(upper, { recursive: true, force: true });
       return undefined;
     }
     const layer = await commitLayer(this.store, upper, { epoch: this.builder.sourceDateEpoch });
     await this.store.adoptLayerDir(layer.diffId, upper);
+    if (linkFile) await writeFileAtomic(linkFile, JSON.stringify(layer));
     return layer;
   }
 

@@ -187,6 +187,30 @@ describe("Dockerfile cache behaviour", () => {
     assert.equal(await file(third, "/out.txt"), "a2\n");
   });
 
+  test("COPY --link makes a layer independent of its parent: a changed parent reuses the same layer; symlinks in dest are not followed", async () => {
+    const df = (v: string) =>
+      BB(nonce()) + `RUN echo ${v} > /v && ln -s /usr /opt\nCOPY --link --chown=app:app app/ /opt/app/\nRUN ls -ld /opt /opt/app | cut -c1-10 > /modes && stat -c %u:%g /opt/app/main.txt > /owner\n`;
+    const p = await project(df("one"), { "app/main.txt": "main\n", "app/sub/x.txt": "x\n" });
+    const first = await build(p);
+    const layerOf = (r: BuiltImage) => r.steps.find((s) => s.description.includes("COPY --link"))!.layer;
+    assert.equal(await file(first, "/opt/app/main.txt"), "main\n");
+    assert.equal(await file(first, "/owner"), "1000:1000\n", "--chown names resolve against the parent's /etc/passwd");
+    assert.equal(await file(first, "/modes"), "drwxr-xr-x\ndrwxr-xr-x\n", "/opt is a directory of the --link layer, not the image's symlink to /usr");
+    assert.equal(await file(first, "/usr/app/main.txt"), undefined, "nothing was written through the symlink");
+    await fsp.writeFile(p.dockerfile, (await fsp.readFile(p.dockerfile, "utf8")).replace("echo one", "echo two"));
+    const log: string[] = [];
+    const second = await build(p, { log });
+    const c = cachedByInstruction(second);
+    assert.equal(c["COPY --link --chown=app:app app/ /opt/app/"], false, "the parent changed, so the step is new");
+    assert.equal(layerOf(second), layerOf(first), "but its layer is the one built on the old parent");
+    assert.ok(log.some((l) => l.includes("--link: reusing layer")), log.join("\n"));
+    assert.equal(await file(second, "/opt/app/sub/x.txt"), "x\n");
+    await fsp.writeFile(path.join(p.context, "app/main.txt"), "edited\n");
+    const third = await build(p);
+    assert.notEqual(layerOf(third), layerOf(first), "a content change is a new layer");
+    assert.equal(await file(third, "/opt/app/main.txt"), "edited\n");
+  });
+
   test("independent stages build concurrently", async () => {
     const stage = (n: string) => `FROM base AS ${n}\nRUN cut -d' ' -f1 /proc/uptime > /${n}-start && sleep 1 && cut -d' ' -f1 /proc/uptime > /${n}-end\n`;
     const p = await project(
