@@ -11,12 +11,13 @@
  *     to record an image naming it);
  *   - recent chains and logs, and the step logs of kept images;
  *   - local stores: unpacked layers (`layers/<diffID>/`) of kept images, recent ones, and any a running build has
- *     mounted. The content pool `files/` (hard-linked into unpacked layers) is left alone: its entries cost one
- *     inode each once no layer links them, and telling which are linked needs a walk of every layer.
+ *     mounted; content pool files (`files/`, hard-linked into unpacked layers by COPY steps) that a layer still links
+ *     (link count > 1, read after the layers are pruned) or that were written since the cutoff or in the last
+ *     YOUNG_MS (10 minutes) whatever the cutoff. An unlinked pool file costs its whole size, not just an inode.
  * Everything else that is older than the cutoff is removed, in an order that never leaves a reference to a missing
  * object: index entries first, then chains, image records and logs, then blobs (after looking once more for image
- * records written while the prune ran), then unpacked layers. Every delete is conditional: an object rewritten since
- * the cutoff is kept.
+ * records written while the prune ran), then unpacked layers, then the caches derived from them. Every delete is
+ * conditional: an object rewritten since the cutoff is kept.
  *
  * "Recent" is about writes: a cache hit writes nothing, except the chain of a named build. A build that is reusing
  * an old entry at the very moment that entry is pruned can fail when it records its next step (the store refuses a
@@ -52,6 +53,9 @@ export interface PruneCounts {
   chains: number;
   /** Unpacked layer directories (local stores). */
   layers: number;
+  /** Content pool files (`files/`, local stores) that no unpacked layer links any more, and their bytes. */
+  files: number;
+  fileBytes: number;
 }
 
 export interface PruneReport {
@@ -64,7 +68,13 @@ export interface PruneReport {
   skipped: number;
 }
 
-const zero = (): PruneCounts => ({ index: 0, images: 0, blobs: 0, blobBytes: 0, logs: 0, chains: 0, layers: 0 });
+const zero = (): PruneCounts => ({ index: 0, images: 0, blobs: 0, blobBytes: 0, logs: 0, chains: 0, layers: 0, files: 0, fileBytes: 0 });
+
+/**
+ * Derived caches of a local store (pool files, …) written this recently are kept whatever the cutoff: a running
+ * build may have just written them (see the module comment).
+ */
+const YOUNG_MS = 10 * 60_000;
 
 /** Parses `30d`, `12h`, `90m`, `45s`, `2w` or combinations such as `1d12h` into milliseconds. */
 export function parseDuration(s: string): number {
@@ -199,14 +209,22 @@ export async function pruneStore(store: Store, opts: PruneOptions): Promise<Prun
   report.kept.blobBytes = listing.blobs.filter((o) => !doomedSet.has(o)).reduce((n, o) => n + o.size, 0);
   await removeAll("blobs", doomedBlobs, "blobs");
 
-  // 9. Local stores: unpacked layers of images that are gone (never one a running build has mounted).
-  if (store instanceof LocalStore) await pruneLayerDirs(store.root, neededLayers, cutoff, dry, report, log);
-
+  // 9. Local stores: unpacked layers of images that are gone (never one a running build has mounted), then the caches
+  // derived from them. Derived caches written since `graceFrom` stay: since the cutoff, and never younger than
+  // YOUNG_MS (wall clock, whatever `now` says), so even a tiny --older-than leaves what a running build just wrote.
   const r = report.removed;
-  log(`${dry ? "would remove" : "removed"} ${r.index} index entries, ${r.images} image records, ${r.blobs} blobs (${formatBytes(r.blobBytes)}), ${r.logs} logs, ${r.chains} chains, ${r.layers} unpacked layers${report.skipped ? `; ${report.skipped} left in place (written or in use meanwhile)` : ""}`);
+  let local = "";
+  if (store instanceof LocalStore) {
+    const graceFrom = Math.min(cutoff, started - YOUNG_MS);
+    const doomedLayers = await pruneLayerDirs(store.root, neededLayers, cutoff, dry, report, log);
+    await prunePool(store.root, doomedLayers, graceFrom, dry, report, log);
+    local = `, ${r.files} pool files (${formatBytes(r.fileBytes)})`;
+  }
+
+  log(`${dry ? "would remove" : "removed"} ${r.index} index entries, ${r.images} image records, ${r.blobs} blobs (${formatBytes(r.blobBytes)}), ${r.logs} logs, ${r.chains} chains, ${r.layers} unpacked layers${local}${report.skipped ? `; ${report.skipped} left in place (written or in use meanwhile)` : ""}`);
   return report;
 
-  async function removeAll(ns: StoreNamespace, objs: StoredObject[], counter: Exclude<keyof PruneCounts, "blobBytes" | "layers">): Promise<void> {
+  async function removeAll(ns: StoreNamespace, objs: StoredObject[], counter: StoreNamespace): Promise<void> {
     if (dry) {
       report.removed[counter] += objs.length;
       if (ns === "blobs") report.removed.blobBytes += objs.reduce((n, o) => n + o.size, 0);
@@ -225,8 +243,12 @@ export async function pruneStore(store: Store, opts: PruneOptions): Promise<Prun
   }
 }
 
-/** Removes `layers/<hex>/` dirs not needed, not recent and not in use (moved aside first, then deleted). */
-async function pruneLayerDirs(root: string, needed: Set<string>, cutoff: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+/**
+ * Removes `layers/<hex>/` dirs not needed, not recent and not in use (moved aside first, then deleted). Returns the
+ * paths of those removed (in a dry run: of those that would be).
+ */
+async function pruneLayerDirs(root: string, needed: Set<string>, cutoff: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<string[]> {
+  const doomedDirs: string[] = [];
   const layersDir = path.join(root, "layers");
   const names = (await fsp.readdir(layersDir).catch(() => [] as string[])).filter((n) => HEX64.test(n));
   const inUse = await layersInUse(root);
@@ -241,6 +263,7 @@ async function pruneLayerDirs(root: string, needed: Set<string>, cutoff: number,
     }
     if (dry) {
       report.removed.layers++;
+      doomedDirs.push(dir);
       continue;
     }
     // Out of layers/ first, so nobody ever sees a half-deleted layer; tmp/prune-<pid>-… is reclaimed by recover()
@@ -252,7 +275,67 @@ async function pruneLayerDirs(root: string, needed: Set<string>, cutoff: number,
     }
     await fsp.rm(doomed, { recursive: true, force: true }).catch((e: unknown) => log(`could not remove ${doomed}: ${String(e)}`));
     report.removed.layers++;
+    doomedDirs.push(dir);
   }
+  return doomedDirs;
+}
+
+/** A content pool file: `<sha256 hex>-<mode octal>[-<uid>-<gid>]` (src/layer/copy-target.ts). */
+const POOL_NAME = /^[0-9a-f]{64}-[0-7]+(?:-\d+-\d+)?$/;
+
+/**
+ * Removes content pool files (`files/`) that no unpacked layer links any more: link count 1 (the pool's own name),
+ * written before `graceFrom`. Runs after the layer dirs are gone, so the counts are those that stay; a dry run, which
+ * removes no layer dir, subtracts the links the doomed layer dirs hold instead (it walks them).
+ *
+ * Racing a build is harmless: a build links a pool file into its upper dir (link count 2 from then on, for as long as
+ * the upper dir or the layer it becomes exists), and if the pool name is unlinked first, its link fails with ENOENT
+ * and it copies the source instead (and puts the file back into the pool). If the link lands between our look at the
+ * count and the unlink, the layer keeps its file; only the pool loses the name.
+ */
+async function prunePool(root: string, doomedLayerDirs: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+  const pool = path.join(root, "files");
+  const names = (await fsp.readdir(pool).catch(() => [] as string[])).filter((n) => POOL_NAME.test(n));
+  if (!names.length) return;
+  const doomedLinks = dry ? await linksUnder(doomedLayerDirs) : new Map<string, number>();
+  for (const name of names) {
+    const file = path.join(pool, name);
+    const st = await fsp.lstat(file, { bigint: true }).catch(() => undefined);
+    if (!st?.isFile()) continue;
+    const links = Number(st.nlink) - (doomedLinks.get(`${st.dev}:${st.ino}`) ?? 0);
+    const size = Number(st.size);
+    if (links > 1 || Number(st.mtimeMs) >= graceFrom) {
+      report.kept.files++;
+      report.kept.fileBytes += size;
+      continue;
+    }
+    if (!dry) {
+      const ok = await fsp.unlink(file).then(() => true, (e: NodeJS.ErrnoException) => {
+        if (e.code !== "ENOENT") log(`could not remove ${file}: ${String(e)}`);
+        return false;
+      });
+      if (!ok) continue;
+    }
+    report.removed.files++;
+    report.removed.fileBytes += size;
+  }
+}
+
+/** How many names each inode with more than one link has under `dirs` (`dev:ino` → count). */
+async function linksUnder(dirs: readonly string[]): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) {
+        const st = await fsp.lstat(p, { bigint: true }).catch(() => undefined);
+        if (st && st.nlink > 1n) counts.set(`${st.dev}:${st.ino}`, (counts.get(`${st.dev}:${st.ino}`) ?? 0) + 1);
+      }
+    }
+  };
+  for (const d of dirs) await walk(d);
+  return counts;
 }
 
 /** Layer dirs a live work dir links to (overlay lowerdirs, `tmp/<work>/l/<n>`) or a mount names. */

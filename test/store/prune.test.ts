@@ -217,6 +217,61 @@ for (const [name, open] of [["LocalStore", openLocal], ["S3Store (s3rver)", open
   });
 }
 
+/** Every path under `dir` (relative, sorted), for "a dry run removes nothing". */
+async function tree(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string, rel: string): Promise<void> => {
+    for (const e of await fsp.readdir(d, { withFileTypes: true }).catch(() => [])) {
+      out.push(`${rel}${e.name}`);
+      if (e.isDirectory()) await walk(path.join(d, e.name), `${rel}${e.name}/`);
+    }
+  };
+  await walk(dir, "");
+  return out.sort();
+}
+
+/** Sets the mtime (and atime) of each path `ms` into the past, in order (so list a directory after its contents). */
+async function age(ms: number, ...paths: string[]): Promise<void> {
+  const when = new Date(Date.now() - ms);
+  for (const p of paths) await fsp.utimes(p, when, when);
+}
+
+const HOUR = 3600_000;
+
+/**
+ * The scenario plus unpacked layers: a1's (`l1`, pruned) and b1's (`lb`, kept), each holding a file, adopted before a
+ * fresh cutoff; after it, r2 on r (so r, b1 and lb stay). `fill(dir, which)` runs on each layer dir before adoption.
+ */
+async function withLayers(store: LocalStore, fill: (dir: string, which: "l1" | "lb") => Promise<void>, beforeCutoff?: (l: { l1: string; lb: string }) => Promise<void>) {
+  const sc = await scenario(store);
+  const mk = async (rec: ImageRecord, which: "l1" | "lb") => {
+    const dir = path.join(await store.tempDir("mk"), "root");
+    await fsp.mkdir(dir);
+    await fsp.writeFile(path.join(dir, "f"), rec.id);
+    await fill(dir, which);
+    return store.adoptLayerDir(rec.layers[rec.layers.length - 1]!.diffId, dir);
+  };
+  const l = { l1: await mk(sc.old.a1, "l1"), lb: await mk(sc.old.b1, "lb") };
+  await beforeCutoff?.(l);
+  const cutoff = await secondBoundary();
+  const r2 = await image(store, "r2", sc.recent.r);
+  await store.putIndex({ key: "kr2", imageId: r2.id, createdAt: new Date().toISOString() });
+  return { sc, cutoff, ...l };
+}
+
+/** Runs a dry prune then a real one; checks the dry run changed nothing under `root` and reported what the real one did. */
+async function dryThenReal(store: LocalStore, cutoff: number): Promise<{ dry: PruneReport; report: PruneReport; lines: string[] }> {
+  const before = await tree(store.root);
+  const dry = await pruneStore(store, { ...at(cutoff), dryRun: true });
+  assert.deepEqual(await tree(store.root), before, "a dry run removes nothing");
+  const lines: string[] = [];
+  const report = await pruneStore(store, { ...at(cutoff), log: (l) => lines.push(l) });
+  assert.equal(report.skipped, 0, lines.join("\n"));
+  assert.deepEqual(dry.removed, report.removed, "the dry run reported what the real one removed");
+  await assertConsistent(store);
+  return { dry, report, lines };
+}
+
 describe("prune: LocalStore specifics", () => {
   test("unpacked layers of pruned images go, unless a running build has them mounted (linked from its work dir)", async () => {
     const store = await openLocal();
@@ -279,5 +334,56 @@ describe("prune: LocalStore specifics", () => {
     const report = JSON.parse(real.stdout) as PruneReport;
     assert.match(real.stderr, /removed 5 index entries, 4 image records, 13 blobs/);
     await checkPruned(store, sc, report);
+  });
+
+  test("content pool: files no layer links any more go (after their layers); linked, recent and young ones stay", async () => {
+    const store = await openLocal();
+    const pool = path.join(store.root, "files");
+    await fsp.mkdir(pool, { recursive: true });
+    const name = (tag: string, suffix = "644") => `${digestHex(sha256Bytes(tag))}-${suffix}`;
+    const p = {
+      onlyPruned: path.join(pool, name("only in l1")), // linked from l1 only: goes with it
+      kept: path.join(pool, name("in lb")), // linked from the kept layer: stays
+      both: path.join(pool, name("in both", "755")), // linked from both: stays
+      orphan: path.join(pool, name("orphan", "600-1000-1000")), // no layer links it, old: goes
+      young: path.join(pool, name("young")), // no layer links it, but just written: stays
+      foreign: path.join(pool, "notes.txt"), // not a pool name: never touched
+    };
+    const { cutoff, l1, lb } = await withLayers(store, async (dir, which) => {
+      const link = async (file: string, pooled: string) => {
+        if (!existsSync(pooled)) await fsp.writeFile(file, `content of ${path.basename(pooled)}`);
+        else await fsp.link(pooled, file);
+        if (!existsSync(pooled)) await fsp.link(file, pooled);
+      };
+      if (which === "l1") await link(path.join(dir, "a"), p.onlyPruned);
+      else await link(path.join(dir, "b"), p.kept);
+      await link(path.join(dir, "shared"), p.both);
+    });
+    for (const f of [p.orphan, p.young, p.foreign]) await fsp.writeFile(f, "x".repeat(100));
+    await age(2 * HOUR, p.onlyPruned, p.kept, p.both, p.orphan, p.foreign);
+    const size = (f: string) => `content of ${path.basename(f)}`.length;
+
+    const { report, lines } = await dryThenReal(store, cutoff);
+    assert.ok(!existsSync(l1), "a1's layer is pruned");
+    assert.ok(!existsSync(p.onlyPruned), "a pool file only the pruned layer linked is removed in the same prune");
+    assert.ok(!existsSync(p.orphan), "an old pool file no layer links is removed");
+    assert.ok(existsSync(p.kept), "a pool file linked from a kept layer survives");
+    assert.ok(existsSync(p.both), "a pool file still linked from a kept layer survives the pruning of another");
+    assert.equal((await fsp.readFile(path.join(lb, "b"), "utf8")), `content of ${path.basename(p.kept)}`);
+    assert.ok(existsSync(p.young), "a pool file written in the last minutes stays");
+    assert.ok(existsSync(p.foreign));
+    assert.equal(report.removed.files, 2);
+    assert.equal(report.removed.fileBytes, size(p.onlyPruned) + 100);
+    assert.equal(report.kept.files, 3);
+    assert.equal(report.kept.fileBytes, size(p.kept) + size(p.both) + 100);
+    assert.match(lines.at(-1)!, /, 2 pool files \(/);
+
+    // --older-than shorter than the young-file window: everything else goes (the kept layer too, so its two pool
+    // files with it), but the window still holds.
+    const tiny = await pruneStore(store, { olderThanMs: 1 });
+    assert.ok(!existsSync(lb));
+    assert.equal(tiny.removed.files, 2);
+    assert.ok(!existsSync(p.kept) && !existsSync(p.both));
+    assert.ok(existsSync(p.young), "a pool file written in the last minutes stays whatever --older-than says");
   });
 });
