@@ -1034,6 +1034,8 @@ interface StageState {
   /** ARGs in scope: value undefined = declared without a value */
   args: Map<string, string | undefined>;
   workdir: string;
+  /** ONBUILD triggers this stage declares (its base's were consumed by it): they run in a stage built FROM this one */
+  onBuild: string[];
 }
 
 /**
@@ -1245,7 +1247,7 @@ class Planner {
     }
     const dependsOn = new Set<number>();
     const imageRefs = new Set<string>();
-    const state: StageState = { env: new Map(), args: new Map(), workdir: "/" };
+    const state: StageState = { env: new Map(), args: new Map(), workdir: "/", onBuild: [] };
     let base: StageBase;
     const onBuild: string[] = [];
     const baseStage = image === "scratch" ? undefined : this.stageRef(image, i, false);
@@ -1258,6 +1260,8 @@ class Planner {
       const st = this.finalState[baseStage]!;
       state.env = new Map(st.env);
       state.workdir = st.workdir;
+      // A stage's ONBUILD triggers run in the stage built FROM it, as an image's do (BuildKit reads them from the config).
+      onBuild.push(...st.onBuild);
     } else {
       base = { kind: "image", ref: image };
       const info = this.options.baseImage?.(image, platform);
@@ -1471,8 +1475,12 @@ class Planner {
         }
         return { ...cmd, mounts, ...meta() };
       }
+      case "ONBUILD":
+        // Not expanded here: the trigger is expanded where it runs.
+        state.onBuild.push(cmd.expression);
+        return { ...cmd, ...meta() };
       default:
-        // CMD, ENTRYPOINT, SHELL, HEALTHCHECK, ONBUILD, MAINTAINER: no expansion.
+        // CMD, ENTRYPOINT, SHELL, HEALTHCHECK, MAINTAINER: no expansion.
         return { ...cmd, ...meta() };
     }
   }

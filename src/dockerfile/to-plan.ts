@@ -236,6 +236,13 @@ class Translator {
     // run here passes none on (they are consumed by this build, as in Docker).
     const consumed = s.instructions.some((x) => x.fromOnBuild);
     const baseInstructions: Instruction[] = base.kind === "scratch" ? [{ op: "ENV", vars: [["PATH", DEFAULT_PATH]] }] : consumed ? [{ op: "ONBUILD" }] : [];
+    // A stage base has no step of its own here (the chain continues from it): its triggers' first step clears the
+    // inherited OnBuild list before running.
+    if (base.kind === "stage" && consumed && steps.length) {
+      const first = steps[0]!;
+      const make = first.make;
+      steps[0] = { ...first, make: (b, sp) => { const st = make(b, sp); return { ...st, instructions: [{ op: "ONBUILD" }, ...st.instructions] }; } };
+    }
     return { index: i, ...(s.name ? { name: s.name } : {}), base, fromDescription: this.where(s, s.original), baseInstructions, steps, reads: [...reads].sort((a, b) => a - b) };
   }
 
