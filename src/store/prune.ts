@@ -13,7 +13,10 @@
  *   - local stores: unpacked layers (`layers/<diffID>/`) of kept images, recent ones, and any a running build has
  *     mounted; content pool files (`files/`, hard-linked into unpacked layers by COPY steps) that a layer still links
  *     (link count > 1, read after the layers are pruned) or that were written since the cutoff or in the last
- *     YOUNG_MS (10 minutes) whatever the cutoff. An unlinked pool file costs its whole size, not just an inode.
+ *     YOUNG_MS (10 minutes) whatever the cutoff. An unlinked pool file costs its whole size, not just an inode;
+ *   - local stores: opaque-dir sidecars (`layer-meta/`) of layer dirs that still exist, and cached `COPY --from`
+ *     selections (`selects/`) written since the cutoff whose layer dirs all still exist (with the same young-file
+ *     window). Both are caches a build recomputes when they are missing.
  * Everything else that is older than the cutoff is removed, in an order that never leaves a reference to a missing
  * object: index entries first, then chains, image records and logs, then blobs (after looking once more for image
  * records written while the prune ran), then unpacked layers, then the caches derived from them. Every delete is
@@ -27,7 +30,7 @@ import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { StoreError } from "../errors.js";
 import { digestHex, type Digest } from "../util/digest.js";
-import { uniqueSuffix } from "../util/fs.js";
+import { pidAlive, uniqueSuffix } from "../util/fs.js";
 import { LocalStore } from "./local.js";
 import type { ImageRecord, Store, StoreNamespace, StoredObject } from "./store.js";
 
@@ -56,6 +59,12 @@ export interface PruneCounts {
   /** Content pool files (`files/`, local stores) that no unpacked layer links any more, and their bytes. */
   files: number;
   fileBytes: number;
+  /** Opaque-dir sidecars (`layer-meta/<diffID hex>.opaque.json`) of unpacked layers that are gone, and their bytes. */
+  layerMeta: number;
+  layerMetaBytes: number;
+  /** Cached `COPY --from=<stage>` selections (`selects/<hash>.json`) that point into a missing layer dir, or old. */
+  selects: number;
+  selectBytes: number;
 }
 
 export interface PruneReport {
@@ -68,7 +77,7 @@ export interface PruneReport {
   skipped: number;
 }
 
-const zero = (): PruneCounts => ({ index: 0, images: 0, blobs: 0, blobBytes: 0, logs: 0, chains: 0, layers: 0, files: 0, fileBytes: 0 });
+const zero = (): PruneCounts => ({ index: 0, images: 0, blobs: 0, blobBytes: 0, logs: 0, chains: 0, layers: 0, files: 0, fileBytes: 0, layerMeta: 0, layerMetaBytes: 0, selects: 0, selectBytes: 0 });
 
 /**
  * Derived caches of a local store (pool files, …) written this recently are kept whatever the cutoff: a running
@@ -217,8 +226,10 @@ export async function pruneStore(store: Store, opts: PruneOptions): Promise<Prun
   if (store instanceof LocalStore) {
     const graceFrom = Math.min(cutoff, started - YOUNG_MS);
     const doomedLayers = await pruneLayerDirs(store.root, neededLayers, cutoff, dry, report, log);
+    await pruneLayerMeta(store.root, doomedLayers, graceFrom, dry, report, log);
+    await pruneSelects(store.root, doomedLayers, graceFrom, dry, report, log);
     await prunePool(store.root, doomedLayers, graceFrom, dry, report, log);
-    local = `, ${r.files} pool files (${formatBytes(r.fileBytes)})`;
+    local = `, ${r.files} pool files (${formatBytes(r.fileBytes)}), ${r.layerMeta} layer sidecars, ${r.selects} cached selections (${formatBytes(r.selectBytes)})`;
   }
 
   log(`${dry ? "would remove" : "removed"} ${r.index} index entries, ${r.images} image records, ${r.blobs} blobs (${formatBytes(r.blobBytes)}), ${r.logs} logs, ${r.chains} chains, ${r.layers} unpacked layers${local}${report.skipped ? `; ${report.skipped} left in place (written or in use meanwhile)` : ""}`);
@@ -278,6 +289,113 @@ async function pruneLayerDirs(root: string, needed: Set<string>, cutoff: number,
     doomedDirs.push(dir);
   }
   return doomedDirs;
+}
+
+/** Leftovers of writeFileAtomic (`<file>.tmp-<pid>-…`) are removed once their writer is dead and they are this old. */
+const STALE_TMP_MS = 3600_000;
+const ATOMIC_TMP = /\.tmp-(\d+)-[0-9a-z]+-[0-9a-f]+$/;
+
+/** Whether `name` (in a directory written with writeFileAtomic) is a temp file its dead writer left behind. */
+function staleAtomicTmp(name: string, mtimeMs: number): boolean {
+  const m = ATOMIC_TMP.exec(name);
+  return m !== null && mtimeMs < Date.now() - STALE_TMP_MS && !pidAlive(Number(m[1]));
+}
+
+/** True when `dir` is gone, or would be after this prune (it is, or is under, one of `doomed`). */
+async function goneAfter(dir: string, doomed: readonly string[]): Promise<boolean> {
+  if (doomed.some((d) => dir === d || dir.startsWith(d + path.sep))) return true;
+  const st = await fsp.stat(dir).catch(() => undefined);
+  return !st?.isDirectory();
+}
+
+/**
+ * Removes `file` if it is still the one looked at (same inode, not written since): a cache rewritten meanwhile (temp
+ * + rename, so a new inode) stays.
+ */
+async function removeUnchanged(file: string, seen: { ino: number; mtimeMs: number }, log: (l: string) => void): Promise<"removed" | "kept" | "gone"> {
+  const st = await fsp.lstat(file).catch(() => undefined);
+  if (!st) return "gone";
+  if (st.ino !== seen.ino || st.mtimeMs !== seen.mtimeMs) return "kept";
+  return fsp.unlink(file).then(
+    () => "removed" as const,
+    (e: NodeJS.ErrnoException) => {
+      if (e.code === "ENOENT") return "gone" as const;
+      log(`could not remove ${file}: ${String(e)}`);
+      return "kept" as const;
+    },
+  );
+}
+
+/**
+ * Removes opaque-dir sidecars (`layer-meta/<hex>.opaque.json`, src/layer/copy-target.ts) whose layer dir
+ * `layers/<hex>/` is gone (or goes in this prune), unless written since `graceFrom`. A sidecar describes content named
+ * by its diffID, so removing one is always safe: the next COPY over that layer (unpacked again) recomputes it.
+ */
+async function pruneLayerMeta(root: string, doomedLayers: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+  const dir = path.join(root, "layer-meta");
+  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+    const file = path.join(dir, name);
+    const st = await fsp.lstat(file).catch(() => undefined);
+    if (!st?.isFile()) continue;
+    const m = /^([0-9a-f]{64})\.opaque\.json$/.exec(name);
+    let doomed: boolean;
+    if (m) doomed = st.mtimeMs < graceFrom && (await goneAfter(path.join(root, "layers", m[1]!), doomedLayers));
+    else if (staleAtomicTmp(name, st.mtimeMs)) doomed = true;
+    else continue;
+    const outcome = !doomed ? "kept" : dry ? "removed" : await removeUnchanged(file, st, log);
+    if (outcome === "removed") {
+      report.removed.layerMeta++;
+      report.removed.layerMetaBytes += st.size;
+    } else if (outcome === "kept") {
+      if (doomed) report.skipped++;
+      report.kept.layerMeta++;
+      report.kept.layerMetaBytes += st.size;
+    }
+  }
+}
+
+/**
+ * Removes cached `COPY --from=<stage>` selections (`selects/<hash>.json`, src/engine/inputs.ts): those naming a layer
+ * dir that is gone (or goes in this prune; their entries point into it), and those not written since `graceFrom` (a
+ * cache hit does not touch them; the next build that needs one mounts and walks the stage again and rewrites it).
+ * A build reads the whole record at once, so removing one it is about to use only costs that walk.
+ */
+async function pruneSelects(root: string, doomedLayers: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+  const dir = path.join(root, "selects");
+  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+    const file = path.join(dir, name);
+    const st = await fsp.lstat(file).catch(() => undefined);
+    if (!st?.isFile()) continue;
+    let doomed: boolean;
+    if (/^[0-9a-f]{64}\.json$/.test(name)) {
+      doomed = st.mtimeMs < graceFrom;
+      if (!doomed) {
+        // A record that cannot be read is ignored by builds and rewritten; it goes when it is old.
+        const saved = await fsp.readFile(file, "utf8").then(
+          (t) => {
+            try {
+              return JSON.parse(t) as { dirs?: unknown } | null;
+            } catch {
+              return undefined;
+            }
+          },
+          () => undefined,
+        );
+        const dirs = Array.isArray(saved?.dirs) ? saved.dirs.filter((d): d is string => typeof d === "string") : [];
+        for (const d of dirs) if (!doomed && (await goneAfter(d, doomedLayers))) doomed = true;
+      }
+    } else if (staleAtomicTmp(name, st.mtimeMs)) doomed = true;
+    else continue;
+    const outcome = !doomed ? "kept" : dry ? "removed" : await removeUnchanged(file, st, log);
+    if (outcome === "removed") {
+      report.removed.selects++;
+      report.removed.selectBytes += st.size;
+    } else if (outcome === "kept") {
+      if (doomed) report.skipped++;
+      report.kept.selects++;
+      report.kept.selectBytes += st.size;
+    }
+  }
 }
 
 /** A content pool file: `<sha256 hex>-<mode octal>[-<uid>-<gid>]` (src/layer/copy-target.ts). */

@@ -386,4 +386,52 @@ describe("prune: LocalStore specifics", () => {
     assert.ok(!existsSync(p.kept) && !existsSync(p.both));
     assert.ok(existsSync(p.young), "a pool file written in the last minutes stays whatever --older-than says");
   });
+
+  test("layer sidecars of gone layers and cached selections pointing into them (or old) go", async () => {
+    const store = await openLocal();
+    const meta = path.join(store.root, "layer-meta");
+    const selects = path.join(store.root, "selects");
+    const hexOf = (dir: string) => path.basename(dir);
+    const sel = (n: number) => path.join(selects, `${digestHex(sha256Bytes(`select ${n}`))}.json`);
+    const deadTmp = `.tmp-999999999-${Date.now().toString(36)}-0123abcd`; // writeFileAtomic's, of a dead process
+    const files: Record<string, string> = {};
+    const { cutoff, l1, lb } = await withLayers(store, async () => undefined, async ({ l1, lb }) => {
+      await fsp.mkdir(meta, { recursive: true });
+      await fsp.mkdir(selects, { recursive: true });
+      Object.assign(files, {
+        metaPruned: path.join(meta, `${hexOf(l1)}.opaque.json`), // its layer goes in this prune: goes
+        metaKept: path.join(meta, `${hexOf(lb)}.opaque.json`), // its layer stays: stays
+        metaNoLayer: path.join(meta, `${"d".repeat(64)}.opaque.json`), // no such layer: goes
+        metaYoung: path.join(meta, `${"c".repeat(64)}.opaque.json`), // no such layer, but just written: stays
+        metaDeadTmp: path.join(meta, `${"d".repeat(64)}.opaque.json${deadTmp}`), // a dead writer's temp file: goes
+        metaLiveTmp: path.join(meta, `${"c".repeat(64)}.opaque.json.tmp-${process.pid}-x-0123abcd`), // a live one's: stays
+        s1: sel(1), // its layer dirs stay, recent: stays
+        s2: sel(2), // points into l1: goes
+        s3: sel(3), // old: goes
+        s4: sel(4), // points into a dir that does not exist: goes
+        s5: sel(5), // unreadable, recent: stays (builds ignore it and rewrite it)
+      });
+      for (const k of ["metaPruned", "metaKept", "metaNoLayer", "metaYoung", "metaDeadTmp", "metaLiveTmp"]) await fsp.writeFile(files[k]!, '["/opaque"]');
+      const record = (dirs: string[]) => JSON.stringify({ dirs, entries: [], matches: [] });
+      await fsp.writeFile(files.s1!, record([lb]));
+      await fsp.writeFile(files.s2!, record([lb, l1]));
+      await fsp.writeFile(files.s3!, record([lb]));
+      await fsp.writeFile(files.s4!, record([path.join(store.root, "layers", "b".repeat(64))]));
+      await fsp.writeFile(files.s5!, "{ not json");
+      await age(2 * HOUR, files.metaPruned!, files.metaKept!, files.metaNoLayer!, files.metaDeadTmp!, files.metaLiveTmp!, files.s3!);
+    });
+
+    const { report, lines } = await dryThenReal(store, cutoff);
+    assert.ok(!existsSync(l1) && existsSync(lb));
+    const left = (k: string) => existsSync(files[k]!);
+    for (const k of ["metaPruned", "metaNoLayer", "metaDeadTmp", "s2", "s3", "s4"]) assert.ok(!left(k), `${k} is removed`);
+    for (const k of ["metaKept", "metaYoung", "metaLiveTmp", "s1", "s5"]) assert.ok(left(k), `${k} stays`);
+    assert.equal(report.removed.layerMeta, 3);
+    assert.equal(report.removed.layerMetaBytes, 3 * '["/opaque"]'.length);
+    assert.equal(report.kept.layerMeta, 2, "the live writer's temp file is not counted");
+    assert.equal(report.removed.selects, 3);
+    assert.equal(report.kept.selects, 2);
+    assert.ok(report.removed.selectBytes > 0);
+    assert.match(lines.at(-1)!, /, 3 layer sidecars, 3 cached selections \(/);
+  });
 });
