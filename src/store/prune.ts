@@ -16,7 +16,10 @@
  *     YOUNG_MS (10 minutes) whatever the cutoff. An unlinked pool file costs its whole size, not just an inode;
  *   - local stores: opaque-dir sidecars (`layer-meta/`) of layer dirs that still exist, and cached `COPY --from`
  *     selections (`selects/`) written since the cutoff whose layer dirs all still exist (with the same young-file
- *     window). Both are caches a build recomputes when they are missing.
+ *     window). Both are caches a build recomputes when they are missing;
+ *   - local stores: partial trees of lazily read eStargz images (`lazy/<hex>/`) written into since the cutoff (or
+ *     the young-file window), or with a fetch in progress. A cache hit touches nothing in them, so a tree only read
+ *     since the cutoff goes (see pruneLazy for that race).
  * Everything else that is older than the cutoff is removed, in an order that never leaves a reference to a missing
  * object: index entries first, then chains, image records and logs, then blobs (after looking once more for image
  * records written while the prune ran), then unpacked layers, then the caches derived from them. Every delete is
@@ -65,6 +68,14 @@ export interface PruneCounts {
   /** Cached `COPY --from=<stage>` selections (`selects/<hash>.json`) that point into a missing layer dir, or old. */
   selects: number;
   selectBytes: number;
+  /**
+   * Partial trees of lazily read eStargz images (`lazy/<manifest digest hex>/`) nothing was written into since the
+   * cutoff; `lazyTmp`: temp dirs dead builds left in trees that stay. `lazyBytes` (file bytes) counts both, and only
+   * for removed ones (kept trees are not walked).
+   */
+  lazy: number;
+  lazyTmp: number;
+  lazyBytes: number;
 }
 
 export interface PruneReport {
@@ -77,7 +88,7 @@ export interface PruneReport {
   skipped: number;
 }
 
-const zero = (): PruneCounts => ({ index: 0, images: 0, blobs: 0, blobBytes: 0, logs: 0, chains: 0, layers: 0, files: 0, fileBytes: 0, layerMeta: 0, layerMetaBytes: 0, selects: 0, selectBytes: 0 });
+const zero = (): PruneCounts => ({ index: 0, images: 0, blobs: 0, blobBytes: 0, logs: 0, chains: 0, layers: 0, files: 0, fileBytes: 0, layerMeta: 0, layerMetaBytes: 0, selects: 0, selectBytes: 0, lazy: 0, lazyTmp: 0, lazyBytes: 0 });
 
 /**
  * Derived caches of a local store (pool files, …) written this recently are kept whatever the cutoff: a running
@@ -226,10 +237,11 @@ export async function pruneStore(store: Store, opts: PruneOptions): Promise<Prun
   if (store instanceof LocalStore) {
     const graceFrom = Math.min(cutoff, started - YOUNG_MS);
     const doomedLayers = await pruneLayerDirs(store.root, neededLayers, cutoff, dry, report, log);
+    const doomedLazy = await pruneLazy(store.root, graceFrom, dry, report, log);
     await pruneLayerMeta(store.root, doomedLayers, graceFrom, dry, report, log);
-    await pruneSelects(store.root, doomedLayers, graceFrom, dry, report, log);
+    await pruneSelects(store.root, [...doomedLayers, ...doomedLazy], graceFrom, dry, report, log);
     await prunePool(store.root, doomedLayers, graceFrom, dry, report, log);
-    local = `, ${r.files} pool files (${formatBytes(r.fileBytes)}), ${r.layerMeta} layer sidecars, ${r.selects} cached selections (${formatBytes(r.selectBytes)})`;
+    local = `, ${r.files} pool files (${formatBytes(r.fileBytes)}), ${r.layerMeta} layer sidecars, ${r.selects} cached selections (${formatBytes(r.selectBytes)}), ${r.lazy} lazy image trees and ${r.lazyTmp} leftover temp dirs in others (${formatBytes(r.lazyBytes)})`;
   }
 
   log(`${dry ? "would remove" : "removed"} ${r.index} index entries, ${r.images} image records, ${r.blobs} blobs (${formatBytes(r.blobBytes)}), ${r.logs} logs, ${r.chains} chains, ${r.layers} unpacked layers${local}${report.skipped ? `; ${report.skipped} left in place (written or in use meanwhile)` : ""}`);
@@ -396,6 +408,90 @@ async function pruneSelects(root: string, doomedLayers: readonly string[], grace
       report.kept.selectBytes += st.size;
     }
   }
+}
+
+/**
+ * Removes partial trees of lazily read eStargz images (`lazy/<manifest digest hex>/`, src/engine/lazy-root.ts) that
+ * nothing was written into since `graceFrom`, and, in trees that stay, temp dirs (`tmp/<pid>-<hex>`) of dead builds
+ * older than STALE_TMP_MS. Returns the trees removed (in a dry run: that would be).
+ *
+ * When a tree was last used: lazy-root.ts takes no lock and touches nothing on a cache hit (it only checks that the
+ * selection's markers `done/<hash>` exist, then the build walks `rootfs/` and copies from it). What moves is written
+ * on a miss: a marker per selection (and `done/`), entries under `rootfs/`, and a temp dir per fetch under `tmp/`. So
+ * the age of a tree is the newest mtime of the tree dir, `rootfs/`, `done/`, the markers and `tmp/`: a tree only
+ * read since the cutoff looks old and is removed; the next build that needs it fetches the paths again.
+ *
+ * The race: a build that found its markers just before the tree goes fails to read it (ENOENT while walking or
+ * copying) and must be run again, as with any old index entry pruned while a build reuses it. To keep the window
+ * small, the tree is checked, then moved out of `lazy/` in one rename (into `tmp/prune-<pid>-…`, reclaimed by
+ * `recover()` if we die) and only then measured and deleted, as layer dirs are; a tree with a temp dir of a live
+ * process (a fetch in progress) always stays.
+ */
+async function pruneLazy(root: string, graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<string[]> {
+  const lazyDir = path.join(root, "lazy");
+  const doomedTrees: string[] = [];
+  const mtime = async (p: string) => (await fsp.lstat(p).catch(() => undefined))?.mtimeMs ?? 0;
+  for (const name of await fsp.readdir(lazyDir).catch(() => [] as string[])) {
+    if (!HEX64.test(name)) continue;
+    const home = path.join(lazyDir, name);
+    const st = await fsp.lstat(home).catch(() => undefined);
+    if (!st?.isDirectory()) continue;
+    let newest = st.mtimeMs;
+    for (const sub of ["rootfs", "done", "tmp"]) newest = Math.max(newest, await mtime(path.join(home, sub)));
+    for (const m of await fsp.readdir(path.join(home, "done")).catch(() => [] as string[])) newest = Math.max(newest, await mtime(path.join(home, "done", m)));
+    const tmps: { dir: string; live: boolean }[] = [];
+    for (const t of await fsp.readdir(path.join(home, "tmp")).catch(() => [] as string[])) {
+      const dir = path.join(home, "tmp", t);
+      const pid = /^(\d+)-/.exec(t)?.[1];
+      // A process in another pid namespace looks dead: the age limit covers it.
+      tmps.push({ dir, live: (pid !== undefined && pidAlive(Number(pid))) || (await mtime(dir)) >= Date.now() - STALE_TMP_MS });
+    }
+    if (newest < graceFrom && !tmps.some((t) => t.live)) {
+      if (dry) {
+        report.removed.lazy++;
+        report.removed.lazyBytes += await treeBytes(home);
+        doomedTrees.push(home);
+        continue;
+      }
+      const doomed = path.join(root, "tmp", `prune-${uniqueSuffix()}`);
+      if (!(await fsp.rename(home, doomed).then(() => true, () => false))) {
+        report.skipped++;
+        report.kept.lazy++;
+        continue;
+      }
+      report.removed.lazy++;
+      report.removed.lazyBytes += await treeBytes(doomed);
+      doomedTrees.push(home);
+      await fsp.rm(doomed, { recursive: true, force: true }).catch((e: unknown) => log(`could not remove ${doomed}: ${String(e)}`));
+      continue;
+    }
+    report.kept.lazy++;
+    for (const t of tmps) {
+      if (t.live) {
+        report.kept.lazyTmp++;
+        continue;
+      }
+      const bytes = await treeBytes(t.dir);
+      if (!dry) {
+        const removed = await fsp.rm(t.dir, { recursive: true, force: true }).then(() => true, (e: unknown) => (log(`could not remove ${t.dir}: ${String(e)}`), false));
+        if (!removed) continue;
+      }
+      report.removed.lazyTmp++;
+      report.removed.lazyBytes += bytes;
+    }
+  }
+  return doomedTrees;
+}
+
+/** The bytes of the regular files under `dir`. */
+async function treeBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) n += await treeBytes(p);
+    else if (e.isFile()) n += (await fsp.lstat(p).catch(() => undefined))?.size ?? 0;
+  }
+  return n;
 }
 
 /** A content pool file: `<sha256 hex>-<mode octal>[-<uid>-<gid>]` (src/layer/copy-target.ts). */

@@ -434,4 +434,52 @@ describe("prune: LocalStore specifics", () => {
     assert.ok(report.removed.selectBytes > 0);
     assert.match(lines.at(-1)!, /, 3 layer sidecars, 3 cached selections \(/);
   });
+
+  test("lazy image trees nothing was written into since the cutoff go; leftover temp dirs of dead builds go from the rest", async () => {
+    const store = await openLocal();
+    const lazy = path.join(store.root, "lazy");
+    /** A tree as lazy-root.ts leaves it: rootfs/etc/f, a marker, and the given temp dirs (each holding one file). */
+    const mkTree = async (tag: string, tmps: string[] = []) => {
+      const home = path.join(lazy, digestHex(sha256Bytes(tag)));
+      await fsp.mkdir(path.join(home, "rootfs", "etc"), { recursive: true });
+      await fsp.writeFile(path.join(home, "rootfs", "etc", "f"), "0123456789");
+      await fsp.mkdir(path.join(home, "done"));
+      await fsp.writeFile(path.join(home, "done", "a".repeat(64)), "ref\n");
+      await fsp.mkdir(path.join(home, "tmp"));
+      for (const t of tmps) {
+        await fsp.mkdir(path.join(home, "tmp", t));
+        await fsp.writeFile(path.join(home, "tmp", t, "0"), "12345");
+      }
+      return home;
+    };
+    /** Backdates everything in a tree, contents before their directories. */
+    const ageTree = async (home: string, ms: number) => age(ms, ...[...(await tree(home))].reverse().map((rel) => path.join(home, rel)), home);
+    const old = await mkTree("old"); // nothing written for 2h: goes whole
+    await ageTree(old, 2 * HOUR);
+    const recent = await mkTree("recent", ["999999999-0a0a0a0a0a0a"]); // written now: stays; its dead build's temp dir goes
+    await age(2 * HOUR, path.join(recent, "tmp", "999999999-0a0a0a0a0a0a", "0"), path.join(recent, "tmp", "999999999-0a0a0a0a0a0a"));
+    const fetching = await mkTree("fetching", [`${process.pid}-0b0b0b0b0b0b`]); // old, but a live process is fetching into it
+    await ageTree(fetching, 2 * HOUR);
+    const crashed = await mkTree("crashed", ["999999999-0c0c0c0c0c0c"]); // old, a dead pid's temp dir, but less than an hour old
+    await ageTree(crashed, 2 * HOUR);
+    await age(30 * 60_000, path.join(crashed, "tmp", "999999999-0c0c0c0c0c0c"));
+    await fsp.writeFile(path.join(lazy, "notes.txt"), "not a tree");
+    await age(2 * HOUR, path.join(lazy, "notes.txt"));
+    const cutoff = await secondBoundary();
+
+    const { report, lines } = await dryThenReal(store, cutoff);
+    assert.ok(!existsSync(old), "a tree nothing was written into since the cutoff is removed");
+    assert.ok(existsSync(path.join(recent, "rootfs", "etc", "f")) && existsSync(path.join(recent, "done")), "a recent tree stays");
+    assert.deepEqual(await fsp.readdir(path.join(recent, "tmp")), [], "a dead build's temp dir older than an hour is removed");
+    assert.ok(existsSync(path.join(fetching, "tmp", `${process.pid}-0b0b0b0b0b0b`, "0")), "a tree a live process is fetching into stays whole");
+    assert.ok(existsSync(path.join(crashed, "tmp", "999999999-0c0c0c0c0c0c")), "a young temp dir keeps its tree, even of a pid we cannot see");
+    assert.ok(existsSync(path.join(lazy, "notes.txt")));
+    assert.equal(report.removed.lazy, 1);
+    assert.equal(report.removed.lazyTmp, 1);
+    assert.equal(report.removed.lazyBytes, 10 + 4 + 5);
+    assert.equal(report.kept.lazy, 3);
+    assert.equal(report.kept.lazyTmp, 2);
+    assert.match(lines.at(-1)!, /, 1 lazy image trees and 1 leftover temp dirs in others \(19 B\)/);
+    assert.deepEqual((await fsp.readdir(path.join(store.root, "tmp"))).filter((f) => f.startsWith("prune-")), [], "the doomed tree is deleted, not just moved");
+  });
 });
