@@ -12,6 +12,7 @@
  */
 import { DockerfileSyntaxError, ShellExpansionError, type SourceLocation } from "./errors.js";
 import { InvalidDefinitionError } from "../errors.js";
+import { DEFAULT_PATH } from "../engine/config.js";
 import { parseDockerfileAst, parseHeredocMarker, type AstFlag, type AstNode, type DockerfileAst, type Heredoc, type Position } from "./parse.js";
 import { ShellLex } from "./shell-lex.js";
 
@@ -1253,6 +1254,8 @@ class Planner {
     const baseStage = image === "scratch" ? undefined : this.stageRef(image, i, false);
     if (image === "scratch") {
       base = { kind: "scratch" };
+      // BuildKit's empty image has the default PATH, so `ENV PATH=/x:$PATH` extends it.
+      state.env.set("PATH", DEFAULT_PATH);
     } else if (baseStage !== undefined && baseStage >= 0) {
       this.need(baseStage, fromPos);
       base = { kind: "stage", stage: baseStage };
