@@ -14,10 +14,14 @@ import { resolveInput } from "../engine/inputs.js";
 import type { LogSink } from "../engine/log.js";
 import { StatCache, type ContextEntry } from "../context/walk.js";
 import { InvalidDefinitionError, NotFoundError, StepFailedError, StrataError } from "../errors.js";
-import type { Plan, StepInput } from "../plan/step.js";
+import { rehydratePlan } from "../dockerfile/secret-registry.js";
+import type { Plan, Step, StepInput } from "../plan/step.js";
 import type { Image } from "../sdk/image.js";
 import { parseDigest } from "../util/digest.js";
-import type { BuildInfo, BuildRequest, BuildStatus, CreateResponse, ErrorBody, WireEntry, WireFailure, WireInput, WireResult, WireStep } from "./wire.js";
+import {
+  sortEntries, type BuildInfo, type BuildRequest, type BuildStatus, type CreateResponse, type ErrorBody, type WireEntry, type WireFailure, type WireInput,
+  type WireMatch, type WirePlan, type WireResult, type WireStep,
+} from "./wire.js";
 
 export interface RemoteBuildOptions {
   /** Base URL of the build server, e.g. `http://builder:8080`. */
@@ -132,8 +136,8 @@ function toWireEntry(e: ContextEntry): WireEntry {
   return w;
 }
 
-/** Step fields the wire format carries (see WireStep). */
-const SENT_STEP_FIELDS = new Set(["method", "description", "base", "instructions", "inputs", "secrets", "env", "forceBuild", "timeoutMs", "extra"]);
+/** Step fields the wire format carries (see WireStep); `secretsRef` travels as the values it names. */
+const SENT_STEP_FIELDS = new Set(["method", "description", "base", "instructions", "inputs", "secrets", "secretsAsEnv", "secretsRef", "env", "buildArgs", "forceBuild", "timeoutMs", "extra"]);
 
 /** A local file to upload under its digest. */
 export interface LocalBlob {
@@ -141,13 +145,67 @@ export interface LocalBlob {
   size: number;
 }
 
+/** Compiling one request: its nested plans (deduplicated by content) and the files behind its digests. */
+interface Compiler {
+  statCache?: StatCache;
+  files: Map<string, LocalBlob>;
+  plans: WirePlan[];
+  planIndex: Map<string, number>;
+  /** Plans already compiled, by their JSON (a Secret serialises to its names; `secretsRef` names the values). */
+  compiled: Map<string, Promise<number>>;
+  /** Context selections already resolved in this request (a stage read by several steps repeats them). */
+  selections: Map<string, Extract<WireInput, { kind: "select" }>>;
+}
+
 /** The wire request for a plan (secrets included), and the local files behind every digest it names. */
 export async function compileRequest(plan: Plan, statCache?: StatCache): Promise<{ request: BuildRequest; files: Map<string, LocalBlob> }> {
-  const files = new Map<string, LocalBlob>();
-  const note = (entries: ContextEntry[]) => {
-    for (const e of entries) if (e.type === "file" && !files.has(e.sha256)) files.set(e.sha256, { absPath: e.absPath, size: e.size });
-    return entries;
-  };
+  const c: Compiler = { ...(statCache ? { statCache } : {}), files: new Map(), plans: [], planIndex: new Map(), compiled: new Map(), selections: new Map() };
+  const { steps, secrets } = await compileSteps(c, rehydratePlan(plan));
+  const deferred: BuildRequest["deferred"] = [];
+  for (const d of plan.deferred) {
+    const input: StepInput = d.kind === "dir" ? { kind: "dir", name: "deferred", localPath: d.localPath, ignore: d.ignore } : { kind: "file", name: "deferred", localPath: d.localPath };
+    const resolved = await resolveInput(input, statCache);
+    note(c, resolved.entries);
+    deferred.push({ kind: d.kind, source: d.localPath, remotePath: d.remotePath, ignore: d.ignore, entries: resolved.entries.map(toWireEntry) });
+  }
+  const request: BuildRequest = { builderVersion: plan.builderVersion, steps, deferred };
+  if (c.plans.length) request.plans = c.plans;
+  if (secrets.some((s) => s !== null)) request.secrets = secrets;
+  return { request, files: c.files };
+}
+
+function note(c: Compiler, entries: ContextEntry[]): ContextEntry[] {
+  for (const e of entries) if (e.type === "file" && !c.files.has(e.sha256)) c.files.set(e.sha256, { absPath: e.absPath, size: e.size });
+  return entries;
+}
+
+/** A nested plan's index in the request (added after the plans it reads, so references only point backwards). */
+function planRef(c: Compiler, plan: Plan): Promise<number> {
+  const memo = JSON.stringify(plan);
+  let p = c.compiled.get(memo);
+  if (!p) {
+    p = compilePlan(c, plan);
+    c.compiled.set(memo, p);
+  }
+  return p;
+}
+
+async function compilePlan(c: Compiler, plan: Plan): Promise<number> {
+  if (plan.deferred.length) throw new InvalidDefinitionError(`a nested chain with copy: false files cannot be built remotely; build locally (unset STRATA_SERVER)`);
+  const { steps, secrets } = await compileSteps(c, rehydratePlan(plan));
+  const wire: WirePlan = { builderVersion: plan.builderVersion, steps };
+  if (secrets.some((s) => s !== null)) wire.secrets = secrets;
+  const id = JSON.stringify(wire);
+  let i = c.planIndex.get(id);
+  if (i === undefined) {
+    i = c.plans.length;
+    c.plans.push(wire);
+    c.planIndex.set(id, i);
+  }
+  return i;
+}
+
+async function compileSteps(c: Compiler, plan: Plan): Promise<{ steps: WireStep[]; secrets: (Record<string, string> | null)[] }> {
   const steps: WireStep[] = [];
   const secrets: (Record<string, string> | null)[] = [];
   for (const s of plan.steps) {
@@ -157,25 +215,7 @@ export async function compileRequest(plan: Plan, statCache?: StatCache): Promise
       if (v !== undefined && !SENT_STEP_FIELDS.has(k)) throw new InvalidDefinitionError(`step "${s.description}": remote builds do not support the step field "${k}" yet; build locally (unset STRATA_SERVER)`);
     }
     const inputs: WireInput[] = [];
-    for (const input of s.inputs) {
-      switch (input.kind) {
-        case "inline":
-          inputs.push({ kind: "inline", name: input.name, content: input.content, mode: input.mode });
-          break;
-        case "dir": {
-          const resolved = await resolveInput(input, statCache);
-          inputs.push({ kind: "dir", name: input.name, source: input.localPath, entries: note(resolved.entries).map(toWireEntry) });
-          break;
-        }
-        case "file": {
-          const resolved = await resolveInput(input, statCache);
-          inputs.push({ kind: "file", name: input.name, source: input.localPath, entry: toWireEntry(note(resolved.entries)[0]!) });
-          break;
-        }
-        default:
-          throw new InvalidDefinitionError(`step "${s.description}": remote builds do not support "${(input as { kind: string }).kind}" inputs yet; build locally (unset STRATA_SERVER)`);
-      }
-    }
+    for (const input of s.inputs) inputs.push(await compileInput(c, s, input));
     const step: WireStep = {
       method: s.method,
       description: s.description,
@@ -188,20 +228,74 @@ export async function compileRequest(plan: Plan, statCache?: StatCache): Promise
     };
     if (s.base) step.base = s.base;
     if (s.timeoutMs !== undefined) step.timeoutMs = s.timeoutMs;
+    if (s.secretsAsEnv !== undefined) step.secretsAsEnv = s.secretsAsEnv;
+    if (s.buildArgs?.length) step.buildArgs = s.buildArgs;
     steps.push(step);
     const values = s.secrets.values();
     secrets.push(Object.keys(values).length ? values : null);
   }
-  const deferred: BuildRequest["deferred"] = [];
-  for (const d of plan.deferred) {
-    const input: StepInput = d.kind === "dir" ? { kind: "dir", name: "deferred", localPath: d.localPath, ignore: d.ignore } : { kind: "file", name: "deferred", localPath: d.localPath };
-    const resolved = await resolveInput(input, statCache);
-    note(resolved.entries);
-    deferred.push({ kind: d.kind, source: d.localPath, remotePath: d.remotePath, ignore: d.ignore, entries: resolved.entries.map(toWireEntry) });
+  return { steps, secrets };
+}
+
+async function compileInput(c: Compiler, s: Step, input: StepInput): Promise<WireInput> {
+  switch (input.kind) {
+    case "inline":
+      return { kind: "inline", name: input.name, content: input.content, mode: input.mode };
+    case "dir": {
+      const resolved = await resolveInput(input, c.statCache);
+      return { kind: "dir", name: input.name, source: input.localPath, entries: note(c, resolved.entries).map(toWireEntry) };
+    }
+    case "file": {
+      const resolved = await resolveInput(input, c.statCache);
+      return { kind: "file", name: input.name, source: input.localPath, entry: toWireEntry(note(c, resolved.entries)[0]!) };
+    }
+    case "select": {
+      const common = {
+        kind: "select" as const,
+        name: input.name,
+        patterns: input.patterns,
+        ...(input.exclude?.length ? { exclude: input.exclude } : {}),
+        ...(input.parents !== undefined ? { parents: input.parents } : {}),
+        ...(input.location ? { location: input.location } : {}),
+      };
+      const root = input.root;
+      if (root.kind === "image") return { ...common, root: { kind: "image", ref: root.ref, ...(root.insecure !== undefined ? { insecure: root.insecure } : {}) } };
+      if (root.kind === "stage") return { ...common, root: { kind: "stage", stage: root.stage, plan: await planRef(c, root.plan) } };
+      // The build context: selected here with the engine's own rules; the server gets exactly the selected entries.
+      const memo = JSON.stringify(input);
+      const known = c.selections.get(memo);
+      if (known) return known;
+      const resolved = await resolveInput(input, c.statCache);
+      note(c, resolved.entries);
+      const wire: Extract<WireInput, { kind: "select" }> = {
+        ...common,
+        root: { kind: "context", source: root.localPath },
+        matches: (resolved.matches ?? []).map((m): WireMatch => (m.keep !== undefined ? { path: m.rel, type: wireMatchType(s, m.type), parents: true } : { path: m.rel, type: wireMatchType(s, m.type) })),
+        entries: sortEntries(resolved.entries.map(toWireEntry)),
+      };
+      c.selections.set(memo, wire);
+      return wire;
+    }
+    case "url":
+      return {
+        kind: "url",
+        name: input.name,
+        url: input.url,
+        ...(input.checksum !== undefined ? { checksum: input.checksum } : {}),
+        ...(input.location ? { location: input.location } : {}),
+        ...(input.help !== undefined ? { help: input.help } : {}),
+      };
+    case "stages": {
+      const plans: number[] = [];
+      for (const p of input.plans) plans.push(await planRef(c, p));
+      return { kind: "stages", name: input.name, plans };
+    }
   }
-  const request: BuildRequest = { builderVersion: plan.builderVersion, steps, deferred };
-  if (secrets.some((s) => s !== null)) request.secrets = secrets;
-  return { request, files };
+}
+
+function wireMatchType(s: Step, t: "file" | "dir" | "symlink"): "file" | "dir" {
+  if (t === "symlink") throw new InvalidDefinitionError(`step "${s.description}": a source matched a symlink the build cannot follow; build locally (unset STRATA_SERVER)`);
+  return t;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

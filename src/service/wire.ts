@@ -7,13 +7,22 @@
  * type, mode, owner, content digest or link target); file contents travel separately as blobs
  * (`POST /v1/blobs/check`, `PUT /v1/blobs/sha256:<hex>`). Secret values travel per step and never enter the id,
  * a log or the store.
+ *
+ * Dockerfile plans (format 2) add `select` inputs, `url` inputs, `stages` inputs and nested plans:
+ * - A `select` rooted at the build context is resolved by the client with the engine's own selection code; it sends
+ *   the matched sources (`matches`) and every selected entry, exactly what the step's key covers, so only those files
+ *   are uploaded. The server materialises them as a tree and selects them again there by their literal paths.
+ * - A `select` rooted at a stage names a nested plan by its index in {@link BuildRequest.plans} (each plan appears
+ *   once however often it is read, and only refers to plans before it); one rooted at an image names the reference,
+ *   and the server pulls it. `url` inputs are downloaded by the server (keyed by content, as locally).
+ * - A nested plan's secret values travel in its own `secrets` (index-aligned with its steps), never in the id.
  */
 import { createHash } from "node:crypto";
 import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { BaseSpec } from "../plan/step.js";
 
 /** Version of this wire format; part of every build id. */
-export const WIRE_FORMAT = "strata-build/1";
+export const WIRE_FORMAT = "strata-build/2";
 
 /** Largest JSON body the service accepts. */
 export const MAX_JSON_BYTES = 10 * 1024 * 1024;
@@ -34,11 +43,50 @@ export interface WireEntry {
   target?: string;
 }
 
+/** A place in a Dockerfile (error messages only). */
+export interface WireLocation {
+  file: string;
+  line: number;
+  column: number;
+}
+
+/**
+ * A source a context `select` matched: its path relative to the context ("" for the context itself) and type; `parents`
+ * for a `COPY --parents` source (`path` is then its pivot directory, whose entries below it were selected).
+ */
+export interface WireMatch {
+  path: string;
+  type: "file" | "dir";
+  parents?: true;
+}
+
+/** Where a `select` picks from: the client's context (resolved by the client), a nested plan, or a registry image. */
+export type WireSelectRoot = { kind: "context"; source?: string } | { kind: "stage"; stage: string; plan: number } | { kind: "image"; ref: string; insecure?: boolean };
+
 /** A step input as sent: walked entries instead of a local path (`source` is the client's path, for log text only). */
 export type WireInput =
   | { kind: "dir"; name: string; source?: string; entries: WireEntry[] }
   | { kind: "file"; name: string; source?: string; entry: WireEntry }
-  | { kind: "inline"; name: string; content: string; mode: number };
+  | { kind: "inline"; name: string; content: string; mode: number }
+  /**
+   * Dockerfile COPY/ADD sources and RUN bind mounts. For a context root, `matches` and `entries` (sorted, unique paths;
+   * a path's listed ancestors are directories) are the client's selection; other roots have neither and are resolved
+   * by the server with `patterns`, `exclude` and `parents`.
+   */
+  | {
+      kind: "select";
+      name: string;
+      root: WireSelectRoot;
+      patterns: string[];
+      exclude?: string[];
+      parents?: boolean;
+      location?: WireLocation;
+      matches?: WireMatch[];
+      entries?: WireEntry[];
+    }
+  | { kind: "url"; name: string; url: string; checksum?: string; location?: WireLocation; help?: string }
+  /** Nested plans (indexes into {@link BuildRequest.plans}) built before the step reads anything. */
+  | { kind: "stages"; name: string; plans: number[] };
 
 export interface WireStep {
   method: string;
@@ -46,12 +94,24 @@ export interface WireStep {
   base?: BaseSpec;
   instructions: Instruction[];
   inputs: WireInput[];
-  /** Secret names (values travel in {@link BuildRequest.secrets}). */
+  /** Secret names (values travel in {@link BuildRequest.secrets}, or the nested plan's `secrets`). */
   secrets: string[];
+  /** `false` for Dockerfile steps: secrets reach a RUN only through `--mount=type=secret`. */
+  secretsAsEnv?: boolean;
   env: Record<string, string>;
+  /** Dockerfile build args the step depends on (keyed). */
+  buildArgs?: [string, string][];
   forceBuild: boolean;
   timeoutMs?: number;
   extra: [string, string][];
+}
+
+/** A nested plan (a Dockerfile stage other steps read), built by the server when a step needs it. */
+export interface WirePlan {
+  builderVersion: string;
+  steps: WireStep[];
+  /** Secret values per step (as {@link BuildRequest.secrets}); never part of the build id. */
+  secrets?: (Record<string, string> | null)[];
 }
 
 /** A `copy: false` local file or directory (built as the final step). */
@@ -67,6 +127,8 @@ export interface BuildRequest {
   builderVersion: string;
   steps: WireStep[];
   deferred: WireDeferred[];
+  /** Nested plans, referred to by index from `stage` select roots and `stages` inputs (and from later plans only). */
+  plans?: WirePlan[];
   /** Secret values per step (index-aligned with `steps`; `null`/missing for a step without secrets). */
   secrets?: (Record<string, string> | null)[];
   forceBuild?: boolean;
@@ -176,6 +238,12 @@ export const LIMITS = {
   pathBytes: 4096,
   stringBytes: 1024 * 1024,
   deferred: 256,
+  /** Nested plans (Dockerfile stages read by other steps). */
+  plans: 256,
+  /** Patterns (and excludes) of one select input, and the bytes of each. */
+  patterns: 1000,
+  patternBytes: 4096,
+  urlBytes: 8192,
 } as const;
 
 type Obj = Record<string, unknown>;
@@ -329,20 +397,117 @@ export function sortEntries(list: WireEntry[]): WireEntry[] {
     .map((x) => x.e);
 }
 
+function optInt(v: unknown, where: string, min: number, max: number): number | undefined {
+  return v === undefined ? undefined : int(v, where, min, max);
+}
+
+/** A path in the image: absolute, or (Dockerfile steps) relative to the WORKDIR. */
+function imagePath(v: unknown, where: string, absolute: boolean): string {
+  if (absolute) return absImagePath(v, where);
+  const s = str(v, where, LIMITS.pathBytes);
+  if (s === "") fail(where, "empty path");
+  return s;
+}
+
 function mount(v: unknown, where: string): RunMount {
-  const o = obj(v, where, ["type", "source", "target", "readonly"]);
-  if (o.type !== "bind") fail(`${where}.type`, `expected "bind"`);
-  if (o.readonly !== true) fail(`${where}.readonly`, "expected true");
-  return { type: "bind", source: str(o.source, `${where}.source`, 256), target: absImagePath(o.target, `${where}.target`), readonly: true };
+  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected a mount object, got ${describe(v)}`);
+  const type = oneOf((v as Obj).type, `${where}.type`, ["bind", "cache", "secret", "tmpfs"] as const);
+  switch (type) {
+    case "bind": {
+      const o = obj(v, where, ["type", "source", "target", "readonly"]);
+      return { type: "bind", source: str(o.source, `${where}.source`, 256), target: imagePath(o.target, `${where}.target`, false), readonly: bool(o.readonly, `${where}.readonly`) };
+    }
+    case "cache": {
+      const o = obj(v, where, ["type", "id", "target", "sharing", "readonly", "mode", "uid", "gid"]);
+      const m: Extract<RunMount, { type: "cache" }> = {
+        type: "cache",
+        id: str(o.id, `${where}.id`, LIMITS.pathBytes),
+        target: imagePath(o.target, `${where}.target`, false),
+        sharing: oneOf(o.sharing, `${where}.sharing`, ["shared", "private", "locked"] as const),
+      };
+      if (m.id === "") fail(`${where}.id`, "empty cache id");
+      const readonly = optBool(o.readonly, `${where}.readonly`);
+      if (readonly !== undefined) m.readonly = readonly;
+      const mode = optInt(o.mode, `${where}.mode`, 0, 0o7777);
+      if (mode !== undefined) m.mode = mode;
+      const uid = optInt(o.uid, `${where}.uid`, 0, 0xfffffffe);
+      if (uid !== undefined) m.uid = uid;
+      const gid = optInt(o.gid, `${where}.gid`, 0, 0xfffffffe);
+      if (gid !== undefined) m.gid = gid;
+      return m;
+    }
+    case "secret": {
+      const o = obj(v, where, ["type", "id", "target", "env", "required", "mode", "uid", "gid"]);
+      const id = str(o.id, `${where}.id`, 256);
+      if (!NAME_RE.test(id)) fail(`${where}.id`, `"${id}" is not a valid secret name`);
+      const m: Extract<RunMount, { type: "secret" }> = { type: "secret", id };
+      if (o.target !== undefined) m.target = imagePath(o.target, `${where}.target`, false);
+      if (o.env !== undefined) {
+        m.env = str(o.env, `${where}.env`, 256);
+        if (!NAME_RE.test(m.env)) fail(`${where}.env`, `"${m.env}" is not a valid variable name`);
+      }
+      const required = optBool(o.required, `${where}.required`);
+      if (required !== undefined) m.required = required;
+      const mode = optInt(o.mode, `${where}.mode`, 0, 0o7777);
+      if (mode !== undefined) m.mode = mode;
+      const uid = optInt(o.uid, `${where}.uid`, 0, 0xfffffffe);
+      if (uid !== undefined) m.uid = uid;
+      const gid = optInt(o.gid, `${where}.gid`, 0, 0xfffffffe);
+      if (gid !== undefined) m.gid = gid;
+      return m;
+    }
+    case "tmpfs": {
+      const o = obj(v, where, ["type", "target", "size"]);
+      const m: Extract<RunMount, { type: "tmpfs" }> = { type: "tmpfs", target: imagePath(o.target, `${where}.target`, false) };
+      const size = optInt(o.size, `${where}.size`, 0, Number.MAX_SAFE_INTEGER);
+      if (size !== undefined) m.size = size;
+      return m;
+    }
+  }
 }
 
 function argv(v: unknown, where: string): string[] {
   return strArray(v, where, 10_000);
 }
 
+const COPY_FIELDS = ["op", "source", "dest", "sources", "inputs", "from", "chown", "chmod", "link", "exclude", "parents"] as const;
+
+/** COPY/ADD: the SDK form (`source` input, absolute `dest`) or the Dockerfile form (`sources` as written, more inputs, flags). */
+function copyInstruction(o: Obj, op: "COPY" | "ADD", where: string): Instruction {
+  const dockerfile = o.sources !== undefined;
+  const ins: Extract<Instruction, { op: "COPY" }> = { op: "COPY", source: str(o.source, `${where}.source`, 256), dest: imagePath(o.dest, `${where}.dest`, !dockerfile) };
+  if (dockerfile) ins.sources = strArray(o.sources, `${where}.sources`, LIMITS.patterns).map((x, i) => str(x, `${where}.sources[${i}]`, LIMITS.patternBytes));
+  if (o.inputs !== undefined) ins.inputs = strArray(o.inputs, `${where}.inputs`, LIMITS.inputsPerStep).map((x, i) => str(x, `${where}.inputs[${i}]`, 256));
+  const from = optStr(o.from, `${where}.from`, 2048);
+  if (from !== undefined) ins.from = from;
+  const chown = optStr(o.chown, `${where}.chown`, 256);
+  if (chown !== undefined) ins.chown = chown;
+  const chmod = optStr(o.chmod, `${where}.chmod`, 256);
+  if (chmod !== undefined) ins.chmod = chmod;
+  const link = optBool(o.link, `${where}.link`);
+  if (link !== undefined) ins.link = link;
+  if (o.exclude !== undefined) ins.exclude = patternList(o.exclude, `${where}.exclude`);
+  const parents = optBool(o.parents, `${where}.parents`);
+  if (parents !== undefined) ins.parents = parents;
+  if (!dockerfile) {
+    for (const k of ["inputs", "from", "chown", "chmod", "link", "exclude", "parents"] as const) {
+      if (o[k] !== undefined) fail(`${where}.${k}`, `only a Dockerfile ${op} (with "sources") has this field`);
+    }
+  }
+  if (op === "COPY") return ins;
+  const add: Extract<Instruction, { op: "ADD" }> = { ...ins, op: "ADD" };
+  const unpack = optBool(o.unpack, `${where}.unpack`);
+  if (unpack !== undefined) add.unpack = unpack;
+  const checksum = optStr(o.checksum, `${where}.checksum`, 256);
+  if (checksum !== undefined) add.checksum = checksum;
+  return add;
+}
+
+const OPS = ["RUN", "COPY", "ADD", "ENV", "WORKDIR", "USER", "ENTRYPOINT", "CMD", "SHELL", "LABEL", "ARG", "EXPOSE", "VOLUME", "STOPSIGNAL", "HEALTHCHECK", "ONBUILD", "MAINTAINER"] as const;
+
 function instruction(v: unknown, where: string): Instruction {
   if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected an instruction object, got ${describe(v)}`);
-  const op = oneOf((v as Obj).op, `${where}.op`, ["RUN", "COPY", "ENV", "WORKDIR", "USER", "ENTRYPOINT", "CMD", "SHELL", "LABEL"] as const);
+  const op = oneOf((v as Obj).op, `${where}.op`, OPS);
   switch (op) {
     case "RUN": {
       const o = obj(v, where, ["op", "command", "mounts", "network"]);
@@ -352,29 +517,39 @@ function instruction(v: unknown, where: string): Instruction {
       if (o.network !== undefined) ins.network = oneOf(o.network, `${where}.network`, ["host", "none"] as const);
       return ins;
     }
-    case "COPY": {
-      const o = obj(v, where, ["op", "source", "dest"]);
-      return { op: "COPY", source: str(o.source, `${where}.source`, 256), dest: absImagePath(o.dest, `${where}.dest`) };
-    }
+    case "COPY":
+      return copyInstruction(obj(v, where, COPY_FIELDS), "COPY", where);
+    case "ADD":
+      return copyInstruction(obj(v, where, [...COPY_FIELDS, "unpack", "checksum"]), "ADD", where);
     case "ENV": {
       const o = obj(v, where, ["op", "vars"]);
       return { op: "ENV", vars: pairs(o.vars, `${where}.vars`) };
     }
     case "WORKDIR": {
-      const o = obj(v, where, ["op", "path"]);
-      return { op: "WORKDIR", path: absImagePath(o.path, `${where}.path`) };
+      const o = obj(v, where, ["op", "path", "create"]);
+      const create = optBool(o.create, `${where}.create`);
+      // A Dockerfile WORKDIR may be relative to the previous one.
+      const ins: Extract<Instruction, { op: "WORKDIR" }> = { op: "WORKDIR", path: imagePath(o.path, `${where}.path`, create === undefined) };
+      if (create !== undefined) ins.create = create;
+      return ins;
     }
     case "USER": {
       const o = obj(v, where, ["op", "user"]);
       return { op: "USER", user: str(o.user, `${where}.user`, 256) };
     }
     case "ENTRYPOINT": {
-      const o = obj(v, where, ["op", "argv", "keepCmd"]);
+      const o = obj(v, where, ["op", "argv", "keepCmd", "shell"]);
       const ins: Extract<Instruction, { op: "ENTRYPOINT" }> = { op: "ENTRYPOINT", argv: argv(o.argv, `${where}.argv`) };
       if (o.keepCmd !== undefined) ins.keepCmd = bool(o.keepCmd, `${where}.keepCmd`);
+      if (o.shell !== undefined) ins.shell = bool(o.shell, `${where}.shell`);
       return ins;
     }
-    case "CMD":
+    case "CMD": {
+      const o = obj(v, where, ["op", "argv", "shell"]);
+      const ins: Extract<Instruction, { op: "CMD" }> = { op: "CMD", argv: argv(o.argv, `${where}.argv`) };
+      if (o.shell !== undefined) ins.shell = bool(o.shell, `${where}.shell`);
+      return ins;
+    }
     case "SHELL": {
       const o = obj(v, where, ["op", "argv"]);
       return { op, argv: argv(o.argv, `${where}.argv`) };
@@ -382,6 +557,40 @@ function instruction(v: unknown, where: string): Instruction {
     case "LABEL": {
       const o = obj(v, where, ["op", "labels"]);
       return { op: "LABEL", labels: pairs(o.labels, `${where}.labels`) };
+    }
+    case "ARG": {
+      const o = obj(v, where, ["op", "names"]);
+      return { op: "ARG", names: strArray(o.names, `${where}.names`, 1000).map((n, i) => str(n, `${where}.names[${i}]`, 256)) };
+    }
+    case "EXPOSE": {
+      const o = obj(v, where, ["op", "ports"]);
+      return { op: "EXPOSE", ports: strArray(o.ports, `${where}.ports`, 1000).map((n, i) => str(n, `${where}.ports[${i}]`, 64)) };
+    }
+    case "VOLUME": {
+      const o = obj(v, where, ["op", "paths"]);
+      return { op: "VOLUME", paths: strArray(o.paths, `${where}.paths`, 1000).map((n, i) => str(n, `${where}.paths[${i}]`, LIMITS.pathBytes)) };
+    }
+    case "STOPSIGNAL": {
+      const o = obj(v, where, ["op", "signal"]);
+      return { op: "STOPSIGNAL", signal: str(o.signal, `${where}.signal`, 64) };
+    }
+    case "HEALTHCHECK": {
+      const o = obj(v, where, ["op", "test", "interval", "timeout", "startPeriod", "startInterval", "retries"]);
+      const ins: Extract<Instruction, { op: "HEALTHCHECK" }> = { op: "HEALTHCHECK", test: argv(o.test, `${where}.test`) };
+      for (const k of ["interval", "timeout", "startPeriod", "startInterval", "retries"] as const) {
+        const n = optInt(o[k], `${where}.${k}`, 0, Number.MAX_SAFE_INTEGER);
+        if (n !== undefined) ins[k] = n;
+      }
+      return ins;
+    }
+    case "ONBUILD": {
+      const o = obj(v, where, ["op", "expression"]);
+      const expression = optStr(o.expression, `${where}.expression`, 64 * 1024);
+      return expression === undefined ? { op: "ONBUILD" } : { op: "ONBUILD", expression };
+    }
+    case "MAINTAINER": {
+      const o = obj(v, where, ["op", "name"]);
+      return { op: "MAINTAINER", name: str(o.name, `${where}.name`, 1024) };
     }
   }
 }
@@ -419,12 +628,128 @@ function base(v: unknown, where: string): BaseSpec {
   }
 }
 
-function input(v: unknown, where: string, budget: { left: number }): WireInput {
+/** Where a step may refer to nested plans: indexes below `plans` (earlier plans only, so references never cycle). */
+interface Scope {
+  budget: { left: number };
+  plans: number;
+}
+
+function patternList(v: unknown, where: string): string[] {
+  return arr(v, where, LIMITS.patterns).map((x, i) => str(x, `${where}[${i}]`, LIMITS.patternBytes));
+}
+
+function location(v: unknown, where: string): WireLocation {
+  const o = obj(v, where, ["file", "line", "column"]);
+  return { file: str(o.file, `${where}.file`, LIMITS.pathBytes), line: int(o.line, `${where}.line`, 0, 1e9), column: int(o.column, `${where}.column`, 0, 1e9) };
+}
+
+function planRef(v: unknown, where: string, scope: Scope): number {
+  if (scope.plans === 0) fail(where, "no nested plan can be named here (a plan may only name plans listed before it in \"plans\")");
+  return int(v, where, 0, scope.plans - 1);
+}
+
+function selectRoot(v: unknown, where: string, scope: Scope): WireSelectRoot {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected a select root object, got ${describe(v)}`);
+  const kind = oneOf((v as Obj).kind, `${where}.kind`, ["context", "stage", "image"] as const);
+  switch (kind) {
+    case "context": {
+      const o = obj(v, where, ["kind", "source"]);
+      const source = optStr(o.source, `${where}.source`, LIMITS.pathBytes);
+      return source === undefined ? { kind: "context" } : { kind: "context", source };
+    }
+    case "stage": {
+      const o = obj(v, where, ["kind", "stage", "plan"]);
+      return { kind: "stage", stage: str(o.stage, `${where}.stage`, 256), plan: planRef(o.plan, `${where}.plan`, scope) };
+    }
+    case "image": {
+      const o = obj(v, where, ["kind", "ref", "insecure"]);
+      const ref = str(o.ref, `${where}.ref`, 2048);
+      if (ref === "") fail(`${where}.ref`, "empty image reference");
+      const insecure = optBool(o.insecure, `${where}.insecure`);
+      return insecure === undefined ? { kind: "image", ref } : { kind: "image", ref, insecure };
+    }
+  }
+}
+
+/**
+ * A context selection's entries: unique paths, and a listed ancestor of a path is a directory (ancestors need not be
+ * listed: a glob's matches come without their parents). Returns them sorted bytewise.
+ */
+function selectionEntries(v: unknown, where: string, budget: { left: number }): WireEntry[] {
+  const list = arr(v, where, LIMITS.entries);
+  budget.left -= list.length;
+  if (budget.left < 0) fail(where, `more than ${LIMITS.entries} entries in the request`);
+  const out = list.map((e, i) => entry(e, `${where}[${i}]`));
+  const types = new Map<string, WireEntry["type"]>();
+  for (const e of out) {
+    if (types.has(e.path)) fail(where, `path ${JSON.stringify(e.path)} is listed twice`);
+    types.set(e.path, e.type);
+  }
+  for (const e of out) {
+    for (let slash = e.path.lastIndexOf("/"); slash > 0; slash = e.path.lastIndexOf("/", slash - 1)) {
+      const t = types.get(e.path.slice(0, slash));
+      if (t !== undefined && t !== "dir") fail(where, `${JSON.stringify(e.path)} is below ${JSON.stringify(e.path.slice(0, slash))}, which is a ${t}, not a directory`);
+    }
+  }
+  return sortEntries(out);
+}
+
+/** The parent directories of `entries` that are not listed themselves (the server makes them to hold the tree). */
+export function unlistedParents(entries: readonly WireEntry[]): string[] {
+  const listed = new Set(entries.map((e) => e.path));
+  const out = new Set<string>();
+  for (const e of entries) {
+    for (let slash = e.path.lastIndexOf("/"); slash > 0; slash = e.path.lastIndexOf("/", slash - 1)) {
+      const p = e.path.slice(0, slash);
+      if (!listed.has(p)) out.add(p);
+    }
+  }
+  return [...out].sort();
+}
+
+const under = (p: string, dir: string) => dir === "" || p.startsWith(dir + "/");
+
+function contextSelection(o: Obj, where: string, budget: { left: number }, parents: boolean): { matches: WireMatch[]; entries: WireEntry[] } {
+  const entries = selectionEntries(o.entries, `${where}.entries`, budget);
+  const byPath = new Map(entries.map((e) => [e.path, e]));
+  const matches = arr(o.matches, `${where}.matches`, LIMITS.entries).map((m, i): WireMatch => {
+    const w = `${where}.matches[${i}]`;
+    const mo = obj(m, w, ["path", "type", "parents"]);
+    const path = mo.path === "" ? "" : checkRelPath(mo.path, `${w}.path`);
+    const type = oneOf(mo.type, `${w}.type`, ["file", "dir"] as const);
+    const p = optBool(mo.parents, `${w}.parents`);
+    if (Boolean(p) !== parents) fail(`${w}.parents`, parents ? "every match of a --parents selection is a pivot (parents: true)" : "only a --parents selection has pivot matches");
+    if (p) {
+      if (type !== "dir") fail(`${w}.type`, "a --parents pivot is a directory");
+    } else if (path === "") {
+      if (type !== "dir") fail(`${w}.type`, "the context itself is a directory");
+    } else if (byPath.get(path)?.type !== type) {
+      fail(`${w}.path`, `the matched ${type} ${JSON.stringify(path)} is not listed as a ${type} in the entries`);
+    }
+    return p ? { path, type, parents: true } : { path, type };
+  });
+  // Every entry belongs to a match (is it, or is below a directory match) ...
+  const dirs = matches.filter((m) => m.type === "dir").map((m) => m.path);
+  const files = new Set(matches.filter((m) => m.type === "file").map((m) => m.path));
+  for (const e of entries) {
+    if (!files.has(e.path) && !dirs.some((d) => e.path === d || under(e.path, d))) fail(`${where}.entries`, `${JSON.stringify(e.path)} is not a matched source or below one`);
+  }
+  // ... and the directories the server adds to hold the tree are never inside a matched directory (they would be
+  // selected there too, and the server's selection would differ from the client's).
+  for (const p of unlistedParents(entries)) {
+    const d = dirs.find((d) => under(p, d));
+    if (d !== undefined) fail(`${where}.entries`, `directory ${JSON.stringify(p)} is below the matched directory ${JSON.stringify(d || ".")} but not listed`);
+  }
+  return { matches, entries };
+}
+
+function input(v: unknown, where: string, scope: Scope): WireInput {
+  const budget = scope.budget;
   if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected an input object, got ${describe(v)}`);
-  const kind = oneOf((v as Obj).kind, `${where}.kind`, ["dir", "file", "inline"] as const);
+  const kind = oneOf((v as Obj).kind, `${where}.kind`, ["dir", "file", "inline", "select", "url", "stages"] as const);
   const name = (o: Obj) => {
     const n = str(o.name, `${where}.name`, 128);
-    if (!INPUT_NAME_RE.test(n)) fail(`${where}.name`, `"${n}" is not a valid input name`);
+    if (!INPUT_NAME_RE.test(n) && !(kind !== "dir" && kind !== "file" && /^<<[A-Za-z0-9_.-]{1,126}$/.test(n))) fail(`${where}.name`, `"${n}" is not a valid input name`);
     return n;
   };
   switch (kind) {
@@ -450,16 +775,50 @@ function input(v: unknown, where: string, budget: { left: number }): WireInput {
       const o = obj(v, where, ["kind", "name", "content", "mode"]);
       return { kind: "inline", name: name(o), content: str(o.content, `${where}.content`, MAX_JSON_BYTES), mode: int(o.mode, `${where}.mode`, 0, 0o7777) };
     }
+    case "select": {
+      const o = obj(v, where, ["kind", "name", "root", "patterns", "exclude", "parents", "location", "matches", "entries"]);
+      const root = selectRoot(o.root, `${where}.root`, scope);
+      const i: Extract<WireInput, { kind: "select" }> = { kind: "select", name: name(o), root, patterns: patternList(o.patterns, `${where}.patterns`) };
+      if (i.patterns.length === 0) fail(`${where}.patterns`, "a selection needs at least one pattern");
+      if (o.exclude !== undefined) i.exclude = patternList(o.exclude, `${where}.exclude`);
+      const parents = optBool(o.parents, `${where}.parents`);
+      if (parents !== undefined) i.parents = parents;
+      if (o.location !== undefined) i.location = location(o.location, `${where}.location`);
+      if (root.kind === "context") {
+        const sel = contextSelection(o, where, budget, Boolean(parents));
+        i.matches = sel.matches;
+        i.entries = sel.entries;
+      } else if (o.matches !== undefined || o.entries !== undefined) {
+        fail(where, `a selection from ${root.kind === "stage" ? "a stage" : "an image"} is resolved by the server: send no matches or entries`);
+      }
+      return i;
+    }
+    case "url": {
+      const o = obj(v, where, ["kind", "name", "url", "checksum", "location", "help"]);
+      const url = str(o.url, `${where}.url`, LIMITS.urlBytes);
+      if (!/^https?:\/\/[^/\s]/i.test(url)) fail(`${where}.url`, `expected an http:// or https:// URL, got ${describe(url)}`);
+      const i: Extract<WireInput, { kind: "url" }> = { kind: "url", name: name(o), url };
+      const checksum = optStr(o.checksum, `${where}.checksum`, 256);
+      if (checksum !== undefined) i.checksum = checksum;
+      if (o.location !== undefined) i.location = location(o.location, `${where}.location`);
+      const help = optStr(o.help, `${where}.help`, 64 * 1024);
+      if (help !== undefined) i.help = help;
+      return i;
+    }
+    case "stages": {
+      const o = obj(v, where, ["kind", "name", "plans"]);
+      return { kind: "stages", name: name(o), plans: arr(o.plans, `${where}.plans`, LIMITS.plans).map((p, i) => planRef(p, `${where}.plans[${i}]`, scope)) };
+    }
   }
 }
 
-function step(v: unknown, where: string, first: boolean, budget: { left: number }): WireStep {
-  const o = obj(v, where, ["method", "description", "base", "instructions", "inputs", "secrets", "env", "forceBuild", "timeoutMs", "extra"]);
+function step(v: unknown, where: string, first: boolean, scope: Scope): WireStep {
+  const o = obj(v, where, ["method", "description", "base", "instructions", "inputs", "secrets", "secretsAsEnv", "env", "buildArgs", "forceBuild", "timeoutMs", "extra"]);
   const s: WireStep = {
     method: str(o.method, `${where}.method`, 128),
     description: str(o.description, `${where}.description`, 64 * 1024),
     instructions: arr(o.instructions, `${where}.instructions`, LIMITS.instructionsPerStep).map((x, i) => instruction(x, `${where}.instructions[${i}]`)),
-    inputs: arr(o.inputs, `${where}.inputs`, LIMITS.inputsPerStep).map((x, i) => input(x, `${where}.inputs[${i}]`, budget)),
+    inputs: arr(o.inputs, `${where}.inputs`, LIMITS.inputsPerStep).map((x, i) => input(x, `${where}.inputs[${i}]`, scope)),
     secrets: strArray(o.secrets, `${where}.secrets`, 256),
     // Sorted: the key sorts env entries too, so their order must not separate otherwise identical builds.
     env: Object.fromEntries(Object.entries(strRecord(o.env, `${where}.env`, NAME_RE)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
@@ -470,11 +829,46 @@ function step(v: unknown, where: string, first: boolean, budget: { left: number 
   if (first && !s.base) fail(where, "the first step must carry the base (fromScratch, debianSlim, fromRegistry or fromId)");
   if (!first && s.base) fail(`${where}.base`, "only the first step may carry a base");
   if (o.timeoutMs !== undefined) s.timeoutMs = int(o.timeoutMs, `${where}.timeoutMs`, 1, 7 * 24 * 3600 * 1000);
+  const secretsAsEnv = optBool(o.secretsAsEnv, `${where}.secretsAsEnv`);
+  if (secretsAsEnv !== undefined) s.secretsAsEnv = secretsAsEnv;
+  if (o.buildArgs !== undefined) s.buildArgs = pairs(o.buildArgs, `${where}.buildArgs`);
   for (const n of s.secrets) if (!NAME_RE.test(n)) fail(`${where}.secrets`, `"${n}" is not a valid secret name`);
   if (new Set(s.secrets).size !== s.secrets.length) fail(`${where}.secrets`, "a secret name is listed twice");
   const names = s.inputs.map((i) => i.name);
   if (new Set(names).size !== names.length) fail(`${where}.inputs`, "two inputs have the same name");
   return s;
+}
+
+/** Secret values per step, matching each step's declared names. */
+function stepSecrets(v: unknown, where: string, steps: WireStep[], stepsWhere: string): (Record<string, string> | null)[] | undefined {
+  const list = v === undefined ? undefined : arr(v, where, steps.length).map((s, i) => (s === null ? null : strRecord(s, `${where}[${i}]`, NAME_RE)));
+  for (const [i, s] of steps.entries()) {
+    const given = Object.keys(list?.[i] ?? {}).sort();
+    const names = [...s.secrets].sort();
+    if (given.join("\0") !== names.join("\0")) {
+      fail(`${where}[${i}]`, `values given for [${given.join(", ")}] but ${stepsWhere === "steps" ? "step " + i : `${stepsWhere}[${i}]`} declares secrets [${names.join(", ")}]`);
+    }
+  }
+  return list;
+}
+
+function builderVersionName(v: unknown, where: string): string {
+  const b = str(v, where, 64);
+  if (!/^[A-Za-z0-9._-]+$/.test(b)) fail(where, `"${b}" is not a builder version name`);
+  return b;
+}
+
+function nestedPlan(v: unknown, where: string, scope: Scope, stepBudget: { left: number }): WirePlan {
+  const o = obj(v, where, ["builderVersion", "steps", "secrets"]);
+  const stepsIn = arr(o.steps, `${where}.steps`, LIMITS.steps);
+  if (stepsIn.length === 0) fail(`${where}.steps`, "a plan needs at least one step (its base)");
+  stepBudget.left -= stepsIn.length;
+  if (stepBudget.left < 0) fail(`${where}.steps`, `more than ${LIMITS.steps} steps in the request`);
+  const steps = stepsIn.map((s, i) => step(s, `${where}.steps[${i}]`, i === 0, scope));
+  const p: WirePlan = { builderVersion: builderVersionName(o.builderVersion, `${where}.builderVersion`), steps };
+  const secrets = stepSecrets(o.secrets, `${where}.secrets`, steps, `${where}.steps`);
+  if (secrets) p.secrets = secrets;
+  return p;
 }
 
 function deferred(v: unknown, where: string, budget: { left: number }): WireDeferred {
@@ -495,29 +889,32 @@ function deferred(v: unknown, where: string, budget: { left: number }): WireDefe
 
 /** Validates a parsed `POST /v1/images` body. Throws {@link WireError} naming the first offending field. */
 export function parseBuildRequest(v: unknown): BuildRequest {
-  const o = obj(v, "request", ["builderVersion", "steps", "deferred", "secrets", "forceBuild", "ignoreCache", "chainName"]);
+  const o = obj(v, "request", ["builderVersion", "steps", "deferred", "plans", "secrets", "forceBuild", "ignoreCache", "chainName"]);
   const budget = { left: LIMITS.entries };
-  const builderVersion = str(o.builderVersion, "builderVersion", 64);
-  if (!/^[A-Za-z0-9._-]+$/.test(builderVersion)) fail("builderVersion", `"${builderVersion}" is not a builder version name`);
+  const stepBudget = { left: LIMITS.steps };
+  const builderVersion = builderVersionName(o.builderVersion, "builderVersion");
+  const plans: WirePlan[] = [];
+  if (o.plans !== undefined) {
+    for (const [i, p] of arr(o.plans, "plans", LIMITS.plans).entries()) {
+      const plan = nestedPlan(p, `plans[${i}]`, { budget, plans: i }, stepBudget);
+      if (plan.builderVersion !== builderVersion) fail(`plans[${i}].builderVersion`, `"${plan.builderVersion}" differs from the request's "${builderVersion}"`);
+      plans.push(plan);
+    }
+  }
   const stepsIn = arr(o.steps, "steps", LIMITS.steps);
   if (stepsIn.length === 0) fail("steps", "a build needs at least one step (its base)");
-  const steps = stepsIn.map((s, i) => step(s, `steps[${i}]`, i === 0, budget));
+  stepBudget.left -= stepsIn.length;
+  if (stepBudget.left < 0) fail("steps", `more than ${LIMITS.steps} steps in the request (nested plans included)`);
+  const scope = { budget, plans: plans.length };
+  const steps = stepsIn.map((s, i) => step(s, `steps[${i}]`, i === 0, scope));
   const req: BuildRequest = {
     builderVersion,
     steps,
     deferred: o.deferred === undefined ? [] : arr(o.deferred, "deferred", LIMITS.deferred).map((d, i) => deferred(d, `deferred[${i}]`, budget)),
   };
-  if (o.secrets !== undefined) {
-    const list = arr(o.secrets, "secrets", steps.length);
-    req.secrets = list.map((s, i) => (s === null ? null : strRecord(s, `secrets[${i}]`, NAME_RE)));
-  }
-  for (const [i, s] of steps.entries()) {
-    const given = Object.keys(req.secrets?.[i] ?? {}).sort();
-    const names = [...s.secrets].sort();
-    if (given.join("\0") !== names.join("\0")) {
-      fail(`secrets[${i}]`, `values given for [${given.join(", ")}] but step ${i} declares secrets [${names.join(", ")}]`);
-    }
-  }
+  if (plans.length) req.plans = plans;
+  const secrets = stepSecrets(o.secrets, "secrets", steps, "steps");
+  if (secrets) req.secrets = secrets;
   const forceBuild = optBool(o.forceBuild, "forceBuild");
   const ignoreCache = optBool(o.ignoreCache, "ignoreCache");
   if (forceBuild !== undefined) req.forceBuild = forceBuild;
@@ -542,16 +939,27 @@ export function isDigestString(s: string): boolean {
 // ---------------------------------------------------------------------------------------------------------------
 // Identity
 
-/** Every content digest a request refers to (files of inputs and deferred mounts), deduplicated. */
+/** Every step of a request: its own, then those of its nested plans. */
+export function allSteps(req: BuildRequest): WireStep[] {
+  return [...req.steps, ...(req.plans ?? []).flatMap((p) => p.steps)];
+}
+
+/** Every secret value a request carries (its steps' and its nested plans'), for redaction. */
+export function allSecretValues(req: BuildRequest): string[] {
+  return [req.secrets, ...(req.plans ?? []).map((p) => p.secrets)].flatMap((list) => (list ?? []).flatMap((s) => Object.values(s ?? {})));
+}
+
+/** Every content digest a request refers to (files of inputs, context selections and deferred mounts), deduplicated. */
 export function referencedDigests(req: BuildRequest): string[] {
   const out = new Set<string>();
   const add = (e: WireEntry) => {
     if (e.digest) out.add(e.digest);
   };
-  for (const s of req.steps) {
+  for (const s of allSteps(req)) {
     for (const i of s.inputs) {
       if (i.kind === "dir") i.entries.forEach(add);
       else if (i.kind === "file") add(i.entry);
+      else if (i.kind === "select") i.entries?.forEach(add);
     }
   }
   for (const d of req.deferred) d.entries.forEach(add);
@@ -560,7 +968,26 @@ export function referencedDigests(req: BuildRequest): string[] {
 
 /** Whether every build of this request must run its steps again (so it never joins an earlier build). */
 export function alwaysRebuilds(req: BuildRequest): boolean {
-  return Boolean(req.forceBuild || req.ignoreCache || req.steps.some((s) => s.forceBuild));
+  return Boolean(req.forceBuild || req.ignoreCache || allSteps(req).some((s) => s.forceBuild));
+}
+
+/**
+ * Whether a finished build of this request may be reused while its cache entries stand: not when it read something
+ * that can change behind the same request (a registry tag, an image selection, a URL).
+ */
+export function reusable(req: BuildRequest): boolean {
+  return !allSteps(req).some((s) => s.base?.kind === "registry" || s.inputs.some((i) => i.kind === "url" || (i.kind === "select" && i.root.kind === "image")));
+}
+
+/** A step as identified: client paths (log text only) left out. */
+function identity(s: WireStep): unknown {
+  const inputs = s.inputs.map((i) =>
+    i.kind === "dir" ? { kind: i.kind, name: i.name, entries: i.entries }
+    : i.kind === "file" ? { kind: i.kind, name: i.name, entry: i.entry }
+    : i.kind === "select" && i.root.kind === "context" ? { ...i, root: { kind: "context" } }
+    : i,
+  );
+  return { ...s, inputs };
 }
 
 /**
@@ -571,10 +998,12 @@ export function definitionHash(req: BuildRequest, nonce?: string): string {
   const h = createHash("sha256");
   h.update(WIRE_FORMAT + "\n");
   h.update(JSON.stringify(req.builderVersion) + "\n");
-  for (const s of req.steps) {
-    const inputs = s.inputs.map((i) => (i.kind === "dir" ? { kind: i.kind, name: i.name, entries: i.entries } : i.kind === "file" ? { kind: i.kind, name: i.name, entry: i.entry } : i));
-    h.update(JSON.stringify({ ...s, inputs }) + "\n");
+  for (const [i, p] of (req.plans ?? []).entries()) {
+    h.update(`plan ${i}\n`);
+    for (const s of p.steps) h.update(JSON.stringify(identity(s)) + "\n");
   }
+  h.update("steps\n");
+  for (const s of req.steps) h.update(JSON.stringify(identity(s)) + "\n");
   for (const d of req.deferred) h.update(JSON.stringify({ kind: d.kind, remotePath: d.remotePath, ignore: d.ignore, entries: d.entries }) + "\n");
   h.update(`force ${Boolean(req.forceBuild)} ignore ${Boolean(req.ignoreCache)}\n`);
   if (nonce !== undefined) h.update(`nonce ${nonce}\n`);
