@@ -8,6 +8,8 @@ import { existsSync, promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import type { ContextEntry } from "../../src/context/walk.js";
+import { opaqueDirsOf, UpperTarget } from "../../src/layer/copy-target.js";
 import { MediaType } from "../../src/oci/types.js";
 import { LocalStore } from "../../src/store/local.js";
 import { formatBytes, parseDuration, pruneStore, type PruneReport } from "../../src/store/prune.js";
@@ -481,5 +483,45 @@ describe("prune: LocalStore specifics", () => {
     assert.equal(report.kept.lazyTmp, 2);
     assert.match(lines.at(-1)!, /, 1 lazy image trees and 1 leftover temp dirs in others \(19 B\)/);
     assert.deepEqual((await fsp.readdir(path.join(store.root, "tmp"))).filter((f) => f.startsWith("prune-")), [], "the doomed tree is deleted, not just moved");
+  });
+
+  test("with a real COPY (UpperTarget) and its sidecars: what only a pruned layer used goes, what a kept one links stays", async () => {
+    const store = await openLocal();
+    const src = await fsp.mkdtemp(path.join(work, "copy-src-"));
+    const entry = async (name: string, content: string): Promise<ContextEntry> => {
+      const absPath = path.join(src, name);
+      await fsp.writeFile(absPath, content);
+      return { relPath: name, type: "file", mode: 0o644, uid: 0, gid: 0, size: content.length, sha256: sha256Bytes(content), absPath };
+    };
+    const own = { l1: await entry("only-a1", "copied only into a1's layer"), lb: await entry("only-b1", "copied only into b1's layer") };
+    const shared = await entry("shared", "copied into both");
+    const pool = path.join(store.root, "files");
+    const meta = path.join(store.root, "layer-meta");
+    const { cutoff, l1, lb } = await withLayers(
+      store,
+      async (dir, which) => {
+        // The layer dir is the upper dir of a COPY-only step over no lowers, as Executor#copyOnly makes it.
+        const target = new UpperTarget(dir, [], { poolDir: pool, hashedAfterMs: 0, opaque: [] });
+        target.mkdir("/app", 0o755, 0, 0);
+        target.copyFile("/app/own", own[which], 0o644, 0, 0);
+        target.copyFile("/app/shared", shared, 0o644, 0, 0);
+      },
+      async ({ l1, lb }) => {
+        for (const l of [l1, lb]) assert.deepEqual([...(await opaqueDirsOf(l, meta))], []);
+        await age(2 * HOUR, ...(await fsp.readdir(pool)).map((f) => path.join(pool, f)), ...(await fsp.readdir(meta)).map((f) => path.join(meta, f)));
+      },
+    );
+    const pooled = (e: ContextEntry) => path.join(pool, `${e.sha256.slice(7)}-644`);
+    for (const e of [own.l1, own.lb, shared]) assert.ok(existsSync(pooled(e)), `COPY put ${e.relPath} in the pool`);
+
+    const { report } = await dryThenReal(store, cutoff);
+    assert.ok(!existsSync(l1) && existsSync(lb));
+    assert.ok(!existsSync(pooled(own.l1)), "content only the pruned layer linked is gone from the pool");
+    assert.ok(existsSync(pooled(own.lb)) && existsSync(pooled(shared)), "content the kept layer links stays");
+    assert.equal((await fsp.lstat(pooled(shared))).nlink, 2);
+    assert.ok(!existsSync(path.join(meta, `${path.basename(l1)}.opaque.json`)), "the pruned layer's sidecar is gone");
+    assert.ok(existsSync(path.join(meta, `${path.basename(lb)}.opaque.json`)), "the kept layer's sidecar stays");
+    assert.equal(report.removed.files, 1);
+    assert.equal(report.removed.layerMeta, 1);
   });
 });
