@@ -74,15 +74,16 @@ async function project(): Promise<{ dir: string; dockerfile: string; tag: string
       "FROM base AS builder",
       "COPY src/*.txt /work/",
       "COPY lib /work/lib",
+      'RUN --mount=type=secret,id=tok,env=TOK echo "${#TOK}" > /work/toklen',
       `RUN --mount=type=cache,id=svc-df-${tag},target=/cache echo run >> /cache/runs && wc -l < /cache/runs > /work/runs && cat /work/*.txt > /work/all && ls -R /work/lib > /work/lib.txt`,
       "",
       "FROM base",
       "ARG GREETING=hello",
-      "COPY --from=builder /work/all /work/lib.txt /work/runs /app/",
+      "COPY --from=builder /work/all /work/lib.txt /work/runs /work/toklen /app/stage/",
       `ADD ${filesUrl}/data.txt /app/data.txt`,
       'RUN echo "$GREETING" > /app/greeting',
       "RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /app/toklen",
-      'CMD ["cat", "/app/all"]',
+      'CMD ["cat", "/app/stage/all"]',
       "",
     ].join("\n"),
   );
@@ -114,11 +115,12 @@ test("a multi-stage Dockerfile builds on the service: same keys and image as loc
     assert.equal(r.code, 0, r.stderr);
     return r.stdout;
   };
-  assert.equal(await run("cat", "/app/all"), "alpha\nbeta\n");
+  assert.equal(await run("cat", "/app/stage/all"), "alpha\nbeta\n");
+  assert.equal((await run("cat", "/app/stage/toklen")).trim(), String(SECRET.length), "a secret mounted in a stage the target reads");
   assert.equal(await run("cat", "/app/data.txt"), "downloaded data\n");
   assert.equal(await run("cat", "/app/greeting"), "hi\n");
   assert.equal((await run("cat", "/app/toklen")).trim(), String(SECRET.length));
-  const listing = await run("cat", "/app/lib.txt");
+  const listing = await run("cat", "/app/stage/lib.txt");
   assert.match(listing, /one\.sh/);
   assert.match(listing, /two\.sh/);
   assert.doesNotMatch(listing, /junk\.log/, ".dockerignore applies to the service's copy of the context");
@@ -150,10 +152,10 @@ test("a multi-stage Dockerfile builds on the service: same keys and image as loc
   assert.notEqual(edited.imageId, first.imageId);
   const byDesc = (r: typeof edited, re: RegExp) => r.steps.find((s) => re.test(s.description));
   assert.equal(byDesc(edited, /ADD http/)?.cached, false, "steps after the changed COPY --from rebuild");
-  assert.equal((await strata(["run", edited.imageId, "--", "cat", "/app/all"], { home })).stdout, "alpha\nBETA!\n");
+  assert.equal((await strata(["run", edited.imageId, "--", "cat", "/app/stage/all"], { home })).stdout, "alpha\nBETA!\n");
   // The cache mount persisted on the service between the two runs of the builder stage's RUN.
-  assert.equal(await run("cat", "/app/runs").then((t) => t.trim()), "1");
-  assert.equal((await strata(["run", edited.imageId, "--", "cat", "/app/runs"], { home })).stdout.trim(), "2");
+  assert.equal(await run("cat", "/app/stage/runs").then((t) => t.trim()), "1");
+  assert.equal((await strata(["run", edited.imageId, "--", "cat", "/app/stage/runs"], { home })).stdout.trim(), "2");
 
   // A changed build arg rebuilds only the steps using it, keyed as locally.
   const bye = await remoteBuild(image(p, "bye"), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
