@@ -134,14 +134,32 @@ export async function resolveBaseImages(
  * Dockerfile instructions to append to an existing chain (`image.dockerfileCommands`): planned as the body of one
  * stage. FROM is not allowed; line numbers count from the first command.
  */
-export function commandChain(lines: readonly string[], opts: DockerfileStepOptions = {}): StageChain {
+/** The ENV and WORKDIR an image is known to have when `dockerfileCommands` plans lines on it (for expansion). */
+export interface KnownConfig {
+  env: [string, string][];
+  workdir: string;
+}
+
+/** Stands for the image `dockerfileCommands` extends, as the FROM of the stage its lines are planned in. */
+const PREVIOUS = "strata-dockerfile-commands-base";
+
+/**
+ * Plans `dockerfileCommands` lines as one stage on the image they extend: expansion sees that image's known ENV and
+ * WORKDIR (`base`). Returns the steps and the ENV/WORKDIR after the lines.
+ */
+export function commandChain(lines: readonly string[], opts: DockerfileStepOptions & { base?: KnownConfig } = {}): StageChain & { final: KnownConfig } {
   const file = "dockerfileCommands";
   const contextDir = path.resolve(opts.contextDir ?? ".");
   const ignore = opts.ignore ? [...opts.ignore] : existsSync(path.join(contextDir, ".dockerignore")) ? parseIgnoreFile(readFileSync(path.join(contextDir, ".dockerignore"), "utf8")) : [];
-  const text = "FROM scratch\n" + lines.join("\n");
+  const base: KnownConfig = opts.base ?? { env: [], workdir: "/" };
+  const text = `FROM ${PREVIOUS}\n` + lines.join("\n");
   let plan: DockerfilePlan;
   try {
-    plan = planDockerfile(text, { file, buildArgs: opts.buildArgs });
+    plan = planDockerfile(text, {
+      file,
+      buildArgs: opts.buildArgs,
+      baseImage: (ref) => (ref === PREVIOUS ? { env: base.env.map(([k, v]) => `${k}=${v}`), workingDir: base.workdir } : undefined),
+    });
   } catch (e) {
     if (e instanceof DockerfileSyntaxError) throw new DockerfileSyntaxError({ file, line: Math.max(1, e.line - 1), column: e.column }, e.detail);
     throw e;
@@ -150,8 +168,14 @@ export function commandChain(lines: readonly string[], opts: DockerfileStepOptio
     const loc = plan.stages[1]!.location;
     throw new DockerfileSyntaxError({ file, line: loc.line - 1, column: loc.column }, "FROM is not allowed in dockerfileCommands: the commands extend the image they are called on");
   }
+  const env = new Map(base.env);
+  let workdir = base.workdir;
+  for (const pi of plan.stages[0]!.instructions) {
+    if (pi.kind === "ENV") for (const kv of pi.env) env.set(kv.key, kv.value);
+    else if (pi.kind === "WORKDIR") workdir = pi.resolved;
+  }
   const t = new Translator(plan, { ...opts, contextDir, ignore }, -1);
-  return t.stage(0);
+  return { ...t.stage(0), final: { env: [...env], workdir } };
 }
 
 function displayName(p: string): string {

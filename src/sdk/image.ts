@@ -10,7 +10,7 @@ import type { BaseSpec, Plan, Step, StepInput } from "../plan/step.js";
 import type { DeferredMount } from "../store/store.js";
 import { credentialsFor } from "../registry/credentials.js";
 import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
-import { commandChain, dockerfileChains, type StageChain } from "../dockerfile/to-plan.js";
+import { commandChain, dockerfileChains, type KnownConfig, type StageChain } from "../dockerfile/to-plan.js";
 import type { BuildOptions, BuiltImage } from "../engine/build.js";
 import { addPythonSteps, checkPythonSeries } from "./python.js";
 
@@ -240,13 +240,26 @@ export class Image {
   readonly #deferred: readonly DeferredMount[];
   /** The SDK method of each chained step (after the base), e.g. to apply Docker's ENTRYPOINT/CMD rule. */
   readonly #methods: readonly string[];
+  /**
+   * The ENV and WORKDIR this image is known to have at definition time (the debianSlim base's, and what `env`,
+   * `workdir` and `dockerfileCommands` set; a registry base's own config is not known here): what variable expansion
+   * in `dockerfileCommands` sees.
+   */
+  readonly #known: KnownConfig;
 
   /** @ignore Use the static constructors. */
-  private constructor(base: (b: BuilderVersion) => Step, steps: readonly StepFactory[], deferred: readonly DeferredMount[], methods: readonly string[] = []) {
+  private constructor(
+    base: (b: BuilderVersion) => Step,
+    steps: readonly StepFactory[],
+    deferred: readonly DeferredMount[],
+    methods: readonly string[] = [],
+    known: KnownConfig = { env: [], workdir: "/" },
+  ) {
     this.#base = base;
     this.#steps = steps;
     this.#deferred = deferred;
     this.#methods = methods;
+    this.#known = known;
   }
 
   // ---- bases -------------------------------------------------------------------------------------------------
@@ -409,7 +422,7 @@ export class Image {
 
   // ---- chain plumbing ----------------------------------------------------------------------------------------
 
-  #with(method: string, factory: StepFactory): Image {
+  #with(method: string, factory: StepFactory, known: KnownConfig = this.#known): Image {
     if (this.#deferred.length > 0) {
       const d = this.#deferred[this.#deferred.length - 1]!;
       throw new InvalidDefinitionError(
@@ -417,7 +430,7 @@ export class Image {
           `those files are added when the image is run or exported, after every build step. Move the addLocal* calls to the end of the chain, or pass { copy: true } to build them into a layer.`,
       );
     }
-    return new Image(this.#base, [...this.#steps, factory], this.#deferred, [...this.#methods, method]);
+    return new Image(this.#base, [...this.#steps, factory], this.#deferred, [...this.#methods, method], known);
   }
 
   /** Appends `addPython`'s steps (see `./python.ts`). */
@@ -428,7 +441,13 @@ export class Image {
   }
 
   #meta(method: string, description: string, instructions: Instruction[], params: { forceBuild?: boolean } = {}): Image {
-    return this.#with(method, () => ({ ...stepBase(method, description, params), instructions, inputs: [], extra: [] }));
+    const env = new Map(this.#known.env);
+    let workdir = this.#known.workdir;
+    for (const ins of instructions) {
+      if (ins.op === "ENV") for (const [k, v] of ins.vars) env.set(k, v);
+      else if (ins.op === "WORKDIR") workdir = path.posix.resolve(workdir, ins.path);
+    }
+    return this.#with(method, () => ({ ...stepBase(method, description, params), instructions, inputs: [], extra: [] }), { env: [...env], workdir });
   }
 
   // ---- layer methods -----------------------------------------------------------------------------------------
@@ -593,7 +612,7 @@ export class Image {
   }
 
   #defer(m: DeferredMount): Image {
-    return new Image(this.#base, this.#steps, [...this.#deferred, m], this.#methods);
+    return new Image(this.#base, this.#steps, [...this.#deferred, m], this.#methods, this.#known);
   }
 
   /**
@@ -606,6 +625,7 @@ export class Image {
     if (list.length === 0) return this;
     const params = snapshot(paramsIn);
     const chain = commandChain(list, {
+      base: this.#known,
       contextDir: params.contextDir,
       ignore: params.ignore,
       buildArgs: checkBuildArgs("dockerfileCommands", params.buildArgs),
@@ -616,7 +636,7 @@ export class Image {
     const noStages = (): Plan => {
       throw new InvalidDefinitionError("dockerfileCommands: there are no other stages to read from");
     };
-    for (const st of chain.steps) img = img.#with(st.method, (b) => st.make(b, noStages));
+    for (const st of chain.steps) img = img.#with(st.method, (b) => st.make(b, noStages), chain.final);
     return img;
   }
 

@@ -254,6 +254,21 @@ describe("SDK and Dockerfile together", () => {
     assert.ok(again.steps.every((s) => s.cached));
   });
 
+  test("dockerfileCommands expands against the ENV and WORKDIR of the SDK calls before it", async () => {
+    const p = await project("FROM scratch\n", { "x.txt": "x\n" });
+    const img = Image.fromScratch()
+      .env({ ROOT: "/opt/r", TAG: nonce() })
+      .workdir("/w")
+      .dockerfileCommands(["COPY x.txt $ROOT/", "ENV P2=$ROOT/bin", "WORKDIR sub"], { contextDir: p.context })
+      .dockerfileCommands(["COPY x.txt ${P2}/y.txt"], { contextDir: p.context });
+    const r = await img.build({ store, log: () => undefined });
+    assert.equal(await file(r, "/opt/r/x.txt"), "x\n");
+    assert.equal(await file(r, "/opt/r/bin/y.txt"), "x\n", "a later dockerfileCommands sees what an earlier one set");
+    const cfg = (await strataConfig(store, r.imageId)).config as { Env: string[]; WorkingDir: string };
+    assert.ok(cfg.Env.includes("P2=/opt/r/bin"), cfg.Env.join(" "));
+    assert.equal(cfg.WorkingDir, "/w/sub");
+  });
+
   test("dockerfileCommands errors count lines from the first command; FROM is rejected", () => {
     assert.throws(() => Image.fromScratch().dockerfileCommands(["ENV A=1", "RUNN x"]), /dockerfileCommands:2:1: unknown instruction "RUNN"/);
     assert.throws(() => Image.fromScratch().dockerfileCommands(["ENV A=1", "FROM scratch"]), /dockerfileCommands:2:1: FROM is not allowed/);
