@@ -204,6 +204,10 @@ export class StepExecutor {
     }
     const upper = path.join(work, "upper");
     const lowersTopFirst = [...lowers].reverse();
+    // Nothing is mounted, so record the layer dirs this step reads (the parent's, and stages' a COPY --from reads) as
+    // links in the work dir, where `strata cache prune` in another process sees them in use (as a mount's lowerdirs).
+    const links = path.join(work, "l");
+    await linkLayersInUse(links, [...lowers, ...layerDirsOf(this.store.root, [...inputsByName.values()])]);
     const metaDir = path.join(this.store.root, "layer-meta");
     const opaque = await Promise.all(lowersTopFirst.map((l) => opaqueDirsOf(l, metaDir)));
     const pool = { poolDir: path.join(this.store.root, "files"), hashedAfterMs: this.startedAt };
@@ -243,6 +247,7 @@ export class StepExecutor {
     } catch (e) {
       if (!(e instanceof NeedsMountError) || linked) throw e;
       await fsp.rm(upper, { recursive: true, force: true });
+      await fsp.rm(links, { recursive: true, force: true });
       return undefined;
     }
     const layer = await commitLayer(this.store, upper, { epoch: this.builder.sourceDateEpoch });
@@ -493,3 +498,18 @@ async function scrubMountStubs(upper: string, preexisting: Map<string, boolean>)
   }
 }
 
+/** The unpacked layer dirs of `<root>/layers/` that resolved inputs' files live in (COPY --from a stage). */
+function layerDirsOf(root: string, resolved: readonly ResolvedInput[]): string[] {
+  const prefix = path.join(root, "layers") + path.sep;
+  const out = new Set<string>();
+  for (const r of resolved) {
+    for (const e of r.entries) if (e.absPath.startsWith(prefix)) out.add(e.absPath.slice(0, prefix.length + 64));
+  }
+  return [...out];
+}
+
+/** Symlinks `<links>/<n>` to each dir (the names overlay mounts use; what prune's in-use check reads). */
+async function linkLayersInUse(links: string, dirs: readonly string[]): Promise<void> {
+  await fsp.mkdir(links, { recursive: true });
+  for (const [i, d] of [...new Set(dirs)].entries()) await fsp.symlink(d, path.join(links, i.toString(36)));
+}
