@@ -11,6 +11,7 @@ import type { DeferredMount } from "../store/store.js";
 import { credentialsFor } from "../registry/credentials.js";
 import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
 import { commandChain, dockerfileChains, type KnownConfig, type StageChain } from "../dockerfile/to-plan.js";
+import { DEFAULT_PATH } from "../engine/config.js";
 import type { BuildOptions, BuiltImage } from "../engine/build.js";
 import { addPythonSteps, checkPythonSeries } from "./python.js";
 
@@ -296,6 +297,9 @@ export class Image {
       },
       [],
       [],
+      [],
+      // The config the engine gives a debianSlim base (src/engine/execute.ts).
+      { env: [["PATH", DEFAULT_PATH], ["LANG", "C.UTF-8"]], workdir: "/" },
     );
   }
 
