@@ -131,19 +131,28 @@ async function buildDockerfile(
   const contextDir = path.resolve(positionals[0] ?? path.dirname(dockerfile));
   const buildArgs = keyValues("build-arg", values["build-arg"]);
   const secrets = await secretFlags(values.secret);
-  const store = await openStore();
-  const { resolveBaseImages } = await import("../dockerfile/to-plan.js");
-  const baseImages = await resolveBaseImages(dockerfile, { store, buildArgs, target: values.target });
-  const { Image } = await import("../sdk/image.js");
-  const image = Image.fromDockerfile(dockerfile, { contextDir, buildArgs, target: values.target, secrets: Object.keys(secrets).length ? [secrets] : undefined, baseImages });
-  const { buildImage } = await import("../engine/build.js");
-  return buildImage(image, {
-    store,
+  const flags = {
     forceBuild: values["force-build"] || undefined,
     ignoreCache: values["ignore-cache"] || undefined,
     builderVersion: values["builder-version"],
     chainName: `${dockerfile}#${values.target ?? "default"}`,
-  });
+  };
+  const { resolveBaseImages } = await import("../dockerfile/to-plan.js");
+  const { Image } = await import("../sdk/image.js");
+  const make = (baseImages: Awaited<ReturnType<typeof resolveBaseImages>>) =>
+    Image.fromDockerfile(dockerfile, { contextDir, buildArgs, target: values.target, secrets: Object.keys(secrets).length ? [secrets] : undefined, baseImages });
+  // With STRATA_SERVER the service builds it: the client reads only the base images' configs (for expansion) and
+  // uploads the context files the service lacks.
+  const server = process.env.STRATA_SERVER?.trim();
+  if (server) {
+    const image = make(await resolveBaseImages(dockerfile, { buildArgs, target: values.target }));
+    const { remoteBuild } = await import("./remote-build.js");
+    return remoteBuild(image, { server, ...(process.env.STRATA_TOKEN ? { token: process.env.STRATA_TOKEN } : {}), ...flags, log: (l) => process.stderr.write(l + "\n") });
+  }
+  const store = await openStore();
+  const image = make(await resolveBaseImages(dockerfile, { store, buildArgs, target: values.target }));
+  const { buildImage } = await import("../engine/build.js");
+  return buildImage(image, { store, ...flags });
 }
 
 async function buildLocally(file: string, exportName: string | undefined, flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string }) {

@@ -108,11 +108,12 @@ export function dockerfileChains(dockerfile: string, opts: DockerfileStepOptions
 
 /**
  * The configs of the registry images a Dockerfile's needed stages start FROM, for {@link DockerfileStepOptions.baseImages}:
- * each is pulled into `store` (the build needs its layers anyway). Call before `Image.fromDockerfile` (e.g. in the CLI).
+ * each is pulled into `store` (the build needs its layers anyway), or, without a store (a client of a build service,
+ * which pulls the layers itself), only its manifest and config are fetched. Call before `Image.fromDockerfile`.
  */
 export async function resolveBaseImages(
   dockerfile: string,
-  opts: Pick<DockerfileStepOptions, "buildArgs" | "target"> & { store: import("../store/store.js").Store; insecure?: boolean },
+  opts: Pick<DockerfileStepOptions, "buildArgs" | "target"> & { store?: import("../store/store.js").Store; insecure?: boolean },
 ): Promise<Record<string, BaseImageInfo>> {
   const text = readFileSync(path.resolve(dockerfile), "utf8");
   const plan = planDockerfile(text, { file: displayName(dockerfile), buildArgs: opts.buildArgs, target: opts.target });
@@ -122,9 +123,12 @@ export async function resolveBaseImages(
     if (b.kind === "image") refs.add(b.ref);
   }
   const { pullImage } = await import("../registry/pull.js");
+  const { openLazyImage } = await import("../registry/estargz/lazy.js");
   const out: Record<string, BaseImageInfo> = {};
   for (const ref of refs) {
-    const c = (await pullImage(ref, opts.store, { insecure: opts.insecure })).config.config as { Env?: string[]; WorkingDir?: string; OnBuild?: string[] | null };
+    const store = opts.store;
+    const image = store ? (await pullImage(ref, store, { insecure: opts.insecure })).config : (await openLazyImage(ref, { insecure: opts.insecure })).config;
+    const c = image.config as { Env?: string[]; WorkingDir?: string; OnBuild?: string[] | null };
     out[ref] = { ...(c.Env ? { env: c.Env } : {}), ...(c.WorkingDir ? { workingDir: c.WorkingDir } : {}), ...(c.OnBuild?.length ? { onBuild: c.OnBuild } : {}) };
   }
   return out;

@@ -180,3 +180,21 @@ test("strata build of a fromDockerfile definition with STRATA_SERVER builds on t
   const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { imageId: string };
   assert.equal((await strata(["run", out.imageId, "--", "cat", "/app/greeting"], { home })).stdout, "cli\n");
 });
+
+test("strata build -f Dockerfile <context> with STRATA_SERVER builds on the service, with the keys of the definition build", async () => {
+  const p = await project();
+  const remote = await strata(["build", "-f", p.dockerfile, p.dir, "--build-arg", "GREETING=cli-f", "--secret", "id=tok,env=TOK_VALUE", "--json"], {
+    env: { STRATA_SERVER: serve.url, STRATA_TOKEN: TOKEN, TOK_VALUE: "x" },
+  });
+  assert.equal(remote.code, 0, remote.stderr);
+  assert.equal(remote.sandboxes, 0, "the client ran no sandbox itself");
+  const out = JSON.parse(remote.stdout.trim().split("\n").pop()!) as { imageId: string; steps: { key: string }[] };
+  assert.equal((await strata(["run", out.imageId, "--", "cat", "/app/greeting"], { home })).stdout, "cli-f\n");
+  // The same build locally on the service's store: every step is a hit under the same keys.
+  const local = await strata(["build", "-f", p.dockerfile, p.dir, "--build-arg", "GREETING=cli-f", "--secret", "id=tok,env=TOK_VALUE", "--json"], { home, env: { TOK_VALUE: "x" } });
+  assert.equal(local.code, 0, local.stderr);
+  const localOut = JSON.parse(local.stdout.trim().split("\n").pop()!) as { imageId: string; steps: { key: string; cached: boolean }[] };
+  assert.deepEqual(localOut.steps.map((s) => s.key), out.steps.map((s) => s.key));
+  assert.ok(localOut.steps.every((s) => s.cached));
+});
+
