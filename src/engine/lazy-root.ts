@@ -246,6 +246,9 @@ export async function lazyImageRoot(ref: string, store: Store, sel: LazySelectio
   const names = needs.map(markerName);
   if ((await Promise.all(names.map((n) => exists(path.join(markers, `${n}.notlazy`))))).some(Boolean)) return undefined;
   if ((await Promise.all(names.map((n) => exists(path.join(markers, n))))).every(Boolean)) {
+    // Marks the tree as used (`strata cache prune` keeps trees used since its cutoff).
+    const now = new Date();
+    await fsp.utimes(markers, now, now).catch(() => undefined);
     return { dir, manifestDigest, bytesRead: 0, layerBytes: 0, written: 0 };
   }
 

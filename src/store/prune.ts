@@ -18,8 +18,8 @@
  *     selections (`selects/`) written since the cutoff whose layer dirs all still exist (with the same young-file
  *     window). Both are caches a build recomputes when they are missing;
  *   - local stores: partial trees of lazily read eStargz images (`lazy/<hex>/`) written into since the cutoff (or
- *     the young-file window), or with a fetch in progress. A cache hit touches nothing in them, so a tree only read
- *     since the cutoff goes (see pruneLazy for that race).
+ *     the young-file window) or used since (a cache hit touches `done/`), or with a fetch in progress (see pruneLazy
+ *     for the race).
  * Everything else that is older than the cutoff is removed, in an order that never leaves a reference to a missing
  * object: index entries first, then chains, image records and logs, then blobs (after looking once more for image
  * records written while the prune ran), then unpacked layers, then the caches derived from them. Every delete is
@@ -415,11 +415,10 @@ async function pruneSelects(root: string, doomedLayers: readonly string[], grace
  * nothing was written into since `graceFrom`, and, in trees that stay, temp dirs (`tmp/<pid>-<hex>`) of dead builds
  * older than STALE_TMP_MS. Returns the trees removed (in a dry run: that would be).
  *
- * When a tree was last used: lazy-root.ts takes no lock and touches nothing on a cache hit (it only checks that the
- * selection's markers `done/<hash>` exist, then the build walks `rootfs/` and copies from it). What moves is written
- * on a miss: a marker per selection (and `done/`), entries under `rootfs/`, and a temp dir per fetch under `tmp/`. So
- * the age of a tree is the newest mtime of the tree dir, `rootfs/`, `done/`, the markers and `tmp/`: a tree only
- * read since the cutoff looks old and is removed; the next build that needs it fetches the paths again.
+ * When a tree was last used: lazy-root.ts takes no lock; a cache hit (the selection's markers `done/<hash>` exist,
+ * then the build walks `rootfs/` and copies from it) sets the mtime of `done/`. A miss writes a marker per selection,
+ * entries under `rootfs/`, and a temp dir per fetch under `tmp/`. So the age of a tree is the newest mtime of the
+ * tree dir, `rootfs/`, `done/`, the markers and `tmp/`.
  *
  * The race: a build that found its markers just before the tree goes fails to read it (ENOENT while walking or
  * copying) and must be run again, as with any old index entry pruned while a build reuses it. To keep the window
