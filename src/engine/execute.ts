@@ -227,6 +227,8 @@ export class StepExecutor {
         const reused = await readJson<LayerRecord>(linkFile).catch(() => undefined);
         if (reused && (await this.store.hasBlob(reused.digest))) {
           await this.store.layerDir(reused);
+          const now = new Date();
+          await fsp.utimes(linkFile, now, now).catch(() => undefined); // used: cache prune keeps it
           log.line(`--link: reusing layer ${reused.digest.slice(7, 19)} (built on another parent)`);
           return reused;
         }

@@ -68,6 +68,8 @@ export interface PruneCounts {
   /** Cached `COPY --from=<stage>` selections (`selects/<hash>.json`) that point into a missing layer dir, or old. */
   selects: number;
   selectBytes: number;
+  /** `COPY --link` layer records (`link-layers/<key>.json`) not reused since the cutoff. */
+  linkLayers: number;
   /**
    * Partial trees of lazily read eStargz images (`lazy/<manifest digest hex>/`) nothing was written into since the
    * cutoff; `lazyTmp`: temp dirs dead builds left in trees that stay. `lazyBytes` (file bytes) counts both, and only
@@ -88,7 +90,7 @@ export interface PruneReport {
   skipped: number;
 }
 
-const zero = (): PruneCounts => ({ index: 0, images: 0, blobs: 0, blobBytes: 0, logs: 0, chains: 0, layers: 0, files: 0, fileBytes: 0, layerMeta: 0, layerMetaBytes: 0, selects: 0, selectBytes: 0, lazy: 0, lazyTmp: 0, lazyBytes: 0 });
+const zero = (): PruneCounts => ({ index: 0, images: 0, blobs: 0, blobBytes: 0, logs: 0, chains: 0, layers: 0, files: 0, fileBytes: 0, layerMeta: 0, layerMetaBytes: 0, selects: 0, selectBytes: 0, linkLayers: 0, lazy: 0, lazyTmp: 0, lazyBytes: 0 });
 
 /**
  * Derived caches of a local store (pool files, …) written this recently are kept whatever the cutoff: a running
@@ -241,7 +243,8 @@ export async function pruneStore(store: Store, opts: PruneOptions): Promise<Prun
     await pruneLayerMeta(store.root, doomedLayers, graceFrom, dry, report, log);
     await pruneSelects(store.root, [...doomedLayers, ...doomedLazy], graceFrom, dry, report, log);
     await prunePool(store.root, doomedLayers, graceFrom, dry, report, log);
-    local = `, ${r.files} pool files (${formatBytes(r.fileBytes)}), ${r.layerMeta} layer sidecars, ${r.selects} cached selections (${formatBytes(r.selectBytes)}), ${r.lazy} lazy image trees and ${r.lazyTmp} leftover temp dirs in others (${formatBytes(r.lazyBytes)})`;
+    await pruneLinkLayers(store.root, graceFrom, dry, report, log);
+    local = `, ${r.files} pool files (${formatBytes(r.fileBytes)}), ${r.layerMeta} layer sidecars, ${r.selects} cached selections (${formatBytes(r.selectBytes)}), ${r.linkLayers} --link layer records, ${r.lazy} lazy image trees and ${r.lazyTmp} leftover temp dirs in others (${formatBytes(r.lazyBytes)})`;
   }
 
   log(`${dry ? "would remove" : "removed"} ${r.index} index entries, ${r.images} image records, ${r.blobs} blobs (${formatBytes(r.blobBytes)}), ${r.logs} logs, ${r.chains} chains, ${r.layers} unpacked layers${local}${report.skipped ? `; ${report.skipped} left in place (written or in use meanwhile)` : ""}`);
@@ -406,6 +409,31 @@ async function pruneSelects(root: string, doomedLayers: readonly string[], grace
       if (doomed) report.skipped++;
       report.kept.selects++;
       report.kept.selectBytes += st.size;
+    }
+  }
+}
+
+/**
+ * Removes `COPY --link` layer records (`link-layers/<key>.json`, src/engine/execute.ts) neither written nor reused
+ * since `graceFrom` (a reuse sets the record's mtime). A record whose blob is gone is ignored by builds anyway; the
+ * layer itself is kept or pruned with the images that use it.
+ */
+async function pruneLinkLayers(root: string, graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+  const dir = path.join(root, "link-layers");
+  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+    const file = path.join(dir, name);
+    const st = await fsp.lstat(file).catch(() => undefined);
+    if (!st?.isFile()) continue;
+    const doomed = name.endsWith(".json") ? st.mtimeMs < graceFrom : staleAtomicTmp(name, st.mtimeMs);
+    if (!doomed) {
+      if (name.endsWith(".json")) report.kept.linkLayers++;
+      continue;
+    }
+    const outcome = dry ? "removed" : await removeUnchanged(file, st, log);
+    if (outcome === "removed") report.removed.linkLayers++;
+    else if (outcome === "kept") {
+      report.skipped++;
+      report.kept.linkLayers++;
     }
   }
 }

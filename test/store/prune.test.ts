@@ -437,6 +437,26 @@ describe("prune: LocalStore specifics", () => {
     assert.match(lines.at(-1)!, /, 3 layer sidecars, 3 cached selections \(/);
   });
 
+  test("COPY --link layer records neither written nor reused since the cutoff go", async () => {
+    const store = await openLocal();
+    const dir = path.join(store.root, "link-layers");
+    const rec = (n: string) => path.join(dir, `${n.repeat(32)}.json`);
+    const { cutoff } = await withLayers(store, async () => undefined, async () => {
+      await fsp.mkdir(dir, { recursive: true });
+      for (const n of ["a", "b", "c"]) await fsp.writeFile(rec(n), JSON.stringify({ digest: "sha256:" + "0".repeat(64) }));
+      await age(2 * HOUR, rec("a"), rec("b"));
+      // "b" was reused since: a reuse sets the record's mtime.
+      const now = new Date();
+      await fsp.utimes(rec("b"), now, now);
+    });
+    const { report, lines } = await dryThenReal(store, cutoff);
+    assert.ok(!existsSync(rec("a")), "an old record goes");
+    assert.ok(existsSync(rec("b")) && existsSync(rec("c")), "reused and recent records stay");
+    assert.equal(report.removed.linkLayers, 1);
+    assert.equal(report.kept.linkLayers, 2);
+    assert.match(lines.at(-1)!, /, 1 --link layer records, /);
+  });
+
   test("lazy image trees nothing was written into since the cutoff go; leftover temp dirs of dead builds go from the rest", async () => {
     const store = await openLocal();
     const lazy = path.join(store.root, "lazy");
