@@ -11,15 +11,15 @@
  * malicious-layer table in `fixtures/extract-safety.json`.
  */
 import {
-  chmodSync, closeSync, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, rmSync, symlinkSync,
+  chmodSync, closeSync, fchmodSync, fchownSync, fstatSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, rmSync, symlinkSync,
   writeSync, type Stats,
 } from "node:fs";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createHash } from "node:crypto";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
+import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { createGunzip } from "node:zlib";
-import { execa } from "execa";
 import { StrataError } from "../errors.js";
 import type { Digest } from "../util/digest.js";
 import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "./tar-pack.js";
@@ -325,12 +325,17 @@ class Extractor {
   readonly dirTimes: [string, Date][] = [];
   private entries = 0;
   /**
-   * Directories (relative) this extraction made or found to be real directories, so parents are not lstat'ed again
-   * for every entry. Whatever replaces a path removes it and everything below it from the set.
+   * Directories (relative; "" is the root) this extraction made or found to be real directories, so parents are not
+   * lstat'ed again for every entry, each with whether it is setgid (new files in it take its group). Whatever
+   * replaces a path removes it and everything below it.
    */
-  private readonly dirs = new Set<string>();
-  /** The regular file whose content is being written. */
-  private file: { fd: number; h: TarHeader; mode: number } | undefined;
+  private readonly dirs = new Map<string, boolean>();
+  /** The regular file whose content is being written, and whether it needs a chown (else it has the owner already). */
+  private file: { fd: number; h: TarHeader; mode: number; chown: boolean } | undefined;
+  /** Per requested mode: whether a file created with it has exactly that mode (the umask takes nothing away). */
+  private readonly exactModes = new Map<number, boolean>();
+  private readonly euid = process.geteuid?.() ?? -1;
+  private readonly egid = process.getegid?.() ?? -1;
   private readonly maxBytes: number;
   private readonly maxEntries: number;
   private readonly warn: (line: string) => void;
@@ -339,6 +344,7 @@ class Extractor {
     this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_LAYER_BYTES;
     this.maxEntries = opts.maxEntries ?? DEFAULT_MAX_LAYER_ENTRIES;
     this.warn = opts.onWarning ?? (() => undefined);
+    this.dirs.set("", (lstatSync(root).mode & 0o2000) !== 0);
   }
 
   /** Handles one parser event; returns a promise only for the rare entries that need a child process. */
@@ -360,11 +366,18 @@ class Extractor {
   }
 
   private finishFile(): void {
-    const { fd, h, mode } = this.file!;
+    const { fd, h, mode, chown } = this.file!;
     this.file = undefined;
     try {
-      fchownSync(fd, h.uid ?? 0, h.gid ?? 0);
-      fchmodSync(fd, mode); // after chown, which clears setuid bits
+      // A file created by its owner-to-be, outside setgid directories, already has its owner; a mode without
+      // special bits that the umask leaves alone is already exact. Otherwise chown, then chmod (chown clears setuid).
+      if (chown) fchownSync(fd, h.uid ?? 0, h.gid ?? 0);
+      let exact = mode & 0o7000 ? false : this.exactModes.get(mode);
+      if (exact === undefined) {
+        exact = (fstatSync(fd).mode & 0o7777) === mode;
+        this.exactModes.set(mode, exact);
+      }
+      if (!exact) fchmodSync(fd, mode);
       const t = new Date(1000 * (h.mtime ?? 0));
       futimesSync(fd, t, t);
     } finally {
@@ -377,15 +390,21 @@ class Extractor {
     const slash = rel.lastIndexOf("/");
     if (slash < 0 || this.dirs.has(rel.slice(0, slash))) return;
     let cur = "";
+    let setgid = this.dirs.get("")!;
     for (const p of rel.slice(0, slash).split("/")) {
       cur = cur ? `${cur}/${p}` : p;
-      if (this.dirs.has(cur)) continue;
+      const known = this.dirs.get(cur);
+      if (known !== undefined) {
+        setgid = known;
+        continue;
+      }
       const abs = path.join(this.root, cur);
       const st = lstatMaybe(abs);
-      if (!st) mkdirSync(abs, { mode: 0o755 });
+      if (!st) mkdirSync(abs, { mode: 0o755 }); // inherits setgid from a setgid parent
       else if (st.isSymbolicLink()) throw new UnsafeLayerError(rel, `parent ${cur} is a symlink; writing through it could leave the root`);
       else if (!st.isDirectory()) throw new UnsafeLayerError(rel, `parent ${cur} is not a directory`);
-      this.dirs.add(cur);
+      else setgid = (st.mode & 0o2000) !== 0;
+      this.dirs.set(cur, setgid);
     }
   }
 
@@ -394,7 +413,7 @@ class Extractor {
     rmSync(target, { recursive: true, force: true });
     this.dirs.delete(rel);
     const prefix = `${rel}/`;
-    for (const d of this.dirs) if (d.startsWith(prefix)) this.dirs.delete(d);
+    for (const d of this.dirs.keys()) if (d.startsWith(prefix)) this.dirs.delete(d);
   }
 
   /** Runs `create`; if something is already at `target`, removes it (keeping a directory for a directory) and retries. */
@@ -455,7 +474,7 @@ class Extractor {
         this.create(rel, target, true, () => mkdirSync(target, { mode }));
         chmodSync(target, mode);
         lchownSync(target, uid, gid);
-        this.dirs.add(rel);
+        this.dirs.set(rel, (mode & 0o2000) !== 0);
         this.dirTimes.push([target, mtime]);
         return;
       case "file":
@@ -464,7 +483,9 @@ class Extractor {
         this.create(rel, target, false, () => {
           fd = openSync(target, "wx", mode);
         });
-        this.file = { fd, h, mode };
+        const slash = rel.lastIndexOf("/");
+        const chown = uid !== this.euid || gid !== this.egid || this.dirs.get(slash < 0 ? "" : rel.slice(0, slash)) !== false;
+        this.file = { fd, h, mode, chown };
         if ((h.size ?? 0) === 0) this.finishFile();
         return;
       }
@@ -499,6 +520,7 @@ class Extractor {
   /** Device nodes and fifos: made by mknod / mkfifo. */
   private async special(h: TarHeader, rel: string, target: string, mode: number, uid: number, gid: number, mtime: Date): Promise<void> {
     if (lstatMaybe(target)) this.remove(rel, target);
+    const { execa } = await import("execa");
     if (h.type === "fifo") await execa("mkfifo", ["-m", mode.toString(8), target]);
     else await execa("mknod", ["-m", mode.toString(8), target, h.type === "character-device" ? "c" : "b", String(h.devmajor ?? 0), String(h.devminor ?? 0)]);
     lchownSync(target, uid, gid);
@@ -548,10 +570,11 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
   }
   // Whiteouts and opaque markers are applied last; entries after them may have put a symlink where their parent
   // directory was, so the parents are checked again now and nothing is followed.
+  const { execa } = x.whiteouts.length || x.opaques.length ? await import("execa") : { execa: undefined };
   for (const w of x.whiteouts) {
     checkParents(root, path.relative(root, w), w);
     rmSync(w, { recursive: true, force: true });
-    await execa("mknod", [w, "c", "0", "0"]);
+    await execa!("mknod", [w, "c", "0", "0"]);
   }
   const opaque: string[] = [];
   for (const o of x.opaques) {
@@ -564,7 +587,7 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
     opaque.push(o);
   }
   // setfattr takes many paths: one process per few hundred opaque directories, not one each.
-  for (let i = 0; i < opaque.length; i += 200) await execa("setfattr", ["-h", "-n", "trusted.overlay.opaque", "-v", "y", ...opaque.slice(i, i + 200)]);
+  for (let i = 0; i < opaque.length; i += 200) await execa!("setfattr", ["-h", "-n", "trusted.overlay.opaque", "-v", "y", ...opaque.slice(i, i + 200)]);
   // Directory mtimes last, since creating children changes them.
   for (const [d, t] of x.dirTimes.reverse()) {
     // A later entry may have replaced the directory with a symlink: never follow it.
@@ -572,3 +595,98 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
   }
   return ("sha256:" + hash.digest("hex")) as Digest;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Extraction on a worker thread
+
+/** Uncompressed-input bytes sent to a worker and not yet consumed by it, before the sender waits. */
+const WORKER_IN_FLIGHT = 8 * 1024 * 1024;
+
+interface WorkerJob {
+  strataExtract: { root: string; opts: Omit<ExtractOptions, "onWarning"> };
+}
+type ToWorker = { chunk: Uint8Array } | { end: true };
+type FromWorker = { ack: number } | { warning: string } | { done: Digest } | { error: { name: string; message: string; code?: string; entry?: string } };
+
+/**
+ * `extractLayer` on a worker thread: the same extraction, checks and result, with the decompression callbacks, the
+ * tar parsing and the file system calls off the calling thread — so a pull can download, hash and store one layer
+ * while others unpack, on more than one core. `input` is read here and its bytes are copied to the worker.
+ */
+export async function extractLayerInWorker(input: Readable, root: string, opts: ExtractOptions = {}): Promise<Digest> {
+  const { onWarning, ...rest } = opts;
+  const job: WorkerJob = { strataExtract: { root, opts: rest } };
+  const worker = new Worker(new URL(import.meta.url), { workerData: job });
+  let inFlight = 0;
+  let credit: (() => void) | undefined;
+  const result = new Promise<Digest>((resolve, reject) => {
+    worker.on("message", (m: FromWorker) => {
+      if ("ack" in m) {
+        inFlight -= m.ack;
+        if (inFlight <= WORKER_IN_FLIGHT) credit?.();
+      } else if ("warning" in m) onWarning?.(m.warning);
+      else if ("done" in m) resolve(m.done);
+      else reject(workerError(m.error));
+    });
+    worker.on("error", reject);
+    worker.on("exit", (code) => reject(new StrataError(`the layer extraction worker exited (code ${code}) before it finished`)));
+  });
+  let failed = false;
+  result.catch(() => {
+    failed = true;
+  });
+  try {
+    for await (const c of input) {
+      if (failed) break;
+      const b = c as Buffer;
+      // A copy: the caller may still be writing or hashing the original.
+      const copy = new Uint8Array(b.length);
+      copy.set(b);
+      inFlight += copy.length;
+      worker.postMessage({ chunk: copy } satisfies ToWorker, [copy.buffer]);
+      while (inFlight > WORKER_IN_FLIGHT) {
+        await Promise.race([new Promise<void>((r) => (credit = r)), result]);
+        credit = undefined;
+      }
+    }
+    worker.postMessage({ end: true } satisfies ToWorker);
+    return await result;
+  } finally {
+    await worker.terminate();
+  }
+}
+
+function workerError(e: { name: string; message: string; code?: string; entry?: string }): Error {
+  if (e.code === "UNSAFE_LAYER") return Object.assign(new UnsafeLayerError(e.entry ?? "", ""), { message: e.message });
+  return Object.assign(new Error(e.message), { name: e.name, ...(e.code !== undefined ? { code: e.code } : {}) });
+}
+
+/** The worker side of `extractLayerInWorker`: chunks in, extraction, the diffID (or the error) out. */
+async function runExtractWorker(job: WorkerJob["strataExtract"]): Promise<void> {
+  const port = parentPort!;
+  const queue: (Buffer | null)[] = [];
+  let wake: (() => void) | undefined;
+  port.on("message", (m: ToWorker) => {
+    queue.push("end" in m ? null : Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength));
+    wake?.();
+  });
+  async function* source(): AsyncGenerator<Buffer> {
+    for (;;) {
+      while (queue.length === 0) await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+      const c = queue.shift()!;
+      if (c === null) return;
+      yield c;
+      port.postMessage({ ack: c.length } satisfies FromWorker);
+    }
+  }
+  try {
+    const done = await extractLayer(Readable.from(source(), { objectMode: false }), job.root, { ...job.opts, onWarning: (w) => port.postMessage({ warning: w } satisfies FromWorker) });
+    port.postMessage({ done } satisfies FromWorker);
+  } catch (e) {
+    const err = e as Error & { code?: string; entry?: string };
+    port.postMessage({ error: { name: err.name, message: err.message, ...(err.code !== undefined ? { code: String(err.code) } : {}), ...(err.entry !== undefined ? { entry: err.entry } : {}) } } satisfies FromWorker);
+  }
+}
+
+if (!isMainThread && (workerData as Partial<WorkerJob> | null)?.strataExtract) void runExtractWorker((workerData as WorkerJob).strataExtract);
