@@ -17,8 +17,7 @@ import {
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createHash } from "node:crypto";
-import { Readable } from "node:stream";
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
+import type { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { StrataError } from "../errors.js";
 import type { Digest } from "../util/digest.js";
@@ -595,98 +594,3 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
   }
   return ("sha256:" + hash.digest("hex")) as Digest;
 }
-
-// ---------------------------------------------------------------------------------------------------------------
-// Extraction on a worker thread
-
-/** Uncompressed-input bytes sent to a worker and not yet consumed by it, before the sender waits. */
-const WORKER_IN_FLIGHT = 8 * 1024 * 1024;
-
-interface WorkerJob {
-  strataExtract: { root: string; opts: Omit<ExtractOptions, "onWarning"> };
-}
-type ToWorker = { chunk: Uint8Array } | { end: true };
-type FromWorker = { ack: number } | { warning: string } | { done: Digest } | { error: { name: string; message: string; code?: string; entry?: string } };
-
-/**
- * `extractLayer` on a worker thread: the same extraction, checks and result, with the decompression callbacks, the
- * tar parsing and the file system calls off the calling thread — so a pull can download, hash and store one layer
- * while others unpack, on more than one core. `input` is read here and its bytes are copied to the worker.
- */
-export async function extractLayerInWorker(input: Readable, root: string, opts: ExtractOptions = {}): Promise<Digest> {
-  const { onWarning, ...rest } = opts;
-  const job: WorkerJob = { strataExtract: { root, opts: rest } };
-  const worker = new Worker(new URL(import.meta.url), { workerData: job });
-  let inFlight = 0;
-  let credit: (() => void) | undefined;
-  const result = new Promise<Digest>((resolve, reject) => {
-    worker.on("message", (m: FromWorker) => {
-      if ("ack" in m) {
-        inFlight -= m.ack;
-        if (inFlight <= WORKER_IN_FLIGHT) credit?.();
-      } else if ("warning" in m) onWarning?.(m.warning);
-      else if ("done" in m) resolve(m.done);
-      else reject(workerError(m.error));
-    });
-    worker.on("error", reject);
-    worker.on("exit", (code) => reject(new StrataError(`the layer extraction worker exited (code ${code}) before it finished`)));
-  });
-  let failed = false;
-  result.catch(() => {
-    failed = true;
-  });
-  try {
-    for await (const c of input) {
-      if (failed) break;
-      const b = c as Buffer;
-      // A copy: the caller may still be writing or hashing the original.
-      const copy = new Uint8Array(b.length);
-      copy.set(b);
-      inFlight += copy.length;
-      worker.postMessage({ chunk: copy } satisfies ToWorker, [copy.buffer]);
-      while (inFlight > WORKER_IN_FLIGHT) {
-        await Promise.race([new Promise<void>((r) => (credit = r)), result]);
-        credit = undefined;
-      }
-    }
-    worker.postMessage({ end: true } satisfies ToWorker);
-    return await result;
-  } finally {
-    await worker.terminate();
-  }
-}
-
-function workerError(e: { name: string; message: string; code?: string; entry?: string }): Error {
-  if (e.code === "UNSAFE_LAYER") return Object.assign(new UnsafeLayerError(e.entry ?? "", ""), { message: e.message });
-  return Object.assign(new Error(e.message), { name: e.name, ...(e.code !== undefined ? { code: e.code } : {}) });
-}
-
-/** The worker side of `extractLayerInWorker`: chunks in, extraction, the diffID (or the error) out. */
-async function runExtractWorker(job: WorkerJob["strataExtract"]): Promise<void> {
-  const port = parentPort!;
-  const queue: (Buffer | null)[] = [];
-  let wake: (() => void) | undefined;
-  port.on("message", (m: ToWorker) => {
-    queue.push("end" in m ? null : Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength));
-    wake?.();
-  });
-  async function* source(): AsyncGenerator<Buffer> {
-    for (;;) {
-      while (queue.length === 0) await new Promise<void>((r) => (wake = r));
-      wake = undefined;
-      const c = queue.shift()!;
-      if (c === null) return;
-      yield c;
-      port.postMessage({ ack: c.length } satisfies FromWorker);
-    }
-  }
-  try {
-    const done = await extractLayer(Readable.from(source(), { objectMode: false }), job.root, { ...job.opts, onWarning: (w) => port.postMessage({ warning: w } satisfies FromWorker) });
-    port.postMessage({ done } satisfies FromWorker);
-  } catch (e) {
-    const err = e as Error & { code?: string; entry?: string };
-    port.postMessage({ error: { name: err.name, message: err.message, ...(err.code !== undefined ? { code: String(err.code) } : {}), ...(err.entry !== undefined ? { entry: err.entry } : {}) } } satisfies FromWorker);
-  }
-}
-
-if (!isMainThread && (workerData as Partial<WorkerJob> | null)?.strataExtract) void runExtractWorker((workerData as WorkerJob).strataExtract);

@@ -15,7 +15,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream, promises as fsp } from "node:fs";
 import path from "node:path";
-import { PassThrough, type Readable } from "node:stream";
+import { PassThrough } from "node:stream";
 import { finished } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { createGunzip, type Gunzip } from "node:zlib";
@@ -25,7 +25,7 @@ import { MediaType, type Descriptor, type ImageConfig } from "../oci/types.js";
 import type { LayerRecord, Store } from "../store/store.js";
 import { digestHex, isDigest, sha256Bytes, type Digest } from "../util/digest.js";
 import { recordBlobSources } from "./blob-sources.js";
-import { extractLayer, extractLayerInWorker } from "../layer/tar-extract.js";
+import { extractLayer } from "../layer/tar-extract.js";
 import { downloadEstargzBlob, EstargzReader, isEstargzLayer } from "./estargz/read.js";
 import {
   abortReason,
@@ -488,7 +488,7 @@ async function fetchEstargzUnpacked(client: RegistryClient, d: Descriptor, layer
     await fsp.mkdir(root, { mode: 0o700 });
     const reader = await EstargzReader.openRegistry(client, d);
     const { tar, result } = reader.fetchAll({ digest: d.digest, diffId: layer.diffId, blobFile: file });
-    const [extracted, fetched] = await Promise.allSettled([extract(layer, tar, root, false), result]);
+    const [extracted, fetched] = await Promise.allSettled([extractLayer(tar, root), result]);
     if (extracted.status === "fulfilled") {
       if (fetched.status === "rejected") throw fetched.reason;
       if (extracted.value === layer.diffId) return true;
@@ -517,7 +517,7 @@ class InlineUnpack {
   /** The diffID, once the extraction finished. */
   done: Digest | undefined;
 
-  constructor(tmpDir: string, private readonly layer: LayerRecord, private readonly gzip: boolean) {
+  constructor(tmpDir: string, layer: LayerRecord, private readonly gzip: boolean) {
     this.root = path.join(tmpDir, `${digestHex(layer.digest)}.root`);
   }
 
@@ -539,7 +539,7 @@ class InlineUnpack {
       const input = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
       input.on("error", () => undefined); // surfaced through the extraction's result
       this.input = input;
-      this.result = extract(this.layer, input, this.root, this.gzip).then(
+      this.result = extractLayer(input, this.root, { gzip: this.gzip }).then(
         (d) => d,
         () => {
           this.failed = true;
@@ -582,14 +582,6 @@ class InlineUnpack {
     await this.result;
     await fsp.rm(this.root, { recursive: true, force: true });
   }
-}
-
-/** Layers from this size up are unpacked on a worker thread (its start-up costs a few tens of milliseconds). */
-const WORKER_MIN_BYTES = 1024 * 1024;
-
-/** Unpacks a layer's stream into `root`: on a worker thread for a large layer, so downloads and hashing go on meanwhile. */
-function extract(layer: LayerRecord, input: Readable, root: string, gzip: boolean): Promise<Digest> {
-  return layer.size >= WORKER_MIN_BYTES ? extractLayerInWorker(input, root, { gzip }) : extractLayer(input, root, { gzip });
 }
 
 /** The diffID of a gzip blob file, by reading it again (when it was not computed during the download). */
