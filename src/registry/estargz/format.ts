@@ -194,8 +194,12 @@ export function formatModtime(seconds: number): string | undefined {
   return new Date(Math.floor(seconds) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
+const NEEDS_CLEANING = /^\/|\/\/|(^|\/)\.\.?(\/|$)/;
+
 /** `clean("/" + name)` without the leading `/` (how readers key entries; `""` is the root). */
 export function cleanEntryName(name: string): string {
+  // Fast path (every name our writer and the reference writer emit): relative, no `.`/`..`/empty segments.
+  if (!NEEDS_CLEANING.test(name)) return name.endsWith("/") ? name.slice(0, -1) : name;
   const out: string[] = [];
   for (const p of name.split("/")) {
     if (p === "" || p === ".") continue;
@@ -211,6 +215,8 @@ export function cleanEntryName(name: string): string {
 const TYPES = new Set<string>(["dir", "reg", "symlink", "hardlink", "char", "block", "fifo", "chunk"]);
 const INT_FIELDS = ["size", "mode", "uid", "gid", "offset", "innerOffset", "devMajor", "devMinor", "chunkOffset", "chunkSize"] as const;
 const STRING_FIELDS = ["modtime", "linkName", "userName", "groupName", "digest", "chunkDigest"] as const;
+const INT_FIELD_SET = new Set<string>(INT_FIELDS);
+const STRING_FIELD_SET = new Set<string>(STRING_FIELDS);
 
 /**
  * Parses and checks TOC JSON from an untrusted layer: known entry types, integer fields, digests in
@@ -230,23 +236,27 @@ export function parseToc(json: Buffer, tocOffset: number, where: string): Toc {
   if (typeof r["version"] !== "number" || r["version"] !== 1) throw bad(`version ${JSON.stringify(r["version"])}; only version 1 is supported`);
   if (!Array.isArray(r["entries"])) throw bad("no entries array");
   const entries: TocEntry[] = [];
-  for (const [i, v] of (r["entries"] as unknown[]).entries()) {
+  const list = r["entries"] as unknown[];
+  for (let i = 0; i < list.length; i++) {
+    const v = list[i];
     if (typeof v !== "object" || v === null || Array.isArray(v)) throw bad(`entry ${i} is not an object`);
     const o = v as Record<string, unknown>;
     if (typeof o["name"] !== "string") throw bad(`entry ${i} has no name`);
     if (typeof o["type"] !== "string" || !TYPES.has(o["type"])) throw bad(`entry ${i} (${o["name"]}) has unknown type ${JSON.stringify(o["type"])}`);
     const e: TocEntry = { name: o["name"], type: o["type"] as TocEntryType };
-    for (const k of INT_FIELDS) {
-      const n = o[k];
-      if (n === undefined || n === null) continue;
-      if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) throw bad(`entry ${i} (${e.name}) has invalid ${k} ${JSON.stringify(n)}`);
-      if (n !== 0) e[k] = n;
-    }
-    for (const k of STRING_FIELDS) {
-      const s = o[k];
-      if (s === undefined || s === null || s === "") continue;
-      if (typeof s !== "string") throw bad(`entry ${i} (${e.name}) has invalid ${k}`);
-      e[k] = s;
+    // Only the fields an entry has (a TOC of 50k entries is parsed on every lazy open: visit keys, not all fields).
+    for (const k in o) {
+      if (INT_FIELD_SET.has(k)) {
+        const n = o[k];
+        if (n === undefined || n === null) continue;
+        if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) throw bad(`entry ${i} (${e.name}) has invalid ${k} ${JSON.stringify(n)}`);
+        if (n !== 0) e[k as (typeof INT_FIELDS)[number]] = n;
+      } else if (STRING_FIELD_SET.has(k)) {
+        const s = o[k];
+        if (s === undefined || s === null || s === "") continue;
+        if (typeof s !== "string") throw bad(`entry ${i} (${e.name}) has invalid ${k}`);
+        e[k as (typeof STRING_FIELDS)[number]] = s;
+      }
     }
     for (const k of ["digest", "chunkDigest"] as const) {
       if (e[k] !== undefined && !isDigest(e[k]!)) throw bad(`entry ${i} (${e.name}) has ${k} ${JSON.stringify(e[k])}; only sha256:<64 hex> is supported`);
