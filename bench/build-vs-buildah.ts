@@ -20,6 +20,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { binaryContent, prng, textContent, type TextStyle } from "./content.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Options
@@ -134,48 +135,16 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?:
 // ---------------------------------------------------------------------------------------------------------------
 // Deterministic build context
 
-/** mulberry32: a small, fast, seeded 32-bit PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const WORDS = (
-  "import export const let function return if else for while class interface type async await new this " +
-  "strata layer image build cache key digest context file walk hash store index record step plan sandbox " +
-  "runc overlay mount upper lower merged config manifest blob tar gzip debian python node module value"
-).split(" ");
-
-/** Source-like text of exactly `size` bytes. */
-function textContent(rnd: () => number, size: number): Buffer {
-  const parts: string[] = [];
-  let len = 0;
-  while (len < size) {
-    const indent = "  ".repeat(Math.floor(rnd() * 4));
-    const n = 3 + Math.floor(rnd() * 9);
-    const words: string[] = [];
-    for (let i = 0; i < n; i++) words.push(rnd() < 0.1 ? Math.floor(rnd() * 1e6).toString(16) : WORDS[Math.floor(rnd() * WORDS.length)]!);
-    const line = indent + words.join(" ") + ";\n";
-    parts.push(line);
-    len += line.length;
-  }
-  return Buffer.from(parts.join("").slice(0, size));
-}
-
-/** Incompressible bytes (as in images, archives, wheels). */
-function binaryContent(rnd: () => number, size: number): Buffer {
-  const b = Buffer.allocUnsafe(size);
-  let i = 0;
-  for (; i + 4 <= size; i += 4) b.writeUInt32LE(Math.floor(rnd() * 4294967296), i);
-  for (; i < size; i++) b[i] = Math.floor(rnd() * 256);
-  return b;
-}
+const TEXT: TextStyle = {
+  words: (
+    "import export const let function return if else for while class interface type async await new this " +
+    "strata layer image build cache key digest context file walk hash store index record step plan sandbox " +
+    "runc overlay mount upper lower merged config manifest blob tar gzip debian python node module value"
+  ).split(" "),
+  indent: "  ",
+  levels: 4,
+  lineEnd: ";",
+};
 
 interface CtxFile {
   rel: string;
@@ -214,7 +183,7 @@ async function generateContext(root: string, nFiles: number, totalBytes: number,
   }
   for (const d of dirs) await fsp.mkdir(path.join(root, d.rel), { recursive: true });
   for (const f of files) {
-    const content = f.binary ? binaryContent(rnd, f.size) : textContent(rnd, f.size);
+    const content = f.binary ? binaryContent(rnd, f.size) : textContent(rnd, f.size, TEXT);
     await fsp.writeFile(path.join(root, f.rel), content, { mode: rnd() < 0.1 ? 0o755 : 0o644 });
   }
   // Fixed modes on directories too (independent of the umask).
@@ -225,7 +194,7 @@ async function generateContext(root: string, nFiles: number, totalBytes: number,
 /** Rewrites one file with different content of the same size. */
 async function editFile(root: string, f: CtxFile, run: number): Promise<void> {
   const rnd = prng(0xed17 + run);
-  await fsp.writeFile(path.join(root, f.rel), f.binary ? binaryContent(rnd, f.size) : textContent(rnd, f.size));
+  await fsp.writeFile(path.join(root, f.rel), f.binary ? binaryContent(rnd, f.size) : textContent(rnd, f.size, TEXT));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import { promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { prng } from "./content.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.basename(path.dirname(HERE)) === "dist" ? path.resolve(HERE, "../..") : path.resolve(HERE, "..");
@@ -60,18 +61,6 @@ function run(cmd: string, argv: string[], env: NodeJS.ProcessEnv = process.env):
       else resolve({ seconds: (performance.now() - t) / 1000, stdout, stderr });
     });
   });
-}
-
-/** A deterministic pseudo-random generator (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 async function makeContext(dir: string): Promise<string[]> {

@@ -25,6 +25,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { binaryContent, prng, textContent, type TextStyle } from "./content.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Options
@@ -130,48 +131,16 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; what?
 // ---------------------------------------------------------------------------------------------------------------
 // Deterministic image content
 
-/** mulberry32: a small, fast, seeded 32-bit PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const WORDS = (
-  "import export const let function return if else for while class interface type async await new this " +
-  "usr lib share include python site packages module value self def none true false print string bytes list " +
-  "config manifest blob tar gzip debian node locale zoneinfo license copyright version build test data"
-).split(" ");
-
-/** Source-like text of exactly `size` bytes. */
-function textContent(rnd: () => number, size: number): Buffer {
-  const parts: string[] = [];
-  let len = 0;
-  while (len < size) {
-    const indent = "    ".repeat(Math.floor(rnd() * 3));
-    const n = 3 + Math.floor(rnd() * 9);
-    const words: string[] = [];
-    for (let i = 0; i < n; i++) words.push(rnd() < 0.1 ? Math.floor(rnd() * 1e6).toString(16) : WORDS[Math.floor(rnd() * WORDS.length)]!);
-    const line = indent + words.join(" ") + "\n";
-    parts.push(line);
-    len += line.length;
-  }
-  return Buffer.from(parts.join("").slice(0, size));
-}
-
-/** Incompressible bytes (shared libraries, wheels, images). */
-function binaryContent(rnd: () => number, size: number): Buffer {
-  const b = Buffer.allocUnsafe(size);
-  let i = 0;
-  for (; i + 4 <= size; i += 4) b.writeUInt32LE(Math.floor(rnd() * 4294967296), i);
-  for (; i < size; i++) b[i] = Math.floor(rnd() * 256);
-  return b;
-}
+const TEXT: TextStyle = {
+  words: (
+    "import export const let function return if else for while class interface type async await new this " +
+    "usr lib share include python site packages module value self def none true false print string bytes list " +
+    "config manifest blob tar gzip debian node locale zoneinfo license copyright version build test data"
+  ).split(" "),
+  indent: "    ",
+  levels: 3,
+  lineEnd: "",
+};
 
 interface LayerSpec {
   dir: string;
@@ -221,7 +190,7 @@ function generateLayer(dir: string, index: number, nFiles: number, bytes: number
     const d = dirs[Math.floor(rnd() * dirs.length)]!;
     const binary = rnd() < 0.15;
     const rel = `${d.rel}/f${i}.${binary ? "bin" : exts[Math.floor(rnd() * exts.length)]}`;
-    const content = binary ? binaryContent(rnd, sizes[i]!) : textContent(rnd, sizes[i]!);
+    const content = binary ? binaryContent(rnd, sizes[i]!) : textContent(rnd, sizes[i]!, TEXT);
     writeFileSync(path.join(dir, rel), content, { mode: rnd() < 0.1 ? 0o755 : 0o644 });
     written.push(rel);
     if (!spec.sample && !binary && content.length >= 512 && content.length <= 4096 && d.depth >= 4) {
