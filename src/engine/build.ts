@@ -116,10 +116,10 @@ class Engine {
         if (this.options.signal?.aborted) throw new BuildCancelledError(`build cancelled before step ${index} (${step.description}); run it again`);
         const t0 = Date.now();
         this.#log(`=> Step ${index}: ${step.description}`);
-        const { record, cached } = await this.#step(index, step, parent);
+        const { record, cached, key } = await this.#step(index, step, parent);
         const seconds = (Date.now() - t0) / 1000;
         const layer = record.layers.length > (parent?.layers.length ?? 0) ? record.layers[record.layers.length - 1]!.digest : undefined;
-        results.push({ index, description: step.description, cached, seconds, key: record.step?.key ?? "", imageId: record.id, ...(layer ? { layer } : {}) });
+        results.push({ index, description: step.description, cached, seconds, key, imageId: record.id, ...(layer ? { layer } : {}) });
         this.#log(`   ${cached ? "cached" : "built"} in ${seconds.toFixed(2)}s → ${record.id.slice(7, 19)}`);
         parent = record;
       }
@@ -135,10 +135,11 @@ class Engine {
     return { imageId: final.id, steps: results };
   }
 
-  async #step(index: number, step: Step, parent: ImageRecord | undefined): Promise<{ record: ImageRecord; cached: boolean }> {
+  /** The step's image, whether it came from the cache, and its key (not the record's: one image can answer several keys). */
+  async #step(index: number, step: Step, parent: ImageRecord | undefined): Promise<{ record: ImageRecord; cached: boolean; key: string }> {
     if (step.base?.kind === "image") {
       const rec = await this.store.resolveImage(step.base.imageId);
-      return { record: rec, cached: true };
+      return { record: rec, cached: true, key: rec.step?.key ?? "" };
     }
     const resolved: ResolvedInput[] = [];
     for (const input of step.inputs) resolved.push(await resolveInput(input, this.#statCache, this.#inputs));
@@ -156,7 +157,7 @@ class Engine {
     const force = this.#force || step.forceBuild;
     if (!force && !this.#ignore) {
       const hit = await this.#lookup(key);
-      if (hit) return { record: hit, cached: true };
+      if (hit) return { record: hit, cached: true, key };
     }
     const flightKey = `${key}:${force ? "force" : ""}:${this.#ignore ? "ignore" : ""}`;
     let flight = inflight.get(flightKey);
@@ -166,7 +167,7 @@ class Engine {
       flight.finally(() => inflight.delete(flightKey)).catch(() => undefined);
     }
     const { record, cached } = await flight.then((r) => ({ record: r, cached: false }));
-    return { record, cached };
+    return { record, cached, key };
   }
 
   #stepExecutor?: Promise<import("./execute.js").StepExecutor>;

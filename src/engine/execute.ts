@@ -81,7 +81,9 @@ export class StepExecutor {
       for (const ins of step.instructions) config.config = applyInstruction(config.config, ins);
     } else if (step.base?.kind === "scratch") {
       layers = [];
-      config = { ...emptyConfig(), created: new Date().toISOString(), history: [] };
+      // Content-free and deterministic (created at the builder's epoch): a forced rebuild of a scratch base yields the
+      // same id, so it never cascades into every chain that starts from scratch.
+      config = { ...emptyConfig(), created: new Date(this.builder.sourceDateEpoch * 1000).toISOString(), history: [] };
       // A Dockerfile's `FROM scratch` starts with a default PATH, as BuildKit's empty image does (no history entry).
       for (const ins of step.instructions) config.config = applyInstruction(config.config, ins);
     } else {
