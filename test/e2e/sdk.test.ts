@@ -5,7 +5,7 @@ import path from "node:path";
 import { after, test } from "node:test";
 import { Image, LocalStore } from "../../src/index.js";
 import { sandboxRunCount } from "../../src/sandbox/runc.js";
-import { makeBusyboxTree, nonce, SHARED_HOME, tempDir } from "../support/strata.js";
+import { makeBusyboxTree, nonce, SHARED_HOME, tempDir, uniqueRootfsIgnore } from "../support/strata.js";
 
 const cleanup: string[] = [];
 after(async () => {
@@ -17,7 +17,8 @@ test("concurrent image.build() calls sharing steps run each sandbox once (single
   cleanup.push(dir);
   await makeBusyboxTree(path.join(dir, "rootfs"));
   const store = await LocalStore.open(SHARED_HOME);
-  const base = Image.fromScratch().addLocalDir(path.join(dir, "rootfs"), "/", { copy: true }).env({ N: nonce() });
+  const n = nonce();
+  const base = Image.fromScratch().addLocalDir(path.join(dir, "rootfs"), "/", { copy: true, ignore: [uniqueRootfsIgnore(n)] }).env({ N: n });
   const shared = base.runCommands("sleep 0.5; echo shared > /shared");
   const images = [shared.runCommands("echo a > /a"), shared.runCommands("echo b > /b"), shared, shared];
   const before = sandboxRunCount();

@@ -90,11 +90,20 @@ export async function makeBusyboxTree(dir: string): Promise<void> {
   await fsp.mkdir(path.join(dir, "root"), { recursive: true });
 }
 
+/**
+ * An ignore pattern that matches nothing but makes a test's rootfs step its own cache entry. Every busybox tree has
+ * the same content, so without it all tests would share one entry for that step, and a test that force-builds (which
+ * replaces entries) would change the parent of every other test's later steps mid-test: their next build misses.
+ */
+export function uniqueRootfsIgnore(tag: string): string {
+  return `strata-test-unique-${tag}`;
+}
+
 /** Source of a definition file whose first steps are a busybox base (`./rootfs` under the definition's dir). */
 export function busyboxHeader(tag: string): string {
   return `import { Image, Secret } from "strata";\n` +
     `void Secret;\n` +
-    `const base = Image.fromScratch().addLocalDir("./rootfs", "/", { copy: true }).env({ TEST_NONCE: ${JSON.stringify(tag)} });\n`;
+    `const base = Image.fromScratch().addLocalDir("./rootfs", "/", { copy: true, ignore: [${JSON.stringify(uniqueRootfsIgnore(tag))}] }).env({ TEST_NONCE: ${JSON.stringify(tag)} });\n`;
 }
 
 /** Creates a project dir with a busybox rootfs and a definition file; returns paths. */
