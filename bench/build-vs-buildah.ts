@@ -12,7 +12,6 @@
  *   fully cached  the identical build again.
  *   one-file edit one context file's content changed (same size), then the build again.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { promises as fsp, readFileSync } from "node:fs";
 import os from "node:os";
@@ -20,6 +19,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { killCurrentChild, run, setLogDir, type RunResult } from "./child.js";
 import { binaryContent, prng, textContent, type TextStyle } from "./content.js";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -84,53 +84,6 @@ const RUNC = "/usr/sbin/runc";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Child processes
-
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-  seconds: number;
-}
-
-let currentChild: ChildProcess | undefined;
-/** When set, every named child's command line and output are appended to `<logDir>/<name>.log`. */
-let logDir: string | undefined;
-
-async function saveLog(what: string, cmd: string, args: string[], r: RunResult): Promise<void> {
-  if (!logDir) return;
-  const file = path.join(logDir, what.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "").toLowerCase() + ".log");
-  const text = `$ ${cmd} ${args.join(" ")}\n# exit ${r.code}, ${r.seconds.toFixed(3)} s\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}\n\n`;
-  await fsp.appendFile(file, text).catch(() => undefined);
-}
-
-/** Spawns a command, waits for it, and measures its wall time with performance.now(). */
-function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; check?: boolean; what?: string } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
-    currentChild = child;
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout!.on("data", (b: Buffer) => out.push(b));
-    child.stderr!.on("data", (b: Buffer) => err.push(b));
-    child.on("error", (e) => {
-      currentChild = undefined;
-      reject(new Error(`${opts.what ?? cmd}: could not start ${cmd}: ${e.message}`));
-    });
-    child.on("close", (code, signal) => {
-      const seconds = (performance.now() - t0) / 1000;
-      currentChild = undefined;
-      const r = { code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), seconds };
-      if (opts.what) void saveLog(opts.what, cmd, args, r);
-      if (opts.check !== false && r.code !== 0) {
-        const tail = (r.stderr + "\n" + r.stdout).trim().split("\n").slice(-25).join("\n");
-        reject(new Error(`${opts.what ?? cmd} failed (exit ${r.code}): ${cmd} ${args.join(" ")}\n${tail}`));
-        return;
-      }
-      resolve(r);
-    });
-  });
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Deterministic build context
@@ -623,7 +576,7 @@ async function main(): Promise<void> {
     if (interrupted) return;
     interrupted = true;
     progress(`${sig}: stopping and cleaning up ${b.tmp}`);
-    currentChild?.kill("SIGTERM");
+    killCurrentChild();
     void b.cleanup(o.keep).finally(() => process.exit(130));
   };
   process.on("SIGINT", onSignal);
@@ -631,8 +584,9 @@ async function main(): Promise<void> {
 
   try {
     progress(`working in ${b.tmp}`);
-    logDir = path.join(b.tmp, "logs");
-    await fsp.mkdir(logDir, { recursive: true });
+    const logs = path.join(b.tmp, "logs");
+    await fsp.mkdir(logs, { recursive: true });
+    setLogDir(logs);
     await fsp.mkdir(b.ctx, { recursive: true });
     await fsp.mkdir(b.buildahTmp, { recursive: true });
     const tGen = performance.now();

@@ -15,7 +15,6 @@
  *   full       `strata pull <estargz ref>` (the same eStargz image, pulled and unpacked entirely).
  * Bytes on the wire for lazy and full are measured once, untimed, through a counting HTTP proxy.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, promises as fsp, readdirSync, lstatSync, symlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -25,6 +24,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { killCurrentChild, run, setLogDir, type RunResult } from "./child.js";
 import { binaryContent, prng, textContent, type TextStyle } from "./content.js";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -83,50 +83,8 @@ const REPO = path.basename(path.dirname(HERE)) === "dist" ? path.resolve(HERE, "
 const STRATA_BIN = path.join(REPO, "bin", "strata.js");
 const DIST = path.basename(path.dirname(HERE)) === "dist" ? path.dirname(HERE) : path.join(REPO, "dist");
 
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-  seconds: number;
-}
-
-let currentChild: ChildProcess | undefined;
-let logDir: string | undefined;
-
 const progress = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 const log = (line: string) => process.stdout.write(line + "\n");
-
-/** Spawns a command, waits for it, and measures its wall time with performance.now(). */
-function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; what?: string; check?: boolean } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
-    currentChild = child;
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout!.on("data", (b: Buffer) => out.push(b));
-    child.stderr!.on("data", (b: Buffer) => err.push(b));
-    child.on("error", (e) => {
-      currentChild = undefined;
-      reject(new Error(`${opts.what ?? cmd}: could not start ${cmd}: ${e.message}`));
-    });
-    child.on("close", (code, signal) => {
-      const seconds = (performance.now() - t0) / 1000;
-      currentChild = undefined;
-      const r = { code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), seconds };
-      if (logDir && opts.what) {
-        const file = path.join(logDir, opts.what.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "").toLowerCase() + ".log");
-        void fsp.appendFile(file, `$ ${cmd} ${args.join(" ")}\n# exit ${r.code}, ${seconds.toFixed(3)} s\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}\n\n`).catch(() => undefined);
-      }
-      if (opts.check !== false && r.code !== 0) {
-        const tail = (r.stderr + "\n" + r.stdout).trim().split("\n").slice(-25).join("\n");
-        reject(new Error(`${opts.what ?? cmd} failed (exit ${r.code}): ${cmd} ${args.join(" ")}\n${tail}`));
-        return;
-      }
-      resolve(r);
-    });
-  });
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Deterministic image content
@@ -393,8 +351,9 @@ async function main(): Promise<void> {
 
   await fsp.mkdir(o.tmp, { recursive: true });
   const tmp = await fsp.mkdtemp(path.join(path.resolve(o.tmp), "strata-pullbench-"));
-  logDir = path.join(tmp, "logs");
-  await fsp.mkdir(logDir);
+  const logs = path.join(tmp, "logs");
+  await fsp.mkdir(logs, { recursive: true });
+  setLogDir(logs);
   let registry: Awaited<ReturnType<typeof startRegistry>> | undefined;
   let proxy: CountingProxy | undefined;
   const cleanup = async () => {
@@ -408,7 +367,7 @@ async function main(): Promise<void> {
     if (interrupted) return;
     interrupted = true;
     progress(`${sig}: stopping and cleaning up ${tmp}`);
-    currentChild?.kill("SIGTERM");
+    killCurrentChild();
     void cleanup().finally(() => process.exit(130));
   };
   process.on("SIGINT", onSignal);
