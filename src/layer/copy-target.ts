@@ -19,8 +19,7 @@ import path from "node:path";
 import type { ContextEntry } from "../context/walk.js";
 import { LocalPathError, StrataError } from "../errors.js";
 import { writeFileAtomic } from "../util/fs.js";
-
-const MAX_LINKS = 40;
+import { resolveInRoot } from "../util/resolve-path.js";
 
 /** A change an `UpperTarget` cannot express without a mount (the caller copies through an overlay mount instead). */
 export class NeedsMountError extends StrataError {
@@ -59,27 +58,12 @@ export interface CopyTarget extends ImageReader {
  * absolute target restarts at the image root), the last component is followed only with `followLast`.
  */
 export function resolveInImage(r: ImageReader, unsafePath: string, followLast = false): string {
-  const pending = unsafePath.split("/").filter((p) => p !== "" && p !== ".");
-  const resolved: string[] = [];
-  let links = 0;
-  while (pending.length) {
-    const part = pending.shift()!;
-    if (part === "..") {
-      resolved.pop();
-      continue;
-    }
-    const candidate = "/" + [...resolved, part].join("/");
-    const st = r.lstat(candidate);
-    if (!st?.isSymbolicLink() || (!followLast && pending.length === 0)) {
-      resolved.push(part);
-      continue;
-    }
-    if (++links > MAX_LINKS) throw new StrataError(`too many levels of symbolic links resolving ${unsafePath} in the image`);
-    const target = r.readlink(candidate);
-    if (target.startsWith("/")) resolved.length = 0;
-    pending.unshift(...target.split("/").filter((p) => p !== "" && p !== "."));
-  }
-  return "/" + resolved.join("/");
+  const linkAt = (parts: readonly string[]): string | undefined => {
+    const p = "/" + parts.join("/");
+    return r.lstat(p)?.isSymbolicLink() ? r.readlink(p) : undefined;
+  };
+  const tooMany = () => new StrataError(`too many levels of symbolic links resolving ${unsafePath} in the image`);
+  return "/" + resolveInRoot(unsafePath, followLast, linkAt, tooMany).join("/");
 }
 
 function lstatOrUndefined(p: string): Stats | undefined {

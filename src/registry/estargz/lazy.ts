@@ -21,12 +21,12 @@ import { errorFromResponse, readBody, RegistryClient, type RegistryOptions } fro
 import { UnsupportedImageError } from "../errors.js";
 import { resolveImage } from "../pull.js";
 import { parseReference, type ImageReference } from "../reference.js";
+import { resolveInRoot } from "../../util/resolve-path.js";
 import { cleanEntryName, type TocEntry } from "./format.js";
 import { EstargzReader, isEstargzLayer, type FetchAllOptions, type FetchedFile } from "./read.js";
 
 const OPAQUE = ".wh..wh..opq";
 const WHITEOUT = ".wh.";
-const MAX_LINKS = 40;
 
 /** A layer that has no eStargz TOC had to be consulted: pull the image the normal way instead. */
 export class NotLazyError extends UnsupportedImageError {
@@ -163,29 +163,16 @@ export class LazyImage {
    * there), so a caller can reproduce the resolution elsewhere.
    */
   resolve(p: string, followFinal = true, visit?: (path: string, found: LazyEntry) => void): string {
-    const pending = p.split("/").filter((x) => x !== "" && x !== ".");
-    const resolved: string[] = [];
-    let links = 0;
-    while (pending.length) {
-      const part = pending.shift()!;
-      if (part === "..") {
-        resolved.pop();
-        continue;
-      }
-      const candidate = [...resolved, part].join("/");
+    const linkAt = (parts: readonly string[]): string | undefined => {
+      const candidate = parts.join("/");
       const found = this.lookupMerged(candidate);
       if (found && visit) visit(candidate, found);
-      if (found?.entry.type === "symlink" && (pending.length > 0 || followFinal)) {
-        if (++links > MAX_LINKS) throw new UnsupportedImageError(`too many levels of symbolic links resolving ${p} in ${this.reference}`);
-        const target = found.entry.linkName ?? "";
-        if (target.startsWith("/")) resolved.length = 0;
-        pending.unshift(...target.split("/").filter((x) => x !== "" && x !== "."));
-        continue;
-      }
-      resolved.push(part);
-    }
-    return resolved.join("/");
+      return found?.entry.type === "symlink" ? (found.entry.linkName ?? "") : undefined;
+    };
+    const tooMany = () => new UnsupportedImageError(`too many levels of symbolic links resolving ${p} in ${this.reference}`);
+    return resolveInRoot(p, followFinal, linkAt, tooMany).join("/");
   }
+
 
   /** The entry the image shows at `p` (symlinks followed), or undefined. */
   stat(p: string, followFinal = true): (Found & { path: string }) | undefined {
