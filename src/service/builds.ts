@@ -56,22 +56,8 @@ export interface BuildsOptions {
   log: (line: string) => void;
 }
 
-/** A stored build record (`logs/<build id>` in the store). */
-interface PersistedBuild {
-  format: "strata-service-build/1";
-  buildId: string;
-  status: BuildStatus;
-  createdAt: string;
-  startedAt?: string;
-  finishedAt?: string;
-  forceBuild: boolean;
-  ignoreCache: boolean;
-  steps: { index: number; description: string }[];
-  result?: WireResult;
-  failure?: WireFailure;
-  firstCursor: number;
-  lines: string[];
-}
+/** A stored build record (`logs/<build id>` in the store): the public info without the live cursor, plus its log. */
+type PersistedBuild = Omit<BuildInfo, "lastCursor"> & { format: "strata-service-build/1"; firstCursor: number; lines: string[] };
 
 /** What staying valid needs of a finished build's request (the request itself is dropped when it finishes). */
 interface Revalidation {

@@ -369,8 +369,8 @@ function entry(v: unknown, where: string): WireEntry {
   return e;
 }
 
-/** Validates a tree's entries: unique paths, every parent listed as a directory. Returns them sorted bytewise. */
-function entries(v: unknown, where: string, budget: { left: number }): WireEntry[] {
+/** Entries within the request's budget, each path listed once; with the type of each path. */
+function uniqueEntries(v: unknown, where: string, budget: { left: number }): { out: WireEntry[]; types: Map<string, WireEntry["type"]> } {
   const list = arr(v, where, LIMITS.entries);
   budget.left -= list.length;
   if (budget.left < 0) fail(where, `more than ${LIMITS.entries} entries in the request`);
@@ -380,6 +380,12 @@ function entries(v: unknown, where: string, budget: { left: number }): WireEntry
     if (types.has(e.path)) fail(where, `path ${JSON.stringify(e.path)} is listed twice`);
     types.set(e.path, e.type);
   }
+  return { out, types };
+}
+
+/** Validates a tree's entries: unique paths, every parent listed as a directory. Returns them sorted bytewise. */
+function entries(v: unknown, where: string, budget: { left: number }): WireEntry[] {
+  const { out, types } = uniqueEntries(v, where, budget);
   for (const e of out) {
     const slash = e.path.lastIndexOf("/");
     if (slash < 0) continue;
@@ -676,15 +682,7 @@ function selectRoot(v: unknown, where: string, scope: Scope): WireSelectRoot {
  * listed: a glob's matches come without their parents). Returns them sorted bytewise.
  */
 function selectionEntries(v: unknown, where: string, budget: { left: number }): WireEntry[] {
-  const list = arr(v, where, LIMITS.entries);
-  budget.left -= list.length;
-  if (budget.left < 0) fail(where, `more than ${LIMITS.entries} entries in the request`);
-  const out = list.map((e, i) => entry(e, `${where}[${i}]`));
-  const types = new Map<string, WireEntry["type"]>();
-  for (const e of out) {
-    if (types.has(e.path)) fail(where, `path ${JSON.stringify(e.path)} is listed twice`);
-    types.set(e.path, e.type);
-  }
+  const { out, types } = uniqueEntries(v, where, budget);
   for (const e of out) {
     for (let slash = e.path.lastIndexOf("/"); slash > 0; slash = e.path.lastIndexOf("/", slash - 1)) {
       const t = types.get(e.path.slice(0, slash));
