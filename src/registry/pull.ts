@@ -103,6 +103,24 @@ export async function resolveImage(ref: string, opts: RegistryOptions = {}): Pro
   return { reference, manifestDigest: m.digest };
 }
 
+/** The linux/amd64 image manifest of a reference, verified and parsed. */
+export interface FetchedImageManifest {
+  digest: Digest;
+  size: number;
+  config: Descriptor;
+  layers: Descriptor[];
+}
+
+/**
+ * Fetches the image manifest `client`'s reference names — following an index to its linux/amd64 entry — or, given
+ * `digest`, that image manifest itself (one request instead of a tag lookup then a fetch by digest).
+ */
+export async function fetchImageManifest(client: RegistryClient, digest?: Digest): Promise<FetchedImageManifest> {
+  const fetched = digest ? await fetchManifest(client, digest, { digest }) : await resolveManifest(client);
+  if (fetched.kind !== "manifest") throw new UnsupportedImageError(`${fetched.where} is an index, not an image manifest`);
+  return { digest: fetched.digest, size: fetched.bytes.length, ...parseImageManifest(fetched) };
+}
+
 /**
  * Fetches manifest, config and every layer blob into the store (verifying sha256 + size before a blob becomes
  * visible; skipping blobs the store already has), with bounded parallel layer downloads.

@@ -210,6 +210,52 @@ describe("eStargz golden vector (reference writer output) through our reader", (
   });
 });
 
+/** The golden blob with its TOC replaced by `toc` (re-encoded, so its digest is that of the new JSON). */
+function withToc(toc: unknown): { blob: Buffer; tocDigest: Digest } {
+  const json = Buffer.from(JSON.stringify(toc));
+  const tarBytes = Buffer.concat([encodeHeader({ name: "stargz.index.json", type: "file", mode: 0o644, uid: 0, gid: 0, size: json.length, mtime: 0 }), json, padding(json.length), endOfArchive()]);
+  return { blob: Buffer.concat([GOLDEN.subarray(0, V.tocOffset), gzipSync(tarBytes), footerBytes(V.tocOffset)]), tocDigest: sha(json) as Digest };
+}
+
+describe("eStargz TOC parsing on first use (deferParse)", () => {
+  const broken = () => {
+    const t = structuredClone(V.toc);
+    t.entries[2]!.offset = 9999; // past the TOC
+    return withToc(t);
+  };
+
+  test("open checks the digest either way; an inconsistent TOC fails open, or with deferParse the first lookup", async () => {
+    const { blob, tocDigest } = broken();
+    await assert.rejects(EstargzReader.open(bufferSource(blob), { tocDigest }), /offset 9999, at or after the TOC/);
+    const r = await EstargzReader.open(bufferSource(blob), { tocDigest, deferParse: true });
+    assert.throws(() => r.lookup("dir/a.txt"), (e: unknown) => e instanceof UnsupportedImageError && /invalid eStargz TOC/.test(e.message));
+    await assert.rejects(r.readFile("dir/a.txt"), UnsupportedImageError);
+    await assert.rejects(EstargzReader.open(bufferSource(blob), { tocDigest: V.tocDigest, deferParse: true }), DigestMismatchError, "the digest is never deferred");
+  });
+
+  test("a deferred reader of a valid TOC answers like an eager one", async () => {
+    const r = await EstargzReader.open(bufferSource(GOLDEN), { tocDigest: V.tocDigest, deferParse: true });
+    assert.equal((await r.readFile("dir/a.txt")).toString(), "hello\n");
+    assert.deepEqual(r.toc, V.toc);
+    assert.deepEqual(r.paths(), (await EstargzReader.open(bufferSource(GOLDEN), { tocDigest: V.tocDigest })).paths());
+  });
+
+  test("a lazy image parses a layer's TOC only when a lookup reaches it", async () => {
+    const { LazyImage } = await import("../../src/registry/estargz/lazy.js");
+    const { parseReference } = await import("../../src/registry/reference.js");
+    const base = broken();
+    const top = await writeToBuffer(makeTar([[{ name: "etc/hostname", type: "file" }, Buffer.from("top\n")]]));
+    const digest = `sha256:${"0".repeat(64)}` as Digest;
+    const d = (blob: Buffer) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha(blob) as Digest, size: blob.length });
+    const img = new LazyImage(parseReference("127.0.0.1:1/x/y:1"), digest, digest, { architecture: "amd64", os: "linux", config: {}, rootfs: { type: "layers", diff_ids: [digest, digest] }, history: [] }, [
+      { descriptor: d(base.blob), diffId: digest, reader: await EstargzReader.open(bufferSource(base.blob), { tocDigest: base.tocDigest, deferParse: true }) },
+      { descriptor: d(top.blob), diffId: digest, reader: await EstargzReader.open(bufferSource(top.blob), { tocDigest: top.r.tocDigest, deferParse: true }) },
+    ]);
+    assert.equal((await img.readFile("/etc/hostname")).toString(), "top\n", "the top layer answers; the broken base is never parsed");
+    await assert.rejects(img.readFile("/dir/a.txt"), (e: unknown) => e instanceof UnsupportedImageError && /invalid eStargz TOC/.test(e.message), "reaching the base reports its TOC");
+  });
+});
+
 describe("eStargz writer against the golden vector", () => {
   test("same decompressed stream as the reference writer except the TOC offsets; with the reference's offsets the TOC digest and diffID are the golden ones", async () => {
     const { blob, r } = await writeToBuffer(vectorTar(), { chunkSize: V.chunkSize, level: 9 });

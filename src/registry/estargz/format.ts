@@ -243,34 +243,35 @@ export function parseToc(json: Buffer, tocOffset: number, where: string): Toc {
     const o = v as Record<string, unknown>;
     if (typeof o["name"] !== "string") throw bad(`entry ${i} has no name`);
     if (typeof o["type"] !== "string" || !TYPES.has(o["type"])) throw bad(`entry ${i} (${o["name"]}) has unknown type ${JSON.stringify(o["type"])}`);
-    const e: TocEntry = { name: o["name"], type: o["type"] as TocEntryType };
-    // Only the fields an entry has (a TOC of 50k entries is parsed on every lazy open: visit keys, not all fields).
+    // Checked in place, not copied (a TOC of 50k entries is parsed on every lazy open): zero numbers and empty
+    // strings become undefined, as the reference writer omits them; fields this reader does not know are ignored.
     for (const k in o) {
       if (INT_FIELD_SET.has(k)) {
         const n = o[k];
-        if (n === undefined || n === null) continue;
-        if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) throw bad(`entry ${i} (${e.name}) has invalid ${k} ${JSON.stringify(n)}`);
-        if (n !== 0) e[k as (typeof INT_FIELDS)[number]] = n;
+        if (n === undefined || n === null || n === 0) o[k] = undefined;
+        else if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) throw bad(`entry ${i} (${o["name"]}) has invalid ${k} ${JSON.stringify(n)}`);
       } else if (STRING_FIELD_SET.has(k)) {
         const s = o[k];
-        if (s === undefined || s === null || s === "") continue;
-        if (typeof s !== "string") throw bad(`entry ${i} (${e.name}) has invalid ${k}`);
-        e[k as (typeof STRING_FIELDS)[number]] = s;
+        if (s === undefined || s === null || s === "") o[k] = undefined;
+        else if (typeof s !== "string") throw bad(`entry ${i} (${o["name"]}) has invalid ${k}`);
+      } else if (k === "xattrs") {
+        const x = o[k];
+        if (x === undefined || x === null) {
+          o[k] = undefined;
+          continue;
+        }
+        if (typeof x !== "object" || Array.isArray(x)) throw bad(`entry ${i} (${o["name"]}) has invalid xattrs`);
+        let any = false;
+        for (const [name, val] of Object.entries(x as Record<string, unknown>)) {
+          if (typeof val !== "string") throw bad(`entry ${i} (${o["name"]}) has a non-string xattr ${name}`);
+          any = true;
+        }
+        if (!any) o[k] = undefined;
       }
     }
-    for (const k of ["digest", "chunkDigest"] as const) {
-      if (e[k] !== undefined && !isDigest(e[k]!)) throw bad(`entry ${i} (${e.name}) has ${k} ${JSON.stringify(e[k])}; only sha256:<64 hex> is supported`);
-    }
-    const x = o["xattrs"];
-    if (x !== undefined && x !== null) {
-      if (typeof x !== "object" || Array.isArray(x)) throw bad(`entry ${i} (${e.name}) has invalid xattrs`);
-      const xs: Record<string, string> = {};
-      for (const [name, val] of Object.entries(x as Record<string, unknown>)) {
-        if (typeof val !== "string") throw bad(`entry ${i} (${e.name}) has a non-string xattr ${name}`);
-        xs[name] = val;
-      }
-      if (Object.keys(xs).length) e.xattrs = xs;
-    }
+    const e = o as unknown as TocEntry;
+    if (e.digest !== undefined && !isDigest(e.digest)) throw bad(`entry ${i} (${e.name}) has digest ${JSON.stringify(e.digest)}; only sha256:<64 hex> is supported`);
+    if (e.chunkDigest !== undefined && !isDigest(e.chunkDigest)) throw bad(`entry ${i} (${e.name}) has chunkDigest ${JSON.stringify(e.chunkDigest)}; only sha256:<64 hex> is supported`);
     entries.push(e);
   }
 

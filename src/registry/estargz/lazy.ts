@@ -19,7 +19,7 @@ import type { LayerRecord, Store } from "../../store/store.js";
 import { isDigest, sha256Bytes, type Digest } from "../../util/digest.js";
 import { errorFromResponse, readBody, RegistryClient, type RegistryOptions } from "../client.js";
 import { UnsupportedImageError } from "../errors.js";
-import { resolveImage } from "../pull.js";
+import { fetchImageManifest } from "../pull.js";
 import { parseReference, type ImageReference } from "../reference.js";
 import { resolveInRoot } from "../../util/resolve-path.js";
 import { cleanEntryName, type TocEntry } from "./format.js";
@@ -56,40 +56,36 @@ export interface OpenLazyImageOptions extends RegistryOptions {
   manifestDigest?: Digest;
 }
 
-/** Opens `ref` for lazy reads: manifest (linux/amd64), config, and the TOC of every eStargz layer. */
+/**
+ * Opens `ref` for lazy reads: manifest (linux/amd64), then config and the TOC of every eStargz layer, all fetched
+ * concurrently. Each TOC's digest is checked here; a TOC is parsed when a lookup first reaches its layer (lookups go
+ * from the top layer down and stop at the first that answers), so a layer never consulted costs only its fetch.
+ */
 export async function openLazyImage(ref: string, opts: OpenLazyImageOptions = {}): Promise<LazyImage> {
   const reference = parseReference(ref);
-  const manifestDigest = opts.manifestDigest ?? (await resolveImage(ref, opts)).manifestDigest;
   const client = new RegistryClient(reference, opts);
-  const where = `manifest ${reference.registry}/${reference.repository}@${manifestDigest}`;
-  const manifestBytes = await client.withRetries(async () => {
-    const { res, url } = await client.fetch(client.url("manifests", manifestDigest), { accept: `${MediaType.ociManifest}, ${MediaType.dockerManifest}` });
-    if (!res.ok) throw await errorFromResponse(res, url, where, "the manifest disappeared between two requests");
-    return readBody(res, 4 * 1024 * 1024, where);
-  });
-  if (sha256Bytes(manifestBytes) !== manifestDigest) throw new DigestMismatchError(manifestDigest, sha256Bytes(manifestBytes), where);
-  const manifest = JSON.parse(manifestBytes.toString("utf8")) as { config?: Descriptor; layers?: Descriptor[] };
-  if (!manifest.config || !Array.isArray(manifest.layers)) throw new UnsupportedImageError(`${where} has no config or layers`);
+  const manifest = await fetchImageManifest(client, opts.manifestDigest);
+  const where = `manifest ${reference.registry}/${reference.repository}@${manifest.digest}`;
   const cfg = manifest.config;
-  if (!isDigest(cfg.digest)) throw new UnsupportedImageError(`${where}: invalid config digest`);
-  const configBytes = await client.withRetries(async () => {
+  const configRead = client.withRetries(async () => {
     const { res, url } = await client.fetch(client.url("blobs", cfg.digest));
     if (!res.ok) throw await errorFromResponse(res, url, `config of ${reference}`, "the registry does not have the image's config");
     return readBody(res, 32 * 1024 * 1024, `config of ${reference}`);
   });
+  const readerOpts = { deferParse: true, ...(opts.tailBytes !== undefined ? { tailBytes: opts.tailBytes } : {}) };
+  const readersRead = Promise.all(manifest.layers.map((d) => (isEstargzLayer(d) ? EstargzReader.openRegistry(client, d, readerOpts) : undefined)));
+  const [configBytes, readers] = await Promise.all([configRead, readersRead]);
   if (sha256Bytes(configBytes) !== cfg.digest) throw new DigestMismatchError(cfg.digest, sha256Bytes(configBytes), `config of ${reference}`);
   const config = JSON.parse(configBytes.toString("utf8")) as ImageConfig;
   const diffIds = config.rootfs?.diff_ids;
   if (!Array.isArray(diffIds) || diffIds.length !== manifest.layers.length) throw new UnsupportedImageError(`the config of ${reference} does not list one diffID per layer`);
-  const layers = await Promise.all(
-    manifest.layers.map(async (d, i): Promise<LazyLayer> => {
-      if (!isDigest(d.digest) || !Number.isSafeInteger(d.size)) throw new UnsupportedImageError(`${where}: layer ${i} has an invalid descriptor`);
-      const layer: LazyLayer = { descriptor: d, diffId: diffIds[i]! };
-      if (isEstargzLayer(d)) layer.reader = await EstargzReader.openRegistry(client, d, opts.tailBytes !== undefined ? { tailBytes: opts.tailBytes } : {});
-      return layer;
-    }),
-  );
-  return new LazyImage(reference, manifestDigest, cfg.digest, config, layers);
+  const layers = manifest.layers.map((d, i): LazyLayer => {
+    const diffId = diffIds[i];
+    if (typeof diffId !== "string" || !isDigest(diffId)) throw new UnsupportedImageError(`${where}: the config's diffID ${i} is invalid`);
+    const reader = readers[i];
+    return reader ? { descriptor: d, diffId, reader } : { descriptor: d, diffId };
+  });
+  return new LazyImage(reference, manifest.digest, cfg.digest, config, layers);
 }
 
 /** An entry of the merged image and the index of the layer that provides it (0 = base). */

@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import { Readable } from "node:stream";
 import { promisify } from "node:util";
-import { gunzip as gunzipCb, gunzipSync, type ZlibOptions } from "node:zlib";
+import { gunzip as gunzipCb, type ZlibOptions } from "node:zlib";
 import pLimit from "p-limit";
 import { DigestMismatchError } from "../../errors.js";
 import type { Descriptor } from "../../oci/types.js";
@@ -21,6 +21,8 @@ import { RegistryError, UnsupportedImageError } from "../errors.js";
 import { chunkLength, cleanEntryName, FOOTER_SIZE, parseFooter, parseToc, TOC_DIGEST_ANNOTATION, TOC_TAR_NAME, UNCOMPRESSED_SIZE_ANNOTATION, type Toc, type TocEntry } from "./format.js";
 
 const gunzipAsync = promisify<Buffer, ZlibOptions, Buffer>(gunzipCb);
+/** Output chunk of a TOC's decompression: a TOC of 50k entries is megabytes, and each chunk is a callback and a copy. */
+const TOC_INFLATE_CHUNK = 1024 * 1024;
 
 /** Random access to a blob. */
 export interface RangeSource {
@@ -158,6 +160,12 @@ export interface OpenOptions {
   tailBytes?: number;
   /** Largest TOC JSON accepted (default 64 MiB). */
   maxTocBytes?: number;
+  /**
+   * Parse and check the TOC on first use instead of in `open` (default false). `open` still checks the TOC digest;
+   * an inconsistent TOC is then reported by the first lookup. For callers that may never consult this layer, such
+   * as a lazy image whose upper layers answer a lookup.
+   */
+  deferParse?: boolean;
 }
 
 export interface FetchFilesOptions {
@@ -195,55 +203,103 @@ interface Span {
   end: number;
 }
 
+/**
+ * The lookup structures of a parsed TOC. Payloads and member spans are not indexed: both follow from an entry's
+ * position, since a file's chunks come right after it and payload offsets increase (parseToc checks both).
+ */
+interface TocIndex {
+  toc: Toc;
+  /** Position in `toc.entries` of each metadata entry, by clean path (chunks not included; the last of a name wins, as in the tar). */
+  byPath: Map<string, number>;
+  /** Every ancestor directory of an entry (directories may be implied without an entry of their own). */
+  impliedDirs: Set<string>;
+}
+
+function indexToc(toc: Toc): TocIndex {
+  const byPath = new Map<string, number>();
+  const impliedDirs = new Set<string>([""]);
+  const entries = toc.entries;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (e.type === "chunk") continue;
+    const p = cleanEntryName(e.name);
+    byPath.set(p, i);
+    for (let j = p.lastIndexOf("/"); j > 0; j = p.lastIndexOf("/", j - 1)) {
+      const dir = p.slice(0, j);
+      if (impliedDirs.has(dir)) break;
+      impliedDirs.add(dir);
+    }
+  }
+  return { toc, byPath, impliedDirs };
+}
+
+/** True for an entry whose content sits in a gzip member of its own (`reg` with content, `chunk`). */
+function hasPayload(e: TocEntry): boolean {
+  return e.type === "chunk" || (e.type === "reg" && (e.size ?? 0) > 0);
+}
+
 /** An open eStargz layer: its verified TOC and the means to fetch files from it. */
 export class EstargzReader {
-  /** Metadata entries by clean path (chunks not included). */
-  private readonly byPath = new Map<string, TocEntry>();
-  /** Payload entries (`reg` with content, `chunk`) of each regular file, in order. */
-  private readonly payloads = new Map<TocEntry, TocEntry[]>();
-  /** Member span of each payload entry. */
-  private readonly spans = new Map<TocEntry, Span>();
-  /** Every ancestor directory of an entry (directories may be implied without an entry of their own). */
-  private readonly impliedDirs = new Set<string>([""]);
+  /** The parsed TOC and its lookup structures; until first use, the verified JSON (see `OpenOptions.deferParse`). */
+  private index: TocIndex | undefined;
+  private json: Buffer | undefined;
 
   private constructor(
     readonly source: RangeSource,
-    readonly toc: Toc,
+    json: Buffer,
     readonly tocDigest: Digest,
     readonly tocOffset: number,
     readonly where: string,
+    deferParse: boolean,
   ) {
-    let current: TocEntry | undefined;
-    const payloadEntries: TocEntry[] = [];
-    for (const e of toc.entries) {
-      if (e.type === "chunk") {
-        this.payloads.get(current!)!.push(e);
-        payloadEntries.push(e);
-        continue;
-      }
-      const p = cleanEntryName(e.name);
-      this.byPath.set(p, e); // a later entry of the same name wins, as in the tar
-      for (let i = p.lastIndexOf("/"); i > 0; i = p.lastIndexOf("/", i - 1)) {
-        const dir = p.slice(0, i);
-        if (this.impliedDirs.has(dir)) break;
-        this.impliedDirs.add(dir);
-      }
-      current = e;
-      if (e.type === "reg") {
-        this.payloads.set(e, (e.size ?? 0) > 0 ? [e] : []);
-        if ((e.size ?? 0) > 0) payloadEntries.push(e);
-      }
+    this.json = json;
+    if (!deferParse) this.indexed();
+  }
+
+  /** Parses and indexes the TOC the first time it is needed. */
+  private indexed(): TocIndex {
+    if (!this.index) {
+      this.index = indexToc(parseToc(this.json!, this.tocOffset, this.where));
+      this.json = undefined;
     }
-    // A member ends where the next one with a larger offset starts, or at the TOC.
-    const offsets = [...new Set(payloadEntries.map((e) => e.offset!))].sort((a, b) => a - b);
-    const next = new Map<number, number>();
-    for (const [i, o] of offsets.entries()) next.set(o, offsets[i + 1] ?? tocOffset);
-    for (const e of payloadEntries) this.spans.set(e, { start: e.offset!, end: next.get(e.offset!)! });
+    return this.index;
+  }
+
+  /** The verified TOC. */
+  get toc(): Toc {
+    return this.indexed().toc;
+  }
+
+  /** The metadata entry at clean path `p`. */
+  private entryAt(p: string): TocEntry | undefined {
+    const { byPath, toc } = this.indexed();
+    const i = byPath.get(p);
+    return i === undefined ? undefined : toc.entries[i];
+  }
+
+  /** Payload entries (`reg` with content, then its `chunk`s) of the regular file at position `i`, in order. */
+  private payloadsOf(i: number): number[] {
+    const entries = this.indexed().toc.entries;
+    const out: number[] = [];
+    if (hasPayload(entries[i]!)) out.push(i);
+    for (let j = i + 1; j < entries.length && entries[j]!.type === "chunk"; j++) out.push(j);
+    return out;
+  }
+
+  /** The gzip member holding the payload at position `i`: it ends where the next payload with a larger offset starts, or at the TOC. */
+  private spanOf(i: number): Span {
+    const entries = this.indexed().toc.entries;
+    const start = entries[i]!.offset!;
+    for (let j = i + 1; j < entries.length; j++) {
+      const e = entries[j]!;
+      if (hasPayload(e) && e.offset! > start) return { start, end: e.offset! };
+    }
+    return { start, end: this.tocOffset };
   }
 
   /**
    * Reads the footer and TOC (one ranged read from the end, a second one only for a TOC larger than `tailBytes`),
-   * checks the TOC digest and the TOC's consistency.
+   * checks the TOC digest and (unless `deferParse`) the TOC's consistency.
    */
   static async open(source: RangeSource, opts: OpenOptions): Promise<EstargzReader> {
     const where = opts.where ?? "eStargz layer";
@@ -262,7 +318,7 @@ export class EstargzReader {
     const member = tail.subarray(tocOffset - Math.min(tocOffset, tailStart), tail.length - footerSize);
     let tar: Buffer;
     try {
-      tar = gunzipSync(member, { maxOutputLength: maxToc + 4096 });
+      tar = await gunzipAsync(member, { maxOutputLength: maxToc + 4096, chunkSize: TOC_INFLATE_CHUNK });
     } catch (e) {
       throw new UnsupportedImageError(`${where}: the TOC member at ${tocOffset} is not valid gzip (${(e as Error).message})`, { cause: e });
     }
@@ -274,7 +330,7 @@ export class EstargzReader {
     const json = tar.subarray(512, 512 + jsonLen);
     const actual = ("sha256:" + createHash("sha256").update(json).digest("hex")) as Digest;
     if (actual !== opts.tocDigest) throw new DigestMismatchError(opts.tocDigest, actual, `TOC (stargz.index.json) of ${where}`);
-    return new EstargzReader(source, parseToc(json, tocOffset, where), actual, tocOffset, where);
+    return new EstargzReader(source, json, actual, tocOffset, where, opts.deferParse === true);
   }
 
   /** Opens the eStargz layer `d` of a registry repository; the TOC digest comes from the descriptor's annotation. */
@@ -303,15 +359,15 @@ export class EstargzReader {
    * deeper entries but absent from the TOC come back as a synthetic `dir` entry with mode 0755. */
   lookup(path: string): TocEntry | undefined {
     const p = cleanEntryName(path);
-    const e = this.byPath.get(p);
+    const e = this.entryAt(p);
     if (e) return e;
-    if (this.impliedDirs.has(p)) return { name: p === "" ? "./" : `${p}/`, type: "dir", mode: 0o755 };
+    if (this.indexed().impliedDirs.has(p)) return { name: p === "" ? "./" : `${p}/`, type: "dir", mode: 0o755 };
     return undefined;
   }
 
   /** Clean paths of every entry (landmarks included), in TOC order. */
   paths(): string[] {
-    return [...this.byPath.keys()];
+    return [...this.indexed().byPath.keys()];
   }
 
   /** The content of the regular file (or hardlink) at `path`, verified. */
@@ -339,34 +395,46 @@ export class EstargzReader {
       chosen.set(p, e);
       if (opts.recursive && e.type === "dir") {
         const prefix = p === "" ? "" : `${p}/`;
-        for (const [k, v] of this.byPath) if (k.startsWith(prefix) && k !== "") chosen.set(k, v);
+        const { byPath, toc } = this.indexed();
+        for (const [k, i] of byPath) if (k.startsWith(prefix) && k !== "") chosen.set(k, toc.entries[i]!);
       }
     }
-    // Which regular file supplies each path's content (hardlinks resolve to their target, at most 8 levels).
-    const source = new Map<string, TocEntry>();
+    // Which regular file (by TOC position) supplies each path's content (hardlinks resolve to their target, at most 8 levels).
+    const { byPath, toc } = this.indexed();
+    const source = new Map<string, number>();
     for (const [p, e] of chosen) {
+      let at = byPath.get(p);
       let cur: TocEntry | undefined = e;
-      for (let hops = 0; cur && cur.type === "hardlink" && hops < 8; hops++) cur = this.byPath.get(cleanEntryName(cur.linkName ?? ""));
+      for (let hops = 0; cur && cur.type === "hardlink" && hops < 8; hops++) {
+        at = byPath.get(cleanEntryName(cur.linkName ?? ""));
+        cur = at === undefined ? undefined : toc.entries[at];
+      }
       if (e.type === "hardlink" && (!cur || cur.type !== "reg")) throw new UnsupportedImageError(`${this.where}: hardlink ${p} points at ${e.linkName}, which is not a regular file of this layer`);
-      if (cur?.type === "reg") source.set(p, cur);
+      if (cur?.type === "reg" && at !== undefined) source.set(p, at);
     }
     const contents = await this.fetchContents([...new Set(source.values())], opts);
     const files: FetchedFile[] = [];
     for (const [p, e] of chosen) {
       const src = source.get(p);
-      files.push(src ? { path: p, entry: e, content: contents.get(src)! } : { path: p, entry: e });
+      files.push(src !== undefined ? { path: p, entry: e, content: contents.get(src)! } : { path: p, entry: e });
     }
     return { files, missing };
   }
 
-  /** Contents of regular files, fetching the members they need (merged into ranges) and verifying every digest. */
-  private async fetchContents(regs: readonly TocEntry[], opts: FetchFilesOptions): Promise<Map<TocEntry, Buffer>> {
-    const out = new Map<TocEntry, Buffer>();
+  /**
+   * Contents of the regular files at the given TOC positions, fetching the members they need (merged into ranges)
+   * and verifying every digest.
+   */
+  private async fetchContents(regs: readonly number[], opts: FetchFilesOptions): Promise<Map<number, Buffer>> {
+    const entries = this.indexed().toc.entries;
+    const out = new Map<number, Buffer>();
     const spans = new Map<number, Span>();
+    const payloads = new Map<number, number[]>();
     for (const r of regs) {
-      if ((r.size ?? 0) === 0) continue;
-      for (const p of this.payloads.get(r) ?? []) {
-        const s = this.spans.get(p)!;
+      const ps = this.payloadsOf(r);
+      payloads.set(r, ps);
+      for (const p of ps) {
+        const s = this.spanOf(p);
         spans.set(s.start, s);
       }
     }
@@ -395,10 +463,12 @@ export class EstargzReader {
         }),
       ),
     );
-    for (const r of regs) {
+    for (const ri of regs) {
+      const r = entries[ri]!;
       const size = r.size ?? 0;
       const file = Buffer.alloc(size);
-      for (const p of this.payloads.get(r) ?? []) {
+      for (const pi of payloads.get(ri)!) {
+        const p = entries[pi]!;
         const member = decompressed.get(p.offset!)!;
         const len = chunkLength(p, size);
         const inner = p.innerOffset ?? 0;
@@ -414,7 +484,7 @@ export class EstargzReader {
         const got = sha(file);
         if (got !== r.digest) throw new DigestMismatchError(r.digest, got, `${r.name} in ${this.where}`);
       }
-      out.set(r, file);
+      out.set(ri, file);
     }
     return out;
   }
@@ -435,7 +505,10 @@ export class EstargzReader {
    */
   fetchAll(opts: FetchAllOptions = {}): { tar: Readable; result: Promise<FetchAllResult> } {
     const size = this.source.size;
-    const starts = [...new Set([0, ...[...this.spans.values()].map((s) => s.start), this.tocOffset])].sort((a, b) => a - b);
+    // Member starts: payload offsets increase along the TOC (parseToc checks it), so they come sorted.
+    const starts = [0];
+    for (const e of this.indexed().toc.entries) if (hasPayload(e) && e.offset! > starts[starts.length - 1]!) starts.push(e.offset!);
+    if (this.tocOffset > starts[starts.length - 1]!) starts.push(this.tocOffset);
     const target = Math.max(1, opts.rangeBytes ?? 4 * 1024 * 1024);
     const ranges: Span[] = [];
     let from = 0;
