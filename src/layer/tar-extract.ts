@@ -25,14 +25,19 @@ import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "./tar-pack.js";
 
 export class UnsafeLayerError extends StrataError {
   override readonly code = "UNSAFE_LAYER";
-  constructor(readonly entry: string, why: string) {
+  constructor(readonly entry: string, readonly why: string) {
     super(`refusing layer entry "${entry}": ${why}`);
     this.name = "UnsafeLayerError";
   }
 }
 
+/** A name with an absolute start, an empty segment, or a `.` / `..` segment (everything else is already clean). */
+const NEEDS_CLEANING = /^\/|\/\/|(^|\/)\.\.?(\/|$)/;
+
 /** Normalises a tar entry name to a relative path, or throws if it would leave the root. */
 export function safeEntryPath(name: string): string {
+  // Fast path (nearly every name in a layer): nothing to normalise but a directory's trailing slash.
+  if (!NEEDS_CLEANING.test(name)) return name.endsWith("/") ? name.slice(0, -1) : name;
   const cleaned = path.posix.normalize(name.replace(/^\.\/+/, "")).replace(/\/+$/, "");
   // Absolute names are read relative to the root (as Docker does), after normalisation.
   const rel = cleaned.replace(/^\/+/, "");
@@ -123,7 +128,30 @@ function parse256(buf: Buffer): number | null {
   return positive ? sum : -1 * sum;
 }
 
-function decodeOct(block: Buffer, offset: number, length: number): number | null {
+/** A numeric header field: octal text (as tar-stream reads it: leading spaces, then NULs) or base-256. Exported for tests. */
+export function decodeOct(block: Buffer, offset: number, length: number): number | null {
+  // Fast path for the usual field (optional leading spaces or NULs, octal digits, then a NUL or space), read from
+  // the bytes without a string; anything else takes the general path below, which has parseInt's semantics.
+  const end = offset + length;
+  let i = offset;
+  if (!(block[i]! & 0x80)) {
+    while (i < end && block[i] === 32) i++;
+    while (i < end && block[i] === 0) i++;
+    if (i === end) return 0;
+    let n = 0;
+    let k = i;
+    for (; k < end; k++) {
+      const c = block[k]!;
+      if (c < 48 || c > 55) break;
+      n = n * 8 + (c - 48);
+    }
+    if (k > i && (k === end || block[k] === 0 || block[k] === 32)) return n;
+  }
+  return decodeOctSlow(block, offset, length);
+}
+
+/** `decodeOct` through strings and parseInt: the definition the fast path must agree with. Exported for tests. */
+export function decodeOctSlow(block: Buffer, offset: number, length: number): number | null {
   const val = block.subarray(offset, offset + length);
   if (val[0]! & 0x80) return parse256(val);
   let i = 0;
@@ -321,7 +349,8 @@ function checkParents(root: string, rel: string, entry: string): void {
 class Extractor {
   readonly whiteouts: string[] = [];
   readonly opaques: string[] = [];
-  readonly dirTimes: [string, Date][] = [];
+  /** Directories and their mtimes (seconds), set last since creating children changes them. */
+  readonly dirTimes: [string, number][] = [];
   private entries = 0;
   /**
    * Directories (relative; "" is the root) this extraction made or found to be real directories, so parents are not
@@ -377,7 +406,7 @@ class Extractor {
         this.exactModes.set(mode, exact);
       }
       if (!exact) fchmodSync(fd, mode);
-      const t = new Date(1000 * (h.mtime ?? 0));
+      const t = h.mtime ?? 0;
       futimesSync(fd, t, t);
     } finally {
       closeSync(fd);
@@ -397,7 +426,7 @@ class Extractor {
         setgid = known;
         continue;
       }
-      const abs = path.join(this.root, cur);
+      const abs = `${this.root}/${cur}`;
       const st = lstatMaybe(abs);
       if (!st) mkdirSync(abs, { mode: 0o755 }); // inherits setgid from a setgid parent
       else if (st.isSymbolicLink()) throw new UnsafeLayerError(rel, `parent ${cur} is a symlink; writing through it could leave the root`);
@@ -435,10 +464,10 @@ class Extractor {
     if ((h.size ?? 0) > this.maxBytes) throw new UnsafeLayerError(h.name, `the entry claims ${h.size} bytes, more than the ${this.maxBytes}-byte limit (maxBytes)`);
     const rel = safeEntryPath(h.name);
     if (rel === "") return;
-    const base = path.posix.basename(rel);
-    const target = path.join(this.root, rel);
+    const base = rel.slice(rel.lastIndexOf("/") + 1);
+    const target = `${this.root}/${rel}`; // rel is clean and relative, root absolute without a trailing slash
     const aufs = `${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`;
-    if (rel.split("/")[0]!.startsWith(aufs) && rel !== OPAQUE_WHITEOUT) {
+    if (rel.startsWith(aufs) && rel !== OPAQUE_WHITEOUT) {
       // AUFS metadata (/.wh..wh.plnk/…, /.wh..wh.aufs): not content, as Docker treats it.
       this.warn(`skipped AUFS metadata entry ${h.name}`);
       return;
@@ -467,7 +496,7 @@ class Extractor {
     const mode = (h.mode ?? 0o644) & 0o7777;
     const uid = h.uid ?? 0;
     const gid = h.gid ?? 0;
-    const mtime = new Date(1000 * (h.mtime ?? 0));
+    const mtime = h.mtime ?? 0;
     switch (h.type) {
       case "directory":
         this.create(rel, target, true, () => mkdirSync(target, { mode }));
@@ -500,7 +529,7 @@ class Extractor {
         // The target's parents must be real directories too, or `s -> /outside` + `h -> s/victim` would link an
         // outside file into the layer.
         checkParents(this.root, linkRel, h.name);
-        const src = path.join(this.root, linkRel);
+        const src = linkRel === "" ? this.root : `${this.root}/${linkRel}`;
         const st = lstatMaybe(src);
         if (!st) throw new UnsafeLayerError(h.name, `hardlink target ${h.linkname} is not in this layer`);
         if (st.isDirectory()) throw new UnsafeLayerError(h.name, `hardlink target ${h.linkname} is a directory`);
@@ -517,7 +546,7 @@ class Extractor {
   }
 
   /** Device nodes and fifos: made by mknod / mkfifo. */
-  private async special(h: TarHeader, rel: string, target: string, mode: number, uid: number, gid: number, mtime: Date): Promise<void> {
+  private async special(h: TarHeader, rel: string, target: string, mode: number, uid: number, gid: number, mtime: number): Promise<void> {
     if (lstatMaybe(target)) this.remove(rel, target);
     const { execa } = await import("execa");
     if (h.type === "fifo") await execa("mkfifo", ["-m", mode.toString(8), target]);
@@ -536,7 +565,7 @@ const GUNZIP_CHUNK = 256 * 1024;
  */
 export async function extractLayer(input: Readable, root: string, opts: ExtractOptions = {}): Promise<Digest> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_LAYER_BYTES;
-  const x = new Extractor(root, opts);
+  const x = new Extractor(path.resolve(root), opts);
   const parser = new TarParser();
   const hash = createHash("sha256");
   let total = 0;
@@ -570,10 +599,14 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
   // Whiteouts and opaque markers are applied last; entries after them may have put a symlink where their parent
   // directory was, so the parents are checked again now and nothing is followed.
   const { execa } = x.whiteouts.length || x.opaques.length ? await import("execa") : { execa: undefined };
-  for (const w of x.whiteouts) {
+  const whiteouts = [...new Set(x.whiteouts)];
+  for (const w of whiteouts) {
     checkParents(root, path.relative(root, w), w);
     rmSync(w, { recursive: true, force: true });
-    await execa!("mknod", [w, "c", "0", "0"]);
+  }
+  // mknod makes one node per call: one shell per few hundred whiteouts, not one process each.
+  for (let i = 0; i < whiteouts.length; i += 200) {
+    await execa!("sh", ["-c", 'for p do mknod "$p" c 0 0 || exit 1; done', "sh", ...whiteouts.slice(i, i + 200)]);
   }
   const opaque: string[] = [];
   for (const o of x.opaques) {

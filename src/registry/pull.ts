@@ -15,7 +15,6 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream, promises as fsp } from "node:fs";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { finished } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { createGunzip, type Gunzip } from "node:zlib";
@@ -25,7 +24,7 @@ import { MediaType, type Descriptor, type ImageConfig } from "../oci/types.js";
 import type { LayerRecord, Store } from "../store/store.js";
 import { digestHex, isDigest, sha256Bytes, type Digest } from "../util/digest.js";
 import { recordBlobSources } from "./blob-sources.js";
-import { extractLayer } from "../layer/tar-extract.js";
+import { extractLayerOffThread, openExtraction, type ExtractionSink } from "../layer/extract-pool.js";
 import { downloadEstargzBlob, EstargzReader, isEstargzLayer } from "./estargz/read.js";
 import {
   abortReason,
@@ -506,7 +505,7 @@ async function fetchEstargzUnpacked(client: RegistryClient, d: Descriptor, layer
     await fsp.mkdir(root, { mode: 0o700 });
     const reader = await EstargzReader.openRegistry(client, d);
     const { tar, result } = reader.fetchAll({ digest: d.digest, diffId: layer.diffId, blobFile: file });
-    const [extracted, fetched] = await Promise.allSettled([extractLayer(tar, root), result]);
+    const [extracted, fetched] = await Promise.allSettled([extractLayerOffThread(tar, root), result]);
     if (extracted.status === "fulfilled") {
       if (fetched.status === "rejected") throw fetched.reason;
       if (extracted.value === layer.diffId) return true;
@@ -520,17 +519,16 @@ async function fetchEstargzUnpacked(client: RegistryClient, d: Descriptor, layer
 }
 
 /**
- * A layer unpacked while it downloads: the bytes appended to the blob file are also fed, with backpressure, to
- * `extractLayer` in a directory under the pull's temp dir. Only an optimisation: anything that goes wrong abandons
- * it (the extractor's error is dropped; `store.layerDir` meets it again on the verified blob and reports it).
+ * A layer unpacked while it downloads: the bytes appended to the blob file are also handed, with backpressure, to an
+ * extraction (`openExtraction`: a worker thread) into a directory under the pull's temp dir. Only an optimisation:
+ * anything that goes wrong abandons it (the extractor's error is dropped; `store.layerDir` meets it again on the
+ * verified blob and reports it).
  */
 class InlineUnpack {
   readonly root: string;
-  private input: PassThrough | undefined;
-  private result: Promise<Digest | undefined> | undefined;
+  private sink: ExtractionSink | undefined;
   private head: Buffer[] = [];
   private headBytes = 0;
-  private wake: (() => void) | undefined;
   private failed = false;
   /** The diffID, once the extraction finished. */
   done: Digest | undefined;
@@ -539,54 +537,38 @@ class InlineUnpack {
     this.root = path.join(tmpDir, `${digestHex(layer.digest)}.root`);
   }
 
+  /** Takes the next bytes of the blob; the chunk's memory is handed over (the caller must not use it again). */
   async write(chunk: Buffer): Promise<void> {
     if (this.failed) return;
-    if (!this.input) {
+    if (!this.sink) {
       // Compression is decided by content, as `store.layerDir` does; content that disagrees with the media type
       // takes the normal path (and its errors).
       this.head.push(chunk);
       this.headBytes += chunk.length;
       if (this.headBytes < 2) return;
-      chunk = Buffer.concat(this.head, this.headBytes);
+      chunk = this.head.length === 1 ? chunk : Buffer.concat(this.head, this.headBytes);
       this.head = [];
       if ((chunk[0] === 0x1f && chunk[1] === 0x8b) !== this.gzip) {
         this.failed = true;
         return;
       }
       await fsp.mkdir(this.root, { mode: 0o700 });
-      const input = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
-      input.on("error", () => undefined); // surfaced through the extraction's result
-      this.input = input;
-      this.result = extractLayer(input, this.root, { gzip: this.gzip }).then(
-        (d) => d,
-        () => {
-          this.failed = true;
-          return undefined;
-        },
-      );
-      void this.result.finally(() => this.wake?.());
+      this.sink = await openExtraction(this.root, { gzip: this.gzip });
     }
-    const input = this.input;
-    if (input.write(chunk) || this.failed) return;
-    await new Promise<void>((resolve) => {
-      const wake = () => {
-        this.wake = undefined;
-        input.off("drain", wake);
-        resolve();
-      };
-      this.wake = wake;
-      input.once("drain", wake);
-    });
+    if (this.sink.failed) {
+      this.failed = true;
+      return;
+    }
+    await this.sink.write(chunk, true);
   }
 
   /** Ends the input and waits for the extraction: its diffID, or undefined when it was abandoned or failed. */
   async finish(): Promise<Digest | undefined> {
-    if (this.failed || !this.input) {
+    if (this.failed || !this.sink) {
       await this.abandon();
       return undefined;
     }
-    this.input.end();
-    const d = await this.result;
+    const d = await this.sink.end().catch(() => undefined);
     if (d === undefined) await this.abandon();
     this.done = d;
     return d;
@@ -596,8 +578,7 @@ class InlineUnpack {
   async abandon(): Promise<void> {
     this.failed = true;
     this.done = undefined;
-    if (this.input && !this.input.writableFinished) this.input.destroy(new Error("the download was abandoned"));
-    await this.result;
+    await this.sink?.abort(new Error("the download was abandoned"));
     await fsp.rm(this.root, { recursive: true, force: true });
   }
 }

@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import tar from "tar-stream";
 import { StrataError } from "../../src/errors.js";
+import { extractLayerOffThread } from "../../src/layer/extract-pool.js";
 import { mountOverlay, unmountOverlay } from "../../src/layer/overlay.js";
 import { DEFAULT_MAX_LAYER_BYTES, DEFAULT_MAX_LAYER_ENTRIES, extractLayer, UnsafeLayerError, type ExtractOptions } from "../../src/layer/tar-extract.js";
 
@@ -201,60 +202,63 @@ describe("extraction of malicious layers (fixtures/extract-safety.json)", () => 
     }
   });
 
-  for (const c of TABLE.cases) {
-    test(c.name, async () => {
-      const box = path.join(work, `case-${++n}`);
-      const outside = path.join(box, "outside");
-      const victim = path.join(outside, "victim");
-      await fsp.mkdir(path.join(box, "layers"), { recursive: true });
-      await fsp.mkdir(outside);
-      await fsp.writeFile(victim, "precious");
-      const warnings: string[] = [];
-      const opts: ExtractOptions = { onWarning: (l) => warnings.push(l) };
-      if (c.options?.allowDevices) opts.allowDevices = true;
-      if (c.options?.maxBytes !== undefined) opts.maxBytes = c.options.maxBytes;
-      if (c.options?.maxEntries !== undefined) opts.maxEntries = c.options.maxEntries;
-      if (c.options?.gzip) opts.gzip = true;
+  // Pulls extract on worker threads: the table runs both ways, and the worker's errors must be the same errors.
+  for (const [how, extract] of [["", extractLayer], [" (on a worker thread)", extractLayerOffThread]] as const) {
+    for (const c of TABLE.cases) {
+      test(c.name + how, async () => {
+        const box = path.join(work, `case-${++n}`);
+        const outside = path.join(box, "outside");
+        const victim = path.join(outside, "victim");
+        await fsp.mkdir(path.join(box, "layers"), { recursive: true });
+        await fsp.mkdir(outside);
+        await fsp.writeFile(victim, "precious");
+        const warnings: string[] = [];
+        const opts: ExtractOptions = { onWarning: (l) => warnings.push(l) };
+        if (c.options?.allowDevices) opts.allowDevices = true;
+        if (c.options?.maxBytes !== undefined) opts.maxBytes = c.options.maxBytes;
+        if (c.options?.maxEntries !== undefined) opts.maxEntries = c.options.maxEntries;
+        if (c.options?.gzip) opts.gzip = true;
 
-      const roots: string[] = [];
-      let error: unknown;
-      for (const [i, entries] of c.layers.entries()) {
-        const root = path.join(box, "layers", String(i));
-        await fsp.mkdir(root, { mode: 0o700 });
-        roots.push(root);
-        let t = await layerTar(entries, outside);
-        if (opts.gzip) t = gzipSync(t);
-        try {
-          await extractLayer(Readable.from([t]), root, opts);
-        } catch (e) {
-          error = e;
-          break;
-        }
-      }
-
-      if (c.expect.outcome === "refused") {
-        assert.ok(error instanceof UnsafeLayerError && error instanceof StrataError && error.code === "UNSAFE_LAYER", `expected the layer to be refused, got ${String(error)}`);
-        if (c.expect.error) assert.ok((error as Error).message.includes(c.expect.error), `"${(error as Error).message}" does not mention ${c.expect.error}`);
-      } else {
-        assert.equal(error, undefined, `extraction failed: ${String(error)}`);
-        if (c.expect.files) await checkFiles(roots.at(-1)!, c.expect.files, outside, c.name);
-        for (const [i, files] of (c.expect.layerFiles ?? []).entries()) await checkFiles(roots[i]!, files, outside, `${c.name} (layer ${i})`);
-        for (const rel of c.expect.absent ?? []) assert.ok(!existsSync(path.join(roots.at(-1)!, rel)), `${rel} was created`);
-        if (c.expect.warnings !== undefined) assert.equal(warnings.length, c.expect.warnings, warnings.join("\n"));
-        // Stack the layers as a build would and look through the merged view.
-        if (c.expect.merged && overlayWorks) {
-          const dirs = await mountOverlay(path.join(box, "ovl"), roots);
+        const roots: string[] = [];
+        let error: unknown;
+        for (const [i, entries] of c.layers.entries()) {
+          const root = path.join(box, "layers", String(i));
+          await fsp.mkdir(root, { mode: 0o700 });
+          roots.push(root);
+          let t = await layerTar(entries, outside);
+          if (opts.gzip) t = gzipSync(t);
           try {
-            await checkFiles(dirs.merged, c.expect.merged, outside, `${c.name} (merged)`);
-            // Writing through the merged view lands in the upper dir, never outside.
-            await fsp.writeFile(path.join(dirs.merged, Object.keys(c.expect.merged)[0]!), "rewritten");
-          } finally {
-            await unmountOverlay(dirs);
+            await extract(Readable.from([t]), root, opts);
+          } catch (e) {
+            error = e;
+            break;
           }
         }
-      }
-      await checkOutside(box, outside, victim, c.name);
-    });
+
+        if (c.expect.outcome === "refused") {
+          assert.ok(error instanceof UnsafeLayerError && error instanceof StrataError && error.code === "UNSAFE_LAYER", `expected the layer to be refused, got ${String(error)}`);
+          if (c.expect.error) assert.ok((error as Error).message.includes(c.expect.error), `"${(error as Error).message}" does not mention ${c.expect.error}`);
+        } else {
+          assert.equal(error, undefined, `extraction failed: ${String(error)}`);
+          if (c.expect.files) await checkFiles(roots.at(-1)!, c.expect.files, outside, c.name);
+          for (const [i, files] of (c.expect.layerFiles ?? []).entries()) await checkFiles(roots[i]!, files, outside, `${c.name} (layer ${i})`);
+          for (const rel of c.expect.absent ?? []) assert.ok(!existsSync(path.join(roots.at(-1)!, rel)), `${rel} was created`);
+          if (c.expect.warnings !== undefined) assert.equal(warnings.length, c.expect.warnings, warnings.join("\n"));
+          // Stack the layers as a build would and look through the merged view.
+          if (c.expect.merged && overlayWorks) {
+            const dirs = await mountOverlay(path.join(box, "ovl"), roots);
+            try {
+              await checkFiles(dirs.merged, c.expect.merged, outside, `${c.name} (merged)`);
+              // Writing through the merged view lands in the upper dir, never outside.
+              await fsp.writeFile(path.join(dirs.merged, Object.keys(c.expect.merged)[0]!), "rewritten");
+            } finally {
+              await unmountOverlay(dirs);
+            }
+          }
+        }
+        await checkOutside(box, outside, victim, c.name);
+      });
+    }
   }
 
   test("limits have sane defaults", () => {

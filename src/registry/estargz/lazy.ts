@@ -13,7 +13,8 @@
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { DigestMismatchError } from "../../errors.js";
-import { extractLayer, type ExtractOptions } from "../../layer/tar-extract.js";
+import { extractLayerOffThread } from "../../layer/extract-pool.js";
+import type { ExtractOptions } from "../../layer/tar-extract.js";
 import { MediaType, type Descriptor, type ImageConfig } from "../../oci/types.js";
 import type { LayerRecord, Store } from "../../store/store.js";
 import { isDigest, sha256Bytes, type Digest } from "../../util/digest.js";
@@ -305,7 +306,7 @@ export class LazyImage {
       await fsp.mkdir(root, { mode: 0o700 });
       const { concurrency, rangeBytes, onWarning } = opts;
       const { tar, result } = this.layerTar(i, { blobFile, ...(concurrency !== undefined ? { concurrency } : {}), ...(rangeBytes !== undefined ? { rangeBytes } : {}) });
-      const [diffId, fetched] = await Promise.all([extractLayer(tar, root, onWarning ? { onWarning } : {}), result]);
+      const [diffId, fetched] = await Promise.all([extractLayerOffThread(tar, root, onWarning ? { onWarning } : {}), result]);
       if (diffId !== l.diffId || fetched.diffId !== l.diffId) throw new DigestMismatchError(l.diffId, diffId, `uncompressed content of layer ${record.digest}`);
       await store.putBlobFile(blobFile, record.digest, { verified: true });
       await store.adoptLayerDir(l.diffId, root);
