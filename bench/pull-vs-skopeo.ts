@@ -426,7 +426,7 @@ async function main(): Promise<void> {
     await pushImage(srcStore, record, ref);
     await pushImage(srcStore, record, eref, { estargz: true });
     progress(`pushed ${ref} and ${eref} (eStargz) in ${((performance.now() - tPush) / 1000).toFixed(1)} s`);
-    await fsp.rm(path.join(tmp, "source-store"), { recursive: true, force: true });
+    // The source store stays until the end like everything else: see "Nothing is deleted until the end" below.
 
     // The lazily read file: a small text file deep in the middle layer.
     const sampleLayer = specs[Math.floor(o.layers / 2)]!;
@@ -437,8 +437,11 @@ async function main(): Promise<void> {
     };
 
     // ---- timed runs ----
-    // Nothing is deleted until the end: ext4 allocates inodes slowly next to many recently deleted ones
-    // (recently_deleted() in __ext4_new_inode), so removing one side's 50,000 files would slow the next side down.
+    // Nothing is deleted until the end. Without a journal (as on these machines), ext4 skips inodes freed in the last
+    // 60 s (300 s while their inode table block is dirty) when it allocates new ones, looking each candidate up in
+    // the buffer cache (recently_deleted() in fs/ext4/ialloc.c): after a mass deletion, creating a file costs several
+    // times more for minutes. Deleting 50,000 files between runs would slow whichever side comes next; a run right
+    // after another benchmark's cleanup is slowed on both sides (wait five minutes for representative numbers).
     const t = { strata: [] as number[], skopeo: [] as number[], umoci: [] as number[], lazy: [] as number[], full: [] as number[] };
     const notes: string[] = [];
     let lazyInfo: { seconds: number; openSeconds: number; bytesRead: number; layerBytes: number; length: number; sha256: string } | undefined;
