@@ -21,7 +21,7 @@ import type { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { StrataError } from "../errors.js";
 import type { Digest } from "../util/digest.js";
-import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "./tar-pack.js";
+import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "./tar-header.js";
 
 export class UnsafeLayerError extends StrataError {
   override readonly code = "UNSAFE_LAYER";

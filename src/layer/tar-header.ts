@@ -6,6 +6,10 @@
 
 export type TarEntryType = "file" | "link" | "symlink" | "character-device" | "block-device" | "directory" | "fifo";
 
+/** OCI whiteout names: `.wh.<name>` deletes `<name>`; this one makes its directory opaque. */
+export const OPAQUE_WHITEOUT = ".wh..wh..opq";
+export const WHITEOUT_PREFIX = ".wh.";
+
 export interface TarEntry {
   name: string;
   type: TarEntryType;

@@ -5,13 +5,11 @@
  */
 import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
 import path from "node:path";
-import { execa } from "execa";
 import { Readable } from "node:stream";
-import { encodeHeader, endOfArchive, padding } from "./tar-header.js";
+import { encodeHeader, endOfArchive, OPAQUE_WHITEOUT, padding, WHITEOUT_PREFIX } from "./tar-header.js";
 
-export const OPAQUE_WHITEOUT = ".wh..wh..opq";
+export { OPAQUE_WHITEOUT, WHITEOUT_PREFIX };
 const SMALL_FILE = 256 * 1024;
-export const WHITEOUT_PREFIX = ".wh.";
 
 export interface PackOptions {
   /** Seconds since the epoch; later mtimes are clamped to it. */
@@ -28,6 +26,7 @@ const byBytes = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.
 
 /** Lists directories carrying the overlay opaque xattr (one getfattr process for the whole tree). */
 export async function findOpaqueDirs(root: string): Promise<Set<string>> {
+  const { execa } = await import("execa"); // not at load: the extractor imports this module's neighbours on hot paths
   const r = await execa("getfattr", ["-R", "-P", "--absolute-names", "-d", "-m", "^trusted\\.overlay\\.opaque$", root], {
     reject: false,
   });

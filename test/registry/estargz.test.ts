@@ -16,6 +16,7 @@ import { DigestMismatchError } from "../../src/errors.js";
 import { encodeHeader, endOfArchive, padding, paxRecord, type TarEntry } from "../../src/layer/tar-header.js";
 import { UnsupportedImageError } from "../../src/registry/errors.js";
 import {
+  cleanEntryName,
   encodeToc,
   footerBytes,
   goJsonString,
@@ -224,12 +225,19 @@ describe("eStargz TOC parsing on first use (deferParse)", () => {
     return withToc(t);
   };
 
-  test("open checks the digest either way; an inconsistent TOC fails open, or with deferParse the first lookup", async () => {
+  test("open checks the digest either way; an inconsistent TOC fails open, or with deferParse the use of what is wrong", async () => {
     const { blob, tocDigest } = broken();
     await assert.rejects(EstargzReader.open(bufferSource(blob), { tocDigest }), /offset 9999, at or after the TOC/);
     const r = await EstargzReader.open(bufferSource(blob), { tocDigest, deferParse: true });
-    assert.throws(() => r.lookup("dir/a.txt"), (e: unknown) => e instanceof UnsupportedImageError && /invalid eStargz TOC/.test(e.message));
-    await assert.rejects(r.readFile("dir/a.txt"), UnsupportedImageError);
+    const name = cleanEntryName(V.toc.entries[2]!.name);
+    assert.equal(r.lookup(name)?.type, "reg", "the entry's own fields are fine");
+    await assert.rejects(r.readFile(name), (e: unknown) => e instanceof UnsupportedImageError && /offset 9999, at or after the TOC/.test(e.message), "its content is not");
+    assert.throws(() => r.toc, /offset 9999/, "the whole TOC is checked before it is handed out");
+    const typo = structuredClone(V.toc);
+    (typo.entries[2] as { mode: unknown }).mode = "0644";
+    const t = withToc(typo);
+    const r2 = await EstargzReader.open(bufferSource(t.blob), { tocDigest: t.tocDigest, deferParse: true });
+    assert.throws(() => r2.lookup(name), /has invalid mode "0644"/, "a lookup checks the fields of what it returns");
     await assert.rejects(EstargzReader.open(bufferSource(blob), { tocDigest: V.tocDigest, deferParse: true }), DigestMismatchError, "the digest is never deferred");
   });
 
@@ -252,7 +260,7 @@ describe("eStargz TOC parsing on first use (deferParse)", () => {
       { descriptor: d(top.blob), diffId: digest, reader: await EstargzReader.open(bufferSource(top.blob), { tocDigest: top.r.tocDigest, deferParse: true }) },
     ]);
     assert.equal((await img.readFile("/etc/hostname")).toString(), "top\n", "the top layer answers; the broken base is never parsed");
-    await assert.rejects(img.readFile("/dir/a.txt"), (e: unknown) => e instanceof UnsupportedImageError && /invalid eStargz TOC/.test(e.message), "reaching the base reports its TOC");
+    await assert.rejects(img.readFile(`/${cleanEntryName(V.toc.entries[2]!.name)}`), (e: unknown) => e instanceof UnsupportedImageError && /invalid eStargz TOC/.test(e.message), "reaching the base reports its TOC");
   });
 });
 

@@ -218,71 +218,100 @@ const STRING_FIELDS = ["modtime", "linkName", "userName", "groupName", "digest",
 const INT_FIELD_SET = new Set<string>(INT_FIELDS);
 const STRING_FIELD_SET = new Set<string>(STRING_FIELDS);
 
+/** The error for a TOC that breaks the format. */
+function invalidToc(where: string, why: string): UnsupportedImageError {
+  return new UnsupportedImageError(`${where}: invalid eStargz TOC (${why})`);
+}
+
 /**
  * Parses and checks TOC JSON from an untrusted layer: known entry types, integer fields, digests in
  * `sha256:<hex>` form, payload offsets inside `[0, tocOffset)` and increasing, chunks contiguous and covering
  * their file, a `chunkDigest` (or, for unchunked files, a `digest`) on every payload.
  */
 export function parseToc(json: Buffer, tocOffset: number, where: string): Toc {
-  const bad = (why: string): UnsupportedImageError => new UnsupportedImageError(`${where}: invalid eStargz TOC (${why})`);
+  const entries = parseTocEntries(json, where);
+  for (let i = 0; i < entries.length; i++) checkTocEntry(entries[i]!, i, where);
+  checkTocLayout(entries, tocOffset, where);
+  return { version: 1, entries };
+}
+
+/**
+ * The first step of `parseToc`, for readers that check entries as they use them: the JSON parsed, its top level
+ * checked, and each entry an object with a string name and a known type. Other fields are not checked yet:
+ * `checkTocEntry` (per entry) and `checkTocLayout` (payload layout) must run before they are used.
+ */
+export function parseTocEntries(json: Buffer, where: string): TocEntry[] {
   let raw: unknown;
   try {
     raw = JSON.parse(json.toString("utf8"));
   } catch (e) {
-    throw bad(`not JSON: ${(e as Error).message}`);
+    throw invalidToc(where, `not JSON: ${(e as Error).message}`);
   }
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw bad("not a JSON object");
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw invalidToc(where, "not a JSON object");
   const r = raw as Record<string, unknown>;
-  if (typeof r["version"] !== "number" || r["version"] !== 1) throw bad(`version ${JSON.stringify(r["version"])}; only version 1 is supported`);
-  if (!Array.isArray(r["entries"])) throw bad("no entries array");
-  const entries: TocEntry[] = [];
+  if (typeof r["version"] !== "number" || r["version"] !== 1) throw invalidToc(where, `version ${JSON.stringify(r["version"])}; only version 1 is supported`);
+  if (!Array.isArray(r["entries"])) throw invalidToc(where, "no entries array");
   const list = r["entries"] as unknown[];
   for (let i = 0; i < list.length; i++) {
     const v = list[i];
-    if (typeof v !== "object" || v === null || Array.isArray(v)) throw bad(`entry ${i} is not an object`);
+    if (typeof v !== "object" || v === null || Array.isArray(v)) throw invalidToc(where, `entry ${i} is not an object`);
     const o = v as Record<string, unknown>;
-    if (typeof o["name"] !== "string") throw bad(`entry ${i} has no name`);
-    if (typeof o["type"] !== "string" || !TYPES.has(o["type"])) throw bad(`entry ${i} (${o["name"]}) has unknown type ${JSON.stringify(o["type"])}`);
-    // Checked in place, not copied (a TOC of 50k entries is parsed on every lazy open): zero numbers and empty
-    // strings become undefined, as the reference writer omits them; fields this reader does not know are ignored.
-    for (const k in o) {
-      if (INT_FIELD_SET.has(k)) {
-        const n = o[k];
-        if (n === undefined || n === null || n === 0) o[k] = undefined;
-        else if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) throw bad(`entry ${i} (${o["name"]}) has invalid ${k} ${JSON.stringify(n)}`);
-      } else if (STRING_FIELD_SET.has(k)) {
-        const s = o[k];
-        if (s === undefined || s === null || s === "") o[k] = undefined;
-        else if (typeof s !== "string") throw bad(`entry ${i} (${o["name"]}) has invalid ${k}`);
-      } else if (k === "xattrs") {
-        const x = o[k];
-        if (x === undefined || x === null) {
-          o[k] = undefined;
-          continue;
-        }
-        if (typeof x !== "object" || Array.isArray(x)) throw bad(`entry ${i} (${o["name"]}) has invalid xattrs`);
-        let any = false;
-        for (const [name, val] of Object.entries(x as Record<string, unknown>)) {
-          if (typeof val !== "string") throw bad(`entry ${i} (${o["name"]}) has a non-string xattr ${name}`);
-          any = true;
-        }
-        if (!any) o[k] = undefined;
-      }
-    }
-    const e = o as unknown as TocEntry;
-    if (e.digest !== undefined && !isDigest(e.digest)) throw bad(`entry ${i} (${e.name}) has digest ${JSON.stringify(e.digest)}; only sha256:<64 hex> is supported`);
-    if (e.chunkDigest !== undefined && !isDigest(e.chunkDigest)) throw bad(`entry ${i} (${e.name}) has chunkDigest ${JSON.stringify(e.chunkDigest)}; only sha256:<64 hex> is supported`);
-    entries.push(e);
+    if (typeof o["name"] !== "string") throw invalidToc(where, `entry ${i} has no name`);
+    if (typeof o["type"] !== "string" || !TYPES.has(o["type"])) throw invalidToc(where, `entry ${i} (${o["name"]}) has unknown type ${JSON.stringify(o["type"])}`);
   }
+  return list as TocEntry[];
+}
 
-  // Payload layout: offsets increasing, inside the content area, chunks contiguous.
+/**
+ * Checks the fields of entry `i` (as `parseTocEntries` returned it) in place, not by copying (a TOC of 50k entries
+ * is read on every lazy open): zero numbers and empty strings become undefined, as the reference writer omits them;
+ * fields this reader does not know are ignored.
+ */
+export function checkTocEntry(e: TocEntry, i: number, where: string): void {
+  const o = e as unknown as Record<string, unknown>;
+  for (const k in o) {
+    if (INT_FIELD_SET.has(k)) {
+      const n = o[k];
+      if (n === undefined || n === null || n === 0) o[k] = undefined;
+      else if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) throw invalidToc(where, `entry ${i} (${e.name}) has invalid ${k} ${JSON.stringify(n)}`);
+    } else if (STRING_FIELD_SET.has(k)) {
+      const s = o[k];
+      if (s === undefined || s === null || s === "") o[k] = undefined;
+      else if (typeof s !== "string") throw invalidToc(where, `entry ${i} (${e.name}) has invalid ${k}`);
+    } else if (k === "xattrs") {
+      const x = o[k];
+      if (x === undefined || x === null) {
+        o[k] = undefined;
+        continue;
+      }
+      if (typeof x !== "object" || Array.isArray(x)) throw invalidToc(where, `entry ${i} (${e.name}) has invalid xattrs`);
+      let any = false;
+      for (const [name, val] of Object.entries(x as Record<string, unknown>)) {
+        if (typeof val !== "string") throw invalidToc(where, `entry ${i} (${e.name}) has a non-string xattr ${name}`);
+        any = true;
+      }
+      if (!any) o[k] = undefined;
+    }
+  }
+  if (e.digest !== undefined && !isDigest(e.digest)) throw invalidToc(where, `entry ${i} (${e.name}) has digest ${JSON.stringify(e.digest)}; only sha256:<64 hex> is supported`);
+  if (e.chunkDigest !== undefined && !isDigest(e.chunkDigest)) throw invalidToc(where, `entry ${i} (${e.name}) has chunkDigest ${JSON.stringify(e.chunkDigest)}; only sha256:<64 hex> is supported`);
+}
+
+/**
+ * Checks the payload layout of `entries[from, to)` (entries already checked by `checkTocEntry`; `from` starts a
+ * file, not one of its chunks): offsets inside the content area and increasing, chunks contiguous and covering their
+ * file, every payload verifiable. The whole list for a whole layer; one file and its chunks for a single read.
+ */
+export function checkTocLayout(entries: readonly TocEntry[], tocOffset: number, where: string, from = 0, to = entries.length): void {
+  const bad = (why: string): UnsupportedImageError => invalidToc(where, why);
   let lastOffset = -1;
   let open: { entry: TocEntry; covered: number; size: number } | undefined;
   const closeOpen = (): void => {
     if (open && open.covered !== open.size) throw bad(`the chunks of ${open.entry.name} cover ${open.covered} of its ${open.size} bytes`);
     open = undefined;
   };
-  for (const e of entries) {
+  for (let i = from; i < to; i++) {
+    const e = entries[i]!;
     const payload = (e.type === "reg" && (e.size ?? 0) > 0) || e.type === "chunk";
     if (e.type === "chunk") {
       if (!open || cleanEntryName(open.entry.name) !== cleanEntryName(e.name)) throw bad(`chunk entry ${e.name} does not follow its file`);
@@ -308,7 +337,6 @@ export function parseToc(json: Buffer, tocOffset: number, where: string): Toc {
     if (e.chunkDigest === undefined && !(e.type === "reg" && e.digest !== undefined && len === e.size)) throw bad(`${e.name} has no chunkDigest, so its content cannot be verified`);
   }
   closeOpen();
-  return { version: 1, entries };
 }
 
 /** Decompressed length of a `reg`/`chunk` payload: `chunkSize`, or the rest of the file when absent. */

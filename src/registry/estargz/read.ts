@@ -18,7 +18,20 @@ import type { Descriptor } from "../../oci/types.js";
 import { isDigest, type Digest } from "../../util/digest.js";
 import { discard, displayUrl, errorFromResponse, readBody, type RegistryClient } from "../client.js";
 import { RegistryError, UnsupportedImageError } from "../errors.js";
-import { chunkLength, cleanEntryName, FOOTER_SIZE, parseFooter, parseToc, TOC_DIGEST_ANNOTATION, TOC_TAR_NAME, UNCOMPRESSED_SIZE_ANNOTATION, type Toc, type TocEntry } from "./format.js";
+import {
+  checkTocEntry,
+  checkTocLayout,
+  chunkLength,
+  cleanEntryName,
+  FOOTER_SIZE,
+  parseFooter,
+  parseTocEntries,
+  TOC_DIGEST_ANNOTATION,
+  TOC_TAR_NAME,
+  UNCOMPRESSED_SIZE_ANNOTATION,
+  type Toc,
+  type TocEntry,
+} from "./format.js";
 
 const gunzipAsync = promisify<Buffer, ZlibOptions, Buffer>(gunzipCb);
 /** Output chunk of a TOC's decompression: a TOC of 50k entries is megabytes, and each chunk is a callback and a copy. */
@@ -161,9 +174,9 @@ export interface OpenOptions {
   /** Largest TOC JSON accepted (default 64 MiB). */
   maxTocBytes?: number;
   /**
-   * Parse and check the TOC on first use instead of in `open` (default false). `open` still checks the TOC digest;
-   * an inconsistent TOC is then reported by the first lookup. For callers that may never consult this layer, such
-   * as a lazy image whose upper layers answer a lookup.
+   * Parse the TOC on first use and check its content as it is used, instead of all of it in `open` (default false).
+   * `open` still checks the TOC digest; an inconsistent entry is reported when a lookup returns it or its content is
+   * fetched. For callers that may never consult this layer, or only a few of its files, such as a lazy image.
    */
   deferParse?: boolean;
 }
@@ -205,20 +218,24 @@ interface Span {
 
 /**
  * The lookup structures of a parsed TOC. Payloads and member spans are not indexed: both follow from an entry's
- * position, since a file's chunks come right after it and payload offsets increase (parseToc checks both).
+ * position, since a file's chunks come right after it and payload offsets increase (`checkTocLayout`).
  */
 interface TocIndex {
-  toc: Toc;
-  /** Position in `toc.entries` of each metadata entry, by clean path (chunks not included; the last of a name wins, as in the tar). */
+  /** Names and types checked (`parseTocEntries`); other fields only once `checked` says so. */
+  entries: TocEntry[];
+  /** Position in `entries` of each metadata entry, by clean path (chunks not included; the last of a name wins, as in the tar). */
   byPath: Map<string, number>;
   /** Every ancestor directory of an entry (directories may be implied without an entry of their own). */
   impliedDirs: Set<string>;
+  /** Per entry: its fields checked (`checkTocEntry`). */
+  checked: Uint8Array;
+  /** Every entry and the whole payload layout checked. */
+  complete: boolean;
 }
 
-function indexToc(toc: Toc): TocIndex {
+function indexToc(entries: TocEntry[]): TocIndex {
   const byPath = new Map<string, number>();
   const impliedDirs = new Set<string>([""]);
-  const entries = toc.entries;
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i]!;
     if (e.type === "chunk") continue;
@@ -230,7 +247,7 @@ function indexToc(toc: Toc): TocIndex {
       impliedDirs.add(dir);
     }
   }
-  return { toc, byPath, impliedDirs };
+  return { entries, byPath, impliedDirs, checked: new Uint8Array(entries.length), complete: false };
 }
 
 /** True for an entry whose content sits in a gzip member of its own (`reg` with content, `chunk`). */
@@ -238,9 +255,16 @@ function hasPayload(e: TocEntry): boolean {
   return e.type === "chunk" || (e.type === "reg" && (e.size ?? 0) > 0);
 }
 
-/** An open eStargz layer: its verified TOC and the means to fetch files from it. */
+/**
+ * An open eStargz layer: its verified TOC and the means to fetch files from it.
+ *
+ * The TOC's bytes are checked against its digest in `open`. Its content is checked either there (the default: every
+ * entry and the payload layout, `parseToc`) or, with `deferParse`, as it is used: names and types when the TOC is
+ * first indexed, an entry's fields when a lookup returns it, a file's payload layout when its content is fetched,
+ * and everything before the whole TOC is handed out (`toc`) or the whole layer fetched (`fetchAll`).
+ */
 export class EstargzReader {
-  /** The parsed TOC and its lookup structures; until first use, the verified JSON (see `OpenOptions.deferParse`). */
+  /** The parsed TOC and its lookup structures; until first use, the verified JSON. */
   private index: TocIndex | undefined;
   private json: Buffer | undefined;
 
@@ -253,46 +277,81 @@ export class EstargzReader {
     deferParse: boolean,
   ) {
     this.json = json;
-    if (!deferParse) this.indexed();
+    if (!deferParse) this.complete();
   }
 
   /** Parses and indexes the TOC the first time it is needed. */
   private indexed(): TocIndex {
     if (!this.index) {
-      this.index = indexToc(parseToc(this.json!, this.tocOffset, this.where));
+      this.index = indexToc(parseTocEntries(this.json!, this.where));
       this.json = undefined;
     }
     return this.index;
   }
 
+  /** Every entry and the whole payload layout, checked. */
+  private complete(): TocIndex {
+    const index = this.indexed();
+    if (!index.complete) {
+      for (let i = 0; i < index.entries.length; i++) this.entry(i);
+      checkTocLayout(index.entries, this.tocOffset, this.where);
+      index.complete = true;
+    }
+    return index;
+  }
+
+  /** Entry `i`, its fields checked. */
+  private entry(i: number): TocEntry {
+    const index = this.indexed();
+    const e = index.entries[i]!;
+    if (!index.checked[i]) {
+      checkTocEntry(e, i, this.where);
+      index.checked[i] = 1;
+    }
+    return e;
+  }
+
   /** The verified TOC. */
   get toc(): Toc {
-    return this.indexed().toc;
+    return { version: 1, entries: this.complete().entries };
   }
 
-  /** The metadata entry at clean path `p`. */
+  /** Position of the metadata entry at clean path `p`. */
+  private positionOf(p: string): number | undefined {
+    return this.indexed().byPath.get(p);
+  }
+
+  /** The metadata entry at clean path `p`, checked. */
   private entryAt(p: string): TocEntry | undefined {
-    const { byPath, toc } = this.indexed();
-    const i = byPath.get(p);
-    return i === undefined ? undefined : toc.entries[i];
+    const i = this.positionOf(p);
+    return i === undefined ? undefined : this.entry(i);
   }
 
-  /** Payload entries (`reg` with content, then its `chunk`s) of the regular file at position `i`, in order. */
+  /**
+   * Positions of the payload entries (`reg` with content, then its `chunk`s) of the regular file at position `i`,
+   * in order, with the file's layout checked.
+   */
   private payloadsOf(i: number): number[] {
-    const entries = this.indexed().toc.entries;
+    const entries = this.indexed().entries;
+    this.entry(i);
+    let last = i;
+    while (last + 1 < entries.length && entries[last + 1]!.type === "chunk") this.entry(++last);
+    checkTocLayout(entries, this.tocOffset, this.where, i, last + 1);
     const out: number[] = [];
-    if (hasPayload(entries[i]!)) out.push(i);
-    for (let j = i + 1; j < entries.length && entries[j]!.type === "chunk"; j++) out.push(j);
+    for (let j = i; j <= last; j++) if (hasPayload(entries[j]!)) out.push(j);
     return out;
   }
 
-  /** The gzip member holding the payload at position `i`: it ends where the next payload with a larger offset starts, or at the TOC. */
+  /**
+   * The gzip member holding the payload at position `i` (checked): it ends where the next payload with a larger
+   * offset starts, or at the TOC.
+   */
   private spanOf(i: number): Span {
-    const entries = this.indexed().toc.entries;
+    const entries = this.indexed().entries;
     const start = entries[i]!.offset!;
     for (let j = i + 1; j < entries.length; j++) {
-      const e = entries[j]!;
-      if (hasPayload(e) && e.offset! > start) return { start, end: e.offset! };
+      const e = this.entry(j);
+      if (hasPayload(e) && e.offset !== undefined && e.offset > start) return { start, end: Math.min(e.offset, this.tocOffset) };
     }
     return { start, end: this.tocOffset };
   }
@@ -395,19 +454,17 @@ export class EstargzReader {
       chosen.set(p, e);
       if (opts.recursive && e.type === "dir") {
         const prefix = p === "" ? "" : `${p}/`;
-        const { byPath, toc } = this.indexed();
-        for (const [k, i] of byPath) if (k.startsWith(prefix) && k !== "") chosen.set(k, toc.entries[i]!);
+        for (const [k, i] of this.indexed().byPath) if (k.startsWith(prefix) && k !== "") chosen.set(k, this.entry(i));
       }
     }
     // Which regular file (by TOC position) supplies each path's content (hardlinks resolve to their target, at most 8 levels).
-    const { byPath, toc } = this.indexed();
     const source = new Map<string, number>();
     for (const [p, e] of chosen) {
-      let at = byPath.get(p);
+      let at = this.positionOf(p);
       let cur: TocEntry | undefined = e;
       for (let hops = 0; cur && cur.type === "hardlink" && hops < 8; hops++) {
-        at = byPath.get(cleanEntryName(cur.linkName ?? ""));
-        cur = at === undefined ? undefined : toc.entries[at];
+        at = this.positionOf(cleanEntryName(cur.linkName ?? ""));
+        cur = at === undefined ? undefined : this.entry(at);
       }
       if (e.type === "hardlink" && (!cur || cur.type !== "reg")) throw new UnsupportedImageError(`${this.where}: hardlink ${p} points at ${e.linkName}, which is not a regular file of this layer`);
       if (cur?.type === "reg" && at !== undefined) source.set(p, at);
@@ -426,7 +483,7 @@ export class EstargzReader {
    * and verifying every digest.
    */
   private async fetchContents(regs: readonly number[], opts: FetchFilesOptions): Promise<Map<number, Buffer>> {
-    const entries = this.indexed().toc.entries;
+    const entries = this.indexed().entries;
     const out = new Map<number, Buffer>();
     const spans = new Map<number, Span>();
     const payloads = new Map<number, number[]>();
@@ -507,7 +564,7 @@ export class EstargzReader {
     const size = this.source.size;
     // Member starts: payload offsets increase along the TOC (parseToc checks it), so they come sorted.
     const starts = [0];
-    for (const e of this.indexed().toc.entries) if (hasPayload(e) && e.offset! > starts[starts.length - 1]!) starts.push(e.offset!);
+    for (const e of this.complete().entries) if (hasPayload(e) && e.offset! > starts[starts.length - 1]!) starts.push(e.offset!);
     if (this.tocOffset > starts[starts.length - 1]!) starts.push(this.tocOffset);
     const target = Math.max(1, opts.rangeBytes ?? 4 * 1024 * 1024);
     const ranges: Span[] = [];
