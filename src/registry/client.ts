@@ -520,13 +520,13 @@ export async function readBody(res: Response, cap: number, where: string, tooLar
     for await (const chunk of res.body as WebReadableStream<Uint8Array>) {
       n += chunk.length;
       if (n > cap) throw error();
-      chunks.push(Buffer.from(chunk));
+      chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)); // a view: concat copies once
     }
   } catch (e) {
     if (e instanceof StrataError) throw e;
     throw networkError(new URL(res.url || "about:blank"), e, false, `reading ${where} broke off after ${formatSize(n)}`);
   }
-  return Buffer.concat(chunks);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n);
 }
 
 function errnoCode(e: unknown): string | undefined {

@@ -34,7 +34,7 @@ import {
 } from "./format.js";
 
 const gunzipAsync = promisify<Buffer, ZlibOptions, Buffer>(gunzipCb);
-/** Output chunk of a TOC's decompression: a TOC of 50k entries is megabytes, and each chunk is a callback and a copy. */
+/** Smallest output chunk of a TOC's decompression: a TOC of 50k entries is megabytes, and each chunk is a callback and a copy. */
 const TOC_INFLATE_CHUNK = 1024 * 1024;
 
 /** Random access to a blob. */
@@ -377,7 +377,11 @@ export class EstargzReader {
     const member = tail.subarray(tocOffset - Math.min(tocOffset, tailStart), tail.length - footerSize);
     let tar: Buffer;
     try {
-      tar = await gunzipAsync(member, { maxOutputLength: maxToc + 4096, chunkSize: TOC_INFLATE_CHUNK });
+      // A gzip member ends with its uncompressed size (mod 2^32): inflating into one chunk of that size (bounded,
+      // since it is untrusted) leaves nothing to concatenate.
+      const isize = member.length >= 18 ? member.readUInt32LE(member.length - 4) : 0;
+      const chunkSize = Math.min(maxToc + 4096, Math.max(TOC_INFLATE_CHUNK, isize + 1024));
+      tar = await gunzipAsync(member, { maxOutputLength: maxToc + 4096, chunkSize });
     } catch (e) {
       throw new UnsupportedImageError(`${where}: the TOC member at ${tocOffset} is not valid gzip (${(e as Error).message})`, { cause: e });
     }
