@@ -20,7 +20,7 @@ import type { Step } from "../plan/step.js";
 import { RuncExecutor, type Executor } from "../sandbox/runc.js";
 import { SYSTEM_MOUNT_POINTS, type BindMount } from "../sandbox/runtime-spec.js";
 import { resolveUser } from "../sandbox/user.js";
-import type { ImageRecord, LayerRecord, Store } from "../store/store.js";
+import { layerDirs, type ImageRecord, type LayerRecord, type Store } from "../store/store.js";
 import { applyInstruction, DEFAULT_PATH, DEFAULT_SHELL, emptyConfig, envMap, manifestFor, nextConfig } from "./config.js";
 import { buildDebianRootfs } from "./debian-base.js";
 import { copyLocal } from "./copy-local.js";
@@ -74,7 +74,7 @@ export class StepExecutor {
       const { pullImage } = await import("../registry/pull.js");
       const { registryOptions } = await import("./registry-base.js");
       const pulled = await pullImage(pulledRef!, this.store, { ...registryOptions(step.base, step.secrets), onProgress: (l) => log.line(l) });
-      for (const l of pulled.layers) await this.store.layerDir(l);
+      await layerDirs(this.store, pulled.layers);
       layers = pulled.layers;
       config = { ...pulled.config, history: [...(pulled.config.history ?? [])] };
       // Base instructions (a Dockerfile stage consuming the base's ONBUILD triggers) change the config, no history.
@@ -136,7 +136,7 @@ export class StepExecutor {
     const unpin = this.store.pin?.(parent.layers);
     let dirs: OverlayDirs | undefined;
     try {
-      for (const l of parent.layers) lowers.push(await this.store.layerDir(l));
+      lowers.push(...(await layerDirs(this.store, parent.layers)));
       const inputsByName = new Map(resolved.map((r) => [r.input.name, r]));
       const fast = await this.#copyOnly(step, parentConfig, inputsByName, lowers, work, keyed, log);
       if (fast) return fast;

@@ -13,7 +13,7 @@ import { PatternMatcher } from "../ignore/pattern-matcher.js";
 import type { FileInput } from "../keys/step-key.js";
 import type { Plan, SelectRoot, StepInput } from "../plan/step.js";
 import type { OverlayDirs } from "../layer/overlay.js";
-import type { ImageRecord, Store } from "../store/store.js";
+import { layerDirs, type ImageRecord, type Store } from "../store/store.js";
 import { sha256Bytes } from "../util/digest.js";
 import { rehydratePlan } from "../dockerfile/secret-registry.js";
 import { selectSources, type SelectRootView, type SourceMatch } from "../dockerfile/select.js";
@@ -166,7 +166,7 @@ async function selectFromStage(input: Extract<StepInput, { kind: "select" }>, ct
   const root = input.root as Extract<SelectRoot, { kind: "stage" }>;
   const rec = await ctx.buildChain(root.plan);
   const dirs: string[] = [];
-  for (const l of rec.layers) dirs.push(await ctx.store.layerDir(l));
+  dirs.push(...(await layerDirs(ctx.store, rec.layers)));
   const id = createHash("sha256").update(JSON.stringify([rec.id, input.patterns, input.exclude ?? [], input.parents ?? false])).digest("hex");
   const file = path.join(ctx.store.root, "selects", `${id}.json`);
   type Saved = { dirs: string[]; entries: ContextEntry[]; matches: SourceMatch[] };
@@ -211,7 +211,7 @@ async function withRootView<T>(root: SelectRoot, ctx: InputContext | undefined, 
     rootName = `image ${root.ref}`;
   }
   const dirs: string[] = [];
-  for (const l of layers) dirs.push(await c.store.layerDir(l));
+  dirs.push(...(await layerDirs(c.store, layers)));
   if (dirs.length <= 1) {
     const work = dirs.length ? undefined : await c.store.tempDir("empty");
     try {

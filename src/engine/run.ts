@@ -5,7 +5,7 @@ import { mountOverlay, unmountOverlay } from "../layer/overlay.js";
 import type { ImageConfig } from "../oci/types.js";
 import { RuncExecutor, reapStaleContainers } from "../sandbox/runc.js";
 import { resolveUser } from "../sandbox/user.js";
-import type { ImageRecord, Store } from "../store/store.js";
+import { layerDirs, type ImageRecord, type Store } from "../store/store.js";
 import { DEFAULT_PATH, envMap } from "./config.js";
 import { InvalidDefinitionError } from "../errors.js";
 
@@ -33,7 +33,7 @@ export async function runImage(store: Store, image: ImageRecord, opts: RunImageO
   const work = await store.tempDir("run");
   const lowers: string[] = [];
   const unpin = store.pin?.(image.layers);
-  for (const l of image.layers) lowers.push(await store.layerDir(l));
+  lowers.push(...(await layerDirs(store, image.layers)));
   const dirs = await mountOverlay(work, lowers);
   try {
     const user = await resolveUser(dirs.merged, config.config.User);

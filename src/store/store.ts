@@ -132,3 +132,18 @@ export interface Store {
    */
   deleteStored?(ns: StoreNamespace, name: string, opts?: { ifModifiedBefore?: number }): Promise<boolean>;
 }
+
+/**
+ * The unpacked directories of an image's layers, in order (`store.layerDir` of each). Layers that still have to be
+ * unpacked (or fetched, for a caching backend) are done concurrently, each distinct diffID once: unpacking runs on
+ * worker threads, so a cold image's layers do not wait for each other.
+ */
+export async function layerDirs(store: Store, layers: readonly LayerRecord[]): Promise<string[]> {
+  const byDiffId = new Map<string, Promise<string>>();
+  for (const l of layers) if (!byDiffId.has(l.diffId)) byDiffId.set(l.diffId, store.layerDir(l));
+  // Every promise is awaited (allSettled) before the first failure is reported, so none is left unobserved.
+  const settled = await Promise.allSettled(byDiffId.values());
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
+  return Promise.all(layers.map((l) => byDiffId.get(l.diffId)!));
+}

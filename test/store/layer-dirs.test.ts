@@ -1,0 +1,60 @@
+// layerDirs: an image's layer directories in order, layers unpacked concurrently, each diffID once, and a failure
+// reported only after every unpack has settled — against a real LocalStore with real layer blobs.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, promises as fsp, readFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { gzipSync } from "node:zlib";
+import { NotFoundError } from "../../src/errors.js";
+import { encodeHeader, endOfArchive, padding } from "../../src/layer/tar-header.js";
+import { LocalStore } from "../../src/store/local.js";
+import { layerDirs, type LayerRecord } from "../../src/store/store.js";
+import { sha256Bytes, type Digest } from "../../src/util/digest.js";
+
+let work: string;
+let store: LocalStore;
+before(async () => {
+  work = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-layer-dirs-"));
+  store = await LocalStore.open(path.join(work, "store"));
+});
+after(async () => {
+  await fsp.rm(work, { recursive: true, force: true });
+});
+
+/** A layer blob in the store holding `files` (name → content). */
+async function layer(files: Record<string, string>): Promise<LayerRecord> {
+  const parts: Buffer[] = [];
+  for (const [name, content] of Object.entries(files)) {
+    const data = Buffer.from(content);
+    parts.push(encodeHeader({ name, type: "file", mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: 1_700_000_000 }), data, padding(data.length));
+  }
+  parts.push(endOfArchive());
+  const tar = Buffer.concat(parts);
+  const gz = gzipSync(tar);
+  const digest = await store.putBlobBytes(gz);
+  return { digest, diffId: sha256Bytes(tar), size: gz.length, mediaType: "application/vnd.oci.image.layer.v1.tar+gzip" };
+}
+
+test("the directories come back in the layers' order; a repeated diffID is unpacked once and named twice", async () => {
+  const a = await layer({ "a.txt": "A" });
+  const b = await layer(Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`b/${i}.txt`, `B${i}`])));
+  const c = await layer({ "c.txt": "C" });
+  const dirs = await layerDirs(store, [a, b, a, c]);
+  assert.equal(dirs.length, 4);
+  assert.equal(dirs[0], dirs[2], "the same diffID, the same directory");
+  assert.equal(readFileSync(path.join(dirs[0]!, "a.txt"), "utf8"), "A");
+  assert.equal(readFileSync(path.join(dirs[1]!, "b/299.txt"), "utf8"), "B299");
+  assert.equal(readFileSync(path.join(dirs[3]!, "c.txt"), "utf8"), "C");
+  assert.deepEqual(dirs, await Promise.all([a, b, a, c].map((l) => store.layerDir(l))), "what layerDir gives one by one");
+  assert.deepEqual(await layerDirs(store, []), []);
+});
+
+test("a layer that cannot be unpacked fails the call after the others have finished; nothing is left half-made", async () => {
+  const good = await layer({ "good.txt": "fine" });
+  const missing: LayerRecord = { ...good, digest: `sha256:${"e".repeat(64)}` as Digest, diffId: `sha256:${"f".repeat(64)}` as Digest };
+  await assert.rejects(layerDirs(store, [missing, good]), NotFoundError);
+  // The good layer was unpacked all the same (its unpack was not abandoned mid-way), and no temp dir is left.
+  assert.ok(existsSync(path.join(await store.layerDir(good), "good.txt")));
+  assert.deepEqual(await fsp.readdir(path.join(store.root, "tmp")), []);
+});
