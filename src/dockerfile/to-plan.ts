@@ -69,6 +69,11 @@ export interface StageChain {
   steps: { method: string; make: StepMaker }[];
   /** stages this stage's own steps read (COPY --from, RUN --mount from=) */
   reads: number[];
+  /**
+   * ENV and WORKDIR at the end of the stage, as far as they are known (a registry base's own ENV only when its config
+   * was given: `baseImages`), for expanding what later calls append to the image (`dockerfileCommands`)
+   */
+  final: KnownConfig;
 }
 
 export interface DockerfileChains {
@@ -151,7 +156,7 @@ const PREVIOUS = "strata-dockerfile-commands-base";
  * Plans `dockerfileCommands` lines as one stage on the image they extend: expansion sees that image's known ENV and
  * WORKDIR (`base`). Returns the steps and the ENV/WORKDIR after the lines.
  */
-export function commandChain(lines: readonly string[], opts: DockerfileStepOptions & { base?: KnownConfig } = {}): StageChain & { final: KnownConfig } {
+export function commandChain(lines: readonly string[], opts: DockerfileStepOptions & { base?: KnownConfig } = {}): StageChain {
   const file = "dockerfileCommands";
   const contextDir = path.resolve(opts.contextDir ?? ".");
   const ignore = opts.ignore ? [...opts.ignore] : existsSync(path.join(contextDir, ".dockerignore")) ? parseIgnoreFile(readFileSync(path.join(contextDir, ".dockerignore"), "utf8")) : [];
@@ -172,14 +177,8 @@ export function commandChain(lines: readonly string[], opts: DockerfileStepOptio
     const loc = plan.stages[1]!.location;
     throw new DockerfileSyntaxError({ file, line: loc.line - 1, column: loc.column }, "FROM is not allowed in dockerfileCommands: the commands extend the image they are called on");
   }
-  const env = new Map(base.env);
-  let workdir = base.workdir;
-  for (const pi of plan.stages[0]!.instructions) {
-    if (pi.kind === "ENV") for (const kv of pi.env) env.set(kv.key, kv.value);
-    else if (pi.kind === "WORKDIR") workdir = pi.resolved;
-  }
-  const t = new Translator(plan, { ...opts, contextDir, ignore }, -1);
-  return { ...t.stage(0), final: { env: [...env], workdir } };
+  // The stage's final ENV/WORKDIR start from `base` (the planner's view of the PREVIOUS image).
+  return new Translator(plan, { ...opts, contextDir, ignore }, -1).stage(0);
 }
 
 function displayName(p: string): string {
@@ -271,7 +270,16 @@ class Translator {
       const make = first.make;
       steps[0] = { ...first, make: (b, sp) => { const st = make(b, sp); return { ...st, instructions: [{ op: "ONBUILD" }, ...st.instructions] }; } };
     }
-    return { index: i, ...(s.name ? { name: s.name } : {}), base, fromDescription: this.where(s, s.original), baseInstructions, steps, reads: [...reads].sort((a, b) => a - b) };
+    return {
+      index: i,
+      ...(s.name ? { name: s.name } : {}),
+      base,
+      fromDescription: this.where(s, s.original),
+      baseInstructions,
+      steps,
+      reads: [...reads].sort((a, b) => a - b),
+      final: { env: s.env.map(([k, v]) => [k, v]), workdir: s.workdir },
+    };
   }
 
   /** The stage a mount's or COPY's `from` names (by name or index, never the stage itself), or undefined for an image. */

@@ -407,7 +407,8 @@ export class Image {
       const c = chains.stages.get(i)!;
       let img = c.base.kind === "stage" ? (prefetch.length ? build(c.base.stage, prefetch) : chainOf(c.base.stage)) : new Image(baseOf(c, prefetch), [], []);
       for (const st of c.steps) img = img.#with(st.method, (b) => st.make(b, planOf));
-      return img;
+      // What the stage's ENV and WORKDIR leave, for calls chained after it (dockerfileCommands expands against it).
+      return new Image(img.#base, img.#steps, img.#deferred, img.#methods, c.final);
     };
     const chainOf = (i: number): Image => {
       let img = memo.get(i);

@@ -84,6 +84,22 @@ describe("Dockerfile → steps", () => {
     assert.deepEqual(sel.kind === "select" && sel.root.kind === "stage" && sel.root.plan.steps.map((s) => ins(s).join(";")), ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV B=1"]);
   });
 
+  test("calls chained after fromDockerfile expand against the target stage's final ENV", async () => {
+    const df = await dockerfile(
+      "FROM scratch AS base\nENV ROOT=/opt/r\nWORKDIR /srv\nFROM base AS app\nENV BIN=$ROOT/bin\nWORKDIR app\nFROM scratch AS other\nENV ROOT=/wrong\n",
+      { "x.txt": "x" },
+    );
+    const ctx = path.dirname(df);
+    const last = (img: Image): string[] => ins(img.plan().steps.at(-1)!);
+    const app = Image.fromDockerfile(df, { target: "app" });
+    assert.deepEqual(last(app.dockerfileCommands(["COPY x.txt $BIN/"], { contextDir: ctx })), ["COPY x.txt /opt/r/bin/"]);
+    assert.deepEqual(last(app.dockerfileCommands(["ENV PATH=$BIN:$PATH"], { contextDir: ctx })), [`ENV PATH=/opt/r/bin:${"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}`], "FROM scratch's default PATH carries through");
+    const base = Image.fromDockerfile(df, { target: "base" });
+    assert.deepEqual(last(base.dockerfileCommands(["COPY x.txt ${BIN:-none}/"], { contextDir: ctx })), ["COPY x.txt none/"], "only what the target stage set");
+    // SDK config calls in between are seen too.
+    assert.deepEqual(last(app.env({ ROOT: "/mine" }).dockerfileCommands(["COPY x.txt $ROOT/"], { contextDir: ctx })), ["COPY x.txt /mine/"]);
+  });
+
   test(".dockerignore lookup: <Dockerfile>.dockerignore, then beside the Dockerfile, then in the context", async () => {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-df-ign-"));
     dirs.push(dir);
