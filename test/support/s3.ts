@@ -31,6 +31,7 @@ export async function startS3(bucket = "strata-test"): Promise<TestS3> {
     directory,
     configureBuckets: [{ name: bucket, configs: [] }],
   });
+  makePutsAtomic(server);
   const addr = await server.run();
   let stopped = false;
   return {
@@ -45,6 +46,38 @@ export async function startS3(bucket = "strata-test"): Promise<TestS3> {
       await server.close();
       await fsp.rm(directory, { recursive: true, force: true });
     },
+  };
+}
+
+/** The parts of s3rver's filesystem store that `makePutsAtomic` wraps. */
+interface S3rverFilesystemStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  putObject(object: { bucket: string; key: string }): Promise<unknown>;
+}
+
+let staging = 0;
+
+/**
+ * s3rver writes an object in place (truncate, then write), so a GET racing a PUT of the same key can read a
+ * truncated object — which S3 never serves: a PUT is atomic, and readers see the old object or the new one. Every
+ * PUT (multipart completions included) is staged under a key no listing covers, then its files are renamed into
+ * place, so the stand-in keeps S3's guarantee that Strata's store relies on.
+ */
+function makePutsAtomic(server: S3rver): void {
+  const store = (server as unknown as { store: S3rverFilesystemStore }).store;
+  const put = store.putObject.bind(store);
+  store.putObject = async (object) => {
+    const stagingKey = `.strata-staging/${process.pid}-${++staging}`;
+    const result = await put(Object.assign(Object.create(Object.getPrototypeOf(object) as object) as object, object, { key: stagingKey }) as typeof object);
+    const target = store.getResourcePath(object.bucket, object.key, "object");
+    await fsp.mkdir(path.dirname(target), { recursive: true });
+    // The content first: a reader meanwhile gets the new bytes with the old metadata at worst, never a torn object.
+    for (const resource of ["object", "object.md5", "metadata.json"]) {
+      await fsp.rename(store.getResourcePath(object.bucket, stagingKey, resource), store.getResourcePath(object.bucket, object.key, resource)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== "ENOENT" || resource === "object") throw e;
+      });
+    }
+    return result;
   };
 }
 
