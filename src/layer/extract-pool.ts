@@ -6,9 +6,12 @@
  * runs it on a pooled worker: the input's bytes are posted to it with a bounded amount in flight, and the promise
  * settles only once the worker has stopped touching `root`, so a caller may remove the directory right after.
  *
+ * `extractLayerFileOffThread` does the same for a layer file, which the worker reads itself.
+ *
  * Pool size: `STRATA_EXTRACT_WORKERS` (default: the machine's available parallelism, at most 4); 0 extracts on the
  * calling thread. Idle workers do not keep the process alive.
  */
+import { createReadStream } from "node:fs";
 import os from "node:os";
 import { PassThrough, type Readable } from "node:stream";
 import { Worker } from "node:worker_threads";
@@ -21,7 +24,7 @@ type PlainExtractOptions = Omit<ExtractOptions, "onWarning">;
 
 /** Messages to a worker. */
 export type ToWorker =
-  | { type: "start"; id: number; root: string; opts: PlainExtractOptions; warnings: boolean }
+  | { type: "start"; id: number; root: string; opts: PlainExtractOptions; warnings: boolean; /** read by the worker itself */ file?: string }
   | { type: "chunk"; id: number; data: Uint8Array }
   | { type: "end"; id: number }
   | { type: "abort"; id: number; reason: string };
@@ -200,7 +203,17 @@ class ExtractPool {
     else w.busy = false;
   }
 
-  async open(root: string, opts: ExtractOptions): Promise<ExtractionSink> {
+  /** Extracts the layer file `file` (the worker reads it). */
+  async extractFile(file: string, root: string, opts: ExtractOptions): Promise<Digest> {
+    const { w, settled } = await this.start(root, opts, file);
+    const r = await settled;
+    this.release(w);
+    if ("error" in r) throw r.error;
+    return r.diffId;
+  }
+
+  /** A worker with a job started on it. */
+  private async start(root: string, opts: ExtractOptions, file?: string): Promise<{ w: PooledWorker; job: Job; id: number; settled: Promise<{ diffId: Digest } | { error: Error }> }> {
     const w = await this.acquire();
     const id = this.nextId++;
     const { onWarning, ...plain } = opts;
@@ -209,15 +222,16 @@ class ExtractPool {
     const job: Job = { id, inFlight: 0, settle, ...(onWarning ? { onWarning } : {}) };
     w.job = job;
     w.worker.ref();
-    w.post({ type: "start", id, root, opts: plain, warnings: onWarning !== undefined });
+    w.post({ type: "start", id, root, opts: plain, warnings: onWarning !== undefined, ...(file !== undefined ? { file } : {}) });
+    return { w, job, id, settled };
+  }
+
+  async open(root: string, opts: ExtractOptions): Promise<ExtractionSink> {
+    const { w, job, id, settled } = await this.start(root, opts);
     let done = false;
-    let released = false;
     const result = settled.then((r) => {
       done = true;
-      if (!released) {
-        released = true;
-        this.release(w);
-      }
+      this.release(w);
       return r;
     });
     return {
@@ -307,6 +321,17 @@ export async function openExtraction(root: string, opts: ExtractOptions = {}): P
   if (size === 0) return inThreadSink(root, opts);
   pool ??= new ExtractPool(size);
   return pool.open(root, opts);
+}
+
+/**
+ * `extractLayer` of a layer file (e.g. a blob in the store) on a worker thread, which reads the file itself; on the
+ * calling thread when `STRATA_EXTRACT_WORKERS` is 0.
+ */
+export async function extractLayerFileOffThread(file: string, root: string, opts: ExtractOptions = {}): Promise<Digest> {
+  const size = poolSize();
+  if (size === 0) return extractLayer(createReadStream(file, { highWaterMark: 1024 * 1024 }), root, opts);
+  pool ??= new ExtractPool(size);
+  return pool.extractFile(file, root, opts);
 }
 
 /**

@@ -4,7 +4,8 @@
  * and reporting the diffID or the error (as plain data: errors do not cross threads with their class).
  */
 import { parentPort } from "node:worker_threads";
-import { PassThrough } from "node:stream";
+import { createReadStream } from "node:fs";
+import { PassThrough, type Readable } from "node:stream";
 import { extractLayer, UnsafeLayerError } from "./tar-extract.js";
 import type { ToWorker, WorkerError, FromWorker } from "./extract-pool.js";
 
@@ -30,11 +31,18 @@ function describe(e: unknown): WorkerError {
 port.on("message", (m: ToWorker) => {
   switch (m.type) {
     case "start": {
-      const input = new PassThrough({ highWaterMark: 1024 * 1024 });
-      input.on("error", () => undefined); // reported through extractLayer's rejection
       const id = m.id;
-      job = { id, input };
       const opts = { ...m.opts, ...(m.warnings ? { onWarning: (line: string) => post({ type: "warning", id, line }) } : {}) };
+      let input: Readable;
+      if (m.file !== undefined) {
+        // The worker reads the blob itself: nothing crosses threads but the result.
+        input = createReadStream(m.file, { highWaterMark: 1024 * 1024 });
+      } else {
+        const feed = new PassThrough({ highWaterMark: 1024 * 1024 });
+        feed.on("error", () => undefined); // reported through extractLayer's rejection
+        job = { id, input: feed };
+        input = feed;
+      }
       extractLayer(input, m.root, opts).then(
         (diffId) => {
           job = undefined;

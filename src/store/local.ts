@@ -187,8 +187,8 @@ export class LocalStore implements Store {
       const magic = Buffer.alloc(2);
       await fh.read(magic, 0, 2, 0).finally(() => fh.close());
       const gzip = magic[0] === 0x1f && magic[1] === 0x8b;
-      const { extractLayerOffThread } = await import("../layer/extract-pool.js");
-      const diffId = await extractLayerOffThread(createReadStream(blob, { highWaterMark: 1024 * 1024 }), root, { gzip });
+      const { extractLayerFileOffThread } = await import("../layer/extract-pool.js");
+      const diffId = await extractLayerFileOffThread(blob, root, { gzip });
       // Unpacked layers are shared by diffID: never file content under a diffID it does not have.
       if (diffId !== layer.diffId) throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content of layer ${layer.digest}`);
       return await this.adoptLayerDir(layer.diffId, root);

@@ -11,7 +11,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { encodeHeader, endOfArchive, padding, type TarEntry } from "../../src/layer/tar-header.js";
-import { extractLayerOffThread, openExtraction } from "../../src/layer/extract-pool.js";
+import { extractLayerFileOffThread, extractLayerOffThread, openExtraction } from "../../src/layer/extract-pool.js";
 import { decodeOct, decodeOctSlow, extractLayer, UnsafeLayerError } from "../../src/layer/tar-extract.js";
 import { sha256Bytes } from "../../src/util/digest.js";
 
@@ -89,6 +89,20 @@ describe("extraction on worker threads", () => {
     assert.deepEqual(snapshot(there), snapshot(here));
     const whiteout = lstatSync(path.join(there, "etc/gone"));
     assert.ok(whiteout.isCharacterDevice() && whiteout.rdev === 0, "the whiteout is a 0/0 character device");
+  });
+
+  test("a layer file is read by the worker itself: the same tree and diffID; a missing file and an unsafe entry are the usual errors", async () => {
+    const layer = sampleLayer(300);
+    const file = path.join(work, `layer-${++n}.tar.gz`);
+    await fsp.writeFile(file, gzipSync(layer));
+    const here = await freshRoot();
+    const there = await freshRoot();
+    assert.equal(await extractLayerFileOffThread(file, there, { gzip: true }), await extractLayer(Readable.from([gzipSync(layer)]), here, { gzip: true }));
+    assert.deepEqual(snapshot(there), snapshot(here));
+    await assert.rejects(extractLayerFileOffThread(path.join(work, "no-such-layer"), await freshRoot()), (e: unknown) => (e as NodeJS.ErrnoException).code === "ENOENT");
+    const evil = path.join(work, `evil-${++n}.tar`);
+    await fsp.writeFile(evil, tarOf([[{ name: "a/../../x", type: "file" }, Buffer.from("x")]]));
+    await assert.rejects(extractLayerFileOffThread(evil, await freshRoot()), UnsafeLayerError);
   });
 
   test("a sink fed owned chunks (handed over, not copied) and copied views of one buffer gives the same result", async () => {
