@@ -29,7 +29,7 @@
  * an old entry at the very moment that entry is pruned can fail when it records its next step (the store refuses a
  * record that names a removed blob, with a clear error); run it again and it rebuilds what was pruned.
  */
-import { promises as fsp } from "node:fs";
+import { promises as fsp, type Stats } from "node:fs";
 import path from "node:path";
 import { StoreError } from "../errors.js";
 import { digestHex, type Digest } from "../util/digest.js";
@@ -347,26 +347,11 @@ async function removeUnchanged(file: string, seen: { ino: number; mtimeMs: numbe
  * by its diffID, so removing one is always safe: the next COPY over that layer (unpacked again) recomputes it.
  */
 async function pruneLayerMeta(root: string, doomedLayers: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
-  const dir = path.join(root, "layer-meta");
-  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
-    const file = path.join(dir, name);
-    const st = await fsp.lstat(file).catch(() => undefined);
-    if (!st?.isFile()) continue;
+  await sweepRecords(path.join(root, "layer-meta"), { count: "layerMeta", bytes: "layerMetaBytes" }, dry, report, log, async (name, st) => {
     const m = /^([0-9a-f]{64})\.opaque\.json$/.exec(name);
-    let doomed: boolean;
-    if (m) doomed = st.mtimeMs < graceFrom && (await goneAfter(path.join(root, "layers", m[1]!), doomedLayers));
-    else if (staleAtomicTmp(name, st.mtimeMs)) doomed = true;
-    else continue;
-    const outcome = !doomed ? "kept" : dry ? "removed" : await removeUnchanged(file, st, log);
-    if (outcome === "removed") {
-      report.removed.layerMeta++;
-      report.removed.layerMetaBytes += st.size;
-    } else if (outcome === "kept") {
-      if (doomed) report.skipped++;
-      report.kept.layerMeta++;
-      report.kept.layerMetaBytes += st.size;
-    }
-  }
+    if (m) return st.mtimeMs < graceFrom && (await goneAfter(path.join(root, "layers", m[1]!), doomedLayers));
+    return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
+  });
 }
 
 /**
@@ -376,41 +361,24 @@ async function pruneLayerMeta(root: string, doomedLayers: readonly string[], gra
  * A build reads the whole record at once, so removing one it is about to use only costs that walk.
  */
 async function pruneSelects(root: string, doomedLayers: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
-  const dir = path.join(root, "selects");
-  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
-    const file = path.join(dir, name);
-    const st = await fsp.lstat(file).catch(() => undefined);
-    if (!st?.isFile()) continue;
-    let doomed: boolean;
-    if (/^[0-9a-f]{64}\.json$/.test(name)) {
-      doomed = st.mtimeMs < graceFrom;
-      if (!doomed) {
-        // A record that cannot be read is ignored by builds and rewritten; it goes when it is old.
-        const saved = await fsp.readFile(file, "utf8").then(
-          (t) => {
-            try {
-              return JSON.parse(t) as { dirs?: unknown } | null;
-            } catch {
-              return undefined;
-            }
-          },
-          () => undefined,
-        );
-        const dirs = Array.isArray(saved?.dirs) ? saved.dirs.filter((d): d is string => typeof d === "string") : [];
-        for (const d of dirs) if (!doomed && (await goneAfter(d, doomedLayers))) doomed = true;
-      }
-    } else if (staleAtomicTmp(name, st.mtimeMs)) doomed = true;
-    else continue;
-    const outcome = !doomed ? "kept" : dry ? "removed" : await removeUnchanged(file, st, log);
-    if (outcome === "removed") {
-      report.removed.selects++;
-      report.removed.selectBytes += st.size;
-    } else if (outcome === "kept") {
-      if (doomed) report.skipped++;
-      report.kept.selects++;
-      report.kept.selectBytes += st.size;
-    }
-  }
+  await sweepRecords(path.join(root, "selects"), { count: "selects", bytes: "selectBytes" }, dry, report, log, async (name, st, file) => {
+    if (!/^[0-9a-f]{64}\.json$/.test(name)) return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
+    if (st.mtimeMs < graceFrom) return true;
+    // A record that cannot be read is ignored by builds and rewritten; it goes when it is old.
+    const saved = await fsp.readFile(file, "utf8").then(
+      (t) => {
+        try {
+          return JSON.parse(t) as { dirs?: unknown } | null;
+        } catch {
+          return undefined;
+        }
+      },
+      () => undefined,
+    );
+    const dirs = Array.isArray(saved?.dirs) ? saved.dirs.filter((d): d is string => typeof d === "string") : [];
+    for (const d of dirs) if (await goneAfter(d, doomedLayers)) return true;
+    return false;
+  });
 }
 
 /**
@@ -419,22 +387,37 @@ async function pruneSelects(root: string, doomedLayers: readonly string[], grace
  * layer itself is kept or pruned with the images that use it.
  */
 async function pruneLinkLayers(root: string, graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
-  const dir = path.join(root, "link-layers");
+  await sweepRecords(path.join(root, "link-layers"), { count: "linkLayers" }, dry, report, log, async (name, st) => {
+    if (name.endsWith(".json")) return st.mtimeMs < graceFrom;
+    return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
+  });
+}
+
+/**
+ * The files of one directory of small records: `decide` says whether each is doomed (true), a record kept (false)
+ * or not a record at all (undefined: left alone, not counted). Doomed ones are removed unless they changed while
+ * the prune ran (then counted as kept and skipped); the counts (and bytes, when the report has them) are tallied.
+ */
+async function sweepRecords(
+  dir: string,
+  keys: { count: keyof PruneCounts; bytes?: keyof PruneCounts },
+  dry: boolean,
+  report: PruneReport,
+  log: (l: string) => void,
+  decide: (name: string, st: Stats, file: string) => Promise<boolean | undefined>,
+): Promise<void> {
   for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
     const file = path.join(dir, name);
     const st = await fsp.lstat(file).catch(() => undefined);
     if (!st?.isFile()) continue;
-    const doomed = name.endsWith(".json") ? st.mtimeMs < graceFrom : staleAtomicTmp(name, st.mtimeMs);
-    if (!doomed) {
-      if (name.endsWith(".json")) report.kept.linkLayers++;
-      continue;
-    }
-    const outcome = dry ? "removed" : await removeUnchanged(file, st, log);
-    if (outcome === "removed") report.removed.linkLayers++;
-    else if (outcome === "kept") {
-      report.skipped++;
-      report.kept.linkLayers++;
-    }
+    const doomed = await decide(name, st, file);
+    if (doomed === undefined) continue;
+    const outcome = !doomed ? "kept" : dry ? "removed" : await removeUnchanged(file, st, log);
+    if (outcome === "gone") continue;
+    if (outcome === "kept" && doomed) report.skipped++;
+    const counts = outcome === "removed" ? report.removed : report.kept;
+    counts[keys.count]++;
+    if (keys.bytes) counts[keys.bytes] += st.size;
   }
 }
 
