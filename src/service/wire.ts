@@ -415,6 +415,16 @@ function imagePath(v: unknown, where: string, absolute: boolean): string {
   return s;
 }
 
+/** A cache or secret mount's optional `mode`, `uid` and `gid`, onto `m`. */
+function ownership(o: Obj, where: string, m: { mode?: number; uid?: number; gid?: number }): void {
+  const mode = optInt(o.mode, `${where}.mode`, 0, 0o7777);
+  if (mode !== undefined) m.mode = mode;
+  const uid = optInt(o.uid, `${where}.uid`, 0, 0xfffffffe);
+  if (uid !== undefined) m.uid = uid;
+  const gid = optInt(o.gid, `${where}.gid`, 0, 0xfffffffe);
+  if (gid !== undefined) m.gid = gid;
+}
+
 function mount(v: unknown, where: string): RunMount {
   if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected a mount object, got ${describe(v)}`);
   const type = oneOf((v as Obj).type, `${where}.type`, ["bind", "cache", "secret", "tmpfs"] as const);
@@ -434,12 +444,7 @@ function mount(v: unknown, where: string): RunMount {
       if (m.id === "") fail(`${where}.id`, "empty cache id");
       const readonly = optBool(o.readonly, `${where}.readonly`);
       if (readonly !== undefined) m.readonly = readonly;
-      const mode = optInt(o.mode, `${where}.mode`, 0, 0o7777);
-      if (mode !== undefined) m.mode = mode;
-      const uid = optInt(o.uid, `${where}.uid`, 0, 0xfffffffe);
-      if (uid !== undefined) m.uid = uid;
-      const gid = optInt(o.gid, `${where}.gid`, 0, 0xfffffffe);
-      if (gid !== undefined) m.gid = gid;
+      ownership(o, where, m);
       return m;
     }
     case "secret": {
@@ -454,12 +459,7 @@ function mount(v: unknown, where: string): RunMount {
       }
       const required = optBool(o.required, `${where}.required`);
       if (required !== undefined) m.required = required;
-      const mode = optInt(o.mode, `${where}.mode`, 0, 0o7777);
-      if (mode !== undefined) m.mode = mode;
-      const uid = optInt(o.uid, `${where}.uid`, 0, 0xfffffffe);
-      if (uid !== undefined) m.uid = uid;
-      const gid = optInt(o.gid, `${where}.gid`, 0, 0xfffffffe);
-      if (gid !== undefined) m.gid = gid;
+      ownership(o, where, m);
       return m;
     }
     case "tmpfs": {
