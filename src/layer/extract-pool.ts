@@ -315,12 +315,16 @@ export function extractWorkerCount(): number {
   return pool?.workerCount ?? 0;
 }
 
+/** The pool, or undefined when `STRATA_EXTRACT_WORKERS` is 0 (extract on the calling thread). */
+function thePool(): ExtractPool | undefined {
+  const size = poolSize();
+  if (size === 0) return undefined;
+  return (pool ??= new ExtractPool(size));
+}
+
 /** Starts an extraction into `root` on a pooled worker (on this thread when `STRATA_EXTRACT_WORKERS` is 0). */
 export async function openExtraction(root: string, opts: ExtractOptions = {}): Promise<ExtractionSink> {
-  const size = poolSize();
-  if (size === 0) return inThreadSink(root, opts);
-  pool ??= new ExtractPool(size);
-  return pool.open(root, opts);
+  return thePool()?.open(root, opts) ?? inThreadSink(root, opts);
 }
 
 /**
@@ -328,10 +332,7 @@ export async function openExtraction(root: string, opts: ExtractOptions = {}): P
  * calling thread when `STRATA_EXTRACT_WORKERS` is 0.
  */
 export async function extractLayerFileOffThread(file: string, root: string, opts: ExtractOptions = {}): Promise<Digest> {
-  const size = poolSize();
-  if (size === 0) return extractLayer(createReadStream(file, { highWaterMark: 1024 * 1024 }), root, opts);
-  pool ??= new ExtractPool(size);
-  return pool.extractFile(file, root, opts);
+  return thePool()?.extractFile(file, root, opts) ?? extractLayer(createReadStream(file, { highWaterMark: 1024 * 1024 }), root, opts);
 }
 
 /**
