@@ -134,9 +134,11 @@ export interface Store {
 }
 
 /**
- * The unpacked directories of an image's layers, in order (`store.layerDir` of each). Layers that still have to be
- * unpacked (or fetched, for a caching backend) are done concurrently, each distinct diffID once: unpacking runs on
- * worker threads, so a cold image's layers do not wait for each other.
+ * The unpacked directories of an image's layers as overlay lowers: base first, a layer the image holds more than once
+ * named only at its topmost place (`topmostOnly`), as overlayfs refuses a lower list that names a dir twice. Every
+ * reader of an image's filesystem (a step's mount or its mount-free COPY, `strata run`, a stage's selection) gets its
+ * lowers here. Layers that still have to be unpacked (or fetched, for a caching backend) are done concurrently, each
+ * distinct diffID once: unpacking runs on worker threads, so a cold image's layers do not wait for each other.
  */
 export async function layerDirs(store: Store, layers: readonly LayerRecord[]): Promise<string[]> {
   const byDiffId = new Map<string, Promise<string>>();
@@ -145,5 +147,23 @@ export async function layerDirs(store: Store, layers: readonly LayerRecord[]): P
   const settled = await Promise.allSettled(byDiffId.values());
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failed) throw failed.reason;
-  return Promise.all(layers.map((l) => byDiffId.get(l.diffId)!));
+  return topmostOnly(await Promise.all(layers.map((l) => byDiffId.get(l.diffId)!)));
+}
+
+/**
+ * `items` (base first) with each repeated item kept only at its last, topmost place; the order is otherwise kept.
+ * For layers this leaves the merged view unchanged: the upper copy of a layer holds every entry the lower copy holds
+ * (files, dirs with their children, whiteouts, opaque markers), and a lookup meets the upper copy first, so whatever
+ * the lower copy would show or hide is already shown or hidden above it. Images repeat a layer often: every step that
+ * adds nothing (`RUN true`, a `mkdir -p` of an existing dir) makes the same empty layer.
+ */
+export function topmostOnly<T>(items: readonly T[]): T[] {
+  const seen = new Set<T>();
+  const topFirst: T[] = [];
+  for (let i = items.length - 1; i >= 0; i--) {
+    if (seen.has(items[i]!)) continue;
+    seen.add(items[i]!);
+    topFirst.push(items[i]!);
+  }
+  return topFirst.reverse();
 }

@@ -1,5 +1,6 @@
-// layerDirs: an image's layer directories in order, layers unpacked concurrently, each diffID once, and a failure
-// reported only after every unpack has settled — against a real LocalStore with real layer blobs.
+// layerDirs: an image's layer directories as overlay lowers (base first, a repeated layer only at its topmost place),
+// layers unpacked concurrently, each diffID once, and a failure reported only after every unpack has settled — against
+// a real LocalStore with real layer blobs. topmostOnly: the pure rule that drops the repeats.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, promises as fsp, readFileSync } from "node:fs";
@@ -9,7 +10,7 @@ import { gzipSync } from "node:zlib";
 import { NotFoundError } from "../../src/errors.js";
 import { encodeHeader, endOfArchive, padding } from "../../src/layer/tar-header.js";
 import { LocalStore } from "../../src/store/local.js";
-import { layerDirs, type LayerRecord } from "../../src/store/store.js";
+import { layerDirs, topmostOnly, type LayerRecord } from "../../src/store/store.js";
 import { sha256Bytes, type Digest } from "../../src/util/digest.js";
 
 let work: string;
@@ -36,17 +37,34 @@ async function layer(files: Record<string, string>): Promise<LayerRecord> {
   return { digest, diffId: sha256Bytes(tar), size: gz.length, mediaType: "application/vnd.oci.image.layer.v1.tar+gzip" };
 }
 
-test("the directories come back in the layers' order; a repeated diffID is unpacked once and named twice", async () => {
+test("topmostOnly keeps each item at its last (topmost) place, in order; input without repeats is unchanged", () => {
+  assert.deepEqual(topmostOnly(["a", "b", "c"]), ["a", "b", "c"]);
+  assert.deepEqual(topmostOnly([]), []);
+  assert.deepEqual(topmostOnly(["a", "a"]), ["a"]);
+  // Two empty layers (one diffID) between others.
+  assert.deepEqual(topmostOnly(["base", "e", "e", "x"]), ["base", "e", "x"]);
+  // X, Y (deletes something of X's), X again: the lower X goes, Y stays below the upper X.
+  assert.deepEqual(topmostOnly(["base", "x", "y", "x"]), ["base", "y", "x"]);
+  assert.deepEqual(topmostOnly(["a", "b", "a", "c", "b", "a"]), ["c", "b", "a"]);
+  const input = ["p", "q", "p"];
+  topmostOnly(input);
+  assert.deepEqual(input, ["p", "q", "p"], "the input is not modified");
+});
+
+test("the directories come back in the layers' order; a repeated diffID is unpacked once and named once, at its topmost place", async () => {
   const a = await layer({ "a.txt": "A" });
   const b = await layer(Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`b/${i}.txt`, `B${i}`])));
   const c = await layer({ "c.txt": "C" });
+  // Cold: the repeated layer is unpacked once, concurrently with the others.
   const dirs = await layerDirs(store, [a, b, a, c]);
-  assert.equal(dirs.length, 4);
-  assert.equal(dirs[0], dirs[2], "the same diffID, the same directory");
-  assert.equal(readFileSync(path.join(dirs[0]!, "a.txt"), "utf8"), "A");
-  assert.equal(readFileSync(path.join(dirs[1]!, "b/299.txt"), "utf8"), "B299");
-  assert.equal(readFileSync(path.join(dirs[3]!, "c.txt"), "utf8"), "C");
-  assert.deepEqual(dirs, await Promise.all([a, b, a, c].map((l) => store.layerDir(l))), "what layerDir gives one by one");
+  const [da, db, dc] = await Promise.all([a, b, c].map((l) => store.layerDir(l)));
+  // An overlay must not name one lower dir twice (the mount fails with ELOOP); the upper copy shadows the lower one.
+  assert.deepEqual(dirs, [db, da, dc], "what layerDir gives one by one, a's at its topmost place");
+  assert.equal(readFileSync(path.join(da!, "a.txt"), "utf8"), "A");
+  assert.equal(readFileSync(path.join(db!, "b/299.txt"), "utf8"), "B299");
+  assert.equal(readFileSync(path.join(dc!, "c.txt"), "utf8"), "C");
+  assert.deepEqual(await layerDirs(store, [a, b, c]), [da, db, dc]);
+  assert.deepEqual(await layerDirs(store, [a, a, a]), [da]);
   assert.deepEqual(await layerDirs(store, []), []);
 });
 
