@@ -12,7 +12,7 @@ import { promisify } from "node:util";
 import { Image, LocalStore } from "../../src/index.js";
 import type { BuiltImage } from "../../src/engine/build.js";
 import { mountOverlay, unmountOverlay } from "../../src/layer/overlay.js";
-import type { Store } from "../../src/store/store.js";
+import { layerDirs, type Store } from "../../src/store/store.js";
 import { makeBusyboxTree, REPO_ROOT } from "../support/strata.js";
 
 const run = promisify(execFile);
@@ -202,8 +202,7 @@ export async function walkTree(dir: string): Promise<Tree> {
 export async function strataTree(store: Store, imageId: string): Promise<Tree> {
   const rec = await store.getImage(imageId as never);
   if (!rec) throw new Error(`no image ${imageId}`);
-  const dirs: string[] = [];
-  for (const l of rec.layers) dirs.push(await store.layerDir(l));
+  const dirs = await layerDirs(store, rec.layers);
   if (dirs.length === 0) return new Map();
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-df-tree-"));
   const m = await mountOverlay(work, dirs);
