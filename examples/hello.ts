@@ -4,7 +4,9 @@ import { Image } from "strata";
 
 export default Image.debianSlim({ pythonVersion: "3.11" })
   .aptInstall("jq")
-  .pipInstall("tinypkg==1.0", { indexUrl: process.env.WHEELS_URL })
+  // The demo's wheel index listens on host loopback, which a sandboxed step cannot reach: this one step asks for the
+  // host network (the network.host entitlement; a local build grants it to a step that asks).
+  .pipInstall("tinypkg==1.0", { indexUrl: process.env.WHEELS_URL, network: "host" })
   .env({ GREETING: "hi" })
   .runCommands("echo $GREETING > /greeting")
   .runFunction(async (name: string) => {

@@ -24,6 +24,9 @@ PACKAGES=(
   openssl
   redis-server
   golang-go
+  slirp4netns
+  nftables
+  iproute2
 )
 
 log() { printf 'setup-system: %s\n' "$*"; }

@@ -52,6 +52,13 @@ export class UnknownBuilderVersionError extends StrataError {
   }
 }
 
+function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${(ms / 1000).toFixed(1)}s`;
+}
+
 /** A build step ran and failed. Nothing is written to the cache when this is thrown. */
 export class StepFailedError extends StrataError {
   override readonly code = "STEP_FAILED";
@@ -64,8 +71,14 @@ export class StepFailedError extends StrataError {
     readonly logTail: string[],
     readonly durationMs: number,
     readonly timedOut = false,
+    /** What stopped it, when the sandbox knows: the timeout that applied, or a resource limit it exceeded. */
+    readonly detail: { timeoutMs?: number; limit?: string } = {},
   ) {
-    const why = timedOut ? "timed out and was killed" : `exited with code ${exitCode}`;
+    const why = timedOut
+      ? `timed out${detail.timeoutMs !== undefined ? ` after ${formatDuration(detail.timeoutMs)}` : ""} and was killed (raise the step's \`timeout\`; a build service caps it at its --max-step-timeout)`
+      : detail.limit
+        ? `was stopped: ${detail.limit}`
+        : `exited with code ${exitCode}`;
     super(
       `step ${stepIndex} (${description}) failed: \`${command}\` ${why}` +
         (logTail.length ? `\n--- last ${logTail.length} log lines ---\n${logTail.join("\n")}` : ""),
@@ -127,5 +140,25 @@ export class BuildCancelledError extends StrataError {
   constructor(message = "the build was cancelled before it finished; run it again") {
     super(message);
     this.name = "BuildCancelledError";
+  }
+}
+
+/** A setting (environment variable, command-line flag, operator option) has a value Strata cannot use. */
+export class ConfigError extends StrataError {
+  override readonly code = "CONFIG";
+  override readonly fault = "user";
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** A step asked for something the builder's operator has not granted (the `network.host` entitlement). */
+export class EntitlementError extends StrataError {
+  override readonly code = "ENTITLEMENT";
+  override readonly fault = "user";
+  constructor(message: string) {
+    super(message);
+    this.name = "EntitlementError";
   }
 }

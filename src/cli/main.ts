@@ -9,13 +9,13 @@ import type { Store } from "../store/store.js";
 const USAGE = `usage: strata <command> [options]
 
 commands:
-  build <file.ts> [--export NAME] [--force-build] [--ignore-cache] [--json]
+  build <file.ts> [--export NAME] [--force-build] [--ignore-cache] [--network sandbox|none|host] [--json]
                                    build the Image a definition file exports
   build -f Dockerfile [--build-arg K=V]... [--target T] [--secret id=N,src=F|env=V] [<context>] [--json]
                                    build a Dockerfile, every instruction its own cached step
   explain <file.ts> [--export NAME]
                                    show each step's key, whether it would hit, and why not
-  run <image> [--network none] [-e K=V] [--] [cmd...]
+  run <image> [--network sandbox|none|host] [-e K=V] [--] [cmd...]
                                    run a built image (exit code propagated)
   export <image> (--oci DIR | --docker-archive FILE) [--tag NAME]
                                    write an OCI image layout or a docker-archive tarball
@@ -24,7 +24,8 @@ commands:
   pull <ref>                       fetch an image from a registry into the store
   push <image> <ref> [--format oci|docker]
                                    upload an image to a registry
-  serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose]
+  serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose] [--allow-network-host]
+        [--step-timeout 1h] [--max-step-timeout 4h]
                                    run the build service (clients set STRATA_SERVER=http://host:port)
   worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]
                                    run builds from the queue of \`strata serve\` (STRATA_REDIS_URL + the S3 store)
@@ -61,8 +62,14 @@ async function cmdBuild(argv: string[]): Promise<number> {
       "build-arg": { type: "string", multiple: true },
       target: { type: "string" },
       secret: { type: "string", multiple: true },
+      network: { type: "string" },
     },
   });
+  if (values.network !== undefined) {
+    if (!["sandbox", "none", "host"].includes(values.network)) throw new UsageError(`--network is sandbox, none or host, got "${values.network}"`);
+    // The build's default network for RUN steps that name none (read by the engine, and keyed).
+    process.env.STRATA_NETWORK = values.network;
+  }
   if (values.file !== undefined) return printResult(await buildDockerfile(values, positionals), values.json);
   if (positionals.length !== 1) throw new UsageError("build takes exactly one definition file (or -f Dockerfile <context>)");
   const file = positionals[0]!;
@@ -188,11 +195,11 @@ async function cmdRun(argv: string[]): Promise<number> {
     if (i <= 0) throw new UsageError(`-e expects K=V, got "${e}"`);
     env[e.slice(0, i)] = e.slice(i + 1);
   }
-  if (values.network && values.network !== "host" && values.network !== "none") throw new UsageError("--network is host or none");
+  if (values.network && !["sandbox", "none", "host"].includes(values.network)) throw new UsageError(`--network is sandbox, none or host, got "${values.network}"`);
   const store = await openStore();
   const image = await store.resolveImage(positionals[0]!);
   const { runImage } = await import("../engine/run.js");
-  return runImage(store, image, { args, env, network: values.network as "host" | "none" | undefined });
+  return runImage(store, image, { args, env, network: values.network as "sandbox" | "host" | "none" | undefined });
 }
 
 async function cmdExport(argv: string[]): Promise<number> {

@@ -1,9 +1,12 @@
 /**
- * `strata serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose]`: runs the build service on the store
+ * `strata serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose] [--allow-network-host]
+ * [--step-timeout 1h] [--max-step-timeout 4h]`: runs the build service on the store
  * the environment names (S3 with STRATA_S3_BUCKET, else STRATA_HOME), until SIGTERM or SIGINT. With STRATA_TOKEN
  * set, every request needs `Authorization: Bearer <token>`. Prints the listening URL on stdout.
  */
 import { parseArgs } from "node:util";
+import type { ServiceSandboxOptions } from "../sandbox/runc.js";
+import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox-flags.js";
 
 export async function cmdServe(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -14,6 +17,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
       host: { type: "string", default: "127.0.0.1" },
       "max-builds": { type: "string" },
       verbose: { type: "boolean" },
+      ...SANDBOX_FLAGS,
     },
   });
   if (positionals.length) {
@@ -30,12 +34,19 @@ export async function cmdServe(argv: string[]): Promise<number> {
     process.stderr.write(`strata serve: --max-builds expects a positive integer, got "${values["max-builds"]}"\n`);
     return 2;
   }
+  let sandbox: ServiceSandboxOptions;
+  try {
+    sandbox = sandboxOptions(values);
+  } catch (e) {
+    process.stderr.write(`strata serve: ${(e as Error).message}\n`);
+    return 2;
+  }
   const token = process.env.STRATA_TOKEN || undefined;
   const host = values.host!;
   const { openStoreFromEnv } = await import("../store/s3/open.js");
   const store = await openStoreFromEnv();
   const { BuildService } = await import("../service/server.js");
-  const service = await BuildService.create({ store, token, maxConcurrentBuilds: maxBuilds, logRequests: values.verbose ?? false });
+  const service = await BuildService.create({ store, token, maxConcurrentBuilds: maxBuilds, logRequests: values.verbose ?? false, sandbox });
   // A server outlives any one request or build: a stray rejection is logged, not fatal.
   const onUnhandled = (e: unknown) => process.stderr.write(`strata serve: unhandled error (continuing): ${e instanceof Error ? e.stack : String(e)}\n`);
   process.on("unhandledRejection", onUnhandled);

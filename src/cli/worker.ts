@@ -1,5 +1,6 @@
 /**
- * `strata worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]`:
+ * `strata worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]
+ * [--allow-network-host] [--step-timeout 1h] [--max-step-timeout 4h]` (the sandbox flags as `strata serve`'s):
  * takes builds from the queue that `strata serve` fills when STRATA_REDIS_URL is set, and runs them on the store
  * the environment names (STRATA_S3_BUCKET …, shared with the server and the other workers; else STRATA_HOME, for
  * workers on the server's machine). Runs until SIGTERM or SIGINT: it then stops taking jobs, lets running builds
@@ -8,6 +9,8 @@
  * Environment: STRATA_REDIS_URL (required), STRATA_REDIS_PREFIX (default `strata`), the store's variables.
  */
 import { parseArgs } from "node:util";
+import type { ServiceSandboxOptions } from "../sandbox/runc.js";
+import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox-flags.js";
 
 /** Parses `30s`, `1500ms`, `2m` or a plain number of milliseconds. */
 function parseMs(flag: string, v: string | undefined): number | undefined {
@@ -22,7 +25,7 @@ function parseMs(flag: string, v: string | undefined): number | undefined {
 class WorkerUsageError extends Error {}
 
 export async function cmdWorker(argv: string[]): Promise<number> {
-  let opts: { concurrency?: number; graceMs: number; jobLockMs?: number; stalledIntervalMs?: number; stepLockMs?: number };
+  let opts: { concurrency?: number; graceMs: number; jobLockMs?: number; stalledIntervalMs?: number; stepLockMs?: number; sandbox: ServiceSandboxOptions };
   try {
     const { values, positionals } = parseArgs({
       args: argv,
@@ -33,6 +36,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
         "job-lock": { type: "string" },
         "stalled-interval": { type: "string" },
         "step-lock": { type: "string" },
+        ...SANDBOX_FLAGS,
       },
     });
     if (positionals.length) throw new WorkerUsageError(`unexpected argument "${positionals[0]}"`);
@@ -44,6 +48,13 @@ export async function cmdWorker(argv: string[]): Promise<number> {
       jobLockMs: parseMs("job-lock", values["job-lock"]),
       stalledIntervalMs: parseMs("stalled-interval", values["stalled-interval"]),
       stepLockMs: parseMs("step-lock", values["step-lock"]),
+      sandbox: (() => {
+        try {
+          return sandboxOptions(values);
+        } catch (e) {
+          throw new WorkerUsageError((e as Error).message);
+        }
+      })(),
     };
   } catch (e) {
     if (e instanceof WorkerUsageError || (e instanceof TypeError && String((e as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS"))) {
@@ -72,6 +83,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
       ...(opts.jobLockMs !== undefined ? { jobLockMs: opts.jobLockMs } : {}),
       ...(opts.stalledIntervalMs !== undefined ? { stalledIntervalMs: opts.stalledIntervalMs } : {}),
       ...(opts.stepLockMs !== undefined ? { stepLockMs: opts.stepLockMs } : {}),
+      sandbox: opts.sandbox,
     });
   } catch (e) {
     process.off("unhandledRejection", onUnhandled);

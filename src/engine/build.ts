@@ -3,6 +3,7 @@
  * It knows the Store and Executor interfaces, not their backends. Cache policy (forceBuild, ignoreCache) lives
  * here, outside the keys: a forced step keeps its key but gets a new image id, so every later key changes.
  */
+import { defaultNetwork, withDefaultNetwork } from "./network.js";
 import path from "node:path";
 import { loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
 import { StatCache } from "../context/walk.js";
@@ -72,7 +73,7 @@ export function keyInputsFor(builder: BuilderVersion, step: Step, parent: Digest
   return {
     builderVersion: builder.version,
     parent,
-    instructions: step.instructions.map(render),
+    instructions: withDefaultNetwork(step.instructions, defaultNetwork()).map(render),
     files: fileInputs(resolved),
     buildArgs: step.buildArgs ?? [],
     // A registry base's secrets are login credentials: not part of what the image is.

@@ -9,7 +9,7 @@ import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import type { BuilderVersion } from "../builder-version.js";
-import { InvalidDefinitionError, StepFailedError } from "../errors.js";
+import { InvalidDefinitionError, SandboxError, StepFailedError } from "../errors.js";
 import { stepKey, type KeyInputs } from "../keys/step-key.js";
 import { commitLayer } from "../layer/commit.js";
 import { MountedTarget, NeedsMountError, opaqueDirsOf, UpperTarget } from "../layer/copy-target.js";
@@ -31,6 +31,7 @@ import { secureJoin } from "../layer/secure-join.js";
 import { LineLog, redactor, type LogSink } from "./log.js";
 import { readJson, writeFileAtomic } from "../util/fs.js";
 import { placeNode, placeUv } from "./tools.js";
+import { defaultNetwork } from "./network.js";
 
 export class StepExecutor {
   readonly executor: Executor;
@@ -273,10 +274,8 @@ export class StepExecutor {
     noteMountPoint: (dest: string) => Promise<void>,
   ): Promise<void> {
     let argv = typeof ins.command === "string" ? [...(rc.Shell ?? DEFAULT_SHELL), ins.command] : [...ins.command];
+    // /etc/resolv.conf and /etc/hosts are the executor's: they depend on the step's network.
     const mounts: BindMount[] = [];
-    for (const p of ["/etc/resolv.conf", "/etc/hosts"]) {
-      if (await fsp.access(p).then(() => true, () => false)) mounts.push({ source: p, destination: p, readonly: true });
-    }
     const cleanups: (() => Promise<void>)[] = [];
     const secretEnv = new Map<string, string>();
     try {
@@ -307,7 +306,9 @@ export class StepExecutor {
             if (!(await fsp.stat(dir).then(() => true, () => false))) {
               await fsp.mkdir(dir, { mode: 0o700 });
               const r = await execa("mount", ["-t", "tmpfs", "-o", "mode=0700,size=16m", "tmpfs", dir], { reject: false });
-              if (r.exitCode === 0) cleanups.push(async () => void (await execa("umount", ["-l", dir], { reject: false })));
+              // Never fall back to a file on disk: a secret that cannot stay in memory is not handed out.
+              if (r.exitCode !== 0) throw new SandboxError(`${step.description}: could not mount the tmpfs that holds secret files (${r.stderr.trim() || r.message}); the step did not run`);
+              cleanups.push(async () => void (await execa("umount", ["-l", dir], { reject: false })));
             }
             const file = path.join(dir, `secret-${mounts.length}`);
             await fsp.writeFile(file, value, { mode: 0o600 });
@@ -357,14 +358,17 @@ export class StepExecutor {
           gid: user.gid,
           additionalGids: user.additionalGids,
           mounts,
-          network: ins.network ?? "host",
+          network: ins.network ?? defaultNetwork(),
           hostname: "strata",
         },
-        { bundleDir: path.join(work, "bundle"), timeoutMs: step.timeoutMs, onOutput: (t) => log.write(t), signal: this.signal },
+        { timeoutMs: step.timeoutMs, onOutput: (t) => log.write(t), signal: this.signal },
       );
       log.flush();
       if (r.exitCode !== 0 || r.timedOut) {
-        throw new StepFailedError(index, step.description, redactor(Object.values(step.secrets.values()))(command), r.exitCode, [...log.tail], r.durationMs, r.timedOut);
+        throw new StepFailedError(index, step.description, redactor(Object.values(step.secrets.values()))(command), r.exitCode, [...log.tail], r.durationMs, r.timedOut, {
+          ...(r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {}),
+          ...(r.limit ? { limit: r.limit } : {}),
+        });
       }
     } finally {
       for (const c of cleanups.reverse()) await c().catch(() => undefined);

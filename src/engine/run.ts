@@ -4,6 +4,7 @@ import path from "node:path";
 import { mountOverlay, unmountOverlay } from "../layer/overlay.js";
 import type { ImageConfig } from "../oci/types.js";
 import { RuncExecutor, reapStaleContainers } from "../sandbox/runc.js";
+import type { NetworkMode } from "../sandbox/runtime-spec.js";
 import { resolveUser } from "../sandbox/user.js";
 import { layerDirs, type ImageRecord, type Store } from "../store/store.js";
 import { DEFAULT_PATH, envMap } from "./config.js";
@@ -13,7 +14,8 @@ export interface RunImageOptions {
   /** Replaces the image's CMD (Docker semantics: ENTRYPOINT + args). */
   args?: string[];
   env?: Record<string, string>;
-  network?: "host" | "none";
+  /** Default: the executor's (a sandboxed network with egress); `host` needs the network.host entitlement. */
+  network?: NetworkMode;
   stdout?: (chunk: Buffer) => void;
   stderr?: (chunk: Buffer) => void;
 }
@@ -43,14 +45,9 @@ export async function runImage(store: Store, image: ImageRecord, opts: RunImageO
     for (const [k, v] of Object.entries(opts.env ?? {})) env.set(k, v);
     const cwd = config.config.WorkingDir || "/";
     await fsp.mkdir(path.join(dirs.merged, cwd), { recursive: true });
-    const mounts = [];
-    for (const p of ["/etc/resolv.conf", "/etc/hosts"]) {
-      if (await fsp.access(p).then(() => true, () => false)) mounts.push({ source: p, destination: p, readonly: true });
-    }
     const r = await new RuncExecutor().run(
-      { rootfs: dirs.merged, argv, env: [...env].map(([k, v]) => `${k}=${v}`), cwd, uid: user.uid, gid: user.gid, additionalGids: user.additionalGids, mounts, network: opts.network ?? "host", hostname: "strata" },
+      { rootfs: dirs.merged, argv, env: [...env].map(([k, v]) => `${k}=${v}`), cwd, uid: user.uid, gid: user.gid, additionalGids: user.additionalGids, mounts: [], ...(opts.network ? { network: opts.network } : {}), hostname: "strata" },
       {
-        bundleDir: path.join(work, "bundle"),
         onData: (chunk, s) => (s === "stdout" ? (opts.stdout ?? ((x: Buffer) => process.stdout.write(x)))(chunk) : (opts.stderr ?? ((x: Buffer) => process.stderr.write(x)))(chunk)),
       },
     );

@@ -149,7 +149,7 @@ function nsDuration(ns: number): string {
 export function render(ins: Instruction): string {
   switch (ins.op) {
     case "RUN": {
-      const flags = [...(ins.mounts ?? []).map(renderMount), ...(ins.network && ins.network !== "host" ? [`--network=${ins.network}`] : [])];
+      const flags = [...(ins.mounts ?? []).map(renderMount), ...(ins.network ? [`--network=${ins.network}`] : [])];
       const cmd = typeof ins.command === "string" ? ins.command : JSON.stringify(ins.command);
       return ["RUN", ...flags, cmd].join(" ");
     }

@@ -1,15 +1,21 @@
-/** Runs one command in a runc container on a prepared root filesystem, streaming its output. */
+/**
+ * Runs one command in a runc container on a prepared root filesystem, streaming its output: enforces the sandbox
+ * policy (network entitlement, timeouts), joins a prepared network namespace, and keeps the container from outliving
+ * its builder.
+ */
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { execa } from "execa";
-import { MissingToolError, SandboxError } from "../errors.js";
+import { ConfigError, EntitlementError, MissingToolError, SandboxError } from "../errors.js";
 import { pidAlive, uniqueSuffix } from "../util/fs.js";
-import { runtimeSpec, type SandboxSpec } from "./runtime-spec.js";
+import { networkPool } from "./netns.js";
+import { runtimeSpec, type BindMount, type NetworkMode, type SandboxSpec } from "./runtime-spec.js";
 
 export interface RunOptions {
-  /** Directory for the bundle (config.json); must not be inside the rootfs. */
-  bundleDir: string;
+  /** Unused: bundles live on a tmpfs under BUNDLE_ROOT, 0700 (a step's config.json holds its env secrets). */
+  bundleDir?: string;
+  /** The step's own timeout; the executor's policy supplies a default and caps it. */
   timeoutMs?: number;
   /** Output as text (decoded as UTF-8 across chunk boundaries), e.g. for build logs. */
   onOutput?: (text: string, stream: "stdout" | "stderr") => void;
@@ -22,14 +28,92 @@ export interface RunResult {
   exitCode: number;
   timedOut: boolean;
   durationMs: number;
+  /** The timeout that applied (ms), when one did. */
+  timeoutMs?: number;
+  /** A resource limit the step hit (memory, pids), in words, when it failed because of one. */
+  limit?: string;
 }
 
-/** Runs sandboxed commands. One implementation today (runc); the engine depends only on this. */
+/**
+ * Runs sandboxed commands. One implementation today (runc); the engine depends only on this. A stronger isolation
+ * boundary (gVisor's runsc, Kata Containers) plugs in here: an Executor that turns the same SandboxSpec into that
+ * runtime's invocation.
+ */
 export interface Executor {
   run(spec: SandboxSpec, opts: RunOptions): Promise<RunResult>;
 }
 
+/** What the operator (or the local user) allows a step, and the defaults for steps that ask for nothing. */
+export interface SandboxPolicy {
+  /** The `network.host` entitlement: may a step use the host's network? */
+  allowNetworkHost: boolean;
+  /** The network of a step that names none. */
+  defaultNetwork: NetworkMode;
+  /** Timeout of a step that sets none (ms; undefined: none). */
+  defaultTimeoutMs?: number;
+  /** The longest timeout a step may have (ms; undefined: no maximum). A step asking for more gets this. */
+  maxTimeoutMs?: number;
+}
+
 export const RUNC_ROOT = "/run/strata-runc";
+/** Where runc bundles (config.json) live: a tmpfs, never disk; 0700. */
+export const BUNDLE_ROOT = "/run/strata-bundles";
+
+/** Parses a duration such as `90s`, `30m`, `2h`, `1500ms` or plain seconds (pure). */
+export function parseDuration(v: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
+  if (!m) throw new ConfigError(`${what}: ${JSON.stringify(v)} is not a duration (e.g. 90s, 30m, 2h)`);
+  const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const)[(m[2] ?? "s") as "ms" | "s" | "m" | "h"];
+  if (!(n > 0)) throw new ConfigError(`${what}: ${JSON.stringify(v)} must be more than zero`);
+  return Math.round(n);
+}
+
+/**
+ * The local builder's policy from the environment: STRATA_NETWORK (the default network: sandbox, none or host),
+ * STRATA_STEP_TIMEOUT and STRATA_MAX_STEP_TIMEOUT. Locally the host network is granted to a step that asks for it (a
+ * definition's `network: "host"`, `RUN --network=host`, or STRATA_NETWORK=host / `--network host` for all): the user
+ * is the operator. The service refuses it unless its operator passes --allow-network-host (`servicePolicy`).
+ */
+export function policyFromEnv(env: NodeJS.ProcessEnv = process.env): SandboxPolicy {
+  const net = env.STRATA_NETWORK ?? "sandbox";
+  if (net !== "sandbox" && net !== "none" && net !== "host") throw new ConfigError(`STRATA_NETWORK=${JSON.stringify(net)}: expected sandbox, none or host`);
+  // (src/engine/network.ts reads the same variable for the steps' keys.)
+  return {
+    allowNetworkHost: true,
+    defaultNetwork: net,
+    ...(env.STRATA_STEP_TIMEOUT ? { defaultTimeoutMs: parseDuration(env.STRATA_STEP_TIMEOUT, "STRATA_STEP_TIMEOUT") } : {}),
+    ...(env.STRATA_MAX_STEP_TIMEOUT ? { maxTimeoutMs: parseDuration(env.STRATA_MAX_STEP_TIMEOUT, "STRATA_MAX_STEP_TIMEOUT") } : {}),
+  };
+}
+
+/** What a service operator sets: `--allow-network-host`, `--step-timeout`, `--max-step-timeout`. */
+export interface ServiceSandboxOptions {
+  allowNetworkHost?: boolean;
+  stepTimeoutMs?: number;
+  maxStepTimeoutMs?: number;
+}
+
+/** Defaults of a build service: a step runs at most an hour unless it asks, four hours whatever it asks. */
+export const SERVICE_STEP_TIMEOUT_MS = 3_600_000;
+export const SERVICE_MAX_STEP_TIMEOUT_MS = 4 * 3_600_000;
+
+/**
+ * The policy of a shared build service (`strata serve`, `strata worker`): no host network unless the operator grants
+ * it, a default and a maximum step timeout (STRATA_STEP_TIMEOUT / STRATA_MAX_STEP_TIMEOUT or the flags override them).
+ */
+export function servicePolicy(o: ServiceSandboxOptions = {}, env: NodeJS.ProcessEnv = process.env): SandboxPolicy {
+  const local = policyFromEnv(env);
+  const maxTimeoutMs = o.maxStepTimeoutMs ?? local.maxTimeoutMs ?? SERVICE_MAX_STEP_TIMEOUT_MS;
+  const defaultTimeoutMs = Math.min(o.stepTimeoutMs ?? local.defaultTimeoutMs ?? SERVICE_STEP_TIMEOUT_MS, maxTimeoutMs);
+  return { allowNetworkHost: o.allowNetworkHost ?? false, defaultNetwork: local.defaultNetwork, defaultTimeoutMs, maxTimeoutMs };
+}
+
+/** The timeout a step gets under a policy (pure): its own, else the default; never above the maximum. */
+export function effectiveTimeout(asked: number | undefined, policy: SandboxPolicy): number | undefined {
+  const t = asked ?? policy.defaultTimeoutMs;
+  if (policy.maxTimeoutMs === undefined) return t;
+  return t === undefined ? policy.maxTimeoutMs : Math.min(t, policy.maxTimeoutMs);
+}
 
 let runsStarted = 0;
 /** How many sandboxes this process has started (tests count them). */
@@ -44,18 +128,81 @@ async function runcBinary(): Promise<string> {
   throw new MissingToolError("runc", "install it (`apt-get install runc`, or run `npm run setup`), or set STRATA_RUNC to its path");
 }
 
+/**
+ * `runc run` under a parent-death signal. runc does not pass its own death on to the container, so a tiny shell
+ * (started by `setpriv --pdeathsig TERM`) runs runc in the background; when the builder dies the shell gets TERM and
+ * kills the container with `runc kill` (retrying until runc has created it), then exits.
+ */
+const WRAPPER = [
+  'r=$1; root=$2; id=$3; shift 3; dead=',
+  "trap 'dead=1' TERM HUP INT",
+  '"$r" --root "$root" run "$@" &',
+  "c=$!",
+  "while :; do",
+  '  wait "$c"; s=$?',
+  '  if [ -z "$dead" ] && ! kill -0 "$c" 2>/dev/null; then exit "$s"; fi',
+  '  if [ -n "$dead" ]; then',
+  '    while kill -0 "$c" 2>/dev/null; do "$r" --root "$root" kill "$id" KILL >/dev/null 2>&1; sleep 0.05; done',
+  '    wait "$c"; exit 137',
+  "  fi",
+  "done",
+].join("\n");
+
+const HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
 export class RuncExecutor implements Executor {
+  readonly policy: SandboxPolicy;
+  constructor(policy?: Partial<SandboxPolicy>) {
+    this.policy = { ...policyFromEnv(), ...policy };
+  }
+
   async run(spec: SandboxSpec, opts: RunOptions): Promise<RunResult> {
+    const network = spec.network ?? this.policy.defaultNetwork;
+    if (network === "host" && !this.policy.allowNetworkHost) {
+      throw new EntitlementError(
+        "this step asks for the host network, which this builder does not grant (the network.host entitlement): " +
+          "drop `network: \"host\"` / `RUN --network=host` (steps get their own network with internet access by default), " +
+          "or ask the operator to start `strata serve --allow-network-host`",
+      );
+    }
     const runc = await runcBinary();
-    await fsp.mkdir(opts.bundleDir, { recursive: true });
-    await fsp.writeFile(path.join(opts.bundleDir, "config.json"), JSON.stringify(runtimeSpec(spec)));
     // The owner pid in the id lets `reapStaleContainers` recognise containers whose builder died.
     const id = `strata-${uniqueSuffix()}`;
+    await fsp.mkdir(BUNDLE_ROOT, { recursive: true, mode: 0o700 });
+    await fsp.chmod(BUNDLE_ROOT, 0o700);
+    const bundle = path.join(BUNDLE_ROOT, id);
+    await fsp.mkdir(bundle, { mode: 0o700 });
+    const cleanups: (() => void | Promise<void>)[] = [() => fsp.rm(bundle, { recursive: true, force: true })];
+    try {
+      const mounts: BindMount[] = [];
+      let netnsPath: string | undefined;
+      if (network === "sandbox") {
+        const net = await networkPool().take();
+        cleanups.push(() => net.release());
+        netnsPath = net.netPath;
+        await fsp.writeFile(path.join(bundle, "resolv.conf"), net.resolvConf, { mode: 0o644 });
+        await fsp.writeFile(path.join(bundle, "hosts"), `${HOSTS}127.0.1.1\t${spec.hostname}\n`, { mode: 0o644 });
+        mounts.push({ source: path.join(bundle, "resolv.conf"), destination: "/etc/resolv.conf", readonly: true });
+        mounts.push({ source: path.join(bundle, "hosts"), destination: "/etc/hosts", readonly: true });
+      } else {
+        for (const p of ["/etc/resolv.conf", "/etc/hosts"]) {
+          if (await fsp.access(p).then(() => true, () => false)) mounts.push({ source: p, destination: p, readonly: true });
+        }
+      }
+      const full: SandboxSpec = { ...spec, network, mounts: [...mounts.filter((m) => !spec.mounts.some((s) => s.destination === m.destination)), ...spec.mounts] };
+      await fsp.writeFile(path.join(bundle, "config.json"), JSON.stringify(runtimeSpec(full, { ...(netnsPath ? { netnsPath } : {}), oomScoreAdj: STEP_OOM_SCORE_ADJ })), { mode: 0o600 });
+      return await this.#runBundle(runc, id, bundle, effectiveTimeout(opts.timeoutMs, this.policy), opts);
+    } finally {
+      for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
+    }
+  }
+
+  async #runBundle(runc: string, id: string, bundle: string, timeoutMs: number | undefined, opts: RunOptions): Promise<RunResult> {
     const started = Date.now();
     runsStarted++;
     const counterFile = process.env.STRATA_SANDBOX_COUNTER;
     if (counterFile) await fsp.appendFile(counterFile, `${id}\n`);
-    const child = execa(runc, ["--root", RUNC_ROOT, "run", "--bundle", opts.bundleDir, id], {
+    const child = execa("setpriv", ["--pdeathsig", "TERM", "--", "/bin/sh", "-c", WRAPPER, "strata-runc", runc, RUNC_ROOT, id, "--bundle", bundle, id], {
       stdin: "ignore",
       buffer: false,
       reject: false,
@@ -77,7 +224,7 @@ export class RuncExecutor implements Executor {
     const kill = async () => {
       await execa(runc, ["--root", RUNC_ROOT, "kill", id, "KILL"], { reject: false });
     };
-    const timer = opts.timeoutMs ? setTimeout(() => { timedOut = true; void kill(); }, opts.timeoutMs) : undefined;
+    const timer = timeoutMs ? setTimeout(() => { timedOut = true; void kill(); }, timeoutMs) : undefined;
     const onAbort = () => void kill();
     opts.signal?.addEventListener("abort", onAbort);
     // Aborted before the listener existed (e.g. SIGTERM between steps): stop the container we just started.
@@ -85,7 +232,7 @@ export class RuncExecutor implements Executor {
     try {
       const r = await child;
       if (r.exitCode === undefined && !timedOut) throw new SandboxError(`runc did not start: ${r.message ?? "unknown error"}`);
-      return { exitCode: r.exitCode ?? (r.signal ? 128 : 1), timedOut, durationMs: Date.now() - started };
+      return { exitCode: r.exitCode ?? (r.signal ? 128 : 1), timedOut, durationMs: Date.now() - started, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
     } finally {
       if (timer) clearTimeout(timer);
       opts.signal?.removeEventListener("abort", onAbort);
@@ -93,6 +240,9 @@ export class RuncExecutor implements Executor {
     }
   }
 }
+
+/** A step's OOM score: above the builder's (0 by default), so under memory pressure the kernel picks a step first. */
+export const STEP_OOM_SCORE_ADJ = 500;
 
 /** Kills and deletes containers left by builders that died (kill -9), so their mounts can be released. */
 export async function reapStaleContainers(): Promise<void> {

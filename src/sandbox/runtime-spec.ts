@@ -1,4 +1,9 @@
-/** Pure construction of an OCI runtime spec (config.json) for one sandboxed build command. */
+/**
+ * Pure construction of an OCI runtime spec (config.json) for one sandboxed build command: Docker's default
+ * capabilities without CAP_NET_RAW, Docker's default seccomp profile, Docker's masked and read-only paths (plus
+ * powercap), its own pid/ipc/uts/mount namespaces, and a network namespace unless the host network was granted.
+ */
+import { DOCKER_DEFAULT_SECCOMP } from "./seccomp-profile.js";
 
 export interface BindMount {
   source: string;
@@ -16,22 +21,52 @@ export interface SandboxSpec {
   gid: number;
   additionalGids: number[];
   mounts: BindMount[];
-  network: "host" | "none";
+  /**
+   * `sandbox` (default): its own network namespace with egress through slirp4netns, no route to the host; `none`: a
+   * namespace with only loopback; `host`: the host's network (an entitlement the executor checks).
+   */
+  network?: NetworkMode;
   hostname: string;
+  /** Resource limits asked for this step (the executor caps them by its policy). */
+  limits?: { memoryBytes?: number; pids?: number; cpus?: number };
 }
 
-/** Docker's default capability set: enough for package managers (chown, setuid to _apt, …), nothing more. */
+export type NetworkMode = "sandbox" | "none" | "host";
+
+/** What the executor prepared for this run: namespaces to join, the cgroup, the OOM score. */
+export interface RuntimeContext {
+  /** Path of a prepared network namespace to join (`sandbox` mode); without it `sandbox`/`none` get a new empty one. */
+  netnsPath?: string;
+  /** `linux.cgroupsPath` (e.g. `/strata/<id>/ctr`), under a parent cgroup that carries the step's limits. */
+  cgroupsPath?: string;
+  /** `process.oomScoreAdj`: above the builder's, so the kernel kills a step before the service. */
+  oomScoreAdj?: number;
+}
+
+/**
+ * Docker's default capability set without CAP_NET_RAW (raw and packet sockets: sniffing, spoofing): enough for package
+ * managers (chown, setuid to _apt, …), nothing more. `ping` needs CAP_NET_RAW and does not work in a step.
+ */
 export const DEFAULT_CAPABILITIES = [
-  "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+  "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID",
   "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ];
+
+/** Docker's masked paths (moby oci/defaults.go), plus powercap (energy counters: a side channel, CVE-2020-8694). */
+export const MASKED_PATHS = [
+  "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+  "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+];
+
+export const READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /** Mount destinations the runtime always provides; they are scrubbed from the layer if they did not exist before. */
 export const SYSTEM_MOUNT_POINTS = ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"];
 
-export function runtimeSpec(s: SandboxSpec): Record<string, unknown> {
-  const namespaces = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
-  if (s.network === "none") namespaces.push({ type: "network" });
+export function runtimeSpec(s: SandboxSpec, ctx: RuntimeContext = {}): Record<string, unknown> {
+  const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+  const network = s.network ?? "sandbox";
+  if (network !== "host") namespaces.push(ctx.netnsPath ? { type: "network", path: ctx.netnsPath } : { type: "network" });
   const caps = s.uid === 0 ? DEFAULT_CAPABILITIES : [];
   return {
     ociVersion: "1.0.2",
@@ -43,6 +78,7 @@ export function runtimeSpec(s: SandboxSpec): Record<string, unknown> {
       cwd: s.cwd,
       capabilities: { bounding: DEFAULT_CAPABILITIES, effective: caps, permitted: caps },
       noNewPrivileges: false,
+      ...(ctx.oomScoreAdj !== undefined ? { oomScoreAdj: ctx.oomScoreAdj } : {}),
     },
     root: { path: s.rootfs, readonly: false },
     hostname: s.hostname,
@@ -62,8 +98,10 @@ export function runtimeSpec(s: SandboxSpec): Record<string, unknown> {
     ],
     linux: {
       namespaces,
-      maskedPaths: ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS,
+      seccomp: DOCKER_DEFAULT_SECCOMP,
+      ...(ctx.cgroupsPath ? { cgroupsPath: ctx.cgroupsPath } : {}),
     },
   };
 }

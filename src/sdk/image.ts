@@ -26,9 +26,13 @@ export interface ImageStepParams {
 }
 
 export interface ImageRunCommandsParams extends ImageStepParams {
-  /** `"host"` (default: the host network, so package archives are reachable) or `"none"`. */
+  /**
+   * Default (unset): the step's own network namespace with internet access and no route to the builder host (its
+   * loopback, its addresses, metadata endpoints). `"none"`: loopback only. `"host"`: the host's network — the
+   * network.host entitlement: a local build grants it to a step that asks; a build service only if its operator allows.
+   */
   network?: "host" | "none";
-  /** Kill the step after this many seconds. Default: no limit. */
+  /** Kill the step after this many seconds. Default: no limit locally; a build service applies its own default and maximum. */
   timeout?: number;
 }
 

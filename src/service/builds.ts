@@ -726,6 +726,8 @@ export function toFailure(e: unknown, redact: (t: string) => string): WireFailur
       logTail: e.logTail.map(redact),
       durationMs: e.durationMs,
       timedOut: e.timedOut,
+      ...(e.detail.timeoutMs !== undefined ? { timeoutMs: e.detail.timeoutMs } : {}),
+      ...(e.detail.limit !== undefined ? { limit: e.detail.limit } : {}),
     };
   }
   if (e instanceof StrataError) return { code: e.code, message: redact(e.message) };

@@ -404,7 +404,10 @@ export function failureError(status: BuildStatus, f: WireFailure | undefined, bu
   if (!f) return new RemoteBuildError(status.toUpperCase(), `remote build ${buildId} ended with status ${status}`);
   if (status === "terminated") return new RemoteBuildError("TERMINATED", f.message);
   if (f.code === "STEP_FAILED" && f.step !== undefined) {
-    return new StepFailedError(f.step, f.description ?? "", f.command ?? "", f.exitCode ?? null, f.logTail ?? [], f.durationMs ?? 0, f.timedOut ?? status === "timeout");
+    return new StepFailedError(f.step, f.description ?? "", f.command ?? "", f.exitCode ?? null, f.logTail ?? [], f.durationMs ?? 0, f.timedOut ?? status === "timeout", {
+      ...(typeof f.timeoutMs === "number" ? { timeoutMs: f.timeoutMs } : {}),
+      ...(typeof f.limit === "string" ? { limit: f.limit } : {}),
+    });
   }
   if (f.code === "INVALID_DEFINITION") return new InvalidDefinitionError(f.message);
   if (f.code === "NOT_FOUND") return new NotFoundError(f.message);

@@ -14,6 +14,7 @@
  * unexpected failure a 500 (and a line in the server log), never a crash. With a token configured, every request
  * needs `Authorization: Bearer <token>`.
  */
+import { RuncExecutor, servicePolicy, type ServiceSandboxOptions } from "../sandbox/runc.js";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createWriteStream, promises as fsp } from "node:fs";
 import http from "node:http";
@@ -51,7 +52,10 @@ export interface BuildServiceOptions {
   /** The server's own log (errors; every request when `logRequests`). Default: stderr. */
   log?: (line: string) => void;
   logRequests?: boolean;
+  /** Runs the steps. Default: runc under `servicePolicy(sandbox)`. */
   executor?: Executor;
+  /** The sandbox policy of the default executor: the network.host entitlement, step timeouts. */
+  sandbox?: ServiceSandboxOptions;
   /**
    * Run builds on `strata worker` processes through a BullMQ queue in this Redis instead of in this process
    * (default: STRATA_REDIS_URL; an empty string means in-process). The store must be the one the workers use.
@@ -109,7 +113,7 @@ export class BuildService {
       maxFinished: opts.maxFinishedBuilds,
       maxLogLines: opts.maxLogLines,
       maxLogBytes: opts.maxLogBytes,
-      executor: opts.executor,
+      executor: opts.executor ?? new RuncExecutor(servicePolicy(opts.sandbox)),
       ...(queue ? { queue } : {}),
       log: this.#log,
     });

@@ -162,6 +162,10 @@ export interface WireFailure {
   logTail?: string[];
   durationMs?: number;
   timedOut?: boolean;
+  /** The timeout that applied (ms), for a step that timed out. */
+  timeoutMs?: number;
+  /** The resource limit a step hit, in words. */
+  limit?: string;
 }
 
 export interface WireResult {

@@ -9,6 +9,7 @@
  * - On close, the worker stops taking jobs and lets running builds finish for a grace period; builds still running
  *   then are stopped (their sandboxes killed) and their jobs go back to the queue.
  */
+import { RuncExecutor, servicePolicy, type ServiceSandboxOptions } from "../sandbox/runc.js";
 import { UnrecoverableError, Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Executor } from "../sandbox/runc.js";
@@ -37,7 +38,10 @@ export interface BuildWorkerOptions {
   stepLockMs?: number;
   /** Name in logs. Default `<host>:<pid>`. */
   name?: string;
+  /** Runs the steps. Default: runc under `servicePolicy(sandbox)`. */
   executor?: Executor;
+  /** The sandbox policy of the default executor (as `strata serve`'s: set both the same). */
+  sandbox?: ServiceSandboxOptions;
   /** The worker's own diagnostics. Default: stderr. */
   log?: (line: string) => void;
 }
@@ -62,7 +66,7 @@ export class BuildWorker {
     this.#redis = redis;
     this.#trees = trees;
     this.#log = opts.log ?? ((l) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
-    this.#executor = opts.executor;
+    this.#executor = opts.executor ?? new RuncExecutor(servicePolicy(opts.sandbox));
     this.store = new RedisLockingStore(opts.store, redis, {
       keys: this.keys,
       ...(opts.stepLockMs !== undefined ? { ttlMs: opts.stepLockMs } : {}),

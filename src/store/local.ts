@@ -41,8 +41,13 @@ export class LocalStore implements Store {
     this.root = root;
   }
 
-  /** Opens (creating if needed) a store rooted at `root`. */
+  /**
+   * Opens (creating if needed) a store rooted at `root`. The root is made 0700: layer dirs hold files exactly as
+   * images have them — setuid-root binaries included — so no other local user may walk into them.
+   */
   static async open(root = defaultStoreRoot()): Promise<LocalStore> {
+    await fsp.mkdir(root, { recursive: true, mode: 0o700 });
+    await fsp.chmod(root, 0o700);
     for (const d of ["blobs/sha256", "index", "images", "chains", "layers", "tmp", "locks", "logs"]) {
       await fsp.mkdir(path.join(root, d), { recursive: true });
     }

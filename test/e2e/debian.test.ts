@@ -31,7 +31,7 @@ describe("debianSlim", () => {
       `import { Image } from "strata";
 export default Image.debianSlim({ pythonVersion: "3.11" })
   .aptInstall("jq")
-  .pipInstall("tinypkg==1.0", { indexUrl: ${JSON.stringify(index.url)} })
+  .pipInstall("tinypkg==1.0", { indexUrl: ${JSON.stringify(index.url)}, network: "host" })
   .env({ GREETING: "hi", NONCE: ${JSON.stringify(tag)} })
   .runCommands("echo $GREETING > /greeting")
   .runFunction(async (name: string) => { (await import("node:fs")).writeFileSync("/from-fn", name); }, { args: ["strata"] })
@@ -62,7 +62,7 @@ export default Image.debianSlim({ pythonVersion: "3.11" })
     const dir = await tempDir();
     cleanup.push(dir);
     const def = path.join(dir, "image.ts");
-    await fsp.writeFile(def, `import { Image } from "strata";\nexport default Image.debianSlim().env({ N: "${nonce()}" }).uvPipInstall("tinypkg==2.0", { indexUrl: ${JSON.stringify(index.url)} });\n`);
+    await fsp.writeFile(def, `import { Image } from "strata";\nexport default Image.debianSlim().env({ N: "${nonce()}" }).uvPipInstall("tinypkg==2.0", { indexUrl: ${JSON.stringify(index.url)}, network: "host" });\n`);
     const missing = await strata(["build", def]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /uv is not available: uvPipInstall needs a uv binary: none in the image .* STRATA_UV_BINARY is not set/);

@@ -176,9 +176,10 @@ describe("aptInstall", () => {
     assert.deepEqual(rendered(a, 1), ["RUN --network=none apt-get update", "RUN --network=none apt-get install -y jq curl git"]);
   });
 
-  test('aptInstall network "host" is the default and is not rendered', () => {
+  test('aptInstall network "host" is rendered (and keyed): it is not the default sandboxed network', () => {
     const p = base().aptInstall("jq", { network: "host" }).plan(BV);
-    assert.deepEqual(rendered(p, 1), ["RUN apt-get update", "RUN apt-get install -y jq"]);
+    assert.deepEqual(rendered(p, 1), ["RUN --network=host apt-get update", "RUN --network=host apt-get install -y jq"]);
+    assert.deepEqual(rendered(base().aptInstall("jq").plan(BV), 1), ["RUN apt-get update", "RUN apt-get install -y jq"]);
   });
 
   test("aptInstall timeout is converted to milliseconds", () => {
@@ -612,7 +613,7 @@ describe("metadata instructions", () => {
   test("render covers RUN (string and exec form), COPY, and network flags", () => {
     assert.equal(render({ op: "RUN", command: "echo hi" }), "RUN echo hi");
     assert.equal(render({ op: "RUN", command: ["a", "b c"] }), 'RUN ["a","b c"]');
-    assert.equal(render({ op: "RUN", command: "x", network: "host" }), "RUN x");
+    assert.equal(render({ op: "RUN", command: "x", network: "host" }), "RUN --network=host x");
     assert.equal(render({ op: "RUN", command: "x", network: "none" }), "RUN --network=none x");
     assert.equal(
       render({ op: "RUN", command: "x", network: "none", mounts: [{ type: "bind", source: "s", target: "/t", readonly: true }] }),

@@ -1,0 +1,21 @@
+/**
+ * The network a RUN step gets when it names none. Steps default to the sandboxed network (their own namespace with
+ * egress, no route to the host); STRATA_NETWORK (or `strata build --network`) sets another default for a build. A
+ * default other than the sandbox is written into the step's instructions before keying, so a step built with the host
+ * network (or none) never shares a cache entry with the sandboxed one.
+ */
+import { ConfigError } from "../errors.js";
+import type { Instruction } from "../plan/instructions.js";
+import type { NetworkMode } from "../sandbox/runtime-spec.js";
+
+export function defaultNetwork(env: NodeJS.ProcessEnv = process.env): NetworkMode {
+  const v = env.STRATA_NETWORK ?? "sandbox";
+  if (v === "sandbox" || v === "none" || v === "host") return v;
+  throw new ConfigError(`STRATA_NETWORK=${JSON.stringify(v)}: expected sandbox, none or host`);
+}
+
+/** The instructions with the default network written into every RUN that names none (pure). */
+export function withDefaultNetwork(instructions: readonly Instruction[], mode: NetworkMode): Instruction[] {
+  if (mode === "sandbox") return [...instructions];
+  return instructions.map((i) => (i.op === "RUN" && i.network === undefined ? { ...i, network: mode } : i));
+}

@@ -1,0 +1,167 @@
+// The build sandbox, attacked from inside a RUN step with default settings (issue 9): seccomp on, no CAP_NET_RAW, no
+// new user namespaces, no route to the host's loopback, and the host network only as an entitlement. Every probe
+// targets a server this test runs on host loopback, reached either directly (127.0.0.1) or through slirp4netns's
+// gateway to the host (10.0.2.2); nothing is sent anywhere else.
+import assert from "node:assert/strict";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, test } from "node:test";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { RUNC_ROOT } from "../../src/sandbox/runc.js";
+import { spawnServe } from "../support/service.js";
+import { buildJson, scratchSpace, SHARED_HOME, strata, strataSpawn } from "../support/strata.js";
+
+const execFileP = promisify(execFile);
+
+const space = scratchSpace();
+after(() => space.cleanup());
+
+let server: http.Server;
+let port = 0;
+let hits = 0;
+before(async () => {
+  server = http.createServer((_req, res) => {
+    hits++;
+    res.end("reached-the-host\n");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  port = (server.address() as AddressInfo).port;
+});
+after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+/** Shell that tries an HTTP GET of the host's test server at `addr` and prints `<label>=reached|blocked`. */
+function probe(label: string, addr: string): string {
+  return `(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${addr} ${port} 2>/dev/null | grep -q reached-the-host && echo ${label}=reached || echo ${label}=blocked)`;
+}
+
+const TOOLS = `runCommands("ln -sf busybox /bin/nc && ln -sf busybox /bin/unshare && ln -sf busybox /bin/cut")`;
+
+describe("sandbox: a RUN step with default settings", () => {
+  test("has seccomp, no CAP_NET_RAW, cannot unshare a user namespace and cannot reach host loopback", { timeout: 120_000 }, async () => {
+    const hitsBefore = hits;
+    const { def } = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(
+      [
+        "grep -E '^(Seccomp|CapEff):' /proc/self/status",
+        "echo uid_map=$(cat /proc/self/uid_map)",
+        "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)",
+        probe("loopback", "127.0.0.1"),
+        probe("gateway", "10.0.2.2"),
+      ].join("; "),
+    )});\n`);
+    const built = await buildJson(def);
+    const log = built.stderr;
+    assert.match(log, /Seccomp:\s+2/, log);
+    const capEff = /CapEff:\s+([0-9a-f]+)/.exec(log);
+    assert.ok(capEff, log);
+    const caps = BigInt(`0x${capEff[1]}`);
+    assert.equal(caps & (1n << 13n), 0n, `CAP_NET_RAW (bit 13) is in CapEff ${capEff[1]}`);
+    assert.notEqual(caps & 1n, 0n, "CAP_CHOWN should stay (package managers need it)");
+    assert.match(log, /unshare=refused/);
+    assert.match(log, /loopback=blocked/);
+    assert.match(log, /gateway=blocked/);
+    assert.equal(hits, hitsBefore, "the host's loopback server was reached from a sandboxed step");
+  });
+
+  test("with network host (the entitlement a local step may ask for) reaches host loopback: the probe can tell", { timeout: 120_000 }, async () => {
+    const hitsBefore = hits;
+    const { def } = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(probe("loopback", "127.0.0.1"))}, { network: "host" });\n`);
+    const built = await buildJson(def);
+    assert.match(built.stderr, /loopback=reached/, built.stderr);
+    assert.ok(hits > hitsBefore);
+  });
+
+  test("STRATA_NETWORK=none gives steps loopback only; a bad value is a clear error", { timeout: 120_000 }, async () => {
+    const { def } = await space.project(`export default base.${TOOLS}.runCommands("echo ifaces=$(ls /sys/class/net)");\n`);
+    const built = await buildJson(def, [], { env: { STRATA_NETWORK: "none" } });
+    assert.match(built.stderr, /ifaces=lo\n/, built.stderr);
+    const bad = await strata(["build", def], { env: { STRATA_NETWORK: "bridge" } });
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /STRATA_NETWORK="bridge": expected sandbox, none or host/);
+  });
+});
+
+describe("sandbox: lifetime", () => {
+  test("kill -9 of the builder leaves no running container of its build 2 s later", { timeout: 120_000 }, async () => {
+    const { def } = await space.project(`export default base.runCommands("echo started; sleep 100000");\n`);
+    const child = strataSpawn(["build", def]);
+    let stderr = "";
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    const prefix = `strata-${child.pid}-`;
+    const containers = async () => {
+      const r = await execFileP("runc", ["--root", RUNC_ROOT, "list", "--format", "json"]).catch(() => ({ stdout: "null" }));
+      return ((JSON.parse(r.stdout || "null") as { id: string; status: string; pid: number }[] | null) ?? []).filter((c) => c.id.startsWith(prefix));
+    };
+    const deadline = Date.now() + 60_000;
+    let running: { id: string; status: string; pid: number }[] = [];
+    while (Date.now() < deadline) {
+      running = (await containers()).filter((c) => c.status === "running");
+      if (running.length && stderr.includes("started")) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(running.length, 1, `the step's container never ran:\n${stderr}`);
+    const pid = running[0]!.pid;
+    child.kill("SIGKILL");
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.deepEqual((await containers()).filter((c) => c.status === "running"), [], "a container outlived its builder");
+    assert.throws(() => process.kill(pid, 0), /ESRCH/, "the step's process is still alive");
+    // The next build reaps the stopped container record (reapStaleContainers).
+    const next = await space.project(`export default base.runCommands("true");\n`);
+    await buildJson(next.def);
+    assert.deepEqual(await containers(), []);
+  });
+});
+
+describe("sandbox: through strata serve", () => {
+  test("a RUN gets the same sandbox; the host network is refused unless the operator grants it; a step without a timeout is killed at the service's default", { timeout: 180_000 }, async () => {
+    const serve = await spawnServe({ STRATA_HOME: SHARED_HOME }, ["--step-timeout", "3s", "--max-step-timeout", "5s"]);
+    try {
+      const hitsBefore = hits;
+      const env = { STRATA_SERVER: serve.url };
+      const probeDef = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(
+        ["grep -E '^(Seccomp|CapEff):' /proc/self/status", "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)", probe("loopback", "127.0.0.1"), probe("gateway", "10.0.2.2")].join("; "),
+      )});\n`);
+      const built = await buildJson(probeDef.def, [], { env });
+      assert.match(built.stderr, /Seccomp:\s+2/, built.stderr);
+      const capEff = /CapEff:\s+([0-9a-f]+)/.exec(built.stderr)!;
+      assert.equal(BigInt(`0x${capEff[1]}`) & (1n << 13n), 0n);
+      assert.match(built.stderr, /unshare=refused/);
+      assert.match(built.stderr, /loopback=blocked/);
+      assert.match(built.stderr, /gateway=blocked/);
+      assert.equal(hits, hitsBefore);
+
+      const hostDef = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(probe("loopback", "127.0.0.1"))}, { network: "host" });\n`);
+      const refused = await strata(["build", hostDef.def], { env });
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /host network.*network\.host entitlement.*--allow-network-host/s, refused.stderr);
+      assert.equal(hits, hitsBefore, "a refused step ran anyway");
+
+      const sleepDef = await space.project(`export default base.runCommands("sleep 100000");\n`);
+      const t0 = Date.now();
+      const slept = await strata(["build", sleepDef.def], { env });
+      assert.notEqual(slept.code, 0);
+      assert.match(slept.stderr, /timed out after 3s/, slept.stderr);
+      assert.ok(Date.now() - t0 < 60_000);
+      const longDef = await space.project(`export default base.runCommands("sleep 100000", { timeout: 100000 });\n`);
+      const capped = await strata(["build", longDef.def], { env });
+      assert.match(capped.stderr, /timed out after 5s/, capped.stderr);
+    } finally {
+      serve.child.kill("SIGTERM");
+      await serve.exited;
+    }
+  });
+
+  test("strata serve --allow-network-host grants the entitlement", { timeout: 120_000 }, async () => {
+    const serve = await spawnServe({ STRATA_HOME: SHARED_HOME }, ["--allow-network-host"]);
+    try {
+      const hitsBefore = hits;
+      const hostDef = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(probe("loopback", "127.0.0.1"))}, { network: "host" });\n`);
+      const built = await buildJson(hostDef.def, [], { env: { STRATA_SERVER: serve.url } });
+      assert.match(built.stderr, /loopback=reached/);
+      assert.ok(hits > hitsBefore);
+    } finally {
+      serve.child.kill("SIGTERM");
+      await serve.exited;
+    }
+  });
+});
