@@ -162,3 +162,22 @@ export class EntitlementError extends StrataError {
     this.name = "EntitlementError";
   }
 }
+
+/** A step's resource limit (memory, pids, cpus) is invalid or above the operator's maximum. */
+export class LimitError extends StrataError {
+  override readonly code = "STEP_LIMIT";
+  override readonly fault = "user";
+  constructor(readonly limit: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "LimitError";
+  }
+}
+
+/** A step's cgroup could not be found, created, limited, read or removed (`path` says where). */
+export class CgroupError extends StrataError {
+  override readonly code = "CGROUP";
+  constructor(readonly path: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CgroupError";
+  }
+}

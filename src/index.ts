@@ -30,4 +30,6 @@ export {
   SandboxError,
   MissingToolError,
   BuildCancelledError,
+  LimitError,
+  CgroupError,
 } from "./errors.js";
