@@ -4,10 +4,11 @@
  * We create a parent cgroup `strata/<id>` in each controller and write the limits there; runc is given
  * `linux.cgroupsPath: "/strata/<id>/ctr"` (and no `resources`), creates that leaf, and removes it when the
  * container exits. Because the limits live on our parent, its counters (OOM kills, peak pids) outlive the container,
- * so a failed step can be told which limit it hit. Reading the kernel's files is split from parsing them: the parsers
- * and the list of writes (`stepCgroupPlan`) are pure, so both cgroup versions are tested on any host.
+ * so a failed step can be told which limit it hit. (cgroup v1 keeps two of those counters only in the leaf: see
+ * usageFromV1 and pidsLimitHit for what we read instead.) Reading the kernel's files is split from parsing them: the
+ * parsers and the list of writes (`stepCgroupPlan`) are pure, so both cgroup versions are tested on any host.
  */
-import { constants, type Dirent, promises as fsp } from "node:fs";
+import { closeSync, constants, type Dirent, openSync, promises as fsp, readSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -205,10 +206,12 @@ export function parseCgroupNumber(text: string): number | undefined {
 
 /** The contents of a v1 step cgroup's files (absent ones undefined) that usageFromV1 reads. */
 export interface V1UsageFiles {
-  /** memory.oom_control: `oom_kill_disable`, `under_oom`, `oom_kill` (since Linux 4.13). */
+  /** memory.oom_control: `oom_kill_disable`, `under_oom`, `oom_kill` (since Linux 4.13; counted only where the process died). */
   oomControl?: string;
   /** memory.max_usage_in_bytes */
   maxUsageInBytes?: string;
+  /** Whether the kernel log shows an OOM kill charged to our cgroup (see kernelLogShowsOomKill). */
+  kernelLogOomKill?: boolean;
   /** pids.events of our parent and, if runc has not removed it yet, of its leaf. */
   pidsEvents?: string[];
   /** pids.peak (Linux 6.x) */
@@ -245,17 +248,98 @@ function pidsLimitHit(events: string[] | undefined, peak: string | undefined, ma
   return { hit: refused || reached, ...(p !== undefined ? { peak: p } : {}) };
 }
 
-/** Reads a v1 step cgroup's files: `oom_kill` counts kills in the whole subtree, so our parent sees the leaf's. */
+/**
+ * Reads a v1 step cgroup's files. Unlike v2, v1 counts `oom_kill` only in the memory cgroup of the killed process
+ * (runc's leaf, removed when the container exits), never in its parents, so our parent's count stays 0 when the leaf
+ * hit our limit: the kernel log's record of the kill is what says so (`kernelLogOomKill`). The parent's own count and
+ * `under_oom` (an OOM in progress with the killer disabled) still count, for a process placed in it directly.
+ */
 export function usageFromV1(f: V1UsageFiles): LimitUsage {
   const oom = parseKeyedFile(f.oomControl ?? "");
   const maxUsage = f.maxUsageInBytes !== undefined ? parseCgroupNumber(f.maxUsageInBytes) : undefined;
   const pids = pidsLimitHit(f.pidsEvents, f.pidsPeak, f.pidsMax);
   return {
-    oomKilled: (oom.get("oom_kill") ?? 0) > 0 || (oom.get("under_oom") ?? 0) > 0,
+    oomKilled: (oom.get("oom_kill") ?? 0) > 0 || (oom.get("under_oom") ?? 0) > 0 || f.kernelLogOomKill === true,
     ...(maxUsage !== undefined ? { memoryMaxBytes: maxUsage } : {}),
     pidsLimitHit: pids.hit,
     ...(pids.peak !== undefined ? { pidsMax: pids.peak } : {}),
   };
+}
+
+/** A v1 memory cgroup's counters, as read from its files (absent ones undefined). */
+export interface V1MemoryCounters {
+  failcnt?: string;
+  maxUsageInBytes?: string;
+  limitInBytes?: string;
+  memswMaxUsageInBytes?: string;
+  memswLimitInBytes?: string;
+}
+
+/**
+ * Whether a v1 memory cgroup ever reached its memory or memory+swap limit: a failed charge counted in memory.failcnt,
+ * or a peak at the limit. The peak matters because Linux 6.12+ stops counting failures of the memsw counter, which
+ * with memsw = memory limit is the one that fails first: memory.failcnt and memory.memsw.failcnt then both stay 0.
+ */
+export function v1MemoryLimitReached(c: V1MemoryCounters): boolean {
+  const n = (t: string | undefined) => (t !== undefined ? parseCgroupNumber(t) : undefined);
+  const atLimit = (peak: string | undefined, limit: string | undefined) => {
+    const p = n(peak);
+    const l = n(limit);
+    return p !== undefined && l !== undefined && Number.isFinite(l) && p >= l;
+  };
+  return (n(c.failcnt) ?? 0) > 0 || atLimit(c.maxUsageInBytes, c.limitInBytes) || atLimit(c.memswMaxUsageInBytes, c.memswLimitInBytes);
+}
+
+/**
+ * Whether kernel log records (/dev/kmsg or `dmesg` text) show an OOM kill whose limiting memory cgroup is step `id`'s,
+ * or one below it. The kernel logs every memory cgroup OOM kill as
+ * `oom-kill:constraint=CONSTRAINT_MEMCG,…,oom_memcg=/strata/<id>,task_memcg=/strata/<id>/ctr,task=tail,pid=…`,
+ * with paths inside the memory hierarchy (which may sit below a mount's root, hence the match on the tail).
+ */
+export function kernelLogShowsOomKill(log: string, id: string): boolean {
+  const ours = `/${CGROUP_PARENT}/${id}/`;
+  for (const line of log.split("\n")) {
+    const at = line.indexOf("oom-kill:");
+    if (at < 0) continue;
+    const m = /[:,]oom_memcg=([^,\s]*)/.exec(line.slice(at));
+    if (m && `${m[1]}/`.includes(ours)) return true;
+  }
+  return false;
+}
+
+/**
+ * The kernel log's OOM-kill records (from /dev/kmsg, read without blocking), or undefined when it cannot be read
+ * (no CAP_SYSLOG, no /dev/kmsg in a container). Records that scrolled out of the ring buffer are lost, so this is
+ * read right after the step, and only when the memory limit was reached at all (v1MemoryLimitReached).
+ */
+function readKernelOomRecords(): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync("/dev/kmsg", constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  const records: string[] = [];
+  const buf = Buffer.alloc(16 * 1024); // one record per read; the kernel's are at most 8 KiB
+  try {
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(fd, buf, 0, buf.length, null);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === "EPIPE") continue; // records were overwritten while we read: go on with the next one
+        if (code === "EAGAIN") break; // the end of the log
+        return records.length ? records.join("") : undefined;
+      }
+      if (n === 0) break;
+      const text = buf.toString("utf8", 0, n);
+      if (text.includes("oom-kill:")) records.push(text);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return records.join("");
 }
 
 /**
@@ -639,7 +723,18 @@ export async function createStepCgroup(id: string, limits: StepLimits, layout?: 
       }
       const p = await pidsFiles();
       if (lay.version === 1) {
-        return usageFromV1({ oomControl: memText, maxUsageInBytes: await readOptional(path.join(mem, "memory.max_usage_in_bytes")), ...p });
+        const read = (file: string) => readOptional(path.join(mem, file));
+        const maxUsageInBytes = await read("memory.max_usage_in_bytes");
+        const reached = v1MemoryLimitReached({
+          failcnt: await read("memory.failcnt"),
+          maxUsageInBytes,
+          limitInBytes: await read("memory.limit_in_bytes"),
+          memswMaxUsageInBytes: await read("memory.memsw.max_usage_in_bytes"),
+          memswLimitInBytes: await read("memory.memsw.limit_in_bytes"),
+        });
+        // The kernel log is only searched when the limit was reached at all: reading it costs up to tens of ms.
+        const log = reached ? readKernelOomRecords() : undefined;
+        return usageFromV1({ oomControl: memText, maxUsageInBytes, kernelLogOomKill: log !== undefined && kernelLogShowsOomKill(log, id), ...p });
       }
       return usageFromV2({ memoryEvents: memText, memoryPeak: await readOptional(path.join(mem, "memory.peak")), ...p });
     },

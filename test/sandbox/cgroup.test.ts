@@ -11,6 +11,7 @@ import {
   detectCgroups,
   formatBytes,
   hierarchyOf,
+  kernelLogShowsOomKill,
   layoutFromMounts,
   limitFailureMessage,
   limitsFromEnv,
@@ -22,6 +23,7 @@ import {
   stepCgroupPlan,
   usageFromV1,
   usageFromV2,
+  v1MemoryLimitReached,
   type CgroupLayout,
   type StepLimits,
 } from "../../src/sandbox/cgroup.js";
@@ -213,6 +215,45 @@ describe("the kernel's files", () => {
     test("pids: no limit (max) never reads as hit, nor do missing files", () => {
       assert.equal(usageFromV1({ pidsEvents: ["max 0\n"], pidsPeak: "9000\n", pidsMax: "max\n" }).pidsLimitHit, false);
       assert.equal(usageFromV1({ pidsPeak: "16\n" }).pidsLimitHit, false);
+    });
+  });
+
+  describe("v1 kernel log", () => {
+    // As this host's kernel (6.18, cgroup v1) logged the hog of cgroup-runc.test.ts, through /dev/kmsg and dmesg.
+    const id = "strata-23749-mxdf9797-9828f8c4";
+    const kmsg =
+      "6,1771,686312948,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=ctr,mems_allowed=0," +
+      `oom_memcg=/strata/${id},task_memcg=/strata/${id}/ctr,task=tail,pid=23974,uid=0\n`;
+    const dmesg = `[  686.312948] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=ctr,mems_allowed=0,oom_memcg=/strata/${id},task_memcg=/strata/${id}/ctr,task=tail,pid=23974,uid=0`;
+    test("an OOM kill limited by our cgroup is found, in /dev/kmsg and dmesg form", () => {
+      assert.equal(kernelLogShowsOomKill(kmsg, id), true);
+      assert.equal(kernelLogShowsOomKill(`noise\n${dmesg}\nmore noise`, id), true);
+    });
+    test("below a bind-mounted hierarchy root, or limited by a cgroup below ours", () => {
+      assert.equal(kernelLogShowsOomKill(kmsg.replaceAll("=/strata/", "=/docker/abc/strata/"), id), true);
+      assert.equal(kernelLogShowsOomKill(kmsg.replace(`oom_memcg=/strata/${id}`, `oom_memcg=/strata/${id}/ctr`), id), true);
+    });
+    test("other cgroups' kills, ids that merely share a prefix, and global OOMs are not ours", () => {
+      assert.equal(kernelLogShowsOomKill(kmsg, "strata-23749-mxdf9797"), false);
+      assert.equal(kernelLogShowsOomKill(kmsg.replaceAll(id, `${id}0`), id), false);
+      assert.equal(kernelLogShowsOomKill(kmsg.replace(`oom_memcg=/strata/${id}`, "global_oom"), id), false);
+      assert.equal(kernelLogShowsOomKill(`Memory cgroup stats for /strata/${id}:`, id), false);
+      assert.equal(kernelLogShowsOomKill("", id), false);
+    });
+    test("v1MemoryLimitReached: a counted failure, or a peak at the memory or memsw limit", () => {
+      const limit = String(64 * MiB);
+      // What this host (6.18) shows after an OOM kill with memsw = memory limit: no failcnt anywhere, a peak at the limit.
+      assert.equal(v1MemoryLimitReached({ failcnt: "0\n", maxUsageInBytes: `${limit}\n`, limitInBytes: `${limit}\n`, memswMaxUsageInBytes: `${limit}\n`, memswLimitInBytes: `${limit}\n` }), true);
+      assert.equal(v1MemoryLimitReached({ failcnt: "3\n", maxUsageInBytes: "1000\n", limitInBytes: `${limit}\n` }), true);
+      // With swap, memory+swap can reach its limit while RAM alone stays below.
+      assert.equal(v1MemoryLimitReached({ failcnt: "0", maxUsageInBytes: "1000", limitInBytes: limit, memswMaxUsageInBytes: limit, memswLimitInBytes: limit }), true);
+      assert.equal(v1MemoryLimitReached({ failcnt: "0", maxUsageInBytes: String(64 * MiB - 4096), limitInBytes: limit }), false);
+      assert.equal(v1MemoryLimitReached({}), false);
+    });
+    test("usageFromV1 takes the kernel log's word when the parent's oom_kill stays 0", () => {
+      const quiet = "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n";
+      assert.equal(usageFromV1({ oomControl: quiet, kernelLogOomKill: true }).oomKilled, true);
+      assert.equal(usageFromV1({ oomControl: quiet, kernelLogOomKill: false }).oomKilled, false);
     });
   });
 
