@@ -31,7 +31,7 @@ const GiB = 1024 * MiB;
 
 /** Limits of a step that asks for none, sized for a 2-core, 24 GiB builder: 4 GiB, 4096 pids, every core. */
 export const DEFAULT_LIMITS: StepLimits = Object.freeze({ memoryBytes: 4 * GiB, pids: 4096, cpus: os.availableParallelism() });
-/** Below this runc itself cannot start the container (Docker has the same floor). */
+/** Docker's floor for a container's memory limit; below it the container's own start-up may not fit. */
 export const MIN_MEMORY_BYTES = 6 * MiB;
 /** The kernel's smallest CFS quota is 1 ms per period; ours is 100 ms. */
 export const MIN_CPUS = 0.01;
@@ -91,7 +91,7 @@ function invalidReason(key: keyof StepLimits, value: number): string | undefined
   if (value <= 0) return "it must be greater than zero";
   if (key === "memoryBytes") {
     if (!Number.isSafeInteger(value)) return "it must be a whole number of bytes";
-    if (value < MIN_MEMORY_BYTES) return `it must be at least ${formatBytes(MIN_MEMORY_BYTES)} (runc needs that much to start the step)`;
+    if (value < MIN_MEMORY_BYTES) return `it must be at least ${formatBytes(MIN_MEMORY_BYTES)}, as in Docker (less may not even start the step)`;
   }
   if (key === "pids" && !Number.isSafeInteger(value)) return "it must be a whole number";
   if (key === "cpus" && value < MIN_CPUS) return `it must be at least ${MIN_CPUS} (the kernel's smallest CPU quota)`;
