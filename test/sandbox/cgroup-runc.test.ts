@@ -148,11 +148,12 @@ describe("step cgroups with runc", { skip }, () => {
     const id = `strata-${uniqueSuffix()}`;
     const cg = await createStepCgroup(id, LIMITS);
     cgroups.push(cg);
-    const spec = runtimeSpec({
-      rootfs, argv: ["/bin/sh", "-c", script], env: ["PATH=/bin"], cwd: "/", uid: 0, gid: 0, additionalGids: [], mounts: [],
-      network: "none", hostname: "cgtest",
-    }) as { linux: Record<string, unknown> };
-    spec.linux.cgroupsPath = cg.runcPath;
+    const spec = runtimeSpec(
+      { rootfs, argv: ["/bin/sh", "-c", script], env: ["PATH=/bin"], cwd: "/", uid: 0, gid: 0, additionalGids: [], mounts: [], network: "none", hostname: "cgtest" },
+      { cgroupsPath: cg.runcPath },
+    ) as { linux: Record<string, unknown> };
+    assert.equal(spec.linux.cgroupsPath, cg.runcPath);
+    assert.equal(spec.linux.resources, undefined, "the limits live on our parent cgroup, not in the spec");
     const bundle = path.join(work, id);
     await fsp.mkdir(bundle);
     await fsp.writeFile(path.join(bundle, "config.json"), JSON.stringify(spec));
