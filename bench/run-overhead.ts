@@ -73,7 +73,9 @@ try {
   const spec = { rootfs, argv: ["/bin/true"], env: ["PATH=/bin"], cwd: "/", uid: 0, gid: 0, additionalGids: [], mounts: [], hostname: "strata" };
   const variants: Record<string, () => Promise<void>> = {
     "bare runc (before)": async () => {
+      // As the executor did before: runc run, then runc delete.
       await execa("runc", ["--root", "/run/strata-bench-runc", "run", "--bundle", bundle, `bench-${process.pid}`]);
+      await execa("runc", ["--root", "/run/strata-bench-runc", "delete", "-f", `bench-${process.pid}`], { reject: false });
     },
     "strata sandbox": async () => {
       const r = await ex.run({ ...spec }, {});

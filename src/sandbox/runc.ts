@@ -4,11 +4,13 @@
  * its builder.
  */
 import { promises as fsp } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { execa } from "execa";
 import { ConfigError, EntitlementError, MissingToolError, SandboxError } from "../errors.js";
 import { pidAlive, uniqueSuffix } from "../util/fs.js";
+import { capLimits, createStepCgroup, DEFAULT_LIMITS, limitFailureMessage, limitsFromEnv, reapStaleCgroups, type StepLimits } from "./cgroup.js";
 import { networkPool } from "./netns.js";
 import { runtimeSpec, type BindMount, type NetworkMode, type SandboxSpec } from "./runtime-spec.js";
 
@@ -53,6 +55,20 @@ export interface SandboxPolicy {
   defaultTimeoutMs?: number;
   /** The longest timeout a step may have (ms; undefined: no maximum). A step asking for more gets this. */
   maxTimeoutMs?: number;
+  /** Memory, pids and CPU of a step that asks for nothing. */
+  defaultLimits: StepLimits;
+  /** The most a step may ask for. */
+  maxLimits: StepLimits;
+}
+
+/** What this machine has: the most a local step may ask for. */
+function machineLimits(): StepLimits {
+  return { memoryBytes: os.totalmem(), pids: 65536, cpus: os.availableParallelism() };
+}
+
+/** STRATA_MAX_STEP_MEMORY / _PIDS / _CPUS (the operator's maximum), parsed as STRATA_STEP_* are. */
+function maxLimitsFromEnv(env: NodeJS.ProcessEnv): Partial<StepLimits> {
+  return limitsFromEnv({ STRATA_STEP_MEMORY: env.STRATA_MAX_STEP_MEMORY, STRATA_STEP_PIDS: env.STRATA_MAX_STEP_PIDS, STRATA_STEP_CPUS: env.STRATA_MAX_STEP_CPUS });
 }
 
 export const RUNC_ROOT = "/run/strata-runc";
@@ -78,9 +94,14 @@ export function policyFromEnv(env: NodeJS.ProcessEnv = process.env): SandboxPoli
   const net = env.STRATA_NETWORK ?? "sandbox";
   if (net !== "sandbox" && net !== "none" && net !== "host") throw new ConfigError(`STRATA_NETWORK=${JSON.stringify(net)}: expected sandbox, none or host`);
   // (src/engine/network.ts reads the same variable for the steps' keys.)
+  const machine = machineLimits();
+  const maxLimits = { ...machine, ...maxLimitsFromEnv(env) };
+  const defaultLimits = capLimits(limitsFromEnv(env), maxLimits, DEFAULT_LIMITS);
   return {
     allowNetworkHost: true,
     defaultNetwork: net,
+    defaultLimits,
+    maxLimits,
     ...(env.STRATA_STEP_TIMEOUT ? { defaultTimeoutMs: parseDuration(env.STRATA_STEP_TIMEOUT, "STRATA_STEP_TIMEOUT") } : {}),
     ...(env.STRATA_MAX_STEP_TIMEOUT ? { maxTimeoutMs: parseDuration(env.STRATA_MAX_STEP_TIMEOUT, "STRATA_MAX_STEP_TIMEOUT") } : {}),
   };
@@ -105,11 +126,14 @@ export function servicePolicy(o: ServiceSandboxOptions = {}, env: NodeJS.Process
   const local = policyFromEnv(env);
   const maxTimeoutMs = o.maxStepTimeoutMs ?? local.maxTimeoutMs ?? SERVICE_MAX_STEP_TIMEOUT_MS;
   const defaultTimeoutMs = Math.min(o.stepTimeoutMs ?? local.defaultTimeoutMs ?? SERVICE_STEP_TIMEOUT_MS, maxTimeoutMs);
-  return { allowNetworkHost: o.allowNetworkHost ?? false, defaultNetwork: local.defaultNetwork, defaultTimeoutMs, maxTimeoutMs };
+  // A step may ask for no more than the service's defaults unless the operator sets a higher maximum.
+  const maxLimits = { ...local.defaultLimits, ...maxLimitsFromEnv(env) };
+  const defaultLimits = capLimits({}, maxLimits, local.defaultLimits);
+  return { allowNetworkHost: o.allowNetworkHost ?? false, defaultNetwork: local.defaultNetwork, defaultTimeoutMs, maxTimeoutMs, defaultLimits, maxLimits };
 }
 
 /** The timeout a step gets under a policy (pure): its own, else the default; never above the maximum. */
-export function effectiveTimeout(asked: number | undefined, policy: SandboxPolicy): number | undefined {
+export function effectiveTimeout(asked: number | undefined, policy: Pick<SandboxPolicy, "defaultTimeoutMs" | "maxTimeoutMs">): number | undefined {
   const t = asked ?? policy.defaultTimeoutMs;
   if (policy.maxTimeoutMs === undefined) return t;
   return t === undefined ? policy.maxTimeoutMs : Math.min(t, policy.maxTimeoutMs);
@@ -189,9 +213,18 @@ export class RuncExecutor implements Executor {
           if (await fsp.access(p).then(() => true, () => false)) mounts.push({ source: p, destination: p, readonly: true });
         }
       }
+      const limits = capLimits(spec.limits ?? {}, this.policy.maxLimits, this.policy.defaultLimits);
+      const cgroup = await createStepCgroup(id, limits);
+      cleanups.push(() => cgroup.remove());
       const full: SandboxSpec = { ...spec, network, mounts: [...mounts.filter((m) => !spec.mounts.some((s) => s.destination === m.destination)), ...spec.mounts] };
-      await fsp.writeFile(path.join(bundle, "config.json"), JSON.stringify(runtimeSpec(full, { ...(netnsPath ? { netnsPath } : {}), oomScoreAdj: STEP_OOM_SCORE_ADJ })), { mode: 0o600 });
-      return await this.#runBundle(runc, id, bundle, effectiveTimeout(opts.timeoutMs, this.policy), opts);
+      const ctx = { ...(netnsPath ? { netnsPath } : {}), cgroupsPath: cgroup.runcPath, oomScoreAdj: STEP_OOM_SCORE_ADJ };
+      await fsp.writeFile(path.join(bundle, "config.json"), JSON.stringify(runtimeSpec(full, ctx)), { mode: 0o600 });
+      const result = await this.#runBundle(runc, id, bundle, effectiveTimeout(opts.timeoutMs, this.policy), opts);
+      if (result.exitCode !== 0 && !result.timedOut) {
+        const limit = limitFailureMessage(await cgroup.usage(), limits);
+        if (limit) return { ...result, limit };
+      }
+      return result;
     } finally {
       for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
     }
@@ -258,5 +291,11 @@ export async function reapStaleContainers(): Promise<void> {
     if (!m || pidAlive(Number(m[1]))) continue;
     await execa(runc, ["--root", RUNC_ROOT, "kill", id, "KILL"], { reject: false });
     await execa(runc, ["--root", RUNC_ROOT, "delete", "-f", id], { reject: false });
+  }
+  // Their cgroups (limits set on strata/<id>, which runc leaves) and bundles go too.
+  await reapStaleCgroups().catch(() => undefined);
+  for (const name of await fsp.readdir(BUNDLE_ROOT).catch(() => [] as string[])) {
+    const m = /^strata-(\d+)-/.exec(name);
+    if (m && !pidAlive(Number(m[1]))) await fsp.rm(path.join(BUNDLE_ROOT, name), { recursive: true, force: true });
   }
 }

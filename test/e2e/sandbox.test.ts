@@ -7,6 +7,8 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { promisify } from "node:util";
 import { RUNC_ROOT } from "../../src/sandbox/runc.js";
 import { spawnServe } from "../support/service.js";
@@ -81,6 +83,26 @@ describe("sandbox: a RUN step with default settings", () => {
   });
 });
 
+describe("sandbox: limits", () => {
+  test("a step over its memory limit fails with a message naming the limit; one over its pids limit too", { timeout: 120_000 }, async () => {
+    const { def } = await space.project(`export default base.runCommands("head -c 300m /dev/zero | busybox tail > /dev/null");\n`);
+    const r = await strata(["build", def], { env: { STRATA_STEP_MEMORY: "64m" } });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /ran out of memory: it exceeded its memory limit of 64 MiB/, r.stderr);
+    const forks = await space.project(`export default base.runCommands("i=0; while [ $i -lt 60 ]; do sleep 5 & i=$((i+1)); done; wait");\n`);
+    const p = await strata(["build", forks.def], { env: { STRATA_STEP_PIDS: "20" } });
+    assert.equal(p.code, 1, p.stderr);
+    assert.match(p.stderr, /could not create more processes: the pids limit of 20 was reached/, p.stderr);
+  });
+
+  test("a limit above the builder's maximum is refused before anything runs", { timeout: 60_000 }, async () => {
+    const { def } = await space.project(`export default base.runCommands("true");\n`);
+    const r = await strata(["build", def], { env: { STRATA_STEP_PIDS: "100", STRATA_MAX_STEP_PIDS: "50" } });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /pids/);
+  });
+});
+
 describe("sandbox: lifetime", () => {
   test("kill -9 of the builder leaves no running container of its build 2 s later", { timeout: 120_000 }, async () => {
     const { def } = await space.project(`export default base.runCommands("echo started; sleep 100000");\n`);
@@ -101,6 +123,22 @@ describe("sandbox: lifetime", () => {
     }
     assert.equal(running.length, 1, `the step's container never ran:\n${stderr}`);
     const pid = running[0]!.pid;
+    // From the host, during the step: the container's cgroup has finite memory and pids limits (set on its parent,
+    // strata/<id>, which the kernel applies hierarchically).
+    const cgroups = readFileSync(`/proc/${pid}/cgroup`, "utf8");
+    const memPath = /^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(.*)$/m.exec(cgroups);
+    if (memPath) {
+      const stat = readFileSync(`/sys/fs/cgroup/memory${memPath[1]}/memory.stat`, "utf8");
+      const limit = Number(/^hierarchical_memory_limit (\d+)$/m.exec(stat)![1]);
+      assert.ok(limit > 0 && limit <= 64 * 1024 ** 3, `memory limit ${limit}`);
+      assert.ok(Number(readFileSync(`/sys/fs/cgroup/memory${path.dirname(memPath[1]!)}/memory.limit_in_bytes`, "utf8")) === limit);
+      const pidsPath = /^\d+:pids:(.*)$/m.exec(cgroups)![1]!;
+      assert.match(readFileSync(`/sys/fs/cgroup/pids${path.dirname(pidsPath)}/pids.max`, "utf8"), /^\d+\n$/);
+    } else {
+      const v2 = /^0::(.*)$/m.exec(cgroups)![1]!;
+      assert.match(readFileSync(`/sys/fs/cgroup${path.dirname(v2)}/memory.max`, "utf8"), /^\d+\n$/);
+      assert.match(readFileSync(`/sys/fs/cgroup${path.dirname(v2)}/pids.max`, "utf8"), /^\d+\n$/);
+    }
     child.kill("SIGKILL");
     await new Promise((r) => setTimeout(r, 2000));
     assert.deepEqual((await containers()).filter((c) => c.status === "running"), [], "a container outlived its builder");

@@ -106,10 +106,17 @@ describe("policies", () => {
     assert.equal(effectiveTimeout(undefined, p), 3000);
     assert.equal(effectiveTimeout(1000, p), 1000);
     assert.equal(effectiveTimeout(100_000, p), 5000);
-    assert.equal(effectiveTimeout(undefined, { allowNetworkHost: true, defaultNetwork: "sandbox" }), undefined);
+    assert.equal(effectiveTimeout(undefined, {}), undefined);
   });
   test("a service refuses the host network unless granted, and has a default and maximum timeout", () => {
-    assert.deepEqual(servicePolicy({}, {}), { allowNetworkHost: false, defaultNetwork: "sandbox", defaultTimeoutMs: 3_600_000, maxTimeoutMs: 14_400_000 });
+    const p = servicePolicy({}, {});
+    assert.deepEqual({ ...p, defaultLimits: undefined, maxLimits: undefined }, { allowNetworkHost: false, defaultNetwork: "sandbox", defaultTimeoutMs: 3_600_000, maxTimeoutMs: 14_400_000, defaultLimits: undefined, maxLimits: undefined });
+    assert.equal(p.defaultLimits.memoryBytes, 4 * 1024 ** 3);
+    assert.deepEqual(p.maxLimits, p.defaultLimits, "a service step may not ask for more than the defaults unless the operator says so");
+    const raised = servicePolicy({}, { STRATA_STEP_MEMORY: "1g", STRATA_MAX_STEP_MEMORY: "8g", STRATA_MAX_STEP_PIDS: "100" });
+    assert.equal(raised.defaultLimits.memoryBytes, 1024 ** 3);
+    assert.equal(raised.maxLimits.memoryBytes, 8 * 1024 ** 3);
+    assert.equal(raised.defaultLimits.pids, 100, "the default never exceeds the maximum");
     assert.equal(servicePolicy({ allowNetworkHost: true }, {}).allowNetworkHost, true);
     assert.equal(servicePolicy({ stepTimeoutMs: 10_000, maxStepTimeoutMs: 5000 }, {}).defaultTimeoutMs, 5000);
     assert.equal(policyFromEnv({}).allowNetworkHost, true);
