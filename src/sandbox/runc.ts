@@ -269,7 +269,10 @@ export class RuncExecutor implements Executor {
     } finally {
       if (timer) clearTimeout(timer);
       opts.signal?.removeEventListener("abort", onAbort);
-      await execa(runc, ["--root", RUNC_ROOT, "delete", "-f", id], { reject: false });
+      // `runc run` deletes its container when it exits; only one left behind (runc killed) needs `runc delete`.
+      if (await fsp.access(path.join(RUNC_ROOT, id)).then(() => true, () => false)) {
+        await execa(runc, ["--root", RUNC_ROOT, "delete", "-f", id], { reject: false });
+      }
     }
   }
 }
