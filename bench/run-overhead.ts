@@ -9,6 +9,7 @@
  *   bare runc        runc run of the pre-hardening spec (the baseline).
  *   strata sandbox   RuncExecutor, default policy: own network namespace with egress (slirp4netns from the pool),
  *                    seccomp, no CAP_NET_RAW, parent-death wrapper, cgroup limits.
+ *   strata, no userns  the same with STRATA_USERNS=0 (steps as host root), to show the user namespace's share.
  *   strata none      RuncExecutor with network none.
  * Prints the median and p10–p90 of each and the medians' difference to the baseline.
  */
@@ -80,6 +81,15 @@ try {
     "strata sandbox": async () => {
       const r = await ex.run({ ...spec }, {});
       if (r.exitCode !== 0) throw new Error(`exit ${r.exitCode}`);
+    },
+    "strata, no userns": async () => {
+      process.env.STRATA_USERNS = "0";
+      try {
+        const r = await ex.run({ ...spec }, {});
+        if (r.exitCode !== 0) throw new Error(`exit ${r.exitCode}`);
+      } finally {
+        delete process.env.STRATA_USERNS;
+      }
     },
     "strata none": async () => {
       const r = await ex.run({ ...spec, network: "none" }, {});

@@ -27,6 +27,8 @@ PACKAGES=(
   slirp4netns
   nftables
   iproute2
+  gcc
+  libc6-dev
 )
 
 log() { printf 'setup-system: %s\n' "$*"; }

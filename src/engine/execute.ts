@@ -360,6 +360,7 @@ export class StepExecutor {
           mounts,
           network: ins.network ?? defaultNetwork(),
           hostname: "strata",
+          overlayDir: work,
         },
         { timeoutMs: step.timeoutMs, onOutput: (t) => log.write(t), signal: this.signal },
       );

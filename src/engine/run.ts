@@ -46,7 +46,7 @@ export async function runImage(store: Store, image: ImageRecord, opts: RunImageO
     const cwd = config.config.WorkingDir || "/";
     await fsp.mkdir(path.join(dirs.merged, cwd), { recursive: true });
     const r = await new RuncExecutor().run(
-      { rootfs: dirs.merged, argv, env: [...env].map(([k, v]) => `${k}=${v}`), cwd, uid: user.uid, gid: user.gid, additionalGids: user.additionalGids, mounts: [], ...(opts.network ? { network: opts.network } : {}), hostname: "strata" },
+      { rootfs: dirs.merged, argv, env: [...env].map(([k, v]) => `${k}=${v}`), cwd, uid: user.uid, gid: user.gid, additionalGids: user.additionalGids, mounts: [], ...(opts.network ? { network: opts.network } : {}), hostname: "strata", overlayDir: work },
       {
         onData: (chunk, s) => (s === "stdout" ? (opts.stdout ?? ((x: Buffer) => process.stdout.write(x)))(chunk) : (opts.stderr ?? ((x: Buffer) => process.stderr.write(x)))(chunk)),
       },

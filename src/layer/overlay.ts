@@ -32,12 +32,33 @@ export async function mountOverlay(dir: string, lowers: readonly string[]): Prom
     await fsp.symlink(effective[i]!, path.join(links, name));
     names.push(`l/${name}`);
   }
-  const options = `lowerdir=${names.join(":")},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off,index=off,xino=off`;
+  await mountWithOptions(dir, overlayOptions(names, "upper", "work"));
+  return dirs;
+}
+
+/** The overlay mount options Strata uses: lowers top first, by (short, relative) name. */
+export function overlayOptions(lowerNames: readonly string[], upper: string, work: string): string {
+  return `lowerdir=${lowerNames.join(":")},upperdir=${upper},workdir=${work},redirect_dir=off,metacopy=off,index=off,xino=off`;
+}
+
+async function mountWithOptions(dir: string, options: string): Promise<void> {
   const r = await execa("mount", ["-t", "overlay", "overlay", "-o", options, "merged"], { cwd: dir, reject: false });
   if (r.exitCode !== 0) {
     throw new SandboxError(`could not mount overlay in ${dir}: ${r.stderr || r.stdout} (Strata needs root and a kernel with overlayfs)`);
   }
-  return dirs;
+}
+
+/** The lower dirs (top first) of the overlay mountOverlay made in `dir`, as its `l/` links name them. */
+export async function overlayLowersTopFirst(dir: string): Promise<string[]> {
+  const links = path.join(dir, "l");
+  const names = (await fsp.readdir(links)).sort((a, b) => parseInt(a, 36) - parseInt(b, 36));
+  return Promise.all(names.map((n) => fsp.readlink(path.join(links, n))));
+}
+
+/** The options mountOverlay mounted `dir`'s overlay with (relative to `dir`), to mount it again the same way. */
+export async function overlayOptionsOf(dir: string): Promise<string> {
+  const n = (await fsp.readdir(path.join(dir, "l"))).length;
+  return overlayOptions(Array.from({ length: n }, (_, i) => `l/${i.toString(36)}`), "upper", "work");
 }
 
 export async function unmountOverlay(dirs: OverlayDirs): Promise<void> {

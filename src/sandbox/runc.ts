@@ -11,7 +11,10 @@ import { execa } from "execa";
 import { ConfigError, EntitlementError, MissingToolError, SandboxError } from "../errors.js";
 import { pidAlive, uniqueSuffix } from "../util/fs.js";
 import { capLimits, createStepCgroup, DEFAULT_LIMITS, limitFailureMessage, limitsFromEnv, reapStaleCgroups, type StepLimits } from "./cgroup.js";
+import { unmountUnder } from "../layer/overlay.js";
+import { HOST_ID_BASE } from "./ids.js";
 import { networkPool } from "./netns.js";
+import { idmapView, requireSandboxHelper, usernsEnabled } from "./userns.js";
 import { runtimeSpec, type BindMount, type NetworkMode, type SandboxSpec } from "./runtime-spec.js";
 
 export interface RunOptions {
@@ -152,26 +155,6 @@ async function runcBinary(): Promise<string> {
   throw new MissingToolError("runc", "install it (`apt-get install runc`, or run `npm run setup`), or set STRATA_RUNC to its path");
 }
 
-/**
- * `runc run` under a parent-death signal. runc does not pass its own death on to the container, so a tiny shell
- * (started by `setpriv --pdeathsig TERM`) runs runc in the background; when the builder dies the shell gets TERM and
- * kills the container with `runc kill` (retrying until runc has created it), then exits.
- */
-const WRAPPER = [
-  'r=$1; root=$2; id=$3; shift 3; dead=',
-  "trap 'dead=1' TERM HUP INT",
-  '"$r" --root "$root" run "$@" &',
-  "c=$!",
-  "while :; do",
-  '  wait "$c"; s=$?',
-  '  if [ -z "$dead" ] && ! kill -0 "$c" 2>/dev/null; then exit "$s"; fi',
-  '  if [ -n "$dead" ]; then',
-  '    while kill -0 "$c" 2>/dev/null; do "$r" --root "$root" kill "$id" KILL >/dev/null 2>&1; sleep 0.05; done',
-  '    wait "$c"; exit 137',
-  "  fi",
-  "done",
-].join("\n");
-
 const HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
 export class RuncExecutor implements Executor {
@@ -192,17 +175,20 @@ export class RuncExecutor implements Executor {
     const runc = await runcBinary();
     // The owner pid in the id lets `reapStaleContainers` recognise containers whose builder died.
     const id = `strata-${uniqueSuffix()}`;
-    await fsp.mkdir(BUNDLE_ROOT, { recursive: true, mode: 0o700 });
-    await fsp.chmod(BUNDLE_ROOT, 0o700);
+    await privateDir(BUNDLE_ROOT);
     const bundle = path.join(BUNDLE_ROOT, id);
-    await fsp.mkdir(bundle, { mode: 0o700 });
+    await privateDir(bundle);
     const cleanups: (() => void | Promise<void>)[] = [() => fsp.rm(bundle, { recursive: true, force: true })];
+    // Puts the step's filesystem back as the engine mounted it; a failure here is the step's failure.
+    let restore: (() => Promise<void>) | undefined;
     try {
       const mounts: BindMount[] = [];
       let netnsPath: string | undefined;
-      if (network === "sandbox") {
-        const net = await networkPool().take();
-        cleanups.push(() => net.release());
+      const userns = usernsEnabled();
+      // A prepared namespace pair: its network namespace for a sandboxed step, its user namespace for every step.
+      const net = network === "sandbox" || userns ? await networkPool().take() : undefined;
+      if (net) cleanups.push(() => net.release());
+      if (network === "sandbox" && net) {
         netnsPath = net.netPath;
         await fsp.writeFile(path.join(bundle, "resolv.conf"), net.resolvConf, { mode: 0o644 });
         await fsp.writeFile(path.join(bundle, "hosts"), `${HOSTS}127.0.1.1\t${spec.hostname}\n`, { mode: 0o644 });
@@ -216,8 +202,13 @@ export class RuncExecutor implements Executor {
       const limits = capLimits(spec.limits ?? {}, this.policy.maxLimits, this.policy.defaultLimits);
       const cgroup = await createStepCgroup(id, limits);
       cleanups.push(() => cgroup.remove());
-      const full: SandboxSpec = { ...spec, network, mounts: [...mounts.filter((m) => !spec.mounts.some((s) => s.destination === m.destination)), ...spec.mounts] };
-      const ctx = { ...(netnsPath ? { netnsPath } : {}), cgroupsPath: cgroup.runcPath, oomScoreAdj: STEP_OOM_SCORE_ADJ };
+      let full: SandboxSpec = { ...spec, network, mounts: [...mounts.filter((m) => !spec.mounts.some((s) => s.destination === m.destination)), ...spec.mounts] };
+      if (userns && net) {
+        const view = await idmapView({ userns: net.userPath, stage: bundle, rootfs: spec.rootfs, mounts: full.mounts, ...(spec.overlayDir ? { overlayDir: spec.overlayDir } : {}) });
+        restore = view.restore;
+        full = { ...full, rootfs: view.rootfs, mounts: view.mounts };
+      }
+      const ctx = { ...(netnsPath ? { netnsPath } : {}), ...(userns && net ? { usernsPath: net.userPath } : {}), cgroupsPath: cgroup.runcPath, oomScoreAdj: STEP_OOM_SCORE_ADJ };
       await fsp.writeFile(path.join(bundle, "config.json"), JSON.stringify(runtimeSpec(full, ctx)), { mode: 0o600 });
       const result = await this.#runBundle(runc, id, bundle, effectiveTimeout(opts.timeoutMs, this.policy), opts);
       if (result.exitCode !== 0 && !result.timedOut) {
@@ -226,7 +217,11 @@ export class RuncExecutor implements Executor {
       }
       return result;
     } finally {
-      for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
+      try {
+        await restore?.();
+      } finally {
+        for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
+      }
     }
   }
 
@@ -235,7 +230,8 @@ export class RuncExecutor implements Executor {
     runsStarted++;
     const counterFile = process.env.STRATA_SANDBOX_COUNTER;
     if (counterFile) await fsp.appendFile(counterFile, `${id}\n`);
-    const child = execa("setpriv", ["--pdeathsig", "TERM", "--", "/bin/sh", "-c", WRAPPER, "strata-runc", runc, RUNC_ROOT, id, "--bundle", bundle, id], {
+    const helper = await requireSandboxHelper();
+    const child = execa(helper, ["supervise", runc, RUNC_ROOT, id, "--bundle", bundle, id], {
       stdin: "ignore",
       buffer: false,
       reject: false,
@@ -277,6 +273,16 @@ export class RuncExecutor implements Executor {
   }
 }
 
+/**
+ * A directory only root can read and only root and the sandbox's root (group HOST_ID_BASE, so runc can reach a
+ * rootfs from inside the step's user namespace) can pass through: 0710 root:HOST_ID_BASE.
+ */
+export async function privateDir(dir: string): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true, mode: 0o710 });
+  await fsp.chown(dir, 0, HOST_ID_BASE);
+  await fsp.chmod(dir, 0o710);
+}
+
 /** A step's OOM score: above the builder's (0 by default), so under memory pressure the kernel picks a step first. */
 export const STEP_OOM_SCORE_ADJ = 500;
 
@@ -299,6 +305,9 @@ export async function reapStaleContainers(): Promise<void> {
   await reapStaleCgroups().catch(() => undefined);
   for (const name of await fsp.readdir(BUNDLE_ROOT).catch(() => [] as string[])) {
     const m = /^strata-(\d+)-/.exec(name);
-    if (m && !pidAlive(Number(m[1]))) await fsp.rm(path.join(BUNDLE_ROOT, name), { recursive: true, force: true });
+    if (!m || pidAlive(Number(m[1]))) continue;
+    // The idmapped clones of a step whose builder died are still mounted in the bundle: detach them first.
+    await unmountUnder(path.join(BUNDLE_ROOT, name));
+    await fsp.rm(path.join(BUNDLE_ROOT, name), { recursive: true, force: true }).catch(() => undefined);
   }
 }

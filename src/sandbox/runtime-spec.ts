@@ -3,6 +3,7 @@
  * capabilities without CAP_NET_RAW, Docker's default seccomp profile, Docker's masked and read-only paths (plus
  * powercap), its own pid/ipc/uts/mount namespaces, and a network namespace unless the host network was granted.
  */
+import { HOST_ID_BASE, ID_COUNT } from "./ids.js";
 import { DOCKER_DEFAULT_SECCOMP } from "./seccomp-profile.js";
 
 export interface BindMount {
@@ -27,6 +28,11 @@ export interface SandboxSpec {
    */
   network?: NetworkMode;
   hostname: string;
+  /**
+   * When `rootfs` is the merged dir of the overlay `mountOverlay(overlayDir, …)` made: with a user namespace the
+   * executor mounts it again over idmapped layers for the run, and mounts it back as it was before returning.
+   */
+  overlayDir?: string;
   /** Resource limits asked for this step (the executor caps them by its policy). */
   limits?: { memoryBytes?: number; pids?: number; cpus?: number };
 }
@@ -37,6 +43,8 @@ export type NetworkMode = "sandbox" | "none" | "host";
 export interface RuntimeContext {
   /** Path of a prepared network namespace to join (`sandbox` mode); without it `sandbox`/`none` get a new empty one. */
   netnsPath?: string;
+  /** Path of a user namespace to join (it maps the container's ids to an unprivileged host range). */
+  usernsPath?: string;
   /** `linux.cgroupsPath` (e.g. `/strata/<id>/ctr`), under a parent cgroup that carries the step's limits. */
   cgroupsPath?: string;
   /** `process.oomScoreAdj`: above the builder's, so the kernel kills a step before the service. */
@@ -65,6 +73,7 @@ export const SYSTEM_MOUNT_POINTS = ["/proc", "/dev", "/dev/pts", "/dev/shm", "/d
 
 export function runtimeSpec(s: SandboxSpec, ctx: RuntimeContext = {}): Record<string, unknown> {
   const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+  if (ctx.usernsPath) namespaces.unshift({ type: "user", path: ctx.usernsPath });
   const network = s.network ?? "sandbox";
   if (network !== "host") namespaces.push(ctx.netnsPath ? { type: "network", path: ctx.netnsPath } : { type: "network" });
   const caps = s.uid === 0 ? DEFAULT_CAPABILITIES : [];
@@ -88,7 +97,10 @@ export function runtimeSpec(s: SandboxSpec, ctx: RuntimeContext = {}): Record<st
       { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
       { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
       { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
-      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+      // A fresh sysfs needs a network namespace the step's user namespace owns; on the host network, the host's, read-only.
+      network === "host" && ctx.usernsPath
+        ? { destination: "/sys", type: "bind", source: "/sys", options: ["rbind", "nosuid", "noexec", "nodev", "ro"] }
+        : { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
       ...s.mounts.map((m) => ({
         destination: m.destination,
         type: "bind",
@@ -101,6 +113,10 @@ export function runtimeSpec(s: SandboxSpec, ctx: RuntimeContext = {}): Record<st
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
       seccomp: DOCKER_DEFAULT_SECCOMP,
+      // runc 1.1 wants the mappings of a user namespace it joins spelled out (they are the namespace's own).
+      ...(ctx.usernsPath
+        ? { uidMappings: [{ containerID: 0, hostID: HOST_ID_BASE, size: ID_COUNT }], gidMappings: [{ containerID: 0, hostID: HOST_ID_BASE, size: ID_COUNT }] }
+        : {}),
       ...(ctx.cgroupsPath ? { cgroupsPath: ctx.cgroupsPath } : {}),
     },
   };

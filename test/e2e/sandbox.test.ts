@@ -59,6 +59,11 @@ describe("sandbox: a RUN step with default settings", () => {
     const caps = BigInt(`0x${capEff[1]}`);
     assert.equal(caps & (1n << 13n), 0n, `CAP_NET_RAW (bit 13) is in CapEff ${capEff[1]}`);
     assert.notEqual(caps & 1n, 0n, "CAP_CHOWN should stay (package managers need it)");
+    const uidMap = /uid_map=\s*(\d+)\s+(\d+)\s+(\d+)/.exec(log);
+    assert.ok(uidMap, log);
+    assert.equal(uidMap[1], "0");
+    assert.notEqual(uidMap[2], "0", "container root is host root (identity uid_map)");
+    assert.equal(uidMap[3], "65536");
     assert.match(log, /unshare=refused/);
     assert.match(log, /loopback=blocked/);
     assert.match(log, /gateway=blocked/);
@@ -157,12 +162,13 @@ describe("sandbox: through strata serve", () => {
       const hitsBefore = hits;
       const env = { STRATA_SERVER: serve.url };
       const probeDef = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(
-        ["grep -E '^(Seccomp|CapEff):' /proc/self/status", "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)", probe("loopback", "127.0.0.1"), probe("gateway", "10.0.2.2")].join("; "),
+        ["grep -E '^(Seccomp|CapEff):' /proc/self/status", "echo uid_map=$(cat /proc/self/uid_map)", "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)", probe("loopback", "127.0.0.1"), probe("gateway", "10.0.2.2")].join("; "),
       )});\n`);
       const built = await buildJson(probeDef.def, [], { env });
       assert.match(built.stderr, /Seccomp:\s+2/, built.stderr);
       const capEff = /CapEff:\s+([0-9a-f]+)/.exec(built.stderr)!;
       assert.equal(BigInt(`0x${capEff[1]}`) & (1n << 13n), 0n);
+      assert.match(built.stderr, /uid_map= ?0 [1-9]\d* 65536/);
       assert.match(built.stderr, /unshare=refused/);
       assert.match(built.stderr, /loopback=blocked/);
       assert.match(built.stderr, /gateway=blocked/);
@@ -201,5 +207,22 @@ describe("sandbox: through strata serve", () => {
       serve.child.kill("SIGTERM");
       await serve.exited;
     }
+  });
+});
+
+describe("sandbox: user namespace", () => {
+  test("files a step's root makes are uid 0 in the layer, chowned ones keep their ids, and the host sees no shifted ids", { timeout: 120_000 }, async () => {
+    const { def } = await space.project(
+      `export default base.runCommands("mkdir -p /made/sub && echo r > /made/root.txt && echo a > /made/app.txt && chown 1000:1000 /made/app.txt && chown 42:65534 /made/sub && chmod 4755 /made/root.txt && id -u > /made/id");\n`,
+    );
+    const built = await buildJson(def);
+    const layer = built.steps[built.steps.length - 1]!.layer!;
+    // The layer's tar, as stored: owners are the image's own ids.
+    const tar = await execFileP("sh", ["-c", `gzip -dc ${SHARED_HOME}/blobs/sha256/${layer.slice(7)} | tar -tv --numeric-owner`]);
+    assert.match(tar.stdout, /-rwsr-xr-x 0\/0 .* made\/root\.txt/);
+    assert.match(tar.stdout, /-rw-r--r-- 1000\/1000 .* made\/app\.txt/);
+    assert.match(tar.stdout, /drwxr-xr-x 42\/65534 .* made\/sub\/?$/m);
+    const run = await strata(["run", built.imageId, "--", "sh", "-c", "cat /made/id; stat -c '%u:%g' /made/app.txt /made/sub"]);
+    assert.equal(run.stdout, "0\n1000:1000\n42:65534\n");
   });
 });
