@@ -5,6 +5,7 @@
 import path from "node:path";
 import { debianSuiteFor, loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError } from "../errors.js";
+import { clampImagePath, clampInstructionPaths } from "../plan/image-path.js";
 import { shellQuote, type Instruction } from "../plan/instructions.js";
 import type { BaseSpec, Plan, Step, StepInput } from "../plan/step.js";
 import type { DeferredMount } from "../store/store.js";
@@ -697,8 +698,14 @@ export class Image {
     const b = typeof builder === "string" ? loadBuilderVersion(builder) : builder;
     // Clones, so a caller mutating a plan cannot change the definition or another plan. Secrets are immutable
     // and keep their private values, so they are shared rather than cloned.
-    const steps = [this.#base(b), ...this.#steps.map((f) => f(b))].map((st) => ({ ...structuredClone({ ...st, secrets: undefined }), secrets: st.secrets }));
-    return { builderVersion: b.version, steps, deferred: structuredClone([...this.#deferred]) };
+    // Image paths whose `..` would climb above `/` are clamped here, once, so keys agree with the build service's.
+    const steps = [this.#base(b), ...this.#steps.map((f) => f(b))].map((st) => {
+      const step: Step = { ...structuredClone({ ...st, secrets: undefined }), secrets: st.secrets };
+      step.instructions = step.instructions.map(clampInstructionPaths);
+      return step;
+    });
+    const deferred = structuredClone([...this.#deferred]).map((d) => ({ ...d, remotePath: clampImagePath(d.remotePath) }));
+    return { builderVersion: b.version, steps, deferred };
   }
 
   /** Builds the image (locally, or on STRATA_SERVER when set) and returns its id and per-step results. */

@@ -18,6 +18,7 @@
  * - A nested plan's secret values travel in its own `secrets` (index-aligned with its steps), never in the id.
  */
 import { createHash } from "node:crypto";
+import { clampImagePath } from "../plan/image-path.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { BaseSpec } from "../plan/step.js";
 
@@ -335,10 +336,11 @@ export function checkRelPath(p: unknown, where: string): string {
   return s;
 }
 
+/** An absolute image path; one whose `..` would climb above `/` is cleaned (`/../../x` → `/x`), as `Image.plan` does. */
 function absImagePath(v: unknown, where: string): string {
   const s = str(v, where, LIMITS.pathBytes);
   if (!s.startsWith("/")) fail(where, `expected an absolute path in the image, got ${JSON.stringify(s)}`);
-  return s;
+  return clampImagePath(s);
 }
 
 function entry(v: unknown, where: string): WireEntry {
@@ -407,12 +409,15 @@ function optInt(v: unknown, where: string, min: number, max: number): number | u
   return v === undefined ? undefined : int(v, where, min, max);
 }
 
-/** A path in the image: absolute, or (Dockerfile steps) relative to the WORKDIR. */
+/**
+ * A path in the image: absolute, or (Dockerfile steps) relative to the WORKDIR. An absolute one is clamped like
+ * {@link absImagePath}; a relative one is resolved when the step runs, where `..` stops at `/` too.
+ */
 function imagePath(v: unknown, where: string, absolute: boolean): string {
   if (absolute) return absImagePath(v, where);
   const s = str(v, where, LIMITS.pathBytes);
   if (s === "") fail(where, "empty path");
-  return s;
+  return clampImagePath(s);
 }
 
 /** A cache or secret mount's optional `mode`, `uid` and `gid`, onto `m`. */

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { existsSync, promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { compileRequest } from "../../src/service/client.js";
+import { buildImage } from "../../src/engine/build.js";
+import { compileRequest, remoteBuild } from "../../src/service/client.js";
 import { FINISHED, type BuildInfo, type BuildStatus } from "../../src/service/wire.js";
 import { layerDirs } from "../../src/store/store.js";
 import type { Digest } from "../../src/util/digest.js";
@@ -148,5 +149,19 @@ describe("host paths built from client strings", () => {
     } finally {
       if (saved !== undefined) process.env.STRATA_UV_BINARY = saved;
     }
+  });
+
+  test("a definition whose paths climb with .. keys the same locally and through the service (both clamp them)", { timeout: 120_000 }, async () => {
+    const { dir, base } = await busyboxBase();
+    cleanup.push(dir);
+    const image = base
+      .workdir(`${CLIMB}/srv`)
+      .dockerfileCommands([`WORKDIR ${CLIMB}/w/${nonce()}`, `RUN --mount=type=tmpfs,target=${CLIMB}/t pwd > /pwd`, `COPY <<EOF ${CLIMB}/copied/`, "x", "EOF"]);
+    const remote = await remoteBuild(image, { server: svc.url, statCache: false, log: () => undefined });
+    const local = await buildImage(image, { store: svc.store, log: () => undefined });
+    assert.deepEqual(local.steps.map((s) => s.key), remote.steps.map((s) => s.key));
+    assert.ok(local.steps.every((s) => s.cached), "a local build on the service's store hits every step");
+    assert.match((await fileInImage(remote.imageId, "pwd")) ?? "", /^\/w\/[0-9a-f]+\n$/);
+    assert.equal(await fileInImage(remote.imageId, "copied/EOF"), "x\n");
   });
 });
