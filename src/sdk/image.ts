@@ -3,7 +3,7 @@
  * runs until `build()`. Steps compile to instruction lists per builder version (see `compile`).
  */
 import path from "node:path";
-import { debianSuiteFor, loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
+import { loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError } from "../errors.js";
 import { clampImagePath, clampInstructionPaths } from "../plan/image-path.js";
 import { shellQuote, type Instruction } from "../plan/instructions.js";
@@ -14,6 +14,7 @@ import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
 import { commandChain, dockerfileChains, type KnownConfig, type StageChain } from "../dockerfile/to-plan.js";
 import { DEFAULT_PATH } from "../engine/config.js";
 import type { BuildOptions, BuiltImage } from "../engine/build.js";
+import { debianSlimStep } from "./debian-slim.js";
 import { addPythonSteps, checkPythonSeries } from "./python.js";
 
 /** Options every layer method accepts. */
@@ -281,21 +282,7 @@ export class Image {
       throw new InvalidDefinitionError(`debianSlim: pythonVersion must be a string like "3.11"`);
     }
     return new Image(
-      (b) => {
-        const { python, suite } = debianSuiteFor(b, params.pythonVersion);
-        const base: BaseSpec = { kind: "debian", python, suite, mirror: b.debian.mirror, variant: b.debian.variant, packages: [...b.debian.packages].sort(), cmd: b.debian.cmd };
-        return {
-          method: "debianSlim",
-          description: `debianSlim python ${python} (${suite})`,
-          base,
-          instructions: [{ op: "CMD", argv: b.debian.cmd }],
-          inputs: [],
-          secrets: Secret.none(),
-          env: {},
-          forceBuild: params.forceBuild ?? false,
-          extra: [["base", JSON.stringify(base)]],
-        };
-      },
+      (b) => debianSlimStep(b, { pythonVersion: params.pythonVersion, forceBuild: params.forceBuild }),
       [],
       [],
       [],
