@@ -146,7 +146,7 @@ export class StepExecutor {
       await fsp.mkdir(inputFiles);
       const preexisting = new Map<string, boolean>();
       const noteMountPoint = (dest: string) => noteMountPoints(dirs!.merged, dest, preexisting);
-      for (const p of [...SYSTEM_MOUNT_POINTS, "/etc/resolv.conf", "/etc/hosts"]) await noteMountPoint(p);
+      for (const p of [...SYSTEM_MOUNT_POINTS, "/etc/resolv.conf", "/etc/hosts"]) noteMountPoint(p);
       let rc = { ...parentConfig.config };
       const input = (name: string): ResolvedInput => {
         const r = inputsByName.get(name);
