@@ -44,7 +44,8 @@ export function loadBuilderVersion(version = process.env.STRATA_BUILDER_VERSION 
 /** The Debian suite for a Python series, or a clear error naming the supported ones. */
 export function debianSuiteFor(b: BuilderVersion, pythonVersion: string | undefined): { python: string; suite: string } {
   const python = pythonVersion ?? b.debian.defaultPython;
-  const entry = b.debian.python[python];
+  // Own keys only: a series such as "__proto__" or "constructor" must not find an object's built-ins.
+  const entry = typeof python === "string" && Object.hasOwn(b.debian.python, python) ? b.debian.python[python] : undefined;
   if (!entry) {
     throw new InvalidDefinitionError(
       `debianSlim: Python ${python} is not supported by builder version ${b.version}; supported: ${Object.keys(b.debian.python).join(", ")}`,

@@ -327,7 +327,8 @@ class Translator {
       case "USER":
         return meta({ op: "USER", user: pi.user });
       case "WORKDIR":
-        return meta({ op: "WORKDIR", path: pi.path, create: true }, [["workdir.create", "true"]]);
+        // Keyed with the extra `workdir.create` (derived by the engine: the text does not show that it makes a layer).
+        return meta({ op: "WORKDIR", path: pi.path, create: true });
       case "CMD":
         return meta(pi.prependShell ? { op: "CMD", argv: [pi.command.join(" ")], shell: true } : { op: "CMD", argv: [...pi.command] });
       case "ENTRYPOINT": {

@@ -8,6 +8,7 @@ import path from "node:path";
 import { loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
 import { StatCache } from "../context/walk.js";
 import { BuildCancelledError } from "../errors.js";
+import { stepExtra } from "../keys/step-extra.js";
 import { initKeys, stepKey, type KeyInputs } from "../keys/step-key.js";
 import { render } from "../plan/instructions.js";
 import type { Plan, Step } from "../plan/step.js";
@@ -78,7 +79,8 @@ export function keyInputsFor(builder: BuilderVersion, step: Step, parent: Digest
     buildArgs: step.buildArgs ?? [],
     // A registry base's secrets are login credentials: not part of what the image is.
     secretNames: step.base?.kind === "registry" ? [] : step.secrets.names,
-    extra: [...step.extra, ...Object.entries(step.env).map(([k, v]): [string, string] => [`env.${k}`, v]), ...extra],
+    // The plan's own extras, and those derived from what the step runs (a debian base's recipe, env values, …).
+    extra: [...stepExtra(step), ...extra],
   };
 }
 

@@ -5,14 +5,14 @@
  * fully cached builds never load the sandbox and layer modules.
  */
 import { createHash } from "node:crypto";
-import { promises as fsp } from "node:fs";
+import { lstatSync, promises as fsp } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import type { BuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError, SandboxError, StepFailedError } from "../errors.js";
 import { stepKey, type KeyInputs } from "../keys/step-key.js";
 import { commitLayer } from "../layer/commit.js";
-import { MountedTarget, NeedsMountError, opaqueDirsOf, UpperTarget } from "../layer/copy-target.js";
+import { MountedTarget, NeedsMountError, opaqueDirsOf, resolveInImage, UpperTarget } from "../layer/copy-target.js";
 import { mountOverlay, unmountOverlay, type OverlayDirs } from "../layer/overlay.js";
 import type { ImageConfig } from "../oci/types.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
@@ -27,7 +27,7 @@ import { copyLocal } from "./copy-local.js";
 import type { ResolvedInput } from "./inputs.js";
 import { copyNeedsMount, dockerCopy } from "../dockerfile/copy.js";
 import { resolveChown } from "../dockerfile/chown.js";
-import { secureJoin } from "../layer/secure-join.js";
+import { joinNoFollow, lexicalImagePath, secureJoin } from "../layer/secure-join.js";
 import { LineLog, redactor, type LogSink } from "./log.js";
 import { readJson, writeFileAtomic } from "../util/fs.js";
 import { placeNode, placeUv } from "./tools.js";
@@ -146,10 +146,8 @@ export class StepExecutor {
       const inputFiles = path.join(work, "inputs");
       await fsp.mkdir(inputFiles);
       const preexisting = new Map<string, boolean>();
-      const noteMountPoint = async (dest: string) => {
-        if (!preexisting.has(dest)) preexisting.set(dest, await fsp.lstat(path.join(dirs!.merged, dest)).then(() => true, () => false));
-      };
-      for (const p of [...SYSTEM_MOUNT_POINTS, "/etc/resolv.conf", "/etc/hosts"]) await noteMountPoint(p);
+      const noteMountPoint = (dest: string) => noteMountPoints(dirs!.merged, dest, preexisting);
+      for (const p of [...SYSTEM_MOUNT_POINTS, "/etc/resolv.conf", "/etc/hosts"]) noteMountPoint(p);
       let rc = { ...parentConfig.config };
       const input = (name: string): ResolvedInput => {
         const r = inputsByName.get(name);
@@ -271,17 +269,21 @@ export class StepExecutor {
     inputFiles: string,
     inputsByName: Map<string, ResolvedInput>,
     log: LineLog,
-    noteMountPoint: (dest: string) => Promise<void>,
+    noteMountPoint: (dest: string) => void,
   ): Promise<void> {
     let argv = typeof ins.command === "string" ? [...(rc.Shell ?? DEFAULT_SHELL), ins.command] : [...ins.command];
     // /etc/resolv.conf and /etc/hosts are the executor's: they depend on the step's network.
+    // The working directory and every mount target as absolute image paths, `..` stopping at `/` (a relative mount
+    // target is relative to the working directory, as in BuildKit).
+    const cwd = lexicalImagePath(rc.WorkingDir || "/");
+    const target = (t: string) => lexicalImagePath(path.posix.resolve(cwd, t));
     const mounts: BindMount[] = [];
     const cleanups: (() => Promise<void>)[] = [];
     const secretEnv = new Map<string, string>();
     try {
       for (const m of ins.mounts ?? []) {
         if (m.type === "cache") {
-          mounts.push({ source: await this.#cacheMount(m, cleanups), destination: m.target, readonly: m.readonly ?? false });
+          mounts.push({ source: await this.#cacheMount(m, cleanups), destination: target(m.target), readonly: m.readonly ?? false });
           continue;
         }
         if (m.type === "tmpfs") {
@@ -290,7 +292,7 @@ export class StepExecutor {
           const r = await execa("mount", ["-t", "tmpfs", "-o", `mode=1777${m.size !== undefined ? `,size=${m.size}` : ""}`, "tmpfs", dir], { reject: false });
           if (r.exitCode !== 0) throw new InvalidDefinitionError(`${step.description}: could not mount a tmpfs at ${m.target}: ${r.stderr}`);
           cleanups.push(async () => void (await execa("umount", ["-l", dir], { reject: false })));
-          mounts.push({ source: dir, destination: m.target, readonly: false });
+          mounts.push({ source: dir, destination: target(m.target), readonly: false });
           continue;
         }
         if (m.type === "secret") {
@@ -314,7 +316,7 @@ export class StepExecutor {
             await fsp.writeFile(file, value, { mode: 0o600 });
             await fsp.chown(file, m.uid ?? 0, m.gid ?? 0);
             await fsp.chmod(file, m.mode ?? 0o400);
-            mounts.push({ source: file, destination: m.target ?? `/run/secrets/${m.id}`, readonly: true });
+            mounts.push({ source: file, destination: target(m.target ?? `/run/secrets/${m.id}`), readonly: true });
           }
           continue;
         }
@@ -323,18 +325,19 @@ export class StepExecutor {
           mounts.push(...placed.mounts);
           if (argv[0] === `${m.target}/node`) argv = [...placed.argvPrefix, ...argv.slice(1)];
         } else if (m.source === "builder:uv") {
-          mounts.push(await placeUv(rootfs, m.target));
+          mounts.push(await placeUv(rootfs, target(m.target)));
         } else {
           const r = inputsByName.get(m.source);
           if (!r) throw new InvalidDefinitionError(`step ${index}: RUN mount source "${m.source}" is not an input of this step`);
-          const file = path.join(inputFiles, m.source);
+          // Named by position, not by the input's name: a name never becomes part of a host path.
+          const file = path.join(inputFiles, `mount-${mounts.length}`);
           if (r.input.kind === "inline") await fsp.writeFile(file, r.input.content, { mode: r.input.mode });
           else if (r.input.kind === "dir" || r.input.kind === "file") await fsp.symlink(r.input.localPath, file);
           else await materialise(r, file, m.readonly);
-          mounts.push({ source: file, destination: m.target, readonly: m.readonly });
+          mounts.push({ source: file, destination: target(m.target), readonly: m.readonly });
         }
       }
-      for (const m of mounts) await noteMountPoint(m.destination);
+      for (const m of mounts) noteMountPoint(m.destination);
       const user = await resolveUser(rootfs, rc.User);
       // Build args sit below the image's ENV (an ENV of the same name wins, as in BuildKit).
       const env = new Map<string, string>(step.buildArgs ?? []);
@@ -344,8 +347,8 @@ export class StepExecutor {
       for (const [k, v] of Object.entries(step.env)) env.set(k, v);
       if (step.secretsAsEnv !== false) for (const [k, v] of Object.entries(step.secrets.values())) env.set(k, v);
       for (const [k, v] of secretEnv) env.set(k, v);
-      const cwd = rc.WorkingDir || "/";
-      await fsp.mkdir(path.join(rootfs, cwd), { recursive: true });
+      // Created inside the image (symlinks followed within it), never on the host.
+      await fsp.mkdir(secureJoin(rootfs, cwd), { recursive: true });
       const command = typeof ins.command === "string" ? ins.command : JSON.stringify(ins.command);
       if (step.method === "runCommands" || step.method === "aptInstall" || step.method === "pipInstall") log.line(`$ ${command}`);
       const r = await this.executor.run(
@@ -461,7 +464,8 @@ async function materialise(r: ResolvedInput, to: string, readonly: boolean): Pro
 
 /** Dockerfile WORKDIR: creates the directory (and missing parents) if it does not exist, owned by USER if set. */
 async function makeWorkdir(rootfs: string, dir: string, user: string | undefined, where: string): Promise<void> {
-  const parts = dir.split("/").filter(Boolean);
+  // `..` is resolved first (and stops at `/`), so `/a/../b` makes only /b; each component is then resolved in the image.
+  const parts = lexicalImagePath(dir).split("/").filter(Boolean);
   let cur = "/";
   let owner: { uid: number; gid: number } | undefined;
   for (const p of parts) {
@@ -478,25 +482,31 @@ async function makeWorkdir(rootfs: string, dir: string, user: string | undefined
 }
 
 /**
+ * Records whether a mount point, and each of its parents, exists before a RUN (in `preexisting`, by image path). The
+ * destination is resolved in the image as the runtime resolves it (symlinks followed inside the root, the last one
+ * too), so what is recorded is where the runtime will create its stub; nothing outside `root` is looked at.
+ */
+function noteMountPoints(root: string, dest: string, preexisting: Map<string, boolean>): void {
+  const resolved = resolveInImage(new MountedTarget(root), dest, true);
+  for (let p = resolved; p !== "/"; p = path.posix.dirname(p)) {
+    if (preexisting.has(p)) break;
+    const host = joinNoFollow(root, p);
+    preexisting.set(p, host !== undefined && lstatSync(host, { throwIfNoEntry: false }) !== undefined);
+  }
+}
+
+/**
  * Removes files and directories the runtime created only to mount over (e.g. /proc in a scratch image, the
  * runFunction module's mount point), so they never enter the layer. A stub is removed only if it did not exist
- * before the step and is still empty.
+ * before the step and is still empty. The upper dir is walked without following symlinks: the RUN may have replaced
+ * a stub's parent by a link to anywhere, and the scrubber must only ever remove entries of the upper dir itself.
  */
 async function scrubMountStubs(upper: string, preexisting: Map<string, boolean>): Promise<void> {
-  const candidates = new Set<string>();
-  for (const [dest, existed] of preexisting) {
-    if (existed) continue;
-    // The mount point and every parent created for it.
-    let p = dest;
-    while (p !== "/" && p !== ".") {
-      if (preexisting.get(p) === true) break;
-      candidates.add(p);
-      p = path.posix.dirname(p);
-    }
-  }
+  const candidates = [...preexisting].filter(([, existed]) => !existed).map(([p]) => p);
   // Deepest first, so parents become empty before they are checked.
-  for (const p of [...candidates].sort((a, b) => b.split("/").length - a.split("/").length)) {
-    const abs = path.join(upper, p);
+  for (const p of candidates.sort((a, b) => b.split("/").length - a.split("/").length)) {
+    const abs = joinNoFollow(upper, p);
+    if (abs === undefined) continue;
     const st = await fsp.lstat(abs).catch(() => undefined);
     if (!st) continue;
     if (st.isDirectory()) {

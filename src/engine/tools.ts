@@ -5,15 +5,20 @@
 import { promises as fsp, realpathSync } from "node:fs";
 import path from "node:path";
 import { MissingToolError } from "../errors.js";
+import { secureJoin } from "../layer/secure-join.js";
 import type { BindMount } from "../sandbox/runtime-spec.js";
 
 const IMAGE_NODE = ["/usr/local/bin/node", "/usr/bin/node"];
 const IMAGE_UV = ["/usr/local/bin/uv", "/usr/bin/uv", "/root/.local/bin/uv", "/root/.cargo/bin/uv"];
 
+/**
+ * The first candidate that is an executable file in the image. Symlinks are followed inside the image (`secureJoin`),
+ * never on the host: an image's `/usr/local/bin/uv -> /etc/shadow` names the image's /etc/shadow.
+ */
 async function findInRootfs(rootfs: string, candidates: readonly string[]): Promise<string | undefined> {
   for (const c of candidates) {
     try {
-      const st = await fsp.stat(path.join(rootfs, c)); // follows symlinks inside the rootfs view
+      const st = await fsp.stat(secureJoin(rootfs, c));
       if (st.isFile() && st.mode & 0o111) return c;
     } catch {
       // not there
@@ -64,7 +69,8 @@ export async function placeUv(rootfs: string, target: string): Promise<BindMount
     return { source: realpathSync(abs), destination: target, readonly: true };
   }
   const own = await findInRootfs(rootfs, IMAGE_UV);
-  if (own) return { source: realpathSync(path.join(rootfs, own)), destination: target, readonly: true };
+  // The file the image's path resolves to inside the image: a host path under rootfs with no symlink left in it.
+  if (own) return { source: secureJoin(rootfs, own), destination: target, readonly: true };
   throw new MissingToolError(
     "uv",
     `uvPipInstall needs a uv binary: none in the image (${IMAGE_UV.join(", ")}) and STRATA_UV_BINARY is not set. ` +

@@ -3,8 +3,9 @@
  * runs until `build()`. Steps compile to instruction lists per builder version (see `compile`).
  */
 import path from "node:path";
-import { debianSuiteFor, loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
+import { loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError } from "../errors.js";
+import { clampImagePath, clampInstructionPaths } from "../plan/image-path.js";
 import { shellQuote, type Instruction } from "../plan/instructions.js";
 import type { BaseSpec, Plan, Step, StepInput } from "../plan/step.js";
 import type { DeferredMount } from "../store/store.js";
@@ -13,6 +14,7 @@ import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
 import { commandChain, dockerfileChains, type KnownConfig, type StageChain } from "../dockerfile/to-plan.js";
 import { DEFAULT_PATH } from "../engine/config.js";
 import type { BuildOptions, BuiltImage } from "../engine/build.js";
+import { debianSlimStep } from "./debian-slim.js";
 import { addPythonSteps, checkPythonSeries } from "./python.js";
 
 /** Options every layer method accepts. */
@@ -284,21 +286,7 @@ export class Image {
       throw new InvalidDefinitionError(`debianSlim: pythonVersion must be a string like "3.11"`);
     }
     return new Image(
-      (b) => {
-        const { python, suite } = debianSuiteFor(b, params.pythonVersion);
-        const base: BaseSpec = { kind: "debian", python, suite, mirror: b.debian.mirror, variant: b.debian.variant, packages: [...b.debian.packages].sort(), cmd: b.debian.cmd };
-        return {
-          method: "debianSlim",
-          description: `debianSlim python ${python} (${suite})`,
-          base,
-          instructions: [{ op: "CMD", argv: b.debian.cmd }],
-          inputs: [],
-          secrets: Secret.none(),
-          env: {},
-          forceBuild: params.forceBuild ?? false,
-          extra: [["base", JSON.stringify(base)]],
-        };
-      },
+      (b) => debianSlimStep(b, { pythonVersion: params.pythonVersion, forceBuild: params.forceBuild }),
       [],
       [],
       [],
@@ -701,8 +689,14 @@ export class Image {
     const b = typeof builder === "string" ? loadBuilderVersion(builder) : builder;
     // Clones, so a caller mutating a plan cannot change the definition or another plan. Secrets are immutable
     // and keep their private values, so they are shared rather than cloned.
-    const steps = [this.#base(b), ...this.#steps.map((f) => f(b))].map((st) => ({ ...structuredClone({ ...st, secrets: undefined }), secrets: st.secrets }));
-    return { builderVersion: b.version, steps, deferred: structuredClone([...this.#deferred]) };
+    // Image paths whose `..` would climb above `/` are clamped here, once, so keys agree with the build service's.
+    const steps = [this.#base(b), ...this.#steps.map((f) => f(b))].map((st) => {
+      const step: Step = { ...structuredClone({ ...st, secrets: undefined }), secrets: st.secrets };
+      step.instructions = step.instructions.map(clampInstructionPaths);
+      return step;
+    });
+    const deferred = structuredClone([...this.#deferred]).map((d) => ({ ...d, remotePath: clampImagePath(d.remotePath) }));
+    return { builderVersion: b.version, steps, deferred };
   }
 
   /** Builds the image (locally, or on STRATA_SERVER when set) and returns its id and per-step results. */

@@ -24,6 +24,7 @@ import type { Executor } from "../sandbox/runc.js";
 import { Secret } from "../sdk/secret.js";
 import type { DeferredMount, Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
+import { debianBaseStep } from "./bases.js";
 import type { BuildQueue } from "./queue.js";
 import type { InputTrees, TreeLease } from "./trees.js";
 import {
@@ -596,6 +597,11 @@ export async function planForRequest(req: BuildRequest, trees: InputTrees, lease
   const planOf = async (builderVersion: string, wireSteps: WireStep[], secrets: BuildRequest["secrets"], wireDeferred: WireDeferred[]): Promise<Plan> => {
     const steps: Step[] = [];
     for (const [i, s] of wireSteps.entries()) {
+      if (s.base?.kind === "debian") {
+        // Made from this server's builder file, never from the request (which names only the Python series).
+        steps.push(debianBaseStep(builderVersion, { ...s, base: s.base }));
+        continue;
+      }
       const inputs: StepInput[] = [];
       for (const inp of s.inputs) {
         switch (inp.kind) {

@@ -15,12 +15,15 @@ import type { LogSink } from "../engine/log.js";
 import { StatCache, type ContextEntry } from "../context/walk.js";
 import { InvalidDefinitionError, NotFoundError, StepFailedError, StrataError } from "../errors.js";
 import { rehydratePlan } from "../dockerfile/secret-registry.js";
-import type { Plan, Step, StepInput } from "../plan/step.js";
+import { loadBuilderVersion } from "../builder-version.js";
+import { isDerivedExtra, stepExtra } from "../keys/step-extra.js";
+import type { BaseSpec, Plan, Step, StepInput } from "../plan/step.js";
+import { debianSlimStep } from "../sdk/debian-slim.js";
 import type { Image } from "../sdk/image.js";
 import { parseDigest } from "../util/digest.js";
 import {
-  sortEntries, type BuildInfo, type BuildRequest, type BuildStatus, type CreateResponse, type ErrorBody, type WireEntry, type WireFailure, type WireInput,
-  type WireMatch, type WirePlan, type WireResult, type WireStep,
+  WIRE_FORMAT, sortEntries, type BuildInfo, type BuildRequest, type BuildStatus, type CreateResponse, type ErrorBody, type WireBase, type WireEntry,
+  type WireFailure, type WireInput, type WireMatch, type WirePlan, type WireResult, type WireStep,
 } from "./wire.js";
 
 export interface RemoteBuildOptions {
@@ -168,7 +171,7 @@ export async function compileRequest(plan: Plan, statCache?: StatCache): Promise
     note(c, resolved.entries);
     deferred.push({ kind: d.kind, source: d.localPath, remotePath: d.remotePath, ignore: d.ignore, entries: resolved.entries.map(toWireEntry) });
   }
-  const request: BuildRequest = { builderVersion: plan.builderVersion, steps, deferred };
+  const request: BuildRequest = { format: WIRE_FORMAT, builderVersion: plan.builderVersion, steps, deferred };
   if (c.plans.length) request.plans = c.plans;
   if (secrets.some((s) => s !== null)) request.secrets = secrets;
   return { request, files: c.files };
@@ -214,6 +217,12 @@ async function compileSteps(c: Compiler, plan: Plan): Promise<{ steps: WireStep[
     for (const [k, v] of Object.entries(s)) {
       if (v !== undefined && !SENT_STEP_FIELDS.has(k)) throw new InvalidDefinitionError(`step "${s.description}": remote builds do not support the step field "${k}" yet; build locally (unset STRATA_SERVER)`);
     }
+    if (s.base?.kind === "debian") {
+      // The server builds the debian base from its builder file, knowing only the Python series.
+      steps.push(debianWireStep(plan.builderVersion, { ...s, base: s.base }));
+      secrets.push(null);
+      continue;
+    }
     const inputs: WireInput[] = [];
     for (const input of s.inputs) inputs.push(await compileInput(c, s, input));
     const step: WireStep = {
@@ -224,9 +233,10 @@ async function compileSteps(c: Compiler, plan: Plan): Promise<{ steps: WireStep[
       secrets: s.secrets.names,
       env: s.env,
       forceBuild: s.forceBuild,
-      extra: s.extra,
+      // Derived extras are the engine's to compute (the server refuses them); they never change a local key either.
+      extra: s.extra.filter(([name]) => !isDerivedExtra(name)),
     };
-    if (s.base) step.base = s.base;
+    if (s.base) step.base = wireBase(s, s.base);
     if (s.timeoutMs !== undefined) step.timeoutMs = s.timeoutMs;
     if (s.secretsAsEnv !== undefined) step.secretsAsEnv = s.secretsAsEnv;
     if (s.buildArgs?.length) step.buildArgs = s.buildArgs;
@@ -291,6 +301,30 @@ async function compileInput(c: Compiler, s: Step, input: StepInput): Promise<Wir
       return { kind: "stages", name: input.name, plans };
     }
   }
+}
+
+/**
+ * A debian base step as sent: its Python series only. The plan's step must be the one the builder version makes (the
+ * server builds exactly that); a hand-made recipe cannot be built remotely.
+ */
+function debianWireStep(builderVersion: string, s: Step & { base: Extract<BaseSpec, { kind: "debian" }> }): WireStep {
+  const official = debianSlimStep(loadBuilderVersion(builderVersion), { pythonVersion: s.base.python, forceBuild: s.forceBuild });
+  const recipe = (x: Step) => JSON.stringify([x.base, x.instructions, stepExtra(x), x.secrets.names, x.buildArgs ?? [], x.inputs.length]);
+  if (recipe(s) !== recipe(official)) {
+    throw new InvalidDefinitionError(
+      `step "${s.description}": this debian base differs from builder version ${builderVersion}'s debianSlim recipe; the build service builds only the recipes in builders/<version>.json; build locally (unset STRATA_SERVER)`,
+    );
+  }
+  return { method: s.method, description: s.description, base: { kind: "debian", python: s.base.python }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: s.forceBuild, extra: [] };
+}
+
+/** Any other base as sent. A registry base logs in on the server the default way; ECR and GCP logins are not sent yet. */
+function wireBase(s: Step, b: Exclude<BaseSpec, { kind: "debian" }>): WireBase {
+  if (b.kind !== "registry") return b;
+  if (b.login !== undefined && b.login !== "registry") {
+    throw new InvalidDefinitionError(`step "${s.description}": remote builds do not support ${b.login === "ecr" ? "fromAwsEcr" : "fromGcpArtifactRegistry"} bases yet; build locally (unset STRATA_SERVER)`);
+  }
+  return { kind: "registry", ref: b.ref, ...(b.insecure !== undefined ? { insecure: b.insecure } : {}) };
 }
 
 function wireMatchType(s: Step, t: "file" | "dir" | "symlink"): "file" | "dir" {

@@ -24,6 +24,7 @@ import { knownBuilderVersions } from "../builder-version.js";
 import type { Executor } from "../sandbox/runc.js";
 import type { Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
+import { checkDebianBases } from "./bases.js";
 import { Build, Builds, MissingBlobsError, missingBlobs } from "./builds.js";
 import type { BuildQueue } from "./queue.js";
 import { InputTrees } from "./trees.js";
@@ -245,6 +246,7 @@ export class BuildService {
     if (!this.#builderVersions.includes(body.builderVersion)) {
       throw new WireError(`builderVersion: "${body.builderVersion}" is not a builder version this server knows (known: ${this.#builderVersions.join(", ")})`);
     }
+    checkDebianBases(body);
     let got;
     try {
       got = await this.builds.getOrCreate(body);

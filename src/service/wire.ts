@@ -16,13 +16,23 @@
  *   once however often it is read, and only refers to plans before it); one rooted at an image names the reference,
  *   and the server pulls it. `url` inputs are downloaded by the server (keyed by content, as locally).
  * - A nested plan's secret values travel in its own `secrets` (index-aligned with its steps), never in the id.
+ *
+ * Format 3 makes the server the only author of what a step's key stands for:
+ * - A request names its format (`format: "strata-build/3"`); one without it comes from an older client and is refused.
+ * - A `debian` base names only its Python series; the server derives the recipe (suite, mirror, variant, packages,
+ *   CMD) and the step from `builders/<version>.json`, so the base step carries nothing else.
+ * - `extra` never holds a name the engine derives from what a step runs (`base`, `base.*`, `env.*`, `link.*`,
+ *   `workdir.create`; see src/keys/step-extra.ts).
+ * - Absolute image paths (WORKDIR, COPY/ADD destinations, RUN mount targets, deferred destinations) whose `..`
+ *   would climb above `/` are clamped (src/plan/image-path.ts), as `Image.plan` clamps them.
  */
 import { createHash } from "node:crypto";
+import { clampImagePath } from "../plan/image-path.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
-import type { BaseSpec } from "../plan/step.js";
+import { isDerivedExtra } from "../keys/step-extra.js";
 
-/** Version of this wire format; part of every build id. */
-export const WIRE_FORMAT = "strata-build/2";
+/** Version of this wire format: every request names it (`format`), and it is part of every build id. */
+export const WIRE_FORMAT = "strata-build/3";
 
 /** Largest JSON body the service accepts. */
 export const MAX_JSON_BYTES = 10 * 1024 * 1024;
@@ -88,10 +98,20 @@ export type WireInput =
   /** Nested plans (indexes into {@link BuildRequest.plans}) built before the step reads anything. */
   | { kind: "stages"; name: string; plans: number[] };
 
+/**
+ * Where a chain starts, as a client names it. A `debian` base is only a Python series of the request's builder version:
+ * the server derives its recipe from `builders/<version>.json`.
+ */
+export type WireBase =
+  | { kind: "scratch" }
+  | { kind: "debian"; python: string }
+  | { kind: "registry"; ref: string; insecure?: boolean }
+  | { kind: "image"; imageId: string };
+
 export interface WireStep {
   method: string;
   description: string;
-  base?: BaseSpec;
+  base?: WireBase;
   instructions: Instruction[];
   inputs: WireInput[];
   /** Secret names (values travel in {@link BuildRequest.secrets}, or the nested plan's `secrets`). */
@@ -124,6 +144,8 @@ export interface WireDeferred {
 }
 
 export interface BuildRequest {
+  /** The wire format ({@link WIRE_FORMAT}); a request without it comes from an older client. */
+  format: typeof WIRE_FORMAT;
   builderVersion: string;
   steps: WireStep[];
   deferred: WireDeferred[];
@@ -339,10 +361,11 @@ export function checkRelPath(p: unknown, where: string): string {
   return s;
 }
 
+/** An absolute image path; one whose `..` would climb above `/` is cleaned (`/../../x` → `/x`), as `Image.plan` does. */
 function absImagePath(v: unknown, where: string): string {
   const s = str(v, where, LIMITS.pathBytes);
   if (!s.startsWith("/")) fail(where, `expected an absolute path in the image, got ${JSON.stringify(s)}`);
-  return s;
+  return clampImagePath(s);
 }
 
 function entry(v: unknown, where: string): WireEntry {
@@ -411,12 +434,15 @@ function optInt(v: unknown, where: string, min: number, max: number): number | u
   return v === undefined ? undefined : int(v, where, min, max);
 }
 
-/** A path in the image: absolute, or (Dockerfile steps) relative to the WORKDIR. */
+/**
+ * A path in the image: absolute, or (Dockerfile steps) relative to the WORKDIR. An absolute one is clamped like
+ * {@link absImagePath}; a relative one is resolved when the step runs, where `..` stops at `/` too.
+ */
 function imagePath(v: unknown, where: string, absolute: boolean): string {
   if (absolute) return absImagePath(v, where);
   const s = str(v, where, LIMITS.pathBytes);
   if (s === "") fail(where, "empty path");
-  return s;
+  return clampImagePath(s);
 }
 
 /** A cache or secret mount's optional `mode`, `uid` and `gid`, onto `m`. */
@@ -605,7 +631,7 @@ function instruction(v: unknown, where: string): Instruction {
   }
 }
 
-function base(v: unknown, where: string): BaseSpec {
+function base(v: unknown, where: string): WireBase {
   if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected a base object, got ${describe(v)}`);
   const kind = oneOf((v as Obj).kind, `${where}.kind`, ["scratch", "debian", "registry", "image"] as const);
   switch (kind) {
@@ -613,20 +639,15 @@ function base(v: unknown, where: string): BaseSpec {
       obj(v, where, ["kind"]);
       return { kind: "scratch" };
     case "debian": {
-      const o = obj(v, where, ["kind", "python", "suite", "mirror", "variant", "packages", "cmd"]);
-      return {
-        kind: "debian",
-        python: str(o.python, `${where}.python`, 32),
-        suite: str(o.suite, `${where}.suite`, 64),
-        mirror: str(o.mirror, `${where}.mirror`, 2048),
-        variant: str(o.variant, `${where}.variant`, 64),
-        packages: strArray(o.packages, `${where}.packages`),
-        cmd: argv(o.cmd, `${where}.cmd`),
-      };
+      // The recipe is the server's (builders/<version>.json): a client names the Python series and nothing else.
+      const o = obj(v, where, ["kind", "python"]);
+      const python = str(o.python, `${where}.python`, 32);
+      if (!/^[0-9]+\.[0-9]+$/.test(python)) fail(`${where}.python`, `expected a Python series such as "3.11", got ${describe(python)}`);
+      return { kind: "debian", python };
     }
     case "registry": {
       const o = obj(v, where, ["kind", "ref", "insecure"]);
-      const b: BaseSpec = { kind: "registry", ref: str(o.ref, `${where}.ref`, 2048) };
+      const b: WireBase = { kind: "registry", ref: str(o.ref, `${where}.ref`, 2048) };
       const insecure = optBool(o.insecure, `${where}.insecure`);
       if (insecure !== undefined) b.insecure = insecure;
       return b;
@@ -752,6 +773,7 @@ function input(v: unknown, where: string, scope: Scope): WireInput {
   const name = (o: Obj) => {
     const n = str(o.name, `${where}.name`, 128);
     if (!INPUT_NAME_RE.test(n) && !(kind !== "dir" && kind !== "file" && /^<<[A-Za-z0-9_.-]{1,126}$/.test(n))) fail(`${where}.name`, `"${n}" is not a valid input name`);
+    if (n === "." || n === "..") fail(`${where}.name`, `"${n}" is not a valid input name (it names a directory, not an input)`);
     return n;
   };
   switch (kind) {
@@ -827,6 +849,9 @@ function step(v: unknown, where: string, first: boolean, scope: Scope): WireStep
     forceBuild: bool(o.forceBuild, `${where}.forceBuild`),
     extra: pairs(o.extra, `${where}.extra`),
   };
+  for (const [i, [name]] of s.extra.entries()) {
+    if (isDerivedExtra(name)) fail(`${where}.extra[${i}]`, `"${name}" is derived by the server from what the step runs (its base, instructions and env); do not send it`);
+  }
   if (o.base !== undefined) s.base = base(o.base, `${where}.base`);
   if (first && !s.base) fail(where, "the first step must carry the base (fromScratch, debianSlim, fromRegistry or fromId)");
   if (!first && s.base) fail(`${where}.base`, "only the first step may carry a base");
@@ -834,6 +859,20 @@ function step(v: unknown, where: string, first: boolean, scope: Scope): WireStep
   const secretsAsEnv = optBool(o.secretsAsEnv, `${where}.secretsAsEnv`);
   if (secretsAsEnv !== undefined) s.secretsAsEnv = secretsAsEnv;
   if (o.buildArgs !== undefined) s.buildArgs = pairs(o.buildArgs, `${where}.buildArgs`);
+  if (s.base?.kind === "debian") {
+    // Everything else about a debian base step (its CMD, its key) is derived by the server from the builder version.
+    const carried: [string, boolean][] = [
+      ["instructions", s.instructions.length > 0],
+      ["inputs", s.inputs.length > 0],
+      ["secrets", s.secrets.length > 0],
+      ["env", Object.keys(s.env).length > 0],
+      ["extra", s.extra.length > 0],
+      ["buildArgs", (s.buildArgs?.length ?? 0) > 0],
+    ];
+    for (const [field, set] of carried) {
+      if (set) fail(`${where}.${field}`, `a debian base step carries only its Python series: the server derives the rest from builders/<version>.json; send an empty ${field}`);
+    }
+  }
   for (const n of s.secrets) if (!NAME_RE.test(n)) fail(`${where}.secrets`, `"${n}" is not a valid secret name`);
   if (new Set(s.secrets).size !== s.secrets.length) fail(`${where}.secrets`, "a secret name is listed twice");
   const names = s.inputs.map((i) => i.name);
@@ -891,7 +930,11 @@ function deferred(v: unknown, where: string, budget: { left: number }): WireDefe
 
 /** Validates a parsed `POST /v1/images` body. Throws {@link WireError} naming the first offending field. */
 export function parseBuildRequest(v: unknown): BuildRequest {
-  const o = obj(v, "request", ["builderVersion", "steps", "deferred", "plans", "secrets", "forceBuild", "ignoreCache", "chainName"]);
+  const o = obj(v, "request", ["format", "builderVersion", "steps", "deferred", "plans", "secrets", "forceBuild", "ignoreCache", "chainName"]);
+  if (o.format === undefined) {
+    fail("format", `missing: this server speaks ${WIRE_FORMAT}, and a request without "format" comes from an older Strata client (strata-build/2 or earlier, whose debian bases sent their own recipe); upgrade the client to this server's release`);
+  }
+  if (o.format !== WIRE_FORMAT) fail("format", `${describe(o.format)} is not a request format this server speaks (${WIRE_FORMAT}); use a Strata client of the same release as the server`);
   const budget = { left: LIMITS.entries };
   const stepBudget = { left: LIMITS.steps };
   const builderVersion = builderVersionName(o.builderVersion, "builderVersion");
@@ -910,6 +953,7 @@ export function parseBuildRequest(v: unknown): BuildRequest {
   const scope = { budget, plans: plans.length };
   const steps = stepsIn.map((s, i) => step(s, `steps[${i}]`, i === 0, scope));
   const req: BuildRequest = {
+    format: WIRE_FORMAT,
     builderVersion,
     steps,
     deferred: o.deferred === undefined ? [] : arr(o.deferred, "deferred", LIMITS.deferred).map((d, i) => deferred(d, `deferred[${i}]`, budget)),

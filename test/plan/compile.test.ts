@@ -8,6 +8,7 @@ import { Image, functionModule } from "../../src/sdk/image.js";
 import { Secret, mergeSecrets } from "../../src/sdk/secret.js";
 import { isMetadataOnly, render, shellQuote, type Instruction } from "../../src/plan/instructions.js";
 import type { Plan } from "../../src/plan/step.js";
+import { stepExtra } from "../../src/keys/step-extra.js";
 import { InvalidDefinitionError, UnknownBuilderVersionError, StrataError } from "../../src/errors.js";
 import { DEFAULT_BUILDER_VERSION, knownBuilderVersions, loadBuilderVersion, packageRoot } from "../../src/builder-version.js";
 
@@ -53,7 +54,9 @@ describe("bases", () => {
       cmd: builderJson.debian.cmd,
     });
     assert.deepEqual(rendered(p, 0), ['CMD ["python3"]']);
-    assert.deepEqual(s.extra, [["base", JSON.stringify(s.base)]]);
+    // The recipe is keyed by the engine from the base it builds (src/keys/step-extra.ts), never from the plan's extras.
+    assert.deepEqual(s.extra, []);
+    assert.deepEqual(stepExtra(s), [["base", JSON.stringify(s.base)]]);
     assert.deepEqual(p.deferred, []);
   });
 

@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { buildImage } from "../../src/engine/build.js";
 import { Image } from "../../src/sdk/image.js";
 import { compileRequest, remoteBuild } from "../../src/service/client.js";
-import { LIMITS, parseBuildRequest, WireError } from "../../src/service/wire.js";
+import { LIMITS, parseBuildRequest, WIRE_FORMAT, WireError } from "../../src/service/wire.js";
 import { raw, startService, type TestService } from "../support/service.js";
 import { makeBusyboxTree, nonce, tempDir } from "../support/strata.js";
 
@@ -95,6 +95,7 @@ describe("malformed Dockerfile requests → 400 naming the field", () => {
   /** A valid request: a scratch base, then a COPY of one context file selected by the client. */
   function request(): Record<string, any> {
     return {
+      format: WIRE_FORMAT,
       builderVersion: "2026.11",
       steps: [
         { method: "dockerfile", description: "FROM scratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: false, extra: [] },

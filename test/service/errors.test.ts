@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { StepFailedError } from "../../src/errors.js";
 import { Secret } from "../../src/sdk/secret.js";
 import { RemoteBuildError, compileRequest, remoteBuild } from "../../src/service/client.js";
+import { WIRE_FORMAT } from "../../src/service/wire.js";
 import { busyboxBase, raw, readSse, startService, type TestService } from "../support/service.js";
 
 const TOKEN = "test-token-" + Math.random().toString(36).slice(2);
@@ -28,6 +29,7 @@ const sha = (b: string | Buffer) => "sha256:" + createHash("sha256").update(b).d
 /** A valid minimal request (scratch base + env), as JSON-able object. */
 function minimal(): Record<string, any> {
   return {
+    format: WIRE_FORMAT,
     builderVersion: "2026.11",
     steps: [
       { method: "fromScratch", description: "fromScratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: false, extra: [] },
@@ -95,6 +97,13 @@ describe("malformed requests", () => {
       [(r) => (r.steps[1].inputs = [{ kind: "dir", name: "context", entries: [{ path: "x", type: "file", mode: 420, uid: 0, gid: 0, size: 1, digest: "md5:abc" }] }]), /digest: expected sha256/],
       [(r) => (r.steps[1].inputs = [{ kind: "dir", name: "context", entries: [{ path: "x", type: "file", mode: 70000, uid: 0, gid: 0, size: 1, digest: sha("x") }] }]), /mode: expected an integer/],
       [(r) => (r.steps[1].secrets = ["TOKEN"]), /secrets\[1\]: values given for \[\] but step 1 declares secrets \[TOKEN\]/],
+      // strata-build/3: the format is named; a debian base is a Python series; derived extras are the server's.
+      [(r) => delete r.format, /format: missing: this server speaks strata-build\/3.*upgrade the client/],
+      [(r) => (r.format = "strata-build/2"), /format: the string "strata-build\/2" is not a request format this server speaks \(strata-build\/3\)/],
+      [(r) => (r.steps[0].base = { kind: "debian", python: "3.11", suite: "bookworm" }), /steps\[0\]\.base: unknown field "suite" \(allowed: kind, python\)/],
+      [(r) => (r.steps[0].base = { kind: "debian", python: "3.x" }), /steps\[0\]\.base\.python: expected a Python series such as "3\.11"/],
+      [(r) => (r.steps[1].extra = [["env.A", "1"]]), /steps\[1\]\.extra\[0\]: "env\.A" is derived by the server/],
+      [(r) => (r.steps[1].inputs = [{ kind: "inline", name: "..", content: "", mode: 420 }]), /inputs\[0\]\.name: "\.\." is not a valid input name/],
     ];
     for (const [mutate, message] of cases) {
       const req = minimal();
