@@ -1,7 +1,7 @@
 /** Resolves a Docker USER string (`name`, `uid`, `name:group`, `uid:gid`) against a root filesystem's passwd/group. */
 import { promises as fsp } from "node:fs";
-import path from "node:path";
 import { InvalidDefinitionError } from "../errors.js";
+import { secureJoin } from "../layer/secure-join.js";
 
 export interface ResolvedUser {
   uid: number;
@@ -10,9 +10,10 @@ export interface ResolvedUser {
   home: string;
 }
 
-async function readLines(file: string): Promise<string[][]> {
+/** Lines of an image file split at `:`; the image path is resolved inside `rootfs` (a symlink cannot point at the host's). */
+async function readLines(rootfs: string, imagePath: string): Promise<string[][]> {
   try {
-    return (await fsp.readFile(file, "utf8")).split("\n").filter((l) => l && !l.startsWith("#")).map((l) => l.split(":"));
+    return (await fsp.readFile(secureJoin(rootfs, imagePath), "utf8")).split("\n").filter((l) => l && !l.startsWith("#")).map((l) => l.split(":"));
   } catch {
     return [];
   }
@@ -22,8 +23,8 @@ export async function resolveUser(rootfs: string, spec: string | undefined): Pro
   // No USER means uid 0 (Docker semantics), whether or not the image has an /etc/passwd.
   const user = spec && spec !== "" ? spec : "0";
   const [u, g] = user.split(":", 2) as [string, string | undefined];
-  const passwd = await readLines(path.join(rootfs, "etc/passwd"));
-  const groups = await readLines(path.join(rootfs, "etc/group"));
+  const passwd = await readLines(rootfs, "/etc/passwd");
+  const groups = await readLines(rootfs, "/etc/group");
   let uid: number;
   let gid: number | undefined;
   let home = user === "0" ? "/root" : "/";

@@ -44,7 +44,7 @@ export async function requireSandboxHelper(): Promise<string> {
 export interface IdmappedView {
   /** What runc gets as root.path. */
   rootfs: string;
-  /** The step's bind mounts with their sources replaced by idmapped clones (where the filesystem allows it). */
+  /** The step's bind mounts with their sources replaced by clones in the bundle (idmapped where the filesystem allows). */
   mounts: BindMount[];
   /** Unmounts the clones and, for an overlay, mounts it back as it was. */
   restore(): Promise<void>;
@@ -71,7 +71,11 @@ export function idmapPlan(o: {
     o.lowersTopFirst.forEach((l, i) => links.push([`li/${i.toString(36)}`, path.join(o.stage, `idl/${parents.indexOf(path.dirname(l))}`, path.basename(l))]));
     args.push("bind", o.overlayDir, "idw");
     targets.push(path.join(o.stage, "idw"));
-    args.push("overlay", o.rootfs, overlayOptions(links.map(([n]) => n), "idw/upper", "idw/work"));
+    // Mounted in the bundle, not at the engine's merged dir: runc reaches the rootfs from inside the user namespace,
+    // and the store may sit below directories only host root can pass (~root, a 0700 mkdtemp).
+    args.push("overlay", "rootfs", overlayOptions(links.map(([n]) => n), "idw/upper", "idw/work"));
+    rootfs = path.join(o.stage, "rootfs");
+    targets.push(rootfs);
   } else {
     args.push("bind", o.rootfs, "rootfs");
     rootfs = path.join(o.stage, "rootfs");
@@ -107,7 +111,7 @@ export async function idmapView(o: { userns: string; stage: string; rootfs: stri
   const plainOptions = o.overlayDir !== undefined ? await overlayOptionsOf(o.overlayDir) : undefined;
   // Undoing is one exec too: detach the step's overlay and the clones, mount the overlay back as the engine had it.
   const restore = async () => {
-    const ops = [...(plainOptions ? ["umount", o.rootfs, "-"] : []), ...made.reverse().flatMap((t) => ["umount", t, "-"])];
+    const ops = [...made].reverse().flatMap((t) => ["umount", t, "-"]);
     if (plainOptions) ops.push("host-overlay", "merged", plainOptions);
     const u = await execa(helper, ["mounts", "-", String(HOST_ID_BASE), ...ops], { cwd: o.overlayDir ?? o.stage, reject: false });
     if (u.exitCode !== 0) throw new SandboxError(`could not give the step's files back to the builder after the run: ${u.stderr.trim() || u.message}`);
@@ -119,7 +123,8 @@ export async function idmapView(o: { userns: string; stage: string; rootfs: stri
     await restore().catch(() => undefined);
     throw new SandboxError(`could not give the step its user namespace's view of its files: ${r.stderr.trim() || r.message}`);
   }
-  const skipped = new Set(r.stdout.split("\n").filter((l) => l.startsWith("skipped ")).map((l) => l.slice(8)));
-  const mounts = o.mounts.map((m, i) => (skipped.has(m.source) ? m : { ...m, source: plan.mountTargets[i]! }));
+  // A source on a filesystem that cannot be idmapped is still cloned into the bundle (`plain <source>`), so runc
+  // reaches it from inside the namespace; the step sees its owners as nobody.
+  const mounts = o.mounts.map((m, i) => ({ ...m, source: plan.mountTargets[i]! }));
   return { rootfs: plan.rootfs, mounts, restore };
 }

@@ -9,7 +9,6 @@
  *   tmp/                      work dirs; `<prefix>-<pid>-…` so stale ones can be reclaimed
  * Every write is temp + rename, so a build killed at any point leaves nothing a later build trusts.
  */
-import { HOST_ID_BASE } from "../sandbox/ids.js";
 import { createReadStream, promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -43,18 +42,13 @@ export class LocalStore implements Store {
   }
 
   /**
-   * Opens (creating if needed) a store rooted at `root`. The root is made 0700 (0710 root:<sandbox root's gid> when
-   * run as root, so runc can reach a step's rootfs from inside its user namespace): layer dirs hold files exactly as
-   * images have them — setuid-root binaries included — so no other local user may walk into them.
+   * Opens (creating if needed) a store rooted at `root`. The root is made 0700: layer dirs hold files exactly as
+   * images have them — setuid-root binaries included — so no other local user may walk into them. (Sandboxed steps
+   * reach their files through clones mounted in their runc bundle, not through this path.)
    */
   static async open(root = defaultStoreRoot()): Promise<LocalStore> {
     await fsp.mkdir(root, { recursive: true, mode: 0o700 });
-    if (process.getuid?.() === 0) {
-      await fsp.chown(root, 0, HOST_ID_BASE);
-      await fsp.chmod(root, 0o710);
-    } else {
-      await fsp.chmod(root, 0o700);
-    }
+    await fsp.chmod(root, 0o700);
     for (const d of ["blobs/sha256", "index", "images", "chains", "layers", "tmp", "locks", "logs"]) {
       await fsp.mkdir(path.join(root, d), { recursive: true });
     }

@@ -9,8 +9,8 @@
  *      bind <source> <target>      clone <source> without the mounts below it (open_tree OPEN_TREE_CLONE), mark the
  *                                  clone idmapped through the user namespace (mount_setattr MOUNT_ATTR_IDMAP) and
  *                                  attach it at <target> (move_mount), which must exist and be of the same kind
- *      bind? <source> <target>     the same, but a source whose filesystem cannot be idmapped is skipped: the line
- *                                  `skipped <source>` on stdout says so and the caller binds it plainly
+ *      bind? <source> <target>     the same, but a source whose filesystem cannot be idmapped is attached without
+ *                                  the idmap: the line `plain <source>` on stdout says so
  *      overlay <target> <options>  mount an overlay as the namespace's root: fsuid/fsgid <host id> (the id the
  *                                  namespace maps 0 to) with every permitted capability, so the overlay's own work
  *                                  (work dir, copy-up) goes through idmapped layers as root of the namespace
@@ -81,8 +81,9 @@ static int fail(const char *op, const char *path) {
   return 1;
 }
 
-/* 0 on success; 1 on failure with errno set and the failing step in *step. */
-static int idmapped_bind(int userns, const char *source, const char *target, const char **step) {
+/* 0 on success; 1 on failure with errno set and the failing step in *step. With `optional`, a clone that cannot be
+ * idmapped is attached as it is (*plain set to 1). */
+static int idmapped_bind(int userns, const char *source, const char *target, const char **step, int optional, int *plain) {
   int tree = (int)syscall(SYS_open_tree, AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
   if (tree < 0) {
     *step = "open_tree";
@@ -94,9 +95,16 @@ static int idmapped_bind(int userns, const char *source, const char *target, con
   attr.userns_fd = (uint64_t)userns;
   int rc = 0;
   if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
-    *step = "mount_setattr";
-    rc = 1;
-  } else if (syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    if (!optional || (errno != EINVAL && errno != EPERM && errno != EOPNOTSUPP)) {
+      *step = "mount_setattr";
+      int e = errno;
+      close(tree);
+      errno = e;
+      return 1;
+    }
+    *plain = 1;
+  }
+  if (syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) != 0) {
     *step = "move_mount";
     rc = 1;
   }
@@ -139,13 +147,9 @@ static int mounts(int argc, char **argv) {
     if (strcmp(op, "bind") == 0 || strcmp(op, "bind?") == 0) {
       if (userns < 0 && (userns = open(argv[0], O_RDONLY | O_CLOEXEC)) < 0) return fail("open", argv[0]);
       const char *step = "";
-      if (idmapped_bind(userns, a, b, &step) != 0) {
-        if (op[4] == '?' && strcmp(step, "mount_setattr") == 0 && (errno == EINVAL || errno == EPERM || errno == EOPNOTSUPP)) {
-          printf("skipped %s\n", a);
-          continue;
-        }
-        return fail(step, strcmp(step, "move_mount") == 0 ? b : a);
-      }
+      int plain = 0;
+      if (idmapped_bind(userns, a, b, &step, op[4] == '?', &plain) != 0) return fail(step, strcmp(step, "move_mount") == 0 ? b : a);
+      if (plain) printf("plain %s\n", a);
     } else if (strcmp(op, "overlay") == 0 || strcmp(op, "host-overlay") == 0) {
       if (fs_ids(op[0] == 'o' ? (unsigned)id : 0) != 0) return fail("setfsuid", argv[1]);
       if (mount("overlay", a, "overlay", 0, b) != 0) return fail("mount overlay", a);
