@@ -8,11 +8,12 @@ import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { RUNC_ROOT } from "../../src/sandbox/runc.js";
 import { spawnServe } from "../support/service.js";
-import { buildJson, scratchSpace, SHARED_HOME, strata, strataSpawn } from "../support/strata.js";
+import { buildJson, nonce as nonceTag, scratchSpace, SHARED_HOME, strata, strataSpawn } from "../support/strata.js";
 
 const execFileP = promisify(execFile);
 
@@ -224,5 +225,58 @@ describe("sandbox: user namespace", () => {
     assert.match(tar.stdout, /drwxr-xr-x 42\/65534 .* made\/sub\/?$/m);
     const run = await strata(["run", built.imageId, "--", "sh", "-c", "cat /made/id; stat -c '%u:%g' /made/app.txt /made/sub"]);
     assert.equal(run.stdout, "0\n1000:1000\n42:65534\n");
+  });
+});
+
+describe("sandbox: Debian, with default settings", () => {
+  /** A Debian image that installs a package with apt and probes its sandbox in the same way as the busybox tests. */
+  function debianProbe(tag: string): string {
+    // A TCP connect is enough: "reached" means the host's server accepted a connection.
+    const tcp = (label: string, addr: string) => `(timeout 3 bash -c 'exec 3<>/dev/tcp/${addr}/${port}' 2>/dev/null && echo ${label}=reached || echo ${label}=blocked)`;
+    const probes = [
+      "hello",
+      "grep -E '^(Seccomp|CapEff):' /proc/self/status",
+      "echo uid_map=$(cat /proc/self/uid_map)",
+      "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)",
+      tcp("loopback", "127.0.0.1"),
+      tcp("gateway", "10.0.2.2"),
+    ].join("; ");
+    return `import { Image } from "strata";\nexport default Image.debianSlim().env({ SANDBOX_TEST: ${JSON.stringify(tag)} }).aptInstall("hello").runCommands(${JSON.stringify(probes)});\n`;
+  }
+
+  function assertSandboxed(log: string): void {
+    assert.match(log, /Hello, world!/, log);
+    assert.match(log, /Seccomp:\s+2/);
+    assert.equal(BigInt(`0x${/CapEff:\s+([0-9a-f]+)/.exec(log)![1]}`) & (1n << 13n), 0n);
+    assert.match(log, /uid_map= ?0 [1-9]\d* 65536/);
+    assert.match(log, /unshare=refused/);
+    assert.match(log, /loopback=blocked/);
+    assert.match(log, /gateway=blocked/);
+  }
+
+  test("apt installs from Debian's archive through the sandbox network, and the step is sandboxed", { timeout: 600_000 }, async () => {
+    const dir = await space.scratch();
+    const def = path.join(dir, "image.ts");
+    await writeFile(def, debianProbe(nonceTag()));
+    const hitsBefore = hits;
+    const built = await buildJson(def);
+    assertSandboxed(built.stderr);
+    assert.equal(hits, hitsBefore);
+  });
+
+  test("the same through strata serve", { timeout: 600_000 }, async () => {
+    const serve = await spawnServe({ STRATA_HOME: SHARED_HOME });
+    try {
+      const dir = await space.scratch();
+      const def = path.join(dir, "image.ts");
+      await writeFile(def, debianProbe(nonceTag()));
+      const hitsBefore = hits;
+      const built = await buildJson(def, [], { env: { STRATA_SERVER: serve.url } });
+      assertSandboxed(built.stderr);
+      assert.equal(hits, hitsBefore);
+    } finally {
+      serve.child.kill("SIGTERM");
+      await serve.exited;
+    }
   });
 });

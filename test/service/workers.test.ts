@@ -205,12 +205,14 @@ test("a worker killed with SIGKILL mid-build: another worker retries its job and
 
   // A worker started on the dead one's machine (its cache dir) reclaims the dead build's mount and container.
   assert.equal(await victim.exited, null);
-  const mountsBefore = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").filter((l) => l.includes(victim.home + "/")).length;
+  // Mid-RUN, the step's files are mounted in its runc bundle (the user namespace's view), named after the worker's pid.
+  const victimMounts = async () =>
+    (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").filter((l) => l.includes(victim.home + "/") || l.includes(`/strata-bundles/strata-${victim.child.pid}-`)).length;
+  const mountsBefore = await victimMounts();
   assert.ok(mountsBefore >= 1, "the killed worker left its step's overlay mounted");
   const replacement = await spawnWorker(3, victim.home);
   assert.ok(replacement.name);
-  const mountsAfter = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").filter((l) => l.includes(victim.home + "/")).length;
-  assert.equal(mountsAfter, 0, "the replacement reclaimed the dead build's mount");
+  assert.equal(await victimMounts(), 0, "the replacement reclaimed the dead build's mounts");
 });
 
 test("strata worker refuses to start without STRATA_REDIS_URL (exit 2) or with Redis unreachable (exit 1)", async () => {
