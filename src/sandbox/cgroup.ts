@@ -668,6 +668,10 @@ export interface StepCgroup {
 
 let detected: Promise<CgroupLayout> | undefined;
 /** detectCgroups once per process: mounts do not move under a running builder. */
+export function detectCgroupsOnce(): Promise<CgroupLayout> {
+  return defaultLayout();
+}
+
 function defaultLayout(): Promise<CgroupLayout> {
   detected ??= detectCgroups().catch((e: unknown) => {
     detected = undefined;

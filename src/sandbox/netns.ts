@@ -1,9 +1,9 @@
 /**
  * Network namespaces for sandboxed RUN steps, prepared ahead of use so a step does not wait for them.
  *
- * Each namespace is held by a small `sleep` process that made it (`unshare --user --net`, with the user namespace
- * mapped to the sandbox's id range, so a step running in that user namespace owns its network namespace and can mount
- * a fresh sysfs), has its loopback up, and has a slirp4netns process attached: a user-mode TCP/IP stack that gives the
+ * Each namespace is held by a small process that made it (the sandbox helper's `netns`: a user namespace mapped to the
+ * sandbox's id range and a network namespace it owns, so a step in that user namespace can mount a fresh sysfs), has
+ * its loopback up, and has a slirp4netns process attached: a user-mode TCP/IP stack that gives the
  * namespace egress through the host's sockets (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3) with
  * `--disable-host-loopback`. slirp4netns runs with the guard's group id, so the host firewall table of
  * `egress-guard.ts` rejects what it would open to the host's own addresses and metadata endpoints.
@@ -11,12 +11,12 @@
  * Every process is started with a parent-death signal: if the builder dies, the namespace goes with it. A namespace is
  * used by one step and then destroyed; the pool keeps one spare ready.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { promises as fsp } from "node:fs";
-import { execa } from "execa";
 import { SandboxError } from "../errors.js";
 import { ensureEgressGuard } from "./egress-guard.js";
 import { HOST_ID_BASE, ID_COUNT, SLIRP_GID } from "./ids.js";
+import { requireSandboxHelper } from "./userns.js";
 
 export interface PreparedNetwork {
   /** `/proc/<pid>/ns/net` of the holder: the container joins it. */
@@ -39,82 +39,62 @@ async function which(name: string): Promise<string | undefined> {
   return undefined;
 }
 
-function kill(p: ChildProcess | undefined): void {
-  if (p && p.exitCode === null && p.signalCode === null) {
-    try {
-      p.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
+function kill(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // already gone
   }
 }
 
-async function waitForNamespace(pid: number, holder: ChildProcess): Promise<void> {
-  const own = await fsp.readlink("/proc/self/ns/net");
-  for (let i = 0; i < 400; i++) {
-    if (holder.exitCode !== null || holder.signalCode !== null) break;
-    const ns = await fsp.readlink(`/proc/${pid}/ns/net`).catch(() => own);
-    const comm = await fsp.readFile(`/proc/${pid}/comm`, "utf8").catch(() => "");
-    if (ns !== own && comm.trim() === "sleep") return;
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  throw new SandboxError(`could not create a network namespace for the step (unshare --user --net exited with ${holder.exitCode ?? holder.signalCode})`);
-}
+let slirpPath: Promise<string | undefined> | undefined;
 
-/** Makes one namespace: holder, id maps, loopback up, slirp4netns ready. */
+/**
+ * Makes one namespace pair in one exec (`strata-sandbox-helper netns`): the holder (user + network namespace, ids
+ * mapped, loopback up), then slirp4netns attached to it, ready when it writes to fd 3.
+ */
 export async function prepareNetwork(): Promise<PreparedNetwork> {
-  const [setpriv, unshare, slirp, ip] = await Promise.all([which("setpriv"), which("unshare"), which("slirp4netns"), which("ip")]);
-  if (!setpriv || !unshare || !slirp || !ip) {
-    const missing = [!setpriv && "setpriv", !unshare && "unshare", !slirp && "slirp4netns", !ip && "ip"].filter(Boolean).join(", ");
-    throw new SandboxError(`the sandbox network needs ${missing}: install them (\`npm run setup\`), or build with network none`);
-  }
+  const [helper, slirp] = await Promise.all([requireSandboxHelper(), (slirpPath ??= which("slirp4netns"))]);
+  if (!slirp) throw new SandboxError("the sandbox network needs slirp4netns: install it (`npm run setup`), or build with network none (`--network none`)");
   await ensureEgressGuard();
-  const holder = spawn(setpriv, ["--pdeathsig", "KILL", "--", unshare, "--user", "--net", "--", "sleep", "2147483647"], { stdio: "ignore" });
-  holder.unref();
-  let slirpProc: ChildProcess | undefined;
+  const args = ["netns", String(HOST_ID_BASE), String(ID_COUNT), String(SLIRP_GID), slirp, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp", "--ready-fd=3"];
+  const child = spawn(helper, args, { stdio: ["ignore", "pipe", "pipe", "pipe"] });
+  child.unref();
+  let holder: number | undefined;
   const release = () => {
-    kill(slirpProc);
+    kill(child.pid);
     kill(holder);
   };
   try {
-    const pid = holder.pid;
-    if (pid === undefined) throw new SandboxError("could not start the network namespace holder (setpriv/unshare)");
-    await waitForNamespace(pid, holder);
-    await fsp.writeFile(`/proc/${pid}/uid_map`, `0 ${HOST_ID_BASE} ${ID_COUNT}\n`);
-    await fsp.writeFile(`/proc/${pid}/gid_map`, `0 ${HOST_ID_BASE} ${ID_COUNT}\n`);
-    const netPath = `/proc/${pid}/ns/net`;
-    const userPath = `/proc/${pid}/ns/user`;
-    const lo = await execa("nsenter", [`--net=${netPath}`, "--", ip, "link", "set", "lo", "up"], { reject: false });
-    if (lo.exitCode !== 0) throw new SandboxError(`could not bring up loopback in the step's network namespace: ${lo.stderr}`);
-    slirpProc = spawn(
-      setpriv,
-      [
-        "--regid", String(SLIRP_GID), "--clear-groups", "--pdeathsig", "KILL", "--",
-        slirp, `--userns-path=${userPath}`, "--netns-type=path", "--configure", "--mtu=65520", "--disable-host-loopback",
-        "--enable-sandbox", "--enable-seccomp", "--ready-fd=3", netPath, "tap0",
-      ],
-      { stdio: ["ignore", "ignore", "pipe", "pipe"] },
-    );
-    slirpProc.unref();
-    const stderr: Buffer[] = [];
-    slirpProc.stderr?.on("data", (c: Buffer) => stderr.push(c));
-    const ready = slirpProc.stdio[3] as NodeJS.ReadableStream | null;
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stderr?.on("data", (c: Buffer) => err.push(c));
     await new Promise<void>((resolve, reject) => {
-      const fail = (why: string) => reject(new SandboxError(`slirp4netns did not start (${why}): ${Buffer.concat(stderr).toString().trim().slice(-500)}`));
-      const timer = setTimeout(() => fail("no ready signal in 10 s"), 10_000);
-      ready?.once("data", () => {
-        clearTimeout(timer);
-        resolve();
+      const fail = (why: string) => reject(new SandboxError(`could not prepare the step's network (${why}): ${Buffer.concat(err).toString().trim().slice(-500)}`));
+      const timer = setTimeout(() => fail("not ready in 10 s"), 10_000);
+      child.stdout?.on("data", (c: Buffer) => {
+        out.push(c);
+        const m = /^holder (\d+)$/m.exec(Buffer.concat(out).toString());
+        if (m) holder = Number(m[1]);
       });
-      slirpProc!.once("exit", (code, sig) => {
+      (child.stdio[3] as NodeJS.ReadableStream | null)?.once("data", () => {
+        clearTimeout(timer);
+        if (holder === undefined) fail("no holder pid");
+        else resolve();
+      });
+      child.once("exit", (code, sig) => {
         clearTimeout(timer);
         fail(`exited with ${code ?? sig}`);
       });
+      child.once("error", (e) => {
+        clearTimeout(timer);
+        fail(e.message);
+      });
     });
-    (ready as unknown as { destroy?: () => void })?.destroy?.();
-    slirpProc.stderr?.removeAllListeners("data");
-    (slirpProc.stderr as unknown as { destroy?: () => void })?.destroy?.();
-    return { netPath, userPath, resolvConf: SANDBOX_RESOLV_CONF, release };
+    for (const s of [child.stdout, child.stderr, child.stdio[3]]) (s as { destroy?: () => void } | null)?.destroy?.();
+    child.removeAllListeners("exit");
+    return { netPath: `/proc/${holder}/ns/net`, userPath: `/proc/${holder}/ns/user`, resolvConf: SANDBOX_RESOLV_CONF, release };
   } catch (e) {
     release();
     throw e;
@@ -139,6 +119,11 @@ export class NetworkPool {
     }
     this.#refill();
     return got;
+  }
+
+  /** Starts preparing a spare now if there is none (a builder about to run steps). */
+  warm(): void {
+    if (!this.#spare) this.#refill();
   }
 
   #refill(): void {

@@ -10,7 +10,7 @@ import { StringDecoder } from "node:string_decoder";
 import { execa } from "execa";
 import { ConfigError, EntitlementError, MissingToolError, SandboxError } from "../errors.js";
 import { pidAlive, uniqueSuffix } from "../util/fs.js";
-import { capLimits, createStepCgroup, DEFAULT_LIMITS, limitFailureMessage, limitsFromEnv, reapStaleCgroups, type StepLimits } from "./cgroup.js";
+import { capLimits, createStepCgroup, detectCgroupsOnce, DEFAULT_LIMITS, limitFailureMessage, limitsFromEnv, reapStaleCgroups, type StepLimits } from "./cgroup.js";
 import { unmountUnder } from "../layer/overlay.js";
 import { HOST_ID_BASE } from "./ids.js";
 import { networkPool } from "./netns.js";
@@ -46,6 +46,8 @@ export interface RunResult {
  */
 export interface Executor {
   run(spec: SandboxSpec, opts: RunOptions): Promise<RunResult>;
+  /** Starts getting ready for a run (namespaces, cgroup layout), so the first run() does not wait: a hint, never fails. */
+  prepare?(): void;
 }
 
 /** What the operator (or the local user) allows a step, and the defaults for steps that ask for nothing. */
@@ -161,6 +163,15 @@ export class RuncExecutor implements Executor {
   readonly policy: SandboxPolicy;
   constructor(policy?: Partial<SandboxPolicy>) {
     this.policy = { ...policyFromEnv(), ...policy };
+  }
+
+  prepare(): void {
+    try {
+      if (usernsEnabled() || this.policy.defaultNetwork === "sandbox") networkPool().warm();
+      void detectCgroupsOnce().catch(() => undefined);
+    } catch {
+      // a hint: run() reports what is wrong
+    }
   }
 
   async run(spec: SandboxSpec, opts: RunOptions): Promise<RunResult> {

@@ -28,12 +28,26 @@
  *    builder dies (or sends TERM/INT/HUP) kills the container with `runc kill <id> KILL`, retrying until runc has
  *    created it and exited. Exits with runc's status (128+signal when runc was killed).
  *
+ * 3. A step's network namespace, prepared in one exec:
+ *
+ *      strata-sandbox-helper netns <host id> <id count> <slirp gid> <slirp4netns> <slirp4netns args>...
+ *
+ *    forks a holder that unshares a user and a network namespace, maps the user namespace's 0…<id count>-1 to
+ *    <host id>…, brings the holder's loopback up and then waits (dying with this process); prints `holder <pid>` on
+ *    stdout; then becomes slirp4netns (group <slirp gid>, no supplementary groups, parent-death signal KILL) with
+ *    `--userns-path=/proc/<pid>/ns/user --netns-type=path`, the given args, `/proc/<pid>/ns/net tap0`.
+ *
  * Errors: `strata-sandbox-helper: <op> <path>: <error>` on stderr and exit 1; usage errors exit 2.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/capability.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -230,6 +244,85 @@ static int supervise(int argc, char **argv) {
   return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
+static int write_file(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, text, strlen(text));
+  int e = errno;
+  close(fd);
+  errno = e;
+  return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+static int netns(int argc, char **argv) {
+  if (argc < 4) return 2;
+  unsigned long id = strtoul(argv[0], NULL, 10), count = strtoul(argv[1], NULL, 10), gid = strtoul(argv[2], NULL, 10);
+  if (id == 0 || count == 0 || gid == 0) return 2;
+  int to_holder[2], from_holder[2];
+  if (pipe2(to_holder, O_CLOEXEC) != 0 || pipe2(from_holder, O_CLOEXEC) != 0) return fail("pipe", "");
+  pid_t parent = getpid();
+  pid_t holder = fork();
+  if (holder < 0) return fail("fork", "holder");
+  if (holder == 0) {
+    char c = 0;
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(1);
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) {
+      c = 'u';
+      if (write(from_holder[1], &c, 1) < 0) _exit(1);
+      _exit(1);
+    }
+    c = 'n';
+    if (write(from_holder[1], &c, 1) != 1) _exit(1);
+    if (read(to_holder[0], &c, 1) != 1) _exit(1); /* the maps are written */
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    c = 'l';
+    if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0) c = 'e';
+    ifr.ifr_flags |= IFF_UP;
+    if (c == 'l' && ioctl(s, SIOCSIFFLAGS, &ifr) != 0) c = 'e';
+    if (write(from_holder[1], &c, 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  char c = 0;
+  if (read(from_holder[0], &c, 1) != 1 || c != 'n') {
+    errno = c == 'u' ? EPERM : EIO;
+    return fail("unshare", "user+net");
+  }
+  char path[64], map[96];
+  snprintf(map, sizeof map, "0 %lu %lu\n", id, count);
+  snprintf(path, sizeof path, "/proc/%d/uid_map", (int)holder);
+  if (write_file(path, map) != 0) return fail("write", path);
+  snprintf(path, sizeof path, "/proc/%d/gid_map", (int)holder);
+  if (write_file(path, map) != 0) return fail("write", path);
+  c = 'm';
+  if (write(to_holder[1], &c, 1) != 1 || read(from_holder[0], &c, 1) != 1 || c != 'l') {
+    errno = EIO;
+    return fail("loopback up", "lo");
+  }
+  printf("holder %d\n", (int)holder);
+  fflush(stdout);
+  gid_t g = (gid_t)gid;
+  if (setgroups(1, &g) != 0 || setresgid(g, g, g) != 0) return fail("setgid", argv[2]);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return fail("prctl", "PR_SET_PDEATHSIG");
+  char userns[64], netpath[64];
+  snprintf(userns, sizeof userns, "--userns-path=/proc/%d/ns/user", (int)holder);
+  snprintf(netpath, sizeof netpath, "/proc/%d/ns/net", (int)holder);
+  char **args = calloc((size_t)argc + 6, sizeof *args);
+  if (!args) return fail("calloc", "");
+  int n = 0;
+  args[n++] = argv[3];
+  args[n++] = userns;
+  args[n++] = "--netns-type=path";
+  for (int i = 4; i < argc; i++) args[n++] = argv[i];
+  args[n++] = netpath;
+  args[n++] = "tap0";
+  args[n] = NULL;
+  execv(argv[3], args);
+  return fail("exec", argv[3]);
+}
+
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "mounts") == 0) {
     int rc = mounts(argc - 2, argv + 2);
@@ -241,6 +334,11 @@ int main(int argc, char **argv) {
     if (rc == 2) fprintf(stderr, "usage: strata-sandbox-helper supervise <runc> <runc root> <container id> <runc run args>...\n");
     return rc;
   }
-  fprintf(stderr, "usage: strata-sandbox-helper mounts ... | supervise ...\n");
+  if (argc >= 2 && strcmp(argv[1], "netns") == 0) {
+    int rc = netns(argc - 2, argv + 2);
+    if (rc == 2) fprintf(stderr, "usage: strata-sandbox-helper netns <host id> <id count> <slirp gid> <slirp4netns> <args>...\n");
+    return rc;
+  }
+  fprintf(stderr, "usage: strata-sandbox-helper mounts ... | supervise ... | netns ...\n");
   return 2;
 }
