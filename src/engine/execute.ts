@@ -17,6 +17,7 @@ import { mountOverlay, unmountOverlay, type OverlayDirs } from "../layer/overlay
 import type { ImageConfig } from "../oci/types.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { Step } from "../plan/step.js";
+import { DEFAULT_LIMITS } from "../sandbox/cgroup.js";
 import { RuncExecutor, type Executor } from "../sandbox/runc.js";
 import { SYSTEM_MOUNT_POINTS, type BindMount } from "../sandbox/runtime-spec.js";
 import { resolveUser } from "../sandbox/user.js";
@@ -32,6 +33,9 @@ import { LineLog, redactor, type LogSink } from "./log.js";
 import { readJson, writeFileAtomic } from "../util/fs.js";
 import { placeNode, placeUv } from "./tools.js";
 import { defaultNetwork } from "./network.js";
+
+/** The largest `RUN --mount=type=tmpfs` (and its size when it names none): the default step memory limit. */
+export const MAX_TMPFS_BYTES = DEFAULT_LIMITS.memoryBytes;
 
 export class StepExecutor {
   readonly executor: Executor;
@@ -291,7 +295,10 @@ export class StepExecutor {
         if (m.type === "tmpfs") {
           const dir = path.join(work, `tmpfs-${mounts.length}`);
           await fsp.mkdir(dir, { recursive: true });
-          const r = await execa("mount", ["-t", "tmpfs", "-o", `mode=1777${m.size !== undefined ? `,size=${m.size}` : ""}`, "tmpfs", dir], { reject: false });
+          // Capped (a tmpfs without a size may grow to half the host's memory); its pages also count against the
+          // step's memory limit, since the step writes them.
+          const size = Math.min(m.size ?? MAX_TMPFS_BYTES, MAX_TMPFS_BYTES);
+          const r = await execa("mount", ["-t", "tmpfs", "-o", `mode=1777,size=${size}`, "tmpfs", dir], { reject: false });
           if (r.exitCode !== 0) throw new InvalidDefinitionError(`${step.description}: could not mount a tmpfs at ${m.target}: ${r.stderr}`);
           cleanups.push(async () => void (await execa("umount", ["-l", dir], { reject: false })));
           mounts.push({ source: dir, destination: target(m.target), readonly: false });
