@@ -52,6 +52,24 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
+# debianSlim bases are built by mmdebstrap --mode=unshare, which maps the chroot to the user's subordinate ids.
+ensure_subids() {
+  local user file
+  user=$(id -un)
+  for file in /etc/subuid /etc/subgid; do
+    if ! grep -qE "^(${user}|$(id -u)):[0-9]+:[0-9]+$" "$file" 2>/dev/null; then
+      if [[ "$(id -u)" -ne 0 ]] && ! command -v sudo >/dev/null 2>&1; then
+        log "warning: no subordinate ids for ${user} in ${file}; debianSlim needs them (add ${user}:1500000000:65536)"
+        continue
+      fi
+      echo "${user}:1500000000:65536" | ${SUDO_TEE:-tee} -a "$file" >/dev/null
+      log "added ${user}:1500000000:65536 to ${file} (mmdebstrap --mode=unshare)"
+    fi
+  done
+}
+if [[ "$(id -u)" -ne 0 ]]; then SUDO_TEE="sudo tee"; fi
+ensure_subids
+
 if [[ ${#missing[@]} -eq 0 ]]; then
   log "all ${#PACKAGES[@]} system packages already installed; nothing to do"
   exit 0

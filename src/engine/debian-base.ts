@@ -1,8 +1,9 @@
 /** Builds a Debian root filesystem with mmdebstrap from Debian's archive (the `debianSlim` base). */
-import { promises as fsp } from "node:fs";
+import { createReadStream, promises as fsp } from "node:fs";
+import os from "node:os";
 import { execa } from "execa";
-import { unmountUnder } from "../layer/overlay.js";
-import { InvalidDefinitionError, MissingToolError, StepFailedError } from "../errors.js";
+import { extractLayer } from "../layer/tar-extract.js";
+import { InvalidDefinitionError, MissingToolError, SandboxError, StepFailedError } from "../errors.js";
 import type { BaseSpec } from "../plan/step.js";
 
 type DebianSpec = Extract<BaseSpec, { kind: "debian" }>;
@@ -36,6 +37,10 @@ export function mmdebstrapArgs(spec: DebianSpec, target: string): string[] {
   if (!Array.isArray(spec.packages) || spec.packages.length === 0) throw new InvalidDefinitionError(`debianSlim: packages must be a non-empty list of package names; ${RECIPE_HELP}`);
   const packages = spec.packages.map((p, i) => checkArgvValue(`packages[${i}]`, p, ","));
   return [
+    // Unprivileged: the chroot, its maintainer scripts and hooks run in a user namespace (root's subordinate ids), and
+    // the result comes out as a tarball the builder extracts itself. No device nodes (a container's /dev is a tmpfs).
+    "--mode=unshare",
+    "--skip=output/dev",
     `--variant=${variant}`,
     `--include=${packages.join(",")}`,
     "--aptopt=Acquire::Retries \"3\"",
@@ -54,9 +59,32 @@ export function mmdebstrapArgs(spec: DebianSpec, target: string): string[] {
   ];
 }
 
+/** Root's subordinate id ranges (`/etc/subuid`, `/etc/subgid`), which mmdebstrap's unshare mode maps the chroot to. */
+async function requireSubordinateIds(): Promise<void> {
+  const user = os.userInfo().username;
+  for (const file of ["/etc/subuid", "/etc/subgid"]) {
+    const text = await fsp.readFile(file, "utf8").catch(() => "");
+    const ok = text.split("\n").some((l) => {
+      const [name, , count] = l.trim().split(":");
+      return (name === user || name === String(process.getuid?.())) && Number(count) >= 65536;
+    });
+    if (!ok) {
+      throw new SandboxError(
+        `debianSlim builds its base unprivileged (mmdebstrap --mode=unshare), which needs ${file} to give ${user} at least 65536 subordinate ids: ` +
+          "run `npm run setup` (it adds them), or add a line such as `" + `${user}:1500000000:65536` + "` to /etc/subuid and /etc/subgid",
+      );
+    }
+  }
+}
+
+/**
+ * Builds the Debian root filesystem into `target` (a new directory): mmdebstrap in unshare mode writes a tarball next
+ * to it, which is extracted with the builder's own extractor (owners, modes and xattrs as the chroot had them).
+ */
 export async function buildDebianRootfs(spec: DebianSpec, target: string, onOutput: (line: string) => void, stepIndex: number): Promise<void> {
-  const args = mmdebstrapArgs(spec, target); // checked before anything is created or run
-  await fsp.mkdir(target, { recursive: true });
+  const tarball = `${target}.tar`;
+  const args = mmdebstrapArgs(spec, tarball); // checked before anything is created or run
+  await requireSubordinateIds();
   const started = Date.now();
   const proc = execa("mmdebstrap", args, { reject: false, all: true, buffer: false });
   const tail: string[] = [];
@@ -71,10 +99,13 @@ export async function buildDebianRootfs(spec: DebianSpec, target: string, onOutp
   if (r.failed && (r as { code?: string }).code === "ENOENT") {
     throw new MissingToolError("mmdebstrap", "debianSlim builds its base with mmdebstrap: `apt-get install mmdebstrap` (or `npm run setup`)");
   }
-  // mmdebstrap warns and carries on when it cannot unmount /proc or /sys of the chroot (busy): release them here so
-  // they never end up in the layer.
-  await unmountUnder(target);
-  if (r.exitCode !== 0) {
-    throw new StepFailedError(stepIndex, `debianSlim ${spec.suite}`, `mmdebstrap ${spec.suite}`, r.exitCode ?? null, tail, Date.now() - started);
+  try {
+    if (r.exitCode !== 0) {
+      throw new StepFailedError(stepIndex, `debianSlim ${spec.suite}`, `mmdebstrap ${spec.suite}`, r.exitCode ?? null, tail, Date.now() - started);
+    }
+    await fsp.mkdir(target, { recursive: true });
+    await extractLayer(createReadStream(tarball), target, { gzip: false, onWarning: onOutput });
+  } finally {
+    await fsp.rm(tarball, { force: true });
   }
 }

@@ -26,6 +26,8 @@ describe("mmdebstrapArgs", () => {
     assert.equal(argv.indexOf("--"), argv.length - 4, "one -- only");
     assert.ok(argv.slice(0, -4).every((a) => a.startsWith("--")), "everything before -- is Strata's own option");
     assert.ok(argv.includes("--variant=minbase"));
+    assert.ok(argv.includes("--mode=unshare"), "mmdebstrap runs unprivileged, in a user namespace");
+    assert.ok(argv.includes("--skip=output/dev"));
     assert.ok(argv.includes("--include=ca-certificates,python3"));
   });
 
