@@ -3,6 +3,7 @@
  * It knows the Store and Executor interfaces, not their backends. Cache policy (forceBuild, ignoreCache) lives
  * here, outside the keys: a forced step keeps its key but gets a new image id, so every later key changes.
  */
+import type { StepLimits } from "../sandbox/cgroup.js";
 import { defaultNetwork, withDefaultNetwork } from "./network.js";
 import path from "node:path";
 import { loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
@@ -35,6 +36,8 @@ export interface BuildOptions {
   builderVersion?: string;
   executor?: Executor;
   signal?: AbortSignal;
+  /** Resource limits for this build's RUN steps (the executor's policy fills in the rest and caps them). */
+  limits?: Partial<StepLimits>;
   /** How inputs that need other chains (Dockerfile stages) get them built. Default: built by this build's options. */
   inputs?: InputContext;
 }
@@ -101,7 +104,7 @@ class Engine {
     this.#ignore = options.ignoreCache ?? envFlag("STRATA_IGNORE_CACHE");
     this.#inputs =
       options.inputs ??
-      chainContext(store, { forceBuild: options.forceBuild, ignoreCache: options.ignoreCache, log: this.#log, builderVersion: options.builderVersion, executor: options.executor, signal: options.signal });
+      chainContext(store, { forceBuild: options.forceBuild, ignoreCache: options.ignoreCache, log: this.#log, builderVersion: options.builderVersion, executor: options.executor, signal: options.signal, limits: options.limits });
   }
 
   async build(plan: Plan): Promise<BuiltImage> {
@@ -175,7 +178,7 @@ class Engine {
 
   #stepExecutor?: Promise<import("./execute.js").StepExecutor>;
   async #executorFor(): Promise<import("./execute.js").StepExecutor> {
-    this.#stepExecutor ??= import("./execute.js").then((m) => new m.StepExecutor(this.store, this.builder, this.#log, this.#ignore, this.options.executor, this.options.signal));
+    this.#stepExecutor ??= import("./execute.js").then((m) => new m.StepExecutor(this.store, this.builder, this.#log, this.#ignore, this.options.executor, this.options.signal, this.options.limits));
     return this.#stepExecutor;
   }
 

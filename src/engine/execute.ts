@@ -17,7 +17,7 @@ import { mountOverlay, unmountOverlay, type OverlayDirs } from "../layer/overlay
 import type { ImageConfig } from "../oci/types.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { Step } from "../plan/step.js";
-import { DEFAULT_LIMITS } from "../sandbox/cgroup.js";
+import { DEFAULT_LIMITS, type StepLimits } from "../sandbox/cgroup.js";
 import { RuncExecutor, type Executor } from "../sandbox/runc.js";
 import { SYSTEM_MOUNT_POINTS, type BindMount } from "../sandbox/runtime-spec.js";
 import { resolveUser } from "../sandbox/user.js";
@@ -48,6 +48,8 @@ export class StepExecutor {
     private readonly ignoreCache: boolean,
     executor?: Executor,
     private readonly signal?: AbortSignal,
+    /** This build's resource limits for its RUN steps (capped by the executor's policy). */
+    private readonly limits?: Partial<StepLimits>,
   ) {
     this.executor = executor ?? new RuncExecutor();
     // Something is about to be built: let the sandbox prepare while the step's inputs and layers are gathered.
@@ -373,6 +375,7 @@ export class StepExecutor {
           network: ins.network ?? defaultNetwork(),
           hostname: "strata",
           overlayDir: work,
+          ...(this.limits ? { limits: this.limits } : {}),
         },
         { timeoutMs: step.timeoutMs, onOutput: (t) => log.write(t), signal: this.signal },
       );

@@ -42,7 +42,7 @@ export const CPU_PERIOD_US = 100_000;
 export const CGROUP_PARENT = "strata";
 export const CGROUP_LEAF = "ctr";
 
-/** How each limit is named to users: the step option and the environment variable that set it. */
+/** How each limit is named to users: its name and the environment variable that sets it for a build. */
 const LIMIT_NAMES: Record<keyof StepLimits, { option: string; env: string }> = {
   memoryBytes: { option: "memory", env: "STRATA_STEP_MEMORY" },
   pids: { option: "pids", env: "STRATA_STEP_PIDS" },
@@ -115,12 +115,12 @@ export function capLimits(requested: Partial<StepLimits>, max: StepLimits, defau
       continue;
     }
     const why = invalidReason(key, asked);
-    if (why) throw new LimitError(option, `invalid ${option} limit ${String(asked)} for the step: ${why}; fix the step's \`${option}\` option or ${env}`);
+    if (why) throw new LimitError(option, `invalid ${option} limit ${String(asked)} for the step: ${why}; fix ${env} (the build's ${option} limit)`);
     if (asked > max[key]) {
       throw new LimitError(
         option,
         `the step asks for a ${option} limit of ${formatLimit(key, asked)}, above this service's maximum of ${formatLimit(key, max[key])}; ` +
-          `lower the step's \`${option}\` option or ${env}, or ask the operator to raise the maximum`,
+          `lower ${env} (the build's ${option} limit), or ask the operator to raise the maximum`,
       );
     }
     out[key] = asked;
@@ -163,12 +163,12 @@ export interface LimitUsage {
 
 /**
  * Says which limit a failed step hit, in words for its user, or undefined when it hit none. For example: "the step
- * ran out of memory: it exceeded its memory limit of 512 MiB (raise it with the step's `memory` option /
+ * ran out of memory: it exceeded its memory limit of 512 MiB (raise it with
  * STRATA_STEP_MEMORY, up to the service's maximum)".
  */
 export function limitFailureMessage(usage: LimitUsage, limits: StepLimits): string | undefined {
   const parts: string[] = [];
-  const raise = (key: keyof StepLimits) => `raise it with the step's \`${LIMIT_NAMES[key].option}\` option / ${LIMIT_NAMES[key].env}, up to the service's maximum`;
+  const raise = (key: keyof StepLimits) => `raise it with ${LIMIT_NAMES[key].env}, up to the service's maximum`;
   if (usage.oomKilled) {
     const peak = usage.memoryMaxBytes !== undefined ? `, peak use ${formatBytes(usage.memoryMaxBytes)}` : "";
     parts.push(`the step ran out of memory: it exceeded its memory limit of ${formatBytes(limits.memoryBytes)}${peak} (${raise("memoryBytes")})`);

@@ -559,6 +559,7 @@ export async function runBuildRequest(req: BuildRequest, opts: RunBuildOptions):
       forceBuild: Boolean(req.forceBuild),
       ignoreCache: Boolean(req.ignoreCache),
       builderVersion: req.builderVersion,
+      ...(req.limits ? { limits: req.limits } : {}),
       ...(opts.executor ? { executor: opts.executor } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });

@@ -4,6 +4,7 @@
  * (reconnecting from the last cursor when the connection drops) and returns the result — or throws the same
  * errors a local build throws (a failing step is a StepFailedError).
  */
+import { limitsFromEnv } from "../sandbox/cgroup.js";
 import { createReadStream } from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -91,6 +92,9 @@ export async function remoteBuild(image: Image | Plan, opts: RemoteBuildOptions)
     await statCache?.save().catch(() => undefined);
     request.forceBuild = opts.forceBuild ?? envFlag("STRATA_FORCE_BUILD");
     request.ignoreCache = opts.ignoreCache ?? envFlag("STRATA_IGNORE_CACHE");
+    // STRATA_STEP_MEMORY / _PIDS / _CPUS ask the service for this build's limits (it caps them at its maximum).
+    const limits = limitsFromEnv();
+    if (Object.keys(limits).length) request.limits = limits;
     if (opts.chainName) request.chainName = opts.chainName;
 
     const upload = { bytes: 0, files: 0 };

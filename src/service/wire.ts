@@ -157,6 +157,8 @@ export interface BuildRequest {
   ignoreCache?: boolean;
   /** Name under which the build is remembered for `strata explain` on the server. */
   chainName?: string;
+  /** Resource limits the client asks for its RUN steps; the service caps them at its maximum (a step fails above it). */
+  limits?: { memoryBytes?: number; pids?: number; cpus?: number };
 }
 
 export type BuildStatus = "queued" | "building" | "succeeded" | "failed" | "timeout" | "terminated";
@@ -930,7 +932,7 @@ function deferred(v: unknown, where: string, budget: { left: number }): WireDefe
 
 /** Validates a parsed `POST /v1/images` body. Throws {@link WireError} naming the first offending field. */
 export function parseBuildRequest(v: unknown): BuildRequest {
-  const o = obj(v, "request", ["format", "builderVersion", "steps", "deferred", "plans", "secrets", "forceBuild", "ignoreCache", "chainName"]);
+  const o = obj(v, "request", ["format", "builderVersion", "steps", "deferred", "plans", "secrets", "forceBuild", "ignoreCache", "chainName", "limits"]);
   if (o.format === undefined) {
     fail("format", `missing: this server speaks ${WIRE_FORMAT}, and a request without "format" comes from an older Strata client (strata-build/2 or earlier, whose debian bases sent their own recipe); upgrade the client to this server's release`);
   }
@@ -967,6 +969,19 @@ export function parseBuildRequest(v: unknown): BuildRequest {
   if (ignoreCache !== undefined) req.ignoreCache = ignoreCache;
   const chainName = optStr(o.chainName, "chainName", 4096);
   if (chainName !== undefined) req.chainName = chainName;
+  if (o.limits !== undefined) {
+    const l = obj(o.limits, "limits", ["memoryBytes", "pids", "cpus"]);
+    const limits: NonNullable<BuildRequest["limits"]> = {};
+    const memoryBytes = optInt(l.memoryBytes, "limits.memoryBytes", 1, Number.MAX_SAFE_INTEGER);
+    const pids = optInt(l.pids, "limits.pids", 1, 2 ** 31);
+    if (memoryBytes !== undefined) limits.memoryBytes = memoryBytes;
+    if (pids !== undefined) limits.pids = pids;
+    if (l.cpus !== undefined) {
+      if (typeof l.cpus !== "number" || !Number.isFinite(l.cpus) || l.cpus <= 0 || l.cpus > 4096) fail("limits.cpus", `expected a number of CPUs above 0, got ${describe(l.cpus)}`);
+      limits.cpus = l.cpus;
+    }
+    req.limits = limits;
+  }
   return req;
 }
 
@@ -1052,6 +1067,7 @@ export function definitionHash(req: BuildRequest, nonce?: string): string {
   for (const s of req.steps) h.update(JSON.stringify(identity(s)) + "\n");
   for (const d of req.deferred) h.update(JSON.stringify({ kind: d.kind, remotePath: d.remotePath, ignore: d.ignore, entries: d.entries }) + "\n");
   h.update(`force ${Boolean(req.forceBuild)} ignore ${Boolean(req.ignoreCache)}\n`);
+  if (req.limits) h.update(`limits ${JSON.stringify([req.limits.memoryBytes ?? null, req.limits.pids ?? null, req.limits.cpus ?? null])}\n`);
   if (nonce !== undefined) h.update(`nonce ${nonce}\n`);
   return h.digest("hex");
 }

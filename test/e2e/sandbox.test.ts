@@ -196,6 +196,24 @@ describe("sandbox: through strata serve", () => {
     }
   });
 
+  test("a client asks for its build's limits; the service applies them and refuses more than its maximum", { timeout: 120_000 }, async () => {
+    const serve = await spawnServe({ STRATA_HOME: SHARED_HOME });
+    try {
+      const env = { STRATA_SERVER: serve.url };
+      const { def } = await space.project(`export default base.runCommands("head -c 300m /dev/zero | busybox tail > /dev/null");\n`);
+      const oom = await strata(["build", def], { env: { ...env, STRATA_STEP_MEMORY: "64m" } });
+      assert.notEqual(oom.code, 0);
+      assert.match(oom.stderr, /ran out of memory: it exceeded its memory limit of 64 MiB/, oom.stderr);
+      const greedy = await space.project(`export default base.runCommands("true");\n`);
+      const refused = await strata(["build", greedy.def], { env: { ...env, STRATA_STEP_PIDS: "100000" } });
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /pids limit of 100000 pids, above this service's maximum of 4096 pids; lower STRATA_STEP_PIDS/, refused.stderr);
+    } finally {
+      serve.child.kill("SIGTERM");
+      await serve.exited;
+    }
+  });
+
   test("strata serve --allow-network-host grants the entitlement", { timeout: 120_000 }, async () => {
     const serve = await spawnServe({ STRATA_HOME: SHARED_HOME }, ["--allow-network-host"]);
     try {

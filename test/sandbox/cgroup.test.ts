@@ -97,7 +97,7 @@ describe("capLimits", () => {
     assert.deepEqual(capLimits({ memoryBytes: 8 * GiB, pids: 8192, cpus: 1.5 }, max, defaults), { memoryBytes: 8 * GiB, pids: 8192, cpus: 1.5 });
   });
   test("a request above the maximum names the limit, both values and what to do", () => {
-    throwsLimit(() => capLimits({ memoryBytes: 16 * GiB }, max, defaults), "memory", /memory limit of 16 GiB/, /maximum of 8 GiB/, /`memory` option or STRATA_STEP_MEMORY/, /ask the operator/);
+    throwsLimit(() => capLimits({ memoryBytes: 16 * GiB }, max, defaults), "memory", /memory limit of 16 GiB/, /maximum of 8 GiB/, /lower STRATA_STEP_MEMORY \(the build's memory limit\)/, /ask the operator/);
     throwsLimit(() => capLimits({ pids: 10_000 }, max, defaults), "pids", /pids limit of 10000 pids/, /maximum of 8192 pids/, /STRATA_STEP_PIDS/);
     throwsLimit(() => capLimits({ cpus: 3 }, max, defaults), "cpus", /cpus limit of 3 CPUs/, /maximum of 2 CPUs/, /STRATA_STEP_CPUS/);
   });
@@ -119,7 +119,7 @@ describe("capLimits", () => {
   ];
   for (const [req, limit, why] of invalid) {
     test(`${JSON.stringify(req, (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v))} is invalid`, () => {
-      throwsLimit(() => capLimits(req, max, defaults), limit, new RegExp(`invalid ${limit} limit`), why, /fix the step's/);
+      throwsLimit(() => capLimits(req, max, defaults), limit, new RegExp(`invalid ${limit} limit`), why, /fix STRATA_STEP_/);
     });
   }
   test("an invalid maximum is the operator's to fix", () => {
@@ -154,14 +154,14 @@ describe("limitFailureMessage", () => {
   test("out of memory names the limit and how to raise it", () => {
     assert.equal(
       limitFailureMessage({ oomKilled: true, pidsLimitHit: false }, limits),
-      "the step ran out of memory: it exceeded its memory limit of 512 MiB (raise it with the step's `memory` option / STRATA_STEP_MEMORY, up to the service's maximum)",
+      "the step ran out of memory: it exceeded its memory limit of 512 MiB (raise it with STRATA_STEP_MEMORY, up to the service's maximum)",
     );
     assert.match(limitFailureMessage({ oomKilled: true, pidsLimitHit: false, memoryMaxBytes: 512 * MiB }, limits)!, /memory limit of 512 MiB, peak use 512 MiB \(raise/);
   });
   test("the pids limit", () => {
     assert.equal(
       limitFailureMessage({ oomKilled: false, pidsLimitHit: true, pidsMax: 64 }, limits),
-      "the step could not create more processes: the pids limit of 64 was reached (raise it with the step's `pids` option / STRATA_STEP_PIDS, up to the service's maximum)",
+      "the step could not create more processes: the pids limit of 64 was reached (raise it with STRATA_STEP_PIDS, up to the service's maximum)",
     );
   });
   test("both limits: both said, memory first", () => {
