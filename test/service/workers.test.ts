@@ -203,16 +203,22 @@ test("a worker killed with SIGKILL mid-build: another worker retries its job and
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, "before\nafter\n");
 
-  // A worker started on the dead one's machine (its cache dir) reclaims the dead build's mount and container.
+  // A worker started on the dead one's machine (its cache dir) reclaims the dead build's work dir, mounts and container.
   assert.equal(await victim.exited, null);
-  // Mid-RUN, the step's files are mounted in its runc bundle (the user namespace's view), named after the worker's pid.
+  // Mid-RUN the step's files are mounted in its runc bundle (the user namespace's view), named after the worker's pid;
+  // any builder on this machine may reap those once the worker is dead, so the debris this test can rely on is the
+  // step's work dir in the dead worker's own store.
   const victimMounts = async () =>
     (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").filter((l) => l.includes(victim.home + "/") || l.includes(`/strata-bundles/strata-${victim.child.pid}-`)).length;
-  const mountsBefore = await victimMounts();
-  assert.ok(mountsBefore >= 1, "the killed worker left its step's overlay mounted");
+  const victimWorkDirs = async () => {
+    const tmp = path.join(victim.home, "cache", "tmp");
+    return (await fsp.readdir(tmp).catch(() => [] as string[])).filter((n) => n.includes(`-${victim.child.pid}-`)).length;
+  };
+  assert.ok((await victimWorkDirs()) >= 1, `the killed worker left its step's work dir (in ${victim.home}/cache/tmp)`);
   const replacement = await spawnWorker(3, victim.home);
   assert.ok(replacement.name);
   assert.equal(await victimMounts(), 0, "the replacement reclaimed the dead build's mounts");
+  assert.equal(await victimWorkDirs(), 0, "the replacement reclaimed the dead build's work dir");
 });
 
 test("strata worker refuses to start without STRATA_REDIS_URL (exit 2) or with Redis unreachable (exit 1)", async () => {
