@@ -12,7 +12,7 @@
  * used by one step and then destroyed; the pool keeps one spare ready.
  */
 import { spawn } from "node:child_process";
-import { promises as fsp } from "node:fs";
+import { promises as fsp, readFileSync } from "node:fs";
 import { SandboxError } from "../errors.js";
 import { ensureEgressGuard } from "./egress-guard.js";
 import { HOST_ID_BASE, ID_COUNT, SLIRP_GID } from "./ids.js";
@@ -27,6 +27,8 @@ export interface PreparedNetwork {
   resolvConf: string;
   /** Kills the holder and slirp4netns; the namespace disappears with its last user. */
   release(): void;
+  /** Whether the holder and slirp4netns are still running (a spare may have waited a long time). */
+  alive(): boolean;
 }
 
 export const SANDBOX_RESOLV_CONF = "nameserver 10.0.2.3\noptions edns0\n";
@@ -45,6 +47,17 @@ function kill(pid: number | undefined): void {
     process.kill(pid, "SIGKILL");
   } catch {
     // already gone
+  }
+}
+
+/** A process that exists and is not a zombie (a dead holder re-parented to init may wait to be reaped). */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
   }
 }
 
@@ -94,7 +107,9 @@ export async function prepareNetwork(): Promise<PreparedNetwork> {
     });
     for (const s of [child.stdout, child.stderr, child.stdio[3]]) (s as { destroy?: () => void } | null)?.destroy?.();
     child.removeAllListeners("exit");
-    return { netPath: `/proc/${holder}/ns/net`, userPath: `/proc/${holder}/ns/user`, resolvConf: SANDBOX_RESOLV_CONF, release };
+    const pids = [holder!, child.pid!];
+    const alive = () => pids.every(running);
+    return { netPath: `/proc/${holder}/ns/net`, userPath: `/proc/${holder}/ns/user`, resolvConf: SANDBOX_RESOLV_CONF, release, alive };
   } catch (e) {
     release();
     throw e;
@@ -111,6 +126,11 @@ export class NetworkPool {
     let got: PreparedNetwork;
     try {
       got = await next;
+      if (!got.alive()) {
+        // Its processes were killed while it waited: make a fresh one.
+        got.release();
+        got = await prepareNetwork();
+      }
     } catch (e) {
       // A failed spare (e.g. the guard could not be installed) is retried once, fresh, so the error is current.
       got = await prepareNetwork().catch(() => {
