@@ -1103,10 +1103,13 @@ class Planner {
     for (const cmd of this.parsed.metaArgs) {
       const argPos = { line: cmd.location.line, column: cmd.location.column };
       for (const a of cmd.args) {
-        let value = a.value !== undefined ? this.expand(a.value, globals, argPos).result : undefined;
+        // A --build-arg replaces the default, which is then never expanded (BuildKit: `${X:?msg}` in it cannot fail).
+        let value: string | undefined;
         if (this.buildArgs.has(a.key)) {
           value = this.buildArgs.get(a.key)!;
           this.usedBuildArgs.add(a.key);
+        } else if (a.value !== undefined) {
+          value = this.expand(a.value, globals, argPos).result;
         }
         this.meta.set(a.key, value);
         this.metaList.push({ key: a.key, ...(value !== undefined ? { value } : {}) });
@@ -1342,13 +1345,16 @@ class Planner {
         for (const a of cmd.args) {
           const key = ex(a.key);
           if (key === "") this.ctx.fail(at, "ARG names can not be blank");
-          let value = a.value !== undefined ? ex(a.value) : undefined;
+          // A --build-arg replaces the default, which is then never expanded (as BuildKit: no error, no used args).
+          let value: string | undefined;
           if (this.buildArgs.has(key)) {
             value = this.buildArgs.get(key)!;
             this.usedBuildArgs.add(key);
-          } else if (value === undefined && this.meta.has(key)) {
+          } else if (a.value !== undefined) {
+            value = ex(a.value);
+          } else if (this.meta.has(key)) {
             value = this.meta.get(key);
-          } else if (value === undefined && this.globals.has(key) && !this.meta.has(key)) {
+          } else if (this.globals.has(key)) {
             value = this.globals.get(key); // predefined platform ARGs
           }
           state.args.set(key, value);

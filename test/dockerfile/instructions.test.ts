@@ -220,6 +220,20 @@ describe("ARG scoping and expansion (BuildKit dispatch rules)", () => {
     rejects("FROM scratch\nENV A=${B", { line: 2, contains: "missing '}'" });
     rejects('FROM scratch\nCOPY "a b" /c', { line: 2, contains: "double-quote" });
   });
+  test("a --build-arg replaces an ARG's default without expanding it (BuildKit: the default is only evaluated when no build arg is given)", () => {
+    // Issue 12: BuildKit's dispatchArg/meta-arg handling takes the --build-arg value as is and never expands the
+    // default, so `${FOO:?msg}` in the default does not fail when BAR is given; without the build arg it does.
+    const staged = "FROM scratch\nARG BAR=${FOO:?need-FOO}\nLABEL bar=$BAR";
+    const label = ins(planDockerfile(staged, { buildArgs: { BAR: "given" } })).find((i) => i.kind === "LABEL")!;
+    assert.deepEqual(label.kind === "LABEL" && label.labels.map((l) => l.value), ["given"]);
+    rejects(staged, { line: 2, contains: "need-FOO" });
+    const global = "ARG BAR=${FOO:?need-FOO}\nFROM scratch\nARG BAR\nLABEL bar=$BAR";
+    const plan = planDockerfile(global, { buildArgs: { BAR: "given" } });
+    assert.deepEqual(plan.metaArgs, [{ key: "BAR", value: "given" }]);
+    const gl = ins(plan).find((i) => i.kind === "LABEL")!;
+    assert.deepEqual(gl.kind === "LABEL" && gl.labels.map((l) => l.value), ["given"]);
+    rejects(global, { line: 1, contains: "need-FOO" });
+  });
   test("escape directive applies to expansion", () => {
     const plan = planDockerfile("# escape=`\nFROM scratch\nENV A=C:\\dir B=`$x");
     const [e] = ins(plan);
