@@ -1098,23 +1098,6 @@ class Planner {
   }
 
   plan(): DockerfilePlan {
-    // Global scope: predefined platform ARGs, then the meta ARGs in order (a build-arg overrides a default).
-    const globals = new Map<string, string>([...platformArgs("BUILD", this.build), ...platformArgs("TARGET", this.target)]);
-    for (const cmd of this.parsed.metaArgs) {
-      const argPos = { line: cmd.location.line, column: cmd.location.column };
-      for (const a of cmd.args) {
-        let value = a.value !== undefined ? this.expand(a.value, globals, argPos).result : undefined;
-        if (this.buildArgs.has(a.key)) {
-          value = this.buildArgs.get(a.key)!;
-          this.usedBuildArgs.add(a.key);
-        }
-        this.meta.set(a.key, value);
-        this.metaList.push({ key: a.key, ...(value !== undefined ? { value } : {}) });
-        if (value !== undefined) globals.set(a.key, value);
-        else globals.delete(a.key);
-      }
-    }
-    this.globals = globals;
     this.parsed.stages.forEach((s, i) => {
       if (!s.from.stageName) return;
       const prev = this.stageByName.get(s.from.stageName);
@@ -1136,6 +1119,32 @@ class Planner {
       }
       target = t;
     }
+
+    // Global scope: predefined platform ARGs, then the meta ARGs in order (a build-arg overrides a default).
+    // TARGETSTAGE names the stage being built (`default` for an unnamed one), as BuildKit's automatic ARG does.
+    const globals = new Map<string, string>([
+      ...platformArgs("BUILD", this.build),
+      ...platformArgs("TARGET", this.target),
+      ["TARGETSTAGE", this.parsed.stages[target]?.from.stageName ?? "default"],
+    ]);
+    for (const cmd of this.parsed.metaArgs) {
+      const argPos = { line: cmd.location.line, column: cmd.location.column };
+      for (const a of cmd.args) {
+        // A --build-arg replaces the default, which is then never expanded (BuildKit: `${X:?msg}` in it cannot fail).
+        let value: string | undefined;
+        if (this.buildArgs.has(a.key)) {
+          value = this.buildArgs.get(a.key)!;
+          this.usedBuildArgs.add(a.key);
+        } else if (a.value !== undefined) {
+          value = this.expand(a.value, globals, argPos).result;
+        }
+        this.meta.set(a.key, value);
+        this.metaList.push({ key: a.key, ...(value !== undefined ? { value } : {}) });
+        if (value !== undefined) globals.set(a.key, value);
+        else globals.delete(a.key);
+      }
+    }
+    this.globals = globals;
 
     // Plan every stage (errors are kept per stage: a broken stage the target does not need is not fatal).
     for (let i = 0; i < this.parsed.stages.length; i++) this.tryPlan(i);
@@ -1342,13 +1351,16 @@ class Planner {
         for (const a of cmd.args) {
           const key = ex(a.key);
           if (key === "") this.ctx.fail(at, "ARG names can not be blank");
-          let value = a.value !== undefined ? ex(a.value) : undefined;
+          // A --build-arg replaces the default, which is then never expanded (as BuildKit: no error, no used args).
+          let value: string | undefined;
           if (this.buildArgs.has(key)) {
             value = this.buildArgs.get(key)!;
             this.usedBuildArgs.add(key);
-          } else if (value === undefined && this.meta.has(key)) {
+          } else if (a.value !== undefined) {
+            value = ex(a.value);
+          } else if (this.meta.has(key)) {
             value = this.meta.get(key);
-          } else if (value === undefined && this.globals.has(key) && !this.meta.has(key)) {
+          } else if (this.globals.has(key)) {
             value = this.globals.get(key); // predefined platform ARGs
           }
           state.args.set(key, value);

@@ -64,7 +64,7 @@ export interface StageChain {
   base: StageBaseSpec;
   /** description of the FROM step */
   fromDescription: string;
-  /** config the base starts with (a scratch stage gets the default PATH, as in BuildKit) */
+  /** config the base starts with (a scratch stage gets the default PATH and WorkingDir "/", as in BuildKit) */
   baseInstructions: Instruction[];
   steps: { method: string; make: StepMaker }[];
   /** stages this stage's own steps read (COPY --from, RUN --mount from=) */
@@ -259,10 +259,12 @@ class Translator {
       const make = this.instruction(pi, i, reads, cmdSet);
       if (make) steps.push({ method: METHOD, make });
     }
-    // A scratch stage starts with the default PATH (as BuildKit's empty image); a registry base whose ONBUILD triggers
-    // run here passes none on (they are consumed by this build, as in Docker).
+    // A scratch stage starts with the default PATH and WorkingDir "/" (BuildKit's emptyImage for a Dockerfile `FROM
+    // scratch`; the SDK's Image.fromScratch() stays bare); a registry base whose ONBUILD triggers run here passes none
+    // on (they are consumed by this build, as in Docker).
     const consumed = s.instructions.some((x) => x.fromOnBuild);
-    const baseInstructions: Instruction[] = base.kind === "scratch" ? [{ op: "ENV", vars: [["PATH", DEFAULT_PATH]] }] : consumed ? [{ op: "ONBUILD" }] : [];
+    const baseInstructions: Instruction[] =
+      base.kind === "scratch" ? [{ op: "ENV", vars: [["PATH", DEFAULT_PATH]] }, { op: "WORKDIR", path: "/" }] : consumed ? [{ op: "ONBUILD" }] : [];
     // A stage base has no step of its own here (the chain continues from it): its triggers' first step clears the
     // inherited OnBuild list before running.
     if (base.kind === "stage" && consumed && steps.length) {

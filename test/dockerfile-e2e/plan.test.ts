@@ -38,7 +38,8 @@ describe("Dockerfile → steps", () => {
     const plan: Plan = Image.fromDockerfile(df, { buildArgs: { A: "2" } }).plan();
     assert.equal(plan.steps.length, 7);
     assert.deepEqual(plan.steps[0]!.base, { kind: "scratch" });
-    assert.deepEqual(ins(plan.steps[0]!), ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+    // BuildKit's empty image (dockerfile2llb emptyImage) has the default PATH and WorkingDir "/".
+    assert.deepEqual(ins(plan.steps[0]!), ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "WORKDIR /"]);
     assert.deepEqual(plan.steps.slice(1).map((s) => ins(s)[0]), ["ARG A", "ENV E=x", "COPY a.txt /a", "RUN echo $A", "LABEL l=2", "EXPOSE 80/tcp"]);
     for (const i of [1, 2, 5, 6]) assert.deepEqual(plan.steps[i]!.inputs, []);
     assert.deepEqual(plan.steps[4]!.buildArgs, [["A", "2"]]);
@@ -76,12 +77,12 @@ describe("Dockerfile → steps", () => {
     assert.equal(Image.fromDockerfile(unused).plan().steps.length, 1, "the default target is the last stage, which needs no other");
     const df2 = await dockerfile("FROM scratch AS a\nENV A=1\nFROM scratch AS b\nENV B=1\nFROM a\nCOPY --from=b /x /x\n");
     const p2 = Image.fromDockerfile(df2).plan();
-    assert.deepEqual(p2.steps.map((s) => ins(s).join(";")), ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV A=1", "COPY --from=b /x /x"]);
+    assert.deepEqual(p2.steps.map((s) => ins(s).join(";")), ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin;WORKDIR /", "ENV A=1", "COPY --from=b /x /x"]);
     const stages = p2.steps[0]!.inputs.find((i) => i.kind === "stages");
     assert.ok(stages && stages.kind === "stages" && stages.plans.length === 1);
     const sel = p2.steps[2]!.inputs[0]!;
     assert.ok(sel.kind === "select" && sel.root.kind === "stage" && sel.root.stage === "b");
-    assert.deepEqual(sel.kind === "select" && sel.root.kind === "stage" && sel.root.plan.steps.map((s) => ins(s).join(";")), ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV B=1"]);
+    assert.deepEqual(sel.kind === "select" && sel.root.kind === "stage" && sel.root.plan.steps.map((s) => ins(s).join(";")), ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin;WORKDIR /", "ENV B=1"]);
   });
 
   test("calls chained after fromDockerfile expand against the target stage's final ENV", async () => {

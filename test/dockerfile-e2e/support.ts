@@ -384,8 +384,11 @@ export function diffConfigs(ours: Record<string, unknown>, theirs: Record<string
   for (const k of CONFIG_KEYS) {
     if (ignore.includes(k)) continue;
     const norm = (v: unknown) => (v === null || v === "" || (Array.isArray(v) && v.length === 0) || (typeof v === "object" && v !== null && Object.keys(v).length === 0) ? undefined : v);
-    const x = canonical(norm(a[k]));
-    const y = canonical(norm(b[k]));
+    // WorkingDir "/" is what an unset one means at run time: BuildKit (and so Strata) sets it for `FROM scratch`,
+    // buildah leaves it unset.
+    const wd = (v: unknown) => (k === "WorkingDir" && v === "/" ? undefined : v);
+    const x = canonical(norm(wd(a[k])));
+    const y = canonical(norm(wd(b[k])));
     if (x !== y) out.push(`config.${k}: strata=${x} buildah=${y}`);
   }
   if (!ignore.includes("author") && (ours.author ?? undefined) !== (theirs.author ?? undefined)) out.push(`author: strata=${JSON.stringify(ours.author)} buildah=${JSON.stringify(theirs.author)}`);

@@ -220,6 +220,37 @@ describe("ARG scoping and expansion (BuildKit dispatch rules)", () => {
     rejects("FROM scratch\nENV A=${B", { line: 2, contains: "missing '}'" });
     rejects('FROM scratch\nCOPY "a b" /c', { line: 2, contains: "double-quote" });
   });
+  test("a --build-arg replaces an ARG's default without expanding it (BuildKit: the default is only evaluated when no build arg is given)", () => {
+    // Issue 12: BuildKit's dispatchArg/meta-arg handling takes the --build-arg value as is and never expands the
+    // default, so `${FOO:?msg}` in the default does not fail when BAR is given; without the build arg it does.
+    const staged = "FROM scratch\nARG BAR=${FOO:?need-FOO}\nLABEL bar=$BAR";
+    const label = ins(planDockerfile(staged, { buildArgs: { BAR: "given" } })).find((i) => i.kind === "LABEL")!;
+    assert.deepEqual(label.kind === "LABEL" && label.labels.map((l) => l.value), ["given"]);
+    rejects(staged, { line: 2, contains: "need-FOO" });
+    const global = "ARG BAR=${FOO:?need-FOO}\nFROM scratch\nARG BAR\nLABEL bar=$BAR";
+    const plan = planDockerfile(global, { buildArgs: { BAR: "given" } });
+    assert.deepEqual(plan.metaArgs, [{ key: "BAR", value: "given" }]);
+    const gl = ins(plan).find((i) => i.kind === "LABEL")!;
+    assert.deepEqual(gl.kind === "LABEL" && gl.labels.map((l) => l.value), ["given"]);
+    rejects(global, { line: 1, contains: "need-FOO" });
+  });
+  test("TARGETSTAGE is the target stage's name, `default` for an unnamed last stage (BuildKit's automatic ARG)", () => {
+    // BuildKit predefines TARGETSTAGE in the global scope like the platform ARGs: usable in FROM and in a stage
+    // after `ARG TARGETSTAGE`; it names the stage being built (--target, else the last stage, `default` if unnamed).
+    const df = "ARG IMG=${TARGETSTAGE}\nFROM scratch AS build\nARG TARGETSTAGE\nLABEL t=$TARGETSTAGE\nFROM scratch\nARG TARGETSTAGE\nLABEL t=$TARGETSTAGE";
+    const label = (p: DockerfilePlan) => {
+      const l = ins(p).find((i) => i.kind === "LABEL")!;
+      return l.kind === "LABEL" ? l.labels[0]!.value : undefined;
+    };
+    const last = planDockerfile(df);
+    assert.equal(label(last), "default");
+    assert.deepEqual(last.metaArgs, [{ key: "IMG", value: "default" }]);
+    const build = planDockerfile(df, { target: "build" });
+    assert.equal(label(build), "build");
+    assert.deepEqual(build.metaArgs, [{ key: "IMG", value: "build" }]);
+    const named = planDockerfile("FROM scratch AS one\nFROM scratch AS Two\nARG TARGETSTAGE\nLABEL t=$TARGETSTAGE");
+    assert.equal(label(named), "two");
+  });
   test("escape directive applies to expansion", () => {
     const plan = planDockerfile("# escape=`\nFROM scratch\nENV A=C:\\dir B=`$x");
     const [e] = ins(plan);
