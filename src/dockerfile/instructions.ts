@@ -1448,6 +1448,11 @@ class Planner {
           }
           if (ref !== undefined) {
             this.need(ref, at);
+            // BuildKit dispatches stages in order and refuses to copy from one not yet dispatched (after its cycle check).
+            if (ref > self) {
+              const stageName = (i: number) => this.parsed.stages[i]!.from.stageName ?? `stage-${i}`;
+              this.ctx.fail(at, `cannot copy from stage ${JSON.stringify(cmd.from)}, it needs to be defined before current stage ${JSON.stringify(stageName(self))}`);
+            }
             dependsOn.add(ref);
             fromStage = ref;
           } else {

@@ -150,6 +150,22 @@ describe("stages, targets and dependencies", () => {
     rejects("FROM scratch AS a\nFROM scratch AS A", { line: 2, contains: 'duplicate stage name "a"' });
     rejects("FROM scratch AS a\nCOPY --from=b x y\nFROM a AS b", { contains: "circular dependency detected on stage" });
   });
+  test("COPY --from a stage defined later is an error (BuildKit dispatchState: \"cannot copy from stage …, it needs to be defined before current stage …\")", () => {
+    // dockerfile2llb dispatches stages in order and refuses a COPY source stage not yet dispatched; unnamed stages
+    // are called stage-<index> in the message.
+    assert.throws(() => planDockerfile("FROM scratch AS a\nCOPY --from=later x y\nFROM scratch AS later\nCOPY z /z", { target: "a" }), /Dockerfile:2:1: cannot copy from stage "later", it needs to be defined before current stage "a"/);
+    rejects("FROM scratch AS a\nCOPY --from=later x y\nFROM scratch AS later\nCOPY z /z\nFROM scratch\nCOPY --from=a y y", {
+      line: 2,
+      column: 1,
+      contains: 'cannot copy from stage "later", it needs to be defined before current stage "a"',
+    });
+    rejects("FROM scratch\nCOPY --from=1 x y\nFROM scratch\nCOPY z /z\nFROM scratch\nCOPY --from=0 y y", {
+      line: 2,
+      contains: 'cannot copy from stage "1", it needs to be defined before current stage "stage-0"',
+    });
+    // an earlier stage, by name or index, is fine
+    assert.doesNotThrow(() => planDockerfile("FROM scratch AS a\nCOPY z /z\nFROM scratch\nCOPY --from=a z /z\nCOPY --from=0 z /y"));
+  });
   test("FROM <stage> inherits ENV and WORKDIR; FROM x AS x is the image x", () => {
     const plan = planDockerfile("FROM alpine AS alpine\nENV P=/x\nWORKDIR /w\nFROM alpine\nWORKDIR sub\nENV Q=$P");
     assert.deepEqual(plan.stages[0]!.base, { kind: "image", ref: "alpine" });
