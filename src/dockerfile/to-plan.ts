@@ -440,7 +440,9 @@ class Translator {
           mounts.push({
             type: "secret",
             id,
-            ...(m.env === undefined || m.target !== `/run/secrets/${id}` ? { target: m.target || `/run/secrets/${id}` } : {}),
+            // BuildKit (dispatchSecret): the default /run/secrets/<id> file applies only without env=; a secret given as
+            // env only is no file, and env= with a target (even the default path) is both.
+            ...(m.target ? { target: m.target } : m.env === undefined ? { target: `/run/secrets/${id}` } : {}),
             ...(m.env !== undefined ? { env: m.env } : {}),
             ...(m.required ? { required: true } : {}),
             ...(m.mode !== undefined ? { mode: m.mode } : {}),
@@ -459,8 +461,6 @@ class Translator {
         }
       }
     });
-    // A secret given as env only has no target in the instruction.
-    for (const m of mounts) if (m.type === "secret" && m.env !== undefined && m.target === undefined) delete m.target;
     const ins: Instruction = { op: "RUN", command, ...(mounts.length ? { mounts } : {}), ...(pi.network === "none" ? { network: "none" as const } : {}) };
     const args: [string, string][] = pi.argsInScope.map(([k, v]) => [k, v]);
     // RUN sees every ARG in scope, so all of them are keyed (Step.buildArgs → KeyInputs.buildArgs).

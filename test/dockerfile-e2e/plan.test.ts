@@ -72,6 +72,19 @@ describe("Dockerfile → steps", () => {
     assert.deepEqual(ins(run), ["RUN --mount=type=secret,id=tok,target=/run/secrets/tok --mount=type=cache,id=/c,target=/c,sharing=shared --mount=type=tmpfs,target=/t true"]);
   });
 
+  test("a secret with env= and no target is env only; with a target, both (BuildKit dispatchSecret: the default /run/secrets/<id> applies only without env)", async () => {
+    const df = await dockerfile(
+      "FROM scratch\nRUN --mount=type=secret,id=tok,env=T true\nRUN --mount=type=secret,id=tok,env=T,target=/run/secrets/tok true\nRUN --mount=type=secret,id=tok,env=T,target=/s/t true\nRUN --mount=type=secret,id=tok true\n",
+    );
+    const steps = Image.fromDockerfile(df, { secrets: { tok: "v" } }).plan().steps;
+    assert.deepEqual(steps.slice(1).map((s) => ins(s)[0]), [
+      "RUN --mount=type=secret,id=tok,env=T true",
+      "RUN --mount=type=secret,id=tok,target=/run/secrets/tok,env=T true",
+      "RUN --mount=type=secret,id=tok,target=/s/t,env=T true",
+      "RUN --mount=type=secret,id=tok,target=/run/secrets/tok true",
+    ]);
+  });
+
   test("multi-stage: the target's chain starts with its FROM stage's steps; read stages are embedded and prefetched", async () => {
     const unused = await dockerfile("FROM scratch AS a\nENV A=1\nFROM scratch AS b\nENV B=1\nFROM a\nCOPY --from=b /x /x\nFROM scratch AS last\n");
     assert.equal(Image.fromDockerfile(unused).plan().steps.length, 1, "the default target is the last stage, which needs no other");
