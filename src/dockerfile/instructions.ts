@@ -476,6 +476,8 @@ function parseMount(spec: string, index: number, expand: ((v: string) => string)
   let env: string | undefined;
   let sizeBytes: number | undefined;
   const deferred = (v: string): boolean => expand === undefined && v.includes("$");
+  // A variable type (`type=$T`) is only known after expansion: until then, nothing that depends on the type is checked.
+  let typeDeferred = false;
   for (const field of fields) {
     const eq = field.indexOf("=");
     const key = (eq < 0 ? field : field.slice(0, eq)).toLowerCase();
@@ -490,7 +492,7 @@ function parseMount(spec: string, index: number, expand: ((v: string) => string)
           readOnly = false;
           continue;
         case "required":
-          if (type !== "secret" && type !== "ssh") throw new MountError(`unexpected key 'required' for mount type '${type}'`);
+          if (type !== "secret" && type !== "ssh" && !typeDeferred) throw new MountError(`unexpected key 'required' for mount type '${type}'`);
           required = true;
           continue;
         default:
@@ -501,6 +503,11 @@ function parseMount(spec: string, index: number, expand: ((v: string) => string)
     if (expand) value = expand(value);
     switch (key) {
       case "type": {
+        if (deferred(value)) {
+          typeDeferred = true;
+          break;
+        }
+        typeDeferred = false;
         const t = value.toLowerCase();
         if (t !== "bind" && t !== "cache" && t !== "tmpfs" && t !== "secret" && t !== "ssh") {
           throw new MountError(`unsupported mount type ${JSON.stringify(value)} (bind, cache, tmpfs, secret or ssh)`);
@@ -531,7 +538,7 @@ function parseMount(spec: string, index: number, expand: ((v: string) => string)
         break;
       }
       case "required": {
-        if (type !== "secret" && type !== "ssh") throw new MountError(`unexpected key 'required' for mount type '${type}'`);
+        if (type !== "secret" && type !== "ssh" && !typeDeferred) throw new MountError(`unexpected key 'required' for mount type '${type}'`);
         if (deferred(value)) break;
         const b = parseBoolValue(value);
         if (b === undefined) throw new MountError(`invalid value for required: ${value}`);
@@ -542,7 +549,7 @@ function parseMount(spec: string, index: number, expand: ((v: string) => string)
         id = value;
         break;
       case "sharing": {
-        if (type !== "cache") throw new MountError(`invalid cache sharing set for ${type} mount`);
+        if (type !== "cache" && !typeDeferred) throw new MountError(`invalid cache sharing set for ${type} mount`);
         const s = value.toLowerCase();
         if (s !== "shared" && s !== "private" && s !== "locked") {
           if (deferred(value)) break;
@@ -576,6 +583,8 @@ function parseMount(spec: string, index: number, expand: ((v: string) => string)
         throw new MountError(`unexpected key '${key}' in '${field}'${suggest(key, ["type", "from", "source", "target", "readonly", "id", "sharing", "mode", "uid", "gid", "required", "env", "size"])}`);
     }
   }
+  // Parse time with a variable type: the rest is checked when the RUN is planned (values expanded).
+  if (typeDeferred) return { type, target, readOnly: readOnly ?? true };
   const fileInfo = type === "cache" || type === "secret" || type === "ssh";
   if (!fileInfo) {
     if (mode !== undefined) throw new MountError(`mode not allowed for "${type}" type mounts`);

@@ -350,6 +350,21 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
     rejects("FROM scratch\nRUN --mount=type=secret true", { contains: "one of id, source or target" });
     rejects("FROM scratch\nRUN --mount=type=bind,target=/x,oops true", { contains: "must be a key=value pair" });
   });
+  test("RUN --mount=type=$VAR is expanded before it is checked (BuildKit parseMount defers every value without an expander)", () => {
+    // BuildKit parses --mount at parse time without an expander (each key=value is left for dispatch, where it is
+    // expanded and then validated), so a variable mount type is valid.
+    const plan = planDockerfile("FROM scratch\nARG T=cache\nARG S=secret\nRUN --mount=type=$T,target=/c,sharing=locked --mount=type=${S},id=x,required true");
+    const run = ins(plan).find((i) => i.kind === "RUN")!;
+    assert.ok(run.kind === "RUN");
+    assert.deepEqual(run.mounts, [
+      { type: "cache", target: "/c", readOnly: false, id: "/c", sharing: "locked" },
+      { type: "secret", target: "/run/secrets/x", readOnly: true, id: "x", required: true },
+    ]);
+    assert.deepEqual(run.usedArgs, ["S", "T"]);
+    // after expansion the type is checked as usual
+    rejects("FROM scratch\nARG T=nfs\nRUN --mount=type=$T,target=/x true", { line: 3, contains: "unsupported mount type \"nfs\"" });
+    rejects("FROM scratch\nARG T=bind\nRUN --mount=type=$T,target=/x,sharing=locked true", { line: 3, contains: "invalid cache sharing set for bind mount" });
+  });
   test("EXPOSE is split into words and normalised", () => {
     const plan = planDockerfile("FROM scratch\nARG P=\"80 443/UDP\"\nEXPOSE $P 8000-8002/tcp 53/udp");
     const e = ins(plan).find((i) => i.kind === "EXPOSE")!;
