@@ -167,6 +167,14 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
       continue;
     }
     for (const m of r.matches ?? []) {
+      if (m.excluded) {
+        // Nothing is copied, but the destination is prepared as for a copied source (BuildKit's fsutil copy makes the
+        // target directory before the exclude patterns filter what goes in): dest for a directory or a destination
+        // named as one, else dest's parent.
+        if (m.type === "dir" || destNamedDir) ensureDir(c, dest);
+        else c.mkdirp(path.posix.dirname(dest));
+        continue;
+      }
       const list = entriesUnder(r.entries, m.rel);
       if (m.type === "file") {
         const e = list.find((x) => x.relPath === m.rel) ?? list[0]!;

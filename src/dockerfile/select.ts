@@ -37,6 +37,11 @@ export interface SourceMatch {
    * undefined (a directory's contents go to the destination, a file gets its base name).
    */
   keep?: string;
+  /**
+   * The source matched but `--exclude` drops it by name: nothing of it is copied (no entries), but the copy still
+   * prepares its destination directory, as BuildKit's copy does for every matched source.
+   */
+  excluded?: true;
 }
 
 /** A tree to select from: a host directory, its ignore patterns, and where a path's bytes live (for stage layers). */
@@ -319,8 +324,14 @@ export async function selectSources(view: SelectRootView, patterns: readonly str
     const found = resolveWildcards(view, src, opts.location);
     const literal = !src.split("/").some(hasWildcard);
     for (const rel of found) {
-      // The matched name itself may be excluded (`COPY --exclude=*.txt hom* /dir/`).
-      if (exclude && rel !== "" && exclude.matches(path.posix.basename(rel))) continue;
+      // The matched name itself may be excluded (`COPY --exclude=*.txt hom* /dir/`): kept as an excluded match, with
+      // no entries.
+      if (exclude && rel !== "" && exclude.matches(path.posix.basename(rel))) {
+        const real = followInRoot(view.dir, rel);
+        const st = lstatOrUndefined(path.join(view.dir, real));
+        if (st?.isDirectory() || st?.isFile()) matches.push({ rel, real, type: st.isDirectory() ? "dir" : "file", excluded: true });
+        continue;
+      }
       const real = followInRoot(view.dir, rel);
       const st = lstatOrUndefined(path.join(view.dir, real));
       if (!st || (literal && !visible(view, rel, st) && !visible(view, real, st))) {

@@ -18,7 +18,7 @@ import type { Image } from "../sdk/image.js";
 import { Secret } from "../sdk/secret.js";
 import type { ImageRecord, Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
-import { chainContext, fileInputs, resolveInput, type InputContext, type ResolvedInput } from "./inputs.js";
+import { chainContext, excludedMatches, fileInputs, resolveInput, type InputContext, type ResolvedInput } from "./inputs.js";
 import { stderrSink, type LogSink } from "./log.js";
 
 export interface BuildOptions {
@@ -74,6 +74,8 @@ const inflight = new Map<string, Promise<ImageRecord>>();
 
 /** Key inputs for a step; exported for `strata explain`. */
 export function keyInputsFor(builder: BuilderVersion, step: Step, parent: Digest | null, resolved: readonly ResolvedInput[], extra: [string, string][] = []): KeyInputs {
+  // Sources dropped by --exclude have no file lines, but they make a COPY prepare its destination directory.
+  const excluded = excludedMatches(resolved);
   return {
     builderVersion: builder.version,
     parent,
@@ -83,7 +85,7 @@ export function keyInputsFor(builder: BuilderVersion, step: Step, parent: Digest
     // A registry base's secrets are login credentials: not part of what the image is.
     secretNames: step.base?.kind === "registry" ? [] : step.secrets.names,
     // The plan's own extras, and those derived from what the step runs (a debian base's recipe, env values, …).
-    extra: [...stepExtra(step), ...extra],
+    extra: [...stepExtra(step), ...extra, ...(excluded.length ? [["copy.excluded", JSON.stringify(excluded)] as [string, string]] : [])],
   };
 }
 

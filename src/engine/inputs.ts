@@ -133,7 +133,8 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
       if (input.root.kind === "stage") return selectFromStage(input, ctx!, statCache);
       return withRootView(input.root, ctx, { patterns: input.patterns, parents: input.parents, location: input.location }, async (view, rootName) => {
         const sel = await selectSources(view, input.patterns, { exclude: input.exclude, parents: input.parents, statCache, location: input.location, rootName });
-        return { input, entries: sel.entries, matches: sel.matches };
+        const excluded = (input.excludedMatches ?? []).map((m): SourceMatch => ({ rel: m.rel, real: m.rel, type: m.type, excluded: true }));
+        return { input, entries: sel.entries, matches: excluded.length ? [...sel.matches, ...excluded] : sel.matches };
       });
     }
     case "url": {
@@ -246,6 +247,13 @@ async function withRootView<T>(root: SelectRoot, ctx: InputContext | undefined, 
 }
 
 /** The key inputs of resolved inputs: `<input name>/<relPath>` with type, mode, owner and content digest. */
+/** Sources a selection matched but `--exclude` dropped by name (`<input>/<path>`, sorted): keyed as `copy.excluded`. */
+export function excludedMatches(resolved: readonly ResolvedInput[]): string[] {
+  const out: string[] = [];
+  for (const r of resolved) for (const m of r.matches ?? []) if (m.excluded) out.push(`${r.input.name}/${m.rel}`);
+  return out.sort();
+}
+
 export function fileInputs(resolved: readonly ResolvedInput[]): FileInput[] {
   const out: FileInput[] = [];
   for (const r of resolved) {

@@ -5,14 +5,15 @@
  *  - `base`: a debian base's recipe, the JSON of the BaseSpec the step builds (suite, mirror, variant, packages, …).
  *  - `workdir.create`: `"true"` when a WORKDIR creates its directory (a layer), which its rendered text does not show.
  *  - `env.<NAME>`: the step's RUN-only environment values.
- * The engine adds two more kinds where it has them: `base.manifest` (a registry base's resolved digest) and `link.*`
- * (a `COPY --link` layer's own key).
+ * The engine adds more kinds where it has them: `base.manifest` (a registry base's resolved digest), `link.*`
+ * (a `COPY --link` layer's own key) and `copy.excluded` (sources a COPY matched but `--exclude` dropped by name: they
+ * have no file entries, yet they make the copy prepare its destination).
  */
 import type { Step } from "../plan/step.js";
 
 /** Whether `name` is an extra key input only the engine may set. */
 export function isDerivedExtra(name: string): boolean {
-  return name === "base" || name === "workdir.create" || name.startsWith("base.") || name.startsWith("env.") || name.startsWith("link.");
+  return name === "base" || name === "workdir.create" || name.startsWith("base.") || name.startsWith("env.") || name.startsWith("link.") || name.startsWith("copy.");
 }
 
 /** The extras the engine derives from a step's base, instructions and env (see the module comment). */

@@ -46,6 +46,11 @@ export type StepInput =
       exclude?: string[];
       parents?: boolean;
       location?: StepLocation;
+      /**
+       * Sources the client's selection matched but `--exclude` dropped by name (a build service's re-selection of a
+       * client's context, which holds none of their files): added to the matches as excluded.
+       */
+      excludedMatches?: { rel: string; type: "file" | "dir" }[];
     }
   /**
    * A file downloaded over HTTP(S) (Dockerfile `ADD <url>`); its content digest is keyed, `checksum` verified. `help`

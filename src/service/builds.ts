@@ -623,7 +623,14 @@ export async function planForRequest(req: BuildRequest, trees: InputTrees, lease
               const matches = inp.matches ?? [];
               const dir = await tree(selectionTree(inp.entries ?? []), inp.root.source);
               const parents = matches.some((m) => m.parents);
-              inputs.push({ ...common, root: { kind: "context", localPath: dir, ignore: [] }, patterns: matches.map(literalPattern), ...(parents ? { parents: true } : {}) });
+              const excludedMatches = (inp.excluded ?? []).map((m) => ({ rel: m.path, type: m.type }));
+              inputs.push({
+                ...common,
+                root: { kind: "context", localPath: dir, ignore: [] },
+                patterns: matches.map(literalPattern),
+                ...(parents ? { parents: true } : {}),
+                ...(excludedMatches.length ? { excludedMatches } : {}),
+              });
             } else {
               const root = inp.root.kind === "stage" ? { kind: "stage" as const, stage: inp.root.stage, plan: plans[inp.root.plan]! } : { kind: "image" as const, ref: inp.root.ref, ...(inp.root.insecure !== undefined ? { insecure: inp.root.insecure } : {}) };
               inputs.push({ ...common, root, patterns: inp.patterns, ...(inp.exclude ? { exclude: inp.exclude } : {}), ...(inp.parents !== undefined ? { parents: inp.parents } : {}) });

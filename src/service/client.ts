@@ -284,9 +284,12 @@ async function compileInput(c: Compiler, s: Step, input: StepInput): Promise<Wir
       const wire: Extract<WireInput, { kind: "select" }> = {
         ...common,
         root: { kind: "context", source: root.localPath },
-        matches: (resolved.matches ?? []).map((m): WireMatch => (m.keep !== undefined ? { path: m.rel, type: wireMatchType(s, m.type), parents: true } : { path: m.rel, type: wireMatchType(s, m.type) })),
+        matches: (resolved.matches ?? []).filter((m) => !m.excluded).map((m): WireMatch => (m.keep !== undefined ? { path: m.rel, type: wireMatchType(s, m.type), parents: true } : { path: m.rel, type: wireMatchType(s, m.type) })),
         entries: sortEntries(resolved.entries.map(toWireEntry)),
       };
+      // Sources dropped by --exclude by name: no entries, but they make COPY's destination (and are keyed).
+      const excluded = (resolved.matches ?? []).filter((m) => m.excluded).map((m): WireMatch => ({ path: m.rel, type: m.type === "dir" ? "dir" : "file" }));
+      if (excluded.length) wire.excluded = excluded;
       c.selections.set(memo, wire);
       return wire;
     }

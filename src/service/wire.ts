@@ -93,6 +93,8 @@ export type WireInput =
       location?: WireLocation;
       matches?: WireMatch[];
       entries?: WireEntry[];
+      /** context root: sources the client matched but `--exclude` dropped by name (no entries; they make COPY's destination) */
+      excluded?: WireMatch[];
     }
   | { kind: "url"; name: string; url: string; checksum?: string; location?: WireLocation; help?: string }
   /** Nested plans (indexes into {@link BuildRequest.plans}) built before the step reads anything. */
@@ -802,7 +804,7 @@ function input(v: unknown, where: string, scope: Scope): WireInput {
       return { kind: "inline", name: name(o), content: str(o.content, `${where}.content`, MAX_JSON_BYTES), mode: int(o.mode, `${where}.mode`, 0, 0o7777) };
     }
     case "select": {
-      const o = obj(v, where, ["kind", "name", "root", "patterns", "exclude", "parents", "location", "matches", "entries"]);
+      const o = obj(v, where, ["kind", "name", "root", "patterns", "exclude", "parents", "location", "matches", "entries", "excluded"]);
       const root = selectRoot(o.root, `${where}.root`, scope);
       const i: Extract<WireInput, { kind: "select" }> = { kind: "select", name: name(o), root, patterns: patternList(o.patterns, `${where}.patterns`) };
       if (i.patterns.length === 0) fail(`${where}.patterns`, "a selection needs at least one pattern");
@@ -814,7 +816,14 @@ function input(v: unknown, where: string, scope: Scope): WireInput {
         const sel = contextSelection(o, where, budget, Boolean(parents));
         i.matches = sel.matches;
         i.entries = sel.entries;
-      } else if (o.matches !== undefined || o.entries !== undefined) {
+        if (o.excluded !== undefined) {
+          i.excluded = arr(o.excluded, `${where}.excluded`, LIMITS.entries).map((m, k): WireMatch => {
+            const w = `${where}.excluded[${k}]`;
+            const mo = obj(m, w, ["path", "type"]);
+            return { path: checkRelPath(mo.path, `${w}.path`), type: oneOf(mo.type, `${w}.type`, ["file", "dir"] as const) };
+          });
+        }
+      } else if (o.matches !== undefined || o.entries !== undefined || o.excluded !== undefined) {
         fail(where, `a selection from ${root.kind === "stage" ? "a stage" : "an image"} is resolved by the server: send no matches or entries`);
       }
       return i;

@@ -85,6 +85,28 @@ describe("Dockerfile → steps", () => {
     ]);
   });
 
+  test("--exclude dropping a matched source by name: kept as an excluded match (no entries) and keyed as copy.excluded", async () => {
+    // BuildKit prepares the destination directory for every matched source before excludes filter the copy, so whether
+    // an excluded source exists changes the result (an empty directory or nothing): it must change the key.
+    const { keyInputsFor } = await import("../../src/engine/build.js");
+    const { resolveInput } = await import("../../src/engine/inputs.js");
+    const { loadBuilderVersion } = await import("../../src/builder-version.js");
+    const keyed = async (files: Record<string, string>) => {
+      const df = await dockerfile("FROM scratch\nCOPY --exclude=*.txt *.txt /d/\n", files);
+      const step = Image.fromDockerfile(df).plan().steps[1]!;
+      const input = step.inputs[0]!;
+      const r = await resolveInput(input);
+      return { r, extra: keyInputsFor(loadBuilderVersion(), step, null, [r]).extra };
+    };
+    const some = await keyed({ "a.txt": "a" });
+    assert.deepEqual(some.r.entries, []);
+    assert.deepEqual(some.r.matches, [{ rel: "a.txt", real: "a.txt", type: "file", excluded: true }]);
+    assert.deepEqual(some.extra, [["copy.excluded", '["src/a.txt"]']]);
+    const none = await keyed({ "a.md": "a" });
+    assert.deepEqual(none.r.matches, []);
+    assert.deepEqual(none.extra, []);
+  });
+
   test("multi-stage: the target's chain starts with its FROM stage's steps; read stages are embedded and prefetched", async () => {
     const unused = await dockerfile("FROM scratch AS a\nENV A=1\nFROM scratch AS b\nENV B=1\nFROM a\nCOPY --from=b /x /x\nFROM scratch AS last\n");
     assert.equal(Image.fromDockerfile(unused).plan().steps.length, 1, "the default target is the last stage, which needs no other");

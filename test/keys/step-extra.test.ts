@@ -17,7 +17,7 @@ before(() => initKeys());
 
 describe("derived extras", () => {
   test("names only the engine sets", () => {
-    for (const n of ["base", "base.manifest", "base.anything", "env.PATH", "link.workdir", "link.owners", "workdir.create"]) assert.ok(isDerivedExtra(n), n);
+    for (const n of ["base", "base.manifest", "base.anything", "env.PATH", "link.workdir", "link.owners", "workdir.create", "copy.excluded"]) assert.ok(isDerivedExtra(n), n);
     for (const n of ["function.source", "function.args", "uvVersion", "ignore", "basement", "environment"]) assert.ok(!isDerivedExtra(n), n);
   });
 
