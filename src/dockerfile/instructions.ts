@@ -1192,7 +1192,8 @@ class Planner {
         if (ins.kind === "ARG") for (const a of ins.args) if (this.buildArgs.has(a.key)) this.usedBuildArgs.add(a.key);
       }
     }
-    const unusedBuildArgs = [...this.buildArgs.keys()].filter((k) => !this.usedBuildArgs.has(k)).sort();
+    // Proxy args are predefined (BuildKit never warns about them): every RUN gets them without an ARG.
+    const unusedBuildArgs = [...this.buildArgs.keys()].filter((k) => !this.usedBuildArgs.has(k) && !/^(http|https|ftp|no|all)_proxy$/i.test(k)).sort();
     return {
       file: this.file,
       escapeToken: this.parsed.ast.escapeToken,

@@ -87,6 +87,8 @@ export interface DockerfileChains {
 }
 
 const METHOD = "dockerfile";
+/** BuildKit's proxy build args (dockerfile2llb's defaultArgs / proxyEnvFromBuildArgs), sorted by code unit. */
+export const PROXY_ARGS = ["ALL_PROXY", "FTP_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "all_proxy", "ftp_proxy", "http_proxy", "https_proxy", "no_proxy"] as const;
 
 /** Reads a Dockerfile and its ignore file, plans it, and returns the step makers of the stages the target needs. */
 export function dockerfileChains(dockerfile: string, opts: DockerfileStepOptions = {}): DockerfileChains {
@@ -309,6 +311,15 @@ class Translator {
     };
   }
 
+  /**
+   * The proxy build args given to the build, sorted by name: BuildKit (dockerfile2llb) gives every RUN these as its
+   * ProxyEnv whether or not an ARG declares them, and leaves them out of the cache key, the image config and history.
+   */
+  proxyEnv(): [string, string][] {
+    const given = this.opts.buildArgs ?? {};
+    return PROXY_ARGS.filter((k) => Object.hasOwn(given, k)).map((k) => [k, given[k]!]);
+  }
+
   usedArgs(pi: PlannedInstruction): [string, string][] {
     const inScope = new Map(pi.argsInScope.map(([k, v]) => [k, v]));
     return pi.usedArgs.filter((k) => inScope.has(k)).map((k) => [k, inScope.get(k)!]);
@@ -465,6 +476,8 @@ class Translator {
     const args: [string, string][] = pi.argsInScope.map(([k, v]) => [k, v]);
     // RUN sees every ARG in scope, so all of them are keyed (Step.buildArgs → KeyInputs.buildArgs).
     const common = this.common(pi, [ins], [], args);
+    const proxyEnv = this.proxyEnv();
+    if (proxyEnv.length) common.proxyEnv = proxyEnv;
     const secrets = Secret.fromObject(usedSecrets);
     return (b, sp) => ({ ...common, instructions: structuredClone(common.instructions), secrets, inputs: inputs.map((f) => f(b, sp)) });
   }

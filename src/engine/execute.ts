@@ -351,7 +351,8 @@ export class StepExecutor {
       for (const m of mounts) noteMountPoint(m.destination);
       const user = await resolveUser(rootfs, rc.User);
       // Build args sit below the image's ENV (an ENV of the same name wins, as in BuildKit).
-      const env = new Map<string, string>(step.buildArgs ?? []);
+      // Proxy build args (not keyed) sit below both.
+      const env = new Map<string, string>([...(step.proxyEnv ?? []), ...(step.buildArgs ?? [])]);
       for (const [k, v] of envMap(rc.Env)) env.set(k, v);
       if (!env.has("PATH")) env.set("PATH", DEFAULT_PATH);
       if (!env.has("HOME")) env.set("HOME", user.home || "/root");

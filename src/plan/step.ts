@@ -91,6 +91,12 @@ export interface Step {
    * below the image's ENV); for other instructions, the args their expansion read.
    */
   buildArgs?: [string, string][];
+  /**
+   * Proxy build args (`HTTP_PROXY`, `no_proxy`, …) given to the build, for a RUN's environment (below its build args
+   * and ENV). Not keyed and not in the image config or history: BuildKit passes them as the ExecOp's `ProxyEnv`, which
+   * its cache digest drops, so a proxy never busts the cache.
+   */
+  proxyEnv?: [string, string][];
   forceBuild: boolean;
   timeoutMs?: number;
   /** Extra key inputs (function source, arguments, base recipe, tool versions). */

@@ -666,6 +666,7 @@ export async function planForRequest(req: BuildRequest, trees: InputTrees, lease
       if (s.timeoutMs !== undefined) step.timeoutMs = s.timeoutMs;
       if (s.secretsAsEnv !== undefined) step.secretsAsEnv = s.secretsAsEnv;
       if (s.buildArgs) step.buildArgs = s.buildArgs;
+      if (s.proxyEnv) step.proxyEnv = s.proxyEnv;
       steps.push(step);
     }
     const deferred: DeferredMount[] = [];

@@ -144,7 +144,7 @@ function toWireEntry(e: ContextEntry): WireEntry {
 }
 
 /** Step fields the wire format carries (see WireStep); `secretsRef` travels as the values it names. */
-const SENT_STEP_FIELDS = new Set(["method", "description", "base", "instructions", "inputs", "secrets", "secretsAsEnv", "secretsRef", "env", "buildArgs", "forceBuild", "timeoutMs", "extra"]);
+const SENT_STEP_FIELDS = new Set(["method", "description", "base", "instructions", "inputs", "secrets", "secretsAsEnv", "secretsRef", "env", "buildArgs", "proxyEnv", "forceBuild", "timeoutMs", "extra"]);
 
 /** A local file to upload under its digest. */
 export interface LocalBlob {
@@ -244,6 +244,7 @@ async function compileSteps(c: Compiler, plan: Plan): Promise<{ steps: WireStep[
     if (s.timeoutMs !== undefined) step.timeoutMs = s.timeoutMs;
     if (s.secretsAsEnv !== undefined) step.secretsAsEnv = s.secretsAsEnv;
     if (s.buildArgs?.length) step.buildArgs = s.buildArgs;
+    if (s.proxyEnv?.length) step.proxyEnv = s.proxyEnv;
     steps.push(step);
     const values = s.secrets.values();
     secrets.push(Object.keys(values).length ? values : null);

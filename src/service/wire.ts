@@ -123,6 +123,8 @@ export interface WireStep {
   env: Record<string, string>;
   /** Dockerfile build args the step depends on (keyed). */
   buildArgs?: [string, string][];
+  /** Proxy build args for a RUN's environment (not keyed, as BuildKit's ProxyEnv). */
+  proxyEnv?: [string, string][];
   forceBuild: boolean;
   timeoutMs?: number;
   extra: [string, string][];
@@ -848,7 +850,7 @@ function input(v: unknown, where: string, scope: Scope): WireInput {
 }
 
 function step(v: unknown, where: string, first: boolean, scope: Scope): WireStep {
-  const o = obj(v, where, ["method", "description", "base", "instructions", "inputs", "secrets", "secretsAsEnv", "env", "buildArgs", "forceBuild", "timeoutMs", "extra"]);
+  const o = obj(v, where, ["method", "description", "base", "instructions", "inputs", "secrets", "secretsAsEnv", "env", "buildArgs", "proxyEnv", "forceBuild", "timeoutMs", "extra"]);
   const s: WireStep = {
     method: str(o.method, `${where}.method`, 128),
     description: str(o.description, `${where}.description`, 64 * 1024),
@@ -870,6 +872,7 @@ function step(v: unknown, where: string, first: boolean, scope: Scope): WireStep
   const secretsAsEnv = optBool(o.secretsAsEnv, `${where}.secretsAsEnv`);
   if (secretsAsEnv !== undefined) s.secretsAsEnv = secretsAsEnv;
   if (o.buildArgs !== undefined) s.buildArgs = pairs(o.buildArgs, `${where}.buildArgs`);
+  if (o.proxyEnv !== undefined) s.proxyEnv = pairs(o.proxyEnv, `${where}.proxyEnv`);
   if (s.base?.kind === "debian") {
     // Everything else about a debian base step (its CMD, its key) is derived by the server from the builder version.
     const carried: [string, boolean][] = [
@@ -879,6 +882,7 @@ function step(v: unknown, where: string, first: boolean, scope: Scope): WireStep
       ["env", Object.keys(s.env).length > 0],
       ["extra", s.extra.length > 0],
       ["buildArgs", (s.buildArgs?.length ?? 0) > 0],
+      ["proxyEnv", (s.proxyEnv?.length ?? 0) > 0],
     ];
     for (const [field, set] of carried) {
       if (set) fail(`${where}.${field}`, `a debian base step carries only its Python series: the server derives the rest from builders/<version>.json; send an empty ${field}`);

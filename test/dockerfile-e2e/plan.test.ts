@@ -13,6 +13,7 @@ import { dockerignore } from "../../src/dockerfile/to-plan.js";
 import { render } from "../../src/plan/instructions.js";
 import type { Plan, Step } from "../../src/plan/step.js";
 import { Image } from "../../src/index.js";
+import { keyInputsFor } from "../../src/engine/build.js";
 
 const dirs: string[] = [];
 after(async () => {
@@ -49,6 +50,25 @@ describe("Dockerfile → steps", () => {
     assert.equal(copy.kind, "select");
     assert.ok(copy.kind === "select" && copy.root.kind === "context" && copy.patterns[0] === "a.txt");
     assert.match(plan.steps[4]!.description, /Dockerfile:5:1 RUN echo \$A$/);
+  });
+
+  test("proxy build args reach RUN without an ARG line and stay out of the key (BuildKit: dockerfile2llb ProxyEnv, dropped from ExecOp's cache digest)", async () => {
+    const df = await dockerfile("FROM scratch\nRUN echo one\nARG no_proxy\nRUN echo two\nLABEL l=x\n");
+    const proxies = { HTTP_PROXY: "http://proxy:3128", no_proxy: "localhost", ftp_proxy: "ftp://p" };
+    const steps = Image.fromDockerfile(df, { buildArgs: { ...proxies, OTHER: "o" } }).plan().steps;
+    const [, one, , two, label] = steps;
+    // Undeclared: passed to RUN as proxy env, not as a keyed build arg.
+    assert.equal(one!.buildArgs, undefined);
+    assert.deepEqual(one!.proxyEnv, [["HTTP_PROXY", "http://proxy:3128"], ["ftp_proxy", "ftp://p"], ["no_proxy", "localhost"]]);
+    // Declared with ARG: an ordinary (keyed) build arg as well.
+    assert.deepEqual(two!.buildArgs, [["no_proxy", "localhost"]]);
+    assert.deepEqual(two!.proxyEnv, one!.proxyEnv);
+    // Only RUN gets them.
+    assert.equal(label!.proxyEnv, undefined);
+    const plain = Image.fromDockerfile(df, { buildArgs: { OTHER: "o" } }).plan().steps[1]!;
+    assert.equal(plain.proxyEnv, undefined);
+    const builder = { version: "2026.11" } as unknown as Parameters<typeof keyInputsFor>[0];
+    assert.deepEqual(keyInputsFor(builder, one!, null, []), keyInputsFor(builder, plain, null, []), "proxies do not bust the cache");
   });
 
   test("RUN heredocs compile as BuildKit runs them", async () => {
