@@ -92,6 +92,11 @@ class Copier {
       const st = this.t.lstat(cur);
       if (st?.isDirectory()) continue;
       if (st) throw new InvalidDefinitionError(`${this.where}: cannot create directory ${cur}: a file is in the way`);
+      // A symlink on the way can name directories that do not exist yet (/link → ../opt/target without /opt):
+      // create those too, as BuildKit's MkdirAll through the resolved destination does. `cur` is resolved, so its
+      // existing components are directories and this recursion only walks the missing ones.
+      const parent = path.posix.dirname(cur);
+      if (parent !== cur && !this.t.lstat(parent)) this.mkdirp(parent);
       this.t.mkdir(cur, 0o755, this.owner?.uid ?? 0, this.owner?.gid ?? 0);
     }
     return cur;
