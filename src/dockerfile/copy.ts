@@ -198,7 +198,9 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
       }
       // A directory: its contents go into dest (kept parents for --parents). A destination named as a directory is made
       // (0755) before anything is copied into it, so the copied directory's own metadata does not replace its, as in
-      // BuildKit; otherwise a new dest takes the source directory's mode and owner.
+      // BuildKit; otherwise a new dest takes the source directory's mode, but is root's (or --chown's): BuildKit
+      // creates the target directory as root and copies the source's contents into it (moby's
+      // testBuildPreserveOwnership: `COPY --from=source /dir /dir` gives /dir 0:0 and keeps the owners below it).
       if (destNamedDir) c.mkdirp(dest);
       // dest resolves in full, a final symlink included (BuildKit's RootPath): the contents go where it points.
       const destExisting = a.target.lstat(c.dir(dest));
@@ -207,7 +209,7 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
       }
       c.mkdirp(path.posix.dirname(dest));
       const top = list.find((e) => e.relPath === m.rel);
-      if (top) c.put(top, c.dir(dest), keepOwner, true);
+      if (top) c.put(top, c.dir(dest), false, true);
       else if (!destExisting) c.mkdirp(dest);
       const prefix = m.rel === "" ? "" : m.rel + "/";
       const below = list.filter((e) => e.relPath !== m.rel).sort((x, y) => Buffer.compare(Buffer.from(x.relPath), Buffer.from(y.relPath)));
