@@ -2,6 +2,7 @@
  * The `strata` command line. A thin shell over the engine: parses arguments, loads only the modules the command
  * needs (start-up cost matters for cached builds), prints results, and maps errors to exit codes.
  */
+import { asNetworkMode, type NetworkMode } from "../sandbox/runtime-spec.js";
 import { parseArgs } from "node:util";
 import path from "node:path";
 import type { Store } from "../store/store.js";
@@ -66,7 +67,7 @@ async function cmdBuild(argv: string[]): Promise<number> {
     },
   });
   if (values.network !== undefined) {
-    if (!["sandbox", "none", "host"].includes(values.network)) throw new UsageError(`--network is sandbox, none or host, got "${values.network}"`);
+    networkFlag(values.network);
     // The build's default network for RUN steps that name none (read by the engine, and keyed).
     process.env.STRATA_NETWORK = values.network;
   }
@@ -94,6 +95,13 @@ function printResult(result: { imageId: string; steps: { index: number; descript
     process.stdout.write(result.imageId + "\n");
   }
   return 0;
+}
+
+/** `--network`'s value as a network mode, or a usage error. */
+function networkFlag(v: string): NetworkMode {
+  const mode = asNetworkMode(v);
+  if (!mode) throw new UsageError(`--network is sandbox, none or host, got "${v}"`);
+  return mode;
 }
 
 /** Parses `K=V` flags (`--build-arg`). */
@@ -195,11 +203,11 @@ async function cmdRun(argv: string[]): Promise<number> {
     if (i <= 0) throw new UsageError(`-e expects K=V, got "${e}"`);
     env[e.slice(0, i)] = e.slice(i + 1);
   }
-  if (values.network && !["sandbox", "none", "host"].includes(values.network)) throw new UsageError(`--network is sandbox, none or host, got "${values.network}"`);
+  const network = values.network === undefined ? undefined : networkFlag(values.network);
   const store = await openStore();
   const image = await store.resolveImage(positionals[0]!);
   const { runImage } = await import("../engine/run.js");
-  return runImage(store, image, { args, env, network: values.network as "sandbox" | "host" | "none" | undefined });
+  return runImage(store, image, { args, env, ...(network ? { network } : {}) });
 }
 
 async function cmdExport(argv: string[]): Promise<number> {

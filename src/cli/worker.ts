@@ -9,17 +9,17 @@
  * Environment: STRATA_REDIS_URL (required), STRATA_REDIS_PREFIX (default `strata`), the store's variables.
  */
 import { parseArgs } from "node:util";
-import type { ServiceSandboxOptions } from "../sandbox/runc.js";
+import { parseDuration, type ServiceSandboxOptions } from "../sandbox/runc.js";
 import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox-flags.js";
 
-/** Parses `30s`, `1500ms`, `2m` or a plain number of milliseconds. */
+/** Parses `30s`, `1500ms`, `2m`, `1h` or a plain number of milliseconds. */
 function parseMs(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v.trim());
-  if (!m) throw new WorkerUsageError(`--${flag} expects a duration such as 30s, 1500ms or 2m, got "${v}"`);
-  const n = Number(m[1]) * (m[2] === "s" ? 1000 : m[2] === "m" ? 60_000 : 1);
-  if (!(n > 0)) throw new WorkerUsageError(`--${flag} must be more than zero`);
-  return Math.round(n);
+  try {
+    return parseDuration(v, `--${flag}`, "ms");
+  } catch (e) {
+    throw new WorkerUsageError((e as Error).message);
+  }
 }
 
 class WorkerUsageError extends Error {}

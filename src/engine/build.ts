@@ -94,6 +94,8 @@ class Engine {
   readonly #force: boolean;
   readonly #ignore: boolean;
   #statCache?: StatCache;
+  /** Whether the plan has a RUN (else there is no sandbox to prepare). */
+  #runsCommands = false;
   readonly #inputs: InputContext;
 
   constructor(
@@ -119,6 +121,7 @@ class Engine {
     let parent: ImageRecord | undefined;
     const steps = [...plan.steps];
     if (plan.deferred.length) steps.push(deferredStep(plan));
+    this.#runsCommands = steps.some((s) => s.instructions.some((i) => i.op === "RUN"));
     try {
       for (const [index, step] of steps.entries()) {
         if (this.options.signal?.aborted) throw new BuildCancelledError(`build cancelled before step ${index} (${step.description}); run it again`);
@@ -180,7 +183,12 @@ class Engine {
 
   #stepExecutor?: Promise<import("./execute.js").StepExecutor>;
   async #executorFor(): Promise<import("./execute.js").StepExecutor> {
-    this.#stepExecutor ??= import("./execute.js").then((m) => new m.StepExecutor(this.store, this.builder, this.#log, this.#ignore, this.options.executor, this.options.signal, this.options.limits));
+    this.#stepExecutor ??= import("./execute.js").then((m) => {
+      const e = new m.StepExecutor(this.store, this.builder, this.#log, this.#ignore, this.options.executor, this.options.signal, this.options.limits);
+      // The first miss of a build that runs commands: the sandbox prepares while inputs and layers are gathered.
+      if (this.#runsCommands) e.executor.prepare?.();
+      return e;
+    });
     return this.#stepExecutor;
   }
 

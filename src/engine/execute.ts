@@ -52,8 +52,6 @@ export class StepExecutor {
     private readonly limits?: Partial<StepLimits>,
   ) {
     this.executor = executor ?? new RuncExecutor();
-    // Something is about to be built: let the sandbox prepare while the step's inputs and layers are gathered.
-    this.executor.prepare?.();
   }
 
   async execute(index: number, step: Step, parent: ImageRecord | undefined, resolved: ResolvedInput[], inputs: KeyInputs, key: string, forced: boolean, pulledRef?: string): Promise<ImageRecord> {

@@ -4,15 +4,10 @@
  * default other than the sandbox is written into the step's instructions before keying, so a step built with the host
  * network (or none) never shares a cache entry with the sandboxed one.
  */
-import { ConfigError } from "../errors.js";
 import type { Instruction } from "../plan/instructions.js";
 import type { NetworkMode } from "../sandbox/runtime-spec.js";
 
-export function defaultNetwork(env: NodeJS.ProcessEnv = process.env): NetworkMode {
-  const v = env.STRATA_NETWORK ?? "sandbox";
-  if (v === "sandbox" || v === "none" || v === "host") return v;
-  throw new ConfigError(`STRATA_NETWORK=${JSON.stringify(v)}: expected sandbox, none or host`);
-}
+export { defaultNetwork } from "../sandbox/runtime-spec.js";
 
 /** The instructions with the default network written into every RUN that names none (pure). */
 export function withDefaultNetwork(instructions: readonly Instruction[], mode: NetworkMode): Instruction[] {

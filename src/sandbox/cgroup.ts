@@ -669,10 +669,6 @@ export interface StepCgroup {
 let detected: Promise<CgroupLayout> | undefined;
 /** detectCgroups once per process: mounts do not move under a running builder. */
 export function detectCgroupsOnce(): Promise<CgroupLayout> {
-  return defaultLayout();
-}
-
-function defaultLayout(): Promise<CgroupLayout> {
   detected ??= detectCgroups().catch((e: unknown) => {
     detected = undefined;
     throw e;
@@ -690,7 +686,7 @@ export async function createStepCgroup(id: string, limits: StepLimits, layout?: 
   if (!ID_PATTERN.test(id)) {
     throw new CgroupError(`${CGROUP_PARENT}/${id}`, `invalid step cgroup id ${JSON.stringify(id)}: use letters, digits, '_', '.' and '-' only (one path component)`);
   }
-  const lay = layout ?? (await defaultLayout());
+  const lay = layout ?? (await detectCgroupsOnce());
   requireControllers(lay);
   const created: string[] = [];
   for (const op of stepCgroupPlan(lay, id, limits)) {
@@ -780,7 +776,7 @@ export function ownerAlive(id: string): boolean {
  * removed.
  */
 export async function reapStaleCgroups(isAlive: (id: string) => boolean = ownerAlive, layout?: CgroupLayout): Promise<string[]> {
-  const lay = layout ?? (await defaultLayout());
+  const lay = layout ?? (await detectCgroupsOnce());
   const removed = new Set<string>();
   for (const h of lay.hierarchies) {
     const parent = path.join(h.dir, CGROUP_PARENT);

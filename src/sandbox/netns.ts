@@ -31,7 +31,14 @@ export interface PreparedNetwork {
   alive(): boolean;
 }
 
-export const SANDBOX_RESOLV_CONF = "nameserver 10.0.2.3\noptions edns0\n";
+/**
+ * slirp4netns's virtual network inside a step's own namespace: the gateway (which slirp4netns would map to the host's
+ * loopback, were it not for --disable-host-loopback) and the DNS forwarder. Addresses of the namespace, not of any host.
+ */
+export const SLIRP_GATEWAY = "10.0.2.2";
+export const SLIRP_DNS = "10.0.2.3";
+
+export const SANDBOX_RESOLV_CONF = `nameserver ${SLIRP_DNS}\noptions edns0\n`;
 
 async function which(name: string): Promise<string | undefined> {
   for (const dir of ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"]) {

@@ -15,11 +15,9 @@ import { unmountUnder } from "../layer/overlay.js";
 import { HOST_ID_BASE } from "./ids.js";
 import { networkPool } from "./netns.js";
 import { idmapView, requireSandboxHelper, usernsEnabled } from "./userns.js";
-import { runtimeSpec, type BindMount, type NetworkMode, type SandboxSpec } from "./runtime-spec.js";
+import { defaultNetwork, runtimeSpec, type BindMount, type NetworkMode, type SandboxSpec } from "./runtime-spec.js";
 
 export interface RunOptions {
-  /** Unused: bundles live on a tmpfs under BUNDLE_ROOT, 0700 (a step's config.json holds its env secrets). */
-  bundleDir?: string;
   /** The step's own timeout; the executor's policy supplies a default and caps it. */
   timeoutMs?: number;
   /** Output as text (decoded as UTF-8 across chunk boundaries), e.g. for build logs. */
@@ -80,11 +78,11 @@ export const RUNC_ROOT = "/run/strata-runc";
 /** Where runc bundles (config.json) live: a tmpfs, never disk; 0700. */
 export const BUNDLE_ROOT = "/run/strata-bundles";
 
-/** Parses a duration such as `90s`, `30m`, `2h`, `1500ms` or plain seconds (pure). */
-export function parseDuration(v: string, what: string): number {
+/** Parses a duration in ms: `90s`, `30m`, `2h`, `1500ms`, or a bare number in `bare` units (default seconds) (pure). */
+export function parseDuration(v: string, what: string, bare: "s" | "ms" = "s"): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
   if (!m) throw new ConfigError(`${what}: ${JSON.stringify(v)} is not a duration (e.g. 90s, 30m, 2h)`);
-  const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const)[(m[2] ?? "s") as "ms" | "s" | "m" | "h"];
+  const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const)[(m[2] ?? bare) as "ms" | "s" | "m" | "h"];
   if (!(n > 0)) throw new ConfigError(`${what}: ${JSON.stringify(v)} must be more than zero`);
   return Math.round(n);
 }
@@ -96,9 +94,7 @@ export function parseDuration(v: string, what: string): number {
  * is the operator. The service refuses it unless its operator passes --allow-network-host (`servicePolicy`).
  */
 export function policyFromEnv(env: NodeJS.ProcessEnv = process.env): SandboxPolicy {
-  const net = env.STRATA_NETWORK ?? "sandbox";
-  if (net !== "sandbox" && net !== "none" && net !== "host") throw new ConfigError(`STRATA_NETWORK=${JSON.stringify(net)}: expected sandbox, none or host`);
-  // (src/engine/network.ts reads the same variable for the steps' keys.)
+  const net = defaultNetwork(env);
   const machine = machineLimits();
   const maxLimits = { ...machine, ...maxLimitsFromEnv(env) };
   const defaultLimits = capLimits(limitsFromEnv(env), maxLimits, DEFAULT_LIMITS);

@@ -3,6 +3,7 @@
  * capabilities without CAP_NET_RAW, Docker's default seccomp profile, Docker's masked and read-only paths (plus
  * powercap), its own pid/ipc/uts/mount namespaces, and a network namespace unless the host network was granted.
  */
+import { ConfigError } from "../errors.js";
 import { HOST_ID_BASE, ID_COUNT } from "./ids.js";
 import { DOCKER_DEFAULT_SECCOMP } from "./seccomp-profile.js";
 
@@ -38,6 +39,21 @@ export interface SandboxSpec {
 }
 
 export type NetworkMode = "sandbox" | "none" | "host";
+
+export const NETWORK_MODES: readonly NetworkMode[] = ["sandbox", "none", "host"];
+
+/** `v` as a network mode, or undefined when it is not one (pure). */
+export function asNetworkMode(v: string): NetworkMode | undefined {
+  return (NETWORK_MODES as readonly string[]).includes(v) ? (v as NetworkMode) : undefined;
+}
+
+/** The network of RUN steps that name none: STRATA_NETWORK (sandbox, none or host), default sandbox. */
+export function defaultNetwork(env: NodeJS.ProcessEnv = process.env): NetworkMode {
+  const v = env.STRATA_NETWORK ?? "sandbox";
+  const mode = asNetworkMode(v);
+  if (!mode) throw new ConfigError(`STRATA_NETWORK=${JSON.stringify(v)}: expected sandbox, none or host`);
+  return mode;
+}
 
 /** What the executor prepared for this run: namespaces to join, the cgroup, the OOM score. */
 export interface RuntimeContext {

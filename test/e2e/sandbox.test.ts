@@ -1,7 +1,9 @@
 // The build sandbox, attacked from inside a RUN step with default settings (issue 9): seccomp on, no CAP_NET_RAW, no
 // new user namespaces, no route to the host's loopback, and the host network only as an entitlement. Every probe
-// targets a server this test runs on host loopback, reached either directly (127.0.0.1) or through slirp4netns's
-// gateway to the host (10.0.2.2); nothing is sent anywhere else.
+// targets a server this test runs on host loopback, reached either directly (127.0.0.1: the step's own loopback, or
+// the host's with the host network) or through SLIRP_GATEWAY — the gateway address inside the step's own network
+// namespace, which the build under test creates, and which slirp4netns would map to host loopback. No probe names any
+// other address.
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -11,6 +13,7 @@ import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
+import { SLIRP_GATEWAY } from "../../src/sandbox/netns.js";
 import { RUNC_ROOT } from "../../src/sandbox/runc.js";
 import { spawnServe } from "../support/service.js";
 import { buildJson, nonce as nonceTag, scratchSpace, SHARED_HOME, strata, strataSpawn } from "../support/strata.js";
@@ -49,7 +52,7 @@ describe("sandbox: a RUN step with default settings", () => {
         "echo uid_map=$(cat /proc/self/uid_map)",
         "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)",
         probe("loopback", "127.0.0.1"),
-        probe("gateway", "10.0.2.2"),
+        probe("gateway", SLIRP_GATEWAY),
       ].join("; "),
     )});\n`);
     const built = await buildJson(def);
@@ -105,7 +108,8 @@ describe("sandbox: limits", () => {
     const { def } = await space.project(`export default base.runCommands("true");\n`);
     const r = await strata(["build", def], { env: { STRATA_STEP_PIDS: "100", STRATA_MAX_STEP_PIDS: "50" } });
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /pids/);
+    assert.match(r.stderr, /pids limit of 100 pids, above this service's maximum of 50 pids; lower STRATA_STEP_PIDS/, r.stderr);
+    assert.equal(r.sandboxes, 0, "nothing ran");
   });
 });
 
@@ -163,7 +167,7 @@ describe("sandbox: through strata serve", () => {
       const hitsBefore = hits;
       const env = { STRATA_SERVER: serve.url };
       const probeDef = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(
-        ["grep -E '^(Seccomp|CapEff):' /proc/self/status", "echo uid_map=$(cat /proc/self/uid_map)", "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)", probe("loopback", "127.0.0.1"), probe("gateway", "10.0.2.2")].join("; "),
+        ["grep -E '^(Seccomp|CapEff):' /proc/self/status", "echo uid_map=$(cat /proc/self/uid_map)", "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)", probe("loopback", "127.0.0.1"), probe("gateway", SLIRP_GATEWAY)].join("; "),
       )});\n`);
       const built = await buildJson(probeDef.def, [], { env });
       assert.match(built.stderr, /Seccomp:\s+2/, built.stderr);
@@ -257,7 +261,7 @@ describe("sandbox: Debian, with default settings", () => {
       "echo uid_map=$(cat /proc/self/uid_map)",
       "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)",
       tcp("loopback", "127.0.0.1"),
-      tcp("gateway", "10.0.2.2"),
+      tcp("gateway", SLIRP_GATEWAY),
     ].join("; ");
     return `import { Image } from "strata";\nexport default Image.debianSlim().env({ SANDBOX_TEST: ${JSON.stringify(tag)} }).aptInstall("hello").runCommands(${JSON.stringify(probes)});\n`;
   }

@@ -73,6 +73,7 @@ describe("seccomp profile", () => {
 });
 
 describe("egress guard rules", () => {
+  // Addresses here are rule text and parser input only: nothing is ever sent to them.
   test("reject the host's own addresses, metadata and operator ranges for slirp4netns's group only; DNS to the resolvers stays", () => {
     const rules = guardRules({ gid: 4242, resolvers: ["127.0.0.53", "10.0.0.2", "fe80::1"], extraDeny: ["10.0.0.0/8", "fd00::/8"] });
     assert.match(rules, /^table inet strata_sandbox\ndelete table inet strata_sandbox\n/);
