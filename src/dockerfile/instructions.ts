@@ -869,7 +869,7 @@ export function parseInstructions(text: string, options: { file?: string } = {})
         metaArgs.push(cmd);
         continue;
       }
-      ctx.fail(node.start, `${cmd.kind} before the first FROM: no build stage in current context (only ARG may come before FROM)`);
+      return ctx.fail(node.start, `${cmd.kind} before the first FROM: no build stage in current context (only ARG may come before FROM)`);
     }
     current.commands.push(cmd);
   }
