@@ -26,26 +26,10 @@ import { digestHex, isDigest, sha256Bytes, type Digest } from "../util/digest.js
 import { recordBlobSources } from "./blob-sources.js";
 import { extractLayerOffThread, openExtraction, type ExtractionSink } from "../layer/extract-pool.js";
 import { downloadEstargzBlob, EstargzReader, isEstargzLayer } from "./estargz/read.js";
-import {
-  abortReason,
-  discard,
-  displayUrl,
-  errorFromResponse,
-  formatSize,
-  isFsError,
-  networkError,
-  readBody,
-  RegistryClient,
-  shortDigest,
-  type RegistryOptions,
-} from "./client.js";
+import { RegistryClient, type RegistryOptions } from "./client.js";
+import { abortReason, discard, displayUrl, errorFromResponse, formatSize, isFsError, networkError, readBody, shortDigest } from "./http.js";
 import { RegistryError, UnsupportedImageError } from "./errors.js";
 import { parseReference, type ImageReference } from "./reference.js";
-
-// Re-exported so existing importers of pull.js keep working.
-export { RegistryClient, parseWwwAuthenticate, formatSize } from "./client.js";
-export type { AuthChallenge, FetchResult, RegistryClientOptions, RegistryOptions, RequestOptions } from "./client.js";
-export type { CredentialProvider, RegistryCredentials, SecretInput } from "./auth.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Public API

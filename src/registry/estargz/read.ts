@@ -16,7 +16,8 @@ import pLimit from "p-limit";
 import { DigestMismatchError } from "../../errors.js";
 import type { Descriptor } from "../../oci/types.js";
 import { isDigest, type Digest } from "../../util/digest.js";
-import { discard, displayUrl, errorFromResponse, readBody, type RegistryClient } from "../client.js";
+import type { RegistryClient } from "../client.js";
+import { discard, displayUrl, errorFromResponse, readBody } from "../http.js";
 import { RegistryError, UnsupportedImageError } from "../errors.js";
 import {
   checkTocEntry,
