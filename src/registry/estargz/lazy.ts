@@ -21,7 +21,7 @@ import { isDigest, sha256Bytes, type Digest } from "../../util/digest.js";
 import { RegistryClient, type RegistryOptions } from "../client.js";
 import { errorFromResponse, readBody } from "../http.js";
 import { UnsupportedImageError } from "../errors.js";
-import { fetchImageManifest } from "../pull.js";
+import { fetchImageManifest } from "../manifests.js";
 import { parseReference, type ImageReference } from "../reference.js";
 import { resolveInRoot } from "../../util/resolve-path.js";
 import { cleanEntryName, type TocEntry } from "./format.js";
