@@ -4,7 +4,7 @@
  * behaviour and its golden files (`fixtures/dockerfile/parser-cases.json`).
  *
  * This layer is BuildKit's `parser.Parse`: it knows which words are flags and how each instruction's arguments are
- * split, but not which instructions or flags exist; `instructions.ts` validates and types the nodes.
+ * split, but not which instructions or flags exist; `parse-instructions.ts` validates and types the nodes.
  *
  * Why not `dockerfile-ast` alone: it takes an escaped escape at the end of a line (`\\`) as a continuation, drops
  * whitespace-only continuation lines (changing RUN text, which is in cache keys), reports `--` as a flag, does not
@@ -722,7 +722,7 @@ function heredocsFromLine(line: string, position: Position): Omit<Heredoc, "cont
 /**
  * Parses Dockerfile text into instruction nodes (BuildKit's `parser.Parse`). Throws {@link DockerfileSyntaxError}
  * for a bad directive, a non-string JSON array, a malformed ENV/LABEL, an unterminated heredoc, or a file with no
- * instructions. Unknown instructions are kept here; {@link parseInstructions} in `instructions.ts` rejects them.
+ * instructions. Unknown instructions are kept here; {@link parseInstructions} in `parse-instructions.ts` rejects them.
  */
 export function parseDockerfileAst(text: string, options: ParseOptions = {}): DockerfileAst {
   const file = options.file ?? "Dockerfile";

@@ -29,7 +29,9 @@ import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { Plan, SelectRoot, Step, StepInput, StepLocation } from "../plan/step.js";
 import { Secret } from "../sdk/secret.js";
 import { DockerfileSyntaxError } from "./errors.js";
-import { planDockerfile, type BaseImageInfo, type DockerfilePlan, type PlannedInstruction, type RunMount as PlannedMount } from "./instructions.js";
+import { planDockerfile, type BaseImageInfo, type DockerfilePlan } from "./plan-stages.js";
+import type { RunMount as PlannedMount } from "./commands.js";
+import type { PlannedInstruction } from "./expand-instruction.js";
 import { parseHeredocMarker } from "./parse.js";
 import { registerSecrets } from "./secret-registry.js";
 

@@ -3,7 +3,7 @@
  * It knows the Store and Executor interfaces, not their backends. Cache policy (forceBuild, ignoreCache) lives
  * here, outside the keys: a forced step keeps its key but gets a new image id, so every later key changes.
  */
-import type { StepLimits } from "../sandbox/cgroup.js";
+import type { StepLimits } from "../sandbox/step-limits.js";
 import { defaultNetwork, withDefaultNetwork } from "./network.js";
 import path from "node:path";
 import { loadBuilderVersion, type BuilderVersion } from "../builder-version.js";

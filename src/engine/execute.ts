@@ -17,7 +17,7 @@ import { mountOverlay, unmountOverlay, type OverlayDirs } from "../layer/overlay
 import type { ImageConfig } from "../oci/types.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { Step } from "../plan/step.js";
-import { DEFAULT_LIMITS, type StepLimits } from "../sandbox/cgroup.js";
+import { DEFAULT_LIMITS, type StepLimits } from "../sandbox/step-limits.js";
 import { RuncExecutor, type Executor } from "../sandbox/runc.js";
 import { SYSTEM_MOUNT_POINTS, type BindMount } from "../sandbox/runtime-spec.js";
 import { resolveUser } from "../sandbox/user.js";

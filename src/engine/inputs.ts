@@ -48,7 +48,7 @@ export interface ChainBuildOptions {
   builderVersion?: string;
   executor?: import("../sandbox/runc.js").Executor;
   signal?: AbortSignal;
-  limits?: Partial<import("../sandbox/cgroup.js").StepLimits>;
+  limits?: Partial<import("../sandbox/step-limits.js").StepLimits>;
 }
 
 function planKey(plan: Plan): string {

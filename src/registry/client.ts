@@ -11,7 +11,6 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
-import { StrataError } from "../errors.js";
 import {
   basicAuthorization,
   cachedToken,
@@ -30,8 +29,19 @@ import {
   type RegistryCredentials,
   type SecretInput,
 } from "./auth.js";
+import {
+  abortReason,
+  discard,
+  displayUrl,
+  errorDetail,
+  errorFromResponse,
+  networkError,
+  readBody,
+  type HttpMethod,
+} from "./http.js";
 import { RegistryAuthError, RegistryError } from "./errors.js";
 import { isInsecureHost, registryApiHost, type ImageReference } from "./reference.js";
+import { parseWwwAuthenticate, type AuthChallenge } from "./www-authenticate.js";
 
 export interface RegistryOptions {
   /** Speak plain HTTP to the registry (loopback and STRATA_INSECURE_REGISTRIES hosts always do). */
@@ -59,19 +69,11 @@ export interface RegistryClientOptions extends RegistryOptions {
   maxRetryAfterMs?: number;
 }
 
-/** One parsed `WWW-Authenticate` challenge; param names are lowercased. */
-export interface AuthChallenge {
-  scheme: string;
-  params: Record<string, string>;
-}
-
 export interface FetchResult {
   res: Response;
   /** The URL that produced `res` (after redirects). */
   url: URL;
 }
-
-export type HttpMethod = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
 
 export interface RequestOptions {
   method?: HttpMethod;
@@ -402,209 +404,4 @@ function howToLogIn(registry: string): string {
 
 function howToFix(registry: string, creds: RegistryCredentials): string {
   return `check the username and password${creds.source?.includes(SECRET_USERNAME) ? ` in ${SECRET_USERNAME}/${SECRET_PASSWORD}` : ""}, and that the account may access this repository on ${registry}`;
-}
-
-/**
- * Parses an RFC 7235 `WWW-Authenticate` header into challenges. Handles several challenges in one header and
- * quoted values containing commas, spaces and backslash escapes (`scope="repository:a:pull,push repository:b:pull"`).
- */
-export function parseWwwAuthenticate(header: string): AuthChallenge[] {
-  const out: AuthChallenge[] = [];
-  const n = header.length;
-  let i = 0;
-  let current: AuthChallenge | undefined;
-  const skipWs = (): void => {
-    while (i < n && (header[i] === " " || header[i] === "\t")) i++;
-  };
-  const readToken = (): string => {
-    const m = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+/.exec(header.slice(i));
-    if (!m) return "";
-    i += m[0].length;
-    return m[0];
-  };
-  while (i < n) {
-    skipWs();
-    if (i >= n) break;
-    if (header[i] === ",") {
-      i++;
-      continue;
-    }
-    const tok = readToken();
-    if (!tok) {
-      i++; // stray character: skip it
-      continue;
-    }
-    skipWs();
-    if (header[i] === "=" && current && header[i + 1] !== "=") {
-      i++;
-      skipWs();
-      let value = "";
-      if (header[i] === '"') {
-        i++;
-        while (i < n && header[i] !== '"') {
-          if (header[i] === "\\" && i + 1 < n) i++;
-          value += header[i];
-          i++;
-        }
-        i++; // closing quote
-      } else {
-        const start = i;
-        while (i < n && header[i] !== "," && header[i] !== " " && header[i] !== "\t") i++;
-        value = header.slice(start, i);
-      }
-      current.params[tok.toLowerCase()] = value;
-    } else if (header[i] === "=") {
-      // token68 (e.g. `Negotiate abc==`): skip the padding, nothing to record.
-      while (i < n && header[i] === "=") i++;
-    } else {
-      current = { scheme: tok, params: Object.create(null) as Record<string, string> };
-      out.push(current);
-    }
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Helpers shared by pull and push
-
-/** URL without query or fragment (presigned redirect targets and upload locations carry secrets in the query). */
-export function displayUrl(url: URL): string {
-  return `${url.origin}${url.pathname}`;
-}
-
-export function shortDigest(d: string): string {
-  return `${d.slice(0, 19)}…`;
-}
-
-/** Decimal units, one decimal place: `12.3 MB`. */
-export function formatSize(bytes: number): string {
-  if (bytes < 1000) return `${bytes} B`;
-  const units = ["kB", "MB", "GB", "TB"];
-  let v = bytes / 1000;
-  let u = 0;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${v.toFixed(1)} ${units[u]}`;
-}
-
-export function isFsError(e: unknown): boolean {
-  return e instanceof Error && typeof (e as NodeJS.ErrnoException).syscall === "string" && /^(open|read|write|close|rename|mkdir|unlink|fsync|ftruncate|stat|fstat)$/.test((e as NodeJS.ErrnoException).syscall!);
-}
-
-export function abortReason(signal: AbortSignal, fallback: unknown): unknown {
-  return signal.reason ?? fallback;
-}
-
-export async function discard(res: Response): Promise<void> {
-  try {
-    await res.body?.cancel();
-  } catch {
-    // ignore: we only want the connection back
-  }
-}
-
-/** Reads a response body into memory, refusing more than `cap` bytes (or a Content-Length above it). */
-export async function readBody(res: Response, cap: number, where: string, tooLarge?: () => StrataError): Promise<Buffer> {
-  const len = res.headers.get("content-length");
-  const error = tooLarge ?? ((): StrataError => new RegistryError(`${where} is larger than ${formatSize(cap)}; refusing to read it`));
-  if (len !== null && /^\d+$/.test(len) && Number(len) > cap) {
-    await discard(res);
-    throw error();
-  }
-  if (!res.body) return Buffer.alloc(0);
-  const chunks: Buffer[] = [];
-  let n = 0;
-  try {
-    for await (const chunk of res.body as WebReadableStream<Uint8Array>) {
-      n += chunk.length;
-      if (n > cap) throw error();
-      chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)); // a view: concat copies once
-    }
-  } catch (e) {
-    if (e instanceof StrataError) throw e;
-    throw networkError(new URL(res.url || "about:blank"), e, false, `reading ${where} broke off after ${formatSize(n)}`);
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n);
-}
-
-function errnoCode(e: unknown): string | undefined {
-  for (let cur: unknown = e, depth = 0; cur && depth < 4; cur = (cur as { cause?: unknown }).cause, depth++) {
-    const code = (cur as { code?: unknown }).code;
-    if (typeof code === "string") return code;
-  }
-  return undefined;
-}
-
-/** A failed connection or broken-off transfer: temporary, so it is retried. */
-export function networkError(url: URL, e: unknown, insecure: boolean, what?: string): RegistryError {
-  const code = errnoCode(e);
-  const detail = code ?? (e instanceof Error ? (e.cause instanceof Error ? e.cause.message : e.message) : String(e));
-  let hint = "check the registry host name and your network connection";
-  if (code && /SSL|TLS|CERT|EPROTO/i.test(code) && !insecure) hint += "; if the registry speaks plain HTTP, list it in STRATA_INSECURE_REGISTRIES";
-  const message = what ? `${what} (${displayUrl(url)}: ${detail}); retry later` : `could not reach ${displayUrl(url)} (${detail}); ${hint}`;
-  return new RegistryError(message, { temporary: true, url: displayUrl(url), cause: e });
-}
-
-interface RegistryErrorBody {
-  errors?: { code?: unknown; message?: unknown; detail?: unknown }[];
-}
-
-async function parseErrorBody(res: Response): Promise<{ codes: string[]; messages: string[] }> {
-  let text = "";
-  try {
-    text = (await readBody(res, 64 * 1024, "error response")).toString("utf8");
-  } catch {
-    // the status alone will have to do
-  }
-  const codes: string[] = [];
-  const messages: string[] = [];
-  try {
-    const body = JSON.parse(text) as RegistryErrorBody;
-    for (const err of body.errors ?? []) {
-      if (typeof err.code === "string") codes.push(err.code);
-      if (typeof err.message === "string" && err.message) messages.push(typeof err.code === "string" ? `${err.code}: ${err.message}` : err.message);
-    }
-  } catch {
-    // not JSON (S3 answers XML, proxies HTML)
-  }
-  return { codes, messages };
-}
-
-async function errorDetail(res: Response): Promise<string> {
-  const { codes, messages } = await parseErrorBody(res);
-  return messages.length ? `: ${messages.join("; ")}` : codes.length ? `: ${codes.join(", ")}` : "";
-}
-
-/** `Retry-After` as ms: delta-seconds or an HTTP date; undefined when absent or unparseable. */
-export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
-  if (value === null) return undefined;
-  const v = value.trim();
-  if (/^\d+$/.test(v)) return Number(v) * 1000;
-  const t = Date.parse(v);
-  return Number.isFinite(t) ? Math.max(0, t - now) : undefined;
-}
-
-/** Turns a non-2xx response into a RegistryError naming the URL, the registry's error codes, and what to do. */
-export async function errorFromResponse(res: Response, url: URL, where: string, notFoundHint: string, method: HttpMethod = "GET"): Promise<RegistryError> {
-  const { codes, messages } = await parseErrorBody(res);
-  const status = res.status;
-  const temporary = status === 408 || status === 429 || status >= 500;
-  let hint: string;
-  if (status === 404) hint = notFoundHint;
-  else if (status === 401) hint = "the registry refused access: the repository may not exist, or it needs credentials (set REGISTRY_USERNAME and REGISTRY_PASSWORD, or `docker login`)";
-  else if (status === 403) hint = "the registry denied access to this repository; check the name and that the account (or anonymous access) is allowed";
-  else if (status === 429) hint = "the registry is rate-limiting requests; wait and try again later";
-  else if (status >= 500) hint = "the registry had a server error; try again later";
-  else hint = "the registry rejected the request";
-  const detail = messages.length ? `: ${messages.join("; ")}` : codes.length ? `: ${codes.join(", ")}` : "";
-  const retryAfterMs = status === 429 || status === 503 ? parseRetryAfter(res.headers.get("retry-after")) : undefined;
-  return new RegistryError(`${where}: ${method} ${displayUrl(url)} answered ${status}${res.statusText ? ` ${res.statusText}` : ""}${detail} — ${hint}`, {
-    status,
-    codes,
-    temporary,
-    url: displayUrl(url),
-    ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
-  });
 }

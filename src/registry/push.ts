@@ -24,7 +24,8 @@ import { isDigest, sha256Bytes, type Digest } from "../util/digest.js";
 import { repositoryScope } from "./auth.js";
 import { blobSources, recordBlobSources } from "./blob-sources.js";
 import { convertImage } from "./estargz/convert.js";
-import { discard, displayUrl, errorFromResponse, formatSize, RegistryClient, shortDigest, type FetchResult, type RegistryOptions } from "./client.js";
+import { RegistryClient, type FetchResult, type RegistryOptions } from "./client.js";
+import { discard, displayUrl, errorFromResponse, formatSize, shortDigest } from "./http.js";
 import { RegistryError, UnsupportedImageError } from "./errors.js";
 import { parseReference, type ImageReference } from "./reference.js";
 

@@ -4,7 +4,7 @@
  * (reconnecting from the last cursor when the connection drops) and returns the result — or throws the same
  * errors a local build throws (a failing step is a StepFailedError).
  */
-import { limitsFromEnv } from "../sandbox/cgroup.js";
+import { limitsFromEnv } from "../sandbox/step-limits.js";
 import { createReadStream } from "node:fs";
 import http from "node:http";
 import https from "node:https";

@@ -19,7 +19,7 @@ import os from "node:os";
 import { Queue, type JobsOptions } from "bullmq";
 import { Redis } from "ioredis";
 import { StrataError } from "../errors.js";
-import type { BuildOutcome } from "./builds.js";
+import type { BuildOutcome } from "./outcome.js";
 import type { BuildRequest } from "./wire.js";
 
 /** What a job carries. */

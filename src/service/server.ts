@@ -25,7 +25,8 @@ import type { Executor } from "../sandbox/runc.js";
 import type { Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { checkDebianBases } from "./bases.js";
-import { Build, Builds, MissingBlobsError, missingBlobs } from "./builds.js";
+import type { Build } from "./build-record.js";
+import { Builds, MissingBlobsError, missingBlobs } from "./builds.js";
 import type { BuildQueue } from "./queue.js";
 import { InputTrees } from "./trees.js";
 import {

@@ -5,7 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { planDockerfile } from "../../src/dockerfile/instructions.js";
+import { planDockerfile } from "../../src/dockerfile/plan-stages.js";
 import { DockerfileSyntaxError } from "../../src/dockerfile/errors.js";
 import { readFixture } from "./fixtures.js";
 

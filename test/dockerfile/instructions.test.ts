@@ -1,13 +1,8 @@
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import {
-  parseInstructions,
-  planDockerfile,
-  parseGoDuration,
-  parsePlatform,
-  type PlannedInstruction,
-  type DockerfilePlan,
-} from "../../src/dockerfile/instructions.js";
+import type { PlannedInstruction } from "../../src/dockerfile/expand-instruction.js";
+import { parseGoDuration, parseInstructions } from "../../src/dockerfile/parse-instructions.js";
+import { parsePlatform, planDockerfile, type DockerfilePlan } from "../../src/dockerfile/plan-stages.js";
 import { DockerfileSyntaxError } from "../../src/dockerfile/errors.js";
 import { InvalidDefinitionError } from "../../src/errors.js";
 import { readFixture } from "./fixtures.js";

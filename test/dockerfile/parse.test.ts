@@ -2,7 +2,7 @@ import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { DockerfileParser } from "dockerfile-ast";
 import { dumpAst, parseDockerfileAst, parseHeredocMarker, goQuote } from "../../src/dockerfile/parse.js";
-import { parseInstructions } from "../../src/dockerfile/instructions.js";
+import { parseInstructions } from "../../src/dockerfile/parse-instructions.js";
 import { DockerfileSyntaxError } from "../../src/dockerfile/errors.js";
 import { readFixture } from "./fixtures.js";
 

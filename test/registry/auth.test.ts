@@ -15,7 +15,8 @@ import {
   resolveCredentialProvider,
   tokenExpiry,
 } from "../../src/registry/auth.js";
-import { parseRetryAfter, RegistryClient } from "../../src/registry/client.js";
+import { RegistryClient } from "../../src/registry/client.js";
+import { parseRetryAfter } from "../../src/registry/http.js";
 import { parseReference } from "../../src/registry/reference.js";
 import { Secret } from "../../src/sdk/secret.js";
 

@@ -15,7 +15,8 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { encodeHeader, endOfArchive, padding, paxRecord, type TarEntry } from "../../src/layer/tar-header.js";
 import type { Toc } from "../../src/registry/estargz/format.js";
-import { EstargzReader, fileSource } from "../../src/registry/estargz/read.js";
+import { fileSource } from "../../src/registry/estargz/range-source.js";
+import { EstargzReader } from "../../src/registry/estargz/read.js";
 import { writeEstargz } from "../../src/registry/estargz/write.js";
 import type { Digest } from "../../src/util/digest.js";
 

@@ -26,7 +26,8 @@ import {
   UNCOMPRESSED_SIZE_ANNOTATION,
   type Toc,
 } from "../../src/registry/estargz/format.js";
-import { bufferSource, EstargzReader, fileSource, isEstargzLayer } from "../../src/registry/estargz/read.js";
+import { bufferSource, fileSource } from "../../src/registry/estargz/range-source.js";
+import { EstargzReader, isEstargzLayer } from "../../src/registry/estargz/read.js";
 import { writeEstargz, type EstargzResult } from "../../src/registry/estargz/write.js";
 import type { Digest } from "../../src/util/digest.js";
 

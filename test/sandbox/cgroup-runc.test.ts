@@ -7,19 +7,10 @@ import { existsSync, promises as fsp, readdirSync, readFileSync } from "node:fs"
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import {
-  CGROUP_PARENT,
-  createStepCgroup,
-  detectCgroups,
-  hierarchyOf,
-  limitFailureMessage,
-  ownerAlive,
-  parseKeyedFile,
-  reapStaleCgroups,
-  type CgroupLayout,
-  type StepCgroup,
-  type StepLimits,
-} from "../../src/sandbox/cgroup.js";
+import { createStepCgroup, ownerAlive, reapStaleCgroups, type StepCgroup } from "../../src/sandbox/cgroup.js";
+import { CGROUP_PARENT, detectCgroups, hierarchyOf, type CgroupLayout } from "../../src/sandbox/cgroup-layout.js";
+import { parseKeyedFile } from "../../src/sandbox/cgroup-usage.js";
+import { limitFailureMessage, type StepLimits } from "../../src/sandbox/step-limits.js";
 import { runtimeSpec } from "../../src/sandbox/runtime-spec.js";
 import { uniqueSuffix } from "../../src/util/fs.js";
 import { makeBusyboxTree } from "../support/strata.js";

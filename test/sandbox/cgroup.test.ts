@@ -4,29 +4,10 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { CgroupError, LimitError } from "../../src/errors.js";
-import {
-  capLimits,
-  createStepCgroup,
-  DEFAULT_LIMITS,
-  detectCgroups,
-  formatBytes,
-  hierarchyOf,
-  kernelLogShowsOomKill,
-  layoutFromMounts,
-  limitFailureMessage,
-  limitsFromEnv,
-  ownerAlive,
-  parseCgroupMounts,
-  parseCgroupNumber,
-  parseKeyedFile,
-  parseMemory,
-  stepCgroupPlan,
-  usageFromV1,
-  usageFromV2,
-  v1MemoryLimitReached,
-  type CgroupLayout,
-  type StepLimits,
-} from "../../src/sandbox/cgroup.js";
+import { createStepCgroup, ownerAlive, stepCgroupPlan } from "../../src/sandbox/cgroup.js";
+import { detectCgroups, hierarchyOf, layoutFromMounts, parseCgroupMounts, type CgroupLayout } from "../../src/sandbox/cgroup-layout.js";
+import { kernelLogShowsOomKill, parseCgroupNumber, parseKeyedFile, usageFromV1, usageFromV2, v1MemoryLimitReached } from "../../src/sandbox/cgroup-usage.js";
+import { capLimits, DEFAULT_LIMITS, formatBytes, limitFailureMessage, limitsFromEnv, parseMemory, type StepLimits } from "../../src/sandbox/step-limits.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
