@@ -1,14 +1,49 @@
 #!/usr/bin/env node
-// Runs the whole test suite (compiled by `npm run build` into dist/) with node's built-in test runner.
+// Runs the test suite (compiled by `npm run build` into dist/) with node's built-in test runner.
+//   node scripts/test.js [--unit] [filter…]
+// A filter is a substring of a test file's path under test/ (`keys/`, `e2e/cache`, `layer/tar.test.ts`); a file runs
+// when it matches any filter, and a filter that matches no file is an error (a typo must not pass as a green run). `--unit` runs only the unit
+// tests (UNIT below); filters then narrow those.
 // Tests share one store for expensive fixtures (the Debian base is built once per run): STRATA_TEST_HOME.
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
+/**
+ * The unit tests: they need no root, no runc, no apt, no network and start no servers, so they run in seconds as any
+ * user (`npm run test:unit`; CI runs them as a user without root before the full suite). Paths are under test/. A
+ * folder entry (ending in "/") takes every test file in it: a new test of pure code goes into one of those folders,
+ * or, in a folder that also holds tests needing root or servers, gets its own line here.
+ */
+const UNIT = [
+  "context/",
+  "dockerfile/",
+  "ignore/",
+  "keys/",
+  "plan/",
+  "sdk/",
+  "engine/config.test.ts",
+  "engine/debian-base.test.ts",
+  "layer/secure-join.test.ts",
+  "layer/tar-header.test.ts",
+  "registry/estargz-lazy-tree.test.ts",
+  "registry/estargz.test.ts",
+  "registry/reference.test.ts",
+  "sandbox/cgroup.test.ts",
+  "sandbox/policy.test.ts",
+  "sandbox/user.test.ts",
+  "store/conformance-local.test.ts",
+  "store/local.test.ts",
+];
+
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 const testRoot = path.join(root, "dist", "test");
-const only = process.argv.slice(2);
+
+function fail(message) {
+  console.error(`test.js: ${message}`);
+  process.exit(2);
+}
 
 function collect(dir) {
   const out = [];
@@ -20,8 +55,47 @@ function collect(dir) {
   return out;
 }
 
+/** The compiled files under dist/test/ that a UNIT entry names; an entry that names none is an error. */
+function unitFiles(all) {
+  const rel = (f) => path.relative(testRoot, f).split(path.sep).join("/");
+  const picked = new Set();
+  const stale = [];
+  for (const entry of UNIT) {
+    const matches = entry.endsWith("/")
+      ? all.filter((f) => rel(f).startsWith(entry))
+      : all.filter((f) => rel(f) === entry.replace(/\.ts$/, ".js"));
+    if (matches.length === 0) stale.push(entry);
+    for (const f of matches) picked.add(f);
+  }
+  if (stale.length) {
+    const names = stale.map((e) => `test/${e}`).join(", ");
+    fail(`UNIT in scripts/test.js names ${names}, which match no compiled test file (moved or deleted? update UNIT)`);
+  }
+  return all.filter((f) => picked.has(f));
+}
+
+const args = process.argv.slice(2);
+const unit = args.includes("--unit");
+const only = args.filter((a) => a !== "--unit");
+const unknown = only.filter((a) => a.startsWith("--"));
+if (unknown.length) fail(`unknown option(s): ${unknown.join(" ")} (usage: node scripts/test.js [--unit] [filter…])`);
+if (!existsSync(testRoot)) fail("dist/test/ does not exist: run `npm run build` first");
+
 let files = collect(testRoot);
-if (only.length) files = files.filter((f) => only.some((o) => f.includes(o)));
+if (unit) files = unitFiles(files);
+if (only.length) {
+  // Matched against "test/<folder>/<name>.test.js"; a filter naming the .ts source matches its compiled file.
+  const shown = (f) => path.relative(path.dirname(testRoot), f).split(path.sep).join("/");
+  const matches = (f, o) => shown(f).includes(o.replace(/\.ts$/, ".js"));
+  const unmatched = only.filter((o) => !files.some((f) => matches(f, o)));
+  if (unmatched.length) {
+    const where = unit ? "unit test files (UNIT in scripts/test.js)" : "test files under dist/test/";
+    fail(`no ${where} match the filter(s) ${unmatched.map((o) => JSON.stringify(o)).join(", ")}`);
+  }
+  files = files.filter((f) => only.some((o) => matches(f, o)));
+}
+if (files.length === 0) fail("no test files under dist/test/");
+
 const home = process.env.STRATA_TEST_HOME || path.join(os.tmpdir(), "strata-test-home");
 mkdirSync(home, { recursive: true });
 const concurrency = process.env.STRATA_TEST_CONCURRENCY || "3";
