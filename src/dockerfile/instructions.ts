@@ -12,7 +12,7 @@
  */
 import { DockerfileSyntaxError, ShellExpansionError, type SourceLocation } from "./errors.js";
 import { InvalidDefinitionError } from "../errors.js";
-import { DEFAULT_PATH } from "../engine/config.js";
+import { DEFAULT_PATH } from "../oci/defaults.js";
 import { parseDockerfileAst, parseHeredocMarker, type AstFlag, type AstNode, type DockerfileAst, type Heredoc, type Position } from "./parse.js";
 import { ShellLex } from "./shell-lex.js";
 

@@ -7,7 +7,8 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { StepFailedError } from "../../src/errors.js";
 import { Secret } from "../../src/sdk/secret.js";
-import { RemoteBuildError, compileRequest, remoteBuild } from "../../src/service/client.js";
+import { RemoteBuildError, compileRequest } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import { WIRE_FORMAT } from "../../src/service/wire.js";
 import { busyboxBase, raw, readSse, startService, type TestService } from "../support/service.js";
 
@@ -63,13 +64,13 @@ describe("auth", () => {
   test("the client sends the token and turns a 401 into a clear error", async () => {
     const { dir, base } = await busyboxBase();
     dirs.push(dir);
-    await assert.rejects(remoteBuild(base, { server: svc.url, token: "nope", statCache: false, log: () => undefined }), (e: unknown) => {
+    await assert.rejects(remoteBuildImage(base, { server: svc.url, token: "nope", statCache: false, log: () => undefined }), (e: unknown) => {
       assert.ok(e instanceof RemoteBuildError);
       assert.equal(e.status, 401);
       assert.match(e.message, /STRATA_TOKEN/);
       return true;
     });
-    const r = await remoteBuild(base, { server: svc.url, token: TOKEN, statCache: false, log: () => undefined });
+    const r = await remoteBuildImage(base, { server: svc.url, token: TOKEN, statCache: false, log: () => undefined });
     assert.match(r.imageId, /^sha256:/);
   });
 });
@@ -177,7 +178,7 @@ describe("build results", () => {
     dirs.push(dir);
     const image = base.runCommands("echo about to fail; exit 3");
     let first: StepFailedError | undefined;
-    await assert.rejects(remoteBuild(image, { server: svc.url, token: TOKEN, statCache: false, log: () => undefined }), (e: unknown) => {
+    await assert.rejects(remoteBuildImage(image, { server: svc.url, token: TOKEN, statCache: false, log: () => undefined }), (e: unknown) => {
       assert.ok(e instanceof StepFailedError, String(e));
       assert.equal(e.exitCode, 3);
       assert.equal(e.stepIndex, 3);
@@ -209,7 +210,7 @@ describe("build results", () => {
     const image = base.runCommands("echo token=$API_TOKEN; exit 1", { secrets: [Secret.fromObject({ API_TOKEN: value })] });
     const seen: string[] = [];
     let buildId = "";
-    await assert.rejects(remoteBuild(image, { server: svc.url, token: TOKEN, statCache: false, log: (l) => seen.push(l) }), (e: unknown) => {
+    await assert.rejects(remoteBuildImage(image, { server: svc.url, token: TOKEN, statCache: false, log: (l) => seen.push(l) }), (e: unknown) => {
       assert.ok(e instanceof StepFailedError);
       assert.ok(!e.message.includes(value));
       assert.ok(e.logTail.some((l) => l.includes("token=***")));
