@@ -183,6 +183,8 @@ class Engine {
       const hit = await this.#lookup(key);
       if (hit) return { record: hit, cached: true, key };
     }
+    // A secret the step needs but the build lacks fails here, before a sandbox is prepared or a lock taken.
+    stepSecretValues(step, this.options.secrets);
     const flightKey = `${key}:${force ? "force" : ""}:${this.#ignore ? "ignore" : ""}`;
     let flight = inflight.get(flightKey);
     if (!flight) {
