@@ -98,6 +98,15 @@ describe("malformed requests", () => {
       [(r) => (r.steps[1].inputs = [{ kind: "dir", name: "context", entries: [{ path: "x", type: "file", mode: 420, uid: 0, gid: 0, size: 1, digest: "md5:abc" }] }]), /digest: expected sha256/],
       [(r) => (r.steps[1].inputs = [{ kind: "dir", name: "context", entries: [{ path: "x", type: "file", mode: 70000, uid: 0, gid: 0, size: 1, digest: sha("x") }] }]), /mode: expected an integer/],
       [(r) => (r.steps[1].secrets = ["TOKEN"]), /secrets\[1\]: values given for \[\] but step 1 declares secrets \[TOKEN\]/],
+      // One value per secret name in a build: two steps may not give one name different values.
+      [
+        (r) => {
+          r.steps.push({ ...r.steps[1], description: "env B", secrets: ["TOKEN"] });
+          r.steps[1].secrets = ["TOKEN"];
+          r.secrets = [null, { TOKEN: "one" }, { TOKEN: "two" }];
+        },
+        /secrets\[2\]\.TOKEN: secret TOKEN has another value than at secrets\[1\]; a build has one value per secret name/,
+      ],
       // strata-build/3: the format is named; a debian base is a Python series; derived extras are the server's.
       [(r) => delete r.format, /format: missing: this server speaks strata-build\/3.*upgrade the client/],
       [(r) => (r.format = "strata-build/2"), /format: the string "strata-build\/2" is not a request format this server speaks \(strata-build\/3\)/],
