@@ -399,7 +399,7 @@ async function probe(def: string): Promise<void> {
   mark("import load/definition.js");
   const image = await loadDefinition(def, path.join(store.root, "defs"));
   mark("loadDefinition (def cache check + import sdk + def)");
-  const { buildImage } = await import("../src/engine/build.js");
+  const { buildPlan } = await import("../src/engine/build.js");
   mark("import engine/build.js");
   const { initKeys } = await import("../src/keys/step-key.js");
   await initKeys();
@@ -415,9 +415,9 @@ async function probe(def: string): Promise<void> {
     const entries = await walkContext(dirInput.localPath, { statCache });
     mark(`walkContext ctx (${entries.length} entries, ${statCache.hits} stat-cache hits, ${statCache.misses} misses)`);
   }
-  const r = await buildImage(image, { store, log: () => undefined, chainName: `${path.resolve(def)}#default` });
-  mark(`buildImage, all ${r.steps.length} steps (repeats init, recover, statcache load, walk; warm JIT)`);
-  phases.push({ name: "steps (inside buildImage)", ms: -1 });
+  const r = await buildPlan(image.plan(), { secrets: image.secretValues(), store, log: () => undefined, chainName: `${path.resolve(def)}#default` });
+  mark(`buildPlan, all ${r.steps.length} steps (repeats init, recover, statcache load, walk; warm JIT)`);
+  phases.push({ name: "steps (inside buildPlan)", ms: -1 });
   for (const s of r.steps) phases.push({ name: `  step ${s.index} ${s.cached ? "cached" : "BUILT"}: ${s.description}`, ms: s.seconds * 1000 });
   process.stdout.write(JSON.stringify(phases) + "\n");
 }

@@ -22,7 +22,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Image } from "../src/sdk/image.js";
-import { compileRequest, remoteBuild } from "../src/service/client.js";
+import { compileRequest } from "../src/service/client.js";
+import { remoteBuildImage } from "../test/support/remote-image.js";
 import { StatCache } from "../src/context/walk.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -105,7 +106,7 @@ async function main(): Promise<void> {
     for (let i = 1; i < layers; i++) image = image.runCommands(`echo ${i} > /layer-${i}`);
     const statCachePath = path.join(tmp, "client-statcache.json");
     const t0 = Date.now();
-    const cold = await remoteBuild(image, { server: server.url, statCache: statCachePath, log: () => undefined });
+    const cold = await remoteBuildImage(image, { server: server.url, statCache: statCachePath, log: () => undefined });
     process.stderr.write(`cold build: ${cold.steps.length} steps, ${cold.steps.filter((s) => s.layer).length} layers, ${((Date.now() - t0) / 1000).toFixed(2)} s\n`);
 
     // 1. Cached get-or-create: the same request, sequentially, over one keep-alive connection.
@@ -127,7 +128,7 @@ async function main(): Promise<void> {
     const statCache = await StatCache.load(statCachePath);
     for (let i = 0; i < Math.max(10, Math.round(requests / 10)); i++) {
       const s = process.hrtime.bigint();
-      const r = await remoteBuild(image, { server: server.url, statCache, log: () => undefined });
+      const r = await remoteBuildImage(image, { server: server.url, statCache, log: () => undefined });
       clientMs.push(Number(process.hrtime.bigint() - s) / 1e6);
       if (r.imageId !== cold.imageId) throw new Error("a cached build returned another image");
     }
@@ -137,9 +138,9 @@ async function main(): Promise<void> {
     await fsp.mkdir(ctx);
     for (let i = 0; i < 500; i++) await fsp.writeFile(path.join(ctx, `f${i}.bin`), randomBytes(16 * 1024));
     const withCtx = image.addLocalDir(ctx, "/ctx", { copy: true });
-    const first = await remoteBuild(withCtx, { server: server.url, statCache, log: () => undefined });
+    const first = await remoteBuildImage(withCtx, { server: server.url, statCache, log: () => undefined });
     await fsp.writeFile(path.join(ctx, "f123.bin"), randomBytes(16 * 1024));
-    const edited = await remoteBuild(withCtx, { server: server.url, statCache, log: () => undefined });
+    const edited = await remoteBuildImage(withCtx, { server: server.url, statCache, log: () => undefined });
 
     const sorted = [...ms].sort((a, b) => a - b);
     const p99 = percentile(sorted, 99);

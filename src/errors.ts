@@ -22,6 +22,52 @@ export class InvalidDefinitionError extends StrataError {
   }
 }
 
+/**
+ * A step uses a secret (`Step.secrets`) the build was given no value for. Image.build() passes the definition's own
+ * Secret values; a caller building a Plan itself passes them as `secrets` (a name → value map).
+ */
+export class MissingSecretError extends StrataError {
+  override readonly code = "MISSING_SECRET";
+  override readonly fault = "user";
+  constructor(readonly secret: string, readonly step: string) {
+    super(
+      `${step}: uses the secret ${JSON.stringify(secret)}, but the build was given no value for it; ` +
+        `pass it in the build's secrets (e.g. \`build(image.plan(), { secrets: image.secretValues() })\`, or \`--secret id=${secret},…\` on the command line)`,
+    );
+    this.name = "MissingSecretError";
+  }
+}
+
+/** A place in a Dockerfile: 1-based line and column (columns count UTF-16 code units, as editors do). */
+export interface SourceLocation {
+  readonly file: string;
+  readonly line: number;
+  readonly column: number;
+}
+
+/**
+ * The Dockerfile is malformed or asks for something BuildKit would reject (unknown instruction, bad flag, missing
+ * arguments, undefined stage, a failed `${VAR:?message}` expansion, a COPY source that does not exist, …). The
+ * message reads `Dockerfile:12:5: unknown instruction "RUNN"`.
+ */
+export class DockerfileSyntaxError extends StrataError {
+  override readonly code = "DOCKERFILE_SYNTAX";
+  override readonly fault = "user";
+  readonly file: string;
+  readonly line: number;
+  readonly column: number;
+  /** the message without the `file:line:column: ` prefix */
+  readonly detail: string;
+  constructor(location: SourceLocation, detail: string, options?: { cause?: unknown }) {
+    super(`${location.file}:${location.line}:${location.column}: ${detail}`, options);
+    this.name = "DockerfileSyntaxError";
+    this.file = location.file;
+    this.line = location.line;
+    this.column = location.column;
+    this.detail = detail;
+  }
+}
+
 /** A definition file could not be loaded (syntax error, threw at import, no Image exported). */
 export class DefinitionLoadError extends StrataError {
   override readonly code = "DEFINITION_LOAD";

@@ -10,11 +10,14 @@ export type {
   ImageAddLocalParams,
   ImageDebianSlimParams,
   ImageFromRegistryParams,
-} from "./sdk/image.js";
+  ImageFromDockerfileParams,
+  ImageDockerfileCommandsParams,
+  ImageBuildParams,
+} from "./sdk/params.js";
 export { Secret } from "./sdk/secret.js";
 export type { SecretLike } from "./sdk/secret.js";
-export { buildImage } from "./engine/build.js";
-export type { BuildOptions, BuiltImage, StepResult } from "./engine/build.js";
+export { build } from "./build.js";
+export type { BuildParams, BuildOptions, BuiltImage, StepResult, Plan, SecretValues } from "./build.js";
 export { LocalStore, defaultStoreRoot } from "./store/local.js";
 export type { Store, ImageRecord, LayerRecord } from "./store/store.js";
 export {
@@ -30,6 +33,7 @@ export {
   SandboxError,
   MissingToolError,
   BuildCancelledError,
+  MissingSecretError,
   LimitError,
   CgroupError,
 } from "./errors.js";

@@ -79,10 +79,10 @@ async function cmdBuild(argv: string[]): Promise<number> {
     ignoreCache: values["ignore-cache"] || undefined,
     builderVersion: values["builder-version"],
   };
-  // With STRATA_SERVER the build runs on the shared service; local builds never load the HTTP client.
-  const server = process.env.STRATA_SERVER?.trim();
-  const result = server
-    ? await (await import("./remote-build.js")).remoteBuildDefinition(file, { server, token: process.env.STRATA_TOKEN, exportName: values.export, ...flags })
+  // On a build service (STRATA_SERVER, read by src/build.ts) the client opens no store; local builds never load the HTTP client.
+  const { buildsRemotely } = await import("../build.js");
+  const result = buildsRemotely()
+    ? await (await import("./remote-build.js")).remoteBuildDefinition(file, { exportName: values.export, ...flags })
     : await buildLocally(file, values.export, flags);
   return printResult(result, values.json);
 }
@@ -156,26 +156,22 @@ async function buildDockerfile(
   const { Image } = await import("../sdk/image.js");
   const make = (baseImages: Awaited<ReturnType<typeof resolveBaseImages>>) =>
     Image.fromDockerfile(dockerfile, { contextDir, buildArgs, target: values.target, secrets: Object.keys(secrets).length ? [secrets] : undefined, baseImages });
-  // With STRATA_SERVER the service builds it: the client reads only the base images' configs (for expansion) and
-  // uploads the context files the service lacks.
-  const server = process.env.STRATA_SERVER?.trim();
-  if (server) {
-    const image = make(await resolveBaseImages(dockerfile, { buildArgs, target: values.target }));
-    const { remoteBuild } = await import("./remote-build.js");
-    return remoteBuild(image, { server, ...(process.env.STRATA_TOKEN ? { token: process.env.STRATA_TOKEN } : {}), ...flags, log: (l) => process.stderr.write(l + "\n") });
-  }
-  const store = await openStore();
-  const image = make(await resolveBaseImages(dockerfile, { store, buildArgs, target: values.target }));
-  const { buildImage } = await import("../engine/build.js");
-  return buildImage(image, { store, ...flags });
+  // On a build service the client reads only the base images' configs (for expansion) and uploads the context files
+  // the service lacks; locally the bases are pulled into the store (the build needs their layers anyway).
+  const { build, buildsRemotely } = await import("../build.js");
+  const store = buildsRemotely() ? undefined : await openStore();
+  const image = make(await resolveBaseImages(dockerfile, { ...(store ? { store } : {}), buildArgs, target: values.target }));
+  const { builderVersion, ...options } = flags;
+  return build(image.plan(builderVersion), { ...(store ? { store } : {}), ...options, secrets: image.secretValues() });
 }
 
 async function buildLocally(file: string, exportName: string | undefined, flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string }) {
   const store = await openStore();
   const { loadDefinition } = await import("../load/definition.js");
   const image = await loadDefinition(file, path.join(store.root, "defs"), exportName);
-  const { buildImage } = await import("../engine/build.js");
-  return buildImage(image, { store, ...flags, chainName: `${path.resolve(file)}#${exportName ?? "default"}` });
+  const { build } = await import("../build.js");
+  const { builderVersion, ...options } = flags;
+  return build(image.plan(builderVersion), { store, ...options, secrets: image.secretValues(), chainName: `${path.resolve(file)}#${exportName ?? "default"}` });
 }
 
 async function cmdExplain(argv: string[]): Promise<number> {
@@ -186,7 +182,7 @@ async function cmdExplain(argv: string[]): Promise<number> {
   const { loadDefinition } = await import("../load/definition.js");
   const image = await loadDefinition(file, path.join(store.root, "defs"), values.export);
   const { explain, formatExplain } = await import("../engine/explain.js");
-  const report = await explain(image, store, `${path.resolve(file)}#${values.export ?? "default"}`);
+  const report = await explain(image.plan(), store, `${path.resolve(file)}#${values.export ?? "default"}`, { secrets: image.secretValues() });
   process.stdout.write(values.json ? JSON.stringify(report) + "\n" : formatExplain(report));
   return 0;
 }
@@ -260,10 +256,9 @@ async function cmdPull(argv: string[]): Promise<number> {
   const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
   if (positionals.length !== 1) throw new UsageError("pull needs one image reference");
   const { Image } = await import("../sdk/image.js");
-  const { buildImage } = await import("../engine/build.js");
   const secret: Record<string, string> = {};
   for (const k of ["REGISTRY_USERNAME", "REGISTRY_PASSWORD"]) if (process.env[k]) secret[k] = process.env[k]!;
-  const r = await buildImage(Image.fromRegistry(positionals[0]!, { secret }), { store: await openStore() });
+  const r = await Image.fromRegistry(positionals[0]!, { secret }).build({ store: await openStore() });
   process.stdout.write(r.imageId + "\n");
   return 0;
 }

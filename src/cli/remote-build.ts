@@ -1,32 +1,35 @@
 /**
- * `strata build` against a build server (STRATA_SERVER): the client side of the build service. The implementation
- * lives in `src/service/client.ts` (the SDK's `image.build()` uses it too); this module adds what the CLI needs.
+ * `strata build <definition>` against a build service: the definition is compiled into `<STRATA_HOME>/defs` without
+ * opening a store (the client needs none: no S3 credentials, no store directories) and built through `src/build.ts`.
  */
 import path from "node:path";
 import type { LogSink } from "../engine/log.js";
-import { remoteBuild, type RemoteBuiltImage } from "../service/client.js";
+import type { RemoteBuiltImage } from "../service/client.js";
 
-export { remoteBuild, remoteServerFromEnv, RemoteBuildError, type RemoteBuildOptions, type RemoteBuiltImage } from "../service/client.js";
+export { remoteServerFromEnv } from "../build.js";
+export { remoteBuild, RemoteBuildError, type RemoteBuildOptions, type RemoteBuiltImage } from "../service/client.js";
 
 /**
- * Loads a definition file and builds its Image on `server`, as `strata build` does locally: same chain name, same
- * flags, progress on stderr. The definition is compiled into `<STRATA_HOME>/defs` without opening a store (the
- * client needs none: no S3 credentials, no store directories).
+ * Loads a definition file and builds its Image on a build service, as `strata build` does locally: same chain name,
+ * same flags, progress on stderr. `server` (with `token`) names the service; default: STRATA_SERVER (STRATA_TOKEN).
  */
 export async function remoteBuildDefinition(
   file: string,
-  opts: { server: string; token?: string; exportName?: string; forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string; log?: LogSink },
+  opts: { server?: string; token?: string; exportName?: string; forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string; log?: LogSink },
 ): Promise<RemoteBuiltImage> {
   const { defaultStoreRoot } = await import("../store/local.js");
   const { loadDefinition } = await import("../load/definition.js");
+  const { build, remoteServerFromEnv } = await import("../build.js");
+  const remote = opts.server ? { server: opts.server, ...(opts.token ? { token: opts.token } : {}) } : remoteServerFromEnv();
+  if (!remote) throw new Error("remoteBuildDefinition: no build service (give server, or set STRATA_SERVER)");
   const image = await loadDefinition(file, path.join(defaultStoreRoot(), "defs"), opts.exportName);
-  return remoteBuild(image, {
-    server: opts.server,
-    ...(opts.token ? { token: opts.token } : {}),
+  const built = await build(image.plan(opts.builderVersion), {
+    remote,
+    secrets: image.secretValues(),
     forceBuild: opts.forceBuild,
     ignoreCache: opts.ignoreCache,
-    builderVersion: opts.builderVersion,
     chainName: `${path.resolve(file)}#${opts.exportName ?? "default"}`,
     log: opts.log ?? ((l) => process.stderr.write(l + "\n")),
   });
+  return built as RemoteBuiltImage;
 }

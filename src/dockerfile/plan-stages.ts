@@ -14,7 +14,7 @@
  */
 import { DockerfileSyntaxError } from "./errors.js";
 import { InvalidDefinitionError } from "../errors.js";
-import { DEFAULT_PATH } from "../engine/config.js";
+import { DEFAULT_PATH } from "../oci/defaults.js";
 import type { DockerfileCommand, FromCommand, InstructionLocation, ParsedDockerfile } from "./commands.js";
 import { InstructionExpander, posixJoin, type PlannedInstruction, type StageState } from "./expand-instruction.js";
 import { parseDockerfileAst, type Position } from "./parse.js";

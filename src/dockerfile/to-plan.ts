@@ -22,18 +22,16 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import type { BuilderVersion } from "../builder-version.js";
-import { DEFAULT_PATH } from "../engine/config.js";
+import { DEFAULT_PATH } from "../oci/defaults.js";
 import { InvalidDefinitionError } from "../errors.js";
 import { parseIgnoreFile, PatternMatcher } from "../ignore/pattern-matcher.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { Plan, SelectRoot, Step, StepInput, StepLocation } from "../plan/step.js";
-import { Secret } from "../sdk/secret.js";
 import { DockerfileSyntaxError } from "./errors.js";
 import { planDockerfile, type BaseImageInfo, type DockerfilePlan } from "./plan-stages.js";
 import type { RunMount as PlannedMount } from "./commands.js";
 import type { PlannedInstruction } from "./expand-instruction.js";
 import { parseHeredocMarker } from "./parse.js";
-import { registerSecrets } from "./secret-registry.js";
 
 export interface DockerfileStepOptions {
   /** Build context directory (default: the Dockerfile's directory; for command lists, the current directory). */
@@ -45,8 +43,12 @@ export interface DockerfileStepOptions {
   /** Ignore patterns; default: the .dockerignore lookup (`<Dockerfile>.dockerignore`, beside it, in the context). */
   ignore?: string[];
   forceBuild?: boolean;
-  /** Secrets `RUN --mount=type=secret,id=<name>` can use. */
-  secrets?: Secret;
+  /**
+   * The names of the secrets the build has, which `RUN --mount=type=secret,id=<name>` can use (their values travel
+   * beside the plan; a step lists the names it mounts). A mount of a name not given is skipped, or with `required` an
+   * error.
+   */
+  secrets?: readonly string[];
   /**
    * What the registry images named by FROM are (their config's Env, WorkingDir and OnBuild), by reference as written
    * after expansion — from {@link resolveBaseImages}. With it, expansion sees a base's ENV (`ENV PATH=/x:$PATH`) and
@@ -71,6 +73,8 @@ export interface StageChain {
   steps: { method: string; make: StepMaker }[];
   /** stages this stage's own steps read (COPY --from, RUN --mount from=) */
   reads: number[];
+  /** The secret names this stage's steps mount (sorted). */
+  secrets: string[];
   /**
    * ENV and WORKDIR at the end of the stage, as far as they are known (a registry base's own ENV only when its config
    * was given: `baseImages`), for expanding what later calls append to the image (`dockerfileCommands`)
@@ -86,6 +90,8 @@ export interface DockerfileChains {
   target: number;
   buildOrder: number[];
   warnings: string[];
+  /** The secret names the needed stages mount (sorted): the values the build must be given. */
+  secrets: string[];
 }
 
 const METHOD = "dockerfile";
@@ -122,7 +128,7 @@ export function dockerfileChains(dockerfile: string, opts: DockerfileStepOptions
  */
 export async function resolveBaseImages(
   dockerfile: string,
-  opts: Pick<DockerfileStepOptions, "buildArgs" | "target"> & { store?: import("../store/store.js").Store; insecure?: boolean },
+  opts: Pick<DockerfileStepOptions, "buildArgs" | "target"> & { store?: Parameters<typeof import("../registry/pull.js").pullImage>[1]; insecure?: boolean },
 ): Promise<Record<string, BaseImageInfo>> {
   const text = readFileSync(path.resolve(dockerfile), "utf8");
   const plan = planDockerfile(text, { file: displayName(dockerfile), buildArgs: opts.buildArgs, target: opts.target });
@@ -215,8 +221,9 @@ const isUrl = (s: string) => /^https?:\/\//i.test(s);
 const isGit = (s: string) => /^git@|^git:\/\/|\.git(#.*)?$/i.test(s);
 
 class Translator {
-  readonly secretsRef: string | undefined;
   readonly byName = new Map<string, number>();
+  /** Secret names the translated steps mount, per stage. */
+  readonly secretsUsed = new Map<number, Set<string>>();
 
   constructor(
     readonly plan: DockerfilePlan,
@@ -224,7 +231,6 @@ class Translator {
     /** line offset for command lists (the synthetic FROM) */
     readonly lineShift = 0,
   ) {
-    this.secretsRef = opts.secrets ? registerSecrets(opts.secrets) : undefined;
     plan.stages.forEach((s, i) => {
       if (s.name) this.byName.set(s.name, i);
     });
@@ -233,7 +239,8 @@ class Translator {
   chains(): DockerfileChains {
     const stages = new Map<number, StageChain>();
     for (const i of this.plan.buildOrder) stages.set(i, this.stage(i));
-    return { file: this.plan.file, stages, target: this.plan.target, buildOrder: [...this.plan.buildOrder], warnings: [...this.plan.warnings] };
+    const secrets = [...new Set([...stages.values()].flatMap((c) => c.secrets))].sort();
+    return { file: this.plan.file, stages, target: this.plan.target, buildOrder: [...this.plan.buildOrder], warnings: [...this.plan.warnings], secrets };
   }
 
   loc(pi: { location: { file: string; line: number; column: number } }): StepLocation {
@@ -284,6 +291,7 @@ class Translator {
       baseInstructions,
       steps,
       reads: [...reads].sort((a, b) => a - b),
+      secrets: [...(this.secretsUsed.get(i) ?? [])].sort(),
       final: { env: s.env.map(([k, v]) => [k, v]), workdir: s.workdir },
     };
   }
@@ -303,9 +311,8 @@ class Translator {
       method: METHOD,
       description: this.where(pi, pi.original),
       instructions,
-      secrets: Secret.none(),
+      secrets: [],
       secretsAsEnv: false,
-      ...(this.secretsRef ? { secretsRef: this.secretsRef } : {}),
       env: {},
       ...(buildArgs.length ? { buildArgs } : {}),
       forceBuild: this.opts.forceBuild ?? false,
@@ -330,7 +337,7 @@ class Translator {
   instruction(pi: PlannedInstruction, self: number, reads: Set<number>, cmdSet: boolean): StepMaker | undefined {
     const meta = (ins: Instruction, extra: [string, string][] = []): StepMaker => {
       const common = this.common(pi, [ins], extra, this.usedArgs(pi));
-      return () => ({ ...common, instructions: structuredClone(common.instructions), secrets: Secret.none(), inputs: [] });
+      return () => ({ ...common, instructions: structuredClone(common.instructions), secrets: [], inputs: [] });
     };
     switch (pi.kind) {
       case "ARG":
@@ -420,8 +427,8 @@ class Translator {
         command = full;
       }
     }
-    const secretValues = this.opts.secrets?.values() ?? {};
-    const usedSecrets: Record<string, string> = {};
+    const given = new Set(this.opts.secrets ?? []);
+    const usedSecrets = new Set<string>();
     pi.mounts.forEach((m: PlannedMount, k: number) => {
       switch (m.type) {
         case "ssh":
@@ -445,11 +452,11 @@ class Translator {
           return;
         case "secret": {
           const id = m.id ?? "";
-          if (secretValues[id] === undefined) {
+          if (!given.has(id)) {
             if (m.required) this.fail(at, `RUN --mount=type=secret,id=${id}: the build has no secret named ${JSON.stringify(id)} (pass it in the secrets option)`);
             return; // BuildKit skips a missing optional secret
           }
-          usedSecrets[id] = secretValues[id]!;
+          usedSecrets.add(id);
           mounts.push({
             type: "secret",
             id,
@@ -480,8 +487,13 @@ class Translator {
     const common = this.common(pi, [ins], [], args);
     const proxyEnv = this.proxyEnv();
     if (proxyEnv.length) common.proxyEnv = proxyEnv;
-    const secrets = Secret.fromObject(usedSecrets);
-    return (b, sp) => ({ ...common, instructions: structuredClone(common.instructions), secrets, inputs: inputs.map((f) => f(b, sp)) });
+    const secrets = [...usedSecrets].sort();
+    if (secrets.length) {
+      const stageSecrets = this.secretsUsed.get(self) ?? new Set<string>();
+      for (const n of secrets) stageSecrets.add(n);
+      this.secretsUsed.set(self, stageSecrets);
+    }
+    return (b, sp) => ({ ...common, instructions: structuredClone(common.instructions), secrets: [...secrets], inputs: inputs.map((f) => f(b, sp)) });
   }
 
   copy(pi: Extract<PlannedInstruction, { kind: "COPY" | "ADD" }>, self: number, reads: Set<number>): StepMaker {
@@ -547,7 +559,7 @@ class Translator {
         ? { op: "ADD", ...opts, ...(pi.unpack !== undefined ? { unpack: pi.unpack } : {}), ...(pi.checksum !== undefined ? { checksum: pi.checksum } : {}) }
         : { op: "COPY", ...opts };
     const common = this.common(pi, [ins], [], this.usedArgs(pi));
-    return (b, sp) => ({ ...common, instructions: structuredClone(common.instructions), secrets: Secret.none(), inputs: makers.map((f) => f(b, sp)) });
+    return (b, sp) => ({ ...common, instructions: structuredClone(common.instructions), secrets: [], inputs: makers.map((f) => f(b, sp)) });
   }
 }
 

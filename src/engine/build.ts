@@ -12,18 +12,23 @@ import { BuildCancelledError } from "../errors.js";
 import { stepExtra } from "../keys/step-extra.js";
 import { initKeys, stepKey, type KeyInputs } from "../keys/step-key.js";
 import { render } from "../plan/instructions.js";
-import type { Plan, Step } from "../plan/step.js";
+import { stepSecretValues } from "../plan/secrets.js";
+import type { Plan, SecretValues, Step } from "../plan/step.js";
 import type { Executor } from "../sandbox/runc.js";
-import type { Image } from "../sdk/image.js";
-import { Secret } from "../sdk/secret.js";
 import type { ImageRecord, Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { chainContext, excludedMatches, fileInputs, resolveInput, type InputContext, type ResolvedInput } from "./inputs.js";
 import { stderrSink, type LogSink } from "./log.js";
 
+/** How the engine builds a plan. */
 export interface BuildOptions {
   /** Where layers and records live. Default: S3 when STRATA_S3_BUCKET is set, else a LocalStore at STRATA_HOME. */
   store?: Store;
+  /**
+   * The build's secret values by name: each step gets the values of the names it lists (`Step.secrets`), nested
+   * chains too. A listed name without a value is a MissingSecretError when the step runs. Default: none.
+   */
+  secrets?: SecretValues;
   /** Rebuild every step and replace the cache entries. Default: STRATA_FORCE_BUILD=1. */
   forceBuild?: boolean;
   /** Rebuild every step without reading or writing the cache index. Default: STRATA_IGNORE_CACHE=1. */
@@ -32,14 +37,10 @@ export interface BuildOptions {
   log?: LogSink;
   /** Name under which this chain's build is remembered for `strata explain` (e.g. the definition file). */
   chainName?: string;
-  /** Builder version. Default: STRATA_BUILDER_VERSION or the newest. */
-  builderVersion?: string;
   executor?: Executor;
   signal?: AbortSignal;
   /** Resource limits for this build's RUN steps (the executor's policy fills in the rest and caps them). */
   limits?: Partial<StepLimits>;
-  /** How inputs that need other chains (Dockerfile stages) get them built. Default: built by this build's options. */
-  inputs?: InputContext;
 }
 
 export interface StepResult {
@@ -60,13 +61,26 @@ export interface BuiltImage {
 
 const envFlag = (name: string) => ["1", "true", "yes"].includes((process.env[name] ?? "").toLowerCase());
 
-/** Builds an Image (or an already compiled Plan). */
-export async function buildImage(image: Image | Plan, options: BuildOptions = {}): Promise<BuiltImage> {
-  const builder = loadBuilderVersion(options.builderVersion ?? (("steps" in image) ? image.builderVersion : undefined));
-  const plan = "steps" in image ? image : image.plan(builder);
+/** Builds a plan (for the builder version it was compiled for) with the engine, locally. */
+export async function buildPlan(plan: Plan, options: BuildOptions = {}): Promise<BuiltImage> {
   const store = options.store ?? (await (await import("../store/s3/open.js")).openStoreFromEnv());
-  const engine = new Engine(store, builder, options);
-  return engine.build(plan);
+  return buildWith(store, plan, options, undefined);
+}
+
+/** A build of `plan`; nested chains (Dockerfile stages) are built the same way, sharing one input context. */
+function buildWith(store: Store, plan: Plan, options: BuildOptions, context: InputContext | undefined): Promise<BuiltImage> {
+  const inputs = context ?? nestedBuilds(store, options);
+  return new Engine(store, loadBuilderVersion(plan.builderVersion), options, inputs).build(plan);
+}
+
+/**
+ * The input context of a build: its nested chains are built by the engine with the build's options (secrets, force,
+ * log, executor, …), each once. Exported for `strata explain`, which resolves the inputs of a build without running it.
+ */
+export function nestedBuilds(store: Store, options: BuildOptions): InputContext {
+  // A nested chain is built for itself, not remembered as the outer chain.
+  const { chainName: _chain, ...nested } = options;
+  return chainContext(store, (plan, ctx) => buildWith(store, plan, nested, ctx));
 }
 
 /** In-process single flight: concurrent builds of the same key share one execution. */
@@ -83,7 +97,7 @@ export function keyInputsFor(builder: BuilderVersion, step: Step, parent: Digest
     files: fileInputs(resolved),
     buildArgs: step.buildArgs ?? [],
     // A registry base's secrets are login credentials: not part of what the image is.
-    secretNames: step.base?.kind === "registry" ? [] : step.secrets.names,
+    secretNames: step.base?.kind === "registry" ? [] : step.secrets,
     // The plan's own extras, and those derived from what the step runs (a debian base's recipe, env values, …).
     extra: [...stepExtra(step), ...extra, ...(excluded.length ? [["copy.excluded", JSON.stringify(excluded)] as [string, string]] : [])],
   };
@@ -102,13 +116,12 @@ class Engine {
     private readonly store: Store,
     private readonly builder: BuilderVersion,
     private readonly options: BuildOptions,
+    inputs: InputContext,
   ) {
     this.#log = options.log ?? stderrSink;
     this.#force = options.forceBuild ?? envFlag("STRATA_FORCE_BUILD");
     this.#ignore = options.ignoreCache ?? envFlag("STRATA_IGNORE_CACHE");
-    this.#inputs =
-      options.inputs ??
-      chainContext(store, { forceBuild: options.forceBuild, ignoreCache: options.ignoreCache, log: this.#log, builderVersion: options.builderVersion, executor: options.executor, signal: options.signal, limits: options.limits });
+    this.#inputs = inputs;
   }
 
   async build(plan: Plan): Promise<BuiltImage> {
@@ -159,7 +172,7 @@ class Engine {
     if (step.base?.kind === "registry") {
       const { resolveImage } = await import("../registry/pull.js");
       const { registryOptions } = await import("./registry-base.js");
-      const r = await resolveImage(step.base.ref, registryOptions(step.base, step.secrets));
+      const r = await resolveImage(step.base.ref, registryOptions(step.base, stepSecretValues(step, this.options.secrets)));
       baseExtra.push(["base.manifest", r.manifestDigest]);
       pulledRef = `${r.reference.registry}/${r.reference.repository}@${r.manifestDigest}`;
     }
@@ -170,6 +183,8 @@ class Engine {
       const hit = await this.#lookup(key);
       if (hit) return { record: hit, cached: true, key };
     }
+    // A secret the step needs but the build lacks fails here, before a sandbox is prepared or a lock taken.
+    stepSecretValues(step, this.options.secrets);
     const flightKey = `${key}:${force ? "force" : ""}:${this.#ignore ? "ignore" : ""}`;
     let flight = inflight.get(flightKey);
     if (!flight) {
@@ -184,7 +199,7 @@ class Engine {
   #stepExecutor?: Promise<import("./execute.js").StepExecutor>;
   async #executorFor(): Promise<import("./execute.js").StepExecutor> {
     this.#stepExecutor ??= import("./execute.js").then((m) => {
-      const e = new m.StepExecutor(this.store, this.builder, this.#log, this.#ignore, this.options.executor, this.options.signal, this.options.limits);
+      const e = new m.StepExecutor(this.store, this.builder, this.#log, this.#ignore, this.options.secrets ?? {}, this.options.executor, this.options.signal, this.options.limits);
       // The first miss of a build that runs commands: the sandbox prepares while inputs and layers are gathered.
       if (this.#runsCommands) e.executor.prepare?.();
       return e;
@@ -226,7 +241,7 @@ function deferredStep(plan: Plan): Step {
     description: `add local files (${plan.deferred.map((d) => `${d.localPath} → ${d.remotePath}`).join(", ")})`,
     instructions: plan.deferred.map((d, i) => ({ op: "COPY", source: `mount${i}`, dest: d.remotePath })),
     inputs,
-    secrets: Secret.none(),
+    secrets: [],
     env: {},
     forceBuild: false,
     extra: plan.deferred.some((d) => d.ignore.length) ? [["ignore", JSON.stringify(plan.deferred.map((d) => d.ignore))]] : [],

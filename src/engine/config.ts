@@ -1,11 +1,11 @@
 /** Pure image-config and manifest construction from the previous config and a step's instructions. */
 import type { Instruction } from "../plan/instructions.js";
 import { render } from "../plan/instructions.js";
+import { DEFAULT_SHELL } from "../oci/defaults.js";
 import { MediaType, type ImageConfig, type Manifest, type RuntimeConfig } from "../oci/types.js";
 import type { LayerRecord } from "../store/store.js";
 
-export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-export const DEFAULT_SHELL = ["/bin/sh", "-c"];
+export { DEFAULT_PATH, DEFAULT_SHELL } from "../oci/defaults.js";
 
 export function emptyConfig(): ImageConfig {
   return { architecture: "amd64", os: "linux", config: {}, rootfs: { type: "layers", diff_ids: [] }, history: [] };

@@ -3,7 +3,7 @@
  * contents go into `dest`, a file becomes `dest`. Copied entries are owned by root and keep their mode; missing parents
  * are created 0755. Symlinks already in the image resolve inside the image; an entry replaces whatever is at its path
  * (a directory stays a directory and only takes the new mode). Dockerfile COPY/ADD have their own rules
- * (`src/dockerfile/copy.ts`); both write through a `CopyTarget`, mounted or not.
+ * (`src/engine/docker-copy.ts`); both write through a `CopyTarget`, mounted or not.
  */
 import path from "node:path";
 import type { ContextEntry } from "../context/walk.js";

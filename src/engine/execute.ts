@@ -16,7 +16,8 @@ import { MountedTarget, NeedsMountError, opaqueDirsOf, resolveInImage, UpperTarg
 import { mountOverlay, unmountOverlay, type OverlayDirs } from "../layer/overlay.js";
 import type { ImageConfig } from "../oci/types.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
-import type { Step } from "../plan/step.js";
+import { stepSecretValues } from "../plan/secrets.js";
+import type { SecretValues, Step } from "../plan/step.js";
 import { DEFAULT_LIMITS, type StepLimits } from "../sandbox/step-limits.js";
 import { RuncExecutor, type Executor } from "../sandbox/runc.js";
 import { SYSTEM_MOUNT_POINTS, type BindMount } from "../sandbox/runtime-spec.js";
@@ -26,8 +27,8 @@ import { applyInstruction, DEFAULT_PATH, DEFAULT_SHELL, emptyConfig, envMap, man
 import { buildDebianRootfs } from "./debian-base.js";
 import { copyLocal } from "./copy-local.js";
 import type { ResolvedInput } from "./inputs.js";
-import { copyNeedsMount, dockerCopy } from "../dockerfile/copy.js";
-import { resolveChown } from "../dockerfile/chown.js";
+import { copyNeedsMount, dockerCopy } from "./docker-copy.js";
+import { resolveChown } from "./chown.js";
 import { joinNoFollow, lexicalImagePath, secureJoin } from "../layer/secure-join.js";
 import { LineLog, redactor, type LogSink } from "./log.js";
 import { readJson, writeFileAtomic } from "../util/fs.js";
@@ -46,6 +47,8 @@ export class StepExecutor {
     private readonly builder: BuilderVersion,
     private readonly log: LogSink,
     private readonly ignoreCache: boolean,
+    /** The build's secret values; a step gets those of the names it lists. */
+    private readonly secrets: SecretValues,
     executor?: Executor,
     private readonly signal?: AbortSignal,
     /** This build's resource limits for its RUN steps (capped by the executor's policy). */
@@ -56,8 +59,8 @@ export class StepExecutor {
 
   async execute(index: number, step: Step, parent: ImageRecord | undefined, resolved: ResolvedInput[], inputs: KeyInputs, key: string, forced: boolean, pulledRef?: string): Promise<ImageRecord> {
     const t0 = Date.now();
-    const secretValues = Object.values(step.secrets.values());
-    const log = new LineLog(this.log, redactor(secretValues));
+    const secrets = stepSecretValues(step, this.secrets);
+    const log = new LineLog(this.log, redactor(Object.values(secrets)));
     let config: ImageConfig;
     let layers: LayerRecord[];
     let newLayer: LayerRecord | undefined;
@@ -80,7 +83,7 @@ export class StepExecutor {
     } else if (step.base?.kind === "registry") {
       const { pullImage } = await import("../registry/pull.js");
       const { registryOptions } = await import("./registry-base.js");
-      const pulled = await pullImage(pulledRef!, this.store, { ...registryOptions(step.base, step.secrets), onProgress: (l) => log.line(l) });
+      const pulled = await pullImage(pulledRef!, this.store, { ...registryOptions(step.base, secrets), onProgress: (l) => log.line(l) });
       await layerDirs(this.store, pulled.layers);
       layers = pulled.layers;
       config = { ...pulled.config, history: [...(pulled.config.history ?? [])] };
@@ -98,7 +101,7 @@ export class StepExecutor {
       layers = [...parent.layers];
       const needsFs = step.instructions.some((i) => i.op === "RUN" || i.op === "COPY" || i.op === "ADD" || (i.op === "WORKDIR" && i.create));
       if (needsFs) {
-        newLayer = await this.#runFilesystemStep(index, step, parent, parentConfig, resolved, log, { inputs, forced });
+        newLayer = await this.#runFilesystemStep(index, step, secrets, parent, parentConfig, resolved, log, { inputs, forced });
         if (newLayer) layers.push(newLayer);
       }
       config = nextConfig(parentConfig, step.instructions, newLayer, new Date().toISOString(), step.description);
@@ -132,6 +135,7 @@ export class StepExecutor {
   async #runFilesystemStep(
     index: number,
     step: Step,
+    secrets: Readonly<Record<string, string>>,
     parent: ImageRecord,
     parentConfig: ImageConfig,
     resolved: ResolvedInput[],
@@ -167,7 +171,7 @@ export class StepExecutor {
         } else if (ins.op === "COPY" || ins.op === "ADD") {
           copyLocal(target, input(ins.source), ins.dest);
         } else if (ins.op === "RUN") {
-          await this.#run(index, step, ins, rc, dirs.merged, work, inputFiles, inputsByName, log, noteMountPoint);
+          await this.#run(index, step, secrets, ins, rc, dirs.merged, work, inputFiles, inputsByName, log, noteMountPoint);
         } else {
           rc = applyInstruction(rc, ins);
           if (ins.op === "WORKDIR" && ins.create) await makeWorkdir(dirs.merged, rc.WorkingDir || "/", rc.User, step.description);
@@ -268,6 +272,7 @@ export class StepExecutor {
   async #run(
     index: number,
     step: Step,
+    secrets: Readonly<Record<string, string>>,
     ins: Extract<Instruction, { op: "RUN" }>,
     rc: ImageConfig["config"],
     rootfs: string,
@@ -305,7 +310,7 @@ export class StepExecutor {
           continue;
         }
         if (m.type === "secret") {
-          const value = step.secrets.values()[m.id];
+          const value = Object.hasOwn(secrets, m.id) ? secrets[m.id] : undefined;
           if (value === undefined) {
             if (m.required) throw new InvalidDefinitionError(`${step.description}: secret ${JSON.stringify(m.id)} is required but the build has no such secret`);
             continue;
@@ -355,7 +360,7 @@ export class StepExecutor {
       if (!env.has("PATH")) env.set("PATH", DEFAULT_PATH);
       if (!env.has("HOME")) env.set("HOME", user.home || "/root");
       for (const [k, v] of Object.entries(step.env)) env.set(k, v);
-      if (step.secretsAsEnv !== false) for (const [k, v] of Object.entries(step.secrets.values())) env.set(k, v);
+      if (step.secretsAsEnv !== false) for (const [k, v] of Object.entries(secrets)) env.set(k, v);
       for (const [k, v] of secretEnv) env.set(k, v);
       // Created inside the image (symlinks followed within it), never on the host.
       await fsp.mkdir(secureJoin(rootfs, cwd), { recursive: true });
@@ -380,7 +385,7 @@ export class StepExecutor {
       );
       log.flush();
       if (r.exitCode !== 0 || r.timedOut) {
-        throw new StepFailedError(index, step.description, redactor(Object.values(step.secrets.values()))(command), r.exitCode, [...log.tail], r.durationMs, r.timedOut, {
+        throw new StepFailedError(index, step.description, redactor(Object.values(secrets))(command), r.exitCode, [...log.tail], r.durationMs, r.timedOut, {
           ...(r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {}),
           ...(r.limit ? { limit: r.limit } : {}),
         });

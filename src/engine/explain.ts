@@ -6,10 +6,10 @@ import path from "node:path";
 import { loadBuilderVersion } from "../builder-version.js";
 import { StatCache } from "../context/walk.js";
 import { initKeys, stepKey, type KeyInputs } from "../keys/step-key.js";
-import type { Image } from "../sdk/image.js";
+import { stepSecretValues } from "../plan/secrets.js";
+import type { Plan, SecretValues, Step } from "../plan/step.js";
 import type { ImageRecord, Store } from "../store/store.js";
-import type { Step } from "../plan/step.js";
-import { keyInputsFor } from "./build.js";
+import { keyInputsFor, nestedBuilds } from "./build.js";
 import { resolveInput, type ResolvedInput } from "./inputs.js";
 
 export interface ExplainStep {
@@ -87,10 +87,20 @@ export function diffInputs(method: string, before: KeyInputs, now: KeyInputs, be
   return out;
 }
 
-export async function explain(image: Image, store: Store, chainName: string, builderVersion?: string): Promise<ExplainReport> {
+/** What `explain` needs besides the plan. */
+export interface ExplainOptions {
+  /** The build's secret values (a registry base's login; nested stages a step reads are built with them). */
+  secrets?: SecretValues;
+}
+
+/**
+ * For each step of `plan`, whether a build would hit the cache and, for a miss, why (compared with the last build of
+ * `chainName`). Nested chains a step reads (Dockerfile stages) are built, as a build would.
+ */
+export async function explain(plan: Plan, store: Store, chainName: string, options: ExplainOptions = {}): Promise<ExplainReport> {
   await initKeys();
-  const builder = loadBuilderVersion(builderVersion);
-  const plan = image.plan(builder);
+  const builder = loadBuilderVersion(plan.builderVersion);
+  const context = nestedBuilds(store, { store, ...(options.secrets ? { secrets: options.secrets } : {}) });
   const chain = await store.getChain(chainName);
   const statCache = await StatCache.load(path.join(store.root, "statcache.json"));
   const steps: ExplainStep[] = [];
@@ -109,11 +119,11 @@ export async function explain(image: Image, store: Store, chainName: string, bui
       continue;
     }
     const resolved: ResolvedInput[] = [];
-    for (const i of step.inputs) resolved.push(await resolveInput(i, statCache));
+    for (const i of step.inputs) resolved.push(await resolveInput(i, statCache, context));
     const extra: [string, string][] = [];
     if (step.base?.kind === "registry") {
       const { resolveImage } = await import("../registry/pull.js");
-      extra.push(["base.manifest", (await resolveImage(step.base.ref, (await import("./registry-base.js")).registryOptions(step.base, step.secrets))).manifestDigest]);
+      extra.push(["base.manifest", (await resolveImage(step.base.ref, (await import("./registry-base.js")).registryOptions(step.base, stepSecretValues(step, options.secrets)))).manifestDigest]);
     }
     const inputs = keyInputsFor(builder, step, parentId, resolved, extra);
     const key = stepKey(inputs);

@@ -2,7 +2,7 @@
  * Resolves a step's inputs: walks and hashes them into key inputs, and materialises them for the sandbox. Besides
  * local files and directories, a step may read paths picked from the build context, from another chain's image (a
  * Dockerfile stage, built first) or from a registry image (`select`), a URL (`url`), or just need other chains built
- * (`stages`); those need an {@link InputContext}.
+ * (`stages`); those need the build's {@link InputContext}.
  */
 import { promises as fsp } from "node:fs";
 import { createHash } from "node:crypto";
@@ -15,10 +15,8 @@ import type { Plan, SelectRoot, StepInput } from "../plan/step.js";
 import type { OverlayDirs } from "../layer/overlay.js";
 import { layerDirs, type ImageRecord, type Store } from "../store/store.js";
 import { sha256Bytes } from "../util/digest.js";
-import { rehydratePlan } from "../dockerfile/secret-registry.js";
-import { selectSources, type SelectRootView, type SourceMatch } from "../dockerfile/select.js";
+import { selectSources, type SelectRootView, type SourceMatch } from "./select.js";
 import type { LazySelection } from "./lazy-root.js";
-import type { LogSink } from "./log.js";
 import { lstatOrUndefined, writeFileAtomic } from "../util/fs.js";
 
 /** An input with its hashed entries. */
@@ -31,8 +29,8 @@ export interface ResolvedInput {
 
 /**
  * What resolving `select`, `url` and `stages` inputs needs from the running build: its store, and a way to build
- * another chain (a Dockerfile stage) once per build, sharing the build's options (force, ignore-cache, log, executor).
- * {@link chainContext} makes one; the engine should pass it to every {@link resolveInput} of a build.
+ * another chain (a Dockerfile stage) once per build, with the build's options and secrets. The engine makes one per
+ * build ({@link chainContext}) and passes it to every {@link resolveInput}.
  */
 export interface InputContext {
   readonly store: Store;
@@ -40,23 +38,18 @@ export interface InputContext {
   buildChain(plan: Plan): Promise<ImageRecord>;
 }
 
-/** Options a nested chain build inherits (a subset of the engine's BuildOptions). */
-export interface ChainBuildOptions {
-  forceBuild?: boolean;
-  ignoreCache?: boolean;
-  log?: LogSink;
-  builderVersion?: string;
-  executor?: import("../sandbox/runc.js").Executor;
-  signal?: AbortSignal;
-  limits?: Partial<import("../sandbox/step-limits.js").StepLimits>;
-}
+/** Builds a nested chain and returns its final image's id (the engine's build, with the outer build's options). */
+export type ChainBuilder = (plan: Plan, context: InputContext) => Promise<{ imageId: ImageRecord["id"] }>;
 
 function planKey(plan: Plan): string {
   return createHash("sha256").update(JSON.stringify(plan)).digest("hex");
 }
 
-/** An InputContext that builds nested chains with the engine, memoised per context (so once per build). */
-export function chainContext(store: Store, options: ChainBuildOptions = {}): InputContext {
+/**
+ * An InputContext whose nested chains `build` builds, memoised per context (so a stage several steps read is built
+ * once per build). Nested builds get this same context, so they share the memo.
+ */
+export function chainContext(store: Store, build: ChainBuilder): InputContext {
   const built = new Map<string, Promise<ImageRecord>>();
   const ctx: InputContext = {
     store,
@@ -65,11 +58,7 @@ export function chainContext(store: Store, options: ChainBuildOptions = {}): Inp
       let p = built.get(k);
       if (!p) {
         p = (async () => {
-          const { buildImage } = await import("./build.js");
-          // Nested chains share this context (so a stage several others read is built once), once the engine's
-          // BuildOptions accepts `inputs`; until then the extra field is ignored.
-          const nested = { ...options, store, inputs: ctx };
-          const r = await buildImage(rehydratePlan(plan), nested);
+          const r = await build(plan, ctx);
           const rec = await store.getImage(r.imageId);
           if (!rec) throw new LocalPathError(r.imageId, `image ${r.imageId} of a nested stage is missing from the store`);
           return rec;
@@ -83,27 +72,10 @@ export function chainContext(store: Store, options: ChainBuildOptions = {}): Inp
   return ctx;
 }
 
-/**
- * Until the engine passes a context, one is made per build: the build's stat cache (one per build) identifies it, and
- * its file names the store root (a LocalStore; with STRATA_S3_BUCKET the store from the environment).
- */
-const fallbackContexts = new WeakMap<StatCache, Promise<InputContext>>();
-async function fallbackContext(statCache: StatCache | undefined): Promise<InputContext> {
-  const make = async (): Promise<InputContext> => {
-    const root = statCache?.file ? path.dirname(statCache.file) : undefined;
-    const store =
-      process.env.STRATA_S3_BUCKET || !root
-        ? await (await import("../store/s3/open.js")).openStoreFromEnv()
-        : await (await import("../store/local.js")).LocalStore.open(root);
-    return chainContext(store);
-  };
-  if (!statCache) return make();
-  let c = fallbackContexts.get(statCache);
-  if (!c) {
-    c = make();
-    fallbackContexts.set(statCache, c);
-  }
-  return c;
+/** The context an input needs (a `select` from a stage or image, a `url`, `stages`): a caller that has none is wrong. */
+function required(context: InputContext | undefined, input: StepInput): InputContext {
+  if (!context) throw new Error(`resolving the ${input.kind} input "${input.name}" needs the build's InputContext (its store and nested builds)`);
+  return context;
 }
 
 export async function resolveInput(input: StepInput, statCache?: StatCache, context?: InputContext): Promise<ResolvedInput> {
@@ -129,7 +101,7 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
         ],
       };
     case "select": {
-      const ctx = input.root.kind === "context" ? context : (context ?? (await fallbackContext(statCache)));
+      const ctx = input.root.kind === "context" ? context : required(context, input);
       if (input.root.kind === "stage") return selectFromStage(input, ctx!, statCache);
       return withRootView(input.root, ctx, { patterns: input.patterns, parents: input.parents, location: input.location }, async (view, rootName) => {
         const sel = await selectSources(view, input.patterns, { exclude: input.exclude, parents: input.parents, statCache, location: input.location, rootName });
@@ -138,8 +110,8 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
       });
     }
     case "url": {
-      const ctx = context ?? (await fallbackContext(statCache));
-      const { fetchUrl, UrlFetchError } = await import("../dockerfile/fetch-url.js");
+      const ctx = required(context, input);
+      const { fetchUrl, UrlFetchError } = await import("./fetch-url.js");
       const f = await fetchUrl(input.url, { cacheDir: path.join(ctx.store.root, "downloads"), checksum: input.checksum, location: input.location }).catch((e: unknown) => {
         // addPython: a failed download also says how else to provide the file (STRATA_PYTHON_STANDALONE).
         throw input.help && e instanceof UrlFetchError ? new UrlFetchError(`${e.message}\n${input.help}`, { cause: e }) : e;
@@ -151,7 +123,7 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
       };
     }
     case "stages": {
-      const ctx = context ?? (await fallbackContext(statCache));
+      const ctx = required(context, input);
       await Promise.all(input.plans.map((p) => ctx.buildChain(p)));
       return { input, entries: [] };
     }

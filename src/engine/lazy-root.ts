@@ -5,7 +5,7 @@
  * then an ordinary select root (`selectSources` with `{ dir }`), so keys, glob and symlink rules and copying are the
  * same code as for a pulled image.
  *
- * What a pattern can match (Dockerfile COPY rules, see `src/dockerfile/select.ts`):
+ * What a pattern can match (Dockerfile COPY rules, see `src/engine/select.ts`):
  * - a literal path: every entry the symlink resolution of it visits (inside the image), and the subtree below the
  *   directory it resolves to;
  * - a glob: below its resolved literal base, the entries whose segments match the glob's segments; a matched
@@ -25,7 +25,7 @@ import { promises as fsp } from "node:fs";
 import path from "node:path";
 import type { StepLocation } from "../plan/step.js";
 import type { Store } from "../store/store.js";
-import { cleanSource, hasWildcard, segmentMatcher } from "../dockerfile/select.js";
+import { cleanSource, hasWildcard, segmentMatcher } from "./select.js";
 import { lstatOrUndefined } from "../util/fs.js";
 import { digestHex, type Digest } from "../util/digest.js";
 import type { RegistryOptions } from "../registry/client.js";

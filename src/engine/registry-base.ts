@@ -2,10 +2,10 @@
 import type { BaseSpec } from "../plan/step.js";
 import { credentialsFor } from "../registry/credentials.js";
 import type { RegistryOptions } from "../registry/client.js";
-import type { Secret } from "../sdk/secret.js";
 
-export function registryOptions(base: Extract<BaseSpec, { kind: "registry" }>, secrets: Secret): RegistryOptions {
-  const values = secrets.values();
+/** `secrets`: the values of the names the base step lists (its login variables). */
+export function registryOptions(base: Extract<BaseSpec, { kind: "registry" }>, secrets: Readonly<Record<string, string>>): RegistryOptions {
+  const values = { ...secrets };
   const credentials = credentialsFor(base.login ?? "registry", values, base.gcpMode ? { gcp: { mode: base.gcpMode } } : {});
   return { insecure: base.insecure, secret: values, ...(credentials ? { credentials } : {}) };
 }

@@ -1,6 +1,23 @@
-/** A planned build step: what the engine executes for one chained SDK call (or one Dockerfile instruction). */
-import type { Secret } from "../sdk/secret.js";
+/**
+ * A planned build step: what the engine executes for one chained SDK call (or one Dockerfile instruction). A plan is
+ * plain JSON data (no class instances, functions or `undefined`-valued fields): it can be cloned, sent and stored as is.
+ * Secret values never enter it; they travel beside it as one build-wide {@link SecretValues} map.
+ */
 import type { Instruction } from "./instructions.js";
+
+/**
+ * The secret values of one build, by name (like BuildKit's SecretStore): given beside a plan, never part of it. A
+ * step lists the names it uses (`Step.secrets`) and gets exactly those values.
+ */
+export type SecretValues = Readonly<Record<string, string>>;
+
+/** A file or directory applied at run/export time rather than built into a layer (`copy: false`). */
+export interface DeferredMount {
+  kind: "dir" | "file";
+  localPath: string;
+  remotePath: string;
+  ignore: string[];
+}
 
 /** Where a chain starts. */
 export type BaseSpec =
@@ -72,18 +89,17 @@ export interface Step {
   base?: BaseSpec;
   instructions: Instruction[];
   inputs: StepInput[];
-  /** Secret values, exposed as env during RUN only; their names (not values) are keyed. Serialises to names only. */
-  secrets: Secret;
+  /**
+   * The names of the secrets this step uses (sorted, unique); their values come from the build's {@link SecretValues}.
+   * An SDK step's RUNs get them as env, a Dockerfile step's through its secret mounts, a registry base logs in with
+   * them. The names (not values) are keyed, except a registry base's (login credentials).
+   */
+  secrets: string[];
   /**
    * Whether RUNs get every secret as an environment variable (the SDK's behaviour, the default). Dockerfile steps set
    * false: a secret reaches a RUN only through its `--mount=type=secret` (as a file, or `env=`).
    */
   secretsAsEnv?: boolean;
-  /**
-   * For steps of chains nested in another plan (Dockerfile stages read by COPY --from): a process-local handle to the
-   * build's secret values (`src/dockerfile/secret-registry.ts`), since `secrets` does not survive cloning a plan.
-   */
-  secretsRef?: string;
   /** Extra env for this step's RUNs only (not in the image config); keyed by name and value. */
   env: Record<string, string>;
   /**
@@ -107,5 +123,5 @@ export interface Step {
 export interface Plan {
   builderVersion: string;
   steps: Step[];
-  deferred: import("../store/store.js").DeferredMount[];
+  deferred: DeferredMount[];
 }

@@ -1,248 +1,50 @@
 /**
  * The Image definition: an immutable chain. Every layer method returns a new Image with one more step; nothing
- * runs until `build()`. Steps compile to instruction lists per builder version (see `compile`).
+ * runs until `build()`. Steps compile to instruction lists per builder version (see `plan`); the secret values the
+ * steps use stay here (`secretValues`), beside the plan, which names them only.
  */
 import path from "node:path";
 import { loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
+import type { BuiltImage } from "../build.js";
 import { InvalidDefinitionError } from "../errors.js";
+import { commandChain, dockerfileChains, type KnownConfig, type StageChain } from "../dockerfile/to-plan.js";
+import { DEFAULT_PATH } from "../oci/defaults.js";
+import { debianSlimStep } from "../plan/debian-slim.js";
 import { clampImagePath, clampInstructionPaths } from "../plan/image-path.js";
 import { shellQuote, type Instruction } from "../plan/instructions.js";
-import type { BaseSpec, Plan, Step, StepInput } from "../plan/step.js";
-import type { DeferredMount } from "../store/store.js";
+import { withoutUndefined } from "../plan/plain.js";
+import type { BaseSpec, DeferredMount, Plan, SecretValues, Step, StepInput } from "../plan/step.js";
 import { credentialsFor } from "../registry/credentials.js";
-import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
-import { commandChain, dockerfileChains, type KnownConfig, type StageChain } from "../dockerfile/to-plan.js";
-import { DEFAULT_PATH } from "../engine/config.js";
-import type { BuildOptions, BuiltImage } from "../engine/build.js";
-import { debianSlimStep } from "./debian-slim.js";
+import { checkBuildArgs, checkPackages, pipFlags, requireAbsolute, snapshot, splitArgs, stepBase, stepSecrets, timeoutMs } from "./arguments.js";
+import { functionModule } from "./function-module.js";
+import type {
+  ImageAddLocalParams, ImageAptInstallParams, ImageBuildParams, ImageDebianSlimParams, ImageDockerfileCommandsParams, ImageFromDockerfileParams,
+  ImageFromRegistryParams, ImagePipInstallParams, ImageRunCommandsParams, ImageRunFunctionParams, ImageUvPipInstallParams,
+} from "./params.js";
 import { addPythonSteps, checkPythonSeries } from "./python.js";
-
-/** Options every layer method accepts. */
-export interface ImageStepParams {
-  /** Rebuild this step (and so every later one) even if cached, replacing the cache entry. Default false. */
-  forceBuild?: boolean;
-  /** Secrets exposed as environment variables while this step runs; only their names are in the cache key. */
-  secrets?: SecretLike[] | SecretLike;
-  /** Extra environment for this step's commands only (not saved in the image); names and values are keyed. */
-  env?: Record<string, string>;
-}
-
-export interface ImageRunCommandsParams extends ImageStepParams {
-  /**
-   * Default (unset): the step's own network namespace with internet access and no route to the builder host (its
-   * loopback, its addresses, metadata endpoints). `"none"`: loopback only. `"host"`: the host's network — the
-   * network.host entitlement: a local build grants it to a step that asks; a build service only if its operator allows.
-   */
-  network?: "host" | "none";
-  /** Kill the step after this many seconds. Default: no limit locally; a build service applies its own default and maximum. */
-  timeout?: number;
-}
-
-export type ImageAptInstallParams = ImageRunCommandsParams;
-
-export interface ImagePipInstallParams extends ImageRunCommandsParams {
-  findLinks?: string;
-  indexUrl?: string;
-  extraIndexUrl?: string;
-  /** Allow pre-releases. Default false. */
-  pre?: boolean;
-  /** Appended verbatim to the pip command line. */
-  extraOptions?: string;
-}
-
-export interface ImageUvPipInstallParams extends ImagePipInstallParams {
-  /** Recorded in the key; the binary comes from the image or STRATA_UV_BINARY. Default: the builder's uv version. */
-  uvVersion?: string;
-  /** A requirements file (local path) installed along with the packages. */
-  requirements?: string;
-}
-
-export interface ImageRunFunctionParams extends ImageStepParams {
-  /** JSON-serialisable arguments passed to the function. Default []. */
-  args?: unknown[];
-  /** Kill the step after this many seconds. Default 3600. */
-  timeout?: number;
-  network?: "host" | "none";
-}
-
-export interface ImageAddLocalParams {
-  /** Copy into a layer at build time (true) or apply when the image is run or exported (false, the default). */
-  copy?: boolean;
-  /** .dockerignore patterns, relative to the added directory. */
-  ignore?: string[];
-  forceBuild?: boolean;
-}
-
-export interface ImageDebianSlimParams {
-  /** Python series, e.g. "3.11" (bookworm) or "3.13" (trixie). Default: the builder version's default. */
-  pythonVersion?: string;
-  forceBuild?: boolean;
-}
-
-export interface ImageFromRegistryParams {
-  forceBuild?: boolean;
-  /** Registry login: `REGISTRY_USERNAME` and `REGISTRY_PASSWORD`. Default: Docker's config.json, else anonymous. */
-  secret?: SecretLike;
-  /** Reach the registry over plain HTTP even though it is not on loopback. */
-  insecure?: boolean;
-  /** Dockerfile lines run on the base before anything else (`RUN …`, `ENV …`), each its own cached step. */
-  setupDockerfileCommands?: string[];
-  /**
-   * Adds a standalone CPython of this series ("3.11"; X.Y only) to a base that lacks Python, before the setup
-   * commands: python-build-standalone's `python/` tree copied to /usr/local, `python` → `python3` (below 3.13) and
-   * TERMINFO_DIRS, each its own cached step. The build comes from the builder version's release table, or from
-   * STRATA_PYTHON_STANDALONE (a tarball, or a directory of them) when set.
-   */
-  addPython?: string;
-}
-
-export interface ImageFromDockerfileParams {
-  /** The build context COPY/ADD read from. Default: the Dockerfile's directory. */
-  contextDir?: string;
-  /** `--build-arg` values. */
-  buildArgs?: Record<string, string>;
-  /** The stage to build (`--target`). Default: the last stage. */
-  target?: string;
-  /** Ignore patterns for the context. Default: `<Dockerfile>.dockerignore`, else `.dockerignore` beside the Dockerfile, else in the context. */
-  ignore?: string[];
-  /** Rebuild every step of the Dockerfile, replacing the cache entries. Default false. */
-  forceBuild?: boolean;
-  /** Secrets for `RUN --mount=type=secret,id=<name>` (only their names are keyed; values never enter layers or logs). */
-  secrets?: SecretLike[] | SecretLike;
-  /** Adds a standalone CPython after the Dockerfile's steps, as `fromRegistry`'s `addPython` does. */
-  addPython?: string;
-  /**
-   * The config (Env, WorkingDir, OnBuild) of each registry image a FROM names, by reference: from `resolveBaseImages`
-   * (`src/dockerfile/to-plan.ts`). With it, expansion sees the base's ENV and its ONBUILD triggers run after FROM.
-   */
-  baseImages?: Record<string, { env?: readonly string[]; workingDir?: string; onBuild?: readonly string[] }>;
-}
-
-export interface ImageDockerfileCommandsParams {
-  /** The build context COPY/ADD read from. Default: the current directory. */
-  contextDir?: string;
-  /** Ignore patterns for the context. Default: the context's .dockerignore. */
-  ignore?: string[];
-  buildArgs?: Record<string, string>;
-  forceBuild?: boolean;
-  /** Secrets for `RUN --mount=type=secret,id=<name>`. */
-  secrets?: SecretLike[] | SecretLike;
-}
+import { addChainSecrets, mergeSecrets, Secret, type ChainSecrets, type SecretLike } from "./secret.js";
 
 type StepFactory = (b: BuilderVersion) => Step;
 
-function checkBuildArgs(method: string, args: Record<string, string> | undefined): Record<string, string> | undefined {
-  if (args === undefined) return undefined;
-  if (!isParams(args)) throw new InvalidDefinitionError(`${method}: buildArgs must be an object of strings`);
-  for (const [k, v] of Object.entries(args)) {
-    if (typeof v !== "string") throw new InvalidDefinitionError(`${method}: build arg ${k} must be a string, got ${typeof v}`);
-  }
-  return { ...args };
+/** What an Image is made of (the constructor's argument); unset lists are empty. */
+interface ImageState {
+  base: StepFactory;
+  steps?: readonly StepFactory[];
+  deferred?: readonly DeferredMount[];
+  methods?: readonly string[];
+  known?: KnownConfig;
+  secrets?: ChainSecrets;
 }
 
-function isParams(x: unknown): x is Record<string, unknown> {
-  return typeof x === "object" && x !== null && !Array.isArray(x);
-}
-
-/** Splits variadic `(...strings, params?)` arguments; nested arrays are flattened. */
-/**
- * Copies an options object at call time, so later mutation by the caller cannot change a definition (secrets are
- * resolved to a Secret, env and ignore lists copied).
- */
-function snapshot<P extends object>(params: P | undefined): P {
-  const c = { ...(params ?? {}) } as Record<string, unknown>;
-  if (c.env && typeof c.env === "object") c.env = { ...(c.env as Record<string, string>) };
-  if (Array.isArray(c.ignore)) c.ignore = [...(c.ignore as string[])];
-  if (c.secrets !== undefined) c.secrets = Secret.fromObject(mergeSecrets(c.secrets as SecretLike[] | SecretLike));
-  return c as P;
-}
-
-function splitArgs<P extends object>(method: string, args: readonly unknown[]): { items: string[]; params: P } {
-  const last = args[args.length - 1];
-  const params = snapshot((isParams(last) ? last : {}) as P);
-  const rest = isParams(last) ? args.slice(0, -1) : args;
-  const items: string[] = [];
-  for (const a of rest.flat()) {
-    if (typeof a !== "string") throw new InvalidDefinitionError(`${method}: expected strings, got ${typeof a} (${JSON.stringify(a)})`);
-    items.push(a);
-  }
-  return { items, params };
-}
-
-function requireAbsolute(method: string, remote: string): void {
-  if (!remote.startsWith("/")) throw new InvalidDefinitionError(`${method}: remote path "${remote}" must be absolute (start with /)`);
-}
-
-function timeoutMs(seconds: number | undefined, method: string): number | undefined {
-  if (seconds === undefined) return undefined;
-  if (!(typeof seconds === "number" && seconds > 0)) throw new InvalidDefinitionError(`${method}: timeout must be a positive number of seconds`);
-  return Math.round(seconds * 1000);
-}
-
-function stepBase(method: string, description: string, params: ImageStepParams): Omit<Step, "instructions" | "inputs" | "extra"> {
-  return {
-    method,
-    description,
-    secrets: Secret.fromObject(mergeSecrets(params.secrets)),
-    env: { ...(params.env ?? {}) },
-    forceBuild: params.forceBuild ?? false,
-  };
-}
-
-function pipFlags(p: ImagePipInstallParams): string[] {
-  const out: string[] = [];
-  if (p.findLinks) out.push("--find-links", shellQuote(p.findLinks));
-  if (p.indexUrl) out.push("--index-url", shellQuote(p.indexUrl));
-  if (p.extraIndexUrl) out.push("--extra-index-url", shellQuote(p.extraIndexUrl));
-  if (p.pre) out.push("--pre");
-  if (p.extraOptions) out.push(p.extraOptions);
-  return out;
-}
-
-function checkPackages(method: string, pkgs: string[]): void {
-  for (const p of pkgs) {
-    if (p.startsWith("-")) throw new InvalidDefinitionError(`${method}: "${p}" looks like an option, not a package; pass options through extraOptions`);
-  }
-}
-
-/** Renders a function for `runFunction` as a standalone ES module. */
-export function functionModule(fn: (...args: never[]) => unknown, args: unknown[]): { source: string; module: string; argsJson: string } {
-  const source = fn.toString();
-  if (/\[native code\]\s*}$/.test(source)) throw new InvalidDefinitionError("runFunction: native or bound functions cannot be serialised; pass a plain function");
-  if (/^class\b/.test(source)) throw new InvalidDefinitionError("runFunction: expected a function, got a class");
-  // A function's source is an expression, except for method shorthand (`name() {…}`, `async "x"() {…}`), which
-  // is only valid inside an object literal: wrap it there and take the method out.
-  const parses = (expr: string) => {
-    try {
-      new Function(`return (${expr});`);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  let expression = source;
-  if (!parses(source)) {
-    expression = `Object.values({ ${source} })[0]`;
-    if (!parses(expression)) throw new InvalidDefinitionError("runFunction: the function's source text cannot be serialised as a standalone function");
-  }
-  let argsJson: string;
-  try {
-    argsJson = JSON.stringify(args);
-  } catch (e) {
-    throw new InvalidDefinitionError(`runFunction: args must be JSON-serialisable (${(e as Error).message})`);
-  }
-  if (argsJson === undefined) throw new InvalidDefinitionError("runFunction: args must be JSON-serialisable");
-  const module =
-    `// Generated by Strata for runFunction.\n` +
-    `const fn = (${expression});\n` +
-    `const args = ${JSON.stringify(argsJson)};\n` +
-    `await fn(...JSON.parse(args));\n`;
-  return { source, module, argsJson };
+/** The values of `names` that `secret` holds (the secrets a Dockerfile's steps mount). */
+function pick(secret: Secret | undefined, names: readonly string[]): Record<string, string> {
+  const values = secret?.values() ?? {};
+  return Object.fromEntries(names.filter((n) => Object.hasOwn(values, n)).map((n) => [n, values[n]!]));
 }
 
 /** An immutable image definition. */
 export class Image {
-  readonly #base: (b: BuilderVersion) => Step;
+  readonly #base: StepFactory;
   readonly #steps: readonly StepFactory[];
   readonly #deferred: readonly DeferredMount[];
   /** The SDK method of each chained step (after the base), e.g. to apply Docker's ENTRYPOINT/CMD rule. */
@@ -253,31 +55,36 @@ export class Image {
    * in `dockerfileCommands` sees.
    */
   readonly #known: KnownConfig;
+  /** The secret values the chain's steps use (a plan lists only their names), each with the step that gave it. */
+  readonly #secrets: ChainSecrets;
 
   /** @ignore Use the static constructors. */
-  private constructor(
-    base: (b: BuilderVersion) => Step,
-    steps: readonly StepFactory[],
-    deferred: readonly DeferredMount[],
-    methods: readonly string[] = [],
-    known: KnownConfig = { env: [], workdir: "/" },
-  ) {
-    this.#base = base;
-    this.#steps = steps;
-    this.#deferred = deferred;
-    this.#methods = methods;
-    this.#known = known;
+  private constructor(state: ImageState) {
+    this.#base = state.base;
+    this.#steps = state.steps ?? [];
+    this.#deferred = state.deferred ?? [];
+    this.#methods = state.methods ?? [];
+    this.#known = state.known ?? { env: [], workdir: "/" };
+    this.#secrets = state.secrets ?? new Map();
+  }
+
+  /** This image's state with `changes` applied. */
+  #next(changes: Partial<ImageState>): Image {
+    return new Image({ base: this.#base, steps: this.#steps, deferred: this.#deferred, methods: this.#methods, known: this.#known, secrets: this.#secrets, ...changes });
+  }
+
+  /** This image, also using the secret values `values` (given to `step`); a name given two values is an error. */
+  #withSecrets(step: string, values: Readonly<Record<string, string>>): Image {
+    return this.#next({ secrets: addChainSecrets(this.#secrets, step, values) });
   }
 
   // ---- bases -------------------------------------------------------------------------------------------------
 
   /** An empty image. */
   static fromScratch(params: { forceBuild?: boolean } = {}): Image {
-    return new Image(
-      () => ({ method: "fromScratch", description: "fromScratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: Secret.none(), env: {}, forceBuild: params.forceBuild ?? false, extra: [] }),
-      [],
-      [],
-    );
+    return new Image({
+      base: () => ({ method: "fromScratch", description: "fromScratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: params.forceBuild ?? false, extra: [] }),
+    });
   }
 
   /** A minimal Debian with Python, built from Debian's archive with mmdebstrap (suite chosen by the builder version). */
@@ -285,14 +92,11 @@ export class Image {
     if (params.pythonVersion !== undefined && typeof params.pythonVersion !== "string") {
       throw new InvalidDefinitionError(`debianSlim: pythonVersion must be a string like "3.11"`);
     }
-    return new Image(
-      (b) => debianSlimStep(b, { pythonVersion: params.pythonVersion, forceBuild: params.forceBuild }),
-      [],
-      [],
-      [],
+    return new Image({
+      base: (b) => debianSlimStep(b, { pythonVersion: params.pythonVersion, forceBuild: params.forceBuild }),
       // The config the engine gives a debianSlim base (src/engine/execute.ts).
-      { env: [["PATH", DEFAULT_PATH], ["LANG", "C.UTF-8"]], workdir: "/" },
-    );
+      known: { env: [["PATH", DEFAULT_PATH], ["LANG", "C.UTF-8"]], workdir: "/" },
+    });
   }
 
   /** An image from an OCI registry (`host[:port]/repo:tag` or `@sha256:…`). Keyed by the resolved manifest digest. */
@@ -331,33 +135,30 @@ export class Image {
     const python = params.addPython !== undefined ? checkPythonSeries(method, params.addPython) : undefined;
     // Missing login variables are reported now, not when the build reaches the registry (no I/O happens here).
     if (login.login !== "registry") credentialsFor(login.login, registrySecret.values(), login.gcpMode ? { gcp: { mode: login.gcpMode } } : {});
-    const base = new Image(
-      () => ({
+    const description = `${method} ${ref}`;
+    const base = new Image({
+      base: () => ({
         method,
-        description: `${method} ${ref}`,
-        base: { kind: "registry", ref, insecure: params.insecure, ...login },
+        description,
+        base: { kind: "registry", ref, ...(params.insecure !== undefined ? { insecure: params.insecure } : {}), ...login },
         instructions: [],
         inputs: [],
-        // Registry credentials travel as the step's secrets; a registry base's key is its manifest digest only.
-        secrets: registrySecret,
+        // Registry credentials are the step's secrets; a registry base's key is its manifest digest only.
+        secrets: registrySecret.names,
         env: {},
         forceBuild: params.forceBuild ?? false,
         extra: [],
       }),
-      [],
-      [],
-    );
+    }).#withSecrets(description, registrySecret.values());
     const withPython = python !== undefined ? base.#addPython(method, python) : base;
     return setup?.length ? withPython.dockerfileCommands([...setup]) : withPython;
   }
 
   /** An image already in the store, by id (or unique prefix). */
   static fromId(imageId: string): Image {
-    return new Image(
-      () => ({ method: "fromId", description: `fromId ${imageId}`, base: { kind: "image", imageId }, instructions: [], inputs: [], secrets: Secret.none(), env: {}, forceBuild: false, extra: [] }),
-      [],
-      [],
-    );
+    return new Image({
+      base: () => ({ method: "fromId", description: `fromId ${imageId}`, base: { kind: "image", imageId }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: false, extra: [] }),
+    });
   }
 
   /**
@@ -375,7 +176,7 @@ export class Image {
       target: params.target,
       ignore: params.ignore,
       forceBuild: params.forceBuild,
-      secrets: params.secrets as Secret | undefined,
+      secrets: (params.secrets as Secret | undefined)?.names,
       baseImages: params.baseImages ? structuredClone(params.baseImages) : undefined,
     });
     const force = params.forceBuild ?? false;
@@ -389,7 +190,7 @@ export class Image {
         base,
         instructions: structuredClone(c.baseInstructions),
         inputs: prefetch.length ? [{ kind: "stages", name: "stages", plans: prefetch.map((s) => planOf(s, b)) }] : [],
-        secrets: Secret.none(),
+        secrets: [],
         env: {},
         forceBuild: force,
         extra: [],
@@ -397,10 +198,10 @@ export class Image {
     };
     const build = (i: number, prefetch: readonly number[]): Image => {
       const c = chains.stages.get(i)!;
-      let img = c.base.kind === "stage" ? (prefetch.length ? build(c.base.stage, prefetch) : chainOf(c.base.stage)) : new Image(baseOf(c, prefetch), [], []);
+      let img = c.base.kind === "stage" ? (prefetch.length ? build(c.base.stage, prefetch) : chainOf(c.base.stage)) : new Image({ base: baseOf(c, prefetch) });
       for (const st of c.steps) img = img.#with(st.method, (b) => st.make(b, planOf));
       // What the stage's ENV and WORKDIR leave, for calls chained after it (dockerfileCommands expands against it).
-      return new Image(img.#base, img.#steps, img.#deferred, img.#methods, c.final);
+      return img.#next({ known: c.final });
     };
     const chainOf = (i: number): Image => {
       let img = memo.get(i);
@@ -413,13 +214,15 @@ export class Image {
     // Every stage some needed stage reads is built first, all at once (the target's own FROM chain runs inline).
     const reads = new Set<number>();
     for (const c of chains.stages.values()) for (const r of c.reads) reads.add(r);
-    const image = build(chains.target, [...reads].sort((a, b) => a - b));
+    // The values of the secrets the needed stages mount (nested stages included): the image's, as one step's.
+    const image = build(chains.target, [...reads].sort((a, b) => a - b)).#withSecrets(`fromDockerfile ${dockerfile}`, pick(params.secrets as Secret | undefined, chains.secrets));
     return python !== undefined ? image.#addPython("fromDockerfile", python) : image;
   }
 
   // ---- chain plumbing ----------------------------------------------------------------------------------------
 
-  #with(method: string, factory: StepFactory, known: KnownConfig = this.#known): Image {
+  /** Appends a step; `secrets`: the values it uses, with the step's description (default none). */
+  #with(method: string, factory: StepFactory, known: KnownConfig = this.#known, secrets?: { step: string; values: Record<string, string> }): Image {
     if (this.#deferred.length > 0) {
       const d = this.#deferred[this.#deferred.length - 1]!;
       throw new InvalidDefinitionError(
@@ -427,7 +230,8 @@ export class Image {
           `those files are added when the image is run or exported, after every build step. Move the addLocal* calls to the end of the chain, or pass { copy: true } to build them into a layer.`,
       );
     }
-    return new Image(this.#base, [...this.#steps, factory], this.#deferred, [...this.#methods, method], known);
+    const next = this.#next({ steps: [...this.#steps, factory], methods: [...this.#methods, method], known });
+    return secrets ? next.#withSecrets(secrets.step, secrets.values) : next;
   }
 
   /** Appends `addPython`'s steps (see `./python.ts`). */
@@ -455,8 +259,9 @@ export class Image {
     if (items.length === 0) return this;
     checkPackages("aptInstall", items);
     const net = params.network;
+    const description = `aptInstall ${items.join(" ")}`;
     return this.#with("aptInstall", () => ({
-      ...stepBase("aptInstall", `aptInstall ${items.join(" ")}`, params),
+      ...stepBase("aptInstall", description, params),
       instructions: [
         { op: "RUN", command: "apt-get update", network: net },
         { op: "RUN", command: `apt-get install -y ${items.map(shellQuote).join(" ")}`, network: net },
@@ -464,7 +269,7 @@ export class Image {
       inputs: [],
       extra: [],
       timeoutMs: timeoutMs(params.timeout, "aptInstall"),
-    }));
+    }), this.#known, { step: description, values: stepSecrets(params) });
   }
 
   /** Installs Python packages with pip. Packages are sorted, so their order does not change the key. */
@@ -473,21 +278,23 @@ export class Image {
     if (items.length === 0) return this;
     checkPackages("pipInstall", items);
     const pkgs = [...items].sort();
+    const description = `pipInstall ${pkgs.join(" ")}`;
     return this.#with("pipInstall", () => ({
-      ...stepBase("pipInstall", `pipInstall ${pkgs.join(" ")}`, params),
+      ...stepBase("pipInstall", description, params),
       instructions: [{ op: "RUN", command: ["python -m pip install", ...pkgs.map(shellQuote), ...pipFlags(params)].join(" "), network: params.network }],
       inputs: [],
       extra: [],
       timeoutMs: timeoutMs(params.timeout, "pipInstall"),
-    }));
+    }), this.#known, { step: description, values: stepSecrets(params) });
   }
 
   /** Installs a local requirements file with pip. The file's content is keyed. */
   pipInstallFromRequirements(requirements: string, paramsIn: ImagePipInstallParams = {}): Image {
     const params = snapshot(paramsIn);
     const local = path.resolve(requirements);
+    const description = `pipInstallFromRequirements ${requirements}`;
     return this.#with("pipInstallFromRequirements", () => ({
-      ...stepBase("pipInstallFromRequirements", `pipInstallFromRequirements ${requirements}`, params),
+      ...stepBase("pipInstallFromRequirements", description, params),
       instructions: [
         { op: "COPY", source: "requirements", dest: "/.requirements.txt" },
         { op: "RUN", command: ["python -m pip install -r /.requirements.txt", ...pipFlags(params)].join(" "), network: params.network },
@@ -495,7 +302,7 @@ export class Image {
       inputs: [{ kind: "file", name: "requirements", localPath: local }],
       extra: [],
       timeoutMs: timeoutMs(params.timeout, "pipInstallFromRequirements"),
-    }));
+    }), this.#known, { step: description, values: stepSecrets(params) });
   }
 
   /**
@@ -508,6 +315,7 @@ export class Image {
     checkPackages("uvPipInstall", items);
     const pkgs = [...items].sort();
     const req = params.requirements ? path.resolve(params.requirements) : undefined;
+    const description = `uvPipInstall ${pkgs.join(" ")}${req ? ` -r ${params.requirements}` : ""}`;
     return this.#with("uvPipInstall", (b) => {
       const flags: string[] = [];
       if (params.findLinks) flags.push("--find-links", shellQuote(params.findLinks));
@@ -524,13 +332,13 @@ export class Image {
         network: params.network,
       });
       return {
-        ...stepBase("uvPipInstall", `uvPipInstall ${pkgs.join(" ")}${req ? ` -r ${params.requirements}` : ""}`, params),
+        ...stepBase("uvPipInstall", description, params),
         instructions: ins,
         inputs: req ? [{ kind: "file", name: "requirements", localPath: req }] : [],
         extra: [["uvVersion", params.uvVersion ?? b.tools.uv.defaultVersion]],
         timeoutMs: timeoutMs(params.timeout, "uvPipInstall"),
       };
-    });
+    }, this.#known, { step: description, values: stepSecrets(params) });
   }
 
   /** Runs shell commands, each its own RUN, in one layer. */
@@ -538,13 +346,14 @@ export class Image {
     const { items, params } = splitArgs<ImageRunCommandsParams>("runCommands", args);
     if (items.length === 0) return this;
     const desc = items.length === 1 ? items[0]! : `${items[0]} (+${items.length - 1} more)`;
+    const description = `runCommands ${desc}`;
     return this.#with("runCommands", () => ({
-      ...stepBase("runCommands", `runCommands ${desc}`, params),
+      ...stepBase("runCommands", description, params),
       instructions: items.map((c) => ({ op: "RUN", command: c, network: params.network })),
       inputs: [],
       extra: [],
       timeoutMs: timeoutMs(params.timeout, "runCommands"),
-    }));
+    }), this.#known, { step: description, values: stepSecrets(params) });
   }
 
   /**
@@ -556,8 +365,9 @@ export class Image {
     if (typeof fn !== "function") throw new InvalidDefinitionError("runFunction: expected a function");
     const { source, module, argsJson } = functionModule(fn as (...args: never[]) => unknown, params.args ?? []);
     const name = fn.name || "anonymous";
+    const description = `runFunction ${name}`;
     return this.#with("runFunction", () => ({
-      ...stepBase("runFunction", `runFunction ${name}`, params),
+      ...stepBase("runFunction", description, params),
       instructions: [
         {
           op: "RUN",
@@ -575,7 +385,7 @@ export class Image {
         ["function.args", argsJson],
       ],
       timeoutMs: timeoutMs(params.timeout ?? 3600, "runFunction"),
-    }));
+    }), this.#known, { step: description, values: stepSecrets(params) });
   }
 
   /** Adds a local directory's contents at `remote`: a layer with `copy: true`, else applied at run/export time. */
@@ -609,7 +419,7 @@ export class Image {
   }
 
   #defer(m: DeferredMount): Image {
-    return new Image(this.#base, this.#steps, [...this.#deferred, m], this.#methods, this.#known);
+    return this.#next({ deferred: [...this.#deferred, m] });
   }
 
   /**
@@ -627,14 +437,14 @@ export class Image {
       ignore: params.ignore,
       buildArgs: checkBuildArgs("dockerfileCommands", params.buildArgs),
       forceBuild: params.forceBuild,
-      secrets: params.secrets as Secret | undefined,
+      secrets: (params.secrets as Secret | undefined)?.names,
     });
     let img: Image = this;
     const noStages = (): Plan => {
       throw new InvalidDefinitionError("dockerfileCommands: there are no other stages to read from");
     };
     for (const st of chain.steps) img = img.#with(st.method, (b) => st.make(b, noStages), chain.final);
-    return img;
+    return img.#withSecrets("dockerfileCommands", pick(params.secrets as Secret | undefined, chain.secrets));
   }
 
   /** Sets environment variables in the image config (no layer). */
@@ -684,14 +494,17 @@ export class Image {
 
   // ---- planning and building ---------------------------------------------------------------------------------
 
-  /** Compiles the chain into a plan for a builder version (default: STRATA_BUILDER_VERSION or the newest). */
+  /**
+   * Compiles the chain into a plan for a builder version (default: STRATA_BUILDER_VERSION or the newest): plain data,
+   * naming the secrets each step uses but holding no values (those are {@link secretValues}).
+   */
   plan(builder: BuilderVersion | string = loadBuilderVersion()): Plan {
     const b = typeof builder === "string" ? loadBuilderVersion(builder) : builder;
-    // Clones, so a caller mutating a plan cannot change the definition or another plan. Secrets are immutable
-    // and keep their private values, so they are shared rather than cloned.
-    // Image paths whose `..` would climb above `/` are clamped here, once, so keys agree with the build service's.
+    // Clones, so a caller mutating a plan cannot change the definition or another plan; optional fields left unset
+    // are absent, so a plan equals its JSON. Image paths whose `..` would climb above `/` are clamped here, once,
+    // so keys agree with the build service's.
     const steps = [this.#base(b), ...this.#steps.map((f) => f(b))].map((st) => {
-      const step: Step = { ...structuredClone({ ...st, secrets: undefined }), secrets: st.secrets };
+      const step = withoutUndefined(structuredClone(st));
       step.instructions = step.instructions.map(clampInstructionPaths);
       return step;
     });
@@ -699,25 +512,19 @@ export class Image {
     return { builderVersion: b.version, steps, deferred };
   }
 
-  /** Builds the image (locally, or on STRATA_SERVER when set) and returns its id and per-step results. */
-  async build(options: BuildOptions = {}): Promise<BuiltImage> {
-    // STRATA_SERVER builds on the shared service, unless a store is given explicitly (then the build is local).
-    const server = process.env.STRATA_SERVER?.trim();
-    if (!options.store && server) {
-      const { remoteBuild } = await import("../service/client.js");
-      return remoteBuild(this, {
-        server,
-        ...(process.env.STRATA_TOKEN ? { token: process.env.STRATA_TOKEN } : {}),
-        forceBuild: options.forceBuild,
-        ignoreCache: options.ignoreCache,
-        log: options.log,
-        chainName: options.chainName,
-        builderVersion: options.builderVersion,
-        signal: options.signal,
-      });
-    }
-    const { buildImage } = await import("../engine/build.js");
-    return buildImage(this, options);
+  /**
+   * The values of the secrets this image's steps use, by name (a registry base's login and nested Dockerfile stages'
+   * mounts included): what a build of {@link plan} needs as its `secrets`.
+   */
+  secretValues(): SecretValues {
+    return Object.freeze(Object.fromEntries([...this.#secrets].map(([name, s]) => [name, s.value])));
+  }
+
+  /** Builds the image (locally, or on the build service named by STRATA_SERVER; see `src/build.ts`). */
+  async build(params: ImageBuildParams = {}): Promise<BuiltImage> {
+    const { builderVersion, ...options } = params;
+    const { build } = await import("../build.js");
+    return build(this.plan(builderVersion), { ...options, secrets: this.secretValues() });
   }
 }
 

@@ -36,7 +36,6 @@ import { packageRoot, type BuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError, LocalPathError } from "../errors.js";
 import type { Instruction } from "../plan/instructions.js";
 import type { Plan, Step, StepInput } from "../plan/step.js";
-import { Secret } from "./secret.js";
 
 export const PYTHON_STANDALONE_ENV = "STRATA_PYTHON_STANDALONE";
 export const PYTHON_STANDALONE_MIRROR_ENV = "STRATA_PYTHON_STANDALONE_MIRROR";
@@ -146,7 +145,7 @@ export function localTarball(method: string, series: string, release: PythonStan
 }
 
 function step(method: string, description: string, instructions: Instruction[], inputs: StepInput[], extra: Partial<Step> = {}): Step {
-  return { method, description, instructions, inputs, secrets: Secret.none(), env: {}, forceBuild: false, extra: [], ...extra };
+  return { method, description, instructions, inputs, secrets: [], env: {}, forceBuild: false, extra: [], ...extra };
 }
 
 /** A one-step chain: an empty image plus one ADD of an archive into `/`. */

@@ -54,3 +54,27 @@ export function mergeSecrets(list: readonly SecretLike[] | SecretLike | undefine
   for (const s of arr as SecretLike[]) Object.assign(out, s instanceof Secret ? s.values() : Secret.fromObject(s).values());
   return out;
 }
+
+/** The secret values a chain uses, each with the step that gave it (for the message when two steps disagree). */
+export type ChainSecrets = ReadonlyMap<string, { value: string; step: string }>;
+
+/**
+ * `chain` plus the values `step` uses. A build has one value per secret name (as BuildKit's secret store), so a name
+ * given another value than an earlier step gave it is an InvalidDefinitionError naming the secret and both steps.
+ */
+export function addChainSecrets(chain: ChainSecrets, step: string, values: Readonly<Record<string, string>>): ChainSecrets {
+  const names = Object.keys(values);
+  if (names.length === 0) return chain;
+  const out = new Map(chain);
+  for (const name of names.sort()) {
+    const value = values[name]!;
+    const known = out.get(name);
+    if (known && known.value !== value) {
+      throw new InvalidDefinitionError(
+        `secret ${name} is given two different values in one image: by "${known.step}" and by "${step}"; a build has one value per secret name, so give them one value or rename one`,
+      );
+    }
+    if (!known) out.set(name, { value, step });
+  }
+  return out;
+}

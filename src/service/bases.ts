@@ -6,7 +6,7 @@
 import { debianSuiteFor, loadBuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError } from "../errors.js";
 import type { Step } from "../plan/step.js";
-import { debianSlimStep } from "../sdk/debian-slim.js";
+import { debianSlimStep } from "../plan/debian-slim.js";
 import { WireError, type BuildRequest, type WireBase, type WireStep } from "./wire.js";
 
 /** The debianSlim base step a wire step names (its Python series of `builderVersion`). */

@@ -16,13 +16,13 @@
  */
 import { setMaxListeners } from "node:events";
 import path from "node:path";
-import { buildImage, type BuiltImage } from "../engine/build.js";
+import { buildPlan, type BuiltImage } from "../engine/build.js";
 import { redactor } from "../engine/log.js";
 import { StrataError } from "../errors.js";
 import type { Plan, Step, StepInput } from "../plan/step.js";
 import type { Executor } from "../sandbox/runc.js";
-import { Secret } from "../sdk/secret.js";
-import type { DeferredMount, Store } from "../store/store.js";
+import type { DeferredMount } from "../plan/step.js";
+import type { Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { debianBaseStep } from "./bases.js";
 import { Build, type PersistedBuild } from "./build-record.js";
@@ -30,7 +30,7 @@ import { toFailure, type BuildOutcome } from "./outcome.js";
 import type { BuildQueue } from "./queue.js";
 import type { InputTrees, TreeLease } from "./trees.js";
 import {
-  allSecretValues, alwaysRebuilds, definitionHash, referencedDigests, sortEntries, unlistedParents, type BuildRequest,
+  allSecretValues, alwaysRebuilds, requestSecretValues, definitionHash, referencedDigests, sortEntries, unlistedParents, type BuildRequest,
   type BuildStatus, type ImageInfo, type WireDeferred, type WireEntry, type WireMatch, type WireResult, type WireStep,
 } from "./wire.js";
 
@@ -401,12 +401,12 @@ export async function runBuildRequest(req: BuildRequest, opts: RunBuildOptions):
   try {
     opts.onStart?.();
     const plan = await planForRequest(req, opts.trees, leases, rewrites);
-    const built: BuiltImage = await buildImage(plan, {
+    const built: BuiltImage = await buildPlan(plan, {
       store: opts.store,
+      secrets: requestSecretValues(req),
       log: (line) => opts.log(redact(rewrite(line))),
       forceBuild: Boolean(req.forceBuild),
       ignoreCache: Boolean(req.ignoreCache),
-      builderVersion: req.builderVersion,
       ...(req.limits ? { limits: req.limits } : {}),
       ...(opts.executor ? { executor: opts.executor } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
@@ -432,7 +432,7 @@ export async function runBuildRequest(req: BuildRequest, opts: RunBuildOptions):
 
 /**
  * The engine's plan for a request: inputs materialised as local trees, nested plans rebuilt (each once, shared by
- * every step that reads it), secrets attached.
+ * every step that reads it); steps name their secrets, whose values are the request's {@link requestSecretValues}.
  */
 export async function planForRequest(req: BuildRequest, trees: InputTrees, leases: TreeLease[], rewrites: [string, string][]): Promise<Plan> {
   const tree = async (entries: Parameters<InputTrees["acquire"]>[0], source: string | undefined, file?: string) => {
@@ -443,9 +443,9 @@ export async function planForRequest(req: BuildRequest, trees: InputTrees, lease
     return local;
   };
   const plans: Plan[] = [];
-  const planOf = async (builderVersion: string, wireSteps: WireStep[], secrets: BuildRequest["secrets"], wireDeferred: WireDeferred[]): Promise<Plan> => {
+  const planOf = async (builderVersion: string, wireSteps: WireStep[], wireDeferred: WireDeferred[]): Promise<Plan> => {
     const steps: Step[] = [];
-    for (const [i, s] of wireSteps.entries()) {
+    for (const s of wireSteps) {
       if (s.base?.kind === "debian") {
         // Made from this server's builder file, never from the request (which names only the Python series).
         steps.push(debianBaseStep(builderVersion, { ...s, base: s.base }));
@@ -505,7 +505,7 @@ export async function planForRequest(req: BuildRequest, trees: InputTrees, lease
         description: s.description,
         instructions: s.instructions,
         inputs,
-        secrets: Secret.fromObject(secrets?.[i] ?? {}),
+        secrets: [...s.secrets].sort(),
         env: s.env,
         forceBuild: s.forceBuild,
         extra: s.extra,
@@ -524,8 +524,8 @@ export async function planForRequest(req: BuildRequest, trees: InputTrees, lease
     }
     return { builderVersion, steps, deferred };
   };
-  for (const p of req.plans ?? []) plans.push(await planOf(p.builderVersion, p.steps, p.secrets, []));
-  const plan = await planOf(req.builderVersion, req.steps, req.secrets, req.deferred);
+  for (const p of req.plans ?? []) plans.push(await planOf(p.builderVersion, p.steps, []));
+  const plan = await planOf(req.builderVersion, req.steps, req.deferred);
   // Longest first, so a file inside a tree is rewritten before the tree's directory.
   rewrites.sort((a, b) => b[0].length - a[0].length);
   return plan;

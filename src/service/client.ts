@@ -1,5 +1,5 @@
 /**
- * The build service's client: compiles an Image to a Plan, walks and hashes its local inputs, uploads only the
+ * The build service's client: takes a Plan and its secret values, walks and hashes its local inputs, uploads only the
  * files the server lacks (by content digest), asks the server to get-or-create the build, streams its log
  * (reconnecting from the last cursor when the connection drops) and returns the result — or throws the same
  * errors a local build throws (a failing step is a StepFailedError).
@@ -15,12 +15,11 @@ import { resolveInput } from "../engine/inputs.js";
 import type { LogSink } from "../engine/log.js";
 import { StatCache, type ContextEntry } from "../context/walk.js";
 import { InvalidDefinitionError, NotFoundError, StepFailedError, StrataError } from "../errors.js";
-import { rehydratePlan } from "../dockerfile/secret-registry.js";
 import { loadBuilderVersion } from "../builder-version.js";
 import { isDerivedExtra, stepExtra } from "../keys/step-extra.js";
-import type { BaseSpec, Plan, Step, StepInput } from "../plan/step.js";
-import { debianSlimStep } from "../sdk/debian-slim.js";
-import type { Image } from "../sdk/image.js";
+import { debianSlimStep } from "../plan/debian-slim.js";
+import { stepSecretValues } from "../plan/secrets.js";
+import type { BaseSpec, Plan, SecretValues, Step, StepInput } from "../plan/step.js";
 import { parseDigest } from "../util/digest.js";
 import {
   WIRE_FORMAT, sortEntries, type BuildInfo, type BuildRequest, type BuildStatus, type CreateResponse, type ErrorBody, type WireBase, type WireEntry,
@@ -32,13 +31,13 @@ export interface RemoteBuildOptions {
   server: string;
   /** Bearer token (default: STRATA_TOKEN). */
   token?: string;
+  /** The build's secret values; each step's travel with it (the names it lists). Default: none. */
+  secrets?: SecretValues;
   forceBuild?: boolean;
   ignoreCache?: boolean;
   /** Receives the build's log lines. Default: stderr. */
   log?: LogSink;
   chainName?: string;
-  /** Builder version to compile the Image for (default: STRATA_BUILDER_VERSION or the newest). */
-  builderVersion?: string;
   /** Stat cache for hashing local files: a file path, a cache, or false for none. Default: `<STRATA_HOME>/statcache.json`. */
   statCache?: string | StatCache | false;
   /** Parallel uploads. Default 8. */
@@ -72,23 +71,15 @@ export class RemoteBuildError extends StrataError {
   }
 }
 
-/** STRATA_SERVER / STRATA_TOKEN from the environment, or undefined when builds are local. */
-export function remoteServerFromEnv(env: NodeJS.ProcessEnv = process.env): { server: string; token?: string } | undefined {
-  const server = env.STRATA_SERVER?.trim();
-  if (!server) return undefined;
-  return { server, ...(env.STRATA_TOKEN ? { token: env.STRATA_TOKEN } : {}) };
-}
-
 const envFlag = (name: string) => ["1", "true", "yes"].includes((process.env[name] ?? "").toLowerCase());
 
-/** Builds `image` (or a compiled plan) on a build server. */
-export async function remoteBuild(image: Image | Plan, opts: RemoteBuildOptions): Promise<RemoteBuiltImage> {
+/** Builds `plan` on a build server (with `opts.secrets`, the values of the secrets its steps name). */
+export async function remoteBuild(plan: Plan, opts: RemoteBuildOptions): Promise<RemoteBuiltImage> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + "\n"));
-  const plan = "steps" in image ? image : image.plan(opts.builderVersion);
   const client = new ServiceClient(opts.server, opts.token ?? process.env.STRATA_TOKEN, opts.signal);
   try {
     const statCache = await openStatCache(opts.statCache);
-    const { request, files } = await compileRequest(plan, statCache);
+    const { request, files } = await compileRequest(plan, statCache, opts.secrets);
     await statCache?.save().catch(() => undefined);
     request.forceBuild = opts.forceBuild ?? envFlag("STRATA_FORCE_BUILD");
     request.ignoreCache = opts.ignoreCache ?? envFlag("STRATA_IGNORE_CACHE");
@@ -143,8 +134,8 @@ function toWireEntry(e: ContextEntry): WireEntry {
   return w;
 }
 
-/** Step fields the wire format carries (see WireStep); `secretsRef` travels as the values it names. */
-const SENT_STEP_FIELDS = new Set(["method", "description", "base", "instructions", "inputs", "secrets", "secretsAsEnv", "secretsRef", "env", "buildArgs", "proxyEnv", "forceBuild", "timeoutMs", "extra"]);
+/** Step fields the wire format carries (see WireStep). */
+const SENT_STEP_FIELDS = new Set(["method", "description", "base", "instructions", "inputs", "secrets", "secretsAsEnv", "env", "buildArgs", "proxyEnv", "forceBuild", "timeoutMs", "extra"]);
 
 /** A local file to upload under its digest. */
 export interface LocalBlob {
@@ -155,19 +146,24 @@ export interface LocalBlob {
 /** Compiling one request: its nested plans (deduplicated by content) and the files behind its digests. */
 interface Compiler {
   statCache?: StatCache;
+  /** The build's secret values: each step's travel with it, index-aligned (the wire's per-step form). */
+  secrets: SecretValues;
   files: Map<string, LocalBlob>;
   plans: WirePlan[];
   planIndex: Map<string, number>;
-  /** Plans already compiled, by their JSON (a Secret serialises to its names; `secretsRef` names the values). */
+  /** Plans already compiled, by their JSON. */
   compiled: Map<string, Promise<number>>;
   /** Context selections already resolved in this request (a stage read by several steps repeats them). */
   selections: Map<string, Extract<WireInput, { kind: "select" }>>;
 }
 
-/** The wire request for a plan (secrets included), and the local files behind every digest it names. */
-export async function compileRequest(plan: Plan, statCache?: StatCache): Promise<{ request: BuildRequest; files: Map<string, LocalBlob> }> {
-  const c: Compiler = { ...(statCache ? { statCache } : {}), files: new Map(), plans: [], planIndex: new Map(), compiled: new Map(), selections: new Map() };
-  const { steps, secrets } = await compileSteps(c, rehydratePlan(plan));
+/**
+ * The wire request for a plan (with the values of the secrets its steps name, from `secrets`; a missing one is a
+ * MissingSecretError), and the local files behind every digest it names.
+ */
+export async function compileRequest(plan: Plan, statCache?: StatCache, secrets: SecretValues = {}): Promise<{ request: BuildRequest; files: Map<string, LocalBlob> }> {
+  const c: Compiler = { ...(statCache ? { statCache } : {}), secrets, files: new Map(), plans: [], planIndex: new Map(), compiled: new Map(), selections: new Map() };
+  const { steps, secrets: stepValues } = await compileSteps(c, plan);
   const deferred: BuildRequest["deferred"] = [];
   for (const d of plan.deferred) {
     const input: StepInput = d.kind === "dir" ? { kind: "dir", name: "deferred", localPath: d.localPath, ignore: d.ignore } : { kind: "file", name: "deferred", localPath: d.localPath };
@@ -177,7 +173,7 @@ export async function compileRequest(plan: Plan, statCache?: StatCache): Promise
   }
   const request: BuildRequest = { format: WIRE_FORMAT, builderVersion: plan.builderVersion, steps, deferred };
   if (c.plans.length) request.plans = c.plans;
-  if (secrets.some((s) => s !== null)) request.secrets = secrets;
+  if (stepValues.some((s) => s !== null)) request.secrets = stepValues;
   return { request, files: c.files };
 }
 
@@ -199,7 +195,7 @@ function planRef(c: Compiler, plan: Plan): Promise<number> {
 
 async function compilePlan(c: Compiler, plan: Plan): Promise<number> {
   if (plan.deferred.length) throw new InvalidDefinitionError(`a nested chain with copy: false files cannot be built remotely; build locally (unset STRATA_SERVER)`);
-  const { steps, secrets } = await compileSteps(c, rehydratePlan(plan));
+  const { steps, secrets } = await compileSteps(c, plan);
   const wire: WirePlan = { builderVersion: plan.builderVersion, steps };
   if (secrets.some((s) => s !== null)) wire.secrets = secrets;
   const id = JSON.stringify(wire);
@@ -234,7 +230,7 @@ async function compileSteps(c: Compiler, plan: Plan): Promise<{ steps: WireStep[
       description: s.description,
       instructions: s.instructions,
       inputs,
-      secrets: s.secrets.names,
+      secrets: [...s.secrets],
       env: s.env,
       forceBuild: s.forceBuild,
       // Derived extras are the engine's to compute (the server refuses them); they never change a local key either.
@@ -246,7 +242,7 @@ async function compileSteps(c: Compiler, plan: Plan): Promise<{ steps: WireStep[
     if (s.buildArgs?.length) step.buildArgs = s.buildArgs;
     if (s.proxyEnv?.length) step.proxyEnv = s.proxyEnv;
     steps.push(step);
-    const values = s.secrets.values();
+    const values = stepSecretValues(s, c.secrets);
     secrets.push(Object.keys(values).length ? values : null);
   }
   return { steps, secrets };
@@ -317,7 +313,7 @@ async function compileInput(c: Compiler, s: Step, input: StepInput): Promise<Wir
  */
 function debianWireStep(builderVersion: string, s: Step & { base: Extract<BaseSpec, { kind: "debian" }> }): WireStep {
   const official = debianSlimStep(loadBuilderVersion(builderVersion), { pythonVersion: s.base.python, forceBuild: s.forceBuild });
-  const recipe = (x: Step) => JSON.stringify([x.base, x.instructions, stepExtra(x), x.secrets.names, x.buildArgs ?? [], x.inputs.length]);
+  const recipe = (x: Step) => JSON.stringify([x.base, x.instructions, stepExtra(x), x.secrets, x.buildArgs ?? [], x.inputs.length]);
   if (recipe(s) !== recipe(official)) {
     throw new InvalidDefinitionError(
       `step "${s.description}": this debian base differs from builder version ${builderVersion}'s debianSlim recipe; the build service builds only the recipes in builders/<version>.json; build locally (unset STRATA_SERVER)`,

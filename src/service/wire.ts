@@ -6,7 +6,8 @@
  * A request is a compiled {@link Plan} whose local inputs are replaced by the entries the client walked (path,
  * type, mode, owner, content digest or link target); file contents travel separately as blobs
  * (`POST /v1/blobs/check`, `PUT /v1/blobs/sha256:<hex>`). Secret values travel per step and never enter the id,
- * a log or the store.
+ * a log or the store; a request has one value per secret name (the build's SecretValues, which each step's values
+ * are taken from), so two steps giving one name different values are refused.
  *
  * Dockerfile plans (format 2) add `select` inputs, `url` inputs, `stages` inputs and nested plans:
  * - A `select` rooted at the build context is resolved by the client with the engine's own selection code; it sends
@@ -976,6 +977,7 @@ export function parseBuildRequest(v: unknown): BuildRequest {
   if (plans.length) req.plans = plans;
   const secrets = stepSecrets(o.secrets, "secrets", steps, "steps");
   if (secrets) req.secrets = secrets;
+  requestSecretValues(req, true);
   const forceBuild = optBool(o.forceBuild, "forceBuild");
   const ignoreCache = optBool(o.ignoreCache, "ignoreCache");
   if (forceBuild !== undefined) req.forceBuild = forceBuild;
@@ -1016,6 +1018,29 @@ export function isDigestString(s: string): boolean {
 /** Every step of a request: its own, then those of its nested plans. */
 export function allSteps(req: BuildRequest): WireStep[] {
   return [...req.steps, ...(req.plans ?? []).flatMap((p) => p.steps)];
+}
+
+/**
+ * The build's secret values: every step's (and nested plan's) values, by name. One name has one value in a build; with
+ * `validating`, two different values are a WireError naming both places (else the first wins: the request was validated).
+ */
+export function requestSecretValues(req: BuildRequest, validating = false): Record<string, string> {
+  const out: Record<string, string> = {};
+  const where = new Map<string, string>();
+  const lists: [string, BuildRequest["secrets"]][] = [["secrets", req.secrets], ...(req.plans ?? []).map((p, i): [string, BuildRequest["secrets"]] => [`plans[${i}].secrets`, p.secrets])];
+  for (const [at, list] of lists) {
+    for (const [i, values] of (list ?? []).entries()) {
+      for (const [name, value] of Object.entries(values ?? {})) {
+        if (!Object.hasOwn(out, name)) {
+          out[name] = value;
+          where.set(name, `${at}[${i}]`);
+        } else if (out[name] !== value && validating) {
+          fail(`${at}[${i}].${name}`, `secret ${name} has another value than at ${where.get(name)}; a build has one value per secret name`);
+        }
+      }
+    }
+  }
+  return out;
 }
 
 /** Every secret value a request carries (its steps' and its nested plans'), for redaction. */

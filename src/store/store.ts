@@ -23,14 +23,6 @@ export interface StepRecord {
   seconds: number;
 }
 
-/** A file or directory applied at run/export time rather than built into a layer (`copy: false`). */
-export interface DeferredMount {
-  kind: "dir" | "file";
-  localPath: string;
-  remotePath: string;
-  ignore: string[];
-}
-
 /**
  * A built image. `id` is the digest of its config blob, so two builds of the same key at different times
  * (forceBuild) get different ids, and children keyed on the id miss.

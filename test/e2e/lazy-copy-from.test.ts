@@ -8,7 +8,8 @@ import { createCipheriv, createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { chainContext, fileInputs, resolveInput } from "../../src/engine/inputs.js";
+import { nestedBuilds } from "../../src/engine/build.js";
+import { fileInputs, resolveInput } from "../../src/engine/inputs.js";
 import { lazyImageRoot } from "../../src/engine/lazy-root.js";
 import { pushImage } from "../../src/registry/push.js";
 import { LocalStore } from "../../src/store/local.js";
@@ -201,7 +202,7 @@ describe("COPY --from=<eStargz image>", () => {
 
   test("the lazy tree keys a selection exactly as the full pull does (names, types, modes, owners, digests)", async () => {
     const store = await LocalStore.open(path.join(await space.scratch(), "store"));
-    const ctx = chainContext(store);
+    const ctx = nestedBuilds(store, { store });
     const cases: { patterns: string[]; parents?: boolean }[] = [
       { patterns: ["/small/hello.txt"] },
       { patterns: ["/conf/*.conf", "/lib/x"] },

@@ -7,10 +7,9 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { buildImage } from "../../src/engine/build.js";
 import { Image } from "../../src/sdk/image.js";
 import { Secret } from "../../src/sdk/secret.js";
-import { remoteBuild } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import { LocalStore } from "../../src/store/local.js";
 import { spawnServe } from "../support/service.js";
 import { makeBusyboxTree, nonce, scratchSpace, strata, tempDir } from "../support/strata.js";
@@ -97,7 +96,7 @@ test("a multi-stage Dockerfile builds on the service: same keys and image as loc
   const p = await project();
   const statCache = path.join(p.dir, "statcache.json");
   const lines: string[] = [];
-  const first = await remoteBuild(image(p), { server: serve.url, token: TOKEN, statCache, log: (l) => lines.push(l) });
+  const first = await remoteBuildImage(image(p), { server: serve.url, token: TOKEN, statCache, log: (l) => lines.push(l) });
   // Exactly the files the COPYs read (the service's store is new): not the ignored, unmatched or unused ones.
   const read = ["rootfs/bin/busybox", "rootfs/etc/passwd", "rootfs/etc/group", "src/a.txt", "src/b.txt", "lib/one.sh", "lib/deep/two.sh"];
   let bytes = 0;
@@ -127,12 +126,12 @@ test("a multi-stage Dockerfile builds on the service: same keys and image as loc
 
   // Same store, built locally: every step a cache hit with the same key (the service keyed what a local build keys).
   const store = await LocalStore.open(home);
-  const local = await buildImage(image(p), { store, log: () => undefined });
+  const local = await image(p).build({ store, log: () => undefined });
   assert.deepEqual(local.steps.map((s) => s.key), first.steps.map((s) => s.key), "same step keys locally and on the service");
   assert.ok(local.steps.every((s) => s.cached), "a local build on the service's store is all cache hits");
   assert.equal(local.imageId, first.imageId);
 
-  const again = await remoteBuild(image(p), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
+  const again = await remoteBuildImage(image(p), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
   assert.equal(again.uploadedBytes, 0, "nothing to upload");
   assert.equal(again.uploadedFiles, 0);
   assert.ok(again.steps.every((s) => s.cached), "all cached");
@@ -141,12 +140,12 @@ test("a multi-stage Dockerfile builds on the service: same keys and image as loc
   // An unused or ignored file changes nothing; one edited source uploads just that file.
   await write(p.dir, "unused/big.bin", "y".repeat(100_000));
   await write(p.dir, "lib/deep/junk.log", "still ignored\n");
-  const unrelated = await remoteBuild(image(p), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
+  const unrelated = await remoteBuildImage(image(p), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
   assert.equal(unrelated.uploadedFiles, 0);
   assert.equal(unrelated.imageId, first.imageId);
 
   await write(p.dir, "src/b.txt", "BETA!\n");
-  const edited = await remoteBuild(image(p), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
+  const edited = await remoteBuildImage(image(p), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
   assert.equal(edited.uploadedFiles, 1, "only the edited file");
   assert.equal(edited.uploadedBytes, "BETA!\n".length);
   assert.notEqual(edited.imageId, first.imageId);
@@ -158,11 +157,11 @@ test("a multi-stage Dockerfile builds on the service: same keys and image as loc
   assert.equal((await strata(["run", edited.imageId, "--", "cat", "/app/stage/runs"], { home })).stdout.trim(), "2");
 
   // A changed build arg rebuilds only the steps using it, keyed as locally.
-  const bye = await remoteBuild(image(p, "bye"), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
+  const bye = await remoteBuildImage(image(p, "bye"), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
   assert.equal(bye.uploadedFiles, 0);
   assert.equal(byDesc(bye, /ADD http/)?.cached, true);
   assert.equal(byDesc(bye, /echo "\$GREETING"/)?.cached, false);
-  const localBye = await buildImage(image(p, "bye"), { store, log: () => undefined });
+  const localBye = await image(p, "bye").build({ store, log: () => undefined });
   assert.deepEqual(localBye.steps.map((s) => s.key), bye.steps.map((s) => s.key));
   assert.equal(localBye.imageId, bye.imageId);
 });

@@ -7,7 +7,7 @@ import { keyInputsFor } from "../../src/engine/build.js";
 import { derivedExtra, isDerivedExtra, stepExtra } from "../../src/keys/step-extra.js";
 import { initKeys, stepKey } from "../../src/keys/step-key.js";
 import type { Step } from "../../src/plan/step.js";
-import { debianSlimStep } from "../../src/sdk/debian-slim.js";
+import { debianSlimStep } from "../../src/plan/debian-slim.js";
 import { Image } from "../../src/sdk/image.js";
 import type { Digest } from "../../src/util/digest.js";
 

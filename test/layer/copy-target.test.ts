@@ -9,7 +9,7 @@ import { after, describe, test } from "node:test";
 import { walkContext } from "../../src/context/walk.js";
 import { copyLocal } from "../../src/engine/copy-local.js";
 import type { ResolvedInput } from "../../src/engine/inputs.js";
-import { dockerCopy } from "../../src/dockerfile/copy.js";
+import { dockerCopy } from "../../src/engine/docker-copy.js";
 import { MountedTarget, NeedsMountError, opaqueDirsOf, resolveInImage, UpperTarget, type CopyTarget } from "../../src/layer/copy-target.js";
 import { mountOverlay, unmountOverlay } from "../../src/layer/overlay.js";
 

@@ -4,7 +4,8 @@ import { promises as fsp, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { Image, functionModule } from "../../src/sdk/image.js";
+import { Image } from "../../src/sdk/image.js";
+import { functionModule } from "../../src/sdk/function-module.js";
 import { Secret, mergeSecrets } from "../../src/sdk/secret.js";
 import { isMetadataOnly, render, shellQuote, type Instruction } from "../../src/plan/instructions.js";
 import type { Plan } from "../../src/plan/step.js";
@@ -91,7 +92,7 @@ describe("bases", () => {
 
   test("fromScratch is a base with no instructions", () => {
     const s = Image.fromScratch().plan(BV).steps[0]!;
-    assert.deepEqual(plain(s), { method: "fromScratch", description: "fromScratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: { names: [] }, env: {}, forceBuild: false, extra: [] });
+    assert.deepEqual(plain(s), { method: "fromScratch", description: "fromScratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: false, extra: [] });
   });
 
   test("fromRegistry keeps the reference and insecure flag; empty references are rejected", () => {
@@ -566,7 +567,7 @@ describe("metadata instructions", () => {
     for (const s of p.steps.slice(1)) {
       assert.ok(s.instructions.every(isMetadataOnly));
       assert.deepEqual(s.inputs, []);
-      assert.deepEqual(s.secrets.values(), {});
+      assert.deepEqual(s.secrets, []);
     }
   });
 
@@ -731,7 +732,8 @@ describe("immutability", () => {
     fnParams.network = "none";
     addParams.copy = false;
     const p = img.plan(BV);
-    assert.deepEqual(p.steps[1]!.secrets.values(), { TOKEN: "one" });
+    assert.deepEqual(p.steps[1]!.secrets, ["TOKEN"]);
+    assert.deepEqual(img.secretValues(), { TOKEN: "one" });
     assert.deepEqual(p.steps[2]!.inputs[0], { kind: "dir", name: "context", localPath: "/src", ignore: ["*.pyc"] });
     assert.equal(p.steps[3]!.timeoutMs, 5000);
     assert.ok(!rendered(p, 3)[0]!.includes("--network=none"));
@@ -847,15 +849,27 @@ describe("addLocalDir / addLocalFile", () => {
 // ---- secrets -----------------------------------------------------------------------------------------------
 
 describe("secrets", () => {
-  test("step.secrets holds the values of all secrets given, merged", () => {
-    const s = base()
-      .runCommands("x", { secrets: [Secret.fromObject({ TOKEN: "t0k3n" }), { API_KEY: "k3y" }] })
-      .plan(BV).steps[1]!;
-    assert.deepEqual(s.secrets.values(), { TOKEN: "t0k3n", API_KEY: "k3y" });
+  test("step.secrets names all secrets given, sorted; the image keeps their values, merged", () => {
+    const img = base().runCommands("x", { secrets: [Secret.fromObject({ TOKEN: "t0k3n" }), { API_KEY: "k3y" }] });
+    assert.deepEqual(img.plan(BV).steps[1]!.secrets, ["API_KEY", "TOKEN"]);
+    assert.deepEqual(img.secretValues(), { TOKEN: "t0k3n", API_KEY: "k3y" });
   });
 
   test("a single secret (not in an array) is accepted", () => {
-    assert.deepEqual(base().pipInstall("a", { secrets: Secret.fromObject({ A: "1" }) }).plan(BV).steps[1]!.secrets.values(), { A: "1" });
+    const img = base().pipInstall("a", { secrets: Secret.fromObject({ A: "1" }) });
+    assert.deepEqual(img.plan(BV).steps[1]!.secrets, ["A"]);
+    assert.deepEqual(img.secretValues(), { A: "1" });
+  });
+
+  test("steps of one image share a secret's value: a name given two values is an error naming it and both steps", () => {
+    const one = base().runCommands("a", { secrets: { TOKEN: "v1" } });
+    assert.deepEqual(one.runCommands("b", { secrets: { TOKEN: "v1" } }).secretValues(), { TOKEN: "v1" }, "the same value twice is fine");
+    assert.throws(
+      () => one.runCommands("b", { secrets: { TOKEN: "v2" } }),
+      (e: unknown) => e instanceof InvalidDefinitionError && /secret TOKEN is given two different values/.test(e.message) && e.message.includes('"runCommands a"') && e.message.includes('"runCommands b"'),
+    );
+    // A registry base's login and a step's secret are one name space, as are a Dockerfile's mounts (stages included).
+    assert.throws(() => Image.fromRegistry("127.0.0.1:5000/x:1", { secret: { REGISTRY_PASSWORD: "p" } }).runCommands("c", { secrets: { REGISTRY_PASSWORD: "q" } }), /secret REGISTRY_PASSWORD/);
   });
 
   test("later secrets override earlier ones of the same name", () => {
@@ -874,14 +888,12 @@ describe("secrets", () => {
     assert.deepEqual(Object.keys(secret), []);
   });
 
-  test("the secret values are kept in step.secrets, but never serialised with a plan", () => {
-    const p = base()
-      .runCommands("echo $TOKEN", { secrets: [Secret.fromObject({ TOKEN: "super-secret-value" })] })
-      .plan(BV);
-    const s = p.steps[1]!;
-    assert.equal(s.secrets.values().TOKEN, "super-secret-value");
+  test("a plan names the secrets only; their values come from secretValues()", () => {
+    const img = base().runCommands("echo $TOKEN", { secrets: [Secret.fromObject({ TOKEN: "super-secret-value" })] });
+    const p = img.plan(BV);
+    assert.equal(img.secretValues().TOKEN, "super-secret-value");
     assert.ok(!JSON.stringify(p).includes("super-secret-value"));
-    assert.match(JSON.stringify(s), /"secrets":\{"names":\["TOKEN"\]\}/);
+    assert.match(JSON.stringify(p.steps[1]), /"secrets":\["TOKEN"\]/);
   });
 
   test("secret values are copies: Secret.values() cannot be used to change the secret", () => {

@@ -7,11 +7,12 @@ import { existsSync, promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadBuilderVersion } from "../../src/builder-version.js";
-import { buildImage, keyInputsFor } from "../../src/engine/build.js";
+import { keyInputsFor } from "../../src/engine/build.js";
 import { InvalidDefinitionError } from "../../src/errors.js";
 import { initKeys, stepKey } from "../../src/keys/step-key.js";
 import { Image } from "../../src/sdk/image.js";
-import { compileRequest, remoteBuild } from "../../src/service/client.js";
+import { compileRequest } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import { FINISHED, parseBuildRequest, WIRE_FORMAT, type BuildInfo, type BuildStatus } from "../../src/service/wire.js";
 import { layerDirs } from "../../src/store/store.js";
 import type { Digest } from "../../src/util/digest.js";
@@ -280,8 +281,8 @@ describe("host paths built from client strings", () => {
     const image = base
       .workdir(`${CLIMB}/srv`)
       .dockerfileCommands([`WORKDIR ${CLIMB}/w/${nonce()}`, `RUN --mount=type=tmpfs,target=${CLIMB}/t pwd > /pwd`, `COPY <<EOF ${CLIMB}/copied/`, "x", "EOF"]);
-    const remote = await remoteBuild(image, { server: svc.url, statCache: false, log: () => undefined });
-    const local = await buildImage(image, { store: svc.store, log: () => undefined });
+    const remote = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
+    const local = await image.build({ store: svc.store, log: () => undefined });
     assert.deepEqual(local.steps.map((s) => s.key), remote.steps.map((s) => s.key));
     assert.ok(local.steps.every((s) => s.cached), "a local build on the service's store hits every step");
     assert.match((await fileInImage(remote.imageId, "pwd")) ?? "", /^\/w\/[0-9a-f]+\n$/);

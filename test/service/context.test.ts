@@ -6,9 +6,8 @@ import { randomBytes } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { buildImage } from "../../src/engine/build.js";
 import { sandboxRunCount } from "../../src/sandbox/runc.js";
-import { remoteBuild } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import { busyboxBase, startService, type TestService } from "../support/service.js";
 
 let svc: TestService;
@@ -47,16 +46,16 @@ test("a one-file edit re-uploads about that file's bytes, and rebuilds from that
     .addLocalDir(app, "/app", { copy: true, ignore: ["*.log"] })
     .runCommands("wc -c /app/f0.bin > /after");
   const statCache = path.join(dir, "statcache.json");
-  const first = await remoteBuild(image, { server: svc.url, statCache, log: () => undefined });
+  const first = await remoteBuildImage(image, { server: svc.url, statCache, log: () => undefined });
   assert.ok(first.uploadedBytes >= FILES * SIZE, `the first build uploads the context (${first.uploadedBytes} bytes)`);
 
-  const unchanged = await remoteBuild(image, { server: svc.url, statCache, log: () => undefined });
+  const unchanged = await remoteBuildImage(image, { server: svc.url, statCache, log: () => undefined });
   assert.equal(unchanged.uploadedBytes, 0, "nothing new to upload");
   assert.equal(unchanged.imageId, first.imageId);
 
   await fsp.writeFile(path.join(app, "f0.bin"), randomBytes(SIZE));
   const before = sandboxRunCount();
-  const edited = await remoteBuild(image, { server: svc.url, statCache, log: () => undefined });
+  const edited = await remoteBuildImage(image, { server: svc.url, statCache, log: () => undefined });
   assert.equal(edited.uploadedBytes, SIZE, "exactly the edited file's bytes");
   assert.equal(edited.uploadedFiles, 1);
   const k = edited.steps.findIndex((s) => s.description.endsWith("→ /app"));
@@ -70,9 +69,9 @@ test("the server keys the context as the client's own files (owner, mode, symlin
   dirs.push(dir);
   const app = await makeApp(dir);
   const image = base.addLocalDir(app, "/app", { copy: true, ignore: ["*.log"] }).addLocalFile(path.join(app, "run.sh"), "/usr/bin/", { copy: true }).runCommands("ls -ln /app > /listing");
-  const remote = await remoteBuild(image, { server: svc.url, statCache: false, log: () => undefined });
+  const remote = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
   const before = sandboxRunCount();
-  const local = await buildImage(image, { store: svc.store, log: () => undefined });
+  const local = await image.build({ store: svc.store, log: () => undefined });
   assert.equal(sandboxRunCount() - before, 0);
   assert.ok(local.steps.every((s) => s.cached), "every step a cache hit");
   assert.deepEqual(local.steps.map((s) => s.key), remote.steps.map((s) => s.key), "same keys");
@@ -87,12 +86,12 @@ test("copy: false files are built as the final step, and editing them rebuilds o
   await fsp.writeFile(path.join(app, "main.txt"), "v1\n");
   const image = base.runCommands("echo x > /x").addLocalDir(app, "/srv").addLocalFile(path.join(app, "main.txt"), "/etc/main.txt");
   const lines: string[] = [];
-  const first = await remoteBuild(image, { server: svc.url, statCache: false, log: (l) => lines.push(l) });
+  const first = await remoteBuildImage(image, { server: svc.url, statCache: false, log: (l) => lines.push(l) });
   const last = first.steps[first.steps.length - 1]!;
   assert.equal(last.description, `add local files (${app} → /srv, ${path.join(app, "main.txt")} → /etc/main.txt)`, "described with the client's paths");
   assert.ok(lines.some((l) => l.includes(`${app} → /srv`)), "log lines name the client's paths, not the server's copies");
   await fsp.writeFile(path.join(app, "main.txt"), "v2\n");
-  const second = await remoteBuild(image, { server: svc.url, statCache: false, log: () => undefined });
+  const second = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
   assert.ok(second.steps.slice(0, -1).every((s) => s.cached));
   assert.equal(second.steps[second.steps.length - 1]!.cached, false);
   assert.notEqual(second.imageId, first.imageId);

@@ -6,9 +6,9 @@ import { createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { buildImage } from "../../src/engine/build.js";
 import { Image } from "../../src/sdk/image.js";
-import { compileRequest, remoteBuild } from "../../src/service/client.js";
+import { compileRequest } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import { LIMITS, parseBuildRequest, WIRE_FORMAT, WireError } from "../../src/service/wire.js";
 import { raw, startService, type TestService } from "../support/service.js";
 import { makeBusyboxTree, nonce, tempDir } from "../support/strata.js";
@@ -80,12 +80,12 @@ test("tricky context selections: the service selects what the client selected, w
   const copies = request.steps.filter((s) => s.inputs.some((i) => i.kind === "select"));
   assert.ok(copies.length >= 10);
 
-  const remote = await remoteBuild(image, { server: svc.url, statCache: false, log: () => undefined });
-  const local = await buildImage(image, { store: svc.store, log: () => undefined });
+  const remote = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
+  const local = await image.build({ store: svc.store, log: () => undefined });
   assert.deepEqual(local.steps.map((s) => [s.description, s.key]), remote.steps.map((s) => [s.description, s.key]), "same step keys");
   assert.ok(local.steps.every((s) => s.cached), "a local build on the service's store hits every step");
   assert.equal(local.imageId, remote.imageId);
-  const again = await remoteBuild(image, { server: svc.url, statCache: false, log: () => undefined });
+  const again = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
   assert.equal(again.uploadedFiles, 0);
   assert.equal(again.imageId, remote.imageId);
 });

@@ -7,7 +7,8 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { StepFailedError } from "../../src/errors.js";
 import { Secret } from "../../src/sdk/secret.js";
-import { RemoteBuildError, compileRequest, remoteBuild } from "../../src/service/client.js";
+import { RemoteBuildError, compileRequest } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import { WIRE_FORMAT } from "../../src/service/wire.js";
 import { busyboxBase, raw, readSse, startService, type TestService } from "../support/service.js";
 
@@ -63,13 +64,13 @@ describe("auth", () => {
   test("the client sends the token and turns a 401 into a clear error", async () => {
     const { dir, base } = await busyboxBase();
     dirs.push(dir);
-    await assert.rejects(remoteBuild(base, { server: svc.url, token: "nope", statCache: false, log: () => undefined }), (e: unknown) => {
+    await assert.rejects(remoteBuildImage(base, { server: svc.url, token: "nope", statCache: false, log: () => undefined }), (e: unknown) => {
       assert.ok(e instanceof RemoteBuildError);
       assert.equal(e.status, 401);
       assert.match(e.message, /STRATA_TOKEN/);
       return true;
     });
-    const r = await remoteBuild(base, { server: svc.url, token: TOKEN, statCache: false, log: () => undefined });
+    const r = await remoteBuildImage(base, { server: svc.url, token: TOKEN, statCache: false, log: () => undefined });
     assert.match(r.imageId, /^sha256:/);
   });
 });
@@ -97,6 +98,15 @@ describe("malformed requests", () => {
       [(r) => (r.steps[1].inputs = [{ kind: "dir", name: "context", entries: [{ path: "x", type: "file", mode: 420, uid: 0, gid: 0, size: 1, digest: "md5:abc" }] }]), /digest: expected sha256/],
       [(r) => (r.steps[1].inputs = [{ kind: "dir", name: "context", entries: [{ path: "x", type: "file", mode: 70000, uid: 0, gid: 0, size: 1, digest: sha("x") }] }]), /mode: expected an integer/],
       [(r) => (r.steps[1].secrets = ["TOKEN"]), /secrets\[1\]: values given for \[\] but step 1 declares secrets \[TOKEN\]/],
+      // One value per secret name in a build: two steps may not give one name different values.
+      [
+        (r) => {
+          r.steps.push({ ...r.steps[1], description: "env B", secrets: ["TOKEN"] });
+          r.steps[1].secrets = ["TOKEN"];
+          r.secrets = [null, { TOKEN: "one" }, { TOKEN: "two" }];
+        },
+        /secrets\[2\]\.TOKEN: secret TOKEN has another value than at secrets\[1\]; a build has one value per secret name/,
+      ],
       // strata-build/3: the format is named; a debian base is a Python series; derived extras are the server's.
       [(r) => delete r.format, /format: missing: this server speaks strata-build\/3.*upgrade the client/],
       [(r) => (r.format = "strata-build/2"), /format: the string "strata-build\/2" is not a request format this server speaks \(strata-build\/3\)/],
@@ -177,7 +187,7 @@ describe("build results", () => {
     dirs.push(dir);
     const image = base.runCommands("echo about to fail; exit 3");
     let first: StepFailedError | undefined;
-    await assert.rejects(remoteBuild(image, { server: svc.url, token: TOKEN, statCache: false, log: () => undefined }), (e: unknown) => {
+    await assert.rejects(remoteBuildImage(image, { server: svc.url, token: TOKEN, statCache: false, log: () => undefined }), (e: unknown) => {
       assert.ok(e instanceof StepFailedError, String(e));
       assert.equal(e.exitCode, 3);
       assert.equal(e.stepIndex, 3);
@@ -209,7 +219,7 @@ describe("build results", () => {
     const image = base.runCommands("echo token=$API_TOKEN; exit 1", { secrets: [Secret.fromObject({ API_TOKEN: value })] });
     const seen: string[] = [];
     let buildId = "";
-    await assert.rejects(remoteBuild(image, { server: svc.url, token: TOKEN, statCache: false, log: (l) => seen.push(l) }), (e: unknown) => {
+    await assert.rejects(remoteBuildImage(image, { server: svc.url, token: TOKEN, statCache: false, log: (l) => seen.push(l) }), (e: unknown) => {
       assert.ok(e instanceof StepFailedError);
       assert.ok(!e.message.includes(value));
       assert.ok(e.logTail.some((l) => l.includes("token=***")));

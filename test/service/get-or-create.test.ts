@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { promises as fsp } from "node:fs";
 import { after, before, test } from "node:test";
 import { sandboxRunCount } from "../../src/sandbox/runc.js";
-import { remoteBuild } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import { busyboxBase, startService, type TestService } from "../support/service.js";
 
 let svc: TestService;
@@ -23,7 +23,7 @@ test("20 concurrent identical build requests join one build: each layer's sandbo
   const image = base.runCommands("sleep 0.3; echo a > /a").runCommands("echo b > /b").cmd(["cat", "/a"]);
   const before = sandboxRunCount();
   const logs: string[][] = Array.from({ length: 20 }, () => []);
-  const results = await Promise.all(logs.map((lines) => remoteBuild(image, { server: svc.url, statCache: false, log: (l) => lines.push(l) })));
+  const results = await Promise.all(logs.map((lines) => remoteBuildImage(image, { server: svc.url, statCache: false, log: (l) => lines.push(l) })));
   assert.equal(sandboxRunCount() - before, 2, "two RUN steps, each run once for all 20 requests");
   assert.equal(new Set(results.map((r) => r.buildId)).size, 1, "every request got the same build id");
   assert.equal(new Set(results.map((r) => r.imageId)).size, 1);
@@ -33,7 +33,7 @@ test("20 concurrent identical build requests join one build: each layer's sandbo
     assert.ok(lines.some((l) => /^=> Image sha256:/.test(l)));
   }
   // Asking again later: the finished build is reused (all cached), nothing runs.
-  const again = await remoteBuild(image, { server: svc.url, statCache: false, log: () => undefined });
+  const again = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
   assert.equal(again.imageId, results[0]!.imageId);
   assert.equal(again.buildId, results[0]!.buildId);
   assert.ok(again.steps.every((s) => s.cached));
@@ -46,7 +46,7 @@ test("20 requests for 20 different images sharing a base step run the base's RUN
   const shared = base.runCommands("sleep 0.5; echo shared > /shared");
   const images = Array.from({ length: 20 }, (_, i) => shared.runCommands(`echo ${i} > /n`));
   const before = sandboxRunCount();
-  const results = await Promise.all(images.map((img) => remoteBuild(img, { server: svc.url, statCache: false, log: () => undefined })));
+  const results = await Promise.all(images.map((img) => remoteBuildImage(img, { server: svc.url, statCache: false, log: () => undefined })));
   assert.equal(sandboxRunCount() - before, 21, "the shared RUN once, then one RUN per image");
   assert.equal(new Set(results.map((r) => r.buildId)).size, 20, "20 definitions, 20 builds");
   assert.equal(new Set(results.map((r) => r.imageId)).size, 20);

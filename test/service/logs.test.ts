@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { promises as fsp } from "node:fs";
 import { after, before, test } from "node:test";
-import { ServiceClient, compileRequest, remoteBuild } from "../../src/service/client.js";
+import type { Image } from "../../src/index.js";
+import { ServiceClient, compileRequest } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import type { CreateResponse } from "../../src/service/wire.js";
 import { busyboxBase, cuttingProxy, raw, readSse, startService, type SseEvent, type TestService } from "../support/service.js";
 
@@ -21,9 +23,8 @@ after(async () => {
 const SLOW = "i=0; while test $i -lt 40; do i=$((i+1)); echo line-$i; sleep 0.03; done";
 
 /** Starts a build through the API (uploading its context) and returns its id. */
-async function startBuild(image: Parameters<typeof remoteBuild>[0]): Promise<string> {
-  const plan = "steps" in image ? image : image.plan();
-  const { request, files } = await compileRequest(plan);
+async function startBuild(image: Image): Promise<string> {
+  const { request, files } = await compileRequest(image.plan(), undefined, image.secretValues());
   const client = new ServiceClient(svc.url);
   try {
     const { missing } = await client.json<{ missing: string[] }>("POST", "/v1/blobs/check", { digests: [...files.keys()] });
@@ -89,7 +90,7 @@ test("remoteBuild reconnects through a proxy that cuts its log stream, and logs 
   const proxy = await cuttingProxy(svc.url, 7, 4);
   try {
     const seen: string[] = [];
-    const r = await remoteBuild(base.runCommands(SLOW), { server: proxy.url, statCache: false, log: (l) => seen.push(l) });
+    const r = await remoteBuildImage(base.runCommands(SLOW), { server: proxy.url, statCache: false, log: (l) => seen.push(l) });
     assert.ok(proxy.streamsCut() >= 2, `the proxy cut the stream (${proxy.streamsCut()} times)`);
     const whole = lines((await readSse(svc.url, `/v1/images/${r.buildId}/logs`)).events).map((l) => l.line);
     assert.deepEqual(seen, whole, "the client's log is the server's log, no line lost or repeated");
@@ -107,7 +108,7 @@ test("a finished build's record and log survive a server restart (saved in the s
   let log: string[];
   try {
     const seen: string[] = [];
-    const r = await remoteBuild(base.runCommands("echo persisted-line"), { server: other.url, statCache: false, log: (l) => seen.push(l) });
+    const r = await remoteBuildImage(base.runCommands("echo persisted-line"), { server: other.url, statCache: false, log: (l) => seen.push(l) });
     buildId = r.buildId;
     imageId = r.imageId;
     log = seen;
@@ -134,7 +135,7 @@ test("the log kept in memory is bounded: a reader from the start is told how man
   const small = await startService({ maxLogLines: 5 });
   try {
     const seen: string[] = [];
-    const r = await remoteBuild(base.runCommands("i=0; while test $i -lt 30; do i=$((i+1)); echo n-$i; done"), { server: small.url, statCache: false, log: (l) => seen.push(l) });
+    const r = await remoteBuildImage(base.runCommands("i=0; while test $i -lt 30; do i=$((i+1)); echo n-$i; done"), { server: small.url, statCache: false, log: (l) => seen.push(l) });
     const events = (await readSse(small.url, `/v1/images/${r.buildId}/logs`)).events;
     const gap = events.find((e) => e.event === "gap");
     assert.ok(gap, "a gap event first");

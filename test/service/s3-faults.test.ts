@@ -11,7 +11,8 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
-import { RemoteBuildError, remoteBuild } from "../../src/service/client.js";
+import { RemoteBuildError } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import { BuildService } from "../../src/service/server.js";
 import { S3Store } from "../../src/store/s3/index.js";
 import type { ImageRecord, IndexEntry } from "../../src/store/store.js";
@@ -153,7 +154,7 @@ test("500s, SlowDowns, resets and delays between the service and S3: builds stil
   const { dir, base } = await busyboxBase();
   dirs.push(dir);
   const images = [0, 1, 2].map((i) => base.runCommands("echo shared > /shared").runCommands(`echo ${i} > /n`).cmd(["cat", "/n"]));
-  const results = await Promise.all(images.map((img) => remoteBuild(img, { server: url, statCache: false, log: () => undefined })));
+  const results = await Promise.all(images.map((img) => remoteBuildImage(img, { server: url, statCache: false, log: () => undefined })));
   assert.equal(new Set(results.map((r) => r.imageId)).size, 3);
   assert.ok(faults.counts["500"] > 0 && faults.counts.reset > 0 && faults.counts["503-slowdown"] > 0, `faults were injected: ${JSON.stringify(faults.counts)}`);
   assert.ok(delays.delayed() > 0);
@@ -181,7 +182,7 @@ test("S3 down mid-build: the build fails with a clear message and no index entry
   dirs.push(dir);
   const tag = nonce();
   const lines: string[] = [];
-  const build = remoteBuild(base.runCommands(`echo go-${tag}; sleep 1; echo x > /x`).runCommands("echo y > /y"), { server: url, statCache: false, log: (l) => lines.push(l) });
+  const build = remoteBuildImage(base.runCommands(`echo go-${tag}; sleep 1; echo x > /x`).runCommands("echo y > /y"), { server: url, statCache: false, log: (l) => lines.push(l) });
   const outcome = build.then((r) => r, (e: unknown) => e);
   const t0 = Date.now();
   while (!lines.some((l) => l.trim() === `go-${tag}`)) {
@@ -197,7 +198,7 @@ test("S3 down mid-build: the build fails with a clear message and no index entry
   assert.match(err.message, /S3 \S+ s3:\/\/strata-test\/\S+ failed after 8 attempts: .*is the S3 endpoint http:\/\/127\.0\.0\.1:\d+ reachable\?/);
   await assertIndexConsistent();
   // The step that was running has no entry: the next build builds it (and succeeds, S3 being back).
-  const again = await remoteBuild(base.runCommands(`echo go-${tag}; sleep 1; echo x > /x`).runCommands("echo y > /y"), { server: url, statCache: false, log: () => undefined });
+  const again = await remoteBuildImage(base.runCommands(`echo go-${tag}; sleep 1; echo x > /x`).runCommands("echo y > /y"), { server: url, statCache: false, log: () => undefined });
   assert.ok(!again.steps[again.steps.length - 2]!.cached, "the interrupted step was not published, so it is built now");
   await assertIndexConsistent();
 });

@@ -6,7 +6,8 @@ import { promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, test } from "node:test";
-import { RemoteBuildError, remoteBuild } from "../../src/service/client.js";
+import { RemoteBuildError } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import { busyboxBase, raw, spawnServe } from "../support/service.js";
 import { nonce, tempDir } from "../support/strata.js";
 
@@ -31,14 +32,14 @@ test("strata serve: token auth, builds counted in the child, SIGTERM terminates 
     const { dir, base } = await busyboxBase();
     dirs.push(dir);
     const image = base.runCommands("echo one > /one").runCommands("echo two > /two");
-    const built = await Promise.all([1, 2, 3].map(() => remoteBuild(image, { server: url, token, statCache: false, log: () => undefined })));
+    const built = await Promise.all([1, 2, 3].map(() => remoteBuildImage(image, { server: url, token, statCache: false, log: () => undefined })));
     assert.equal(new Set(built.map((b) => b.imageId)).size, 1);
     const runs = (await fsp.readFile(counter, "utf8")).split("\n").filter(Boolean).length;
     assert.equal(runs, 2, "each RUN once in the server process");
 
     // A long build, then SIGTERM while it runs.
     const lines: string[] = [];
-    const slow = remoteBuild(base.runCommands("echo started-slow; sleep 60"), { server: url, token, statCache: false, log: (l) => lines.push(l) });
+    const slow = remoteBuildImage(base.runCommands("echo started-slow; sleep 60"), { server: url, token, statCache: false, log: (l) => lines.push(l) });
     const outcome = slow.then(() => undefined, (e: unknown) => e);
     const t0 = Date.now();
     while (!lines.some((l) => l.trim() === "started-slow")) {

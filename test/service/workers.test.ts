@@ -10,7 +10,8 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { reapStaleContainers } from "../../src/sandbox/runc.js";
-import { remoteBuild, type RemoteBuiltImage } from "../../src/service/client.js";
+import { type RemoteBuiltImage } from "../../src/service/client.js";
+import { remoteBuildImage } from "../support/remote-image.js";
 import { BuildService } from "../../src/service/server.js";
 import { S3Store } from "../../src/store/s3/index.js";
 import { startRedis, type TestRedis } from "../support/redis.js";
@@ -136,7 +137,7 @@ test("30 mixed builds over two services and three workers: all complete, every l
   const t0 = Date.now();
   const results: RemoteBuiltImage[] = await Promise.all(
     // Definition i % 12 from service ⌊i / 12⌋ % 2: every definition is asked of both services.
-    Array.from({ length: 30 }, (_, i) => remoteBuild(defs[i % 12]!, { server: services[Math.floor(i / 12) % 2]!.url, statCache: false, log: () => undefined })),
+    Array.from({ length: 30 }, (_, i) => remoteBuildImage(defs[i % 12]!, { server: services[Math.floor(i / 12) % 2]!.url, statCache: false, log: () => undefined })),
   );
   const seconds = (Date.now() - t0) / 1000;
   // The same definition got the same image, whichever service was asked.
@@ -178,7 +179,7 @@ test("a worker killed with SIGKILL mid-build: another worker retries its job and
     .runCommands(`echo started-${tag}; sleep 6; echo after > /after`)
     .runCommands("cat /before /after > /both");
   const lines: string[] = [];
-  const build = remoteBuild(image, { server: services[0]!.url, statCache: false, log: (l) => lines.push(l) });
+  const build = remoteBuildImage(image, { server: services[0]!.url, statCache: false, log: (l) => lines.push(l) });
   const outcome = build.then((r) => r, (e: unknown) => e);
   const t0 = Date.now();
   while (!lines.some((l) => l.trim() === `started-${tag}`)) {
@@ -245,7 +246,7 @@ test("SIGTERM: a worker finishes its running build, then exits 0", async () => {
   dirs.push(dir);
   const tag = nonce();
   const lines: string[] = [];
-  const build = remoteBuild(base.runCommands(`echo go-${tag}; sleep 1; echo done > /done`), { server: services[1]!.url, statCache: false, log: (l) => lines.push(l) });
+  const build = remoteBuildImage(base.runCommands(`echo go-${tag}; sleep 1; echo done > /done`), { server: services[1]!.url, statCache: false, log: (l) => lines.push(l) });
   const t0 = Date.now();
   while (!lines.some((l) => l.trim() === `go-${tag}`)) {
     if (Date.now() - t0 > 60_000) throw new Error(`the build never started:\n${lines.join("\n")}`);

@@ -4,8 +4,7 @@
  * name just the builder version and the series), so both build and key the same recipe.
  */
 import { debianSuiteFor, type BuilderVersion } from "../builder-version.js";
-import type { BaseSpec, Step } from "../plan/step.js";
-import { Secret } from "./secret.js";
+import type { BaseSpec, Step } from "./step.js";
 
 export interface DebianSlimStepParams {
   /** A Python series the builder version lists (`"3.11"`). Default: the builder version's `defaultPython`. */
@@ -24,7 +23,7 @@ export function debianSlimStep(b: BuilderVersion, params: DebianSlimStepParams =
     base,
     instructions: [{ op: "CMD", argv: [...b.debian.cmd] }],
     inputs: [],
-    secrets: Secret.none(),
+    secrets: [],
     env: {},
     forceBuild: params.forceBuild ?? false,
     extra: [],

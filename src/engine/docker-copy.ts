@@ -13,7 +13,7 @@
  */
 import path from "node:path";
 import type { ContextEntry } from "../context/walk.js";
-import type { ResolvedInput } from "../engine/inputs.js";
+import type { ResolvedInput } from "./inputs.js";
 import { InvalidDefinitionError } from "../errors.js";
 import { resolveInImage, type CopyTarget, type ImageReader } from "../layer/copy-target.js";
 import type { Instruction } from "../plan/instructions.js";

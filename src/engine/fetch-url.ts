@@ -9,8 +9,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
-import { InvalidDefinitionError, StrataError } from "../errors.js";
-import { DockerfileSyntaxError, type SourceLocation } from "./errors.js";
+import { DockerfileSyntaxError, InvalidDefinitionError, StrataError, type SourceLocation } from "../errors.js";
 
 export interface FetchedUrl {
   /** host path of the downloaded content */

@@ -21,8 +21,7 @@ import { createHash } from "node:crypto";
 import { statContextFile, walkContext, type ContextEntry, type StatCache } from "../context/walk.js";
 import { PatternMatcher } from "../ignore/pattern-matcher.js";
 import { secureJoin } from "../layer/secure-join.js";
-import { DockerfileSyntaxError, type SourceLocation } from "./errors.js";
-import { InvalidDefinitionError } from "../errors.js";
+import { DockerfileSyntaxError, InvalidDefinitionError, type SourceLocation } from "../errors.js";
 import { lstatOrUndefined } from "../util/fs.js";
 
 /** One matched source: the path it resolved to (relative to the root, "" for the root) and what it is. */

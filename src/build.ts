@@ -1,0 +1,52 @@
+/**
+ * Where a plan is built: on the build service named by STRATA_SERVER, else locally by the engine with the store from
+ * the environment. The one place that reads STRATA_SERVER; `Image.build()` and `strata build` both come through here.
+ */
+import type { BuildOptions, BuiltImage } from "./engine/build.js";
+import type { Plan } from "./plan/step.js";
+
+export type { BuildOptions, BuiltImage, StepResult } from "./engine/build.js";
+export type { Plan, SecretValues } from "./plan/step.js";
+
+/** The build service to build on (STRATA_SERVER, with STRATA_TOKEN), or undefined when builds are local. */
+export function remoteServerFromEnv(env: NodeJS.ProcessEnv = process.env): { server: string; token?: string } | undefined {
+  const server = env.STRATA_SERVER?.trim();
+  if (!server) return undefined;
+  return { server, ...(env.STRATA_TOKEN ? { token: env.STRATA_TOKEN } : {}) };
+}
+
+/** How {@link build} builds: the engine's options (secrets, store, cache flags, log, …) and where. */
+export interface BuildParams extends BuildOptions {
+  /** The build service to build on. Default: STRATA_SERVER (with STRATA_TOKEN) unless `store` is given. */
+  remote?: { server: string; token?: string };
+}
+
+/**
+ * Builds `plan` with the secret values `options.secrets`: on a build service (`remote`, else STRATA_SERVER when no
+ * store is given: a given store means a local build), else with the local engine (default store: S3 when
+ * STRATA_S3_BUCKET is set, else a LocalStore at STRATA_HOME). A remote build takes the cache flags, log, chain name
+ * and signal; the service applies its own executor and limits (STRATA_STEP_* ask it for some).
+ */
+export async function build(plan: Plan, params: BuildParams = {}): Promise<BuiltImage> {
+  const { remote: given, ...options } = params;
+  const remote = given ?? (options.store ? undefined : remoteServerFromEnv());
+  if (remote) {
+    const { remoteBuild } = await import("./service/client.js");
+    return remoteBuild(plan, {
+      ...remote,
+      ...(options.secrets ? { secrets: options.secrets } : {}),
+      forceBuild: options.forceBuild,
+      ignoreCache: options.ignoreCache,
+      log: options.log,
+      chainName: options.chainName,
+      signal: options.signal,
+    });
+  }
+  const { buildPlan } = await import("./engine/build.js");
+  return buildPlan(plan, options);
+}
+
+/** Whether {@link build} builds on a build service (then the caller needs no local store). */
+export function buildsRemotely(options: Pick<BuildOptions, "store"> = {}): boolean {
+  return !options.store && remoteServerFromEnv() !== undefined;
+}

@@ -1,0 +1,90 @@
+/**
+ * Checking and copying the arguments of Image methods at call time: variadic `(...items, params?)` lists, options
+ * snapshots (so a caller mutating them later cannot change a definition), and the parts every step shares.
+ */
+import { InvalidDefinitionError } from "../errors.js";
+import { shellQuote } from "../plan/instructions.js";
+import { secretNames } from "../plan/secrets.js";
+import type { Step } from "../plan/step.js";
+import type { ImagePipInstallParams, ImageStepParams } from "./params.js";
+import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
+
+export function checkBuildArgs(method: string, args: Record<string, string> | undefined): Record<string, string> | undefined {
+  if (args === undefined) return undefined;
+  if (!isParams(args)) throw new InvalidDefinitionError(`${method}: buildArgs must be an object of strings`);
+  for (const [k, v] of Object.entries(args)) {
+    if (typeof v !== "string") throw new InvalidDefinitionError(`${method}: build arg ${k} must be a string, got ${typeof v}`);
+  }
+  return { ...args };
+}
+
+export function isParams(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+/**
+ * Copies an options object at call time, so later mutation by the caller cannot change a definition (secrets are
+ * resolved to a Secret, env and ignore lists copied).
+ */
+export function snapshot<P extends object>(params: P | undefined): P {
+  const c = { ...(params ?? {}) } as Record<string, unknown>;
+  if (c.env && typeof c.env === "object") c.env = { ...(c.env as Record<string, string>) };
+  if (Array.isArray(c.ignore)) c.ignore = [...(c.ignore as string[])];
+  if (c.secrets !== undefined) c.secrets = Secret.fromObject(mergeSecrets(c.secrets as SecretLike[] | SecretLike));
+  return c as P;
+}
+
+/** Splits variadic `(...strings, params?)` arguments; nested arrays are flattened. */
+export function splitArgs<P extends object>(method: string, args: readonly unknown[]): { items: string[]; params: P } {
+  const last = args[args.length - 1];
+  const params = snapshot((isParams(last) ? last : {}) as P);
+  const rest = isParams(last) ? args.slice(0, -1) : args;
+  const items: string[] = [];
+  for (const a of rest.flat()) {
+    if (typeof a !== "string") throw new InvalidDefinitionError(`${method}: expected strings, got ${typeof a} (${JSON.stringify(a)})`);
+    items.push(a);
+  }
+  return { items, params };
+}
+
+export function requireAbsolute(method: string, remote: string): void {
+  if (!remote.startsWith("/")) throw new InvalidDefinitionError(`${method}: remote path "${remote}" must be absolute (start with /)`);
+}
+
+export function timeoutMs(seconds: number | undefined, method: string): number | undefined {
+  if (seconds === undefined) return undefined;
+  if (!(typeof seconds === "number" && seconds > 0)) throw new InvalidDefinitionError(`${method}: timeout must be a positive number of seconds`);
+  return Math.round(seconds * 1000);
+}
+
+/** The fields a layer method's step shares; `secrets` lists the names of the step's secrets (values stay with the Image). */
+export function stepBase(method: string, description: string, params: ImageStepParams): Omit<Step, "instructions" | "inputs" | "extra"> {
+  return {
+    method,
+    description,
+    secrets: secretNames(stepSecrets(params)),
+    env: { ...(params.env ?? {}) },
+    forceBuild: params.forceBuild ?? false,
+  };
+}
+
+/** The values of a step's secrets (several Secrets merged, a later one winning). */
+export function stepSecrets(params: { secrets?: SecretLike[] | SecretLike }): Record<string, string> {
+  return mergeSecrets(params.secrets);
+}
+
+export function pipFlags(p: ImagePipInstallParams): string[] {
+  const out: string[] = [];
+  if (p.findLinks) out.push("--find-links", shellQuote(p.findLinks));
+  if (p.indexUrl) out.push("--index-url", shellQuote(p.indexUrl));
+  if (p.extraIndexUrl) out.push("--extra-index-url", shellQuote(p.extraIndexUrl));
+  if (p.pre) out.push("--pre");
+  if (p.extraOptions) out.push(p.extraOptions);
+  return out;
+}
+
+export function checkPackages(method: string, pkgs: string[]): void {
+  for (const p of pkgs) {
+    if (p.startsWith("-")) throw new InvalidDefinitionError(`${method}: "${p}" looks like an option, not a package; pass options through extraOptions`);
+  }
+}

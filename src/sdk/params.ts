@@ -1,0 +1,119 @@
+/** The options objects of the Image methods: one `Image<Method>Params` per method, each field's default stated. */
+import type { BuildOptions } from "../build.js";
+import type { SecretLike } from "./secret.js";
+
+/** Options every layer method accepts. */
+export interface ImageStepParams {
+  /** Rebuild this step (and so every later one) even if cached, replacing the cache entry. Default false. */
+  forceBuild?: boolean;
+  /** Secrets exposed as environment variables while this step runs; only their names are in the cache key. */
+  secrets?: SecretLike[] | SecretLike;
+  /** Extra environment for this step's commands only (not saved in the image); names and values are keyed. */
+  env?: Record<string, string>;
+}
+
+export interface ImageRunCommandsParams extends ImageStepParams {
+  /**
+   * Default (unset): the step's own network namespace with internet access and no route to the builder host (its
+   * loopback, its addresses, metadata endpoints). `"none"`: loopback only. `"host"`: the host's network — the
+   * network.host entitlement: a local build grants it to a step that asks; a build service only if its operator allows.
+   */
+  network?: "host" | "none";
+  /** Kill the step after this many seconds. Default: no limit locally; a build service applies its own default and maximum. */
+  timeout?: number;
+}
+
+export type ImageAptInstallParams = ImageRunCommandsParams;
+
+export interface ImagePipInstallParams extends ImageRunCommandsParams {
+  findLinks?: string;
+  indexUrl?: string;
+  extraIndexUrl?: string;
+  /** Allow pre-releases. Default false. */
+  pre?: boolean;
+  /** Appended verbatim to the pip command line. */
+  extraOptions?: string;
+}
+
+export interface ImageUvPipInstallParams extends ImagePipInstallParams {
+  /** Recorded in the key; the binary comes from the image or STRATA_UV_BINARY. Default: the builder's uv version. */
+  uvVersion?: string;
+  /** A requirements file (local path) installed along with the packages. */
+  requirements?: string;
+}
+
+export interface ImageRunFunctionParams extends ImageStepParams {
+  /** JSON-serialisable arguments passed to the function. Default []. */
+  args?: unknown[];
+  /** Kill the step after this many seconds. Default 3600. */
+  timeout?: number;
+  network?: "host" | "none";
+}
+
+export interface ImageAddLocalParams {
+  /** Copy into a layer at build time (true) or apply when the image is run or exported (false, the default). */
+  copy?: boolean;
+  /** .dockerignore patterns, relative to the added directory. */
+  ignore?: string[];
+  forceBuild?: boolean;
+}
+
+export interface ImageDebianSlimParams {
+  /** Python series, e.g. "3.11" (bookworm) or "3.13" (trixie). Default: the builder version's default. */
+  pythonVersion?: string;
+  forceBuild?: boolean;
+}
+
+export interface ImageFromRegistryParams {
+  forceBuild?: boolean;
+  /** Registry login: `REGISTRY_USERNAME` and `REGISTRY_PASSWORD`. Default: Docker's config.json, else anonymous. */
+  secret?: SecretLike;
+  /** Reach the registry over plain HTTP even though it is not on loopback. */
+  insecure?: boolean;
+  /** Dockerfile lines run on the base before anything else (`RUN …`, `ENV …`), each its own cached step. */
+  setupDockerfileCommands?: string[];
+  /**
+   * Adds a standalone CPython of this series ("3.11"; X.Y only) to a base that lacks Python, before the setup
+   * commands: python-build-standalone's `python/` tree copied to /usr/local, `python` → `python3` (below 3.13) and
+   * TERMINFO_DIRS, each its own cached step. The build comes from the builder version's release table, or from
+   * STRATA_PYTHON_STANDALONE (a tarball, or a directory of them) when set.
+   */
+  addPython?: string;
+}
+
+export interface ImageFromDockerfileParams {
+  /** The build context COPY/ADD read from. Default: the Dockerfile's directory. */
+  contextDir?: string;
+  /** `--build-arg` values. */
+  buildArgs?: Record<string, string>;
+  /** The stage to build (`--target`). Default: the last stage. */
+  target?: string;
+  /** Ignore patterns for the context. Default: `<Dockerfile>.dockerignore`, else `.dockerignore` beside the Dockerfile, else in the context. */
+  ignore?: string[];
+  /** Rebuild every step of the Dockerfile, replacing the cache entries. Default false. */
+  forceBuild?: boolean;
+  /** Secrets for `RUN --mount=type=secret,id=<name>` (only their names are keyed; values never enter layers or logs). */
+  secrets?: SecretLike[] | SecretLike;
+  /** Adds a standalone CPython after the Dockerfile's steps, as `fromRegistry`'s `addPython` does. */
+  addPython?: string;
+  /**
+   * The config (Env, WorkingDir, OnBuild) of each registry image a FROM names, by reference: from `resolveBaseImages`
+   * (`src/dockerfile/to-plan.ts`). With it, expansion sees the base's ENV and its ONBUILD triggers run after FROM.
+   */
+  baseImages?: Record<string, { env?: readonly string[]; workingDir?: string; onBuild?: readonly string[] }>;
+}
+
+export interface ImageDockerfileCommandsParams {
+  /** The build context COPY/ADD read from. Default: the current directory. */
+  contextDir?: string;
+  /** Ignore patterns for the context. Default: the context's .dockerignore. */
+  ignore?: string[];
+  buildArgs?: Record<string, string>;
+  forceBuild?: boolean;
+  /** Secrets for `RUN --mount=type=secret,id=<name>`. */
+  secrets?: SecretLike[] | SecretLike;
+}
+export interface ImageBuildParams extends Omit<BuildOptions, "secrets"> {
+  /** Builder version to compile the chain for. Default: STRATA_BUILDER_VERSION or the newest. */
+  builderVersion?: string;
+}
