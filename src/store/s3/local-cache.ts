@@ -185,7 +185,8 @@ export class LocalCache {
       for (const name of await fsp.readdir(links).catch(() => [] as string[])) {
         const target = await fsp.readlink(path.join(links, name)).catch(() => "");
         const abs = path.resolve(links, target);
-        if (abs.startsWith(layersDir)) used.add(abs);
+        // A link to a path inside a layer dir (a file a COPY-only step reads) keeps the whole layer dir, as prune has it.
+        if (abs.startsWith(layersDir)) used.add(abs.slice(0, layersDir.length + 64));
       }
     }
     const mounts = await fsp.readFile("/proc/self/mounts", "utf8").catch(() => "");
