@@ -16,7 +16,8 @@ export type { SecretLike } from "./sdk/secret.js";
 export { buildImage } from "./engine/build.js";
 export type { BuildOptions, BuiltImage, StepResult } from "./engine/build.js";
 export { LocalStore, defaultStoreRoot } from "./store/local.js";
-export type { Store, ImageRecord, LayerRecord } from "./store/store.js";
+export type { Store, BuildStore, BlobStore, ImageStore, HistoryStore, LayerDirStore, LockStore, StoreMaintenance, WorkSpace, ImageRecord, LayerRecord } from "./store/store.js";
+export { StoreLayout } from "./store/layout.js";
 export {
   StrataError,
   InvalidDefinitionError,

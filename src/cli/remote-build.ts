@@ -17,9 +17,9 @@ export async function remoteBuildDefinition(
   file: string,
   opts: { server: string; token?: string; exportName?: string; forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string; log?: LogSink },
 ): Promise<RemoteBuiltImage> {
-  const { defaultStoreRoot } = await import("../store/local.js");
+  const { StoreLayout } = await import("../store/layout.js");
   const { loadDefinition } = await import("../load/definition.js");
-  const image = await loadDefinition(file, path.join(defaultStoreRoot(), "defs"), opts.exportName);
+  const image = await loadDefinition(file, StoreLayout.default().definitionsDir, opts.exportName);
   return remoteBuild(image, {
     server: opts.server,
     ...(opts.token ? { token: opts.token } : {}),

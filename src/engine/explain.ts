@@ -2,12 +2,11 @@
  * `strata explain`: for each step, its key, whether it would hit, and for a miss which input differs from the most
  * recent build of the same chain. The pure part (`diffInputs`) compares two KeyInputs.
  */
-import path from "node:path";
 import { loadBuilderVersion } from "../builder-version.js";
 import { StatCache } from "../context/walk.js";
 import { initKeys, stepKey, type KeyInputs } from "../keys/step-key.js";
 import type { Image } from "../sdk/image.js";
-import type { ImageRecord, Store } from "../store/store.js";
+import type { HistoryStore, ImageRecord, ImageStore, WorkSpace } from "../store/store.js";
 import type { Step } from "../plan/step.js";
 import { keyInputsFor } from "./build.js";
 import { resolveInput, type ResolvedInput } from "./inputs.js";
@@ -87,12 +86,12 @@ export function diffInputs(method: string, before: KeyInputs, now: KeyInputs, be
   return out;
 }
 
-export async function explain(image: Image, store: Store, chainName: string, builderVersion?: string): Promise<ExplainReport> {
+export async function explain(image: Image, store: ImageStore & HistoryStore & Pick<WorkSpace, "layout">, chainName: string, builderVersion?: string): Promise<ExplainReport> {
   await initKeys();
   const builder = loadBuilderVersion(builderVersion);
   const plan = image.plan(builder);
   const chain = await store.getChain(chainName);
-  const statCache = await StatCache.load(path.join(store.root, "statcache.json"));
+  const statCache = await StatCache.load(store.layout.statCacheFile);
   const steps: ExplainStep[] = [];
   let parentId: ImageRecord["id"] | null = null;
   let rebuiltFrom: { index: number; why: string } | undefined;
