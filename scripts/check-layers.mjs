@@ -3,7 +3,9 @@
 // `await import()`), then fails on
 //   - any import cycle between files of src/;
 //   - an import a folder's rules forbid (RULES below);
-//   - an ARCHITECTURE.md whose folder-dependency block differs from the imports (`--write` rewrites that block).
+//   - an ARCHITECTURE.md whose folder-dependency block differs from the imports (`--write` rewrites that block);
+//   - a file outside src/store/ that computes a path under a store's root (`path.join(store.root, …)`, a template
+//     `${store.root}/…`, `defaultStoreRoot()` joined onto): src/store/layout.ts is the one owner of the on-disk layout.
 // It reads the sources as text (comments removed), not through a compiler: this codebase writes imports one way.
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -94,6 +96,29 @@ export function folderGraph(graph) {
   return [...deps].sort(([a], [b]) => a.localeCompare(b)).map(([a, s]) => `${a} → ${[...s].sort().join(", ") || "(nothing)"}`);
 }
 
+/** Ways of joining a path onto a store root: the root is `<…>store<…>.root` or `defaultStoreRoot()`. */
+const STORE_ROOT = String.raw`(?:(?:[\w$]+\.)*\w*store\w*\.root\b|defaultStoreRoot\(\))`;
+const STORE_ROOT_JOINS = [
+  new RegExp(String.raw`path\.(?:join|resolve)\(\s*${STORE_ROOT}`, "gi"),
+  new RegExp(String.raw`\$\{\s*${STORE_ROOT}\s*\}\/`, "gi"),
+  new RegExp(String.raw`${STORE_ROOT}\s*\+\s*["'\x60]\/`, "gi"),
+];
+
+/** `src/<file>:<line>` of every store-root join outside src/store/. */
+export function storeRootJoins() {
+  const out = [];
+  for (const f of files(src)) {
+    const rel = path.relative(src, f);
+    if (folderOf(rel) === "store") continue;
+    // Comments go, their line breaks stay (for the line numbers).
+    const text = stripComments(readFileSync(f, "utf8").replace(/\/\*[\s\S]*?\*\//g, (c) => c.replace(/[^\n]/g, "")));
+    for (const re of STORE_ROOT_JOINS) {
+      for (const m of text.matchAll(re)) out.push(`src/${rel}:${text.slice(0, m.index).split("\n").length}`);
+    }
+  }
+  return out.sort();
+}
+
 const BEGIN = "<!-- layers:begin (scripts/check-layers.mjs --write) -->";
 const END = "<!-- layers:end -->";
 
@@ -105,6 +130,7 @@ function main() {
     const forbidden = RULES[folderOf(f)] ?? [];
     for (const d of ds) if (forbidden.includes(folderOf(d))) problems.push(`${folderOf(f)}/ must not import ${folderOf(d)}/: src/${f} imports src/${d}`);
   }
+  for (const at of storeRootJoins()) problems.push(`${at} joins a path onto the store's root: ask its StoreLayout (src/store/layout.ts), the one owner of the on-disk layout`);
   for (const [f, ds] of graph) for (const d of ds) if (!graph.has(d)) problems.push(`src/${f} imports src/${d}, which does not exist`);
   const block = ["```", ...folderGraph(graph), "```"].join("\n");
   const archPath = path.join(root, "ARCHITECTURE.md");

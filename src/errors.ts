@@ -142,6 +142,19 @@ export class DigestMismatchError extends StrataError {
   }
 }
 
+/**
+ * A tar header is malformed (a bad checksum, a number that is not octal, a negative size, a broken PAX record…):
+ * `field` names what, `offset` is the header's byte offset in the uncompressed archive, `where` the archive.
+ */
+export class TarFormatError extends StrataError {
+  override readonly code = "TAR_FORMAT";
+  override readonly fault = "user";
+  constructor(readonly field: string, readonly offset: number, readonly problem: string, readonly where = "tar archive") {
+    super(`${where}: malformed tar header at byte ${offset}: ${field} ${problem}; the archive is corrupt or not a tar`);
+    this.name = "TarFormatError";
+  }
+}
+
 /** An image, blob or record does not exist. */
 export class NotFoundError extends StrataError {
   override readonly code = "NOT_FOUND";

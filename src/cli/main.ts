@@ -168,7 +168,7 @@ async function buildDockerfile(
 async function buildLocally(file: string, exportName: string | undefined, flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string }) {
   const store = await openStore();
   const { loadDefinition } = await import("../load/definition.js");
-  const image = await loadDefinition(file, path.join(store.root, "defs"), exportName);
+  const image = await loadDefinition(file, store.layout.definitionsDir, exportName);
   const { build } = await import("../build.js");
   const { builderVersion, ...options } = flags;
   return build(image.plan(builderVersion), { store, ...options, secrets: image.secretValues(), chainName: `${path.resolve(file)}#${exportName ?? "default"}` });
@@ -180,7 +180,7 @@ async function cmdExplain(argv: string[]): Promise<number> {
   const file = positionals[0]!;
   const store = await openStore();
   const { loadDefinition } = await import("../load/definition.js");
-  const image = await loadDefinition(file, path.join(store.root, "defs"), values.export);
+  const image = await loadDefinition(file, store.layout.definitionsDir, values.export);
   const { explain, formatExplain } = await import("../engine/explain.js");
   const report = await explain(image.plan(), store, `${path.resolve(file)}#${values.export ?? "default"}`, { secrets: image.secretValues() });
   process.stdout.write(values.json ? JSON.stringify(report) + "\n" : formatExplain(report));

@@ -12,6 +12,7 @@ import { createGunzip } from "node:zlib";
 import tar from "tar-stream";
 import { StrataError } from "../errors.js";
 import { secureJoin } from "../layer/secure-join.js";
+import { decodeHeader } from "../layer/tar-decode.js";
 import type { Owner } from "./chown.js";
 import { lstatOrUndefined } from "../util/fs.js";
 
@@ -37,14 +38,14 @@ function head(file: string, n: number): Buffer {
   }
 }
 
-/** Whether 512 bytes are a valid tar header (checksum matches). */
+/** Whether 512 bytes are a valid tar header (by the one decoder's rules: checksum, magic, numeric fields). */
 function isTarHeader(b: Buffer): boolean {
   if (b.length < 512) return false;
-  const stored = parseInt(b.subarray(148, 156).toString("ascii").replace(/\0.*$/s, "").trim(), 8);
-  if (!Number.isFinite(stored)) return false;
-  let sum = 0;
-  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : b[i]!;
-  return sum === stored;
+  try {
+    return decodeHeader(b.subarray(0, 512), { offset: 0 }) !== null;
+  } catch {
+    return false;
+  }
 }
 
 function decompressed(file: string, kind: ArchiveKind): Readable {

@@ -5,7 +5,6 @@
  */
 import type { StepLimits } from "../sandbox/step-limits.js";
 import { defaultNetwork, withDefaultNetwork } from "./network.js";
-import path from "node:path";
 import { loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
 import { StatCache } from "../context/walk.js";
 import { BuildCancelledError } from "../errors.js";
@@ -128,7 +127,7 @@ class Engine {
     await initKeys();
     // Containers of killed builds are reaped before their work dirs are reclaimed (only when there are any).
     await this.store.recover(async () => (await import("../sandbox/runc.js")).reapStaleContainers());
-    this.#statCache = await StatCache.load(path.join(this.store.root, "statcache.json"));
+    this.#statCache = await StatCache.load(this.store.layout.statCacheFile);
     const started = Date.now();
     const results: StepResult[] = [];
     let parent: ImageRecord | undefined;

@@ -22,7 +22,8 @@ import { DEFAULT_LIMITS, type StepLimits } from "../sandbox/step-limits.js";
 import { RuncExecutor, type Executor } from "../sandbox/runc.js";
 import { SYSTEM_MOUNT_POINTS, type BindMount } from "../sandbox/runtime-spec.js";
 import { resolveUser } from "../sandbox/user.js";
-import { layerDirs, type ImageRecord, type LayerRecord, type Store } from "../store/store.js";
+import { layerDirs, type ImageRecord, type BuildStore, type LayerRecord } from "../store/store.js";
+import type { StoreLayout } from "../store/layout.js";
 import { applyInstruction, DEFAULT_PATH, DEFAULT_SHELL, emptyConfig, envMap, manifestFor, nextConfig } from "./config.js";
 import { buildDebianRootfs } from "./debian-base.js";
 import { copyLocal } from "./copy-local.js";
@@ -43,7 +44,7 @@ export class StepExecutor {
   /** Context files were hashed after this moment; a source not changed since is trusted without re-hashing. */
   readonly startedAt = Date.now();
   constructor(
-    private readonly store: Store,
+    private readonly store: BuildStore,
     private readonly builder: BuilderVersion,
     private readonly log: LogSink,
     private readonly ignoreCache: boolean,
@@ -218,10 +219,10 @@ export class StepExecutor {
     // Nothing is mounted, so record the layer dirs this step reads (the parent's, and stages' a COPY --from reads) as
     // links in the work dir, where `strata cache prune` in another process sees them in use (as a mount's lowerdirs).
     const links = path.join(work, "l");
-    await linkLayersInUse(links, [...lowers, ...layerDirsOf(this.store.root, [...inputsByName.values()])]);
-    const metaDir = path.join(this.store.root, "layer-meta");
+    await linkLayersInUse(links, [...lowers, ...layerDirsOf(this.store.layout, [...inputsByName.values()])]);
+    const metaDir = this.store.layout.layerMetaDir;
     const opaque = await Promise.all(lowersTopFirst.map((l) => opaqueDirsOf(l, metaDir)));
-    const pool = { poolDir: path.join(this.store.root, "files"), hashedAfterMs: this.startedAt };
+    const pool = { poolDir: this.store.layout.contentPoolDir, hashedAfterMs: this.startedAt };
     // The parent's filesystem, for reading (`--chown` names); a plain COPY also writes over it.
     const copies = step.instructions.filter((i): i is CopyIns => i.op === "COPY" || i.op === "ADD");
     const linked = copies.length > 0 && copies.every((c) => c.link === true && c.sources !== undefined);
@@ -233,7 +234,7 @@ export class StepExecutor {
       const owners = copies.map((c) => (c.chown === undefined ? null : resolveChown((p) => parentFs.readFile(p)?.toString("utf8"), c.chown)));
       const extra: [string, string][] = [["link.workdir", parentConfig.config.WorkingDir || "/"], ["link.owners", JSON.stringify(owners)]];
       const linkKey = stepKey({ ...keyed.inputs, parent: null, extra: [...keyed.inputs.extra, ...extra] });
-      linkFile = path.join(this.store.root, "link-layers", `${linkKey}.json`);
+      linkFile = this.store.layout.linkLayerFile(linkKey);
       if (!keyed.forced) {
         const reused = await readJson<LayerRecord>(linkFile).catch(() => undefined);
         if (reused && (await this.store.hasBlob(reused.digest))) {
@@ -405,7 +406,7 @@ export class StepExecutor {
    */
   async #cacheMount(m: Extract<RunMount, { type: "cache" }>, cleanups: (() => Promise<void>)[]): Promise<string> {
     const hex = createHash("sha256").update(m.id).digest("hex");
-    const dir = path.join(this.store.root, "cache-mounts", hex);
+    const dir = this.store.layout.cacheMountDir(hex);
     const fresh = async (d: string) => {
       await fsp.mkdir(d, { recursive: true });
       await fsp.chmod(d, m.mode ?? 0o755);
@@ -533,12 +534,14 @@ async function scrubMountStubs(upper: string, preexisting: Map<string, boolean>)
   }
 }
 
-/** The unpacked layer dirs of `<root>/layers/` that resolved inputs' files live in (COPY --from a stage). */
-function layerDirsOf(root: string, resolved: readonly ResolvedInput[]): string[] {
-  const prefix = path.join(root, "layers") + path.sep;
+/** The store's unpacked layer dirs that resolved inputs' files live in (COPY --from a stage). */
+function layerDirsOf(layout: StoreLayout, resolved: readonly ResolvedInput[]): string[] {
   const out = new Set<string>();
   for (const r of resolved) {
-    for (const e of r.entries) if (e.absPath.startsWith(prefix)) out.add(e.absPath.slice(0, prefix.length + 64));
+    for (const e of r.entries) {
+      const dir = layout.layerDirContaining(e.absPath);
+      if (dir !== undefined) out.add(dir);
+    }
   }
   return [...out];
 }

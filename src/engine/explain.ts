@@ -2,7 +2,6 @@
  * `strata explain`: for each step, its key, whether it would hit, and for a miss which input differs from the most
  * recent build of the same chain. The pure part (`diffInputs`) compares two KeyInputs.
  */
-import path from "node:path";
 import { loadBuilderVersion } from "../builder-version.js";
 import { StatCache } from "../context/walk.js";
 import { initKeys, stepKey, type KeyInputs } from "../keys/step-key.js";
@@ -102,7 +101,7 @@ export async function explain(plan: Plan, store: Store, chainName: string, optio
   const builder = loadBuilderVersion(plan.builderVersion);
   const context = nestedBuilds(store, { store, ...(options.secrets ? { secrets: options.secrets } : {}) });
   const chain = await store.getChain(chainName);
-  const statCache = await StatCache.load(path.join(store.root, "statcache.json"));
+  const statCache = await StatCache.load(store.layout.statCacheFile);
   const steps: ExplainStep[] = [];
   let parentId: ImageRecord["id"] | null = null;
   let rebuiltFrom: { index: number; why: string } | undefined;

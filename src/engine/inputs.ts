@@ -112,7 +112,7 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
     case "url": {
       const ctx = required(context, input);
       const { fetchUrl, UrlFetchError } = await import("./fetch-url.js");
-      const f = await fetchUrl(input.url, { cacheDir: path.join(ctx.store.root, "downloads"), checksum: input.checksum, location: input.location }).catch((e: unknown) => {
+      const f = await fetchUrl(input.url, { cacheDir: ctx.store.layout.downloadsDir, checksum: input.checksum, location: input.location }).catch((e: unknown) => {
         // addPython: a failed download also says how else to provide the file (STRATA_PYTHON_STANDALONE).
         throw input.help && e instanceof UrlFetchError ? new UrlFetchError(`${e.message}\n${input.help}`, { cause: e }) : e;
       });
@@ -142,7 +142,7 @@ async function selectFromStage(input: Extract<StepInput, { kind: "select" }>, ct
   const dirs: string[] = [];
   dirs.push(...(await layerDirs(ctx.store, rec.layers)));
   const id = createHash("sha256").update(JSON.stringify([rec.id, input.patterns, input.exclude ?? [], input.parents ?? false])).digest("hex");
-  const file = path.join(ctx.store.root, "selects", `${id}.json`);
+  const file = ctx.store.layout.selectFile(id);
   type Saved = { dirs: string[]; entries: ContextEntry[]; matches: SourceMatch[] };
   const saved = await fsp.readFile(file, "utf8").then((t) => JSON.parse(t) as Saved, () => undefined);
   if (saved && Array.isArray(saved.entries) && JSON.stringify(saved.dirs) === JSON.stringify(dirs)) {

@@ -24,10 +24,10 @@ import { randomBytes, createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import type { StepLocation } from "../plan/step.js";
-import type { Store } from "../store/store.js";
+import type { WorkSpace } from "../store/store.js";
 import { cleanSource, hasWildcard, segmentMatcher } from "./select.js";
 import { lstatOrUndefined } from "../util/fs.js";
-import { digestHex, type Digest } from "../util/digest.js";
+import type { Digest } from "../util/digest.js";
 import type { RegistryOptions } from "../registry/client.js";
 import { parseReference } from "../registry/reference.js";
 import { RegistryError, UnsupportedImageError } from "../registry/errors.js";
@@ -235,12 +235,12 @@ function fallbackKind(e: unknown): "image" | "now" | undefined {
  * the partial root, or undefined when the caller should pull the image instead (a non-eStargz layer is in the way,
  * the selection needs the whole image, or the registry does not serve ranges).
  */
-export async function lazyImageRoot(ref: string, store: Store, sel: LazySelection, opts: LazyRootOptions = {}): Promise<LazyRoot | undefined> {
+export async function lazyImageRoot(ref: string, store: Pick<WorkSpace, "layout">, sel: LazySelection, opts: LazyRootOptions = {}): Promise<LazyRoot | undefined> {
   const needs = needsOf(sel);
   if (needs.some((n) => n.kind === "path" && n.path === "")) return undefined;
   const { resolveImage } = await import("../registry/pull.js");
   const { manifestDigest } = await resolveImage(ref, opts);
-  const home = path.join(store.root, "lazy", digestHex(manifestDigest));
+  const home = store.layout.lazyImageDir(manifestDigest);
   const dir = path.join(home, "rootfs");
   const markers = path.join(home, "done");
   const names = needs.map(markerName);

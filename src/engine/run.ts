@@ -6,7 +6,7 @@ import type { ImageConfig } from "../oci/types.js";
 import { RuncExecutor, reapStaleContainers } from "../sandbox/runc.js";
 import type { NetworkMode } from "../sandbox/runtime-spec.js";
 import { resolveUser } from "../sandbox/user.js";
-import { layerDirs, type ImageRecord, type Store } from "../store/store.js";
+import { layerDirs, type ImageRecord, type BlobStore, type LayerDirStore, type WorkSpace } from "../store/store.js";
 import { DEFAULT_PATH, envMap } from "./config.js";
 import { InvalidDefinitionError } from "../errors.js";
 
@@ -27,7 +27,7 @@ export function commandLine(config: ImageConfig["config"], args: string[] | unde
   return [...entry, ...cmd];
 }
 
-export async function runImage(store: Store, image: ImageRecord, opts: RunImageOptions = {}): Promise<number> {
+export async function runImage(store: BlobStore & LayerDirStore & WorkSpace, image: ImageRecord, opts: RunImageOptions = {}): Promise<number> {
   await store.recover(reapStaleContainers);
   const config = JSON.parse((await store.readBlob(image.configDigest)).toString()) as ImageConfig;
   const argv = commandLine(config.config, opts.args);

@@ -7,7 +7,7 @@ import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import { MediaType } from "../oci/types.js";
-import type { LayerRecord, Store } from "../store/store.js";
+import type { BlobStore, LayerRecord, WorkSpace } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { packDir, type PackOptions } from "./tar-pack.js";
 
@@ -34,7 +34,7 @@ export function gzipLevel(): number {
 }
 
 /** Packs `dir` deterministically, stores the compressed blob and returns its layer record. */
-export async function commitLayer(store: Store, dir: string, opts: PackOptions): Promise<LayerRecord> {
+export async function commitLayer(store: BlobStore & Pick<WorkSpace, "tempDir">, dir: string, opts: PackOptions): Promise<LayerRecord> {
   const tmpDir = await store.tempDir("layer");
   const tmpFile = path.join(tmpDir, "layer.tar.gz");
   const diff = new HashingTransform();

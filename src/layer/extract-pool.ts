@@ -2,9 +2,10 @@
  * Layer extraction on worker threads. Creating tens of thousands of files is mostly kernel time on the calling
  * thread, and the kernel creates files in parallel when asked from several threads; so layers that unpack at the
  * same time (a pull downloads three at once) should not queue on the main thread. `extractLayerOffThread` has
- * `extractLayer`'s contract — same options, same diffID, the same errors (an `UnsafeLayerError` stays one) — and
- * runs it on a pooled worker: the input's bytes are posted to it with a bounded amount in flight, and the promise
- * settles only once the worker has stopped touching `root`, so a caller may remove the directory right after.
+ * `extractLayer`'s contract — same options, same diffID, the same errors (an `UnsafeLayerError` or a
+ * `TarFormatError` stays one) — and runs it on a pooled worker: the input's bytes are posted to it with a bounded
+ * amount in flight, and the promise settles only once the worker has stopped touching `root`, so a caller may remove
+ * the directory right after.
  *
  * `extractLayerFileOffThread` does the same for a layer file, which the worker reads itself.
  *
@@ -15,7 +16,7 @@ import { createReadStream } from "node:fs";
 import os from "node:os";
 import { PassThrough, type Readable } from "node:stream";
 import { Worker } from "node:worker_threads";
-import { StrataError } from "../errors.js";
+import { StrataError, TarFormatError } from "../errors.js";
 import type { Digest } from "../util/digest.js";
 import { extractLayer, UnsafeLayerError, type ExtractOptions } from "./tar-extract.js";
 
@@ -29,9 +30,10 @@ export type ToWorker =
   | { type: "end"; id: number }
   | { type: "abort"; id: number; reason: string };
 
-/** An error as data: an `UnsafeLayerError`'s fields, or any other error's name, message and errno fields. */
+/** An error as data: an `UnsafeLayerError`'s or `TarFormatError`'s fields, or any other error's name, message and errno fields. */
 export type WorkerError =
   | { kind: "unsafe"; entry: string; why: string; message: string }
+  | { kind: "tar"; field: string; offset: number; problem: string; where: string; message: string }
   | { kind: "other"; name: string; message: string; code?: string; errno?: number; syscall?: string; path?: string };
 
 /** Messages from a worker. */
@@ -65,6 +67,7 @@ function poolSize(): number {
 
 function rebuild(e: WorkerError): Error {
   if (e.kind === "unsafe") return new UnsafeLayerError(e.entry, e.why);
+  if (e.kind === "tar") return new TarFormatError(e.field, e.offset, e.problem, e.where);
   const err = new Error(e.message) as NodeJS.ErrnoException;
   err.name = e.name;
   if (e.code !== undefined) err.code = e.code;

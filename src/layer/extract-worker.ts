@@ -6,6 +6,7 @@
 import { parentPort } from "node:worker_threads";
 import { createReadStream } from "node:fs";
 import { PassThrough, type Readable } from "node:stream";
+import { TarFormatError } from "../errors.js";
 import { extractLayer, UnsafeLayerError } from "./tar-extract.js";
 import type { ToWorker, WorkerError, FromWorker } from "./extract-pool.js";
 
@@ -18,6 +19,7 @@ const post = (m: FromWorker): void => port.postMessage(m);
 
 function describe(e: unknown): WorkerError {
   if (e instanceof UnsafeLayerError) return { kind: "unsafe", entry: e.entry, why: e.why, message: e.message };
+  if (e instanceof TarFormatError) return { kind: "tar", field: e.field, offset: e.offset, problem: e.problem, where: e.where, message: e.message };
   const err = e instanceof Error ? e : new Error(String(e));
   const x = err as NodeJS.ErrnoException;
   const out: WorkerError = { kind: "other", name: err.name, message: err.message };

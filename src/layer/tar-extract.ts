@@ -21,7 +21,9 @@ import type { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { StrataError } from "../errors.js";
 import type { Digest } from "../util/digest.js";
+import type { TarHeader } from "./tar-decode.js";
 import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "./tar-header.js";
+import { TarParser, type TarEvent } from "./tar-parser.js";
 
 export class UnsafeLayerError extends StrataError {
   override readonly code = "UNSAFE_LAYER";
@@ -75,252 +77,6 @@ function whiteoutTarget(entry: string, base: string): string {
   return hidden;
 }
 
-
-// ---------------------------------------------------------------------------------------------------------------
-// Tar parsing: a synchronous, streaming reader of ustar / GNU / PAX archives with tar-stream's semantics (the
-// header checksum is checked; ustar prefixes, GNU long names and PAX `path`, `linkpath` and `size` apply; a global
-// PAX header is merged into the next per-entry one; a zero block is skipped; an archive that ends inside a header,
-// an entry or its padding is an error). Parsing in one synchronous pass over each decompressed chunk, instead of a
-// stream per entry, is what makes a 50,000-file layer cheap.
-
-/** A decoded entry header (the fields the extractor uses, named as tar-stream names them). */
-export interface TarHeader {
-  name: string;
-  mode: number | null;
-  uid: number | null;
-  gid: number | null;
-  size: number | null;
-  /** Seconds since the epoch. */
-  mtime: number | null;
-  type: string | null;
-  linkname: string | null;
-  devmajor: number | null;
-  devminor: number | null;
-}
-
-/** What the parser reports: an entry header, or a piece of the current entry's content (`last` on its final piece). */
-type TarEvent = { kind: "entry"; header: TarHeader } | { kind: "data"; chunk: Buffer; last: boolean };
-
-const MAX_LONG_HEADER = 4 * 1024 * 1024;
-const TYPES: Record<number, string> = {
-  0: "file",
-  1: "link",
-  2: "symlink",
-  3: "character-device",
-  4: "block-device",
-  5: "directory",
-  6: "fifo",
-  7: "contiguous-file",
-  72: "pax-header",
-  55: "pax-global-header",
-  27: "gnu-long-link-path",
-  28: "gnu-long-path",
-  30: "gnu-long-path",
-};
-
-function parse256(buf: Buffer): number | null {
-  let positive: boolean;
-  if (buf[0] === 0x80) positive = true;
-  else if (buf[0] === 0xff) positive = false;
-  else return null;
-  let sum = 0;
-  for (let i = buf.length - 1, k = 0; i > 0; i--, k++) sum += (positive ? buf[i]! : 0xff - buf[i]!) * Math.pow(256, k);
-  return positive ? sum : -1 * sum;
-}
-
-/** A numeric header field: octal text (as tar-stream reads it: leading spaces, then NULs) or base-256. Exported for tests. */
-export function decodeOct(block: Buffer, offset: number, length: number): number | null {
-  // Fast path for the usual field (optional leading spaces or NULs, octal digits, then a NUL or space), read from
-  // the bytes without a string; anything else takes the general path below, which has parseInt's semantics.
-  const end = offset + length;
-  let i = offset;
-  if (!(block[i]! & 0x80)) {
-    while (i < end && block[i] === 32) i++;
-    while (i < end && block[i] === 0) i++;
-    if (i === end) return 0;
-    let n = 0;
-    let k = i;
-    for (; k < end; k++) {
-      const c = block[k]!;
-      if (c < 48 || c > 55) break;
-      n = n * 8 + (c - 48);
-    }
-    if (k > i && (k === end || block[k] === 0 || block[k] === 32)) return n;
-  }
-  return decodeOctSlow(block, offset, length);
-}
-
-/** `decodeOct` through strings and parseInt: the definition the fast path must agree with. Exported for tests. */
-export function decodeOctSlow(block: Buffer, offset: number, length: number): number | null {
-  const val = block.subarray(offset, offset + length);
-  if (val[0]! & 0x80) return parse256(val);
-  let i = 0;
-  while (i < val.length && val[i] === 32) i++;
-  let end = val.indexOf(32, i);
-  if (end < 0) end = val.length;
-  while (i < end && val[i] === 0) i++;
-  if (end === i) return 0;
-  return parseInt(val.toString("latin1", i, end), 8);
-}
-
-function decodeStr(block: Buffer, offset: number, length: number): string {
-  let end = block.indexOf(0, offset);
-  if (end < 0 || end > offset + length) end = offset + length;
-  return block.toString("utf8", offset, end);
-}
-
-const USTAR_MAGIC = Buffer.from("ustar\0", "latin1");
-const GNU_MAGIC = Buffer.from("ustar ", "latin1");
-const GNU_VERSION = Buffer.from(" \0", "latin1");
-
-/** Decodes one 512-byte header block; null for a zero block (end-of-archive marker). */
-function decodeHeader(block: Buffer): TarHeader | null {
-  let sum = 8 * 32;
-  for (let i = 0; i < 148; i++) sum += block[i]!;
-  for (let i = 156; i < 512; i++) sum += block[i]!;
-  if (sum === 8 * 32) return null;
-  if (sum !== decodeOct(block, 148, 8)) throw new Error("Invalid tar header. Maybe the tar is corrupted or it needs to be gunzipped?");
-  let typeflag = block[156] === 0 ? 0 : block[156]! - 48;
-  let name = decodeStr(block, 0, 100);
-  if (block.compare(USTAR_MAGIC, 0, 6, 257, 263) === 0) {
-    if (block[345]) name = decodeStr(block, 345, 155) + "/" + name;
-  } else if (!(block.compare(GNU_MAGIC, 0, 6, 257, 263) === 0 && block.compare(GNU_VERSION, 0, 2, 263, 265) === 0)) {
-    throw new Error("Invalid tar header: unknown format.");
-  }
-  if (typeflag === 0 && name && name[name.length - 1] === "/") typeflag = 5;
-  return {
-    name,
-    mode: decodeOct(block, 100, 8),
-    uid: decodeOct(block, 108, 8),
-    gid: decodeOct(block, 116, 8),
-    size: decodeOct(block, 124, 12),
-    mtime: decodeOct(block, 136, 12),
-    type: TYPES[typeflag] ?? null,
-    linkname: block[157] === 0 ? null : decodeStr(block, 157, 100),
-    devmajor: decodeOct(block, 329, 8),
-    devminor: decodeOct(block, 337, 8),
-  };
-}
-
-function decodePax(buf: Buffer): Record<string, string> {
-  const result: Record<string, string> = {};
-  while (buf.length) {
-    let i = 0;
-    while (i < buf.length && buf[i] !== 32) i++;
-    const len = parseInt(buf.toString("utf8", 0, i), 10);
-    if (!len) return result;
-    const b = buf.toString("utf8", i + 1, len - 1);
-    const k = b.indexOf("=");
-    if (k === -1) return result;
-    result[b.slice(0, k)] = b.slice(k + 1);
-    buf = buf.subarray(len);
-  }
-  return result;
-}
-
-class TarParser {
-  /** Bytes of an incomplete header block (or long header) carried over to the next chunk. */
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  /** Content bytes of the current entry still to come; they are reported (`emit`) or collected (a long header). */
-  private dataLeft = 0;
-  private emit = false;
-  private long: { type: string; size: number } | undefined;
-  private padLeft = 0;
-  private pax: Record<string, string> | null = null;
-  private paxGlobal: Record<string, string> | null = null;
-  private gnuLongPath: string | null = null;
-  private gnuLongLinkPath: string | null = null;
-
-  /** The events of one chunk, in order; the caller handles each before asking for the next. */
-  *feed(chunk: Buffer): Generator<TarEvent> {
-    let off = 0;
-    const len = chunk.length;
-    while (off < len) {
-      if (this.dataLeft > 0 && !this.long) {
-        const n = Math.min(this.dataLeft, len - off);
-        const piece = chunk.subarray(off, off + n);
-        off += n;
-        this.dataLeft -= n;
-        if (this.emit) yield { kind: "data", chunk: piece, last: this.dataLeft === 0 };
-        continue;
-      }
-      if (this.padLeft > 0) {
-        const n = Math.min(this.padLeft, len - off);
-        off += n;
-        this.padLeft -= n;
-        continue;
-      }
-      // A header block, or the body of a long header: both are collected whole before being decoded.
-      const need = this.long ? this.long.size : 512;
-      let block: Buffer;
-      if (this.pendingBytes === 0 && len - off >= need) {
-        block = chunk.subarray(off, off + need);
-        off += need;
-      } else {
-        const n = Math.min(need - this.pendingBytes, len - off);
-        this.pending.push(Buffer.from(chunk.subarray(off, off + n)));
-        this.pendingBytes += n;
-        off += n;
-        if (this.pendingBytes < need) return;
-        block = Buffer.concat(this.pending, this.pendingBytes);
-        this.pending = [];
-        this.pendingBytes = 0;
-      }
-      if (this.long) {
-        const { type, size } = this.long;
-        this.long = undefined;
-        this.dataLeft = 0;
-        this.padLeft = overflow(size);
-        if (type === "gnu-long-path") this.gnuLongPath = decodeStr(block, 0, block.length);
-        else if (type === "gnu-long-link-path") this.gnuLongLinkPath = decodeStr(block, 0, block.length);
-        else if (type === "pax-global-header") this.paxGlobal = decodePax(block);
-        else this.pax = this.paxGlobal === null ? decodePax(block) : Object.assign({}, this.paxGlobal, decodePax(block));
-        continue;
-      }
-      const h = decodeHeader(block);
-      if (!h) continue;
-      if (h.type === "gnu-long-path" || h.type === "gnu-long-link-path" || h.type === "pax-global-header" || h.type === "pax-header") {
-        const size = h.size ?? 0;
-        if (size > MAX_LONG_HEADER) throw new Error("Header exceeds max size");
-        if (size > 0) {
-          this.long = { type: h.type, size };
-          this.dataLeft = size;
-        } else {
-          // An empty long header still resets what it would have set.
-          if (h.type === "pax-header") this.pax = this.paxGlobal === null ? {} : Object.assign({}, this.paxGlobal);
-          else if (h.type === "pax-global-header") this.paxGlobal = {};
-        }
-        continue;
-      }
-      if (this.gnuLongPath) h.name = this.gnuLongPath;
-      if (this.gnuLongLinkPath) h.linkname = this.gnuLongLinkPath;
-      this.gnuLongPath = this.gnuLongLinkPath = null;
-      if (this.pax) {
-        if (this.pax["path"]) h.name = this.pax["path"];
-        if (this.pax["linkpath"]) h.linkname = this.pax["linkpath"];
-        if (this.pax["size"]) h.size = parseInt(this.pax["size"], 10);
-        this.pax = null;
-      }
-      if (!(h.size !== null && h.size >= 0)) throw new Error("Invalid header");
-      // A directory's content (size > 0 is malformed) is skipped, as GNU tar does.
-      this.emit = h.type !== "directory";
-      this.dataLeft = h.size;
-      this.padLeft = overflow(h.size);
-      yield { kind: "entry", header: h };
-    }
-  }
-
-  /** Throws unless the archive ended on an entry boundary. */
-  end(): void {
-    if (this.dataLeft > 0 || this.padLeft > 0 || this.pendingBytes > 0 || this.long) throw new Error("Unexpected end of data");
-  }
-}
-
-function overflow(size: number): number {
-  const rem = size % 512;
-  return rem && 512 - rem;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Extraction
@@ -399,15 +155,14 @@ class Extractor {
     try {
       // A file created by its owner-to-be, outside setgid directories, already has its owner; a mode without
       // special bits that the umask leaves alone is already exact. Otherwise chown, then chmod (chown clears setuid).
-      if (chown) fchownSync(fd, h.uid ?? 0, h.gid ?? 0);
+      if (chown) fchownSync(fd, h.uid, h.gid);
       let exact = mode & 0o7000 ? false : this.exactModes.get(mode);
       if (exact === undefined) {
         exact = (fstatSync(fd).mode & 0o7777) === mode;
         this.exactModes.set(mode, exact);
       }
       if (!exact) fchmodSync(fd, mode);
-      const t = h.mtime ?? 0;
-      futimesSync(fd, t, t);
+      futimesSync(fd, h.mtime, h.mtime);
     } finally {
       closeSync(fd);
     }
@@ -461,7 +216,7 @@ class Extractor {
 
   private entry(h: TarHeader): void | Promise<void> {
     if (++this.entries > this.maxEntries) throw new UnsafeLayerError(h.name, `the layer has more than ${this.maxEntries} entries (maxEntries); refusing it as a possible decompression bomb`);
-    if ((h.size ?? 0) > this.maxBytes) throw new UnsafeLayerError(h.name, `the entry claims ${h.size} bytes, more than the ${this.maxBytes}-byte limit (maxBytes)`);
+    if (h.size > this.maxBytes) throw new UnsafeLayerError(h.name, `the entry claims ${h.size} bytes, more than the ${this.maxBytes}-byte limit (maxBytes)`);
     const rel = safeEntryPath(h.name);
     if (rel === "") return;
     const base = rel.slice(rel.lastIndexOf("/") + 1);
@@ -490,13 +245,11 @@ class Extractor {
       return;
     }
     if ((h.type === "character-device" || h.type === "block-device") && !this.opts.allowDevices && !(h.type === "character-device" && !h.devmajor && !h.devminor)) {
-      this.warn(`skipped ${h.type === "character-device" ? "character" : "block"} device ${h.name} (${h.devmajor ?? 0}:${h.devminor ?? 0}): device nodes from untrusted layers are not created`);
+      this.warn(`skipped ${h.type === "character-device" ? "character" : "block"} device ${h.name} (${h.devmajor}:${h.devminor}): device nodes from untrusted layers are not created`);
       return;
     }
-    const mode = (h.mode ?? 0o644) & 0o7777;
-    const uid = h.uid ?? 0;
-    const gid = h.gid ?? 0;
-    const mtime = h.mtime ?? 0;
+    const mode = h.mode & 0o7777;
+    const { uid, gid, mtime } = h;
     switch (h.type) {
       case "directory":
         this.create(rel, target, true, () => mkdirSync(target, { mode }));
@@ -505,8 +258,7 @@ class Extractor {
         this.dirs.set(rel, (mode & 0o2000) !== 0);
         this.dirTimes.push([target, mtime]);
         return;
-      case "file":
-      case "contiguous-file": {
+      case "file": {
         let fd = -1;
         this.create(rel, target, false, () => {
           fd = openSync(target, "wx", mode);
@@ -514,18 +266,18 @@ class Extractor {
         const slash = rel.lastIndexOf("/");
         const chown = uid !== this.euid || gid !== this.egid || this.dirs.get(slash < 0 ? "" : rel.slice(0, slash)) !== false;
         this.file = { fd, h, mode, chown };
-        if ((h.size ?? 0) === 0) this.finishFile();
+        if (h.size === 0) this.finishFile();
         return;
       }
       case "symlink":
-        this.create(rel, target, false, () => symlinkSync(h.linkname ?? "", target));
+        this.create(rel, target, false, () => symlinkSync(h.linkname, target));
         lchownSync(target, uid, gid);
         lutimesSync(target, mtime, mtime);
         return;
       case "link": {
         const existing = lstatMaybe(target);
         if (existing) this.remove(rel, target);
-        const linkRel = safeEntryPath(h.linkname ?? "");
+        const linkRel = safeEntryPath(h.linkname);
         // The target's parents must be real directories too, or `s -> /outside` + `h -> s/victim` would link an
         // outside file into the layer.
         checkParents(this.root, linkRel, h.name);
@@ -541,7 +293,7 @@ class Extractor {
       case "fifo":
         return this.special(h, rel, target, mode, uid, gid, mtime);
       default:
-        throw new UnsafeLayerError(h.name, `unsupported entry type ${h.type}`);
+        throw new UnsafeLayerError(h.name, `unsupported entry type ${JSON.stringify(h.typeflag)}`);
     }
   }
 
@@ -550,7 +302,7 @@ class Extractor {
     if (lstatMaybe(target)) this.remove(rel, target);
     const { execa } = await import("execa");
     if (h.type === "fifo") await execa("mkfifo", ["-m", mode.toString(8), target]);
-    else await execa("mknod", ["-m", mode.toString(8), target, h.type === "character-device" ? "c" : "b", String(h.devmajor ?? 0), String(h.devminor ?? 0)]);
+    else await execa("mknod", ["-m", mode.toString(8), target, h.type === "character-device" ? "c" : "b", String(h.devmajor), String(h.devminor)]);
     lchownSync(target, uid, gid);
     lutimesSync(target, mtime, mtime);
   }

@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream, promises as fsp } from "node:fs";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
-import type { ImageRecord, Store } from "../store/store.js";
+import type { BlobStore, ImageRecord } from "../store/store.js";
 import { digestHex, type Digest } from "../util/digest.js";
 import { writeFileAtomic } from "../util/fs.js";
 import { MediaType } from "./types.js";
@@ -16,7 +16,7 @@ function blobsOf(image: ImageRecord): Digest[] {
  * Writes (or adds to) an OCI image layout at `dir`. The manifest is tagged `ref` (annotation
  * `org.opencontainers.image.ref.name`) in index.json; an existing entry with the same ref is replaced.
  */
-export async function writeLayout(store: Store, image: ImageRecord, dir: string, ref = "latest"): Promise<void> {
+export async function writeLayout(store: BlobStore, image: ImageRecord, dir: string, ref = "latest"): Promise<void> {
   await fsp.mkdir(path.join(dir, "blobs", "sha256"), { recursive: true });
   for (const d of blobsOf(image)) {
     const target = path.join(dir, "blobs", "sha256", digestHex(d));
@@ -44,7 +44,7 @@ export async function writeLayout(store: Store, image: ImageRecord, dir: string,
 }
 
 /** Writes a docker-archive tarball (`manifest.json` + blobs) that `docker load` and `podman load` accept. */
-export async function writeDockerArchive(store: Store, image: ImageRecord, file: string, tag?: string): Promise<void> {
+export async function writeDockerArchive(store: BlobStore, image: ImageRecord, file: string, tag?: string): Promise<void> {
   const pack = tar.pack();
   const tmp = `${file}.tmp-${process.pid}`;
   const done = pipeline(pack, createWriteStream(tmp));

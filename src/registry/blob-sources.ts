@@ -7,9 +7,8 @@
  * failure to record never fails the pull or push). It holds no credentials; deleting the folder only loses mounts.
  */
 import { promises as fsp } from "node:fs";
-import path from "node:path";
-import type { Store } from "../store/store.js";
-import { digestHex, type Digest } from "../util/digest.js";
+import type { WorkSpace } from "../store/store.js";
+import type { Digest } from "../util/digest.js";
 import { writeFileAtomic } from "../util/fs.js";
 
 const MAX_SOURCES = 8;
@@ -19,9 +18,8 @@ export interface BlobSource {
   repository: string;
 }
 
-function sourceFile(store: Store, digest: Digest): string {
-  const hex = digestHex(digest);
-  return path.join(store.root, "registry-sources", hex.slice(0, 2), `${hex}.json`);
+function sourceFile(store: Pick<WorkSpace, "layout">, digest: Digest): string {
+  return store.layout.registrySourcesFile(digest);
 }
 
 async function readSources(file: string): Promise<string[]> {
@@ -34,7 +32,7 @@ async function readSources(file: string): Promise<string[]> {
 }
 
 /** The registries/repositories `digest` was last seen in, most recent first. */
-export async function blobSources(store: Store, digest: Digest): Promise<BlobSource[]> {
+export async function blobSources(store: Pick<WorkSpace, "layout">, digest: Digest): Promise<BlobSource[]> {
   return (await readSources(sourceFile(store, digest))).map((s) => {
     const slash = s.indexOf("/");
     return { registry: s.slice(0, slash), repository: s.slice(slash + 1) };
@@ -42,7 +40,7 @@ export async function blobSources(store: Store, digest: Digest): Promise<BlobSou
 }
 
 /** Notes that each of `digests` exists in `registry/repository` (best effort; never throws). */
-export async function recordBlobSources(store: Store, digests: Iterable<Digest>, registry: string, repository: string): Promise<void> {
+export async function recordBlobSources(store: Pick<WorkSpace, "layout">, digests: Iterable<Digest>, registry: string, repository: string): Promise<void> {
   const entry = `${registry}/${repository}`;
   for (const digest of new Set(digests)) {
     try {

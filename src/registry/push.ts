@@ -19,7 +19,7 @@ import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import pLimit from "p-limit";
 import { InvalidDefinitionError } from "../errors.js";
 import { MediaType, type Descriptor } from "../oci/types.js";
-import type { ImageRecord, Store } from "../store/store.js";
+import type { BlobStore, ImageRecord, WorkSpace } from "../store/store.js";
 import { isDigest, sha256Bytes, type Digest } from "../util/digest.js";
 import { repositoryScope } from "./auth.js";
 import { blobSources, recordBlobSources } from "./blob-sources.js";
@@ -86,7 +86,7 @@ const MAX_MOUNT_CANDIDATES = 3;
 const STARGZ_ANNOTATION_PREFIX = "containerd.io/snapshot/stargz/";
 
 /** Pushes `image` (blobs, manifest, tag) to `ref` (`host[:port]/repo[:tag]`; the tag defaults to `latest`). */
-export async function pushImage(store: Store, image: ImageRecord, ref: string, opts: PushOptions = {}): Promise<PushResult> {
+export async function pushImage(store: BlobStore & WorkSpace, image: ImageRecord, ref: string, opts: PushOptions = {}): Promise<PushResult> {
   const reference = parseReference(ref);
   if (reference.digest !== undefined) {
     throw new InvalidDefinitionError(`push target "${ref}" names a digest; push to a tag (the manifest digest is decided by the content)`);
@@ -155,7 +155,7 @@ interface PreparedImage {
  * into the store (`estargz/convert.ts`) and the descriptors (eStargz annotations included) and a config whose
  * `rootfs.diff_ids` match are returned instead; the manifest is then built from them.
  */
-async function prepareLayers(store: Store, image: ImageRecord, opts: PushOptions): Promise<PreparedImage> {
+async function prepareLayers(store: BlobStore & WorkSpace, image: ImageRecord, opts: PushOptions): Promise<PreparedImage> {
   if (opts.estargz && (opts.format ?? "oci") !== "oci") {
     throw new UnsupportedImageError("eStargz layers need an OCI manifest (Docker v2 schema 2 manifests drop the layer annotations that carry the TOC digest); push --estargz with --format oci");
   }
@@ -298,7 +298,7 @@ function withDigest(location: URL, digest: Digest): URL {
   return new URL(`${s}${location.search ? "&" : "?"}digest=${encodeURIComponent(digest)}`);
 }
 
-async function pushBlob(client: RegistryClient, store: Store, d: Descriptor, mountFrom: readonly string[], monolithicLimit: number): Promise<PushedBlob> {
+async function pushBlob(client: RegistryClient, store: BlobStore & WorkSpace, d: Descriptor, mountFrom: readonly string[], monolithicLimit: number): Promise<PushedBlob> {
   const repo = `${client.reference.registry}/${client.reference.repository}`;
   const what = `pushing blob ${d.digest} to ${repo}`;
   if (!(await store.hasBlob(d.digest))) throw new UnsupportedImageError(`${what}: the blob is not in the store at ${store.root}; the image record is incomplete`);

@@ -8,7 +8,6 @@ import { limitsFromEnv } from "../sandbox/step-limits.js";
 import { createReadStream } from "node:fs";
 import http from "node:http";
 import https from "node:https";
-import path from "node:path";
 import type { Readable } from "node:stream";
 import type { BuiltImage, StepResult } from "../engine/build.js";
 import { resolveInput } from "../engine/inputs.js";
@@ -119,8 +118,8 @@ async function openStatCache(opt: RemoteBuildOptions["statCache"]): Promise<Stat
   if (opt === false) return undefined;
   if (opt instanceof StatCache) return opt;
   if (typeof opt === "string") return StatCache.load(opt);
-  const { defaultStoreRoot } = await import("../store/local.js");
-  return StatCache.load(path.join(defaultStoreRoot(), "statcache.json"));
+  const { StoreLayout } = await import("../store/layout.js");
+  return StatCache.load(StoreLayout.default().statCacheFile);
 }
 
 function toWireEntry(e: ContextEntry): WireEntry {

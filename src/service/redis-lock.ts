@@ -13,6 +13,7 @@ import type { Readable } from "node:stream";
 import type { Redis } from "ioredis";
 import type { Digest } from "../util/digest.js";
 import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store, StoreNamespace, StoredObject } from "../store/store.js";
+import type { StoreLayout } from "../store/layout.js";
 import { processName, RedisKeys } from "./queue.js";
 
 /** Deletes the key only while it holds our token. */
@@ -32,6 +33,7 @@ export interface RedisLockOptions {
 
 export class RedisLockingStore implements Store {
   readonly root: string;
+  readonly layout: StoreLayout;
   readonly keys: RedisKeys;
   readonly ttlMs: number;
   readonly #pollMs: number;
@@ -48,6 +50,7 @@ export class RedisLockingStore implements Store {
     opts: RedisLockOptions = {},
   ) {
     this.root = inner.root;
+    this.layout = inner.layout;
     this.keys = opts.keys ?? new RedisKeys();
     this.ttlMs = Math.max(1000, opts.ttlMs ?? 30_000);
     this.#pollMs = Math.max(10, opts.pollMs ?? 100);

@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { StrataError } from "../errors.js";
-import type { Store } from "../store/store.js";
+import type { BlobStore, WorkSpace } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import type { WireEntry } from "./wire.js";
 
@@ -52,7 +52,7 @@ export class InputTrees {
   readonly #maxTrees: number;
 
   private constructor(
-    private readonly store: Store,
+    private readonly store: BlobStore & WorkSpace,
     root: string,
     maxTrees: number,
   ) {
@@ -61,8 +61,8 @@ export class InputTrees {
   }
 
   /** Opens the tree cache of `store`, adopting trees a previous server left (they are complete by construction). */
-  static async open(store: Store, opts: { maxTrees?: number } = {}): Promise<InputTrees> {
-    const root = path.join(store.root, "service", "trees");
+  static async open(store: BlobStore & WorkSpace, opts: { maxTrees?: number } = {}): Promise<InputTrees> {
+    const root = store.layout.serviceTreesDir;
     await fsp.mkdir(root, { recursive: true, mode: 0o700 });
     await fsp.chmod(path.dirname(root), 0o700);
     await fsp.chmod(root, 0o700);

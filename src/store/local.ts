@@ -10,35 +10,32 @@
  * Every write is temp + rename, so a build killed at any point leaves nothing a later build trusts.
  */
 import { createReadStream, promises as fsp } from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { DigestMismatchError, NotFoundError, StoreError } from "../errors.js";
 import { digestHex, sha256Bytes, sha256File, type Digest } from "../util/digest.js";
 import { exists, pidAlive, readJson, uniqueSuffix, writeFileAtomic } from "../util/fs.js";
-import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store, StoreNamespace, StoredObject } from "./store.js";
+import { defaultStoreRoot, StoreLayout } from "./layout.js";
+import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store, StoreMaintenance, StoreNamespace, StoredObject } from "./store.js";
 
-/** Where the store lives: STRATA_HOME, else `~/.cache/strata` (XDG_CACHE_HOME respected). */
-export function defaultStoreRoot(): string {
-  if (process.env.STRATA_HOME) return path.resolve(process.env.STRATA_HOME);
-  const xdg = process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
-  return path.join(xdg, "strata");
-}
+export { defaultStoreRoot } from "./layout.js";
 
 /** Directory and file extension of the namespaces named by hex. */
-const STORED_DIRS: Record<Exclude<StoreNamespace, "index" | "blobs">, [string, string]> = {
-  images: ["images", ".json"],
-  logs: ["logs", ".log"],
-  chains: ["chains", ".json"],
+const STORED_DIRS: Record<Exclude<StoreNamespace, "index" | "blobs">, [(l: StoreLayout) => string, string]> = {
+  images: [(l) => l.imagesDir, ".json"],
+  logs: [(l) => l.logsDir, ".log"],
+  chains: [(l) => l.chainsDir, ".json"],
 };
 
 /** Lock files this process holds (any store instance): a lock with our pid that is not here is stale (pid reuse). */
 const heldLocks = new Set<string>();
 
-export class LocalStore implements Store {
+export class LocalStore implements Store, StoreMaintenance {
   readonly root: string;
+  readonly layout: StoreLayout;
   private constructor(root: string) {
     this.root = root;
+    this.layout = new StoreLayout(root);
   }
 
   /**
@@ -49,14 +46,12 @@ export class LocalStore implements Store {
   static async open(root = defaultStoreRoot()): Promise<LocalStore> {
     await fsp.mkdir(root, { recursive: true, mode: 0o700 });
     await fsp.chmod(root, 0o700);
-    for (const d of ["blobs/sha256", "index", "images", "chains", "layers", "tmp", "locks", "logs"]) {
-      await fsp.mkdir(path.join(root, d), { recursive: true });
-    }
+    for (const d of new StoreLayout(root).storeDirs) await fsp.mkdir(d, { recursive: true });
     return new LocalStore(root);
   }
 
   private blobFile(d: Digest): string {
-    return path.join(this.root, "blobs", "sha256", digestHex(d));
+    return this.layout.blobFile(d);
   }
 
   async hasBlob(d: Digest): Promise<boolean> {
@@ -110,7 +105,7 @@ export class LocalStore implements Store {
 
   private indexFile(key: string): string {
     if (!/^[0-9a-z-]+$/.test(key)) throw new StoreError(`invalid cache key "${key}"`);
-    return path.join(this.root, "index", key.slice(0, 2), `${key}.json`);
+    return this.layout.indexFile(key);
   }
 
   async getIndex(key: string): Promise<IndexEntry | undefined> {
@@ -125,7 +120,7 @@ export class LocalStore implements Store {
   }
 
   private imageFile(id: Digest): string {
-    return path.join(this.root, "images", `${digestHex(id)}.json`);
+    return this.layout.imageFile(id);
   }
 
   async getImage(id: Digest): Promise<ImageRecord | undefined> {
@@ -140,7 +135,7 @@ export class LocalStore implements Store {
   }
 
   async listImages(): Promise<ImageRecord[]> {
-    const dir = path.join(this.root, "images");
+    const dir = this.layout.imagesDir;
     const out: ImageRecord[] = [];
     for (const f of await fsp.readdir(dir)) {
       if (!f.endsWith(".json")) continue;
@@ -158,14 +153,14 @@ export class LocalStore implements Store {
       if (!r) throw new NotFoundError(`image ${ref} is not in the store at ${this.root} (list images with \`strata images\`)`);
       return r;
     }
-    const matches = (await fsp.readdir(path.join(this.root, "images"))).filter((f) => f.startsWith(hex) && f.endsWith(".json"));
+    const matches = (await fsp.readdir(this.layout.imagesDir)).filter((f) => f.startsWith(hex) && f.endsWith(".json"));
     if (matches.length === 0) throw new NotFoundError(`no image id starts with ${hex} in the store at ${this.root} (list images with \`strata images\`)`);
     if (matches.length > 1) throw new NotFoundError(`image id prefix ${hex} is ambiguous (${matches.length} images); give more digits`);
     return (await this.getImage(("sha256:" + matches[0]!.slice(0, 64)) as Digest))!;
   }
 
   private chainFile(name: string): string {
-    return path.join(this.root, "chains", `${digestHex(sha256Bytes(name))}.json`);
+    return path.join(this.layout.chainsDir, `${digestHex(sha256Bytes(name))}.json`);
   }
 
   async getChain(name: string): Promise<ChainRecord | undefined> {
@@ -176,12 +171,8 @@ export class LocalStore implements Store {
     await writeFileAtomic(this.chainFile(chain.name), JSON.stringify(chain));
   }
 
-  private layerPath(diffId: Digest): string {
-    return path.join(this.root, "layers", digestHex(diffId));
-  }
-
   async layerDir(layer: LayerRecord): Promise<string> {
-    const dir = this.layerPath(layer.diffId);
+    const dir = this.layout.layerDir(layer.diffId);
     if (await exists(dir)) return dir;
     const tmp = await this.tempDir("unpack");
     const root = path.join(tmp, "root");
@@ -204,7 +195,7 @@ export class LocalStore implements Store {
   }
 
   async adoptLayerDir(diffId: Digest, dir: string): Promise<string> {
-    const target = this.layerPath(diffId);
+    const target = this.layout.layerDir(diffId);
     try {
       await fsp.rename(dir, target);
     } catch (e) {
@@ -217,13 +208,13 @@ export class LocalStore implements Store {
   }
 
   async tempDir(prefix: string): Promise<string> {
-    const dir = path.join(this.root, "tmp", `${prefix}-${uniqueSuffix()}`);
+    const dir = path.join(this.layout.tmpDir, `${prefix}-${uniqueSuffix()}`);
     await fsp.mkdir(dir, { recursive: true });
     return dir;
   }
 
   async lock(key: string): Promise<() => Promise<void>> {
-    const dir = path.join(this.root, "locks");
+    const dir = this.layout.locksDir;
     await fsp.mkdir(dir, { recursive: true });
     const file = path.join(dir, `${key}.lock`);
     for (;;) {
@@ -259,7 +250,7 @@ export class LocalStore implements Store {
   }
 
   private logFile(id: Digest): string {
-    return path.join(this.root, "logs", `${digestHex(id)}.log`);
+    return path.join(this.layout.logsDir, `${digestHex(id)}.log`);
   }
 
   async putLog(id: Digest, text: string): Promise<void> {
@@ -271,7 +262,7 @@ export class LocalStore implements Store {
   }
 
   async recover(beforeReclaim?: () => Promise<void>): Promise<void> {
-    const tmp = path.join(this.root, "tmp");
+    const tmp = this.layout.tmpDir;
     const stale = (await fsp.readdir(tmp)).filter((name) => {
       const m = /^[a-z]+-(\d+)-/.exec(name);
       return m !== null && !pidAlive(Number(m[1]));
@@ -298,7 +289,7 @@ export class LocalStore implements Store {
       default: {
         if (!/^[0-9a-f]{64}$/.test(name)) throw new StoreError(`invalid ${ns} name "${name}"`);
         const [dir, ext] = STORED_DIRS[ns];
-        return path.join(this.root, dir, `${name}${ext}`);
+        return path.join(dir(this.layout), `${name}${ext}`);
       }
     }
   }
@@ -310,7 +301,7 @@ export class LocalStore implements Store {
       if (st?.isFile()) out.push({ name, modifiedMs: st.mtimeMs, size: st.size });
     };
     if (ns === "index") {
-      const top = path.join(this.root, "index");
+      const top = this.layout.indexDir;
       for (const sub of await fsp.readdir(top).catch(() => [] as string[])) {
         for (const f of await fsp.readdir(path.join(top, sub)).catch(() => [] as string[])) {
           const m = /^([0-9a-z-]+)\.json$/.exec(f);
@@ -319,8 +310,8 @@ export class LocalStore implements Store {
       }
       return out;
     }
-    const [dir, ext] = ns === "blobs" ? ["blobs/sha256", ""] : STORED_DIRS[ns];
-    const abs = path.join(this.root, dir);
+    const [dir, ext] = ns === "blobs" ? [(l: StoreLayout) => l.blobsDir, ""] : STORED_DIRS[ns];
+    const abs = dir(this.layout);
     for (const f of await fsp.readdir(abs).catch(() => [] as string[])) {
       if (!f.endsWith(ext)) continue;
       const hex = f.slice(0, f.length - ext.length);

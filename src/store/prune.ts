@@ -34,8 +34,10 @@ import path from "node:path";
 import { StoreError } from "../errors.js";
 import { digestHex, type Digest } from "../util/digest.js";
 import { pidAlive, uniqueSuffix } from "../util/fs.js";
+import { layerDirsInUse } from "./layers-in-use.js";
+import type { StoreLayout } from "./layout.js";
 import { LocalStore } from "./local.js";
-import type { ImageRecord, Store, StoreNamespace, StoredObject } from "./store.js";
+import { isMaintainable, type ImageRecord, type ImageStore, type StoreMaintenance, type StoreNamespace, type StoredObject, type WorkSpace } from "./store.js";
 
 export interface PruneOptions {
   /** Objects written before `now - olderThanMs` are candidates. */
@@ -134,10 +136,9 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
 const HEX64 = /^[0-9a-f]{64}$/;
 
 /** Removes index entries, image records, blobs, logs and chains that nothing recent references (see the module). */
-export async function pruneStore(store: Store, opts: PruneOptions): Promise<PruneReport> {
-  const list = store.listStored?.bind(store);
-  const del = store.deleteStored?.bind(store);
-  if (!list || !del) throw new StoreError(`the store at ${store.root} cannot be pruned (it cannot list or delete what it holds)`);
+export async function pruneStore(store: ImageStore & Pick<WorkSpace, "root"> & Partial<StoreMaintenance>, opts: PruneOptions): Promise<PruneReport> {
+  if (!isMaintainable(store)) throw new StoreError(`the store at ${store.root} cannot be pruned (it cannot list or delete what it holds)`);
+  const stored: StoreMaintenance = store;
   if (!(opts.olderThanMs > 0)) throw new StoreError("prune needs a positive age (--older-than), e.g. 30d");
   const started = Date.now();
   const now = opts.now ?? started;
@@ -150,7 +151,7 @@ export async function pruneStore(store: Store, opts: PruneOptions): Promise<Prun
 
   // 1. What there is.
   const listing = {} as Record<StoreNamespace, StoredObject[]>;
-  for (const ns of ["index", "images", "blobs", "logs", "chains"] as const) listing[ns] = await list(ns);
+  for (const ns of ["index", "images", "blobs", "logs", "chains"] as const) listing[ns] = await stored.listStored(ns);
   log(`store ${store.root}: ${listing.index.length} index entries, ${listing.images.length} images, ${listing.blobs.length} blobs, ${listing.logs.length} logs, ${listing.chains.length} chains; cutoff ${report.cutoff}`);
 
   // 2. Roots: recent index entries and image records.
@@ -207,7 +208,7 @@ export async function pruneStore(store: Store, opts: PruneOptions): Promise<Prun
 
   // 7. Image records written while we worked (builds running now) keep what they name, old blobs included.
   if (!dry) {
-    const fresh = (await list("images")).filter((o) => o.modifiedMs >= started - 2000 && !keep.has(o.name));
+    const fresh = (await stored.listStored("images")).filter((o) => o.modifiedMs >= started - 2000 && !keep.has(o.name));
     if (fresh.length) {
       log(`${fresh.length} image record(s) were written during the prune: keeping what they name`);
       await mark(fresh.map((o) => o.name));
@@ -238,12 +239,13 @@ export async function pruneStore(store: Store, opts: PruneOptions): Promise<Prun
   let local = "";
   if (store instanceof LocalStore) {
     const graceFrom = Math.min(cutoff, started - YOUNG_MS);
-    const doomedLayers = await pruneLayerDirs(store.root, neededLayers, cutoff, dry, report, log);
-    const doomedLazy = await pruneLazy(store.root, graceFrom, dry, report, log);
-    await pruneLayerMeta(store.root, doomedLayers, graceFrom, dry, report, log);
-    await pruneSelects(store.root, [...doomedLayers, ...doomedLazy], graceFrom, dry, report, log);
-    await prunePool(store.root, doomedLayers, graceFrom, dry, report, log);
-    await pruneLinkLayers(store.root, graceFrom, dry, report, log);
+    const layout = store.layout;
+    const doomedLayers = await pruneLayerDirs(layout, neededLayers, cutoff, dry, report, log);
+    const doomedLazy = await pruneLazy(layout, graceFrom, dry, report, log);
+    await pruneLayerMeta(layout, doomedLayers, graceFrom, dry, report, log);
+    await pruneSelects(layout, [...doomedLayers, ...doomedLazy], graceFrom, dry, report, log);
+    await prunePool(layout, doomedLayers, graceFrom, dry, report, log);
+    await pruneLinkLayers(layout, graceFrom, dry, report, log);
     local = `, ${r.files} pool files (${formatBytes(r.fileBytes)}), ${r.layerMeta} layer sidecars, ${r.selects} cached selections (${formatBytes(r.selectBytes)}), ${r.linkLayers} --link layer records, ${r.lazy} lazy image trees and ${r.lazyTmp} leftover temp dirs in others (${formatBytes(r.lazyBytes)})`;
   }
 
@@ -257,7 +259,7 @@ export async function pruneStore(store: Store, opts: PruneOptions): Promise<Prun
       return;
     }
     await forEachLimit(objs, limit, async (o) => {
-      if (await del!(ns, o.name, { ifModifiedBefore: cutoff })) {
+      if (await stored.deleteStored(ns, o.name, { ifModifiedBefore: cutoff })) {
         report.removed[counter]++;
         if (ns === "blobs") report.removed.blobBytes += o.size;
       } else {
@@ -273,11 +275,11 @@ export async function pruneStore(store: Store, opts: PruneOptions): Promise<Prun
  * Removes `layers/<hex>/` dirs not needed, not recent and not in use (moved aside first, then deleted). Returns the
  * paths of those removed (in a dry run: of those that would be).
  */
-async function pruneLayerDirs(root: string, needed: Set<string>, cutoff: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<string[]> {
+async function pruneLayerDirs(layout: StoreLayout, needed: Set<string>, cutoff: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<string[]> {
   const doomedDirs: string[] = [];
-  const layersDir = path.join(root, "layers");
+  const layersDir = layout.layersDir;
   const names = (await fsp.readdir(layersDir).catch(() => [] as string[])).filter((n) => HEX64.test(n));
-  const inUse = await layersInUse(root);
+  const inUse = await layerDirsInUse(layout);
   for (const name of names) {
     const dir = path.join(layersDir, name);
     const st = await fsp.lstat(dir).catch(() => undefined);
@@ -294,7 +296,7 @@ async function pruneLayerDirs(root: string, needed: Set<string>, cutoff: number,
     }
     // Out of layers/ first, so nobody ever sees a half-deleted layer; tmp/prune-<pid>-… is reclaimed by recover()
     // if we die before the rm finishes.
-    const doomed = path.join(root, "tmp", `prune-${uniqueSuffix()}`);
+    const doomed = path.join(layout.tmpDir, `prune-${uniqueSuffix()}`);
     if (!(await fsp.rename(dir, doomed).then(() => true, () => false))) {
       report.skipped++;
       continue;
@@ -346,10 +348,10 @@ async function removeUnchanged(file: string, seen: { ino: number; mtimeMs: numbe
  * `layers/<hex>/` is gone (or goes in this prune), unless written since `graceFrom`. A sidecar describes content named
  * by its diffID, so removing one is always safe: the next COPY over that layer (unpacked again) recomputes it.
  */
-async function pruneLayerMeta(root: string, doomedLayers: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
-  await sweepRecords(path.join(root, "layer-meta"), { count: "layerMeta", bytes: "layerMetaBytes" }, dry, report, log, async (name, st) => {
+async function pruneLayerMeta(layout: StoreLayout, doomedLayers: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+  await sweepRecords(layout.layerMetaDir, { count: "layerMeta", bytes: "layerMetaBytes" }, dry, report, log, async (name, st) => {
     const m = /^([0-9a-f]{64})\.opaque\.json$/.exec(name);
-    if (m) return st.mtimeMs < graceFrom && (await goneAfter(path.join(root, "layers", m[1]!), doomedLayers));
+    if (m) return st.mtimeMs < graceFrom && (await goneAfter(path.join(layout.layersDir, m[1]!), doomedLayers));
     return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
   });
 }
@@ -360,8 +362,8 @@ async function pruneLayerMeta(root: string, doomedLayers: readonly string[], gra
  * cache hit does not touch them; the next build that needs one mounts and walks the stage again and rewrites it).
  * A build reads the whole record at once, so removing one it is about to use only costs that walk.
  */
-async function pruneSelects(root: string, doomedLayers: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
-  await sweepRecords(path.join(root, "selects"), { count: "selects", bytes: "selectBytes" }, dry, report, log, async (name, st, file) => {
+async function pruneSelects(layout: StoreLayout, doomedLayers: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+  await sweepRecords(layout.selectsDir, { count: "selects", bytes: "selectBytes" }, dry, report, log, async (name, st, file) => {
     if (!/^[0-9a-f]{64}\.json$/.test(name)) return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
     if (st.mtimeMs < graceFrom) return true;
     // A record that cannot be read is ignored by builds and rewritten; it goes when it is old.
@@ -386,8 +388,8 @@ async function pruneSelects(root: string, doomedLayers: readonly string[], grace
  * since `graceFrom` (a reuse sets the record's mtime). A record whose blob is gone is ignored by builds anyway; the
  * layer itself is kept or pruned with the images that use it.
  */
-async function pruneLinkLayers(root: string, graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
-  await sweepRecords(path.join(root, "link-layers"), { count: "linkLayers" }, dry, report, log, async (name, st) => {
+async function pruneLinkLayers(layout: StoreLayout, graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+  await sweepRecords(layout.linkLayersDir, { count: "linkLayers" }, dry, report, log, async (name, st) => {
     if (name.endsWith(".json")) return st.mtimeMs < graceFrom;
     return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
   });
@@ -437,8 +439,8 @@ async function sweepRecords(
  * `recover()` if we die) and only then measured and deleted, as layer dirs are; a tree with a temp dir of a live
  * process (a fetch in progress) always stays.
  */
-async function pruneLazy(root: string, graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<string[]> {
-  const lazyDir = path.join(root, "lazy");
+async function pruneLazy(layout: StoreLayout, graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<string[]> {
+  const lazyDir = layout.lazyDir;
   const doomedTrees: string[] = [];
   const mtime = async (p: string) => (await fsp.lstat(p).catch(() => undefined))?.mtimeMs ?? 0;
   for (const name of await fsp.readdir(lazyDir).catch(() => [] as string[])) {
@@ -463,7 +465,7 @@ async function pruneLazy(root: string, graceFrom: number, dry: boolean, report: 
         doomedTrees.push(home);
         continue;
       }
-      const doomed = path.join(root, "tmp", `prune-${uniqueSuffix()}`);
+      const doomed = path.join(layout.tmpDir, `prune-${uniqueSuffix()}`);
       if (!(await fsp.rename(home, doomed).then(() => true, () => false))) {
         report.skipped++;
         report.kept.lazy++;
@@ -517,8 +519,8 @@ const POOL_NAME = /^[0-9a-f]{64}-[0-7]+(?:-\d+-\d+)?$/;
  * and it copies the source instead (and puts the file back into the pool). If the link lands between our look at the
  * count and the unlink, the layer keeps its file; only the pool loses the name.
  */
-async function prunePool(root: string, doomedLayerDirs: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
-  const pool = path.join(root, "files");
+async function prunePool(layout: StoreLayout, doomedLayerDirs: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+  const pool = layout.contentPoolDir;
   const names = (await fsp.readdir(pool).catch(() => [] as string[])).filter((n) => POOL_NAME.test(n));
   if (!names.length) return;
   const doomedLinks = dry ? await linksUnder(doomedLayerDirs) : new Map<string, number>();
@@ -560,29 +562,6 @@ async function linksUnder(dirs: readonly string[]): Promise<Map<string, number>>
   };
   for (const d of dirs) await walk(d);
   return counts;
-}
-
-/** Layer dirs a live work dir links to (overlay lowerdirs, `tmp/<work>/l/<n>`) or a mount names. */
-async function layersInUse(root: string): Promise<Set<string>> {
-  const used = new Set<string>();
-  const layersDir = path.join(root, "layers") + path.sep;
-  const tmp = path.join(root, "tmp");
-  for (const work of await fsp.readdir(tmp).catch(() => [] as string[])) {
-    const links = path.join(tmp, work, "l");
-    for (const name of await fsp.readdir(links).catch(() => [] as string[])) {
-      const target = await fsp.readlink(path.join(links, name)).catch(() => "");
-      const abs = path.resolve(links, target);
-      if (abs.startsWith(layersDir)) used.add(abs.slice(0, layersDir.length + 64));
-    }
-  }
-  const mounts = await fsp.readFile("/proc/self/mounts", "utf8").catch(() => "");
-  if (mounts.includes(layersDir)) {
-    for (const m of mounts.matchAll(/[^\s,:=]+/g)) {
-      const p = m[0].replace(/\\040/g, " ");
-      if (p.startsWith(layersDir)) used.add(p.slice(0, layersDir.length + 64));
-    }
-  }
-  return used;
 }
 
 export function formatBytes(n: number): string {

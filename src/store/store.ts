@@ -1,7 +1,11 @@
-/** The Store interface: content-addressed blobs, the cache index (key → image id), image records, unpacked layers. */
+/**
+ * The Store interfaces: small ones for what a caller uses (blobs, image records and the index, history, layer dirs,
+ * the local work space, locks, maintenance) and `Store`, all of them, which each backend implements.
+ */
 import type { Readable } from "node:stream";
 import type { Digest } from "../util/digest.js";
 import type { KeyInputs } from "../keys/step-key.js";
+import type { StoreLayout } from "./layout.js";
 
 /** One layer of an image: compressed blob digest, uncompressed diffID, size of the blob. */
 export interface LayerRecord {
@@ -66,12 +70,8 @@ export interface StoredObject {
   size: number;
 }
 
-/**
- * Storage for everything a build produces. Blob writes verify the digest and are atomic; a record is only
- * written after every blob it refers to is stored, so an interrupted build never publishes a dangling reference.
- */
-export interface Store {
-  readonly root: string;
+/** Content-addressed blobs. Writes verify the digest (unless told the caller did) and are atomic. */
+export interface BlobStore {
   hasBlob(digest: Digest): Promise<boolean>;
   openBlob(digest: Digest): Promise<Readable>;
   readBlob(digest: Digest): Promise<Buffer>;
@@ -81,48 +81,87 @@ export interface Store {
   putBlobBytes(data: Uint8Array): Promise<Digest>;
   /** Moves a finished temp file into the store under `digest` (verified unless `verified`). */
   putBlobFile(tempPath: string, digest: Digest, opts?: { verified?: boolean }): Promise<void>;
+}
 
+/**
+ * Image records and the cache index (key → image id). A record is only written after every blob it names is stored,
+ * and an index entry is only trusted while its record exists, so no reader meets a dangling reference.
+ */
+export interface ImageStore {
   getIndex(key: string): Promise<IndexEntry | undefined>;
   putIndex(entry: IndexEntry): Promise<void>;
-
   getImage(id: Digest): Promise<ImageRecord | undefined>;
   putImage(record: ImageRecord): Promise<void>;
   listImages(): Promise<ImageRecord[]>;
   /** Resolves a full id, a bare hex id or a unique prefix (≥ 6 hex digits) to an image record. */
   resolveImage(ref: string): Promise<ImageRecord>;
+}
 
+/** What `strata explain` and `strata logs` read back: the last build of each named chain, and step logs. */
+export interface HistoryStore {
   getChain(name: string): Promise<ChainRecord | undefined>;
   putChain(chain: ChainRecord): Promise<void>;
+  /** Saves the (secret-redacted) log of the step that produced an image. */
+  putLog(imageId: Digest, text: string): Promise<void>;
+  getLog(imageId: Digest): Promise<string | undefined>;
+}
 
+/** Unpacked layers, shared by diffID, in overlay lowerdir form. */
+export interface LayerDirStore {
   /** Directory holding the unpacked layer (overlay lowerdir form), unpacking it from its blob if needed. */
   layerDir(layer: LayerRecord): Promise<string>;
   /** Adopts an already-unpacked directory (e.g. an overlay upper dir) as the unpacked form of `diffId`. */
   adoptLayerDir(diffId: Digest, dir: string): Promise<string>;
-  /** A fresh private directory for temporary work, removed by the caller or by the next `recover()`. */
-  tempDir(prefix: string): Promise<string>;
-  /**
-   * Takes the build lock for a cache key, waiting while another live process holds it. Returns the release
-   * function. Locks of dead processes are broken.
-   */
-  lock(key: string): Promise<() => Promise<void>>;
-  /** Saves the (secret-redacted) log of the step that produced an image. */
-  putLog(imageId: Digest, text: string): Promise<void>;
-  getLog(imageId: Digest): Promise<string | undefined>;
   /** Keeps these layers' local copies from eviction until the returned release is called (caching backends). */
   pin?(layers: Iterable<LayerRecord>): () => void;
+}
+
+/** The store's local directory: where things live in it (`layout`), temp work dirs, and reclaiming dead ones. */
+export interface WorkSpace {
+  /** The local directory (for a remote backend: its local cache); for messages. Paths come from `layout`. */
+  readonly root: string;
+  readonly layout: StoreLayout;
+  /** A fresh private directory for temporary work, removed by the caller or by the next `recover()`. */
+  tempDir(prefix: string): Promise<string>;
   /**
    * Removes what interrupted builds left behind (temp files, stale mounts). Safe while other builds run.
    * `beforeReclaim` runs once, first, if there is anything to reclaim (e.g. to kill orphaned containers).
    */
   recover(beforeReclaim?: () => Promise<void>): Promise<void>;
+}
 
-  /** Maintenance: every object of a namespace, with when it was written (for `strata cache prune`). */
-  listStored?(ns: StoreNamespace): Promise<StoredObject[]>;
+/** Build locks, one per cache key. */
+export interface LockStore {
   /**
-   * Maintenance: removes one object; a missing one is fine. With `ifModifiedBefore`, an object written at or after
-   * that time (ms) is kept (so a prune never removes what a running build just wrote). True when it was removed.
+   * Takes the build lock for a cache key, waiting while another live process holds it. Returns the release
+   * function. Locks of dead processes are broken.
    */
-  deleteStored?(ns: StoreNamespace, name: string, opts?: { ifModifiedBefore?: number }): Promise<boolean>;
+  lock(key: string): Promise<() => Promise<void>>;
+}
+
+/** Maintenance, off the build path (`strata cache prune`): listing and removing what the store holds. */
+export interface StoreMaintenance {
+  /** Every object of a namespace, with when it was written. */
+  listStored(ns: StoreNamespace): Promise<StoredObject[]>;
+  /**
+   * Removes one object; a missing one is fine. With `ifModifiedBefore`, an object written at or after that time (ms)
+   * is kept (so a prune never removes what a running build just wrote). True when it was removed.
+   */
+  deleteStored(ns: StoreNamespace, name: string, opts?: { ifModifiedBefore?: number }): Promise<boolean>;
+}
+
+/** Everything a build reads and writes: a store without its maintenance. What the engine and the service take. */
+export interface BuildStore extends BlobStore, ImageStore, HistoryStore, LayerDirStore, WorkSpace, LockStore {}
+
+/**
+ * Storage for everything a build produces, as a backend provides it (`LocalStore`, `S3Store`, wrappers): the build
+ * interfaces plus maintenance where the backend supports it. Code that needs less names less (`BlobStore`, …).
+ */
+export interface Store extends BuildStore, Partial<StoreMaintenance> {}
+
+/** Whether a store supports maintenance (listing and deleting what it holds). */
+export function isMaintainable<S extends Partial<StoreMaintenance>>(store: S): store is S & StoreMaintenance {
+  return typeof store.listStored === "function" && typeof store.deleteStored === "function";
 }
 
 /**
@@ -132,7 +171,7 @@ export interface Store {
  * lowers here. Layers that still have to be unpacked (or fetched, for a caching backend) are done concurrently, each
  * distinct diffID once: unpacking runs on worker threads, so a cold image's layers do not wait for each other.
  */
-export async function layerDirs(store: Store, layers: readonly LayerRecord[]): Promise<string[]> {
+export async function layerDirs(store: LayerDirStore, layers: readonly LayerRecord[]): Promise<string[]> {
   const byDiffId = new Map<string, Promise<string>>();
   for (const l of layers) if (!byDiffId.has(l.diffId)) byDiffId.set(l.diffId, store.layerDir(l));
   // Every promise is awaited (allSettled) before the first failure is reported, so none is left unobserved.

@@ -9,8 +9,8 @@
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { MediaType, type Descriptor } from "../../oci/types.js";
-import type { ImageRecord, Store } from "../../store/store.js";
-import { digestHex, isDigest, sha256Bytes, type Digest } from "../../util/digest.js";
+import type { BlobStore, ImageRecord, WorkSpace } from "../../store/store.js";
+import { isDigest, sha256Bytes, type Digest } from "../../util/digest.js";
 import { gzipLevel } from "../../layer/commit.js";
 import { DigestMismatchError } from "../../errors.js";
 import { UnsupportedImageError } from "../errors.js";
@@ -44,11 +44,11 @@ interface CacheRecord {
   uncompressedSize: number;
 }
 
-function cacheFile(store: Store, layer: Digest, chunkSize: number, level: number): string {
-  return path.join(store.root, "estargz", `${digestHex(layer)}.${chunkSize}.${level}.json`);
+function cacheFile(store: BlobStore & WorkSpace, layer: Digest, chunkSize: number, level: number): string {
+  return store.layout.estargzFile(layer, chunkSize, level);
 }
 
-async function readCache(store: Store, file: string): Promise<CacheRecord | undefined> {
+async function readCache(store: BlobStore & WorkSpace, file: string): Promise<CacheRecord | undefined> {
   try {
     const r = JSON.parse(await fsp.readFile(file, "utf8")) as Partial<CacheRecord>;
     if (typeof r.digest !== "string" || !isDigest(r.digest) || typeof r.diffId !== "string" || !isDigest(r.diffId) || typeof r.tocDigest !== "string" || !isDigest(r.tocDigest)) return undefined;
@@ -69,7 +69,7 @@ function descriptorOf(r: CacheRecord): Descriptor {
 }
 
 /** Converts one stored layer blob (tar or tar+gzip, uncompressed content `diffId`) into an eStargz blob in the store. */
-export async function convertLayer(store: Store, layer: { digest: Digest; diffId: Digest }, opts: EstargzConvertOptions = {}): Promise<ConvertedLayer> {
+export async function convertLayer(store: BlobStore & WorkSpace, layer: { digest: Digest; diffId: Digest }, opts: EstargzConvertOptions = {}): Promise<ConvertedLayer> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const level = opts.level ?? gzipLevel();
   const file = cacheFile(store, layer.digest, chunkSize, level);
@@ -99,7 +99,7 @@ export async function convertLayer(store: Store, layer: { digest: Digest; diffId
  * they are) and a config with the matching `rootfs.diff_ids`, both stored. `layers` are the stored manifest's
  * layer descriptors, index-aligned with the config's diff_ids.
  */
-export async function convertImage(store: Store, image: ImageRecord, layers: readonly Descriptor[], config: Descriptor, opts: EstargzConvertOptions = {}): Promise<ConvertedImage> {
+export async function convertImage(store: BlobStore & WorkSpace, image: ImageRecord, layers: readonly Descriptor[], config: Descriptor, opts: EstargzConvertOptions = {}): Promise<ConvertedImage> {
   const progress = opts.onProgress ?? (() => undefined);
   const where = `image ${image.id}`;
   let json: Record<string, unknown>;

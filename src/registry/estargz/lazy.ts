@@ -16,7 +16,7 @@ import { DigestMismatchError } from "../../errors.js";
 import { extractLayerOffThread } from "../../layer/extract-pool.js";
 import type { ExtractOptions } from "../../layer/tar-extract.js";
 import { MediaType, type Descriptor, type ImageConfig } from "../../oci/types.js";
-import type { LayerRecord, Store } from "../../store/store.js";
+import type { BlobStore, LayerDirStore, LayerRecord, WorkSpace } from "../../store/store.js";
 import { isDigest, sha256Bytes, type Digest } from "../../util/digest.js";
 import { RegistryClient, type RegistryOptions } from "../client.js";
 import { errorFromResponse, readBody } from "../http.js";
@@ -293,7 +293,7 @@ export class LazyImage {
    * Fetches layer `i` into the store: the blob (verified) and its unpacked directory, extracted while the ranges
    * arrive. Returns the layer record. Already-present layers are not fetched again.
    */
-  async materializeLayer(store: Store, i: number, opts: Omit<FetchAllOptions, "digest" | "diffId" | "blobFile"> & Pick<ExtractOptions, "onWarning"> = {}): Promise<LayerRecord> {
+  async materializeLayer(store: BlobStore & LayerDirStore & Pick<WorkSpace, "tempDir">, i: number, opts: Omit<FetchAllOptions, "digest" | "diffId" | "blobFile"> & Pick<ExtractOptions, "onWarning"> = {}): Promise<LayerRecord> {
     const l = this.layers[i]!;
     const record: LayerRecord = { digest: l.descriptor.digest, diffId: l.diffId, size: l.descriptor.size, mediaType: l.descriptor.mediaType || MediaType.ociLayerGzip };
     if (await store.hasBlob(record.digest)) {

@@ -17,6 +17,7 @@ import { DigestMismatchError } from "../../errors.js";
 import type { Descriptor } from "../../oci/types.js";
 import { isDigest, type Digest } from "../../util/digest.js";
 import type { RegistryClient } from "../client.js";
+import { decodeHeader } from "../../layer/tar-decode.js";
 import { UnsupportedImageError } from "../errors.js";
 import {
   checkTocEntry,
@@ -275,11 +276,10 @@ export class EstargzReader {
     } catch (e) {
       throw new UnsupportedImageError(`${where}: the TOC member at ${tocOffset} is not valid gzip (${(e as Error).message})`, { cause: e });
     }
-    const name = tar.subarray(0, 100).toString("utf8").replace(/\0.*$/s, "");
-    if (tar.length < 512 || cleanEntryName(name) !== TOC_TAR_NAME) throw new UnsupportedImageError(`${where}: the TOC member does not start with a ${TOC_TAR_NAME} tar entry`);
-    const sizeField = tar.toString("latin1", 124, 136).replace(/[\0 ]+$/, "").trim();
-    const jsonLen = /^[0-7]+$/.test(sizeField) ? Number.parseInt(sizeField, 8) : -1;
-    if (jsonLen < 0 || 512 + jsonLen > tar.length) throw new UnsupportedImageError(`${where}: the ${TOC_TAR_NAME} entry has an invalid size`);
+    const header = tar.length >= 512 ? decodeHeader(tar.subarray(0, 512), { offset: 0, where: `${where}: the TOC member` }) : null;
+    if (!header || cleanEntryName(header.name) !== TOC_TAR_NAME) throw new UnsupportedImageError(`${where}: the TOC member does not start with a ${TOC_TAR_NAME} tar entry`);
+    const jsonLen = header.size;
+    if (512 + jsonLen > tar.length) throw new UnsupportedImageError(`${where}: the ${TOC_TAR_NAME} entry has an invalid size`);
     const json = tar.subarray(512, 512 + jsonLen);
     const actual = ("sha256:" + createHash("sha256").update(json).digest("hex")) as Digest;
     if (actual !== opts.tocDigest) throw new DigestMismatchError(opts.tocDigest, actual, `TOC (stargz.index.json) of ${where}`);

@@ -13,9 +13,10 @@
  */
 import { promises as fsp } from "node:fs";
 import path from "node:path";
-import { digestHex, type Digest } from "../../util/digest.js";
+import type { Digest } from "../../util/digest.js";
 import { exists, uniqueSuffix } from "../../util/fs.js";
 import type { LocalStore } from "../local.js";
+import { layerDirsInUse } from "../layers-in-use.js";
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -57,11 +58,11 @@ export class LocalCache {
   }
 
   blobFile(d: Digest): string {
-    return path.join(this.root, "blobs", "sha256", digestHex(d));
+    return this.local.layout.blobFile(d);
   }
 
   layerPath(diffId: Digest): string {
-    return path.join(this.root, "layers", digestHex(diffId));
+    return this.local.layout.layerDir(diffId);
   }
 
   /** Protects paths from eviction until the returned function is called (idempotent). */
@@ -93,14 +94,14 @@ export class LocalCache {
   /** Every cached blob and unpacked layer with its size and last use. */
   async entries(): Promise<CacheEntry[]> {
     const out: CacheEntry[] = [];
-    const blobs = path.join(this.root, "blobs", "sha256");
+    const blobs = this.local.layout.blobsDir;
     for (const name of await fsp.readdir(blobs).catch(() => [] as string[])) {
       if (!HEX64.test(name)) continue;
       const p = path.join(blobs, name);
       const st = await fsp.lstat(p).catch(() => undefined);
       if (st?.isFile()) out.push({ kind: "blob", path: p, bytes: st.size, lastUsedMs: st.mtimeMs });
     }
-    const layers = path.join(this.root, "layers");
+    const layers = this.local.layout.layersDir;
     for (const name of await fsp.readdir(layers).catch(() => [] as string[])) {
       if (!HEX64.test(name)) continue;
       const p = path.join(layers, name);
@@ -147,7 +148,7 @@ export class LocalCache {
     this.#lastScanMs = Date.now();
     this.#estimate = total;
     if (total <= this.maxBytes) return;
-    const linked = await this.#layersInUse();
+    const linked = await layerDirsInUse(this.local.layout);
     const now = Date.now();
     entries.sort((a, b) => a.lastUsedMs - b.lastUsedMs);
     for (const e of entries) {
@@ -163,7 +164,7 @@ export class LocalCache {
       } else {
         // Move it out of layers/ first so nobody ever sees a half-deleted layer; tmp/evict-<pid>-… is reclaimed
         // by recover() if we die before the rm finishes.
-        const doomed = path.join(this.root, "tmp", `evict-${uniqueSuffix()}`);
+        const doomed = path.join(this.local.layout.tmpDir, `evict-${uniqueSuffix()}`);
         const moved = await fsp.rename(e.path, doomed).then(() => true, () => false);
         if (!moved) continue;
         this.#layerSizes.delete(e.path);
@@ -173,29 +174,6 @@ export class LocalCache {
       this.evictions++;
     }
     this.#estimate = total;
-  }
-
-  /** Layer dirs that a live work dir links to (overlay lowerdirs) or that a mount names directly. */
-  async #layersInUse(): Promise<Set<string>> {
-    const used = new Set<string>();
-    const layersDir = path.join(this.root, "layers") + path.sep;
-    const tmp = path.join(this.root, "tmp");
-    for (const work of await fsp.readdir(tmp).catch(() => [] as string[])) {
-      const links = path.join(tmp, work, "l");
-      for (const name of await fsp.readdir(links).catch(() => [] as string[])) {
-        const target = await fsp.readlink(path.join(links, name)).catch(() => "");
-        const abs = path.resolve(links, target);
-        if (abs.startsWith(layersDir)) used.add(abs);
-      }
-    }
-    const mounts = await fsp.readFile("/proc/self/mounts", "utf8").catch(() => "");
-    if (mounts.includes(layersDir)) {
-      for (const m of mounts.matchAll(/[^\s,:=]+/g)) {
-        const p = m[0].replace(/\\040/g, " ");
-        if (p.startsWith(layersDir)) used.add(p.slice(0, layersDir.length + 64));
-      }
-    }
-    return used;
   }
 
   /** True when the blob is in the local cache. */

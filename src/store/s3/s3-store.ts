@@ -37,8 +37,9 @@ import {
 import { DigestMismatchError, NotFoundError, StoreError } from "../../errors.js";
 import { digestHex, sha256Bytes, sha256File, type Digest } from "../../util/digest.js";
 import { exists } from "../../util/fs.js";
-import { defaultStoreRoot, LocalStore } from "../local.js";
-import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store, StoreNamespace, StoredObject } from "../store.js";
+import { LocalStore } from "../local.js";
+import { StoreLayout } from "../layout.js";
+import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store, StoreMaintenance, StoreNamespace, StoredObject } from "../store.js";
 import { DEFAULT_RETRY, withS3Retry, type RetryPolicy, type S3Where } from "./errors.js";
 import { LocalCache } from "./local-cache.js";
 
@@ -135,9 +136,11 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T,
 
 const md5Base64 = (b: Uint8Array) => createHash("md5").update(b).digest("base64");
 
-export class S3Store implements Store {
+export class S3Store implements Store, StoreMaintenance {
   /** The local cache directory (where statcache, definitions and temp dirs live). */
   readonly root: string;
+  /** The layout of the local cache directory. */
+  readonly layout: StoreLayout;
   readonly bucket: string;
   readonly prefix: string;
   readonly endpoint: string | undefined;
@@ -164,6 +167,7 @@ export class S3Store implements Store {
   private constructor(local: LocalStore, opts: S3StoreOptions) {
     this.#local = local;
     this.root = local.root;
+    this.layout = local.layout;
     this.bucket = opts.bucket;
     this.prefix = normalizePrefix(opts.prefix);
     this.endpoint = opts.endpoint;
@@ -207,7 +211,7 @@ export class S3Store implements Store {
   /** Opens a store on `opts.bucket`, creating the local cache directory. Makes no request (see `check()`). */
   static async open(opts: S3StoreOptions): Promise<S3Store> {
     if (!opts.bucket) throw new StoreError("S3 store: no bucket given (set STRATA_S3_BUCKET)");
-    const localRoot = opts.localRoot ?? path.join(defaultStoreRoot(), "s3", opts.bucket.replace(/[^A-Za-z0-9._-]/g, "_"));
+    const localRoot = opts.localRoot ?? StoreLayout.default().s3CacheDir(opts.bucket);
     return new S3Store(await LocalStore.open(localRoot), opts);
   }
 
