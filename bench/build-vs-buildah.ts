@@ -70,7 +70,17 @@ function parseOptions(argv: string[]): Options {
   if (!Number.isInteger(runs) || runs < 1) throw new Error("--runs must be a positive integer");
   if (!Number.isInteger(files) || files < 1) throw new Error("--files must be a positive integer");
   if (!(mb > 0)) throw new Error("--mb must be positive");
-  return { runs, files, bytes: Math.round(mb * 1024 * 1024), apt: values.apt!, keep: values.keep!, profile: !values["no-profile"], python: values.python!, tmp: values.tmp!, baseCache: values["base-cache"] ? path.resolve(values["base-cache"]) : undefined };
+  return {
+    runs,
+    files,
+    bytes: Math.round(mb * 1024 * 1024),
+    apt: values.apt!,
+    keep: values.keep!,
+    profile: !values["no-profile"],
+    python: values.python!,
+    tmp: values.tmp!,
+    baseCache: values["base-cache"] ? path.resolve(values["base-cache"]) : undefined,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -178,7 +188,8 @@ function strataDefinition(o: Options): string {
   ].join("\n");
 }
 
-const BASE_DEFINITION = (python: string) => `import { Image } from "strata";\nexport default Image.debianSlim({ pythonVersion: ${JSON.stringify(python)} });\n`;
+const BASE_DEFINITION = (python: string) =>
+  `import { Image } from "strata";\nexport default Image.debianSlim({ pythonVersion: ${JSON.stringify(python)} });\n`;
 
 const BASE_NAME = "localhost/strata-bench-base:latest";
 
@@ -241,7 +252,10 @@ class Bench {
   }
 
   strata(args: string[], what: string, extraNodeArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
-    return run(process.execPath, [...extraNodeArgs, STRATA_BIN, ...args], { env: { STRATA_HOME: this.strataHome, ...env }, what });
+    return run(process.execPath, [...extraNodeArgs, STRATA_BIN, ...args], {
+      env: { STRATA_HOME: this.strataHome, ...env },
+      what,
+    });
   }
 
   async strataBuild(def: string, what: string): Promise<StrataBuild> {
@@ -257,23 +271,30 @@ class Bench {
   }
 
   buildah(args: string[], what: string, check = true): Promise<RunResult> {
-    return run("buildah", ["--root", this.buildahRoot, "--runroot", this.buildahRunroot, "--storage-driver", "overlay", ...args], {
-      env: { TMPDIR: this.buildahTmp, BUILDAH_LAYERS: "true" },
-      what,
-      check,
-    });
+    return run(
+      "buildah",
+      ["--root", this.buildahRoot, "--runroot", this.buildahRunroot, "--storage-driver", "overlay", ...args],
+      {
+        env: { TMPDIR: this.buildahTmp, BUILDAH_LAYERS: "true" },
+        what,
+        check,
+      },
+    );
   }
 
   budArgs(): string[] {
     return [
       "bud",
       "--layers",
-      "--runtime", RUNC,
+      "--runtime",
+      RUNC,
       ...this.isolation,
       "--pull=never",
       "--network=host",
-      "-f", path.join(this.project, "Dockerfile"),
-      "-t", "bench:latest",
+      "-f",
+      path.join(this.project, "Dockerfile"),
+      "-t",
+      "bench:latest",
       this.project,
     ];
   }
@@ -283,7 +304,9 @@ class Bench {
     if (r.code === 0) return r;
     // runc failed: fall back to chroot isolation once, and say so.
     const tail = (r.stderr + r.stdout).trim().split("\n").slice(-8).join("\n");
-    this.notes.push(`buildah with --runtime ${RUNC} failed (exit ${r.code}); fell back to --isolation chroot. Its output ended:\n${tail}`);
+    this.notes.push(
+      `buildah with --runtime ${RUNC} failed (exit ${r.code}); fell back to --isolation chroot. Its output ended:\n${tail}`,
+    );
     this.isolation = ["--isolation", "chroot"];
     await this.resetBuildah();
     return this.buildah(this.budArgs(), what);
@@ -307,7 +330,12 @@ class Bench {
   }
 
   async cleanup(keep: boolean): Promise<void> {
-    if (await fsp.access(this.buildahRoot).then(() => true, () => false)) {
+    if (
+      await fsp.access(this.buildahRoot).then(
+        () => true,
+        () => false,
+      )
+    ) {
       await this.buildah(["rm", "-a"], "buildah rm -a", false).catch(() => undefined);
       await this.buildah(["rmi", "-a", "-f"], "buildah rmi -a", false).catch(() => undefined);
     }
@@ -326,7 +354,10 @@ class Bench {
 async function makeTempDir(parent: string): Promise<string> {
   for (;;) {
     const dir = path.join(path.resolve(parent), `strata-bench-${randomBytes(5).toString("hex")}`);
-    if (/[A-Z]/.test(dir)) throw new Error(`--tmp ${parent}: buildah needs a lowercase path for the base OCI layout; pick another directory`);
+    if (/[A-Z]/.test(dir))
+      throw new Error(
+        `--tmp ${parent}: buildah needs a lowercase path for the base OCI layout; pick another directory`,
+      );
     try {
       await fsp.mkdir(dir, { mode: 0o700 });
       return dir;
@@ -341,7 +372,9 @@ async function unmountUnder(dir: string): Promise<void> {
   for (let pass = 0; pass < 3; pass++) {
     const mounts = readFileSync("/proc/self/mounts", "utf8")
       .split("\n")
-      .map((l) => (l.split(" ")[1] ?? "").replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
+      .map((l) =>
+        (l.split(" ")[1] ?? "").replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))),
+      )
       .filter((mp) => mp === dir || mp.startsWith(dir + "/"));
     if (mounts.length === 0) return;
     for (const mp of [...new Set(mounts)].sort((a, b) => b.length - a.length)) {
@@ -367,7 +400,11 @@ function medianIndex(xs: number[]): number {
 
 function table(header: string[], rows: string[][], align: ("l" | "r")[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const fmt = (r: string[]) => r.map((c, i) => (align[i] === "r" ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  const fmt = (r: string[]) =>
+    r
+      .map((c, i) => (align[i] === "r" ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return [fmt(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(fmt)].join("\n");
 }
 
@@ -415,10 +452,16 @@ async function probe(def: string): Promise<void> {
     const entries = await walkContext(dirInput.localPath, { statCache });
     mark(`walkContext ctx (${entries.length} entries, ${statCache.hits} stat-cache hits, ${statCache.misses} misses)`);
   }
-  const r = await buildPlan(image.plan(), { secrets: image.secretValues(), store, log: () => undefined, chainName: `${path.resolve(def)}#default` });
+  const r = await buildPlan(image.plan(), {
+    secrets: image.secretValues(),
+    store,
+    log: () => undefined,
+    chainName: `${path.resolve(def)}#default`,
+  });
   mark(`buildPlan, all ${r.steps.length} steps (repeats init, recover, statcache load, walk; warm JIT)`);
   phases.push({ name: "steps (inside buildPlan)", ms: -1 });
-  for (const s of r.steps) phases.push({ name: `  step ${s.index} ${s.cached ? "cached" : "BUILT"}: ${s.description}`, ms: s.seconds * 1000 });
+  for (const s of r.steps)
+    phases.push({ name: `  step ${s.index} ${s.cached ? "cached" : "BUILT"}: ${s.description}`, ms: s.seconds * 1000 });
   process.stdout.write(JSON.stringify(phases) + "\n");
 }
 
@@ -431,10 +474,16 @@ interface CpuProfile {
 }
 
 /** Self time per function and per file (ms) from a .cpuprofile. */
-function summariseProfile(p: CpuProfile): { total: number; byFile: [string, number][]; byFn: [string, number][]; inclusive: [string, number][] } {
+function summariseProfile(p: CpuProfile): {
+  total: number;
+  byFile: [string, number][];
+  byFn: [string, number][];
+  inclusive: [string, number][];
+} {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
-  for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i + 1] ?? 0) / 1000);
+  for (let i = 0; i < p.samples.length; i++)
+    self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i + 1] ?? 0) / 1000);
   const short = (url: string) => {
     if (!url) return "";
     const u = url.replace(/^file:\/\//, "");
@@ -447,7 +496,11 @@ function summariseProfile(p: CpuProfile): { total: number; byFile: [string, numb
     const s = short(url);
     if (!s) return "(native / no url)";
     if (s.startsWith("node:")) return "node: internals";
-    if (s.startsWith("node_modules/")) return s.split("/").slice(0, s.startsWith("node_modules/@") ? 3 : 2).join("/");
+    if (s.startsWith("node_modules/"))
+      return s
+        .split("/")
+        .slice(0, s.startsWith("node_modules/@") ? 3 : 2)
+        .join("/");
     return s;
   };
   const files = new Map<string, number>();
@@ -472,8 +525,10 @@ function summariseProfile(p: CpuProfile): { total: number; byFile: [string, numb
     for (let id: number | undefined = p.samples[i]!; id !== undefined; id = parent.get(id)) {
       const f = byId.get(id)!.callFrame;
       const s = short(f.url);
-      if (s.startsWith("node:internal/modules/esm") || s.startsWith("node:internal/modules/run_main")) seen.add("[ESM module loading: resolve/compile/link/evaluate]");
-      else if (s.startsWith("dist/") || s.startsWith("node_modules/")) seen.add(`${f.functionName || "(anonymous)"} ${s}:${f.lineNumber + 1}`);
+      if (s.startsWith("node:internal/modules/esm") || s.startsWith("node:internal/modules/run_main"))
+        seen.add("[ESM module loading: resolve/compile/link/evaluate]");
+      else if (s.startsWith("dist/") || s.startsWith("node_modules/"))
+        seen.add(`${f.functionName || "(anonymous)"} ${s}:${f.lineNumber + 1}`);
     }
     for (const k of seen) incl.set(k, (incl.get(k) ?? 0) + ms);
   }
@@ -491,7 +546,9 @@ async function cachedBreakdown(b: Bench, def: string): Promise<void> {
   const bare = await samples(process.execPath, ["-e", "0"]);
   const help = await samples(process.execPath, [STRATA_BIN, "--help"]);
   const images = await samples(process.execPath, [STRATA_BIN, "images", "--json"], 5, { STRATA_HOME: b.strataHome });
-  const cached = await samples(process.execPath, [STRATA_BIN, "build", def, "--json"], 5, { STRATA_HOME: b.strataHome });
+  const cached = await samples(process.execPath, [STRATA_BIN, "build", def, "--json"], 5, {
+    STRATA_HOME: b.strataHome,
+  });
   log(
     table(
       ["process (median of 5)", "seconds"],
@@ -505,14 +562,31 @@ async function cachedBreakdown(b: Bench, def: string): Promise<void> {
     ),
   );
 
-  const probeRun = await run(process.execPath, [fileURLToPath(import.meta.url), "__probe", def], { env: { STRATA_HOME: b.strataHome }, what: "phase probe" });
+  const probeRun = await run(process.execPath, [fileURLToPath(import.meta.url), "__probe", def], {
+    env: { STRATA_HOME: b.strataHome },
+    what: "phase probe",
+  });
   const phases = JSON.parse(probeRun.stdout.trim().split("\n").pop()!) as Phase[];
-  log(`\nphases of one cached build in a fresh process (bench probe calling the engine's modules; whole process ${probeRun.seconds.toFixed(3)} s):\n`);
-  log(table(["phase", "ms"], phases.map((p) => [p.name.length > 100 ? p.name.slice(0, 97) + "..." : p.name, p.ms < 0 ? "" : p.ms.toFixed(1)]), ["l", "r"]));
+  log(
+    `\nphases of one cached build in a fresh process (bench probe calling the engine's modules; whole process ${probeRun.seconds.toFixed(3)} s):\n`,
+  );
+  log(
+    table(
+      ["phase", "ms"],
+      phases.map((p) => [p.name.length > 100 ? p.name.slice(0, 97) + "..." : p.name, p.ms < 0 ? "" : p.ms.toFixed(1)]),
+      ["l", "r"],
+    ),
+  );
 
   const profDir = path.join(b.tmp, "cpuprof");
   await fsp.mkdir(profDir, { recursive: true });
-  const profRun = await b.strata(["build", def, "--json"], "profiled cached build", ["--cpu-prof", "--cpu-prof-dir", profDir, "--cpu-prof-interval", "100"]);
+  const profRun = await b.strata(["build", def, "--json"], "profiled cached build", [
+    "--cpu-prof",
+    "--cpu-prof-dir",
+    profDir,
+    "--cpu-prof-interval",
+    "100",
+  ]);
   const profFile = (await fsp.readdir(profDir)).find((f) => f.endsWith(".cpuprofile"));
   if (!profFile) {
     log("\n(no .cpuprofile written)");
@@ -520,12 +594,32 @@ async function cachedBreakdown(b: Bench, def: string): Promise<void> {
   }
   const prof = JSON.parse(await fsp.readFile(path.join(profDir, profFile), "utf8")) as CpuProfile;
   const s = summariseProfile(prof);
-  log(`\nnode --cpu-prof of \`strata build\` (fully cached; ${profRun.seconds.toFixed(3)} s wall with profiling, ${s.total.toFixed(0)} ms sampled after V8 start):\n`);
-  log(table(["self time by file / category", "ms", "%"], s.byFile.map(([k, v]) => [k, v.toFixed(1), ((100 * v) / s.total).toFixed(1)]), ["l", "r", "r"]));
+  log(
+    `\nnode --cpu-prof of \`strata build\` (fully cached; ${profRun.seconds.toFixed(3)} s wall with profiling, ${s.total.toFixed(0)} ms sampled after V8 start):\n`,
+  );
+  log(
+    table(
+      ["self time by file / category", "ms", "%"],
+      s.byFile.map(([k, v]) => [k, v.toFixed(1), ((100 * v) / s.total).toFixed(1)]),
+      ["l", "r", "r"],
+    ),
+  );
   log("");
-  log(table(["self time by function", "ms"], s.byFn.map(([k, v]) => [k.length > 110 ? k.slice(0, 107) + "..." : k, v.toFixed(1)]), ["l", "r"]));
+  log(
+    table(
+      ["self time by function", "ms"],
+      s.byFn.map(([k, v]) => [k.length > 110 ? k.slice(0, 107) + "..." : k, v.toFixed(1)]),
+      ["l", "r"],
+    ),
+  );
   log("");
-  log(table(["inclusive time (Strata and dependency functions)", "ms"], s.inclusive.map(([k, v]) => [k.length > 110 ? k.slice(0, 107) + "..." : k, v.toFixed(1)]), ["l", "r"]));
+  log(
+    table(
+      ["inclusive time (Strata and dependency functions)", "ms"],
+      s.inclusive.map(([k, v]) => [k.length > 110 ? k.slice(0, 107) + "..." : k, v.toFixed(1)]),
+      ["l", "r"],
+    ),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -539,10 +633,16 @@ async function verifySame(b: Bench, strataId: string): Promise<void> {
     "echo content=$(find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16) && " +
     "echo gen=$(sha256sum /gen.txt 2>/dev/null | cut -c1-16)";
   const s = await b.strata(["run", strataId, "--", "sh", "-c", script], "strata run (verify)");
-  const ctr = (await b.buildah(["from", "--pull=never", "bench:latest"], "buildah from")).stdout.trim().split("\n").pop()!;
+  const ctr = (await b.buildah(["from", "--pull=never", "bench:latest"], "buildah from")).stdout
+    .trim()
+    .split("\n")
+    .pop()!;
   let bOut: RunResult;
   try {
-    bOut = await b.buildah(["run", "--runtime", RUNC, ...b.isolation, "--network=host", ctr, "--", "sh", "-c", script], "buildah run (verify)");
+    bOut = await b.buildah(
+      ["run", "--runtime", RUNC, ...b.isolation, "--network=host", ctr, "--", "sh", "-c", script],
+      "buildah run (verify)",
+    );
   } finally {
     await b.buildah(["rm", ctr], "buildah rm", false);
   }
@@ -550,7 +650,9 @@ async function verifySame(b: Bench, strataId: string): Promise<void> {
   const bx = bOut.stdout.trim();
   if (sx === bx) log(`equivalence check: both images agree (${sx.split("\n").join(", ")})`);
   else {
-    log(`equivalence check: MISMATCH\n  strata:  ${sx.split("\n").join(", ")}\n  buildah: ${bx.split("\n").join(", ")}`);
+    log(
+      `equivalence check: MISMATCH\n  strata:  ${sx.split("\n").join(", ")}\n  buildah: ${bx.split("\n").join(", ")}`,
+    );
     b.notes.push("the two images differ (see the equivalence check)");
   }
 }
@@ -558,7 +660,8 @@ async function verifySame(b: Bench, strataId: string): Promise<void> {
 async function main(): Promise<void> {
   if (process.argv[2] === "__probe") return probe(process.argv[3]!);
   const o = parseOptions(process.argv.slice(2));
-  if (process.getuid?.() !== 0) throw new Error("run as root (Strata and buildah both need it for overlay mounts and runc)");
+  if (process.getuid?.() !== 0)
+    throw new Error("run as root (Strata and buildah both need it for overlay mounts and runc)");
   await fsp.access(STRATA_BIN).catch(() => {
     throw new Error(`${STRATA_BIN} not found`);
   });
@@ -591,7 +694,9 @@ async function main(): Promise<void> {
     await fsp.mkdir(b.buildahTmp, { recursive: true });
     const tGen = performance.now();
     const files = await generateContext(b.ctx, o.files, o.bytes);
-    progress(`generated context: ${files.length} files, ${(o.bytes / 1048576).toFixed(1)} MiB in ${((performance.now() - tGen) / 1000).toFixed(2)} s`);
+    progress(
+      `generated context: ${files.length} files, ${(o.bytes / 1048576).toFixed(1)} MiB in ${((performance.now() - tGen) / 1000).toFixed(2)} s`,
+    );
     const def = path.join(b.project, "strata.ts");
     await fsp.writeFile(def, strataDefinition(o));
     await fsp.writeFile(path.join(b.project, "Dockerfile"), dockerfile(o));
@@ -602,33 +707,54 @@ async function main(): Promise<void> {
 
     // ---- shared base (untimed) ----
     const baseCache = o.baseCache;
-    if (baseCache && (await fsp.access(path.join(baseCache, "base-id")).then(() => true, () => false))) {
+    if (
+      baseCache &&
+      (await fsp.access(path.join(baseCache, "base-id")).then(
+        () => true,
+        () => false,
+      ))
+    ) {
       progress(`reusing the debianSlim base from ${baseCache}`);
-      await run("cp", ["-a", path.join(baseCache, "strata-home.base"), b.strataTemplate], { what: "copy cached base store" });
+      await run("cp", ["-a", path.join(baseCache, "strata-home.base"), b.strataTemplate], {
+        what: "copy cached base store",
+      });
       await run("cp", ["-a", path.join(baseCache, "base-oci"), b.baseOci], { what: "copy cached base layout" });
       await b.resetStrata();
       // The cached base must still be a cache hit for this Strata (same builder version and base recipe).
       const base = await b.strataBuild(baseDef, "strata build base (cached)");
-      if (!base.steps.every((x) => x.cached) || base.imageId !== (await fsp.readFile(path.join(baseCache, "base-id"), "utf8")).trim()) {
-        throw new Error(`the base in ${baseCache} is stale for this Strata (it was rebuilt); delete ${baseCache} and run again`);
+      if (
+        !base.steps.every((x) => x.cached) ||
+        base.imageId !== (await fsp.readFile(path.join(baseCache, "base-id"), "utf8")).trim()
+      ) {
+        throw new Error(
+          `the base in ${baseCache} is stale for this Strata (it was rebuilt); delete ${baseCache} and run again`,
+        );
       }
     } else {
       progress("building the Strata debianSlim base (mmdebstrap, ~45 s)…");
       const base = await b.strataBuild(baseDef, "strata build base");
-      progress(`base ${base.imageId.slice(7, 19)} in ${base.seconds.toFixed(1)} s; exporting as OCI layout for buildah`);
+      progress(
+        `base ${base.imageId.slice(7, 19)} in ${base.seconds.toFixed(1)} s; exporting as OCI layout for buildah`,
+      );
       await b.strata(["export", base.imageId, "--oci", b.baseOci], "strata export base");
       await run("cp", ["-a", b.strataHome, b.strataTemplate], { what: "snapshot base store" });
       if (baseCache) {
         await fsp.rm(baseCache, { recursive: true, force: true });
         await fsp.mkdir(baseCache, { recursive: true });
-        await run("cp", ["-a", b.strataTemplate, path.join(baseCache, "strata-home.base")], { what: "save base store" });
+        await run("cp", ["-a", b.strataTemplate, path.join(baseCache, "strata-home.base")], {
+          what: "save base store",
+        });
         await run("cp", ["-a", b.baseOci, path.join(baseCache, "base-oci")], { what: "save base layout" });
         await fsp.writeFile(path.join(baseCache, "base-id"), base.imageId + "\n");
       }
     }
     await b.resetBuildah();
 
-    const times = { cold: { s: [] as number[], b: [] as number[] }, cached: { s: [] as number[], b: [] as number[] }, edit: { s: [] as number[], b: [] as number[] } };
+    const times = {
+      cold: { s: [] as number[], b: [] as number[] },
+      cached: { s: [] as number[], b: [] as number[] },
+      edit: { s: [] as number[], b: [] as number[] },
+    };
     const editBuilds: StrataBuild[] = [];
     const coldBuilds: StrataBuild[] = [];
     let lastStrata: StrataBuild | undefined;
@@ -638,7 +764,10 @@ async function main(): Promise<void> {
       await b.resetStrata();
       await b.resetBuildah();
       const s = await b.strataBuild(def, `strata cold build #${i + 1}`);
-      if (s.steps[0]?.cached !== true || s.steps.slice(1).some((x) => x.cached)) b.notes.push(`strata cold run ${i + 1}: expected base cached and every other step built; got ${s.steps.map((x) => (x.cached ? "C" : "B")).join("")}`);
+      if (s.steps[0]?.cached !== true || s.steps.slice(1).some((x) => x.cached))
+        b.notes.push(
+          `strata cold run ${i + 1}: expected base cached and every other step built; got ${s.steps.map((x) => (x.cached ? "C" : "B")).join("")}`,
+        );
       const r = await b.buildahBuild(`buildah cold build #${i + 1}`);
       times.cold.s.push(s.seconds);
       coldBuilds.push(s);
@@ -651,10 +780,14 @@ async function main(): Promise<void> {
     // ---- 2. fully cached ----
     for (let i = 0; i < o.runs; i++) {
       const s = await b.strataBuild(def, `strata cached build #${i + 1}`);
-      if (s.steps.some((x) => !x.cached)) b.notes.push(`strata cached run ${i + 1}: not every step was cached (${s.steps.map((x) => (x.cached ? "C" : "B")).join("")})`);
+      if (s.steps.some((x) => !x.cached))
+        b.notes.push(
+          `strata cached run ${i + 1}: not every step was cached (${s.steps.map((x) => (x.cached ? "C" : "B")).join("")})`,
+        );
       if (s.imageId !== lastStrata!.imageId) b.notes.push(`strata cached run ${i + 1}: image id changed`);
       const r = await b.buildahBuild(`buildah cached build #${i + 1}`);
-      if (!/Using cache/.test(r.stdout + r.stderr)) b.notes.push(`buildah cached run ${i + 1}: no "Using cache" in its output`);
+      if (!/Using cache/.test(r.stdout + r.stderr))
+        b.notes.push(`buildah cached run ${i + 1}: no "Using cache" in its output`);
       times.cached.s.push(s.seconds);
       times.cached.b.push(r.seconds);
       progress(`cached #${i + 1}: strata ${s.seconds.toFixed(3)} s, buildah ${r.seconds.toFixed(3)} s`);
@@ -673,23 +806,49 @@ async function main(): Promise<void> {
 
     // ---- report ----
     const kernel = os.release();
-    log(`\n# Strata vs buildah — ${o.files} files / ${(o.bytes / 1048576).toFixed(0)} MiB context, ${o.runs} run(s) per scenario, median`);
-    log(`${versions.stdout.trim()}; runc ${RUNC}${b.isolation.length ? " (" + b.isolation.join(" ") + ")" : ""}; node ${process.version}; kernel ${kernel}; ${os.cpus().length} CPUs`);
-    log(`first step: ${o.apt ? APT_CMD : "python3 local work (100k sha256 lines → /gen.txt)"}; edited file: ctx/${edited.rel} (${edited.size} B)\n`);
+    log(
+      `\n# Strata vs buildah — ${o.files} files / ${(o.bytes / 1048576).toFixed(0)} MiB context, ${o.runs} run(s) per scenario, median`,
+    );
+    log(
+      `${versions.stdout.trim()}; runc ${RUNC}${b.isolation.length ? " (" + b.isolation.join(" ") + ")" : ""}; node ${process.version}; kernel ${kernel}; ${os.cpus().length} CPUs`,
+    );
+    log(
+      `first step: ${o.apt ? APT_CMD : "python3 local work (100k sha256 lines → /gen.txt)"}; edited file: ctx/${edited.rel} (${edited.size} B)\n`,
+    );
     const targets = { cold: 1.0, cached: 0.3, edit: 0.5 };
     const label = { cold: "cold (base only)", cached: "fully cached", edit: "one-file edit" };
     const rows = (["cold", "cached", "edit"] as const).map((k) => {
       const sm = median(times[k].s);
       const bm = median(times[k].b);
       const ratio = sm / bm;
-      return [label[k], sm.toFixed(3), bm.toFixed(3), ratio.toFixed(2) + "x", `<= ${targets[k].toFixed(1)}x`, ratio <= targets[k] ? "PASS" : "MISS"];
+      return [
+        label[k],
+        sm.toFixed(3),
+        bm.toFixed(3),
+        ratio.toFixed(2) + "x",
+        `<= ${targets[k].toFixed(1)}x`,
+        ratio <= targets[k] ? "PASS" : "MISS",
+      ];
     });
-    log(table(["scenario", "strata s", "buildah s", "strata/buildah", "target", "result"], rows, ["l", "r", "r", "r", "r", "l"]));
+    log(
+      table(["scenario", "strata s", "buildah s", "strata/buildah", "target", "result"], rows, [
+        "l",
+        "r",
+        "r",
+        "r",
+        "r",
+        "l",
+      ]),
+    );
     log("\nall runs (seconds):");
     log(
       table(
         ["scenario", "strata runs", "buildah runs"],
-        (["cold", "cached", "edit"] as const).map((k) => [label[k], times[k].s.map((x) => x.toFixed(3)).join(" "), times[k].b.map((x) => x.toFixed(3)).join(" ")]),
+        (["cold", "cached", "edit"] as const).map((k) => [
+          label[k],
+          times[k].s.map((x) => x.toFixed(3)).join(" "),
+          times[k].b.map((x) => x.toFixed(3)).join(" "),
+        ]),
         ["l", "l", "l"],
       ),
     );
@@ -701,9 +860,19 @@ async function main(): Promise<void> {
         table(
           ["#", "step", "cached", "seconds"],
           [
-            ...build.steps.map((x) => [String(x.index), x.description.length > 70 ? x.description.slice(0, 67) + "..." : x.description, x.cached ? "yes" : "no", x.seconds.toFixed(3)]),
+            ...build.steps.map((x) => [
+              String(x.index),
+              x.description.length > 70 ? x.description.slice(0, 67) + "..." : x.description,
+              x.cached ? "yes" : "no",
+              x.seconds.toFixed(3),
+            ]),
             ["", "sum of steps", "", stepSum.toFixed(3)],
-            ["", "outside steps (node start-up, definition load/compile, init, records)", "", (build.seconds - stepSum).toFixed(3)],
+            [
+              "",
+              "outside steps (node start-up, definition load/compile, init, records)",
+              "",
+              (build.seconds - stepSum).toFixed(3),
+            ],
           ],
           ["r", "l", "l", "r"],
         ),

@@ -36,7 +36,13 @@ export function killCurrentChild(): void {
 
 async function saveLog(what: string, cmd: string, args: string[], r: RunResult): Promise<void> {
   if (!logDir) return;
-  const file = path.join(logDir, what.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "").toLowerCase() + ".log");
+  const file = path.join(
+    logDir,
+    what
+      .replace(/[^a-z0-9]+/gi, "-")
+      .replace(/^-|-$/g, "")
+      .toLowerCase() + ".log",
+  );
   const text = `$ ${cmd} ${args.join(" ")}\n# exit ${r.code}, ${r.seconds.toFixed(3)} s\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}\n\n`;
   await fsp.appendFile(file, text).catch(() => undefined);
 }
@@ -45,7 +51,11 @@ async function saveLog(what: string, cmd: string, args: string[], r: RunResult):
 export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd,
+      env: { ...process.env, ...opts.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     currentChild = child;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -58,7 +68,12 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     child.on("close", (code, signal) => {
       const seconds = (performance.now() - t0) / 1000;
       currentChild = undefined;
-      const r = { code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), seconds };
+      const r = {
+        code: code ?? (signal ? 128 : 1),
+        stdout: Buffer.concat(out).toString(),
+        stderr: Buffer.concat(err).toString(),
+        seconds,
+      };
       if (opts.what) void saveLog(opts.what, cmd, args, r);
       if (opts.check !== false && r.code !== 0) {
         const tail = (r.stderr + "\n" + r.stdout).trim().split("\n").slice(-25).join("\n");

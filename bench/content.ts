@@ -31,7 +31,10 @@ export function textContent(rnd: () => number, size: number, style: TextStyle): 
     const indent = style.indent.repeat(Math.floor(rnd() * style.levels));
     const n = 3 + Math.floor(rnd() * 9);
     const words: string[] = [];
-    for (let i = 0; i < n; i++) words.push(rnd() < 0.1 ? Math.floor(rnd() * 1e6).toString(16) : style.words[Math.floor(rnd() * style.words.length)]!);
+    for (let i = 0; i < n; i++)
+      words.push(
+        rnd() < 0.1 ? Math.floor(rnd() * 1e6).toString(16) : style.words[Math.floor(rnd() * style.words.length)]!,
+      );
     const line = indent + words.join(" ") + style.lineEnd + "\n";
     parts.push(line);
     len += line.length;

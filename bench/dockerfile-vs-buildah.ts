@@ -53,7 +53,11 @@ EXPOSE 8080
 CMD ["cat", "/app/count"]
 `;
 
-function run(cmd: string, argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ seconds: number; stdout: string; stderr: string }> {
+function run(
+  cmd: string,
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ seconds: number; stdout: string; stderr: string }> {
   const t = performance.now();
   return new Promise((resolve, reject) => {
     execFile(cmd, argv, { env, maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => {
@@ -82,7 +86,8 @@ async function makeContext(dir: string): Promise<string[]> {
   await fsp.mkdir(bin, { recursive: true });
   await fsp.copyFile("/bin/busybox", path.join(bin, "busybox"));
   await fsp.chmod(path.join(bin, "busybox"), 0o755);
-  for (const a of ["sh", "echo", "cat", "wc", "find", "sleep", "ls", "mkdir"]) await fsp.symlink("busybox", path.join(bin, a));
+  for (const a of ["sh", "echo", "cat", "wc", "find", "sleep", "ls", "mkdir"])
+    await fsp.symlink("busybox", path.join(bin, a));
   await fsp.writeFile(path.join(dir, "Dockerfile"), DOCKERFILE);
   return files;
 }
@@ -97,43 +102,100 @@ async function main(): Promise<void> {
   const conf = path.join(root, "containers.conf");
   await fsp.writeFile(conf, "[containers]\ndefault_ulimits = []\n");
   const buildahEnv = { ...process.env, CONTAINERS_CONF: conf };
-  const results: Record<string, { strata: number[]; buildah: number[] }> = { cold: { strata: [], buildah: [] }, cached: { strata: [], buildah: [] }, edit: { strata: [], buildah: [] } };
+  const results: Record<string, { strata: number[]; buildah: number[] }> = {
+    cold: { strata: [], buildah: [] },
+    cached: { strata: [], buildah: [] },
+    edit: { strata: [], buildah: [] },
+  };
   try {
     for (let r = 0; r < RUNS; r++) {
       const home = path.join(root, `strata-${r}`);
       const bRoot = path.join(root, `buildah-${r}`);
       const strataEnv = { ...process.env, STRATA_HOME: home };
-      const strata = () => run(process.execPath, [STRATA, "build", "-f", path.join(ctx, "Dockerfile"), ctx, "--json"], strataEnv);
+      const strata = () =>
+        run(process.execPath, [STRATA, "build", "-f", path.join(ctx, "Dockerfile"), ctx, "--json"], strataEnv);
       const buildah = () =>
-        run("buildah", ["--root", path.join(bRoot, "root"), "--runroot", path.join(bRoot, "runroot"), "--storage-driver", "overlay", "bud", "--layers", "--runtime", "/usr/sbin/runc", "--network", "host", "-f", path.join(ctx, "Dockerfile"), "-t", "bench:latest", ctx], buildahEnv);
-      for (const [scenario, before] of [["cold", async () => undefined], ["cached", async () => undefined], ["edit", async () => {
-        const f = path.join(ctx, files[files.length - 1 - r]!);
-        const data = await fsp.readFile(f);
-        data[0] = data[0] === 122 ? 97 : data[0]! + 1;
-        await fsp.writeFile(f, data);
-      }]] as const) {
+        run(
+          "buildah",
+          [
+            "--root",
+            path.join(bRoot, "root"),
+            "--runroot",
+            path.join(bRoot, "runroot"),
+            "--storage-driver",
+            "overlay",
+            "bud",
+            "--layers",
+            "--runtime",
+            "/usr/sbin/runc",
+            "--network",
+            "host",
+            "-f",
+            path.join(ctx, "Dockerfile"),
+            "-t",
+            "bench:latest",
+            ctx,
+          ],
+          buildahEnv,
+        );
+      for (const [scenario, before] of [
+        ["cold", async () => undefined],
+        ["cached", async () => undefined],
+        [
+          "edit",
+          async () => {
+            const f = path.join(ctx, files[files.length - 1 - r]!);
+            const data = await fsp.readFile(f);
+            data[0] = data[0] === 122 ? 97 : data[0]! + 1;
+            await fsp.writeFile(f, data);
+          },
+        ],
+      ] as const) {
         await before();
         const s = await strata();
         const b = await buildah();
         results[scenario]!.strata.push(s.seconds);
         results[scenario]!.buildah.push(b.seconds);
-        process.stderr.write(`[bench] run ${r + 1} ${scenario}: strata ${s.seconds.toFixed(2)} s, buildah ${b.seconds.toFixed(2)} s\n`);
+        process.stderr.write(
+          `[bench] run ${r + 1} ${scenario}: strata ${s.seconds.toFixed(2)} s, buildah ${b.seconds.toFixed(2)} s\n`,
+        );
       }
-      await run("buildah", ["--root", path.join(bRoot, "root"), "--runroot", path.join(bRoot, "runroot"), "--storage-driver", "overlay", "rmi", "-a", "-f"], buildahEnv).catch(() => undefined);
+      await run(
+        "buildah",
+        [
+          "--root",
+          path.join(bRoot, "root"),
+          "--runroot",
+          path.join(bRoot, "runroot"),
+          "--storage-driver",
+          "overlay",
+          "rmi",
+          "-a",
+          "-f",
+        ],
+        buildahEnv,
+      ).catch(() => undefined);
     }
   } finally {
-    const mounts = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1] ?? "").filter((m) => m.startsWith(root));
+    const mounts = (await fsp.readFile("/proc/self/mounts", "utf8"))
+      .split("\n")
+      .map((l) => l.split(" ")[1] ?? "")
+      .filter((m) => m.startsWith(root));
     for (const m of mounts.sort().reverse()) await run("umount", ["-l", m]).catch(() => undefined);
     await fsp.rm(root, { recursive: true, force: true }).catch(() => undefined);
   }
   const targets: Record<string, number> = { cold: 0.8, cached: 0.3, edit: 0.5 };
-  console.log(`# Strata vs buildah bud --layers — 26-instruction multi-stage Dockerfile, ${FILES} files / ${MB} MiB context, ${RUNS} runs, median`);
+  console.log(
+    `# Strata vs buildah bud --layers — 26-instruction multi-stage Dockerfile, ${FILES} files / ${MB} MiB context, ${RUNS} runs, median`,
+  );
   console.log("scenario  strata s  buildah s  strata/buildah  target  result");
   for (const [k, v] of Object.entries(results)) {
     const s = median(v.strata);
     const b = median(v.buildah);
     const ratio = s / b;
-    console.log(`${k.padEnd(8)}  ${s.toFixed(3).padStart(8)}  ${b.toFixed(3).padStart(9)}  ${ratio.toFixed(2).padStart(13)}x  <=${targets[k]}x  ${ratio <= targets[k]! ? "PASS" : "MISS"}`);
+    console.log(
+      `${k.padEnd(8)}  ${s.toFixed(3).padStart(8)}  ${b.toFixed(3).padStart(9)}  ${ratio.toFixed(2).padStart(13)}x  <=${targets[k]}x  ${ratio <= targets[k]! ? "PASS" : "MISS"}`,
+    );
   }
 }
 

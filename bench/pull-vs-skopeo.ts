@@ -71,7 +71,15 @@ function parseOptions(argv: string[]): Options {
   if (!Number.isInteger(files) || files < 100) throw new Error("--files must be an integer ≥ 100");
   if (!Number.isInteger(layers) || layers < 1 || layers > 20) throw new Error("--layers must be 1..20");
   if (!(mb > 0)) throw new Error("--mb must be positive");
-  return { runs, files, bytes: Math.round(mb * 1024 * 1024), layers, keep: values.keep!, tmp: values.tmp!, breakdown: !values["no-breakdown"] };
+  return {
+    runs,
+    files,
+    bytes: Math.round(mb * 1024 * 1024),
+    layers,
+    keep: values.keep!,
+    tmp: values.tmp!,
+    breakdown: !values["no-breakdown"],
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -119,7 +127,13 @@ const TOPS = ["usr/lib", "usr/share", "usr/local/lib", "opt/app", "var/lib"];
  * bytes), ~2% symlinks; the top layer (when there are several) also deletes a few files of layer 0 (overlay
  * whiteouts, char 0/0). Synchronous writes: generation is not timed.
  */
-function generateLayer(dir: string, index: number, nFiles: number, bytes: number, deleteFrom: string[] | undefined): LayerSpec {
+function generateLayer(
+  dir: string,
+  index: number,
+  nFiles: number,
+  bytes: number,
+  deleteFrom: string[] | undefined,
+): LayerSpec {
   const rnd = prng(0x5eed + index * 7919);
   const dirs: { rel: string; depth: number }[] = TOPS.map((t) => ({ rel: `${t}/pkg${index}`, depth: 2 }));
   const nDirs = Math.max(1, Math.round(nFiles / 14));
@@ -155,8 +169,16 @@ function generateLayer(dir: string, index: number, nFiles: number, bytes: number
       spec.sample = { rel, size: content.length, sha256: createHash("sha256").update(content).digest("hex") };
     }
   }
-  writeFileSync(path.join(dir, `${TOPS[0]}/pkg${index}/libbig${index}.so`), binaryContent(rnd, Math.floor(large * 0.6)), { mode: 0o755 });
-  writeFileSync(path.join(dir, `${TOPS[1]}/pkg${index}/blob${index}.dat`), binaryContent(rnd, large - Math.floor(large * 0.6)), { mode: 0o644 });
+  writeFileSync(
+    path.join(dir, `${TOPS[0]}/pkg${index}/libbig${index}.so`),
+    binaryContent(rnd, Math.floor(large * 0.6)),
+    { mode: 0o755 },
+  );
+  writeFileSync(
+    path.join(dir, `${TOPS[1]}/pkg${index}/blob${index}.dat`),
+    binaryContent(rnd, large - Math.floor(large * 0.6)),
+    { mode: 0o644 },
+  );
   // Symlinks to sibling files (relative) and to absolute paths inside the image, ~2% of entries.
   const nLinks = Math.round(nFiles * 0.02);
   for (let i = 0; i < nLinks; i++) {
@@ -245,13 +267,22 @@ async function childMain(mode: string, rest: string[]): Promise<void> {
   if (mode === "lazy") {
     const [ref, file] = rest as [string, string];
     const t0 = performance.now();
-    const { openLazyImage } = (await import(path.join(DIST, "src/registry/estargz/lazy.js"))) as typeof import("../src/registry/estargz/lazy.js");
+    const { openLazyImage } = (await import(
+      path.join(DIST, "src/registry/estargz/lazy.js")
+    )) as typeof import("../src/registry/estargz/lazy.js");
     const img = await openLazyImage(ref);
     const tOpen = performance.now();
     const data = await img.readFile(file);
     const t1 = performance.now();
     process.stdout.write(
-      JSON.stringify({ seconds: (t1 - t0) / 1000, openSeconds: (tOpen - t0) / 1000, bytesRead: img.bytesRead, layerBytes: img.layerBytes, length: data.length, sha256: createHash("sha256").update(data).digest("hex") }) + "\n",
+      JSON.stringify({
+        seconds: (t1 - t0) / 1000,
+        openSeconds: (tOpen - t0) / 1000,
+        bytesRead: img.bytesRead,
+        layerBytes: img.layerBytes,
+        length: data.length,
+        sha256: createHash("sha256").update(data).digest("hex"),
+      }) + "\n",
     );
     return;
   }
@@ -259,8 +290,12 @@ async function childMain(mode: string, rest: string[]): Promise<void> {
     // Blobs only (unpack: false), then store.layerDir for each layer (the two-pass path), then a default pull that
     // unpacks while downloading, each into a fresh store.
     const [ref, home] = rest as [string, string];
-    const { pullImage } = (await import(path.join(DIST, "src/registry/pull.js"))) as typeof import("../src/registry/pull.js");
-    const { LocalStore } = (await import(path.join(DIST, "src/store/local.js"))) as typeof import("../src/store/local.js");
+    const { pullImage } = (await import(
+      path.join(DIST, "src/registry/pull.js")
+    )) as typeof import("../src/registry/pull.js");
+    const { LocalStore } = (await import(
+      path.join(DIST, "src/store/local.js")
+    )) as typeof import("../src/store/local.js");
     const store = await LocalStore.open(path.join(home, "two-pass"));
     const t0 = performance.now();
     const pulled = await pullImage(ref, store, { unpack: false });
@@ -277,7 +312,14 @@ async function childMain(mode: string, rest: string[]): Promise<void> {
     const again = await pullImage(ref, inline);
     for (const l of again.layers) await inline.layerDir(l);
     const t4 = performance.now();
-    process.stdout.write(JSON.stringify({ blobsSeconds: (t1 - t0) / 1000, unpackSeconds: (t2 - t1) / 1000, perLayer: per, onePassSeconds: (t4 - t3) / 1000 }) + "\n");
+    process.stdout.write(
+      JSON.stringify({
+        blobsSeconds: (t1 - t0) / 1000,
+        unpackSeconds: (t2 - t1) / 1000,
+        perLayer: per,
+        onePassSeconds: (t4 - t3) / 1000,
+      }) + "\n",
+    );
     return;
   }
   throw new Error(`unknown child mode ${mode}`);
@@ -322,7 +364,11 @@ const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
 function table(head: string[], rows: string[][], align: ("l" | "r")[]): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const fmt = (r: string[]) => r.map((c, i) => (align[i] === "r" ? c.padStart(w[i]!) : c.padEnd(w[i]!))).join("  ").trimEnd();
+  const fmt = (r: string[]) =>
+    r
+      .map((c, i) => (align[i] === "r" ? c.padStart(w[i]!) : c.padEnd(w[i]!)))
+      .join("  ")
+      .trimEnd();
   return [fmt(head), w.map((n) => "-".repeat(n)).join("  "), ...rows.map(fmt)].join("\n");
 }
 
@@ -337,16 +383,31 @@ async function main(): Promise<void> {
     throw new Error("dist/ is missing: run `npx tsc -p tsconfig.json` first");
   });
   const versions: string[] = [];
-  for (const [cmd, args] of [["skopeo", ["--version"]], ["umoci", ["--version"]]] as const) {
-    versions.push((await run(cmd, [...args]).catch((e: Error) => {
-      throw new Error(`${cmd} is required (scripts/setup-system.sh installs it): ${e.message}`);
-    })).stdout.trim());
+  for (const [cmd, args] of [
+    ["skopeo", ["--version"]],
+    ["umoci", ["--version"]],
+  ] as const) {
+    versions.push(
+      (
+        await run(cmd, [...args]).catch((e: Error) => {
+          throw new Error(`${cmd} is required (scripts/setup-system.sh installs it): ${e.message}`);
+        })
+      ).stdout.trim(),
+    );
   }
 
-  const { startRegistry } = (await import(path.join(DIST, "test/support/registry.js"))) as typeof import("../test/support/registry.js");
-  const { LocalStore } = (await import(path.join(DIST, "src/store/local.js"))) as typeof import("../src/store/local.js");
-  const { commitLayer } = (await import(path.join(DIST, "src/layer/commit.js"))) as typeof import("../src/layer/commit.js");
-  const { pushImage } = (await import(path.join(DIST, "src/registry/push.js"))) as typeof import("../src/registry/push.js");
+  const { startRegistry } = (await import(
+    path.join(DIST, "test/support/registry.js")
+  )) as typeof import("../test/support/registry.js");
+  const { LocalStore } = (await import(
+    path.join(DIST, "src/store/local.js")
+  )) as typeof import("../src/store/local.js");
+  const { commitLayer } = (await import(
+    path.join(DIST, "src/layer/commit.js")
+  )) as typeof import("../src/layer/commit.js");
+  const { pushImage } = (await import(
+    path.join(DIST, "src/registry/push.js")
+  )) as typeof import("../src/registry/push.js");
   const { MediaType } = (await import(path.join(DIST, "src/oci/types.js"))) as typeof import("../src/oci/types.js");
 
   await fsp.mkdir(o.tmp, { recursive: true });
@@ -389,7 +450,9 @@ async function main(): Promise<void> {
       specs.push(generateLayer(dir, i, nFiles, nBytes, deletes));
     }
     for (const w of whiteoutRels) await run("mknod", [w, "c", "0", "0"], { what: "mknod whiteout" });
-    progress(`generated ${o.layers} layer trees: ${o.files} files, ${mib(o.bytes)}, ${specs.reduce((a, s) => a + s.symlinks, 0)} symlinks, ${whiteoutRels.length} whiteouts in ${((performance.now() - tGen) / 1000).toFixed(1)} s`);
+    progress(
+      `generated ${o.layers} layer trees: ${o.files} files, ${mib(o.bytes)}, ${specs.reduce((a, s) => a + s.symlinks, 0)} symlinks, ${whiteoutRels.length} whiteouts in ${((performance.now() - tGen) / 1000).toFixed(1)} s`,
+    );
 
     const srcStore = await LocalStore.open(path.join(tmp, "source-store"));
     const tCommit = performance.now();
@@ -414,10 +477,19 @@ async function main(): Promise<void> {
     };
     const manifestBytes = Buffer.from(JSON.stringify(manifest));
     const manifestDigest = await srcStore.putBlobBytes(manifestBytes);
-    const record = { id: configDigest, configDigest, configSize: configBytes.length, manifestDigest, manifestSize: manifestBytes.length, layers };
+    const record = {
+      id: configDigest,
+      configDigest,
+      configSize: configBytes.length,
+      manifestDigest,
+      manifestSize: manifestBytes.length,
+      layers,
+    };
     await srcStore.putImage(record);
     const blobBytes = layers.reduce((a, l) => a + l.size, 0);
-    progress(`committed ${layers.length} layers (${mib(blobBytes)} gzip) in ${((performance.now() - tCommit) / 1000).toFixed(1)} s`);
+    progress(
+      `committed ${layers.length} layers (${mib(blobBytes)} gzip) in ${((performance.now() - tCommit) / 1000).toFixed(1)} s`,
+    );
 
     registry = await startRegistry();
     const ref = `${registry.host}/bench/pull:v1`;
@@ -442,9 +514,17 @@ async function main(): Promise<void> {
     // the buffer cache (recently_deleted() in fs/ext4/ialloc.c): after a mass deletion, creating a file costs several
     // times more for minutes. Deleting 50,000 files between runs would slow whichever side comes next; a run right
     // after another benchmark's cleanup is slowed on both sides (wait five minutes for representative numbers).
-    const t = { strata: [] as number[], skopeo: [] as number[], umoci: [] as number[], lazy: [] as number[], full: [] as number[] };
+    const t = {
+      strata: [] as number[],
+      skopeo: [] as number[],
+      umoci: [] as number[],
+      lazy: [] as number[],
+      full: [] as number[],
+    };
     const notes: string[] = [];
-    let lazyInfo: { seconds: number; openSeconds: number; bytesRead: number; layerBytes: number; length: number; sha256: string } | undefined;
+    let lazyInfo:
+      | { seconds: number; openSeconds: number; bytesRead: number; layerBytes: number; length: number; sha256: string }
+      | undefined;
     for (let r = 0; r < o.runs; r++) {
       const work = path.join(tmp, `run${r}`);
       await fsp.mkdir(work);
@@ -455,21 +535,36 @@ async function main(): Promise<void> {
 
       const strataPull = async () => {
         await run("sync", []);
-        const s = await run(process.execPath, [STRATA_BIN, "pull", ref], { env: { STRATA_HOME: home }, what: `strata pull #${r + 1}` });
+        const s = await run(process.execPath, [STRATA_BIN, "pull", ref], {
+          env: { STRATA_HOME: home },
+          what: `strata pull #${r + 1}`,
+        });
         if (r === 0) {
           const layerDirs = await fsp.readdir(path.join(home, "layers"));
           const files = layerDirs.map((d) => countTree(path.join(home, "layers", d))).reduce((a, c) => a + c.files, 0);
-          if (layerDirs.length !== o.layers || files !== o.files) notes.push(`strata: expected ${o.layers} unpacked layers with ${o.files} files, found ${layerDirs.length} with ${files}`);
+          if (layerDirs.length !== o.layers || files !== o.files)
+            notes.push(
+              `strata: expected ${o.layers} unpacked layers with ${o.files} files, found ${layerDirs.length} with ${files}`,
+            );
         }
         return s;
       };
       const peerPull = async () => {
         await run("sync", []);
-        const sk = await run("skopeo", ["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false", `docker://${ref}`, `oci:${ociDir}:bench`], { what: `skopeo copy #${r + 1}` });
-        const um = await run("umoci", ["raw", "unpack", "--image", `${ociDir}:bench`, rootfs], { what: `umoci raw unpack #${r + 1}` });
+        const sk = await run(
+          "skopeo",
+          ["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false", `docker://${ref}`, `oci:${ociDir}:bench`],
+          { what: `skopeo copy #${r + 1}` },
+        );
+        const um = await run("umoci", ["raw", "unpack", "--image", `${ociDir}:bench`, rootfs], {
+          what: `umoci raw unpack #${r + 1}`,
+        });
         if (r === 0) {
           const c = countTree(rootfs);
-          if (c.files !== expectMerged.files || c.symlinks !== expectMerged.symlinks) notes.push(`umoci: expected ${expectMerged.files} files and ${expectMerged.symlinks} symlinks, found ${c.files} and ${c.symlinks}`);
+          if (c.files !== expectMerged.files || c.symlinks !== expectMerged.symlinks)
+            notes.push(
+              `umoci: expected ${expectMerged.files} files and ${expectMerged.symlinks} symlinks, found ${c.files} and ${c.symlinks}`,
+            );
         }
         return { sk, um };
       };
@@ -486,12 +581,20 @@ async function main(): Promise<void> {
       const { sk, um } = peer;
 
       await run("sync", []);
-      const lz = await run(process.execPath, [fileURLToPath(import.meta.url), "--child", "lazy", eref, `/${sample.rel}`], { what: `lazy read #${r + 1}` });
+      const lz = await run(
+        process.execPath,
+        [fileURLToPath(import.meta.url), "--child", "lazy", eref, `/${sample.rel}`],
+        { what: `lazy read #${r + 1}` },
+      );
       lazyInfo = JSON.parse(lz.stdout.trim().split("\n").pop()!) as typeof lazyInfo;
-      if (lazyInfo!.sha256 !== sample.sha256) notes.push(`lazy read #${r + 1}: content of /${sample.rel} does not match the source`);
+      if (lazyInfo!.sha256 !== sample.sha256)
+        notes.push(`lazy read #${r + 1}: content of /${sample.rel} does not match the source`);
 
       await run("sync", []);
-      const full = await run(process.execPath, [STRATA_BIN, "pull", eref], { env: { STRATA_HOME: ehome }, what: `strata pull estargz #${r + 1}` });
+      const full = await run(process.execPath, [STRATA_BIN, "pull", eref], {
+        env: { STRATA_HOME: ehome },
+        what: `strata pull estargz #${r + 1}`,
+      });
 
       t.strata.push(s.seconds);
       t.skopeo.push(sk.seconds);
@@ -508,20 +611,31 @@ async function main(): Promise<void> {
     proxy = await startCountingProxy(registry.host);
     const pref = (r: string) => r.replace(registry!.host, proxy!.host);
     proxy.reset();
-    await run(process.execPath, [fileURLToPath(import.meta.url), "--child", "lazy", pref(eref), `/${sample.rel}`], { what: "lazy read (proxied)" });
+    await run(process.execPath, [fileURLToPath(import.meta.url), "--child", "lazy", pref(eref), `/${sample.rel}`], {
+      what: "lazy read (proxied)",
+    });
     const lazyWire = { bytes: proxy.bytes(), requests: proxy.requests() };
     proxy.reset();
     const bhome = path.join(tmp, "bytes-home");
-    await run(process.execPath, [STRATA_BIN, "pull", pref(eref)], { env: { STRATA_HOME: bhome }, what: "strata pull estargz (proxied)" });
+    await run(process.execPath, [STRATA_BIN, "pull", pref(eref)], {
+      env: { STRATA_HOME: bhome },
+      what: "strata pull estargz (proxied)",
+    });
     const fullWire = { bytes: proxy.bytes(), requests: proxy.requests() };
     await proxy.close();
     proxy = undefined;
 
     // ---- in-process breakdown of one Strata pull (untimed) ----
-    let breakdown: { blobsSeconds: number; unpackSeconds: number; perLayer: number[]; onePassSeconds: number } | undefined;
+    let breakdown:
+      | { blobsSeconds: number; unpackSeconds: number; perLayer: number[]; onePassSeconds: number }
+      | undefined;
     if (o.breakdown) {
       await run("sync", []);
-      const r = await run(process.execPath, [fileURLToPath(import.meta.url), "--child", "breakdown", ref, path.join(tmp, "breakdown")], { what: "breakdown" });
+      const r = await run(
+        process.execPath,
+        [fileURLToPath(import.meta.url), "--child", "breakdown", ref, path.join(tmp, "breakdown")],
+        { what: "breakdown" },
+      );
       breakdown = JSON.parse(r.stdout.trim().split("\n").pop()!) as typeof breakdown;
     }
 
@@ -533,24 +647,48 @@ async function main(): Promise<void> {
     const pm = median(peerRuns);
     const lm = median(t.lazy);
     const fm = median(t.full);
-    log(`\n# Pull + unpack: strata pull vs skopeo copy + umoci raw unpack — ${o.files} files / ${mib(o.bytes)} in ${o.layers} layers, ${o.runs} run(s), median`);
-    log(`${versions.join("; ")}; docker-registry 2.8.2 on loopback; node ${process.version}; kernel ${os.release()}; ${os.cpus().length} CPUs`);
-    log(`image: ${mib(blobBytes)} of gzip layers (level ${process.env.STRATA_GZIP_LEVEL ?? "1"}), ${expectMerged.symlinks} symlinks, ${whiteoutRels.length} whiteouts; eStargz variant ${mib(lazyInfo?.layerBytes ?? 0)}\n`);
+    log(
+      `\n# Pull + unpack: strata pull vs skopeo copy + umoci raw unpack — ${o.files} files / ${mib(o.bytes)} in ${o.layers} layers, ${o.runs} run(s), median`,
+    );
+    log(
+      `${versions.join("; ")}; docker-registry 2.8.2 on loopback; node ${process.version}; kernel ${os.release()}; ${os.cpus().length} CPUs`,
+    );
+    log(
+      `image: ${mib(blobBytes)} of gzip layers (level ${process.env.STRATA_GZIP_LEVEL ?? "1"}), ${expectMerged.symlinks} symlinks, ${whiteoutRels.length} whiteouts; eStargz variant ${mib(lazyInfo?.layerBytes ?? 0)}\n`,
+    );
     const pr = sm / pm;
     const lr = lm / fm;
     log(
       table(
         ["scenario", "strata s", "peer s", "ratio", "target", "result"],
         [
-          ["pull + unpack (peer: skopeo + umoci)", sm.toFixed(2), pm.toFixed(2), pr.toFixed(2) + "x", "<= 0.5x", pr <= 0.5 ? "PASS" : "MISS"],
-          ["eStargz one-file read vs full pull", lm.toFixed(2), fm.toFixed(2), lr.toFixed(3) + "x", "<= 0.1x", lr <= 0.1 ? "PASS" : "MISS"],
+          [
+            "pull + unpack (peer: skopeo + umoci)",
+            sm.toFixed(2),
+            pm.toFixed(2),
+            pr.toFixed(2) + "x",
+            "<= 0.5x",
+            pr <= 0.5 ? "PASS" : "MISS",
+          ],
+          [
+            "eStargz one-file read vs full pull",
+            lm.toFixed(2),
+            fm.toFixed(2),
+            lr.toFixed(3) + "x",
+            "<= 0.1x",
+            lr <= 0.1 ? "PASS" : "MISS",
+          ],
         ],
         ["l", "r", "r", "r", "r", "l"],
       ),
     );
     log(`\npeer split (median): skopeo copy ${skm.toFixed(2)} s, umoci raw unpack ${umm.toFixed(2)} s`);
-    log(`lazy read: /${sample.rel} (${sample.size} B), ${lazyWire.bytes} B in ${lazyWire.requests} requests on the wire (${mib(lazyWire.bytes)}; eStargz reader counted ${lazyInfo?.bytesRead} B of layers + TOCs); in-process open ${lazyInfo?.openSeconds.toFixed(3)} s, total ${lazyInfo?.seconds.toFixed(3)} s`);
-    log(`full eStargz pull: ${fullWire.bytes} B in ${fullWire.requests} requests on the wire (${mib(fullWire.bytes)}); bytes ratio ${(lazyWire.bytes / fullWire.bytes).toFixed(4)}`);
+    log(
+      `lazy read: /${sample.rel} (${sample.size} B), ${lazyWire.bytes} B in ${lazyWire.requests} requests on the wire (${mib(lazyWire.bytes)}; eStargz reader counted ${lazyInfo?.bytesRead} B of layers + TOCs); in-process open ${lazyInfo?.openSeconds.toFixed(3)} s, total ${lazyInfo?.seconds.toFixed(3)} s`,
+    );
+    log(
+      `full eStargz pull: ${fullWire.bytes} B in ${fullWire.requests} requests on the wire (${mib(fullWire.bytes)}); bytes ratio ${(lazyWire.bytes / fullWire.bytes).toFixed(4)}`,
+    );
     if (breakdown) {
       log(
         `strata pull in process (library): blobs only (unpack: false) ${breakdown.blobsSeconds.toFixed(2)} s, then store.layerDir ${breakdown.unpackSeconds.toFixed(2)} s ` +

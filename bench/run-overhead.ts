@@ -39,16 +39,55 @@ function legacySpec(rootfs: string): object {
   return {
     ociVersion: "1.0.2",
     process: {
-      terminal: false, user: { uid: 0, gid: 0 }, args: ["/bin/true"], env: ["PATH=/bin"], cwd: "/",
-      capabilities: Object.fromEntries(["bounding", "effective", "permitted"].map((k) => [k, ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]])),
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: ["/bin/true"],
+      env: ["PATH=/bin"],
+      cwd: "/",
+      capabilities: Object.fromEntries(
+        ["bounding", "effective", "permitted"].map((k) => [
+          k,
+          [
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FSETID",
+            "CAP_FOWNER",
+            "CAP_MKNOD",
+            "CAP_NET_RAW",
+            "CAP_SETGID",
+            "CAP_SETUID",
+            "CAP_SETFCAP",
+            "CAP_SETPCAP",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_CHROOT",
+            "CAP_KILL",
+            "CAP_AUDIT_WRITE",
+          ],
+        ]),
+      ),
     },
     root: { path: rootfs, readonly: false },
     hostname: "strata",
     mounts: [
       { destination: "/proc", type: "proc", source: "proc" },
-      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-      { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
-      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+      {
+        destination: "/dev",
+        type: "tmpfs",
+        source: "tmpfs",
+        options: ["nosuid", "strictatime", "mode=755", "size=65536k"],
+      },
+      {
+        destination: "/dev/pts",
+        type: "devpts",
+        source: "devpts",
+        options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+      },
+      {
+        destination: "/dev/shm",
+        type: "tmpfs",
+        source: "shm",
+        options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+      },
       { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
       { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
       { destination: "/etc/resolv.conf", type: "bind", source: "/etc/resolv.conf", options: ["rbind", "ro"] },
@@ -71,12 +110,24 @@ try {
   await fsp.mkdir(bundle);
   await fsp.writeFile(path.join(bundle, "config.json"), JSON.stringify(legacySpec(rootfs)));
   const ex = new RuncExecutor();
-  const spec = { rootfs, argv: ["/bin/true"], env: ["PATH=/bin"], cwd: "/", uid: 0, gid: 0, additionalGids: [], mounts: [], hostname: "strata" };
+  const spec = {
+    rootfs,
+    argv: ["/bin/true"],
+    env: ["PATH=/bin"],
+    cwd: "/",
+    uid: 0,
+    gid: 0,
+    additionalGids: [],
+    mounts: [],
+    hostname: "strata",
+  };
   const variants: Record<string, () => Promise<void>> = {
     "bare runc (before)": async () => {
       // As the executor did before: runc run, then runc delete.
       await execa("runc", ["--root", "/run/strata-bench-runc", "run", "--bundle", bundle, `bench-${process.pid}`]);
-      await execa("runc", ["--root", "/run/strata-bench-runc", "delete", "-f", `bench-${process.pid}`], { reject: false });
+      await execa("runc", ["--root", "/run/strata-bench-runc", "delete", "-f", `bench-${process.pid}`], {
+        reject: false,
+      });
     },
     "strata sandbox": async () => {
       const r = await ex.run({ ...spec }, {});
@@ -111,7 +162,9 @@ try {
   console.log(`per-RUN start-up, ${runs} interleaved runs each (ms)`);
   for (const [name, xs] of Object.entries(times)) {
     const s = stats(xs);
-    console.log(`${name.padEnd(20)} median ${s.median.toFixed(1).padStart(6)}  p10–p90 ${s.p10.toFixed(1)}–${s.p90.toFixed(1)}  vs before ${(s.median - base >= 0 ? "+" : "") + (s.median - base).toFixed(1)}`);
+    console.log(
+      `${name.padEnd(20)} median ${s.median.toFixed(1).padStart(6)}  p10–p90 ${s.p10.toFixed(1)}–${s.p90.toFixed(1)}  vs before ${(s.median - base >= 0 ? "+" : "") + (s.median - base).toFixed(1)}`,
+    );
   }
 } finally {
   await networkPool().close();

@@ -59,7 +59,10 @@ async function startServer(home: string, inProcess: boolean): Promise<{ url: str
     return { url, stop: () => service.close() };
   }
   const script = `import(${JSON.stringify(path.join(REPO, "dist/src/cli/serve.js"))}).then((m) => m.cmdServe(["--port", "0"])).then((c) => process.exit(c));`;
-  const child: ChildProcess = spawn(process.execPath, ["--input-type=module", "-e", script], { env: { ...process.env, STRATA_HOME: home }, stdio: ["ignore", "pipe", "inherit"] });
+  const child: ChildProcess = spawn(process.execPath, ["--input-type=module", "-e", script], {
+    env: { ...process.env, STRATA_HOME: home },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   const url = await new Promise<string>((resolve, reject) => {
     let out = "";
     child.stdout!.on("data", (c: Buffer) => {
@@ -80,7 +83,11 @@ async function startServer(home: string, inProcess: boolean): Promise<{ url: str
 
 function post(agent: http.Agent, url: string, body: Buffer): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(new URL("/v1/images", url), { method: "POST", agent, headers: { "content-type": "application/json", "content-length": body.length } });
+    const req = http.request(new URL("/v1/images", url), {
+      method: "POST",
+      agent,
+      headers: { "content-type": "application/json", "content-length": body.length },
+    });
     req.on("error", reject);
     req.on("response", (res) => {
       const chunks: Buffer[] = [];
@@ -92,22 +99,34 @@ function post(agent: http.Agent, url: string, body: Buffer): Promise<{ status: n
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { requests: { type: "string", default: "1000" }, layers: { type: "string", default: "10" }, "in-process": { type: "boolean" } } });
+  const { values } = parseArgs({
+    options: {
+      requests: { type: "string", default: "1000" },
+      layers: { type: "string", default: "10" },
+      "in-process": { type: "boolean" },
+    },
+  });
   const requests = Number(values.requests);
   const layers = Number(values.layers);
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bench-service-"));
   const home = path.join(tmp, "store");
   const server = await startServer(home, values["in-process"] ?? false);
   try {
-    process.stderr.write(`service at ${server.url} (${values["in-process"] ? "in process" : "child process"}), store ${home}\n`);
+    process.stderr.write(
+      `service at ${server.url} (${values["in-process"] ? "in process" : "child process"}), store ${home}\n`,
+    );
     await busyboxTree(path.join(tmp, "rootfs"));
     // A layers-deep image: the rootfs layer, then one RUN layer each.
-    let image = Image.fromScratch().addLocalDir(path.join(tmp, "rootfs"), "/", { copy: true }).env({ BENCH: randomBytes(6).toString("hex") });
+    let image = Image.fromScratch()
+      .addLocalDir(path.join(tmp, "rootfs"), "/", { copy: true })
+      .env({ BENCH: randomBytes(6).toString("hex") });
     for (let i = 1; i < layers; i++) image = image.runCommands(`echo ${i} > /layer-${i}`);
     const statCachePath = path.join(tmp, "client-statcache.json");
     const t0 = Date.now();
     const cold = await remoteBuildImage(image, { server: server.url, statCache: statCachePath, log: () => undefined });
-    process.stderr.write(`cold build: ${cold.steps.length} steps, ${cold.steps.filter((s) => s.layer).length} layers, ${((Date.now() - t0) / 1000).toFixed(2)} s\n`);
+    process.stderr.write(
+      `cold build: ${cold.steps.length} steps, ${cold.steps.filter((s) => s.layer).length} layers, ${((Date.now() - t0) / 1000).toFixed(2)} s\n`,
+    );
 
     // 1. Cached get-or-create: the same request, sequentially, over one keep-alive connection.
     const { request } = await compileRequest(image.plan(), await StatCache.load(statCachePath));
@@ -119,7 +138,8 @@ async function main(): Promise<void> {
       const s = process.hrtime.bigint();
       const r = await post(agent, server.url, body);
       ms.push(Number(process.hrtime.bigint() - s) / 1e6);
-      if (r.status !== 200 || !r.text.includes(cold.imageId)) throw new Error(`request ${i}: ${r.status} ${r.text.slice(0, 300)}`);
+      if (r.status !== 200 || !r.text.includes(cold.imageId))
+        throw new Error(`request ${i}: ${r.status} ${r.text.slice(0, 300)}`);
     }
     agent.destroy();
 

@@ -64,7 +64,14 @@ async function round(work: string, s3: TestS3 | undefined, workerCount: number):
       }
     : { STRATA_HOME: sharedHome };
   const store: Store = s3
-    ? await S3Store.open({ bucket: s3.bucket, endpoint: s3.endpoint, region: s3.region, credentials: s3.credentials, prefix, localRoot: path.join(dir, "server") })
+    ? await S3Store.open({
+        bucket: s3.bucket,
+        endpoint: s3.endpoint,
+        region: s3.region,
+        credentials: s3.credentials,
+        prefix,
+        localRoot: path.join(dir, "server"),
+      })
     : await LocalStore.open(sharedHome);
   const service = await BuildService.create({ store, redisUrl: redis.url, log: () => undefined });
   const url = await service.listen(0, "127.0.0.1");
@@ -76,8 +83,17 @@ async function round(work: string, s3: TestS3 | undefined, workerCount: number):
       const counter = path.join(home, "sandboxes");
       await fsp.writeFile(counter, "");
       const script = `import(${JSON.stringify(path.join(REPO, "dist/src/cli/worker.js"))}).then((m) => m.cmdWorker(["--concurrency", ${JSON.stringify(String(CONCURRENCY))}])).then((c) => process.exit(c));`;
-      const env = { ...process.env, ...storeEnv, STRATA_REDIS_URL: redis.url, STRATA_SANDBOX_COUNTER: counter, ...(s3 ? { STRATA_HOME: home, STRATA_S3_CACHE_DIR: path.join(home, "cache") } : {}) };
-      const child = spawn(process.execPath, ["--input-type=module", "-e", script], { env, stdio: ["ignore", "pipe", "pipe"] });
+      const env = {
+        ...process.env,
+        ...storeEnv,
+        STRATA_REDIS_URL: redis.url,
+        STRATA_SANDBOX_COUNTER: counter,
+        ...(s3 ? { STRATA_HOME: home, STRATA_S3_CACHE_DIR: path.join(home, "cache") } : {}),
+      };
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+        env,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
       let err = "";
       child.stderr!.on("data", (c: Buffer) => (err += c.toString()));
       const exited = new Promise((r) => child.on("exit", r));
@@ -89,13 +105,21 @@ async function round(work: string, s3: TestS3 | undefined, workerCount: number):
     }
     const project = path.join(dir, "project");
     await makeBusyboxTree(path.join(project, "rootfs"));
-    const base = Image.fromScratch().addLocalDir(path.join(project, "rootfs"), "/", { copy: true }).env({ BENCH: prefix });
+    const base = Image.fromScratch()
+      .addLocalDir(path.join(project, "rootfs"), "/", { copy: true })
+      .env({ BENCH: prefix });
     await remoteBuildImage(base, { server: url, statCache: false, log: () => undefined });
-    const images = Array.from({ length: N }, (_, i) => base.runCommands(`echo ${i} > /i`).runCommands(`echo $((${i} * 2)) > /j`));
+    const images = Array.from({ length: N }, (_, i) =>
+      base.runCommands(`echo ${i} > /i`).runCommands(`echo $((${i} * 2)) > /j`),
+    );
     const t0 = process.hrtime.bigint();
-    await Promise.all(images.map((img) => remoteBuildImage(img, { server: url, statCache: false, log: () => undefined })));
+    await Promise.all(
+      images.map((img) => remoteBuildImage(img, { server: url, statCache: false, log: () => undefined })),
+    );
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    const sandboxes = await Promise.all(children.map(async (c) => (await fsp.readFile(c.counter, "utf8")).split("\n").filter(Boolean).length));
+    const sandboxes = await Promise.all(
+      children.map(async (c) => (await fsp.readFile(c.counter, "utf8")).split("\n").filter(Boolean).length),
+    );
     return { workers: workerCount, seconds, buildsPerSecond: N / seconds, sandboxes };
   } finally {
     await service.close(5000);
@@ -113,19 +137,25 @@ async function main(): Promise<void> {
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bench-throughput-"));
   const s3 = STORE === "s3" ? await startS3() : undefined;
   try {
-    process.stderr.write(`service throughput: ${N} distinct cold builds (2 RUN steps each on a busybox base), store ${STORE}, ${CONCURRENCY} builds per worker, ${os.cpus().length} CPUs\n`);
+    process.stderr.write(
+      `service throughput: ${N} distinct cold builds (2 RUN steps each on a busybox base), store ${STORE}, ${CONCURRENCY} builds per worker, ${os.cpus().length} CPUs\n`,
+    );
     const results: Record<number, Round[]> = { 1: [], 2: [] };
     for (let r = 0; r < RUNS; r++) {
       for (const k of [1, 2]) {
         const res = await round(work, s3, k);
         results[k]!.push(res);
-        process.stderr.write(`  run ${r + 1}: ${k} worker(s): ${res.seconds.toFixed(2)} s, ${res.buildsPerSecond.toFixed(2)} builds/s, sandboxes per worker ${JSON.stringify(res.sandboxes)}\n`);
+        process.stderr.write(
+          `  run ${r + 1}: ${k} worker(s): ${res.seconds.toFixed(2)} s, ${res.buildsPerSecond.toFixed(2)} builds/s, sandboxes per worker ${JSON.stringify(res.sandboxes)}\n`,
+        );
       }
     }
     const one = median(results[1]!.map((x) => x.buildsPerSecond));
     const two = median(results[2]!.map((x) => x.buildsPerSecond));
     process.stdout.write(`workers  builds/s  (${N} distinct cold builds, median of ${RUNS})\n`);
-    process.stdout.write(`1        ${one.toFixed(2)}\n2        ${two.toFixed(2)}\nratio 2/1: ${(two / one).toFixed(2)}x\n`);
+    process.stdout.write(
+      `1        ${one.toFixed(2)}\n2        ${two.toFixed(2)}\nratio 2/1: ${(two / one).toFixed(2)}x\n`,
+    );
   } finally {
     await s3?.stop();
     await fsp.rm(work, { recursive: true, force: true });

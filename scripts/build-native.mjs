@@ -22,7 +22,9 @@ if (!fresh) {
   const cc = process.env.CC || "cc";
   const r = spawnSync(cc, ["-O2", "-Wall", "-Wextra", "-Werror", "-o", out, src], { stdio: "inherit" });
   if (r.error || r.status !== 0) {
-    console.error(`build-native: could not compile ${path.relative(root, src)} with ${cc} (${r.error?.message ?? `exit ${r.status}`}); install gcc (npm run setup)`);
+    console.error(
+      `build-native: could not compile ${path.relative(root, src)} with ${cc} (${r.error?.message ?? `exit ${r.status}`}); install gcc (npm run setup)`,
+    );
     process.exit(process.env.CI ? 1 : 0);
   }
 }

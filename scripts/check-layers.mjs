@@ -37,8 +37,7 @@ function files(dir) {
   return out.sort();
 }
 
-const stripComments = (s) =>
-  s.replace(/\/\*[\s\S]*?\*\//g, "").replace(/(^|[^:"'`\\])\/\/.*$/gm, "$1");
+const stripComments = (s) => s.replace(/\/\*[\s\S]*?\*\//g, "").replace(/(^|[^:"'`\\])\/\/.*$/gm, "$1");
 
 const IMPORT_RE =
   /(?:^|[;\n}])\s*(?:import|export)\s+(?:type\s+)?(?:[^;"'`]*?\sfrom\s*)?["']([^"']+)["']|import\(\s*["']([^"']+)["']\s*\)/g;
@@ -65,19 +64,32 @@ const folderOf = (rel) => rel.split(path.sep)[0].replace(/\.ts$/, "");
 /** Strongly connected components with more than one file (or a file importing itself). */
 function cycles(graph) {
   let next = 0;
-  const index = new Map(), low = new Map(), stack = [], onStack = new Set(), out = [];
+  const index = new Map(),
+    low = new Map(),
+    stack = [],
+    onStack = new Set(),
+    out = [];
   const visit = (v) => {
-    index.set(v, next); low.set(v, next); next++;
-    stack.push(v); onStack.add(v);
+    index.set(v, next);
+    low.set(v, next);
+    next++;
+    stack.push(v);
+    onStack.add(v);
     for (const w of graph.get(v) ?? []) {
       if (!graph.has(w)) continue;
-      if (!index.has(w)) { visit(w); low.set(v, Math.min(low.get(v), low.get(w))); }
-      else if (onStack.has(w)) low.set(v, Math.min(low.get(v), index.get(w)));
+      if (!index.has(w)) {
+        visit(w);
+        low.set(v, Math.min(low.get(v), low.get(w)));
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v), index.get(w)));
     }
     if (low.get(v) === index.get(v)) {
       const c = [];
       let w;
-      do { w = stack.pop(); onStack.delete(w); c.push(w); } while (w !== v);
+      do {
+        w = stack.pop();
+        onStack.delete(w);
+        c.push(w);
+      } while (w !== v);
       if (c.length > 1 || (graph.get(v) ?? []).includes(v)) out.push(c.sort());
     }
   };
@@ -93,7 +105,9 @@ export function folderGraph(graph) {
     if (!deps.has(a)) deps.set(a, new Set());
     for (const d of ds) if (folderOf(d) !== a) deps.get(a).add(folderOf(d));
   }
-  return [...deps].sort(([a], [b]) => a.localeCompare(b)).map(([a, s]) => `${a} → ${[...s].sort().join(", ") || "(nothing)"}`);
+  return [...deps]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([a, s]) => `${a} → ${[...s].sort().join(", ") || "(nothing)"}`);
 }
 
 /** Ways of joining a path onto a store root: the root is `<…>store<…>.root` or `defaultStoreRoot()`. */
@@ -128,19 +142,28 @@ function main() {
   for (const c of cycles(graph)) problems.push(`import cycle: ${c.join(" → ")}`);
   for (const [f, ds] of graph) {
     const forbidden = RULES[folderOf(f)] ?? [];
-    for (const d of ds) if (forbidden.includes(folderOf(d))) problems.push(`${folderOf(f)}/ must not import ${folderOf(d)}/: src/${f} imports src/${d}`);
+    for (const d of ds)
+      if (forbidden.includes(folderOf(d)))
+        problems.push(`${folderOf(f)}/ must not import ${folderOf(d)}/: src/${f} imports src/${d}`);
   }
-  for (const at of storeRootJoins()) problems.push(`${at} joins a path onto the store's root: ask its StoreLayout (src/store/layout.ts), the one owner of the on-disk layout`);
-  for (const [f, ds] of graph) for (const d of ds) if (!graph.has(d)) problems.push(`src/${f} imports src/${d}, which does not exist`);
+  for (const at of storeRootJoins())
+    problems.push(
+      `${at} joins a path onto the store's root: ask its StoreLayout (src/store/layout.ts), the one owner of the on-disk layout`,
+    );
+  for (const [f, ds] of graph)
+    for (const d of ds) if (!graph.has(d)) problems.push(`src/${f} imports src/${d}, which does not exist`);
   const block = ["```", ...folderGraph(graph), "```"].join("\n");
   const archPath = path.join(root, "ARCHITECTURE.md");
   const arch = readFileSync(archPath, "utf8");
-  const start = arch.indexOf(BEGIN), end = arch.indexOf(END);
+  const start = arch.indexOf(BEGIN),
+    end = arch.indexOf(END);
   if (process.argv.includes("--write")) {
     if (start < 0 || end < 0) throw new Error(`ARCHITECTURE.md has no ${BEGIN} … ${END} block to write into`);
     writeFileSync(archPath, `${arch.slice(0, start + BEGIN.length)}\n${block}\n${arch.slice(end)}`);
   } else if (start < 0 || end < 0 || arch.slice(start + BEGIN.length, end).trim() !== block) {
-    problems.push("ARCHITECTURE.md: the folder-dependency block differs from the imports; run `node scripts/check-layers.mjs --write` and check the prose around it still holds");
+    problems.push(
+      "ARCHITECTURE.md: the folder-dependency block differs from the imports; run `node scripts/check-layers.mjs --write` and check the prose around it still holds",
+    );
   }
   if (problems.length) {
     console.error(`check-layers: ${problems.length} problem(s)\n  ${problems.join("\n  ")}`);

@@ -18,8 +18,19 @@ if (!file || !commit) {
 const profile = JSON.parse(readFileSync(file, "utf8"));
 // Keep in step with DEFAULT_CAPABILITIES in src/sandbox/runtime-spec.ts (a unit test checks they agree).
 const caps = new Set([
-  "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID", "CAP_SETUID",
-  "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+  "CAP_CHOWN",
+  "CAP_DAC_OVERRIDE",
+  "CAP_FSETID",
+  "CAP_FOWNER",
+  "CAP_MKNOD",
+  "CAP_SETGID",
+  "CAP_SETUID",
+  "CAP_SETFCAP",
+  "CAP_SETPCAP",
+  "CAP_NET_BIND_SERVICE",
+  "CAP_SYS_CHROOT",
+  "CAP_KILL",
+  "CAP_AUDIT_WRITE",
 ]);
 const arch = "amd64";
 const kernel = [4, 8];
@@ -33,15 +44,24 @@ const applies = (r) => {
   if (inc.caps && !inc.caps.every((c) => caps.has(c))) return false;
   if (inc.arches && !inc.arches.includes(arch)) return false;
   if (inc.minKernel && !atLeast(inc.minKernel)) return false;
-  if (exc.caps && exc.caps.some((c) => caps.has(c))) return false;
-  if (exc.arches && exc.arches.includes(arch)) return false;
+  if (exc.caps?.some((c) => caps.has(c))) return false;
+  if (exc.arches?.includes(arch)) return false;
   return true;
 };
 const main = profile.archMap.find((a) => a.architecture === "SCMP_ARCH_X86_64");
 const syscalls = profile.syscalls.filter(applies).map((r) => ({
   names: [...r.names],
   action: r.action,
-  ...(r.args?.length ? { args: r.args.map((a) => ({ index: a.index, value: a.value, ...(a.valueTwo ? { valueTwo: a.valueTwo } : {}), op: a.op })) } : {}),
+  ...(r.args?.length
+    ? {
+        args: r.args.map((a) => ({
+          index: a.index,
+          value: a.value,
+          ...(a.valueTwo ? { valueTwo: a.valueTwo } : {}),
+          op: a.op,
+        })),
+      }
+    : {}),
   ...(r.errnoRet !== undefined ? { errnoRet: r.errnoRet } : {}),
 }));
 const out = {

@@ -65,11 +65,7 @@ export function projectOfFile(filename) {
 
 /** @param {string} s */
 function escapeHtml(s) {
-  return s
-    .replace(/&/g, "&amp;")
-    .replace(/</g, "&lt;")
-    .replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;");
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 }
 
 /**
@@ -115,7 +111,9 @@ async function listDists(dir, cache) {
     const key = `${st.size}:${st.mtimeMs}`;
     let hit = cache.get(file);
     if (!hit || hit.key !== key) {
-      const sha256 = createHash("sha256").update(await readFile(full)).digest("hex");
+      const sha256 = createHash("sha256")
+        .update(await readFile(full))
+        .digest("hex");
       hit = { key, sha256 };
       cache.set(file, hit);
     }
@@ -210,7 +208,8 @@ function makeHandler(dir, verbose) {
           return;
         }
         res.writeHead(200, {
-          "Content-Type": file.endsWith(".whl") || file.endsWith(".zip") ? "application/zip" : "application/octet-stream",
+          "Content-Type":
+            file.endsWith(".whl") || file.endsWith(".zip") ? "application/zip" : "application/octet-stream",
           "Content-Length": String(dist.size),
           "Cache-Control": "no-store",
         });
@@ -272,7 +271,10 @@ function parseArgs(argv) {
   const opts = { host: "127.0.0.1", port: 0, dir: DEFAULT_PACKAGES_DIR, verbose: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? "";
-    const [flag, inline] = arg.startsWith("--") && arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
+    const [flag, inline] =
+      arg.startsWith("--") && arg.includes("=")
+        ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)]
+        : [arg, undefined];
     const value = () => {
       const v = inline ?? argv[++i];
       if (v === undefined) throw new Error(`${flag} needs a value`);
@@ -298,7 +300,9 @@ function parseArgs(argv) {
         break;
       case "--help":
       case "-h":
-        process.stderr.write("usage: node scripts/serve-wheels.mjs [--port N] [--host 127.0.0.1] [--dir PATH] [--verbose]\n");
+        process.stderr.write(
+          "usage: node scripts/serve-wheels.mjs [--port N] [--host 127.0.0.1] [--dir PATH] [--verbose]\n",
+        );
         process.exit(0);
         break;
       default:

@@ -9,7 +9,9 @@ export type { BuildOptions, BuiltImage, StepResult } from "./engine/build.js";
 export type { Plan, SecretValues } from "./plan/step.js";
 
 /** The build service to build on (STRATA_SERVER, with STRATA_TOKEN), or undefined when builds are local. */
-export function remoteServerFromEnv(env: NodeJS.ProcessEnv = process.env): { server: string; token?: string } | undefined {
+export function remoteServerFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+): { server: string; token?: string } | undefined {
   const server = env.STRATA_SERVER?.trim();
   if (!server) return undefined;
   return { server, ...(env.STRATA_TOKEN ? { token: env.STRATA_TOKEN } : {}) };

@@ -35,17 +35,23 @@ export function knownBuilderVersions(): string[] {
 }
 
 /** Loads a builder version: the argument, else STRATA_BUILDER_VERSION, else the default. */
-export function loadBuilderVersion(version = process.env.STRATA_BUILDER_VERSION || DEFAULT_BUILDER_VERSION): BuilderVersion {
+export function loadBuilderVersion(
+  version = process.env.STRATA_BUILDER_VERSION || DEFAULT_BUILDER_VERSION,
+): BuilderVersion {
   const known = knownBuilderVersions();
   if (!known.includes(version)) throw new UnknownBuilderVersionError(version, known);
   return JSON.parse(readFileSync(path.join(packageRoot(), "builders", `${version}.json`), "utf8")) as BuilderVersion;
 }
 
 /** The Debian suite for a Python series, or a clear error naming the supported ones. */
-export function debianSuiteFor(b: BuilderVersion, pythonVersion: string | undefined): { python: string; suite: string } {
+export function debianSuiteFor(
+  b: BuilderVersion,
+  pythonVersion: string | undefined,
+): { python: string; suite: string } {
   const python = pythonVersion ?? b.debian.defaultPython;
   // Own keys only: a series such as "__proto__" or "constructor" must not find an object's built-ins.
-  const entry = typeof python === "string" && Object.hasOwn(b.debian.python, python) ? b.debian.python[python] : undefined;
+  const entry =
+    typeof python === "string" && Object.hasOwn(b.debian.python, python) ? b.debian.python[python] : undefined;
   if (!entry) {
     throw new InvalidDefinitionError(
       `debianSlim: Python ${python} is not supported by builder version ${b.version}; supported: ${Object.keys(b.debian.python).join(", ")}`,

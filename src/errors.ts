@@ -29,7 +29,10 @@ export class InvalidDefinitionError extends StrataError {
 export class MissingSecretError extends StrataError {
   override readonly code = "MISSING_SECRET";
   override readonly fault = "user";
-  constructor(readonly secret: string, readonly step: string) {
+  constructor(
+    readonly secret: string,
+    readonly step: string,
+  ) {
     super(
       `${step}: uses the secret ${JSON.stringify(secret)}, but the build was given no value for it; ` +
         `pass it in the build's secrets (e.g. \`build(image.plan(), { secrets: image.secretValues() })\`, or \`--secret id=${secret},…\` on the command line)`,
@@ -72,7 +75,11 @@ export class DockerfileSyntaxError extends StrataError {
 export class DefinitionLoadError extends StrataError {
   override readonly code = "DEFINITION_LOAD";
   override readonly fault = "user";
-  constructor(readonly file: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly file: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${file}: ${message}`, options);
     this.name = "DefinitionLoadError";
   }
@@ -82,7 +89,11 @@ export class DefinitionLoadError extends StrataError {
 export class LocalPathError extends StrataError {
   override readonly code = "LOCAL_PATH";
   override readonly fault = "user";
-  constructor(readonly path: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly path: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.name = "LocalPathError";
   }
@@ -92,8 +103,13 @@ export class LocalPathError extends StrataError {
 export class UnknownBuilderVersionError extends StrataError {
   override readonly code = "UNKNOWN_BUILDER_VERSION";
   override readonly fault = "user";
-  constructor(readonly version: string, readonly known: readonly string[]) {
-    super(`unknown builder version "${version}": known versions are ${known.join(", ")} (set STRATA_BUILDER_VERSION to one of them, or unset it for the default)`);
+  constructor(
+    readonly version: string,
+    readonly known: readonly string[],
+  ) {
+    super(
+      `unknown builder version "${version}": known versions are ${known.join(", ")} (set STRATA_BUILDER_VERSION to one of them, or unset it for the default)`,
+    );
     this.name = "UnknownBuilderVersionError";
   }
 }
@@ -136,7 +152,11 @@ export class StepFailedError extends StrataError {
 /** A blob's content does not match the digest it was stored or fetched under. */
 export class DigestMismatchError extends StrataError {
   override readonly code = "DIGEST_MISMATCH";
-  constructor(readonly expected: string, readonly actual: string, where: string) {
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+    where: string,
+  ) {
     super(`digest mismatch for ${where}: expected ${expected}, got ${actual}`);
     this.name = "DigestMismatchError";
   }
@@ -149,7 +169,12 @@ export class DigestMismatchError extends StrataError {
 export class TarFormatError extends StrataError {
   override readonly code = "TAR_FORMAT";
   override readonly fault = "user";
-  constructor(readonly field: string, readonly offset: number, readonly problem: string, readonly where = "tar archive") {
+  constructor(
+    readonly field: string,
+    readonly offset: number,
+    readonly problem: string,
+    readonly where = "tar archive",
+  ) {
     super(`${where}: malformed tar header at byte ${offset}: ${field} ${problem}; the archive is corrupt or not a tar`);
     this.name = "TarFormatError";
   }
@@ -187,7 +212,10 @@ export class SandboxError extends StrataError {
 export class MissingToolError extends StrataError {
   override readonly code = "MISSING_TOOL";
   override readonly fault = "user";
-  constructor(readonly tool: string, hint: string) {
+  constructor(
+    readonly tool: string,
+    hint: string,
+  ) {
     super(`${tool} is not available: ${hint}`);
     this.name = "MissingToolError";
   }
@@ -226,7 +254,11 @@ export class EntitlementError extends StrataError {
 export class LimitError extends StrataError {
   override readonly code = "STEP_LIMIT";
   override readonly fault = "user";
-  constructor(readonly limit: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly limit: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.name = "LimitError";
   }
@@ -235,7 +267,11 @@ export class LimitError extends StrataError {
 /** A step's cgroup could not be found, created, limited, read or removed (`path` says where). */
 export class CgroupError extends StrataError {
   override readonly code = "CGROUP";
-  constructor(readonly path: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly path: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.name = "CgroupError";
   }

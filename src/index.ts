@@ -19,7 +19,19 @@ export type { SecretLike } from "./sdk/secret.js";
 export { build } from "./build.js";
 export type { BuildParams, BuildOptions, BuiltImage, StepResult, Plan, SecretValues } from "./build.js";
 export { LocalStore, defaultStoreRoot } from "./store/local.js";
-export type { Store, BuildStore, BlobStore, ImageStore, HistoryStore, LayerDirStore, LockStore, StoreMaintenance, WorkSpace, ImageRecord, LayerRecord } from "./store/store.js";
+export type {
+  Store,
+  BuildStore,
+  BlobStore,
+  ImageStore,
+  HistoryStore,
+  LayerDirStore,
+  LockStore,
+  StoreMaintenance,
+  WorkSpace,
+  ImageRecord,
+  LayerRecord,
+} from "./store/store.js";
 export { StoreLayout } from "./store/layout.js";
 export {
   StrataError,

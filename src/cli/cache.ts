@@ -5,7 +5,8 @@
  */
 import { parseArgs } from "node:util";
 
-const USAGE = "usage: strata cache prune --older-than <duration> [--dry-run] [--json]   (duration: 30d, 12h, 90m, 1d12h, …)";
+const USAGE =
+  "usage: strata cache prune --older-than <duration> [--dry-run] [--json]   (duration: 30d, 12h, 90m, 1d12h, …)";
 
 export async function cmdCache(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -28,7 +29,9 @@ export async function cmdCache(argv: string[]): Promise<number> {
   }
   const { parseDuration, pruneStore } = await import("../store/prune.js");
   if (values["older-than"] === undefined) {
-    process.stderr.write(`strata cache prune: --older-than is required (what was written within it is kept)\n${USAGE}\n`);
+    process.stderr.write(
+      `strata cache prune: --older-than is required (what was written within it is kept)\n${USAGE}\n`,
+    );
     return 2;
   }
   let olderThanMs: number;

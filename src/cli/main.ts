@@ -72,7 +72,8 @@ async function cmdBuild(argv: string[]): Promise<number> {
     process.env.STRATA_NETWORK = values.network;
   }
   if (values.file !== undefined) return printResult(await buildDockerfile(values, positionals), values.json);
-  if (positionals.length !== 1) throw new UsageError("build takes exactly one definition file (or -f Dockerfile <context>)");
+  if (positionals.length !== 1)
+    throw new UsageError("build takes exactly one definition file (or -f Dockerfile <context>)");
   const file = positionals[0]!;
   const flags = {
     forceBuild: values["force-build"] || undefined,
@@ -87,9 +88,31 @@ async function cmdBuild(argv: string[]): Promise<number> {
   return printResult(result, values.json);
 }
 
-function printResult(result: { imageId: string; steps: { index: number; description: string; cached: boolean; seconds: number; layer?: string; key: string; imageId: string }[] }, json: boolean | undefined): number {
+function printResult(
+  result: {
+    imageId: string;
+    steps: {
+      index: number;
+      description: string;
+      cached: boolean;
+      seconds: number;
+      layer?: string;
+      key: string;
+      imageId: string;
+    }[];
+  },
+  json: boolean | undefined,
+): number {
   if (json) {
-    const steps = result.steps.map((s) => ({ index: s.index, description: s.description, cached: s.cached, seconds: Number(s.seconds.toFixed(3)), layer: s.layer ?? null, key: s.key, imageId: s.imageId }));
+    const steps = result.steps.map((s) => ({
+      index: s.index,
+      description: s.description,
+      cached: s.cached,
+      seconds: Number(s.seconds.toFixed(3)),
+      layer: s.layer ?? null,
+      key: s.key,
+      imageId: s.imageId,
+    }));
     process.stdout.write(JSON.stringify({ imageId: result.imageId, steps }) + "\n");
   } else {
     process.stdout.write(result.imageId + "\n");
@@ -119,9 +142,12 @@ function keyValues(flag: string, items: readonly string[] | undefined): Record<s
 async function secretFlags(items: readonly string[] | undefined): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const item of items ?? []) {
-    const fields = Object.fromEntries(item.split(",").map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+    const fields = Object.fromEntries(
+      item.split(",").map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+    );
     const id = fields.id;
-    if (!id || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(id)) throw new UsageError(`--secret needs id=<name> (a valid variable name), got "${item}"`);
+    if (!id || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(id))
+      throw new UsageError(`--secret needs id=<name> (a valid variable name), got "${item}"`);
     if (fields.src) out[id] = await (await import("node:fs/promises")).readFile(fields.src, "utf8");
     else if (fields.env) {
       const v = process.env[fields.env];
@@ -138,7 +164,15 @@ async function secretFlags(items: readonly string[] | undefined): Promise<Record
 
 /** `strata build -f Dockerfile [--build-arg K=V] [--target T] [--secret …] <context>`. */
 async function buildDockerfile(
-  values: { file?: string; "build-arg"?: string[]; target?: string; secret?: string[]; "force-build"?: boolean; "ignore-cache"?: boolean; "builder-version"?: string },
+  values: {
+    file?: string;
+    "build-arg"?: string[];
+    target?: string;
+    secret?: string[];
+    "force-build"?: boolean;
+    "ignore-cache"?: boolean;
+    "builder-version"?: string;
+  },
   positionals: string[],
 ) {
   if (positionals.length > 1) throw new UsageError("build -f takes at most one context directory");
@@ -155,34 +189,57 @@ async function buildDockerfile(
   const { resolveBaseImages } = await import("../dockerfile/to-plan.js");
   const { Image } = await import("../sdk/image.js");
   const make = (baseImages: Awaited<ReturnType<typeof resolveBaseImages>>) =>
-    Image.fromDockerfile(dockerfile, { contextDir, buildArgs, target: values.target, secrets: Object.keys(secrets).length ? [secrets] : undefined, baseImages });
+    Image.fromDockerfile(dockerfile, {
+      contextDir,
+      buildArgs,
+      target: values.target,
+      secrets: Object.keys(secrets).length ? [secrets] : undefined,
+      baseImages,
+    });
   // On a build service the client reads only the base images' configs (for expansion) and uploads the context files
   // the service lacks; locally the bases are pulled into the store (the build needs their layers anyway).
   const { build, buildsRemotely } = await import("../build.js");
   const store = buildsRemotely() ? undefined : await openStore();
-  const image = make(await resolveBaseImages(dockerfile, { ...(store ? { store } : {}), buildArgs, target: values.target }));
+  const image = make(
+    await resolveBaseImages(dockerfile, { ...(store ? { store } : {}), buildArgs, target: values.target }),
+  );
   const { builderVersion, ...options } = flags;
   return build(image.plan(builderVersion), { ...(store ? { store } : {}), ...options, secrets: image.secretValues() });
 }
 
-async function buildLocally(file: string, exportName: string | undefined, flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string }) {
+async function buildLocally(
+  file: string,
+  exportName: string | undefined,
+  flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string },
+) {
   const store = await openStore();
   const { loadDefinition } = await import("../load/definition.js");
   const image = await loadDefinition(file, store.layout.definitionsDir, exportName);
   const { build } = await import("../build.js");
   const { builderVersion, ...options } = flags;
-  return build(image.plan(builderVersion), { store, ...options, secrets: image.secretValues(), chainName: `${path.resolve(file)}#${exportName ?? "default"}` });
+  return build(image.plan(builderVersion), {
+    store,
+    ...options,
+    secrets: image.secretValues(),
+    chainName: `${path.resolve(file)}#${exportName ?? "default"}`,
+  });
 }
 
 async function cmdExplain(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { export: { type: "string" }, json: { type: "boolean" } } });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { export: { type: "string" }, json: { type: "boolean" } },
+  });
   if (positionals.length !== 1) throw new UsageError("explain takes exactly one definition file");
   const file = positionals[0]!;
   const store = await openStore();
   const { loadDefinition } = await import("../load/definition.js");
   const image = await loadDefinition(file, store.layout.definitionsDir, values.export);
   const { explain, formatExplain } = await import("../engine/explain.js");
-  const report = await explain(image.plan(), store, `${path.resolve(file)}#${values.export ?? "default"}`, { secrets: image.secretValues() });
+  const report = await explain(image.plan(), store, `${path.resolve(file)}#${values.export ?? "default"}`, {
+    secrets: image.secretValues(),
+  });
   process.stdout.write(values.json ? JSON.stringify(report) + "\n" : formatExplain(report));
   return 0;
 }
@@ -190,7 +247,11 @@ async function cmdExplain(argv: string[]): Promise<number> {
 async function cmdRun(argv: string[]): Promise<number> {
   const dd = argv.indexOf("--");
   const own = dd >= 0 ? argv.slice(0, dd) : argv;
-  const { values, positionals } = parseArgs({ args: own, allowPositionals: true, options: { network: { type: "string" }, env: { type: "string", short: "e", multiple: true } } });
+  const { values, positionals } = parseArgs({
+    args: own,
+    allowPositionals: true,
+    options: { network: { type: "string" }, env: { type: "string", short: "e", multiple: true } },
+  });
   if (positionals.length < 1) throw new UsageError("run needs an image id");
   const args = dd >= 0 ? argv.slice(dd + 1) : positionals.slice(1);
   const env: Record<string, string> = {};
@@ -207,9 +268,14 @@ async function cmdRun(argv: string[]): Promise<number> {
 }
 
 async function cmdExport(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { oci: { type: "string" }, "docker-archive": { type: "string" }, tag: { type: "string" } } });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { oci: { type: "string" }, "docker-archive": { type: "string" }, tag: { type: "string" } },
+  });
   if (positionals.length !== 1) throw new UsageError("export needs one image id");
-  if (!values.oci === !values["docker-archive"]) throw new UsageError("export needs exactly one of --oci DIR or --docker-archive FILE");
+  if (!values.oci === !values["docker-archive"])
+    throw new UsageError("export needs exactly one of --oci DIR or --docker-archive FILE");
   const store = await openStore();
   const image = await store.resolveImage(positionals[0]!);
   const layout = await import("../oci/layout.js");
@@ -217,7 +283,12 @@ async function cmdExport(argv: string[]): Promise<number> {
     await layout.writeLayout(store, image, values.oci, values.tag ?? "latest");
     process.stderr.write(`wrote OCI layout ${values.oci} (ref ${values.tag ?? "latest"})\n`);
   } else {
-    await layout.writeDockerArchive(store, image, values["docker-archive"]!, values.tag ?? `localhost/strata:${image.id.slice(7, 19)}`);
+    await layout.writeDockerArchive(
+      store,
+      image,
+      values["docker-archive"]!,
+      values.tag ?? `localhost/strata:${image.id.slice(7, 19)}`,
+    );
     process.stderr.write(`wrote docker-archive ${values["docker-archive"]}\n`);
   }
   return 0;
@@ -230,24 +301,49 @@ async function cmdInspect(argv: string[]): Promise<number> {
   const image = await store.resolveImage(positionals[0]!);
   const config = JSON.parse((await store.readBlob(image.configDigest)).toString()) as unknown;
   const chain = [];
-  for (let cur: typeof image | undefined = image; cur; cur = cur.parent ? await store.getImage(cur.parent) : undefined) {
-    chain.unshift({ imageId: cur.id, step: cur.step?.index, description: cur.step?.description, key: cur.step?.key, forced: cur.step?.forced, builtAt: cur.step?.builtAt });
+  for (
+    let cur: typeof image | undefined = image;
+    cur;
+    cur = cur.parent ? await store.getImage(cur.parent) : undefined
+  ) {
+    chain.unshift({
+      imageId: cur.id,
+      step: cur.step?.index,
+      description: cur.step?.description,
+      key: cur.step?.key,
+      forced: cur.step?.forced,
+      builtAt: cur.step?.builtAt,
+    });
   }
-  process.stdout.write(JSON.stringify({ id: image.id, manifestDigest: image.manifestDigest, config, layers: image.layers, chain }, null, 2) + "\n");
+  process.stdout.write(
+    JSON.stringify(
+      { id: image.id, manifestDigest: image.manifestDigest, config, layers: image.layers, chain },
+      null,
+      2,
+    ) + "\n",
+  );
   return 0;
 }
 
 async function cmdImages(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { json: { type: "boolean" } } });
   const store = await openStore();
-  const images = (await store.listImages()).sort((a, b) => (b.step?.builtAt ?? "").localeCompare(a.step?.builtAt ?? ""));
+  const images = (await store.listImages()).sort((a, b) =>
+    (b.step?.builtAt ?? "").localeCompare(a.step?.builtAt ?? ""),
+  );
   if (values.json) {
-    process.stdout.write(JSON.stringify(images.map((i) => ({ id: i.id, builtAt: i.step?.builtAt, step: i.step?.description, layers: i.layers.length }))) + "\n");
+    process.stdout.write(
+      JSON.stringify(
+        images.map((i) => ({ id: i.id, builtAt: i.step?.builtAt, step: i.step?.description, layers: i.layers.length })),
+      ) + "\n",
+    );
     return 0;
   }
   process.stdout.write("IMAGE ID       BUILT                     LAYERS  STEP\n");
   for (const i of images) {
-    process.stdout.write(`${i.id.slice(7, 19)}   ${(i.step?.builtAt ?? "").padEnd(24)}  ${String(i.layers.length).padStart(6)}  ${i.step?.description ?? ""}\n`);
+    process.stdout.write(
+      `${i.id.slice(7, 19)}   ${(i.step?.builtAt ?? "").padEnd(24)}  ${String(i.layers.length).padStart(6)}  ${i.step?.description ?? ""}\n`,
+    );
   }
   return 0;
 }
@@ -291,7 +387,10 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await fn(rest);
   } catch (e) {
-    if (e instanceof UsageError || (e instanceof TypeError && "code" in e && String((e as { code: unknown }).code).startsWith("ERR_PARSE_ARGS"))) {
+    if (
+      e instanceof UsageError ||
+      (e instanceof TypeError && "code" in e && String((e as { code: unknown }).code).startsWith("ERR_PARSE_ARGS"))
+    ) {
       process.stderr.write(`strata ${cmd}: ${(e as Error).message}\n`);
       return 2;
     }

@@ -15,12 +15,22 @@ export { remoteBuild, RemoteBuildError, type RemoteBuildOptions, type RemoteBuil
  */
 export async function remoteBuildDefinition(
   file: string,
-  opts: { server?: string; token?: string; exportName?: string; forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string; log?: LogSink },
+  opts: {
+    server?: string;
+    token?: string;
+    exportName?: string;
+    forceBuild?: boolean;
+    ignoreCache?: boolean;
+    builderVersion?: string;
+    log?: LogSink;
+  },
 ): Promise<RemoteBuiltImage> {
   const { StoreLayout } = await import("../store/layout.js");
   const { loadDefinition } = await import("../load/definition.js");
   const { build, remoteServerFromEnv } = await import("../build.js");
-  const remote = opts.server ? { server: opts.server, ...(opts.token ? { token: opts.token } : {}) } : remoteServerFromEnv();
+  const remote = opts.server
+    ? { server: opts.server, ...(opts.token ? { token: opts.token } : {}) }
+    : remoteServerFromEnv();
   if (!remote) throw new Error("remoteBuildDefinition: no build service (give server, or set STRATA_SERVER)");
   const image = await loadDefinition(file, StoreLayout.default().definitionsDir, opts.exportName);
   const built = await build(image.plan(opts.builderVersion), {

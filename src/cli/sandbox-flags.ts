@@ -10,10 +10,18 @@ export const SANDBOX_FLAGS = {
   "max-step-timeout": { type: "string" },
 } as const;
 
-export function sandboxOptions(values: { "allow-network-host"?: boolean; "step-timeout"?: string; "max-step-timeout"?: string }): ServiceSandboxOptions {
+export function sandboxOptions(values: {
+  "allow-network-host"?: boolean;
+  "step-timeout"?: string;
+  "max-step-timeout"?: string;
+}): ServiceSandboxOptions {
   return {
     allowNetworkHost: values["allow-network-host"] ?? false,
-    ...(values["step-timeout"] !== undefined ? { stepTimeoutMs: parseDuration(values["step-timeout"], "--step-timeout") } : {}),
-    ...(values["max-step-timeout"] !== undefined ? { maxStepTimeoutMs: parseDuration(values["max-step-timeout"], "--max-step-timeout") } : {}),
+    ...(values["step-timeout"] !== undefined
+      ? { stepTimeoutMs: parseDuration(values["step-timeout"], "--step-timeout") }
+      : {}),
+    ...(values["max-step-timeout"] !== undefined
+      ? { maxStepTimeoutMs: parseDuration(values["max-step-timeout"], "--max-step-timeout") }
+      : {}),
   };
 }

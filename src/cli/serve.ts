@@ -46,9 +46,16 @@ export async function cmdServe(argv: string[]): Promise<number> {
   const { openStoreFromEnv } = await import("../store/s3/open.js");
   const store = await openStoreFromEnv();
   const { BuildService } = await import("../service/server.js");
-  const service = await BuildService.create({ store, token, maxConcurrentBuilds: maxBuilds, logRequests: values.verbose ?? false, sandbox });
+  const service = await BuildService.create({
+    store,
+    token,
+    maxConcurrentBuilds: maxBuilds,
+    logRequests: values.verbose ?? false,
+    sandbox,
+  });
   // A server outlives any one request or build: a stray rejection is logged, not fatal.
-  const onUnhandled = (e: unknown) => process.stderr.write(`strata serve: unhandled error (continuing): ${e instanceof Error ? e.stack : String(e)}\n`);
+  const onUnhandled = (e: unknown) =>
+    process.stderr.write(`strata serve: unhandled error (continuing): ${e instanceof Error ? e.stack : String(e)}\n`);
   process.on("unhandledRejection", onUnhandled);
   let url: string;
   try {
@@ -56,12 +63,19 @@ export async function cmdServe(argv: string[]): Promise<number> {
   } catch (e) {
     process.off("unhandledRejection", onUnhandled);
     const code = (e as NodeJS.ErrnoException).code;
-    process.stderr.write(`strata serve: cannot listen on ${host}:${port}: ${code === "EADDRINUSE" ? "the port is in use" : code === "EACCES" ? "permission denied" : e instanceof Error ? e.message : String(e)}\n`);
+    process.stderr.write(
+      `strata serve: cannot listen on ${host}:${port}: ${code === "EADDRINUSE" ? "the port is in use" : code === "EACCES" ? "permission denied" : e instanceof Error ? e.message : String(e)}\n`,
+    );
     return 1;
   }
   const loopback = host === "127.0.0.1" || host === "::1" || host === "localhost";
-  if (!token && !loopback) process.stderr.write(`strata serve: warning: listening on ${host} without STRATA_TOKEN; anyone who can reach it can run builds\n`);
-  process.stderr.write(`strata serve: listening on ${url} (store ${store.root}, ${token ? "bearer token required" : "no authentication"})\n`);
+  if (!token && !loopback)
+    process.stderr.write(
+      `strata serve: warning: listening on ${host} without STRATA_TOKEN; anyone who can reach it can run builds\n`,
+    );
+  process.stderr.write(
+    `strata serve: listening on ${url} (store ${store.root}, ${token ? "bearer token required" : "no authentication"})\n`,
+  );
   process.stdout.write(url + "\n");
   // The listeners stay installed until the shutdown is over: execa's exit hooks re-raise a signal nobody else
   // listens to, which would kill this process before running builds are terminated.

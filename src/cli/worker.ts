@@ -25,7 +25,14 @@ function parseMs(flag: string, v: string | undefined): number | undefined {
 class WorkerUsageError extends Error {}
 
 export async function cmdWorker(argv: string[]): Promise<number> {
-  let opts: { concurrency?: number; graceMs: number; jobLockMs?: number; stalledIntervalMs?: number; stepLockMs?: number; sandbox: ServiceSandboxOptions };
+  let opts: {
+    concurrency?: number;
+    graceMs: number;
+    jobLockMs?: number;
+    stalledIntervalMs?: number;
+    stepLockMs?: number;
+    sandbox: ServiceSandboxOptions;
+  };
   try {
     const { values, positionals } = parseArgs({
       args: argv,
@@ -41,7 +48,8 @@ export async function cmdWorker(argv: string[]): Promise<number> {
     });
     if (positionals.length) throw new WorkerUsageError(`unexpected argument "${positionals[0]}"`);
     const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
-    if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw new WorkerUsageError(`--concurrency expects a positive integer, got "${values.concurrency}"`);
+    if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1))
+      throw new WorkerUsageError(`--concurrency expects a positive integer, got "${values.concurrency}"`);
     opts = {
       ...(concurrency !== undefined ? { concurrency } : {}),
       graceMs: parseMs("grace", values.grace) ?? 30_000,
@@ -57,7 +65,10 @@ export async function cmdWorker(argv: string[]): Promise<number> {
       })(),
     };
   } catch (e) {
-    if (e instanceof WorkerUsageError || (e instanceof TypeError && String((e as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS"))) {
+    if (
+      e instanceof WorkerUsageError ||
+      (e instanceof TypeError && String((e as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS"))
+    ) {
       process.stderr.write(`strata worker: ${(e as Error).message}\n`);
       return 2;
     }
@@ -65,13 +76,16 @@ export async function cmdWorker(argv: string[]): Promise<number> {
   }
   const redisUrl = process.env.STRATA_REDIS_URL?.trim();
   if (!redisUrl) {
-    process.stderr.write("strata worker: STRATA_REDIS_URL is not set: it names the Redis that holds the build queue (e.g. redis://127.0.0.1:6379), the same one `strata serve` uses\n");
+    process.stderr.write(
+      "strata worker: STRATA_REDIS_URL is not set: it names the Redis that holds the build queue (e.g. redis://127.0.0.1:6379), the same one `strata serve` uses\n",
+    );
     return 2;
   }
   const { openStoreFromEnv } = await import("../store/s3/open.js");
   const store = await openStoreFromEnv();
   const { BuildWorker } = await import("../service/worker.js");
-  const onUnhandled = (e: unknown) => process.stderr.write(`strata worker: unhandled error (continuing): ${e instanceof Error ? e.stack : String(e)}\n`);
+  const onUnhandled = (e: unknown) =>
+    process.stderr.write(`strata worker: unhandled error (continuing): ${e instanceof Error ? e.stack : String(e)}\n`);
   process.on("unhandledRejection", onUnhandled);
   let worker: import("../service/worker.js").BuildWorker;
   try {
@@ -102,7 +116,9 @@ export async function cmdWorker(argv: string[]): Promise<number> {
         return;
       }
       stopping = true;
-      process.stderr.write(`strata worker: ${signal}: taking no more builds; waiting up to ${opts.graceMs / 1000}s for ${worker.running} running\n`);
+      process.stderr.write(
+        `strata worker: ${signal}: taking no more builds; waiting up to ${opts.graceMs / 1000}s for ${worker.running} running\n`,
+      );
       resolve();
     };
   });

@@ -338,7 +338,7 @@ async function fileDigestSlow(
   attempt: number,
 ): Promise<{ st: Stats; digest: string }> {
   let statTakenAt = dg.startedAt;
-  for (;; attempt++) {
+  for (; ; attempt++) {
     if (attempt > 0) {
       // The file changed between stat and read: look again once, then give up.
       if (attempt > 1) {
@@ -493,7 +493,7 @@ export async function walkContext(root: string, opts: WalkOptions = {}): Promise
       const abs = prefixAbs + d.name;
       const rel = prefixRel + d.name;
 
-      if (matcher !== undefined && matcher.matches(rel)) {
+      if (matcher?.matches(rel)) {
         if (d.isDirectory() && canReinclude(rel)) pending.push(visitIgnoredDir(abs, rel));
         continue;
       }

@@ -12,7 +12,11 @@ export { DockerfileSyntaxError, type SourceLocation } from "../errors.js";
 export class ShellExpansionError extends StrataError {
   override readonly code = "SHELL_EXPANSION";
   override readonly fault = "user";
-  constructor(message: string, readonly word: string, readonly offset: number) {
+  constructor(
+    message: string,
+    readonly word: string,
+    readonly offset: number,
+  ) {
     super(message);
     this.name = "ShellExpansionError";
   }

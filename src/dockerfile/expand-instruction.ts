@@ -30,15 +30,17 @@ export interface PlanMeta {
 }
 
 export type PlannedRun = RunCommand & PlanMeta;
-export type PlannedCopy = CopyCommand & PlanMeta & {
-  /** the resolved --from: a stage index or an image reference */
-  readonly fromStage?: number;
-  readonly fromImage?: string;
-};
-export type PlannedWorkdir = WorkdirCommand & PlanMeta & {
-  /** the absolute working directory after this instruction */
-  readonly resolved: string;
-};
+export type PlannedCopy = CopyCommand &
+  PlanMeta & {
+    /** the resolved --from: a stage index or an image reference */
+    readonly fromStage?: number;
+    readonly fromImage?: string;
+  };
+export type PlannedWorkdir = WorkdirCommand &
+  PlanMeta & {
+    /** the absolute working directory after this instruction */
+    readonly resolved: string;
+  };
 export type PlannedInstruction =
   | PlannedRun
   | PlannedCopy
@@ -68,7 +70,8 @@ function normalisePorts(words: string[]): string[] | string {
     const lo = Number(m[1]);
     const hi = m[2] !== undefined ? Number(m[2]) : lo;
     const proto = (m[3] ?? "tcp").toLowerCase();
-    if (proto !== "tcp" && proto !== "udp" && proto !== "sctp") return `invalid protocol ${JSON.stringify(m[3])} in ${JSON.stringify(w)} (tcp, udp or sctp)`;
+    if (proto !== "tcp" && proto !== "udp" && proto !== "sctp")
+      return `invalid protocol ${JSON.stringify(m[3])} in ${JSON.stringify(w)} (tcp, udp or sctp)`;
     if (lo < 1 || hi > 65535 || hi < lo) return `invalid port range ${JSON.stringify(w)}`;
     if (hi - lo > 65535) return `invalid port range ${JSON.stringify(w)}`;
     for (let p = lo; p <= hi; p++) out.push(`${p}/${proto}`);
@@ -194,7 +197,8 @@ export abstract class InstructionExpander {
       }
       case "STOPSIGNAL": {
         const signal = ex(cmd.signal);
-        if (!/^(SIG[A-Z0-9+-]+|[A-Z0-9+-]+|\d+)$/i.test(signal)) this.ctx.fail(at, `invalid signal ${JSON.stringify(signal)} for STOPSIGNAL`);
+        if (!/^(SIG[A-Z0-9+-]+|[A-Z0-9+-]+|\d+)$/i.test(signal))
+          this.ctx.fail(at, `invalid signal ${JSON.stringify(signal)} for STOPSIGNAL`);
         return { ...cmd, signal, ...meta() };
       }
       case "EXPOSE": {
@@ -217,11 +221,16 @@ export abstract class InstructionExpander {
       case "ADD": {
         const sources = cmd.sources.map((s) => ex(s));
         const dest = ex(cmd.dest);
-        const inline = cmd.inline.map((h) => (h.expand ? { ...h, data: this.expandRaw(h.data, scope, at, state, used) } : h));
+        const inline = cmd.inline.map((h) =>
+          h.expand ? { ...h, data: this.expandRaw(h.data, scope, at, state, used) } : h,
+        );
         const chown = cmd.chown !== undefined ? ex(cmd.chown) : undefined;
         const chmod = cmd.chmod !== undefined ? ex(cmd.chmod) : undefined;
         if (chmod !== undefined && !CHMOD_OCTAL.test(chmod) && !CHMOD_SYMBOLIC.test(chmod)) {
-          this.ctx.fail(at, `invalid --chmod ${JSON.stringify(chmod)}: expected an octal mode like 755 or a symbolic one like u=rwX,go=rX`);
+          this.ctx.fail(
+            at,
+            `invalid --chmod ${JSON.stringify(chmod)}: expected an octal mode like 755 or a symbolic one like u=rwX,go=rX`,
+          );
         }
         if (dest === "") this.ctx.fail(at, `${cmd.kind} destination can not be empty`);
         const extra = {
@@ -240,14 +249,20 @@ export abstract class InstructionExpander {
         if (cmd.from !== undefined) {
           const ref = this.stageRef(cmd.from, self, true);
           if (ref === -1 || (ref === undefined && this.stageByName.get(cmd.from.toLowerCase()) === self)) {
-            this.ctx.fail(at, `COPY --from=${cmd.from} refers to ${/^\d+$/.test(cmd.from) ? "no earlier stage (invalid stage index)" : "the current stage"}`);
+            this.ctx.fail(
+              at,
+              `COPY --from=${cmd.from} refers to ${/^\d+$/.test(cmd.from) ? "no earlier stage (invalid stage index)" : "the current stage"}`,
+            );
           }
           if (ref !== undefined) {
             this.need(ref, at);
             // BuildKit dispatches stages in order and refuses to copy from one not yet dispatched (after its cycle check).
             if (ref > self) {
               const stageName = (i: number) => this.parsed.stages[i]!.from.stageName ?? `stage-${i}`;
-              this.ctx.fail(at, `cannot copy from stage ${JSON.stringify(cmd.from)}, it needs to be defined before current stage ${JSON.stringify(stageName(self))}`);
+              this.ctx.fail(
+                at,
+                `cannot copy from stage ${JSON.stringify(cmd.from)}, it needs to be defined before current stage ${JSON.stringify(stageName(self))}`,
+              );
             }
             dependsOn.add(ref);
             fromStage = ref;
@@ -313,4 +328,3 @@ export abstract class InstructionExpander {
     }
   }
 }
-

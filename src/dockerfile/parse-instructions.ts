@@ -55,7 +55,13 @@ const FLAGS: Record<string, Record<string, FlagKind>> = {
     "keep-git-dir": "bool",
     unpack: "bool",
   },
-  healthcheck: { interval: "string", timeout: "string", "start-period": "string", "start-interval": "string", retries: "string" },
+  healthcheck: {
+    interval: "string",
+    timeout: "string",
+    "start-period": "string",
+    "start-interval": "string",
+    retries: "string",
+  },
 };
 
 /** Source positions of one file → locations and {@link DockerfileSyntaxError}s. */
@@ -142,7 +148,8 @@ export function parseGoDuration(s: string): number | undefined {
   if (m[2] === "0") return 0;
   const unit: Record<string, number> = { ns: 1, us: 1e3, "µs": 1e3, "μs": 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
   let total = 0;
-  for (const part of m[2]!.matchAll(/(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g)) total += Number(part[1]) * unit[part[2]!]!;
+  for (const part of m[2]!.matchAll(/(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g))
+    total += Number(part[1]) * unit[part[2]!]!;
   return m[1] === "-" ? -total : total;
 }
 
@@ -153,10 +160,14 @@ function sourcesAndDest(
 ): { sources: string[]; inline: InlineSource[]; dest: string } {
   const args = node.args;
   if (args.length < 2) {
-    ctx.fail(argAt(node, 0), `${name} requires at least two arguments, but only ${args.length === 0 ? "none was" : "one was"} provided: a source and a destination`);
+    ctx.fail(
+      argAt(node, 0),
+      `${name} requires at least two arguments, but only ${args.length === 0 ? "none was" : "one was"} provided: a source and a destination`,
+    );
   }
   const dest = args[args.length - 1]!;
-  if (!node.json && parseHeredocSafe(dest)) ctx.fail(argAt(node, args.length - 1), `${name} cannot accept a heredoc as a destination`);
+  if (!node.json && parseHeredocSafe(dest))
+    ctx.fail(argAt(node, args.length - 1), `${name} cannot accept a heredoc as a destination`);
   const byName = new Map(node.heredocs.map((h) => [h.name, h]));
   const sources: string[] = [];
   const inline: InlineSource[] = [];
@@ -218,13 +229,25 @@ function parseNode(ctx: Ctx, node: AstNode): FromCommand | DockerfileCommand {
       if (args.length === 3 && args[1]!.toLowerCase() === "as") {
         stageName = args[2]!.toLowerCase();
         if (!STAGE_NAME.test(stageName)) {
-          ctx.fail(argAt(node, 2), `invalid name for build stage: ${JSON.stringify(args[2])}, name can't start with a number or contain symbols`);
+          ctx.fail(
+            argAt(node, 2),
+            `invalid name for build stage: ${JSON.stringify(args[2])}, name can't start with a number or contain symbols`,
+          );
         }
       } else if (args.length !== 1) {
-        ctx.fail(args.length === 0 ? node.start : argAt(node, 1), "FROM requires either one or three arguments (FROM image [AS name])");
+        ctx.fail(
+          args.length === 0 ? node.start : argAt(node, 1),
+          "FROM requires either one or three arguments (FROM image [AS name])",
+        );
       }
       const platform = str(flags, "platform");
-      return { kind: "FROM", ...base, image: args[0]!, ...(stageName ? { stageName } : {}), ...(platform !== undefined ? { platform } : {}) };
+      return {
+        kind: "FROM",
+        ...base,
+        image: args[0]!,
+        ...(stageName ? { stageName } : {}),
+        ...(platform !== undefined ? { platform } : {}),
+      };
     }
     case "arg": {
       noFlags(ctx, node, name);
@@ -257,7 +280,8 @@ function parseNode(ctx: Ctx, node: AstNode): FromCommand | DockerfileCommand {
       return { kind: "STOPSIGNAL", ...base, signal: exactlyOne(ctx, node, name) };
     case "run": {
       const flags = parseFlags(ctx, node, name);
-      if (node.args.length === 0 && node.heredocs.length === 0) ctx.fail(node.start, "RUN requires at least one argument");
+      if (node.args.length === 0 && node.heredocs.length === 0)
+        ctx.fail(node.start, "RUN requires at least one argument");
       const mountFlag = flags.get("mount")?.flag;
       const mounts = strs(flags, "mount").map((m, i) => {
         try {
@@ -269,11 +293,17 @@ function parseNode(ctx: Ctx, node: AstNode): FromCommand | DockerfileCommand {
       });
       const network = str(flags, "network");
       if (network !== undefined && network !== "default" && network !== "none" && network !== "host") {
-        ctx.fail(flags.get("network")!.flag.position, `unsupported network mode ${JSON.stringify(network)} (default, none or host)`);
+        ctx.fail(
+          flags.get("network")!.flag.position,
+          `unsupported network mode ${JSON.stringify(network)} (default, none or host)`,
+        );
       }
       const security = str(flags, "security");
       if (security !== undefined && security !== "sandbox" && security !== "insecure") {
-        ctx.fail(flags.get("security")!.flag.position, `unsupported security mode ${JSON.stringify(security)} (sandbox or insecure)`);
+        ctx.fail(
+          flags.get("security")!.flag.position,
+          `unsupported security mode ${JSON.stringify(security)} (sandbox or insecure)`,
+        );
       }
       return {
         kind: "RUN",
@@ -295,7 +325,8 @@ function parseNode(ctx: Ctx, node: AstNode): FromCommand | DockerfileCommand {
     case "shell": {
       noFlags(ctx, node, name);
       if (node.args.length === 0) ctx.fail(node.start, "SHELL requires at least one argument");
-      if (!node.json) ctx.fail(argAt(node, 0), `SHELL requires the arguments to be in JSON form, e.g. SHELL ["/bin/sh", "-c"]`);
+      if (!node.json)
+        ctx.fail(argAt(node, 0), `SHELL requires the arguments to be in JSON form, e.g. SHELL ["/bin/sh", "-c"]`);
       return { kind: "SHELL", ...base, shell: node.args };
     }
     case "expose":
@@ -326,11 +357,19 @@ function parseNode(ctx: Ctx, node: AstNode): FromCommand | DockerfileCommand {
       };
       if (node.keyword === "copy") {
         const from = str(flags, "from");
-        if (from !== undefined && from.includes("$")) {
-          ctx.fail(flags.get("from")!.flag.position, "variable expansion is not supported for --from: define a new stage with FROM using an ARG from the global scope instead");
+        if (from?.includes("$")) {
+          ctx.fail(
+            flags.get("from")!.flag.position,
+            "variable expansion is not supported for --from: define a new stage with FROM using an ARG from the global scope instead",
+          );
         }
         if (from === "") ctx.fail(flags.get("from")!.flag.position, "--from needs a stage name, stage index or image");
-        return { kind: "COPY", ...common, ...(from !== undefined ? { from } : {}), parents: bool(flags, "parents") ?? false };
+        return {
+          kind: "COPY",
+          ...common,
+          ...(from !== undefined ? { from } : {}),
+          parents: bool(flags, "parents") ?? false,
+        };
       }
       const checksum = str(flags, "checksum");
       const keepGitDir = bool(flags, "keep-git-dir");
@@ -358,12 +397,16 @@ function parseNode(ctx: Ctx, node: AstNode): FromCommand | DockerfileCommand {
       return { kind: "ONBUILD", ...base, expression };
     }
     default:
-      ctx.fail(node.start, `unknown instruction ${JSON.stringify(node.spelled)}${suggest(node.spelled, ALL_INSTRUCTIONS)}`);
+      ctx.fail(
+        node.start,
+        `unknown instruction ${JSON.stringify(node.spelled)}${suggest(node.spelled, ALL_INSTRUCTIONS)}`,
+      );
   }
 }
 
 function parseHealthcheck(ctx: Ctx, node: AstNode, base: Base): HealthcheckCommand {
-  if (node.args.length === 0) ctx.fail(node.start, "HEALTHCHECK requires at least one argument (NONE, or CMD followed by a command)");
+  if (node.args.length === 0)
+    ctx.fail(node.start, "HEALTHCHECK requires at least one argument (NONE, or CMD followed by a command)");
   const typ = node.args[0]!.toUpperCase();
   const rest = node.args.slice(1);
   if (typ === "NONE") {
@@ -379,14 +422,16 @@ function parseHealthcheck(ctx: Ctx, node: AstNode, base: Base): HealthcheckComma
     const v = str(flags, key);
     if (v === undefined || v === "") continue;
     const ns = parseGoDuration(v);
-    if (ns === undefined) ctx.fail(flags.get(key)!.flag.position, `invalid duration ${JSON.stringify(v)} for --${key} (e.g. 30s, 1m30s)`);
+    if (ns === undefined)
+      ctx.fail(flags.get(key)!.flag.position, `invalid duration ${JSON.stringify(v)} for --${key} (e.g. 30s, 1m30s)`);
     if (ns !== 0 && ns < 1e6) ctx.fail(flags.get(key)!.flag.position, `--${key} cannot be less than 1ms`);
     durations[key] = ns;
   }
   let retries: number | undefined;
   const r = str(flags, "retries");
   if (r !== undefined && r !== "") {
-    if (!/^[-+]?\d+$/.test(r) || Math.abs(Number(r)) > 2 ** 31 - 1) ctx.fail(flags.get("retries")!.flag.position, `invalid --retries value ${JSON.stringify(r)}`);
+    if (!/^[-+]?\d+$/.test(r) || Math.abs(Number(r)) > 2 ** 31 - 1)
+      ctx.fail(flags.get("retries")!.flag.position, `invalid --retries value ${JSON.stringify(r)}`);
     retries = Number(r);
     if (retries < 0) ctx.fail(flags.get("retries")!.flag.position, `--retries cannot be negative (${retries})`);
   }
@@ -424,10 +469,17 @@ export function parseInstructions(text: string, options: { file?: string } = {})
         metaArgs.push(cmd);
         continue;
       }
-      return ctx.fail(node.start, `${cmd.kind} before the first FROM: no build stage in current context (only ARG may come before FROM)`);
+      return ctx.fail(
+        node.start,
+        `${cmd.kind} before the first FROM: no build stage in current context (only ARG may come before FROM)`,
+      );
     }
     current.commands.push(cmd);
   }
-  if (stages.length === 0) ctx.fail(ast.nodes[ast.nodes.length - 1]!.start, "the Dockerfile has no FROM instruction, so it has no stage to build");
+  if (stages.length === 0)
+    ctx.fail(
+      ast.nodes[ast.nodes.length - 1]!.start,
+      "the Dockerfile has no FROM instruction, so it has no stage to build",
+    );
   return { ast, metaArgs, stages };
 }

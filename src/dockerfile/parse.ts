@@ -168,12 +168,12 @@ function splitLines(text: string): PhysLine[] {
  * BuildKit's continuation rule: the escape token followed only by spaces/tabs at the end of the line, not itself
  * preceded by the escape token (a line that is only the token also continues). Returns the kept length, or -1.
  */
-function continuationCut(line: string, escape: string): number {
+function continuationCut(line: string, escapeToken: string): number {
   let end = line.length;
   while (end > 0 && (line[end - 1] === " " || line[end - 1] === "\t")) end--;
-  if (end === 0 || line[end - 1] !== escape) return -1;
+  if (end === 0 || line[end - 1] !== escapeToken) return -1;
   if (end === 1) return 0;
-  if (line[end - 2] === escape) return -1;
+  if (line[end - 2] === escapeToken) return -1;
   return end - 1;
 }
 
@@ -264,7 +264,9 @@ class Parser {
       this.escape = value;
     } else if (key === "syntax") {
       this.syntax = value;
-      this.warnings.push(`${this.file}:${lineNo}: the syntax directive (${value}) is ignored: Strata uses its built-in Dockerfile frontend`);
+      this.warnings.push(
+        `${this.file}:${lineNo}: the syntax directive (${value}) is ignored: Strata uses its built-in Dockerfile frontend`,
+      );
     }
   }
 
@@ -315,7 +317,12 @@ class Parser {
       comments = [];
       const heredocTarget = node.keyword === "onbuild" ? node.trigger : node;
       let heredocs: Heredoc[] = [];
-      if (heredocTarget && HEREDOC_KEYWORDS.has(heredocTarget.keyword) && !heredocTarget.json && logical.text.includes("<<")) {
+      if (
+        heredocTarget &&
+        HEREDOC_KEYWORDS.has(heredocTarget.keyword) &&
+        !heredocTarget.json &&
+        logical.text.includes("<<")
+      ) {
         const specs = heredocsFromLine(logical.text, logical.pos[0] ?? logical.end);
         for (const spec of specs) {
           let content = "";
@@ -333,7 +340,10 @@ class Parser {
             content += l.raw;
           }
           if (!terminated) {
-            throw new ParseFailure(`unterminated heredoc ${spec.name} (no line "${spec.name}" after line ${lineNo})`, node.start);
+            throw new ParseFailure(
+              `unterminated heredoc ${spec.name} (no line "${spec.name}" after line ${lineNo})`,
+              node.start,
+            );
           }
           heredocs.push({ ...spec, content, startLine: bodyStart });
         }
@@ -478,7 +488,11 @@ class Parser {
     if (words.length === 0) return { args: [], argPositions: [], json: false };
     if (!words[0]!.word.includes("=")) {
       const m = WS_RUN.exec(rest);
-      if (!m) throw new ParseFailure(`${what} must have two arguments (${what} name value, or ${what} name=value …)`, at(restStart));
+      if (!m)
+        throw new ParseFailure(
+          `${what} must have two arguments (${what} name value, or ${what} name=value …)`,
+          at(restStart),
+        );
       const key = rest.slice(0, m.index);
       const valueStart = m.index + m[0].length;
       return {
@@ -492,7 +506,10 @@ class Parser {
     for (const w of words) {
       const eq = w.word.indexOf("=");
       if (eq < 0) {
-        throw new ParseFailure(`syntax error - can't find = in ${JSON.stringify(w.word)}. Must be of the form: name=value`, at(w.offset));
+        throw new ParseFailure(
+          `syntax error - can't find = in ${JSON.stringify(w.word)}. Must be of the form: name=value`,
+          at(w.offset),
+        );
       }
       args.push(w.word.slice(0, eq), w.word.slice(eq + 1), "=");
       argPositions.push(at(w.offset), at(w.offset), at(w.offset));
@@ -502,7 +519,11 @@ class Parser {
 }
 
 /** BuildKit's extractBuilderFlags over text[start, end): the flags and where the arguments start. */
-function extractFlags(text: string, start: number, end: number): { flags: { text: string; offset: number }[]; restOffset: number } {
+function extractFlags(
+  text: string,
+  start: number,
+  end: number,
+): { flags: { text: string; offset: number }[]; restOffset: number } {
   const flags: { text: string; offset: number }[] = [];
   const IN_SPACES = 0;
   const IN_WORD = 1;
@@ -569,7 +590,7 @@ function extractFlags(text: string, start: number, end: number): { flags: { text
 }
 
 /** BuildKit's parseWords: whitespace-separated words, quotes kept, escape token kept with its character. */
-function parseWords(rest: string, escape: string, base: number): { word: string; offset: number }[] {
+function parseWords(rest: string, escapeToken: string, base: number): { word: string; offset: number }[] {
   const words: { word: string; offset: number }[] = [];
   const IN_SPACES = 0;
   const IN_WORD = 1;
@@ -612,7 +633,7 @@ function parseWords(rest: string, escape: string, base: number): { word: string;
         blankOK = true;
         phase = IN_QUOTE;
       }
-      if (ch === escape) {
+      if (ch === escapeToken) {
         if (p + 1 === chars.length) continue; // a trailing escape token is dropped
         word += ch;
         p++;
@@ -623,7 +644,7 @@ function parseWords(rest: string, escape: string, base: number): { word: string;
     }
     // IN_QUOTE
     if (ch === quote) phase = IN_WORD;
-    if (ch === escape && quote !== "'") {
+    if (ch === escapeToken && quote !== "'") {
       if (p + 1 === chars.length) {
         phase = IN_WORD;
         continue;
@@ -637,7 +658,11 @@ function parseWords(rest: string, escape: string, base: number): { word: string;
   return words;
 }
 
-function whitespaceList(rest: string, restStart: number, at: (k: number) => Position): { args: string[]; argPositions: Position[]; json: boolean } {
+function whitespaceList(
+  rest: string,
+  restStart: number,
+  at: (k: number) => Position,
+): { args: string[]; argPositions: Position[]; json: boolean } {
   if (rest === "") return { args: [], argPositions: [], json: false };
   const args: string[] = [];
   const argPositions: Position[] = [];
@@ -712,7 +737,8 @@ function heredocsFromLine(line: string, position: Position): Omit<Heredoc, "cont
       const h = parseHeredocMarker(w);
       if (h) out.push(h);
     } catch (e) {
-      if (e instanceof ShellExpansionError) throw new ParseFailure(`invalid heredoc ${JSON.stringify(w)}: ${e.message}`, position);
+      if (e instanceof ShellExpansionError)
+        throw new ParseFailure(`invalid heredoc ${JSON.stringify(w)}: ${e.message}`, position);
       throw e;
     }
   }

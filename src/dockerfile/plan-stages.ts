@@ -92,9 +92,47 @@ export interface DockerfilePlan {
   readonly unusedBuildArgs: readonly string[];
 }
 
-const KNOWN_OS = new Set(["linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "android", "aix", "dragonfly", "plan9", "js", "wasip1"]);
-const ARCH_ALIASES: Record<string, string> = { x86_64: "amd64", "x86-64": "amd64", aarch64: "arm64", armhf: "arm", armel: "arm", i386: "386", i686: "386" };
-const KNOWN_ARCH = new Set(["amd64", "arm64", "arm", "386", "ppc64le", "ppc64", "s390x", "riscv64", "mips64le", "mips64", "mipsle", "mips", "loong64", "wasm"]);
+const KNOWN_OS = new Set([
+  "linux",
+  "windows",
+  "darwin",
+  "freebsd",
+  "netbsd",
+  "openbsd",
+  "solaris",
+  "illumos",
+  "android",
+  "aix",
+  "dragonfly",
+  "plan9",
+  "js",
+  "wasip1",
+]);
+const ARCH_ALIASES: Record<string, string> = {
+  x86_64: "amd64",
+  "x86-64": "amd64",
+  aarch64: "arm64",
+  armhf: "arm",
+  armel: "arm",
+  i386: "386",
+  i686: "386",
+};
+const KNOWN_ARCH = new Set([
+  "amd64",
+  "arm64",
+  "arm",
+  "386",
+  "ppc64le",
+  "ppc64",
+  "s390x",
+  "riscv64",
+  "mips64le",
+  "mips64",
+  "mipsle",
+  "mips",
+  "loong64",
+  "wasm",
+]);
 
 /** Parses `os/arch[/variant]` (or a bare os or arch, as containerd's platforms.Parse does); undefined if invalid. */
 export function parsePlatform(s: string): Platform | undefined {
@@ -162,8 +200,14 @@ class Planner extends InstructionExpander {
     this.lex = new ShellLex({ escapeToken: parsed.ast.escapeToken });
     const tp = parsePlatform(options.platform ?? "linux/amd64");
     const bp = parsePlatform(options.buildPlatform ?? "linux/amd64");
-    if (!tp) throw new InvalidDefinitionError(`invalid target platform ${JSON.stringify(options.platform)} (expected os/arch[/variant], e.g. linux/amd64)`);
-    if (!bp) throw new InvalidDefinitionError(`invalid build platform ${JSON.stringify(options.buildPlatform)} (expected os/arch[/variant])`);
+    if (!tp)
+      throw new InvalidDefinitionError(
+        `invalid target platform ${JSON.stringify(options.platform)} (expected os/arch[/variant], e.g. linux/amd64)`,
+      );
+    if (!bp)
+      throw new InvalidDefinitionError(
+        `invalid build platform ${JSON.stringify(options.buildPlatform)} (expected os/arch[/variant])`,
+      );
     this.target = tp;
     this.build = bp;
     this.buildArgs = new Map(Object.entries(options.buildArgs ?? {}));
@@ -178,7 +222,10 @@ class Planner extends InstructionExpander {
       if (!s.from.stageName) return;
       const prev = this.stageByName.get(s.from.stageName);
       if (prev !== undefined) {
-        this.ctx.fail(s.from.location, `duplicate stage name ${JSON.stringify(s.from.stageName)} (also used by the stage on line ${this.parsed.stages[prev]!.from.location.line})`);
+        this.ctx.fail(
+          s.from.location,
+          `duplicate stage name ${JSON.stringify(s.from.stageName)} (also used by the stage on line ${this.parsed.stages[prev]!.from.location.line})`,
+        );
       }
       this.stageByName.set(s.from.stageName, i);
     });
@@ -260,7 +307,9 @@ class Planner extends InstructionExpander {
       }
     }
     // Proxy args are predefined (BuildKit never warns about them): every RUN gets them without an ARG.
-    const unusedBuildArgs = [...this.buildArgs.keys()].filter((k) => !this.usedBuildArgs.has(k) && !/^(http|https|ftp|no|all)_proxy$/i.test(k)).sort();
+    const unusedBuildArgs = [...this.buildArgs.keys()]
+      .filter((k) => !this.usedBuildArgs.has(k) && !/^(http|https|ftp|no|all)_proxy$/i.test(k))
+      .sort();
     return {
       file: this.file,
       escapeToken: this.parsed.ast.escapeToken,
@@ -323,14 +372,18 @@ class Planner extends InstructionExpander {
     const fromPos = { line: from.location.line, column: from.location.column };
     const fromMatched = new Set<string>();
     const img = this.expand(from.image, this.globals, fromPos);
-    img.matched.forEach((m) => fromMatched.add(m));
+    for (const m of img.matched) fromMatched.add(m);
     const image = img.result;
     if (image === "") this.ctx.fail(fromPos, `base name (${from.image}) should not be blank`);
     let platform: Platform | undefined;
     if (from.platform !== undefined) {
       const p = this.expand(from.platform, this.globals, fromPos).result;
       platform = parsePlatform(p);
-      if (!platform) this.ctx.fail(fromPos, `invalid platform ${JSON.stringify(p)} in FROM --platform (expected os/arch[/variant], e.g. linux/amd64)`);
+      if (!platform)
+        this.ctx.fail(
+          fromPos,
+          `invalid platform ${JSON.stringify(p)} in FROM --platform (expected os/arch[/variant], e.g. linux/amd64)`,
+        );
     }
     const dependsOn = new Set<number>();
     const imageRefs = new Set<string>();

@@ -93,7 +93,8 @@ export function parseMount(spec: string, index: number, expand: ((v: string) => 
           readOnly = false;
           continue;
         case "required":
-          if (type !== "secret" && type !== "ssh" && !typeDeferred) throw new MountError(`unexpected key 'required' for mount type '${type}'`);
+          if (type !== "secret" && type !== "ssh" && !typeDeferred)
+            throw new MountError(`unexpected key 'required' for mount type '${type}'`);
           required = true;
           continue;
         default:
@@ -139,7 +140,8 @@ export function parseMount(spec: string, index: number, expand: ((v: string) => 
         break;
       }
       case "required": {
-        if (type !== "secret" && type !== "ssh" && !typeDeferred) throw new MountError(`unexpected key 'required' for mount type '${type}'`);
+        if (type !== "secret" && type !== "ssh" && !typeDeferred)
+          throw new MountError(`unexpected key 'required' for mount type '${type}'`);
         if (deferred(value)) break;
         const b = parseBoolValue(value);
         if (b === undefined) throw new MountError(`invalid value for required: ${value}`);
@@ -163,7 +165,14 @@ export function parseMount(spec: string, index: number, expand: ((v: string) => 
       case "uid":
       case "gid": {
         if (deferred(value)) break;
-        const n = key === "mode" ? (/^[0-7]+$/.test(value) ? parseInt(value, 8) : NaN) : /^\d+$/.test(value) ? Number(value) : NaN;
+        const n =
+          key === "mode"
+            ? /^[0-7]+$/.test(value)
+              ? parseInt(value, 8)
+              : NaN
+            : /^\d+$/.test(value)
+              ? Number(value)
+              : NaN;
         if (!Number.isFinite(n) || n > 0xffffffff) throw new MountError(`invalid value ${value} for ${key}`);
         if (key === "mode") mode = n;
         else if (key === "uid") uid = n;
@@ -181,7 +190,9 @@ export function parseMount(spec: string, index: number, expand: ((v: string) => 
         break;
       }
       default:
-        throw new MountError(`unexpected key '${key}' in '${field}'${suggest(key, ["type", "from", "source", "target", "readonly", "id", "sharing", "mode", "uid", "gid", "required", "env", "size"])}`);
+        throw new MountError(
+          `unexpected key '${key}' in '${field}'${suggest(key, ["type", "from", "source", "target", "readonly", "id", "sharing", "mode", "uid", "gid", "required", "env", "size"])}`,
+        );
     }
   }
   // Parse time with a variable type: the rest is checked when the RUN is planned (values expanded).
@@ -193,10 +204,12 @@ export function parseMount(spec: string, index: number, expand: ((v: string) => 
     if (gid !== undefined) throw new MountError(`gid not allowed for "${type}" type mounts`);
   }
   if (env !== undefined && type !== "secret") throw new MountError(`unexpected key 'env' for mount type '${type}'`);
-  if (sizeBytes !== undefined && type !== "tmpfs") throw new MountError(`unexpected key 'size' for mount type '${type}'`);
+  if (sizeBytes !== undefined && type !== "tmpfs")
+    throw new MountError(`unexpected key 'size' for mount type '${type}'`);
   if (type === "secret") {
     if (from !== undefined) throw new MountError("secret mount should not have a from");
-    if (!source && !target && !id) throw new MountError("invalid secret mount: one of id, source or target is required");
+    if (!source && !target && !id)
+      throw new MountError("invalid secret mount: one of id, source or target is required");
     if (source && id) throw new MountError("both source and id can't be set");
     id = id || source || target.split("/").filter(Boolean).pop() || "";
     if (target === "" && env === undefined) target = `/run/secrets/${id}`;

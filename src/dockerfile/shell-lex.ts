@@ -150,7 +150,10 @@ class WordSplitter {
 
 /** Internal failure with the position where it happened; converted to ShellExpansionError at the top. */
 class LexFailure extends Error {
-  constructor(message: string, readonly at: number) {
+  constructor(
+    message: string,
+    readonly at: number,
+  ) {
     super(message);
   }
 }
@@ -167,7 +170,7 @@ class WordProcessor {
   constructor(
     word: string,
     private readonly env: Map<string, string>,
-    private readonly escape: string,
+    private readonly escapeToken: string,
     private readonly opts: ShellLexOptions,
   ) {
     this.chars = Array.from(word);
@@ -226,7 +229,7 @@ class WordProcessor {
         continue;
       }
       this.pos++;
-      if (ch === this.escape) {
+      if (ch === this.escapeToken) {
         if (this.opts.rawEscapes || rawEscapesHere) {
           split.addRawChar(ch);
           result += ch;
@@ -269,10 +272,10 @@ class WordProcessor {
         continue;
       }
       this.pos++;
-      if (ch === this.escape) {
+      if (ch === this.escapeToken) {
         if (this.atEnd()) continue; // dropped; the loop then reports the missing quote
         const next = this.peek()!;
-        if (next === '"' || next === "$" || next === this.escape) {
+        if (next === '"' || next === "$" || next === this.escapeToken) {
           if (this.opts.rawEscapes) out += ch;
           ch = next;
           this.pos++;

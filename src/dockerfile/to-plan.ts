@@ -96,7 +96,18 @@ export interface DockerfileChains {
 
 const METHOD = "dockerfile";
 /** BuildKit's proxy build args (dockerfile2llb's defaultArgs / proxyEnvFromBuildArgs), sorted by code unit. */
-export const PROXY_ARGS = ["ALL_PROXY", "FTP_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "all_proxy", "ftp_proxy", "http_proxy", "https_proxy", "no_proxy"] as const;
+export const PROXY_ARGS = [
+  "ALL_PROXY",
+  "FTP_PROXY",
+  "HTTPS_PROXY",
+  "HTTP_PROXY",
+  "NO_PROXY",
+  "all_proxy",
+  "ftp_proxy",
+  "http_proxy",
+  "https_proxy",
+  "no_proxy",
+] as const;
 
 /** Reads a Dockerfile and its ignore file, plans it, and returns the step makers of the stages the target needs. */
 export function dockerfileChains(dockerfile: string, opts: DockerfileStepOptions = {}): DockerfileChains {
@@ -107,17 +118,26 @@ export function dockerfileChains(dockerfile: string, opts: DockerfileStepOptions
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new InvalidDefinitionError(
-      code === "ENOENT" ? `fromDockerfile: ${dockerfile} does not exist (resolved to ${abs})` : `fromDockerfile: cannot read ${dockerfile}: ${(e as Error).message}`,
+      code === "ENOENT"
+        ? `fromDockerfile: ${dockerfile} does not exist (resolved to ${abs})`
+        : `fromDockerfile: cannot read ${dockerfile}: ${(e as Error).message}`,
     );
   }
   const contextDir = path.resolve(opts.contextDir ?? path.dirname(abs));
   if (!existsSync(contextDir) || !statSync(contextDir).isDirectory()) {
-    throw new InvalidDefinitionError(`fromDockerfile: context directory ${opts.contextDir ?? contextDir} does not exist or is not a directory`);
+    throw new InvalidDefinitionError(
+      `fromDockerfile: context directory ${opts.contextDir ?? contextDir} does not exist or is not a directory`,
+    );
   }
   const ignore = opts.ignore ? [...opts.ignore] : dockerignore(abs, contextDir);
   const file = displayName(dockerfile);
   const bases = opts.baseImages;
-  const plan = planDockerfile(text, { file, buildArgs: opts.buildArgs, target: opts.target, ...(bases ? { baseImage: (ref: string) => bases[ref] } : {}) });
+  const plan = planDockerfile(text, {
+    file,
+    buildArgs: opts.buildArgs,
+    target: opts.target,
+    ...(bases ? { baseImage: (ref: string) => bases[ref] } : {}),
+  });
   return new Translator(plan, { ...opts, contextDir, ignore }).chains();
 }
 
@@ -128,7 +148,10 @@ export function dockerfileChains(dockerfile: string, opts: DockerfileStepOptions
  */
 export async function resolveBaseImages(
   dockerfile: string,
-  opts: Pick<DockerfileStepOptions, "buildArgs" | "target"> & { store?: Parameters<typeof import("../registry/pull.js").pullImage>[1]; insecure?: boolean },
+  opts: Pick<DockerfileStepOptions, "buildArgs" | "target"> & {
+    store?: Parameters<typeof import("../registry/pull.js").pullImage>[1];
+    insecure?: boolean;
+  },
 ): Promise<Record<string, BaseImageInfo>> {
   const text = readFileSync(path.resolve(dockerfile), "utf8");
   const plan = planDockerfile(text, { file: displayName(dockerfile), buildArgs: opts.buildArgs, target: opts.target });
@@ -142,9 +165,15 @@ export async function resolveBaseImages(
   const out: Record<string, BaseImageInfo> = {};
   for (const ref of refs) {
     const store = opts.store;
-    const image = store ? (await pullImage(ref, store, { insecure: opts.insecure })).config : (await openLazyImage(ref, { insecure: opts.insecure })).config;
+    const image = store
+      ? (await pullImage(ref, store, { insecure: opts.insecure })).config
+      : (await openLazyImage(ref, { insecure: opts.insecure })).config;
     const c = image.config as { Env?: string[]; WorkingDir?: string; OnBuild?: string[] | null };
-    out[ref] = { ...(c.Env ? { env: c.Env } : {}), ...(c.WorkingDir ? { workingDir: c.WorkingDir } : {}), ...(c.OnBuild?.length ? { onBuild: c.OnBuild } : {}) };
+    out[ref] = {
+      ...(c.Env ? { env: c.Env } : {}),
+      ...(c.WorkingDir ? { workingDir: c.WorkingDir } : {}),
+      ...(c.OnBuild?.length ? { onBuild: c.OnBuild } : {}),
+    };
   }
   return out;
 }
@@ -166,10 +195,17 @@ const PREVIOUS = "strata-dockerfile-commands-base";
  * Plans `dockerfileCommands` lines as one stage on the image they extend: expansion sees that image's known ENV and
  * WORKDIR (`base`). Returns the steps and the ENV/WORKDIR after the lines.
  */
-export function commandChain(lines: readonly string[], opts: DockerfileStepOptions & { base?: KnownConfig } = {}): StageChain {
+export function commandChain(
+  lines: readonly string[],
+  opts: DockerfileStepOptions & { base?: KnownConfig } = {},
+): StageChain {
   const file = "dockerfileCommands";
   const contextDir = path.resolve(opts.contextDir ?? ".");
-  const ignore = opts.ignore ? [...opts.ignore] : existsSync(path.join(contextDir, ".dockerignore")) ? parseIgnoreFile(readFileSync(path.join(contextDir, ".dockerignore"), "utf8")) : [];
+  const ignore = opts.ignore
+    ? [...opts.ignore]
+    : existsSync(path.join(contextDir, ".dockerignore"))
+      ? parseIgnoreFile(readFileSync(path.join(contextDir, ".dockerignore"), "utf8"))
+      : [];
   const base: KnownConfig = opts.base ?? { env: [], workdir: "/" };
   const text = `FROM ${PREVIOUS}\n` + lines.join("\n");
   let plan: DockerfilePlan;
@@ -177,15 +213,20 @@ export function commandChain(lines: readonly string[], opts: DockerfileStepOptio
     plan = planDockerfile(text, {
       file,
       buildArgs: opts.buildArgs,
-      baseImage: (ref) => (ref === PREVIOUS ? { env: base.env.map(([k, v]) => `${k}=${v}`), workingDir: base.workdir } : undefined),
+      baseImage: (ref) =>
+        ref === PREVIOUS ? { env: base.env.map(([k, v]) => `${k}=${v}`), workingDir: base.workdir } : undefined,
     });
   } catch (e) {
-    if (e instanceof DockerfileSyntaxError) throw new DockerfileSyntaxError({ file, line: Math.max(1, e.line - 1), column: e.column }, e.detail);
+    if (e instanceof DockerfileSyntaxError)
+      throw new DockerfileSyntaxError({ file, line: Math.max(1, e.line - 1), column: e.column }, e.detail);
     throw e;
   }
   if (plan.stages.length > 1) {
     const loc = plan.stages[1]!.location;
-    throw new DockerfileSyntaxError({ file, line: loc.line - 1, column: loc.column }, "FROM is not allowed in dockerfileCommands: the commands extend the image they are called on");
+    throw new DockerfileSyntaxError(
+      { file, line: loc.line - 1, column: loc.column },
+      "FROM is not allowed in dockerfileCommands: the commands extend the image they are called on",
+    );
   }
   // The stage's final ENV/WORKDIR start from `base` (the planner's view of the PREVIOUS image).
   return new Translator(plan, { ...opts, contextDir, ignore }, -1).stage(0);
@@ -198,7 +239,11 @@ function displayName(p: string): string {
 
 /** The ignore patterns for a Dockerfile build, in Modal's lookup order. */
 export function dockerignore(dockerfileAbs: string, contextDir: string): string[] {
-  for (const f of [dockerfileAbs + ".dockerignore", path.join(path.dirname(dockerfileAbs), ".dockerignore"), path.join(contextDir, ".dockerignore")]) {
+  for (const f of [
+    dockerfileAbs + ".dockerignore",
+    path.join(path.dirname(dockerfileAbs), ".dockerignore"),
+    path.join(contextDir, ".dockerignore"),
+  ]) {
     if (!existsSync(f)) continue;
     const patterns = parseIgnoreFile(readFileSync(f, "utf8"));
     try {
@@ -215,7 +260,6 @@ function summary(original: string): string {
   const one = original.replace(/\s+/g, " ").trim();
   return one.length > 100 ? one.slice(0, 97) + "..." : one;
 }
-
 
 const isUrl = (s: string) => /^https?:\/\//i.test(s);
 const isGit = (s: string) => /^git@|^git:\/\/|\.git(#.*)?$/i.test(s);
@@ -240,7 +284,14 @@ class Translator {
     const stages = new Map<number, StageChain>();
     for (const i of this.plan.buildOrder) stages.set(i, this.stage(i));
     const secrets = [...new Set([...stages.values()].flatMap((c) => c.secrets))].sort();
-    return { file: this.plan.file, stages, target: this.plan.target, buildOrder: [...this.plan.buildOrder], warnings: [...this.plan.warnings], secrets };
+    return {
+      file: this.plan.file,
+      stages,
+      target: this.plan.target,
+      buildOrder: [...this.plan.buildOrder],
+      warnings: [...this.plan.warnings],
+      secrets,
+    };
   }
 
   loc(pi: { location: { file: string; line: number; column: number } }): StepLocation {
@@ -259,9 +310,17 @@ class Translator {
   stage(i: number): StageChain {
     const s = this.plan.stages[i]!;
     if (s.platform && !(s.platform.os === "linux" && s.platform.architecture === "amd64")) {
-      this.fail(this.loc(s), `FROM --platform=${s.platform.os}/${s.platform.architecture}${s.platform.variant ? "/" + s.platform.variant : ""}: Strata builds linux/amd64 images only`);
+      this.fail(
+        this.loc(s),
+        `FROM --platform=${s.platform.os}/${s.platform.architecture}${s.platform.variant ? "/" + s.platform.variant : ""}: Strata builds linux/amd64 images only`,
+      );
     }
-    const base: StageBaseSpec = s.base.kind === "scratch" ? { kind: "scratch" } : s.base.kind === "stage" ? { kind: "stage", stage: s.base.stage } : { kind: "registry", ref: s.base.ref };
+    const base: StageBaseSpec =
+      s.base.kind === "scratch"
+        ? { kind: "scratch" }
+        : s.base.kind === "stage"
+          ? { kind: "stage", stage: s.base.stage }
+          : { kind: "registry", ref: s.base.ref };
     const reads = new Set<number>();
     const steps: StageChain["steps"] = [];
     let cmdSet = false;
@@ -275,13 +334,26 @@ class Translator {
     // on (they are consumed by this build, as in Docker).
     const consumed = s.instructions.some((x) => x.fromOnBuild);
     const baseInstructions: Instruction[] =
-      base.kind === "scratch" ? [{ op: "ENV", vars: [["PATH", DEFAULT_PATH]] }, { op: "WORKDIR", path: "/" }] : consumed ? [{ op: "ONBUILD" }] : [];
+      base.kind === "scratch"
+        ? [
+            { op: "ENV", vars: [["PATH", DEFAULT_PATH]] },
+            { op: "WORKDIR", path: "/" },
+          ]
+        : consumed
+          ? [{ op: "ONBUILD" }]
+          : [];
     // A stage base has no step of its own here (the chain continues from it): its triggers' first step clears the
     // inherited OnBuild list before running.
     if (base.kind === "stage" && consumed && steps.length) {
       const first = steps[0]!;
       const make = first.make;
-      steps[0] = { ...first, make: (b, sp) => { const st = make(b, sp); return { ...st, instructions: [{ op: "ONBUILD" }, ...st.instructions] }; } };
+      steps[0] = {
+        ...first,
+        make: (b, sp) => {
+          const st = make(b, sp);
+          return { ...st, instructions: [{ op: "ONBUILD" }, ...st.instructions] };
+        },
+      };
     }
     return {
       index: i,
@@ -306,7 +378,12 @@ class Translator {
     return n !== undefined && n !== self ? n : undefined;
   }
 
-  common(pi: PlannedInstruction, instructions: Instruction[], extra: [string, string][] = [], buildArgs: [string, string][] = []): Omit<Step, "inputs"> {
+  common(
+    pi: PlannedInstruction,
+    instructions: Instruction[],
+    extra: [string, string][] = [],
+    buildArgs: [string, string][] = [],
+  ): Omit<Step, "inputs"> {
     return {
       method: METHOD,
       description: this.where(pi, pi.original),
@@ -352,10 +429,18 @@ class Translator {
         // Keyed with the extra `workdir.create` (derived by the engine: the text does not show that it makes a layer).
         return meta({ op: "WORKDIR", path: pi.path, create: true });
       case "CMD":
-        return meta(pi.prependShell ? { op: "CMD", argv: [pi.command.join(" ")], shell: true } : { op: "CMD", argv: [...pi.command] });
+        return meta(
+          pi.prependShell
+            ? { op: "CMD", argv: [pi.command.join(" ")], shell: true }
+            : { op: "CMD", argv: [...pi.command] },
+        );
       case "ENTRYPOINT": {
         const keep = cmdSet ? { keepCmd: true } : {};
-        return meta(pi.prependShell ? { op: "ENTRYPOINT", argv: [pi.command.join(" ")], shell: true, ...keep } : { op: "ENTRYPOINT", argv: [...pi.command], ...keep });
+        return meta(
+          pi.prependShell
+            ? { op: "ENTRYPOINT", argv: [pi.command.join(" ")], shell: true, ...keep }
+            : { op: "ENTRYPOINT", argv: [...pi.command], ...keep },
+        );
       }
       case "SHELL":
         return meta({ op: "SHELL", argv: [...pi.shell] });
@@ -387,8 +472,14 @@ class Translator {
     }
   }
 
-  selectRoot(from: string | undefined, self: number, reads: Set<number>, at: StepLocation): (b: BuilderVersion, stagePlan: (stage: number, b: BuilderVersion) => Plan) => SelectRoot {
-    if (from === undefined) return () => ({ kind: "context", localPath: this.opts.contextDir, ignore: [...this.opts.ignore] });
+  selectRoot(
+    from: string | undefined,
+    self: number,
+    reads: Set<number>,
+    at: StepLocation,
+  ): (b: BuilderVersion, stagePlan: (stage: number, b: BuilderVersion) => Plan) => SelectRoot {
+    if (from === undefined)
+      return () => ({ kind: "context", localPath: this.opts.contextDir, ignore: [...this.opts.ignore] });
     const stage = this.stageRef(from, self);
     if (stage !== undefined) {
       if (this.lineShift !== 0) this.fail(at, `--from=${from}: dockerfileCommands has no other stages`);
@@ -396,13 +487,15 @@ class Translator {
       const name = this.plan.stages[stage]!.name ?? String(stage);
       return (b, stagePlan) => ({ kind: "stage", stage: name, plan: stagePlan(stage, b) });
     }
-    if (from === "context") return () => ({ kind: "context", localPath: this.opts.contextDir, ignore: [...this.opts.ignore] });
+    if (from === "context")
+      return () => ({ kind: "context", localPath: this.opts.contextDir, ignore: [...this.opts.ignore] });
     return () => ({ kind: "image", ref: from });
   }
 
   run(pi: Extract<PlannedInstruction, { kind: "RUN" }>, self: number, reads: Set<number>): StepMaker {
     const at = this.loc(pi);
-    if (pi.security === "insecure") this.fail(at, "RUN --security=insecure is not supported (Strata runs every command in its sandbox)");
+    if (pi.security === "insecure")
+      this.fail(at, "RUN --security=insecure is not supported (Strata runs every command in its sandbox)");
     let command: string | string[] = pi.prependShell ? pi.command.join(" ") : [...pi.command];
     const inputs: ((b: BuilderVersion, sp: (s: number, b: BuilderVersion) => Plan) => StepInput)[] = [];
     const mounts: RunMount[] = [];
@@ -433,12 +526,13 @@ class Translator {
       switch (m.type) {
         case "ssh":
           this.fail(at, "RUN --mount=type=ssh is not supported (Strata does not forward an SSH agent into builds)");
-        // eslint-disable-next-line no-fallthrough
+          return;
         case "tmpfs":
           mounts.push({ type: "tmpfs", target: m.target, ...(m.sizeBytes !== undefined ? { size: m.sizeBytes } : {}) });
           return;
         case "cache":
-          if (m.from !== undefined || m.source !== undefined) this.fail(at, "RUN --mount=type=cache with from= or source= is not supported (a cache mount starts empty)");
+          if (m.from !== undefined || m.source !== undefined)
+            this.fail(at, "RUN --mount=type=cache with from= or source= is not supported (a cache mount starts empty)");
           mounts.push({
             type: "cache",
             id: m.id ?? m.target,
@@ -453,7 +547,11 @@ class Translator {
         case "secret": {
           const id = m.id ?? "";
           if (!given.has(id)) {
-            if (m.required) this.fail(at, `RUN --mount=type=secret,id=${id}: the build has no secret named ${JSON.stringify(id)} (pass it in the secrets option)`);
+            if (m.required)
+              this.fail(
+                at,
+                `RUN --mount=type=secret,id=${id}: the build has no secret named ${JSON.stringify(id)} (pass it in the secrets option)`,
+              );
             return; // BuildKit skips a missing optional secret
           }
           usedSecrets.add(id);
@@ -481,7 +579,12 @@ class Translator {
         }
       }
     });
-    const ins: Instruction = { op: "RUN", command, ...(mounts.length ? { mounts } : {}), ...(pi.network === "none" ? { network: "none" as const } : {}) };
+    const ins: Instruction = {
+      op: "RUN",
+      command,
+      ...(mounts.length ? { mounts } : {}),
+      ...(pi.network === "none" ? { network: "none" as const } : {}),
+    };
     const args: [string, string][] = pi.argsInScope.map(([k, v]) => [k, v]);
     // RUN sees every ARG in scope, so all of them are keyed (Step.buildArgs → KeyInputs.buildArgs).
     const common = this.common(pi, [ins], [], args);
@@ -493,7 +596,12 @@ class Translator {
       for (const n of secrets) stageSecrets.add(n);
       this.secretsUsed.set(self, stageSecrets);
     }
-    return (b, sp) => ({ ...common, instructions: structuredClone(common.instructions), secrets: [...secrets], inputs: inputs.map((f) => f(b, sp)) });
+    return (b, sp) => ({
+      ...common,
+      instructions: structuredClone(common.instructions),
+      secrets: [...secrets],
+      inputs: inputs.map((f) => f(b, sp)),
+    });
   }
 
   copy(pi: Extract<PlannedInstruction, { kind: "COPY" | "ADD" }>, self: number, reads: Set<number>): StepMaker {
@@ -503,7 +611,8 @@ class Translator {
     const urls: string[] = [];
     for (const s of pi.sources) {
       if (isAdd && isUrl(s)) {
-        if (isGit(s)) this.fail(at, `ADD ${s}: git sources are not supported; clone in a RUN step or COPY a checkout instead`);
+        if (isGit(s))
+          this.fail(at, `ADD ${s}: git sources are not supported; clone in a RUN step or COPY a checkout instead`);
         urls.push(s);
       } else if (isAdd && isGit(s) && /^git@|^git:\/\//.test(s)) {
         this.fail(at, `ADD ${s}: git sources are not supported; clone in a RUN step or COPY a checkout instead`);
@@ -523,7 +632,15 @@ class Translator {
       const exclude = [...pi.exclude];
       const parents = pi.kind === "COPY" && pi.parents;
       names.push("src");
-      makers.push((b, sp) => ({ kind: "select", name: "src", root: root(b, sp), patterns: [...paths], ...(exclude.length ? { exclude } : {}), ...(parents ? { parents: true } : {}), location: at }));
+      makers.push((b, sp) => ({
+        kind: "select",
+        name: "src",
+        root: root(b, sp),
+        patterns: [...paths],
+        ...(exclude.length ? { exclude } : {}),
+        ...(parents ? { parents: true } : {}),
+        location: at,
+      }));
     }
     urls.forEach((u, k) => {
       const name = `url${k}`;
@@ -556,10 +673,19 @@ class Translator {
     };
     const ins: Instruction =
       pi.kind === "ADD"
-        ? { op: "ADD", ...opts, ...(pi.unpack !== undefined ? { unpack: pi.unpack } : {}), ...(pi.checksum !== undefined ? { checksum: pi.checksum } : {}) }
+        ? {
+            op: "ADD",
+            ...opts,
+            ...(pi.unpack !== undefined ? { unpack: pi.unpack } : {}),
+            ...(pi.checksum !== undefined ? { checksum: pi.checksum } : {}),
+          }
         : { op: "COPY", ...opts };
     const common = this.common(pi, [ins], [], this.usedArgs(pi));
-    return (b, sp) => ({ ...common, instructions: structuredClone(common.instructions), secrets: [], inputs: makers.map((f) => f(b, sp)) });
+    return (b, sp) => ({
+      ...common,
+      instructions: structuredClone(common.instructions),
+      secrets: [],
+      inputs: makers.map((f) => f(b, sp)),
+    });
   }
 }
-

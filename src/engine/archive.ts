@@ -5,7 +5,19 @@
  * inside it); owners and modes come from the archive unless `--chown` gives an owner.
  */
 import { spawn } from "node:child_process";
-import { chmodSync, closeSync, createReadStream, createWriteStream, lchownSync, linkSync, mkdirSync, openSync, readSync, rmSync, symlinkSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  createReadStream,
+  createWriteStream,
+  lchownSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
 import path from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
@@ -57,7 +69,9 @@ function decompressed(file: string, kind: ArchiveKind): Readable {
   child.stdin.on("error", () => undefined);
   const out = new PassThrough();
   child.stdout.pipe(out);
-  child.on("error", (e) => out.destroy(new ArchiveError(`cannot run ${kind === "bzip2" ? "bzip2" : "xz"} to read the archive: ${e.message}`)));
+  child.on("error", (e) =>
+    out.destroy(new ArchiveError(`cannot run ${kind === "bzip2" ? "bzip2" : "xz"} to read the archive: ${e.message}`)),
+  );
   return out;
 }
 
@@ -101,7 +115,12 @@ function cleanName(name: string): string | undefined {
 }
 
 /** Extracts `file` (of `kind`) into the directory `destDir` (a host path inside the image's root). */
-export async function extractArchive(file: string, kind: ArchiveKind, destDir: string, owner: Owner | undefined): Promise<void> {
+export async function extractArchive(
+  file: string,
+  kind: ArchiveKind,
+  destDir: string,
+  owner: Owner | undefined,
+): Promise<void> {
   mkdirSync(destDir, { recursive: true });
   const ex = tar.extract();
   const source = decompressed(file, kind);
@@ -120,7 +139,10 @@ export async function extractArchive(file: string, kind: ArchiveKind, destDir: s
       };
       try {
         const rel = cleanName(h.name);
-        if (rel === undefined) throw new ArchiveError(`archive ${path.basename(file)}: entry ${JSON.stringify(h.name)} climbs out of the destination`);
+        if (rel === undefined)
+          throw new ArchiveError(
+            `archive ${path.basename(file)}: entry ${JSON.stringify(h.name)} climbs out of the destination`,
+          );
         if (rel === "") {
           stream.resume();
           next();
@@ -131,7 +153,8 @@ export async function extractArchive(file: string, kind: ArchiveKind, destDir: s
         const gid = owner?.gid ?? h.gid ?? 0;
         const mode = (h.mode ?? 0o644) & 0o7777;
         const existing = lstatOrUndefined(target);
-        if (existing && !(existing.isDirectory() && h.type === "directory")) rmSync(target, { recursive: true, force: true });
+        if (existing && !(existing.isDirectory() && h.type === "directory"))
+          rmSync(target, { recursive: true, force: true });
         switch (h.type) {
           case "directory":
             if (!existing?.isDirectory()) mkdirSync(target);
@@ -148,7 +171,10 @@ export async function extractArchive(file: string, kind: ArchiveKind, destDir: s
             return;
           case "link": {
             const linkRel = cleanName(h.linkname ?? "");
-            if (!linkRel) throw new ArchiveError(`archive ${path.basename(file)}: hard link ${JSON.stringify(h.name)} points outside the destination`);
+            if (!linkRel)
+              throw new ArchiveError(
+                `archive ${path.basename(file)}: hard link ${JSON.stringify(h.name)} points outside the destination`,
+              );
             linkSync(secureJoin(destDir, linkRel), target);
             stream.resume();
             stream.on("end", next);

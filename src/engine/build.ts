@@ -16,7 +16,14 @@ import type { Plan, SecretValues, Step } from "../plan/step.js";
 import type { Executor } from "../sandbox/runc.js";
 import type { ImageRecord, Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
-import { chainContext, excludedMatches, fileInputs, resolveInput, type InputContext, type ResolvedInput } from "./inputs.js";
+import {
+  chainContext,
+  excludedMatches,
+  fileInputs,
+  resolveInput,
+  type InputContext,
+  type ResolvedInput,
+} from "./inputs.js";
 import { stderrSink, type LogSink } from "./log.js";
 
 /** How the engine builds a plan. */
@@ -67,7 +74,12 @@ export async function buildPlan(plan: Plan, options: BuildOptions = {}): Promise
 }
 
 /** A build of `plan`; nested chains (Dockerfile stages) are built the same way, sharing one input context. */
-function buildWith(store: Store, plan: Plan, options: BuildOptions, context: InputContext | undefined): Promise<BuiltImage> {
+function buildWith(
+  store: Store,
+  plan: Plan,
+  options: BuildOptions,
+  context: InputContext | undefined,
+): Promise<BuiltImage> {
   const inputs = context ?? nestedBuilds(store, options);
   return new Engine(store, loadBuilderVersion(plan.builderVersion), options, inputs).build(plan);
 }
@@ -86,7 +98,13 @@ export function nestedBuilds(store: Store, options: BuildOptions): InputContext 
 const inflight = new Map<string, Promise<ImageRecord>>();
 
 /** Key inputs for a step; exported for `strata explain`. */
-export function keyInputsFor(builder: BuilderVersion, step: Step, parent: Digest | null, resolved: readonly ResolvedInput[], extra: [string, string][] = []): KeyInputs {
+export function keyInputsFor(
+  builder: BuilderVersion,
+  step: Step,
+  parent: Digest | null,
+  resolved: readonly ResolvedInput[],
+  extra: [string, string][] = [],
+): KeyInputs {
   // Sources dropped by --exclude have no file lines, but they make a COPY prepare its destination directory.
   const excluded = excludedMatches(resolved);
   return {
@@ -98,7 +116,11 @@ export function keyInputsFor(builder: BuilderVersion, step: Step, parent: Digest
     // A registry base's secrets are login credentials: not part of what the image is.
     secretNames: step.base?.kind === "registry" ? [] : step.secrets,
     // The plan's own extras, and those derived from what the step runs (a debian base's recipe, env values, …).
-    extra: [...stepExtra(step), ...extra, ...(excluded.length ? [["copy.excluded", JSON.stringify(excluded)] as [string, string]] : [])],
+    extra: [
+      ...stepExtra(step),
+      ...extra,
+      ...(excluded.length ? [["copy.excluded", JSON.stringify(excluded)] as [string, string]] : []),
+    ],
   };
 }
 
@@ -136,13 +158,25 @@ class Engine {
     this.#runsCommands = steps.some((s) => s.instructions.some((i) => i.op === "RUN"));
     try {
       for (const [index, step] of steps.entries()) {
-        if (this.options.signal?.aborted) throw new BuildCancelledError(`build cancelled before step ${index} (${step.description}); run it again`);
+        if (this.options.signal?.aborted)
+          throw new BuildCancelledError(`build cancelled before step ${index} (${step.description}); run it again`);
         const t0 = Date.now();
         this.#log(`=> Step ${index}: ${step.description}`);
         const { record, cached, key } = await this.#step(index, step, parent);
         const seconds = (Date.now() - t0) / 1000;
-        const layer = record.layers.length > (parent?.layers.length ?? 0) ? record.layers[record.layers.length - 1]!.digest : undefined;
-        results.push({ index, description: step.description, cached, seconds, key, imageId: record.id, ...(layer ? { layer } : {}) });
+        const layer =
+          record.layers.length > (parent?.layers.length ?? 0)
+            ? record.layers[record.layers.length - 1]!.digest
+            : undefined;
+        results.push({
+          index,
+          description: step.description,
+          cached,
+          seconds,
+          key,
+          imageId: record.id,
+          ...(layer ? { layer } : {}),
+        });
         this.#log(`   ${cached ? "cached" : "built"} in ${seconds.toFixed(2)}s → ${record.id.slice(7, 19)}`);
         parent = record;
       }
@@ -151,15 +185,25 @@ class Engine {
     }
     const final = parent!;
     if (!this.#ignore && this.options.chainName) {
-      await this.store.putChain({ name: this.options.chainName, builtAt: new Date().toISOString(), imageIds: results.map((r) => r.imageId) });
+      await this.store.putChain({
+        name: this.options.chainName,
+        builtAt: new Date().toISOString(),
+        imageIds: results.map((r) => r.imageId),
+      });
     }
     const built = results.filter((r) => !r.cached).length;
-    this.#log(`=> Image ${final.id} (${results.length} steps, ${built} built, ${results.length - built} cached) in ${((Date.now() - started) / 1000).toFixed(2)}s`);
+    this.#log(
+      `=> Image ${final.id} (${results.length} steps, ${built} built, ${results.length - built} cached) in ${((Date.now() - started) / 1000).toFixed(2)}s`,
+    );
     return { imageId: final.id, steps: results };
   }
 
   /** The step's image, whether it came from the cache, and its key (not the record's: one image can answer several keys). */
-  async #step(index: number, step: Step, parent: ImageRecord | undefined): Promise<{ record: ImageRecord; cached: boolean; key: string }> {
+  async #step(
+    index: number,
+    step: Step,
+    parent: ImageRecord | undefined,
+  ): Promise<{ record: ImageRecord; cached: boolean; key: string }> {
     if (step.base?.kind === "image") {
       const rec = await this.store.resolveImage(step.base.imageId);
       return { record: rec, cached: true, key: rec.step?.key ?? "" };
@@ -171,7 +215,10 @@ class Engine {
     if (step.base?.kind === "registry") {
       const { resolveImage } = await import("../registry/pull.js");
       const { registryOptions } = await import("./registry-base.js");
-      const r = await resolveImage(step.base.ref, registryOptions(step.base, stepSecretValues(step, this.options.secrets)));
+      const r = await resolveImage(
+        step.base.ref,
+        registryOptions(step.base, stepSecretValues(step, this.options.secrets)),
+      );
       baseExtra.push(["base.manifest", r.manifestDigest]);
       pulledRef = `${r.reference.registry}/${r.reference.repository}@${r.manifestDigest}`;
     }
@@ -187,7 +234,9 @@ class Engine {
     const flightKey = `${key}:${force ? "force" : ""}:${this.#ignore ? "ignore" : ""}`;
     let flight = inflight.get(flightKey);
     if (!flight) {
-      flight = this.#locked(key, force, async () => (await this.#executorFor()).execute(index, step, parent, resolved, inputs, key, force, pulledRef));
+      flight = this.#locked(key, force, async () =>
+        (await this.#executorFor()).execute(index, step, parent, resolved, inputs, key, force, pulledRef),
+      );
       inflight.set(flightKey, flight);
       flight.finally(() => inflight.delete(flightKey)).catch(() => undefined);
     }
@@ -198,7 +247,16 @@ class Engine {
   #stepExecutor?: Promise<import("./execute.js").StepExecutor>;
   async #executorFor(): Promise<import("./execute.js").StepExecutor> {
     this.#stepExecutor ??= import("./execute.js").then((m) => {
-      const e = new m.StepExecutor(this.store, this.builder, this.#log, this.#ignore, this.options.secrets ?? {}, this.options.executor, this.options.signal, this.options.limits);
+      const e = new m.StepExecutor(
+        this.store,
+        this.builder,
+        this.#log,
+        this.#ignore,
+        this.options.secrets ?? {},
+        this.options.executor,
+        this.options.signal,
+        this.options.limits,
+      );
       // The first miss of a build that runs commands: the sandbox prepares while inputs and layers are gathered.
       if (this.#runsCommands) e.executor.prepare?.();
       return e;
@@ -225,7 +283,6 @@ class Engine {
       await release();
     }
   }
-
 }
 
 /** The final step that adds `copy: false` files (applied after every build step, so edits never cascade). */
@@ -243,7 +300,8 @@ function deferredStep(plan: Plan): Step {
     secrets: [],
     env: {},
     forceBuild: false,
-    extra: plan.deferred.some((d) => d.ignore.length) ? [["ignore", JSON.stringify(plan.deferred.map((d) => d.ignore))]] : [],
+    extra: plan.deferred.some((d) => d.ignore.length)
+      ? [["ignore", JSON.stringify(plan.deferred.map((d) => d.ignore))]]
+      : [],
   };
 }
-

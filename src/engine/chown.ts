@@ -40,7 +40,10 @@ export function resolveChown(rootfs: ImageFiles, spec: string, what = "--chown")
     gid = uid;
   } else {
     const row = rows(rootfs, "/etc/passwd").find((r) => r[0] === user);
-    if (!row) throw new InvalidDefinitionError(`${what}=${spec}: user ${JSON.stringify(user)} is not in the image's /etc/passwd (use a numeric uid, or create the user first)`);
+    if (!row)
+      throw new InvalidDefinitionError(
+        `${what}=${spec}: user ${JSON.stringify(user)} is not in the image's /etc/passwd (use a numeric uid, or create the user first)`,
+      );
     uid = Number(row[2]);
     gid = Number(row[3]);
   }
@@ -48,11 +51,15 @@ export function resolveChown(rootfs: ImageFiles, spec: string, what = "--chown")
     if (ID.test(group)) gid = Number(group);
     else {
       const row = rows(rootfs, "/etc/group").find((r) => r[0] === group);
-      if (!row) throw new InvalidDefinitionError(`${what}=${spec}: group ${JSON.stringify(group)} is not in the image's /etc/group (use a numeric gid, or create the group first)`);
+      if (!row)
+        throw new InvalidDefinitionError(
+          `${what}=${spec}: group ${JSON.stringify(group)} is not in the image's /etc/group (use a numeric gid, or create the group first)`,
+        );
       gid = Number(row[2]);
     }
   }
-  if (!Number.isSafeInteger(uid) || !Number.isSafeInteger(gid)) throw new InvalidDefinitionError(`${what}=${spec}: the image's passwd/group entry is malformed`);
+  if (!Number.isSafeInteger(uid) || !Number.isSafeInteger(gid))
+    throw new InvalidDefinitionError(`${what}=${spec}: the image's passwd/group entry is malformed`);
   return { uid, gid };
 }
 

@@ -55,7 +55,10 @@ export function applyInstruction(c: RuntimeConfig, ins: Instruction): RuntimeCon
       return { ...c, Env: env };
     }
     case "WORKDIR":
-      return { ...c, WorkingDir: ins.path.startsWith("/") ? ins.path : `${c.WorkingDir ?? "/"}/${ins.path}`.replace(/\/+/g, "/") };
+      return {
+        ...c,
+        WorkingDir: ins.path.startsWith("/") ? ins.path : `${c.WorkingDir ?? "/"}/${ins.path}`.replace(/\/+/g, "/"),
+      };
     case "USER":
       return { ...c, User: ins.user };
     case "ENTRYPOINT": {
@@ -70,7 +73,10 @@ export function applyInstruction(c: RuntimeConfig, ins: Instruction): RuntimeCon
     case "LABEL":
       return { ...c, Labels: { ...(c.Labels ?? {}), ...Object.fromEntries(ins.labels) } };
     case "EXPOSE":
-      return { ...c, ExposedPorts: { ...(c.ExposedPorts ?? {}), ...Object.fromEntries(ins.ports.map((p) => [p, {}])) } };
+      return {
+        ...c,
+        ExposedPorts: { ...(c.ExposedPorts ?? {}), ...Object.fromEntries(ins.ports.map((p) => [p, {}])) },
+      };
     case "VOLUME":
       return { ...c, Volumes: { ...(c.Volumes ?? {}), ...Object.fromEntries(ins.paths.map((p) => [p, {}])) } };
     case "STOPSIGNAL":
@@ -85,14 +91,23 @@ export function applyInstruction(c: RuntimeConfig, ins: Instruction): RuntimeCon
       return { ...dc, Healthcheck: h } as RuntimeConfig;
     }
     case "ONBUILD":
-      return { ...dc, OnBuild: ins.expression === undefined ? null : [...(dc.OnBuild ?? []), ins.expression] } as RuntimeConfig;
+      return {
+        ...dc,
+        OnBuild: ins.expression === undefined ? null : [...(dc.OnBuild ?? []), ins.expression],
+      } as RuntimeConfig;
     default:
       return c;
   }
 }
 
 /** The next image config: parent's config, instructions applied, layer appended (if any), one history entry. */
-export function nextConfig(parent: ImageConfig, instructions: readonly Instruction[], layer: LayerRecord | undefined, createdAt: string, comment: string): ImageConfig {
+export function nextConfig(
+  parent: ImageConfig,
+  instructions: readonly Instruction[],
+  layer: LayerRecord | undefined,
+  createdAt: string,
+  comment: string,
+): ImageConfig {
   let rc: RuntimeConfig = { ...parent.config };
   for (const ins of instructions) rc = applyInstruction(rc, ins);
   for (const k of Object.keys(rc) as (keyof RuntimeConfig)[]) if (rc[k] === undefined) delete rc[k];
@@ -106,8 +121,14 @@ export function nextConfig(parent: ImageConfig, instructions: readonly Instructi
     architecture: parent.architecture,
     os: parent.os,
     config: rc,
-    rootfs: { type: "layers", diff_ids: layer ? [...parent.rootfs.diff_ids, layer.diffId] : [...parent.rootfs.diff_ids] },
-    history: [...parent.history, { created: createdAt, created_by: createdBy, comment, ...(layer ? {} : { empty_layer: true }) }],
+    rootfs: {
+      type: "layers",
+      diff_ids: layer ? [...parent.rootfs.diff_ids, layer.diffId] : [...parent.rootfs.diff_ids],
+    },
+    history: [
+      ...parent.history,
+      { created: createdAt, created_by: createdBy, comment, ...(layer ? {} : { empty_layer: true }) },
+    ],
   };
 }
 

@@ -13,7 +13,10 @@ import type { ResolvedInput } from "./inputs.js";
 
 export function copyLocal(t: CopyTarget, r: ResolvedInput, dest: string): void {
   if (r.input.kind !== "dir" && r.input.kind !== "file" && r.input.kind !== "inline") {
-    throw new LocalPathError(r.input.name, `input ${r.input.name} (${r.input.kind}) can only be copied by a Dockerfile COPY/ADD`);
+    throw new LocalPathError(
+      r.input.name,
+      `input ${r.input.name} (${r.input.kind}) can only be copied by a Dockerfile COPY/ADD`,
+    );
   }
   const to = resolveInImage(t, dest, true);
   if (r.input.kind === "inline") {

@@ -17,11 +17,21 @@ const RECIPE_HELP = "debianSlim recipes come from builders/<version>.json; use a
  */
 export function checkArgvValue(field: string, value: unknown, separator?: string): string {
   const fix = RECIPE_HELP;
-  if (typeof value !== "string" || value === "") throw new InvalidDefinitionError(`debianSlim: ${field} must be a non-empty string, got ${JSON.stringify(value)}; ${fix}`);
+  if (typeof value !== "string" || value === "")
+    throw new InvalidDefinitionError(
+      `debianSlim: ${field} must be a non-empty string, got ${JSON.stringify(value)}; ${fix}`,
+    );
   const shown = JSON.stringify(value.length > 80 ? value.slice(0, 80) + "…" : value);
-  if (value.startsWith("-")) throw new InvalidDefinitionError(`debianSlim: ${field} ${shown} starts with "-", so mmdebstrap would read it as an option; ${fix}`);
-  if (/[\s\0]/.test(value)) throw new InvalidDefinitionError(`debianSlim: ${field} ${shown} contains whitespace or a NUL character; ${fix}`);
-  if (separator !== undefined && value.includes(separator)) throw new InvalidDefinitionError(`debianSlim: ${field} ${shown} contains "${separator}", which would name more than one item; ${fix}`);
+  if (value.startsWith("-"))
+    throw new InvalidDefinitionError(
+      `debianSlim: ${field} ${shown} starts with "-", so mmdebstrap would read it as an option; ${fix}`,
+    );
+  if (/[\s\0]/.test(value))
+    throw new InvalidDefinitionError(`debianSlim: ${field} ${shown} contains whitespace or a NUL character; ${fix}`);
+  if (separator !== undefined && value.includes(separator))
+    throw new InvalidDefinitionError(
+      `debianSlim: ${field} ${shown} contains "${separator}", which would name more than one item; ${fix}`,
+    );
   return value;
 }
 
@@ -34,7 +44,8 @@ export function mmdebstrapArgs(spec: DebianSpec, target: string): string[] {
   const suite = checkArgvValue("suite", spec.suite);
   const mirror = checkArgvValue("mirror", spec.mirror);
   const variant = checkArgvValue("variant", spec.variant);
-  if (!Array.isArray(spec.packages) || spec.packages.length === 0) throw new InvalidDefinitionError(`debianSlim: packages must be a non-empty list of package names; ${RECIPE_HELP}`);
+  if (!Array.isArray(spec.packages) || spec.packages.length === 0)
+    throw new InvalidDefinitionError(`debianSlim: packages must be a non-empty list of package names; ${RECIPE_HELP}`);
   const packages = spec.packages.map((p, i) => checkArgvValue(`packages[${i}]`, p, ","));
   return [
     // Unprivileged: the chroot, its maintainer scripts and hooks run in a user namespace (root's subordinate ids), and
@@ -43,15 +54,15 @@ export function mmdebstrapArgs(spec: DebianSpec, target: string): string[] {
     "--skip=output/dev",
     `--variant=${variant}`,
     `--include=${packages.join(",")}`,
-    "--aptopt=Acquire::Retries \"3\"",
+    '--aptopt=Acquire::Retries "3"',
     "--dpkgopt=path-exclude=/usr/share/doc/*",
     "--dpkgopt=path-include=/usr/share/doc/*/copyright",
     "--dpkgopt=path-exclude=/usr/share/man/*",
     "--dpkgopt=path-exclude=/usr/share/locale/*",
     // pip may install system-wide, as in the official python images; apt stays non-interactive.
-    "--customize-hook=rm -f \"$1\"/usr/lib/python3*/EXTERNALLY-MANAGED",
+    '--customize-hook=rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
     "--customize-hook=echo 'debconf debconf/frontend select Noninteractive' | chroot \"$1\" debconf-set-selections",
-    "--customize-hook=rm -f \"$1\"/etc/resolv.conf \"$1\"/etc/hostname",
+    '--customize-hook=rm -f "$1"/etc/resolv.conf "$1"/etc/hostname',
     "--",
     suite,
     target,
@@ -71,7 +82,9 @@ async function requireSubordinateIds(): Promise<void> {
     if (!ok) {
       throw new SandboxError(
         `debianSlim builds its base unprivileged (mmdebstrap --mode=unshare), which needs ${file} to give ${user} at least 65536 subordinate ids: ` +
-          "run `npm run setup` (it adds them), or add a line such as `" + `${user}:1500000000:65536` + "` to /etc/subuid and /etc/subgid",
+          "run `npm run setup` (it adds them), or add a line such as `" +
+          `${user}:1500000000:65536` +
+          "` to /etc/subuid and /etc/subgid",
       );
     }
   }
@@ -81,7 +94,12 @@ async function requireSubordinateIds(): Promise<void> {
  * Builds the Debian root filesystem into `target` (a new directory): mmdebstrap in unshare mode writes a tarball next
  * to it, which is extracted with the builder's own extractor (owners, modes and xattrs as the chroot had them).
  */
-export async function buildDebianRootfs(spec: DebianSpec, target: string, onOutput: (line: string) => void, stepIndex: number): Promise<void> {
+export async function buildDebianRootfs(
+  spec: DebianSpec,
+  target: string,
+  onOutput: (line: string) => void,
+  stepIndex: number,
+): Promise<void> {
   const tarball = `${target}.tar`;
   const args = mmdebstrapArgs(spec, tarball); // checked before anything is created or run
   await requireSubordinateIds();
@@ -97,11 +115,21 @@ export async function buildDebianRootfs(spec: DebianSpec, target: string, onOutp
   });
   const r = await proc;
   if (r.failed && (r as { code?: string }).code === "ENOENT") {
-    throw new MissingToolError("mmdebstrap", "debianSlim builds its base with mmdebstrap: `apt-get install mmdebstrap` (or `npm run setup`)");
+    throw new MissingToolError(
+      "mmdebstrap",
+      "debianSlim builds its base with mmdebstrap: `apt-get install mmdebstrap` (or `npm run setup`)",
+    );
   }
   try {
     if (r.exitCode !== 0) {
-      throw new StepFailedError(stepIndex, `debianSlim ${spec.suite}`, `mmdebstrap ${spec.suite}`, r.exitCode ?? null, tail, Date.now() - started);
+      throw new StepFailedError(
+        stepIndex,
+        `debianSlim ${spec.suite}`,
+        `mmdebstrap ${spec.suite}`,
+        r.exitCode ?? null,
+        tail,
+        Date.now() - started,
+      );
     }
     await fsp.mkdir(target, { recursive: true });
     await extractLayer(createReadStream(tarball), target, { gzip: false, onWarning: onOutput });

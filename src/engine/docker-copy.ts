@@ -116,14 +116,18 @@ class Copier {
     const own = this.ownerOf(e, keepOwner);
     if (e.type === "dir") {
       if (existing && !existing.isDirectory()) {
-        throw new InvalidDefinitionError(`${this.where}: cannot copy directory ${e.relPath} onto ${to}, which is not a directory in the image`);
+        throw new InvalidDefinitionError(
+          `${this.where}: cannot copy directory ${e.relPath} onto ${to}, which is not a directory in the image`,
+        );
       }
       if (!existing) this.t.mkdir(to, this.modeOf(e.mode, true), own.uid, own.gid);
       else if (!top) this.t.setMeta(to, this.modeOf(e.mode, true), own.uid, own.gid);
       return;
     }
     if (existing?.isDirectory()) {
-      throw new InvalidDefinitionError(`${this.where}: cannot copy ${e.relPath} onto ${to}, which is a directory in the image`);
+      throw new InvalidDefinitionError(
+        `${this.where}: cannot copy ${e.relPath} onto ${to}, which is a directory in the image`,
+      );
     }
     if (existing) this.t.remove(to);
     if (e.type === "symlink") {
@@ -165,7 +169,8 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
       const e = r.entries[0]!;
       const to = fileTarget(c, dest, destNamedDir, name);
       const existing = a.target.lstat(to);
-      if (existing?.isDirectory()) throw new InvalidDefinitionError(`${a.where}: cannot write ${name} onto ${dest}, which is a directory`);
+      if (existing?.isDirectory())
+        throw new InvalidDefinitionError(`${a.where}: cannot write ${name} onto ${dest}, which is a directory`);
       if (existing) a.target.remove(to);
       const own = c.ownerOf(e, false);
       a.target.writeFile(to, r.input.content, c.modeOf(e.mode, false), own.uid, own.gid);
@@ -187,7 +192,8 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
         if (unpacks(ins, r)) {
           const kind = await archiveKind(e.absPath);
           if (kind) {
-            if (!a.target.hostDir) throw new InvalidDefinitionError(`${a.where}: internal: extracting an archive needs a mounted root`);
+            if (!a.target.hostDir)
+              throw new InvalidDefinitionError(`${a.where}: internal: extracting an archive needs a mounted root`);
             const d = c.mkdirp(dest);
             await extractArchive(e.absPath, kind, a.target.hostDir(d), c.owner);
             continue;
@@ -205,14 +211,18 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
       // dest resolves in full, a final symlink included (BuildKit's RootPath): the contents go where it points.
       const destExisting = a.target.lstat(c.dir(dest));
       if (destExisting && !destExisting.isDirectory()) {
-        throw new InvalidDefinitionError(`${a.where}: cannot copy directory ${m.rel || "."} onto ${dest}, which is a file in the image`);
+        throw new InvalidDefinitionError(
+          `${a.where}: cannot copy directory ${m.rel || "."} onto ${dest}, which is a file in the image`,
+        );
       }
       c.mkdirp(path.posix.dirname(dest));
       const top = list.find((e) => e.relPath === m.rel);
       if (top) c.put(top, c.dir(dest), false, true);
       else if (!destExisting) c.mkdirp(dest);
       const prefix = m.rel === "" ? "" : m.rel + "/";
-      const below = list.filter((e) => e.relPath !== m.rel).sort((x, y) => Buffer.compare(Buffer.from(x.relPath), Buffer.from(y.relPath)));
+      const below = list
+        .filter((e) => e.relPath !== m.rel)
+        .sort((x, y) => Buffer.compare(Buffer.from(x.relPath), Buffer.from(y.relPath)));
       // Entries come parents first, so each parent is already resolved; remember them instead of resolving every path.
       const resolvedDirs = new Map<string, string>([["", c.dir(dest)]]);
       for (const e of below) {

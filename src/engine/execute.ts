@@ -24,7 +24,15 @@ import { SYSTEM_MOUNT_POINTS, type BindMount } from "../sandbox/runtime-spec.js"
 import { resolveUser } from "../sandbox/user.js";
 import { layerDirs, type ImageRecord, type BuildStore, type LayerRecord } from "../store/store.js";
 import type { StoreLayout } from "../store/layout.js";
-import { applyInstruction, DEFAULT_PATH, DEFAULT_SHELL, emptyConfig, envMap, manifestFor, nextConfig } from "./config.js";
+import {
+  applyInstruction,
+  DEFAULT_PATH,
+  DEFAULT_SHELL,
+  emptyConfig,
+  envMap,
+  manifestFor,
+  nextConfig,
+} from "./config.js";
 import { buildDebianRootfs } from "./debian-base.js";
 import { copyLocal } from "./copy-local.js";
 import type { ResolvedInput } from "./inputs.js";
@@ -58,14 +66,25 @@ export class StepExecutor {
     this.executor = executor ?? new RuncExecutor();
   }
 
-  async execute(index: number, step: Step, parent: ImageRecord | undefined, resolved: ResolvedInput[], inputs: KeyInputs, key: string, forced: boolean, pulledRef?: string): Promise<ImageRecord> {
+  async execute(
+    index: number,
+    step: Step,
+    parent: ImageRecord | undefined,
+    resolved: ResolvedInput[],
+    inputs: KeyInputs,
+    key: string,
+    forced: boolean,
+    pulledRef?: string,
+  ): Promise<ImageRecord> {
     const t0 = Date.now();
     const secrets = stepSecretValues(step, this.secrets);
     const log = new LineLog(this.log, redactor(Object.values(secrets)));
     let config: ImageConfig;
     let layers: LayerRecord[];
     let newLayer: LayerRecord | undefined;
-    const parentConfig = parent ? (JSON.parse((await this.store.readBlob(parent.configDigest)).toString()) as ImageConfig) : emptyConfig();
+    const parentConfig = parent
+      ? (JSON.parse((await this.store.readBlob(parent.configDigest)).toString()) as ImageConfig)
+      : emptyConfig();
 
     if (step.base?.kind === "debian") {
       const work = await this.store.tempDir("base");
@@ -79,12 +98,16 @@ export class StepExecutor {
       }
       const base: ImageConfig = { ...emptyConfig(), config: { Env: [`PATH=${DEFAULT_PATH}`, "LANG=C.UTF-8"] } };
       config = nextConfig(base, step.instructions, newLayer, new Date().toISOString(), step.description);
-      config.history[0]!.created_by = `mmdebstrap --variant=${step.base.variant} --include=${step.base.packages.join(",")} ${step.base.suite} ${step.base.mirror}`;
+      config.history[0]!.created_by =
+        `mmdebstrap --variant=${step.base.variant} --include=${step.base.packages.join(",")} ${step.base.suite} ${step.base.mirror}`;
       layers = [newLayer];
     } else if (step.base?.kind === "registry") {
       const { pullImage } = await import("../registry/pull.js");
       const { registryOptions } = await import("./registry-base.js");
-      const pulled = await pullImage(pulledRef!, this.store, { ...registryOptions(step.base, secrets), onProgress: (l) => log.line(l) });
+      const pulled = await pullImage(pulledRef!, this.store, {
+        ...registryOptions(step.base, secrets),
+        onProgress: (l) => log.line(l),
+      });
       await layerDirs(this.store, pulled.layers);
       layers = pulled.layers;
       config = { ...pulled.config, history: [...(pulled.config.history ?? [])] };
@@ -100,9 +123,14 @@ export class StepExecutor {
     } else {
       if (!parent) throw new InvalidDefinitionError(`step ${index} (${step.description}) has no base image`);
       layers = [...parent.layers];
-      const needsFs = step.instructions.some((i) => i.op === "RUN" || i.op === "COPY" || i.op === "ADD" || (i.op === "WORKDIR" && i.create));
+      const needsFs = step.instructions.some(
+        (i) => i.op === "RUN" || i.op === "COPY" || i.op === "ADD" || (i.op === "WORKDIR" && i.create),
+      );
       if (needsFs) {
-        newLayer = await this.#runFilesystemStep(index, step, secrets, parent, parentConfig, resolved, log, { inputs, forced });
+        newLayer = await this.#runFilesystemStep(index, step, secrets, parent, parentConfig, resolved, log, {
+          inputs,
+          forced,
+        });
         if (newLayer) layers.push(newLayer);
       }
       config = nextConfig(parentConfig, step.instructions, newLayer, new Date().toISOString(), step.description);
@@ -121,7 +149,15 @@ export class StepExecutor {
       manifestSize: manifestBytes.length,
       layers,
       ...(parent ? { parent: parent.id } : {}),
-      step: { index, description: step.description, key, inputs, forced, builtAt: new Date().toISOString(), seconds: (Date.now() - t0) / 1000 },
+      step: {
+        index,
+        description: step.description,
+        key,
+        inputs,
+        forced,
+        builtAt: new Date().toISOString(),
+        seconds: (Date.now() - t0) / 1000,
+      },
     };
     await this.store.putImage(record);
     await this.store.putLog(record.id, log.all.join("\n"));
@@ -168,14 +204,33 @@ export class StepExecutor {
       const target = new MountedTarget(dirs.merged);
       for (const ins of step.instructions) {
         if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources) {
-          await dockerCopy({ target, ins, inputs: [ins.source, ...(ins.inputs ?? [])].map(input), workdir: rc.WorkingDir || "/", where: step.description });
+          await dockerCopy({
+            target,
+            ins,
+            inputs: [ins.source, ...(ins.inputs ?? [])].map(input),
+            workdir: rc.WorkingDir || "/",
+            where: step.description,
+          });
         } else if (ins.op === "COPY" || ins.op === "ADD") {
           copyLocal(target, input(ins.source), ins.dest);
         } else if (ins.op === "RUN") {
-          await this.#run(index, step, secrets, ins, rc, dirs.merged, work, inputFiles, inputsByName, log, noteMountPoint);
+          await this.#run(
+            index,
+            step,
+            secrets,
+            ins,
+            rc,
+            dirs.merged,
+            work,
+            inputFiles,
+            inputsByName,
+            log,
+            noteMountPoint,
+          );
         } else {
           rc = applyInstruction(rc, ins);
-          if (ins.op === "WORKDIR" && ins.create) await makeWorkdir(dirs.merged, rc.WorkingDir || "/", rc.User, step.description);
+          if (ins.op === "WORKDIR" && ins.create)
+            await makeWorkdir(dirs.merged, rc.WorkingDir || "/", rc.User, step.description);
         }
       }
       await unmountOverlay(dirs);
@@ -208,10 +263,14 @@ export class StepExecutor {
     log: LineLog,
   ): Promise<LayerRecord | undefined> {
     type CopyIns = Extract<Instruction, { op: "COPY" | "ADD" }>;
-    const inputsOf = (ins: CopyIns) => [ins.source, ...(ins.inputs ?? [])].map((n) => inputsByName.get(n)).filter((r): r is ResolvedInput => r !== undefined);
+    const inputsOf = (ins: CopyIns) =>
+      [ins.source, ...(ins.inputs ?? [])]
+        .map((n) => inputsByName.get(n))
+        .filter((r): r is ResolvedInput => r !== undefined);
     for (const ins of step.instructions) {
       if (ins.op === "RUN" || (ins.op === "WORKDIR" && ins.create)) return undefined;
-      if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources && copyNeedsMount(ins, inputsOf(ins))) return undefined;
+      if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources && copyNeedsMount(ins, inputsOf(ins)))
+        return undefined;
       if ((ins.op === "COPY" || ins.op === "ADD") && !ins.sources && !inputsByName.has(ins.source)) return undefined;
     }
     const upper = path.join(work, "upper");
@@ -226,13 +285,21 @@ export class StepExecutor {
     // The parent's filesystem, for reading (`--chown` names); a plain COPY also writes over it.
     const copies = step.instructions.filter((i): i is CopyIns => i.op === "COPY" || i.op === "ADD");
     const linked = copies.length > 0 && copies.every((c) => c.link === true && c.sources !== undefined);
-    const parentFs = new UpperTarget(linked ? path.join(work, "parent-view") : upper, lowersTopFirst, { ...pool, opaque });
+    const parentFs = new UpperTarget(linked ? path.join(work, "parent-view") : upper, lowersTopFirst, {
+      ...pool,
+      opaque,
+    });
     // `--link` (BuildKit: the copy is made onto scratch, then merged): the layer does not depend on the parent, so one
     // layer serves every parent — kept per key-without-parent in <store>/link-layers/, reused when only the parent changed.
     let linkFile: string | undefined;
     if (linked && !this.ignoreCache) {
-      const owners = copies.map((c) => (c.chown === undefined ? null : resolveChown((p) => parentFs.readFile(p)?.toString("utf8"), c.chown)));
-      const extra: [string, string][] = [["link.workdir", parentConfig.config.WorkingDir || "/"], ["link.owners", JSON.stringify(owners)]];
+      const owners = copies.map((c) =>
+        c.chown === undefined ? null : resolveChown((p) => parentFs.readFile(p)?.toString("utf8"), c.chown),
+      );
+      const extra: [string, string][] = [
+        ["link.workdir", parentConfig.config.WorkingDir || "/"],
+        ["link.owners", JSON.stringify(owners)],
+      ];
       const linkKey = stepKey({ ...keyed.inputs, parent: null, extra: [...keyed.inputs.extra, ...extra] });
       linkFile = this.store.layout.linkLayerFile(linkKey);
       if (!keyed.forced) {
@@ -251,7 +318,14 @@ export class StepExecutor {
     try {
       for (const ins of step.instructions) {
         if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources) {
-          await dockerCopy({ target, names: parentFs, ins, inputs: inputsOf(ins), workdir: rc.WorkingDir || "/", where: step.description });
+          await dockerCopy({
+            target,
+            names: parentFs,
+            ins,
+            inputs: inputsOf(ins),
+            workdir: rc.WorkingDir || "/",
+            where: step.description,
+          });
         } else if (ins.op === "COPY" || ins.op === "ADD") {
           copyLocal(target, inputsByName.get(ins.source)!, ins.dest);
         } else {
@@ -295,7 +369,11 @@ export class StepExecutor {
     try {
       for (const m of ins.mounts ?? []) {
         if (m.type === "cache") {
-          mounts.push({ source: await this.#cacheMount(m, cleanups), destination: target(m.target), readonly: m.readonly ?? false });
+          mounts.push({
+            source: await this.#cacheMount(m, cleanups),
+            destination: target(m.target),
+            readonly: m.readonly ?? false,
+          });
           continue;
         }
         if (m.type === "tmpfs") {
@@ -304,8 +382,13 @@ export class StepExecutor {
           // Capped (a tmpfs without a size may grow to half the host's memory); its pages also count against the
           // step's memory limit, since the step writes them.
           const size = Math.min(m.size ?? MAX_TMPFS_BYTES, MAX_TMPFS_BYTES);
-          const r = await execa("mount", ["-t", "tmpfs", "-o", `mode=1777,size=${size}`, "tmpfs", dir], { reject: false });
-          if (r.exitCode !== 0) throw new InvalidDefinitionError(`${step.description}: could not mount a tmpfs at ${m.target}: ${r.stderr}`);
+          const r = await execa("mount", ["-t", "tmpfs", "-o", `mode=1777,size=${size}`, "tmpfs", dir], {
+            reject: false,
+          });
+          if (r.exitCode !== 0)
+            throw new InvalidDefinitionError(
+              `${step.description}: could not mount a tmpfs at ${m.target}: ${r.stderr}`,
+            );
           cleanups.push(async () => void (await execa("umount", ["-l", dir], { reject: false })));
           mounts.push({ source: dir, destination: target(m.target), readonly: false });
           continue;
@@ -313,18 +396,31 @@ export class StepExecutor {
         if (m.type === "secret") {
           const value = Object.hasOwn(secrets, m.id) ? secrets[m.id] : undefined;
           if (value === undefined) {
-            if (m.required) throw new InvalidDefinitionError(`${step.description}: secret ${JSON.stringify(m.id)} is required but the build has no such secret`);
+            if (m.required)
+              throw new InvalidDefinitionError(
+                `${step.description}: secret ${JSON.stringify(m.id)} is required but the build has no such secret`,
+              );
             continue;
           }
           if (m.env !== undefined) secretEnv.set(m.env, value);
           if (m.target !== undefined || m.env === undefined) {
             // Secret files live on a tmpfs outside the rootfs, never on disk.
             const dir = path.join(work, "secrets");
-            if (!(await fsp.stat(dir).then(() => true, () => false))) {
+            if (
+              !(await fsp.stat(dir).then(
+                () => true,
+                () => false,
+              ))
+            ) {
               await fsp.mkdir(dir, { mode: 0o700 });
-              const r = await execa("mount", ["-t", "tmpfs", "-o", "mode=0700,size=16m", "tmpfs", dir], { reject: false });
+              const r = await execa("mount", ["-t", "tmpfs", "-o", "mode=0700,size=16m", "tmpfs", dir], {
+                reject: false,
+              });
               // Never fall back to a file on disk: a secret that cannot stay in memory is not handed out.
-              if (r.exitCode !== 0) throw new SandboxError(`${step.description}: could not mount the tmpfs that holds secret files (${r.stderr.trim() || r.message}); the step did not run`);
+              if (r.exitCode !== 0)
+                throw new SandboxError(
+                  `${step.description}: could not mount the tmpfs that holds secret files (${r.stderr.trim() || r.message}); the step did not run`,
+                );
               cleanups.push(async () => void (await execa("umount", ["-l", dir], { reject: false })));
             }
             const file = path.join(dir, `secret-${mounts.length}`);
@@ -343,7 +439,10 @@ export class StepExecutor {
           mounts.push(await placeUv(rootfs, target(m.target)));
         } else {
           const r = inputsByName.get(m.source);
-          if (!r) throw new InvalidDefinitionError(`step ${index}: RUN mount source "${m.source}" is not an input of this step`);
+          if (!r)
+            throw new InvalidDefinitionError(
+              `step ${index}: RUN mount source "${m.source}" is not an input of this step`,
+            );
           // Named by position, not by the input's name: a name never becomes part of a host path.
           const file = path.join(inputFiles, `mount-${mounts.length}`);
           if (r.input.kind === "inline") await fsp.writeFile(file, r.input.content, { mode: r.input.mode });
@@ -366,7 +465,8 @@ export class StepExecutor {
       // Created inside the image (symlinks followed within it), never on the host.
       await fsp.mkdir(secureJoin(rootfs, cwd), { recursive: true });
       const command = typeof ins.command === "string" ? ins.command : JSON.stringify(ins.command);
-      if (step.method === "runCommands" || step.method === "aptInstall" || step.method === "pipInstall") log.line(`$ ${command}`);
+      if (step.method === "runCommands" || step.method === "aptInstall" || step.method === "pipInstall")
+        log.line(`$ ${command}`);
       const r = await this.executor.run(
         {
           rootfs,
@@ -386,10 +486,19 @@ export class StepExecutor {
       );
       log.flush();
       if (r.exitCode !== 0 || r.timedOut) {
-        throw new StepFailedError(index, step.description, redactor(Object.values(secrets))(command), r.exitCode, [...log.tail], r.durationMs, r.timedOut, {
-          ...(r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {}),
-          ...(r.limit ? { limit: r.limit } : {}),
-        });
+        throw new StepFailedError(
+          index,
+          step.description,
+          redactor(Object.values(secrets))(command),
+          r.exitCode,
+          [...log.tail],
+          r.durationMs,
+          r.timedOut,
+          {
+            ...(r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {}),
+            ...(r.limit ? { limit: r.limit } : {}),
+          },
+        );
       }
     } finally {
       for (const c of cleanups.reverse()) await c().catch(() => undefined);
@@ -412,7 +521,12 @@ export class StepExecutor {
       await fsp.chmod(d, m.mode ?? 0o755);
       await fsp.chown(d, m.uid ?? 0, m.gid ?? 0);
     };
-    if (!(await fsp.stat(dir).then((st) => st.isDirectory(), () => false))) {
+    if (
+      !(await fsp.stat(dir).then(
+        (st) => st.isDirectory(),
+        () => false,
+      ))
+    ) {
       const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
       await fresh(tmp);
       await fsp.rename(tmp, dir).catch(async () => fsp.rm(tmp, { recursive: true, force: true }));
@@ -460,7 +574,14 @@ async function materialise(r: ResolvedInput, to: string, readonly: boolean): Pro
   }
   await fsp.mkdir(to, { recursive: true });
   for (const m of matches) {
-    const prefix = m.type === "dir" ? (m.rel === "" ? "" : m.rel + "/") : path.posix.dirname(m.rel) === "." ? "" : path.posix.dirname(m.rel) + "/";
+    const prefix =
+      m.type === "dir"
+        ? m.rel === ""
+          ? ""
+          : m.rel + "/"
+        : path.posix.dirname(m.rel) === "."
+          ? ""
+          : path.posix.dirname(m.rel) + "/";
     for (const e of r.entries) {
       if (m.type === "dir" ? !(m.rel === "" || e.relPath.startsWith(prefix)) : e.relPath !== m.rel) continue;
       const dst = path.join(to, e.relPath.slice(prefix.length));

@@ -53,7 +53,10 @@ function fileName(url: URL, disposition: string | null): string {
   return base === "" || base === "/" || base === "." || base === ".." ? "__unnamed__" : base;
 }
 
-export async function fetchUrl(url: string, opts: { cacheDir: string; checksum?: string; location?: SourceLocation; signal?: AbortSignal }): Promise<FetchedUrl> {
+export async function fetchUrl(
+  url: string,
+  opts: { cacheDir: string; checksum?: string; location?: SourceLocation; signal?: AbortSignal },
+): Promise<FetchedUrl> {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -65,12 +68,27 @@ export async function fetchUrl(url: string, opts: { cacheDir: string; checksum?:
   }
   await fsp.mkdir(opts.cacheDir, { recursive: true });
   const metaFile = path.join(opts.cacheDir, `url-${createHash("sha256").update(url).digest("hex")}.json`);
-  const meta = await fsp.readFile(metaFile, "utf8").then((t) => JSON.parse(t) as CacheMeta, () => undefined);
+  const meta = await fsp.readFile(metaFile, "utf8").then(
+    (t) => JSON.parse(t) as CacheMeta,
+    () => undefined,
+  );
   const contentOf = (digest: string) => path.join(opts.cacheDir, digest.slice("sha256:".length));
-  const cachedOk = meta && (await fsp.access(contentOf(meta.digest)).then(() => true, () => false));
+  const cachedOk =
+    meta &&
+    (await fsp.access(contentOf(meta.digest)).then(
+      () => true,
+      () => false,
+    ));
 
   // A pinned checksum already in the cache needs no request at all.
-  if (opts.checksum && (await fsp.access(contentOf(opts.checksum)).then(() => true, () => false)) && meta?.digest === opts.checksum) {
+  if (
+    opts.checksum &&
+    (await fsp.access(contentOf(opts.checksum)).then(
+      () => true,
+      () => false,
+    )) &&
+    meta?.digest === opts.checksum
+  ) {
     return { file: contentOf(meta.digest), digest: meta.digest, size: meta.size, name: meta.name };
   }
   const headers: Record<string, string> = {};
@@ -80,14 +98,19 @@ export async function fetchUrl(url: string, opts: { cacheDir: string; checksum?:
   try {
     res = await fetch(parsed, { headers, redirect: "follow", signal: opts.signal });
   } catch (e) {
-    throw new UrlFetchError(`ADD ${url}: download failed: ${(e as Error).message}${opts.location ? ` (${opts.location.file}:${opts.location.line})` : ""}`, { cause: e });
+    throw new UrlFetchError(
+      `ADD ${url}: download failed: ${(e as Error).message}${opts.location ? ` (${opts.location.file}:${opts.location.line})` : ""}`,
+      { cause: e },
+    );
   }
   let result: FetchedUrl;
   if (res.status === 304 && cachedOk && meta) {
     result = { file: contentOf(meta.digest), digest: meta.digest, size: meta.size, name: meta.name };
   } else {
     if (!res.ok || !res.body) {
-      throw new UrlFetchError(`ADD ${url}: the server answered ${res.status} ${res.statusText}${opts.location ? ` (${opts.location.file}:${opts.location.line})` : ""}`);
+      throw new UrlFetchError(
+        `ADD ${url}: the server answered ${res.status} ${res.statusText}${opts.location ? ` (${opts.location.file}:${opts.location.line})` : ""}`,
+      );
     }
     const tmp = path.join(opts.cacheDir, `.tmp-${randomBytes(6).toString("hex")}`);
     const hash = createHash("sha256");
@@ -101,7 +124,12 @@ export async function fetchUrl(url: string, opts: { cacheDir: string; checksum?:
       await pipeline(body, createWriteStream(tmp));
       const digest = "sha256:" + hash.digest("hex");
       await fsp.rename(tmp, contentOf(digest));
-      result = { file: contentOf(digest), digest, size, name: fileName(parsed, res.headers.get("content-disposition")) };
+      result = {
+        file: contentOf(digest),
+        digest,
+        size,
+        name: fileName(parsed, res.headers.get("content-disposition")),
+      };
     } catch (e) {
       await fsp.rm(tmp, { force: true });
       throw new UrlFetchError(`ADD ${url}: download failed: ${(e as Error).message}`, { cause: e });
@@ -115,7 +143,10 @@ export async function fetchUrl(url: string, opts: { cacheDir: string; checksum?:
     await fsp.rename(metaFile + ".tmp", metaFile);
   }
   if (opts.checksum !== undefined && opts.checksum !== result.digest) {
-    throw fail(opts.location, `ADD ${url}: checksum mismatch: --checksum=${opts.checksum} but the content is ${result.digest}`);
+    throw fail(
+      opts.location,
+      `ADD ${url}: checksum mismatch: --checksum=${opts.checksum} but the content is ${result.digest}`,
+    );
   }
   return result;
 }

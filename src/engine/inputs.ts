@@ -60,7 +60,8 @@ export function chainContext(store: Store, build: ChainBuilder): InputContext {
         p = (async () => {
           const r = await build(plan, ctx);
           const rec = await store.getImage(r.imageId);
-          if (!rec) throw new LocalPathError(r.imageId, `image ${r.imageId} of a nested stage is missing from the store`);
+          if (!rec)
+            throw new LocalPathError(r.imageId, `image ${r.imageId} of a nested stage is missing from the store`);
           return rec;
         })();
         built.set(k, p);
@@ -74,51 +75,106 @@ export function chainContext(store: Store, build: ChainBuilder): InputContext {
 
 /** The context an input needs (a `select` from a stage or image, a `url`, `stages`): a caller that has none is wrong. */
 function required(context: InputContext | undefined, input: StepInput): InputContext {
-  if (!context) throw new Error(`resolving the ${input.kind} input "${input.name}" needs the build's InputContext (its store and nested builds)`);
+  if (!context)
+    throw new Error(
+      `resolving the ${input.kind} input "${input.name}" needs the build's InputContext (its store and nested builds)`,
+    );
   return context;
 }
 
-export async function resolveInput(input: StepInput, statCache?: StatCache, context?: InputContext): Promise<ResolvedInput> {
+export async function resolveInput(
+  input: StepInput,
+  statCache?: StatCache,
+  context?: InputContext,
+): Promise<ResolvedInput> {
   switch (input.kind) {
     case "dir": {
       const st = await fsp.stat(input.localPath).catch(() => undefined);
       if (!st) throw new LocalPathError(input.localPath, `local directory ${input.localPath} does not exist`);
-      if (!st.isDirectory()) throw new LocalPathError(input.localPath, `${input.localPath} is not a directory (use addLocalFile for files)`);
+      if (!st.isDirectory())
+        throw new LocalPathError(input.localPath, `${input.localPath} is not a directory (use addLocalFile for files)`);
       const ignore = input.ignore.length ? PatternMatcher.parse(input.ignore) : undefined;
       return { input, entries: await walkContext(input.localPath, { ignore, statCache }) };
     }
     case "file": {
       const st = await fsp.stat(input.localPath).catch(() => undefined);
       if (!st) throw new LocalPathError(input.localPath, `local file ${input.localPath} does not exist`);
-      if (!st.isFile()) throw new LocalPathError(input.localPath, `${input.localPath} is not a regular file (use addLocalDir for directories)`);
+      if (!st.isFile())
+        throw new LocalPathError(
+          input.localPath,
+          `${input.localPath} is not a regular file (use addLocalDir for directories)`,
+        );
       return { input, entries: [await statContextFile(input.localPath, { statCache })] };
     }
     case "inline":
       return {
         input,
         entries: [
-          { relPath: input.name, type: "file", mode: input.mode, uid: 0, gid: 0, size: Buffer.byteLength(input.content), sha256: sha256Bytes(input.content), absPath: "" },
+          {
+            relPath: input.name,
+            type: "file",
+            mode: input.mode,
+            uid: 0,
+            gid: 0,
+            size: Buffer.byteLength(input.content),
+            sha256: sha256Bytes(input.content),
+            absPath: "",
+          },
         ],
       };
     case "select": {
       const ctx = input.root.kind === "context" ? context : required(context, input);
       if (input.root.kind === "stage") return selectFromStage(input, ctx!, statCache);
-      return withRootView(input.root, ctx, { patterns: input.patterns, parents: input.parents, location: input.location }, async (view, rootName) => {
-        const sel = await selectSources(view, input.patterns, { exclude: input.exclude, parents: input.parents, statCache, location: input.location, rootName });
-        const excluded = (input.excludedMatches ?? []).map((m): SourceMatch => ({ rel: m.rel, real: m.rel, type: m.type, excluded: true }));
-        return { input, entries: sel.entries, matches: excluded.length ? [...sel.matches, ...excluded] : sel.matches };
-      });
+      return withRootView(
+        input.root,
+        ctx,
+        { patterns: input.patterns, parents: input.parents, location: input.location },
+        async (view, rootName) => {
+          const sel = await selectSources(view, input.patterns, {
+            exclude: input.exclude,
+            parents: input.parents,
+            statCache,
+            location: input.location,
+            rootName,
+          });
+          const excluded = (input.excludedMatches ?? []).map(
+            (m): SourceMatch => ({ rel: m.rel, real: m.rel, type: m.type, excluded: true }),
+          );
+          return {
+            input,
+            entries: sel.entries,
+            matches: excluded.length ? [...sel.matches, ...excluded] : sel.matches,
+          };
+        },
+      );
     }
     case "url": {
       const ctx = required(context, input);
       const { fetchUrl, UrlFetchError } = await import("./fetch-url.js");
-      const f = await fetchUrl(input.url, { cacheDir: ctx.store.layout.downloadsDir, checksum: input.checksum, location: input.location }).catch((e: unknown) => {
+      const f = await fetchUrl(input.url, {
+        cacheDir: ctx.store.layout.downloadsDir,
+        checksum: input.checksum,
+        location: input.location,
+      }).catch((e: unknown) => {
         // addPython: a failed download also says how else to provide the file (STRATA_PYTHON_STANDALONE).
-        throw input.help && e instanceof UrlFetchError ? new UrlFetchError(`${e.message}\n${input.help}`, { cause: e }) : e;
+        throw input.help && e instanceof UrlFetchError
+          ? new UrlFetchError(`${e.message}\n${input.help}`, { cause: e })
+          : e;
       });
       return {
         input,
-        entries: [{ relPath: f.name, type: "file", mode: 0o600, uid: 0, gid: 0, size: f.size, sha256: f.digest, absPath: f.file }],
+        entries: [
+          {
+            relPath: f.name,
+            type: "file",
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            size: f.size,
+            sha256: f.digest,
+            absPath: f.file,
+          },
+        ],
         matches: [{ rel: f.name, real: f.name, type: "file" }],
       };
     }
@@ -136,24 +192,45 @@ export async function resolveInput(input: StepInput, statCache?: StatCache, cont
  * `COPY --from=<stage>` neither mounts nor walks the stage again. The record names the layer dirs it points into and
  * is used only while they are the image's layer dirs.
  */
-async function selectFromStage(input: Extract<StepInput, { kind: "select" }>, ctx: InputContext, statCache: StatCache | undefined): Promise<ResolvedInput> {
+async function selectFromStage(
+  input: Extract<StepInput, { kind: "select" }>,
+  ctx: InputContext,
+  statCache: StatCache | undefined,
+): Promise<ResolvedInput> {
   const root = input.root as Extract<SelectRoot, { kind: "stage" }>;
   const rec = await ctx.buildChain(root.plan);
   const dirs: string[] = [];
   dirs.push(...(await layerDirs(ctx.store, rec.layers)));
-  const id = createHash("sha256").update(JSON.stringify([rec.id, input.patterns, input.exclude ?? [], input.parents ?? false])).digest("hex");
+  const id = createHash("sha256")
+    .update(JSON.stringify([rec.id, input.patterns, input.exclude ?? [], input.parents ?? false]))
+    .digest("hex");
   const file = ctx.store.layout.selectFile(id);
   type Saved = { dirs: string[]; entries: ContextEntry[]; matches: SourceMatch[] };
-  const saved = await fsp.readFile(file, "utf8").then((t) => JSON.parse(t) as Saved, () => undefined);
+  const saved = await fsp.readFile(file, "utf8").then(
+    (t) => JSON.parse(t) as Saved,
+    () => undefined,
+  );
   if (saved && Array.isArray(saved.entries) && JSON.stringify(saved.dirs) === JSON.stringify(dirs)) {
     return { input, entries: saved.entries, matches: saved.matches };
   }
-  const r = await withRootView(root, ctx, { patterns: input.patterns, parents: input.parents, location: input.location }, async (view, rootName) => {
-    const sel = await selectSources(view, input.patterns, { exclude: input.exclude, parents: input.parents, statCache, location: input.location, rootName });
-    return { input, entries: sel.entries, matches: sel.matches };
-  });
+  const r = await withRootView(
+    root,
+    ctx,
+    { patterns: input.patterns, parents: input.parents, location: input.location },
+    async (view, rootName) => {
+      const sel = await selectSources(view, input.patterns, {
+        exclude: input.exclude,
+        parents: input.parents,
+        statCache,
+        location: input.location,
+        rootName,
+      });
+      return { input, entries: sel.entries, matches: sel.matches };
+    },
+  );
   // An image without layers is viewed through a temp dir: nothing to keep.
-  if (dirs.length) await writeFileAtomic(file, JSON.stringify({ dirs, entries: r.entries, matches: r.matches } satisfies Saved));
+  if (dirs.length)
+    await writeFileAtomic(file, JSON.stringify({ dirs, entries: r.entries, matches: r.matches } satisfies Saved));
   return r;
 }
 
@@ -162,10 +239,16 @@ async function selectFromStage(input: Extract<StepInput, { kind: "select" }>, ct
  * an overlay of its layers mounted for the duration, with each file's bytes read from the topmost layer that has it,
  * so the paths stay valid after the mount is gone and the stat cache recognises them across builds).
  */
-async function withRootView<T>(root: SelectRoot, ctx: InputContext | undefined, selection: LazySelection, fn: (view: SelectRootView, rootName: string) => Promise<T>): Promise<T> {
+async function withRootView<T>(
+  root: SelectRoot,
+  ctx: InputContext | undefined,
+  selection: LazySelection,
+  fn: (view: SelectRootView, rootName: string) => Promise<T>,
+): Promise<T> {
   if (root.kind === "context") {
     const st = await fsp.stat(root.localPath).catch(() => undefined);
-    if (!st?.isDirectory()) throw new LocalPathError(root.localPath, `build context ${root.localPath} is not a directory`);
+    if (!st?.isDirectory())
+      throw new LocalPathError(root.localPath, `build context ${root.localPath} is not a directory`);
     const ignore = root.ignore.length ? PatternMatcher.parse(root.ignore) : undefined;
     return fn({ dir: root.localPath, ignore }, "the build context");
   }
@@ -230,7 +313,14 @@ export function fileInputs(resolved: readonly ResolvedInput[]): FileInput[] {
   const out: FileInput[] = [];
   for (const r of resolved) {
     for (const e of r.entries) {
-      out.push({ path: `${r.input.name}/${e.relPath}`, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, digest: e.sha256 });
+      out.push({
+        path: `${r.input.name}/${e.relPath}`,
+        type: e.type,
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        digest: e.sha256,
+      });
     }
   }
   return out;

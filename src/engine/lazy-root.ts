@@ -235,7 +235,12 @@ function fallbackKind(e: unknown): "image" | "now" | undefined {
  * the partial root, or undefined when the caller should pull the image instead (a non-eStargz layer is in the way,
  * the selection needs the whole image, or the registry does not serve ranges).
  */
-export async function lazyImageRoot(ref: string, store: Pick<WorkSpace, "layout">, sel: LazySelection, opts: LazyRootOptions = {}): Promise<LazyRoot | undefined> {
+export async function lazyImageRoot(
+  ref: string,
+  store: Pick<WorkSpace, "layout">,
+  sel: LazySelection,
+  opts: LazyRootOptions = {},
+): Promise<LazyRoot | undefined> {
   const needs = needsOf(sel);
   if (needs.some((n) => n.kind === "path" && n.path === "")) return undefined;
   const { resolveImage } = await import("../registry/pull.js");
@@ -279,7 +284,12 @@ export async function lazyImageRoot(ref: string, store: Pick<WorkSpace, "layout"
 }
 
 /** Writes `entries` (sorted, parents first) into `<home>/rootfs`; returns how many were written. */
-async function materialise(image: LazyImage, entries: ReadonlyMap<string, LazyEntry>, home: string, opts: LazyRootOptions): Promise<number> {
+async function materialise(
+  image: LazyImage,
+  entries: ReadonlyMap<string, LazyEntry>,
+  home: string,
+  opts: LazyRootOptions,
+): Promise<number> {
   const root = path.join(home, "rootfs");
   // Temp names on the same filesystem as the tree, outside it (a concurrent glob must never see them); one
   // directory per call, since other builds may be materialising other paths of this image right now.
@@ -293,13 +303,22 @@ async function materialise(image: LazyImage, entries: ReadonlyMap<string, LazyEn
   }
 }
 
-async function write(image: LazyImage, entries: ReadonlyMap<string, LazyEntry>, root: string, tmp: string, opts: LazyRootOptions): Promise<number> {
+async function write(
+  image: LazyImage,
+  entries: ReadonlyMap<string, LazyEntry>,
+  root: string,
+  tmp: string,
+  opts: LazyRootOptions,
+): Promise<number> {
   let written = 0;
   let n = 0;
   const tmpName = (): string => path.join(tmp, String(n++));
   // A hardlink shares its target's inode: owner and mode are the target's (a hardlink's target is in its layer).
   const meta = (e: LazyEntry) => {
-    const src = e.entry.type === "hardlink" ? (image.layers[e.layer]?.reader?.lookup(cleanEntryName(e.entry.linkName ?? "")) ?? e.entry) : e.entry;
+    const src =
+      e.entry.type === "hardlink"
+        ? (image.layers[e.layer]?.reader?.lookup(cleanEntryName(e.entry.linkName ?? "")) ?? e.entry)
+        : e.entry;
     return { uid: src.uid ?? 0, gid: src.gid ?? 0, mode: src.mode };
   };
 
@@ -312,7 +331,7 @@ async function write(image: LazyImage, entries: ReadonlyMap<string, LazyEntry>, 
       const host = path.join(root, p);
       const st = lstatOrUndefined(host);
       if (st && !st.isDirectory()) await fsp.rm(host, { recursive: true, force: true });
-      if (!st || !st.isDirectory()) {
+      if (!st?.isDirectory()) {
         await fsp.mkdir(host, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
           if (err.code !== "EEXIST") throw err;
         });
@@ -369,7 +388,10 @@ async function write(image: LazyImage, entries: ReadonlyMap<string, LazyEntry>, 
   }
   if (cur.length) batches.push(cur);
   for (const batch of batches) {
-    const fetched = await image.fetchExact(batch, opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {});
+    const fetched = await image.fetchExact(
+      batch,
+      opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {},
+    );
     for (const f of fetched) {
       const e = entries.get(f.path)!;
       const content = f.content ?? Buffer.alloc(0);

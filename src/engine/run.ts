@@ -23,15 +23,22 @@ export interface RunImageOptions {
 /** The argv Docker would run: ENTRYPOINT + (args or CMD). */
 export function commandLine(config: ImageConfig["config"], args: string[] | undefined): string[] {
   const entry = config.Entrypoint ?? [];
-  const cmd = args && args.length ? args : config.Cmd ?? [];
+  const cmd = args?.length ? args : (config.Cmd ?? []);
   return [...entry, ...cmd];
 }
 
-export async function runImage(store: BlobStore & LayerDirStore & WorkSpace, image: ImageRecord, opts: RunImageOptions = {}): Promise<number> {
+export async function runImage(
+  store: BlobStore & LayerDirStore & WorkSpace,
+  image: ImageRecord,
+  opts: RunImageOptions = {},
+): Promise<number> {
   await store.recover(reapStaleContainers);
   const config = JSON.parse((await store.readBlob(image.configDigest)).toString()) as ImageConfig;
   const argv = commandLine(config.config, opts.args);
-  if (argv.length === 0) throw new InvalidDefinitionError(`image ${image.id} has no ENTRYPOINT or CMD; give a command: strata run <image> -- <cmd...>`);
+  if (argv.length === 0)
+    throw new InvalidDefinitionError(
+      `image ${image.id} has no ENTRYPOINT or CMD; give a command: strata run <image> -- <cmd...>`,
+    );
   const work = await store.tempDir("run");
   const lowers: string[] = [];
   const unpin = store.pin?.(image.layers);
@@ -46,9 +53,24 @@ export async function runImage(store: BlobStore & LayerDirStore & WorkSpace, ima
     const cwd = config.config.WorkingDir || "/";
     await fsp.mkdir(path.join(dirs.merged, cwd), { recursive: true });
     const r = await new RuncExecutor().run(
-      { rootfs: dirs.merged, argv, env: [...env].map(([k, v]) => `${k}=${v}`), cwd, uid: user.uid, gid: user.gid, additionalGids: user.additionalGids, mounts: [], ...(opts.network ? { network: opts.network } : {}), hostname: "strata", overlayDir: work },
       {
-        onData: (chunk, s) => (s === "stdout" ? (opts.stdout ?? ((x: Buffer) => process.stdout.write(x)))(chunk) : (opts.stderr ?? ((x: Buffer) => process.stderr.write(x)))(chunk)),
+        rootfs: dirs.merged,
+        argv,
+        env: [...env].map(([k, v]) => `${k}=${v}`),
+        cwd,
+        uid: user.uid,
+        gid: user.gid,
+        additionalGids: user.additionalGids,
+        mounts: [],
+        ...(opts.network ? { network: opts.network } : {}),
+        hostname: "strata",
+        overlayDir: work,
+      },
+      {
+        onData: (chunk, s) =>
+          s === "stdout"
+            ? (opts.stdout ?? ((x: Buffer) => process.stdout.write(x)))(chunk)
+            : (opts.stderr ?? ((x: Buffer) => process.stderr.write(x)))(chunk),
       },
     );
     return r.exitCode;

@@ -67,7 +67,11 @@ export function cleanSource(src: string, loc?: SourceLocation, what = "source"):
   for (const seg of src.split("/")) {
     if (seg === "" || seg === ".") continue;
     if (seg === "..") {
-      if (out.length === 0) throw locError(loc, `${what} ${JSON.stringify(src)} is outside the build context (it climbs above the root with "..")`);
+      if (out.length === 0)
+        throw locError(
+          loc,
+          `${what} ${JSON.stringify(src)} is outside the build context (it climbs above the root with "..")`,
+        );
       out.pop();
       continue;
     }
@@ -215,7 +219,12 @@ interface Excluded {
   hasExclusions: boolean;
 }
 
-async function walkTree(view: SelectRootView, relDir: string, statCache: StatCache | undefined, excluded?: Excluded): Promise<ContextEntry[]> {
+async function walkTree(
+  view: SelectRootView,
+  relDir: string,
+  statCache: StatCache | undefined,
+  excluded?: Excluded,
+): Promise<ContextEntry[]> {
   // Fast path: a plain host tree without ignore patterns or excludes is what walkContext does best.
   if (!view.fileSource && !excluded && (!view.ignore || relDir === "")) {
     const abs = path.join(view.dir, relDir);
@@ -253,7 +262,17 @@ async function walkTree(view: SelectRootView, relDir: string, statCache: StatCac
       any = true;
       if (st.isSymbolicLink()) {
         const target = readlinkSync(abs);
-        out.push({ relPath: child, type: "symlink", mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, sha256: sha256Hex(target), linkTarget: target, absPath: abs });
+        out.push({
+          relPath: child,
+          type: "symlink",
+          mode: st.mode & 0o7777,
+          uid: st.uid,
+          gid: st.gid,
+          size: 0,
+          sha256: sha256Hex(target),
+          linkTarget: target,
+          absPath: abs,
+        });
       } else if (st.isFile()) {
         pending.push(hashFile(view, child, statCache).then((e) => void out.push(e)));
       }
@@ -266,7 +285,16 @@ async function walkTree(view: SelectRootView, relDir: string, statCache: StatCac
 }
 
 function dirEntry(rel: string, abs: string, st: Stats): ContextEntry {
-  return { relPath: rel, type: "dir", mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, sha256: "", absPath: abs };
+  return {
+    relPath: rel,
+    type: "dir",
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    size: 0,
+    sha256: "",
+    absPath: abs,
+  };
 }
 
 async function hashFile(view: SelectRootView, rel: string, statCache: StatCache | undefined): Promise<ContextEntry> {
@@ -286,7 +314,10 @@ export function sortEntries(list: ContextEntry[]): ContextEntry[] {
 function excludeFilter(exclude: PatternMatcher | undefined, base: string): Excluded | undefined {
   if (!exclude) return undefined;
   const prefix = base === "" ? "" : base + "/";
-  return { test: (rel) => exclude.matches(rel.startsWith(prefix) ? rel.slice(prefix.length) : rel), hasExclusions: exclude.hasExclusions };
+  return {
+    test: (rel) => exclude.matches(rel.startsWith(prefix) ? rel.slice(prefix.length) : rel),
+    hasExclusions: exclude.hasExclusions,
+  };
 }
 
 export interface SelectOptions {
@@ -299,7 +330,11 @@ export interface SelectOptions {
 }
 
 /** Selects the paths `patterns` name in the root, with every entry under them (see the module comment). */
-export async function selectSources(view: SelectRootView, patterns: readonly string[], opts: SelectOptions): Promise<Selection> {
+export async function selectSources(
+  view: SelectRootView,
+  patterns: readonly string[],
+  opts: SelectOptions,
+): Promise<Selection> {
   let exclude: PatternMatcher | undefined;
   try {
     exclude = opts.exclude?.length ? PatternMatcher.parse(opts.exclude) : undefined;
@@ -328,7 +363,8 @@ export async function selectSources(view: SelectRootView, patterns: readonly str
       if (exclude && rel !== "" && exclude.matches(path.posix.basename(rel))) {
         const real = followInRoot(view.dir, rel);
         const st = lstatOrUndefined(path.join(view.dir, real));
-        if (st?.isDirectory() || st?.isFile()) matches.push({ rel, real, type: st.isDirectory() ? "dir" : "file", excluded: true });
+        if (st?.isDirectory() || st?.isFile())
+          matches.push({ rel, real, type: st.isDirectory() ? "dir" : "file", excluded: true });
         continue;
       }
       const real = followInRoot(view.dir, rel);
@@ -346,7 +382,14 @@ export async function selectSources(view: SelectRootView, patterns: readonly str
         matches.push({ rel, real, type: "dir" });
         if (rel !== "") add(dirEntry(rel, path.join(view.dir, real), st));
         const sub = await walkTree(view, real, opts.statCache, excludeFilter(exclude, real));
-        for (const e of sub) add({ ...e, relPath: rel === "" ? e.relPath.slice(real === "" ? 0 : real.length + 1) : `${rel}/${e.relPath.slice(real === "" ? 0 : real.length + 1)}` });
+        for (const e of sub)
+          add({
+            ...e,
+            relPath:
+              rel === ""
+                ? e.relPath.slice(real === "" ? 0 : real.length + 1)
+                : `${rel}/${e.relPath.slice(real === "" ? 0 : real.length + 1)}`,
+          });
       } else if (st.isFile()) {
         matches.push({ rel, real, type: "file" });
         const e = await hashFile(view, real, opts.statCache);
@@ -378,7 +421,11 @@ async function selectParents(
   const pattern = cleanSource(pivotAt >= 0 ? raw.slice(pivotAt + 3) : raw, opts.location);
   const pivot = followInRoot(view.dir, cleanSource(pivotRaw, opts.location));
   const st = lstatOrUndefined(path.join(view.dir, pivot));
-  if (!st?.isDirectory()) throw locError(opts.location, `source ${JSON.stringify(raw)}: ${JSON.stringify(pivotRaw || ".")} is not a directory in ${opts.rootName}`);
+  if (!st?.isDirectory())
+    throw locError(
+      opts.location,
+      `source ${JSON.stringify(raw)}: ${JSON.stringify(pivotRaw || ".")} is not a directory in ${opts.rootName}`,
+    );
   if (pattern === "") {
     matches.push({ rel: pivot, real: pivot, type: "dir", keep: "" });
     for (const e of await walkTree(view, pivot, opts.statCache, excludeFilter(exclude, pivot))) add(e);

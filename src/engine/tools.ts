@@ -50,7 +50,12 @@ export async function placeNode(rootfs: string): Promise<ToolPlacement> {
   ];
   const libPath: string[] = [];
   for (const [i, d] of libDirs.entries()) {
-    if (await fsp.stat(d).then(() => true, () => false)) {
+    if (
+      await fsp.stat(d).then(
+        () => true,
+        () => false,
+      )
+    ) {
       mounts.push({ source: realpathSync(d), destination: `/.strata/node/lib${i}`, readonly: true });
       libPath.push(`/.strata/node/lib${i}`);
     }
@@ -63,7 +68,12 @@ export async function placeUv(rootfs: string, target: string): Promise<BindMount
   const configured = process.env.STRATA_UV_BINARY;
   if (configured) {
     const abs = path.resolve(configured);
-    if (!(await fsp.access(abs).then(() => true, () => false))) {
+    if (
+      !(await fsp.access(abs).then(
+        () => true,
+        () => false,
+      ))
+    ) {
       throw new MissingToolError("uv", `STRATA_UV_BINARY points at ${abs}, which does not exist`);
     }
     return { source: realpathSync(abs), destination: target, readonly: true };

@@ -250,7 +250,10 @@ export class PatternMatcher {
       if (norm === null) continue;
       if (norm.body === "") {
         if (norm.exclusion) {
-          throw invalid(raw, 'an exclusion needs a pattern after the "!" (write \\! to match a name starting with "!")');
+          throw invalid(
+            raw,
+            'an exclusion needs a pattern after the "!" (write \\! to match a name starting with "!")',
+          );
         }
         continue; // names the context root itself: matches nothing, as upstream
       }

@@ -13,7 +13,14 @@ import type { Step } from "../plan/step.js";
 
 /** Whether `name` is an extra key input only the engine may set. */
 export function isDerivedExtra(name: string): boolean {
-  return name === "base" || name === "workdir.create" || name.startsWith("base.") || name.startsWith("env.") || name.startsWith("link.") || name.startsWith("copy.");
+  return (
+    name === "base" ||
+    name === "workdir.create" ||
+    name.startsWith("base.") ||
+    name.startsWith("env.") ||
+    name.startsWith("link.") ||
+    name.startsWith("copy.")
+  );
 }
 
 /** The extras the engine derives from a step's base, instructions and env (see the module comment). */

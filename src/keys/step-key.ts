@@ -48,15 +48,21 @@ const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /** The canonical byte encoding of key inputs (see ARCHITECTURE.md). Sorting makes order of sets irrelevant. */
 export function encodeKeyInputs(k: KeyInputs): string {
-  const lines: string[] = [KEY_FORMAT, `builder ${JSON.stringify(k.builderVersion)}`, `parent ${JSON.stringify(k.parent)}`];
+  const lines: string[] = [
+    KEY_FORMAT,
+    `builder ${JSON.stringify(k.builderVersion)}`,
+    `parent ${JSON.stringify(k.parent)}`,
+  ];
   for (const ins of k.instructions) lines.push(`ins ${JSON.stringify(ins)}`);
   const files = [...k.files].sort((a, b) => byCodeUnits(a.path, b.path));
   for (const f of files) {
     lines.push(`file ${JSON.stringify([f.path, f.type, f.mode.toString(8), f.uid, f.gid, f.digest])}`);
   }
-  for (const [n, v] of [...k.buildArgs].sort((a, b) => byCodeUnits(a[0], b[0]))) lines.push(`arg ${JSON.stringify([n, v])}`);
+  for (const [n, v] of [...k.buildArgs].sort((a, b) => byCodeUnits(a[0], b[0])))
+    lines.push(`arg ${JSON.stringify([n, v])}`);
   for (const n of [...new Set(k.secretNames)].sort(byCodeUnits)) lines.push(`secret ${JSON.stringify(n)}`);
-  for (const [n, v] of [...k.extra].sort((a, b) => byCodeUnits(a[0], b[0]))) lines.push(`extra ${JSON.stringify([n, v])}`);
+  for (const [n, v] of [...k.extra].sort((a, b) => byCodeUnits(a[0], b[0])))
+    lines.push(`extra ${JSON.stringify([n, v])}`);
   return lines.join("\n") + "\n";
 }
 

@@ -34,13 +34,23 @@ export function gzipLevel(): number {
 }
 
 /** Packs `dir` deterministically, stores the compressed blob and returns its layer record. */
-export async function commitLayer(store: BlobStore & Pick<WorkSpace, "tempDir">, dir: string, opts: PackOptions): Promise<LayerRecord> {
+export async function commitLayer(
+  store: BlobStore & Pick<WorkSpace, "tempDir">,
+  dir: string,
+  opts: PackOptions,
+): Promise<LayerRecord> {
   const tmpDir = await store.tempDir("layer");
   const tmpFile = path.join(tmpDir, "layer.tar.gz");
   const diff = new HashingTransform();
   const comp = new HashingTransform();
   try {
-    await pipeline(packDir(dir, opts), diff, createGzip({ level: gzipLevel(), chunkSize: 1 << 20 }), comp, createWriteStream(tmpFile));
+    await pipeline(
+      packDir(dir, opts),
+      diff,
+      createGzip({ level: gzipLevel(), chunkSize: 1 << 20 }),
+      comp,
+      createWriteStream(tmpFile),
+    );
     const digest = comp.digest();
     await store.putBlobFile(tmpFile, digest, { verified: true });
     return { digest, diffId: diff.digest(), size: comp.size, mediaType: MediaType.ociLayerGzip };

@@ -12,7 +12,19 @@
  */
 import { createHash } from "node:crypto";
 import {
-  chmodSync, copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync, type Stats,
+  chmodSync,
+  copyFileSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+  type Stats,
 } from "node:fs";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
@@ -242,7 +254,8 @@ export class UpperTarget implements CopyTarget {
     const h = this.#up(dir);
     if (lstatOrUndefined(h)) return;
     const st = this.lstat(dir);
-    if (!st?.isDirectory()) throw new StrataError(`internal: ${dir} is not a directory of the image (resolve paths before writing)`);
+    if (!st?.isDirectory())
+      throw new StrataError(`internal: ${dir} is not a directory of the image (resolve paths before writing)`);
     mkdirSync(h);
     chmodSync(h, st.mode & 0o7777);
     lchownSync(h, st.uid, st.gid);
@@ -272,7 +285,8 @@ export class UpperTarget implements CopyTarget {
     const st = this.lstat(p);
     if (!st) throw new StrataError(`internal: ${p} is not in the image`);
     if (st.isDirectory()) this.#copyUp(p);
-    else if (!lstatOrUndefined(this.#up(p))) throw new NeedsMountError(`changing the metadata of ${p} of a lower layer`);
+    else if (!lstatOrUndefined(this.#up(p)))
+      throw new NeedsMountError(`changing the metadata of ${p} of a lower layer`);
     lchownSync(this.#up(p), uid, gid);
     if (!st.isSymbolicLink()) chmodSync(this.#up(p), mode);
   }
@@ -305,7 +319,10 @@ export class UpperTarget implements CopyTarget {
 
   copyFile(p: string, e: ContextEntry, mode: number, uid: number, gid: number): void {
     const h = this.#prepare(p);
-    const pooled = path.join(this.opts.poolDir, `${e.sha256.slice(7)}-${mode.toString(8)}${uid || gid ? `-${uid}-${gid}` : ""}`);
+    const pooled = path.join(
+      this.opts.poolDir,
+      `${e.sha256.slice(7)}-${mode.toString(8)}${uid || gid ? `-${uid}-${gid}` : ""}`,
+    );
     if (!this.#linked.has(pooled) && linkIfPresent(pooled, h)) {
       this.#linked.add(pooled);
     } else {
@@ -339,7 +356,14 @@ function linkIfPresent(pooled: string, to: string): boolean {
  * from: a source untouched since `hashedAfterMs` (its ctime is older) is trusted, as the stat cache does; anything
  * newer is re-hashed.
  */
-function copyVerified(e: ContextEntry, to: string, mode: number, uid: number, gid: number, hashedAfterMs: number): void {
+function copyVerified(
+  e: ContextEntry,
+  to: string,
+  mode: number,
+  uid: number,
+  gid: number,
+  hashedAfterMs: number,
+): void {
   copyFileSync(e.absPath, to);
   lchownSync(to, uid, gid);
   chmodSync(to, mode);
@@ -365,7 +389,10 @@ export async function opaqueDirsOf(layerDir: string, metaDir: string): Promise<S
   const cacheable = /^[0-9a-f]{64}$/.test(name);
   const file = path.join(metaDir, `${name}.opaque.json`);
   if (cacheable) {
-    const cached = await fsp.readFile(file, "utf8").then((s) => JSON.parse(s) as unknown, () => undefined);
+    const cached = await fsp.readFile(file, "utf8").then(
+      (s) => JSON.parse(s) as unknown,
+      () => undefined,
+    );
     if (Array.isArray(cached) && cached.every((x) => typeof x === "string")) return new Set(cached as string[]);
   }
   const { findOpaqueDirs } = await import("./tar-pack.js");

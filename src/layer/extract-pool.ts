@@ -25,7 +25,14 @@ type PlainExtractOptions = Omit<ExtractOptions, "onWarning">;
 
 /** Messages to a worker. */
 export type ToWorker =
-  | { type: "start"; id: number; root: string; opts: PlainExtractOptions; warnings: boolean; /** read by the worker itself */ file?: string }
+  | {
+      type: "start";
+      id: number;
+      root: string;
+      opts: PlainExtractOptions;
+      warnings: boolean /** read by the worker itself */;
+      file?: string;
+    }
   | { type: "chunk"; id: number; data: Uint8Array }
   | { type: "end"; id: number }
   | { type: "abort"; id: number; reason: string };
@@ -59,7 +66,10 @@ function poolSize(): number {
   const v = process.env["STRATA_EXTRACT_WORKERS"];
   if (v !== undefined && v !== "") {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new StrataError(`STRATA_EXTRACT_WORKERS=${JSON.stringify(v)} is not a whole number (0 extracts layers on the calling thread)`);
+    if (!Number.isInteger(n) || n < 0)
+      throw new StrataError(
+        `STRATA_EXTRACT_WORKERS=${JSON.stringify(v)} is not a whole number (0 extracts layers on the calling thread)`,
+      );
     return Math.min(n, 64);
   }
   return Math.max(1, Math.min(os.availableParallelism(), 4));
@@ -105,8 +115,12 @@ class PooledWorker {
     this.worker = new Worker(new URL("./extract-worker.js", import.meta.url), { execArgv });
     this.worker.unref();
     this.worker.on("message", (m: FromWorker) => this.message(m));
-    this.worker.on("error", (e) => this.fail(new ExtractWorkerError(`a layer extraction thread failed: ${e.message}`, { cause: e })));
-    this.worker.on("exit", (code) => this.fail(new ExtractWorkerError(`a layer extraction thread exited (code ${code}) during an extraction`)));
+    this.worker.on("error", (e) =>
+      this.fail(new ExtractWorkerError(`a layer extraction thread failed: ${e.message}`, { cause: e })),
+    );
+    this.worker.on("exit", (code) =>
+      this.fail(new ExtractWorkerError(`a layer extraction thread exited (code ${code}) during an extraction`)),
+    );
   }
 
   private message(m: FromWorker): void {
@@ -202,7 +216,8 @@ class ExtractPool {
   private release(w: PooledWorker): void {
     if (w.dead) return;
     const next = this.waiting.shift();
-    if (next) next(w); // stays busy, for the next caller
+    if (next)
+      next(w); // stays busy, for the next caller
     else w.busy = false;
   }
 
@@ -216,7 +231,11 @@ class ExtractPool {
   }
 
   /** A worker with a job started on it. */
-  private async start(root: string, opts: ExtractOptions, file?: string): Promise<{ w: PooledWorker; job: Job; id: number; settled: Promise<{ diffId: Digest } | { error: Error }> }> {
+  private async start(
+    root: string,
+    opts: ExtractOptions,
+    file?: string,
+  ): Promise<{ w: PooledWorker; job: Job; id: number; settled: Promise<{ diffId: Digest } | { error: Error }> }> {
     const w = await this.acquire();
     const id = this.nextId++;
     const { onWarning, ...plain } = opts;
@@ -225,7 +244,14 @@ class ExtractPool {
     const job: Job = { id, inFlight: 0, settle, ...(onWarning ? { onWarning } : {}) };
     w.job = job;
     w.worker.ref();
-    w.post({ type: "start", id, root, opts: plain, warnings: onWarning !== undefined, ...(file !== undefined ? { file } : {}) });
+    w.post({
+      type: "start",
+      id,
+      root,
+      opts: plain,
+      warnings: onWarning !== undefined,
+      ...(file !== undefined ? { file } : {}),
+    });
     return { w, job, id, settled };
   }
 
@@ -334,8 +360,15 @@ export async function openExtraction(root: string, opts: ExtractOptions = {}): P
  * `extractLayer` of a layer file (e.g. a blob in the store) on a worker thread, which reads the file itself; on the
  * calling thread when `STRATA_EXTRACT_WORKERS` is 0.
  */
-export async function extractLayerFileOffThread(file: string, root: string, opts: ExtractOptions = {}): Promise<Digest> {
-  return thePool()?.extractFile(file, root, opts) ?? extractLayer(createReadStream(file, { highWaterMark: 1024 * 1024 }), root, opts);
+export async function extractLayerFileOffThread(
+  file: string,
+  root: string,
+  opts: ExtractOptions = {},
+): Promise<Digest> {
+  return (
+    thePool()?.extractFile(file, root, opts) ??
+    extractLayer(createReadStream(file, { highWaterMark: 1024 * 1024 }), root, opts)
+  );
 }
 
 /**

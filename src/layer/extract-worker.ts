@@ -19,7 +19,8 @@ const post = (m: FromWorker): void => port.postMessage(m);
 
 function describe(e: unknown): WorkerError {
   if (e instanceof UnsafeLayerError) return { kind: "unsafe", entry: e.entry, why: e.why, message: e.message };
-  if (e instanceof TarFormatError) return { kind: "tar", field: e.field, offset: e.offset, problem: e.problem, where: e.where, message: e.message };
+  if (e instanceof TarFormatError)
+    return { kind: "tar", field: e.field, offset: e.offset, problem: e.problem, where: e.where, message: e.message };
   const err = e instanceof Error ? e : new Error(String(e));
   const x = err as NodeJS.ErrnoException;
   const out: WorkerError = { kind: "other", name: err.name, message: err.message };
@@ -34,7 +35,10 @@ port.on("message", (m: ToWorker) => {
   switch (m.type) {
     case "start": {
       const id = m.id;
-      const opts = { ...m.opts, ...(m.warnings ? { onWarning: (line: string) => post({ type: "warning", id, line }) } : {}) };
+      const opts = {
+        ...m.opts,
+        ...(m.warnings ? { onWarning: (line: string) => post({ type: "warning", id, line }) } : {}),
+      };
       let input: Readable;
       if (m.file !== undefined) {
         // The worker reads the blob itself: nothing crosses threads but the result.

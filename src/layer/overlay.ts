@@ -19,7 +19,9 @@ export interface OverlayDirs {
 /** Mounts an overlay in `dir` (which gets upper/, work/, merged/, l/). `lowers` are ordered bottom first. */
 export async function mountOverlay(dir: string, lowers: readonly string[]): Promise<OverlayDirs> {
   if (lowers.length > MAX_OVERLAY_LOWERS) {
-    throw new SandboxError(`image has ${lowers.length} layers; overlayfs stacks at most ${MAX_OVERLAY_LOWERS}. Squash earlier steps (fewer chained calls) to build on it.`);
+    throw new SandboxError(
+      `image has ${lowers.length} layers; overlayfs stacks at most ${MAX_OVERLAY_LOWERS}. Squash earlier steps (fewer chained calls) to build on it.`,
+    );
   }
   const dirs = { upper: path.join(dir, "upper"), work: path.join(dir, "work"), merged: path.join(dir, "merged") };
   const links = path.join(dir, "l");
@@ -44,7 +46,9 @@ export function overlayOptions(lowerNames: readonly string[], upper: string, wor
 async function mountWithOptions(dir: string, options: string): Promise<void> {
   const r = await execa("mount", ["-t", "overlay", "overlay", "-o", options, "merged"], { cwd: dir, reject: false });
   if (r.exitCode !== 0) {
-    throw new SandboxError(`could not mount overlay in ${dir}: ${r.stderr || r.stdout} (Strata needs root and a kernel with overlayfs)`);
+    throw new SandboxError(
+      `could not mount overlay in ${dir}: ${r.stderr || r.stdout} (Strata needs root and a kernel with overlayfs)`,
+    );
   }
 }
 
@@ -58,7 +62,11 @@ export async function overlayLowersTopFirst(dir: string): Promise<string[]> {
 /** The options mountOverlay mounted `dir`'s overlay with (relative to `dir`), to mount it again the same way. */
 export async function overlayOptionsOf(dir: string): Promise<string> {
   const n = (await fsp.readdir(path.join(dir, "l"))).length;
-  return overlayOptions(Array.from({ length: n }, (_, i) => `l/${i.toString(36)}`), "upper", "work");
+  return overlayOptions(
+    Array.from({ length: n }, (_, i) => `l/${i.toString(36)}`),
+    "upper",
+    "work",
+  );
 }
 
 export async function unmountOverlay(dirs: OverlayDirs): Promise<void> {
@@ -72,6 +80,9 @@ export async function unmountOverlay(dirs: OverlayDirs): Promise<void> {
 /** Lazily unmounts every mount point below `dir`, deepest first (what a killed build or mmdebstrap left behind). */
 export async function unmountUnder(dir: string): Promise<void> {
   const prefix = dir.replace(/\/+$/, "") + "/";
-  const mounts = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1] ?? "").filter((m) => m.startsWith(prefix));
+  const mounts = (await fsp.readFile("/proc/self/mounts", "utf8"))
+    .split("\n")
+    .map((l) => l.split(" ")[1] ?? "")
+    .filter((m) => m.startsWith(prefix));
   for (const m of mounts.sort().reverse()) await execa("umount", ["-l", m], { reject: false });
 }

@@ -27,8 +27,18 @@ export const BLOCK = 512;
 export const MAX_EXTENDED_HEADER_BYTES = 1 << 20;
 
 export type TarEntryKind =
-  | "file" | "link" | "symlink" | "character-device" | "block-device" | "directory" | "fifo"
-  | "pax-header" | "pax-global-header" | "gnu-long-name" | "gnu-long-link" | "unknown";
+  | "file"
+  | "link"
+  | "symlink"
+  | "character-device"
+  | "block-device"
+  | "directory"
+  | "fifo"
+  | "pax-header"
+  | "pax-global-header"
+  | "gnu-long-name"
+  | "gnu-long-link"
+  | "unknown";
 
 /** A decoded header block; for an entry, with its extended headers applied (`applyExtensions`). */
 export interface TarHeader {
@@ -59,11 +69,23 @@ export interface TarPosition {
   where?: string;
 }
 
-const fail = (at: TarPosition, field: string, problem: string) => new TarFormatError(field, at.offset, problem, at.where);
+const fail = (at: TarPosition, field: string, problem: string) =>
+  new TarFormatError(field, at.offset, problem, at.where);
 
 const TYPES: Record<string, TarEntryKind> = {
-  "0": "file", "\0": "file", "7": "file", "1": "link", "2": "symlink", "3": "character-device", "4": "block-device",
-  "5": "directory", "6": "fifo", x: "pax-header", g: "pax-global-header", L: "gnu-long-name", K: "gnu-long-link",
+  "0": "file",
+  "\0": "file",
+  "7": "file",
+  "1": "link",
+  "2": "symlink",
+  "3": "character-device",
+  "4": "block-device",
+  "5": "directory",
+  "6": "fifo",
+  x: "pax-header",
+  g: "pax-global-header",
+  L: "gnu-long-name",
+  K: "gnu-long-link",
 };
 
 /** Whether entries of this kind are extended headers that describe the next entry. */
@@ -136,7 +158,8 @@ export function decodeHeader(block: Buffer, at: TarPosition): TarHeader | null {
   }
   if (unsigned === 8 * 32 && block[148] === 0 && isZeroBlock(block)) return null;
   const stored = decodeNumber(block, 148, 8, "checksum", at);
-  if (stored !== unsigned && stored !== signed) throw fail(at, "checksum", `is ${stored} but the header sums to ${unsigned}`);
+  if (stored !== unsigned && stored !== signed)
+    throw fail(at, "checksum", `is ${stored} but the header sums to ${unsigned}`);
   let format: TarHeader["format"];
   if (block.compare(USTAR_MAGIC, 0, 6, 257, 263) === 0) format = "ustar";
   else if (block.compare(GNU_MAGIC, 0, 8, 257, 265) === 0) format = "gnu";
@@ -166,7 +189,8 @@ export function decodeHeader(block: Buffer, at: TarPosition): TarHeader | null {
 
 /** The size of an extended header's body, refused beyond `MAX_EXTENDED_HEADER_BYTES`. */
 export function extendedHeaderSize(h: TarHeader, at: TarPosition): number {
-  if (h.size > MAX_EXTENDED_HEADER_BYTES) throw fail(at, "size", `of a ${h.type} is ${h.size} bytes, more than the ${MAX_EXTENDED_HEADER_BYTES}-byte limit`);
+  if (h.size > MAX_EXTENDED_HEADER_BYTES)
+    throw fail(at, "size", `of a ${h.type} is ${h.size} bytes, more than the ${MAX_EXTENDED_HEADER_BYTES}-byte limit`);
   return h.size;
 }
 
@@ -177,10 +201,13 @@ export function parsePaxRecords(data: Buffer, at: TarPosition): Map<string, Buff
   while (i < data.length && data[i] !== 0) {
     const sp = data.indexOf(0x20, i);
     const digits = sp < 0 ? "" : data.toString("latin1", i, sp);
-    if (!/^[0-9]{1,8}$/.test(digits)) throw fail(at, "PAX record", `at byte ${i} of the extended header has no decimal length`);
+    if (!/^[0-9]{1,8}$/.test(digits))
+      throw fail(at, "PAX record", `at byte ${i} of the extended header has no decimal length`);
     const len = Number(digits);
-    if (len <= sp - i + 1 || i + len > data.length) throw fail(at, "PAX record", `at byte ${i} of the extended header claims ${len} bytes, which does not fit`);
-    if (data[i + len - 1] !== 0x0a) throw fail(at, "PAX record", `at byte ${i} of the extended header does not end with a newline`);
+    if (len <= sp - i + 1 || i + len > data.length)
+      throw fail(at, "PAX record", `at byte ${i} of the extended header claims ${len} bytes, which does not fit`);
+    if (data[i + len - 1] !== 0x0a)
+      throw fail(at, "PAX record", `at byte ${i} of the extended header does not end with a newline`);
     const rec = data.subarray(sp + 1, i + len - 1);
     const eq = rec.indexOf(0x3d);
     if (eq <= 0) throw fail(at, "PAX record", `at byte ${i} of the extended header has no key=value`);
@@ -209,7 +236,8 @@ export class TarExtensions {
   add(h: TarHeader, body: Buffer, at: TarPosition): void {
     if (h.type === "gnu-long-name") this.#longName = decodeString(body, 0, body.length);
     else if (h.type === "gnu-long-link") this.#longLink = decodeString(body, 0, body.length);
-    else if (h.type === "pax-global-header") this.#global = new Map([...(this.#global ?? []), ...parsePaxRecords(body, at)]);
+    else if (h.type === "pax-global-header")
+      this.#global = new Map([...(this.#global ?? []), ...parsePaxRecords(body, at)]);
     else this.#pax = new Map([...(this.#pax ?? []), ...parsePaxRecords(body, at)]);
   }
 
@@ -221,7 +249,12 @@ export class TarExtensions {
     this.#pax = this.#longName = this.#longLink = undefined;
     if (records) applyPax(h, records, at);
     if ((h.typeflag === "0" || h.typeflag === "\0") && h.name.endsWith("/")) h.type = "directory";
-    if (h.type !== "file" && h.type !== "unknown" && h.size !== 0) throw fail(at, "size", `claims ${h.size} bytes of content for ${h.type} ${JSON.stringify(h.name)}, which has none`);
+    if (h.type !== "file" && h.type !== "unknown" && h.size !== 0)
+      throw fail(
+        at,
+        "size",
+        `claims ${h.size} bytes of content for ${h.type} ${JSON.stringify(h.name)}, which has none`,
+      );
     return h;
   }
 }
@@ -235,10 +268,12 @@ function applyPax(h: TarHeader, records: Map<string, Buffer>, at: TarPosition): 
     else if (k === "uname") h.uname = s;
     else if (k === "gname") h.gname = s;
     else if (k === "size" || k === "uid" || k === "gid") {
-      if (!/^[0-9]+$/.test(s) || !Number.isSafeInteger(Number(s))) throw fail(at, `PAX ${k}`, `${JSON.stringify(s)} is not a decimal number`);
+      if (!/^[0-9]+$/.test(s) || !Number.isSafeInteger(Number(s)))
+        throw fail(at, `PAX ${k}`, `${JSON.stringify(s)} is not a decimal number`);
       h[k] = Number(s);
     } else if (k === "mtime") {
-      if (!/^-?[0-9]+(\.[0-9]*)?$/.test(s) || !Number.isSafeInteger(Math.floor(Number(s)))) throw fail(at, "PAX mtime", `${JSON.stringify(s)} is not a decimal number of seconds`);
+      if (!/^-?[0-9]+(\.[0-9]*)?$/.test(s) || !Number.isSafeInteger(Math.floor(Number(s))))
+        throw fail(at, "PAX mtime", `${JSON.stringify(s)} is not a decimal number of seconds`);
       h.mtime = Math.floor(Number(s));
     } else if (k.startsWith("SCHILY.xattr.")) (h.xattrs ??= new Map()).set(k.slice("SCHILY.xattr.".length), v);
   }

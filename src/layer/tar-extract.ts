@@ -11,8 +11,22 @@
  * malicious-layer table in `fixtures/extract-safety.json`.
  */
 import {
-  chmodSync, closeSync, fchmodSync, fchownSync, fstatSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, rmSync, symlinkSync,
-  writeSync, type Stats,
+  chmodSync,
+  closeSync,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  symlinkSync,
+  writeSync,
+  type Stats,
 } from "node:fs";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -27,7 +41,10 @@ import { TarParser, type TarEvent } from "./tar-parser.js";
 
 export class UnsafeLayerError extends StrataError {
   override readonly code = "UNSAFE_LAYER";
-  constructor(readonly entry: string, readonly why: string) {
+  constructor(
+    readonly entry: string,
+    readonly why: string,
+  ) {
     super(`refusing layer entry "${entry}": ${why}`);
     this.name = "UnsafeLayerError";
   }
@@ -43,7 +60,8 @@ export function safeEntryPath(name: string): string {
   const cleaned = path.posix.normalize(name.replace(/^\.\/+/, "")).replace(/\/+$/, "");
   // Absolute names are read relative to the root (as Docker does), after normalisation.
   const rel = cleaned.replace(/^\/+/, "");
-  if (rel === ".." || rel.startsWith("../") || rel.split("/").includes("..")) throw new UnsafeLayerError(name, "path escapes the layer root");
+  if (rel === ".." || rel.startsWith("../") || rel.split("/").includes(".."))
+    throw new UnsafeLayerError(name, "path escapes the layer root");
   return rel === "." ? "" : rel;
 }
 
@@ -77,7 +95,6 @@ function whiteoutTarget(entry: string, base: string): string {
   return hidden;
 }
 
-
 // ---------------------------------------------------------------------------------------------------------------
 // Extraction
 
@@ -97,7 +114,11 @@ function checkParents(root: string, rel: string, entry: string): void {
     cur = path.join(cur, p);
     const st = lstatMaybe(cur);
     if (!st) return;
-    if (!st.isDirectory()) throw new UnsafeLayerError(entry, `parent ${path.relative(root, cur)} is ${st.isSymbolicLink() ? "a symlink" : "not a directory"}; following it could leave the root`);
+    if (!st.isDirectory())
+      throw new UnsafeLayerError(
+        entry,
+        `parent ${path.relative(root, cur)} is ${st.isSymbolicLink() ? "a symlink" : "not a directory"}; following it could leave the root`,
+      );
   }
 }
 
@@ -124,7 +145,10 @@ class Extractor {
   private readonly maxEntries: number;
   private readonly warn: (line: string) => void;
 
-  constructor(private readonly root: string, private readonly opts: ExtractOptions) {
+  constructor(
+    private readonly root: string,
+    private readonly opts: ExtractOptions,
+  ) {
     this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_LAYER_BYTES;
     this.maxEntries = opts.maxEntries ?? DEFAULT_MAX_LAYER_ENTRIES;
     this.warn = opts.onWarning ?? (() => undefined);
@@ -183,8 +207,10 @@ class Extractor {
       }
       const abs = `${this.root}/${cur}`;
       const st = lstatMaybe(abs);
-      if (!st) mkdirSync(abs, { mode: 0o755 }); // inherits setgid from a setgid parent
-      else if (st.isSymbolicLink()) throw new UnsafeLayerError(rel, `parent ${cur} is a symlink; writing through it could leave the root`);
+      if (!st)
+        mkdirSync(abs, { mode: 0o755 }); // inherits setgid from a setgid parent
+      else if (st.isSymbolicLink())
+        throw new UnsafeLayerError(rel, `parent ${cur} is a symlink; writing through it could leave the root`);
       else if (!st.isDirectory()) throw new UnsafeLayerError(rel, `parent ${cur} is not a directory`);
       else setgid = (st.mode & 0o2000) !== 0;
       this.dirs.set(cur, setgid);
@@ -215,8 +241,16 @@ class Extractor {
   }
 
   private entry(h: TarHeader): void | Promise<void> {
-    if (++this.entries > this.maxEntries) throw new UnsafeLayerError(h.name, `the layer has more than ${this.maxEntries} entries (maxEntries); refusing it as a possible decompression bomb`);
-    if (h.size > this.maxBytes) throw new UnsafeLayerError(h.name, `the entry claims ${h.size} bytes, more than the ${this.maxBytes}-byte limit (maxBytes)`);
+    if (++this.entries > this.maxEntries)
+      throw new UnsafeLayerError(
+        h.name,
+        `the layer has more than ${this.maxEntries} entries (maxEntries); refusing it as a possible decompression bomb`,
+      );
+    if (h.size > this.maxBytes)
+      throw new UnsafeLayerError(
+        h.name,
+        `the entry claims ${h.size} bytes, more than the ${this.maxBytes}-byte limit (maxBytes)`,
+      );
     const rel = safeEntryPath(h.name);
     if (rel === "") return;
     const base = rel.slice(rel.lastIndexOf("/") + 1);
@@ -244,8 +278,14 @@ class Extractor {
       this.whiteouts.push(path.join(path.dirname(target), hidden));
       return;
     }
-    if ((h.type === "character-device" || h.type === "block-device") && !this.opts.allowDevices && !(h.type === "character-device" && !h.devmajor && !h.devminor)) {
-      this.warn(`skipped ${h.type === "character-device" ? "character" : "block"} device ${h.name} (${h.devmajor}:${h.devminor}): device nodes from untrusted layers are not created`);
+    if (
+      (h.type === "character-device" || h.type === "block-device") &&
+      !this.opts.allowDevices &&
+      !(h.type === "character-device" && !h.devmajor && !h.devminor)
+    ) {
+      this.warn(
+        `skipped ${h.type === "character-device" ? "character" : "block"} device ${h.name} (${h.devmajor}:${h.devminor}): device nodes from untrusted layers are not created`,
+      );
       return;
     }
     const mode = h.mode & 0o7777;
@@ -264,7 +304,8 @@ class Extractor {
           fd = openSync(target, "wx", mode);
         });
         const slash = rel.lastIndexOf("/");
-        const chown = uid !== this.euid || gid !== this.egid || this.dirs.get(slash < 0 ? "" : rel.slice(0, slash)) !== false;
+        const chown =
+          uid !== this.euid || gid !== this.egid || this.dirs.get(slash < 0 ? "" : rel.slice(0, slash)) !== false;
         this.file = { fd, h, mode, chown };
         if (h.size === 0) this.finishFile();
         return;
@@ -298,11 +339,27 @@ class Extractor {
   }
 
   /** Device nodes and fifos: made by mknod / mkfifo. */
-  private async special(h: TarHeader, rel: string, target: string, mode: number, uid: number, gid: number, mtime: number): Promise<void> {
+  private async special(
+    h: TarHeader,
+    rel: string,
+    target: string,
+    mode: number,
+    uid: number,
+    gid: number,
+    mtime: number,
+  ): Promise<void> {
     if (lstatMaybe(target)) this.remove(rel, target);
     const { execa } = await import("execa");
     if (h.type === "fifo") await execa("mkfifo", ["-m", mode.toString(8), target]);
-    else await execa("mknod", ["-m", mode.toString(8), target, h.type === "character-device" ? "c" : "b", String(h.devmajor), String(h.devminor)]);
+    else
+      await execa("mknod", [
+        "-m",
+        mode.toString(8),
+        target,
+        h.type === "character-device" ? "c" : "b",
+        String(h.devmajor),
+        String(h.devminor),
+      ]);
     lchownSync(target, uid, gid);
     lutimesSync(target, mtime, mtime);
   }
@@ -326,7 +383,11 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
     try {
       for await (const chunk of source) {
         total += chunk.length;
-        if (total > maxBytes) throw new UnsafeLayerError("(layer)", `the uncompressed layer is larger than the ${maxBytes}-byte limit (maxBytes); refusing it as a possible decompression bomb`);
+        if (total > maxBytes)
+          throw new UnsafeLayerError(
+            "(layer)",
+            `the uncompressed layer is larger than the ${maxBytes}-byte limit (maxBytes); refusing it as a possible decompression bomb`,
+          );
         hash.update(chunk);
         for (const ev of parser.feed(chunk)) {
           const pending = x.handle(ev);
@@ -366,12 +427,14 @@ export async function extractLayer(input: Readable, root: string, opts: ExtractO
     if (rel !== "") {
       checkParents(root, rel, o);
       const st = lstatSync(o);
-      if (!st.isDirectory()) throw new UnsafeLayerError(o, "an opaque-directory marker's directory was replaced by a non-directory");
+      if (!st.isDirectory())
+        throw new UnsafeLayerError(o, "an opaque-directory marker's directory was replaced by a non-directory");
     }
     opaque.push(o);
   }
   // setfattr takes many paths: one process per few hundred opaque directories, not one each.
-  for (let i = 0; i < opaque.length; i += 200) await execa!("setfattr", ["-h", "-n", "trusted.overlay.opaque", "-v", "y", ...opaque.slice(i, i + 200)]);
+  for (let i = 0; i < opaque.length; i += 200)
+    await execa!("setfattr", ["-h", "-n", "trusted.overlay.opaque", "-v", "y", ...opaque.slice(i, i + 200)]);
   // Directory mtimes last, since creating children changes them.
   for (const [d, t] of x.dirTimes.reverse()) {
     // A later entry may have replaced the directory with a symlink: never follow it.

@@ -43,7 +43,9 @@ function writeString(buf: Buffer, offset: number, length: number, value: Buffer)
 }
 
 function writeOctal(buf: Buffer, offset: number, length: number, value: number): void {
-  const digits = Math.max(0, Math.floor(value)).toString(8).padStart(length - 1, "0");
+  const digits = Math.max(0, Math.floor(value))
+    .toString(8)
+    .padStart(length - 1, "0");
   buf.write(digits + "\0", offset, length, "ascii");
 }
 
@@ -69,7 +71,14 @@ export function paxRecord(key: string, value: string): string {
   return `${len}${body}`;
 }
 
-function ustarHeader(e: TarEntry, name: Buffer, prefix: Buffer, linkname: Buffer, typeflag: string, size: number): Buffer {
+function ustarHeader(
+  e: TarEntry,
+  name: Buffer,
+  prefix: Buffer,
+  linkname: Buffer,
+  typeflag: string,
+  size: number,
+): Buffer {
   const h = Buffer.alloc(BLOCK);
   writeString(h, 0, 100, name);
   writeOctal(h, 100, 8, e.mode & 0o7777);
@@ -116,8 +125,18 @@ export function encodeHeader(e: TarEntry): Buffer {
   const main = ustarHeader(e, split.name, split.prefix, link.subarray(0, 100), TYPEFLAG[e.type], size);
   if (records.length === 0) return main;
   const pax = Buffer.from(records.sort().join(""), "utf8");
-  const paxName = Buffer.from(`PaxHeaders/${fullName.toString("utf8").replace(/\/$/, "").split("/").pop() ?? ""}`.slice(0, 100), "utf8");
-  const paxHeader = ustarHeader({ ...e, mode: 0o644, uid: 0, gid: 0 }, paxName, Buffer.alloc(0), Buffer.alloc(0), "x", pax.length);
+  const paxName = Buffer.from(
+    `PaxHeaders/${fullName.toString("utf8").replace(/\/$/, "").split("/").pop() ?? ""}`.slice(0, 100),
+    "utf8",
+  );
+  const paxHeader = ustarHeader(
+    { ...e, mode: 0o644, uid: 0, gid: 0 },
+    paxName,
+    Buffer.alloc(0),
+    Buffer.alloc(0),
+    "x",
+    pax.length,
+  );
   return Buffer.concat([paxHeader, pax, padding(pax.length), main]);
 }
 

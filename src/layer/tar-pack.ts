@@ -27,14 +27,19 @@ const byBytes = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.
 /** Lists directories carrying the overlay opaque xattr (one getfattr process for the whole tree). */
 export async function findOpaqueDirs(root: string): Promise<Set<string>> {
   const { execa } = await import("execa"); // not at load: the extractor imports this module's neighbours on hot paths
-  const r = await execa("getfattr", ["-R", "-P", "--absolute-names", "-d", "-m", "^trusted\\.overlay\\.opaque$", root], {
-    reject: false,
-  });
+  const r = await execa(
+    "getfattr",
+    ["-R", "-P", "--absolute-names", "-d", "-m", "^trusted\\.overlay\\.opaque$", root],
+    {
+      reject: false,
+    },
+  );
   const out = new Set<string>();
   let current: string | undefined;
   for (const line of r.stdout.split("\n")) {
     // getfattr escapes backslashes and control characters in names as \ooo octal.
-    if (line.startsWith("# file: ")) current = line.slice(8).replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (line.startsWith("# file: "))
+      current = line.slice(8).replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
     else if (current && /^trusted\.overlay\.opaque="y"/.test(line)) out.add(path.relative(root, current));
   }
   if (r.exitCode !== 0 && r.exitCode !== 1 && !r.stdout) {
@@ -79,13 +84,24 @@ async function* packChunks(root: string, opts: PackOptions): AsyncGenerator<Buff
     return out;
   };
   const meta = (st: Stats) => ({ uid: st.uid, gid: st.gid, mtime: clamp(st), mode: st.mode & 0o7777 });
-  const marker = (n: string) => encodeHeader({ name: n, type: "file", mode: 0o644, uid: 0, gid: 0, size: 0, mtime: opts.epoch });
+  const marker = (n: string) =>
+    encodeHeader({ name: n, type: "file", mode: 0o644, uid: 0, gid: 0, size: 0, mtime: opts.epoch });
 
   if (prefix) {
     // Parent directories of the prefix, so the layer is self-contained.
     const parts = prefix.split("/");
     for (let i = 1; i <= parts.length; i++) {
-      push(encodeHeader({ name: parts.slice(0, i).join("/"), type: "directory", mode: 0o755, uid: 0, gid: 0, size: 0, mtime: opts.epoch }));
+      push(
+        encodeHeader({
+          name: parts.slice(0, i).join("/"),
+          type: "directory",
+          mode: 0o755,
+          uid: 0,
+          gid: 0,
+          size: 0,
+          mtime: opts.epoch,
+        }),
+      );
     }
   }
 
@@ -141,7 +157,16 @@ async function* packChunks(root: string, opts: PackOptions): AsyncGenerator<Buff
       } else if (st.isCharacterDevice() || st.isBlockDevice()) {
         const devmajor = Math.floor(st.rdev / 256) & 0xfff;
         const devminor = (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00);
-        push(encodeHeader({ ...meta(st), name: name(rel), type: st.isCharacterDevice() ? "character-device" : "block-device", size: 0, devmajor, devminor }));
+        push(
+          encodeHeader({
+            ...meta(st),
+            name: name(rel),
+            type: st.isCharacterDevice() ? "character-device" : "block-device",
+            size: 0,
+            devmajor,
+            devminor,
+          }),
+        );
       } else if (st.isFIFO()) {
         push(encodeHeader({ ...meta(st), name: name(rel), type: "fifo", size: 0 }));
       }

@@ -6,7 +6,14 @@
  * over each chunk, instead of a stream per entry, is what makes a 50,000-file layer cheap.
  */
 import { TarFormatError } from "../errors.js";
-import { BLOCK, decodeHeader, extendedHeaderSize, isExtendedHeader, TarExtensions, type TarHeader } from "./tar-decode.js";
+import {
+  BLOCK,
+  decodeHeader,
+  extendedHeaderSize,
+  isExtendedHeader,
+  TarExtensions,
+  type TarHeader,
+} from "./tar-decode.js";
 
 /** What the parser reports: an entry header, or a piece of the current entry's content (`last` on its final piece). */
 export type TarEvent = { kind: "entry"; header: TarHeader } | { kind: "data"; chunk: Buffer; last: boolean };
@@ -94,7 +101,12 @@ export class TarParser {
   /** Throws unless the archive ended on an entry boundary. */
   end(): void {
     if (this.dataLeft > 0 || this.padLeft > 0 || this.pendingBytes > 0 || this.long || this.extensions.pending) {
-      throw new TarFormatError("end of archive", this.consumed, "comes inside a header, an extended header, an entry or its padding", this.where);
+      throw new TarFormatError(
+        "end of archive",
+        this.consumed,
+        "comes inside a header, an extended header, an entry or its padding",
+        this.where,
+      );
     }
   }
 }

@@ -37,10 +37,13 @@ export async function compileDefinition(file: string, cacheDir: string): Promise
   const source = await fsp.readFile(abs).catch((e: NodeJS.ErrnoException) => {
     throw new DefinitionLoadError(file, e.code === "ENOENT" ? "file does not exist" : e.message, { cause: e });
   });
-  if (/\.(mjs|js)$/.test(abs) && !source.includes("from \"strata\"") && !source.includes("from 'strata'")) return abs;
+  if (/\.(mjs|js)$/.test(abs) && !source.includes('from "strata"') && !source.includes("from 'strata'")) return abs;
   const entryHash = sha(Buffer.concat([Buffer.from(abs + "\0" + sdkEntry() + "\0"), source]));
   const manifestFile = path.join(cacheDir, `${entryHash}.json`);
-  const manifest = await fsp.readFile(manifestFile, "utf8").then((t) => JSON.parse(t) as CacheManifest, () => undefined);
+  const manifest = await fsp.readFile(manifestFile, "utf8").then(
+    (t) => JSON.parse(t) as CacheManifest,
+    () => undefined,
+  );
   if (manifest) {
     let fresh = true;
     for (const i of manifest.inputs) {
@@ -49,7 +52,14 @@ export async function compileDefinition(file: string, cacheDir: string): Promise
         break;
       }
     }
-    if (fresh && (await fsp.access(manifest.output).then(() => true, () => false))) return manifest.output;
+    if (
+      fresh &&
+      (await fsp.access(manifest.output).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return manifest.output;
   }
   const esbuild = await import("esbuild");
   let result;
@@ -76,8 +86,13 @@ export async function compileDefinition(file: string, cacheDir: string): Promise
       ],
     });
   } catch (e) {
-    const errors = (e as { errors?: { text: string; location?: { file: string; line: number; column: number } }[] }).errors ?? [];
-    const msg = errors.map((er) => (er.location ? `${er.location.file}:${er.location.line}:${er.location.column}: ${er.text}` : er.text)).join("\n");
+    const errors =
+      (e as { errors?: { text: string; location?: { file: string; line: number; column: number } }[] }).errors ?? [];
+    const msg = errors
+      .map((er) =>
+        er.location ? `${er.location.file}:${er.location.line}:${er.location.column}: ${er.text}` : er.text,
+      )
+      .join("\n");
     throw new DefinitionLoadError(file, `cannot be compiled:\n${msg || (e as Error).message}`, { cause: e });
   }
   const code = result.outputFiles[0]!.text;
@@ -106,7 +121,9 @@ export async function loadDefinition(file: string, cacheDir: string, exportName?
     mod = (await import(pathToFileURL(modulePath).href)) as Record<string, unknown>;
   } catch (e) {
     if (e instanceof StrataError) throw e;
-    throw new DefinitionLoadError(file, `threw while loading: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    throw new DefinitionLoadError(file, `threw while loading: ${e instanceof Error ? e.message : String(e)}`, {
+      cause: e,
+    });
   } finally {
     process.chdir(prev);
   }
@@ -114,13 +131,19 @@ export async function loadDefinition(file: string, cacheDir: string, exportName?
     const named = mod[exportName];
     if (!(named instanceof Image)) {
       const images = Object.keys(mod).filter((k) => mod[k] instanceof Image);
-      throw new DefinitionLoadError(file, `has no exported Image named "${exportName}" (exported images: ${images.join(", ") || "none"})`);
+      throw new DefinitionLoadError(
+        file,
+        `has no exported Image named "${exportName}" (exported images: ${images.join(", ") || "none"})`,
+      );
     }
     return named;
   }
   const candidate = mod.default ?? mod.image;
   if (!(candidate instanceof Image)) {
-    throw new DefinitionLoadError(file, "does not export an Image: `export default Image.debianSlim()…` (or `export const image = …`, chosen with --export image)");
+    throw new DefinitionLoadError(
+      file,
+      "does not export an Image: `export default Image.debianSlim()…` (or `export const image = …`, chosen with --export image)",
+    );
   }
   return candidate;
 }

@@ -20,7 +20,13 @@ export async function writeLayout(store: BlobStore, image: ImageRecord, dir: str
   await fsp.mkdir(path.join(dir, "blobs", "sha256"), { recursive: true });
   for (const d of blobsOf(image)) {
     const target = path.join(dir, "blobs", "sha256", digestHex(d));
-    if (await fsp.access(target).then(() => true, () => false)) continue;
+    if (
+      await fsp.access(target).then(
+        () => true,
+        () => false,
+      )
+    )
+      continue;
     const src = await store.blobPath(d);
     const tmp = `${target}.tmp-${process.pid}`;
     await fsp.link(src, tmp).catch(() => fsp.copyFile(src, tmp));
@@ -32,7 +38,9 @@ export async function writeLayout(store: BlobStore, image: ImageRecord, dir: str
     .readFile(indexFile, "utf8")
     .then((t) => JSON.parse(t) as { manifests?: { annotations?: Record<string, string> }[] })
     .catch(() => ({ manifests: [] }));
-  const manifests = (existing.manifests ?? []).filter((m) => m.annotations?.["org.opencontainers.image.ref.name"] !== ref);
+  const manifests = (existing.manifests ?? []).filter(
+    (m) => m.annotations?.["org.opencontainers.image.ref.name"] !== ref,
+  );
   manifests.push({
     mediaType: MediaType.ociManifest,
     digest: image.manifestDigest,
@@ -44,13 +52,20 @@ export async function writeLayout(store: BlobStore, image: ImageRecord, dir: str
 }
 
 /** Writes a docker-archive tarball (`manifest.json` + blobs) that `docker load` and `podman load` accept. */
-export async function writeDockerArchive(store: BlobStore, image: ImageRecord, file: string, tag?: string): Promise<void> {
+export async function writeDockerArchive(
+  store: BlobStore,
+  image: ImageRecord,
+  file: string,
+  tag?: string,
+): Promise<void> {
   const pack = tar.pack();
   const tmp = `${file}.tmp-${process.pid}`;
   const done = pipeline(pack, createWriteStream(tmp));
   const mtime = new Date(0);
   const addBytes = (name: string, data: Buffer) =>
-    new Promise<void>((res, rej) => pack.entry({ name, size: data.length, mode: 0o644, mtime }, data, (e) => (e ? rej(e) : res())));
+    new Promise<void>((res, rej) =>
+      pack.entry({ name, size: data.length, mode: 0o644, mtime }, data, (e) => (e ? rej(e) : res())),
+    );
   const addFile = async (name: string, d: Digest, size: number) => {
     const p = await store.blobPath(d);
     await new Promise<void>((res, rej) => {

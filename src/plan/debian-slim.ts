@@ -16,7 +16,15 @@ export interface DebianSlimStepParams {
 /** The base step (its recipe is keyed by the engine as the extra `base`; see src/keys/step-extra.ts). */
 export function debianSlimStep(b: BuilderVersion, params: DebianSlimStepParams = {}): Step {
   const { python, suite } = debianSuiteFor(b, params.pythonVersion);
-  const base: BaseSpec = { kind: "debian", python, suite, mirror: b.debian.mirror, variant: b.debian.variant, packages: [...b.debian.packages].sort(), cmd: [...b.debian.cmd] };
+  const base: BaseSpec = {
+    kind: "debian",
+    python,
+    suite,
+    mirror: b.debian.mirror,
+    variant: b.debian.variant,
+    packages: [...b.debian.packages].sort(),
+    cmd: [...b.debian.cmd],
+  };
   return {
     method: "debianSlim",
     description: `debianSlim python ${python} (${suite})`,

@@ -23,7 +23,14 @@ function climbsAboveRoot(p: string): boolean {
 /** `p` with its `..` kept below `/` (see the module comment); unchanged when no `..` climbs above `/`. */
 export function clampImagePath(p: string): string {
   if (!p.startsWith("/") || !climbsAboveRoot(p)) return p;
-  const clean = "/" + resolveInRoot(p, false, () => undefined, () => new Error("unreachable: nothing is a symlink here")).join("/");
+  const clean =
+    "/" +
+    resolveInRoot(
+      p,
+      false,
+      () => undefined,
+      () => new Error("unreachable: nothing is a symlink here"),
+    ).join("/");
   const namedDir = p.endsWith("/") || p.endsWith("/.") || p.endsWith("/..");
   return namedDir && clean !== "/" ? clean + "/" : clean;
 }

@@ -26,7 +26,16 @@ export type RunMount =
       uid?: number;
       gid?: number;
     }
-  | { type: "secret"; id: string; target?: string; env?: string; required?: boolean; mode?: number; uid?: number; gid?: number }
+  | {
+      type: "secret";
+      id: string;
+      target?: string;
+      env?: string;
+      required?: boolean;
+      mode?: number;
+      uid?: number;
+      gid?: number;
+    }
   | { type: "tmpfs"; target: string; size?: number };
 
 /**
@@ -73,7 +82,15 @@ export type Instruction =
   | { op: "VOLUME"; paths: string[] }
   | { op: "STOPSIGNAL"; signal: string }
   /** `test`: `["NONE"]`, `["CMD", argv…]` or `["CMD-SHELL", command]`; durations in nanoseconds. */
-  | { op: "HEALTHCHECK"; test: string[]; interval?: number; timeout?: number; startPeriod?: number; startInterval?: number; retries?: number }
+  | {
+      op: "HEALTHCHECK";
+      test: string[];
+      interval?: number;
+      timeout?: number;
+      startPeriod?: number;
+      startInterval?: number;
+      retries?: number;
+    }
   /** Adds a trigger; without `expression`, clears the triggers (a base's, once a build has run them). */
   | { op: "ONBUILD"; expression?: string }
   | { op: "MAINTAINER"; name: string };
@@ -123,7 +140,10 @@ function renderMount(m: RunMount): string {
   }
 }
 
-function renderCopy(op: "COPY" | "ADD", ins: { source: string; dest: string; unpack?: boolean; checksum?: string } & CopyOptions): string {
+function renderCopy(
+  op: "COPY" | "ADD",
+  ins: { source: string; dest: string; unpack?: boolean; checksum?: string } & CopyOptions,
+): string {
   if (!ins.sources) return `${op} ${ins.source} ${ins.dest}`;
   const flags = [
     ...(ins.from !== undefined ? [`--from=${ins.from}`] : []),

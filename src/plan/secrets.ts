@@ -3,7 +3,10 @@ import { MissingSecretError } from "../errors.js";
 import type { SecretValues, Step } from "./step.js";
 
 /** The values of the secrets `step` lists; a listed name the build has no value for is a {@link MissingSecretError}. */
-export function stepSecretValues(step: Pick<Step, "secrets" | "description">, values: SecretValues | undefined): Record<string, string> {
+export function stepSecretValues(
+  step: Pick<Step, "secrets" | "description">,
+  values: SecretValues | undefined,
+): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of step.secrets) {
     // Own properties only: "constructor" is a valid secret name.

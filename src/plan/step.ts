@@ -22,9 +22,23 @@ export interface DeferredMount {
 /** Where a chain starts. */
 export type BaseSpec =
   | { kind: "scratch" }
-  | { kind: "debian"; python: string; suite: string; mirror: string; variant: string; packages: string[]; cmd: string[] }
+  | {
+      kind: "debian";
+      python: string;
+      suite: string;
+      mirror: string;
+      variant: string;
+      packages: string[];
+      cmd: string[];
+    }
   /** `login` picks how credentials are obtained (plain registry login, AWS ECR, Google Artifact Registry); never keyed. */
-  | { kind: "registry"; ref: string; insecure?: boolean; login?: "registry" | "ecr" | "gcp"; gcpMode?: "access_token" | "json_key" }
+  | {
+      kind: "registry";
+      ref: string;
+      insecure?: boolean;
+      login?: "registry" | "ecr" | "gcp";
+      gcpMode?: "access_token" | "json_key";
+    }
   | { kind: "image"; imageId: string };
 
 /** A place in a Dockerfile, for error messages about a step's inputs. */

@@ -57,10 +57,17 @@ export function credentialsFromSecret(secret: SecretInput): CredentialProvider |
   if (username === undefined || password === undefined) {
     const missing = username === undefined ? SECRET_USERNAME : SECRET_PASSWORD;
     const present = username === undefined ? SECRET_PASSWORD : SECRET_USERNAME;
-    throw new InvalidDefinitionError(`the registry secret has ${present} but not ${missing}; set both (or neither, to use ~/.docker/config.json or anonymous access)`);
+    throw new InvalidDefinitionError(
+      `the registry secret has ${present} but not ${missing}; set both (or neither, to use ~/.docker/config.json or anonymous access)`,
+    );
   }
-  if (username.includes(":")) throw new InvalidDefinitionError(`${SECRET_USERNAME} must not contain ':' (HTTP Basic auth cannot carry it)`);
-  const creds: RegistryCredentials = { username, password, source: `the secret's ${SECRET_USERNAME}/${SECRET_PASSWORD}` };
+  if (username.includes(":"))
+    throw new InvalidDefinitionError(`${SECRET_USERNAME} must not contain ':' (HTTP Basic auth cannot carry it)`);
+  const creds: RegistryCredentials = {
+    username,
+    password,
+    source: `the secret's ${SECRET_USERNAME}/${SECRET_PASSWORD}`,
+  };
   return async () => creds;
 }
 
@@ -89,7 +96,8 @@ export function dockerConfigPath(opts: DockerConfigOptions = {}): string {
 
 /** The key Docker stores a registry's credentials under (`https://index.docker.io/v1/` for Docker Hub). */
 function dockerConfigKeys(registry: string): string[] {
-  if (registry === DOCKER_HUB) return ["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io"];
+  if (registry === DOCKER_HUB)
+    return ["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io"];
   return [registry];
 }
 
@@ -143,7 +151,10 @@ export function dockerConfigCredentials(opts: DockerConfigOptions = {}): Credent
     if (typeof entry.auth === "string" && entry.auth.length > 0) {
       const decoded = Buffer.from(entry.auth, "base64").toString("utf8");
       const colon = decoded.indexOf(":");
-      if (colon <= 0) throw new InvalidDefinitionError(`${source}: "auth" is not base64 of "username:password"; run \`docker login ${registry}\` again or fix the file`);
+      if (colon <= 0)
+        throw new InvalidDefinitionError(
+          `${source}: "auth" is not base64 of "username:password"; run \`docker login ${registry}\` again or fix the file`,
+        );
       return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1), source };
     }
     if (typeof entry.username === "string" && typeof entry.password === "string" && entry.username.length > 0) {
@@ -154,18 +165,36 @@ export function dockerConfigCredentials(opts: DockerConfigOptions = {}): Credent
 }
 
 /** Runs `docker-credential-<helper> get` with the server URL on stdin (Docker's credential-helper protocol). */
-async function runCredentialHelper(helper: string, registry: string, env: NodeJS.ProcessEnv): Promise<RegistryCredentials | undefined> {
-  if (!/^[A-Za-z0-9._-]+$/.test(helper)) throw new InvalidDefinitionError(`docker config names an invalid credential helper "${helper}"`);
+async function runCredentialHelper(
+  helper: string,
+  registry: string,
+  env: NodeJS.ProcessEnv,
+): Promise<RegistryCredentials | undefined> {
+  if (!/^[A-Za-z0-9._-]+$/.test(helper))
+    throw new InvalidDefinitionError(`docker config names an invalid credential helper "${helper}"`);
   const bin = `docker-credential-${helper}`;
   const server = registry === DOCKER_HUB ? "https://index.docker.io/v1/" : registry;
   const out = await new Promise<string | undefined>((resolve, reject) => {
     const child = execFile(bin, ["get"], { env, timeout: 30_000, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ENOENT") return reject(new InvalidDefinitionError(`docker config uses the credential helper "${helper}", but ${bin} is not on PATH; install it or remove the helper from config.json`));
+      if (code === "ENOENT")
+        return reject(
+          new InvalidDefinitionError(
+            `docker config uses the credential helper "${helper}", but ${bin} is not on PATH; install it or remove the helper from config.json`,
+          ),
+        );
       // "credentials not found in native keychain": the helper has nothing for this host → anonymous.
       if (/not found/i.test(`${stdout}${stderr}`)) return resolve(undefined);
-      reject(new InvalidDefinitionError(`${bin} get failed for ${registry} (${String(stderr || err.message).trim().split("\n")[0]})`));
+      reject(
+        new InvalidDefinitionError(
+          `${bin} get failed for ${registry} (${
+            String(stderr || err.message)
+              .trim()
+              .split("\n")[0]
+          })`,
+        ),
+      );
     });
     child.stdin?.end(server);
   });
@@ -176,7 +205,8 @@ async function runCredentialHelper(helper: string, registry: string, env: NodeJS
   } catch {
     throw new InvalidDefinitionError(`${bin} get printed something that is not JSON for ${registry}`);
   }
-  if (typeof json.Username !== "string" || typeof json.Secret !== "string" || json.Secret.length === 0) return undefined;
+  if (typeof json.Username !== "string" || typeof json.Secret !== "string" || json.Secret.length === 0)
+    return undefined;
   if (json.Username === "<token>") return undefined; // identity tokens (OAuth refresh tokens) are not supported
   return { username: json.Username, password: json.Secret, source: `credential helper ${bin}` };
 }
@@ -259,7 +289,12 @@ const DEFAULT_TOKEN_SECONDS = 60;
 const tokens = new Map<string, CachedToken>();
 const inflight = new Map<string, Promise<CachedToken>>();
 
-export function tokenCacheKey(realm: string, service: string | undefined, scopes: readonly string[], credId: string): string {
+export function tokenCacheKey(
+  realm: string,
+  service: string | undefined,
+  scopes: readonly string[],
+  credId: string,
+): string {
   return JSON.stringify([realm, service ?? "", [...scopes].sort(), credId]);
 }
 
@@ -268,7 +303,10 @@ export function tokenCacheKey(realm: string, service: string | undefined, scopes
  * (default 60), less a small margin so a token is not sent just as it expires.
  */
 export function tokenExpiry(body: { expires_in?: unknown; issued_at?: unknown }, now = Date.now()): number {
-  const seconds = typeof body.expires_in === "number" && Number.isFinite(body.expires_in) && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_SECONDS;
+  const seconds =
+    typeof body.expires_in === "number" && Number.isFinite(body.expires_in) && body.expires_in > 0
+      ? body.expires_in
+      : DEFAULT_TOKEN_SECONDS;
   let start = now;
   if (typeof body.issued_at === "string") {
     const t = Date.parse(body.issued_at);

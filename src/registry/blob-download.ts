@@ -23,7 +23,17 @@ import { digestHex, isDigest, sha256Bytes, type Digest } from "../util/digest.js
 import type { RegistryClient } from "./client.js";
 import { RegistryError, UnsupportedImageError } from "./errors.js";
 import { downloadEstargzBlob, EstargzReader } from "./estargz/read.js";
-import { abortReason, discard, displayUrl, errorFromResponse, formatSize, isFsError, networkError, readBody, shortDigest } from "./http.js";
+import {
+  abortReason,
+  discard,
+  displayUrl,
+  errorFromResponse,
+  formatSize,
+  isFsError,
+  networkError,
+  readBody,
+  shortDigest,
+} from "./http.js";
 import type { ImageReference } from "./reference.js";
 
 const GZIP_LAYER_TYPES = new Set<string>([MediaType.ociLayerGzip, MediaType.dockerLayerGzip]);
@@ -37,9 +47,13 @@ export function layerKind(d: Descriptor, index: number, ref: ImageReference): La
   if (GZIP_LAYER_TYPES.has(d.mediaType)) return "gzip";
   if (TAR_LAYER_TYPES.has(d.mediaType)) return "tar";
   if (/zstd/.test(d.mediaType)) {
-    throw new UnsupportedImageError(`layer ${index} of ${ref} (${d.digest}) is zstd-compressed (${d.mediaType}); zstd layers are not supported yet — use a gzip-compressed variant of the image`);
+    throw new UnsupportedImageError(
+      `layer ${index} of ${ref} (${d.digest}) is zstd-compressed (${d.mediaType}); zstd layers are not supported yet — use a gzip-compressed variant of the image`,
+    );
   }
-  throw new UnsupportedImageError(`layer ${index} of ${ref} (${d.digest}) has unsupported media type "${d.mediaType || "(none)"}" (expected a tar or tar+gzip layer)`);
+  throw new UnsupportedImageError(
+    `layer ${index} of ${ref} (${d.digest}) has unsupported media type "${d.mediaType || "(none)"}" (expected a tar or tar+gzip layer)`,
+  );
 }
 
 function tooLargeBlob(d: Descriptor, where: string): () => StrataError {
@@ -48,14 +62,18 @@ function tooLargeBlob(d: Descriptor, where: string): () => StrataError {
 
 export async function fetchBlobBytes(client: RegistryClient, d: Descriptor, cap: number): Promise<Buffer> {
   const where = `blob ${d.digest} of ${client.reference}`;
-  if (d.size > cap) throw new UnsupportedImageError(`${where} is ${formatSize(d.size)}, larger than the ${formatSize(cap)} limit for this kind of blob`);
+  if (d.size > cap)
+    throw new UnsupportedImageError(
+      `${where} is ${formatSize(d.size)}, larger than the ${formatSize(cap)} limit for this kind of blob`,
+    );
   const bytes = await client.withRetries(async () => {
     const { res, url } = await client.fetch(client.url("blobs", d.digest));
     if (!res.ok) throw await errorFromResponse(res, url, where, blobNotFoundHint(client));
     checkBlobHeaders(res, d, where, d.size);
     return readBody(res, d.size, where, tooLargeBlob(d, where));
   });
-  if (bytes.length !== d.size) throw new DigestMismatchError(`${d.digest} (${d.size} bytes)`, `${bytes.length} bytes`, where);
+  if (bytes.length !== d.size)
+    throw new DigestMismatchError(`${d.digest} (${d.size} bytes)`, `${bytes.length} bytes`, where);
   const actual = sha256Bytes(bytes);
   if (actual !== d.digest) throw new DigestMismatchError(d.digest, actual, where);
   return bytes;
@@ -69,20 +87,30 @@ function blobNotFoundHint(client: RegistryClient): string {
 function checkBlobHeaders(res: Response, d: Descriptor, where: string, expectedLength: number): void {
   const encoding = res.headers.get("content-encoding");
   if (encoding && encoding.toLowerCase() !== "identity") {
-    throw new RegistryError(`${where} was served with Content-Encoding: ${encoding} despite Accept-Encoding: identity, so its bytes cannot be verified; a proxy or CDN in between is re-encoding blobs`, {
-      status: res.status,
-    });
+    throw new RegistryError(
+      `${where} was served with Content-Encoding: ${encoding} despite Accept-Encoding: identity, so its bytes cannot be verified; a proxy or CDN in between is re-encoding blobs`,
+      {
+        status: res.status,
+      },
+    );
   }
   const len = res.headers.get("content-length");
   if (len !== null && /^\d+$/.test(len) && Number(len) !== expectedLength) {
-    throw new DigestMismatchError(`${d.digest} (${expectedLength} bytes${expectedLength !== d.size ? ` of ${d.size}` : ""})`, `${len} bytes (Content-Length)`, where);
+    throw new DigestMismatchError(
+      `${d.digest} (${expectedLength} bytes${expectedLength !== d.size ? ` of ${d.size}` : ""})`,
+      `${len} bytes (Content-Length)`,
+      where,
+    );
   }
   const headerDigest = res.headers.get("docker-content-digest");
-  if (headerDigest && isDigest(headerDigest) && headerDigest !== d.digest) throw new DigestMismatchError(d.digest, headerDigest, `${where} (Docker-Content-Digest header)`);
+  if (headerDigest && isDigest(headerDigest) && headerDigest !== d.digest)
+    throw new DigestMismatchError(d.digest, headerDigest, `${where} (Docker-Content-Digest header)`);
 }
 
 /** `bytes <start>-<end>/<total|*>` → numbers, or undefined when malformed. */
-export function parseContentRange(value: string | null): { start: number; end: number; total: number | undefined } | undefined {
+export function parseContentRange(
+  value: string | null,
+): { start: number; end: number; total: number | undefined } | undefined {
   const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec((value ?? "").trim());
   if (!m) return undefined;
   return { start: Number(m[1]), end: Number(m[2]), total: m[3] === "*" ? undefined : Number(m[3]) };
@@ -94,7 +122,14 @@ export interface Downloaded {
   root?: string;
 }
 
-export async function downloadEstargz(client: RegistryClient, d: Descriptor, layer: LayerRecord, tmpDir: string, progress: (line: string) => void, unpack: boolean): Promise<Downloaded> {
+export async function downloadEstargz(
+  client: RegistryClient,
+  d: Descriptor,
+  layer: LayerRecord,
+  tmpDir: string,
+  progress: (line: string) => void,
+  unpack: boolean,
+): Promise<Downloaded> {
   const file = path.join(tmpDir, `${digestHex(layer.digest)}.estargz`);
   if (unpack) {
     const root = path.join(tmpDir, `${digestHex(layer.digest)}.root`);
@@ -113,7 +148,13 @@ export async function downloadEstargz(client: RegistryClient, d: Descriptor, lay
  * download (blob digest, diffID) and the extraction succeeded; false when only the extraction failed (the caller
  * then downloads the blob the plain way and `store.layerDir` reports the problem); download errors are thrown.
  */
-async function fetchEstargzUnpacked(client: RegistryClient, d: Descriptor, layer: LayerRecord, file: string, root: string): Promise<boolean> {
+async function fetchEstargzUnpacked(
+  client: RegistryClient,
+  d: Descriptor,
+  layer: LayerRecord,
+  file: string,
+  root: string,
+): Promise<boolean> {
   const cleanup = () => Promise.all([fsp.rm(file, { force: true }), fsp.rm(root, { recursive: true, force: true })]);
   try {
     await fsp.mkdir(root, { mode: 0o700 });
@@ -147,7 +188,11 @@ class InlineUnpack {
   /** The diffID, once the extraction finished. */
   done: Digest | undefined;
 
-  constructor(tmpDir: string, layer: LayerRecord, private readonly gzip: boolean) {
+  constructor(
+    tmpDir: string,
+    layer: LayerRecord,
+    private readonly gzip: boolean,
+  ) {
     this.root = path.join(tmpDir, `${digestHex(layer.digest)}.root`);
   }
 
@@ -257,7 +302,9 @@ export async function downloadBlob(
           restartedAfterMismatch = true;
           state.resumed = false;
           await fsp.truncate(file, 0);
-          progress(`${shortDigest(layer.digest)} did not verify after a resumed transfer; downloading it again from the start`);
+          progress(
+            `${shortDigest(layer.digest)} did not verify after a resumed transfer; downloading it again from the start`,
+          );
           continue;
         }
         if (!(e instanceof RegistryError) || !e.temporary) throw e;
@@ -265,13 +312,21 @@ export async function downloadBlob(
         if (now > have && now < layer.size && resumes < MAX_RESUMES) {
           resumes++;
           failures = 0;
-          progress(`${shortDigest(layer.digest)} transfer broke off after ${formatSize(now)} of ${formatSize(layer.size)}; resuming`);
+          progress(
+            `${shortDigest(layer.digest)} transfer broke off after ${formatSize(now)} of ${formatSize(layer.size)}; resuming`,
+          );
           continue;
         }
         failures++;
         if (failures >= client.attempts) {
           if (client.attempts === 1) throw e;
-          throw new RegistryError(`${e.message} (gave up after ${failures} attempts)`, { status: e.status, codes: [...e.codes], temporary: true, url: e.url, cause: e.cause });
+          throw new RegistryError(`${e.message} (gave up after ${failures} attempts)`, {
+            status: e.status,
+            codes: [...e.codes],
+            temporary: true,
+            url: e.url,
+            cause: e.cause,
+          });
         }
         await client.backoff(failures, e.retryAfterMs, signal);
       }
@@ -315,7 +370,9 @@ async function downloadAttempt(
         // Never read a 416 body (2.8.2 announces the whole blob's length and sends 33 bytes); start again.
         await discard(res);
         await fsp.truncate(file, 0);
-        progress(`${shortDigest(layer.digest)}: the server refused to resume (416); downloading it again from the start`);
+        progress(
+          `${shortDigest(layer.digest)}: the server refused to resume (416); downloading it again from the start`,
+        );
         offset = 0;
         hash = createHash("sha256");
         diff?.destroy();
@@ -325,7 +382,9 @@ async function downloadAttempt(
       if (!res.ok) throw await errorFromResponse(res, url, where, blobNotFoundHint(client));
       if (offset > 0 && res.status === 200) {
         // The server ignored the Range header: this response is the whole blob, so start over with it.
-        progress(`${shortDigest(layer.digest)}: the server ignored the Range request; downloading it again from the start`);
+        progress(
+          `${shortDigest(layer.digest)}: the server ignored the Range request; downloading it again from the start`,
+        );
         await fsp.truncate(file, 0);
         offset = 0;
         hash = createHash("sha256");
@@ -333,7 +392,13 @@ async function downloadAttempt(
         diff = kind === "gzip" ? new DiffIdHasher() : undefined;
       } else if (offset > 0) {
         const range = parseContentRange(res.headers.get("content-range"));
-        if (res.status !== 206 || !range || range.start !== offset || range.end !== layer.size - 1 || (range.total !== undefined && range.total !== layer.size)) {
+        if (
+          res.status !== 206 ||
+          !range ||
+          range.start !== offset ||
+          range.end !== layer.size - 1 ||
+          (range.total !== undefined && range.total !== layer.size)
+        ) {
           await discard(res);
           await fsp.truncate(file, 0);
           throw new RegistryError(
@@ -344,10 +409,19 @@ async function downloadAttempt(
         state.resumed = true;
       } else if (res.status !== 200) {
         await discard(res);
-        throw new RegistryError(`${where}: ${displayUrl(url)} answered ${res.status} to a plain GET (expected 200)`, { status: res.status, url: displayUrl(url), temporary: true });
+        throw new RegistryError(`${where}: ${displayUrl(url)} answered ${res.status} to a plain GET (expected 200)`, {
+          status: res.status,
+          url: displayUrl(url),
+          temporary: true,
+        });
       }
       checkBlobHeaders(res, layer, where, layer.size - offset);
-      if (!res.body) throw new RegistryError(`${displayUrl(url)} returned no body for ${where}`, { status: res.status, url: displayUrl(url), temporary: true });
+      if (!res.body)
+        throw new RegistryError(`${displayUrl(url)} returned no body for ${where}`, {
+          status: res.status,
+          url: displayUrl(url),
+          temporary: true,
+        });
 
       // Each chunk is written before it is hashed, and writes are awaited, so when the connection drops the
       // partial file holds exactly the bytes hashed so far and the next attempt can resume after them.
@@ -356,7 +430,12 @@ async function downloadAttempt(
       try {
         for await (const c of res.body as WebReadableStream<Uint8Array>) {
           const chunk = Buffer.from(c.buffer, c.byteOffset, c.byteLength);
-          if (n + chunk.length > layer.size) throw new DigestMismatchError(`${layer.digest} (${layer.size} bytes)`, `more than ${layer.size} bytes`, where);
+          if (n + chunk.length > layer.size)
+            throw new DigestMismatchError(
+              `${layer.digest} (${layer.size} bytes)`,
+              `more than ${layer.size} bytes`,
+              where,
+            );
           await fh.write(chunk);
           n += chunk.length;
           hash.update(chunk);
@@ -367,13 +446,21 @@ async function downloadAttempt(
       } catch (e) {
         if (signal.aborted) throw abortReason(signal, e);
         if (e instanceof StrataError || isFsError(e)) throw e;
-        throw networkError(url, e, client.insecure, `the download of ${where} broke off after ${formatSize(n)} of ${formatSize(layer.size)}`);
+        throw networkError(
+          url,
+          e,
+          client.insecure,
+          `the download of ${where} broke off after ${formatSize(n)} of ${formatSize(layer.size)}`,
+        );
       } finally {
         await fh.close();
       }
       offset = n;
       if (offset < layer.size) {
-        throw new RegistryError(`${where}: ${displayUrl(url)} ended the body after ${formatSize(offset)} of ${formatSize(layer.size)}`, { url: displayUrl(url), temporary: true });
+        throw new RegistryError(
+          `${where}: ${displayUrl(url)} ended the body after ${formatSize(offset)} of ${formatSize(layer.size)}`,
+          { url: displayUrl(url), temporary: true },
+        );
       }
     }
     const actual = ("sha256:" + hash.digest("hex")) as Digest;
@@ -383,9 +470,11 @@ async function downloadAttempt(
     }
     const inlined = inline ? await inline.finish() : undefined;
     // An abandoned inline unpack leaves the diffID to compute from the verified file.
-    const diffId = inlined ?? (diff ? await diff.end(where) : kind === "gzip" ? await diffIdOfFile(file, where) : actual);
+    const diffId =
+      inlined ?? (diff ? await diff.end(where) : kind === "gzip" ? await diffIdOfFile(file, where) : actual);
     diff = undefined;
-    if (diffId !== layer.diffId) throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content (diffID) of ${where}`);
+    if (diffId !== layer.diffId)
+      throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content (diffID) of ${where}`);
   } finally {
     diff?.destroy();
   }
@@ -428,7 +517,8 @@ class DiffIdHasher {
     } catch (e) {
       throw new UnsupportedImageError(`${where} is not valid gzip: ${(e as Error).message}`, { cause: e });
     }
-    if (this.error) throw new UnsupportedImageError(`${where} is not valid gzip: ${this.error.message}`, { cause: this.error });
+    if (this.error)
+      throw new UnsupportedImageError(`${where} is not valid gzip: ${this.error.message}`, { cause: this.error });
     return ("sha256:" + this.hash.digest("hex")) as Digest;
   }
 

@@ -40,7 +40,12 @@ export async function blobSources(store: Pick<WorkSpace, "layout">, digest: Dige
 }
 
 /** Notes that each of `digests` exists in `registry/repository` (best effort; never throws). */
-export async function recordBlobSources(store: Pick<WorkSpace, "layout">, digests: Iterable<Digest>, registry: string, repository: string): Promise<void> {
+export async function recordBlobSources(
+  store: Pick<WorkSpace, "layout">,
+  digests: Iterable<Digest>,
+  registry: string,
+  repository: string,
+): Promise<void> {
   const entry = `${registry}/${repository}`;
   for (const digest of new Set(digests)) {
     try {

@@ -149,7 +149,11 @@ export class RegistryClient {
   }
 
   /** One GET (no retries); see `request`. */
-  async fetch(url: URL, headers: Record<string, string> = {}, signal: AbortSignal | undefined = this.signal): Promise<FetchResult> {
+  async fetch(
+    url: URL,
+    headers: Record<string, string> = {},
+    signal: AbortSignal | undefined = this.signal,
+  ): Promise<FetchResult> {
     return this.request(url, { headers, signal });
   }
 
@@ -186,18 +190,27 @@ export class RegistryClient {
         if (signal?.aborted) throw abortReason(signal, e);
         if (!(e instanceof RegistryError) || !e.temporary) throw e;
         if (e.retryAfterMs !== undefined && e.retryAfterMs > this.maxRetryAfterMs) {
-          throw new RegistryError(`${e.message} (the registry asked to wait ${Math.ceil(e.retryAfterMs / 1000)} s before retrying; giving up instead)`, {
+          throw new RegistryError(
+            `${e.message} (the registry asked to wait ${Math.ceil(e.retryAfterMs / 1000)} s before retrying; giving up instead)`,
+            {
+              status: e.status,
+              codes: [...e.codes],
+              temporary: true,
+              url: e.url,
+              retryAfterMs: e.retryAfterMs,
+              cause: e.cause,
+            },
+          );
+        }
+        if (attempt >= this.attempts) {
+          if (this.attempts === 1) throw e;
+          throw new RegistryError(`${e.message} (gave up after ${attempt} attempts)`, {
             status: e.status,
             codes: [...e.codes],
             temporary: true,
             url: e.url,
-            retryAfterMs: e.retryAfterMs,
             cause: e.cause,
           });
-        }
-        if (attempt >= this.attempts) {
-          if (this.attempts === 1) throw e;
-          throw new RegistryError(`${e.message} (gave up after ${attempt} attempts)`, { status: e.status, codes: [...e.codes], temporary: true, url: e.url, cause: e.cause });
         }
         await this.backoff(attempt, e.retryAfterMs, signal);
       }
@@ -205,14 +218,27 @@ export class RegistryClient {
   }
 
   /** Waits before retry `attempt` + 1: `Retry-After` when given, else exponential backoff with jitter. */
-  async backoff(attempt: number, retryAfterMs: number | undefined, signal: AbortSignal | undefined = this.signal): Promise<void> {
-    const delay = retryAfterMs !== undefined ? Math.min(retryAfterMs, this.maxRetryAfterMs) : this.retryDelayMs * 2 ** (attempt - 1) * (1 + Math.random() * 0.25);
+  async backoff(
+    attempt: number,
+    retryAfterMs: number | undefined,
+    signal: AbortSignal | undefined = this.signal,
+  ): Promise<void> {
+    const delay =
+      retryAfterMs !== undefined
+        ? Math.min(retryAfterMs, this.maxRetryAfterMs)
+        : this.retryDelayMs * 2 ** (attempt - 1) * (1 + Math.random() * 0.25);
     await sleep(delay, undefined, signal ? { signal } : undefined).catch((err: unknown) => {
       throw signal?.aborted ? abortReason(signal, err) : err;
     });
   }
 
-  private async send(start: URL, method: HttpMethod, opts: RequestOptions, authorization: string | undefined, signal: AbortSignal | undefined): Promise<FetchResult> {
+  private async send(
+    start: URL,
+    method: HttpMethod,
+    opts: RequestOptions,
+    authorization: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<FetchResult> {
     let url = start;
     let m: HttpMethod = method;
     let withBody = opts.body !== undefined;
@@ -234,22 +260,32 @@ export class RegistryClient {
         throw networkError(url, e, this.insecure);
       }
       const location = res.headers.get("location");
-      if (opts.followRedirects === false || !REDIRECT_STATUSES.has(res.status) || location === null) return { res, url };
+      if (opts.followRedirects === false || !REDIRECT_STATUSES.has(res.status) || location === null)
+        return { res, url };
       await discard(res);
       let next: URL;
       try {
         next = new URL(location, url);
       } catch {
-        throw new RegistryError(`${displayUrl(url)} redirected to an invalid location "${location}"`, { status: res.status, url: displayUrl(url) });
-      }
-      if (next.protocol !== "http:" && next.protocol !== "https:") {
-        throw new RegistryError(`${displayUrl(url)} redirected to unsupported scheme ${next.protocol}`, { status: res.status, url: displayUrl(url) });
-      }
-      if (url.protocol === "https:" && next.protocol === "http:" && !this.insecure) {
-        throw new RegistryError(`${displayUrl(url)} redirected from https to plain http (${displayUrl(next)}); refusing the downgrade (list the registry in STRATA_INSECURE_REGISTRIES if this is intended)`, {
+        throw new RegistryError(`${displayUrl(url)} redirected to an invalid location "${location}"`, {
           status: res.status,
           url: displayUrl(url),
         });
+      }
+      if (next.protocol !== "http:" && next.protocol !== "https:") {
+        throw new RegistryError(`${displayUrl(url)} redirected to unsupported scheme ${next.protocol}`, {
+          status: res.status,
+          url: displayUrl(url),
+        });
+      }
+      if (url.protocol === "https:" && next.protocol === "http:" && !this.insecure) {
+        throw new RegistryError(
+          `${displayUrl(url)} redirected from https to plain http (${displayUrl(next)}); refusing the downgrade (list the registry in STRATA_INSECURE_REGISTRIES if this is intended)`,
+          {
+            status: res.status,
+            url: displayUrl(url),
+          },
+        );
       }
       // 303 (and 301/302 for POST, as browsers do) turn into a GET without a body.
       if (res.status === 303 || ((res.status === 301 || res.status === 302) && m === "POST")) {
@@ -258,7 +294,10 @@ export class RegistryClient {
       }
       url = next;
     }
-    throw new RegistryError(`${displayUrl(start)}: more than ${MAX_REDIRECTS} redirects; the registry or its storage backend is misconfigured`, { url: displayUrl(start) });
+    throw new RegistryError(
+      `${displayUrl(start)}: more than ${MAX_REDIRECTS} redirects; the registry or its storage backend is misconfigured`,
+      { url: displayUrl(start) },
+    );
   }
 
   /** Uses what an earlier client learnt about this registry: a still-valid cached token, or Basic credentials. */
@@ -278,12 +317,19 @@ export class RegistryClient {
     } catch {
       return;
     }
-    const token = cachedToken(tokenCacheKey(tokenUrl.origin + tokenUrl.pathname, challenge.params["service"], this.scopes, credentialId(creds)));
+    const token = cachedToken(
+      tokenCacheKey(tokenUrl.origin + tokenUrl.pathname, challenge.params["service"], this.scopes, credentialId(creds)),
+    );
     if (token !== undefined) this.authorization ??= `Bearer ${token}`;
   }
 
   /** Answers a 401 challenge with an Authorization header value, or throws saying what is needed. */
-  private async authorize(header: string, url: URL, sent: string | undefined, signal: AbortSignal | undefined): Promise<string> {
+  private async authorize(
+    header: string,
+    url: URL,
+    sent: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<string> {
     const challenges = parseWwwAuthenticate(header);
     const bearer = challenges.find((c) => c.scheme.toLowerCase() === "bearer");
     const basic = challenges.find((c) => c.scheme.toLowerCase() === "basic");
@@ -302,15 +348,21 @@ export class RegistryClient {
       }
       const value = basicAuthorization(creds);
       if (sent === value) {
-        throw new RegistryAuthError(`registry ${registry} rejected the username and password from ${creds.source ?? "the credential provider"} (401 Unauthorized for ${displayUrl(url)}); ${howToFix(registry, creds)}`, {
-          url: displayUrl(url),
-        });
+        throw new RegistryAuthError(
+          `registry ${registry} rejected the username and password from ${creds.source ?? "the credential provider"} (401 Unauthorized for ${displayUrl(url)}); ${howToFix(registry, creds)}`,
+          {
+            url: displayUrl(url),
+          },
+        );
       }
       return value;
     }
-    throw new RegistryAuthError(`${displayUrl(url)} answered 401 Unauthorized with no usable WWW-Authenticate challenge (${header ? `"${header}"` : "none"}); the registry's auth scheme is not supported`, {
-      url: displayUrl(url),
-    });
+    throw new RegistryAuthError(
+      `${displayUrl(url)} answered 401 Unauthorized with no usable WWW-Authenticate challenge (${header ? `"${header}"` : "none"}); the registry's auth scheme is not supported`,
+      {
+        url: displayUrl(url),
+      },
+    );
   }
 
   /**
@@ -318,21 +370,36 @@ export class RegistryClient {
    * cache or the token service. A token that was just refused (`sent`) is dropped from the cache first, so a 401
    * with `invalid_token` / `insufficient_scope` (or an expired token) gets exactly one fresh token.
    */
-  private async bearerToken(challenge: AuthChallenge, creds: RegistryCredentials | undefined, url: URL, sent: string | undefined, signal: AbortSignal | undefined): Promise<string> {
+  private async bearerToken(
+    challenge: AuthChallenge,
+    creds: RegistryCredentials | undefined,
+    url: URL,
+    sent: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<string> {
     const realm = challenge.params["realm"];
     let tokenUrl: URL;
     try {
       tokenUrl = new URL(realm ?? "");
     } catch {
-      throw new RegistryError(`${displayUrl(url)} asked for a Bearer token but its challenge has no valid realm URL (${realm === undefined ? "missing" : `"${realm}"`})`, { status: 401, url: displayUrl(url) });
+      throw new RegistryError(
+        `${displayUrl(url)} asked for a Bearer token but its challenge has no valid realm URL (${realm === undefined ? "missing" : `"${realm}"`})`,
+        { status: 401, url: displayUrl(url) },
+      );
     }
     if (tokenUrl.protocol !== "https:" && tokenUrl.protocol !== "http:") {
-      throw new RegistryError(`${displayUrl(url)} names a token realm with unsupported scheme ${tokenUrl.protocol}`, { status: 401, url: displayUrl(url) });
+      throw new RegistryError(`${displayUrl(url)} names a token realm with unsupported scheme ${tokenUrl.protocol}`, {
+        status: 401,
+        url: displayUrl(url),
+      });
     }
     if (creds && tokenUrl.protocol === "http:" && !this.insecure && !isInsecureHost(tokenUrl.host)) {
-      throw new RegistryAuthError(`registry ${this.reference.registry} sends logins to a plain-http token service (${displayUrl(tokenUrl)}); refusing to send credentials unencrypted (list ${tokenUrl.host} in STRATA_INSECURE_REGISTRIES if this is intended)`, {
-        url: displayUrl(tokenUrl),
-      });
+      throw new RegistryAuthError(
+        `registry ${this.reference.registry} sends logins to a plain-http token service (${displayUrl(tokenUrl)}); refusing to send credentials unencrypted (list ${tokenUrl.host} in STRATA_INSECURE_REGISTRIES if this is intended)`,
+        {
+          url: displayUrl(tokenUrl),
+        },
+      );
     }
     const service = challenge.params["service"];
     if (challenge.params["scope"]) this.scopes = mergeScopes(this.scopes, challenge.params["scope"]);
@@ -345,7 +412,11 @@ export class RegistryClient {
     return getToken(key, () => this.requestToken(tokenUrl, creds, signal));
   }
 
-  private async requestToken(tokenUrl: URL, creds: RegistryCredentials | undefined, signal: AbortSignal | undefined): Promise<{ token: string; expiresAt: number }> {
+  private async requestToken(
+    tokenUrl: URL,
+    creds: RegistryCredentials | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<{ token: string; expiresAt: number }> {
     const headers: Record<string, string> = { "user-agent": "strata", accept: "application/json" };
     if (creds) headers["authorization"] = basicAuthorization(creds);
     const registry = this.reference.registry;
@@ -366,7 +437,14 @@ export class RegistryClient {
           { status: r.status, url: displayUrl(tokenUrl) },
         );
       }
-      if (!r.ok) throw await errorFromResponse(r, tokenUrl, `token request for ${this.reference}`, "the token service does not know this repository", "GET");
+      if (!r.ok)
+        throw await errorFromResponse(
+          r,
+          tokenUrl,
+          `token request for ${this.reference}`,
+          "the token service does not know this repository",
+          "GET",
+        );
       return r;
     }, signal);
     const body = await readBody(res, 1024 * 1024, `token response from ${displayUrl(tokenUrl)}`);
@@ -378,7 +456,10 @@ export class RegistryClient {
     }
     const token = json["token"] || json["access_token"];
     if (typeof token !== "string" || token.length === 0) {
-      throw new RegistryError(`token response from ${displayUrl(tokenUrl)} has no "token" or "access_token" string; the token service is misbehaving`, { status: res.status, url: displayUrl(tokenUrl) });
+      throw new RegistryError(
+        `token response from ${displayUrl(tokenUrl)} has no "token" or "access_token" string; the token service is misbehaving`,
+        { status: res.status, url: displayUrl(tokenUrl) },
+      );
     }
     return { token, expiresAt: tokenExpiry(json) };
   }
@@ -392,9 +473,12 @@ export class RegistryClient {
     const why = error === "insufficient_scope" ? " (insufficient_scope: the token does not grant this access)" : "";
     const who = creds ? `the credentials from ${creds.source ?? "the credential provider"}` : "anonymous access";
     const fix = creds ? howToFix(registry, creds) : howToLogIn(registry);
-    return new RegistryAuthError(`registry ${registry} answered ${method} ${displayUrl(result.url)} with 401 Unauthorized${detail}${why}: it does not accept ${who} for ${this.reference.repository}; ${fix}`, {
-      url: displayUrl(result.url),
-    });
+    return new RegistryAuthError(
+      `registry ${registry} answered ${method} ${displayUrl(result.url)} with 401 Unauthorized${detail}${why}: it does not accept ${who} for ${this.reference.repository}; ${fix}`,
+      {
+        url: displayUrl(result.url),
+      },
+    );
   }
 }
 

@@ -29,7 +29,11 @@ function valuesOf(secret: SecretInput): Record<string, string> {
 }
 
 /** The credential provider for a registry login of `kind` with `secret`'s variables (undefined: the default chain). */
-export function credentialsFor(kind: RegistryLoginKind, secret: SecretInput, opts: CredentialsForOptions = {}): CredentialProvider | undefined {
+export function credentialsFor(
+  kind: RegistryLoginKind,
+  secret: SecretInput,
+  opts: CredentialsForOptions = {},
+): CredentialProvider | undefined {
   switch (kind) {
     case "registry":
       return undefined;
@@ -38,6 +42,8 @@ export function credentialsFor(kind: RegistryLoginKind, secret: SecretInput, opt
     case "gcp":
       return gcpCredentials(valuesOf(secret), opts.gcp);
     default:
-      throw new InvalidDefinitionError(`unknown registry login kind "${String(kind)}"; expected "registry", "ecr" or "gcp"`);
+      throw new InvalidDefinitionError(
+        `unknown registry login kind "${String(kind)}"; expected "registry", "ecr" or "gcp"`,
+      );
   }
 }

@@ -55,7 +55,8 @@ export const AWS_VARS = {
 /**
  * ECR host names (amazon-ecr-credential-helper's pattern): group 1 account id, group 2 `-fips`, group 3 region.
  */
-const ECR_HOST = /^(\d{12})\.dkr[.-]ecr(-fips)?\.([a-zA-Z0-9][a-zA-Z0-9-_]*)\.(amazonaws\.(?:com(?:\.cn)?|eu)|on\.(?:aws|amazonwebservices\.com\.cn)|sc2s\.sgov\.gov|c2s\.ic\.gov|cloud\.adc-e\.uk|csp\.hci\.ic\.gov)$/;
+const ECR_HOST =
+  /^(\d{12})\.dkr[.-]ecr(-fips)?\.([a-zA-Z0-9][a-zA-Z0-9-_]*)\.(amazonaws\.(?:com(?:\.cn)?|eu)|on\.(?:aws|amazonwebservices\.com\.cn)|sc2s\.sgov\.gov|c2s\.ic\.gov|cloud\.adc-e\.uk|csp\.hci\.ic\.gov)$/;
 
 export interface EcrHost {
   accountId: string;
@@ -73,7 +74,13 @@ export function parseEcrHost(registry: string): EcrHost | undefined {
 
 type AwsIdentity =
   | { kind: "static"; accessKeyId: string; secretAccessKey: string; sessionToken: string | undefined }
-  | { kind: "webIdentity"; roleArn: string; tokenFile: string | undefined; token: string | undefined; sessionName: string | undefined };
+  | {
+      kind: "webIdentity";
+      roleArn: string;
+      tokenFile: string | undefined;
+      token: string | undefined;
+      sessionName: string | undefined;
+    };
 
 interface AwsKeys {
   accessKeyId: string;
@@ -116,14 +123,23 @@ function parseIdentity(v: Readonly<Record<string, string>>): AwsIdentity {
   const secretAccessKey = present(v, V.secretAccessKey);
   if (roleArn !== undefined || tokenFile !== undefined || token !== undefined) {
     if (roleArn === undefined) {
-      throw new InvalidDefinitionError(`the ECR secret has ${tokenFile !== undefined ? V.webIdentityTokenFile : V.webIdentityToken} but not ${V.roleArn}; a web identity login needs the ARN of the role to assume`);
+      throw new InvalidDefinitionError(
+        `the ECR secret has ${tokenFile !== undefined ? V.webIdentityTokenFile : V.webIdentityToken} but not ${V.roleArn}; a web identity login needs the ARN of the role to assume`,
+      );
     }
     if (tokenFile === undefined && token === undefined) {
-      const keys = accessKeyId !== undefined ? ` (assuming a role with static keys is not supported: drop ${V.roleArn} to use ${V.accessKeyId}/${V.secretAccessKey} directly)` : "";
-      throw new InvalidDefinitionError(`the ECR secret has ${V.roleArn} but neither ${V.webIdentityTokenFile} nor ${V.webIdentityToken}; set one of them to the web identity (OIDC) token${keys}`);
+      const keys =
+        accessKeyId !== undefined
+          ? ` (assuming a role with static keys is not supported: drop ${V.roleArn} to use ${V.accessKeyId}/${V.secretAccessKey} directly)`
+          : "";
+      throw new InvalidDefinitionError(
+        `the ECR secret has ${V.roleArn} but neither ${V.webIdentityTokenFile} nor ${V.webIdentityToken}; set one of them to the web identity (OIDC) token${keys}`,
+      );
     }
     if (!/^arn:[a-z-]+:iam::\d{12}:role\/.+/.test(roleArn.trim())) {
-      throw new InvalidDefinitionError(`${V.roleArn} is not an IAM role ARN (expected arn:aws:iam::<12-digit account>:role/<name>)`);
+      throw new InvalidDefinitionError(
+        `${V.roleArn} is not an IAM role ARN (expected arn:aws:iam::<12-digit account>:role/<name>)`,
+      );
     }
     const sessionName = present(v, V.roleSessionName);
     if (sessionName !== undefined && !/^[\w+=,.@-]{2,64}$/.test(sessionName)) {
@@ -141,11 +157,17 @@ function parseIdentity(v: Readonly<Record<string, string>>): AwsIdentity {
     const has = accessKeyId === undefined ? V.secretAccessKey : V.accessKeyId;
     throw new InvalidDefinitionError(`the ECR secret has ${has} but not ${missing}; set both`);
   }
-  return { kind: "static", accessKeyId: accessKeyId.trim(), secretAccessKey: secretAccessKey.trim(), sessionToken: present(v, V.sessionToken)?.trim() };
+  return {
+    kind: "static",
+    accessKeyId: accessKeyId.trim(),
+    secretAccessKey: secretAccessKey.trim(),
+    sessionToken: present(v, V.sessionToken)?.trim(),
+  };
 }
 
 function describeIdentity(id: AwsIdentity): string {
-  if (id.kind === "static") return `the secret's ${AWS_VARS.accessKeyId}/${AWS_VARS.secretAccessKey}${id.sessionToken !== undefined ? `/${AWS_VARS.sessionToken}` : ""}`;
+  if (id.kind === "static")
+    return `the secret's ${AWS_VARS.accessKeyId}/${AWS_VARS.secretAccessKey}${id.sessionToken !== undefined ? `/${AWS_VARS.sessionToken}` : ""}`;
   return `the role in ${AWS_VARS.roleArn} assumed with the web identity token from ${id.tokenFile !== undefined ? AWS_VARS.webIdentityTokenFile : AWS_VARS.webIdentityToken}`;
 }
 
@@ -167,7 +189,12 @@ function singleFlight<T>(key: string, fetch: () => Promise<T>): Promise<T> {
  * A cached value while it is fresh; otherwise a new one from `fetch` (single-flighted and cached). When the
  * refresh fails but the cached value has not expired yet, the cached value is used.
  */
-async function cachedOrFetch<T>(cache: Map<string, Cached<T>>, key: string, now: () => number, fetch: () => Promise<Cached<T>>): Promise<T> {
+async function cachedOrFetch<T>(
+  cache: Map<string, Cached<T>>,
+  key: string,
+  now: () => number,
+  fetch: () => Promise<Cached<T>>,
+): Promise<T> {
   const hit = cache.get(key);
   if (hit && now() < hit.refreshAt) return hit.value;
   try {
@@ -203,23 +230,42 @@ export function ecrCredentials(secret: Readonly<Record<string, string>>, opts: E
     const host = parseEcrHost(registry);
     const region = host?.region ?? secretRegion;
     if (region === undefined) {
-      throw new InvalidDefinitionError(`the ECR secret needs ${AWS_VARS.region}: ${registry} is not an ECR host name (<account>.dkr.ecr.<region>.amazonaws.com) the region could be read from`);
+      throw new InvalidDefinitionError(
+        `the ECR secret needs ${AWS_VARS.region}: ${registry} is not an ECR host name (<account>.dkr.ecr.<region>.amazonaws.com) the region could be read from`,
+      );
     }
-    const endpoint = endpointUrl(opts.endpoint ?? env["STRATA_ECR_ENDPOINT"], opts.endpoint !== undefined ? "the ECR endpoint option" : "STRATA_ECR_ENDPOINT");
-    const stsEndpoint = endpointUrl(opts.stsEndpoint ?? env["STRATA_STS_ENDPOINT"], opts.stsEndpoint !== undefined ? "the STS endpoint option" : "STRATA_STS_ENDPOINT");
+    const endpoint = endpointUrl(
+      opts.endpoint ?? env["STRATA_ECR_ENDPOINT"],
+      opts.endpoint !== undefined ? "the ECR endpoint option" : "STRATA_ECR_ENDPOINT",
+    );
+    const stsEndpoint = endpointUrl(
+      opts.stsEndpoint ?? env["STRATA_STS_ENDPOINT"],
+      opts.stsEndpoint !== undefined ? "the STS endpoint option" : "STRATA_STS_ENDPOINT",
+    );
     const fips = host?.fips ?? false;
-    const idKey = identity.kind === "static" ? ["static", identity.accessKeyId, identity.secretAccessKey, identity.sessionToken] : ["web", identity.roleArn, identity.tokenFile, identity.token, identity.sessionName];
+    const idKey =
+      identity.kind === "static"
+        ? ["static", identity.accessKeyId, identity.secretAccessKey, identity.sessionToken]
+        : ["web", identity.roleArn, identity.tokenFile, identity.token, identity.sessionName];
     const ctx: CallContext = { registry, region, identity, secrets: [...secrets], maxAttempts };
 
     const keys = async (): Promise<AwsKeys> => {
       if (identity.kind === "static") {
-        return { accessKeyId: identity.accessKeyId, secretAccessKey: identity.secretAccessKey, ...(identity.sessionToken !== undefined ? { sessionToken: identity.sessionToken } : {}) };
+        return {
+          accessKeyId: identity.accessKeyId,
+          secretAccessKey: identity.secretAccessKey,
+          ...(identity.sessionToken !== undefined ? { sessionToken: identity.sessionToken } : {}),
+        };
       }
       const stsKey = hashKey(["sts", ...idKey, region, stsEndpoint]);
       return cachedOrFetch(stsSessions, stsKey, now, async () => {
         const fetchedAt = now();
         const session = await assumeRole(identity, ctx, stsEndpoint, now);
-        return { value: session.keys, expiresAt: session.expiresAt, refreshAt: refreshTime(fetchedAt, session.expiresAt, margin) };
+        return {
+          value: session.keys,
+          expiresAt: session.expiresAt,
+          refreshAt: refreshTime(fetchedAt, session.expiresAt, margin),
+        };
       });
     };
 
@@ -229,7 +275,11 @@ export function ecrCredentials(secret: Readonly<Record<string, string>>, opts: E
       const credentials = await keys();
       addSecrets(ctx, credentials.secretAccessKey, credentials.sessionToken);
       const token = await getAuthorizationToken(ctx, credentials, endpoint, fips, now);
-      return { value: token.creds, expiresAt: token.expiresAt, refreshAt: refreshTime(fetchedAt, token.expiresAt, margin) };
+      return {
+        value: token.creds,
+        expiresAt: token.expiresAt,
+        refreshAt: refreshTime(fetchedAt, token.expiresAt, margin),
+      };
     });
   };
 }
@@ -271,28 +321,52 @@ async function webIdentityToken(id: Extract<AwsIdentity, { kind: "webIdentity" }
     text = await fsp.readFile(file, "utf8");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? "read error";
-    throw new InvalidDefinitionError(`${AWS_VARS.webIdentityTokenFile} names ${file}, which cannot be read (${code}); point it at the projected service-account token (or set ${AWS_VARS.webIdentityToken})`);
+    throw new InvalidDefinitionError(
+      `${AWS_VARS.webIdentityTokenFile} names ${file}, which cannot be read (${code}); point it at the projected service-account token (or set ${AWS_VARS.webIdentityToken})`,
+    );
   }
   const token = text.trim();
-  if (token === "") throw new InvalidDefinitionError(`the web identity token file ${file} (${AWS_VARS.webIdentityTokenFile}) is empty`);
+  if (token === "")
+    throw new InvalidDefinitionError(`the web identity token file ${file} (${AWS_VARS.webIdentityTokenFile}) is empty`);
   return token;
 }
 
-async function assumeRole(id: Extract<AwsIdentity, { kind: "webIdentity" }>, ctx: CallContext, endpoint: string | undefined, now: () => number): Promise<{ keys: AwsKeys; expiresAt: number }> {
+async function assumeRole(
+  id: Extract<AwsIdentity, { kind: "webIdentity" }>,
+  ctx: CallContext,
+  endpoint: string | undefined,
+  now: () => number,
+): Promise<{ keys: AwsKeys; expiresAt: number }> {
   const token = await webIdentityToken(id);
   addSecrets(ctx, token);
   const { AssumeRoleWithWebIdentityCommand, STSClient } = await import("@aws-sdk/client-sts");
-  const sts = new STSClient({ region: ctx.region, maxAttempts: ctx.maxAttempts, ...(endpoint !== undefined ? { endpoint } : {}) });
+  const sts = new STSClient({
+    region: ctx.region,
+    maxAttempts: ctx.maxAttempts,
+    ...(endpoint !== undefined ? { endpoint } : {}),
+  });
   try {
     const out = await sts.send(
-      new AssumeRoleWithWebIdentityCommand({ RoleArn: id.roleArn, RoleSessionName: id.sessionName ?? `strata-${now()}`, WebIdentityToken: token }),
+      new AssumeRoleWithWebIdentityCommand({
+        RoleArn: id.roleArn,
+        RoleSessionName: id.sessionName ?? `strata-${now()}`,
+        WebIdentityToken: token,
+      }),
     );
     const c = out.Credentials;
     if (!c?.AccessKeyId || !c.SecretAccessKey || !c.SessionToken) {
-      throw new RegistryError(`ECR login for ${ctx.registry}: STS AssumeRoleWithWebIdentity answered without temporary credentials; the STS endpoint is misbehaving`);
+      throw new RegistryError(
+        `ECR login for ${ctx.registry}: STS AssumeRoleWithWebIdentity answered without temporary credentials; the STS endpoint is misbehaving`,
+      );
     }
-    const expiresAt = c.Expiration instanceof Date && Number.isFinite(c.Expiration.getTime()) ? c.Expiration.getTime() : now() + 3600_000;
-    return { keys: { accessKeyId: c.AccessKeyId, secretAccessKey: c.SecretAccessKey, sessionToken: c.SessionToken }, expiresAt };
+    const expiresAt =
+      c.Expiration instanceof Date && Number.isFinite(c.Expiration.getTime())
+        ? c.Expiration.getTime()
+        : now() + 3600_000;
+    return {
+      keys: { accessKeyId: c.AccessKeyId, secretAccessKey: c.SecretAccessKey, sessionToken: c.SessionToken },
+      expiresAt,
+    };
   } catch (e) {
     if (e instanceof RegistryError || e instanceof InvalidDefinitionError) throw e;
     throw translateAwsError(e, "sts", ctx, endpoint);
@@ -301,23 +375,41 @@ async function assumeRole(id: Extract<AwsIdentity, { kind: "webIdentity" }>, ctx
   }
 }
 
-async function getAuthorizationToken(ctx: CallContext, credentials: AwsKeys, endpoint: string | undefined, fips: boolean, now: () => number): Promise<{ creds: RegistryCredentials; expiresAt: number }> {
+async function getAuthorizationToken(
+  ctx: CallContext,
+  credentials: AwsKeys,
+  endpoint: string | undefined,
+  fips: boolean,
+  now: () => number,
+): Promise<{ creds: RegistryCredentials; expiresAt: number }> {
   // A FIPS host name (dkr.ecr-fips) means the FIPS API endpoint; an explicit endpoint replaces both.
   const { ECRClient, GetAuthorizationTokenCommand } = await import("@aws-sdk/client-ecr");
-  const ecr = new ECRClient({ region: ctx.region, credentials, maxAttempts: ctx.maxAttempts, ...(endpoint !== undefined ? { endpoint } : { useFipsEndpoint: fips }) });
+  const ecr = new ECRClient({
+    region: ctx.region,
+    credentials,
+    maxAttempts: ctx.maxAttempts,
+    ...(endpoint !== undefined ? { endpoint } : { useFipsEndpoint: fips }),
+  });
   try {
     const out = await ecr.send(new GetAuthorizationTokenCommand({}));
     const data = out.authorizationData?.[0];
     const encoded = data?.authorizationToken;
     if (typeof encoded !== "string" || encoded === "") {
-      throw new RegistryError(`ECR login for ${ctx.registry}: GetAuthorizationToken answered without an authorization token; the ECR endpoint is misbehaving`);
+      throw new RegistryError(
+        `ECR login for ${ctx.registry}: GetAuthorizationToken answered without an authorization token; the ECR endpoint is misbehaving`,
+      );
     }
     const decoded = Buffer.from(encoded, "base64").toString("utf8");
     const colon = decoded.indexOf(":");
     if (colon <= 0 || colon === decoded.length - 1) {
-      throw new RegistryError(`ECR login for ${ctx.registry}: the authorization token from GetAuthorizationToken is not base64 of "AWS:<password>"`);
+      throw new RegistryError(
+        `ECR login for ${ctx.registry}: the authorization token from GetAuthorizationToken is not base64 of "AWS:<password>"`,
+      );
     }
-    const expiresAt = data?.expiresAt instanceof Date && Number.isFinite(data.expiresAt.getTime()) ? data.expiresAt.getTime() : now() + ECR_TOKEN_HOURS * 3600_000;
+    const expiresAt =
+      data?.expiresAt instanceof Date && Number.isFinite(data.expiresAt.getTime())
+        ? data.expiresAt.getTime()
+        : now() + ECR_TOKEN_HOURS * 3600_000;
     const creds: RegistryCredentials = {
       username: decoded.slice(0, colon),
       password: decoded.slice(colon + 1),
@@ -341,7 +433,8 @@ interface AwsErrorShape {
   $fault?: unknown;
 }
 
-const NETWORK_CODES = /^(ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE|UND_ERR_.*|TimeoutError|RequestTimeout|ERR_SSL_.*|CERT_.*|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE)$/;
+const NETWORK_CODES =
+  /^(ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE|UND_ERR_.*|TimeoutError|RequestTimeout|ERR_SSL_.*|CERT_.*|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE)$/;
 
 function networkCode(e: unknown): string | undefined {
   for (let cur: unknown = e, depth = 0; cur && depth < 5; cur = (cur as AwsErrorShape).cause, depth++) {
@@ -358,7 +451,12 @@ function redact(text: string, secrets: readonly string[]): string {
 }
 
 /** Turns an AWS SDK error into a Strata error saying what is wrong and what to set, without secret values. */
-function translateAwsError(e: unknown, service: "ecr" | "sts", ctx: CallContext, endpoint: string | undefined): RegistryError {
+function translateAwsError(
+  e: unknown,
+  service: "ecr" | "sts",
+  ctx: CallContext,
+  endpoint: string | undefined,
+): RegistryError {
   const err = (e ?? {}) as AwsErrorShape;
   const name = typeof err.name === "string" ? err.name : "Error";
   const status = typeof err.$metadata?.httpStatusCode === "number" ? err.$metadata.httpStatusCode : undefined;
@@ -370,10 +468,15 @@ function translateAwsError(e: unknown, service: "ecr" | "sts", ctx: CallContext,
   const V = AWS_VARS;
   const net = networkCode(e);
   if (net !== undefined && status === undefined) {
-    const override = endpoint !== undefined ? (service === "ecr" ? " or STRATA_ECR_ENDPOINT" : " or STRATA_STS_ENDPOINT") : "";
-    return new RegistryError(`${prefix} could not reach ${where} (${net}); check the network, ${V.region}${override}, and retry`, { temporary: true, cause: e });
+    const override =
+      endpoint !== undefined ? (service === "ecr" ? " or STRATA_ECR_ENDPOINT" : " or STRATA_STS_ENDPOINT") : "";
+    return new RegistryError(
+      `${prefix} could not reach ${where} (${net}); check the network, ${V.region}${override}, and retry`,
+      { temporary: true, cause: e },
+    );
   }
-  const auth = (hint: string, httpStatus = 403): RegistryAuthError => new RegistryAuthError(`${prefix} was refused${said}: ${hint}`, { status: status ?? httpStatus });
+  const auth = (hint: string, httpStatus = 403): RegistryAuthError =>
+    new RegistryAuthError(`${prefix} was refused${said}: ${hint}`, { status: status ?? httpStatus });
   // The SDK names modelled errors with an "Exception" suffix (InvalidIdentityTokenException), unmodelled ones by code.
   switch (name.replace(/Exception$/, "")) {
     case "InvalidSignature":
@@ -403,20 +506,29 @@ function translateAwsError(e: unknown, service: "ecr" | "sts", ctx: CallContext,
     case "AccessDenied":
       return auth(
         service === "ecr"
-          ? "the identity may not call ecr:GetAuthorizationToken; grant it (resource \"*\") in the IAM policy, plus ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on the repository"
+          ? 'the identity may not call ecr:GetAuthorizationToken; grant it (resource "*") in the IAM policy, plus ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on the repository'
           : `STS refused to let the web identity assume the role in ${V.roleArn}; check the role's trust policy (federated principal, audience and subject conditions)`,
       );
     case "InvalidIdentityToken":
     case "IDPRejectedClaim":
     case "IDPCommunicationError":
-      return auth(`STS did not accept the web identity token from ${ctx.identity.kind === "webIdentity" && ctx.identity.tokenFile !== undefined ? V.webIdentityTokenFile : V.webIdentityToken}; check that it is a valid OIDC token from the identity provider the role trusts`);
+      return auth(
+        `STS did not accept the web identity token from ${ctx.identity.kind === "webIdentity" && ctx.identity.tokenFile !== undefined ? V.webIdentityTokenFile : V.webIdentityToken}; check that it is a valid OIDC token from the identity provider the role trusts`,
+      );
     case "Throttling":
     case "TooManyRequests":
-      return new RegistryError(`${prefix} was throttled${said}; retry later`, { status: status ?? 429, temporary: true });
+      return new RegistryError(`${prefix} was throttled${said}; retry later`, {
+        status: status ?? 429,
+        temporary: true,
+      });
     default:
       break;
   }
-  if (status === 401 || status === 403) return auth(`check ${describeIdentity(ctx.identity)} and the identity's IAM permissions`);
+  if (status === 401 || status === 403)
+    return auth(`check ${describeIdentity(ctx.identity)} and the identity's IAM permissions`);
   const temporary = status === undefined || status >= 500 || err.$fault === "server";
-  return new RegistryError(`${prefix} failed${said}${temporary ? "; retry later" : ""}`, { ...(status !== undefined ? { status } : {}), temporary });
+  return new RegistryError(`${prefix} failed${said}${temporary ? "; retry later" : ""}`, {
+    ...(status !== undefined ? { status } : {}),
+    temporary,
+  });
 }

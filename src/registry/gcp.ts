@@ -81,9 +81,12 @@ export function parseServiceAccountKey(text: string): ServiceAccountKey {
   try {
     json = JSON.parse(text);
   } catch {
-    throw new InvalidDefinitionError(`${V} is not valid JSON; set it to the whole content of the service account's key file (IAM → Service accounts → Keys → Add key → JSON)`);
+    throw new InvalidDefinitionError(
+      `${V} is not valid JSON; set it to the whole content of the service account's key file (IAM → Service accounts → Keys → Add key → JSON)`,
+    );
   }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new InvalidDefinitionError(`${V} must be a JSON object (a service account key file)`);
+  if (typeof json !== "object" || json === null || Array.isArray(json))
+    throw new InvalidDefinitionError(`${V} must be a JSON object (a service account key file)`);
   const j = json as Record<string, unknown>;
   const type = j["type"];
   if (type !== undefined && type !== "service_account") {
@@ -94,23 +97,36 @@ export function parseServiceAccountKey(text: string): ServiceAccountKey {
         : type === "authorized_user"
           ? "user credentials (gcloud auth application-default login) are not supported"
           : "only service account keys are supported";
-    throw new InvalidDefinitionError(`${V} has "type" ${kind}: ${why}; use a service account key file ("type": "service_account")`);
+    throw new InvalidDefinitionError(
+      `${V} has "type" ${kind}: ${why}; use a service account key file ("type": "service_account")`,
+    );
   }
   const clientEmail = j["client_email"];
-  if (typeof clientEmail !== "string" || !/^[^@\s]+@[^@\s]+$/.test(clientEmail)) throw new InvalidDefinitionError(`${V} has no valid "client_email" (the service account's e-mail address)`);
+  if (typeof clientEmail !== "string" || !/^[^@\s]+@[^@\s]+$/.test(clientEmail))
+    throw new InvalidDefinitionError(`${V} has no valid "client_email" (the service account's e-mail address)`);
   const pem = j["private_key"];
-  if (typeof pem !== "string" || !pem.includes("PRIVATE KEY")) throw new InvalidDefinitionError(`${V} has no "private_key" PEM (service account ${clientEmail}); use a JSON key file, not a P12 one`);
+  if (typeof pem !== "string" || !pem.includes("PRIVATE KEY"))
+    throw new InvalidDefinitionError(
+      `${V} has no "private_key" PEM (service account ${clientEmail}); use a JSON key file, not a P12 one`,
+    );
   let privateKey: KeyObject;
   try {
     privateKey = createPrivateKey({ key: pem, format: "pem" });
   } catch {
-    throw new InvalidDefinitionError(`the "private_key" in ${V} (service account ${clientEmail}) is not a readable PEM private key; the JSON may have lost its "\\n" escapes`);
+    throw new InvalidDefinitionError(
+      `the "private_key" in ${V} (service account ${clientEmail}) is not a readable PEM private key; the JSON may have lost its "\\n" escapes`,
+    );
   }
-  if (privateKey.asymmetricKeyType !== "rsa") throw new InvalidDefinitionError(`the "private_key" in ${V} (service account ${clientEmail}) is a ${privateKey.asymmetricKeyType ?? "non-RSA"} key; RS256 needs an RSA key`);
+  if (privateKey.asymmetricKeyType !== "rsa")
+    throw new InvalidDefinitionError(
+      `the "private_key" in ${V} (service account ${clientEmail}) is a ${privateKey.asymmetricKeyType ?? "non-RSA"} key; RS256 needs an RSA key`,
+    );
   const privateKeyId = j["private_key_id"];
-  if (privateKeyId !== undefined && typeof privateKeyId !== "string") throw new InvalidDefinitionError(`${V} has a "private_key_id" that is not a string`);
+  if (privateKeyId !== undefined && typeof privateKeyId !== "string")
+    throw new InvalidDefinitionError(`${V} has a "private_key_id" that is not a string`);
   const tokenUri = j["token_uri"];
-  if (tokenUri !== undefined && typeof tokenUri !== "string") throw new InvalidDefinitionError(`${V} has a "token_uri" that is not a string`);
+  if (tokenUri !== undefined && typeof tokenUri !== "string")
+    throw new InvalidDefinitionError(`${V} has a "token_uri" that is not a string`);
   const projectId = j["project_id"];
   return {
     clientEmail,
@@ -135,7 +151,9 @@ function checkTokenUri(value: string, what: string): URL {
   }
   if (u.protocol === "https:") return u;
   if (u.protocol === "http:" && isLoopback(u.hostname)) return u;
-  throw new InvalidDefinitionError(`${what} (${u.origin}${u.pathname}) must be https (plain http only on loopback): the signed assertion would travel unencrypted`);
+  throw new InvalidDefinitionError(
+    `${what} (${u.origin}${u.pathname}) must be https (plain http only on loopback): the signed assertion would travel unencrypted`,
+  );
 }
 
 function b64url(data: Buffer | string): string {
@@ -143,7 +161,12 @@ function b64url(data: Buffer | string): string {
 }
 
 /** The signed JWT assertion for the token endpoint. */
-export function serviceAccountAssertion(key: ServiceAccountKey, audience: string, nowSeconds: number, scope = GCP_SCOPE): string {
+export function serviceAccountAssertion(
+  key: ServiceAccountKey,
+  audience: string,
+  nowSeconds: number,
+  scope = GCP_SCOPE,
+): string {
   const header: Record<string, string> = { alg: "RS256", typ: "JWT" };
   if (key.privateKeyId !== undefined) header["kid"] = key.privateKeyId;
   const claims = { iss: key.clientEmail, scope, aud: audience, iat: nowSeconds, exp: nowSeconds + JWT_LIFETIME_S };
@@ -155,8 +178,12 @@ function secretText(secret: Readonly<Record<string, string>>): string {
   const v = secret[GCP_SECRET_VAR];
   if (typeof v !== "string" || v.trim() === "") {
     const others = Object.keys(secret).filter((k) => k !== GCP_SECRET_VAR);
-    const hint = others.includes("GOOGLE_APPLICATION_CREDENTIALS") ? " (GOOGLE_APPLICATION_CREDENTIALS is a path; put the file's content in it instead)" : "";
-    throw new InvalidDefinitionError(`the GCP secret has no ${GCP_SECRET_VAR}; set it to the content of a service account key file${hint}`);
+    const hint = others.includes("GOOGLE_APPLICATION_CREDENTIALS")
+      ? " (GOOGLE_APPLICATION_CREDENTIALS is a path; put the file's content in it instead)"
+      : "";
+    throw new InvalidDefinitionError(
+      `the GCP secret has no ${GCP_SECRET_VAR}; set it to the content of a service account key file${hint}`,
+    );
   }
   return v;
 }
@@ -166,15 +193,23 @@ function secretText(secret: Readonly<Record<string, string>>): string {
  * is validated at once (an `InvalidDefinitionError` says what is wrong); the token exchange happens when a registry
  * asks for credentials.
  */
-export function gcpCredentials(secret: { readonly SERVICE_ACCOUNT_JSON: string } | Readonly<Record<string, string>>, opts: GcpOptions = {}): CredentialProvider {
+export function gcpCredentials(
+  secret: { readonly SERVICE_ACCOUNT_JSON: string } | Readonly<Record<string, string>>,
+  opts: GcpOptions = {},
+): CredentialProvider {
   const text = secretText(secret as Readonly<Record<string, string>>);
   const key = parseServiceAccountKey(text);
   const mode = opts.mode ?? "access_token";
   if (mode === "json_key") {
-    const creds: RegistryCredentials = { username: GCP_JSON_KEY_USER, password: text, source: `${GCP_SECRET_VAR} as a ${GCP_JSON_KEY_USER} login (service account ${key.clientEmail})` };
+    const creds: RegistryCredentials = {
+      username: GCP_JSON_KEY_USER,
+      password: text,
+      source: `${GCP_SECRET_VAR} as a ${GCP_JSON_KEY_USER} login (service account ${key.clientEmail})`,
+    };
     return async () => creds;
   }
-  if (mode !== "access_token") throw new InvalidDefinitionError(`unknown GCP auth mode "${String(mode)}"; use "access_token" or "json_key"`);
+  if (mode !== "access_token")
+    throw new InvalidDefinitionError(`unknown GCP auth mode "${String(mode)}"; use "access_token" or "json_key"`);
   const env = opts.env ?? process.env;
   const envUri = env["STRATA_GCP_TOKEN_URI"];
   const [uriText, uriWhat] =
@@ -189,7 +224,9 @@ export function gcpCredentials(secret: { readonly SERVICE_ACCOUNT_JSON: string }
   const now = opts.now ?? Date.now;
   const margin = opts.refreshMarginMs ?? DEFAULT_MARGIN_MS;
   const attempts = Math.max(1, opts.attempts ?? 3);
-  const cacheKey = createHash("sha256").update(JSON.stringify([key.clientEmail, key.privateKeyId ?? "", text, tokenUrl.href])).digest("hex");
+  const cacheKey = createHash("sha256")
+    .update(JSON.stringify([key.clientEmail, key.privateKeyId ?? "", text, tokenUrl.href]))
+    .digest("hex");
 
   return async (registry) => {
     const hit = tokens.get(cacheKey);
@@ -216,7 +253,14 @@ interface TokenErrorBody {
   error_description?: unknown;
 }
 
-async function exchange(key: ServiceAccountKey, tokenUrl: URL, registry: string, now: () => number, margin: number, attempts: number): Promise<CachedToken> {
+async function exchange(
+  key: ServiceAccountKey,
+  tokenUrl: URL,
+  registry: string,
+  now: () => number,
+  margin: number,
+  attempts: number,
+): Promise<CachedToken> {
   const where = `${tokenUrl.origin}${tokenUrl.pathname}`;
   const prefix = `GCP login for ${registry} (service account ${key.clientEmail}): the token endpoint ${where}`;
   for (let attempt = 1; ; attempt++) {
@@ -227,7 +271,11 @@ async function exchange(key: ServiceAccountKey, tokenUrl: URL, registry: string,
     try {
       res = await fetch(tokenUrl, {
         method: "POST",
-        headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json", "user-agent": "strata" },
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          accept: "application/json",
+          "user-agent": "strata",
+        },
         body,
         redirect: "error",
         signal: AbortSignal.timeout(30_000),
@@ -238,11 +286,14 @@ async function exchange(key: ServiceAccountKey, tokenUrl: URL, registry: string,
         continue;
       }
       const code = errCode(e);
-      throw new RegistryError(`${prefix} could not be reached (${code}); check the network${tokenUrl.href === GOOGLE_TOKEN_URI ? "" : " and the token URI (STRATA_GCP_TOKEN_URI or the key's token_uri)"} and retry`, {
-        temporary: true,
-        url: where,
-        cause: e,
-      });
+      throw new RegistryError(
+        `${prefix} could not be reached (${code}); check the network${tokenUrl.href === GOOGLE_TOKEN_URI ? "" : " and the token URI (STRATA_GCP_TOKEN_URI or the key's token_uri)"} and retry`,
+        {
+          temporary: true,
+          url: where,
+          cause: e,
+        },
+      );
     }
     const raw = await res.text().catch(() => "");
     if (res.status === 429 || res.status >= 500) {
@@ -250,21 +301,39 @@ async function exchange(key: ServiceAccountKey, tokenUrl: URL, registry: string,
         await sleep(300 * 2 ** (attempt - 1));
         continue;
       }
-      throw new RegistryError(`${prefix} answered ${res.status}${describeError(raw, assertion)}; retry later`, { status: res.status, temporary: true, url: where });
+      throw new RegistryError(`${prefix} answered ${res.status}${describeError(raw, assertion)}; retry later`, {
+        status: res.status,
+        temporary: true,
+        url: where,
+      });
     }
     if (!res.ok) throw tokenError(res.status, raw, assertion, prefix, key, where);
     let json: Record<string, unknown>;
     try {
       json = JSON.parse(raw) as Record<string, unknown>;
     } catch {
-      throw new RegistryError(`${prefix} answered 200 with a body that is not JSON; the endpoint is misbehaving`, { status: res.status, url: where });
+      throw new RegistryError(`${prefix} answered 200 with a body that is not JSON; the endpoint is misbehaving`, {
+        status: res.status,
+        url: where,
+      });
     }
     const accessToken = json["access_token"];
-    if (typeof accessToken !== "string" || accessToken === "") throw new RegistryError(`${prefix} answered without an "access_token"; the endpoint is misbehaving`, { status: res.status, url: where });
-    const expiresIn = typeof json["expires_in"] === "number" && Number.isFinite(json["expires_in"]) && json["expires_in"] > 0 ? json["expires_in"] : JWT_LIFETIME_S;
+    if (typeof accessToken !== "string" || accessToken === "")
+      throw new RegistryError(`${prefix} answered without an "access_token"; the endpoint is misbehaving`, {
+        status: res.status,
+        url: where,
+      });
+    const expiresIn =
+      typeof json["expires_in"] === "number" && Number.isFinite(json["expires_in"]) && json["expires_in"] > 0
+        ? json["expires_in"]
+        : JWT_LIFETIME_S;
     const expiresAt = fetchedAt + expiresIn * 1000;
     return {
-      creds: { username: GCP_ACCESS_TOKEN_USER, password: accessToken, source: `an OAuth access token for service account ${key.clientEmail} (from ${GCP_SECRET_VAR})` },
+      creds: {
+        username: GCP_ACCESS_TOKEN_USER,
+        password: accessToken,
+        source: `an OAuth access token for service account ${key.clientEmail} (from ${GCP_SECRET_VAR})`,
+      },
       expiresAt,
       refreshAt: expiresAt - Math.min(margin, (expiresIn * 1000) / 2),
     };
@@ -293,7 +362,14 @@ function describeError(raw: string, assertion: string): string {
 }
 
 /** A 4xx from the token endpoint, explained. Google answers `{"error": "invalid_grant", "error_description": …}`. */
-function tokenError(status: number, raw: string, assertion: string, prefix: string, key: ServiceAccountKey, where: string): RegistryAuthError {
+function tokenError(
+  status: number,
+  raw: string,
+  assertion: string,
+  prefix: string,
+  key: ServiceAccountKey,
+  where: string,
+): RegistryAuthError {
   let body: TokenErrorBody = {};
   try {
     body = JSON.parse(raw) as TokenErrorBody;
@@ -305,11 +381,19 @@ function tokenError(status: number, raw: string, assertion: string, prefix: stri
   const said = describeError(raw, assertion);
   const keyId = key.privateKeyId !== undefined ? ` (private_key_id ${key.privateKeyId})` : "";
   let hint: string;
-  if (/signature/i.test(description)) hint = `the key in ${GCP_SECRET_VAR}${keyId} is not a current key of ${key.clientEmail}: it was deleted, disabled or belongs to another account; create a new JSON key`;
-  else if (/iat|exp|timeframe|short-lived|clock/i.test(description)) hint = "the JWT's time claims were refused; fix this machine's clock (NTP)";
-  else if (/not found|does not exist|invalid_email|account/i.test(description)) hint = `the service account ${key.clientEmail} does not exist or is disabled; check ${GCP_SECRET_VAR}`;
-  else if (/aud/i.test(description)) hint = "the token URI does not match the key's token_uri; leave STRATA_GCP_TOKEN_URI unset for Google";
-  else if (error === "unauthorized_client" || error === "invalid_client" || error === "access_denied") hint = `the service account ${key.clientEmail} may not get tokens; check that it and its key are enabled`;
+  if (/signature/i.test(description))
+    hint = `the key in ${GCP_SECRET_VAR}${keyId} is not a current key of ${key.clientEmail}: it was deleted, disabled or belongs to another account; create a new JSON key`;
+  else if (/iat|exp|timeframe|short-lived|clock/i.test(description))
+    hint = "the JWT's time claims were refused; fix this machine's clock (NTP)";
+  else if (/not found|does not exist|invalid_email|account/i.test(description))
+    hint = `the service account ${key.clientEmail} does not exist or is disabled; check ${GCP_SECRET_VAR}`;
+  else if (/aud/i.test(description))
+    hint = "the token URI does not match the key's token_uri; leave STRATA_GCP_TOKEN_URI unset for Google";
+  else if (error === "unauthorized_client" || error === "invalid_client" || error === "access_denied")
+    hint = `the service account ${key.clientEmail} may not get tokens; check that it and its key are enabled`;
   else hint = `check ${GCP_SECRET_VAR}`;
-  return new RegistryAuthError(`${prefix} refused the service account's JWT (${status}${said}): ${hint}`, { status, url: where });
+  return new RegistryAuthError(`${prefix} refused the service account's JWT (${status}${said}): ${hint}`, {
+    status,
+    url: where,
+  });
 }

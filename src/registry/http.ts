@@ -32,7 +32,13 @@ export function formatSize(bytes: number): string {
 }
 
 export function isFsError(e: unknown): boolean {
-  return e instanceof Error && typeof (e as NodeJS.ErrnoException).syscall === "string" && /^(open|read|write|close|rename|mkdir|unlink|fsync|ftruncate|stat|fstat)$/.test((e as NodeJS.ErrnoException).syscall!);
+  return (
+    e instanceof Error &&
+    typeof (e as NodeJS.ErrnoException).syscall === "string" &&
+    /^(open|read|write|close|rename|mkdir|unlink|fsync|ftruncate|stat|fstat)$/.test(
+      (e as NodeJS.ErrnoException).syscall!,
+    )
+  );
 }
 
 export function abortReason(signal: AbortSignal, fallback: unknown): unknown {
@@ -48,9 +54,16 @@ export async function discard(res: Response): Promise<void> {
 }
 
 /** Reads a response body into memory, refusing more than `cap` bytes (or a Content-Length above it). */
-export async function readBody(res: Response, cap: number, where: string, tooLarge?: () => StrataError): Promise<Buffer> {
+export async function readBody(
+  res: Response,
+  cap: number,
+  where: string,
+  tooLarge?: () => StrataError,
+): Promise<Buffer> {
   const len = res.headers.get("content-length");
-  const error = tooLarge ?? ((): StrataError => new RegistryError(`${where} is larger than ${formatSize(cap)}; refusing to read it`));
+  const error =
+    tooLarge ??
+    ((): StrataError => new RegistryError(`${where} is larger than ${formatSize(cap)}; refusing to read it`));
   if (len !== null && /^\d+$/.test(len) && Number(len) > cap) {
     await discard(res);
     throw error();
@@ -66,7 +79,12 @@ export async function readBody(res: Response, cap: number, where: string, tooLar
     }
   } catch (e) {
     if (e instanceof StrataError) throw e;
-    throw networkError(new URL(res.url || "about:blank"), e, false, `reading ${where} broke off after ${formatSize(n)}`);
+    throw networkError(
+      new URL(res.url || "about:blank"),
+      e,
+      false,
+      `reading ${where} broke off after ${formatSize(n)}`,
+    );
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, n);
 }
@@ -84,8 +102,11 @@ export function networkError(url: URL, e: unknown, insecure: boolean, what?: str
   const code = errnoCode(e);
   const detail = code ?? (e instanceof Error ? (e.cause instanceof Error ? e.cause.message : e.message) : String(e));
   let hint = "check the registry host name and your network connection";
-  if (code && /SSL|TLS|CERT|EPROTO/i.test(code) && !insecure) hint += "; if the registry speaks plain HTTP, list it in STRATA_INSECURE_REGISTRIES";
-  const message = what ? `${what} (${displayUrl(url)}: ${detail}); retry later` : `could not reach ${displayUrl(url)} (${detail}); ${hint}`;
+  if (code && /SSL|TLS|CERT|EPROTO/i.test(code) && !insecure)
+    hint += "; if the registry speaks plain HTTP, list it in STRATA_INSECURE_REGISTRIES";
+  const message = what
+    ? `${what} (${displayUrl(url)}: ${detail}); retry later`
+    : `could not reach ${displayUrl(url)} (${detail}); ${hint}`;
   return new RegistryError(message, { temporary: true, url: displayUrl(url), cause: e });
 }
 
@@ -106,7 +127,8 @@ async function parseErrorBody(res: Response): Promise<{ codes: string[]; message
     const body = JSON.parse(text) as RegistryErrorBody;
     for (const err of body.errors ?? []) {
       if (typeof err.code === "string") codes.push(err.code);
-      if (typeof err.message === "string" && err.message) messages.push(typeof err.code === "string" ? `${err.code}: ${err.message}` : err.message);
+      if (typeof err.message === "string" && err.message)
+        messages.push(typeof err.code === "string" ? `${err.code}: ${err.message}` : err.message);
     }
   } catch {
     // not JSON (S3 answers XML, proxies HTML)
@@ -130,24 +152,37 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
 }
 
 /** Turns a non-2xx response into a RegistryError naming the URL, the registry's error codes, and what to do. */
-export async function errorFromResponse(res: Response, url: URL, where: string, notFoundHint: string, method: HttpMethod = "GET"): Promise<RegistryError> {
+export async function errorFromResponse(
+  res: Response,
+  url: URL,
+  where: string,
+  notFoundHint: string,
+  method: HttpMethod = "GET",
+): Promise<RegistryError> {
   const { codes, messages } = await parseErrorBody(res);
   const status = res.status;
   const temporary = status === 408 || status === 429 || status >= 500;
   let hint: string;
   if (status === 404) hint = notFoundHint;
-  else if (status === 401) hint = "the registry refused access: the repository may not exist, or it needs credentials (set REGISTRY_USERNAME and REGISTRY_PASSWORD, or `docker login`)";
-  else if (status === 403) hint = "the registry denied access to this repository; check the name and that the account (or anonymous access) is allowed";
+  else if (status === 401)
+    hint =
+      "the registry refused access: the repository may not exist, or it needs credentials (set REGISTRY_USERNAME and REGISTRY_PASSWORD, or `docker login`)";
+  else if (status === 403)
+    hint =
+      "the registry denied access to this repository; check the name and that the account (or anonymous access) is allowed";
   else if (status === 429) hint = "the registry is rate-limiting requests; wait and try again later";
   else if (status >= 500) hint = "the registry had a server error; try again later";
   else hint = "the registry rejected the request";
   const detail = messages.length ? `: ${messages.join("; ")}` : codes.length ? `: ${codes.join(", ")}` : "";
   const retryAfterMs = status === 429 || status === 503 ? parseRetryAfter(res.headers.get("retry-after")) : undefined;
-  return new RegistryError(`${where}: ${method} ${displayUrl(url)} answered ${status}${res.statusText ? ` ${res.statusText}` : ""}${detail} — ${hint}`, {
-    status,
-    codes,
-    temporary,
-    url: displayUrl(url),
-    ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
-  });
+  return new RegistryError(
+    `${where}: ${method} ${displayUrl(url)} answered ${status}${res.statusText ? ` ${res.statusText}` : ""}${detail} — ${hint}`,
+    {
+      status,
+      codes,
+      temporary,
+      url: displayUrl(url),
+      ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+    },
+  );
 }

@@ -25,7 +25,8 @@ export interface FetchedImageManifest {
  */
 export async function fetchImageManifest(client: RegistryClient, digest?: Digest): Promise<FetchedImageManifest> {
   const fetched = digest ? await fetchManifest(client, digest, { digest }) : await resolveManifest(client);
-  if (fetched.kind !== "manifest") throw new UnsupportedImageError(`${fetched.where} is an index, not an image manifest`);
+  if (fetched.kind !== "manifest")
+    throw new UnsupportedImageError(`${fetched.where} is an index, not an image manifest`);
   return { digest: fetched.digest, size: fetched.bytes.length, ...parseImageManifest(fetched) };
 }
 
@@ -33,7 +34,12 @@ const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 export const MAX_CONFIG_BYTES = 32 * 1024 * 1024;
 const MANIFEST_TYPES = new Set<string>([MediaType.ociManifest, MediaType.dockerManifest]);
 const INDEX_TYPES = new Set<string>([MediaType.ociIndex, MediaType.dockerManifestList]);
-const MANIFEST_ACCEPT = [MediaType.ociIndex, MediaType.dockerManifestList, MediaType.ociManifest, MediaType.dockerManifest].join(", ");
+const MANIFEST_ACCEPT = [
+  MediaType.ociIndex,
+  MediaType.dockerManifestList,
+  MediaType.ociManifest,
+  MediaType.dockerManifest,
+].join(", ");
 const SCHEMA1_PREFIX = "application/vnd.docker.distribution.manifest.v1";
 const ATTESTATION_ANNOTATION = "vnd.docker.reference.type";
 
@@ -55,28 +61,57 @@ export interface ImageManifest {
 /** Fetches the reference's manifest and, for an index, the linux/amd64 image manifest it lists. */
 export async function resolveManifest(client: RegistryClient): Promise<FetchedManifest> {
   const ref = client.reference;
-  const top = await fetchManifest(client, ref.digest ?? ref.tag ?? "latest", ref.digest ? { digest: ref.digest } : undefined);
+  const top = await fetchManifest(
+    client,
+    ref.digest ?? ref.tag ?? "latest",
+    ref.digest ? { digest: ref.digest } : undefined,
+  );
   if (top.kind === "manifest") return top;
   const entries = parseDescriptors(top.json["manifests"], `${top.where}: "manifests"`);
   const chosen = selectPlatform(entries);
   if (!chosen) {
-    const offered = entries.filter((e) => !isAttestation(e)).map((e) => (e.platform ? platformString(e.platform) : "unspecified platform"));
-    throw new UnsupportedImageError(`${ref} has no linux/amd64 image (it offers: ${offered.length ? [...new Set(offered)].join(", ") : "nothing"}); Strata runs linux/amd64 images only`);
+    const offered = entries
+      .filter((e) => !isAttestation(e))
+      .map((e) => (e.platform ? platformString(e.platform) : "unspecified platform"));
+    throw new UnsupportedImageError(
+      `${ref} has no linux/amd64 image (it offers: ${offered.length ? [...new Set(offered)].join(", ") : "nothing"}); Strata runs linux/amd64 images only`,
+    );
   }
   const child = await fetchManifest(client, chosen.digest, { digest: chosen.digest, size: chosen.size });
-  if (child.kind !== "manifest") throw new UnsupportedImageError(`${ref}: the linux/amd64 entry ${chosen.digest} of the index is itself an index; nested indexes are not supported`);
+  if (child.kind !== "manifest")
+    throw new UnsupportedImageError(
+      `${ref}: the linux/amd64 entry ${chosen.digest} of the index is itself an index; nested indexes are not supported`,
+    );
   return child;
 }
 
-async function fetchManifest(client: RegistryClient, ref: string, expected?: { digest: Digest; size?: number }): Promise<FetchedManifest> {
+async function fetchManifest(
+  client: RegistryClient,
+  ref: string,
+  expected?: { digest: Digest; size?: number },
+): Promise<FetchedManifest> {
   const url = client.url("manifests", ref);
   const where = `manifest ${client.reference.registry}/${client.reference.repository}${expected ? "@" : ":"}${ref}`;
   const { res, bytes } = await client.withRetries(async () => {
     const { res, url: finalUrl } = await client.fetch(url, { accept: MANIFEST_ACCEPT });
     if (!res.ok) {
-      throw await errorFromResponse(res, finalUrl, where, `check that the repository "${client.reference.repository}" and ${expected ? "digest" : "tag"} "${ref}" exist on ${client.reference.registry}`);
+      throw await errorFromResponse(
+        res,
+        finalUrl,
+        where,
+        `check that the repository "${client.reference.repository}" and ${expected ? "digest" : "tag"} "${ref}" exist on ${client.reference.registry}`,
+      );
     }
-    return { res, bytes: await readBody(res, MAX_MANIFEST_BYTES, where, () => new UnsupportedImageError(`${where} is larger than ${formatSize(MAX_MANIFEST_BYTES)}; refusing to read it`)) };
+    return {
+      res,
+      bytes: await readBody(
+        res,
+        MAX_MANIFEST_BYTES,
+        where,
+        () =>
+          new UnsupportedImageError(`${where} is larger than ${formatSize(MAX_MANIFEST_BYTES)}; refusing to read it`),
+      ),
+    };
   });
 
   const contentType = (res.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
@@ -87,7 +122,8 @@ async function fetchManifest(client: RegistryClient, ref: string, expected?: { d
     throw new DigestMismatchError(`${expected.digest} (${expected.size} bytes)`, `${bytes.length} bytes`, where);
   }
   const headerDigest = res.headers.get("docker-content-digest");
-  if (!expected && headerDigest && isDigest(headerDigest) && headerDigest !== digest) throw new DigestMismatchError(headerDigest, digest, `${where} (Docker-Content-Digest header)`);
+  if (!expected && headerDigest && isDigest(headerDigest) && headerDigest !== digest)
+    throw new DigestMismatchError(headerDigest, digest, `${where} (Docker-Content-Digest header)`);
 
   let parsed: unknown;
   try {
@@ -102,8 +138,15 @@ async function fetchManifest(client: RegistryClient, ref: string, expected?: { d
   if (mediaType.startsWith(SCHEMA1_PREFIX)) throw schema1Error(client.reference);
   let kind: "index" | "manifest";
   if (INDEX_TYPES.has(mediaType) || (!bodyType && Array.isArray(parsed["manifests"]))) kind = "index";
-  else if (MANIFEST_TYPES.has(mediaType) || (!bodyType && isRecord(parsed["config"]) && Array.isArray(parsed["layers"]))) kind = "manifest";
-  else throw new UnsupportedImageError(`${where} has unsupported media type "${mediaType || "(none)"}" (expected an OCI or Docker v2 image manifest or index)`);
+  else if (
+    MANIFEST_TYPES.has(mediaType) ||
+    (!bodyType && isRecord(parsed["config"]) && Array.isArray(parsed["layers"]))
+  )
+    kind = "manifest";
+  else
+    throw new UnsupportedImageError(
+      `${where} has unsupported media type "${mediaType || "(none)"}" (expected an OCI or Docker v2 image manifest or index)`,
+    );
   return { digest, bytes, kind, mediaType, json: parsed, where };
 }
 
@@ -114,7 +157,10 @@ function schema1Error(ref: ImageReference): UnsupportedImageError {
 }
 
 export function parseImageManifest(m: FetchedManifest): ImageManifest {
-  if (m.json["schemaVersion"] !== 2) throw new UnsupportedImageError(`${m.where} has schemaVersion ${JSON.stringify(m.json["schemaVersion"])}; expected 2`);
+  if (m.json["schemaVersion"] !== 2)
+    throw new UnsupportedImageError(
+      `${m.where} has schemaVersion ${JSON.stringify(m.json["schemaVersion"])}; expected 2`,
+    );
   const [config] = parseDescriptors([m.json["config"]], `${m.where}: "config"`);
   return { config: config!, layers: parseDescriptors(m.json["layers"], `${m.where}: "layers"`) };
 }
@@ -125,11 +171,17 @@ function parseDescriptors(value: unknown, where: string): Descriptor[] {
     if (!isRecord(d)) throw new UnsupportedImageError(`${where}[${i}] is not an object`);
     const { mediaType, digest, size, annotations, platform } = d;
     if (typeof digest !== "string" || !isDigest(digest)) {
-      throw new UnsupportedImageError(`${where}[${i}] has digest ${JSON.stringify(digest)}; only sha256:<64 lowercase hex> digests are supported`);
+      throw new UnsupportedImageError(
+        `${where}[${i}] has digest ${JSON.stringify(digest)}; only sha256:<64 lowercase hex> digests are supported`,
+      );
     }
-    if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) throw new UnsupportedImageError(`${where}[${i}] has an invalid size ${JSON.stringify(size)}`);
+    if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0)
+      throw new UnsupportedImageError(`${where}[${i}] has an invalid size ${JSON.stringify(size)}`);
     const out: Descriptor = { mediaType: typeof mediaType === "string" ? mediaType : "", digest, size };
-    if (isRecord(annotations)) out.annotations = Object.fromEntries(Object.entries(annotations).filter((e): e is [string, string] => typeof e[1] === "string"));
+    if (isRecord(annotations))
+      out.annotations = Object.fromEntries(
+        Object.entries(annotations).filter((e): e is [string, string] => typeof e[1] === "string"),
+      );
     if (isRecord(platform) && typeof platform["os"] === "string" && typeof platform["architecture"] === "string") {
       out.platform = { os: platform["os"], architecture: platform["architecture"] };
       if (typeof platform["variant"] === "string") out.platform.variant = platform["variant"];
@@ -169,25 +221,40 @@ export function parseConfig(bytes: Buffer, ref: ImageReference, layerCount: numb
   try {
     raw = JSON.parse(bytes.toString("utf8"));
   } catch (e) {
-    throw new UnsupportedImageError(`the image config of ${ref} is not valid JSON (${(e as Error).message})`, { cause: e });
+    throw new UnsupportedImageError(`the image config of ${ref} is not valid JSON (${(e as Error).message})`, {
+      cause: e,
+    });
   }
   if (!isRecord(raw)) throw new UnsupportedImageError(`the image config of ${ref} is not a JSON object`);
   const os = raw["os"];
   const arch = raw["architecture"];
   if (os !== "linux" || typeof arch !== "string" || normalizeArch(arch) !== "amd64") {
-    throw new UnsupportedImageError(`${ref} is a ${String(os)}/${String(arch)} image according to its config; Strata runs linux/amd64 images only`);
+    throw new UnsupportedImageError(
+      `${ref} is a ${String(os)}/${String(arch)} image according to its config; Strata runs linux/amd64 images only`,
+    );
   }
   const rootfs = raw["rootfs"];
   const diffIds = isRecord(rootfs) ? rootfs["diff_ids"] : undefined;
   if (!Array.isArray(diffIds) || !diffIds.every((d): d is Digest => typeof d === "string" && isDigest(d))) {
-    throw new UnsupportedImageError(`the image config of ${ref} has no valid rootfs.diff_ids (expected an array of sha256 digests)`);
+    throw new UnsupportedImageError(
+      `the image config of ${ref} has no valid rootfs.diff_ids (expected an array of sha256 digests)`,
+    );
   }
   if (diffIds.length !== layerCount) {
-    throw new UnsupportedImageError(`${ref} is inconsistent: its manifest lists ${layerCount} layers but its config has ${diffIds.length} rootfs.diff_ids`);
+    throw new UnsupportedImageError(
+      `${ref} is inconsistent: its manifest lists ${layerCount} layers but its config has ${diffIds.length} rootfs.diff_ids`,
+    );
   }
   const runtime = isRecord(raw["config"]) ? raw["config"] : {};
   const history = Array.isArray(raw["history"]) ? raw["history"] : [];
-  return { ...(raw as object), os, architecture: arch, config: runtime, rootfs: { type: "layers", diff_ids: diffIds }, history } as ImageConfig;
+  return {
+    ...(raw as object),
+    os,
+    architecture: arch,
+    config: runtime,
+    rootfs: { type: "layers", diff_ids: diffIds },
+    history,
+  } as ImageConfig;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -99,19 +99,31 @@ export async function pullImage(ref: string, store: Store, opts: PullOptions = {
   } else {
     configBytes = await fetchBlobBytes(client, manifest.config, MAX_CONFIG_BYTES);
     const stored = await store.putBlobBytes(configBytes);
-    if (stored !== manifest.config.digest) throw new DigestMismatchError(manifest.config.digest, stored, `config of ${reference}`);
+    if (stored !== manifest.config.digest)
+      throw new DigestMismatchError(manifest.config.digest, stored, `config of ${reference}`);
     progress(`pulling ${shortDigest(manifest.config.digest)} ${formatSize(configBytes.length)} (config)`);
   }
   const config = parseConfig(configBytes, reference, manifest.layers.length);
 
-  const layers: LayerRecord[] = manifest.layers.map((l, i) => ({ digest: l.digest, diffId: config.rootfs.diff_ids[i]!, size: l.size, mediaType: l.mediaType }));
+  const layers: LayerRecord[] = manifest.layers.map((l, i) => ({
+    digest: l.digest,
+    diffId: config.rootfs.diff_ids[i]!,
+    size: l.size,
+    mediaType: l.mediaType,
+  }));
   await downloadLayers(client, store, layers, layerKinds, opts, progress, manifest.layers);
 
   // The manifest goes in last, so it never names a blob the store does not have.
   const manifestStored = await store.putBlobBytes(fetched.bytes);
-  if (manifestStored !== fetched.digest) throw new DigestMismatchError(fetched.digest, manifestStored, `manifest of ${reference}`);
+  if (manifestStored !== fetched.digest)
+    throw new DigestMismatchError(fetched.digest, manifestStored, `manifest of ${reference}`);
   // Remember where these blobs live, so a push to another repository of this registry can mount them.
-  await recordBlobSources(store, [manifest.config.digest, ...layers.map((l) => l.digest)], reference.registry, reference.repository);
+  await recordBlobSources(
+    store,
+    [manifest.config.digest, ...layers.map((l) => l.digest)],
+    reference.registry,
+    reference.repository,
+  );
 
   return {
     reference,
@@ -155,12 +167,17 @@ async function downloadLayers(
   const unpack = opts.unpack !== false;
   // Progress for long transfers: a line per running download every interval.
   const active = new Map<Digest, { received: number; size: number }>();
-  const ticker = setInterval(() => {
-    for (const [digest, t] of active) {
-      if (t.received >= t.size) continue;
-      progress(`downloading ${shortDigest(digest)} ${formatSize(t.received)} of ${formatSize(t.size)} (${Math.floor((t.received / Math.max(1, t.size)) * 100)}%)`);
-    }
-  }, Math.max(50, opts.progressIntervalMs ?? 5000));
+  const ticker = setInterval(
+    () => {
+      for (const [digest, t] of active) {
+        if (t.received >= t.size) continue;
+        progress(
+          `downloading ${shortDigest(digest)} ${formatSize(t.received)} of ${formatSize(t.size)} (${Math.floor((t.received / Math.max(1, t.size)) * 100)}%)`,
+        );
+      }
+    },
+    Math.max(50, opts.progressIntervalMs ?? 5000),
+  );
   ticker.unref();
   let firstError: unknown;
   try {
@@ -174,14 +191,16 @@ async function downloadLayers(
             const descriptor = descriptors.find((d) => d.digest === layer.digest);
             // eStargz layers are fetched as parallel ranges of their gzip members, decompressed concurrently, and
             // verified chunk by chunk against the TOC, the blob digest and the diffID.
-            const { file, root } = descriptor && opts.lazy !== false && isEstargzLayer(descriptor)
-              ? await downloadEstargz(client, descriptor, layer, tmpDir, progress, unpack)
-              : await downloadBlob(client, layer, kind, tmpDir, signal, progress, unpack, (n) => {
-                  transfer.received = n;
-                });
+            const { file, root } =
+              descriptor && opts.lazy !== false && isEstargzLayer(descriptor)
+                ? await downloadEstargz(client, descriptor, layer, tmpDir, progress, unpack)
+                : await downloadBlob(client, layer, kind, tmpDir, signal, progress, unpack, (n) => {
+                    transfer.received = n;
+                  });
             await store.putBlobFile(file, layer.digest, { verified: true });
             // Verified (blob digest and diffID): the directory unpacked on the way may become the layer's.
-            if (root) await store.adoptLayerDir(layer.diffId, root).catch(() => fsp.rm(root, { recursive: true, force: true }));
+            if (root)
+              await store.adoptLayerDir(layer.diffId, root).catch(() => fsp.rm(root, { recursive: true, force: true }));
             progress(`pulling ${shortDigest(layer.digest)} ${formatSize(layer.size)}`);
           } catch (e) {
             if (firstError === undefined && !stop.signal.aborted) {

@@ -86,18 +86,27 @@ const MAX_MOUNT_CANDIDATES = 3;
 const STARGZ_ANNOTATION_PREFIX = "containerd.io/snapshot/stargz/";
 
 /** Pushes `image` (blobs, manifest, tag) to `ref` (`host[:port]/repo[:tag]`; the tag defaults to `latest`). */
-export async function pushImage(store: BlobStore & WorkSpace, image: ImageRecord, ref: string, opts: PushOptions = {}): Promise<PushResult> {
+export async function pushImage(
+  store: BlobStore & WorkSpace,
+  image: ImageRecord,
+  ref: string,
+  opts: PushOptions = {},
+): Promise<PushResult> {
   const reference = parseReference(ref);
   if (reference.digest !== undefined) {
-    throw new InvalidDefinitionError(`push target "${ref}" names a digest; push to a tag (the manifest digest is decided by the content)`);
+    throw new InvalidDefinitionError(
+      `push target "${ref}" names a digest; push to a tag (the manifest digest is decided by the content)`,
+    );
   }
   const format = opts.format ?? "oci";
-  if (format !== "oci" && format !== "docker") throw new InvalidDefinitionError(`unknown push format "${String(format)}" (expected "oci" or "docker")`);
+  if (format !== "oci" && format !== "docker")
+    throw new InvalidDefinitionError(`unknown push format "${String(format)}" (expected "oci" or "docker")`);
   const progress = opts.onProgress ?? (() => undefined);
   const target = `${reference.registry}/${reference.repository}`;
 
   const { config, layers, storedOci } = await prepareLayers(store, image, opts);
-  const manifest = format === "oci" && storedOci ? storedOci : buildManifest(config, layers, format, `image ${image.id}`);
+  const manifest =
+    format === "oci" && storedOci ? storedOci : buildManifest(config, layers, format, `image ${image.id}`);
 
   // Blobs to send (each once), and where each might be mounted from.
   const blobs = new Map<Digest, Descriptor>();
@@ -105,22 +114,31 @@ export async function pushImage(store: BlobStore & WorkSpace, image: ImageRecord
   const candidates = new Map<Digest, string[]>();
   const mountRepos = new Set<string>();
   for (const digest of blobs.keys()) {
-    const recorded = (await blobSources(store, digest)).filter((s) => s.registry === reference.registry).map((s) => s.repository);
-    const list = [...new Set([...(opts.mountFrom ?? []), ...recorded])].filter((r) => r !== reference.repository).slice(0, MAX_MOUNT_CANDIDATES);
+    const recorded = (await blobSources(store, digest))
+      .filter((s) => s.registry === reference.registry)
+      .map((s) => s.repository);
+    const list = [...new Set([...(opts.mountFrom ?? []), ...recorded])]
+      .filter((r) => r !== reference.repository)
+      .slice(0, MAX_MOUNT_CANDIDATES);
     candidates.set(digest, list);
     for (const r of list) mountRepos.add(r);
   }
 
   const client = new RegistryClient(reference, {
     ...opts,
-    scopes: [repositoryScope(reference.repository, ["pull", "push"]), ...[...mountRepos].map((r) => repositoryScope(r, ["pull"]))],
+    scopes: [
+      repositoryScope(reference.repository, ["pull", "push"]),
+      ...[...mountRepos].map((r) => repositoryScope(r, ["pull"])),
+    ],
   });
 
   const limit = pLimit(Math.max(1, opts.concurrency ?? 3));
   const pushed = await Promise.all(
     [...blobs.values()].map((d) =>
       limit(async (): Promise<PushedBlob> => {
-        const r = await client.withRetries(() => pushBlob(client, store, d, candidates.get(d.digest) ?? [], opts.monolithicLimit ?? DEFAULT_MONOLITHIC_LIMIT));
+        const r = await client.withRetries(() =>
+          pushBlob(client, store, d, candidates.get(d.digest) ?? [], opts.monolithicLimit ?? DEFAULT_MONOLITHIC_LIMIT),
+        );
         if (r.how === "existing") progress(`${shortDigest(d.digest)} already exists`);
         else if (r.how === "mounted") progress(`mounted ${shortDigest(d.digest)} from ${r.from}`);
         else progress(`pushed ${shortDigest(d.digest)} ${formatSize(d.size)}`);
@@ -137,7 +155,13 @@ export async function pushImage(store: BlobStore & WorkSpace, image: ImageRecord
     progress(`tagged ${target}:${reference.tag}`);
   }
   await recordBlobSources(store, blobs.keys(), reference.registry, reference.repository);
-  return { reference, manifestDigest: manifest.digest, manifestSize: manifest.bytes.length, mediaType: manifest.mediaType, blobs: pushed };
+  return {
+    reference,
+    manifestDigest: manifest.digest,
+    manifestSize: manifest.bytes.length,
+    mediaType: manifest.mediaType,
+    blobs: pushed,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -155,9 +179,15 @@ interface PreparedImage {
  * into the store (`estargz/convert.ts`) and the descriptors (eStargz annotations included) and a config whose
  * `rootfs.diff_ids` match are returned instead; the manifest is then built from them.
  */
-async function prepareLayers(store: BlobStore & WorkSpace, image: ImageRecord, opts: PushOptions): Promise<PreparedImage> {
+async function prepareLayers(
+  store: BlobStore & WorkSpace,
+  image: ImageRecord,
+  opts: PushOptions,
+): Promise<PreparedImage> {
   if (opts.estargz && (opts.format ?? "oci") !== "oci") {
-    throw new UnsupportedImageError("eStargz layers need an OCI manifest (Docker v2 schema 2 manifests drop the layer annotations that carry the TOC digest); push --estargz with --format oci");
+    throw new UnsupportedImageError(
+      "eStargz layers need an OCI manifest (Docker v2 schema 2 manifests drop the layer annotations that carry the TOC digest); push --estargz with --format oci",
+    );
   }
   const where = `the stored manifest ${image.manifestDigest} of image ${image.id}`;
   let json: { config?: unknown; layers?: unknown };
@@ -168,7 +198,13 @@ async function prepareLayers(store: BlobStore & WorkSpace, image: ImageRecord, o
   }
   const descriptor = (v: unknown, what: string): Descriptor => {
     const d = v as Partial<Descriptor> | undefined;
-    if (!d || typeof d.digest !== "string" || !isDigest(d.digest) || typeof d.size !== "number" || typeof d.mediaType !== "string") {
+    if (
+      !d ||
+      typeof d.digest !== "string" ||
+      !isDigest(d.digest) ||
+      typeof d.size !== "number" ||
+      typeof d.mediaType !== "string"
+    ) {
       throw new UnsupportedImageError(`${where}: ${what} is not a valid descriptor`);
     }
     const out: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: d.size };
@@ -178,15 +214,30 @@ async function prepareLayers(store: BlobStore & WorkSpace, image: ImageRecord, o
   const config = descriptor(json.config, "config");
   if (!Array.isArray(json.layers)) throw new UnsupportedImageError(`${where} has no layers array`);
   const layers = json.layers.map((l, i) => descriptor(l, `layer ${i}`));
-  if (config.digest !== image.configDigest) throw new UnsupportedImageError(`${where} names config ${config.digest}, but the image record says ${image.configDigest}; the store is inconsistent`);
+  if (config.digest !== image.configDigest)
+    throw new UnsupportedImageError(
+      `${where} names config ${config.digest}, but the image record says ${image.configDigest}; the store is inconsistent`,
+    );
   const mediaType = (json as { mediaType?: unknown }).mediaType;
-  const isOci = (mediaType === MediaType.ociManifest || (mediaType === undefined && config.mediaType === MediaType.ociConfig)) && config.mediaType === MediaType.ociConfig && layers.every((l) => ociLayerType(l.mediaType) === l.mediaType);
+  const isOci =
+    (mediaType === MediaType.ociManifest || (mediaType === undefined && config.mediaType === MediaType.ociConfig)) &&
+    config.mediaType === MediaType.ociConfig &&
+    layers.every((l) => ociLayerType(l.mediaType) === l.mediaType);
   if (opts.estargz) {
     const es = opts.estargz === true ? {} : opts.estargz;
-    const converted = await convertImage(store, image, layers, config, { ...es, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
+    const converted = await convertImage(store, image, layers, config, {
+      ...es,
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    });
     return { config: converted.config, layers: converted.layers };
   }
-  const storedOci = isOci ? { digest: image.manifestDigest, bytes: await store.readBlob(image.manifestDigest), mediaType: MediaType.ociManifest } : undefined;
+  const storedOci = isOci
+    ? {
+        digest: image.manifestDigest,
+        bytes: await store.readBlob(image.manifestDigest),
+        mediaType: MediaType.ociManifest,
+      }
+    : undefined;
   return { config, layers, ...(storedOci ? { storedOci } : {}) };
 }
 
@@ -207,7 +258,9 @@ function dockerLayerType(mediaType: string, where: string): string {
     case DOCKER_LAYER_TAR:
       return DOCKER_LAYER_TAR;
     default:
-      throw new UnsupportedImageError(`${where} has a layer of type ${mediaType}, which Docker v2 schema 2 manifests cannot carry; push with --format oci`);
+      throw new UnsupportedImageError(
+        `${where} has a layer of type ${mediaType}, which Docker v2 schema 2 manifests cannot carry; push with --format oci`,
+      );
   }
 }
 
@@ -218,7 +271,12 @@ function ociLayerType(mediaType: string): string {
 }
 
 /** The manifest bytes to push: OCI (descriptors keep their annotations) or Docker v2 schema 2 (media types converted). */
-export function buildManifest(config: Descriptor, layers: readonly Descriptor[], format: PushFormat, where: string): BuiltManifest {
+export function buildManifest(
+  config: Descriptor,
+  layers: readonly Descriptor[],
+  format: PushFormat,
+  where: string,
+): BuiltManifest {
   const desc = (d: Descriptor, mediaType: string, keepAnnotations: boolean): Record<string, unknown> => ({
     mediaType,
     digest: d.digest,
@@ -229,7 +287,9 @@ export function buildManifest(config: Descriptor, layers: readonly Descriptor[],
   if (format === "docker") {
     for (const l of layers) {
       if (Object.keys(l.annotations ?? {}).some((k) => k.startsWith(STARGZ_ANNOTATION_PREFIX))) {
-        throw new UnsupportedImageError(`${where} has eStargz layers, whose annotations Docker v2 schema 2 manifests drop; push with --format oci`);
+        throw new UnsupportedImageError(
+          `${where} has eStargz layers, whose annotations Docker v2 schema 2 manifests drop; push with --format oci`,
+        );
       }
     }
     json = {
@@ -260,12 +320,21 @@ async function putManifest(client: RegistryClient, ref: string, manifest: BuiltM
       body: () => manifest.bytes,
     });
     if (res.status !== 201 && res.status !== 200 && res.status !== 202) {
-      throw await errorFromResponse(res, finalUrl, `pushing ${where}`, `the repository "${client.reference.repository}" does not exist on ${client.reference.registry} and the registry does not create repositories on push`, "PUT");
+      throw await errorFromResponse(
+        res,
+        finalUrl,
+        `pushing ${where}`,
+        `the repository "${client.reference.repository}" does not exist on ${client.reference.registry} and the registry does not create repositories on push`,
+        "PUT",
+      );
     }
     const echoed = res.headers.get("docker-content-digest");
     await discard(res);
     if (echoed && isDigest(echoed) && echoed !== manifest.digest) {
-      throw new RegistryError(`pushing ${where}: the registry stored it as ${echoed}; it rewrote the manifest, so the pushed digest would not be what Strata reports`, { status: res.status, url: displayUrl(finalUrl) });
+      throw new RegistryError(
+        `pushing ${where}: the registry stored it as ${echoed}; it rewrote the manifest, so the pushed digest would not be what Strata reports`,
+        { status: res.status, url: displayUrl(finalUrl) },
+      );
     }
   });
 }
@@ -279,16 +348,29 @@ async function blobExists(client: RegistryClient, d: Descriptor): Promise<boolea
   await discard(res);
   if (res.status === 200 || (res.status >= 300 && res.status < 400)) return true;
   if (res.status === 404) return false;
-  throw await errorFromResponse(res, url, `checking for blob ${d.digest} in ${client.reference.registry}/${client.reference.repository}`, "", "HEAD");
+  throw await errorFromResponse(
+    res,
+    url,
+    `checking for blob ${d.digest} in ${client.reference.registry}/${client.reference.repository}`,
+    "",
+    "HEAD",
+  );
 }
 
 function locationOf(res: Response, url: URL, what: string): URL {
   const loc = res.headers.get("location");
-  if (!loc) throw new RegistryError(`${what}: ${displayUrl(url)} answered ${res.status} without a Location header`, { status: res.status, url: displayUrl(url) });
+  if (!loc)
+    throw new RegistryError(`${what}: ${displayUrl(url)} answered ${res.status} without a Location header`, {
+      status: res.status,
+      url: displayUrl(url),
+    });
   try {
     return new URL(loc, url);
   } catch {
-    throw new RegistryError(`${what}: ${displayUrl(url)} answered with an invalid Location "${loc}"`, { status: res.status, url: displayUrl(url) });
+    throw new RegistryError(`${what}: ${displayUrl(url)} answered with an invalid Location "${loc}"`, {
+      status: res.status,
+      url: displayUrl(url),
+    });
   }
 }
 
@@ -298,15 +380,27 @@ function withDigest(location: URL, digest: Digest): URL {
   return new URL(`${s}${location.search ? "&" : "?"}digest=${encodeURIComponent(digest)}`);
 }
 
-async function pushBlob(client: RegistryClient, store: BlobStore & WorkSpace, d: Descriptor, mountFrom: readonly string[], monolithicLimit: number): Promise<PushedBlob> {
+async function pushBlob(
+  client: RegistryClient,
+  store: BlobStore & WorkSpace,
+  d: Descriptor,
+  mountFrom: readonly string[],
+  monolithicLimit: number,
+): Promise<PushedBlob> {
   const repo = `${client.reference.registry}/${client.reference.repository}`;
   const what = `pushing blob ${d.digest} to ${repo}`;
-  if (!(await store.hasBlob(d.digest))) throw new UnsupportedImageError(`${what}: the blob is not in the store at ${store.root}; the image record is incomplete`);
+  if (!(await store.hasBlob(d.digest)))
+    throw new UnsupportedImageError(
+      `${what}: the blob is not in the store at ${store.root}; the image record is incomplete`,
+    );
   if (await blobExists(client, d)) return { digest: d.digest, size: d.size, how: "existing" };
 
   let session: URL | undefined;
   for (const [i, from] of mountFrom.entries()) {
-    const r = await client.request(client.uploadsUrl({ mount: d.digest, from }), { method: "POST", headers: { "content-length": "0" } });
+    const r = await client.request(client.uploadsUrl({ mount: d.digest, from }), {
+      method: "POST",
+      headers: { "content-length": "0" },
+    });
     if (r.res.status === 201) {
       await discard(r.res);
       return { digest: d.digest, size: d.size, how: "mounted", from };
@@ -327,7 +421,14 @@ async function pushBlob(client: RegistryClient, store: BlobStore & WorkSpace, d:
 
   if (!session) {
     const r = await client.request(client.uploadsUrl(), { method: "POST", headers: { "content-length": "0" } });
-    if (r.res.status !== 202) throw await errorFromResponse(r.res, r.url, what, `the repository "${client.reference.repository}" cannot be created or written on ${client.reference.registry}`, "POST");
+    if (r.res.status !== 202)
+      throw await errorFromResponse(
+        r.res,
+        r.url,
+        what,
+        `the repository "${client.reference.repository}" cannot be created or written on ${client.reference.registry}`,
+        "POST",
+      );
     session = locationOf(r.res, r.url, what);
     await discard(r.res);
   }
@@ -335,7 +436,10 @@ async function pushBlob(client: RegistryClient, store: BlobStore & WorkSpace, d:
   let done: FetchResult;
   if (d.size <= monolithicLimit) {
     const bytes = await store.readBlob(d.digest);
-    if (bytes.length !== d.size) throw new UnsupportedImageError(`${what}: the stored blob is ${bytes.length} bytes, but the manifest says ${d.size}`);
+    if (bytes.length !== d.size)
+      throw new UnsupportedImageError(
+        `${what}: the stored blob is ${bytes.length} bytes, but the manifest says ${d.size}`,
+      );
     done = await client.request(withDigest(session, d.digest), {
       method: "PUT",
       headers: { "content-type": "application/octet-stream", "content-length": String(d.size) },
@@ -349,7 +453,13 @@ async function pushBlob(client: RegistryClient, store: BlobStore & WorkSpace, d:
       body: () => Readable.toWeb(createReadStream(file)) as WebReadableStream<Uint8Array>,
     });
     if (patched.res.status !== 202 && patched.res.status !== 204 && patched.res.status !== 201) {
-      throw await errorFromResponse(patched.res, patched.url, what, "the upload session vanished (it may have expired)", "PATCH");
+      throw await errorFromResponse(
+        patched.res,
+        patched.url,
+        what,
+        "the upload session vanished (it may have expired)",
+        "PATCH",
+      );
     }
     const next = patched.res.headers.get("location") ? locationOf(patched.res, patched.url, what) : session;
     await discard(patched.res);
@@ -361,7 +471,10 @@ async function pushBlob(client: RegistryClient, store: BlobStore & WorkSpace, d:
   const echoed = done.res.headers.get("docker-content-digest");
   await discard(done.res);
   if (echoed && isDigest(echoed) && echoed !== d.digest) {
-    throw new RegistryError(`${what}: the registry stored it as ${echoed}`, { status: done.res.status, url: displayUrl(done.url) });
+    throw new RegistryError(`${what}: the registry stored it as ${echoed}`, {
+      status: done.res.status,
+      url: displayUrl(done.url),
+    });
   }
   return { digest: d.digest, size: d.size, how: "uploaded" };
 }

@@ -50,7 +50,8 @@ class Reference implements ImageReference {
 export function parseReference(ref: string): ImageReference {
   if (typeof ref !== "string" || ref.length === 0) invalid(String(ref), "the reference is empty");
   if (/\s/.test(ref)) invalid(ref, "it contains whitespace");
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(ref)) invalid(ref, "give a reference like host/name:tag, not a URL (drop the scheme)");
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(ref))
+    invalid(ref, "give a reference like host/name:tag, not a URL (drop the scheme)");
 
   let rest = ref;
   let digest: Digest | undefined;
@@ -60,7 +61,8 @@ export function parseReference(ref: string): ImageReference {
     rest = rest.slice(0, at);
     if (d.includes("@")) invalid(ref, "it contains more than one '@'");
     if (!d.includes(":")) invalid(ref, `digest "${d}" must be algorithm:hex, e.g. sha256:<64 hex digits>`);
-    if (!d.startsWith("sha256:")) invalid(ref, `digest "${d}" uses an unsupported algorithm (only sha256 is supported)`);
+    if (!d.startsWith("sha256:"))
+      invalid(ref, `digest "${d}" uses an unsupported algorithm (only sha256 is supported)`);
     if (!DIGEST_RE.test(d)) invalid(ref, `digest "${d}" must be sha256: followed by 64 lowercase hex digits`);
     digest = d as Digest;
   }
@@ -71,7 +73,10 @@ export function parseReference(ref: string): ImageReference {
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
     if (!TAG_RE.test(tag)) {
-      invalid(ref, `tag "${tag}" is invalid (tags are 1–128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-')`);
+      invalid(
+        ref,
+        `tag "${tag}" is invalid (tags are 1–128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-')`,
+      );
     }
   }
 
@@ -83,7 +88,10 @@ export function parseReference(ref: string): ImageReference {
   let repository: string;
   const slash = name.indexOf("/");
   const first = slash >= 0 ? name.slice(0, slash) : "";
-  if (slash >= 0 && (first.includes(".") || first.includes(":") || first === "localhost" || first !== first.toLowerCase())) {
+  if (
+    slash >= 0 &&
+    (first.includes(".") || first.includes(":") || first === "localhost" || first !== first.toLowerCase())
+  ) {
     registry = first;
     repository = name.slice(slash + 1);
     if (!DOMAIN_RE.test(registry)) invalid(ref, `registry host "${registry}" is not a valid host[:port]`);
@@ -96,13 +104,18 @@ export function parseReference(ref: string): ImageReference {
 
   if (repository.length === 0) invalid(ref, "the repository name is empty");
   for (const component of repository.split("/")) {
-    if (component.length === 0) invalid(ref, "the repository name has an empty path component (check for '//' or a trailing '/')");
+    if (component.length === 0)
+      invalid(ref, "the repository name has an empty path component (check for '//' or a trailing '/')");
     if (!PATH_COMPONENT_RE.test(component)) {
-      const hint = component !== component.toLowerCase() ? "repository names must be lowercase" : "components are lowercase letters and digits separated by '.', '_', '__' or '-'";
+      const hint =
+        component !== component.toLowerCase()
+          ? "repository names must be lowercase"
+          : "components are lowercase letters and digits separated by '.', '_', '__' or '-'";
       invalid(ref, `repository path component "${component}" is invalid (${hint})`);
     }
   }
-  if (registry.length + 1 + repository.length > MAX_NAME_LENGTH) invalid(ref, `the name is longer than ${MAX_NAME_LENGTH} characters`);
+  if (registry.length + 1 + repository.length > MAX_NAME_LENGTH)
+    invalid(ref, `the name is longer than ${MAX_NAME_LENGTH} characters`);
 
   if (tag === undefined && digest === undefined) tag = DEFAULT_TAG;
   return new Reference(registry, repository, tag, digest);
@@ -134,7 +147,7 @@ export function isInsecureHost(registry: string): boolean {
   const host = hostPart(registry);
   if (host === "localhost" || host === "[::1]" || full === "::1") return true;
   const v4 = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
-  if (v4 && v4.slice(1).every((o) => Number(o) <= 255)) return true;
+  if (v4?.slice(1).every((o) => Number(o) <= 255)) return true;
   const listed = (process.env.STRATA_INSECURE_REGISTRIES ?? "")
     .split(",")
     .map((s) => s.trim().toLowerCase())

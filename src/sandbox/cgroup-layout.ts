@@ -21,8 +21,21 @@ export interface CgroupMount {
 }
 
 const V1_CONTROLLERS = new Set([
-  "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio", "blkio", "perf_event", "hugetlb",
-  "pids", "rdma", "misc", "debug",
+  "cpu",
+  "cpuacct",
+  "cpuset",
+  "memory",
+  "devices",
+  "freezer",
+  "net_cls",
+  "net_prio",
+  "blkio",
+  "perf_event",
+  "hugetlb",
+  "pids",
+  "rdma",
+  "misc",
+  "debug",
 ]);
 
 /** mountinfo escapes space, tab, newline and backslash as octal (`\040`). */
@@ -43,7 +56,8 @@ export function parseCgroupMounts(mountinfo: string): CgroupMount[] {
       mountPoint: unescapeMountPath(pre[4]!),
       fsType,
       root: unescapeMountPath(pre[3]!),
-      controllers: fsType === "cgroup" ? superOpts.split(",").filter((o) => V1_CONTROLLERS.has(o) || o.startsWith("name=")) : [],
+      controllers:
+        fsType === "cgroup" ? superOpts.split(",").filter((o) => V1_CONTROLLERS.has(o) || o.startsWith("name=")) : [],
     });
   }
   return out;
@@ -97,7 +111,11 @@ export function layoutFromMounts(mounts: CgroupMount[], unifiedControllers: stri
         "mount cgroup2 at /sys/fs/cgroup (`mount -t cgroup2 none /sys/fs/cgroup`)",
     );
   }
-  return { version: 2, root: unified.mountPoint, hierarchies: [{ dir: unified.mountPoint, controllers: unifiedControllers }] };
+  return {
+    version: 2,
+    root: unified.mountPoint,
+    hierarchies: [{ dir: unified.mountPoint, controllers: unifiedControllers }],
+  };
 }
 
 /** The hierarchy that holds `controller`, if any. */
@@ -112,7 +130,11 @@ export async function detectCgroups(): Promise<CgroupLayout> {
   try {
     text = await fsp.readFile(mountinfo, "utf8");
   } catch (e) {
-    throw new CgroupError(mountinfo, `could not read ${mountinfo} to find the cgroup mounts: ${(e as Error).message} (is /proc mounted?)`, { cause: e });
+    throw new CgroupError(
+      mountinfo,
+      `could not read ${mountinfo} to find the cgroup mounts: ${(e as Error).message} (is /proc mounted?)`,
+      { cause: e },
+    );
   }
   const mounts = parseCgroupMounts(text);
   const layout = layoutFromMounts(mounts);

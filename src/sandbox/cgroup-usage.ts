@@ -65,7 +65,11 @@ export interface V2UsageFiles {
  * process: runc's leaf, which is gone once the container exits. So the parent's peak reaching its limit counts too:
  * the limit is only ever reached by a fork that the next one would exceed.
  */
-function pidsLimitHit(events: string[] | undefined, peak: string | undefined, max: string | undefined): { hit: boolean; peak?: number } {
+function pidsLimitHit(
+  events: string[] | undefined,
+  peak: string | undefined,
+  max: string | undefined,
+): { hit: boolean; peak?: number } {
   const refused = (events ?? []).some((e) => (parseKeyedFile(e).get("max") ?? 0) > 0);
   const p = peak !== undefined ? parseCgroupNumber(peak) : undefined;
   const m = max !== undefined ? parseCgroupNumber(max) : undefined;
@@ -112,7 +116,11 @@ export function v1MemoryLimitReached(c: V1MemoryCounters): boolean {
     const l = n(limit);
     return p !== undefined && l !== undefined && Number.isFinite(l) && p >= l;
   };
-  return (n(c.failcnt) ?? 0) > 0 || atLimit(c.maxUsageInBytes, c.limitInBytes) || atLimit(c.memswMaxUsageInBytes, c.memswLimitInBytes);
+  return (
+    (n(c.failcnt) ?? 0) > 0 ||
+    atLimit(c.maxUsageInBytes, c.limitInBytes) ||
+    atLimit(c.memswMaxUsageInBytes, c.memswLimitInBytes)
+  );
 }
 
 /**

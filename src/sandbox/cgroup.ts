@@ -13,8 +13,21 @@ import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { CgroupError } from "../errors.js";
 import { pidAlive } from "../util/fs.js";
-import { CGROUP_LEAF, CGROUP_PARENT, detectCgroupsOnce, hierarchyOf, requireControllers, type CgroupLayout } from "./cgroup-layout.js";
-import { kernelLogShowsOomKill, readKernelOomRecords, usageFromV1, usageFromV2, v1MemoryLimitReached } from "./cgroup-usage.js";
+import {
+  CGROUP_LEAF,
+  CGROUP_PARENT,
+  detectCgroupsOnce,
+  hierarchyOf,
+  requireControllers,
+  type CgroupLayout,
+} from "./cgroup-layout.js";
+import {
+  kernelLogShowsOomKill,
+  readKernelOomRecords,
+  usageFromV1,
+  usageFromV2,
+  v1MemoryLimitReached,
+} from "./cgroup-usage.js";
 import { CPU_PERIOD_US, type LimitUsage, type StepLimits } from "./step-limits.js";
 
 /** One filesystem operation of creating a step's cgroup. */
@@ -46,13 +59,19 @@ export function stepCgroupPlan(layout: CgroupLayout, id: string, limits: StepLim
       const h = hierarchyOf(layout, c);
       if (!h) continue;
       const dir = path.join(h.dir, CGROUP_PARENT, id);
-      if (![...dirs.values()].includes(dir)) ops.push({ op: "mkdir", path: path.dirname(dir), existOk: true }, { op: "mkdir", path: dir });
+      if (![...dirs.values()].includes(dir))
+        ops.push({ op: "mkdir", path: path.dirname(dir), existOk: true }, { op: "mkdir", path: dir });
       dirs.set(c, dir);
     }
     const mem = dirs.get("memory");
     if (mem) {
       ops.push({ op: "write", path: path.join(mem, "memory.limit_in_bytes"), value: String(limits.memoryBytes) });
-      ops.push({ op: "write", path: path.join(mem, "memory.memsw.limit_in_bytes"), value: String(limits.memoryBytes), ifExists: true });
+      ops.push({
+        op: "write",
+        path: path.join(mem, "memory.memsw.limit_in_bytes"),
+        value: String(limits.memoryBytes),
+        ifExists: true,
+      });
     }
     const pids = dirs.get("pids");
     if (pids) ops.push({ op: "write", path: path.join(pids, "pids.max"), value: String(limits.pids) });
@@ -77,8 +96,10 @@ export function stepCgroupPlan(layout: CgroupLayout, id: string, limits: StepLim
     ops.push({ op: "write", path: path.join(dir, "memory.max"), value: String(limits.memoryBytes) });
     ops.push({ op: "write", path: path.join(dir, "memory.swap.max"), value: "0", ifExists: true });
   }
-  if (available.includes("pids")) ops.push({ op: "write", path: path.join(dir, "pids.max"), value: String(limits.pids) });
-  if (available.includes("cpu")) ops.push({ op: "write", path: path.join(dir, "cpu.max"), value: `${quota} ${CPU_PERIOD_US}` });
+  if (available.includes("pids"))
+    ops.push({ op: "write", path: path.join(dir, "pids.max"), value: String(limits.pids) });
+  if (available.includes("cpu"))
+    ops.push({ op: "write", path: path.join(dir, "cpu.max"), value: `${quota} ${CPU_PERIOD_US}` });
   return ops;
 }
 
@@ -92,7 +113,9 @@ function hint(code: string | undefined, op: CgroupOp): string {
     case "EEXIST":
       return "a cgroup with this id already exists; step ids must be unique (reapStaleCgroups removes those of dead builders)";
     case "ENOENT":
-      return op.op === "mkdir" ? "the cgroup hierarchy is not mounted there" : "this kernel does not offer that file; the controller may not be enabled";
+      return op.op === "mkdir"
+        ? "the cgroup hierarchy is not mounted there"
+        : "this kernel does not offer that file; the controller may not be enabled";
     case "EBUSY":
       return op.path.endsWith("cgroup.subtree_control")
         ? "the cgroup has processes of its own, and cgroup v2 does not let a cgroup with processes delegate controllers; run Strata in a leaf cgroup of its own"
@@ -191,7 +214,10 @@ export interface StepCgroup {
  */
 export async function createStepCgroup(id: string, limits: StepLimits, layout?: CgroupLayout): Promise<StepCgroup> {
   if (!ID_PATTERN.test(id)) {
-    throw new CgroupError(`${CGROUP_PARENT}/${id}`, `invalid step cgroup id ${JSON.stringify(id)}: use letters, digits, '_', '.' and '-' only (one path component)`);
+    throw new CgroupError(
+      `${CGROUP_PARENT}/${id}`,
+      `invalid step cgroup id ${JSON.stringify(id)}: use letters, digits, '_', '.' and '-' only (one path component)`,
+    );
   }
   const lay = layout ?? (await detectCgroupsOnce());
   requireControllers(lay);
@@ -202,8 +228,13 @@ export async function createStepCgroup(id: string, limits: StepLimits, layout?: 
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       for (const dir of created.reverse()) await fsp.rmdir(dir).catch(() => undefined);
-      const what = op.op === "mkdir" ? `create the cgroup ${op.path}` : `write ${JSON.stringify(op.value)} to ${op.path}`;
-      throw new CgroupError(op.path, `could not ${what} for a build step: ${(e as Error).message} (${hint(code, op)})`, { cause: e });
+      const what =
+        op.op === "mkdir" ? `create the cgroup ${op.path}` : `write ${JSON.stringify(op.value)} to ${op.path}`;
+      throw new CgroupError(
+        op.path,
+        `could not ${what} for a build step: ${(e as Error).message} (${hint(code, op)})`,
+        { cause: e },
+      );
     }
   }
   const dirOf = (controller: string) => {
@@ -219,14 +250,24 @@ export async function createStepCgroup(id: string, limits: StepLimits, layout?: 
       const mem = dirOf("memory")!;
       const pids = dirOf("pids")!;
       const pidsFiles = async () => {
-        const events = (await Promise.all([path.join(pids, "pids.events"), path.join(pids, CGROUP_LEAF, "pids.events")].map(readOptional)))
-          .filter((t): t is string => t !== undefined);
-        return { pidsEvents: events, pidsPeak: await readOptional(path.join(pids, "pids.peak")), pidsMax: await readOptional(path.join(pids, "pids.max")) };
+        const events = (
+          await Promise.all(
+            [path.join(pids, "pids.events"), path.join(pids, CGROUP_LEAF, "pids.events")].map(readOptional),
+          )
+        ).filter((t): t is string => t !== undefined);
+        return {
+          pidsEvents: events,
+          pidsPeak: await readOptional(path.join(pids, "pids.peak")),
+          pidsMax: await readOptional(path.join(pids, "pids.max")),
+        };
       };
       const memFile = lay.version === 1 ? "memory.oom_control" : "memory.events";
       const memText = await readOptional(path.join(mem, memFile));
       if (memText === undefined) {
-        throw new CgroupError(mem, `the step's cgroup ${mem} is gone (no ${memFile}): read its usage before remove(), and make sure nothing else removes strata/<id>`);
+        throw new CgroupError(
+          mem,
+          `the step's cgroup ${mem} is gone (no ${memFile}): read its usage before remove(), and make sure nothing else removes strata/<id>`,
+        );
       }
       const p = await pidsFiles();
       if (lay.version === 1) {
@@ -241,9 +282,18 @@ export async function createStepCgroup(id: string, limits: StepLimits, layout?: 
         });
         // The kernel log is only searched when the limit was reached at all: reading it costs up to tens of ms.
         const log = reached ? readKernelOomRecords() : undefined;
-        return usageFromV1({ oomControl: memText, maxUsageInBytes, kernelLogOomKill: log !== undefined && kernelLogShowsOomKill(log, id), ...p });
+        return usageFromV1({
+          oomControl: memText,
+          maxUsageInBytes,
+          kernelLogOomKill: log !== undefined && kernelLogShowsOomKill(log, id),
+          ...p,
+        });
       }
-      return usageFromV2({ memoryEvents: memText, memoryPeak: await readOptional(path.join(mem, "memory.peak")), ...p });
+      return usageFromV2({
+        memoryEvents: memText,
+        memoryPeak: await readOptional(path.join(mem, "memory.peak")),
+        ...p,
+      });
     },
     async remove() {
       const failures: { dir: string; error: Error }[] = [];
@@ -282,7 +332,10 @@ export function ownerAlive(id: string): boolean {
  * processes (a container not yet reaped: run reapStaleContainers first) is left for the next call. Returns the ids
  * removed.
  */
-export async function reapStaleCgroups(isAlive: (id: string) => boolean = ownerAlive, layout?: CgroupLayout): Promise<string[]> {
+export async function reapStaleCgroups(
+  isAlive: (id: string) => boolean = ownerAlive,
+  layout?: CgroupLayout,
+): Promise<string[]> {
   const lay = layout ?? (await detectCgroupsOnce());
   const removed = new Set<string>();
   for (const h of lay.hierarchies) {

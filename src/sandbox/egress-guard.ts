@@ -15,7 +15,14 @@ import { SandboxError } from "../errors.js";
 import { SLIRP_GID } from "./ids.js";
 
 /** Addresses no step may reach besides the host's own: link-local (cloud metadata at 169.254.169.254), this-network. */
-export const DEFAULT_DENY_V4 = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "100.100.100.200/32", "224.0.0.0/4", "255.255.255.255/32"];
+export const DEFAULT_DENY_V4 = [
+  "0.0.0.0/8",
+  "127.0.0.0/8",
+  "169.254.0.0/16",
+  "100.100.100.200/32",
+  "224.0.0.0/4",
+  "255.255.255.255/32",
+];
 export const DEFAULT_DENY_V6 = ["::1/128", "fe80::/10", "fd00:ec2::254/128", "ff00::/8"];
 
 export interface GuardOptions {
@@ -77,7 +84,10 @@ let installed: Promise<void> | undefined;
 export function ensureEgressGuard(gid = SLIRP_GID): Promise<void> {
   installed ??= (async () => {
     const resolvers = resolversOf(await fsp.readFile("/etc/resolv.conf", "utf8").catch(() => ""));
-    const extraDeny = (process.env.STRATA_SANDBOX_DENY ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+    const extraDeny = (process.env.STRATA_SANDBOX_DENY ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
     const rules = guardRules({ gid, resolvers, extraDeny });
     const r = await execa("nft", ["-f", "-"], { input: rules, reject: false });
     if (r.exitCode !== 0) {

@@ -11,7 +11,9 @@ function base(): number {
   if (v === undefined || v === "") return 1_500_000_000;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 65536 || n > 4_000_000_000) {
-    throw new SandboxError(`STRATA_SANDBOX_ID_BASE=${JSON.stringify(v)}: expected an integer between 65536 and 4000000000`);
+    throw new SandboxError(
+      `STRATA_SANDBOX_ID_BASE=${JSON.stringify(v)}: expected an integer between 65536 and 4000000000`,
+    );
   }
   return n;
 }

@@ -43,7 +43,13 @@ export const SANDBOX_RESOLV_CONF = `nameserver ${SLIRP_DNS}\noptions edns0\n`;
 async function which(name: string): Promise<string | undefined> {
   for (const dir of ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"]) {
     const p = `${dir}/${name}`;
-    if (await fsp.access(p).then(() => true, () => false)) return p;
+    if (
+      await fsp.access(p).then(
+        () => true,
+        () => false,
+      )
+    )
+      return p;
   }
   return undefined;
 }
@@ -76,9 +82,24 @@ let slirpPath: Promise<string | undefined> | undefined;
  */
 export async function prepareNetwork(): Promise<PreparedNetwork> {
   const [helper, slirp] = await Promise.all([requireSandboxHelper(), (slirpPath ??= which("slirp4netns"))]);
-  if (!slirp) throw new SandboxError("the sandbox network needs slirp4netns: install it (`npm run setup`), or build with network none (`--network none`)");
+  if (!slirp)
+    throw new SandboxError(
+      "the sandbox network needs slirp4netns: install it (`npm run setup`), or build with network none (`--network none`)",
+    );
   await ensureEgressGuard();
-  const args = ["netns", String(HOST_ID_BASE), String(ID_COUNT), String(SLIRP_GID), slirp, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp", "--ready-fd=3"];
+  const args = [
+    "netns",
+    String(HOST_ID_BASE),
+    String(ID_COUNT),
+    String(SLIRP_GID),
+    slirp,
+    "--configure",
+    "--mtu=65520",
+    "--disable-host-loopback",
+    "--enable-sandbox",
+    "--enable-seccomp",
+    "--ready-fd=3",
+  ];
   const child = spawn(helper, args, { stdio: ["ignore", "pipe", "pipe", "pipe"] });
   child.unref();
   let holder: number | undefined;
@@ -91,7 +112,12 @@ export async function prepareNetwork(): Promise<PreparedNetwork> {
     const err: Buffer[] = [];
     child.stderr?.on("data", (c: Buffer) => err.push(c));
     await new Promise<void>((resolve, reject) => {
-      const fail = (why: string) => reject(new SandboxError(`could not prepare the step's network (${why}): ${Buffer.concat(err).toString().trim().slice(-500)}`));
+      const fail = (why: string) =>
+        reject(
+          new SandboxError(
+            `could not prepare the step's network (${why}): ${Buffer.concat(err).toString().trim().slice(-500)}`,
+          ),
+        );
       const timer = setTimeout(() => fail("not ready in 10 s"), 10_000);
       child.stdout?.on("data", (c: Buffer) => {
         out.push(c);
@@ -116,7 +142,13 @@ export async function prepareNetwork(): Promise<PreparedNetwork> {
     child.removeAllListeners("exit");
     const pids = [holder!, child.pid!];
     const alive = () => pids.every(running);
-    return { netPath: `/proc/${holder}/ns/net`, userPath: `/proc/${holder}/ns/user`, resolvConf: SANDBOX_RESOLV_CONF, release, alive };
+    return {
+      netPath: `/proc/${holder}/ns/net`,
+      userPath: `/proc/${holder}/ns/user`,
+      resolvConf: SANDBOX_RESOLV_CONF,
+      release,
+      alive,
+    };
   } catch (e) {
     release();
     throw e;

@@ -73,7 +73,11 @@ function machineLimits(): StepLimits {
 
 /** STRATA_MAX_STEP_MEMORY / _PIDS / _CPUS (the operator's maximum), parsed as STRATA_STEP_* are. */
 function maxLimitsFromEnv(env: NodeJS.ProcessEnv): Partial<StepLimits> {
-  return limitsFromEnv({ STRATA_STEP_MEMORY: env.STRATA_MAX_STEP_MEMORY, STRATA_STEP_PIDS: env.STRATA_MAX_STEP_PIDS, STRATA_STEP_CPUS: env.STRATA_MAX_STEP_CPUS });
+  return limitsFromEnv({
+    STRATA_STEP_MEMORY: env.STRATA_MAX_STEP_MEMORY,
+    STRATA_STEP_PIDS: env.STRATA_MAX_STEP_PIDS,
+    STRATA_STEP_CPUS: env.STRATA_MAX_STEP_CPUS,
+  });
 }
 
 export const RUNC_ROOT = "/run/strata-runc";
@@ -84,7 +88,8 @@ export const BUNDLE_ROOT = "/run/strata-bundles";
 export function parseDuration(v: string, what: string, bare: "s" | "ms" = "s"): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
   if (!m) throw new ConfigError(`${what}: ${JSON.stringify(v)} is not a duration (e.g. 90s, 30m, 2h)`);
-  const n = Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const)[(m[2] ?? bare) as "ms" | "s" | "m" | "h"];
+  const n =
+    Number(m[1]) * ({ ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const)[(m[2] ?? bare) as "ms" | "s" | "m" | "h"];
   if (!(n > 0)) throw new ConfigError(`${what}: ${JSON.stringify(v)} must be more than zero`);
   return Math.round(n);
 }
@@ -105,8 +110,12 @@ export function policyFromEnv(env: NodeJS.ProcessEnv = process.env): SandboxPoli
     defaultNetwork: net,
     defaultLimits,
     maxLimits,
-    ...(env.STRATA_STEP_TIMEOUT ? { defaultTimeoutMs: parseDuration(env.STRATA_STEP_TIMEOUT, "STRATA_STEP_TIMEOUT") } : {}),
-    ...(env.STRATA_MAX_STEP_TIMEOUT ? { maxTimeoutMs: parseDuration(env.STRATA_MAX_STEP_TIMEOUT, "STRATA_MAX_STEP_TIMEOUT") } : {}),
+    ...(env.STRATA_STEP_TIMEOUT
+      ? { defaultTimeoutMs: parseDuration(env.STRATA_STEP_TIMEOUT, "STRATA_STEP_TIMEOUT") }
+      : {}),
+    ...(env.STRATA_MAX_STEP_TIMEOUT
+      ? { maxTimeoutMs: parseDuration(env.STRATA_MAX_STEP_TIMEOUT, "STRATA_MAX_STEP_TIMEOUT") }
+      : {}),
   };
 }
 
@@ -132,11 +141,21 @@ export function servicePolicy(o: ServiceSandboxOptions = {}, env: NodeJS.Process
   // A step may ask for no more than the service's defaults unless the operator sets a higher maximum.
   const maxLimits = { ...local.defaultLimits, ...maxLimitsFromEnv(env) };
   const defaultLimits = capLimits({}, maxLimits, local.defaultLimits);
-  return { allowNetworkHost: o.allowNetworkHost ?? false, defaultNetwork: local.defaultNetwork, defaultTimeoutMs, maxTimeoutMs, defaultLimits, maxLimits };
+  return {
+    allowNetworkHost: o.allowNetworkHost ?? false,
+    defaultNetwork: local.defaultNetwork,
+    defaultTimeoutMs,
+    maxTimeoutMs,
+    defaultLimits,
+    maxLimits,
+  };
 }
 
 /** The timeout a step gets under a policy (pure): its own, else the default; never above the maximum. */
-export function effectiveTimeout(asked: number | undefined, policy: Pick<SandboxPolicy, "defaultTimeoutMs" | "maxTimeoutMs">): number | undefined {
+export function effectiveTimeout(
+  asked: number | undefined,
+  policy: Pick<SandboxPolicy, "defaultTimeoutMs" | "maxTimeoutMs">,
+): number | undefined {
   const t = asked ?? policy.defaultTimeoutMs;
   if (policy.maxTimeoutMs === undefined) return t;
   return t === undefined ? policy.maxTimeoutMs : Math.min(t, policy.maxTimeoutMs);
@@ -149,10 +168,26 @@ export function sandboxRunCount(): number {
 }
 
 async function runcBinary(): Promise<string> {
-  for (const p of [process.env.STRATA_RUNC, "/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"]) {
-    if (p && (await fsp.access(p).then(() => true, () => false))) return p;
+  for (const p of [
+    process.env.STRATA_RUNC,
+    "/usr/sbin/runc",
+    "/usr/bin/runc",
+    "/usr/local/sbin/runc",
+    "/usr/local/bin/runc",
+  ]) {
+    if (
+      p &&
+      (await fsp.access(p).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return p;
   }
-  throw new MissingToolError("runc", "install it (`apt-get install runc`, or run `npm run setup`), or set STRATA_RUNC to its path");
+  throw new MissingToolError(
+    "runc",
+    "install it (`apt-get install runc`, or run `npm run setup`), or set STRATA_RUNC to its path",
+  );
 }
 
 const HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
@@ -177,7 +212,7 @@ export class RuncExecutor implements Executor {
     if (network === "host" && !this.policy.allowNetworkHost) {
       throw new EntitlementError(
         "this step asks for the host network, which this builder does not grant (the network.host entitlement): " +
-          "drop `network: \"host\"` / `RUN --network=host` (steps get their own network with internet access by default), " +
+          'drop `network: "host"` / `RUN --network=host` (steps get their own network with internet access by default), ' +
           "or ask the operator to start `strata serve --allow-network-host`",
       );
     }
@@ -205,19 +240,40 @@ export class RuncExecutor implements Executor {
         mounts.push({ source: path.join(bundle, "hosts"), destination: "/etc/hosts", readonly: true });
       } else {
         for (const p of ["/etc/resolv.conf", "/etc/hosts"]) {
-          if (await fsp.access(p).then(() => true, () => false)) mounts.push({ source: p, destination: p, readonly: true });
+          if (
+            await fsp.access(p).then(
+              () => true,
+              () => false,
+            )
+          )
+            mounts.push({ source: p, destination: p, readonly: true });
         }
       }
       const limits = capLimits(spec.limits ?? {}, this.policy.maxLimits, this.policy.defaultLimits);
       const cgroup = await createStepCgroup(id, limits);
       cleanups.push(() => cgroup.remove());
-      let full: SandboxSpec = { ...spec, network, mounts: [...mounts.filter((m) => !spec.mounts.some((s) => s.destination === m.destination)), ...spec.mounts] };
+      let full: SandboxSpec = {
+        ...spec,
+        network,
+        mounts: [...mounts.filter((m) => !spec.mounts.some((s) => s.destination === m.destination)), ...spec.mounts],
+      };
       if (userns && net) {
-        const view = await idmapView({ userns: net.userPath, stage: bundle, rootfs: spec.rootfs, mounts: full.mounts, ...(spec.overlayDir ? { overlayDir: spec.overlayDir } : {}) });
+        const view = await idmapView({
+          userns: net.userPath,
+          stage: bundle,
+          rootfs: spec.rootfs,
+          mounts: full.mounts,
+          ...(spec.overlayDir ? { overlayDir: spec.overlayDir } : {}),
+        });
         restore = view.restore;
         full = { ...full, rootfs: view.rootfs, mounts: view.mounts };
       }
-      const ctx = { ...(netnsPath ? { netnsPath } : {}), ...(userns && net ? { usernsPath: net.userPath } : {}), cgroupsPath: cgroup.runcPath, oomScoreAdj: STEP_OOM_SCORE_ADJ };
+      const ctx = {
+        ...(netnsPath ? { netnsPath } : {}),
+        ...(userns && net ? { usernsPath: net.userPath } : {}),
+        cgroupsPath: cgroup.runcPath,
+        oomScoreAdj: STEP_OOM_SCORE_ADJ,
+      };
       await fsp.writeFile(path.join(bundle, "config.json"), JSON.stringify(runtimeSpec(full, ctx)), { mode: 0o600 });
       const result = await this.#runBundle(runc, id, bundle, effectiveTimeout(opts.timeoutMs, this.policy), opts);
       if (result.exitCode !== 0 && !result.timedOut) {
@@ -234,7 +290,13 @@ export class RuncExecutor implements Executor {
     }
   }
 
-  async #runBundle(runc: string, id: string, bundle: string, timeoutMs: number | undefined, opts: RunOptions): Promise<RunResult> {
+  async #runBundle(
+    runc: string,
+    id: string,
+    bundle: string,
+    timeoutMs: number | undefined,
+    opts: RunOptions,
+  ): Promise<RunResult> {
     const started = Date.now();
     runsStarted++;
     const counterFile = process.env.STRATA_SANDBOX_COUNTER;
@@ -262,20 +324,36 @@ export class RuncExecutor implements Executor {
     const kill = async () => {
       await execa(runc, ["--root", RUNC_ROOT, "kill", id, "KILL"], { reject: false });
     };
-    const timer = timeoutMs ? setTimeout(() => { timedOut = true; void kill(); }, timeoutMs) : undefined;
+    const timer = timeoutMs
+      ? setTimeout(() => {
+          timedOut = true;
+          void kill();
+        }, timeoutMs)
+      : undefined;
     const onAbort = () => void kill();
     opts.signal?.addEventListener("abort", onAbort);
     // Aborted before the listener existed (e.g. SIGTERM between steps): stop the container we just started.
     if (opts.signal?.aborted) void kill();
     try {
       const r = await child;
-      if (r.exitCode === undefined && !timedOut) throw new SandboxError(`runc did not start: ${r.message ?? "unknown error"}`);
-      return { exitCode: r.exitCode ?? (r.signal ? 128 : 1), timedOut, durationMs: Date.now() - started, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
+      if (r.exitCode === undefined && !timedOut)
+        throw new SandboxError(`runc did not start: ${r.message ?? "unknown error"}`);
+      return {
+        exitCode: r.exitCode ?? (r.signal ? 128 : 1),
+        timedOut,
+        durationMs: Date.now() - started,
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+      };
     } finally {
       if (timer) clearTimeout(timer);
       opts.signal?.removeEventListener("abort", onAbort);
       // `runc run` deletes its container when it exits; only one left behind (runc killed) needs `runc delete`.
-      if (await fsp.access(path.join(RUNC_ROOT, id)).then(() => true, () => false)) {
+      if (
+        await fsp.access(path.join(RUNC_ROOT, id)).then(
+          () => true,
+          () => false,
+        )
+      ) {
         await execa(runc, ["--root", RUNC_ROOT, "delete", "-f", id], { reject: false });
       }
     }

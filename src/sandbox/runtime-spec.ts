@@ -72,14 +72,35 @@ export interface RuntimeContext {
  * managers (chown, setuid to _apt, …), nothing more. `ping` needs CAP_NET_RAW and does not work in a step.
  */
 export const DEFAULT_CAPABILITIES = [
-  "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_SETGID",
-  "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+  "CAP_CHOWN",
+  "CAP_DAC_OVERRIDE",
+  "CAP_FSETID",
+  "CAP_FOWNER",
+  "CAP_MKNOD",
+  "CAP_SETGID",
+  "CAP_SETUID",
+  "CAP_SETFCAP",
+  "CAP_SETPCAP",
+  "CAP_NET_BIND_SERVICE",
+  "CAP_SYS_CHROOT",
+  "CAP_KILL",
+  "CAP_AUDIT_WRITE",
 ];
 
 /** Docker's masked paths (moby oci/defaults.go), plus powercap (energy counters: a side channel, CVE-2020-8694). */
 export const MASKED_PATHS = [
-  "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-  "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+  "/proc/asound",
+  "/proc/acpi",
+  "/proc/interrupts",
+  "/proc/kcore",
+  "/proc/keys",
+  "/proc/latency_stats",
+  "/proc/timer_list",
+  "/proc/timer_stats",
+  "/proc/sched_debug",
+  "/proc/scsi",
+  "/sys/firmware",
+  "/sys/devices/virtual/powercap",
 ];
 
 export const READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
@@ -88,10 +109,16 @@ export const READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys"
 export const SYSTEM_MOUNT_POINTS = ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"];
 
 export function runtimeSpec(s: SandboxSpec, ctx: RuntimeContext = {}): Record<string, unknown> {
-  const namespaces: { type: string; path?: string }[] = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
+  const namespaces: { type: string; path?: string }[] = [
+    { type: "pid" },
+    { type: "ipc" },
+    { type: "uts" },
+    { type: "mount" },
+  ];
   if (ctx.usernsPath) namespaces.unshift({ type: "user", path: ctx.usernsPath });
   const network = s.network ?? "sandbox";
-  if (network !== "host") namespaces.push(ctx.netnsPath ? { type: "network", path: ctx.netnsPath } : { type: "network" });
+  if (network !== "host")
+    namespaces.push(ctx.netnsPath ? { type: "network", path: ctx.netnsPath } : { type: "network" });
   const caps = s.uid === 0 ? DEFAULT_CAPABILITIES : [];
   return {
     ociVersion: "1.0.2",
@@ -109,9 +136,24 @@ export function runtimeSpec(s: SandboxSpec, ctx: RuntimeContext = {}): Record<st
     hostname: s.hostname,
     mounts: [
       { destination: "/proc", type: "proc", source: "proc" },
-      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-      { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
-      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+      {
+        destination: "/dev",
+        type: "tmpfs",
+        source: "tmpfs",
+        options: ["nosuid", "strictatime", "mode=755", "size=65536k"],
+      },
+      {
+        destination: "/dev/pts",
+        type: "devpts",
+        source: "devpts",
+        options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+      },
+      {
+        destination: "/dev/shm",
+        type: "tmpfs",
+        source: "shm",
+        options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+      },
       { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
       // A fresh sysfs needs a network namespace the step's user namespace owns; on the host network, the host's, read-only.
       network === "host" && ctx.usernsPath
@@ -131,7 +173,10 @@ export function runtimeSpec(s: SandboxSpec, ctx: RuntimeContext = {}): Record<st
       seccomp: DOCKER_DEFAULT_SECCOMP,
       // runc 1.1 wants the mappings of a user namespace it joins spelled out (they are the namespace's own).
       ...(ctx.usernsPath
-        ? { uidMappings: [{ containerID: 0, hostID: HOST_ID_BASE, size: ID_COUNT }], gidMappings: [{ containerID: 0, hostID: HOST_ID_BASE, size: ID_COUNT }] }
+        ? {
+            uidMappings: [{ containerID: 0, hostID: HOST_ID_BASE, size: ID_COUNT }],
+            gidMappings: [{ containerID: 0, hostID: HOST_ID_BASE, size: ID_COUNT }],
+          }
         : {}),
       ...(ctx.cgroupsPath ? { cgroupsPath: ctx.cgroupsPath } : {}),
     },

@@ -19,16 +19,13 @@ export interface SeccompProfile {
   syscalls: SeccompRule[];
 }
 
-export const DOCKER_DEFAULT_SECCOMP_SOURCE = "github.com/moby/profiles seccomp/default.json@cd3bed8061c7b7378b61fc6827c7885779417a75";
+export const DOCKER_DEFAULT_SECCOMP_SOURCE =
+  "github.com/moby/profiles seccomp/default.json@cd3bed8061c7b7378b61fc6827c7885779417a75";
 
 export const DOCKER_DEFAULT_SECCOMP: SeccompProfile = {
   "defaultAction": "SCMP_ACT_ERRNO",
   "defaultErrnoRet": 1,
-  "architectures": [
-    "SCMP_ARCH_X86_64",
-    "SCMP_ARCH_X86",
-    "SCMP_ARCH_X32"
-  ],
+  "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
   "syscalls": [
     {
       "names": [
@@ -392,159 +389,129 @@ export const DOCKER_DEFAULT_SECCOMP: SeccompProfile = {
         "waitid",
         "waitpid",
         "write",
-        "writev"
+        "writev",
       ],
-      "action": "SCMP_ACT_ALLOW"
+      "action": "SCMP_ACT_ALLOW",
     },
     {
-      "names": [
-        "process_vm_readv",
-        "process_vm_writev",
-        "ptrace"
-      ],
-      "action": "SCMP_ACT_ALLOW"
+      "names": ["process_vm_readv", "process_vm_writev", "ptrace"],
+      "action": "SCMP_ACT_ALLOW",
     },
     {
-      "names": [
-        "socket"
-      ],
+      "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
         {
           "index": 0,
           "value": 38,
-          "op": "SCMP_CMP_LT"
-        }
-      ]
+          "op": "SCMP_CMP_LT",
+        },
+      ],
     },
     {
-      "names": [
-        "socket"
-      ],
+      "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
         {
           "index": 0,
           "value": 39,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+          "op": "SCMP_CMP_EQ",
+        },
+      ],
     },
     {
-      "names": [
-        "socket"
-      ],
+      "names": ["socket"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
         {
           "index": 0,
           "value": 40,
-          "op": "SCMP_CMP_GT"
-        }
-      ]
+          "op": "SCMP_CMP_GT",
+        },
+      ],
     },
     {
-      "names": [
-        "personality"
-      ],
+      "names": ["personality"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
         {
           "index": 0,
           "value": 0,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+          "op": "SCMP_CMP_EQ",
+        },
+      ],
     },
     {
-      "names": [
-        "personality"
-      ],
+      "names": ["personality"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
         {
           "index": 0,
           "value": 8,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+          "op": "SCMP_CMP_EQ",
+        },
+      ],
     },
     {
-      "names": [
-        "personality"
-      ],
+      "names": ["personality"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
         {
           "index": 0,
           "value": 131072,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+          "op": "SCMP_CMP_EQ",
+        },
+      ],
     },
     {
-      "names": [
-        "personality"
-      ],
+      "names": ["personality"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
         {
           "index": 0,
           "value": 131080,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+          "op": "SCMP_CMP_EQ",
+        },
+      ],
     },
     {
-      "names": [
-        "personality"
-      ],
+      "names": ["personality"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
         {
           "index": 0,
           "value": 4294967295,
-          "op": "SCMP_CMP_EQ"
-        }
-      ]
+          "op": "SCMP_CMP_EQ",
+        },
+      ],
     },
     {
-      "names": [
-        "arch_prctl"
-      ],
-      "action": "SCMP_ACT_ALLOW"
+      "names": ["arch_prctl"],
+      "action": "SCMP_ACT_ALLOW",
     },
     {
-      "names": [
-        "modify_ldt"
-      ],
-      "action": "SCMP_ACT_ALLOW"
+      "names": ["modify_ldt"],
+      "action": "SCMP_ACT_ALLOW",
     },
     {
-      "names": [
-        "clone"
-      ],
+      "names": ["clone"],
       "action": "SCMP_ACT_ALLOW",
       "args": [
         {
           "index": 0,
           "value": 2114060288,
-          "op": "SCMP_CMP_MASKED_EQ"
-        }
-      ]
+          "op": "SCMP_CMP_MASKED_EQ",
+        },
+      ],
     },
     {
-      "names": [
-        "clone3"
-      ],
+      "names": ["clone3"],
       "action": "SCMP_ACT_ERRNO",
-      "errnoRet": 38
+      "errnoRet": 38,
     },
     {
-      "names": [
-        "chroot"
-      ],
-      "action": "SCMP_ACT_ALLOW"
-    }
-  ]
+      "names": ["chroot"],
+      "action": "SCMP_ACT_ALLOW",
+    },
+  ],
 };

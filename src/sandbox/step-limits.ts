@@ -21,7 +21,11 @@ const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
 
 /** Limits of a step that asks for none, sized for a 2-core, 24 GiB builder: 4 GiB, 4096 pids, every core. */
-export const DEFAULT_LIMITS: StepLimits = Object.freeze({ memoryBytes: 4 * GiB, pids: 4096, cpus: os.availableParallelism() });
+export const DEFAULT_LIMITS: StepLimits = Object.freeze({
+  memoryBytes: 4 * GiB,
+  pids: 4096,
+  cpus: os.availableParallelism(),
+});
 /** Docker's floor for a container's memory limit; below it the container's own start-up may not fit. */
 export const MIN_MEMORY_BYTES = 6 * MiB;
 /** The kernel's smallest CFS quota is 1 ms per period; ours is 100 ms. */
@@ -39,7 +43,11 @@ const LIMIT_KEYS = Object.keys(LIMIT_NAMES) as (keyof StepLimits)[];
 
 /** Formats a byte count for messages: `512 MiB`, `1.5 GiB`, `4 GiB`, `100 bytes`. */
 export function formatBytes(n: number): string {
-  for (const [unit, size] of [["GiB", GiB], ["MiB", MiB], ["KiB", KiB]] as const) {
+  for (const [unit, size] of [
+    ["GiB", GiB],
+    ["MiB", MiB],
+    ["KiB", KiB],
+  ] as const) {
     if (n >= size) return `${Number((n / size).toFixed(1))} ${unit}`;
   }
   return `${n} bytes`;
@@ -75,7 +83,8 @@ function invalidReason(key: keyof StepLimits, value: number): string | undefined
   if (value <= 0) return "it must be greater than zero";
   if (key === "memoryBytes") {
     if (!Number.isSafeInteger(value)) return "it must be a whole number of bytes";
-    if (value < MIN_MEMORY_BYTES) return `it must be at least ${formatBytes(MIN_MEMORY_BYTES)}, as in Docker (less may not even start the step)`;
+    if (value < MIN_MEMORY_BYTES)
+      return `it must be at least ${formatBytes(MIN_MEMORY_BYTES)}, as in Docker (less may not even start the step)`;
   }
   if (key === "pids" && !Number.isSafeInteger(value)) return "it must be a whole number";
   if (key === "cpus" && value < MIN_CPUS) return `it must be at least ${MIN_CPUS} (the kernel's smallest CPU quota)`;
@@ -87,19 +96,31 @@ function invalidReason(key: keyof StepLimits, value: number): string | undefined
  * operator's `max`. Throws a LimitError naming the limit when a request is invalid (≤ 0, NaN, not whole where it
  * must be) or above `max`, or when `max` itself is invalid.
  */
-export function capLimits(requested: Partial<StepLimits>, max: StepLimits, defaults: StepLimits = DEFAULT_LIMITS): StepLimits {
+export function capLimits(
+  requested: Partial<StepLimits>,
+  max: StepLimits,
+  defaults: StepLimits = DEFAULT_LIMITS,
+): StepLimits {
   const out = {} as StepLimits;
   for (const key of LIMIT_KEYS) {
     const { option, env } = LIMIT_NAMES[key];
     const maxWhy = invalidReason(key, max[key]);
-    if (maxWhy) throw new LimitError(option, `the service's maximum ${option} limit (${String(max[key])}) is invalid: ${maxWhy}; fix the service's configuration`);
+    if (maxWhy)
+      throw new LimitError(
+        option,
+        `the service's maximum ${option} limit (${String(max[key])}) is invalid: ${maxWhy}; fix the service's configuration`,
+      );
     const asked = requested[key];
     if (asked === undefined) {
       out[key] = Math.min(defaults[key], max[key]);
       continue;
     }
     const why = invalidReason(key, asked);
-    if (why) throw new LimitError(option, `invalid ${option} limit ${String(asked)} for the step: ${why}; fix ${env} (the build's ${option} limit)`);
+    if (why)
+      throw new LimitError(
+        option,
+        `invalid ${option} limit ${String(asked)} for the step: ${why}; fix ${env} (the build's ${option} limit)`,
+      );
     if (asked > max[key]) {
       throw new LimitError(
         option,
@@ -127,7 +148,11 @@ export function limitsFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<Ste
       continue;
     }
     const n = /^\d+(\.\d+)?$|^\.\d+$/.test(text) ? Number(text) : NaN;
-    if (Number.isNaN(n)) throw new LimitError(option, `${name}: invalid ${option} limit ${JSON.stringify(text)}: write a number, e.g. ${key === "pids" ? "4096" : "1.5"}`);
+    if (Number.isNaN(n))
+      throw new LimitError(
+        option,
+        `${name}: invalid ${option} limit ${JSON.stringify(text)}: write a number, e.g. ${key === "pids" ? "4096" : "1.5"}`,
+      );
     out[key] = n;
   }
   return out;
@@ -155,10 +180,14 @@ export function limitFailureMessage(usage: LimitUsage, limits: StepLimits): stri
   const raise = (key: keyof StepLimits) => `raise it with ${LIMIT_NAMES[key].env}, up to the service's maximum`;
   if (usage.oomKilled) {
     const peak = usage.memoryMaxBytes !== undefined ? `, peak use ${formatBytes(usage.memoryMaxBytes)}` : "";
-    parts.push(`the step ran out of memory: it exceeded its memory limit of ${formatBytes(limits.memoryBytes)}${peak} (${raise("memoryBytes")})`);
+    parts.push(
+      `the step ran out of memory: it exceeded its memory limit of ${formatBytes(limits.memoryBytes)}${peak} (${raise("memoryBytes")})`,
+    );
   }
   if (usage.pidsLimitHit) {
-    parts.push(`the step could not create more processes: the pids limit of ${limits.pids} was reached (${raise("pids")})`);
+    parts.push(
+      `the step could not create more processes: the pids limit of ${limits.pids} was reached (${raise("pids")})`,
+    );
   }
   return parts.length ? parts.join("; ") : undefined;
 }

@@ -13,7 +13,10 @@ export interface ResolvedUser {
 /** Lines of an image file split at `:`; the image path is resolved inside `rootfs` (a symlink cannot point at the host's). */
 async function readLines(rootfs: string, imagePath: string): Promise<string[][]> {
   try {
-    return (await fsp.readFile(secureJoin(rootfs, imagePath), "utf8")).split("\n").filter((l) => l && !l.startsWith("#")).map((l) => l.split(":"));
+    return (await fsp.readFile(secureJoin(rootfs, imagePath), "utf8"))
+      .split("\n")
+      .filter((l) => l && !l.startsWith("#"))
+      .map((l) => l.split(":"));
   } catch {
     return [];
   }
@@ -39,7 +42,10 @@ export async function resolveUser(rootfs: string, spec: string | undefined): Pro
     }
   } else {
     const row = passwd.find((r) => r[0] === u);
-    if (!row) throw new InvalidDefinitionError(`user "${u}" is not in the image's /etc/passwd; create it in an earlier step or use a numeric uid`);
+    if (!row)
+      throw new InvalidDefinitionError(
+        `user "${u}" is not in the image's /etc/passwd; create it in an earlier step or use a numeric uid`,
+      );
     uid = Number(row[2]);
     gid = Number(row[3]);
     home = row[5] ?? "/";
@@ -53,6 +59,9 @@ export async function resolveUser(rootfs: string, spec: string | undefined): Pro
       gid = Number(row[2]);
     }
   }
-  const additionalGids = name && g === undefined ? groups.filter((r) => (r[3] ?? "").split(",").includes(name!)).map((r) => Number(r[2])) : [];
+  const additionalGids =
+    name && g === undefined
+      ? groups.filter((r) => (r[3] ?? "").split(",").includes(name!)).map((r) => Number(r[2]))
+      : [];
   return { uid, gid: gid ?? 0, additionalGids: [...new Set(additionalGids)].filter((x) => x !== gid), home };
 }

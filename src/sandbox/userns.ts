@@ -29,14 +29,24 @@ export function usernsEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
 
 /** The compiled helper (`npm run build` puts it in dist/native/). */
 export function sandboxHelper(): string {
-  return process.env.STRATA_SANDBOX_HELPER || fileURLToPath(new URL("../../native/strata-sandbox-helper", import.meta.url));
+  return (
+    process.env.STRATA_SANDBOX_HELPER || fileURLToPath(new URL("../../native/strata-sandbox-helper", import.meta.url))
+  );
 }
 
 /** The helper, or a MissingToolError saying how to get it. */
 export async function requireSandboxHelper(): Promise<string> {
   const helper = sandboxHelper();
-  if (!(await fsp.access(helper, fsConstants.X_OK).then(() => true, () => false))) {
-    throw new MissingToolError("strata-sandbox-helper", `${helper} is missing: \`npm run build\` compiles it from src/sandbox/native/sandbox-helper.c (it needs gcc: \`npm run setup\`)`);
+  if (
+    !(await fsp.access(helper, fsConstants.X_OK).then(
+      () => true,
+      () => false,
+    ))
+  ) {
+    throw new MissingToolError(
+      "strata-sandbox-helper",
+      `${helper} is missing: \`npm run build\` compiles it from src/sandbox/native/sandbox-helper.c (it needs gcc: \`npm run setup\`)`,
+    );
   }
   return helper;
 }
@@ -68,12 +78,25 @@ export function idmapPlan(o: {
       args.push("bind", p, `idl/${i}`);
       targets.push(path.join(o.stage, `idl/${i}`));
     });
-    o.lowersTopFirst.forEach((l, i) => links.push([`li/${i.toString(36)}`, path.join(o.stage, `idl/${parents.indexOf(path.dirname(l))}`, path.basename(l))]));
+    for (const [i, l] of o.lowersTopFirst.entries()) {
+      links.push([
+        `li/${i.toString(36)}`,
+        path.join(o.stage, `idl/${parents.indexOf(path.dirname(l))}`, path.basename(l)),
+      ]);
+    }
     args.push("bind", o.overlayDir, "idw");
     targets.push(path.join(o.stage, "idw"));
     // Mounted in the bundle, not at the engine's merged dir: runc reaches the rootfs from inside the user namespace,
     // and the store may sit below directories only host root can pass (~root, a 0700 mkdtemp).
-    args.push("overlay", "rootfs", overlayOptions(links.map(([n]) => n), "idw/upper", "idw/work"));
+    args.push(
+      "overlay",
+      "rootfs",
+      overlayOptions(
+        links.map(([n]) => n),
+        "idw/upper",
+        "idw/work",
+      ),
+    );
     rootfs = path.join(o.stage, "rootfs");
     targets.push(rootfs);
   } else {
@@ -82,7 +105,7 @@ export function idmapPlan(o: {
     targets.push(rootfs);
   }
   const mountTargets = o.mounts.map((_, i) => path.join(o.stage, `b/${i}`));
-  o.mounts.forEach((m, i) => args.push("bind?", m.source, `b/${i}`));
+  for (const [i, m] of o.mounts.entries()) args.push("bind?", m.source, `b/${i}`);
   return { args, links, rootfs, targets, mountTargets };
 }
 
@@ -91,7 +114,13 @@ export function idmapPlan(o: {
  * /proc/<pid>/ns/user). `stage` is a fresh directory (the step's bundle) for the clones. With `overlayDir`, `rootfs` is
  * that overlay's merged dir: it is unmounted, mounted over idmapped layers for the run, and restored by `restore()`.
  */
-export async function idmapView(o: { userns: string; stage: string; rootfs: string; overlayDir?: string; mounts: readonly BindMount[] }): Promise<IdmappedView> {
+export async function idmapView(o: {
+  userns: string;
+  stage: string;
+  rootfs: string;
+  overlayDir?: string;
+  mounts: readonly BindMount[];
+}): Promise<IdmappedView> {
   const helper = await requireSandboxHelper();
   const lowersTopFirst = o.overlayDir !== undefined ? await overlayLowersTopFirst(o.overlayDir) : [];
   const plan = idmapPlan({ ...o, lowersTopFirst });
@@ -113,15 +142,23 @@ export async function idmapView(o: { userns: string; stage: string; rootfs: stri
   const restore = async () => {
     const ops = [...made].reverse().flatMap((t) => ["umount", t, "-"]);
     if (plainOptions) ops.push("host-overlay", "merged", plainOptions);
-    const u = await execa(helper, ["mounts", "-", String(HOST_ID_BASE), ...ops], { cwd: o.overlayDir ?? o.stage, reject: false });
-    if (u.exitCode !== 0) throw new SandboxError(`could not give the step's files back to the builder after the run: ${u.stderr.trim() || u.message}`);
+    const u = await execa(helper, ["mounts", "-", String(HOST_ID_BASE), ...ops], {
+      cwd: o.overlayDir ?? o.stage,
+      reject: false,
+    });
+    if (u.exitCode !== 0)
+      throw new SandboxError(
+        `could not give the step's files back to the builder after the run: ${u.stderr.trim() || u.message}`,
+      );
   };
   // The engine's overlay (host ids) is detached first: the same upper dir cannot be in two overlays at once.
   const ops = plainOptions ? ["umount", o.rootfs, "-", ...plan.args] : plan.args;
   const r = await execa(helper, ["mounts", o.userns, String(HOST_ID_BASE), ...ops], { cwd: o.stage, reject: false });
   if (r.exitCode !== 0) {
     await restore().catch(() => undefined);
-    throw new SandboxError(`could not give the step its user namespace's view of its files: ${r.stderr.trim() || r.message}`);
+    throw new SandboxError(
+      `could not give the step its user namespace's view of its files: ${r.stderr.trim() || r.message}`,
+    );
   }
   // A source on a filesystem that cannot be idmapped is still cloned into the bundle (`plain <source>`), so runc
   // reaches it from inside the namespace; the step sees its owners as nobody.

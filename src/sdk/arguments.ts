@@ -9,11 +9,15 @@ import type { Step } from "../plan/step.js";
 import type { ImagePipInstallParams, ImageStepParams } from "./params.js";
 import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
 
-export function checkBuildArgs(method: string, args: Record<string, string> | undefined): Record<string, string> | undefined {
+export function checkBuildArgs(
+  method: string,
+  args: Record<string, string> | undefined,
+): Record<string, string> | undefined {
   if (args === undefined) return undefined;
   if (!isParams(args)) throw new InvalidDefinitionError(`${method}: buildArgs must be an object of strings`);
   for (const [k, v] of Object.entries(args)) {
-    if (typeof v !== "string") throw new InvalidDefinitionError(`${method}: build arg ${k} must be a string, got ${typeof v}`);
+    if (typeof v !== "string")
+      throw new InvalidDefinitionError(`${method}: build arg ${k} must be a string, got ${typeof v}`);
   }
   return { ...args };
 }
@@ -41,24 +45,31 @@ export function splitArgs<P extends object>(method: string, args: readonly unkno
   const rest = isParams(last) ? args.slice(0, -1) : args;
   const items: string[] = [];
   for (const a of rest.flat()) {
-    if (typeof a !== "string") throw new InvalidDefinitionError(`${method}: expected strings, got ${typeof a} (${JSON.stringify(a)})`);
+    if (typeof a !== "string")
+      throw new InvalidDefinitionError(`${method}: expected strings, got ${typeof a} (${JSON.stringify(a)})`);
     items.push(a);
   }
   return { items, params };
 }
 
 export function requireAbsolute(method: string, remote: string): void {
-  if (!remote.startsWith("/")) throw new InvalidDefinitionError(`${method}: remote path "${remote}" must be absolute (start with /)`);
+  if (!remote.startsWith("/"))
+    throw new InvalidDefinitionError(`${method}: remote path "${remote}" must be absolute (start with /)`);
 }
 
 export function timeoutMs(seconds: number | undefined, method: string): number | undefined {
   if (seconds === undefined) return undefined;
-  if (!(typeof seconds === "number" && seconds > 0)) throw new InvalidDefinitionError(`${method}: timeout must be a positive number of seconds`);
+  if (!(typeof seconds === "number" && seconds > 0))
+    throw new InvalidDefinitionError(`${method}: timeout must be a positive number of seconds`);
   return Math.round(seconds * 1000);
 }
 
 /** The fields a layer method's step shares; `secrets` lists the names of the step's secrets (values stay with the Image). */
-export function stepBase(method: string, description: string, params: ImageStepParams): Omit<Step, "instructions" | "inputs" | "extra"> {
+export function stepBase(
+  method: string,
+  description: string,
+  params: ImageStepParams,
+): Omit<Step, "instructions" | "inputs" | "extra"> {
   return {
     method,
     description,
@@ -85,6 +96,9 @@ export function pipFlags(p: ImagePipInstallParams): string[] {
 
 export function checkPackages(method: string, pkgs: string[]): void {
   for (const p of pkgs) {
-    if (p.startsWith("-")) throw new InvalidDefinitionError(`${method}: "${p}" looks like an option, not a package; pass options through extraOptions`);
+    if (p.startsWith("-"))
+      throw new InvalidDefinitionError(
+        `${method}: "${p}" looks like an option, not a package; pass options through extraOptions`,
+      );
   }
 }

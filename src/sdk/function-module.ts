@@ -2,9 +2,15 @@
 import { InvalidDefinitionError } from "../errors.js";
 
 /** Renders a function for `runFunction` as a standalone ES module. */
-export function functionModule(fn: (...args: never[]) => unknown, args: unknown[]): { source: string; module: string; argsJson: string } {
+export function functionModule(
+  fn: (...args: never[]) => unknown,
+  args: unknown[],
+): { source: string; module: string; argsJson: string } {
   const source = fn.toString();
-  if (/\[native code\]\s*}$/.test(source)) throw new InvalidDefinitionError("runFunction: native or bound functions cannot be serialised; pass a plain function");
+  if (/\[native code\]\s*}$/.test(source))
+    throw new InvalidDefinitionError(
+      "runFunction: native or bound functions cannot be serialised; pass a plain function",
+    );
   if (/^class\b/.test(source)) throw new InvalidDefinitionError("runFunction: expected a function, got a class");
   // A function's source is an expression, except for method shorthand (`name() {…}`, `async "x"() {…}`), which
   // is only valid inside an object literal: wrap it there and take the method out.
@@ -19,7 +25,10 @@ export function functionModule(fn: (...args: never[]) => unknown, args: unknown[
   let expression = source;
   if (!parses(source)) {
     expression = `Object.values({ ${source} })[0]`;
-    if (!parses(expression)) throw new InvalidDefinitionError("runFunction: the function's source text cannot be serialised as a standalone function");
+    if (!parses(expression))
+      throw new InvalidDefinitionError(
+        "runFunction: the function's source text cannot be serialised as a standalone function",
+      );
   }
   let argsJson: string;
   try {

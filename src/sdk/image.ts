@@ -15,11 +15,30 @@ import { shellQuote, type Instruction } from "../plan/instructions.js";
 import { withoutUndefined } from "../plan/plain.js";
 import type { BaseSpec, DeferredMount, Plan, SecretValues, Step, StepInput } from "../plan/step.js";
 import { credentialsFor } from "../registry/credentials.js";
-import { checkBuildArgs, checkPackages, pipFlags, requireAbsolute, snapshot, splitArgs, stepBase, stepSecrets, timeoutMs } from "./arguments.js";
+import {
+  checkBuildArgs,
+  checkPackages,
+  pipFlags,
+  requireAbsolute,
+  snapshot,
+  splitArgs,
+  stepBase,
+  stepSecrets,
+  timeoutMs,
+} from "./arguments.js";
 import { functionModule } from "./function-module.js";
 import type {
-  ImageAddLocalParams, ImageAptInstallParams, ImageBuildParams, ImageDebianSlimParams, ImageDockerfileCommandsParams, ImageFromDockerfileParams,
-  ImageFromRegistryParams, ImagePipInstallParams, ImageRunCommandsParams, ImageRunFunctionParams, ImageUvPipInstallParams,
+  ImageAddLocalParams,
+  ImageAptInstallParams,
+  ImageBuildParams,
+  ImageDebianSlimParams,
+  ImageDockerfileCommandsParams,
+  ImageFromDockerfileParams,
+  ImageFromRegistryParams,
+  ImagePipInstallParams,
+  ImageRunCommandsParams,
+  ImageRunFunctionParams,
+  ImageUvPipInstallParams,
 } from "./params.js";
 import { addPythonSteps, checkPythonSeries } from "./python.js";
 import { addChainSecrets, mergeSecrets, Secret, type ChainSecrets, type SecretLike } from "./secret.js";
@@ -70,7 +89,15 @@ export class Image {
 
   /** This image's state with `changes` applied. */
   #next(changes: Partial<ImageState>): Image {
-    return new Image({ base: this.#base, steps: this.#steps, deferred: this.#deferred, methods: this.#methods, known: this.#known, secrets: this.#secrets, ...changes });
+    return new Image({
+      base: this.#base,
+      steps: this.#steps,
+      deferred: this.#deferred,
+      methods: this.#methods,
+      known: this.#known,
+      secrets: this.#secrets,
+      ...changes,
+    });
   }
 
   /** This image, also using the secret values `values` (given to `step`); a name given two values is an error. */
@@ -83,7 +110,17 @@ export class Image {
   /** An empty image. */
   static fromScratch(params: { forceBuild?: boolean } = {}): Image {
     return new Image({
-      base: () => ({ method: "fromScratch", description: "fromScratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: params.forceBuild ?? false, extra: [] }),
+      base: () => ({
+        method: "fromScratch",
+        description: "fromScratch",
+        base: { kind: "scratch" },
+        instructions: [],
+        inputs: [],
+        secrets: [],
+        env: {},
+        forceBuild: params.forceBuild ?? false,
+        extra: [],
+      }),
     });
   }
 
@@ -95,7 +132,13 @@ export class Image {
     return new Image({
       base: (b) => debianSlimStep(b, { pythonVersion: params.pythonVersion, forceBuild: params.forceBuild }),
       // The config the engine gives a debianSlim base (src/engine/execute.ts).
-      known: { env: [["PATH", DEFAULT_PATH], ["LANG", "C.UTF-8"]], workdir: "/" },
+      known: {
+        env: [
+          ["PATH", DEFAULT_PATH],
+          ["LANG", "C.UTF-8"],
+        ],
+        workdir: "/",
+      },
     });
   }
 
@@ -116,8 +159,14 @@ export class Image {
    * An image from Google Artifact Registry. `secret` holds `SERVICE_ACCOUNT_JSON` (a service-account key); `mode:
    * "json_key"` logs in with the key itself (`_json_key`) instead of an access token.
    */
-  static fromGcpArtifactRegistry(ref: string, params: ImageFromRegistryParams & { secret: SecretLike; mode?: "access_token" | "json_key" }): Image {
-    return Image.#fromRegistryWith("fromGcpArtifactRegistry", ref, params, { login: "gcp", ...(params.mode ? { gcpMode: params.mode } : {}) });
+  static fromGcpArtifactRegistry(
+    ref: string,
+    params: ImageFromRegistryParams & { secret: SecretLike; mode?: "access_token" | "json_key" },
+  ): Image {
+    return Image.#fromRegistryWith("fromGcpArtifactRegistry", ref, params, {
+      login: "gcp",
+      ...(params.mode ? { gcpMode: params.mode } : {}),
+    });
   }
 
   static #fromRegistryWith(
@@ -126,7 +175,8 @@ export class Image {
     params: ImageFromRegistryParams,
     login: { login: "registry" | "ecr" | "gcp"; gcpMode?: "access_token" | "json_key" },
   ): Image {
-    if (typeof ref !== "string" || ref.trim() === "") throw new InvalidDefinitionError(`${method}: expected an image reference such as 127.0.0.1:5000/team/base:1`);
+    if (typeof ref !== "string" || ref.trim() === "")
+      throw new InvalidDefinitionError(`${method}: expected an image reference such as 127.0.0.1:5000/team/base:1`);
     const registrySecret = Secret.fromObject(mergeSecrets(params.secret));
     const setup = params.setupDockerfileCommands;
     if (setup !== undefined && (!Array.isArray(setup) || setup.some((l) => typeof l !== "string"))) {
@@ -134,13 +184,19 @@ export class Image {
     }
     const python = params.addPython !== undefined ? checkPythonSeries(method, params.addPython) : undefined;
     // Missing login variables are reported now, not when the build reaches the registry (no I/O happens here).
-    if (login.login !== "registry") credentialsFor(login.login, registrySecret.values(), login.gcpMode ? { gcp: { mode: login.gcpMode } } : {});
+    if (login.login !== "registry")
+      credentialsFor(login.login, registrySecret.values(), login.gcpMode ? { gcp: { mode: login.gcpMode } } : {});
     const description = `${method} ${ref}`;
     const base = new Image({
       base: () => ({
         method,
         description,
-        base: { kind: "registry", ref, ...(params.insecure !== undefined ? { insecure: params.insecure } : {}), ...login },
+        base: {
+          kind: "registry",
+          ref,
+          ...(params.insecure !== undefined ? { insecure: params.insecure } : {}),
+          ...login,
+        },
         instructions: [],
         inputs: [],
         // Registry credentials are the step's secrets; a registry base's key is its manifest digest only.
@@ -157,7 +213,17 @@ export class Image {
   /** An image already in the store, by id (or unique prefix). */
   static fromId(imageId: string): Image {
     return new Image({
-      base: () => ({ method: "fromId", description: `fromId ${imageId}`, base: { kind: "image", imageId }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: false, extra: [] }),
+      base: () => ({
+        method: "fromId",
+        description: `fromId ${imageId}`,
+        base: { kind: "image", imageId },
+        instructions: [],
+        inputs: [],
+        secrets: [],
+        env: {},
+        forceBuild: false,
+        extra: [],
+      }),
     });
   }
 
@@ -167,7 +233,8 @@ export class Image {
    * and its ignore file are read now, so syntax errors (`Dockerfile:12:5: …`) surface here.
    */
   static fromDockerfile(dockerfile: string, paramsIn: ImageFromDockerfileParams = {}): Image {
-    if (typeof dockerfile !== "string" || dockerfile === "") throw new InvalidDefinitionError("fromDockerfile: expected the path of a Dockerfile");
+    if (typeof dockerfile !== "string" || dockerfile === "")
+      throw new InvalidDefinitionError("fromDockerfile: expected the path of a Dockerfile");
     const params = snapshot(paramsIn);
     const python = params.addPython !== undefined ? checkPythonSeries("fromDockerfile", params.addPython) : undefined;
     const chains = dockerfileChains(dockerfile, {
@@ -198,7 +265,12 @@ export class Image {
     };
     const build = (i: number, prefetch: readonly number[]): Image => {
       const c = chains.stages.get(i)!;
-      let img = c.base.kind === "stage" ? (prefetch.length ? build(c.base.stage, prefetch) : chainOf(c.base.stage)) : new Image({ base: baseOf(c, prefetch) });
+      let img =
+        c.base.kind === "stage"
+          ? prefetch.length
+            ? build(c.base.stage, prefetch)
+            : chainOf(c.base.stage)
+          : new Image({ base: baseOf(c, prefetch) });
       for (const st of c.steps) img = img.#with(st.method, (b) => st.make(b, planOf));
       // What the stage's ENV and WORKDIR leave, for calls chained after it (dockerfileCommands expands against it).
       return img.#next({ known: c.final });
@@ -215,14 +287,22 @@ export class Image {
     const reads = new Set<number>();
     for (const c of chains.stages.values()) for (const r of c.reads) reads.add(r);
     // The values of the secrets the needed stages mount (nested stages included): the image's, as one step's.
-    const image = build(chains.target, [...reads].sort((a, b) => a - b)).#withSecrets(`fromDockerfile ${dockerfile}`, pick(params.secrets as Secret | undefined, chains.secrets));
+    const image = build(
+      chains.target,
+      [...reads].sort((a, b) => a - b),
+    ).#withSecrets(`fromDockerfile ${dockerfile}`, pick(params.secrets as Secret | undefined, chains.secrets));
     return python !== undefined ? image.#addPython("fromDockerfile", python) : image;
   }
 
   // ---- chain plumbing ----------------------------------------------------------------------------------------
 
   /** Appends a step; `secrets`: the values it uses, with the step's description (default none). */
-  #with(method: string, factory: StepFactory, known: KnownConfig = this.#known, secrets?: { step: string; values: Record<string, string> }): Image {
+  #with(
+    method: string,
+    factory: StepFactory,
+    known: KnownConfig = this.#known,
+    secrets?: { step: string; values: Record<string, string> },
+  ): Image {
     if (this.#deferred.length > 0) {
       const d = this.#deferred[this.#deferred.length - 1]!;
       throw new InvalidDefinitionError(
@@ -241,14 +321,23 @@ export class Image {
     return img;
   }
 
-  #meta(method: string, description: string, instructions: Instruction[], params: { forceBuild?: boolean } = {}): Image {
+  #meta(
+    method: string,
+    description: string,
+    instructions: Instruction[],
+    params: { forceBuild?: boolean } = {},
+  ): Image {
     const env = new Map(this.#known.env);
     let workdir = this.#known.workdir;
     for (const ins of instructions) {
       if (ins.op === "ENV") for (const [k, v] of ins.vars) env.set(k, v);
       else if (ins.op === "WORKDIR") workdir = path.posix.resolve(workdir, ins.path);
     }
-    return this.#with(method, () => ({ ...stepBase(method, description, params), instructions, inputs: [], extra: [] }), { env: [...env], workdir });
+    return this.#with(
+      method,
+      () => ({ ...stepBase(method, description, params), instructions, inputs: [], extra: [] }),
+      { env: [...env], workdir },
+    );
   }
 
   // ---- layer methods -----------------------------------------------------------------------------------------
@@ -260,16 +349,21 @@ export class Image {
     checkPackages("aptInstall", items);
     const net = params.network;
     const description = `aptInstall ${items.join(" ")}`;
-    return this.#with("aptInstall", () => ({
-      ...stepBase("aptInstall", description, params),
-      instructions: [
-        { op: "RUN", command: "apt-get update", network: net },
-        { op: "RUN", command: `apt-get install -y ${items.map(shellQuote).join(" ")}`, network: net },
-      ],
-      inputs: [],
-      extra: [],
-      timeoutMs: timeoutMs(params.timeout, "aptInstall"),
-    }), this.#known, { step: description, values: stepSecrets(params) });
+    return this.#with(
+      "aptInstall",
+      () => ({
+        ...stepBase("aptInstall", description, params),
+        instructions: [
+          { op: "RUN", command: "apt-get update", network: net },
+          { op: "RUN", command: `apt-get install -y ${items.map(shellQuote).join(" ")}`, network: net },
+        ],
+        inputs: [],
+        extra: [],
+        timeoutMs: timeoutMs(params.timeout, "aptInstall"),
+      }),
+      this.#known,
+      { step: description, values: stepSecrets(params) },
+    );
   }
 
   /** Installs Python packages with pip. Packages are sorted, so their order does not change the key. */
@@ -279,13 +373,24 @@ export class Image {
     checkPackages("pipInstall", items);
     const pkgs = [...items].sort();
     const description = `pipInstall ${pkgs.join(" ")}`;
-    return this.#with("pipInstall", () => ({
-      ...stepBase("pipInstall", description, params),
-      instructions: [{ op: "RUN", command: ["python -m pip install", ...pkgs.map(shellQuote), ...pipFlags(params)].join(" "), network: params.network }],
-      inputs: [],
-      extra: [],
-      timeoutMs: timeoutMs(params.timeout, "pipInstall"),
-    }), this.#known, { step: description, values: stepSecrets(params) });
+    return this.#with(
+      "pipInstall",
+      () => ({
+        ...stepBase("pipInstall", description, params),
+        instructions: [
+          {
+            op: "RUN",
+            command: ["python -m pip install", ...pkgs.map(shellQuote), ...pipFlags(params)].join(" "),
+            network: params.network,
+          },
+        ],
+        inputs: [],
+        extra: [],
+        timeoutMs: timeoutMs(params.timeout, "pipInstall"),
+      }),
+      this.#known,
+      { step: description, values: stepSecrets(params) },
+    );
   }
 
   /** Installs a local requirements file with pip. The file's content is keyed. */
@@ -293,16 +398,25 @@ export class Image {
     const params = snapshot(paramsIn);
     const local = path.resolve(requirements);
     const description = `pipInstallFromRequirements ${requirements}`;
-    return this.#with("pipInstallFromRequirements", () => ({
-      ...stepBase("pipInstallFromRequirements", description, params),
-      instructions: [
-        { op: "COPY", source: "requirements", dest: "/.requirements.txt" },
-        { op: "RUN", command: ["python -m pip install -r /.requirements.txt", ...pipFlags(params)].join(" "), network: params.network },
-      ],
-      inputs: [{ kind: "file", name: "requirements", localPath: local }],
-      extra: [],
-      timeoutMs: timeoutMs(params.timeout, "pipInstallFromRequirements"),
-    }), this.#known, { step: description, values: stepSecrets(params) });
+    return this.#with(
+      "pipInstallFromRequirements",
+      () => ({
+        ...stepBase("pipInstallFromRequirements", description, params),
+        instructions: [
+          { op: "COPY", source: "requirements", dest: "/.requirements.txt" },
+          {
+            op: "RUN",
+            command: ["python -m pip install -r /.requirements.txt", ...pipFlags(params)].join(" "),
+            network: params.network,
+          },
+        ],
+        inputs: [{ kind: "file", name: "requirements", localPath: local }],
+        extra: [],
+        timeoutMs: timeoutMs(params.timeout, "pipInstallFromRequirements"),
+      }),
+      this.#known,
+      { step: description, values: stepSecrets(params) },
+    );
   }
 
   /**
@@ -316,29 +430,39 @@ export class Image {
     const pkgs = [...items].sort();
     const req = params.requirements ? path.resolve(params.requirements) : undefined;
     const description = `uvPipInstall ${pkgs.join(" ")}${req ? ` -r ${params.requirements}` : ""}`;
-    return this.#with("uvPipInstall", (b) => {
-      const flags: string[] = [];
-      if (params.findLinks) flags.push("--find-links", shellQuote(params.findLinks));
-      if (params.indexUrl) flags.push("--index-url", shellQuote(params.indexUrl));
-      if (params.extraIndexUrl) flags.push("--extra-index-url", shellQuote(params.extraIndexUrl));
-      if (params.pre) flags.push("--prerelease", "allow");
-      if (params.extraOptions) flags.push(params.extraOptions);
-      const ins: Instruction[] = [];
-      if (req) ins.push({ op: "COPY", source: "requirements", dest: "/.uv-requirements.txt" });
-      ins.push({
-        op: "RUN",
-        command: ["/.strata/uv pip install --system --compile-bytecode", ...(req ? ["-r /.uv-requirements.txt"] : []), ...pkgs.map(shellQuote), ...flags].join(" "),
-        mounts: [{ type: "bind", source: "builder:uv", target: "/.strata/uv", readonly: true }],
-        network: params.network,
-      });
-      return {
-        ...stepBase("uvPipInstall", description, params),
-        instructions: ins,
-        inputs: req ? [{ kind: "file", name: "requirements", localPath: req }] : [],
-        extra: [["uvVersion", params.uvVersion ?? b.tools.uv.defaultVersion]],
-        timeoutMs: timeoutMs(params.timeout, "uvPipInstall"),
-      };
-    }, this.#known, { step: description, values: stepSecrets(params) });
+    return this.#with(
+      "uvPipInstall",
+      (b) => {
+        const flags: string[] = [];
+        if (params.findLinks) flags.push("--find-links", shellQuote(params.findLinks));
+        if (params.indexUrl) flags.push("--index-url", shellQuote(params.indexUrl));
+        if (params.extraIndexUrl) flags.push("--extra-index-url", shellQuote(params.extraIndexUrl));
+        if (params.pre) flags.push("--prerelease", "allow");
+        if (params.extraOptions) flags.push(params.extraOptions);
+        const ins: Instruction[] = [];
+        if (req) ins.push({ op: "COPY", source: "requirements", dest: "/.uv-requirements.txt" });
+        ins.push({
+          op: "RUN",
+          command: [
+            "/.strata/uv pip install --system --compile-bytecode",
+            ...(req ? ["-r /.uv-requirements.txt"] : []),
+            ...pkgs.map(shellQuote),
+            ...flags,
+          ].join(" "),
+          mounts: [{ type: "bind", source: "builder:uv", target: "/.strata/uv", readonly: true }],
+          network: params.network,
+        });
+        return {
+          ...stepBase("uvPipInstall", description, params),
+          instructions: ins,
+          inputs: req ? [{ kind: "file", name: "requirements", localPath: req }] : [],
+          extra: [["uvVersion", params.uvVersion ?? b.tools.uv.defaultVersion]],
+          timeoutMs: timeoutMs(params.timeout, "uvPipInstall"),
+        };
+      },
+      this.#known,
+      { step: description, values: stepSecrets(params) },
+    );
   }
 
   /** Runs shell commands, each its own RUN, in one layer. */
@@ -347,45 +471,58 @@ export class Image {
     if (items.length === 0) return this;
     const desc = items.length === 1 ? items[0]! : `${items[0]} (+${items.length - 1} more)`;
     const description = `runCommands ${desc}`;
-    return this.#with("runCommands", () => ({
-      ...stepBase("runCommands", description, params),
-      instructions: items.map((c) => ({ op: "RUN", command: c, network: params.network })),
-      inputs: [],
-      extra: [],
-      timeoutMs: timeoutMs(params.timeout, "runCommands"),
-    }), this.#known, { step: description, values: stepSecrets(params) });
+    return this.#with(
+      "runCommands",
+      () => ({
+        ...stepBase("runCommands", description, params),
+        instructions: items.map((c) => ({ op: "RUN", command: c, network: params.network })),
+        inputs: [],
+        extra: [],
+        timeoutMs: timeoutMs(params.timeout, "runCommands"),
+      }),
+      this.#known,
+      { step: description, values: stepSecrets(params) },
+    );
   }
 
   /**
    * Runs a JavaScript function inside the image with `node` and snapshots the filesystem. The function must be
    * self-contained (use `await import(...)` for modules). Its source text, arguments and secret names are keyed.
    */
-  runFunction<A extends unknown[]>(fn: (...args: A) => unknown, paramsIn: ImageRunFunctionParams & { args?: A } = {}): Image {
+  runFunction<A extends unknown[]>(
+    fn: (...args: A) => unknown,
+    paramsIn: ImageRunFunctionParams & { args?: A } = {},
+  ): Image {
     const params = snapshot(paramsIn);
     if (typeof fn !== "function") throw new InvalidDefinitionError("runFunction: expected a function");
     const { source, module, argsJson } = functionModule(fn as (...args: never[]) => unknown, params.args ?? []);
     const name = fn.name || "anonymous";
     const description = `runFunction ${name}`;
-    return this.#with("runFunction", () => ({
-      ...stepBase("runFunction", description, params),
-      instructions: [
-        {
-          op: "RUN",
-          command: ["/.strata/node/node", "/.strata/function.mjs"],
-          mounts: [
-            { type: "bind", source: "builder:node", target: "/.strata/node", readonly: true },
-            { type: "bind", source: "function", target: "/.strata/function.mjs", readonly: true },
-          ],
-          network: params.network,
-        },
-      ],
-      inputs: [{ kind: "inline", name: "function", content: module, mode: 0o444 }],
-      extra: [
-        ["function.source", source],
-        ["function.args", argsJson],
-      ],
-      timeoutMs: timeoutMs(params.timeout ?? 3600, "runFunction"),
-    }), this.#known, { step: description, values: stepSecrets(params) });
+    return this.#with(
+      "runFunction",
+      () => ({
+        ...stepBase("runFunction", description, params),
+        instructions: [
+          {
+            op: "RUN",
+            command: ["/.strata/node/node", "/.strata/function.mjs"],
+            mounts: [
+              { type: "bind", source: "builder:node", target: "/.strata/node", readonly: true },
+              { type: "bind", source: "function", target: "/.strata/function.mjs", readonly: true },
+            ],
+            network: params.network,
+          },
+        ],
+        inputs: [{ kind: "inline", name: "function", content: module, mode: 0o444 }],
+        extra: [
+          ["function.source", source],
+          ["function.args", argsJson],
+        ],
+        timeoutMs: timeoutMs(params.timeout ?? 3600, "runFunction"),
+      }),
+      this.#known,
+      { step: description, values: stepSecrets(params) },
+    );
   }
 
   /** Adds a local directory's contents at `remote`: a layer with `copy: true`, else applied at run/export time. */
@@ -428,7 +565,8 @@ export class Image {
    */
   dockerfileCommands(lines: string | string[], paramsIn: ImageDockerfileCommandsParams = {}): Image {
     const list = typeof lines === "string" ? [lines] : lines;
-    if (!Array.isArray(list) || list.some((l) => typeof l !== "string")) throw new InvalidDefinitionError("dockerfileCommands: expected Dockerfile lines (strings)");
+    if (!Array.isArray(list) || list.some((l) => typeof l !== "string"))
+      throw new InvalidDefinitionError("dockerfileCommands: expected Dockerfile lines (strings)");
     if (list.length === 0) return this;
     const params = snapshot(paramsIn);
     const chain = commandChain(list, {
@@ -452,8 +590,10 @@ export class Image {
     const entries = Object.entries(vars);
     if (entries.length === 0) return this;
     for (const [k, v] of entries) {
-      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new InvalidDefinitionError(`env: "${k}" is not a valid variable name`);
-      if (typeof v !== "string") throw new InvalidDefinitionError(`env: value of ${k} must be a string, got ${typeof v}`);
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
+        throw new InvalidDefinitionError(`env: "${k}" is not a valid variable name`);
+      if (typeof v !== "string")
+        throw new InvalidDefinitionError(`env: value of ${k} must be a string, got ${typeof v}`);
     }
     return this.#meta("env", `env ${entries.map(([k]) => k).join(" ")}`, [{ op: "ENV", vars: entries }], { ...params });
   }
@@ -465,18 +605,23 @@ export class Image {
   }
 
   entrypoint(argv: string[]): Image {
-    if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string")) throw new InvalidDefinitionError("entrypoint: expected an array of strings");
-    return this.#meta("entrypoint", `entrypoint ${JSON.stringify(argv)}`, [{ op: "ENTRYPOINT", argv: [...argv], ...(this.#methods.includes("cmd") ? { keepCmd: true } : {}) }]);
+    if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string"))
+      throw new InvalidDefinitionError("entrypoint: expected an array of strings");
+    return this.#meta("entrypoint", `entrypoint ${JSON.stringify(argv)}`, [
+      { op: "ENTRYPOINT", argv: [...argv], ...(this.#methods.includes("cmd") ? { keepCmd: true } : {}) },
+    ]);
   }
 
   cmd(argv: string[]): Image {
-    if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string")) throw new InvalidDefinitionError("cmd: expected an array of strings");
+    if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string"))
+      throw new InvalidDefinitionError("cmd: expected an array of strings");
     return this.#meta("cmd", `cmd ${JSON.stringify(argv)}`, [{ op: "CMD", argv: [...argv] }]);
   }
 
   /** Sets the shell later `runCommands` use (default ["/bin/sh", "-c"]). */
   shell(argv: string[]): Image {
-    if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== "string")) throw new InvalidDefinitionError("shell: expected a non-empty array of strings");
+    if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== "string"))
+      throw new InvalidDefinitionError("shell: expected a non-empty array of strings");
     return this.#meta("shell", `shell ${JSON.stringify(argv)}`, [{ op: "SHELL", argv: [...argv] }]);
   }
 
@@ -508,7 +653,10 @@ export class Image {
       step.instructions = step.instructions.map(clampInstructionPaths);
       return step;
     });
-    const deferred = structuredClone([...this.#deferred]).map((d) => ({ ...d, remotePath: clampImagePath(d.remotePath) }));
+    const deferred = structuredClone([...this.#deferred]).map((d) => ({
+      ...d,
+      remotePath: clampImagePath(d.remotePath),
+    }));
     return { builderVersion: b.version, steps, deferred };
   }
 

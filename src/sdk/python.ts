@@ -87,7 +87,9 @@ export function pythonStandaloneRelease(b: BuilderVersion, method: string, serie
     const supported = Object.keys(table);
     throw new InvalidDefinitionError(
       `${method}: addPython ${series} is not supported by builder version ${b.version}; ` +
-        (supported.length ? `supported: ${supported.join(", ")}` : "it has no python-build-standalone releases (try STRATA_BUILDER_VERSION=PREVIEW)"),
+        (supported.length
+          ? `supported: ${supported.join(", ")}`
+          : "it has no python-build-standalone releases (try STRATA_BUILDER_VERSION=PREVIEW)"),
     );
   }
   return release;
@@ -120,12 +122,21 @@ function literal(name: string): string {
 }
 
 /** A local tarball named by STRATA_PYTHON_STANDALONE for this release, or undefined when the variable is unset. */
-export function localTarball(method: string, series: string, release: PythonStandaloneRelease, env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function localTarball(
+  method: string,
+  series: string,
+  release: PythonStandaloneRelease,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
   const configured = env[PYTHON_STANDALONE_ENV]?.trim();
   if (!configured) return undefined;
   const abs = path.resolve(configured);
   const st = existsSync(abs) ? statSync(abs) : undefined;
-  if (!st) throw new LocalPathError(abs, `${method}: ${PYTHON_STANDALONE_ENV}=${configured} does not exist; it must name a python-build-standalone install_only tarball or a directory of them`);
+  if (!st)
+    throw new LocalPathError(
+      abs,
+      `${method}: ${PYTHON_STANDALONE_ENV}=${configured} does not exist; it must name a python-build-standalone install_only tarball or a directory of them`,
+    );
   if (st.isDirectory()) {
     const file = path.join(abs, releaseFileName(release));
     if (!existsSync(file)) {
@@ -139,12 +150,20 @@ export function localTarball(method: string, series: string, release: PythonStan
   // A file whose name says it is another series is a mistake, not a substitute.
   const named = /^cpython-(\d+\.\d+)\./.exec(path.basename(abs));
   if (named && named[1] !== series) {
-    throw new InvalidDefinitionError(`${method}: addPython ${series}, but ${PYTHON_STANDALONE_ENV}=${configured} is a build of Python ${named[1]}`);
+    throw new InvalidDefinitionError(
+      `${method}: addPython ${series}, but ${PYTHON_STANDALONE_ENV}=${configured} is a build of Python ${named[1]}`,
+    );
   }
   return abs;
 }
 
-function step(method: string, description: string, instructions: Instruction[], inputs: StepInput[], extra: Partial<Step> = {}): Step {
+function step(
+  method: string,
+  description: string,
+  instructions: Instruction[],
+  inputs: StepInput[],
+  extra: Partial<Step> = {},
+): Step {
   return { method, description, instructions, inputs, secrets: [], env: {}, forceBuild: false, extra: [], ...extra };
 }
 
@@ -161,20 +180,44 @@ function unpackStage(b: BuilderVersion, method: string, what: string, add: Instr
 }
 
 /** The stage holding the release's `python/` tree (owned by root). */
-export function pythonStagePlan(b: BuilderVersion, method: string, series: string, env: NodeJS.ProcessEnv = process.env): { plan: Plan; source: string } {
+export function pythonStagePlan(
+  b: BuilderVersion,
+  method: string,
+  series: string,
+  env: NodeJS.ProcessEnv = process.env,
+): { plan: Plan; source: string } {
   const release = pythonStandaloneRelease(b, method, series);
   const local = localTarball(method, series, release, env);
   const what = `addPython ${series}`;
   if (local) {
     const name = path.basename(local);
     const add: Instruction = { op: "ADD", source: "tarball", dest: "/", sources: [name], chown: "0:0", unpack: true };
-    const input: StepInput = { kind: "select", name: "tarball", root: { kind: "context", localPath: path.dirname(local), ignore: [] }, patterns: [literal(name)] };
+    const input: StepInput = {
+      kind: "select",
+      name: "tarball",
+      root: { kind: "context", localPath: path.dirname(local), ignore: [] },
+      patterns: [literal(name)],
+    };
     return { plan: unpackStage(b, method, what, add, input), source: local };
   }
   const url = releaseUrl(release, env);
   const checksum = release.sha256 ? `sha256:${release.sha256}` : undefined;
-  const add: Instruction = { op: "ADD", source: "tarball", dest: "/", sources: [url], chown: "0:0", unpack: true, ...(checksum ? { checksum } : {}) };
-  const input: StepInput = { kind: "url", name: "tarball", url, ...(checksum ? { checksum } : {}), help: unavailableHelp(series, release) };
+  const add: Instruction = {
+    op: "ADD",
+    source: "tarball",
+    dest: "/",
+    sources: [url],
+    chown: "0:0",
+    unpack: true,
+    ...(checksum ? { checksum } : {}),
+  };
+  const input: StepInput = {
+    kind: "url",
+    name: "tarball",
+    url,
+    ...(checksum ? { checksum } : {}),
+    help: unavailableHelp(series, release),
+  };
   return { plan: unpackStage(b, method, what, add, input), source: url };
 }
 
@@ -182,7 +225,12 @@ export function pythonStagePlan(b: BuilderVersion, method: string, series: strin
 export function symlinkStagePlan(b: BuilderVersion, method: string): Plan {
   const dir = path.join(packageRoot(), "builders", "python-standalone");
   const add: Instruction = { op: "ADD", source: "links", dest: "/", sources: [SYMLINK_TAR] };
-  const input: StepInput = { kind: "select", name: "links", root: { kind: "context", localPath: dir, ignore: [] }, patterns: [SYMLINK_TAR] };
+  const input: StepInput = {
+    kind: "select",
+    name: "links",
+    root: { kind: "context", localPath: dir, ignore: [] },
+    patterns: [SYMLINK_TAR],
+  };
   return unpackStage(b, method, "addPython python symlink", add, input);
 }
 
@@ -210,7 +258,14 @@ export function addPythonSteps(method: string, series: string): ((b: BuilderVers
         "addPython",
         `addPython ${series}: CPython ${release.version}+${release.release} → /usr/local (from ${source})`,
         [{ op: "COPY", source: "python", dest: "/usr/local", sources: ["/python/."], from: PYTHON_STAGE }],
-        [{ kind: "select", name: "python", root: { kind: "stage", stage: PYTHON_STAGE, plan }, patterns: ["/python/."] }],
+        [
+          {
+            kind: "select",
+            name: "python",
+            root: { kind: "stage", stage: PYTHON_STAGE, plan },
+            patterns: ["/python/."],
+          },
+        ],
       );
     },
   ];
@@ -220,10 +275,24 @@ export function addPythonSteps(method: string, series: string): ((b: BuilderVers
         "addPython",
         `addPython ${series}: /usr/local/bin/python → python3`,
         [{ op: "COPY", source: "links", dest: "/usr/local/bin/", sources: ["/bin/."], from: SYMLINK_STAGE }],
-        [{ kind: "select", name: "links", root: { kind: "stage", stage: SYMLINK_STAGE, plan: symlinkStagePlan(b, method) }, patterns: ["/bin/."] }],
+        [
+          {
+            kind: "select",
+            name: "links",
+            root: { kind: "stage", stage: SYMLINK_STAGE, plan: symlinkStagePlan(b, method) },
+            patterns: ["/bin/."],
+          },
+        ],
       ),
     );
   }
-  steps.push(() => step("addPython", `addPython ${series}: env TERMINFO_DIRS`, [{ op: "ENV", vars: [["TERMINFO_DIRS", TERMINFO_DIRS]] }], []));
+  steps.push(() =>
+    step(
+      "addPython",
+      `addPython ${series}: env TERMINFO_DIRS`,
+      [{ op: "ENV", vars: [["TERMINFO_DIRS", TERMINFO_DIRS]] }],
+      [],
+    ),
+  );
   return steps;
 }

@@ -7,7 +7,8 @@ export class Secret {
   readonly #values: Readonly<Record<string, string>>;
   private constructor(values: Record<string, string>) {
     for (const [k, v] of Object.entries(values)) {
-      if (!NAME_RE.test(k)) throw new InvalidDefinitionError(`secret name "${k}" is not a valid environment variable name`);
+      if (!NAME_RE.test(k))
+        throw new InvalidDefinitionError(`secret name "${k}" is not a valid environment variable name`);
       if (typeof v !== "string") throw new InvalidDefinitionError(`secret ${k} must be a string`);
     }
     this.#values = Object.freeze({ ...values });
@@ -25,7 +26,8 @@ export class Secret {
     const values: Record<string, string> = {};
     for (const n of names) {
       const v = process.env[n];
-      if (v === undefined) throw new InvalidDefinitionError(`Secret.fromLocalEnv: ${n} is not set in the local environment`);
+      if (v === undefined)
+        throw new InvalidDefinitionError(`Secret.fromLocalEnv: ${n} is not set in the local environment`);
       values[n] = v;
     }
     return new Secret(values);
@@ -51,7 +53,8 @@ export function mergeSecrets(list: readonly SecretLike[] | SecretLike | undefine
   if (!list) return {};
   const arr = Array.isArray(list) ? list : [list];
   const out: Record<string, string> = {};
-  for (const s of arr as SecretLike[]) Object.assign(out, s instanceof Secret ? s.values() : Secret.fromObject(s).values());
+  for (const s of arr as SecretLike[])
+    Object.assign(out, s instanceof Secret ? s.values() : Secret.fromObject(s).values());
   return out;
 }
 
@@ -62,7 +65,11 @@ export type ChainSecrets = ReadonlyMap<string, { value: string; step: string }>;
  * `chain` plus the values `step` uses. A build has one value per secret name (as BuildKit's secret store), so a name
  * given another value than an earlier step gave it is an InvalidDefinitionError naming the secret and both steps.
  */
-export function addChainSecrets(chain: ChainSecrets, step: string, values: Readonly<Record<string, string>>): ChainSecrets {
+export function addChainSecrets(
+  chain: ChainSecrets,
+  step: string,
+  values: Readonly<Record<string, string>>,
+): ChainSecrets {
   const names = Object.keys(values);
   if (names.length === 0) return chain;
   const out = new Map(chain);

@@ -10,7 +10,10 @@ import { debianSlimStep } from "../plan/debian-slim.js";
 import { WireError, type BuildRequest, type WireBase, type WireStep } from "./wire.js";
 
 /** The debianSlim base step a wire step names (its Python series of `builderVersion`). */
-export function debianBaseStep(builderVersion: string, s: WireStep & { base: Extract<WireBase, { kind: "debian" }> }): Step {
+export function debianBaseStep(
+  builderVersion: string,
+  s: WireStep & { base: Extract<WireBase, { kind: "debian" }> },
+): Step {
   return debianSlimStep(loadBuilderVersion(builderVersion), { pythonVersion: s.base.python, forceBuild: s.forceBuild });
 }
 
@@ -19,7 +22,10 @@ export function debianBaseStep(builderVersion: string, s: WireStep & { base: Ext
  * supports; a WireError (400) naming the field otherwise. Call after the builder versions themselves were checked.
  */
 export function checkDebianBases(req: BuildRequest): void {
-  const chains: [string, string, WireStep[]][] = [["steps", req.builderVersion, req.steps], ...(req.plans ?? []).map((p, i): [string, string, WireStep[]] => [`plans[${i}].steps`, p.builderVersion, p.steps])];
+  const chains: [string, string, WireStep[]][] = [
+    ["steps", req.builderVersion, req.steps],
+    ...(req.plans ?? []).map((p, i): [string, string, WireStep[]] => [`plans[${i}].steps`, p.builderVersion, p.steps]),
+  ];
   for (const [where, version, steps] of chains) {
     const base = steps[0]?.base;
     if (base?.kind !== "debian") continue;

@@ -2,13 +2,25 @@
  * One build as the service keeps it: its status and outcome, its log lines numbered from 1 (the cursor), the newest
  * kept in memory within bounds, the subscribers that follow it, and the record saved in the store when it finishes.
  */
-import { FINISHED, reusable, type BuildInfo, type BuildRequest, type BuildStatus, type WireFailure, type WireResult } from "./wire.js";
+import {
+  FINISHED,
+  reusable,
+  type BuildInfo,
+  type BuildRequest,
+  type BuildStatus,
+  type WireFailure,
+  type WireResult,
+} from "./wire.js";
 
 /** What a log subscriber receives. */
 export type BuildEvent = { type: "line"; cursor: number; line: string } | { type: "done" };
 
 /** A stored build record (`logs/<build id>` in the store): the public info without the live cursor, plus its log. */
-export type PersistedBuild = Omit<BuildInfo, "lastCursor"> & { format: "strata-service-build/1"; firstCursor: number; lines: string[] };
+export type PersistedBuild = Omit<BuildInfo, "lastCursor"> & {
+  format: "strata-service-build/1";
+  firstCursor: number;
+  lines: string[];
+};
 
 /** What staying valid needs of a finished build's request (the request itself is dropped when it finishes). */
 interface Revalidation {

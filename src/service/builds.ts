@@ -30,8 +30,21 @@ import { toFailure, type BuildOutcome } from "./outcome.js";
 import type { BuildQueue } from "./queue.js";
 import type { InputTrees, TreeLease } from "./trees.js";
 import {
-  allSecretValues, alwaysRebuilds, requestSecretValues, definitionHash, referencedDigests, sortEntries, unlistedParents, type BuildRequest,
-  type BuildStatus, type ImageInfo, type WireDeferred, type WireEntry, type WireMatch, type WireResult, type WireStep,
+  allSecretValues,
+  alwaysRebuilds,
+  requestSecretValues,
+  definitionHash,
+  referencedDigests,
+  sortEntries,
+  unlistedParents,
+  type BuildRequest,
+  type BuildStatus,
+  type ImageInfo,
+  type WireDeferred,
+  type WireEntry,
+  type WireMatch,
+  type WireResult,
+  type WireStep,
 } from "./wire.js";
 
 export interface BuildsOptions {
@@ -82,7 +95,9 @@ export class MissingBlobsError extends StrataError {
   override readonly code = "MISSING_BLOBS";
   override readonly fault = "user";
   constructor(readonly missing: string[]) {
-    super(`${missing.length} content blob(s) the request refers to are not on the server (first: ${missing[0]}); upload them with PUT /v1/blobs/<digest> and retry`);
+    super(
+      `${missing.length} content blob(s) the request refers to are not on the server (first: ${missing[0]}); upload them with PUT /v1/blobs/<digest> and retry`,
+    );
     this.name = "MissingBlobsError";
   }
 }
@@ -210,7 +225,11 @@ export class Builds {
     if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
     const id = nonce === undefined ? defHash : definitionHash(req, nonce);
     const steps = req.steps.map((s, index) => ({ index, description: s.description }));
-    if (req.deferred.length) steps.push({ index: steps.length, description: `add local files (${req.deferred.map((d) => `${d.source ?? "<context>"} → ${d.remotePath}`).join(", ")})` });
+    if (req.deferred.length)
+      steps.push({
+        index: steps.length,
+        description: `add local files (${req.deferred.map((d) => `${d.source ?? "<context>"} → ${d.remotePath}`).join(", ")})`,
+      });
     const b = new Build(id, defHash, Boolean(req.forceBuild), Boolean(req.ignoreCache), steps, this.#limits);
     b.request = req;
     if (req.chainName && !req.ignoreCache) b.chainNames.add(req.chainName);
@@ -243,9 +262,11 @@ export class Builds {
         terminating: () => this.#closing,
         ...(this.#executor ? { executor: this.#executor } : {}),
         signal: this.#abort.signal,
-        internalError: (e) => this.#log(`build ${b.id} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`),
+        internalError: (e) =>
+          this.#log(`build ${b.id} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`),
       });
-      if (outcome.status === "succeeded" && outcome.result && b.chainNames.size) await this.#putChains(b, [...b.chainNames], outcome.result);
+      if (outcome.status === "succeeded" && outcome.result && b.chainNames.size)
+        await this.#putChains(b, [...b.chainNames], outcome.result);
       b.finish(outcome.status, outcome);
     } finally {
       releaseSlot();
@@ -271,14 +292,21 @@ export class Builds {
         },
         signal: this.#abort.signal,
       });
-      if (outcome.status === "succeeded" && outcome.result && b.chainNames.size) await this.#putChains(b, [...b.chainNames], outcome.result);
+      if (outcome.status === "succeeded" && outcome.result && b.chainNames.size)
+        await this.#putChains(b, [...b.chainNames], outcome.result);
       b.finish(outcome.status, outcome);
     } catch (e) {
       if (this.#closing) {
-        b.finish("terminated", { failure: { code: "TERMINATED", message: `${new TerminatedError().message} (the workers may still finish it; ask again to join it)` } });
+        b.finish("terminated", {
+          failure: {
+            code: "TERMINATED",
+            message: `${new TerminatedError().message} (the workers may still finish it; ask again to join it)`,
+          },
+        });
       } else {
         const failure = toFailure(e, (t) => t);
-        if (failure.code === "INTERNAL") this.#log(`queued build ${b.id} failed: ${e instanceof Error ? e.stack : String(e)}`);
+        if (failure.code === "INTERNAL")
+          this.#log(`queued build ${b.id} failed: ${e instanceof Error ? e.stack : String(e)}`);
         b.finish("failed", { failure });
       }
     } finally {
@@ -317,7 +345,10 @@ export class Builds {
   #evictFinished(): void {
     let bytes = 0;
     for (const id of this.#finishedOrder) bytes += this.#builds.get(id)?.logBytes ?? 0;
-    while (this.#finishedOrder.length > this.#maxFinished || (bytes > FINISHED_LOG_BUDGET && this.#finishedOrder.length > 1)) {
+    while (
+      this.#finishedOrder.length > this.#maxFinished ||
+      (bytes > FINISHED_LOG_BUDGET && this.#finishedOrder.length > 1)
+    ) {
       const id = this.#finishedOrder.shift()!;
       const b = this.#builds.get(id);
       if (!b?.finished || this.#finishedOrder.includes(id)) continue;
@@ -413,7 +444,15 @@ export async function runBuildRequest(req: BuildRequest, opts: RunBuildOptions):
     });
     const result: WireResult = {
       imageId: built.imageId,
-      steps: built.steps.map((s) => ({ index: s.index, description: rewrite(s.description), cached: s.cached, seconds: s.seconds, key: s.key, imageId: s.imageId, ...(s.layer ? { layer: s.layer } : {}) })),
+      steps: built.steps.map((s) => ({
+        index: s.index,
+        description: rewrite(s.description),
+        cached: s.cached,
+        seconds: s.seconds,
+        key: s.key,
+        imageId: s.imageId,
+        ...(s.layer ? { layer: s.layer } : {}),
+      })),
     };
     return { status: "succeeded", result };
   } catch (e) {
@@ -421,7 +460,11 @@ export async function runBuildRequest(req: BuildRequest, opts: RunBuildOptions):
     const terminating = opts.terminating?.() ?? false;
     const status: BuildStatus = terminating ? "terminated" : failure.timedOut ? "timeout" : "failed";
     if (status === "terminated" && failure.code !== "TERMINATED") {
-      failure = { code: "TERMINATED", message: `${new TerminatedError().message} (${failure.message.split("\n")[0]})`, ...(failure.step !== undefined ? { step: failure.step } : {}) };
+      failure = {
+        code: "TERMINATED",
+        message: `${new TerminatedError().message} (${failure.message.split("\n")[0]})`,
+        ...(failure.step !== undefined ? { step: failure.step } : {}),
+      };
     }
     if (failure.code === "INTERNAL") opts.internalError?.(e);
     return { status, failure };
@@ -434,7 +477,12 @@ export async function runBuildRequest(req: BuildRequest, opts: RunBuildOptions):
  * The engine's plan for a request: inputs materialised as local trees, nested plans rebuilt (each once, shared by
  * every step that reads it); steps name their secrets, whose values are the request's {@link requestSecretValues}.
  */
-export async function planForRequest(req: BuildRequest, trees: InputTrees, leases: TreeLease[], rewrites: [string, string][]): Promise<Plan> {
+export async function planForRequest(
+  req: BuildRequest,
+  trees: InputTrees,
+  leases: TreeLease[],
+  rewrites: [string, string][],
+): Promise<Plan> {
   const tree = async (entries: Parameters<InputTrees["acquire"]>[0], source: string | undefined, file?: string) => {
     const lease = await trees.acquire(entries);
     leases.push(lease);
@@ -461,10 +509,18 @@ export async function planForRequest(req: BuildRequest, trees: InputTrees, lease
             inputs.push({ kind: "dir", name: inp.name, localPath: await tree(inp.entries, inp.source), ignore: [] });
             break;
           case "file":
-            inputs.push({ kind: "file", name: inp.name, localPath: await tree([inp.entry], inp.source, inp.entry.path) });
+            inputs.push({
+              kind: "file",
+              name: inp.name,
+              localPath: await tree([inp.entry], inp.source, inp.entry.path),
+            });
             break;
           case "select": {
-            const common = { kind: "select" as const, name: inp.name, ...(inp.location ? { location: inp.location } : {}) };
+            const common = {
+              kind: "select" as const,
+              name: inp.name,
+              ...(inp.location ? { location: inp.location } : {}),
+            };
             if (inp.root.kind === "context") {
               // The client's selection, materialised and selected again by literal paths: the same matches and entries
               // (validated: every entry belongs to a match; the directories added to hold the tree lie outside them).
@@ -480,8 +536,21 @@ export async function planForRequest(req: BuildRequest, trees: InputTrees, lease
                 ...(excludedMatches.length ? { excludedMatches } : {}),
               });
             } else {
-              const root = inp.root.kind === "stage" ? { kind: "stage" as const, stage: inp.root.stage, plan: plans[inp.root.plan]! } : { kind: "image" as const, ref: inp.root.ref, ...(inp.root.insecure !== undefined ? { insecure: inp.root.insecure } : {}) };
-              inputs.push({ ...common, root, patterns: inp.patterns, ...(inp.exclude ? { exclude: inp.exclude } : {}), ...(inp.parents !== undefined ? { parents: inp.parents } : {}) });
+              const root =
+                inp.root.kind === "stage"
+                  ? { kind: "stage" as const, stage: inp.root.stage, plan: plans[inp.root.plan]! }
+                  : {
+                      kind: "image" as const,
+                      ref: inp.root.ref,
+                      ...(inp.root.insecure !== undefined ? { insecure: inp.root.insecure } : {}),
+                    };
+              inputs.push({
+                ...common,
+                root,
+                patterns: inp.patterns,
+                ...(inp.exclude ? { exclude: inp.exclude } : {}),
+                ...(inp.parents !== undefined ? { parents: inp.parents } : {}),
+              });
             }
             break;
           }
@@ -519,7 +588,8 @@ export async function planForRequest(req: BuildRequest, trees: InputTrees, lease
     }
     const deferred: DeferredMount[] = [];
     for (const d of wireDeferred) {
-      const localPath = d.kind === "dir" ? await tree(d.entries, d.source) : await tree(d.entries, d.source, d.entries[0]!.path);
+      const localPath =
+        d.kind === "dir" ? await tree(d.entries, d.source) : await tree(d.entries, d.source, d.entries[0]!.path);
       deferred.push({ kind: d.kind, localPath, remotePath: d.remotePath, ignore: d.ignore });
     }
     return { builderVersion, steps, deferred };
@@ -533,7 +603,9 @@ export async function planForRequest(req: BuildRequest, trees: InputTrees, lease
 
 /** A context selection's entries plus the directories that hold them (a glob's matches come without their parents). */
 function selectionTree(entries: readonly WireEntry[]): WireEntry[] {
-  const parents = unlistedParents(entries).map((p): WireEntry => ({ path: p, type: "dir", mode: 0o755, uid: 0, gid: 0 }));
+  const parents = unlistedParents(entries).map(
+    (p): WireEntry => ({ path: p, type: "dir", mode: 0o755, uid: 0, gid: 0 }),
+  );
   return parents.length ? sortEntries([...entries, ...parents]) : [...entries];
 }
 

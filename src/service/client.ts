@@ -21,8 +21,21 @@ import { stepSecretValues } from "../plan/secrets.js";
 import type { BaseSpec, Plan, SecretValues, Step, StepInput } from "../plan/step.js";
 import { parseDigest } from "../util/digest.js";
 import {
-  WIRE_FORMAT, sortEntries, type BuildInfo, type BuildRequest, type BuildStatus, type CreateResponse, type ErrorBody, type WireBase, type WireEntry,
-  type WireFailure, type WireInput, type WireMatch, type WirePlan, type WireResult, type WireStep,
+  WIRE_FORMAT,
+  sortEntries,
+  type BuildInfo,
+  type BuildRequest,
+  type BuildStatus,
+  type CreateResponse,
+  type ErrorBody,
+  type WireBase,
+  type WireEntry,
+  type WireFailure,
+  type WireInput,
+  type WireMatch,
+  type WirePlan,
+  type WireResult,
+  type WireStep,
 } from "./wire.js";
 
 export interface RemoteBuildOptions {
@@ -98,7 +111,12 @@ export async function remoteBuild(plan: Plan, opts: RemoteBuildOptions): Promise
       await uploadMissing(client, files, [...files.keys()], upload, opts.uploadConcurrency ?? 8);
       created = await client.json<CreateResponse>("POST", "/v1/images", request);
     }
-    const extra = { buildId: created.buildId, uploadedBytes: upload.bytes, uploadedFiles: upload.files, joined: created.joined };
+    const extra = {
+      buildId: created.buildId,
+      uploadedBytes: upload.bytes,
+      uploadedFiles: upload.files,
+      joined: created.joined,
+    };
     if (created.status === "succeeded" && created.result) {
       logCachedResult(created.result, log);
       return { ...toBuilt(created.result), ...extra };
@@ -134,7 +152,21 @@ function toWireEntry(e: ContextEntry): WireEntry {
 }
 
 /** Step fields the wire format carries (see WireStep). */
-const SENT_STEP_FIELDS = new Set(["method", "description", "base", "instructions", "inputs", "secrets", "secretsAsEnv", "env", "buildArgs", "proxyEnv", "forceBuild", "timeoutMs", "extra"]);
+const SENT_STEP_FIELDS = new Set([
+  "method",
+  "description",
+  "base",
+  "instructions",
+  "inputs",
+  "secrets",
+  "secretsAsEnv",
+  "env",
+  "buildArgs",
+  "proxyEnv",
+  "forceBuild",
+  "timeoutMs",
+  "extra",
+]);
 
 /** A local file to upload under its digest. */
 export interface LocalBlob {
@@ -160,15 +192,36 @@ interface Compiler {
  * The wire request for a plan (with the values of the secrets its steps name, from `secrets`; a missing one is a
  * MissingSecretError), and the local files behind every digest it names.
  */
-export async function compileRequest(plan: Plan, statCache?: StatCache, secrets: SecretValues = {}): Promise<{ request: BuildRequest; files: Map<string, LocalBlob> }> {
-  const c: Compiler = { ...(statCache ? { statCache } : {}), secrets, files: new Map(), plans: [], planIndex: new Map(), compiled: new Map(), selections: new Map() };
+export async function compileRequest(
+  plan: Plan,
+  statCache?: StatCache,
+  secrets: SecretValues = {},
+): Promise<{ request: BuildRequest; files: Map<string, LocalBlob> }> {
+  const c: Compiler = {
+    ...(statCache ? { statCache } : {}),
+    secrets,
+    files: new Map(),
+    plans: [],
+    planIndex: new Map(),
+    compiled: new Map(),
+    selections: new Map(),
+  };
   const { steps, secrets: stepValues } = await compileSteps(c, plan);
   const deferred: BuildRequest["deferred"] = [];
   for (const d of plan.deferred) {
-    const input: StepInput = d.kind === "dir" ? { kind: "dir", name: "deferred", localPath: d.localPath, ignore: d.ignore } : { kind: "file", name: "deferred", localPath: d.localPath };
+    const input: StepInput =
+      d.kind === "dir"
+        ? { kind: "dir", name: "deferred", localPath: d.localPath, ignore: d.ignore }
+        : { kind: "file", name: "deferred", localPath: d.localPath };
     const resolved = await resolveInput(input, statCache);
     note(c, resolved.entries);
-    deferred.push({ kind: d.kind, source: d.localPath, remotePath: d.remotePath, ignore: d.ignore, entries: resolved.entries.map(toWireEntry) });
+    deferred.push({
+      kind: d.kind,
+      source: d.localPath,
+      remotePath: d.remotePath,
+      ignore: d.ignore,
+      entries: resolved.entries.map(toWireEntry),
+    });
   }
   const request: BuildRequest = { format: WIRE_FORMAT, builderVersion: plan.builderVersion, steps, deferred };
   if (c.plans.length) request.plans = c.plans;
@@ -177,7 +230,8 @@ export async function compileRequest(plan: Plan, statCache?: StatCache, secrets:
 }
 
 function note(c: Compiler, entries: ContextEntry[]): ContextEntry[] {
-  for (const e of entries) if (e.type === "file" && !c.files.has(e.sha256)) c.files.set(e.sha256, { absPath: e.absPath, size: e.size });
+  for (const e of entries)
+    if (e.type === "file" && !c.files.has(e.sha256)) c.files.set(e.sha256, { absPath: e.absPath, size: e.size });
   return entries;
 }
 
@@ -193,7 +247,10 @@ function planRef(c: Compiler, plan: Plan): Promise<number> {
 }
 
 async function compilePlan(c: Compiler, plan: Plan): Promise<number> {
-  if (plan.deferred.length) throw new InvalidDefinitionError(`a nested chain with copy: false files cannot be built remotely; build locally (unset STRATA_SERVER)`);
+  if (plan.deferred.length)
+    throw new InvalidDefinitionError(
+      `a nested chain with copy: false files cannot be built remotely; build locally (unset STRATA_SERVER)`,
+    );
   const { steps, secrets } = await compileSteps(c, plan);
   const wire: WirePlan = { builderVersion: plan.builderVersion, steps };
   if (secrets.some((s) => s !== null)) wire.secrets = secrets;
@@ -207,14 +264,20 @@ async function compilePlan(c: Compiler, plan: Plan): Promise<number> {
   return i;
 }
 
-async function compileSteps(c: Compiler, plan: Plan): Promise<{ steps: WireStep[]; secrets: (Record<string, string> | null)[] }> {
+async function compileSteps(
+  c: Compiler,
+  plan: Plan,
+): Promise<{ steps: WireStep[]; secrets: (Record<string, string> | null)[] }> {
   const steps: WireStep[] = [];
   const secrets: (Record<string, string> | null)[] = [];
   for (const s of plan.steps) {
     // A field this client does not know how to send would be silently dropped, and the server would build
     // something else: refuse instead.
     for (const [k, v] of Object.entries(s)) {
-      if (v !== undefined && !SENT_STEP_FIELDS.has(k)) throw new InvalidDefinitionError(`step "${s.description}": remote builds do not support the step field "${k}" yet; build locally (unset STRATA_SERVER)`);
+      if (v !== undefined && !SENT_STEP_FIELDS.has(k))
+        throw new InvalidDefinitionError(
+          `step "${s.description}": remote builds do not support the step field "${k}" yet; build locally (unset STRATA_SERVER)`,
+        );
     }
     if (s.base?.kind === "debian") {
       // The server builds the debian base from its builder file, knowing only the Python series.
@@ -253,11 +316,21 @@ async function compileInput(c: Compiler, s: Step, input: StepInput): Promise<Wir
       return { kind: "inline", name: input.name, content: input.content, mode: input.mode };
     case "dir": {
       const resolved = await resolveInput(input, c.statCache);
-      return { kind: "dir", name: input.name, source: input.localPath, entries: note(c, resolved.entries).map(toWireEntry) };
+      return {
+        kind: "dir",
+        name: input.name,
+        source: input.localPath,
+        entries: note(c, resolved.entries).map(toWireEntry),
+      };
     }
     case "file": {
       const resolved = await resolveInput(input, c.statCache);
-      return { kind: "file", name: input.name, source: input.localPath, entry: toWireEntry(note(c, resolved.entries)[0]!) };
+      return {
+        kind: "file",
+        name: input.name,
+        source: input.localPath,
+        entry: toWireEntry(note(c, resolved.entries)[0]!),
+      };
     }
     case "select": {
       const common = {
@@ -269,8 +342,13 @@ async function compileInput(c: Compiler, s: Step, input: StepInput): Promise<Wir
         ...(input.location ? { location: input.location } : {}),
       };
       const root = input.root;
-      if (root.kind === "image") return { ...common, root: { kind: "image", ref: root.ref, ...(root.insecure !== undefined ? { insecure: root.insecure } : {}) } };
-      if (root.kind === "stage") return { ...common, root: { kind: "stage", stage: root.stage, plan: await planRef(c, root.plan) } };
+      if (root.kind === "image")
+        return {
+          ...common,
+          root: { kind: "image", ref: root.ref, ...(root.insecure !== undefined ? { insecure: root.insecure } : {}) },
+        };
+      if (root.kind === "stage")
+        return { ...common, root: { kind: "stage", stage: root.stage, plan: await planRef(c, root.plan) } };
       // The build context: selected here with the engine's own rules; the server gets exactly the selected entries.
       const memo = JSON.stringify(input);
       const known = c.selections.get(memo);
@@ -280,11 +358,20 @@ async function compileInput(c: Compiler, s: Step, input: StepInput): Promise<Wir
       const wire: Extract<WireInput, { kind: "select" }> = {
         ...common,
         root: { kind: "context", source: root.localPath },
-        matches: (resolved.matches ?? []).filter((m) => !m.excluded).map((m): WireMatch => (m.keep !== undefined ? { path: m.rel, type: wireMatchType(s, m.type), parents: true } : { path: m.rel, type: wireMatchType(s, m.type) })),
+        matches: (resolved.matches ?? [])
+          .filter((m) => !m.excluded)
+          .map(
+            (m): WireMatch =>
+              m.keep !== undefined
+                ? { path: m.rel, type: wireMatchType(s, m.type), parents: true }
+                : { path: m.rel, type: wireMatchType(s, m.type) },
+          ),
         entries: sortEntries(resolved.entries.map(toWireEntry)),
       };
       // Sources dropped by --exclude by name: no entries, but they make COPY's destination (and are keyed).
-      const excluded = (resolved.matches ?? []).filter((m) => m.excluded).map((m): WireMatch => ({ path: m.rel, type: m.type === "dir" ? "dir" : "file" }));
+      const excluded = (resolved.matches ?? [])
+        .filter((m) => m.excluded)
+        .map((m): WireMatch => ({ path: m.rel, type: m.type === "dir" ? "dir" : "file" }));
       if (excluded.length) wire.excluded = excluded;
       c.selections.set(memo, wire);
       return wire;
@@ -311,27 +398,46 @@ async function compileInput(c: Compiler, s: Step, input: StepInput): Promise<Wir
  * server builds exactly that); a hand-made recipe cannot be built remotely.
  */
 function debianWireStep(builderVersion: string, s: Step & { base: Extract<BaseSpec, { kind: "debian" }> }): WireStep {
-  const official = debianSlimStep(loadBuilderVersion(builderVersion), { pythonVersion: s.base.python, forceBuild: s.forceBuild });
-  const recipe = (x: Step) => JSON.stringify([x.base, x.instructions, stepExtra(x), x.secrets, x.buildArgs ?? [], x.inputs.length]);
+  const official = debianSlimStep(loadBuilderVersion(builderVersion), {
+    pythonVersion: s.base.python,
+    forceBuild: s.forceBuild,
+  });
+  const recipe = (x: Step) =>
+    JSON.stringify([x.base, x.instructions, stepExtra(x), x.secrets, x.buildArgs ?? [], x.inputs.length]);
   if (recipe(s) !== recipe(official)) {
     throw new InvalidDefinitionError(
       `step "${s.description}": this debian base differs from builder version ${builderVersion}'s debianSlim recipe; the build service builds only the recipes in builders/<version>.json; build locally (unset STRATA_SERVER)`,
     );
   }
-  return { method: s.method, description: s.description, base: { kind: "debian", python: s.base.python }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: s.forceBuild, extra: [] };
+  return {
+    method: s.method,
+    description: s.description,
+    base: { kind: "debian", python: s.base.python },
+    instructions: [],
+    inputs: [],
+    secrets: [],
+    env: {},
+    forceBuild: s.forceBuild,
+    extra: [],
+  };
 }
 
 /** Any other base as sent. A registry base logs in on the server the default way; ECR and GCP logins are not sent yet. */
 function wireBase(s: Step, b: Exclude<BaseSpec, { kind: "debian" }>): WireBase {
   if (b.kind !== "registry") return b;
   if (b.login !== undefined && b.login !== "registry") {
-    throw new InvalidDefinitionError(`step "${s.description}": remote builds do not support ${b.login === "ecr" ? "fromAwsEcr" : "fromGcpArtifactRegistry"} bases yet; build locally (unset STRATA_SERVER)`);
+    throw new InvalidDefinitionError(
+      `step "${s.description}": remote builds do not support ${b.login === "ecr" ? "fromAwsEcr" : "fromGcpArtifactRegistry"} bases yet; build locally (unset STRATA_SERVER)`,
+    );
   }
   return { kind: "registry", ref: b.ref, ...(b.insecure !== undefined ? { insecure: b.insecure } : {}) };
 }
 
 function wireMatchType(s: Step, t: "file" | "dir" | "symlink"): "file" | "dir" {
-  if (t === "symlink") throw new InvalidDefinitionError(`step "${s.description}": a source matched a symlink the build cannot follow; build locally (unset STRATA_SERVER)`);
+  if (t === "symlink")
+    throw new InvalidDefinitionError(
+      `step "${s.description}": a source matched a symlink the build cannot follow; build locally (unset STRATA_SERVER)`,
+    );
   return t;
 }
 
@@ -340,10 +446,18 @@ function wireMatchType(s: Step, t: "file" | "dir" | "symlink"): "file" | "dir" {
 
 const CHECK_BATCH = 20_000;
 
-async function uploadMissing(client: ServiceClient, files: Map<string, LocalBlob>, digests: string[], count: { bytes: number; files: number }, concurrency: number): Promise<void> {
+async function uploadMissing(
+  client: ServiceClient,
+  files: Map<string, LocalBlob>,
+  digests: string[],
+  count: { bytes: number; files: number },
+  concurrency: number,
+): Promise<void> {
   const missing: string[] = [];
   for (let i = 0; i < digests.length; i += CHECK_BATCH) {
-    const r = await client.json<{ missing: string[] }>("POST", "/v1/blobs/check", { digests: digests.slice(i, i + CHECK_BATCH) });
+    const r = await client.json<{ missing: string[] }>("POST", "/v1/blobs/check", {
+      digests: digests.slice(i, i + CHECK_BATCH),
+    });
     missing.push(...r.missing);
   }
   let next = 0;
@@ -351,12 +465,20 @@ async function uploadMissing(client: ServiceClient, files: Map<string, LocalBlob
     while (next < missing.length) {
       const d = missing[next++]!;
       const f = files.get(d);
-      if (!f) throw new RemoteBuildError("MISSING_BLOBS", `the build server asks for ${d}, which is not one of this build's files`);
+      if (!f)
+        throw new RemoteBuildError(
+          "MISSING_BLOBS",
+          `the build server asks for ${d}, which is not one of this build's files`,
+        );
       try {
         await client.upload(`/v1/blobs/${d}`, () => createReadStream(f.absPath), f.size);
       } catch (e) {
         if (e instanceof RemoteBuildError && e.code === "DIGEST_MISMATCH") {
-          throw new RemoteBuildError(e.code, `${f.absPath} changed while it was being uploaded; run the build again (${e.message})`, e.status);
+          throw new RemoteBuildError(
+            e.code,
+            `${f.absPath} changed while it was being uploaded; run the build again (${e.message})`,
+            e.status,
+          );
         }
         throw e;
       }
@@ -376,7 +498,12 @@ interface StreamEnd {
   failure?: WireFailure;
 }
 
-async function followLogs(client: ServiceClient, buildId: string, log: LogSink, maxReconnects: number): Promise<StreamEnd> {
+async function followLogs(
+  client: ServiceClient,
+  buildId: string,
+  log: LogSink,
+  maxReconnects: number,
+): Promise<StreamEnd> {
   let cursor = 0;
   let failures = 0;
   let lastError: unknown;
@@ -409,7 +536,12 @@ async function followLogs(client: ServiceClient, buildId: string, log: LogSink, 
       // The stream is gone; the build may still have finished: ask once.
       const info = await client.json<BuildInfo>("GET", `/v1/images/${buildId}`).catch(() => undefined);
       if (info && info.status !== "queued" && info.status !== "building") return info;
-      throw new RemoteBuildError("STREAM_LOST", `lost the log stream of build ${buildId} after ${maxReconnects} reconnects: ${lastError instanceof Error ? lastError.message : "the server kept closing it"}`, undefined, { cause: lastError });
+      throw new RemoteBuildError(
+        "STREAM_LOST",
+        `lost the log stream of build ${buildId} after ${maxReconnects} reconnects: ${lastError instanceof Error ? lastError.message : "the server kept closing it"}`,
+        undefined,
+        { cause: lastError },
+      );
     }
     await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** failures, 5000)));
   }
@@ -420,7 +552,9 @@ function logCachedResult(result: WireResult, log: LogSink): void {
     log(`=> Step ${s.index}: ${s.description}`);
     log(`   cached in ${s.seconds.toFixed(2)}s → ${s.imageId.slice(7, 19)}`);
   }
-  log(`=> Image ${result.imageId} (${result.steps.length} steps, 0 built, ${result.steps.length} cached) on the build server`);
+  log(
+    `=> Image ${result.imageId} (${result.steps.length} steps, 0 built, ${result.steps.length} cached) on the build server`,
+  );
 }
 
 function toBuilt(r: WireResult): BuiltImage {
@@ -441,10 +575,19 @@ export function failureError(status: BuildStatus, f: WireFailure | undefined, bu
   if (!f) return new RemoteBuildError(status.toUpperCase(), `remote build ${buildId} ended with status ${status}`);
   if (status === "terminated") return new RemoteBuildError("TERMINATED", f.message);
   if (f.code === "STEP_FAILED" && f.step !== undefined) {
-    return new StepFailedError(f.step, f.description ?? "", f.command ?? "", f.exitCode ?? null, f.logTail ?? [], f.durationMs ?? 0, f.timedOut ?? status === "timeout", {
-      ...(typeof f.timeoutMs === "number" ? { timeoutMs: f.timeoutMs } : {}),
-      ...(typeof f.limit === "string" ? { limit: f.limit } : {}),
-    });
+    return new StepFailedError(
+      f.step,
+      f.description ?? "",
+      f.command ?? "",
+      f.exitCode ?? null,
+      f.logTail ?? [],
+      f.durationMs ?? 0,
+      f.timedOut ?? status === "timeout",
+      {
+        ...(typeof f.timeoutMs === "number" ? { timeoutMs: f.timeoutMs } : {}),
+        ...(typeof f.limit === "string" ? { limit: f.limit } : {}),
+      },
+    );
   }
   if (f.code === "INVALID_DEFINITION") return new InvalidDefinitionError(f.message);
   if (f.code === "NOT_FOUND") return new NotFoundError(f.message);
@@ -472,12 +615,17 @@ export class ServiceClient {
     try {
       base = new URL(server.endsWith("/") ? server : server + "/");
     } catch {
-      throw new RemoteBuildError("BAD_SERVER", `STRATA_SERVER=${JSON.stringify(server)} is not a URL (expected e.g. http://builder:8080)`);
+      throw new RemoteBuildError(
+        "BAD_SERVER",
+        `STRATA_SERVER=${JSON.stringify(server)} is not a URL (expected e.g. http://builder:8080)`,
+      );
     }
-    if (base.protocol !== "http:" && base.protocol !== "https:") throw new RemoteBuildError("BAD_SERVER", `the build server URL ${server} must start with http:// or https://`);
+    if (base.protocol !== "http:" && base.protocol !== "https:")
+      throw new RemoteBuildError("BAD_SERVER", `the build server URL ${server} must start with http:// or https://`);
     this.#base = base;
     this.#token = token;
-    this.#agent = base.protocol === "https:" ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    this.#agent =
+      base.protocol === "https:" ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
     this.#signal = signal;
   }
 
@@ -501,7 +649,12 @@ export class ServiceClient {
   }
 
   /** Sends a request and reads the whole response; a non-2xx status throws a RemoteBuildError with the server's message. */
-  async #send(method: string, pathname: string, body?: Buffer | (() => Readable), headers: Record<string, string | number> = {}): Promise<{ status: number; body: Buffer }> {
+  async #send(
+    method: string,
+    pathname: string,
+    body?: Buffer | (() => Readable),
+    headers: Record<string, string | number> = {},
+  ): Promise<{ status: number; body: Buffer }> {
     return new Promise((resolve, reject) => {
       const req = this.#request(method, pathname, headers);
       req.on("error", (e) => reject(unreachable(this.#where(method, pathname), e)));
@@ -534,11 +687,17 @@ export class ServiceClient {
    * race). Every endpoint tolerates that: uploads and checks are idempotent, and a second get-or-create joins the
    * build the first one created.
    */
-  async #sendRetrying(method: string, pathname: string, body?: Buffer | (() => Readable), headers: Record<string, string | number> = {}): Promise<{ status: number; body: Buffer }> {
+  async #sendRetrying(
+    method: string,
+    pathname: string,
+    body?: Buffer | (() => Readable),
+    headers: Record<string, string | number> = {},
+  ): Promise<{ status: number; body: Buffer }> {
     try {
       return await this.#send(method, pathname, body, headers);
     } catch (e) {
-      const code = e instanceof RemoteBuildError && e.cause instanceof Error ? (e.cause as NodeJS.ErrnoException).code : undefined;
+      const code =
+        e instanceof RemoteBuildError && e.cause instanceof Error ? (e.cause as NodeJS.ErrnoException).code : undefined;
       if ((code !== "ECONNRESET" && code !== "EPIPE") || this.#signal?.aborted) throw e;
       return this.#send(method, pathname, body, headers);
     }
@@ -546,12 +705,20 @@ export class ServiceClient {
 
   async json<T>(method: string, pathname: string, body?: unknown): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const r = await this.#sendRetrying(method, pathname, payload, payload ? { "content-type": "application/json", "content-length": payload.length } : {});
+    const r = await this.#sendRetrying(
+      method,
+      pathname,
+      payload,
+      payload ? { "content-type": "application/json", "content-length": payload.length } : {},
+    );
     return JSON.parse(r.body.toString("utf8")) as T;
   }
 
   async upload(pathname: string, open: () => Readable, size: number): Promise<void> {
-    await this.#sendRetrying("PUT", pathname, open, { "content-type": "application/octet-stream", "content-length": size });
+    await this.#sendRetrying("PUT", pathname, open, {
+      "content-type": "application/octet-stream",
+      "content-length": size,
+    });
   }
 
   get aborted(): boolean {
@@ -628,7 +795,12 @@ export class ServiceClient {
 
 function unreachable(where: string, e: Error): RemoteBuildError {
   const code = (e as NodeJS.ErrnoException).code;
-  return new RemoteBuildError("UNREACHABLE", `${where}: cannot reach the build server (${code ?? e.message}); is \`strata serve\` running there and STRATA_SERVER right?`, undefined, { cause: e });
+  return new RemoteBuildError(
+    "UNREACHABLE",
+    `${where}: cannot reach the build server (${code ?? e.message}); is \`strata serve\` running there and STRATA_SERVER right?`,
+    undefined,
+    { cause: e },
+  );
 }
 
 function httpError(where: string, status: number, body: Buffer): RemoteBuildError {

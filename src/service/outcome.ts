@@ -27,5 +27,8 @@ export function toFailure(e: unknown, redact: (t: string) => string): WireFailur
     };
   }
   if (e instanceof StrataError) return { code: e.code, message: redact(e.message) };
-  return { code: "INTERNAL", message: redact(`internal error on the build server: ${e instanceof Error ? e.message : String(e)}`) };
+  return {
+    code: "INTERNAL",
+    message: redact(`internal error on the build server: ${e instanceof Error ? e.message : String(e)}`),
+  };
 }

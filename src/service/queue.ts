@@ -74,8 +74,16 @@ export function openRedis(url: string, name: string, opts: { blocking?: boolean 
 }
 
 /** Connection options for BullMQ (which creates, and on close closes, its own connections). */
-export function bullConnection(url: string, name: string): { url: string; connectionName: string; maxRetriesPerRequest: null; retryStrategy: (times: number) => number } {
-  return { url, connectionName: name, maxRetriesPerRequest: null, retryStrategy: (times) => Math.min(times * 100, 2000) };
+export function bullConnection(
+  url: string,
+  name: string,
+): { url: string; connectionName: string; maxRetriesPerRequest: null; retryStrategy: (times: number) => number } {
+  return {
+    url,
+    connectionName: name,
+    maxRetriesPerRequest: null,
+    retryStrategy: (times) => Math.min(times * 100, 2000),
+  };
 }
 
 /** Waits until `r` answers PING, or fails with a clear message after `timeoutMs`. */
@@ -89,7 +97,10 @@ export async function checkRedis(r: Redis, url: string, timeoutMs = 10_000): Pro
       }),
     ]);
   } catch (e) {
-    throw new QueueError(`cannot reach Redis at ${redactUrl(url)} (STRATA_REDIS_URL): ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    throw new QueueError(
+      `cannot reach Redis at ${redactUrl(url)} (STRATA_REDIS_URL): ${e instanceof Error ? e.message : String(e)}`,
+      { cause: e },
+    );
   } finally {
     clearTimeout(timer);
   }
@@ -190,18 +201,29 @@ export class BuildQueue {
     if (this.#closed) throw new QueueError("the build queue is closed");
     const mine = randomBytes(8).toString("hex");
     for (let attempt = 1; ; attempt++) {
-      const data: BuildJobData = { format: "strata-job/1", buildId, token: mine, request, enqueuedAt: new Date().toISOString() };
+      const data: BuildJobData = {
+        format: "strata-job/1",
+        buildId,
+        token: mine,
+        request,
+        enqueuedAt: new Date().toISOString(),
+      };
       try {
         await this.#queue.add("build", data, { ...JOB_OPTIONS, jobId: buildId });
       } catch (e) {
-        throw new QueueError(`could not queue build ${buildId} in Redis at ${redactUrl(this.url)}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+        throw new QueueError(
+          `could not queue build ${buildId} in Redis at ${redactUrl(this.url)}: ${e instanceof Error ? e.message : String(e)}`,
+          { cause: e },
+        );
       }
       // The job that has this id now: ours, or one that was already there (its token names its stream).
       const job = await this.#queue.getJob(buildId);
-      const token = job?.data?.token ?? ((await this.#redis.exists(this.keys.events(buildId, mine))) ? mine : undefined);
+      const token =
+        job?.data?.token ?? ((await this.#redis.exists(this.keys.events(buildId, mine))) ? mine : undefined);
       if (token) return this.#follow(buildId, token, handlers);
       // The job finished and was removed between our add and our look: queue it again (all cache hits by now).
-      if (attempt >= 5) throw new QueueError(`build ${buildId}: its job kept disappearing from the queue before it could be followed`);
+      if (attempt >= 5)
+        throw new QueueError(`build ${buildId}: its job kept disappearing from the queue before it could be followed`);
     }
   }
 
@@ -247,12 +269,26 @@ export class BuildQueue {
       const follows = [...this.#follows.values()];
       let reply: [string, [string, string[]][]][] | null;
       try {
-        reply = (await this.#reader.xread("COUNT", 1000, "BLOCK", 250, "STREAMS", ...follows.map((f) => f.key), ...follows.map((f) => f.lastId))) as [string, [string, string[]][]][] | null;
+        reply = (await this.#reader.xread(
+          "COUNT",
+          1000,
+          "BLOCK",
+          250,
+          "STREAMS",
+          ...follows.map((f) => f.key),
+          ...follows.map((f) => f.lastId),
+        )) as [string, [string, string[]][]][] | null;
         failures = 0;
       } catch (e) {
         if (this.#closed) return;
         if (++failures >= 50) {
-          for (const f of follows) f.reject(new QueueError(`lost Redis at ${redactUrl(this.url)} while following builds: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+          for (const f of follows)
+            f.reject(
+              new QueueError(
+                `lost Redis at ${redactUrl(this.url)} while following builds: ${e instanceof Error ? e.message : String(e)}`,
+                { cause: e },
+              ),
+            );
           return;
         }
         await new Promise((r) => setTimeout(r, 200));
@@ -289,7 +325,11 @@ export class BuildQueue {
         return true;
       }
     } catch (e) {
-      f.reject(new QueueError(`build ${f.buildId}: unreadable entry in its event stream: ${e instanceof Error ? e.message : String(e)}`));
+      f.reject(
+        new QueueError(
+          `build ${f.buildId}: unreadable entry in its event stream: ${e instanceof Error ? e.message : String(e)}`,
+        ),
+      );
       return true;
     }
     return false;
@@ -390,16 +430,18 @@ export class EventWriter {
     const batch = this.#pending;
     this.#pending = [];
     if (!batch.length) return this.#flushing;
-    this.#flushing = this.#flushing.then(async () => {
-      const p = this.redis.pipeline();
-      for (const fields of batch) p.xadd(this.key, "MAXLEN", "~", 200_000, "*", ...fields);
-      p.expire(this.key, 24 * 3600);
-      const results = await p.exec();
-      const err = results?.find(([e]) => e)?.[0];
-      if (err) throw err;
-    }).catch((e: unknown) => {
-      this.#failed ??= e;
-    });
+    this.#flushing = this.#flushing
+      .then(async () => {
+        const p = this.redis.pipeline();
+        for (const fields of batch) p.xadd(this.key, "MAXLEN", "~", 200_000, "*", ...fields);
+        p.expire(this.key, 24 * 3600);
+        const results = await p.exec();
+        const err = results?.find(([e]) => e)?.[0];
+        if (err) throw err;
+      })
+      .catch((e: unknown) => {
+        this.#failed ??= e;
+      });
     return this.#flushing;
   }
 }

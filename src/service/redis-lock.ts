@@ -12,7 +12,15 @@ import { randomBytes } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Redis } from "ioredis";
 import type { Digest } from "../util/digest.js";
-import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store, StoreNamespace, StoredObject } from "../store/store.js";
+import type {
+  ChainRecord,
+  ImageRecord,
+  IndexEntry,
+  LayerRecord,
+  Store,
+  StoreNamespace,
+  StoredObject,
+} from "../store/store.js";
 import type { StoreLayout } from "../store/layout.js";
 import { processName, RedisKeys } from "./queue.js";
 
@@ -70,17 +78,20 @@ export class RedisLockingStore implements Store {
     }
     this.locksTaken++;
     let lost = false;
-    const renew = setInterval(() => {
-      this.redis.eval(RENEW, 1, rkey, token, String(this.ttlMs)).then(
-        (r) => {
-          if (Number(r) === 0 && !lost) {
-            lost = true;
-            this.#onLost?.(key);
-          }
-        },
-        () => undefined, // Redis briefly away: the next renewal tries again
-      );
-    }, Math.max(200, Math.floor(this.ttlMs / 3)));
+    const renew = setInterval(
+      () => {
+        this.redis.eval(RENEW, 1, rkey, token, String(this.ttlMs)).then(
+          (r) => {
+            if (Number(r) === 0 && !lost) {
+              lost = true;
+              this.#onLost?.(key);
+            }
+          },
+          () => undefined, // Redis briefly away: the next renewal tries again
+        );
+      },
+      Math.max(200, Math.floor(this.ttlMs / 3)),
+    );
     renew.unref();
     let released = false;
     return async () => {

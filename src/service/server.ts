@@ -30,7 +30,14 @@ import { Builds, MissingBlobsError, missingBlobs } from "./builds.js";
 import type { BuildQueue } from "./queue.js";
 import { InputTrees } from "./trees.js";
 import {
-  MAX_JSON_BYTES, WireError, isDigestString, parseBlobCheck, parseBuildRequest, type BuildInfo, type CreateResponse, type ErrorBody,
+  MAX_JSON_BYTES,
+  WireError,
+  isDigestString,
+  parseBlobCheck,
+  parseBuildRequest,
+  type BuildInfo,
+  type CreateResponse,
+  type ErrorBody,
 } from "./wire.js";
 
 export interface BuildServiceOptions {
@@ -128,8 +135,18 @@ export class BuildService {
     const log = opts.log ?? ((l: string) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
     // bullmq and ioredis are loaded only in scale-out mode.
     const q = redisUrl && !opts.queue ? await import("./queue.js") : undefined;
-    const queue = opts.queue ?? (q ? await q.BuildQueue.connect(redisUrl, { prefix: opts.redisPrefix ?? (process.env.STRATA_REDIS_PREFIX || undefined), log }) : undefined);
-    if (q && queue) log(`builds run on \`strata worker\` processes: queue in Redis at ${q.redactUrl(redisUrl)} (prefix ${queue.keys.prefix})`);
+    const queue =
+      opts.queue ??
+      (q
+        ? await q.BuildQueue.connect(redisUrl, {
+            prefix: opts.redisPrefix ?? (process.env.STRATA_REDIS_PREFIX || undefined),
+            log,
+          })
+        : undefined);
+    if (q && queue)
+      log(
+        `builds run on \`strata worker\` processes: queue in Redis at ${q.redactUrl(redisUrl)} (prefix ${queue.keys.prefix})`,
+      );
     try {
       return new BuildService(opts, await InputTrees.open(opts.store, { maxTrees: opts.maxTrees }), queue);
     } catch (e) {
@@ -148,7 +165,10 @@ export class BuildService {
         res.destroy();
       })
       .finally(() => {
-        if (this.#opts.logRequests) this.#log(`${req.method} ${req.url} ${res.statusCode} ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)}ms`);
+        if (this.#opts.logRequests)
+          this.#log(
+            `${req.method} ${req.url} ${res.statusCode} ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)}ms`,
+          );
       });
   };
 
@@ -157,7 +177,11 @@ export class BuildService {
     const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, this.handler);
     server.timeout = 10 * 60_000; // idle sockets; log streams send a keep-alive comment well within this
     server.on("clientError", (err, socket) => {
-      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n" + JSON.stringify({ error: { code: "BAD_REQUEST", message: `malformed HTTP request: ${err.message}` } }));
+      if (socket.writable)
+        socket.end(
+          "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n" +
+            JSON.stringify({ error: { code: "BAD_REQUEST", message: `malformed HTTP request: ${err.message}` } }),
+        );
       else socket.destroy();
     });
     this.#server = server;
@@ -190,10 +214,17 @@ export class BuildService {
     const url = new URL(req.url ?? "/", "http://service.invalid");
     this.#authenticate(req);
     const parts = url.pathname.split("/").filter(Boolean);
-    if (parts[0] !== "v1") throw new HttpError(404, "NOT_FOUND", `no such endpoint ${url.pathname} (the API is under /v1/)`);
+    if (parts[0] !== "v1")
+      throw new HttpError(404, "NOT_FOUND", `no such endpoint ${url.pathname} (the API is under /v1/)`);
     const method = req.method ?? "GET";
     const allow = (methods: string[]) => {
-      if (!methods.includes(method)) throw new HttpError(405, "METHOD_NOT_ALLOWED", `${method} is not allowed on ${url.pathname} (allowed: ${methods.join(", ")})`, { allow: methods.join(", ") });
+      if (!methods.includes(method))
+        throw new HttpError(
+          405,
+          "METHOD_NOT_ALLOWED",
+          `${method} is not allowed on ${url.pathname} (allowed: ${methods.join(", ")})`,
+          { allow: methods.join(", ") },
+        );
     };
     if (parts[1] === "blobs" && parts.length === 3 && parts[2] === "check") {
       allow(["POST"]);
@@ -203,7 +234,12 @@ export class BuildService {
     if (parts[1] === "blobs" && parts.length === 3) {
       allow(["PUT", "HEAD"]);
       const digest = decodePart(parts[2]!);
-      if (!isDigestString(digest)) throw new HttpError(400, "BAD_DIGEST", `"${digest}" is not a blob digest: expected sha256:<64 lowercase hex digits>`);
+      if (!isDigestString(digest))
+        throw new HttpError(
+          400,
+          "BAD_DIGEST",
+          `"${digest}" is not a blob digest: expected sha256:<64 lowercase hex digits>`,
+        );
       if (method === "HEAD") {
         res.writeHead((await this.#opts.store.hasBlob(digest as Digest)) ? 200 : 404).end();
         return;
@@ -222,7 +258,12 @@ export class BuildService {
         if (!image) throw new HttpError(404, "NOT_FOUND", `image ${id} is not in the server's store`);
         return sendJson(res, 200, image);
       }
-      if (!/^[0-9a-f]{64}$/.test(id)) throw new HttpError(404, "NOT_FOUND", `"${id}" is not a build id (64 hex digits) or an image id (sha256:<hex>)`);
+      if (!/^[0-9a-f]{64}$/.test(id))
+        throw new HttpError(
+          404,
+          "NOT_FOUND",
+          `"${id}" is not a build id (64 hex digits) or an image id (sha256:<hex>)`,
+        );
       const build = await this.builds.get(id);
       if (!build) throw new HttpError(404, "NOT_FOUND", `no build ${id} on this server`);
       if (parts.length === 3) return sendJson(res, 200, await this.#buildInfo(build));
@@ -236,16 +277,25 @@ export class BuildService {
     const h = req.headers.authorization;
     const m = h ? /^Bearer\s+(.+)$/i.exec(h) : null;
     const challenge = { "www-authenticate": 'Bearer realm="strata"' };
-    if (!m) throw new HttpError(401, "UNAUTHORIZED", "this build server requires a token: send `Authorization: Bearer <token>` (set STRATA_TOKEN on the client)", challenge);
+    if (!m)
+      throw new HttpError(
+        401,
+        "UNAUTHORIZED",
+        "this build server requires a token: send `Authorization: Bearer <token>` (set STRATA_TOKEN on the client)",
+        challenge,
+      );
     const given = createHash("sha256").update(m[1]!.trim()).digest();
-    if (!timingSafeEqual(given, this.#token)) throw new HttpError(401, "UNAUTHORIZED", "the bearer token is not valid for this build server", challenge);
+    if (!timingSafeEqual(given, this.#token))
+      throw new HttpError(401, "UNAUTHORIZED", "the bearer token is not valid for this build server", challenge);
   }
 
   async #createImage(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const body = parseBuildRequest(await readJson(req));
     this.#builderVersions ??= knownBuilderVersions();
     if (!this.#builderVersions.includes(body.builderVersion)) {
-      throw new WireError(`builderVersion: "${body.builderVersion}" is not a builder version this server knows (known: ${this.#builderVersions.join(", ")})`);
+      throw new WireError(
+        `builderVersion: "${body.builderVersion}" is not a builder version this server knows (known: ${this.#builderVersions.join(", ")})`,
+      );
     }
     checkDebianBases(body);
     let got;
@@ -253,8 +303,10 @@ export class BuildService {
       got = await this.builds.getOrCreate(body);
     } catch (e) {
       if (e instanceof MissingBlobsError) throw new HttpError(400, e.code, e.message, {}, e.missing.slice(0, 1000));
-      if (e instanceof Error && (e as { code?: unknown }).code === "TERMINATED") throw new HttpError(503, "SHUTTING_DOWN", e.message);
-      if (e instanceof Error && (e as { code?: unknown }).code === "BUSY") throw new HttpError(503, "BUSY", e.message, { "retry-after": "10" });
+      if (e instanceof Error && (e as { code?: unknown }).code === "TERMINATED")
+        throw new HttpError(503, "SHUTTING_DOWN", e.message);
+      if (e instanceof Error && (e as { code?: unknown }).code === "BUSY")
+        throw new HttpError(503, "BUSY", e.message, { "retry-after": "10" });
       throw e;
     }
     const { build, joined } = got;
@@ -262,7 +314,9 @@ export class BuildService {
     if (build.status === "succeeded" && build.result) {
       out.imageId = build.result.imageId;
       // A request answered by a finished build was all cache hits, as a local build would report.
-      out.result = joined ? { imageId: build.result.imageId, steps: build.result.steps.map((s) => ({ ...s, cached: true, seconds: 0 })) } : build.result;
+      out.result = joined
+        ? { imageId: build.result.imageId, steps: build.result.steps.map((s) => ({ ...s, cached: true, seconds: 0 })) }
+        : build.result;
     }
     sendJson(res, build.finished ? 200 : 202, out);
   }
@@ -280,7 +334,11 @@ export class BuildService {
     const store = this.#opts.store;
     const declared = req.headers["content-length"] !== undefined ? Number(req.headers["content-length"]) : undefined;
     if (declared !== undefined && declared > this.#maxBlob) {
-      throw new HttpError(413, "TOO_LARGE", `the upload is ${declared} bytes; this server accepts files up to ${this.#maxBlob} bytes`);
+      throw new HttpError(
+        413,
+        "TOO_LARGE",
+        `the upload is ${declared} bytes; this server accepts files up to ${this.#maxBlob} bytes`,
+      );
     }
     const tmp = await store.tempDir("upload");
     try {
@@ -309,10 +367,19 @@ export class BuildService {
         out.on("error", reject);
         out.on("finish", resolve);
       });
-      if (tooLarge) throw new HttpError(413, "TOO_LARGE", `the upload is larger than ${this.#maxBlob} bytes, the largest file this server accepts`);
+      if (tooLarge)
+        throw new HttpError(
+          413,
+          "TOO_LARGE",
+          `the upload is larger than ${this.#maxBlob} bytes, the largest file this server accepts`,
+        );
       const actual = "sha256:" + hash.digest("hex");
       if (actual !== digest) {
-        throw new HttpError(400, "DIGEST_MISMATCH", `the uploaded content (${size} bytes) has digest ${actual}, not ${digest} as the URL says; was the file changed while it was uploaded?`);
+        throw new HttpError(
+          400,
+          "DIGEST_MISMATCH",
+          `the uploaded content (${size} bytes) has digest ${actual}, not ${digest} as the URL says; was the file changed while it was uploaded?`,
+        );
       }
       await store.putBlobFile(file, digest, { verified: true });
       sendJson(res, 201, { digest, size });
@@ -326,7 +393,12 @@ export class BuildService {
     const rawAfter = Array.isArray(raw) ? raw[0] : raw;
     let after = 0;
     if (rawAfter !== undefined && rawAfter !== "") {
-      if (!/^\d{1,15}$/.test(rawAfter)) throw new HttpError(400, "BAD_CURSOR", `after=${JSON.stringify(rawAfter)} is not a log cursor (a non-negative integer from an event's id)`);
+      if (!/^\d{1,15}$/.test(rawAfter))
+        throw new HttpError(
+          400,
+          "BAD_CURSOR",
+          `after=${JSON.stringify(rawAfter)} is not a log cursor (a non-negative integer from an event's id)`,
+        );
       after = Number(rawAfter);
     }
     res.writeHead(200, {
@@ -342,13 +414,19 @@ export class BuildService {
     const sendLine = (cursor: number, line: string) => write(`id: ${cursor}\ndata: ${JSON.stringify(line)}\n\n`);
     const sendResult = () => {
       const info = build.info();
-      const payload = { status: info.status, lastCursor: info.lastCursor, ...(info.result ? { result: info.result } : {}), ...(info.failure ? { failure: info.failure } : {}) };
+      const payload = {
+        status: info.status,
+        lastCursor: info.lastCursor,
+        ...(info.result ? { result: info.result } : {}),
+        ...(info.failure ? { failure: info.failure } : {}),
+      };
       write(`event: result\ndata: ${JSON.stringify(payload)}\n\n`);
       res.end();
     };
     // Snapshot and subscribe in one synchronous turn: no line is missed or sent twice.
     const { lines, dropped } = build.linesAfter(after);
-    if (dropped > 0) write(`event: gap\ndata: ${JSON.stringify({ dropped, from: after + 1, to: after + dropped })}\n\n`);
+    if (dropped > 0)
+      write(`event: gap\ndata: ${JSON.stringify({ dropped, from: after + 1, to: after + dropped })}\n\n`);
     for (const l of lines) sendLine(l.cursor, l.line);
     if (build.finished) {
       sendResult();
@@ -380,7 +458,12 @@ export class BuildService {
       body = { error: { code: e.code, message: e.message } };
     } else {
       this.#log(`internal error handling ${req.method} ${req.url}: ${e instanceof Error ? e.stack : String(e)}`);
-      body = { error: { code: "INTERNAL", message: `internal error on the build server: ${e instanceof Error ? e.message : String(e)}` } };
+      body = {
+        error: {
+          code: "INTERNAL",
+          message: `internal error on the build server: ${e instanceof Error ? e.message : String(e)}`,
+        },
+      };
     }
     if (res.headersSent) {
       res.destroy();
@@ -407,7 +490,11 @@ function decodePart(part: string): string {
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text), ...headers });
+  res.writeHead(status, {
+    "content-type": "application/json; charset=utf-8",
+    "content-length": Buffer.byteLength(text),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -443,7 +530,12 @@ function drain(req: http.IncomingMessage): Promise<void> {
 /** Reads a JSON body of at most MAX_JSON_BYTES. */
 async function readJson(req: http.IncomingMessage): Promise<unknown> {
   const declared = req.headers["content-length"] !== undefined ? Number(req.headers["content-length"]) : undefined;
-  const tooLarge = () => new HttpError(413, "TOO_LARGE", `the request body is larger than ${MAX_JSON_BYTES} bytes, the most this server accepts`);
+  const tooLarge = () =>
+    new HttpError(
+      413,
+      "TOO_LARGE",
+      `the request body is larger than ${MAX_JSON_BYTES} bytes, the most this server accepts`,
+    );
   if (declared !== undefined && declared > MAX_JSON_BYTES) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
@@ -466,6 +558,10 @@ async function readJson(req: http.IncomingMessage): Promise<unknown> {
   try {
     return JSON.parse(text) as unknown;
   } catch (e) {
-    throw new HttpError(400, "BAD_JSON", `the request body is not valid JSON: ${e instanceof Error ? e.message : String(e)}`);
+    throw new HttpError(
+      400,
+      "BAD_JSON",
+      `the request body is not valid JSON: ${e instanceof Error ? e.message : String(e)}`,
+    );
   }
 }

@@ -70,11 +70,13 @@ export class InputTrees {
     for (const name of await fsp.readdir(root)) {
       if (!/^[0-9a-f]{64}$/.test(name)) {
         // Left by an eviction that was interrupted.
-        if (name.includes(".evicted-")) await fsp.rm(path.join(root, name), { recursive: true, force: true }).catch(() => undefined);
+        if (name.includes(".evicted-"))
+          await fsp.rm(path.join(root, name), { recursive: true, force: true }).catch(() => undefined);
         continue;
       }
       const st = await fsp.stat(path.join(root, name)).catch(() => undefined);
-      if (st?.isDirectory()) trees.#trees.set(name, { refs: 0, lastUsed: st.mtimeMs, ready: Promise.resolve(path.join(root, name)) });
+      if (st?.isDirectory())
+        trees.#trees.set(name, { refs: 0, lastUsed: st.mtimeMs, ready: Promise.resolve(path.join(root, name)) });
     }
     await trees.#evict();
     return trees;
@@ -125,7 +127,13 @@ export class InputTrees {
 
   async #materialise(id: string, entries: readonly WireEntry[]): Promise<string> {
     const final = path.join(this.root, id);
-    if (await fsp.lstat(final).then((s) => s.isDirectory(), () => false)) return final;
+    if (
+      await fsp.lstat(final).then(
+        (s) => s.isDirectory(),
+        () => false,
+      )
+    )
+      return final;
     const tmp = await this.store.tempDir("ctx");
     await fsp.chmod(tmp, 0o700);
     try {
@@ -167,7 +175,10 @@ export class InputTrees {
     } catch (e) {
       await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
       if (e instanceof StrataError) throw e;
-      throw new InputTreeError(`could not materialise an input tree from the blob store: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+      throw new InputTreeError(
+        `could not materialise an input tree from the blob store: ${e instanceof Error ? e.message : String(e)}`,
+        { cause: e },
+      );
     }
   }
 
@@ -182,7 +193,13 @@ export class InputTrees {
       this.#trees.delete(victim[0]);
       const dir = path.join(this.root, victim[0]);
       const doomed = `${dir}.evicted-${process.pid}-${Date.now()}`;
-      if (await fsp.rename(dir, doomed).then(() => true, () => false)) await fsp.rm(doomed, { recursive: true, force: true }).catch(() => undefined);
+      if (
+        await fsp.rename(dir, doomed).then(
+          () => true,
+          () => false,
+        )
+      )
+        await fsp.rm(doomed, { recursive: true, force: true }).catch(() => undefined);
     }
   }
 }
@@ -194,11 +211,16 @@ async function verifyTree(dir: string, entries: readonly WireEntry[]): Promise<v
     const type = st.isDirectory() ? "dir" : st.isFile() ? "file" : st.isSymbolicLink() ? "symlink" : "other";
     const mode = st.mode & 0o7777;
     const bad =
-      type !== e.type ? `is a ${type}, not a ${e.type}` :
-      e.type !== "symlink" && mode !== e.mode ? `has mode ${mode.toString(8)}, not ${e.mode.toString(8)}` :
-      st.uid !== e.uid || st.gid !== e.gid ? `is owned by ${st.uid}:${st.gid}, not ${e.uid}:${e.gid}` :
-      e.type === "file" && st.size !== e.size ? `has ${st.size} bytes, but the request says ${e.size}` :
-      undefined;
-    if (bad) throw new InputTreeError(`input entry ${JSON.stringify(e.path)} ${bad} after materialising it on the server`);
+      type !== e.type
+        ? `is a ${type}, not a ${e.type}`
+        : e.type !== "symlink" && mode !== e.mode
+          ? `has mode ${mode.toString(8)}, not ${e.mode.toString(8)}`
+          : st.uid !== e.uid || st.gid !== e.gid
+            ? `is owned by ${st.uid}:${st.gid}, not ${e.uid}:${e.gid}`
+            : e.type === "file" && st.size !== e.size
+              ? `has ${st.size} bytes, but the request says ${e.size}`
+              : undefined;
+    if (bad)
+      throw new InputTreeError(`input entry ${JSON.stringify(e.path)} ${bad} after materialising it on the server`);
   }
 }

@@ -72,7 +72,10 @@ export interface WireMatch {
 }
 
 /** Where a `select` picks from: the client's context (resolved by the client), a nested plan, or a registry image. */
-export type WireSelectRoot = { kind: "context"; source?: string } | { kind: "stage"; stage: string; plan: number } | { kind: "image"; ref: string; insecure?: boolean };
+export type WireSelectRoot =
+  | { kind: "context"; source?: string }
+  | { kind: "stage"; stage: string; plan: number }
+  | { kind: "image"; ref: string; insecure?: boolean };
 
 /** A step input as sent: walked entries instead of a local path (`source` is the client's path, for log text only). */
 export type WireInput =
@@ -294,7 +297,8 @@ function describe(v: unknown): string {
 
 function obj(v: unknown, where: string, allowed: readonly string[]): Obj {
   if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected an object, got ${describe(v)}`);
-  for (const k of Object.keys(v)) if (!allowed.includes(k)) fail(where, `unknown field "${k}" (allowed: ${allowed.join(", ")})`);
+  for (const k of Object.keys(v))
+    if (!allowed.includes(k)) fail(where, `unknown field "${k}" (allowed: ${allowed.join(", ")})`);
   return v as Obj;
 }
 
@@ -319,7 +323,8 @@ function optBool(v: unknown, where: string): boolean | undefined {
 }
 
 function int(v: unknown, where: string, min: number, max: number): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) fail(where, `expected an integer from ${min} to ${max}, got ${describe(v)}`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max)
+    fail(where, `expected an integer from ${min} to ${max}, got ${describe(v)}`);
   return v;
 }
 
@@ -342,7 +347,8 @@ function pairs(v: unknown, where: string): [string, string][] {
 }
 
 function strRecord(v: unknown, where: string, keyRe?: RegExp): Record<string, string> {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected an object of strings, got ${describe(v)}`);
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    fail(where, `expected an object of strings, got ${describe(v)}`);
   const out: Record<string, string> = {};
   for (const [k, val] of Object.entries(v)) {
     if (keyRe && !keyRe.test(k)) fail(where, `"${k}" is not a valid variable name`);
@@ -352,7 +358,8 @@ function strRecord(v: unknown, where: string, keyRe?: RegExp): Record<string, st
 }
 
 function oneOf<T extends string>(v: unknown, where: string, options: readonly T[]): T {
-  if (typeof v !== "string" || !options.includes(v as T)) fail(where, `expected one of ${options.join(", ")}, got ${describe(v)}`);
+  if (typeof v !== "string" || !options.includes(v as T))
+    fail(where, `expected one of ${options.join(", ")}, got ${describe(v)}`);
   return v as T;
 }
 
@@ -396,7 +403,8 @@ function entry(v: unknown, where: string): WireEntry {
     const t = str(o.target, `${where}.target`, LIMITS.pathBytes);
     if (t === "") fail(`${where}.target`, "empty symlink target");
     e.target = t;
-    if (o.digest !== undefined || o.size !== undefined) fail(where, "a symlink has no size or digest (its target is sent instead)");
+    if (o.digest !== undefined || o.size !== undefined)
+      fail(where, "a symlink has no size or digest (its target is sent instead)");
   } else if (o.digest !== undefined || o.size !== undefined || o.target !== undefined) {
     fail(where, "a directory has no size, digest or target");
   }
@@ -404,7 +412,11 @@ function entry(v: unknown, where: string): WireEntry {
 }
 
 /** Entries within the request's budget, each path listed once; with the type of each path. */
-function uniqueEntries(v: unknown, where: string, budget: { left: number }): { out: WireEntry[]; types: Map<string, WireEntry["type"]> } {
+function uniqueEntries(
+  v: unknown,
+  where: string,
+  budget: { left: number },
+): { out: WireEntry[]; types: Map<string, WireEntry["type"]> } {
   const list = arr(v, where, LIMITS.entries);
   budget.left -= list.length;
   if (budget.left < 0) fail(where, `more than ${LIMITS.entries} entries in the request`);
@@ -424,7 +436,11 @@ function entries(v: unknown, where: string, budget: { left: number }): WireEntry
     const slash = e.path.lastIndexOf("/");
     if (slash < 0) continue;
     const parent = e.path.slice(0, slash);
-    if (types.get(parent) !== "dir") fail(where, `the parent directory ${JSON.stringify(parent)} of ${JSON.stringify(e.path)} is not listed as a directory`);
+    if (types.get(parent) !== "dir")
+      fail(
+        where,
+        `the parent directory ${JSON.stringify(parent)} of ${JSON.stringify(e.path)} is not listed as a directory`,
+      );
   }
   return sortEntries(out);
 }
@@ -463,12 +479,18 @@ function ownership(o: Obj, where: string, m: { mode?: number; uid?: number; gid?
 }
 
 function mount(v: unknown, where: string): RunMount {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected a mount object, got ${describe(v)}`);
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    fail(where, `expected a mount object, got ${describe(v)}`);
   const type = oneOf((v as Obj).type, `${where}.type`, ["bind", "cache", "secret", "tmpfs"] as const);
   switch (type) {
     case "bind": {
       const o = obj(v, where, ["type", "source", "target", "readonly"]);
-      return { type: "bind", source: str(o.source, `${where}.source`, 256), target: imagePath(o.target, `${where}.target`, false), readonly: bool(o.readonly, `${where}.readonly`) };
+      return {
+        type: "bind",
+        source: str(o.source, `${where}.source`, 256),
+        target: imagePath(o.target, `${where}.target`, false),
+        readonly: bool(o.readonly, `${where}.readonly`),
+      };
     }
     case "cache": {
       const o = obj(v, where, ["type", "id", "target", "sharing", "readonly", "mode", "uid", "gid"]);
@@ -501,7 +523,10 @@ function mount(v: unknown, where: string): RunMount {
     }
     case "tmpfs": {
       const o = obj(v, where, ["type", "target", "size"]);
-      const m: Extract<RunMount, { type: "tmpfs" }> = { type: "tmpfs", target: imagePath(o.target, `${where}.target`, false) };
+      const m: Extract<RunMount, { type: "tmpfs" }> = {
+        type: "tmpfs",
+        target: imagePath(o.target, `${where}.target`, false),
+      };
       const size = optInt(o.size, `${where}.size`, 0, Number.MAX_SAFE_INTEGER);
       if (size !== undefined) m.size = size;
       return m;
@@ -513,14 +538,36 @@ function argv(v: unknown, where: string): string[] {
   return strArray(v, where, 10_000);
 }
 
-const COPY_FIELDS = ["op", "source", "dest", "sources", "inputs", "from", "chown", "chmod", "link", "exclude", "parents"] as const;
+const COPY_FIELDS = [
+  "op",
+  "source",
+  "dest",
+  "sources",
+  "inputs",
+  "from",
+  "chown",
+  "chmod",
+  "link",
+  "exclude",
+  "parents",
+] as const;
 
 /** COPY/ADD: the SDK form (`source` input, absolute `dest`) or the Dockerfile form (`sources` as written, more inputs, flags). */
 function copyInstruction(o: Obj, op: "COPY" | "ADD", where: string): Instruction {
   const dockerfile = o.sources !== undefined;
-  const ins: Extract<Instruction, { op: "COPY" }> = { op: "COPY", source: str(o.source, `${where}.source`, 256), dest: imagePath(o.dest, `${where}.dest`, !dockerfile) };
-  if (dockerfile) ins.sources = strArray(o.sources, `${where}.sources`, LIMITS.patterns).map((x, i) => str(x, `${where}.sources[${i}]`, LIMITS.patternBytes));
-  if (o.inputs !== undefined) ins.inputs = strArray(o.inputs, `${where}.inputs`, LIMITS.inputsPerStep).map((x, i) => str(x, `${where}.inputs[${i}]`, 256));
+  const ins: Extract<Instruction, { op: "COPY" }> = {
+    op: "COPY",
+    source: str(o.source, `${where}.source`, 256),
+    dest: imagePath(o.dest, `${where}.dest`, !dockerfile),
+  };
+  if (dockerfile)
+    ins.sources = strArray(o.sources, `${where}.sources`, LIMITS.patterns).map((x, i) =>
+      str(x, `${where}.sources[${i}]`, LIMITS.patternBytes),
+    );
+  if (o.inputs !== undefined)
+    ins.inputs = strArray(o.inputs, `${where}.inputs`, LIMITS.inputsPerStep).map((x, i) =>
+      str(x, `${where}.inputs[${i}]`, 256),
+    );
   const from = optStr(o.from, `${where}.from`, 2048);
   if (from !== undefined) ins.from = from;
   const chown = optStr(o.chown, `${where}.chown`, 256);
@@ -546,17 +593,39 @@ function copyInstruction(o: Obj, op: "COPY" | "ADD", where: string): Instruction
   return add;
 }
 
-const OPS = ["RUN", "COPY", "ADD", "ENV", "WORKDIR", "USER", "ENTRYPOINT", "CMD", "SHELL", "LABEL", "ARG", "EXPOSE", "VOLUME", "STOPSIGNAL", "HEALTHCHECK", "ONBUILD", "MAINTAINER"] as const;
+const OPS = [
+  "RUN",
+  "COPY",
+  "ADD",
+  "ENV",
+  "WORKDIR",
+  "USER",
+  "ENTRYPOINT",
+  "CMD",
+  "SHELL",
+  "LABEL",
+  "ARG",
+  "EXPOSE",
+  "VOLUME",
+  "STOPSIGNAL",
+  "HEALTHCHECK",
+  "ONBUILD",
+  "MAINTAINER",
+] as const;
 
 function instruction(v: unknown, where: string): Instruction {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected an instruction object, got ${describe(v)}`);
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    fail(where, `expected an instruction object, got ${describe(v)}`);
   const op = oneOf((v as Obj).op, `${where}.op`, OPS);
   switch (op) {
     case "RUN": {
       const o = obj(v, where, ["op", "command", "mounts", "network"]);
-      const command = Array.isArray(o.command) ? argv(o.command, `${where}.command`) : str(o.command, `${where}.command`);
+      const command = Array.isArray(o.command)
+        ? argv(o.command, `${where}.command`)
+        : str(o.command, `${where}.command`);
       const ins: Extract<Instruction, { op: "RUN" }> = { op: "RUN", command };
-      if (o.mounts !== undefined) ins.mounts = arr(o.mounts, `${where}.mounts`, 64).map((m, i) => mount(m, `${where}.mounts[${i}]`));
+      if (o.mounts !== undefined)
+        ins.mounts = arr(o.mounts, `${where}.mounts`, 64).map((m, i) => mount(m, `${where}.mounts[${i}]`));
       if (o.network !== undefined) ins.network = oneOf(o.network, `${where}.network`, ["host", "none"] as const);
       return ins;
     }
@@ -572,7 +641,10 @@ function instruction(v: unknown, where: string): Instruction {
       const o = obj(v, where, ["op", "path", "create"]);
       const create = optBool(o.create, `${where}.create`);
       // A Dockerfile WORKDIR may be relative to the previous one.
-      const ins: Extract<Instruction, { op: "WORKDIR" }> = { op: "WORKDIR", path: imagePath(o.path, `${where}.path`, create === undefined) };
+      const ins: Extract<Instruction, { op: "WORKDIR" }> = {
+        op: "WORKDIR",
+        path: imagePath(o.path, `${where}.path`, create === undefined),
+      };
       if (create !== undefined) ins.create = create;
       return ins;
     }
@@ -603,15 +675,26 @@ function instruction(v: unknown, where: string): Instruction {
     }
     case "ARG": {
       const o = obj(v, where, ["op", "names"]);
-      return { op: "ARG", names: strArray(o.names, `${where}.names`, 1000).map((n, i) => str(n, `${where}.names[${i}]`, 256)) };
+      return {
+        op: "ARG",
+        names: strArray(o.names, `${where}.names`, 1000).map((n, i) => str(n, `${where}.names[${i}]`, 256)),
+      };
     }
     case "EXPOSE": {
       const o = obj(v, where, ["op", "ports"]);
-      return { op: "EXPOSE", ports: strArray(o.ports, `${where}.ports`, 1000).map((n, i) => str(n, `${where}.ports[${i}]`, 64)) };
+      return {
+        op: "EXPOSE",
+        ports: strArray(o.ports, `${where}.ports`, 1000).map((n, i) => str(n, `${where}.ports[${i}]`, 64)),
+      };
     }
     case "VOLUME": {
       const o = obj(v, where, ["op", "paths"]);
-      return { op: "VOLUME", paths: strArray(o.paths, `${where}.paths`, 1000).map((n, i) => str(n, `${where}.paths[${i}]`, LIMITS.pathBytes)) };
+      return {
+        op: "VOLUME",
+        paths: strArray(o.paths, `${where}.paths`, 1000).map((n, i) =>
+          str(n, `${where}.paths[${i}]`, LIMITS.pathBytes),
+        ),
+      };
     }
     case "STOPSIGNAL": {
       const o = obj(v, where, ["op", "signal"]);
@@ -619,7 +702,10 @@ function instruction(v: unknown, where: string): Instruction {
     }
     case "HEALTHCHECK": {
       const o = obj(v, where, ["op", "test", "interval", "timeout", "startPeriod", "startInterval", "retries"]);
-      const ins: Extract<Instruction, { op: "HEALTHCHECK" }> = { op: "HEALTHCHECK", test: argv(o.test, `${where}.test`) };
+      const ins: Extract<Instruction, { op: "HEALTHCHECK" }> = {
+        op: "HEALTHCHECK",
+        test: argv(o.test, `${where}.test`),
+      };
       for (const k of ["interval", "timeout", "startPeriod", "startInterval", "retries"] as const) {
         const n = optInt(o[k], `${where}.${k}`, 0, Number.MAX_SAFE_INTEGER);
         if (n !== undefined) ins[k] = n;
@@ -639,7 +725,8 @@ function instruction(v: unknown, where: string): Instruction {
 }
 
 function base(v: unknown, where: string): WireBase {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected a base object, got ${describe(v)}`);
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    fail(where, `expected a base object, got ${describe(v)}`);
   const kind = oneOf((v as Obj).kind, `${where}.kind`, ["scratch", "debian", "registry", "image"] as const);
   switch (kind) {
     case "scratch":
@@ -649,7 +736,8 @@ function base(v: unknown, where: string): WireBase {
       // The recipe is the server's (builders/<version>.json): a client names the Python series and nothing else.
       const o = obj(v, where, ["kind", "python"]);
       const python = str(o.python, `${where}.python`, 32);
-      if (!/^[0-9]+\.[0-9]+$/.test(python)) fail(`${where}.python`, `expected a Python series such as "3.11", got ${describe(python)}`);
+      if (!/^[0-9]+\.[0-9]+$/.test(python))
+        fail(`${where}.python`, `expected a Python series such as "3.11", got ${describe(python)}`);
       return { kind: "debian", python };
     }
     case "registry": {
@@ -678,16 +766,22 @@ function patternList(v: unknown, where: string): string[] {
 
 function location(v: unknown, where: string): WireLocation {
   const o = obj(v, where, ["file", "line", "column"]);
-  return { file: str(o.file, `${where}.file`, LIMITS.pathBytes), line: int(o.line, `${where}.line`, 0, 1e9), column: int(o.column, `${where}.column`, 0, 1e9) };
+  return {
+    file: str(o.file, `${where}.file`, LIMITS.pathBytes),
+    line: int(o.line, `${where}.line`, 0, 1e9),
+    column: int(o.column, `${where}.column`, 0, 1e9),
+  };
 }
 
 function planRef(v: unknown, where: string, scope: Scope): number {
-  if (scope.plans === 0) fail(where, "no nested plan can be named here (a plan may only name plans listed before it in \"plans\")");
+  if (scope.plans === 0)
+    fail(where, 'no nested plan can be named here (a plan may only name plans listed before it in "plans")');
   return int(v, where, 0, scope.plans - 1);
 }
 
 function selectRoot(v: unknown, where: string, scope: Scope): WireSelectRoot {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected a select root object, got ${describe(v)}`);
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    fail(where, `expected a select root object, got ${describe(v)}`);
   const kind = oneOf((v as Obj).kind, `${where}.kind`, ["context", "stage", "image"] as const);
   switch (kind) {
     case "context": {
@@ -697,7 +791,11 @@ function selectRoot(v: unknown, where: string, scope: Scope): WireSelectRoot {
     }
     case "stage": {
       const o = obj(v, where, ["kind", "stage", "plan"]);
-      return { kind: "stage", stage: str(o.stage, `${where}.stage`, 256), plan: planRef(o.plan, `${where}.plan`, scope) };
+      return {
+        kind: "stage",
+        stage: str(o.stage, `${where}.stage`, 256),
+        plan: planRef(o.plan, `${where}.plan`, scope),
+      };
     }
     case "image": {
       const o = obj(v, where, ["kind", "ref", "insecure"]);
@@ -718,7 +816,11 @@ function selectionEntries(v: unknown, where: string, budget: { left: number }): 
   for (const e of out) {
     for (let slash = e.path.lastIndexOf("/"); slash > 0; slash = e.path.lastIndexOf("/", slash - 1)) {
       const t = types.get(e.path.slice(0, slash));
-      if (t !== undefined && t !== "dir") fail(where, `${JSON.stringify(e.path)} is below ${JSON.stringify(e.path.slice(0, slash))}, which is a ${t}, not a directory`);
+      if (t !== undefined && t !== "dir")
+        fail(
+          where,
+          `${JSON.stringify(e.path)} is below ${JSON.stringify(e.path.slice(0, slash))}, which is a ${t}, not a directory`,
+        );
     }
   }
   return sortEntries(out);
@@ -739,7 +841,12 @@ export function unlistedParents(entries: readonly WireEntry[]): string[] {
 
 const under = (p: string, dir: string) => dir === "" || p.startsWith(dir + "/");
 
-function contextSelection(o: Obj, where: string, budget: { left: number }, parents: boolean): { matches: WireMatch[]; entries: WireEntry[] } {
+function contextSelection(
+  o: Obj,
+  where: string,
+  budget: { left: number },
+  parents: boolean,
+): { matches: WireMatch[]; entries: WireEntry[] } {
   const entries = selectionEntries(o.entries, `${where}.entries`, budget);
   const byPath = new Map(entries.map((e) => [e.path, e]));
   const matches = arr(o.matches, `${where}.matches`, LIMITS.entries).map((m, i): WireMatch => {
@@ -748,7 +855,13 @@ function contextSelection(o: Obj, where: string, budget: { left: number }, paren
     const path = mo.path === "" ? "" : checkRelPath(mo.path, `${w}.path`);
     const type = oneOf(mo.type, `${w}.type`, ["file", "dir"] as const);
     const p = optBool(mo.parents, `${w}.parents`);
-    if (Boolean(p) !== parents) fail(`${w}.parents`, parents ? "every match of a --parents selection is a pivot (parents: true)" : "only a --parents selection has pivot matches");
+    if (Boolean(p) !== parents)
+      fail(
+        `${w}.parents`,
+        parents
+          ? "every match of a --parents selection is a pivot (parents: true)"
+          : "only a --parents selection has pivot matches",
+      );
     if (p) {
       if (type !== "dir") fail(`${w}.type`, "a --parents pivot is a directory");
     } else if (path === "") {
@@ -762,25 +875,33 @@ function contextSelection(o: Obj, where: string, budget: { left: number }, paren
   const dirs = matches.filter((m) => m.type === "dir").map((m) => m.path);
   const files = new Set(matches.filter((m) => m.type === "file").map((m) => m.path));
   for (const e of entries) {
-    if (!files.has(e.path) && !dirs.some((d) => e.path === d || under(e.path, d))) fail(`${where}.entries`, `${JSON.stringify(e.path)} is not a matched source or below one`);
+    if (!files.has(e.path) && !dirs.some((d) => e.path === d || under(e.path, d)))
+      fail(`${where}.entries`, `${JSON.stringify(e.path)} is not a matched source or below one`);
   }
   // ... and the directories the server adds to hold the tree are never inside a matched directory (they would be
   // selected there too, and the server's selection would differ from the client's).
   for (const p of unlistedParents(entries)) {
     const d = dirs.find((d) => under(p, d));
-    if (d !== undefined) fail(`${where}.entries`, `directory ${JSON.stringify(p)} is below the matched directory ${JSON.stringify(d || ".")} but not listed`);
+    if (d !== undefined)
+      fail(
+        `${where}.entries`,
+        `directory ${JSON.stringify(p)} is below the matched directory ${JSON.stringify(d || ".")} but not listed`,
+      );
   }
   return { matches, entries };
 }
 
 function input(v: unknown, where: string, scope: Scope): WireInput {
   const budget = scope.budget;
-  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(where, `expected an input object, got ${describe(v)}`);
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    fail(where, `expected an input object, got ${describe(v)}`);
   const kind = oneOf((v as Obj).kind, `${where}.kind`, ["dir", "file", "inline", "select", "url", "stages"] as const);
   const name = (o: Obj) => {
     const n = str(o.name, `${where}.name`, 128);
-    if (!INPUT_NAME_RE.test(n) && !(kind !== "dir" && kind !== "file" && /^<<[A-Za-z0-9_.-]{1,126}$/.test(n))) fail(`${where}.name`, `"${n}" is not a valid input name`);
-    if (n === "." || n === "..") fail(`${where}.name`, `"${n}" is not a valid input name (it names a directory, not an input)`);
+    if (!INPUT_NAME_RE.test(n) && !(kind !== "dir" && kind !== "file" && /^<<[A-Za-z0-9_.-]{1,126}$/.test(n)))
+      fail(`${where}.name`, `"${n}" is not a valid input name`);
+    if (n === "." || n === "..")
+      fail(`${where}.name`, `"${n}" is not a valid input name (it names a directory, not an input)`);
     return n;
   };
   switch (kind) {
@@ -795,7 +916,8 @@ function input(v: unknown, where: string, scope: Scope): WireInput {
       const o = obj(v, where, ["kind", "name", "source", "entry"]);
       const e = entry(o.entry, `${where}.entry`);
       if (e.type !== "file") fail(`${where}.entry.type`, `a file input's entry must be a regular file, got ${e.type}`);
-      if (e.path.includes("/")) fail(`${where}.entry.path`, `a file input's entry path is the file's name, got ${JSON.stringify(e.path)}`);
+      if (e.path.includes("/"))
+        fail(`${where}.entry.path`, `a file input's entry path is the file's name, got ${JSON.stringify(e.path)}`);
       budget.left -= 1;
       const i: WireInput = { kind: "file", name: name(o), entry: e };
       const source = optStr(o.source, `${where}.source`, LIMITS.pathBytes);
@@ -804,12 +926,33 @@ function input(v: unknown, where: string, scope: Scope): WireInput {
     }
     case "inline": {
       const o = obj(v, where, ["kind", "name", "content", "mode"]);
-      return { kind: "inline", name: name(o), content: str(o.content, `${where}.content`, MAX_JSON_BYTES), mode: int(o.mode, `${where}.mode`, 0, 0o7777) };
+      return {
+        kind: "inline",
+        name: name(o),
+        content: str(o.content, `${where}.content`, MAX_JSON_BYTES),
+        mode: int(o.mode, `${where}.mode`, 0, 0o7777),
+      };
     }
     case "select": {
-      const o = obj(v, where, ["kind", "name", "root", "patterns", "exclude", "parents", "location", "matches", "entries", "excluded"]);
+      const o = obj(v, where, [
+        "kind",
+        "name",
+        "root",
+        "patterns",
+        "exclude",
+        "parents",
+        "location",
+        "matches",
+        "entries",
+        "excluded",
+      ]);
       const root = selectRoot(o.root, `${where}.root`, scope);
-      const i: Extract<WireInput, { kind: "select" }> = { kind: "select", name: name(o), root, patterns: patternList(o.patterns, `${where}.patterns`) };
+      const i: Extract<WireInput, { kind: "select" }> = {
+        kind: "select",
+        name: name(o),
+        root,
+        patterns: patternList(o.patterns, `${where}.patterns`),
+      };
       if (i.patterns.length === 0) fail(`${where}.patterns`, "a selection needs at least one pattern");
       if (o.exclude !== undefined) i.exclude = patternList(o.exclude, `${where}.exclude`);
       const parents = optBool(o.parents, `${where}.parents`);
@@ -823,18 +966,25 @@ function input(v: unknown, where: string, scope: Scope): WireInput {
           i.excluded = arr(o.excluded, `${where}.excluded`, LIMITS.entries).map((m, k): WireMatch => {
             const w = `${where}.excluded[${k}]`;
             const mo = obj(m, w, ["path", "type"]);
-            return { path: checkRelPath(mo.path, `${w}.path`), type: oneOf(mo.type, `${w}.type`, ["file", "dir"] as const) };
+            return {
+              path: checkRelPath(mo.path, `${w}.path`),
+              type: oneOf(mo.type, `${w}.type`, ["file", "dir"] as const),
+            };
           });
         }
       } else if (o.matches !== undefined || o.entries !== undefined || o.excluded !== undefined) {
-        fail(where, `a selection from ${root.kind === "stage" ? "a stage" : "an image"} is resolved by the server: send no matches or entries`);
+        fail(
+          where,
+          `a selection from ${root.kind === "stage" ? "a stage" : "an image"} is resolved by the server: send no matches or entries`,
+        );
       }
       return i;
     }
     case "url": {
       const o = obj(v, where, ["kind", "name", "url", "checksum", "location", "help"]);
       const url = str(o.url, `${where}.url`, LIMITS.urlBytes);
-      if (!/^https?:\/\/[^/\s]/i.test(url)) fail(`${where}.url`, `expected an http:// or https:// URL, got ${describe(url)}`);
+      if (!/^https?:\/\/[^/\s]/i.test(url))
+        fail(`${where}.url`, `expected an http:// or https:// URL, got ${describe(url)}`);
       const i: Extract<WireInput, { kind: "url" }> = { kind: "url", name: name(o), url };
       const checksum = optStr(o.checksum, `${where}.checksum`, 256);
       if (checksum !== undefined) i.checksum = checksum;
@@ -845,29 +995,58 @@ function input(v: unknown, where: string, scope: Scope): WireInput {
     }
     case "stages": {
       const o = obj(v, where, ["kind", "name", "plans"]);
-      return { kind: "stages", name: name(o), plans: arr(o.plans, `${where}.plans`, LIMITS.plans).map((p, i) => planRef(p, `${where}.plans[${i}]`, scope)) };
+      return {
+        kind: "stages",
+        name: name(o),
+        plans: arr(o.plans, `${where}.plans`, LIMITS.plans).map((p, i) => planRef(p, `${where}.plans[${i}]`, scope)),
+      };
     }
   }
 }
 
 function step(v: unknown, where: string, first: boolean, scope: Scope): WireStep {
-  const o = obj(v, where, ["method", "description", "base", "instructions", "inputs", "secrets", "secretsAsEnv", "env", "buildArgs", "proxyEnv", "forceBuild", "timeoutMs", "extra"]);
+  const o = obj(v, where, [
+    "method",
+    "description",
+    "base",
+    "instructions",
+    "inputs",
+    "secrets",
+    "secretsAsEnv",
+    "env",
+    "buildArgs",
+    "proxyEnv",
+    "forceBuild",
+    "timeoutMs",
+    "extra",
+  ]);
   const s: WireStep = {
     method: str(o.method, `${where}.method`, 128),
     description: str(o.description, `${where}.description`, 64 * 1024),
-    instructions: arr(o.instructions, `${where}.instructions`, LIMITS.instructionsPerStep).map((x, i) => instruction(x, `${where}.instructions[${i}]`)),
-    inputs: arr(o.inputs, `${where}.inputs`, LIMITS.inputsPerStep).map((x, i) => input(x, `${where}.inputs[${i}]`, scope)),
+    instructions: arr(o.instructions, `${where}.instructions`, LIMITS.instructionsPerStep).map((x, i) =>
+      instruction(x, `${where}.instructions[${i}]`),
+    ),
+    inputs: arr(o.inputs, `${where}.inputs`, LIMITS.inputsPerStep).map((x, i) =>
+      input(x, `${where}.inputs[${i}]`, scope),
+    ),
     secrets: strArray(o.secrets, `${where}.secrets`, 256),
     // Sorted: the key sorts env entries too, so their order must not separate otherwise identical builds.
-    env: Object.fromEntries(Object.entries(strRecord(o.env, `${where}.env`, NAME_RE)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+    env: Object.fromEntries(
+      Object.entries(strRecord(o.env, `${where}.env`, NAME_RE)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    ),
     forceBuild: bool(o.forceBuild, `${where}.forceBuild`),
     extra: pairs(o.extra, `${where}.extra`),
   };
   for (const [i, [name]] of s.extra.entries()) {
-    if (isDerivedExtra(name)) fail(`${where}.extra[${i}]`, `"${name}" is derived by the server from what the step runs (its base, instructions and env); do not send it`);
+    if (isDerivedExtra(name))
+      fail(
+        `${where}.extra[${i}]`,
+        `"${name}" is derived by the server from what the step runs (its base, instructions and env); do not send it`,
+      );
   }
   if (o.base !== undefined) s.base = base(o.base, `${where}.base`);
-  if (first && !s.base) fail(where, "the first step must carry the base (fromScratch, debianSlim, fromRegistry or fromId)");
+  if (first && !s.base)
+    fail(where, "the first step must carry the base (fromScratch, debianSlim, fromRegistry or fromId)");
   if (!first && s.base) fail(`${where}.base`, "only the first step may carry a base");
   if (o.timeoutMs !== undefined) s.timeoutMs = int(o.timeoutMs, `${where}.timeoutMs`, 1, 7 * 24 * 3600 * 1000);
   const secretsAsEnv = optBool(o.secretsAsEnv, `${where}.secretsAsEnv`);
@@ -886,7 +1065,11 @@ function step(v: unknown, where: string, first: boolean, scope: Scope): WireStep
       ["proxyEnv", (s.proxyEnv?.length ?? 0) > 0],
     ];
     for (const [field, set] of carried) {
-      if (set) fail(`${where}.${field}`, `a debian base step carries only its Python series: the server derives the rest from builders/<version>.json; send an empty ${field}`);
+      if (set)
+        fail(
+          `${where}.${field}`,
+          `a debian base step carries only its Python series: the server derives the rest from builders/<version>.json; send an empty ${field}`,
+        );
     }
   }
   for (const n of s.secrets) if (!NAME_RE.test(n)) fail(`${where}.secrets`, `"${n}" is not a valid secret name`);
@@ -897,13 +1080,24 @@ function step(v: unknown, where: string, first: boolean, scope: Scope): WireStep
 }
 
 /** Secret values per step, matching each step's declared names. */
-function stepSecrets(v: unknown, where: string, steps: WireStep[], stepsWhere: string): (Record<string, string> | null)[] | undefined {
-  const list = v === undefined ? undefined : arr(v, where, steps.length).map((s, i) => (s === null ? null : strRecord(s, `${where}[${i}]`, NAME_RE)));
+function stepSecrets(
+  v: unknown,
+  where: string,
+  steps: WireStep[],
+  stepsWhere: string,
+): (Record<string, string> | null)[] | undefined {
+  const list =
+    v === undefined
+      ? undefined
+      : arr(v, where, steps.length).map((s, i) => (s === null ? null : strRecord(s, `${where}[${i}]`, NAME_RE)));
   for (const [i, s] of steps.entries()) {
     const given = Object.keys(list?.[i] ?? {}).sort();
     const names = [...s.secrets].sort();
     if (given.join("\0") !== names.join("\0")) {
-      fail(`${where}[${i}]`, `values given for [${given.join(", ")}] but ${stepsWhere === "steps" ? "step " + i : `${stepsWhere}[${i}]`} declares secrets [${names.join(", ")}]`);
+      fail(
+        `${where}[${i}]`,
+        `values given for [${given.join(", ")}] but ${stepsWhere === "steps" ? "step " + i : `${stepsWhere}[${i}]`} declares secrets [${names.join(", ")}]`,
+      );
     }
   }
   return list;
@@ -938,7 +1132,10 @@ function deferred(v: unknown, where: string, budget: { left: number }): WireDefe
   };
   const source = optStr(o.source, `${where}.source`, LIMITS.pathBytes);
   if (source !== undefined) d.source = source;
-  if (d.kind === "file" && (d.entries.length !== 1 || d.entries[0]!.type !== "file" || d.entries[0]!.path.includes("/"))) {
+  if (
+    d.kind === "file" &&
+    (d.entries.length !== 1 || d.entries[0]!.type !== "file" || d.entries[0]!.path.includes("/"))
+  ) {
     fail(`${where}.entries`, "a file mount has exactly one regular-file entry named after the file");
   }
   return d;
@@ -946,11 +1143,29 @@ function deferred(v: unknown, where: string, budget: { left: number }): WireDefe
 
 /** Validates a parsed `POST /v1/images` body. Throws {@link WireError} naming the first offending field. */
 export function parseBuildRequest(v: unknown): BuildRequest {
-  const o = obj(v, "request", ["format", "builderVersion", "steps", "deferred", "plans", "secrets", "forceBuild", "ignoreCache", "chainName", "limits"]);
+  const o = obj(v, "request", [
+    "format",
+    "builderVersion",
+    "steps",
+    "deferred",
+    "plans",
+    "secrets",
+    "forceBuild",
+    "ignoreCache",
+    "chainName",
+    "limits",
+  ]);
   if (o.format === undefined) {
-    fail("format", `missing: this server speaks ${WIRE_FORMAT}, and a request without "format" comes from an older Strata client (strata-build/2 or earlier, whose debian bases sent their own recipe); upgrade the client to this server's release`);
+    fail(
+      "format",
+      `missing: this server speaks ${WIRE_FORMAT}, and a request without "format" comes from an older Strata client (strata-build/2 or earlier, whose debian bases sent their own recipe); upgrade the client to this server's release`,
+    );
   }
-  if (o.format !== WIRE_FORMAT) fail("format", `${describe(o.format)} is not a request format this server speaks (${WIRE_FORMAT}); use a Strata client of the same release as the server`);
+  if (o.format !== WIRE_FORMAT)
+    fail(
+      "format",
+      `${describe(o.format)} is not a request format this server speaks (${WIRE_FORMAT}); use a Strata client of the same release as the server`,
+    );
   const budget = { left: LIMITS.entries };
   const stepBudget = { left: LIMITS.steps };
   const builderVersion = builderVersionName(o.builderVersion, "builderVersion");
@@ -958,7 +1173,8 @@ export function parseBuildRequest(v: unknown): BuildRequest {
   if (o.plans !== undefined) {
     for (const [i, p] of arr(o.plans, "plans", LIMITS.plans).entries()) {
       const plan = nestedPlan(p, `plans[${i}]`, { budget, plans: i }, stepBudget);
-      if (plan.builderVersion !== builderVersion) fail(`plans[${i}].builderVersion`, `"${plan.builderVersion}" differs from the request's "${builderVersion}"`);
+      if (plan.builderVersion !== builderVersion)
+        fail(`plans[${i}].builderVersion`, `"${plan.builderVersion}" differs from the request's "${builderVersion}"`);
       plans.push(plan);
     }
   }
@@ -972,7 +1188,10 @@ export function parseBuildRequest(v: unknown): BuildRequest {
     format: WIRE_FORMAT,
     builderVersion,
     steps,
-    deferred: o.deferred === undefined ? [] : arr(o.deferred, "deferred", LIMITS.deferred).map((d, i) => deferred(d, `deferred[${i}]`, budget)),
+    deferred:
+      o.deferred === undefined
+        ? []
+        : arr(o.deferred, "deferred", LIMITS.deferred).map((d, i) => deferred(d, `deferred[${i}]`, budget)),
   };
   if (plans.length) req.plans = plans;
   const secrets = stepSecrets(o.secrets, "secrets", steps, "steps");
@@ -992,7 +1211,8 @@ export function parseBuildRequest(v: unknown): BuildRequest {
     if (memoryBytes !== undefined) limits.memoryBytes = memoryBytes;
     if (pids !== undefined) limits.pids = pids;
     if (l.cpus !== undefined) {
-      if (typeof l.cpus !== "number" || !Number.isFinite(l.cpus) || l.cpus <= 0 || l.cpus > 4096) fail("limits.cpus", `expected a number of CPUs above 0, got ${describe(l.cpus)}`);
+      if (typeof l.cpus !== "number" || !Number.isFinite(l.cpus) || l.cpus <= 0 || l.cpus > 4096)
+        fail("limits.cpus", `expected a number of CPUs above 0, got ${describe(l.cpus)}`);
       limits.cpus = l.cpus;
     }
     req.limits = limits;
@@ -1004,7 +1224,8 @@ export function parseBuildRequest(v: unknown): BuildRequest {
 export function parseBlobCheck(v: unknown): string[] {
   const o = obj(v, "request", ["digests"]);
   const list = strArray(o.digests, "digests", 1_000_000);
-  for (const [i, d] of list.entries()) if (!DIGEST_RE.test(d)) fail(`digests[${i}]`, `expected sha256:<64 lowercase hex digits>, got ${describe(d)}`);
+  for (const [i, d] of list.entries())
+    if (!DIGEST_RE.test(d)) fail(`digests[${i}]`, `expected sha256:<64 lowercase hex digits>, got ${describe(d)}`);
   return list;
 }
 
@@ -1027,7 +1248,10 @@ export function allSteps(req: BuildRequest): WireStep[] {
 export function requestSecretValues(req: BuildRequest, validating = false): Record<string, string> {
   const out: Record<string, string> = {};
   const where = new Map<string, string>();
-  const lists: [string, BuildRequest["secrets"]][] = [["secrets", req.secrets], ...(req.plans ?? []).map((p, i): [string, BuildRequest["secrets"]] => [`plans[${i}].secrets`, p.secrets])];
+  const lists: [string, BuildRequest["secrets"]][] = [
+    ["secrets", req.secrets],
+    ...(req.plans ?? []).map((p, i): [string, BuildRequest["secrets"]] => [`plans[${i}].secrets`, p.secrets]),
+  ];
   for (const [at, list] of lists) {
     for (const [i, values] of (list ?? []).entries()) {
       for (const [name, value] of Object.entries(values ?? {})) {
@@ -1035,7 +1259,10 @@ export function requestSecretValues(req: BuildRequest, validating = false): Reco
           out[name] = value;
           where.set(name, `${at}[${i}]`);
         } else if (out[name] !== value && validating) {
-          fail(`${at}[${i}].${name}`, `secret ${name} has another value than at ${where.get(name)}; a build has one value per secret name`);
+          fail(
+            `${at}[${i}].${name}`,
+            `secret ${name} has another value than at ${where.get(name)}; a build has one value per secret name`,
+          );
         }
       }
     }
@@ -1045,7 +1272,9 @@ export function requestSecretValues(req: BuildRequest, validating = false): Reco
 
 /** Every secret value a request carries (its steps' and its nested plans'), for redaction. */
 export function allSecretValues(req: BuildRequest): string[] {
-  return [req.secrets, ...(req.plans ?? []).map((p) => p.secrets)].flatMap((list) => (list ?? []).flatMap((s) => Object.values(s ?? {})));
+  return [req.secrets, ...(req.plans ?? []).map((p) => p.secrets)].flatMap((list) =>
+    (list ?? []).flatMap((s) => Object.values(s ?? {})),
+  );
 }
 
 /** Every content digest a request refers to (files of inputs, context selections and deferred mounts), deduplicated. */
@@ -1075,16 +1304,23 @@ export function alwaysRebuilds(req: BuildRequest): boolean {
  * that can change behind the same request (a registry tag, an image selection, a URL).
  */
 export function reusable(req: BuildRequest): boolean {
-  return !allSteps(req).some((s) => s.base?.kind === "registry" || s.inputs.some((i) => i.kind === "url" || (i.kind === "select" && i.root.kind === "image")));
+  return !allSteps(req).some(
+    (s) =>
+      s.base?.kind === "registry" ||
+      s.inputs.some((i) => i.kind === "url" || (i.kind === "select" && i.root.kind === "image")),
+  );
 }
 
 /** A step as identified: client paths (log text only) left out. */
 function identity(s: WireStep): unknown {
   const inputs = s.inputs.map((i) =>
-    i.kind === "dir" ? { kind: i.kind, name: i.name, entries: i.entries }
-    : i.kind === "file" ? { kind: i.kind, name: i.name, entry: i.entry }
-    : i.kind === "select" && i.root.kind === "context" ? { ...i, root: { kind: "context" } }
-    : i,
+    i.kind === "dir"
+      ? { kind: i.kind, name: i.name, entries: i.entries }
+      : i.kind === "file"
+        ? { kind: i.kind, name: i.name, entry: i.entry }
+        : i.kind === "select" && i.root.kind === "context"
+          ? { ...i, root: { kind: "context" } }
+          : i,
   );
   return { ...s, inputs };
 }
@@ -1103,9 +1339,13 @@ export function definitionHash(req: BuildRequest, nonce?: string): string {
   }
   h.update("steps\n");
   for (const s of req.steps) h.update(JSON.stringify(identity(s)) + "\n");
-  for (const d of req.deferred) h.update(JSON.stringify({ kind: d.kind, remotePath: d.remotePath, ignore: d.ignore, entries: d.entries }) + "\n");
+  for (const d of req.deferred)
+    h.update(JSON.stringify({ kind: d.kind, remotePath: d.remotePath, ignore: d.ignore, entries: d.entries }) + "\n");
   h.update(`force ${Boolean(req.forceBuild)} ignore ${Boolean(req.ignoreCache)}\n`);
-  if (req.limits) h.update(`limits ${JSON.stringify([req.limits.memoryBytes ?? null, req.limits.pids ?? null, req.limits.cpus ?? null])}\n`);
+  if (req.limits)
+    h.update(
+      `limits ${JSON.stringify([req.limits.memoryBytes ?? null, req.limits.pids ?? null, req.limits.cpus ?? null])}\n`,
+    );
   if (nonce !== undefined) h.update(`nonce ${nonce}\n`);
   return h.digest("hex");
 }

@@ -16,7 +16,16 @@ import type { Executor } from "../sandbox/runc.js";
 import type { Store } from "../store/store.js";
 import { runBuildRequest } from "./builds.js";
 import type { BuildOutcome } from "./outcome.js";
-import { EventWriter, bullConnection, checkRedis, openRedis, processName, redactUrl, RedisKeys, type BuildJobData } from "./queue.js";
+import {
+  EventWriter,
+  bullConnection,
+  checkRedis,
+  openRedis,
+  processName,
+  redactUrl,
+  RedisKeys,
+  type BuildJobData,
+} from "./queue.js";
 import { RedisLockingStore } from "./redis-lock.js";
 import { InputTrees } from "./trees.js";
 
@@ -71,7 +80,10 @@ export class BuildWorker {
     this.store = new RedisLockingStore(opts.store, redis, {
       keys: this.keys,
       ...(opts.stepLockMs !== undefined ? { ttlMs: opts.stepLockMs } : {}),
-      onLost: (key) => this.#log(`worker ${this.name}: lost the Redis lock of step ${key} before finishing it (was this worker stalled?); another worker may build it too`),
+      onLost: (key) =>
+        this.#log(
+          `worker ${this.name}: lost the Redis lock of step ${key} before finishing it (was this worker stalled?); another worker may build it too`,
+        ),
     });
     const jobLockMs = opts.jobLockMs ?? 30_000;
     this.#worker = new Worker<BuildJobData, BuildOutcome>(this.keys.queueName, (job) => this.#process(job), {
@@ -84,8 +96,12 @@ export class BuildWorker {
       drainDelay: 1,
       autorun: false,
     });
-    this.#worker.on("error", (e) => this.#log(`worker ${this.name}: queue error: ${e instanceof Error ? e.message : String(e)}`));
-    this.#worker.on("stalled", (id) => this.#log(`worker ${this.name}: job ${id} stalled (its worker stopped responding): back in the queue`));
+    this.#worker.on("error", (e) =>
+      this.#log(`worker ${this.name}: queue error: ${e instanceof Error ? e.message : String(e)}`),
+    );
+    this.#worker.on("stalled", (id) =>
+      this.#log(`worker ${this.name}: job ${id} stalled (its worker stopped responding): back in the queue`),
+    );
   }
 
   /** Connects to Redis, reclaims what killed builds left in the local cache, and starts taking jobs. */
@@ -96,9 +112,15 @@ export class BuildWorker {
       await opts.store.recover(async () => (await import("../sandbox/runc.js")).reapStaleContainers());
       const trees = await InputTrees.open(opts.store);
       const w = new BuildWorker(opts, redis, trees);
-      void w.#worker.run().catch((e: unknown) => w.#log(`worker ${w.name}: stopped taking jobs: ${e instanceof Error ? e.message : String(e)}`));
+      void w.#worker
+        .run()
+        .catch((e: unknown) =>
+          w.#log(`worker ${w.name}: stopped taking jobs: ${e instanceof Error ? e.message : String(e)}`),
+        );
       await w.#worker.waitUntilReady();
-      w.#log(`worker ${w.name}: taking builds from ${redactUrl(opts.redisUrl)} (store ${opts.store.root}, ${opts.concurrency ?? 2} at a time)`);
+      w.#log(
+        `worker ${w.name}: taking builds from ${redactUrl(opts.redisUrl)} (store ${opts.store.root}, ${opts.concurrency ?? 2} at a time)`,
+      );
       return w;
     } catch (e) {
       redis.disconnect();
@@ -113,7 +135,8 @@ export class BuildWorker {
 
   async #process(job: Job<BuildJobData, BuildOutcome>): Promise<BuildOutcome> {
     const d = job.data;
-    if (d?.format !== "strata-job/1" || !d.request) throw new UnrecoverableError(`job ${job.id} is not a Strata build job (format ${String(d?.format)})`);
+    if (d?.format !== "strata-job/1" || !d.request)
+      throw new UnrecoverableError(`job ${job.id} is not a Strata build job (format ${String(d?.format)})`);
     const events = new EventWriter(this.#redis, this.keys.events(d.buildId, d.token));
     const attempt = Math.max(1, job.attemptsStarted || job.attemptsMade + 1);
     const t0 = Date.now();
@@ -129,7 +152,10 @@ export class BuildWorker {
         terminating: () => this.#closing && ac.signal.aborted,
         signal: ac.signal,
         ...(this.#executor ? { executor: this.#executor } : {}),
-        internalError: (e) => this.#log(`worker ${this.name}: build ${d.buildId} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`),
+        internalError: (e) =>
+          this.#log(
+            `worker ${this.name}: build ${d.buildId} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`,
+          ),
       });
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       if (outcome.status === "terminated" && !lastAttempt) {
@@ -140,7 +166,9 @@ export class BuildWorker {
       }
       await events.done(outcome);
       this.jobsDone++;
-      this.#log(`worker ${this.name}: build ${d.buildId} ${outcome.status} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+      this.#log(
+        `worker ${this.name}: build ${d.buildId} ${outcome.status} in ${((Date.now() - t0) / 1000).toFixed(1)}s`,
+      );
       return outcome;
     } finally {
       this.#aborts.delete(ac);

@@ -74,7 +74,16 @@ export class StoreLayout {
   }
   /** The directories `LocalStore.open` creates. */
   get storeDirs(): string[] {
-    return [this.blobsDir, this.indexDir, this.imagesDir, this.chainsDir, this.layersDir, this.tmpDir, this.locksDir, this.logsDir];
+    return [
+      this.blobsDir,
+      this.indexDir,
+      this.imagesDir,
+      this.chainsDir,
+      this.layersDir,
+      this.tmpDir,
+      this.locksDir,
+      this.logsDir,
+    ];
   }
 
   /**

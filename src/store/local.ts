@@ -16,7 +16,16 @@ import { DigestMismatchError, NotFoundError, StoreError } from "../errors.js";
 import { digestHex, sha256Bytes, sha256File, type Digest } from "../util/digest.js";
 import { exists, pidAlive, readJson, uniqueSuffix, writeFileAtomic } from "../util/fs.js";
 import { defaultStoreRoot, StoreLayout } from "./layout.js";
-import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store, StoreMaintenance, StoreNamespace, StoredObject } from "./store.js";
+import type {
+  ChainRecord,
+  ImageRecord,
+  IndexEntry,
+  LayerRecord,
+  Store,
+  StoreMaintenance,
+  StoreNamespace,
+  StoredObject,
+} from "./store.js";
 
 export { defaultStoreRoot } from "./layout.js";
 
@@ -68,7 +77,8 @@ export class LocalStore implements Store, StoreMaintenance {
     try {
       return await fsp.readFile(this.blobFile(d));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new NotFoundError(`blob ${d} is not in the store at ${this.root}`);
+      if ((e as NodeJS.ErrnoException).code === "ENOENT")
+        throw new NotFoundError(`blob ${d} is not in the store at ${this.root}`);
       throw e;
     }
   }
@@ -147,15 +157,25 @@ export class LocalStore implements Store, StoreMaintenance {
 
   async resolveImage(ref: string): Promise<ImageRecord> {
     const hex = ref.replace(/^sha256:/, "").toLowerCase();
-    if (!/^[0-9a-f]{6,64}$/.test(hex)) throw new NotFoundError(`"${ref}" is not an image id (expected sha256:<hex> or a prefix of at least 6 hex digits)`);
+    if (!/^[0-9a-f]{6,64}$/.test(hex))
+      throw new NotFoundError(
+        `"${ref}" is not an image id (expected sha256:<hex> or a prefix of at least 6 hex digits)`,
+      );
     if (hex.length === 64) {
       const r = await this.getImage(("sha256:" + hex) as Digest);
-      if (!r) throw new NotFoundError(`image ${ref} is not in the store at ${this.root} (list images with \`strata images\`)`);
+      if (!r)
+        throw new NotFoundError(
+          `image ${ref} is not in the store at ${this.root} (list images with \`strata images\`)`,
+        );
       return r;
     }
     const matches = (await fsp.readdir(this.layout.imagesDir)).filter((f) => f.startsWith(hex) && f.endsWith(".json"));
-    if (matches.length === 0) throw new NotFoundError(`no image id starts with ${hex} in the store at ${this.root} (list images with \`strata images\`)`);
-    if (matches.length > 1) throw new NotFoundError(`image id prefix ${hex} is ambiguous (${matches.length} images); give more digits`);
+    if (matches.length === 0)
+      throw new NotFoundError(
+        `no image id starts with ${hex} in the store at ${this.root} (list images with \`strata images\`)`,
+      );
+    if (matches.length > 1)
+      throw new NotFoundError(`image id prefix ${hex} is ambiguous (${matches.length} images); give more digits`);
     return (await this.getImage(("sha256:" + matches[0]!.slice(0, 64)) as Digest))!;
   }
 
@@ -187,7 +207,8 @@ export class LocalStore implements Store, StoreMaintenance {
       const { extractLayerFileOffThread } = await import("../layer/extract-pool.js");
       const diffId = await extractLayerFileOffThread(blob, root, { gzip });
       // Unpacked layers are shared by diffID: never file content under a diffID it does not have.
-      if (diffId !== layer.diffId) throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content of layer ${layer.digest}`);
+      if (diffId !== layer.diffId)
+        throw new DigestMismatchError(layer.diffId, diffId, `uncompressed content of layer ${layer.digest}`);
       return await this.adoptLayerDir(layer.diffId, root);
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true });
@@ -201,7 +222,8 @@ export class LocalStore implements Store, StoreMaintenance {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       // Someone else adopted the same layer first: theirs is identical, ours goes.
-      if (code !== "ENOTEMPTY" && code !== "EEXIST") throw new StoreError(`could not move layer ${diffId} into ${target}`, { cause: e });
+      if (code !== "ENOTEMPTY" && code !== "EEXIST")
+        throw new StoreError(`could not move layer ${diffId} into ${target}`, { cause: e });
       await fsp.rm(dir, { recursive: true, force: true });
     }
     return target;
@@ -242,7 +264,13 @@ export class LocalStore implements Store, StoreMaintenance {
         // Break a dead process's lock. If two waiters race here both may build; that is safe (every write is an
         // atomic rename of identical content), only wasteful.
         const stale = `${file}.stale-${uniqueSuffix()}`;
-        if (await fsp.rename(file, stale).then(() => true, () => false)) await fsp.rm(stale, { force: true });
+        if (
+          await fsp.rename(file, stale).then(
+            () => true,
+            () => false,
+          )
+        )
+          await fsp.rm(stale, { force: true });
         continue;
       }
       await new Promise((r) => setTimeout(r, 200));
@@ -335,7 +363,8 @@ export class LocalStore implements Store, StoreMaintenance {
     try {
       return await readJson<T>(file);
     } catch (e) {
-      if (e instanceof SyntaxError) throw new StoreError(`corrupt record ${file}: ${e.message} (delete it to let Strata rebuild it)`, { cause: e });
+      if (e instanceof SyntaxError)
+        throw new StoreError(`corrupt record ${file}: ${e.message} (delete it to let Strata rebuild it)`, { cause: e });
       throw e;
     }
   }

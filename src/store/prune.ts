@@ -37,7 +37,15 @@ import { pidAlive, uniqueSuffix } from "../util/fs.js";
 import { layerDirsInUse } from "./layers-in-use.js";
 import type { StoreLayout } from "./layout.js";
 import { LocalStore } from "./local.js";
-import { isMaintainable, type ImageRecord, type ImageStore, type StoreMaintenance, type StoreNamespace, type StoredObject, type WorkSpace } from "./store.js";
+import {
+  isMaintainable,
+  type ImageRecord,
+  type ImageStore,
+  type StoreMaintenance,
+  type StoreNamespace,
+  type StoredObject,
+  type WorkSpace,
+} from "./store.js";
 
 export interface PruneOptions {
   /** Objects written before `now - olderThanMs` are candidates. */
@@ -92,7 +100,25 @@ export interface PruneReport {
   skipped: number;
 }
 
-const zero = (): PruneCounts => ({ index: 0, images: 0, blobs: 0, blobBytes: 0, logs: 0, chains: 0, layers: 0, files: 0, fileBytes: 0, layerMeta: 0, layerMetaBytes: 0, selects: 0, selectBytes: 0, linkLayers: 0, lazy: 0, lazyTmp: 0, lazyBytes: 0 });
+const zero = (): PruneCounts => ({
+  index: 0,
+  images: 0,
+  blobs: 0,
+  blobBytes: 0,
+  logs: 0,
+  chains: 0,
+  layers: 0,
+  files: 0,
+  fileBytes: 0,
+  layerMeta: 0,
+  layerMetaBytes: 0,
+  selects: 0,
+  selectBytes: 0,
+  linkLayers: 0,
+  lazy: 0,
+  lazyTmp: 0,
+  lazyBytes: 0,
+});
 
 /**
  * Derived caches of a local store (pool files, …) written this recently are kept whatever the cutoff: a running
@@ -111,7 +137,10 @@ export function parseDuration(s: string): number {
     total += Number(m[1]) * units[m[2]!]!;
     matched = re.lastIndex;
   }
-  if (!text || matched !== text.length) throw new StoreError(`invalid duration "${s}": expected a number and a unit (s, m, h, d or w), e.g. 30d, 12h or 90m`);
+  if (!text || matched !== text.length)
+    throw new StoreError(
+      `invalid duration "${s}": expected a number and a unit (s, m, h, d or w), e.g. 30d, 12h or 90m`,
+    );
   return total;
 }
 
@@ -136,8 +165,12 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
 const HEX64 = /^[0-9a-f]{64}$/;
 
 /** Removes index entries, image records, blobs, logs and chains that nothing recent references (see the module). */
-export async function pruneStore(store: ImageStore & Pick<WorkSpace, "root"> & Partial<StoreMaintenance>, opts: PruneOptions): Promise<PruneReport> {
-  if (!isMaintainable(store)) throw new StoreError(`the store at ${store.root} cannot be pruned (it cannot list or delete what it holds)`);
+export async function pruneStore(
+  store: ImageStore & Pick<WorkSpace, "root"> & Partial<StoreMaintenance>,
+  opts: PruneOptions,
+): Promise<PruneReport> {
+  if (!isMaintainable(store))
+    throw new StoreError(`the store at ${store.root} cannot be pruned (it cannot list or delete what it holds)`);
   const stored: StoreMaintenance = store;
   if (!(opts.olderThanMs > 0)) throw new StoreError("prune needs a positive age (--older-than), e.g. 30d");
   const started = Date.now();
@@ -146,13 +179,21 @@ export async function pruneStore(store: ImageStore & Pick<WorkSpace, "root"> & P
   const limit = Math.max(1, opts.concurrency ?? 16);
   const log = opts.log ?? (() => undefined);
   const dry = Boolean(opts.dryRun);
-  const report: PruneReport = { cutoff: new Date(cutoff).toISOString(), dryRun: dry, removed: zero(), kept: zero(), skipped: 0 };
+  const report: PruneReport = {
+    cutoff: new Date(cutoff).toISOString(),
+    dryRun: dry,
+    removed: zero(),
+    kept: zero(),
+    skipped: 0,
+  };
   const recent = (o: StoredObject) => o.modifiedMs >= cutoff;
 
   // 1. What there is.
   const listing = {} as Record<StoreNamespace, StoredObject[]>;
   for (const ns of ["index", "images", "blobs", "logs", "chains"] as const) listing[ns] = await stored.listStored(ns);
-  log(`store ${store.root}: ${listing.index.length} index entries, ${listing.images.length} images, ${listing.blobs.length} blobs, ${listing.logs.length} logs, ${listing.chains.length} chains; cutoff ${report.cutoff}`);
+  log(
+    `store ${store.root}: ${listing.index.length} index entries, ${listing.images.length} images, ${listing.blobs.length} blobs, ${listing.logs.length} logs, ${listing.chains.length} chains; cutoff ${report.cutoff}`,
+  );
 
   // 2. Roots: recent index entries and image records.
   const entryImage = new Map<string, string | undefined>(); // index key → image hex (undefined: dangling)
@@ -208,7 +249,9 @@ export async function pruneStore(store: ImageStore & Pick<WorkSpace, "root"> & P
 
   // 7. Image records written while we worked (builds running now) keep what they name, old blobs included.
   if (!dry) {
-    const fresh = (await stored.listStored("images")).filter((o) => o.modifiedMs >= started - 2000 && !keep.has(o.name));
+    const fresh = (await stored.listStored("images")).filter(
+      (o) => o.modifiedMs >= started - 2000 && !keep.has(o.name),
+    );
     if (fresh.length) {
       log(`${fresh.length} image record(s) were written during the prune: keeping what they name`);
       await mark(fresh.map((o) => o.name));
@@ -249,7 +292,9 @@ export async function pruneStore(store: ImageStore & Pick<WorkSpace, "root"> & P
     local = `, ${r.files} pool files (${formatBytes(r.fileBytes)}), ${r.layerMeta} layer sidecars, ${r.selects} cached selections (${formatBytes(r.selectBytes)}), ${r.linkLayers} --link layer records, ${r.lazy} lazy image trees and ${r.lazyTmp} leftover temp dirs in others (${formatBytes(r.lazyBytes)})`;
   }
 
-  log(`${dry ? "would remove" : "removed"} ${r.index} index entries, ${r.images} image records, ${r.blobs} blobs (${formatBytes(r.blobBytes)}), ${r.logs} logs, ${r.chains} chains, ${r.layers} unpacked layers${local}${report.skipped ? `; ${report.skipped} left in place (written or in use meanwhile)` : ""}`);
+  log(
+    `${dry ? "would remove" : "removed"} ${r.index} index entries, ${r.images} image records, ${r.blobs} blobs (${formatBytes(r.blobBytes)}), ${r.logs} logs, ${r.chains} chains, ${r.layers} unpacked layers${local}${report.skipped ? `; ${report.skipped} left in place (written or in use meanwhile)` : ""}`,
+  );
   return report;
 
   async function removeAll(ns: StoreNamespace, objs: StoredObject[], counter: StoreNamespace): Promise<void> {
@@ -275,7 +320,14 @@ export async function pruneStore(store: ImageStore & Pick<WorkSpace, "root"> & P
  * Removes `layers/<hex>/` dirs not needed, not recent and not in use (moved aside first, then deleted). Returns the
  * paths of those removed (in a dry run: of those that would be).
  */
-async function pruneLayerDirs(layout: StoreLayout, needed: Set<string>, cutoff: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<string[]> {
+async function pruneLayerDirs(
+  layout: StoreLayout,
+  needed: Set<string>,
+  cutoff: number,
+  dry: boolean,
+  report: PruneReport,
+  log: (l: string) => void,
+): Promise<string[]> {
   const doomedDirs: string[] = [];
   const layersDir = layout.layersDir;
   const names = (await fsp.readdir(layersDir).catch(() => [] as string[])).filter((n) => HEX64.test(n));
@@ -297,11 +349,18 @@ async function pruneLayerDirs(layout: StoreLayout, needed: Set<string>, cutoff: 
     // Out of layers/ first, so nobody ever sees a half-deleted layer; tmp/prune-<pid>-… is reclaimed by recover()
     // if we die before the rm finishes.
     const doomed = path.join(layout.tmpDir, `prune-${uniqueSuffix()}`);
-    if (!(await fsp.rename(dir, doomed).then(() => true, () => false))) {
+    if (
+      !(await fsp.rename(dir, doomed).then(
+        () => true,
+        () => false,
+      ))
+    ) {
       report.skipped++;
       continue;
     }
-    await fsp.rm(doomed, { recursive: true, force: true }).catch((e: unknown) => log(`could not remove ${doomed}: ${String(e)}`));
+    await fsp
+      .rm(doomed, { recursive: true, force: true })
+      .catch((e: unknown) => log(`could not remove ${doomed}: ${String(e)}`));
     report.removed.layers++;
     doomedDirs.push(dir);
   }
@@ -329,7 +388,11 @@ async function goneAfter(dir: string, doomed: readonly string[]): Promise<boolea
  * Removes `file` if it is still the one looked at (same inode, not written since): a cache rewritten meanwhile (temp
  * + rename, so a new inode) stays.
  */
-async function removeUnchanged(file: string, seen: { ino: number; mtimeMs: number }, log: (l: string) => void): Promise<"removed" | "kept" | "gone"> {
+async function removeUnchanged(
+  file: string,
+  seen: { ino: number; mtimeMs: number },
+  log: (l: string) => void,
+): Promise<"removed" | "kept" | "gone"> {
   const st = await fsp.lstat(file).catch(() => undefined);
   if (!st) return "gone";
   if (st.ino !== seen.ino || st.mtimeMs !== seen.mtimeMs) return "kept";
@@ -348,12 +411,26 @@ async function removeUnchanged(file: string, seen: { ino: number; mtimeMs: numbe
  * `layers/<hex>/` is gone (or goes in this prune), unless written since `graceFrom`. A sidecar describes content named
  * by its diffID, so removing one is always safe: the next COPY over that layer (unpacked again) recomputes it.
  */
-async function pruneLayerMeta(layout: StoreLayout, doomedLayers: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
-  await sweepRecords(layout.layerMetaDir, { count: "layerMeta", bytes: "layerMetaBytes" }, dry, report, log, async (name, st) => {
-    const m = /^([0-9a-f]{64})\.opaque\.json$/.exec(name);
-    if (m) return st.mtimeMs < graceFrom && (await goneAfter(path.join(layout.layersDir, m[1]!), doomedLayers));
-    return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
-  });
+async function pruneLayerMeta(
+  layout: StoreLayout,
+  doomedLayers: readonly string[],
+  graceFrom: number,
+  dry: boolean,
+  report: PruneReport,
+  log: (l: string) => void,
+): Promise<void> {
+  await sweepRecords(
+    layout.layerMetaDir,
+    { count: "layerMeta", bytes: "layerMetaBytes" },
+    dry,
+    report,
+    log,
+    async (name, st) => {
+      const m = /^([0-9a-f]{64})\.opaque\.json$/.exec(name);
+      if (m) return st.mtimeMs < graceFrom && (await goneAfter(path.join(layout.layersDir, m[1]!), doomedLayers));
+      return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
+    },
+  );
 }
 
 /**
@@ -362,25 +439,39 @@ async function pruneLayerMeta(layout: StoreLayout, doomedLayers: readonly string
  * cache hit does not touch them; the next build that needs one mounts and walks the stage again and rewrites it).
  * A build reads the whole record at once, so removing one it is about to use only costs that walk.
  */
-async function pruneSelects(layout: StoreLayout, doomedLayers: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
-  await sweepRecords(layout.selectsDir, { count: "selects", bytes: "selectBytes" }, dry, report, log, async (name, st, file) => {
-    if (!/^[0-9a-f]{64}\.json$/.test(name)) return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
-    if (st.mtimeMs < graceFrom) return true;
-    // A record that cannot be read is ignored by builds and rewritten; it goes when it is old.
-    const saved = await fsp.readFile(file, "utf8").then(
-      (t) => {
-        try {
-          return JSON.parse(t) as { dirs?: unknown } | null;
-        } catch {
-          return undefined;
-        }
-      },
-      () => undefined,
-    );
-    const dirs = Array.isArray(saved?.dirs) ? saved.dirs.filter((d): d is string => typeof d === "string") : [];
-    for (const d of dirs) if (await goneAfter(d, doomedLayers)) return true;
-    return false;
-  });
+async function pruneSelects(
+  layout: StoreLayout,
+  doomedLayers: readonly string[],
+  graceFrom: number,
+  dry: boolean,
+  report: PruneReport,
+  log: (l: string) => void,
+): Promise<void> {
+  await sweepRecords(
+    layout.selectsDir,
+    { count: "selects", bytes: "selectBytes" },
+    dry,
+    report,
+    log,
+    async (name, st, file) => {
+      if (!/^[0-9a-f]{64}\.json$/.test(name)) return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
+      if (st.mtimeMs < graceFrom) return true;
+      // A record that cannot be read is ignored by builds and rewritten; it goes when it is old.
+      const saved = await fsp.readFile(file, "utf8").then(
+        (t) => {
+          try {
+            return JSON.parse(t) as { dirs?: unknown } | null;
+          } catch {
+            return undefined;
+          }
+        },
+        () => undefined,
+      );
+      const dirs = Array.isArray(saved?.dirs) ? saved.dirs.filter((d): d is string => typeof d === "string") : [];
+      for (const d of dirs) if (await goneAfter(d, doomedLayers)) return true;
+      return false;
+    },
+  );
 }
 
 /**
@@ -388,7 +479,13 @@ async function pruneSelects(layout: StoreLayout, doomedLayers: readonly string[]
  * since `graceFrom` (a reuse sets the record's mtime). A record whose blob is gone is ignored by builds anyway; the
  * layer itself is kept or pruned with the images that use it.
  */
-async function pruneLinkLayers(layout: StoreLayout, graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+async function pruneLinkLayers(
+  layout: StoreLayout,
+  graceFrom: number,
+  dry: boolean,
+  report: PruneReport,
+  log: (l: string) => void,
+): Promise<void> {
   await sweepRecords(layout.linkLayersDir, { count: "linkLayers" }, dry, report, log, async (name, st) => {
     if (name.endsWith(".json")) return st.mtimeMs < graceFrom;
     return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
@@ -439,7 +536,13 @@ async function sweepRecords(
  * `recover()` if we die) and only then measured and deleted, as layer dirs are; a tree with a temp dir of a live
  * process (a fetch in progress) always stays.
  */
-async function pruneLazy(layout: StoreLayout, graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<string[]> {
+async function pruneLazy(
+  layout: StoreLayout,
+  graceFrom: number,
+  dry: boolean,
+  report: PruneReport,
+  log: (l: string) => void,
+): Promise<string[]> {
   const lazyDir = layout.lazyDir;
   const doomedTrees: string[] = [];
   const mtime = async (p: string) => (await fsp.lstat(p).catch(() => undefined))?.mtimeMs ?? 0;
@@ -450,13 +553,17 @@ async function pruneLazy(layout: StoreLayout, graceFrom: number, dry: boolean, r
     if (!st?.isDirectory()) continue;
     let newest = st.mtimeMs;
     for (const sub of ["rootfs", "done", "tmp"]) newest = Math.max(newest, await mtime(path.join(home, sub)));
-    for (const m of await fsp.readdir(path.join(home, "done")).catch(() => [] as string[])) newest = Math.max(newest, await mtime(path.join(home, "done", m)));
+    for (const m of await fsp.readdir(path.join(home, "done")).catch(() => [] as string[]))
+      newest = Math.max(newest, await mtime(path.join(home, "done", m)));
     const tmps: { dir: string; live: boolean }[] = [];
     for (const t of await fsp.readdir(path.join(home, "tmp")).catch(() => [] as string[])) {
       const dir = path.join(home, "tmp", t);
       const pid = /^(\d+)-/.exec(t)?.[1];
       // A process in another pid namespace looks dead: the age limit covers it.
-      tmps.push({ dir, live: (pid !== undefined && pidAlive(Number(pid))) || (await mtime(dir)) >= Date.now() - STALE_TMP_MS });
+      tmps.push({
+        dir,
+        live: (pid !== undefined && pidAlive(Number(pid))) || (await mtime(dir)) >= Date.now() - STALE_TMP_MS,
+      });
     }
     if (newest < graceFrom && !tmps.some((t) => t.live)) {
       if (dry) {
@@ -466,7 +573,12 @@ async function pruneLazy(layout: StoreLayout, graceFrom: number, dry: boolean, r
         continue;
       }
       const doomed = path.join(layout.tmpDir, `prune-${uniqueSuffix()}`);
-      if (!(await fsp.rename(home, doomed).then(() => true, () => false))) {
+      if (
+        !(await fsp.rename(home, doomed).then(
+          () => true,
+          () => false,
+        ))
+      ) {
         report.skipped++;
         report.kept.lazy++;
         continue;
@@ -474,7 +586,9 @@ async function pruneLazy(layout: StoreLayout, graceFrom: number, dry: boolean, r
       report.removed.lazy++;
       report.removed.lazyBytes += await treeBytes(doomed);
       doomedTrees.push(home);
-      await fsp.rm(doomed, { recursive: true, force: true }).catch((e: unknown) => log(`could not remove ${doomed}: ${String(e)}`));
+      await fsp
+        .rm(doomed, { recursive: true, force: true })
+        .catch((e: unknown) => log(`could not remove ${doomed}: ${String(e)}`));
       continue;
     }
     report.kept.lazy++;
@@ -485,7 +599,10 @@ async function pruneLazy(layout: StoreLayout, graceFrom: number, dry: boolean, r
       }
       const bytes = await treeBytes(t.dir);
       if (!dry) {
-        const removed = await fsp.rm(t.dir, { recursive: true, force: true }).then(() => true, (e: unknown) => (log(`could not remove ${t.dir}: ${String(e)}`), false));
+        const removed = await fsp.rm(t.dir, { recursive: true, force: true }).then(
+          () => true,
+          (e: unknown) => (log(`could not remove ${t.dir}: ${String(e)}`), false),
+        );
         if (!removed) continue;
       }
       report.removed.lazyTmp++;
@@ -519,7 +636,14 @@ const POOL_NAME = /^[0-9a-f]{64}-[0-7]+(?:-\d+-\d+)?$/;
  * and it copies the source instead (and puts the file back into the pool). If the link lands between our look at the
  * count and the unlink, the layer keeps its file; only the pool loses the name.
  */
-async function prunePool(layout: StoreLayout, doomedLayerDirs: readonly string[], graceFrom: number, dry: boolean, report: PruneReport, log: (l: string) => void): Promise<void> {
+async function prunePool(
+  layout: StoreLayout,
+  doomedLayerDirs: readonly string[],
+  graceFrom: number,
+  dry: boolean,
+  report: PruneReport,
+  log: (l: string) => void,
+): Promise<void> {
   const pool = layout.contentPoolDir;
   const names = (await fsp.readdir(pool).catch(() => [] as string[])).filter((n) => POOL_NAME.test(n));
   if (!names.length) return;
@@ -536,10 +660,13 @@ async function prunePool(layout: StoreLayout, doomedLayerDirs: readonly string[]
       continue;
     }
     if (!dry) {
-      const ok = await fsp.unlink(file).then(() => true, (e: NodeJS.ErrnoException) => {
-        if (e.code !== "ENOENT") log(`could not remove ${file}: ${String(e)}`);
-        return false;
-      });
+      const ok = await fsp.unlink(file).then(
+        () => true,
+        (e: NodeJS.ErrnoException) => {
+          if (e.code !== "ENOENT") log(`could not remove ${file}: ${String(e)}`);
+          return false;
+        },
+      );
       if (!ok) continue;
     }
     report.removed.files++;

@@ -9,7 +9,12 @@
  */
 const MAX_LINKS = 40;
 
-export function resolveInRoot(unsafePath: string, followLast: boolean, linkAt: (parts: readonly string[]) => string | undefined, tooMany: () => Error): string[] {
+export function resolveInRoot(
+  unsafePath: string,
+  followLast: boolean,
+  linkAt: (parts: readonly string[]) => string | undefined,
+  tooMany: () => Error,
+): string[] {
   const pending = unsafePath.split("/").filter((p) => p !== "" && p !== ".");
   const resolved: string[] = [];
   let links = 0;

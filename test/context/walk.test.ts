@@ -7,13 +7,7 @@ import { execFileSync } from "node:child_process";
 import { syncBuiltinESMExports } from "node:module";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import {
-  walkContext,
-  statContextFile,
-  StatCache,
-  hashedFileCount,
-  type ContextEntry,
-} from "../../src/context/walk.js";
+import { walkContext, statContextFile, StatCache, hashedFileCount, type ContextEntry } from "../../src/context/walk.js";
 import { PatternMatcher } from "../../src/ignore/pattern-matcher.js";
 import { LocalPathError } from "../../src/errors.js";
 
@@ -69,18 +63,7 @@ describe("walkContext: listing", () => {
       "\uFFFD": "replacement char sorts before the emoji in UTF-8, after it in UTF-16",
     });
     const entries = await walkContext(root);
-    assert.deepEqual(paths(entries), [
-      "B",
-      "a",
-      "a-b",
-      "a/b",
-      "a/z.txt",
-      "b.txt",
-      "z",
-      "é.txt",
-      "\uFFFD",
-      "\u{1F600}",
-    ]);
+    assert.deepEqual(paths(entries), ["B", "a", "a-b", "a/b", "a/z.txt", "b.txt", "z", "é.txt", "\uFFFD", "\u{1F600}"]);
     const bytewise = [...paths(entries)].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
     assert.deepEqual(paths(entries), bytewise);
   });
@@ -227,7 +210,15 @@ describe("walkContext: ignore patterns", () => {
     } finally {
       spy.restore();
     }
-    assert.deepEqual(paths(entries), ["README.md", "app.log", "build", "build/keep.txt", "src", "src/debug.log", "src/main.ts"]);
+    assert.deepEqual(paths(entries), [
+      "README.md",
+      "app.log",
+      "build",
+      "build/keep.txt",
+      "src",
+      "src/debug.log",
+      "src/main.ts",
+    ]);
     assert.equal(byPath(entries, "build").type, "dir");
     // build had to be looked into; node_modules could not hold anything re-included
     assert.ok(spy.listed.includes(join(root, "build")));
@@ -400,7 +391,13 @@ describe("walkContext: identity and the stat cache", () => {
 
     fs.mkdirSync(dir, { recursive: true });
     const file = join(dir, "cache.json");
-    for (const junk of ["{not json", "[]", '{"version":999,"entries":{}}', '{"version":1,"entries":{"/a":[1,2]}}', ""]) {
+    for (const junk of [
+      "{not json",
+      "[]",
+      '{"version":999,"entries":{}}',
+      '{"version":1,"entries":{"/a":[1,2]}}',
+      "",
+    ]) {
       fs.writeFileSync(file, junk);
       assert.equal((await StatCache.load(file)).size, 0, junk);
     }

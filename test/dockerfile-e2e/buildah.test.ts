@@ -6,7 +6,19 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { LocalStore } from "../../src/index.js";
 import {
-  buildahCase, buildCase, diffConfigs, diffTrees, haveBuildah, loadCases, prepare, privateBuildah, privateStore, strataConfig, strataTree, unexpected, type Buildah,
+  buildahCase,
+  buildCase,
+  diffConfigs,
+  diffTrees,
+  haveBuildah,
+  loadCases,
+  prepare,
+  privateBuildah,
+  privateStore,
+  strataConfig,
+  strataTree,
+  unexpected,
+  type Buildah,
 } from "./support.js";
 
 const cases = loadCases().filter((c) => c.expect.buildah);
@@ -38,7 +50,10 @@ describe("Strata vs buildah bud", { concurrency: 3 }, () => {
         const ours = await strataTree(store, r.imageId);
         const ourConfig = await strataConfig(store, r.imageId);
         const theirs = await buildahCase(buildah!, p, c);
-        const diffs = [...diffTrees(ours, theirs.tree, c.expect.buildahIgnorePaths), ...diffConfigs(ourConfig, theirs.config, c.expect.buildahIgnoreConfig)];
+        const diffs = [
+          ...diffTrees(ours, theirs.tree, c.expect.buildahIgnorePaths),
+          ...diffConfigs(ourConfig, theirs.config, c.expect.buildahIgnoreConfig),
+        ];
         const bad = unexpected(diffs, c.expect.buildahAccept);
         assert.deepEqual(bad, [], `${c.name}: undocumented differences from buildah:\n${bad.join("\n")}`);
         if (diffs.length) assert.ok(c.expect.buildahNote, `${c.name}: documented differences need a buildahNote`);

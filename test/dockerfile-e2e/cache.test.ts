@@ -26,7 +26,10 @@ after(async () => {
 });
 
 /** A project: Dockerfile + context (with a busybox tree at context/rootfs). */
-async function project(dockerfile: string, files: Record<string, string> = {}): Promise<{ dir: string; dockerfile: string; context: string }> {
+async function project(
+  dockerfile: string,
+  files: Record<string, string> = {},
+): Promise<{ dir: string; dockerfile: string; context: string }> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-df-cache-"));
   dirs.push(dir);
   const context = path.join(dir, "context");
@@ -39,8 +42,21 @@ async function project(dockerfile: string, files: Record<string, string> = {}): 
   return { dir, dockerfile: path.join(dir, "Dockerfile"), context };
 }
 
-async function build(p: { dockerfile: string; context: string }, opts: { buildArgs?: Record<string, string>; secrets?: Record<string, string>; forceBuild?: boolean; log?: string[] } = {}): Promise<BuiltImage> {
-  const img = Image.fromDockerfile(p.dockerfile, { contextDir: p.context, buildArgs: opts.buildArgs, secrets: opts.secrets, forceBuild: opts.forceBuild });
+async function build(
+  p: { dockerfile: string; context: string },
+  opts: {
+    buildArgs?: Record<string, string>;
+    secrets?: Record<string, string>;
+    forceBuild?: boolean;
+    log?: string[];
+  } = {},
+): Promise<BuiltImage> {
+  const img = Image.fromDockerfile(p.dockerfile, {
+    contextDir: p.context,
+    buildArgs: opts.buildArgs,
+    secrets: opts.secrets,
+    forceBuild: opts.forceBuild,
+  });
   return img.build({ store, log: (l) => opts.log?.push(l) });
 }
 
@@ -57,14 +73,20 @@ const BB = (tag: string) => `FROM scratch\nCOPY rootfs/ /\nENV TEST_NONCE=${tag}
 
 describe("Dockerfile cache behaviour", () => {
   test("editing a file copied after a RUN leaves the RUN cached; unrelated context edits bust nothing", async () => {
-    const p = await project(BB(nonce()) + "COPY a.txt /a.txt\nRUN cat /proc/sys/kernel/random/uuid > /unique\nCOPY b.txt /b.txt\n", { "a.txt": "a\n", "b.txt": "b1\n", "unused.txt": "u1\n" });
+    const p = await project(
+      BB(nonce()) + "COPY a.txt /a.txt\nRUN cat /proc/sys/kernel/random/uuid > /unique\nCOPY b.txt /b.txt\n",
+      { "a.txt": "a\n", "b.txt": "b1\n", "unused.txt": "u1\n" },
+    );
     const first = await build(p);
     assert.ok(first.steps.every((s) => !s.cached || s.description.includes("FROM")));
     const unique = await file(first, "/unique");
 
     await fsp.writeFile(path.join(p.context, "unused.txt"), "u2\n");
     const again = await build(p);
-    assert.ok(again.steps.every((s) => s.cached), "an edit to a file no COPY reads changes nothing");
+    assert.ok(
+      again.steps.every((s) => s.cached),
+      "an edit to a file no COPY reads changes nothing",
+    );
     assert.equal(again.imageId, first.imageId);
 
     await fsp.writeFile(path.join(p.context, "b.txt"), "b2\n");
@@ -78,7 +100,10 @@ describe("Dockerfile cache behaviour", () => {
     // mtime alone is not content: touching a.txt keeps everything cached.
     const future = new Date(Date.now() + 3600_000);
     await fsp.utimes(path.join(p.context, "a.txt"), future, future);
-    assert.ok((await build(p)).steps.every((s) => s.cached), "mtime is not in the key");
+    assert.ok(
+      (await build(p)).steps.every((s) => s.cached),
+      "mtime is not in the key",
+    );
     // Mode is: chmod a.txt busts its COPY and everything after.
     await fsp.chmod(path.join(p.context, "a.txt"), 0o600);
     const chmodded = cachedByInstruction(await build(p));
@@ -86,11 +111,17 @@ describe("Dockerfile cache behaviour", () => {
   });
 
   test("renaming a file matched by a glob busts the COPY and what follows", async () => {
-    const p = await project(BB(nonce()) + "COPY file* /files/\nRUN ls /files > /listing\n", { file1: "same\n", other: "o\n" });
+    const p = await project(BB(nonce()) + "COPY file* /files/\nRUN ls /files > /listing\n", {
+      file1: "same\n",
+      other: "o\n",
+    });
     const first = await build(p);
     assert.equal(await file(first, "/listing"), "file1\n");
     await fsp.writeFile(path.join(p.context, "other"), "changed\n");
-    assert.ok((await build(p)).steps.every((s) => s.cached), "a file the glob does not match is not keyed");
+    assert.ok(
+      (await build(p)).steps.every((s) => s.cached),
+      "a file the glob does not match is not keyed",
+    );
     await fsp.rename(path.join(p.context, "file1"), path.join(p.context, "file2"));
     const renamed = await build(p);
     const c = cachedByInstruction(renamed);
@@ -101,16 +132,26 @@ describe("Dockerfile cache behaviour", () => {
 
   test("--build-arg changes rebuild only the steps that use the arg", async () => {
     const p = await project(
-      BB(nonce()) + "RUN cat /proc/sys/kernel/random/uuid > /before\nARG V=1\nARG OTHER=x\nENV STATIC=1\nCOPY a.txt /a.txt\nLABEL version=$V\nRUN cat /proc/sys/kernel/random/uuid > /after\n",
+      BB(nonce()) +
+        "RUN cat /proc/sys/kernel/random/uuid > /before\nARG V=1\nARG OTHER=x\nENV STATIC=1\nCOPY a.txt /a.txt\nLABEL version=$V\nRUN cat /proc/sys/kernel/random/uuid > /after\n",
       { "a.txt": "a\n" },
     );
     const v1 = await build(p, { buildArgs: { V: "1" } });
     const v2 = await build(p, { buildArgs: { V: "2" } });
     const c2 = cachedByInstruction(v2);
-    for (const ins of ["RUN cat /proc/sys/kernel/random/uuid > /before", "ARG V=1", "ARG OTHER=x", "ENV STATIC=1", "COPY a.txt /a.txt"]) assert.equal(c2[ins], true, `${ins} does not use V`);
+    for (const ins of [
+      "RUN cat /proc/sys/kernel/random/uuid > /before",
+      "ARG V=1",
+      "ARG OTHER=x",
+      "ENV STATIC=1",
+      "COPY a.txt /a.txt",
+    ])
+      assert.equal(c2[ins], true, `${ins} does not use V`);
     assert.equal(c2["LABEL version=$V"], false, "LABEL expands $V");
     assert.equal(c2["RUN cat /proc/sys/kernel/random/uuid > /after"], false, "a RUN sees every ARG in scope");
-    assert.deepEqual(((await strataConfig(store, v2.imageId)).config as { Labels: Record<string, string> }).Labels, { version: "2" });
+    assert.deepEqual(((await strataConfig(store, v2.imageId)).config as { Labels: Record<string, string> }).Labels, {
+      version: "2",
+    });
     assert.equal(await file(v2, "/before"), await file(v1, "/before"));
 
     const other = cachedByInstruction(await build(p, { buildArgs: { V: "2", OTHER: "y" } }));
@@ -118,14 +159,19 @@ describe("Dockerfile cache behaviour", () => {
     assert.equal(other["RUN cat /proc/sys/kernel/random/uuid > /after"], false, "the RUN has OTHER in scope");
 
     const undeclared = await build(p, { buildArgs: { V: "2", OTHER: "y", NOT_DECLARED: "z" } });
-    assert.ok(undeclared.steps.every((s) => s.cached), "an arg no ARG declares changes nothing");
+    assert.ok(
+      undeclared.steps.every((s) => s.cached),
+      "an arg no ARG declares changes nothing",
+    );
     const back = await build(p, { buildArgs: { V: "1" } });
     assert.equal(back.imageId, v1.imageId, "going back to V=1 hits the first build's steps");
   });
 
   test("RUN --mount=type=cache persists between builds but never enters a layer or the key", async () => {
     const id = `cache-${nonce()}`;
-    const df = BB(nonce()) + `ARG X\nRUN --mount=type=cache,target=/c,id=${id} sh -c 'cat /proc/sys/kernel/random/uuid >> /c/log; wc -l < /c/log > /count'\n`;
+    const df =
+      BB(nonce()) +
+      `ARG X\nRUN --mount=type=cache,target=/c,id=${id} sh -c 'cat /proc/sys/kernel/random/uuid >> /c/log; wc -l < /c/log > /count'\n`;
     const p = await project(df);
     const first = await build(p, { buildArgs: { X: "1" } });
     assert.equal((await file(first, "/count"))?.trim(), "1");
@@ -146,13 +192,18 @@ describe("Dockerfile cache behaviour", () => {
 
   test("a secret mount never enters a layer, a key or a log, and its value does not bust the cache", async () => {
     const value = `TOPSECRET-${nonce()}`;
-    const df = BB(nonce()) + "RUN --mount=type=secret,id=tok cat /run/secrets/tok && wc -c < /run/secrets/tok > /len\nRUN --mount=type=secret,id=tok,env=TOK echo \"$TOK\" > /dev/null && echo used > /used\n";
+    const df =
+      BB(nonce()) +
+      'RUN --mount=type=secret,id=tok cat /run/secrets/tok && wc -c < /run/secrets/tok > /len\nRUN --mount=type=secret,id=tok,env=TOK echo "$TOK" > /dev/null && echo used > /used\n';
     const p = await project(df);
     const log: string[] = [];
     const r = await build(p, { secrets: { tok: value }, log });
     assert.equal((await file(r, "/len"))?.trim(), String(value.length));
     assert.ok(!log.join("\n").includes(value), "the build log redacts the secret");
-    assert.ok(log.some((l) => l.includes("***")), "the secret printed by the RUN is shown as ***");
+    assert.ok(
+      log.some((l) => l.includes("***")),
+      "the secret printed by the RUN is shown as ***",
+    );
     const rec = (await store.getImage(r.imageId))!;
     for (const l of rec.layers) {
       const tar = gunzipSync(await store.readBlob(l.digest));
@@ -162,7 +213,7 @@ describe("Dockerfile cache behaviour", () => {
     for (const s of r.steps) {
       const sr = (await store.getImage(s.imageId))!;
       assert.ok(!JSON.stringify(sr.step?.inputs ?? {}).includes(value), "key inputs do not hold the value");
-      assert.ok(!(await store.getLog(s.imageId) ?? "").includes(value), "stored logs do not hold the value");
+      assert.ok(!((await store.getLog(s.imageId)) ?? "").includes(value), "stored logs do not hold the value");
     }
     assert.ok(!(await store.readBlob(rec.configDigest)).toString().includes(value));
     // Another value: still cached (only the name is keyed).
@@ -172,13 +223,18 @@ describe("Dockerfile cache behaviour", () => {
 
   test("stages are keyed by the content COPY --from reads; unrelated stage changes leave the target cached", async () => {
     const p = await project(
-      "FROM scratch AS build\nCOPY rootfs/ /\nCOPY src/ /src/\nRUN cat /src/a.txt > /out.txt\n" + "FROM scratch\n" + `ENV N=${nonce()}\nCOPY --from=build /out.txt /out.txt\nCOPY --from=build /bin/busybox /bin/busybox\nRUN ["/bin/busybox", "sh", "-c", "/bin/busybox cat /proc/sys/kernel/random/uuid > /unique"]\n`,
+      "FROM scratch AS build\nCOPY rootfs/ /\nCOPY src/ /src/\nRUN cat /src/a.txt > /out.txt\n" +
+        "FROM scratch\n" +
+        `ENV N=${nonce()}\nCOPY --from=build /out.txt /out.txt\nCOPY --from=build /bin/busybox /bin/busybox\nRUN ["/bin/busybox", "sh", "-c", "/bin/busybox cat /proc/sys/kernel/random/uuid > /unique"]\n`,
       { "src/a.txt": "a\n", "src/b.txt": "b1\n" },
     );
     const first = await build(p);
     await fsp.writeFile(path.join(p.context, "src/b.txt"), "b2\n");
     const second = await build(p);
-    assert.ok(second.steps.every((s) => s.cached), "the stage rebuilt, but /out.txt is the same content, so the target's steps hit");
+    assert.ok(
+      second.steps.every((s) => s.cached),
+      "the stage rebuilt, but /out.txt is the same content, so the target's steps hit",
+    );
     assert.equal(second.imageId, first.imageId);
     await fsp.writeFile(path.join(p.context, "src/a.txt"), "a2\n");
     const third = await build(p);
@@ -189,13 +245,18 @@ describe("Dockerfile cache behaviour", () => {
 
   test("COPY --link makes a layer independent of its parent: a changed parent reuses the same layer; symlinks in dest are not followed", async () => {
     const df = (v: string) =>
-      BB(nonce()) + `RUN echo ${v} > /v && ln -s /usr /opt\nCOPY --link --chown=app:app app/ /opt/app/\nRUN ls -ld /opt /opt/app | cut -c1-10 > /modes && stat -c %u:%g /opt/app/main.txt > /owner\n`;
+      BB(nonce()) +
+      `RUN echo ${v} > /v && ln -s /usr /opt\nCOPY --link --chown=app:app app/ /opt/app/\nRUN ls -ld /opt /opt/app | cut -c1-10 > /modes && stat -c %u:%g /opt/app/main.txt > /owner\n`;
     const p = await project(df("one"), { "app/main.txt": "main\n", "app/sub/x.txt": "x\n" });
     const first = await build(p);
     const layerOf = (r: BuiltImage) => r.steps.find((s) => s.description.includes("COPY --link"))!.layer;
     assert.equal(await file(first, "/opt/app/main.txt"), "main\n");
     assert.equal(await file(first, "/owner"), "1000:1000\n", "--chown names resolve against the parent's /etc/passwd");
-    assert.equal(await file(first, "/modes"), "drwxr-xr-x\ndrwxr-xr-x\n", "/opt is a directory of the --link layer, not the image's symlink to /usr");
+    assert.equal(
+      await file(first, "/modes"),
+      "drwxr-xr-x\ndrwxr-xr-x\n",
+      "/opt is a directory of the --link layer, not the image's symlink to /usr",
+    );
     assert.equal(await file(first, "/usr/app/main.txt"), undefined, "nothing was written through the symlink");
     await fsp.writeFile(p.dockerfile, (await fsp.readFile(p.dockerfile, "utf8")).replace("echo one", "echo two"));
     const log: string[] = [];
@@ -203,7 +264,10 @@ describe("Dockerfile cache behaviour", () => {
     const c = cachedByInstruction(second);
     assert.equal(c["COPY --link --chown=app:app app/ /opt/app/"], false, "the parent changed, so the step is new");
     assert.equal(layerOf(second), layerOf(first), "but its layer is the one built on the old parent");
-    assert.ok(log.some((l) => l.includes("--link: reusing layer")), log.join("\n"));
+    assert.ok(
+      log.some((l) => l.includes("--link: reusing layer")),
+      log.join("\n"),
+    );
     assert.equal(await file(second, "/opt/app/sub/x.txt"), "x\n");
     await fsp.writeFile(path.join(p.context, "app/main.txt"), "edited\n");
     const third = await build(p);
@@ -212,9 +276,13 @@ describe("Dockerfile cache behaviour", () => {
   });
 
   test("independent stages build concurrently", async () => {
-    const stage = (n: string) => `FROM base AS ${n}\nRUN cut -d' ' -f1 /proc/uptime > /${n}-start && sleep 1 && cut -d' ' -f1 /proc/uptime > /${n}-end\n`;
+    const stage = (n: string) =>
+      `FROM base AS ${n}\nRUN cut -d' ' -f1 /proc/uptime > /${n}-start && sleep 1 && cut -d' ' -f1 /proc/uptime > /${n}-end\n`;
     const p = await project(
-      `FROM scratch AS base\nCOPY rootfs/ /\nENV N=${nonce()}\n` + stage("left") + stage("right") + "FROM base\nCOPY --from=left /left-start /left-end /\nCOPY --from=right /right-start /right-end /\n",
+      `FROM scratch AS base\nCOPY rootfs/ /\nENV N=${nonce()}\n` +
+        stage("left") +
+        stage("right") +
+        "FROM base\nCOPY --from=left /left-start /left-end /\nCOPY --from=right /right-start /right-end /\n",
     );
     const r = await build(p);
     const t = async (n: string) => Number((await file(r, `/${n}`))!.trim());
@@ -243,7 +311,10 @@ describe("SDK and Dockerfile together", () => {
     const p = await project(BB(nonce()) + "WORKDIR /app\nENV FROM_DOCKERFILE=1\n", { "x.txt": "x\n" });
     const img = Image.fromDockerfile(p.dockerfile, { contextDir: p.context })
       .runCommands("echo sdk > sdk.txt")
-      .dockerfileCommands(["COPY x.txt .", "RUN cat x.txt sdk.txt > both.txt", "ARG A=a", "LABEL a=$A"], { contextDir: p.context, buildArgs: { A: "arg" } })
+      .dockerfileCommands(["COPY x.txt .", "RUN cat x.txt sdk.txt > both.txt", "ARG A=a", "LABEL a=$A"], {
+        contextDir: p.context,
+        buildArgs: { A: "arg" },
+      })
       .env({ AFTER: "1" });
     const r = await img.build({ store, log: () => undefined });
     assert.equal(await file(r, "/app/both.txt"), "x\nsdk\n");
@@ -270,7 +341,13 @@ describe("SDK and Dockerfile together", () => {
   });
 
   test("dockerfileCommands errors count lines from the first command; FROM is rejected", () => {
-    assert.throws(() => Image.fromScratch().dockerfileCommands(["ENV A=1", "RUNN x"]), /dockerfileCommands:2:1: unknown instruction "RUNN"/);
-    assert.throws(() => Image.fromScratch().dockerfileCommands(["ENV A=1", "FROM scratch"]), /dockerfileCommands:2:1: FROM is not allowed/);
+    assert.throws(
+      () => Image.fromScratch().dockerfileCommands(["ENV A=1", "RUNN x"]),
+      /dockerfileCommands:2:1: unknown instruction "RUNN"/,
+    );
+    assert.throws(
+      () => Image.fromScratch().dockerfileCommands(["ENV A=1", "FROM scratch"]),
+      /dockerfileCommands:2:1: FROM is not allowed/,
+    );
   });
 });

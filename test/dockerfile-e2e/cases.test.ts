@@ -37,7 +37,13 @@ describe("Dockerfile cases", { concurrency: 4 }, () => {
         // Every Dockerfile instruction is its own step (FROM included).
         assert.ok(r.steps.length >= 2);
         // Metadata-only steps add no layer.
-        for (const s of r.steps) if (/:\d+ (ENV|LABEL|ARG|EXPOSE|CMD|ENTRYPOINT|USER|STOPSIGNAL|HEALTHCHECK|ONBUILD|MAINTAINER|VOLUME|SHELL)\b/i.test(s.description)) assert.equal(s.layer, undefined, s.description);
+        for (const s of r.steps)
+          if (
+            /:\d+ (ENV|LABEL|ARG|EXPOSE|CMD|ENTRYPOINT|USER|STOPSIGNAL|HEALTHCHECK|ONBUILD|MAINTAINER|VOLUME|SHELL)\b/i.test(
+              s.description,
+            )
+          )
+            assert.equal(s.layer, undefined, s.description);
       } finally {
         await p.close();
       }

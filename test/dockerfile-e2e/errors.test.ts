@@ -35,7 +35,11 @@ describe("Dockerfile errors", { concurrency: 4 }, () => {
         let img: Image | undefined;
         let err: unknown;
         try {
-          img = Image.fromDockerfile(p.dockerfile, { contextDir: p.context, buildArgs: p.buildArgs, ...(e.target ? { target: e.target } : {}) });
+          img = Image.fromDockerfile(p.dockerfile, {
+            contextDir: p.context,
+            buildArgs: p.buildArgs,
+            ...(e.target ? { target: e.target } : {}),
+          });
         } catch (x) {
           err = x;
         }
@@ -43,15 +47,28 @@ describe("Dockerfile errors", { concurrency: 4 }, () => {
           assert.ok(err, `${c.name}: expected an error when the definition is made`);
         } else {
           assert.equal(err, undefined, `${c.name}: unexpected definition error ${String(err)}`);
-          await assert.rejects(img!.build({ store, log: () => undefined }).then(() => undefined), (x: unknown) => ((err = x), true));
+          await assert.rejects(
+            img!.build({ store, log: () => undefined }).then(() => undefined),
+            (x: unknown) => ((err = x), true),
+          );
         }
         const msg = (err as Error).message;
-        assert.ok(msg.includes(e.contains), `${c.name}: message ${JSON.stringify(msg)} lacks ${JSON.stringify(e.contains)}`);
+        assert.ok(
+          msg.includes(e.contains),
+          `${c.name}: message ${JSON.stringify(msg)} lacks ${JSON.stringify(e.contains)}`,
+        );
         if (e.line !== undefined) {
           const where = `${path.relative(process.cwd(), p.dockerfile)}:${e.line}`;
           const whereAbs = `${p.dockerfile}:${e.line}`;
-          assert.ok(msg.includes(where) || msg.includes(whereAbs), `${c.name}: message ${JSON.stringify(msg)} does not name ${whereAbs}`);
-          if (e.column !== undefined) assert.ok(msg.includes(`:${e.line}:${e.column}`), `${c.name}: message ${JSON.stringify(msg)} lacks column ${e.column}`);
+          assert.ok(
+            msg.includes(where) || msg.includes(whereAbs),
+            `${c.name}: message ${JSON.stringify(msg)} does not name ${whereAbs}`,
+          );
+          if (e.column !== undefined)
+            assert.ok(
+              msg.includes(`:${e.line}:${e.column}`),
+              `${c.name}: message ${JSON.stringify(msg)} lacks column ${e.column}`,
+            );
         }
         if (e.code) assert.equal((err as { code?: string }).code, e.code);
         if (e.code === "STEP_FAILED") assert.ok(err instanceof StepFailedError);

@@ -35,13 +35,21 @@ const ins = (s: Step) => s.instructions.map(render);
 
 describe("Dockerfile → steps", () => {
   test("one step per instruction; metadata instructions have no inputs; RUN steps carry the ARGs in scope", async () => {
-    const df = await dockerfile("FROM scratch\nARG A=1\nENV E=x\nCOPY a.txt /a\nRUN echo $A\nLABEL l=$A\nEXPOSE 80\n", { "a.txt": "a" });
+    const df = await dockerfile("FROM scratch\nARG A=1\nENV E=x\nCOPY a.txt /a\nRUN echo $A\nLABEL l=$A\nEXPOSE 80\n", {
+      "a.txt": "a",
+    });
     const plan: Plan = Image.fromDockerfile(df, { buildArgs: { A: "2" } }).plan();
     assert.equal(plan.steps.length, 7);
     assert.deepEqual(plan.steps[0]!.base, { kind: "scratch" });
     // BuildKit's empty image (dockerfile2llb emptyImage) has the default PATH and WorkingDir "/".
-    assert.deepEqual(ins(plan.steps[0]!), ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "WORKDIR /"]);
-    assert.deepEqual(plan.steps.slice(1).map((s) => ins(s)[0]), ["ARG A", "ENV E=x", "COPY a.txt /a", "RUN echo $A", "LABEL l=2", "EXPOSE 80/tcp"]);
+    assert.deepEqual(ins(plan.steps[0]!), [
+      "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "WORKDIR /",
+    ]);
+    assert.deepEqual(
+      plan.steps.slice(1).map((s) => ins(s)[0]),
+      ["ARG A", "ENV E=x", "COPY a.txt /a", "RUN echo $A", "LABEL l=2", "EXPOSE 80/tcp"],
+    );
     for (const i of [1, 2, 5, 6]) assert.deepEqual(plan.steps[i]!.inputs, []);
     assert.deepEqual(plan.steps[4]!.buildArgs, [["A", "2"]]);
     assert.deepEqual(plan.steps[5]!.buildArgs, [["A", "2"]], "LABEL used $A");
@@ -59,7 +67,11 @@ describe("Dockerfile → steps", () => {
     const [, one, , two, label] = steps;
     // Undeclared: passed to RUN as proxy env, not as a keyed build arg.
     assert.equal(one!.buildArgs, undefined);
-    assert.deepEqual(one!.proxyEnv, [["HTTP_PROXY", "http://proxy:3128"], ["ftp_proxy", "ftp://p"], ["no_proxy", "localhost"]]);
+    assert.deepEqual(one!.proxyEnv, [
+      ["HTTP_PROXY", "http://proxy:3128"],
+      ["ftp_proxy", "ftp://p"],
+      ["no_proxy", "localhost"],
+    ]);
     // Declared with ARG: an ordinary (keyed) build arg as well.
     assert.deepEqual(two!.buildArgs, [["no_proxy", "localhost"]]);
     assert.deepEqual(two!.proxyEnv, one!.proxyEnv);
@@ -68,28 +80,42 @@ describe("Dockerfile → steps", () => {
     const plain = Image.fromDockerfile(df, { buildArgs: { OTHER: "o" } }).plan().steps[1]!;
     assert.equal(plain.proxyEnv, undefined);
     const builder = { version: "2026.11" } as unknown as Parameters<typeof keyInputsFor>[0];
-    assert.deepEqual(keyInputsFor(builder, one!, null, []), keyInputsFor(builder, plain, null, []), "proxies do not bust the cache");
+    assert.deepEqual(
+      keyInputsFor(builder, one!, null, []),
+      keyInputsFor(builder, plain, null, []),
+      "proxies do not bust the cache",
+    );
   });
 
   test("RUN heredocs compile as BuildKit runs them", async () => {
-    const df = await dockerfile("FROM scratch\nRUN <<EOF\necho simple\nEOF\nRUN <<EOF\n#!/bin/sh\necho script\nEOF\nRUN cat <<EOF > /x\nbody\nEOF\n");
+    const df = await dockerfile(
+      "FROM scratch\nRUN <<EOF\necho simple\nEOF\nRUN <<EOF\n#!/bin/sh\necho script\nEOF\nRUN cat <<EOF > /x\nbody\nEOF\n",
+    );
     const [, simple, script, complex] = Image.fromDockerfile(df).plan().steps;
     assert.deepEqual(simple!.instructions, [{ op: "RUN", command: "echo simple\n" }]);
     const r = script!.instructions[0]!;
     assert.ok(r.op === "RUN" && r.command === "/dev/pipes/EOF");
-    assert.deepEqual(r.op === "RUN" && r.mounts, [{ type: "bind", source: "<<EOF", target: "/dev/pipes/EOF", readonly: true }]);
-    assert.deepEqual(script!.inputs, [{ kind: "inline", name: "<<EOF", content: "#!/bin/sh\necho script\n", mode: 0o755 }]);
+    assert.deepEqual(r.op === "RUN" && r.mounts, [
+      { type: "bind", source: "<<EOF", target: "/dev/pipes/EOF", readonly: true },
+    ]);
+    assert.deepEqual(script!.inputs, [
+      { kind: "inline", name: "<<EOF", content: "#!/bin/sh\necho script\n", mode: 0o755 },
+    ]);
     assert.deepEqual(complex!.instructions, [{ op: "RUN", command: "cat <<EOF > /x\nbody\nEOF" }]);
   });
 
   test("secrets are in a plan by name only; mounts render into the key text", async () => {
-    const df = await dockerfile("FROM scratch\nRUN --mount=type=secret,id=tok --mount=type=cache,target=/c --mount=type=tmpfs,target=/t true\n");
+    const df = await dockerfile(
+      "FROM scratch\nRUN --mount=type=secret,id=tok --mount=type=cache,target=/c --mount=type=tmpfs,target=/t true\n",
+    );
     const plan = Image.fromDockerfile(df, { secrets: { tok: "the-value-123" } }).plan();
     assert.ok(!JSON.stringify(plan).includes("the-value-123"));
     const run = plan.steps[1]!;
     assert.deepEqual(run.secrets, ["tok"]);
     assert.equal(run.secretsAsEnv, false);
-    assert.deepEqual(ins(run), ["RUN --mount=type=secret,id=tok,target=/run/secrets/tok --mount=type=cache,id=/c,target=/c,sharing=shared --mount=type=tmpfs,target=/t true"]);
+    assert.deepEqual(ins(run), [
+      "RUN --mount=type=secret,id=tok,target=/run/secrets/tok --mount=type=cache,id=/c,target=/c,sharing=shared --mount=type=tmpfs,target=/t true",
+    ]);
   });
 
   test("a secret with env= and no target is env only; with a target, both (BuildKit dispatchSecret: the default /run/secrets/<id> applies only without env)", async () => {
@@ -97,12 +123,15 @@ describe("Dockerfile → steps", () => {
       "FROM scratch\nRUN --mount=type=secret,id=tok,env=T true\nRUN --mount=type=secret,id=tok,env=T,target=/run/secrets/tok true\nRUN --mount=type=secret,id=tok,env=T,target=/s/t true\nRUN --mount=type=secret,id=tok true\n",
     );
     const steps = Image.fromDockerfile(df, { secrets: { tok: "v" } }).plan().steps;
-    assert.deepEqual(steps.slice(1).map((s) => ins(s)[0]), [
-      "RUN --mount=type=secret,id=tok,env=T true",
-      "RUN --mount=type=secret,id=tok,target=/run/secrets/tok,env=T true",
-      "RUN --mount=type=secret,id=tok,target=/s/t,env=T true",
-      "RUN --mount=type=secret,id=tok,target=/run/secrets/tok true",
-    ]);
+    assert.deepEqual(
+      steps.slice(1).map((s) => ins(s)[0]),
+      [
+        "RUN --mount=type=secret,id=tok,env=T true",
+        "RUN --mount=type=secret,id=tok,target=/run/secrets/tok,env=T true",
+        "RUN --mount=type=secret,id=tok,target=/s/t,env=T true",
+        "RUN --mount=type=secret,id=tok,target=/run/secrets/tok true",
+      ],
+    );
   });
 
   test("--exclude dropping a matched source by name: kept as an excluded match (no entries) and keyed as copy.excluded", async () => {
@@ -128,16 +157,34 @@ describe("Dockerfile → steps", () => {
   });
 
   test("multi-stage: the target's chain starts with its FROM stage's steps; read stages are embedded and prefetched", async () => {
-    const unused = await dockerfile("FROM scratch AS a\nENV A=1\nFROM scratch AS b\nENV B=1\nFROM a\nCOPY --from=b /x /x\nFROM scratch AS last\n");
-    assert.equal(Image.fromDockerfile(unused).plan().steps.length, 1, "the default target is the last stage, which needs no other");
-    const df2 = await dockerfile("FROM scratch AS a\nENV A=1\nFROM scratch AS b\nENV B=1\nFROM a\nCOPY --from=b /x /x\n");
+    const unused = await dockerfile(
+      "FROM scratch AS a\nENV A=1\nFROM scratch AS b\nENV B=1\nFROM a\nCOPY --from=b /x /x\nFROM scratch AS last\n",
+    );
+    assert.equal(
+      Image.fromDockerfile(unused).plan().steps.length,
+      1,
+      "the default target is the last stage, which needs no other",
+    );
+    const df2 = await dockerfile(
+      "FROM scratch AS a\nENV A=1\nFROM scratch AS b\nENV B=1\nFROM a\nCOPY --from=b /x /x\n",
+    );
     const p2 = Image.fromDockerfile(df2).plan();
-    assert.deepEqual(p2.steps.map((s) => ins(s).join(";")), ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin;WORKDIR /", "ENV A=1", "COPY --from=b /x /x"]);
+    assert.deepEqual(
+      p2.steps.map((s) => ins(s).join(";")),
+      [
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin;WORKDIR /",
+        "ENV A=1",
+        "COPY --from=b /x /x",
+      ],
+    );
     const stages = p2.steps[0]!.inputs.find((i) => i.kind === "stages");
     assert.ok(stages && stages.kind === "stages" && stages.plans.length === 1);
     const sel = p2.steps[2]!.inputs[0]!;
     assert.ok(sel.kind === "select" && sel.root.kind === "stage" && sel.root.stage === "b");
-    assert.deepEqual(sel.kind === "select" && sel.root.kind === "stage" && sel.root.plan.steps.map((s) => ins(s).join(";")), ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin;WORKDIR /", "ENV B=1"]);
+    assert.deepEqual(
+      sel.kind === "select" && sel.root.kind === "stage" && sel.root.plan.steps.map((s) => ins(s).join(";")),
+      ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin;WORKDIR /", "ENV B=1"],
+    );
   });
 
   test("calls chained after fromDockerfile expand against the target stage's final ENV", async () => {
@@ -148,12 +195,24 @@ describe("Dockerfile → steps", () => {
     const ctx = path.dirname(df);
     const last = (img: Image): string[] => ins(img.plan().steps.at(-1)!);
     const app = Image.fromDockerfile(df, { target: "app" });
-    assert.deepEqual(last(app.dockerfileCommands(["COPY x.txt $BIN/"], { contextDir: ctx })), ["COPY x.txt /opt/r/bin/"]);
-    assert.deepEqual(last(app.dockerfileCommands(["ENV PATH=$BIN:$PATH"], { contextDir: ctx })), [`ENV PATH=/opt/r/bin:${"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}`], "FROM scratch's default PATH carries through");
+    assert.deepEqual(last(app.dockerfileCommands(["COPY x.txt $BIN/"], { contextDir: ctx })), [
+      "COPY x.txt /opt/r/bin/",
+    ]);
+    assert.deepEqual(
+      last(app.dockerfileCommands(["ENV PATH=$BIN:$PATH"], { contextDir: ctx })),
+      [`ENV PATH=/opt/r/bin:${"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}`],
+      "FROM scratch's default PATH carries through",
+    );
     const base = Image.fromDockerfile(df, { target: "base" });
-    assert.deepEqual(last(base.dockerfileCommands(["COPY x.txt ${BIN:-none}/"], { contextDir: ctx })), ["COPY x.txt none/"], "only what the target stage set");
+    assert.deepEqual(
+      last(base.dockerfileCommands(["COPY x.txt ${BIN:-none}/"], { contextDir: ctx })),
+      ["COPY x.txt none/"],
+      "only what the target stage set",
+    );
     // SDK config calls in between are seen too.
-    assert.deepEqual(last(app.env({ ROOT: "/mine" }).dockerfileCommands(["COPY x.txt $ROOT/"], { contextDir: ctx })), ["COPY x.txt /mine/"]);
+    assert.deepEqual(last(app.env({ ROOT: "/mine" }).dockerfileCommands(["COPY x.txt $ROOT/"], { contextDir: ctx })), [
+      "COPY x.txt /mine/",
+    ]);
   });
 
   test(".dockerignore lookup: <Dockerfile>.dockerignore, then beside the Dockerfile, then in the context", async () => {

@@ -28,7 +28,11 @@ after(async () => {
   await cleanupStore?.();
 });
 
-async function project(dockerfile: string, files: Record<string, string> = {}, busybox = true): Promise<{ dockerfile: string; context: string }> {
+async function project(
+  dockerfile: string,
+  files: Record<string, string> = {},
+  busybox = true,
+): Promise<{ dockerfile: string; context: string }> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-df-reg-"));
   dirs.push(dir);
   const context = path.join(dir, "context");
@@ -49,34 +53,67 @@ test("FROM a registry image: its ENV is expanded, its ONBUILD triggers run (then
       "ONBUILD COPY trigger.txt /srv/trigger.txt\n" +
       "ONBUILD RUN echo onbuild-ran > /srv/onbuild.txt\n",
   );
-  const built = await Image.fromDockerfile(base.dockerfile, { contextDir: base.context }).build({ store, log: () => undefined });
+  const built = await Image.fromDockerfile(base.dockerfile, { contextDir: base.context }).build({
+    store,
+    log: () => undefined,
+  });
   const ref = `${registry.host}/dockerfile/base:1`;
   await pushImage(store, (await store.getImage(built.imageId))!, ref, { dockerConfig: false });
 
   const child = await project(
-    `FROM ${ref} AS app\nENV PATH=/child/bin:$PATH\nRUN basetool > tool.txt\n` + `FROM scratch AS copier\nCOPY --from=${ref} /opt/base/bin/basetool /copied-tool\n`,
+    `FROM ${ref} AS app\nENV PATH=/child/bin:$PATH\nRUN basetool > tool.txt\n` +
+      `FROM scratch AS copier\nCOPY --from=${ref} /opt/base/bin/basetool /copied-tool\n`,
     { "trigger.txt": "from the child's context\n" },
     false,
   );
-  assert.deepEqual(await resolveBaseImages(child.dockerfile, { store }), {}, "the default target (copier) starts FROM scratch");
+  assert.deepEqual(
+    await resolveBaseImages(child.dockerfile, { store }),
+    {},
+    "the default target (copier) starts FROM scratch",
+  );
   const baseImages = await resolveBaseImages(child.dockerfile, { store, target: "app" });
   assert.deepEqual(Object.keys(baseImages), [ref]);
-  assert.deepEqual(baseImages[ref]!.onBuild, ["COPY trigger.txt /srv/trigger.txt", "RUN echo onbuild-ran > /srv/onbuild.txt"]);
+  assert.deepEqual(baseImages[ref]!.onBuild, [
+    "COPY trigger.txt /srv/trigger.txt",
+    "RUN echo onbuild-ran > /srv/onbuild.txt",
+  ]);
 
-  const app = await Image.fromDockerfile(child.dockerfile, { contextDir: child.context, target: "app", baseImages }).build({ store, log: () => undefined });
+  const app = await Image.fromDockerfile(child.dockerfile, {
+    contextDir: child.context,
+    target: "app",
+    baseImages,
+  }).build({ store, log: () => undefined });
   const tree = await strataTree(store, app.imageId);
   assert.equal(tree.get("/srv/trigger.txt")?.content, "from the child's context\n");
   assert.equal(tree.get("/srv/onbuild.txt")?.content, "onbuild-ran\n");
   assert.equal(tree.get("/srv/tool.txt")?.content, "from-base-tool\n");
-  const cfg = (await strataConfig(store, app.imageId)).config as { Env: string[]; WorkingDir: string; OnBuild?: unknown };
-  assert.ok(cfg.Env.includes("PATH=/child/bin:/opt/base/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), JSON.stringify(cfg.Env));
+  const cfg = (await strataConfig(store, app.imageId)).config as {
+    Env: string[];
+    WorkingDir: string;
+    OnBuild?: unknown;
+  };
+  assert.ok(
+    cfg.Env.includes("PATH=/child/bin:/opt/base/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    JSON.stringify(cfg.Env),
+  );
   assert.equal(cfg.WorkingDir, "/srv");
-  assert.ok(cfg.OnBuild == null || (Array.isArray(cfg.OnBuild) && cfg.OnBuild.length === 0), "the triggers are consumed by the child build");
+  assert.ok(
+    cfg.OnBuild == null || (Array.isArray(cfg.OnBuild) && cfg.OnBuild.length === 0),
+    "the triggers are consumed by the child build",
+  );
 
-  const copier = await Image.fromDockerfile(child.dockerfile, { contextDir: child.context, target: "copier", baseImages }).build({ store, log: () => undefined });
+  const copier = await Image.fromDockerfile(child.dockerfile, {
+    contextDir: child.context,
+    target: "copier",
+    baseImages,
+  }).build({ store, log: () => undefined });
   const t2 = await strataTree(store, copier.imageId);
   assert.equal(t2.get("/copied-tool")?.mode, "0755");
   assert.ok(t2.get("/copied-tool")?.content?.includes("from-base-tool"));
-  const again = await Image.fromDockerfile(child.dockerfile, { contextDir: child.context, target: "copier", baseImages }).build({ store, log: () => undefined });
+  const again = await Image.fromDockerfile(child.dockerfile, {
+    contextDir: child.context,
+    target: "copier",
+    baseImages,
+  }).build({ store, log: () => undefined });
   assert.ok(again.steps.every((s) => s.cached));
 });

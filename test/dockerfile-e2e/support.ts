@@ -72,7 +72,11 @@ export function loadCases(root = FIXTURES): FixtureCase[] {
   return readdirSync(root)
     .filter((n) => existsSync(path.join(root, n, "Dockerfile")))
     .sort()
-    .map((name) => ({ name, dir: path.join(root, name), expect: JSON.parse(readFileSync(path.join(root, name, "expected.json"), "utf8")) as CaseExpect }));
+    .map((name) => ({
+      name,
+      dir: path.join(root, name),
+      expect: JSON.parse(readFileSync(path.join(root, name, "expected.json"), "utf8")) as CaseExpect,
+    }));
 }
 
 export interface Prepared {
@@ -88,7 +92,11 @@ export async function prepare(c: FixtureCase): Promise<Prepared> {
   const root = await fsp.mkdtemp(path.join(os.tmpdir(), `strata-df-${c.name}-`));
   for (const n of readdirSync(c.dir)) {
     if (n === "expected.json") continue;
-    await fsp.cp(path.join(c.dir, n), path.join(root, n), { recursive: true, verbatimSymlinks: true, preserveTimestamps: true });
+    await fsp.cp(path.join(c.dir, n), path.join(root, n), {
+      recursive: true,
+      verbatimSymlinks: true,
+      preserveTimestamps: true,
+    });
   }
   const context = path.join(root, "context");
   await fsp.mkdir(context, { recursive: true });
@@ -101,7 +109,16 @@ export async function prepare(c: FixtureCase): Promise<Prepared> {
       else await fsp.writeFile(path.join(src, p), content, { mode: p.endsWith(".sh") ? 0o755 : 0o644 });
     }
     const flag = { none: "", gzip: "z", bzip2: "j", xz: "J" }[a.compress];
-    await run("tar", [`-c${flag}f`, path.join(context, name), "--owner=0", "--group=0", "--numeric-owner", "-C", src, "."]);
+    await run("tar", [
+      `-c${flag}f`,
+      path.join(context, name),
+      "--owner=0",
+      "--group=0",
+      "--numeric-owner",
+      "-C",
+      src,
+      ".",
+    ]);
     await fsp.rm(src, { recursive: true, force: true });
   }
   const buildArgs = { ...(c.expect.buildArgs ?? {}) };
@@ -186,7 +203,12 @@ export async function walkTree(dir: string): Promise<Tree> {
         out.set("/" + r, { type: "symlink", ...base, target: await fsp.readlink(abs) });
       } else if (st.isFile()) {
         const buf = await fsp.readFile(abs);
-        const e: TreeEntry = { type: "file", ...base, size: buf.length, sha256: createHash("sha256").update(buf).digest("hex") };
+        const e: TreeEntry = {
+          type: "file",
+          ...base,
+          size: buf.length,
+          sha256: createHash("sha256").update(buf).digest("hex"),
+        };
         if (buf.length < 4096 && !buf.includes(0)) e.content = buf.toString("utf8");
         out.set("/" + r, e);
       } else {
@@ -233,26 +255,36 @@ export function checkExpect(e: CaseExpect, tree: Tree, config: Record<string, un
       continue;
     }
     if (want.type && got.type !== want.type) errs.push(`${p}: type ${got.type}, expected ${want.type}`);
-    if (want.mode && got.mode !== want.mode.padStart(4, "0")) errs.push(`${p}: mode ${got.mode}, expected ${want.mode}`);
+    if (want.mode && got.mode !== want.mode.padStart(4, "0"))
+      errs.push(`${p}: mode ${got.mode}, expected ${want.mode}`);
     if (want.uid !== undefined && got.uid !== want.uid) errs.push(`${p}: uid ${got.uid}, expected ${want.uid}`);
     if (want.gid !== undefined && got.gid !== want.gid) errs.push(`${p}: gid ${got.gid}, expected ${want.gid}`);
-    if (want.content !== undefined && got.content !== want.content) errs.push(`${p}: content ${JSON.stringify(got.content)}, expected ${JSON.stringify(want.content)}`);
-    if (want.contains !== undefined && !(got.content ?? "").includes(want.contains)) errs.push(`${p}: content ${JSON.stringify(got.content)} lacks ${JSON.stringify(want.contains)}`);
-    if (want.target !== undefined && got.target !== want.target) errs.push(`${p}: link target ${got.target}, expected ${want.target}`);
+    if (want.content !== undefined && got.content !== want.content)
+      errs.push(`${p}: content ${JSON.stringify(got.content)}, expected ${JSON.stringify(want.content)}`);
+    if (want.contains !== undefined && !(got.content ?? "").includes(want.contains))
+      errs.push(`${p}: content ${JSON.stringify(got.content)} lacks ${JSON.stringify(want.contains)}`);
+    if (want.target !== undefined && got.target !== want.target)
+      errs.push(`${p}: link target ${got.target}, expected ${want.target}`);
   }
   for (const [dir, names] of Object.entries(e.ls ?? {})) {
     const prefix = dir === "/" ? "/" : dir + "/";
-    const got = [...tree.keys()].filter((k) => k.startsWith(prefix) && !k.slice(prefix.length).includes("/")).map((k) => k.slice(prefix.length)).sort();
-    if (JSON.stringify(got) !== JSON.stringify([...names].sort())) errs.push(`ls ${dir}: ${JSON.stringify(got)}, expected ${JSON.stringify([...names].sort())}`);
+    const got = [...tree.keys()]
+      .filter((k) => k.startsWith(prefix) && !k.slice(prefix.length).includes("/"))
+      .map((k) => k.slice(prefix.length))
+      .sort();
+    if (JSON.stringify(got) !== JSON.stringify([...names].sort()))
+      errs.push(`ls ${dir}: ${JSON.stringify(got)}, expected ${JSON.stringify([...names].sort())}`);
   }
   const rc = (config.config ?? {}) as Record<string, unknown>;
   for (const [k, want] of Object.entries(e.config ?? {})) {
     const got = rc[k];
     const norm = (v: unknown) => (k === "Env" && Array.isArray(v) ? [...v].sort() : v);
-    if (JSON.stringify(norm(got)) !== JSON.stringify(norm(want))) errs.push(`config.${k}: ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
+    if (JSON.stringify(norm(got)) !== JSON.stringify(norm(want)))
+      errs.push(`config.${k}: ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
   }
   for (const [k, want] of Object.entries(e.top ?? {})) {
-    if (JSON.stringify(config[k]) !== JSON.stringify(want)) errs.push(`${k}: ${JSON.stringify(config[k])}, expected ${JSON.stringify(want)}`);
+    if (JSON.stringify(config[k]) !== JSON.stringify(want))
+      errs.push(`${k}: ${JSON.stringify(config[k])}, expected ${JSON.stringify(want)}`);
   }
   return errs;
 }
@@ -275,7 +307,14 @@ export async function privateBuildah(): Promise<Buildah> {
   const root = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-buildah-"));
   const conf = path.join(root, "containers.conf");
   await fsp.writeFile(conf, "[containers]\ndefault_ulimits = []\n");
-  const args = ["--root", path.join(root, "root"), "--runroot", path.join(root, "runroot"), "--storage-driver", "overlay"];
+  const args = [
+    "--root",
+    path.join(root, "root"),
+    "--runroot",
+    path.join(root, "runroot"),
+    "--storage-driver",
+    "overlay",
+  ];
   const env = { CONTAINERS_CONF: conf };
   return {
     root,
@@ -283,7 +322,9 @@ export async function privateBuildah(): Promise<Buildah> {
     env,
     async cleanup() {
       await run("buildah", [...args, "rm", "--all"], { env: { ...process.env, ...env } }).catch(() => undefined);
-      await run("buildah", [...args, "rmi", "--all", "--force"], { env: { ...process.env, ...env } }).catch(() => undefined);
+      await run("buildah", [...args, "rmi", "--all", "--force"], { env: { ...process.env, ...env } }).catch(
+        () => undefined,
+      );
       await run("umount", ["-R", path.join(root, "root", "overlay")]).catch(() => undefined);
       await fsp.rm(root, { recursive: true, force: true }).catch(() => undefined);
     },
@@ -296,9 +337,26 @@ async function buildahRun(b: Buildah, args: string[]): Promise<string> {
 }
 
 /** Builds a case with `buildah bud --layers` and returns its tree and OCI config. */
-export async function buildahCase(b: Buildah, p: Prepared, c: FixtureCase): Promise<{ tree: Tree; config: Record<string, unknown> }> {
+export async function buildahCase(
+  b: Buildah,
+  p: Prepared,
+  c: FixtureCase,
+): Promise<{ tree: Tree; config: Record<string, unknown> }> {
   const tag = `localhost/strata-df-${c.name}:latest`;
-  const args = ["bud", "--layers", "--format", "docker", "--runtime", "/usr/sbin/runc", "--isolation", "oci", "-f", p.dockerfile, "-t", tag];
+  const args = [
+    "bud",
+    "--layers",
+    "--format",
+    "docker",
+    "--runtime",
+    "/usr/sbin/runc",
+    "--isolation",
+    "oci",
+    "-f",
+    p.dockerfile,
+    "-t",
+    tag,
+  ];
   for (const [k, v] of Object.entries(p.buildArgs)) args.push("--build-arg", `${k}=${v}`);
   if (c.expect.target) args.push("--target", c.expect.target);
   for (const [k, v] of Object.entries(c.expect.secrets ?? {})) {
@@ -308,7 +366,9 @@ export async function buildahCase(b: Buildah, p: Prepared, c: FixtureCase): Prom
   }
   args.push(p.context);
   await buildahRun(b, args);
-  const inspect = JSON.parse(await buildahRun(b, ["inspect", "--type", "image", tag])) as { Docker: Record<string, unknown> };
+  const inspect = JSON.parse(await buildahRun(b, ["inspect", "--type", "image", tag])) as {
+    Docker: Record<string, unknown>;
+  };
   if (((inspect.Docker.config ?? {}) as { OnBuild?: unknown[] | null }).OnBuild?.length) {
     // `buildah from` would run the ONBUILD triggers: read the image through an OCI layout and umoci instead.
     const layout = path.join(p.root, ".buildah-layout");
@@ -342,7 +402,11 @@ const BUILDAH_MOUNT_FILES = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
 /** JSON with object keys sorted, so key order never counts as a difference. */
 export function canonical(v: unknown): string {
   return JSON.stringify(v, (_k, x: unknown) =>
-    x && typeof x === "object" && !Array.isArray(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+    x && typeof x === "object" && !Array.isArray(x)
+      ? Object.fromEntries(
+          Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+        )
+      : x,
   );
 }
 
@@ -352,7 +416,8 @@ export function diffTrees(ours: Tree, theirs: Tree, ignore: readonly string[] = 
   const out: string[] = [];
   for (const [p, t] of theirs) {
     if (skip(p) || ours.has(p)) continue;
-    if (BUILDAH_MOUNT_POINTS.includes(p) && t.type === "dir" && ![...theirs.keys()].some((k) => k.startsWith(p + "/"))) continue;
+    if (BUILDAH_MOUNT_POINTS.includes(p) && t.type === "dir" && ![...theirs.keys()].some((k) => k.startsWith(p + "/")))
+      continue;
     if (BUILDAH_MOUNT_FILES.includes(p) && t.type === "file" && t.size === 0) continue;
     out.push(`only in buildah: ${p} (${t.type})`);
   }
@@ -370,10 +435,27 @@ export function diffTrees(ours: Tree, theirs: Tree, ignore: readonly string[] = 
   return out;
 }
 
-const CONFIG_KEYS = ["User", "Env", "Entrypoint", "Cmd", "WorkingDir", "Labels", "ExposedPorts", "Volumes", "StopSignal", "Shell", "Healthcheck", "OnBuild"];
+const CONFIG_KEYS = [
+  "User",
+  "Env",
+  "Entrypoint",
+  "Cmd",
+  "WorkingDir",
+  "Labels",
+  "ExposedPorts",
+  "Volumes",
+  "StopSignal",
+  "Shell",
+  "Healthcheck",
+  "OnBuild",
+];
 
 /** Config fields both builders set, compared (buildah's own label and defaults aside). */
-export function diffConfigs(ours: Record<string, unknown>, theirs: Record<string, unknown>, ignore: readonly string[] = []): string[] {
+export function diffConfigs(
+  ours: Record<string, unknown>,
+  theirs: Record<string, unknown>,
+  ignore: readonly string[] = [],
+): string[] {
   const a = (ours.config ?? {}) as Record<string, unknown>;
   const b = { ...((theirs.config ?? {}) as Record<string, unknown>) };
   const labels = { ...((b.Labels ?? {}) as Record<string, string>) };
@@ -383,7 +465,13 @@ export function diffConfigs(ours: Record<string, unknown>, theirs: Record<string
   const out: string[] = [];
   for (const k of CONFIG_KEYS) {
     if (ignore.includes(k)) continue;
-    const norm = (v: unknown) => (v === null || v === "" || (Array.isArray(v) && v.length === 0) || (typeof v === "object" && v !== null && Object.keys(v).length === 0) ? undefined : v);
+    const norm = (v: unknown) =>
+      v === null ||
+      v === "" ||
+      (Array.isArray(v) && v.length === 0) ||
+      (typeof v === "object" && v !== null && Object.keys(v).length === 0)
+        ? undefined
+        : v;
     // WorkingDir "/" is what an unset one means at run time: BuildKit (and so Strata) sets it for `FROM scratch`,
     // buildah leaves it unset.
     const wd = (v: unknown) => (k === "WorkingDir" && v === "/" ? undefined : v);
@@ -391,6 +479,7 @@ export function diffConfigs(ours: Record<string, unknown>, theirs: Record<string
     const y = canonical(norm(wd(b[k])));
     if (x !== y) out.push(`config.${k}: strata=${x} buildah=${y}`);
   }
-  if (!ignore.includes("author") && (ours.author ?? undefined) !== (theirs.author ?? undefined)) out.push(`author: strata=${JSON.stringify(ours.author)} buildah=${JSON.stringify(theirs.author)}`);
+  if (!ignore.includes("author") && (ours.author ?? undefined) !== (theirs.author ?? undefined))
+    out.push(`author: strata=${JSON.stringify(ours.author)} buildah=${JSON.stringify(theirs.author)}`);
   return out;
 }

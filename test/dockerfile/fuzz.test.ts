@@ -24,13 +24,41 @@ function mulberry32(seed: number): () => number {
 }
 
 const OWN_SEEDS = [
-  "# syntax=docker/dockerfile:1\nARG BASE=alpine V=3\nFROM ${BASE}:${V} AS build\nARG V\nENV A=1 B=\"two words\" C=${V:-x}\nWORKDIR /src\nCOPY --chown=1:1 --chmod=0644 --link --exclude=*.md . .\nRUN --mount=type=cache,target=/root/.cache,sharing=locked --mount=type=secret,id=tok,required --network=none make\nFROM scratch\nCOPY --from=build /out /out\nCOPY --from=0 /a /b\nEXPOSE 80 443/udp\nHEALTHCHECK --interval=5s CMD [\"/check\"]\nENTRYPOINT [\"/out\"]\nCMD --help\n",
-  "FROM busybox AS a\nRUN <<EOF\n#!/bin/sh\necho $HOME\nEOF\nCOPY <<-X <<'Y' /d/\n\tx $A\nX\ny\nY\nONBUILD ADD <<Z /z\nz\nZ\nFROM a\nUSER 1000:1000\nVOLUME [\"/data\"]\nSTOPSIGNAL SIGTERM\nSHELL [\"/bin/bash\", \"-c\"]\nLABEL a=b \"c d\"=e\nMAINTAINER me\n",
+  '# syntax=docker/dockerfile:1\nARG BASE=alpine V=3\nFROM ${BASE}:${V} AS build\nARG V\nENV A=1 B="two words" C=${V:-x}\nWORKDIR /src\nCOPY --chown=1:1 --chmod=0644 --link --exclude=*.md . .\nRUN --mount=type=cache,target=/root/.cache,sharing=locked --mount=type=secret,id=tok,required --network=none make\nFROM scratch\nCOPY --from=build /out /out\nCOPY --from=0 /a /b\nEXPOSE 80 443/udp\nHEALTHCHECK --interval=5s CMD ["/check"]\nENTRYPOINT ["/out"]\nCMD --help\n',
+  'FROM busybox AS a\nRUN <<EOF\n#!/bin/sh\necho $HOME\nEOF\nCOPY <<-X <<\'Y\' /d/\n\tx $A\nX\ny\nY\nONBUILD ADD <<Z /z\nz\nZ\nFROM a\nUSER 1000:1000\nVOLUME ["/data"]\nSTOPSIGNAL SIGTERM\nSHELL ["/bin/bash", "-c"]\nLABEL a=b "c d"=e\nMAINTAINER me\n',
   "# escape=`\nFROM mcr/windows AS w\nRUN dir `\n  c:\\\nENV P=C:\\x Q=`$y\nADD --checksum=sha256:00 --keep-git-dir https://a/b.git#main /src\n",
   "ARG A=${B:-x}\nFROM --platform=$BUILDPLATFORM scratch AS one\nARG TARGETARCH\nENV T=$TARGETARCH\nFROM one AS two\nRUN --mount=type=bind,from=one,source=/,target=/one true\nFROM two\nCOPY --from=one --parents ./a/./b /c\n",
 ];
 
-const INSERT_CHARS = ["\\", "`", "$", "{", "}", '"', "'", "\n", "\t", " ", "<", "-", "=", "[", "]", ",", "#", ":", "é", "\r", "\u0000", "*", "%", "/", "?", "+", "\u00a0"];
+const INSERT_CHARS = [
+  "\\",
+  "`",
+  "$",
+  "{",
+  "}",
+  '"',
+  "'",
+  "\n",
+  "\t",
+  " ",
+  "<",
+  "-",
+  "=",
+  "[",
+  "]",
+  ",",
+  "#",
+  ":",
+  "é",
+  "\r",
+  "\u0000",
+  "*",
+  "%",
+  "/",
+  "?",
+  "+",
+  "\u00a0",
+];
 const SNIPPETS = [
   " --mount=type=cache,target=/c",
   " --mount=type=secret,id=$X",
@@ -92,7 +120,18 @@ function mutate(src: string, rnd: () => number, kinds: Map<string, number>): str
     const lines = s.split("\n");
     const li = Math.floor(rnd() * Math.max(lines.length, 1));
     const pos = Math.floor(rnd() * (s.length + 1));
-    const kind = pick(["delChar", "dupChar", "swapChars", "insChar", "delLine", "dupLine", "swapLines", "insSnippet", "insLine", "insFlag"]);
+    const kind = pick([
+      "delChar",
+      "dupChar",
+      "swapChars",
+      "insChar",
+      "delLine",
+      "dupLine",
+      "swapLines",
+      "insSnippet",
+      "insLine",
+      "insFlag",
+    ]);
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
     switch (kind) {
       case "delChar":
@@ -142,12 +181,20 @@ function mutate(src: string, rnd: () => number, kinds: Map<string, number>): str
 }
 
 test(`fuzz: ${RUNS} mutated Dockerfiles either plan or fail with a located DockerfileSyntaxError (seed ${SEED})`, (t) => {
-  const parser = readFixture<{ cases: { dockerfile: string }[]; negative: { dockerfile: string }[] }>("parser-cases.json");
+  const parser = readFixture<{ cases: { dockerfile: string }[]; negative: { dockerfile: string }[] }>(
+    "parser-cases.json",
+  );
   const heredoc = readFixture<{ dockerfile: string }>("heredoc-cases.json");
   const goldens = parser.cases.map((c) => c.dockerfile);
   // Golden files without a FROM (the JSON ones) also go in with one, so their instructions get planned.
   const withFrom = goldens.filter((d) => !/^\s*from\s/im.test(d)).map((d) => "FROM scratch\n" + d);
-  const corpus = [...goldens, ...withFrom, ...parser.negative.map((c) => c.dockerfile), heredoc.dockerfile, ...OWN_SEEDS];
+  const corpus = [
+    ...goldens,
+    ...withFrom,
+    ...parser.negative.map((c) => c.dockerfile),
+    heredoc.dockerfile,
+    ...OWN_SEEDS,
+  ];
   const rnd = mulberry32(SEED);
   const kinds = new Map<string, number>();
   const messages = new Map<string, number>();
@@ -162,7 +209,9 @@ test(`fuzz: ${RUNS} mutated Dockerfiles either plan or fail with a located Docke
     const useBase = rnd() < 0.2;
     const options = {
       buildArgs: rnd() < 0.5 ? { A: "from-cli", S: "0", W: "/cli" } : ({} as Record<string, string>),
-      ...(useBase ? { baseImage: () => ({ env: ["HOME=/root"], onBuild: rnd() < 0.5 ? ["RUN true"] : ["ENV Y=$HOME"] }) } : {}),
+      ...(useBase
+        ? { baseImage: () => ({ env: ["HOME=/root"], onBuild: rnd() < 0.5 ? ["RUN true"] : ["ENV Y=$HOME"] }) }
+        : {}),
     };
     try {
       const plan = planDockerfile(text, options);
@@ -171,14 +220,20 @@ test(`fuzz: ${RUNS} mutated Dockerfiles either plan or fail with a located Docke
       for (const st of plan.stages) {
         for (const ins of st.instructions) {
           instructions++;
-          assert.ok(ins.location.line >= 1 && ins.location.line <= lineCount + 1, `line ${ins.location.line} outside 1..${lineCount}`);
+          assert.ok(
+            ins.location.line >= 1 && ins.location.line <= lineCount + 1,
+            `line ${ins.location.line} outside 1..${lineCount}`,
+          );
         }
       }
     } catch (e) {
       if (!(e instanceof DockerfileSyntaxError)) {
         assert.fail(`run ${run}: unexpected ${e instanceof Error ? e.stack : String(e)}\n--- Dockerfile ---\n${text}`);
       }
-      assert.ok(e.line >= 1 && e.line <= lineCount + 1, `run ${run}: line ${e.line} outside 1..${lineCount}: ${e.message}`);
+      assert.ok(
+        e.line >= 1 && e.line <= lineCount + 1,
+        `run ${run}: line ${e.line} outside 1..${lineCount}: ${e.message}`,
+      );
       assert.ok(e.column >= 1, `run ${run}: column ${e.column}: ${e.message}`);
       rejected++;
       const key = e.detail.replace(/"[^"]*"|'[^']*'|\d+/g, "_").slice(0, 60);
@@ -186,9 +241,17 @@ test(`fuzz: ${RUNS} mutated Dockerfiles either plan or fail with a located Docke
     }
   }
   const seconds = (Date.now() - started) / 1000;
-  t.diagnostic(`${RUNS} Dockerfiles in ${seconds.toFixed(1)}s: ${planned} planned (${instructions} instructions), ${rejected} DockerfileSyntaxError, 0 other`);
+  t.diagnostic(
+    `${RUNS} Dockerfiles in ${seconds.toFixed(1)}s: ${planned} planned (${instructions} instructions), ${rejected} DockerfileSyntaxError, 0 other`,
+  );
   t.diagnostic(`mutations: ${[...kinds].map(([k, v]) => `${k}=${v}`).join(" ")}`);
-  t.diagnostic(`distinct error kinds: ${messages.size}; top: ${[...messages].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, v]) => `${v}× ${k}`).join(" | ")}`);
+  t.diagnostic(
+    `distinct error kinds: ${messages.size}; top: ${[...messages]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 8)
+      .map(([k, v]) => `${v}× ${k}`)
+      .join(" | ")}`,
+  );
   assert.equal(planned + rejected, RUNS);
   assert.ok(planned > RUNS / 10, `only ${planned} planned: the fuzzer mostly exercises error paths`);
   assert.ok(rejected > RUNS / 10, `only ${rejected} rejected`);

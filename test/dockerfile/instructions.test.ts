@@ -7,7 +7,14 @@ import { DockerfileSyntaxError } from "../../src/dockerfile/errors.js";
 import { InvalidDefinitionError } from "../../src/errors.js";
 import { readFixture } from "./fixtures.js";
 
-interface ErrCase { name: string; dockerfile: string; line: number; column: number; contains: string; upstream: string }
+interface ErrCase {
+  name: string;
+  dockerfile: string;
+  line: number;
+  column: number;
+  contains: string;
+  upstream: string;
+}
 const errs = readFixture<{ note: string; cases: ErrCase[] }>("instruction-error-cases.json");
 
 function rejects(df: string, check: { line?: number; column?: number; contains?: string | RegExp }): void {
@@ -42,7 +49,11 @@ describe("BuildKit instructions/parse_test.go tables (fixtures/dockerfile/instru
   });
   test("TestParseOptInterval: below 1ms is rejected, 1ms and 0s are fine", () => {
     rejects("FROM scratch\nHEALTHCHECK --interval=50ns CMD x", { contains: "cannot be less than 1ms" });
-    const [a, b] = ins(planDockerfile("FROM scratch\nHEALTHCHECK --interval=1ms CMD x\nHEALTHCHECK --start-period=0s --retries=0 --start-interval=2m30s CMD [\"x\"]"));
+    const [a, b] = ins(
+      planDockerfile(
+        'FROM scratch\nHEALTHCHECK --interval=1ms CMD x\nHEALTHCHECK --start-period=0s --retries=0 --start-interval=2m30s CMD ["x"]',
+      ),
+    );
     assert.ok(a!.kind === "HEALTHCHECK" && a!.intervalNs === 1e6);
     assert.ok(b!.kind === "HEALTHCHECK" && b!.startPeriodNs === 0 && b!.retries === 0 && b!.startIntervalNs === 150e9);
     assert.deepEqual(b!.kind === "HEALTHCHECK" && b!.test, ["CMD", "x"]);
@@ -62,10 +73,17 @@ describe("error messages and locations", () => {
     }
   });
   test("the file name option is used", () => {
-    assert.throws(() => planDockerfile("FROM scratch\nFOO", { file: "build/app.Dockerfile" }), /^DockerfileSyntaxError: build\/app\.Dockerfile:2:1|build\/app\.Dockerfile:2:1/);
+    assert.throws(
+      () => planDockerfile("FROM scratch\nFOO", { file: "build/app.Dockerfile" }),
+      /^DockerfileSyntaxError: build\/app\.Dockerfile:2:1|build\/app\.Dockerfile:2:1/,
+    );
   });
   test("unknown and bad flags point at the flag", () => {
-    rejects("FROM scratch\nCOPY --chown=1 --form=x a b", { line: 2, column: 16, contains: 'unknown flag "--form" for COPY' });
+    rejects("FROM scratch\nCOPY --chown=1 --form=x a b", {
+      line: 2,
+      column: 16,
+      contains: 'unknown flag "--form" for COPY',
+    });
     rejects("FROM scratch\nCOPY --link=maybe a b", { column: 6, contains: "expecting boolean value for flag --link" });
     rejects("FROM scratch\nCOPY --from a b", { contains: "missing a value on flag: --from" });
     rejects("FROM scratch\nCOPY --from=a --from=b a b", { contains: "duplicate flag specified: --from" });
@@ -123,7 +141,14 @@ describe("stages, targets and dependencies", () => {
     assert.deepEqual(plan.stages[3]!.base, { kind: "stage", stage: 1 });
     assert.deepEqual(plan.stages[4]!.imageRefs, ["docker.io/library/alpine:3"]);
     const copies = ins(plan).filter((i) => i.kind === "COPY");
-    assert.deepEqual(copies.map((c) => c.kind === "COPY" && [c.fromStage, c.fromImage]), [[1, undefined], [0, undefined], [undefined, "docker.io/library/alpine:3"]]);
+    assert.deepEqual(
+      copies.map((c) => c.kind === "COPY" && [c.fromStage, c.fromImage]),
+      [
+        [1, undefined],
+        [0, undefined],
+        [undefined, "docker.io/library/alpine:3"],
+      ],
+    );
   });
   test("--target picks a stage by name (case-insensitive) and only what it needs", () => {
     const plan = planDockerfile(multi, { target: "Build", buildArgs: { BASE: "debian" } });
@@ -138,28 +163,41 @@ describe("stages, targets and dependencies", () => {
     rejects(df.replace("AS b", "AS b\nCOPY --from=a /x /x"), { line: 2, contains: "X: must be set" });
   });
   test("COPY --from with a variable, the current stage, a bad index; duplicate names; cycles", () => {
-    rejects("FROM scratch\nARG S=a\nCOPY --from=$S x y", { line: 3, column: 6, contains: "variable expansion is not supported for --from" });
+    rejects("FROM scratch\nARG S=a\nCOPY --from=$S x y", {
+      line: 3,
+      column: 6,
+      contains: "variable expansion is not supported for --from",
+    });
     rejects("FROM scratch AS a\nCOPY --from=a x y", { contains: "refers to the current stage" });
     rejects("FROM scratch\nCOPY --from=0 x y", { contains: "invalid stage index" });
     rejects("FROM scratch\nCOPY --from=7 x y", { contains: "invalid stage index" });
     rejects("FROM scratch AS a\nFROM scratch AS A", { line: 2, contains: 'duplicate stage name "a"' });
     rejects("FROM scratch AS a\nCOPY --from=b x y\nFROM a AS b", { contains: "circular dependency detected on stage" });
   });
-  test("COPY --from a stage defined later is an error (BuildKit dispatchState: \"cannot copy from stage …, it needs to be defined before current stage …\")", () => {
+  test('COPY --from a stage defined later is an error (BuildKit dispatchState: "cannot copy from stage …, it needs to be defined before current stage …")', () => {
     // dockerfile2llb dispatches stages in order and refuses a COPY source stage not yet dispatched; unnamed stages
     // are called stage-<index> in the message.
-    assert.throws(() => planDockerfile("FROM scratch AS a\nCOPY --from=later x y\nFROM scratch AS later\nCOPY z /z", { target: "a" }), /Dockerfile:2:1: cannot copy from stage "later", it needs to be defined before current stage "a"/);
-    rejects("FROM scratch AS a\nCOPY --from=later x y\nFROM scratch AS later\nCOPY z /z\nFROM scratch\nCOPY --from=a y y", {
-      line: 2,
-      column: 1,
-      contains: 'cannot copy from stage "later", it needs to be defined before current stage "a"',
-    });
+    assert.throws(
+      () =>
+        planDockerfile("FROM scratch AS a\nCOPY --from=later x y\nFROM scratch AS later\nCOPY z /z", { target: "a" }),
+      /Dockerfile:2:1: cannot copy from stage "later", it needs to be defined before current stage "a"/,
+    );
+    rejects(
+      "FROM scratch AS a\nCOPY --from=later x y\nFROM scratch AS later\nCOPY z /z\nFROM scratch\nCOPY --from=a y y",
+      {
+        line: 2,
+        column: 1,
+        contains: 'cannot copy from stage "later", it needs to be defined before current stage "a"',
+      },
+    );
     rejects("FROM scratch\nCOPY --from=1 x y\nFROM scratch\nCOPY z /z\nFROM scratch\nCOPY --from=0 y y", {
       line: 2,
       contains: 'cannot copy from stage "1", it needs to be defined before current stage "stage-0"',
     });
     // an earlier stage, by name or index, is fine
-    assert.doesNotThrow(() => planDockerfile("FROM scratch AS a\nCOPY z /z\nFROM scratch\nCOPY --from=a z /z\nCOPY --from=0 z /y"));
+    assert.doesNotThrow(() =>
+      planDockerfile("FROM scratch AS a\nCOPY z /z\nFROM scratch\nCOPY --from=a z /z\nCOPY --from=0 z /y"),
+    );
   });
   test("FROM <stage> inherits ENV and WORKDIR; FROM x AS x is the image x", () => {
     const plan = planDockerfile("FROM alpine AS alpine\nENV P=/x\nWORKDIR /w\nFROM alpine\nWORKDIR sub\nENV Q=$P");
@@ -182,33 +220,65 @@ describe("stages, targets and dependencies", () => {
 describe("ARG scoping and expansion (BuildKit dispatch rules)", () => {
   test("global ARGs are only for FROM unless redeclared; platform ARGs likewise", () => {
     const plan = planDockerfile(
-      ["ARG V=1", "ARG IMG=busybox:${V}", "FROM $IMG", "ENV A=[$V] T=[$TARGETARCH]", "ARG V", "ARG TARGETARCH", "ENV B=[$V] T=[$TARGETARCH]"].join("\n"),
+      [
+        "ARG V=1",
+        "ARG IMG=busybox:${V}",
+        "FROM $IMG",
+        "ENV A=[$V] T=[$TARGETARCH]",
+        "ARG V",
+        "ARG TARGETARCH",
+        "ENV B=[$V] T=[$TARGETARCH]",
+      ].join("\n"),
     );
     assert.deepEqual(plan.stages[0]!.base, { kind: "image", ref: "busybox:1" });
-    assert.deepEqual(plan.metaArgs, [{ key: "V", value: "1" }, { key: "IMG", value: "busybox:1" }]);
+    assert.deepEqual(plan.metaArgs, [
+      { key: "V", value: "1" },
+      { key: "IMG", value: "busybox:1" },
+    ]);
     const envs = ins(plan).filter((i) => i.kind === "ENV");
-    assert.deepEqual(envs.map((e) => e.kind === "ENV" && e.env.map((kv) => kv.value)), [["[]", "[]"], ["[1]", "[amd64]"]]);
+    assert.deepEqual(
+      envs.map((e) => e.kind === "ENV" && e.env.map((kv) => kv.value)),
+      [
+        ["[]", "[]"],
+        ["[1]", "[amd64]"],
+      ],
+    );
   });
   test("--build-arg overrides defaults, global and in-stage; unused build args are reported", () => {
-    const plan = planDockerfile("ARG G=g\nFROM scratch\nARG G\nARG S=s\nLABEL g=$G s=$S", { buildArgs: { G: "G!", S: "S!", X: "x" } });
+    const plan = planDockerfile("ARG G=g\nFROM scratch\nARG G\nARG S=s\nLABEL g=$G s=$S", {
+      buildArgs: { G: "G!", S: "S!", X: "x" },
+    });
     const label = ins(plan).find((i) => i.kind === "LABEL")!;
     assert.deepEqual(label.kind === "LABEL" && label.labels.map((l) => l.value), ["G!", "S!"]);
     assert.deepEqual(label.usedArgs, ["G", "S"]);
     assert.deepEqual(plan.unusedBuildArgs, ["X"]);
   });
   test("ENV wins over ARG; an ARG is in scope from its line on; unset ARG expands to the :- default", () => {
-    const plan = planDockerfile("FROM scratch\nLABEL a=${A:-before}\nARG A=arg\nLABEL a=$A\nENV A=env\nLABEL a=$A\nARG U\nLABEL u=${U-unset}");
+    const plan = planDockerfile(
+      "FROM scratch\nLABEL a=${A:-before}\nARG A=arg\nLABEL a=$A\nENV A=env\nLABEL a=$A\nARG U\nLABEL u=${U-unset}",
+    );
     const labels = ins(plan).filter((i) => i.kind === "LABEL");
-    assert.deepEqual(labels.map((l) => l.kind === "LABEL" && l.labels[0]!.value), ["before", "arg", "env", "unset"]);
-    assert.deepEqual(labels.map((l) => l.usedArgs), [[], ["A"], [], []]);
+    assert.deepEqual(
+      labels.map((l) => l.kind === "LABEL" && l.labels[0]!.value),
+      ["before", "arg", "env", "unset"],
+    );
+    assert.deepEqual(
+      labels.map((l) => l.usedArgs),
+      [[], ["A"], [], []],
+    );
   });
   test("one ENV sees one snapshot (ENV abc=bye def=$abc)", () => {
     const plan = planDockerfile("FROM scratch\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc");
     const envs = ins(plan).filter((i) => i.kind === "ENV");
-    assert.deepEqual(envs.map((e) => e.kind === "ENV" && e.env.map((kv) => `${kv.key}=${kv.value}`)), [["abc=hello"], ["abc=bye", "def=hello"], ["ghi=bye"]]);
+    assert.deepEqual(
+      envs.map((e) => e.kind === "ENV" && e.env.map((kv) => `${kv.key}=${kv.value}`)),
+      [["abc=hello"], ["abc=bye", "def=hello"], ["ghi=bye"]],
+    );
   });
   test("RUN, CMD, ENTRYPOINT, SHELL and HEALTHCHECK are not expanded; RUN sees the ARGs in scope", () => {
-    const plan = planDockerfile('FROM scratch\nARG A=1\nENV E=2\nRUN echo $A ${s%s}\nCMD echo $A\nENTRYPOINT ["$A"]\nHEALTHCHECK CMD $A');
+    const plan = planDockerfile(
+      'FROM scratch\nARG A=1\nENV E=2\nRUN echo $A ${s%s}\nCMD echo $A\nENTRYPOINT ["$A"]\nHEALTHCHECK CMD $A',
+    );
     const [, , run, cmd, ep, hc] = ins(plan);
     assert.ok(run!.kind === "RUN");
     assert.deepEqual(run!.command, ["echo $A ${s%s}"]);
@@ -219,9 +289,15 @@ describe("ARG scoping and expansion (BuildKit dispatch rules)", () => {
     assert.ok(hc!.kind === "HEALTHCHECK" && hc!.test[1] === "$A");
   });
   test("ENV/LABEL quoting, legacy ENV form, ARG name expansion", () => {
-    const plan = planDockerfile('FROM scratch\nENV a="x y" b=\'$c\' c=d\\ e\nENV legacy value with  spaces\nARG N=K\nARG ${N}_V=v\nLABEL "k 1"=$K_V');
+    const plan = planDockerfile(
+      'FROM scratch\nENV a="x y" b=\'$c\' c=d\\ e\nENV legacy value with  spaces\nARG N=K\nARG ${N}_V=v\nLABEL "k 1"=$K_V',
+    );
     const [e1, e2, , a2, l] = ins(plan);
-    assert.deepEqual(e1!.kind === "ENV" && e1!.env, [{ key: "a", value: "x y" }, { key: "b", value: "$c" }, { key: "c", value: "d e" }]);
+    assert.deepEqual(e1!.kind === "ENV" && e1!.env, [
+      { key: "a", value: "x y" },
+      { key: "b", value: "$c" },
+      { key: "c", value: "d e" },
+    ]);
     assert.deepEqual(e2!.kind === "ENV" && e2!.env, [{ key: "legacy", value: "value with  spaces" }]);
     assert.deepEqual(a2!.kind === "ARG" && a2!.args, [{ key: "K_V", value: "v" }]);
     assert.deepEqual(l!.kind === "LABEL" && l!.labels, [{ key: "k 1", value: "v" }]);
@@ -248,7 +324,8 @@ describe("ARG scoping and expansion (BuildKit dispatch rules)", () => {
   test("TARGETSTAGE is the target stage's name, `default` for an unnamed last stage (BuildKit's automatic ARG)", () => {
     // BuildKit predefines TARGETSTAGE in the global scope like the platform ARGs: usable in FROM and in a stage
     // after `ARG TARGETSTAGE`; it names the stage being built (--target, else the last stage, `default` if unnamed).
-    const df = "ARG IMG=${TARGETSTAGE}\nFROM scratch AS build\nARG TARGETSTAGE\nLABEL t=$TARGETSTAGE\nFROM scratch\nARG TARGETSTAGE\nLABEL t=$TARGETSTAGE";
+    const df =
+      "ARG IMG=${TARGETSTAGE}\nFROM scratch AS build\nARG TARGETSTAGE\nLABEL t=$TARGETSTAGE\nFROM scratch\nARG TARGETSTAGE\nLABEL t=$TARGETSTAGE";
     const label = (p: DockerfilePlan) => {
       const l = ins(p).find((i) => i.kind === "LABEL")!;
       return l.kind === "LABEL" ? l.labels[0]!.value : undefined;
@@ -283,8 +360,26 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
     const [, c, a, c2] = ins(plan);
     assert.ok(c!.kind === "COPY");
     assert.deepEqual(
-      { chown: c!.chown, chmod: c!.chmod, link: c!.link, parents: c!.parents, exclude: c!.exclude, sources: c!.sources, dest: c!.dest, used: c!.usedArgs },
-      { chown: "1000:1000", chmod: "0755", link: true, parents: true, exclude: ["*.md", "tmp"], sources: ["src/"], dest: "/app/", used: ["D", "M", "U"] },
+      {
+        chown: c!.chown,
+        chmod: c!.chmod,
+        link: c!.link,
+        parents: c!.parents,
+        exclude: c!.exclude,
+        sources: c!.sources,
+        dest: c!.dest,
+        used: c!.usedArgs,
+      },
+      {
+        chown: "1000:1000",
+        chmod: "0755",
+        link: true,
+        parents: true,
+        exclude: ["*.md", "tmp"],
+        sources: ["src/"],
+        dest: "/app/",
+        used: ["D", "M", "U"],
+      },
     );
     assert.ok(a!.kind === "ADD");
     assert.deepEqual([a!.checksum, a!.keepGitDir, a!.unpack, a!.chmod], ["sha256:abc", true, false, "u=rwX,go=rX"]);
@@ -294,7 +389,9 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
     rejects("FROM scratch\nADD --parents a b", { contains: 'unknown flag "--parents" for ADD' });
   });
   test("COPY heredocs: expanded unless the delimiter is quoted; <<- strips tabs", () => {
-    const plan = planDockerfile("FROM scratch\nARG N=world\nCOPY <<A <<'B' <<-C /dst/\nhello $N \"q\"\nA\nraw $N\nB\n\tchomped $N\nC\n");
+    const plan = planDockerfile(
+      "FROM scratch\nARG N=world\nCOPY <<A <<'B' <<-C /dst/\nhello $N \"q\"\nA\nraw $N\nB\n\tchomped $N\nC\n",
+    );
     const [, c] = ins(plan);
     assert.ok(c!.kind === "COPY");
     assert.deepEqual(c!.inline, [
@@ -308,7 +405,9 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
   test("RUN heredocs and exec form", () => {
     const plan = planDockerfile('FROM scratch\nRUN <<EOF\n#!/bin/sh\necho $HOME\nEOF\nRUN ["echo", "<<EOF"]');
     const [r1, r2] = ins(plan);
-    assert.ok(r1!.kind === "RUN" && r1!.heredocs[0]!.content === "#!/bin/sh\necho $HOME\n" && r1!.command[0] === "<<EOF");
+    assert.ok(
+      r1!.kind === "RUN" && r1!.heredocs[0]!.content === "#!/bin/sh\necho $HOME\n" && r1!.command[0] === "<<EOF",
+    );
     assert.ok(r2!.kind === "RUN" && !r2!.prependShell && r2!.heredocs.length === 0);
   });
   test("RUN --mount types, defaults and expansion", () => {
@@ -326,7 +425,15 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
     const run = ins(plan).find((i) => i.kind === "RUN")!;
     assert.ok(run.kind === "RUN");
     assert.deepEqual(run.mounts, [
-      { type: "cache", target: "/root/.cache", readOnly: false, id: "/root/.cache", sharing: "locked", mode: 0o700, uid: 1 },
+      {
+        type: "cache",
+        target: "/root/.cache",
+        readOnly: false,
+        id: "/root/.cache",
+        sharing: "locked",
+        mode: 0o700,
+        uid: 1,
+      },
       { type: "secret", target: "/run/secrets/tok", readOnly: true, id: "tok", required: true },
       { type: "secret", target: "/etc/key", readOnly: true, id: "key", env: "KEY" },
       { type: "bind", target: "/b", readOnly: false, source: "/a", from: "s" },
@@ -339,7 +446,9 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
     assert.deepEqual(plan.stages[1]!.dependsOn, [0]);
     rejects("FROM scratch\nRUN --mount=type=nfs,target=/x true", { column: 5, contains: "unsupported mount type" });
     rejects("FROM scratch\nRUN --mount=type=bind,target=/x,mode=0600 true", { contains: "mode not allowed" });
-    rejects("FROM scratch\nRUN --mount=type=cache,target=/x,sharing=all true", { contains: "unsupported sharing value" });
+    rejects("FROM scratch\nRUN --mount=type=cache,target=/x,sharing=all true", {
+      contains: "unsupported sharing value",
+    });
     rejects("FROM scratch\nRUN --mount=type=cache true", { contains: "requires a target" });
     rejects("FROM scratch\nRUN --mount=type=cache,target=/x,colour=red true", { contains: "unexpected key 'colour'" });
     rejects("FROM scratch\nRUN --mount=type=secret true", { contains: "one of id, source or target" });
@@ -348,7 +457,9 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
   test("RUN --mount=type=$VAR is expanded before it is checked (BuildKit parseMount defers every value without an expander)", () => {
     // BuildKit parses --mount at parse time without an expander (each key=value is left for dispatch, where it is
     // expanded and then validated), so a variable mount type is valid.
-    const plan = planDockerfile("FROM scratch\nARG T=cache\nARG S=secret\nRUN --mount=type=$T,target=/c,sharing=locked --mount=type=${S},id=x,required true");
+    const plan = planDockerfile(
+      "FROM scratch\nARG T=cache\nARG S=secret\nRUN --mount=type=$T,target=/c,sharing=locked --mount=type=${S},id=x,required true",
+    );
     const run = ins(plan).find((i) => i.kind === "RUN")!;
     assert.ok(run.kind === "RUN");
     assert.deepEqual(run.mounts, [
@@ -357,19 +468,37 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
     ]);
     assert.deepEqual(run.usedArgs, ["S", "T"]);
     // after expansion the type is checked as usual
-    rejects("FROM scratch\nARG T=nfs\nRUN --mount=type=$T,target=/x true", { line: 3, contains: "unsupported mount type \"nfs\"" });
-    rejects("FROM scratch\nARG T=bind\nRUN --mount=type=$T,target=/x,sharing=locked true", { line: 3, contains: "invalid cache sharing set for bind mount" });
+    rejects("FROM scratch\nARG T=nfs\nRUN --mount=type=$T,target=/x true", {
+      line: 3,
+      contains: 'unsupported mount type "nfs"',
+    });
+    rejects("FROM scratch\nARG T=bind\nRUN --mount=type=$T,target=/x,sharing=locked true", {
+      line: 3,
+      contains: "invalid cache sharing set for bind mount",
+    });
   });
   test("EXPOSE is split into words and normalised", () => {
-    const plan = planDockerfile("FROM scratch\nARG P=\"80 443/UDP\"\nEXPOSE $P 8000-8002/tcp 53/udp");
+    const plan = planDockerfile('FROM scratch\nARG P="80 443/UDP"\nEXPOSE $P 8000-8002/tcp 53/udp');
     const e = ins(plan).find((i) => i.kind === "EXPOSE")!;
-    assert.deepEqual(e.kind === "EXPOSE" && e.ports, ["80/tcp", "443/udp", "8000/tcp", "8001/tcp", "8002/tcp", "53/udp"]);
+    assert.deepEqual(e.kind === "EXPOSE" && e.ports, [
+      "80/tcp",
+      "443/udp",
+      "8000/tcp",
+      "8001/tcp",
+      "8002/tcp",
+      "53/udp",
+    ]);
     rejects("FROM scratch\nEXPOSE http", { contains: "invalid port" });
   });
   test("WORKDIR joins relative paths; VOLUME, USER and STOPSIGNAL expand", () => {
-    const plan = planDockerfile('FROM scratch\nENV U=app\nWORKDIR a\nWORKDIR ../b/./c\nWORKDIR /abs/$U\nVOLUME ["/v/$U", "/w"]\nUSER $U:$U\nSTOPSIGNAL SIG${U:+TERM}');
+    const plan = planDockerfile(
+      'FROM scratch\nENV U=app\nWORKDIR a\nWORKDIR ../b/./c\nWORKDIR /abs/$U\nVOLUME ["/v/$U", "/w"]\nUSER $U:$U\nSTOPSIGNAL SIG${U:+TERM}',
+    );
     const list = ins(plan);
-    assert.deepEqual(list.filter((i) => i.kind === "WORKDIR").map((w) => w.kind === "WORKDIR" && w.resolved), ["/a", "/b/c", "/abs/app"]);
+    assert.deepEqual(
+      list.filter((i) => i.kind === "WORKDIR").map((w) => w.kind === "WORKDIR" && w.resolved),
+      ["/a", "/b/c", "/abs/app"],
+    );
     const vol = list.find((i) => i.kind === "VOLUME");
     assert.deepEqual(vol?.kind === "VOLUME" && vol.volumes, ["/v/app", "/w"]);
     assert.equal((list.find((i) => i.kind === "USER") as { user: string }).user, "app:app");
@@ -377,18 +506,30 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
   });
   test("ONBUILD is stored, and a base image's ONBUILD triggers run after FROM", () => {
     const plan = planDockerfile("FROM base\nONBUILD RUN <<EOF\necho\nEOF\nRUN true", {
-      baseImage: (ref) => (ref === "base" ? { env: ["HOME=/root", "P=/bin"], workingDir: "/srv", onBuild: ["ENV X=$HOME", "WORKDIR sub"] } : undefined),
+      baseImage: (ref) =>
+        ref === "base"
+          ? { env: ["HOME=/root", "P=/bin"], workingDir: "/srv", onBuild: ["ENV X=$HOME", "WORKDIR sub"] }
+          : undefined,
     });
     const [t1, t2, ob] = ins(plan);
     assert.ok(t1!.kind === "ENV" && t1!.env[0]!.value === "/root" && t1!.fromOnBuild === true);
     assert.ok(t2!.kind === "WORKDIR" && t2!.resolved === "/srv/sub");
     assert.ok(ob!.kind === "ONBUILD" && ob!.expression === "RUN <<EOF\necho\nEOF");
-    assert.throws(() => planDockerfile("FROM base", { baseImage: () => ({ onBuild: ["FROM x"] }) }), /isn't allowed as an ONBUILD trigger/);
+    assert.throws(
+      () => planDockerfile("FROM base", { baseImage: () => ({ onBuild: ["FROM x"] }) }),
+      /isn't allowed as an ONBUILD trigger/,
+    );
   });
   test("parseInstructions separates global ARGs and stages", () => {
     const p = parseInstructions("ARG A\nARG B=1\nFROM a\nRUN x\nFROM b\n");
     assert.equal(p.metaArgs.length, 2);
-    assert.deepEqual(p.stages.map((s) => [s.from.image, s.commands.length]), [["a", 1], ["b", 0]]);
+    assert.deepEqual(
+      p.stages.map((s) => [s.from.image, s.commands.length]),
+      [
+        ["a", 1],
+        ["b", 0],
+      ],
+    );
   });
   test("Go durations", () => {
     assert.equal(parseGoDuration("1h2m3.5s"), 3723.5e9);

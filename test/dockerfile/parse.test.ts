@@ -14,7 +14,13 @@ interface ParserFixture {
   words: { input: string; expect: string[] }[];
   emptyContinuation: { dockerfile: string; warnings: number; contains: string[] };
 }
-interface HeredocSpec { name: string; content: string; expand: boolean; chomp: boolean; fileDescriptor: number }
+interface HeredocSpec {
+  name: string;
+  content: string;
+  expand: boolean;
+  chomp: boolean;
+  fileDescriptor: number;
+}
 interface HeredocFixture {
   note: string;
   dockerfile: string;
@@ -66,7 +72,8 @@ describe("BuildKit parser golden files (fixtures/dockerfile/parser-cases.json)",
   test("TestParseWarnsOnEmptyContinuationLine", () => {
     const ast = parseDockerfileAst(parser.emptyContinuation.dockerfile);
     assert.equal(ast.warnings.length, parser.emptyContinuation.warnings);
-    for (const [i, s] of parser.emptyContinuation.contains.entries()) assert.ok(ast.warnings[i]!.includes(s), ast.warnings[i]);
+    for (const [i, s] of parser.emptyContinuation.contains.entries())
+      assert.ok(ast.warnings[i]!.includes(s), ast.warnings[i]);
   });
 });
 
@@ -80,7 +87,9 @@ describe("cross-check against dockerfile-ast on the golden files", () => {
       const ours = parseDockerfileAst(c.dockerfile).nodes.map((n) => `${n.keyword}@${n.start.line}:${n.start.column}`);
       const theirs = DockerfileParser.parse(c.dockerfile)
         .getInstructions()
-        .map((i) => `${i.getKeyword().toLowerCase()}@${i.getRange().start.line + 1}:${i.getRange().start.character + 1}`);
+        .map(
+          (i) => `${i.getKeyword().toLowerCase()}@${i.getRange().start.line + 1}:${i.getRange().start.character + 1}`,
+        );
       assert.deepEqual(ours, theirs);
     });
   }
@@ -90,7 +99,13 @@ describe("heredocs (fixtures/dockerfile/heredoc-cases.json)", () => {
   test("TestParseExtractsHeredoc", () => {
     const ast = parseDockerfileAst(heredocs.dockerfile);
     const got = ast.nodes.slice(1).map((n) =>
-      n.heredocs.map((h) => ({ name: h.name, content: h.content, expand: h.expand, chomp: h.chomp, fileDescriptor: h.fileDescriptor })),
+      n.heredocs.map((h) => ({
+        name: h.name,
+        content: h.content,
+        expand: h.expand,
+        chomp: h.chomp,
+        fileDescriptor: h.fileDescriptor,
+      })),
     );
     assert.deepEqual(got, heredocs.perInstruction);
   });
@@ -98,13 +113,19 @@ describe("heredocs (fixtures/dockerfile/heredoc-cases.json)", () => {
     const ast = parseDockerfileAst(heredocs.jsonDockerfile);
     for (const n of ast.nodes.slice(1)) assert.deepEqual(n.heredocs, []);
   });
-  for (const m of heredocs.markers.valid) test(`marker ${m} is EOF`, () => assert.equal(parseHeredocMarker(m)?.name, "EOF"));
-  for (const m of heredocs.markers.invalid) test(`marker ${m} is an error`, () => assert.throws(() => parseHeredocMarker(m)));
-  for (const m of heredocs.markers.none) test(`marker ${JSON.stringify(m)} is none`, () => assert.equal(parseHeredocMarker(m), undefined));
+  for (const m of heredocs.markers.valid)
+    test(`marker ${m} is EOF`, () => assert.equal(parseHeredocMarker(m)?.name, "EOF"));
+  for (const m of heredocs.markers.invalid)
+    test(`marker ${m} is an error`, () => assert.throws(() => parseHeredocMarker(m)));
+  for (const m of heredocs.markers.none)
+    test(`marker ${JSON.stringify(m)} is none`, () => assert.equal(parseHeredocMarker(m), undefined));
   for (const l of heredocs.lines) {
     test(`TestHeredocsFromLine ${l.line}`, () => {
       const text = l.line + "\n" + l.names.map((n) => `body ${n}\n${n}\n`).join("");
-      assert.deepEqual(parseDockerfileAst(text).nodes[0]!.heredocs.map((h) => h.name), l.names);
+      assert.deepEqual(
+        parseDockerfileAst(text).nodes[0]!.heredocs.map((h) => h.name),
+        l.names,
+      );
     });
   }
   for (const x of heredocs.extra) {
@@ -118,12 +139,21 @@ describe("heredocs (fixtures/dockerfile/heredoc-cases.json)", () => {
   }
   test("ADD and ONBUILD heredocs, several per line", () => {
     const ast = parseDockerfileAst("FROM scratch\nADD <<A <<'B' /d/\na $X\nA\nb\nB\nONBUILD RUN <<EOF\necho\nEOF\n");
-    assert.deepEqual(ast.nodes[1]!.heredocs.map((h) => [h.name, h.content, h.expand]), [["A", "a $X\n", true], ["B", "b\n", false]]);
+    assert.deepEqual(
+      ast.nodes[1]!.heredocs.map((h) => [h.name, h.content, h.expand]),
+      [
+        ["A", "a $X\n", true],
+        ["B", "b\n", false],
+      ],
+    );
     assert.equal(ast.nodes[2]!.trigger!.heredocs[0]!.content, "echo\n");
     assert.equal(ast.nodes[2]!.endLine, 9);
   });
   test("unterminated heredoc names its instruction", () => {
-    assert.throws(() => parseDockerfileAst("FROM a\n  RUN <<EOF\nx\n"), (e: unknown) => e instanceof DockerfileSyntaxError && e.line === 2 && e.column === 3);
+    assert.throws(
+      () => parseDockerfileAst("FROM a\n  RUN <<EOF\nx\n"),
+      (e: unknown) => e instanceof DockerfileSyntaxError && e.line === 2 && e.column === 3,
+    );
   });
 });
 
@@ -132,8 +162,17 @@ describe("parser details", () => {
     const ast = parseDockerfileAst("FROM a\n  COPY --from=b \\\n    --chown=1 x /y\n");
     const n = ast.nodes[1]!;
     assert.deepEqual(n.start, { line: 2, column: 3 });
-    assert.deepEqual(n.flags.map((f) => [f.text, f.position.line, f.position.column]), [["--from=b", 2, 8], ["--chown=1", 3, 5]]);
-    assert.deepEqual(n.argPositions, [{ line: 3, column: 15 }, { line: 3, column: 17 }]);
+    assert.deepEqual(
+      n.flags.map((f) => [f.text, f.position.line, f.position.column]),
+      [
+        ["--from=b", 2, 8],
+        ["--chown=1", 3, 5],
+      ],
+    );
+    assert.deepEqual(n.argPositions, [
+      { line: 3, column: 15 },
+      { line: 3, column: 17 },
+    ]);
   });
   test("directives: escape, syntax (ignored with a warning), duplicates rejected, BOM and CRLF", () => {
     const ast = parseDockerfileAst("\ufeff# syntax=docker/dockerfile:1\r\n# escape=`\r\nFROM a\r\nRUN x `\r\n  y\r\n");
@@ -142,7 +181,10 @@ describe("parser details", () => {
     assert.equal(ast.warnings.length, 1);
     assert.equal(dumpAst(ast), '(from "a")\n(run "x   y")\n');
     assert.throws(() => parseDockerfileAst("# escape=`\n# escape=\\\nFROM a"), /only one escape parser directive/);
-    assert.throws(() => parseDockerfileAst("# escape=x\nFROM a"), (e: unknown) => e instanceof DockerfileSyntaxError && e.line === 1);
+    assert.throws(
+      () => parseDockerfileAst("# escape=x\nFROM a"),
+      (e: unknown) => e instanceof DockerfileSyntaxError && e.line === 1,
+    );
   });
   test("goQuote matches Go's strconv.Quote", () => {
     assert.equal(goQuote('a"\\\n\t\u0000\u007f♥\u200b'), '"a\\"\\\\\\n\\t\\x00\\x7f♥\\u200b"');

@@ -11,8 +11,20 @@ import {
 import { ShellExpansionError } from "../../src/dockerfile/errors.js";
 import { readFixture } from "./fixtures.js";
 
-interface EnvVarCase { line: number; platform: string; input: string; expected?: string; error?: boolean }
-interface WordsCase { line: number; input: string; env: string[]; expected?: string[]; error?: boolean }
+interface EnvVarCase {
+  line: number;
+  platform: string;
+  input: string;
+  expected?: string;
+  error?: boolean;
+}
+interface WordsCase {
+  line: number;
+  input: string;
+  env: string[];
+  expected?: string[];
+  error?: boolean;
+}
 interface MatchCase {
   input: string;
   env: Record<string, string>;
@@ -24,7 +36,9 @@ interface MatchCase {
   source?: string;
 }
 
-const envVar = readFixture<{ note: string; env: Record<string, string>; cases: EnvVarCase[] }>("shell-envvar-cases.json");
+const envVar = readFixture<{ note: string; env: Record<string, string>; cases: EnvVarCase[] }>(
+  "shell-envvar-cases.json",
+);
 const words = readFixture<{ note: string; cases: WordsCase[] }>("shell-words-cases.json");
 const lex = readFixture<{
   note: string;

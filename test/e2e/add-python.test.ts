@@ -15,7 +15,9 @@ import { copyGlibcFor, hostPythonAvailable, hostPythonTarball } from "../support
 
 const exec = promisify(execFile);
 const RELEASE_FILE = "cpython-3.11.5+20230826-x86_64_v3-unknown-linux-gnu-install_only.tar.gz";
-const skip = hostPythonAvailable() ? false : "needs the host's /usr/bin/python3.11 and its standard library (Debian 12) to build the fixture";
+const skip = hostPythonAvailable()
+  ? false
+  : "needs the host's /usr/bin/python3.11 and its standard library (Debian 12) to build the fixture";
 
 const space = scratchSpace();
 let registry: TestRegistry;
@@ -72,7 +74,13 @@ before(async () => {
   space.track(out);
   assert.equal((await strata(["export", built.imageId, "--oci", path.join(out, "layout")])).code, 0);
   baseRef = `${registry.host}/team/busybox-glibc:${base.tag}`;
-  await exec("skopeo", ["--insecure-policy", "copy", "--dest-tls-verify=false", `oci:${path.join(out, "layout")}:latest`, `docker://${baseRef}`]);
+  await exec("skopeo", [
+    "--insecure-policy",
+    "copy",
+    "--dest-tls-verify=false",
+    `oci:${path.join(out, "layout")}:latest`,
+    `docker://${baseRef}`,
+  ]);
 });
 
 after(async () => {
@@ -82,26 +90,67 @@ after(async () => {
 
 describe("addPython", { skip }, () => {
   test("fromRegistry({ addPython }) puts a runnable Python on a base without one; keys follow the tarball's content, not its path", async () => {
-    const noPython = await strata(["run", (await buildJson(await definition(`export default Image.fromRegistry(${JSON.stringify(baseRef)});`))).imageId, "--", "sh", "-c", "ls /usr/local/bin 2>&1; command -v python3 || echo no python"]);
+    const noPython = await strata([
+      "run",
+      (await buildJson(await definition(`export default Image.fromRegistry(${JSON.stringify(baseRef)});`))).imageId,
+      "--",
+      "sh",
+      "-c",
+      "ls /usr/local/bin 2>&1; command -v python3 || echo no python",
+    ]);
     assert.match(noPython.stdout, /no python/, `exit ${noPython.code}: ${noPython.stderr}`);
 
-    const def = await definition(`export default Image.fromRegistry(${JSON.stringify(baseRef)}, { addPython: "3.11" });`);
+    const def = await definition(
+      `export default Image.fromRegistry(${JSON.stringify(baseRef)}, { addPython: "3.11" });`,
+    );
     const env = { STRATA_PYTHON_STANDALONE: tarball };
     const first = await buildJson(def, [], { env });
     assert.deepEqual(
       first.steps.map((s) => s.description.replace(/ \(from .*\)$/, "")),
-      [`fromRegistry ${baseRef}`, "addPython 3.11: CPython 3.11.5+20230826 → /usr/local", "addPython 3.11: /usr/local/bin/python → python3", "addPython 3.11: env TERMINFO_DIRS"],
+      [
+        `fromRegistry ${baseRef}`,
+        "addPython 3.11: CPython 3.11.5+20230826 → /usr/local",
+        "addPython 3.11: /usr/local/bin/python → python3",
+        "addPython 3.11: env TERMINFO_DIRS",
+      ],
     );
-    assert.deepEqual(first.steps.map((s) => s.cached), [true, false, false, false]);
+    assert.deepEqual(
+      first.steps.map((s) => s.cached),
+      [true, false, false, false],
+    );
     assert.equal(first.sandboxes, 0, "no step ran a command in the base (it has no Python, and need not have a shell)");
 
-    const run = await strata(["run", first.imageId, "--", "python3", "-c", "import sys, json; print(json.dumps([sys.version_info[:2], sys.prefix, sys.executable]))"]);
+    const run = await strata([
+      "run",
+      first.imageId,
+      "--",
+      "python3",
+      "-c",
+      "import sys, json; print(json.dumps([sys.version_info[:2], sys.prefix, sys.executable]))",
+    ]);
     assert.equal(run.code, 0, run.stderr);
     assert.deepEqual(JSON.parse(run.stdout), [[3, 11], "/usr/local", "/usr/local/bin/python3"]);
-    const viaLink = await strata(["run", first.imageId, "--", "/usr/local/bin/python", "-c", "print('hello from python')"]);
+    const viaLink = await strata([
+      "run",
+      first.imageId,
+      "--",
+      "/usr/local/bin/python",
+      "-c",
+      "print('hello from python')",
+    ]);
     assert.equal(viaLink.stdout, "hello from python\n", viaLink.stderr);
-    const files = await strata(["run", first.imageId, "--", "sh", "-c", "readlink /usr/local/bin/python; stat -c '%u:%g %a' /usr/local/bin/python3.11 /usr/local/lib/python3.11/os.py; echo $TERMINFO_DIRS"]);
-    assert.equal(files.stdout, "/usr/local/bin/python3\n0:0 755\n0:0 644\n/etc/terminfo:/lib/terminfo:/usr/share/terminfo:/usr/lib/terminfo\n");
+    const files = await strata([
+      "run",
+      first.imageId,
+      "--",
+      "sh",
+      "-c",
+      "readlink /usr/local/bin/python; stat -c '%u:%g %a' /usr/local/bin/python3.11 /usr/local/lib/python3.11/os.py; echo $TERMINFO_DIRS",
+    ]);
+    assert.equal(
+      files.stdout,
+      "/usr/local/bin/python3\n0:0 755\n0:0 644\n/etc/terminfo:/lib/terminfo:/usr/share/terminfo:/usr/lib/terminfo\n",
+    );
 
     // Cached: nothing rebuilt. The same tarball under another name and path gives the same keys (content, not path).
     const again = await buildJson(def, [], { env });
@@ -119,14 +168,20 @@ describe("addPython", { skip }, () => {
   });
 
   test("a different tarball is a different key; setupDockerfileCommands run after addPython, with python3 on PATH", async () => {
-    const other = await hostPythonTarball(await space.scratch(), "other.tar.gz", { "lib/python3.11/strata_marker.py": "WHO = 'other build'\n" });
+    const other = await hostPythonTarball(await space.scratch(), "other.tar.gz", {
+      "lib/python3.11/strata_marker.py": "WHO = 'other build'\n",
+    });
     const def = await definition(
       `export default Image.fromRegistry(${JSON.stringify(baseRef)}, { addPython: "3.11", setupDockerfileCommands: ["RUN python3 -c \\"import strata_marker; print(strata_marker.WHO)\\" > /who"] });`,
     );
     const a = await buildJson(def, [], { env: { STRATA_PYTHON_STANDALONE: other } });
     assert.equal(a.steps.length, 5);
     assert.equal((await strata(["run", a.imageId, "--", "cat", "/who"])).stdout, "other build\n");
-    const plain = await buildJson(await definition(`export default Image.fromRegistry(${JSON.stringify(baseRef)}, { addPython: "3.11" });`), [], { env: { STRATA_PYTHON_STANDALONE: tarball } });
+    const plain = await buildJson(
+      await definition(`export default Image.fromRegistry(${JSON.stringify(baseRef)}, { addPython: "3.11" });`),
+      [],
+      { env: { STRATA_PYTHON_STANDALONE: tarball } },
+    );
     assert.notEqual(a.steps[1]!.key, plain.steps[1]!.key);
     assert.equal(a.steps[0]!.key, plain.steps[0]!.key);
   });
@@ -137,11 +192,16 @@ describe("addPython", { skip }, () => {
     await fsp.copyFile(tarball, path.join(mirrorDir, "pbs", "20230826", RELEASE_FILE));
     const mirror = await serveDir(mirrorDir);
     try {
-      const def = await definition(`export default Image.fromRegistry(${JSON.stringify(baseRef)}, { addPython: "3.11" });`);
+      const def = await definition(
+        `export default Image.fromRegistry(${JSON.stringify(baseRef)}, { addPython: "3.11" });`,
+      );
       const local = await buildJson(def, [], { env: { STRATA_PYTHON_STANDALONE: tarball } });
       const downloaded = await buildJson(def, [], { env: { STRATA_PYTHON_STANDALONE_MIRROR: `${mirror.url}/pbs` } });
       assert.deepEqual(mirror.requests, [`/pbs/20230826/${RELEASE_FILE}`]);
-      assert.deepEqual(downloaded.steps.map((s) => s.key), local.steps.map((s) => s.key));
+      assert.deepEqual(
+        downloaded.steps.map((s) => s.key),
+        local.steps.map((s) => s.key),
+      );
       assert.equal(downloaded.imageId, local.imageId);
     } finally {
       mirror.server.close();
@@ -175,8 +235,13 @@ describe("addPython", { skip }, () => {
     const home = await space.scratch();
     const port = await closedPort();
     const mirror = `http://127.0.0.1:${port}/pbs`;
-    const def = await definition(`export default Image.fromRegistry(${JSON.stringify(baseRef)}, { addPython: "3.11" });`);
-    const failed = await strata(["build", def], { home, env: { STRATA_PYTHON_STANDALONE_MIRROR: mirror, STRATA_PYTHON_STANDALONE: "" } });
+    const def = await definition(
+      `export default Image.fromRegistry(${JSON.stringify(baseRef)}, { addPython: "3.11" });`,
+    );
+    const failed = await strata(["build", def], {
+      home,
+      env: { STRATA_PYTHON_STANDALONE_MIRROR: mirror, STRATA_PYTHON_STANDALONE: "" },
+    });
     assert.equal(failed.code, 1, failed.stderr);
     assert.ok(failed.stderr.includes(`${mirror}/20230826/${RELEASE_FILE}`), failed.stderr);
     assert.match(failed.stderr, /download failed/);
@@ -185,10 +250,16 @@ describe("addPython", { skip }, () => {
     const downloads = await fsp.readdir(path.join(home, "downloads")).catch(() => []);
     assert.deepEqual(downloads, []);
     // The next attempt tries again (and fails the same way); with the tarball provided, it builds.
-    const again = await strata(["build", def], { home, env: { STRATA_PYTHON_STANDALONE_MIRROR: mirror, STRATA_PYTHON_STANDALONE: "" } });
+    const again = await strata(["build", def], {
+      home,
+      env: { STRATA_PYTHON_STANDALONE_MIRROR: mirror, STRATA_PYTHON_STANDALONE: "" },
+    });
     assert.equal(again.code, 1);
     const ok = await buildJson(def, [], { home, env: { STRATA_PYTHON_STANDALONE: tarball } });
     // The base was pulled before the download failed; the addPython steps were never cached.
-    assert.deepEqual(ok.steps.map((s) => s.cached), [true, false, false, false]);
+    assert.deepEqual(
+      ok.steps.map((s) => s.cached),
+      [true, false, false, false],
+    );
   });
 });

@@ -39,8 +39,14 @@ describe("cache", () => {
     await fsp.writeFile(path.join(dir, "app/main.txt"), "v2\n");
     const edited = await buildJson(def);
     const idx = edited.steps.findIndex((s) => s.description.startsWith("addLocalDir ./app"));
-    assert.ok(edited.steps.slice(0, idx).every((s) => s.cached), "steps before the copy stay cached");
-    assert.ok(edited.steps.slice(idx).every((s) => !s.cached), "the copy and every later step rebuild");
+    assert.ok(
+      edited.steps.slice(0, idx).every((s) => s.cached),
+      "steps before the copy stay cached",
+    );
+    assert.ok(
+      edited.steps.slice(idx).every((s) => !s.cached),
+      "the copy and every later step rebuild",
+    );
     assert.equal(edited.sandboxes, 1);
     const run = await strata(["run", edited.imageId, "--", "cat", "/after"]);
     assert.equal(run.stdout, "v2\n");
@@ -79,14 +85,26 @@ describe("cache", () => {
     const k = b1.steps.findIndex((s) => s.description.includes("echo shared"));
     assert.equal(b1.steps[k]!.cached, true, "B reuses the step A built");
     // Force-build A at the shared step.
-    await fsp.writeFile(def, (await fsp.readFile(def, "utf8")).replace(`runCommands("echo shared > /shared")`, `runCommands("echo shared > /shared", { forceBuild: true })`));
+    await fsp.writeFile(
+      def,
+      (await fsp.readFile(def, "utf8")).replace(
+        `runCommands("echo shared > /shared")`,
+        `runCommands("echo shared > /shared", { forceBuild: true })`,
+      ),
+    );
     const a2 = await buildJson(def, ["--export", "a"]);
     assert.notEqual(a2.steps[k]!.imageId, a1.steps[k]!.imageId);
     await fsp.writeFile(def, (await fsp.readFile(def, "utf8")).replace(`, { forceBuild: true })`, `)`));
     const b2 = await buildJson(def, ["--export", "b"]);
-    assert.ok(b2.steps.slice(0, k + 1).every((s) => s.cached), "B reuses 0..k, including the new entry for k");
+    assert.ok(
+      b2.steps.slice(0, k + 1).every((s) => s.cached),
+      "B reuses 0..k, including the new entry for k",
+    );
     assert.equal(b2.steps[k]!.imageId, a2.steps[k]!.imageId);
-    assert.ok(b2.steps.slice(k + 1).every((s) => !s.cached), "B rebuilds every step after k");
+    assert.ok(
+      b2.steps.slice(k + 1).every((s) => !s.cached),
+      "B rebuilds every step after k",
+    );
     assert.equal(b2.sandboxes, 2);
     const explain = await strata(["explain", def, "--export", "b"]);
     assert.equal(explain.code, 0, explain.stderr);
@@ -123,7 +141,9 @@ describe("cache", () => {
   });
 
   test("concurrent builds of the same definition in separate processes agree and stay consistent", async () => {
-    const { def } = await project(`export default base.runCommands("sleep 1; echo c > /c").runCommands("echo d > /d");\n`);
+    const { def } = await project(
+      `export default base.runCommands("sleep 1; echo c > /c").runCommands("echo d > /d");\n`,
+    );
     const [x, y] = await Promise.all([buildJson(def), buildJson(def)]);
     assert.equal(x.imageId, y.imageId);
     assert.equal(x.sandboxes + y.sandboxes, 2, "the waiting process reuses what the first built");
@@ -145,21 +165,41 @@ describe("explain", () => {
     const edited = await strata(["explain", def]);
     assert.match(edited.stdout, /addLocalDir \.\/app → \/app: MISS/);
     assert.match(edited.stdout, /main\.py content changed, 1 file added \(new\.py\)/);
-    assert.match(edited.stdout, /step 4 runCommands echo pkgs a b: MISS \[\?+\]\n\s+parent rebuilt \(changed at step 3\)/);
+    assert.match(
+      edited.stdout,
+      /step 4 runCommands echo pkgs a b: MISS \[\?+\]\n\s+parent rebuilt \(changed at step 3\)/,
+    );
     await buildJson(def);
-    await fsp.writeFile(def, (await fsp.readFile(def, "utf8")).replace(`runCommands("echo pkgs a b")`, `runCommands("echo pkgs a b", { forceBuild: true })`));
+    await fsp.writeFile(
+      def,
+      (await fsp.readFile(def, "utf8")).replace(
+        `runCommands("echo pkgs a b")`,
+        `runCommands("echo pkgs a b", { forceBuild: true })`,
+      ),
+    );
     const forced = await strata(["explain", def]);
     assert.match(forced.stdout, /echo pkgs a b: MISS[^\n]*\n\s+force_build set on this step/);
     assert.match(forced.stdout, /echo last: MISS[^\n]*\n\s+parent rebuilt \(force_build at step 4\)/);
   });
 
   test("names added and removed packages of a pipInstall", async () => {
-    const { def } = await project(`export default base.pipInstall("requests", "flask", { extraOptions: "--dry-run" });\n`);
+    const { def } = await project(
+      `export default base.pipInstall("requests", "flask", { extraOptions: "--dry-run" });\n`,
+    );
     // The step is not built (no python in busybox): explain compares against the last built chain, so build a
     // variant that succeeds by replacing pip with echo through the shell option.
-    await fsp.writeFile(def, (await fsp.readFile(def, "utf8")).replace(`base.pipInstall`, `base.runCommands("mkdir -p /usr/bin && printf '#!/bin/sh\\necho pip \\\\$@\\n' > /bin/python && chmod +x /bin/python").pipInstall`));
+    await fsp.writeFile(
+      def,
+      (await fsp.readFile(def, "utf8")).replace(
+        `base.pipInstall`,
+        `base.runCommands("mkdir -p /usr/bin && printf '#!/bin/sh\\necho pip \\\\$@\\n' > /bin/python && chmod +x /bin/python").pipInstall`,
+      ),
+    );
     await buildJson(def);
-    await fsp.writeFile(def, (await fsp.readFile(def, "utf8")).replace(`pipInstall("requests", "flask"`, `pipInstall("requests", "numpy"`));
+    await fsp.writeFile(
+      def,
+      (await fsp.readFile(def, "utf8")).replace(`pipInstall("requests", "flask"`, `pipInstall("requests", "numpy"`),
+    );
     const r = await strata(["explain", def]);
     assert.match(r.stdout, /pipInstall numpy requests: MISS[^\n]*\n\s+packages changed: \+numpy -flask/);
   });

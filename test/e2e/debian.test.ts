@@ -18,12 +18,17 @@ after(async () => {
 });
 
 describe("debianSlim", () => {
-  test("a 10-step definition builds, every step's effect shows in `strata run`, and a rebuild is all hits", { timeout: 600_000 }, async () => {
+  test("a 10-step definition builds, every step's effect shows in `strata run`, and a rebuild is all hits", {
+    timeout: 600_000,
+  }, async () => {
     const dir = await tempDir();
     cleanup.push(dir);
     const tag = nonce();
     await fsp.mkdir(path.join(dir, "app"));
-    await fsp.writeFile(path.join(dir, "app/main.py"), "import tinypkg, os\nprint(tinypkg.hello(), os.environ['GREETING'], open('/greeting').read().strip(), open('/from-fn').read())\n");
+    await fsp.writeFile(
+      path.join(dir, "app/main.py"),
+      "import tinypkg, os\nprint(tinypkg.hello(), os.environ['GREETING'], open('/greeting').read().strip(), open('/from-fn').read())\n",
+    );
     await fsp.writeFile(path.join(dir, "app/debug.log"), "ignored\n");
     const def = path.join(dir, "image.ts");
     await fsp.writeFile(
@@ -46,9 +51,21 @@ export default Image.debianSlim({ pythonVersion: "3.11" })
     const run = await strata(["run", built.imageId]);
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stdout, "hello from tinypkg 1.0 hi hi strata\n");
-    const checks = await strata(["run", built.imageId, "--", "sh", "-c", "jq --version; pwd; ls /app; python3 --version; cat /etc/debian_version | cut -d. -f1"]);
+    const checks = await strata([
+      "run",
+      built.imageId,
+      "--",
+      "sh",
+      "-c",
+      "jq --version; pwd; ls /app; python3 --version; cat /etc/debian_version | cut -d. -f1",
+    ]);
     assert.match(checks.stdout, /^jq-1\.6\n\/app\nmain\.py\nPython 3\.11\.\d+\n12\n$/);
-    const inspect = JSON.parse((await strata(["inspect", built.imageId])).stdout) as { config: { config: { Labels: Record<string, string>; WorkingDir: string; Cmd: string[] }; history: { empty_layer?: boolean }[] } };
+    const inspect = JSON.parse((await strata(["inspect", built.imageId])).stdout) as {
+      config: {
+        config: { Labels: Record<string, string>; WorkingDir: string; Cmd: string[] };
+        history: { empty_layer?: boolean }[];
+      };
+    };
     assert.equal(inspect.config.config.Labels["org.example.nonce"], tag);
     assert.equal(inspect.config.config.WorkingDir, "/app");
     assert.deepEqual(inspect.config.config.Cmd, ["python3", "main.py"]);
@@ -58,14 +75,22 @@ export default Image.debianSlim({ pythonVersion: "3.11" })
     assert.equal(again.imageId, built.imageId);
   });
 
-  test("uvPipInstall uses STRATA_UV_BINARY (a pip-backed test double) and says how to provide uv when there is none", { timeout: 600_000 }, async () => {
+  test("uvPipInstall uses STRATA_UV_BINARY (a pip-backed test double) and says how to provide uv when there is none", {
+    timeout: 600_000,
+  }, async () => {
     const dir = await tempDir();
     cleanup.push(dir);
     const def = path.join(dir, "image.ts");
-    await fsp.writeFile(def, `import { Image } from "strata";\nexport default Image.debianSlim().env({ N: "${nonce()}" }).uvPipInstall("tinypkg==2.0", { indexUrl: ${JSON.stringify(index.url)}, network: "host" });\n`);
+    await fsp.writeFile(
+      def,
+      `import { Image } from "strata";\nexport default Image.debianSlim().env({ N: "${nonce()}" }).uvPipInstall("tinypkg==2.0", { indexUrl: ${JSON.stringify(index.url)}, network: "host" });\n`,
+    );
     const missing = await strata(["build", def]);
     assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /uv is not available: uvPipInstall needs a uv binary: none in the image .* STRATA_UV_BINARY is not set/);
+    assert.match(
+      missing.stderr,
+      /uv is not available: uvPipInstall needs a uv binary: none in the image .* STRATA_UV_BINARY is not set/,
+    );
     const built = await buildJson(def, [], { env: { STRATA_UV_BINARY: UV_DOUBLE_PATH } });
     const run = await strata(["run", built.imageId, "--", "python3", "-c", "import tinypkg; print(tinypkg.VERSION)"]);
     assert.equal(run.stdout, "2.0\n");

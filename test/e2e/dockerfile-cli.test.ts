@@ -16,10 +16,18 @@ test("strata build -f Dockerfile with --build-arg, --target and --secret; a chan
     `FROM scratch AS base\nCOPY rootfs/ /\nRUN echo ${nonce()} > /nonce\n\nFROM base AS final\nRUN echo unrelated > /u\nARG GREETING=hello\nRUN echo $GREETING > /g\nRUN --mount=type=secret,id=tok cat /run/secrets/tok | wc -c > /toklen\nCMD ["cat", "/g"]\n\nFROM base AS other\nRUN echo other > /o\n`,
   );
   const build = async (args: string[]) => {
-    const r = await strata(["build", "-f", path.join(dir, "Dockerfile"), ...args, dir, "--json"], { env: { TOK: "s3cret-token" } });
+    const r = await strata(["build", "-f", path.join(dir, "Dockerfile"), ...args, dir, "--json"], {
+      env: { TOK: "s3cret-token" },
+    });
     assert.equal(r.code, 0, r.stderr);
     assert.ok(!r.stderr.includes("s3cret-token"));
-    return { ...(JSON.parse(r.stdout.trim().split("\n").pop()!) as { imageId: string; steps: { description: string; cached: boolean }[] }), sandboxes: r.sandboxes };
+    return {
+      ...(JSON.parse(r.stdout.trim().split("\n").pop()!) as {
+        imageId: string;
+        steps: { description: string; cached: boolean }[];
+      }),
+      sandboxes: r.sandboxes,
+    };
   };
   const a = await build(["--build-arg", "GREETING=hi", "--secret", "id=tok,env=TOK", "--target", "final"]);
   assert.equal((await strata(["run", a.imageId])).stdout, "hi\n");

@@ -12,10 +12,15 @@ const project = space.project;
 
 describe("bad input", () => {
   test("a failing RUN reports the step, command, exit code and log tail, and writes no cache entry", async () => {
-    const { def } = await project(`export default base.runCommands("echo good > /good").runCommands("echo first line; echo about to fail >&2; exit 3");\n`);
+    const { def } = await project(
+      `export default base.runCommands("echo good > /good").runCommands("echo first line; echo about to fail >&2; exit 3");\n`,
+    );
     const r = await strata(["build", def]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /step 4 \(runCommands echo first line; echo about to fail >&2; exit 3\) failed: `echo first line; echo about to fail >&2; exit 3` exited with code 3/);
+    assert.match(
+      r.stderr,
+      /step 4 \(runCommands echo first line; echo about to fail >&2; exit 3\) failed: `echo first line; echo about to fail >&2; exit 3` exited with code 3/,
+    );
     assert.match(r.stderr, /--- last \d+ log lines ---[\s\S]*about to fail/);
     // Retrying runs the failing step again (nothing was cached for it), the good step is cached.
     const again = await strata(["build", def]);
@@ -38,7 +43,10 @@ describe("bad input", () => {
   test("a definition that throws, one that does not compile and one without an Image are clear errors", async () => {
     const dir = await space.scratch();
     const throws = path.join(dir, "throws.ts");
-    await fsp.writeFile(throws, `import { Image } from "strata";\nthrow new Error("boom from definition");\nexport default Image.fromScratch();\n`);
+    await fsp.writeFile(
+      throws,
+      `import { Image } from "strata";\nthrow new Error("boom from definition");\nexport default Image.fromScratch();\n`,
+    );
     const r1 = await strata(["build", throws]);
     assert.equal(r1.code, 1);
     assert.match(r1.stderr, /throws\.ts: threw while loading: boom from definition/);
@@ -52,13 +60,22 @@ describe("bad input", () => {
     const r3 = await strata(["build", empty]);
     assert.match(r3.stderr, /does not export an Image/);
     const invalid = path.join(dir, "invalid.ts");
-    await fsp.writeFile(invalid, `import { Image } from "strata";\nexport default Image.debianSlim({ pythonVersion: "3.12" });\n`);
+    await fsp.writeFile(
+      invalid,
+      `import { Image } from "strata";\nexport default Image.debianSlim({ pythonVersion: "3.12" });\n`,
+    );
     const r4 = await strata(["build", invalid]);
     assert.match(r4.stderr, /Python 3\.12 is not supported by builder version 2026\.11; supported: 3\.11, 3\.13/);
     const order = path.join(dir, "order.ts");
-    await fsp.writeFile(order, `import { Image } from "strata";\nexport default Image.fromScratch().addLocalDir(".", "/src").runCommands("true");\n`);
+    await fsp.writeFile(
+      order,
+      `import { Image } from "strata";\nexport default Image.fromScratch().addLocalDir(".", "/src").runCommands("true");\n`,
+    );
     const r5 = await strata(["build", order]);
-    assert.match(r5.stderr, /runCommands\(\) cannot come after addLocalDir\(.*, "\/src"\) with copy: false.*Move the addLocal\* calls to the end of the chain, or pass \{ copy: true \}/);
+    assert.match(
+      r5.stderr,
+      /runCommands\(\) cannot come after addLocalDir\(.*, "\/src"\) with copy: false.*Move the addLocal\* calls to the end of the chain, or pass \{ copy: true \}/,
+    );
     const missing = await strata(["build", path.join(dir, "nope.ts")]);
     assert.match(missing.stderr, /nope\.ts: file does not exist/);
   });
@@ -88,7 +105,9 @@ describe("bad input", () => {
   });
 
   test("kill -9 of a build mid-step, then a rebuild that succeeds and leaves no debris", async () => {
-    const { def, tag } = await project(`export default base.runCommands("echo started; sleep 30; echo done > /slow").runCommands("echo after > /after");\n`);
+    const { def, tag } = await project(
+      `export default base.runCommands("echo started; sleep 30; echo done > /slow").runCommands("echo after > /after");\n`,
+    );
     const child = strataSpawn(["build", def]);
     let stderr = "";
     await new Promise<void>((resolve, reject) => {
@@ -113,9 +132,13 @@ describe("bad input", () => {
     const deadPid = String(child.pid);
     const tmpLeft = (await fsp.readdir(path.join(SHARED_HOME, "tmp"))).filter((n) => n.split("-")[1] === deadPid);
     assert.deepEqual(tmpLeft, []);
-    const mounts = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").filter((l) => l.includes(`-${deadPid}-`));
+    const mounts = (await fsp.readFile("/proc/self/mounts", "utf8"))
+      .split("\n")
+      .filter((l) => l.includes(`-${deadPid}-`));
     assert.deepEqual(mounts, []);
-    const containers = await new Promise<string>((res) => execFile("runc", ["--root", "/run/strata-runc", "list", "-q"], (_e, out) => res(out)));
+    const containers = await new Promise<string>((res) =>
+      execFile("runc", ["--root", "/run/strata-runc", "list", "-q"], (_e, out) => res(out)),
+    );
     assert.ok(!containers.split("\n").some((id) => id.startsWith(`strata-${deadPid}-`)), containers);
     void tag;
   });
@@ -123,10 +146,17 @@ describe("bad input", () => {
 
 describe("run", () => {
   test("binary stdout passes through byte for byte", async () => {
-    const { def } = await project(`export default base.cmd(["sh", "-c", "printf '\\\\377\\\\376\\\\000\\\\303\\\\251'"]);\n`);
+    const { def } = await project(
+      `export default base.cmd(["sh", "-c", "printf '\\\\377\\\\376\\\\000\\\\303\\\\251'"]);\n`,
+    );
     const built = await buildJson(def);
     const bytes = await new Promise<Buffer>((resolve) => {
-      execFile(process.execPath, [path.join(REPO_ROOT, "bin/strata.js"), "run", built.imageId], { encoding: "buffer", env: { ...process.env, STRATA_HOME: SHARED_HOME } }, (_e, out) => resolve(out));
+      execFile(
+        process.execPath,
+        [path.join(REPO_ROOT, "bin/strata.js"), "run", built.imageId],
+        { encoding: "buffer", env: { ...process.env, STRATA_HOME: SHARED_HOME } },
+        (_e, out) => resolve(out),
+      );
     });
     assert.deepEqual([...bytes], [0xff, 0xfe, 0x00, 0xc3, 0xa9]);
   });

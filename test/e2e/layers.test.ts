@@ -34,7 +34,10 @@ describe("layers and export", () => {
     assert.ok(names.includes("data/.wh.gone"), names.join(","));
     assert.ok(names.includes("data/sub/.wh..wh..opq"), names.join(","));
     assert.ok(names.includes("bin/.wh.wc"), names.join(","));
-    const inspect = JSON.parse((await exec("skopeo", ["inspect", `oci:${layout}:t1`])).stdout) as { Layers: string[]; Architecture: string };
+    const inspect = JSON.parse((await exec("skopeo", ["inspect", `oci:${layout}:t1`])).stdout) as {
+      Layers: string[];
+      Architecture: string;
+    };
     assert.equal(inspect.Architecture, "amd64");
     assert.equal(inspect.Layers.length, 3);
     const bundle = path.join(out, "bundle");
@@ -52,13 +55,28 @@ describe("layers and export", () => {
     const ours = await strata(["run", built.imageId]);
     assert.equal(ours.code, 0, ours.stderr);
     const podRoot = path.join(out, "podman");
-    const podman = ["--root", path.join(podRoot, "root"), "--runroot", path.join(podRoot, "runroot"), "--runtime", "/usr/sbin/runc", "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"];
+    const podman = [
+      "--root",
+      path.join(podRoot, "root"),
+      "--runroot",
+      path.join(podRoot, "runroot"),
+      "--runtime",
+      "/usr/sbin/runc",
+      "--storage-driver",
+      "vfs",
+      "--cgroup-manager",
+      "cgroupfs",
+      "--events-backend",
+      "none",
+    ];
     try {
       await exec("podman", [...podman, "load", "-i", archive]);
       // podman's default ulimits exceed this machine's hard limits: run with none (inherit ours).
       const conf = path.join(out, "containers.conf");
       await fsp.writeFile(conf, "[containers]\ndefault_ulimits = []\n");
-      const theirs = await exec("podman", [...podman, "run", "--rm", "--network", "none", tag], { env: { ...process.env, CONTAINERS_CONF: conf } });
+      const theirs = await exec("podman", [...podman, "run", "--rm", "--network", "none", tag], {
+        env: { ...process.env, CONTAINERS_CONF: conf },
+      });
       assert.equal(theirs.stdout, ours.stdout);
       assert.equal(ours.stdout, "/data:\nkeep\nsub\n\n/data/sub:\nnew\nnew\n");
     } finally {
@@ -75,7 +93,14 @@ describe("layers and export", () => {
       { "app/new.txt": "new\n", "more/m.txt": "m\n", "one.txt": "one\n" },
     );
     const built = await buildJson(def);
-    const run = await strata(["run", built.imageId, "--", "sh", "-c", "cat /srv/app/old.txt /srv/app/new.txt /srv/app/more/m.txt /tmp/one.txt; stat -c %a /srv/app; test -L /abs && echo link-kept"]);
+    const run = await strata([
+      "run",
+      built.imageId,
+      "--",
+      "sh",
+      "-c",
+      "cat /srv/app/old.txt /srv/app/new.txt /srv/app/more/m.txt /tmp/one.txt; stat -c %a /srv/app; test -L /abs && echo link-kept",
+    ]);
     assert.equal(run.stdout, "old\nnew\nm\none\n750\nlink-kept\n");
     await assert.rejects(fsp.access("/srv/app/more/m.txt"), "nothing was written through the symlink onto the host");
     await assert.rejects(fsp.access("/tmp/one.txt"));
@@ -99,12 +124,18 @@ describe("layers and export", () => {
     assert.equal(r.code, 0, r.stderr);
     assert.ok(!r.stderr.includes(secret), "streamed log is redacted");
     assert.match(r.stderr, /token=\*\*\*/);
-    const built = JSON.parse(r.stdout.trim().split("\n").pop()!) as { imageId: string; steps: { layer: string | null }[] };
+    const built = JSON.parse(r.stdout.trim().split("\n").pop()!) as {
+      imageId: string;
+      steps: { layer: string | null }[];
+    };
     assert.equal((await strata(["run", built.imageId, "--", "cat", "/checked"])).stdout, `${secret.length}\n`);
     const inspect = await strata(["inspect", built.imageId]);
     assert.ok(!inspect.stdout.includes(secret));
     // Nothing anywhere in the store mentions it (layers, configs, records, index, logs).
-    const grep = await exec("grep", ["-rl", "--binary-files=text", secret, SHARED_HOME, "--exclude-dir=layers"]).then((x) => x.stdout, () => "");
+    const grep = await exec("grep", ["-rl", "--binary-files=text", secret, SHARED_HOME, "--exclude-dir=layers"]).then(
+      (x) => x.stdout,
+      () => "",
+    );
     assert.equal(grep, "");
     for (const s of built.steps) {
       if (!s.layer) continue;
@@ -140,7 +171,14 @@ describe("layers and export", () => {
       { "note.txt": "note\n", "data/a.txt": "a\n", "data/skip.tmp": "x\n" },
     );
     const built = await buildJson(def);
-    const run = await strata(["run", built.imageId, "--", "sh", "-c", "cat uid.txt who.txt note.txt; ls /data; id -u; pwd"]);
+    const run = await strata([
+      "run",
+      built.imageId,
+      "--",
+      "sh",
+      "-c",
+      "cat uid.txt who.txt note.txt; ls /data; id -u; pwd",
+    ]);
     assert.equal(run.stdout, "1000\nme /home/app\nnote\na.txt\n1000\n/home/app\n");
   });
 });

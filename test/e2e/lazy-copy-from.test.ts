@@ -99,7 +99,9 @@ before(async () => {
   await pushImage(store, image, `${reg.host}/${LAZY_REPO}:1`, { estargz: true, dockerConfig: false });
   await pushImage(store, image, `${reg.host}/${PLAIN_REPO}:1`, { dockerConfig: false });
   const manifest = async (repo: string) => {
-    const res = await fetch(`${reg.url}/v2/${repo}/manifests/1`, { headers: { accept: "application/vnd.oci.image.manifest.v1+json" } });
+    const res = await fetch(`${reg.url}/v2/${repo}/manifests/1`, {
+      headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+    });
     return ((await res.json()) as { layers: { digest: string; size: number }[] }).layers;
   };
   lazyLayers = await manifest(LAZY_REPO);
@@ -129,8 +131,14 @@ async function buildIn(dir: string): Promise<BuildJson & { lazyBytes: number; pl
   const built = JSON.parse(lines[lines.length - 1]!) as BuildJson;
   return {
     ...built,
-    lazyBytes: proxy.blobBytes(LAZY_REPO, lazyLayers.map((l) => l.digest)),
-    plainBytes: proxy.blobBytes(PLAIN_REPO, plainLayers.map((l) => l.digest)),
+    lazyBytes: proxy.blobBytes(
+      LAZY_REPO,
+      lazyLayers.map((l) => l.digest),
+    ),
+    plainBytes: proxy.blobBytes(
+      PLAIN_REPO,
+      plainLayers.map((l) => l.digest),
+    ),
   };
 }
 
@@ -144,11 +152,16 @@ describe("COPY --from=<eStargz image>", () => {
   test("one small file: under 5% of the layer bytes transferred; content, mode and owner kept; a rebuild transfers nothing", async () => {
     const dir = await space.scratch();
     await makeBusyboxTree(path.join(dir, "rootfs"));
-    await fsp.writeFile(path.join(dir, "Dockerfile"), `FROM scratch\nCOPY rootfs/ /\nENV N=${nonce()}\nCOPY --from=${lazyRef()} /small/hello.txt /x\n`);
+    await fsp.writeFile(
+      path.join(dir, "Dockerfile"),
+      `FROM scratch\nCOPY rootfs/ /\nENV N=${nonce()}\nCOPY --from=${lazyRef()} /small/hello.txt /x\n`,
+    );
     const first = await buildIn(dir);
     const total = layerBytes(lazyLayers);
     const ratio = first.lazyBytes / total;
-    console.log(`# lazy COPY --from of one file: ${first.lazyBytes} of ${total} layer bytes (${(ratio * 100).toFixed(3)}%)`);
+    console.log(
+      `# lazy COPY --from of one file: ${first.lazyBytes} of ${total} layer bytes (${(ratio * 100).toFixed(3)}%)`,
+    );
     assert.ok(total > 60 * MB, `the image is large (${total} bytes)`);
     assert.ok(first.lazyBytes > 0, "something was fetched");
     assert.ok(ratio < 0.05, `transferred ${first.lazyBytes} of ${total} layer bytes`);
@@ -156,7 +169,10 @@ describe("COPY --from=<eStargz image>", () => {
 
     const again = await buildIn(dir);
     assert.equal(again.imageId, first.imageId);
-    assert.ok(again.steps.every((s) => s.cached), JSON.stringify(again.steps));
+    assert.ok(
+      again.steps.every((s) => s.cached),
+      JSON.stringify(again.steps),
+    );
     assert.equal(again.lazyBytes, 0, "the second build reads no blob bytes");
   });
 
@@ -171,8 +187,14 @@ describe("COPY --from=<eStargz image>", () => {
     const ratio = b.lazyBytes / layerBytes(lazyLayers);
     console.log(`# lazy glob/dir COPY --from: ${b.lazyBytes} bytes (${(ratio * 100).toFixed(3)}%)`);
     assert.ok(ratio < 0.05, `transferred ${b.lazyBytes}`);
-    assert.equal(await run(b.imageId, "ls /confs | tr '\\n' ' '; cat /confs/app.conf /confs/db.conf"), "app.conf base.conf db.conf app=1\ndb=1\n");
-    assert.equal(await run(b.imageId, "ls /libx | tr '\\n' ' '; cat /libx/one.txt; wc -c < /libx/blob.bin"), "blob.bin one.txt two.txt one\n262144\n");
+    assert.equal(
+      await run(b.imageId, "ls /confs | tr '\\n' ' '; cat /confs/app.conf /confs/db.conf"),
+      "app.conf base.conf db.conf app=1\ndb=1\n",
+    );
+    assert.equal(
+      await run(b.imageId, "ls /libx | tr '\\n' ' '; cat /libx/one.txt; wc -c < /libx/blob.bin"),
+      "blob.bin one.txt two.txt one\n262144\n",
+    );
     assert.equal(await run(b.imageId, "cat /alt /one; ls /globbed"), `${OS_RELEASE}one\nos-release\n`);
   });
 
@@ -181,7 +203,10 @@ describe("COPY --from=<eStargz image>", () => {
     assert.equal(await run(b.imageId, "ls -A /gone | tr '\\n' ' '; ls -A /opq"), "kept.txt new.txt\n");
     const dir = await space.scratch();
     await makeBusyboxTree(path.join(dir, "rootfs"));
-    await fsp.writeFile(path.join(dir, "Dockerfile"), `FROM scratch\nCOPY rootfs/ /\nCOPY --from=${lazyRef()} /gone/hidden.txt /h\n`);
+    await fsp.writeFile(
+      path.join(dir, "Dockerfile"),
+      `FROM scratch\nCOPY rootfs/ /\nCOPY --from=${lazyRef()} /gone/hidden.txt /h\n`,
+    );
     const r = await strata(["build", "-f", path.join(dir, "Dockerfile"), dir], { home });
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /not found/);
@@ -212,12 +237,25 @@ describe("COPY --from=<eStargz image>", () => {
     ];
     for (const c of cases) {
       const keyed = async (ref: string) => {
-        const r = await resolveInput({ kind: "select", name: "src", root: { kind: "image", ref }, patterns: c.patterns, ...(c.parents ? { parents: true } : {}) }, undefined, ctx);
+        const r = await resolveInput(
+          {
+            kind: "select",
+            name: "src",
+            root: { kind: "image", ref },
+            patterns: c.patterns,
+            ...(c.parents ? { parents: true } : {}),
+          },
+          undefined,
+          ctx,
+        );
         return { inputs: fileInputs([r]), matches: r.matches };
       };
       proxy.reset();
       const lazy = await keyed(lazyRef());
-      const lazyBytes = proxy.blobBytes(LAZY_REPO, lazyLayers.map((l) => l.digest));
+      const lazyBytes = proxy.blobBytes(
+        LAZY_REPO,
+        lazyLayers.map((l) => l.digest),
+      );
       const full = await keyed(plainRef());
       assert.deepEqual(lazy, full, JSON.stringify(c));
       assert.ok(lazy.inputs.length > 0);
@@ -226,12 +264,19 @@ describe("COPY --from=<eStargz image>", () => {
   });
 
   test("a registry that ignores Range headers: the lazy path steps aside (the caller pulls) instead of failing", async () => {
-    const noRanges = await startCuttingProxy(reg.host, { cutAfterBytes: Number.MAX_SAFE_INTEGER, cuts: 0, ignoreRange: true });
+    const noRanges = await startCuttingProxy(reg.host, {
+      cutAfterBytes: Number.MAX_SAFE_INTEGER,
+      cuts: 0,
+      ignoreRange: true,
+    });
     try {
       const store = await LocalStore.open(path.join(await space.scratch(), "store"));
       const root = await lazyImageRoot(`${noRanges.host}/${LAZY_REPO}:1`, store, { patterns: ["/small/hello.txt"] });
       assert.equal(root, undefined);
-      assert.ok(noRanges.requests.some((r) => r.range !== undefined && r.status === 200), "a ranged read was answered with the whole blob");
+      assert.ok(
+        noRanges.requests.some((r) => r.range !== undefined && r.status === 200),
+        "a ranged read was answered with the whole blob",
+      );
       const direct = await lazyImageRoot(lazyRef(), store, { patterns: ["/small/hello.txt"] });
       assert.ok(direct && direct.bytesRead > 0 && direct.bytesRead < direct.layerBytes * 0.05);
       assert.equal(await fsp.readFile(path.join(direct.dir, "small/hello.txt"), "utf8"), HELLO);

@@ -28,12 +28,21 @@ test("fromRegistry pulls a base from a loopback registry, builds on it, and keys
   cleanup.push(out);
   assert.equal((await strata(["export", built.imageId, "--oci", path.join(out, "layout")])).code, 0);
   const ref = `${registry.host}/team/busybox:1`;
-  await exec("skopeo", ["--insecure-policy", "copy", "--dest-tls-verify=false", `oci:${path.join(out, "layout")}:latest`, `docker://${ref}`]);
+  await exec("skopeo", [
+    "--insecure-policy",
+    "copy",
+    "--dest-tls-verify=false",
+    `oci:${path.join(out, "layout")}:latest`,
+    `docker://${ref}`,
+  ]);
 
   const dir = await tempDir();
   cleanup.push(dir);
   const def = path.join(dir, "image.ts");
-  await fsp.writeFile(def, `import { Image } from "strata";\nexport default Image.fromRegistry(${JSON.stringify(ref)}).runCommands("echo on-registry-base > /x");\n`);
+  await fsp.writeFile(
+    def,
+    `import { Image } from "strata";\nexport default Image.fromRegistry(${JSON.stringify(ref)}).runCommands("echo on-registry-base > /x");\n`,
+  );
   const first = await buildJson(def);
   assert.equal(first.steps[0]!.cached, false);
   const run = await strata(["run", first.imageId, "--", "cat", "/x"]);
@@ -43,7 +52,14 @@ test("fromRegistry pulls a base from a loopback registry, builds on it, and keys
   assert.equal(second.sandboxes, 0);
   // The same digest under another tag is a hit; a moved tag is a new base.
   const other = `${registry.host}/team/busybox:other`;
-  await exec("skopeo", ["--insecure-policy", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", `docker://${ref}`, `docker://${other}`]);
+  await exec("skopeo", [
+    "--insecure-policy",
+    "copy",
+    "--src-tls-verify=false",
+    "--dest-tls-verify=false",
+    `docker://${ref}`,
+    `docker://${other}`,
+  ]);
   await fsp.writeFile(def, (await fsp.readFile(def, "utf8")).replace(ref, other));
   const retagged = await buildJson(def);
   assert.equal(retagged.steps[0]!.key, first.steps[0]!.key);
@@ -51,7 +67,10 @@ test("fromRegistry pulls a base from a loopback registry, builds on it, and keys
   assert.equal(pulled.code, 0, pulled.stderr);
 
   // setupDockerfileCommands: Dockerfile lines on the base, each its own cached step, before the chain's own steps.
-  await fsp.writeFile(def, `import { Image } from "strata";\nexport default Image.fromRegistry(${JSON.stringify(ref)}, { setupDockerfileCommands: ["ENV SETUP=yes", "RUN echo $SETUP > /setup"] }).runCommands("cat /setup > /copied");\n`);
+  await fsp.writeFile(
+    def,
+    `import { Image } from "strata";\nexport default Image.fromRegistry(${JSON.stringify(ref)}, { setupDockerfileCommands: ["ENV SETUP=yes", "RUN echo $SETUP > /setup"] }).runCommands("cat /setup > /copied");\n`,
+  );
   const setup = await buildJson(def);
   assert.equal(setup.steps.length, 4);
   assert.equal((await strata(["run", setup.imageId, "--", "cat", "/copied"])).stdout, "yes\n");
@@ -70,8 +89,13 @@ test("fromRegistry with a secret logs in to a token-auth registry; credentials s
     const dir = await tempDir();
     cleanup.push(dir);
     const def = path.join(dir, "image.ts");
-    await fsp.writeFile(def, `import { Image, Secret } from "strata";\nexport default Image.fromRegistry(${JSON.stringify(ref)}, { secret: Secret.fromLocalEnv(["REGISTRY_USERNAME", "REGISTRY_PASSWORD"]) }).runCommands("echo private > /p");\n`);
-    const denied = await strata(["build", def], { env: { REGISTRY_USERNAME: "alice", REGISTRY_PASSWORD: "wrong-password" } });
+    await fsp.writeFile(
+      def,
+      `import { Image, Secret } from "strata";\nexport default Image.fromRegistry(${JSON.stringify(ref)}, { secret: Secret.fromLocalEnv(["REGISTRY_USERNAME", "REGISTRY_PASSWORD"]) }).runCommands("echo private > /p");\n`,
+    );
+    const denied = await strata(["build", def], {
+      env: { REGISTRY_USERNAME: "alice", REGISTRY_PASSWORD: "wrong-password" },
+    });
     assert.equal(denied.code, 1);
     assert.ok(!denied.stderr.includes("wrong-password"));
     assert.match(denied.stderr, /401|credentials|unauthorized/i);
@@ -81,7 +105,17 @@ test("fromRegistry with a secret logs in to a token-auth registry; credentials s
     assert.ok(!ok.stderr.includes("alice-pw-9f8e7d"));
     const inspect = await strata(["inspect", ok.imageId]);
     assert.ok(!inspect.stdout.includes("alice-pw-9f8e7d"));
-    const grep = await exec("grep", ["-rl", "--binary-files=text", "alice-pw-9f8e7d", SHARED_HOME, "--exclude-dir=layers", "--exclude-dir=defs"]).then((x) => x.stdout, () => "");
+    const grep = await exec("grep", [
+      "-rl",
+      "--binary-files=text",
+      "alice-pw-9f8e7d",
+      SHARED_HOME,
+      "--exclude-dir=layers",
+      "--exclude-dir=defs",
+    ]).then(
+      (x) => x.stdout,
+      () => "",
+    );
     assert.equal(grep, "");
   } finally {
     await authRegistry.stop();

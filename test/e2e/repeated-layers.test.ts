@@ -30,10 +30,15 @@ async function dockerfileProject(body: string, files: Record<string, string> = {
   return dir;
 }
 
-async function buildDockerfile(dir: string): Promise<{ imageId: string; steps: { description: string; layer: string | null }[] }> {
+async function buildDockerfile(
+  dir: string,
+): Promise<{ imageId: string; steps: { description: string; layer: string | null }[] }> {
   const r = await strata(["build", "-f", path.join(dir, "Dockerfile"), dir, "--json"]);
   assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout.trim().split("\n").pop()!) as { imageId: string; steps: { description: string; layer: string | null }[] };
+  return JSON.parse(r.stdout.trim().split("\n").pop()!) as {
+    imageId: string;
+    steps: { description: string; layer: string | null }[];
+  };
 }
 
 describe("repeated layers", () => {
@@ -48,8 +53,10 @@ describe("repeated layers", () => {
     assert.equal(run.stdout, "hi\n");
   });
 
-  test("SDK: runCommands(\"true\") twice, then a RUN that writes a file", async () => {
-    const { def } = await space.project(`export default base.runCommands("true").runCommands("true").runCommands("echo hi > /x");\n`);
+  test('SDK: runCommands("true") twice, then a RUN that writes a file', async () => {
+    const { def } = await space.project(
+      `export default base.runCommands("true").runCommands("true").runCommands("echo hi > /x");\n`,
+    );
     const built = await buildJson(def);
     const ids = await diffIds(built.imageId);
     assert.equal(ids.length, 4);
@@ -60,7 +67,10 @@ describe("repeated layers", () => {
   });
 
   test("Dockerfile: layer X, a layer deleting X's file, X again; a COPY and a RUN on top read X's file", async () => {
-    const dir = await dockerfileProject("COPY f.txt /f.txt\nRUN rm /f.txt\nCOPY f.txt /f.txt\nCOPY g.txt /g.txt\nRUN cat /f.txt /g.txt > /both\n", { "f.txt": "eff\n", "g.txt": "gee\n" });
+    const dir = await dockerfileProject(
+      "COPY f.txt /f.txt\nRUN rm /f.txt\nCOPY f.txt /f.txt\nCOPY g.txt /g.txt\nRUN cat /f.txt /g.txt > /both\n",
+      { "f.txt": "eff\n", "g.txt": "gee\n" },
+    );
     const built = await buildDockerfile(dir);
     const ids = await diffIds(built.imageId);
     assert.equal(ids.length, 6);
@@ -72,7 +82,9 @@ describe("repeated layers", () => {
   });
 
   test("Dockerfile: COPY --from a stage whose last two layers are the same empty layer", async () => {
-    const dir = await dockerfileProject("RUN echo made > /made\nRUN true\nRUN true\n\nFROM scratch\nCOPY --from=0 /made /bin/ /\n");
+    const dir = await dockerfileProject(
+      "RUN echo made > /made\nRUN true\nRUN true\n\nFROM scratch\nCOPY --from=0 /made /bin/ /\n",
+    );
     const built = await buildDockerfile(dir);
     const run = await strata(["run", built.imageId, "--", "/busybox", "cat", "/made"]);
     assert.equal(run.code, 0, run.stderr);

@@ -18,7 +18,10 @@ after(async () => {
 });
 
 test("a build stored in S3 is all cache hits from a fresh local cache, and runs", async () => {
-  const { def, dir } = await busyboxProject(`export default base.runCommands("echo from-s3 > /x").addLocalDir("./app", "/app", { copy: true });\n`, { "app/a.txt": "a\n" });
+  const { def, dir } = await busyboxProject(
+    `export default base.runCommands("echo from-s3 > /x").addLocalDir("./app", "/app", { copy: true });\n`,
+    { "app/a.txt": "a\n" },
+  );
   cleanup.push(dir);
   const home = await tempDir();
   cleanup.push(home);
@@ -38,7 +41,10 @@ test("a build stored in S3 is all cache hits from a fresh local cache, and runs"
   assert.equal(second.sandboxes, 0);
   assert.ok(second.steps.every((s) => s.cached));
   assert.equal(second.imageId, first.imageId);
-  const run = await strata(["run", second.imageId, "--", "cat", "/x", "/app/a.txt"], { home: path.join(home, "h3"), env: env("cache3") });
+  const run = await strata(["run", second.imageId, "--", "cat", "/x", "/app/a.txt"], {
+    home: path.join(home, "h3"),
+    env: env("cache3"),
+  });
   assert.equal(run.code, 0, run.stderr);
   assert.equal(run.stdout, "from-s3\na\n");
 });

@@ -44,17 +44,21 @@ function probe(label: string, addr: string): string {
 const TOOLS = `runCommands("ln -sf busybox /bin/nc && ln -sf busybox /bin/unshare && ln -sf busybox /bin/cut")`;
 
 describe("sandbox: a RUN step with default settings", () => {
-  test("has seccomp, no CAP_NET_RAW, cannot unshare a user namespace and cannot reach host loopback", { timeout: 120_000 }, async () => {
+  test("has seccomp, no CAP_NET_RAW, cannot unshare a user namespace and cannot reach host loopback", {
+    timeout: 120_000,
+  }, async () => {
     const hitsBefore = hits;
-    const { def } = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(
-      [
-        "grep -E '^(Seccomp|CapEff):' /proc/self/status",
-        "echo uid_map=$(cat /proc/self/uid_map)",
-        "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)",
-        probe("loopback", "127.0.0.1"),
-        probe("gateway", SLIRP_GATEWAY),
-      ].join("; "),
-    )});\n`);
+    const { def } = await space.project(
+      `export default base.${TOOLS}.runCommands(${JSON.stringify(
+        [
+          "grep -E '^(Seccomp|CapEff):' /proc/self/status",
+          "echo uid_map=$(cat /proc/self/uid_map)",
+          "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)",
+          probe("loopback", "127.0.0.1"),
+          probe("gateway", SLIRP_GATEWAY),
+        ].join("; "),
+      )});\n`,
+    );
     const built = await buildJson(def);
     const log = built.stderr;
     assert.match(log, /Seccomp:\s+2/, log);
@@ -74,16 +78,24 @@ describe("sandbox: a RUN step with default settings", () => {
     assert.equal(hits, hitsBefore, "the host's loopback server was reached from a sandboxed step");
   });
 
-  test("with network host (the entitlement a local step may ask for) reaches host loopback: the probe can tell", { timeout: 120_000 }, async () => {
+  test("with network host (the entitlement a local step may ask for) reaches host loopback: the probe can tell", {
+    timeout: 120_000,
+  }, async () => {
     const hitsBefore = hits;
-    const { def } = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(probe("loopback", "127.0.0.1"))}, { network: "host" });\n`);
+    const { def } = await space.project(
+      `export default base.${TOOLS}.runCommands(${JSON.stringify(probe("loopback", "127.0.0.1"))}, { network: "host" });\n`,
+    );
     const built = await buildJson(def);
     assert.match(built.stderr, /loopback=reached/, built.stderr);
     assert.ok(hits > hitsBefore);
   });
 
-  test("STRATA_NETWORK=none gives steps loopback only; a bad value is a clear error", { timeout: 120_000 }, async () => {
-    const { def } = await space.project(`export default base.${TOOLS}.runCommands("echo ifaces=$(ls /sys/class/net)");\n`);
+  test("STRATA_NETWORK=none gives steps loopback only; a bad value is a clear error", {
+    timeout: 120_000,
+  }, async () => {
+    const { def } = await space.project(
+      `export default base.${TOOLS}.runCommands("echo ifaces=$(ls /sys/class/net)");\n`,
+    );
     const built = await buildJson(def, [], { env: { STRATA_NETWORK: "none" } });
     assert.match(built.stderr, /ifaces=lo\n/, built.stderr);
     const bad = await strata(["build", def], { env: { STRATA_NETWORK: "bridge" } });
@@ -93,12 +105,18 @@ describe("sandbox: a RUN step with default settings", () => {
 });
 
 describe("sandbox: limits", () => {
-  test("a step over its memory limit fails with a message naming the limit; one over its pids limit too", { timeout: 120_000 }, async () => {
-    const { def } = await space.project(`export default base.runCommands("head -c 300m /dev/zero | busybox tail > /dev/null");\n`);
+  test("a step over its memory limit fails with a message naming the limit; one over its pids limit too", {
+    timeout: 120_000,
+  }, async () => {
+    const { def } = await space.project(
+      `export default base.runCommands("head -c 300m /dev/zero | busybox tail > /dev/null");\n`,
+    );
     const r = await strata(["build", def], { env: { STRATA_STEP_MEMORY: "64m" } });
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /ran out of memory: it exceeded its memory limit of 64 MiB/, r.stderr);
-    const forks = await space.project(`export default base.runCommands("i=0; while [ $i -lt 60 ]; do sleep 5 & i=$((i+1)); done; wait");\n`);
+    const forks = await space.project(
+      `export default base.runCommands("i=0; while [ $i -lt 60 ]; do sleep 5 & i=$((i+1)); done; wait");\n`,
+    );
     const p = await strata(["build", forks.def], { env: { STRATA_STEP_PIDS: "20" } });
     assert.equal(p.code, 1, p.stderr);
     assert.match(p.stderr, /could not create more processes: the pids limit of 20 was reached/, p.stderr);
@@ -108,7 +126,11 @@ describe("sandbox: limits", () => {
     const { def } = await space.project(`export default base.runCommands("true");\n`);
     const r = await strata(["build", def], { env: { STRATA_STEP_PIDS: "100", STRATA_MAX_STEP_PIDS: "50" } });
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /pids limit of 100 pids, above this service's maximum of 50 pids; lower STRATA_STEP_PIDS/, r.stderr);
+    assert.match(
+      r.stderr,
+      /pids limit of 100 pids, above this service's maximum of 50 pids; lower STRATA_STEP_PIDS/,
+      r.stderr,
+    );
     assert.equal(r.sandboxes, 0, "nothing ran");
   });
 });
@@ -121,8 +143,12 @@ describe("sandbox: lifetime", () => {
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
     const prefix = `strata-${child.pid}-`;
     const containers = async () => {
-      const r = await execFileP("runc", ["--root", RUNC_ROOT, "list", "--format", "json"]).catch(() => ({ stdout: "null" }));
-      return ((JSON.parse(r.stdout || "null") as { id: string; status: string; pid: number }[] | null) ?? []).filter((c) => c.id.startsWith(prefix));
+      const r = await execFileP("runc", ["--root", RUNC_ROOT, "list", "--format", "json"]).catch(() => ({
+        stdout: "null",
+      }));
+      return ((JSON.parse(r.stdout || "null") as { id: string; status: string; pid: number }[] | null) ?? []).filter(
+        (c) => c.id.startsWith(prefix),
+      );
     };
     const deadline = Date.now() + 60_000;
     let running: { id: string; status: string; pid: number }[] = [];
@@ -141,7 +167,10 @@ describe("sandbox: lifetime", () => {
       const stat = readFileSync(`/sys/fs/cgroup/memory${memPath[1]}/memory.stat`, "utf8");
       const limit = Number(/^hierarchical_memory_limit (\d+)$/m.exec(stat)![1]);
       assert.ok(limit > 0 && limit <= 64 * 1024 ** 3, `memory limit ${limit}`);
-      assert.ok(Number(readFileSync(`/sys/fs/cgroup/memory${path.dirname(memPath[1]!)}/memory.limit_in_bytes`, "utf8")) === limit);
+      assert.ok(
+        Number(readFileSync(`/sys/fs/cgroup/memory${path.dirname(memPath[1]!)}/memory.limit_in_bytes`, "utf8")) ===
+          limit,
+      );
       const pidsPath = /^\d+:pids:(.*)$/m.exec(cgroups)![1]!;
       assert.match(readFileSync(`/sys/fs/cgroup/pids${path.dirname(pidsPath)}/pids.max`, "utf8"), /^\d+\n$/);
     } else {
@@ -151,7 +180,11 @@ describe("sandbox: lifetime", () => {
     }
     child.kill("SIGKILL");
     await new Promise((r) => setTimeout(r, 2000));
-    assert.deepEqual((await containers()).filter((c) => c.status === "running"), [], "a container outlived its builder");
+    assert.deepEqual(
+      (await containers()).filter((c) => c.status === "running"),
+      [],
+      "a container outlived its builder",
+    );
     assert.throws(() => process.kill(pid, 0), /ESRCH/, "the step's process is still alive");
     // The next build reaps the stopped container record (reapStaleContainers).
     const next = await space.project(`export default base.runCommands("true");\n`);
@@ -161,14 +194,24 @@ describe("sandbox: lifetime", () => {
 });
 
 describe("sandbox: through strata serve", () => {
-  test("a RUN gets the same sandbox; the host network is refused unless the operator grants it; a step without a timeout is killed at the service's default", { timeout: 180_000 }, async () => {
+  test("a RUN gets the same sandbox; the host network is refused unless the operator grants it; a step without a timeout is killed at the service's default", {
+    timeout: 180_000,
+  }, async () => {
     const serve = await spawnServe({ STRATA_HOME: SHARED_HOME }, ["--step-timeout", "3s", "--max-step-timeout", "5s"]);
     try {
       const hitsBefore = hits;
       const env = { STRATA_SERVER: serve.url };
-      const probeDef = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(
-        ["grep -E '^(Seccomp|CapEff):' /proc/self/status", "echo uid_map=$(cat /proc/self/uid_map)", "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)", probe("loopback", "127.0.0.1"), probe("gateway", SLIRP_GATEWAY)].join("; "),
-      )});\n`);
+      const probeDef = await space.project(
+        `export default base.${TOOLS}.runCommands(${JSON.stringify(
+          [
+            "grep -E '^(Seccomp|CapEff):' /proc/self/status",
+            "echo uid_map=$(cat /proc/self/uid_map)",
+            "(unshare -Ur true 2>/dev/null && echo unshare=allowed || echo unshare=refused)",
+            probe("loopback", "127.0.0.1"),
+            probe("gateway", SLIRP_GATEWAY),
+          ].join("; "),
+        )});\n`,
+      );
       const built = await buildJson(probeDef.def, [], { env });
       assert.match(built.stderr, /Seccomp:\s+2/, built.stderr);
       const capEff = /CapEff:\s+([0-9a-f]+)/.exec(built.stderr)!;
@@ -179,7 +222,9 @@ describe("sandbox: through strata serve", () => {
       assert.match(built.stderr, /gateway=blocked/);
       assert.equal(hits, hitsBefore);
 
-      const hostDef = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(probe("loopback", "127.0.0.1"))}, { network: "host" });\n`);
+      const hostDef = await space.project(
+        `export default base.${TOOLS}.runCommands(${JSON.stringify(probe("loopback", "127.0.0.1"))}, { network: "host" });\n`,
+      );
       const refused = await strata(["build", hostDef.def], { env });
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /host network.*network\.host entitlement.*--allow-network-host/s, refused.stderr);
@@ -200,18 +245,26 @@ describe("sandbox: through strata serve", () => {
     }
   });
 
-  test("a client asks for its build's limits; the service applies them and refuses more than its maximum", { timeout: 120_000 }, async () => {
+  test("a client asks for its build's limits; the service applies them and refuses more than its maximum", {
+    timeout: 120_000,
+  }, async () => {
     const serve = await spawnServe({ STRATA_HOME: SHARED_HOME });
     try {
       const env = { STRATA_SERVER: serve.url };
-      const { def } = await space.project(`export default base.runCommands("head -c 300m /dev/zero | busybox tail > /dev/null");\n`);
+      const { def } = await space.project(
+        `export default base.runCommands("head -c 300m /dev/zero | busybox tail > /dev/null");\n`,
+      );
       const oom = await strata(["build", def], { env: { ...env, STRATA_STEP_MEMORY: "64m" } });
       assert.notEqual(oom.code, 0);
       assert.match(oom.stderr, /ran out of memory: it exceeded its memory limit of 64 MiB/, oom.stderr);
       const greedy = await space.project(`export default base.runCommands("true");\n`);
       const refused = await strata(["build", greedy.def], { env: { ...env, STRATA_STEP_PIDS: "100000" } });
       assert.notEqual(refused.code, 0);
-      assert.match(refused.stderr, /pids limit of 100000 pids, above this service's maximum of 4096 pids; lower STRATA_STEP_PIDS/, refused.stderr);
+      assert.match(
+        refused.stderr,
+        /pids limit of 100000 pids, above this service's maximum of 4096 pids; lower STRATA_STEP_PIDS/,
+        refused.stderr,
+      );
     } finally {
       serve.child.kill("SIGTERM");
       await serve.exited;
@@ -222,7 +275,9 @@ describe("sandbox: through strata serve", () => {
     const serve = await spawnServe({ STRATA_HOME: SHARED_HOME }, ["--allow-network-host"]);
     try {
       const hitsBefore = hits;
-      const hostDef = await space.project(`export default base.${TOOLS}.runCommands(${JSON.stringify(probe("loopback", "127.0.0.1"))}, { network: "host" });\n`);
+      const hostDef = await space.project(
+        `export default base.${TOOLS}.runCommands(${JSON.stringify(probe("loopback", "127.0.0.1"))}, { network: "host" });\n`,
+      );
       const built = await buildJson(hostDef.def, [], { env: { STRATA_SERVER: serve.url } });
       assert.match(built.stderr, /loopback=reached/);
       assert.ok(hits > hitsBefore);
@@ -234,18 +289,30 @@ describe("sandbox: through strata serve", () => {
 });
 
 describe("sandbox: user namespace", () => {
-  test("files a step's root makes are uid 0 in the layer, chowned ones keep their ids, and the host sees no shifted ids", { timeout: 120_000 }, async () => {
+  test("files a step's root makes are uid 0 in the layer, chowned ones keep their ids, and the host sees no shifted ids", {
+    timeout: 120_000,
+  }, async () => {
     const { def } = await space.project(
       `export default base.runCommands("mkdir -p /made/sub && echo r > /made/root.txt && echo a > /made/app.txt && chown 1000:1000 /made/app.txt && chown 42:65534 /made/sub && chmod 4755 /made/root.txt && id -u > /made/id");\n`,
     );
     const built = await buildJson(def);
     const layer = built.steps[built.steps.length - 1]!.layer!;
     // The layer's tar, as stored: owners are the image's own ids.
-    const tar = await execFileP("sh", ["-c", `gzip -dc ${SHARED_HOME}/blobs/sha256/${layer.slice(7)} | tar -tv --numeric-owner`]);
+    const tar = await execFileP("sh", [
+      "-c",
+      `gzip -dc ${SHARED_HOME}/blobs/sha256/${layer.slice(7)} | tar -tv --numeric-owner`,
+    ]);
     assert.match(tar.stdout, /-rwsr-xr-x 0\/0 .* made\/root\.txt/);
     assert.match(tar.stdout, /-rw-r--r-- 1000\/1000 .* made\/app\.txt/);
     assert.match(tar.stdout, /drwxr-xr-x 42\/65534 .* made\/sub\/?$/m);
-    const run = await strata(["run", built.imageId, "--", "sh", "-c", "cat /made/id; stat -c '%u:%g' /made/app.txt /made/sub"]);
+    const run = await strata([
+      "run",
+      built.imageId,
+      "--",
+      "sh",
+      "-c",
+      "cat /made/id; stat -c '%u:%g' /made/app.txt /made/sub",
+    ]);
     assert.equal(run.stdout, "0\n1000:1000\n42:65534\n");
   });
 });
@@ -254,7 +321,8 @@ describe("sandbox: Debian, with default settings", () => {
   /** A Debian image that installs a package with apt and probes its sandbox in the same way as the busybox tests. */
   function debianProbe(tag: string): string {
     // A TCP connect is enough: "reached" means the host's server accepted a connection.
-    const tcp = (label: string, addr: string) => `(timeout 3 bash -c 'exec 3<>/dev/tcp/${addr}/${port}' 2>/dev/null && echo ${label}=reached || echo ${label}=blocked)`;
+    const tcp = (label: string, addr: string) =>
+      `(timeout 3 bash -c 'exec 3<>/dev/tcp/${addr}/${port}' 2>/dev/null && echo ${label}=reached || echo ${label}=blocked)`;
     const probes = [
       "hello",
       "grep -E '^(Seccomp|CapEff):' /proc/self/status",
@@ -276,7 +344,9 @@ describe("sandbox: Debian, with default settings", () => {
     assert.match(log, /gateway=blocked/);
   }
 
-  test("apt installs from Debian's archive through the sandbox network, and the step is sandboxed", { timeout: 600_000 }, async () => {
+  test("apt installs from Debian's archive through the sandbox network, and the step is sandboxed", {
+    timeout: 600_000,
+  }, async () => {
     const dir = await space.scratch();
     const def = path.join(dir, "image.ts");
     await writeFile(def, debianProbe(nonceTag()));

@@ -18,7 +18,9 @@ test("concurrent image.build() calls sharing steps run each sandbox once (single
   await makeBusyboxTree(path.join(dir, "rootfs"));
   const store = await LocalStore.open(SHARED_HOME);
   const n = nonce();
-  const base = Image.fromScratch().addLocalDir(path.join(dir, "rootfs"), "/", { copy: true, ignore: [uniqueRootfsIgnore(n)] }).env({ N: n });
+  const base = Image.fromScratch()
+    .addLocalDir(path.join(dir, "rootfs"), "/", { copy: true, ignore: [uniqueRootfsIgnore(n)] })
+    .env({ N: n });
   const shared = base.runCommands("sleep 0.5; echo shared > /shared");
   const images = [shared.runCommands("echo a > /a"), shared.runCommands("echo b > /b"), shared, shared];
   const before = sandboxRunCount();

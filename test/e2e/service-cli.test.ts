@@ -11,7 +11,10 @@ test("strata build with STRATA_SERVER builds on the service, with the same image
   const token = "test-token-123";
   const serve = await spawnServe({ STRATA_HOME: SHARED_HOME, STRATA_TOKEN: token });
   try {
-    const { def } = await space.project(`export default base.runCommands("echo remote > /r").addLocalDir("./app", "/app", { copy: true });\n`, { "app/x.txt": "x\n" });
+    const { def } = await space.project(
+      `export default base.runCommands("echo remote > /r").addLocalDir("./app", "/app", { copy: true });\n`,
+      { "app/x.txt": "x\n" },
+    );
     const noToken = await strata(["build", def], { env: { STRATA_SERVER: serve.url } });
     assert.notEqual(noToken.code, 0);
     assert.match(noToken.stderr, /401|token/i);

@@ -90,15 +90,32 @@ async function project(): Promise<{ dir: string; dockerfile: string; tag: string
 }
 
 const image = (p: { dir: string; dockerfile: string }, greeting = "hi") =>
-  Image.fromDockerfile(p.dockerfile, { contextDir: p.dir, buildArgs: { GREETING: greeting }, secrets: Secret.fromObject({ tok: SECRET }) });
+  Image.fromDockerfile(p.dockerfile, {
+    contextDir: p.dir,
+    buildArgs: { GREETING: greeting },
+    secrets: Secret.fromObject({ tok: SECRET }),
+  });
 
 test("a multi-stage Dockerfile builds on the service: same keys and image as locally; cached rebuilds upload nothing; an edit uploads one file", async () => {
   const p = await project();
   const statCache = path.join(p.dir, "statcache.json");
   const lines: string[] = [];
-  const first = await remoteBuildImage(image(p), { server: serve.url, token: TOKEN, statCache, log: (l) => lines.push(l) });
+  const first = await remoteBuildImage(image(p), {
+    server: serve.url,
+    token: TOKEN,
+    statCache,
+    log: (l) => lines.push(l),
+  });
   // Exactly the files the COPYs read (the service's store is new): not the ignored, unmatched or unused ones.
-  const read = ["rootfs/bin/busybox", "rootfs/etc/passwd", "rootfs/etc/group", "src/a.txt", "src/b.txt", "lib/one.sh", "lib/deep/two.sh"];
+  const read = [
+    "rootfs/bin/busybox",
+    "rootfs/etc/passwd",
+    "rootfs/etc/group",
+    "src/a.txt",
+    "src/b.txt",
+    "lib/one.sh",
+    "lib/deep/two.sh",
+  ];
   let bytes = 0;
   for (const f of read) bytes += (await fsp.stat(path.join(p.dir, f))).size;
   assert.equal(first.uploadedFiles, read.length);
@@ -115,7 +132,11 @@ test("a multi-stage Dockerfile builds on the service: same keys and image as loc
     return r.stdout;
   };
   assert.equal(await run("cat", "/app/stage/all"), "alpha\nbeta\n");
-  assert.equal((await run("cat", "/app/stage/toklen")).trim(), String(SECRET.length), "a secret mounted in a stage the target reads");
+  assert.equal(
+    (await run("cat", "/app/stage/toklen")).trim(),
+    String(SECRET.length),
+    "a secret mounted in a stage the target reads",
+  );
   assert.equal(await run("cat", "/app/data.txt"), "downloaded data\n");
   assert.equal(await run("cat", "/app/greeting"), "hi\n");
   assert.equal((await run("cat", "/app/toklen")).trim(), String(SECRET.length));
@@ -127,20 +148,35 @@ test("a multi-stage Dockerfile builds on the service: same keys and image as loc
   // Same store, built locally: every step a cache hit with the same key (the service keyed what a local build keys).
   const store = await LocalStore.open(home);
   const local = await image(p).build({ store, log: () => undefined });
-  assert.deepEqual(local.steps.map((s) => s.key), first.steps.map((s) => s.key), "same step keys locally and on the service");
-  assert.ok(local.steps.every((s) => s.cached), "a local build on the service's store is all cache hits");
+  assert.deepEqual(
+    local.steps.map((s) => s.key),
+    first.steps.map((s) => s.key),
+    "same step keys locally and on the service",
+  );
+  assert.ok(
+    local.steps.every((s) => s.cached),
+    "a local build on the service's store is all cache hits",
+  );
   assert.equal(local.imageId, first.imageId);
 
   const again = await remoteBuildImage(image(p), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
   assert.equal(again.uploadedBytes, 0, "nothing to upload");
   assert.equal(again.uploadedFiles, 0);
-  assert.ok(again.steps.every((s) => s.cached), "all cached");
+  assert.ok(
+    again.steps.every((s) => s.cached),
+    "all cached",
+  );
   assert.equal(again.imageId, first.imageId);
 
   // An unused or ignored file changes nothing; one edited source uploads just that file.
   await write(p.dir, "unused/big.bin", "y".repeat(100_000));
   await write(p.dir, "lib/deep/junk.log", "still ignored\n");
-  const unrelated = await remoteBuildImage(image(p), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
+  const unrelated = await remoteBuildImage(image(p), {
+    server: serve.url,
+    token: TOKEN,
+    statCache,
+    log: () => undefined,
+  });
   assert.equal(unrelated.uploadedFiles, 0);
   assert.equal(unrelated.imageId, first.imageId);
 
@@ -151,18 +187,29 @@ test("a multi-stage Dockerfile builds on the service: same keys and image as loc
   assert.notEqual(edited.imageId, first.imageId);
   const byDesc = (r: typeof edited, re: RegExp) => r.steps.find((s) => re.test(s.description));
   assert.equal(byDesc(edited, /ADD http/)?.cached, false, "steps after the changed COPY --from rebuild");
-  assert.equal((await strata(["run", edited.imageId, "--", "cat", "/app/stage/all"], { home })).stdout, "alpha\nBETA!\n");
+  assert.equal(
+    (await strata(["run", edited.imageId, "--", "cat", "/app/stage/all"], { home })).stdout,
+    "alpha\nBETA!\n",
+  );
   // The cache mount persisted on the service between the two runs of the builder stage's RUN.
   assert.equal(await run("cat", "/app/stage/runs").then((t) => t.trim()), "1");
   assert.equal((await strata(["run", edited.imageId, "--", "cat", "/app/stage/runs"], { home })).stdout.trim(), "2");
 
   // A changed build arg rebuilds only the steps using it, keyed as locally.
-  const bye = await remoteBuildImage(image(p, "bye"), { server: serve.url, token: TOKEN, statCache, log: () => undefined });
+  const bye = await remoteBuildImage(image(p, "bye"), {
+    server: serve.url,
+    token: TOKEN,
+    statCache,
+    log: () => undefined,
+  });
   assert.equal(bye.uploadedFiles, 0);
   assert.equal(byDesc(bye, /ADD http/)?.cached, true);
   assert.equal(byDesc(bye, /echo "\$GREETING"/)?.cached, false);
   const localBye = await image(p, "bye").build({ store, log: () => undefined });
-  assert.deepEqual(localBye.steps.map((s) => s.key), bye.steps.map((s) => s.key));
+  assert.deepEqual(
+    localBye.steps.map((s) => s.key),
+    bye.steps.map((s) => s.key),
+  );
   assert.equal(localBye.imageId, bye.imageId);
 });
 
@@ -182,18 +229,29 @@ test("strata build of a fromDockerfile definition with STRATA_SERVER builds on t
 
 test("strata build -f Dockerfile <context> with STRATA_SERVER builds on the service, with the keys of the definition build", async () => {
   const p = await project();
-  const remote = await strata(["build", "-f", p.dockerfile, p.dir, "--build-arg", "GREETING=cli-f", "--secret", "id=tok,env=TOK_VALUE", "--json"], {
-    env: { STRATA_SERVER: serve.url, STRATA_TOKEN: TOKEN, TOK_VALUE: "x" },
-  });
+  const remote = await strata(
+    ["build", "-f", p.dockerfile, p.dir, "--build-arg", "GREETING=cli-f", "--secret", "id=tok,env=TOK_VALUE", "--json"],
+    {
+      env: { STRATA_SERVER: serve.url, STRATA_TOKEN: TOKEN, TOK_VALUE: "x" },
+    },
+  );
   assert.equal(remote.code, 0, remote.stderr);
   assert.equal(remote.sandboxes, 0, "the client ran no sandbox itself");
   const out = JSON.parse(remote.stdout.trim().split("\n").pop()!) as { imageId: string; steps: { key: string }[] };
   assert.equal((await strata(["run", out.imageId, "--", "cat", "/app/greeting"], { home })).stdout, "cli-f\n");
   // The same build locally on the service's store: every step is a hit under the same keys.
-  const local = await strata(["build", "-f", p.dockerfile, p.dir, "--build-arg", "GREETING=cli-f", "--secret", "id=tok,env=TOK_VALUE", "--json"], { home, env: { TOK_VALUE: "x" } });
+  const local = await strata(
+    ["build", "-f", p.dockerfile, p.dir, "--build-arg", "GREETING=cli-f", "--secret", "id=tok,env=TOK_VALUE", "--json"],
+    { home, env: { TOK_VALUE: "x" } },
+  );
   assert.equal(local.code, 0, local.stderr);
-  const localOut = JSON.parse(local.stdout.trim().split("\n").pop()!) as { imageId: string; steps: { key: string; cached: boolean }[] };
-  assert.deepEqual(localOut.steps.map((s) => s.key), out.steps.map((s) => s.key));
+  const localOut = JSON.parse(local.stdout.trim().split("\n").pop()!) as {
+    imageId: string;
+    steps: { key: string; cached: boolean }[];
+  };
+  assert.deepEqual(
+    localOut.steps.map((s) => s.key),
+    out.steps.map((s) => s.key),
+  );
   assert.ok(localOut.steps.every((s) => s.cached));
 });
-

@@ -1,6 +1,15 @@
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { applyInstruction, DEFAULT_PATH, DEFAULT_SHELL, emptyConfig, envMap, manifestFor, nextConfig, setEnv } from "../../src/engine/config.js";
+import {
+  applyInstruction,
+  DEFAULT_PATH,
+  DEFAULT_SHELL,
+  emptyConfig,
+  envMap,
+  manifestFor,
+  nextConfig,
+  setEnv,
+} from "../../src/engine/config.js";
 import { diffInputs } from "../../src/engine/explain.js";
 import type { FileInput, KeyInputs } from "../../src/keys/step-key.js";
 import { MediaType, type ImageConfig, type RuntimeConfig } from "../../src/oci/types.js";
@@ -9,7 +18,12 @@ import type { LayerRecord } from "../../src/store/store.js";
 import type { Digest } from "../../src/util/digest.js";
 
 const d = (c: string) => ("sha256:" + c.repeat(64).slice(0, 64)) as Digest;
-const layer = (c: string, size = 123): LayerRecord => ({ digest: d(c), diffId: ("sha256:" + c + "0".repeat(63)) as Digest, size, mediaType: MediaType.ociLayerGzip });
+const layer = (c: string, size = 123): LayerRecord => ({
+  digest: d(c),
+  diffId: ("sha256:" + c + "0".repeat(63)) as Digest,
+  size,
+  mediaType: MediaType.ociLayerGzip,
+});
 const T = "2026-01-01T00:00:00Z";
 
 function deepFreeze<T>(x: T): T {
@@ -48,14 +62,27 @@ describe("setEnv and envMap", () => {
 
   test("envMap splits at the first = and skips malformed entries", () => {
     const m = envMap(["A=1", "B=x=y", "=bad", "noeq", "E="]);
-    assert.deepEqual([...m], [["A", "1"], ["B", "x=y"], ["E", ""]]);
+    assert.deepEqual(
+      [...m],
+      [
+        ["A", "1"],
+        ["B", "x=y"],
+        ["E", ""],
+      ],
+    );
     assert.equal(envMap(undefined).size, 0);
   });
 
   test("defaults", () => {
     assert.equal(DEFAULT_PATH, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     assert.deepEqual(DEFAULT_SHELL, ["/bin/sh", "-c"]);
-    assert.deepEqual(emptyConfig(), { architecture: "amd64", os: "linux", config: {}, rootfs: { type: "layers", diff_ids: [] }, history: [] });
+    assert.deepEqual(emptyConfig(), {
+      architecture: "amd64",
+      os: "linux",
+      config: {},
+      rootfs: { type: "layers", diff_ids: [] },
+      history: [],
+    });
     assert.notEqual(emptyConfig().rootfs.diff_ids, emptyConfig().rootfs.diff_ids, "fresh arrays each call");
   });
 });
@@ -64,12 +91,31 @@ describe("setEnv and envMap", () => {
 
 describe("applyInstruction", () => {
   test("ENV sets new variables in order and replaces existing ones in place", () => {
-    const c = applyInstruction({ Env: ["PATH=/bin", "A=1"] }, { op: "ENV", vars: [["B", "2"], ["PATH", "/usr/bin:/bin"], ["C", "3"]] });
+    const c = applyInstruction(
+      { Env: ["PATH=/bin", "A=1"] },
+      {
+        op: "ENV",
+        vars: [
+          ["B", "2"],
+          ["PATH", "/usr/bin:/bin"],
+          ["C", "3"],
+        ],
+      },
+    );
     assert.deepEqual(c.Env, ["PATH=/usr/bin:/bin", "A=1", "B=2", "C=3"]);
   });
 
   test("ENV with the same name twice in one instruction keeps the last value", () => {
-    const c = applyInstruction({}, { op: "ENV", vars: [["A", "1"], ["A", "2"]] });
+    const c = applyInstruction(
+      {},
+      {
+        op: "ENV",
+        vars: [
+          ["A", "1"],
+          ["A", "2"],
+        ],
+      },
+    );
     assert.deepEqual(c.Env, ["A=2"]);
   });
 
@@ -114,7 +160,10 @@ describe("applyInstruction", () => {
   });
 
   test("CMD does not touch ENTRYPOINT", () => {
-    assert.deepEqual(applyInstruction({ Entrypoint: ["e"] }, { op: "CMD", argv: ["c"] }), { Entrypoint: ["e"], Cmd: ["c"] });
+    assert.deepEqual(applyInstruction({ Entrypoint: ["e"] }, { op: "CMD", argv: ["c"] }), {
+      Entrypoint: ["e"],
+      Cmd: ["c"],
+    });
   });
 
   test("SHELL sets the shell", () => {
@@ -122,7 +171,16 @@ describe("applyInstruction", () => {
   });
 
   test("LABEL merges with existing labels, later values winning", () => {
-    const c = applyInstruction({ Labels: { a: "1", b: "2" } }, { op: "LABEL", labels: [["b", "3"], ["c", "4"]] });
+    const c = applyInstruction(
+      { Labels: { a: "1", b: "2" } },
+      {
+        op: "LABEL",
+        labels: [
+          ["b", "3"],
+          ["c", "4"],
+        ],
+      },
+    );
     assert.deepEqual(c.Labels, { a: "1", b: "3", c: "4" });
   });
 
@@ -166,10 +224,23 @@ describe("nextConfig", () => {
 
   test("a step with a layer appends its diff_id and a history entry without empty_layer", () => {
     const l = layer("a");
-    const c = nextConfig(parent(), [{ op: "RUN", command: "apt-get update" }, { op: "RUN", command: "apt-get install -y jq" }], l, T, "aptInstall jq");
+    const c = nextConfig(
+      parent(),
+      [
+        { op: "RUN", command: "apt-get update" },
+        { op: "RUN", command: "apt-get install -y jq" },
+      ],
+      l,
+      T,
+      "aptInstall jq",
+    );
     assert.deepEqual(c.rootfs, { type: "layers", diff_ids: [d("1"), l.diffId] });
     assert.equal(c.history.length, 2);
-    assert.deepEqual(c.history[1], { created: T, created_by: "RUN apt-get update && RUN apt-get install -y jq", comment: "aptInstall jq" });
+    assert.deepEqual(c.history[1], {
+      created: T,
+      created_by: "RUN apt-get update && RUN apt-get install -y jq",
+      comment: "aptInstall jq",
+    });
     assert.ok(!("empty_layer" in c.history[1]!));
     assert.equal(c.created, T);
     assert.deepEqual(c.config, { Env: ["PATH=/bin"], Cmd: ["python3"] });
@@ -203,7 +274,14 @@ describe("nextConfig", () => {
       T,
       "meta",
     );
-    assert.deepEqual(c.config, { Env: ["PATH=/bin"], Cmd: ["c"], Entrypoint: ["e"], WorkingDir: "/app/src", Labels: { k: "v" }, User: "nobody" });
+    assert.deepEqual(c.config, {
+      Env: ["PATH=/bin"],
+      Cmd: ["c"],
+      Entrypoint: ["e"],
+      WorkingDir: "/app/src",
+      Labels: { k: "v" },
+      User: "nobody",
+    });
   });
 
   test("ENTRYPOINT in a step clears the parent's CMD (null, kept in the JSON)", () => {
@@ -231,7 +309,16 @@ describe("nextConfig", () => {
   test("nextConfig does not mutate the parent", () => {
     const p = deepFreeze(parent());
     const snapshot = JSON.stringify(p);
-    nextConfig(p, [{ op: "ENV", vars: [["B", "2"]] }, { op: "LABEL", labels: [["a", "b"]] }], layer("b"), T, "x");
+    nextConfig(
+      p,
+      [
+        { op: "ENV", vars: [["B", "2"]] },
+        { op: "LABEL", labels: [["a", "b"]] },
+      ],
+      layer("b"),
+      T,
+      "x",
+    );
     assert.equal(JSON.stringify(p), snapshot);
   });
 
@@ -292,7 +379,15 @@ describe("manifestFor", () => {
 // ---- diffInputs ----------------------------------------------------------------------------------------------
 
 describe("diffInputs (strata explain)", () => {
-  const file = (p: string, digest: string, extra: Partial<FileInput> = {}): FileInput => ({ path: p, type: "file", mode: 0o644, uid: 0, gid: 0, digest, ...extra });
+  const file = (p: string, digest: string, extra: Partial<FileInput> = {}): FileInput => ({
+    path: p,
+    type: "file",
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    digest,
+    ...extra,
+  });
   const k = (over: Partial<KeyInputs> = {}): KeyInputs => ({
     builderVersion: "2026.11",
     parent: null,
@@ -321,12 +416,24 @@ describe("diffInputs (strata explain)", () => {
   });
 
   test("added and removed packages are both listed, added first", () => {
-    const r = diffInputs("aptInstall", k({ instructions: ["a"] }), k({ instructions: ["b"] }), "aptInstall jq curl", "aptInstall jq git");
+    const r = diffInputs(
+      "aptInstall",
+      k({ instructions: ["a"] }),
+      k({ instructions: ["b"] }),
+      "aptInstall jq curl",
+      "aptInstall jq git",
+    );
     assert.deepEqual(r, ["packages changed: +git -curl"]);
   });
 
   test("uvPipInstall is a package method too", () => {
-    const r = diffInputs("uvPipInstall", k({ instructions: ["a"] }), k({ instructions: ["b"] }), "uvPipInstall a", "uvPipInstall a b==2");
+    const r = diffInputs(
+      "uvPipInstall",
+      k({ instructions: ["a"] }),
+      k({ instructions: ["b"] }),
+      "uvPipInstall a",
+      "uvPipInstall a b==2",
+    );
     assert.deepEqual(r, ["packages changed: +b==2"]);
   });
 
@@ -342,36 +449,66 @@ describe("diffInputs (strata explain)", () => {
   });
 
   test("other methods report the old and new instructions", () => {
-    const r = diffInputs("runCommands", k({ instructions: ["RUN a", "RUN b"] }), k({ instructions: ["RUN a", "RUN c"] }), "runCommands a", "runCommands a");
+    const r = diffInputs(
+      "runCommands",
+      k({ instructions: ["RUN a", "RUN b"] }),
+      k({ instructions: ["RUN a", "RUN c"] }),
+      "runCommands a",
+      "runCommands a",
+    );
     assert.deepEqual(r, ["instructions changed: was `RUN a && RUN b`, now `RUN a && RUN c`"]);
   });
 
   test("a file whose content changed is named (without the input name prefix)", () => {
-    const r = diffInputs("addLocalDir", k({ files: [file("context/src/app.py", "1"), file("context/b", "2")] }), k({ files: [file("context/src/app.py", "9"), file("context/b", "2")] }), "d", "d");
+    const r = diffInputs(
+      "addLocalDir",
+      k({ files: [file("context/src/app.py", "1"), file("context/b", "2")] }),
+      k({ files: [file("context/src/app.py", "9"), file("context/b", "2")] }),
+      "d",
+      "d",
+    );
     assert.deepEqual(r, ["src/app.py content changed"]);
   });
 
   test("a type change counts as a content change", () => {
-    const r = diffInputs("addLocalDir", k({ files: [file("context/x", "1")] }), k({ files: [file("context/x", "1", { type: "symlink" })] }), "d", "d");
+    const r = diffInputs(
+      "addLocalDir",
+      k({ files: [file("context/x", "1")] }),
+      k({ files: [file("context/x", "1", { type: "symlink" })] }),
+      "d",
+      "d",
+    );
     assert.deepEqual(r, ["x content changed"]);
   });
 
   test("mode, uid or gid changes are reported as mode/owner changes", () => {
     const before = k({ files: [file("context/a", "1"), file("context/b", "1"), file("context/c", "1")] });
-    const now = k({ files: [file("context/a", "1", { mode: 0o755 }), file("context/b", "1", { uid: 1 }), file("context/c", "1", { gid: 1 })] });
+    const now = k({
+      files: [
+        file("context/a", "1", { mode: 0o755 }),
+        file("context/b", "1", { uid: 1 }),
+        file("context/c", "1", { gid: 1 }),
+      ],
+    });
     assert.deepEqual(diffInputs("addLocalDir", before, now, "d", "d"), ["a, b, c mode/owner changed"]);
   });
 
   test("added and removed files are counted and named", () => {
     const before = k({ files: [file("context/keep", "1"), file("context/old", "2")] });
     const now = k({ files: [file("context/keep", "1"), file("context/new1", "3"), file("context/new2", "4")] });
-    assert.deepEqual(diffInputs("addLocalDir", before, now, "d", "d"), ["2 files added (new1, new2), 1 file removed (old)"]);
+    assert.deepEqual(diffInputs("addLocalDir", before, now, "d", "d"), [
+      "2 files added (new1, new2), 1 file removed (old)",
+    ]);
   });
 
   test("content, mode, added and removed parts are combined in one line", () => {
     const before = k({ files: [file("context/a", "1"), file("context/b", "1"), file("context/gone", "1")] });
-    const now = k({ files: [file("context/a", "2"), file("context/b", "1", { mode: 0o600 }), file("context/new", "1")] });
-    assert.deepEqual(diffInputs("addLocalDir", before, now, "d", "d"), ["a content changed, b mode/owner changed, 1 file added (new), 1 file removed (gone)"]);
+    const now = k({
+      files: [file("context/a", "2"), file("context/b", "1", { mode: 0o600 }), file("context/new", "1")],
+    });
+    assert.deepEqual(diffInputs("addLocalDir", before, now, "d", "d"), [
+      "a content changed, b mode/owner changed, 1 file added (new), 1 file removed (gone)",
+    ]);
   });
 
   test("more than five files are elided with a total", () => {
@@ -381,12 +518,34 @@ describe("diffInputs (strata explain)", () => {
   });
 
   test("a changed function source is reported", () => {
-    const r = diffInputs("runFunction", k({ extra: [["function.source", "() => 1"], ["function.args", "[]"]] }), k({ extra: [["function.source", "() => 2"], ["function.args", "[]"]] }), "f", "f");
+    const r = diffInputs(
+      "runFunction",
+      k({
+        extra: [
+          ["function.source", "() => 1"],
+          ["function.args", "[]"],
+        ],
+      }),
+      k({
+        extra: [
+          ["function.source", "() => 2"],
+          ["function.args", "[]"],
+        ],
+      }),
+      "f",
+      "f",
+    );
     assert.deepEqual(r, ["function source changed"]);
   });
 
   test("changed function arguments show old and new JSON", () => {
-    const r = diffInputs("runFunction", k({ extra: [["function.args", "[1]"]] }), k({ extra: [["function.args", "[2]"]] }), "f", "f");
+    const r = diffInputs(
+      "runFunction",
+      k({ extra: [["function.args", "[1]"]] }),
+      k({ extra: [["function.args", "[2]"]] }),
+      "f",
+      "f",
+    );
     assert.deepEqual(r, ["function arguments changed: [1] → [2]"]);
     const r2 = diffInputs("runFunction", k(), k({ extra: [["function.args", "[2]"]] }), "f", "f");
     assert.deepEqual(r2, ["function arguments changed: none → [2]"]);
@@ -395,8 +554,20 @@ describe("diffInputs (strata explain)", () => {
   test("step env, base manifest and other extras are named", () => {
     const r = diffInputs(
       "runCommands",
-      k({ extra: [["env.FOO", "1"], ["base.manifest", "sha256:old"], ["uvVersion", "0.9.5"]] }),
-      k({ extra: [["env.FOO", "2"], ["base.manifest", "sha256:new"], ["uvVersion", "0.9.6"]] }),
+      k({
+        extra: [
+          ["env.FOO", "1"],
+          ["base.manifest", "sha256:old"],
+          ["uvVersion", "0.9.5"],
+        ],
+      }),
+      k({
+        extra: [
+          ["env.FOO", "2"],
+          ["base.manifest", "sha256:new"],
+          ["uvVersion", "0.9.6"],
+        ],
+      }),
       "x",
       "x",
     );
@@ -404,13 +575,21 @@ describe("diffInputs (strata explain)", () => {
   });
 
   test("a changed builder version is reported first", () => {
-    const r = diffInputs("runCommands", k({ builderVersion: "2026.11", instructions: ["RUN a"] }), k({ builderVersion: "PREVIEW", instructions: ["RUN b"] }), "x", "x");
+    const r = diffInputs(
+      "runCommands",
+      k({ builderVersion: "2026.11", instructions: ["RUN a"] }),
+      k({ builderVersion: "PREVIEW", instructions: ["RUN b"] }),
+      "x",
+      "x",
+    );
     assert.equal(r[0], "builder version changed: 2026.11 → PREVIEW");
     assert.equal(r.length, 2);
   });
 
   test("changed secret names are reported", () => {
-    assert.deepEqual(diffInputs("runCommands", k({ secretNames: ["A"] }), k({ secretNames: ["A", "B"] }), "x", "x"), ["secret names changed: [A] → [A,B]"]);
+    assert.deepEqual(diffInputs("runCommands", k({ secretNames: ["A"] }), k({ secretNames: ["A", "B"] }), "x", "x"), [
+      "secret names changed: [A] → [A,B]",
+    ]);
   });
 
   test("file order does not produce spurious differences", () => {
@@ -419,24 +598,58 @@ describe("diffInputs (strata explain)", () => {
   });
 
   test("extra order does not produce spurious differences", () => {
-    const extra: [string, string][] = [["a", "1"], ["b", "2"]];
+    const extra: [string, string][] = [
+      ["a", "1"],
+      ["b", "2"],
+    ];
     assert.deepEqual(diffInputs("x", k({ extra }), k({ extra: [...extra].reverse() }), "d", "d"), []);
   });
 
   test("secret name order and duplicates do not produce spurious differences (the key ignores them)", () => {
-    assert.deepEqual(diffInputs("runCommands", k({ secretNames: ["A", "B"] }), k({ secretNames: ["B", "A", "B"] }), "x", "x"), []);
+    assert.deepEqual(
+      diffInputs("runCommands", k({ secretNames: ["A", "B"] }), k({ secretNames: ["B", "A", "B"] }), "x", "x"),
+      [],
+    );
   });
 
   test("changed, added and removed build args are reported by name", () => {
-    const r = diffInputs("runCommands", k({ buildArgs: [["A", "1"], ["GONE", "x"]] }), k({ buildArgs: [["NEW", "y"], ["A", "2"]] }), "x", "x");
+    const r = diffInputs(
+      "runCommands",
+      k({
+        buildArgs: [
+          ["A", "1"],
+          ["GONE", "x"],
+        ],
+      }),
+      k({
+        buildArgs: [
+          ["NEW", "y"],
+          ["A", "2"],
+        ],
+      }),
+      "x",
+      "x",
+    );
     assert.equal(r.length, 3);
-    assert.ok(r.some((l) => /build arg A changed/.test(l) && l.includes("1") && l.includes("2")), r.join("\n"));
-    assert.ok(r.some((l) => /build arg GONE changed/.test(l)), r.join("\n"));
-    assert.ok(r.some((l) => /build arg NEW changed/.test(l)), r.join("\n"));
+    assert.ok(
+      r.some((l) => /build arg A changed/.test(l) && l.includes("1") && l.includes("2")),
+      r.join("\n"),
+    );
+    assert.ok(
+      r.some((l) => /build arg GONE changed/.test(l)),
+      r.join("\n"),
+    );
+    assert.ok(
+      r.some((l) => /build arg NEW changed/.test(l)),
+      r.join("\n"),
+    );
   });
 
   test("build arg order does not produce spurious differences", () => {
-    const buildArgs: [string, string][] = [["A", "1"], ["B", "2"]];
+    const buildArgs: [string, string][] = [
+      ["A", "1"],
+      ["B", "2"],
+    ];
     assert.deepEqual(diffInputs("x", k({ buildArgs }), k({ buildArgs: [...buildArgs].reverse() }), "d", "d"), []);
   });
 });

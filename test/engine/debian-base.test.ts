@@ -24,7 +24,10 @@ describe("mmdebstrapArgs", () => {
     const argv = mmdebstrapArgs(spec(), "/store/tmp/base-1/rootfs");
     assert.deepEqual(argv.slice(-4), ["--", "bookworm", "/store/tmp/base-1/rootfs", "http://deb.debian.org/debian"]);
     assert.equal(argv.indexOf("--"), argv.length - 4, "one -- only");
-    assert.ok(argv.slice(0, -4).every((a) => a.startsWith("--")), "everything before -- is Strata's own option");
+    assert.ok(
+      argv.slice(0, -4).every((a) => a.startsWith("--")),
+      "everything before -- is Strata's own option",
+    );
     assert.ok(argv.includes("--variant=minbase"));
     assert.ok(argv.includes("--mode=unshare"), "mmdebstrap runs unprivileged, in a user namespace");
     assert.ok(argv.includes("--skip=output/dev"));
@@ -32,16 +35,32 @@ describe("mmdebstrapArgs", () => {
   });
 
   const refused: [string, Partial<DebianSpec>, RegExp][] = [
-    ["a suite that is an option", { suite: "--setup-hook=touch /tmp/x" }, /suite "--setup-hook=touch \/tmp\/x" starts with "-"/],
+    [
+      "a suite that is an option",
+      { suite: "--setup-hook=touch /tmp/x" },
+      /suite "--setup-hook=touch \/tmp\/x" starts with "-"/,
+    ],
     ["a mirror that is an option", { mirror: "--customize-hook=id" }, /mirror .* starts with "-"/],
     ["a mirror that is stdin", { mirror: "-" }, /mirror "-" starts with "-"/],
-    ["a mirror with sources.list options", { mirror: "[trusted=yes] http://127.0.0.1:1/evil" }, /mirror .* contains whitespace/],
-    ["a mirror with a second line", { mirror: "http://deb.debian.org/debian\ndeb http://127.0.0.1:1/evil x main" }, /mirror .* contains whitespace/],
+    [
+      "a mirror with sources.list options",
+      { mirror: "[trusted=yes] http://127.0.0.1:1/evil" },
+      /mirror .* contains whitespace/,
+    ],
+    [
+      "a mirror with a second line",
+      { mirror: "http://deb.debian.org/debian\ndeb http://127.0.0.1:1/evil x main" },
+      /mirror .* contains whitespace/,
+    ],
     ["a suite with a tab", { suite: "bookworm\tmain" }, /suite .* contains whitespace/],
     ["a suite with a NUL", { suite: "bookworm\0" }, /suite .* contains whitespace or a NUL/],
     ["a variant that is an option", { variant: "-v" }, /variant "-v" starts with "-"/],
     ["an empty suite", { suite: "" }, /suite must be a non-empty string/],
-    ["a package that is an option", { packages: ["ca-certificates", "--allow-unauthenticated"] }, /packages\[1\] "--allow-unauthenticated" starts with "-"/],
+    [
+      "a package that is an option",
+      { packages: ["ca-certificates", "--allow-unauthenticated"] },
+      /packages\[1\] "--allow-unauthenticated" starts with "-"/,
+    ],
     ["a package list in one name", { packages: ["a,b"] }, /packages\[0\] "a,b" contains ","/],
     ["a package with a space", { packages: ["a b"] }, /packages\[0\] "a b" contains whitespace/],
     ["no packages", { packages: [] }, /packages must be a non-empty list/],
@@ -51,7 +70,8 @@ describe("mmdebstrapArgs", () => {
     test(`refuses ${name} with an InvalidDefinitionError naming the field`, () => {
       assert.throws(
         () => mmdebstrapArgs(spec(over), "/t"),
-        (e: unknown) => e instanceof InvalidDefinitionError && message.test(e.message) && /builders\/<version>\.json/.test(e.message),
+        (e: unknown) =>
+          e instanceof InvalidDefinitionError && message.test(e.message) && /builders\/<version>\.json/.test(e.message),
       );
     });
   }
@@ -61,7 +81,10 @@ describe("mmdebstrapArgs", () => {
       const b = loadBuilderVersion(v);
       for (const python of Object.keys(b.debian.python)) {
         const { suite } = debianSuiteFor(b, python);
-        mmdebstrapArgs(spec({ suite, mirror: b.debian.mirror, variant: b.debian.variant, packages: b.debian.packages }), "/t");
+        mmdebstrapArgs(
+          spec({ suite, mirror: b.debian.mirror, variant: b.debian.variant, packages: b.debian.packages }),
+          "/t",
+        );
       }
     }
   });
@@ -72,7 +95,11 @@ describe("debianSuiteFor", () => {
     const b = loadBuilderVersion("2026.11");
     assert.deepEqual(debianSuiteFor(b, "3.11"), { python: "3.11", suite: "bookworm" });
     for (const bad of ["__proto__", "constructor", "toString", "3.12", "--setup-hook=id"]) {
-      assert.throws(() => debianSuiteFor(b, bad), (e: unknown) => e instanceof InvalidDefinitionError && /supported: 3\.11, 3\.13/.test(e.message), bad);
+      assert.throws(
+        () => debianSuiteFor(b, bad),
+        (e: unknown) => e instanceof InvalidDefinitionError && /supported: 3\.11, 3\.13/.test(e.message),
+        bad,
+      );
     }
   });
 });

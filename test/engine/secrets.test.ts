@@ -25,15 +25,24 @@ describe("secret values", () => {
     for (const values of [undefined, {}, { B: "x" }] as (Record<string, string> | undefined)[]) {
       assert.throws(
         () => stepSecretValues({ description: "runCommands x", secrets: ["constructor"] }, values),
-        (e: unknown) => e instanceof MissingSecretError && e.secret === "constructor" && e.step === "runCommands x" && /runCommands x: uses the secret "constructor"/.test(e.message),
+        (e: unknown) =>
+          e instanceof MissingSecretError &&
+          e.secret === "constructor" &&
+          e.step === "runCommands x" &&
+          /runCommands x: uses the secret "constructor"/.test(e.message),
       );
     }
   });
 
   test("buildPlan without the plan's secret values fails before the step runs; with them the names are keyed as before", async () => {
     const store = await LocalStore.open(home);
-    const image = Image.fromScratch().env({ X: "1" }, {}).runCommands("true", { secrets: { TOKEN: "t0k3n" } });
-    await assert.rejects(buildPlan(image.plan(), { store, log: () => undefined }), (e: unknown) => e instanceof MissingSecretError && e.secret === "TOKEN");
+    const image = Image.fromScratch()
+      .env({ X: "1" }, {})
+      .runCommands("true", { secrets: { TOKEN: "t0k3n" } });
+    await assert.rejects(
+      buildPlan(image.plan(), { store, log: () => undefined }),
+      (e: unknown) => e instanceof MissingSecretError && e.secret === "TOKEN",
+    );
     assert.equal(image.plan().steps[2]!.secrets.join(","), "TOKEN");
   });
 });

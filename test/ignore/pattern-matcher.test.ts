@@ -258,18 +258,7 @@ describe("errors", () => {
 
 describe("normalisation", () => {
   test("patterns are trimmed, cleaned and stripped of leading and trailing slashes", () => {
-    const pm = PatternMatcher.parse([
-      " /foo/ ",
-      "a//b/./c/../d",
-      "!  ./x",
-      "",
-      "   ",
-      "/",
-      ".",
-      "./",
-      "../up",
-      "**/",
-    ]);
+    const pm = PatternMatcher.parse([" /foo/ ", "a//b/./c/../d", "!  ./x", "", "   ", "/", ".", "./", "../up", "**/"]);
     assert.deepEqual(pm.patterns, ["foo", "a/b/d", "!x", "../up", "**"]);
     assert.equal(pm.hasExclusions, true);
     assert.equal(pm.matches("foo/bar"), true);

@@ -1,6 +1,13 @@
 import { test, describe, before } from "node:test";
 import assert from "node:assert/strict";
-import { encodeKeyInputs, initKeys, KEY_FORMAT, stepKey, type FileInput, type KeyInputs } from "../../src/keys/step-key.js";
+import {
+  encodeKeyInputs,
+  initKeys,
+  KEY_FORMAT,
+  stepKey,
+  type FileInput,
+  type KeyInputs,
+} from "../../src/keys/step-key.js";
 
 const PARENT = "sha256:" + "ab".repeat(32);
 
@@ -9,14 +16,29 @@ const PARENT = "sha256:" + "ab".repeat(32);
 // purpose: if one of them changes, every existing cache is invalidated, so the change must be deliberate (bump
 // KEY_FORMAT and update the goldens together).
 
-const MINIMAL: KeyInputs = { builderVersion: "2026.11", parent: null, instructions: [], files: [], buildArgs: [], secretNames: [], extra: [] };
+const MINIMAL: KeyInputs = {
+  builderVersion: "2026.11",
+  parent: null,
+  instructions: [],
+  files: [],
+  buildArgs: [],
+  secretNames: [],
+  extra: [],
+};
 
 const FULL: KeyInputs = {
   builderVersion: "2026.11",
   parent: PARENT,
   instructions: ["COPY context /app", "RUN python -m pip install -r /app/requirements.txt"],
   files: [
-    { path: "context/requirements.txt", type: "file", mode: 0o644, uid: 1000, gid: 1000, digest: "sha256:" + "11".repeat(32) },
+    {
+      path: "context/requirements.txt",
+      type: "file",
+      mode: 0o644,
+      uid: 1000,
+      gid: 1000,
+      digest: "sha256:" + "11".repeat(32),
+    },
     { path: "context/bin", type: "dir", mode: 0o755, uid: 0, gid: 0, digest: "" },
     { path: "context/bin/run", type: "symlink", mode: 0o777, uid: 0, gid: 0, digest: "sha256:" + "22".repeat(32) },
   ],
@@ -36,8 +58,22 @@ const UNICODE: KeyInputs = {
   parent: null,
   instructions: ["COPY context /données"],
   files: [
-    { path: "context/héllo/日本語.txt", type: "file", mode: 0o600, uid: 0, gid: 0, digest: "sha256:" + "33".repeat(32) },
-    { path: "context/emoji-😀.md", type: "file", mode: 0o4755, uid: 65534, gid: 65534, digest: "sha256:" + "44".repeat(32) },
+    {
+      path: "context/héllo/日本語.txt",
+      type: "file",
+      mode: 0o600,
+      uid: 0,
+      gid: 0,
+      digest: "sha256:" + "33".repeat(32),
+    },
+    {
+      path: "context/emoji-😀.md",
+      type: "file",
+      mode: 0o4755,
+      uid: 65534,
+      gid: 65534,
+      digest: "sha256:" + "44".repeat(32),
+    },
   ],
   buildArgs: [],
   secretNames: [],
@@ -47,7 +83,11 @@ const UNICODE: KeyInputs = {
 const QUOTING: KeyInputs = {
   builderVersion: "2026.11",
   parent: PARENT,
-  instructions: ['RUN echo "hi \\"there\\"" && printf \'a\\nb\'', 'ENV A="x y" B="$HOME"', 'RUN ["/.strata/node/node","/.strata/function.mjs"]'],
+  instructions: [
+    'RUN echo "hi \\"there\\"" && printf \'a\\nb\'',
+    'ENV A="x y" B="$HOME"',
+    'RUN ["/.strata/node/node","/.strata/function.mjs"]',
+  ],
   files: [],
   buildArgs: [["EMPTY", ""]],
   secretNames: ["S"],
@@ -196,7 +236,18 @@ describe("every input changes the key", () => {
     ["file gid", (k) => (k.files[0]!.gid = 1001)],
     ["file digest", (k) => (k.files[0]!.digest = "sha256:" + "12".repeat(32))],
     ["directory digest empty vs not", (k) => (k.files[1]!.digest = "x")],
-    ["an added file", (k) => k.files.push({ path: "context/new", type: "file", mode: 0o644, uid: 0, gid: 0, digest: "sha256:" + "55".repeat(32) })],
+    [
+      "an added file",
+      (k) =>
+        k.files.push({
+          path: "context/new",
+          type: "file",
+          mode: 0o644,
+          uid: 0,
+          gid: 0,
+          digest: "sha256:" + "55".repeat(32),
+        }),
+    ],
     ["a removed file", (k) => k.files.pop()],
     ["build arg value", (k) => (k.buildArgs[0] = ["PYTHON", "3.13"])],
     ["build arg name", (k) => (k.buildArgs[0] = ["PY", "3.11"])],
@@ -228,7 +279,7 @@ describe("every input changes the key", () => {
     assert.equal(keys.size, variants.length + 1);
   });
 
-  test("parent null and parent \"null\" differ (JSON encoding, not string interpolation)", () => {
+  test('parent null and parent "null" differ (JSON encoding, not string interpolation)', () => {
     assert.notEqual(stepKey({ ...MINIMAL, parent: null }), stepKey({ ...MINIMAL, parent: "null" }));
   });
 
@@ -321,7 +372,14 @@ describe("order-insensitive and order-sensitive parts", () => {
   });
 
   test("sorting uses code units, deterministically, regardless of locale", () => {
-    const files: FileInput[] = ["c/b", "c/B", "c/a", "c/é", "c/z", "c/😀", "c/日"].map((p) => ({ path: p, type: "file", mode: 0o644, uid: 0, gid: 0, digest: "" }));
+    const files: FileInput[] = ["c/b", "c/B", "c/a", "c/é", "c/z", "c/😀", "c/日"].map((p) => ({
+      path: p,
+      type: "file",
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      digest: "",
+    }));
     const enc = encodeKeyInputs({ ...MINIMAL, files });
     const order = enc
       .split("\n")

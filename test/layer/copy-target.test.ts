@@ -10,7 +10,14 @@ import { walkContext } from "../../src/context/walk.js";
 import { copyLocal } from "../../src/engine/copy-local.js";
 import type { ResolvedInput } from "../../src/engine/inputs.js";
 import { dockerCopy } from "../../src/engine/docker-copy.js";
-import { MountedTarget, NeedsMountError, opaqueDirsOf, resolveInImage, UpperTarget, type CopyTarget } from "../../src/layer/copy-target.js";
+import {
+  MountedTarget,
+  NeedsMountError,
+  opaqueDirsOf,
+  resolveInImage,
+  UpperTarget,
+  type CopyTarget,
+} from "../../src/layer/copy-target.js";
 import { mountOverlay, unmountOverlay } from "../../src/layer/overlay.js";
 
 const roots: string[] = [];
@@ -94,7 +101,10 @@ async function both(fn: (t: CopyTarget, ctx: string) => Promise<void> | void): P
   const topFirst = [...lowers].reverse();
   const opaque = await Promise.all(topFirst.map((l) => opaqueDirsOf(l, path.join(root, "meta"))));
   const upper = path.join(root, "u");
-  await fn(new UpperTarget(upper, topFirst, { poolDir: path.join(root, "pool"), hashedAfterMs: Date.now() + 60_000, opaque }), ctx);
+  await fn(
+    new UpperTarget(upper, topFirst, { poolDir: path.join(root, "pool"), hashedAfterMs: Date.now() + 60_000, opaque }),
+    ctx,
+  );
   return { mounted: tree(dirs.upper), upper: tree(upper) };
 }
 
@@ -111,7 +121,11 @@ describe("UpperTarget leaves what a mounted COPY leaves", () => {
       copyLocal(t, await dirInput(ctx, "sub"), "/opq");
       const x = (await walkContext(ctx)).find((e) => e.relPath === "x")!;
       copyLocal(t, { input: { kind: "file", name: "x", localPath: path.join(ctx, "x") }, entries: [x] }, "/d/x");
-      copyLocal(t, { input: { kind: "inline", name: "i", content: "inline", mode: 0o600 }, entries: [] }, "/new/dir/inline");
+      copyLocal(
+        t,
+        { input: { kind: "inline", name: "i", content: "inline", mode: 0o600 }, entries: [] },
+        "/new/dir/inline",
+      );
     });
     assert.deepEqual(r.upper, r.mounted);
     assert.ok(r.upper["a/sub/one.txt"]?.endsWith(" one"), "the symlinked parent resolved inside the image");
@@ -122,21 +136,56 @@ describe("UpperTarget leaves what a mounted COPY leaves", () => {
     const r = await both(async (t, ctx) => {
       const entries = await walkContext(ctx);
       const input: ResolvedInput = {
-        input: { kind: "select", name: "src", root: { kind: "context", localPath: ctx, ignore: [] }, patterns: ["sub", "x"] },
+        input: {
+          kind: "select",
+          name: "src",
+          root: { kind: "context", localPath: ctx, ignore: [] },
+          patterns: ["sub", "x"],
+        },
         entries,
-        matches: [{ rel: "sub", real: "sub", type: "dir" }, { rel: "x", real: "x", type: "file" }],
+        matches: [
+          { rel: "sub", real: "sub", type: "dir" },
+          { rel: "x", real: "x", type: "file" },
+        ],
       };
-      await dockerCopy({ target: t, ins: { op: "COPY", source: "src", sources: ["sub", "x"], dest: "/was-dir/", chown: "app:staff", chmod: "u=rwX,go=rX" }, inputs: [input], workdir: "/", where: "test" });
-      await dockerCopy({ target: t, ins: { op: "COPY", source: "src", sources: ["sub"], dest: "opq/sub" }, inputs: [{ ...input, matches: [input.matches![0]!] }], workdir: "/", where: "test" });
+      await dockerCopy({
+        target: t,
+        ins: {
+          op: "COPY",
+          source: "src",
+          sources: ["sub", "x"],
+          dest: "/was-dir/",
+          chown: "app:staff",
+          chmod: "u=rwX,go=rX",
+        },
+        inputs: [input],
+        workdir: "/",
+        where: "test",
+      });
+      await dockerCopy({
+        target: t,
+        ins: { op: "COPY", source: "src", sources: ["sub"], dest: "opq/sub" },
+        inputs: [{ ...input, matches: [input.matches![0]!] }],
+        workdir: "/",
+        where: "test",
+      });
     });
     assert.deepEqual(r.upper, r.mounted);
-    assert.match(r.upper["a/x"] ?? "", /^644 1000:50 context x$/, "written through the symlink /was-dir -> a, owned app:staff");
+    assert.match(
+      r.upper["a/x"] ?? "",
+      /^644 1000:50 context x$/,
+      "written through the symlink /was-dir -> a, owned app:staff",
+    );
   });
 
   test("resolveInImage stays inside the image; recreating a lower directory needs a mount", async () => {
     const root = await tmp();
     const lowers = await makeLowers(root);
-    const t = new UpperTarget(path.join(root, "u"), [...lowers].reverse(), { poolDir: path.join(root, "pool"), hashedAfterMs: 0, opaque: [new Set(), new Set()] });
+    const t = new UpperTarget(path.join(root, "u"), [...lowers].reverse(), {
+      poolDir: path.join(root, "pool"),
+      hashedAfterMs: 0,
+      opaque: [new Set(), new Set()],
+    });
     assert.equal(resolveInImage(t, "/link/../../etc"), "/etc");
     assert.equal(resolveInImage(t, "/link/x"), "/a/x");
     assert.equal(resolveInImage(t, "/link", true), "/a");

@@ -35,7 +35,16 @@ type Item = [Partial<TarEntry> & { name: string; type: TarEntry["type"] }, Buffe
 function tarOf(items: Item[]): Buffer {
   const parts: Buffer[] = [];
   for (const [e, data = Buffer.alloc(0)] of items) {
-    parts.push(encodeHeader({ mode: e.type === "directory" ? 0o755 : 0o644, uid: 0, gid: 0, mtime: 1_700_000_000, size: e.type === "file" ? data.length : 0, ...e }));
+    parts.push(
+      encodeHeader({
+        mode: e.type === "directory" ? 0o755 : 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 1_700_000_000,
+        size: e.type === "file" ? data.length : 0,
+        ...e,
+      }),
+    );
     if (e.type === "file") parts.push(data, padding(data.length));
   }
   parts.push(endOfArchive());
@@ -45,7 +54,11 @@ function tarOf(items: Item[]): Buffer {
 /** A layer of `files` files in a few directories, with a symlink, a hardlink and a whiteout. */
 function sampleLayer(files: number): Buffer {
   const items: Item[] = [[{ name: "usr/", type: "directory" }], [{ name: "usr/lib/", type: "directory", mode: 0o750 }]];
-  for (let i = 0; i < files; i++) items.push([{ name: `usr/lib/d${i % 7}/f${i}.txt`, type: "file", mode: i % 3 ? 0o644 : 0o755 }, randomBytes(i % 5000)]);
+  for (let i = 0; i < files; i++)
+    items.push([
+      { name: `usr/lib/d${i % 7}/f${i}.txt`, type: "file", mode: i % 3 ? 0o644 : 0o755 },
+      randomBytes(i % 5000),
+    ]);
   items.push([{ name: "usr/lib/link", type: "symlink", linkname: "d0/f0.txt" }]);
   items.push([{ name: "usr/lib/hard", type: "link", linkname: "usr/lib/d1/f1.txt" }]);
   items.push([{ name: "etc/.wh.gone", type: "file" }]);
@@ -97,9 +110,15 @@ describe("extraction on worker threads", () => {
     await fsp.writeFile(file, gzipSync(layer));
     const here = await freshRoot();
     const there = await freshRoot();
-    assert.equal(await extractLayerFileOffThread(file, there, { gzip: true }), await extractLayer(Readable.from([gzipSync(layer)]), here, { gzip: true }));
+    assert.equal(
+      await extractLayerFileOffThread(file, there, { gzip: true }),
+      await extractLayer(Readable.from([gzipSync(layer)]), here, { gzip: true }),
+    );
     assert.deepEqual(snapshot(there), snapshot(here));
-    await assert.rejects(extractLayerFileOffThread(path.join(work, "no-such-layer"), await freshRoot()), (e: unknown) => (e as NodeJS.ErrnoException).code === "ENOENT");
+    await assert.rejects(
+      extractLayerFileOffThread(path.join(work, "no-such-layer"), await freshRoot()),
+      (e: unknown) => (e as NodeJS.ErrnoException).code === "ENOENT",
+    );
     const evil = path.join(work, `evil-${++n}.tar`);
     await fsp.writeFile(evil, tarOf([[{ name: "a/../../x", type: "file" }, Buffer.from("x")]]));
     await assert.rejects(extractLayerFileOffThread(evil, await freshRoot()), UnsafeLayerError);
@@ -121,23 +140,38 @@ describe("extraction on worker threads", () => {
   test("an unsafe entry is an UnsafeLayerError with its entry and reason, and warnings come back", async () => {
     const root = await freshRoot();
     const warnings: string[] = [];
-    const evil = tarOf([[{ name: "dev/sda", type: "block-device", devmajor: 8, devminor: 0 }], [{ name: "../escape", type: "file" }, Buffer.from("x")]]);
-    await assert.rejects(extractLayerOffThread(Readable.from([evil]), root, { onWarning: (l) => warnings.push(l) }), (e: unknown) => {
-      assert.ok(e instanceof UnsafeLayerError, String(e));
-      assert.equal(e.entry, "../escape");
-      assert.equal(e.why, "path escapes the layer root");
-      assert.equal(e.code, "UNSAFE_LAYER");
-      return true;
-    });
+    const evil = tarOf([
+      [{ name: "dev/sda", type: "block-device", devmajor: 8, devminor: 0 }],
+      [{ name: "../escape", type: "file" }, Buffer.from("x")],
+    ]);
+    await assert.rejects(
+      extractLayerOffThread(Readable.from([evil]), root, { onWarning: (l) => warnings.push(l) }),
+      (e: unknown) => {
+        assert.ok(e instanceof UnsafeLayerError, String(e));
+        assert.equal(e.entry, "../escape");
+        assert.equal(e.why, "path escapes the layer root");
+        assert.equal(e.code, "UNSAFE_LAYER");
+        return true;
+      },
+    );
     assert.equal(warnings.length, 1);
     assert.match(warnings[0]!, /skipped block device dev\/sda \(8:0\)/);
   });
 
   test("fs errors keep their code; a bad gzip stream its zlib code; limits apply on the worker", async () => {
     const root = await freshRoot();
-    await assert.rejects(extractLayerOffThread(Readable.from([Buffer.from("not gzip at all")]), root, { gzip: true }), (e: unknown) => (e as NodeJS.ErrnoException).code === "Z_DATA_ERROR");
-    await assert.rejects(extractLayerOffThread(Readable.from([sampleLayer(10)]), path.join(work, "no-such-dir")), (e: unknown) => (e as NodeJS.ErrnoException).code === "ENOENT");
-    await assert.rejects(extractLayerOffThread(Readable.from([sampleLayer(50)]), await freshRoot(), { maxEntries: 20 }), /more than 20 entries/);
+    await assert.rejects(
+      extractLayerOffThread(Readable.from([Buffer.from("not gzip at all")]), root, { gzip: true }),
+      (e: unknown) => (e as NodeJS.ErrnoException).code === "Z_DATA_ERROR",
+    );
+    await assert.rejects(
+      extractLayerOffThread(Readable.from([sampleLayer(10)]), path.join(work, "no-such-dir")),
+      (e: unknown) => (e as NodeJS.ErrnoException).code === "ENOENT",
+    );
+    await assert.rejects(
+      extractLayerOffThread(Readable.from([sampleLayer(50)]), await freshRoot(), { maxEntries: 20 }),
+      /more than 20 entries/,
+    );
   });
 
   test("an input that fails mid-way rejects with its own error, after the worker has stopped; the pool still works", async () => {
@@ -174,8 +208,13 @@ describe("extraction on worker threads", () => {
   test("more concurrent extractions than workers all finish, each with its own diffID", async () => {
     const layers = Array.from({ length: 9 }, (_, i) => sampleLayer(60 + i));
     const roots = await Promise.all(layers.map(() => freshRoot()));
-    const diffs = await Promise.all(layers.map((l, i) => extractLayerOffThread(Readable.from(chunked(gzipSync(l), 4096)), roots[i]!, { gzip: true })));
-    assert.deepEqual(diffs, layers.map((l) => sha256Bytes(l)));
+    const diffs = await Promise.all(
+      layers.map((l, i) => extractLayerOffThread(Readable.from(chunked(gzipSync(l), 4096)), roots[i]!, { gzip: true })),
+    );
+    assert.deepEqual(
+      diffs,
+      layers.map((l) => sha256Bytes(l)),
+    );
   });
 
   test("STRATA_EXTRACT_WORKERS=0 extracts on the calling thread; a bad value is a clear error", () => {
@@ -190,7 +229,10 @@ describe("extraction on worker threads", () => {
         console.log("ok", extractWorkerCount());
       } catch (e) { console.log("error", e.message); }`;
     const run = (value: string): string =>
-      execFileSync(process.execPath, ["--input-type=module", "-e", script, path.join(work, `env-${++n}`)], { env: { ...process.env, STRATA_EXTRACT_WORKERS: value }, encoding: "utf8" }).trim();
+      execFileSync(process.execPath, ["--input-type=module", "-e", script, path.join(work, `env-${++n}`)], {
+        env: { ...process.env, STRATA_EXTRACT_WORKERS: value },
+        encoding: "utf8",
+      }).trim();
     assert.equal(run("0"), "ok 0");
     assert.equal(run("2"), "ok 1");
     assert.match(run("lots"), /^error STRATA_EXTRACT_WORKERS="lots" is not a whole number/);

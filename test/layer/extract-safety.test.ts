@@ -16,7 +16,13 @@ import tar from "tar-stream";
 import { StrataError } from "../../src/errors.js";
 import { extractLayerOffThread } from "../../src/layer/extract-pool.js";
 import { mountOverlay, unmountOverlay } from "../../src/layer/overlay.js";
-import { DEFAULT_MAX_LAYER_BYTES, DEFAULT_MAX_LAYER_ENTRIES, extractLayer, UnsafeLayerError, type ExtractOptions } from "../../src/layer/tar-extract.js";
+import {
+  DEFAULT_MAX_LAYER_BYTES,
+  DEFAULT_MAX_LAYER_ENTRIES,
+  extractLayer,
+  UnsafeLayerError,
+  type ExtractOptions,
+} from "../../src/layer/tar-extract.js";
 
 type HeaderArg = Partial<tar.Header> & { name: string };
 
@@ -112,10 +118,12 @@ async function toBuffer(r: Readable): Promise<Buffer> {
 async function layerTar(entries: FixtureEntry[], outside: string): Promise<Buffer> {
   const p = tar.pack();
   const out = toBuffer(p as unknown as Readable);
-  const add = (h: HeaderArg, body: Buffer): Promise<void> => new Promise((resolve, reject) => p.entry(h, body, (err) => (err ? reject(err) : resolve())));
+  const add = (h: HeaderArg, body: Buffer): Promise<void> =>
+    new Promise((resolve, reject) => p.entry(h, body, (err) => (err ? reject(err) : resolve())));
   for (const e of entries) {
     if (e.generate === "files") {
-      for (let i = 0; i < e.count!; i++) await add({ name: `gen/${i}`, type: "file", mode: 0o644 }, Buffer.from(String(i)));
+      for (let i = 0; i < e.count!; i++)
+        await add({ name: `gen/${i}`, type: "file", mode: 0o644 }, Buffer.from(String(i)));
       continue;
     }
     if (e.generate === "bigfile") {
@@ -124,10 +132,15 @@ async function layerTar(entries: FixtureEntry[], outside: string): Promise<Buffe
     }
     if (e.generate === "zeros") {
       const piece = Buffer.alloc(64 * 1024);
-      for (let i = 0; i < e.size! / piece.length; i++) await add({ name: `zeros/${i}`, type: "file", mode: 0o644 }, piece);
+      for (let i = 0; i < e.size! / piece.length; i++)
+        await add({ name: `zeros/${i}`, type: "file", mode: 0o644 }, piece);
       continue;
     }
-    const h: HeaderArg = { name: subst(e.name!, outside), type: e.type ?? "file", mode: e.mode ? Number.parseInt(e.mode, 8) : e.type === "directory" ? 0o755 : 0o644 };
+    const h: HeaderArg = {
+      name: subst(e.name!, outside),
+      type: e.type ?? "file",
+      mode: e.mode ? Number.parseInt(e.mode, 8) : e.type === "directory" ? 0o755 : 0o644,
+    };
     if (e.linkname !== undefined) h.linkname = subst(e.linkname, outside);
     if (e.devmajor !== undefined) h.devmajor = e.devmajor;
     if (e.devminor !== undefined) h.devminor = e.devminor;
@@ -140,13 +153,20 @@ async function layerTar(entries: FixtureEntry[], outside: string): Promise<Buffe
 
 const getOpaque = (p: string): string | undefined => {
   try {
-    return execFileSync("getfattr", ["--only-values", "-h", "-n", "trusted.overlay.opaque", p], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+    return execFileSync("getfattr", ["--only-values", "-h", "-n", "trusted.overlay.opaque", p], {
+      stdio: ["ignore", "pipe", "ignore"],
+    }).toString();
   } catch {
     return undefined;
   }
 };
 
-async function checkFiles(root: string, files: Record<string, Expected>, outside: string, where: string): Promise<void> {
+async function checkFiles(
+  root: string,
+  files: Record<string, Expected>,
+  outside: string,
+  where: string,
+): Promise<void> {
   for (const [rawRel, want] of Object.entries(files)) {
     const rel = subst(rawRel, outside);
     const p = path.join(root, rel);
@@ -176,14 +196,19 @@ async function checkFiles(root: string, files: Record<string, Expected>, outside
         if (want.devminor !== undefined) assert.equal(st.rdev & 0xff, want.devminor);
         break;
     }
-    if (want.mode !== undefined) assert.equal(st.mode & 0o7777, Number.parseInt(want.mode, 8), `${where}: mode of ${rel}`);
+    if (want.mode !== undefined)
+      assert.equal(st.mode & 0o7777, Number.parseInt(want.mode, 8), `${where}: mode of ${rel}`);
     if (want.opaque) assert.equal(getOpaque(p), "y", `${where}: ${rel} lacks the opaque xattr`);
   }
 }
 
 /** Nothing outside the extraction roots changed: the sandbox holds only what the test made, the victim is intact. */
 async function checkOutside(box: string, outside: string, victim: string, where: string): Promise<void> {
-  assert.deepEqual((await fsp.readdir(box)).sort(), ["layers", "outside", ...(existsSync(path.join(box, "ovl")) ? ["ovl"] : [])].sort(), `${where}: unexpected files in the sandbox`);
+  assert.deepEqual(
+    (await fsp.readdir(box)).sort(),
+    ["layers", "outside", ...(existsSync(path.join(box, "ovl")) ? ["ovl"] : [])].sort(),
+    `${where}: unexpected files in the sandbox`,
+  );
   assert.deepEqual(await fsp.readdir(outside), ["victim"], `${where}: the outside directory changed`);
   const st = await fsp.lstat(victim);
   assert.ok(st.isFile());
@@ -198,12 +223,18 @@ describe("extraction of malicious layers (fixtures/extract-safety.json)", () => 
   test("the table covers the reference note's umoci rows and the issue's list", () => {
     assert.ok(TABLE.cases.filter((c) => c.source === "umoci").length >= 7);
     for (const word of ["../", "absolute", "symlink then", "hardlink", "whiteout", "device", "bomb", "across layers"]) {
-      assert.ok(TABLE.cases.some((c) => c.name.includes(word)), `no case about ${word}`);
+      assert.ok(
+        TABLE.cases.some((c) => c.name.includes(word)),
+        `no case about ${word}`,
+      );
     }
   });
 
   // Pulls extract on worker threads: the table runs both ways, and the worker's errors must be the same errors.
-  for (const [how, extract] of [["", extractLayer], [" (on a worker thread)", extractLayerOffThread]] as const) {
+  for (const [how, extract] of [
+    ["", extractLayer],
+    [" (on a worker thread)", extractLayerOffThread],
+  ] as const) {
     for (const c of TABLE.cases) {
       test(c.name + how, async () => {
         const box = path.join(work, `case-${++n}`);
@@ -236,13 +267,22 @@ describe("extraction of malicious layers (fixtures/extract-safety.json)", () => 
         }
 
         if (c.expect.outcome === "refused") {
-          assert.ok(error instanceof UnsafeLayerError && error instanceof StrataError && error.code === "UNSAFE_LAYER", `expected the layer to be refused, got ${String(error)}`);
-          if (c.expect.error) assert.ok((error as Error).message.includes(c.expect.error), `"${(error as Error).message}" does not mention ${c.expect.error}`);
+          assert.ok(
+            error instanceof UnsafeLayerError && error instanceof StrataError && error.code === "UNSAFE_LAYER",
+            `expected the layer to be refused, got ${String(error)}`,
+          );
+          if (c.expect.error)
+            assert.ok(
+              (error as Error).message.includes(c.expect.error),
+              `"${(error as Error).message}" does not mention ${c.expect.error}`,
+            );
         } else {
           assert.equal(error, undefined, `extraction failed: ${String(error)}`);
           if (c.expect.files) await checkFiles(roots.at(-1)!, c.expect.files, outside, c.name);
-          for (const [i, files] of (c.expect.layerFiles ?? []).entries()) await checkFiles(roots[i]!, files, outside, `${c.name} (layer ${i})`);
-          for (const rel of c.expect.absent ?? []) assert.ok(!existsSync(path.join(roots.at(-1)!, rel)), `${rel} was created`);
+          for (const [i, files] of (c.expect.layerFiles ?? []).entries())
+            await checkFiles(roots[i]!, files, outside, `${c.name} (layer ${i})`);
+          for (const rel of c.expect.absent ?? [])
+            assert.ok(!existsSync(path.join(roots.at(-1)!, rel)), `${rel} was created`);
           if (c.expect.warnings !== undefined) assert.equal(warnings.length, c.expect.warnings, warnings.join("\n"));
           // Stack the layers as a build would and look through the merged view.
           if (c.expect.merged && overlayWorks) {

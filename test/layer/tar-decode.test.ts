@@ -7,14 +7,31 @@ import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { TarFormatError } from "../../src/errors.js";
-import { BLOCK, decodeHeader, decodeNumber, MAX_EXTENDED_HEADER_BYTES, parsePaxRecords, TarExtensions, type TarHeader } from "../../src/layer/tar-decode.js";
+import {
+  BLOCK,
+  decodeHeader,
+  decodeNumber,
+  MAX_EXTENDED_HEADER_BYTES,
+  parsePaxRecords,
+  TarExtensions,
+  type TarHeader,
+} from "../../src/layer/tar-decode.js";
 import { encodeHeader, endOfArchive, padding, paxRecord, type TarEntry } from "../../src/layer/tar-header.js";
 import { extractLayer } from "../../src/layer/tar-extract.js";
 import { TarParser } from "../../src/layer/tar-parser.js";
 import { ByteReader, RawTarReader } from "../../src/registry/estargz/tar-reader.js";
 
 const AT = { offset: 0, where: "test.tar" };
-const file = (over: Partial<TarEntry> = {}): TarEntry => ({ name: "f", type: "file", mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 1_700_000_000, ...over });
+const file = (over: Partial<TarEntry> = {}): TarEntry => ({
+  name: "f",
+  type: "file",
+  mode: 0o644,
+  uid: 0,
+  gid: 0,
+  size: 0,
+  mtime: 1_700_000_000,
+  ...over,
+});
 
 /** Rewrites the checksum of a header block after it was edited. */
 function fixChecksum(h: Buffer): Buffer {
@@ -52,8 +69,16 @@ const num = (text: string | Buffer, field = "size") => {
 describe("numeric fields", () => {
   test("octal: NUL or space terminated, leading spaces and NULs skipped, empty is 0, the full width without terminator", () => {
     const cases: [string, number][] = [
-      ["0000644\0", 0o644], ["   755 \0", 0o755], ["\0\0\0\0\0\0\0\0", 0], ["        ", 0], ["00000001750\0", 1000],
-      ["14524770400 ", 1_700_000_000], ["00000644", 0o644], ["\0\0 755\0\0", 0o755], ["755\0junk", 0o755], ["7 5", 7],
+      ["0000644\0", 0o644],
+      ["   755 \0", 0o755],
+      ["\0\0\0\0\0\0\0\0", 0],
+      ["        ", 0],
+      ["00000001750\0", 1000],
+      ["14524770400 ", 1_700_000_000],
+      ["00000644", 0o644],
+      ["\0\0 755\0\0", 0o755],
+      ["755\0junk", 0o755],
+      ["7 5", 7],
     ];
     for (const [text, value] of cases) assert.equal(num(text), value, JSON.stringify(text));
   });
@@ -69,8 +94,16 @@ describe("numeric fields", () => {
     assert.equal(num(Buffer.from([0x80, 0, 0, 0, 0, 0, 0, 0x07])), 7);
     assert.equal(num(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), "mtime"), -1);
     assert.equal(num(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]), "mtime"), -2);
-    rejects(() => num(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0])), "size", /size is negative/);
-    rejects(() => num(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]), "uid"), "uid", /uid is negative \(base-256 -2\)/);
+    rejects(
+      () => num(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0])),
+      "size",
+      /size is negative/,
+    );
+    rejects(
+      () => num(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]), "uid"),
+      "uid",
+      /uid is negative \(base-256 -2\)/,
+    );
     rejects(() => num(Buffer.from([0xc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), "mtime"), "mtime", /too large/);
     rejects(() => num(Buffer.from([0x80, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0])), "size", /too large/);
   });
@@ -79,7 +112,10 @@ describe("numeric fields", () => {
 describe("header blocks", () => {
   test("a header decodes to its fields; a zero block is the end marker", () => {
     const h = decodeHeader(encodeHeader(file({ name: "a/b", mode: 0o4755, uid: 1000, gid: 1001, size: 5 })), AT)!;
-    assert.deepEqual([h.name, h.type, h.mode, h.uid, h.gid, h.size, h.mtime, h.format], ["a/b", "file", 0o4755, 1000, 1001, 5, 1_700_000_000, "ustar"]);
+    assert.deepEqual(
+      [h.name, h.type, h.mode, h.uid, h.gid, h.size, h.mtime, h.format],
+      ["a/b", "file", 0o4755, 1000, 1001, 5, 1_700_000_000, "ustar"],
+    );
     assert.equal(decodeHeader(Buffer.alloc(BLOCK), AT), null);
   });
 
@@ -135,11 +171,21 @@ describe("extended headers", () => {
   test("PAX records: path, linkpath, uid, gid, size, mtime (fraction dropped), xattrs; empty values unset", () => {
     const ext = new TarExtensions();
     const x = decodeHeader(edited(156, "x"), AT)!;
-    const body = pax(paxRecord("path", "long/name") + paxRecord("uid", "3000000") + paxRecord("gid", "70000000") + paxRecord("mtime", "1700000000.75") + paxRecord("SCHILY.xattr.user.k", "v") + paxRecord("linkpath", ""));
+    const body = pax(
+      paxRecord("path", "long/name") +
+        paxRecord("uid", "3000000") +
+        paxRecord("gid", "70000000") +
+        paxRecord("mtime", "1700000000.75") +
+        paxRecord("SCHILY.xattr.user.k", "v") +
+        paxRecord("linkpath", ""),
+    );
     ext.add(x, body, AT);
     assert.equal(ext.pending, true);
     const h = ext.apply(decodeHeader(encodeHeader(file({ name: "short", linkname: "keep" })), AT)!, AT);
-    assert.deepEqual([h.name, h.uid, h.gid, h.mtime, h.linkname, h.xattrs?.get("user.k")?.toString()], ["long/name", 3_000_000, 70_000_000, 1_700_000_000, "keep", "v"]);
+    assert.deepEqual(
+      [h.name, h.uid, h.gid, h.mtime, h.linkname, h.xattrs?.get("user.k")?.toString()],
+      ["long/name", 3_000_000, 70_000_000, 1_700_000_000, "keep", "v"],
+    );
     assert.equal(ext.pending, false, "per-entry records apply once");
   });
 
@@ -164,11 +210,23 @@ describe("extended headers", () => {
       ["8 =abcd\n", /no key=value/],
     ];
     for (const [body, re] of cases) rejects(() => parsePaxRecords(pax(body), AT), "PAX record", re);
-    assert.equal(parsePaxRecords(pax(paxRecord("path", "a") + "\0\0\0"), AT).get("path")?.toString(), "a", "NUL padding ends the records");
+    assert.equal(
+      parsePaxRecords(pax(paxRecord("path", "a") + "\0\0\0"), AT)
+        .get("path")
+        ?.toString(),
+      "a",
+      "NUL padding ends the records",
+    );
   });
 
   test("PAX numbers must be decimal", () => {
-    for (const [k, v] of [["size", "12a"], ["uid", "-1"], ["gid", "0x10"], ["mtime", "1e9"], ["mtime", "soon"]] as const) {
+    for (const [k, v] of [
+      ["size", "12a"],
+      ["uid", "-1"],
+      ["gid", "0x10"],
+      ["mtime", "1e9"],
+      ["mtime", "soon"],
+    ] as const) {
       const ext = new TarExtensions();
       ext.add(decodeHeader(edited(156, "x"), AT)!, pax(paxRecord(k, v)), AT);
       rejects(() => ext.apply(decodeHeader(encodeHeader(file()), AT)!, AT), `PAX ${k}`, /is not a decimal number/);
@@ -176,7 +234,10 @@ describe("extended headers", () => {
   });
 
   test("an extended header over 1 MiB is refused", async () => {
-    const big = decodeHeader(edited(124, (MAX_EXTENDED_HEADER_BYTES + 1).toString(8).padStart(11, "0") + "\0", file({ type: "file" })), AT)!;
+    const big = decodeHeader(
+      edited(124, (MAX_EXTENDED_HEADER_BYTES + 1).toString(8).padStart(11, "0") + "\0", file({ type: "file" })),
+      AT,
+    )!;
     const x = { ...big, type: "pax-header" } as TarHeader;
     const { extendedHeaderSize } = await import("../../src/layer/tar-decode.js");
     rejects(() => extendedHeaderSize(x, AT), "size", /more than the 1048576-byte limit/);
@@ -201,18 +262,25 @@ describe("every reader reports the same TarFormatError, with the header's offset
   });
 
   const bad = () => edited(100, "0000z44\0", file({ name: "b" })); // second header: at byte 1024
-  const check = (e: unknown) => e instanceof TarFormatError && e.field === "mode" && e.offset === 1024 && /not an octal number/.test(e.message);
+  const check = (e: unknown) =>
+    e instanceof TarFormatError && e.field === "mode" && e.offset === 1024 && /not an octal number/.test(e.message);
 
   test("the extraction parser", () => {
     const p = new TarParser("layer x");
-    assert.throws(() => [...p.feed(archive(...good(), bad()))], (e: unknown) => check(e) && /^layer x: /.test((e as Error).message));
+    assert.throws(
+      () => [...p.feed(archive(...good(), bad()))],
+      (e: unknown) => check(e) && /^layer x: /.test((e as Error).message),
+    );
   });
 
   test("extractLayer (and a truncated archive is a TarFormatError too)", async () => {
     const root = await fsp.mkdtemp(path.join(work, "x-"));
     await assert.rejects(extractLayer(Readable.from([archive(...good(), bad())]), root), check);
     const root2 = await fsp.mkdtemp(path.join(work, "y-"));
-    await assert.rejects(extractLayer(Readable.from([Buffer.concat(good()).subarray(0, 600)]), root2), (e: unknown) => e instanceof TarFormatError && e.field === "end of archive");
+    await assert.rejects(
+      extractLayer(Readable.from([Buffer.concat(good()).subarray(0, 600)]), root2),
+      (e: unknown) => e instanceof TarFormatError && e.field === "end of archive",
+    );
   });
 
   test("the eStargz writer's raw reader", async () => {
@@ -225,7 +293,10 @@ describe("every reader reports the same TarFormatError, with the header's offset
 
   test("extraction applies PAX uid, gid and mtime (ids above the ustar field's 2097151 used to be clamped)", async () => {
     const root = await fsp.mkdtemp(path.join(work, "ids-"));
-    await extractLayer(Readable.from([archive(encodeHeader(file({ name: "big", uid: 3_000_000, gid: 70_000_000 })))]), root);
+    await extractLayer(
+      Readable.from([archive(encodeHeader(file({ name: "big", uid: 3_000_000, gid: 70_000_000 })))]),
+      root,
+    );
     const st = await fsp.lstat(path.join(root, "big"));
     assert.deepEqual([st.uid, st.gid], [3_000_000, 70_000_000]);
   });

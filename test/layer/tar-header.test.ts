@@ -12,7 +12,10 @@ function gnuList(archive: Buffer): string {
   try {
     const f = path.join(dir, "a.tar");
     writeFileSync(f, archive);
-    return execFileSync("tar", ["--numeric-owner", "--full-time", "-tvf", f], { encoding: "utf8", env: { ...process.env, TZ: "UTC" } });
+    return execFileSync("tar", ["--numeric-owner", "--full-time", "-tvf", f], {
+      encoding: "utf8",
+      env: { ...process.env, TZ: "UTC" },
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -34,13 +37,40 @@ describe("tar header encoder", () => {
     const body = Buffer.from("hello\n");
     const parts = [
       encodeHeader({ name: "dir", type: "directory", mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 1767225600 }),
-      encodeHeader({ name: "dir/a.txt", type: "file", mode: 0o4755, uid: 1000, gid: 1001, size: body.length, mtime: 1767225600 }),
+      encodeHeader({
+        name: "dir/a.txt",
+        type: "file",
+        mode: 0o4755,
+        uid: 1000,
+        gid: 1001,
+        size: body.length,
+        mtime: 1767225600,
+      }),
       body,
       padding(body.length),
       encodeHeader({ name: longName, type: "file", mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0 }),
-      encodeHeader({ name: veryLong, type: "symlink", mode: 0o777, uid: 0, gid: 0, size: 0, mtime: 0, linkname: "t".repeat(150) }),
+      encodeHeader({
+        name: veryLong,
+        type: "symlink",
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime: 0,
+        linkname: "t".repeat(150),
+      }),
       encodeHeader({ name: "big-ids", type: "file", mode: 0o600, uid: 3_000_000, gid: 70_000_000, size: 0, mtime: 0 }),
-      encodeHeader({ name: "dev", type: "character-device", mode: 0o666, uid: 0, gid: 0, size: 0, mtime: 0, devmajor: 1, devminor: 3 }),
+      encodeHeader({
+        name: "dev",
+        type: "character-device",
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime: 0,
+        devmajor: 1,
+        devminor: 3,
+      }),
       encodeHeader({ name: "日本.txt", type: "file", mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0 }),
       endOfArchive(),
     ];

@@ -8,7 +8,13 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { gunzipSync, gzipSync } from "node:zlib";
 import tar from "tar-stream";
-import { packDir, findOpaqueDirs, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, type PackOptions } from "../../src/layer/tar-pack.js";
+import {
+  packDir,
+  findOpaqueDirs,
+  OPAQUE_WHITEOUT,
+  WHITEOUT_PREFIX,
+  type PackOptions,
+} from "../../src/layer/tar-pack.js";
 import { extractLayer, safeEntryPath, UnsafeLayerError } from "../../src/layer/tar-extract.js";
 import { commitLayer, gzipLevel } from "../../src/layer/commit.js";
 import { LocalStore } from "../../src/store/local.js";
@@ -91,7 +97,9 @@ const mknod = (p: string, major = 0, minor = 0) => execFileSync("mknod", [p, "c"
 const setOpaque = (p: string) => execFileSync("setfattr", ["-n", "trusted.overlay.opaque", "-v", "y", p]);
 const getOpaque = (p: string) => {
   try {
-    return execFileSync("getfattr", ["--only-values", "-n", "trusted.overlay.opaque", p], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+    return execFileSync("getfattr", ["--only-values", "-n", "trusted.overlay.opaque", p], {
+      stdio: ["ignore", "pipe", "ignore"],
+    }).toString();
   } catch {
     return undefined;
   }
@@ -122,64 +130,103 @@ const LONG = "l".repeat(60) + "/" + "m".repeat(60) + "/long-file-name-" + "n".re
 
 /** Operations that build the test tree; each creates its own parents. Applying them in any order gives the same tree. */
 const TREE_OPS: [string, (root: string) => Promise<void>][] = [
-  ["etc/config + hardlink", async (r) => {
-    await fsp.mkdir(path.join(r, "etc"), { recursive: true });
-    await fsp.writeFile(path.join(r, "etc/config"), "hello\n");
-    await fsp.chmod(path.join(r, "etc/config"), 0o644);
-    await fsp.link(path.join(r, "etc/config"), path.join(r, "etc/config-hard"));
-  }],
-  ["bin/tool", async (r) => {
-    await fsp.mkdir(path.join(r, "bin"), { recursive: true });
-    await fsp.writeFile(path.join(r, "bin/tool"), "#!/bin/sh\necho tool\n");
-    await fsp.chmod(path.join(r, "bin/tool"), 0o755);
-  }],
-  ["bin/link", async (r) => {
-    await fsp.mkdir(path.join(r, "bin"), { recursive: true });
-    await fsp.symlink("tool", path.join(r, "bin/link"));
-  }],
-  ["bin/suid", async (r) => {
-    await fsp.mkdir(path.join(r, "bin"), { recursive: true });
-    await fsp.writeFile(path.join(r, "bin/suid"), "x");
-    await fsp.chmod(path.join(r, "bin/suid"), 0o4755);
-  }],
-  ["data/owned", async (r) => {
-    await fsp.mkdir(path.join(r, "data"), { recursive: true });
-    await fsp.writeFile(path.join(r, "data/owned"), randomBytes(0).toString() + "owned by 1234:5678");
-    await fsp.chown(path.join(r, "data/owned"), 1234, 5678);
-  }],
-  ["data/gone (whiteout)", async (r) => {
-    await fsp.mkdir(path.join(r, "data"), { recursive: true });
-    mknod(path.join(r, "data/gone"));
-  }],
-  ["data/日本.txt", async (r) => {
-    await fsp.mkdir(path.join(r, "data"), { recursive: true });
-    await fsp.writeFile(path.join(r, "data/日本.txt"), "unicode");
-  }],
-  ["opaque/keep", async (r) => {
-    await fsp.mkdir(path.join(r, "opaque"), { recursive: true });
-    setOpaque(path.join(r, "opaque"));
-    await fsp.writeFile(path.join(r, "opaque/keep"), "kept");
-  }],
-  ["pipe", async (r) => {
-    execFileSync("mkfifo", [path.join(r, "pipe")]);
-  }],
-  ["empty dir", async (r) => {
-    await fsp.mkdir(path.join(r, "empty"), { recursive: true });
-  }],
-  ["root whiteout", async (r) => {
-    mknod(path.join(r, "rootgone"));
-  }],
-  ["long name", async (r) => {
-    await fsp.mkdir(path.join(r, path.dirname(LONG)), { recursive: true });
-    await fsp.writeFile(path.join(r, LONG), "long");
-  }],
-  ["big file", async (r) => {
-    // Deterministic 300 KiB content (several tar blocks and stream chunks).
-    const b = Buffer.alloc(300 * 1024);
-    for (let i = 0; i < b.length; i++) b[i] = (i * 31) & 0xff;
-    await fsp.mkdir(path.join(r, "data"), { recursive: true });
-    await fsp.writeFile(path.join(r, "data/big.bin"), b);
-  }],
+  [
+    "etc/config + hardlink",
+    async (r) => {
+      await fsp.mkdir(path.join(r, "etc"), { recursive: true });
+      await fsp.writeFile(path.join(r, "etc/config"), "hello\n");
+      await fsp.chmod(path.join(r, "etc/config"), 0o644);
+      await fsp.link(path.join(r, "etc/config"), path.join(r, "etc/config-hard"));
+    },
+  ],
+  [
+    "bin/tool",
+    async (r) => {
+      await fsp.mkdir(path.join(r, "bin"), { recursive: true });
+      await fsp.writeFile(path.join(r, "bin/tool"), "#!/bin/sh\necho tool\n");
+      await fsp.chmod(path.join(r, "bin/tool"), 0o755);
+    },
+  ],
+  [
+    "bin/link",
+    async (r) => {
+      await fsp.mkdir(path.join(r, "bin"), { recursive: true });
+      await fsp.symlink("tool", path.join(r, "bin/link"));
+    },
+  ],
+  [
+    "bin/suid",
+    async (r) => {
+      await fsp.mkdir(path.join(r, "bin"), { recursive: true });
+      await fsp.writeFile(path.join(r, "bin/suid"), "x");
+      await fsp.chmod(path.join(r, "bin/suid"), 0o4755);
+    },
+  ],
+  [
+    "data/owned",
+    async (r) => {
+      await fsp.mkdir(path.join(r, "data"), { recursive: true });
+      await fsp.writeFile(path.join(r, "data/owned"), randomBytes(0).toString() + "owned by 1234:5678");
+      await fsp.chown(path.join(r, "data/owned"), 1234, 5678);
+    },
+  ],
+  [
+    "data/gone (whiteout)",
+    async (r) => {
+      await fsp.mkdir(path.join(r, "data"), { recursive: true });
+      mknod(path.join(r, "data/gone"));
+    },
+  ],
+  [
+    "data/日本.txt",
+    async (r) => {
+      await fsp.mkdir(path.join(r, "data"), { recursive: true });
+      await fsp.writeFile(path.join(r, "data/日本.txt"), "unicode");
+    },
+  ],
+  [
+    "opaque/keep",
+    async (r) => {
+      await fsp.mkdir(path.join(r, "opaque"), { recursive: true });
+      setOpaque(path.join(r, "opaque"));
+      await fsp.writeFile(path.join(r, "opaque/keep"), "kept");
+    },
+  ],
+  [
+    "pipe",
+    async (r) => {
+      execFileSync("mkfifo", [path.join(r, "pipe")]);
+    },
+  ],
+  [
+    "empty dir",
+    async (r) => {
+      await fsp.mkdir(path.join(r, "empty"), { recursive: true });
+    },
+  ],
+  [
+    "root whiteout",
+    async (r) => {
+      mknod(path.join(r, "rootgone"));
+    },
+  ],
+  [
+    "long name",
+    async (r) => {
+      await fsp.mkdir(path.join(r, path.dirname(LONG)), { recursive: true });
+      await fsp.writeFile(path.join(r, LONG), "long");
+    },
+  ],
+  [
+    "big file",
+    async (r) => {
+      // Deterministic 300 KiB content (several tar blocks and stream chunks).
+      const b = Buffer.alloc(300 * 1024);
+      for (let i = 0; i < b.length; i++) b[i] = (i * 31) & 0xff;
+      await fsp.mkdir(path.join(r, "data"), { recursive: true });
+      await fsp.writeFile(path.join(r, "data/big.bin"), b);
+    },
+  ],
 ];
 
 async function buildTree(root: string, reverse: boolean, seconds: number): Promise<void> {
@@ -260,8 +307,14 @@ describe("packDir", () => {
     let off = 0;
     while (off < tarA.length && tarA[off] !== 0) {
       const hdr = tarA.subarray(off, off + 512);
-      assert.ok(hdr.subarray(265, 297).every((b) => b === 0), "uname not empty");
-      assert.ok(hdr.subarray(297, 329).every((b) => b === 0), "gname not empty");
+      assert.ok(
+        hdr.subarray(265, 297).every((b) => b === 0),
+        "uname not empty",
+      );
+      assert.ok(
+        hdr.subarray(297, 329).every((b) => b === 0),
+        "gname not empty",
+      );
       const size = parseInt(hdr.subarray(124, 136).toString().replace(/\0.*$/, "").trim() || "0", 8);
       off += 512 + Math.ceil(size / 512) * 512;
     }
@@ -432,7 +485,10 @@ describe("packDir", () => {
     try {
       await fsp.writeFile(path.join(d, "f"), "x");
       const es = await list(await pack(d));
-      assert.deepEqual(es.map((e) => e.header.name), ["f"]);
+      assert.deepEqual(
+        es.map((e) => e.header.name),
+        ["f"],
+      );
     } finally {
       await new Promise<void>((r) => server.close(() => r()));
     }
@@ -571,7 +627,10 @@ describe("extractLayer", () => {
   test("a hardlink to a file not (yet) in the layer is refused", async () => {
     const dst = await freshDir("hl-missing");
     const t = await makeTar([[{ name: "h", type: "link", linkname: "nope" }]]);
-    await assert.rejects(extractLayer(Readable.from([t]), dst), (e: unknown) => e instanceof UnsafeLayerError && /not in this layer/.test(e.message));
+    await assert.rejects(
+      extractLayer(Readable.from([t]), dst),
+      (e: unknown) => e instanceof UnsafeLayerError && /not in this layer/.test(e.message),
+    );
   });
 });
 
@@ -590,7 +649,10 @@ describe("extractLayer refuses unsafe layers", () => {
     return { box, root, outside, victim };
   }
 
-  async function assertOutsideUntouched(s: { box: string; outside: string; victim: string }, extra: string[] = []): Promise<void> {
+  async function assertOutsideUntouched(
+    s: { box: string; outside: string; victim: string },
+    extra: string[] = [],
+  ): Promise<void> {
     assert.deepEqual((await fsp.readdir(s.box)).sort(), ["outside", "root"]);
     assert.deepEqual(await fsp.readdir(s.outside), ["victim"]);
     const st = await fsp.lstat(s.victim);
@@ -601,7 +663,8 @@ describe("extractLayer refuses unsafe layers", () => {
     for (const p of extra) assert.ok(!existsSync(p), `${p} was created`);
   }
 
-  const isUnsafe = (e: unknown) => e instanceof UnsafeLayerError && e instanceof StrataError && e.code === "UNSAFE_LAYER";
+  const isUnsafe = (e: unknown) =>
+    e instanceof UnsafeLayerError && e instanceof StrataError && e.code === "UNSAFE_LAYER";
 
   test("../evil is refused", async () => {
     const s = await sandbox();
@@ -616,7 +679,10 @@ describe("extractLayer refuses unsafe layers", () => {
       [{ name: "a", type: "directory", mode: 0o755 }],
       [{ name: "a/../../evil", type: "file", mode: 0o644 }, "x"],
     ]);
-    await assert.rejects(extractLayer(Readable.from([t]), s.root), (e: unknown) => isUnsafe(e) && /escapes the layer root/.test((e as Error).message));
+    await assert.rejects(
+      extractLayer(Readable.from([t]), s.root),
+      (e: unknown) => isUnsafe(e) && /escapes the layer root/.test((e as Error).message),
+    );
     await assertOutsideUntouched(s);
   });
 
@@ -627,7 +693,10 @@ describe("extractLayer refuses unsafe layers", () => {
       [{ name: "link", type: "symlink", linkname: "/" }],
       [{ name: `link/${evil}`, type: "file", mode: 0o644 }, "x"],
     ]);
-    await assert.rejects(extractLayer(Readable.from([t]), s.root), (e: unknown) => isUnsafe(e) && /symlink/.test((e as Error).message));
+    await assert.rejects(
+      extractLayer(Readable.from([t]), s.root),
+      (e: unknown) => isUnsafe(e) && /symlink/.test((e as Error).message),
+    );
     await assertOutsideUntouched(s, [`/${evil}`]);
   });
 
@@ -764,7 +833,10 @@ describe("extractLayer refuses unsafe layers", () => {
     let sum = 0;
     for (const b of hdr) sum += b;
     hdr.write(sum.toString(8).padStart(6, "0") + "\0 ", 148, "latin1");
-    await assert.rejects(extractLayer(Readable.from([t]), s.root), (e: unknown) => isUnsafe(e) && /unsupported entry type/.test((e as Error).message));
+    await assert.rejects(
+      extractLayer(Readable.from([t]), s.root),
+      (e: unknown) => isUnsafe(e) && /unsupported entry type/.test((e as Error).message),
+    );
   });
 });
 
@@ -806,7 +878,7 @@ describe("commitLayer", () => {
     assert.equal(rec.diffId, "sha256:" + sha256(await pack(dir)));
     assert.equal(rec.size, blob.length);
     assert.equal(rec.mediaType, MediaType.ociLayerGzip);
-    assert.equal(((await fsp.stat(await store.blobPath(rec.digest))).mode & 0o777), 0o644);
+    assert.equal((await fsp.stat(await store.blobPath(rec.digest))).mode & 0o777, 0o644);
     // The temp dir is cleaned up.
     assert.deepEqual(await fsp.readdir(path.join(store.root, "tmp")), []);
   });

@@ -11,7 +11,12 @@ import { isMetadataOnly, render, shellQuote, type Instruction } from "../../src/
 import type { Plan } from "../../src/plan/step.js";
 import { stepExtra } from "../../src/keys/step-extra.js";
 import { InvalidDefinitionError, UnknownBuilderVersionError, StrataError } from "../../src/errors.js";
-import { DEFAULT_BUILDER_VERSION, knownBuilderVersions, loadBuilderVersion, packageRoot } from "../../src/builder-version.js";
+import {
+  DEFAULT_BUILDER_VERSION,
+  knownBuilderVersions,
+  loadBuilderVersion,
+  packageRoot,
+} from "../../src/builder-version.js";
 
 const BV = "2026.11";
 const builderJson = JSON.parse(readFileSync(path.join(packageRoot(), "builders", `${BV}.json`), "utf8")) as {
@@ -92,12 +97,27 @@ describe("bases", () => {
 
   test("fromScratch is a base with no instructions", () => {
     const s = Image.fromScratch().plan(BV).steps[0]!;
-    assert.deepEqual(plain(s), { method: "fromScratch", description: "fromScratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: false, extra: [] });
+    assert.deepEqual(plain(s), {
+      method: "fromScratch",
+      description: "fromScratch",
+      base: { kind: "scratch" },
+      instructions: [],
+      inputs: [],
+      secrets: [],
+      env: {},
+      forceBuild: false,
+      extra: [],
+    });
   });
 
   test("fromRegistry keeps the reference and insecure flag; empty references are rejected", () => {
     const s = Image.fromRegistry("127.0.0.1:5000/team/base:1", { insecure: true }).plan(BV).steps[0]!;
-    assert.deepEqual(s.base, { kind: "registry", ref: "127.0.0.1:5000/team/base:1", insecure: true, login: "registry" });
+    assert.deepEqual(s.base, {
+      kind: "registry",
+      ref: "127.0.0.1:5000/team/base:1",
+      insecure: true,
+      login: "registry",
+    });
     assert.equal(s.description, "fromRegistry 127.0.0.1:5000/team/base:1");
     assert.throws(() => Image.fromRegistry(""), InvalidDefinitionError);
     assert.throws(() => Image.fromRegistry("   "), InvalidDefinitionError);
@@ -172,18 +192,27 @@ describe("aptInstall", () => {
 
   test("aptInstall shell-quotes package words", () => {
     const p = base().aptInstall("it's", "a b", "", "$HOME", "pkg=1.0~x", "lib+foo:amd64").plan(BV);
-    assert.deepEqual(rendered(p, 1), ["RUN apt-get update", `RUN apt-get install -y 'it'"'"'s' 'a b' '' '$HOME' 'pkg=1.0~x' lib+foo:amd64`]);
+    assert.deepEqual(rendered(p, 1), [
+      "RUN apt-get update",
+      `RUN apt-get install -y 'it'"'"'s' 'a b' '' '$HOME' 'pkg=1.0~x' lib+foo:amd64`,
+    ]);
   });
 
   test("aptInstall flattens arrays and accepts a trailing params object", () => {
     const a = base().aptInstall(["jq", "curl"], "git", { network: "none" }).plan(BV);
-    assert.deepEqual(rendered(a, 1), ["RUN --network=none apt-get update", "RUN --network=none apt-get install -y jq curl git"]);
+    assert.deepEqual(rendered(a, 1), [
+      "RUN --network=none apt-get update",
+      "RUN --network=none apt-get install -y jq curl git",
+    ]);
   });
 
   test('aptInstall network "host" is rendered (and keyed): it is not the default sandboxed network', () => {
     const p = base().aptInstall("jq", { network: "host" }).plan(BV);
     assert.deepEqual(rendered(p, 1), ["RUN --network=host apt-get update", "RUN --network=host apt-get install -y jq"]);
-    assert.deepEqual(rendered(base().aptInstall("jq").plan(BV), 1), ["RUN apt-get update", "RUN apt-get install -y jq"]);
+    assert.deepEqual(rendered(base().aptInstall("jq").plan(BV), 1), [
+      "RUN apt-get update",
+      "RUN apt-get install -y jq",
+    ]);
   });
 
   test("aptInstall timeout is converted to milliseconds", () => {
@@ -197,12 +226,15 @@ describe("aptInstall", () => {
   });
 
   test("a package starting with - is rejected, pointing at extraOptions", () => {
-    assert.throws(() => base().aptInstall("jq", "--no-install-recommends"), (e: unknown) => {
-      assert.ok(e instanceof InvalidDefinitionError);
-      assert.match(e.message, /aptInstall: "--no-install-recommends" looks like an option/);
-      assert.match(e.message, /extraOptions/);
-      return true;
-    });
+    assert.throws(
+      () => base().aptInstall("jq", "--no-install-recommends"),
+      (e: unknown) => {
+        assert.ok(e instanceof InvalidDefinitionError);
+        assert.match(e.message, /aptInstall: "--no-install-recommends" looks like an option/);
+        assert.match(e.message, /extraOptions/);
+        return true;
+      },
+    );
   });
 
   test("non-string package arguments are rejected", () => {
@@ -224,9 +256,17 @@ describe("pipInstall", () => {
 
   test("pipInstall flags come in a fixed order: --find-links, --index-url, --extra-index-url, --pre, extraOptions", () => {
     const p = base()
-      .pipInstall("b", "a", { extraOptions: "--no-deps -q", pre: true, extraIndexUrl: "https://y/simple", indexUrl: "https://x/simple", findLinks: "/w h" })
+      .pipInstall("b", "a", {
+        extraOptions: "--no-deps -q",
+        pre: true,
+        extraIndexUrl: "https://y/simple",
+        indexUrl: "https://x/simple",
+        findLinks: "/w h",
+      })
       .plan(BV);
-    assert.deepEqual(rendered(p, 1), ["RUN python -m pip install a b --find-links '/w h' --index-url https://x/simple --extra-index-url https://y/simple --pre --no-deps -q"]);
+    assert.deepEqual(rendered(p, 1), [
+      "RUN python -m pip install a b --find-links '/w h' --index-url https://x/simple --extra-index-url https://y/simple --pre --no-deps -q",
+    ]);
   });
 
   test("pipInstall quotes package specifiers with shell metacharacters", () => {
@@ -244,16 +284,26 @@ describe("pipInstall", () => {
   });
 
   test("pipInstallFromRequirements copies the file and installs it with the same flags", () => {
-    const p = base().pipInstallFromRequirements("reqs/requirements.txt", { indexUrl: "https://x/simple", pre: true }).plan(BV);
+    const p = base()
+      .pipInstallFromRequirements("reqs/requirements.txt", { indexUrl: "https://x/simple", pre: true })
+      .plan(BV);
     const s = p.steps[1]!;
-    assert.deepEqual(rendered(p, 1), ["COPY requirements /.requirements.txt", "RUN python -m pip install -r /.requirements.txt --index-url https://x/simple --pre"]);
-    assert.deepEqual(s.inputs, [{ kind: "file", name: "requirements", localPath: path.resolve("reqs/requirements.txt") }]);
+    assert.deepEqual(rendered(p, 1), [
+      "COPY requirements /.requirements.txt",
+      "RUN python -m pip install -r /.requirements.txt --index-url https://x/simple --pre",
+    ]);
+    assert.deepEqual(s.inputs, [
+      { kind: "file", name: "requirements", localPath: path.resolve("reqs/requirements.txt") },
+    ]);
     assert.equal(s.description, "pipInstallFromRequirements reqs/requirements.txt");
   });
 
   test("pipInstallFromRequirements without params has no flags", () => {
     const p = base().pipInstallFromRequirements("/abs/requirements.txt").plan(BV);
-    assert.deepEqual(rendered(p, 1), ["COPY requirements /.requirements.txt", "RUN python -m pip install -r /.requirements.txt"]);
+    assert.deepEqual(rendered(p, 1), [
+      "COPY requirements /.requirements.txt",
+      "RUN python -m pip install -r /.requirements.txt",
+    ]);
     assert.equal(p.steps[1]!.inputs[0]!.kind === "file" && p.steps[1]!.inputs[0]!.localPath, "/abs/requirements.txt");
   });
 });
@@ -264,8 +314,12 @@ describe("uvPipInstall", () => {
   test("uvPipInstall mounts builder:uv read-only and records the builder's default uv version", () => {
     const p = base().uvPipInstall("b", "a").plan(BV);
     const s = p.steps[1]!;
-    assert.deepEqual(rendered(p, 1), ["RUN --mount=type=bind,source=builder:uv,target=/.strata/uv,readonly /.strata/uv pip install --system --compile-bytecode a b"]);
-    assert.deepEqual((s.instructions[0] as Extract<Instruction, { op: "RUN" }>).mounts, [{ type: "bind", source: "builder:uv", target: "/.strata/uv", readonly: true }]);
+    assert.deepEqual(rendered(p, 1), [
+      "RUN --mount=type=bind,source=builder:uv,target=/.strata/uv,readonly /.strata/uv pip install --system --compile-bytecode a b",
+    ]);
+    assert.deepEqual((s.instructions[0] as Extract<Instruction, { op: "RUN" }>).mounts, [
+      { type: "bind", source: "builder:uv", target: "/.strata/uv", readonly: true },
+    ]);
     assert.deepEqual(s.extra, [["uvVersion", builderJson.tools.uv.defaultVersion]]);
     assert.equal(builderJson.tools.uv.defaultVersion, "0.9.5");
     assert.deepEqual(s.inputs, []);
@@ -274,7 +328,14 @@ describe("uvPipInstall", () => {
 
   test("uvPipInstall flags: --find-links, --index-url, --extra-index-url, --prerelease allow, extraOptions", () => {
     const p = base()
-      .uvPipInstall("a", { findLinks: "/wheels", indexUrl: "https://x/simple", extraIndexUrl: "https://y/simple", pre: true, extraOptions: "--no-deps", network: "none" })
+      .uvPipInstall("a", {
+        findLinks: "/wheels",
+        indexUrl: "https://x/simple",
+        extraIndexUrl: "https://y/simple",
+        pre: true,
+        extraOptions: "--no-deps",
+        network: "none",
+      })
       .plan(BV);
     assert.deepEqual(rendered(p, 1), [
       "RUN --mount=type=bind,source=builder:uv,target=/.strata/uv,readonly --network=none /.strata/uv pip install --system --compile-bytecode a --find-links /wheels --index-url https://x/simple --extra-index-url https://y/simple --prerelease allow --no-deps",
@@ -282,7 +343,9 @@ describe("uvPipInstall", () => {
   });
 
   test("uvPipInstall uvVersion overrides the default in the key extras", () => {
-    assert.deepEqual(base().uvPipInstall("a", { uvVersion: "0.4.0" }).plan(BV).steps[1]!.extra, [["uvVersion", "0.4.0"]]);
+    assert.deepEqual(base().uvPipInstall("a", { uvVersion: "0.4.0" }).plan(BV).steps[1]!.extra, [
+      ["uvVersion", "0.4.0"],
+    ]);
   });
 
   test("uvPipInstall with requirements copies the file first and keys its content as an input", () => {
@@ -299,17 +362,25 @@ describe("uvPipInstall", () => {
   test("uvPipInstall with only a requirements file is a step, with no packages", () => {
     const p = base().uvPipInstall({ requirements: "/r.txt" }).plan(BV);
     assert.equal(p.steps.length, 2);
-    assert.deepEqual(rendered(p, 1)[1], "RUN --mount=type=bind,source=builder:uv,target=/.strata/uv,readonly /.strata/uv pip install --system --compile-bytecode -r /.uv-requirements.txt");
+    assert.deepEqual(
+      rendered(p, 1)[1],
+      "RUN --mount=type=bind,source=builder:uv,target=/.strata/uv,readonly /.strata/uv pip install --system --compile-bytecode -r /.uv-requirements.txt",
+    );
   });
 
   test("uvPipInstall sorts packages and rejects options", () => {
-    assert.deepEqual(rendered(base().uvPipInstall("z", "a").plan(BV), 1), rendered(base().uvPipInstall("a", "z").plan(BV), 1));
+    assert.deepEqual(
+      rendered(base().uvPipInstall("z", "a").plan(BV), 1),
+      rendered(base().uvPipInstall("a", "z").plan(BV), 1),
+    );
     assert.throws(() => base().uvPipInstall("--upgrade"), /uvPipInstall: "--upgrade" looks like an option/);
   });
 
   test("uvPipInstall follows the builder version's uv default (PREVIEW)", () => {
     const preview = loadBuilderVersion("PREVIEW");
-    assert.deepEqual(base().uvPipInstall("a").plan("PREVIEW").steps[1]!.extra, [["uvVersion", preview.tools.uv.defaultVersion]]);
+    assert.deepEqual(base().uvPipInstall("a").plan("PREVIEW").steps[1]!.extra, [
+      ["uvVersion", preview.tools.uv.defaultVersion],
+    ]);
   });
 });
 
@@ -319,7 +390,11 @@ describe("runCommands", () => {
   test("runCommands gives one RUN per command, in one step", () => {
     const p = base().runCommands("echo 1", ["echo 2", "echo 3"], { network: "none" }).plan(BV);
     assert.equal(p.steps.length, 2);
-    assert.deepEqual(rendered(p, 1), ["RUN --network=none echo 1", "RUN --network=none echo 2", "RUN --network=none echo 3"]);
+    assert.deepEqual(rendered(p, 1), [
+      "RUN --network=none echo 1",
+      "RUN --network=none echo 2",
+      "RUN --network=none echo 3",
+    ]);
     assert.equal(p.steps[1]!.description, "runCommands echo 1 (+2 more)");
   });
 
@@ -334,7 +409,9 @@ describe("runCommands", () => {
   });
 
   test("step env and forceBuild are carried on the step, not in instructions", () => {
-    const s = base().runCommands("x", { env: { A: "1" }, forceBuild: true }).plan(BV).steps[1]!;
+    const s = base()
+      .runCommands("x", { env: { A: "1" }, forceBuild: true })
+      .plan(BV).steps[1]!;
     assert.deepEqual(s.env, { A: "1" });
     assert.equal(s.forceBuild, true);
     assert.deepEqual(s.instructions.map(render), ["RUN x"]);
@@ -397,7 +474,8 @@ describe("runFunction", () => {
   const anon = function (file: string, text: string) {
     return import("node:fs").then((fs) => fs.writeFileSync(file, "anonymous:" + text));
   };
-  const plainArrow = (file: string, text: string) => import("node:fs").then((fs) => fs.writeFileSync(file, "arrow:" + text));
+  const plainArrow = (file: string, text: string) =>
+    import("node:fs").then((fs) => fs.writeFileSync(file, "arrow:" + text));
 
   const AsyncFunction = (async () => undefined).constructor as new (body: string) => unknown;
   /** The module uses top-level await, so it parses as the body of an async function. */
@@ -431,7 +509,9 @@ describe("runFunction", () => {
       try {
         const out = path.join(dir, "out.txt");
         const text = `hello "world" \\ ü $HOME \`x\` ${name}\n`;
-        const p = base().runFunction(fn, { args: [out, text] }).plan(BV);
+        const p = base()
+          .runFunction(fn, { args: [out, text] })
+          .plan(BV);
         const s = p.steps[1]!;
         const input = s.inputs[0]!;
         assert.equal(input.kind, "inline");
@@ -457,7 +537,8 @@ describe("runFunction", () => {
     try {
       const out = path.join(dir, "out.txt");
       // Built from text so that compilation cannot add parentheses around the parameter.
-      const src = "async args => { const fs = await import('node:fs'); const [f, t] = JSON.parse(args); fs.writeFileSync(f, 'single:' + t); }";
+      const src =
+        "async args => { const fs = await import('node:fs'); const [f, t] = JSON.parse(args); fs.writeFileSync(f, 'single:' + t); }";
       const fn = new Function(`return (${src});`)() as (a: string) => Promise<void>;
       const { module } = functionModule(fn as (...a: never[]) => unknown, [JSON.stringify([out, "x"])]);
       await runModule(module, dir);
@@ -474,14 +555,19 @@ describe("runFunction", () => {
   });
 
   test("runFunction compiles to one RUN of the builder's node with the function mounted read-only", () => {
-    const p = base().runFunction(namedAsync, { args: ["/x", "y"] }).plan(BV);
+    const p = base()
+      .runFunction(namedAsync, { args: ["/x", "y"] })
+      .plan(BV);
     const s = p.steps[1]!;
     assert.deepEqual(rendered(p, 1), [
       'RUN --mount=type=bind,source=builder:node,target=/.strata/node,readonly --mount=type=bind,source=function,target=/.strata/function.mjs,readonly ["/.strata/node/node","/.strata/function.mjs"]',
     ]);
     assert.equal(s.description, "runFunction namedAsync");
     assert.equal(s.inputs.length, 1);
-    assert.deepEqual({ ...s.inputs[0]!, content: undefined }, { kind: "inline", name: "function", content: undefined, mode: 0o444 });
+    assert.deepEqual(
+      { ...s.inputs[0]!, content: undefined },
+      { kind: "inline", name: "function", content: undefined, mode: 0o444 },
+    );
     assert.equal(s.timeoutMs, 3600 * 1000);
     assert.deepEqual(
       s.extra.map(([k]) => k),
@@ -494,13 +580,19 @@ describe("runFunction", () => {
     const m = functionModule(fn as (...args: never[]) => unknown, [1, "two"]);
     assert.equal(m.argsJson, '[1,"two"]');
     assert.equal(m.source, fn.toString());
-    assert.equal(m.module, `// Generated by Strata for runFunction.\nconst fn = (${fn.toString()});\nconst args = "[1,\\"two\\"]";\nawait fn(...JSON.parse(args));\n`);
+    assert.equal(
+      m.module,
+      `// Generated by Strata for runFunction.\nconst fn = (${fn.toString()});\nconst args = "[1,\\"two\\"]";\nawait fn(...JSON.parse(args));\n`,
+    );
   });
 
   test("runFunction default args are [] and the anonymous description is used for unnamed functions", () => {
     const s = base()
       .runFunction(
-        (() => () => 1)(),
+        (
+          () => () =>
+            1
+        )(),
         {},
       )
       .plan(BV).steps[1]!;
@@ -509,7 +601,12 @@ describe("runFunction", () => {
   });
 
   test("runFunction timeout defaults to 3600 s and can be set", () => {
-    assert.equal(base().runFunction(() => 1, { timeout: 5 }).plan(BV).steps[1]!.timeoutMs, 5000);
+    assert.equal(
+      base()
+        .runFunction(() => 1, { timeout: 5 })
+        .plan(BV).steps[1]!.timeoutMs,
+      5000,
+    );
   });
 
   test("runFunction rejects non-functions, classes, bound and native functions, and non-JSON arguments", () => {
@@ -517,16 +614,25 @@ describe("runFunction", () => {
     assert.throws(() => base().runFunction(class A {} as unknown as () => void), /expected a function, got a class/);
     assert.throws(() => base().runFunction(namedAsync.bind(null)), /native or bound/);
     assert.throws(() => base().runFunction(Math.max), /native or bound/);
-    assert.throws(() => base().runFunction((x: bigint) => x, { args: [1n] }), (e: unknown) => e instanceof InvalidDefinitionError && /JSON-serialisable/.test(e.message));
+    assert.throws(
+      () => base().runFunction((x: bigint) => x, { args: [1n] }),
+      (e: unknown) => e instanceof InvalidDefinitionError && /JSON-serialisable/.test(e.message),
+    );
     const cyc: Record<string, unknown> = {};
     cyc.self = cyc;
     assert.throws(() => base().runFunction((x: unknown) => x, { args: [cyc] }), /JSON-serialisable/);
   });
 
   test("the function's source and arguments change the step's extras", () => {
-    const a = base().runFunction((x: number) => x, { args: [1] }).plan(BV).steps[1]!.extra;
-    const b = base().runFunction((x: number) => x, { args: [2] }).plan(BV).steps[1]!.extra;
-    const c = base().runFunction((y: number) => y, { args: [1] }).plan(BV).steps[1]!.extra;
+    const a = base()
+      .runFunction((x: number) => x, { args: [1] })
+      .plan(BV).steps[1]!.extra;
+    const b = base()
+      .runFunction((x: number) => x, { args: [2] })
+      .plan(BV).steps[1]!.extra;
+    const c = base()
+      .runFunction((y: number) => y, { args: [1] })
+      .plan(BV).steps[1]!.extra;
     assert.notDeepEqual(a, b);
     assert.notDeepEqual(a, c);
   });
@@ -561,7 +667,11 @@ describe("metadata instructions", () => {
         ["entrypoint", 'entrypoint ["/bin/tini","--"]', ['ENTRYPOINT ["/bin/tini","--"]']],
         ["shell", 'shell ["/bin/bash","-c"]', ['SHELL ["/bin/bash","-c"]']],
         ["user", "user 1000:1000", ["USER 1000:1000"]],
-        ["label", "label org.opencontainers.image.title a b", ['LABEL org.opencontainers.image.title=demo "a b"="say \\"hi\\""']],
+        [
+          "label",
+          "label org.opencontainers.image.title a b",
+          ['LABEL org.opencontainers.image.title=demo "a b"="say \\"hi\\""'],
+        ],
       ],
     );
     for (const s of p.steps.slice(1)) {
@@ -600,7 +710,10 @@ describe("metadata instructions", () => {
   test("env rejects invalid names and non-string values", () => {
     assert.throws(() => Image.fromScratch().env({ "1A": "x" }), /env: "1A" is not a valid variable name/);
     assert.throws(() => Image.fromScratch().env({ "A-B": "x" }), InvalidDefinitionError);
-    assert.throws(() => Image.fromScratch().env({ A: 1 as unknown as string }), /env: value of A must be a string, got number/);
+    assert.throws(
+      () => Image.fromScratch().env({ A: 1 as unknown as string }),
+      /env: value of A must be a string, got number/,
+    );
   });
 
   test("workdir must be absolute", () => {
@@ -609,7 +722,10 @@ describe("metadata instructions", () => {
 
   test("cmd, entrypoint, shell and user validate their arguments", () => {
     assert.throws(() => Image.fromScratch().cmd("python3" as unknown as string[]), /cmd: expected an array of strings/);
-    assert.throws(() => Image.fromScratch().entrypoint([1] as unknown as string[]), /entrypoint: expected an array of strings/);
+    assert.throws(
+      () => Image.fromScratch().entrypoint([1] as unknown as string[]),
+      /entrypoint: expected an array of strings/,
+    );
     assert.throws(() => Image.fromScratch().shell([]), /shell: expected a non-empty array/);
     assert.throws(() => Image.fromScratch().user(""), /user: expected a user name or uid/);
   });
@@ -620,7 +736,12 @@ describe("metadata instructions", () => {
     assert.equal(render({ op: "RUN", command: "x", network: "host" }), "RUN --network=host x");
     assert.equal(render({ op: "RUN", command: "x", network: "none" }), "RUN --network=none x");
     assert.equal(
-      render({ op: "RUN", command: "x", network: "none", mounts: [{ type: "bind", source: "s", target: "/t", readonly: true }] }),
+      render({
+        op: "RUN",
+        command: "x",
+        network: "none",
+        mounts: [{ type: "bind", source: "s", target: "/t", readonly: true }],
+      }),
       "RUN --mount=type=bind,source=s,target=/t,readonly --network=none x",
     );
     assert.equal(render({ op: "COPY", source: "context", dest: "/app" }), "COPY context /app");
@@ -685,13 +806,23 @@ describe("immutability", () => {
     const a = mid.runCommands("a");
     const b = mid.runCommands("b");
     const a2 = a.runCommands("a2");
-    assert.deepEqual(a.plan(BV).steps.map((s) => s.description), ["debianSlim python 3.11 (bookworm)", "aptInstall jq", "runCommands a"]);
-    assert.deepEqual(b.plan(BV).steps.map((s) => s.description), ["debianSlim python 3.11 (bookworm)", "aptInstall jq", "runCommands b"]);
+    assert.deepEqual(
+      a.plan(BV).steps.map((s) => s.description),
+      ["debianSlim python 3.11 (bookworm)", "aptInstall jq", "runCommands a"],
+    );
+    assert.deepEqual(
+      b.plan(BV).steps.map((s) => s.description),
+      ["debianSlim python 3.11 (bookworm)", "aptInstall jq", "runCommands b"],
+    );
     assert.equal(a2.plan(BV).steps.length, 4);
   });
 
   test("plan() is deterministic: two plans of one Image are deep-equal", () => {
-    const img = base().aptInstall("jq").pipInstall("a").runFunction((x: number) => x, { args: [1] }).env({ A: "1" });
+    const img = base()
+      .aptInstall("jq")
+      .pipInstall("a")
+      .runFunction((x: number) => x, { args: [1] })
+      .env({ A: "1" });
     assert.deepEqual(plain(img.plan(BV)), plain(img.plan(BV)));
   });
 
@@ -713,7 +844,10 @@ describe("immutability", () => {
     ep.push("--evil");
     sh[0] = "/evil";
     const p = img.plan(BV);
-    assert.deepEqual([...rendered(p, 1), ...rendered(p, 2), ...rendered(p, 3)], ['CMD ["python3","app.py"]', 'ENTRYPOINT ["/bin/tini"]', 'SHELL ["/bin/sh","-c"]']);
+    assert.deepEqual(
+      [...rendered(p, 1), ...rendered(p, 2), ...rendered(p, 3)],
+      ['CMD ["python3","app.py"]', 'ENTRYPOINT ["/bin/tini"]', 'SHELL ["/bin/sh","-c"]'],
+    );
   });
 
   test("mutating params objects afterwards does not change the image (secrets, ignore, runFunction, addLocal*)", () => {
@@ -778,10 +912,14 @@ describe("immutability", () => {
 
 describe("addLocalDir / addLocalFile", () => {
   test("addLocalDir with copy: true is a COPY step keyed on the directory and ignore patterns", () => {
-    const p = base().addLocalDir("src", "/app", { copy: true, ignore: ["*.pyc", "node_modules"] }).plan(BV);
+    const p = base()
+      .addLocalDir("src", "/app", { copy: true, ignore: ["*.pyc", "node_modules"] })
+      .plan(BV);
     const s = p.steps[1]!;
     assert.deepEqual(rendered(p, 1), ["COPY context /app"]);
-    assert.deepEqual(s.inputs, [{ kind: "dir", name: "context", localPath: path.resolve("src"), ignore: ["*.pyc", "node_modules"] }]);
+    assert.deepEqual(s.inputs, [
+      { kind: "dir", name: "context", localPath: path.resolve("src"), ignore: ["*.pyc", "node_modules"] },
+    ]);
     assert.deepEqual(s.extra, [["ignore", JSON.stringify(["*.pyc", "node_modules"])]]);
     assert.equal(s.description, "addLocalDir src → /app");
     assert.deepEqual(p.deferred, []);
@@ -800,7 +938,10 @@ describe("addLocalDir / addLocalFile", () => {
   });
 
   test("addLocalDir/addLocalFile without copy are deferred mounts, not steps", () => {
-    const p = base().addLocalDir("data", "/data", { ignore: ["*.tmp"] }).addLocalFile("x/run.sh", "/bin/").plan(BV);
+    const p = base()
+      .addLocalDir("data", "/data", { ignore: ["*.tmp"] })
+      .addLocalFile("x/run.sh", "/bin/")
+      .plan(BV);
     assert.equal(p.steps.length, 1);
     assert.deepEqual(p.deferred, [
       { kind: "dir", localPath: path.resolve("data"), remotePath: "/data", ignore: ["*.tmp"] },
@@ -830,7 +971,10 @@ describe("addLocalDir / addLocalFile", () => {
 
   test("the error names the method and the offending addLocalFile call", () => {
     const img = base().addLocalFile("/etc/hosts", "/hosts");
-    assert.throws(() => img.runCommands("cat /hosts"), /^InvalidDefinitionError: runCommands\(\) cannot come after addLocalFile\("\/etc\/hosts", "\/hosts"\)/);
+    assert.throws(
+      () => img.runCommands("cat /hosts"),
+      /^InvalidDefinitionError: runCommands\(\) cannot come after addLocalFile\("\/etc\/hosts", "\/hosts"\)/,
+    );
   });
 
   test("empty calls after a deferred mount still return the same Image (nothing is added)", () => {
@@ -841,7 +985,10 @@ describe("addLocalDir / addLocalFile", () => {
 
   test("relative remote paths are rejected", () => {
     assert.throws(() => base().addLocalDir("src", "app"), /addLocalDir: remote path "app" must be absolute/);
-    assert.throws(() => base().addLocalFile("a.txt", "a.txt", { copy: true }), /addLocalFile: remote path "a.txt" must be absolute/);
+    assert.throws(
+      () => base().addLocalFile("a.txt", "a.txt", { copy: true }),
+      /addLocalFile: remote path "a.txt" must be absolute/,
+    );
     assert.throws(() => base().addLocalDir("src", "./app", { copy: true }), InvalidDefinitionError);
   });
 });
@@ -863,13 +1010,27 @@ describe("secrets", () => {
 
   test("steps of one image share a secret's value: a name given two values is an error naming it and both steps", () => {
     const one = base().runCommands("a", { secrets: { TOKEN: "v1" } });
-    assert.deepEqual(one.runCommands("b", { secrets: { TOKEN: "v1" } }).secretValues(), { TOKEN: "v1" }, "the same value twice is fine");
+    assert.deepEqual(
+      one.runCommands("b", { secrets: { TOKEN: "v1" } }).secretValues(),
+      { TOKEN: "v1" },
+      "the same value twice is fine",
+    );
     assert.throws(
       () => one.runCommands("b", { secrets: { TOKEN: "v2" } }),
-      (e: unknown) => e instanceof InvalidDefinitionError && /secret TOKEN is given two different values/.test(e.message) && e.message.includes('"runCommands a"') && e.message.includes('"runCommands b"'),
+      (e: unknown) =>
+        e instanceof InvalidDefinitionError &&
+        /secret TOKEN is given two different values/.test(e.message) &&
+        e.message.includes('"runCommands a"') &&
+        e.message.includes('"runCommands b"'),
     );
     // A registry base's login and a step's secret are one name space, as are a Dockerfile's mounts (stages included).
-    assert.throws(() => Image.fromRegistry("127.0.0.1:5000/x:1", { secret: { REGISTRY_PASSWORD: "p" } }).runCommands("c", { secrets: { REGISTRY_PASSWORD: "q" } }), /secret REGISTRY_PASSWORD/);
+    assert.throws(
+      () =>
+        Image.fromRegistry("127.0.0.1:5000/x:1", { secret: { REGISTRY_PASSWORD: "p" } }).runCommands("c", {
+          secrets: { REGISTRY_PASSWORD: "q" },
+        }),
+      /secret REGISTRY_PASSWORD/,
+    );
   });
 
   test("later secrets override earlier ones of the same name", () => {
@@ -904,10 +1065,19 @@ describe("secrets", () => {
   });
 
   test("secret names must be valid environment variable names and values strings", () => {
-    assert.throws(() => Secret.fromObject({ "bad-name": "x" }), /secret name "bad-name" is not a valid environment variable name/);
+    assert.throws(
+      () => Secret.fromObject({ "bad-name": "x" }),
+      /secret name "bad-name" is not a valid environment variable name/,
+    );
     assert.throws(() => Secret.fromObject({ A: 1 as unknown as string }), /secret A must be a string/);
     // Plain-object secrets are validated when the step is compiled (at the latest in plan()).
-    assert.throws(() => base().runCommands("x", { secrets: { "1X": "v" } }).plan(BV), InvalidDefinitionError);
+    assert.throws(
+      () =>
+        base()
+          .runCommands("x", { secrets: { "1X": "v" } })
+          .plan(BV),
+      InvalidDefinitionError,
+    );
   });
 
   test("Secret.fromLocalEnv reads the local environment and names a missing variable", () => {

@@ -26,14 +26,29 @@ describe("clampImagePath", () => {
     ["../../x", "../../x"],
     ["sub/dir", "sub/dir"],
   ];
-  for (const [p, want] of cases) test(`${JSON.stringify(p)} → ${JSON.stringify(want)}`, () => assert.equal(clampImagePath(p), want));
+  for (const [p, want] of cases)
+    test(`${JSON.stringify(p)} → ${JSON.stringify(want)}`, () => assert.equal(clampImagePath(p), want));
 });
 
 describe("clampInstructionPaths", () => {
   test("WORKDIR, COPY/ADD destinations and every RUN mount target; other instructions untouched", () => {
-    assert.deepEqual(clampInstructionPaths({ op: "WORKDIR", path: "/../w", create: true }), { op: "WORKDIR", path: "/w", create: true });
-    assert.deepEqual(clampInstructionPaths({ op: "COPY", source: "s", dest: "/../d/", sources: ["a"] }), { op: "COPY", source: "s", dest: "/d/", sources: ["a"] });
-    assert.deepEqual(clampInstructionPaths({ op: "ADD", source: "s", dest: "/../../f", sources: ["a"] }), { op: "ADD", source: "s", dest: "/f", sources: ["a"] });
+    assert.deepEqual(clampInstructionPaths({ op: "WORKDIR", path: "/../w", create: true }), {
+      op: "WORKDIR",
+      path: "/w",
+      create: true,
+    });
+    assert.deepEqual(clampInstructionPaths({ op: "COPY", source: "s", dest: "/../d/", sources: ["a"] }), {
+      op: "COPY",
+      source: "s",
+      dest: "/d/",
+      sources: ["a"],
+    });
+    assert.deepEqual(clampInstructionPaths({ op: "ADD", source: "s", dest: "/../../f", sources: ["a"] }), {
+      op: "ADD",
+      source: "s",
+      dest: "/f",
+      sources: ["a"],
+    });
     const run: Instruction = {
       op: "RUN",
       command: "true",
@@ -73,12 +88,15 @@ describe("Image.plan clamps what the SDK and Dockerfile lines wrote", () => {
       .dockerfileCommands(["WORKDIR /../w", "RUN --mount=type=tmpfs,target=/../../t true", "WORKDIR ../x"])
       .addLocalFile("/etc/hostname", "/../../h", { copy: false })
       .plan("2026.11");
-    assert.deepEqual(plan.steps.slice(1).map((s) => s.instructions), [
-      [{ op: "WORKDIR", path: "/srv" }],
-      [{ op: "WORKDIR", path: "/w", create: true }],
-      [{ op: "RUN", command: "true", mounts: [{ type: "tmpfs", target: "/t" }] }],
-      [{ op: "WORKDIR", path: "../x", create: true }],
-    ]);
+    assert.deepEqual(
+      plan.steps.slice(1).map((s) => s.instructions),
+      [
+        [{ op: "WORKDIR", path: "/srv" }],
+        [{ op: "WORKDIR", path: "/w", create: true }],
+        [{ op: "RUN", command: "true", mounts: [{ type: "tmpfs", target: "/t" }] }],
+        [{ op: "WORKDIR", path: "../x", create: true }],
+      ],
+    );
     assert.equal(plan.deferred[0]!.remotePath, "/h");
   });
 });

@@ -18,7 +18,11 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 
 function assertPlainData(plan: Plan, what: string): void {
   assert.deepStrictEqual(structuredClone(plan), plan, `${what}: structuredClone(plan) differs from the plan`);
-  assert.deepStrictEqual(JSON.parse(JSON.stringify(plan)), plan, `${what}: the plan's JSON round trip differs from the plan`);
+  assert.deepStrictEqual(
+    JSON.parse(JSON.stringify(plan)),
+    plan,
+    `${what}: the plan's JSON round trip differs from the plan`,
+  );
 }
 
 /** A layer method of each kind, with optional fields left unset (they must be absent from the plan, not undefined). */
@@ -45,7 +49,12 @@ function dockerfile(name: string, text: string): string {
 describe("a plan is plain data", () => {
   test("for every SDK base, with steps chained on it", () => {
     const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-    const key = JSON.stringify({ type: "service_account", client_email: "b@p.iam.gserviceaccount.com", private_key: privateKey.export({ type: "pkcs8", format: "pem" }), token_uri: "https://oauth2.googleapis.com/token" });
+    const key = JSON.stringify({
+      type: "service_account",
+      client_email: "b@p.iam.gserviceaccount.com",
+      private_key: privateKey.export({ type: "pkcs8", format: "pem" }),
+      token_uri: "https://oauth2.googleapis.com/token",
+    });
     const multiStage = dockerfile(
       "sdk-multi-stage",
       "FROM scratch AS a\nRUN --mount=type=secret,id=tok true\nFROM scratch\nCOPY --from=a / /a\nRUN --mount=type=secret,id=tok,env=T true\n",
@@ -53,12 +62,35 @@ describe("a plan is plain data", () => {
     const bases: [string, Image][] = [
       ["fromScratch", Image.fromScratch()],
       ["debianSlim", Image.debianSlim()],
-      ["fromRegistry", Image.fromRegistry("127.0.0.1:5000/base:1", { secret: { REGISTRY_USERNAME: "u", REGISTRY_PASSWORD: "p" }, setupDockerfileCommands: ["ENV X=1"] })],
+      [
+        "fromRegistry",
+        Image.fromRegistry("127.0.0.1:5000/base:1", {
+          secret: { REGISTRY_USERNAME: "u", REGISTRY_PASSWORD: "p" },
+          setupDockerfileCommands: ["ENV X=1"],
+        }),
+      ],
       ["fromRegistry insecure", Image.fromRegistry("registry.example:5000/base:1", { insecure: true })],
-      ["fromAwsEcr", Image.fromAwsEcr("123456789012.dkr.ecr.us-east-1.amazonaws.com/base:7", { secret: { AWS_ACCESS_KEY_ID: "AKID", AWS_SECRET_ACCESS_KEY: "k", AWS_REGION: "us-east-1" } })],
-      ["fromGcpArtifactRegistry", Image.fromGcpArtifactRegistry("us-east1-docker.pkg.dev/p/r/img:v1", { secret: { SERVICE_ACCOUNT_JSON: key }, mode: "json_key" })],
+      [
+        "fromAwsEcr",
+        Image.fromAwsEcr("123456789012.dkr.ecr.us-east-1.amazonaws.com/base:7", {
+          secret: { AWS_ACCESS_KEY_ID: "AKID", AWS_SECRET_ACCESS_KEY: "k", AWS_REGION: "us-east-1" },
+        }),
+      ],
+      [
+        "fromGcpArtifactRegistry",
+        Image.fromGcpArtifactRegistry("us-east1-docker.pkg.dev/p/r/img:v1", {
+          secret: { SERVICE_ACCOUNT_JSON: key },
+          mode: "json_key",
+        }),
+      ],
       ["fromId", Image.fromId("sha256:0123")],
-      ["fromDockerfile", Image.fromDockerfile(multiStage, { secrets: Secret.fromObject({ tok: "v" }), buildArgs: { HTTP_PROXY: "http://proxy" } })],
+      [
+        "fromDockerfile",
+        Image.fromDockerfile(multiStage, {
+          secrets: Secret.fromObject({ tok: "v" }),
+          buildArgs: { HTTP_PROXY: "http://proxy" },
+        }),
+      ],
       ["addPython", Image.fromRegistry("127.0.0.1:5000/base:1", { addPython: "3.11" })],
       ["fromDockerfile addPython", Image.fromDockerfile(multiStage, { addPython: "3.11" })],
     ];
@@ -69,12 +101,20 @@ describe("a plan is plain data", () => {
   });
 
   test("the values travel beside the plan: secretValues() merges every step's, nested Dockerfile stages included", () => {
-    const df = dockerfile("values", "FROM scratch AS a\nRUN --mount=type=secret,id=tok true\nFROM scratch\nCOPY --from=a / /a\n");
-    const img = Image.fromDockerfile(df, { secrets: Secret.fromObject({ tok: "v", unused: "u" }) }).runCommands("x", { secrets: { OTHER: "o" } });
+    const df = dockerfile(
+      "values",
+      "FROM scratch AS a\nRUN --mount=type=secret,id=tok true\nFROM scratch\nCOPY --from=a / /a\n",
+    );
+    const img = Image.fromDockerfile(df, { secrets: Secret.fromObject({ tok: "v", unused: "u" }) }).runCommands("x", {
+      secrets: { OTHER: "o" },
+    });
     assert.deepEqual(img.secretValues(), { tok: "v", OTHER: "o" }, "only secrets some step uses");
     const plan = img.plan(BV);
     assert.ok(!JSON.stringify(plan).includes('"v"'));
-    assert.throws(() => img.runCommands("y", { secrets: { tok: "w" } }), /secret tok is given two different values in one image: by "fromDockerfile .*" and by "runCommands y"/);
+    assert.throws(
+      () => img.runCommands("y", { secrets: { tok: "w" } }),
+      /secret tok is given two different values in one image: by "fromDockerfile .*" and by "runCommands y"/,
+    );
   });
 
   test("for every Dockerfile fixture case that plans (fixtures/dockerfiles and the parser tables)", () => {
@@ -83,10 +123,20 @@ describe("a plan is plain data", () => {
     for (const name of readdirSync(cases).sort()) {
       const dir = path.join(cases, name);
       if (!existsSync(path.join(dir, "Dockerfile"))) continue;
-      const expect = JSON.parse(readFileSync(path.join(dir, "expected.json"), "utf8")) as { buildArgs?: Record<string, string>; target?: string; secrets?: Record<string, string>; serve?: unknown };
+      const expect = JSON.parse(readFileSync(path.join(dir, "expected.json"), "utf8")) as {
+        buildArgs?: Record<string, string>;
+        target?: string;
+        secrets?: Record<string, string>;
+        serve?: unknown;
+      };
       const context = existsSync(path.join(dir, "context")) ? path.join(dir, "context") : dir;
       const buildArgs = { ...(expect.buildArgs ?? {}), ...(expect.serve ? { BASE_URL: "http://127.0.0.1:1" } : {}) };
-      const img = Image.fromDockerfile(path.join(dir, "Dockerfile"), { contextDir: context, buildArgs, ...(expect.target ? { target: expect.target } : {}), ...(expect.secrets ? { secrets: expect.secrets } : {}) });
+      const img = Image.fromDockerfile(path.join(dir, "Dockerfile"), {
+        contextDir: context,
+        buildArgs,
+        ...(expect.target ? { target: expect.target } : {}),
+        ...(expect.secrets ? { secrets: expect.secrets } : {}),
+      });
       assertPlainData(img.plan(BV), `fixtures/dockerfiles/${name}`);
       planned++;
     }

@@ -32,12 +32,23 @@ after(async () => {
 
 describe("credential providers", () => {
   test("a secret with REGISTRY_USERNAME/REGISTRY_PASSWORD (plain object or Secret) answers every registry", async () => {
-    const fromObject = credentialsFromSecret({ REGISTRY_USERNAME: "u", REGISTRY_PASSWORD: "p:with:colons", OTHER: "x" });
-    assert.deepEqual(await fromObject!("example.com"), { username: "u", password: "p:with:colons", source: "the secret's REGISTRY_USERNAME/REGISTRY_PASSWORD" });
+    const fromObject = credentialsFromSecret({
+      REGISTRY_USERNAME: "u",
+      REGISTRY_PASSWORD: "p:with:colons",
+      OTHER: "x",
+    });
+    assert.deepEqual(await fromObject!("example.com"), {
+      username: "u",
+      password: "p:with:colons",
+      source: "the secret's REGISTRY_USERNAME/REGISTRY_PASSWORD",
+    });
     const fromSecret = credentialsFromSecret(Secret.fromObject({ REGISTRY_USERNAME: "u2", REGISTRY_PASSWORD: "p2" }));
     assert.equal((await fromSecret!("h:5000"))?.username, "u2");
     assert.equal(credentialsFromSecret({ AWS_REGION: "x" }), undefined);
-    assert.throws(() => credentialsFromSecret({ REGISTRY_USERNAME: "u" }), (e: unknown) => e instanceof InvalidDefinitionError && /not REGISTRY_PASSWORD/.test(e.message));
+    assert.throws(
+      () => credentialsFromSecret({ REGISTRY_USERNAME: "u" }),
+      (e: unknown) => e instanceof InvalidDefinitionError && /not REGISTRY_PASSWORD/.test(e.message),
+    );
     assert.throws(() => credentialsFromSecret({ REGISTRY_PASSWORD: "p" }), /not REGISTRY_USERNAME/);
   });
 
@@ -57,14 +68,27 @@ describe("credential providers", () => {
       }),
     );
     const p = dockerConfigCredentials({ configDir: dir });
-    assert.deepEqual(await p("registry.example.com:5000"), { username: "alice", password: "pw:1", source: `${path.join(dir, "config.json")} (auths entry for registry.example.com:5000)` });
+    assert.deepEqual(await p("registry.example.com:5000"), {
+      username: "alice",
+      password: "pw:1",
+      source: `${path.join(dir, "config.json")} (auths entry for registry.example.com:5000)`,
+    });
     assert.equal((await p("old.example.com"))?.username, "bob");
     assert.equal((await p("docker.io"))?.password, "hubtoken");
     assert.equal((await p("split.example.com"))?.username, "carol");
     assert.equal(await p("unknown.example.com"), undefined);
-    await assert.rejects(p("broken.example.com"), (e: unknown) => e instanceof InvalidDefinitionError && /not base64 of "username:password"/.test(e.message) && !e.message.includes("no-colon"));
+    await assert.rejects(
+      p("broken.example.com"),
+      (e: unknown) =>
+        e instanceof InvalidDefinitionError &&
+        /not base64 of "username:password"/.test(e.message) &&
+        !e.message.includes("no-colon"),
+    );
     // DOCKER_CONFIG via env; a missing file is anonymous.
-    assert.equal((await dockerConfigCredentials({ env: { DOCKER_CONFIG: dir } })("split.example.com"))?.password, "pw3");
+    assert.equal(
+      (await dockerConfigCredentials({ env: { DOCKER_CONFIG: dir } })("split.example.com"))?.password,
+      "pw3",
+    );
     assert.equal(await dockerConfigCredentials({ configDir: path.join(dir, "nope") })("split.example.com"), undefined);
   });
 
@@ -77,10 +101,20 @@ describe("credential providers", () => {
       '#!/bin/sh\nread server\nif [ "$1" = get ] && [ "$server" = "helped.example.com" ]; then echo \'{"ServerURL":"helped.example.com","Username":"helper-user","Secret":"helper-pw"}\'; else echo "credentials not found in native keychain"; exit 1; fi\n',
       { mode: 0o755 },
     );
-    await fsp.writeFile(path.join(dir, "config.json"), JSON.stringify({ credHelpers: { "helped.example.com": "fake", "other.example.com": "fake" }, auths: { "other.example.com": { auth: Buffer.from("o:p").toString("base64") } } }));
+    await fsp.writeFile(
+      path.join(dir, "config.json"),
+      JSON.stringify({
+        credHelpers: { "helped.example.com": "fake", "other.example.com": "fake" },
+        auths: { "other.example.com": { auth: Buffer.from("o:p").toString("base64") } },
+      }),
+    );
     const env = { PATH: `${bin}:${process.env.PATH ?? ""}` };
     const p = dockerConfigCredentials({ configDir: dir, env });
-    assert.deepEqual(await p("helped.example.com"), { username: "helper-user", password: "helper-pw", source: "credential helper docker-credential-fake" });
+    assert.deepEqual(await p("helped.example.com"), {
+      username: "helper-user",
+      password: "helper-pw",
+      source: "credential helper docker-credential-fake",
+    });
     assert.equal((await p("other.example.com"))?.username, "o", "helper has nothing: fall back to auths");
     await fsp.writeFile(path.join(dir, "config.json"), JSON.stringify({ credsStore: "missing-helper" }));
     await assert.rejects(p("x.example.com"), /docker-credential-missing-helper is not on PATH/);
@@ -88,18 +122,43 @@ describe("credential providers", () => {
 
   test("precedence: explicit provider, then the secret, then config.json", async () => {
     const dir = await tempDir();
-    await fsp.writeFile(path.join(dir, "config.json"), JSON.stringify({ auths: { "h.example.com": { auth: Buffer.from("cfg:pw").toString("base64") } } }));
+    await fsp.writeFile(
+      path.join(dir, "config.json"),
+      JSON.stringify({ auths: { "h.example.com": { auth: Buffer.from("cfg:pw").toString("base64") } } }),
+    );
     const explicit = async () => ({ username: "explicit", password: "x" });
-    assert.equal((await resolveCredentialProvider({ credentials: explicit, secret: { REGISTRY_USERNAME: "s", REGISTRY_PASSWORD: "p" } })!("h.example.com"))?.username, "explicit");
-    assert.equal((await resolveCredentialProvider({ secret: { REGISTRY_USERNAME: "s", REGISTRY_PASSWORD: "p" }, dockerConfig: { configDir: dir } })!("h.example.com"))?.username, "s");
-    assert.equal((await resolveCredentialProvider({ secret: {}, dockerConfig: { configDir: dir } })!("h.example.com"))?.username, "cfg");
+    assert.equal(
+      (
+        await resolveCredentialProvider({
+          credentials: explicit,
+          secret: { REGISTRY_USERNAME: "s", REGISTRY_PASSWORD: "p" },
+        })!("h.example.com")
+      )?.username,
+      "explicit",
+    );
+    assert.equal(
+      (
+        await resolveCredentialProvider({
+          secret: { REGISTRY_USERNAME: "s", REGISTRY_PASSWORD: "p" },
+          dockerConfig: { configDir: dir },
+        })!("h.example.com")
+      )?.username,
+      "s",
+    );
+    assert.equal(
+      (await resolveCredentialProvider({ secret: {}, dockerConfig: { configDir: dir } })!("h.example.com"))?.username,
+      "cfg",
+    );
     assert.equal(resolveCredentialProvider({ dockerConfig: false }), undefined);
   });
 });
 
 describe("scopes, expiry, Retry-After", () => {
   test("mergeScopes combines actions per resource and sorts", () => {
-    assert.deepEqual(mergeScopes(["repository:a:pull"], "repository:a:push repository:b/c:pull", undefined), ["repository:a:pull,push", "repository:b/c:pull"]);
+    assert.deepEqual(mergeScopes(["repository:a:pull"], "repository:a:push repository:b/c:pull", undefined), [
+      "repository:a:pull,push",
+      "repository:b/c:pull",
+    ]);
     assert.deepEqual(mergeScopes(["repository:host:5000/x:pull"]), ["repository:host:5000/x:pull"]);
     assert.deepEqual(mergeScopes(["registry:catalog:*", "registry:catalog:*"]), ["registry:catalog:*"]);
   });
@@ -108,8 +167,15 @@ describe("scopes, expiry, Retry-After", () => {
     const now = Date.parse("2026-01-01T00:00:00Z");
     assert.equal(tokenExpiry({}, now), now + 60_000 - 5000);
     assert.equal(tokenExpiry({ expires_in: 300 }, now), now + 300_000 - 5000);
-    assert.equal(tokenExpiry({ expires_in: 300, issued_at: "2025-12-31T23:58:00Z" }, now), now - 120_000 + 300_000 - 5000);
-    assert.equal(tokenExpiry({ expires_in: 300, issued_at: "2026-01-01T00:10:00Z" }, now), now + 300_000 - 5000, "a future issued_at (clock skew) is ignored");
+    assert.equal(
+      tokenExpiry({ expires_in: 300, issued_at: "2025-12-31T23:58:00Z" }, now),
+      now - 120_000 + 300_000 - 5000,
+    );
+    assert.equal(
+      tokenExpiry({ expires_in: 300, issued_at: "2026-01-01T00:10:00Z" }, now),
+      now + 300_000 - 5000,
+      "a future issued_at (clock skew) is ignored",
+    );
     assert.equal(tokenExpiry({ expires_in: 10 }, now), now + 10_000 - 1000);
   });
 
@@ -128,7 +194,11 @@ describe("token flow against fake servers", () => {
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const addr = server.address();
     const port = typeof addr === "object" && addr ? addr.port : 0;
-    return { url: `http://127.0.0.1:${port}`, host: `127.0.0.1:${port}`, close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))) };
+    return {
+      url: `http://127.0.0.1:${port}`,
+      host: `127.0.0.1:${port}`,
+      close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))),
+    };
   }
 
   test("concurrent requests share one token fetch; a 401 invalid_token gets exactly one fresh token and one retry", async () => {
@@ -150,7 +220,9 @@ describe("token flow against fake servers", () => {
       const auth = req.headers.authorization ?? "";
       seenAuth.push(auth);
       if (!auth.startsWith("Bearer ") || auth === `Bearer ${revoked}`) {
-        res.writeHead(401, { "www-authenticate": `Bearer realm="${base}/token",service="svc",scope="repository:r:pull"${auth ? ',error="invalid_token"' : ""}` });
+        res.writeHead(401, {
+          "www-authenticate": `Bearer realm="${base}/token",service="svc",scope="repository:r:pull"${auth ? ',error="invalid_token"' : ""}`,
+        });
         return res.end();
       }
       res.writeHead(200);
@@ -158,7 +230,10 @@ describe("token flow against fake servers", () => {
     });
     base = srv.url;
     try {
-      const client = new RegistryClient(parseReference(`${srv.host}/r:t`), { secret: { REGISTRY_USERNAME: "u", REGISTRY_PASSWORD: "p" }, dockerConfig: false });
+      const client = new RegistryClient(parseReference(`${srv.host}/r:t`), {
+        secret: { REGISTRY_USERNAME: "u", REGISTRY_PASSWORD: "p" },
+        dockerConfig: false,
+      });
       const results = await Promise.all([1, 2, 3, 4].map(() => client.fetch(client.url("blobs", "x"))));
       for (const r of results) assert.equal(r.res.status, 200);
       assert.equal(tokenRequests, 1, "single flight");
@@ -170,7 +245,10 @@ describe("token flow against fake servers", () => {
 
       // A second client for the same registry reuses the cached token on its first request (no 401 round trip).
       const before = seenAuth.length;
-      const other = new RegistryClient(parseReference(`${srv.host}/r:t`), { secret: { REGISTRY_USERNAME: "u", REGISTRY_PASSWORD: "p" }, dockerConfig: false });
+      const other = new RegistryClient(parseReference(`${srv.host}/r:t`), {
+        secret: { REGISTRY_USERNAME: "u", REGISTRY_PASSWORD: "p" },
+        dockerConfig: false,
+      });
       assert.equal((await other.fetch(other.url("blobs", "x"))).res.status, 200);
       assert.deepEqual(seenAuth.slice(before), ["Bearer t2"]);
     } finally {

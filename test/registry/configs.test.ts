@@ -12,7 +12,13 @@ import { pullImage, resolveImage, type PullOptions } from "../../src/registry/pu
 import { pushImage } from "../../src/registry/push.js";
 import { LocalStore } from "../../src/store/local.js";
 import { makeStoreImage } from "../support/registry-image.js";
-import { createTestLayout, startRegistry, type StartRegistryOptions, type TestLayout, type TestRegistry } from "../support/registry.js";
+import {
+  createTestLayout,
+  startRegistry,
+  type StartRegistryOptions,
+  type TestLayout,
+  type TestRegistry,
+} from "../support/registry.js";
 
 const tempDirs: string[] = [];
 async function tempDir(prefix: string): Promise<string> {
@@ -25,7 +31,11 @@ async function newStore(): Promise<LocalStore> {
 }
 
 const BIG = randomBytes(200_000).toString("base64");
-const LAYERS: Record<string, string>[] = [{ "etc/one.txt": "one\n" }, { "usr/share/two/readme.txt": "two\n", "usr/share/two/big.txt": BIG }, { "etc/three.txt": "three\n" }];
+const LAYERS: Record<string, string>[] = [
+  { "etc/one.txt": "one\n" },
+  { "usr/share/two/readme.txt": "two\n", "usr/share/two/big.txt": BIG },
+  { "etc/three.txt": "three\n" },
+];
 
 async function checkPulled(store: LocalStore, ref: string, opts: PullOptions): Promise<void> {
   const pulled = await pullImage(ref, store, opts);
@@ -56,8 +66,14 @@ after(async () => {
 const CONFIGS: { name: string; opts: StartRegistryOptions }[] = [
   { name: "plain", opts: {} },
   { name: "htpasswd (bcrypt)", opts: { auth: "htpasswd" } },
-  { name: "token auth", opts: { auth: "token", readOnlyUsers: ["reader"], users: { alice: "alice-s3cret", reader: "reader-pw" } } },
-  { name: "blob redirects to an origin that rejects Authorization (with token auth)", opts: { auth: "token", redirectTo: "127.0.0.2" } },
+  {
+    name: "token auth",
+    opts: { auth: "token", readOnlyUsers: ["reader"], users: { alice: "alice-s3cret", reader: "reader-pw" } },
+  },
+  {
+    name: "blob redirects to an origin that rejects Authorization (with token auth)",
+    opts: { auth: "token", redirectTo: "127.0.0.2" },
+  },
 ];
 
 for (const { name, opts } of CONFIGS) {
@@ -77,7 +93,10 @@ for (const { name, opts } of CONFIGS) {
       await checkPulled(await newStore(), ref(), { ...(secret ? { secret } : {}), dockerConfig: false });
       if (reg.blobOrigin) {
         const gets = reg.blobOrigin.requests.filter((r) => r.method === "GET");
-        assert.ok(gets.length >= 4, `config + 3 layers came from the second origin: ${JSON.stringify(reg.blobOrigin.requests)}`);
+        assert.ok(
+          gets.length >= 4,
+          `config + 3 layers came from the second origin: ${JSON.stringify(reg.blobOrigin.requests)}`,
+        );
         assert.ok(
           reg.blobOrigin.requests.every((r) => !r.hadAuthorization && r.status === 200),
           JSON.stringify(reg.blobOrigin.requests),
@@ -95,22 +114,35 @@ for (const { name, opts } of CONFIGS) {
         const first = await pushImage(store, image, target, { ...auth, format });
         // Pushing again finds every blob (a redirect to storage counts as found).
         const again = await pushImage(store, image, target, { ...auth, format });
-        assert.ok(again.blobs.every((b) => b.how === "existing"), JSON.stringify(again.blobs));
+        assert.ok(
+          again.blobs.every((b) => b.how === "existing"),
+          JSON.stringify(again.blobs),
+        );
         assert.equal(again.manifestDigest, first.manifestDigest);
         const back = await newStore();
         const pulled = await pullImage(target, back, auth);
         assert.equal(pulled.manifestDigest, first.manifestDigest);
         assert.equal(pulled.configDigest, image.configDigest);
-        assert.equal(await fsp.readFile(path.join(await back.layerDir(pulled.layers[1]!), "usr/share/two/big.txt"), "utf8"), BIG);
+        assert.equal(
+          await fsp.readFile(path.join(await back.layerDir(pulled.layers[1]!), "usr/share/two/big.txt"), "utf8"),
+          BIG,
+        );
       }
-      if (reg.blobOrigin) assert.ok(reg.blobOrigin.requests.every((r) => !r.hadAuthorization), JSON.stringify(reg.blobOrigin.requests));
+      if (reg.blobOrigin)
+        assert.ok(
+          reg.blobOrigin.requests.every((r) => !r.hadAuthorization),
+          JSON.stringify(reg.blobOrigin.requests),
+        );
     });
 
     if (opts.auth) {
       test("credentials from Docker's config.json (auths[host].auth) work", async () => {
         const dir = await tempDir("strata-dockercfg-");
         const [user, pw] = Object.entries(reg.users)[0]!;
-        await fsp.writeFile(path.join(dir, "config.json"), JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from(`${user}:${pw}`).toString("base64") } } }));
+        await fsp.writeFile(
+          path.join(dir, "config.json"),
+          JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from(`${user}:${pw}`).toString("base64") } } }),
+        );
         clearTokenCache();
         await checkPulled(await newStore(), ref(), { dockerConfig: { env: { DOCKER_CONFIG: dir } } });
       });
@@ -131,16 +163,25 @@ for (const { name, opts } of CONFIGS) {
       test("wrong password: a 401 error naming the registry, the credentials' source and what to check — never the password", async () => {
         clearTokenCache();
         const wrong = "not-the-password-Zq9";
-        await assert.rejects(pullImage(ref(), await newStore(), { secret: secretFor(reg, wrong), dockerConfig: false }), (e: unknown) => {
-          assert.ok(e instanceof RegistryAuthError, String(e));
-          assert.equal(e.status, 401);
-          assert.ok(e.message.includes(reg.host), e.message);
-          assert.match(e.message, /rejected the username and password from the secret's REGISTRY_USERNAME\/REGISTRY_PASSWORD/);
-          assert.ok(!e.message.includes(wrong), "password not in the message");
-          assert.ok(!JSON.stringify(e).includes(wrong), "password not in the error's fields");
-          assert.ok(!String(e.stack).includes(Buffer.from(`alice:${wrong}`).toString("base64")), "no Authorization value in the stack");
-          return true;
-        });
+        await assert.rejects(
+          pullImage(ref(), await newStore(), { secret: secretFor(reg, wrong), dockerConfig: false }),
+          (e: unknown) => {
+            assert.ok(e instanceof RegistryAuthError, String(e));
+            assert.equal(e.status, 401);
+            assert.ok(e.message.includes(reg.host), e.message);
+            assert.match(
+              e.message,
+              /rejected the username and password from the secret's REGISTRY_USERNAME\/REGISTRY_PASSWORD/,
+            );
+            assert.ok(!e.message.includes(wrong), "password not in the message");
+            assert.ok(!JSON.stringify(e).includes(wrong), "password not in the error's fields");
+            assert.ok(
+              !String(e.stack).includes(Buffer.from(`alice:${wrong}`).toString("base64")),
+              "no Authorization value in the stack",
+            );
+            return true;
+          },
+        );
       });
     }
 

@@ -59,13 +59,20 @@ async function buildVerifier(): Promise<{ bin?: string; why?: string }> {
     await fsp.rm(tmp, { recursive: true, force: true });
     return { why: `could not download the reference library from Debian: ${(e as Error).message.split("\n")[0]}` };
   }
-  for (const deb of await fsp.readdir(path.join(tmp, "debs"))) await exec("dpkg", ["-x", path.join(tmp, "debs", deb), path.join(tmp, "root")]);
+  for (const deb of await fsp.readdir(path.join(tmp, "debs")))
+    await exec("dpkg", ["-x", path.join(tmp, "debs", deb), path.join(tmp, "root")]);
   const src = path.join(tmp, "gopath", "src", "strata", "verifier");
   await fsp.mkdir(src, { recursive: true });
   await fsp.writeFile(path.join(src, "main.go"), source);
   await exec("go", ["build", "-o", path.join(tmp, "verifier"), "."], {
     cwd: src,
-    env: { ...process.env, GO111MODULE: "off", GOPATH: `${path.join(tmp, "gopath")}:${path.join(tmp, "root", "usr", "share", "gocode")}`, GOCACHE: path.join(tmp, "gocache"), GOFLAGS: "" },
+    env: {
+      ...process.env,
+      GO111MODULE: "off",
+      GOPATH: `${path.join(tmp, "gopath")}:${path.join(tmp, "root", "usr", "share", "gocode")}`,
+      GOCACHE: path.join(tmp, "gocache"),
+      GOFLAGS: "",
+    },
   });
   // Keep only the binary.
   await fsp.rm(dir, { recursive: true, force: true });
@@ -75,7 +82,9 @@ async function buildVerifier(): Promise<{ bin?: string; why?: string }> {
   return { bin };
 }
 
-const built = await buildVerifier().catch((e: unknown) => ({ why: `building the verifier failed: ${(e as Error).message}` }) as { bin?: string; why?: string });
+const built = await buildVerifier().catch(
+  (e: unknown) => ({ why: `building the verifier failed: ${(e as Error).message}` }) as { bin?: string; why?: string },
+);
 const skip = built.bin ? false : built.why!;
 
 type E = Partial<TarEntry> & { name: string; type: TarEntry["type"] };
@@ -84,7 +93,15 @@ function tarOf(entries: [E, Buffer?][], paxFor: Record<string, Buffer> = {}): Bu
   for (const [e, body] of entries) {
     const pax = paxFor[e.name];
     if (pax) {
-      const h = encodeHeader({ name: `PaxHeaders/${path.posix.basename(e.name)}`, type: "file", mode: 0o644, uid: 0, gid: 0, size: pax.length, mtime: 0 });
+      const h = encodeHeader({
+        name: `PaxHeaders/${path.posix.basename(e.name)}`,
+        type: "file",
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: pax.length,
+        mtime: 0,
+      });
       h[156] = "x".charCodeAt(0);
       h.fill(0x20, 148, 156);
       let sum = 0;
@@ -115,7 +132,12 @@ function layerTar(): Buffer {
       [{ name: "dev/null", type: "character-device", devmajor: 1, devminor: 3, mode: 0o666 }],
       [{ name: "run/fifo", type: "fifo" }],
     ],
-    { "usr/bin/ping": Buffer.from(paxRecord("SCHILY.xattr.security.capability", "\x01\x00\x00\x02\x00\x20\x00\x00"), "latin1") },
+    {
+      "usr/bin/ping": Buffer.from(
+        paxRecord("SCHILY.xattr.security.capability", "\x01\x00\x00\x02\x00\x20\x00\x00"),
+        "latin1",
+      ),
+    },
   );
 }
 
@@ -137,12 +159,19 @@ describe("eStargz against the reference Go implementation", { skip }, () => {
       const input = layerTar();
       const out = path.join(work, `ours-${chunkSize}.esgz`);
       const r = await writeEstargz([input], out, { chunkSize });
-      const res = (await verifier("verify", out, r.tocDigest)) as { tocOffset: number; files: Record<string, string>; chunks: number };
+      const res = (await verifier("verify", out, r.tocDigest)) as {
+        tocOffset: number;
+        files: Record<string, string>;
+        chunks: number;
+      };
       assert.equal(res.tocOffset, r.tocOffset);
       const regs = r.toc.entries.filter((e) => e.type === "reg");
       assert.deepEqual(Object.keys(res.files).sort(), regs.map((e) => e.name).sort());
       for (const e of regs) assert.equal(res.files[e.name], e.digest, e.name);
-      assert.equal(res.chunks, r.toc.entries.filter((e) => (e.type === "reg" && (e.size ?? 0) > 0) || e.type === "chunk").length);
+      assert.equal(
+        res.chunks,
+        r.toc.entries.filter((e) => (e.type === "reg" && (e.size ?? 0) > 0) || e.type === "chunk").length,
+      );
     });
   }
 

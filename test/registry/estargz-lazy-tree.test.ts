@@ -36,7 +36,11 @@ async function layer(entries: [E, string?][]): Promise<LazyLayer> {
   const r = await writeEstargz([makeTar(entries)], sink);
   const blob = Buffer.concat(chunks);
   const reader = await EstargzReader.open(bufferSource(blob), { tocDigest: r.tocDigest });
-  return { descriptor: { mediaType: MediaType.ociLayerGzip, digest: r.digest, size: r.size, annotations: r.annotations }, diffId: r.diffId, reader };
+  return {
+    descriptor: { mediaType: MediaType.ociLayerGzip, digest: r.digest, size: r.size, annotations: r.annotations },
+    diffId: r.diffId,
+    reader,
+  };
 }
 
 test("listTree and lookup show the merged tree: whiteouts, opaque dirs, shadowing, implied directories", async () => {
@@ -60,21 +64,28 @@ test("listTree and lookup show the merged tree: whiteouts, opaque dirs, shadowin
     [{ name: "usr/share/doc/new", type: "file" }, "new"],
     [{ name: "swap", type: "symlink", linkname: "usr/share/keep", mode: 0o777 }],
   ]);
-  const config = { architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [lower.diffId, upper.diffId] } } as ImageConfig;
+  const config = {
+    architecture: "amd64",
+    os: "linux",
+    rootfs: { type: "layers", diff_ids: [lower.diffId, upper.diffId] },
+  } as ImageConfig;
   const digest = lower.descriptor.digest as Digest;
   const image = new LazyImage(parseReference("127.0.0.1:1/t/lazy:1"), digest, digest, config, [lower, upper]);
 
-  assert.deepEqual([...image.listTree("usr").keys()], [
-    "usr/lib",
-    "usr/lib/a.so",
-    "usr/lib/c.so",
-    "usr/lib/hard",
-    "usr/share",
-    "usr/share/doc",
-    "usr/share/doc/new",
-    "usr/share/keep",
-    "usr/share/keep/x",
-  ]);
+  assert.deepEqual(
+    [...image.listTree("usr").keys()],
+    [
+      "usr/lib",
+      "usr/lib/a.so",
+      "usr/lib/c.so",
+      "usr/lib/hard",
+      "usr/share",
+      "usr/share/doc",
+      "usr/share/doc/new",
+      "usr/share/keep",
+      "usr/share/keep/x",
+    ],
+  );
   assert.equal(image.lookup("usr/lib")?.entry.type, "dir", "an implied directory");
   assert.equal(image.lookup("usr/lib/b.so"), undefined, "whited out");
   assert.equal(image.lookup("usr/share/doc/readme"), undefined, "hidden by the opaque directory above");
@@ -85,10 +96,18 @@ test("listTree and lookup show the merged tree: whiteouts, opaque dirs, shadowin
   assert.deepEqual([...image.listTree("cfg").keys()], ["cfg/old"]);
 
   const visited: string[] = [];
-  assert.equal(image.resolve("swap/x", true, (p) => visited.push(p)), "usr/share/keep/x");
+  assert.equal(
+    image.resolve("swap/x", true, (p) => visited.push(p)),
+    "usr/share/keep/x",
+  );
   assert.deepEqual(visited, ["swap", "usr", "usr/share", "usr/share/keep", "usr/share/keep/x"]);
 
-  const files = new Map((await image.fetchExact(["usr/lib/hard", "swap", "usr/lib", "usr/lib/b.so", "usr/lib/a.so"])).map((f) => [f.path, f]));
+  const files = new Map(
+    (await image.fetchExact(["usr/lib/hard", "swap", "usr/lib", "usr/lib/b.so", "usr/lib/a.so"])).map((f) => [
+      f.path,
+      f,
+    ]),
+  );
   assert.deepEqual([...files.keys()].sort(), ["swap", "usr/lib", "usr/lib/a.so", "usr/lib/hard"]);
   assert.equal(files.get("usr/lib/hard")?.content?.toString(), "c");
   assert.equal(files.get("usr/lib/a.so")?.content?.toString(), "a");

@@ -69,14 +69,23 @@ describe("push --estargz", () => {
 
   test("pushes eStargz layers with the TOC-digest and uncompressed-size annotations and a config naming the new diffIDs", async () => {
     const lines: string[] = [];
-    const result = await pushImage(store, image, REF(), { estargz: { chunkSize: 256 * 1024 }, dockerConfig: false, onProgress: (l) => lines.push(l) });
-    assert.ok(lines.some((l) => /converted .* to eStargz/.test(l)), lines.join("\n"));
+    const result = await pushImage(store, image, REF(), {
+      estargz: { chunkSize: 256 * 1024 },
+      dockerConfig: false,
+      onProgress: (l) => lines.push(l),
+    });
+    assert.ok(
+      lines.some((l) => /converted .* to eStargz/.test(l)),
+      lines.join("\n"),
+    );
     const raw = (await exec("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${REF()}`])).stdout;
     assert.equal(sha(Buffer.from(raw)), result.manifestDigest);
     manifest = JSON.parse(raw) as RawManifest;
     assert.equal(manifest.mediaType, MediaType.ociManifest);
     assert.equal(manifest.layers.length, 2);
-    const config = JSON.parse((await exec("skopeo", ["inspect", "--tls-verify=false", "--config", "--raw", `docker://${REF()}`])).stdout) as { rootfs: { diff_ids: string[] } };
+    const config = JSON.parse(
+      (await exec("skopeo", ["inspect", "--tls-verify=false", "--config", "--raw", `docker://${REF()}`])).stdout,
+    ) as { rootfs: { diff_ids: string[] } };
     const local = await LocalStore.open(path.join(work, "store"));
     for (const [i, l] of manifest.layers.entries()) {
       assert.equal(l.mediaType, MediaType.ociLayerGzip);
@@ -92,12 +101,22 @@ describe("push --estargz", () => {
   test("pushing again reuses the conversion (same manifest, blobs already there)", async () => {
     const again = await pushImage(store, image, REF(), { estargz: { chunkSize: 256 * 1024 }, dockerConfig: false });
     assert.deepEqual(again.blobs.map((b) => b.how).sort(), ["existing", "existing", "existing"]);
-    assert.equal(sha(Buffer.from((await exec("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${REF()}`])).stdout)), again.manifestDigest);
+    assert.equal(
+      sha(Buffer.from((await exec("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${REF()}`])).stdout)),
+      again.manifestDigest,
+    );
   });
 
   test("skopeo copies it back to an OCI layout and umoci unpacks it", async () => {
     const layout = path.join(work, "layout");
-    await exec("skopeo", ["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false", `docker://${REF()}`, `oci:${layout}:app`]);
+    await exec("skopeo", [
+      "--insecure-policy",
+      "copy",
+      "--quiet",
+      "--src-tls-verify=false",
+      `docker://${REF()}`,
+      `oci:${layout}:app`,
+    ]);
     const bundle = path.join(work, "bundle");
     await exec("umoci", ["unpack", "--image", `${layout}:app`, bundle]);
     const rootfs = path.join(bundle, "rootfs");
@@ -112,8 +131,15 @@ describe("push --estargz", () => {
     const other = await LocalStore.open(path.join(work, "pullback"));
     const lines: string[] = [];
     const pulled = await pullImage(REF(), other, { dockerConfig: false, onProgress: (l) => lines.push(l) });
-    assert.deepEqual(pulled.layers.map((l) => l.digest), manifest.layers.map((l) => l.digest));
-    assert.equal(lines.filter((l) => l.startsWith("fetched eStargz layer")).length, manifest.layers.length, lines.join("\n"));
+    assert.deepEqual(
+      pulled.layers.map((l) => l.digest),
+      manifest.layers.map((l) => l.digest),
+    );
+    assert.equal(
+      lines.filter((l) => l.startsWith("fetched eStargz layer")).length,
+      manifest.layers.length,
+      lines.join("\n"),
+    );
     const top = await other.layerDir(pulled.layers[1]!);
     assert.equal(await fsp.readFile(path.join(top, "app/hello.txt"), "utf8"), HELLO);
     assert.ok((await fsp.readFile(path.join(top, "data/big.bin"))).equals(BIG));
@@ -121,7 +147,20 @@ describe("push --estargz", () => {
 
   test("podman pulls it and runs it", async () => {
     const podRoot = path.join(work, "podman");
-    const podman = ["--root", path.join(podRoot, "root"), "--runroot", path.join(podRoot, "runroot"), "--runtime", "/usr/sbin/runc", "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"];
+    const podman = [
+      "--root",
+      path.join(podRoot, "root"),
+      "--runroot",
+      path.join(podRoot, "runroot"),
+      "--runtime",
+      "/usr/sbin/runc",
+      "--storage-driver",
+      "vfs",
+      "--cgroup-manager",
+      "cgroupfs",
+      "--events-backend",
+      "none",
+    ];
     const conf = path.join(work, "containers.conf");
     await fsp.writeFile(conf, "[containers]\ndefault_ulimits = []\n");
     const env = { ...process.env, CONTAINERS_CONF: conf };
@@ -135,11 +174,14 @@ describe("push --estargz", () => {
   });
 
   test("--estargz with --format docker is refused (Docker manifests drop the annotations)", async () => {
-    await assert.rejects(pushImage(store, image, `${reg.host}/lazy/docker:1`, { estargz: true, format: "docker", dockerConfig: false }), (e: unknown) => {
-      assert.ok(e instanceof UnsupportedImageError);
-      assert.match(e.message, /OCI manifest/);
-      return true;
-    });
+    await assert.rejects(
+      pushImage(store, image, `${reg.host}/lazy/docker:1`, { estargz: true, format: "docker", dockerConfig: false }),
+      (e: unknown) => {
+        assert.ok(e instanceof UnsupportedImageError);
+        assert.match(e.message, /OCI manifest/);
+        return true;
+      },
+    );
   });
 });
 
@@ -155,8 +197,13 @@ describe("lazy pull of the eStargz image", () => {
     assert.equal(lazy.stat("/bin/sh")?.path, "bin/busybox");
     assert.equal(await lazy.readFileIfExists("/etc/shadow"), undefined);
     const fraction = lazy.bytesRead / lazy.layerBytes;
-    console.log(`# lazy read of 3 files: ${lazy.bytesRead} of ${lazy.layerBytes} layer bytes (${(fraction * 100).toFixed(2)}%), TOCs ${afterToc}`);
-    assert.ok(fraction < 0.05, `transferred ${lazy.bytesRead} of ${lazy.layerBytes} layer bytes (${(fraction * 100).toFixed(1)}%; TOCs ${afterToc})`);
+    console.log(
+      `# lazy read of 3 files: ${lazy.bytesRead} of ${lazy.layerBytes} layer bytes (${(fraction * 100).toFixed(2)}%), TOCs ${afterToc}`,
+    );
+    assert.ok(
+      fraction < 0.05,
+      `transferred ${lazy.bytesRead} of ${lazy.layerBytes} layer bytes (${(fraction * 100).toFixed(1)}%; TOCs ${afterToc})`,
+    );
   });
 
   test("fetchFiles returns a directory tree across layers, and only its members are transferred", async () => {
@@ -196,6 +243,9 @@ describe("lazy pull of the eStargz image", () => {
     assert.equal(lazy.fullyLazy, false);
     assert.throws(() => lazy.stat("/app/hello.txt"), NotLazyError);
     const pulled = await pullImage(ref, await LocalStore.open(path.join(work, "plain")), { dockerConfig: false });
-    assert.deepEqual(pulled.layers.map((l) => l.diffId), image.layers.map((l) => l.diffId));
+    assert.deepEqual(
+      pulled.layers.map((l) => l.diffId),
+      image.layers.map((l) => l.diffId),
+    );
   });
 });

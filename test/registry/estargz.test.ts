@@ -91,7 +91,10 @@ async function toBuffer(r: AsyncIterable<unknown>): Promise<Buffer> {
 }
 
 /** Writes to memory. */
-async function writeToBuffer(input: Buffer | Buffer[], opts: Parameters<typeof writeEstargz>[2] = {}): Promise<{ blob: Buffer; r: EstargzResult }> {
+async function writeToBuffer(
+  input: Buffer | Buffer[],
+  opts: Parameters<typeof writeEstargz>[2] = {},
+): Promise<{ blob: Buffer; r: EstargzResult }> {
   const chunks: Buffer[] = [];
   const sink = new Writable({
     write(c: Buffer, _e, cb) {
@@ -116,7 +119,10 @@ function memberMap(blob: Buffer): { offset: number; clen: number; ulen: number }
     assert.equal(flg & ~4, 0, "no name/comment/hcrc fields expected");
     // Find where this member's deflate stream ends: inflate, then recompute its compressed length.
     const info = { bytes: 0 };
-    const data = inflateRawSync(blob.subarray(p), { info: true } as never) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
+    const data = inflateRawSync(blob.subarray(p), { info: true } as never) as unknown as {
+      buffer: Buffer;
+      engine: { bytesWritten: number };
+    };
     info.bytes = data.engine.bytesWritten;
     const end = p + info.bytes + 8;
     out.push({ offset: off, clen: end - off, ulen: data.buffer.length });
@@ -141,7 +147,11 @@ describe("eStargz footer", () => {
   });
 
   test("a legacy 47-byte stargz footer is read; garbage is refused", () => {
-    const legacy = Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 22, 0]), Buffer.from("0000000000000abcSTARGZ"), Buffer.from([1, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0])]);
+    const legacy = Buffer.concat([
+      Buffer.from([0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 22, 0]),
+      Buffer.from("0000000000000abcSTARGZ"),
+      Buffer.from([1, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]),
+    ]);
     assert.equal(legacy.length, 47);
     assert.deepEqual(parseFooter(legacy, "t"), { tocOffset: 0xabc, footerSize: 47 });
     assert.throws(() => parseFooter(randomBytes(51), "t"), UnsupportedImageError);
@@ -182,7 +192,12 @@ describe("eStargz golden vector (reference writer output) through our reader", (
 
   test("fetchAll: parallel ranges, concurrent decompression → the tar stream, digest and diffID verified", async () => {
     const r = await EstargzReader.open(bufferSource(GOLDEN), { tocDigest: V.tocDigest });
-    const { tar: stream, result } = r.fetchAll({ rangeBytes: 100, concurrency: 3, digest: `sha256:${V.blob.sha256}` as Digest, diffId: V.diffId });
+    const { tar: stream, result } = r.fetchAll({
+      rangeBytes: 100,
+      concurrency: 3,
+      digest: `sha256:${V.blob.sha256}` as Digest,
+      diffId: V.diffId,
+    });
     const plain = await toBuffer(stream);
     const res = await result;
     assert.equal(res.diffId, V.diffId);
@@ -191,7 +206,10 @@ describe("eStargz golden vector (reference writer output) through our reader", (
   });
 
   test("a wrong TOC digest, a corrupt chunk and a wrong diffID are refused", async () => {
-    await assert.rejects(EstargzReader.open(bufferSource(GOLDEN), { tocDigest: `sha256:${"0".repeat(64)}` as Digest }), DigestMismatchError);
+    await assert.rejects(
+      EstargzReader.open(bufferSource(GOLDEN), { tocDigest: `sha256:${"0".repeat(64)}` as Digest }),
+      DigestMismatchError,
+    );
     // Re-compress chunk 1 of dir/b.bin (member @370) with different bytes: valid gzip, wrong content.
     const evil = Buffer.concat([GOLDEN.subarray(0, 370), gzipSync(Buffer.alloc(40, 0x41)), GOLDEN.subarray(436)]);
     const shift = evil.length - GOLDEN.length;
@@ -204,7 +222,10 @@ describe("eStargz golden vector (reference writer output) through our reader", (
     const flipped = Buffer.from(GOLDEN);
     flipped[215] = flipped[215]! ^ 0xff;
     const r2 = await EstargzReader.open(bufferSource(flipped), { tocDigest: V.tocDigest });
-    await assert.rejects(r2.readFile("dir/a.txt"), (e: unknown) => e instanceof DigestMismatchError || e instanceof UnsupportedImageError);
+    await assert.rejects(
+      r2.readFile("dir/a.txt"),
+      (e: unknown) => e instanceof DigestMismatchError || e instanceof UnsupportedImageError,
+    );
     const r3 = await EstargzReader.open(bufferSource(GOLDEN), { tocDigest: V.tocDigest });
     const { tar: stream, result } = r3.fetchAll({ diffId: `sha256:${"1".repeat(64)}` as Digest });
     await assert.rejects(toBuffer(stream), DigestMismatchError);
@@ -215,8 +236,16 @@ describe("eStargz golden vector (reference writer output) through our reader", (
 /** The golden blob with its TOC replaced by `toc` (re-encoded, so its digest is that of the new JSON). */
 function withToc(toc: unknown): { blob: Buffer; tocDigest: Digest } {
   const json = Buffer.from(JSON.stringify(toc));
-  const tarBytes = Buffer.concat([encodeHeader({ name: "stargz.index.json", type: "file", mode: 0o644, uid: 0, gid: 0, size: json.length, mtime: 0 }), json, padding(json.length), endOfArchive()]);
-  return { blob: Buffer.concat([GOLDEN.subarray(0, V.tocOffset), gzipSync(tarBytes), footerBytes(V.tocOffset)]), tocDigest: sha(json) as Digest };
+  const tarBytes = Buffer.concat([
+    encodeHeader({ name: "stargz.index.json", type: "file", mode: 0o644, uid: 0, gid: 0, size: json.length, mtime: 0 }),
+    json,
+    padding(json.length),
+    endOfArchive(),
+  ]);
+  return {
+    blob: Buffer.concat([GOLDEN.subarray(0, V.tocOffset), gzipSync(tarBytes), footerBytes(V.tocOffset)]),
+    tocDigest: sha(json) as Digest,
+  };
 }
 
 describe("eStargz TOC parsing on first use (deferParse)", () => {
@@ -232,14 +261,22 @@ describe("eStargz TOC parsing on first use (deferParse)", () => {
     const r = await EstargzReader.open(bufferSource(blob), { tocDigest, deferParse: true });
     const name = cleanEntryName(V.toc.entries[2]!.name);
     assert.equal(r.lookup(name)?.type, "reg", "the entry's own fields are fine");
-    await assert.rejects(r.readFile(name), (e: unknown) => e instanceof UnsupportedImageError && /offset 9999, at or after the TOC/.test(e.message), "its content is not");
+    await assert.rejects(
+      r.readFile(name),
+      (e: unknown) => e instanceof UnsupportedImageError && /offset 9999, at or after the TOC/.test(e.message),
+      "its content is not",
+    );
     assert.throws(() => r.toc, /offset 9999/, "the whole TOC is checked before it is handed out");
     const typo = structuredClone(V.toc);
     (typo.entries[2] as { mode: unknown }).mode = "0644";
     const t = withToc(typo);
     const r2 = await EstargzReader.open(bufferSource(t.blob), { tocDigest: t.tocDigest, deferParse: true });
     assert.throws(() => r2.lookup(name), /has invalid mode "0644"/, "a lookup checks the fields of what it returns");
-    await assert.rejects(EstargzReader.open(bufferSource(blob), { tocDigest: V.tocDigest, deferParse: true }), DigestMismatchError, "the digest is never deferred");
+    await assert.rejects(
+      EstargzReader.open(bufferSource(blob), { tocDigest: V.tocDigest, deferParse: true }),
+      DigestMismatchError,
+      "the digest is never deferred",
+    );
   });
 
   test("a deferred reader of a valid TOC answers like an eager one", async () => {
@@ -255,13 +292,45 @@ describe("eStargz TOC parsing on first use (deferParse)", () => {
     const base = broken();
     const top = await writeToBuffer(makeTar([[{ name: "etc/hostname", type: "file" }, Buffer.from("top\n")]]));
     const digest = `sha256:${"0".repeat(64)}` as Digest;
-    const d = (blob: Buffer) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha(blob) as Digest, size: blob.length });
-    const img = new LazyImage(parseReference("127.0.0.1:1/x/y:1"), digest, digest, { architecture: "amd64", os: "linux", config: {}, rootfs: { type: "layers", diff_ids: [digest, digest] }, history: [] }, [
-      { descriptor: d(base.blob), diffId: digest, reader: await EstargzReader.open(bufferSource(base.blob), { tocDigest: base.tocDigest, deferParse: true }) },
-      { descriptor: d(top.blob), diffId: digest, reader: await EstargzReader.open(bufferSource(top.blob), { tocDigest: top.r.tocDigest, deferParse: true }) },
-    ]);
-    assert.equal((await img.readFile("/etc/hostname")).toString(), "top\n", "the top layer answers; the broken base is never parsed");
-    await assert.rejects(img.readFile(`/${cleanEntryName(V.toc.entries[2]!.name)}`), (e: unknown) => e instanceof UnsupportedImageError && /invalid eStargz TOC/.test(e.message), "reaching the base reports its TOC");
+    const d = (blob: Buffer) => ({
+      mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+      digest: sha(blob) as Digest,
+      size: blob.length,
+    });
+    const img = new LazyImage(
+      parseReference("127.0.0.1:1/x/y:1"),
+      digest,
+      digest,
+      {
+        architecture: "amd64",
+        os: "linux",
+        config: {},
+        rootfs: { type: "layers", diff_ids: [digest, digest] },
+        history: [],
+      },
+      [
+        {
+          descriptor: d(base.blob),
+          diffId: digest,
+          reader: await EstargzReader.open(bufferSource(base.blob), { tocDigest: base.tocDigest, deferParse: true }),
+        },
+        {
+          descriptor: d(top.blob),
+          diffId: digest,
+          reader: await EstargzReader.open(bufferSource(top.blob), { tocDigest: top.r.tocDigest, deferParse: true }),
+        },
+      ],
+    );
+    assert.equal(
+      (await img.readFile("/etc/hostname")).toString(),
+      "top\n",
+      "the top layer answers; the broken base is never parsed",
+    );
+    await assert.rejects(
+      img.readFile(`/${cleanEntryName(V.toc.entries[2]!.name)}`),
+      (e: unknown) => e instanceof UnsupportedImageError && /invalid eStargz TOC/.test(e.message),
+      "reaching the base reports its TOC",
+    );
   });
 });
 
@@ -274,14 +343,26 @@ describe("eStargz writer against the golden vector", () => {
     assert.equal(r.uncompressedSize, V.uncompressedSize);
     // Our member map: the same decompressed member lengths as the reference's, members exactly at every TOC offset.
     const mine = memberMap(blob);
-    assert.deepEqual(mine.map((m) => m.ulen), V.members.map((m) => m.ulen));
+    assert.deepEqual(
+      mine.map((m) => m.ulen),
+      V.members.map((m) => m.ulen),
+    );
     const payloadOffsets = r.toc.entries.filter((e) => e.offset !== undefined).map((e) => e.offset);
-    assert.deepEqual(payloadOffsets, mine.slice(1, 6).map((m) => m.offset));
+    assert.deepEqual(
+      payloadOffsets,
+      mine.slice(1, 6).map((m) => m.offset),
+    );
     assert.equal(r.tocOffset, mine[6]!.offset);
     assert.deepEqual(blob.subarray(-51), footerBytes(r.tocOffset));
     assert.equal(parseFooter(blob, "mine").tocOffset, r.tocOffset);
     // Substituting the reference's offsets gives the reference's TOC bytes, hence its TOC digest…
-    const withGoldenOffsets: Toc = { version: 1, entries: r.toc.entries.map((e, i) => ({ ...e, ...(V.toc.entries[i]!.offset !== undefined ? { offset: V.toc.entries[i]!.offset } : {}) })) };
+    const withGoldenOffsets: Toc = {
+      version: 1,
+      entries: r.toc.entries.map((e, i) => ({
+        ...e,
+        ...(V.toc.entries[i]!.offset !== undefined ? { offset: V.toc.entries[i]!.offset } : {}),
+      })),
+    };
     const json = encodeToc(withGoldenOffsets);
     assert.equal(json.length, V.tocJsonSize);
     assert.equal(sha(json), V.tocDigest);
@@ -289,7 +370,11 @@ describe("eStargz writer against the golden vector", () => {
     const plain = gunzipSync(blob);
     const goldenPlain = gunzipSync(GOLDEN);
     const tocStart = goldenPlain.length - 3584 + 512;
-    assert.deepEqual(plain.subarray(0, tocStart), goldenPlain.subarray(0, tocStart), "every tar header and payload byte before the TOC JSON");
+    assert.deepEqual(
+      plain.subarray(0, tocStart),
+      goldenPlain.subarray(0, tocStart),
+      "every tar header and payload byte before the TOC JSON",
+    );
     const patched = Buffer.concat([plain.subarray(0, tocStart), json, goldenPlain.subarray(tocStart + json.length)]);
     assert.equal(sha(patched), V.diffId);
     // Our own values are self-consistent.
@@ -313,8 +398,20 @@ describe("eStargz writer", () => {
   function richTar(): { tar: Buffer; big: Buffer } {
     const big = randomBytes(300_000);
     const long = `deep/${"d".repeat(120)}/${"f".repeat(120)}.txt`;
-    const paxBody = Buffer.from(paxRecord("SCHILY.xattr.security.capability", "\x01\x00\x00\x02\x00\x20\x00\x00") + paxRecord("SCHILY.xattr.user.note", "a<b>&c"), "latin1");
-    const paxHdr = encodeHeader({ name: "PaxHeaders/ping", type: "file", mode: 0o644, uid: 0, gid: 0, size: paxBody.length, mtime: 0 });
+    const paxBody = Buffer.from(
+      paxRecord("SCHILY.xattr.security.capability", "\x01\x00\x00\x02\x00\x20\x00\x00") +
+        paxRecord("SCHILY.xattr.user.note", "a<b>&c"),
+      "latin1",
+    );
+    const paxHdr = encodeHeader({
+      name: "PaxHeaders/ping",
+      type: "file",
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      size: paxBody.length,
+      mtime: 0,
+    });
     paxHdr[156] = "x".charCodeAt(0);
     fixChecksum(paxHdr);
     const t = Buffer.concat([
@@ -362,7 +459,10 @@ describe("eStargz writer", () => {
     assert.equal(bigEntries[0]!.uid, 1000);
     assert.equal(bigEntries[0]!.digest, sha(big));
     const ping = r.toc.entries.find((e) => e.name === "bin/ping")!;
-    assert.deepEqual(ping.xattrs, { "security.capability": Buffer.from("\x01\x00\x00\x02\x00\x20\x00\x00", "latin1").toString("base64"), "user.note": Buffer.from("a<b>&c").toString("base64") });
+    assert.deepEqual(ping.xattrs, {
+      "security.capability": Buffer.from("\x01\x00\x00\x02\x00\x20\x00\x00", "latin1").toString("base64"),
+      "user.note": Buffer.from("a<b>&c").toString("base64"),
+    });
     assert.equal(ping.mode, 0o4755);
     assert.equal(r.toc.entries.find((e) => e.name === "dev/null")!.devMajor, 1);
 
@@ -380,7 +480,11 @@ describe("eStargz writer", () => {
     const ex = tar.extract();
     const done = (async () => {
       for await (const e of ex) {
-        listed.push({ name: e.header.name, type: e.header.type, ...(e.header.pax ? { pax: e.header.pax as Record<string, string> } : {}) });
+        listed.push({
+          name: e.header.name,
+          type: e.header.type,
+          ...(e.header.pax ? { pax: e.header.pax as Record<string, string> } : {}),
+        });
         e.resume();
       }
     })();
@@ -388,7 +492,19 @@ describe("eStargz writer", () => {
     await done;
     assert.deepEqual(
       listed.map((e) => e.name),
-      [".no.prefetch.landmark", "bin/", "bin/big", "bin/hard", "bin/sh", `deep/${"d".repeat(120)}/${"f".repeat(120)}.txt`, "etc/日本.conf", "etc/empty", "dev/null", "bin/ping", "stargz.index.json"],
+      [
+        ".no.prefetch.landmark",
+        "bin/",
+        "bin/big",
+        "bin/hard",
+        "bin/sh",
+        `deep/${"d".repeat(120)}/${"f".repeat(120)}.txt`,
+        "etc/日本.conf",
+        "etc/empty",
+        "dev/null",
+        "bin/ping",
+        "stargz.index.json",
+      ],
     );
     assert.ok(listed.find((e) => e.name === "bin/ping")!.pax?.["SCHILY.xattr.user.note"] !== undefined);
     assert.ok(plain.includes(input.subarray(0, 512 * 3)), "original header bytes are kept");
@@ -397,7 +513,11 @@ describe("eStargz writer", () => {
   test("deterministic: the same input gives the same bytes whatever the concurrency; gzip and tar input agree", async () => {
     const { tar: input } = richTar();
     const a = await writeToBuffer(input, { chunkSize: 50_000, concurrency: 1, level: 6 });
-    const b = await writeToBuffer([input.subarray(0, 1000), input.subarray(1000, 7777), input.subarray(7777)], { chunkSize: 50_000, concurrency: 8, level: 6 });
+    const b = await writeToBuffer([input.subarray(0, 1000), input.subarray(1000, 7777), input.subarray(7777)], {
+      chunkSize: 50_000,
+      concurrency: 8,
+      level: 6,
+    });
     const c = await writeToBuffer(gzipSync(input), { chunkSize: 50_000, concurrency: 3, level: 6 });
     assert.equal(a.r.digest, b.r.digest);
     assert.equal(a.r.digest, c.r.digest);
@@ -436,7 +556,13 @@ describe("eStargz writer", () => {
 
   test("fetchFiles transfers only the members it needs", async () => {
     const big = randomBytes(2_000_000);
-    const { blob, r } = await writeToBuffer(makeTar([[{ name: "big", type: "file" }, big], [{ name: "small", type: "file" }, Buffer.from("x")]]), { chunkSize: 256 * 1024, level: 1 });
+    const { blob, r } = await writeToBuffer(
+      makeTar([
+        [{ name: "big", type: "file" }, big],
+        [{ name: "small", type: "file" }, Buffer.from("x")],
+      ]),
+      { chunkSize: 256 * 1024, level: 1 },
+    );
     const src = bufferSource(blob);
     const reader = await EstargzReader.open(src, { tocDigest: r.tocDigest, tailBytes: 4096 });
     const before = src.bytesRead;
@@ -453,7 +579,16 @@ describe("eStargz writer", () => {
     g[156] = "g".charCodeAt(0);
     fixChecksum(g);
     await assert.rejects(writeToBuffer(Buffer.concat([g, t])), /global header/);
-    const sym = encodeHeader({ name: "s", type: "symlink", linkname: "x", mode: 0o777, uid: 0, gid: 0, size: 0, mtime: 0 });
+    const sym = encodeHeader({
+      name: "s",
+      type: "symlink",
+      linkname: "x",
+      mode: 0o777,
+      uid: 0,
+      gid: 0,
+      size: 0,
+      mtime: 0,
+    });
     sym.write("00000000010\0", 124, "latin1");
     fixChecksum(sym);
     await assert.rejects(writeToBuffer(Buffer.concat([sym, Buffer.alloc(512), endOfArchive()])), /claims 8 bytes/);
@@ -484,11 +619,16 @@ describe("eStargz TOC", () => {
       ["unknown type", mutate((t) => ((t.entries[1] as { type: string }).type = "socket"))],
       ["version 2", mutate((t) => (t.version = 2))],
     ];
-    for (const [what, bytes] of cases) assert.throws(() => parseToc(bytes, V.tocOffset, "t"), UnsupportedImageError, what);
+    for (const [what, bytes] of cases)
+      assert.throws(() => parseToc(bytes, V.tocOffset, "t"), UnsupportedImageError, what);
   });
 
   test("isEstargzLayer looks at the annotation", () => {
-    const d = { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: `sha256:${"a".repeat(64)}` as Digest, size: 1 };
+    const d = {
+      mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+      digest: `sha256:${"a".repeat(64)}` as Digest,
+      size: 1,
+    };
     assert.equal(isEstargzLayer(d), false);
     assert.equal(isEstargzLayer({ ...d, annotations: { [TOC_DIGEST_ANNOTATION]: V.tocDigest } }), true);
     assert.equal(isEstargzLayer({ ...d, annotations: { [TOC_DIGEST_ANNOTATION]: "nope" } }), false);
@@ -520,17 +660,45 @@ describe("LazyImage: the merged view of eStargz layers", () => {
       [{ name: "usr/bin/tool", type: "file" }, Buffer.from("tool v2")],
     ]);
     const digest = `sha256:${"0".repeat(64)}` as Digest;
-    const d = (blob: Buffer) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha(blob) as Digest, size: blob.length });
-    const img = new LazyImage(parseReference("127.0.0.1:1/x/y:1"), digest, digest, { architecture: "amd64", os: "linux", config: {}, rootfs: { type: "layers", diff_ids: [digest, digest] }, history: [] }, [
-      { descriptor: d(l0.blob), diffId: digest, reader: l0.reader },
-      { descriptor: d(l1.blob), diffId: digest, reader: l1.reader },
-    ]);
+    const d = (blob: Buffer) => ({
+      mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+      digest: sha(blob) as Digest,
+      size: blob.length,
+    });
+    const img = new LazyImage(
+      parseReference("127.0.0.1:1/x/y:1"),
+      digest,
+      digest,
+      {
+        architecture: "amd64",
+        os: "linux",
+        config: {},
+        rootfs: { type: "layers", diff_ids: [digest, digest] },
+        history: [],
+      },
+      [
+        { descriptor: d(l0.blob), diffId: digest, reader: l0.reader },
+        { descriptor: d(l1.blob), diffId: digest, reader: l1.reader },
+      ],
+    );
     assert.equal(img.stat("/etc/old"), undefined, "whited out in the upper layer");
     assert.equal(img.stat("/opt/gone"), undefined, "hidden by the opaque directory");
     assert.equal((await img.readFile("/opt/new")).toString(), "new");
-    assert.equal((await img.readFile("/bin/tool")).toString(), "tool v2", "a lower symlink resolves into the upper layer's file");
-    assert.equal((await img.readFile("/esc")).toString(), "root:x:0:0::/root:/bin/sh\n", "`..` stops at the image root");
-    assert.equal((await img.readFile("abs")).toString(), "root:x:0:0::/root:/bin/sh\n", "absolute targets restart at the image root");
+    assert.equal(
+      (await img.readFile("/bin/tool")).toString(),
+      "tool v2",
+      "a lower symlink resolves into the upper layer's file",
+    );
+    assert.equal(
+      (await img.readFile("/esc")).toString(),
+      "root:x:0:0::/root:/bin/sh\n",
+      "`..` stops at the image root",
+    );
+    assert.equal(
+      (await img.readFile("abs")).toString(),
+      "root:x:0:0::/root:/bin/sh\n",
+      "absolute targets restart at the image root",
+    );
     assert.equal(img.stat("/bin", false)?.entry.type, "symlink");
     const { files } = await img.fetchFiles(["/opt", "/etc"], { recursive: true });
     assert.deepEqual(files.map((f) => f.path).sort(), ["etc", "etc/passwd", "opt", "opt/new"]);

@@ -78,7 +78,10 @@ describe("GCP logins against a JWT-verifying token endpoint and a real token-aut
     const store = await LocalStore.open(await tempDir("strata-gcp-store-"));
     const pulled = await pullImage(`${reg.host}/${repo}:v1`, store, { credentials: provider, dockerConfig: false });
     assert.equal(pulled.layers.length, 1);
-    assert.equal(await fsp.readFile(path.join(await store.layerDir(pulled.layers[0]!), "etc/gcp.txt"), "utf8"), "from artifact registry\n");
+    assert.equal(
+      await fsp.readFile(path.join(await store.layerDir(pulled.layers[0]!), "etc/gcp.txt"), "utf8"),
+      "from artifact registry\n",
+    );
 
     const calls = google.requests.slice(n);
     assert.equal(calls.length, 1);
@@ -87,31 +90,56 @@ describe("GCP logins against a JWT-verifying token endpoint and a real token-aut
     assert.ok(reg.tokenServer!.requests.some((r) => r.user === "oauth2accesstoken" && r.status === 200));
     const creds = await provider(reg.host);
     assert.deepEqual([creds?.username, creds?.password], ["oauth2accesstoken", calls[0]!.accessToken]);
-    assert.match(creds?.source ?? "", /OAuth access token for service account builder@strata-test\.iam\.gserviceaccount\.com \(from SERVICE_ACCOUNT_JSON\)/);
+    assert.match(
+      creds?.source ?? "",
+      /OAuth access token for service account builder@strata-test\.iam\.gserviceaccount\.com \(from SERVICE_ACCOUNT_JSON\)/,
+    );
 
     // Cached: resolving again (through a new provider for the same key) does not go back to the token endpoint.
-    await resolveImage(`${reg.host}/${repo}:v1`, { credentials: gcpCredentials({ SERVICE_ACCOUNT_JSON: json }), dockerConfig: false });
+    await resolveImage(`${reg.host}/${repo}:v1`, {
+      credentials: gcpCredentials({ SERVICE_ACCOUNT_JSON: json }),
+      dockerConfig: false,
+    });
     assert.equal(google.requests.length, n + 1);
   });
 
   test("a JWT signed with a different key is rejected by the token endpoint, with a clear error and no key material", async () => {
     const real = google.serviceAccountJson("rotated@strata-test.iam.gserviceaccount.com");
-    const other = keyFileJson("rotated@strata-test.iam.gserviceaccount.com", newRsaKeyPair().privateKeyPem, google.tokenUri, { private_key_id: "0123abcd" });
+    const other = keyFileJson(
+      "rotated@strata-test.iam.gserviceaccount.com",
+      newRsaKeyPair().privateKeyPem,
+      google.tokenUri,
+      { private_key_id: "0123abcd" },
+    );
     assert.notEqual(privateKeyOf(real), privateKeyOf(other));
-    const err = await resolveImage(`${reg.host}/${repo}:v1`, { credentials: gcpCredentials({ SERVICE_ACCOUNT_JSON: other }), dockerConfig: false }).then(
+    const err = await resolveImage(`${reg.host}/${repo}:v1`, {
+      credentials: gcpCredentials({ SERVICE_ACCOUNT_JSON: other }),
+      dockerConfig: false,
+    }).then(
       () => assert.fail("expected the login to fail"),
       (e: unknown) => e,
     );
     assert.ok(err instanceof RegistryAuthError, String(err));
     assert.match(err.message, /rotated@strata-test\.iam\.gserviceaccount\.com/);
     assert.match(err.message, /invalid_grant: Invalid JWT Signature\./);
-    assert.match(err.message, /the key in SERVICE_ACCOUNT_JSON \(private_key_id 0123abcd\) is not a current key of rotated@/);
+    assert.match(
+      err.message,
+      /the key in SERVICE_ACCOUNT_JSON \(private_key_id 0123abcd\) is not a current key of rotated@/,
+    );
     assertNoKeyMaterial(err, other);
     assert.deepEqual([google.requests.at(-1)!.status, google.requests.at(-1)!.error], [400, "invalid_grant"]);
 
     // An account the endpoint does not know.
-    const ghost = keyFileJson("ghost@strata-test.iam.gserviceaccount.com", newRsaKeyPair().privateKeyPem, google.tokenUri);
-    await assert.rejects(gcpCredentials({ SERVICE_ACCOUNT_JSON: ghost })(reg.host), (e: unknown) => e instanceof RegistryAuthError && /service account ghost@.* does not exist or is disabled/.test(e.message));
+    const ghost = keyFileJson(
+      "ghost@strata-test.iam.gserviceaccount.com",
+      newRsaKeyPair().privateKeyPem,
+      google.tokenUri,
+    );
+    await assert.rejects(
+      gcpCredentials({ SERVICE_ACCOUNT_JSON: ghost })(reg.host),
+      (e: unknown) =>
+        e instanceof RegistryAuthError && /service account ghost@.* does not exist or is disabled/.test(e.message),
+    );
   });
 
   test("_json_key mode: the key JSON itself is the password (token-auth registry: no 72-byte bcrypt truncation)", async () => {
@@ -132,12 +160,18 @@ describe("GCP logins against a JWT-verifying token endpoint and a real token-aut
 
       // A different key is refused by the registry, and the error names the source, not the JSON.
       const other = google.serviceAccountJson("jsonkey@strata-test.iam.gserviceaccount.com");
-      await assert.rejects(resolveImage(`${reg.host}/${repo}:v1`, { credentials: gcpCredentials({ SERVICE_ACCOUNT_JSON: other }, { mode: "json_key" }), dockerConfig: false }), (e: unknown) => {
-        assert.ok(e instanceof RegistryAuthError);
-        assert.match(e.message, /SERVICE_ACCOUNT_JSON as a _json_key login/);
-        assertNoKeyMaterial(e, other);
-        return true;
-      });
+      await assert.rejects(
+        resolveImage(`${reg.host}/${repo}:v1`, {
+          credentials: gcpCredentials({ SERVICE_ACCOUNT_JSON: other }, { mode: "json_key" }),
+          dockerConfig: false,
+        }),
+        (e: unknown) => {
+          assert.ok(e instanceof RegistryAuthError);
+          assert.match(e.message, /SERVICE_ACCOUNT_JSON as a _json_key login/);
+          assertNoKeyMaterial(e, other);
+          return true;
+        },
+      );
     } finally {
       delete users["_json_key"];
     }
@@ -173,21 +207,44 @@ describe("GCP logins against a JWT-verifying token endpoint and a real token-aut
     const deadUri = `http://127.0.0.1:${port}/token`;
     const pointingNowhere = JSON.stringify({ ...(JSON.parse(json) as object), token_uri: deadUri });
     // The env override wins over the key's token_uri (and the JWT's aud follows it: the stand-in checks aud).
-    const viaEnv = gcpCredentials({ SERVICE_ACCOUNT_JSON: pointingNowhere }, { env: { STRATA_GCP_TOKEN_URI: google.tokenUri } });
+    const viaEnv = gcpCredentials(
+      { SERVICE_ACCOUNT_JSON: pointingNowhere },
+      { env: { STRATA_GCP_TOKEN_URI: google.tokenUri } },
+    );
     assert.equal((await viaEnv(reg.host))?.username, "oauth2accesstoken");
     clearGcpCache();
-    assert.equal((await gcpCredentials({ SERVICE_ACCOUNT_JSON: pointingNowhere }, { tokenUri: google.tokenUri, env: {} })(reg.host))?.username, "oauth2accesstoken");
+    assert.equal(
+      (
+        await gcpCredentials(
+          { SERVICE_ACCOUNT_JSON: pointingNowhere },
+          { tokenUri: google.tokenUri, env: {} },
+        )(reg.host)
+      )?.username,
+      "oauth2accesstoken",
+    );
 
     // Unreachable: a temporary RegistryError naming the endpoint.
-    await assert.rejects(gcpCredentials({ SERVICE_ACCOUNT_JSON: pointingNowhere }, { env: {}, attempts: 1 })(reg.host), (e: unknown) => {
-      assert.ok(e instanceof RegistryError && !(e instanceof RegistryAuthError));
-      assert.equal(e.temporary, true);
-      assert.match(e.message, new RegExp(`token endpoint ${deadUri.replace(/[./]/g, "\\$&")} could not be reached \\(ECONNREFUSED\\)`));
-      return true;
-    });
+    await assert.rejects(
+      gcpCredentials({ SERVICE_ACCOUNT_JSON: pointingNowhere }, { env: {}, attempts: 1 })(reg.host),
+      (e: unknown) => {
+        assert.ok(e instanceof RegistryError && !(e instanceof RegistryAuthError));
+        assert.equal(e.temporary, true);
+        assert.match(
+          e.message,
+          new RegExp(`token endpoint ${deadUri.replace(/[./]/g, "\\$&")} could not be reached \\(ECONNREFUSED\\)`),
+        );
+        return true;
+      },
+    );
 
-    const remoteHttp = JSON.stringify({ ...(JSON.parse(json) as object), token_uri: "http://oauth2.example.com/token" });
-    assert.throws(() => gcpCredentials({ SERVICE_ACCOUNT_JSON: remoteHttp }, { env: {} }), (e: unknown) => e instanceof InvalidDefinitionError && /token_uri.* must be https/.test(e.message));
+    const remoteHttp = JSON.stringify({
+      ...(JSON.parse(json) as object),
+      token_uri: "http://oauth2.example.com/token",
+    });
+    assert.throws(
+      () => gcpCredentials({ SERVICE_ACCOUNT_JSON: remoteHttp }, { env: {} }),
+      (e: unknown) => e instanceof InvalidDefinitionError && /token_uri.* must be https/.test(e.message),
+    );
   });
 
   test("the key is validated up front, without quoting it", () => {
@@ -197,18 +254,31 @@ describe("GCP logins against a JWT-verifying token endpoint and a real token-aut
     const check = (text: string, re: RegExp): void => {
       assert.throws(
         () => gcpCredentials({ SERVICE_ACCOUNT_JSON: text }),
-        (e: unknown) => e instanceof InvalidDefinitionError && re.test(e.message) && !e.message.includes("PRIVATE KEY") && !e.message.includes(String(base["private_key_id"])),
+        (e: unknown) =>
+          e instanceof InvalidDefinitionError &&
+          re.test(e.message) &&
+          !e.message.includes("PRIVATE KEY") &&
+          !e.message.includes(String(base["private_key_id"])),
       );
     };
-    assert.throws(() => gcpCredentials({} as { SERVICE_ACCOUNT_JSON: string }), /the GCP secret has no SERVICE_ACCOUNT_JSON/);
-    assert.throws(() => credentialsFor("gcp", { GOOGLE_APPLICATION_CREDENTIALS: "/path/key.json" }), /GOOGLE_APPLICATION_CREDENTIALS is a path/);
+    assert.throws(
+      () => gcpCredentials({} as { SERVICE_ACCOUNT_JSON: string }),
+      /the GCP secret has no SERVICE_ACCOUNT_JSON/,
+    );
+    assert.throws(
+      () => credentialsFor("gcp", { GOOGLE_APPLICATION_CREDENTIALS: "/path/key.json" }),
+      /GOOGLE_APPLICATION_CREDENTIALS is a path/,
+    );
     check(json.slice(0, -5), /SERVICE_ACCOUNT_JSON is not valid JSON/);
     check("[1]", /must be a JSON object/);
     check(bad({ type: "external_account" }), /workload identity federation configurations are not supported/);
     check(bad({ type: "authorized_user" }), /user credentials .* are not supported/);
     check(bad({ client_email: 5 }), /no valid "client_email"/);
     check(bad({ private_key: undefined }), /no "private_key" PEM/);
-    check(bad({ private_key: "-----BEGIN PRIVATE KEY-----\nnot base64 at all\n-----END PRIVATE KEY-----\n" }), /not a readable PEM private key/);
+    check(
+      bad({ private_key: "-----BEGIN PRIVATE KEY-----\nnot base64 at all\n-----END PRIVATE KEY-----\n" }),
+      /not a readable PEM private key/,
+    );
     check(bad({ token_uri: "not a url" }), /"token_uri" in SERVICE_ACCOUNT_JSON is not a URL/);
     const k = parseServiceAccountKey(json);
     assert.equal(k.privateKey.asymmetricKeyType, "rsa");

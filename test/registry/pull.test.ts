@@ -29,23 +29,46 @@ interface ManifestInfo {
   json: { config: { digest: Digest }; layers: { digest: Digest; size: number; mediaType: string }[] };
 }
 
-const ACCEPT_ALL = [MediaType.ociIndex, MediaType.dockerManifestList, MediaType.ociManifest, MediaType.dockerManifest].join(", ");
+const ACCEPT_ALL = [
+  MediaType.ociIndex,
+  MediaType.dockerManifestList,
+  MediaType.ociManifest,
+  MediaType.dockerManifest,
+].join(", ");
 
 async function getManifest(reg: TestRegistry, repo: string, ref: string): Promise<ManifestInfo> {
   const res = await fetch(`${reg.url}/v2/${repo}/manifests/${ref}`, { headers: { accept: ACCEPT_ALL } });
   assert.equal(res.status, 200, `GET manifest ${repo}:${ref}`);
   const bytes = Buffer.from(await res.arrayBuffer());
-  return { digest: sha256Bytes(bytes), size: bytes.length, mediaType: res.headers.get("content-type")!, json: JSON.parse(bytes.toString("utf8")) as ManifestInfo["json"] };
+  return {
+    digest: sha256Bytes(bytes),
+    size: bytes.length,
+    mediaType: res.headers.get("content-type")!,
+    json: JSON.parse(bytes.toString("utf8")) as ManifestInfo["json"],
+  };
 }
 
-async function putManifest(reg: TestRegistry, repo: string, ref: string, mediaType: string, body: unknown): Promise<void> {
-  const res = await fetch(`${reg.url}/v2/${repo}/manifests/${ref}`, { method: "PUT", headers: { "content-type": mediaType }, body: JSON.stringify(body) });
+async function putManifest(
+  reg: TestRegistry,
+  repo: string,
+  ref: string,
+  mediaType: string,
+  body: unknown,
+): Promise<void> {
+  const res = await fetch(`${reg.url}/v2/${repo}/manifests/${ref}`, {
+    method: "PUT",
+    headers: { "content-type": mediaType },
+    body: JSON.stringify(body),
+  });
   const text = await res.text();
   assert.equal(res.status, 201, `PUT manifest ${repo}:${ref}: ${text}`);
 }
 
 function assertProgressLine(line: string): void {
-  assert.match(line, /^(pulling sha256:[0-9a-f]{12}… \d+(\.\d)? (B|kB|MB)( \(config\))?|sha256:[0-9a-f]{12}… already present|downloading sha256:[0-9a-f]{12}… .* of .* \(\d+%\))$/);
+  assert.match(
+    line,
+    /^(pulling sha256:[0-9a-f]{12}… \d+(\.\d)? (B|kB|MB)( \(config\))?|sha256:[0-9a-f]{12}… already present|downloading sha256:[0-9a-f]{12}… .* of .* \(\d+%\))$/,
+  );
 }
 
 describe("pull from a real registry (docker-registry 2.8.2)", () => {
@@ -55,7 +78,12 @@ describe("pull from a real registry (docker-registry 2.8.2)", () => {
   before(async () => {
     reg = await startRegistry();
     layout = await createTestLayout();
-    await layout.build("base", { layers: [{ "etc/hello.txt": "hello\n" }, { "usr/share/strata/readme.txt": "layer two\n", "etc/second.txt": "second\n" }] });
+    await layout.build("base", {
+      layers: [
+        { "etc/hello.txt": "hello\n" },
+        { "usr/share/strata/readme.txt": "layer two\n", "etc/second.txt": "second\n" },
+      ],
+    });
     await layout.build("amd", { layers: [{ "platform.txt": "amd64\n" }] });
     await layout.build("arm", { layers: [{ "platform.txt": "arm64\n" }], architecture: "arm64" });
     await layout.build("tamper", { layers: [{ "tamper.txt": "this layer will be corrupted in the registry\n" }] });
@@ -69,14 +97,31 @@ describe("pull from a real registry (docker-registry 2.8.2)", () => {
     // An OCI index: arm64 first, then an attestation manifest that claims linux/amd64 (must be skipped), then amd64.
     const amd = await getManifest(reg, "test/multi", "amd");
     const arm = await getManifest(reg, "test/multi", "arm");
-    const entry = (m: ManifestInfo, architecture: string, extra: object = {}): object => ({ mediaType: m.mediaType, digest: m.digest, size: m.size, platform: { os: "linux", architecture }, ...extra });
-    const attestation = { annotations: { "vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": amd.digest } };
+    const entry = (m: ManifestInfo, architecture: string, extra: object = {}): object => ({
+      mediaType: m.mediaType,
+      digest: m.digest,
+      size: m.size,
+      platform: { os: "linux", architecture },
+      ...extra,
+    });
+    const attestation = {
+      annotations: { "vnd.docker.reference.type": "attestation-manifest", "vnd.docker.reference.digest": amd.digest },
+    };
     await putManifest(reg, "test/multi", "all", MediaType.ociIndex, {
       schemaVersion: 2,
       mediaType: MediaType.ociIndex,
-      manifests: [entry(arm, "arm64"), entry(arm, "amd64", attestation), { ...entry(arm, "unknown"), platform: { os: "unknown", architecture: "unknown" } }, entry(amd, "amd64")],
+      manifests: [
+        entry(arm, "arm64"),
+        entry(arm, "amd64", attestation),
+        { ...entry(arm, "unknown"), platform: { os: "unknown", architecture: "unknown" } },
+        entry(amd, "amd64"),
+      ],
     });
-    await putManifest(reg, "test/multi", "arm-only", MediaType.ociIndex, { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [entry(arm, "arm64"), entry(arm, "amd64", attestation)] });
+    await putManifest(reg, "test/multi", "arm-only", MediaType.ociIndex, {
+      schemaVersion: 2,
+      mediaType: MediaType.ociIndex,
+      manifests: [entry(arm, "arm64"), entry(arm, "amd64", attestation)],
+    });
 
     const damd = await getManifest(reg, "test/multi-docker", "amd");
     const darm = await getManifest(reg, "test/multi-docker", "arm");
@@ -104,7 +149,10 @@ describe("pull from a real registry (docker-registry 2.8.2)", () => {
     assert.equal(pulled.manifestDigest, remote.digest);
     assert.equal(pulled.configDigest, remote.json.config.digest);
     assert.equal(pulled.layers.length, 2);
-    assert.deepEqual(pulled.config.rootfs.diff_ids, pulled.layers.map((l) => l.diffId));
+    assert.deepEqual(
+      pulled.config.rootfs.diff_ids,
+      pulled.layers.map((l) => l.diffId),
+    );
     assert.equal(pulled.config.os, "linux");
     assert.equal(pulled.config.architecture, "amd64");
     assert.deepEqual(pulled.config.config.Cmd, ["/bin/sh"]);
@@ -127,7 +175,11 @@ describe("pull from a real registry (docker-registry 2.8.2)", () => {
 
     assert.equal(lines.filter((l) => l.startsWith("pulling")).length, 3, lines.join("\n"));
     lines.forEach(assertProgressLine);
-    assert.deepEqual((await fsp.readdir(path.join(dir, "tmp"))).filter((n) => n.startsWith("pull-")), [], "temp dir removed");
+    assert.deepEqual(
+      (await fsp.readdir(path.join(dir, "tmp"))).filter((n) => n.startsWith("pull-")),
+      [],
+      "temp dir removed",
+    );
 
     // Second pull: nothing downloaded again.
     const lines2: string[] = [];
@@ -158,7 +210,10 @@ describe("pull from a real registry (docker-registry 2.8.2)", () => {
     const pulled = await pullImage(`${reg.host}/test/multi:all`, store);
     assert.equal(pulled.manifestDigest, amd.digest);
     assert.equal(pulled.config.architecture, "amd64");
-    assert.equal(await fsp.readFile(path.join(await store.layerDir(pulled.layers[0]!), "platform.txt"), "utf8"), "amd64\n");
+    assert.equal(
+      await fsp.readFile(path.join(await store.layerDir(pulled.layers[0]!), "platform.txt"), "utf8"),
+      "amd64\n",
+    );
     // The index itself, fetched by digest, resolves the same way.
     const index = await getManifest(reg, "test/multi", "all");
     assert.equal((await resolveImage(`${reg.host}/test/multi@${index.digest}`)).manifestDigest, amd.digest);
@@ -169,7 +224,10 @@ describe("pull from a real registry (docker-registry 2.8.2)", () => {
     const pulled = await pullImage(`${reg.host}/test/multi-docker:all`, store);
     assert.equal(pulled.manifestDigest, (await getManifest(reg, "test/multi-docker", "amd")).digest);
     assert.equal(pulled.layers[0]!.mediaType, MediaType.dockerLayerGzip);
-    assert.equal(await fsp.readFile(path.join(await store.layerDir(pulled.layers[0]!), "platform.txt"), "utf8"), "amd64\n");
+    assert.equal(
+      await fsp.readFile(path.join(await store.layerDir(pulled.layers[0]!), "platform.txt"), "utf8"),
+      "amd64\n",
+    );
   });
 
   test("an index without linux/amd64, and an arm64 image, are refused clearly", async () => {
@@ -203,7 +261,11 @@ describe("pull from a real registry (docker-registry 2.8.2)", () => {
     });
     assert.equal(await store.hasBlob(layer.digest), false, "tampered layer must not be stored");
     assert.equal(await store.hasBlob(m.digest), false, "manifest must not be stored when a layer failed");
-    assert.deepEqual((await fsp.readdir(path.join(dir, "tmp"))).filter((n) => n.startsWith("pull-")), [], "temp dir removed");
+    assert.deepEqual(
+      (await fsp.readdir(path.join(dir, "tmp"))).filter((n) => n.startsWith("pull-")),
+      [],
+      "temp dir removed",
+    );
   });
 
   test("an unknown tag or repository is a RegistryError 404 naming the URL", async () => {
@@ -253,7 +315,12 @@ async function startFake(bind: string, handler: http.RequestListener): Promise<F
   };
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
+function sendJson(
+  res: http.ServerResponse,
+  status: number,
+  body: unknown,
+  headers: http.OutgoingHttpHeaders = {},
+): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text), ...headers });
   res.end(text);
@@ -279,10 +346,24 @@ describe("registry protocol details (fake servers)", () => {
 
   test("parseWwwAuthenticate handles quoted commas, several challenges and escapes", () => {
     assert.deepEqual(
-      parseWwwAuthenticate('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push repository:c:pull",error="insufficient_scope"').map((c) => ({ ...c, params: { ...c.params } })),
-      [{ scheme: "Bearer", params: { realm: "https://auth.example/token", service: "registry.example", scope: "repository:a/b:pull,push repository:c:pull", error: "insufficient_scope" } }],
+      parseWwwAuthenticate(
+        'Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push repository:c:pull",error="insufficient_scope"',
+      ).map((c) => ({ ...c, params: { ...c.params } })),
+      [
+        {
+          scheme: "Bearer",
+          params: {
+            realm: "https://auth.example/token",
+            service: "registry.example",
+            scope: "repository:a/b:pull,push repository:c:pull",
+            error: "insufficient_scope",
+          },
+        },
+      ],
     );
-    const two = parseWwwAuthenticate('Basic realm="basic \\"realm\\", with comma", Bearer realm=https://t.example/token , service=svc');
+    const two = parseWwwAuthenticate(
+      'Basic realm="basic \\"realm\\", with comma", Bearer realm=https://t.example/token , service=svc',
+    );
     assert.equal(two.length, 2);
     assert.equal(two[0]!.scheme, "Basic");
     assert.equal(two[0]!.params["realm"], 'basic "realm", with comma');
@@ -294,7 +375,9 @@ describe("registry protocol details (fake servers)", () => {
   });
 
   test("anonymous bearer token, token refresh, and blob redirects to another origin without Authorization", async () => {
-    const index = JSON.parse(await fsp.readFile(path.join(layout.dir, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+    const index = JSON.parse(await fsp.readFile(path.join(layout.dir, "index.json"), "utf8")) as {
+      manifests: { digest: string }[];
+    };
     const manifestDigest = index.manifests[0]!.digest;
     const manifestBytes = await readLayoutBlob(manifestDigest);
 
@@ -331,12 +414,21 @@ describe("registry protocol details (fake servers)", () => {
       const used = token ? (uses.get(token) ?? 0) + 1 : 0;
       if (token) uses.set(token, used);
       if (!token || used > 3) {
-        return sendJson(res, 401, { errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] }, {
-          "www-authenticate": `Bearer realm="${registry.url}/token",service="fake registry",scope="repository:test/img:pull,push repository:other:pull"`,
-        });
+        return sendJson(
+          res,
+          401,
+          { errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] },
+          {
+            "www-authenticate": `Bearer realm="${registry.url}/token",service="fake registry",scope="repository:test/img:pull,push repository:other:pull"`,
+          },
+        );
       }
       if (url.pathname === "/v2/test/img/manifests/latest") {
-        res.writeHead(200, { "content-type": MediaType.ociManifest, "content-length": manifestBytes.length, "docker-content-digest": manifestDigest });
+        res.writeHead(200, {
+          "content-type": MediaType.ociManifest,
+          "content-length": manifestBytes.length,
+          "docker-content-digest": manifestDigest,
+        });
         return res.end(manifestBytes);
       }
       const blob = /^\/v2\/test\/img\/blobs\/sha256:([0-9a-f]{64})$/.exec(url.pathname);
@@ -362,8 +454,10 @@ describe("registry protocol details (fake servers)", () => {
     let hits = 0;
     const fake = await startFake("127.0.0.1", (req, res) => {
       hits++;
-      if (req.url === "/v2/flaky/manifests/t" && hits <= 2) return sendJson(res, 503, { errors: [{ code: "UNAVAILABLE", message: "try later" }] });
-      if (req.url === "/v2/flaky/manifests/t") return sendJson(res, 404, { errors: [{ code: "MANIFEST_UNKNOWN", message: "manifest unknown" }] });
+      if (req.url === "/v2/flaky/manifests/t" && hits <= 2)
+        return sendJson(res, 503, { errors: [{ code: "UNAVAILABLE", message: "try later" }] });
+      if (req.url === "/v2/flaky/manifests/t")
+        return sendJson(res, 404, { errors: [{ code: "MANIFEST_UNKNOWN", message: "manifest unknown" }] });
       sendJson(res, 502, {});
     });
     servers.push(fake);
@@ -386,7 +480,9 @@ describe("registry protocol details (fake servers)", () => {
   });
 
   test("aborting a pull stops a stalled download and leaves nothing behind", async () => {
-    const index = JSON.parse(await fsp.readFile(path.join(layout.dir, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+    const index = JSON.parse(await fsp.readFile(path.join(layout.dir, "index.json"), "utf8")) as {
+      manifests: { digest: string }[];
+    };
     const manifestDigest = index.manifests[0]!.digest;
     const manifestBytes = await readLayoutBlob(manifestDigest);
     const configDigest = (JSON.parse(manifestBytes.toString("utf8")) as { config: { digest: string } }).config.digest;
@@ -416,11 +512,17 @@ describe("registry protocol details (fake servers)", () => {
     });
     assert.ok(Date.now() - started < 5000);
     assert.ok(stalled >= 1);
-    assert.deepEqual((await fsp.readdir(path.join(dir, "tmp"))).filter((n) => n.startsWith("pull-")), [], "temp dir removed");
+    assert.deepEqual(
+      (await fsp.readdir(path.join(dir, "tmp"))).filter((n) => n.startsWith("pull-")),
+      [],
+      "temp dir removed",
+    );
   });
 
   test("a Basic challenge without credentials says credentials are needed", async () => {
-    const fake = await startFake("127.0.0.1", (_req, res) => sendJson(res, 401, { errors: [{ code: "UNAUTHORIZED" }] }, { "www-authenticate": 'Basic realm="basic-realm"' }));
+    const fake = await startFake("127.0.0.1", (_req, res) =>
+      sendJson(res, 401, { errors: [{ code: "UNAUTHORIZED" }] }, { "www-authenticate": 'Basic realm="basic-realm"' }),
+    );
     servers.push(fake);
     await assert.rejects(resolveImage(`${fake.host}/private:t`), (e: unknown) => {
       assert.ok(e instanceof RegistryError, String(e));
@@ -437,7 +539,9 @@ describe("registry protocol details (fake servers)", () => {
         schemaVersion: 2,
         mediaType: MediaType.ociManifest,
         config: { mediaType: MediaType.ociConfig, digest: "sha256:" + "1".repeat(64), size: 10 },
-        layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+zstd", digest: "sha256:" + "2".repeat(64), size: 10 }],
+        layers: [
+          { mediaType: "application/vnd.oci.image.layer.v1.tar+zstd", digest: "sha256:" + "2".repeat(64), size: 10 },
+        ],
       }),
     );
     const fake = await startFake("127.0.0.1", (req, res) => {

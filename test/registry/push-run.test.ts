@@ -35,7 +35,20 @@ test("an image pushed as OCI and as Docker v2 pulls into podman and runs", async
   });
   const secret = { REGISTRY_USERNAME: "alice", REGISTRY_PASSWORD: reg.users["alice"]! };
   const podRoot = path.join(work, "podman");
-  const podman = ["--root", path.join(podRoot, "root"), "--runroot", path.join(podRoot, "runroot"), "--runtime", "/usr/sbin/runc", "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"];
+  const podman = [
+    "--root",
+    path.join(podRoot, "root"),
+    "--runroot",
+    path.join(podRoot, "runroot"),
+    "--runtime",
+    "/usr/sbin/runc",
+    "--storage-driver",
+    "vfs",
+    "--cgroup-manager",
+    "cgroupfs",
+    "--events-backend",
+    "none",
+  ];
   // podman's default ulimits exceed this machine's hard limits: run with none (inherit ours).
   const conf = path.join(work, "containers.conf");
   await fsp.writeFile(conf, "[containers]\ndefault_ulimits = []\n");
@@ -48,8 +61,13 @@ test("an image pushed as OCI and as Docker v2 pulls into podman and runs", async
       const out = await exec("podman", [...podman, "run", "--rm", "--network", "none", ref], { env });
       assert.equal(out.stdout, "hello from a pushed image\n");
       // Both pushes share a config, so podman keeps one image with both digests.
-      const repoDigests = (await exec("podman", [...podman, "image", "inspect", "--format", "{{json .RepoDigests}}", ref], { env })).stdout;
-      assert.ok((JSON.parse(repoDigests) as string[]).includes(`${reg.host}/team/runnable-${format}@${pushed.manifestDigest}`), repoDigests);
+      const repoDigests = (
+        await exec("podman", [...podman, "image", "inspect", "--format", "{{json .RepoDigests}}", ref], { env })
+      ).stdout;
+      assert.ok(
+        (JSON.parse(repoDigests) as string[]).includes(`${reg.host}/team/runnable-${format}@${pushed.manifestDigest}`),
+        repoDigests,
+      );
     }
   } finally {
     await exec("podman", [...podman, "rmi", "-a", "-f"], { env }).catch(() => undefined);

@@ -34,7 +34,10 @@ after(async () => {
 });
 
 const BIG = randomBytes(150_000).toString("hex");
-const LAYERS: Record<string, string>[] = [{ "etc/os-release": "ID=strata-test\n" }, { "app/main.txt": "hello from a pushed layer\n", "app/big.txt": BIG }];
+const LAYERS: Record<string, string>[] = [
+  { "etc/os-release": "ID=strata-test\n" },
+  { "app/main.txt": "hello from a pushed layer\n", "app/big.txt": BIG },
+];
 
 interface SkopeoInspect {
   Digest: string;
@@ -44,30 +47,54 @@ interface SkopeoInspect {
 }
 
 async function skopeoInspect(ref: string, creds?: string, raw = false): Promise<string> {
-  const args = ["inspect", "--tls-verify=false", ...(creds ? ["--creds", creds] : []), ...(raw ? ["--raw"] : []), `docker://${ref}`];
+  const args = [
+    "inspect",
+    "--tls-verify=false",
+    ...(creds ? ["--creds", creds] : []),
+    ...(raw ? ["--raw"] : []),
+    `docker://${ref}`,
+  ];
   const { stdout } = await exec("skopeo", args, { maxBuffer: 16 * 1024 * 1024 });
   return stdout;
 }
 
 /** skopeo's view of a pushed image agrees with what pushImage reported. */
-async function checkWithSkopeo(ref: string, image: ImageRecord, result: PushResult, creds?: string): Promise<Record<string, unknown>> {
+async function checkWithSkopeo(
+  ref: string,
+  image: ImageRecord,
+  result: PushResult,
+  creds?: string,
+): Promise<Record<string, unknown>> {
   const info = JSON.parse(await skopeoInspect(ref, creds)) as SkopeoInspect;
   assert.equal(info.Digest, result.manifestDigest);
   assert.equal(info.Architecture, "amd64");
   assert.equal(info.Os, "linux");
-  assert.deepEqual(info.Layers, image.layers.map((l) => l.digest));
+  assert.deepEqual(
+    info.Layers,
+    image.layers.map((l) => l.digest),
+  );
   const raw = await skopeoInspect(ref, creds, true);
   assert.equal(sha256Bytes(raw), result.manifestDigest, "the manifest bytes hash to the reported digest");
   return JSON.parse(raw) as Record<string, unknown>;
 }
 
 /** Our client pulls it back: same config (image id), layers with the right files. */
-async function pullBack(ref: string, image: ImageRecord, opts: { secret?: Record<string, string> } = {}): Promise<void> {
+async function pullBack(
+  ref: string,
+  image: ImageRecord,
+  opts: { secret?: Record<string, string> } = {},
+): Promise<void> {
   const store = await LocalStore.open(await tempDir("strata-pullback-"));
   const pulled = await pullImage(ref, store, { ...opts, dockerConfig: false });
   assert.equal(pulled.configDigest, image.configDigest);
-  assert.deepEqual(pulled.layers.map((l) => l.digest), image.layers.map((l) => l.digest));
-  assert.deepEqual(pulled.layers.map((l) => l.diffId), image.layers.map((l) => l.diffId));
+  assert.deepEqual(
+    pulled.layers.map((l) => l.digest),
+    image.layers.map((l) => l.digest),
+  );
+  assert.deepEqual(
+    pulled.layers.map((l) => l.diffId),
+    image.layers.map((l) => l.diffId),
+  );
   const l0 = await store.layerDir(pulled.layers[0]!);
   const l1 = await store.layerDir(pulled.layers[1]!);
   assert.equal(await fsp.readFile(path.join(l0, "etc/os-release"), "utf8"), "ID=strata-test\n");
@@ -101,7 +128,10 @@ describe("push to a plain registry", () => {
     assert.equal(result.mediaType, MediaType.ociManifest);
     assert.equal(result.manifestDigest, image.manifestDigest, "the stored OCI manifest is pushed byte for byte");
     assert.deepEqual(hows(result), ["uploaded", "uploaded", "uploaded"]);
-    assert.ok(lines.some((l) => /^pushed manifest sha256:[0-9a-f]{12}… \(OCI\)$/.test(l)), lines.join("\n"));
+    assert.ok(
+      lines.some((l) => /^pushed manifest sha256:[0-9a-f]{12}… \(OCI\)$/.test(l)),
+      lines.join("\n"),
+    );
     assert.ok(lines.includes(`tagged ${reg.host}/team/app:1`), lines.join("\n"));
 
     const raw = await checkWithSkopeo(ref, image, result);
@@ -110,7 +140,13 @@ describe("push to a plain registry", () => {
 
     // skopeo copies it back to an OCI layout, and the blobs are the ones we pushed.
     const out = await tempDir("strata-skopeo-copy-");
-    await exec("skopeo", ["--insecure-policy", "copy", "--src-tls-verify=false", `docker://${ref}`, `oci:${out}:copied`]);
+    await exec("skopeo", [
+      "--insecure-policy",
+      "copy",
+      "--src-tls-verify=false",
+      `docker://${ref}`,
+      `oci:${out}:copied`,
+    ]);
     for (const l of image.layers) await fsp.access(path.join(out, "blobs/sha256", l.digest.slice(7)));
 
     const again = await pushImage(store, image, ref, opts);
@@ -122,22 +158,34 @@ describe("push to a plain registry", () => {
     const ref = `${reg.host}/team/app-docker:1`;
     const result = await pushImage(store, image, ref, { ...opts, format: "docker" });
     assert.equal(result.mediaType, MediaType.dockerManifest);
-    const raw = (await checkWithSkopeo(ref, image, result)) as { mediaType: string; config: { mediaType: string; digest: string }; layers: { mediaType: string }[] };
+    const raw = (await checkWithSkopeo(ref, image, result)) as {
+      mediaType: string;
+      config: { mediaType: string; digest: string };
+      layers: { mediaType: string }[];
+    };
     assert.equal(raw.mediaType, MediaType.dockerManifest);
     assert.equal(raw.config.mediaType, MediaType.dockerConfig);
     assert.equal(raw.config.digest, image.configDigest);
-    assert.deepEqual(raw.layers.map((l) => l.mediaType), [MediaType.dockerLayerGzip, MediaType.dockerLayerGzip]);
+    assert.deepEqual(
+      raw.layers.map((l) => l.mediaType),
+      [MediaType.dockerLayerGzip, MediaType.dockerLayerGzip],
+    );
     await pullBack(ref, image);
     const out = await tempDir("strata-skopeo-copy-");
     await exec("skopeo", ["--insecure-policy", "copy", "--src-tls-verify=false", `docker://${ref}`, `dir:${out}`]);
-    assert.equal(JSON.parse(await fsp.readFile(path.join(out, "manifest.json"), "utf8")).mediaType, MediaType.dockerManifest);
+    assert.equal(
+      JSON.parse(await fsp.readFile(path.join(out, "manifest.json"), "utf8")).mediaType,
+      MediaType.dockerManifest,
+    );
   });
 
   test("blobs known to be in another repository of the registry are mounted, not uploaded", async () => {
     // A store of its own: the earlier tests' pushes are recorded in the shared one.
     const store = await LocalStore.open(await tempDir("strata-push-mount-store-"));
     const image = await makeStoreImage(store, LAYERS);
-    const other = await makeStoreImage(store, [...LAYERS, { "extra.txt": "only in the second image\n" }], { label: "mount" });
+    const other = await makeStoreImage(store, [...LAYERS, { "extra.txt": "only in the second image\n" }], {
+      label: "mount",
+    });
     const first = await pushImage(store, image, `${reg.host}/team/mount-src:1`, opts);
     assert.ok(first.blobs.every((b) => b.how !== "mounted"));
     assert.deepEqual(
@@ -146,7 +194,10 @@ describe("push to a plain registry", () => {
       "the push recorded where the blobs now live",
     );
     const lines: string[] = [];
-    const second = await pushImage(store, other, `${reg.host}/team/mount-dst:1`, { ...opts, onProgress: (l) => lines.push(l) });
+    const second = await pushImage(store, other, `${reg.host}/team/mount-dst:1`, {
+      ...opts,
+      onProgress: (l) => lines.push(l),
+    });
     const byDigest = new Map(second.blobs.map((b) => [b.digest, b]));
     for (const l of image.layers) {
       assert.equal(byDigest.get(l.digest)?.how, "mounted", lines.join("\n"));
@@ -154,13 +205,22 @@ describe("push to a plain registry", () => {
     }
     assert.equal(byDigest.get(other.layers[2]!.digest)?.how, "uploaded");
     assert.equal(byDigest.get(other.configDigest)?.how, "uploaded");
-    assert.ok(lines.some((l) => /^mounted sha256:[0-9a-f]{12}… from team\/mount-src$/.test(l)), lines.join("\n"));
+    assert.ok(
+      lines.some((l) => /^mounted sha256:[0-9a-f]{12}… from team\/mount-src$/.test(l)),
+      lines.join("\n"),
+    );
     const info = JSON.parse(await skopeoInspect(`${reg.host}/team/mount-dst:1`)) as SkopeoInspect;
-    assert.deepEqual(info.Layers, other.layers.map((l) => l.digest));
+    assert.deepEqual(
+      info.Layers,
+      other.layers.map((l) => l.digest),
+    );
 
     // mountFrom names a source explicitly; a source that lacks the blob falls back to an upload.
     const third = await makeStoreImage(store, [{ "fresh.txt": randomBytes(8).toString("hex") }], { label: "fresh" });
-    const r = await pushImage(store, third, `${reg.host}/team/mount-fallback:1`, { ...opts, mountFrom: ["team/mount-src"] });
+    const r = await pushImage(store, third, `${reg.host}/team/mount-fallback:1`, {
+      ...opts,
+      mountFrom: ["team/mount-src"],
+    });
     assert.deepEqual(hows(r), ["uploaded", "uploaded"]);
     await skopeoInspect(`${reg.host}/team/mount-fallback:1`);
   });
@@ -176,21 +236,43 @@ describe("push to a plain registry", () => {
   });
 
   test("refuses a digest reference, and eStargz with a Docker manifest, clearly", async () => {
-    await assert.rejects(pushImage(store, image, `${reg.host}/team/app@${image.manifestDigest}`, opts), InvalidDefinitionError);
-    await assert.rejects(pushImage(store, image, `${reg.host}/team/app:es`, { ...opts, estargz: true, format: "docker" }), (e: unknown) => {
-      assert.ok(e instanceof UnsupportedImageError, String(e));
-      assert.match(e.message, /eStargz layers need an OCI manifest/);
-      return true;
-    });
+    await assert.rejects(
+      pushImage(store, image, `${reg.host}/team/app@${image.manifestDigest}`, opts),
+      InvalidDefinitionError,
+    );
+    await assert.rejects(
+      pushImage(store, image, `${reg.host}/team/app:es`, { ...opts, estargz: true, format: "docker" }),
+      (e: unknown) => {
+        assert.ok(e instanceof UnsupportedImageError, String(e));
+        assert.match(e.message, /eStargz layers need an OCI manifest/);
+        return true;
+      },
+    );
   });
 
   test("CLI: strata push <image> <ref> [--format docker] prints ref@digest; usage errors exit 2", async () => {
     const cli = fileURLToPath(new URL("../../src/cli/push.js", import.meta.url));
-    const run = (args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+    const run = (
+      args: string[],
+      env: Record<string, string> = {},
+    ): Promise<{ code: number | null; stdout: string; stderr: string }> =>
       new Promise((resolve) => {
-        const child = spawn(process.execPath, ["--input-type=module", "-e", `const m = await import(${JSON.stringify(cli)}); process.exitCode = await m.cmdPush(${JSON.stringify(args)});`], {
-          env: { ...process.env, STRATA_HOME: store.root, DOCKER_CONFIG: path.join(store.root, "no-docker-config"), ...env },
-        });
+        const child = spawn(
+          process.execPath,
+          [
+            "--input-type=module",
+            "-e",
+            `const m = await import(${JSON.stringify(cli)}); process.exitCode = await m.cmdPush(${JSON.stringify(args)});`,
+          ],
+          {
+            env: {
+              ...process.env,
+              STRATA_HOME: store.root,
+              DOCKER_CONFIG: path.join(store.root, "no-docker-config"),
+              ...env,
+            },
+          },
+        );
         let stdout = "";
         let stderr = "";
         child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
@@ -200,7 +282,10 @@ describe("push to a plain registry", () => {
     const ok = await run([image.id.slice(7, 19), `${reg.host}/team/cli:1`, "--format", "docker"]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, new RegExp(`^${reg.host.replace(/\./g, "\\.")}/team/cli@sha256:[0-9a-f]{64}\\n$`));
-    assert.match(ok.stderr, /pushed .*team\/cli:1 \(Docker v2 schema 2\): \d+ uploaded, \d+ mounted, \d+ already there/);
+    assert.match(
+      ok.stderr,
+      /pushed .*team\/cli:1 \(Docker v2 schema 2\): \d+ uploaded, \d+ mounted, \d+ already there/,
+    );
     const raw = JSON.parse(await skopeoInspect(`${reg.host}/team/cli:1`, undefined, true)) as { mediaType: string };
     assert.equal(raw.mediaType, MediaType.dockerManifest);
 
@@ -210,7 +295,9 @@ describe("push to a plain registry", () => {
     assert.equal((await run([image.id])).code, 2);
     const es = await run([image.id, `${reg.host}/team/cli:3`, "--estargz"]);
     assert.equal(es.code, 0, es.stderr);
-    const esRaw = JSON.parse(await skopeoInspect(`${reg.host}/team/cli:3`, undefined, true)) as { layers: { annotations?: Record<string, string> }[] };
+    const esRaw = JSON.parse(await skopeoInspect(`${reg.host}/team/cli:3`, undefined, true)) as {
+      layers: { annotations?: Record<string, string> }[];
+    };
     assert.ok(esRaw.layers.every((l) => l.annotations?.["containerd.io/snapshot/stargz/toc.digest"]));
   });
 });
@@ -231,26 +318,36 @@ describe("push with credentials", () => {
       const result = await pushImage(store, image, ref, { secret, dockerConfig: false });
       await checkWithSkopeo(ref, image, result, reg.creds);
       await pullBack(ref, image, { secret });
-      await assert.rejects(pushImage(store, image, `${reg.host}/team/basic:2`, { dockerConfig: false }), (e: unknown) => {
-        assert.ok(e instanceof RegistryAuthError, String(e));
-        assert.ok(e.message.includes(reg.host));
-        assert.match(e.message, /REGISTRY_USERNAME and REGISTRY_PASSWORD/);
-        return true;
-      });
+      await assert.rejects(
+        pushImage(store, image, `${reg.host}/team/basic:2`, { dockerConfig: false }),
+        (e: unknown) => {
+          assert.ok(e instanceof RegistryAuthError, String(e));
+          assert.ok(e.message.includes(reg.host));
+          assert.match(e.message, /REGISTRY_USERNAME and REGISTRY_PASSWORD/);
+          return true;
+        },
+      );
     } finally {
       await reg.stop();
     }
   });
 
   test("token auth: push with pull,push scope, mounts need pull on the source, a read-only user gets insufficient_scope", async () => {
-    const reg = await startRegistry({ auth: "token", users: { alice: "alice-s3cret", reader: "reader-pw" }, readOnlyUsers: ["reader"] });
+    const reg = await startRegistry({
+      auth: "token",
+      users: { alice: "alice-s3cret", reader: "reader-pw" },
+      readOnlyUsers: ["reader"],
+    });
     try {
       clearTokenCache();
       const ts = reg.tokenServer!;
       const secret = { REGISTRY_USERNAME: "alice", REGISTRY_PASSWORD: "alice-s3cret" };
       const ref = `${reg.host}/team/tok:1`;
       const result = await pushImage(store, image, ref, { secret, dockerConfig: false });
-      assert.ok(ts.requests.some((r) => r.user === "alice" && r.scopes.includes("repository:team/tok:pull,push")), JSON.stringify(ts.requests));
+      assert.ok(
+        ts.requests.some((r) => r.user === "alice" && r.scopes.includes("repository:team/tok:pull,push")),
+        JSON.stringify(ts.requests),
+      );
       await checkWithSkopeo(ref, image, result, reg.creds);
       await pullBack(ref, image, { secret });
 
@@ -260,13 +357,19 @@ describe("push with credentials", () => {
       const last = ts.requests[ts.requests.length - 1]!;
       assert.deepEqual(last.scopes, ["repository:team/tok-copy:pull,push", "repository:team/tok:pull"]);
 
-      await assert.rejects(pushImage(store, image, `${reg.host}/team/tok-ro:1`, { secret: { REGISTRY_USERNAME: "reader", REGISTRY_PASSWORD: "reader-pw" }, dockerConfig: false }), (e: unknown) => {
-        assert.ok(e instanceof RegistryAuthError, String(e));
-        assert.ok(e.message.includes(reg.host), e.message);
-        assert.match(e.message, /insufficient_scope/);
-        assert.ok(!e.message.includes("reader-pw"));
-        return true;
-      });
+      await assert.rejects(
+        pushImage(store, image, `${reg.host}/team/tok-ro:1`, {
+          secret: { REGISTRY_USERNAME: "reader", REGISTRY_PASSWORD: "reader-pw" },
+          dockerConfig: false,
+        }),
+        (e: unknown) => {
+          assert.ok(e instanceof RegistryAuthError, String(e));
+          assert.ok(e.message.includes(reg.host), e.message);
+          assert.match(e.message, /insufficient_scope/);
+          assert.ok(!e.message.includes("reader-pw"));
+          return true;
+        },
+      );
     } finally {
       await reg.stop();
     }

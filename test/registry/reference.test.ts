@@ -15,23 +15,91 @@ interface Case {
 }
 
 const valid: Case[] = [
-  { ref: "ubuntu", registry: "docker.io", repository: "library/ubuntu", tag: "latest", str: "docker.io/library/ubuntu:latest" },
-  { ref: "ubuntu:22.04", registry: "docker.io", repository: "library/ubuntu", tag: "22.04", str: "docker.io/library/ubuntu:22.04" },
-  { ref: "library/ubuntu", registry: "docker.io", repository: "library/ubuntu", tag: "latest", str: "docker.io/library/ubuntu:latest" },
-  { ref: "docker.io/ubuntu", registry: "docker.io", repository: "library/ubuntu", tag: "latest", str: "docker.io/library/ubuntu:latest" },
-  { ref: "index.docker.io/ubuntu", registry: "docker.io", repository: "library/ubuntu", tag: "latest", str: "docker.io/library/ubuntu:latest" },
-  { ref: "bitnami/redis:7", registry: "docker.io", repository: "bitnami/redis", tag: "7", str: "docker.io/bitnami/redis:7" },
+  {
+    ref: "ubuntu",
+    registry: "docker.io",
+    repository: "library/ubuntu",
+    tag: "latest",
+    str: "docker.io/library/ubuntu:latest",
+  },
+  {
+    ref: "ubuntu:22.04",
+    registry: "docker.io",
+    repository: "library/ubuntu",
+    tag: "22.04",
+    str: "docker.io/library/ubuntu:22.04",
+  },
+  {
+    ref: "library/ubuntu",
+    registry: "docker.io",
+    repository: "library/ubuntu",
+    tag: "latest",
+    str: "docker.io/library/ubuntu:latest",
+  },
+  {
+    ref: "docker.io/ubuntu",
+    registry: "docker.io",
+    repository: "library/ubuntu",
+    tag: "latest",
+    str: "docker.io/library/ubuntu:latest",
+  },
+  {
+    ref: "index.docker.io/ubuntu",
+    registry: "docker.io",
+    repository: "library/ubuntu",
+    tag: "latest",
+    str: "docker.io/library/ubuntu:latest",
+  },
+  {
+    ref: "bitnami/redis:7",
+    registry: "docker.io",
+    repository: "bitnami/redis",
+    tag: "7",
+    str: "docker.io/bitnami/redis:7",
+  },
   // "host" has no '.' or ':' and is not localhost, so Docker reads it as a Docker Hub namespace.
   { ref: `host/x@${D}`, registry: "docker.io", repository: "host/x", digest: D, str: `docker.io/host/x@${D}` },
   { ref: `example.com/x@${D}`, registry: "example.com", repository: "x", digest: D, str: `example.com/x@${D}` },
   { ref: "localhost/x", registry: "localhost", repository: "x", tag: "latest", str: "localhost/x:latest" },
-  { ref: "localhost:5000/x", registry: "localhost:5000", repository: "x", tag: "latest", str: "localhost:5000/x:latest" },
+  {
+    ref: "localhost:5000/x",
+    registry: "localhost:5000",
+    repository: "x",
+    tag: "latest",
+    str: "localhost:5000/x:latest",
+  },
   { ref: "127.0.0.1:5000/a/b:t", registry: "127.0.0.1:5000", repository: "a/b", tag: "t", str: "127.0.0.1:5000/a/b:t" },
-  { ref: `x:t@${D}`, registry: "docker.io", repository: "library/x", tag: "t", digest: D, str: `docker.io/library/x:t@${D}` },
-  { ref: `ghcr.io/org/team/app:v1.2.3-rc_1@${D}`, registry: "ghcr.io", repository: "org/team/app", tag: "v1.2.3-rc_1", digest: D, str: `ghcr.io/org/team/app:v1.2.3-rc_1@${D}` },
+  {
+    ref: `x:t@${D}`,
+    registry: "docker.io",
+    repository: "library/x",
+    tag: "t",
+    digest: D,
+    str: `docker.io/library/x:t@${D}`,
+  },
+  {
+    ref: `ghcr.io/org/team/app:v1.2.3-rc_1@${D}`,
+    registry: "ghcr.io",
+    repository: "org/team/app",
+    tag: "v1.2.3-rc_1",
+    digest: D,
+    str: `ghcr.io/org/team/app:v1.2.3-rc_1@${D}`,
+  },
   { ref: "[::1]:5000/img:1", registry: "[::1]:5000", repository: "img", tag: "1", str: "[::1]:5000/img:1" },
-  { ref: "my-registry.local:443/a.b/c_d/e__f/g-h--i", registry: "my-registry.local:443", repository: "a.b/c_d/e__f/g-h--i", tag: "latest", str: "my-registry.local:443/a.b/c_d/e__f/g-h--i:latest" },
-  { ref: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:prod", registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com", repository: "app", tag: "prod", str: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:prod" },
+  {
+    ref: "my-registry.local:443/a.b/c_d/e__f/g-h--i",
+    registry: "my-registry.local:443",
+    repository: "a.b/c_d/e__f/g-h--i",
+    tag: "latest",
+    str: "my-registry.local:443/a.b/c_d/e__f/g-h--i:latest",
+  },
+  {
+    ref: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:prod",
+    registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+    repository: "app",
+    tag: "prod",
+    str: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:prod",
+  },
   // Uppercase first component is read as a host (Docker's rule), e.g. a Windows-ish host name.
   { ref: "MyHost/app", registry: "MyHost", repository: "app", tag: "latest", str: "MyHost/app:latest" },
 ];
@@ -102,7 +170,16 @@ describe("registryApiHost", () => {
 
 describe("isInsecureHost", () => {
   test("loopback hosts speak plain HTTP", () => {
-    for (const h of ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:5000", "127.1.2.3:80", "[::1]", "[::1]:5000", "LOCALHOST:1"]) {
+    for (const h of [
+      "localhost",
+      "localhost:5000",
+      "127.0.0.1",
+      "127.0.0.1:5000",
+      "127.1.2.3:80",
+      "[::1]",
+      "[::1]:5000",
+      "LOCALHOST:1",
+    ]) {
       assert.equal(isInsecureHost(h), true, h);
     }
   });
@@ -110,7 +187,16 @@ describe("isInsecureHost", () => {
     const saved = process.env.STRATA_INSECURE_REGISTRIES;
     try {
       delete process.env.STRATA_INSECURE_REGISTRIES;
-      for (const h of ["docker.io", "ghcr.io", "127.0.0.1.example.com", "128.0.0.1:5000", "localhost.example.com", "10.0.0.1:5000", "[::2]:5000", "127.0.0.256"]) {
+      for (const h of [
+        "docker.io",
+        "ghcr.io",
+        "127.0.0.1.example.com",
+        "128.0.0.1:5000",
+        "localhost.example.com",
+        "10.0.0.1:5000",
+        "[::2]:5000",
+        "127.0.0.256",
+      ]) {
         assert.equal(isInsecureHost(h), false, h);
       }
       process.env.STRATA_INSECURE_REGISTRIES = " reg.internal:5000 , build-cache.lan,";

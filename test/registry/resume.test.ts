@@ -32,8 +32,12 @@ let layerDigest = "";
 before(async () => {
   layout = await createTestLayout();
   await layout.build("big", { layers: [{ "small.txt": "small\n" }, { "big.txt": BIG }] });
-  const index = JSON.parse(await fsp.readFile(path.join(layout.dir, "index.json"), "utf8")) as { manifests: { digest: string }[] };
-  const manifest = JSON.parse(await fsp.readFile(path.join(layout.dir, "blobs/sha256", digestHex(index.manifests[0]!.digest)), "utf8")) as { layers: { digest: string; size: number }[] };
+  const index = JSON.parse(await fsp.readFile(path.join(layout.dir, "index.json"), "utf8")) as {
+    manifests: { digest: string }[];
+  };
+  const manifest = JSON.parse(
+    await fsp.readFile(path.join(layout.dir, "blobs/sha256", digestHex(index.manifests[0]!.digest)), "utf8"),
+  ) as { layers: { digest: string; size: number }[] };
   layerSize = manifest.layers[1]!.size;
   layerDigest = manifest.layers[1]!.digest;
 });
@@ -43,7 +47,11 @@ after(async () => {
 });
 
 async function checkBig(store: LocalStore, ref: string, lines: string[]): Promise<void> {
-  const pulled = await pullImage(ref, store, { onProgress: (l) => lines.push(l), retryDelayMs: 20, dockerConfig: false });
+  const pulled = await pullImage(ref, store, {
+    onProgress: (l) => lines.push(l),
+    retryDelayMs: 20,
+    dockerConfig: false,
+  });
   assert.equal(pulled.layers[1]!.digest, layerDigest);
   assert.equal(await fsp.readFile(path.join(await store.layerDir(pulled.layers[1]!), "big.txt"), "utf8"), BIG);
 }
@@ -76,8 +84,15 @@ describe("resuming against docker-registry 2.8.2 behind a proxy that cuts connec
       assert.ok(from > 0 && from <= 300_000, `resumed from ${from}`);
       assert.equal(gets[1]!.status, 206);
       assert.equal(gets[1]!.contentRange, `bytes ${from}-${layerSize - 1}/${layerSize}`);
-      assert.ok(lines.some((l) => /transfer broke off after .* of .*; resuming$/.test(l)), lines.join("\n"));
-      assert.deepEqual((await fsp.readdir(path.join(dir, "tmp"))).filter((n) => n.startsWith("pull-")), [], "temp dir removed");
+      assert.ok(
+        lines.some((l) => /transfer broke off after .* of .*; resuming$/.test(l)),
+        lines.join("\n"),
+      );
+      assert.deepEqual(
+        (await fsp.readdir(path.join(dir, "tmp"))).filter((n) => n.startsWith("pull-")),
+        [],
+        "temp dir removed",
+      );
     } finally {
       await proxy.close();
     }
@@ -91,7 +106,10 @@ describe("resuming against docker-registry 2.8.2 behind a proxy that cuts connec
       await checkBig(store, `${proxy.host}/team/big:1`, lines);
       const gets = proxy.requests.filter((r) => r.method === "GET" && r.path.endsWith(layerDigest));
       assert.ok(gets.length >= 5, JSON.stringify(gets));
-      assert.ok(gets.slice(1).every((g) => g.status === 206 && /^bytes=\d+-$/.test(g.range ?? "")), JSON.stringify(gets));
+      assert.ok(
+        gets.slice(1).every((g) => g.status === 206 && /^bytes=\d+-$/.test(g.range ?? "")),
+        JSON.stringify(gets),
+      );
     } finally {
       await proxy.close();
     }
@@ -107,7 +125,10 @@ describe("resuming against docker-registry 2.8.2 behind a proxy that cuts connec
       assert.equal(gets.length, 2);
       assert.match(gets[1]!.range ?? "", /^bytes=\d+-$/, "the client asked for a range");
       assert.equal(gets[1]!.status, 200, "the server sent everything");
-      assert.ok(lines.some((l) => /ignored the Range request; downloading it again from the start$/.test(l)), lines.join("\n"));
+      assert.ok(
+        lines.some((l) => /ignored the Range request; downloading it again from the start$/.test(l)),
+        lines.join("\n"),
+      );
     } finally {
       await proxy.close();
     }
@@ -140,14 +161,23 @@ describe("retries, restarts and progress (fake registries)", () => {
   let manifestBytes: Buffer;
   const blobs = new Map<string, Buffer>();
   before(async () => {
-    const index = JSON.parse(await fsp.readFile(path.join(layout.dir, "index.json"), "utf8")) as { manifests: { digest: string }[] };
+    const index = JSON.parse(await fsp.readFile(path.join(layout.dir, "index.json"), "utf8")) as {
+      manifests: { digest: string }[];
+    };
     manifestBytes = await fsp.readFile(path.join(layout.dir, "blobs/sha256", digestHex(index.manifests[0]!.digest)));
-    const m = JSON.parse(manifestBytes.toString("utf8")) as { config: { digest: string }; layers: { digest: string }[] };
-    for (const d of [m.config.digest, ...m.layers.map((l) => l.digest)]) blobs.set(d, await fsp.readFile(path.join(layout.dir, "blobs/sha256", digestHex(d))));
+    const m = JSON.parse(manifestBytes.toString("utf8")) as {
+      config: { digest: string };
+      layers: { digest: string }[];
+    };
+    for (const d of [m.config.digest, ...m.layers.map((l) => l.digest)])
+      blobs.set(d, await fsp.readFile(path.join(layout.dir, "blobs/sha256", digestHex(d))));
   });
 
   /** A registry serving the layout's "big" image; `blob` may answer a blob request itself (return true). */
-  async function fakeRegistry(hooks: { manifest?: (res: http.ServerResponse) => boolean; blob?: (digest: string, data: Buffer, req: http.IncomingMessage, res: http.ServerResponse) => boolean }): Promise<Fake> {
+  async function fakeRegistry(hooks: {
+    manifest?: (res: http.ServerResponse) => boolean;
+    blob?: (digest: string, data: Buffer, req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+  }): Promise<Fake> {
     return startFake((req, res) => {
       if (req.url === "/v2/big/manifests/latest") {
         if (hooks.manifest?.(res)) return;
@@ -164,7 +194,10 @@ describe("retries, restarts and progress (fake registries)", () => {
       const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
       if (range) {
         const start = Number(range[1]);
-        res.writeHead(206, { "content-length": data.length - start, "content-range": `bytes ${start}-${data.length - 1}/${data.length}` });
+        res.writeHead(206, {
+          "content-length": data.length - start,
+          "content-range": `bytes ${start}-${data.length - 1}/${data.length}`,
+        });
         return res.end(data.subarray(start));
       }
       res.writeHead(200, { "content-length": data.length });
@@ -243,7 +276,10 @@ describe("retries, restarts and progress (fake registries)", () => {
             return true;
           }
           if (req.headers.range && mode === "bogus") {
-            res.writeHead(206, { "content-length": data.length - 10, "content-range": `bytes 10-${data.length - 1}/${data.length}` });
+            res.writeHead(206, {
+              "content-length": data.length - 10,
+              "content-range": `bytes 10-${data.length - 1}/${data.length}`,
+            });
             res.end(data.subarray(10));
             return true;
           }
@@ -253,11 +289,19 @@ describe("retries, restarts and progress (fake registries)", () => {
       try {
         const { store } = await newStore();
         const lines: string[] = [];
-        const pulled = await pullImage(`${fake.host}/big`, store, { onProgress: (l) => lines.push(l), retryDelayMs: 10, dockerConfig: false });
+        const pulled = await pullImage(`${fake.host}/big`, store, {
+          onProgress: (l) => lines.push(l),
+          retryDelayMs: 10,
+          dockerConfig: false,
+        });
         assert.equal(await fsp.readFile(path.join(await store.layerDir(pulled.layers[1]!), "big.txt"), "utf8"), BIG);
         assert.equal(seen[0], undefined);
         assert.match(seen[1] ?? "", /^bytes=\d+-$/);
-        assert.equal(seen[seen.length - 1], undefined, `${mode}: the last request starts from zero: ${JSON.stringify(seen)}`);
+        assert.equal(
+          seen[seen.length - 1],
+          undefined,
+          `${mode}: the last request starts from zero: ${JSON.stringify(seen)}`,
+        );
       } finally {
         await fake.close();
       }
@@ -292,10 +336,16 @@ describe("retries, restarts and progress (fake registries)", () => {
     try {
       const { store } = await newStore();
       const lines: string[] = [];
-      await pullImage(`${fake.host}/big`, store, { onProgress: (l) => lines.push(l), progressIntervalMs: 100, concurrency: 2, dockerConfig: false });
+      await pullImage(`${fake.host}/big`, store, {
+        onProgress: (l) => lines.push(l),
+        progressIntervalMs: 100,
+        concurrency: 2,
+        dockerConfig: false,
+      });
       const progress = lines.filter((l) => l.startsWith("downloading "));
       assert.ok(progress.length >= 2, lines.join("\n"));
-      for (const l of progress) assert.match(l, /^downloading sha256:[0-9a-f]{12}… \d+(\.\d)? (B|kB|MB) of \d+(\.\d)? (B|kB|MB) \(\d{1,2}%\)$/);
+      for (const l of progress)
+        assert.match(l, /^downloading sha256:[0-9a-f]{12}… \d+(\.\d)? (B|kB|MB) of \d+(\.\d)? (B|kB|MB) \(\d{1,2}%\)$/);
       assert.ok(maxInFlight <= 2);
     } finally {
       await fake.close();

@@ -16,7 +16,9 @@ import { uniqueSuffix } from "../../src/util/fs.js";
 import { makeBusyboxTree } from "../support/strata.js";
 
 const RUNC_ROOT = "/run/strata-runc-cgtest";
-const RUNC = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"].find((p) => existsSync(p));
+const RUNC = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"].find((p) =>
+  existsSync(p),
+);
 const skip = process.getuid?.() !== 0 ? "needs root" : !RUNC ? "needs runc" : false;
 
 const MiB = 1024 * 1024;
@@ -43,7 +45,8 @@ describe("step cgroups on this host", { skip }, () => {
     const cg = await createStepCgroup(`strata-${uniqueSuffix()}`, { memoryBytes: 64 * MiB, pids: 16, cpus: 1.5 });
     made.push(cg);
     assert.equal(cg.runcPath, `/strata/${cg.id}/ctr`);
-    const read = (controller: string, file: string) => readFileSync(path.join(hierarchyOf(layout, controller)!.dir, "strata", cg.id, file), "utf8").trim();
+    const read = (controller: string, file: string) =>
+      readFileSync(path.join(hierarchyOf(layout, controller)!.dir, "strata", cg.id, file), "utf8").trim();
     if (layout.version === 1) {
       assert.equal(read("memory", "memory.limit_in_bytes"), String(64 * MiB));
       if (existsSync(path.join(hierarchyOf(layout, "memory")!.dir, "strata", cg.id, "memory.memsw.limit_in_bytes"))) {
@@ -71,7 +74,10 @@ describe("step cgroups on this host", { skip }, () => {
     const id = `strata-${uniqueSuffix()}`;
     const cg = await createStepCgroup(id, LIMITS);
     made.push(cg);
-    await assert.rejects(createStepCgroup(id, LIMITS), (e: unknown) => e instanceof Error && e.message.includes(`/strata/${id}`) && /already exists/.test(e.message));
+    await assert.rejects(
+      createStepCgroup(id, LIMITS),
+      (e: unknown) => e instanceof Error && e.message.includes(`/strata/${id}`) && /already exists/.test(e.message),
+    );
     await cg.remove();
   });
 
@@ -99,7 +105,9 @@ describe("step cgroups on this host", { skip }, () => {
       times.push(Number(process.hrtime.bigint() - started) / 1e6);
     }
     times.sort((a, b) => a - b);
-    t.diagnostic(`createStepCgroup + remove: median ${times[10]!.toFixed(2)} ms, min ${times[0]!.toFixed(2)}, max ${times[20]!.toFixed(2)} (21 runs)`);
+    t.diagnostic(
+      `createStepCgroup + remove: median ${times[10]!.toFixed(2)} ms, min ${times[0]!.toFixed(2)}, max ${times[20]!.toFixed(2)} (21 runs)`,
+    );
     assert.ok(times[10]! < 250, `median ${times[10]} ms`);
   });
 });
@@ -135,12 +143,26 @@ describe("step cgroups with runc", { skip }, () => {
   });
 
   /** Starts `script` in a container of a new step cgroup; `onStdout` sees output as it comes. */
-  async function start(script: string, onStdout?: (text: string) => void): Promise<{ cg: StepCgroup; done: Promise<RunOutcome> }> {
+  async function start(
+    script: string,
+    onStdout?: (text: string) => void,
+  ): Promise<{ cg: StepCgroup; done: Promise<RunOutcome> }> {
     const id = `strata-${uniqueSuffix()}`;
     const cg = await createStepCgroup(id, LIMITS);
     cgroups.push(cg);
     const spec = runtimeSpec(
-      { rootfs, argv: ["/bin/sh", "-c", script], env: ["PATH=/bin"], cwd: "/", uid: 0, gid: 0, additionalGids: [], mounts: [], network: "none", hostname: "cgtest" },
+      {
+        rootfs,
+        argv: ["/bin/sh", "-c", script],
+        env: ["PATH=/bin"],
+        cwd: "/",
+        uid: 0,
+        gid: 0,
+        additionalGids: [],
+        mounts: [],
+        network: "none",
+        hostname: "cgtest",
+      },
       { cgroupsPath: cg.runcPath },
     ) as { linux: Record<string, unknown> };
     assert.equal(spec.linux.cgroupsPath, cg.runcPath);
@@ -149,7 +171,9 @@ describe("step cgroups with runc", { skip }, () => {
     await fsp.mkdir(bundle);
     await fsp.writeFile(path.join(bundle, "config.json"), JSON.stringify(spec));
     containers.push(id);
-    const child = spawn(RUNC!, ["--root", RUNC_ROOT, "run", "--bundle", bundle, id], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(RUNC!, ["--root", RUNC_ROOT, "run", "--bundle", bundle, id], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => {
@@ -190,7 +214,10 @@ describe("step cgroups with runc", { skip }, () => {
         assert.equal(readFileSync(path.join(memDir, "memory.max"), "utf8").trim(), String(64 * MiB));
       }
       assert.equal(readFileSync(path.join(pidsDir, "pids.max"), "utf8").trim(), "16");
-      assert.ok(Number(readFileSync(path.join(pidsDir, "pids.current"), "utf8")) >= 1, "the container's processes count against our parent");
+      assert.ok(
+        Number(readFileSync(path.join(pidsDir, "pids.current"), "utf8")) >= 1,
+        "the container's processes count against our parent",
+      );
     } finally {
       await fsp.writeFile(path.join(rootfs, "tmp/go"), "");
     }
@@ -199,8 +226,14 @@ describe("step cgroups with runc", { skip }, () => {
     assert.equal(r.exitCode, 0, r.stderr);
     const procCgroup = r.stdout.split("END\n")[0]!;
     for (const c of layout.version === 1 ? ["memory", "pids", "cpu"] : [""]) {
-      const line = procCgroup.split("\n").find((l) => (layout.version === 1 ? l.split(":")[1]!.split(",").includes(c) : l.startsWith("0::")));
-      assert.equal(line?.split(":")[2], `/strata/${cg.id}/ctr`, `${c || "unified"} cgroup of the container:\n${procCgroup}`);
+      const line = procCgroup
+        .split("\n")
+        .find((l) => (layout.version === 1 ? l.split(":")[1]!.split(",").includes(c) : l.startsWith("0::")));
+      assert.equal(
+        line?.split(":")[2],
+        `/strata/${cg.id}/ctr`,
+        `${c || "unified"} cgroup of the container:\n${procCgroup}`,
+      );
     }
     const usage = await cg.usage();
     assert.equal(usage.oomKilled, false);
@@ -216,7 +249,9 @@ describe("step cgroups with runc", { skip }, () => {
     assert.notEqual(r.exitCode, 0, `the hog should have been killed: ${r.stderr}`);
     const started = process.hrtime.bigint();
     const usage = await cg.usage();
-    t.diagnostic(`usage() after an OOM kill (v${layout.version}${layout.version === 1 ? ", kernel log searched" : ""}): ${(Number(process.hrtime.bigint() - started) / 1e6).toFixed(2)} ms`);
+    t.diagnostic(
+      `usage() after an OOM kill (v${layout.version}${layout.version === 1 ? ", kernel log searched" : ""}): ${(Number(process.hrtime.bigint() - started) / 1e6).toFixed(2)} ms`,
+    );
     assert.equal(usage.oomKilled, true, JSON.stringify(usage));
     assert.equal(usage.pidsLimitHit, false);
     const message = limitFailureMessage(usage, LIMITS);
@@ -233,7 +268,10 @@ describe("step cgroups with runc", { skip }, () => {
     assert.equal(usage.pidsLimitHit, true, JSON.stringify(usage));
     assert.equal(usage.pidsMax, 16);
     assert.equal(usage.oomKilled, false);
-    assert.match(limitFailureMessage(usage, LIMITS) ?? "", /could not create more processes: the pids limit of 16 was reached/);
+    assert.match(
+      limitFailureMessage(usage, LIMITS) ?? "",
+      /could not create more processes: the pids limit of 16 was reached/,
+    );
     await cg.remove();
     assert.deepEqual(leftovers(layout, cg.id), []);
   });

@@ -26,7 +26,10 @@ async function rootfs(files: Record<string, string>, links: Record<string, strin
 }
 
 test("resolves names, groups and supplementary groups from the image's files", async () => {
-  const r = await rootfs({ "etc/passwd": "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n", "etc/group": "app:x:1001:\nextra:x:2000:app\n" });
+  const r = await rootfs({
+    "etc/passwd": "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+    "etc/group": "app:x:1001:\nextra:x:2000:app\n",
+  });
   assert.deepEqual(await resolveUser(r, "app"), { uid: 1000, gid: 1001, additionalGids: [2000], home: "/home/app" });
   assert.deepEqual(await resolveUser(r, "7:8"), { uid: 7, gid: 8, additionalGids: [], home: "/" });
 });
@@ -38,6 +41,9 @@ test("an /etc/passwd that is a symlink to a host file is read inside the image, 
   const rel = await rootfs({}, { "etc/passwd": `../../../../../../../../${path.join(host, "passwd")}` });
   await assert.rejects(resolveUser(rel, "intruder"), /not in the image's \/etc\/passwd/);
   // A link that stays inside the image is followed, as the container would.
-  const inside = await rootfs({ "usr/share/passwd": "app:x:1000:1000::/:/bin/sh\n" }, { "etc/passwd": "/usr/share/passwd" });
+  const inside = await rootfs(
+    { "usr/share/passwd": "app:x:1000:1000::/:/bin/sh\n" },
+    { "etc/passwd": "/usr/share/passwd" },
+  );
   assert.equal((await resolveUser(inside, "app")).uid, 1000);
 });

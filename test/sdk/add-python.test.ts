@@ -11,11 +11,17 @@ import { InvalidDefinitionError, LocalPathError } from "../../src/errors.js";
 import { render } from "../../src/plan/instructions.js";
 import type { Plan, Step, StepInput } from "../../src/plan/step.js";
 import { Image } from "../../src/sdk/image.js";
-import { PYTHON_STANDALONE_ENV, PYTHON_STANDALONE_MIRROR_ENV, TERMINFO_DIRS, pythonStandaloneTable } from "../../src/sdk/python.js";
+import {
+  PYTHON_STANDALONE_ENV,
+  PYTHON_STANDALONE_MIRROR_ENV,
+  TERMINFO_DIRS,
+  pythonStandaloneTable,
+} from "../../src/sdk/python.js";
 
 const BV = "2026.11";
 const REF = "127.0.0.1:5000/team/busybox:1";
-const URL_311 = "https://github.com/astral-sh/python-build-standalone/releases/download/20230826/cpython-3.11.5+20230826-x86_64_v3-unknown-linux-gnu-install_only.tar.gz";
+const URL_311 =
+  "https://github.com/astral-sh/python-build-standalone/releases/download/20230826/cpython-3.11.5+20230826-x86_64_v3-unknown-linux-gnu-install_only.tar.gz";
 
 const dirs: string[] = [];
 after(async () => {
@@ -23,7 +29,10 @@ after(async () => {
 });
 
 /** Runs `fn` with the addPython variables set as given (unset otherwise), restoring them after. */
-function withEnv<T>(vars: Partial<Record<typeof PYTHON_STANDALONE_ENV | typeof PYTHON_STANDALONE_MIRROR_ENV, string>>, fn: () => T): T {
+function withEnv<T>(
+  vars: Partial<Record<typeof PYTHON_STANDALONE_ENV | typeof PYTHON_STANDALONE_MIRROR_ENV, string>>,
+  fn: () => T,
+): T {
   const saved = [PYTHON_STANDALONE_ENV, PYTHON_STANDALONE_MIRROR_ENV].map((k) => [k, process.env[k]] as const);
   for (const [k] of saved) delete process.env[k];
   Object.assign(process.env, vars);
@@ -49,7 +58,9 @@ function tarballInput(s: Step): StepInput {
 
 describe("addPython", () => {
   test("fromRegistry: COPY of the python/ tree, the python symlink, TERMINFO_DIRS, each its own step right after FROM and before the setup commands", () => {
-    const plan = withEnv({}, () => Image.fromRegistry(REF, { addPython: "3.11", setupDockerfileCommands: ["ENV SETUP=1"] }).plan(BV));
+    const plan = withEnv({}, () =>
+      Image.fromRegistry(REF, { addPython: "3.11", setupDockerfileCommands: ["ENV SETUP=1"] }).plan(BV),
+    );
     assert.deepEqual(
       plan.steps.map((s) => [s.method, ...rendered(s)]),
       [
@@ -80,7 +91,10 @@ describe("addPython", () => {
 
   test("Python 3.13 and later get no symlink step (Modal adds it below 3.13)", () => {
     const plan = withEnv({}, () => Image.fromRegistry(REF, { addPython: "3.13" }).plan(BV));
-    assert.deepEqual(plan.steps.map((s) => rendered(s)[0]), [undefined, "COPY --from=python-build-standalone /python/. /usr/local", `ENV TERMINFO_DIRS=${TERMINFO_DIRS}`]);
+    assert.deepEqual(
+      plan.steps.map((s) => rendered(s)[0]),
+      [undefined, "COPY --from=python-build-standalone /python/. /usr/local", `ENV TERMINFO_DIRS=${TERMINFO_DIRS}`],
+    );
     assert.match((tarballInput(plan.steps[1]!) as { url: string }).url, /\/20241008\/cpython-3\.13\.0\+20241008-/);
   });
 
@@ -91,24 +105,40 @@ describe("addPython", () => {
         addPython: "3.12",
       }).plan(BV),
     );
-    assert.deepEqual(ecr.steps.map((s) => s.method), ["fromAwsEcr", "addPython", "addPython", "addPython"]);
+    assert.deepEqual(
+      ecr.steps.map((s) => s.method),
+      ["fromAwsEcr", "addPython", "addPython", "addPython"],
+    );
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-addpython-"));
     dirs.push(dir);
     await fsp.writeFile(path.join(dir, "Dockerfile"), "FROM scratch\nENV A=1\n");
     const df = withEnv({}, () => Image.fromDockerfile(path.join(dir, "Dockerfile"), { addPython: "3.11" }).plan(BV));
     assert.deepEqual(
       df.steps.map((s) => rendered(s)[0]),
-      [`ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, "ENV A=1", "COPY --from=python-build-standalone /python/. /usr/local", "COPY --from=python-symlink /bin/. /usr/local/bin/", `ENV TERMINFO_DIRS=${TERMINFO_DIRS}`],
+      [
+        `ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+        "ENV A=1",
+        "COPY --from=python-build-standalone /python/. /usr/local",
+        "COPY --from=python-symlink /bin/. /usr/local/bin/",
+        `ENV TERMINFO_DIRS=${TERMINFO_DIRS}`,
+      ],
     );
   });
 
   test("only X.Y is accepted, and a series the builder version does not pin is a clear error naming the supported ones", () => {
-    assert.throws(() => Image.fromRegistry(REF, { addPython: "3.11.5" }), (e: unknown) => e instanceof InvalidDefinitionError && /X\.Y.*not a patch version/.test(e.message));
+    assert.throws(
+      () => Image.fromRegistry(REF, { addPython: "3.11.5" }),
+      (e: unknown) => e instanceof InvalidDefinitionError && /X\.Y.*not a patch version/.test(e.message),
+    );
     assert.throws(() => Image.fromRegistry(REF, { addPython: "3" }), InvalidDefinitionError);
     assert.throws(() => Image.fromRegistry(REF, { addPython: 3.11 as unknown as string }), InvalidDefinitionError);
     assert.throws(
       () => Image.fromRegistry(REF, { addPython: "3.9" }).plan(BV),
-      (e: unknown) => e instanceof InvalidDefinitionError && e.message.includes("addPython 3.9 is not supported by builder version 2026.11; supported: 3.10, 3.11, 3.12, 3.13, 3.14"),
+      (e: unknown) =>
+        e instanceof InvalidDefinitionError &&
+        e.message.includes(
+          "addPython 3.9 is not supported by builder version 2026.11; supported: 3.10, 3.11, 3.12, 3.13, 3.14",
+        ),
     );
   });
 
@@ -118,14 +148,19 @@ describe("addPython", () => {
       assert.ok(table, v);
       for (const [series, r] of Object.entries(table.releases)) {
         assert.ok(r.version.startsWith(series + "."), `${v} ${series}`);
-        assert.equal(r.url, `https://github.com/astral-sh/python-build-standalone/releases/download/${r.release}/cpython-${r.version}+${r.release}-x86_64_v3-unknown-linux-gnu-install_only.tar.gz`);
+        assert.equal(
+          r.url,
+          `https://github.com/astral-sh/python-build-standalone/releases/download/${r.release}/cpython-${r.version}+${r.release}-x86_64_v3-unknown-linux-gnu-install_only.tar.gz`,
+        );
         if (r.sha256 !== undefined) assert.match(r.sha256, /^[0-9a-f]{64}$/);
       }
     }
   });
 
   test("STRATA_PYTHON_STANDALONE_MIRROR replaces the download host and path prefix", () => {
-    const plan = withEnv({ STRATA_PYTHON_STANDALONE_MIRROR: "http://127.0.0.1:9/pbs/" }, () => Image.fromRegistry(REF, { addPython: "3.11" }).plan(BV));
+    const plan = withEnv({ STRATA_PYTHON_STANDALONE_MIRROR: "http://127.0.0.1:9/pbs/" }, () =>
+      Image.fromRegistry(REF, { addPython: "3.11" }).plan(BV),
+    );
     assert.equal(
       (tarballInput(plan.steps[1]!) as { url: string }).url,
       "http://127.0.0.1:9/pbs/20230826/cpython-3.11.5+20230826-x86_64_v3-unknown-linux-gnu-install_only.tar.gz",
@@ -137,10 +172,19 @@ describe("addPython", () => {
     dirs.push(dir);
     const file = path.join(dir, "my build [x].tar.gz");
     await fsp.writeFile(file, "not read when planning");
-    const fromFile = withEnv({ STRATA_PYTHON_STANDALONE: file }, () => Image.fromRegistry(REF, { addPython: "3.11" }).plan(BV));
+    const fromFile = withEnv({ STRATA_PYTHON_STANDALONE: file }, () =>
+      Image.fromRegistry(REF, { addPython: "3.11" }).plan(BV),
+    );
     const input = tarballInput(fromFile.steps[1]!);
-    assert.deepEqual(input, { kind: "select", name: "tarball", root: { kind: "context", localPath: dir, ignore: [] }, patterns: ["my build \\[x].tar.gz"] });
-    assert.deepEqual(rendered(stageOf(fromFile.steps[1]!).steps[1]!), ['ADD --chown=0:0 --unpack=true ["my build [x].tar.gz","/"]']);
+    assert.deepEqual(input, {
+      kind: "select",
+      name: "tarball",
+      root: { kind: "context", localPath: dir, ignore: [] },
+      patterns: ["my build \\[x].tar.gz"],
+    });
+    assert.deepEqual(rendered(stageOf(fromFile.steps[1]!).steps[1]!), [
+      'ADD --chown=0:0 --unpack=true ["my build [x].tar.gz","/"]',
+    ]);
     // The main chain's instructions do not depend on where the tarball came from (the key covers its content).
     const fromUrl = withEnv({}, () => Image.fromRegistry(REF, { addPython: "3.11" }).plan(BV));
     assert.deepEqual(fromFile.steps.map(rendered), fromUrl.steps.map(rendered));
@@ -151,25 +195,41 @@ describe("addPython", () => {
       (e: unknown) => e instanceof LocalPathError && e.message.includes(`has no ${release}`),
     );
     await fsp.writeFile(path.join(dir, release), "");
-    const fromDir = withEnv({ STRATA_PYTHON_STANDALONE: dir }, () => Image.fromRegistry(REF, { addPython: "3.11" }).plan(BV));
+    const fromDir = withEnv({ STRATA_PYTHON_STANDALONE: dir }, () =>
+      Image.fromRegistry(REF, { addPython: "3.11" }).plan(BV),
+    );
     assert.deepEqual((tarballInput(fromDir.steps[1]!) as { patterns: string[] }).patterns, [release]);
     assert.throws(
-      () => withEnv({ STRATA_PYTHON_STANDALONE: path.join(dir, release) }, () => Image.fromRegistry(REF, { addPython: "3.12" }).plan(BV)),
+      () =>
+        withEnv({ STRATA_PYTHON_STANDALONE: path.join(dir, release) }, () =>
+          Image.fromRegistry(REF, { addPython: "3.12" }).plan(BV),
+        ),
       /addPython 3\.12, but STRATA_PYTHON_STANDALONE=.* is a build of Python 3\.11/,
     );
     assert.throws(
-      () => withEnv({ STRATA_PYTHON_STANDALONE: path.join(dir, "missing.tar.gz") }, () => Image.fromRegistry(REF, { addPython: "3.11" }).plan(BV)),
+      () =>
+        withEnv({ STRATA_PYTHON_STANDALONE: path.join(dir, "missing.tar.gz") }, () =>
+          Image.fromRegistry(REF, { addPython: "3.11" }).plan(BV),
+        ),
       (e: unknown) => e instanceof LocalPathError && /does not exist/.test(e.message),
     );
   });
 
   test("the committed symlink tar holds exactly bin/ (0755) and bin/python -> /usr/local/bin/python3, owned by root", async () => {
     const bytes = readFileSync(path.join(packageRoot(), "builders", "python-standalone", "python-symlink.tar"));
-    const entries: { name: string; type: string; mode: number; uid: number; gid: number; linkname?: string | null }[] = [];
+    const entries: { name: string; type: string; mode: number; uid: number; gid: number; linkname?: string | null }[] =
+      [];
     const ex = tar.extract();
     await new Promise<void>((resolve, reject) => {
       ex.on("entry", (h, stream, next) => {
-        entries.push({ name: h.name, type: h.type ?? "", mode: h.mode ?? 0, uid: h.uid ?? -1, gid: h.gid ?? -1, linkname: h.linkname });
+        entries.push({
+          name: h.name,
+          type: h.type ?? "",
+          mode: h.mode ?? 0,
+          uid: h.uid ?? -1,
+          gid: h.gid ?? -1,
+          linkname: h.linkname,
+        });
         stream.on("end", next);
         stream.resume();
       });

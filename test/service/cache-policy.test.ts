@@ -24,7 +24,8 @@ async function indexSnapshot(home: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   const root = path.join(home, "index");
   for (const sub of await fsp.readdir(root)) {
-    for (const f of await fsp.readdir(path.join(root, sub))) out.set(`${sub}/${f}`, await fsp.readFile(path.join(root, sub, f), "utf8"));
+    for (const f of await fsp.readdir(path.join(root, sub)))
+      out.set(`${sub}/${f}`, await fsp.readFile(path.join(root, sub, f), "utf8"));
   }
   return out;
 }
@@ -41,7 +42,11 @@ test("forceBuild through the service: new image ids, entries replaced, later nor
   assert.ok(forced.steps.every((s) => !s.cached));
   assert.notEqual(forced.imageId, first.imageId, "a forced build gets a new image id");
   assert.notEqual(forced.buildId, first.buildId, "a forced build is a build of its own");
-  assert.equal(forced.steps[0]!.key, first.steps[0]!.key, "the first forced step keeps its key (later ones have new parents)");
+  assert.equal(
+    forced.steps[0]!.key,
+    first.steps[0]!.key,
+    "the first forced step keeps its key (later ones have new parents)",
+  );
   // Two forced requests at once are two builds (never joined to the earlier one).
   const again = await remoteBuildImage(image, { ...opts, forceBuild: true });
   assert.notEqual(again.buildId, forced.buildId);
@@ -49,7 +54,11 @@ test("forceBuild through the service: new image ids, entries replaced, later nor
   const normal = await remoteBuildImage(image, opts);
   assert.equal(sandboxRunCount() - before, 0);
   assert.ok(normal.steps.every((s) => s.cached));
-  assert.equal(normal.imageId, again.imageId, "the normal build after a forced one gets the forced images (entries replaced)");
+  assert.equal(
+    normal.imageId,
+    again.imageId,
+    "the normal build after a forced one gets the forced images (entries replaced)",
+  );
 });
 
 test("per-step forceBuild through the service rebuilds that step and later ones only", async () => {
@@ -58,7 +67,10 @@ test("per-step forceBuild through the service rebuilds that step and later ones 
   const opts = { server: svc.url, statCache: false as const, log: () => undefined };
   const plain = base.runCommands("echo a > /a").runCommands("echo b > /b").runCommands("echo c > /c");
   const first = await remoteBuildImage(plain, opts);
-  const forcedImage = base.runCommands("echo a > /a").runCommands("echo b > /b", { forceBuild: true }).runCommands("echo c > /c");
+  const forcedImage = base
+    .runCommands("echo a > /a")
+    .runCommands("echo b > /b", { forceBuild: true })
+    .runCommands("echo c > /c");
   const forced = await remoteBuildImage(forcedImage, opts);
   const k = forced.steps.findIndex((s) => s.description.includes("echo b"));
   assert.ok(forced.steps.slice(0, k).every((s) => s.cached));

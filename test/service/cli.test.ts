@@ -23,13 +23,19 @@ test("remoteBuildDefinition builds a definition file on the server, records its 
   const saved = process.env.STRATA_HOME;
   process.env.STRATA_HOME = clientHome;
   try {
-    const { dir, def } = await busyboxProject(`export default base.runCommands("echo cli > /cli").cmd(["cat", "/cli"]);\n`);
+    const { dir, def } = await busyboxProject(
+      `export default base.runCommands("echo cli > /cli").cmd(["cat", "/cli"]);\n`,
+    );
     dirs.push(dir);
     const lines: string[] = [];
     const first = await remoteBuildDefinition(def, { server: svc.url, token: "cli-token", log: (l) => lines.push(l) });
     assert.ok(lines.some((l) => l.startsWith("=> Step 3: runCommands echo cli > /cli")));
     const chain = await svc.store.getChain(`${def}#default`);
-    assert.deepEqual(chain?.imageIds, first.steps.map((s) => s.imageId), "the server remembers the chain for `strata explain`");
+    assert.deepEqual(
+      chain?.imageIds,
+      first.steps.map((s) => s.imageId),
+      "the server remembers the chain for `strata explain`",
+    );
     const second = await remoteBuildDefinition(def, { server: svc.url, token: "cli-token", log: () => undefined });
     assert.equal(second.imageId, first.imageId);
     assert.ok(second.steps.every((s) => s.cached));
@@ -44,5 +50,8 @@ test("remoteServerFromEnv: STRATA_SERVER switches builds to a server, STRATA_TOK
   assert.equal(remoteServerFromEnv({}), undefined);
   assert.equal(remoteServerFromEnv({ STRATA_SERVER: "  " }), undefined);
   assert.deepEqual(remoteServerFromEnv({ STRATA_SERVER: "http://b:8080" }), { server: "http://b:8080" });
-  assert.deepEqual(remoteServerFromEnv({ STRATA_SERVER: "http://b:8080", STRATA_TOKEN: "t" }), { server: "http://b:8080", token: "t" });
+  assert.deepEqual(remoteServerFromEnv({ STRATA_SERVER: "http://b:8080", STRATA_TOKEN: "t" }), {
+    server: "http://b:8080",
+    token: "t",
+  });
 });

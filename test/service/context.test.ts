@@ -26,7 +26,8 @@ const SIZE = 32 * 1024;
 async function makeApp(dir: string): Promise<string> {
   const app = path.join(dir, "app");
   await fsp.mkdir(path.join(app, "sub"), { recursive: true });
-  for (let i = 0; i < FILES; i++) await fsp.writeFile(path.join(app, i % 2 ? "sub" : "", `f${i}.bin`), randomBytes(SIZE));
+  for (let i = 0; i < FILES; i++)
+    await fsp.writeFile(path.join(app, i % 2 ? "sub" : "", `f${i}.bin`), randomBytes(SIZE));
   await fsp.writeFile(path.join(app, "run.sh"), "#!/bin/sh\necho hi\n");
   await fsp.chmod(path.join(app, "run.sh"), 0o750);
   await fsp.symlink("run.sh", path.join(app, "link"));
@@ -59,8 +60,14 @@ test("a one-file edit re-uploads about that file's bytes, and rebuilds from that
   assert.equal(edited.uploadedBytes, SIZE, "exactly the edited file's bytes");
   assert.equal(edited.uploadedFiles, 1);
   const k = edited.steps.findIndex((s) => s.description.endsWith("→ /app"));
-  assert.ok(edited.steps.slice(0, k).every((s) => s.cached), "steps before the copy stay cached");
-  assert.ok(edited.steps.slice(k).every((s) => !s.cached), "the copy and later steps rebuild");
+  assert.ok(
+    edited.steps.slice(0, k).every((s) => s.cached),
+    "steps before the copy stay cached",
+  );
+  assert.ok(
+    edited.steps.slice(k).every((s) => !s.cached),
+    "the copy and later steps rebuild",
+  );
   assert.equal(sandboxRunCount() - before, 1);
 });
 
@@ -68,13 +75,23 @@ test("the server keys the context as the client's own files (owner, mode, symlin
   const { dir, base } = await busyboxBase();
   dirs.push(dir);
   const app = await makeApp(dir);
-  const image = base.addLocalDir(app, "/app", { copy: true, ignore: ["*.log"] }).addLocalFile(path.join(app, "run.sh"), "/usr/bin/", { copy: true }).runCommands("ls -ln /app > /listing");
+  const image = base
+    .addLocalDir(app, "/app", { copy: true, ignore: ["*.log"] })
+    .addLocalFile(path.join(app, "run.sh"), "/usr/bin/", { copy: true })
+    .runCommands("ls -ln /app > /listing");
   const remote = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
   const before = sandboxRunCount();
   const local = await image.build({ store: svc.store, log: () => undefined });
   assert.equal(sandboxRunCount() - before, 0);
-  assert.ok(local.steps.every((s) => s.cached), "every step a cache hit");
-  assert.deepEqual(local.steps.map((s) => s.key), remote.steps.map((s) => s.key), "same keys");
+  assert.ok(
+    local.steps.every((s) => s.cached),
+    "every step a cache hit",
+  );
+  assert.deepEqual(
+    local.steps.map((s) => s.key),
+    remote.steps.map((s) => s.key),
+    "same keys",
+  );
   assert.equal(local.imageId, remote.imageId);
 });
 
@@ -84,12 +101,22 @@ test("copy: false files are built as the final step, and editing them rebuilds o
   const app = path.join(dir, "live");
   await fsp.mkdir(app);
   await fsp.writeFile(path.join(app, "main.txt"), "v1\n");
-  const image = base.runCommands("echo x > /x").addLocalDir(app, "/srv").addLocalFile(path.join(app, "main.txt"), "/etc/main.txt");
+  const image = base
+    .runCommands("echo x > /x")
+    .addLocalDir(app, "/srv")
+    .addLocalFile(path.join(app, "main.txt"), "/etc/main.txt");
   const lines: string[] = [];
   const first = await remoteBuildImage(image, { server: svc.url, statCache: false, log: (l) => lines.push(l) });
   const last = first.steps[first.steps.length - 1]!;
-  assert.equal(last.description, `add local files (${app} → /srv, ${path.join(app, "main.txt")} → /etc/main.txt)`, "described with the client's paths");
-  assert.ok(lines.some((l) => l.includes(`${app} → /srv`)), "log lines name the client's paths, not the server's copies");
+  assert.equal(
+    last.description,
+    `add local files (${app} → /srv, ${path.join(app, "main.txt")} → /etc/main.txt)`,
+    "described with the client's paths",
+  );
+  assert.ok(
+    lines.some((l) => l.includes(`${app} → /srv`)),
+    "log lines name the client's paths, not the server's copies",
+  );
   await fsp.writeFile(path.join(app, "main.txt"), "v2\n");
   const second = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
   assert.ok(second.steps.slice(0, -1).every((s) => s.cached));

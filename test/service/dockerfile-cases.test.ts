@@ -7,7 +7,15 @@ import { Image } from "../../src/sdk/image.js";
 import { compileRequest } from "../../src/service/client.js";
 import { remoteBuildImage } from "../support/remote-image.js";
 import { parseBuildRequest } from "../../src/service/wire.js";
-import { checkExpect, loadCases, prepare, strataConfig, strataTree, type FixtureCase, type Prepared } from "../dockerfile-e2e/support.js";
+import {
+  checkExpect,
+  loadCases,
+  prepare,
+  strataConfig,
+  strataTree,
+  type FixtureCase,
+  type Prepared,
+} from "../dockerfile-e2e/support.js";
 import { startService, type TestService } from "../support/service.js";
 
 const cases = loadCases();
@@ -16,7 +24,11 @@ before(async () => {
   svc = await startService();
 });
 after(async () => {
-  assert.deepEqual(svc.serverLog.filter((l) => /internal error/.test(l)), [], "no request hit an internal error");
+  assert.deepEqual(
+    svc.serverLog.filter((l) => /internal error/.test(l)),
+    [],
+    "no request hit an internal error",
+  );
   await svc.close();
 });
 
@@ -38,15 +50,31 @@ describe("Dockerfile cases through the service", { concurrency: 4 }, () => {
         const wire = JSON.parse(JSON.stringify(request)) as unknown;
         assert.deepEqual(parseBuildRequest(wire), wire, "the validator accepts the request as the client sends it");
         const log: string[] = [];
-        const remote = await remoteBuildImage(image, { server: svc.url, statCache: false, log: (l) => log.push(l) }).catch((e: Error) => {
+        const remote = await remoteBuildImage(image, {
+          server: svc.url,
+          statCache: false,
+          log: (l) => log.push(l),
+        }).catch((e: Error) => {
           throw new Error(`${e.message}\n${log.join("\n")}`);
         });
-        const errs = checkExpect(c.expect, await strataTree(svc.store, remote.imageId), await strataConfig(svc.store, remote.imageId));
+        const errs = checkExpect(
+          c.expect,
+          await strataTree(svc.store, remote.imageId),
+          await strataConfig(svc.store, remote.imageId),
+        );
         assert.deepEqual(errs, [], `case ${c.name}:\n${errs.join("\n")}`);
-        for (const v of Object.values(c.expect.secrets ?? {})) assert.ok(!log.join("\n").includes(v), "no secret value in the log");
+        for (const v of Object.values(c.expect.secrets ?? {}))
+          assert.ok(!log.join("\n").includes(v), "no secret value in the log");
         const local = await imageOf(p, c).build({ store: svc.store, log: () => undefined });
-        assert.deepEqual(local.steps.map((s) => [s.description, s.key]), remote.steps.map((s) => [s.description, s.key]), "same step keys as a local build");
-        assert.ok(local.steps.every((s) => s.cached), "a local build on the service's store hits every step");
+        assert.deepEqual(
+          local.steps.map((s) => [s.description, s.key]),
+          remote.steps.map((s) => [s.description, s.key]),
+          "same step keys as a local build",
+        );
+        assert.ok(
+          local.steps.every((s) => s.cached),
+          "a local build on the service's store hits every step",
+        );
         assert.equal(local.imageId, remote.imageId);
       } finally {
         await p.close();

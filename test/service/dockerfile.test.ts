@@ -19,7 +19,11 @@ before(async () => {
   svc = await startService();
 });
 after(async () => {
-  assert.deepEqual(svc.serverLog.filter((l) => /internal error/.test(l)), [], "no request hit an internal error");
+  assert.deepEqual(
+    svc.serverLog.filter((l) => /internal error/.test(l)),
+    [],
+    "no request hit an internal error",
+  );
   await svc.close();
   for (const d of dirs) await fsp.rm(d, { recursive: true, force: true });
 });
@@ -67,7 +71,7 @@ test("tricky context selections: the service selects what the client selected, w
       "COPY --parents p/./**/*.md /d/",
       "COPY --parents p/a/*.txt /e/",
       "COPY --exclude=deep ex /f/",
-      'COPY weird[[]1].txt star[*].txt /g/',
+      "COPY weird[[]1].txt star[*].txt /g/",
       "COPY logs /h/",
       "COPY real/sub/ real/one.txt /i/",
       "RUN --mount=type=bind,source=mnt,target=/m cat /m/data.txt > /mounted",
@@ -82,8 +86,15 @@ test("tricky context selections: the service selects what the client selected, w
 
   const remote = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
   const local = await image.build({ store: svc.store, log: () => undefined });
-  assert.deepEqual(local.steps.map((s) => [s.description, s.key]), remote.steps.map((s) => [s.description, s.key]), "same step keys");
-  assert.ok(local.steps.every((s) => s.cached), "a local build on the service's store hits every step");
+  assert.deepEqual(
+    local.steps.map((s) => [s.description, s.key]),
+    remote.steps.map((s) => [s.description, s.key]),
+    "same step keys",
+  );
+  assert.ok(
+    local.steps.every((s) => s.cached),
+    "a local build on the service's store hits every step",
+  );
   assert.equal(local.imageId, remote.imageId);
   const again = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
   assert.equal(again.uploadedFiles, 0);
@@ -91,19 +102,47 @@ test("tricky context selections: the service selects what the client selected, w
 });
 
 describe("malformed Dockerfile requests → 400 naming the field", () => {
-  const entry = (p: string, content = "x") => ({ path: p, type: "file", mode: 0o644, uid: 0, gid: 0, size: Buffer.byteLength(content), digest: sha(content) });
+  const entry = (p: string, content = "x") => ({
+    path: p,
+    type: "file",
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    size: Buffer.byteLength(content),
+    digest: sha(content),
+  });
   /** A valid request: a scratch base, then a COPY of one context file selected by the client. */
   function request(): Record<string, any> {
     return {
       format: WIRE_FORMAT,
       builderVersion: "2026.11",
       steps: [
-        { method: "dockerfile", description: "FROM scratch", base: { kind: "scratch" }, instructions: [], inputs: [], secrets: [], env: {}, forceBuild: false, extra: [] },
+        {
+          method: "dockerfile",
+          description: "FROM scratch",
+          base: { kind: "scratch" },
+          instructions: [],
+          inputs: [],
+          secrets: [],
+          env: {},
+          forceBuild: false,
+          extra: [],
+        },
         {
           method: "dockerfile",
           description: `Dockerfile:2:1 COPY a.txt /x/ ${nonce()}`,
           instructions: [{ op: "COPY", source: "src", dest: "/x/", sources: ["a.txt"] }],
-          inputs: [{ kind: "select", name: "src", root: { kind: "context", source: "/client/ctx" }, patterns: ["a.txt"], location: { file: "Dockerfile", line: 2, column: 1 }, matches: [{ path: "a.txt", type: "file" }], entries: [entry("a.txt")] }],
+          inputs: [
+            {
+              kind: "select",
+              name: "src",
+              root: { kind: "context", source: "/client/ctx" },
+              patterns: ["a.txt"],
+              location: { file: "Dockerfile", line: 2, column: 1 },
+              matches: [{ path: "a.txt", type: "file" }],
+              entries: [entry("a.txt")],
+            },
+          ],
           secrets: [],
           secretsAsEnv: false,
           env: {},
@@ -114,7 +153,8 @@ describe("malformed Dockerfile requests → 400 naming the field", () => {
       deferred: [],
     };
   }
-  const post = (body: unknown) => raw(svc.url, "POST", "/v1/images", { body: JSON.stringify(body), headers: { "content-type": "application/json" } });
+  const post = (body: unknown) =>
+    raw(svc.url, "POST", "/v1/images", { body: JSON.stringify(body), headers: { "content-type": "application/json" } });
   const sel = (r: Record<string, any>) => r.steps[1].inputs[0];
 
   test("the valid request is accepted", async () => {
@@ -126,29 +166,102 @@ describe("malformed Dockerfile requests → 400 naming the field", () => {
 
   test("schema violations", async () => {
     const cases: [(r: Record<string, any>) => void, RegExp][] = [
-      [(r) => (sel(r).root = { kind: "git", url: "x" }), /steps\[1\]\.inputs\[0\]\.root\.kind: expected one of context, stage, image, got the string "git"/],
+      [
+        (r) => (sel(r).root = { kind: "git", url: "x" }),
+        /steps\[1\]\.inputs\[0\]\.root\.kind: expected one of context, stage, image, got the string "git"/,
+      ],
       [(r) => (sel(r).root = { kind: "context", localPath: "/etc" }), /root: unknown field "localPath"/],
-      [(r) => (sel(r).patterns = Array.from({ length: LIMITS.patterns + 1 }, () => "a.txt")), /inputs\[0\]\.patterns: more than 1000 items/],
-      [(r) => (sel(r).patterns = ["a".repeat(LIMITS.patternBytes + 1)]), /inputs\[0\]\.patterns\[0\]: longer than 4096 characters/],
+      [
+        (r) => (sel(r).patterns = Array.from({ length: LIMITS.patterns + 1 }, () => "a.txt")),
+        /inputs\[0\]\.patterns: more than 1000 items/,
+      ],
+      [
+        (r) => (sel(r).patterns = ["a".repeat(LIMITS.patternBytes + 1)]),
+        /inputs\[0\]\.patterns\[0\]: longer than 4096 characters/,
+      ],
       [(r) => (sel(r).exclude = ["x".repeat(LIMITS.patternBytes + 1)]), /inputs\[0\]\.exclude\[0\]: longer than/],
       [(r) => (sel(r).patterns = []), /at least one pattern/],
-      [(r) => ((sel(r).entries = [entry("../../etc/passwd")]), (sel(r).matches = [{ path: "../../etc/passwd", type: "file" }])), /entries\[0\]\.path: path "\.\.\/\.\.\/etc\/passwd" contains "\.\."/],
+      [
+        (r) => (
+          (sel(r).entries = [entry("../../etc/passwd")]),
+          (sel(r).matches = [{ path: "../../etc/passwd", type: "file" }])
+        ),
+        /entries\[0\]\.path: path "\.\.\/\.\.\/etc\/passwd" contains "\.\."/,
+      ],
       [(r) => (sel(r).entries = [entry("/etc/passwd")]), /entries\[0\]\.path: path "\/etc\/passwd" is absolute/],
-      [(r) => (sel(r).matches = [{ path: "a/../../x", type: "file" }]), /matches\[0\]\.path: path "a\/\.\.\/\.\.\/x" contains "\.\."/],
+      [
+        (r) => (sel(r).matches = [{ path: "a/../../x", type: "file" }]),
+        /matches\[0\]\.path: path "a\/\.\.\/\.\.\/x" contains "\.\."/,
+      ],
       [(r) => (sel(r).matches = [{ path: "b.txt", type: "file" }]), /matched file "b\.txt" is not listed as a file/],
-      [(r) => (sel(r).entries = [entry("a.txt"), entry("other.txt")]), /"other\.txt" is not a matched source or below one/],
-      [(r) => ((sel(r).matches = [{ path: "d", type: "dir" }]), (sel(r).entries = [{ path: "d", type: "dir", mode: 0o755, uid: 0, gid: 0 }, entry("d/e/f")])), /directory "d\/e" is below the matched directory "d" but not listed/],
-      [(r) => ((sel(r).matches = [{ path: "", type: "dir" }]), (sel(r).entries = [{ path: "l", type: "symlink", mode: 0o777, uid: 0, gid: 0, target: "/" }, entry("l/x")])), /"l\/x" is below "l", which is a symlink/],
-      [(r) => (sel(r).root = { kind: "stage", stage: "build", plan: 0 }), /root\.plan: no nested plan can be named here/],
-      [(r) => ((sel(r).root = { kind: "image", ref: "busybox" }), delete sel(r).location), /resolved by the server: send no matches or entries/],
-      [(r) => (r.steps[1].inputs = [{ kind: "url", name: "url0", url: "file:///etc/shadow" }]), /inputs\[0\]\.url: expected an http:\/\/ or https:\/\/ URL/],
-      [(r) => (r.steps[1].inputs = [{ kind: "stages", name: "stages", plans: [3] }]), /inputs\[0\]\.plans\[0\]: no nested plan/],
-      [(r) => (r.plans = [{ builderVersion: "2026.11", steps: [{ ...r.steps[1], inputs: [{ kind: "stages", name: "s", plans: [0] }] }] }]), /plans\[0\]\.steps\[0\]\.inputs\[0\]\.plans\[0\]: no nested plan/],
-      [(r) => (r.plans = [{ builderVersion: "2026.11", steps: [r.steps[0]], secrets: [{ TOKEN: "v" }] }]), /plans\[0\]\.secrets\[0\]: values given for \[TOKEN\] but plans\[0\]\.steps\[0\] declares secrets \[\]/],
-      [(r) => (r.steps[1].instructions[0].op = "ADD") && (r.steps[1].instructions[0].unpack = "yes"), /instructions\[0\]\.unpack: expected true or false/],
-      [(r) => (r.steps[1].instructions = [{ op: "RUN", command: "true", mounts: [{ type: "secret", id: "bad-name" }] }]), /mounts\[0\]\.id: "bad-name" is not a valid secret name/],
-      [(r) => (r.steps[1].instructions = [{ op: "RUN", command: "true", mounts: [{ type: "cache", id: "c", target: "/c", sharing: "sometimes" }] }]), /mounts\[0\]\.sharing: expected one of shared, private, locked/],
-      [(r) => (r.steps[1].instructions = [{ op: "COPY", source: "src", dest: "relative" }]), /instructions\[0\]\.dest: expected an absolute path/],
+      [
+        (r) => (sel(r).entries = [entry("a.txt"), entry("other.txt")]),
+        /"other\.txt" is not a matched source or below one/,
+      ],
+      [
+        (r) => (
+          (sel(r).matches = [{ path: "d", type: "dir" }]),
+          (sel(r).entries = [{ path: "d", type: "dir", mode: 0o755, uid: 0, gid: 0 }, entry("d/e/f")])
+        ),
+        /directory "d\/e" is below the matched directory "d" but not listed/,
+      ],
+      [
+        (r) => (
+          (sel(r).matches = [{ path: "", type: "dir" }]),
+          (sel(r).entries = [{ path: "l", type: "symlink", mode: 0o777, uid: 0, gid: 0, target: "/" }, entry("l/x")])
+        ),
+        /"l\/x" is below "l", which is a symlink/,
+      ],
+      [
+        (r) => (sel(r).root = { kind: "stage", stage: "build", plan: 0 }),
+        /root\.plan: no nested plan can be named here/,
+      ],
+      [
+        (r) => ((sel(r).root = { kind: "image", ref: "busybox" }), delete sel(r).location),
+        /resolved by the server: send no matches or entries/,
+      ],
+      [
+        (r) => (r.steps[1].inputs = [{ kind: "url", name: "url0", url: "file:///etc/shadow" }]),
+        /inputs\[0\]\.url: expected an http:\/\/ or https:\/\/ URL/,
+      ],
+      [
+        (r) => (r.steps[1].inputs = [{ kind: "stages", name: "stages", plans: [3] }]),
+        /inputs\[0\]\.plans\[0\]: no nested plan/,
+      ],
+      [
+        (r) =>
+          (r.plans = [
+            {
+              builderVersion: "2026.11",
+              steps: [{ ...r.steps[1], inputs: [{ kind: "stages", name: "s", plans: [0] }] }],
+            },
+          ]),
+        /plans\[0\]\.steps\[0\]\.inputs\[0\]\.plans\[0\]: no nested plan/,
+      ],
+      [
+        (r) => (r.plans = [{ builderVersion: "2026.11", steps: [r.steps[0]], secrets: [{ TOKEN: "v" }] }]),
+        /plans\[0\]\.secrets\[0\]: values given for \[TOKEN\] but plans\[0\]\.steps\[0\] declares secrets \[\]/,
+      ],
+      [
+        (r) => (r.steps[1].instructions[0].op = "ADD") && (r.steps[1].instructions[0].unpack = "yes"),
+        /instructions\[0\]\.unpack: expected true or false/,
+      ],
+      [
+        (r) =>
+          (r.steps[1].instructions = [{ op: "RUN", command: "true", mounts: [{ type: "secret", id: "bad-name" }] }]),
+        /mounts\[0\]\.id: "bad-name" is not a valid secret name/,
+      ],
+      [
+        (r) =>
+          (r.steps[1].instructions = [
+            { op: "RUN", command: "true", mounts: [{ type: "cache", id: "c", target: "/c", sharing: "sometimes" }] },
+          ]),
+        /mounts\[0\]\.sharing: expected one of shared, private, locked/,
+      ],
+      [
+        (r) => (r.steps[1].instructions = [{ op: "COPY", source: "src", dest: "relative" }]),
+        /instructions\[0\]\.dest: expected an absolute path/,
+      ],
       [(r) => (r.steps[1].buildArgs = [["A"]]), /buildArgs\[0\]: expected a \[name, value\] pair/],
     ];
     for (const [mutate, message] of cases) {
@@ -159,7 +272,10 @@ describe("malformed Dockerfile requests → 400 naming the field", () => {
       assert.equal(r.json().error.code, "BAD_REQUEST");
       assert.match(r.json().error.message, message);
       // The same validator runs in-process (the client can check a request before sending it).
-      assert.throws(() => parseBuildRequest(req), (e: unknown) => e instanceof WireError && message.test(e.message));
+      assert.throws(
+        () => parseBuildRequest(req),
+        (e: unknown) => e instanceof WireError && message.test(e.message),
+      );
     }
   });
 });

@@ -23,13 +23,18 @@ test("20 concurrent identical build requests join one build: each layer's sandbo
   const image = base.runCommands("sleep 0.3; echo a > /a").runCommands("echo b > /b").cmd(["cat", "/a"]);
   const before = sandboxRunCount();
   const logs: string[][] = Array.from({ length: 20 }, () => []);
-  const results = await Promise.all(logs.map((lines) => remoteBuildImage(image, { server: svc.url, statCache: false, log: (l) => lines.push(l) })));
+  const results = await Promise.all(
+    logs.map((lines) => remoteBuildImage(image, { server: svc.url, statCache: false, log: (l) => lines.push(l) })),
+  );
   assert.equal(sandboxRunCount() - before, 2, "two RUN steps, each run once for all 20 requests");
   assert.equal(new Set(results.map((r) => r.buildId)).size, 1, "every request got the same build id");
   assert.equal(new Set(results.map((r) => r.imageId)).size, 1);
   assert.equal(results.filter((r) => !r.joined).length, 1, "one request created the build, 19 joined it");
   for (const lines of logs) {
-    assert.ok(lines.some((l) => l.startsWith("=> Step 3: runCommands sleep 0.3; echo a > /a")), "every client streamed the build's log");
+    assert.ok(
+      lines.some((l) => l.startsWith("=> Step 3: runCommands sleep 0.3; echo a > /a")),
+      "every client streamed the build's log",
+    );
     assert.ok(lines.some((l) => /^=> Image sha256:/.test(l)));
   }
   // Asking again later: the finished build is reused (all cached), nothing runs.
@@ -46,11 +51,15 @@ test("20 requests for 20 different images sharing a base step run the base's RUN
   const shared = base.runCommands("sleep 0.5; echo shared > /shared");
   const images = Array.from({ length: 20 }, (_, i) => shared.runCommands(`echo ${i} > /n`));
   const before = sandboxRunCount();
-  const results = await Promise.all(images.map((img) => remoteBuildImage(img, { server: svc.url, statCache: false, log: () => undefined })));
+  const results = await Promise.all(
+    images.map((img) => remoteBuildImage(img, { server: svc.url, statCache: false, log: () => undefined })),
+  );
   assert.equal(sandboxRunCount() - before, 21, "the shared RUN once, then one RUN per image");
   assert.equal(new Set(results.map((r) => r.buildId)).size, 20, "20 definitions, 20 builds");
   assert.equal(new Set(results.map((r) => r.imageId)).size, 20);
-  const sharedIds = new Set(results.map((r) => r.steps.find((s) => s.description.startsWith("runCommands sleep 0.5"))!.imageId));
+  const sharedIds = new Set(
+    results.map((r) => r.steps.find((s) => s.description.startsWith("runCommands sleep 0.5"))!.imageId),
+  );
   assert.equal(sharedIds.size, 1, "every image is built on the same base layer");
   // The built images are in the server's store with their layers.
   const rec = await svc.store.getImage(results[7]!.imageId);

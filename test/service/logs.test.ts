@@ -8,7 +8,15 @@ import type { Image } from "../../src/index.js";
 import { ServiceClient, compileRequest } from "../../src/service/client.js";
 import { remoteBuildImage } from "../support/remote-image.js";
 import type { CreateResponse } from "../../src/service/wire.js";
-import { busyboxBase, cuttingProxy, raw, readSse, startService, type SseEvent, type TestService } from "../support/service.js";
+import {
+  busyboxBase,
+  cuttingProxy,
+  raw,
+  readSse,
+  startService,
+  type SseEvent,
+  type TestService,
+} from "../support/service.js";
 
 let svc: TestService;
 const dirs: string[] = [];
@@ -27,7 +35,9 @@ async function startBuild(image: Image): Promise<string> {
   const { request, files } = await compileRequest(image.plan(), undefined, image.secretValues());
   const client = new ServiceClient(svc.url);
   try {
-    const { missing } = await client.json<{ missing: string[] }>("POST", "/v1/blobs/check", { digests: [...files.keys()] });
+    const { missing } = await client.json<{ missing: string[] }>("POST", "/v1/blobs/check", {
+      digests: [...files.keys()],
+    });
     for (const d of missing) {
       const f = files.get(d)!;
       await client.upload(`/v1/blobs/${d}`, () => fs.createReadStream(f.absPath), f.size);
@@ -40,7 +50,9 @@ async function startBuild(image: Image): Promise<string> {
 }
 
 function lines(events: SseEvent[]): { id: number; line: string }[] {
-  return events.filter((e) => e.event === "message").map((e) => ({ id: Number(e.id), line: JSON.parse(e.data) as string }));
+  return events
+    .filter((e) => e.event === "message")
+    .map((e) => ({ id: Number(e.id), line: JSON.parse(e.data) as string }));
 }
 
 test("a client that disconnects mid-stream resumes from its cursor without losing or duplicating lines", async () => {
@@ -49,18 +61,24 @@ test("a client that disconnects mid-stream resumes from its cursor without losin
   const id = await startBuild(base.runCommands(SLOW).runCommands("echo done > /done"));
 
   // First connection: read a few lines, then drop it while the build is still printing.
-  const first = await readSse(svc.url, `/v1/images/${id}/logs`, { stopAfter: (_e, all) => lines(all).some((l) => l.line.includes("line-5")) });
+  const first = await readSse(svc.url, `/v1/images/${id}/logs`, {
+    stopAfter: (_e, all) => lines(all).some((l) => l.line.includes("line-5")),
+  });
   assert.equal(first.status, 200);
   const got = lines(first.events);
   assert.ok(got.length > 0);
   assert.ok(!first.events.some((e) => e.event === "result"), "dropped before the end");
 
   // Second connection resumes with ?after=<last id>; drop again a little later.
-  const second = await readSse(svc.url, `/v1/images/${id}/logs?after=${got[got.length - 1]!.id}`, { stopAfter: (_e, all) => lines(all).some((l) => l.line.includes("line-20")) });
+  const second = await readSse(svc.url, `/v1/images/${id}/logs?after=${got[got.length - 1]!.id}`, {
+    stopAfter: (_e, all) => lines(all).some((l) => l.line.includes("line-20")),
+  });
   got.push(...lines(second.events));
 
   // Third resumes with the standard Last-Event-ID header and reads to the end.
-  const third = await readSse(svc.url, `/v1/images/${id}/logs`, { headers: { "last-event-id": String(got[got.length - 1]!.id) } });
+  const third = await readSse(svc.url, `/v1/images/${id}/logs`, {
+    headers: { "last-event-id": String(got[got.length - 1]!.id) },
+  });
   got.push(...lines(third.events));
   const result = third.events.find((e) => e.event === "result");
   assert.ok(result, "the stream ends with a result event");
@@ -70,9 +88,14 @@ test("a client that disconnects mid-stream resumes from its cursor without losin
   // Compared with the whole log read in one go after the build: same lines, same cursors, in order.
   const whole = lines((await readSse(svc.url, `/v1/images/${id}/logs?after=0`)).events);
   assert.deepEqual(got, whole);
-  assert.deepEqual(got.map((l) => l.id), whole.map((_, i) => i + 1), "cursors are 1..n without gaps or repeats");
+  assert.deepEqual(
+    got.map((l) => l.id),
+    whole.map((_, i) => i + 1),
+    "cursors are 1..n without gaps or repeats",
+  );
   assert.equal(payload.lastCursor, whole.length);
-  for (let i = 1; i <= 40; i++) assert.equal(whole.filter((l) => l.line.trim() === `line-${i}`).length, 1, `line-${i} exactly once`);
+  for (let i = 1; i <= 40; i++)
+    assert.equal(whole.filter((l) => l.line.trim() === `line-${i}`).length, 1, `line-${i} exactly once`);
 
   // A finished build answers with its remaining lines and the result at once; the build record has the image.
   const tail = await readSse(svc.url, `/v1/images/${id}/logs?after=${whole.length - 2}`);
@@ -90,7 +113,11 @@ test("remoteBuild reconnects through a proxy that cuts its log stream, and logs 
   const proxy = await cuttingProxy(svc.url, 7, 4);
   try {
     const seen: string[] = [];
-    const r = await remoteBuildImage(base.runCommands(SLOW), { server: proxy.url, statCache: false, log: (l) => seen.push(l) });
+    const r = await remoteBuildImage(base.runCommands(SLOW), {
+      server: proxy.url,
+      statCache: false,
+      log: (l) => seen.push(l),
+    });
     assert.ok(proxy.streamsCut() >= 2, `the proxy cut the stream (${proxy.streamsCut()} times)`);
     const whole = lines((await readSse(svc.url, `/v1/images/${r.buildId}/logs`)).events).map((l) => l.line);
     assert.deepEqual(seen, whole, "the client's log is the server's log, no line lost or repeated");
@@ -108,7 +135,11 @@ test("a finished build's record and log survive a server restart (saved in the s
   let log: string[];
   try {
     const seen: string[] = [];
-    const r = await remoteBuildImage(base.runCommands("echo persisted-line"), { server: other.url, statCache: false, log: (l) => seen.push(l) });
+    const r = await remoteBuildImage(base.runCommands("echo persisted-line"), {
+      server: other.url,
+      statCache: false,
+      log: (l) => seen.push(l),
+    });
     buildId = r.buildId;
     imageId = r.imageId;
     log = seen;
@@ -121,7 +152,10 @@ test("a finished build's record and log survive a server restart (saved in the s
     assert.equal(info.status, "succeeded");
     assert.equal(info.result.imageId, imageId);
     const events = (await readSse(again.url, `/v1/images/${buildId}/logs`)).events;
-    assert.deepEqual(lines(events).map((l) => l.line), log);
+    assert.deepEqual(
+      lines(events).map((l) => l.line),
+      log,
+    );
     assert.equal(JSON.parse(events.find((e) => e.event === "result")!.data).status, "succeeded");
   } finally {
     await again.close();
@@ -135,14 +169,21 @@ test("the log kept in memory is bounded: a reader from the start is told how man
   const small = await startService({ maxLogLines: 5 });
   try {
     const seen: string[] = [];
-    const r = await remoteBuildImage(base.runCommands("i=0; while test $i -lt 30; do i=$((i+1)); echo n-$i; done"), { server: small.url, statCache: false, log: (l) => seen.push(l) });
+    const r = await remoteBuildImage(base.runCommands("i=0; while test $i -lt 30; do i=$((i+1)); echo n-$i; done"), {
+      server: small.url,
+      statCache: false,
+      log: (l) => seen.push(l),
+    });
     const events = (await readSse(small.url, `/v1/images/${r.buildId}/logs`)).events;
     const gap = events.find((e) => e.event === "gap");
     assert.ok(gap, "a gap event first");
     const kept = lines(events);
     assert.equal(kept.length, 5);
     assert.equal(JSON.parse(gap.data).dropped, kept[0]!.id - 1);
-    assert.deepEqual(kept.map((l) => l.id), [1, 2, 3, 4, 5].map((i) => kept[0]!.id + i - 1));
+    assert.deepEqual(
+      kept.map((l) => l.id),
+      [1, 2, 3, 4, 5].map((i) => kept[0]!.id + i - 1),
+    );
   } finally {
     await small.close();
   }

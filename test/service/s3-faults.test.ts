@@ -54,10 +54,13 @@ async function startDelayProxy(target: string): Promise<typeof delays> {
     const wait = i % 5 === 0 ? 50 + ((i * 37) % 200) : 0;
     if (wait) delayed++;
     setTimeout(() => {
-      const up = http.request({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
-      });
+      const up = http.request(
+        { host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers },
+        (r) => {
+          res.writeHead(r.statusCode ?? 502, r.headers);
+          r.pipe(res);
+        },
+      );
       up.on("error", () => req.socket.destroy());
       req.pipe(up);
     }, wait);
@@ -142,7 +145,10 @@ async function assertIndexConsistent(): Promise<number> {
     const rec = await getJson<ImageRecord>(`${prefix}/images/${digestHex(entry.imageId)}.json`);
     assert.ok(rec, `index entry ${entry.key} names image ${entry.imageId}, which is in the bucket`);
     for (const d of [rec.configDigest, rec.manifestDigest, ...rec.layers.map((l) => l.digest)]) {
-      assert.ok(await exists(`${prefix}/blobs/sha256/${digestHex(d)}`), `blob ${d} of image ${rec.id} is in the bucket`);
+      assert.ok(
+        await exists(`${prefix}/blobs/sha256/${digestHex(d)}`),
+        `blob ${d} of image ${rec.id} is in the bucket`,
+      );
     }
     n++;
   }
@@ -153,10 +159,17 @@ test("500s, SlowDowns, resets and delays between the service and S3: builds stil
   mode = "flaky";
   const { dir, base } = await busyboxBase();
   dirs.push(dir);
-  const images = [0, 1, 2].map((i) => base.runCommands("echo shared > /shared").runCommands(`echo ${i} > /n`).cmd(["cat", "/n"]));
-  const results = await Promise.all(images.map((img) => remoteBuildImage(img, { server: url, statCache: false, log: () => undefined })));
+  const images = [0, 1, 2].map((i) =>
+    base.runCommands("echo shared > /shared").runCommands(`echo ${i} > /n`).cmd(["cat", "/n"]),
+  );
+  const results = await Promise.all(
+    images.map((img) => remoteBuildImage(img, { server: url, statCache: false, log: () => undefined })),
+  );
   assert.equal(new Set(results.map((r) => r.imageId)).size, 3);
-  assert.ok(faults.counts["500"] > 0 && faults.counts.reset > 0 && faults.counts["503-slowdown"] > 0, `faults were injected: ${JSON.stringify(faults.counts)}`);
+  assert.ok(
+    faults.counts["500"] > 0 && faults.counts.reset > 0 && faults.counts["503-slowdown"] > 0,
+    `faults were injected: ${JSON.stringify(faults.counts)}`,
+  );
   assert.ok(delays.delayed() > 0);
   process.stderr.write(`# injected ${JSON.stringify(faults.counts)}, ${delays.delayed()} delayed\n`);
   // The images are whole in S3: a fresh cache talking to s3rver directly runs one.
@@ -182,8 +195,15 @@ test("S3 down mid-build: the build fails with a clear message and no index entry
   dirs.push(dir);
   const tag = nonce();
   const lines: string[] = [];
-  const build = remoteBuildImage(base.runCommands(`echo go-${tag}; sleep 1; echo x > /x`).runCommands("echo y > /y"), { server: url, statCache: false, log: (l) => lines.push(l) });
-  const outcome = build.then((r) => r, (e: unknown) => e);
+  const build = remoteBuildImage(base.runCommands(`echo go-${tag}; sleep 1; echo x > /x`).runCommands("echo y > /y"), {
+    server: url,
+    statCache: false,
+    log: (l) => lines.push(l),
+  });
+  const outcome = build.then(
+    (r) => r,
+    (e: unknown) => e,
+  );
   const t0 = Date.now();
   while (!lines.some((l) => l.trim() === `go-${tag}`)) {
     if (Date.now() - t0 > 60_000) throw new Error(`the build never started:\n${lines.join("\n")}`);
@@ -195,10 +215,16 @@ test("S3 down mid-build: the build fails with a clear message and no index entry
   assert.ok(err instanceof RemoteBuildError, `the build failed: ${String(err)}`);
   assert.equal(err.code, "STORE");
   process.stderr.write(`# failure: ${err.message}\n`);
-  assert.match(err.message, /S3 \S+ s3:\/\/strata-test\/\S+ failed after 8 attempts: .*is the S3 endpoint http:\/\/127\.0\.0\.1:\d+ reachable\?/);
+  assert.match(
+    err.message,
+    /S3 \S+ s3:\/\/strata-test\/\S+ failed after 8 attempts: .*is the S3 endpoint http:\/\/127\.0\.0\.1:\d+ reachable\?/,
+  );
   await assertIndexConsistent();
   // The step that was running has no entry: the next build builds it (and succeeds, S3 being back).
-  const again = await remoteBuildImage(base.runCommands(`echo go-${tag}; sleep 1; echo x > /x`).runCommands("echo y > /y"), { server: url, statCache: false, log: () => undefined });
+  const again = await remoteBuildImage(
+    base.runCommands(`echo go-${tag}; sleep 1; echo x > /x`).runCommands("echo y > /y"),
+    { server: url, statCache: false, log: () => undefined },
+  );
   assert.ok(!again.steps[again.steps.length - 2]!.cached, "the interrupted step was not published, so it is built now");
   await assertIndexConsistent();
 });

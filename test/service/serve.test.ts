@@ -23,7 +23,11 @@ test("strata serve: token auth, builds counted in the child, SIGTERM terminates 
   await fsp.writeFile(counter, "");
   dirs.push(counter);
   const token = "serve-" + nonce();
-  const { url, child, stderr, exited } = await spawnServe({ STRATA_HOME: home, STRATA_TOKEN: token, STRATA_SANDBOX_COUNTER: counter });
+  const { url, child, stderr, exited } = await spawnServe({
+    STRATA_HOME: home,
+    STRATA_TOKEN: token,
+    STRATA_SANDBOX_COUNTER: counter,
+  });
   try {
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
     assert.match(stderr(), /listening on http:\/\/127\.0\.0\.1:\d+ .*bearer token required/);
@@ -32,15 +36,25 @@ test("strata serve: token auth, builds counted in the child, SIGTERM terminates 
     const { dir, base } = await busyboxBase();
     dirs.push(dir);
     const image = base.runCommands("echo one > /one").runCommands("echo two > /two");
-    const built = await Promise.all([1, 2, 3].map(() => remoteBuildImage(image, { server: url, token, statCache: false, log: () => undefined })));
+    const built = await Promise.all(
+      [1, 2, 3].map(() => remoteBuildImage(image, { server: url, token, statCache: false, log: () => undefined })),
+    );
     assert.equal(new Set(built.map((b) => b.imageId)).size, 1);
     const runs = (await fsp.readFile(counter, "utf8")).split("\n").filter(Boolean).length;
     assert.equal(runs, 2, "each RUN once in the server process");
 
     // A long build, then SIGTERM while it runs.
     const lines: string[] = [];
-    const slow = remoteBuildImage(base.runCommands("echo started-slow; sleep 60"), { server: url, token, statCache: false, log: (l) => lines.push(l) });
-    const outcome = slow.then(() => undefined, (e: unknown) => e);
+    const slow = remoteBuildImage(base.runCommands("echo started-slow; sleep 60"), {
+      server: url,
+      token,
+      statCache: false,
+      log: (l) => lines.push(l),
+    });
+    const outcome = slow.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     const t0 = Date.now();
     while (!lines.some((l) => l.trim() === "started-slow")) {
       if (Date.now() - t0 > 20_000) throw new Error(`the slow build never started: ${lines.join("\n")}\n${stderr()}`);

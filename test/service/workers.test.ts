@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { reapStaleContainers } from "../../src/sandbox/runc.js";
-import { type RemoteBuiltImage } from "../../src/service/client.js";
+import type { RemoteBuiltImage } from "../../src/service/client.js";
 import { remoteBuildImage } from "../support/remote-image.js";
 import { BuildService } from "../../src/service/server.js";
 import { S3Store } from "../../src/store/s3/index.js";
@@ -56,10 +56,28 @@ async function spawnWorker(index: number, home?: string): Promise<WorkerProc> {
   await fsp.mkdir(dir, { recursive: true });
   const counter = path.join(dir, "sandboxes");
   await fsp.appendFile(counter, "");
-  const args = ["--concurrency", "3", "--job-lock", "3s", "--stalled-interval", "1s", "--step-lock", "4s", "--grace", "5s"];
+  const args = [
+    "--concurrency",
+    "3",
+    "--job-lock",
+    "3s",
+    "--stalled-interval",
+    "1s",
+    "--step-lock",
+    "4s",
+    "--grace",
+    "5s",
+  ];
   const script = `import(${JSON.stringify(path.join(REPO_ROOT, "dist/src/cli/worker.js"))}).then((m) => m.cmdWorker(${JSON.stringify(args)})).then((c) => process.exit(c), (e) => { console.error(e); process.exit(70); });`;
   const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-    env: { ...process.env, ...s3Env(), STRATA_REDIS_URL: redis.url, STRATA_HOME: dir, STRATA_S3_CACHE_DIR: path.join(dir, "cache"), STRATA_SANDBOX_COUNTER: counter },
+    env: {
+      ...process.env,
+      ...s3Env(),
+      STRATA_REDIS_URL: redis.url,
+      STRATA_HOME: dir,
+      STRATA_S3_CACHE_DIR: path.join(dir, "cache"),
+      STRATA_SANDBOX_COUNTER: counter,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";
@@ -93,16 +111,30 @@ async function startServices(): Promise<void> {
   });
   const log: string[] = [];
   const service = await BuildService.create({ store, redisUrl: redis.url, log: (l) => log.push(l) });
-  services.push({ url: await service.listen(0, "127.0.0.1"), log, close: async () => {
-    await service.close(5000);
-    store.close();
-  } });
+  services.push({
+    url: await service.listen(0, "127.0.0.1"),
+    log,
+    close: async () => {
+      await service.close(5000);
+      store.close();
+    },
+  });
   const home = path.join(work, "server-1");
-  const served = await spawnServe({ ...s3Env(), STRATA_REDIS_URL: redis.url, STRATA_HOME: home, STRATA_S3_CACHE_DIR: path.join(home, "cache") });
-  services.push({ url: served.url, log: [], stderr: served.stderr, close: async () => {
-    served.child.kill("SIGTERM");
-    assert.equal(await served.exited, 0, served.stderr());
-  } });
+  const served = await spawnServe({
+    ...s3Env(),
+    STRATA_REDIS_URL: redis.url,
+    STRATA_HOME: home,
+    STRATA_S3_CACHE_DIR: path.join(home, "cache"),
+  });
+  services.push({
+    url: served.url,
+    log: [],
+    stderr: served.stderr,
+    close: async () => {
+      served.child.kill("SIGTERM");
+      assert.equal(await served.exited, 0, served.stderr());
+    },
+  });
 }
 
 before(async () => {
@@ -120,7 +152,10 @@ after(async () => {
   for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill("SIGKILL");
   // Containers of a killed worker that nothing restarted, and any mount left under our dirs.
   await reapStaleContainers();
-  const mounts = (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1] ?? "").filter((m) => m.startsWith(work + "/"));
+  const mounts = (await fsp.readFile("/proc/self/mounts", "utf8"))
+    .split("\n")
+    .map((l) => l.split(" ")[1] ?? "")
+    .filter((m) => m.startsWith(work + "/"));
   for (const m of mounts.sort().reverse()) spawn("umount", ["-l", m], { stdio: "ignore" });
   await redis?.stop();
   await s3?.stop();
@@ -132,12 +167,23 @@ test("30 mixed builds over two services and three workers: all complete, every l
   const { dir, base } = await busyboxBase();
   dirs.push(dir);
   const shared = base.runCommands("sleep 0.3; echo shared > /shared");
-  const defs = Array.from({ length: 12 }, (_, d) => shared.runCommands(`echo a${d % 4} > /a`).runCommands(`echo b${d} > /b`).cmd(["cat", "/b"]));
+  const defs = Array.from({ length: 12 }, (_, d) =>
+    shared
+      .runCommands(`echo a${d % 4} > /a`)
+      .runCommands(`echo b${d} > /b`)
+      .cmd(["cat", "/b"]),
+  );
   const before = workers.map(sandboxes);
   const t0 = Date.now();
   const results: RemoteBuiltImage[] = await Promise.all(
     // Definition i % 12 from service ⌊i / 12⌋ % 2: every definition is asked of both services.
-    Array.from({ length: 30 }, (_, i) => remoteBuildImage(defs[i % 12]!, { server: services[Math.floor(i / 12) % 2]!.url, statCache: false, log: () => undefined })),
+    Array.from({ length: 30 }, (_, i) =>
+      remoteBuildImage(defs[i % 12]!, {
+        server: services[Math.floor(i / 12) % 2]!.url,
+        statCache: false,
+        log: () => undefined,
+      }),
+    ),
   );
   const seconds = (Date.now() - t0) / 1000;
   // The same definition got the same image, whichever service was asked.
@@ -151,20 +197,34 @@ test("30 mixed builds over two services and three workers: all complete, every l
   for (const r of results) for (const s of r.steps) byKey.set(s.key, (byKey.get(s.key) ?? new Set()).add(s.imageId));
   for (const [key, ids] of byKey) assert.equal(ids.size, 1, `step ${key} has one image`);
   // Sandboxes across the workers: one per distinct RUN step (1 shared + 4 `a` variants + 12 `b` steps).
-  const runKeys = new Set(results.flatMap((r) => r.steps.filter((s) => s.description.startsWith("runCommands")).map((s) => s.key)));
+  const runKeys = new Set(
+    results.flatMap((r) => r.steps.filter((s) => s.description.startsWith("runCommands")).map((s) => s.key)),
+  );
   assert.equal(runKeys.size, 17);
   const ran = workers.map((w, i) => sandboxes(w) - before[i]!);
-  assert.equal(ran.reduce((a, b) => a + b, 0), runKeys.size, `sandboxes per worker ${JSON.stringify(ran)}: each RUN step once`);
+  assert.equal(
+    ran.reduce((a, b) => a + b, 0),
+    runKeys.size,
+    `sandboxes per worker ${JSON.stringify(ran)}: each RUN step once`,
+  );
   assert.ok(ran.filter((n) => n > 0).length >= 2, `the work was shared: ${JSON.stringify(ran)}`);
   // Both services queued each definition under the same job id: one job per definition ran.
   const jobs = workers.reduce((n, w) => n + (w.stderr().match(/: build [0-9a-f]{64} started/g)?.length ?? 0), 0);
   assert.equal(jobs, 12, "the two services' requests for a definition joined one job");
-  assert.match(services[1]!.stderr!(), /builds run on `strata worker` processes: queue in Redis at redis:\/\/127\.0\.0\.1:\d+/);
-  process.stderr.write(`# 30 builds (12 definitions, 17 RUN steps) in ${seconds.toFixed(1)}s; ${jobs} jobs; sandboxes per worker ${JSON.stringify(ran)}\n`);
+  assert.match(
+    services[1]!.stderr!(),
+    /builds run on `strata worker` processes: queue in Redis at redis:\/\/127\.0\.0\.1:\d+/,
+  );
+  process.stderr.write(
+    `# 30 builds (12 definitions, 17 RUN steps) in ${seconds.toFixed(1)}s; ${jobs} jobs; sandboxes per worker ${JSON.stringify(ran)}\n`,
+  );
   // The final images are in S3 and run.
   const home = await fsp.mkdtemp(path.join(work, "runner-"));
   for (const d of [0, 7]) {
-    const r = await strata(["run", results[d]!.imageId, "--", "sh", "-c", "cat /shared /a /b"], { home, env: { ...s3Env(), STRATA_S3_CACHE_DIR: path.join(home, "cache") } });
+    const r = await strata(["run", results[d]!.imageId, "--", "sh", "-c", "cat /shared /a /b"], {
+      home,
+      env: { ...s3Env(), STRATA_S3_CACHE_DIR: path.join(home, "cache") },
+    });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, `shared\na${d % 4}\nb${d}\n`);
   }
@@ -180,7 +240,10 @@ test("a worker killed with SIGKILL mid-build: another worker retries its job and
     .runCommands("cat /before /after > /both");
   const lines: string[] = [];
   const build = remoteBuildImage(image, { server: services[0]!.url, statCache: false, log: (l) => lines.push(l) });
-  const outcome = build.then((r) => r, (e: unknown) => e);
+  const outcome = build.then(
+    (r) => r,
+    (e: unknown) => e,
+  );
   const t0 = Date.now();
   while (!lines.some((l) => l.trim() === `started-${tag}`)) {
     if (Date.now() - t0 > 60_000) throw new Error(`the sleeping step never started:\n${lines.join("\n")}`);
@@ -197,10 +260,19 @@ test("a worker killed with SIGKILL mid-build: another worker retries its job and
   const over = lines.map((l) => /^=> Worker (\S+) took the build over \(attempt (\d+)\)/.exec(l)).find(Boolean);
   assert.ok(over, `the log says another worker took the build over:\n${lines.join("\n")}`);
   assert.notEqual(over[1], victim.name);
-  assert.equal(lines.filter((l) => l.trim() === `started-${tag}`).length, 2, "the interrupted step ran again on the new worker");
-  process.stderr.write(`# retried on ${over[1]} (attempt ${over[2]}); finished ${((Date.now() - killedAt) / 1000).toFixed(1)}s after the kill\n`);
+  assert.equal(
+    lines.filter((l) => l.trim() === `started-${tag}`).length,
+    2,
+    "the interrupted step ran again on the new worker",
+  );
+  process.stderr.write(
+    `# retried on ${over[1]} (attempt ${over[2]}); finished ${((Date.now() - killedAt) / 1000).toFixed(1)}s after the kill\n`,
+  );
   const home = await fsp.mkdtemp(path.join(work, "runner-"));
-  const r = await strata(["run", built.imageId, "--", "cat", "/both"], { home, env: { ...s3Env(), STRATA_S3_CACHE_DIR: path.join(home, "cache") } });
+  const r = await strata(["run", built.imageId, "--", "cat", "/both"], {
+    home,
+    env: { ...s3Env(), STRATA_S3_CACHE_DIR: path.join(home, "cache") },
+  });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, "before\nafter\n");
 
@@ -210,10 +282,13 @@ test("a worker killed with SIGKILL mid-build: another worker retries its job and
   // any builder on this machine may reap those once the worker is dead, so the debris this test can rely on is the
   // step's work dir in the dead worker's own store.
   const victimMounts = async () =>
-    (await fsp.readFile("/proc/self/mounts", "utf8")).split("\n").filter((l) => l.includes(victim.home + "/") || l.includes(`/strata-bundles/strata-${victim.child.pid}-`)).length;
+    (await fsp.readFile("/proc/self/mounts", "utf8"))
+      .split("\n")
+      .filter((l) => l.includes(victim.home + "/") || l.includes(`/strata-bundles/strata-${victim.child.pid}-`)).length;
   const victimWorkDirs = async () => {
     const tmp = path.join(victim.home, "cache", "tmp");
-    return (await fsp.readdir(tmp).catch(() => [] as string[])).filter((n) => n.includes(`-${victim.child.pid}-`)).length;
+    return (await fsp.readdir(tmp).catch(() => [] as string[])).filter((n) => n.includes(`-${victim.child.pid}-`))
+      .length;
   };
   assert.ok((await victimWorkDirs()) >= 1, `the killed worker left its step's work dir (in ${victim.home}/cache/tmp)`);
   const replacement = await spawnWorker(3, victim.home);
@@ -228,7 +303,10 @@ test("strata worker refuses to start without STRATA_REDIS_URL (exit 2) or with R
       const script = `import(${JSON.stringify(path.join(REPO_ROOT, "dist/src/cli/worker.js"))}).then((m) => m.cmdWorker([])).then((c) => process.exit(c));`;
       const e: NodeJS.ProcessEnv = { ...process.env, ...s3Env(), STRATA_HOME: path.join(work, "refused"), ...env };
       if (!env.STRATA_REDIS_URL) delete e.STRATA_REDIS_URL;
-      const child = spawn(process.execPath, ["--input-type=module", "-e", script], { env: e, stdio: ["ignore", "ignore", "pipe"] });
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+        env: e,
+        stdio: ["ignore", "ignore", "pipe"],
+      });
       let stderr = "";
       child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
       child.on("exit", (code) => resolve({ code, stderr }));
@@ -246,7 +324,11 @@ test("SIGTERM: a worker finishes its running build, then exits 0", async () => {
   dirs.push(dir);
   const tag = nonce();
   const lines: string[] = [];
-  const build = remoteBuildImage(base.runCommands(`echo go-${tag}; sleep 1; echo done > /done`), { server: services[1]!.url, statCache: false, log: (l) => lines.push(l) });
+  const build = remoteBuildImage(base.runCommands(`echo go-${tag}; sleep 1; echo done > /done`), {
+    server: services[1]!.url,
+    statCache: false,
+    log: (l) => lines.push(l),
+  });
   const t0 = Date.now();
   while (!lines.some((l) => l.trim() === `go-${tag}`)) {
     if (Date.now() - t0 > 60_000) throw new Error(`the build never started:\n${lines.join("\n")}`);

@@ -28,13 +28,22 @@ async function layer(files: Record<string, string>): Promise<LayerRecord> {
   const parts: Buffer[] = [];
   for (const [name, content] of Object.entries(files)) {
     const data = Buffer.from(content);
-    parts.push(encodeHeader({ name, type: "file", mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: 1_700_000_000 }), data, padding(data.length));
+    parts.push(
+      encodeHeader({ name, type: "file", mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: 1_700_000_000 }),
+      data,
+      padding(data.length),
+    );
   }
   parts.push(endOfArchive());
   const tar = Buffer.concat(parts);
   const gz = gzipSync(tar);
   const digest = await store.putBlobBytes(gz);
-  return { digest, diffId: sha256Bytes(tar), size: gz.length, mediaType: "application/vnd.oci.image.layer.v1.tar+gzip" };
+  return {
+    digest,
+    diffId: sha256Bytes(tar),
+    size: gz.length,
+    mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+  };
 }
 
 test("topmostOnly keeps each item at its last (topmost) place, in order; input without repeats is unchanged", () => {
@@ -70,7 +79,11 @@ test("the directories come back in the layers' order; a repeated diffID is unpac
 
 test("a layer that cannot be unpacked fails the call after the others have finished; nothing is left half-made", async () => {
   const good = await layer({ "good.txt": "fine" });
-  const missing: LayerRecord = { ...good, digest: `sha256:${"e".repeat(64)}` as Digest, diffId: `sha256:${"f".repeat(64)}` as Digest };
+  const missing: LayerRecord = {
+    ...good,
+    digest: `sha256:${"e".repeat(64)}` as Digest,
+    diffId: `sha256:${"f".repeat(64)}` as Digest,
+  };
   await assert.rejects(layerDirs(store, [missing, good]), NotFoundError);
   // The good layer was unpacked all the same (its unpack was not abandoned mid-way), and no temp dir is left.
   assert.ok(existsSync(path.join(await store.layerDir(good), "good.txt")));

@@ -31,7 +31,10 @@ async function workDir(name: string, targets: string[]): Promise<void> {
 
 describe("layerDirsInUse", () => {
   test("a link to a layer dir keeps it; so does a relative link", async () => {
-    await workDir("build-1-x", [layout.layerDir(`sha256:${hex("a")}` as Digest), path.join("..", "..", "..", "layers", hex("b"))]);
+    await workDir("build-1-x", [
+      layout.layerDir(`sha256:${hex("a")}` as Digest),
+      path.join("..", "..", "..", "layers", hex("b")),
+    ]);
     const used = await layerDirsInUse(layout, "/nonexistent");
     assert.ok(used.has(path.join(layout.layersDir, hex("a"))));
     assert.ok(used.has(path.join(layout.layersDir, hex("b"))));
@@ -40,7 +43,10 @@ describe("layerDirsInUse", () => {
   // The case where prune and the S3 cache's eviction used to differ: eviction kept only the exact link target, so a
   // COPY-only step's link to a file inside a layer dir (or a link to a subdirectory) did not keep the layer dir.
   test("a link to a path inside a layer dir keeps the whole layer dir (not just the path)", async () => {
-    await workDir("copy-2-y", [path.join(layout.layersDir, hex("c"), "usr", "bin"), path.join(layout.layersDir, hex("d"), "usr/bin/tool")]);
+    await workDir("copy-2-y", [
+      path.join(layout.layersDir, hex("c"), "usr", "bin"),
+      path.join(layout.layersDir, hex("d"), "usr/bin/tool"),
+    ]);
     const used = await layerDirsInUse(layout, "/nonexistent");
     assert.ok(used.has(path.join(layout.layersDir, hex("c"))), [...used].join("\n"));
     assert.ok(used.has(path.join(layout.layersDir, hex("d"))));
@@ -51,7 +57,10 @@ describe("layerDirsInUse", () => {
     await workDir("run-3-z", [path.join(work, "elsewhere"), path.join(layout.layersDir, "not-a-digest")]);
     const mounts = path.join(work, "mounts");
     const e = path.join(layout.layersDir, hex("e"));
-    await fsp.writeFile(mounts, `overlay /x overlay rw,lowerdir=l/0:l/1,upperdir=u 0 0\n/dev/sda1 ${e}/usr\\040bin ext4 rw 0 0\n`);
+    await fsp.writeFile(
+      mounts,
+      `overlay /x overlay rw,lowerdir=l/0:l/1,upperdir=u 0 0\n/dev/sda1 ${e}/usr\\040bin ext4 rw 0 0\n`,
+    );
     const used = await layerDirsInUse(layout, mounts);
     assert.ok(used.has(e));
     assert.ok(!used.has(path.join(layout.layersDir, hex("f"))));

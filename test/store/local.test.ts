@@ -51,7 +51,12 @@ async function storedImage(store: LocalStore, tag: string, id?: Digest): Promise
   const configDigest = await store.putBlobBytes(Buffer.from(`{"config":"${tag}"}`));
   const layerDigest = await store.putBlobBytes(Buffer.from(`layer ${tag}`));
   const manifestDigest = await store.putBlobBytes(Buffer.from(`{"manifest":"${tag}"}`));
-  const layer: LayerRecord = { digest: layerDigest, diffId: sha256Bytes(`diff ${tag}`), size: 7, mediaType: MediaType.ociLayerGzip };
+  const layer: LayerRecord = {
+    digest: layerDigest,
+    diffId: sha256Bytes(`diff ${tag}`),
+    size: 7,
+    mediaType: MediaType.ociLayerGzip,
+  };
   return { id: id ?? configDigest, configDigest, configSize: 10, manifestDigest, manifestSize: 10, layers: [layer] };
 }
 
@@ -145,7 +150,10 @@ describe("blobs", () => {
     const d = sha256Bytes("absent");
     assert.equal(await store.hasBlob(d), false);
     await assert.rejects(store.openBlob(d), NotFoundError);
-    await assert.rejects(store.readBlob(d), (e: unknown) => e instanceof NotFoundError && e.message.includes(d) && e.message.includes(store.root));
+    await assert.rejects(
+      store.readBlob(d),
+      (e: unknown) => e instanceof NotFoundError && e.message.includes(d) && e.message.includes(store.root),
+    );
     await assert.rejects(store.blobPath(d), NotFoundError);
   });
 });
@@ -195,7 +203,11 @@ describe("images and the cache index", () => {
 
   test("getIndex returns undefined for an entry whose image record is missing (crash between writes)", async () => {
     const store = await openStore();
-    const entry = { key: "fedcba9876543210fedcba9876543210", imageId: sha256Bytes("never recorded"), createdAt: "2026-01-01T00:00:00Z" };
+    const entry = {
+      key: "fedcba9876543210fedcba9876543210",
+      imageId: sha256Bytes("never recorded"),
+      createdAt: "2026-01-01T00:00:00Z",
+    };
     await store.putIndex(entry);
     assert.equal(await store.getIndex(entry.key), undefined);
   });
@@ -247,7 +259,11 @@ describe("images and the cache index", () => {
 
   test("chains round-trip by name; unknown chains are undefined", async () => {
     const store = await openStore();
-    const chain = { name: "examples/demo.ts#default", builtAt: "2026-01-01T00:00:00Z", imageIds: [sha256Bytes("1"), sha256Bytes("2")] };
+    const chain = {
+      name: "examples/demo.ts#default",
+      builtAt: "2026-01-01T00:00:00Z",
+      imageIds: [sha256Bytes("1"), sha256Bytes("2")],
+    };
     await store.putChain(chain);
     assert.deepEqual(await store.getChain(chain.name), chain);
     assert.equal(await store.getChain("other"), undefined);
@@ -318,12 +334,19 @@ describe("resolveImage", () => {
   });
 
   test("an unknown full id is an error mentioning `strata images`", async () => {
-    await assert.rejects(store.resolveImage("sha256:" + "9".repeat(64)), (e: unknown) => e instanceof NotFoundError && e.message.includes("`strata images`"));
+    await assert.rejects(
+      store.resolveImage("sha256:" + "9".repeat(64)),
+      (e: unknown) => e instanceof NotFoundError && e.message.includes("`strata images`"),
+    );
   });
 
   test("references that are not ids or are too short are refused", async () => {
     for (const ref of ["abc", "12345", "xyz12345", "sha256:", "", "sha512:" + "1".repeat(64), "1".repeat(65)]) {
-      await assert.rejects(store.resolveImage(ref), (e: unknown) => e instanceof NotFoundError && /is not an image id/.test(e.message), ref);
+      await assert.rejects(
+        store.resolveImage(ref),
+        (e: unknown) => e instanceof NotFoundError && /is not an image id/.test(e.message),
+        ref,
+      );
     }
   });
 
@@ -365,7 +388,12 @@ describe("layers", () => {
     for await (const ch of packDir(src, { epoch: 1767225600 })) chunks.push(ch as Buffer);
     const tarBytes = Buffer.concat(chunks);
     const digest = await store.putBlobBytes(tarBytes);
-    const dir = await store.layerDir({ digest, diffId: digest, size: tarBytes.length, mediaType: MediaType.ociLayerTar });
+    const dir = await store.layerDir({
+      digest,
+      diffId: digest,
+      size: tarBytes.length,
+      mediaType: MediaType.ociLayerTar,
+    });
     assert.equal(await fsp.readFile(path.join(dir, "plain.txt"), "utf8"), "plain");
   });
 
@@ -395,7 +423,10 @@ describe("layers", () => {
   test("layerDir of a layer whose blob is missing is a NotFoundError", async () => {
     const store = await openStore();
     const d = sha256Bytes("no blob");
-    await assert.rejects(store.layerDir({ digest: d, diffId: d, size: 0, mediaType: MediaType.ociLayerGzip }), NotFoundError);
+    await assert.rejects(
+      store.layerDir({ digest: d, diffId: d, size: 0, mediaType: MediaType.ociLayerGzip }),
+      NotFoundError,
+    );
   });
 
   test("layerDir decides compression by content, not by the claimed media type", async () => {
@@ -406,7 +437,12 @@ describe("layers", () => {
     const tarBytes = await packBytes(src);
     const gzDigest = await store.putBlobBytes(gzipSync(tarBytes));
     // Gzipped content labelled as an uncompressed tar.
-    const dir = await store.layerDir({ digest: gzDigest, diffId: sha256Bytes(tarBytes), size: 0, mediaType: MediaType.ociLayerTar });
+    const dir = await store.layerDir({
+      digest: gzDigest,
+      diffId: sha256Bytes(tarBytes),
+      size: 0,
+      mediaType: MediaType.ociLayerTar,
+    });
     assert.equal(await fsp.readFile(path.join(dir, "g.txt"), "utf8"), "gz");
   });
 
@@ -417,11 +453,14 @@ describe("layers", () => {
     await fsp.writeFile(path.join(src, "x"), "x");
     const digest = await store.putBlobBytes(gzipSync(await packBytes(src)));
     const claimed = sha256Bytes("some other layer");
-    await assert.rejects(store.layerDir({ digest, diffId: claimed, size: 0, mediaType: MediaType.ociLayerGzip }), (e: unknown) => {
-      assert.ok(e instanceof DigestMismatchError);
-      assert.equal(e.expected, claimed);
-      return true;
-    });
+    await assert.rejects(
+      store.layerDir({ digest, diffId: claimed, size: 0, mediaType: MediaType.ociLayerGzip }),
+      (e: unknown) => {
+        assert.ok(e instanceof DigestMismatchError);
+        assert.equal(e.expected, claimed);
+        return true;
+      },
+    );
     assert.deepEqual(await fsp.readdir(path.join(store.root, "layers")), []);
     assert.deepEqual(await fsp.readdir(path.join(store.root, "tmp")), []);
   });
@@ -535,7 +574,10 @@ describe("lock()", () => {
     assert.deepEqual(await fsp.readdir(path.join(store.root, "locks")), []);
   });
 
-  for (const [what, content] of [["an empty lock file", ""], ["a lock file without a valid pid", "garbage"]] as const) {
+  for (const [what, content] of [
+    ["an empty lock file", ""],
+    ["a lock file without a valid pid", "garbage"],
+  ] as const) {
     test(`${what} (owner crashed between create and write) is broken once it is old`, async () => {
       const store = await openStore();
       const file = path.join(store.root, "locks", "k5.lock");
@@ -585,7 +627,10 @@ describe("lock() edge cases", () => {
       const release = await Promise.race([
         pending,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error("lock() still waiting after 3 s on a lock this process never took")), 3000);
+          timer = setTimeout(
+            () => reject(new Error("lock() still waiting after 3 s on a lock this process never took")),
+            3000,
+          );
         }),
       ]);
       await release();

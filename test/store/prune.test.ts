@@ -71,7 +71,15 @@ async function image(store: Store, tag: string, parent?: ImageRecord, sharedLaye
   const digest = await store.putBlobBytes(Buffer.from(`layer ${tag}`));
   const layer: LayerRecord = { digest, diffId: sha256Bytes(`diff ${tag}`), size: 7, mediaType: MediaType.ociLayerGzip };
   const layers = [...(parent?.layers ?? []), ...(sharedLayer ? [sharedLayer] : []), layer];
-  const rec: ImageRecord = { id: configDigest, configDigest, configSize: 10, manifestDigest, manifestSize: 10, layers, ...(parent ? { parent: parent.id } : {}) };
+  const rec: ImageRecord = {
+    id: configDigest,
+    configDigest,
+    configSize: 10,
+    manifestDigest,
+    manifestSize: 10,
+    layers,
+    ...(parent ? { parent: parent.id } : {}),
+  };
   await store.putImage(rec);
   await store.putLog(rec.id, `log of ${tag}`);
   return rec;
@@ -96,7 +104,15 @@ async function assertConsistent(store: Store): Promise<void> {
 }
 
 interface Scenario {
-  old: { a1: ImageRecord; a2: ImageRecord; a3: ImageRecord; b1: ImageRecord; b2: ImageRecord; orphan: Digest; shared: LayerRecord };
+  old: {
+    a1: ImageRecord;
+    a2: ImageRecord;
+    a3: ImageRecord;
+    b1: ImageRecord;
+    b2: ImageRecord;
+    orphan: Digest;
+    shared: LayerRecord;
+  };
   recent: { r: ImageRecord; orphan: Digest };
   cutoff: number;
 }
@@ -109,13 +125,25 @@ async function scenario(store: Store, beforeRecent?: () => Promise<void>): Promi
   const a1 = await image(store, "a1");
   const a2 = await image(store, "a2", a1);
   const sharedDigest = await store.putBlobBytes(Buffer.from("shared layer"));
-  const shared: LayerRecord = { digest: sharedDigest, diffId: sha256Bytes("diff shared"), size: 12, mediaType: MediaType.ociLayerGzip };
+  const shared: LayerRecord = {
+    digest: sharedDigest,
+    diffId: sha256Bytes("diff shared"),
+    size: 12,
+    mediaType: MediaType.ociLayerGzip,
+  };
   const a3 = await image(store, "a3", a2, shared);
   const b1 = await image(store, "b1");
   const b2 = await image(store, "b2", b1);
   const orphan = await store.putBlobBytes(Buffer.from("old orphan"));
   const oldAt = new Date(Date.now() - 3600_000).toISOString();
-  for (const [key, rec] of [["ka1", a1], ["ka2", a2], ["ka3", a3], ["kb1", b1], ["kb2", b2]] as const) await store.putIndex({ key, imageId: rec.id, createdAt: oldAt });
+  for (const [key, rec] of [
+    ["ka1", a1],
+    ["ka2", a2],
+    ["ka3", a3],
+    ["kb1", b1],
+    ["kb2", b2],
+  ] as const)
+    await store.putIndex({ key, imageId: rec.id, createdAt: oldAt });
   await store.putIndex({ key: "kdangling", imageId: `sha256:${"e".repeat(64)}` as Digest, createdAt: oldAt });
   await store.putChain({ name: "old.ts#default", builtAt: oldAt, imageIds: [a1.id, a2.id, a3.id] });
   await beforeRecent?.();
@@ -131,12 +159,19 @@ async function checkPruned(store: Store, sc: Scenario, report: PruneReport): Pro
   const { a1, a2, a3, b1, b2, orphan, shared } = sc.old;
   const { r } = sc.recent;
   const keys = (await store.listStored!("index")).map((o) => o.name).sort();
-  assert.deepEqual(keys, ["kb1", "kr"], "old entries of pruned images (and the dangling one) are gone; b1's old entry stays with b1");
+  assert.deepEqual(
+    keys,
+    ["kb1", "kr"],
+    "old entries of pruned images (and the dangling one) are gone; b1's old entry stays with b1",
+  );
   const images = (await store.listStored!("images")).map((o) => o.name).sort();
   assert.deepEqual(images, [b1.id, r.id].map(digestHex).sort(), "r and the chain it stands on stay");
   const blobs = new Set((await store.listStored!("blobs")).map((o) => o.name));
-  for (const d of [...blobsOf(b1), ...blobsOf(r), shared.digest, sc.recent.orphan]) assert.ok(blobs.has(d), `kept blob ${d}`);
-  for (const d of [...blobsOf(a1), ...blobsOf(a2), ...blobsOf(a3), ...blobsOf(b2), orphan].filter((d) => d !== shared.digest && !blobsOf(b1).includes(d))) {
+  for (const d of [...blobsOf(b1), ...blobsOf(r), shared.digest, sc.recent.orphan])
+    assert.ok(blobs.has(d), `kept blob ${d}`);
+  for (const d of [...blobsOf(a1), ...blobsOf(a2), ...blobsOf(a3), ...blobsOf(b2), orphan].filter(
+    (d) => d !== shared.digest && !blobsOf(b1).includes(d),
+  )) {
     assert.ok(!blobs.has(d), `pruned blob ${d}`);
   }
   const logs = (await store.listStored!("logs")).map((o) => o.name).sort();
@@ -175,34 +210,57 @@ describe("prune: durations", () => {
     assert.equal(parseDuration("45s"), 45_000);
     assert.equal(parseDuration("2w"), 14 * 86_400_000);
     assert.equal(parseDuration("1d12h"), 36 * 3_600_000);
-    for (const bad of ["", "30", "d", "30x", "1h 2m", "-1d"]) assert.throws(() => parseDuration(bad), /invalid duration/, bad);
+    for (const bad of ["", "30", "d", "30x", "1h 2m", "-1d"])
+      assert.throws(() => parseDuration(bad), /invalid duration/, bad);
     assert.equal(formatBytes(1536), "1.5 KiB");
   });
 });
 
-for (const [name, open] of [["LocalStore", openLocal], ["S3Store (s3rver)", openS3]] as const) {
+for (const [name, open] of [
+  ["LocalStore", openLocal],
+  ["S3Store (s3rver)", openS3],
+] as const) {
   describe(`prune: ${name}`, () => {
     test("removes what nothing recent references, keeps chains recent images stand on; a dry run removes nothing", async () => {
       const store = await open();
       const sc = await scenario(store);
-      const before = await Promise.all((["index", "images", "blobs", "logs", "chains"] as const).map(async (ns) => (await store.listStored!(ns)).length));
+      const before = await Promise.all(
+        (["index", "images", "blobs", "logs", "chains"] as const).map(
+          async (ns) => (await store.listStored!(ns)).length,
+        ),
+      );
       const dry = await pruneStore(store, { ...at(sc.cutoff), dryRun: true });
-      const afterDry = await Promise.all((["index", "images", "blobs", "logs", "chains"] as const).map(async (ns) => (await store.listStored!(ns)).length));
+      const afterDry = await Promise.all(
+        (["index", "images", "blobs", "logs", "chains"] as const).map(
+          async (ns) => (await store.listStored!(ns)).length,
+        ),
+      );
       assert.deepEqual(afterDry, before, "a dry run removes nothing");
       const lines: string[] = [];
       const report = await pruneStore(store, { ...at(sc.cutoff), log: (l) => lines.push(l) });
       assert.equal(report.skipped, 0, lines.join("\n"));
-      assert.deepEqual({ ...dry.removed, layers: 0 }, { ...report.removed, layers: 0 }, "the dry run reported what the real one removed");
+      assert.deepEqual(
+        { ...dry.removed, layers: 0 },
+        { ...report.removed, layers: 0 },
+        "the dry run reported what the real one removed",
+      );
       await checkPruned(store, sc, report);
       // Again: nothing more to do.
       const again = await pruneStore(store, at(sc.cutoff));
-      assert.equal(again.removed.index + again.removed.images + again.removed.blobs + again.removed.logs + again.removed.chains, 0);
+      assert.equal(
+        again.removed.index + again.removed.images + again.removed.blobs + again.removed.logs + again.removed.chains,
+        0,
+      );
     });
 
     test("never removes an object written after the cutoff, even one that was a candidate when listed", async () => {
       const store = await open();
       const old = await store.putBlobBytes(Buffer.from(`rewritten ${name}`));
-      await store.putIndex({ key: "krewritten", imageId: (await image(store, `x-${name}`)).id, createdAt: new Date(0).toISOString() });
+      await store.putIndex({
+        key: "krewritten",
+        imageId: (await image(store, `x-${name}`)).id,
+        createdAt: new Date(0).toISOString(),
+      });
       const cutoff = await secondBoundary();
       // Rewritten after the cutoff (a force build replacing an entry; a blob uploaded again after a local delete).
       const rec = await image(store, `y-${name}`);
@@ -244,7 +302,11 @@ const HOUR = 3600_000;
  * The scenario plus unpacked layers: a1's (`l1`, pruned) and b1's (`lb`, kept), each holding a file, adopted before a
  * fresh cutoff; after it, r2 on r (so r, b1 and lb stay). `fill(dir, which)` runs on each layer dir before adoption.
  */
-async function withLayers(store: LocalStore, fill: (dir: string, which: "l1" | "lb") => Promise<void>, beforeCutoff?: (l: { l1: string; lb: string }) => Promise<void>) {
+async function withLayers(
+  store: LocalStore,
+  fill: (dir: string, which: "l1" | "lb") => Promise<void>,
+  beforeCutoff?: (l: { l1: string; lb: string }) => Promise<void>,
+) {
   const sc = await scenario(store);
   const mk = async (rec: ImageRecord, which: "l1" | "lb") => {
     const dir = path.join(await store.tempDir("mk"), "root");
@@ -262,7 +324,10 @@ async function withLayers(store: LocalStore, fill: (dir: string, which: "l1" | "
 }
 
 /** Runs a dry prune then a real one; checks the dry run changed nothing under `root` and reported what the real one did. */
-async function dryThenReal(store: LocalStore, cutoff: number): Promise<{ dry: PruneReport; report: PruneReport; lines: string[] }> {
+async function dryThenReal(
+  store: LocalStore,
+  cutoff: number,
+): Promise<{ dry: PruneReport; report: PruneReport; lines: string[] }> {
   const before = await tree(store.root);
   const dry = await pruneStore(store, { ...at(cutoff), dryRun: true });
   assert.deepEqual(await tree(store.root), before, "a dry run removes nothing");
@@ -302,7 +367,10 @@ describe("prune: LocalStore specifics", () => {
     assert.ok(await store.getImage(sc.recent.r.id), "r is reachable from r2");
     await assertConsistent(store);
     // Nothing under tmp/ is left by the prune itself (doomed layers are moved there, then deleted).
-    assert.deepEqual((await fsp.readdir(path.join(store.root, "tmp"))).filter((f) => f.startsWith("prune-")), []);
+    assert.deepEqual(
+      (await fsp.readdir(path.join(store.root, "tmp"))).filter((f) => f.startsWith("prune-")),
+      [],
+    );
   });
 
   test("`strata cache prune` (cmdCache) on STRATA_HOME: --json report, usage errors exit 2", async () => {
@@ -315,7 +383,10 @@ describe("prune: LocalStore specifics", () => {
         const script = `import(${JSON.stringify(path.join(REPO_ROOT, "dist/src/cli/cache.js"))}).then((m) => m.cmdCache(${JSON.stringify(args)})).then((c) => process.exit(c), (e) => { console.error(e); process.exit(70); });`;
         const env: NodeJS.ProcessEnv = { ...process.env, STRATA_HOME: store.root };
         delete env.STRATA_S3_BUCKET;
-        const child = spawn(process.execPath, ["--input-type=module", "-e", script], { env, stdio: ["ignore", "pipe", "pipe"] });
+        const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+          env,
+          stdio: ["ignore", "pipe", "pipe"],
+        });
         let stdout = "";
         let stderr = "";
         child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
@@ -371,7 +442,7 @@ describe("prune: LocalStore specifics", () => {
     assert.ok(!existsSync(p.orphan), "an old pool file no layer links is removed");
     assert.ok(existsSync(p.kept), "a pool file linked from a kept layer survives");
     assert.ok(existsSync(p.both), "a pool file still linked from a kept layer survives the pruning of another");
-    assert.equal((await fsp.readFile(path.join(lb, "b"), "utf8")), `content of ${path.basename(p.kept)}`);
+    assert.equal(await fsp.readFile(path.join(lb, "b"), "utf8"), `content of ${path.basename(p.kept)}`);
     assert.ok(existsSync(p.young), "a pool file written in the last minutes stays");
     assert.ok(existsSync(p.foreign));
     assert.equal(report.removed.files, 2);
@@ -397,36 +468,50 @@ describe("prune: LocalStore specifics", () => {
     const sel = (n: number) => path.join(selects, `${digestHex(sha256Bytes(`select ${n}`))}.json`);
     const deadTmp = `.tmp-999999999-${Date.now().toString(36)}-0123abcd`; // writeFileAtomic's, of a dead process
     const files: Record<string, string> = {};
-    const { cutoff, l1, lb } = await withLayers(store, async () => undefined, async ({ l1, lb }) => {
-      await fsp.mkdir(meta, { recursive: true });
-      await fsp.mkdir(selects, { recursive: true });
-      Object.assign(files, {
-        metaPruned: path.join(meta, `${hexOf(l1)}.opaque.json`), // its layer goes in this prune: goes
-        metaKept: path.join(meta, `${hexOf(lb)}.opaque.json`), // its layer stays: stays
-        metaNoLayer: path.join(meta, `${"d".repeat(64)}.opaque.json`), // no such layer: goes
-        metaYoung: path.join(meta, `${"c".repeat(64)}.opaque.json`), // no such layer, but just written: stays
-        metaDeadTmp: path.join(meta, `${"d".repeat(64)}.opaque.json${deadTmp}`), // a dead writer's temp file: goes
-        metaLiveTmp: path.join(meta, `${"c".repeat(64)}.opaque.json.tmp-${process.pid}-x-0123abcd`), // a live one's: stays
-        s1: sel(1), // its layer dirs stay, recent: stays
-        s2: sel(2), // points into l1: goes
-        s3: sel(3), // old: goes
-        s4: sel(4), // points into a dir that does not exist: goes
-        s5: sel(5), // unreadable, recent: stays (builds ignore it and rewrite it)
-      });
-      for (const k of ["metaPruned", "metaKept", "metaNoLayer", "metaYoung", "metaDeadTmp", "metaLiveTmp"]) await fsp.writeFile(files[k]!, '["/opaque"]');
-      const record = (dirs: string[]) => JSON.stringify({ dirs, entries: [], matches: [] });
-      await fsp.writeFile(files.s1!, record([lb]));
-      await fsp.writeFile(files.s2!, record([lb, l1]));
-      await fsp.writeFile(files.s3!, record([lb]));
-      await fsp.writeFile(files.s4!, record([path.join(store.root, "layers", "b".repeat(64))]));
-      await fsp.writeFile(files.s5!, "{ not json");
-      await age(2 * HOUR, files.metaPruned!, files.metaKept!, files.metaNoLayer!, files.metaDeadTmp!, files.metaLiveTmp!, files.s3!);
-    });
+    const { cutoff, l1, lb } = await withLayers(
+      store,
+      async () => undefined,
+      async ({ l1, lb }) => {
+        await fsp.mkdir(meta, { recursive: true });
+        await fsp.mkdir(selects, { recursive: true });
+        Object.assign(files, {
+          metaPruned: path.join(meta, `${hexOf(l1)}.opaque.json`), // its layer goes in this prune: goes
+          metaKept: path.join(meta, `${hexOf(lb)}.opaque.json`), // its layer stays: stays
+          metaNoLayer: path.join(meta, `${"d".repeat(64)}.opaque.json`), // no such layer: goes
+          metaYoung: path.join(meta, `${"c".repeat(64)}.opaque.json`), // no such layer, but just written: stays
+          metaDeadTmp: path.join(meta, `${"d".repeat(64)}.opaque.json${deadTmp}`), // a dead writer's temp file: goes
+          metaLiveTmp: path.join(meta, `${"c".repeat(64)}.opaque.json.tmp-${process.pid}-x-0123abcd`), // a live one's: stays
+          s1: sel(1), // its layer dirs stay, recent: stays
+          s2: sel(2), // points into l1: goes
+          s3: sel(3), // old: goes
+          s4: sel(4), // points into a dir that does not exist: goes
+          s5: sel(5), // unreadable, recent: stays (builds ignore it and rewrite it)
+        });
+        for (const k of ["metaPruned", "metaKept", "metaNoLayer", "metaYoung", "metaDeadTmp", "metaLiveTmp"])
+          await fsp.writeFile(files[k]!, '["/opaque"]');
+        const record = (dirs: string[]) => JSON.stringify({ dirs, entries: [], matches: [] });
+        await fsp.writeFile(files.s1!, record([lb]));
+        await fsp.writeFile(files.s2!, record([lb, l1]));
+        await fsp.writeFile(files.s3!, record([lb]));
+        await fsp.writeFile(files.s4!, record([path.join(store.root, "layers", "b".repeat(64))]));
+        await fsp.writeFile(files.s5!, "{ not json");
+        await age(
+          2 * HOUR,
+          files.metaPruned!,
+          files.metaKept!,
+          files.metaNoLayer!,
+          files.metaDeadTmp!,
+          files.metaLiveTmp!,
+          files.s3!,
+        );
+      },
+    );
 
     const { report, lines } = await dryThenReal(store, cutoff);
     assert.ok(!existsSync(l1) && existsSync(lb));
     const left = (k: string) => existsSync(files[k]!);
-    for (const k of ["metaPruned", "metaNoLayer", "metaDeadTmp", "s2", "s3", "s4"]) assert.ok(!left(k), `${k} is removed`);
+    for (const k of ["metaPruned", "metaNoLayer", "metaDeadTmp", "s2", "s3", "s4"])
+      assert.ok(!left(k), `${k} is removed`);
     for (const k of ["metaKept", "metaYoung", "metaLiveTmp", "s1", "s5"]) assert.ok(left(k), `${k} stays`);
     assert.equal(report.removed.layerMeta, 3);
     assert.equal(report.removed.layerMetaBytes, 3 * '["/opaque"]'.length);
@@ -441,14 +526,19 @@ describe("prune: LocalStore specifics", () => {
     const store = await openLocal();
     const dir = path.join(store.root, "link-layers");
     const rec = (n: string) => path.join(dir, `${n.repeat(32)}.json`);
-    const { cutoff } = await withLayers(store, async () => undefined, async () => {
-      await fsp.mkdir(dir, { recursive: true });
-      for (const n of ["a", "b", "c"]) await fsp.writeFile(rec(n), JSON.stringify({ digest: "sha256:" + "0".repeat(64) }));
-      await age(2 * HOUR, rec("a"), rec("b"));
-      // "b" was reused since: a reuse sets the record's mtime.
-      const now = new Date();
-      await fsp.utimes(rec("b"), now, now);
-    });
+    const { cutoff } = await withLayers(
+      store,
+      async () => undefined,
+      async () => {
+        await fsp.mkdir(dir, { recursive: true });
+        for (const n of ["a", "b", "c"])
+          await fsp.writeFile(rec(n), JSON.stringify({ digest: "sha256:" + "0".repeat(64) }));
+        await age(2 * HOUR, rec("a"), rec("b"));
+        // "b" was reused since: a reuse sets the record's mtime.
+        const now = new Date();
+        await fsp.utimes(rec("b"), now, now);
+      },
+    );
     const { report, lines } = await dryThenReal(store, cutoff);
     assert.ok(!existsSync(rec("a")), "an old record goes");
     assert.ok(existsSync(rec("b")) && existsSync(rec("c")), "reused and recent records stay");
@@ -475,11 +565,16 @@ describe("prune: LocalStore specifics", () => {
       return home;
     };
     /** Backdates everything in a tree, contents before their directories. */
-    const ageTree = async (home: string, ms: number) => age(ms, ...[...(await tree(home))].reverse().map((rel) => path.join(home, rel)), home);
+    const ageTree = async (home: string, ms: number) =>
+      age(ms, ...[...(await tree(home))].reverse().map((rel) => path.join(home, rel)), home);
     const old = await mkTree("old"); // nothing written for 2h: goes whole
     await ageTree(old, 2 * HOUR);
     const recent = await mkTree("recent", ["999999999-0a0a0a0a0a0a"]); // written now: stays; its dead build's temp dir goes
-    await age(2 * HOUR, path.join(recent, "tmp", "999999999-0a0a0a0a0a0a", "0"), path.join(recent, "tmp", "999999999-0a0a0a0a0a0a"));
+    await age(
+      2 * HOUR,
+      path.join(recent, "tmp", "999999999-0a0a0a0a0a0a", "0"),
+      path.join(recent, "tmp", "999999999-0a0a0a0a0a0a"),
+    );
     const fetching = await mkTree("fetching", [`${process.pid}-0b0b0b0b0b0b`]); // old, but a live process is fetching into it
     await ageTree(fetching, 2 * HOUR);
     const crashed = await mkTree("crashed", ["999999999-0c0c0c0c0c0c"]); // old, a dead pid's temp dir, but less than an hour old
@@ -491,10 +586,23 @@ describe("prune: LocalStore specifics", () => {
 
     const { report, lines } = await dryThenReal(store, cutoff);
     assert.ok(!existsSync(old), "a tree nothing was written into since the cutoff is removed");
-    assert.ok(existsSync(path.join(recent, "rootfs", "etc", "f")) && existsSync(path.join(recent, "done")), "a recent tree stays");
-    assert.deepEqual(await fsp.readdir(path.join(recent, "tmp")), [], "a dead build's temp dir older than an hour is removed");
-    assert.ok(existsSync(path.join(fetching, "tmp", `${process.pid}-0b0b0b0b0b0b`, "0")), "a tree a live process is fetching into stays whole");
-    assert.ok(existsSync(path.join(crashed, "tmp", "999999999-0c0c0c0c0c0c")), "a young temp dir keeps its tree, even of a pid we cannot see");
+    assert.ok(
+      existsSync(path.join(recent, "rootfs", "etc", "f")) && existsSync(path.join(recent, "done")),
+      "a recent tree stays",
+    );
+    assert.deepEqual(
+      await fsp.readdir(path.join(recent, "tmp")),
+      [],
+      "a dead build's temp dir older than an hour is removed",
+    );
+    assert.ok(
+      existsSync(path.join(fetching, "tmp", `${process.pid}-0b0b0b0b0b0b`, "0")),
+      "a tree a live process is fetching into stays whole",
+    );
+    assert.ok(
+      existsSync(path.join(crashed, "tmp", "999999999-0c0c0c0c0c0c")),
+      "a young temp dir keeps its tree, even of a pid we cannot see",
+    );
     assert.ok(existsSync(path.join(lazy, "notes.txt")));
     assert.equal(report.removed.lazy, 1);
     assert.equal(report.removed.lazyTmp, 1);
@@ -502,7 +610,11 @@ describe("prune: LocalStore specifics", () => {
     assert.equal(report.kept.lazy, 3);
     assert.equal(report.kept.lazyTmp, 2);
     assert.match(lines.at(-1)!, /, 1 lazy image trees and 1 leftover temp dirs in others \(19 B\)/);
-    assert.deepEqual((await fsp.readdir(path.join(store.root, "tmp"))).filter((f) => f.startsWith("prune-")), [], "the doomed tree is deleted, not just moved");
+    assert.deepEqual(
+      (await fsp.readdir(path.join(store.root, "tmp"))).filter((f) => f.startsWith("prune-")),
+      [],
+      "the doomed tree is deleted, not just moved",
+    );
   });
 
   test("with a real COPY (UpperTarget) and its sidecars: what only a pruned layer used goes, what a kept one links stays", async () => {
@@ -511,9 +623,21 @@ describe("prune: LocalStore specifics", () => {
     const entry = async (name: string, content: string): Promise<ContextEntry> => {
       const absPath = path.join(src, name);
       await fsp.writeFile(absPath, content);
-      return { relPath: name, type: "file", mode: 0o644, uid: 0, gid: 0, size: content.length, sha256: sha256Bytes(content), absPath };
+      return {
+        relPath: name,
+        type: "file",
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: content.length,
+        sha256: sha256Bytes(content),
+        absPath,
+      };
     };
-    const own = { l1: await entry("only-a1", "copied only into a1's layer"), lb: await entry("only-b1", "copied only into b1's layer") };
+    const own = {
+      l1: await entry("only-a1", "copied only into a1's layer"),
+      lb: await entry("only-b1", "copied only into b1's layer"),
+    };
     const shared = await entry("shared", "copied into both");
     const pool = path.join(store.root, "files");
     const meta = path.join(store.root, "layer-meta");
@@ -528,7 +652,11 @@ describe("prune: LocalStore specifics", () => {
       },
       async ({ l1, lb }) => {
         for (const l of [l1, lb]) assert.deepEqual([...(await opaqueDirsOf(l, meta))], []);
-        await age(2 * HOUR, ...(await fsp.readdir(pool)).map((f) => path.join(pool, f)), ...(await fsp.readdir(meta)).map((f) => path.join(meta, f)));
+        await age(
+          2 * HOUR,
+          ...(await fsp.readdir(pool)).map((f) => path.join(pool, f)),
+          ...(await fsp.readdir(meta)).map((f) => path.join(meta, f)),
+        );
       },
     );
     const pooled = (e: ContextEntry) => path.join(pool, `${e.sha256.slice(7)}-644`);

@@ -76,7 +76,9 @@ describe("object layout", () => {
     await store.putIndex({ key, imageId: rec.id, createdAt: "2026-01-01T00:00:00Z" });
     await store.putChain({ name: "examples/hello.ts#default", builtAt: "t", imageIds: [rec.id] });
     await store.putLog(rec.id, "log");
-    const blobs = [rec.configDigest, rec.manifestDigest, rec.layers[0]!.digest].map((d) => `layout/one/blobs/sha256/${digestHex(d)}`);
+    const blobs = [rec.configDigest, rec.manifestDigest, rec.layers[0]!.digest].map(
+      (d) => `layout/one/blobs/sha256/${digestHex(d)}`,
+    );
     assert.deepEqual(
       await bucketKeys("layout/one/"),
       [
@@ -98,9 +100,17 @@ describe("object layout", () => {
 describe("a second store with an empty local cache", () => {
   test("sees every record the first wrote, fetches blobs into its cache, and unpacks layers from fetched blobs", async () => {
     const first = await openStore("shared/");
-    const { tar, gz } = await makeLayer(await first.tempDir("scratch"), { "etc/motd": "from S3\n", "bin/tool": "#!/bin/sh\n" });
+    const { tar, gz } = await makeLayer(await first.tempDir("scratch"), {
+      "etc/motd": "from S3\n",
+      "bin/tool": "#!/bin/sh\n",
+    });
     const layerDigest = await first.putBlobBytes(gz);
-    const layer: LayerRecord = { digest: layerDigest, diffId: sha256Bytes(tar), size: gz.length, mediaType: MediaType.ociLayerGzip };
+    const layer: LayerRecord = {
+      digest: layerDigest,
+      diffId: sha256Bytes(tar),
+      size: gz.length,
+      mediaType: MediaType.ociLayerGzip,
+    };
     const configDigest = await first.putBlobBytes(Buffer.from('{"config":{}}'));
     const manifestDigest = await first.putBlobBytes(Buffer.from('{"manifest":1}'));
     const rec = { id: configDigest, configDigest, configSize: 13, manifestDigest, manifestSize: 14, layers: [layer] };
@@ -140,7 +150,11 @@ describe("a second store with an empty local cache", () => {
     const data = randomBytes(300 * 1024);
     const d = await first.putBlobBytes(data);
     const second = await openStore("shared-2/");
-    const results = await Promise.all([second.readBlob(d), second.readBlob(d), second.blobPath(d).then((p) => fsp.readFile(p))]);
+    const results = await Promise.all([
+      second.readBlob(d),
+      second.readBlob(d),
+      second.blobPath(d).then((p) => fsp.readFile(p)),
+    ]);
     for (const r of results) assert.ok(r.equals(data));
     assert.equal(second.stats.blobsFetched, 1);
     const chunks: Buffer[] = [];
@@ -151,16 +165,28 @@ describe("a second store with an empty local cache", () => {
   test("a blob corrupted in S3 is refused on fetch (DigestMismatchError) and not cached", async () => {
     const first = await openStore("corrupt-blob/");
     const d = await first.putBlobBytes(Buffer.from("good bytes"));
-    await admin.send(new PutObjectCommand({ Bucket: s3.bucket, Key: `corrupt-blob/blobs/sha256/${digestHex(d)}`, Body: "evil bytes" }));
+    await admin.send(
+      new PutObjectCommand({ Bucket: s3.bucket, Key: `corrupt-blob/blobs/sha256/${digestHex(d)}`, Body: "evil bytes" }),
+    );
     const second = await openStore("corrupt-blob/");
-    await assert.rejects(second.readBlob(d), (e: unknown) => e instanceof DigestMismatchError && e.message.includes(`s3://${s3.bucket}/corrupt-blob/blobs/sha256/`));
+    await assert.rejects(
+      second.readBlob(d),
+      (e: unknown) =>
+        e instanceof DigestMismatchError && e.message.includes(`s3://${s3.bucket}/corrupt-blob/blobs/sha256/`),
+    );
     assert.ok(!existsSync(second.cache.blobFile(d)));
   });
 
   test("a corrupt record is a StoreError naming its S3 key", async () => {
     const store = await openStore("corrupt-record/");
     const id = sha256Bytes("corrupt");
-    await admin.send(new PutObjectCommand({ Bucket: s3.bucket, Key: `corrupt-record/images/${digestHex(id)}.json`, Body: "{not json" }));
+    await admin.send(
+      new PutObjectCommand({
+        Bucket: s3.bucket,
+        Key: `corrupt-record/images/${digestHex(id)}.json`,
+        Body: "{not json",
+      }),
+    );
     await assert.rejects(store.getImage(id), (e: unknown) => {
       assert.ok(e instanceof StoreError);
       assert.ok(e.message.includes(`s3://${s3.bucket}/corrupt-record/images/${digestHex(id)}.json`), e.message);
@@ -245,9 +271,17 @@ describe("uploads", () => {
   test("putImage checks S3 itself, not the local cache", async () => {
     const store = await openStore("putimage-head/");
     const rec = await storedImage(store, "headcheck");
-    await admin.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key: `putimage-head/blobs/sha256/${digestHex(rec.manifestDigest)}` }));
+    await admin.send(
+      new DeleteObjectCommand({
+        Bucket: s3.bucket,
+        Key: `putimage-head/blobs/sha256/${digestHex(rec.manifestDigest)}`,
+      }),
+    );
     assert.ok(existsSync(store.cache.blobFile(rec.manifestDigest)), "the local cache still has a copy");
-    await assert.rejects(store.putImage(rec), (e: unknown) => e instanceof StoreError && e.message.includes(`blob ${rec.manifestDigest} is missing`));
+    await assert.rejects(
+      store.putImage(rec),
+      (e: unknown) => e instanceof StoreError && e.message.includes(`blob ${rec.manifestDigest} is missing`),
+    );
     assert.equal(await store.getImage(rec.id), undefined);
   });
 });
@@ -260,7 +294,10 @@ describe("local cache eviction", () => {
     for (let i = 0; i < 6; i++) {
       const data = randomBytes(MiB);
       blobs.push({ d: await store.putBlobBytes(data), data });
-      assert.ok((await store.cache.usedBytes()) <= bound, `after blob ${i}: ${await store.cache.usedBytes()} > ${bound}`);
+      assert.ok(
+        (await store.cache.usedBytes()) <= bound,
+        `after blob ${i}: ${await store.cache.usedBytes()} > ${bound}`,
+      );
     }
     assert.ok(store.cache.evictions >= 3, `evictions: ${store.cache.evictions}`);
     assert.ok(!existsSync(store.cache.blobFile(blobs[0]!.d)), "the least recently used blob went first");
@@ -296,8 +333,15 @@ describe("local cache eviction", () => {
 
   test("pinned entries and layer dirs a live build links to survive; unpinned ones go and are unpacked again", async () => {
     const store = await openStore("evict-layers/", { maxLocalBytes: 2 * MiB + 1024, evictGraceMs: 0 });
-    const { tar, gz } = await makeLayer(await store.tempDir("scratch"), { "big.bin": randomBytes(MiB).toString("base64").slice(0, MiB) });
-    const layer: LayerRecord = { digest: await store.putBlobBytes(gz), diffId: sha256Bytes(tar), size: gz.length, mediaType: MediaType.ociLayerGzip };
+    const { tar, gz } = await makeLayer(await store.tempDir("scratch"), {
+      "big.bin": randomBytes(MiB).toString("base64").slice(0, MiB),
+    });
+    const layer: LayerRecord = {
+      digest: await store.putBlobBytes(gz),
+      diffId: sha256Bytes(tar),
+      size: gz.length,
+      mediaType: MediaType.ociLayerGzip,
+    };
     const dir = await store.layerDir(layer);
 
     const unpin = store.pin([layer]);
@@ -317,7 +361,10 @@ describe("local cache eviction", () => {
     for (let i = 0; i < 2; i++) await store.putBlobBytes(randomBytes(MiB));
     assert.ok(!existsSync(dir), "an unused layer dir is evicted");
     assert.ok(!existsSync(store.cache.blobFile(layer.digest)));
-    assert.deepEqual((await fsp.readdir(path.join(store.root, "tmp"))).filter((f) => f.startsWith("evict-")), []);
+    assert.deepEqual(
+      (await fsp.readdir(path.join(store.root, "tmp"))).filter((f) => f.startsWith("evict-")),
+      [],
+    );
 
     const again = await store.layerDir(layer);
     assert.equal(again, dir);
@@ -352,11 +399,21 @@ describe("failures", () => {
       assert.ok(e.cause !== undefined);
       return true;
     };
-    await assert.rejects(store.hasBlob(d), (e: unknown) => check("hasBlob")(e) && (e as Error).message.includes(`blobs/sha256/${digestHex(d)}`));
+    await assert.rejects(
+      store.hasBlob(d),
+      (e: unknown) => check("hasBlob")(e) && (e as Error).message.includes(`blobs/sha256/${digestHex(d)}`),
+    );
     await assert.rejects(store.putBlobBytes(Buffer.from("x")), check("putBlobBytes"));
     await assert.rejects(store.readBlob(d), check("readBlob"));
-    await assert.rejects(store.getIndex("0123456789abcdef0123456789abcdef"), (e: unknown) => check("getIndex")(e) && (e as Error).message.includes("index/0123456789abcdef0123456789abcdef.json"));
-    await assert.rejects(store.putImage({ id: d, configDigest: d, configSize: 0, manifestDigest: d, manifestSize: 0, layers: [] }), check("putImage"));
+    await assert.rejects(
+      store.getIndex("0123456789abcdef0123456789abcdef"),
+      (e: unknown) =>
+        check("getIndex")(e) && (e as Error).message.includes("index/0123456789abcdef0123456789abcdef.json"),
+    );
+    await assert.rejects(
+      store.putImage({ id: d, configDigest: d, configSize: 0, manifestDigest: d, manifestSize: 0, layers: [] }),
+      check("putImage"),
+    );
     await assert.rejects(store.listImages(), check("listImages"));
     await assert.rejects(store.check(), check("check"));
     assert.ok(Date.now() - t0 < 15_000, `took ${Date.now() - t0} ms`);
@@ -364,7 +421,10 @@ describe("failures", () => {
 
   test("a missing bucket is a StoreError saying so", async () => {
     const store = await openStore("", { bucket: "no-such-bucket" });
-    await assert.rejects(store.putLog(sha256Bytes("x"), "log"), (e: unknown) => e instanceof StoreError && /bucket "no-such-bucket" does not exist/.test(e.message));
+    await assert.rejects(
+      store.putLog(sha256Bytes("x"), "log"),
+      (e: unknown) => e instanceof StoreError && /bucket "no-such-bucket" does not exist/.test(e.message),
+    );
     await assert.rejects(store.check(), StoreError);
   });
 
@@ -373,7 +433,13 @@ describe("failures", () => {
     const faults = ["500", "503-slowdown", "reset"] as const;
     const proxy = await startFaultProxy(s3.endpoint, (i) => (i % 2 === 0 ? faults[(i / 2) % 3]! : "pass"));
     try {
-      const opts = { endpoint: proxy.endpoint, maxAttempts: 6, retryBaseDelayMs: 5, multipartThreshold: 5 * MiB, partSize: 5 * MiB };
+      const opts = {
+        endpoint: proxy.endpoint,
+        maxAttempts: 6,
+        retryBaseDelayMs: 5,
+        multipartThreshold: 5 * MiB,
+        partSize: 5 * MiB,
+      };
       const store = await openStore("flaky/", opts);
       const rec = await storedImage(store, "flaky");
       const big = randomBytes(11 * MiB);
@@ -385,7 +451,10 @@ describe("failures", () => {
       assert.equal((await other.getIndex("00112233445566778899aabbccddeeff"))?.imageId, rec.id);
       assert.ok((await other.readBlob(bigDigest)).equals(big));
       assert.equal((await other.readBlob(rec.configDigest)).toString(), '{"config":"flaky"}');
-      assert.ok(proxy.counts["500"] > 0 && proxy.counts["503-slowdown"] > 0 && proxy.counts.reset > 0, JSON.stringify(proxy.counts));
+      assert.ok(
+        proxy.counts["500"] > 0 && proxy.counts["503-slowdown"] > 0 && proxy.counts.reset > 0,
+        JSON.stringify(proxy.counts),
+      );
     } finally {
       await proxy.stop();
     }
@@ -397,7 +466,10 @@ describe("failures", () => {
       const store = await openStore("always-500/", { endpoint: proxy.endpoint, maxAttempts: 4, retryBaseDelayMs: 5 });
       await assert.rejects(store.putChain({ name: "c", builtAt: "t", imageIds: [] }), (e: unknown) => {
         assert.ok(e instanceof StoreError);
-        assert.match(e.message, /^S3 PUT s3:\/\/strata-test\/always-500\/chains\/[0-9a-f]{64}\.json failed after 4 attempts: InternalError \(HTTP 500\)/);
+        assert.match(
+          e.message,
+          /^S3 PUT s3:\/\/strata-test\/always-500\/chains\/[0-9a-f]{64}\.json failed after 4 attempts: InternalError \(HTTP 500\)/,
+        );
         return true;
       });
       assert.equal(proxy.counts["500"], 4);
@@ -439,13 +511,20 @@ describe("configuration", () => {
   });
 
   test("fromEnv without STRATA_S3_BUCKET is a StoreError naming the variable", async () => {
-    await assert.rejects(S3Store.fromEnv({}), (e: unknown) => e instanceof StoreError && e.message.includes("STRATA_S3_BUCKET"));
+    await assert.rejects(
+      S3Store.fromEnv({}),
+      (e: unknown) => e instanceof StoreError && e.message.includes("STRATA_S3_BUCKET"),
+    );
   });
 
   test("openStoreFromEnv picks the S3 store when STRATA_S3_BUCKET is set", async () => {
     assert.equal(s3Configured({}), false);
     assert.equal(s3Configured({ STRATA_S3_BUCKET: "b" }), true);
-    const store = await openStoreFromEnv({ STRATA_S3_BUCKET: s3.bucket, STRATA_S3_ENDPOINT: s3.endpoint, STRATA_S3_CACHE_DIR: path.join(work, "pick") });
+    const store = await openStoreFromEnv({
+      STRATA_S3_BUCKET: s3.bucket,
+      STRATA_S3_ENDPOINT: s3.endpoint,
+      STRATA_S3_CACHE_DIR: path.join(work, "pick"),
+    });
     assert.ok(store instanceof S3Store);
     store.close();
   });
@@ -465,7 +544,10 @@ describe("configuration", () => {
     assert.equal(isS3Retryable({ name: "InternalError", $metadata: { httpStatusCode: 500 } }), true);
     assert.equal(isS3Retryable({ name: "SlowDown", $metadata: { httpStatusCode: 503 } }), true);
     assert.equal(isS3Retryable(Object.assign(new Error("x"), { code: "ECONNRESET" })), true);
-    assert.equal(isS3Retryable(new AggregateError([Object.assign(new Error("x"), { code: "ECONNREFUSED" })])), true);
+    assert.equal(
+      isS3Retryable(new AggregateError([Object.assign(new Error("x"), { code: "ECONNREFUSED" })], "connect failed")),
+      true,
+    );
     assert.equal(isS3Retryable({ name: "AccessDenied", $metadata: { httpStatusCode: 403 } }), false);
     assert.equal(isS3Retryable(new NotFoundError("x")), false);
   });

@@ -109,12 +109,26 @@ function parseAuthorization(header: string): ParsedAuthorization | undefined {
     if (eq > 0) fields[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
   }
   const cred = fields["Credential"]?.split("/");
-  if (!cred || cred.length !== 5 || cred[4] !== "aws4_request" || !fields["SignedHeaders"] || !fields["Signature"]) return undefined;
-  return { accessKeyId: cred[0]!, date: cred[1]!, region: cred[2]!, service: cred[3]!, signedHeaders: fields["SignedHeaders"].split(";"), signature: fields["Signature"] };
+  if (cred?.length !== 5 || cred[4] !== "aws4_request" || !fields["SignedHeaders"] || !fields["Signature"])
+    return undefined;
+  return {
+    accessKeyId: cred[0]!,
+    date: cred[1]!,
+    region: cred[2]!,
+    service: cred[3]!,
+    signedHeaders: fields["SignedHeaders"].split(";"),
+    signature: fields["Signature"],
+  };
 }
 
 /** The SigV4 canonical request for what arrived on the wire (non-S3 rules: the path is URI-encoded once more). */
-export function canonicalRequest(method: string, rawUrl: string, headers: http.IncomingHttpHeaders, signedHeaders: readonly string[], payloadHash: string): string {
+export function canonicalRequest(
+  method: string,
+  rawUrl: string,
+  headers: http.IncomingHttpHeaders,
+  signedHeaders: readonly string[],
+  payloadHash: string,
+): string {
   const q = rawUrl.indexOf("?");
   const rawPath = q >= 0 ? rawUrl.slice(0, q) : rawUrl;
   const rawQuery = q >= 0 ? rawUrl.slice(q + 1) : "";
@@ -140,42 +154,111 @@ export function canonicalRequest(method: string, rawUrl: string, headers: http.I
   return [method, canonicalUri, canonicalQuery, canonicalHeaders, signedHeaders.join(";"), payloadHash].join("\n");
 }
 
-type Verdict = { ok: true; accessKeyId: string; key: AwsKey } | { ok: false; status: number; code: string; message: string; accessKeyId?: string };
+type Verdict =
+  | { ok: true; accessKeyId: string; key: AwsKey }
+  | { ok: false; status: number; code: string; message: string; accessKeyId?: string };
 
 /** Verifies a request's SigV4 signature for `service` in `region`. */
-function verifySigV4(req: http.IncomingMessage, body: Buffer, keys: Record<string, AwsKey>, region: string, service: string): Verdict {
+function verifySigV4(
+  req: http.IncomingMessage,
+  body: Buffer,
+  keys: Record<string, AwsKey>,
+  region: string,
+  service: string,
+): Verdict {
   const header = req.headers.authorization;
-  if (!header) return { ok: false, status: 403, code: "MissingAuthenticationTokenException", message: "Missing Authentication Token" };
+  if (!header)
+    return {
+      ok: false,
+      status: 403,
+      code: "MissingAuthenticationTokenException",
+      message: "Missing Authentication Token",
+    };
   const auth = parseAuthorization(header);
-  if (!auth) return { ok: false, status: 403, code: "IncompleteSignatureException", message: "Authorization header requires Credential, SignedHeaders and Signature parameters" };
+  if (!auth)
+    return {
+      ok: false,
+      status: 403,
+      code: "IncompleteSignatureException",
+      message: "Authorization header requires Credential, SignedHeaders and Signature parameters",
+    };
   const key = Object.hasOwn(keys, auth.accessKeyId) ? keys[auth.accessKeyId] : undefined;
-  if (!key) return { ok: false, status: 403, code: "UnrecognizedClientException", message: "The security token included in the request is invalid.", accessKeyId: auth.accessKeyId };
-  const fail = (status: number, code: string, message: string): Verdict => ({ ok: false, status, code, message, accessKeyId: auth.accessKeyId });
-  if (auth.region !== region || auth.service !== service) return fail(403, "InvalidSignatureException", `Credential should be scoped to a valid region and service: expected ${region}/${service}, got ${auth.region}/${auth.service}.`);
+  if (!key)
+    return {
+      ok: false,
+      status: 403,
+      code: "UnrecognizedClientException",
+      message: "The security token included in the request is invalid.",
+      accessKeyId: auth.accessKeyId,
+    };
+  const fail = (status: number, code: string, message: string): Verdict => ({
+    ok: false,
+    status,
+    code,
+    message,
+    accessKeyId: auth.accessKeyId,
+  });
+  if (auth.region !== region || auth.service !== service)
+    return fail(
+      403,
+      "InvalidSignatureException",
+      `Credential should be scoped to a valid region and service: expected ${region}/${service}, got ${auth.region}/${auth.service}.`,
+    );
   const signed = new Set(auth.signedHeaders);
-  if (!signed.has("host")) return fail(403, "InvalidSignatureException", "'Host' must be a 'SignedHeader' in the AWS Authorization.");
+  if (!signed.has("host"))
+    return fail(403, "InvalidSignatureException", "'Host' must be a 'SignedHeader' in the AWS Authorization.");
   const amzDate = req.headers["x-amz-date"];
-  if (typeof amzDate !== "string" || !signed.has("x-amz-date") || !/^\d{8}T\d{6}Z$/.test(amzDate)) return fail(403, "IncompleteSignatureException", "Authorization header requires existence of a valid, signed 'X-Amz-Date' header.");
-  if (amzDate.slice(0, 8) !== auth.date) return fail(403, "InvalidSignatureException", "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.");
-  const t = Date.parse(`${amzDate.slice(0, 4)}-${amzDate.slice(4, 6)}-${amzDate.slice(6, 8)}T${amzDate.slice(9, 11)}:${amzDate.slice(11, 13)}:${amzDate.slice(13, 15)}Z`);
-  if (!Number.isFinite(t) || Math.abs(Date.now() - t) > MAX_SKEW_MS) return fail(403, "InvalidSignatureException", "Signature expired: the request time is more than 15 minutes from the server's time.");
+  if (typeof amzDate !== "string" || !signed.has("x-amz-date") || !/^\d{8}T\d{6}Z$/.test(amzDate))
+    return fail(
+      403,
+      "IncompleteSignatureException",
+      "Authorization header requires existence of a valid, signed 'X-Amz-Date' header.",
+    );
+  if (amzDate.slice(0, 8) !== auth.date)
+    return fail(
+      403,
+      "InvalidSignatureException",
+      "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.",
+    );
+  const t = Date.parse(
+    `${amzDate.slice(0, 4)}-${amzDate.slice(4, 6)}-${amzDate.slice(6, 8)}T${amzDate.slice(9, 11)}:${amzDate.slice(11, 13)}:${amzDate.slice(13, 15)}Z`,
+  );
+  if (!Number.isFinite(t) || Math.abs(Date.now() - t) > MAX_SKEW_MS)
+    return fail(
+      403,
+      "InvalidSignatureException",
+      "Signature expired: the request time is more than 15 minutes from the server's time.",
+    );
   const payloadHash = sha256Hex(body);
   const claimed = req.headers["x-amz-content-sha256"];
-  if (typeof claimed === "string" && claimed !== "UNSIGNED-PAYLOAD" && claimed !== payloadHash) return fail(400, "XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does not match what was computed.");
+  if (typeof claimed === "string" && claimed !== "UNSIGNED-PAYLOAD" && claimed !== payloadHash)
+    return fail(
+      400,
+      "XAmzContentSHA256Mismatch",
+      "The provided 'x-amz-content-sha256' header does not match what was computed.",
+    );
   const canonical = canonicalRequest(req.method ?? "GET", req.url ?? "/", req.headers, auth.signedHeaders, payloadHash);
   const scope = `${auth.date}/${auth.region}/${auth.service}/aws4_request`;
   const stringToSign = ["AWS4-HMAC-SHA256", amzDate, scope, sha256Hex(canonical)].join("\n");
-  const expected = createHmac("sha256", signingKey(key.secretAccessKey, auth.date, auth.region, auth.service)).update(stringToSign, "utf8").digest();
+  const expected = createHmac("sha256", signingKey(key.secretAccessKey, auth.date, auth.region, auth.service))
+    .update(stringToSign, "utf8")
+    .digest();
   const given = /^[0-9a-f]{64}$/.test(auth.signature) ? Buffer.from(auth.signature, "hex") : Buffer.alloc(0);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-    return fail(403, "InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.");
+    return fail(
+      403,
+      "InvalidSignatureException",
+      "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+    );
   }
   // Only now, with a verified signature, look at the session.
   if (key.sessionToken !== undefined) {
     const token = req.headers["x-amz-security-token"];
-    if (typeof token !== "string" || !signed.has("x-amz-security-token") || token !== key.sessionToken) return fail(403, "UnrecognizedClientException", "The security token included in the request is invalid.");
+    if (typeof token !== "string" || !signed.has("x-amz-security-token") || token !== key.sessionToken)
+      return fail(403, "UnrecognizedClientException", "The security token included in the request is invalid.");
   }
-  if (key.expiresAt !== undefined && Date.now() >= key.expiresAt) return fail(403, "ExpiredTokenException", "The security token included in the request is expired");
+  if (key.expiresAt !== undefined && Date.now() >= key.expiresAt)
+    return fail(403, "ExpiredTokenException", "The security token included in the request is expired");
   return { ok: true, accessKeyId: auth.accessKeyId, key };
 }
 
@@ -197,12 +280,22 @@ export async function startAwsStandin(opts: AwsStandinOptions = {}): Promise<Aws
 
   const jsonReply = (res: http.ServerResponse, status: number, body: unknown, errorType?: string): void => {
     const text = JSON.stringify(body);
-    const headers: Record<string, string | number> = { "content-type": "application/x-amz-json-1.1", "content-length": Buffer.byteLength(text), "x-amzn-requestid": randomUUID() };
+    const headers: Record<string, string | number> = {
+      "content-type": "application/x-amz-json-1.1",
+      "content-length": Buffer.byteLength(text),
+      "x-amzn-requestid": randomUUID(),
+    };
     if (errorType) headers["x-amzn-errortype"] = errorType;
     res.writeHead(status, headers).end(text);
   };
   const xmlReply = (res: http.ServerResponse, status: number, text: string): void => {
-    res.writeHead(status, { "content-type": "text/xml", "content-length": Buffer.byteLength(text), "x-amzn-requestid": randomUUID() }).end(text);
+    res
+      .writeHead(status, {
+        "content-type": "text/xml",
+        "content-length": Buffer.byteLength(text),
+        "x-amzn-requestid": randomUUID(),
+      })
+      .end(text);
   };
   const stsError = (res: http.ServerResponse, status: number, code: string, message: string): void => {
     xmlReply(
@@ -216,18 +309,37 @@ export async function startAwsStandin(opts: AwsStandinOptions = {}): Promise<Aws
     const action = target.slice(ECR_TARGET_PREFIX.length);
     const verdict = verifySigV4(req, body, state.keys, state.region, "ecr");
     if (!verdict.ok) {
-      requests.push({ service: "ecr", action, accessKeyId: verdict.accessKeyId, status: verdict.status, error: verdict.code });
+      requests.push({
+        service: "ecr",
+        action,
+        accessKeyId: verdict.accessKeyId,
+        status: verdict.status,
+        error: verdict.code,
+      });
       jsonReply(res, verdict.status, { __type: verdict.code, message: verdict.message }, verdict.code);
       return;
     }
     if (action !== "GetAuthorizationToken") {
-      requests.push({ service: "ecr", action, accessKeyId: verdict.accessKeyId, status: 400, error: "UnknownOperationException" });
+      requests.push({
+        service: "ecr",
+        action,
+        accessKeyId: verdict.accessKeyId,
+        status: 400,
+        error: "UnknownOperationException",
+      });
       jsonReply(res, 400, { __type: "UnknownOperationException" }, "UnknownOperationException");
       return;
     }
     if (verdict.key.denied) {
-      requests.push({ service: "ecr", action, accessKeyId: verdict.accessKeyId, status: 400, error: "AccessDeniedException" });
-      const message = "User: arn:aws:iam::123456789012:user/strata-test is not authorized to perform: ecr:GetAuthorizationToken on resource: * because no identity-based policy allows the ecr:GetAuthorizationToken action";
+      requests.push({
+        service: "ecr",
+        action,
+        accessKeyId: verdict.accessKeyId,
+        status: 400,
+        error: "AccessDeniedException",
+      });
+      const message =
+        "User: arn:aws:iam::123456789012:user/strata-test is not authorized to perform: ecr:GetAuthorizationToken on resource: * because no identity-based policy allows the ecr:GetAuthorizationToken action";
       jsonReply(res, 400, { __type: "AccessDeniedException", message }, "AccessDeniedException");
       return;
     }
@@ -245,10 +357,22 @@ export async function startAwsStandin(opts: AwsStandinOptions = {}): Promise<Aws
     });
   };
 
-  const handleSts = (req: http.IncomingMessage, res: http.ServerResponse, params: URLSearchParams, body: Buffer): void => {
+  const handleSts = (
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    params: URLSearchParams,
+    body: Buffer,
+  ): void => {
     const action = params.get("Action") ?? "";
     const record = (status: number, error?: string): void => {
-      requests.push({ service: "sts", action, accessKeyId: undefined, status, ...(error ? { error } : {}), ...(params.get("RoleSessionName") ? { roleSessionName: params.get("RoleSessionName")! } : {}) });
+      requests.push({
+        service: "sts",
+        action,
+        accessKeyId: undefined,
+        status,
+        ...(error ? { error } : {}),
+        ...(params.get("RoleSessionName") ? { roleSessionName: params.get("RoleSessionName")! } : {}),
+      });
     };
     if (req.headers.authorization !== undefined) {
       // AssumeRoleWithWebIdentity is unsigned; a signed request must still verify.
@@ -261,7 +385,12 @@ export async function startAwsStandin(opts: AwsStandinOptions = {}): Promise<Aws
     }
     if (action !== "AssumeRoleWithWebIdentity") {
       record(400, "InvalidAction");
-      stsError(res, 400, "InvalidAction", `Could not find operation ${action} for version ${params.get("Version") ?? ""}`);
+      stsError(
+        res,
+        400,
+        "InvalidAction",
+        `Could not find operation ${action} for version ${params.get("Version") ?? ""}`,
+      );
       return;
     }
     const roleArn = params.get("RoleArn") ?? "";
@@ -282,7 +411,12 @@ export async function startAwsStandin(opts: AwsStandinOptions = {}): Promise<Aws
     const b = Buffer.from(expected);
     if (a.length !== b.length || !timingSafeEqual(a, b)) {
       record(400, "InvalidIdentityToken");
-      stsError(res, 400, "InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider,  please reference AssumeRoleWithWebIdentity documentation for requirements");
+      stsError(
+        res,
+        400,
+        "InvalidIdentityToken",
+        "Couldn't retrieve verification key from your identity provider,  please reference AssumeRoleWithWebIdentity documentation for requirements",
+      );
       return;
     }
     const accessKeyId = `ASIA${randomBytes(8).toString("hex").toUpperCase()}`;

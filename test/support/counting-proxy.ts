@@ -29,23 +29,33 @@ export async function startCountingProxy(target: string): Promise<CountingProxy>
   const requests: CountedRequest[] = [];
   let self = "";
   const server = http.createServer((req, res) => {
-    const upstream = http.request({ host: targetHost, port: targetPort, method: req.method, path: req.url, headers: { ...req.headers, host: target } }, (up) => {
-      const record: CountedRequest = {
-        method: req.method ?? "",
-        path: new URL(req.url ?? "/", "http://x").pathname,
-        status: up.statusCode ?? 0,
-        range: typeof req.headers.range === "string" ? req.headers.range : undefined,
-        bytes: 0,
-      };
-      requests.push(record);
-      const headers = { ...up.headers };
-      if (typeof headers.location === "string") headers.location = headers.location.replace(`//${target}/`, `//${self}/`);
-      res.writeHead(up.statusCode ?? 502, headers);
-      up.on("data", (c: Buffer) => {
-        record.bytes += c.length;
-      });
-      up.pipe(res);
-    });
+    const upstream = http.request(
+      {
+        host: targetHost,
+        port: targetPort,
+        method: req.method,
+        path: req.url,
+        headers: { ...req.headers, host: target },
+      },
+      (up) => {
+        const record: CountedRequest = {
+          method: req.method ?? "",
+          path: new URL(req.url ?? "/", "http://x").pathname,
+          status: up.statusCode ?? 0,
+          range: typeof req.headers.range === "string" ? req.headers.range : undefined,
+          bytes: 0,
+        };
+        requests.push(record);
+        const headers = { ...up.headers };
+        if (typeof headers.location === "string")
+          headers.location = headers.location.replace(`//${target}/`, `//${self}/`);
+        res.writeHead(up.statusCode ?? 502, headers);
+        up.on("data", (c: Buffer) => {
+          record.bytes += c.length;
+        });
+        up.pipe(res);
+      },
+    );
     upstream.on("error", () => res.destroy());
     req.pipe(upstream);
   });
@@ -58,7 +68,12 @@ export async function startCountingProxy(target: string): Promise<CountingProxy>
     blobBytes(repository, digests) {
       const prefix = `/v2/${repository}/blobs/`;
       return requests
-        .filter((r) => r.method === "GET" && r.path.startsWith(prefix) && (!digests || digests.includes(r.path.slice(prefix.length))))
+        .filter(
+          (r) =>
+            r.method === "GET" &&
+            r.path.startsWith(prefix) &&
+            (!digests || digests.includes(r.path.slice(prefix.length))),
+        )
         .reduce((n, r) => n + r.bytes, 0);
     },
     reset() {

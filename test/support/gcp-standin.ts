@@ -47,7 +47,12 @@ const JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const SKEW_S = 60;
 
 /** A key-file JSON for `email` with `privateKey`, pointing at `tokenUri`. */
-export function keyFileJson(email: string, privateKeyPem: string, tokenUri: string, extra: Record<string, unknown> = {}): string {
+export function keyFileJson(
+  email: string,
+  privateKeyPem: string,
+  tokenUri: string,
+  extra: Record<string, unknown> = {},
+): string {
   const project = email.split("@")[1]?.split(".")[0] ?? "strata-test";
   return JSON.stringify(
     {
@@ -95,7 +100,13 @@ export async function startGcpStandin(opts: GcpStandinOptions = {}): Promise<Gcp
     req.on("end", () => {
       const reply = (status: number, body: Record<string, unknown>): void => {
         const text = JSON.stringify(body);
-        res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text), "cache-control": "no-store" }).end(text);
+        res
+          .writeHead(status, {
+            "content-type": "application/json; charset=utf-8",
+            "content-length": Buffer.byteLength(text),
+            "cache-control": "no-store",
+          })
+          .end(text);
       };
       let iss: string | undefined;
       const refuse = (status: number, error: string, description: string): void => {
@@ -108,9 +119,11 @@ export async function startGcpStandin(opts: GcpStandinOptions = {}): Promise<Gcp
         res.writeHead(404).end();
         return;
       }
-      if (!(req.headers["content-type"] ?? "").startsWith("application/x-www-form-urlencoded")) return refuse(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded");
+      if (!(req.headers["content-type"] ?? "").startsWith("application/x-www-form-urlencoded"))
+        return refuse(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded");
       const form = new URLSearchParams(Buffer.concat(chunks).toString("utf8"));
-      if (form.get("grant_type") !== JWT_BEARER) return refuse(400, "unsupported_grant_type", `Invalid grant_type: ${form.get("grant_type") ?? ""}`);
+      if (form.get("grant_type") !== JWT_BEARER)
+        return refuse(400, "unsupported_grant_type", `Invalid grant_type: ${form.get("grant_type") ?? ""}`);
       const assertion = form.get("assertion") ?? "";
       const parts = assertion.split(".");
       if (parts.length !== 3) return refuse(400, "invalid_grant", "Invalid JWT: not a compact JWS");
@@ -122,15 +135,27 @@ export async function startGcpStandin(opts: GcpStandinOptions = {}): Promise<Gcp
       const publicKey = iss !== undefined ? accounts.get(iss) : undefined;
       if (!publicKey) return refuse(400, "invalid_grant", "Invalid grant: account not found");
       const signature = Buffer.from(parts[2]!, "base64url");
-      if (!verify("sha256", Buffer.from(`${parts[0]}.${parts[1]}`), publicKey, signature)) return refuse(400, "invalid_grant", "Invalid JWT Signature.");
+      if (!verify("sha256", Buffer.from(`${parts[0]}.${parts[1]}`), publicKey, signature))
+        return refuse(400, "invalid_grant", "Invalid JWT Signature.");
       if (claims["aud"] !== tokenUri) return refuse(400, "invalid_grant", `Invalid JWT: audience must be ${tokenUri}`);
       const scopes = typeof claims["scope"] === "string" ? claims["scope"].split(" ") : [];
-      if (!scopes.includes(CLOUD_PLATFORM_SCOPE)) return refuse(400, "invalid_scope", "Invalid OAuth scope or ID token audience provided.");
+      if (!scopes.includes(CLOUD_PLATFORM_SCOPE))
+        return refuse(400, "invalid_scope", "Invalid OAuth scope or ID token audience provided.");
       const now = Math.floor(Date.now() / 1000);
       const iat = claims["iat"];
       const exp = claims["exp"];
-      if (typeof iat !== "number" || typeof exp !== "number" || iat > now + SKEW_S || exp <= now - SKEW_S || exp - iat > 3600) {
-        return refuse(400, "invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.");
+      if (
+        typeof iat !== "number" ||
+        typeof exp !== "number" ||
+        iat > now + SKEW_S ||
+        exp <= now - SKEW_S ||
+        exp - iat > 3600
+      ) {
+        return refuse(
+          400,
+          "invalid_grant",
+          "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+        );
       }
       const accessToken = opts.issueToken ? opts.issueToken() : `ya29.${randomBytes(48).toString("base64url")}`;
       opts.onIssue?.(accessToken);
@@ -152,7 +177,10 @@ export async function startGcpStandin(opts: GcpStandinOptions = {}): Promise<Gcp
     set expiresIn(v: number) {
       state.expiresIn = v;
     },
-    serviceAccountJson(email = `builder-${randomBytes(3).toString("hex")}@strata-test.iam.gserviceaccount.com`, extra = {}) {
+    serviceAccountJson(
+      email = `builder-${randomBytes(3).toString("hex")}@strata-test.iam.gserviceaccount.com`,
+      extra = {},
+    ) {
       const { privateKeyPem, publicKey } = newRsaKeyPair();
       accounts.set(email, publicKey);
       return keyFileJson(email, privateKeyPem, tokenUri, extra);

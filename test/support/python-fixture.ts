@@ -12,14 +12,30 @@ const exec = promisify(execFile);
 
 export const HOST_PYTHON = "/usr/bin/python3.11";
 const HOST_STDLIB = "/usr/lib/python3.11";
-const LEFT_OUT = ["test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "config-3.11-x86_64-linux-gnu", "sitecustomize.py", "site-packages", "dist-packages"];
+const LEFT_OUT = [
+  "test",
+  "idlelib",
+  "tkinter",
+  "turtledemo",
+  "ensurepip",
+  "lib2to3",
+  "pydoc_data",
+  "config-3.11-x86_64-linux-gnu",
+  "sitecustomize.py",
+  "site-packages",
+  "dist-packages",
+];
 
 export function hostPythonAvailable(): boolean {
   return existsSync(HOST_PYTHON) && existsSync(path.join(HOST_STDLIB, "os.py"));
 }
 
 /** Writes `<dir>/<name>` (gzip tar, entries owned by root, top-level `python/`) and returns its path. */
-export async function hostPythonTarball(dir: string, name = "host-python3.11-test-fixture-install_only.tar.gz", extra: Record<string, string> = {}): Promise<string> {
+export async function hostPythonTarball(
+  dir: string,
+  name = "host-python3.11-test-fixture-install_only.tar.gz",
+  extra: Record<string, string> = {},
+): Promise<string> {
   const stage = await fsp.mkdtemp(path.join(dir, "stage-"));
   try {
     const py = path.join(stage, "python");

@@ -53,9 +53,26 @@ export async function startRedis(): Promise<TestRedis> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-redis-"));
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const child = spawn(REDIS_SERVER, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = spawn(
+      REDIS_SERVER,
+      [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        dir,
+        "--protected-mode",
+        "no",
+      ],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let out = "";
     child.stdout!.on("data", (c: Buffer) => (out += c.toString()));
     child.stderr!.on("data", (c: Buffer) => (out += c.toString()));

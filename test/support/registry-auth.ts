@@ -52,7 +52,21 @@ function b64url(data: Buffer | string): string {
 export async function startTokenServer(dir: string, opts: TokenServerOptions): Promise<TokenServer> {
   const keyFile = path.join(dir, "token.key");
   const certFile = path.join(dir, "token.crt");
-  await execFileP("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", keyFile, "-out", certFile, "-days", "30", "-subj", "/CN=strata-test-token"]);
+  await execFileP("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    keyFile,
+    "-out",
+    certFile,
+    "-days",
+    "30",
+    "-subj",
+    "/CN=strata-test-token",
+  ]);
   const key = await fsp.readFile(keyFile, "utf8");
   const certPem = await fsp.readFile(certFile, "utf8");
   const certDer = certPem.replace(/-----(BEGIN|END) CERTIFICATE-----/g, "").replace(/\s+/g, "");
@@ -82,7 +96,10 @@ export async function startTokenServer(dir: string, opts: TokenServerOptions): P
       if (!m || !Object.hasOwn(opts.users, name) || opts.users[name] !== password) {
         requests.push({ user: name || undefined, scopes, service: url.searchParams.get("service"), status: 401 });
         const body = JSON.stringify({ errors: [{ code: "UNAUTHORIZED", message: "incorrect username or password" }] });
-        res.writeHead(401, { "content-type": "application/json", "www-authenticate": 'Basic realm="strata-test-token"' });
+        res.writeHead(401, {
+          "content-type": "application/json",
+          "www-authenticate": 'Basic realm="strata-test-token"',
+        });
         res.end(body);
         return;
       }
@@ -106,11 +123,25 @@ export async function startTokenServer(dir: string, opts: TokenServerOptions): P
     const now = Math.floor(Date.now() / 1000);
     const header = { typ: "JWT", alg: "RS256", x5c: [certDer] };
     // `aud` must be a plain string for 2.8.2.
-    const claims = { iss: issuer, sub: user ?? "", aud: service, exp: now + 600, nbf: now - 10, iat: now, jti: randomUUID(), access };
+    const claims = {
+      iss: issuer,
+      sub: user ?? "",
+      aud: service,
+      exp: now + 600,
+      nbf: now - 10,
+      iat: now,
+      jti: randomUUID(),
+      access,
+    };
     const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
     const signature = sign("sha256", Buffer.from(signingInput), key);
     const token = `${signingInput}.${b64url(signature)}`;
-    const body = JSON.stringify({ token, access_token: token, expires_in: state.expiresIn, issued_at: new Date((now + state.issuedAtOffset) * 1000).toISOString() });
+    const body = JSON.stringify({
+      token,
+      access_token: token,
+      expires_in: state.expiresIn,
+      issued_at: new Date((now + state.issuedAtOffset) * 1000).toISOString(),
+    });
     res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
     res.end(body);
   });
@@ -168,7 +199,12 @@ export async function startBlobOrigin(bind: string, storageDir: string): Promise
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://localhost");
     const record = (status: number): void => {
-      requests.push({ method: req.method ?? "", path: url.pathname, hadAuthorization: req.headers.authorization !== undefined, status });
+      requests.push({
+        method: req.method ?? "",
+        path: url.pathname,
+        hadAuthorization: req.headers.authorization !== undefined,
+        status,
+      });
     };
     if (req.headers.authorization !== undefined) {
       record(400);

@@ -33,7 +33,11 @@ export async function makeStoreImage(
     created,
     architecture: "amd64",
     os: "linux",
-    config: { Cmd: opts.cmd ?? ["/bin/sh"], Env: ["PATH=/usr/bin:/bin"], ...(opts.label ? { Labels: { "strata.test": opts.label } } : {}) },
+    config: {
+      Cmd: opts.cmd ?? ["/bin/sh"],
+      Env: ["PATH=/usr/bin:/bin"],
+      ...(opts.label ? { Labels: { "strata.test": opts.label } } : {}),
+    },
     rootfs: { type: "layers", diff_ids: records.map((l) => l.diffId) },
     history: records.map((_, i) => ({ created, created_by: `test layer ${i}` })),
   };
@@ -47,7 +51,14 @@ export async function makeStoreImage(
   };
   const manifestBytes = Buffer.from(JSON.stringify(manifest));
   const manifestDigest = await store.putBlobBytes(manifestBytes);
-  const record: ImageRecord = { id: configDigest, configDigest, configSize: configBytes.length, manifestDigest, manifestSize: manifestBytes.length, layers: records };
+  const record: ImageRecord = {
+    id: configDigest,
+    configDigest,
+    configSize: configBytes.length,
+    manifestDigest,
+    manifestSize: manifestBytes.length,
+    layers: records,
+  };
   await store.putImage(record);
   return record;
 }

@@ -35,7 +35,10 @@ const BLOB_GET = /^\/v2\/.+\/blobs\/sha256:[0-9a-f]{64}$/;
 
 /** Starts the proxy on 127.0.0.1 forwarding to `target` (`host:port`). */
 export async function startCuttingProxy(target: string, opts: CuttingProxyOptions): Promise<CuttingProxy> {
-  const [targetHost, targetPort] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))];
+  const [targetHost, targetPort] = [
+    target.slice(0, target.lastIndexOf(":")),
+    Number(target.slice(target.lastIndexOf(":") + 1)),
+  ];
   const requests: ProxyRequest[] = [];
   let cutsLeft = opts.cuts ?? 1;
   let self = "";
@@ -44,40 +47,52 @@ export async function startCuttingProxy(target: string, opts: CuttingProxyOption
     const headers = { ...req.headers, host: target };
     const range = typeof req.headers.range === "string" ? req.headers.range : undefined;
     if (opts.ignoreRange) delete headers.range;
-    const upstream = http.request({ host: targetHost, port: targetPort, method: req.method, path: req.url, headers }, (up) => {
-      const pathname = new URL(req.url ?? "/", "http://x").pathname;
-      const isBlob = req.method === "GET" && BLOB_GET.test(pathname) && (up.statusCode === 200 || up.statusCode === 206);
-      const length = Number(up.headers["content-length"] ?? Number.NaN);
-      const cut = isBlob && cutsLeft > 0 && (!Number.isFinite(length) || length > opts.cutAfterBytes);
-      if (cut) cutsLeft--;
-      requests.push({ method: req.method ?? "", path: pathname, range, status: up.statusCode ?? 0, cut, contentRange: up.headers["content-range"] });
-      const outHeaders = { ...up.headers };
-      // Absolute Locations that name the registry must name the proxy instead.
-      if (typeof outHeaders.location === "string") outHeaders.location = outHeaders.location.replace(`//${target}/`, `//${self}/`);
-      res.writeHead(up.statusCode ?? 502, outHeaders);
-      if (!cut) {
-        up.pipe(res);
-        return;
-      }
-      let sent = 0;
-      up.on("data", (chunk: Buffer) => {
-        if (sent >= opts.cutAfterBytes) return;
-        const room = opts.cutAfterBytes - sent;
-        const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
-        sent += part.length;
-        if (sent < opts.cutAfterBytes) {
-          res.write(part);
+    const upstream = http.request(
+      { host: targetHost, port: targetPort, method: req.method, path: req.url, headers },
+      (up) => {
+        const pathname = new URL(req.url ?? "/", "http://x").pathname;
+        const isBlob =
+          req.method === "GET" && BLOB_GET.test(pathname) && (up.statusCode === 200 || up.statusCode === 206);
+        const length = Number(up.headers["content-length"] ?? Number.NaN);
+        const cut = isBlob && cutsLeft > 0 && (!Number.isFinite(length) || length > opts.cutAfterBytes);
+        if (cut) cutsLeft--;
+        requests.push({
+          method: req.method ?? "",
+          path: pathname,
+          range,
+          status: up.statusCode ?? 0,
+          cut,
+          contentRange: up.headers["content-range"],
+        });
+        const outHeaders = { ...up.headers };
+        // Absolute Locations that name the registry must name the proxy instead.
+        if (typeof outHeaders.location === "string")
+          outHeaders.location = outHeaders.location.replace(`//${target}/`, `//${self}/`);
+        res.writeHead(up.statusCode ?? 502, outHeaders);
+        if (!cut) {
+          up.pipe(res);
           return;
         }
-        res.write(part, () => {
-          up.destroy();
-          res.socket?.destroy();
+        let sent = 0;
+        up.on("data", (chunk: Buffer) => {
+          if (sent >= opts.cutAfterBytes) return;
+          const room = opts.cutAfterBytes - sent;
+          const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+          sent += part.length;
+          if (sent < opts.cutAfterBytes) {
+            res.write(part);
+            return;
+          }
+          res.write(part, () => {
+            up.destroy();
+            res.socket?.destroy();
+          });
         });
-      });
-      up.on("end", () => {
-        if (sent < opts.cutAfterBytes) res.end();
-      });
-    });
+        up.on("end", () => {
+          if (sent < opts.cutAfterBytes) res.end();
+        });
+      },
+    );
     upstream.on("error", () => {
       if (!res.headersSent) res.writeHead(502);
       res.end();

@@ -91,15 +91,33 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   };
   if (opts.auth === "htpasswd") {
     const file = path.join(dir, "htpasswd");
-    await fsp.writeFile(file, Object.entries(users).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 6)}\n`).join(""));
+    await fsp.writeFile(
+      file,
+      Object.entries(users)
+        .map(([u, p]) => `${u}:${bcrypt.hashSync(p, 6)}\n`)
+        .join(""),
+    );
     extra.push("auth:", "  htpasswd:", "    realm: strata-basic-realm", `    path: ${file}`);
   } else if (opts.auth === "token") {
     tokenServer = await startTokenServer(dir, { users, readOnlyUsers: opts.readOnlyUsers ?? [] });
-    extra.push("auth:", "  token:", `    realm: ${tokenServer.realm}`, `    service: ${tokenServer.service}`, `    issuer: ${tokenServer.issuer}`, `    rootcertbundle: ${tokenServer.certFile}`);
+    extra.push(
+      "auth:",
+      "  token:",
+      `    realm: ${tokenServer.realm}`,
+      `    service: ${tokenServer.service}`,
+      `    issuer: ${tokenServer.issuer}`,
+      `    rootcertbundle: ${tokenServer.certFile}`,
+    );
   }
   if (opts.redirectTo) {
     blobOrigin = await startBlobOrigin(opts.redirectTo, storageDir);
-    extra.push("middleware:", "  storage:", "    - name: redirect", "      options:", `        baseurl: ${blobOrigin.url}`);
+    extra.push(
+      "middleware:",
+      "  storage:",
+      "    - name: redirect",
+      "      options:",
+      `        baseurl: ${blobOrigin.url}`,
+    );
   }
   let lastError = "";
   // The free port can be taken between probing and binding; try a few.
@@ -162,7 +180,17 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
       };
       const first = Object.entries(users)[0];
       const creds = opts.auth && first ? `${first[0]}:${first[1]}` : undefined;
-      return { host, url, storageDir, auth: opts.auth, users, ...(tokenServer ? { tokenServer } : {}), ...(blobOrigin ? { blobOrigin } : {}), creds, stop };
+      return {
+        host,
+        url,
+        storageDir,
+        auth: opts.auth,
+        users,
+        ...(tokenServer ? { tokenServer } : {}),
+        ...(blobOrigin ? { blobOrigin } : {}),
+        creds,
+        stop,
+      };
     }
     child.kill("SIGKILL");
     await waitExit(child, 5000);
@@ -225,7 +253,17 @@ export async function createTestLayout(): Promise<TestLayout> {
         await run("umoci", ["repack", "--image", image, bundle]);
         await fsp.rm(bundle, { recursive: true, force: true });
       }
-      await run("umoci", ["config", "--image", image, "--os", "linux", "--architecture", spec.architecture ?? "amd64", "--config.cmd", "/bin/sh"]);
+      await run("umoci", [
+        "config",
+        "--image",
+        image,
+        "--os",
+        "linux",
+        "--architecture",
+        spec.architecture ?? "amd64",
+        "--config.cmd",
+        "/bin/sh",
+      ]);
     },
     async push(tag, dest, opts = {}) {
       const args = ["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"];

@@ -68,14 +68,23 @@ function makePutsAtomic(server: S3rver): void {
   const put = store.putObject.bind(store);
   store.putObject = async (object) => {
     const stagingKey = `.strata-staging/${process.pid}-${++staging}`;
-    const result = await put(Object.assign(Object.create(Object.getPrototypeOf(object) as object) as object, object, { key: stagingKey }) as typeof object);
+    const result = await put(
+      Object.assign(Object.create(Object.getPrototypeOf(object) as object) as object, object, {
+        key: stagingKey,
+      }) as typeof object,
+    );
     const target = store.getResourcePath(object.bucket, object.key, "object");
     await fsp.mkdir(path.dirname(target), { recursive: true });
     // The content first: a reader meanwhile gets the new bytes with the old metadata at worst, never a torn object.
     for (const resource of ["object", "object.md5", "metadata.json"]) {
-      await fsp.rename(store.getResourcePath(object.bucket, stagingKey, resource), store.getResourcePath(object.bucket, object.key, resource)).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== "ENOENT" || resource === "object") throw e;
-      });
+      await fsp
+        .rename(
+          store.getResourcePath(object.bucket, stagingKey, resource),
+          store.getResourcePath(object.bucket, object.key, resource),
+        )
+        .catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== "ENOENT" || resource === "object") throw e;
+        });
     }
     return result;
   };
@@ -109,7 +118,10 @@ export interface FaultProxy {
  * SlowDown, or resets their connection, as `decide` says; the rest are forwarded unchanged (headers included,
  * so SigV4 signatures made for the proxy's host still verify).
  */
-export async function startFaultProxy(target: string, decide: (n: number, req: http.IncomingMessage) => Fault): Promise<FaultProxy> {
+export async function startFaultProxy(
+  target: string,
+  decide: (n: number, req: http.IncomingMessage) => Fault,
+): Promise<FaultProxy> {
   const t = new URL(target);
   const counts: Record<Fault, number> = { pass: 0, "500": 0, "503-slowdown": 0, reset: 0 };
   let n = 0;
@@ -126,7 +138,9 @@ export async function startFaultProxy(target: string, decide: (n: number, req: h
       req.on("end", () => {
         const [status, code] = fault === "500" ? [500, "InternalError"] : [503, "SlowDown"];
         res.writeHead(status, { "content-type": "application/xml" });
-        res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>injected by the test proxy</Message></Error>`);
+        res.end(
+          `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>injected by the test proxy</Message></Error>`,
+        );
       });
       return;
     }

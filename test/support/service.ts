@@ -42,9 +42,15 @@ export async function startService(opts: Partial<BuildServiceOptions> & { home?:
 }
 
 /** `strata serve` (cmdServe) in a child process; resolves once it printed its URL. */
-export async function spawnServe(env: Record<string, string>, args: string[] = []): Promise<{ url: string; child: ChildProcess; stderr: () => string; exited: Promise<number | null> }> {
+export async function spawnServe(
+  env: Record<string, string>,
+  args: string[] = [],
+): Promise<{ url: string; child: ChildProcess; stderr: () => string; exited: Promise<number | null> }> {
   const script = `import(${JSON.stringify(path.join(REPO_ROOT, "dist/src/cli/serve.js"))}).then((m) => m.cmdServe(${JSON.stringify(["--port", "0", ...args])})).then((c) => process.exit(c), (e) => { console.error(e); process.exit(70); });`;
-  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stderr = "";
   child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
@@ -68,11 +74,20 @@ export interface RawResponse {
 }
 
 /** One plain HTTP request (no retries, no client logic). */
-export function raw(url: string, method: string, pathname: string, opts: { body?: string | Buffer; headers?: Record<string, string>; token?: string } = {}): Promise<RawResponse> {
+export function raw(
+  url: string,
+  method: string,
+  pathname: string,
+  opts: { body?: string | Buffer; headers?: Record<string, string>; token?: string } = {},
+): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = http.request(new URL(pathname, url), {
       method,
-      headers: { ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}), ...(opts.body !== undefined ? { "content-length": String(Buffer.byteLength(opts.body)) } : {}), ...opts.headers },
+      headers: {
+        ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+        ...(opts.body !== undefined ? { "content-length": String(Buffer.byteLength(opts.body)) } : {}),
+        ...opts.headers,
+      },
     });
     req.on("error", reject);
     req.on("response", (res) => {
@@ -97,7 +112,11 @@ export interface SseEvent {
  * Opens a log stream and reads events; `stopAfter` returning true closes the connection (as a dropped client
  * would). Resolves with the events read.
  */
-export function readSse(url: string, pathname: string, opts: { headers?: Record<string, string>; stopAfter?: (e: SseEvent, all: SseEvent[]) => boolean } = {}): Promise<{ status: number; events: SseEvent[] }> {
+export function readSse(
+  url: string,
+  pathname: string,
+  opts: { headers?: Record<string, string>; stopAfter?: (e: SseEvent, all: SseEvent[]) => boolean } = {},
+): Promise<{ status: number; events: SseEvent[] }> {
   return new Promise((resolve, reject) => {
     const req = http.request(new URL(pathname, url), { method: "GET", headers: opts.headers ?? {}, agent: false });
     req.on("error", reject);
@@ -149,35 +168,43 @@ export function readSse(url: string, pathname: string, opts: { headers?: Record<
  * A loopback HTTP proxy in front of `target` that cuts every log stream after `cutAfter` events (the first
  * `cuts` streams only), so a client must reconnect with its cursor.
  */
-export async function cuttingProxy(target: string, cutAfter: number, cuts: number): Promise<{ url: string; streamsCut: () => number; close: () => Promise<void> }> {
+export async function cuttingProxy(
+  target: string,
+  cutAfter: number,
+  cuts: number,
+): Promise<{ url: string; streamsCut: () => number; close: () => Promise<void> }> {
   let cut = 0;
   const server = http.createServer((req, res) => {
-    const up = http.request(new URL(req.url ?? "/", target), { method: req.method, headers: req.headers, agent: false }, (upRes) => {
-      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-      const isLog = (req.url ?? "").includes("/logs");
-      if (!isLog || cut >= cuts) {
-        upRes.pipe(res);
-        return;
-      }
-      let events = 0;
-      upRes.on("data", (c: Buffer) => {
-        // Forward whole events only up to the cut, then drop the connection mid-stream.
-        const text = c.toString("utf8");
-        const parts = text.split("\n\n");
-        for (let i = 0; i < parts.length - 1; i++) {
-          if (events >= cutAfter) {
-            cut++;
-            upRes.destroy();
-            res.destroy();
-            return;
-          }
-          res.write(parts[i] + "\n\n");
-          if (!parts[i]!.startsWith(":")) events++;
+    const up = http.request(
+      new URL(req.url ?? "/", target),
+      { method: req.method, headers: req.headers, agent: false },
+      (upRes) => {
+        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        const isLog = (req.url ?? "").includes("/logs");
+        if (!isLog || cut >= cuts) {
+          upRes.pipe(res);
+          return;
         }
-        if (parts[parts.length - 1]) res.write(parts[parts.length - 1]);
-      });
-      upRes.on("end", () => res.end());
-    });
+        let events = 0;
+        upRes.on("data", (c: Buffer) => {
+          // Forward whole events only up to the cut, then drop the connection mid-stream.
+          const text = c.toString("utf8");
+          const parts = text.split("\n\n");
+          for (let i = 0; i < parts.length - 1; i++) {
+            if (events >= cutAfter) {
+              cut++;
+              upRes.destroy();
+              res.destroy();
+              return;
+            }
+            res.write(parts[i] + "\n\n");
+            if (!parts[i]!.startsWith(":")) events++;
+          }
+          if (parts[parts.length - 1]) res.write(parts[parts.length - 1]);
+        });
+        upRes.on("end", () => res.end());
+      },
+    );
     up.on("error", () => res.destroy());
     req.pipe(up);
   });
@@ -186,10 +213,11 @@ export async function cuttingProxy(target: string, cutAfter: number, cuts: numbe
   return {
     url: `http://127.0.0.1:${port}`,
     streamsCut: () => cut,
-    close: () => new Promise((r) => {
-      server.closeAllConnections();
-      server.close(() => r());
-    }),
+    close: () =>
+      new Promise((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }
 

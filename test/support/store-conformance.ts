@@ -39,7 +39,12 @@ export async function storedImage(store: Store, tag: string, id?: Digest): Promi
   const configDigest = await store.putBlobBytes(Buffer.from(`{"config":"${tag}"}`));
   const layerDigest = await store.putBlobBytes(Buffer.from(`layer ${tag}`));
   const manifestDigest = await store.putBlobBytes(Buffer.from(`{"manifest":"${tag}"}`));
-  const layer: LayerRecord = { digest: layerDigest, diffId: sha256Bytes(`diff ${tag}`), size: 7, mediaType: MediaType.ociLayerGzip };
+  const layer: LayerRecord = {
+    digest: layerDigest,
+    diffId: sha256Bytes(`diff ${tag}`),
+    size: 7,
+    mediaType: MediaType.ociLayerGzip,
+  };
   return { id: id ?? configDigest, configDigest, configSize: 10, manifestDigest, manifestSize: 10, layers: [layer] };
 }
 
@@ -212,7 +217,11 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
 
       test("getIndex ignores an entry whose image record is missing (crash between writes)", async () => {
         const store = await open();
-        const entry = { key: "fedcba9876543210fedcba9876543210", imageId: sha256Bytes("never recorded"), createdAt: "2026-01-01T00:00:00Z" };
+        const entry = {
+          key: "fedcba9876543210fedcba9876543210",
+          imageId: sha256Bytes("never recorded"),
+          createdAt: "2026-01-01T00:00:00Z",
+        };
         await store.putIndex(entry);
         assert.equal(await store.getIndex(entry.key), undefined);
       });
@@ -232,7 +241,11 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
 
       test("chains round-trip by name (any characters); unknown chains are undefined", async () => {
         const store = await open();
-        const chain = { name: "examples/demo.ts#default", builtAt: "2026-01-01T00:00:00Z", imageIds: [sha256Bytes("1"), sha256Bytes("2")] };
+        const chain = {
+          name: "examples/demo.ts#default",
+          builtAt: "2026-01-01T00:00:00Z",
+          imageIds: [sha256Bytes("1"), sha256Bytes("2")],
+        };
         await store.putChain(chain);
         assert.deepEqual(await store.getChain(chain.name), chain);
         assert.equal(await store.getChain("other"), undefined);
@@ -287,14 +300,27 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
 
       test("unknown prefixes and ids are NotFoundError mentioning `strata images`", async () => {
         const { store } = await fixture();
-        await assert.rejects(store.resolveImage("99999999"), (e: unknown) => e instanceof NotFoundError && /no image id starts with 99999999/.test(e.message) && e.message.includes("`strata images`"));
-        await assert.rejects(store.resolveImage("sha256:" + "9".repeat(64)), (e: unknown) => e instanceof NotFoundError && e.message.includes("`strata images`"));
+        await assert.rejects(
+          store.resolveImage("99999999"),
+          (e: unknown) =>
+            e instanceof NotFoundError &&
+            /no image id starts with 99999999/.test(e.message) &&
+            e.message.includes("`strata images`"),
+        );
+        await assert.rejects(
+          store.resolveImage("sha256:" + "9".repeat(64)),
+          (e: unknown) => e instanceof NotFoundError && e.message.includes("`strata images`"),
+        );
       });
 
       test("references that are not ids or are too short are refused", async () => {
         const { store } = await fixture();
         for (const ref of ["abc", "12345", "xyz12345", "sha256:", "", "sha512:" + "1".repeat(64), "1".repeat(65)]) {
-          await assert.rejects(store.resolveImage(ref), (e: unknown) => e instanceof NotFoundError && /is not an image id/.test(e.message), ref);
+          await assert.rejects(
+            store.resolveImage(ref),
+            (e: unknown) => e instanceof NotFoundError && /is not an image id/.test(e.message),
+            ref,
+          );
         }
       });
     });
@@ -304,7 +330,12 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
         const store = await open();
         const { tar, gz } = await makeLayer(await store.tempDir("scratch"), { "hello.txt": "hi", "sub/dir/f": "deep" });
         const digest = await store.putBlobBytes(gz);
-        const layer: LayerRecord = { digest, diffId: sha256Bytes(tar), size: gz.length, mediaType: MediaType.ociLayerGzip };
+        const layer: LayerRecord = {
+          digest,
+          diffId: sha256Bytes(tar),
+          size: gz.length,
+          mediaType: MediaType.ociLayerGzip,
+        };
         const dir = await store.layerDir(layer);
         assert.equal(await fsp.readFile(path.join(dir, "hello.txt"), "utf8"), "hi");
         assert.equal(await fsp.readFile(path.join(dir, "sub/dir/f"), "utf8"), "deep");
@@ -315,14 +346,22 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
         const store = await open();
         const { tar } = await makeLayer(await store.tempDir("scratch"), { "plain.txt": "plain" });
         const digest = await store.putBlobBytes(tar);
-        const dir = await store.layerDir({ digest, diffId: digest, size: tar.length, mediaType: MediaType.ociLayerTar });
+        const dir = await store.layerDir({
+          digest,
+          diffId: digest,
+          size: tar.length,
+          mediaType: MediaType.ociLayerTar,
+        });
         assert.equal(await fsp.readFile(path.join(dir, "plain.txt"), "utf8"), "plain");
       });
 
       test("layerDir of a layer whose blob is missing is a NotFoundError", async () => {
         const store = await open();
         const d = sha256Bytes("no blob");
-        await assert.rejects(store.layerDir({ digest: d, diffId: d, size: 0, mediaType: MediaType.ociLayerGzip }), NotFoundError);
+        await assert.rejects(
+          store.layerDir({ digest: d, diffId: d, size: 0, mediaType: MediaType.ociLayerGzip }),
+          NotFoundError,
+        );
       });
 
       test("layerDir refuses a blob whose uncompressed content does not match the diffId", async () => {
@@ -330,7 +369,10 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
         const { gz } = await makeLayer(await store.tempDir("scratch"), { x: "x" });
         const digest = await store.putBlobBytes(gz);
         const claimed = sha256Bytes("some other layer");
-        await assert.rejects(store.layerDir({ digest, diffId: claimed, size: 0, mediaType: MediaType.ociLayerGzip }), (e: unknown) => e instanceof DigestMismatchError && e.expected === claimed);
+        await assert.rejects(
+          store.layerDir({ digest, diffId: claimed, size: 0, mediaType: MediaType.ociLayerGzip }),
+          (e: unknown) => e instanceof DigestMismatchError && e.expected === claimed,
+        );
       });
 
       test("adoptLayerDir moves a directory in; a second adoption of the same diffId discards the newcomer", async () => {
@@ -347,7 +389,10 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
         assert.ok(!existsSync(d1));
         assert.ok(!existsSync(d2));
         // An adopted layer is what layerDir returns for its diffId.
-        assert.equal(await store.layerDir({ digest: sha256Bytes("unused"), diffId, size: 0, mediaType: MediaType.ociLayerGzip }), t1);
+        assert.equal(
+          await store.layerDir({ digest: sha256Bytes("unused"), diffId, size: 0, mediaType: MediaType.ociLayerGzip }),
+          t1,
+        );
       });
     });
 

@@ -25,7 +25,10 @@ export function nonce(): string {
 }
 
 /** Runs `strata <args>` with STRATA_HOME set (default: the shared test store). */
-export async function strata(args: string[], opts: { home?: string; env?: Record<string, string>; cwd?: string } = {}): Promise<CliResult> {
+export async function strata(
+  args: string[],
+  opts: { home?: string; env?: Record<string, string>; cwd?: string } = {},
+): Promise<CliResult> {
   const counter = path.join(os.tmpdir(), `strata-count-${nonce()}`);
   await fsp.writeFile(counter, "");
   return new Promise((resolve) => {
@@ -40,7 +43,11 @@ export async function strata(args: string[], opts: { home?: string; env?: Record
       async (err, stdout, stderr) => {
         const sandboxes = readFileSync(counter, "utf8").split("\n").filter(Boolean).length;
         await fsp.rm(counter, { force: true });
-        const code = err ? (typeof (err as { code?: unknown }).code === "number" ? ((err as { code: number }).code) : 1) : 0;
+        const code = err
+          ? typeof (err as { code?: unknown }).code === "number"
+            ? (err as { code: number }).code
+            : 1
+          : 0;
         resolve({ code, stdout, stderr, sandboxes });
       },
     );
@@ -58,11 +65,23 @@ export function strataSpawn(args: string[], opts: { home?: string; cwd?: string 
 
 export interface BuildJson {
   imageId: string;
-  steps: { index: number; description: string; cached: boolean; seconds: number; layer: string | null; key: string; imageId: string }[];
+  steps: {
+    index: number;
+    description: string;
+    cached: boolean;
+    seconds: number;
+    layer: string | null;
+    key: string;
+    imageId: string;
+  }[];
 }
 
 /** `strata build --json`; asserts success and parses the last stdout line. */
-export async function buildJson(file: string, extra: string[] = [], opts: { home?: string; env?: Record<string, string> } = {}): Promise<BuildJson & { sandboxes: number; stderr: string }> {
+export async function buildJson(
+  file: string,
+  extra: string[] = [],
+  opts: { home?: string; env?: Record<string, string> } = {},
+): Promise<BuildJson & { sandboxes: number; stderr: string }> {
   const r = await strata(["build", file, "--json", ...extra], opts);
   if (r.code !== 0) throw new Error(`strata build ${file} failed (${r.code}):\n${r.stderr}`);
   const lines = r.stdout.trim().split("\n");
@@ -80,10 +99,39 @@ export async function makeBusyboxTree(dir: string): Promise<void> {
   await fsp.mkdir(bin, { recursive: true });
   await fsp.copyFile("/bin/busybox", path.join(bin, "busybox"));
   await fsp.chmod(path.join(bin, "busybox"), 0o755);
-  const applets = ["sh", "echo", "cat", "ls", "rm", "mkdir", "touch", "sleep", "id", "pwd", "env", "printf", "true", "false", "mv", "cp", "ln", "test", "find", "stat", "wc", "head", "grep", "sed", "chmod"];
+  const applets = [
+    "sh",
+    "echo",
+    "cat",
+    "ls",
+    "rm",
+    "mkdir",
+    "touch",
+    "sleep",
+    "id",
+    "pwd",
+    "env",
+    "printf",
+    "true",
+    "false",
+    "mv",
+    "cp",
+    "ln",
+    "test",
+    "find",
+    "stat",
+    "wc",
+    "head",
+    "grep",
+    "sed",
+    "chmod",
+  ];
   for (const a of applets) await fsp.symlink("busybox", path.join(bin, a));
   await fsp.mkdir(path.join(dir, "etc"), { recursive: true });
-  await fsp.writeFile(path.join(dir, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n");
+  await fsp.writeFile(
+    path.join(dir, "etc/passwd"),
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+  );
   await fsp.writeFile(path.join(dir, "etc/group"), "root:x:0:\nnogroup:x:65534:\napp:x:1000:\n");
   await fsp.mkdir(path.join(dir, "tmp"), { mode: 0o1777 });
   await fsp.chmod(path.join(dir, "tmp"), 0o1777);
@@ -101,13 +149,18 @@ export function uniqueRootfsIgnore(tag: string): string {
 
 /** Source of a definition file whose first steps are a busybox base (`./rootfs` under the definition's dir). */
 export function busyboxHeader(tag: string): string {
-  return `import { Image, Secret } from "strata";\n` +
+  return (
+    `import { Image, Secret } from "strata";\n` +
     `void Secret;\n` +
-    `const base = Image.fromScratch().addLocalDir("./rootfs", "/", { copy: true, ignore: [${JSON.stringify(uniqueRootfsIgnore(tag))}] }).env({ TEST_NONCE: ${JSON.stringify(tag)} });\n`;
+    `const base = Image.fromScratch().addLocalDir("./rootfs", "/", { copy: true, ignore: [${JSON.stringify(uniqueRootfsIgnore(tag))}] }).env({ TEST_NONCE: ${JSON.stringify(tag)} });\n`
+  );
 }
 
 /** Creates a project dir with a busybox rootfs and a definition file; returns paths. */
-export async function busyboxProject(body: string, files: Record<string, string> = {}): Promise<{ dir: string; def: string; tag: string }> {
+export async function busyboxProject(
+  body: string,
+  files: Record<string, string> = {},
+): Promise<{ dir: string; def: string; tag: string }> {
   const dir = await tempDir();
   const tag = nonce();
   await makeBusyboxTree(path.join(dir, "rootfs"));

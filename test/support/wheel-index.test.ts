@@ -141,10 +141,16 @@ describe("wheel index (scripts/serve-wheels.mjs)", () => {
   });
 
   const pip = spawnSync("python3", ["-m", "pip", "--version"], { encoding: "utf8" });
-  test("real pip can download from the index", { skip: pip.status === 0 ? false : "python3 -m pip not available" }, async () => {
+  test("real pip can download from the index", {
+    skip: pip.status === 0 ? false : "python3 -m pip not available",
+  }, async () => {
     const dest = await mkdtemp(path.join(tmpdir(), "strata-pip-dl-"));
     try {
-      const env: NodeJS.ProcessEnv = { ...process.env, PIP_CONFIG_FILE: "/dev/null", PIP_DISABLE_PIP_VERSION_CHECK: "1" };
+      const env: NodeJS.ProcessEnv = {
+        ...process.env,
+        PIP_CONFIG_FILE: "/dev/null",
+        PIP_DISABLE_PIP_VERSION_CHECK: "1",
+      };
       delete env["PIP_FIND_LINKS"];
       delete env["PIP_EXTRA_INDEX_URL"];
       delete env["PIP_INDEX_URL"];
@@ -216,19 +222,22 @@ describe("uv test double (fixtures/uv-double/uv)", () => {
         { ...process.env, PATH: `${dir}:/usr/bin:/bin` },
       );
       assert.equal(r.code, 0, r.stderr);
-      assert.deepEqual(r.stdout.split("\n").filter((l) => l !== ""), [
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--break-system-packages",
-        "--index-url",
-        "http://127.0.0.1:1/simple",
-        "--pre",
-        "-r",
-        "requirements file.txt",
-        "tinypkg==1.0",
-      ]);
+      assert.deepEqual(
+        r.stdout.split("\n").filter((l) => l !== ""),
+        [
+          "-m",
+          "pip",
+          "install",
+          "--disable-pip-version-check",
+          "--break-system-packages",
+          "--index-url",
+          "http://127.0.0.1:1/simple",
+          "--pre",
+          "-r",
+          "requirements file.txt",
+          "tinypkg==1.0",
+        ],
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -51,7 +51,15 @@ function cacheFile(store: BlobStore & WorkSpace, layer: Digest, chunkSize: numbe
 async function readCache(store: BlobStore & WorkSpace, file: string): Promise<CacheRecord | undefined> {
   try {
     const r = JSON.parse(await fsp.readFile(file, "utf8")) as Partial<CacheRecord>;
-    if (typeof r.digest !== "string" || !isDigest(r.digest) || typeof r.diffId !== "string" || !isDigest(r.diffId) || typeof r.tocDigest !== "string" || !isDigest(r.tocDigest)) return undefined;
+    if (
+      typeof r.digest !== "string" ||
+      !isDigest(r.digest) ||
+      typeof r.diffId !== "string" ||
+      !isDigest(r.diffId) ||
+      typeof r.tocDigest !== "string" ||
+      !isDigest(r.tocDigest)
+    )
+      return undefined;
     if (typeof r.size !== "number" || typeof r.uncompressedSize !== "number") return undefined;
     return (await store.hasBlob(r.digest)) ? (r as CacheRecord) : undefined;
   } catch {
@@ -69,7 +77,11 @@ function descriptorOf(r: CacheRecord): Descriptor {
 }
 
 /** Converts one stored layer blob (tar or tar+gzip, uncompressed content `diffId`) into an eStargz blob in the store. */
-export async function convertLayer(store: BlobStore & WorkSpace, layer: { digest: Digest; diffId: Digest }, opts: EstargzConvertOptions = {}): Promise<ConvertedLayer> {
+export async function convertLayer(
+  store: BlobStore & WorkSpace,
+  layer: { digest: Digest; diffId: Digest },
+  opts: EstargzConvertOptions = {},
+): Promise<ConvertedLayer> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const level = opts.level ?? gzipLevel();
   const file = cacheFile(store, layer.digest, chunkSize, level);
@@ -81,9 +93,16 @@ export async function convertLayer(store: BlobStore & WorkSpace, layer: { digest
     const out = path.join(tmp, "layer.esgz");
     const where = `layer ${layer.digest}`;
     const r = await writeEstargz(await store.openBlob(layer.digest), out, { chunkSize, level, where });
-    if (r.inputDiffId !== layer.diffId) throw new DigestMismatchError(layer.diffId, r.inputDiffId, `uncompressed content of stored ${where}`);
+    if (r.inputDiffId !== layer.diffId)
+      throw new DigestMismatchError(layer.diffId, r.inputDiffId, `uncompressed content of stored ${where}`);
     await store.putBlobFile(out, r.digest, { verified: true });
-    const record: CacheRecord = { digest: r.digest, size: r.size, diffId: r.diffId, tocDigest: r.tocDigest, uncompressedSize: r.uncompressedSize };
+    const record: CacheRecord = {
+      digest: r.digest,
+      size: r.size,
+      diffId: r.diffId,
+      tocDigest: r.tocDigest,
+      uncompressedSize: r.uncompressedSize,
+    };
     await fsp.mkdir(path.dirname(file), { recursive: true });
     const part = `${file}.${process.pid}.tmp`;
     await fsp.writeFile(part, JSON.stringify(record));
@@ -99,19 +118,34 @@ export async function convertLayer(store: BlobStore & WorkSpace, layer: { digest
  * they are) and a config with the matching `rootfs.diff_ids`, both stored. `layers` are the stored manifest's
  * layer descriptors, index-aligned with the config's diff_ids.
  */
-export async function convertImage(store: BlobStore & WorkSpace, image: ImageRecord, layers: readonly Descriptor[], config: Descriptor, opts: EstargzConvertOptions = {}): Promise<ConvertedImage> {
+export async function convertImage(
+  store: BlobStore & WorkSpace,
+  image: ImageRecord,
+  layers: readonly Descriptor[],
+  config: Descriptor,
+  opts: EstargzConvertOptions = {},
+): Promise<ConvertedImage> {
   const progress = opts.onProgress ?? (() => undefined);
   const where = `image ${image.id}`;
   let json: Record<string, unknown>;
   try {
     json = JSON.parse((await store.readBlob(config.digest)).toString("utf8")) as Record<string, unknown>;
   } catch (e) {
-    throw new UnsupportedImageError(`the config ${config.digest} of ${where} is not valid JSON (${(e as Error).message})`, { cause: e });
+    throw new UnsupportedImageError(
+      `the config ${config.digest} of ${where} is not valid JSON (${(e as Error).message})`,
+      { cause: e },
+    );
   }
   const rootfs = json["rootfs"] as { diff_ids?: unknown } | undefined;
   const diffIds = rootfs?.diff_ids;
-  if (!Array.isArray(diffIds) || diffIds.length !== layers.length || !diffIds.every((d): d is Digest => typeof d === "string" && isDigest(d))) {
-    throw new UnsupportedImageError(`the config of ${where} has ${Array.isArray(diffIds) ? diffIds.length : "no"} diff_ids for ${layers.length} layers`);
+  if (
+    !Array.isArray(diffIds) ||
+    diffIds.length !== layers.length ||
+    !diffIds.every((d): d is Digest => typeof d === "string" && isDigest(d))
+  ) {
+    throw new UnsupportedImageError(
+      `the config of ${where} has ${Array.isArray(diffIds) ? diffIds.length : "no"} diff_ids for ${layers.length} layers`,
+    );
   }
   const outLayers: Descriptor[] = [];
   const outDiffIds: Digest[] = [];
@@ -122,13 +156,20 @@ export async function convertImage(store: BlobStore & WorkSpace, image: ImageRec
       continue;
     }
     const c = await convertLayer(store, { digest: l.digest, diffId: diffIds[i]! }, opts);
-    progress(`converted ${l.digest.slice(0, 19)}… to eStargz ${c.descriptor.digest.slice(0, 19)}… (${c.descriptor.size} bytes)`);
+    progress(
+      `converted ${l.digest.slice(0, 19)}… to eStargz ${c.descriptor.digest.slice(0, 19)}… (${c.descriptor.size} bytes)`,
+    );
     outLayers.push(c.descriptor);
     outDiffIds.push(c.diffId);
   }
   const newConfig = { ...json, rootfs: { ...(rootfs as object), diff_ids: outDiffIds } };
   const bytes = Buffer.from(JSON.stringify(newConfig));
   const digest = await store.putBlobBytes(bytes);
-  if (digest !== sha256Bytes(bytes)) throw new DigestMismatchError(sha256Bytes(bytes), digest, `eStargz config of ${where}`);
-  return { config: { mediaType: MediaType.ociConfig, digest, size: bytes.length }, layers: outLayers, diffIds: outDiffIds };
+  if (digest !== sha256Bytes(bytes))
+    throw new DigestMismatchError(sha256Bytes(bytes), digest, `eStargz config of ${where}`);
+  return {
+    config: { mediaType: MediaType.ociConfig, digest, size: bytes.length },
+    layers: outLayers,
+    diffIds: outDiffIds,
+  };
 }

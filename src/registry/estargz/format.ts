@@ -86,7 +86,10 @@ export function footerBytes(tocOffset: number): Buffer {
 /** The TOC offset named by a footer (the last 51 bytes of the blob; the 47-byte legacy stargz footer is also read). */
 export function parseFooter(tail: Uint8Array, where: string): { tocOffset: number; footerSize: number } {
   const buf = Buffer.from(tail.buffer, tail.byteOffset, tail.byteLength);
-  const bad = (why: string): UnsupportedImageError => new UnsupportedImageError(`${where} has no valid eStargz footer (${why}); it is not an eStargz layer or it is truncated`);
+  const bad = (why: string): UnsupportedImageError =>
+    new UnsupportedImageError(
+      `${where} has no valid eStargz footer (${why}); it is not an eStargz layer or it is truncated`,
+    );
   const hexOffset = (s: string): number => {
     if (!/^[0-9a-f]{16}$/.test(s)) throw bad(`TOC offset "${s}" is not 16 hex digits`);
     const v = Number.parseInt(s, 16);
@@ -95,14 +98,29 @@ export function parseFooter(tail: Uint8Array, where: string): { tocOffset: numbe
   };
   if (buf.length >= FOOTER_SIZE) {
     const f = buf.subarray(buf.length - FOOTER_SIZE);
-    if (f[0] === 0x1f && f[1] === 0x8b && f[2] === 0x08 && (f[3]! & 0x04) !== 0 && f.readUInt16LE(10) === 26 && f.toString("latin1", 12, 14) === "SG" && f.readUInt16LE(14) === 22) {
+    if (
+      f[0] === 0x1f &&
+      f[1] === 0x8b &&
+      f[2] === 0x08 &&
+      (f[3]! & 0x04) !== 0 &&
+      f.readUInt16LE(10) === 26 &&
+      f.toString("latin1", 12, 14) === "SG" &&
+      f.readUInt16LE(14) === 22
+    ) {
       if (f.toString("latin1", 32, 38) !== "STARGZ") throw bad('subfield "SG" does not end with "STARGZ"');
       return { tocOffset: hexOffset(f.toString("latin1", 16, 32)), footerSize: FOOTER_SIZE };
     }
   }
   if (buf.length >= LEGACY_FOOTER_SIZE) {
     const f = buf.subarray(buf.length - LEGACY_FOOTER_SIZE);
-    if (f[0] === 0x1f && f[1] === 0x8b && f[2] === 0x08 && (f[3]! & 0x04) !== 0 && f.readUInt16LE(10) === 22 && f.toString("latin1", 28, 34) === "STARGZ") {
+    if (
+      f[0] === 0x1f &&
+      f[1] === 0x8b &&
+      f[2] === 0x08 &&
+      (f[3]! & 0x04) !== 0 &&
+      f.readUInt16LE(10) === 22 &&
+      f.toString("latin1", 28, 34) === "STARGZ"
+    ) {
       return { tocOffset: hexOffset(f.toString("latin1", 12, 28)), footerSize: LEGACY_FOOTER_SIZE };
     }
   }
@@ -126,7 +144,8 @@ export function goJsonString(s: string): string {
     else if (ch === "\t") out += "\\t";
     else if (c < 0x20 || ch === "<" || ch === ">" || ch === "&") out += "\\u00" + HEX[c >> 4]! + HEX[c & 0xf]!;
     else if (c === 0x2028 || c === 0x2029) out += `\\u${c.toString(16)}`;
-    else if (c >= 0xd800 && c <= 0xdfff) out += "\\ufffd"; // a lone surrogate is not valid UTF-8
+    else if (c >= 0xd800 && c <= 0xdfff)
+      out += "\\ufffd"; // a lone surrogate is not valid UTF-8
     else out += ch;
   }
   return out + '"';
@@ -184,7 +203,8 @@ function encodeEntry(e: TocEntry, indent: string): string {
 
 /** The TOC's JSON bytes, identical to the reference writer's `json.MarshalIndent(toc, "", "\t")` (no trailing newline). */
 export function encodeToc(toc: Toc): Buffer {
-  const entries = toc.entries.length === 0 ? "[]" : `[\n${toc.entries.map((e) => encodeEntry(e, "\t\t")).join(",\n")}\n\t]`;
+  const entries =
+    toc.entries.length === 0 ? "[]" : `[\n${toc.entries.map((e) => encodeEntry(e, "\t\t")).join(",\n")}\n\t]`;
   return Buffer.from(`{\n\t"version": ${toc.version},\n\t"entries": ${entries}\n}`, "utf8");
 }
 
@@ -213,7 +233,18 @@ export function cleanEntryName(name: string): string {
 // TOC parsing and validation (untrusted input)
 
 const TYPES = new Set<string>(["dir", "reg", "symlink", "hardlink", "char", "block", "fifo", "chunk"]);
-const INT_FIELDS = ["size", "mode", "uid", "gid", "offset", "innerOffset", "devMajor", "devMinor", "chunkOffset", "chunkSize"] as const;
+const INT_FIELDS = [
+  "size",
+  "mode",
+  "uid",
+  "gid",
+  "offset",
+  "innerOffset",
+  "devMajor",
+  "devMinor",
+  "chunkOffset",
+  "chunkSize",
+] as const;
 const STRING_FIELDS = ["modtime", "linkName", "userName", "groupName", "digest", "chunkDigest"] as const;
 const INT_FIELD_SET = new Set<string>(INT_FIELDS);
 const STRING_FIELD_SET = new Set<string>(STRING_FIELDS);
@@ -249,7 +280,8 @@ export function parseTocEntries(json: Buffer, where: string): TocEntry[] {
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw invalidToc(where, "not a JSON object");
   const r = raw as Record<string, unknown>;
-  if (typeof r["version"] !== "number" || r["version"] !== 1) throw invalidToc(where, `version ${JSON.stringify(r["version"])}; only version 1 is supported`);
+  if (typeof r["version"] !== "number" || r["version"] !== 1)
+    throw invalidToc(where, `version ${JSON.stringify(r["version"])}; only version 1 is supported`);
   if (!Array.isArray(r["entries"])) throw invalidToc(where, "no entries array");
   const list = r["entries"] as unknown[];
   for (let i = 0; i < list.length; i++) {
@@ -257,7 +289,8 @@ export function parseTocEntries(json: Buffer, where: string): TocEntry[] {
     if (typeof v !== "object" || v === null || Array.isArray(v)) throw invalidToc(where, `entry ${i} is not an object`);
     const o = v as Record<string, unknown>;
     if (typeof o["name"] !== "string") throw invalidToc(where, `entry ${i} has no name`);
-    if (typeof o["type"] !== "string" || !TYPES.has(o["type"])) throw invalidToc(where, `entry ${i} (${o["name"]}) has unknown type ${JSON.stringify(o["type"])}`);
+    if (typeof o["type"] !== "string" || !TYPES.has(o["type"]))
+      throw invalidToc(where, `entry ${i} (${o["name"]}) has unknown type ${JSON.stringify(o["type"])}`);
   }
   return list as TocEntry[];
 }
@@ -273,7 +306,8 @@ export function checkTocEntry(e: TocEntry, i: number, where: string): void {
     if (INT_FIELD_SET.has(k)) {
       const n = o[k];
       if (n === undefined || n === null || n === 0) o[k] = undefined;
-      else if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) throw invalidToc(where, `entry ${i} (${e.name}) has invalid ${k} ${JSON.stringify(n)}`);
+      else if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0)
+        throw invalidToc(where, `entry ${i} (${e.name}) has invalid ${k} ${JSON.stringify(n)}`);
     } else if (STRING_FIELD_SET.has(k)) {
       const s = o[k];
       if (s === undefined || s === null || s === "") o[k] = undefined;
@@ -284,7 +318,8 @@ export function checkTocEntry(e: TocEntry, i: number, where: string): void {
         o[k] = undefined;
         continue;
       }
-      if (typeof x !== "object" || Array.isArray(x)) throw invalidToc(where, `entry ${i} (${e.name}) has invalid xattrs`);
+      if (typeof x !== "object" || Array.isArray(x))
+        throw invalidToc(where, `entry ${i} (${e.name}) has invalid xattrs`);
       let any = false;
       for (const [name, val] of Object.entries(x as Record<string, unknown>)) {
         if (typeof val !== "string") throw invalidToc(where, `entry ${i} (${e.name}) has a non-string xattr ${name}`);
@@ -293,8 +328,16 @@ export function checkTocEntry(e: TocEntry, i: number, where: string): void {
       if (!any) o[k] = undefined;
     }
   }
-  if (e.digest !== undefined && !isDigest(e.digest)) throw invalidToc(where, `entry ${i} (${e.name}) has digest ${JSON.stringify(e.digest)}; only sha256:<64 hex> is supported`);
-  if (e.chunkDigest !== undefined && !isDigest(e.chunkDigest)) throw invalidToc(where, `entry ${i} (${e.name}) has chunkDigest ${JSON.stringify(e.chunkDigest)}; only sha256:<64 hex> is supported`);
+  if (e.digest !== undefined && !isDigest(e.digest))
+    throw invalidToc(
+      where,
+      `entry ${i} (${e.name}) has digest ${JSON.stringify(e.digest)}; only sha256:<64 hex> is supported`,
+    );
+  if (e.chunkDigest !== undefined && !isDigest(e.chunkDigest))
+    throw invalidToc(
+      where,
+      `entry ${i} (${e.name}) has chunkDigest ${JSON.stringify(e.chunkDigest)}; only sha256:<64 hex> is supported`,
+    );
 }
 
 /**
@@ -302,20 +345,29 @@ export function checkTocEntry(e: TocEntry, i: number, where: string): void {
  * file, not one of its chunks): offsets inside the content area and increasing, chunks contiguous and covering their
  * file, every payload verifiable. The whole list for a whole layer; one file and its chunks for a single read.
  */
-export function checkTocLayout(entries: readonly TocEntry[], tocOffset: number, where: string, from = 0, to = entries.length): void {
+export function checkTocLayout(
+  entries: readonly TocEntry[],
+  tocOffset: number,
+  where: string,
+  from = 0,
+  to = entries.length,
+): void {
   const bad = (why: string): UnsupportedImageError => invalidToc(where, why);
   let lastOffset = -1;
   let open: { entry: TocEntry; covered: number; size: number } | undefined;
   const closeOpen = (): void => {
-    if (open && open.covered !== open.size) throw bad(`the chunks of ${open.entry.name} cover ${open.covered} of its ${open.size} bytes`);
+    if (open && open.covered !== open.size)
+      throw bad(`the chunks of ${open.entry.name} cover ${open.covered} of its ${open.size} bytes`);
     open = undefined;
   };
   for (let i = from; i < to; i++) {
     const e = entries[i]!;
     const payload = (e.type === "reg" && (e.size ?? 0) > 0) || e.type === "chunk";
     if (e.type === "chunk") {
-      if (!open || cleanEntryName(open.entry.name) !== cleanEntryName(e.name)) throw bad(`chunk entry ${e.name} does not follow its file`);
-      if ((e.chunkOffset ?? 0) !== open.covered) throw bad(`chunk of ${e.name} at ${e.chunkOffset ?? 0}, expected ${open.covered}`);
+      if (!open || cleanEntryName(open.entry.name) !== cleanEntryName(e.name))
+        throw bad(`chunk entry ${e.name} does not follow its file`);
+      if ((e.chunkOffset ?? 0) !== open.covered)
+        throw bad(`chunk of ${e.name} at ${e.chunkOffset ?? 0}, expected ${open.covered}`);
     } else {
       closeOpen();
     }
@@ -325,16 +377,21 @@ export function checkTocLayout(entries: readonly TocEntry[], tocOffset: number, 
     }
     if (e.offset === undefined) throw bad(`${e.name} has content but no offset`);
     if (e.offset >= tocOffset) throw bad(`${e.name} has offset ${e.offset}, at or after the TOC (${tocOffset})`);
-    if (e.offset < lastOffset || (e.offset === lastOffset && (e.innerOffset ?? 0) === 0)) throw bad(`offsets are not increasing at ${e.name} (${e.offset})`);
+    if (e.offset < lastOffset || (e.offset === lastOffset && (e.innerOffset ?? 0) === 0))
+      throw bad(`offsets are not increasing at ${e.name} (${e.offset})`);
     lastOffset = e.offset;
     if (e.type === "reg") {
       if ((e.chunkOffset ?? 0) !== 0) throw bad(`${e.name} starts at chunk offset ${e.chunkOffset}`);
       open = { entry: e, covered: 0, size: e.size! };
     }
     const len = chunkLength(e, open!.size);
-    if (len <= 0 || open!.covered + len > open!.size) throw bad(`chunk of ${e.name} at ${e.chunkOffset ?? 0} with size ${e.chunkSize ?? "(rest)"} does not fit its ${open!.size}-byte file`);
+    if (len <= 0 || open!.covered + len > open!.size)
+      throw bad(
+        `chunk of ${e.name} at ${e.chunkOffset ?? 0} with size ${e.chunkSize ?? "(rest)"} does not fit its ${open!.size}-byte file`,
+      );
     open!.covered += len;
-    if (e.chunkDigest === undefined && !(e.type === "reg" && e.digest !== undefined && len === e.size)) throw bad(`${e.name} has no chunkDigest, so its content cannot be verified`);
+    if (e.chunkDigest === undefined && !(e.type === "reg" && e.digest !== undefined && len === e.size))
+      throw bad(`${e.name} has no chunkDigest, so its content cannot be verified`);
   }
   closeOpen();
 }

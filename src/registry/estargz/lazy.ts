@@ -32,8 +32,13 @@ const WHITEOUT = ".wh.";
 
 /** A layer that has no eStargz TOC had to be consulted: pull the image the normal way instead. */
 export class NotLazyError extends UnsupportedImageError {
-  constructor(readonly layerIndex: number, readonly digest: Digest) {
-    super(`layer ${layerIndex} (${digest}) is not an eStargz layer, so it cannot be read lazily; pull the image instead`);
+  constructor(
+    readonly layerIndex: number,
+    readonly digest: Digest,
+  ) {
+    super(
+      `layer ${layerIndex} (${digest}) is not an eStargz layer, so it cannot be read lazily; pull the image instead`,
+    );
     this.name = "NotLazyError";
   }
 }
@@ -71,19 +76,30 @@ export async function openLazyImage(ref: string, opts: OpenLazyImageOptions = {}
   const cfg = manifest.config;
   const configRead = client.withRetries(async () => {
     const { res, url } = await client.fetch(client.url("blobs", cfg.digest));
-    if (!res.ok) throw await errorFromResponse(res, url, `config of ${reference}`, "the registry does not have the image's config");
+    if (!res.ok)
+      throw await errorFromResponse(
+        res,
+        url,
+        `config of ${reference}`,
+        "the registry does not have the image's config",
+      );
     return readBody(res, 32 * 1024 * 1024, `config of ${reference}`);
   });
   const readerOpts = { deferParse: true, ...(opts.tailBytes !== undefined ? { tailBytes: opts.tailBytes } : {}) };
-  const readersRead = Promise.all(manifest.layers.map((d) => (isEstargzLayer(d) ? EstargzReader.openRegistry(client, d, readerOpts) : undefined)));
+  const readersRead = Promise.all(
+    manifest.layers.map((d) => (isEstargzLayer(d) ? EstargzReader.openRegistry(client, d, readerOpts) : undefined)),
+  );
   const [configBytes, readers] = await Promise.all([configRead, readersRead]);
-  if (sha256Bytes(configBytes) !== cfg.digest) throw new DigestMismatchError(cfg.digest, sha256Bytes(configBytes), `config of ${reference}`);
+  if (sha256Bytes(configBytes) !== cfg.digest)
+    throw new DigestMismatchError(cfg.digest, sha256Bytes(configBytes), `config of ${reference}`);
   const config = JSON.parse(configBytes.toString("utf8")) as ImageConfig;
   const diffIds = config.rootfs?.diff_ids;
-  if (!Array.isArray(diffIds) || diffIds.length !== manifest.layers.length) throw new UnsupportedImageError(`the config of ${reference} does not list one diffID per layer`);
+  if (!Array.isArray(diffIds) || diffIds.length !== manifest.layers.length)
+    throw new UnsupportedImageError(`the config of ${reference} does not list one diffID per layer`);
   const layers = manifest.layers.map((d, i): LazyLayer => {
     const diffId = diffIds[i];
-    if (typeof diffId !== "string" || !isDigest(diffId)) throw new UnsupportedImageError(`${where}: the config's diffID ${i} is invalid`);
+    if (typeof diffId !== "string" || !isDigest(diffId))
+      throw new UnsupportedImageError(`${where}: the config's diffID ${i} is invalid`);
     const reader = readers[i];
     return reader ? { descriptor: d, diffId, reader } : { descriptor: d, diffId };
   });
@@ -167,10 +183,10 @@ export class LazyImage {
       if (found && visit) visit(candidate, found);
       return found?.entry.type === "symlink" ? (found.entry.linkName ?? "") : undefined;
     };
-    const tooMany = () => new UnsupportedImageError(`too many levels of symbolic links resolving ${p} in ${this.reference}`);
+    const tooMany = () =>
+      new UnsupportedImageError(`too many levels of symbolic links resolving ${p} in ${this.reference}`);
     return resolveInRoot(p, followFinal, linkAt, tooMany).join("/");
   }
-
 
   /** The entry the image shows at `p` (symlinks followed), or undefined. */
   stat(p: string, followFinal = true): (Found & { path: string }) | undefined {
@@ -183,7 +199,8 @@ export class LazyImage {
   async readFile(p: string): Promise<Buffer> {
     const f = this.stat(p);
     if (!f) throw new UnsupportedImageError(`${this.reference} has no file /${cleanEntryName(p)}`);
-    if (f.entry.type !== "reg" && f.entry.type !== "hardlink") throw new UnsupportedImageError(`/${f.path} in ${this.reference} is a ${f.entry.type}, not a regular file`);
+    if (f.entry.type !== "reg" && f.entry.type !== "hardlink")
+      throw new UnsupportedImageError(`/${f.path} in ${this.reference} is a ${f.entry.type}, not a regular file`);
     return this.reader(f.layer).readFile(f.path);
   }
 
@@ -237,7 +254,10 @@ export class LazyImage {
    * merged tree below a directory, whose symlinks are returned as symlinks). Only the members holding the content
    * are transferred, several layers' members concurrently. `missing` lists requested paths the image lacks.
    */
-  async fetchFiles(paths: readonly string[], opts: { recursive?: boolean; concurrency?: number } = {}): Promise<{ files: LazyFile[]; missing: string[] }> {
+  async fetchFiles(
+    paths: readonly string[],
+    opts: { recursive?: boolean; concurrency?: number } = {},
+  ): Promise<{ files: LazyFile[]; missing: string[] }> {
     const want = new Map<string, Found>();
     const missing: string[] = [];
     for (const raw of paths) {
@@ -272,12 +292,17 @@ export class LazyImage {
     const fetched = new Map<string, LazyFile>();
     await Promise.all(
       [...byLayer].map(async ([layer, ps]) => {
-        const { files } = await this.reader(layer).fetchFiles(ps, opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {});
+        const { files } = await this.reader(layer).fetchFiles(
+          ps,
+          opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {},
+        );
         for (const file of files) fetched.set(file.path, { ...file, layer });
       }),
     );
     // Directories implied by deeper entries (not in any TOC) come back as synthetic 0755 dirs.
-    return [...want.keys()].map((p) => fetched.get(p) ?? { path: p, entry: want.get(p)!.entry, layer: want.get(p)!.layer });
+    return [...want.keys()].map(
+      (p) => fetched.get(p) ?? { path: p, entry: want.get(p)!.entry, layer: want.get(p)!.layer },
+    );
   }
 
   /**
@@ -293,9 +318,18 @@ export class LazyImage {
    * Fetches layer `i` into the store: the blob (verified) and its unpacked directory, extracted while the ranges
    * arrive. Returns the layer record. Already-present layers are not fetched again.
    */
-  async materializeLayer(store: BlobStore & LayerDirStore & Pick<WorkSpace, "tempDir">, i: number, opts: Omit<FetchAllOptions, "digest" | "diffId" | "blobFile"> & Pick<ExtractOptions, "onWarning"> = {}): Promise<LayerRecord> {
+  async materializeLayer(
+    store: BlobStore & LayerDirStore & Pick<WorkSpace, "tempDir">,
+    i: number,
+    opts: Omit<FetchAllOptions, "digest" | "diffId" | "blobFile"> & Pick<ExtractOptions, "onWarning"> = {},
+  ): Promise<LayerRecord> {
     const l = this.layers[i]!;
-    const record: LayerRecord = { digest: l.descriptor.digest, diffId: l.diffId, size: l.descriptor.size, mediaType: l.descriptor.mediaType || MediaType.ociLayerGzip };
+    const record: LayerRecord = {
+      digest: l.descriptor.digest,
+      diffId: l.diffId,
+      size: l.descriptor.size,
+      mediaType: l.descriptor.mediaType || MediaType.ociLayerGzip,
+    };
     if (await store.hasBlob(record.digest)) {
       await store.layerDir(record);
       return record;
@@ -306,9 +340,17 @@ export class LazyImage {
       const root = path.join(tmp, "root");
       await fsp.mkdir(root, { mode: 0o700 });
       const { concurrency, rangeBytes, onWarning } = opts;
-      const { tar, result } = this.layerTar(i, { blobFile, ...(concurrency !== undefined ? { concurrency } : {}), ...(rangeBytes !== undefined ? { rangeBytes } : {}) });
-      const [diffId, fetched] = await Promise.all([extractLayerOffThread(tar, root, onWarning ? { onWarning } : {}), result]);
-      if (diffId !== l.diffId || fetched.diffId !== l.diffId) throw new DigestMismatchError(l.diffId, diffId, `uncompressed content of layer ${record.digest}`);
+      const { tar, result } = this.layerTar(i, {
+        blobFile,
+        ...(concurrency !== undefined ? { concurrency } : {}),
+        ...(rangeBytes !== undefined ? { rangeBytes } : {}),
+      });
+      const [diffId, fetched] = await Promise.all([
+        extractLayerOffThread(tar, root, onWarning ? { onWarning } : {}),
+        result,
+      ]);
+      if (diffId !== l.diffId || fetched.diffId !== l.diffId)
+        throw new DigestMismatchError(l.diffId, diffId, `uncompressed content of layer ${record.digest}`);
       await store.putBlobFile(blobFile, record.digest, { verified: true });
       await store.adoptLayerDir(l.diffId, root);
       return record;

@@ -64,7 +64,8 @@ export async function fileSource(file: string): Promise<RangeSource> {
 }
 
 function checkRange(start: number, end: number, size: number): void {
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end > size || start >= end) throw new RangeError(`invalid range [${start}, ${end}) of a ${size}-byte blob`);
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end > size || start >= end)
+    throw new RangeError(`invalid range [${start}, ${end}) of a ${size}-byte blob`);
 }
 
 /**
@@ -87,29 +88,50 @@ export function registrySource(client: RegistryClient, d: Descriptor): RangeSour
         const { res, url } = await client.fetch(client.url("blobs", d.digest), { range: `bytes=${start}-${end - 1}` });
         if (res.status === 416) {
           await discard(res); // 2.8.2's 416 announces a Content-Length it never sends
-          throw new RegistryError(`${where}: ${displayUrl(url)} refused the range ${start}-${end - 1} (416); the blob is shorter than its descriptor says`, { status: 416, url: displayUrl(url) });
+          throw new RegistryError(
+            `${where}: ${displayUrl(url)} refused the range ${start}-${end - 1} (416); the blob is shorter than its descriptor says`,
+            { status: 416, url: displayUrl(url) },
+          );
         }
-        if (!res.ok) throw await errorFromResponse(res, url, `${where} (bytes ${start}-${end - 1})`, `the registry does not have the blob ${d.digest}`);
+        if (!res.ok)
+          throw await errorFromResponse(
+            res,
+            url,
+            `${where} (bytes ${start}-${end - 1})`,
+            `the registry does not have the blob ${d.digest}`,
+          );
         const encoding = res.headers.get("content-encoding");
         if (encoding && encoding.toLowerCase() !== "identity") {
           await discard(res);
-          throw new RegistryError(`${where} was served with Content-Encoding: ${encoding} despite Accept-Encoding: identity; ranges of it cannot be used`, { status: res.status, url: displayUrl(url) });
+          throw new RegistryError(
+            `${where} was served with Content-Encoding: ${encoding} despite Accept-Encoding: identity; ranges of it cannot be used`,
+            { status: res.status, url: displayUrl(url) },
+          );
         }
         if (res.status === 200 && !whole) {
           await discard(res);
-          throw new RegistryError(`${where}: ${displayUrl(url)} ignored the Range header (200 instead of 206); eStargz lazy pulls need a registry that serves byte ranges`, { status: 200, url: displayUrl(url) });
+          throw new RegistryError(
+            `${where}: ${displayUrl(url)} ignored the Range header (200 instead of 206); eStargz lazy pulls need a registry that serves byte ranges`,
+            { status: 200, url: displayUrl(url) },
+          );
         }
         if (res.status === 206) {
           const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec((res.headers.get("content-range") ?? "").trim());
           if (!m || Number(m[1]) !== start || Number(m[2]) !== end - 1 || (m[3] !== "*" && Number(m[3]) !== d.size)) {
             await discard(res);
-            throw new RegistryError(`${where}: asked for bytes ${start}-${end - 1}, got Content-Range ${JSON.stringify(res.headers.get("content-range"))}`, { status: 206, url: displayUrl(url), temporary: true });
+            throw new RegistryError(
+              `${where}: asked for bytes ${start}-${end - 1}, got Content-Range ${JSON.stringify(res.headers.get("content-range"))}`,
+              { status: 206, url: displayUrl(url), temporary: true },
+            );
           }
         }
         const body = await readBody(res, end - start, `${where} (bytes ${start}-${end - 1})`);
         n += body.length;
         if (body.length !== end - start) {
-          throw new RegistryError(`${where}: got ${body.length} of the ${end - start} bytes asked for (${start}-${end - 1})`, { url: displayUrl(url), temporary: true });
+          throw new RegistryError(
+            `${where}: got ${body.length} of the ${end - start} bytes asked for (${start}-${end - 1})`,
+            { url: displayUrl(url), temporary: true },
+          );
         }
         return body;
       });

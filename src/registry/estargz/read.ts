@@ -242,7 +242,8 @@ export class EstargzReader {
     const start = entries[i]!.offset!;
     for (let j = i + 1; j < entries.length; j++) {
       const e = this.entry(j);
-      if (hasPayload(e) && e.offset !== undefined && e.offset > start) return { start, end: Math.min(e.offset, this.tocOffset) };
+      if (hasPayload(e) && e.offset !== undefined && e.offset > start)
+        return { start, end: Math.min(e.offset, this.tocOffset) };
     }
     return { start, end: this.tocOffset };
   }
@@ -254,14 +255,21 @@ export class EstargzReader {
   static async open(source: RangeSource, opts: OpenOptions): Promise<EstargzReader> {
     const where = opts.where ?? "eStargz layer";
     const size = source.size;
-    if (size < FOOTER_SIZE) throw new UnsupportedImageError(`${where} is ${size} bytes, too small for an eStargz footer`);
+    if (size < FOOTER_SIZE)
+      throw new UnsupportedImageError(`${where} is ${size} bytes, too small for an eStargz footer`);
     const tailStart = Math.max(0, size - (opts.tailBytes ?? 64 * 1024));
     let tail = await source.read(tailStart, size);
     const { tocOffset, footerSize } = parseFooter(tail, where);
     const tocEnd = size - footerSize;
-    if (tocOffset >= tocEnd) throw new UnsupportedImageError(`${where}: the footer puts the TOC at ${tocOffset}, past the end of the content (${tocEnd})`);
+    if (tocOffset >= tocEnd)
+      throw new UnsupportedImageError(
+        `${where}: the footer puts the TOC at ${tocOffset}, past the end of the content (${tocEnd})`,
+      );
     const maxToc = opts.maxTocBytes ?? 64 * 1024 * 1024;
-    if (tocEnd - tocOffset > maxToc) throw new UnsupportedImageError(`${where}: the compressed TOC is ${tocEnd - tocOffset} bytes, more than the ${maxToc}-byte limit`);
+    if (tocEnd - tocOffset > maxToc)
+      throw new UnsupportedImageError(
+        `${where}: the compressed TOC is ${tocEnd - tocOffset} bytes, more than the ${maxToc}-byte limit`,
+      );
     if (tocOffset < tailStart) {
       tail = Buffer.concat([await source.read(tocOffset, tailStart), tail]);
     }
@@ -274,23 +282,41 @@ export class EstargzReader {
       const chunkSize = Math.min(maxToc + 4096, Math.max(TOC_INFLATE_CHUNK, isize + 1024));
       tar = await gunzipAsync(member, { maxOutputLength: maxToc + 4096, chunkSize });
     } catch (e) {
-      throw new UnsupportedImageError(`${where}: the TOC member at ${tocOffset} is not valid gzip (${(e as Error).message})`, { cause: e });
+      throw new UnsupportedImageError(
+        `${where}: the TOC member at ${tocOffset} is not valid gzip (${(e as Error).message})`,
+        { cause: e },
+      );
     }
-    const header = tar.length >= 512 ? decodeHeader(tar.subarray(0, 512), { offset: 0, where: `${where}: the TOC member` }) : null;
-    if (!header || cleanEntryName(header.name) !== TOC_TAR_NAME) throw new UnsupportedImageError(`${where}: the TOC member does not start with a ${TOC_TAR_NAME} tar entry`);
+    const header =
+      tar.length >= 512 ? decodeHeader(tar.subarray(0, 512), { offset: 0, where: `${where}: the TOC member` }) : null;
+    if (!header || cleanEntryName(header.name) !== TOC_TAR_NAME)
+      throw new UnsupportedImageError(`${where}: the TOC member does not start with a ${TOC_TAR_NAME} tar entry`);
     const jsonLen = header.size;
-    if (512 + jsonLen > tar.length) throw new UnsupportedImageError(`${where}: the ${TOC_TAR_NAME} entry has an invalid size`);
+    if (512 + jsonLen > tar.length)
+      throw new UnsupportedImageError(`${where}: the ${TOC_TAR_NAME} entry has an invalid size`);
     const json = tar.subarray(512, 512 + jsonLen);
     const actual = ("sha256:" + createHash("sha256").update(json).digest("hex")) as Digest;
-    if (actual !== opts.tocDigest) throw new DigestMismatchError(opts.tocDigest, actual, `TOC (stargz.index.json) of ${where}`);
+    if (actual !== opts.tocDigest)
+      throw new DigestMismatchError(opts.tocDigest, actual, `TOC (stargz.index.json) of ${where}`);
     return new EstargzReader(source, json, actual, tocOffset, where, opts.deferParse === true);
   }
 
   /** Opens the eStargz layer `d` of a registry repository; the TOC digest comes from the descriptor's annotation. */
-  static async openRegistry(client: RegistryClient, d: Descriptor, opts: Omit<OpenOptions, "tocDigest"> = {}): Promise<EstargzReader> {
+  static async openRegistry(
+    client: RegistryClient,
+    d: Descriptor,
+    opts: Omit<OpenOptions, "tocDigest"> = {},
+  ): Promise<EstargzReader> {
     const tocDigest = d.annotations?.[TOC_DIGEST_ANNOTATION];
-    if (tocDigest === undefined || !isDigest(tocDigest)) throw new UnsupportedImageError(`layer ${d.digest} has no valid ${TOC_DIGEST_ANNOTATION} annotation; it is not an eStargz layer`);
-    return EstargzReader.open(registrySource(client, d), { where: `layer ${d.digest} of ${client.reference}`, ...opts, tocDigest });
+    if (tocDigest === undefined || !isDigest(tocDigest))
+      throw new UnsupportedImageError(
+        `layer ${d.digest} has no valid ${TOC_DIGEST_ANNOTATION} annotation; it is not an eStargz layer`,
+      );
+    return EstargzReader.open(registrySource(client, d), {
+      where: `layer ${d.digest} of ${client.reference}`,
+      ...opts,
+      tocDigest,
+    });
   }
 
   /** The decompressed size the TOC implies is not stored; this is the descriptor annotation's value, if any. */
@@ -326,7 +352,8 @@ export class EstargzReader {
   /** The content of the regular file (or hardlink) at `path`, verified. */
   async readFile(path: string): Promise<Buffer> {
     const { files, missing } = await this.fetchFiles([path]);
-    if (missing.length || files[0]?.content === undefined) throw new UnsupportedImageError(`${this.where} has no regular file ${cleanEntryName(path)}`);
+    if (missing.length || files[0]?.content === undefined)
+      throw new UnsupportedImageError(`${this.where} has no regular file ${cleanEntryName(path)}`);
     return files[0].content;
   }
 
@@ -335,7 +362,10 @@ export class EstargzReader {
    * content: neighbouring members are merged into one range request, requests run `concurrency` at a time, and
    * each chunk is checked against its `chunkDigest`, each file against its `digest`.
    */
-  async fetchFiles(paths: readonly string[], opts: FetchFilesOptions = {}): Promise<{ files: FetchedFile[]; missing: string[] }> {
+  async fetchFiles(
+    paths: readonly string[],
+    opts: FetchFilesOptions = {},
+  ): Promise<{ files: FetchedFile[]; missing: string[] }> {
     const chosen = new Map<string, TocEntry>();
     const missing: string[] = [];
     for (const raw of paths) {
@@ -360,7 +390,10 @@ export class EstargzReader {
         at = this.positionOf(cleanEntryName(cur.linkName ?? ""));
         cur = at === undefined ? undefined : this.entry(at);
       }
-      if (e.type === "hardlink" && (!cur || cur.type !== "reg")) throw new UnsupportedImageError(`${this.where}: hardlink ${p} points at ${e.linkName}, which is not a regular file of this layer`);
+      if (e.type === "hardlink" && cur?.type !== "reg")
+        throw new UnsupportedImageError(
+          `${this.where}: hardlink ${p} points at ${e.linkName}, which is not a regular file of this layer`,
+        );
       if (cur?.type === "reg" && at !== undefined) source.set(p, at);
     }
     const contents = await this.fetchContents([...new Set(source.values())], opts);
@@ -408,7 +441,10 @@ export class EstargzReader {
           const bytes = await this.source.read(r.start, r.end);
           await Promise.all(
             r.members.map(async (m) => {
-              decompressed.set(m.start, await this.inflate(bytes.subarray(m.start - r.start, m.end - r.start), m.start));
+              decompressed.set(
+                m.start,
+                await this.inflate(bytes.subarray(m.start - r.start, m.end - r.start), m.start),
+              );
             }),
           );
         }),
@@ -424,10 +460,18 @@ export class EstargzReader {
         const len = chunkLength(p, size);
         const inner = p.innerOffset ?? 0;
         const chunk = member.subarray(inner, inner + len);
-        if (chunk.length !== len) throw new UnsupportedImageError(`${this.where}: the member at ${p.offset} holds ${member.length - inner} bytes, not the ${len} of ${r.name}'s chunk at ${p.chunkOffset ?? 0}`);
+        if (chunk.length !== len)
+          throw new UnsupportedImageError(
+            `${this.where}: the member at ${p.offset} holds ${member.length - inner} bytes, not the ${len} of ${r.name}'s chunk at ${p.chunkOffset ?? 0}`,
+          );
         if (p.chunkDigest !== undefined) {
           const got = sha(chunk);
-          if (got !== p.chunkDigest) throw new DigestMismatchError(p.chunkDigest, got, `chunk ${p.chunkOffset ?? 0} of ${r.name} in ${this.where}`);
+          if (got !== p.chunkDigest)
+            throw new DigestMismatchError(
+              p.chunkDigest,
+              got,
+              `chunk ${p.chunkOffset ?? 0} of ${r.name} in ${this.where}`,
+            );
         }
         chunk.copy(file, p.chunkOffset ?? 0);
       }
@@ -444,7 +488,10 @@ export class EstargzReader {
     try {
       return await gunzipAsync(member, {});
     } catch (e) {
-      throw new UnsupportedImageError(`${this.where}: the gzip member at ${offset} is corrupt (${(e as Error).message})`, { cause: e });
+      throw new UnsupportedImageError(
+        `${this.where}: the gzip member at ${offset} is corrupt (${(e as Error).message})`,
+        { cause: e },
+      );
     }
   }
 
@@ -458,7 +505,8 @@ export class EstargzReader {
     const size = this.source.size;
     // Member starts: payload offsets increase along the TOC (parseToc checks it), so they come sorted.
     const starts = [0];
-    for (const e of this.complete().entries) if (hasPayload(e) && e.offset! > starts[starts.length - 1]!) starts.push(e.offset!);
+    for (const e of this.complete().entries)
+      if (hasPayload(e) && e.offset! > starts[starts.length - 1]!) starts.push(e.offset!);
     if (this.tocOffset > starts[starts.length - 1]!) starts.push(this.tocOffset);
     const target = Math.max(1, opts.rangeBytes ?? 4 * 1024 * 1024);
     const ranges: Span[] = [];
@@ -503,8 +551,10 @@ export class EstargzReader {
         }
         const digest = ("sha256:" + blobHash.digest("hex")) as Digest;
         const diffId = ("sha256:" + diffHash.digest("hex")) as Digest;
-        if (opts.digest !== undefined && digest !== opts.digest) throw new DigestMismatchError(opts.digest, digest, self.where);
-        if (opts.diffId !== undefined && diffId !== opts.diffId) throw new DigestMismatchError(opts.diffId, diffId, `uncompressed content (diffID) of ${self.where}`);
+        if (opts.digest !== undefined && digest !== opts.digest)
+          throw new DigestMismatchError(opts.digest, digest, self.where);
+        if (opts.diffId !== undefined && diffId !== opts.diffId)
+          throw new DigestMismatchError(opts.diffId, diffId, `uncompressed content (diffID) of ${self.where}`);
         settle.resolve({ digest, diffId, size, uncompressedSize: plainSize });
       } catch (e) {
         settle.reject(e);
@@ -530,7 +580,13 @@ function sha(b: Buffer): Digest {
  * and the diffID before returning. A drop-in for a plain blob download of a layer carrying the TOC annotation (the
  * seam for `pullImage`); on any error the file is removed.
  */
-export async function downloadEstargzBlob(client: RegistryClient, d: Descriptor, diffId: Digest, file: string, opts: Omit<FetchAllOptions, "digest" | "diffId" | "blobFile"> = {}): Promise<FetchAllResult> {
+export async function downloadEstargzBlob(
+  client: RegistryClient,
+  d: Descriptor,
+  diffId: Digest,
+  file: string,
+  opts: Omit<FetchAllOptions, "digest" | "diffId" | "blobFile"> = {},
+): Promise<FetchAllResult> {
   try {
     const reader = await EstargzReader.openRegistry(client, d);
     const { tar, result } = reader.fetchAll({ ...opts, digest: d.digest, diffId, blobFile: file });

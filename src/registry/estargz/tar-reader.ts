@@ -4,7 +4,14 @@
  * original (xattrs, user names, long names) without re-encoding it. Headers are decoded by `layer/tar-decode.ts`,
  * with its rules for malformed fields (a `TarFormatError`); what is refused here is what conversion does not support.
  */
-import { BLOCK, decodeHeader, extendedHeaderSize, isExtendedHeader, isZeroBlock, TarExtensions } from "../../layer/tar-decode.js";
+import {
+  BLOCK,
+  decodeHeader,
+  extendedHeaderSize,
+  isExtendedHeader,
+  isZeroBlock,
+  TarExtensions,
+} from "../../layer/tar-decode.js";
 import { UnsupportedImageError } from "../errors.js";
 
 export type RawEntryType = "file" | "link" | "symlink" | "character-device" | "block-device" | "directory" | "fifo";
@@ -113,16 +120,21 @@ export class RawTarReader {
         return undefined;
       }
       const h = decodeHeader(block, at)!;
-      if (h.type === "pax-global-header") throw new UnsupportedImageError(`${this.where}: the layer has a PAX global header, which eStargz conversion does not support`);
+      if (h.type === "pax-global-header")
+        throw new UnsupportedImageError(
+          `${this.where}: the layer has a PAX global header, which eStargz conversion does not support`,
+        );
       if (isExtendedHeader(h.type)) {
         const size = extendedHeaderSize(h, at);
         const body = await this.src.read(size + ((BLOCK - (size % BLOCK)) % BLOCK));
-        if (body.length < size) throw new UnsupportedImageError(`${this.where}: the tar stream ends inside an extended header`);
+        if (body.length < size)
+          throw new UnsupportedImageError(`${this.where}: the tar stream ends inside an extended header`);
         raw.push(block, body);
         ext.add(h, body.subarray(0, size), at);
         continue;
       }
-      if (h.type === "unknown") throw new UnsupportedImageError(`${this.where}: unsupported tar entry type ${JSON.stringify(h.typeflag)}`);
+      if (h.type === "unknown")
+        throw new UnsupportedImageError(`${this.where}: unsupported tar entry type ${JSON.stringify(h.typeflag)}`);
       raw.push(block);
       ext.apply(h, at);
       return { ...h, type: h.type as RawEntryType, raw: Buffer.concat(raw), xattrs: h.xattrs ?? new Map() };
@@ -143,6 +155,7 @@ export class RawTarReader {
 
   async skipPadding(size: number): Promise<void> {
     const pad = (BLOCK - (size % BLOCK)) % BLOCK;
-    if (pad && (await this.src.read(pad)).length < pad) throw new UnsupportedImageError(`${this.where}: the tar stream ends inside padding`);
+    if (pad && (await this.src.read(pad)).length < pad)
+      throw new UnsupportedImageError(`${this.where}: the tar stream ends inside padding`);
   }
 }

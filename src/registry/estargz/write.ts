@@ -121,9 +121,11 @@ class MemberPipeline {
     // Small members are compressed at once on this thread (a thread-pool round trip costs more than deflating a
     // few KiB); large ones on the pool, `concurrency` at a time. Either way each member is compressed on its own,
     // so the bytes are the same.
-    if (data.length < SYNC_MEMBER_BYTES) this.inflight.push({ index: this.count - 1, job: gzipSync(data, { level: this.level }) });
+    if (data.length < SYNC_MEMBER_BYTES)
+      this.inflight.push({ index: this.count - 1, job: gzipSync(data, { level: this.level }) });
     else this.inflight.push({ index: this.count - 1, job: gzipAsync(data, { level: this.level }) });
-    while (this.inflight.length && (Buffer.isBuffer(this.inflight[0]!.job) || this.inflight.length >= this.concurrency)) await this.flushOne();
+    while (this.inflight.length && (Buffer.isBuffer(this.inflight[0]!.job) || this.inflight.length >= this.concurrency))
+      await this.flushOne();
   }
 
   private async flushOne(): Promise<void> {
@@ -152,10 +154,16 @@ class MemberPipeline {
 }
 
 /** The input as an uncompressed tar byte stream (gzip detected by its magic; zstd refused). */
-async function* uncompressed(src: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, where: string): AsyncGenerator<Uint8Array> {
-  const it = Symbol.asyncIterator in src ? src[Symbol.asyncIterator]() : (async function* () {
-    yield* src;
-  })();
+async function* uncompressed(
+  src: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  where: string,
+): AsyncGenerator<Uint8Array> {
+  const it =
+    Symbol.asyncIterator in src
+      ? src[Symbol.asyncIterator]()
+      : (async function* () {
+          yield* src;
+        })();
   let head = Buffer.alloc(0);
   let ended = false;
   while (head.length < 4 && !ended) {
@@ -173,7 +181,9 @@ async function* uncompressed(src: AsyncIterable<Uint8Array> | Iterable<Uint8Arra
     }
   }
   if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) {
-    throw new UnsupportedImageError(`${where} is zstd-compressed; eStargz conversion reads tar or tar+gzip layers only`);
+    throw new UnsupportedImageError(
+      `${where} is zstd-compressed; eStargz conversion reads tar or tar+gzip layers only`,
+    );
   }
   if (head[0] !== 0x1f || head[1] !== 0x8b) {
     yield* rest();
@@ -193,7 +203,10 @@ async function* uncompressed(src: AsyncIterable<Uint8Array> | Iterable<Uint8Arra
   }
 }
 
-async function* hashed(src: AsyncIterable<Uint8Array>, hash: ReturnType<typeof createHash>): AsyncGenerator<Uint8Array> {
+async function* hashed(
+  src: AsyncIterable<Uint8Array>,
+  hash: ReturnType<typeof createHash>,
+): AsyncGenerator<Uint8Array> {
   for await (const c of src) {
     hash.update(c);
     yield c;
@@ -226,9 +239,14 @@ const sha = (b: Buffer | ReturnType<typeof createHash>): Digest =>
  * Converts a layer (an uncompressed tar or a tar+gzip stream) into an eStargz blob written to `output` (a path or a
  * writable stream, ended on success). Deterministic for a given input, `chunkSize` and `level`.
  */
-export async function writeEstargz(input: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, output: string | Writable, opts: EstargzWriteOptions = {}): Promise<EstargzResult> {
+export async function writeEstargz(
+  input: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  output: string | Writable,
+  opts: EstargzWriteOptions = {},
+): Promise<EstargzResult> {
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
-  if (!Number.isSafeInteger(chunkSize) || chunkSize < 1) throw new RangeError(`invalid eStargz chunk size ${chunkSize}`);
+  if (!Number.isSafeInteger(chunkSize) || chunkSize < 1)
+    throw new RangeError(`invalid eStargz chunk size ${chunkSize}`);
   const level = opts.level ?? gzipLevel();
   const where = opts.where ?? "the layer";
   const out: Writable = typeof output === "string" ? createWriteStream(output, { mode: 0o644 }) : output;
@@ -264,7 +282,12 @@ export async function writeEstargz(input: AsyncIterable<Uint8Array> | Iterable<U
   };
 
   /** Writes a regular file's payload: one new member per chunk, the padding after the last. */
-  const writePayload = async (first: TocEntry, name: string, size: number, body: AsyncIterable<Buffer>): Promise<void> => {
+  const writePayload = async (
+    first: TocEntry,
+    name: string,
+    size: number,
+    body: AsyncIterable<Buffer>,
+  ): Promise<void> => {
     // A file of one chunk has digest == chunkDigest: hash it once.
     const single = size <= chunkSize;
     const fileHash = createHash("sha256");
@@ -310,7 +333,8 @@ export async function writeEstargz(input: AsyncIterable<Uint8Array> | Iterable<U
     }
     // Consume the generator to its end (it skips the tar padding).
     for (let r = await it.next(); !r.done; r = await it.next()) {
-      if (r.value.length) throw new UnsupportedImageError(`${where}: the content of ${name} is longer than its header says`);
+      if (r.value.length)
+        throw new UnsupportedImageError(`${where}: the content of ${name} is longer than its header says`);
     }
     m.write(padding(size));
     first.digest = single ? first.chunkDigest! : sha(fileHash);
@@ -322,9 +346,14 @@ export async function writeEstargz(input: AsyncIterable<Uint8Array> | Iterable<U
       const landmark: TocEntry = { name: NO_PREFETCH_LANDMARK, type: "reg", size: 1 };
       m.open();
       m.write(encodeHeader({ name: NO_PREFETCH_LANDMARK, type: "file", mode: 0, uid: 0, gid: 0, size: 1, mtime: 0 }));
-      await writePayload(landmark, NO_PREFETCH_LANDMARK, 1, (async function* () {
-        yield Buffer.from([LANDMARK_CONTENTS]);
-      })());
+      await writePayload(
+        landmark,
+        NO_PREFETCH_LANDMARK,
+        1,
+        (async function* () {
+          yield Buffer.from([LANDMARK_CONTENTS]);
+        })(),
+      );
     }
 
     const inputHash = createHash("sha256");

@@ -31,16 +31,40 @@ function chain(e: unknown, depth = 0): ErrorLike[] {
 
 const NOT_FOUND_NAMES = new Set(["NoSuchKey", "NotFound", "NoSuchUpload"]);
 const THROTTLING_NAMES = new Set([
-  "SlowDown", "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled", "RequestThrottledException",
-  "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded", "BandwidthLimitExceeded",
+  "SlowDown",
+  "Throttling",
+  "ThrottlingException",
+  "ThrottledException",
+  "RequestThrottled",
+  "RequestThrottledException",
+  "TooManyRequestsException",
+  "ProvisionedThroughputExceededException",
+  "RequestLimitExceeded",
+  "BandwidthLimitExceeded",
 ]);
 const TRANSIENT_NAMES = new Set([
-  "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable", "TimeoutError", "ECONNRESET",
-  "PriorRequestNotComplete", "IDPCommunicationError", "EC2ThrottledException",
+  "RequestTimeout",
+  "RequestTimeoutException",
+  "InternalError",
+  "ServiceUnavailable",
+  "TimeoutError",
+  "ECONNRESET",
+  "PriorRequestNotComplete",
+  "IDPCommunicationError",
+  "EC2ThrottledException",
 ]);
 const NETWORK_CODES = new Set([
-  "ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN",
-  "ECONNABORTED", "ERR_STREAM_PREMATURE_CLOSE", "UND_ERR_SOCKET",
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ECONNABORTED",
+  "ERR_STREAM_PREMATURE_CLOSE",
+  "UND_ERR_SOCKET",
 ]);
 
 /** The object (or multipart upload) does not exist. A missing *bucket* is not this: that is a configuration error. */
@@ -64,7 +88,9 @@ export function isS3Retryable(e: unknown): boolean {
 }
 
 function isNetworkFailure(e: unknown): boolean {
-  return chain(e).some((f) => typeof f.code === "string" && NETWORK_CODES.has(f.code)) || fields(e).name === "TimeoutError";
+  return (
+    chain(e).some((f) => typeof f.code === "string" && NETWORK_CODES.has(f.code)) || fields(e).name === "TimeoutError"
+  );
 }
 
 /** One line saying what the SDK (or the network) reported: name, HTTP status, code, message. */
@@ -73,16 +99,26 @@ export function describeS3Error(e: unknown): string {
   const parts: string[] = [];
   const name = typeof f.name === "string" ? f.name : "Error";
   const status = f.$metadata?.httpStatusCode;
-  const codes = [...new Set(chain(e).map((c) => c.code).filter((c): c is string => typeof c === "string"))];
+  const codes = [
+    ...new Set(
+      chain(e)
+        .map((c) => c.code)
+        .filter((c): c is string => typeof c === "string"),
+    ),
+  ];
   // A plain network Error is better named by its code (ECONNREFUSED) than by "Error".
   if (status || name !== "Error" || !codes.length) parts.push(status ? `${name} (HTTP ${status})` : name);
   if (codes.length && !codes.includes(name)) parts.push(codes.join("/"));
   let message = typeof f.message === "string" ? f.message : String(e);
   if (!message) {
     // AggregateErrors (a dual-stack connect that failed on every address) carry the detail in their members.
-    message = chain(e).map((c) => (typeof c.message === "string" ? c.message : "")).find((m) => m) ?? "";
+    message =
+      chain(e)
+        .map((c) => (typeof c.message === "string" ? c.message : ""))
+        .find((m) => m) ?? "";
   }
-  if (message && message !== name && message !== "UnknownError") parts.push(codes.length ? message.replace(new RegExp(`^(${codes.join("|")}): `), "") : message);
+  if (message && message !== name && message !== "UnknownError")
+    parts.push(codes.length ? message.replace(new RegExp(`^(${codes.join("|")}): `), "") : message);
   return parts.join(": ");
 }
 
@@ -90,15 +126,22 @@ export function describeS3Error(e: unknown): string {
 function hint(e: unknown, where: S3Where): string {
   const f = fields(e);
   const status = f.$metadata?.httpStatusCode;
-  if (f.name === "NoSuchBucket") return ` — bucket "${where.bucket}" does not exist: create it, or set STRATA_S3_BUCKET to an existing bucket`;
+  if (f.name === "NoSuchBucket")
+    return ` — bucket "${where.bucket}" does not exist: create it, or set STRATA_S3_BUCKET to an existing bucket`;
   if (f.name === "CredentialsProviderError" || /credential/i.test(String(f.message ?? ""))) {
     return " — no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or another source of the SDK's default chain";
   }
   if (/region is missing/i.test(String(f.message ?? ""))) return " — set AWS_REGION";
-  if (status === 403 || f.name === "AccessDenied" || f.name === "InvalidAccessKeyId" || f.name === "SignatureDoesNotMatch") {
+  if (
+    status === 403 ||
+    f.name === "AccessDenied" ||
+    f.name === "InvalidAccessKeyId" ||
+    f.name === "SignatureDoesNotMatch"
+  ) {
     return ` — access denied: check the AWS credentials and their permissions on bucket "${where.bucket}"`;
   }
-  if (isNetworkFailure(e)) return ` — is the S3 endpoint ${where.endpoint ?? "(AWS default)"} reachable? (STRATA_S3_ENDPOINT)`;
+  if (isNetworkFailure(e))
+    return ` — is the S3 endpoint ${where.endpoint ?? "(AWS default)"} reachable? (STRATA_S3_ENDPOINT)`;
   return "";
 }
 
@@ -125,7 +168,13 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * mismatch) pass through untouched; anything else becomes a StoreError naming `s3://bucket/key`, the attempts
  * made and the cause.
  */
-export async function withS3Retry<T>(where: S3Where, op: string, key: string, policy: RetryPolicy, fn: (attempt: number) => Promise<T>): Promise<T> {
+export async function withS3Retry<T>(
+  where: S3Where,
+  op: string,
+  key: string,
+  policy: RetryPolicy,
+  fn: (attempt: number) => Promise<T>,
+): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn(attempt);

@@ -51,7 +51,10 @@ export class LocalCache {
   /** The last eviction failure; eviction is best effort and never fails the operation that triggered it. */
   lastEvictionError: unknown;
 
-  constructor(readonly local: LocalStore, opts: LocalCacheOptions) {
+  constructor(
+    readonly local: LocalStore,
+    opts: LocalCacheOptions,
+  ) {
     this.root = local.root;
     this.maxBytes = opts.maxBytes;
     this.graceMs = opts.graceMs;
@@ -129,15 +132,21 @@ export class LocalCache {
    */
   evict(protect: Iterable<string> = [], addedBytes?: number): Promise<void> {
     const keep = new Set(protect);
-    const run = this.#evicting.then(() => {
-      if (addedBytes !== undefined && this.#estimate !== undefined && Date.now() - this.#lastScanMs < LocalCache.RESCAN_MS) {
-        this.#estimate += addedBytes;
-        if (this.#estimate <= this.maxBytes) return;
-      }
-      return this.#evictNow(keep);
-    }).catch((e: unknown) => {
-      this.lastEvictionError = e;
-    });
+    const run = this.#evicting
+      .then(() => {
+        if (
+          addedBytes !== undefined &&
+          this.#estimate !== undefined &&
+          Date.now() - this.#lastScanMs < LocalCache.RESCAN_MS
+        ) {
+          this.#estimate += addedBytes;
+          if (this.#estimate <= this.maxBytes) return;
+        }
+        return this.#evictNow(keep);
+      })
+      .catch((e: unknown) => {
+        this.lastEvictionError = e;
+      });
     this.#evicting = run;
     return run;
   }
@@ -165,7 +174,10 @@ export class LocalCache {
         // Move it out of layers/ first so nobody ever sees a half-deleted layer; tmp/evict-<pid>-… is reclaimed
         // by recover() if we die before the rm finishes.
         const doomed = path.join(this.local.layout.tmpDir, `evict-${uniqueSuffix()}`);
-        const moved = await fsp.rename(e.path, doomed).then(() => true, () => false);
+        const moved = await fsp.rename(e.path, doomed).then(
+          () => true,
+          () => false,
+        );
         if (!moved) continue;
         this.#layerSizes.delete(e.path);
         await fsp.rm(doomed, { recursive: true, force: true });

@@ -19,7 +19,7 @@
 import { createHash } from "node:crypto";
 import { createWriteStream, promises as fsp } from "node:fs";
 import path from "node:path";
-import { Readable, Transform } from "node:stream";
+import { type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
   AbortMultipartUploadCommand,
@@ -39,7 +39,16 @@ import { digestHex, sha256Bytes, sha256File, type Digest } from "../../util/dige
 import { exists } from "../../util/fs.js";
 import { LocalStore } from "../local.js";
 import { StoreLayout } from "../layout.js";
-import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store, StoreMaintenance, StoreNamespace, StoredObject } from "../store.js";
+import type {
+  ChainRecord,
+  ImageRecord,
+  IndexEntry,
+  LayerRecord,
+  Store,
+  StoreMaintenance,
+  StoreNamespace,
+  StoredObject,
+} from "../store.js";
 import { DEFAULT_RETRY, withS3Retry, type RetryPolicy, type S3Where } from "./errors.js";
 import { LocalCache } from "./local-cache.js";
 
@@ -117,7 +126,11 @@ const INDEX_KEY_RE = /^[0-9a-z-]+$/;
 const IMAGE_KEY_RE = /images\/([0-9a-f]{64})\.json$/;
 
 /** Runs `fn` over `items` with at most `limit` in flight; rejects with the first failure after all settle. */
-async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
+async function forEachLimit<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   let failure: { e: unknown } | undefined;
   const worker = async () => {
@@ -147,7 +160,14 @@ export class S3Store implements Store, StoreMaintenance {
   readonly client: S3Client;
   readonly cache: LocalCache;
   readonly stats: S3StoreStats = {
-    blobsUploaded: 0, bytesUploaded: 0, multipartUploads: 0, partsUploaded: 0, blobsAlreadyPresent: 0, blobsFetched: 0, bytesFetched: 0, rangedFetches: 0,
+    blobsUploaded: 0,
+    bytesUploaded: 0,
+    multipartUploads: 0,
+    partsUploaded: 0,
+    blobsAlreadyPresent: 0,
+    blobsFetched: 0,
+    bytesFetched: 0,
+    rangedFetches: 0,
   };
   readonly #local: LocalStore;
   readonly #ownsClient: boolean;
@@ -180,13 +200,18 @@ export class S3Store implements Store, StoreMaintenance {
     this.#multipartThreshold = Math.max(1, opts.multipartThreshold ?? 64 * MiB);
     this.#partSize = Math.max(5 * MiB, opts.partSize ?? 16 * MiB);
     this.#concurrency = Math.max(1, opts.concurrency ?? 4);
-    this.cache = new LocalCache(local, { maxBytes: opts.maxLocalBytes ?? 20 * GiB, graceMs: opts.evictGraceMs ?? 5 * 60_000 });
+    this.cache = new LocalCache(local, {
+      maxBytes: opts.maxLocalBytes ?? 20 * GiB,
+      graceMs: opts.evictGraceMs ?? 5 * 60_000,
+    });
     this.#ownsClient = !opts.client;
     this.client = opts.client ?? S3Store.#makeClient(opts);
   }
 
   static #makeClient(opts: S3StoreOptions): S3Client {
-    const region = opts.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || (opts.endpoint ? "us-east-1" : undefined));
+    const region =
+      opts.region ??
+      (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || (opts.endpoint ? "us-east-1" : undefined));
     return new S3Client({
       ...(region ? { region } : {}),
       ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
@@ -220,7 +245,10 @@ export class S3Store implements Store, StoreMaintenance {
    * addressing when set), STRATA_S3_PREFIX, STRATA_S3_CACHE_DIR (local cache, default `<STRATA_HOME>/s3/<bucket>`),
    * STRATA_S3_CACHE_SIZE (e.g. 20G), and the standard AWS variables through the SDK's default chain.
    */
-  static async fromEnv(env: NodeJS.ProcessEnv = process.env, overrides: Partial<S3StoreOptions> = {}): Promise<S3Store> {
+  static async fromEnv(
+    env: NodeJS.ProcessEnv = process.env,
+    overrides: Partial<S3StoreOptions> = {},
+  ): Promise<S3Store> {
     const bucket = env.STRATA_S3_BUCKET;
     if (!bucket) throw new StoreError("STRATA_S3_BUCKET is not set: it names the bucket of the S3 store");
     const endpoint = env.STRATA_S3_ENDPOINT || undefined;
@@ -247,7 +275,10 @@ export class S3Store implements Store, StoreMaintenance {
       await this.#s3("HeadBucket", "", () => this.client.send(new HeadBucketCommand({ Bucket: this.bucket })));
     } catch (e) {
       // HEAD responses have no body, so a missing bucket is a bare 404.
-      if (e instanceof NotFoundError) throw new StoreError(`S3 bucket "${this.bucket}" does not exist${this.endpoint ? ` at ${this.endpoint}` : ""}: create it, or set STRATA_S3_BUCKET to an existing bucket`);
+      if (e instanceof NotFoundError)
+        throw new StoreError(
+          `S3 bucket "${this.bucket}" does not exist${this.endpoint ? ` at ${this.endpoint}` : ""}: create it, or set STRATA_S3_BUCKET to an existing bucket`,
+        );
       throw e;
     }
   }
@@ -287,7 +318,9 @@ export class S3Store implements Store, StoreMaintenance {
   /** HEAD an object: its size, or undefined if it does not exist. */
   async #head(key: string): Promise<number | undefined> {
     try {
-      const r = await this.#s3("HEAD", key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
+      const r = await this.#s3("HEAD", key, () =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
+      );
       return r.ContentLength ?? 0;
     } catch (e) {
       if (e instanceof NotFoundError) return undefined;
@@ -314,14 +347,26 @@ export class S3Store implements Store, StoreMaintenance {
     try {
       return JSON.parse(text) as T;
     } catch (e) {
-      throw new StoreError(`corrupt record s3://${this.bucket}/${key}: ${(e as Error).message} (delete it to let Strata rebuild it)`, { cause: e });
+      throw new StoreError(
+        `corrupt record s3://${this.bucket}/${key}: ${(e as Error).message} (delete it to let Strata rebuild it)`,
+        { cause: e },
+      );
     }
   }
 
   async #put(key: string, body: string | Uint8Array, contentType: string): Promise<void> {
     const bytes = typeof body === "string" ? Buffer.from(body) : body;
     await this.#s3("PUT", key, () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: bytes, ContentLength: bytes.length, ContentMD5: md5Base64(bytes), ContentType: contentType })),
+      this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          Body: bytes,
+          ContentLength: bytes.length,
+          ContentMD5: md5Base64(bytes),
+          ContentType: contentType,
+        }),
+      ),
     );
   }
 
@@ -332,7 +377,13 @@ export class S3Store implements Store, StoreMaintenance {
     let token: string | undefined;
     do {
       const r = await this.#s3("LIST", prefix, () =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) })),
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            ...(token ? { ContinuationToken: token } : {}),
+          }),
+        ),
       );
       for (const o of r.Contents ?? []) if (o.Key) keys.push(o.Key);
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
@@ -412,7 +463,8 @@ export class S3Store implements Store, StoreMaintenance {
   async #fetchBlob(d: Digest): Promise<void> {
     const key = this.#blobKey(d);
     const size = await this.#head(key);
-    if (size === undefined) throw new NotFoundError(`blob ${d} is not in the store at ${this.location} (local cache ${this.root})`);
+    if (size === undefined)
+      throw new NotFoundError(`blob ${d} is not in the store at ${this.location} (local cache ${this.root})`);
     this.#remoteBlobs.add(digestHex(d));
     const tmp = await this.#local.tempDir("fetch");
     const file = path.join(tmp, "blob");
@@ -436,7 +488,12 @@ export class S3Store implements Store, StoreMaintenance {
           return ("sha256:" + h.digest("hex")) as Digest;
         });
       }
-      if (actual !== d) throw new DigestMismatchError(d, actual, `s3://${this.bucket}/${key} (the object in S3 is corrupt: delete it and rebuild)`);
+      if (actual !== d)
+        throw new DigestMismatchError(
+          d,
+          actual,
+          `s3://${this.bucket}/${key} (the object in S3 is corrupt: delete it and rebuild)`,
+        );
       this.stats.blobsFetched++;
       this.stats.bytesFetched += size;
       const dest = this.cache.blobFile(d);
@@ -456,9 +513,14 @@ export class S3Store implements Store, StoreMaintenance {
       for (let off = 0; off < size; off += this.#partSize) ranges.push([off, Math.min(size, off + this.#partSize) - 1]);
       await forEachLimit(ranges, this.#concurrency, async ([start, end]) => {
         const buf = await this.#s3(`GET bytes=${start}-${end}`, key, async () => {
-          const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }));
+          const r = await this.client.send(
+            new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end}` }),
+          );
           const bytes = await r.Body!.transformToByteArray();
-          if (bytes.length !== end - start + 1) throw new StoreError(`S3 GET s3://${this.bucket}/${key} bytes=${start}-${end} returned ${bytes.length} bytes (the server may not support ranged reads)`);
+          if (bytes.length !== end - start + 1)
+            throw new StoreError(
+              `S3 GET s3://${this.bucket}/${key} bytes=${start}-${end} returned ${bytes.length} bytes (the server may not support ranged reads)`,
+            );
           return bytes;
         });
         await fh.write(buf, 0, buf.length, start);
@@ -548,7 +610,9 @@ export class S3Store implements Store, StoreMaintenance {
     }
     const partSize = Math.max(this.#partSize, Math.ceil(size / 10_000));
     const created = await this.#s3("CreateMultipartUpload", key, () =>
-      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: "application/octet-stream" })),
+      this.client.send(
+        new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: "application/octet-stream" }),
+      ),
     );
     const uploadId = created.UploadId;
     if (!uploadId) throw new StoreError(`S3 CreateMultipartUpload s3://${this.bucket}/${key} returned no upload id`);
@@ -564,7 +628,17 @@ export class S3Store implements Store, StoreMaintenance {
         hash.update(chunk);
         const n = part;
         const p: Promise<void> = this.#s3(`UploadPart ${n}`, key, () =>
-          this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: chunk, ContentLength: len, ContentMD5: md5Base64(chunk) })),
+          this.client.send(
+            new UploadPartCommand({
+              Bucket: this.bucket,
+              Key: key,
+              UploadId: uploadId,
+              PartNumber: n,
+              Body: chunk,
+              ContentLength: len,
+              ContentMD5: md5Base64(chunk),
+            }),
+          ),
         )
           .then((r) => {
             if (!r.ETag) throw new StoreError(`S3 UploadPart ${n} s3://${this.bucket}/${key} returned no ETag`);
@@ -599,7 +673,9 @@ export class S3Store implements Store, StoreMaintenance {
       await Promise.allSettled(inflight);
       // Best effort: an upload left behind is invisible (never completed) and a bucket lifecycle rule or a
       // later prune reclaims it.
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })).catch(() => undefined);
+      await this.client
+        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }))
+        .catch(() => undefined);
       throw e;
     }
   }
@@ -660,7 +736,9 @@ export class S3Store implements Store, StoreMaintenance {
   }
 
   async listImages(): Promise<ImageRecord[]> {
-    const ids = (await this.#list("images/")).map((k) => IMAGE_KEY_RE.exec(k)?.[1]).filter((h): h is string => h !== undefined);
+    const ids = (await this.#list("images/"))
+      .map((k) => IMAGE_KEY_RE.exec(k)?.[1])
+      .filter((h): h is string => h !== undefined);
     const out: Array<ImageRecord | undefined> = new Array(ids.length);
     await forEachLimit(ids, 16, async (hex, i) => {
       out[i] = await this.getImage(("sha256:" + hex) as Digest);
@@ -670,15 +748,27 @@ export class S3Store implements Store, StoreMaintenance {
 
   async resolveImage(ref: string): Promise<ImageRecord> {
     const hex = ref.replace(/^sha256:/, "").toLowerCase();
-    if (!/^[0-9a-f]{6,64}$/.test(hex)) throw new NotFoundError(`"${ref}" is not an image id (expected sha256:<hex> or a prefix of at least 6 hex digits)`);
+    if (!/^[0-9a-f]{6,64}$/.test(hex))
+      throw new NotFoundError(
+        `"${ref}" is not an image id (expected sha256:<hex> or a prefix of at least 6 hex digits)`,
+      );
     if (hex.length === 64) {
       const r = await this.getImage(("sha256:" + hex) as Digest);
-      if (!r) throw new NotFoundError(`image ${ref} is not in the store at ${this.location} (list images with \`strata images\`)`);
+      if (!r)
+        throw new NotFoundError(
+          `image ${ref} is not in the store at ${this.location} (list images with \`strata images\`)`,
+        );
       return r;
     }
-    const matches = (await this.#list(`images/${hex}`)).map((k) => IMAGE_KEY_RE.exec(k)?.[1]).filter((h): h is string => h !== undefined);
-    if (matches.length === 0) throw new NotFoundError(`no image id starts with ${hex} in the store at ${this.location} (list images with \`strata images\`)`);
-    if (matches.length > 1) throw new NotFoundError(`image id prefix ${hex} is ambiguous (${matches.length} images); give more digits`);
+    const matches = (await this.#list(`images/${hex}`))
+      .map((k) => IMAGE_KEY_RE.exec(k)?.[1])
+      .filter((h): h is string => h !== undefined);
+    if (matches.length === 0)
+      throw new NotFoundError(
+        `no image id starts with ${hex} in the store at ${this.location} (list images with \`strata images\`)`,
+      );
+    if (matches.length > 1)
+      throw new NotFoundError(`image id prefix ${hex} is ambiguous (${matches.length} images); give more digits`);
     const r = await this.getImage(("sha256:" + matches[0]) as Digest);
     if (!r) throw new NotFoundError(`image sha256:${matches[0]} disappeared from the store at ${this.location}`);
     return r;
@@ -727,17 +817,34 @@ export class S3Store implements Store, StoreMaintenance {
   async listStored(ns: StoreNamespace): Promise<StoredObject[]> {
     const rel = ns === "blobs" ? "blobs/sha256/" : `${ns}/`;
     const prefix = this.#key(rel);
-    const re = ns === "index" ? /^([0-9a-z-]+)\.json$/ : ns === "blobs" ? /^([0-9a-f]{64})$/ : ns === "logs" ? /^([0-9a-f]{64})\.log$/ : /^([0-9a-f]{64})\.json$/;
+    const re =
+      ns === "index"
+        ? /^([0-9a-z-]+)\.json$/
+        : ns === "blobs"
+          ? /^([0-9a-f]{64})$/
+          : ns === "logs"
+            ? /^([0-9a-f]{64})\.log$/
+            : /^([0-9a-f]{64})\.json$/;
     const out: StoredObject[] = [];
     let token: string | undefined;
     do {
       const r = await this.#s3("LIST", prefix, () =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) })),
+        this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            ...(token ? { ContinuationToken: token } : {}),
+          }),
+        ),
       );
       for (const o of r.Contents ?? []) {
         const m = o.Key ? re.exec(o.Key.slice(prefix.length)) : null;
         if (!m) continue;
-        out.push({ name: ns === "blobs" ? `sha256:${m[1]}` : m[1]!, modifiedMs: lastModifiedMs(o.LastModified), size: o.Size ?? 0 });
+        out.push({
+          name: ns === "blobs" ? `sha256:${m[1]}` : m[1]!,
+          modifiedMs: lastModifiedMs(o.LastModified),
+          size: o.Size ?? 0,
+        });
       }
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);
@@ -748,13 +855,16 @@ export class S3Store implements Store, StoreMaintenance {
     const key = this.#storedKey(ns, name);
     let exists = true;
     try {
-      const h = await this.#s3("HEAD", key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
+      const h = await this.#s3("HEAD", key, () =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
+      );
       if (opts.ifModifiedBefore !== undefined && lastModifiedMs(h.LastModified) >= opts.ifModifiedBefore) return false;
     } catch (e) {
       if (!(e instanceof NotFoundError)) throw e;
       exists = false;
     }
-    if (exists) await this.#s3("DELETE", key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+    if (exists)
+      await this.#s3("DELETE", key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
     // Forget what this process remembered about it. A local cache copy of a blob stays until LRU eviction: its
     // content is still right, and putImage checks S3 itself, so no record can name the blob while S3 lacks it.
     if (ns === "blobs") this.#remoteBlobs.delete(digestHex(name));
