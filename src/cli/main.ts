@@ -186,7 +186,7 @@ async function buildDockerfile(
     builderVersion: values["builder-version"],
     chainName: `${dockerfile}#${values.target ?? "default"}`,
   };
-  const { resolveBaseImages } = await import("../dockerfile/to-plan.js");
+  const { resolveBaseImages } = await import("../dockerfile/base-images.js");
   const { Image } = await import("../sdk/image.js");
   const make = (baseImages: Awaited<ReturnType<typeof resolveBaseImages>>) =>
     Image.fromDockerfile(dockerfile, {

@@ -1,32 +1,39 @@
 /**
  * The Image definition: an immutable chain. Every layer method returns a new Image with one more step; nothing
- * runs until `build()`. Steps compile to instruction lists per builder version (see `plan`); the secret values the
- * steps use stay here (`secretValues`), beside the plan, which names them only.
+ * runs until `build()`. Steps compile to instruction lists per builder version (see `plan`): a base's step is made in
+ * `base-steps.ts`, an install or run method's in `layer-steps.ts`. The secret values the steps use stay here
+ * (`secretValues`), beside the plan, which names them only.
  */
 import path from "node:path";
 import { loadBuilderVersion, type BuilderVersion } from "../builder-version.js";
 import type { BuiltImage } from "../build.js";
 import { InvalidDefinitionError } from "../errors.js";
-import { commandChain, dockerfileChains, type KnownConfig, type StageChain } from "../dockerfile/to-plan.js";
-import { DEFAULT_PATH } from "../oci/defaults.js";
-import { debianSlimStep } from "../plan/debian-slim.js";
+import { commandChain, dockerfileChains, type KnownConfig } from "../dockerfile/to-plan.js";
 import { clampImagePath, clampInstructionPaths } from "../plan/image-path.js";
-import { shellQuote, type Instruction } from "../plan/instructions.js";
+import type { Instruction } from "../plan/instructions.js";
 import { withoutUndefined } from "../plan/plain.js";
-import type { BaseSpec, DeferredMount, Plan, SecretValues, Step, StepInput } from "../plan/step.js";
+import type { DeferredMount, Plan, SecretValues, StepInput } from "../plan/step.js";
 import { credentialsFor } from "../registry/credentials.js";
+import { checkBuildArgs, requireAbsolute, snapshot, stepBase } from "./arguments.js";
 import {
-  checkBuildArgs,
-  checkPackages,
-  pipFlags,
-  requireAbsolute,
-  snapshot,
-  splitArgs,
-  stepBase,
-  stepSecrets,
-  timeoutMs,
-} from "./arguments.js";
-import { functionModule } from "./function-module.js";
+  debianSlimBase,
+  debianSlimKnown,
+  dockerfileStageBase,
+  imageIdBase,
+  type RegistryLogin,
+  registryBase,
+  scratchBase,
+  type StepFactory,
+} from "./base-steps.js";
+import {
+  aptInstallStep,
+  type LayerStep,
+  pipInstallFromRequirementsStep,
+  pipInstallStep,
+  runCommandsStep,
+  runFunctionStep,
+  uvPipInstallStep,
+} from "./layer-steps.js";
 import type {
   ImageAddLocalParams,
   ImageAptInstallParams,
@@ -42,8 +49,6 @@ import type {
 } from "./params.js";
 import { addPythonSteps, checkPythonSeries } from "./python.js";
 import { addChainSecrets, mergeSecrets, Secret, type ChainSecrets, type SecretLike } from "./secret.js";
-
-type StepFactory = (b: BuilderVersion) => Step;
 
 /** What an Image is made of (the constructor's argument); unset lists are empty. */
 interface ImageState {
@@ -109,19 +114,7 @@ export class Image {
 
   /** An empty image. */
   static fromScratch(params: { forceBuild?: boolean } = {}): Image {
-    return new Image({
-      base: () => ({
-        method: "fromScratch",
-        description: "fromScratch",
-        base: { kind: "scratch" },
-        instructions: [],
-        inputs: [],
-        secrets: [],
-        env: {},
-        forceBuild: params.forceBuild ?? false,
-        extra: [],
-      }),
-    });
+    return new Image({ base: scratchBase(params) });
   }
 
   /** A minimal Debian with Python, built from Debian's archive with mmdebstrap (suite chosen by the builder version). */
@@ -129,17 +122,7 @@ export class Image {
     if (params.pythonVersion !== undefined && typeof params.pythonVersion !== "string") {
       throw new InvalidDefinitionError(`debianSlim: pythonVersion must be a string like "3.11"`);
     }
-    return new Image({
-      base: (b) => debianSlimStep(b, { pythonVersion: params.pythonVersion, forceBuild: params.forceBuild }),
-      // The config the engine gives a debianSlim base (src/engine/execute.ts).
-      known: {
-        env: [
-          ["PATH", DEFAULT_PATH],
-          ["LANG", "C.UTF-8"],
-        ],
-        workdir: "/",
-      },
-    });
+    return new Image({ base: debianSlimBase(params), known: debianSlimKnown() });
   }
 
   /** An image from an OCI registry (`host[:port]/repo:tag` or `@sha256:…`). Keyed by the resolved manifest digest. */
@@ -169,12 +152,7 @@ export class Image {
     });
   }
 
-  static #fromRegistryWith(
-    method: string,
-    ref: string,
-    params: ImageFromRegistryParams,
-    login: { login: "registry" | "ecr" | "gcp"; gcpMode?: "access_token" | "json_key" },
-  ): Image {
+  static #fromRegistryWith(method: string, ref: string, params: ImageFromRegistryParams, login: RegistryLogin): Image {
     if (typeof ref !== "string" || ref.trim() === "")
       throw new InvalidDefinitionError(`${method}: expected an image reference such as 127.0.0.1:5000/team/base:1`);
     const registrySecret = Secret.fromObject(mergeSecrets(params.secret));
@@ -188,23 +166,7 @@ export class Image {
       credentialsFor(login.login, registrySecret.values(), login.gcpMode ? { gcp: { mode: login.gcpMode } } : {});
     const description = `${method} ${ref}`;
     const base = new Image({
-      base: () => ({
-        method,
-        description,
-        base: {
-          kind: "registry",
-          ref,
-          ...(params.insecure !== undefined ? { insecure: params.insecure } : {}),
-          ...login,
-        },
-        instructions: [],
-        inputs: [],
-        // Registry credentials are the step's secrets; a registry base's key is its manifest digest only.
-        secrets: registrySecret.names,
-        env: {},
-        forceBuild: params.forceBuild ?? false,
-        extra: [],
-      }),
+      base: registryBase(method, description, ref, params, login, registrySecret),
     }).#withSecrets(description, registrySecret.values());
     const withPython = python !== undefined ? base.#addPython(method, python) : base;
     return setup?.length ? withPython.dockerfileCommands([...setup]) : withPython;
@@ -212,19 +174,7 @@ export class Image {
 
   /** An image already in the store, by id (or unique prefix). */
   static fromId(imageId: string): Image {
-    return new Image({
-      base: () => ({
-        method: "fromId",
-        description: `fromId ${imageId}`,
-        base: { kind: "image", imageId },
-        instructions: [],
-        inputs: [],
-        secrets: [],
-        env: {},
-        forceBuild: false,
-        extra: [],
-      }),
-    });
+    return new Image({ base: imageIdBase(imageId) });
   }
 
   /**
@@ -249,20 +199,6 @@ export class Image {
     const force = params.forceBuild ?? false;
     const memo = new Map<number, Image>();
     const planOf = (stage: number, b: BuilderVersion): Plan => chainOf(stage).plan(b);
-    const baseOf = (c: StageChain, prefetch: readonly number[]): ((b: BuilderVersion) => Step) => {
-      const base: BaseSpec = c.base.kind === "registry" ? { kind: "registry", ref: c.base.ref } : { kind: "scratch" };
-      return (b) => ({
-        method: "dockerfile",
-        description: c.fromDescription,
-        base,
-        instructions: structuredClone(c.baseInstructions),
-        inputs: prefetch.length ? [{ kind: "stages", name: "stages", plans: prefetch.map((s) => planOf(s, b)) }] : [],
-        secrets: [],
-        env: {},
-        forceBuild: force,
-        extra: [],
-      });
-    };
     const build = (i: number, prefetch: readonly number[]): Image => {
       const c = chains.stages.get(i)!;
       let img =
@@ -270,7 +206,7 @@ export class Image {
           ? prefetch.length
             ? build(c.base.stage, prefetch)
             : chainOf(c.base.stage)
-          : new Image({ base: baseOf(c, prefetch) });
+          : new Image({ base: dockerfileStageBase(c, prefetch, force, planOf) });
       for (const st of c.steps) img = img.#with(st.method, (b) => st.make(b, planOf));
       // What the stage's ENV and WORKDIR leave, for calls chained after it (dockerfileCommands expands against it).
       return img.#next({ known: c.final });
@@ -314,6 +250,11 @@ export class Image {
     return secrets ? next.#withSecrets(secrets.step, secrets.values) : next;
   }
 
+  /** Appends a layer method's step, if it has one (else this image: nothing to install or run). */
+  #append(step: LayerStep | undefined): Image {
+    return step ? this.#with(step.method, step.make, this.#known, step.secrets) : this;
+  }
+
   /** Appends `addPython`'s steps (see `./python.ts`). */
   #addPython(method: string, series: string): Image {
     let img: Image = this;
@@ -344,79 +285,17 @@ export class Image {
 
   /** Installs Debian packages: `apt-get update` then `apt-get install -y`, in one layer. */
   aptInstall(...args: Array<string | string[] | ImageAptInstallParams>): Image {
-    const { items, params } = splitArgs<ImageAptInstallParams>("aptInstall", args);
-    if (items.length === 0) return this;
-    checkPackages("aptInstall", items);
-    const net = params.network;
-    const description = `aptInstall ${items.join(" ")}`;
-    return this.#with(
-      "aptInstall",
-      () => ({
-        ...stepBase("aptInstall", description, params),
-        instructions: [
-          { op: "RUN", command: "apt-get update", network: net },
-          { op: "RUN", command: `apt-get install -y ${items.map(shellQuote).join(" ")}`, network: net },
-        ],
-        inputs: [],
-        extra: [],
-        timeoutMs: timeoutMs(params.timeout, "aptInstall"),
-      }),
-      this.#known,
-      { step: description, values: stepSecrets(params) },
-    );
+    return this.#append(aptInstallStep(args));
   }
 
   /** Installs Python packages with pip. Packages are sorted, so their order does not change the key. */
   pipInstall(...args: Array<string | string[] | ImagePipInstallParams>): Image {
-    const { items, params } = splitArgs<ImagePipInstallParams>("pipInstall", args);
-    if (items.length === 0) return this;
-    checkPackages("pipInstall", items);
-    const pkgs = [...items].sort();
-    const description = `pipInstall ${pkgs.join(" ")}`;
-    return this.#with(
-      "pipInstall",
-      () => ({
-        ...stepBase("pipInstall", description, params),
-        instructions: [
-          {
-            op: "RUN",
-            command: ["python -m pip install", ...pkgs.map(shellQuote), ...pipFlags(params)].join(" "),
-            network: params.network,
-          },
-        ],
-        inputs: [],
-        extra: [],
-        timeoutMs: timeoutMs(params.timeout, "pipInstall"),
-      }),
-      this.#known,
-      { step: description, values: stepSecrets(params) },
-    );
+    return this.#append(pipInstallStep(args));
   }
 
   /** Installs a local requirements file with pip. The file's content is keyed. */
   pipInstallFromRequirements(requirements: string, paramsIn: ImagePipInstallParams = {}): Image {
-    const params = snapshot(paramsIn);
-    const local = path.resolve(requirements);
-    const description = `pipInstallFromRequirements ${requirements}`;
-    return this.#with(
-      "pipInstallFromRequirements",
-      () => ({
-        ...stepBase("pipInstallFromRequirements", description, params),
-        instructions: [
-          { op: "COPY", source: "requirements", dest: "/.requirements.txt" },
-          {
-            op: "RUN",
-            command: ["python -m pip install -r /.requirements.txt", ...pipFlags(params)].join(" "),
-            network: params.network,
-          },
-        ],
-        inputs: [{ kind: "file", name: "requirements", localPath: local }],
-        extra: [],
-        timeoutMs: timeoutMs(params.timeout, "pipInstallFromRequirements"),
-      }),
-      this.#known,
-      { step: description, values: stepSecrets(params) },
-    );
+    return this.#append(pipInstallFromRequirementsStep(requirements, paramsIn));
   }
 
   /**
@@ -424,65 +303,12 @@ export class Image {
    * one named by STRATA_UV_BINARY on the build machine, mounted read-only and never captured in the layer.
    */
   uvPipInstall(...args: Array<string | string[] | ImageUvPipInstallParams>): Image {
-    const { items, params } = splitArgs<ImageUvPipInstallParams>("uvPipInstall", args);
-    if (items.length === 0 && !params.requirements) return this;
-    checkPackages("uvPipInstall", items);
-    const pkgs = [...items].sort();
-    const req = params.requirements ? path.resolve(params.requirements) : undefined;
-    const description = `uvPipInstall ${pkgs.join(" ")}${req ? ` -r ${params.requirements}` : ""}`;
-    return this.#with(
-      "uvPipInstall",
-      (b) => {
-        const flags: string[] = [];
-        if (params.findLinks) flags.push("--find-links", shellQuote(params.findLinks));
-        if (params.indexUrl) flags.push("--index-url", shellQuote(params.indexUrl));
-        if (params.extraIndexUrl) flags.push("--extra-index-url", shellQuote(params.extraIndexUrl));
-        if (params.pre) flags.push("--prerelease", "allow");
-        if (params.extraOptions) flags.push(params.extraOptions);
-        const ins: Instruction[] = [];
-        if (req) ins.push({ op: "COPY", source: "requirements", dest: "/.uv-requirements.txt" });
-        ins.push({
-          op: "RUN",
-          command: [
-            "/.strata/uv pip install --system --compile-bytecode",
-            ...(req ? ["-r /.uv-requirements.txt"] : []),
-            ...pkgs.map(shellQuote),
-            ...flags,
-          ].join(" "),
-          mounts: [{ type: "bind", source: "builder:uv", target: "/.strata/uv", readonly: true }],
-          network: params.network,
-        });
-        return {
-          ...stepBase("uvPipInstall", description, params),
-          instructions: ins,
-          inputs: req ? [{ kind: "file", name: "requirements", localPath: req }] : [],
-          extra: [["uvVersion", params.uvVersion ?? b.tools.uv.defaultVersion]],
-          timeoutMs: timeoutMs(params.timeout, "uvPipInstall"),
-        };
-      },
-      this.#known,
-      { step: description, values: stepSecrets(params) },
-    );
+    return this.#append(uvPipInstallStep(args));
   }
 
   /** Runs shell commands, each its own RUN, in one layer. */
   runCommands(...args: Array<string | string[] | ImageRunCommandsParams>): Image {
-    const { items, params } = splitArgs<ImageRunCommandsParams>("runCommands", args);
-    if (items.length === 0) return this;
-    const desc = items.length === 1 ? items[0]! : `${items[0]} (+${items.length - 1} more)`;
-    const description = `runCommands ${desc}`;
-    return this.#with(
-      "runCommands",
-      () => ({
-        ...stepBase("runCommands", description, params),
-        instructions: items.map((c) => ({ op: "RUN", command: c, network: params.network })),
-        inputs: [],
-        extra: [],
-        timeoutMs: timeoutMs(params.timeout, "runCommands"),
-      }),
-      this.#known,
-      { step: description, values: stepSecrets(params) },
-    );
+    return this.#append(runCommandsStep(args));
   }
 
   /**
@@ -493,36 +319,7 @@ export class Image {
     fn: (...args: A) => unknown,
     paramsIn: ImageRunFunctionParams & { args?: A } = {},
   ): Image {
-    const params = snapshot(paramsIn);
-    if (typeof fn !== "function") throw new InvalidDefinitionError("runFunction: expected a function");
-    const { source, module, argsJson } = functionModule(fn as (...args: never[]) => unknown, params.args ?? []);
-    const name = fn.name || "anonymous";
-    const description = `runFunction ${name}`;
-    return this.#with(
-      "runFunction",
-      () => ({
-        ...stepBase("runFunction", description, params),
-        instructions: [
-          {
-            op: "RUN",
-            command: ["/.strata/node/node", "/.strata/function.mjs"],
-            mounts: [
-              { type: "bind", source: "builder:node", target: "/.strata/node", readonly: true },
-              { type: "bind", source: "function", target: "/.strata/function.mjs", readonly: true },
-            ],
-            network: params.network,
-          },
-        ],
-        inputs: [{ kind: "inline", name: "function", content: module, mode: 0o444 }],
-        extra: [
-          ["function.source", source],
-          ["function.args", argsJson],
-        ],
-        timeoutMs: timeoutMs(params.timeout ?? 3600, "runFunction"),
-      }),
-      this.#known,
-      { step: description, values: stepSecrets(params) },
-    );
+    return this.#append(runFunctionStep(fn as (...args: never[]) => unknown, paramsIn));
   }
 
   /** Adds a local directory's contents at `remote`: a layer with `copy: true`, else applied at run/export time. */

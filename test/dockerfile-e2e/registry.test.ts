@@ -5,7 +5,7 @@ import { promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { resolveBaseImages } from "../../src/dockerfile/to-plan.js";
+import { resolveBaseImages } from "../../src/dockerfile/base-images.js";
 import { Image, type LocalStore } from "../../src/index.js";
 import { pushImage } from "../../src/registry/push.js";
 import { makeBusyboxTree, nonce } from "../support/strata.js";

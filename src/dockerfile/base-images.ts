@@ -1,0 +1,47 @@
+/**
+ * The configs of the registry images a Dockerfile starts FROM (Env, WorkingDir, OnBuild), read before the definition
+ * is made so that expansion sees a base's ENV and its ONBUILD triggers run (`DockerfileStepOptions.baseImages`).
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import type { BaseImageInfo } from "./plan-stages.js";
+import { planDockerfile } from "./plan-stages.js";
+import type { DockerfileStepOptions } from "./stage-chain.js";
+import { displayName } from "./to-plan.js";
+
+/**
+ * The configs of the registry images a Dockerfile's needed stages start FROM, for {@link DockerfileStepOptions.baseImages}:
+ * each is pulled into `store` (the build needs its layers anyway), or, without a store (a client of a build service,
+ * which pulls the layers itself), only its manifest and config are fetched. Call before `Image.fromDockerfile`.
+ */
+export async function resolveBaseImages(
+  dockerfile: string,
+  opts: Pick<DockerfileStepOptions, "buildArgs" | "target"> & {
+    store?: Parameters<typeof import("../registry/pull.js").pullImage>[1];
+    insecure?: boolean;
+  },
+): Promise<Record<string, BaseImageInfo>> {
+  const text = readFileSync(path.resolve(dockerfile), "utf8");
+  const plan = planDockerfile(text, { file: displayName(dockerfile), buildArgs: opts.buildArgs, target: opts.target });
+  const refs = new Set<string>();
+  for (const i of plan.buildOrder) {
+    const b = plan.stages[i]!.base;
+    if (b.kind === "image") refs.add(b.ref);
+  }
+  const { pullImage } = await import("../registry/pull.js");
+  const { openLazyImage } = await import("../registry/estargz/lazy.js");
+  const out: Record<string, BaseImageInfo> = {};
+  for (const ref of refs) {
+    const store = opts.store;
+    const image = store
+      ? (await pullImage(ref, store, { insecure: opts.insecure })).config
+      : (await openLazyImage(ref, { insecure: opts.insecure })).config;
+    const c = image.config as { Env?: string[]; WorkingDir?: string; OnBuild?: string[] | null };
+    out[ref] = {
+      ...(c.Env ? { env: c.Env } : {}),
+      ...(c.WorkingDir ? { workingDir: c.WorkingDir } : {}),
+      ...(c.OnBuild?.length ? { onBuild: c.OnBuild } : {}),
+    };
+  }
+  return out;
+}
