@@ -7,9 +7,10 @@ import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Image } from "../../src/sdk/image.js";
-import { compileRequest } from "../../src/service/client.js";
+import { compileRequest } from "../../src/service/wire/encode.js";
 import { remoteBuildImage } from "../support/remote-image.js";
-import { LIMITS, parseBuildRequest, WIRE_FORMAT, WireError } from "../../src/service/wire.js";
+import { parseBuildRequest } from "../../src/service/wire/decode.js";
+import { LIMITS, WIRE_FORMAT, WireError } from "../../src/service/wire/limits.js";
 import { raw, startService, type TestService } from "../support/service.js";
 import { makeBusyboxTree, nonce, tempDir } from "../support/strata.js";
 
@@ -139,12 +140,14 @@ describe("malformed Dockerfile requests → 400 naming the field", () => {
       [(r) => (sel(r).entries = [entry("a.txt"), entry("other.txt")]), /"other\.txt" is not a matched source or below one/],
       [(r) => ((sel(r).matches = [{ path: "d", type: "dir" }]), (sel(r).entries = [{ path: "d", type: "dir", mode: 0o755, uid: 0, gid: 0 }, entry("d/e/f")])), /directory "d\/e" is below the matched directory "d" but not listed/],
       [(r) => ((sel(r).matches = [{ path: "", type: "dir" }]), (sel(r).entries = [{ path: "l", type: "symlink", mode: 0o777, uid: 0, gid: 0, target: "/" }, entry("l/x")])), /"l\/x" is below "l", which is a symlink/],
-      [(r) => (sel(r).root = { kind: "stage", stage: "build", plan: 0 }), /root\.plan: no nested plan can be named here/],
+      [(r) => ((sel(r).root = { kind: "stage", stage: "build", plan: 0 }), delete sel(r).matches, delete sel(r).entries), /root\.plan: no nested plan can be named here/],
+      [(r) => (sel(r).root = { kind: "stage", stage: "build", plan: 0 }), /resolved by the server: send no matches or entries/],
       [(r) => ((sel(r).root = { kind: "image", ref: "busybox" }), delete sel(r).location), /resolved by the server: send no matches or entries/],
       [(r) => (r.steps[1].inputs = [{ kind: "url", name: "url0", url: "file:///etc/shadow" }]), /inputs\[0\]\.url: expected an http:\/\/ or https:\/\/ URL/],
       [(r) => (r.steps[1].inputs = [{ kind: "stages", name: "stages", plans: [3] }]), /inputs\[0\]\.plans\[0\]: no nested plan/],
-      [(r) => (r.plans = [{ builderVersion: "2026.11", steps: [{ ...r.steps[1], inputs: [{ kind: "stages", name: "s", plans: [0] }] }] }]), /plans\[0\]\.steps\[0\]\.inputs\[0\]\.plans\[0\]: no nested plan/],
-      [(r) => (r.plans = [{ builderVersion: "2026.11", steps: [r.steps[0]], secrets: [{ TOKEN: "v" }] }]), /plans\[0\]\.secrets\[0\]: values given for \[TOKEN\] but plans\[0\]\.steps\[0\] declares secrets \[\]/],
+      [(r) => (r.plans = [{ builderVersion: "2026.11", steps: [{ ...r.steps[1], base: { kind: "scratch" }, inputs: [{ kind: "stages", name: "s", plans: [0] }] }] }]), /plans\[0\]\.steps\[0\]\.inputs\[0\]\.plans\[0\]: no nested plan/],
+      // A nested plan's secrets are the build's (the request's "secrets"), not its own.
+      [(r) => (r.plans = [{ builderVersion: "2026.11", steps: [r.steps[0]], secrets: [{ TOKEN: "v" }] }]), /plans\[0\]: unknown field "secrets" \(allowed: builderVersion, steps\)/],
       [(r) => (r.steps[1].instructions[0].op = "ADD") && (r.steps[1].instructions[0].unpack = "yes"), /instructions\[0\]\.unpack: expected true or false/],
       [(r) => (r.steps[1].instructions = [{ op: "RUN", command: "true", mounts: [{ type: "secret", id: "bad-name" }] }]), /mounts\[0\]\.id: "bad-name" is not a valid secret name/],
       [(r) => (r.steps[1].instructions = [{ op: "RUN", command: "true", mounts: [{ type: "cache", id: "c", target: "/c", sharing: "sometimes" }] }]), /mounts\[0\]\.sharing: expected one of shared, private, locked/],
