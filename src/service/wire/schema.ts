@@ -531,7 +531,8 @@ export const BuildRequestSchema = obj({
   format: z.string(),
   builderVersion: builderVersionName,
   steps: StepsSchema,
-  deferred: z.array(DeferredSchema).max(LIMITS.deferred),
+  /** `copy: false` files and directories (none when absent). */
+  deferred: z.array(DeferredSchema).max(LIMITS.deferred).default([]),
   /** Nested plans, referred to by index from `stage` select roots and `stages` inputs (and from later plans only). */
   plans: z.array(NestedPlanSchema).max(LIMITS.plans).optional(),
   /** The build's secret values by name (the plan's SecretValues): each step gets the names it lists. Never in the id. */
