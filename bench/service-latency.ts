@@ -22,7 +22,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Image } from "../src/sdk/image.js";
-import { compileRequest } from "../src/service/client.js";
+import { compileRequest } from "../src/service/wire/encode.js";
 import { remoteBuildImage } from "../test/support/remote-image.js";
 import { StatCache } from "../src/context/walk.js";
 

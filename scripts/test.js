@@ -33,6 +33,7 @@ const UNIT = [
   "sandbox/cgroup.test.ts",
   "sandbox/policy.test.ts",
   "sandbox/user.test.ts",
+  "service/wire-schema.test.ts",
   "store/conformance-local.test.ts",
   "store/local.test.ts",
 ];

@@ -7,7 +7,8 @@ import { debianSuiteFor, loadBuilderVersion } from "../builder-version.js";
 import { InvalidDefinitionError } from "../errors.js";
 import type { Step } from "../plan/step.js";
 import { debianSlimStep } from "../plan/debian-slim.js";
-import { WireError, type BuildRequest, type WireBase, type WireStep } from "./wire.js";
+import { WireError } from "./wire/limits.js";
+import type { BuildRequest, WireBase, WireStep } from "./wire/schema.js";
 
 /** The debianSlim base step a wire step names (its Python series of `builderVersion`). */
 export function debianBaseStep(

@@ -2,15 +2,9 @@
  * One build as the service keeps it: its status and outcome, its log lines numbered from 1 (the cursor), the newest
  * kept in memory within bounds, the subscribers that follow it, and the record saved in the store when it finishes.
  */
-import {
-  FINISHED,
-  reusable,
-  type BuildInfo,
-  type BuildRequest,
-  type BuildStatus,
-  type WireFailure,
-  type WireResult,
-} from "./wire.js";
+import { reusable } from "./wire/id.js";
+import { FINISHED, type BuildInfo, type BuildStatus, type WireFailure, type WireResult } from "./wire/responses.js";
+import type { BuildRequest } from "./wire/schema.js";
 
 /** What a log subscriber receives. */
 export type BuildEvent = { type: "line"; cursor: number; line: string } | { type: "done" };

@@ -15,37 +15,20 @@
  *   cursors, records and get-or-create work the same.
  */
 import { setMaxListeners } from "node:events";
-import path from "node:path";
 import { buildPlan, type BuiltImage } from "../engine/build.js";
 import { redactor } from "../engine/log.js";
 import { StrataError } from "../errors.js";
-import type { Plan, Step, StepInput } from "../plan/step.js";
 import type { Executor } from "../sandbox/runc.js";
-import type { DeferredMount } from "../plan/step.js";
 import type { Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
-import { debianBaseStep } from "./bases.js";
 import { Build, type PersistedBuild } from "./build-record.js";
 import { toFailure, type BuildOutcome } from "./outcome.js";
 import type { BuildQueue } from "./queue.js";
 import type { InputTrees, TreeLease } from "./trees.js";
-import {
-  allSecretValues,
-  alwaysRebuilds,
-  requestSecretValues,
-  definitionHash,
-  referencedDigests,
-  sortEntries,
-  unlistedParents,
-  type BuildRequest,
-  type BuildStatus,
-  type ImageInfo,
-  type WireDeferred,
-  type WireEntry,
-  type WireMatch,
-  type WireResult,
-  type WireStep,
-} from "./wire.js";
+import { planForRequest } from "./wire/decode.js";
+import { allSecretValues, alwaysRebuilds, definitionHash, referencedDigests, requestSecretValues } from "./wire/id.js";
+import type { BuildStatus, ImageInfo, WireResult } from "./wire/responses.js";
+import type { BuildRequest } from "./wire/schema.js";
 
 export interface BuildsOptions {
   store: Store;
@@ -471,155 +454,6 @@ export async function runBuildRequest(req: BuildRequest, opts: RunBuildOptions):
   } finally {
     for (const l of leases) l.release();
   }
-}
-
-/**
- * The engine's plan for a request: inputs materialised as local trees, nested plans rebuilt (each once, shared by
- * every step that reads it); steps name their secrets, whose values are the request's {@link requestSecretValues}.
- */
-export async function planForRequest(
-  req: BuildRequest,
-  trees: InputTrees,
-  leases: TreeLease[],
-  rewrites: [string, string][],
-): Promise<Plan> {
-  const tree = async (entries: Parameters<InputTrees["acquire"]>[0], source: string | undefined, file?: string) => {
-    const lease = await trees.acquire(entries);
-    leases.push(lease);
-    const local = file === undefined ? lease.dir : path.join(lease.dir, file);
-    if (source) rewrites.push([local, source]);
-    return local;
-  };
-  const plans: Plan[] = [];
-  const planOf = async (builderVersion: string, wireSteps: WireStep[], wireDeferred: WireDeferred[]): Promise<Plan> => {
-    const steps: Step[] = [];
-    for (const s of wireSteps) {
-      if (s.base?.kind === "debian") {
-        // Made from this server's builder file, never from the request (which names only the Python series).
-        steps.push(debianBaseStep(builderVersion, { ...s, base: s.base }));
-        continue;
-      }
-      const inputs: StepInput[] = [];
-      for (const inp of s.inputs) {
-        switch (inp.kind) {
-          case "inline":
-            inputs.push({ kind: "inline", name: inp.name, content: inp.content, mode: inp.mode });
-            break;
-          case "dir":
-            inputs.push({ kind: "dir", name: inp.name, localPath: await tree(inp.entries, inp.source), ignore: [] });
-            break;
-          case "file":
-            inputs.push({
-              kind: "file",
-              name: inp.name,
-              localPath: await tree([inp.entry], inp.source, inp.entry.path),
-            });
-            break;
-          case "select": {
-            const common = {
-              kind: "select" as const,
-              name: inp.name,
-              ...(inp.location ? { location: inp.location } : {}),
-            };
-            if (inp.root.kind === "context") {
-              // The client's selection, materialised and selected again by literal paths: the same matches and entries
-              // (validated: every entry belongs to a match; the directories added to hold the tree lie outside them).
-              const matches = inp.matches ?? [];
-              const dir = await tree(selectionTree(inp.entries ?? []), inp.root.source);
-              const parents = matches.some((m) => m.parents);
-              const excludedMatches = (inp.excluded ?? []).map((m) => ({ rel: m.path, type: m.type }));
-              inputs.push({
-                ...common,
-                root: { kind: "context", localPath: dir, ignore: [] },
-                patterns: matches.map(literalPattern),
-                ...(parents ? { parents: true } : {}),
-                ...(excludedMatches.length ? { excludedMatches } : {}),
-              });
-            } else {
-              const root =
-                inp.root.kind === "stage"
-                  ? { kind: "stage" as const, stage: inp.root.stage, plan: plans[inp.root.plan]! }
-                  : {
-                      kind: "image" as const,
-                      ref: inp.root.ref,
-                      ...(inp.root.insecure !== undefined ? { insecure: inp.root.insecure } : {}),
-                    };
-              inputs.push({
-                ...common,
-                root,
-                patterns: inp.patterns,
-                ...(inp.exclude ? { exclude: inp.exclude } : {}),
-                ...(inp.parents !== undefined ? { parents: inp.parents } : {}),
-              });
-            }
-            break;
-          }
-          case "url":
-            inputs.push({
-              kind: "url",
-              name: inp.name,
-              url: inp.url,
-              ...(inp.checksum !== undefined ? { checksum: inp.checksum } : {}),
-              ...(inp.location ? { location: inp.location } : {}),
-              ...(inp.help !== undefined ? { help: inp.help } : {}),
-            });
-            break;
-          case "stages":
-            inputs.push({ kind: "stages", name: inp.name, plans: inp.plans.map((k) => plans[k]!) });
-            break;
-        }
-      }
-      const step: Step = {
-        method: s.method,
-        description: s.description,
-        instructions: s.instructions,
-        inputs,
-        secrets: [...s.secrets].sort(),
-        env: s.env,
-        forceBuild: s.forceBuild,
-        extra: s.extra,
-      };
-      if (s.base) step.base = s.base;
-      if (s.timeoutMs !== undefined) step.timeoutMs = s.timeoutMs;
-      if (s.secretsAsEnv !== undefined) step.secretsAsEnv = s.secretsAsEnv;
-      if (s.buildArgs) step.buildArgs = s.buildArgs;
-      if (s.proxyEnv) step.proxyEnv = s.proxyEnv;
-      steps.push(step);
-    }
-    const deferred: DeferredMount[] = [];
-    for (const d of wireDeferred) {
-      const localPath =
-        d.kind === "dir" ? await tree(d.entries, d.source) : await tree(d.entries, d.source, d.entries[0]!.path);
-      deferred.push({ kind: d.kind, localPath, remotePath: d.remotePath, ignore: d.ignore });
-    }
-    return { builderVersion, steps, deferred };
-  };
-  for (const p of req.plans ?? []) plans.push(await planOf(p.builderVersion, p.steps, []));
-  const plan = await planOf(req.builderVersion, req.steps, req.deferred);
-  // Longest first, so a file inside a tree is rewritten before the tree's directory.
-  rewrites.sort((a, b) => b[0].length - a[0].length);
-  return plan;
-}
-
-/** A context selection's entries plus the directories that hold them (a glob's matches come without their parents). */
-function selectionTree(entries: readonly WireEntry[]): WireEntry[] {
-  const parents = unlistedParents(entries).map(
-    (p): WireEntry => ({ path: p, type: "dir", mode: 0o755, uid: 0, gid: 0 }),
-  );
-  return parents.length ? sortEntries([...entries, ...parents]) : [...entries];
-}
-
-/**
- * The source pattern that selects exactly one of the client's matches again: its path with wildcard characters
- * escaped (`.` for the context itself), or for a `--parents` pivot everything below it.
- */
-export function literalPattern(m: WireMatch): string {
-  if (m.parents) return m.path === "" ? "**" : `${m.path}/./**`;
-  if (m.path === "") return ".";
-  return m.path
-    .split("/")
-    .map((seg) => seg.replace(/[*?[\\]/g, (c) => "\\" + c))
-    .join("/");
 }
 
 /** Log bytes of finished builds kept in memory, all together. */

@@ -1,6 +1,6 @@
 /** How a build ended (the outcome a worker reports and the server records), and a build error as the wire's failure. */
 import { StepFailedError, StrataError } from "../errors.js";
-import type { BuildStatus, WireFailure, WireResult } from "./wire.js";
+import type { BuildStatus, WireFailure, WireResult } from "./wire/responses.js";
 
 /** How a build ended: what a worker reports back, and what the server records. */
 export interface BuildOutcome {

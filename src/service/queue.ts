@@ -20,7 +20,7 @@ import { Queue, type JobsOptions } from "bullmq";
 import { Redis } from "ioredis";
 import { StrataError } from "../errors.js";
 import type { BuildOutcome } from "./outcome.js";
-import type { BuildRequest } from "./wire.js";
+import type { BuildRequest } from "./wire/schema.js";
 
 /** What a job carries. */
 export interface BuildJobData {

@@ -29,16 +29,9 @@ import type { Build } from "./build-record.js";
 import { Builds, MissingBlobsError, missingBlobs } from "./builds.js";
 import type { BuildQueue } from "./queue.js";
 import { InputTrees } from "./trees.js";
-import {
-  MAX_JSON_BYTES,
-  WireError,
-  isDigestString,
-  parseBlobCheck,
-  parseBuildRequest,
-  type BuildInfo,
-  type CreateResponse,
-  type ErrorBody,
-} from "./wire.js";
+import { parseBlobCheck, parseBuildRequest } from "./wire/decode.js";
+import { isDigestString, MAX_JSON_BYTES, WireError } from "./wire/limits.js";
+import type { BuildInfo, CreateResponse, ErrorBody } from "./wire/responses.js";
 
 export interface BuildServiceOptions {
   store: Store;

@@ -15,7 +15,7 @@ import path from "node:path";
 import { StrataError } from "../errors.js";
 import type { BlobStore, WorkSpace } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
-import type { WireEntry } from "./wire.js";
+import type { WireEntry } from "./wire/schema.js";
 
 /** A tree could not be materialised or does not match its entries. */
 export class InputTreeError extends StrataError {

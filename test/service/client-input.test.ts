@@ -11,9 +11,11 @@ import { keyInputsFor } from "../../src/engine/build.js";
 import { InvalidDefinitionError } from "../../src/errors.js";
 import { initKeys, stepKey } from "../../src/keys/step-key.js";
 import { Image } from "../../src/sdk/image.js";
-import { compileRequest } from "../../src/service/client.js";
+import { compileRequest } from "../../src/service/wire/encode.js";
 import { remoteBuildImage } from "../support/remote-image.js";
-import { FINISHED, parseBuildRequest, WIRE_FORMAT, type BuildInfo, type BuildStatus } from "../../src/service/wire.js";
+import { parseBuildRequest } from "../../src/service/wire/decode.js";
+import { WIRE_FORMAT } from "../../src/service/wire/limits.js";
+import { FINISHED, type BuildInfo, type BuildStatus } from "../../src/service/wire/responses.js";
 import { layerDirs } from "../../src/store/store.js";
 import type { Digest } from "../../src/util/digest.js";
 import { busyboxBase, raw, startService, type RawResponse, type TestService } from "../support/service.js";
@@ -135,13 +137,13 @@ describe("mmdebstrap options from the wire (client input as root on the host)", 
       };
       // As an old (strata-build/2) client sends it, and with the current format named.
       attacks.push({ builderVersion: "2026.11", steps: [stepJson], deferred: [] });
-      attacks.push({ format: "strata-build/3", builderVersion: "2026.11", steps: [stepJson], deferred: [] });
+      attacks.push({ format: WIRE_FORMAT, builderVersion: "2026.11", steps: [stepJson], deferred: [] });
     }
     // The current format: the client names only a Python series.
     const pyMarker = `/tmp/strata-pwned-python-${nonce()}`;
     markers.push(pyMarker);
     attacks.push({
-      format: "strata-build/3",
+      format: WIRE_FORMAT,
       builderVersion: "2026.11",
       steps: [
         {
@@ -175,7 +177,7 @@ describe("mmdebstrap options from the wire (client input as root on the host)", 
       deferred: [],
     });
     assert.equal(r.status, 400, r.text);
-    assert.match(r.json().error.message, /format.*strata-build\/3.*upgrade/i);
+    assert.match(r.json().error.message, /format.*strata-build\/4.*upgrade/i);
   });
 });
 
@@ -239,7 +241,7 @@ describe("cache keys the client chooses", () => {
       packages: ["ca-certificates"],
       cmd: [],
     };
-    for (const format of [undefined, "strata-build/3"]) {
+    for (const format of [undefined, WIRE_FORMAT]) {
       const { res, build } = await submit({
         ...(format ? { format } : {}),
         builderVersion: "2026.11",

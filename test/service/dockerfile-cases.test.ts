@@ -4,9 +4,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Image } from "../../src/sdk/image.js";
-import { compileRequest } from "../../src/service/client.js";
+import { compileRequest } from "../../src/service/wire/encode.js";
 import { remoteBuildImage } from "../support/remote-image.js";
-import { parseBuildRequest } from "../../src/service/wire.js";
+import { parseBuildRequest } from "../../src/service/wire/decode.js";
 import {
   checkExpect,
   loadCases,

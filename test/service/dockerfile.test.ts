@@ -7,9 +7,10 @@ import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Image } from "../../src/sdk/image.js";
-import { compileRequest } from "../../src/service/client.js";
+import { compileRequest } from "../../src/service/wire/encode.js";
 import { remoteBuildImage } from "../support/remote-image.js";
-import { LIMITS, parseBuildRequest, WIRE_FORMAT, WireError } from "../../src/service/wire.js";
+import { parseBuildRequest } from "../../src/service/wire/decode.js";
+import { LIMITS, WIRE_FORMAT, WireError } from "../../src/service/wire/limits.js";
 import { raw, startService, type TestService } from "../support/service.js";
 import { makeBusyboxTree, nonce, tempDir } from "../support/strata.js";
 
@@ -213,8 +214,14 @@ describe("malformed Dockerfile requests → 400 naming the field", () => {
         /"l\/x" is below "l", which is a symlink/,
       ],
       [
-        (r) => (sel(r).root = { kind: "stage", stage: "build", plan: 0 }),
+        (r) => (
+          (sel(r).root = { kind: "stage", stage: "build", plan: 0 }), delete sel(r).matches, delete sel(r).entries
+        ),
         /root\.plan: no nested plan can be named here/,
+      ],
+      [
+        (r) => (sel(r).root = { kind: "stage", stage: "build", plan: 0 }),
+        /resolved by the server: send no matches or entries/,
       ],
       [
         (r) => ((sel(r).root = { kind: "image", ref: "busybox" }), delete sel(r).location),
@@ -233,14 +240,17 @@ describe("malformed Dockerfile requests → 400 naming the field", () => {
           (r.plans = [
             {
               builderVersion: "2026.11",
-              steps: [{ ...r.steps[1], inputs: [{ kind: "stages", name: "s", plans: [0] }] }],
+              steps: [
+                { ...r.steps[1], base: { kind: "scratch" }, inputs: [{ kind: "stages", name: "s", plans: [0] }] },
+              ],
             },
           ]),
         /plans\[0\]\.steps\[0\]\.inputs\[0\]\.plans\[0\]: no nested plan/,
       ],
+      // A nested plan's secrets are the build's (the request's "secrets"), not its own.
       [
         (r) => (r.plans = [{ builderVersion: "2026.11", steps: [r.steps[0]], secrets: [{ TOKEN: "v" }] }]),
-        /plans\[0\]\.secrets\[0\]: values given for \[TOKEN\] but plans\[0\]\.steps\[0\] declares secrets \[\]/,
+        /plans\[0\]: unknown field "secrets" \(allowed: builderVersion, steps\)/,
       ],
       [
         (r) => (r.steps[1].instructions[0].op = "ADD") && (r.steps[1].instructions[0].unpack = "yes"),

@@ -7,9 +7,10 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { StepFailedError } from "../../src/errors.js";
 import { Secret } from "../../src/sdk/secret.js";
-import { RemoteBuildError, compileRequest } from "../../src/service/client.js";
+import { RemoteBuildError } from "../../src/service/client.js";
+import { compileRequest } from "../../src/service/wire/encode.js";
 import { remoteBuildImage } from "../support/remote-image.js";
-import { WIRE_FORMAT } from "../../src/service/wire.js";
+import { WIRE_FORMAT } from "../../src/service/wire/limits.js";
 import { busyboxBase, raw, readSse, startService, type TestService } from "../support/service.js";
 
 const TOKEN = "test-token-" + Math.random().toString(36).slice(2);
@@ -174,24 +175,29 @@ describe("malformed requests", () => {
           ]),
         /mode: expected an integer/,
       ],
+      // strata-build/4: the build's secret values travel once, by name; each listed name has one, no other is sent.
       [
         (r) => (r.steps[1].secrets = ["TOKEN"]),
-        /secrets\[1\]: values given for \[\] but step 1 declares secrets \[TOKEN\]/,
+        /steps\[1\]\.secrets: no value for the secret TOKEN in the request's "secrets"/,
       ],
-      // One value per secret name in a build: two steps may not give one name different values.
+      [(r) => (r.secrets = { TOKEN: "one" }), /secrets\.TOKEN: no step lists the secret TOKEN/],
       [
-        (r) => {
-          r.steps.push({ ...r.steps[1], description: "env B", secrets: ["TOKEN"] });
-          r.steps[1].secrets = ["TOKEN"];
-          r.secrets = [null, { TOKEN: "one" }, { TOKEN: "two" }];
-        },
-        /secrets\[2\]\.TOKEN: secret TOKEN has another value than at secrets\[1\]; a build has one value per secret name/,
+        (r) => ((r.steps[1].secrets = ["TOKEN"]), (r.secrets = [{ TOKEN: "one" }])),
+        /secrets: expected an object of strings, got an array/,
       ],
-      // strata-build/3: the format is named; a debian base is a Python series; derived extras are the server's.
-      [(r) => delete r.format, /format: missing: this server speaks strata-build\/3.*upgrade the client/],
+      [
+        (r) => ((r.steps[1].secrets = ["bad-name"]), (r.secrets = { "bad-name": "one" })),
+        /steps\[1\]\.secrets\[0\]: "bad-name" is not a valid secret name/,
+      ],
+      // The format is named; a debian base is a Python series; derived extras are the server's.
+      [(r) => delete r.format, /format: missing: this server speaks strata-build\/4.*upgrade the client/],
+      [
+        (r) => (r.format = "strata-build/3"),
+        /format: the string "strata-build\/3" is not a request format this server speaks \(strata-build\/4\).*upgrade the client/,
+      ],
       [
         (r) => (r.format = "strata-build/2"),
-        /format: the string "strata-build\/2" is not a request format this server speaks \(strata-build\/3\)/,
+        /format: the string "strata-build\/2" is not a request format this server speaks \(strata-build\/4\)/,
       ],
       [
         (r) => (r.steps[0].base = { kind: "debian", python: "3.11", suite: "bookworm" }),

@@ -5,9 +5,10 @@ import * as fs from "node:fs";
 import { promises as fsp } from "node:fs";
 import { after, before, test } from "node:test";
 import type { Image } from "../../src/index.js";
-import { ServiceClient, compileRequest } from "../../src/service/client.js";
+import { ServiceClient } from "../../src/service/client.js";
+import { compileRequest } from "../../src/service/wire/encode.js";
 import { remoteBuildImage } from "../support/remote-image.js";
-import type { CreateResponse } from "../../src/service/wire.js";
+import type { CreateResponse } from "../../src/service/wire/responses.js";
 import {
   busyboxBase,
   cuttingProxy,
