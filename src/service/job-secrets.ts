@@ -1,0 +1,143 @@
+/**
+ * Secret values of queued builds, kept out of Redis: the service strips them from the job it queues and holds them
+ * in memory; a worker that starts the job fetches them from the service over an authenticated channel and keeps them
+ * in memory only (BuildKit's secrets fetched from the client's session at use, never stored in daemon state).
+ *
+ *   POST /v1/internal/jobs/<build id>/secrets   {token, request}   Authorization: Bearer <worker token>
+ *     → 200 {secrets?, plans?} | 404 SECRETS_GONE | 401
+ *
+ * - The worker token (STRATA_WORKER_TOKEN) is a credential of its own, shared by the service and its workers; it is
+ *   never a client's token, and a client's token never opens this endpoint. Compared in constant time (of hashes).
+ * - A job's values are released only for that job: its build id, the job's token (a random name the service gave
+ *   this enqueue) and the digest of the job's request as the worker read it from Redis. A job changed in Redis after
+ *   it was queued (other steps that would print the values) gets nothing.
+ * - Values are held until the service stops following the build (so a retried job, after a worker died, fetches them
+ *   again). A service that restarted has none: the worker fails the build with SECRETS_GONE, asking for a resubmit.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { StrataError } from "../errors.js";
+import type { BuildRequest, WirePlan } from "./wire.js";
+
+/** A request's secret values, as they travel: the top-level per-step list and each nested plan's. */
+export interface SecretParts {
+  secrets?: BuildRequest["secrets"];
+  /** Index-aligned with `plans`; undefined for a plan without values. */
+  plans?: (WirePlan["secrets"] | null)[];
+}
+
+/** The request without any secret value, and the values (undefined when it has none). */
+export function splitSecrets(req: BuildRequest): { request: BuildRequest; secrets?: SecretParts } {
+  const { secrets, plans, ...rest } = req;
+  const request: BuildRequest = { ...rest };
+  const parts: SecretParts = {};
+  let any = hasValues(secrets);
+  if (secrets) parts.secrets = secrets;
+  if (plans) {
+    request.plans = plans.map(({ secrets: _values, ...p }) => p);
+    const planSecrets = plans.map((p) => p.secrets ?? null);
+    if (planSecrets.some(hasValues)) {
+      parts.plans = planSecrets;
+      any = true;
+    }
+  }
+  return any ? { request, secrets: parts } : { request };
+}
+
+/** The request with its values put back (a new object; `req` is not changed). */
+export function joinSecrets(req: BuildRequest, parts: SecretParts): BuildRequest {
+  const out: BuildRequest = { ...req };
+  if (parts.secrets) out.secrets = parts.secrets;
+  if (req.plans && parts.plans)
+    out.plans = req.plans.map((p, i) => {
+      const values = parts.plans![i];
+      return values ? { ...p, secrets: values } : p;
+    });
+  return out;
+}
+
+function hasValues(list: BuildRequest["secrets"] | null | undefined): boolean {
+  return (list ?? []).some((s) => s && Object.keys(s).length > 0);
+}
+
+/** The digest a job's request is known by (of its JSON, as queued and as read back from Redis). */
+export function requestDigest(req: BuildRequest): string {
+  return `sha256:${createHash("sha256").update(JSON.stringify(req)).digest("hex")}`;
+}
+
+/** The shortest worker token accepted. */
+export const MIN_WORKER_TOKEN_CHARS = 32;
+
+/** The worker credential, checked in constant time. */
+export class WorkerToken {
+  readonly #hash: Buffer;
+  constructor(token: string) {
+    if (token.length < MIN_WORKER_TOKEN_CHARS)
+      throw new JobSecretsError(
+        "WORKER_TOKEN",
+        `STRATA_WORKER_TOKEN is ${token.length} characters long; it must have at least ${MIN_WORKER_TOKEN_CHARS} (e.g. \`openssl rand -hex 32\`), the same for the service and its workers`,
+      );
+    this.#hash = sha256(token);
+  }
+  /** Whether `given` is the token (constant time). */
+  matches(given: string): boolean {
+    return timingSafeEqual(sha256(given), this.#hash);
+  }
+}
+
+function sha256(s: string): Buffer {
+  return createHash("sha256").update(s).digest();
+}
+
+/** The secret values of the jobs this service queued and still follows, in memory only. */
+export class HeldSecrets {
+  readonly #byJob = new Map<string, { digest: string; parts: SecretParts }>();
+
+  hold(buildId: string, token: string, digest: string, parts: SecretParts): void {
+    this.#byJob.set(`${buildId}/${token}`, { digest, parts });
+  }
+
+  release(buildId: string, token: string): void {
+    this.#byJob.delete(`${buildId}/${token}`);
+  }
+
+  /** The job's values if it is held and its request digest is the one queued; else undefined. */
+  lookup(buildId: string, token: string, digest: string): SecretParts | undefined {
+    const held = this.#byJob.get(`${buildId}/${token}`);
+    if (!held) return undefined;
+    const a = Buffer.from(held.digest);
+    const b = Buffer.from(digest);
+    return a.length === b.length && timingSafeEqual(a, b) ? held.parts : undefined;
+  }
+
+  /** Jobs held now (for tests and diagnostics). */
+  get size(): number {
+    return this.#byJob.size;
+  }
+}
+
+/** What a worker sends to get a job's values. */
+export interface JobSecretsQuery {
+  token: string;
+  request: string;
+}
+
+/** Parses the body of a secrets request; undefined when malformed. */
+export function parseJobSecretsQuery(v: unknown): JobSecretsQuery | undefined {
+  if (!v || typeof v !== "object") return undefined;
+  const { token, request } = v as Record<string, unknown>;
+  if (typeof token !== "string" || typeof request !== "string") return undefined;
+  if (!/^[0-9a-f]{1,64}$/.test(token) || !/^sha256:[0-9a-f]{64}$/.test(request)) return undefined;
+  return { token, request };
+}
+
+/** A queued build's secret values could not be had. */
+export class JobSecretsError extends StrataError {
+  constructor(
+    override readonly code: "SECRETS_GONE" | "SECRETS_UNAVAILABLE" | "WORKER_TOKEN",
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "JobSecretsError";
+  }
+}
