@@ -115,6 +115,72 @@ export class HeldSecrets {
   }
 }
 
+/** The worker token a service with a queue needs (`given`, else STRATA_WORKER_TOKEN), checked against the client token. */
+export function queueWorkerToken(given: string | undefined, clientToken: string | undefined): WorkerToken {
+  const token = given ?? (process.env.STRATA_WORKER_TOKEN?.trim() || undefined);
+  if (!token)
+    throw new JobSecretsError(
+      "WORKER_TOKEN",
+      "builds run on workers (STRATA_REDIS_URL is set), and workers fetch each build's secret values from this service with a token of their own: set STRATA_WORKER_TOKEN (at least 32 characters, e.g. `openssl rand -hex 32`) here and on every `strata worker`",
+    );
+  if (clientToken !== undefined && token === clientToken)
+    throw new JobSecretsError(
+      "WORKER_TOKEN",
+      "STRATA_WORKER_TOKEN is the same as STRATA_TOKEN: a client's token must not open the workers' endpoint; choose another worker token",
+    );
+  return new WorkerToken(token);
+}
+
+/** What the workers' endpoint answers: the values, or an HTTP error. */
+export type JobSecretsAnswer =
+  | { values: SecretParts }
+  | { status: number; code: string; message: string; headers?: Record<string, string> };
+
+/**
+ * Answers `POST /v1/internal/jobs/<build id>/secrets` (`parts`: the path's segments). Without a queue or a worker
+ * token the endpoint does not exist (404); the credential is checked before the body is read.
+ */
+export async function answerJobSecrets(
+  held: HeldSecrets | undefined,
+  workerToken: WorkerToken | undefined,
+  req: { method: string; parts: string[]; authorization: string | undefined; readBody: () => Promise<unknown> },
+): Promise<JobSecretsAnswer> {
+  const { parts } = req;
+  if (!workerToken || !held || parts.length !== 5 || parts[2] !== "jobs" || parts[4] !== "secrets")
+    return { status: 404, code: "NOT_FOUND", message: `no such endpoint /${parts.join("/")}` };
+  const m = /^Bearer\s+(.+)$/i.exec(req.authorization ?? "");
+  if (!m || !workerToken.matches(m[1]!.trim()))
+    return {
+      status: 401,
+      code: "UNAUTHORIZED",
+      message: "this endpoint is for build workers: send `Authorization: Bearer <worker token>` (STRATA_WORKER_TOKEN)",
+      headers: { "www-authenticate": 'Bearer realm="strata-workers"' },
+    };
+  if (req.method !== "POST")
+    return {
+      status: 405,
+      code: "METHOD_NOT_ALLOWED",
+      message: `${req.method} is not allowed here (allowed: POST)`,
+      headers: { allow: "POST" },
+    };
+  const query = parseJobSecretsQuery(await req.readBody());
+  if (!query)
+    return {
+      status: 400,
+      code: "BAD_REQUEST",
+      message: 'expected {"token": "<job token>", "request": "sha256:<hex>"}',
+    };
+  const values = held.lookup(parts[3]!, query.token, query.request);
+  if (!values)
+    return {
+      status: 404,
+      code: "SECRETS_GONE",
+      message:
+        "this service holds no secret values for that job (it did not queue it, has restarted, or the job's request changed in Redis)",
+    };
+  return { values };
+}
+
 /** What a worker sends to get a job's values. */
 export interface JobSecretsQuery {
   token: string;

@@ -29,7 +29,7 @@ import type { Digest } from "../util/digest.js";
 import { checkDebianBases } from "./bases.js";
 import type { Build } from "./build-record.js";
 import { Builds, MissingBlobsError, missingBlobs } from "./builds.js";
-import { JobSecretsError, parseJobSecretsQuery, WorkerToken } from "./job-secrets.js";
+import { answerJobSecrets, queueWorkerToken, type WorkerToken } from "./job-secrets.js";
 import type { BuildQueue } from "./queue.js";
 import { InputTrees } from "./trees.js";
 import {
@@ -152,7 +152,7 @@ export class BuildService {
     await opts.store.recover(async () => (await import("../sandbox/runc.js")).reapStaleContainers());
     const redisUrl = opts.redisUrl ?? process.env.STRATA_REDIS_URL ?? "";
     const log = opts.log ?? ((l: string) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
-    const workerToken = redisUrl || opts.queue ? queueWorkerToken(opts) : undefined;
+    const workerToken = redisUrl || opts.queue ? queueWorkerToken(opts.workerToken, opts.token) : undefined;
     // bullmq and ioredis are loaded only in scale-out mode.
     const q = redisUrl && !opts.queue ? await import("./queue.js") : undefined;
     const caFile = opts.redisCaFile ?? (process.env.STRATA_REDIS_CA?.trim() || undefined);
@@ -318,32 +318,14 @@ export class BuildService {
 
   /** `POST /v1/internal/jobs/<build id>/secrets`: a queued build's secret values, for the worker that runs it. */
   async #internal(req: http.IncomingMessage, res: http.ServerResponse, parts: string[]): Promise<void> {
-    const held = this.queue?.secrets;
-    if (!this.#workerToken || !held || parts.length !== 5 || parts[2] !== "jobs" || parts[4] !== "secrets")
-      throw new HttpError(404, "NOT_FOUND", `no such endpoint /${parts.join("/")}`);
-    const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "");
-    if (!m || !this.#workerToken.matches(m[1]!.trim()))
-      throw new HttpError(
-        401,
-        "UNAUTHORIZED",
-        "this endpoint is for build workers: send `Authorization: Bearer <worker token>` (STRATA_WORKER_TOKEN)",
-        { "www-authenticate": 'Bearer realm="strata-workers"' },
-      );
-    if (req.method !== "POST")
-      throw new HttpError(405, "METHOD_NOT_ALLOWED", `${req.method} is not allowed here (allowed: POST)`, {
-        allow: "POST",
-      });
-    const query = parseJobSecretsQuery(await readJson(req));
-    if (!query) throw new HttpError(400, "BAD_REQUEST", 'expected {"token": "<job token>", "request": "sha256:<hex>"}');
-    const values = held.lookup(decodePart(parts[3]!), query.token, query.request);
-    if (!values) {
-      const gone = new JobSecretsError(
-        "SECRETS_GONE",
-        `this service holds no secret values for that job (it did not queue it, has restarted, or the job's request changed in Redis)`,
-      );
-      throw new HttpError(404, gone.code, gone.message);
-    }
-    sendJson(res, 200, values, { "cache-control": "no-store" });
+    const a = await answerJobSecrets(this.queue?.secrets, this.#workerToken, {
+      method: req.method ?? "GET",
+      parts,
+      authorization: req.headers.authorization,
+      readBody: () => readJson(req),
+    });
+    if (!("values" in a)) throw new HttpError(a.status, a.code, a.message, a.headers);
+    sendJson(res, 200, a.values, { "cache-control": "no-store" });
   }
 
   async #createImage(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -535,22 +517,6 @@ export class BuildService {
       },
     );
   }
-}
-
-/** The worker token a service with a queue needs (see {@link BuildServiceOptions.workerToken}). */
-function queueWorkerToken(opts: BuildServiceOptions): WorkerToken {
-  const token = opts.workerToken ?? (process.env.STRATA_WORKER_TOKEN?.trim() || undefined);
-  if (!token)
-    throw new JobSecretsError(
-      "WORKER_TOKEN",
-      "builds run on workers (STRATA_REDIS_URL is set), and workers fetch each build's secret values from this service with a token of their own: set STRATA_WORKER_TOKEN (at least 32 characters, e.g. `openssl rand -hex 32`) here and on every `strata worker`",
-    );
-  if (opts.token !== undefined && token === opts.token)
-    throw new JobSecretsError(
-      "WORKER_TOKEN",
-      "STRATA_WORKER_TOKEN is the same as STRATA_TOKEN: a client's token must not open the workers' endpoint; choose another worker token",
-    );
-  return new WorkerToken(token);
 }
 
 function decodePart(part: string): string {
