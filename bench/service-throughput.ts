@@ -9,6 +9,7 @@
  * timed); then N distinct builds, each two small RUN steps on that base, are requested at once and timed until the
  * last one finished. Prints builds/s for K = 1 and K = 2 (median over --runs) and the ratio.
  */
+import { randomBytes } from "node:crypto";
 import { spawn, type ChildProcess } from "node:child_process";
 import { promises as fsp } from "node:fs";
 import os from "node:os";
@@ -73,7 +74,8 @@ async function round(work: string, s3: TestS3 | undefined, workerCount: number):
         localRoot: path.join(dir, "server"),
       })
     : await LocalStore.open(sharedHome);
-  const service = await BuildService.create({ store, redisUrl: redis.url, log: () => undefined });
+  const workerToken = randomBytes(32).toString("hex");
+  const service = await BuildService.create({ store, redisUrl: redis.url, workerToken, log: () => undefined });
   const url = await service.listen(0, "127.0.0.1");
   const children: { child: ChildProcess; counter: string; exited: Promise<unknown> }[] = [];
   try {
@@ -87,6 +89,8 @@ async function round(work: string, s3: TestS3 | undefined, workerCount: number):
         ...process.env,
         ...storeEnv,
         STRATA_REDIS_URL: redis.url,
+        STRATA_WORKER_TOKEN: workerToken,
+        STRATA_SERVICE_URL: url,
         STRATA_SANDBOX_COUNTER: counter,
         ...(s3 ? { STRATA_HOME: home, STRATA_S3_CACHE_DIR: path.join(home, "cache") } : {}),
       };

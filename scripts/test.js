@@ -25,6 +25,7 @@ const UNIT = [
   "sdk/",
   "engine/config.test.ts",
   "engine/debian-base.test.ts",
+  "engine/redact.test.ts",
   "layer/secure-join.test.ts",
   "layer/tar-header.test.ts",
   "registry/estargz-lazy-tree.test.ts",

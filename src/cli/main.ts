@@ -26,9 +26,10 @@ commands:
   push <image> <ref> [--format oci|docker]
                                    upload an image to a registry
   serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose] [--allow-network-host]
-        [--step-timeout 1h] [--max-step-timeout 4h]
+        [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis]
                                    run the build service (clients set STRATA_SERVER=http://host:port)
   worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]
+         [--service URL]… [--insecure-redis]
                                    run builds from the queue of \`strata serve\` (STRATA_REDIS_URL + the S3 store)
   cache prune --older-than <dur> [--dry-run] [--json]
                                    remove index entries, images and blobs nothing recent references (30d, 12h, 90m)
@@ -39,7 +40,10 @@ environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILD
   REGISTRY_USERNAME / REGISTRY_PASSWORD or DOCKER_CONFIG (registry login for pull and push),
   STRATA_INSECURE_REGISTRIES (plain-HTTP registries besides loopback),
   STRATA_SERVER / STRATA_TOKEN (build on a strata service; the token also protects \`strata serve\`),
-  STRATA_REDIS_URL / STRATA_REDIS_PREFIX (serve: queue builds for \`strata worker\` processes)`;
+  STRATA_REDIS_URL / STRATA_REDIS_PREFIX (serve: queue builds for \`strata worker\` processes; Redis must
+  require a password, redis://:<password>@host:port, or rediss:// for TLS with STRATA_REDIS_CA for a private CA),
+  STRATA_WORKER_TOKEN (serve and worker with a queue: workers fetch builds' secrets from the service with it),
+  STRATA_SERVICE_URL (worker: the build services, comma-separated, that queue builds)`;
 
 class UsageError extends Error {}
 

@@ -1,8 +1,12 @@
 /**
  * `strata serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose] [--allow-network-host]
- * [--step-timeout 1h] [--max-step-timeout 4h]`: runs the build service on the store
+ * [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis]`: runs the build service on the store
  * the environment names (S3 with STRATA_S3_BUCKET, else STRATA_HOME), until SIGTERM or SIGINT. With STRATA_TOKEN
  * set, every request needs `Authorization: Bearer <token>`. Prints the listening URL on stdout.
+ *
+ * With STRATA_REDIS_URL, builds are queued for `strata worker`s: Redis must require a password (refused otherwise,
+ * unless `--insecure-redis`), `rediss://` uses TLS (STRATA_REDIS_CA: a private CA's PEM file), and
+ * STRATA_WORKER_TOKEN is required — workers fetch each build's secret values from this service with it.
  */
 import { parseArgs } from "node:util";
 import type { ServiceSandboxOptions } from "../sandbox/runc.js";
@@ -17,6 +21,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
       host: { type: "string", default: "127.0.0.1" },
       "max-builds": { type: "string" },
       verbose: { type: "boolean" },
+      "insecure-redis": { type: "boolean" },
       ...SANDBOX_FLAGS,
     },
   });
@@ -52,6 +57,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
     maxConcurrentBuilds: maxBuilds,
     logRequests: values.verbose ?? false,
     sandbox,
+    ...(values["insecure-redis"] ? { insecureRedis: true } : {}),
   });
   // A server outlives any one request or build: a stray rejection is logged, not fatal.
   const onUnhandled = (e: unknown) =>

@@ -1,12 +1,16 @@
 /**
  * `strata worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]
- * [--allow-network-host] [--step-timeout 1h] [--max-step-timeout 4h]` (the sandbox flags as `strata serve`'s):
+ * [--service URL]… [--insecure-redis] [--allow-network-host] [--step-timeout 1h] [--max-step-timeout 4h]` (the
+ * sandbox flags as `strata serve`'s):
  * takes builds from the queue that `strata serve` fills when STRATA_REDIS_URL is set, and runs them on the store
  * the environment names (STRATA_S3_BUCKET …, shared with the server and the other workers; else STRATA_HOME, for
  * workers on the server's machine). Runs until SIGTERM or SIGINT: it then stops taking jobs, lets running builds
  * finish for the grace period and gives the rest back to the queue. Prints its name on stdout once it takes jobs.
  *
- * Environment: STRATA_REDIS_URL (required), STRATA_REDIS_PREFIX (default `strata`), the store's variables.
+ * Environment: STRATA_REDIS_URL (required; Redis must require a password, see redis-connect.ts), STRATA_REDIS_CA,
+ * STRATA_REDIS_PREFIX (default `strata`), STRATA_SERVICE_URL (the build services that queue builds, comma-separated;
+ * or `--service`, repeated) and STRATA_WORKER_TOKEN (the services' worker token; both required: a build's secret
+ * values are fetched from the service that queued it), the store's variables.
  */
 import { parseArgs } from "node:util";
 import { parseDuration, type ServiceSandboxOptions } from "../sandbox/runc.js";
@@ -24,6 +28,25 @@ function parseMs(flag: string, v: string | undefined): number | undefined {
 
 class WorkerUsageError extends Error {}
 
+/** The build services: `--service` flags, else STRATA_SERVICE_URL (comma-separated); each an http(s) URL. */
+function serviceUrls(flags: string[]): string[] {
+  const list = flags.length ? flags : (process.env.STRATA_SERVICE_URL ?? "").split(",");
+  return list
+    .map((u) => u.trim())
+    .filter(Boolean)
+    .map((u) => {
+      let parsed: URL;
+      try {
+        parsed = new URL(u);
+      } catch {
+        throw new WorkerUsageError(`"${u}" is not a build service URL (expected http://host:port or https://…)`);
+      }
+      if (parsed.protocol !== "http:" && parsed.protocol !== "https:")
+        throw new WorkerUsageError(`"${u}" is not a build service URL (expected http://host:port or https://…)`);
+      return u;
+    });
+}
+
 export async function cmdWorker(argv: string[]): Promise<number> {
   let opts: {
     concurrency?: number;
@@ -32,6 +55,8 @@ export async function cmdWorker(argv: string[]): Promise<number> {
     stalledIntervalMs?: number;
     stepLockMs?: number;
     sandbox: ServiceSandboxOptions;
+    services: string[];
+    insecureRedis: boolean;
   };
   try {
     const { values, positionals } = parseArgs({
@@ -43,6 +68,8 @@ export async function cmdWorker(argv: string[]): Promise<number> {
         "job-lock": { type: "string" },
         "stalled-interval": { type: "string" },
         "step-lock": { type: "string" },
+        service: { type: "string", multiple: true },
+        "insecure-redis": { type: "boolean" },
         ...SANDBOX_FLAGS,
       },
     });
@@ -56,6 +83,8 @@ export async function cmdWorker(argv: string[]): Promise<number> {
       jobLockMs: parseMs("job-lock", values["job-lock"]),
       stalledIntervalMs: parseMs("stalled-interval", values["stalled-interval"]),
       stepLockMs: parseMs("step-lock", values["step-lock"]),
+      services: serviceUrls(values.service ?? []),
+      insecureRedis: values["insecure-redis"] ?? false,
       sandbox: (() => {
         try {
           return sandboxOptions(values);
@@ -77,7 +106,14 @@ export async function cmdWorker(argv: string[]): Promise<number> {
   const redisUrl = process.env.STRATA_REDIS_URL?.trim();
   if (!redisUrl) {
     process.stderr.write(
-      "strata worker: STRATA_REDIS_URL is not set: it names the Redis that holds the build queue (e.g. redis://127.0.0.1:6379), the same one `strata serve` uses\n",
+      "strata worker: STRATA_REDIS_URL is not set: it names the Redis that holds the build queue (e.g. redis://:<password>@127.0.0.1:6379), the same one `strata serve` uses\n",
+    );
+    return 2;
+  }
+  const workerToken = process.env.STRATA_WORKER_TOKEN?.trim();
+  if (!opts.services.length || !workerToken) {
+    process.stderr.write(
+      `strata worker: ${!opts.services.length ? "no build service given" : "STRATA_WORKER_TOKEN is not set"}: a worker fetches each build's secret values from the service that queued it, so it needs the services' URLs (STRATA_SERVICE_URL=http://host:port[,…] or --service, repeated) and their worker token (STRATA_WORKER_TOKEN, as set for \`strata serve\`)\n`,
     );
     return 2;
   }
@@ -91,6 +127,9 @@ export async function cmdWorker(argv: string[]): Promise<number> {
   try {
     worker = await BuildWorker.start({
       redisUrl,
+      ...(process.env.STRATA_REDIS_CA?.trim() ? { redisCaFile: process.env.STRATA_REDIS_CA.trim() } : {}),
+      ...(opts.insecureRedis || process.env.STRATA_REDIS_INSECURE === "1" ? { insecureRedis: true } : {}),
+      secretsFrom: { services: opts.services, token: workerToken },
       store,
       ...(process.env.STRATA_REDIS_PREFIX ? { prefix: process.env.STRATA_REDIS_PREFIX } : {}),
       ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),

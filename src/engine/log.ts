@@ -1,18 +1,25 @@
 /** Build logging: `=> Step N: …` lines, streamed output with secrets redacted, and a tail kept for errors. */
 
+import { secretForms } from "./secret-forms.js";
+
 export type LogSink = (line: string) => void;
 
 export const stderrSink: LogSink = (line) => process.stderr.write(line + "\n");
 
-/** Replaces every occurrence of any secret value with `***`. */
+/**
+ * Replaces every occurrence of any secret value with `***`: the value itself and its encoded forms (base64, URL
+ * encodings, hex, JSON escaping, the lines of a multi-line value; see `secret-forms.ts` for which and why values
+ * under 3 characters are left alone). One pass of one expression, longest form first.
+ */
 export function redactor(secrets: Iterable<string>): (text: string) => string {
-  const values = [...new Set(secrets)].filter((v) => v.length >= 3).sort((a, b) => b.length - a.length);
-  if (!values.length) return (t) => t;
-  return (t) => {
-    let out = t;
-    for (const v of values) out = out.split(v).join("***");
-    return out;
-  };
+  const forms = [...new Set([...new Set(secrets)].flatMap(secretForms))].sort((a, b) => b.length - a.length);
+  if (!forms.length) return (t) => t;
+  const re = new RegExp(forms.map(escapeRegExp).join("|"), "g");
+  return (t) => t.replace(re, "***");
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
 /** Splits streamed chunks into lines, redacts them, keeps the last `tailSize`, forwards each line. */

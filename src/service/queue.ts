@@ -3,7 +3,8 @@
  *
  * - A build is one BullMQ job whose job id is the build id, so a request for a build that is already queued or
  *   running anywhere joins it (BullMQ ignores an `add` with the id of an existing job). Jobs are removed from Redis
- *   when they finish (their data holds the request, secret values included).
+ *   when they finish. Their data holds the request without its secret values: the service holds those in memory
+ *   and the worker fetches them when it starts the job (job-secrets.ts).
  * - The worker that takes a job writes what happens to a Redis stream, `<prefix>:build:<build id>:<token>` (the
  *   token is the job's own, so a later job with the same id never mixes with an earlier one's stream): `start`
  *   entries (a worker took the job; again on a retry), `line` entries (log lines, already redacted), and one `done`
@@ -17,20 +18,35 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { Queue, type JobsOptions } from "bullmq";
-import { Redis } from "ioredis";
-import { StrataError } from "../errors.js";
+import type { Redis } from "ioredis";
+import { HeldSecrets, requestDigest, splitSecrets } from "./job-secrets.js";
 import type { BuildOutcome } from "./outcome.js";
+import {
+  bullConnection,
+  checkRedis,
+  openRedis,
+  QueueError,
+  redactUrl,
+  requireRedisAuth,
+  toTarget,
+  type RedisTarget,
+} from "./redis-connect.js";
 import type { BuildRequest } from "./wire/schema.js";
 
 /** What a job carries. */
 export interface BuildJobData {
-  format: "strata-job/1";
+  format: "strata-job/2";
   buildId: string;
-  /** Names the job's event stream (see the module comment). */
+  /** Names the job's event stream (see the module comment), and its secret values at the service. */
   token: string;
+  /** The request without secret values. */
   request: BuildRequest;
+  /** The request has secret values: fetch them from the service (job-secrets.ts) before building. */
+  hasSecrets: boolean;
   enqueuedAt: string;
 }
+
+export { bullConnection, checkRedis, openRedis, QueueError, redactUrl, type RedisTarget } from "./redis-connect.js";
 
 /** Names of everything the service keeps in Redis, under one prefix (STRATA_REDIS_PREFIX, default `strata`). */
 export class RedisKeys {
@@ -45,75 +61,6 @@ export class RedisKeys {
   }
   stepLock(key: string): string {
     return `${this.prefix}:lock:${key}`;
-  }
-}
-
-/** Redis could not be reached, or a queue operation failed. */
-export class QueueError extends StrataError {
-  override readonly code = "QUEUE";
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "QueueError";
-  }
-}
-
-/**
- * A Redis connection for commands (`blocking` for one that waits in XREAD or BullMQ's blocking calls: those must
- * retry forever rather than fail a request while Redis restarts).
- */
-export function openRedis(url: string, name: string, opts: { blocking?: boolean } = {}): Redis {
-  const r = new Redis(url, {
-    connectionName: name,
-    maxRetriesPerRequest: opts.blocking ? null : 20,
-    enableReadyCheck: true,
-    retryStrategy: (times) => Math.min(times * 100, 2000),
-  });
-  // Connection errors are retried by ioredis; commands report them. Without a listener they would be "unhandled".
-  r.on("error", () => undefined);
-  return r;
-}
-
-/** Connection options for BullMQ (which creates, and on close closes, its own connections). */
-export function bullConnection(
-  url: string,
-  name: string,
-): { url: string; connectionName: string; maxRetriesPerRequest: null; retryStrategy: (times: number) => number } {
-  return {
-    url,
-    connectionName: name,
-    maxRetriesPerRequest: null,
-    retryStrategy: (times) => Math.min(times * 100, 2000),
-  };
-}
-
-/** Waits until `r` answers PING, or fails with a clear message after `timeoutMs`. */
-export async function checkRedis(r: Redis, url: string, timeoutMs = 10_000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      r.ping(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs / 1000}s`)), timeoutMs);
-      }),
-    ]);
-  } catch (e) {
-    throw new QueueError(
-      `cannot reach Redis at ${redactUrl(url)} (STRATA_REDIS_URL): ${e instanceof Error ? e.message : String(e)}`,
-      { cause: e },
-    );
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The URL without its password (for messages). */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "(an invalid URL)";
   }
 }
 
@@ -154,6 +101,8 @@ const STATE_CHECK_MS = 2000;
 export class BuildQueue {
   readonly keys: RedisKeys;
   readonly url: string;
+  /** Secret values of the jobs this service queued and follows, for their workers (job-secrets.ts). */
+  readonly secrets = new HeldSecrets();
   readonly #queue: Queue<BuildJobData, BuildOutcome>;
   readonly #redis: Redis;
   readonly #reader: Redis;
@@ -162,25 +111,33 @@ export class BuildQueue {
   #closed = false;
   readonly #log: (line: string) => void;
 
-  private constructor(url: string, keys: RedisKeys, log: (line: string) => void) {
-    this.url = url;
+  private constructor(target: RedisTarget, keys: RedisKeys, log: (line: string) => void) {
+    this.url = target.url;
     this.keys = keys;
     this.#log = log;
-    this.#redis = openRedis(url, "strata-serve");
-    this.#reader = openRedis(url, "strata-serve-reader", { blocking: true });
+    this.#redis = openRedis(target, "strata-serve");
+    this.#reader = openRedis(target, "strata-serve-reader", { blocking: true });
     // Connection options, not a client: BullMQ then owns (and closes) the connections it makes.
     this.#queue = new Queue<BuildJobData, BuildOutcome>(keys.queueName, {
-      connection: bullConnection(url, "strata-serve-queue"),
+      connection: bullConnection(target, "strata-serve-queue"),
       prefix: keys.bullPrefix,
     });
     this.#queue.on("error", (e) => this.#log(`build queue: ${e instanceof Error ? e.message : String(e)}`));
   }
 
-  /** Connects to Redis at `url` (fails clearly if it does not answer). */
-  static async connect(url: string, opts: { prefix?: string; log?: (line: string) => void } = {}): Promise<BuildQueue> {
-    const q = new BuildQueue(url, new RedisKeys(opts.prefix), opts.log ?? ((l) => process.stderr.write(l + "\n")));
+  /**
+   * Connects to Redis (fails clearly if it does not answer, or answers without a password and the target is not
+   * `insecure`: see redis-connect.ts).
+   */
+  static async connect(
+    target: RedisTarget | string,
+    opts: { prefix?: string; log?: (line: string) => void } = {},
+  ): Promise<BuildQueue> {
+    const t = toTarget(target);
+    const q = new BuildQueue(t, new RedisKeys(opts.prefix), opts.log ?? ((l) => process.stderr.write(l + "\n")));
     try {
-      await checkRedis(q.#redis, url);
+      await checkRedis(q.#redis, t.url);
+      await requireRedisAuth(t);
     } catch (e) {
       await q.close();
       throw e;
@@ -200,30 +157,44 @@ export class BuildQueue {
   async run(buildId: string, request: BuildRequest, handlers: QueuedRunHandlers): Promise<BuildOutcome> {
     if (this.#closed) throw new QueueError("the build queue is closed");
     const mine = randomBytes(8).toString("hex");
-    for (let attempt = 1; ; attempt++) {
-      const data: BuildJobData = {
-        format: "strata-job/1",
-        buildId,
-        token: mine,
-        request,
-        enqueuedAt: new Date().toISOString(),
-      };
-      try {
-        await this.#queue.add("build", data, { ...JOB_OPTIONS, jobId: buildId });
-      } catch (e) {
-        throw new QueueError(
-          `could not queue build ${buildId} in Redis at ${redactUrl(this.url)}: ${e instanceof Error ? e.message : String(e)}`,
-          { cause: e },
-        );
+    const { request: stripped, secrets } = splitSecrets(request);
+    // Held before the job exists, so a worker that takes it at once finds them; released when we stop following.
+    if (secrets) this.secrets.hold(buildId, mine, requestDigest(stripped), secrets);
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const data: BuildJobData = {
+          format: "strata-job/2",
+          buildId,
+          token: mine,
+          request: stripped,
+          hasSecrets: Boolean(secrets),
+          enqueuedAt: new Date().toISOString(),
+        };
+        try {
+          await this.#queue.add("build", data, { ...JOB_OPTIONS, jobId: buildId });
+        } catch (e) {
+          throw new QueueError(
+            `could not queue build ${buildId} in Redis at ${redactUrl(this.url)}: ${e instanceof Error ? e.message : String(e)}`,
+            { cause: e },
+          );
+        }
+        // The job that has this id now: ours, or one that was already there (its token names its stream).
+        const job = await this.#queue.getJob(buildId);
+        const token =
+          job?.data?.token ?? ((await this.#redis.exists(this.keys.events(buildId, mine))) ? mine : undefined);
+        if (token) {
+          // Joined a job another request queued: its worker fetches that request's values, not ours.
+          if (token !== mine) this.secrets.release(buildId, mine);
+          return await this.#follow(buildId, token, handlers);
+        }
+        // The job finished and was removed between our add and our look: queue it again (all cache hits by now).
+        if (attempt >= 5)
+          throw new QueueError(
+            `build ${buildId}: its job kept disappearing from the queue before it could be followed`,
+          );
       }
-      // The job that has this id now: ours, or one that was already there (its token names its stream).
-      const job = await this.#queue.getJob(buildId);
-      const token =
-        job?.data?.token ?? ((await this.#redis.exists(this.keys.events(buildId, mine))) ? mine : undefined);
-      if (token) return this.#follow(buildId, token, handlers);
-      // The job finished and was removed between our add and our look: queue it again (all cache hits by now).
-      if (attempt >= 5)
-        throw new QueueError(`build ${buildId}: its job kept disappearing from the queue before it could be followed`);
+    } finally {
+      this.secrets.release(buildId, mine);
     }
   }
 

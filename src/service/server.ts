@@ -9,6 +9,8 @@
  *   GET  /v1/images/sha256:<hex>                     → ImageInfo of a stored image
  *   GET  /v1/images/<build id>/logs?after=<cursor>   → text/event-stream: `id: <cursor>` + `data: <JSON string>` per
  *                                                      line, then `event: result` with {status, result|failure}
+ *   POST /v1/internal/jobs/<build id>/secrets        → a queued build's secret values, for its worker only
+ *                                                      (worker token; job-secrets.ts)
  *
  * Every request is handled inside a catch: a malformed one gets a 4xx with `{error: {code, message}}`, an
  * unexpected failure a 500 (and a line in the server log), never a crash. With a token configured, every request
@@ -27,6 +29,7 @@ import type { Digest } from "../util/digest.js";
 import { checkDebianBases } from "./bases.js";
 import type { Build } from "./build-record.js";
 import { Builds, MissingBlobsError, missingBlobs } from "./builds.js";
+import { answerJobSecrets, queueWorkerToken, type WorkerToken } from "./job-secrets.js";
 import type { BuildQueue } from "./queue.js";
 import { InputTrees } from "./trees.js";
 import { parseBlobCheck, parseBuildRequest } from "./wire/decode.js";
@@ -65,6 +68,15 @@ export interface BuildServiceOptions {
   redisUrl?: string;
   /** Key prefix in Redis (default: STRATA_REDIS_PREFIX, else `strata`). */
   redisPrefix?: string;
+  /** PEM file of the CA of Redis's TLS certificate (default: STRATA_REDIS_CA; else the system's CAs). */
+  redisCaFile?: string;
+  /** Use a Redis that answers without a password (default: STRATA_REDIS_INSECURE=1). Refused otherwise. */
+  insecureRedis?: boolean;
+  /**
+   * The credential workers fetch queued builds' secret values with (default: STRATA_WORKER_TOKEN; at least 32
+   * characters, never a client's token). Required with a queue.
+   */
+  workerToken?: string;
   /** A queue to use instead of connecting to `redisUrl` (closed by the service). */
   queue?: BuildQueue;
 }
@@ -99,9 +111,16 @@ export class BuildService {
   #builderVersions?: string[];
   /** The queue builds go to (scale-out mode), if any. */
   readonly queue?: BuildQueue;
+  readonly #workerToken?: WorkerToken;
 
-  private constructor(opts: BuildServiceOptions, trees: InputTrees, queue: BuildQueue | undefined) {
+  private constructor(
+    opts: BuildServiceOptions,
+    trees: InputTrees,
+    queue: BuildQueue | undefined,
+    workerToken: WorkerToken | undefined,
+  ) {
     this.#opts = opts;
+    this.#workerToken = workerToken;
     this.#log = opts.log ?? ((l) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
     this.#token = opts.token ? Buffer.from(createHash("sha256").update(opts.token).digest()) : undefined;
     this.#maxBlob = opts.maxBlobBytes ?? 8 * 1024 ** 3;
@@ -126,22 +145,28 @@ export class BuildService {
     await opts.store.recover(async () => (await import("../sandbox/runc.js")).reapStaleContainers());
     const redisUrl = opts.redisUrl ?? process.env.STRATA_REDIS_URL ?? "";
     const log = opts.log ?? ((l: string) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
+    const workerToken = redisUrl || opts.queue ? queueWorkerToken(opts.workerToken, opts.token) : undefined;
     // bullmq and ioredis are loaded only in scale-out mode.
     const q = redisUrl && !opts.queue ? await import("./queue.js") : undefined;
+    const caFile = opts.redisCaFile ?? (process.env.STRATA_REDIS_CA?.trim() || undefined);
     const queue =
       opts.queue ??
       (q
-        ? await q.BuildQueue.connect(redisUrl, {
-            prefix: opts.redisPrefix ?? (process.env.STRATA_REDIS_PREFIX || undefined),
-            log,
-          })
+        ? await q.BuildQueue.connect(
+            {
+              url: redisUrl,
+              ...(caFile ? { caFile } : {}),
+              insecure: opts.insecureRedis ?? process.env.STRATA_REDIS_INSECURE === "1",
+            },
+            { prefix: opts.redisPrefix ?? (process.env.STRATA_REDIS_PREFIX || undefined), log },
+          )
         : undefined);
     if (q && queue)
       log(
         `builds run on \`strata worker\` processes: queue in Redis at ${q.redactUrl(redisUrl)} (prefix ${queue.keys.prefix})`,
       );
     try {
-      return new BuildService(opts, await InputTrees.open(opts.store, { maxTrees: opts.maxTrees }), queue);
+      return new BuildService(opts, await InputTrees.open(opts.store, { maxTrees: opts.maxTrees }), queue, workerToken);
     } catch (e) {
       await queue?.close();
       throw e;
@@ -205,8 +230,10 @@ export class BuildService {
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://service.invalid");
-    this.#authenticate(req);
     const parts = url.pathname.split("/").filter(Boolean);
+    // Workers' own endpoint: the worker token, never a client's (job-secrets.ts).
+    if (parts[0] === "v1" && parts[1] === "internal") return this.#internal(req, res, parts);
+    this.#authenticate(req);
     if (parts[0] !== "v1")
       throw new HttpError(404, "NOT_FOUND", `no such endpoint ${url.pathname} (the API is under /v1/)`);
     const method = req.method ?? "GET";
@@ -280,6 +307,18 @@ export class BuildService {
     const given = createHash("sha256").update(m[1]!.trim()).digest();
     if (!timingSafeEqual(given, this.#token))
       throw new HttpError(401, "UNAUTHORIZED", "the bearer token is not valid for this build server", challenge);
+  }
+
+  /** `POST /v1/internal/jobs/<build id>/secrets`: a queued build's secret values, for the worker that runs it. */
+  async #internal(req: http.IncomingMessage, res: http.ServerResponse, parts: string[]): Promise<void> {
+    const a = await answerJobSecrets(this.queue?.secrets, this.#workerToken, {
+      method: req.method ?? "GET",
+      parts,
+      authorization: req.headers.authorization,
+      readBody: () => readJson(req),
+    });
+    if (!("values" in a)) throw new HttpError(a.status, a.code, a.message, a.headers);
+    sendJson(res, 200, a.values, { "cache-control": "no-store" });
   }
 
   async #createImage(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

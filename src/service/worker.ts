@@ -6,6 +6,8 @@
  * - A failed build is a result, not a job failure: it is reported and never retried. A job is retried (by any
  *   worker, from the start; finished steps are cache hits) only when its worker dies — BullMQ's stalled-job check
  *   notices the lock it stopped renewing — or gives it back while shutting down.
+ * - A job's data holds no secret values: a job that has some fetches them from the build service that queued it
+ *   (job-secrets-client.ts, with the worker token) when it starts, and they stay in this process's memory.
  * - On close, the worker stops taking jobs and lets running builds finish for a grace period; builds still running
  *   then are stopped (their sandboxes killed) and their jobs go back to the queue.
  */
@@ -15,23 +17,33 @@ import type { Redis } from "ioredis";
 import type { Executor } from "../sandbox/runc.js";
 import type { Store } from "../store/store.js";
 import { runBuildRequest } from "./builds.js";
+import { fetchJobSecrets, type JobSecretsSource } from "./job-secrets-client.js";
+import { JobSecretsError, joinSecrets, requestDigest } from "./job-secrets.js";
 import type { BuildOutcome } from "./outcome.js";
+import { EventWriter, processName, RedisKeys, type BuildJobData } from "./queue.js";
 import {
-  EventWriter,
   bullConnection,
   checkRedis,
   openRedis,
-  processName,
   redactUrl,
-  RedisKeys,
-  type BuildJobData,
-} from "./queue.js";
+  requireRedisAuth,
+  type RedisTarget,
+} from "./redis-connect.js";
 import { RedisLockingStore } from "./redis-lock.js";
 import { InputTrees } from "./trees.js";
 
 export interface BuildWorkerOptions {
-  /** `redis://host:port` (STRATA_REDIS_URL). */
+  /** `redis://:password@host:port` or `rediss://…` (STRATA_REDIS_URL). */
   redisUrl: string;
+  /** PEM file of the CA of Redis's TLS certificate (STRATA_REDIS_CA). Default: the system's CAs. */
+  redisCaFile?: string;
+  /** Use a Redis that answers without a password (`--insecure-redis`). Default false: refused. */
+  insecureRedis?: boolean;
+  /**
+   * The build services to fetch a job's secret values from, and the worker token (STRATA_SERVICE_URL,
+   * STRATA_WORKER_TOKEN). Without it, a build with secrets fails with a message saying so.
+   */
+  secretsFrom?: JobSecretsSource;
   /** The store shared with the server and the other workers (S3, or one local store on one machine). */
   store: Store;
   /** Key prefix in Redis (STRATA_REDIS_PREFIX). Default `strata`. */
@@ -56,6 +68,14 @@ export interface BuildWorkerOptions {
   log?: (line: string) => void;
 }
 
+function redisTarget(opts: BuildWorkerOptions): RedisTarget {
+  return {
+    url: opts.redisUrl,
+    ...(opts.redisCaFile ? { caFile: opts.redisCaFile } : {}),
+    ...(opts.insecureRedis ? { insecure: true } : {}),
+  };
+}
+
 export class BuildWorker {
   readonly name: string;
   readonly keys: RedisKeys;
@@ -68,10 +88,12 @@ export class BuildWorker {
   readonly #aborts = new Set<AbortController>();
   readonly #log: (line: string) => void;
   readonly #executor?: Executor;
+  readonly #secretsFrom?: JobSecretsSource;
   #closing = false;
 
   private constructor(opts: BuildWorkerOptions, redis: Redis, trees: InputTrees) {
     this.name = opts.name ?? processName();
+    this.#secretsFrom = opts.secretsFrom;
     this.keys = new RedisKeys(opts.prefix);
     this.#redis = redis;
     this.#trees = trees;
@@ -87,7 +109,7 @@ export class BuildWorker {
     });
     const jobLockMs = opts.jobLockMs ?? 30_000;
     this.#worker = new Worker<BuildJobData, BuildOutcome>(this.keys.queueName, (job) => this.#process(job), {
-      connection: bullConnection(opts.redisUrl, `strata-worker-queue:${this.name}`),
+      connection: bullConnection(redisTarget(opts), `strata-worker-queue:${this.name}`),
       prefix: this.keys.bullPrefix,
       concurrency: Math.max(1, opts.concurrency ?? 2),
       lockDuration: jobLockMs,
@@ -106,9 +128,11 @@ export class BuildWorker {
 
   /** Connects to Redis, reclaims what killed builds left in the local cache, and starts taking jobs. */
   static async start(opts: BuildWorkerOptions): Promise<BuildWorker> {
-    const redis = openRedis(opts.redisUrl, `strata-worker:${opts.name ?? processName()}`);
+    const target = redisTarget(opts);
+    const redis = openRedis(target, `strata-worker:${opts.name ?? processName()}`);
     try {
       await checkRedis(redis, opts.redisUrl);
+      await requireRedisAuth(target);
       await opts.store.recover(async () => (await import("../sandbox/runc.js")).reapStaleContainers());
       const trees = await InputTrees.open(opts.store);
       const w = new BuildWorker(opts, redis, trees);
@@ -128,6 +152,20 @@ export class BuildWorker {
     }
   }
 
+  /** The job's secret values, from the service that queued it (kept in memory only). */
+  #fetchSecrets(d: BuildJobData, signal: AbortSignal) {
+    if (!this.#secretsFrom)
+      throw new JobSecretsError(
+        "SECRETS_UNAVAILABLE",
+        `build ${d.buildId} uses secrets, and worker ${this.name} has no build service to fetch them from: start it with STRATA_SERVICE_URL and STRATA_WORKER_TOKEN`,
+      );
+    return fetchJobSecrets(
+      this.#secretsFrom,
+      { buildId: d.buildId, token: d.token, requestDigest: requestDigest(d.request) },
+      signal,
+    );
+  }
+
   /** Builds running now. */
   get running(): number {
     return this.#aborts.size;
@@ -135,8 +173,10 @@ export class BuildWorker {
 
   async #process(job: Job<BuildJobData, BuildOutcome>): Promise<BuildOutcome> {
     const d = job.data;
-    if (d?.format !== "strata-job/1" || !d.request)
-      throw new UnrecoverableError(`job ${job.id} is not a Strata build job (format ${String(d?.format)})`);
+    if (d?.format !== "strata-job/2" || !d.request)
+      throw new UnrecoverableError(
+        `job ${job.id} is not a Strata build job of this version (format ${String(d?.format)}, expected strata-job/2); upgrade the workers and the service together`,
+      );
     const events = new EventWriter(this.#redis, this.keys.events(d.buildId, d.token));
     const attempt = Math.max(1, job.attemptsStarted || job.attemptsMade + 1);
     const t0 = Date.now();
@@ -145,7 +185,20 @@ export class BuildWorker {
     const ac = new AbortController();
     this.#aborts.add(ac);
     try {
-      const outcome = await runBuildRequest(d.request, {
+      let request = d.request;
+      if (d.hasSecrets) {
+        try {
+          request = joinSecrets(request, await this.#fetchSecrets(d, ac.signal));
+        } catch (e) {
+          if (!(e instanceof JobSecretsError)) throw e;
+          const outcome: BuildOutcome = { status: "failed", failure: { code: e.code, message: e.message } };
+          await events.done(outcome);
+          this.jobsDone++;
+          this.#log(`worker ${this.name}: build ${d.buildId} failed: ${e.message}`);
+          return outcome;
+        }
+      }
+      const outcome = await runBuildRequest(request, {
         store: this.store,
         trees: this.#trees,
         log: (line) => events.line(line),

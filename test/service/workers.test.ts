@@ -2,13 +2,16 @@
 // three `strata worker` child processes take them, all on one S3 store (s3rver, loopback). 30 mixed requests spread
 // over both services complete, with every layer built once across the workers (sandboxes counted per worker with
 // STRATA_SANDBOX_COUNTER); a worker killed with SIGKILL mid-build has its job retried by another worker, whose image
-// is right (run it); a worker restarted on the dead one's cache reclaims what it left.
+// is right (run it) and its secret reached both attempts (fetched from the service each time: Redis holds no values);
+// a worker restarted on the dead one's cache reclaims what it left. Redis requires a password.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
 import { promises as fsp, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { Secret } from "../../src/index.js";
 import { reapStaleContainers } from "../../src/sandbox/runc.js";
 import type { RemoteBuiltImage } from "../../src/service/client.js";
 import { remoteBuildImage } from "../support/remote-image.js";
@@ -21,6 +24,8 @@ import { nonce, REPO_ROOT, strata } from "../support/strata.js";
 
 let redis: TestRedis;
 let s3: TestS3;
+/** The services' and workers' shared credential for fetching builds' secret values. */
+const WORKER_TOKEN = `worker-${nonce()}-${"w".repeat(32)}`;
 let work: string;
 const prefix = `workers-${nonce()}`;
 const services: { url: string; log: string[]; stderr?: () => string; close: () => Promise<void> }[] = [];
@@ -74,6 +79,8 @@ async function spawnWorker(index: number, home?: string): Promise<WorkerProc> {
       ...process.env,
       ...s3Env(),
       STRATA_REDIS_URL: redis.url,
+      STRATA_WORKER_TOKEN: WORKER_TOKEN,
+      STRATA_SERVICE_URL: services.map((s) => s.url).join(","),
       STRATA_HOME: dir,
       STRATA_S3_CACHE_DIR: path.join(dir, "cache"),
       STRATA_SANDBOX_COUNTER: counter,
@@ -110,7 +117,12 @@ async function startServices(): Promise<void> {
     localRoot: path.join(work, "server-0"),
   });
   const log: string[] = [];
-  const service = await BuildService.create({ store, redisUrl: redis.url, log: (l) => log.push(l) });
+  const service = await BuildService.create({
+    store,
+    redisUrl: redis.url,
+    workerToken: WORKER_TOKEN,
+    log: (l) => log.push(l),
+  });
   services.push({
     url: await service.listen(0, "127.0.0.1"),
     log,
@@ -123,6 +135,7 @@ async function startServices(): Promise<void> {
   const served = await spawnServe({
     ...s3Env(),
     STRATA_REDIS_URL: redis.url,
+    STRATA_WORKER_TOKEN: WORKER_TOKEN,
     STRATA_HOME: home,
     STRATA_S3_CACHE_DIR: path.join(home, "cache"),
   });
@@ -213,7 +226,7 @@ test("30 mixed builds over two services and three workers: all complete, every l
   assert.equal(jobs, 12, "the two services' requests for a definition joined one job");
   assert.match(
     services[1]!.stderr!(),
-    /builds run on `strata worker` processes: queue in Redis at redis:\/\/127\.0\.0\.1:\d+/,
+    /builds run on `strata worker` processes: queue in Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+/,
   );
   process.stderr.write(
     `# 30 builds (12 definitions, 17 RUN steps) in ${seconds.toFixed(1)}s; ${jobs} jobs; sandboxes per worker ${JSON.stringify(ran)}\n`,
@@ -234,9 +247,15 @@ test("a worker killed with SIGKILL mid-build: another worker retries its job and
   const { dir, base } = await busyboxBase();
   dirs.push(dir);
   const tag = nonce();
+  // The sleeping step uses a secret: the worker that takes the job over fetches its value from the service again.
+  const killToken = `kill-${nonce()}`;
+  const kt = createHash("sha256").update(killToken).digest("hex").slice(0, 16);
   const image = base
     .runCommands("echo before > /before")
-    .runCommands(`echo started-${tag}; sleep 6; echo after > /after`)
+    .runCommands(
+      `echo "kt=$(printf %s "$KILL_TOKEN" | busybox sha256sum | busybox cut -c1-16)"; echo started-${tag}; sleep 6; echo after > /after`,
+      { secrets: [Secret.fromObject({ KILL_TOKEN: killToken })] },
+    )
     .runCommands("cat /before /after > /both");
   const lines: string[] = [];
   const build = remoteBuildImage(image, { server: services[0]!.url, statCache: false, log: (l) => lines.push(l) });
@@ -265,6 +284,7 @@ test("a worker killed with SIGKILL mid-build: another worker retries its job and
     2,
     "the interrupted step ran again on the new worker",
   );
+  assert.equal(lines.filter((l) => l.trim() === `kt=${kt}`).length, 2, "both attempts got the secret's value");
   process.stderr.write(
     `# retried on ${over[1]} (attempt ${over[2]}); finished ${((Date.now() - killedAt) / 1000).toFixed(1)}s after the kill\n`,
   );
@@ -301,7 +321,14 @@ test("strata worker refuses to start without STRATA_REDIS_URL (exit 2) or with R
   const run = (env: Record<string, string>) =>
     new Promise<{ code: number | null; stderr: string }>((resolve) => {
       const script = `import(${JSON.stringify(path.join(REPO_ROOT, "dist/src/cli/worker.js"))}).then((m) => m.cmdWorker([])).then((c) => process.exit(c));`;
-      const e: NodeJS.ProcessEnv = { ...process.env, ...s3Env(), STRATA_HOME: path.join(work, "refused"), ...env };
+      const e: NodeJS.ProcessEnv = {
+        ...process.env,
+        ...s3Env(),
+        STRATA_HOME: path.join(work, "refused"),
+        STRATA_WORKER_TOKEN: WORKER_TOKEN,
+        STRATA_SERVICE_URL: services[0]!.url,
+        ...env,
+      };
       if (!env.STRATA_REDIS_URL) delete e.STRATA_REDIS_URL;
       const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
         env: e,
