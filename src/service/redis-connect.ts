@@ -122,12 +122,31 @@ export function bullConnection(
   };
 }
 
+/** Node's TLS verification error codes: the server's certificate is not trusted (a retry cannot help). */
+const TLS_TRUST_ERRORS = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
 /** Waits until `r` answers PING, or fails with a clear message after `timeoutMs`. */
 export async function checkRedis(r: Redis, url: string, timeoutMs = 10_000): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
+  let onError: ((e: Error & { code?: string }) => void) | undefined;
   try {
     await Promise.race([
       r.ping(),
+      // A certificate Redis's client does not trust will not become trusted by retrying: fail at once.
+      new Promise((_, reject) => {
+        onError = (e) => {
+          if (TLS_TRUST_ERRORS.has(e.code ?? "")) reject(new Error(`TLS handshake refused (last error: ${e.message})`));
+        };
+        r.on("error", onError);
+      }),
       new Promise((_, reject) => {
         timer = setTimeout(() => {
           const last = lastErrors.get(r);
@@ -145,6 +164,7 @@ export async function checkRedis(r: Redis, url: string, timeoutMs = 10_000): Pro
     throw new QueueError(`cannot reach Redis at ${redactUrl(url)} (STRATA_REDIS_URL): ${message}`, { cause: e });
   } finally {
     clearTimeout(timer);
+    if (onError) r.off("error", onError);
   }
 }
 
