@@ -1,12 +1,15 @@
 /**
  * `strata serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose] [--allow-network-host]
- * [--step-timeout 1h] [--max-step-timeout 4h]`: runs the build service on the store
+ * [--step-timeout 1h] [--max-step-timeout 4h] [--allow-fetch host[:port]|CIDR]… [--insecure-registry host:port]…
+ * [--fetch-max-bytes 2GiB] [--fetch-timeout 1h] [--fetch-idle-timeout 60s]`: runs the build service on the store
  * the environment names (S3 with STRATA_S3_BUCKET, else STRATA_HOME), until SIGTERM or SIGINT. With STRATA_TOKEN
  * set, every request needs `Authorization: Bearer <token>`. Prints the listening URL on stdout.
  */
 import { parseArgs } from "node:util";
 import type { ServiceSandboxOptions } from "../sandbox/runc.js";
 import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox-flags.js";
+import { FETCH_FLAGS, describeFetchPolicy, fetchPolicyOf } from "./fetch-flags.js";
+import type { FetchPolicy } from "../net/fetch-policy.js";
 
 export async function cmdServe(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -18,6 +21,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
       "max-builds": { type: "string" },
       verbose: { type: "boolean" },
       ...SANDBOX_FLAGS,
+      ...FETCH_FLAGS,
     },
   });
   if (positionals.length) {
@@ -41,6 +45,13 @@ export async function cmdServe(argv: string[]): Promise<number> {
     process.stderr.write(`strata serve: ${(e as Error).message}\n`);
     return 2;
   }
+  let fetchPolicy: FetchPolicy;
+  try {
+    fetchPolicy = fetchPolicyOf(values);
+  } catch (e) {
+    process.stderr.write(`strata serve: ${(e as Error).message}\n`);
+    return 2;
+  }
   const token = process.env.STRATA_TOKEN || undefined;
   const host = values.host!;
   const { openStoreFromEnv } = await import("../store/s3/open.js");
@@ -52,6 +63,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
     maxConcurrentBuilds: maxBuilds,
     logRequests: values.verbose ?? false,
     sandbox,
+    fetchPolicy,
   });
   // A server outlives any one request or build: a stray rejection is logged, not fatal.
   const onUnhandled = (e: unknown) =>
@@ -76,6 +88,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
   process.stderr.write(
     `strata serve: listening on ${url} (store ${store.root}, ${token ? "bearer token required" : "no authentication"})\n`,
   );
+  process.stderr.write(`strata serve: ${describeFetchPolicy(fetchPolicy)}\n`);
   process.stdout.write(url + "\n");
   // The listeners stay installed until the shutdown is over: execa's exit hooks re-raise a signal nobody else
   // listens to, which would kill this process before running builds are terminated.

@@ -1,6 +1,7 @@
 /**
  * `strata worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]
- * [--allow-network-host] [--step-timeout 1h] [--max-step-timeout 4h]` (the sandbox flags as `strata serve`'s):
+ * [--allow-network-host] [--step-timeout 1h] [--max-step-timeout 4h] [--allow-fetch …] [--insecure-registry …]
+ * [--fetch-max-bytes …] [--fetch-timeout …] [--fetch-idle-timeout …]` (the sandbox and fetch flags as `strata serve`'s):
  * takes builds from the queue that `strata serve` fills when STRATA_REDIS_URL is set, and runs them on the store
  * the environment names (STRATA_S3_BUCKET …, shared with the server and the other workers; else STRATA_HOME, for
  * workers on the server's machine). Runs until SIGTERM or SIGINT: it then stops taking jobs, lets running builds
@@ -11,6 +12,8 @@
 import { parseArgs } from "node:util";
 import { parseDuration, type ServiceSandboxOptions } from "../sandbox/runc.js";
 import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox-flags.js";
+import { FETCH_FLAGS, fetchPolicyOf } from "./fetch-flags.js";
+import type { FetchPolicy } from "../net/fetch-policy.js";
 
 /** Parses `30s`, `1500ms`, `2m`, `1h` or a plain number of milliseconds. */
 function parseMs(flag: string, v: string | undefined): number | undefined {
@@ -32,6 +35,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
     stalledIntervalMs?: number;
     stepLockMs?: number;
     sandbox: ServiceSandboxOptions;
+    fetchPolicy: FetchPolicy;
   };
   try {
     const { values, positionals } = parseArgs({
@@ -44,6 +48,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
         "stalled-interval": { type: "string" },
         "step-lock": { type: "string" },
         ...SANDBOX_FLAGS,
+        ...FETCH_FLAGS,
       },
     });
     if (positionals.length) throw new WorkerUsageError(`unexpected argument "${positionals[0]}"`);
@@ -59,6 +64,13 @@ export async function cmdWorker(argv: string[]): Promise<number> {
       sandbox: (() => {
         try {
           return sandboxOptions(values);
+        } catch (e) {
+          throw new WorkerUsageError((e as Error).message);
+        }
+      })(),
+      fetchPolicy: (() => {
+        try {
+          return fetchPolicyOf(values);
         } catch (e) {
           throw new WorkerUsageError((e as Error).message);
         }
@@ -98,6 +110,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
       ...(opts.stalledIntervalMs !== undefined ? { stalledIntervalMs: opts.stalledIntervalMs } : {}),
       ...(opts.stepLockMs !== undefined ? { stepLockMs: opts.stepLockMs } : {}),
       sandbox: opts.sandbox,
+      fetchPolicy: opts.fetchPolicy,
     });
   } catch (e) {
     process.off("unhandledRejection", onUnhandled);

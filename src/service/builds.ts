@@ -29,6 +29,8 @@ import { Build, type PersistedBuild } from "./build-record.js";
 import { toFailure, type BuildOutcome } from "./outcome.js";
 import type { BuildQueue } from "./queue.js";
 import type { InputTrees, TreeLease } from "./trees.js";
+import { FetchPolicy } from "../net/fetch-policy.js";
+import { serviceConfig } from "../net/fetch-rules.js";
 import {
   allSecretValues,
   alwaysRebuilds,
@@ -67,6 +69,8 @@ export interface BuildsOptions {
   queue?: BuildQueue;
   /** The server's own diagnostics. */
   log: (line: string) => void;
+  /** The operator's fetch policy for in-process builds (see BuildServiceOptions.fetchPolicy). */
+  fetchPolicy?: FetchPolicy;
 }
 
 /** A counting semaphore. */
@@ -137,6 +141,7 @@ export class Builds {
   #activeCount = 0;
   readonly #log: (line: string) => void;
   readonly #executor?: Executor;
+  readonly #fetchPolicy?: FetchPolicy;
   readonly #queue?: BuildQueue;
   #closing = false;
 
@@ -149,6 +154,7 @@ export class Builds {
     this.#maxActive = opts.maxActive ?? 512;
     this.#log = opts.log;
     this.#executor = opts.executor;
+    this.#fetchPolicy = opts.fetchPolicy;
     this.#queue = opts.queue;
     // Every running build listens for the shutdown on this one signal.
     setMaxListeners(0, this.#abort.signal);
@@ -261,6 +267,7 @@ export class Builds {
         },
         terminating: () => this.#closing,
         ...(this.#executor ? { executor: this.#executor } : {}),
+        ...(this.#fetchPolicy ? { fetchPolicy: this.#fetchPolicy } : {}),
         signal: this.#abort.signal,
         internalError: (e) =>
           this.#log(`build ${b.id} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`),
@@ -413,6 +420,8 @@ export interface RunBuildOptions {
   signal?: AbortSignal;
   /** Told about failures that are not the build's fault (code INTERNAL). */
   internalError?: (e: unknown) => void;
+  /** The operator's fetch policy. Default: the service's, with no allowances. */
+  fetchPolicy?: FetchPolicy;
 }
 
 /**
@@ -441,6 +450,7 @@ export async function runBuildRequest(req: BuildRequest, opts: RunBuildOptions):
       ...(req.limits ? { limits: req.limits } : {}),
       ...(opts.executor ? { executor: opts.executor } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
+      fetchPolicy: opts.fetchPolicy ?? new FetchPolicy(serviceConfig()),
     });
     const result: WireResult = {
       imageId: built.imageId,

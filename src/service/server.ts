@@ -29,6 +29,8 @@ import type { Build } from "./build-record.js";
 import { Builds, MissingBlobsError, missingBlobs } from "./builds.js";
 import type { BuildQueue } from "./queue.js";
 import { InputTrees } from "./trees.js";
+import { FetchPolicy } from "../net/fetch-policy.js";
+import { serviceConfig } from "../net/fetch-rules.js";
 import {
   MAX_JSON_BYTES,
   WireError,
@@ -74,6 +76,12 @@ export interface BuildServiceOptions {
   redisPrefix?: string;
   /** A queue to use instead of connecting to `redisUrl` (closed by the service). */
   queue?: BuildQueue;
+  /**
+   * Where builds may fetch from on a client's behalf (ADD URLs, registry bases, COPY --from images, GCP token
+   * endpoints) and the limits of URL downloads. Default: the service's policy with no allowances (public addresses
+   * only, no client-chosen plain HTTP, 2 GiB and 1 h per download).
+   */
+  fetchPolicy?: FetchPolicy;
 }
 
 /** An HTTP error with a status and a stable code. */
@@ -123,6 +131,7 @@ export class BuildService {
       maxLogLines: opts.maxLogLines,
       maxLogBytes: opts.maxLogBytes,
       executor: opts.executor ?? new RuncExecutor(servicePolicy(opts.sandbox)),
+      fetchPolicy: opts.fetchPolicy ?? new FetchPolicy(serviceConfig()),
       ...(queue ? { queue } : {}),
       log: this.#log,
     });
