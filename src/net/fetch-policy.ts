@@ -27,6 +27,16 @@ const systemResolver: Resolver = async (host) =>
 
 let nextId = 0;
 
+/** The variables a restricted local policy reads; builds with the same values share one policy (and its connections). */
+const ENV_SETTINGS = [
+  "STRATA_ALLOW_FETCH",
+  "STRATA_INSECURE_REGISTRIES",
+  "STRATA_FETCH_MAX_BYTES",
+  "STRATA_FETCH_TIMEOUT",
+  "STRATA_FETCH_IDLE_TIMEOUT",
+] as const;
+let restricted: { settings: string; policy: FetchPolicy } | undefined;
+
 /** A fetch policy: its rules (`config`) and the connections that obey them. */
 export class FetchPolicy {
   readonly config: FetchPolicyConfig;
@@ -55,8 +65,10 @@ export class FetchPolicy {
     if (mode === "" || mode === "open") return defaultFetchPolicy();
     if (mode !== "restricted")
       throw new FetchPolicyConfigError(`STRATA_FETCH_POLICY=${mode}: expected "restricted" or "open" (the default)`);
-    const cfg = serviceConfigFrom({}, env);
-    return new FetchPolicy({ ...cfg, origin: "local" });
+    const settings = ENV_SETTINGS.map((k) => env[k] ?? "").join("\n");
+    if (restricted?.settings !== settings)
+      restricted = { settings, policy: new FetchPolicy({ ...serviceConfigFrom({}, env), origin: "local" }) };
+    return restricted.policy;
   }
 
   /** The undici dispatcher whose connections obey the policy (one per policy, so connections are pooled). */

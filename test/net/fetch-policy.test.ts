@@ -257,3 +257,24 @@ describe("ADD <url> downloads", () => {
     }
   });
 });
+
+describe("local builds", () => {
+  test("fetch as before by default; STRATA_FETCH_POLICY=restricted applies the service's rules with the variables", async () => {
+    const open = await fetchUrl(`http://127.0.0.1:${target.port}/local`, { cacheDir });
+    assert.equal(open.size, "hello\n".length, "no policy given: the permissive one");
+    assert.equal(FetchPolicy.fromEnv({}).config.restrictAddresses, false);
+    const restricted = FetchPolicy.fromEnv({ STRATA_FETCH_POLICY: "restricted" });
+    assert.equal(restricted, FetchPolicy.fromEnv({ STRATA_FETCH_POLICY: "restricted" }), "one policy per settings");
+    const e = await refusal(restricted.fetch(`http://127.0.0.1:${target.port}/`));
+    assert.match(
+      e.message,
+      /refused by the fetch policy \(STRATA_FETCH_POLICY=restricted\).*STRATA_ALLOW_FETCH=127\.0\.0\.1:\d+/,
+    );
+    const allowed = FetchPolicy.fromEnv({
+      STRATA_FETCH_POLICY: "restricted",
+      STRATA_ALLOW_FETCH: `127.0.0.1:${target.port}`,
+    });
+    assert.equal(await (await allowed.fetch(`http://127.0.0.1:${target.port}/`)).text(), "hello\n");
+    assert.throws(() => FetchPolicy.fromEnv({ STRATA_FETCH_POLICY: "strict" }), /expected "restricted" or "open"/);
+  });
+});
