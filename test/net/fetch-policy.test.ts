@@ -166,6 +166,31 @@ describe("connections", () => {
   });
 });
 
+describe("registry auth", () => {
+  test("a registry whose token realm points at a refused host gets no request sent there", async () => {
+    const fake = await serve((_req, res) =>
+      res
+        .writeHead(401, { "www-authenticate": `Bearer realm="http://127.0.0.1:${target.port}/token",service="x"` })
+        .end(),
+    );
+    try {
+      const before = target.hits.length;
+      const client = new RegistryClient(parseReference(`127.0.0.1:${fake.port}/team/base:1`), {
+        fetchPolicy: policyWith([`127.0.0.1:${fake.port}`]),
+        dockerConfig: false,
+      });
+      const e = await refusal(client.fetch(client.url("manifests", "1")));
+      assert.match(
+        e.message,
+        /^the token service of registry 127\.0\.0\.1:\d+ .*: connecting to 127\.0\.0\.1:\d+ is refused/,
+      );
+      assert.equal(target.hits.length, before);
+    } finally {
+      await fake.close();
+    }
+  });
+});
+
 describe("ADD <url> downloads", () => {
   test("a refused URL fails with an ADD error naming the policy, before the cache or the network", async () => {
     const e = await fetchUrl(`http://127.0.0.1:${target.port}/x`, { cacheDir, policy: policyWith([]) }).then(
