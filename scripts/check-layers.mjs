@@ -25,6 +25,20 @@ export const RULES = {
   registry: ["sdk", "engine", "service", "dockerfile", "cli", "build"],
   sandbox: ["sdk", "engine", "service", "dockerfile", "store", "cli", "build"],
   service: ["cli"],
+  net: [
+    "sdk",
+    "engine",
+    "service",
+    "dockerfile",
+    "cli",
+    "build",
+    "store",
+    "registry",
+    "layer",
+    "sandbox",
+    "plan",
+    "keys",
+  ],
 };
 
 function files(dir) {

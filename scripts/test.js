@@ -28,6 +28,8 @@ const UNIT = [
   "engine/redact.test.ts",
   "layer/secure-join.test.ts",
   "layer/tar-header.test.ts",
+  "net/fetch-rules.test.ts",
+  "net/ip-address.test.ts",
   "registry/estargz-lazy-tree.test.ts",
   "registry/estargz.test.ts",
   "registry/reference.test.ts",

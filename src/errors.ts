@@ -276,3 +276,32 @@ export class CgroupError extends StrataError {
     this.name = "CgroupError";
   }
 }
+
+/**
+ * A fetch made on a client's behalf was refused by the outbound fetch policy (`src/net/`): an address the policy
+ * refuses (loopback, private, link-local, …, after DNS and after each redirect), or plain HTTP to an unlisted
+ * registry. The message names the policy and the allowance that would change it.
+ */
+export class FetchPolicyError extends StrataError {
+  override readonly code = "FETCH_POLICY";
+  override readonly fault = "user";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "FetchPolicyError";
+  }
+
+  /** The same refusal with `what` (the fetch it stopped, e.g. `ADD http://…`) in front. */
+  within(what: string): FetchPolicyError {
+    return new FetchPolicyError(`${what}: ${this.message}`, { cause: this });
+  }
+}
+
+/** An operator's fetch policy setting (`--allow-fetch`, `--insecure-registry`, `STRATA_ALLOW_FETCH`, …) is malformed. */
+export class FetchPolicyConfigError extends StrataError {
+  override readonly code = "FETCH_POLICY_CONFIG";
+  override readonly fault = "user";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "FetchPolicyConfigError";
+  }
+}

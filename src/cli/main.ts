@@ -26,11 +26,15 @@ commands:
   push <image> <ref> [--format oci|docker]
                                    upload an image to a registry
   serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose] [--allow-network-host]
-        [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis]
-                                   run the build service (clients set STRATA_SERVER=http://host:port)
+        [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis] [--allow-fetch host[:port]|CIDR]...
+        [--insecure-registry host:port]... [--fetch-max-bytes 2GiB] [--fetch-timeout 1h]
+        [--fetch-idle-timeout 60s]
+                                   run the build service (clients set STRATA_SERVER=http://host:port);
+                                   builds fetch from public addresses only unless --allow-fetch says more
   worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]
          [--service URL]… [--insecure-redis]
-                                   run builds from the queue of \`strata serve\` (STRATA_REDIS_URL + the S3 store)
+                                   run builds from the queue of \`strata serve\` (STRATA_REDIS_URL + the S3 store);
+                                   takes serve's sandbox and fetch policy flags
   cache prune --older-than <dur> [--dry-run] [--json]
                                    remove index entries, images and blobs nothing recent references (30d, 12h, 90m)
 
@@ -39,6 +43,7 @@ environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILD
   STRATA_S3_BUCKET / STRATA_S3_ENDPOINT / STRATA_S3_PREFIX (store layers and the index in S3),
   REGISTRY_USERNAME / REGISTRY_PASSWORD or DOCKER_CONFIG (registry login for pull and push),
   STRATA_INSECURE_REGISTRIES (plain-HTTP registries besides loopback),
+  STRATA_FETCH_POLICY=restricted / STRATA_ALLOW_FETCH (local builds: fetch as the service does; default open),
   STRATA_SERVER / STRATA_TOKEN (build on a strata service; the token also protects \`strata serve\`),
   STRATA_REDIS_URL / STRATA_REDIS_PREFIX (serve: queue builds for \`strata worker\` processes; Redis must
   require a password, redis://:<password>@host:port, or rediss:// for TLS with STRATA_REDIS_CA for a private CA),

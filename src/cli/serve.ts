@@ -1,6 +1,8 @@
 /**
  * `strata serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose] [--allow-network-host]
- * [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis]`: runs the build service on the store
+ * [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis] [--allow-fetch host[:port]|CIDR]…
+ * [--insecure-registry host:port]… [--fetch-max-bytes 2GiB] [--fetch-timeout 1h] [--fetch-idle-timeout 60s]`: runs
+ * the build service on the store
  * the environment names (S3 with STRATA_S3_BUCKET, else STRATA_HOME), until SIGTERM or SIGINT. With STRATA_TOKEN
  * set, every request needs `Authorization: Bearer <token>`. Prints the listening URL on stdout.
  *
@@ -11,6 +13,8 @@
 import { parseArgs } from "node:util";
 import type { ServiceSandboxOptions } from "../sandbox/runc.js";
 import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox-flags.js";
+import { FETCH_FLAGS, describeFetchPolicy, fetchPolicyOf } from "./fetch-flags.js";
+import type { FetchPolicy } from "../net/fetch-policy.js";
 
 export async function cmdServe(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -23,6 +27,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
       verbose: { type: "boolean" },
       "insecure-redis": { type: "boolean" },
       ...SANDBOX_FLAGS,
+      ...FETCH_FLAGS,
     },
   });
   if (positionals.length) {
@@ -46,6 +51,13 @@ export async function cmdServe(argv: string[]): Promise<number> {
     process.stderr.write(`strata serve: ${(e as Error).message}\n`);
     return 2;
   }
+  let fetchPolicy: FetchPolicy;
+  try {
+    fetchPolicy = fetchPolicyOf(values);
+  } catch (e) {
+    process.stderr.write(`strata serve: ${(e as Error).message}\n`);
+    return 2;
+  }
   const token = process.env.STRATA_TOKEN || undefined;
   const host = values.host!;
   const { openStoreFromEnv } = await import("../store/s3/open.js");
@@ -58,6 +70,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
     logRequests: values.verbose ?? false,
     sandbox,
     ...(values["insecure-redis"] ? { insecureRedis: true } : {}),
+    fetchPolicy,
   });
   // A server outlives any one request or build: a stray rejection is logged, not fatal.
   const onUnhandled = (e: unknown) =>
@@ -82,6 +95,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
   process.stderr.write(
     `strata serve: listening on ${url} (store ${store.root}, ${token ? "bearer token required" : "no authentication"})\n`,
   );
+  process.stderr.write(`strata serve: ${describeFetchPolicy(fetchPolicy)}\n`);
   process.stdout.write(url + "\n");
   // The listeners stay installed until the shutdown is over: execa's exit hooks re-raise a signal nobody else
   // listens to, which would kill this process before running builds are terminated.

@@ -1,7 +1,8 @@
 /**
  * `strata worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]
- * [--service URL]… [--insecure-redis] [--allow-network-host] [--step-timeout 1h] [--max-step-timeout 4h]` (the
- * sandbox flags as `strata serve`'s):
+ * [--service URL]… [--insecure-redis] [--allow-network-host] [--step-timeout 1h] [--max-step-timeout 4h]
+ * [--allow-fetch …] [--insecure-registry …] [--fetch-max-bytes …] [--fetch-timeout …] [--fetch-idle-timeout …]` (the
+ * sandbox and fetch flags as `strata serve`'s):
  * takes builds from the queue that `strata serve` fills when STRATA_REDIS_URL is set, and runs them on the store
  * the environment names (STRATA_S3_BUCKET …, shared with the server and the other workers; else STRATA_HOME, for
  * workers on the server's machine). Runs until SIGTERM or SIGINT: it then stops taking jobs, lets running builds
@@ -15,6 +16,8 @@
 import { parseArgs } from "node:util";
 import { parseDuration, type ServiceSandboxOptions } from "../sandbox/runc.js";
 import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox-flags.js";
+import { FETCH_FLAGS, fetchPolicyOf } from "./fetch-flags.js";
+import type { FetchPolicy } from "../net/fetch-policy.js";
 
 /** Parses `30s`, `1500ms`, `2m`, `1h` or a plain number of milliseconds. */
 function parseMs(flag: string, v: string | undefined): number | undefined {
@@ -57,6 +60,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
     sandbox: ServiceSandboxOptions;
     services: string[];
     insecureRedis: boolean;
+    fetchPolicy: FetchPolicy;
   };
   try {
     const { values, positionals } = parseArgs({
@@ -71,6 +75,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
         service: { type: "string", multiple: true },
         "insecure-redis": { type: "boolean" },
         ...SANDBOX_FLAGS,
+        ...FETCH_FLAGS,
       },
     });
     if (positionals.length) throw new WorkerUsageError(`unexpected argument "${positionals[0]}"`);
@@ -88,6 +93,13 @@ export async function cmdWorker(argv: string[]): Promise<number> {
       sandbox: (() => {
         try {
           return sandboxOptions(values);
+        } catch (e) {
+          throw new WorkerUsageError((e as Error).message);
+        }
+      })(),
+      fetchPolicy: (() => {
+        try {
+          return fetchPolicyOf(values);
         } catch (e) {
           throw new WorkerUsageError((e as Error).message);
         }
@@ -137,6 +149,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
       ...(opts.stalledIntervalMs !== undefined ? { stalledIntervalMs: opts.stalledIntervalMs } : {}),
       ...(opts.stepLockMs !== undefined ? { stepLockMs: opts.stepLockMs } : {}),
       sandbox: opts.sandbox,
+      fetchPolicy: opts.fetchPolicy,
     });
   } catch (e) {
     process.off("unhandledRejection", onUnhandled);

@@ -25,6 +25,7 @@ import {
   type ResolvedInput,
 } from "./inputs.js";
 import { stderrSink, type LogSink } from "./log.js";
+import { FetchPolicy } from "../net/fetch-policy.js";
 
 /** How the engine builds a plan. */
 export interface BuildOptions {
@@ -47,6 +48,12 @@ export interface BuildOptions {
   signal?: AbortSignal;
   /** Resource limits for this build's RUN steps (the executor's policy fills in the rest and caps them). */
   limits?: Partial<StepLimits>;
+  /**
+   * Where the build's own fetches may connect (ADD URLs, registry bases, images read by COPY --from), and the size
+   * and time limits of URL downloads. Default: `FetchPolicy.fromEnv()` — permissive unless
+   * STRATA_FETCH_POLICY=restricted. The service passes its operator's policy.
+   */
+  fetchPolicy?: FetchPolicy;
 }
 
 export interface StepResult {
@@ -70,7 +77,7 @@ const envFlag = (name: string) => ["1", "true", "yes"].includes((process.env[nam
 /** Builds a plan (for the builder version it was compiled for) with the engine, locally. */
 export async function buildPlan(plan: Plan, options: BuildOptions = {}): Promise<BuiltImage> {
   const store = options.store ?? (await (await import("../store/s3/open.js")).openStoreFromEnv());
-  return buildWith(store, plan, options, undefined);
+  return buildWith(store, plan, { ...options, fetchPolicy: options.fetchPolicy ?? FetchPolicy.fromEnv() }, undefined);
 }
 
 /** A build of `plan`; nested chains (Dockerfile stages) are built the same way, sharing one input context. */
@@ -91,7 +98,11 @@ function buildWith(
 export function nestedBuilds(store: Store, options: BuildOptions): InputContext {
   // A nested chain is built for itself, not remembered as the outer chain.
   const { chainName: _chain, ...nested } = options;
-  return chainContext(store, (plan, ctx) => buildWith(store, plan, nested, ctx));
+  return chainContext(
+    store,
+    (plan, ctx) => buildWith(store, plan, nested, ctx),
+    options.fetchPolicy ?? FetchPolicy.fromEnv(),
+  );
 }
 
 /** In-process single flight: concurrent builds of the same key share one execution. */
@@ -217,7 +228,7 @@ class Engine {
       const { registryOptions } = await import("./registry-base.js");
       const r = await resolveImage(
         step.base.ref,
-        registryOptions(step.base, stepSecretValues(step, this.options.secrets)),
+        registryOptions(step.base, stepSecretValues(step, this.options.secrets), this.#inputs.fetchPolicy),
       );
       baseExtra.push(["base.manifest", r.manifestDigest]);
       pulledRef = `${r.reference.registry}/${r.reference.repository}@${r.manifestDigest}`;
@@ -256,6 +267,7 @@ class Engine {
         this.options.executor,
         this.options.signal,
         this.options.limits,
+        this.#inputs.fetchPolicy,
       );
       // The first miss of a build that runs commands: the sandbox prepares while inputs and layers are gathered.
       if (this.#runsCommands) e.executor.prepare?.();

@@ -43,6 +43,7 @@ import { LineLog, redactor, type LogSink } from "./log.js";
 import { readJson, writeFileAtomic } from "../util/fs.js";
 import { placeNode, placeUv } from "./tools.js";
 import { defaultNetwork } from "./network.js";
+import type { FetchPolicy } from "../net/fetch-policy.js";
 
 /** The largest `RUN --mount=type=tmpfs` (and its size when it names none): the default step memory limit. */
 export const MAX_TMPFS_BYTES = DEFAULT_LIMITS.memoryBytes;
@@ -62,6 +63,8 @@ export class StepExecutor {
     private readonly signal?: AbortSignal,
     /** This build's resource limits for its RUN steps (capped by the executor's policy). */
     private readonly limits?: Partial<StepLimits>,
+    /** Where pulls of registry bases may connect. */
+    private readonly fetchPolicy?: FetchPolicy,
   ) {
     this.executor = executor ?? new RuncExecutor();
   }
@@ -105,7 +108,7 @@ export class StepExecutor {
       const { pullImage } = await import("../registry/pull.js");
       const { registryOptions } = await import("./registry-base.js");
       const pulled = await pullImage(pulledRef!, this.store, {
-        ...registryOptions(step.base, secrets),
+        ...registryOptions(step.base, secrets, this.fetchPolicy),
         onProgress: (l) => log.line(l),
       });
       await layerDirs(this.store, pulled.layers);

@@ -160,7 +160,9 @@ export async function explain(
         (
           await resolveImage(
             step.base.ref,
-            (await import("./registry-base.js")).registryOptions(step.base, stepSecretValues(step, options.secrets)),
+            (
+              await import("./registry-base.js")
+            ).registryOptions(step.base, stepSecretValues(step, options.secrets), context.fetchPolicy),
           )
         ).manifestDigest,
       ]);

@@ -1,7 +1,9 @@
 /**
  * `ADD <url>`: downloads into the store (`<store>/downloads/`), keyed by content. The previous download of a URL is
  * revalidated with `If-None-Match` / `If-Modified-Since`, so an unchanged remote file is not fetched again; a changed
- * one gets a new digest and so busts the step's key. `--checksum=sha256:<hex>` must match the content.
+ * one gets a new digest and so busts the step's key. `--checksum=sha256:<hex>` must match the content. The download
+ * obeys the build's fetch policy (`src/net/`): the addresses it (and every redirect) connects to, its size and its
+ * time.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream, promises as fsp } from "node:fs";
@@ -9,7 +11,15 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
-import { DockerfileSyntaxError, InvalidDefinitionError, StrataError, type SourceLocation } from "../errors.js";
+import {
+  DockerfileSyntaxError,
+  FetchPolicyError,
+  InvalidDefinitionError,
+  StrataError,
+  type SourceLocation,
+} from "../errors.js";
+import { defaultFetchPolicy, policyRefusal, undiciCode, type FetchPolicy } from "../net/fetch-policy.js";
+import { limitHint, policyName } from "../net/fetch-rules.js";
 
 export interface FetchedUrl {
   /** host path of the downloaded content */
@@ -53,15 +63,55 @@ function fileName(url: URL, disposition: string | null): string {
   return base === "" || base === "/" || base === "." || base === ".." ? "__unnamed__" : base;
 }
 
+function seconds(ms: number): string {
+  return ms % 60_000 === 0 ? `${ms / 60_000} min` : `${ms / 1000} s`;
+}
+
+/** Turns a failed request or transfer into the error that says why: the policy, a limit, or the network. */
+function downloadError(url: string, e: unknown, policy: FetchPolicy, deadline: AbortSignal | undefined, where: string) {
+  const refusal = policyRefusal(e);
+  if (refusal) return refusal.within(`ADD ${url}`);
+  if (e instanceof StrataError) return e;
+  const cfg = policy.config;
+  if (deadline?.aborted && cfg.downloadTimeoutMs !== undefined)
+    return new UrlFetchError(
+      `ADD ${url}: the download did not finish within ${seconds(cfg.downloadTimeoutMs)}, the limit of ${policyName(cfg)}; ${limitHint(cfg, "--fetch-timeout", "STRATA_FETCH_TIMEOUT")}${where}`,
+      { cause: e },
+    );
+  const code = undiciCode(e);
+  if ((code === "UND_ERR_BODY_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT") && cfg.idleTimeoutMs !== undefined)
+    return new UrlFetchError(
+      `ADD ${url}: the server stalled: no data for ${seconds(cfg.idleTimeoutMs)} (${code === "UND_ERR_HEADERS_TIMEOUT" ? "waiting for the response headers" : "in the middle of the body"}), the idle limit of ${policyName(cfg)}; ${limitHint(cfg, "--fetch-idle-timeout", "STRATA_FETCH_IDLE_TIMEOUT")}${where}`,
+      { cause: e },
+    );
+  const cause = (e as { cause?: unknown }).cause;
+  const detail = cause instanceof Error ? `${(e as Error).message}: ${cause.message}` : (e as Error).message;
+  return new UrlFetchError(`ADD ${url}: download failed: ${detail}${where}`, { cause: e });
+}
+
 export async function fetchUrl(
   url: string,
-  opts: { cacheDir: string; checksum?: string; location?: SourceLocation; signal?: AbortSignal },
+  opts: {
+    cacheDir: string;
+    checksum?: string;
+    location?: SourceLocation;
+    signal?: AbortSignal;
+    /** Where it may connect, and the size and time limits. Default: the permissive policy (a local build). */
+    policy?: FetchPolicy;
+  },
 ): Promise<FetchedUrl> {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
     throw fail(opts.location, `ADD source ${JSON.stringify(url)} is not a valid URL`);
+  }
+  const policy = opts.policy ?? defaultFetchPolicy();
+  const where = opts.location ? ` (${opts.location.file}:${opts.location.line})` : "";
+  try {
+    policy.checkUrl(parsed);
+  } catch (e) {
+    throw e instanceof FetchPolicyError ? e.within(`ADD ${url}`) : e;
   }
   if (opts.checksum !== undefined && !/^sha256:[0-9a-f]{64}$/.test(opts.checksum)) {
     throw fail(opts.location, `--checksum ${JSON.stringify(opts.checksum)} must be sha256:<64 lowercase hex digits>`);
@@ -94,34 +144,50 @@ export async function fetchUrl(
   const headers: Record<string, string> = {};
   if (cachedOk && meta?.etag) headers["if-none-match"] = meta.etag;
   else if (cachedOk && meta?.lastModified) headers["if-modified-since"] = meta.lastModified;
+  const cfg = policy.config;
+  const deadline = cfg.downloadTimeoutMs !== undefined ? AbortSignal.timeout(cfg.downloadTimeoutMs) : undefined;
+  const signal = deadline && opts.signal ? AbortSignal.any([opts.signal, deadline]) : (deadline ?? opts.signal);
+  const cap = cfg.maxDownloadBytes;
+  const tooLarge = (size: string) =>
+    new UrlFetchError(
+      `ADD ${url}: the download is larger than ${policyName(cfg)} allows (${size}; the cap is ${cap} bytes); ${limitHint(cfg, "--fetch-max-bytes", "STRATA_FETCH_MAX_BYTES")}${where}`,
+    );
   let res: Response;
   try {
-    res = await fetch(parsed, { headers, redirect: "follow", signal: opts.signal });
+    res = await policy.fetch(parsed, { headers, redirect: "follow", ...(signal ? { signal } : {}) });
   } catch (e) {
-    throw new UrlFetchError(
-      `ADD ${url}: download failed: ${(e as Error).message}${opts.location ? ` (${opts.location.file}:${opts.location.line})` : ""}`,
-      { cause: e },
-    );
+    if (opts.signal?.aborted) throw opts.signal.reason ?? e;
+    throw downloadError(url, e, policy, deadline, where);
   }
   let result: FetchedUrl;
   if (res.status === 304 && cachedOk && meta) {
     result = { file: contentOf(meta.digest), digest: meta.digest, size: meta.size, name: meta.name };
   } else {
     if (!res.ok || !res.body) {
-      throw new UrlFetchError(
-        `ADD ${url}: the server answered ${res.status} ${res.statusText}${opts.location ? ` (${opts.location.file}:${opts.location.line})` : ""}`,
-      );
+      throw new UrlFetchError(`ADD ${url}: the server answered ${res.status} ${res.statusText}${where}`);
+    }
+    const length = res.headers.get("content-length");
+    if (cap !== undefined && length !== null && /^\d+$/.test(length) && Number(length) > cap) {
+      await res.body.cancel().catch(() => undefined);
+      throw tooLarge(`Content-Length ${length}`);
     }
     const tmp = path.join(opts.cacheDir, `.tmp-${randomBytes(6).toString("hex")}`);
     const hash = createHash("sha256");
     let size = 0;
     try {
       const body = Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>);
-      body.on("data", (c: Buffer) => {
-        hash.update(c);
-        size += c.length;
-      });
-      await pipeline(body, createWriteStream(tmp));
+      await pipeline(
+        body,
+        async function* (source: AsyncIterable<Buffer>) {
+          for await (const c of source) {
+            size += c.length;
+            if (cap !== undefined && size > cap) throw tooLarge(`more than ${cap} bytes arrived`);
+            hash.update(c);
+            yield c;
+          }
+        },
+        createWriteStream(tmp),
+      );
       const digest = "sha256:" + hash.digest("hex");
       await fsp.rename(tmp, contentOf(digest));
       result = {
@@ -132,7 +198,8 @@ export async function fetchUrl(
       };
     } catch (e) {
       await fsp.rm(tmp, { force: true });
-      throw new UrlFetchError(`ADD ${url}: download failed: ${(e as Error).message}`, { cause: e });
+      if (opts.signal?.aborted) throw opts.signal.reason ?? e;
+      throw downloadError(url, e, policy, deadline, where);
     }
     const next: CacheMeta = { url, digest: result.digest, size: result.size, name: result.name };
     const etag = res.headers.get("etag");

@@ -18,6 +18,7 @@ import { sha256Bytes } from "../util/digest.js";
 import { selectSources, type SelectRootView, type SourceMatch } from "./select.js";
 import type { LazySelection } from "./lazy-root.js";
 import { lstatOrUndefined, writeFileAtomic } from "../util/fs.js";
+import type { FetchPolicy } from "../net/fetch-policy.js";
 
 /** An input with its hashed entries. */
 export interface ResolvedInput {
@@ -34,6 +35,8 @@ export interface ResolvedInput {
  */
 export interface InputContext {
   readonly store: Store;
+  /** Where the build's URL downloads and registry reads may connect, and their limits. */
+  readonly fetchPolicy: FetchPolicy;
   /** Builds a chain and returns its final image; each distinct chain is built once per context. */
   buildChain(plan: Plan): Promise<ImageRecord>;
 }
@@ -49,10 +52,11 @@ function planKey(plan: Plan): string {
  * An InputContext whose nested chains `build` builds, memoised per context (so a stage several steps read is built
  * once per build). Nested builds get this same context, so they share the memo.
  */
-export function chainContext(store: Store, build: ChainBuilder): InputContext {
+export function chainContext(store: Store, build: ChainBuilder, fetchPolicy: FetchPolicy): InputContext {
   const built = new Map<string, Promise<ImageRecord>>();
   const ctx: InputContext = {
     store,
+    fetchPolicy,
     buildChain(plan: Plan): Promise<ImageRecord> {
       const k = planKey(plan);
       let p = built.get(k);
@@ -155,6 +159,7 @@ export async function resolveInput(
         cacheDir: ctx.store.layout.downloadsDir,
         checksum: input.checksum,
         location: input.location,
+        policy: ctx.fetchPolicy,
       }).catch((e: unknown) => {
         // addPython: a failed download also says how else to provide the file (STRATA_PYTHON_STANDALONE).
         throw input.help && e instanceof UrlFetchError
@@ -261,10 +266,11 @@ async function withRootView<T>(
   } else {
     // eStargz: fetch only what the selection can match into a partial tree of the image (src/engine/lazy-root.ts).
     const { lazyImageRoot } = await import("./lazy-root.js");
-    const lazy = await lazyImageRoot(root.ref, c.store, selection, { insecure: root.insecure });
+    const registry = { insecure: root.insecure, fetchPolicy: c.fetchPolicy };
+    const lazy = await lazyImageRoot(root.ref, c.store, selection, registry);
     if (lazy) return fn({ dir: lazy.dir }, `image ${root.ref}`);
     const { pullImage } = await import("../registry/pull.js");
-    layers = (await pullImage(root.ref, c.store, { insecure: root.insecure })).layers;
+    layers = (await pullImage(root.ref, c.store, registry)).layers;
     rootName = `image ${root.ref}`;
   }
   const dirs: string[] = [];

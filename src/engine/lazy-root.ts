@@ -191,7 +191,7 @@ const MAX_OPENED = 8;
 
 async function openShared(ref: string, manifestDigest: Digest, opts: RegistryOptions): Promise<LazyImage> {
   const r = parseReference(ref);
-  const key = `${r.registry}/${r.repository}@${manifestDigest} ${opts.insecure ? "insecure" : ""}`;
+  const key = `${r.registry}/${r.repository}@${manifestDigest} ${opts.insecure ? "insecure" : ""} ${opts.fetchPolicy?.id ?? ""}`;
   let p = opened.get(key);
   if (!p) {
     p = openLazyImage(ref, { ...opts, manifestDigest });

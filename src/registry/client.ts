@@ -7,7 +7,8 @@
  *  - `withRetries` wraps whole operations (request + body) and retries `RegistryError.temporary` failures with
  *    exponential backoff, honouring `Retry-After`.
  * Credentials never appear in an error message: URLs are shown without their query, and the credentials' source is
- * named instead of their values.
+ * named instead of their values. Every request (redirects and token requests included) goes through the client's
+ * fetch policy (`src/net/`): a refused address is a FetchPolicyError, never retried.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
@@ -41,11 +42,18 @@ import {
 } from "./http.js";
 import { RegistryAuthError, RegistryError } from "./errors.js";
 import { isInsecureHost, registryApiHost, type ImageReference } from "./reference.js";
+import { defaultFetchPolicy, policyRefusal, type FetchPolicy } from "../net/fetch-policy.js";
+import { FetchPolicyError } from "../errors.js";
 import { parseWwwAuthenticate, type AuthChallenge } from "./www-authenticate.js";
 
 export interface RegistryOptions {
-  /** Speak plain HTTP to the registry (loopback and STRATA_INSECURE_REGISTRIES hosts always do). */
+  /**
+   * Speak plain HTTP to the registry (loopback, STRATA_INSECURE_REGISTRIES hosts and the fetch policy's listed
+   * registries always do). A policy that restricts plain HTTP refuses it for any other registry.
+   */
   insecure?: boolean;
+  /** Where the client may connect, and whether `insecure` is allowed. Default: the permissive policy. */
+  fetchPolicy?: FetchPolicy;
   signal?: AbortSignal;
   /**
    * Login variables: `REGISTRY_USERNAME` + `REGISTRY_PASSWORD` (a plain object or the SDK's `Secret`). Without them
@@ -103,6 +111,7 @@ export class RegistryClient {
   readonly insecure: boolean;
   readonly signal: AbortSignal | undefined;
   readonly attempts: number;
+  readonly fetchPolicy: FetchPolicy;
   private readonly retryDelayMs: number;
   private readonly maxRetryAfterMs: number;
   private readonly provider: CredentialProvider | undefined;
@@ -115,7 +124,16 @@ export class RegistryClient {
     readonly reference: ImageReference,
     opts: RegistryClientOptions = {},
   ) {
-    this.insecure = opts.insecure === true || isInsecureHost(reference.registry);
+    this.fetchPolicy = opts.fetchPolicy ?? defaultFetchPolicy();
+    const listed = isInsecureHost(reference.registry) || this.fetchPolicy.listsInsecure(reference.registry);
+    if (opts.insecure === true && !listed) {
+      try {
+        this.fetchPolicy.checkInsecure(reference.registry);
+      } catch (e) {
+        throw e instanceof FetchPolicyError ? e.within(`image ${reference}`) : e;
+      }
+    }
+    this.insecure = listed || opts.insecure === true;
     this.baseUrl = new URL(`${this.insecure ? "http" : "https"}://${registryApiHost(reference.registry)}/`);
     this.signal = opts.signal;
     this.provider = resolveCredentialProvider(opts);
@@ -254,9 +272,11 @@ export class RegistryClient {
       }
       let res: Response;
       try {
-        res = await fetch(url, init);
+        res = await this.fetchPolicy.fetch(url, init);
       } catch (e) {
         if (signal?.aborted) throw abortReason(signal, e);
+        const refusal = policyRefusal(e);
+        if (refusal) throw refusal.within(`image ${this.reference} (${displayUrl(url)})`);
         throw networkError(url, e, this.insecure);
       }
       const location = res.headers.get("location");
@@ -423,9 +443,11 @@ export class RegistryClient {
     const res = await this.withRetries(async () => {
       let r: Response;
       try {
-        r = await fetch(tokenUrl, { headers, signal, redirect: "follow" });
+        r = await this.fetchPolicy.fetch(tokenUrl, { headers, ...(signal ? { signal } : {}), redirect: "follow" });
       } catch (e) {
         if (signal?.aborted) throw abortReason(signal, e);
+        const refusal = policyRefusal(e);
+        if (refusal) throw refusal.within(`the token service of registry ${registry} (${displayUrl(tokenUrl)})`);
         throw networkError(tokenUrl, e, false);
       }
       if (r.status === 401 || r.status === 403) {

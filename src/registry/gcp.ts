@@ -17,6 +17,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { InvalidDefinitionError } from "../errors.js";
 import type { CredentialProvider, RegistryCredentials } from "./auth.js";
 import { RegistryAuthError, RegistryError } from "./errors.js";
+import { defaultFetchPolicy, policyRefusal, type FetchPolicy } from "../net/fetch-policy.js";
 
 export const GCP_SECRET_VAR = "SERVICE_ACCOUNT_JSON";
 export const GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token";
@@ -42,6 +43,8 @@ export interface GcpOptions {
   env?: NodeJS.ProcessEnv;
   /** Clock in ms since the epoch (tests). */
   now?: () => number;
+  /** Where the token endpoint may be (a key's `token_uri` is the client's choice). Default: permissive. */
+  fetchPolicy?: FetchPolicy;
 }
 
 /** The validated fields of a service-account key. */
@@ -224,6 +227,7 @@ export function gcpCredentials(
   const now = opts.now ?? Date.now;
   const margin = opts.refreshMarginMs ?? DEFAULT_MARGIN_MS;
   const attempts = Math.max(1, opts.attempts ?? 3);
+  const policy = opts.fetchPolicy ?? defaultFetchPolicy();
   const cacheKey = createHash("sha256")
     .update(JSON.stringify([key.clientEmail, key.privateKeyId ?? "", text, tokenUrl.href]))
     .digest("hex");
@@ -234,7 +238,7 @@ export function gcpCredentials(
     try {
       let p = inflight.get(cacheKey);
       if (!p) {
-        p = exchange(key, tokenUrl, registry, now, margin, attempts).finally(() => inflight.delete(cacheKey));
+        p = exchange(key, tokenUrl, registry, now, margin, attempts, policy).finally(() => inflight.delete(cacheKey));
         inflight.set(cacheKey, p);
       }
       const fresh = await p;
@@ -260,6 +264,7 @@ async function exchange(
   now: () => number,
   margin: number,
   attempts: number,
+  policy: FetchPolicy,
 ): Promise<CachedToken> {
   const where = `${tokenUrl.origin}${tokenUrl.pathname}`;
   const prefix = `GCP login for ${registry} (service account ${key.clientEmail}): the token endpoint ${where}`;
@@ -269,7 +274,7 @@ async function exchange(
     const body = new URLSearchParams({ grant_type: JWT_BEARER_GRANT, assertion }).toString();
     let res: Response;
     try {
-      res = await fetch(tokenUrl, {
+      res = await policy.fetch(tokenUrl, {
         method: "POST",
         headers: {
           "content-type": "application/x-www-form-urlencoded",
@@ -281,6 +286,8 @@ async function exchange(
         signal: AbortSignal.timeout(30_000),
       });
     } catch (e) {
+      const refusal = policyRefusal(e);
+      if (refusal) throw refusal.within(prefix);
       if (attempt < attempts) {
         await sleep(300 * 2 ** (attempt - 1));
         continue;

@@ -25,6 +25,8 @@ import { Build, type PersistedBuild } from "./build-record.js";
 import { toFailure, type BuildOutcome } from "./outcome.js";
 import type { BuildQueue } from "./queue.js";
 import type { InputTrees, TreeLease } from "./trees.js";
+import { FetchPolicy } from "../net/fetch-policy.js";
+import { serviceConfig } from "../net/fetch-rules.js";
 import { planForRequest } from "./wire/decode.js";
 import { allSecretValues, alwaysRebuilds, definitionHash, referencedDigests, requestSecretValues } from "./wire/id.js";
 import type { BuildStatus, ImageInfo, WireResult } from "./wire/responses.js";
@@ -50,6 +52,8 @@ export interface BuildsOptions {
   queue?: BuildQueue;
   /** The server's own diagnostics. */
   log: (line: string) => void;
+  /** The operator's fetch policy for in-process builds (see BuildServiceOptions.fetchPolicy). */
+  fetchPolicy?: FetchPolicy;
 }
 
 /** A counting semaphore. */
@@ -120,6 +124,7 @@ export class Builds {
   #activeCount = 0;
   readonly #log: (line: string) => void;
   readonly #executor?: Executor;
+  readonly #fetchPolicy?: FetchPolicy;
   readonly #queue?: BuildQueue;
   #closing = false;
 
@@ -132,6 +137,7 @@ export class Builds {
     this.#maxActive = opts.maxActive ?? 512;
     this.#log = opts.log;
     this.#executor = opts.executor;
+    this.#fetchPolicy = opts.fetchPolicy;
     this.#queue = opts.queue;
     // Every running build listens for the shutdown on this one signal.
     setMaxListeners(0, this.#abort.signal);
@@ -244,6 +250,7 @@ export class Builds {
         },
         terminating: () => this.#closing,
         ...(this.#executor ? { executor: this.#executor } : {}),
+        ...(this.#fetchPolicy ? { fetchPolicy: this.#fetchPolicy } : {}),
         signal: this.#abort.signal,
         internalError: (e) =>
           this.#log(`build ${b.id} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`),
@@ -396,6 +403,8 @@ export interface RunBuildOptions {
   signal?: AbortSignal;
   /** Told about failures that are not the build's fault (code INTERNAL). */
   internalError?: (e: unknown) => void;
+  /** The operator's fetch policy. Default: the service's, with no allowances. */
+  fetchPolicy?: FetchPolicy;
 }
 
 /**
@@ -424,6 +433,7 @@ export async function runBuildRequest(req: BuildRequest, opts: RunBuildOptions):
       ...(req.limits ? { limits: req.limits } : {}),
       ...(opts.executor ? { executor: opts.executor } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
+      fetchPolicy: opts.fetchPolicy ?? new FetchPolicy(serviceConfig()),
     });
     const result: WireResult = {
       imageId: built.imageId,

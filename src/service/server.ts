@@ -32,6 +32,8 @@ import { Builds, MissingBlobsError, missingBlobs } from "./builds.js";
 import { answerJobSecrets, queueWorkerToken, type WorkerToken } from "./job-secrets.js";
 import type { BuildQueue } from "./queue.js";
 import { InputTrees } from "./trees.js";
+import { FetchPolicy } from "../net/fetch-policy.js";
+import { serviceConfig } from "../net/fetch-rules.js";
 import { parseBlobCheck, parseBuildRequest } from "./wire/decode.js";
 import { isDigestString, MAX_JSON_BYTES, WireError } from "./wire/limits.js";
 import type { BuildInfo, CreateResponse, ErrorBody } from "./wire/responses.js";
@@ -79,6 +81,12 @@ export interface BuildServiceOptions {
   workerToken?: string;
   /** A queue to use instead of connecting to `redisUrl` (closed by the service). */
   queue?: BuildQueue;
+  /**
+   * Where builds may fetch from on a client's behalf (ADD URLs, registry bases, COPY --from images, GCP token
+   * endpoints) and the limits of URL downloads. Default: the service's policy with no allowances (public addresses
+   * only, no client-chosen plain HTTP, 2 GiB and 1 h per download).
+   */
+  fetchPolicy?: FetchPolicy;
 }
 
 /** An HTTP error with a status and a stable code. */
@@ -135,6 +143,7 @@ export class BuildService {
       maxLogLines: opts.maxLogLines,
       maxLogBytes: opts.maxLogBytes,
       executor: opts.executor ?? new RuncExecutor(servicePolicy(opts.sandbox)),
+      fetchPolicy: opts.fetchPolicy ?? new FetchPolicy(serviceConfig()),
       ...(queue ? { queue } : {}),
       log: this.#log,
     });

@@ -31,6 +31,8 @@ import {
 } from "./redis-connect.js";
 import { RedisLockingStore } from "./redis-lock.js";
 import { InputTrees } from "./trees.js";
+import { FetchPolicy } from "../net/fetch-policy.js";
+import { serviceConfig } from "../net/fetch-rules.js";
 
 export interface BuildWorkerOptions {
   /** `redis://:password@host:port` or `rediss://…` (STRATA_REDIS_URL). */
@@ -66,6 +68,8 @@ export interface BuildWorkerOptions {
   sandbox?: ServiceSandboxOptions;
   /** The worker's own diagnostics. Default: stderr. */
   log?: (line: string) => void;
+  /** The operator's fetch policy (as `strata serve`'s: set both the same). Default: the service's, no allowances. */
+  fetchPolicy?: FetchPolicy;
 }
 
 function redisTarget(opts: BuildWorkerOptions): RedisTarget {
@@ -89,6 +93,7 @@ export class BuildWorker {
   readonly #log: (line: string) => void;
   readonly #executor?: Executor;
   readonly #secretsFrom?: JobSecretsSource;
+  readonly #fetchPolicy: FetchPolicy;
   #closing = false;
 
   private constructor(opts: BuildWorkerOptions, redis: Redis, trees: InputTrees) {
@@ -99,6 +104,7 @@ export class BuildWorker {
     this.#trees = trees;
     this.#log = opts.log ?? ((l) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
     this.#executor = opts.executor ?? new RuncExecutor(servicePolicy(opts.sandbox));
+    this.#fetchPolicy = opts.fetchPolicy ?? new FetchPolicy(serviceConfig());
     this.store = new RedisLockingStore(opts.store, redis, {
       keys: this.keys,
       ...(opts.stepLockMs !== undefined ? { ttlMs: opts.stepLockMs } : {}),
@@ -205,6 +211,7 @@ export class BuildWorker {
         terminating: () => this.#closing && ac.signal.aborted,
         signal: ac.signal,
         ...(this.#executor ? { executor: this.#executor } : {}),
+        fetchPolicy: this.#fetchPolicy,
         internalError: (e) =>
           this.#log(
             `worker ${this.name}: build ${d.buildId} failed with an internal error: ${e instanceof Error ? e.stack : String(e)}`,

@@ -26,7 +26,6 @@ let downloads = 0;
 before(async () => {
   home = await tempDir("strata-service-df-");
   space.track(home);
-  serve = await spawnServe({ STRATA_HOME: home, STRATA_TOKEN: TOKEN });
   files = http.createServer((req, res) => {
     downloads++;
     if (req.url === "/data.txt") res.writeHead(200, { "content-type": "text/plain" }).end("downloaded data\n");
@@ -34,6 +33,8 @@ before(async () => {
   });
   await new Promise<void>((r) => files.listen(0, "127.0.0.1", r));
   filesUrl = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
+  // The service fetches from public addresses only unless the operator allows more: this loopback file server.
+  serve = await spawnServe({ STRATA_HOME: home, STRATA_TOKEN: TOKEN }, ["--allow-fetch", new URL(filesUrl).host]);
 });
 
 after(async () => {

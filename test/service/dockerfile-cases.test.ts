@@ -16,12 +16,13 @@ import {
   type FixtureCase,
   type Prepared,
 } from "../dockerfile-e2e/support.js";
-import { startService, type TestService } from "../support/service.js";
+import { allowFetch, startService, type TestService } from "../support/service.js";
 
 const cases = loadCases();
 let svc: TestService;
 before(async () => {
-  svc = await startService();
+  // Cases with `serve` ADD from a loopback file server on a port of their own: the service allows loopback's 127.0.0.1.
+  svc = await startService({ fetchPolicy: allowFetch("127.0.0.1") });
 });
 after(async () => {
   assert.deepEqual(

@@ -7,6 +7,8 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { Image } from "../../src/index.js";
+import { fetchPolicyOf } from "../../src/cli/fetch-flags.js";
+import type { FetchPolicy } from "../../src/net/fetch-policy.js";
 import { BuildService, type BuildServiceOptions } from "../../src/service/server.js";
 import { LocalStore } from "../../src/store/local.js";
 import { REPO_ROOT, makeBusyboxTree, nonce, tempDir } from "./strata.js";
@@ -21,7 +23,18 @@ export interface TestService {
   close(): Promise<void>;
 }
 
-/** Starts a service in this process on 127.0.0.1:<free port> with a fresh store (or `home`). */
+/**
+ * The fetch policy `strata serve --allow-fetch <rule>…` would have: the service's default (public addresses only)
+ * plus these allowances, for tests whose builds fetch from loopback servers (`startService({ fetchPolicy })`).
+ */
+export function allowFetch(...rules: string[]): FetchPolicy {
+  return fetchPolicyOf({ "allow-fetch": rules }, {});
+}
+
+/**
+ * Starts a service in this process on 127.0.0.1:<free port> with a fresh store (or `home`). Its builds fetch from
+ * public addresses only (the service's default) unless `fetchPolicy` says more (see `allowFetch`).
+ */
 export async function startService(opts: Partial<BuildServiceOptions> & { home?: string } = {}): Promise<TestService> {
   const home = opts.home ?? (await tempDir("strata-service-"));
   const store = await LocalStore.open(home);
@@ -41,7 +54,10 @@ export async function startService(opts: Partial<BuildServiceOptions> & { home?:
   };
 }
 
-/** `strata serve` (cmdServe) in a child process; resolves once it printed its URL. */
+/**
+ * `strata serve` (cmdServe) in a child process; resolves once it printed its URL. Builds that fetch from loopback
+ * servers need `--allow-fetch 127.0.0.1:<port>` in `args`.
+ */
 export async function spawnServe(
   env: Record<string, string>,
   args: string[] = [],

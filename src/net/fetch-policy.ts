@@ -1,0 +1,197 @@
+/**
+ * The outbound fetch policy applied to connections (the shell around `fetch-rules.ts`): every fetch made on a
+ * client's behalf goes through `FetchPolicy.fetch`, whose undici dispatcher resolves each new connection's host
+ * itself, decides every address, and connects to the address it checked — so a redirect to another host is checked
+ * when its connection is made, and a name that resolves differently a moment later (DNS rebinding) changes nothing.
+ */
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
+import { Agent, buildConnector, fetch as undiciFetch } from "undici";
+import { FetchPolicyConfigError, FetchPolicyError } from "../errors.js";
+import {
+  decide,
+  insecureRefusal,
+  listedInsecure,
+  permissiveConfig,
+  refusalMessage,
+  serviceConfigFrom,
+  type FetchPolicyConfig,
+} from "./fetch-rules.js";
+import { formatIp, parseIp } from "./ip-address.js";
+
+/** Resolves a host name to its addresses (the system resolver by default; tests pass their own). */
+export type Resolver = (host: string) => Promise<readonly string[]>;
+
+const systemResolver: Resolver = async (host) =>
+  (await lookup(host, { all: true, verbatim: true })).map((a) => a.address);
+
+let nextId = 0;
+
+/** The variables a restricted local policy reads; builds with the same values share one policy (and its connections). */
+const ENV_SETTINGS = [
+  "STRATA_ALLOW_FETCH",
+  "STRATA_INSECURE_REGISTRIES",
+  "STRATA_FETCH_MAX_BYTES",
+  "STRATA_FETCH_TIMEOUT",
+  "STRATA_FETCH_IDLE_TIMEOUT",
+] as const;
+let restricted: { settings: string; policy: FetchPolicy } | undefined;
+
+/** A fetch policy: its rules (`config`) and the connections that obey them. */
+export class FetchPolicy {
+  readonly config: FetchPolicyConfig;
+  /** Distinguishes policies in process-wide caches (an image opened under one policy is not reused under another). */
+  readonly id = `fetch-policy-${nextId++}`;
+  readonly #resolve: Resolver;
+  #agent: Agent | undefined;
+  #connector: buildConnector.connector | undefined;
+
+  constructor(config: FetchPolicyConfig, opts: { resolve?: Resolver } = {}) {
+    this.config = config;
+    this.#resolve = opts.resolve ?? systemResolver;
+  }
+
+  /** Refuses nothing: a local build on the user's own machine, by default. */
+  static permissive(): FetchPolicy {
+    return new FetchPolicy(permissiveConfig());
+  }
+
+  /**
+   * A local build's policy: permissive unless `STRATA_FETCH_POLICY=restricted`, which applies the service's rules
+   * with `STRATA_ALLOW_FETCH` (comma-separated allowances) and `STRATA_INSECURE_REGISTRIES`.
+   */
+  static fromEnv(env: NodeJS.ProcessEnv = process.env): FetchPolicy {
+    const mode = (env["STRATA_FETCH_POLICY"] ?? "").trim().toLowerCase();
+    if (mode === "" || mode === "open") return defaultFetchPolicy();
+    if (mode !== "restricted")
+      throw new FetchPolicyConfigError(`STRATA_FETCH_POLICY=${mode}: expected "restricted" or "open" (the default)`);
+    const settings = ENV_SETTINGS.map((k) => env[k] ?? "").join("\n");
+    if (restricted?.settings !== settings)
+      restricted = { settings, policy: new FetchPolicy({ ...serviceConfigFrom({}, env), origin: "local" }) };
+    return restricted.policy;
+  }
+
+  /** The undici dispatcher whose connections obey the policy (one per policy, so connections are pooled). */
+  get dispatcher(): Agent {
+    const idle = this.config.idleTimeoutMs;
+    this.#agent ??= new Agent({
+      connect: (opts, cb) => this.#connect(opts, cb),
+      ...(idle !== undefined ? { headersTimeout: idle, bodyTimeout: idle } : {}),
+    });
+    return this.#agent;
+  }
+
+  /** `fetch` through the policy's dispatcher. A refused connection rejects with a TypeError whose cause is a FetchPolicyError (see `policyRefusal`). */
+  fetch(url: URL | string, init: RequestInit = {}): Promise<Response> {
+    const withDispatcher = { ...init, dispatcher: this.dispatcher } as Parameters<typeof undiciFetch>[1];
+    return undiciFetch(url, withDispatcher) as unknown as Promise<Response>;
+  }
+
+  /**
+   * Checks what can be checked of a URL without the network (scheme; a host that is an address literal), so a
+   * refused URL fails before any cache lookup or request. Names are checked when they are resolved.
+   */
+  checkUrl(url: URL): void {
+    if (url.protocol !== "http:" && url.protocol !== "https:")
+      throw new FetchPolicyError(`${url.protocol} URLs are not fetched; use http: or https:`);
+    const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
+    if (isIP(host)) this.#decide(host, portOf(url.protocol, url.port), host);
+  }
+
+  /** True when the operator listed `registry` as a plain-HTTP registry. */
+  listsInsecure(registry: string): boolean {
+    return listedInsecure(this.config, registry);
+  }
+
+  /** Throws a FetchPolicyError when a client's `insecure: true` for `registry` is not allowed. */
+  checkInsecure(registry: string): void {
+    const refusal = insecureRefusal(this.config, registry);
+    if (refusal) throw new FetchPolicyError(refusal);
+  }
+
+  /** Closes the pooled connections. */
+  async close(): Promise<void> {
+    await this.#agent?.close();
+  }
+
+  #decide(host: string, port: number, address: string): void {
+    const target = { host, port, address };
+    const v = decide(this.config, target);
+    if (!v.allowed) throw new FetchPolicyError(refusalMessage(this.config, target, v));
+  }
+
+  /** The address to connect to: the literal itself, or the host's first address once every address passed. */
+  async #address(host: string, port: number): Promise<string> {
+    if (isIP(host)) {
+      this.#decide(host, port, host);
+      return host;
+    }
+    if (!this.config.restrictAddresses && this.#resolve === systemResolver) return host;
+    const addresses = await withTimeout(this.#resolve(host), this.config.connectTimeoutMs, host);
+    if (addresses.length === 0) throw Object.assign(new Error(`${host} has no addresses`), { code: "ENOTFOUND" });
+    // Every address must pass: a name that mixes public and internal addresses is refused, not half-used.
+    for (const a of addresses) this.#decide(host, port, a);
+    const first = parseIp(addresses[0]!);
+    return first ? formatIp(first) : addresses[0]!;
+  }
+
+  #connect(opts: buildConnector.Options, cb: buildConnector.Callback): void {
+    this.#connector ??= buildConnector({ timeout: this.config.connectTimeoutMs });
+    const connector = this.#connector;
+    const host = opts.hostname.toLowerCase();
+    const port = portOf(opts.protocol, opts.port);
+    this.#address(host, port).then(
+      (address) => connector({ ...opts, hostname: address }, cb),
+      (e: unknown) => cb(e instanceof Error ? e : new Error(String(e)), null),
+    );
+  }
+}
+
+function portOf(protocol: string, port: string): number {
+  return Number(port) || (protocol === "https:" ? 443 : 80);
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, host: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          Object.assign(new Error(`resolving ${host} took longer than ${ms / 1000} s`), {
+            code: "UND_ERR_CONNECT_TIMEOUT",
+          }),
+        ),
+      ms,
+    );
+    timer.unref();
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+let shared: FetchPolicy | undefined;
+
+/** The process's permissive policy (one dispatcher for every caller that names no policy). */
+export function defaultFetchPolicy(): FetchPolicy {
+  shared ??= FetchPolicy.permissive();
+  return shared;
+}
+
+/** The FetchPolicyError in an error's cause chain (undici wraps connection errors as `TypeError: fetch failed`). */
+export function policyRefusal(e: unknown): FetchPolicyError | undefined {
+  for (let cur: unknown = e, depth = 0; cur && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++)
+    if (cur instanceof FetchPolicyError) return cur;
+  return undefined;
+}
+
+/** An undici error code in an error's cause chain (`UND_ERR_BODY_TIMEOUT`, …), if any. */
+export function undiciCode(e: unknown): string | undefined {
+  for (let cur: unknown = e, depth = 0; cur && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++) {
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === "string" && code.startsWith("UND_ERR")) return code;
+  }
+  return undefined;
+}
