@@ -94,8 +94,16 @@ export function nestedBuilds(store: Store, options: BuildOptions): InputContext 
   return chainContext(store, (plan, ctx) => buildWith(store, plan, nested, ctx));
 }
 
-/** In-process single flight: concurrent builds of the same key share one execution. */
-const inflight = new Map<string, Promise<ImageRecord>>();
+/**
+ * In-process single flight: concurrent builds of the same key on the same store object share one execution. Keyed by
+ * the store too: a scoped view (a service tenant's) is its own object, so a key never joins another scope's step.
+ */
+const inflightByStore = new WeakMap<object, Map<string, Promise<ImageRecord>>>();
+function inflightOf(store: object): Map<string, Promise<ImageRecord>> {
+  let m = inflightByStore.get(store);
+  if (!m) inflightByStore.set(store, (m = new Map()));
+  return m;
+}
 
 /** Key inputs for a step; exported for `strata explain`. */
 export function keyInputsFor(
@@ -232,6 +240,7 @@ class Engine {
     // A secret the step needs but the build lacks fails here, before a sandbox is prepared or a lock taken.
     stepSecretValues(step, this.options.secrets);
     const flightKey = `${key}:${force ? "force" : ""}:${this.#ignore ? "ignore" : ""}`;
+    const inflight = inflightOf(this.store);
     let flight = inflight.get(flightKey);
     if (!flight) {
       flight = this.#locked(key, force, async () =>
