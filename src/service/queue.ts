@@ -29,6 +29,8 @@ export interface BuildJobData {
   /** Names the job's event stream (see the module comment). */
   token: string;
   request: BuildRequest;
+  /** The store scope (tenant) the build runs in; absent: the store's own names. */
+  scope?: string;
   enqueuedAt: string;
 }
 
@@ -45,6 +47,10 @@ export class RedisKeys {
   }
   stepLock(key: string): string {
     return `${this.prefix}:lock:${key}`;
+  }
+  /** The join secret every server of this queue keys its join HMACs (and so its job ids) with. */
+  get joinSecret(): string {
+    return `${this.prefix}:join-secret`;
   }
 }
 
@@ -129,6 +135,8 @@ export const JOB_OPTIONS: JobsOptions = {
 export interface QueuedRunHandlers {
   /** A log line (in order; lines of a retried attempt follow the earlier attempt's). */
   line(line: string): void;
+  /** The store scope (tenant) of the build. */
+  scope?: string;
   /** A worker took the job. */
   started(worker: string, attempt: number): void;
   signal?: AbortSignal;
@@ -188,6 +196,21 @@ export class BuildQueue {
     return q;
   }
 
+  /**
+   * The join secret shared by every server of this queue (made by the first, kept in Redis): identical requests of
+   * a tenant on two servers then get the same join key, so one job. Only a server's own HMACs use it.
+   */
+  async joinSecret(): Promise<Buffer> {
+    const key = this.keys.joinSecret;
+    await this.#redis.set(key, randomBytes(32).toString("hex"), "NX");
+    const hex = await this.#redis.get(key);
+    if (!hex || !/^[0-9a-f]{64}$/.test(hex))
+      throw new QueueError(
+        `the join secret in Redis (${key}) is missing or malformed; delete it and restart the servers`,
+      );
+    return Buffer.from(hex, "hex");
+  }
+
   /** Jobs waiting, running, … (for tests and diagnostics). */
   async counts(): Promise<Record<string, number>> {
     return this.#queue.getJobCounts("waiting", "active", "delayed", "completed", "failed", "prioritized");
@@ -206,6 +229,7 @@ export class BuildQueue {
         buildId,
         token: mine,
         request,
+        ...(handlers.scope !== undefined ? { scope: handlers.scope } : {}),
         enqueuedAt: new Date().toISOString(),
       };
       try {
