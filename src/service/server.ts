@@ -187,7 +187,7 @@ export class BuildService {
       .finally(() => {
         if (this.#opts.logRequests)
           this.#log(
-            `${req.method} ${req.url} ${res.statusCode} ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)}ms`,
+            `${req.method} ${req.url} ${res.statusCode} ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)}ms tenant=${this.#requestTenants.get(req)?.id ?? "-"}`,
           );
       });
   };
