@@ -95,15 +95,11 @@ export function nestedBuilds(store: Store, options: BuildOptions): InputContext 
 }
 
 /**
- * In-process single flight: concurrent builds of the same key on the same store object share one execution. Keyed by
- * the store too: a scoped view (a service tenant's) is its own object, so a key never joins another scope's step.
+ * In-process single flight: concurrent builds of the same key in the same store and scope share one execution. The
+ * store's root and scope are part of the flight's name, so a step never joins one of another store or of another
+ * scope (a build service tenant's view, `ScopedStore`), whose index it could not have read either.
  */
-const inflightByStore = new WeakMap<object, Map<string, Promise<ImageRecord>>>();
-function inflightOf(store: object): Map<string, Promise<ImageRecord>> {
-  let m = inflightByStore.get(store);
-  if (!m) inflightByStore.set(store, (m = new Map()));
-  return m;
-}
+const inflight = new Map<string, Promise<ImageRecord>>();
 
 /** Key inputs for a step; exported for `strata explain`. */
 export function keyInputsFor(
@@ -239,8 +235,7 @@ class Engine {
     }
     // A secret the step needs but the build lacks fails here, before a sandbox is prepared or a lock taken.
     stepSecretValues(step, this.options.secrets);
-    const flightKey = `${key}:${force ? "force" : ""}:${this.#ignore ? "ignore" : ""}`;
-    const inflight = inflightOf(this.store);
+    const flightKey = `${this.store.root}\0${this.store.scope ?? ""}\0${key}:${force ? "force" : ""}:${this.#ignore ? "ignore" : ""}`;
     let flight = inflight.get(flightKey);
     if (!flight) {
       flight = this.#locked(key, force, async () =>

@@ -154,7 +154,7 @@ export class Builds {
   /** Join key → a creation in progress (blob check), so concurrent identical requests share it. */
   readonly #creating = new Map<string, Promise<Build>>();
   readonly #joinSecret: Buffer;
-  /** One scoped view per tenant scope: the engine's single flight is per store object. */
+  /** One scoped view per tenant scope (each keeps its layout; cheap, but made once). */
   readonly #views = new Map<string, ScopedStore>();
   /** Which blobs and images each tenant may name. */
   readonly visibility: Visibility;

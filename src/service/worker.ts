@@ -69,7 +69,7 @@ export class BuildWorker {
   readonly #aborts = new Set<AbortController>();
   readonly #log: (line: string) => void;
   readonly #executor?: Executor;
-  /** One scoped view of the store per tenant scope (the engine's single flight is per store object). */
+  /** One scoped view of the store per tenant scope. */
   readonly #views = new Map<string, ScopedStore>();
   #closing = false;
 

@@ -2,8 +2,8 @@
  * A scoped view of a store: one namespace (a build service's tenant) with its own cache index, chain names, build
  * locks, RUN cache mounts, `COPY --link` layer records and URL downloads, over content that stays shared and
  * deduplicated underneath (blobs, unpacked layers, image records, the content pool). The engine takes the view as
- * it takes any store and never learns the scope: what one scope writes to the index, another never reads, so a step
- * key (128-bit xxhash, not collision resistant) never meets another scope's entries.
+ * it takes any store (it only names its in-process single flights with `scope`): what one scope writes to the index,
+ * another never reads, so a step key (128-bit xxhash, not collision resistant) never meets another scope's entries.
  *
  * On disk (and in S3) the scope is a suffix or a folder: index entry `<key>-<scope>`, chain `scope:<scope>:<name>`,
  * lock `<key>-<scope>` (`cache-mount-<scope>-<hex>` for cache mounts, which stay machine-local), cache mount
