@@ -50,10 +50,13 @@ export class Visibility {
     this.#memo.add(id);
   }
 
-  /** Whether the tenant may name this blob: stored, and (scoped) granted. */
+  /**
+   * Whether the tenant may name this blob: (scoped) granted, and stored. The grant is looked up first, so the time an
+   * answer takes does not tell a blob only another tenant has from one nobody has.
+   */
   async blobVisible(tenant: Tenant, digest: Digest): Promise<boolean> {
-    if (!(await this.store.hasBlob(digest))) return false;
-    return tenant.scope === undefined || this.#granted(tenant.scope, "blob", digest);
+    if (tenant.scope !== undefined && !(await this.#granted(tenant.scope, "blob", digest))) return false;
+    return this.store.hasBlob(digest);
   }
 
   /** The image record, if the tenant may see it. */
