@@ -2,10 +2,11 @@
  * Benchmark: the build service's cached get-or-create latency, and bytes uploaded after a one-file edit.
  *
  *   npx tsc -p tsconfig.json && node dist/bench/service-latency.js [--requests 1000] [--layers 10] [--in-process]
+ *     [--tenants]
  *
  * Needs root and runc (the image is built once, for real, from a busybox base). `strata serve` runs as a child
  * process on a free loopback port with a store in a temp dir (removed at the end); `--in-process` runs the service
- * in this process instead.
+ * in this process instead. `--tenants` runs it with a tenants file (two tenants; the client is one of them).
  *
  *   get-or-create   `POST /v1/images` for an image whose every layer is built (a 10-layer image by default),
  *                   sequentially over one keep-alive connection: p50/p90/p99/max over N requests. Target p99 < 20 ms.
@@ -50,17 +51,29 @@ async function busyboxTree(dir: string): Promise<void> {
   await fsp.writeFile(path.join(dir, "etc/group"), "root:x:0:\n");
 }
 
-async function startServer(home: string, inProcess: boolean): Promise<{ url: string; stop: () => Promise<void> }> {
+/** The client's token with `--tenants`. */
+const TOKEN = randomBytes(16).toString("hex");
+
+async function startServer(
+  home: string,
+  inProcess: boolean,
+  tenantsFile: string | undefined,
+): Promise<{ url: string; stop: () => Promise<void> }> {
   if (inProcess) {
     const { LocalStore } = await import("../src/store/local.js");
     const { BuildService } = await import("../src/service/server.js");
-    const service = await BuildService.create({ store: await LocalStore.open(home), log: () => undefined });
+    const { TenantTable } = await import("../src/service/tenants.js");
+    const service = await BuildService.create({
+      store: await LocalStore.open(home),
+      log: () => undefined,
+      ...(tenantsFile ? { tenants: await TenantTable.load(tenantsFile) } : {}),
+    });
     const url = await service.listen(0);
     return { url, stop: () => service.close() };
   }
-  const script = `import(${JSON.stringify(path.join(REPO, "dist/src/cli/serve.js"))}).then((m) => m.cmdServe(["--port", "0"])).then((c) => process.exit(c));`;
+  const script = `import(${JSON.stringify(path.join(REPO, "dist/src/cli/serve.js"))}).then((m) => m.cmdServe(${JSON.stringify(["--port", "0", ...(tenantsFile ? ["--tenants", tenantsFile] : [])])})).then((c) => process.exit(c));`;
   const child: ChildProcess = spawn(process.execPath, ["--input-type=module", "-e", script], {
-    env: { ...process.env, STRATA_HOME: home },
+    env: { ...process.env, STRATA_HOME: home, ...(tenantsFile ? { STRATA_TOKEN: "" } : {}) },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const url = await new Promise<string>((resolve, reject) => {
@@ -86,7 +99,11 @@ function post(agent: http.Agent, url: string, body: Buffer): Promise<{ status: n
     const req = http.request(new URL("/v1/images", url), {
       method: "POST",
       agent,
-      headers: { "content-type": "application/json", "content-length": body.length },
+      headers: {
+        "content-type": "application/json",
+        "content-length": body.length,
+        ...(process.env.STRATA_TOKEN ? { authorization: `Bearer ${process.env.STRATA_TOKEN}` } : {}),
+      },
     });
     req.on("error", reject);
     req.on("response", (res) => {
@@ -104,16 +121,29 @@ async function main(): Promise<void> {
       requests: { type: "string", default: "1000" },
       layers: { type: "string", default: "10" },
       "in-process": { type: "boolean" },
+      tenants: { type: "boolean" },
     },
   });
   const requests = Number(values.requests);
   const layers = Number(values.layers);
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bench-service-"));
   const home = path.join(tmp, "store");
-  const server = await startServer(home, values["in-process"] ?? false);
+  let tenantsFile: string | undefined;
+  if (values.tenants) {
+    tenantsFile = path.join(tmp, "tenants.json");
+    await fsp.writeFile(
+      tenantsFile,
+      JSON.stringify([
+        { tenant: "bench", token: TOKEN },
+        { tenant: "other", token: randomBytes(16).toString("hex") },
+      ]),
+    );
+    process.env.STRATA_TOKEN = TOKEN; // the client's (remoteBuild and post use it)
+  }
+  const server = await startServer(home, values["in-process"] ?? false, tenantsFile);
   try {
     process.stderr.write(
-      `service at ${server.url} (${values["in-process"] ? "in process" : "child process"}), store ${home}\n`,
+      `service at ${server.url} (${values["in-process"] ? "in process" : "child process"}${tenantsFile ? ", tenants on" : ""}), store ${home}\n`,
     );
     await busyboxTree(path.join(tmp, "rootfs"));
     // A layers-deep image: the rootfs layer, then one RUN layer each.

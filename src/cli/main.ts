@@ -25,12 +25,13 @@ commands:
   pull <ref>                       fetch an image from a registry into the store
   push <image> <ref> [--format oci|docker]
                                    upload an image to a registry
-  serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose] [--allow-network-host]
+  serve [--port 8080] [--host 127.0.0.1] [--tenants FILE] [--max-builds N] [--verbose] [--allow-network-host]
         [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis] [--allow-fetch host[:port]|CIDR]...
         [--insecure-registry host:port]... [--fetch-max-bytes 2GiB] [--fetch-timeout 1h]
         [--fetch-idle-timeout 60s]
                                    run the build service (clients set STRATA_SERVER=http://host:port);
-                                   builds fetch from public addresses only unless --allow-fetch says more
+                                   builds fetch from public addresses only unless --allow-fetch says more;
+                                   --tenants: JSON [{"tenant", "token"|"tokenSha256"}], reloaded on SIGHUP
   worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]
          [--service URL]… [--insecure-redis]
                                    run builds from the queue of \`strata serve\` (STRATA_REDIS_URL + the S3 store);

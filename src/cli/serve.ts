@@ -1,10 +1,10 @@
 /**
- * `strata serve [--port 8080] [--host 127.0.0.1] [--max-builds N] [--verbose] [--allow-network-host]
+ * `strata serve [--port 8080] [--host 127.0.0.1] [--tenants FILE] [--max-builds N] [--verbose] [--allow-network-host]
  * [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis] [--allow-fetch host[:port]|CIDR]…
  * [--insecure-registry host:port]… [--fetch-max-bytes 2GiB] [--fetch-timeout 1h] [--fetch-idle-timeout 60s]`: runs
- * the build service on the store
- * the environment names (S3 with STRATA_S3_BUCKET, else STRATA_HOME), until SIGTERM or SIGINT. With STRATA_TOKEN
- * set, every request needs `Authorization: Bearer <token>`. Prints the listening URL on stdout.
+ * the build service on the store the environment names (S3 with STRATA_S3_BUCKET, else STRATA_HOME), until SIGTERM
+ * or SIGINT. With `--tenants`, every request needs the bearer token of a tenant in FILE (SIGHUP reloads it; a bad
+ * file keeps the old tenants); with STRATA_TOKEN instead, that token (one tenant). Prints the listening URL on stdout.
  *
  * With STRATA_REDIS_URL, builds are queued for `strata worker`s: Redis must require a password (refused otherwise,
  * unless `--insecure-redis`), `rediss://` uses TLS (STRATA_REDIS_CA: a private CA's PEM file), and
@@ -24,6 +24,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
       port: { type: "string", default: "8080" },
       host: { type: "string", default: "127.0.0.1" },
       "max-builds": { type: "string" },
+      tenants: { type: "string" },
       verbose: { type: "boolean" },
       "insecure-redis": { type: "boolean" },
       ...SANDBOX_FLAGS,
@@ -59,13 +60,30 @@ export async function cmdServe(argv: string[]): Promise<number> {
     return 2;
   }
   const token = process.env.STRATA_TOKEN || undefined;
+  const tenantsFile = values.tenants;
+  if (tenantsFile !== undefined && token) {
+    process.stderr.write(
+      "strata serve: both --tenants and STRATA_TOKEN are set: put that token in the tenants file (as a tenant of its own) and unset STRATA_TOKEN\n",
+    );
+    return 2;
+  }
+  const { TenantTable, tenantChanges } = await import("../service/tenants.js");
+  let tenants: import("../service/tenants.js").TenantTable | undefined;
+  if (tenantsFile !== undefined) {
+    try {
+      tenants = await TenantTable.load(tenantsFile);
+    } catch (e) {
+      process.stderr.write(`strata serve: ${(e as Error).message}\n`);
+      return 2;
+    }
+  }
   const host = values.host!;
   const { openStoreFromEnv } = await import("../store/s3/open.js");
   const store = await openStoreFromEnv();
   const { BuildService } = await import("../service/server.js");
   const service = await BuildService.create({
     store,
-    token,
+    ...(tenants ? { tenants } : { token }),
     maxConcurrentBuilds: maxBuilds,
     logRequests: values.verbose ?? false,
     sandbox,
@@ -88,13 +106,16 @@ export async function cmdServe(argv: string[]): Promise<number> {
     return 1;
   }
   const loopback = host === "127.0.0.1" || host === "::1" || host === "localhost";
-  if (!token && !loopback)
+  if (!token && !tenants && !loopback)
     process.stderr.write(
       `strata serve: warning: listening on ${host} without STRATA_TOKEN; anyone who can reach it can run builds\n`,
     );
-  process.stderr.write(
-    `strata serve: listening on ${url} (store ${store.root}, ${token ? "bearer token required" : "no authentication"})\n`,
-  );
+  const auth = tenants
+    ? `${tenants.tenants.length} tenant(s) from ${tenantsFile}, bearer token required`
+    : token
+      ? "bearer token required"
+      : "no authentication";
+  process.stderr.write(`strata serve: listening on ${url} (store ${store.root}, ${auth})\n`);
   process.stderr.write(`strata serve: ${describeFetchPolicy(fetchPolicy)}\n`);
   process.stdout.write(url + "\n");
   // The listeners stay installed until the shutdown is over: execa's exit hooks re-raise a signal nobody else
@@ -112,14 +133,38 @@ export async function cmdServe(argv: string[]): Promise<number> {
       resolve();
     };
   });
+  // SIGHUP: read the tenants file again; a file that does not validate leaves the tenants as they were.
+  let reloading = Promise.resolve();
+  const onHup = () => {
+    reloading = reloading.then(async () => {
+      if (tenantsFile === undefined) {
+        process.stderr.write("strata serve: SIGHUP: no --tenants file to reload; nothing changed\n");
+        return;
+      }
+      try {
+        const next = await TenantTable.load(tenantsFile);
+        const { added, removed } = tenantChanges(service.tenants, next);
+        service.setTenants(next);
+        process.stderr.write(
+          `strata serve: SIGHUP: reloaded ${tenantsFile}: ${next.tenants.length} tenant(s); added [${added.join(", ")}], removed [${removed.join(", ")}]\n`,
+        );
+      } catch (e) {
+        process.stderr.write(
+          `strata serve: SIGHUP: kept the previous ${service.tenants.tenants.length} tenant(s): ${(e as Error).message}\n`,
+        );
+      }
+    });
+  };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  process.on("SIGHUP", onHup);
   try {
     await stopped;
     await service.close();
   } finally {
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
+    process.off("SIGHUP", onHup);
     process.off("unhandledRejection", onUnhandled);
   }
   process.stderr.write("strata serve: stopped\n");

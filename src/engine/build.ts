@@ -105,7 +105,11 @@ export function nestedBuilds(store: Store, options: BuildOptions): InputContext 
   );
 }
 
-/** In-process single flight: concurrent builds of the same key share one execution. */
+/**
+ * In-process single flight: concurrent builds of the same key in the same store and scope share one execution. The
+ * store's root and scope are part of the flight's name, so a step never joins one of another store or of another
+ * scope (a build service tenant's view, `ScopedStore`), whose index it could not have read either.
+ */
 const inflight = new Map<string, Promise<ImageRecord>>();
 
 /** Key inputs for a step; exported for `strata explain`. */
@@ -242,7 +246,7 @@ class Engine {
     }
     // A secret the step needs but the build lacks fails here, before a sandbox is prepared or a lock taken.
     stepSecretValues(step, this.options.secrets);
-    const flightKey = `${key}:${force ? "force" : ""}:${this.#ignore ? "ignore" : ""}`;
+    const flightKey = `${this.store.root}\0${this.store.scope ?? ""}\0${key}:${force ? "force" : ""}:${this.#ignore ? "ignore" : ""}`;
     let flight = inflight.get(flightKey);
     if (!flight) {
       flight = this.#locked(key, force, async () =>

@@ -449,8 +449,12 @@ export class StepExecutor {
           // Named by position, not by the input's name: a name never becomes part of a host path.
           const file = path.join(inputFiles, `mount-${mounts.length}`);
           if (r.input.kind === "inline") await fsp.writeFile(file, r.input.content, { mode: r.input.mode });
-          else if (r.input.kind === "dir" || r.input.kind === "file") await fsp.symlink(r.input.localPath, file);
-          else await materialise(r, file, m.readonly);
+          else if (r.input.kind === "dir" || r.input.kind === "file") {
+            // A writable mount gets a throw-away copy: the input (a service's shared input tree, a user's own
+            // context) is never changed by a step, and a later build reading it sees the original files.
+            if (m.readonly) await fsp.symlink(r.input.localPath, file);
+            else await throwAwayCopy(r.input.localPath, file);
+          } else await materialise(r, file, m.readonly);
           mounts.push({ source: file, destination: target(m.target), readonly: m.readonly });
         }
       }
@@ -508,7 +512,7 @@ export class StepExecutor {
     }
   }
 
-  /** In-process users of each cache mount directory (for `sharing=private`). */
+  /** In-process users of each cache mount directory, by its path (for `sharing=private`). */
   static readonly cacheMountsInUse = new Map<string, number>();
 
   /**
@@ -535,20 +539,30 @@ export class StepExecutor {
       await fsp.rename(tmp, dir).catch(async () => fsp.rm(tmp, { recursive: true, force: true }));
     }
     const inUse = StepExecutor.cacheMountsInUse;
-    if (m.sharing === "private" && (inUse.get(hex) ?? 0) > 0) {
+    if (m.sharing === "private" && (inUse.get(dir) ?? 0) > 0) {
       const tmp = await this.store.tempDir("cache-private");
       await fresh(tmp);
       cleanups.push(() => fsp.rm(tmp, { recursive: true, force: true }));
       return tmp;
     }
-    inUse.set(hex, (inUse.get(hex) ?? 0) + 1);
-    cleanups.push(async () => void inUse.set(hex, (inUse.get(hex) ?? 1) - 1));
+    inUse.set(dir, (inUse.get(dir) ?? 0) + 1);
+    cleanups.push(async () => void inUse.set(dir, (inUse.get(dir) ?? 1) - 1));
     if (m.sharing === "locked") {
       const release = await this.store.lock(`cache-mount-${hex}`);
       cleanups.push(release);
     }
     return dir;
   }
+}
+
+/**
+ * A copy of `from` (a file or a directory tree) at `to` with modes, owners, timestamps and links kept, for a writable
+ * bind mount; `--reflink=auto` makes it a cheap clone where the filesystem can share extents.
+ */
+async function throwAwayCopy(from: string, to: string): Promise<void> {
+  const r = await execa("cp", ["-a", "--reflink=auto", "--no-target-directory", "--", from, to], { reject: false });
+  if (r.exitCode !== 0)
+    throw new SandboxError(`could not copy ${from} for a writable bind mount: ${r.stderr.trim() || r.message}`);
 }
 
 /**

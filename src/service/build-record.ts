@@ -5,15 +5,21 @@
 import { reusable } from "./wire/id.js";
 import { FINISHED, type BuildInfo, type BuildStatus, type WireFailure, type WireResult } from "./wire/responses.js";
 import type { BuildRequest } from "./wire/schema.js";
+import { DEFAULT_TENANT, type Tenant } from "./tenants.js";
 
 /** What a log subscriber receives. */
 export type BuildEvent = { type: "line"; cursor: number; line: string } | { type: "done" };
 
-/** A stored build record (`logs/<build id>` in the store): the public info without the live cursor, plus its log. */
+/**
+ * A stored build record (`logs/<build id>` in the store): the public info without the live cursor, plus its log and
+ * whose it is (`tenant`, `scope`; a record without them is the unscoped `default` tenant's).
+ */
 export type PersistedBuild = Omit<BuildInfo, "lastCursor"> & {
   format: "strata-service-build/1";
   firstCursor: number;
   lines: string[];
+  tenant?: string;
+  scope?: string;
 };
 
 /** What staying valid needs of a finished build's request (the request itself is dropped when it finishes). */
@@ -42,15 +48,28 @@ export class Build {
   readonly #done: Promise<void>;
   #resolveDone!: () => void;
 
+  /** Whose build it is: only requests of this tenant see it, join it or read its log. */
+  tenant: Tenant = DEFAULT_TENANT;
+  /** HMAC of the request's secret values (keyed by the server's join secret): a join needs the same. */
+  secretsMac?: Buffer;
+  /** The BullMQ job that runs it (scale-out): its join key, or a random id for a build nobody joins. */
+  jobId?: string;
+
   constructor(
     readonly id: string,
-    readonly defHash: string,
+    /** What identical requests of its tenant (same definition, same secret values) look it up by; "" for none. */
+    readonly joinKey: string,
     readonly forceBuild: boolean,
     readonly ignoreCache: boolean,
     readonly steps: { index: number; description: string }[],
     private readonly limits: { lines: number; bytes: number },
   ) {
     this.#done = new Promise((r) => (this.#resolveDone = r));
+  }
+
+  /** Whether `t` is this build's tenant (same name, same store scope). */
+  belongsTo(t: Tenant): boolean {
+    return this.tenant.id === t.id && this.tenant.scope === t.scope;
   }
 
   get finished(): boolean {
@@ -141,11 +160,22 @@ export class Build {
   persisted(): PersistedBuild {
     // The record is the public info without the live cursor, plus the log it can be replayed from.
     const { lastCursor: _live, ...info } = this.info();
-    return { format: "strata-service-build/1", ...info, firstCursor: this.firstCursor, lines: this.lines };
+    return {
+      format: "strata-service-build/1",
+      ...info,
+      firstCursor: this.firstCursor,
+      lines: this.lines,
+      tenant: this.tenant.id,
+      ...(this.tenant.scope !== undefined ? { scope: this.tenant.scope } : {}),
+    };
   }
 
   static fromPersisted(p: PersistedBuild, limits: { lines: number; bytes: number }): Build {
     const b = new Build(p.buildId, "", p.forceBuild, p.ignoreCache, p.steps, limits);
+    b.tenant = Object.freeze({
+      id: p.tenant ?? DEFAULT_TENANT.id,
+      ...(p.scope !== undefined ? { scope: p.scope } : {}),
+    });
     b.createdAt = p.createdAt;
     b.startedAt = p.startedAt;
     b.firstCursor = p.firstCursor;

@@ -2,11 +2,14 @@
  * The service's builds: get-or-create by definition hash, execution through the engine with a per-build log, and
  * the log buffer clients stream and resume from.
  *
- * - Identical requests (same definition hash) get the same build while it is queued or running, and the same
- *   finished result while every step's cache entry still points at the image it produced — exactly when a local
- *   build would be all cache hits with the same ids. A forced or cache-ignoring request, or a retry of a failed
- *   build, gets a build of its own (a nonce in its id); the engine's in-process single flight still runs each step
- *   key once across all of them.
+ * - Builds belong to a tenant (tenants.ts): another tenant's build is not found, and each tenant's builds run on its
+ *   scoped view of the store (`../store/scoped.ts`: its own index, chains, cache mounts) and its own input trees.
+ * - Build ids are random. Identical requests of one tenant — same definition hash *and* same secret values, compared
+ *   as an HMAC keyed by the server's join secret, never as values — get the same build while it is queued or running,
+ *   and the same finished result while every step's cache entry still points at the image it produced (exactly when
+ *   a local build would be all cache hits with the same ids). A forced or cache-ignoring request, or a retry of a
+ *   failed build, gets a build of its own; the engine's in-process single flight still runs each step key once
+ *   across all of a tenant's builds.
  * - A build's log lines are numbered from 1 (the cursor). The newest lines are kept in memory, bounded; a finished
  *   build's record and log are saved in the store (under `sha256:<build id>` in the log namespace), so they outlive
  *   eviction from memory and restarts. Secret values are redacted from every line and message.
@@ -14,17 +17,21 @@
  *   worker.ts, both through {@link runBuildRequest}); their lines come back through Redis and are numbered here, so
  *   cursors, records and get-or-create work the same.
  */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { buildPlan, type BuiltImage } from "../engine/build.js";
 import { redactor } from "../engine/log.js";
 import { StrataError } from "../errors.js";
 import type { Executor } from "../sandbox/runc.js";
+import { ScopedStore } from "../store/scoped.js";
 import type { Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { Build, type PersistedBuild } from "./build-record.js";
 import { toFailure, type BuildOutcome } from "./outcome.js";
 import type { BuildQueue } from "./queue.js";
-import type { InputTrees, TreeLease } from "./trees.js";
+import { DEFAULT_TENANT, type Tenant } from "./tenants.js";
+import type { InputTrees, TreeLease, TreeSource } from "./trees.js";
+import { Visibility } from "./visibility.js";
 import { FetchPolicy } from "../net/fetch-policy.js";
 import { serviceConfig } from "../net/fetch-rules.js";
 import { planForRequest } from "./wire/decode.js";
@@ -54,6 +61,11 @@ export interface BuildsOptions {
   log: (line: string) => void;
   /** The operator's fetch policy for in-process builds (see BuildServiceOptions.fetchPolicy). */
   fetchPolicy?: FetchPolicy;
+  /**
+   * Keys the HMACs that decide joins (secret values, and the queue's job ids). Servers sharing a queue share it.
+   * Default: random, for this process only.
+   */
+  joinSecret?: Buffer;
 }
 
 /** A counting semaphore. */
@@ -89,6 +101,18 @@ export class MissingBlobsError extends StrataError {
   }
 }
 
+/** A request names an image (`fromId`) the tenant does not hold (or that does not exist). */
+export class MissingImageError extends StrataError {
+  override readonly code = "MISSING_IMAGE";
+  override readonly fault = "user";
+  constructor(readonly imageId: string) {
+    super(
+      `image ${imageId} (fromId) is not in the server's store: name the full id of an image a build of yours on this server produced`,
+    );
+    this.name = "MissingImageError";
+  }
+}
+
 /** Too many builds are queued or running to accept another. */
 class BusyError extends StrataError {
   override readonly code = "BUSY";
@@ -112,10 +136,15 @@ export class Builds {
   readonly #trees: InputTrees;
   readonly #slots: Slots;
   readonly #builds = new Map<string, Build>();
-  /** Definition hash → the build identical requests join or reuse. */
+  /** Join key (tenant, definition hash, secret values) → the build identical requests join or reuse. */
   readonly #defs = new Map<string, Build>();
-  /** Definition hash → a creation in progress (blob check), so concurrent identical requests share it. */
+  /** Join key → a creation in progress (blob check), so concurrent identical requests share it. */
   readonly #creating = new Map<string, Promise<Build>>();
+  readonly #joinSecret: Buffer;
+  /** One scoped view per tenant scope (each keeps its layout; cheap, but made once). */
+  readonly #views = new Map<string, ScopedStore>();
+  /** Which blobs and images each tenant may name. */
+  readonly visibility: Visibility;
   readonly #finishedOrder: string[] = [];
   readonly #abort = new AbortController();
   readonly #limits: { lines: number; bytes: number };
@@ -139,6 +168,8 @@ export class Builds {
     this.#executor = opts.executor;
     this.#fetchPolicy = opts.fetchPolicy;
     this.#queue = opts.queue;
+    this.#joinSecret = opts.joinSecret ?? randomBytes(32);
+    this.visibility = new Visibility(opts.store);
     // Every running build listens for the shutdown on this one signal.
     setMaxListeners(0, this.#abort.signal);
   }
@@ -148,43 +179,71 @@ export class Builds {
     return [...this.#builds.values()].filter((b) => !b.finished);
   }
 
+  /** The store as `tenant` sees it: the store itself (unscoped), else the tenant's scoped view. */
+  storeFor(tenant: Tenant): Store {
+    if (tenant.scope === undefined) return this.#store;
+    let v = this.#views.get(tenant.scope);
+    if (!v) this.#views.set(tenant.scope, (v = new ScopedStore(this.#store, tenant.scope)));
+    return v;
+  }
+
+  /** HMAC of the request's secret values (one value per name, sorted), keyed by the join secret. */
+  #secretsMac(req: BuildRequest): Buffer {
+    const values = Object.entries(requestSecretValues(req)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return createHmac("sha256", this.#joinSecret).update("strata-secrets/1\n").update(JSON.stringify(values)).digest();
+  }
+
+  /** What identical requests of one tenant are found by (and, with a queue, the job every server runs them as). */
+  #joinKey(tenant: Tenant, defHash: string, secretsMac: Buffer): string {
+    return createHmac("sha256", this.#joinSecret)
+      .update(`strata-join/1\n${tenant.id}\n${tenant.scope ?? ""}\n${defHash}\n`)
+      .update(secretsMac)
+      .digest("hex");
+  }
+
   /**
-   * Get-or-create: the build for this request — a running one it joins, a finished one still valid, or a new one.
-   * `joined` is false only for a build this call created.
+   * Get-or-create: the build for this request of `tenant` — a running one it joins, a finished one still valid, or a
+   * new one. `joined` is false only for a build this call created.
    */
-  async getOrCreate(req: BuildRequest): Promise<{ build: Build; joined: boolean }> {
+  async getOrCreate(req: BuildRequest, tenant: Tenant = DEFAULT_TENANT): Promise<{ build: Build; joined: boolean }> {
     if (this.#closing) throw new TerminatedError();
     const defHash = definitionHash(req);
-    if (alwaysRebuilds(req)) return { build: await this.#create(req, defHash, randomNonce()), joined: false };
+    const secretsMac = this.#secretsMac(req);
+    if (alwaysRebuilds(req)) return { build: await this.#create(req, tenant, "", secretsMac), joined: false };
+    const joinKey = this.#joinKey(tenant, defHash, secretsMac);
     for (;;) {
-      const cur = this.#defs.get(defHash);
-      if (cur && !cur.finished) return this.#join(cur, req);
+      const cur = this.#defs.get(joinKey);
+      if (cur && !cur.finished) return this.#join(cur, req, tenant, secretsMac);
       if (cur?.status === "succeeded") {
         const valid = await this.#stillValid(cur);
-        if (this.#defs.get(defHash) !== cur) continue; // someone replaced it meanwhile: look again
-        if (valid) return this.#join(cur, req);
+        if (this.#defs.get(joinKey) !== cur) continue; // someone replaced it meanwhile: look again
+        if (valid) return this.#join(cur, req, tenant, secretsMac);
       }
-      let creating = this.#creating.get(defHash);
+      let creating = this.#creating.get(joinKey);
       if (!creating) {
-        // The first build of a definition gets the definition hash as its id; a rebuild (failed or stale) a new one.
-        const p = this.#create(req, defHash, cur ? randomNonce() : undefined);
+        // A first build runs as the job of its join key (servers sharing the queue join it); a rebuild (failed or
+        // stale) as a job of its own.
+        const p = this.#create(req, tenant, joinKey, secretsMac, cur ? undefined : joinKey);
         creating = p;
-        this.#creating.set(defHash, p);
+        this.#creating.set(joinKey, p);
         p.then(
           (b) => {
-            this.#defs.set(defHash, b);
-            this.#creating.delete(defHash);
+            this.#defs.set(joinKey, b);
+            this.#creating.delete(joinKey);
           },
-          () => this.#creating.delete(defHash),
+          () => this.#creating.delete(joinKey),
         );
         const build = await p;
         return { build, joined: false };
       }
-      return this.#join(await creating, req);
+      return this.#join(await creating, req, tenant, secretsMac);
     }
   }
 
-  #join(b: Build, req: BuildRequest): { build: Build; joined: boolean } {
+  #join(b: Build, req: BuildRequest, tenant: Tenant, secretsMac: Buffer): { build: Build; joined: boolean } {
+    // The join key already covers both; checked again so no future change to the key can join across them.
+    if (!b.belongsTo(tenant) || !b.secretsMac || !timingSafeEqual(b.secretsMac, secretsMac))
+      throw new Error(`build ${b.id}: a join across tenants or secret values was attempted (refused)`);
     if (req.chainName && !req.ignoreCache && !b.chainNames.has(req.chainName)) {
       b.chainNames.add(req.chainName);
       if (b.status === "succeeded") void this.#putChains(b, [req.chainName]);
@@ -195,10 +254,11 @@ export class Builds {
   /** A finished build is reused only while every step's cache entry still names the image it produced. */
   async #stillValid(b: Build): Promise<boolean> {
     if (!b.result || !b.revalidation?.reusable) return false;
+    const store = this.storeFor(b.tenant);
     try {
       const checks = b.result.steps.map(async (s, i) => {
         if (b.revalidation!.skip[i]) return true;
-        const entry = await this.#store.getIndex(s.key);
+        const entry = await store.getIndex(s.key);
         return entry?.imageId === s.imageId;
       });
       return (await Promise.all(checks)).every(Boolean);
@@ -207,19 +267,29 @@ export class Builds {
     }
   }
 
-  async #create(req: BuildRequest, defHash: string, nonce: string | undefined): Promise<Build> {
+  async #create(
+    req: BuildRequest,
+    tenant: Tenant,
+    joinKey: string,
+    secretsMac: Buffer,
+    jobId = randomBytes(32).toString("hex"),
+  ): Promise<Build> {
     if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
-    await this.#checkBlobs(req);
+    await this.#checkBlobs(req, tenant);
     if (this.#closing) throw new TerminatedError();
     if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
-    const id = nonce === undefined ? defHash : definitionHash(req, nonce);
+    // Random: an id says nothing about the definition, and knowing a definition does not find its build.
+    const id = randomBytes(32).toString("hex");
     const steps = req.steps.map((s, index) => ({ index, description: s.description }));
     if (req.deferred.length)
       steps.push({
         index: steps.length,
         description: `add local files (${req.deferred.map((d) => `${d.source ?? "<context>"} → ${d.remotePath}`).join(", ")})`,
       });
-    const b = new Build(id, defHash, Boolean(req.forceBuild), Boolean(req.ignoreCache), steps, this.#limits);
+    const b = new Build(id, joinKey, Boolean(req.forceBuild), Boolean(req.ignoreCache), steps, this.#limits);
+    b.tenant = tenant;
+    b.secretsMac = secretsMac;
+    b.jobId = jobId;
     b.request = req;
     if (req.chainName && !req.ignoreCache) b.chainNames.add(req.chainName);
     this.#builds.set(id, b);
@@ -230,18 +300,32 @@ export class Builds {
     return b;
   }
 
-  /** Every referenced blob must be in the store before a build starts (a clear 4xx now, not a failed build later). */
-  async #checkBlobs(req: BuildRequest): Promise<void> {
-    const missing = await missingBlobs(this.#store, referencedDigests(req));
+  /**
+   * Every blob a request names must be one its tenant may name (uploaded by it, or in an image it holds), and every
+   * image it builds on (`fromId`) one it holds, before a build starts: a clear 4xx now, not a failed build later.
+   * Another tenant's blob or image is reported exactly as a missing one.
+   */
+  async #checkBlobs(req: BuildRequest, tenant: Tenant): Promise<void> {
+    const missing = await this.visibility.missing(tenant, referencedDigests(req));
     if (missing.length) throw new MissingBlobsError(missing);
+    const store = this.storeFor(tenant);
+    for (const s of [...(req.plans ?? []).flatMap((p) => p.steps), ...req.steps]) {
+      if (s.base?.kind !== "image") continue;
+      const ref = s.base.imageId;
+      if (tenant.scope === undefined) {
+        if (!(await store.resolveImage(ref).catch(() => undefined))) throw new MissingImageError(ref);
+      } else if (!/^sha256:[0-9a-f]{64}$/.test(ref) || !(await this.visibility.image(tenant, ref as Digest))) {
+        throw new MissingImageError(ref);
+      }
+    }
   }
 
   async #execute(b: Build, req: BuildRequest): Promise<void> {
     const releaseSlot = await this.#slots.acquire();
     try {
       const outcome = await runBuildRequest(req, {
-        store: this.#store,
-        trees: this.#trees,
+        store: this.storeFor(b.tenant),
+        trees: this.#trees.forScope(b.tenant.scope),
         log: (line) => b.append(line),
         onStart: () => {
           if (this.#closing) throw new TerminatedError();
@@ -267,7 +351,7 @@ export class Builds {
   /** A build run by the workers: its log and result come back through the queue. */
   async #executeQueued(b: Build, req: BuildRequest, queue: BuildQueue): Promise<void> {
     try {
-      const outcome = await queue.run(b.id, req, {
+      const outcome = await queue.run(b.jobId ?? b.id, req, {
         line: (line) => b.append(line),
         started: (worker, attempt) => {
           if (b.status === "queued") {
@@ -281,6 +365,7 @@ export class Builds {
           );
         },
         signal: this.#abort.signal,
+        ...(b.tenant.scope !== undefined ? { scope: b.tenant.scope } : {}),
       });
       if (outcome.status === "succeeded" && outcome.result && b.chainNames.size)
         await this.#putChains(b, [...b.chainNames], outcome.result);
@@ -307,6 +392,13 @@ export class Builds {
   /** After a build ended: save its record, then tell its subscribers, then let memory forget it in time. */
   async #settle(b: Build): Promise<void> {
     if (!b.finished) b.finish("failed", { failure: { code: "INTERNAL", message: "the build ended without a result" } });
+    // The tenant holds what it built (or hit in its own index), before it hears of it.
+    if (b.status === "succeeded" && b.result) {
+      const ids = [b.result.imageId, ...b.result.steps.map((s) => s.imageId)] as Digest[];
+      await this.visibility
+        .grantImages(b.tenant, ids)
+        .catch((e: unknown) => this.#log(`build ${b.id}: could not record its images as the tenant's: ${String(e)}`));
+    }
     // Saved before anyone hears the result, so a client that got it can always read the record back.
     await this.#persist(b);
     b.announce();
@@ -317,7 +409,7 @@ export class Builds {
   async #putChains(b: Build, names: string[], result = b.result): Promise<void> {
     if (!result) return;
     for (const name of names) {
-      await this.#store
+      await this.storeFor(b.tenant)
         .putChain({ name, builtAt: new Date().toISOString(), imageIds: result.steps.map((s) => s.imageId as Digest) })
         .catch((e: unknown) => this.#log(`could not record chain ${name}: ${String(e)}`));
     }
@@ -344,12 +436,17 @@ export class Builds {
       if (!b?.finished || this.#finishedOrder.includes(id)) continue;
       bytes -= b.logBytes;
       this.#builds.delete(id);
-      if (this.#defs.get(b.defHash) === b) this.#defs.delete(b.defHash);
+      if (this.#defs.get(b.joinKey) === b) this.#defs.delete(b.joinKey);
     }
   }
 
-  /** A build by id: in memory, else its saved record. */
-  async get(id: string): Promise<Build | undefined> {
+  /** A build of `tenant` by id: in memory, else its saved record. Another tenant's build is not found. */
+  async get(id: string, tenant: Tenant = DEFAULT_TENANT): Promise<Build | undefined> {
+    const b = await this.#get(id);
+    return b?.belongsTo(tenant) ? b : undefined;
+  }
+
+  async #get(id: string): Promise<Build | undefined> {
     if (!/^[0-9a-f]{64}$/.test(id)) return undefined;
     const mem = this.#builds.get(id);
     if (mem) return mem;
@@ -371,9 +468,9 @@ export class Builds {
     return b;
   }
 
-  /** The stored image behind an id: config, layers. */
-  async image(imageId: string): Promise<ImageInfo | undefined> {
-    const rec = await this.#store.getImage(imageId as Digest);
+  /** The stored image behind an id (config, layers), if `tenant` holds it. */
+  async image(imageId: string, tenant: Tenant = DEFAULT_TENANT): Promise<ImageInfo | undefined> {
+    const rec = await this.visibility.image(tenant, imageId as Digest);
     if (!rec) return undefined;
     const config = JSON.parse((await this.#store.readBlob(rec.configDigest)).toString()) as unknown;
     const info: ImageInfo = { imageId: rec.id, manifestDigest: rec.manifestDigest, config, layers: rec.layers };
@@ -391,8 +488,10 @@ export class Builds {
 }
 
 export interface RunBuildOptions {
+  /** The store as the build's tenant sees it (a scoped view, or the store itself). */
   store: Store;
-  trees: InputTrees;
+  /** The tenant's input trees. */
+  trees: TreeSource;
   /** Receives each log line (secret values already redacted, server paths rewritten to the client's). */
   log: (line: string) => void;
   /** Called once the build starts running (after any wait for a slot); may throw to refuse it. */
@@ -471,23 +570,4 @@ const FINISHED_LOG_BUDGET = 256 * 1024 * 1024;
 
 function persistKey(buildId: string): Digest {
   return `sha256:${buildId}` as Digest;
-}
-
-function randomNonce(): string {
-  return `${Date.now()}-${Math.random().toString(36).slice(2)}-${process.hrtime.bigint()}`;
-}
-
-/** Digests not in the store (checked with bounded concurrency). */
-export async function missingBlobs(store: Store, digests: readonly string[]): Promise<string[]> {
-  const unique = [...new Set(digests)];
-  const present = new Array<boolean>(unique.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < unique.length) {
-      const i = next++;
-      present[i] = await store.hasBlob(unique[i]! as Digest);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(32, unique.length) }, worker));
-  return unique.filter((_, i) => !present[i]);
 }

@@ -53,6 +53,10 @@ export class WorkerToken {
       );
     this.#hash = sha256(token);
   }
+  /** The token's SHA-256 (to check that no tenant's token is the workers'). */
+  get sha256(): Buffer {
+    return Buffer.from(this.#hash);
+  }
   /** Whether `given` is the token (constant time). */
   matches(given: string): boolean {
     return timingSafeEqual(sha256(given), this.#hash);
@@ -90,18 +94,21 @@ export class HeldSecrets {
   }
 }
 
-/** The worker token a service with a queue needs (`given`, else STRATA_WORKER_TOKEN), checked against the client token. */
-export function queueWorkerToken(given: string | undefined, clientToken: string | undefined): WorkerToken {
+/**
+ * The worker token a service with a queue needs (`given`, else STRATA_WORKER_TOKEN), refused when it is also a client's
+ * token (`STRATA_TOKEN` or any tenant's, `isClientToken`).
+ */
+export function queueWorkerToken(given: string | undefined, isClientToken: (token: string) => boolean): WorkerToken {
   const token = given ?? (process.env.STRATA_WORKER_TOKEN?.trim() || undefined);
   if (!token)
     throw new JobSecretsError(
       "WORKER_TOKEN",
       "builds run on workers (STRATA_REDIS_URL is set), and workers fetch each build's secret values from this service with a token of their own: set STRATA_WORKER_TOKEN (at least 32 characters, e.g. `openssl rand -hex 32`) here and on every `strata worker`",
     );
-  if (clientToken !== undefined && token === clientToken)
+  if (isClientToken(token))
     throw new JobSecretsError(
       "WORKER_TOKEN",
-      "STRATA_WORKER_TOKEN is the same as STRATA_TOKEN: a client's token must not open the workers' endpoint; choose another worker token",
+      "STRATA_WORKER_TOKEN is the same as STRATA_TOKEN or a tenant's token: a client's token must not open the workers' endpoint; choose another worker token",
     );
   return new WorkerToken(token);
 }

@@ -43,6 +43,8 @@ export interface BuildJobData {
   request: BuildRequest;
   /** The request has secret values: fetch them from the service (job-secrets.ts) before building. */
   hasSecrets: boolean;
+  /** The store scope (tenant) the build runs in; absent: the store's own names. */
+  scope?: string;
   enqueuedAt: string;
 }
 
@@ -62,6 +64,10 @@ export class RedisKeys {
   stepLock(key: string): string {
     return `${this.prefix}:lock:${key}`;
   }
+  /** The join secret every server of this queue keys its join HMACs (and so its job ids) with. */
+  get joinSecret(): string {
+    return `${this.prefix}:join-secret`;
+  }
 }
 
 /** Default job options: removed when finished; retried (from the start) when a worker gives a job back. */
@@ -76,6 +82,8 @@ export const JOB_OPTIONS: JobsOptions = {
 export interface QueuedRunHandlers {
   /** A log line (in order; lines of a retried attempt follow the earlier attempt's). */
   line(line: string): void;
+  /** The store scope (tenant) of the build. */
+  scope?: string;
   /** A worker took the job. */
   started(worker: string, attempt: number): void;
   signal?: AbortSignal;
@@ -145,6 +153,21 @@ export class BuildQueue {
     return q;
   }
 
+  /**
+   * The join secret shared by every server of this queue (made by the first, kept in Redis): identical requests of
+   * a tenant on two servers then get the same join key, so one job. Only a server's own HMACs use it.
+   */
+  async joinSecret(): Promise<Buffer> {
+    const key = this.keys.joinSecret;
+    await this.#redis.set(key, randomBytes(32).toString("hex"), "NX");
+    const hex = await this.#redis.get(key);
+    if (!hex || !/^[0-9a-f]{64}$/.test(hex))
+      throw new QueueError(
+        `the join secret in Redis (${key}) is missing or malformed; delete it and restart the servers`,
+      );
+    return Buffer.from(hex, "hex");
+  }
+
   /** Jobs waiting, running, … (for tests and diagnostics). */
   async counts(): Promise<Record<string, number>> {
     return this.#queue.getJobCounts("waiting", "active", "delayed", "completed", "failed", "prioritized");
@@ -168,6 +191,7 @@ export class BuildQueue {
           token: mine,
           request: stripped,
           hasSecrets: Boolean(secrets),
+          ...(handlers.scope !== undefined ? { scope: handlers.scope } : {}),
           enqueuedAt: new Date().toISOString(),
         };
         try {

@@ -13,13 +13,16 @@
  *                                                      (worker token; job-secrets.ts)
  *
  * Every request is handled inside a catch: a malformed one gets a 4xx with `{error: {code, message}}`, an
- * unexpected failure a 500 (and a line in the server log), never a crash. With a token configured, every request
- * needs `Authorization: Bearer <token>`.
+ * unexpected failure a 500 (and a line in the server log), never a crash. With tenants (tenants.ts: a tenants file,
+ * or STRATA_TOKEN as the one tenant `default`), every request needs `Authorization: Bearer <token>` and acts as the
+ * tenant the token names: builds, logs, images and blobs of another tenant are not found (404; a blob another tenant
+ * uploaded is "missing"), and sharing (joins, cache, trees) stays within the tenant.
  */
 import { RuncExecutor, servicePolicy, type ServiceSandboxOptions } from "../sandbox/runc.js";
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream, promises as fsp } from "node:fs";
 import http from "node:http";
+import { ConfigError } from "../errors.js";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { knownBuilderVersions } from "../builder-version.js";
@@ -28,9 +31,10 @@ import type { Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { checkDebianBases } from "./bases.js";
 import type { Build } from "./build-record.js";
-import { Builds, MissingBlobsError, missingBlobs } from "./builds.js";
+import { Builds, MissingBlobsError, MissingImageError } from "./builds.js";
 import { answerJobSecrets, queueWorkerToken, type WorkerToken } from "./job-secrets.js";
 import type { BuildQueue } from "./queue.js";
+import { DEFAULT_TENANT, TenantTable, type Tenant } from "./tenants.js";
 import { InputTrees } from "./trees.js";
 import { FetchPolicy } from "../net/fetch-policy.js";
 import { serviceConfig } from "../net/fetch-rules.js";
@@ -40,7 +44,9 @@ import type { BuildInfo, CreateResponse, ErrorBody } from "./wire/responses.js";
 
 export interface BuildServiceOptions {
   store: Store;
-  /** Required bearer token (`STRATA_TOKEN`); none means no authentication. */
+  /** Who may build (`strata serve --tenants FILE`); replaced at run time with {@link BuildService.setTenants}. */
+  tenants?: TenantTable;
+  /** Without `tenants`: the bearer token of the one tenant `default` (`STRATA_TOKEN`); none: no authentication. */
   token?: string;
   /** Builds running at once; more wait as `queued`. Default 8. */
   maxConcurrentBuilds?: number;
@@ -112,7 +118,9 @@ export class BuildService {
   readonly trees: InputTrees;
   readonly #opts: BuildServiceOptions;
   readonly #log: (line: string) => void;
-  readonly #token?: Buffer;
+  #tenants: TenantTable;
+  /** The tenant each request authenticated as (see {@link authenticate}). */
+  readonly #requestTenants = new WeakMap<http.IncomingMessage, Tenant>();
   readonly #maxBlob: number;
   #server?: http.Server;
   readonly #streams = new Set<http.ServerResponse>();
@@ -126,11 +134,12 @@ export class BuildService {
     trees: InputTrees,
     queue: BuildQueue | undefined,
     workerToken: WorkerToken | undefined,
+    joinSecret: Buffer,
   ) {
     this.#opts = opts;
     this.#workerToken = workerToken;
     this.#log = opts.log ?? ((l) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
-    this.#token = opts.token ? Buffer.from(createHash("sha256").update(opts.token).digest()) : undefined;
+    this.#tenants = opts.tenants ?? TenantTable.single(opts.token);
     this.#maxBlob = opts.maxBlobBytes ?? 8 * 1024 ** 3;
     this.trees = trees;
     this.queue = queue;
@@ -146,7 +155,22 @@ export class BuildService {
       fetchPolicy: opts.fetchPolicy ?? new FetchPolicy(serviceConfig()),
       ...(queue ? { queue } : {}),
       log: this.#log,
+      joinSecret,
     });
+  }
+
+  /** The tenants now in force. */
+  get tenants(): TenantTable {
+    return this.#tenants;
+  }
+
+  /** Replaces the tenants (SIGHUP's reload): later requests authenticate against `table`; running builds go on. */
+  setTenants(table: TenantTable): void {
+    if (this.#workerToken && table.hasTokenHash(this.#workerToken.sha256))
+      throw new ConfigError(
+        "the new tenants file gives a tenant the workers' token (STRATA_WORKER_TOKEN); choose another",
+      );
+    this.#tenants = table;
   }
 
   static async create(opts: BuildServiceOptions): Promise<BuildService> {
@@ -154,7 +178,9 @@ export class BuildService {
     await opts.store.recover(async () => (await import("../sandbox/runc.js")).reapStaleContainers());
     const redisUrl = opts.redisUrl ?? process.env.STRATA_REDIS_URL ?? "";
     const log = opts.log ?? ((l: string) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
-    const workerToken = redisUrl || opts.queue ? queueWorkerToken(opts.workerToken, opts.token) : undefined;
+    const clients = opts.tenants ?? TenantTable.single(opts.token);
+    const workerToken =
+      redisUrl || opts.queue ? queueWorkerToken(opts.workerToken, (t) => !!clients.authenticate(t)) : undefined;
     // bullmq and ioredis are loaded only in scale-out mode.
     const q = redisUrl && !opts.queue ? await import("./queue.js") : undefined;
     const caFile = opts.redisCaFile ?? (process.env.STRATA_REDIS_CA?.trim() || undefined);
@@ -175,7 +201,15 @@ export class BuildService {
         `builds run on \`strata worker\` processes: queue in Redis at ${q.redactUrl(redisUrl)} (prefix ${queue.keys.prefix})`,
       );
     try {
-      return new BuildService(opts, await InputTrees.open(opts.store, { maxTrees: opts.maxTrees }), queue, workerToken);
+      // Servers of one queue share the join secret (so their identical requests join one job); alone, it is random.
+      const joinSecret = queue ? await queue.joinSecret() : randomBytes(32);
+      return new BuildService(
+        opts,
+        await InputTrees.open(opts.store, { maxTrees: opts.maxTrees }),
+        queue,
+        workerToken,
+        joinSecret,
+      );
     } catch (e) {
       await queue?.close();
       throw e;
@@ -194,7 +228,7 @@ export class BuildService {
       .finally(() => {
         if (this.#opts.logRequests)
           this.#log(
-            `${req.method} ${req.url} ${res.statusCode} ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)}ms`,
+            `${req.method} ${req.url} ${res.statusCode} ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)}ms tenant=${this.#requestTenants.get(req)?.id ?? "-"}`,
           );
       });
   };
@@ -242,7 +276,7 @@ export class BuildService {
     const parts = url.pathname.split("/").filter(Boolean);
     // Workers' own endpoint: the worker token, never a client's (job-secrets.ts).
     if (parts[0] === "v1" && parts[1] === "internal") return this.#internal(req, res, parts);
-    this.#authenticate(req);
+    const tenant = this.authenticate(req);
     if (parts[0] !== "v1")
       throw new HttpError(404, "NOT_FOUND", `no such endpoint ${url.pathname} (the API is under /v1/)`);
     const method = req.method ?? "GET";
@@ -258,7 +292,7 @@ export class BuildService {
     if (parts[1] === "blobs" && parts.length === 3 && parts[2] === "check") {
       allow(["POST"]);
       const digests = parseBlobCheck(await readJson(req));
-      return sendJson(res, 200, { missing: await missingBlobs(this.#opts.store, digests) });
+      return sendJson(res, 200, { missing: await this.builds.visibility.missing(tenant, digests) });
     }
     if (parts[1] === "blobs" && parts.length === 3) {
       allow(["PUT", "HEAD"]);
@@ -270,20 +304,20 @@ export class BuildService {
           `"${digest}" is not a blob digest: expected sha256:<64 lowercase hex digits>`,
         );
       if (method === "HEAD") {
-        res.writeHead((await this.#opts.store.hasBlob(digest as Digest)) ? 200 : 404).end();
+        res.writeHead((await this.builds.visibility.blobVisible(tenant, digest as Digest)) ? 200 : 404).end();
         return;
       }
-      return this.#putBlob(req, res, digest as Digest);
+      return this.#putBlob(req, res, digest as Digest, tenant);
     }
     if (parts[1] === "images" && parts.length === 2) {
       allow(["POST"]);
-      return this.#createImage(req, res);
+      return this.#createImage(req, res, tenant);
     }
     if (parts[1] === "images" && (parts.length === 3 || (parts.length === 4 && parts[3] === "logs"))) {
       allow(["GET"]);
       const id = decodePart(parts[2]!);
       if (parts.length === 3 && id.startsWith("sha256:")) {
-        const image = isDigestString(id) ? await this.builds.image(id) : undefined;
+        const image = isDigestString(id) ? await this.builds.image(id, tenant) : undefined;
         if (!image) throw new HttpError(404, "NOT_FOUND", `image ${id} is not in the server's store`);
         return sendJson(res, 200, image);
       }
@@ -293,7 +327,7 @@ export class BuildService {
           "NOT_FOUND",
           `"${id}" is not a build id (64 hex digits) or an image id (sha256:<hex>)`,
         );
-      const build = await this.builds.get(id);
+      const build = await this.builds.get(id, tenant);
       if (!build) throw new HttpError(404, "NOT_FOUND", `no build ${id} on this server`);
       if (parts.length === 3) return sendJson(res, 200, await this.#buildInfo(build));
       return this.#streamLogs(req, res, build, url);
@@ -301,8 +335,21 @@ export class BuildService {
     throw new HttpError(404, "NOT_FOUND", `no such endpoint ${url.pathname}`);
   }
 
-  #authenticate(req: http.IncomingMessage): void {
-    if (!this.#token) return;
+  /**
+   * The tenant a request is (its bearer token's; the one tenant `default` when the service requires no token), or a
+   * 401. Remembered per request, so any handler (quotas, metrics) can ask again.
+   */
+  authenticate(req: http.IncomingMessage): Tenant {
+    const known = this.#requestTenants.get(req);
+    if (known) return known;
+    const tenant = this.#authenticate(req);
+    this.#requestTenants.set(req, tenant);
+    return tenant;
+  }
+
+  #authenticate(req: http.IncomingMessage): Tenant {
+    const table = this.#tenants;
+    if (table.open) return DEFAULT_TENANT;
     const h = req.headers.authorization;
     const m = h ? /^Bearer\s+(.+)$/i.exec(h) : null;
     const challenge = { "www-authenticate": 'Bearer realm="strata"' };
@@ -313,9 +360,10 @@ export class BuildService {
         "this build server requires a token: send `Authorization: Bearer <token>` (set STRATA_TOKEN on the client)",
         challenge,
       );
-    const given = createHash("sha256").update(m[1]!.trim()).digest();
-    if (!timingSafeEqual(given, this.#token))
+    const tenant = table.authenticate(m[1]!.trim());
+    if (!tenant)
       throw new HttpError(401, "UNAUTHORIZED", "the bearer token is not valid for this build server", challenge);
+    return tenant;
   }
 
   /** `POST /v1/internal/jobs/<build id>/secrets`: a queued build's secret values, for the worker that runs it. */
@@ -330,7 +378,7 @@ export class BuildService {
     sendJson(res, 200, a.values, { "cache-control": "no-store" });
   }
 
-  async #createImage(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  async #createImage(req: http.IncomingMessage, res: http.ServerResponse, tenant: Tenant): Promise<void> {
     const body = parseBuildRequest(await readJson(req));
     this.#builderVersions ??= knownBuilderVersions();
     if (!this.#builderVersions.includes(body.builderVersion)) {
@@ -341,9 +389,10 @@ export class BuildService {
     checkDebianBases(body);
     let got;
     try {
-      got = await this.builds.getOrCreate(body);
+      got = await this.builds.getOrCreate(body, tenant);
     } catch (e) {
       if (e instanceof MissingBlobsError) throw new HttpError(400, e.code, e.message, {}, e.missing.slice(0, 1000));
+      if (e instanceof MissingImageError) throw new HttpError(400, e.code, e.message);
       if (e instanceof Error && (e as { code?: unknown }).code === "TERMINATED")
         throw new HttpError(503, "SHUTTING_DOWN", e.message);
       if (e instanceof Error && (e as { code?: unknown }).code === "BUSY")
@@ -365,13 +414,13 @@ export class BuildService {
   async #buildInfo(build: Build): Promise<BuildInfo> {
     const info = build.info();
     if (build.status === "succeeded" && build.result) {
-      const image = await this.builds.image(build.result.imageId).catch(() => undefined);
+      const image = await this.builds.image(build.result.imageId, build.tenant).catch(() => undefined);
       if (image) info.image = image;
     }
     return info;
   }
 
-  async #putBlob(req: http.IncomingMessage, res: http.ServerResponse, digest: Digest): Promise<void> {
+  async #putBlob(req: http.IncomingMessage, res: http.ServerResponse, digest: Digest, tenant: Tenant): Promise<void> {
     const store = this.#opts.store;
     const declared = req.headers["content-length"] !== undefined ? Number(req.headers["content-length"]) : undefined;
     if (declared !== undefined && declared > this.#maxBlob) {
@@ -423,6 +472,8 @@ export class BuildService {
         );
       }
       await store.putBlobFile(file, digest, { verified: true });
+      // Sent and verified in full (even bytes already stored): now the tenant may name it.
+      await this.builds.visibility.grantBlob(tenant, digest);
       sendJson(res, 201, { digest, size });
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);

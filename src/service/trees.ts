@@ -41,9 +41,19 @@ interface Tree {
 
 const FILE_CONCURRENCY = 16;
 
-/** The name of a tree: sha256 over its sorted entries. */
-export function treeDigest(entries: readonly WireEntry[]): string {
-  return createHash("sha256").update("strata-tree/1\n").update(JSON.stringify(entries)).digest("hex");
+/**
+ * The name of a tree: sha256 over its sorted entries, and the store scope (a tenant's) it belongs to: each tenant
+ * gets trees of its own (an unscoped one keeps the names trees always had).
+ */
+export function treeDigest(entries: readonly WireEntry[], scope?: string): string {
+  const h = createHash("sha256").update("strata-tree/1\n");
+  if (scope !== undefined) h.update(`scope ${scope}\n`);
+  return h.update(JSON.stringify(entries)).digest("hex");
+}
+
+/** Where a build gets its input trees: the service's trees, seen from one scope. */
+export interface TreeSource {
+  acquire(entries: readonly WireEntry[]): Promise<TreeLease>;
 }
 
 export class InputTrees {
@@ -87,9 +97,14 @@ export class InputTrees {
     return this.#trees.size;
   }
 
-  /** The directory holding `entries` (sorted, validated), materialising it if needed. */
-  async acquire(entries: readonly WireEntry[]): Promise<TreeLease> {
-    const id = treeDigest(entries);
+  /** The trees of one store scope (a tenant's; undefined: unscoped). */
+  forScope(scope: string | undefined): TreeSource {
+    return { acquire: (entries) => this.acquire(entries, scope) };
+  }
+
+  /** The directory holding `entries` (sorted, validated) for `scope`, materialising it if needed. */
+  async acquire(entries: readonly WireEntry[], scope?: string): Promise<TreeLease> {
+    const id = treeDigest(entries, scope);
     let t = this.#trees.get(id);
     if (!t) {
       t = { refs: 0, lastUsed: Date.now() };

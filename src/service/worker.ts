@@ -15,6 +15,7 @@ import { RuncExecutor, servicePolicy, type ServiceSandboxOptions } from "../sand
 import { UnrecoverableError, Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Executor } from "../sandbox/runc.js";
+import { ScopedStore } from "../store/scoped.js";
 import type { Store } from "../store/store.js";
 import { runBuildRequest } from "./builds.js";
 import { fetchJobSecrets, type JobSecretsSource } from "./job-secrets-client.js";
@@ -94,6 +95,8 @@ export class BuildWorker {
   readonly #executor?: Executor;
   readonly #secretsFrom?: JobSecretsSource;
   readonly #fetchPolicy: FetchPolicy;
+  /** One scoped view of the store per tenant scope. */
+  readonly #views = new Map<string, ScopedStore>();
   #closing = false;
 
   private constructor(opts: BuildWorkerOptions, redis: Redis, trees: InputTrees) {
@@ -205,8 +208,8 @@ export class BuildWorker {
         }
       }
       const outcome = await runBuildRequest(request, {
-        store: this.store,
-        trees: this.#trees,
+        store: this.#storeFor(d.scope),
+        trees: this.#trees.forScope(d.scope),
         log: (line) => events.line(line),
         terminating: () => this.#closing && ac.signal.aborted,
         signal: ac.signal,
@@ -233,6 +236,14 @@ export class BuildWorker {
     } finally {
       this.#aborts.delete(ac);
     }
+  }
+
+  /** The store as a job's tenant sees it: its scoped view, or the (Redis-locking) store itself. */
+  #storeFor(scope: string | undefined): Store {
+    if (scope === undefined) return this.store;
+    let v = this.#views.get(scope);
+    if (!v) this.#views.set(scope, (v = new ScopedStore(this.store, scope)));
+    return v;
   }
 
   /**

@@ -88,6 +88,11 @@ export interface BlobStore {
  * and an index entry is only trusted while its record exists, so no reader meets a dangling reference.
  */
 export interface ImageStore {
+  /**
+   * The namespace this view's index, chains and locks live in (a build service tenant's, `ScopedStore`); undefined
+   * for the store's own. Views of one store with different scopes never share a cache entry or a step execution.
+   */
+  readonly scope?: string;
   getIndex(key: string): Promise<IndexEntry | undefined>;
   putIndex(entry: IndexEntry): Promise<void>;
   getImage(id: Digest): Promise<ImageRecord | undefined>;

@@ -30,7 +30,7 @@ test("remoteBuildDefinition builds a definition file on the server, records its 
     const lines: string[] = [];
     const first = await remoteBuildDefinition(def, { server: svc.url, token: "cli-token", log: (l) => lines.push(l) });
     assert.ok(lines.some((l) => l.startsWith("=> Step 3: runCommands echo cli > /cli")));
-    const chain = await svc.store.getChain(`${def}#default`);
+    const chain = await svc.view.getChain(`${def}#default`);
     assert.deepEqual(
       chain?.imageIds,
       first.steps.map((s) => s.imageId),

@@ -295,7 +295,7 @@ describe("cache keys the client chooses", () => {
     const local = Image.debianSlim({ pythonVersion: "3.11" }).plan(b).steps[0]!;
     const officialKey = stepKey(keyInputsFor(b, local, null, []));
     // Stand in for the built base (mmdebstrap takes minutes): the official key names the scratch image in this store.
-    await svc.store.putIndex({
+    await svc.view.putIndex({
       key: officialKey,
       imageId: scratchImage as Digest,
       createdAt: new Date().toISOString(),
@@ -471,7 +471,7 @@ describe("host paths built from client strings", () => {
         "EOF",
       ]);
     const remote = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
-    const local = await image.build({ store: svc.store, log: () => undefined });
+    const local = await image.build({ store: svc.view, log: () => undefined });
     assert.deepEqual(
       local.steps.map((s) => s.key),
       remote.steps.map((s) => s.key),

@@ -66,7 +66,7 @@ describe("Dockerfile cases through the service", { concurrency: 4 }, () => {
         assert.deepEqual(errs, [], `case ${c.name}:\n${errs.join("\n")}`);
         for (const v of Object.values(c.expect.secrets ?? {}))
           assert.ok(!log.join("\n").includes(v), "no secret value in the log");
-        const local = await imageOf(p, c).build({ store: svc.store, log: () => undefined });
+        const local = await imageOf(p, c).build({ store: svc.view, log: () => undefined });
         assert.deepEqual(
           local.steps.map((s) => [s.description, s.key]),
           remote.steps.map((s) => [s.description, s.key]),

@@ -86,7 +86,7 @@ test("tricky context selections: the service selects what the client selected, w
   assert.ok(copies.length >= 10);
 
   const remote = await remoteBuildImage(image, { server: svc.url, statCache: false, log: () => undefined });
-  const local = await image.build({ store: svc.store, log: () => undefined });
+  const local = await image.build({ store: svc.view, log: () => undefined });
   assert.deepEqual(
     local.steps.map((s) => [s.description, s.key]),
     remote.steps.map((s) => [s.description, s.key]),

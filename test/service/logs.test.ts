@@ -34,7 +34,7 @@ const SLOW = "i=0; while test $i -lt 40; do i=$((i+1)); echo line-$i; sleep 0.03
 /** Starts a build through the API (uploading its context) and returns its id. */
 async function startBuild(image: Image): Promise<string> {
   const { request, files } = await compileRequest(image.plan(), undefined, image.secretValues());
-  const client = new ServiceClient(svc.url);
+  const client = new ServiceClient(svc.url, process.env.STRATA_TOKEN);
   try {
     const { missing } = await client.json<{ missing: string[] }>("POST", "/v1/blobs/check", {
       digests: [...files.keys()],

@@ -18,7 +18,7 @@ import { S3Store } from "../../src/store/s3/index.js";
 import type { ImageRecord, IndexEntry } from "../../src/store/store.js";
 import { digestHex } from "../../src/util/digest.js";
 import { startFaultProxy, startS3, type Fault, type FaultProxy, type TestS3 } from "../support/s3.js";
-import { busyboxBase } from "../support/service.js";
+import { busyboxBase, registerImplicitToken, testTenantOptions } from "../support/service.js";
 import { nonce, strata } from "../support/strata.js";
 
 let s3: TestS3;
@@ -100,8 +100,8 @@ before(async () => {
     connectTimeoutMs: 1000,
     socketTimeoutMs: 5000,
   });
-  service = await BuildService.create({ store, redisUrl: "", log: () => undefined });
-  url = await service.listen(0, "127.0.0.1");
+  service = await BuildService.create({ store, redisUrl: "", log: () => undefined, ...testTenantOptions() });
+  url = registerImplicitToken(await service.listen(0, "127.0.0.1"));
 });
 
 after(async () => {

@@ -19,7 +19,7 @@ import { BuildService } from "../../src/service/server.js";
 import { S3Store } from "../../src/store/s3/index.js";
 import { startRedis, type TestRedis } from "../support/redis.js";
 import { closedPort, startS3, type TestS3 } from "../support/s3.js";
-import { busyboxBase, spawnServe } from "../support/service.js";
+import { busyboxBase, registerImplicitToken, spawnServe, testTenantOptions } from "../support/service.js";
 import { nonce, REPO_ROOT, strata } from "../support/strata.js";
 
 let redis: TestRedis;
@@ -122,9 +122,10 @@ async function startServices(): Promise<void> {
     redisUrl: redis.url,
     workerToken: WORKER_TOKEN,
     log: (l) => log.push(l),
+    ...testTenantOptions(),
   });
   services.push({
-    url: await service.listen(0, "127.0.0.1"),
+    url: registerImplicitToken(await service.listen(0, "127.0.0.1")),
     log,
     close: async () => {
       await service.close(5000);

@@ -1,22 +1,69 @@
 // Build-service test helpers: an in-process `BuildService` on a free loopback port with its own store, `strata serve`
 // as a child process, raw HTTP requests, busybox images defined with the SDK, and a loopback proxy that cuts log
 // streams (to exercise the client's resume).
+//
+// STRATA_TEST_TENANTS=1 runs every service with tenants on: a tenants table of the tests' tenant (`tests`, scoped)
+// and a decoy, `startService` and `spawnServe` alike (a test's own token becomes the `tests` tenant's). Clients
+// authenticate as `tests` without being told: STRATA_TOKEN is set in this process, and `raw`/`readSse` send its
+// token to services started without one.
 import { spawn, type ChildProcess } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import http from "node:http";
+import os from "node:os";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { Image } from "../../src/index.js";
 import { fetchPolicyOf } from "../../src/cli/fetch-flags.js";
 import type { FetchPolicy } from "../../src/net/fetch-policy.js";
 import { BuildService, type BuildServiceOptions } from "../../src/service/server.js";
+import { TenantTable } from "../../src/service/tenants.js";
+import type { Store } from "../../src/store/store.js";
 import { LocalStore } from "../../src/store/local.js";
 import { REPO_ROOT, makeBusyboxTree, nonce, tempDir } from "./strata.js";
+
+/** Whether the tests run with tenants on (STRATA_TEST_TENANTS=1). */
+export const TENANTS_ON = ["1", "true", "yes"].includes((process.env.STRATA_TEST_TENANTS ?? "").toLowerCase());
+/** The tests' tenant's token when tenants are on and a test gives none. */
+const TEST_TOKEN = `tests-${randomBytes(16).toString("hex")}`;
+if (TENANTS_ON && !process.env.STRATA_TOKEN) process.env.STRATA_TOKEN = TEST_TOKEN;
+/** Services (by origin) started with the implicit token: `raw` and `readSse` send it to them. */
+const implicitTokens = new Map<string, string>();
+
+const tokenHash = (t: string) => createHash("sha256").update(t).digest();
+
+/** With tenants on: the tenants of a service whose test gave `token` (none: the implicit one). Else nothing. */
+export function testTenantOptions(token?: string): { tenants?: TenantTable } {
+  if (!TENANTS_ON) return {};
+  return {
+    tenants: TenantTable.of([
+      { tenant: "tests", tokenSha256: tokenHash(token ?? TEST_TOKEN) },
+      { tenant: "decoy", tokenSha256: tokenHash(randomBytes(16).toString("hex")) },
+    ]),
+  };
+}
+
+/** Marks a service started by a test without a token (with tenants on, `raw` then authenticates to it). */
+export function registerImplicitToken(url: string): string {
+  if (TENANTS_ON) implicitTokens.set(new URL(url).origin, TEST_TOKEN);
+  return url;
+}
+
+function implicitAuth(url: string, headers: Record<string, string> | undefined): Record<string, string> {
+  const token = implicitTokens.get(new URL(url).origin);
+  if (!token || Object.keys(headers ?? {}).some((h) => h.toLowerCase() === "authorization")) return {};
+  return { authorization: `Bearer ${token}` };
+}
 
 export interface TestService {
   url: string;
   service: BuildService;
   store: LocalStore;
+  /**
+   * The store as the tests' tenant sees it: `store` itself, or with tenants on its scoped view (a local build on it
+   * hits what the service built for the tests, and its index and chains are the ones the service reads).
+   */
+  view: Store;
   home: string;
   /** Lines the server logged about itself. */
   serverLog: string[];
@@ -39,12 +86,23 @@ export async function startService(opts: Partial<BuildServiceOptions> & { home?:
   const home = opts.home ?? (await tempDir("strata-service-"));
   const store = await LocalStore.open(home);
   const serverLog: string[] = [];
-  const service = await BuildService.create({ ...opts, store, log: (l) => serverLog.push(l) });
+  const tenants = opts.tenants || opts.token === undefined ? {} : testTenantOptions(opts.token);
+  const implicit = TENANTS_ON && !opts.tenants && opts.token === undefined;
+  const service = await BuildService.create({
+    ...opts,
+    ...tenants,
+    ...(implicit ? testTenantOptions() : {}),
+    store,
+    log: (l) => serverLog.push(l),
+  });
   const url = await service.listen(0, "127.0.0.1");
+  if (implicit) registerImplicitToken(url);
+  const view = TENANTS_ON && !opts.tenants ? service.builds.storeFor({ id: "tests", scope: "tests" }) : store;
   return {
     url,
     service,
     store,
+    view,
     home,
     serverLog,
     async close() {
@@ -62,9 +120,29 @@ export async function spawnServe(
   env: Record<string, string>,
   args: string[] = [],
 ): Promise<{ url: string; child: ChildProcess; stderr: () => string; exited: Promise<number | null> }> {
+  const childEnv = { ...process.env, ...env };
+  let implicit = false;
+  if (TENANTS_ON) {
+    if (!args.includes("--tenants")) {
+      // The test's token (or the implicit one) becomes the `tests` tenant's, in a tenants file.
+      const token = env.STRATA_TOKEN ?? TEST_TOKEN;
+      implicit = env.STRATA_TOKEN === undefined;
+      const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-test-tenants-"));
+      const file = path.join(dir, "tenants.json");
+      await fsp.writeFile(
+        file,
+        JSON.stringify([
+          { tenant: "tests", tokenSha256: tokenHash(token).toString("hex") },
+          { tenant: "decoy", tokenSha256: tokenHash(randomBytes(16).toString("hex")).toString("hex") },
+        ]),
+      );
+      args = ["--tenants", file, ...args];
+      childEnv.STRATA_TOKEN = "";
+    } else if (env.STRATA_TOKEN === undefined) childEnv.STRATA_TOKEN = "";
+  }
   const script = `import(${JSON.stringify(path.join(REPO_ROOT, "dist/src/cli/serve.js"))}).then((m) => m.cmdServe(${JSON.stringify(["--port", "0", ...args])})).then((c) => process.exit(c), (e) => { console.error(e); process.exit(70); });`;
   const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-    env: { ...process.env, ...env },
+    env: childEnv,
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";
@@ -79,6 +157,7 @@ export async function spawnServe(
     });
     void exited.then((code) => reject(new Error(`strata serve exited (${code}) before listening:\n${stderr}`)));
   });
+  if (implicit) registerImplicitToken(url);
   return { url, child, stderr: () => stderr, exited };
 }
 
@@ -100,7 +179,7 @@ export function raw(
     const req = http.request(new URL(pathname, url), {
       method,
       headers: {
-        ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+        ...(opts.token ? { authorization: `Bearer ${opts.token}` } : implicitAuth(url, opts.headers)),
         ...(opts.body !== undefined ? { "content-length": String(Buffer.byteLength(opts.body)) } : {}),
         ...opts.headers,
       },
@@ -134,7 +213,11 @@ export function readSse(
   opts: { headers?: Record<string, string>; stopAfter?: (e: SseEvent, all: SseEvent[]) => boolean } = {},
 ): Promise<{ status: number; events: SseEvent[] }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(new URL(pathname, url), { method: "GET", headers: opts.headers ?? {}, agent: false });
+    const req = http.request(new URL(pathname, url), {
+      method: "GET",
+      headers: { ...implicitAuth(url, opts.headers), ...opts.headers },
+      agent: false,
+    });
     req.on("error", reject);
     req.on("response", (res) => {
       const events: SseEvent[] = [];

@@ -8,7 +8,7 @@ import path from "node:path";
 import type { DeferredMount, Plan, SelectRoot, Step, StepInput } from "../../plan/step.js";
 import { AWS_VARS } from "../../registry/ecr.js";
 import { debianBaseStep } from "../bases.js";
-import type { InputTrees, TreeLease } from "../trees.js";
+import type { TreeLease, TreeSource } from "../trees.js";
 import { sortEntries, unlistedParents } from "./entries.js";
 import { parseWith } from "./fields.js";
 import { describe, fail, LIMITS, WIRE_FORMAT } from "./limits.js";
@@ -138,7 +138,7 @@ export type Materialise = (entries: readonly WireEntry[], source: string | undef
  */
 export async function planForRequest(
   req: BuildRequest,
-  trees: InputTrees,
+  trees: TreeSource,
   leases: TreeLease[],
   rewrites: [string, string][],
 ): Promise<Plan> {

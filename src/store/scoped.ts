@@ -1,0 +1,137 @@
+/**
+ * A scoped view of a store: one namespace (a build service's tenant) with its own cache index, chain names, build
+ * locks, RUN cache mounts, `COPY --link` layer records and URL downloads, over content that stays shared and
+ * deduplicated underneath (blobs, unpacked layers, image records, the content pool). The engine takes the view as
+ * it takes any store (it only names its in-process single flights with `scope`): what one scope writes to the index,
+ * another never reads, so a step key (128-bit xxhash, not collision resistant) never meets another scope's entries.
+ *
+ * On disk (and in S3) the scope is a suffix or a folder: index entry `<key>-<scope>`, chain `scope:<scope>:<name>`,
+ * lock `<key>-<scope>` (`cache-mount-<scope>-<hex>` for cache mounts, which stay machine-local), cache mount
+ * `cache-mounts/scoped/<scope>/<hex>/`, link layer `link-layers/<key>-<scope>.json`, downloads
+ * `downloads/scoped/<scope>/`. The unscoped store keeps the plain names, so a single-tenant service and local builds
+ * keep their existing caches.
+ */
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { StoreError } from "../errors.js";
+import type { Digest } from "../util/digest.js";
+import { StoreLayout } from "./layout.js";
+import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store } from "./store.js";
+
+/** A scope name: lowercase letters, digits and inner `-`, 1–63 characters (it becomes part of keys and paths). */
+export const SCOPE_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** The layout of a scoped view: the store's own, with the scope's cache mounts, link layers and downloads. */
+export class ScopedLayout extends StoreLayout {
+  constructor(
+    root: string,
+    readonly scope: string,
+  ) {
+    super(root);
+  }
+  override cacheMountDir(idHash: string): string {
+    return path.join(this.root, "cache-mounts", "scoped", this.scope, idHash);
+  }
+  override linkLayerFile(key: string): string {
+    return path.join(this.linkLayersDir, `${key}-${this.scope}.json`);
+  }
+  override get downloadsDir(): string {
+    return path.join(this.root, "downloads", "scoped", this.scope);
+  }
+}
+
+export class ScopedStore implements Store {
+  readonly root: string;
+  readonly layout: ScopedLayout;
+  pin?: (layers: Iterable<LayerRecord>) => () => void;
+
+  constructor(
+    readonly inner: Store,
+    readonly scope: string,
+  ) {
+    if (!SCOPE_RE.test(scope))
+      throw new StoreError(`"${scope}" is not a store scope name (lowercase letters, digits and inner "-", ≤ 63)`);
+    this.root = inner.root;
+    this.layout = new ScopedLayout(inner.layout.root, scope);
+    if (inner.pin) this.pin = (layers) => inner.pin!(layers);
+  }
+
+  #key(key: string): string {
+    return `${key}-${this.scope}`;
+  }
+  #chain(name: string): string {
+    return `scope:${this.scope}:${name}`;
+  }
+
+  // ---- scoped --------------------------------------------------------------------------------------------------
+
+  async getIndex(key: string): Promise<IndexEntry | undefined> {
+    const entry = await this.inner.getIndex(this.#key(key));
+    return entry ? { ...entry, key } : undefined;
+  }
+  putIndex(entry: IndexEntry): Promise<void> {
+    return this.inner.putIndex({ ...entry, key: this.#key(entry.key) });
+  }
+  async getChain(name: string): Promise<ChainRecord | undefined> {
+    const chain = await this.inner.getChain(this.#chain(name));
+    return chain ? { ...chain, name } : undefined;
+  }
+  putChain(chain: ChainRecord): Promise<void> {
+    return this.inner.putChain({ ...chain, name: this.#chain(chain.name) });
+  }
+  lock(key: string): Promise<() => Promise<void>> {
+    const mount = /^cache-mount-(.*)$/.exec(key);
+    return this.inner.lock(mount ? `cache-mount-${this.scope}-${mount[1]}` : this.#key(key));
+  }
+
+  // ---- shared content, delegated -------------------------------------------------------------------------------
+
+  hasBlob(d: Digest): Promise<boolean> {
+    return this.inner.hasBlob(d);
+  }
+  openBlob(d: Digest): Promise<Readable> {
+    return this.inner.openBlob(d);
+  }
+  readBlob(d: Digest): Promise<Buffer> {
+    return this.inner.readBlob(d);
+  }
+  blobPath(d: Digest): Promise<string> {
+    return this.inner.blobPath(d);
+  }
+  putBlobBytes(data: Uint8Array): Promise<Digest> {
+    return this.inner.putBlobBytes(data);
+  }
+  putBlobFile(tempPath: string, d: Digest, opts?: { verified?: boolean }): Promise<void> {
+    return this.inner.putBlobFile(tempPath, d, opts);
+  }
+  getImage(id: Digest): Promise<ImageRecord | undefined> {
+    return this.inner.getImage(id);
+  }
+  putImage(record: ImageRecord): Promise<void> {
+    return this.inner.putImage(record);
+  }
+  listImages(): Promise<ImageRecord[]> {
+    return this.inner.listImages();
+  }
+  resolveImage(ref: string): Promise<ImageRecord> {
+    return this.inner.resolveImage(ref);
+  }
+  layerDir(layer: LayerRecord): Promise<string> {
+    return this.inner.layerDir(layer);
+  }
+  adoptLayerDir(diffId: Digest, dir: string): Promise<string> {
+    return this.inner.adoptLayerDir(diffId, dir);
+  }
+  tempDir(prefix: string): Promise<string> {
+    return this.inner.tempDir(prefix);
+  }
+  putLog(imageId: Digest, text: string): Promise<void> {
+    return this.inner.putLog(imageId, text);
+  }
+  getLog(imageId: Digest): Promise<string | undefined> {
+    return this.inner.getLog(imageId);
+  }
+  recover(beforeReclaim?: () => Promise<void>): Promise<void> {
+    return this.inner.recover(beforeReclaim);
+  }
+}
