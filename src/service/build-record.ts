@@ -11,6 +11,7 @@ import {
   type WireFailure,
   type WireResult,
 } from "./wire.js";
+import { DEFAULT_TENANT, type TenantId } from "./tenant.js";
 
 /** What a log subscriber receives. */
 export type BuildEvent = { type: "line"; cursor: number; line: string } | { type: "done" };
@@ -38,6 +39,8 @@ export class Build {
   result?: WireResult;
   failure?: WireFailure;
   readonly chainNames = new Set<string>();
+  /** The tenant that created the build (quotas, metrics). */
+  tenant: TenantId = DEFAULT_TENANT;
   /** Cursor of lines[0]. */
   firstCursor = 1;
   lines: string[] = [];

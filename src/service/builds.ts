@@ -29,6 +29,9 @@ import { Build, type PersistedBuild } from "./build-record.js";
 import { toFailure, type BuildOutcome } from "./outcome.js";
 import type { BuildQueue } from "./queue.js";
 import type { InputTrees, TreeLease } from "./trees.js";
+import { FairSlots } from "./fair-slots.js";
+import type { TenantQuotas } from "./quotas.js";
+import { DEFAULT_TENANT, type TenantId } from "./tenant.js";
 import {
   allSecretValues,
   alwaysRebuilds,
@@ -67,27 +70,12 @@ export interface BuildsOptions {
   queue?: BuildQueue;
   /** The server's own diagnostics. */
   log: (line: string) => void;
-}
-
-/** A counting semaphore. */
-class Slots {
-  #free: number;
-  readonly #waiting: (() => void)[] = [];
-  constructor(n: number) {
-    this.#free = n;
-  }
-  async acquire(): Promise<() => void> {
-    if (this.#free > 0) this.#free--;
-    else await new Promise<void>((r) => this.#waiting.push(r));
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#free++;
-    };
-  }
+  /** Per-tenant quotas: a new build (forced ones too; not a join) is admitted by them. Default: none. */
+  quotas?: TenantQuotas;
+  /** The most builds one tenant runs at once (the rest wait as `queued`). Default: all `maxConcurrent`. */
+  maxRunningPerTenant?: (tenant: TenantId) => number;
+  /** Told when a build has finished (after its record is saved). */
+  onFinished?: (b: Build) => void;
 }
 
 /** Thrown by get-or-create when referenced content has not been uploaded. */
@@ -123,7 +111,7 @@ class TerminatedError extends StrataError {
 export class Builds {
   readonly #store: Store;
   readonly #trees: InputTrees;
-  readonly #slots: Slots;
+  readonly #slots: FairSlots;
   readonly #builds = new Map<string, Build>();
   /** Definition hash → the build identical requests join or reuse. */
   readonly #defs = new Map<string, Build>();
@@ -138,12 +126,18 @@ export class Builds {
   readonly #log: (line: string) => void;
   readonly #executor?: Executor;
   readonly #queue?: BuildQueue;
+  readonly #quotas?: TenantQuotas;
+  readonly #onFinished?: (b: Build) => void;
   #closing = false;
 
   constructor(opts: BuildsOptions) {
     this.#store = opts.store;
     this.#trees = opts.trees;
-    this.#slots = new Slots(opts.maxConcurrent ?? 8);
+    const slots = opts.maxConcurrent ?? 8;
+    const perTenant = opts.maxRunningPerTenant;
+    this.#slots = new FairSlots(slots, perTenant ? (t) => Math.min(slots, perTenant(t)) : () => slots);
+    this.#quotas = opts.quotas;
+    this.#onFinished = opts.onFinished;
     this.#limits = { lines: opts.maxLogLines ?? 20_000, bytes: opts.maxLogBytes ?? 8 * 1024 * 1024 };
     this.#maxFinished = opts.maxFinished ?? 1000;
     this.#maxActive = opts.maxActive ?? 512;
@@ -163,10 +157,10 @@ export class Builds {
    * Get-or-create: the build for this request — a running one it joins, a finished one still valid, or a new one.
    * `joined` is false only for a build this call created.
    */
-  async getOrCreate(req: BuildRequest): Promise<{ build: Build; joined: boolean }> {
+  async getOrCreate(req: BuildRequest, tenant: TenantId = DEFAULT_TENANT): Promise<{ build: Build; joined: boolean }> {
     if (this.#closing) throw new TerminatedError();
     const defHash = definitionHash(req);
-    if (alwaysRebuilds(req)) return { build: await this.#create(req, defHash, randomNonce()), joined: false };
+    if (alwaysRebuilds(req)) return { build: await this.#create(req, defHash, randomNonce(), tenant), joined: false };
     for (;;) {
       const cur = this.#defs.get(defHash);
       if (cur && !cur.finished) return this.#join(cur, req);
@@ -178,7 +172,7 @@ export class Builds {
       let creating = this.#creating.get(defHash);
       if (!creating) {
         // The first build of a definition gets the definition hash as its id; a rebuild (failed or stale) a new one.
-        const p = this.#create(req, defHash, cur ? randomNonce() : undefined);
+        const p = this.#create(req, defHash, cur ? randomNonce() : undefined, tenant);
         creating = p;
         this.#creating.set(defHash, p);
         p.then(
@@ -218,11 +212,18 @@ export class Builds {
     }
   }
 
-  async #create(req: BuildRequest, defHash: string, nonce: string | undefined): Promise<Build> {
+  async #create(req: BuildRequest, defHash: string, nonce: string | undefined, tenant: TenantId): Promise<Build> {
     if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
-    await this.#checkBlobs(req);
-    if (this.#closing) throw new TerminatedError();
-    if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
+    // A tenant's quota counts every build it creates, forced ones included (they never join).
+    const releaseQuota = (await this.#quotas?.admitBuild(tenant)) ?? (() => undefined);
+    try {
+      await this.#checkBlobs(req);
+      if (this.#closing) throw new TerminatedError();
+      if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
+    } catch (e) {
+      releaseQuota();
+      throw e;
+    }
     const id = nonce === undefined ? defHash : definitionHash(req, nonce);
     const steps = req.steps.map((s, index) => ({ index, description: s.description }));
     if (req.deferred.length)
@@ -231,13 +232,18 @@ export class Builds {
         description: `add local files (${req.deferred.map((d) => `${d.source ?? "<context>"} → ${d.remotePath}`).join(", ")})`,
       });
     const b = new Build(id, defHash, Boolean(req.forceBuild), Boolean(req.ignoreCache), steps, this.#limits);
+    b.tenant = tenant;
     b.request = req;
     if (req.chainName && !req.ignoreCache) b.chainNames.add(req.chainName);
     this.#builds.set(id, b);
     this.#activeCount++;
     void (this.#queue ? this.#executeQueued(b, req, this.#queue) : this.#execute(b, req))
       .catch((e: unknown) => this.#log(`build ${id}: ${e instanceof Error ? e.stack : String(e)}`))
-      .finally(() => this.#activeCount--);
+      .finally(() => {
+        this.#activeCount--;
+        releaseQuota();
+        this.#onFinished?.(b);
+      });
     return b;
   }
 
@@ -248,7 +254,7 @@ export class Builds {
   }
 
   async #execute(b: Build, req: BuildRequest): Promise<void> {
-    const releaseSlot = await this.#slots.acquire();
+    const releaseSlot = await this.#slots.acquire(b.tenant);
     try {
       const outcome = await runBuildRequest(req, {
         store: this.#store,

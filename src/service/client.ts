@@ -20,6 +20,7 @@ import { debianSlimStep } from "../plan/debian-slim.js";
 import { stepSecretValues } from "../plan/secrets.js";
 import type { BaseSpec, Plan, SecretValues, Step, StepInput } from "../plan/step.js";
 import { parseDigest } from "../util/digest.js";
+import { serviceAgent, tlsHint } from "./tls.js";
 import {
   WIRE_FORMAT,
   sortEntries,
@@ -624,8 +625,7 @@ export class ServiceClient {
       throw new RemoteBuildError("BAD_SERVER", `the build server URL ${server} must start with http:// or https://`);
     this.#base = base;
     this.#token = token;
-    this.#agent =
-      base.protocol === "https:" ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    this.#agent = serviceAgent(base);
     this.#signal = signal;
   }
 
@@ -797,7 +797,7 @@ function unreachable(where: string, e: Error): RemoteBuildError {
   const code = (e as NodeJS.ErrnoException).code;
   return new RemoteBuildError(
     "UNREACHABLE",
-    `${where}: cannot reach the build server (${code ?? e.message}); is \`strata serve\` running there and STRATA_SERVER right?`,
+    `${where}: cannot reach the build server (${code ?? e.message})${tlsHint(code) || "; is `strata serve` running there and STRATA_SERVER right?"}`,
     undefined,
     { cause: e },
   );
