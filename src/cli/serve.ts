@@ -100,7 +100,8 @@ export async function cmdServe(argv: string[]): Promise<number> {
         process.stderr.write(`strata serve: SIGHUP: kept the old TLS certificate: ${(e as Error).message}\n`),
     );
   };
-  process.on("SIGHUP", onHup);
+  // Only with TLS: otherwise SIGHUP keeps its default meaning (the tenants file reload may add its own listener).
+  if (door.tls) process.on("SIGHUP", onHup);
   const loopback = host === "127.0.0.1" || host === "::1" || host === "localhost";
   if (!token && !loopback)
     process.stderr.write(

@@ -1,13 +1,14 @@
 // HTTPS end to end: `strata serve --tls-cert --tls-key` with a certificate from a throw-away CA (openssl), and
 // `strata build` with an https STRATA_SERVER and STRATA_CA_FILE builds on it; without the CA file the client refuses
 // the server and says to set it; plain HTTP to the TLS port fails; SIGHUP serves a renewed certificate;
-// `--metrics-listen` serves /metrics apart from the API.
+// `--metrics-listen` serves /metrics apart from the API; a handshake that trickles in is closed.
 import assert from "node:assert/strict";
 import { promises as fsp } from "node:fs";
 import http from "node:http";
 import tls from "node:tls";
 import { after, test } from "node:test";
 import { spawnServe } from "../support/service.js";
+import { trickle } from "../support/slow-client.js";
 import { buildJson, scratchSpace, SHARED_HOME, strata } from "../support/strata.js";
 import { issueServerCert, makeTestCa } from "../support/tls.js";
 
@@ -40,6 +41,14 @@ test("strata build over HTTPS: STRATA_CA_FILE trusts the server's CA; without it
   ]);
   try {
     assert.match(serve.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+    // A handshake that trickles in (a ClientHello record header, then a byte a second) is closed by the handshake
+    // timeout (the header timeout, 20 s): checked at the end.
+    const slowHello = trickle(serve.url, {
+      head: "\x16\x03\x01\x02\x00",
+      drip: "\x01",
+      intervalMs: 1000,
+      maxMs: 60_000,
+    });
     assert.match(serve.stderr(), /listening on https:\/\/127\.0\.0\.1:\d+ .*TLS/);
     const { def } = await space.project(`export default base.runCommands("echo over-tls > /t");\n`);
 
@@ -81,6 +90,12 @@ test("strata build over HTTPS: STRATA_CA_FILE trusts the server's CA; without it
     const scrape = await fetch(`${m[1]}/metrics`);
     assert.equal(scrape.status, 200);
     assert.match(await scrape.text(), /^# HELP strata_builds_total /m);
+
+    const hello = await slowHello.closed;
+    assert.ok(
+      hello.closedAfterMs !== undefined && hello.closedAfterMs < 30_000,
+      `slow handshake closed after ${hello.closedAfterMs} ms`,
+    );
   } finally {
     serve.child.kill("SIGTERM");
     await serve.exited;
