@@ -17,6 +17,7 @@ import path from "node:path";
  * or, in a folder that also holds tests needing root or servers, gets its own line here.
  */
 const UNIT = [
+  "cli/",
   "context/",
   "dockerfile/",
   "ignore/",
@@ -37,6 +38,9 @@ const UNIT = [
   "sandbox/policy.test.ts",
   "sandbox/user.test.ts",
   "service/wire-schema.test.ts",
+  "service/fair-slots.test.ts",
+  "service/tenant-quotas.test.ts",
+  "service/usage-window.test.ts",
   "store/conformance-local.test.ts",
   "store/local.test.ts",
 ];

@@ -305,3 +305,22 @@ export class FetchPolicyConfigError extends StrataError {
     this.name = "FetchPolicyConfigError";
   }
 }
+
+/**
+ * A tenant is at one of its quotas on a build service (builds, upload bytes, store bytes): the request is refused with
+ * 429 and a `Retry-After` of `retryAfterSeconds`; other tenants are not affected.
+ */
+export class QuotaExceededError extends StrataError {
+  override readonly code = "QUOTA_EXCEEDED";
+  override readonly fault = "user";
+  constructor(
+    readonly tenant: string,
+    /** Which quota: `builds`, `upload-in-flight`, `upload-window`, `store`. */
+    readonly quota: string,
+    readonly retryAfterSeconds: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "QuotaExceededError";
+  }
+}

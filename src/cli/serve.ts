@@ -6,6 +6,8 @@
  * or SIGINT. With `--tenants`, every request needs the bearer token of a tenant in FILE (SIGHUP reloads it; a bad
  * file keeps the old tenants); with STRATA_TOKEN instead, that token (one tenant). Prints the listening URL on stdout.
  *
+ * Front door, quota, TLS and metrics flags: serve-flags.ts.
+ *
  * With STRATA_REDIS_URL, builds are queued for `strata worker`s: Redis must require a password (refused otherwise,
  * unless `--insecure-redis`), `rediss://` uses TLS (STRATA_REDIS_CA: a private CA's PEM file), and
  * STRATA_WORKER_TOKEN is required — workers fetch each build's secret values from this service with it.
@@ -15,6 +17,8 @@ import type { ServiceSandboxOptions } from "../sandbox/runc.js";
 import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox-flags.js";
 import { FETCH_FLAGS, describeFetchPolicy, fetchPolicyOf } from "./fetch-flags.js";
 import type { FetchPolicy } from "../net/fetch-policy.js";
+import { DOOR_FLAGS, doorConfig, type DoorConfig } from "./serve-flags.js";
+import { readFile } from "node:fs/promises";
 
 export async function cmdServe(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -29,6 +33,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
       "insecure-redis": { type: "boolean" },
       ...SANDBOX_FLAGS,
       ...FETCH_FLAGS,
+      ...DOOR_FLAGS,
     },
   });
   if (positionals.length) {
@@ -46,8 +51,12 @@ export async function cmdServe(argv: string[]): Promise<number> {
     return 2;
   }
   let sandbox: ServiceSandboxOptions;
+  let door: DoorConfig;
+  let tls: { cert: Buffer; key: Buffer } | undefined;
   try {
     sandbox = sandboxOptions(values);
+    door = doorConfig(values);
+    tls = door.tls ? await readTls(door.tls) : undefined;
   } catch (e) {
     process.stderr.write(`strata serve: ${(e as Error).message}\n`);
     return 2;
@@ -89,22 +98,46 @@ export async function cmdServe(argv: string[]): Promise<number> {
     sandbox,
     ...(values["insecure-redis"] ? { insecureRedis: true } : {}),
     fetchPolicy,
+    frontDoor: door.frontDoor,
+    quotas: door.quotas,
+    ...(door.maxRunningPerTenant !== undefined ? { maxRunningPerTenant: door.maxRunningPerTenant } : {}),
+    ...(tls ? { tls } : {}),
+    ...(process.env.STRATA_METRICS_TOKEN ? { metricsToken: process.env.STRATA_METRICS_TOKEN } : {}),
   });
   // A server outlives any one request or build: a stray rejection is logged, not fatal.
   const onUnhandled = (e: unknown) =>
     process.stderr.write(`strata serve: unhandled error (continuing): ${e instanceof Error ? e.stack : String(e)}\n`);
   process.on("unhandledRejection", onUnhandled);
   let url: string;
+  let where = `${host}:${port}`;
   try {
     url = await service.listen(port, host);
+    if (door.metricsListen) {
+      where = `${door.metricsListen.host}:${door.metricsListen.port} (--metrics-listen)`;
+      const metricsUrl = await service.listenMetrics(door.metricsListen.port, door.metricsListen.host);
+      process.stderr.write(`strata serve: metrics on ${metricsUrl}/metrics\n`);
+    }
   } catch (e) {
     process.off("unhandledRejection", onUnhandled);
+    await service.close(0);
     const code = (e as NodeJS.ErrnoException).code;
     process.stderr.write(
-      `strata serve: cannot listen on ${host}:${port}: ${code === "EADDRINUSE" ? "the port is in use" : code === "EACCES" ? "permission denied" : e instanceof Error ? e.message : String(e)}\n`,
+      `strata serve: cannot listen on ${where}: ${code === "EADDRINUSE" ? "the port is in use" : code === "EACCES" ? "permission denied" : e instanceof Error ? e.message : String(e)}\n`,
     );
     return 1;
   }
+  // SIGHUP re-reads the TLS certificate and key (a renewed certificate is served without a restart).
+  const reloadTls = () => {
+    if (!door.tls) return;
+    readTls(door.tls).then(
+      (t) => {
+        service.setTls(t);
+        process.stderr.write("strata serve: SIGHUP: reloaded the TLS certificate and key\n");
+      },
+      (e: unknown) =>
+        process.stderr.write(`strata serve: SIGHUP: kept the old TLS certificate: ${(e as Error).message}\n`),
+    );
+  };
   const loopback = host === "127.0.0.1" || host === "::1" || host === "localhost";
   if (!token && !tenants && !loopback)
     process.stderr.write(
@@ -115,7 +148,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
     : token
       ? "bearer token required"
       : "no authentication";
-  process.stderr.write(`strata serve: listening on ${url} (store ${store.root}, ${auth})\n`);
+  process.stderr.write(`strata serve: listening on ${url} (store ${store.root}, ${auth}${tls ? ", TLS" : ""})\n`);
   process.stderr.write(`strata serve: ${describeFetchPolicy(fetchPolicy)}\n`);
   process.stdout.write(url + "\n");
   // The listeners stay installed until the shutdown is over: execa's exit hooks re-raise a signal nobody else
@@ -133,12 +166,14 @@ export async function cmdServe(argv: string[]): Promise<number> {
       resolve();
     };
   });
-  // SIGHUP: read the tenants file again; a file that does not validate leaves the tenants as they were.
+  // SIGHUP: read the TLS files and the tenants file again; a file that does not validate leaves things as they were.
   let reloading = Promise.resolve();
   const onHup = () => {
+    reloadTls();
     reloading = reloading.then(async () => {
       if (tenantsFile === undefined) {
-        process.stderr.write("strata serve: SIGHUP: no --tenants file to reload; nothing changed\n");
+        if (!door.tls)
+          process.stderr.write("strata serve: SIGHUP: no --tenants file or TLS to reload; nothing changed\n");
         return;
       }
       try {
@@ -169,4 +204,20 @@ export async function cmdServe(argv: string[]): Promise<number> {
   }
   process.stderr.write("strata serve: stopped\n");
   return 0;
+}
+
+/** Reads the TLS certificate chain and key; an unreadable one is a ConfigError naming the file. */
+async function readTls(files: { certFile: string; keyFile: string }): Promise<{ cert: Buffer; key: Buffer }> {
+  const { ConfigError } = await import("../errors.js");
+  const read = async (file: string, what: string) => {
+    try {
+      return await readFile(file);
+    } catch (e) {
+      throw new ConfigError(`cannot read the TLS ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+  };
+  return {
+    cert: await read(files.certFile, "certificate (--tls-cert)"),
+    key: await read(files.keyFile, "key (--tls-key)"),
+  };
 }

@@ -29,7 +29,7 @@ import type { Digest } from "../util/digest.js";
 import { Build, type PersistedBuild } from "./build-record.js";
 import { toFailure, type BuildOutcome } from "./outcome.js";
 import type { BuildQueue } from "./queue.js";
-import { DEFAULT_TENANT, type Tenant } from "./tenants.js";
+import { DEFAULT_TENANT, type Tenant, type TenantId } from "./tenants.js";
 import type { InputTrees, TreeLease, TreeSource } from "./trees.js";
 import { Visibility } from "./visibility.js";
 import { FetchPolicy } from "../net/fetch-policy.js";
@@ -38,6 +38,8 @@ import { planForRequest } from "./wire/decode.js";
 import { allSecretValues, alwaysRebuilds, definitionHash, referencedDigests, requestSecretValues } from "./wire/id.js";
 import type { BuildStatus, ImageInfo, WireResult } from "./wire/responses.js";
 import type { BuildRequest } from "./wire/schema.js";
+import { FairSlots } from "./fair-slots.js";
+import type { TenantQuotas } from "./quotas.js";
 
 export interface BuildsOptions {
   store: Store;
@@ -66,27 +68,12 @@ export interface BuildsOptions {
    * Default: random, for this process only.
    */
   joinSecret?: Buffer;
-}
-
-/** A counting semaphore. */
-class Slots {
-  #free: number;
-  readonly #waiting: (() => void)[] = [];
-  constructor(n: number) {
-    this.#free = n;
-  }
-  async acquire(): Promise<() => void> {
-    if (this.#free > 0) this.#free--;
-    else await new Promise<void>((r) => this.#waiting.push(r));
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#free++;
-    };
-  }
+  /** Per-tenant quotas: a new build (forced ones too; not a join) is admitted by them. Default: none. */
+  quotas?: TenantQuotas;
+  /** The most builds one tenant runs at once (the rest wait as `queued`). Default: all `maxConcurrent`. */
+  maxRunningPerTenant?: (tenant: TenantId) => number;
+  /** Told when a build has finished (after its record is saved). */
+  onFinished?: (b: Build) => void;
 }
 
 /** Thrown by get-or-create when referenced content has not been uploaded. */
@@ -134,7 +121,7 @@ class TerminatedError extends StrataError {
 export class Builds {
   readonly #store: Store;
   readonly #trees: InputTrees;
-  readonly #slots: Slots;
+  readonly #slots: FairSlots;
   readonly #builds = new Map<string, Build>();
   /** Join key (tenant, definition hash, secret values) → the build identical requests join or reuse. */
   readonly #defs = new Map<string, Build>();
@@ -155,12 +142,18 @@ export class Builds {
   readonly #executor?: Executor;
   readonly #fetchPolicy?: FetchPolicy;
   readonly #queue?: BuildQueue;
+  readonly #quotas?: TenantQuotas;
+  readonly #onFinished?: (b: Build) => void;
   #closing = false;
 
   constructor(opts: BuildsOptions) {
     this.#store = opts.store;
     this.#trees = opts.trees;
-    this.#slots = new Slots(opts.maxConcurrent ?? 8);
+    const slots = opts.maxConcurrent ?? 8;
+    const perTenant = opts.maxRunningPerTenant;
+    this.#slots = new FairSlots(slots, perTenant ? (t) => Math.min(slots, perTenant(t)) : () => slots);
+    this.#quotas = opts.quotas;
+    this.#onFinished = opts.onFinished;
     this.#limits = { lines: opts.maxLogLines ?? 20_000, bytes: opts.maxLogBytes ?? 8 * 1024 * 1024 };
     this.#maxFinished = opts.maxFinished ?? 1000;
     this.#maxActive = opts.maxActive ?? 512;
@@ -275,9 +268,16 @@ export class Builds {
     jobId = randomBytes(32).toString("hex"),
   ): Promise<Build> {
     if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
-    await this.#checkBlobs(req, tenant);
-    if (this.#closing) throw new TerminatedError();
-    if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
+    // A tenant's quota counts every build it creates, forced ones included (they never join).
+    const releaseQuota = (await this.#quotas?.admitBuild(tenant.id)) ?? (() => undefined);
+    try {
+      await this.#checkBlobs(req, tenant);
+      if (this.#closing) throw new TerminatedError();
+      if (this.#activeCount >= this.#maxActive) throw new BusyError(this.#activeCount);
+    } catch (e) {
+      releaseQuota();
+      throw e;
+    }
     // Random: an id says nothing about the definition, and knowing a definition does not find its build.
     const id = randomBytes(32).toString("hex");
     const steps = req.steps.map((s, index) => ({ index, description: s.description }));
@@ -296,7 +296,11 @@ export class Builds {
     this.#activeCount++;
     void (this.#queue ? this.#executeQueued(b, req, this.#queue) : this.#execute(b, req))
       .catch((e: unknown) => this.#log(`build ${id}: ${e instanceof Error ? e.stack : String(e)}`))
-      .finally(() => this.#activeCount--);
+      .finally(() => {
+        this.#activeCount--;
+        releaseQuota();
+        this.#onFinished?.(b);
+      });
     return b;
   }
 
@@ -321,7 +325,7 @@ export class Builds {
   }
 
   async #execute(b: Build, req: BuildRequest): Promise<void> {
-    const releaseSlot = await this.#slots.acquire();
+    const releaseSlot = await this.#slots.acquire(b.tenant.id);
     try {
       const outcome = await runBuildRequest(req, {
         store: this.storeFor(b.tenant),

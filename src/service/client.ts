@@ -17,6 +17,7 @@ import type { Plan, SecretValues } from "../plan/step.js";
 import { parseDigest } from "../util/digest.js";
 import { compileRequest, type LocalBlob } from "./wire/encode.js";
 import type { BuildInfo, BuildStatus, CreateResponse, ErrorBody, WireFailure, WireResult } from "./wire/responses.js";
+import { serviceAgent, tlsHint } from "./tls.js";
 
 export interface RemoteBuildOptions {
   /** Base URL of the build server, e.g. `http://builder:8080`. */
@@ -303,8 +304,7 @@ export class ServiceClient {
       throw new RemoteBuildError("BAD_SERVER", `the build server URL ${server} must start with http:// or https://`);
     this.#base = base;
     this.#token = token;
-    this.#agent =
-      base.protocol === "https:" ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    this.#agent = serviceAgent(base);
     this.#signal = signal;
   }
 
@@ -476,7 +476,7 @@ function unreachable(where: string, e: Error): RemoteBuildError {
   const code = (e as NodeJS.ErrnoException).code;
   return new RemoteBuildError(
     "UNREACHABLE",
-    `${where}: cannot reach the build server (${code ?? e.message}); is \`strata serve\` running there and STRATA_SERVER right?`,
+    `${where}: cannot reach the build server (${code ?? e.message})${tlsHint(code) || "; is `strata serve` running there and STRATA_SERVER right?"}`,
     undefined,
     { cause: e },
   );

@@ -21,9 +21,9 @@
 import { RuncExecutor, servicePolicy, type ServiceSandboxOptions } from "../sandbox/runc.js";
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream, promises as fsp } from "node:fs";
-import http from "node:http";
-import { ConfigError } from "../errors.js";
-import type { AddressInfo } from "node:net";
+import type http from "node:http";
+import https from "node:https";
+import type { Socket } from "node:net";
 import path from "node:path";
 import { knownBuilderVersions } from "../builder-version.js";
 import type { Executor } from "../sandbox/runc.js";
@@ -39,8 +39,20 @@ import { InputTrees } from "./trees.js";
 import { FetchPolicy } from "../net/fetch-policy.js";
 import { serviceConfig } from "../net/fetch-rules.js";
 import { parseBlobCheck, parseBuildRequest } from "./wire/decode.js";
-import { isDigestString, MAX_JSON_BYTES, WireError } from "./wire/limits.js";
+import { isDigestString, WireError } from "./wire/limits.js";
 import type { BuildInfo, CreateResponse, ErrorBody } from "./wire/responses.js";
+import { ConfigError, QuotaExceededError } from "../errors.js";
+import { FRONT_DOOR_DEFAULTS, listenGuarded, requestDeadline, type FrontDoorOptions } from "./front-door.js";
+import { ServiceMetrics } from "./metrics.js";
+import { serveMetrics, type MetricsListener } from "./metrics-server.js";
+import {
+  TenantQuotas,
+  builtLayerBytes,
+  defaultTenantRunning,
+  storeUsageRecords,
+  type TenantQuotaLimits,
+} from "./quotas.js";
+import { HttpError, decodePart, definedOnly, drain, readJson, sendJson } from "./http-io.js";
 
 export interface BuildServiceOptions {
   store: Store;
@@ -93,25 +105,17 @@ export interface BuildServiceOptions {
    * only, no client-chosen plain HTTP, 2 GiB and 1 h per download).
    */
   fetchPolicy?: FetchPolicy;
+  /** Timeouts and connection caps (see front-door.ts for the defaults and why). */
+  frontDoor?: FrontDoorOptions;
+  /** Per-tenant quotas (see quotas.ts for the defaults). */
+  quotas?: TenantQuotaLimits;
+  /** Builds one tenant runs at once. Default: all slots with one tenant, half of them with several. */
+  maxRunningPerTenant?: number;
+  /** Serve HTTPS with this certificate chain and key (PEM). Default: plain HTTP. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Bearer token the metrics listener requires (STRATA_METRICS_TOKEN). Default: none. */
+  metricsToken?: string;
 }
-
-/** An HTTP error with a status and a stable code. */
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly headers: Record<string, string> = {},
-    /** For MISSING_BLOBS: the digests the server lacks (at most 1000). */
-    readonly missing?: string[],
-  ) {
-    super(message);
-    this.name = "HttpError";
-  }
-}
-
-/** How much of a refused request body is read (and discarded) so the client sees the response; beyond it, reset. */
-const DRAIN_LIMIT = 64 * 1024 * 1024;
 
 export class BuildService {
   readonly builds: Builds;
@@ -122,7 +126,16 @@ export class BuildService {
   /** The tenant each request authenticated as (see {@link authenticate}). */
   readonly #requestTenants = new WeakMap<http.IncomingMessage, Tenant>();
   readonly #maxBlob: number;
-  #server?: http.Server;
+  #server?: http.Server | https.Server;
+  readonly #door: Required<FrontDoorOptions>;
+  readonly quotas: TenantQuotas;
+  readonly metrics: ServiceMetrics;
+  /** Sockets whose request the handler is still answering (not idle on the client's side). */
+  readonly #busy = new WeakMap<Socket, http.IncomingMessage>();
+  #connections: { open: () => number } = { open: () => 0 };
+  #metricsListener?: MetricsListener;
+  /** Store accounting of finished builds in progress (awaited by close). */
+  readonly #counting = new Set<Promise<void>>();
   readonly #streams = new Set<http.ServerResponse>();
   #builderVersions?: string[];
   /** The queue builds go to (scale-out mode), if any. */
@@ -143,6 +156,18 @@ export class BuildService {
     this.#maxBlob = opts.maxBlobBytes ?? 8 * 1024 ** 3;
     this.trees = trees;
     this.queue = queue;
+    this.#door = { ...FRONT_DOOR_DEFAULTS, ...definedOnly(opts.frontDoor ?? {}) };
+    this.quotas = new TenantQuotas(opts.quotas, { records: storeUsageRecords(opts.store), log: this.#log });
+    this.metrics = new ServiceMetrics({
+      active: () => this.builds.active.map((b) => ({ tenant: b.tenant.id, status: b.status })),
+      storeBytes: async () => {
+        const out = new Map<string, number>();
+        for (const t of this.quotas.tenants) out.set(t, await this.quotas.storeBytes(t));
+        return out;
+      },
+      openConnections: () => this.#connections.open(),
+    });
+    const slots = opts.maxConcurrentBuilds ?? 8;
     this.builds = new Builds({
       store: opts.store,
       trees,
@@ -156,6 +181,10 @@ export class BuildService {
       ...(queue ? { queue } : {}),
       log: this.#log,
       joinSecret,
+      quotas: this.quotas,
+      // Read at each admission: a SIGHUP reload that adds or removes tenants changes the default share.
+      maxRunningPerTenant: () => opts.maxRunningPerTenant ?? defaultTenantRunning(slots, this.#tenants.tenants.length),
+      onFinished: (b) => this.#buildFinished(b),
     });
   }
 
@@ -171,6 +200,17 @@ export class BuildService {
         "the new tenants file gives a tenant the workers' token (STRATA_WORKER_TOKEN); choose another",
       );
     this.#tenants = table;
+  }
+
+  /** Metrics and store accounting of a finished build: the layers it built count against its tenant's store quota. */
+  #buildFinished(b: Build): void {
+    this.metrics.buildFinished(b.tenant.id, b.status, b.result);
+    if (!b.result) return;
+    const counting = builtLayerBytes(this.#opts.store, b.result)
+      .then((bytes) => this.quotas.addStored(b.tenant.id, bytes))
+      .catch((e: unknown) => this.#log(`could not count the layers of build ${b.id}: ${String(e)}`))
+      .finally(() => this.#counting.delete(counting));
+    this.#counting.add(counting);
   }
 
   static async create(opts: BuildServiceOptions): Promise<BuildService> {
@@ -219,6 +259,11 @@ export class BuildService {
   /** The request listener (usable with any node:http server). */
   readonly handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const t0 = process.hrtime.bigint();
+    const socket = req.socket;
+    this.#busy.set(socket, req);
+    res.once("close", () => {
+      if (this.#busy.get(socket) === req) this.#busy.delete(socket);
+    });
     this.#handle(req, res)
       .catch((e: unknown) => this.#sendError(req, res, e))
       .catch((e: unknown) => {
@@ -235,26 +280,38 @@ export class BuildService {
 
   /** Listens on `host:port` (port 0: any free port); resolves to the base URL. */
   async listen(port: number, host = "127.0.0.1"): Promise<string> {
-    const server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 65_000 }, this.handler);
-    server.timeout = 10 * 60_000; // idle sockets; log streams send a keep-alive comment well within this
-    server.on("clientError", (err, socket) => {
-      if (socket.writable)
-        socket.end(
-          "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n" +
-            JSON.stringify({ error: { code: "BAD_REQUEST", message: `malformed HTTP request: ${err.message}` } }),
-        );
-      else socket.destroy();
+    const door = await listenGuarded({
+      door: this.#door,
+      ...(this.#opts.tls ? { tls: this.#opts.tls } : {}),
+      handler: this.handler,
+      busy: (socket) => this.#busy.get(socket)?.complete === true,
+      counters: { refused: (r) => this.metrics.connectionRefused(r), timedOut: (p) => this.metrics.timedOut(p) },
+      port,
+      host,
     });
-    this.#server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(port, host, () => {
-        server.off("error", reject);
-        resolve();
-      });
+    this.#server = door.server;
+    this.#connections = door;
+    return door.url;
+  }
+
+  /** Replaces the TLS certificate and key for new connections (after a renewal; `strata serve` on SIGHUP). */
+  setTls(tls: { cert: string | Buffer; key: string | Buffer }): void {
+    if (!(this.#server instanceof https.Server))
+      throw new Error("this build service was not started with TLS (--tls-cert, --tls-key)");
+    this.#server.setSecureContext(tls);
+  }
+
+  /**
+   * Serves `GET /metrics` (Prometheus text) on its own listener, for the operator: not on the API port, where tenants
+   * would see each other's names and activity. With `metricsToken`, a scrape needs `Authorization: Bearer <it>`.
+   */
+  async listenMetrics(port: number, host = "127.0.0.1"): Promise<string> {
+    this.#metricsListener = await serveMetrics(this.metrics, port, host, {
+      ...(this.#opts.metricsToken ? { token: this.#opts.metricsToken } : {}),
+      frontDoor: this.#door,
+      log: this.#log,
     });
-    const a = server.address() as AddressInfo;
-    return `http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}`;
+    return this.#metricsListener.url;
   }
 
   /** Stops listening, ends log streams, terminates running builds (waiting up to `graceMs` for them). */
@@ -267,6 +324,9 @@ export class BuildService {
     server?.closeIdleConnections();
     await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
     server?.closeAllConnections();
+    await this.#metricsListener?.close();
+    await Promise.all(this.#counting);
+    await this.quotas.flush();
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -277,6 +337,8 @@ export class BuildService {
     // Workers' own endpoint: the worker token, never a client's (job-secrets.ts).
     if (parts[0] === "v1" && parts[1] === "internal") return this.#internal(req, res, parts);
     const tenant = this.authenticate(req);
+    const streaming = (req.method === "PUT" && parts[1] === "blobs") || parts[3] === "logs";
+    if (!streaming) this.#deadline(req, res);
     if (parts[0] !== "v1")
       throw new HttpError(404, "NOT_FOUND", `no such endpoint ${url.pathname} (the API is under /v1/)`);
     const method = req.method ?? "GET";
@@ -378,6 +440,22 @@ export class BuildService {
     sendJson(res, 200, a.values, { "cache-control": "no-store" });
   }
 
+  /** A non-streaming request's body must arrive within the request timeout: else 408, and the connection closes. */
+  #deadline(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const ms = this.#door.requestTimeoutMs;
+    requestDeadline(req, ms, () => {
+      this.metrics.timedOut("request");
+      if (!res.headersSent) {
+        res.setHeader("connection", "close");
+        sendJson(res, 408, {
+          error: { code: "REQUEST_TIMEOUT", message: `the request body did not arrive within ${ms} ms` },
+        });
+      }
+      res.once("finish", () => req.socket.destroy());
+      setTimeout(() => req.socket.destroy(), 1000).unref();
+    });
+  }
+
   async #createImage(req: http.IncomingMessage, res: http.ServerResponse, tenant: Tenant): Promise<void> {
     const body = parseBuildRequest(await readJson(req));
     this.#builderVersions ??= knownBuilderVersions();
@@ -391,6 +469,7 @@ export class BuildService {
     try {
       got = await this.builds.getOrCreate(body, tenant);
     } catch (e) {
+      this.metrics.buildRequest(tenant.id, "refused");
       if (e instanceof MissingBlobsError) throw new HttpError(400, e.code, e.message, {}, e.missing.slice(0, 1000));
       if (e instanceof MissingImageError) throw new HttpError(400, e.code, e.message);
       if (e instanceof Error && (e as { code?: unknown }).code === "TERMINATED")
@@ -400,6 +479,7 @@ export class BuildService {
       throw e;
     }
     const { build, joined } = got;
+    this.metrics.buildRequest(tenant.id, joined ? "joined" : "created");
     const out: CreateResponse = { buildId: build.id, status: build.status, joined };
     if (build.status === "succeeded" && build.result) {
       out.imageId = build.result.imageId;
@@ -430,11 +510,13 @@ export class BuildService {
         `the upload is ${declared} bytes; this server accepts files up to ${this.#maxBlob} bytes`,
       );
     }
-    const tmp = await store.tempDir("upload");
+    const claim = await this.quotas.beginUpload(tenant.id, declared);
+    let size = 0;
+    let tmp: string | undefined;
     try {
+      tmp = await store.tempDir("upload");
       const file = path.join(tmp, "blob");
       const hash = createHash("sha256");
-      let size = 0;
       let tooLarge = false;
       const out = createWriteStream(file, { mode: 0o600 });
       await new Promise<void>((resolve, reject) => {
@@ -443,6 +525,13 @@ export class BuildService {
           size += chunk.length;
           if (size > this.#maxBlob) {
             tooLarge = true;
+            return;
+          }
+          try {
+            claim.grow(chunk.length);
+          } catch (e) {
+            out.destroy();
+            reject(e);
             return;
           }
           hash.update(chunk);
@@ -474,9 +563,12 @@ export class BuildService {
       await store.putBlobFile(file, digest, { verified: true });
       // Sent and verified in full (even bytes already stored): now the tenant may name it.
       await this.builds.visibility.grantBlob(tenant, digest);
+      this.metrics.uploaded(tenant.id, size);
+      await this.quotas.addStored(tenant.id, size);
       sendJson(res, 201, { digest, size });
     } finally {
-      await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+      claim.release(size);
+      if (tmp) await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
     }
   }
 
@@ -541,7 +633,12 @@ export class BuildService {
     let status = 500;
     let body: ErrorBody;
     let headers: Record<string, string> = {};
-    if (e instanceof HttpError) {
+    if (e instanceof QuotaExceededError) {
+      this.metrics.quotaRefused(e.tenant, e.quota);
+      status = 429;
+      body = { error: { code: e.code, message: `${e.message} (retry after ${e.retryAfterSeconds} s)` } };
+      headers = { "retry-after": String(e.retryAfterSeconds) };
+    } else if (e instanceof HttpError) {
       status = e.status;
       body = { error: { code: e.code, message: e.message, ...(e.missing ? { missing: e.missing } : {}) } };
       headers = e.headers;
@@ -561,6 +658,8 @@ export class BuildService {
       res.destroy();
       return Promise.resolve();
     }
+    // An unauthenticated client keeps no connection open (no keep-alive slot for a request that was refused).
+    if (status === 401) res.setHeader("connection", "close");
     // Read what is left of the body first, so the client (still sending) sees the response instead of a reset.
     return drain(req).then(
       () => sendJson(res, status, body, headers),
@@ -568,92 +667,6 @@ export class BuildService {
         res.setHeader("connection", "close");
         sendJson(res, status, body, headers);
       },
-    );
-  }
-}
-
-function decodePart(part: string): string {
-  try {
-    return decodeURIComponent(part);
-  } catch {
-    throw new HttpError(400, "BAD_REQUEST", `malformed percent-encoding in the path segment "${part}"`);
-  }
-}
-
-function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    "content-type": "application/json; charset=utf-8",
-    "content-length": Buffer.byteLength(text),
-    ...headers,
-  });
-  res.end(text);
-}
-
-/** Reads (and discards) the rest of a request body, up to DRAIN_LIMIT bytes; rejects (and resets) beyond. */
-function drain(req: http.IncomingMessage): Promise<void> {
-  if (req.complete || req.readableEnded) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    let n = 0;
-    const timer = setTimeout(() => {
-      req.destroy();
-      reject(new Error("timed out draining the request body"));
-    }, 30_000);
-    req.on("data", (c: Buffer) => {
-      n += c.length;
-      if (n > DRAIN_LIMIT) {
-        clearTimeout(timer);
-        req.destroy();
-        reject(new Error("request body too large to drain"));
-      }
-    });
-    req.on("end", () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    req.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    req.resume();
-  });
-}
-
-/** Reads a JSON body of at most MAX_JSON_BYTES. */
-async function readJson(req: http.IncomingMessage): Promise<unknown> {
-  const declared = req.headers["content-length"] !== undefined ? Number(req.headers["content-length"]) : undefined;
-  const tooLarge = () =>
-    new HttpError(
-      413,
-      "TOO_LARGE",
-      `the request body is larger than ${MAX_JSON_BYTES} bytes, the most this server accepts`,
-    );
-  if (declared !== undefined && declared > MAX_JSON_BYTES) throw tooLarge();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let over = false;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_JSON_BYTES) over = true;
-    if (over) {
-      if (size > MAX_JSON_BYTES + DRAIN_LIMIT) {
-        req.destroy();
-        break;
-      }
-      continue;
-    }
-    chunks.push(chunk);
-  }
-  if (over) throw tooLarge();
-  const text = Buffer.concat(chunks).toString("utf8");
-  if (text.trim() === "") throw new HttpError(400, "BAD_REQUEST", "the request body is empty; expected JSON");
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (e) {
-    throw new HttpError(
-      400,
-      "BAD_JSON",
-      `the request body is not valid JSON: ${e instanceof Error ? e.message : String(e)}`,
     );
   }
 }

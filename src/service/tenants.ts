@@ -25,6 +25,9 @@ export interface Tenant {
 }
 
 /** The one tenant of a service without a tenants file (STRATA_TOKEN or no authentication). */
+/** A tenant's stable id (its name in the tenants file; `default` for a service with one token or none). */
+export type TenantId = string;
+
 export const DEFAULT_TENANT: Tenant = Object.freeze({ id: "default" });
 
 /** A tenants file (or its reload) is not valid: says where and how to fix it. */

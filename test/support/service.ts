@@ -152,7 +152,7 @@ export async function spawnServe(
     let out = "";
     child.stdout!.on("data", (c: Buffer) => {
       out += c.toString();
-      const m = /^(http:\/\/\S+)\n/m.exec(out);
+      const m = /^(https?:\/\/\S+)\n/m.exec(out);
       if (m) resolve(m[1]!);
     });
     void exited.then((code) => reject(new Error(`strata serve exited (${code}) before listening:\n${stderr}`)));
