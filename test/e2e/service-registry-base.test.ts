@@ -62,7 +62,8 @@ async function compare(def: string, clientEnv: Record<string, string>): Promise<
   const serverHome = await tempDir("strata-reg-serve-");
   const localHome = await tempDir("strata-reg-local-");
   cleanup.push(serverHome, localHome);
-  const serve = await spawnServe({ STRATA_HOME: serverHome });
+  // The service's fetch policy refuses loopback unless the operator allows it: the registry and its token service.
+  const serve = await spawnServe({ STRATA_HOME: serverHome, STRATA_ALLOW_FETCH: "127.0.0.1" });
   try {
     const remote = await buildJson(def, [], { home: serverHome, env: { ...clientEnv, STRATA_SERVER: serve.url } });
     assert.equal(remote.sandboxes, 0, "the client ran nothing itself");
