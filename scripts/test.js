@@ -45,6 +45,30 @@ const UNIT = [
   "store/local.test.ts",
 ];
 
+/**
+ * The service tests the whole suite runs a second time with tenants on (their services come from
+ * test/support/service.ts, which honours STRATA_TEST_TENANTS): every behaviour of a single-token service must hold for
+ * a tenant of a shared one. Tests that set up their own tenants (tenants, quotas, metrics) or their own Redis are not
+ * repeated.
+ */
+const TENANT_PASS = [
+  "service/cache-policy.test.ts",
+  "service/cli.test.ts",
+  "service/client-input.test.ts",
+  "service/context.test.ts",
+  "service/dockerfile-cases.test.ts",
+  "service/dockerfile.test.ts",
+  "service/errors.test.ts",
+  "service/fetch-policy.test.ts",
+  "service/front-door.test.ts",
+  "service/get-or-create.test.ts",
+  "service/logs.test.ts",
+  "service/s3-faults.test.ts",
+  "service/serve.test.ts",
+  "service/tls.test.ts",
+  "service/workers.test.ts",
+];
+
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 const testRoot = path.join(root, "dist", "test");
 
@@ -108,9 +132,20 @@ const home = process.env.STRATA_TEST_HOME || path.join(os.tmpdir(), "strata-test
 mkdirSync(home, { recursive: true });
 const concurrency = process.env.STRATA_TEST_CONCURRENCY || "3";
 const started = Date.now();
-const r = spawnSync(process.execPath, ["--test", `--test-concurrency=${concurrency}`, ...files], {
-  stdio: "inherit",
-  env: { ...process.env, STRATA_TEST_HOME: home },
-});
-console.log(`tests finished in ${((Date.now() - started) / 1000).toFixed(1)}s with exit code ${r.status}`);
-process.exit(r.status ?? 1);
+const run = (list, env = {}) =>
+  spawnSync(process.execPath, ["--test", `--test-concurrency=${concurrency}`, ...list], {
+    stdio: "inherit",
+    env: { ...process.env, STRATA_TEST_HOME: home, ...env },
+  }).status ?? 1;
+let status = run(files);
+// The whole suite also runs the service's tests again with tenants on (STRATA_TEST_TENANTS=1, test/support/service.ts):
+// every existing service behaviour must hold for a service shared by tenants, as for one with a single token.
+if (!unit && only.length === 0 && !process.env.STRATA_TEST_TENANTS) {
+  const shown = (f) => path.relative(testRoot, f).split(path.sep).join("/");
+  const service = files.filter((f) => TENANT_PASS.some((t) => shown(f) === t.replace(/\.ts$/, ".js")));
+  console.log(`test.js: the ${service.length} service test files again, with tenants on (STRATA_TEST_TENANTS=1)`);
+  const tenants = run(service, { STRATA_TEST_TENANTS: "1" });
+  if (status === 0) status = tenants;
+}
+console.log(`tests finished in ${((Date.now() - started) / 1000).toFixed(1)}s with exit code ${status}`);
+process.exit(status);

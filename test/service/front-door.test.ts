@@ -29,7 +29,10 @@ function request(
     const req = http.request(new URL(pathname, url), {
       method,
       agent: false,
-      headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {},
+      headers:
+        (opts.token ?? process.env.STRATA_TOKEN)
+          ? { authorization: `Bearer ${opts.token ?? process.env.STRATA_TOKEN}` }
+          : {},
       ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
     });
     req.on("error", (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? e.message }));
