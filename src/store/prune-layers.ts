@@ -8,8 +8,7 @@ import { uniqueSuffix } from "../util/fs.js";
 import { layerDirsInUse } from "./layers-in-use.js";
 import type { StoreLayout } from "./layout.js";
 import type { PruneReport } from "./prune-report.js";
-
-const HEX64 = /^[0-9a-f]{64}$/;
+import { isDigestHex } from "../util/digest.js";
 
 /**
  * Removes `layers/<hex>/` dirs not needed, not recent and not in use (moved aside first, then deleted). Returns the
@@ -25,7 +24,7 @@ export async function pruneLayerDirs(
 ): Promise<string[]> {
   const doomedDirs: string[] = [];
   const layersDir = layout.layersDir;
-  const names = (await fsp.readdir(layersDir).catch(() => [] as string[])).filter((n) => HEX64.test(n));
+  const names = (await fsp.readdir(layersDir).catch(() => [] as string[])).filter((n) => isDigestHex(n));
   const inUse = await layerDirsInUse(layout);
   for (const name of names) {
     const dir = path.join(layersDir, name);

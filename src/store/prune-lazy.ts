@@ -5,8 +5,7 @@ import { pidAlive, uniqueSuffix } from "../util/fs.js";
 import type { StoreLayout } from "./layout.js";
 import { STALE_TMP_MS } from "./prune-records.js";
 import type { PruneReport } from "./prune-report.js";
-
-const HEX64 = /^[0-9a-f]{64}$/;
+import { isDigestHex } from "../util/digest.js";
 
 /**
  * Removes partial trees of lazily read eStargz images (`lazy/<manifest digest hex>/`, src/engine/lazy-root.ts) that
@@ -35,7 +34,7 @@ export async function pruneLazy(
   const doomedTrees: string[] = [];
   const mtime = async (p: string) => (await fsp.lstat(p).catch(() => undefined))?.mtimeMs ?? 0;
   for (const name of await fsp.readdir(lazyDir).catch(() => [] as string[])) {
-    if (!HEX64.test(name)) continue;
+    if (!isDigestHex(name)) continue;
     const home = path.join(lazyDir, name);
     const st = await fsp.lstat(home).catch(() => undefined);
     if (!st?.isDirectory()) continue;

@@ -33,7 +33,7 @@
  * pruned in `prune-layers.ts`, its lazy image trees in `prune-lazy.ts`, its record caches in `prune-records.ts`.
  */
 import { StoreError } from "../errors.js";
-import { type Digest, digestHex } from "../util/digest.js";
+import { type Digest, digestHex, isDigestHex } from "../util/digest.js";
 import { LocalStore } from "./local.js";
 import { prunePool, pruneLayerDirs } from "./prune-layers.js";
 import { pruneLazy } from "./prune-lazy.js";
@@ -107,8 +107,6 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
   if (failure) throw failure.e;
 }
 
-const HEX64 = /^[0-9a-f]{64}$/;
-
 /** Removes index entries, image records, blobs, logs and chains that nothing recent references (see the module). */
 export async function pruneStore(
   store: ImageStore & Pick<WorkSpace, "root"> & Partial<StoreMaintenance>,
@@ -160,7 +158,7 @@ export async function pruneStore(
     while (frontier.length) {
       const next: string[] = [];
       await forEachLimit(frontier, limit, async (hex) => {
-        if (keep.has(hex) || !HEX64.test(hex)) return;
+        if (keep.has(hex) || !isDigestHex(hex)) return;
         const rec = await store.getImage(`sha256:${hex}` as Digest);
         if (!rec) return;
         keep.set(hex, rec);

@@ -18,6 +18,11 @@ export function isDigest(s: string): s is Digest {
   return DIGEST_RE.test(s);
 }
 
+/** Whether `name` is the hex part of a sha256 digest (a blob file's, a layer dir's, an image record's name). */
+export function isDigestHex(name: string): boolean {
+  return /^[0-9a-f]{64}$/.test(name);
+}
+
 /** The hex part of a digest. */
 export function digestHex(d: Digest | string): string {
   return d.slice(d.indexOf(":") + 1);

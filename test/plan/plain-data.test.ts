@@ -1,7 +1,6 @@
 // A plan is plain JSON data: no class instances, functions or undefined-valued fields, so cloning it or sending it as
 // JSON gives back an equal plan. Checked for every SDK base and every Dockerfile fixture that plans.
 import assert from "node:assert/strict";
-import { generateKeyPairSync } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -11,6 +10,7 @@ import { Image } from "../../src/sdk/image.js";
 import { Secret } from "../../src/sdk/secret.js";
 import { readFixture } from "../dockerfile/fixtures.js";
 import { REPO_ROOT } from "../support/strata.js";
+import { everySdkBase } from "../support/sdk-bases.js";
 
 const BV = "2026.11";
 const tmp = mkdtempSync(path.join(os.tmpdir(), "strata-plain-plan-"));
@@ -48,52 +48,7 @@ function dockerfile(name: string, text: string): string {
 
 describe("a plan is plain data", () => {
   test("for every SDK base, with steps chained on it", () => {
-    const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-    const key = JSON.stringify({
-      type: "service_account",
-      client_email: "b@p.iam.gserviceaccount.com",
-      private_key: privateKey.export({ type: "pkcs8", format: "pem" }),
-      token_uri: "https://oauth2.googleapis.com/token",
-    });
-    const multiStage = dockerfile(
-      "sdk-multi-stage",
-      "FROM scratch AS a\nRUN --mount=type=secret,id=tok true\nFROM scratch\nCOPY --from=a / /a\nRUN --mount=type=secret,id=tok,env=T true\n",
-    );
-    const bases: [string, Image][] = [
-      ["fromScratch", Image.fromScratch()],
-      ["debianSlim", Image.debianSlim()],
-      [
-        "fromRegistry",
-        Image.fromRegistry("127.0.0.1:5000/base:1", {
-          secret: { REGISTRY_USERNAME: "u", REGISTRY_PASSWORD: "p" },
-          setupDockerfileCommands: ["ENV X=1"],
-        }),
-      ],
-      ["fromRegistry insecure", Image.fromRegistry("registry.example:5000/base:1", { insecure: true })],
-      [
-        "fromAwsEcr",
-        Image.fromAwsEcr("123456789012.dkr.ecr.us-east-1.amazonaws.com/base:7", {
-          secret: { AWS_ACCESS_KEY_ID: "AKID", AWS_SECRET_ACCESS_KEY: "k", AWS_REGION: "us-east-1" },
-        }),
-      ],
-      [
-        "fromGcpArtifactRegistry",
-        Image.fromGcpArtifactRegistry("us-east1-docker.pkg.dev/p/r/img:v1", {
-          secret: { SERVICE_ACCOUNT_JSON: key },
-          mode: "json_key",
-        }),
-      ],
-      ["fromId", Image.fromId("sha256:0123")],
-      [
-        "fromDockerfile",
-        Image.fromDockerfile(multiStage, {
-          secrets: Secret.fromObject({ tok: "v" }),
-          buildArgs: { HTTP_PROXY: "http://proxy" },
-        }),
-      ],
-      ["addPython", Image.fromRegistry("127.0.0.1:5000/base:1", { addPython: "3.11" })],
-      ["fromDockerfile addPython", Image.fromDockerfile(multiStage, { addPython: "3.11" })],
-    ];
+    const bases = everySdkBase(dockerfile);
     for (const [name, img] of bases) {
       assertPlainData(img.plan(BV), name);
       assertPlainData(withSteps(img).plan(BV), `${name} with steps`);

@@ -4,7 +4,6 @@
 // equals the original (local paths become server trees; a context selection becomes the client's literal matches),
 // and every step's cache key is the same on both sides.
 import assert from "node:assert/strict";
-import { generateKeyPairSync } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -27,6 +26,7 @@ import { LocalStore } from "../../src/store/local.js";
 import type { Digest } from "../../src/util/digest.js";
 import { readFixture } from "../dockerfile/fixtures.js";
 import { loadCases, prepare } from "../dockerfile-e2e/support.js";
+import { everySdkBase } from "../support/sdk-bases.js";
 
 const BV = "2026.11";
 const PARENT = `sha256:${"0".repeat(64)}` as Digest;
@@ -168,59 +168,7 @@ function dockerfile(name: string, text: string): string {
 
 describe("wire round trip", () => {
   test("every SDK base, with steps of each kind chained on it", async () => {
-    const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-    const key = JSON.stringify({
-      type: "service_account",
-      client_email: "b@p.iam.gserviceaccount.com",
-      private_key: privateKey.export({ type: "pkcs8", format: "pem" }),
-      token_uri: "https://oauth2.googleapis.com/token",
-    });
-    const multiStage = dockerfile(
-      "multi",
-      "FROM scratch AS a\nRUN --mount=type=secret,id=tok true\nFROM scratch\nCOPY --from=a / /a\nRUN --mount=type=secret,id=tok,env=T true\n",
-    );
-    const bases: [string, Image][] = [
-      ["fromScratch", Image.fromScratch()],
-      ["debianSlim", Image.debianSlim({ pythonVersion: "3.13" })],
-      [
-        "fromRegistry with a login",
-        Image.fromRegistry("127.0.0.1:5000/base:1", {
-          secret: { REGISTRY_USERNAME: "u", REGISTRY_PASSWORD: "p" },
-          setupDockerfileCommands: ["ENV X=1"],
-        }),
-      ],
-      ["fromRegistry insecure", Image.fromRegistry("registry.example:5000/base:1", { insecure: true })],
-      [
-        "fromAwsEcr",
-        Image.fromAwsEcr("123456789012.dkr.ecr.us-east-1.amazonaws.com/base:7", {
-          secret: { AWS_ACCESS_KEY_ID: "AKID", AWS_SECRET_ACCESS_KEY: "k", AWS_REGION: "us-east-1" },
-        }),
-      ],
-      [
-        "fromGcpArtifactRegistry (access token)",
-        Image.fromGcpArtifactRegistry("us-east1-docker.pkg.dev/p/r/img:v1", { secret: { SERVICE_ACCOUNT_JSON: key } }),
-      ],
-      [
-        "fromGcpArtifactRegistry (json key)",
-        Image.fromGcpArtifactRegistry("us-east1-docker.pkg.dev/p/r/img:v1", {
-          secret: { SERVICE_ACCOUNT_JSON: key },
-          mode: "json_key",
-        }),
-      ],
-      ["fromId", Image.fromId("sha256:0123")],
-      [
-        "fromDockerfile",
-        Image.fromDockerfile(multiStage, {
-          secrets: Secret.fromObject({ tok: "v" }),
-          buildArgs: { HTTP_PROXY: "http://proxy" },
-        }),
-      ],
-      ["addPython", Image.fromRegistry("127.0.0.1:5000/base:1", { addPython: "3.11" })],
-      [
-        "fromDockerfile addPython",
-        Image.fromDockerfile(multiStage, { addPython: "3.11", secrets: Secret.fromObject({ tok: "v" }) }),
-      ],
-    ];
+    const bases = everySdkBase(dockerfile);
     for (const [name, img] of bases) {
       await assertRoundTrip(img.plan(BV), img.secretValues(), name);
       const chained = withSteps(img);

@@ -17,8 +17,7 @@ import type { Digest } from "../../util/digest.js";
 import { exists, uniqueSuffix } from "../../util/fs.js";
 import type { LocalStore } from "../local.js";
 import { layerDirsInUse } from "../layers-in-use.js";
-
-const HEX64 = /^[0-9a-f]{64}$/;
+import { isDigestHex } from "../../util/digest.js";
 
 export interface CacheEntry {
   kind: "blob" | "layer";
@@ -99,14 +98,14 @@ export class LocalCache {
     const out: CacheEntry[] = [];
     const blobs = this.local.layout.blobsDir;
     for (const name of await fsp.readdir(blobs).catch(() => [] as string[])) {
-      if (!HEX64.test(name)) continue;
+      if (!isDigestHex(name)) continue;
       const p = path.join(blobs, name);
       const st = await fsp.lstat(p).catch(() => undefined);
       if (st?.isFile()) out.push({ kind: "blob", path: p, bytes: st.size, lastUsedMs: st.mtimeMs });
     }
     const layers = this.local.layout.layersDir;
     for (const name of await fsp.readdir(layers).catch(() => [] as string[])) {
-      if (!HEX64.test(name)) continue;
+      if (!isDigestHex(name)) continue;
       const p = path.join(layers, name);
       const st = await fsp.lstat(p).catch(() => undefined);
       if (!st?.isDirectory()) continue;
