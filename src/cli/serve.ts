@@ -150,9 +150,10 @@ export async function cmdServe(argv: string[]): Promise<number> {
       : "no authentication";
   process.stderr.write(`strata serve: listening on ${url} (store ${store.root}, ${auth}${tls ? ", TLS" : ""})\n`);
   process.stderr.write(`strata serve: ${describeFetchPolicy(fetchPolicy)}\n`);
-  process.stdout.write(url + "\n");
   // The listeners stay installed until the shutdown is over: execa's exit hooks re-raise a signal nobody else
-  // listens to, which would kill this process before running builds are terminated.
+  // listens to, which would kill this process before running builds are terminated. They go in before the URL is
+  // printed: until a process listens for SIGTERM, SIGTERM kills it outright, and whoever waits for the URL may send
+  // it at once.
   let stopping = false;
   let onSignal: (signal: NodeJS.Signals) => void = () => undefined;
   const stopped = new Promise<void>((resolve) => {
@@ -193,6 +194,7 @@ export async function cmdServe(argv: string[]): Promise<number> {
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
   process.on("SIGHUP", onHup);
+  process.stdout.write(url + "\n");
   try {
     await stopped;
     await service.close();

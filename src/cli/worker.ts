@@ -156,8 +156,9 @@ export async function cmdWorker(argv: string[]): Promise<number> {
     process.stderr.write(`strata worker: error: ${e instanceof Error ? e.message : String(e)}\n`);
     return 1;
   }
-  process.stdout.write(worker.name + "\n");
   // Listeners stay installed until the shutdown is over (execa's exit hooks would re-raise an unheard signal).
+  // They go in before the name is printed: until a process listens for SIGTERM, SIGTERM kills it outright, and
+  // whoever waits for the name may send it at once.
   let stopping = false;
   let onSignal: (signal: NodeJS.Signals) => void = () => undefined;
   const stopped = new Promise<void>((resolve) => {
@@ -176,6 +177,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
   });
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  process.stdout.write(worker.name + "\n");
   try {
     await stopped;
     await worker.close(opts.graceMs);
