@@ -48,8 +48,8 @@ const UNIT = [
 /**
  * The service tests the whole suite runs a second time with tenants on (their services come from
  * test/support/service.ts, which honours STRATA_TEST_TENANTS): every behaviour of a single-token service must hold for
- * a tenant of a shared one. Tests that set up their own tenants (tenants, quotas, metrics) or their own Redis are not
- * repeated.
+ * a tenant of a shared one. Tests that set up their own tenants (tenants, quotas, metrics)
+ * are not repeated.
  */
 const TENANT_PASS = [
   "service/cache-policy.test.ts",
@@ -63,6 +63,7 @@ const TENANT_PASS = [
   "service/front-door.test.ts",
   "service/get-or-create.test.ts",
   "service/logs.test.ts",
+  "service/queue-secrets.test.ts",
   "service/s3-faults.test.ts",
   "service/serve.test.ts",
   "service/tls.test.ts",
