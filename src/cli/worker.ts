@@ -156,7 +156,6 @@ export async function cmdWorker(argv: string[]): Promise<number> {
     process.stderr.write(`strata worker: error: ${e instanceof Error ? e.message : String(e)}\n`);
     return 1;
   }
-  process.stdout.write(worker.name + "\n");
   // Listeners stay installed until the shutdown is over (execa's exit hooks would re-raise an unheard signal).
   let stopping = false;
   let onSignal: (signal: NodeJS.Signals) => void = () => undefined;
@@ -176,6 +175,9 @@ export async function cmdWorker(argv: string[]): Promise<number> {
   });
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  // The ready line goes out only now: a supervisor (or a test) that signals as soon as it reads it must not find the
+  // default action (exit by SIGTERM, running builds lost) still in place.
+  process.stdout.write(worker.name + "\n");
   try {
     await stopped;
     await worker.close(opts.graceMs);

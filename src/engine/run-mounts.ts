@@ -10,6 +10,7 @@ import { InvalidDefinitionError, SandboxError } from "../errors.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { Step } from "../plan/step.js";
 import type { BindMount } from "../sandbox/runtime-spec.js";
+import { makeSecretDir } from "../sandbox/secret-dir.js";
 import { DEFAULT_LIMITS } from "../sandbox/step-limits.js";
 import type { BuildStore } from "../store/store.js";
 import type { ResolvedInput } from "./inputs.js";
@@ -28,7 +29,7 @@ export interface RunMountsRequest {
   ins: Extract<Instruction, { op: "RUN" }>;
   /** The step's root (the merged overlay). */
   rootfs: string;
-  /** The step's work dir (a store temp dir): tmpfs mount points. */
+  /** The step's work dir (a store temp dir): `type=tmpfs` mount points (never secrets: see secret-dir.ts). */
   work: string;
   /** Where inputs a RUN mounts are materialised, outside the rootfs. */
   inputFiles: string;
@@ -54,6 +55,7 @@ export async function runMounts(req: RunMountsRequest): Promise<RunMounts> {
   let argv = req.argv;
   const mounts: BindMount[] = [];
   const secretEnv = new Map<string, string>();
+  let secretDir: string | undefined;
   for (const m of ins.mounts ?? []) {
     if (m.type === "cache") {
       mounts.push({
@@ -89,26 +91,13 @@ export async function runMounts(req: RunMountsRequest): Promise<RunMounts> {
       }
       if (m.env !== undefined) secretEnv.set(m.env, value);
       if (m.target !== undefined || m.env === undefined) {
-        // Secret files live on a tmpfs outside the rootfs, never on disk.
-        const dir = path.join(work, "secrets");
-        if (
-          !(await fsp.stat(dir).then(
-            () => true,
-            () => false,
-          ))
-        ) {
-          await fsp.mkdir(dir, { mode: 0o700 });
-          const r = await execa("mount", ["-t", "tmpfs", "-o", "mode=0700,size=16m", "tmpfs", dir], {
-            reject: false,
-          });
-          // Never fall back to a file on disk: a secret that cannot stay in memory is not handed out.
-          if (r.exitCode !== 0)
-            throw new SandboxError(
-              `${step.description}: could not mount the tmpfs that holds secret files (${r.stderr.trim() || r.message}); the step did not run`,
-            );
-          cleanups.push(async () => void (await execa("umount", ["-l", dir], { reject: false })));
+        // Secret files live on a tmpfs of the step's own under /run: outside the rootfs and the store, never on disk.
+        if (!secretDir) {
+          const made = await makeSecretDir(step.description);
+          cleanups.push(made.remove);
+          secretDir = made.dir;
         }
-        const file = path.join(dir, `secret-${mounts.length}`);
+        const file = path.join(secretDir, `secret-${mounts.length}`);
         await fsp.writeFile(file, value, { mode: 0o600 });
         await fsp.chown(file, m.uid ?? 0, m.gid ?? 0);
         await fsp.chmod(file, m.mode ?? 0o400);
