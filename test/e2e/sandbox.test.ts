@@ -184,6 +184,13 @@ describe("sandbox: lifetime", () => {
       assert.match(readFileSync(`/sys/fs/cgroup${path.dirname(v2)}/memory.max`, "utf8"), /^\d+\n$/);
       assert.match(readFileSync(`/sys/fs/cgroup${path.dirname(v2)}/pids.max`, "utf8"), /^\d+\n$/);
     }
+    const secretDirs = async () =>
+      (await readdir(SECRETS_ROOT).catch(() => [] as string[])).filter((n) => n.startsWith(prefix));
+    assert.equal((await secretDirs()).length, 1, "the step's secret file is on its tmpfs under SECRETS_ROOT");
+    assert.match(
+      readFileSync("/proc/self/mounts", "utf8"),
+      new RegExp(`^tmpfs ${SECRETS_ROOT}/${prefix}\\S+ tmpfs `, "m"),
+    );
     child.kill("SIGKILL");
     await new Promise((r) => setTimeout(r, 2000));
     assert.deepEqual(
@@ -193,9 +200,6 @@ describe("sandbox: lifetime", () => {
     );
     assert.throws(() => process.kill(pid, 0), /ESRCH/, "the step's process is still alive");
     // The next build reaps the stopped container record (reapStaleContainers).
-    const secretDirs = async () =>
-      (await readdir(SECRETS_ROOT).catch(() => [] as string[])).filter((n) => n.startsWith(prefix));
-    assert.equal((await secretDirs()).length, 1, "the dead builder's secret files are still there before the reap");
     const next = await space.project(`export default base.runCommands("true");\n`);
     await buildJson(next.def);
     assert.deepEqual(await containers(), []);
