@@ -16,6 +16,7 @@ import { capLimits, DEFAULT_LIMITS, limitFailureMessage, limitsFromEnv, type Ste
 import { unmountUnder } from "../layer/overlay.js";
 import { HOST_ID_BASE } from "./ids.js";
 import { networkPool } from "./netns.js";
+import { reapStaleSecretDirs } from "./secret-dir.js";
 import { idmapView, requireSandboxHelper, usernsEnabled } from "./userns.js";
 import { defaultNetwork, runtimeSpec, type BindMount, type NetworkMode, type SandboxSpec } from "./runtime-spec.js";
 
@@ -373,7 +374,10 @@ export async function privateDir(dir: string): Promise<void> {
 /** A step's OOM score: above the builder's (0 by default), so under memory pressure the kernel picks a step first. */
 export const STEP_OOM_SCORE_ADJ = 500;
 
-/** Kills and deletes containers left by builders that died (kill -9), so their mounts can be released. */
+/**
+ * Kills and deletes containers left by builders that died (kill -9), so their mounts can be released; removes their
+ * cgroups, secrets tmpfs and bundles.
+ */
 export async function reapStaleContainers(): Promise<void> {
   let runc: string;
   try {
@@ -388,8 +392,9 @@ export async function reapStaleContainers(): Promise<void> {
     await execa(runc, ["--root", RUNC_ROOT, "kill", id, "KILL"], { reject: false });
     await execa(runc, ["--root", RUNC_ROOT, "delete", "-f", id], { reject: false });
   }
-  // Their cgroups (limits set on strata/<id>, which runc leaves) and bundles go too.
+  // Their cgroups (limits set on strata/<id>, which runc leaves), secret files and bundles go too.
   await reapStaleCgroups().catch(() => undefined);
+  await reapStaleSecretDirs().catch(() => undefined);
   for (const name of await fsp.readdir(BUNDLE_ROOT).catch(() => [] as string[])) {
     const m = /^strata-(\d+)-/.exec(name);
     if (!m || pidAlive(Number(m[1]))) continue;

@@ -19,12 +19,10 @@
  * uploaded is "missing"), and sharing (joins, cache, trees) stays within the tenant.
  */
 import { RuncExecutor, servicePolicy, type ServiceSandboxOptions } from "../sandbox/runc.js";
-import { createHash, randomBytes } from "node:crypto";
-import { createWriteStream, promises as fsp } from "node:fs";
+import { randomBytes } from "node:crypto";
 import type http from "node:http";
 import https from "node:https";
 import type { Socket } from "node:net";
-import path from "node:path";
 import { knownBuilderVersions } from "../builder-version.js";
 import type { Executor } from "../sandbox/runc.js";
 import type { Store } from "../store/store.js";
@@ -40,8 +38,8 @@ import { FetchPolicy } from "../net/fetch-policy.js";
 import { serviceConfig } from "../net/fetch-rules.js";
 import { parseBlobCheck, parseBuildRequest } from "./wire/decode.js";
 import { isDigestString, WireError } from "./wire/limits.js";
-import type { BuildInfo, CreateResponse, ErrorBody } from "./wire/responses.js";
-import { ConfigError, QuotaExceededError } from "../errors.js";
+import type { BuildInfo, CreateResponse } from "./wire/responses.js";
+import { ConfigError } from "../errors.js";
 import { FRONT_DOOR_DEFAULTS, listenGuarded, requestDeadline, type FrontDoorOptions } from "./front-door.js";
 import { ServiceMetrics } from "./metrics.js";
 import { serveMetrics, type MetricsListener } from "./metrics-server.js";
@@ -52,7 +50,10 @@ import {
   storeUsageRecords,
   type TenantQuotaLimits,
 } from "./quotas.js";
-import { HttpError, decodePart, definedOnly, drain, readJson, sendJson } from "./http-io.js";
+import { receiveBlob } from "./blob-upload.js";
+import { sendError } from "./error-response.js";
+import { HttpError, decodePart, definedOnly, readJson, sendJson } from "./http-io.js";
+import { streamLogs } from "./log-stream.js";
 
 export interface BuildServiceOptions {
   store: Store;
@@ -265,7 +266,7 @@ export class BuildService {
       if (this.#busy.get(socket) === req) this.#busy.delete(socket);
     });
     this.#handle(req, res)
-      .catch((e: unknown) => this.#sendError(req, res, e))
+      .catch((e: unknown) => sendError({ metrics: this.metrics, log: this.#log }, req, res, e))
       .catch((e: unknown) => {
         this.#log(`could not answer ${req.method} ${req.url}: ${e instanceof Error ? e.stack : String(e)}`);
         res.destroy();
@@ -369,7 +370,14 @@ export class BuildService {
         res.writeHead((await this.builds.visibility.blobVisible(tenant, digest as Digest)) ? 200 : 404).end();
         return;
       }
-      return this.#putBlob(req, res, digest as Digest, tenant);
+      const upload = {
+        store: this.#opts.store,
+        maxBlob: this.#maxBlob,
+        quotas: this.quotas,
+        visibility: this.builds.visibility,
+        metrics: this.metrics,
+      };
+      return receiveBlob(upload, req, res, digest as Digest, tenant);
     }
     if (parts[1] === "images" && parts.length === 2) {
       allow(["POST"]);
@@ -392,7 +400,7 @@ export class BuildService {
       const build = await this.builds.get(id, tenant);
       if (!build) throw new HttpError(404, "NOT_FOUND", `no build ${id} on this server`);
       if (parts.length === 3) return sendJson(res, 200, await this.#buildInfo(build));
-      return this.#streamLogs(req, res, build, url);
+      return streamLogs({ streams: this.#streams, heartbeatMs: this.#opts.heartbeatMs }, req, res, build, url);
     }
     throw new HttpError(404, "NOT_FOUND", `no such endpoint ${url.pathname}`);
   }
@@ -498,175 +506,5 @@ export class BuildService {
       if (image) info.image = image;
     }
     return info;
-  }
-
-  async #putBlob(req: http.IncomingMessage, res: http.ServerResponse, digest: Digest, tenant: Tenant): Promise<void> {
-    const store = this.#opts.store;
-    const declared = req.headers["content-length"] !== undefined ? Number(req.headers["content-length"]) : undefined;
-    if (declared !== undefined && declared > this.#maxBlob) {
-      throw new HttpError(
-        413,
-        "TOO_LARGE",
-        `the upload is ${declared} bytes; this server accepts files up to ${this.#maxBlob} bytes`,
-      );
-    }
-    const claim = await this.quotas.beginUpload(tenant.id, declared);
-    let size = 0;
-    let tmp: string | undefined;
-    try {
-      tmp = await store.tempDir("upload");
-      const file = path.join(tmp, "blob");
-      const hash = createHash("sha256");
-      let tooLarge = false;
-      const out = createWriteStream(file, { mode: 0o600 });
-      await new Promise<void>((resolve, reject) => {
-        req.on("data", (chunk: Buffer) => {
-          if (tooLarge) return;
-          size += chunk.length;
-          if (size > this.#maxBlob) {
-            tooLarge = true;
-            return;
-          }
-          try {
-            claim.grow(chunk.length);
-          } catch (e) {
-            out.destroy();
-            reject(e);
-            return;
-          }
-          hash.update(chunk);
-          if (!out.write(chunk)) {
-            req.pause();
-            out.once("drain", () => req.resume());
-          }
-        });
-        req.on("end", () => out.end());
-        req.on("aborted", () => reject(new HttpError(400, "ABORTED", "the upload was interrupted")));
-        req.on("error", reject);
-        out.on("error", reject);
-        out.on("finish", resolve);
-      });
-      if (tooLarge)
-        throw new HttpError(
-          413,
-          "TOO_LARGE",
-          `the upload is larger than ${this.#maxBlob} bytes, the largest file this server accepts`,
-        );
-      const actual = "sha256:" + hash.digest("hex");
-      if (actual !== digest) {
-        throw new HttpError(
-          400,
-          "DIGEST_MISMATCH",
-          `the uploaded content (${size} bytes) has digest ${actual}, not ${digest} as the URL says; was the file changed while it was uploaded?`,
-        );
-      }
-      await store.putBlobFile(file, digest, { verified: true });
-      // Sent and verified in full (even bytes already stored): now the tenant may name it.
-      await this.builds.visibility.grantBlob(tenant, digest);
-      this.metrics.uploaded(tenant.id, size);
-      await this.quotas.addStored(tenant.id, size);
-      sendJson(res, 201, { digest, size });
-    } finally {
-      claim.release(size);
-      if (tmp) await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    }
-  }
-
-  #streamLogs(req: http.IncomingMessage, res: http.ServerResponse, build: Build, url: URL): void {
-    const raw = url.searchParams.get("after") ?? req.headers["last-event-id"];
-    const rawAfter = Array.isArray(raw) ? raw[0] : raw;
-    let after = 0;
-    if (rawAfter !== undefined && rawAfter !== "") {
-      if (!/^\d{1,15}$/.test(rawAfter))
-        throw new HttpError(
-          400,
-          "BAD_CURSOR",
-          `after=${JSON.stringify(rawAfter)} is not a log cursor (a non-negative integer from an event's id)`,
-        );
-      after = Number(rawAfter);
-    }
-    res.writeHead(200, {
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache, no-transform",
-      "x-accel-buffering": "no",
-    });
-    res.flushHeaders();
-    this.#streams.add(res);
-    const write = (text: string) => {
-      if (!res.writableEnded && !res.destroyed) res.write(text);
-    };
-    const sendLine = (cursor: number, line: string) => write(`id: ${cursor}\ndata: ${JSON.stringify(line)}\n\n`);
-    const sendResult = () => {
-      const info = build.info();
-      const payload = {
-        status: info.status,
-        lastCursor: info.lastCursor,
-        ...(info.result ? { result: info.result } : {}),
-        ...(info.failure ? { failure: info.failure } : {}),
-      };
-      write(`event: result\ndata: ${JSON.stringify(payload)}\n\n`);
-      res.end();
-    };
-    // Snapshot and subscribe in one synchronous turn: no line is missed or sent twice.
-    const { lines, dropped } = build.linesAfter(after);
-    if (dropped > 0)
-      write(`event: gap\ndata: ${JSON.stringify({ dropped, from: after + 1, to: after + dropped })}\n\n`);
-    for (const l of lines) sendLine(l.cursor, l.line);
-    if (build.finished) {
-      sendResult();
-      this.#streams.delete(res);
-      return;
-    }
-    const heartbeat = setInterval(() => write(": keep-alive\n\n"), this.#opts.heartbeatMs ?? 15_000);
-    const unsubscribe = build.subscribe((e) => {
-      if (e.type === "line") sendLine(e.cursor, e.line);
-      else sendResult();
-    });
-    res.on("close", () => {
-      clearInterval(heartbeat);
-      unsubscribe();
-      this.#streams.delete(res);
-    });
-  }
-
-  #sendError(req: http.IncomingMessage, res: http.ServerResponse, e: unknown): Promise<void> {
-    let status = 500;
-    let body: ErrorBody;
-    let headers: Record<string, string> = {};
-    if (e instanceof QuotaExceededError) {
-      this.metrics.quotaRefused(e.tenant, e.quota);
-      status = 429;
-      body = { error: { code: e.code, message: `${e.message} (retry after ${e.retryAfterSeconds} s)` } };
-      headers = { "retry-after": String(e.retryAfterSeconds) };
-    } else if (e instanceof HttpError) {
-      status = e.status;
-      body = { error: { code: e.code, message: e.message, ...(e.missing ? { missing: e.missing } : {}) } };
-      headers = e.headers;
-    } else if (e instanceof WireError) {
-      status = e.status;
-      body = { error: { code: e.code, message: e.message } };
-    } else {
-      this.#log(`internal error handling ${req.method} ${req.url}: ${e instanceof Error ? e.stack : String(e)}`);
-      body = {
-        error: {
-          code: "INTERNAL",
-          message: `internal error on the build server: ${e instanceof Error ? e.message : String(e)}`,
-        },
-      };
-    }
-    if (res.headersSent) {
-      res.destroy();
-      return Promise.resolve();
-    }
-    // An unauthenticated client keeps no connection open (no keep-alive slot for a request that was refused).
-    if (status === 401) res.setHeader("connection", "close");
-    // Read what is left of the body first, so the client (still sending) sees the response instead of a reset.
-    return drain(req).then(
-      () => sendJson(res, status, body, headers),
-      () => {
-        res.setHeader("connection", "close");
-        sendJson(res, status, body, headers);
-      },
-    );
   }
 }

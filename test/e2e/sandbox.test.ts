@@ -10,11 +10,12 @@ import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { SLIRP_GATEWAY } from "../../src/sandbox/netns.js";
 import { RUNC_ROOT } from "../../src/sandbox/runc.js";
+import { SECRETS_ROOT } from "../../src/sandbox/secret-dir.js";
 import { spawnServe } from "../support/service.js";
 import { buildJson, nonce as nonceTag, scratchSpace, SHARED_HOME, strata, strataSpawn } from "../support/strata.js";
 
@@ -136,8 +137,13 @@ describe("sandbox: limits", () => {
 });
 
 describe("sandbox: lifetime", () => {
-  test("kill -9 of the builder leaves no running container of its build 2 s later", { timeout: 120_000 }, async () => {
-    const { def } = await space.project(`export default base.runCommands("echo started; sleep 100000");\n`);
+  test("kill -9 of the builder leaves no running container of its build 2 s later, nor its secret files after the next build", {
+    timeout: 120_000,
+  }, async () => {
+    // The step holds a secret file (a tmpfs under SECRETS_ROOT while it runs) when its builder dies.
+    const { def } = await space.project(
+      `export default base.dockerfileCommands(["RUN --mount=type=secret,id=tok echo started; sleep 100000"], { secrets: [Secret.fromObject({ tok: "kill-${nonceTag()}" })] });\n`,
+    );
     const child = strataSpawn(["build", def]);
     let stderr = "";
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
@@ -178,6 +184,13 @@ describe("sandbox: lifetime", () => {
       assert.match(readFileSync(`/sys/fs/cgroup${path.dirname(v2)}/memory.max`, "utf8"), /^\d+\n$/);
       assert.match(readFileSync(`/sys/fs/cgroup${path.dirname(v2)}/pids.max`, "utf8"), /^\d+\n$/);
     }
+    const secretDirs = async () =>
+      (await readdir(SECRETS_ROOT).catch(() => [] as string[])).filter((n) => n.startsWith(prefix));
+    assert.equal((await secretDirs()).length, 1, "the step's secret file is on its tmpfs under SECRETS_ROOT");
+    assert.match(
+      readFileSync("/proc/self/mounts", "utf8"),
+      new RegExp(`^tmpfs ${SECRETS_ROOT}/${prefix}\\S+ tmpfs `, "m"),
+    );
     child.kill("SIGKILL");
     await new Promise((r) => setTimeout(r, 2000));
     assert.deepEqual(
@@ -190,6 +203,10 @@ describe("sandbox: lifetime", () => {
     const next = await space.project(`export default base.runCommands("true");\n`);
     await buildJson(next.def);
     assert.deepEqual(await containers(), []);
+    // ... and the next build's reap unmounts and removes them.
+    assert.deepEqual(await secretDirs(), [], "the dead builder's secrets dir outlived the reap");
+    const mounts = readFileSync("/proc/self/mounts", "utf8");
+    assert.ok(!mounts.includes(`${SECRETS_ROOT}/${prefix}`), "the dead builder's secrets tmpfs is still mounted");
   });
 });
 

@@ -2,7 +2,8 @@
 // requires a password and speaks only TLS (rediss://, a self-signed certificate made by the test); a `strata worker`
 // child process runs them on the same local store. While a build holding secret value S runs a step that sleeps,
 // every Redis key and every file under the store (the service's and the worker's work dirs) and Redis's dir is
-// scanned: no S, in any of the forms the redactor knows (base64 …). The step still gets S (it prints its hash); the
+// scanned: no S, in any of the forms the redactor knows (base64 …), not even the file of a secret the step mounts
+// (its tmpfs lives under /run, not in the store). The step still gets S (it prints its hash); the
 // lines where it prints S in base64 and %XX form arrive redacted. Attacks on the workers' secrets endpoint (no token,
 // a client's token, a wrong job token, a job whose request was changed in Redis) get nothing; a job whose service
 // restarted fails with SECRETS_GONE and a resubmit succeeds; an open Redis is refused.
@@ -21,6 +22,7 @@ import { checkRedis, openRedis } from "../../src/service/redis-connect.js";
 import { BuildService } from "../../src/service/server.js";
 import { LocalStore } from "../../src/store/local.js";
 import { reapStaleContainers } from "../../src/sandbox/runc.js";
+import { SECRETS_ROOT } from "../../src/sandbox/secret-dir.js";
 import { startRedis, type TestRedis } from "../support/redis.js";
 import { remoteBuildImage } from "../support/remote-image.js";
 import { busyboxBase, raw, startService, type TestService } from "../support/service.js";
@@ -157,18 +159,24 @@ test("a queued build holding secret S, mid-step: no S in Redis or the store; the
   dirs.push(dir);
   const tag = nonce();
   const S = `s3cr3t-${randomBytes(12).toString("hex")}/+?&=`;
-  const image = base.runCommands(
-    [
-      `echo "hash=$(printf %s "$TOKEN" | busybox sha256sum | busybox cut -d' ' -f1)"`,
-      `echo "b64=$(printf %s "$TOKEN" | busybox base64)"`,
-      `echo "b64x=$(printf x%s "$TOKEN" | busybox base64)"`,
-      `echo "pct=$(printf %s "$TOKEN" | busybox od -An -tx1 | busybox tr -d ' \\n' | sed 's/../%&/g')"`,
-      `echo raw=$TOKEN`,
-      `echo started-${tag}`,
-      "sleep 6",
-      "echo done > /done",
-    ].join("; "),
-    { secrets: [Secret.fromObject({ TOKEN: S })] },
+  // S reaches the step twice: in its environment (`env=`), and as a file (`--mount=type=secret` without `env=`, at
+  // /run/secrets/TOKEN), whose tmpfs must live outside the store while the step runs.
+  const script = [
+    `echo "hash=$(printf %s "$TOKEN" | busybox sha256sum | busybox cut -d' ' -f1)"`,
+    `echo "filehash=$(busybox sha256sum < /run/secrets/TOKEN | busybox cut -d' ' -f1)"`,
+    `echo "b64=$(printf %s "$TOKEN" | busybox base64)"`,
+    `echo "b64x=$(printf x%s "$TOKEN" | busybox base64)"`,
+    `echo "pct=$(printf %s "$TOKEN" | busybox od -An -tx1 | busybox tr -d ' \\n' | sed 's/../%&/g')"`,
+    `echo raw=$TOKEN`,
+    `echo started-${tag}`,
+    "sleep 6",
+    "echo done > /done",
+  ].join("; ");
+  const image = base.dockerfileCommands(
+    [`RUN --mount=type=secret,id=TOKEN,env=TOKEN --mount=type=secret,id=TOKEN ${script}`],
+    {
+      secrets: [Secret.fromObject({ TOKEN: S })],
+    },
   );
   const lines: string[] = [];
   const build = remoteBuildImage(image, {
@@ -235,6 +243,17 @@ test("a queued build holding secret S, mid-step: no S in Redis or the store; the
   assert.ok(
     lines.some((l) => l.trim() === `hash=${hash}`),
     `the step got S (it printed its hash):\n${lines.join("\n")}`,
+  );
+  assert.ok(
+    lines.some((l) => l.trim() === `filehash=${hash}`),
+    `the step got S as a file (it printed its hash):\n${lines.join("\n")}`,
+  );
+  // The secret file's tmpfs went with the step.
+  const left = await fsp.readdir(SECRETS_ROOT).catch(() => [] as string[]);
+  assert.deepEqual(
+    left.filter((n) => n.startsWith(`strata-${worker.child.pid}-`)),
+    [],
+    "no secrets dir of the worker is left",
   );
   for (const key of ["b64", "b64x", "pct", "raw"]) {
     const line = lines.find((l) => l.trim().startsWith(`${key}=`));
