@@ -39,6 +39,7 @@ const UNIT = [
   "sandbox/user.test.ts",
   "service/wire-schema.test.ts",
   "service/fair-slots.test.ts",
+  "service/client-retry.test.ts",
   "service/queue-signing.test.ts",
   "service/tenant-quotas.test.ts",
   "service/usage-window.test.ts",
