@@ -350,7 +350,9 @@ export class BuildQueue {
         const s = JSON.parse(data) as { worker: string; attempt: number };
         f.handlers.started(s.worker, s.attempt);
       } else if (type === "done") {
-        f.resolve(JSON.parse(data) as BuildOutcome);
+        const outcome = JSON.parse(data) as BuildOutcome;
+        this.#logRejected(f);
+        f.resolve(outcome);
         return true;
       }
     } catch (e) {
@@ -362,6 +364,14 @@ export class BuildQueue {
       return true;
     }
     return false;
+  }
+
+  /** At the end of a build, how many entries were ignored past those logged one by one. */
+  #logRejected(f: Follow): void {
+    if (f.rejected > REJECTS_LOGGED)
+      this.#log(
+        `build ${f.buildId}: ignored ${f.rejected} entries of its event stream in all (their MACs did not verify)`,
+      );
   }
 
   /** Fails builds whose job vanished (or failed) without a `done` entry. */
@@ -389,8 +399,7 @@ export class BuildQueue {
         if ((over = this.#dispatch(f, fields))) break;
       }
       if (over || !this.#follows.has(f.id)) continue;
-      if (f.rejected > REJECTS_LOGGED)
-        this.#log(`build ${f.buildId}: ignored ${f.rejected} entries of its event stream that did not verify`);
+      this.#logRejected(f);
       f.resolve({
         status: "failed",
         failure: f.rejectedDone
