@@ -48,8 +48,9 @@ environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILD
   STRATA_SERVER / STRATA_TOKEN (build on a strata service; the token also protects \`strata serve\`),
   STRATA_REDIS_URL / STRATA_REDIS_PREFIX (serve: queue builds for \`strata worker\` processes; Redis must
   require a password, redis://:<password>@host:port, or rediss:// for TLS with STRATA_REDIS_CA for a private CA),
-  STRATA_WORKER_TOKEN (serve and worker with a queue: workers fetch builds' secrets from the service with it),
-  STRATA_SERVICE_URL (worker: the build services, comma-separated, that queue builds)`;
+  STRATA_WORKER_TOKEN (serve and worker with a queue: workers fetch builds' secrets from the service with it, and
+  jobs and their reports are signed with a key derived from it),
+  STRATA_SERVICE_URL (worker: the build services, comma-separated, that queue builds; STRATA_CA_FILE for https)`;
 
 class UsageError extends Error {}
 

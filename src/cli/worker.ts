@@ -11,13 +11,15 @@
  * Environment: STRATA_REDIS_URL (required; Redis must require a password, see redis-connect.ts), STRATA_REDIS_CA,
  * STRATA_REDIS_PREFIX (default `strata`), STRATA_SERVICE_URL (the build services that queue builds, comma-separated;
  * or `--service`, repeated) and STRATA_WORKER_TOKEN (the services' worker token; both required: a build's secret
- * values are fetched from the service that queued it), the store's variables.
+ * values are fetched from the service that queued it), STRATA_CA_FILE (the CA of an https:// service, as for
+ * `strata build`), the store's variables.
  */
 import { parseArgs } from "node:util";
 import { parseDuration, type ServiceSandboxOptions } from "../sandbox/runc.js";
 import { SANDBOX_FLAGS, sandboxOptions } from "./sandbox-flags.js";
 import { FETCH_FLAGS, fetchPolicyOf } from "./fetch-flags.js";
 import type { FetchPolicy } from "../net/fetch-policy.js";
+import { serviceAgent } from "../service/tls.js";
 
 /** Parses `30s`, `1500ms`, `2m`, `1h` or a plain number of milliseconds. */
 function parseMs(flag: string, v: string | undefined): number | undefined {
@@ -129,6 +131,13 @@ export async function cmdWorker(argv: string[]): Promise<number> {
     );
     return 2;
   }
+  try {
+    // An https:// service is trusted as `strata build` trusts one (STRATA_CA_FILE): a bad CA file fails here.
+    for (const u of opts.services) serviceAgent(new URL(u)).destroy();
+  } catch (e) {
+    process.stderr.write(`strata worker: ${(e as Error).message}\n`);
+    return 2;
+  }
   const { openStoreFromEnv } = await import("../store/s3/open.js");
   const store = await openStoreFromEnv();
   const { BuildWorker } = await import("../service/worker.js");
@@ -139,6 +148,7 @@ export async function cmdWorker(argv: string[]): Promise<number> {
   try {
     worker = await BuildWorker.start({
       redisUrl,
+      workerToken,
       ...(process.env.STRATA_REDIS_CA?.trim() ? { redisCaFile: process.env.STRATA_REDIS_CA.trim() } : {}),
       ...(opts.insecureRedis || process.env.STRATA_REDIS_INSECURE === "1" ? { insecureRedis: true } : {}),
       secretsFrom: { services: opts.services, token: workerToken },

@@ -15,6 +15,8 @@ export function registryOptions(
 ): RegistryOptions {
   const values = { ...secrets };
   const credentials = credentialsFor(base.login ?? "registry", values, {
+    // On the service a file the secret names would be the operator's (its own web identity token): refused.
+    ecr: { tokenFiles: fetchPolicy?.operatorLogins ?? true },
     gcp: { ...(base.gcpMode ? { mode: base.gcpMode } : {}), ...(fetchPolicy ? { fetchPolicy } : {}) },
   });
   return {

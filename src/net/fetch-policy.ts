@@ -98,6 +98,16 @@ export class FetchPolicy {
     if (isIP(host)) this.#decide(host, portOf(url.protocol, url.port), host);
   }
 
+  /**
+   * Whether a registry login may fall back to this process's own logins (Docker's config.json, `DOCKER_CONFIG`, its
+   * credential helpers; files an ECR secret names). True for a local build, the user's own; false for the service
+   * (`strata serve`, `strata worker`), whose own logins are its operator's: a client's build logs in only with its
+   * own secrets, else anonymously.
+   */
+  get operatorLogins(): boolean {
+    return this.config.origin !== "service";
+  }
+
   /** True when the operator listed `registry` as a plain-HTTP registry. */
   listsInsecure(registry: string): boolean {
     return listedInsecure(this.config, registry);

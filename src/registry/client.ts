@@ -112,6 +112,8 @@ export class RegistryClient {
   readonly signal: AbortSignal | undefined;
   readonly attempts: number;
   readonly fetchPolicy: FetchPolicy;
+  /** Whether Docker's config.json may log in (not on the service: see FetchPolicy.operatorLogins). */
+  private readonly operatorLogins: boolean;
   private readonly retryDelayMs: number;
   private readonly maxRetryAfterMs: number;
   private readonly provider: CredentialProvider | undefined;
@@ -136,7 +138,9 @@ export class RegistryClient {
     this.insecure = listed || opts.insecure === true;
     this.baseUrl = new URL(`${this.insecure ? "http" : "https"}://${registryApiHost(reference.registry)}/`);
     this.signal = opts.signal;
-    this.provider = resolveCredentialProvider(opts);
+    // On the service, never the operator's own Docker login: a client's registry sees the build's secrets or nothing.
+    this.operatorLogins = this.fetchPolicy.operatorLogins;
+    this.provider = resolveCredentialProvider(this.operatorLogins ? opts : { ...opts, dockerConfig: false });
     this.scopes = mergeScopes([repositoryScope(reference.repository, ["pull"])], opts.scopes);
     this.attempts = Math.max(1, opts.attempts ?? 3);
     this.retryDelayMs = opts.retryDelayMs ?? 300;
@@ -362,7 +366,7 @@ export class RegistryClient {
       if (!creds) {
         const realm = basic.params["realm"] ? ` (realm "${basic.params["realm"]}")` : "";
         throw new RegistryAuthError(
-          `registry ${registry} requires a username and password (HTTP Basic auth${realm}) for ${displayUrl(url)}, and no credentials are configured for it; ${howToLogIn(registry)}`,
+          `registry ${registry} requires a username and password (HTTP Basic auth${realm}) for ${displayUrl(url)}, and no credentials are configured for it; ${howToLogIn(registry, this.operatorLogins)}`,
           { url: displayUrl(url) },
         );
       }
@@ -455,7 +459,7 @@ export class RegistryClient {
         throw new RegistryAuthError(
           creds
             ? `the token service of registry ${registry} (${displayUrl(tokenUrl)}) rejected the username and password from ${creds.source ?? "the credential provider"} (${r.status}${detail}); ${howToFix(registry, creds)}`
-            : `the token service of registry ${registry} (${displayUrl(tokenUrl)}) refused an anonymous token (${r.status}${detail}); ${howToLogIn(registry)}`,
+            : `the token service of registry ${registry} (${displayUrl(tokenUrl)}) refused an anonymous token (${r.status}${detail}); ${howToLogIn(registry, this.operatorLogins)}`,
           { status: r.status, url: displayUrl(tokenUrl) },
         );
       }
@@ -494,7 +498,7 @@ export class RegistryClient {
     const error = parseWwwAuthenticate(challenge).find((c) => c.scheme.toLowerCase() === "bearer")?.params["error"];
     const why = error === "insufficient_scope" ? " (insufficient_scope: the token does not grant this access)" : "";
     const who = creds ? `the credentials from ${creds.source ?? "the credential provider"}` : "anonymous access";
-    const fix = creds ? howToFix(registry, creds) : howToLogIn(registry);
+    const fix = creds ? howToFix(registry, creds) : howToLogIn(registry, this.operatorLogins);
     return new RegistryAuthError(
       `registry ${registry} answered ${method} ${displayUrl(result.url)} with 401 Unauthorized${detail}${why}: it does not accept ${who} for ${this.reference.repository}; ${fix}`,
       {
@@ -504,7 +508,9 @@ export class RegistryClient {
   }
 }
 
-function howToLogIn(registry: string): string {
+function howToLogIn(registry: string, operatorLogins: boolean): string {
+  if (!operatorLogins)
+    return `set ${SECRET_USERNAME} and ${SECRET_PASSWORD} in the image's secret: a build service logs in to a client's registry only with the build's own secrets, never with its operator's Docker login`;
   return `set ${SECRET_USERNAME} and ${SECRET_PASSWORD} in the image's secret (for the CLI: in the environment), or log in with \`docker login ${registry}\` so ~/.docker/config.json has credentials for it`;
 }
 

@@ -33,6 +33,11 @@ export interface EcrOptions {
   refreshMarginMs?: number;
   /** Attempts per AWS call, including the SDK's own retries (default 3). */
   maxAttempts?: number;
+  /**
+   * Whether `AWS_WEB_IDENTITY_TOKEN_FILE` may name a file on this machine (default true). False on the build service:
+   * the file would be its operator's (e.g. the service's own projected service-account token).
+   */
+  tokenFiles?: boolean;
   /** Where `STRATA_ECR_ENDPOINT` / `STRATA_STS_ENDPOINT` are read (default `process.env`). */
   env?: NodeJS.ProcessEnv;
   /** Clock in ms since the epoch (tests). */
@@ -219,6 +224,10 @@ function refreshTime(fetchedAt: number, expiresAt: number, marginMs: number): nu
  */
 export function ecrCredentials(secret: Readonly<Record<string, string>>, opts: EcrOptions = {}): CredentialProvider {
   const identity = parseIdentity(secret);
+  if (identity.kind === "webIdentity" && identity.token === undefined && opts.tokenFiles === false)
+    throw new InvalidDefinitionError(
+      `the ECR secret's ${AWS_VARS.webIdentityTokenFile} names a file on the build server, which would be the operator's, not yours; give the token itself as ${AWS_VARS.webIdentityToken}`,
+    );
   const secretRegion = present(secret, AWS_VARS.region)?.trim() ?? present(secret, AWS_VARS.defaultRegion)?.trim();
   const env = opts.env ?? process.env;
   const now = opts.now ?? Date.now;

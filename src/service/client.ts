@@ -2,10 +2,13 @@
  * The build service's client: takes a Plan and its secret values, walks and hashes its local inputs, uploads only the
  * files the server lacks (by content digest), asks the server to get-or-create the build, streams its log
  * (reconnecting from the last cursor when the connection drops) and returns the result — or throws the same
- * errors a local build throws (a failing step is a StepFailedError).
+ * errors a local build throws (a failing step is a StepFailedError). A request refused for a quota (429) or because the
+ * server is full (503 with `Retry-After`) is sent again after the wait the server asks for (client-retry.ts), with a
+ * log line per wait.
  */
 import { limitsFromEnv } from "../sandbox/step-limits.js";
 import { createReadStream } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import http from "node:http";
 import https from "node:https";
 import type { Readable } from "node:stream";
@@ -18,6 +21,7 @@ import { parseDigest } from "../util/digest.js";
 import { compileRequest, type LocalBlob } from "./wire/encode.js";
 import type { BuildInfo, BuildStatus, CreateResponse, ErrorBody, WireFailure, WireResult } from "./wire/responses.js";
 import { serviceAgent, tlsHint } from "./tls.js";
+import { BUSY_RETRY_DEFAULTS, busyRetryWait, type BusyRetryPolicy } from "./client-retry.js";
 
 export interface RemoteBuildOptions {
   /** Base URL of the build server, e.g. `http://builder:8080`. */
@@ -37,6 +41,11 @@ export interface RemoteBuildOptions {
   uploadConcurrency?: number;
   /** Consecutive failed reconnects of the log stream before giving up. Default 10. */
   maxReconnects?: number;
+  /**
+   * Retrying requests the server refuses for a quota (429) or as full (503 with `Retry-After`), after the wait it
+   * asks for; `false`: fail at once. Default: up to 10 retries, each wait at most 60 s, 10 min in all.
+   */
+  busyRetry?: BusyRetryPolicy | false;
   signal?: AbortSignal;
 }
 
@@ -52,15 +61,18 @@ export interface RemoteBuiltImage extends BuiltImage {
 /** The build server refused a request or failed a build with an error that has no local counterpart. */
 export class RemoteBuildError extends StrataError {
   override readonly code: string;
+  /** The server's `Retry-After` header, when it sent one. */
+  readonly retryAfter?: string;
   constructor(
     code: string,
     message: string,
     readonly status?: number,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfter?: string },
   ) {
     super(message, options);
     this.code = code;
     this.name = "RemoteBuildError";
+    if (options?.retryAfter !== undefined) this.retryAfter = options.retryAfter;
   }
 }
 
@@ -69,7 +81,10 @@ const envFlag = (name: string) => ["1", "true", "yes"].includes((process.env[nam
 /** Builds `plan` on a build server (with `opts.secrets`, the values of the secrets its steps name). */
 export async function remoteBuild(plan: Plan, opts: RemoteBuildOptions): Promise<RemoteBuiltImage> {
   const log = opts.log ?? ((l: string) => process.stderr.write(l + "\n"));
-  const client = new ServiceClient(opts.server, opts.token ?? process.env.STRATA_TOKEN, opts.signal);
+  const client = new ServiceClient(opts.server, opts.token ?? process.env.STRATA_TOKEN, opts.signal, {
+    busyRetry: opts.busyRetry ?? {},
+    log,
+  });
   try {
     const statCache = await openStatCache(opts.statCache);
     const { request, files } = await compileRequest(plan, statCache, opts.secrets);
@@ -289,8 +304,16 @@ export class ServiceClient {
   readonly #token?: string;
   readonly #agent: http.Agent;
   readonly #signal?: AbortSignal;
+  readonly #busyRetry: BusyRetryPolicy | false;
+  readonly #log: LogSink;
 
-  constructor(server: string, token?: string, signal?: AbortSignal) {
+  /** `opts.busyRetry`: see RemoteBuildOptions (default here: no retries); `opts.log` gets a line per wait. */
+  constructor(
+    server: string,
+    token?: string,
+    signal?: AbortSignal,
+    opts: { busyRetry?: BusyRetryPolicy | false; log?: LogSink } = {},
+  ) {
     let base: URL;
     try {
       base = new URL(server.endsWith("/") ? server : server + "/");
@@ -306,6 +329,8 @@ export class ServiceClient {
     this.#token = token;
     this.#agent = serviceAgent(base);
     this.#signal = signal;
+    this.#busyRetry = opts.busyRetry ?? false;
+    this.#log = opts.log ?? ((l: string) => process.stderr.write(l + "\n"));
   }
 
   close(): void {
@@ -345,7 +370,7 @@ export class ServiceClient {
           const buf = Buffer.concat(chunks);
           const status = res.statusCode ?? 0;
           if (status >= 200 && status < 300) resolve({ status, body: buf });
-          else reject(httpError(this.#where(method, pathname), status, buf));
+          else reject(httpError(this.#where(method, pathname), status, buf, res.headers["retry-after"]));
         });
       });
       if (body === undefined) req.end();
@@ -382,22 +407,57 @@ export class ServiceClient {
     }
   }
 
+  /**
+   * `send`, sent again while the server answers 429 (or 503 with `Retry-After`) and the retry policy allows, after
+   * the wait the server asks for (one log line per wait). The last refusal is thrown, saying how long it waited.
+   */
+  async #busyRetrying<T>(send: () => Promise<T>): Promise<T> {
+    let waited = 0;
+    for (let retries = 0; ; retries++) {
+      try {
+        return await send();
+      } catch (e) {
+        if (!(e instanceof RemoteBuildError) || this.#busyRetry === false || this.#signal?.aborted) throw e;
+        const wait = busyRetryWait({ status: e.status, retryAfter: e.retryAfter }, retries, waited, this.#busyRetry);
+        if (wait === undefined) {
+          if (!retries) throw e;
+          throw new RemoteBuildError(
+            e.code,
+            `${e.message} — still refused after ${retries} ${retries === 1 ? "retry" : "retries"} over ${Math.round(waited / 1000)} s`,
+            e.status,
+            { cause: e, ...(e.retryAfter !== undefined ? { retryAfter: e.retryAfter } : {}) },
+          );
+        }
+        const most = this.#busyRetry.attempts ?? BUSY_RETRY_DEFAULTS.attempts;
+        this.#log(
+          `=> The build server is busy (${e.status} ${e.code}): retrying in ${Math.ceil(wait / 1000)} s (retry ${retries + 1} of at most ${most}): ${e.message}`,
+        );
+        await sleep(wait, undefined, this.#signal ? { signal: this.#signal } : {});
+        waited += wait;
+      }
+    }
+  }
+
   async json<T>(method: string, pathname: string, body?: unknown): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const r = await this.#sendRetrying(
-      method,
-      pathname,
-      payload,
-      payload ? { "content-type": "application/json", "content-length": payload.length } : {},
+    const r = await this.#busyRetrying(() =>
+      this.#sendRetrying(
+        method,
+        pathname,
+        payload,
+        payload ? { "content-type": "application/json", "content-length": payload.length } : {},
+      ),
     );
     return JSON.parse(r.body.toString("utf8")) as T;
   }
 
   async upload(pathname: string, open: () => Readable, size: number): Promise<void> {
-    await this.#sendRetrying("PUT", pathname, open, {
-      "content-type": "application/octet-stream",
-      "content-length": size,
-    });
+    await this.#busyRetrying(() =>
+      this.#sendRetrying("PUT", pathname, open, {
+        "content-type": "application/octet-stream",
+        "content-length": size,
+      }),
+    );
   }
 
   get aborted(): boolean {
@@ -482,7 +542,7 @@ function unreachable(where: string, e: Error): RemoteBuildError {
   );
 }
 
-function httpError(where: string, status: number, body: Buffer): RemoteBuildError {
+function httpError(where: string, status: number, body: Buffer, retryAfter?: string): RemoteBuildError {
   let code = `HTTP_${status}`;
   let message = body.toString("utf8").slice(0, 2000) || `HTTP ${status}`;
   try {
@@ -495,5 +555,10 @@ function httpError(where: string, status: number, body: Buffer): RemoteBuildErro
     // not JSON: keep the raw text
   }
   const hint = status === 401 ? " (set STRATA_TOKEN to the server's token)" : "";
-  return new RemoteBuildError(code, `the build server refused ${where} (${status}): ${message}${hint}`, status);
+  return new RemoteBuildError(
+    code,
+    `the build server refused ${where} (${status}): ${message}${hint}`,
+    status,
+    retryAfter !== undefined ? { retryAfter } : undefined,
+  );
 }

@@ -6,8 +6,14 @@
  * configured services are asked (a job never names where to send the worker token). A service that cannot be reached
  * is asked again for `retryMs` (it may be restarting); when every service answered and none has the values, they are
  * gone (SECRETS_GONE: the service that queued the build restarted) and the client must resubmit.
+ *
+ * An `https://` service is verified as `strata build` verifies one (tls.ts): against the system's CAs, or only those of
+ * STRATA_CA_FILE when it is set (a private CA).
  */
+import http from "node:http";
+import https from "node:https";
 import { JobSecretsError, type SecretParts } from "./job-secrets.js";
+import { serviceAgent, tlsHint } from "./tls.js";
 
 export interface JobSecretsSource {
   /** Base URLs of the build services (`http(s)://host:port`). */
@@ -18,6 +24,19 @@ export interface JobSecretsSource {
   retryMs?: number;
   /** One request's time limit. Default 10 s. */
   timeoutMs?: number;
+  /** The connection agent for a service. Default: `serviceAgent(base)` (TLS trust from STRATA_CA_FILE). */
+  agent?: (base: URL) => http.Agent;
+}
+
+/** One keep-alive agent per source and service, made on first use. */
+const agents = new WeakMap<JobSecretsSource, Map<string, http.Agent>>();
+
+function agentFor(source: JobSecretsSource, base: URL): http.Agent {
+  let bySource = agents.get(source);
+  if (!bySource) agents.set(source, (bySource = new Map()));
+  let agent = bySource.get(base.origin);
+  if (!agent) bySource.set(base.origin, (agent = (source.agent ?? serviceAgent)(base)));
+  return agent;
 }
 
 /** The build's secret values from whichever service holds them; a JobSecretsError when none does. */
@@ -75,21 +94,27 @@ async function askOne(
     `v1/internal/jobs/${encodeURIComponent(job.buildId)}/secrets`,
     base.endsWith("/") ? base : base + "/",
   );
-  const timeout = AbortSignal.timeout(source.timeoutMs ?? 10_000);
-  let res: Response;
+  let agent: http.Agent;
   try {
-    res = await fetch(url, {
-      method: "POST",
-      headers: { authorization: `Bearer ${source.token}`, "content-type": "application/json" },
-      body: JSON.stringify({ token: job.token, request: job.requestDigest }),
-      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
-      redirect: "error",
-    });
+    agent = agentFor(source, url);
   } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    return { kind: "unreachable", message: cause?.code ?? cause?.message ?? (e as Error).message };
+    throw new JobSecretsError("SECRETS_UNAVAILABLE", `build ${job.buildId}: ${(e as Error).message}`);
   }
-  const text = await res.text().catch(() => "");
+  const timeout = AbortSignal.timeout(source.timeoutMs ?? 10_000);
+  let res: { status: number; text: string };
+  try {
+    res = await post(
+      url,
+      agent,
+      { authorization: `Bearer ${source.token}` },
+      JSON.stringify({ token: job.token, request: job.requestDigest }),
+      signal ? AbortSignal.any([signal, timeout]) : timeout,
+    );
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return { kind: "unreachable", message: (code ?? (e as Error).message) + tlsHint(code) };
+  }
+  const text = res.text;
   if (res.status === 200) {
     try {
       return { kind: "found", parts: parseParts(JSON.parse(text) as unknown) };
@@ -101,6 +126,33 @@ async function askOne(
   const message = errorMessage(text) ?? `HTTP ${res.status}`;
   if (res.status === 401 || res.status === 403) return { kind: "refused", message };
   return { kind: "unreachable", message };
+}
+
+/** POSTs a JSON body and reads the whole answer (redirects are not followed: a 3xx is an answer like any other). */
+function post(
+  url: URL,
+  agent: http.Agent,
+  headers: Record<string, string>,
+  body: string,
+  signal: AbortSignal,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const payload = Buffer.from(body);
+    const req = (url.protocol === "https:" ? https : http).request(url, {
+      method: "POST",
+      agent,
+      headers: { ...headers, "content-type": "application/json", "content-length": payload.length },
+      signal,
+    });
+    req.on("error", reject);
+    req.on("response", (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", reject);
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
+    });
+    req.end(payload);
+  });
 }
 
 function errorMessage(text: string): string | undefined {

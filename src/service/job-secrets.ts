@@ -16,6 +16,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { StrataError } from "../errors.js";
+import { queueSigningKey } from "./queue-signing.js";
 import type { BuildRequest } from "./wire/schema.js";
 
 /** A request's secret values, as they travel (format strata-build/4: one build-wide map, by name). */
@@ -42,9 +43,11 @@ export function requestDigest(req: BuildRequest): string {
 /** The shortest worker token accepted. */
 export const MIN_WORKER_TOKEN_CHARS = 32;
 
-/** The worker credential, checked in constant time. */
+/** The worker credential, checked in constant time; also the root of the queue's signing key (queue-signing.ts). */
 export class WorkerToken {
   readonly #hash: Buffer;
+  /** The key jobs and their events are signed with (derived from the token). */
+  readonly signingKey: Buffer;
   constructor(token: string) {
     if (token.length < MIN_WORKER_TOKEN_CHARS)
       throw new JobSecretsError(
@@ -52,6 +55,7 @@ export class WorkerToken {
         `STRATA_WORKER_TOKEN is ${token.length} characters long; it must have at least ${MIN_WORKER_TOKEN_CHARS} (e.g. \`openssl rand -hex 32\`), the same for the service and its workers`,
       );
     this.#hash = sha256(token);
+    this.signingKey = queueSigningKey(token);
   }
   /** The token's SHA-256 (to check that no tenant's token is the workers'). */
   get sha256(): Buffer {

@@ -14,6 +14,9 @@
  *   puts the job back in the queue and another worker runs it from the start, where every step the dead worker
  *   finished is a cache hit. A job that cannot finish (stalled too often) disappears without a `done` entry: the
  *   server notices from the job's state and fails the build with a clear message.
+ * - Jobs and events are signed with a key derived from the worker token (queue-signing.ts): a worker runs only a job
+ *   the service signed, and the service takes only entries a worker signed for that job. An entry that does not
+ *   verify is ignored and logged; a build whose job left the queue with only such a `done` fails, saying so.
  */
 import { randomBytes } from "node:crypto";
 import os from "node:os";
@@ -21,6 +24,7 @@ import { Queue, type JobsOptions } from "bullmq";
 import type { Redis } from "ioredis";
 import { HeldSecrets, requestDigest, splitSecrets } from "./job-secrets.js";
 import type { BuildOutcome } from "./outcome.js";
+import { type EventSigner, EventVerifier, signJob } from "./queue-signing.js";
 import {
   bullConnection,
   checkRedis,
@@ -35,7 +39,7 @@ import type { BuildRequest } from "./wire/schema.js";
 
 /** What a job carries. */
 export interface BuildJobData {
-  format: "strata-job/2";
+  format: "strata-job/3";
   buildId: string;
   /** Names the job's event stream (see the module comment), and its secret values at the service. */
   token: string;
@@ -46,6 +50,8 @@ export interface BuildJobData {
   /** The store scope (tenant) the build runs in; absent: the store's own names. */
   scope?: string;
   enqueuedAt: string;
+  /** The service's MAC of the job (queue-signing.ts `signJob`): a worker runs no job whose MAC does not verify. */
+  mac: string;
 }
 
 export { bullConnection, checkRedis, openRedis, QueueError, redactUrl, type RedisTarget } from "./redis-connect.js";
@@ -100,7 +106,16 @@ interface Follow {
   lastStateCheck: number;
   /** Consecutive state checks that found no job (and no `done`). */
   missing: number;
+  /** Checks the stream's entries (signed by the job's workers). */
+  verifier: EventVerifier;
+  /** Entries ignored because they did not verify. */
+  rejected: number;
+  /** One of them was a `done`. */
+  rejectedDone: boolean;
 }
+
+/** How many ignored entries of one stream are logged one by one (a flood of forged entries is summed up). */
+const REJECTS_LOGGED = 5;
 
 /** How often a followed build's job state is checked (to notice a job that vanished without a result). */
 const STATE_CHECK_MS = 2000;
@@ -118,11 +133,14 @@ export class BuildQueue {
   #loop?: Promise<void>;
   #closed = false;
   readonly #log: (line: string) => void;
+  /** Signs jobs and checks events (queue-signing.ts). */
+  readonly #signingKey: Buffer;
 
-  private constructor(target: RedisTarget, keys: RedisKeys, log: (line: string) => void) {
+  private constructor(target: RedisTarget, keys: RedisKeys, log: (line: string) => void, signingKey: Buffer) {
     this.url = target.url;
     this.keys = keys;
     this.#log = log;
+    this.#signingKey = signingKey;
     this.#redis = openRedis(target, "strata-serve");
     this.#reader = openRedis(target, "strata-serve-reader", { blocking: true });
     // Connection options, not a client: BullMQ then owns (and closes) the connections it makes.
@@ -135,14 +153,15 @@ export class BuildQueue {
 
   /**
    * Connects to Redis (fails clearly if it does not answer, or answers without a password and the target is not
-   * `insecure`: see redis-connect.ts).
+   * `insecure`: see redis-connect.ts). `signingKey` is `queueSigningKey(<worker token>)`, as the workers have it.
    */
   static async connect(
     target: RedisTarget | string,
-    opts: { prefix?: string; log?: (line: string) => void } = {},
+    opts: { prefix?: string; log?: (line: string) => void; signingKey: Buffer },
   ): Promise<BuildQueue> {
     const t = toTarget(target);
-    const q = new BuildQueue(t, new RedisKeys(opts.prefix), opts.log ?? ((l) => process.stderr.write(l + "\n")));
+    const log = opts.log ?? ((l: string) => process.stderr.write(l + "\n"));
+    const q = new BuildQueue(t, new RedisKeys(opts.prefix), log, opts.signingKey);
     try {
       await checkRedis(q.#redis, t.url);
       await requireRedisAuth(t);
@@ -185,14 +204,22 @@ export class BuildQueue {
     if (secrets) this.secrets.hold(buildId, mine, requestDigest(stripped), secrets);
     try {
       for (let attempt = 1; ; attempt++) {
+        const claims = {
+          buildId,
+          token: mine,
+          requestDigest: requestDigest(stripped),
+          hasSecrets: Boolean(secrets),
+          ...(handlers.scope !== undefined ? { scope: handlers.scope } : {}),
+        };
         const data: BuildJobData = {
-          format: "strata-job/2",
+          format: "strata-job/3",
           buildId,
           token: mine,
           request: stripped,
-          hasSecrets: Boolean(secrets),
+          hasSecrets: claims.hasSecrets,
           ...(handlers.scope !== undefined ? { scope: handlers.scope } : {}),
           enqueuedAt: new Date().toISOString(),
+          mac: signJob(this.#signingKey, claims),
         };
         try {
           await this.#queue.add("build", data, { ...JOB_OPTIONS, jobId: buildId });
@@ -252,6 +279,9 @@ export class BuildQueue {
         },
         lastStateCheck: Date.now(),
         missing: 0,
+        verifier: new EventVerifier(this.#signingKey, { buildId, token }),
+        rejected: 0,
+        rejectedDone: false,
       });
       this.#loop ??= this.#readLoop().finally(() => (this.#loop = undefined));
     });
@@ -302,21 +332,27 @@ export class BuildQueue {
     }
   }
 
-  /** Handles one stream entry; true when the build is over. */
+  /** Handles one stream entry; true when the build is over. An entry that does not verify is logged and ignored. */
   #dispatch(f: Follow, fields: string[]): boolean {
-    const get = (name: string) => {
-      for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1]!;
-      return undefined;
-    };
-    const type = get("t");
-    const data = get("d") ?? "";
+    const checked = f.verifier.check(fields);
+    if (!checked.ok) {
+      if (checked.type === "done") f.rejectedDone = true;
+      if (++f.rejected <= REJECTS_LOGGED)
+        this.#log(
+          `build ${f.buildId}: ignored ${checked.type ? `a \`${checked.type}\`` : "an"} entry of its event stream in Redis (${f.key}): its MAC does not verify (${checked.reason}). Someone with write access to Redis wrote it, or a worker whose STRATA_WORKER_TOKEN is not this service's${f.rejected === REJECTS_LOGGED ? "; further ignored entries of this build are counted, not logged" : ""}`,
+        );
+      return false;
+    }
+    const { type, data } = checked;
     try {
       if (type === "line") f.handlers.line(data);
       else if (type === "start") {
         const s = JSON.parse(data) as { worker: string; attempt: number };
         f.handlers.started(s.worker, s.attempt);
       } else if (type === "done") {
-        f.resolve(JSON.parse(data) as BuildOutcome);
+        const outcome = JSON.parse(data) as BuildOutcome;
+        this.#logRejected(f);
+        f.resolve(outcome);
         return true;
       }
     } catch (e) {
@@ -328,6 +364,14 @@ export class BuildQueue {
       return true;
     }
     return false;
+  }
+
+  /** At the end of a build, how many entries were ignored past those logged one by one. */
+  #logRejected(f: Follow): void {
+    if (f.rejected > REJECTS_LOGGED)
+      this.#log(
+        `build ${f.buildId}: ignored ${f.rejected} entries of its event stream in all (their MACs did not verify)`,
+      );
   }
 
   /** Fails builds whose job vanished (or failed) without a `done` entry. */
@@ -355,12 +399,18 @@ export class BuildQueue {
         if ((over = this.#dispatch(f, fields))) break;
       }
       if (over || !this.#follows.has(f.id)) continue;
+      this.#logRejected(f);
       f.resolve({
         status: "failed",
-        failure: {
-          code: "WORKER_LOST",
-          message: `build ${f.buildId} left the queue without a result: the workers running it stopped responding too often (or failed it); see the workers' logs, then try again`,
-        },
+        failure: f.rejectedDone
+          ? {
+              code: "UNVERIFIED_RESULT",
+              message: `build ${f.buildId} left the queue with a result that did not verify: its \`done\` record in Redis is not signed with this service's worker key, so it was ignored. Either someone with write access to Redis forged it, or the worker that ran the build has another STRATA_WORKER_TOKEN than this service; check the workers' STRATA_WORKER_TOKEN and who can write to Redis, then try again`,
+            }
+          : {
+              code: "WORKER_LOST",
+              message: `build ${f.buildId} left the queue without a result: the workers running it stopped responding too often (or failed it); see the workers' logs, then try again`,
+            },
       });
     }
   }
@@ -393,20 +443,21 @@ export class EventWriter {
   constructor(
     private readonly redis: Redis,
     readonly key: string,
+    private readonly signer: EventSigner,
   ) {}
 
   line(line: string): void {
-    this.#push(["t", "line", "d", line]);
+    this.#push(this.signer.fields("line", line));
   }
 
   start(worker: string, attempt: number): Promise<void> {
-    this.#push(["t", "start", "d", JSON.stringify({ worker, attempt })]);
+    this.#push(this.signer.fields("start", JSON.stringify({ worker, attempt })));
     return this.flush();
   }
 
   /** Writes the outcome (after every pending line) and lets the stream expire an hour later. */
   async done(outcome: BuildOutcome): Promise<void> {
-    this.#push(["t", "done", "d", JSON.stringify(outcome)]);
+    this.#push(this.signer.fields("done", JSON.stringify(outcome)));
     await this.flush();
     if (this.#failed) throw this.#failed;
     await this.redis.expire(this.key, 3600);

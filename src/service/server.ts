@@ -234,7 +234,11 @@ export class BuildService {
               ...(caFile ? { caFile } : {}),
               insecure: opts.insecureRedis ?? process.env.STRATA_REDIS_INSECURE === "1",
             },
-            { prefix: opts.redisPrefix ?? (process.env.STRATA_REDIS_PREFIX || undefined), log },
+            {
+              prefix: opts.redisPrefix ?? (process.env.STRATA_REDIS_PREFIX || undefined),
+              log,
+              signingKey: workerToken!.signingKey,
+            },
           )
         : undefined);
     if (q && queue)

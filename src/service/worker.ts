@@ -8,6 +8,8 @@
  *   notices the lock it stopped renewing — or gives it back while shutting down.
  * - A job's data holds no secret values: a job that has some fetches them from the build service that queued it
  *   (job-secrets-client.ts, with the worker token) when it starts, and they stay in this process's memory.
+ * - A job runs only when the service's MAC of it verifies, and every event is signed (queue-signing.ts, a key derived
+ *   from the worker token): write access to Redis neither changes what a worker builds nor forges what it reports.
  * - On close, the worker stops taking jobs and lets running builds finish for a grace period; builds still running
  *   then are stopped (their sandboxes killed) and their jobs go back to the queue.
  */
@@ -22,6 +24,7 @@ import { fetchJobSecrets, type JobSecretsSource } from "./job-secrets-client.js"
 import { JobSecretsError, joinSecrets, requestDigest } from "./job-secrets.js";
 import type { BuildOutcome } from "./outcome.js";
 import { EventWriter, processName, RedisKeys, type BuildJobData } from "./queue.js";
+import { EventSigner, queueSigningKey, verifyJob } from "./queue-signing.js";
 import {
   bullConnection,
   checkRedis,
@@ -38,6 +41,11 @@ import { serviceConfig } from "../net/fetch-rules.js";
 export interface BuildWorkerOptions {
   /** `redis://:password@host:port` or `rediss://…` (STRATA_REDIS_URL). */
   redisUrl: string;
+  /**
+   * The worker token (STRATA_WORKER_TOKEN), as the service has it: jobs are checked and events signed with a key
+   * derived from it.
+   */
+  workerToken: string;
   /** PEM file of the CA of Redis's TLS certificate (STRATA_REDIS_CA). Default: the system's CAs. */
   redisCaFile?: string;
   /** Use a Redis that answers without a password (`--insecure-redis`). Default false: refused. */
@@ -95,6 +103,7 @@ export class BuildWorker {
   readonly #executor?: Executor;
   readonly #secretsFrom?: JobSecretsSource;
   readonly #fetchPolicy: FetchPolicy;
+  readonly #signingKey: Buffer;
   /** One scoped view of the store per tenant scope. */
   readonly #views = new Map<string, ScopedStore>();
   #closing = false;
@@ -102,6 +111,7 @@ export class BuildWorker {
   private constructor(opts: BuildWorkerOptions, redis: Redis, trees: InputTrees) {
     this.name = opts.name ?? processName();
     this.#secretsFrom = opts.secretsFrom;
+    this.#signingKey = queueSigningKey(opts.workerToken);
     this.keys = new RedisKeys(opts.prefix);
     this.#redis = redis;
     this.#trees = trees;
@@ -182,11 +192,29 @@ export class BuildWorker {
 
   async #process(job: Job<BuildJobData, BuildOutcome>): Promise<BuildOutcome> {
     const d = job.data;
-    if (d?.format !== "strata-job/2" || !d.request)
+    if (d?.format !== "strata-job/3" || !d.request)
       throw new UnrecoverableError(
-        `job ${job.id} is not a Strata build job of this version (format ${String(d?.format)}, expected strata-job/2); upgrade the workers and the service together`,
+        `job ${job.id} is not a Strata build job of this version (format ${String(d?.format)}, expected strata-job/3); upgrade the workers and the service together`,
       );
-    const events = new EventWriter(this.#redis, this.keys.events(d.buildId, d.token));
+    const claims = {
+      buildId: d.buildId,
+      token: d.token,
+      requestDigest: requestDigest(d.request),
+      hasSecrets: d.hasSecrets,
+      ...(d.scope !== undefined ? { scope: d.scope } : {}),
+    };
+    if (job.id !== d.buildId || !verifyJob(this.#signingKey, claims, d.mac)) {
+      // Nothing is reported into the job's stream: the service that follows it would not take it anyway.
+      this.#log(
+        `worker ${this.name}: refused job ${job.id}: its MAC does not verify (someone with write access to Redis wrote or changed it, or the service has another STRATA_WORKER_TOKEN than this worker)`,
+      );
+      throw new UnrecoverableError(`job ${job.id} is not signed by a build service of this worker`);
+    }
+    const events = new EventWriter(
+      this.#redis,
+      this.keys.events(d.buildId, d.token),
+      new EventSigner(this.#signingKey, { buildId: d.buildId, token: d.token }),
+    );
     const attempt = Math.max(1, job.attemptsStarted || job.attemptsMade + 1);
     const t0 = Date.now();
     await events.start(this.name, attempt);

@@ -1,7 +1,8 @@
 // A registry base through `strata serve`: `Image.fromRegistry("127.0.0.1:<port>/t/base:1").runCommands(…)` builds on
 // the service with the keys and image ids a local build gets (issue 11: the wire refused the base's login field).
 // Anonymous and token-auth loopback registries; the registry credentials travel as the build's secrets, never in a
-// key, a log or the server's store.
+// key, a log or the server's store. The operator's own Docker login (DOCKER_CONFIG in the service's environment) never
+// logs a client into a registry (a base or `COPY --from=<image>`); a local build keeps using it.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { promises as fsp } from "node:fs";
@@ -126,6 +127,67 @@ test("fromRegistry with a login secret on a token-auth registry: the credentials
     await publish(ref, `alice:${password}`);
     const def = await definition(ref, `, { secret: Secret.fromLocalEnv(["REGISTRY_USERNAME", "REGISTRY_PASSWORD"]) }`);
     await compare(def, { REGISTRY_USERNAME: "alice", REGISTRY_PASSWORD: password });
+  } finally {
+    await registry.stop();
+  }
+});
+
+test("the service's operator login (DOCKER_CONFIG) never serves a client's registry; a local build still uses it", {
+  timeout: 300_000,
+}, async () => {
+  const password = `pw-${nonce()}`;
+  const registry = await startRegistry({ auth: "token", users: { alice: password } });
+  const serverHome = await tempDir("strata-reg-operator-");
+  const localHome = await tempDir("strata-reg-operator-local-");
+  const dockerConfig = await tempDir("strata-reg-docker-config-");
+  cleanup.push(serverHome, localHome, dockerConfig);
+  try {
+    const ref = `${registry.host}/t/base:1`;
+    await publish(ref, `alice:${password}`);
+    // The operator logged in to that registry: Docker's config.json in the service's environment.
+    const auth = Buffer.from(`alice:${password}`).toString("base64");
+    await fsp.writeFile(
+      path.join(dockerConfig, "config.json"),
+      JSON.stringify({ auths: { [registry.host]: { auth } } }),
+    );
+    const def = await definition(ref, "");
+    const ctx = await tempDir("strata-reg-operator-ctx-");
+    cleanup.push(ctx);
+    await fsp.writeFile(path.join(ctx, "Dockerfile"), `FROM scratch\nCOPY --from=${ref} /bin/busybox /bb\n`);
+    const dockerfileBuild = ["build", "-f", path.join(ctx, "Dockerfile"), ctx, "--json"];
+
+    const serve = await spawnServe({
+      STRATA_HOME: serverHome,
+      STRATA_ALLOW_FETCH: "127.0.0.1",
+      DOCKER_CONFIG: dockerConfig,
+    });
+    try {
+      const env = { STRATA_SERVER: serve.url, DOCKER_CONFIG: "/nonexistent" };
+      for (const args of [["build", def, "--json"], dockerfileBuild]) {
+        const before = registry.tokenServer!.requests.length;
+        const r = await strata(args, { home: localHome, env });
+        assert.notEqual(r.code, 0, `an anonymous client built a private image with the operator's login: ${r.stdout}`);
+        assert.match(r.stderr, /401 Unauthorized|refused an anonymous token/);
+        assert.match(r.stderr, /never with its operator's Docker login/);
+        const asked = registry.tokenServer!.requests.slice(before);
+        assert.ok(asked.length > 0, "the service asked the token server");
+        assert.ok(
+          asked.every((q) => q.user === undefined),
+          `every token request was anonymous: ${JSON.stringify(asked)}`,
+        );
+      }
+    } finally {
+      serve.child.kill("SIGTERM");
+      await serve.exited;
+    }
+
+    // A local build is the user's own: Docker's config.json logs in as today.
+    const before = registry.tokenServer!.requests.length;
+    const local = await buildJson(def, [], { home: localHome, env: { DOCKER_CONFIG: dockerConfig } });
+    assert.match(local.imageId, /^sha256:/);
+    const r = await strata(dockerfileBuild, { home: localHome, env: { DOCKER_CONFIG: dockerConfig } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(registry.tokenServer!.requests.slice(before).some((q) => q.user === "alice"));
   } finally {
     await registry.stop();
   }

@@ -350,6 +350,14 @@ describe("ECR logins against a SigV4-verifying stand-in and a real registry", ()
       () => credentialsFor("ecr", { REGISTRY_USERNAME: "u", REGISTRY_PASSWORD: "p" }),
       InvalidDefinitionError,
     );
+    // On the build service, a token file would be the operator's (its own service-account token): refused.
+    const fileSecret = { AWS_ROLE_ARN: ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE: "/var/run/secrets/token" };
+    assert.throws(
+      () => ecrCredentials(fileSecret, { tokenFiles: false }),
+      /AWS_WEB_IDENTITY_TOKEN_FILE names a file on the build server, which would be the operator's.*AWS_WEB_IDENTITY_TOKEN/,
+    );
+    assert.ok(ecrCredentials(fileSecret), "a local build reads the user's own file");
+    assert.ok(ecrCredentials({ ...fileSecret, AWS_WEB_IDENTITY_TOKEN: WEB_TOKEN }, { tokenFiles: false }));
     assert.equal(aws.requests.length, n);
   });
 

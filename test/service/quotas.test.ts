@@ -99,6 +99,7 @@ test("at its build quota a tenant gets 429 with Retry-After (a forced build too)
       token: t.alice,
       statCache: false,
       log: () => undefined,
+      busyRetry: false,
     }).catch((e: unknown) => e);
     assert.ok(third instanceof RemoteBuildError, String(third));
     assert.equal(third.code, "QUOTA_EXCEEDED");
@@ -122,6 +123,98 @@ test("at its build quota a tenant gets 429 with Retry-After (a forced build too)
   } finally {
     await svc.close();
     await Promise.all(pending);
+  }
+});
+
+test("a client at its build quota waits for Retry-After and asks again: bounded, one log line per wait", async () => {
+  const t = tenants();
+  const svc = await startService({ tenants: t.tenants, quotas: { maxActiveBuilds: 1 } });
+  const { dir, base } = await busyboxBase();
+  dirs.push(dir);
+  const build = (cmd: string, opts: { busyRetry?: { attempts?: number; maxWaitMs?: number } } = {}) => {
+    const lines: string[] = [];
+    const result = remoteBuildImage(base.runCommands(cmd), {
+      server: svc.url,
+      token: t.alice,
+      statCache: false,
+      log: (l) => lines.push(l),
+      ...opts,
+    });
+    return { lines, result };
+  };
+  try {
+    const first = build(`echo first-${nonce()}; sleep 8`);
+    await waitFor("alice's first build to run", () =>
+      svc.service.builds.active.some((b) => b.tenant.id === "alice" && b.status === "building"),
+    );
+    // Bounded: one retry after at most 1 s, still at quota, then the server's message and how long it waited.
+    const t0 = Date.now();
+    const bounded = build(`echo bounded-${nonce()}`, { busyRetry: { attempts: 1, maxWaitMs: 1000 } });
+    const err = await bounded.result.catch((e: unknown) => e);
+    assert.ok(err instanceof RemoteBuildError, String(err));
+    assert.equal(err.status, 429);
+    assert.match(err.message, /its quota \(1\).*still refused after 1 retry over 1 s/s);
+    assert.ok(Date.now() - t0 < 8000, "gave up without waiting the full Retry-After");
+    assert.deepEqual(
+      bounded.lines.filter((l) => l.startsWith("=> The build server is busy")).length,
+      1,
+      bounded.lines.join("\n"),
+    );
+    // The default: waits the 10 s the server asks for (once or twice) and goes through once the first build ended.
+    const t1 = Date.now();
+    const second = build(`echo second-${nonce()}`);
+    const built = await second.result;
+    assert.match(built.imageId, /^sha256:/);
+    const waits = second.lines.filter((l) => l.startsWith("=> The build server is busy"));
+    assert.ok(waits.length >= 1 && waits.length <= 2, second.lines.join("\n"));
+    assert.match(
+      waits[0]!,
+      /^=> The build server is busy \(429 QUOTA_EXCEEDED\): retrying in 10 s \(retry 1 of at most 10\)/,
+    );
+    assert.ok(Date.now() - t1 >= 9000, "it waited for Retry-After");
+    assert.match((await first.result).imageId, /^sha256:/);
+  } finally {
+    await svc.close();
+  }
+});
+
+test("a client whose upload hits the in-flight quota waits for Retry-After and uploads once room is made", async () => {
+  const t = tenants();
+  const MiB = 1024 * 1024;
+  const svc = await startService({ tenants: t.tenants, quotas: { maxUploadBytesInFlight: 8 * MiB } });
+  const { dir, base } = await busyboxBase();
+  dirs.push(dir);
+  try {
+    // Another upload of Alice's claims all but 1000 bytes of her in-flight quota, and hangs.
+    const big = blob(8 * MiB - 1000, "z");
+    const slow = http.request(new URL(`/v1/blobs/${big.digest}`, svc.url), {
+      method: "PUT",
+      agent: false,
+      headers: { authorization: `Bearer ${t.alice}`, "content-length": String(big.body.length) },
+    });
+    const slowDone = new Promise<number>((resolve, reject) => {
+      slow.on("response", (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      slow.on("error", reject);
+    });
+    slow.write(big.body.subarray(0, 100));
+    await waitFor("alice's upload in flight", () => svc.service.quotas.uploadsInFlight("alice") === big.body.length);
+    const lines: string[] = [];
+    const built = remoteBuildImage(base.runCommands(`echo upload-${nonce()}`), {
+      server: svc.url,
+      token: t.alice,
+      statCache: false,
+      log: (l) => lines.push(l),
+    });
+    await waitFor("the client's wait", () => lines.some((l) => l.startsWith("=> The build server is busy (429")));
+    assert.match(lines.find((l) => l.startsWith("=> The build server is busy"))!, /upload fewer files at once/);
+    slow.end(big.body.subarray(100));
+    assert.equal(await slowDone, 201);
+    assert.match((await built).imageId, /^sha256:/);
+  } finally {
+    await svc.close();
   }
 });
 
