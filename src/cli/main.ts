@@ -204,6 +204,8 @@ async function buildDockerfile(
       buildArgs,
       target: values.target,
       secrets: Object.keys(secrets).length ? [secrets] : undefined,
+      // docker build's meaning: a --secret reaches a RUN only through its --mount=type=secret.
+      secretsAsEnv: false,
       baseImages,
     });
   // On a build service the client reads only the base images' configs (for expansion) and uploads the context files
