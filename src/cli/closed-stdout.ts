@@ -1,6 +1,6 @@
 /**
  * A closed stdout (`strata images | head`) ends a command quietly with exit 0, as the reader has all it wanted — not
- * with an EPIPE stack trace. Node ignores SIGPIPE, so a write to a closed pipe is an `error` event on the stream, which
+ * with an EPIPE stack trace; a closed stderr only silences it. Node ignores SIGPIPE, so a write to a closed pipe is an `error` event on the stream, which
  * unhandled crashes the process. A command with something to stop first (`strata run`: its container) takes the
  * signal; every other command exits at once, as a coreutils tool ends at its first write to a closed pipe.
  */
@@ -10,25 +10,31 @@ function readerGone(e: NodeJS.ErrnoException): boolean {
   return e.code === "EPIPE" || e.code === "ERR_STREAM_DESTROYED" || e.code === "ECONNRESET";
 }
 
-/** Watches a process's stdout for a closed reader (see the module comment). */
+/** Watches a process's stdout (and stderr) for a closed reader (see the module comment). */
 export class ClosedStdout {
   readonly #controller = new AbortController();
   #handled = false;
 
   constructor(
-    stream: NodeJS.WriteStream = process.stdout,
+    stdout: NodeJS.WriteStream = process.stdout,
+    stderr: NodeJS.WriteStream = process.stderr,
     readonly exit: (code: number) => void = (code) => process.exit(code),
   ) {
-    stream.on("error", (e: NodeJS.ErrnoException) => {
+    stdout.on("error", (e: NodeJS.ErrnoException) => {
+      // Later writes go nowhere (they would raise again).
+      stdout.write = (() => true) as typeof stdout.write;
       if (!readerGone(e)) {
-        process.stderr.write(`strata: cannot write to stdout: ${e.message}\n`);
+        stderr.write(`strata: cannot write to stdout: ${e.message}\n`);
         this.exit(74); // EX_IOERR
         return;
       }
-      // Later writes go nowhere (they would raise again).
-      stream.write = (() => true) as typeof stream.write;
       this.#controller.abort();
       if (!this.#handled) this.exit(0);
+    });
+    // Progress and messages are advisory: with stderr gone the command carries on (a build finishes and records
+    // its image) and its result still reaches stdout.
+    stderr.on("error", () => {
+      stderr.write = (() => true) as typeof stderr.write;
     });
   }
 

@@ -46,6 +46,7 @@ import {
   type ImageFromDockerfileParams,
   type ImageFromRegistryParams,
   type ImageFromScratchParams,
+  type ImageNoParams,
   type ImageEnvParams,
   type ImagePipInstallParams,
   type ImageRunCommandsParams,
@@ -192,7 +193,8 @@ export class Image {
   }
 
   /** An image already in the store, by id (or unique prefix). */
-  static fromId(imageId: string): Image {
+  static fromId(imageId: string, params: ImageNoParams = {}): Image {
+    checkOptions("fromId", params, []);
     return new Image({ base: imageIdBase(imageId) });
   }
 
@@ -436,12 +438,14 @@ export class Image {
    * Sets the working directory for later steps and for the container. A relative path resolves against the previous
    * one, as Docker's WORKDIR does (when the step runs, so a registry base's own WorkingDir counts).
    */
-  workdir(dir: string): Image {
+  workdir(dir: string, params: ImageNoParams = {}): Image {
+    checkOptions("workdir", params, []);
     if (typeof dir !== "string" || dir === "") throw new InvalidDefinitionError("workdir: expected a path");
     return this.#meta("workdir", `workdir ${dir}`, [{ op: "WORKDIR", path: dir }]);
   }
 
-  entrypoint(argv: string[]): Image {
+  entrypoint(argv: string[], params: ImageNoParams = {}): Image {
+    checkOptions("entrypoint", params, []);
     if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string"))
       throw new InvalidDefinitionError("entrypoint: expected an array of strings");
     return this.#meta("entrypoint", `entrypoint ${JSON.stringify(argv)}`, [
@@ -449,26 +453,30 @@ export class Image {
     ]);
   }
 
-  cmd(argv: string[]): Image {
+  cmd(argv: string[], params: ImageNoParams = {}): Image {
+    checkOptions("cmd", params, []);
     if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string"))
       throw new InvalidDefinitionError("cmd: expected an array of strings");
     return this.#meta("cmd", `cmd ${JSON.stringify(argv)}`, [{ op: "CMD", argv: [...argv] }]);
   }
 
   /** Sets the shell later `runCommands` use (default ["/bin/sh", "-c"]). */
-  shell(argv: string[]): Image {
+  shell(argv: string[], params: ImageNoParams = {}): Image {
+    checkOptions("shell", params, []);
     if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== "string"))
       throw new InvalidDefinitionError("shell: expected a non-empty array of strings");
     return this.#meta("shell", `shell ${JSON.stringify(argv)}`, [{ op: "SHELL", argv: [...argv] }]);
   }
 
   /** Sets the user later steps and the container run as (`name`, `uid`, `uid:gid`). */
-  user(user: string): Image {
+  user(user: string, params: ImageNoParams = {}): Image {
+    checkOptions("user", params, []);
     if (typeof user !== "string" || user === "") throw new InvalidDefinitionError("user: expected a user name or uid");
     return this.#meta("user", `user ${user}`, [{ op: "USER", user }]);
   }
 
-  label(labels: Record<string, string>): Image {
+  label(labels: Record<string, string>, params: ImageNoParams = {}): Image {
+    checkOptions("label", params, []);
     const entries = Object.entries(labels);
     if (entries.length === 0) return this;
     return this.#meta("label", `label ${entries.map(([k]) => k).join(" ")}`, [{ op: "LABEL", labels: entries }]);

@@ -151,6 +151,12 @@ export interface ImageFromScratchParams {
   forceBuild?: boolean;
 }
 
+/**
+ * The options of a method that has none yet (`fromId`, `workdir`, `entrypoint`, `cmd`, `shell`, `user`, `label`):
+ * kept so fields can be added later, and checked so a Modal-only option passed there is an error, not ignored.
+ */
+export type ImageNoParams = Record<never, never>;
+
 export interface ImageEnvParams {
   forceBuild?: boolean;
 }

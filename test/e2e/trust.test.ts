@@ -12,14 +12,18 @@ const space = scratchSpace();
 after(() => space.cleanup());
 
 /** Runs `strata <args>` with its stdout's read end closed before it starts; resolves its exit code and stderr. */
-function withClosedStdout(args: string[]): Promise<{ code: number | null; signal: string | null; stderr: string }> {
+function withClosedStdout(
+  args: string[],
+  opts: { closeStderr?: boolean; home?: string } = {},
+): Promise<{ code: number | null; signal: string | null; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       cwd: REPO_ROOT,
-      env: { ...process.env, STRATA_HOME: SHARED_HOME },
+      env: { ...process.env, STRATA_HOME: opts.home ?? SHARED_HOME },
       stdio: ["ignore", "pipe", "pipe"],
     });
     child.stdout.destroy(); // the reader is gone, as when `head` has exited
+    if (opts.closeStderr) child.stderr.destroy();
     let stderr = "";
     child.stderr.on("data", (d: Buffer) => {
       stderr += d.toString();
@@ -38,6 +42,14 @@ describe("a closed stdout", () => {
       assert.doesNotMatch(r.stderr, /internal error|at .*\.js:\d+/, args.join(" "));
       assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
     }
+  });
+
+  test("a closed stderr only silences a build: it finishes and records its image", async () => {
+    const { def } = await space.project(`export default base.runCommands("echo ${"$"}TEST_NONCE > /n");\n`);
+    const r = await withClosedStdout(["build", def], { closeStderr: true });
+    assert.equal(r.code, 0);
+    const again = await buildJson(def);
+    assert.equal(again.sandboxes, 0, "the first build finished and was cached");
   });
 
   test("strata run of an endless writer stops the container and exits 0", { timeout: 60_000 }, async () => {

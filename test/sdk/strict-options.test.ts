@@ -117,6 +117,19 @@ describe("unknown options are definition errors", () => {
     await assert.rejects(base().build(loose({ gpu: "x" })), /^InvalidDefinitionError: build: option "gpu"/);
   });
 
+  test("methods without options reject any (Modal's client, environmentName, force_build)", () => {
+    rejects(() => Image.fromId("sha256:0123", loose({ client: {} })), /^fromId: option "client"/, /needs no client/);
+    rejects(
+      () => base().workdir("/app", loose({ force_build: true })),
+      /^workdir: unknown option "force_build"; workdir takes no options$/,
+    );
+    rejects(() => base().cmd(["x"], loose({ gpu: "T4" })), /^cmd: option "gpu"/);
+    for (const m of ["entrypoint", "shell"] as const)
+      rejects(() => base()[m](["x"], loose({ x: 1 })), new RegExp(`^${m}: unknown option "x"`));
+    rejects(() => base().user("app", loose({ x: 1 })), /^user:/);
+    rejects(() => base().label({ a: "b" }, loose({ x: 1 })), /^label:/);
+  });
+
   test("an option set to undefined counts as not given; known options still work", () => {
     assert.doesNotThrow(() => base().runCommands("x", loose({ gpu: undefined, forceBuild: false, timeout: 5 })));
     assert.doesNotThrow(() => Image.debianSlim({ pythonVersion: "3.11", forceBuild: true }));
