@@ -3,6 +3,7 @@
  * the environment. The one place that reads STRATA_SERVER; `Image.build()` and `strata build` both come through here.
  */
 import type { BuildOptions, BuiltImage } from "./engine/build.js";
+import { NeedsRootError } from "./errors.js";
 import type { Plan } from "./plan/step.js";
 
 export type { BuildOptions, BuiltImage, StepResult } from "./engine/build.js";
@@ -44,8 +45,25 @@ export async function build(plan: Plan, params: BuildParams = {}): Promise<Built
       signal: options.signal,
     });
   }
+  // A caller's own executor may not need root (tests); the default runc sandbox and layer capture do.
+  if (!options.executor) requireRootForLocalBuild();
   const { buildPlan } = await import("./engine/build.js");
   return buildPlan(plan, options);
+}
+
+/**
+ * Throws a {@link NeedsRootError} when this process is not root: a local build runs its steps in runc sandboxes and
+ * records each file's owner in its layers, both of which need root. Called before any work (`strata build` calls it
+ * before loading the definition), so a non-root user reads what to do, not a failing chown.
+ */
+export function requireRootForLocalBuild(uid: number | undefined = process.getuid?.()): void {
+  if (uid === undefined || uid === 0) return;
+  throw new NeedsRootError(
+    uid,
+    `local builds need root (they run steps in runc sandboxes and keep file owners in layers), and this process runs as uid ${uid}. ` +
+      "Run it as root (e.g. sudo -E), or build on a strata build service: set STRATA_SERVER=http://host:port (and STRATA_TOKEN), " +
+      "which builds there and needs no root here.",
+  );
 }
 
 /** Whether {@link build} builds on a build service (then the caller needs no local store). */

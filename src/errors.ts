@@ -221,6 +221,22 @@ export class MissingToolError extends StrataError {
   }
 }
 
+/**
+ * Something that needs root ran as another user: local builds (runc sandboxes, layers that keep their files' owners)
+ * and `strata run`. Raised before any work, instead of a failing chown deep inside.
+ */
+export class NeedsRootError extends StrataError {
+  override readonly code = "NEEDS_ROOT";
+  override readonly fault = "user";
+  constructor(
+    readonly uid: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "NeedsRootError";
+  }
+}
+
 /** A build was cancelled (its AbortSignal fired), e.g. because the service is shutting down. */
 export class BuildCancelledError extends StrataError {
   override readonly code = "CANCELLED";

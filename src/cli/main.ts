@@ -6,6 +6,15 @@ import { asNetworkMode, type NetworkMode } from "../sandbox/runtime-spec.js";
 import { parseArgs } from "node:util";
 import path from "node:path";
 import type { Store } from "../store/store.js";
+import { ClosedStdout } from "./closed-stdout.js";
+
+/** Set by {@link main}: what happens when stdout's reader goes (`strata images | head`). */
+let stdoutWatch: ClosedStdout | undefined;
+
+/** Throws NeedsRootError for a non-root local build, before any work (see src/build.ts). */
+async function requireRoot(): Promise<void> {
+  (await import("../build.js")).requireRootForLocalBuild();
+}
 
 const USAGE = `usage: strata <command> [options]
 
@@ -205,11 +214,14 @@ async function buildDockerfile(
       buildArgs,
       target: values.target,
       secrets: Object.keys(secrets).length ? [secrets] : undefined,
+      // docker build's meaning: a --secret reaches a RUN only through its --mount=type=secret.
+      secretsAsEnv: false,
       baseImages,
     });
   // On a build service the client reads only the base images' configs (for expansion) and uploads the context files
   // the service lacks; locally the bases are pulled into the store (the build needs their layers anyway).
   const { build, buildsRemotely } = await import("../build.js");
+  if (!buildsRemotely()) await requireRoot();
   const store = buildsRemotely() ? undefined : await openStore();
   const image = make(
     await resolveBaseImages(dockerfile, { ...(store ? { store } : {}), buildArgs, target: values.target }),
@@ -223,6 +235,7 @@ async function buildLocally(
   exportName: string | undefined,
   flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string },
 ) {
+  await requireRoot();
   const store = await openStore();
   const { loadDefinition } = await import("../load/definition.js");
   const image = await loadDefinition(file, store.layout.definitionsDir, exportName);
@@ -272,10 +285,19 @@ async function cmdRun(argv: string[]): Promise<number> {
     env[e.slice(0, i)] = e.slice(i + 1);
   }
   const network = values.network === undefined ? undefined : networkFlag(values.network);
+  if (process.getuid && process.getuid() !== 0) {
+    const { NeedsRootError } = await import("../errors.js");
+    throw new NeedsRootError(
+      process.getuid(),
+      `strata run starts a runc container, which needs root, and this process runs as uid ${process.getuid()}: run it as root (e.g. sudo -E)`,
+    );
+  }
   const store = await openStore();
   const image = await store.resolveImage(positionals[0]!);
   const { runImage } = await import("../engine/run.js");
-  return runImage(store, image, { args, env, ...(network ? { network } : {}) });
+  // A closed stdout (`strata run … | head`) stops the container, as SIGPIPE would stop a local process.
+  const signal = stdoutWatch?.signal();
+  return runImage(store, image, { args, env, ...(network ? { network } : {}), ...(signal ? { signal } : {}) });
 }
 
 async function cmdExport(argv: string[]): Promise<number> {
@@ -362,6 +384,7 @@ async function cmdImages(argv: string[]): Promise<number> {
 async function cmdPull(argv: string[]): Promise<number> {
   const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
   if (positionals.length !== 1) throw new UsageError("pull needs one image reference");
+  await requireRoot();
   const { Image } = await import("../sdk/image.js");
   const secret: Record<string, string> = {};
   for (const k of ["REGISTRY_USERNAME", "REGISTRY_PASSWORD"]) if (process.env[k]) secret[k] = process.env[k]!;
@@ -385,6 +408,12 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
 };
 
 export async function main(argv: string[]): Promise<number> {
+  stdoutWatch ??= new ClosedStdout();
+  const code = await runCommand(argv);
+  return stdoutWatch.exitCode(code);
+}
+
+async function runCommand(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") {
     process.stdout.write(USAGE + "\n");

@@ -2,7 +2,8 @@
  * A Dockerfile RUN as a step: shell or exec form, heredocs (BuildKit's three cases: a script with a shebang is
  * mounted and run, a whole-command heredoc is the command, others are appended to the shell command), mounts (bind
  * from the context, a stage or an image; cache; secret; tmpfs) and `--network`. Every ARG in scope is the RUN's build
- * args (exported to it, keyed); the proxy build args are given to it unkeyed.
+ * args (exported to it, keyed); the proxy build args are given to it unkeyed. With `secretsAsEnv` (the SDK's
+ * Dockerfile steps), every given secret is also in its environment, and `env` is added to it.
  */
 import type { BuilderVersion } from "../builder-version.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
@@ -12,7 +13,7 @@ import type { PlannedInstruction } from "./expand-instruction.js";
 import { parseHeredocMarker } from "./parse.js";
 import type { StepMaker, TranslationContext } from "./stage-chain.js";
 
-/** The step maker of a RUN, and the secret names it mounts (sorted). */
+/** The step maker of a RUN, and the secret names it uses (sorted): those it mounts, or with `secretsAsEnv` all given. */
 export function runStep(
   t: TranslationContext,
   pi: Extract<PlannedInstruction, { kind: "RUN" }>,
@@ -116,7 +117,11 @@ export function runStep(
   const common = t.common(pi, [ins], [], args);
   const proxyEnv = t.proxyEnv();
   if (proxyEnv.length) common.proxyEnv = proxyEnv;
-  const secrets = [...usedSecrets].sort();
+  // As Modal's Dockerfile steps: every given secret is the RUN's environment (its mounts still mount as BuildKit's).
+  const asEnv = t.opts.secretsAsEnv === true && given.size > 0;
+  const secrets = (asEnv ? [...given] : [...usedSecrets]).sort();
+  if (asEnv) common.secretsAsEnv = true;
+  if (t.opts.env && Object.keys(t.opts.env).length) common.env = { ...t.opts.env };
   const make: StepMaker = (b, sp) => ({
     ...common,
     instructions: structuredClone(common.instructions),

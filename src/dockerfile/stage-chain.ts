@@ -26,6 +26,14 @@ export interface DockerfileStepOptions {
    */
   secrets?: readonly string[];
   /**
+   * Whether every RUN gets every secret in `secrets` as an environment variable (Modal's behaviour for its SDK's
+   * Dockerfile steps; a `--mount=type=secret` still mounts as BuildKit does). Default false: BuildKit's meaning, a
+   * secret reaches a RUN only through its mount.
+   */
+  secretsAsEnv?: boolean;
+  /** Extra environment for every RUN (not saved in the image config; keyed by name and value). Default none. */
+  env?: Readonly<Record<string, string>>;
+  /**
    * What the registry images named by FROM are (their config's Env, WorkingDir and OnBuild), by reference as written
    * after expansion — from {@link resolveBaseImages}. With it, expansion sees a base's ENV (`ENV PATH=/x:$PATH`) and
    * its ONBUILD triggers run right after FROM; without it, neither happens.

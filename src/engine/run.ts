@@ -18,6 +18,8 @@ export interface RunImageOptions {
   network?: NetworkMode;
   stdout?: (chunk: Buffer) => void;
   stderr?: (chunk: Buffer) => void;
+  /** Stops the container (killed; its exit code is returned) when it fires. */
+  signal?: AbortSignal;
 }
 
 /** The argv Docker would run: ENTRYPOINT + (args or CMD). */
@@ -67,6 +69,7 @@ export async function runImage(
         overlayDir: work,
       },
       {
+        ...(opts.signal ? { signal: opts.signal } : {}),
         onData: (chunk, s) =>
           s === "stdout"
             ? (opts.stdout ?? ((x: Buffer) => process.stdout.write(x)))(chunk)

@@ -111,7 +111,8 @@ export interface Step {
   secrets: string[];
   /**
    * Whether RUNs get every secret as an environment variable (the SDK's behaviour, the default). Dockerfile steps set
-   * false: a secret reaches a RUN only through its `--mount=type=secret` (as a file, or `env=`).
+   * false: a secret reaches a RUN only through its `--mount=type=secret` (as a file, or `env=`) — except the SDK's
+   * `dockerfileCommands`/`fromDockerfile` with `secrets`, whose RUNs set true, as Modal's do (keyed: `secrets.env`).
    */
   secretsAsEnv?: boolean;
   /** Extra env for this step's RUNs only (not in the image config); keyed by name and value. */

@@ -7,6 +7,7 @@ import { shellQuote } from "../plan/instructions.js";
 import { secretNames } from "../plan/secrets.js";
 import type { Step } from "../plan/step.js";
 import type { ImagePipInstallParams, ImageStepParams } from "./params.js";
+import { checkOptions } from "./options.js";
 import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
 
 export function checkBuildArgs(
@@ -20,6 +21,19 @@ export function checkBuildArgs(
       throw new InvalidDefinitionError(`${method}: build arg ${k} must be a string, got ${typeof v}`);
   }
   return { ...args };
+}
+
+/** An `env` option: an object of valid variable names to strings (copied), or undefined. */
+export function checkEnv(method: string, env: unknown): Record<string, string> | undefined {
+  if (env === undefined) return undefined;
+  if (!isParams(env)) throw new InvalidDefinitionError(`${method}: env must be an object of strings`);
+  for (const [k, v] of Object.entries(env)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
+      throw new InvalidDefinitionError(`${method}: env: "${k}" is not a valid variable name`);
+    if (typeof v !== "string")
+      throw new InvalidDefinitionError(`${method}: env: value of ${k} must be a string, got ${typeof v}`);
+  }
+  return { ...(env as Record<string, string>) };
 }
 
 export function isParams(x: unknown): x is Record<string, unknown> {
@@ -38,9 +52,14 @@ export function snapshot<P extends object>(params: P | undefined): P {
   return c as P;
 }
 
-/** Splits variadic `(...strings, params?)` arguments; nested arrays are flattened. */
-export function splitArgs<P extends object>(method: string, args: readonly unknown[]): { items: string[]; params: P } {
+/** Splits variadic `(...strings, params?)` arguments; nested arrays are flattened; options `method` does not take are errors. */
+export function splitArgs<P extends object>(
+  method: string,
+  args: readonly unknown[],
+  known: readonly string[],
+): { items: string[]; params: P } {
   const last = args[args.length - 1];
+  if (isParams(last)) checkOptions(method, last, known);
   const params = snapshot((isParams(last) ? last : {}) as P);
   const rest = isParams(last) ? args.slice(0, -1) : args;
   const items: string[] = [];

@@ -14,7 +14,7 @@ import type { Instruction } from "../plan/instructions.js";
 import { withoutUndefined } from "../plan/plain.js";
 import type { DeferredMount, Plan, SecretValues, StepInput } from "../plan/step.js";
 import { credentialsFor } from "../registry/credentials.js";
-import { checkBuildArgs, requireAbsolute, snapshot, stepBase } from "./arguments.js";
+import { checkBuildArgs, checkEnv, requireAbsolute, snapshot, stepBase } from "./arguments.js";
 import {
   debianSlimBase,
   debianSlimKnown,
@@ -34,18 +34,24 @@ import {
   runFunctionStep,
   uvPipInstallStep,
 } from "./layer-steps.js";
-import type {
-  ImageAddLocalParams,
-  ImageAptInstallParams,
-  ImageBuildParams,
-  ImageDebianSlimParams,
-  ImageDockerfileCommandsParams,
-  ImageFromDockerfileParams,
-  ImageFromRegistryParams,
-  ImagePipInstallParams,
-  ImageRunCommandsParams,
-  ImageRunFunctionParams,
-  ImageUvPipInstallParams,
+import { expandHome, ignorePatterns, localPath } from "./local-paths.js";
+import { checkOptions } from "./options.js";
+import {
+  OPTIONS,
+  type ImageAddLocalParams,
+  type ImageAptInstallParams,
+  type ImageBuildParams,
+  type ImageDebianSlimParams,
+  type ImageDockerfileCommandsParams,
+  type ImageFromDockerfileParams,
+  type ImageFromRegistryParams,
+  type ImageFromScratchParams,
+  type ImageNoParams,
+  type ImageEnvParams,
+  type ImagePipInstallParams,
+  type ImageRunCommandsParams,
+  type ImageRunFunctionParams,
+  type ImageUvPipInstallParams,
 } from "./params.js";
 import { addPythonSteps, checkPythonSeries } from "./python.js";
 import { addChainSecrets, mergeSecrets, Secret, type ChainSecrets, type SecretLike } from "./secret.js";
@@ -113,12 +119,14 @@ export class Image {
   // ---- bases -------------------------------------------------------------------------------------------------
 
   /** An empty image. */
-  static fromScratch(params: { forceBuild?: boolean } = {}): Image {
+  static fromScratch(params: ImageFromScratchParams = {}): Image {
+    checkOptions("fromScratch", params, OPTIONS.fromScratch);
     return new Image({ base: scratchBase(params) });
   }
 
   /** A minimal Debian with Python, built from Debian's archive with mmdebstrap (suite chosen by the builder version). */
   static debianSlim(params: ImageDebianSlimParams = {}): Image {
+    checkOptions("debianSlim", params, OPTIONS.debianSlim);
     if (params.pythonVersion !== undefined && typeof params.pythonVersion !== "string") {
       throw new InvalidDefinitionError(`debianSlim: pythonVersion must be a string like "3.11"`);
     }
@@ -152,7 +160,13 @@ export class Image {
     });
   }
 
-  static #fromRegistryWith(method: string, ref: string, params: ImageFromRegistryParams, login: RegistryLogin): Image {
+  static #fromRegistryWith(
+    method: "fromRegistry" | "fromAwsEcr" | "fromGcpArtifactRegistry",
+    ref: string,
+    params: ImageFromRegistryParams,
+    login: RegistryLogin,
+  ): Image {
+    checkOptions(method, params, OPTIONS[method]);
     if (typeof ref !== "string" || ref.trim() === "")
       throw new InvalidDefinitionError(`${method}: expected an image reference such as 127.0.0.1:5000/team/base:1`);
     const registrySecret = Secret.fromObject(mergeSecrets(params.secret));
@@ -169,11 +183,18 @@ export class Image {
       base: registryBase(method, description, ref, params, login, registrySecret),
     }).#withSecrets(description, registrySecret.values());
     const withPython = python !== undefined ? base.#addPython(method, python) : base;
-    return setup?.length ? withPython.dockerfileCommands([...setup]) : withPython;
+    // The setup lines are Dockerfile steps as dockerfileCommands makes them: `secrets` and `env` reach every RUN
+    // (the registry login `secret` never does).
+    if (!setup?.length) return withPython;
+    return withPython.#dockerfileLines(method, [...setup], {
+      ...(params.secrets !== undefined ? { secrets: params.secrets } : {}),
+      ...(params.env !== undefined ? { env: params.env } : {}),
+    });
   }
 
   /** An image already in the store, by id (or unique prefix). */
-  static fromId(imageId: string): Image {
+  static fromId(imageId: string, params: ImageNoParams = {}): Image {
+    checkOptions("fromId", params, []);
     return new Image({ base: imageIdBase(imageId) });
   }
 
@@ -182,18 +203,24 @@ export class Image {
    * config), multi-stage builds build only the stages `target` needs, independent stages concurrently. The Dockerfile
    * and its ignore file are read now, so syntax errors (`Dockerfile:12:5: …`) surface here.
    */
-  static fromDockerfile(dockerfile: string, paramsIn: ImageFromDockerfileParams = {}): Image {
-    if (typeof dockerfile !== "string" || dockerfile === "")
+  static fromDockerfile(dockerfileIn: string, paramsIn: ImageFromDockerfileParams = {}): Image {
+    checkOptions("fromDockerfile", paramsIn, OPTIONS.fromDockerfile);
+    if (typeof dockerfileIn !== "string" || dockerfileIn === "")
       throw new InvalidDefinitionError("fromDockerfile: expected the path of a Dockerfile");
+    const dockerfile = expandHome(dockerfileIn);
     const params = snapshot(paramsIn);
     const python = params.addPython !== undefined ? checkPythonSeries("fromDockerfile", params.addPython) : undefined;
+    const contextDir =
+      params.contextDir !== undefined ? localPath("fromDockerfile", params.contextDir, "context directory") : undefined;
     const chains = dockerfileChains(dockerfile, {
-      contextDir: params.contextDir,
+      contextDir,
       buildArgs: checkBuildArgs("fromDockerfile", params.buildArgs),
       target: params.target,
-      ignore: params.ignore,
+      ignore: ignorePatterns("fromDockerfile", contextDir ?? path.dirname(path.resolve(dockerfile)), params.ignore),
       forceBuild: params.forceBuild,
       secrets: (params.secrets as Secret | undefined)?.names,
+      secretsAsEnv: params.secretsAsEnv ?? true,
+      env: checkEnv("fromDockerfile", params.env),
       baseImages: params.baseImages ? structuredClone(params.baseImages) : undefined,
     });
     const force = params.forceBuild ?? false;
@@ -226,7 +253,7 @@ export class Image {
     const image = build(
       chains.target,
       [...reads].sort((a, b) => a - b),
-    ).#withSecrets(`fromDockerfile ${dockerfile}`, pick(params.secrets as Secret | undefined, chains.secrets));
+    ).#withSecrets(`fromDockerfile ${dockerfileIn}`, pick(params.secrets as Secret | undefined, chains.secrets));
     return python !== undefined ? image.#addPython("fromDockerfile", python) : image;
   }
 
@@ -324,30 +351,32 @@ export class Image {
 
   /** Adds a local directory's contents at `remote`: a layer with `copy: true`, else applied at run/export time. */
   addLocalDir(local: string, remote: string, paramsIn: ImageAddLocalParams = {}): Image {
+    checkOptions("addLocalDir", paramsIn, OPTIONS.addLocalDir);
     const params = snapshot(paramsIn);
     requireAbsolute("addLocalDir", remote);
-    const localPath = path.resolve(local);
-    const ignore = [...(params.ignore ?? [])];
-    if (!params.copy) return this.#defer({ kind: "dir", localPath, remotePath: remote, ignore });
+    const localDir = localPath("addLocalDir", local, "directory");
+    const ignore = ignorePatterns("addLocalDir", localDir, params.ignore) ?? [];
+    if (!params.copy) return this.#defer({ kind: "dir", localPath: localDir, remotePath: remote, ignore });
     return this.#with("addLocalDir", () => ({
       ...stepBase("addLocalDir", `addLocalDir ${local} → ${remote}`, params),
       instructions: [{ op: "COPY", source: "context", dest: remote }],
-      inputs: [{ kind: "dir", name: "context", localPath, ignore }],
+      inputs: [{ kind: "dir", name: "context", localPath: localDir, ignore }],
       extra: ignore.length ? [["ignore", JSON.stringify(ignore)]] : [],
     }));
   }
 
   /** Adds one local file at `remote` (a trailing `/` keeps the file's name). */
   addLocalFile(local: string, remote: string, paramsIn: Omit<ImageAddLocalParams, "ignore"> = {}): Image {
+    checkOptions("addLocalFile", paramsIn, OPTIONS.addLocalFile);
     const params = snapshot(paramsIn);
     requireAbsolute("addLocalFile", remote);
-    const localPath = path.resolve(local);
-    const dest = remote.endsWith("/") ? remote + path.basename(localPath) : remote;
-    if (!params.copy) return this.#defer({ kind: "file", localPath, remotePath: dest, ignore: [] });
+    const localFile = localPath("addLocalFile", local, "file");
+    const dest = remote.endsWith("/") ? remote + path.basename(localFile) : remote;
+    if (!params.copy) return this.#defer({ kind: "file", localPath: localFile, remotePath: dest, ignore: [] });
     return this.#with("addLocalFile", () => ({
       ...stepBase("addLocalFile", `addLocalFile ${local} → ${dest}`, params),
       instructions: [{ op: "COPY", source: "context", dest }],
-      inputs: [{ kind: "file", name: "context", localPath }],
+      inputs: [{ kind: "file", name: "context", localPath: localFile }],
       extra: [],
     }));
   }
@@ -361,29 +390,39 @@ export class Image {
    * may use continuations and heredocs; `COPY`/`ADD` read from `contextDir`.
    */
   dockerfileCommands(lines: string | string[], paramsIn: ImageDockerfileCommandsParams = {}): Image {
+    checkOptions("dockerfileCommands", paramsIn, OPTIONS.dockerfileCommands);
+    return this.#dockerfileLines("dockerfileCommands", lines, paramsIn);
+  }
+
+  /** `dockerfileCommands` for `method` (it, or a registry base's setupDockerfileCommands); every RUN gets the secrets as env. */
+  #dockerfileLines(method: string, lines: string | string[], paramsIn: ImageDockerfileCommandsParams): Image {
     const list = typeof lines === "string" ? [lines] : lines;
     if (!Array.isArray(list) || list.some((l) => typeof l !== "string"))
-      throw new InvalidDefinitionError("dockerfileCommands: expected Dockerfile lines (strings)");
+      throw new InvalidDefinitionError(`${method}: expected Dockerfile lines (strings)`);
     if (list.length === 0) return this;
     const params = snapshot(paramsIn);
+    const contextDir = localPath(method, params.contextDir ?? ".", "context directory");
     const chain = commandChain(list, {
       base: this.#known,
-      contextDir: params.contextDir,
-      ignore: params.ignore,
-      buildArgs: checkBuildArgs("dockerfileCommands", params.buildArgs),
+      contextDir,
+      ignore: ignorePatterns(method, contextDir, params.ignore),
+      buildArgs: checkBuildArgs(method, params.buildArgs),
       forceBuild: params.forceBuild,
       secrets: (params.secrets as Secret | undefined)?.names,
+      secretsAsEnv: true,
+      env: checkEnv(method, params.env),
     });
     let img: Image = this;
     const noStages = (): Plan => {
-      throw new InvalidDefinitionError("dockerfileCommands: there are no other stages to read from");
+      throw new InvalidDefinitionError(`${method}: there are no other stages to read from`);
     };
     for (const st of chain.steps) img = img.#with(st.method, (b) => st.make(b, noStages), chain.final);
-    return img.#withSecrets("dockerfileCommands", pick(params.secrets as Secret | undefined, chain.secrets));
+    return img.#withSecrets(method, pick(params.secrets as Secret | undefined, chain.secrets));
   }
 
   /** Sets environment variables in the image config (no layer). */
-  env(vars: Record<string, string>, params: { forceBuild?: boolean } = {}): Image {
+  env(vars: Record<string, string>, params: ImageEnvParams = {}): Image {
+    checkOptions("env", params, OPTIONS.env);
     const entries = Object.entries(vars);
     if (entries.length === 0) return this;
     for (const [k, v] of entries) {
@@ -395,13 +434,18 @@ export class Image {
     return this.#meta("env", `env ${entries.map(([k]) => k).join(" ")}`, [{ op: "ENV", vars: entries }], { ...params });
   }
 
-  /** Sets the working directory for later steps and for the container. */
-  workdir(dir: string): Image {
-    requireAbsolute("workdir", dir);
+  /**
+   * Sets the working directory for later steps and for the container. A relative path resolves against the previous
+   * one, as Docker's WORKDIR does (when the step runs, so a registry base's own WorkingDir counts).
+   */
+  workdir(dir: string, params: ImageNoParams = {}): Image {
+    checkOptions("workdir", params, []);
+    if (typeof dir !== "string" || dir === "") throw new InvalidDefinitionError("workdir: expected a path");
     return this.#meta("workdir", `workdir ${dir}`, [{ op: "WORKDIR", path: dir }]);
   }
 
-  entrypoint(argv: string[]): Image {
+  entrypoint(argv: string[], params: ImageNoParams = {}): Image {
+    checkOptions("entrypoint", params, []);
     if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string"))
       throw new InvalidDefinitionError("entrypoint: expected an array of strings");
     return this.#meta("entrypoint", `entrypoint ${JSON.stringify(argv)}`, [
@@ -409,26 +453,30 @@ export class Image {
     ]);
   }
 
-  cmd(argv: string[]): Image {
+  cmd(argv: string[], params: ImageNoParams = {}): Image {
+    checkOptions("cmd", params, []);
     if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string"))
       throw new InvalidDefinitionError("cmd: expected an array of strings");
     return this.#meta("cmd", `cmd ${JSON.stringify(argv)}`, [{ op: "CMD", argv: [...argv] }]);
   }
 
   /** Sets the shell later `runCommands` use (default ["/bin/sh", "-c"]). */
-  shell(argv: string[]): Image {
+  shell(argv: string[], params: ImageNoParams = {}): Image {
+    checkOptions("shell", params, []);
     if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== "string"))
       throw new InvalidDefinitionError("shell: expected a non-empty array of strings");
     return this.#meta("shell", `shell ${JSON.stringify(argv)}`, [{ op: "SHELL", argv: [...argv] }]);
   }
 
   /** Sets the user later steps and the container run as (`name`, `uid`, `uid:gid`). */
-  user(user: string): Image {
+  user(user: string, params: ImageNoParams = {}): Image {
+    checkOptions("user", params, []);
     if (typeof user !== "string" || user === "") throw new InvalidDefinitionError("user: expected a user name or uid");
     return this.#meta("user", `user ${user}`, [{ op: "USER", user }]);
   }
 
-  label(labels: Record<string, string>): Image {
+  label(labels: Record<string, string>, params: ImageNoParams = {}): Image {
+    checkOptions("label", params, []);
     const entries = Object.entries(labels);
     if (entries.length === 0) return this;
     return this.#meta("label", `label ${entries.map(([k]) => k).join(" ")}`, [{ op: "LABEL", labels: entries }]);
@@ -467,6 +515,7 @@ export class Image {
 
   /** Builds the image (locally, or on the build service named by STRATA_SERVER; see `src/build.ts`). */
   async build(params: ImageBuildParams = {}): Promise<BuiltImage> {
+    checkOptions("build", params, OPTIONS.build);
     const { builderVersion, ...options } = params;
     const { build } = await import("../build.js");
     return build(this.plan(builderVersion), { ...options, secrets: this.secretValues() });

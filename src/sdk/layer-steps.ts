@@ -4,18 +4,20 @@
  * and returns the step to append with the secret values it uses, or undefined when there is nothing to do (the image
  * stays as it is).
  */
-import path from "node:path";
 import { InvalidDefinitionError } from "../errors.js";
 import { type Instruction, shellQuote } from "../plan/instructions.js";
 import { checkPackages, pipFlags, snapshot, splitArgs, stepBase, stepSecrets, timeoutMs } from "./arguments.js";
 import type { StepFactory } from "./base-steps.js";
 import { functionModule } from "./function-module.js";
-import type {
-  ImageAptInstallParams,
-  ImagePipInstallParams,
-  ImageRunCommandsParams,
-  ImageRunFunctionParams,
-  ImageUvPipInstallParams,
+import { localPath } from "./local-paths.js";
+import { checkOptions } from "./options.js";
+import {
+  OPTIONS,
+  type ImageAptInstallParams,
+  type ImagePipInstallParams,
+  type ImageRunCommandsParams,
+  type ImageRunFunctionParams,
+  type ImageUvPipInstallParams,
 } from "./params.js";
 
 /** A step a layer method appends: the method's name, the step, and the secret values it uses (by its description). */
@@ -27,7 +29,7 @@ export interface LayerStep {
 
 /** `aptInstall`: `apt-get update` then `apt-get install -y`, in one layer. */
 export function aptInstallStep(args: readonly unknown[]): LayerStep | undefined {
-  const { items, params } = splitArgs<ImageAptInstallParams>("aptInstall", args);
+  const { items, params } = splitArgs<ImageAptInstallParams>("aptInstall", args, OPTIONS.aptInstall);
   if (items.length === 0) return undefined;
   checkPackages("aptInstall", items);
   const net = params.network;
@@ -50,7 +52,7 @@ export function aptInstallStep(args: readonly unknown[]): LayerStep | undefined 
 
 /** `pipInstall`: packages sorted, so their order does not change the key. */
 export function pipInstallStep(args: readonly unknown[]): LayerStep | undefined {
-  const { items, params } = splitArgs<ImagePipInstallParams>("pipInstall", args);
+  const { items, params } = splitArgs<ImagePipInstallParams>("pipInstall", args, OPTIONS.pipInstall);
   if (items.length === 0) return undefined;
   checkPackages("pipInstall", items);
   const pkgs = [...items].sort();
@@ -76,8 +78,9 @@ export function pipInstallStep(args: readonly unknown[]): LayerStep | undefined 
 
 /** `pipInstallFromRequirements`: the requirements file is an input, so its content is keyed. */
 export function pipInstallFromRequirementsStep(requirements: string, paramsIn: ImagePipInstallParams): LayerStep {
+  checkOptions("pipInstallFromRequirements", paramsIn, OPTIONS.pipInstallFromRequirements);
   const params = snapshot(paramsIn);
-  const local = path.resolve(requirements);
+  const local = localPath("pipInstallFromRequirements", requirements, "requirements file");
   const description = `pipInstallFromRequirements ${requirements}`;
   return {
     method: "pipInstallFromRequirements",
@@ -101,11 +104,11 @@ export function pipInstallFromRequirementsStep(requirements: string, paramsIn: I
 
 /** `uvPipInstall`: the builder's (or the image's) uv, mounted read-only; the uv version is keyed. */
 export function uvPipInstallStep(args: readonly unknown[]): LayerStep | undefined {
-  const { items, params } = splitArgs<ImageUvPipInstallParams>("uvPipInstall", args);
+  const { items, params } = splitArgs<ImageUvPipInstallParams>("uvPipInstall", args, OPTIONS.uvPipInstall);
   if (items.length === 0 && !params.requirements) return undefined;
   checkPackages("uvPipInstall", items);
   const pkgs = [...items].sort();
-  const req = params.requirements ? path.resolve(params.requirements) : undefined;
+  const req = params.requirements ? localPath("uvPipInstall", params.requirements, "requirements file") : undefined;
   const description = `uvPipInstall ${pkgs.join(" ")}${req ? ` -r ${params.requirements}` : ""}`;
   return {
     method: "uvPipInstall",
@@ -143,7 +146,7 @@ export function uvPipInstallStep(args: readonly unknown[]): LayerStep | undefine
 
 /** `runCommands`: each command its own RUN, in one layer. */
 export function runCommandsStep(args: readonly unknown[]): LayerStep | undefined {
-  const { items, params } = splitArgs<ImageRunCommandsParams>("runCommands", args);
+  const { items, params } = splitArgs<ImageRunCommandsParams>("runCommands", args, OPTIONS.runCommands);
   if (items.length === 0) return undefined;
   const desc = items.length === 1 ? items[0]! : `${items[0]} (+${items.length - 1} more)`;
   const description = `runCommands ${desc}`;
@@ -165,6 +168,7 @@ export function runFunctionStep(
   fn: (...args: never[]) => unknown,
   paramsIn: ImageRunFunctionParams & { args?: unknown[] },
 ): LayerStep {
+  checkOptions("runFunction", paramsIn, OPTIONS.runFunction);
   const params = snapshot(paramsIn);
   if (typeof fn !== "function") throw new InvalidDefinitionError("runFunction: expected a function");
   const { source, module, argsJson } = functionModule(fn, params.args ?? []);

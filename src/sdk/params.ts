@@ -1,6 +1,17 @@
 /** The options objects of the Image methods: one `Image<Method>Params` per method, each field's default stated. */
 import type { BuildOptions } from "../build.js";
+import { optionNames } from "./options.js";
 import type { SecretLike } from "./secret.js";
+
+/** Which paths of a local directory to leave out: .dockerignore patterns, or a predicate (see {@link IgnorePredicate}). */
+export type IgnoreSpec = string[] | IgnorePredicate;
+
+/**
+ * Modal's callable `ignore`: called with each path under the directory, relative to it with `/` separators
+ * (`src/app.py`), a directory before what it holds; true leaves the path out (a directory with its whole subtree).
+ * It runs when the plan is made, and the paths it leaves out are what the key holds (a function cannot be keyed).
+ */
+export type IgnorePredicate = (path: string) => boolean;
 
 /** Options every layer method accepts. */
 export interface ImageStepParams {
@@ -53,8 +64,8 @@ export interface ImageRunFunctionParams extends ImageStepParams {
 export interface ImageAddLocalParams {
   /** Copy into a layer at build time (true) or apply when the image is run or exported (false, the default). */
   copy?: boolean;
-  /** .dockerignore patterns, relative to the added directory. */
-  ignore?: string[];
+  /** .dockerignore patterns relative to the added directory, or a predicate over its paths. Default: nothing left out. */
+  ignore?: IgnoreSpec;
   forceBuild?: boolean;
 }
 
@@ -72,6 +83,10 @@ export interface ImageFromRegistryParams {
   insecure?: boolean;
   /** Dockerfile lines run on the base before anything else (`RUN …`, `ENV …`), each its own cached step. */
   setupDockerfileCommands?: string[];
+  /** Secrets every RUN of `setupDockerfileCommands` gets as environment variables (names keyed). Not the login `secret`. */
+  secrets?: SecretLike[] | SecretLike;
+  /** Extra environment for every RUN of `setupDockerfileCommands` (not saved in the image config; keyed). */
+  env?: Record<string, string>;
   /**
    * Adds a standalone CPython of this series ("3.11"; X.Y only) to a base that lacks Python, before the setup
    * commands: python-build-standalone's `python/` tree copied to /usr/local, `python` → `python3` (below 3.13) and
@@ -88,12 +103,25 @@ export interface ImageFromDockerfileParams {
   buildArgs?: Record<string, string>;
   /** The stage to build (`--target`). Default: the last stage. */
   target?: string;
-  /** Ignore patterns for the context. Default: `<Dockerfile>.dockerignore`, else `.dockerignore` beside the Dockerfile, else in the context. */
-  ignore?: string[];
+  /**
+   * Ignore patterns for the context, or a predicate over its paths. Default: `<Dockerfile>.dockerignore`, else
+   * `.dockerignore` beside the Dockerfile, else in the context.
+   */
+  ignore?: IgnoreSpec;
   /** Rebuild every step of the Dockerfile, replacing the cache entries. Default false. */
   forceBuild?: boolean;
-  /** Secrets for `RUN --mount=type=secret,id=<name>` (only their names are keyed; values never enter layers or logs). */
+  /**
+   * Secrets every RUN gets as environment variables (as Modal does), and that `RUN --mount=type=secret,id=<name>` can
+   * mount as a file. Only their names are keyed; values never enter layers or logs.
+   */
   secrets?: SecretLike[] | SecretLike;
+  /**
+   * Whether every RUN gets `secrets` as environment variables. Default true (Modal's meaning); false: BuildKit's, a
+   * secret reaches a RUN only through its `--mount=type=secret` (what `strata build -f … --secret` uses).
+   */
+  secretsAsEnv?: boolean;
+  /** Extra environment for every RUN (not saved in the image config); names and values are keyed. */
+  env?: Record<string, string>;
   /** Adds a standalone CPython after the Dockerfile's steps, as `fromRegistry`'s `addPython` does. */
   addPython?: string;
   /**
@@ -106,14 +134,103 @@ export interface ImageFromDockerfileParams {
 export interface ImageDockerfileCommandsParams {
   /** The build context COPY/ADD read from. Default: the current directory. */
   contextDir?: string;
-  /** Ignore patterns for the context. Default: the context's .dockerignore. */
-  ignore?: string[];
+  /** Ignore patterns for the context, or a predicate over its paths. Default: the context's .dockerignore. */
+  ignore?: IgnoreSpec;
   buildArgs?: Record<string, string>;
   forceBuild?: boolean;
-  /** Secrets for `RUN --mount=type=secret,id=<name>`. */
+  /**
+   * Secrets every RUN gets as environment variables (as Modal does), and that `RUN --mount=type=secret,id=<name>` can
+   * mount as a file. Only their names are keyed.
+   */
   secrets?: SecretLike[] | SecretLike;
+  /** Extra environment for every RUN (not saved in the image config); names and values are keyed. */
+  env?: Record<string, string>;
+}
+
+export interface ImageFromScratchParams {
+  forceBuild?: boolean;
+}
+
+/**
+ * The options of a method that has none yet (`fromId`, `workdir`, `entrypoint`, `cmd`, `shell`, `user`, `label`):
+ * kept so fields can be added later, and checked so a Modal-only option passed there is an error, not ignored.
+ */
+export type ImageNoParams = Record<never, never>;
+
+export interface ImageEnvParams {
+  forceBuild?: boolean;
 }
 export interface ImageBuildParams extends Omit<BuildOptions, "secrets"> {
   /** Builder version to compile the chain for. Default: STRATA_BUILDER_VERSION or the newest. */
   builderVersion?: string;
 }
+
+/** The options each Image method takes, by method (what {@link checkOptions} compares against). */
+const stepOptions = { forceBuild: true, secrets: true, env: true } as const;
+const runOptions = { ...stepOptions, network: true, timeout: true } as const;
+const pipOptions = {
+  ...runOptions,
+  findLinks: true,
+  indexUrl: true,
+  extraIndexUrl: true,
+  pre: true,
+  extraOptions: true,
+} as const;
+const registryOptions = {
+  forceBuild: true,
+  secret: true,
+  insecure: true,
+  setupDockerfileCommands: true,
+  addPython: true,
+  secrets: true,
+  env: true,
+} as const;
+
+export const OPTIONS = {
+  fromScratch: optionNames<ImageFromScratchParams>({ forceBuild: true }),
+  debianSlim: optionNames<ImageDebianSlimParams>({ pythonVersion: true, forceBuild: true }),
+  fromRegistry: optionNames<ImageFromRegistryParams>(registryOptions),
+  fromAwsEcr: optionNames<ImageFromRegistryParams>(registryOptions),
+  fromGcpArtifactRegistry: optionNames<ImageFromRegistryParams & { mode?: string }>({ ...registryOptions, mode: true }),
+  fromDockerfile: optionNames<ImageFromDockerfileParams>({
+    contextDir: true,
+    buildArgs: true,
+    target: true,
+    ignore: true,
+    forceBuild: true,
+    secrets: true,
+    secretsAsEnv: true,
+    env: true,
+    addPython: true,
+    baseImages: true,
+  }),
+  aptInstall: optionNames<ImageAptInstallParams>(runOptions),
+  pipInstall: optionNames<ImagePipInstallParams>(pipOptions),
+  pipInstallFromRequirements: optionNames<ImagePipInstallParams>(pipOptions),
+  uvPipInstall: optionNames<ImageUvPipInstallParams>({ ...pipOptions, uvVersion: true, requirements: true }),
+  runCommands: optionNames<ImageRunCommandsParams>(runOptions),
+  runFunction: optionNames<ImageRunFunctionParams>({ ...stepOptions, args: true, timeout: true, network: true }),
+  addLocalDir: optionNames<ImageAddLocalParams>({ copy: true, ignore: true, forceBuild: true }),
+  addLocalFile: optionNames<Omit<ImageAddLocalParams, "ignore">>({ copy: true, forceBuild: true }),
+  dockerfileCommands: optionNames<ImageDockerfileCommandsParams>({
+    contextDir: true,
+    ignore: true,
+    buildArgs: true,
+    forceBuild: true,
+    secrets: true,
+    env: true,
+  }),
+  env: optionNames<ImageEnvParams>({ forceBuild: true }),
+  build: optionNames<ImageBuildParams>({
+    builderVersion: true,
+    store: true,
+    forceBuild: true,
+    ignoreCache: true,
+    log: true,
+    chainName: true,
+    executor: true,
+    signal: true,
+    limits: true,
+    fetchPolicy: true,
+  }),
+} as const;

@@ -55,6 +55,7 @@ async function build(
     contextDir: p.context,
     buildArgs: opts.buildArgs,
     secrets: opts.secrets,
+    secretsAsEnv: false, // BuildKit's meaning: these cases are docker build's
     forceBuild: opts.forceBuild,
   });
   return img.build({ store, log: (l) => opts.log?.push(l) });

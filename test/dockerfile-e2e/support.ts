@@ -166,7 +166,8 @@ export async function buildCase(p: Prepared, c: FixtureCase, store: Store, log: 
     contextDir: p.context,
     buildArgs: p.buildArgs,
     ...(c.expect.target ? { target: c.expect.target } : {}),
-    ...(c.expect.secrets ? { secrets: c.expect.secrets } : {}),
+    // BuildKit's meaning (as docker build --secret): a secret reaches a RUN only through its mount.
+    ...(c.expect.secrets ? { secrets: c.expect.secrets, secretsAsEnv: false } : {}),
   });
   return img.build({ store, log: (l) => log.push(l) });
 }

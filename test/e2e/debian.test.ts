@@ -75,6 +75,34 @@ export default Image.debianSlim({ pythonVersion: "3.11" })
     assert.equal(again.imageId, built.imageId);
   });
 
+  test("pipInstallFromRequirements installs a local requirements file; its content (not its mtime) is keyed", {
+    timeout: 600_000,
+  }, async () => {
+    const dir = await tempDir();
+    cleanup.push(dir);
+    const req = path.join(dir, "requirements.txt");
+    await fsp.writeFile(req, "tinypkg==1.0\n");
+    const def = path.join(dir, "image.ts");
+    await fsp.writeFile(
+      def,
+      `import { Image } from "strata";\nexport default Image.debianSlim().env({ N: "${nonce()}" }).pipInstallFromRequirements("./requirements.txt", { indexUrl: ${JSON.stringify(index.url)}, network: "host" });\n`,
+    );
+    const version = async (id: string) =>
+      (await strata(["run", id, "--", "python3", "-c", "import tinypkg; print(tinypkg.VERSION)"])).stdout;
+    const built = await buildJson(def);
+    assert.equal(await version(built.imageId), "1.0\n");
+    const ls = await strata(["run", built.imageId, "--", "cat", "/.requirements.txt"]);
+    assert.equal(ls.stdout, "tinypkg==1.0\n");
+    await fsp.utimes(req, new Date(), new Date(Date.now() + 60_000));
+    const touched = await buildJson(def);
+    assert.equal(touched.sandboxes, 0, "a new mtime is no change");
+    assert.equal(touched.imageId, built.imageId);
+    await fsp.writeFile(req, "tinypkg==2.0\n");
+    const changed = await buildJson(def);
+    assert.equal(changed.sandboxes, 1, "new content: the install step runs again");
+    assert.equal(await version(changed.imageId), "2.0\n");
+  });
+
   test("uvPipInstall uses STRATA_UV_BINARY (a pip-backed test double) and says how to provide uv when there is none", {
     timeout: 600_000,
   }, async () => {

@@ -95,6 +95,7 @@ const image = (p: { dir: string; dockerfile: string }, greeting = "hi") =>
     contextDir: p.dir,
     buildArgs: { GREETING: greeting },
     secrets: Secret.fromObject({ tok: SECRET }),
+    secretsAsEnv: false, // as strata build -f --secret, whose keys some tests compare
   });
 
 test("a multi-stage Dockerfile builds on the service: same keys and image as locally; cached rebuilds upload nothing; an edit uploads one file", async () => {
@@ -219,7 +220,7 @@ test("strata build of a fromDockerfile definition with STRATA_SERVER builds on t
   const def = path.join(p.dir, "image.ts");
   await fsp.writeFile(
     def,
-    `import { Image, Secret } from "strata";\nexport default Image.fromDockerfile(${JSON.stringify(p.dockerfile)}, { buildArgs: { GREETING: "cli" }, secrets: Secret.fromObject({ tok: "x" }) });\n`,
+    `import { Image, Secret } from "strata";\nexport default Image.fromDockerfile(${JSON.stringify(p.dockerfile)}, { buildArgs: { GREETING: "cli" }, secrets: Secret.fromObject({ tok: "x" }), secretsAsEnv: false });\n`,
   );
   const r = await strata(["build", def, "--json"], { env: { STRATA_SERVER: serve.url, STRATA_TOKEN: TOKEN } });
   assert.equal(r.code, 0, r.stderr);

@@ -716,8 +716,10 @@ describe("metadata instructions", () => {
     );
   });
 
-  test("workdir must be absolute", () => {
-    assert.throws(() => Image.fromScratch().workdir("app"), /workdir: remote path "app" must be absolute/);
+  test("a relative workdir is kept as written (resolved against the previous one when it runs, as Docker's)", () => {
+    const plan = Image.fromScratch().workdir("/srv").workdir("app").plan(BV);
+    assert.deepEqual(plan.steps[2]!.instructions, [{ op: "WORKDIR", path: "app" }]);
+    assert.throws(() => Image.fromScratch().workdir(""), /workdir: expected a path/);
   });
 
   test("cmd, entrypoint, shell and user validate their arguments", () => {

@@ -60,10 +60,15 @@ describe("a plan is plain data", () => {
       "values",
       "FROM scratch AS a\nRUN --mount=type=secret,id=tok true\nFROM scratch\nCOPY --from=a / /a\n",
     );
-    const img = Image.fromDockerfile(df, { secrets: Secret.fromObject({ tok: "v", unused: "u" }) }).runCommands("x", {
+    const given = Secret.fromObject({ tok: "v", unused: "u" });
+    // BuildKit's meaning: only the secrets some RUN mounts are used.
+    const img = Image.fromDockerfile(df, { secrets: given, secretsAsEnv: false }).runCommands("x", {
       secrets: { OTHER: "o" },
     });
     assert.deepEqual(img.secretValues(), { tok: "v", OTHER: "o" }, "only secrets some step uses");
+    // Modal's (the default): every RUN gets every given secret as env, so all of them are used.
+    const asEnv = Image.fromDockerfile(df, { secrets: given }).runCommands("x", { secrets: { OTHER: "o" } });
+    assert.deepEqual(asEnv.secretValues(), { tok: "v", unused: "u", OTHER: "o" });
     const plan = img.plan(BV);
     assert.ok(!JSON.stringify(plan).includes('"v"'));
     assert.throws(

@@ -38,7 +38,7 @@ const imageOf = (p: Prepared, c: FixtureCase) =>
     contextDir: p.context,
     buildArgs: p.buildArgs,
     ...(c.expect.target ? { target: c.expect.target } : {}),
-    ...(c.expect.secrets ? { secrets: c.expect.secrets } : {}),
+    ...(c.expect.secrets ? { secrets: c.expect.secrets, secretsAsEnv: false } : {}),
   });
 
 describe("Dockerfile cases through the service", { concurrency: 4 }, () => {
