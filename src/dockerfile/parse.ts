@@ -312,6 +312,7 @@ class Parser {
         logical.text += piece;
         logical.end = { line: contNo, column: piece.length + 1 };
       }
+      rejectNul(logical);
       if (sawEmpty) this.warnings.push(`${this.file}:${lineNo}: empty continuation line found in: ${logical.text}`);
       const node = this.nodeFromLine(logical, 0, comments);
       comments = [];
@@ -703,6 +704,16 @@ function quoteCount(s: string): number {
   let n = 0;
   for (const c of s) if (c === "'" || c === '"') n++;
   return n;
+}
+
+/**
+ * No path, argv word, environment entry or name can hold a NUL byte, and every instruction argument becomes one of
+ * those; so a NUL anywhere in an instruction (not in comments or heredoc bodies, which are file content) is refused
+ * here, at its line and column, before it can reach a filesystem or exec call as an internal error.
+ */
+function rejectNul(logical: Logical): void {
+  const at = logical.text.indexOf("\0");
+  if (at >= 0) throw new ParseFailure("invalid NUL byte in instruction", logical.pos[at] ?? logical.end);
 }
 
 /** Parses one word as a heredoc marker (`<<EOF`, `3<<-'EOF'`, …); undefined when it is none. */

@@ -1,7 +1,8 @@
 /**
  * Executes a Dockerfile COPY/ADD into a mounted root filesystem, with BuildKit's rules (`fsutil/copy`):
  * - dest is relative to WORKDIR; it is a directory when it ends with `/` (or `/.`, or is `.`), when there are several
- *   sources, or when it already is one; missing parents are created (0755, owned by `--chown` or root).
+ *   sources, or when it already is one; missing parents are created (0755 or the `--chmod` mode, owned by `--chown`
+ *   or root).
  * - a matched directory's contents are copied into dest (dest itself is created with the directory's mode); a file goes
  *   to dest, or into it under its own name; symlinks inside copied directories stay symlinks.
  * - owners: `--chown` for everything copied, else root for context files, URLs and heredocs and the source's owner for
@@ -83,7 +84,10 @@ class Copier {
     return resolveInImage(this.t, imagePath, true);
   }
 
-  /** Creates `imageDir` and its missing parents (0755, owned by --chown or root). Returns its resolved path. */
+  /**
+   * Creates `imageDir` and its missing parents (0755, or the --chmod mode as BuildKit gives them; owned by --chown or
+   * root). Returns its resolved path. Directories that already exist keep their mode.
+   */
   mkdirp(imageDir: string): string {
     const parts = imageDir.split("/").filter(Boolean);
     let cur = "/";
@@ -97,7 +101,7 @@ class Copier {
       // existing components are directories and this recursion only walks the missing ones.
       const parent = path.posix.dirname(cur);
       if (parent !== cur && !this.t.lstat(parent)) this.mkdirp(parent);
-      this.t.mkdir(cur, 0o755, this.owner?.uid ?? 0, this.owner?.gid ?? 0);
+      this.t.mkdir(cur, this.modeOf(0o755, true), this.owner?.uid ?? 0, this.owner?.gid ?? 0);
     }
     return cur;
   }

@@ -42,3 +42,13 @@ test("strata build -f Dockerfile with --build-arg, --target and --secret; a chan
   const bad = await strata(["build", "-f", path.join(dir, "Dockerfile"), "--build-arg", "NOEQUALS", dir]);
   assert.equal(bad.code, 2);
 });
+
+test("strata build: a NUL byte in a COPY destination is a located Dockerfile error, not an internal error", async () => {
+  const dir = await space.scratch();
+  await fsp.mkdir(path.join(dir, "bb"));
+  await fsp.writeFile(path.join(dir, "Dockerfile"), "FROM scratch\nCOPY bb/ /\0\n");
+  const r = await strata(["build", "-f", path.join(dir, "Dockerfile"), dir]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /Dockerfile:2:11\b.*NUL/);
+  assert.doesNotMatch(r.stderr, /internal error|ERR_INVALID_ARG_VALUE/);
+});
