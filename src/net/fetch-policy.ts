@@ -130,8 +130,11 @@ export class FetchPolicy {
     if (!v.allowed) throw new FetchPolicyError(refusalMessage(this.config, target, v));
   }
 
-  /** The address to connect to: the literal itself, or the host's first address once every address passed. */
-  async #address(host: string, port: number): Promise<string> {
+  /**
+   * The address a connection to `host:port` goes to: the literal itself, or the host's first address once every
+   * address it resolves to passed the policy (a FetchPolicyError otherwise). Connects to nothing.
+   */
+  async address(host: string, port: number): Promise<string> {
     if (isIP(host)) {
       this.#decide(host, port, host);
       return host;
@@ -150,7 +153,7 @@ export class FetchPolicy {
     const connector = this.#connector;
     const host = opts.hostname.toLowerCase();
     const port = portOf(opts.protocol, opts.port);
-    this.#address(host, port).then(
+    this.address(host, port).then(
       (address) => connector({ ...opts, hostname: address }, cb),
       (e: unknown) => cb(e instanceof Error ? e : new Error(String(e)), null),
     );

@@ -100,13 +100,18 @@ describe("connections", () => {
   });
 
   test("a name resolving to a refused address is refused after resolution (resolver hook, no real DNS)", async () => {
+    // Through fetch, with a loopback answer only: the refusal happens before any connection.
+    const local: Resolver = async () => ["127.0.0.1"];
+    const viaFetch = await refusal(policyWith([], {}, local).fetch("http://local.test/"));
+    assert.match(viaFetch.message, /local\.test resolved to 127\.0\.0\.1, a loopback address/);
+    // Other answers are checked by `address`, which connects to nothing: no test sends traffic off loopback.
     const resolve: Resolver = async (h) => (h === "meta.test" ? ["169.254.169.254"] : ["127.0.0.1"]);
-    const e = await refusal(policyWith([], {}, resolve).fetch("http://meta.test/latest/meta-data/"));
+    const e = await refusal(policyWith([], {}, resolve).address("meta.test", 80));
     assert.match(e.message, /meta\.test resolved to 169\.254\.169\.254, a link-local address/);
     assert.match(e.message, /--allow-fetch meta\.test:80/);
     // One refused address among public ones refuses the name: nothing is half-used.
     const mixed: Resolver = async () => ["8.8.8.8", `::ffff:127.0.0.1`];
-    await refusal(policyWith([], {}, mixed).fetch("http://mixed.test/"));
+    await refusal(policyWith([], {}, mixed).address("mixed.test", 80));
   });
 
   test("DNS rebinding: the connection goes to the address that was checked, resolved once", async () => {
