@@ -12,11 +12,10 @@
  * keep their existing caches.
  */
 import path from "node:path";
-import type { Readable } from "node:stream";
 import { StoreError } from "../errors.js";
-import type { Digest } from "../util/digest.js";
 import { StoreLayout } from "./layout.js";
-import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store } from "./store.js";
+import { ForwardingStore } from "./forwarding.js";
+import type { ChainRecord, IndexEntry, Store } from "./store.js";
 
 /** A scope name: lowercase letters, digits and inner `-`, 1–63 characters (it becomes part of keys and paths). */
 export const SCOPE_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -40,20 +39,14 @@ export class ScopedLayout extends StoreLayout {
   }
 }
 
-export class ScopedStore implements Store {
-  readonly root: string;
-  readonly layout: ScopedLayout;
-  pin?: (layers: Iterable<LayerRecord>) => () => void;
-
+export class ScopedStore extends ForwardingStore<ScopedLayout> {
   constructor(
-    readonly inner: Store,
+    inner: Store,
     readonly scope: string,
   ) {
     if (!SCOPE_RE.test(scope))
       throw new StoreError(`"${scope}" is not a store scope name (lowercase letters, digits and inner "-", ≤ 63)`);
-    this.root = inner.root;
-    this.layout = new ScopedLayout(inner.layout.root, scope);
-    if (inner.pin) this.pin = (layers) => inner.pin!(layers);
+    super(inner, new ScopedLayout(inner.layout.root, scope));
   }
 
   #key(key: string): string {
@@ -65,73 +58,22 @@ export class ScopedStore implements Store {
 
   // ---- scoped --------------------------------------------------------------------------------------------------
 
-  async getIndex(key: string): Promise<IndexEntry | undefined> {
+  override async getIndex(key: string): Promise<IndexEntry | undefined> {
     const entry = await this.inner.getIndex(this.#key(key));
     return entry ? { ...entry, key } : undefined;
   }
-  putIndex(entry: IndexEntry): Promise<void> {
+  override putIndex(entry: IndexEntry): Promise<void> {
     return this.inner.putIndex({ ...entry, key: this.#key(entry.key) });
   }
-  async getChain(name: string): Promise<ChainRecord | undefined> {
+  override async getChain(name: string): Promise<ChainRecord | undefined> {
     const chain = await this.inner.getChain(this.#chain(name));
     return chain ? { ...chain, name } : undefined;
   }
-  putChain(chain: ChainRecord): Promise<void> {
+  override putChain(chain: ChainRecord): Promise<void> {
     return this.inner.putChain({ ...chain, name: this.#chain(chain.name) });
   }
-  lock(key: string): Promise<() => Promise<void>> {
+  override lock(key: string): Promise<() => Promise<void>> {
     const mount = /^cache-mount-(.*)$/.exec(key);
     return this.inner.lock(mount ? `cache-mount-${this.scope}-${mount[1]}` : this.#key(key));
-  }
-
-  // ---- shared content, delegated -------------------------------------------------------------------------------
-
-  hasBlob(d: Digest): Promise<boolean> {
-    return this.inner.hasBlob(d);
-  }
-  openBlob(d: Digest): Promise<Readable> {
-    return this.inner.openBlob(d);
-  }
-  readBlob(d: Digest): Promise<Buffer> {
-    return this.inner.readBlob(d);
-  }
-  blobPath(d: Digest): Promise<string> {
-    return this.inner.blobPath(d);
-  }
-  putBlobBytes(data: Uint8Array): Promise<Digest> {
-    return this.inner.putBlobBytes(data);
-  }
-  putBlobFile(tempPath: string, d: Digest, opts?: { verified?: boolean }): Promise<void> {
-    return this.inner.putBlobFile(tempPath, d, opts);
-  }
-  getImage(id: Digest): Promise<ImageRecord | undefined> {
-    return this.inner.getImage(id);
-  }
-  putImage(record: ImageRecord): Promise<void> {
-    return this.inner.putImage(record);
-  }
-  listImages(): Promise<ImageRecord[]> {
-    return this.inner.listImages();
-  }
-  resolveImage(ref: string): Promise<ImageRecord> {
-    return this.inner.resolveImage(ref);
-  }
-  layerDir(layer: LayerRecord): Promise<string> {
-    return this.inner.layerDir(layer);
-  }
-  adoptLayerDir(diffId: Digest, dir: string): Promise<string> {
-    return this.inner.adoptLayerDir(diffId, dir);
-  }
-  tempDir(prefix: string): Promise<string> {
-    return this.inner.tempDir(prefix);
-  }
-  putLog(imageId: Digest, text: string): Promise<void> {
-    return this.inner.putLog(imageId, text);
-  }
-  getLog(imageId: Digest): Promise<string | undefined> {
-    return this.inner.getLog(imageId);
-  }
-  recover(beforeReclaim?: () => Promise<void>): Promise<void> {
-    return this.inner.recover(beforeReclaim);
   }
 }
