@@ -8,7 +8,7 @@
 // a client's token, a wrong job token, a job whose request was changed in Redis) get nothing; a job whose service
 // restarted fails with SECRETS_GONE and a resubmit succeeds; an open Redis is refused.
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
@@ -26,7 +26,8 @@ import { SECRETS_ROOT } from "../../src/sandbox/secret-dir.js";
 import { startRedis, type TestRedis } from "../support/redis.js";
 import { remoteBuildImage } from "../support/remote-image.js";
 import { busyboxBase, raw, startService, type TestService } from "../support/service.js";
-import { nonce, REPO_ROOT, tempDir } from "../support/strata.js";
+import { nonce, tempDir } from "../support/strata.js";
+import { spawnWorker as startWorker, type WorkerProc } from "../support/worker.js";
 
 const WORKER_TOKEN = randomBytes(32).toString("hex");
 const CLIENT_TOKEN = randomBytes(16).toString("hex");
@@ -38,41 +39,15 @@ let redisClient: Redis;
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
 
-interface WorkerProc {
-  child: ChildProcess;
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
-/** `strata worker` (cmdWorker) in a child process on the shared local store; resolves once it takes jobs. */
-async function spawnWorker(env: Record<string, string>, args: string[] = []): Promise<WorkerProc> {
-  const argv = ["--concurrency", "2", "--job-lock", "5s", "--stalled-interval", "2s", "--grace", "5s", ...args];
-  const script = `import(${JSON.stringify(path.join(REPO_ROOT, "dist/src/cli/worker.js"))}).then((m) => m.cmdWorker(${JSON.stringify(argv)})).then((c) => process.exit(c), (e) => { console.error(e); process.exit(70); });`;
-  const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-    env: {
-      ...process.env,
-      STRATA_HOME: home,
-      STRATA_REDIS_URL: redis.url,
-      STRATA_REDIS_CA: redis.ca!,
-      STRATA_REDIS_PREFIX: prefix,
-      STRATA_WORKER_TOKEN: WORKER_TOKEN,
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.push(child);
-  let stderr = "";
-  child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
-  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
-  await new Promise<void>((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (c: Buffer) => {
-      out += c.toString();
-      if (out.includes("\n")) resolve();
-    });
-    void exited.then((code) => reject(new Error(`strata worker exited (${code}) before taking jobs:\n${stderr}`)));
-  });
-  return { child, stderr: () => stderr, exited };
+/** `strata worker` in a child process on the shared local store; resolves once it takes jobs. */
+function spawnWorker(env: Record<string, string>, args: string[] = []): Promise<WorkerProc> {
+  const base = {
+    STRATA_HOME: home,
+    STRATA_REDIS_URL: redis.url,
+    STRATA_REDIS_CA: redis.ca!,
+    STRATA_REDIS_PREFIX: prefix,
+  };
+  return startWorker({ ...base, STRATA_WORKER_TOKEN: WORKER_TOKEN, ...env }, args, children);
 }
 
 /** Every value in Redis: all keys (SCAN), read by type. */
