@@ -6,7 +6,7 @@
  */
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
-import { Agent, buildConnector, fetch as undiciFetch } from "undici";
+import type { Agent, buildConnector } from "undici";
 import { FetchPolicyConfigError, FetchPolicyError } from "../errors.js";
 import {
   decide,
@@ -72,8 +72,10 @@ export class FetchPolicy {
   }
 
   /** The undici dispatcher whose connections obey the policy (one per policy, so connections are pooled). */
-  get dispatcher(): Agent {
+  async #dispatcher(): Promise<Agent> {
+    const { Agent, buildConnector } = await loadUndici();
     const idle = this.config.idleTimeoutMs;
+    this.#connector ??= buildConnector({ timeout: this.config.connectTimeoutMs });
     this.#agent ??= new Agent({
       connect: (opts, cb) => this.#connect(opts, cb),
       ...(idle !== undefined ? { headersTimeout: idle, bodyTimeout: idle } : {}),
@@ -82,8 +84,9 @@ export class FetchPolicy {
   }
 
   /** `fetch` through the policy's dispatcher. A refused connection rejects with a TypeError whose cause is a FetchPolicyError (see `policyRefusal`). */
-  fetch(url: URL | string, init: RequestInit = {}): Promise<Response> {
-    const withDispatcher = { ...init, dispatcher: this.dispatcher } as Parameters<typeof undiciFetch>[1];
+  async fetch(url: URL | string, init: RequestInit = {}): Promise<Response> {
+    const [{ fetch: undiciFetch }, dispatcher] = await Promise.all([loadUndici(), this.#dispatcher()]);
+    const withDispatcher = { ...init, dispatcher } as Parameters<typeof undiciFetch>[1];
     return undiciFetch(url, withDispatcher) as unknown as Promise<Response>;
   }
 
@@ -149,8 +152,8 @@ export class FetchPolicy {
   }
 
   #connect(opts: buildConnector.Options, cb: buildConnector.Callback): void {
-    this.#connector ??= buildConnector({ timeout: this.config.connectTimeoutMs });
-    const connector = this.#connector;
+    // Made with the dispatcher, before any connection: `#connect` only runs for a dispatcher's connections.
+    const connector = this.#connector!;
     const host = opts.hostname.toLowerCase();
     const port = portOf(opts.protocol, opts.port);
     this.address(host, port).then(
@@ -183,6 +186,16 @@ async function withTimeout<T>(p: Promise<T>, ms: number, host: string): Promise<
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * undici, loaded at the first fetch: it takes ~50 ms to import, and most builds (every fully cached one) fetch nothing.
+ */
+type Undici = Pick<typeof import("undici"), "Agent" | "buildConnector" | "fetch">;
+let undici: Promise<Undici> | undefined;
+function loadUndici(): Promise<Undici> {
+  undici ??= import("undici");
+  return undici;
 }
 
 let shared: FetchPolicy | undefined;
