@@ -36,8 +36,14 @@ const STORED_DIRS: Record<Exclude<StoreNamespace, "index" | "blobs">, [(l: Store
   chains: [(l) => l.chainsDir, ".json"],
 };
 
-/** Lock files this process holds (any store instance): a lock with our pid that is not here is stale (pid reuse). */
-const heldLocks = new Set<string>();
+/**
+ * Lock files this process holds (any store instance), with the token written in each. Waiters in this process queue
+ * in memory (`lockQueues`), so a lock file with our pid that is not held here was left by an earlier process that
+ * had our pid, and is stale.
+ */
+const heldLocks = new Map<string, string>();
+/** Per lock file, the tail of this process's in-memory queue of holders and waiters. */
+const lockQueues = new Map<string, Promise<void>>();
 
 export class LocalStore implements Store, StoreMaintenance {
   readonly root: string;
@@ -239,42 +245,38 @@ export class LocalStore implements Store, StoreMaintenance {
     const dir = this.layout.locksDir;
     await fsp.mkdir(dir, { recursive: true });
     const file = path.join(dir, `${key}.lock`);
-    for (;;) {
-      // Each lock carries `<pid> <token>`; release removes the file only if it is still ours.
-      const token = `${process.pid} ${uniqueSuffix()}`;
-      try {
-        const fh = await fsp.open(file, "wx");
-        await fh.writeFile(token);
-        await fh.close();
-        heldLocks.add(file);
-        return async () => {
-          heldLocks.delete(file);
-          if ((await fsp.readFile(file, "utf8").catch(() => "")) === token) await fsp.rm(file, { force: true });
-        };
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      }
-      const owner = Number((await fsp.readFile(file, "utf8").catch(() => "")).split(" ")[0]);
-      // A lock without a valid pid was left by a process that died between creating and writing it; give a live
-      // writer a few seconds, then treat it as dead.
-      const ownerless = !Number.isInteger(owner) || owner <= 0;
-      const age = ownerless ? Date.now() - ((await fsp.stat(file).catch(() => undefined))?.mtimeMs ?? Date.now()) : 0;
-      const dead = ownerless ? age > 5000 : owner === process.pid ? !heldLocks.has(file) : !pidAlive(owner);
-      if (dead) {
-        // Break a dead process's lock. If two waiters race here both may build; that is safe (every write is an
-        // atomic rename of identical content), only wasteful.
-        const stale = `${file}.stale-${uniqueSuffix()}`;
-        if (
-          await fsp.rename(file, stale).then(
-            () => true,
-            () => false,
-          )
-        )
-          await fsp.rm(stale, { force: true });
-        continue;
-      }
-      await new Promise((r) => setTimeout(r, 200));
+    // In-process waiters queue in memory: only the head of the queue contends for the file, with other processes.
+    const before = lockQueues.get(file) ?? Promise.resolve();
+    let leave!: () => void;
+    const turn = new Promise<void>((resolve) => {
+      leave = resolve;
+    });
+    const tail = before.then(() => turn);
+    lockQueues.set(file, tail);
+    const done = () => {
+      leave();
+      if (lockQueues.get(file) === tail) lockQueues.delete(file);
+    };
+    await before;
+    let token: string;
+    try {
+      token = await acquireLockFile(file);
+    } catch (e) {
+      done();
+      throw e;
     }
+    let released = false;
+    return async () => {
+      if (released) return;
+      released = true;
+      try {
+        // Nobody breaks a lock whose owner is alive and holds it, so the file read here is still ours.
+        if ((await fsp.readFile(file, "utf8").catch(() => "")) === token) await fsp.rm(file, { force: true });
+      } finally {
+        if (heldLocks.get(file) === token) heldLocks.delete(file);
+        done();
+      }
+    };
   }
 
   private logFile(id: Digest): string {
@@ -290,6 +292,11 @@ export class LocalStore implements Store, StoreMaintenance {
   }
 
   async recover(beforeReclaim?: () => Promise<void>): Promise<void> {
+    // Drafts and broken locks a dead process left beside the lock files (see acquireLockFile).
+    for (const name of await fsp.readdir(this.layout.locksDir).catch(() => [] as string[])) {
+      const m = /\.lock\.(?:stale-)?(\d+)-[0-9a-z]+-[0-9a-f]+(?:\.new)?$/.exec(name);
+      if (m && !pidAlive(Number(m[1]))) await fsp.rm(path.join(this.layout.locksDir, name), { force: true });
+    }
     const tmp = this.layout.tmpDir;
     const stale = (await fsp.readdir(tmp)).filter((name) => {
       const m = /^[a-z]+-(\d+)-/.exec(name);
@@ -367,5 +374,49 @@ export class LocalStore implements Store, StoreMaintenance {
         throw new StoreError(`corrupt record ${file}: ${e.message} (delete it to let Strata rebuild it)`, { cause: e });
       throw e;
     }
+  }
+}
+
+/**
+ * Takes the lock file `file` for this process, waiting while a live process holds it. The file is created complete
+ * (written under another name, then hard-linked into place, which fails if the name exists), so a reader never sees
+ * it half-written. Returns the token written in it: `<pid> <unique>`.
+ */
+async function acquireLockFile(file: string): Promise<string> {
+  for (;;) {
+    const token = `${process.pid} ${uniqueSuffix()}`;
+    const draft = `${file}.${uniqueSuffix()}.new`;
+    await fsp.writeFile(draft, token);
+    try {
+      await fsp.link(draft, file);
+      heldLocks.set(file, token);
+      return token;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    } finally {
+      await fsp.rm(draft, { force: true });
+    }
+    const held = await fsp.readFile(file, "utf8").catch(() => undefined);
+    if (held === undefined) continue; // released between our attempt and the read
+    const owner = Number(held.split(" ")[0]);
+    // A lock file without a valid pid comes from an older Strata that wrote the file after creating it, or from a
+    // damaged disk: give a live writer a few seconds, then treat it as dead.
+    const ownerless = !Number.isInteger(owner) || owner <= 0;
+    const age = ownerless ? Date.now() - ((await fsp.stat(file).catch(() => undefined))?.mtimeMs ?? Date.now()) : 0;
+    const dead = ownerless ? age > 5000 : owner === process.pid ? heldLocks.get(file) !== held : !pidAlive(owner);
+    if (dead) {
+      // Break a dead process's lock. If two waiters in different processes race here both may build; that is safe
+      // (every write is an atomic rename of identical content), only wasteful.
+      const stale = `${file}.stale-${uniqueSuffix()}`;
+      if (
+        await fsp.rename(file, stale).then(
+          () => true,
+          () => false,
+        )
+      )
+        await fsp.rm(stale, { force: true });
+      continue;
+    }
+    await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -643,6 +643,62 @@ describe("lock() edge cases", () => {
   });
 });
 
+describe("lock() across processes and after crashes", () => {
+  test("a lock held by another live process blocks until that process releases it", async () => {
+    const store = await openStore();
+    const file = path.join(store.root, "locks", "kx.lock");
+    // Another live process holds the lock: its pid is in the file. `sleep` is alive until we kill it.
+    const holder = spawn("sleep", ["30"], { stdio: "ignore" });
+    try {
+      await fsp.mkdir(path.dirname(file), { recursive: true });
+      await fsp.writeFile(file, `${holder.pid} other-process`);
+      let acquired = false;
+      const pending = store.lock("kx").then((release) => {
+        acquired = true;
+        return release;
+      });
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(acquired, false, "a live holder's lock is not taken");
+      // The holder releases (removes its file): the waiter takes the lock on its next look.
+      await fsp.rm(file);
+      const release = await pending;
+      assert.match(await fsp.readFile(file, "utf8"), new RegExp(`^${process.pid} `));
+      await release();
+    } finally {
+      holder.kill("SIGKILL");
+    }
+  });
+
+  test("release twice is harmless and does not free the next holder's lock", async () => {
+    const store = await openStore();
+    const release1 = await store.lock("ky");
+    const second = store.lock("ky");
+    await release1();
+    const release2 = await second;
+    await release1();
+    const file = path.join(store.root, "locks", "ky.lock");
+    assert.match(await fsp.readFile(file, "utf8"), new RegExp(`^${process.pid} `), "the second holder still holds it");
+    await release2();
+    assert.ok(!existsSync(file));
+  });
+
+  test("recover() removes lock drafts and broken locks of dead processes, keeps live ones and lock files", async () => {
+    const store = await openStore();
+    const locks = path.join(store.root, "locks");
+    const dead = await deadPid();
+    await fsp.mkdir(locks, { recursive: true });
+    const names = [
+      `k.lock.${dead}-mabc-0123abcd.new`,
+      `k.lock.stale-${dead}-mabc-0123abcd`,
+      `k.lock.${process.pid}-mabc-0123abcd.new`,
+      "k.lock",
+    ];
+    for (const name of names) await fsp.writeFile(path.join(locks, name), "x");
+    await store.recover();
+    assert.deepEqual((await fsp.readdir(locks)).sort(), [names[3], names[2]].sort());
+  });
+});
+
 // ---- defaultStoreRoot ------------------------------------------------------------------------------------------
 
 describe("defaultStoreRoot", () => {
