@@ -1,0 +1,264 @@
+// The harness for BuildKit's Dockerfile integration tests ported into this suite (one file per BuildKit test file,
+// one `test()` per BuildKit test function, named after it). A ported test writes its Dockerfile and context as
+// BuildKit's does, builds it with Strata's Dockerfile front end, and asserts what BuildKit's test asserts.
+//
+// `FROM busybox` (and `busybox:<tag>`, `docker.io/library/busybox…`, `--from=busybox`) is served by a loopback
+// registry holding a scratch image with Debian's busybox-static and every applet it lists; the Dockerfile text is
+// rewritten to that registry's name for it (`busyboxRef()`), nothing else in it changes.
+import { execFileSync } from "node:child_process";
+import { promises as fsp } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { build } from "../../../src/build.js";
+import { resolveBaseImages } from "../../../src/dockerfile/base-images.js";
+import type { BuiltImage } from "../../../src/engine/build.js";
+import { Image, type LocalStore } from "../../../src/index.js";
+import { pushImage } from "../../../src/registry/push.js";
+import { startRegistry, type TestRegistry } from "../../support/registry.js";
+import { privateStore, strataConfig, strataTree, type Tree } from "../support.js";
+
+/** One file of a test's context (or of its Dockerfile's directory). */
+export type ContextFile =
+  | string
+  | { content: string | Buffer; mode?: number; mtime?: Date }
+  | { symlink: string }
+  | { dir: true; mode?: number };
+
+export interface BkBuildOptions {
+  /** The Dockerfile's text (`FROM busybox` is served by the harness's registry). */
+  dockerfile: string;
+  /** Context files: relative path → content (parents are created). */
+  files?: Record<string, ContextFile>;
+  /** The Dockerfile's name in the context dir (BuildKit's `filename`); default `Dockerfile`. */
+  dockerfileName?: string;
+  buildArgs?: Record<string, string>;
+  target?: string;
+  /** Secrets by id (`--secret id=…`): reach a RUN only through `--mount=type=secret`, as with docker build. */
+  secrets?: Record<string, string>;
+  forceBuild?: boolean;
+  ignoreCache?: boolean;
+}
+
+export interface BkResult {
+  built: BuiltImage;
+  /** Build log lines (`=> Step …` and step output). */
+  log: string[];
+  /** The final filesystem (layers merged), keyed by absolute path. */
+  tree(): Promise<Tree>;
+  /** A file's content in the final filesystem, or undefined when absent. */
+  readFile(p: string): Promise<string | undefined>;
+  /** The image config blob (`config`, `history`, `rootfs`, …). */
+  config(): Promise<ImageConfigJson>;
+}
+
+export interface ImageConfigJson {
+  created?: string;
+  author?: string;
+  config: {
+    Env?: string[];
+    Cmd?: string[] | null;
+    Entrypoint?: string[] | null;
+    WorkingDir?: string;
+    User?: string;
+    Labels?: Record<string, string>;
+    ExposedPorts?: Record<string, unknown>;
+    Volumes?: Record<string, unknown>;
+    StopSignal?: string;
+    Shell?: string[];
+    Healthcheck?: Record<string, unknown>;
+    OnBuild?: string[] | null;
+    ArgsEscaped?: boolean;
+  };
+  history?: { created?: string; created_by?: string; empty_layer?: boolean; comment?: string }[];
+  rootfs: { type: string; diff_ids: string[] };
+}
+
+/** A harness per test file: `const bk = buildkitHarness();` then `before(bk.start)` / `after(bk.stop)`. */
+export function buildkitHarness() {
+  let registry: TestRegistry | undefined;
+  let store: LocalStore | undefined;
+  let cleanupStore: (() => Promise<void>) | undefined;
+  let busybox = "";
+  const dirs: string[] = [];
+
+  const need = <T>(v: T | undefined): T => {
+    if (v === undefined) throw new Error("buildkitHarness: call start() first (before(bk.start))");
+    return v;
+  };
+
+  async function writeFiles(dir: string, files: Record<string, ContextFile>): Promise<void> {
+    for (const [rel, f] of Object.entries(files)) {
+      const abs = path.join(dir, rel);
+      await fsp.mkdir(path.dirname(abs), { recursive: true });
+      if (typeof f === "string") await fsp.writeFile(abs, f);
+      else if ("symlink" in f) await fsp.symlink(f.symlink, abs);
+      else if ("dir" in f) {
+        await fsp.mkdir(abs, { recursive: true });
+        if (f.mode !== undefined) await fsp.chmod(abs, f.mode);
+      } else {
+        await fsp.writeFile(abs, f.content);
+        if (f.mode !== undefined) await fsp.chmod(abs, f.mode);
+        if (f.mtime) await fsp.utimes(abs, f.mtime, f.mtime);
+      }
+    }
+  }
+
+  /** Writes a context dir holding the Dockerfile (rewritten for busybox) and `files`. */
+  async function context(opts: BkBuildOptions): Promise<{ dir: string; dockerfile: string }> {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-"));
+    dirs.push(dir);
+    const dockerfile = path.join(dir, opts.dockerfileName ?? "Dockerfile");
+    await writeFiles(dir, opts.files ?? {});
+    await fsp.writeFile(dockerfile, withBusybox(opts.dockerfile, busybox));
+    return { dir, dockerfile };
+  }
+
+  async function run(opts: BkBuildOptions): Promise<BkResult> {
+    const s = need(store);
+    const { dir, dockerfile } = await context(opts);
+    const log: string[] = [];
+    const baseImages = await resolveBaseImages(dockerfile, {
+      store: s,
+      ...(opts.buildArgs ? { buildArgs: opts.buildArgs } : {}),
+      ...(opts.target ? { target: opts.target } : {}),
+    });
+    const image = Image.fromDockerfile(dockerfile, {
+      contextDir: dir,
+      ...(opts.buildArgs ? { buildArgs: opts.buildArgs } : {}),
+      ...(opts.target ? { target: opts.target } : {}),
+      ...(opts.secrets ? { secrets: [opts.secrets], secretsAsEnv: false } : {}),
+      baseImages,
+    });
+    const built = await build(image.plan(), {
+      store: s,
+      log: (l: string) => log.push(l),
+      ...(opts.forceBuild ? { forceBuild: true } : {}),
+      ...(opts.ignoreCache ? { ignoreCache: true } : {}),
+      secrets: image.secretValues(),
+    });
+    let tree: Tree | undefined;
+    return {
+      built,
+      log,
+      async tree() {
+        tree ??= await strataTree(s, built.imageId);
+        return tree;
+      },
+      async readFile(p: string) {
+        tree ??= await strataTree(s, built.imageId);
+        const e = tree.get(p.startsWith("/") ? p : `/${p}`);
+        if (!e) return undefined;
+        if (e.type !== "file") throw new Error(`${p} is a ${e.type}, not a file`);
+        if (e.content === undefined) throw new Error(`${p} is binary or larger than 4 KiB`);
+        return e.content;
+      },
+      async config() {
+        return (await strataConfig(s, built.imageId)) as unknown as ImageConfigJson;
+      },
+    };
+  }
+
+  return {
+    /** Starts the registry, pushes the busybox image and opens a private store. */
+    async start(): Promise<void> {
+      registry = await startRegistry();
+      const s = await privateStore();
+      store = s.store;
+      cleanupStore = s.cleanup;
+      busybox = await pushBusybox(store, registry.host);
+    },
+    async stop(): Promise<void> {
+      await registry?.stop();
+      await cleanupStore?.();
+      for (const d of dirs.splice(0)) await fsp.rm(d, { recursive: true, force: true });
+    },
+    /** The registry reference `busybox` is rewritten to. */
+    busyboxRef: () => busybox,
+    get store(): LocalStore {
+      return need(store);
+    },
+    get registryHost(): string {
+      return need(registry).host;
+    },
+    /** Builds a Dockerfile; rejects with the build's error (its message carries the log on failure). */
+    async build(opts: BkBuildOptions): Promise<BkResult> {
+      return run(opts);
+    },
+    /** Builds a Dockerfile that must fail; returns the error (fails the test if the build succeeds). */
+    async buildFails(opts: BkBuildOptions): Promise<Error> {
+      let result: BkResult;
+      try {
+        result = await run(opts);
+      } catch (e) {
+        return e as Error;
+      }
+      throw new Error(`the build was expected to fail but produced ${result.built.imageId}`);
+    },
+    /** A fresh temp dir removed at stop(). */
+    async tempDir(): Promise<string> {
+      const d = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-x-"));
+      dirs.push(d);
+      return d;
+    },
+  };
+}
+
+export type BuildkitHarness = ReturnType<typeof buildkitHarness>;
+
+/**
+ * Rewrites the Dockerfile's references to Docker Hub's busybox (`FROM busybox`, `FROM busybox:1.36 AS x`,
+ * `FROM docker.io/library/busybox`, `--from=busybox`, `RUN --mount=from=busybox`) to `ref`.
+ */
+export function withBusybox(dockerfile: string, ref: string): string {
+  const name =
+    /(?<![\w./:-])(?:docker\.io\/)?(?:library\/)?busybox(?::[\w][\w.-]*)?(?:@sha256:[0-9a-f]{64})?(?![\w./:@-])/;
+  return dockerfile
+    .split("\n")
+    .map((line) => {
+      if (/^\s*FROM\s/i.test(line))
+        return line.replace(new RegExp(`(FROM\\s+(?:--\\S+\\s+)*)${name.source}`, "i"), `$1${ref}`);
+      return line.replace(new RegExp(`((?:--from|,from)=)${name.source}`, "g"), `$1${ref}`);
+    })
+    .join("\n");
+}
+
+/** Every applet Debian's busybox-static lists, as links to /bin/busybox, plus /etc/passwd, /etc/group, /tmp. */
+async function busyboxRoot(dir: string): Promise<void> {
+  const bin = path.join(dir, "bin");
+  await fsp.mkdir(bin, { recursive: true });
+  await fsp.copyFile("/bin/busybox", path.join(bin, "busybox"));
+  await fsp.chmod(path.join(bin, "busybox"), 0o755);
+  const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
+  for (const a of applets) if (a !== "busybox") await fsp.symlink("busybox", path.join(bin, a));
+  await fsp.mkdir(path.join(dir, "etc"), { recursive: true });
+  await fsp.writeFile(
+    path.join(dir, "etc/passwd"),
+    "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+  );
+  await fsp.writeFile(path.join(dir, "etc/group"), "root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n");
+  await fsp.mkdir(path.join(dir, "tmp"), { mode: 0o1777 });
+  await fsp.chmod(path.join(dir, "tmp"), 0o1777);
+  await fsp.mkdir(path.join(dir, "root"), { recursive: true });
+  await fsp.mkdir(path.join(dir, "home"), { recursive: true });
+}
+
+/** Builds the busybox image (as Docker Hub's: PATH set, `CMD ["sh"]`) and pushes it; returns its reference. */
+async function pushBusybox(store: LocalStore, host: string): Promise<string> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-busybox-"));
+  try {
+    await busyboxRoot(path.join(dir, "rootfs"));
+    await fsp.writeFile(
+      path.join(dir, "Dockerfile"),
+      'FROM scratch\nCOPY rootfs/ /\nENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nCMD ["sh"]\n',
+    );
+    const image = Image.fromDockerfile(path.join(dir, "Dockerfile"), { contextDir: dir });
+    const built = await build(image.plan(), { store, log: () => undefined });
+    const ref = `${host}/library/busybox:latest`;
+    const rec = await store.getImage(built.imageId);
+    if (!rec) throw new Error(`busybox image ${built.imageId} is not in the store`);
+    await pushImage(store, rec, ref, { dockerConfig: false });
+    return ref;
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
