@@ -1,7 +1,8 @@
 /**
  * `addLocalPythonSource`: where a Python module's source is on this machine, found as Python's import system finds
  * it (Modal's `add_local_python_source` asks `importlib` the same question): along the search path — `PYTHONPATH`'s
- * entries, then the current directory (where `strata build` runs, as a script's own directory leads `sys.path`) —
+ * entries, then the current directory (the definition file's directory while strata loads it, as a script's own
+ * directory leads `sys.path`) —
  * the first entry holding a regular package (`<name>/__init__.py`) or a module (`<name>.py`) wins; a namespace
  * package (a directory without `__init__.py`) is used only when no entry has either, and then all its portions are.
  */
