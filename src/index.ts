@@ -7,7 +7,11 @@ export type {
   ImagePipInstallParams,
   ImageUvPipInstallParams,
   ImageRunFunctionParams,
+  ImageRunParams,
   ImageAddLocalParams,
+  ImageAddLocalPythonSourceParams,
+  ImagePipInstallFromPyprojectParams,
+  ImagePoetryInstallParams,
   ImageDebianSlimParams,
   ImageFromRegistryParams,
   ImageFromDockerfileParams,
@@ -15,6 +19,7 @@ export type {
   ImageBuildParams,
 } from "./sdk/params.js";
 export { Secret } from "./sdk/secret.js";
+export { Volume } from "./sdk/volume.js";
 export type { SecretLike } from "./sdk/secret.js";
 export { build } from "./build.js";
 export type { BuildParams, BuildOptions, BuiltImage, StepResult, Plan, SecretValues } from "./build.js";

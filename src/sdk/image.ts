@@ -14,7 +14,7 @@ import type { Instruction } from "../plan/instructions.js";
 import { withoutUndefined } from "../plan/plain.js";
 import type { DeferredMount, Plan, SecretValues, StepInput } from "../plan/step.js";
 import { credentialsFor } from "../registry/credentials.js";
-import { checkBuildArgs, checkEnv, requireAbsolute, snapshot, stepBase } from "./arguments.js";
+import { checkBuildArgs, checkEnv, requireAbsolute, snapshot, splitArgs, stepBase } from "./arguments.js";
 import {
   debianSlimBase,
   debianSlimKnown,
@@ -52,8 +52,13 @@ import {
   type ImageRunCommandsParams,
   type ImageRunFunctionParams,
   type ImageUvPipInstallParams,
+  type ImageAddLocalPythonSourceParams,
+  type ImagePipInstallFromPyprojectParams,
+  type ImagePoetryInstallParams,
 } from "./params.js";
 import { addPythonSteps, checkPythonSeries } from "./python.js";
+import { pipInstallFromPyprojectStep, poetryInstallFromFileStep } from "./python-project-steps.js";
+import { findPythonSource, nonPythonFiles, pythonSearchPath } from "./python-source.js";
 import { addChainSecrets, mergeSecrets, Secret, type ChainSecrets, type SecretLike } from "./secret.js";
 
 /** What an Image is made of (the constructor's argument); unset lists are empty. */
@@ -326,6 +331,23 @@ export class Image {
   }
 
   /**
+   * Installs a local pyproject's `[project] dependencies` (and the `optionalDependencies` groups) with pip. The file
+   * is read now; the sorted package list is keyed, as with pipInstall.
+   */
+  pipInstallFromPyproject(pyproject: string, paramsIn: ImagePipInstallFromPyprojectParams = {}): Image {
+    const step = pipInstallFromPyprojectStep(pyproject, paramsIn);
+    return step ? this.#append(step) : this;
+  }
+
+  /**
+   * Installs a Poetry project's dependencies (not the project itself) into the image's Python, from the pyproject
+   * and its lock file (both keyed by content): `poetry install --no-root` in /tmp/poetry, as Modal's builder does.
+   */
+  poetryInstallFromFile(pyproject: string, paramsIn: ImagePoetryInstallParams = {}): Image {
+    return this.#append(poetryInstallFromFileStep(pyproject, paramsIn));
+  }
+
+  /**
    * Installs Python packages with uv. The uv binary is the image's own (`/usr/local/bin/uv`, `/usr/bin/uv`) or the
    * one named by STRATA_UV_BINARY on the build machine, mounted read-only and never captured in the layer.
    */
@@ -352,29 +374,59 @@ export class Image {
   /** Adds a local directory's contents at `remote`: a layer with `copy: true`, else applied at run/export time. */
   addLocalDir(local: string, remote: string, paramsIn: ImageAddLocalParams = {}): Image {
     checkOptions("addLocalDir", paramsIn, OPTIONS.addLocalDir);
-    const params = snapshot(paramsIn);
-    requireAbsolute("addLocalDir", remote);
-    const localDir = localPath("addLocalDir", local, "directory");
-    const ignore = ignorePatterns("addLocalDir", localDir, params.ignore) ?? [];
+    return this.#addDir("addLocalDir", local, remote, snapshot(paramsIn));
+  }
+
+  #addDir(method: string, local: string, remote: string, params: ImageAddLocalParams): Image {
+    requireAbsolute(method, remote);
+    const localDir = localPath(method, local, "directory");
+    const ignore = ignorePatterns(method, localDir, params.ignore) ?? [];
     if (!params.copy) return this.#defer({ kind: "dir", localPath: localDir, remotePath: remote, ignore });
-    return this.#with("addLocalDir", () => ({
-      ...stepBase("addLocalDir", `addLocalDir ${local} → ${remote}`, params),
+    return this.#with(method, () => ({
+      ...stepBase(method, `${method} ${local} → ${remote}`, params),
       instructions: [{ op: "COPY", source: "context", dest: remote }],
       inputs: [{ kind: "dir", name: "context", localPath: localDir, ignore }],
       extra: ignore.length ? [["ignore", JSON.stringify(ignore)]] : [],
     }));
   }
 
+  /**
+   * Adds local Python modules (packages or single files) under `/root`, found along PYTHONPATH then the current
+   * directory as Python would find them (see src/sdk/python-source.ts). By default only `.py` files are added.
+   */
+  addLocalPythonSource(...args: Array<string | ImageAddLocalPythonSourceParams>): Image {
+    const method = "addLocalPythonSource";
+    const { items, params } = splitArgs<ImageAddLocalPythonSourceParams>(method, args, OPTIONS.addLocalPythonSource);
+    if (items.length === 0) throw new InvalidDefinitionError(`${method}: name at least one module`);
+    const search = pythonSearchPath();
+    let img: Image = this;
+    for (const module of items)
+      for (const src of findPythonSource(method, module, search)) {
+        const opts = { copy: params.copy, forceBuild: params.forceBuild };
+        img =
+          src.kind === "module"
+            ? img.#addFile(method, src.localPath, src.remotePath, opts)
+            : img.#addDir(method, src.localPath, src.remotePath, {
+                ...opts,
+                ignore: params.ignore ?? nonPythonFiles(src.localPath),
+              });
+      }
+    return img;
+  }
+
   /** Adds one local file at `remote` (a trailing `/` keeps the file's name). */
   addLocalFile(local: string, remote: string, paramsIn: Omit<ImageAddLocalParams, "ignore"> = {}): Image {
     checkOptions("addLocalFile", paramsIn, OPTIONS.addLocalFile);
-    const params = snapshot(paramsIn);
-    requireAbsolute("addLocalFile", remote);
-    const localFile = localPath("addLocalFile", local, "file");
+    return this.#addFile("addLocalFile", local, remote, snapshot(paramsIn));
+  }
+
+  #addFile(method: string, local: string, remote: string, params: Omit<ImageAddLocalParams, "ignore">): Image {
+    requireAbsolute(method, remote);
+    const localFile = localPath(method, local, "file");
     const dest = remote.endsWith("/") ? remote + path.basename(localFile) : remote;
     if (!params.copy) return this.#defer({ kind: "file", localPath: localFile, remotePath: dest, ignore: [] });
-    return this.#with("addLocalFile", () => ({
-      ...stepBase("addLocalFile", `addLocalFile ${local} → ${dest}`, params),
+    return this.#with(method, () => ({
+      ...stepBase(method, `${method} ${local} → ${dest}`, params),
       instructions: [{ op: "COPY", source: "context", dest }],
       inputs: [{ kind: "file", name: "context", localPath: localFile }],
       extra: [],

@@ -19,6 +19,7 @@ import {
   type ImageRunFunctionParams,
   type ImageUvPipInstallParams,
 } from "./params.js";
+import { volumeMounts } from "./volume.js";
 
 /** A step a layer method appends: the method's name, the step, and the secret values it uses (by its description). */
 export interface LayerStep {
@@ -150,11 +151,17 @@ export function runCommandsStep(args: readonly unknown[]): LayerStep | undefined
   if (items.length === 0) return undefined;
   const desc = items.length === 1 ? items[0]! : `${items[0]} (+${items.length - 1} more)`;
   const description = `runCommands ${desc}`;
+  const volumes = volumeMounts("runCommands", params.volumes);
   return {
     method: "runCommands",
     make: () => ({
       ...stepBase("runCommands", description, params),
-      instructions: items.map((c) => ({ op: "RUN", command: c, network: params.network })),
+      instructions: items.map((c) => ({
+        op: "RUN",
+        command: c,
+        network: params.network,
+        ...(volumes.length ? { mounts: volumes.map((m) => ({ ...m })) } : {}),
+      })),
       inputs: [],
       extra: [],
       timeoutMs: timeoutMs(params.timeout, "runCommands"),
@@ -174,6 +181,7 @@ export function runFunctionStep(
   const { source, module, argsJson } = functionModule(fn, params.args ?? []);
   const name = fn.name || "anonymous";
   const description = `runFunction ${name}`;
+  const volumes = volumeMounts("runFunction", params.volumes);
   return {
     method: "runFunction",
     make: () => ({
@@ -185,6 +193,7 @@ export function runFunctionStep(
           mounts: [
             { type: "bind", source: "builder:node", target: "/.strata/node", readonly: true },
             { type: "bind", source: "function", target: "/.strata/function.mjs", readonly: true },
+            ...volumes,
           ],
           network: params.network,
         },

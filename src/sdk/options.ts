@@ -30,9 +30,6 @@ const MODAL_ONLY: Readonly<Record<string, (method: string) => string>> = {
     "runFunction passes positional arguments only: put them in args (JSON-serialisable), e.g. args: [{ key: 1 }]",
   includeSource: () =>
     "runFunction always runs (and keys) the function's own source text; it cannot import the definition's modules",
-  volumes: () =>
-    "Modal Volumes do not exist in Strata; to keep downloads between builds use a cache mount, e.g. " +
-    'dockerfileCommands(["RUN --mount=type=cache,target=/root/.cache/huggingface …"])',
   networkFileSystems: () =>
     "network file systems are not mounted into builds; use a cache mount (RUN --mount=type=cache,…) to keep files between builds",
   contextFiles: () => "put the files in contextDir (default: the current directory) and COPY them from there",

@@ -2,6 +2,7 @@
 import type { BuildOptions } from "../build.js";
 import { optionNames } from "./options.js";
 import type { SecretLike } from "./secret.js";
+import type { Volume } from "./volume.js";
 
 /** Which paths of a local directory to leave out: .dockerignore patterns, or a predicate (see {@link IgnorePredicate}). */
 export type IgnoreSpec = string[] | IgnorePredicate;
@@ -23,7 +24,8 @@ export interface ImageStepParams {
   env?: Record<string, string>;
 }
 
-export interface ImageRunCommandsParams extends ImageStepParams {
+/** Options of every step that runs commands. */
+export interface ImageRunParams extends ImageStepParams {
   /**
    * Default (unset): the step's own network namespace with internet access and no route to the builder host (its
    * loopback, its addresses, metadata endpoints). `"none"`: loopback only. `"host"`: the host's network — the
@@ -34,9 +36,17 @@ export interface ImageRunCommandsParams extends ImageStepParams {
   timeout?: number;
 }
 
-export type ImageAptInstallParams = ImageRunCommandsParams;
+export interface ImageRunCommandsParams extends ImageRunParams {
+  /**
+   * Build-time volumes by mount path: named directories kept between builds (cache mounts; see src/sdk/volume.ts),
+   * e.g. `{ "/root/.cache/huggingface": Volume.fromName("hf") }`. Their contents are never in a layer or a key.
+   */
+  volumes?: Record<string, Volume | string>;
+}
 
-export interface ImagePipInstallParams extends ImageRunCommandsParams {
+export type ImageAptInstallParams = ImageRunParams;
+
+export interface ImagePipInstallParams extends ImageRunParams {
   findLinks?: string;
   indexUrl?: string;
   extraIndexUrl?: string;
@@ -53,7 +63,42 @@ export interface ImageUvPipInstallParams extends ImagePipInstallParams {
   requirements?: string;
 }
 
+export interface ImagePipInstallFromPyprojectParams extends ImagePipInstallParams {
+  /** Groups of `[project.optional-dependencies]` installed too. Default []. */
+  optionalDependencies?: string[];
+}
+
+export interface ImagePoetryInstallParams extends ImageRunParams {
+  /** The lock file. Default: `poetry.lock` beside the pyproject (an error if there is none, unless ignoreLockfile). */
+  poetryLockfile?: string;
+  /** Resolve at build time without a lock file. Default false. */
+  ignoreLockfile?: boolean;
+  /** `poetry install --with`. */
+  withGroups?: string[];
+  /** `poetry install --without`. */
+  withoutGroups?: string[];
+  /** `poetry install --only`. */
+  only?: string[];
+  /** Poetry pip-installed first: "latest" (default; unpinned), "X.Y" (`~=`), "X.Y.Z" (`==`), or null: the image's own. */
+  poetryVersion?: string | null;
+  /** `poetry config experimental.new-installer false` first (Poetry 1.x). Default false. */
+  oldInstaller?: boolean;
+}
+
+export interface ImageAddLocalPythonSourceParams {
+  /** Copy into a layer at build time (true) or apply when the image is run or exported (false, the default). */
+  copy?: boolean;
+  /**
+   * Patterns or a predicate, as addLocalDir's. Default: everything but `.py` files, dot-prefixed names and
+   * `__pycache__` (Modal's NON_PYTHON_FILES).
+   */
+  ignore?: IgnoreSpec;
+  forceBuild?: boolean;
+}
+
 export interface ImageRunFunctionParams extends ImageStepParams {
+  /** Build-time volumes by mount path, as runCommands takes them. */
+  volumes?: Record<string, Volume | string>;
   /** JSON-serialisable arguments passed to the function. Default []. */
   args?: unknown[];
   /** Kill the step after this many seconds. Default 3600. */
@@ -208,8 +253,29 @@ export const OPTIONS = {
   pipInstall: optionNames<ImagePipInstallParams>(pipOptions),
   pipInstallFromRequirements: optionNames<ImagePipInstallParams>(pipOptions),
   uvPipInstall: optionNames<ImageUvPipInstallParams>({ ...pipOptions, uvVersion: true, requirements: true }),
-  runCommands: optionNames<ImageRunCommandsParams>(runOptions),
-  runFunction: optionNames<ImageRunFunctionParams>({ ...stepOptions, args: true, timeout: true, network: true }),
+  pipInstallFromPyproject: optionNames<ImagePipInstallFromPyprojectParams>({
+    ...pipOptions,
+    optionalDependencies: true,
+  }),
+  poetryInstallFromFile: optionNames<ImagePoetryInstallParams>({
+    ...runOptions,
+    poetryLockfile: true,
+    ignoreLockfile: true,
+    withGroups: true,
+    withoutGroups: true,
+    only: true,
+    poetryVersion: true,
+    oldInstaller: true,
+  }),
+  runCommands: optionNames<ImageRunCommandsParams>({ ...runOptions, volumes: true }),
+  runFunction: optionNames<ImageRunFunctionParams>({
+    ...stepOptions,
+    args: true,
+    timeout: true,
+    network: true,
+    volumes: true,
+  }),
+  addLocalPythonSource: optionNames<ImageAddLocalPythonSourceParams>({ copy: true, ignore: true, forceBuild: true }),
   addLocalDir: optionNames<ImageAddLocalParams>({ copy: true, ignore: true, forceBuild: true }),
   addLocalFile: optionNames<Omit<ImageAddLocalParams, "ignore">>({ copy: true, forceBuild: true }),
   dockerfileCommands: optionNames<ImageDockerfileCommandsParams>({

@@ -44,13 +44,17 @@ describe("unknown options are definition errors", () => {
     rejects(() => base().runFunction(() => 1, loose({ gpu: "T4" })), /^runFunction: option "gpu"/);
   });
 
-  test("cloud, region, cpu, memory, kwargs, volumes say what Strata does instead", () => {
+  test("cloud, region, cpu, memory, kwargs, context_files say what Strata does instead", () => {
     rejects(() => base().runFunction(() => 1, loose({ cloud: "aws" })), /runFunction: option "cloud"/, /STRATA_SERVER/);
     rejects(() => base().runFunction(() => 1, loose({ region: "us-east" })), /option "region"/, /where it runs/);
     rejects(() => base().runFunction(() => 1, loose({ cpu: 4 })), /option "cpu"/, /operator/);
     rejects(() => base().runFunction(() => 1, loose({ memory: 1024 })), /option "memory"/);
     rejects(() => base().runFunction(() => 1, loose({ kwargs: { a: 1 } })), /option "kwargs"/, /args/);
-    rejects(() => base().runCommands("x", loose({ volumes: {} })), /option "volumes"/, /cache mount/);
+    rejects(
+      () => base().runCommands("x", loose({ network_file_systems: {} })),
+      /option "network_file_systems"/,
+      /cache mount/,
+    );
     rejects(
       () => base().dockerfileCommands(["RUN x"], loose({ context_files: {} })),
       /option "context_files"/,
