@@ -67,9 +67,13 @@ describe("Dockerfile → steps", () => {
     const [, one, , two, label] = steps;
     // Undeclared: passed to RUN as proxy env, not as a keyed build arg.
     assert.equal(one!.buildArgs, undefined);
+    // Each kind in both spellings, as BuildKit's exec op sets them (its testBuiltinArgs gives http_proxy, reads $HTTP_PROXY).
     assert.deepEqual(one!.proxyEnv, [
+      ["FTP_PROXY", "ftp://p"],
       ["HTTP_PROXY", "http://proxy:3128"],
+      ["NO_PROXY", "localhost"],
       ["ftp_proxy", "ftp://p"],
+      ["http_proxy", "http://proxy:3128"],
       ["no_proxy", "localhost"],
     ]);
     // Declared with ARG: an ordinary (keyed) build arg as well.
