@@ -91,6 +91,17 @@ describe("Dockerfile → steps", () => {
     );
   });
 
+  test("RUN --network: none and host reach the step (the sandbox grants or refuses host), default leaves the builder's", async () => {
+    const df = await dockerfile(
+      "FROM scratch\nRUN --network=host true\nRUN --network=none true\nRUN --network=default true\nRUN true\n",
+    );
+    const [, host, none, dflt, plain] = Image.fromDockerfile(df).plan().steps;
+    assert.deepEqual(host!.instructions, [{ op: "RUN", command: "true", network: "host" }]);
+    assert.deepEqual(none!.instructions, [{ op: "RUN", command: "true", network: "none" }]);
+    assert.deepEqual(dflt!.instructions, [{ op: "RUN", command: "true" }]);
+    assert.deepEqual(plain!.instructions, [{ op: "RUN", command: "true" }]);
+  });
+
   test("RUN heredocs compile as BuildKit runs them", async () => {
     const df = await dockerfile(
       "FROM scratch\nRUN <<EOF\necho simple\nEOF\nRUN <<EOF\n#!/bin/sh\necho script\nEOF\nRUN cat <<EOF > /x\nbody\nEOF\n",
