@@ -22,26 +22,35 @@ export async function resolveBaseImages(
   },
 ): Promise<Record<string, BaseImageInfo>> {
   const text = readFileSync(path.resolve(dockerfile), "utf8");
-  const plan = planDockerfile(text, { file: displayName(dockerfile), buildArgs: opts.buildArgs, target: opts.target });
-  const refs = new Set<string>();
-  for (const i of plan.buildOrder) {
-    const b = plan.stages[i]!.base;
-    if (b.kind === "image") refs.add(b.ref);
-  }
   const { pullImage } = await import("../registry/pull.js");
   const { openLazyImage } = await import("../registry/estargz/lazy.js");
   const out: Record<string, BaseImageInfo> = {};
-  for (const ref of refs) {
-    const store = opts.store;
-    const image = store
-      ? (await pullImage(ref, store, { insecure: opts.insecure })).config
-      : (await openLazyImage(ref, { insecure: opts.insecure })).config;
-    const c = image.config as { Env?: string[]; WorkingDir?: string; OnBuild?: string[] | null };
-    out[ref] = {
-      ...(c.Env ? { env: c.Env } : {}),
-      ...(c.WorkingDir ? { workingDir: c.WorkingDir } : {}),
-      ...(c.OnBuild?.length ? { onBuild: c.OnBuild } : {}),
-    };
+  // A base's ONBUILD triggers may need stages the Dockerfile itself does not (`ONBUILD RUN --mount=from=inputstage`),
+  // whose bases need resolving in turn: plan again with what is known until no needed base is missing.
+  for (;;) {
+    const plan = planDockerfile(text, {
+      file: displayName(dockerfile),
+      buildArgs: opts.buildArgs,
+      target: opts.target,
+      baseImage: (ref) => out[ref],
+    });
+    const refs = new Set<string>();
+    for (const i of plan.buildOrder) {
+      const b = plan.stages[i]!.base;
+      if (b.kind === "image" && !Object.hasOwn(out, b.ref)) refs.add(b.ref);
+    }
+    if (refs.size === 0) return out;
+    for (const ref of refs) {
+      const store = opts.store;
+      const image = store
+        ? (await pullImage(ref, store, { insecure: opts.insecure })).config
+        : (await openLazyImage(ref, { insecure: opts.insecure })).config;
+      const c = image.config as { Env?: string[]; WorkingDir?: string; OnBuild?: string[] | null };
+      out[ref] = {
+        ...(c.Env ? { env: c.Env } : {}),
+        ...(c.WorkingDir ? { workingDir: c.WorkingDir } : {}),
+        ...(c.OnBuild?.length ? { onBuild: c.OnBuild } : {}),
+      };
+    }
   }
-  return out;
 }

@@ -17,7 +17,7 @@ import type {
 } from "./commands.js";
 import { parseDockerfileAst, parseHeredocMarker, type AstFlag, type AstNode, type Position } from "./parse.js";
 import { MountError, parseMount } from "./run-mount.js";
-import { suggest } from "./suggest.js";
+import { DOCKERFILE_SUGGEST_DISTANCE, suggest } from "./suggest.js";
 
 const ALL_INSTRUCTIONS = [
   "ADD",
@@ -92,7 +92,9 @@ function parseFlags(ctx: Ctx, node: AstNode, name: string): FlagValues {
     if (!kind) {
       const valid = Object.keys(spec).map((k) => "--" + k);
       const hint = valid.length ? ` (valid flags: ${valid.join(", ")})` : ` (${name} takes no flags)`;
-      const guess = suggest(key, Object.keys(spec)).replace("(did you mean ", ": did you mean --").replace("?)", "?");
+      const guess = suggest(key, Object.keys(spec), DOCKERFILE_SUGGEST_DISTANCE)
+        .replace("(did you mean ", ": did you mean --")
+        .replace("?)", "?");
       ctx.fail(flag.position, `unknown flag ${JSON.stringify("--" + key)} for ${name}${guess.trimStart()}${hint}`);
     }
     const prev = out.get(key);
@@ -399,7 +401,7 @@ function parseNode(ctx: Ctx, node: AstNode): FromCommand | DockerfileCommand {
     default:
       ctx.fail(
         node.start,
-        `unknown instruction ${JSON.stringify(node.spelled)}${suggest(node.spelled, ALL_INSTRUCTIONS)}`,
+        `unknown instruction ${JSON.stringify(node.spelled)}${suggest(node.spelled, ALL_INSTRUCTIONS, DOCKERFILE_SUGGEST_DISTANCE)}`,
       );
   }
 }

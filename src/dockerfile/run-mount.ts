@@ -4,7 +4,10 @@
  * expanded).
  */
 import type { RunMount } from "./commands.js";
-import { suggest } from "./suggest.js";
+import { DOCKERFILE_SUGGEST_DISTANCE, suggest } from "./suggest.js";
+
+/** The mount types RUN --mount knows. */
+const MOUNT_TYPES = ["bind", "cache", "tmpfs", "secret", "ssh"] as const;
 
 /** Splits a mount spec like Go's encoding/csv (one record, `"` quoting). */
 function csvFields(s: string): string[] | string {
@@ -112,7 +115,13 @@ export function parseMount(spec: string, index: number, expand: ((v: string) => 
         typeDeferred = false;
         const t = value.toLowerCase();
         if (t !== "bind" && t !== "cache" && t !== "tmpfs" && t !== "secret" && t !== "ssh") {
-          throw new MountError(`unsupported mount type ${JSON.stringify(value)} (bind, cache, tmpfs, secret or ssh)`);
+          // As BuildKit: a near miss names the type meant (`type=tmp` → tmpfs).
+          const hint = suggest(t, MOUNT_TYPES, DOCKERFILE_SUGGEST_DISTANCE)
+            .replace(" (did you mean ", ": did you mean ")
+            .replace("?)", "?");
+          throw new MountError(
+            `unsupported mount type ${JSON.stringify(value)}${hint} (the types are ${MOUNT_TYPES.join(", ")})`,
+          );
         }
         type = t;
         break;
@@ -191,7 +200,7 @@ export function parseMount(spec: string, index: number, expand: ((v: string) => 
       }
       default:
         throw new MountError(
-          `unexpected key '${key}' in '${field}'${suggest(key, ["type", "from", "source", "target", "readonly", "id", "sharing", "mode", "uid", "gid", "required", "env", "size"])}`,
+          `unexpected key '${key}' in '${field}'${suggest(key, ["type", "from", "source", "target", "readonly", "id", "sharing", "mode", "uid", "gid", "required", "env", "size"], DOCKERFILE_SUGGEST_DISTANCE)}`,
         );
     }
   }

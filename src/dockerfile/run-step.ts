@@ -110,7 +110,8 @@ export function runStep(
     op: "RUN",
     command,
     ...(mounts.length ? { mounts } : {}),
-    ...(pi.network === "none" ? { network: "none" as const } : {}),
+    // `default` is the builder's default network (left unset); `host` is granted or refused by the sandbox's policy.
+    ...(pi.network === "none" || pi.network === "host" ? { network: pi.network } : {}),
   };
   const args: [string, string][] = pi.argsInScope.map(([k, v]) => [k, v]);
   // RUN sees every ARG in scope, so all of them are keyed (Step.buildArgs → KeyInputs.buildArgs).

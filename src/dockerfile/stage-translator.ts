@@ -11,6 +11,7 @@ import { copyStep } from "./copy-step.js";
 import { DockerfileSyntaxError } from "./errors.js";
 import type { PlannedInstruction } from "./expand-instruction.js";
 import type { DockerfilePlan } from "./plan-stages.js";
+import { proxyEnvFromBuildArgs } from "./proxy-env.js";
 import { runStep } from "./run-step.js";
 import type {
   DockerfileChains,
@@ -23,19 +24,6 @@ import type {
 } from "./stage-chain.js";
 
 const METHOD = "dockerfile";
-/** BuildKit's proxy build args (dockerfile2llb's defaultArgs / proxyEnvFromBuildArgs), sorted by code unit. */
-export const PROXY_ARGS = [
-  "ALL_PROXY",
-  "FTP_PROXY",
-  "HTTPS_PROXY",
-  "HTTP_PROXY",
-  "NO_PROXY",
-  "all_proxy",
-  "ftp_proxy",
-  "http_proxy",
-  "https_proxy",
-  "no_proxy",
-] as const;
 
 function summary(original: string): string {
   const one = original.replace(/\s+/g, " ").trim();
@@ -177,12 +165,12 @@ export class Translator implements TranslationContext {
   }
 
   /**
-   * The proxy build args given to the build, sorted by name: BuildKit (dockerfile2llb) gives every RUN these as its
-   * ProxyEnv whether or not an ARG declares them, and leaves them out of the cache key, the image config and history.
+   * The proxy variables of every RUN, from the build's proxy args (`proxy-env.ts`): BuildKit (dockerfile2llb) gives
+   * every RUN these as its ProxyEnv whether or not an ARG declares them, and leaves them out of the cache key, the
+   * image config and history.
    */
   proxyEnv(): [string, string][] {
-    const given = this.opts.buildArgs ?? {};
-    return PROXY_ARGS.filter((k) => Object.hasOwn(given, k)).map((k) => [k, given[k]!]);
+    return proxyEnvFromBuildArgs(this.opts.buildArgs ?? {});
   }
 
   usedArgs(pi: PlannedInstruction): [string, string][] {

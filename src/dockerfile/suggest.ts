@@ -12,8 +12,17 @@ function distance(a: string, b: string): number {
   return d[a.length]![b.length]!;
 }
 
-/** ` (did you mean X?)` for the option closest to `word`, or "" when none is close enough. */
-export function suggest(word: string, options: readonly string[]): string {
+/**
+ * The farthest a Dockerfile word may be from what it names and still be suggested: BuildKit's `suggest.Search` takes
+ * the closest option at a Levenshtein distance under 3, whatever the word's length (`type=tmp` → tmpfs).
+ */
+export const DOCKERFILE_SUGGEST_DISTANCE = 2;
+
+/**
+ * ` (did you mean X?)` for the option closest to `word`, or "" when none is close enough: within `maxDistance` edits
+ * (case-insensitive); default 1 for words of up to 3 characters, else a third of the word's length (at least 2).
+ */
+export function suggest(word: string, options: readonly string[], maxDistance?: number): string {
   let best = "";
   let bestD = Infinity;
   for (const o of options) {
@@ -23,6 +32,6 @@ export function suggest(word: string, options: readonly string[]): string {
       best = o;
     }
   }
-  const limit = word.length <= 3 ? 1 : Math.max(2, Math.floor(word.length / 3));
+  const limit = maxDistance ?? (word.length <= 3 ? 1 : Math.max(2, Math.floor(word.length / 3)));
   return bestD <= limit ? ` (did you mean ${best}?)` : "";
 }

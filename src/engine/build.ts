@@ -240,6 +240,9 @@ class Engine {
     const inputs = keyInputsFor(this.builder, step, parent?.id ?? null, resolved, baseExtra);
     const key = stepKey(inputs);
     const force = this.#force || step.forceBuild;
+    // Entitlements are checked before the cache is read: a cached host-network result is not for a builder refusing it.
+    if (withDefaultNetwork(step.instructions, defaultNetwork()).some((i) => i.op === "RUN" && i.network === "host"))
+      (await this.#executorFor()).executor.checkEntitlements?.({ network: "host" });
     if (!force && !this.#ignore) {
       const hit = await this.#lookup(key);
       if (hit) return { record: hit, cached: true, key };

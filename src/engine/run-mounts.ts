@@ -2,7 +2,7 @@
  * The mounts of a RUN step (`RUN --mount`, a definition's mounts): cache directories kept in the store, tmpfs, secret
  * files, builder tools and step inputs, each turned into a bind mount of the sandbox spec.
  */
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
@@ -132,6 +132,8 @@ export async function runMounts(req: RunMountsRequest): Promise<RunMounts> {
 
 /** In-process users of each cache mount directory, by its path (for `sharing=private`). */
 const cacheMountsInUse = new Map<string, number>();
+/** Cache mount directories being created by this process, by path. */
+const cacheMountsCreating = new Map<string, Promise<void>>();
 
 /**
  * The host directory of a RUN cache mount: `<store>/cache-mounts/<sha256(id)>`, created on first use with the mount's
@@ -156,9 +158,18 @@ async function cacheMount(
       () => false,
     ))
   ) {
-    const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
-    await fresh(tmp);
-    await fsp.rename(tmp, dir).catch(async () => fsp.rm(tmp, { recursive: true, force: true }));
+    // RUNs of one build (parallel stages) may meet here at once: one of them creates the directory, the others wait
+    // for it; another process's creation races only by rename (its temporary name is its own).
+    let creating = cacheMountsCreating.get(dir);
+    if (!creating) {
+      creating = (async () => {
+        const tmp = `${dir}.tmp-${randomUUID()}`;
+        await fresh(tmp);
+        await fsp.rename(tmp, dir).catch(async () => fsp.rm(tmp, { recursive: true, force: true }));
+      })().finally(() => cacheMountsCreating.delete(dir));
+      cacheMountsCreating.set(dir, creating);
+    }
+    await creating;
   }
   const inUse = cacheMountsInUse;
   if (m.sharing === "private" && (inUse.get(dir) ?? 0) > 0) {

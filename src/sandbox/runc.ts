@@ -49,6 +49,12 @@ export interface Executor {
   run(spec: SandboxSpec, opts: RunOptions): Promise<RunResult>;
   /** Starts getting ready for a run (namespaces, cgroup layout), so the first run() does not wait: a hint, never fails. */
   prepare?(): void;
+  /**
+   * Throws an EntitlementError when a step asking for `network` (undefined: the default) may not have it. The engine
+   * asks before it reads the cache, as BuildKit validates entitlements before solving: a result built where they were
+   * granted is no way around a builder that refuses them.
+   */
+  checkEntitlements?(request: { network?: NetworkMode }): void;
 }
 
 /** What the operator (or the local user) allows a step, and the defaults for steps that ask for nothing. */
@@ -208,15 +214,19 @@ export class RuncExecutor implements Executor {
     }
   }
 
-  async run(spec: SandboxSpec, opts: RunOptions): Promise<RunResult> {
-    const network = spec.network ?? this.policy.defaultNetwork;
-    if (network === "host" && !this.policy.allowNetworkHost) {
+  checkEntitlements(request: { network?: NetworkMode }): void {
+    if ((request.network ?? this.policy.defaultNetwork) === "host" && !this.policy.allowNetworkHost) {
       throw new EntitlementError(
         "this step asks for the host network, which this builder does not grant (the network.host entitlement): " +
           'drop `network: "host"` / `RUN --network=host` (steps get their own network with internet access by default), ' +
           "or ask the operator to start `strata serve --allow-network-host`",
       );
     }
+  }
+
+  async run(spec: SandboxSpec, opts: RunOptions): Promise<RunResult> {
+    const network = spec.network ?? this.policy.defaultNetwork;
+    this.checkEntitlements({ network });
     const runc = await runcBinary();
     // The owner pid in the id lets `reapStaleContainers` recognise containers whose builder died.
     const id = `strata-${uniqueSuffix()}`;

@@ -67,9 +67,13 @@ describe("Dockerfile → steps", () => {
     const [, one, , two, label] = steps;
     // Undeclared: passed to RUN as proxy env, not as a keyed build arg.
     assert.equal(one!.buildArgs, undefined);
+    // Each kind in both spellings, as BuildKit's exec op sets them (its testBuiltinArgs gives http_proxy, reads $HTTP_PROXY).
     assert.deepEqual(one!.proxyEnv, [
+      ["FTP_PROXY", "ftp://p"],
       ["HTTP_PROXY", "http://proxy:3128"],
+      ["NO_PROXY", "localhost"],
       ["ftp_proxy", "ftp://p"],
+      ["http_proxy", "http://proxy:3128"],
       ["no_proxy", "localhost"],
     ]);
     // Declared with ARG: an ordinary (keyed) build arg as well.
@@ -85,6 +89,17 @@ describe("Dockerfile → steps", () => {
       keyInputsFor(builder, plain, null, []),
       "proxies do not bust the cache",
     );
+  });
+
+  test("RUN --network: none and host reach the step (the sandbox grants or refuses host), default leaves the builder's", async () => {
+    const df = await dockerfile(
+      "FROM scratch\nRUN --network=host true\nRUN --network=none true\nRUN --network=default true\nRUN true\n",
+    );
+    const [, host, none, dflt, plain] = Image.fromDockerfile(df).plan().steps;
+    assert.deepEqual(host!.instructions, [{ op: "RUN", command: "true", network: "host" }]);
+    assert.deepEqual(none!.instructions, [{ op: "RUN", command: "true", network: "none" }]);
+    assert.deepEqual(dflt!.instructions, [{ op: "RUN", command: "true" }]);
+    assert.deepEqual(plain!.instructions, [{ op: "RUN", command: "true" }]);
   });
 
   test("RUN heredocs compile as BuildKit runs them", async () => {

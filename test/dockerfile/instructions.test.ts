@@ -445,6 +445,11 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
     assert.deepEqual(run.usedArgs, ["CACHE"]);
     assert.deepEqual(plan.stages[1]!.dependsOn, [0]);
     rejects("FROM scratch\nRUN --mount=type=nfs,target=/x true", { column: 5, contains: "unsupported mount type" });
+    // a near miss names the type meant, as BuildKit's does (its testMountInvalid)
+    rejects("FROM scratch\nRUN --mount=type=tmp /bin/true", {
+      column: 5,
+      contains: 'unsupported mount type "tmp": did you mean tmpfs? (the types are bind, cache, tmpfs, secret, ssh)',
+    });
     rejects("FROM scratch\nRUN --mount=type=bind,target=/x,mode=0600 true", { contains: "mode not allowed" });
     rejects("FROM scratch\nRUN --mount=type=cache,target=/x,sharing=all true", {
       contains: "unsupported sharing value",

@@ -35,7 +35,8 @@
  *    forks a holder that unshares a user and a network namespace, maps the user namespace's 0…<id count>-1 to
  *    <host id>…, brings the holder's loopback up and then waits (dying with this process); prints `holder <pid>` on
  *    stdout; then becomes slirp4netns (group <slirp gid>, no supplementary groups, parent-death signal KILL) with
- *    `--userns-path=/proc/<pid>/ns/user --netns-type=path`, the given args, `/proc/<pid>/ns/net tap0`.
+ *    `--userns-path=/proc/<pid>/ns/user --netns-type=path`, the given args, `/proc/<pid>/ns/net eth0` (the interface
+ *    name containers get from Docker and BuildKit, which build scripts name).
  *
  * Errors: `strata-sandbox-helper: <op> <path>: <error>` on stderr and exit 1; usage errors exit 2.
  */
@@ -317,7 +318,7 @@ static int netns(int argc, char **argv) {
   args[n++] = "--netns-type=path";
   for (int i = 4; i < argc; i++) args[n++] = argv[i];
   args[n++] = netpath;
-  args[n++] = "tap0";
+  args[n++] = "eth0"; /* as a Docker or BuildKit container names its interface */
   args[n] = NULL;
   execv(argv[3], args);
   return fail("exec", argv[3]);

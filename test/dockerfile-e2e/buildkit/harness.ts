@@ -9,7 +9,7 @@ import { execFileSync } from "node:child_process";
 import { promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { build } from "../../../src/build.js";
+import { type BuildParams, build } from "../../../src/build.js";
 import { resolveBaseImages } from "../../../src/dockerfile/base-images.js";
 import type { BuiltImage } from "../../../src/engine/build.js";
 import { Image, type LocalStore } from "../../../src/index.js";
@@ -37,6 +37,8 @@ export interface BkBuildOptions {
   secrets?: Record<string, string>;
   forceBuild?: boolean;
   ignoreCache?: boolean;
+  /** More of the engine's options for this build (an executor with another sandbox policy, step limits, …). */
+  engine?: Pick<BuildParams, "executor" | "limits">;
 }
 
 export interface BkResult {
@@ -135,6 +137,7 @@ export function buildkitHarness() {
       ...(opts.forceBuild ? { forceBuild: true } : {}),
       ...(opts.ignoreCache ? { ignoreCache: true } : {}),
       secrets: image.secretValues(),
+      ...opts.engine,
     });
     let tree: Tree | undefined;
     return {
