@@ -22,6 +22,7 @@ commands:
   build <file.ts> [--export NAME] [--force-build] [--ignore-cache] [--network sandbox|none|host] [--json]
                                    build the Image a definition file exports
   build -f Dockerfile [--build-arg K=V]... [--target T] [--secret id=N,src=F|env=V] [<context>] [--json]
+        [--build-context name=DIR|docker-image://REF]...
                                    build a Dockerfile, every instruction its own cached step
   explain <file.ts> [--export NAME]
                                    show each step's key, whether it would hit, and why not
@@ -84,6 +85,7 @@ async function cmdBuild(argv: string[]): Promise<number> {
       target: { type: "string" },
       secret: { type: "string", multiple: true },
       network: { type: "string" },
+      "build-context": { type: "string", multiple: true },
     },
   });
   if (values.network !== undefined) {
@@ -189,6 +191,7 @@ async function buildDockerfile(
     "build-arg"?: string[];
     target?: string;
     secret?: string[];
+    "build-context"?: string[];
     "force-build"?: boolean;
     "ignore-cache"?: boolean;
     "builder-version"?: string;
@@ -200,6 +203,8 @@ async function buildDockerfile(
   const contextDir = path.resolve(positionals[0] ?? path.dirname(dockerfile));
   const buildArgs = keyValues("build-arg", values["build-arg"]);
   const secrets = await secretFlags(values.secret);
+  const { buildContextFlags } = await import("../dockerfile/named-context.js");
+  const buildContexts = buildContextFlags(values["build-context"] ?? []);
   const flags = {
     forceBuild: values["force-build"] || undefined,
     ignoreCache: values["ignore-cache"] || undefined,
@@ -217,6 +222,7 @@ async function buildDockerfile(
       // docker build's meaning: a --secret reaches a RUN only through its --mount=type=secret.
       secretsAsEnv: false,
       baseImages,
+      buildContexts,
     });
   // On a build service the client reads only the base images' configs (for expansion) and uploads the context files
   // the service lacks; locally the bases are pulled into the store (the build needs their layers anyway).
@@ -224,7 +230,12 @@ async function buildDockerfile(
   if (!buildsRemotely()) await requireRoot();
   const store = buildsRemotely() ? undefined : await openStore();
   const image = make(
-    await resolveBaseImages(dockerfile, { ...(store ? { store } : {}), buildArgs, target: values.target }),
+    await resolveBaseImages(dockerfile, {
+      ...(store ? { store } : {}),
+      buildArgs,
+      target: values.target,
+      buildContexts,
+    }),
   );
   const { builderVersion, ...options } = flags;
   return build(image.plan(builderVersion), { ...(store ? { store } : {}), ...options, secrets: image.secretValues() });

@@ -7,7 +7,7 @@ import path from "node:path";
 import type { BaseImageInfo } from "./plan-stages.js";
 import { planDockerfile } from "./plan-stages.js";
 import type { DockerfileStepOptions } from "./stage-chain.js";
-import { displayName } from "./to-plan.js";
+import { displayName, namedContexts } from "./to-plan.js";
 
 /**
  * The configs of the registry images a Dockerfile's needed stages start FROM, for {@link DockerfileStepOptions.baseImages}:
@@ -16,17 +16,26 @@ import { displayName } from "./to-plan.js";
  */
 export async function resolveBaseImages(
   dockerfile: string,
-  opts: Pick<DockerfileStepOptions, "buildArgs" | "target"> & {
+  opts: Pick<DockerfileStepOptions, "buildArgs" | "target" | "buildContexts"> & {
     store?: Parameters<typeof import("../registry/pull.js").pullImage>[1];
     insecure?: boolean;
   },
 ): Promise<Record<string, BaseImageInfo>> {
   const text = readFileSync(path.resolve(dockerfile), "utf8");
-  const plan = planDockerfile(text, { file: displayName(dockerfile), buildArgs: opts.buildArgs, target: opts.target });
+  // Parsed (and directories checked) before any image is fetched: a mistyped context fails first, not a pull.
+  const named = namedContexts(opts.buildContexts)?.specs;
+  const plan = planDockerfile(text, {
+    file: displayName(dockerfile),
+    buildArgs: opts.buildArgs,
+    target: opts.target,
+    ...(named ? { namedContexts: named } : {}),
+  });
   const refs = new Set<string>();
   for (const i of plan.buildOrder) {
     const b = plan.stages[i]!.base;
     if (b.kind === "image") refs.add(b.ref);
+    // A named image context's config applies to a stage FROM it, as an image's does.
+    else if (b.kind === "context" && b.context.kind === "image") refs.add(b.context.ref);
   }
   const { pullImage } = await import("../registry/pull.js");
   const { openLazyImage } = await import("../registry/estargz/lazy.js");

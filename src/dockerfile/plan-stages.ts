@@ -20,6 +20,7 @@ import { InstructionExpander, posixJoin, type PlannedInstruction, type StageStat
 import { parseDockerfileAst, type Position } from "./parse.js";
 import { Ctx, parseCommand, parseInstructions } from "./parse-instructions.js";
 import { ShellLex } from "./shell-lex.js";
+import { lookupContext, type NamedContextSpec } from "./named-context.js";
 
 export interface Platform {
   readonly os: string;
@@ -49,12 +50,19 @@ export interface PlanOptions {
   buildPlatform?: string;
   /** config of an image base, by its expanded reference; default: none known (empty env, no ONBUILD) */
   baseImage?: (ref: string, platform: Platform | undefined) => BaseImageInfo | undefined;
+  /**
+   * Named build contexts (`--build-context`), by normalised name (`parseBuildContexts`). As in BuildKit, a stage
+   * whose name is one is replaced by it, and a FROM or `--from` naming one (and no stage) reads it.
+   */
+  namedContexts?: ReadonlyMap<string, NamedContextSpec>;
 }
 
 export type StageBase =
   | { readonly kind: "scratch" }
   | { readonly kind: "stage"; readonly stage: number }
-  | { readonly kind: "image"; readonly ref: string };
+  | { readonly kind: "image"; readonly ref: string }
+  /** a named build context: `name` as the Dockerfile wrote it (a stage's own name when it replaces the stage) */
+  | { readonly kind: "context"; readonly name: string; readonly context: NamedContextSpec };
 
 export interface PlannedStage {
   readonly index: number;
@@ -357,6 +365,39 @@ class Planner extends InstructionExpander {
     if (err !== undefined) throw err;
   }
 
+  /** Sets a stage's starting state from the named context it starts FROM. */
+  contextBaseState(ctx: NamedContextSpec, state: StageState, platform: Platform | undefined, onBuild: string[]): void {
+    const ref = contextImageRef(ctx);
+    const c = contextEnv(ctx, ref !== undefined ? this.options.baseImage?.(ref, platform) : undefined);
+    for (const [k, v] of c.env) state.env.set(k, v);
+    state.workdir = c.workdir;
+    onBuild.push(...c.onBuild);
+  }
+
+  /** A stage replaced by the named context of its name: no instructions; its end state is the context's config. */
+  contextStage(i: number, name: string, ctx: NamedContextSpec, platform: Platform | undefined): PlannedStage {
+    const from = this.parsed.stages[i]!.from;
+    const state: StageState = { env: new Map(), args: new Map(), workdir: "/", onBuild: [] };
+    const onBuild: string[] = [];
+    this.contextBaseState(ctx, state, platform, onBuild);
+    // The context's own ONBUILD triggers pass on to stages FROM this one, as an image's would.
+    state.onBuild.push(...onBuild);
+    this.finalState[i] = state;
+    return {
+      index: i,
+      name,
+      location: from.location,
+      original: from.original,
+      base: { kind: "context", name, context: ctx },
+      ...(platform ? { platform } : {}),
+      instructions: [],
+      dependsOn: [],
+      imageRefs: [],
+      env: [...state.env],
+      workdir: state.workdir,
+    };
+  }
+
   planStage(i: number): void {
     this.inProgress.add(i);
     try {
@@ -388,9 +429,13 @@ class Planner extends InstructionExpander {
     const dependsOn = new Set<number>();
     const imageRefs = new Set<string>();
     const state: StageState = { env: new Map(), args: new Map(), workdir: "/", onBuild: [] };
+    // A named context of the stage's own name replaces the stage: its FROM and instructions are not used (BuildKit).
+    const replacedBy = from.stageName ? lookupContext(this.options.namedContexts, from.stageName) : undefined;
+    if (replacedBy) return this.contextStage(i, from.stageName!, replacedBy, platform);
     let base: StageBase;
     const onBuild: string[] = [];
     const baseStage = image === "scratch" ? undefined : this.stageRef(image, i, false);
+    const named = baseStage === undefined ? lookupContext(this.options.namedContexts, image) : undefined;
     if (image === "scratch") {
       base = { kind: "scratch" };
       // BuildKit's empty image has the default PATH, so `ENV PATH=/x:$PATH` extends it.
@@ -404,6 +449,9 @@ class Planner extends InstructionExpander {
       state.workdir = st.workdir;
       // A stage's ONBUILD triggers run in the stage built FROM it, as an image's do (BuildKit reads them from the config).
       onBuild.push(...st.onBuild);
+    } else if (named) {
+      base = { kind: "context", name: image, context: named };
+      this.contextBaseState(named, state, platform, onBuild);
     } else {
       base = { kind: "image", ref: image };
       const info = this.options.baseImage?.(image, platform);
@@ -451,6 +499,25 @@ class Planner extends InstructionExpander {
       workdir: state.workdir,
     };
   }
+}
+
+/** The environment a named context gives a stage FROM it: an image's config, else the empty image's default PATH. */
+function contextEnv(
+  ctx: NamedContextSpec,
+  info: BaseImageInfo | undefined,
+): { env: [string, string][]; workdir: string; onBuild: readonly string[] } {
+  if (ctx.kind === "image" || ctx.kind === "oci-layout")
+    return {
+      env: info?.env ? toPairs(info.env) : [],
+      workdir: info?.workingDir ? posixJoin("/", info.workingDir) : "/",
+      onBuild: info?.onBuild ?? [],
+    };
+  return { env: [["PATH", DEFAULT_PATH]], workdir: "/", onBuild: [] };
+}
+
+/** The reference a named image context's config is looked up by (`PlanOptions.baseImage`); undefined for others. */
+export function contextImageRef(ctx: NamedContextSpec): string | undefined {
+  return ctx.kind === "image" ? ctx.ref : ctx.kind === "oci-layout" ? `oci-layout://${ctx.dir}` : undefined;
 }
 
 function toPairs(env: readonly string[]): [string, string][] {

@@ -222,6 +222,7 @@ export class Image {
       secretsAsEnv: params.secretsAsEnv ?? true,
       env: checkEnv("fromDockerfile", params.env),
       baseImages: params.baseImages ? structuredClone(params.baseImages) : undefined,
+      buildContexts: checkBuildArgs("fromDockerfile", params.buildContexts, "buildContexts"),
     });
     const force = params.forceBuild ?? false;
     const memo = new Map<number, Image>();

@@ -129,6 +129,12 @@ export interface ImageFromDockerfileParams {
    * (`src/dockerfile/to-plan.ts`). With it, expansion sees the base's ENV and its ONBUILD triggers run after FROM.
    */
   baseImages?: Record<string, { env?: readonly string[]; workingDir?: string; onBuild?: readonly string[] }>;
+  /**
+   * Named build contexts, as `--build-context name=value`: a directory (relative to the current directory; its own
+   * `.dockerignore` applies), `docker-image://<ref>`, or a git URL (`https://host/repo.git#ref:subdir`). A stage of
+   * that name is replaced by it; `FROM name`, `COPY --from=name` and `RUN --mount=from=name` read it. Default none.
+   */
+  buildContexts?: Record<string, string>;
 }
 
 export interface ImageDockerfileCommandsParams {
@@ -203,6 +209,7 @@ export const OPTIONS = {
     env: true,
     addPython: true,
     baseImages: true,
+    buildContexts: true,
   }),
   aptInstall: optionNames<ImageAptInstallParams>(runOptions),
   pipInstall: optionNames<ImagePipInstallParams>(pipOptions),
