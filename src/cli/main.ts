@@ -51,6 +51,7 @@ commands:
 
 environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILDER_VERSION,
   STRATA_FORCE_BUILD=1, STRATA_IGNORE_CACHE=1, STRATA_UV_BINARY,
+  SOURCE_DATE_EPOCH (build -f: the build arg of that name unless --build-arg gives it: reproducible timestamps),
   STRATA_S3_BUCKET / STRATA_S3_ENDPOINT / STRATA_S3_PREFIX (store layers and the index in S3),
   REGISTRY_USERNAME / REGISTRY_PASSWORD or DOCKER_CONFIG (registry login for pull and push),
   STRATA_INSECURE_REGISTRIES (plain-HTTP registries besides loopback),
@@ -202,6 +203,9 @@ async function buildDockerfile(
   const dockerfile = path.resolve(values.file!);
   const contextDir = path.resolve(positionals[0] ?? path.dirname(dockerfile));
   const buildArgs = keyValues("build-arg", values["build-arg"]);
+  // As buildx and buildctl do: the client's SOURCE_DATE_EPOCH becomes the build arg, unless --build-arg gives one.
+  const sde = process.env.SOURCE_DATE_EPOCH;
+  if (sde !== undefined && !Object.hasOwn(buildArgs, "SOURCE_DATE_EPOCH")) buildArgs.SOURCE_DATE_EPOCH = sde;
   const secrets = await secretFlags(values.secret);
   const { buildContextFlags } = await import("../dockerfile/named-context.js");
   const buildContexts = buildContextFlags(values["build-context"] ?? []);

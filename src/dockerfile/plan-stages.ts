@@ -15,6 +15,7 @@
 import { DockerfileSyntaxError } from "./errors.js";
 import { InvalidDefinitionError } from "../errors.js";
 import { DEFAULT_PATH } from "../oci/defaults.js";
+import { parseSourceDateEpoch } from "../plan/source-date-epoch.js";
 import type { DockerfileCommand, FromCommand, InstructionLocation, ParsedDockerfile } from "./commands.js";
 import { InstructionExpander, posixJoin, type PlannedInstruction, type StageState } from "./expand-instruction.js";
 import { parseDockerfileAst, type Position } from "./parse.js";
@@ -98,6 +99,11 @@ export interface DockerfilePlan {
   readonly buildOrder: readonly number[];
   /** build args that no needed stage (nor the global scope) declares; BuildKit warns about them */
   readonly unusedBuildArgs: readonly string[];
+  /**
+   * `SOURCE_DATE_EPOCH` (seconds): the build arg, else a global `ARG SOURCE_DATE_EPOCH=<default>`; undefined when
+   * neither is given (or it is empty)
+   */
+  readonly sourceDateEpoch?: number;
 }
 
 const KNOWN_OS = new Set([
@@ -315,9 +321,21 @@ class Planner extends InstructionExpander {
       }
     }
     // Proxy args are predefined (BuildKit never warns about them): every RUN gets them without an ARG.
+    // Proxy args and SOURCE_DATE_EPOCH are the frontend's own (BuildKit never warns about them).
     const unusedBuildArgs = [...this.buildArgs.keys()]
-      .filter((k) => !this.usedBuildArgs.has(k) && !/^(http|https|ftp|no|all)_proxy$/i.test(k))
+      .filter(
+        (k) => !this.usedBuildArgs.has(k) && !/^(http|https|ftp|no|all)_proxy$/i.test(k) && k !== "SOURCE_DATE_EPOCH",
+      )
       .sort();
+    // BuildKit (getBuildArgValue): the build arg, else the global ARG's value; "" leaves it unset.
+    const sde = this.buildArgs.get("SOURCE_DATE_EPOCH") ?? this.meta.get("SOURCE_DATE_EPOCH");
+    const sourceDateEpoch =
+      sde === undefined
+        ? undefined
+        : parseSourceDateEpoch(
+            sde,
+            this.buildArgs.has("SOURCE_DATE_EPOCH") ? "SOURCE_DATE_EPOCH" : `${this.file}: ARG SOURCE_DATE_EPOCH`,
+          );
     return {
       file: this.file,
       escapeToken: this.parsed.ast.escapeToken,
@@ -328,6 +346,7 @@ class Planner extends InstructionExpander {
       target,
       buildOrder: order,
       unusedBuildArgs,
+      ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
     };
   }
 

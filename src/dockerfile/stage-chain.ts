@@ -63,6 +63,8 @@ export interface StageChain {
   steps: { method: string; make: StepMaker }[];
   /** stages this stage's own steps read (COPY --from, RUN --mount from=) */
   reads: number[];
+  /** the extra key inputs of the stage's base step (its SOURCE_DATE_EPOCH, if the build has one) */
+  baseExtra: [string, string][];
   /** The secret names this stage's steps mount (sorted). */
   secrets: string[];
   /**

@@ -6,6 +6,7 @@
  */
 import { DEFAULT_PATH } from "../oci/defaults.js";
 import type { Instruction } from "../plan/instructions.js";
+import { SOURCE_DATE_EPOCH_EXTRA } from "../plan/source-date-epoch.js";
 import type { Step, StepLocation } from "../plan/step.js";
 import { copyStep } from "./copy-step.js";
 import { DockerfileSyntaxError } from "./errors.js";
@@ -145,6 +146,7 @@ export class Translator implements TranslationContext {
       baseInstructions,
       steps,
       reads: [...reads].sort((a, b) => a - b),
+      baseExtra: this.epochExtra(),
       secrets: [...(this.secretsUsed.get(i) ?? [])].sort(),
       final: { env: s.env.map(([k, v]) => [k, v]), workdir: s.workdir },
     };
@@ -160,12 +162,19 @@ export class Translator implements TranslationContext {
     return n !== undefined && n !== self ? n : undefined;
   }
 
+  /** The extra key inputs every step of the build carries: its SOURCE_DATE_EPOCH, if any. */
+  epochExtra(): [string, string][] {
+    const e = this.plan.sourceDateEpoch;
+    return e === undefined ? [] : [[SOURCE_DATE_EPOCH_EXTRA, String(e)]];
+  }
+
   common(
     pi: PlannedInstruction,
     instructions: Instruction[],
-    extra: [string, string][] = [],
+    extraIn: [string, string][] = [],
     buildArgs: [string, string][] = [],
   ): Omit<Step, "inputs"> {
+    const extra = [...extraIn, ...this.epochExtra()];
     return {
       method: METHOD,
       description: this.where(pi, pi.original),
@@ -287,7 +296,7 @@ export class Translator implements TranslationContext {
         secretsAsEnv: false,
         env: {},
         forceBuild: this.opts.forceBuild ?? false,
-        extra: [],
+        extra: this.epochExtra(),
       }),
     });
     return { kind: "scratch" };

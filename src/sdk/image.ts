@@ -36,6 +36,7 @@ import {
 } from "./layer-steps.js";
 import { expandHome, ignorePatterns, localPath } from "./local-paths.js";
 import { checkOptions } from "./options.js";
+import { withSourceDateEpoch } from "./source-date-epoch.js";
 import {
   OPTIONS,
   type ImageAddLocalParams,
@@ -214,7 +215,7 @@ export class Image {
       params.contextDir !== undefined ? localPath("fromDockerfile", params.contextDir, "context directory") : undefined;
     const chains = dockerfileChains(dockerfile, {
       contextDir,
-      buildArgs: checkBuildArgs("fromDockerfile", params.buildArgs),
+      buildArgs: withSourceDateEpoch(checkBuildArgs("fromDockerfile", params.buildArgs), params.sourceDateEpoch),
       target: params.target,
       ignore: ignorePatterns("fromDockerfile", contextDir ?? path.dirname(path.resolve(dockerfile)), params.ignore),
       forceBuild: params.forceBuild,

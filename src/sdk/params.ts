@@ -135,6 +135,13 @@ export interface ImageFromDockerfileParams {
    * that name is replaced by it; `FROM name`, `COPY --from=name` and `RUN --mount=from=name` read it. Default none.
    */
   buildContexts?: Record<string, string>;
+  /**
+   * Reproducible timestamps, as BuildKit's `SOURCE_DATE_EPOCH` build arg (which this sets; give one or the other, or
+   * both equal): whole seconds since 1970-01-01 UTC. The image's and each new history entry's `created` become it,
+   * and every file time later than it in the layers the Dockerfile builds is clamped to it; a RUN sees it through
+   * `ARG SOURCE_DATE_EPOCH`. Keyed. Default: the build arg, else a global `ARG SOURCE_DATE_EPOCH=…`, else none.
+   */
+  sourceDateEpoch?: number;
 }
 
 export interface ImageDockerfileCommandsParams {
@@ -210,6 +217,7 @@ export const OPTIONS = {
     addPython: true,
     baseImages: true,
     buildContexts: true,
+    sourceDateEpoch: true,
   }),
   aptInstall: optionNames<ImageAptInstallParams>(runOptions),
   pipInstall: optionNames<ImagePipInstallParams>(pipOptions),
