@@ -22,7 +22,9 @@ commands:
   build <file.ts> [--export NAME] [--force-build] [--ignore-cache] [--network sandbox|none|host] [--json]
                                    build the Image a definition file exports
   build -f Dockerfile [--build-arg K=V]... [--target T] [--secret id=N,src=F|env=V] [<context>] [--json]
-        [--build-context name=DIR|docker-image://REF]...
+        [--build-context name=DIR|docker-image://REF|GIT-URL]...
+                                   <context> may be a git URL (https://host/repo.git#ref:subdir, git://…);
+                                   -f then names a file in it (default Dockerfile)
                                    build a Dockerfile, every instruction its own cached step
   explain <file.ts> [--export NAME]
                                    show each step's key, whether it would hit, and why not
@@ -94,7 +96,10 @@ async function cmdBuild(argv: string[]): Promise<number> {
     // The build's default network for RUN steps that name none (read by the engine, and keyed).
     process.env.STRATA_NETWORK = values.network;
   }
-  if (values.file !== undefined) return printResult(await buildDockerfile(values, positionals), values.json);
+  // A git URL as the context is a Dockerfile build (its Dockerfile, or -f, inside the repository).
+  const gitContext = positionals.length === 1 && (await import("./git-context.js")).isGitContext(positionals[0]!);
+  if (values.file !== undefined || gitContext)
+    return printResult(await buildDockerfile(values, positionals), values.json);
   if (positionals.length !== 1)
     throw new UsageError("build takes exactly one definition file (or -f Dockerfile <context>)");
   const file = positionals[0]!;
@@ -200,8 +205,39 @@ async function buildDockerfile(
   positionals: string[],
 ) {
   if (positionals.length > 1) throw new UsageError("build -f takes at most one context directory");
-  const dockerfile = path.resolve(values.file!);
-  const contextDir = path.resolve(positionals[0] ?? path.dirname(dockerfile));
+  const { isGitContext, checkoutGitContext } = await import("./git-context.js");
+  const { buildsRemotely } = await import("../build.js");
+  if (!buildsRemotely()) await requireRoot();
+  const store = buildsRemotely() ? undefined : await openStore();
+  // A git context is checked out first; -f then names a file inside it (default Dockerfile), as with BuildKit.
+  const git =
+    positionals[0] !== undefined && isGitContext(positionals[0])
+      ? await checkoutGitContext(positionals[0], store)
+      : undefined;
+  try {
+    return await buildDockerfileIn(values, git ? git.dir : positionals[0], git !== undefined, store);
+  } finally {
+    await git?.cleanup();
+  }
+}
+
+async function buildDockerfileIn(
+  values: Parameters<typeof buildDockerfile>[0],
+  context: string | undefined,
+  inGit: boolean,
+  store: Store | undefined,
+) {
+  if (inGit && values.file !== undefined && (path.isAbsolute(values.file) || values.file.split("/").includes("..")))
+    throw new UsageError(`-f ${values.file}: with a git context, -f names a file inside the repository`);
+  const dockerfile = inGit ? path.join(context!, values.file ?? "Dockerfile") : path.resolve(values.file!);
+  if (inGit) {
+    // A repository's symlink must not make the client read a file of its own (its text would reach the build).
+    const real = await (await import("node:fs/promises")).realpath(dockerfile).catch(() => undefined);
+    const root = await (await import("node:fs/promises")).realpath(context!);
+    if (real !== undefined && real !== root && !real.startsWith(root + path.sep))
+      throw new UsageError(`-f ${values.file ?? "Dockerfile"}: it leads outside the git context`);
+  }
+  const contextDir = path.resolve(context ?? path.dirname(dockerfile));
   const buildArgs = keyValues("build-arg", values["build-arg"]);
   // As buildx and buildctl do: the client's SOURCE_DATE_EPOCH becomes the build arg, unless --build-arg gives one.
   const sde = process.env.SOURCE_DATE_EPOCH;
@@ -217,6 +253,7 @@ async function buildDockerfile(
   };
   const { resolveBaseImages } = await import("../dockerfile/base-images.js");
   const { Image } = await import("../sdk/image.js");
+  const { build } = await import("../build.js");
   const make = (baseImages: Awaited<ReturnType<typeof resolveBaseImages>>) =>
     Image.fromDockerfile(dockerfile, {
       contextDir,
@@ -230,9 +267,6 @@ async function buildDockerfile(
     });
   // On a build service the client reads only the base images' configs (for expansion) and uploads the context files
   // the service lacks; locally the bases are pulled into the store (the build needs their layers anyway).
-  const { build, buildsRemotely } = await import("../build.js");
-  if (!buildsRemotely()) await requireRoot();
-  const store = buildsRemotely() ? undefined : await openStore();
   const image = make(
     await resolveBaseImages(dockerfile, {
       ...(store ? { store } : {}),

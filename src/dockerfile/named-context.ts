@@ -10,7 +10,7 @@
  */
 import { InvalidDefinitionError } from "../errors.js";
 import { parseReference } from "../registry/reference.js";
-import { isGitUrl } from "./git-url.js";
+import { isGitUrl } from "../plan/git-url.js";
 
 /** What a named context is. */
 export type NamedContextSpec =

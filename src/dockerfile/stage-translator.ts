@@ -6,6 +6,7 @@
  */
 import { DEFAULT_PATH } from "../oci/defaults.js";
 import type { Instruction } from "../plan/instructions.js";
+import { parseGitRef } from "../plan/git-url.js";
 import { SOURCE_DATE_EPOCH_EXTRA } from "../plan/source-date-epoch.js";
 import type { Step, StepLocation } from "../plan/step.js";
 import { copyStep } from "./copy-step.js";
@@ -319,8 +320,17 @@ export class Translator implements TranslationContext {
         });
       case "oci-layout":
         return this.fail(at, `build context ${name}: oci-layout:// contexts are not supported yet`);
-      case "git":
-        return this.fail(at, `build context ${name}: git contexts are not supported yet`);
+      case "git": {
+        let ref: ReturnType<typeof parseGitRef>;
+        try {
+          ref = parseGitRef(ctx.url);
+        } catch (e) {
+          return this.fail(at, `build context ${name}: ${(e as Error).message}`);
+        }
+        if (ref?.scheme === "ssh")
+          this.fail(at, `build context ${name}: SSH git URLs are not supported (Strata forwards no SSH agent)`);
+        return () => ({ kind: "git", url: ctx.url });
+      }
     }
   }
 
