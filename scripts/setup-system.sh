@@ -29,6 +29,7 @@ PACKAGES=(
   iproute2
   gcc
   libc6-dev
+  git
 )
 
 log() { printf 'setup-system: %s\n' "$*"; }

@@ -22,6 +22,9 @@ commands:
   build <file.ts> [--export NAME] [--force-build] [--ignore-cache] [--network sandbox|none|host] [--json]
                                    build the Image a definition file exports
   build -f Dockerfile [--build-arg K=V]... [--target T] [--secret id=N,src=F|env=V] [<context>] [--json]
+        [--build-context name=DIR|docker-image://REF|GIT-URL]...
+                                   <context> may be a git URL (https://host/repo.git#ref:subdir, git://…);
+                                   -f then names a file in it (default Dockerfile)
                                    build a Dockerfile, every instruction its own cached step
   explain <file.ts> [--export NAME]
                                    show each step's key, whether it would hit, and why not
@@ -50,6 +53,7 @@ commands:
 
 environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILDER_VERSION,
   STRATA_FORCE_BUILD=1, STRATA_IGNORE_CACHE=1, STRATA_UV_BINARY,
+  SOURCE_DATE_EPOCH (build -f: the build arg of that name unless --build-arg gives it: reproducible timestamps),
   STRATA_S3_BUCKET / STRATA_S3_ENDPOINT / STRATA_S3_PREFIX (store layers and the index in S3),
   REGISTRY_USERNAME / REGISTRY_PASSWORD or DOCKER_CONFIG (registry login for pull and push),
   STRATA_INSECURE_REGISTRIES (plain-HTTP registries besides loopback),
@@ -84,6 +88,7 @@ async function cmdBuild(argv: string[]): Promise<number> {
       target: { type: "string" },
       secret: { type: "string", multiple: true },
       network: { type: "string" },
+      "build-context": { type: "string", multiple: true },
     },
   });
   if (values.network !== undefined) {
@@ -91,7 +96,10 @@ async function cmdBuild(argv: string[]): Promise<number> {
     // The build's default network for RUN steps that name none (read by the engine, and keyed).
     process.env.STRATA_NETWORK = values.network;
   }
-  if (values.file !== undefined) return printResult(await buildDockerfile(values, positionals), values.json);
+  // A git URL as the context is a Dockerfile build (its Dockerfile, or -f, inside the repository).
+  const gitContext = positionals.length === 1 && (await import("./git-context.js")).isGitContext(positionals[0]!);
+  if (values.file !== undefined || gitContext)
+    return printResult(await buildDockerfile(values, positionals), values.json);
   if (positionals.length !== 1)
     throw new UsageError("build takes exactly one definition file (or -f Dockerfile <context>)");
   const file = positionals[0]!;
@@ -189,6 +197,7 @@ async function buildDockerfile(
     "build-arg"?: string[];
     target?: string;
     secret?: string[];
+    "build-context"?: string[];
     "force-build"?: boolean;
     "ignore-cache"?: boolean;
     "builder-version"?: string;
@@ -196,10 +205,46 @@ async function buildDockerfile(
   positionals: string[],
 ) {
   if (positionals.length > 1) throw new UsageError("build -f takes at most one context directory");
-  const dockerfile = path.resolve(values.file!);
-  const contextDir = path.resolve(positionals[0] ?? path.dirname(dockerfile));
+  const { isGitContext, checkoutGitContext } = await import("./git-context.js");
+  const { buildsRemotely } = await import("../build.js");
+  if (!buildsRemotely()) await requireRoot();
+  const store = buildsRemotely() ? undefined : await openStore();
+  // A git context is checked out first; -f then names a file inside it (default Dockerfile), as with BuildKit.
+  const git =
+    positionals[0] !== undefined && isGitContext(positionals[0])
+      ? await checkoutGitContext(positionals[0], store)
+      : undefined;
+  try {
+    return await buildDockerfileIn(values, git ? git.dir : positionals[0], git !== undefined, store);
+  } finally {
+    await git?.cleanup();
+  }
+}
+
+async function buildDockerfileIn(
+  values: Parameters<typeof buildDockerfile>[0],
+  context: string | undefined,
+  inGit: boolean,
+  store: Store | undefined,
+) {
+  if (inGit && values.file !== undefined && (path.isAbsolute(values.file) || values.file.split("/").includes("..")))
+    throw new UsageError(`-f ${values.file}: with a git context, -f names a file inside the repository`);
+  const dockerfile = inGit ? path.join(context!, values.file ?? "Dockerfile") : path.resolve(values.file!);
+  if (inGit) {
+    // A repository's symlink must not make the client read a file of its own (its text would reach the build).
+    const real = await (await import("node:fs/promises")).realpath(dockerfile).catch(() => undefined);
+    const root = await (await import("node:fs/promises")).realpath(context!);
+    if (real !== undefined && real !== root && !real.startsWith(root + path.sep))
+      throw new UsageError(`-f ${values.file ?? "Dockerfile"}: it leads outside the git context`);
+  }
+  const contextDir = path.resolve(context ?? path.dirname(dockerfile));
   const buildArgs = keyValues("build-arg", values["build-arg"]);
+  // As buildx and buildctl do: the client's SOURCE_DATE_EPOCH becomes the build arg, unless --build-arg gives one.
+  const sde = process.env.SOURCE_DATE_EPOCH;
+  if (sde !== undefined && !Object.hasOwn(buildArgs, "SOURCE_DATE_EPOCH")) buildArgs.SOURCE_DATE_EPOCH = sde;
   const secrets = await secretFlags(values.secret);
+  const { buildContextFlags } = await import("../dockerfile/named-context.js");
+  const buildContexts = buildContextFlags(values["build-context"] ?? []);
   const flags = {
     forceBuild: values["force-build"] || undefined,
     ignoreCache: values["ignore-cache"] || undefined,
@@ -208,6 +253,7 @@ async function buildDockerfile(
   };
   const { resolveBaseImages } = await import("../dockerfile/base-images.js");
   const { Image } = await import("../sdk/image.js");
+  const { build } = await import("../build.js");
   const make = (baseImages: Awaited<ReturnType<typeof resolveBaseImages>>) =>
     Image.fromDockerfile(dockerfile, {
       contextDir,
@@ -217,14 +263,17 @@ async function buildDockerfile(
       // docker build's meaning: a --secret reaches a RUN only through its --mount=type=secret.
       secretsAsEnv: false,
       baseImages,
+      buildContexts,
     });
   // On a build service the client reads only the base images' configs (for expansion) and uploads the context files
   // the service lacks; locally the bases are pulled into the store (the build needs their layers anyway).
-  const { build, buildsRemotely } = await import("../build.js");
-  if (!buildsRemotely()) await requireRoot();
-  const store = buildsRemotely() ? undefined : await openStore();
   const image = make(
-    await resolveBaseImages(dockerfile, { ...(store ? { store } : {}), buildArgs, target: values.target }),
+    await resolveBaseImages(dockerfile, {
+      ...(store ? { store } : {}),
+      buildArgs,
+      target: values.target,
+      buildContexts,
+    }),
   );
   const { builderVersion, ...options } = flags;
   return build(image.plan(builderVersion), { ...(store ? { store } : {}), ...options, secrets: image.secretValues() });

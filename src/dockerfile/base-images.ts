@@ -7,7 +7,7 @@ import path from "node:path";
 import type { BaseImageInfo } from "./plan-stages.js";
 import { planDockerfile } from "./plan-stages.js";
 import type { DockerfileStepOptions } from "./stage-chain.js";
-import { displayName } from "./to-plan.js";
+import { displayName, namedContexts } from "./to-plan.js";
 
 /**
  * The configs of the registry images a Dockerfile's needed stages start FROM, for {@link DockerfileStepOptions.baseImages}:
@@ -16,12 +16,14 @@ import { displayName } from "./to-plan.js";
  */
 export async function resolveBaseImages(
   dockerfile: string,
-  opts: Pick<DockerfileStepOptions, "buildArgs" | "target"> & {
+  opts: Pick<DockerfileStepOptions, "buildArgs" | "target" | "buildContexts"> & {
     store?: Parameters<typeof import("../registry/pull.js").pullImage>[1];
     insecure?: boolean;
   },
 ): Promise<Record<string, BaseImageInfo>> {
   const text = readFileSync(path.resolve(dockerfile), "utf8");
+  // Parsed (and directories checked) before any image is fetched: a mistyped context fails first, not a pull.
+  const named = namedContexts(opts.buildContexts)?.specs;
   const { pullImage } = await import("../registry/pull.js");
   const { openLazyImage } = await import("../registry/estargz/lazy.js");
   const out: Record<string, BaseImageInfo> = {};
@@ -33,11 +35,14 @@ export async function resolveBaseImages(
       buildArgs: opts.buildArgs,
       target: opts.target,
       baseImage: (ref) => out[ref],
+      ...(named ? { namedContexts: named } : {}),
     });
     const refs = new Set<string>();
     for (const i of plan.buildOrder) {
       const b = plan.stages[i]!.base;
-      if (b.kind === "image" && !Object.hasOwn(out, b.ref)) refs.add(b.ref);
+      const ref = b.kind === "image" ? b.ref : b.kind === "context" && b.context.kind === "image" ? b.context.ref : "";
+      // A named image context's config applies to a stage FROM it, as an image's does.
+      if (ref && !Object.hasOwn(out, ref)) refs.add(ref);
     }
     if (refs.size === 0) return out;
     for (const ref of refs) {

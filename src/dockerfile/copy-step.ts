@@ -1,16 +1,17 @@
 /**
  * A Dockerfile COPY or ADD as a step: a `select` input (the context with its ignore patterns, a stage, or an image)
- * keyed by exactly the matched paths, a `url` input per ADD URL (keyed by content), an inline input per heredoc.
- * Git sources are refused.
+ * keyed by exactly the matched paths, a `url` input per ADD URL (keyed by content), a `select` from a `git` root
+ * per ADD git source (`https://host/repo.git#ref:subdir`, `git://…`: its files at the resolved commit, keyed by
+ * content; `--keep-git-dir`, `--checksum=<commit prefix>`), an inline input per heredoc.
  */
 import type { BuilderVersion } from "../builder-version.js";
 import type { Instruction } from "../plan/instructions.js";
+import { parseGitRef } from "../plan/git-url.js";
 import type { Plan, StepInput } from "../plan/step.js";
 import type { PlannedInstruction } from "./expand-instruction.js";
 import type { StepMaker, TranslationContext } from "./stage-chain.js";
 
 const isUrl = (s: string) => /^https?:\/\//i.test(s);
-const isGit = (s: string) => /^git@|^git:\/\/|\.git(#.*)?$/i.test(s);
 
 /** The step maker of a COPY or ADD. */
 export function copyStep(
@@ -23,20 +24,31 @@ export function copyStep(
   const isAdd = pi.kind === "ADD";
   const paths: string[] = [];
   const urls: string[] = [];
+  const gits: string[] = [];
   for (const s of pi.sources) {
-    if (isAdd && isUrl(s)) {
-      if (isGit(s))
-        t.fail(at, `ADD ${s}: git sources are not supported; clone in a RUN step or COPY a checkout instead`);
-      urls.push(s);
-    } else if (isAdd && isGit(s) && /^git@|^git:\/\//.test(s)) {
-      t.fail(at, `ADD ${s}: git sources are not supported; clone in a RUN step or COPY a checkout instead`);
-    } else {
-      paths.push(s);
+    let git: ReturnType<typeof parseGitRef>;
+    try {
+      git = isAdd ? parseGitRef(s) : undefined;
+    } catch (e) {
+      t.fail(at, `ADD ${s}: ${(e as Error).message}`);
     }
+    if (git) {
+      if (git.scheme === "ssh")
+        t.fail(at, `ADD ${s}: SSH git URLs are not supported (Strata forwards no SSH agent); use https:// or git://`);
+      gits.push(s);
+    } else if (isAdd && isUrl(s)) urls.push(s);
+    else paths.push(s);
   }
   if (isAdd) {
     if (pi.checksum !== undefined && paths.length) t.fail(at, "ADD --checksum applies to URL sources only");
-    if (pi.keepGitDir) t.fail(at, "ADD --keep-git-dir: git sources are not supported");
+    if (pi.checksum !== undefined && gits.length && urls.length)
+      t.fail(
+        at,
+        "ADD --checksum: give git and HTTP sources in separate ADD instructions (the checksum means one of them)",
+      );
+    if (gits.length && pi.checksum !== undefined && !/^[0-9a-f]{4,64}$/.test(pi.checksum))
+      t.fail(at, `ADD --checksum=${pi.checksum}: for a git source the checksum is a commit id (or its prefix)`);
+    if (pi.keepGitDir && !gits.length) t.fail(at, "ADD --keep-git-dir applies to git sources only");
   }
   const from = pi.kind === "COPY" ? pi.from : undefined;
   const root = t.selectRoot(from, self, reads, at);
@@ -56,6 +68,19 @@ export function copyStep(
       location: at,
     }));
   }
+  gits.forEach((u, k) => {
+    const name = `git${k}`;
+    names.push(name);
+    const keep = isAdd && pi.keepGitDir !== undefined ? { keepGitDir: pi.keepGitDir } : {};
+    const checksum = isAdd && pi.checksum !== undefined ? { checksum: pi.checksum } : {};
+    makers.push(() => ({
+      kind: "select",
+      name,
+      root: { kind: "git", url: u, ...keep, ...checksum },
+      patterns: ["."],
+      location: at,
+    }));
+  });
   urls.forEach((u, k) => {
     const name = `url${k}`;
     names.push(name);
@@ -72,7 +97,7 @@ export function copyStep(
     makers.push(() => ({ kind: "inline", name, content: data, mode: 0o644 }));
   }
   if (names.length === 0) t.fail(at, `${pi.kind} has no sources`);
-  const sources = [...paths, ...urls, ...heredocNames];
+  const sources = [...paths, ...gits, ...urls, ...heredocNames];
   const opts = {
     source: names[0]!,
     dest: pi.dest,

@@ -15,11 +15,13 @@
 import { DockerfileSyntaxError } from "./errors.js";
 import { InvalidDefinitionError } from "../errors.js";
 import { DEFAULT_PATH } from "../oci/defaults.js";
+import { parseSourceDateEpoch } from "../plan/source-date-epoch.js";
 import type { DockerfileCommand, FromCommand, InstructionLocation, ParsedDockerfile } from "./commands.js";
 import { InstructionExpander, posixJoin, type PlannedInstruction, type StageState } from "./expand-instruction.js";
 import { parseDockerfileAst, type Position } from "./parse.js";
 import { Ctx, parseCommand, parseInstructions } from "./parse-instructions.js";
 import { ShellLex } from "./shell-lex.js";
+import { lookupContext, type NamedContextSpec } from "./named-context.js";
 
 export interface Platform {
   readonly os: string;
@@ -49,12 +51,19 @@ export interface PlanOptions {
   buildPlatform?: string;
   /** config of an image base, by its expanded reference; default: none known (empty env, no ONBUILD) */
   baseImage?: (ref: string, platform: Platform | undefined) => BaseImageInfo | undefined;
+  /**
+   * Named build contexts (`--build-context`), by normalised name (`parseBuildContexts`). As in BuildKit, a stage
+   * whose name is one is replaced by it, and a FROM or `--from` naming one (and no stage) reads it.
+   */
+  namedContexts?: ReadonlyMap<string, NamedContextSpec>;
 }
 
 export type StageBase =
   | { readonly kind: "scratch" }
   | { readonly kind: "stage"; readonly stage: number }
-  | { readonly kind: "image"; readonly ref: string };
+  | { readonly kind: "image"; readonly ref: string }
+  /** a named build context: `name` as the Dockerfile wrote it (a stage's own name when it replaces the stage) */
+  | { readonly kind: "context"; readonly name: string; readonly context: NamedContextSpec };
 
 export interface PlannedStage {
   readonly index: number;
@@ -90,6 +99,11 @@ export interface DockerfilePlan {
   readonly buildOrder: readonly number[];
   /** build args that no needed stage (nor the global scope) declares; BuildKit warns about them */
   readonly unusedBuildArgs: readonly string[];
+  /**
+   * `SOURCE_DATE_EPOCH` (seconds): the build arg, else a global `ARG SOURCE_DATE_EPOCH=<default>`; undefined when
+   * neither is given (or it is empty)
+   */
+  readonly sourceDateEpoch?: number;
 }
 
 const KNOWN_OS = new Set([
@@ -307,9 +321,21 @@ class Planner extends InstructionExpander {
       }
     }
     // Proxy args are predefined (BuildKit never warns about them): every RUN gets them without an ARG.
+    // Proxy args and SOURCE_DATE_EPOCH are the frontend's own (BuildKit never warns about them).
     const unusedBuildArgs = [...this.buildArgs.keys()]
-      .filter((k) => !this.usedBuildArgs.has(k) && !/^(http|https|ftp|no|all)_proxy$/i.test(k))
+      .filter(
+        (k) => !this.usedBuildArgs.has(k) && !/^(http|https|ftp|no|all)_proxy$/i.test(k) && k !== "SOURCE_DATE_EPOCH",
+      )
       .sort();
+    // BuildKit (getBuildArgValue): the build arg, else the global ARG's value; "" leaves it unset.
+    const sde = this.buildArgs.get("SOURCE_DATE_EPOCH") ?? this.meta.get("SOURCE_DATE_EPOCH");
+    const sourceDateEpoch =
+      sde === undefined
+        ? undefined
+        : parseSourceDateEpoch(
+            sde,
+            this.buildArgs.has("SOURCE_DATE_EPOCH") ? "SOURCE_DATE_EPOCH" : `${this.file}: ARG SOURCE_DATE_EPOCH`,
+          );
     return {
       file: this.file,
       escapeToken: this.parsed.ast.escapeToken,
@@ -320,6 +346,7 @@ class Planner extends InstructionExpander {
       target,
       buildOrder: order,
       unusedBuildArgs,
+      ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
     };
   }
 
@@ -357,6 +384,39 @@ class Planner extends InstructionExpander {
     if (err !== undefined) throw err;
   }
 
+  /** Sets a stage's starting state from the named context it starts FROM. */
+  contextBaseState(ctx: NamedContextSpec, state: StageState, platform: Platform | undefined, onBuild: string[]): void {
+    const ref = contextImageRef(ctx);
+    const c = contextEnv(ctx, ref !== undefined ? this.options.baseImage?.(ref, platform) : undefined);
+    for (const [k, v] of c.env) state.env.set(k, v);
+    state.workdir = c.workdir;
+    onBuild.push(...c.onBuild);
+  }
+
+  /** A stage replaced by the named context of its name: no instructions; its end state is the context's config. */
+  contextStage(i: number, name: string, ctx: NamedContextSpec, platform: Platform | undefined): PlannedStage {
+    const from = this.parsed.stages[i]!.from;
+    const state: StageState = { env: new Map(), args: new Map(), workdir: "/", onBuild: [] };
+    const onBuild: string[] = [];
+    this.contextBaseState(ctx, state, platform, onBuild);
+    // The context's own ONBUILD triggers pass on to stages FROM this one, as an image's would.
+    state.onBuild.push(...onBuild);
+    this.finalState[i] = state;
+    return {
+      index: i,
+      name,
+      location: from.location,
+      original: from.original,
+      base: { kind: "context", name, context: ctx },
+      ...(platform ? { platform } : {}),
+      instructions: [],
+      dependsOn: [],
+      imageRefs: [],
+      env: [...state.env],
+      workdir: state.workdir,
+    };
+  }
+
   planStage(i: number): void {
     this.inProgress.add(i);
     try {
@@ -388,9 +448,13 @@ class Planner extends InstructionExpander {
     const dependsOn = new Set<number>();
     const imageRefs = new Set<string>();
     const state: StageState = { env: new Map(), args: new Map(), workdir: "/", onBuild: [] };
+    // A named context of the stage's own name replaces the stage: its FROM and instructions are not used (BuildKit).
+    const replacedBy = from.stageName ? lookupContext(this.options.namedContexts, from.stageName) : undefined;
+    if (replacedBy) return this.contextStage(i, from.stageName!, replacedBy, platform);
     let base: StageBase;
     const onBuild: string[] = [];
     const baseStage = image === "scratch" ? undefined : this.stageRef(image, i, false);
+    const named = baseStage === undefined ? lookupContext(this.options.namedContexts, image) : undefined;
     if (image === "scratch") {
       base = { kind: "scratch" };
       // BuildKit's empty image has the default PATH, so `ENV PATH=/x:$PATH` extends it.
@@ -404,6 +468,9 @@ class Planner extends InstructionExpander {
       state.workdir = st.workdir;
       // A stage's ONBUILD triggers run in the stage built FROM it, as an image's do (BuildKit reads them from the config).
       onBuild.push(...st.onBuild);
+    } else if (named) {
+      base = { kind: "context", name: image, context: named };
+      this.contextBaseState(named, state, platform, onBuild);
     } else {
       base = { kind: "image", ref: image };
       const info = this.options.baseImage?.(image, platform);
@@ -451,6 +518,25 @@ class Planner extends InstructionExpander {
       workdir: state.workdir,
     };
   }
+}
+
+/** The environment a named context gives a stage FROM it: an image's config, else the empty image's default PATH. */
+function contextEnv(
+  ctx: NamedContextSpec,
+  info: BaseImageInfo | undefined,
+): { env: [string, string][]; workdir: string; onBuild: readonly string[] } {
+  if (ctx.kind === "image" || ctx.kind === "oci-layout")
+    return {
+      env: info?.env ? toPairs(info.env) : [],
+      workdir: info?.workingDir ? posixJoin("/", info.workingDir) : "/",
+      onBuild: info?.onBuild ?? [],
+    };
+  return { env: [["PATH", DEFAULT_PATH]], workdir: "/", onBuild: [] };
+}
+
+/** The reference a named image context's config is looked up by (`PlanOptions.baseImage`); undefined for others. */
+export function contextImageRef(ctx: NamedContextSpec): string | undefined {
+  return ctx.kind === "image" ? ctx.ref : ctx.kind === "oci-layout" ? `oci-layout://${ctx.dir}` : undefined;
 }
 
 function toPairs(env: readonly string[]): [string, string][] {

@@ -7,6 +7,7 @@ import type { BuilderVersion } from "../builder-version.js";
 import type { Instruction } from "../plan/instructions.js";
 import type { Plan, SelectRoot, Step, StepLocation } from "../plan/step.js";
 import type { PlannedInstruction } from "./expand-instruction.js";
+import type { NamedContextSpec } from "./named-context.js";
 import type { BaseImageInfo } from "./plan-stages.js";
 
 export interface DockerfileStepOptions {
@@ -39,6 +40,11 @@ export interface DockerfileStepOptions {
    * its ONBUILD triggers run right after FROM; without it, neither happens.
    */
   baseImages?: Readonly<Record<string, BaseImageInfo>>;
+  /**
+   * Named build contexts (`--build-context name=value`): a directory, `docker-image://ref`, `oci-layout://dir[:tag]`
+   * or a git URL, by name (see `named-context.ts`). A relative directory is resolved against the current directory.
+   */
+  buildContexts?: Readonly<Record<string, string>>;
 }
 
 /** Makes one step; `stagePlan` gives the plan of another stage's chain (for COPY --from / RUN --mount from=). */
@@ -57,6 +63,8 @@ export interface StageChain {
   steps: { method: string; make: StepMaker }[];
   /** stages this stage's own steps read (COPY --from, RUN --mount from=) */
   reads: number[];
+  /** the extra key inputs of the stage's base step (its SOURCE_DATE_EPOCH, if the build has one) */
+  baseExtra: [string, string][];
   /** The secret names this stage's steps mount (sorted). */
   secrets: string[];
   /**
@@ -85,7 +93,14 @@ export interface KnownConfig {
 }
 
 /** The options a translation runs with: the context directory resolved, the ignore patterns read. */
-export type TranslateOptions = DockerfileStepOptions & { contextDir: string; ignore: string[] };
+export type TranslateOptions = DockerfileStepOptions & {
+  contextDir: string;
+  ignore: string[];
+  /** the parsed named contexts, by normalised name */
+  namedContexts?: ReadonlyMap<string, NamedContextSpec>;
+  /** the ignore patterns of each directory context (its own `.dockerignore`), by its absolute path */
+  contextIgnores?: ReadonlyMap<string, string[]>;
+};
 
 /** A source of files for a select input or a bind mount, made when the step is (it may embed another stage's plan). */
 export type SelectRootMaker = (b: BuilderVersion, stagePlan: (stage: number, b: BuilderVersion) => Plan) => SelectRoot;

@@ -6,11 +6,14 @@
  */
 import { DEFAULT_PATH } from "../oci/defaults.js";
 import type { Instruction } from "../plan/instructions.js";
+import { parseGitRef } from "../plan/git-url.js";
+import { SOURCE_DATE_EPOCH_EXTRA } from "../plan/source-date-epoch.js";
 import type { Step, StepLocation } from "../plan/step.js";
 import { copyStep } from "./copy-step.js";
 import { DockerfileSyntaxError } from "./errors.js";
 import type { PlannedInstruction } from "./expand-instruction.js";
 import type { DockerfilePlan } from "./plan-stages.js";
+import { lookupContext, type NamedContextSpec } from "./named-context.js";
 import { proxyEnvFromBuildArgs } from "./proxy-env.js";
 import { runStep } from "./run-step.js";
 import type {
@@ -82,14 +85,16 @@ export class Translator implements TranslationContext {
         `FROM --platform=${s.platform.os}/${s.platform.architecture}${s.platform.variant ? "/" + s.platform.variant : ""}: Strata builds linux/amd64 images only`,
       );
     }
+    const reads = new Set<number>();
+    const steps: StageChain["steps"] = [];
     const base: StageBaseSpec =
       s.base.kind === "scratch"
         ? { kind: "scratch" }
         : s.base.kind === "stage"
           ? { kind: "stage", stage: s.base.stage }
-          : { kind: "registry", ref: s.base.ref };
-    const reads = new Set<number>();
-    const steps: StageChain["steps"] = [];
+          : s.base.kind === "image"
+            ? { kind: "registry", ref: s.base.ref }
+            : this.contextBase(s, s.base, steps);
     let cmdSet = false;
     for (const pi of s.instructions) {
       if (pi.kind === "CMD") cmdSet = true;
@@ -130,6 +135,7 @@ export class Translator implements TranslationContext {
       baseInstructions,
       steps,
       reads: [...reads].sort((a, b) => a - b),
+      baseExtra: this.epochExtra(),
       secrets: [...(this.secretsUsed.get(i) ?? [])].sort(),
       final: { env: s.env.map(([k, v]) => [k, v]), workdir: s.workdir },
     };
@@ -145,12 +151,19 @@ export class Translator implements TranslationContext {
     return n !== undefined && n !== self ? n : undefined;
   }
 
+  /** The extra key inputs every step of the build carries: its SOURCE_DATE_EPOCH, if any. */
+  epochExtra(): [string, string][] {
+    const e = this.plan.sourceDateEpoch;
+    return e === undefined ? [] : [[SOURCE_DATE_EPOCH_EXTRA, String(e)]];
+  }
+
   common(
     pi: PlannedInstruction,
     instructions: Instruction[],
-    extra: [string, string][] = [],
+    extraIn: [string, string][] = [],
     buildArgs: [string, string][] = [],
   ): Omit<Step, "inputs"> {
+    const extra = [...extraIn, ...this.epochExtra()];
     return {
       method: METHOD,
       description: this.where(pi, pi.original),
@@ -246,10 +259,79 @@ export class Translator implements TranslationContext {
     }
   }
 
+  /**
+   * The base of a stage FROM a named context (or replaced by one): an image context is a registry base; a directory
+   * (or git) context is the empty image with the context's files copied in as its first step, as `COPY . /` would.
+   */
+  contextBase(
+    s: DockerfilePlan["stages"][number],
+    b: Extract<DockerfilePlan["stages"][number]["base"], { kind: "context" }>,
+    steps: StageChain["steps"],
+  ): StageBaseSpec {
+    const ctx = b.context;
+    if (ctx.kind === "image") return { kind: "registry", ref: ctx.ref };
+    if (ctx.kind === "scratch") return { kind: "scratch" };
+    const root = this.namedRoot(b.name, ctx, this.loc(s));
+    const at = this.loc(s);
+    const description = `${this.where(s, s.original)} (context ${b.name})`;
+    steps.push({
+      method: METHOD,
+      make: (bv, sp) => ({
+        method: METHOD,
+        description,
+        instructions: [{ op: "COPY", source: "src", dest: "/", sources: ["."], from: b.name }],
+        inputs: [{ kind: "select", name: "src", root: root(bv, sp), patterns: ["."], location: at }],
+        secrets: [],
+        secretsAsEnv: false,
+        env: {},
+        forceBuild: this.opts.forceBuild ?? false,
+        extra: this.epochExtra(),
+      }),
+    });
+    return { kind: "scratch" };
+  }
+
+  /** The select root of a named context that `--from` (or a mount's from=) reads. */
+  namedRoot(name: string, ctx: NamedContextSpec, at: StepLocation): SelectRootMaker {
+    switch (ctx.kind) {
+      case "dir": {
+        const ignore = this.opts.contextIgnores?.get(ctx.path) ?? [];
+        return () => ({ kind: "context", localPath: ctx.path, ignore: [...ignore] });
+      }
+      case "image":
+        return () => ({ kind: "image", ref: ctx.ref });
+      case "scratch":
+        return (b) => ({
+          kind: "stage",
+          stage: name,
+          plan: { builderVersion: b.version, steps: [emptyStep(name)], deferred: [] },
+        });
+      case "oci-layout":
+        return this.fail(at, `build context ${name}: oci-layout:// contexts are not supported yet`);
+      case "git": {
+        let ref: ReturnType<typeof parseGitRef>;
+        try {
+          ref = parseGitRef(ctx.url);
+        } catch (e) {
+          return this.fail(at, `build context ${name}: ${(e as Error).message}`);
+        }
+        if (ref?.scheme === "ssh")
+          this.fail(at, `build context ${name}: SSH git URLs are not supported (Strata forwards no SSH agent)`);
+        return () => ({ kind: "git", url: ctx.url });
+      }
+    }
+  }
+
   selectRoot(from: string | undefined, self: number, reads: Set<number>, at: StepLocation): SelectRootMaker {
     if (from === undefined)
       return () => ({ kind: "context", localPath: this.opts.contextDir, ignore: [...this.opts.ignore] });
     const stage = this.stageRef(from, self);
+    const sb = stage !== undefined ? this.plan.stages[stage] : undefined;
+    // A stage replaced by a named context (no instructions of its own) is read straight from the context.
+    if (sb?.base.kind === "context" && sb.instructions.length === 0)
+      return this.namedRoot(sb.base.name, sb.base.context, at);
+    const named = stage === undefined && from !== "context" ? lookupContext(this.opts.namedContexts, from) : undefined;
+    if (named) return this.namedRoot(from, named, at);
     if (stage !== undefined) {
       if (this.lineShift !== 0) this.fail(at, `--from=${from}: dockerfileCommands has no other stages`);
       reads.add(stage);
@@ -260,4 +342,19 @@ export class Translator implements TranslationContext {
       return () => ({ kind: "context", localPath: this.opts.contextDir, ignore: [...this.opts.ignore] });
     return () => ({ kind: "image", ref: from });
   }
+}
+
+/** The one step of an empty image (a `docker-image://scratch` context read by `--from`). */
+function emptyStep(name: string): Step {
+  return {
+    method: METHOD,
+    description: `context ${name} (scratch)`,
+    base: { kind: "scratch" },
+    instructions: [],
+    inputs: [],
+    secrets: [],
+    env: {},
+    forceBuild: false,
+    extra: [],
+  };
 }

@@ -25,6 +25,7 @@ import path from "node:path";
 import { InvalidDefinitionError } from "../errors.js";
 import { parseIgnoreFile, PatternMatcher } from "../ignore/pattern-matcher.js";
 import { DockerfileSyntaxError } from "./errors.js";
+import { type NamedContextSpec, parseBuildContexts } from "./named-context.js";
 import { type DockerfilePlan, planDockerfile } from "./plan-stages.js";
 import type { DockerfileChains, DockerfileStepOptions, KnownConfig, StageChain } from "./stage-chain.js";
 import { Translator } from "./stage-translator.js";
@@ -61,13 +62,50 @@ export function dockerfileChains(dockerfile: string, opts: DockerfileStepOptions
   const ignore = opts.ignore ? [...opts.ignore] : dockerignore(abs, contextDir);
   const file = displayName(dockerfile);
   const bases = opts.baseImages;
+  const named = namedContexts(opts.buildContexts);
   const plan = planDockerfile(text, {
     file,
     buildArgs: opts.buildArgs,
     target: opts.target,
     ...(bases ? { baseImage: (ref: string) => bases[ref] } : {}),
+    ...(named ? { namedContexts: named.specs } : {}),
   });
-  return new Translator(plan, { ...opts, contextDir, ignore }).chains();
+  return new Translator(plan, {
+    ...opts,
+    contextDir,
+    ignore,
+    ...(named ? { namedContexts: named.specs, contextIgnores: named.ignores } : {}),
+  }).chains();
+}
+
+/**
+ * Parses `--build-context` values (a relative directory against the current directory) and reads each directory
+ * context's own `.dockerignore` (BuildKit applies it, as to the main context). A directory must exist.
+ */
+export function namedContexts(
+  given: Readonly<Record<string, string>> | undefined,
+): { specs: Map<string, NamedContextSpec>; ignores: Map<string, string[]> } | undefined {
+  if (!given || Object.keys(given).length === 0) return undefined;
+  const specs = parseBuildContexts(given, (p) => path.resolve(p));
+  const ignores = new Map<string, string[]>();
+  for (const [name, spec] of specs) {
+    if (spec.kind !== "dir") continue;
+    const st = statSync(spec.path, { throwIfNoEntry: false });
+    if (!st?.isDirectory())
+      throw new InvalidDefinitionError(
+        `build context ${name}: ${spec.path} ${st ? "is not a directory" : "does not exist"} (a local context is a directory)`,
+      );
+    const f = path.join(spec.path, ".dockerignore");
+    if (!existsSync(f)) continue;
+    const patterns = parseIgnoreFile(readFileSync(f, "utf8"));
+    try {
+      PatternMatcher.parse(patterns);
+    } catch (e) {
+      throw new InvalidDefinitionError(`${f}: ${(e as Error).message}`);
+    }
+    ignores.set(spec.path, patterns);
+  }
+  return { specs, ignores };
 }
 
 /** Stands for the image `dockerfileCommands` extends, as the FROM of the stage its lines are planned in. */

@@ -18,6 +18,7 @@ import { resolveChown } from "./chown.js";
 import { applyInstruction } from "./config.js";
 import { copyLocal } from "./copy-local.js";
 import { copyNeedsMount, dockerCopy } from "./docker-copy.js";
+import { stepTimes } from "./step-epoch.js";
 import type { ResolvedInput } from "./inputs.js";
 import type { LineLog } from "./log.js";
 
@@ -121,7 +122,7 @@ export async function copyOnly(
     await fsp.rm(links, { recursive: true, force: true });
     return undefined;
   }
-  const layer = await commitLayer(ctx.store, upper, { epoch: ctx.builder.sourceDateEpoch });
+  const layer = await commitLayer(ctx.store, upper, { epoch: stepTimes(step, ctx.builder).layerEpoch });
   await ctx.store.adoptLayerDir(layer.diffId, upper);
   if (linkFile) await writeFileAtomic(linkFile, JSON.stringify(layer));
   return layer;

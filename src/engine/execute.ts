@@ -23,6 +23,7 @@ import { layerDirs, type BuildStore, type ImageRecord, type LayerRecord } from "
 import { applyInstruction, DEFAULT_PATH, emptyConfig, manifestFor, nextConfig } from "./config.js";
 import { copyLocal } from "./copy-local.js";
 import { copyOnly, type CopyOnlyContext } from "./copy-only.js";
+import { stepTimes } from "./step-epoch.js";
 import { buildDebianRootfs } from "./debian-base.js";
 import { dockerCopy } from "./docker-copy.js";
 import type { ResolvedInput } from "./inputs.js";
@@ -63,6 +64,7 @@ export class StepExecutor {
     pulledRef?: string,
   ): Promise<ImageRecord> {
     const t0 = Date.now();
+    const times = stepTimes(step, this.builder);
     const secrets = stepSecretValues(step, this.secrets);
     const log = new LineLog(this.log, redactor(Object.values(secrets)));
     let config: ImageConfig;
@@ -97,13 +99,19 @@ export class StepExecutor {
       await layerDirs(this.store, pulled.layers);
       layers = pulled.layers;
       config = { ...pulled.config, history: [...(pulled.config.history ?? [])] };
+      // With SOURCE_DATE_EPOCH the image is created then (BuildKit); the base's own history keeps its times.
+      if (times.sourceDateEpoch !== undefined) config.created = times.created;
       // Base instructions (a Dockerfile stage consuming the base's ONBUILD triggers) change the config, no history.
       for (const ins of step.instructions) config.config = applyInstruction(config.config, ins);
     } else if (step.base?.kind === "scratch") {
       layers = [];
       // Content-free and deterministic (created at the builder's epoch): a forced rebuild of a scratch base yields the
       // same id, so it never cascades into every chain that starts from scratch.
-      config = { ...emptyConfig(), created: new Date(this.builder.sourceDateEpoch * 1000).toISOString(), history: [] };
+      config = {
+        ...emptyConfig(),
+        created: new Date((times.sourceDateEpoch ?? this.builder.sourceDateEpoch) * 1000).toISOString(),
+        history: [],
+      };
       // A Dockerfile's `FROM scratch` starts with a default PATH, as BuildKit's empty image does (no history entry).
       for (const ins of step.instructions) config.config = applyInstruction(config.config, ins);
     } else {
@@ -119,7 +127,7 @@ export class StepExecutor {
         });
         if (newLayer) layers.push(newLayer);
       }
-      config = nextConfig(parentConfig, step.instructions, newLayer, new Date().toISOString(), step.description);
+      config = nextConfig(parentConfig, step.instructions, newLayer, times.created, step.description);
     }
     log.flush();
 
@@ -225,7 +233,9 @@ export class StepExecutor {
       await scrubMountStubs(path.join(work, "upper"), preexisting);
       const onlyWorkdir = step.instructions.every((i) => i.op !== "RUN" && i.op !== "COPY" && i.op !== "ADD");
       if (onlyWorkdir && (await fsp.readdir(path.join(work, "upper"))).length === 0) return undefined;
-      const layer = await commitLayer(this.store, path.join(work, "upper"), { epoch: this.builder.sourceDateEpoch });
+      const layer = await commitLayer(this.store, path.join(work, "upper"), {
+        epoch: stepTimes(step, this.builder).layerEpoch,
+      });
       await this.store.adoptLayerDir(layer.diffId, path.join(work, "upper"));
       return layer;
     } finally {

@@ -14,6 +14,7 @@ import type { FileInput } from "../keys/step-key.js";
 import type { Plan, SelectRoot, StepInput } from "../plan/step.js";
 import type { OverlayDirs } from "../layer/overlay.js";
 import { layerDirs, type ImageRecord, type Store } from "../store/store.js";
+import { parseGitRef } from "../plan/git-url.js";
 import { sha256Bytes } from "../util/digest.js";
 import { selectSources, type SelectRootView, type SourceMatch } from "./select.js";
 import type { LazySelection } from "./lazy-root.js";
@@ -258,6 +259,18 @@ async function withRootView<T>(
     return fn({ dir: root.localPath, ignore }, "the build context");
   }
   const c = ctx!;
+  if (root.kind === "git") {
+    const { fetchGit } = await import("./git-source.js");
+    const ref = parseGitRef(root.url);
+    if (!ref) throw new LocalPathError(root.url, `${root.url} is not a git URL`);
+    const co = await fetchGit(ref, {
+      cacheDir: path.join(c.store.layout.downloadsDir, "git"),
+      policy: c.fetchPolicy,
+      ...(root.keepGitDir !== undefined ? { keepGitDir: root.keepGitDir } : {}),
+      ...(root.checksum !== undefined ? { checksum: root.checksum } : {}),
+    });
+    return fn({ dir: co.dir }, `git ${root.url} (${co.commit.slice(0, 12)})`);
+  }
   let layers: ImageRecord["layers"];
   let rootName: string;
   if (root.kind === "stage") {

@@ -1,6 +1,6 @@
 /**
  * Deterministic tar of an overlay upper directory: entries in sorted depth-first order, numeric ids with empty
- * names, mtimes clamped to the builder's epoch, overlay whiteouts (char 0/0) and opaque directories converted to OCI
+ * names, mtimes clamped to an epoch (the step's SOURCE_DATE_EPOCH, else the builder's), overlay whiteouts (char 0/0) and opaque directories converted to OCI
  * whiteout entries. The same changes always give the same bytes, hence the same diffID.
  */
 import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";

@@ -55,7 +55,12 @@ export interface StepLocation {
 export type SelectRoot =
   | { kind: "context"; localPath: string; ignore: string[] }
   | { kind: "stage"; stage: string; plan: Plan }
-  | { kind: "image"; ref: string; insecure?: boolean };
+  | { kind: "image"; ref: string; insecure?: boolean }
+  /**
+   * A git repository at a commit (BuildKit's git source: `https://host/repo.git#ref:subdir`, `git://…`), fetched by
+   * whoever builds the step through the build's fetch policy; `keepGitDir` and `checksum` override the URL's own.
+   */
+  | { kind: "git"; url: string; keepGitDir?: boolean; checksum?: string };
 
 /** A local input a step reads; its content (never its mtime) goes into the key. */
 export type StepInput =

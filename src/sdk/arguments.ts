@@ -10,15 +10,19 @@ import type { ImagePipInstallParams, ImageStepParams } from "./params.js";
 import { checkOptions } from "./options.js";
 import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
 
+/** A name → string option (`buildArgs`, `buildContexts`), copied; undefined if not given. */
 export function checkBuildArgs(
   method: string,
   args: Record<string, string> | undefined,
+  option = "buildArgs",
 ): Record<string, string> | undefined {
   if (args === undefined) return undefined;
-  if (!isParams(args)) throw new InvalidDefinitionError(`${method}: buildArgs must be an object of strings`);
+  if (!isParams(args)) throw new InvalidDefinitionError(`${method}: ${option} must be an object of strings`);
   for (const [k, v] of Object.entries(args)) {
     if (typeof v !== "string")
-      throw new InvalidDefinitionError(`${method}: build arg ${k} must be a string, got ${typeof v}`);
+      throw new InvalidDefinitionError(
+        `${method}: ${option === "buildArgs" ? "build arg" : `${option}:`} ${k} must be a string, got ${typeof v}`,
+      );
   }
   return { ...args };
 }

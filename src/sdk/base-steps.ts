@@ -114,6 +114,6 @@ export function dockerfileStageBase(
     secrets: [],
     env: {},
     forceBuild: force,
-    extra: [],
+    extra: c.baseExtra.map(([k, v]): [string, string] => [k, v]),
   });
 }

@@ -36,6 +36,7 @@ import {
 } from "./layer-steps.js";
 import { expandHome, ignorePatterns, localPath } from "./local-paths.js";
 import { checkOptions } from "./options.js";
+import { withSourceDateEpoch } from "./source-date-epoch.js";
 import {
   OPTIONS,
   type ImageAddLocalParams,
@@ -219,7 +220,7 @@ export class Image {
       params.contextDir !== undefined ? localPath("fromDockerfile", params.contextDir, "context directory") : undefined;
     const chains = dockerfileChains(dockerfile, {
       contextDir,
-      buildArgs: checkBuildArgs("fromDockerfile", params.buildArgs),
+      buildArgs: withSourceDateEpoch(checkBuildArgs("fromDockerfile", params.buildArgs), params.sourceDateEpoch),
       target: params.target,
       ignore: ignorePatterns("fromDockerfile", contextDir ?? path.dirname(path.resolve(dockerfile)), params.ignore),
       forceBuild: params.forceBuild,
@@ -227,6 +228,7 @@ export class Image {
       secretsAsEnv: params.secretsAsEnv ?? true,
       env: checkEnv("fromDockerfile", params.env),
       baseImages: params.baseImages ? structuredClone(params.baseImages) : undefined,
+      buildContexts: checkBuildArgs("fromDockerfile", params.buildContexts, "buildContexts"),
     });
     const force = params.forceBuild ?? false;
     const memo = new Map<number, Image>();

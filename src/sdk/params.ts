@@ -174,6 +174,19 @@ export interface ImageFromDockerfileParams {
    * (`src/dockerfile/to-plan.ts`). With it, expansion sees the base's ENV and its ONBUILD triggers run after FROM.
    */
   baseImages?: Record<string, { env?: readonly string[]; workingDir?: string; onBuild?: readonly string[] }>;
+  /**
+   * Named build contexts, as `--build-context name=value`: a directory (relative to the current directory; its own
+   * `.dockerignore` applies), `docker-image://<ref>`, or a git URL (`https://host/repo.git#ref:subdir`). A stage of
+   * that name is replaced by it; `FROM name`, `COPY --from=name` and `RUN --mount=from=name` read it. Default none.
+   */
+  buildContexts?: Record<string, string>;
+  /**
+   * Reproducible timestamps, as BuildKit's `SOURCE_DATE_EPOCH` build arg (which this sets; give one or the other, or
+   * both equal): whole seconds since 1970-01-01 UTC. The image's and each new history entry's `created` become it,
+   * and every file time later than it in the layers the Dockerfile builds is clamped to it; a RUN sees it through
+   * `ARG SOURCE_DATE_EPOCH`. Keyed. Default: the build arg, else a global `ARG SOURCE_DATE_EPOCH=…`, else none.
+   */
+  sourceDateEpoch?: number;
 }
 
 export interface ImageDockerfileCommandsParams {
@@ -248,6 +261,8 @@ export const OPTIONS = {
     env: true,
     addPython: true,
     baseImages: true,
+    buildContexts: true,
+    sourceDateEpoch: true,
   }),
   aptInstall: optionNames<ImageAptInstallParams>(runOptions),
   pipInstall: optionNames<ImagePipInstallParams>(pipOptions),

@@ -168,8 +168,8 @@ describe("malformed Dockerfile requests → 400 naming the field", () => {
   test("schema violations", async () => {
     const cases: [(r: Record<string, any>) => void, RegExp][] = [
       [
-        (r) => (sel(r).root = { kind: "git", url: "x" }),
-        /steps\[1\]\.inputs\[0\]\.root\.kind: expected one of context, stage, image, got the string "git"/,
+        (r) => (sel(r).root = { kind: "svn", url: "x" }),
+        /steps\[1\]\.inputs\[0\]\.root\.kind: expected one of context, stage, image, git, got the string "svn"/,
       ],
       [(r) => (sel(r).root = { kind: "context", localPath: "/etc" }), /root: unknown field "localPath"/],
       [

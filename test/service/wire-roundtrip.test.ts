@@ -342,6 +342,7 @@ describe("wire round trip", () => {
       context: { kind: "context", localPath: dir, ignore: ["*.log"] },
       stage: { kind: "stage", stage: "build", plan: stage },
       image: { kind: "image", ref: "127.0.0.1:5000/img:1", insecure: true },
+      git: { kind: "git", url: "https://example.invalid/r.git#main:sub", keepGitDir: true, checksum: "abcd1234" },
     };
     const location = { file: "Dockerfile", line: 3, column: 1 };
     const inputs: { [K in StepInput["kind"]]: Required<Extract<StepInput, { kind: K }>> } = {
@@ -410,6 +411,7 @@ describe("wire round trip", () => {
             inputs.select,
             { ...fromElsewhere, name: "sel-stage", root: roots.stage },
             { ...fromElsewhere, name: "sel-image", root: roots.image },
+            { ...fromElsewhere, name: "sel-git", root: roots.git },
           ],
         },
       ],

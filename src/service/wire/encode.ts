@@ -213,7 +213,7 @@ async function compileInput(c: Compiler, s: Step, input: StepInput): Promise<Wir
     case "select": {
       // A server's own re-selection carries `excludedMatches`; a client's selection finds them itself (below).
       const { root, excludedMatches: _derived, ...common } = input;
-      if (root.kind === "image") return { ...common, root };
+      if (root.kind === "image" || root.kind === "git") return { ...common, root };
       if (root.kind === "stage")
         return { ...common, root: { kind: "stage", stage: root.stage, plan: await planRef(c, root.plan) } };
       // The build context: selected here with the engine's own rules; the server gets exactly the selected entries.

@@ -44,6 +44,7 @@ export type PlanTies = [
   Assert<Equals<Of<WireInput, "inline" | "url">, Of<StepInput, "inline" | "url">>>,
   Assert<Equals<Pick<WireSelect, SelectCommon>, Pick<PlanSelect, SelectCommon>>>,
   Assert<Equals<Of<WireSelectRoot, "image">, Of<SelectRoot, "image">>>,
+  Assert<Equals<Of<WireSelectRoot, "git">, Of<SelectRoot, "git">>>,
   Assert<Equals<WireLocation, StepLocation>>,
   Assert<Equals<WireInput["kind"], StepInput["kind"]>>,
   Assert<Equals<WireSelectRoot["kind"], SelectRoot["kind"]>>,

@@ -263,6 +263,13 @@ const SelectRootSchema = z.discriminatedUnion("kind", [
     ref: str(2048).refine((s) => s !== "", { error: "empty image reference" }),
     insecure: bool.optional(),
   }),
+  /** A git repository (`https://host/repo.git#ref:subdir`), fetched by the service under its fetch policy. */
+  obj({
+    kind: z.literal("git"),
+    url: str(4096).refine((s) => s !== "", { error: "empty git URL" }),
+    keepGitDir: bool.optional(),
+    checksum: str(64).optional(),
+  }),
 ]);
 
 /**
@@ -286,7 +293,7 @@ const SelectInputSchema = obj({
     if (i.matches !== undefined || i.entries !== undefined || i.excluded !== undefined) {
       ctx.addIssue({
         code: "custom",
-        message: `a selection from ${i.root.kind === "stage" ? "a stage" : "an image"} is resolved by the server: send no matches or entries`,
+        message: `a selection from ${i.root.kind === "stage" ? "a stage" : i.root.kind === "git" ? "a git repository" : "an image"} is resolved by the server: send no matches or entries`,
       });
     }
     return;
