@@ -632,6 +632,7 @@ describe("prune: LocalStore specifics", () => {
         size: content.length,
         sha256: sha256Bytes(content),
         absPath,
+        mtimeMs: 1_700_000_000_000,
       };
     };
     const own = {
@@ -645,7 +646,7 @@ describe("prune: LocalStore specifics", () => {
       store,
       async (dir, which) => {
         // The layer dir is the upper dir of a COPY-only step over no lowers, as Executor#copyOnly makes it.
-        const target = new UpperTarget(dir, [], { poolDir: pool, hashedAfterMs: 0, opaque: [] });
+        const target = new UpperTarget(dir, [], { poolDir: pool, hashedAfterMs: 0, epochMs: 0, opaque: [] });
         target.mkdir("/app", 0o755, 0, 0);
         target.copyFile("/app/own", own[which], 0o644, 0, 0);
         target.copyFile("/app/shared", shared, 0o644, 0, 0);
