@@ -660,7 +660,8 @@ describe("prune: LocalStore specifics", () => {
         );
       },
     );
-    const pooled = (e: ContextEntry) => path.join(pool, `${e.sha256.slice(7)}-644`);
+    // Pool names carry the mtime (µs) the file was copied with: hard links share one.
+    const pooled = (e: ContextEntry) => path.join(pool, `${e.sha256.slice(7)}-644-t${e.mtimeMs * 1000}`);
     for (const e of [own.l1, own.lb, shared]) assert.ok(existsSync(pooled(e)), `COPY put ${e.relPath} in the pool`);
 
     const { report } = await dryThenReal(store, cutoff);
