@@ -4,8 +4,8 @@
  * A walk lists every file, directory and symlink under a root (symlinks are never followed),
  * skipping what the ignore patterns exclude, and hashes file contents with bounded concurrency.
  * A persistent {@link StatCache} remembers (path, size, mtime, inode, ctime) -> sha256 so an
- * unchanged file is not read again; mtime is only ever a cache-validity check and never part of
- * the returned entries.
+ * unchanged file is not read again. Entries carry their mtime (a copy keeps it, as BuildKit's COPY
+ * does), but it is never part of a key: keys cover names, types, modes, owners and content only.
  */
 import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
@@ -28,6 +28,11 @@ export interface ContextEntry {
   sha256: string;
   linkTarget?: string;
   absPath: string;
+  /**
+   * Modification time in ms since the epoch (`st.mtimeMs`): what a copy gives the entry it writes. Never keyed. Inline
+   * content (heredocs) has no source and 0 here: it is written with the layer's epoch.
+   */
+  mtimeMs: number;
 }
 
 export interface WalkOptions {
@@ -415,7 +420,8 @@ function reincludeChecker(matcher: PatternMatcher): (dirRel: string) => boolean 
 // Walking
 
 function dirEntry(relPath: string, absPath: string, st: Stats): ContextEntry {
-  return { relPath, type: "dir", mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, sha256: "", absPath };
+  const { uid, gid, mtimeMs } = st;
+  return { relPath, type: "dir", mode: st.mode & 0o7777, uid, gid, size: 0, sha256: "", absPath, mtimeMs };
 }
 
 function fileEntry(relPath: string, absPath: string, st: Stats, digest: string): ContextEntry {
@@ -428,6 +434,7 @@ function fileEntry(relPath: string, absPath: string, st: Stats, digest: string):
     size: st.size,
     sha256: digest,
     absPath,
+    mtimeMs: st.mtimeMs,
   };
 }
 
@@ -534,6 +541,7 @@ export async function walkContext(root: string, opts: WalkOptions = {}): Promise
           sha256: sha256Hex(target),
           linkTarget: target,
           absPath: abs,
+          mtimeMs: st.mtimeMs,
         });
         any = true;
       }

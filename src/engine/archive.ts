@@ -2,7 +2,8 @@
  * `ADD` of a local archive: tar, or tar compressed with gzip, bzip2 or xz, recognised by content (never by name), is
  * extracted into the destination directory as `tar -x` would, merging with what is there. Entry names are confined
  * to the destination (absolute names are relative to it, `..` may not climb out, symlinks met on the way resolve
- * inside it); owners and modes come from the archive unless `--chown` gives an owner.
+ * inside it); owners and modes come from the archive unless `--chown` gives an owner, mtimes from the archive (as
+ * BuildKit's unpack keeps them; directories' are returned for the copy to apply when it finishes).
  */
 import { spawn } from "node:child_process";
 import {
@@ -23,6 +24,7 @@ import { PassThrough, type Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import tar from "tar-stream";
 import { StrataError } from "../errors.js";
+import { mtimeUs, setTimeUs } from "../layer/copy-times.js";
 import { secureJoin } from "../layer/secure-join.js";
 import { decodeHeader } from "../layer/tar-decode.js";
 import type { Owner } from "./chown.js";
@@ -114,17 +116,27 @@ function cleanName(name: string): string | undefined {
   return out.join("/");
 }
 
-/** Extracts `file` (of `kind`) into the directory `destDir` (a host path inside the image's root). */
+/** A directory an archive holds: its path below the destination (`/`-separated) and its mtime (ms). */
+export interface ExtractedDir {
+  rel: string;
+  mtimeMs: number;
+}
+
+/**
+ * Extracts `file` (of `kind`) into the directory `destDir` (a host path inside the image's root). Files and symlinks
+ * get the archive's mtimes; the archive's directories are returned with theirs (entries added later would change them).
+ */
 export async function extractArchive(
   file: string,
   kind: ArchiveKind,
   destDir: string,
   owner: Owner | undefined,
-): Promise<void> {
+): Promise<ExtractedDir[]> {
   mkdirSync(destDir, { recursive: true });
   const ex = tar.extract();
   const source = decompressed(file, kind);
   const dirModes: [string, number][] = [];
+  const dirTimes = new Map<string, number>();
   const place = (rel: string): string => {
     const parent = path.posix.dirname(rel);
     const dir = parent === "." ? destDir : secureJoin(destDir, parent);
@@ -152,6 +164,7 @@ export async function extractArchive(
         const uid = owner?.uid ?? h.uid ?? 0;
         const gid = owner?.gid ?? h.gid ?? 0;
         const mode = (h.mode ?? 0o644) & 0o7777;
+        const us = mtimeUs(h.mtime?.getTime() ?? 0);
         const existing = lstatOrUndefined(target);
         if (existing && !(existing.isDirectory() && h.type === "directory"))
           rmSync(target, { recursive: true, force: true });
@@ -160,12 +173,14 @@ export async function extractArchive(
             if (!existing?.isDirectory()) mkdirSync(target);
             lchownSync(target, uid, gid);
             dirModes.push([target, mode]);
+            dirTimes.set(path.relative(destDir, target).split(path.sep).join("/"), us / 1000);
             stream.resume();
             stream.on("end", next);
             return;
           case "symlink":
             symlinkSync(h.linkname ?? "", target);
             lchownSync(target, uid, gid);
+            setTimeUs(target, us);
             stream.resume();
             stream.on("end", next);
             return;
@@ -189,6 +204,7 @@ export async function extractArchive(
               try {
                 lchownSync(target, uid, gid);
                 chmodSync(target, mode);
+                setTimeUs(target, us);
                 next();
               } catch (e) {
                 reject(e);
@@ -212,4 +228,5 @@ export async function extractArchive(
   });
   // Directory modes last, so a read-only directory does not stop its own entries being written.
   for (const [d, m] of dirModes.reverse()) chmodSync(d, m);
+  return [...dirTimes].map(([rel, mtimeMs]) => ({ rel, mtimeMs }));
 }

@@ -1,7 +1,8 @@
 /**
  * The SDK's COPY (`addLocalDir`/`addLocalFile` with `copy: true`, and the final `copy: false` step): a directory's
  * contents go into `dest`, a file becomes `dest`. Copied entries are owned by root and keep their mode; missing parents
- * are created 0755. Symlinks already in the image resolve inside the image; an entry replaces whatever is at its path
+ * are created 0755. Copied entries keep their source's mtime, as BuildKit's COPY does; the directories made for them
+ * get the layer's epoch. Symlinks already in the image resolve inside the image; an entry replaces whatever is at its path
  * (a directory stays a directory and only takes the new mode). Dockerfile COPY/ADD have their own rules
  * (`src/engine/docker-copy.ts`); both write through a `CopyTarget`, mounted or not.
  */
@@ -56,9 +57,12 @@ function put(t: CopyTarget, e: ContextEntry, to: string): void {
       if (existing) t.remove(to);
       t.mkdir(to, e.mode, 0, 0);
     }
+    t.setMtime(to, e.mtimeMs);
     return;
   }
   if (existing) t.remove(to);
-  if (e.type === "symlink") t.symlink(to, e.linkTarget ?? "", 0, 0);
-  else t.copyFile(to, e, e.mode, 0, 0);
+  if (e.type === "symlink") {
+    t.symlink(to, e.linkTarget ?? "", 0, 0);
+    t.setMtime(to, e.mtimeMs);
+  } else t.copyFile(to, e, e.mode, 0, 0);
 }

@@ -65,7 +65,11 @@ export async function copyOnly(
   await linkLayersInUse(links, [...lowers, ...layerDirsOf(ctx.store.layout, [...inputsByName.values()])]);
   const metaDir = ctx.store.layout.layerMetaDir;
   const opaque = await Promise.all(lowersTopFirst.map((l) => opaqueDirsOf(l, metaDir)));
-  const pool = { poolDir: ctx.store.layout.contentPoolDir, hashedAfterMs: ctx.startedAt };
+  const pool = {
+    poolDir: ctx.store.layout.contentPoolDir,
+    hashedAfterMs: ctx.startedAt,
+    epochMs: ctx.builder.sourceDateEpoch * 1000,
+  };
   // The parent's filesystem, for reading (`--chown` names); a plain COPY also writes over it.
   const copies = step.instructions.filter((i): i is CopyIns => i.op === "COPY" || i.op === "ADD");
   const linked = copies.length > 0 && copies.every((c) => c.link === true && c.sources !== undefined);
@@ -122,7 +126,14 @@ export async function copyOnly(
     await fsp.rm(links, { recursive: true, force: true });
     return undefined;
   }
-  const layer = await commitLayer(ctx.store, upper, { epoch: stepTimes(step, ctx.builder).layerEpoch });
+  target.finishTimes();
+  // Every entry's mtime was set by the copy (a source's, or the epoch): the tar keeps them (issue 12 item 15), unless
+  // the step has a SOURCE_DATE_EPOCH, which clamps later times to it (BuildKit's rewrite-timestamp).
+  const times = stepTimes(step, ctx.builder);
+  const layer = await commitLayer(ctx.store, upper, {
+    epoch: times.layerEpoch,
+    keepMtimes: times.sourceDateEpoch === undefined,
+  });
   await ctx.store.adoptLayerDir(layer.diffId, upper);
   if (linkFile) await writeFileAtomic(linkFile, JSON.stringify(layer));
   return layer;

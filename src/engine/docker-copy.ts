@@ -7,6 +7,9 @@
  *   to dest, or into it under its own name; symlinks inside copied directories stay symlinks.
  * - owners: `--chown` for everything copied, else root for context files, URLs and heredocs and the source's owner for
  *   files from a stage or image. Modes: `--chmod` for every copied file and directory, else the source's.
+ * - mtimes: a copied file, symlink or directory keeps its source's (a directory copied onto an existing one gives it
+ *   the source's too), an archive's entries keep the archive's, a URL's file gets its Last-Modified; what the copy
+ *   makes without a source (missing parents, heredocs) gets the layer's epoch (`src/layer/copy-times.ts`).
  * - ADD: a local file whose content is an archive is extracted into dest (unless `--unpack=false`); a downloaded one
  *   only with `--unpack=true` (Dockerfile 1.17).
  * Destination paths resolve symlinks already in the image inside the image; a final symlink is replaced, never
@@ -126,6 +129,7 @@ class Copier {
       }
       if (!existing) this.t.mkdir(to, this.modeOf(e.mode, true), own.uid, own.gid);
       else if (!top) this.t.setMeta(to, this.modeOf(e.mode, true), own.uid, own.gid);
+      this.t.setMtime(to, e.mtimeMs);
       return;
     }
     if (existing?.isDirectory()) {
@@ -136,6 +140,7 @@ class Copier {
     if (existing) this.t.remove(to);
     if (e.type === "symlink") {
       this.t.symlink(to, e.linkTarget ?? "", own.uid, own.gid);
+      this.t.setMtime(to, e.mtimeMs);
       return;
     }
     this.t.copyFile(to, e, this.modeOf(e.mode, false), own.uid, own.gid);
@@ -199,7 +204,8 @@ export async function dockerCopy(a: DockerCopyArgs): Promise<void> {
             if (!a.target.hostDir)
               throw new InvalidDefinitionError(`${a.where}: internal: extracting an archive needs a mounted root`);
             const d = c.mkdirp(dest);
-            await extractArchive(e.absPath, kind, a.target.hostDir(d), c.owner);
+            const dirs = await extractArchive(e.absPath, kind, a.target.hostDir(d), c.owner);
+            for (const x of dirs) a.target.setMtime(path.posix.join(d, x.rel), x.mtimeMs);
             continue;
           }
         }

@@ -26,6 +26,7 @@ import { copyOnly, type CopyOnlyContext } from "./copy-only.js";
 import { stepTimes } from "./step-epoch.js";
 import { buildDebianRootfs } from "./debian-base.js";
 import { dockerCopy } from "./docker-copy.js";
+import { noteClampedLayer } from "./layer-clamp.js";
 import type { ResolvedInput } from "./inputs.js";
 import { LineLog, redactor, type LogSink } from "./log.js";
 import { makeWorkdir } from "./make-workdir.js";
@@ -80,6 +81,8 @@ export class StepExecutor {
         const rootfs = path.join(work, "rootfs");
         await buildDebianRootfs(step.base, rootfs, (l) => log.line(l), index);
         newLayer = await commitLayer(this.store, rootfs, { epoch: this.builder.sourceDateEpoch, overlay: false });
+        const epoch = this.builder.sourceDateEpoch;
+        await noteClampedLayer(this.store.layout, this.store.layout.layerDir(newLayer.diffId), epoch);
         await this.store.adoptLayerDir(newLayer.diffId, rootfs);
       } finally {
         await fsp.rm(work, { recursive: true, force: true });
@@ -195,7 +198,9 @@ export class StepExecutor {
         if (!r) throw new InvalidDefinitionError(`step ${index}: source "${name}" is not an input of this step`);
         return r;
       };
-      const target = new MountedTarget(dirs.merged);
+      const upper = path.join(work, "upper");
+      const epochMs = this.builder.sourceDateEpoch * 1000;
+      const target = new MountedTarget(dirs.merged, { upper, epochMs });
       for (const ins of step.instructions) {
         if ((ins.op === "COPY" || ins.op === "ADD") && ins.sources) {
           await dockerCopy({
@@ -228,15 +233,22 @@ export class StepExecutor {
             await makeWorkdir(dirs.merged, rc.WorkingDir || "/", rc.User, step.description);
         }
       }
+      // Without a RUN, the copy set every mtime (sources' kept, the rest the epoch) and the tar keeps them; a RUN's files
+      // carry the times they were made, clamped to the epoch in the tar (and the layer dir says so, for COPY --from).
+      const keepMtimes = !step.instructions.some((i) => i.op === "RUN");
+      if (keepMtimes) target.finishTimes();
       await unmountOverlay(dirs);
       dirs = undefined;
-      await scrubMountStubs(path.join(work, "upper"), preexisting);
+      await scrubMountStubs(upper, preexisting);
       const onlyWorkdir = step.instructions.every((i) => i.op !== "RUN" && i.op !== "COPY" && i.op !== "ADD");
-      if (onlyWorkdir && (await fsp.readdir(path.join(work, "upper"))).length === 0) return undefined;
-      const layer = await commitLayer(this.store, path.join(work, "upper"), {
-        epoch: stepTimes(step, this.builder).layerEpoch,
-      });
-      await this.store.adoptLayerDir(layer.diffId, path.join(work, "upper"));
+      if (onlyWorkdir && (await fsp.readdir(upper)).length === 0) return undefined;
+      // A SOURCE_DATE_EPOCH clamps every later time, a copy's kept ones too (BuildKit's rewrite-timestamp).
+      const times = stepTimes(step, this.builder);
+      const packKept = keepMtimes && times.sourceDateEpoch === undefined;
+      const layer = await commitLayer(this.store, upper, { epoch: times.layerEpoch, keepMtimes: packKept });
+      if (!packKept)
+        await noteClampedLayer(this.store.layout, this.store.layout.layerDir(layer.diffId), times.layerEpoch);
+      await this.store.adoptLayerDir(layer.diffId, upper);
       return layer;
     } finally {
       unpin?.();

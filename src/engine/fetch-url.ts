@@ -28,6 +28,15 @@ export interface FetchedUrl {
   size: number;
   /** the file name ADD gives it: Content-Disposition's, else the URL path's last segment, else `__unnamed__` */
   name: string;
+  /** the mtime ADD gives it (ms): the response's Last-Modified, else 0 (the Unix epoch), as BuildKit does */
+  mtimeMs: number;
+}
+
+/** An HTTP date as ms since the epoch; 0 when absent or not a date (BuildKit's http source: `time.Unix(0, 0)`). */
+export function lastModifiedMs(header: string | null | undefined): number {
+  if (!header) return 0;
+  const ms = Date.parse(header);
+  return Number.isFinite(ms) ? ms : 0;
 }
 
 interface CacheMeta {
@@ -139,7 +148,8 @@ export async function fetchUrl(
     )) &&
     meta?.digest === opts.checksum
   ) {
-    return { file: contentOf(meta.digest), digest: meta.digest, size: meta.size, name: meta.name };
+    const mtimeMs = lastModifiedMs(meta.lastModified);
+    return { file: contentOf(meta.digest), digest: meta.digest, size: meta.size, name: meta.name, mtimeMs };
   }
   const headers: Record<string, string> = {};
   if (cachedOk && meta?.etag) headers["if-none-match"] = meta.etag;
@@ -161,7 +171,15 @@ export async function fetchUrl(
   }
   let result: FetchedUrl;
   if (res.status === 304 && cachedOk && meta) {
-    result = { file: contentOf(meta.digest), digest: meta.digest, size: meta.size, name: meta.name };
+    // A 304 may carry the resource's Last-Modified again; else the one recorded with the download stands.
+    const lm = res.headers.get("last-modified") ?? meta.lastModified;
+    result = {
+      file: contentOf(meta.digest),
+      digest: meta.digest,
+      size: meta.size,
+      name: meta.name,
+      mtimeMs: lastModifiedMs(lm),
+    };
   } else {
     if (!res.ok || !res.body) {
       throw new UrlFetchError(`ADD ${url}: the server answered ${res.status} ${res.statusText}${where}`);
@@ -195,6 +213,7 @@ export async function fetchUrl(
         digest,
         size,
         name: fileName(parsed, res.headers.get("content-disposition")),
+        mtimeMs: lastModifiedMs(res.headers.get("last-modified")),
       };
     } catch (e) {
       await fsp.rm(tmp, { force: true });

@@ -20,6 +20,7 @@ import { selectSources, type SelectRootView, type SourceMatch } from "./select.j
 import type { LazySelection } from "./lazy-root.js";
 import { lstatOrUndefined, writeFileAtomic } from "../util/fs.js";
 import type { FetchPolicy } from "../net/fetch-policy.js";
+import { clampedLayers, tarTimes } from "./layer-clamp.js";
 
 /** An input with its hashed entries. */
 export interface ResolvedInput {
@@ -124,6 +125,7 @@ export async function resolveInput(
             size: Buffer.byteLength(input.content),
             sha256: sha256Bytes(input.content),
             absPath: "",
+            mtimeMs: 0, // no source: written with the layer's epoch
           },
         ],
       };
@@ -179,6 +181,7 @@ export async function resolveInput(
             size: f.size,
             sha256: f.digest,
             absPath: f.file,
+            mtimeMs: f.mtimeMs,
           },
         ],
         matches: [{ rel: f.name, real: f.name, type: "file" }],
@@ -211,12 +214,13 @@ async function selectFromStage(
     .update(JSON.stringify([rec.id, input.patterns, input.exclude ?? [], input.parents ?? false]))
     .digest("hex");
   const file = ctx.store.layout.selectFile(id);
-  type Saved = { dirs: string[]; entries: ContextEntry[]; matches: SourceMatch[] };
+  // v2: entries carry the mtimes a copy keeps (older records have none and are selected again).
+  type Saved = { v: 2; dirs: string[]; entries: ContextEntry[]; matches: SourceMatch[] };
   const saved = await fsp.readFile(file, "utf8").then(
     (t) => JSON.parse(t) as Saved,
     () => undefined,
   );
-  if (saved && Array.isArray(saved.entries) && JSON.stringify(saved.dirs) === JSON.stringify(dirs)) {
+  if (saved?.v === 2 && Array.isArray(saved.entries) && JSON.stringify(saved.dirs) === JSON.stringify(dirs)) {
     return { input, entries: saved.entries, matches: saved.matches };
   }
   const r = await withRootView(
@@ -236,7 +240,7 @@ async function selectFromStage(
   );
   // An image without layers is viewed through a temp dir: nothing to keep.
   if (dirs.length)
-    await writeFileAtomic(file, JSON.stringify({ dirs, entries: r.entries, matches: r.matches } satisfies Saved));
+    await writeFileAtomic(file, JSON.stringify({ v: 2, dirs, entries: r.entries, matches: r.matches } satisfies Saved));
   return r;
 }
 
@@ -288,17 +292,21 @@ async function withRootView<T>(
   }
   const dirs: string[] = [];
   dirs.push(...(await layerDirs(c.store, layers)));
+  const topFirst = [...dirs].reverse();
+  // A RUN layer built here keeps the times its files were made; a copy reads the times its tar gives them.
+  const clamped = await clampedLayers(c.store.layout, dirs);
+  const entryTimes = (root: string) =>
+    clamped.size ? { entryTimes: (es: ContextEntry[]) => tarTimes(c.store.layout, es, root, topFirst, clamped) } : {};
   if (dirs.length <= 1) {
     const work = dirs.length ? undefined : await c.store.tempDir("empty");
     try {
-      return await fn({ dir: dirs[0] ?? work! }, rootName);
+      return await fn({ dir: dirs[0] ?? work!, ...entryTimes(dirs[0] ?? work!) }, rootName);
     } finally {
       if (work) await fsp.rm(work, { recursive: true, force: true });
     }
   }
   const unpin = c.store.pin?.(layers);
   const work = await c.store.tempDir("select");
-  const topFirst = [...dirs].reverse();
   // Loaded here, not at startup: mounting pulls in execa, which a fully cached build never needs.
   const { mountOverlay, unmountOverlay } = await import("../layer/overlay.js");
   let mounted: OverlayDirs | undefined;
@@ -312,7 +320,7 @@ async function withRootView<T>(
       }
       return path.join(merged, rel);
     };
-    return await fn({ dir: merged, fileSource }, rootName);
+    return await fn({ dir: merged, fileSource, ...entryTimes(merged) }, rootName);
   } finally {
     if (mounted) await unmountOverlay(mounted).catch(() => undefined);
     unpin?.();

@@ -27,6 +27,7 @@ import type { StepLocation } from "../plan/step.js";
 import type { WorkSpace } from "../store/store.js";
 import { cleanSource, hasWildcard, segmentMatcher } from "./select.js";
 import { lstatOrUndefined } from "../util/fs.js";
+import { mtimeUs, setTimeUs } from "../layer/copy-times.js";
 import type { Digest } from "../util/digest.js";
 import type { RegistryOptions } from "../registry/client.js";
 import { parseReference } from "../registry/reference.js";
@@ -319,12 +320,20 @@ async function write(
       e.entry.type === "hardlink"
         ? (image.layers[e.layer]?.reader?.lookup(cleanEntryName(e.entry.linkName ?? "")) ?? e.entry)
         : e.entry;
-    return { uid: src.uid ?? 0, gid: src.gid ?? 0, mode: src.mode };
+    // The TOC's mtime (whole seconds; absent for the Unix epoch), what the layer's tar holds: a copy keeps it.
+    const mtimeMs = src.modtime ? Date.parse(src.modtime) : 0;
+    return {
+      uid: src.uid ?? 0,
+      gid: src.gid ?? 0,
+      mode: src.mode,
+      mtimeUs: mtimeUs(Number.isNaN(mtimeMs) ? 0 : mtimeMs),
+    };
   };
 
   // Directories first (parents before children), with their owner and mode, so everything below has a place.
   const files: string[] = [];
   const links: [string, LazyEntry][] = [];
+  const dirs: [string, number][] = [];
   for (const [p, e] of entries) {
     const t = e.entry.type;
     if (t === "dir") {
@@ -340,6 +349,7 @@ async function write(
       const { uid, gid, mode } = meta(e);
       await fsp.lchown(host, uid, gid);
       await fsp.chmod(host, mode ?? 0o755);
+      dirs.push([host, meta(e).mtimeUs]);
     } else if (t === "reg" || t === "hardlink") {
       const st = lstatOrUndefined(path.join(root, p));
       // Present already (renamed into place whole by an earlier selection of this image).
@@ -354,9 +364,10 @@ async function write(
   const place = async (p: string, e: LazyEntry, make: (tmpPath: string) => Promise<void>): Promise<void> => {
     const t = tmpName();
     await make(t);
-    const { uid, gid, mode } = meta(e);
+    const { uid, gid, mode, mtimeUs: us } = meta(e);
     await fsp.lchown(t, uid, gid);
     if (e.entry.type !== "symlink") await fsp.chmod(t, mode ?? 0o644); // after chown, which clears setuid
+    setTimeUs(t, us);
     const host = path.join(root, p);
     const st = lstatOrUndefined(host);
     if (st?.isDirectory()) await fsp.rm(host, { recursive: true, force: true });
@@ -398,5 +409,7 @@ async function write(
       await place(f.path, e, (t) => fsp.writeFile(t, content, { mode: 0o600 }));
     }
   }
+  // Directories' mtimes last: placing their entries changed them.
+  for (const [host, us] of dirs.reverse()) setTimeUs(host, us);
   return written;
 }

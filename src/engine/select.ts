@@ -49,6 +49,8 @@ export interface SelectRootView {
   ignore?: PatternMatcher;
   /** Host path holding the file at `rel` (default `dir/rel`); for a mounted stage, the topmost layer's copy. */
   fileSource?: (rel: string) => string;
+  /** The mtimes the selected entries get, when they are not the host's (an image's layers: `./layer-clamp.ts`). */
+  entryTimes?: (entries: ContextEntry[]) => ContextEntry[];
 }
 
 export interface Selection {
@@ -272,6 +274,7 @@ async function walkTree(
           sha256: sha256Hex(target),
           linkTarget: target,
           absPath: abs,
+          mtimeMs: st.mtimeMs,
         });
       } else if (st.isFile()) {
         pending.push(hashFile(view, child, statCache).then((e) => void out.push(e)));
@@ -294,6 +297,7 @@ function dirEntry(rel: string, abs: string, st: Stats): ContextEntry {
     size: 0,
     sha256: "",
     absPath: abs,
+    mtimeMs: st.mtimeMs,
   };
 }
 
@@ -400,7 +404,7 @@ export async function selectSources(
       }
     }
   }
-  return { matches, entries };
+  return { matches, entries: view.entryTimes ? view.entryTimes(entries) : entries };
 }
 
 /**

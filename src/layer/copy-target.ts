@@ -9,6 +9,8 @@
  *    unchanged file costs one link instead of a copy. The resulting upper dir is what the same COPY through a mount
  *    would have left.
  * Callers resolve symlinks with `resolveInImage` before writing, so nothing is ever written through a symlink.
+ * Written entries get mtimes by BuildKit's rules (`./copy-times.ts`): a copied entry keeps its source's, what the copy
+ * makes without a source gets the layer's epoch; `finishTimes()` gives directories theirs once the copy is done.
  */
 import { createHash } from "node:crypto";
 import {
@@ -32,6 +34,7 @@ import type { ContextEntry } from "../context/walk.js";
 import { LocalPathError, StrataError } from "../errors.js";
 import { writeFileAtomic } from "../util/fs.js";
 import { resolveInRoot } from "../util/resolve-path.js";
+import { applyDirTimes, DirTimes, mtimeUs, setTimeUs } from "./copy-times.js";
 
 /** A change an `UpperTarget` cannot express without a mount (the caller copies through an overlay mount instead). */
 export class NeedsMountError extends StrataError {
@@ -59,10 +62,29 @@ export interface CopyTarget extends ImageReader {
   remove(p: string): void;
   symlink(p: string, target: string, uid: number, gid: number): void;
   writeFile(p: string, data: string | Uint8Array, mode: number, uid: number, gid: number): void;
-  /** Writes a context entry's file at `p`, checking it is still the content its key was computed from. */
+  /**
+   * Writes a context entry's file at `p` with the entry's mtime, checking it is still the content its key was computed
+   * from.
+   */
   copyFile(p: string, e: ContextEntry, mode: number, uid: number, gid: number): void;
+  /**
+   * Gives the entry at `p` the mtime `mtimeMs` (a source's): a file or symlink at once, a directory when the copy
+   * finishes (entries added to it meanwhile would change it). Entries made by `mkdir`, `symlink` and `writeFile`
+   * without one get the layer's epoch.
+   */
+  setMtime(p: string, mtimeMs: number): void;
+  /** Gives every directory the copy made or changed its mtime: the one set for it, else the layer's epoch. */
+  finishTimes(): void;
   /** A host directory to extract an archive into, when the target can offer one (a mounted root). */
   hostDir?(p: string): string;
+}
+
+/** Where a mounted target's writes land, for `finishTimes`. */
+export interface MountedTimes {
+  /** The overlay upper dir of the mounted root. */
+  upper: string;
+  /** The mtime (ms) of entries made without a source: the builder's epoch. */
+  epochMs: number;
 }
 
 /**
@@ -96,7 +118,16 @@ function fileChanged(e: ContextEntry): LocalPathError {
 
 /** A mounted root filesystem (an overlay's merged dir, or any plain tree). */
 export class MountedTarget implements CopyTarget {
-  constructor(readonly root: string) {}
+  readonly #dirTimes = new DirTimes();
+  /** `times`: needed to write (mtimes); a target that only resolves paths goes without. */
+  constructor(
+    readonly root: string,
+    readonly times?: MountedTimes,
+  ) {}
+
+  #created(h: string): void {
+    if (this.times) setTimeUs(h, mtimeUs(this.times.epochMs));
+  }
 
   #host(p: string): string {
     return path.join(this.root, p);
@@ -124,15 +155,18 @@ export class MountedTarget implements CopyTarget {
     chmodSync(h, mode);
   }
   remove(p: string): void {
+    if (this.lstat(p)?.isDirectory()) this.#dirTimes.forget(p);
     rmSync(this.#host(p), { recursive: true, force: true });
   }
   symlink(p: string, target: string, uid: number, gid: number): void {
     symlinkSync(target, this.#host(p));
     lchownSync(this.#host(p), uid, gid);
+    this.#created(this.#host(p));
   }
   writeFile(p: string, data: string | Uint8Array, mode: number, uid: number, gid: number): void {
     writeFileSync(this.#host(p), data, { mode: 0o600 });
     this.setMeta(p, mode, uid, gid);
+    this.#created(this.#host(p));
   }
   copyFile(p: string, e: ContextEntry, mode: number, uid: number, gid: number): void {
     const h = this.#host(p);
@@ -140,6 +174,16 @@ export class MountedTarget implements CopyTarget {
     // The content must be what was hashed into the key; a file edited mid-build is an error, not a silent mismatch.
     if (lstatSync(h).size !== e.size) throw fileChanged(e);
     this.setMeta(p, mode, uid, gid);
+    setTimeUs(h, mtimeUs(e.mtimeMs));
+  }
+  setMtime(p: string, mtimeMs: number): void {
+    const h = this.#host(p);
+    if (lstatSync(h).isDirectory()) this.#dirTimes.set(p, mtimeMs);
+    else setTimeUs(h, mtimeUs(mtimeMs));
+  }
+  finishTimes(): void {
+    if (!this.times) throw new StrataError("internal: a MountedTarget made without its upper dir cannot finish times");
+    applyDirTimes(this.times.upper, this.#dirTimes, mtimeUs(this.times.epochMs), this.root);
   }
   hostDir(p: string): string {
     return this.#host(p);
@@ -147,8 +191,13 @@ export class MountedTarget implements CopyTarget {
 }
 
 export interface UpperTargetOptions {
-  /** The content pool: `<sha256 hex>-<mode octal>[-<uid>-<gid>]`, one inode per content, mode and owner. */
+  /**
+   * The content pool: `<sha256 hex>-<mode octal>[-<uid>-<gid>]-t<mtime µs>`, one inode per content, mode, owner and
+   * mtime (hard links share their inode's mtime, so files whose mtimes differ cannot share one).
+   */
   poolDir: string;
+  /** The mtime (ms) of entries made without a source: the builder's epoch. */
+  epochMs: number;
   /** Sources whose ctime is older than this (ms) are trusted to still hold the hashed content; newer ones are re-hashed. */
   hashedAfterMs: number;
   /** The opaque directories of each lower (image paths), in `lowersTopFirst` order. */
@@ -163,6 +212,9 @@ export class UpperTarget implements CopyTarget {
   readonly #masked = new Set<string>();
   /** Pool files linked into this layer: a second name for one inode would become a tar hardlink, so it gets a copy. */
   readonly #linked = new Set<string>();
+  /** Directories of the upper dir this target made or copied up (image paths), for `finishTimes`. */
+  readonly #dirs = new Set<string>();
+  readonly #dirTimes = new DirTimes();
 
   constructor(
     readonly upper: string,
@@ -260,13 +312,16 @@ export class UpperTarget implements CopyTarget {
     chmodSync(h, st.mode & 0o7777);
     lchownSync(h, st.uid, st.gid);
     utimesSync(h, st.atime, st.mtime);
+    this.#dirs.add(dir);
   }
 
   /** Prepares `p` for a new entry: parents copied up, an upper entry removed; lower ones stay hidden by the new one. */
   #prepare(p: string): string {
     this.#copyUpParents(p);
     const h = this.#up(p);
-    if (lstatOrUndefined(h)) rmSync(h, { recursive: true, force: true });
+    const st = lstatOrUndefined(h);
+    if (st?.isDirectory()) this.#dirTimes.forget(p);
+    if (st) rmSync(h, { recursive: true, force: true });
     return h;
   }
 
@@ -279,6 +334,7 @@ export class UpperTarget implements CopyTarget {
     mkdirSync(h, { mode: 0o700 });
     lchownSync(h, uid, gid);
     chmodSync(h, mode);
+    this.#dirs.add(p);
   }
 
   setMeta(p: string, mode: number, uid: number, gid: number): void {
@@ -293,6 +349,7 @@ export class UpperTarget implements CopyTarget {
 
   remove(p: string): void {
     this.#copyUpParents(p);
+    if (lstatOrUndefined(this.#up(p))?.isDirectory()) this.#dirTimes.forget(p);
     rmSync(this.#up(p), { recursive: true, force: true });
     this.#masked.add(p);
   }
@@ -306,6 +363,7 @@ export class UpperTarget implements CopyTarget {
     const h = this.#prepare(p);
     symlinkSync(target, h);
     lchownSync(h, uid, gid);
+    setTimeUs(h, mtimeUs(this.opts.epochMs));
     this.#placed(p, false);
   }
 
@@ -314,19 +372,22 @@ export class UpperTarget implements CopyTarget {
     writeFileSync(h, data, { mode: 0o600 });
     lchownSync(h, uid, gid);
     chmodSync(h, mode);
+    setTimeUs(h, mtimeUs(this.opts.epochMs));
     this.#placed(p, false);
   }
 
   copyFile(p: string, e: ContextEntry, mode: number, uid: number, gid: number): void {
     const h = this.#prepare(p);
+    const us = mtimeUs(e.mtimeMs);
     const pooled = path.join(
       this.opts.poolDir,
-      `${e.sha256.slice(7)}-${mode.toString(8)}${uid || gid ? `-${uid}-${gid}` : ""}`,
+      `${e.sha256.slice(7)}-${mode.toString(8)}${uid || gid ? `-${uid}-${gid}` : ""}-t${us}`,
     );
     if (!this.#linked.has(pooled) && linkIfPresent(pooled, h)) {
       this.#linked.add(pooled);
     } else {
       copyVerified(e, h, mode, uid, gid, this.opts.hashedAfterMs);
+      setTimeUs(h, us);
       if (!this.#linked.has(pooled)) {
         try {
           linkSync(h, pooled);
@@ -337,6 +398,24 @@ export class UpperTarget implements CopyTarget {
       }
     }
     this.#placed(p, false);
+  }
+
+  setMtime(p: string, mtimeMs: number): void {
+    const st = this.lstat(p);
+    if (!st) throw new StrataError(`internal: ${p} is not in the image`);
+    if (st.isDirectory()) {
+      this.#copyUp(p); // a lower directory takes the source's mtime too (BuildKit restores it on an existing target)
+      this.#dirTimes.set(p, mtimeMs);
+    } else if (lstatOrUndefined(this.#up(p))) setTimeUs(this.#up(p), mtimeUs(mtimeMs));
+    else throw new NeedsMountError(`changing the mtime of ${p} of a lower layer`);
+  }
+
+  finishTimes(): void {
+    const epoch = mtimeUs(this.opts.epochMs);
+    for (const p of this.#dirs) {
+      const h = this.#up(p);
+      if (lstatOrUndefined(h)?.isDirectory()) setTimeUs(h, this.#dirTimes.get(p) ?? epoch);
+    }
   }
 }
 

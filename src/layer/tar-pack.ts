@@ -1,7 +1,9 @@
 /**
  * Deterministic tar of an overlay upper directory: entries in sorted depth-first order, numeric ids with empty
- * names, mtimes clamped to an epoch (the step's SOURCE_DATE_EPOCH, else the builder's), overlay whiteouts (char 0/0) and opaque directories converted to OCI
- * whiteout entries. The same changes always give the same bytes, hence the same diffID.
+ * names, mtimes in whole seconds — clamped to an epoch (the step's SOURCE_DATE_EPOCH, else the builder's), or
+ * (`keepMtimes`, a copy's layer without a SOURCE_DATE_EPOCH, whose copier set every time) as the files have them —
+ * overlay whiteouts (char 0/0) and opaque directories converted to OCI whiteout entries. The same changes (with the
+ * same mtimes) always give the same bytes, hence the same diffID.
  */
 import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
 import path from "node:path";
@@ -12,8 +14,14 @@ export { OPAQUE_WHITEOUT, WHITEOUT_PREFIX };
 const SMALL_FILE = 256 * 1024;
 
 export interface PackOptions {
-  /** Seconds since the epoch; later mtimes are clamped to it. */
+  /** Seconds since the epoch; later mtimes are clamped to it (unless `keepMtimes`), and whiteouts get it. */
   epoch: number;
+  /**
+   * Write every entry's own mtime (whole seconds), unclamped: for a layer a copy wrote, whose copier gave each entry a
+   * deterministic time (its source's, or the epoch; `src/layer/copy-times.ts`). Default false: a RUN's or base's files
+   * carry the time they were made, so they are clamped.
+   */
+  keepMtimes?: boolean;
   /** Treat the directory as an overlay upper dir (convert whiteouts). Default true. */
   overlay?: boolean;
   /** Relative paths (no leading /) to leave out, e.g. mount stubs. */
@@ -65,7 +73,9 @@ const BATCH = 1 << 20;
  */
 async function* packChunks(root: string, opts: PackOptions): AsyncGenerator<Buffer> {
   const overlay = opts.overlay ?? true;
-  const clamp = (st: Stats) => Math.min(Math.floor(st.mtimeMs / 1000), opts.epoch);
+  const clamp = opts.keepMtimes
+    ? (st: Stats) => Math.floor(st.mtimeMs / 1000)
+    : (st: Stats) => Math.min(Math.floor(st.mtimeMs / 1000), opts.epoch);
   const seenInodes = new Map<string, string>();
   const prefix = (opts.prefix ?? "").replace(/^\/+|\/+$/g, "");
   const name = (rel: string) => (prefix ? (rel ? `${prefix}/${rel}` : prefix) : rel);

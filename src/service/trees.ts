@@ -1,18 +1,19 @@
 /**
  * Input trees: the service's local copies of a request's input directories and files, materialised from the blob
  * store so the engine can walk and copy them exactly as it would a client's files. A tree is named by the digest
- * of its entry list (paths, types, modes, owners, content digests, link targets) and kept under
+ * of its entry list (paths, types, modes, owners, content digests, link targets, mtimes) and kept under
  * `<store root>/service/trees/<hex>/` for reuse: an unchanged context costs nothing on the next build, and its
  * files keep their stat, so the engine's stat cache answers without re-reading them.
  *
  * Files are copied from content-verified blobs and given the entry's mode and owner (so the step keys the server
- * computes equal the keys a local build of the same files computes); trees are built in a temp dir, checked, and
+ * computes equal the keys a local build of the same files computes) and mtime (which a copy keeps); trees are built in a temp dir, checked, and
  * renamed into place, so a tree that exists is complete. Unused trees are evicted least-recently-used first.
  */
 import { createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { StrataError } from "../errors.js";
+import { mtimeUs, setTimeUs } from "../layer/copy-times.js";
 import type { BlobStore, WorkSpace } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import type { WireEntry } from "./wire/schema.js";
@@ -169,6 +170,7 @@ export class InputTrees {
             await fsp.chown(to, e.uid, e.gid);
             await fsp.chmod(to, e.mode);
           }
+          setTimeUs(to, mtimeUs(e.mtimeMs ?? 0)); // the client's mtime, which a copy keeps
         }
       };
       await Promise.all(Array.from({ length: Math.min(FILE_CONCURRENCY, others.length) }, worker));
@@ -176,6 +178,7 @@ export class InputTrees {
         const to = path.join(tmp, e.path);
         await fsp.chown(to, e.uid, e.gid);
         await fsp.chmod(to, e.mode);
+        setTimeUs(to, mtimeUs(e.mtimeMs ?? 0)); // after its entries were made, which changed it
       }
       await verifyTree(tmp, entries);
       try {

@@ -120,9 +120,16 @@ export class StoreLayout {
   selectFile(hash: string): string {
     return path.join(this.selectsDir, `${hash}.json`);
   }
-  /** `layer-meta/`: opaque-dir sidecars of unpacked layers. */
+  /** `layer-meta/`: sidecars of unpacked layers (opaque dirs; mtime clamps). */
   get layerMetaDir(): string {
     return path.join(this.root, "layer-meta");
+  }
+  /**
+   * `layer-meta/<hex>.clamp.json`: the epoch the tar of the layer dir `layers/<hex>` (a layer dir path) clamps mtimes
+   * to, for a layer built here whose files keep the times they were made (src/engine/layer-clamp.ts).
+   */
+  layerClampFile(layerDir: string): string {
+    return path.join(this.layerMetaDir, `${path.basename(layerDir)}.clamp.json`);
   }
   /** `files/`: the content pool COPY-only steps hard-link from. */
   get contentPoolDir(): string {

@@ -61,8 +61,8 @@ export async function pruneLayerDirs(
   return doomedDirs;
 }
 
-/** A content pool file: `<sha256 hex>-<mode octal>[-<uid>-<gid>]` (src/layer/copy-target.ts). */
-const POOL_NAME = /^[0-9a-f]{64}-[0-7]+(?:-\d+-\d+)?$/;
+/** A content pool file: `<sha256 hex>-<mode octal>[-<uid>-<gid>]-t<mtime µs>` (src/layer/copy-target.ts; older ones lack the mtime). */
+const POOL_NAME = /^[0-9a-f]{64}-[0-7]+(?:-\d+-\d+)?(?:-t\d+)?$/;
 
 /**
  * Removes content pool files (`files/`) that no unpacked layer links any more: link count 1 (the pool's own name),

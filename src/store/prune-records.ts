@@ -49,9 +49,10 @@ async function removeUnchanged(
 }
 
 /**
- * Removes opaque-dir sidecars (`layer-meta/<hex>.opaque.json`, src/layer/copy-target.ts) whose layer dir
- * `layers/<hex>/` is gone (or goes in this prune), unless written since `graceFrom`. A sidecar describes content named
- * by its diffID, so removing one is always safe: the next COPY over that layer (unpacked again) recomputes it.
+ * Removes layer sidecars (`layer-meta/<hex>.opaque.json`, src/layer/copy-target.ts; `<hex>.clamp.json`,
+ * src/engine/layer-clamp.ts) whose layer dir `layers/<hex>/` is gone (or goes in this prune), unless written since
+ * `graceFrom`. A sidecar describes content named by its diffID, so removing one is always safe: the next COPY over that
+ * layer (unpacked again) recomputes its opaque dirs, and a layer unpacked from its tar has the tar's clamped mtimes.
  */
 export async function pruneLayerMeta(
   layout: StoreLayout,
@@ -68,7 +69,7 @@ export async function pruneLayerMeta(
     report,
     log,
     async (name, st) => {
-      const m = /^([0-9a-f]{64})\.opaque\.json$/.exec(name);
+      const m = /^([0-9a-f]{64})\.(?:opaque|clamp)\.json$/.exec(name);
       if (m) return st.mtimeMs < graceFrom && (await goneAfter(path.join(layout.layersDir, m[1]!), doomedLayers));
       return staleAtomicTmp(name, st.mtimeMs) ? true : undefined;
     },

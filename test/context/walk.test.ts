@@ -85,7 +85,13 @@ describe("walkContext: listing", () => {
       assert.equal(e.size, 0);
       assert.equal(e.sha256, "");
     }
-    assert.ok(!Object.keys(file).some((k) => /time/i.test(k)), "no timestamps in entries");
+    // The one timestamp an entry has is its mtime, which a copy keeps (never keyed: see src/keys).
+    assert.deepEqual(
+      Object.keys(file).filter((k) => /time/i.test(k)),
+      ["mtimeMs"],
+    );
+    assert.equal(file.mtimeMs, fs.lstatSync(join(root, "dir", "file.txt")).mtimeMs);
+    assert.equal(byPath(entries, "dir").mtimeMs, fs.lstatSync(join(root, "dir")).mtimeMs);
   });
 
   test("modes keep permission, setuid, setgid and sticky bits", async () => {
@@ -267,7 +273,7 @@ describe("walkContext: ignore patterns", () => {
 });
 
 describe("walkContext: identity and the stat cache", () => {
-  test("touching mtimes alone changes nothing in the entries", async () => {
+  test("touching mtimes alone changes nothing in the entries but their mtimes", async () => {
     const root = tree({ "a.txt": "a", "d/b.txt": "b", "d/e/": null });
     fs.symlinkSync("a.txt", join(root, "link"));
     const cache = StatCache.inMemory();
@@ -279,9 +285,12 @@ describe("walkContext: identity and the stat cache", () => {
     fs.lutimesSync(join(root, "link"), later, later);
     const after1 = await walkContext(root);
     const after2 = await walkContext(root, { statCache: cache });
-    assert.deepEqual(after1, before1);
-    assert.deepEqual(after2, before2);
+    const untimed = (es: ContextEntry[]) => es.map(({ mtimeMs: _, ...rest }) => rest);
+    assert.deepEqual(untimed(after1), untimed(before1));
+    assert.deepEqual(untimed(after2), untimed(before2));
     assert.deepEqual(before2, before1);
+    assert.deepEqual(after2, after1);
+    for (const e of after1) assert.ok(Math.abs(e.mtimeMs - later.getTime()) < 1, e.relPath);
   });
 
   test("unchanged files are not rehashed: hits come from the cache, also after save + load", async () => {

@@ -31,6 +31,8 @@ export interface FileExpect {
   contains?: string;
   target?: string;
   absent?: boolean;
+  /** modification time, whole seconds since the Unix epoch */
+  mtime?: number;
 }
 
 export interface CaseExpect {
@@ -40,10 +42,17 @@ export interface CaseExpect {
   secrets?: Record<string, string>;
   /** add a busybox tree at context/rootfs (default true) */
   busybox?: boolean;
-  /** archives to create in the context: name → { compress, files: path → content } */
-  archives?: Record<string, { compress: "none" | "gzip" | "bzip2" | "xz"; files: Record<string, string> }>;
+  /** archives to create in the context: name → { compress, files: path → content, mtime of every entry (seconds) } */
+  archives?: Record<
+    string,
+    { compress: "none" | "gzip" | "bzip2" | "xz"; files: Record<string, string>; mtime?: number }
+  >;
+  /** mtimes (seconds) to give context paths (`context/`-relative; a symlink itself) before the build */
+  mtimes?: Record<string, number>;
   /** files served over HTTP during the build; the build gets the build arg BASE_URL */
   serve?: Record<string, string>;
+  /** the Last-Modified header (an HTTP date) of the served files; none when absent */
+  serveLastModified?: string;
   files?: Record<string, FileExpect>;
   /** exact listing of directories: path → sorted child names */
   ls?: Record<string, string[]>;
@@ -115,12 +124,17 @@ export async function prepare(c: FixtureCase): Promise<Prepared> {
       "--owner=0",
       "--group=0",
       "--numeric-owner",
+      ...(a.mtime !== undefined ? [`--mtime=@${a.mtime}`] : []),
       "-C",
       src,
       ".",
     ]);
     await fsp.rm(src, { recursive: true, force: true });
   }
+  // Whole seconds everywhere (a layer's tar holds whole seconds; buildah rounds to the nearest one where BuildKit and
+  // Strata truncate), then the case's own times. Giving an entry its time does not change its directory's.
+  await wholeSecondTimes(context);
+  for (const [rel, t] of Object.entries(c.expect.mtimes ?? {})) await fsp.lutimes(path.join(context, rel), t, t);
   const buildArgs = { ...(c.expect.buildArgs ?? {}) };
   let server: http.Server | undefined;
   if (c.expect.serve) {
@@ -137,7 +151,8 @@ export async function prepare(c: FixtureCase): Promise<Prepared> {
         res.writeHead(304).end();
         return;
       }
-      res.writeHead(200, { etag, "content-length": Buffer.byteLength(body) }).end(body);
+      const lastModified = c.expect.serveLastModified ? { "last-modified": c.expect.serveLastModified } : {};
+      res.writeHead(200, { etag, "content-length": Buffer.byteLength(body), ...lastModified }).end(body);
     });
     await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
     buildArgs.BASE_URL = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -152,6 +167,20 @@ export async function prepare(c: FixtureCase): Promise<Prepared> {
       await fsp.rm(root, { recursive: true, force: true });
     },
   };
+}
+
+/** Truncates the mtime of everything under `dir` (and `dir`) to whole seconds. */
+async function wholeSecondTimes(dir: string): Promise<void> {
+  for (const d of await fsp.readdir(dir, { withFileTypes: true })) {
+    if (d.isDirectory()) await wholeSecondTimes(path.join(dir, d.name));
+    else await wholeSecondTimes1(path.join(dir, d.name));
+  }
+  await wholeSecondTimes1(dir);
+}
+
+async function wholeSecondTimes1(p: string): Promise<void> {
+  const t = Math.floor((await fsp.lstat(p)).mtimeMs / 1000);
+  await fsp.lutimes(p, t, t);
 }
 
 /** A private store for a test file (nothing cached from earlier runs can hide a regression). */
@@ -183,6 +212,8 @@ export interface TreeEntry {
   /** UTF-8 content of small files */
   content?: string;
   target?: string;
+  /** modification time, whole seconds */
+  mtime: number;
 }
 
 export type Tree = Map<string, TreeEntry>;
@@ -196,7 +227,8 @@ export async function walkTree(dir: string): Promise<Tree> {
       const r = rel === "" ? n : `${rel}/${n}`;
       const abs = path.join(dir, r);
       const st = await fsp.lstat(abs);
-      const base = { mode: (st.mode & 0o7777).toString(8).padStart(4, "0"), uid: st.uid, gid: st.gid };
+      const mode = (st.mode & 0o7777).toString(8).padStart(4, "0");
+      const base = { mode, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) };
       if (st.isDirectory()) {
         out.set("/" + r, { type: "dir", ...base });
         await visit(r);
@@ -266,6 +298,8 @@ export function checkExpect(e: CaseExpect, tree: Tree, config: Record<string, un
       errs.push(`${p}: content ${JSON.stringify(got.content)} lacks ${JSON.stringify(want.contains)}`);
     if (want.target !== undefined && got.target !== want.target)
       errs.push(`${p}: link target ${got.target}, expected ${want.target}`);
+    if (want.mtime !== undefined && got.mtime !== want.mtime)
+      errs.push(`${p}: mtime ${got.mtime}, expected ${want.mtime}`);
   }
   for (const [dir, names] of Object.entries(e.ls ?? {})) {
     const prefix = dir === "/" ? "/" : dir + "/";
@@ -411,8 +445,13 @@ export function canonical(v: unknown): string {
   );
 }
 
-/** Differences between two trees (paths, types, modes, owners, link targets, contents). */
-export function diffTrees(ours: Tree, theirs: Tree, ignore: readonly string[] = []): string[] {
+/**
+ * Differences between two trees (paths, types, modes, owners, link targets, contents, and regular files' mtimes).
+ * An mtime is compared when buildah's predates `since` (seconds; the builds' start): a file from the context, an
+ * archive or a download, whose time both builders keep. What a RUN made has the time it was made in buildah's tree;
+ * Strata's `COPY --from` of it reads the time its layer's tar holds (the builder's epoch), so two stores agree.
+ */
+export function diffTrees(ours: Tree, theirs: Tree, ignore: readonly string[] = [], since = 0): string[] {
   const skip = (p: string) => ignore.some((i) => p === i || p.startsWith(i.endsWith("/") ? i : i + "/"));
   const out: string[] = [];
   for (const [p, t] of theirs) {
@@ -432,6 +471,8 @@ export function diffTrees(ours: Tree, theirs: Tree, ignore: readonly string[] = 
     for (const k of ["type", "mode", "uid", "gid", "target", "sha256"] as const) {
       if (o[k] !== t[k]) out.push(`${p}: ${k} strata=${JSON.stringify(o[k])} buildah=${JSON.stringify(t[k])}`);
     }
+    if (o.type === "file" && t.type === "file" && o.mtime !== t.mtime && t.mtime < since)
+      out.push(`${p}: mtime strata=${o.mtime} buildah=${t.mtime}`);
   }
   return out;
 }

@@ -20,6 +20,18 @@ import {
 } from "../../src/layer/copy-target.js";
 import { mountOverlay, unmountOverlay } from "../../src/layer/overlay.js";
 
+/** The layer epoch the targets give what they make without a source. */
+const EPOCH_MS = 1_767_225_600_000;
+/** Context mtimes (seconds), distinct per entry so a swapped or lost time shows. */
+const CTX_TIMES: Record<string, number> = {
+  sub: 1_600_000_001,
+  "sub/deep": 1_600_000_002,
+  "sub/one.txt": 1_600_000_003,
+  "sub/deep/two.sh": 1_600_000_004,
+  x: 1_800_000_005,
+  "sub/alias": 1_600_000_006,
+};
+
 const roots: string[] = [];
 after(async () => {
   for (const r of roots) await fsp.rm(r, { recursive: true, force: true });
@@ -64,25 +76,28 @@ async function makeContext(root: string): Promise<string> {
   await fsp.writeFile(path.join(ctx, "sub/deep/two.sh"), "#!/bin/sh\n", { mode: 0o755 });
   await fsp.writeFile(path.join(ctx, "x"), "context x");
   await fsp.symlink("one.txt", path.join(ctx, "sub/alias"));
+  // Deepest first: setting a child's time does not change its directory's, but creating it did.
+  for (const [rel, t] of Object.entries(CTX_TIMES).reverse()) await fsp.lutimes(path.join(ctx, rel), t, t);
   return ctx;
 }
 
 type Tree = Record<string, string>;
 
-/** Every entry under `dir`: type, mode, owner, and content or link target. */
+/** Every entry under `dir`: type, mode, owner, mtime (whole seconds), and content or link target. */
 function tree(dir: string, rel = ""): Tree {
   const out: Tree = {};
   for (const name of readdirSync(path.join(dir, rel)).sort()) {
     const r = path.join(rel, name);
     const p = path.join(dir, r);
     const st = lstatSync(p);
+    const t = `@${Math.floor(st.mtimeMs / 1000)}`;
     const meta = `${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`;
     if (st.isDirectory()) {
-      out[r + "/"] = meta;
+      out[r + "/"] = `${meta} ${t}`;
       Object.assign(out, tree(dir, r));
-    } else if (st.isSymbolicLink()) out[r] = `link ${readlinkSync(p)} ${st.uid}:${st.gid}`;
+    } else if (st.isSymbolicLink()) out[r] = `link ${readlinkSync(p)} ${st.uid}:${st.gid} ${t}`;
     else if (st.isCharacterDevice()) out[r] = `char ${st.rdev}`;
-    else out[r] = `${meta} ${readFileSync(p, "utf8")}`;
+    else out[r] = `${meta} ${t} ${readFileSync(p, "utf8")}`;
   }
   return out;
 }
@@ -94,17 +109,19 @@ async function both(fn: (t: CopyTarget, ctx: string) => Promise<void> | void): P
   const ctx = await makeContext(root);
   const dirs = await mountOverlay(path.join(root, "m"), lowers);
   try {
-    await fn(new MountedTarget(dirs.merged), ctx);
+    const mounted = new MountedTarget(dirs.merged, { upper: dirs.upper, epochMs: EPOCH_MS });
+    await fn(mounted, ctx);
+    mounted.finishTimes();
   } finally {
     await unmountOverlay(dirs);
   }
   const topFirst = [...lowers].reverse();
   const opaque = await Promise.all(topFirst.map((l) => opaqueDirsOf(l, path.join(root, "meta"))));
   const upper = path.join(root, "u");
-  await fn(
-    new UpperTarget(upper, topFirst, { poolDir: path.join(root, "pool"), hashedAfterMs: Date.now() + 60_000, opaque }),
-    ctx,
-  );
+  const pool = { poolDir: path.join(root, "pool"), hashedAfterMs: Date.now() + 60_000, epochMs: EPOCH_MS };
+  const target = new UpperTarget(upper, topFirst, { ...pool, opaque });
+  await fn(target, ctx);
+  target.finishTimes();
   return { mounted: tree(dirs.upper), upper: tree(upper) };
 }
 
@@ -130,6 +147,16 @@ describe("UpperTarget leaves what a mounted COPY leaves", () => {
     assert.deepEqual(r.upper, r.mounted);
     assert.ok(r.upper["a/sub/one.txt"]?.endsWith(" one"), "the symlinked parent resolved inside the image");
     assert.ok(!("opq/hidden" in r.upper));
+    // mtimes: copied entries keep their sources' (issue 12 item 15); what the copy made or changed has the epoch.
+    const epoch = `@${EPOCH_MS / 1000}`;
+    assert.match(r.upper["a/sub/one.txt"]!, / @1600000003 one$/);
+    assert.match(r.upper["a/sub/deep/two.sh"]!, / @1600000004 /);
+    assert.match(r.upper["a/sub/deep/"]!, / @1600000002$/);
+    assert.match(r.upper["a/sub/alias"]!, / @1600000006$/);
+    assert.match(r.upper["d/x"]!, / @1800000005 context x$/);
+    assert.ok(r.upper["a/sub/"]!.endsWith(epoch), "the destination made for the copy");
+    assert.ok(r.upper["a/"]!.endsWith(epoch), "an existing directory the copy added to");
+    assert.ok(r.upper["new/dir/inline"]!.includes(epoch), "inline content has no source time");
   });
 
   test("Dockerfile COPY: dir and file matches, --chown by name, --chmod, onto a symlink that replaces a lower dir", async () => {
@@ -173,9 +200,11 @@ describe("UpperTarget leaves what a mounted COPY leaves", () => {
     assert.deepEqual(r.upper, r.mounted);
     assert.match(
       r.upper["a/x"] ?? "",
-      /^644 1000:50 context x$/,
-      "written through the symlink /was-dir -> a, owned app:staff",
+      /^644 1000:50 @1800000005 context x$/,
+      "written through the symlink /was-dir -> a, owned app:staff, with its source's mtime",
     );
+    assert.match(r.upper["opq/sub/"]!, / @1600000001$/, "a directory copied to a new path keeps its mtime");
+    assert.match(r.upper["a/deep/"]!, / @1600000002$/);
   });
 
   test("resolveInImage stays inside the image; recreating a lower directory needs a mount", async () => {
@@ -184,6 +213,7 @@ describe("UpperTarget leaves what a mounted COPY leaves", () => {
     const t = new UpperTarget(path.join(root, "u"), [...lowers].reverse(), {
       poolDir: path.join(root, "pool"),
       hashedAfterMs: 0,
+      epochMs: EPOCH_MS,
       opaque: [new Set(), new Set()],
     });
     assert.equal(resolveInImage(t, "/link/../../etc"), "/etc");

@@ -16,6 +16,7 @@ describe("entries: the fast path and the schema agree", () => {
     { path: "a/b.txt", type: "file", mode: 0o4755, uid: 1000, gid: 0xfffffffe, size: 0, digest: DIGEST },
     { path: "a/l", type: "symlink", mode: 0o777, uid: 0, gid: 0, target: "../x" },
     { path: "é/ü n", type: "file", mode: 0, uid: 0, gid: 0, size: Number.MAX_SAFE_INTEGER, digest: DIGEST },
+    { path: "t", type: "file", mode: 0o644, uid: 0, gid: 0, size: 1, digest: DIGEST, mtimeMs: 1_600_000_000_123.456 },
   ];
   /** One change each: a field removed, set to a wrong value, or added. */
   const changes: [string, unknown][] = [
@@ -55,6 +56,15 @@ describe("entries: the fast path and the schema agree", () => {
     ["target", "x\0"],
     ["target", "t"],
     ["target", 7],
+    ["mtimeMs", undefined],
+    ["mtimeMs", 0],
+    ["mtimeMs", 0o77777777777 * 1000],
+    ["mtimeMs", 0o77777777777 * 1000 + 1],
+    ["mtimeMs", -1],
+    ["mtimeMs", Number.NaN],
+    ["mtimeMs", Number.POSITIVE_INFINITY],
+    ["mtimeMs", "1600000000000"],
+    ["mtimeMs", null],
     ["extra", 1],
     ["__proto__", 1],
   ];

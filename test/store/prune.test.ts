@@ -632,6 +632,7 @@ describe("prune: LocalStore specifics", () => {
         size: content.length,
         sha256: sha256Bytes(content),
         absPath,
+        mtimeMs: 1_700_000_000_000,
       };
     };
     const own = {
@@ -645,7 +646,7 @@ describe("prune: LocalStore specifics", () => {
       store,
       async (dir, which) => {
         // The layer dir is the upper dir of a COPY-only step over no lowers, as Executor#copyOnly makes it.
-        const target = new UpperTarget(dir, [], { poolDir: pool, hashedAfterMs: 0, opaque: [] });
+        const target = new UpperTarget(dir, [], { poolDir: pool, hashedAfterMs: 0, epochMs: 0, opaque: [] });
         target.mkdir("/app", 0o755, 0, 0);
         target.copyFile("/app/own", own[which], 0o644, 0, 0);
         target.copyFile("/app/shared", shared, 0o644, 0, 0);
@@ -659,7 +660,8 @@ describe("prune: LocalStore specifics", () => {
         );
       },
     );
-    const pooled = (e: ContextEntry) => path.join(pool, `${e.sha256.slice(7)}-644`);
+    // Pool names carry the mtime (µs) the file was copied with: hard links share one.
+    const pooled = (e: ContextEntry) => path.join(pool, `${e.sha256.slice(7)}-644-t${e.mtimeMs * 1000}`);
     for (const e of [own.l1, own.lb, shared]) assert.ok(existsSync(pooled(e)), `COPY put ${e.relPath} in the pool`);
 
     const { report } = await dryThenReal(store, cutoff);

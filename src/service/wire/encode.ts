@@ -14,6 +14,7 @@ import { debianSlimStep } from "../../plan/debian-slim.js";
 import { stepSecretValues } from "../../plan/secrets.js";
 import type { BaseSpec, Plan, SecretValues, Step, StepInput } from "../../plan/step.js";
 import { AWS_VARS } from "../../registry/ecr.js";
+import { mtimeUs } from "../../layer/copy-times.js";
 import { sortEntries } from "./entries.js";
 import { WIRE_FORMAT } from "./limits.js";
 import type { BuildRequest, WireEntry, WireInput, WireMatch, WirePlan, WireStep } from "./schema.js";
@@ -83,6 +84,9 @@ export async function compileRequest(
 
 function toWireEntry(e: ContextEntry): WireEntry {
   const w: WireEntry = { path: e.relPath, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid };
+  // The mtime a copy keeps, as the engine writes it (whole µs, within what a layer holds); 0 is the default.
+  const us = mtimeUs(e.mtimeMs);
+  if (us !== 0) w.mtimeMs = us / 1000;
   if (e.type === "file") {
     w.size = e.size;
     w.digest = e.sha256;

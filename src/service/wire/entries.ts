@@ -3,7 +3,7 @@
  * once, parents that are directories), its canonical order, and the directories a server adds to hold a selection.
  * Pure functions over plain values, used by the schema (`schema.ts`) and the server's decoder.
  */
-import { DIGEST_RE, LIMITS } from "./limits.js";
+import { DIGEST_RE, LIMITS, MAX_MTIME_MS } from "./limits.js";
 
 /** Why `s` is not a relative entry path (`/`-separated, no empty, `.` or `..` segment, not absolute); undefined if it is one. */
 export function relPathProblem(s: string): string | undefined {
@@ -16,7 +16,7 @@ export function relPathProblem(s: string): string | undefined {
   return undefined;
 }
 
-const ENTRY_FIELDS = new Set(["path", "type", "mode", "uid", "gid", "size", "digest", "target"]);
+const ENTRY_FIELDS = new Set(["path", "type", "mode", "uid", "gid", "size", "digest", "target", "mtimeMs"]);
 const isInt = (v: unknown, min: number, max: number): boolean =>
   typeof v === "number" && Number.isInteger(v) && v >= min && v <= max;
 const isPathString = (v: unknown): v is string =>
@@ -34,6 +34,8 @@ export function isValidEntry(v: unknown): boolean {
   const e = v as Record<string, unknown>;
   if (!isPathString(e.path) || relPathProblem(e.path) !== undefined) return false;
   if (!isInt(e.mode, 0, 0o7777) || !isInt(e.uid, 0, 0xfffffffe) || !isInt(e.gid, 0, 0xfffffffe)) return false;
+  if (e.mtimeMs !== undefined && !(typeof e.mtimeMs === "number" && e.mtimeMs >= 0 && e.mtimeMs <= MAX_MTIME_MS))
+    return false;
   switch (e.type) {
     case "file":
       return (

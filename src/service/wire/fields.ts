@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import { clampImagePath } from "../../plan/image-path.js";
-import { describe, DIGEST_RE, LIMITS, NAME_RE, WireError } from "./limits.js";
+import { describe, DIGEST_RE, LIMITS, MAX_MTIME_MS, NAME_RE, WireError } from "./limits.js";
 import { relPathProblem } from "./entries.js";
 
 /**
@@ -41,6 +41,11 @@ export const bool = z.boolean();
 
 /** Permission bits including setuid/setgid/sticky. */
 export const mode = int(0, 0o7777);
+/** A modification time: ms since the Unix epoch (fractions allowed), within what a layer's tar holds. */
+export const mtimeMs = z
+  .number({ error: (iss) => `expected a time in ms since the Unix epoch, got ${describe(iss.input)}` })
+  .min(0, { error: "a time before the Unix epoch (layers cannot hold one)" })
+  .max(MAX_MTIME_MS, { error: `a time after ${MAX_MTIME_MS} ms (layers cannot hold one)` });
 /** A uid or gid (not the 32-bit -1, which means "unchanged"). */
 export const ownerId = int(0, 0xfffffffe);
 

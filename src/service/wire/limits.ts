@@ -5,9 +5,13 @@
 
 /**
  * Version of the wire format: every request names it (`format`), and it is part of every build id. Format 4 sends a
- * build's secret values once (`secrets`, by name, as the plan's SecretValues) and registry bases with their login.
+ * build's secret values once (`secrets`, by name, as the plan's SecretValues) and registry bases with their login;
+ * format 5 gives walked entries their mtimes (`mtimeMs`), which copies keep.
  */
-export const WIRE_FORMAT = "strata-build/4";
+export const WIRE_FORMAT = "strata-build/5";
+
+/** The largest entry mtime (ms): the largest a ustar header holds (11 octal digits of seconds). */
+export const MAX_MTIME_MS = 0o77777777777 * 1000;
 
 /** Largest JSON body the service accepts. */
 export const MAX_JSON_BYTES = 10 * 1024 * 1024;

@@ -30,6 +30,7 @@ import {
   imagePath,
   int,
   mode,
+  mtimeMs,
   obj,
   ownerId,
   PARSE_OPTIONS,
@@ -168,6 +169,8 @@ export const EntrySchema = obj({
   digest: digest.optional(),
   /** Symlinks: the link target. */
   target: str(LIMITS.pathBytes).optional(),
+  /** Modification time, ms since the Unix epoch: what a copy gives the entry (never keyed). Default 0. */
+  mtimeMs: mtimeMs.optional(),
 }).superRefine((e, ctx) => {
   if (e.type === "file") {
     if (e.size === undefined) ctx.addIssue({ code: "custom", path: ["size"], message: "a file has a size" });
