@@ -9,16 +9,22 @@ const PROXY_KINDS = ["ALL_PROXY", "FTP_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_
 
 /**
  * The proxy variables for the build args `given`, sorted by name: a build arg names a kind in any case
- * (`http_proxy`, `HTTP_PROXY`, `Http_Proxy`; of several, the last in sorted order wins), and a kind with a non-empty
- * value is set in both spellings (`HTTP_PROXY` and `http_proxy`).
+ * (`http_proxy`, `HTTP_PROXY`, `Http_Proxy`), and a kind with a non-empty value is set in both spellings
+ * (`HTTP_PROXY` and `http_proxy`). Each spelling takes the build arg of exactly its name when there is one (so
+ * `HTTP_PROXY=a` with `http_proxy=b` keeps both, as the legacy builder did, where BuildKit picks one of them in map
+ * order; an exact one given empty leaves that spelling unset), else the last non-empty other spelling in sorted order.
  */
 export function proxyEnvFromBuildArgs(given: Readonly<Record<string, string>>): [string, string][] {
   const names = Object.keys(given).sort();
   const out: [string, string][] = [];
   for (const kind of PROXY_KINDS) {
-    let value = "";
-    for (const n of names) if (n.toUpperCase() === kind) value = given[n]!;
-    if (value !== "") out.push([kind, value], [kind.toLowerCase(), value]);
+    let any = "";
+    for (const n of names) if (n.toUpperCase() === kind && given[n] !== "") any = given[n]!;
+    if (any === "") continue;
+    for (const spelling of [kind, kind.toLowerCase()]) {
+      const value = Object.hasOwn(given, spelling) ? given[spelling]! : any;
+      if (value !== "") out.push([spelling, value]);
+    }
   }
   return out.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }

@@ -12,7 +12,7 @@ describe("proxyEnvFromBuildArgs", () => {
       ["no_proxy", "np"],
     ]);
   });
-  test("every kind, any case; of two spellings the last in sorted order wins", () => {
+  test("every kind, any case; each spelling takes its own build arg when given, else another's", () => {
     assert.deepEqual(
       proxyEnvFromBuildArgs({
         HTTPS_PROXY: "upper",
@@ -23,7 +23,7 @@ describe("proxyEnvFromBuildArgs", () => {
       [
         ["ALL_PROXY", "a"],
         ["FTP_PROXY", "f"],
-        ["HTTPS_PROXY", "lower"],
+        ["HTTPS_PROXY", "upper"],
         ["all_proxy", "a"],
         ["ftp_proxy", "f"],
         ["https_proxy", "lower"],
@@ -32,7 +32,11 @@ describe("proxyEnvFromBuildArgs", () => {
   });
   test("an empty value sets nothing; no proxy args, no variables", () => {
     assert.deepEqual(proxyEnvFromBuildArgs({ http_proxy: "" }), []);
-    assert.deepEqual(proxyEnvFromBuildArgs({ HTTP_PROXY: "x", http_proxy: "" }), []);
+    assert.deepEqual(proxyEnvFromBuildArgs({ HTTP_PROXY: "x", http_proxy: "" }), [["HTTP_PROXY", "x"]]);
+    assert.deepEqual(proxyEnvFromBuildArgs({ Http_Proxy: "m", http_proxy: "l" }), [
+      ["HTTP_PROXY", "l"],
+      ["http_proxy", "l"],
+    ]);
     assert.deepEqual(proxyEnvFromBuildArgs({ OTHER: "o" }), []);
   });
 });
