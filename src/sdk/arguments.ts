@@ -7,6 +7,7 @@ import { shellQuote } from "../plan/instructions.js";
 import { secretNames } from "../plan/secrets.js";
 import type { Step } from "../plan/step.js";
 import type { ImagePipInstallParams, ImageStepParams } from "./params.js";
+import { refuseNul, refuseNulSecretEnv } from "./nul.js";
 import { checkOptions } from "./options.js";
 import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
 
@@ -20,6 +21,7 @@ export function checkBuildArgs(
     if (typeof v !== "string")
       throw new InvalidDefinitionError(`${method}: build arg ${k} must be a string, got ${typeof v}`);
   }
+  refuseNul(method, "buildArgs", args);
   return { ...args };
 }
 
@@ -33,6 +35,7 @@ export function checkEnv(method: string, env: unknown): Record<string, string> |
     if (typeof v !== "string")
       throw new InvalidDefinitionError(`${method}: env: value of ${k} must be a string, got ${typeof v}`);
   }
+  refuseNul(method, "env", env);
   return { ...(env as Record<string, string>) };
 }
 
@@ -59,7 +62,12 @@ export function splitArgs<P extends object>(
   known: readonly string[],
 ): { items: string[]; params: P } {
   const last = args[args.length - 1];
-  if (isParams(last)) checkOptions(method, last, known);
+  if (isParams(last)) {
+    checkOptions(method, last, known);
+    // Every secret of these methods reaches its RUN as an environment variable.
+    refuseNul(method, "", last, ["secrets"]);
+    refuseNulSecretEnv(method, last.secrets as SecretLike[] | SecretLike | undefined);
+  }
   const params = snapshot((isParams(last) ? last : {}) as P);
   const rest = isParams(last) ? args.slice(0, -1) : args;
   const items: string[] = [];
@@ -68,6 +76,7 @@ export function splitArgs<P extends object>(
       throw new InvalidDefinitionError(`${method}: expected strings, got ${typeof a} (${JSON.stringify(a)})`);
     items.push(a);
   }
+  refuseNul(method, "arguments", items);
   return { items, params };
 }
 

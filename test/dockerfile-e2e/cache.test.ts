@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { gunzipSync } from "node:zlib";
 import { after, before, describe, test } from "node:test";
-import { Image, StepFailedError, type BuiltImage, type LocalStore } from "../../src/index.js";
+import { Image, InvalidDefinitionError, StepFailedError, type BuiltImage, type LocalStore } from "../../src/index.js";
 import { makeBusyboxTree, nonce } from "../support/strata.js";
 import { privateStore, strataConfig, strataTree } from "./support.js";
 
@@ -242,6 +242,19 @@ describe("Dockerfile cache behaviour", () => {
     assert.ok(err instanceof Error, "the build must fail");
     assert.match(err.message, /source=sel: there is no "sel" inside the cache/);
     assert.match(err.message, /Dockerfile:7:1/, "the failing step is named by its line");
+  });
+
+  test("a secret holding a NUL byte given as env= is a typed error naming the step; as a file it is fine", async () => {
+    const p = await project(
+      BB(nonce()) +
+        "RUN --mount=type=secret,id=S,target=/s wc -c < /s > /size\nRUN --mount=type=secret,id=S,env=S true\n",
+    );
+    const err = await build(p, { secrets: { S: "a\0b" } }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof InvalidDefinitionError, `expected InvalidDefinitionError, got ${String(err)}`);
+    assert.match(err.message, /Dockerfile:5:1 .*environment variable S holds a NUL byte.*mount that secret as a file/);
   });
 
   test("a secret mount never enters a layer, a key or a log, and its value does not bust the cache", async () => {
