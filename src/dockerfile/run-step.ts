@@ -123,11 +123,13 @@ export function runStep(
       }
     }
   });
+  const network = pi.network === "none" || pi.network === "host" ? pi.network : t.opts.network;
   const ins: Instruction = {
     op: "RUN",
     command,
     ...(mounts.length ? { mounts } : {}),
-    ...(pi.network === "none" ? { network: "none" as const } : {}),
+    // `--network=default` (or none given) is the build's network (`docker build --network`), else the builder's.
+    ...(network ? { network } : {}),
   };
   const args: [string, string][] = pi.argsInScope.map(([k, v]) => [k, v]);
   // RUN sees every ARG in scope, so all of them are keyed (Step.buildArgs → KeyInputs.buildArgs).

@@ -8,10 +8,12 @@ import { DEFAULT_PATH } from "../oci/defaults.js";
 import type { Instruction } from "../plan/instructions.js";
 import type { Step, StepLocation } from "../plan/step.js";
 import { copyStep } from "./copy-step.js";
+import { InvalidDefinitionError } from "../errors.js";
 import { DockerfileSyntaxError } from "./errors.js";
 import type { PlannedInstruction } from "./expand-instruction.js";
 import type { DockerfilePlan } from "./plan-stages.js";
 import { runStep } from "./run-step.js";
+import { suggest } from "./suggest.js";
 import type {
   DockerfileChains,
   SelectRootMaker,
@@ -45,6 +47,8 @@ function summary(original: string): string {
 /** Translates a planned Dockerfile's stages into chains of step makers (see `to-plan.ts`). */
 export class Translator implements TranslationContext {
   readonly byName = new Map<string, number>();
+  /** The stages `noCacheFilter` names. */
+  readonly noCache = new Set<number>();
   /** Secret names the translated steps mount, per stage. */
   readonly secretsUsed = new Map<number, Set<string>>();
 
@@ -57,6 +61,19 @@ export class Translator implements TranslationContext {
     plan.stages.forEach((s, i) => {
       if (s.name) this.byName.set(s.name, i);
     });
+    for (const name of opts.noCacheFilter ?? []) {
+      const i = this.byName.get(name.toLowerCase());
+      if (i === undefined) {
+        const names = [...this.byName.keys()];
+        throw new InvalidDefinitionError(
+          `no-cache filter: ${plan.file} has no stage named ${JSON.stringify(name)}${suggest(name.toLowerCase(), names)}` +
+            (names.length
+              ? ` (its named stages: ${names.join(", ")})`
+              : " (it names no stage: add AS <name> to a FROM)"),
+        );
+      }
+      this.noCache.add(i);
+    }
   }
 
   chains(): DockerfileChains {
@@ -103,10 +120,13 @@ export class Translator implements TranslationContext {
     const reads = new Set<number>();
     const steps: StageChain["steps"] = [];
     let cmdSet = false;
+    const forceBuild = this.noCache.has(i);
     for (const pi of s.instructions) {
       if (pi.kind === "CMD") cmdSet = true;
       const make = this.instruction(pi, i, reads, cmdSet);
-      if (make) steps.push({ method: METHOD, make });
+      if (!make) continue;
+      // `--no-cache-filter`: outside the key (as forceBuild always is), so the cascade is through the new image ids.
+      steps.push({ method: METHOD, make: forceBuild ? (b, sp) => ({ ...make(b, sp), forceBuild: true }) : make });
     }
     // A scratch stage starts with the default PATH and WorkingDir "/" (BuildKit's emptyImage for a Dockerfile `FROM
     // scratch`; the SDK's Image.fromScratch() stays bare); a registry base whose ONBUILD triggers run here passes none
@@ -143,6 +163,7 @@ export class Translator implements TranslationContext {
       steps,
       reads: [...reads].sort((a, b) => a - b),
       secrets: [...(this.secretsUsed.get(i) ?? [])].sort(),
+      forceBuild,
       final: { env: s.env.map(([k, v]) => [k, v]), workdir: s.workdir },
     };
   }

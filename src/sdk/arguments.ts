@@ -130,3 +130,38 @@ export function checkPackages(method: string, pkgs: string[]): void {
       );
   }
 }
+
+/**
+ * `fromDockerfile`'s `docker build` options, checked: `labels` as entries (non-empty names, string values),
+ * `noCacheFilter` as stage names, and `network` (`default` is the builder's own, so none is written into the plan).
+ */
+export function dockerfileBuildOptions(p: { labels?: unknown; noCacheFilter?: unknown; network?: unknown }): {
+  labels: [string, string][];
+  noCacheFilter: string[];
+  network?: "none" | "host";
+} {
+  const method = "fromDockerfile";
+  const labels: [string, string][] = [];
+  if (p.labels !== undefined) {
+    if (!isParams(p.labels)) throw new InvalidDefinitionError(`${method}: labels must be an object of strings`);
+    for (const [k, v] of Object.entries(p.labels)) {
+      if (k === "") throw new InvalidDefinitionError(`${method}: labels: a label needs a name`);
+      if (typeof v !== "string")
+        throw new InvalidDefinitionError(`${method}: labels: value of ${k} must be a string, got ${typeof v}`);
+      labels.push([k, v]);
+    }
+  }
+  const filter = p.noCacheFilter;
+  if (filter !== undefined && (!Array.isArray(filter) || filter.some((s) => typeof s !== "string" || s === "")))
+    throw new InvalidDefinitionError(`${method}: noCacheFilter must be an array of stage names, e.g. ["build"]`);
+  const network = p.network;
+  if (network !== undefined && network !== "default" && network !== "none" && network !== "host")
+    throw new InvalidDefinitionError(
+      `${method}: network must be "default", "none" or "host", got ${JSON.stringify(network)}`,
+    );
+  return {
+    labels,
+    noCacheFilter: [...((filter as string[] | undefined) ?? [])],
+    ...(network === "none" || network === "host" ? { network } : {}),
+  };
+}

@@ -14,7 +14,15 @@ import type { Instruction } from "../plan/instructions.js";
 import { withoutUndefined } from "../plan/plain.js";
 import type { DeferredMount, Plan, SecretValues, StepInput } from "../plan/step.js";
 import { credentialsFor } from "../registry/credentials.js";
-import { checkBuildArgs, checkEnv, isParams, requireAbsolute, snapshot, stepBase } from "./arguments.js";
+import {
+  checkBuildArgs,
+  checkEnv,
+  dockerfileBuildOptions,
+  isParams,
+  requireAbsolute,
+  snapshot,
+  stepBase,
+} from "./arguments.js";
 import {
   debianSlimBase,
   debianSlimKnown,
@@ -223,6 +231,7 @@ export class Image {
     const python = params.addPython !== undefined ? checkPythonSeries("fromDockerfile", params.addPython) : undefined;
     const contextDir =
       params.contextDir !== undefined ? localPath("fromDockerfile", params.contextDir, "context directory") : undefined;
+    const { labels, noCacheFilter, network } = dockerfileBuildOptions(params);
     const chains = dockerfileChains(dockerfile, {
       contextDir,
       buildArgs: checkBuildArgs("fromDockerfile", params.buildArgs),
@@ -233,6 +242,8 @@ export class Image {
       secretsAsEnv: params.secretsAsEnv ?? true,
       env: checkEnv("fromDockerfile", params.env),
       baseImages: params.baseImages ? structuredClone(params.baseImages) : undefined,
+      ...(noCacheFilter.length ? { noCacheFilter } : {}),
+      ...(network !== undefined ? { network } : {}),
     });
     const force = params.forceBuild ?? false;
     const memo = new Map<number, Image>();
@@ -244,7 +255,7 @@ export class Image {
           ? prefetch.length
             ? build(c.base.stage, prefetch)
             : chainOf(c.base.stage)
-          : new Image({ base: dockerfileStageBase(c, prefetch, force, planOf) });
+          : new Image({ base: dockerfileStageBase(c, prefetch, force || c.forceBuild, planOf) });
       for (const st of c.steps) img = img.#with(st.method, (b) => st.make(b, planOf));
       // What the stage's ENV and WORKDIR leave, for calls chained after it (dockerfileCommands expands against it).
       return img.#next({ known: c.final });
@@ -265,7 +276,8 @@ export class Image {
       chains.target,
       [...reads].sort((a, b) => a - b),
     ).#withSecrets(`fromDockerfile ${dockerfileIn}`, pick(params.secrets as Secret | undefined, chains.secrets));
-    return python !== undefined ? image.#addPython("fromDockerfile", python) : image;
+    const withPython = python !== undefined ? image.#addPython("fromDockerfile", python) : image;
+    return labels.length ? withPython.#labels(labels, { forceBuild: force }) : withPython;
   }
 
   // ---- chain plumbing ----------------------------------------------------------------------------------------
@@ -500,6 +512,16 @@ export class Image {
     return this.#meta("user", `user ${user}`, [{ op: "USER", user }]);
   }
 
+  /** The LABEL step of `label` (and `fromDockerfile`'s `labels`). */
+  #labels(entries: [string, string][], params: { forceBuild?: boolean } = {}): Image {
+    return this.#meta(
+      "label",
+      `label ${entries.map(([k]) => k).join(" ")}`,
+      [{ op: "LABEL", labels: entries }],
+      params,
+    );
+  }
+
   label(labels: Record<string, string>, params: ImageNoParams = {}): Image {
     checkOptions("label", params, []);
     if (!isParams(labels)) throw new InvalidDefinitionError("label: expected an object of label names to strings");
@@ -509,7 +531,7 @@ export class Image {
     refuseNul("label", "labels", labels);
     const entries = Object.entries(labels);
     if (entries.length === 0) return this;
-    return this.#meta("label", `label ${entries.map(([k]) => k).join(" ")}`, [{ op: "LABEL", labels: entries }]);
+    return this.#labels(entries);
   }
 
   // ---- planning and building ---------------------------------------------------------------------------------

@@ -129,6 +129,22 @@ export interface ImageFromDockerfileParams {
    * (`src/dockerfile/to-plan.ts`). With it, expansion sees the base's ENV and its ONBUILD triggers run after FROM.
    */
   baseImages?: Record<string, { env?: readonly string[]; workingDir?: string; onBuild?: readonly string[] }>;
+  /**
+   * Labels set on the image (`docker build --label`): applied to its config after the Dockerfile's own LABELs, as one
+   * metadata step at the end, so no other step's key changes. Default none.
+   */
+  labels?: Record<string, string>;
+  /**
+   * Stages (by name) whose steps are rebuilt, not read from the cache (`docker build --no-cache-filter`); later steps
+   * follow as usual. Default none.
+   */
+  noCacheFilter?: string[];
+  /**
+   * The network of every RUN that names none or `--network=default` (`docker build --network`): `default` (the
+   * builder's own: a network namespace with egress), `none`, or `host`, which needs the network.host entitlement (a
+   * local build grants it; a build service only if its operator passes --allow-network-host). Default `default`.
+   */
+  network?: "default" | "none" | "host";
 }
 
 export interface ImageDockerfileCommandsParams {
@@ -203,6 +219,9 @@ export const OPTIONS = {
     env: true,
     addPython: true,
     baseImages: true,
+    labels: true,
+    noCacheFilter: true,
+    network: true,
   }),
   aptInstall: optionNames<ImageAptInstallParams>(runOptions),
   pipInstall: optionNames<ImagePipInstallParams>(pipOptions),
