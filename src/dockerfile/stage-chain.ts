@@ -69,7 +69,7 @@ export interface StageChain {
   reads: number[];
   /** The secret names this stage's steps mount (sorted). */
   secrets: string[];
-  /** Whether the stage's steps (its FROM included) are rebuilt rather than read from the cache (`noCacheFilter`). */
+  /** Whether the stage's steps (and a registry FROM) are rebuilt rather than read from the cache (`noCacheFilter`). */
   forceBuild: boolean;
   /**
    * ENV and WORKDIR at the end of the stage, as far as they are known (a registry base's own ENV only when its config

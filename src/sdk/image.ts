@@ -255,7 +255,11 @@ export class Image {
           ? prefetch.length
             ? build(c.base.stage, prefetch)
             : chainOf(c.base.stage)
-          : new Image({ base: dockerfileStageBase(c, prefetch, force || c.forceBuild, planOf) });
+          : // A filtered stage's registry FROM is resolved again; a scratch FROM has nothing to rebuild (forcing it
+            // would only give the scratch base, which other stages share, a new id).
+            new Image({
+              base: dockerfileStageBase(c, prefetch, force || (c.forceBuild && c.base.kind === "registry"), planOf),
+            });
       for (const st of c.steps) img = img.#with(st.method, (b) => st.make(b, planOf));
       // What the stage's ENV and WORKDIR leave, for calls chained after it (dockerfileCommands expands against it).
       return img.#next({ known: c.final });
