@@ -27,6 +27,7 @@ const UNIT = [
   "engine/config.test.ts",
   "engine/debian-base.test.ts",
   "engine/redact.test.ts",
+  "engine/select-parents.test.ts",
   "layer/secure-join.test.ts",
   "layer/tar-header.test.ts",
   "net/fetch-rules.test.ts",

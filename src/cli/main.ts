@@ -19,13 +19,15 @@ async function requireRoot(): Promise<void> {
 const USAGE = `usage: strata <command> [options]
 
 commands:
-  build <file.ts> [--export NAME] [--force-build] [--ignore-cache] [--network sandbox|none|host] [--json]
+  build <file.ts> [--export NAME] [--force-build] [--ignore-cache] [--network default|none|host] [--json]
                                    build the Image a definition file exports
-  build -f Dockerfile [--build-arg K=V]... [--target T] [--secret id=N,src=F|env=V] [<context>] [--json]
+  build -f Dockerfile [--build-arg K=V]... [--target T] [--secret id=N,src=F|env=V] [--label K=V]...
+        [--no-cache-filter STAGE[,STAGE]]... [--network default|none|host] [<context>] [--json]
         [--build-context name=DIR|docker-image://REF|GIT-URL]...
                                    <context> may be a git URL (https://host/repo.git#ref:subdir, git://…);
                                    -f then names a file in it (default Dockerfile)
                                    build a Dockerfile, every instruction its own cached step
+                                   (--network: RUNs naming none; host needs the network.host entitlement)
   explain <file.ts> [--export NAME]
                                    show each step's key, whether it would hit, and why not
   run <image> [--network sandbox|none|host] [-e K=V] [--] [cmd...]
@@ -89,24 +91,30 @@ async function cmdBuild(argv: string[]): Promise<number> {
       secret: { type: "string", multiple: true },
       network: { type: "string" },
       "build-context": { type: "string", multiple: true },
+      label: { type: "string", multiple: true },
+      "no-cache-filter": { type: "string", multiple: true },
     },
   });
-  if (values.network !== undefined) {
-    networkFlag(values.network);
-    // The build's default network for RUN steps that name none (read by the engine, and keyed).
-    process.env.STRATA_NETWORK = values.network;
-  }
+  // The build's network for RUN steps that name none: written into the plan (keyed, and sent to a build service).
+  const network = values.network === undefined ? undefined : buildNetworkFlag(values.network);
   // A git URL as the context is a Dockerfile build (its Dockerfile, or -f, inside the repository).
   const gitContext = positionals.length === 1 && (await import("./git-context.js")).isGitContext(positionals[0]!);
   if (values.file !== undefined || gitContext)
-    return printResult(await buildDockerfile(values, positionals), values.json);
+    return printResult(await buildDockerfile(values, positionals, network), values.json);
   if (positionals.length !== 1)
     throw new UsageError("build takes exactly one definition file (or -f Dockerfile <context>)");
+  if (values.label?.length)
+    throw new UsageError("--label is for Dockerfile builds (-f); a definition sets labels with .label({ k: v })");
+  if (values["no-cache-filter"]?.length)
+    throw new UsageError(
+      "--no-cache-filter is for Dockerfile builds (-f); in a definition pass { forceBuild: true } to the steps to rebuild",
+    );
   const file = positionals[0]!;
   const flags = {
     forceBuild: values["force-build"] || undefined,
     ignoreCache: values["ignore-cache"] || undefined,
     builderVersion: values["builder-version"],
+    ...(network !== undefined && network !== "default" ? { network } : {}),
   };
   // On a build service (STRATA_SERVER, read by src/build.ts) the client opens no store; local builds never load the HTTP client.
   const { buildsRemotely } = await import("../build.js");
@@ -146,6 +154,27 @@ function printResult(
     process.stdout.write(result.imageId + "\n");
   }
   return 0;
+}
+
+/**
+ * `strata build --network`: BuildKit's `default`, `none` or `host` (`sandbox` is Strata's name of the default), or a
+ * usage error.
+ */
+function buildNetworkFlag(v: string): "default" | "none" | "host" {
+  if (v === "default" || v === "sandbox") return "default";
+  if (v === "none" || v === "host") return v;
+  throw new UsageError(`--network is default, none or host, got "${v}"`);
+}
+
+/** `--no-cache-filter a,b` (repeatable) as stage names. */
+function stageList(items: readonly string[] | undefined): string[] {
+  const out: string[] = [];
+  for (const item of items ?? [])
+    for (const name of item.split(",")) {
+      if (name.trim() === "") throw new UsageError(`--no-cache-filter expects stage names, got "${item}"`);
+      out.push(name.trim());
+    }
+  return out;
 }
 
 /** `--network`'s value as a network mode, or a usage error. */
@@ -201,8 +230,11 @@ async function buildDockerfile(
     "force-build"?: boolean;
     "ignore-cache"?: boolean;
     "builder-version"?: string;
+    label?: string[];
+    "no-cache-filter"?: string[];
   },
   positionals: string[],
+  network: "default" | "none" | "host" | undefined,
 ) {
   if (positionals.length > 1) throw new UsageError("build -f takes at most one context directory");
   const { isGitContext, checkoutGitContext } = await import("./git-context.js");
@@ -215,7 +247,7 @@ async function buildDockerfile(
       ? await checkoutGitContext(positionals[0], store)
       : undefined;
   try {
-    return await buildDockerfileIn(values, git ? git.dir : positionals[0], git !== undefined, store);
+    return await buildDockerfileIn(values, git ? git.dir : positionals[0], git !== undefined, store, network);
   } finally {
     await git?.cleanup();
   }
@@ -226,6 +258,7 @@ async function buildDockerfileIn(
   context: string | undefined,
   inGit: boolean,
   store: Store | undefined,
+  network: "default" | "none" | "host" | undefined,
 ) {
   if (inGit && values.file !== undefined && (path.isAbsolute(values.file) || values.file.split("/").includes("..")))
     throw new UsageError(`-f ${values.file}: with a git context, -f names a file inside the repository`);
@@ -242,6 +275,12 @@ async function buildDockerfileIn(
   // As buildx and buildctl do: the client's SOURCE_DATE_EPOCH becomes the build arg, unless --build-arg gives one.
   const sde = process.env.SOURCE_DATE_EPOCH;
   if (sde !== undefined && !Object.hasOwn(buildArgs, "SOURCE_DATE_EPOCH")) buildArgs.SOURCE_DATE_EPOCH = sde;
+  // As docker build: `--label k` alone is k with an empty value.
+  const labels = keyValues(
+    "label",
+    values.label?.map((l) => (l.includes("=") ? l : `${l}=`)),
+  );
+  const noCacheFilter = stageList(values["no-cache-filter"]);
   const secrets = await secretFlags(values.secret);
   const { buildContextFlags } = await import("../dockerfile/named-context.js");
   const buildContexts = buildContextFlags(values["build-context"] ?? []);
@@ -264,6 +303,9 @@ async function buildDockerfileIn(
       secretsAsEnv: false,
       baseImages,
       buildContexts,
+      ...(Object.keys(labels).length ? { labels } : {}),
+      ...(noCacheFilter.length ? { noCacheFilter } : {}),
+      ...(network ? { network } : {}),
     });
   // On a build service the client reads only the base images' configs (for expansion) and uploads the context files
   // the service lacks; locally the bases are pulled into the store (the build needs their layers anyway).
@@ -282,15 +324,17 @@ async function buildDockerfileIn(
 async function buildLocally(
   file: string,
   exportName: string | undefined,
-  flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string },
+  flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string; network?: "none" | "host" },
 ) {
   await requireRoot();
   const store = await openStore();
   const { loadDefinition } = await import("../load/definition.js");
   const image = await loadDefinition(file, store.layout.definitionsDir, exportName);
   const { build } = await import("../build.js");
-  const { builderVersion, ...options } = flags;
-  return build(image.plan(builderVersion), {
+  const { builderVersion, network, ...options } = flags;
+  const plan = image.plan(builderVersion);
+  const { planWithNetwork } = await import("../plan/network.js");
+  return build(network ? planWithNetwork(plan, network) : plan, {
     store,
     ...options,
     secrets: image.secretValues(),

@@ -22,6 +22,8 @@ export async function remoteBuildDefinition(
     forceBuild?: boolean;
     ignoreCache?: boolean;
     builderVersion?: string;
+    /** The network of RUN steps that name none (`--network`), written into the plan. Default: the service's. */
+    network?: "none" | "host";
     log?: LogSink;
   },
 ): Promise<RemoteBuiltImage> {
@@ -33,7 +35,9 @@ export async function remoteBuildDefinition(
     : remoteServerFromEnv();
   if (!remote) throw new Error("remoteBuildDefinition: no build service (give server, or set STRATA_SERVER)");
   const image = await loadDefinition(file, StoreLayout.default().definitionsDir, opts.exportName);
-  const built = await build(image.plan(opts.builderVersion), {
+  const plan = image.plan(opts.builderVersion);
+  const { planWithNetwork } = await import("../plan/network.js");
+  const built = await build(opts.network ? planWithNetwork(plan, opts.network) : plan, {
     remote,
     secrets: image.secretValues(),
     forceBuild: opts.forceBuild,

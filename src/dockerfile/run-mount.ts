@@ -127,6 +127,9 @@ export function parseMount(spec: string, index: number, expand: ((v: string) => 
         break;
       }
       case "from":
+        // BuildKit (parseMount without an expander): a stage name cannot come from a variable; a trailing `$` is literal.
+        if (expand === undefined && value.includes("$") && value.indexOf("$") !== value.length - 1)
+          throw new MountError("'from' doesn't support variable expansion, define alias stage instead");
         from = value;
         break;
       case "source":

@@ -1,10 +1,12 @@
 /**
  * A Dockerfile RUN as a step: shell or exec form, heredocs (BuildKit's three cases: a script with a shebang is
  * mounted and run, a whole-command heredoc is the command, others are appended to the shell command), mounts (bind
- * from the context, a stage or an image; cache; secret; tmpfs) and `--network`. Every ARG in scope is the RUN's build
- * args (exported to it, keyed); the proxy build args are given to it unkeyed. With `secretsAsEnv` (the SDK's
- * Dockerfile steps), every given secret is also in its environment, and `env` is added to it.
+ * from the context, a stage or an image; cache, seeded `from=` one of those; secret; tmpfs) and `--network`. Every
+ * ARG in scope is the RUN's build args (exported to it, keyed); the proxy build args are given to it unkeyed. With
+ * `secretsAsEnv` (the SDK's Dockerfile steps), every given secret is also in its environment, and `env` is added to
+ * it.
  */
+import path from "node:path";
 import type { BuilderVersion } from "../builder-version.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { Plan, StepInput } from "../plan/step.js";
@@ -57,9 +59,21 @@ export function runStep(
       case "tmpfs":
         mounts.push({ type: "tmpfs", target: m.target, ...(m.sizeBytes !== undefined ? { size: m.sizeBytes } : {}) });
         return;
-      case "cache":
-        if (m.from !== undefined || m.source !== undefined)
-          t.fail(at, "RUN --mount=type=cache with from= or source= is not supported (a cache mount starts empty)");
+      case "cache": {
+        // BuildKit: `from=` seeds a new cache with that stage's, image's or the context's `source` (default its
+        // root); without `from=`, `source=` is a path inside the cache (BuildKit joins it onto "/", so `..` stays in).
+        let seed: string | undefined;
+        let source: string | undefined;
+        if (m.from !== undefined) {
+          const name = `mount${k}`;
+          seed = name;
+          const root = t.selectRoot(m.from, self, reads, at);
+          const pattern = m.source ?? "/";
+          inputs.push((b, sp) => ({ kind: "select", name, root: root(b, sp), patterns: [pattern], location: at }));
+        } else if (m.source !== undefined) {
+          const inCache = path.posix.resolve("/", m.source).slice(1);
+          if (inCache !== "") source = inCache;
+        }
         mounts.push({
           type: "cache",
           id: m.id ?? m.target,
@@ -69,8 +83,11 @@ export function runStep(
           ...(m.mode !== undefined ? { mode: m.mode } : {}),
           ...(m.uid !== undefined ? { uid: m.uid } : {}),
           ...(m.gid !== undefined ? { gid: m.gid } : {}),
+          ...(seed !== undefined ? { seed } : {}),
+          ...(source !== undefined ? { source } : {}),
         });
         return;
+      }
       case "secret": {
         const id = m.id ?? "";
         if (!given.has(id)) {
@@ -106,12 +123,13 @@ export function runStep(
       }
     }
   });
+  const network = pi.network === "none" || pi.network === "host" ? pi.network : t.opts.network;
   const ins: Instruction = {
     op: "RUN",
     command,
     ...(mounts.length ? { mounts } : {}),
-    // `default` is the builder's default network (left unset); `host` is granted or refused by the sandbox's policy.
-    ...(pi.network === "none" || pi.network === "host" ? { network: pi.network } : {}),
+    // `--network=default` (or none given) is the build's network (`docker build --network`), else the builder's.
+    ...(network ? { network } : {}),
   };
   const args: [string, string][] = pi.argsInScope.map(([k, v]) => [k, v]);
   // RUN sees every ARG in scope, so all of them are keyed (Step.buildArgs → KeyInputs.buildArgs).

@@ -45,6 +45,16 @@ export interface DockerfileStepOptions {
    * or a git URL, by name (see `named-context.ts`). A relative directory is resolved against the current directory.
    */
   buildContexts?: Readonly<Record<string, string>>;
+  /**
+   * The network of every RUN that names none or `--network=default` (`docker build --network`): `none` or `host`
+   * (the latter only where the builder grants the network.host entitlement). Default: the builder's own.
+   */
+  network?: "none" | "host";
+  /**
+   * Stages whose steps are rebuilt, never read from the cache (`docker build --no-cache-filter`), by name; later steps
+   * follow as usual (a rebuilt step's new image id changes their keys). A name no stage has is an error.
+   */
+  noCacheFilter?: readonly string[];
 }
 
 /** Makes one step; `stagePlan` gives the plan of another stage's chain (for COPY --from / RUN --mount from=). */
@@ -67,6 +77,8 @@ export interface StageChain {
   baseExtra: [string, string][];
   /** The secret names this stage's steps mount (sorted). */
   secrets: string[];
+  /** Whether the stage's steps (and a registry FROM) are rebuilt rather than read from the cache (`noCacheFilter`). */
+  forceBuild: boolean;
   /**
    * ENV and WORKDIR at the end of the stage, as far as they are known (a registry base's own ENV only when its config
    * was given: `baseImages`), for expanding what later calls append to the image (`dockerfileCommands`)

@@ -10,12 +10,14 @@ import { parseGitRef } from "../plan/git-url.js";
 import { SOURCE_DATE_EPOCH_EXTRA } from "../plan/source-date-epoch.js";
 import type { Step, StepLocation } from "../plan/step.js";
 import { copyStep } from "./copy-step.js";
+import { InvalidDefinitionError } from "../errors.js";
 import { DockerfileSyntaxError } from "./errors.js";
 import type { PlannedInstruction } from "./expand-instruction.js";
 import type { DockerfilePlan } from "./plan-stages.js";
 import { lookupContext, type NamedContextSpec } from "./named-context.js";
 import { proxyEnvFromBuildArgs } from "./proxy-env.js";
 import { runStep } from "./run-step.js";
+import { suggest } from "./suggest.js";
 import type {
   DockerfileChains,
   SelectRootMaker,
@@ -36,6 +38,8 @@ function summary(original: string): string {
 /** Translates a planned Dockerfile's stages into chains of step makers (see `to-plan.ts`). */
 export class Translator implements TranslationContext {
   readonly byName = new Map<string, number>();
+  /** The stages `noCacheFilter` names. */
+  readonly noCache = new Set<number>();
   /** Secret names the translated steps mount, per stage. */
   readonly secretsUsed = new Map<number, Set<string>>();
 
@@ -48,6 +52,19 @@ export class Translator implements TranslationContext {
     plan.stages.forEach((s, i) => {
       if (s.name) this.byName.set(s.name, i);
     });
+    for (const name of opts.noCacheFilter ?? []) {
+      const i = this.byName.get(name.toLowerCase());
+      if (i === undefined) {
+        const names = [...this.byName.keys()];
+        throw new InvalidDefinitionError(
+          `no-cache filter: ${plan.file} has no stage named ${JSON.stringify(name)}${suggest(name.toLowerCase(), names)}` +
+            (names.length
+              ? ` (its named stages: ${names.join(", ")})`
+              : " (it names no stage: add AS <name> to a FROM)"),
+        );
+      }
+      this.noCache.add(i);
+    }
   }
 
   chains(): DockerfileChains {
@@ -96,10 +113,13 @@ export class Translator implements TranslationContext {
             ? { kind: "registry", ref: s.base.ref }
             : this.contextBase(s, s.base, steps);
     let cmdSet = false;
+    const forceBuild = this.noCache.has(i);
     for (const pi of s.instructions) {
       if (pi.kind === "CMD") cmdSet = true;
       const make = this.instruction(pi, i, reads, cmdSet);
-      if (make) steps.push({ method: METHOD, make });
+      if (!make) continue;
+      // `--no-cache-filter`: outside the key (as forceBuild always is), so the cascade is through the new image ids.
+      steps.push({ method: METHOD, make: forceBuild ? (b, sp) => ({ ...make(b, sp), forceBuild: true }) : make });
     }
     // A scratch stage starts with the default PATH and WorkingDir "/" (BuildKit's emptyImage for a Dockerfile `FROM
     // scratch`; the SDK's Image.fromScratch() stays bare); a registry base whose ONBUILD triggers run here passes none
@@ -137,6 +157,7 @@ export class Translator implements TranslationContext {
       reads: [...reads].sort((a, b) => a - b),
       baseExtra: this.epochExtra(),
       secrets: [...(this.secretsUsed.get(i) ?? [])].sort(),
+      forceBuild,
       final: { env: s.env.map(([k, v]) => [k, v]), workdir: s.workdir },
     };
   }

@@ -10,7 +10,8 @@
  *   directory it resolves to;
  * - a glob: below its resolved literal base, the entries whose segments match the glob's segments; a matched
  *   directory brings its subtree, a matched symlink its resolution (and the subtree of its target);
- * - `--parents`: the resolved pivot, and the subtree at the pattern's literal prefix below it.
+ * - `--parents`: the resolved pivot, and the subtree at the pattern's literal prefix below it (a pivot with wildcards:
+ *   every directory it matches, as a glob).
  * Every ancestor directory comes too, with the image's modes and owners. A selection that needs the whole image
  * (`COPY --from=img / …`, or a symlink to `/`) takes the normal path, a full pull, which fetches eStargz layers by
  * parallel ranges anyway.
@@ -81,6 +82,13 @@ function needsOf(sel: LazySelection): Need[] {
       const at = raw.indexOf("/./");
       const pivot = cleanSource(at >= 0 ? raw.slice(0, at) : "", loc);
       const pattern = cleanSource(at >= 0 ? raw.slice(at + 3) : raw, loc);
+      const pivotSegs = pivot === "" ? [] : pivot.split("/");
+      const pivotGlob = pivotSegs.findIndex(hasWildcard);
+      if (pivotGlob >= 0) {
+        // A glob pivot: every directory it matches, with its subtree (a superset of what the pattern picks below).
+        out.push(globNeed(pivotSegs, pivotGlob));
+        continue;
+      }
       const segs = pattern === "" ? [] : pattern.split("/");
       const first = segs.findIndex(hasWildcard);
       out.push({ kind: "literal", pivot, rest: first < 0 ? segs : segs.slice(0, first) });
@@ -93,16 +101,21 @@ function needsOf(sel: LazySelection): Need[] {
       out.push({ kind: "path", path: src });
       continue;
     }
-    let regexes: RegExp[];
-    try {
-      regexes = segs.slice(first).map(segmentMatcher);
-    } catch {
-      // A malformed glob matches nothing here; selectSources reports it against the (partial) tree.
-      regexes = [/$^/];
-    }
-    out.push({ kind: "glob", base: segs.slice(0, first).join("/"), regexes });
+    out.push(globNeed(segs, first));
   }
   return out;
+}
+
+/** The need of a path whose segment `first` is the first with a wildcard. */
+function globNeed(segs: readonly string[], first: number): Need {
+  let regexes: RegExp[];
+  try {
+    regexes = segs.slice(first).map(segmentMatcher);
+  } catch {
+    // A malformed glob matches nothing here; selectSources reports it against the (partial) tree.
+    regexes = [/$^/];
+  }
+  return { kind: "glob", base: segs.slice(0, first).join("/"), regexes };
 }
 
 /** Collects the merged entries a selection needs. */

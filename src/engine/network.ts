@@ -5,12 +5,12 @@
  * network (or none) never shares a cache entry with the sandboxed one.
  */
 import type { Instruction } from "../plan/instructions.js";
+import { withRunNetwork } from "../plan/network.js";
 import type { NetworkMode } from "../sandbox/runtime-spec.js";
 
 export { defaultNetwork } from "../sandbox/runtime-spec.js";
 
 /** The instructions with the default network written into every RUN that names none (pure). */
 export function withDefaultNetwork(instructions: readonly Instruction[], mode: NetworkMode): Instruction[] {
-  if (mode === "sandbox") return [...instructions];
-  return instructions.map((i) => (i.op === "RUN" && i.network === undefined ? { ...i, network: mode } : i));
+  return mode === "sandbox" ? [...instructions] : withRunNetwork(instructions, mode);
 }

@@ -1,7 +1,7 @@
 /** Runs one RUN instruction of a step in the sandbox: its mounts, user, environment and working directory. */
 import path from "node:path";
 import { promises as fsp } from "node:fs";
-import { StepFailedError } from "../errors.js";
+import { InvalidDefinitionError, StepFailedError } from "../errors.js";
 import { lexicalImagePath, secureJoin } from "../layer/secure-join.js";
 import type { ImageConfig } from "../oci/types.js";
 import type { Instruction } from "../plan/instructions.js";
@@ -75,6 +75,15 @@ export async function runInstruction(
     for (const [k, v] of Object.entries(step.env)) env.set(k, v);
     if (step.secretsAsEnv !== false) for (const [k, v] of Object.entries(secrets)) env.set(k, v);
     for (const [k, v] of secretEnv) env.set(k, v);
+    // Definitions refuse NUL bytes when written; a secret's value arrives only now (a file given to `--secret`).
+    for (const [k, v] of env)
+      if (v.includes("\0"))
+        throw new InvalidDefinitionError(
+          `${step.description}: environment variable ${k} holds a NUL byte, which no environment can hold` +
+            (secretEnv.has(k) || Object.hasOwn(secrets, k)
+              ? `; it is a secret's value: mount that secret as a file instead (RUN --mount=type=secret without env=)`
+              : ""),
+        );
     // Created inside the image (symlinks followed within it), never on the host.
     await fsp.mkdir(secureJoin(rootfs, cwd), { recursive: true });
     const command = typeof ins.command === "string" ? ins.command : JSON.stringify(ins.command);

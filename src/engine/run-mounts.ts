@@ -12,6 +12,8 @@ import type { Step } from "../plan/step.js";
 import type { BindMount } from "../sandbox/runtime-spec.js";
 import { makeSecretDir } from "../sandbox/secret-dir.js";
 import { DEFAULT_LIMITS } from "../sandbox/step-limits.js";
+import { secureJoin } from "../layer/secure-join.js";
+import { lstatOrUndefined } from "../util/fs.js";
 import type { BuildStore } from "../store/store.js";
 import type { ResolvedInput } from "./inputs.js";
 import { placeNode, placeUv } from "./tools.js";
@@ -58,8 +60,14 @@ export async function runMounts(req: RunMountsRequest): Promise<RunMounts> {
   let secretDir: string | undefined;
   for (const m of ins.mounts ?? []) {
     if (m.type === "cache") {
+      const seed = m.seed === undefined ? undefined : inputsByName.get(m.seed);
+      if (m.seed !== undefined && !seed)
+        throw new InvalidDefinitionError(
+          `step ${index}: RUN cache mount seed "${m.seed}" is not an input of this step`,
+        );
+      const dir = await cacheMount(store, m, cleanups, seed);
       mounts.push({
-        source: await cacheMount(store, m, cleanups),
+        source: m.source === undefined ? dir : cacheSubPath(dir, m, step.description),
         destination: target(m.target),
         readonly: m.readonly ?? false,
       });
@@ -137,20 +145,26 @@ const cacheMountsCreating = new Map<string, Promise<void>>();
 
 /**
  * The host directory of a RUN cache mount: `<store>/cache-mounts/<sha256(id)>`, created on first use with the mount's
- * mode and owner, kept between builds. `locked` takes the store's lock for it for the RUN; `private` gets a fresh
- * throwaway directory while another RUN of this process uses it.
+ * mode and owner, kept between builds. A seeded cache (`from=`) starts as a copy of the seed's files and is kept per id
+ * and seed content (`sha256([id, seed digest])`), as BuildKit keeps one cache per id and source snapshot. `locked`
+ * takes the store's lock for it for the RUN; `private` gets a fresh throwaway directory (seeded alike) while another
+ * RUN of this process uses it.
  */
 async function cacheMount(
   store: BuildStore,
   m: Extract<RunMount, { type: "cache" }>,
   cleanups: (() => Promise<void>)[],
+  seed: ResolvedInput | undefined,
 ): Promise<string> {
-  const hex = createHash("sha256").update(m.id).digest("hex");
+  const hex = createHash("sha256")
+    .update(seed ? JSON.stringify([m.id, seedDigest(seed)]) : m.id)
+    .digest("hex");
   const dir = store.layout.cacheMountDir(hex);
   const fresh = async (d: string) => {
     await fsp.mkdir(d, { recursive: true });
-    await fsp.chmod(d, m.mode ?? 0o755);
-    await fsp.chown(d, m.uid ?? 0, m.gid ?? 0);
+    const top = seed ? await plantSeed(seed, d) : undefined;
+    await fsp.chmod(d, m.mode ?? top?.mode ?? 0o755);
+    await fsp.chown(d, m.uid ?? top?.uid ?? 0, m.gid ?? top?.gid ?? 0);
   };
   if (
     !(await fsp.stat(dir).then(
@@ -185,6 +199,48 @@ async function cacheMount(
     cleanups.push(release);
   }
   return dir;
+}
+
+/** The content a seed input stands for: its entries' paths, types, modes, owners and digests (sha256 hex). */
+function seedDigest(seed: ResolvedInput): string {
+  const h = createHash("sha256");
+  for (const e of seed.entries)
+    h.update(JSON.stringify([e.relPath, e.type, e.mode, e.uid, e.gid, e.sha256, e.linkTarget ?? ""]) + "\n");
+  return h.digest("hex");
+}
+
+/**
+ * Copies a seed's files into a new cache directory `dir` (never links: a cache is written to) and returns the
+ * metadata of the directory the seed names (undefined for a root, whose directory has no entry), for the cache's own.
+ */
+async function plantSeed(
+  seed: ResolvedInput,
+  dir: string,
+): Promise<{ mode: number; uid: number; gid: number } | undefined> {
+  const matches = seed.matches ?? [];
+  const only = matches.length === 1 ? matches[0]! : undefined;
+  if (only && only.type !== "dir")
+    throw new InvalidDefinitionError(
+      `RUN --mount=type=cache,from=…: the seed ${JSON.stringify(only.rel)} is a file; a cache mount starts from a directory`,
+    );
+  await materialise(seed, dir, false);
+  const top = only && only.rel !== "" ? seed.entries.find((e) => e.relPath === only.rel) : undefined;
+  return top ? { mode: top.mode, uid: top.uid, gid: top.gid } : undefined;
+}
+
+/**
+ * The host path of a cache mount's `source=` inside its cache directory: symlinks in the cache are followed but never
+ * out of it (BuildKit refuses a source that resolves through a link outside the cache root), and it must exist.
+ */
+function cacheSubPath(dir: string, m: Extract<RunMount, { type: "cache" }>, where: string): string {
+  const p = secureJoin(dir, m.source ?? "");
+  const st = lstatOrUndefined(p);
+  if (!st || !(st.isDirectory() || st.isFile()))
+    throw new InvalidDefinitionError(
+      `${where}: RUN --mount=type=cache,id=${m.id},source=${m.source}: there is no ${JSON.stringify(m.source)} inside the cache ` +
+        "(a symlink there resolves inside the cache only); create it in an earlier RUN that mounts the same cache, or drop source=",
+    );
+  return p;
 }
 
 /**
@@ -238,9 +294,11 @@ async function materialise(r: ResolvedInput, to: string, readonly: boolean): Pro
       if (e.type === "dir") {
         await fsp.mkdir(dst, { recursive: true });
         await fsp.chmod(dst, e.mode);
+        await fsp.chown(dst, e.uid, e.gid);
       } else if (e.type === "symlink") {
         await fsp.rm(dst, { force: true });
         await fsp.symlink(e.linkTarget ?? "", dst);
+        await fsp.lchown(dst, e.uid, e.gid);
       } else {
         await fsp.rm(dst, { force: true });
         await place(e.absPath, dst, e.mode, e.uid, e.gid);

@@ -410,7 +410,10 @@ export async function selectSources(
 /**
  * `--parents`: the source's directories are kept. A `/./` in the source marks the pivot (what is kept starts below
  * it); the part after it is an include pattern (dockerignore syntax, `**` allowed) matched against paths below the
- * pivot.
+ * pivot. The pivot itself may hold wildcards (the source `/test/a/b*` followed by `/./c/**` and `/e`): as BuildKit's
+ * copy resolves its source before applying the include pattern, every directory it matches is a pivot of its own, and
+ * the entries picked below each are merged into the destination (a glob pivot matching nothing copies nothing; one
+ * matching a file or symlink to a file is skipped, as only directories have paths below them).
  */
 async function selectParents(
   view: SelectRootView,
@@ -423,44 +426,62 @@ async function selectParents(
   const pivotAt = raw.indexOf("/./");
   const pivotRaw = pivotAt >= 0 ? raw.slice(0, pivotAt) : "";
   const pattern = cleanSource(pivotAt >= 0 ? raw.slice(pivotAt + 3) : raw, opts.location);
-  const pivot = followInRoot(view.dir, cleanSource(pivotRaw, opts.location));
-  const st = lstatOrUndefined(path.join(view.dir, pivot));
-  if (!st?.isDirectory())
-    throw locError(
-      opts.location,
-      `source ${JSON.stringify(raw)}: ${JSON.stringify(pivotRaw || ".")} is not a directory in ${opts.rootName}`,
-    );
-  if (pattern === "") {
-    matches.push({ rel: pivot, real: pivot, type: "dir", keep: "" });
-    for (const e of await walkTree(view, pivot, opts.statCache, excludeFilter(exclude, pivot))) add(e);
-    return;
+  const pivotSrc = cleanSource(pivotRaw, opts.location);
+  const globPivot = pivotSrc.split("/").some(hasWildcard);
+  let pivots: string[];
+  if (globPivot) {
+    pivots = [];
+    for (const rel of resolveWildcards(view, pivotSrc, opts.location)) {
+      const real = followInRoot(view.dir, rel);
+      if (lstatOrUndefined(path.join(view.dir, real))?.isDirectory()) pivots.push(real);
+    }
+  } else {
+    const pivot = followInRoot(view.dir, pivotSrc);
+    if (!lstatOrUndefined(path.join(view.dir, pivot))?.isDirectory())
+      throw locError(
+        opts.location,
+        `source ${JSON.stringify(raw)}: ${JSON.stringify(pivotRaw || ".")} is not a directory in ${opts.rootName}`,
+      );
+    pivots = [pivot];
   }
-  let include: PatternMatcher;
-  try {
-    include = PatternMatcher.parse([pattern]);
-  } catch (e) {
-    throw locError(opts.location, `invalid source pattern ${JSON.stringify(raw)}: ${(e as Error).message}`);
-  }
-  const all = await walkTree(view, pivot, opts.statCache, excludeFilter(exclude, pivot));
-  const prefix = pivot === "" ? "" : pivot + "/";
-  const picked = all.filter((e) => include.matches(e.relPath.slice(prefix.length)));
-  if (picked.length === 0 && !pattern.split("/").some(hasWildcard)) {
-    throw locError(opts.location, `source ${JSON.stringify(raw)} not found in ${opts.rootName}`);
-  }
-  // Keep the directories leading to each picked path.
-  const keepDirs = new Set<string>();
-  for (const e of picked) {
-    let d = path.posix.dirname(e.relPath);
-    while (d !== "." && d.length >= prefix.length && d + "/" !== prefix && d !== pivot) {
-      keepDirs.add(d);
-      d = path.posix.dirname(d);
+  let include: PatternMatcher | undefined;
+  if (pattern !== "") {
+    try {
+      include = PatternMatcher.parse([pattern]);
+    } catch (e) {
+      throw locError(opts.location, `invalid source pattern ${JSON.stringify(raw)}: ${(e as Error).message}`);
     }
   }
-  const byRel = new Map(all.map((e) => [e.relPath, e]));
-  for (const d of keepDirs) {
-    const e = byRel.get(d);
-    if (e) add(e);
+  let pickedAny = false;
+  for (const pivot of pivots) {
+    const all = await walkTree(view, pivot, opts.statCache, excludeFilter(exclude, pivot));
+    matches.push({ rel: pivot, real: pivot, type: "dir", keep: "" });
+    if (!include) {
+      for (const e of all) add(e);
+      pickedAny = true;
+      continue;
+    }
+    const prefix = pivot === "" ? "" : pivot + "/";
+    const picked = all.filter((e) => include.matches(e.relPath.slice(prefix.length)));
+    if (picked.length) pickedAny = true;
+    // Keep the directories leading to each picked path.
+    const keepDirs = new Set<string>();
+    for (const e of picked) {
+      let d = path.posix.dirname(e.relPath);
+      while (d !== "." && d.length >= prefix.length && d + "/" !== prefix && d !== pivot) {
+        keepDirs.add(d);
+        d = path.posix.dirname(d);
+      }
+    }
+    const byRel = new Map(all.map((e) => [e.relPath, e]));
+    for (const d of keepDirs) {
+      const e = byRel.get(d);
+      if (e) add(e);
+    }
+    for (const e of picked) add(e);
   }
-  for (const e of picked) add(e);
-  matches.push({ rel: pivot, real: pivot, type: "dir", keep: "" });
+  // BuildKit requires the path to exist only when neither part has a wildcard.
+  if (!pickedAny && include && !globPivot && !pattern.split("/").some(hasWildcard)) {
+    throw locError(opts.location, `source ${JSON.stringify(raw)} not found in ${opts.rootName}`);
+  }
 }

@@ -9,7 +9,10 @@
  * - `bind`: a step input (`Step.inputs` by name: an inline file, or a `select` input's paths) or a builder-provided
  *   source such as `builder:node`; read-only unless `readonly` is false (writes are then discarded).
  * - `cache`: a directory kept in the store between builds, shared by every RUN that names the same `id`; its
- *   contents never enter a layer or a key.
+ *   contents never enter a layer or a key. `seed` names a step input (a `select` of a stage's, an image's or the
+ *   context's directory: `RUN --mount=type=cache,from=…,source=…`) whose files a new cache starts with; the cache is
+ *   then kept per `id` and seed content, and the seed's entries are keyed as the step's input. `source` mounts that
+ *   path inside an unseeded cache instead of its root (it must exist there).
  * - `secret`: the build's secret `id` as a file at `target` (default `/run/secrets/<id>`) or as the environment
  *   variable `env`; the value is never keyed, stored or logged.
  * - `tmpfs`: an empty in-memory filesystem.
@@ -25,6 +28,10 @@ export type RunMount =
       mode?: number;
       uid?: number;
       gid?: number;
+      /** A step input whose files a new cache starts with (`from=`, with `source=` as its path there). */
+      seed?: string;
+      /** A path inside the (unseeded) cache to mount instead of its root, relative, `..` kept inside it. */
+      source?: string;
     }
   | {
       type: "secret";
@@ -124,6 +131,8 @@ function renderMount(m: RunMount): string {
         ...(m.mode !== undefined ? [`mode=${m.mode.toString(8)}`] : []),
         ...(m.uid !== undefined ? [`uid=${m.uid}`] : []),
         ...(m.gid !== undefined ? [`gid=${m.gid}`] : []),
+        ...(m.seed !== undefined ? [`seed=${m.seed}`] : []),
+        ...(m.source !== undefined ? [`source=${m.source}`] : []),
       ].join(",");
     case "secret":
       return [

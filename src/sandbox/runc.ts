@@ -218,7 +218,8 @@ export class RuncExecutor implements Executor {
     if ((request.network ?? this.policy.defaultNetwork) === "host" && !this.policy.allowNetworkHost) {
       throw new EntitlementError(
         "this step asks for the host network, which this builder does not grant (the network.host entitlement): " +
-          'drop `network: "host"` / `RUN --network=host` (steps get their own network with internet access by default), ' +
+          'drop `network: "host"` / `RUN --network=host` / `strata build --network host` (steps get their own network ' +
+          "with internet access by default), " +
           "or ask the operator to start `strata serve --allow-network-host`",
       );
     }

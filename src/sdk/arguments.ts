@@ -7,6 +7,7 @@ import { shellQuote } from "../plan/instructions.js";
 import { secretNames } from "../plan/secrets.js";
 import type { Step } from "../plan/step.js";
 import type { ImagePipInstallParams, ImageStepParams } from "./params.js";
+import { refuseNul, refuseNulSecretEnv } from "./nul.js";
 import { checkOptions } from "./options.js";
 import { mergeSecrets, Secret, type SecretLike } from "./secret.js";
 
@@ -24,6 +25,7 @@ export function checkBuildArgs(
         `${method}: ${option === "buildArgs" ? "build arg" : `${option}:`} ${k} must be a string, got ${typeof v}`,
       );
   }
+  refuseNul(method, "buildArgs", args);
   return { ...args };
 }
 
@@ -37,6 +39,7 @@ export function checkEnv(method: string, env: unknown): Record<string, string> |
     if (typeof v !== "string")
       throw new InvalidDefinitionError(`${method}: env: value of ${k} must be a string, got ${typeof v}`);
   }
+  refuseNul(method, "env", env);
   return { ...(env as Record<string, string>) };
 }
 
@@ -63,7 +66,12 @@ export function splitArgs<P extends object>(
   known: readonly string[],
 ): { items: string[]; params: P } {
   const last = args[args.length - 1];
-  if (isParams(last)) checkOptions(method, last, known);
+  if (isParams(last)) {
+    checkOptions(method, last, known);
+    // Every secret of these methods reaches its RUN as an environment variable.
+    refuseNul(method, "", last, ["secrets"]);
+    refuseNulSecretEnv(method, last.secrets as SecretLike[] | SecretLike | undefined);
+  }
   const params = snapshot((isParams(last) ? last : {}) as P);
   const rest = isParams(last) ? args.slice(0, -1) : args;
   const items: string[] = [];
@@ -72,6 +80,7 @@ export function splitArgs<P extends object>(
       throw new InvalidDefinitionError(`${method}: expected strings, got ${typeof a} (${JSON.stringify(a)})`);
     items.push(a);
   }
+  refuseNul(method, "arguments", items);
   return { items, params };
 }
 
@@ -124,4 +133,39 @@ export function checkPackages(method: string, pkgs: string[]): void {
         `${method}: "${p}" looks like an option, not a package; pass options through extraOptions`,
       );
   }
+}
+
+/**
+ * `fromDockerfile`'s `docker build` options, checked: `labels` as entries (non-empty names, string values),
+ * `noCacheFilter` as stage names, and `network` (`default` is the builder's own, so none is written into the plan).
+ */
+export function dockerfileBuildOptions(p: { labels?: unknown; noCacheFilter?: unknown; network?: unknown }): {
+  labels: [string, string][];
+  noCacheFilter: string[];
+  network?: "none" | "host";
+} {
+  const method = "fromDockerfile";
+  const labels: [string, string][] = [];
+  if (p.labels !== undefined) {
+    if (!isParams(p.labels)) throw new InvalidDefinitionError(`${method}: labels must be an object of strings`);
+    for (const [k, v] of Object.entries(p.labels)) {
+      if (k === "") throw new InvalidDefinitionError(`${method}: labels: a label needs a name`);
+      if (typeof v !== "string")
+        throw new InvalidDefinitionError(`${method}: labels: value of ${k} must be a string, got ${typeof v}`);
+      labels.push([k, v]);
+    }
+  }
+  const filter = p.noCacheFilter;
+  if (filter !== undefined && (!Array.isArray(filter) || filter.some((s) => typeof s !== "string" || s === "")))
+    throw new InvalidDefinitionError(`${method}: noCacheFilter must be an array of stage names, e.g. ["build"]`);
+  const network = p.network;
+  if (network !== undefined && network !== "default" && network !== "none" && network !== "host")
+    throw new InvalidDefinitionError(
+      `${method}: network must be "default", "none" or "host", got ${JSON.stringify(network)}`,
+    );
+  return {
+    labels,
+    noCacheFilter: [...((filter as string[] | undefined) ?? [])],
+    ...(network === "none" || network === "host" ? { network } : {}),
+  };
 }

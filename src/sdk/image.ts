@@ -14,7 +14,16 @@ import type { Instruction } from "../plan/instructions.js";
 import { withoutUndefined } from "../plan/plain.js";
 import type { DeferredMount, Plan, SecretValues, StepInput } from "../plan/step.js";
 import { credentialsFor } from "../registry/credentials.js";
-import { checkBuildArgs, checkEnv, requireAbsolute, snapshot, splitArgs, stepBase } from "./arguments.js";
+import {
+  checkBuildArgs,
+  checkEnv,
+  dockerfileBuildOptions,
+  isParams,
+  requireAbsolute,
+  snapshot,
+  splitArgs,
+  stepBase,
+} from "./arguments.js";
 import {
   debianSlimBase,
   debianSlimKnown,
@@ -35,6 +44,7 @@ import {
   uvPipInstallStep,
 } from "./layer-steps.js";
 import { expandHome, ignorePatterns, localPath } from "./local-paths.js";
+import { refuseNul, refuseNulSecretEnv } from "./nul.js";
 import { checkOptions } from "./options.js";
 import { withSourceDateEpoch } from "./source-date-epoch.js";
 import {
@@ -133,6 +143,7 @@ export class Image {
   /** A minimal Debian with Python, built from Debian's archive with mmdebstrap (suite chosen by the builder version). */
   static debianSlim(params: ImageDebianSlimParams = {}): Image {
     checkOptions("debianSlim", params, OPTIONS.debianSlim);
+    refuseNul("debianSlim", "", params);
     if (params.pythonVersion !== undefined && typeof params.pythonVersion !== "string") {
       throw new InvalidDefinitionError(`debianSlim: pythonVersion must be a string like "3.11"`);
     }
@@ -175,7 +186,11 @@ export class Image {
     checkOptions(method, params, OPTIONS[method]);
     if (typeof ref !== "string" || ref.trim() === "")
       throw new InvalidDefinitionError(`${method}: expected an image reference such as 127.0.0.1:5000/team/base:1`);
+    refuseNul(method, "ref", ref);
+    refuseNul(method, "", params, ["secrets", "secret"]);
+    refuseNulSecretEnv(method, params.secrets);
     const registrySecret = Secret.fromObject(mergeSecrets(params.secret));
+    refuseNul(method, "secret", registrySecret.values());
     const setup = params.setupDockerfileCommands;
     if (setup !== undefined && (!Array.isArray(setup) || setup.some((l) => typeof l !== "string"))) {
       throw new InvalidDefinitionError(`${method}: setupDockerfileCommands must be an array of Dockerfile lines`);
@@ -201,6 +216,7 @@ export class Image {
   /** An image already in the store, by id (or unique prefix). */
   static fromId(imageId: string, params: ImageNoParams = {}): Image {
     checkOptions("fromId", params, []);
+    refuseNul("fromId", "imageId", imageId);
     return new Image({ base: imageIdBase(imageId) });
   }
 
@@ -213,11 +229,16 @@ export class Image {
     checkOptions("fromDockerfile", paramsIn, OPTIONS.fromDockerfile);
     if (typeof dockerfileIn !== "string" || dockerfileIn === "")
       throw new InvalidDefinitionError("fromDockerfile: expected the path of a Dockerfile");
+    refuseNul("fromDockerfile", "dockerfile", dockerfileIn);
+    refuseNul("fromDockerfile", "", paramsIn, ["secrets"]);
+    // With secretsAsEnv: false a secret reaches a RUN only as a mounted file, which may hold any bytes.
+    if (paramsIn.secretsAsEnv !== false) refuseNulSecretEnv("fromDockerfile", paramsIn.secrets);
     const dockerfile = expandHome(dockerfileIn);
     const params = snapshot(paramsIn);
     const python = params.addPython !== undefined ? checkPythonSeries("fromDockerfile", params.addPython) : undefined;
     const contextDir =
       params.contextDir !== undefined ? localPath("fromDockerfile", params.contextDir, "context directory") : undefined;
+    const { labels, noCacheFilter, network } = dockerfileBuildOptions(params);
     const chains = dockerfileChains(dockerfile, {
       contextDir,
       buildArgs: withSourceDateEpoch(checkBuildArgs("fromDockerfile", params.buildArgs), params.sourceDateEpoch),
@@ -229,6 +250,8 @@ export class Image {
       env: checkEnv("fromDockerfile", params.env),
       baseImages: params.baseImages ? structuredClone(params.baseImages) : undefined,
       buildContexts: checkBuildArgs("fromDockerfile", params.buildContexts, "buildContexts"),
+      ...(noCacheFilter.length ? { noCacheFilter } : {}),
+      ...(network !== undefined ? { network } : {}),
     });
     const force = params.forceBuild ?? false;
     const memo = new Map<number, Image>();
@@ -240,7 +263,11 @@ export class Image {
           ? prefetch.length
             ? build(c.base.stage, prefetch)
             : chainOf(c.base.stage)
-          : new Image({ base: dockerfileStageBase(c, prefetch, force, planOf) });
+          : // A filtered stage's registry FROM is resolved again; a scratch FROM has nothing to rebuild (forcing it
+            // would only give the scratch base, which other stages share, a new id).
+            new Image({
+              base: dockerfileStageBase(c, prefetch, force || (c.forceBuild && c.base.kind === "registry"), planOf),
+            });
       for (const st of c.steps) img = img.#with(st.method, (b) => st.make(b, planOf));
       // What the stage's ENV and WORKDIR leave, for calls chained after it (dockerfileCommands expands against it).
       return img.#next({ known: c.final });
@@ -261,7 +288,8 @@ export class Image {
       chains.target,
       [...reads].sort((a, b) => a - b),
     ).#withSecrets(`fromDockerfile ${dockerfileIn}`, pick(params.secrets as Secret | undefined, chains.secrets));
-    return python !== undefined ? image.#addPython("fromDockerfile", python) : image;
+    const withPython = python !== undefined ? image.#addPython("fromDockerfile", python) : image;
+    return labels.length ? withPython.#labels(labels, { forceBuild: force }) : withPython;
   }
 
   // ---- chain plumbing ----------------------------------------------------------------------------------------
@@ -376,6 +404,9 @@ export class Image {
   /** Adds a local directory's contents at `remote`: a layer with `copy: true`, else applied at run/export time. */
   addLocalDir(local: string, remote: string, paramsIn: ImageAddLocalParams = {}): Image {
     checkOptions("addLocalDir", paramsIn, OPTIONS.addLocalDir);
+    refuseNul("addLocalDir", "local", local);
+    refuseNul("addLocalDir", "remote", remote);
+    refuseNul("addLocalDir", "", paramsIn);
     return this.#addDir("addLocalDir", local, remote, snapshot(paramsIn));
   }
 
@@ -419,6 +450,8 @@ export class Image {
   /** Adds one local file at `remote` (a trailing `/` keeps the file's name). */
   addLocalFile(local: string, remote: string, paramsIn: Omit<ImageAddLocalParams, "ignore"> = {}): Image {
     checkOptions("addLocalFile", paramsIn, OPTIONS.addLocalFile);
+    refuseNul("addLocalFile", "local", local);
+    refuseNul("addLocalFile", "remote", remote);
     return this.#addFile("addLocalFile", local, remote, snapshot(paramsIn));
   }
 
@@ -454,6 +487,9 @@ export class Image {
     if (!Array.isArray(list) || list.some((l) => typeof l !== "string"))
       throw new InvalidDefinitionError(`${method}: expected Dockerfile lines (strings)`);
     if (list.length === 0) return this;
+    // A NUL in the lines themselves is a located Dockerfile error (the parser's); the options are checked here.
+    refuseNul(method, "", paramsIn, ["secrets"]);
+    refuseNulSecretEnv(method, paramsIn.secrets);
     const params = snapshot(paramsIn);
     const contextDir = localPath(method, params.contextDir ?? ".", "context directory");
     const chain = commandChain(list, {
@@ -485,6 +521,7 @@ export class Image {
       if (typeof v !== "string")
         throw new InvalidDefinitionError(`env: value of ${k} must be a string, got ${typeof v}`);
     }
+    refuseNul("env", "vars", vars);
     return this.#meta("env", `env ${entries.map(([k]) => k).join(" ")}`, [{ op: "ENV", vars: entries }], { ...params });
   }
 
@@ -495,6 +532,7 @@ export class Image {
   workdir(dir: string, params: ImageNoParams = {}): Image {
     checkOptions("workdir", params, []);
     if (typeof dir !== "string" || dir === "") throw new InvalidDefinitionError("workdir: expected a path");
+    refuseNul("workdir", "dir", dir);
     return this.#meta("workdir", `workdir ${dir}`, [{ op: "WORKDIR", path: dir }]);
   }
 
@@ -502,6 +540,7 @@ export class Image {
     checkOptions("entrypoint", params, []);
     if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string"))
       throw new InvalidDefinitionError("entrypoint: expected an array of strings");
+    refuseNul("entrypoint", "argv", argv);
     return this.#meta("entrypoint", `entrypoint ${JSON.stringify(argv)}`, [
       { op: "ENTRYPOINT", argv: [...argv], ...(this.#methods.includes("cmd") ? { keepCmd: true } : {}) },
     ]);
@@ -511,6 +550,7 @@ export class Image {
     checkOptions("cmd", params, []);
     if (!Array.isArray(argv) || argv.some((a) => typeof a !== "string"))
       throw new InvalidDefinitionError("cmd: expected an array of strings");
+    refuseNul("cmd", "argv", argv);
     return this.#meta("cmd", `cmd ${JSON.stringify(argv)}`, [{ op: "CMD", argv: [...argv] }]);
   }
 
@@ -519,6 +559,7 @@ export class Image {
     checkOptions("shell", params, []);
     if (!Array.isArray(argv) || argv.length === 0 || argv.some((a) => typeof a !== "string"))
       throw new InvalidDefinitionError("shell: expected a non-empty array of strings");
+    refuseNul("shell", "argv", argv);
     return this.#meta("shell", `shell ${JSON.stringify(argv)}`, [{ op: "SHELL", argv: [...argv] }]);
   }
 
@@ -526,14 +567,30 @@ export class Image {
   user(user: string, params: ImageNoParams = {}): Image {
     checkOptions("user", params, []);
     if (typeof user !== "string" || user === "") throw new InvalidDefinitionError("user: expected a user name or uid");
+    refuseNul("user", "user", user);
     return this.#meta("user", `user ${user}`, [{ op: "USER", user }]);
+  }
+
+  /** The LABEL step of `label` (and `fromDockerfile`'s `labels`). */
+  #labels(entries: [string, string][], params: { forceBuild?: boolean } = {}): Image {
+    return this.#meta(
+      "label",
+      `label ${entries.map(([k]) => k).join(" ")}`,
+      [{ op: "LABEL", labels: entries }],
+      params,
+    );
   }
 
   label(labels: Record<string, string>, params: ImageNoParams = {}): Image {
     checkOptions("label", params, []);
+    if (!isParams(labels)) throw new InvalidDefinitionError("label: expected an object of label names to strings");
+    for (const [k, v] of Object.entries(labels))
+      if (typeof v !== "string")
+        throw new InvalidDefinitionError(`label: value of ${k} must be a string, got ${typeof v}`);
+    refuseNul("label", "labels", labels);
     const entries = Object.entries(labels);
     if (entries.length === 0) return this;
-    return this.#meta("label", `label ${entries.map(([k]) => k).join(" ")}`, [{ op: "LABEL", labels: entries }]);
+    return this.#labels(entries);
   }
 
   // ---- planning and building ---------------------------------------------------------------------------------

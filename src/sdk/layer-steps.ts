@@ -10,6 +10,7 @@ import { checkPackages, pipFlags, snapshot, splitArgs, stepBase, stepSecrets, ti
 import type { StepFactory } from "./base-steps.js";
 import { functionModule } from "./function-module.js";
 import { localPath } from "./local-paths.js";
+import { refuseNul, refuseNulSecretEnv } from "./nul.js";
 import { checkOptions } from "./options.js";
 import {
   OPTIONS,
@@ -80,6 +81,9 @@ export function pipInstallStep(args: readonly unknown[]): LayerStep | undefined 
 /** `pipInstallFromRequirements`: the requirements file is an input, so its content is keyed. */
 export function pipInstallFromRequirementsStep(requirements: string, paramsIn: ImagePipInstallParams): LayerStep {
   checkOptions("pipInstallFromRequirements", paramsIn, OPTIONS.pipInstallFromRequirements);
+  refuseNul("pipInstallFromRequirements", "requirements", requirements);
+  refuseNul("pipInstallFromRequirements", "", paramsIn, ["secrets"]);
+  refuseNulSecretEnv("pipInstallFromRequirements", paramsIn.secrets);
   const params = snapshot(paramsIn);
   const local = localPath("pipInstallFromRequirements", requirements, "requirements file");
   const description = `pipInstallFromRequirements ${requirements}`;
@@ -176,6 +180,9 @@ export function runFunctionStep(
   paramsIn: ImageRunFunctionParams & { args?: unknown[] },
 ): LayerStep {
   checkOptions("runFunction", paramsIn, OPTIONS.runFunction);
+  // `args` travel as JSON, which escapes a NUL: only the options that reach the environment are checked.
+  refuseNul("runFunction", "", paramsIn, ["secrets", "args"]);
+  refuseNulSecretEnv("runFunction", paramsIn.secrets);
   const params = snapshot(paramsIn);
   if (typeof fn !== "function") throw new InvalidDefinitionError("runFunction: expected a function");
   const { source, module, argsJson } = functionModule(fn, params.args ?? []);

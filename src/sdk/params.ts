@@ -187,6 +187,22 @@ export interface ImageFromDockerfileParams {
    * `ARG SOURCE_DATE_EPOCH`. Keyed. Default: the build arg, else a global `ARG SOURCE_DATE_EPOCH=…`, else none.
    */
   sourceDateEpoch?: number;
+  /**
+   * Labels set on the image (`docker build --label`): applied to its config after the Dockerfile's own LABELs, as one
+   * metadata step at the end, so no other step's key changes. Default none.
+   */
+  labels?: Record<string, string>;
+  /**
+   * Stages (by name) whose steps are rebuilt, not read from the cache (`docker build --no-cache-filter`); later steps
+   * follow as usual. Default none.
+   */
+  noCacheFilter?: string[];
+  /**
+   * The network of every RUN that names none or `--network=default` (`docker build --network`): `default` (the
+   * builder's own: a network namespace with egress), `none`, or `host`, which needs the network.host entitlement (a
+   * local build grants it; a build service only if its operator passes --allow-network-host). Default `default`.
+   */
+  network?: "default" | "none" | "host";
 }
 
 export interface ImageDockerfileCommandsParams {
@@ -263,6 +279,9 @@ export const OPTIONS = {
     baseImages: true,
     buildContexts: true,
     sourceDateEpoch: true,
+    labels: true,
+    noCacheFilter: true,
+    network: true,
   }),
   aptInstall: optionNames<ImageAptInstallParams>(runOptions),
   pipInstall: optionNames<ImagePipInstallParams>(pipOptions),

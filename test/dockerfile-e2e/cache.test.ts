@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { gunzipSync } from "node:zlib";
 import { after, before, describe, test } from "node:test";
-import { Image, StepFailedError, type BuiltImage, type LocalStore } from "../../src/index.js";
+import { Image, InvalidDefinitionError, StepFailedError, type BuiltImage, type LocalStore } from "../../src/index.js";
 import { makeBusyboxTree, nonce } from "../support/strata.js";
 import { privateStore, strataConfig, strataTree } from "./support.js";
 
@@ -189,6 +189,72 @@ describe("Dockerfile cache behaviour", () => {
     assert.deepEqual(rec!.step!.inputs.files, [], "no file of the cache is a key input");
     const cacheDir = path.join(store.root, "cache-mounts");
     assert.ok((await fsp.readdir(cacheDir)).length >= 1, "the cache lives in the store");
+  });
+
+  test("RUN --mount=type=cache,from=,source= starts seeded from the stage's path; the seed is keyed, a new seed a new cache", async () => {
+    const id = `seeded-${nonce()}`;
+    const df =
+      BB(nonce()) +
+      "COPY seed.txt /seed/sub/seed.txt\n" +
+      "FROM scratch AS out\nCOPY rootfs/ /\n" +
+      `ARG X\nRUN --mount=type=cache,from=0,source=/seed/sub,target=/c,id=${id} sh -c 'cat /c/seed.txt > /seen; echo run >> /c/log; wc -l < /c/log > /count'\n`;
+    const p = await project(df, { "seed.txt": "one\n" });
+    const first = await build(p, { buildArgs: { X: "1" } });
+    assert.equal(await file(first, "/seen"), "one\n", "the cache starts with the stage's /seed/sub");
+    assert.equal((await file(first, "/count"))?.trim(), "1");
+    const second = await build(p, { buildArgs: { X: "2" } });
+    assert.equal((await file(second, "/count"))?.trim(), "2", "the same seed keeps one cache between builds");
+    const tree = await strataTree(store, second.imageId);
+    assert.ok(![...tree.keys()].some((k) => k === "/c" || k.startsWith("/c/")), "the cache mount is not in the image");
+    const runStep = second.steps.find((s) => s.description.includes("--mount=type=cache"))!;
+    const rec = await store.getImage(runStep.imageId);
+    assert.deepEqual(
+      rec!.step!.inputs.files.map((f) => f.path),
+      ["mount0/seed/sub", "mount0/seed/sub/seed.txt"],
+      "the seed's files are the step's key inputs",
+    );
+    // A new seed: the RUN is rebuilt (X=1 is cached no more) on a new cache that starts from the new content.
+    await fsp.writeFile(path.join(p.context, "seed.txt"), "two\n");
+    const third = await build(p, { buildArgs: { X: "1" } });
+    assert.notEqual(third.imageId, first.imageId);
+    assert.equal(await file(third, "/seen"), "two\n");
+    assert.equal((await file(third, "/count"))?.trim(), "1", "a new seed is a new cache");
+  });
+
+  test("RUN --mount=type=cache,source= mounts a path inside the cache; one resolving out of it through a link fails", async () => {
+    // BuildKit's testCacheMountSourceEscape: a source that is a symlink to /etc must not reach the image's /etc.
+    const id = `source-${nonce()}`;
+    const init =
+      BB(nonce()) +
+      `RUN --mount=type=cache,id=${id},target=/cache mkdir -p /cache/sel && echo benign > /cache/sel/benign.txt\n` +
+      `RUN --mount=type=cache,id=${id},source=sel,target=/v cat /v/benign.txt > /seen\n`;
+    const ok = await build(await project(init));
+    assert.equal(await file(ok, "/seen"), "benign\n", "source= names a directory inside the cache");
+    const df =
+      init +
+      `RUN --mount=type=cache,id=${id},target=/cache rm -rf /cache/sel && ln -s /etc /cache/sel\n` +
+      `RUN --mount=type=cache,id=${id},source=sel,target=/victim ls /victim > /listed\n`;
+    const p = await project(df);
+    const err = await build(p).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof Error, "the build must fail");
+    assert.match(err.message, /source=sel: there is no "sel" inside the cache/);
+    assert.match(err.message, /Dockerfile:7:1/, "the failing step is named by its line");
+  });
+
+  test("a secret holding a NUL byte given as env= is a typed error naming the step; as a file it is fine", async () => {
+    const p = await project(
+      BB(nonce()) +
+        "RUN --mount=type=secret,id=S,target=/s wc -c < /s > /size\nRUN --mount=type=secret,id=S,env=S true\n",
+    );
+    const err = await build(p, { secrets: { S: "a\0b" } }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof InvalidDefinitionError, `expected InvalidDefinitionError, got ${String(err)}`);
+    assert.match(err.message, /Dockerfile:5:1 .*environment variable S holds a NUL byte.*mount that secret as a file/);
   });
 
   test("a secret mount never enters a layer, a key or a log, and its value does not bust the cache", async () => {

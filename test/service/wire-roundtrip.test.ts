@@ -285,6 +285,8 @@ describe("wire round trip", () => {
         mode: 0o700,
         uid: 1,
         gid: 2,
+        seed: "ctx",
+        source: "sub/dir",
       },
       secret: {
         type: "secret",

@@ -59,6 +59,8 @@ export const RunMountSchema = z.discriminatedUnion("type", [
     sharing: z.enum(["shared", "private", "locked"]),
     readonly: bool.optional(),
     ...mountOwnership,
+    seed: str(256).optional(),
+    source: relPath.optional(),
   }),
   obj({
     type: z.literal("secret"),
