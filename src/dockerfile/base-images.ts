@@ -19,6 +19,8 @@ export async function resolveBaseImages(
   opts: Pick<DockerfileStepOptions, "buildArgs" | "target"> & {
     store?: Parameters<typeof import("../registry/pull.js").pullImage>[1];
     insecure?: boolean;
+    /** Where the reads may connect, and the registry mirrors to read through (default: the process's policy). */
+    fetchPolicy?: import("../registry/client.js").RegistryOptions["fetchPolicy"];
   },
 ): Promise<Record<string, BaseImageInfo>> {
   const text = readFileSync(path.resolve(dockerfile), "utf8");
@@ -33,9 +35,8 @@ export async function resolveBaseImages(
   const out: Record<string, BaseImageInfo> = {};
   for (const ref of refs) {
     const store = opts.store;
-    const image = store
-      ? (await pullImage(ref, store, { insecure: opts.insecure })).config
-      : (await openLazyImage(ref, { insecure: opts.insecure })).config;
+    const registry = { insecure: opts.insecure, ...(opts.fetchPolicy ? { fetchPolicy: opts.fetchPolicy } : {}) };
+    const image = store ? (await pullImage(ref, store, registry)).config : (await openLazyImage(ref, registry)).config;
     const c = image.config as { Env?: string[]; WorkingDir?: string; OnBuild?: string[] | null };
     out[ref] = {
       ...(c.Env ? { env: c.Env } : {}),

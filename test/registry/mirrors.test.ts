@@ -14,6 +14,7 @@ import { DigestMismatchError } from "../../src/errors.js";
 import { FetchPolicy } from "../../src/net/fetch-policy.js";
 import { permissiveConfig } from "../../src/net/fetch-rules.js";
 import { parseRegistryConfig } from "../../src/net/registry-config.js";
+import { loadRegistryConfig } from "../../src/net/registry-config-file.js";
 import { openLazyImage } from "../../src/registry/estargz/lazy.js";
 import { RegistryHostsError } from "../../src/registry/errors.js";
 import { pullImage, resolveImage } from "../../src/registry/pull.js";
@@ -21,6 +22,7 @@ import { LocalStore } from "../../src/store/local.js";
 import { sha256Bytes, type Digest } from "../../src/util/digest.js";
 import { startCountingProxy, type CountingProxy } from "../support/counting-proxy.js";
 import { createTestLayout, startRegistry, type TestLayout, type TestRegistry } from "../support/registry.js";
+import { issueServerCert, makeTestCa, type TestCa } from "../support/tls.js";
 
 const ACCEPT =
   "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -31,6 +33,8 @@ let layout: TestLayout;
 let counting: CountingProxy;
 let liar: { host: string; close(): Promise<void> };
 let closedPort: string;
+let tlsMirror: TestRegistry;
+let ca: TestCa;
 const dirs: string[] = [];
 
 async function manifestDigest(
@@ -93,7 +97,11 @@ async function startLyingMirror(
 }
 
 before(async () => {
-  [mirror, origin] = await Promise.all([startRegistry(), startRegistry()]);
+  const caDir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-mirrors-ca-"));
+  dirs.push(caDir);
+  ca = await makeTestCa(caDir);
+  const cert = await issueServerCert(ca, "registry");
+  [mirror, origin, tlsMirror] = await Promise.all([startRegistry(), startRegistry(), startRegistry({ tls: cert })]);
   layout = await createTestLayout();
   await layout.build("one", { layers: [{ "one.txt": "one\n" }] });
   await layout.build("two", { layers: [{ "two.txt": "two\n" }] });
@@ -104,6 +112,7 @@ before(async () => {
     layout.push("two", `${mirror.host}/test/only-mirror:1`),
     layout.push("two", `${origin.host}/test/only-origin:1`),
     layout.push("one", `${mirror.host}/library/debian:bookworm-slim`),
+    layout.push("two", `${tlsMirror.host}/test/tls-only:1`),
   ]);
   counting = await startCountingProxy(mirror.host);
   liar = await startLyingMirror(mirror, (await manifestDigest(mirror, "test/only-mirror", "1")).bytes);
@@ -115,7 +124,14 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.all([mirror?.stop(), origin?.stop(), layout?.cleanup(), counting?.close(), liar?.close()]);
+  await Promise.all([
+    mirror?.stop(),
+    origin?.stop(),
+    tlsMirror?.stop(),
+    layout?.cleanup(),
+    counting?.close(),
+    liar?.close(),
+  ]);
   for (const d of dirs) await fsp.rm(d, { recursive: true, force: true });
 });
 
@@ -227,6 +243,32 @@ describe("registry mirrors", () => {
     assert.equal(lazy.manifestDigest, want);
     const store = await newStore();
     assert.equal((await pullImage("debian:bookworm-slim", store, { fetchPolicy: p })).manifestDigest, want);
+  });
+
+  test("an HTTPS mirror with a private CA: trusted with `ca`, refused without, accepted with `insecure`", async () => {
+    const file = path.join(ca.dir, "registries.toml");
+    const tls = (settings: string) =>
+      `${section([tlsMirror.host])}[registry."${tlsMirror.host}"]\nhttp = false\n${settings}`;
+    const fromFile = async (toml: string): Promise<FetchPolicy> => {
+      await fsp.writeFile(file, toml);
+      return new FetchPolicy(permissiveConfig(), { registryConfig: loadRegistryConfig(file) });
+    };
+    const want = (await manifestDigest(mirror, "test/only-mirror", "1")).digest;
+    const ref = `${origin.host}/test/tls-only:1`;
+    const trusted = await fromFile(tls(`ca = [${JSON.stringify(ca.caFile)}]\n`));
+    assert.equal((await resolveImage(ref, { fetchPolicy: trusted })).manifestDigest, want);
+    const untrusted = await fromFile(tls(""));
+    await assert.rejects(resolveImage(ref, { fetchPolicy: untrusted }), (e: unknown) => {
+      assert.ok(e instanceof RegistryHostsError, String(e));
+      assert.match(
+        e.message,
+        /1\. mirror 127\.0\.0\.1:\d+: could not reach https:\/\/127\.0\.0\.1:\d+\/v2\/test\/tls-only\/manifests\/1 \((UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED|UNABLE_TO_GET_ISSUER_CERT)/,
+      );
+      return true;
+    });
+    const insecure = await fromFile(tls("insecure = true\n"));
+    assert.equal((await resolveImage(ref, { fetchPolicy: insecure })).manifestDigest, want);
+    await Promise.all([trusted.close(), untrusted.close(), insecure.close()]);
   });
 
   test("the same image through a mirror or from the registry has the same step key and image id", async () => {
