@@ -271,6 +271,23 @@ describe("registry mirrors", () => {
     await Promise.all([trusted.close(), untrusted.close(), insecure.close()]);
   });
 
+  test("COPY --from=<image> reads the image through the mirror", async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-mirrors-df-"));
+    dirs.push(dir);
+    await fsp.writeFile(
+      path.join(dir, "Dockerfile"),
+      `FROM scratch\nCOPY --from=${origin.host}/test/only-mirror:1 /two.txt /copied\n`,
+    );
+    const store = await newStore();
+    const built = await Image.fromDockerfile(path.join(dir, "Dockerfile"), { contextDir: dir }).build({
+      store,
+      fetchPolicy: policy(section([mirror.host])),
+      log: () => undefined,
+    });
+    const record = await store.getImage(built.imageId);
+    assert.equal(record?.layers.length, 1, "one layer: the copied file");
+  });
+
   test("the same image through a mirror or from the registry has the same step key and image id", async () => {
     const ref = `${origin.host}/test/img:1`;
     const viaOrigin = await Image.fromRegistry(ref).build({
