@@ -209,7 +209,11 @@ export class FetchPolicy {
     const fallback = this.#connector!;
     if (protocol !== "https:" || this.registryConfig.registries.size === 0) return fallback;
     const bracketed = isIP(host) === 6 ? `[${host}]` : host;
-    const name = [`${bracketed}:${port}`, bracketed].find((n) => this.registryConfig.registries.has(n));
+    // Docker Hub's API host takes the settings of its `docker.io` section, as in BuildKit.
+    const names = bracketed === "registry-1.docker.io" ? [`${bracketed}:${port}`, bracketed, "docker.io"] : [];
+    const name = (names.length ? names : [`${bracketed}:${port}`, bracketed]).find((n) =>
+      this.registryConfig.registries.has(n),
+    );
     if (name === undefined) return fallback;
     const settings = this.registryConfig.registries.get(name)!;
     const pems = this.registryConfig.caPems?.get(name) ?? [];
