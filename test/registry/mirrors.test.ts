@@ -108,7 +108,7 @@ before(async () => {
   await Promise.all([
     layout.push("one", `${origin.host}/test/img:1`),
     layout.push("one", `${mirror.host}/test/img:1`),
-    layout.push("one", `${mirror.host}/prefix/test/img:1`),
+    layout.push("two", `${mirror.host}/prefix/test/only-prefixed:1`),
     layout.push("two", `${mirror.host}/test/only-mirror:1`),
     layout.push("two", `${origin.host}/test/only-origin:1`),
     layout.push("one", `${mirror.host}/library/debian:bookworm-slim`),
@@ -175,10 +175,15 @@ describe("registry mirrors", () => {
   });
 
   test("a mirror with a path is asked below /v2/<path>/", async () => {
-    const r = await resolveImage(`${origin.host}/test/img:1`, {
+    // Only the mirror has it, and only below the prefix.
+    const r = await resolveImage(`${origin.host}/test/only-prefixed:1`, {
       fetchPolicy: policy(section([`${mirror.host}/prefix`])),
     });
-    assert.equal(r.manifestDigest, (await manifestDigest(mirror, "prefix/test/img", "1")).digest);
+    assert.equal(r.manifestDigest, (await manifestDigest(mirror, "prefix/test/only-prefixed", "1")).digest);
+    await assert.rejects(
+      resolveImage(`${origin.host}/test/only-prefixed:1`, { fetchPolicy: policy(section([mirror.host])) }),
+      RegistryHostsError,
+    );
   });
 
   test("when every host fails, the error lists each host, in order, with why", async () => {
