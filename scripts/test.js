@@ -32,6 +32,7 @@ const UNIT = [
   "layer/tar-header.test.ts",
   "net/fetch-rules.test.ts",
   "net/ip-address.test.ts",
+  "net/registry-config.test.ts",
   "registry/estargz-lazy-tree.test.ts",
   "registry/estargz.test.ts",
   "registry/reference.test.ts",

@@ -323,6 +323,24 @@ export class FetchPolicyConfigError extends StrataError {
 }
 
 /**
+ * A registry configuration (`--registry-config`, `STRATA_REGISTRY_CONFIG`: mirrors, plain HTTP, TLS per registry) is
+ * malformed: `file` is the file, `key` the TOML key (`registry."docker.io".mirrors[1]`) when one is at fault.
+ */
+export class RegistryConfigError extends StrataError {
+  override readonly code = "REGISTRY_CONFIG";
+  override readonly fault = "user";
+  constructor(
+    message: string,
+    readonly file: string,
+    readonly key?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "RegistryConfigError";
+  }
+}
+
+/**
  * A tenant is at one of its quotas on a build service (builds, upload bytes, store bytes): the request is refused with
  * 429 and a `Retry-After` of `retryAfterSeconds`; other tenants are not affected.
  */

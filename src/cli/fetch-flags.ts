@@ -4,6 +4,7 @@
  */
 import { FetchPolicy } from "../net/fetch-policy.js";
 import { serviceConfigFrom } from "../net/fetch-rules.js";
+import { loadRegistryConfig } from "../net/registry-config-file.js";
 
 export const FETCH_FLAGS = {
   /** Allow fetches from a host or range the policy refuses (host[:port], address[:port], CIDR). Also STRATA_ALLOW_FETCH. */
@@ -16,6 +17,11 @@ export const FETCH_FLAGS = {
   "fetch-timeout": { type: "string" },
   /** Longest wait for a response's headers or its next bytes (default 60s, or STRATA_FETCH_IDLE_TIMEOUT). */
   "fetch-idle-timeout": { type: "string" },
+  /**
+   * The operator's registry config (TOML, buildkitd.toml's `[registry."<host>"]`: mirrors, http, insecure, ca). Also
+   * STRATA_REGISTRY_CONFIG. Clients cannot set mirrors for the service.
+   */
+  "registry-config": { type: "string" },
 } as const;
 
 /** The operator's fetch policy from the flags and the environment; throws a FetchPolicyConfigError on a bad value. */
@@ -26,9 +32,11 @@ export function fetchPolicyOf(
     "fetch-max-bytes"?: string;
     "fetch-timeout"?: string;
     "fetch-idle-timeout"?: string;
+    "registry-config"?: string;
   },
   env: NodeJS.ProcessEnv = process.env,
 ): FetchPolicy {
+  const registryFile = values["registry-config"] ?? env["STRATA_REGISTRY_CONFIG"]?.trim();
   return new FetchPolicy(
     serviceConfigFrom(
       {
@@ -40,6 +48,7 @@ export function fetchPolicyOf(
       },
       env,
     ),
+    registryFile ? { registryConfig: loadRegistryConfig(registryFile) } : {},
   );
 }
 
@@ -48,5 +57,11 @@ export function describeFetchPolicy(policy: FetchPolicy): string {
   const c = policy.config;
   const allow = c.allow.length ? c.allow.map((r) => r.text).join(", ") : "none";
   const insecure = c.insecureRegistries.length ? c.insecureRegistries.join(", ") : "none";
-  return `fetch policy: public addresses only; allowed besides: ${allow}; plain-HTTP registries: ${insecure}`;
+  const mirrors = [...policy.registryConfig.registries]
+    .filter(([, s]) => s.mirrors.length > 0)
+    .map(([host, s]) => `${host} → ${s.mirrors.map((m) => m.text).join(", ")}`);
+  const registries = policy.registryConfig.file
+    ? `; registry config ${policy.registryConfig.file} (mirrors: ${mirrors.length ? mirrors.join("; ") : "none"})`
+    : "";
+  return `fetch policy: public addresses only; allowed besides: ${allow}; plain-HTTP registries: ${insecure}${registries}`;
 }

@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import path from "node:path";
 import type { Store } from "../store/store.js";
 import { ClosedStdout } from "./closed-stdout.js";
+import { loadRegistryConfig } from "../net/registry-config-file.js";
 
 /** Set by {@link main}: what happens when stdout's reader goes (`strata images | head`). */
 let stdoutWatch: ClosedStdout | undefined;
@@ -26,6 +27,7 @@ commands:
         [--build-context name=DIR|docker-image://REF|GIT-URL]...
                                    <context> may be a git URL (https://host/repo.git#ref:subdir, git://…);
                                    -f then names a file in it (default Dockerfile)
+        (build takes --registry-config FILE: registry mirrors, http, insecure, ca; see STRATA_REGISTRY_CONFIG)
                                    build a Dockerfile, every instruction its own cached step
                                    (--network: RUNs naming none; host needs the network.host entitlement)
   explain <file.ts> [--export NAME]
@@ -36,13 +38,13 @@ commands:
                                    write an OCI image layout or a docker-archive tarball
   inspect <image>                  config, layers and the chain of steps with keys (JSON)
   images [--json]                  list built images
-  pull <ref>                       fetch an image from a registry into the store
+  pull <ref> [--registry-config F] fetch an image from a registry into the store
   push <image> <ref> [--format oci|docker]
                                    upload an image to a registry
   serve [--port 8080] [--host 127.0.0.1] [--tenants FILE] [--max-builds N] [--verbose] [--allow-network-host]
         [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis] [--allow-fetch host[:port]|CIDR]...
         [--insecure-registry host:port]... [--fetch-max-bytes 2GiB] [--fetch-timeout 1h]
-        [--fetch-idle-timeout 60s]
+        [--fetch-idle-timeout 60s] [--registry-config FILE]
                                    run the build service (clients set STRATA_SERVER=http://host:port);
                                    builds fetch from public addresses only unless --allow-fetch says more;
                                    --tenants: JSON [{"tenant", "token"|"tokenSha256"}], reloaded on SIGHUP
@@ -59,6 +61,8 @@ environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILD
   STRATA_S3_BUCKET / STRATA_S3_ENDPOINT / STRATA_S3_PREFIX (store layers and the index in S3),
   REGISTRY_USERNAME / REGISTRY_PASSWORD or DOCKER_CONFIG (registry login for pull and push),
   STRATA_INSECURE_REGISTRIES (plain-HTTP registries besides loopback),
+  STRATA_REGISTRY_CONFIG (TOML as buildkitd.toml's [registry."docker.io"] mirrors = [...], http, insecure, ca:
+  pulls try the mirrors in order, then the registry; for serve and worker it is the operator's),
   STRATA_FETCH_POLICY=restricted / STRATA_ALLOW_FETCH (local builds: fetch as the service does; default open),
   STRATA_SERVER / STRATA_TOKEN (build on a strata service; the token also protects \`strata serve\`),
   STRATA_REDIS_URL / STRATA_REDIS_PREFIX (serve: queue builds for \`strata worker\` processes; Redis must
@@ -93,8 +97,10 @@ async function cmdBuild(argv: string[]): Promise<number> {
       "build-context": { type: "string", multiple: true },
       label: { type: "string", multiple: true },
       "no-cache-filter": { type: "string", multiple: true },
+      "registry-config": { type: "string" },
     },
   });
+  registryConfigFlag(values["registry-config"]);
   // The build's network for RUN steps that name none: written into the plan (keyed, and sent to a build service).
   const network = values.network === undefined ? undefined : buildNetworkFlag(values.network);
   // A git URL as the context is a Dockerfile build (its Dockerfile, or -f, inside the repository).
@@ -175,6 +181,16 @@ function stageList(items: readonly string[] | undefined): string[] {
       out.push(name.trim());
     }
   return out;
+}
+
+/**
+ * `--registry-config FILE` (mirrors, plain HTTP, TLS per registry): checked now, so a bad file fails before any work,
+ * and passed on as STRATA_REGISTRY_CONFIG, which every fetch policy of this process reads.
+ */
+function registryConfigFlag(file: string | undefined): void {
+  if (file === undefined) return;
+  loadRegistryConfig(file);
+  process.env.STRATA_REGISTRY_CONFIG = path.resolve(file);
 }
 
 /** `--network`'s value as a network mode, or a usage error. */
@@ -475,7 +491,12 @@ async function cmdImages(argv: string[]): Promise<number> {
 }
 
 async function cmdPull(argv: string[]): Promise<number> {
-  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { "registry-config": { type: "string" } },
+  });
+  registryConfigFlag(values["registry-config"]);
   if (positionals.length !== 1) throw new UsageError("pull needs one image reference");
   await requireRoot();
   const { Image } = await import("../sdk/image.js");

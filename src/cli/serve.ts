@@ -1,7 +1,8 @@
 /**
  * `strata serve [--port 8080] [--host 127.0.0.1] [--tenants FILE] [--max-builds N] [--verbose] [--allow-network-host]
  * [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis] [--allow-fetch host[:port]|CIDR]…
- * [--insecure-registry host:port]… [--fetch-max-bytes 2GiB] [--fetch-timeout 1h] [--fetch-idle-timeout 60s]`: runs
+ * [--insecure-registry host:port]… [--fetch-max-bytes 2GiB] [--fetch-timeout 1h] [--fetch-idle-timeout 60s]
+ * [--registry-config FILE]`: runs
  * the build service on the store the environment names (S3 with STRATA_S3_BUCKET, else STRATA_HOME), until SIGTERM
  * or SIGINT. With `--tenants`, every request needs the bearer token of a tenant in FILE (SIGHUP reloads it; a bad
  * file keeps the old tenants); with STRATA_TOKEN instead, that token (one tenant). Prints the listening URL on stdout.

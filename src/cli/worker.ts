@@ -1,7 +1,8 @@
 /**
  * `strata worker [--concurrency N] [--grace 30s] [--job-lock 30s] [--stalled-interval 15s] [--step-lock 30s]
  * [--service URL]… [--insecure-redis] [--allow-network-host] [--step-timeout 1h] [--max-step-timeout 4h]
- * [--allow-fetch …] [--insecure-registry …] [--fetch-max-bytes …] [--fetch-timeout …] [--fetch-idle-timeout …]` (the
+ * [--allow-fetch …] [--insecure-registry …] [--fetch-max-bytes …] [--fetch-timeout …] [--fetch-idle-timeout …]
+ * [--registry-config FILE]` (the
  * sandbox and fetch flags as `strata serve`'s):
  * takes builds from the queue that `strata serve` fills when STRATA_REDIS_URL is set, and runs them on the store
  * the environment names (STRATA_S3_BUCKET …, shared with the server and the other workers; else STRATA_HOME, for

@@ -19,6 +19,8 @@ export async function resolveBaseImages(
   opts: Pick<DockerfileStepOptions, "buildArgs" | "target" | "buildContexts"> & {
     store?: Parameters<typeof import("../registry/pull.js").pullImage>[1];
     insecure?: boolean;
+    /** Where the reads may connect, and the registry mirrors to read through (default: the process's policy). */
+    fetchPolicy?: import("../registry/client.js").RegistryOptions["fetchPolicy"];
   },
 ): Promise<Record<string, BaseImageInfo>> {
   const text = readFileSync(path.resolve(dockerfile), "utf8");
@@ -47,9 +49,10 @@ export async function resolveBaseImages(
     if (refs.size === 0) return out;
     for (const ref of refs) {
       const store = opts.store;
+      const registry = { insecure: opts.insecure, ...(opts.fetchPolicy ? { fetchPolicy: opts.fetchPolicy } : {}) };
       const image = store
-        ? (await pullImage(ref, store, { insecure: opts.insecure })).config
-        : (await openLazyImage(ref, { insecure: opts.insecure })).config;
+        ? (await pullImage(ref, store, registry)).config
+        : (await openLazyImage(ref, registry)).config;
       const c = image.config as { Env?: string[]; WorkingDir?: string; OnBuild?: string[] | null };
       out[ref] = {
         ...(c.Env ? { env: c.Env } : {}),

@@ -41,7 +41,8 @@ import {
   type HttpMethod,
 } from "./http.js";
 import { RegistryAuthError, RegistryError } from "./errors.js";
-import { isInsecureHost, registryApiHost, type ImageReference } from "./reference.js";
+import { isInsecureHost, type ImageReference } from "./reference.js";
+import { originEndpoint, type RegistryEndpoint } from "./endpoints.js";
 import { defaultFetchPolicy, policyRefusal, type FetchPolicy } from "../net/fetch-policy.js";
 import { FetchPolicyError } from "../errors.js";
 import { parseWwwAuthenticate, type AuthChallenge } from "./www-authenticate.js";
@@ -75,6 +76,12 @@ export interface RegistryClientOptions extends RegistryOptions {
   retryDelayMs?: number;
   /** Longest `Retry-After` honoured, in ms (default 60 s); a longer one fails at once, saying how long. */
   maxRetryAfterMs?: number;
+  /**
+   * The host to send requests to: a mirror of the reference's registry (from the fetch policy's registry config,
+   * see `endpoints.ts`). Default: the registry itself. A mirror logs in with Docker's config.json for the mirror's own
+   * host only — never with the build's secret, which is for the registry.
+   */
+  endpoint?: RegistryEndpoint;
 }
 
 export interface FetchResult {
@@ -109,6 +116,8 @@ const knownChallenges = new Map<string, AuthChallenge>();
 export class RegistryClient {
   readonly baseUrl: URL;
   readonly insecure: boolean;
+  /** The host requests go to (a mirror, or the registry itself). */
+  readonly endpoint: RegistryEndpoint;
   readonly signal: AbortSignal | undefined;
   readonly attempts: number;
   readonly fetchPolicy: FetchPolicy;
@@ -126,35 +135,47 @@ export class RegistryClient {
     readonly reference: ImageReference,
     opts: RegistryClientOptions = {},
   ) {
-    this.fetchPolicy = opts.fetchPolicy ?? defaultFetchPolicy();
-    const listed = isInsecureHost(reference.registry) || this.fetchPolicy.listsInsecure(reference.registry);
-    if (opts.insecure === true && !listed) {
+    const policy = opts.fetchPolicy ?? defaultFetchPolicy();
+    const endpoint = opts.endpoint ?? originEndpoint(reference.registry, policy.registryConfig);
+    this.endpoint = endpoint;
+    // A mirror was chosen by whoever set the policy (the operator, on the service): its connections may reach it.
+    this.fetchPolicy = endpoint.mirror ? policy.forMirror(endpoint.host) : policy;
+    const listed = endpoint.http || this.fetchPolicy.listsInsecure(reference.registry);
+    if (opts.insecure === true && !listed && !endpoint.mirror) {
       try {
         this.fetchPolicy.checkInsecure(reference.registry);
       } catch (e) {
         throw e instanceof FetchPolicyError ? e.within(`image ${reference}`) : e;
       }
     }
-    this.insecure = listed || opts.insecure === true;
-    this.baseUrl = new URL(`${this.insecure ? "http" : "https"}://${registryApiHost(reference.registry)}/`);
+    this.insecure = listed || (opts.insecure === true && !endpoint.mirror);
+    this.baseUrl = new URL(`${this.insecure ? "http" : "https"}://${endpoint.host}/`);
     this.signal = opts.signal;
     // On the service, never the operator's own Docker login: a client's registry sees the build's secrets or nothing.
+    // A mirror is the operator's (or the local user's) own choice: it logs in with config.json for its host only.
     this.operatorLogins = this.fetchPolicy.operatorLogins;
-    this.provider = resolveCredentialProvider(this.operatorLogins ? opts : { ...opts, dockerConfig: false });
+    this.provider = endpoint.mirror
+      ? resolveCredentialProvider({ ...(opts.dockerConfig !== undefined ? { dockerConfig: opts.dockerConfig } : {}) })
+      : resolveCredentialProvider(this.operatorLogins ? opts : { ...opts, dockerConfig: false });
     this.scopes = mergeScopes([repositoryScope(reference.repository, ["pull"])], opts.scopes);
     this.attempts = Math.max(1, opts.attempts ?? 3);
     this.retryDelayMs = opts.retryDelayMs ?? 300;
     this.maxRetryAfterMs = opts.maxRetryAfterMs ?? 60_000;
   }
 
+  /** How messages name the host: the registry, or `mirror <host> of <registry>`. */
+  get hostLabel(): string {
+    return this.endpoint.mirror ? `${this.endpoint.label} of ${this.reference.registry}` : this.reference.registry;
+  }
+
   /** `/v2/<repository>/<kind>/<ref>` as an absolute URL. */
   url(kind: "manifests" | "blobs", ref: string): URL {
-    return new URL(`/v2/${this.reference.repository}/${kind}/${ref}`, this.baseUrl);
+    return new URL(`/v2${this.endpoint.path}/${this.reference.repository}/${kind}/${ref}`, this.baseUrl);
   }
 
   /** `/v2/<repository>/blobs/uploads/` (plus query parameters). */
   uploadsUrl(query: Record<string, string> = {}): URL {
-    const u = new URL(`/v2/${this.reference.repository}/blobs/uploads/`, this.baseUrl);
+    const u = new URL(`/v2${this.endpoint.path}/${this.reference.repository}/blobs/uploads/`, this.baseUrl);
     for (const [k, v] of Object.entries(query)) u.searchParams.set(k, v);
     return u;
   }
@@ -166,7 +187,8 @@ export class RegistryClient {
 
   /** The credentials this client would log in with (resolved once), or undefined for anonymous. */
   credentials(): Promise<RegistryCredentials | undefined> {
-    this.credsPromise ??= this.provider ? this.provider(this.reference.registry) : Promise.resolve(undefined);
+    const host = this.endpoint.mirror ? this.endpoint.host : this.reference.registry;
+    this.credsPromise ??= this.provider ? this.provider(host) : Promise.resolve(undefined);
     return this.credsPromise;
   }
 
@@ -362,7 +384,7 @@ export class RegistryClient {
     if (known) knownChallenges.set(this.baseUrl.origin, known);
     if (bearer) return `Bearer ${await this.bearerToken(bearer, creds, url, sent, signal)}`;
     if (basic) {
-      const registry = this.reference.registry;
+      const registry = this.hostLabel;
       if (!creds) {
         const realm = basic.params["realm"] ? ` (realm "${basic.params["realm"]}")` : "";
         throw new RegistryAuthError(
@@ -419,7 +441,7 @@ export class RegistryClient {
     }
     if (creds && tokenUrl.protocol === "http:" && !this.insecure && !isInsecureHost(tokenUrl.host)) {
       throw new RegistryAuthError(
-        `registry ${this.reference.registry} sends logins to a plain-http token service (${displayUrl(tokenUrl)}); refusing to send credentials unencrypted (list ${tokenUrl.host} in STRATA_INSECURE_REGISTRIES if this is intended)`,
+        `registry ${this.hostLabel} sends logins to a plain-http token service (${displayUrl(tokenUrl)}); refusing to send credentials unencrypted (list ${tokenUrl.host} in STRATA_INSECURE_REGISTRIES if this is intended)`,
         {
           url: displayUrl(tokenUrl),
         },
@@ -443,7 +465,7 @@ export class RegistryClient {
   ): Promise<{ token: string; expiresAt: number }> {
     const headers: Record<string, string> = { "user-agent": "strata", accept: "application/json" };
     if (creds) headers["authorization"] = basicAuthorization(creds);
-    const registry = this.reference.registry;
+    const registry = this.hostLabel;
     const res = await this.withRetries(async () => {
       let r: Response;
       try {
@@ -494,7 +516,7 @@ export class RegistryClient {
   private async unauthorized(result: FetchResult, method: HttpMethod, challenge: string): Promise<RegistryAuthError> {
     const detail = await errorDetail(result.res);
     const creds = await this.credentials();
-    const registry = this.reference.registry;
+    const registry = this.hostLabel;
     const error = parseWwwAuthenticate(challenge).find((c) => c.scheme.toLowerCase() === "bearer")?.params["error"];
     const why = error === "insufficient_scope" ? " (insufficient_scope: the token does not grant this access)" : "";
     const who = creds ? `the credentials from ${creds.source ?? "the credential provider"}` : "anonymous access";

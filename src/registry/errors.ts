@@ -56,3 +56,29 @@ export class RegistryAuthError extends RegistryError {
     this.name = "RegistryAuthError";
   }
 }
+
+/** One host's failure in a pull that tried several (mirrors, then the registry). */
+export interface HostFailure {
+  /** How the host is named (`mirror 10.0.0.5:5000`, `docker.io`). */
+  readonly host: string;
+  readonly error: unknown;
+}
+
+/** Every host a pull tried — the registry's mirrors, then the registry itself — failed; the message lists each. */
+export class RegistryHostsError extends RegistryError {
+  readonly failures: readonly HostFailure[];
+  constructor(what: string, failures: readonly HostFailure[]) {
+    const lines = failures.map(
+      (f, i) => `${i + 1}. ${f.host}: ${f.error instanceof Error ? f.error.message : String(f.error)}`,
+    );
+    const last = failures.at(-1)?.error;
+    super(`could not get ${what} from any of the ${failures.length} hosts tried, in order:\n${lines.join("\n")}`, {
+      ...(last instanceof RegistryError && last.status !== undefined ? { status: last.status } : {}),
+      codes: failures.flatMap((f) => (f.error instanceof RegistryError ? [...f.error.codes] : [])),
+      temporary: failures.every((f) => f.error instanceof RegistryError && f.error.temporary),
+      cause: last,
+    });
+    this.name = "RegistryHostsError";
+    this.failures = failures;
+  }
+}

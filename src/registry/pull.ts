@@ -21,7 +21,14 @@ import { recordBlobSources } from "./blob-sources.js";
 import { RegistryClient, type RegistryOptions } from "./client.js";
 import { isEstargzLayer } from "./estargz/read.js";
 import { abortReason, formatSize, shortDigest } from "./http.js";
-import { MAX_CONFIG_BYTES, parseConfig, parseImageManifest, resolveManifest } from "./manifests.js";
+import { withEndpoints } from "./endpoint-fallback.js";
+import {
+  MAX_CONFIG_BYTES,
+  parseConfig,
+  parseImageManifest,
+  resolveManifest,
+  type FetchedManifest,
+} from "./manifests.js";
 import { parseReference, type ImageReference } from "./reference.js";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -71,24 +78,57 @@ export interface PulledImage {
   layers: LayerRecord[];
 }
 
-/** Resolves a reference to the digest of the linux/amd64 image manifest (following an index / manifest list). */
+/**
+ * Resolves a reference to the digest of the linux/amd64 image manifest (following an index / manifest list), through
+ * the registry's mirrors first when the fetch policy's registry config lists some.
+ */
 export async function resolveImage(ref: string, opts: RegistryOptions = {}): Promise<ResolvedImage> {
   const reference = parseReference(ref);
-  const client = new RegistryClient(reference, opts);
-  const m = await resolveManifest(client);
+  const m = await withEndpoints(reference, opts, (endpoint) =>
+    resolveManifest(new RegistryClient(reference, { ...opts, endpoint })),
+  );
   return { reference, manifestDigest: m.digest };
+}
+
+/** `reference` pinned to `digest` (the tag dropped): what a later host is asked for once one host resolved the tag. */
+export function pinnedReference(reference: ImageReference, digest: Digest | undefined): ImageReference {
+  return digest === undefined || digest === reference.digest
+    ? reference
+    : parseReference(`${reference.registry}/${reference.repository}@${digest}`);
 }
 
 /**
  * Fetches manifest, config and every layer blob into the store (verifying sha256 + size before a blob becomes
- * visible; skipping blobs the store already has), with bounded parallel layer downloads.
+ * visible; skipping blobs the store already has), with bounded parallel layer downloads. With mirrors configured for
+ * the registry, each is tried in order, then the registry: a host that fails hands over to the next, which is asked
+ * for the manifest the first host resolved (by digest) and skips the blobs already stored.
  */
 export async function pullImage(ref: string, store: Store, opts: PullOptions = {}): Promise<PulledImage> {
   const reference = parseReference(ref);
-  const client = new RegistryClient(reference, opts);
   const progress = opts.onProgress ?? (() => undefined);
+  let resolved: Digest | undefined;
+  const pulled = await withEndpoints(
+    reference,
+    opts,
+    async (endpoint) => {
+      const client = new RegistryClient(pinnedReference(reference, resolved), { ...opts, endpoint });
+      const fetched = await resolveManifest(client);
+      resolved = fetched.digest;
+      return pullResolved(client, fetched, store, opts, progress);
+    },
+    progress,
+  );
+  return { ...pulled, reference };
+}
 
-  const fetched = await resolveManifest(client);
+async function pullResolved(
+  client: RegistryClient,
+  fetched: FetchedManifest,
+  store: Store,
+  opts: PullOptions,
+  progress: (line: string) => void,
+): Promise<PulledImage> {
+  const reference = client.reference;
   const manifest = parseImageManifest(fetched);
   const layerKinds = manifest.layers.map((l, i) => layerKind(l, i, reference));
 

@@ -3,6 +3,7 @@
 
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { promises as fsp } from "node:fs";
+import https from "node:https";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -27,6 +28,8 @@ export interface StartRegistryOptions {
    * registry's redirect middleware) and it refuses any request carrying Authorization, like S3.
    */
   redirectTo?: string;
+  /** Serve HTTPS with this certificate and key (PEM files); `url` is then `https://…`. */
+  tls?: { certFile: string; keyFile: string };
 }
 
 export interface TestRegistry {
@@ -70,6 +73,24 @@ async function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
       clearTimeout(t);
       resolve(true);
     });
+  });
+}
+
+async function fetchStatus(url: string): Promise<number> {
+  const res = await fetch(url);
+  await res.arrayBuffer();
+  return res.status;
+}
+
+/** The status of a GET over HTTPS without verifying the test certificate (only to see that the registry is up). */
+function httpsStatus(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    https
+      .get(url, { rejectUnauthorized: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      })
+      .on("error", reject);
   });
 }
 
@@ -138,6 +159,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
       "http:",
       `  addr: ${host}`,
       "  secret: strata-test-secret",
+      ...(opts.tls ? ["  tls:", `    certificate: ${opts.tls.certFile}`, `    key: ${opts.tls.keyFile}`] : []),
       ...extra,
       "",
     ].join("\n");
@@ -149,16 +171,15 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
       stderr = (stderr + c.toString()).slice(-8192);
     });
     const spawnError = new Promise<Error>((resolve) => child.once("error", resolve));
-    const url = `http://${host}`;
+    const url = `${opts.tls ? "https" : "http"}://${host}`;
     const deadline = Date.now() + 15_000;
     let up = false;
     while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
       const err = await Promise.race([spawnError, new Promise<undefined>((r) => setTimeout(() => r(undefined), 50))]);
       if (err) throw new Error(`could not start ${REGISTRY_BIN}: ${err.message}`);
       try {
-        const res = await fetch(`${url}/v2/`);
-        await res.arrayBuffer();
-        if (res.status === 200 || (opts.auth !== undefined && res.status === 401)) {
+        const status = opts.tls ? await httpsStatus(`${url}/v2/`) : await fetchStatus(`${url}/v2/`);
+        if (status === 200 || (opts.auth !== undefined && status === 401)) {
           up = true;
           break;
         }

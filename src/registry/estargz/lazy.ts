@@ -21,6 +21,7 @@ import { isDigest, sha256Bytes, type Digest } from "../../util/digest.js";
 import { RegistryClient, type RegistryOptions } from "../client.js";
 import { errorFromResponse, readBody } from "../http.js";
 import { UnsupportedImageError } from "../errors.js";
+import { withEndpoints } from "../endpoint-fallback.js";
 import { fetchImageManifest } from "../manifests.js";
 import { parseReference, type ImageReference } from "../reference.js";
 import { resolveInRoot } from "../../util/resolve-path.js";
@@ -70,8 +71,24 @@ export interface OpenLazyImageOptions extends RegistryOptions {
  */
 export async function openLazyImage(ref: string, opts: OpenLazyImageOptions = {}): Promise<LazyImage> {
   const reference = parseReference(ref);
-  const client = new RegistryClient(reference, opts);
-  const manifest = await fetchImageManifest(client, opts.manifestDigest);
+  // Through the registry's mirrors first (the fetch policy's registry config): the first host that serves the
+  // manifest, the config and the TOCs serves the image's later reads too.
+  let resolved = opts.manifestDigest;
+  return withEndpoints(reference, opts, async (endpoint) => {
+    const client = new RegistryClient(reference, { ...opts, endpoint });
+    const image = await openFrom(client, resolved, opts.tailBytes);
+    resolved = image.manifestDigest;
+    return image;
+  });
+}
+
+async function openFrom(
+  client: RegistryClient,
+  manifestDigest: Digest | undefined,
+  tailBytes: number | undefined,
+): Promise<LazyImage> {
+  const reference = client.reference;
+  const manifest = await fetchImageManifest(client, manifestDigest);
   const where = `manifest ${reference.registry}/${reference.repository}@${manifest.digest}`;
   const cfg = manifest.config;
   const configRead = client.withRetries(async () => {
@@ -85,7 +102,7 @@ export async function openLazyImage(ref: string, opts: OpenLazyImageOptions = {}
       );
     return readBody(res, 32 * 1024 * 1024, `config of ${reference}`);
   });
-  const readerOpts = { deferParse: true, ...(opts.tailBytes !== undefined ? { tailBytes: opts.tailBytes } : {}) };
+  const readerOpts = { deferParse: true, ...(tailBytes !== undefined ? { tailBytes } : {}) };
   const readersRead = Promise.all(
     manifest.layers.map((d) => (isEstargzLayer(d) ? EstargzReader.openRegistry(client, d, readerOpts) : undefined)),
   );
