@@ -1,6 +1,7 @@
 /**
- * Seeded fuzzer: 10,000 Dockerfiles made by mutating the golden files (and a few seeds of our own that exercise
- * flags, mounts, heredocs, ARG scoping and multi-stage references). Each must either plan or fail with a
+ * Seeded fuzzer: 10,000 Dockerfiles made by mutating the golden files, the Dockerfiles of the ported BuildKit
+ * integration tests (test/dockerfile-e2e/buildkit/), and a few seeds of our own that exercise flags, mounts, heredocs,
+ * ARG scoping and multi-stage references. Each must either plan or fail with a
  * DockerfileSyntaxError that has a line and column inside the file — never any other exception.
  */
 import { test } from "node:test";
@@ -8,6 +9,7 @@ import assert from "node:assert/strict";
 import { planDockerfile } from "../../src/dockerfile/plan-stages.js";
 import { DockerfileSyntaxError } from "../../src/dockerfile/errors.js";
 import { readFixture } from "./fixtures.js";
+import { dockerfilesIn, portedBuildkitDockerfiles } from "./ported-corpus.js";
 
 const SEED = 0x5eed_2026;
 const RUNS = 10_000;
@@ -188,8 +190,11 @@ test(`fuzz: ${RUNS} mutated Dockerfiles either plan or fail with a located Docke
   const goldens = parser.cases.map((c) => c.dockerfile);
   // Golden files without a FROM (the JSON ones) also go in with one, so their instructions get planned.
   const withFrom = goldens.filter((d) => !/^\s*from\s/im.test(d)).map((d) => "FROM scratch\n" + d);
+  const ported = portedBuildkitDockerfiles();
+  assert.ok(ported.length >= 50, `only ${ported.length} Dockerfiles read from the ported BuildKit tests`);
   const corpus = [
     ...goldens,
+    ...ported,
     ...withFrom,
     ...parser.negative.map((c) => c.dockerfile),
     heredoc.dockerfile,
@@ -255,4 +260,12 @@ test(`fuzz: ${RUNS} mutated Dockerfiles either plan or fail with a located Docke
   assert.equal(planned + rejected, RUNS);
   assert.ok(planned > RUNS / 10, `only ${planned} planned: the fuzzer mostly exercises error paths`);
   assert.ok(rejected > RUNS / 10, `only ${rejected} rejected`);
+});
+
+test("the ported tests' Dockerfiles are read out of their source: literals, + joins, template parts", () => {
+  const src =
+    'await bk.build({ dockerfile: "FROM a\\nRUN \\"x\\"\\n" });\n' +
+    "const dockerfile =\n  'FROM b\\n' +\n  `RUN echo ${port} \\${HOME}\\n`;\n" +
+    "bk.build({ dockerfile, files: {} }); const notOne = { dockerfile: makeIt() };";
+  assert.deepEqual(dockerfilesIn(src), ['FROM a\nRUN "x"\n', "FROM b\nRUN echo x ${HOME}\n"]);
 });
