@@ -340,3 +340,16 @@ export class QuotaExceededError extends StrataError {
     this.name = "QuotaExceededError";
   }
 }
+
+/** An image name (`strata build --tag`, `strata tag`, `image.build({ tag })`) is not a valid `NAME[:TAG]`. */
+export class InvalidImageNameError extends StrataError {
+  override readonly code = "INVALID_NAME";
+  override readonly fault = "user";
+  constructor(
+    readonly input: string,
+    why: string,
+  ) {
+    super(`invalid image name "${input}": ${why}`);
+    this.name = "InvalidImageNameError";
+  }
+}
