@@ -22,6 +22,8 @@ export async function remoteBuildDefinition(
     forceBuild?: boolean;
     ignoreCache?: boolean;
     builderVersion?: string;
+    /** Names for the built image, given on the service. */
+    tag?: string[];
     log?: LogSink;
   },
 ): Promise<RemoteBuiltImage> {
@@ -39,6 +41,7 @@ export async function remoteBuildDefinition(
     forceBuild: opts.forceBuild,
     ignoreCache: opts.ignoreCache,
     chainName: `${path.resolve(file)}#${opts.exportName ?? "default"}`,
+    ...(opts.tag?.length ? { tag: opts.tag } : {}),
     log: opts.log ?? ((l) => process.stderr.write(l + "\n")),
   });
   return built as RemoteBuiltImage;

@@ -20,6 +20,11 @@ export interface RunImageOptions {
   stderr?: (chunk: Buffer) => void;
   /** Stops the container (killed; its exit code is returned) when it fires. */
   signal?: AbortSignal;
+  /**
+   * `strata run -i` (`stdin`: the container reads this process's stdin) and `-t` (`tty`: a pseudo-terminal joined to
+   * this process's terminal, TERM set from it unless the image sets one). Default: neither.
+   */
+  interactive?: { stdin: boolean; tty: boolean };
 }
 
 /** The argv Docker would run: ENTRYPOINT + (args or CMD). */
@@ -51,6 +56,7 @@ export async function runImage(
     const env = envMap(config.config.Env);
     if (!env.has("PATH")) env.set("PATH", DEFAULT_PATH);
     if (!env.has("HOME")) env.set("HOME", user.home || "/root");
+    if (opts.interactive?.tty && !env.has("TERM")) env.set("TERM", process.env.TERM || "xterm");
     for (const [k, v] of Object.entries(opts.env ?? {})) env.set(k, v);
     const cwd = config.config.WorkingDir || "/";
     await fsp.mkdir(path.join(dirs.merged, cwd), { recursive: true });
@@ -67,9 +73,11 @@ export async function runImage(
         ...(opts.network ? { network: opts.network } : {}),
         hostname: "strata",
         overlayDir: work,
+        ...(opts.interactive?.tty ? { terminal: true } : {}),
       },
       {
         ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.interactive ? { interactive: opts.interactive } : {}),
         onData: (chunk, s) =>
           s === "stdout"
             ? (opts.stdout ?? ((x: Buffer) => process.stdout.write(x)))(chunk)
