@@ -45,6 +45,7 @@ const UNIT = [
   "service/usage-window.test.ts",
   "store/conformance-local.test.ts",
   "store/local.test.ts",
+  "util/",
 ];
 
 /**

@@ -66,12 +66,12 @@ export async function resolveImageRef(
     }
     if (!looksLikeImageId(ref))
       throw new NotFoundError(
-        `no image is named ${name} in the store at ${where} (list names with \`strata images\`, name one with \`strata tag\`)`,
+        `no image is named ${name} in the store at ${where}, and "${ref}" is not an image id (sha256:<hex> or a prefix of at least 6 hex digits): list names with \`strata images\`, name one with \`strata tag\``,
       );
   }
   if (!looksLikeImageId(ref))
     throw new NotFoundError(
-      `"${ref}" is neither an image name (NAME[:TAG]) nor an image id (sha256:<hex> or a prefix of at least 6 hex digits)`,
+      `"${ref}" is not an image id (expected sha256:<hex> or a prefix of at least 6 hex digits) nor an image name (NAME[:TAG])`,
     );
   return resolveId(`sha256:${ref.replace(/^sha256:/, "").toLowerCase()}`);
 }
