@@ -41,7 +41,9 @@ export async function runImage(
 ): Promise<number> {
   await store.recover(reapStaleContainers);
   const config = JSON.parse((await store.readBlob(image.configDigest)).toString()) as ImageConfig;
-  const argv = commandLine(config.config, opts.args);
+  let argv = commandLine(config.config, opts.args);
+  // An interactive shell by default, as `modal shell` opens one (an image without a command has nothing else to run).
+  if (argv.length === 0 && opts.interactive?.tty) argv = ["/bin/sh"];
   if (argv.length === 0)
     throw new InvalidDefinitionError(
       `image ${image.id} has no ENTRYPOINT or CMD; give a command: strata run <image> -- <cmd...>`,

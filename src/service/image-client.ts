@@ -59,11 +59,19 @@ export class ServiceImages {
     });
   }
 
-  /** A (small) blob's bytes, verified against its digest. */
-  async readBlob(digest: Digest): Promise<Buffer> {
+  /** A (small: a config or manifest, at most `maxBytes`, default 16 MiB) blob's bytes, verified against its digest. */
+  async readBlob(digest: Digest, maxBytes = 16 * 1024 * 1024): Promise<Buffer> {
     const res = await notFoundAsError(this.client.open(`/v1/blobs/${digest}`));
     const chunks: Buffer[] = [];
-    for await (const c of res) chunks.push(c as Buffer);
+    let n = 0;
+    for await (const c of res) {
+      n += (c as Buffer).length;
+      if (n > maxBytes) {
+        res.destroy();
+        throw new DigestMismatchError(digest, `more than ${maxBytes} bytes`, `blob ${digest} from ${this.where}`);
+      }
+      chunks.push(c as Buffer);
+    }
     const bytes = Buffer.concat(chunks);
     const actual = sha256Bytes(bytes);
     if (actual !== digest) throw new DigestMismatchError(digest, actual, `blob ${digest} from ${this.where}`);

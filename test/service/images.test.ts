@@ -335,3 +335,29 @@ async function tamperingProxy(
       }),
   };
 }
+
+describe("a single-tenant service", () => {
+  test("names and images work the same for its one tenant, the store's own names", async () => {
+    const token = `single-${randomBytes(16).toString("hex")}`;
+    const single = await startService({ token, tenants: TenantTable.single(token) });
+    try {
+      const env = { STRATA_SERVER: single.url, STRATA_TOKEN: token };
+      const p = await space.project(`export default base.runCommands("echo single-${"$"}TEST_NONCE > /s");\n`);
+      const name = `single-${p.tag}/app`;
+      const b = await buildJson(p.def, ["--tag", name], { home: await space.scratch(), env });
+      assert.equal((await single.store.getName(`${name}:latest`))?.imageId, b.imageId, "an unscoped name");
+      const home = await space.scratch();
+      const run = await strata(["run", name, "--", "cat", "/s"], { home, env });
+      assert.equal(run.stdout, `single-${p.tag}\n`, run.stderr);
+      const listing = JSON.parse((await strata(["images", "--json"], { home, env })).stdout) as { name: string }[];
+      assert.deepEqual(
+        listing.map((i) => i.name),
+        [name],
+      );
+      const prefix = await strata(["inspect", b.imageId.slice(7, 19)], { home: await space.scratch(), env });
+      assert.equal((JSON.parse(prefix.stdout) as { id: string }).id, b.imageId, prefix.stderr);
+    } finally {
+      await single.close();
+    }
+  });
+});
