@@ -38,6 +38,7 @@ const UNIT = [
   "sandbox/policy.test.ts",
   "sandbox/user.test.ts",
   "service/wire-schema.test.ts",
+  "service/wire-images.test.ts",
   "service/fair-slots.test.ts",
   "service/client-retry.test.ts",
   "service/queue-signing.test.ts",
