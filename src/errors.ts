@@ -353,3 +353,13 @@ export class InvalidImageNameError extends StrataError {
     this.name = "InvalidImageNameError";
   }
 }
+
+/** A command line the CLI cannot act on, found after its options parsed (exit 2, as a usage error). */
+export class CommandUsageError extends StrataError {
+  override readonly code = "USAGE";
+  override readonly fault = "user";
+  constructor(message: string) {
+    super(message);
+    this.name = "CommandUsageError";
+  }
+}

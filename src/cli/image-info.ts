@@ -4,9 +4,9 @@
  * where it is: the local store, or the build service with STRATA_SERVER set (image-source.ts).
  */
 import { parseArgs } from "node:util";
+import { CommandUsageError } from "../errors.js";
 import type { ImageRecord } from "../store/store.js";
 import { type ImageReader, withImage } from "./image-source.js";
-import { UsageFailure } from "./names.js";
 
 /** The image and its stored ancestors, base first. */
 async function chainOf(reader: ImageReader, image: ImageRecord): Promise<ImageRecord[]> {
@@ -22,7 +22,7 @@ async function chainOf(reader: ImageReader, image: ImageRecord): Promise<ImageRe
 
 export async function cmdInspect(argv: string[]): Promise<number> {
   const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
-  if (positionals.length !== 1) throw new UsageFailure("inspect needs one image (a name or an id)");
+  if (positionals.length !== 1) throw new CommandUsageError("inspect needs one image (a name or an id)");
   return withImage(positionals[0]!, async (reader, image) => {
     const config = JSON.parse((await reader.readBlob(image.configDigest)).toString()) as unknown;
     const chain = (await chainOf(reader, image)).map((cur) => ({
@@ -65,7 +65,7 @@ export async function cmdLogs(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: { json: { type: "boolean" } },
   });
-  if (positionals.length !== 1) throw new UsageFailure("logs needs one image (a name or an id)");
+  if (positionals.length !== 1) throw new CommandUsageError("logs needs one image (a name or an id)");
   return withImage(positionals[0]!, async (reader, image) => {
     const steps = [];
     for (const cur of await chainOf(reader, image)) steps.push({ image: cur, log: await reader.getLog(cur.id) });

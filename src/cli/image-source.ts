@@ -67,7 +67,7 @@ export async function withImage<T>(
 export async function localImage(
   ref: string,
   opts: FetchImageOptions = {},
-): Promise<{ store: NamedStore; image: ImageRecord; fromService: boolean }> {
+): Promise<{ store: NamedStore; image: ImageRecord; fromService: boolean; name?: string }> {
   const store = await openStore();
   const service = await serviceImagesFromEnv();
   if (!service) return { store, image: await store.resolveImage(ref), fromService: false };
@@ -83,7 +83,7 @@ export async function localImage(
     }
     const { fetchImage } = await import("../service/image-client.js");
     const fetched = await fetchImage(service, store, resolved.imageId as Digest, opts);
-    return { store, image: fetched.image, fromService: true };
+    return { store, image: fetched.image, fromService: true, ...(resolved.name ? { name: resolved.name } : {}) };
   } finally {
     service.close();
   }

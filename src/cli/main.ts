@@ -386,17 +386,15 @@ async function cmdPull(argv: string[]): Promise<number> {
  */
 async function pullFromService(ref: string): Promise<number> {
   const { localImage } = await import("./image-source.js");
-  const { store, image, fromService } = await localImage(ref, {
+  const { store, image, fromService, name } = await localImage(ref, {
     chain: true,
     log: (l) => process.stderr.write(`${l}\n`),
   });
-  if (!fromService)
-    throw new UsageError(`${ref} is in the local store only; pull fetches images the build server holds`);
-  const { isImageName, parseImageName } = await import("../util/image-name.js");
-  if (!ref.startsWith("sha256:") && isImageName(ref) && !/^[0-9a-f]{6,64}$/.test(ref)) {
-    const name = parseImageName(ref).full;
-    await store.putName({ name, imageId: image.id, createdAt: new Date().toISOString() });
+  if (!fromService) {
+    const { NotFoundError } = await import("../errors.js");
+    throw new NotFoundError(`${ref} is not on the build server (it is in the local store at ${store.root} already)`);
   }
+  if (name) await store.putName({ name, imageId: image.id, createdAt: new Date().toISOString() });
   process.stdout.write(image.id + "\n");
   return 0;
 }

@@ -5,7 +5,7 @@
  * with the next `strata cache prune` like any other.
  */
 import { parseArgs } from "node:util";
-import { NotFoundError, StrataError } from "../errors.js";
+import { CommandUsageError, NotFoundError, StrataError } from "../errors.js";
 import type { ImageRecord, NamedStore, NameRecord } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { parseImageName } from "../util/image-name.js";
@@ -139,7 +139,7 @@ export async function cmdImages(argv: string[]): Promise<number> {
   if (service) {
     try {
       if (all)
-        throw new UsageFailure(
+        throw new CommandUsageError(
           "--all lists every step image of a local store; with STRATA_SERVER set, `strata images` lists your names on the build server (unset STRATA_SERVER for the local store)",
         );
       rows = (await service.names()).map((n) => {
@@ -174,15 +174,9 @@ export async function cmdImages(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** A command-line mistake found after parsing (exit 2, like a usage error). */
-export class UsageFailure extends StrataError {
-  override readonly code = "USAGE";
-  override readonly fault = "user";
-}
-
 export async function cmdTag(argv: string[]): Promise<number> {
   const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
-  if (positionals.length !== 2) throw new UsageFailure("usage: strata tag <image> NAME[:TAG]");
+  if (positionals.length !== 2) throw new CommandUsageError("usage: strata tag <image> NAME[:TAG]");
   const [source, target] = positionals as [string, string];
   const name = parseImageName(target).full;
   const service = await serviceImagesFromEnv();
@@ -217,7 +211,7 @@ export async function cmdRmi(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: { force: { type: "boolean", short: "f" } },
   });
-  if (positionals.length === 0) throw new UsageFailure("usage: strata rmi [-f] NAME[:TAG]|<image id>…");
+  if (positionals.length === 0) throw new CommandUsageError("usage: strata rmi [-f] NAME[:TAG]|<image id>…");
   const service = await serviceImagesFromEnv();
   const store = service ? undefined : await openStore();
   const table: NameTable = service
@@ -272,7 +266,7 @@ async function namesToRemove(table: NameTable, ref: string, force: boolean): Pro
       `image ${id.slice(7, 19)} has no names to remove; unnamed images go with \`strata cache prune --older-than <age>\``,
     );
   if (names.length > 1 && !force)
-    throw new UsageFailure(
+    throw new CommandUsageError(
       `image ${id.slice(7, 19)} has ${names.length} names (${names.sort().join(", ")}): remove them one by one, or all with -f`,
     );
   return names;
