@@ -2,7 +2,9 @@
  * Where the CLI finds the image a command names: the local store, or — with STRATA_SERVER set — the build service
  * first (the caller's tenant: its names, and the images it holds), then the local store. Commands that read only
  * records, configs and logs (`inspect`, `logs`) read them from where the image is; commands that need its layers
- * (`run`, `export`, `push`, `pull`) get it copied into the local store, fetching only what the store lacks.
+ * (`run`, `export`, `push`, `pull`) get it copied into the local store, fetching only what the store lacks (an image
+ * the store has by its full id needs no question to the service). A service that cannot be reached leaves the local
+ * store, with a line on stderr saying so.
  */
 import { NotFoundError } from "../errors.js";
 import type { FetchImageOptions, ServiceImages } from "../service/image-client.js";
@@ -43,10 +45,7 @@ export async function withImage<T>(
   const service = await serviceImagesFromEnv();
   try {
     if (service) {
-      const found = await service.resolveImage(ref).catch((e: unknown) => {
-        if (e instanceof NotFoundError) return e;
-        throw e;
-      });
+      const found = await ask(service, () => service.resolveImage(ref));
       if (!(found instanceof NotFoundError)) return await fn(service, found);
       const store = await openStore();
       const local = await store.resolveImage(ref).catch(() => undefined);
@@ -72,10 +71,9 @@ export async function localImage(
   const service = await serviceImagesFromEnv();
   if (!service) return { store, image: await store.resolveImage(ref), fromService: false };
   try {
-    const resolved = await service.resolve(ref).catch((e: unknown) => {
-      if (e instanceof NotFoundError) return e;
-      throw e;
-    });
+    const full = /^sha256:[0-9a-f]{64}$/.test(ref) ? await store.getImage(ref as Digest) : undefined;
+    if (full && !opts.chain) return { store, image: full, fromService: false };
+    const resolved = await ask(service, () => service.resolve(ref));
     if (resolved instanceof NotFoundError) {
       const local = await store.resolveImage(ref).catch(() => undefined);
       if (!local) throw new NotFoundError(`${resolved.message} (nor is it in the local store at ${store.root})`);
@@ -86,5 +84,21 @@ export async function localImage(
     return { store, image: fetched.image, fromService: true, ...(resolved.name ? { name: resolved.name } : {}) };
   } finally {
     service.close();
+  }
+}
+
+/**
+ * What the service answers, or its not-found as a value (the caller tries the local store); a service that cannot be
+ * reached is a not-found too, after a line on stderr.
+ */
+async function ask<T>(service: ServiceImages, question: () => Promise<T>): Promise<T | NotFoundError> {
+  try {
+    return await question();
+  } catch (e) {
+    if (e instanceof NotFoundError) return e;
+    const { RemoteBuildError } = await import("../service/client.js");
+    if (!(e instanceof RemoteBuildError && e.code === "UNREACHABLE")) throw e;
+    process.stderr.write(`strata: ${e.message}; looking in the local store only\n`);
+    return new NotFoundError(`${service.where} could not be reached`);
   }
 }

@@ -145,6 +145,24 @@ describe("names", () => {
   });
 });
 
+describe("with STRATA_SERVER set", () => {
+  test("an image the local store has runs without the service: by full id no question, else when it is down", async () => {
+    const { def, tag } = await space.project(`export default base.runCommands("echo ${"$"}TEST_NONCE > /n");\n`);
+    const built = await buildJson(def);
+    // Port 1 on loopback: nothing listens there.
+    const env = { STRATA_SERVER: "http://127.0.0.1:1" };
+    const full = await strata(["run", built.imageId, "--", "cat", "/n"], { env });
+    assert.equal(full.stdout, `${tag}\n`, full.stderr);
+    assert.equal(full.stderr, "");
+    const prefix = await strata(["run", built.imageId.slice(7, 21), "--", "cat", "/n"], { env });
+    assert.equal(prefix.stdout, `${tag}\n`, prefix.stderr);
+    assert.match(prefix.stderr, /cannot reach the build server.*looking in the local store only/);
+    const logs = await strata(["logs", built.imageId], { env });
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout, /runCommands echo \$TEST_NONCE > \/n/);
+  });
+});
+
 describe("strata logs", () => {
   test("prints the stored log of every step of the chain, secrets redacted; --json has the same", async () => {
     const secret = `s3cr3t-${Date.now()}-value`;
