@@ -7,6 +7,7 @@ import { spawn } from "node:child_process";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, describe, test } from "node:test";
+import { startRegistry } from "../support/registry.js";
 import { CLI, REPO_ROOT, SHARED_HOME, buildJson, scratchSpace, strata } from "../support/strata.js";
 
 const space = scratchSpace();
@@ -102,7 +103,7 @@ describe("names", () => {
     assert.match(tagged.stderr, /no image id starts with 0000dead/);
   });
 
-  test("export and fromId take a name; image.build({ tag }) names from the SDK", async () => {
+  test("export, push and fromId take a name; image.build({ tag }) names from the SDK", async () => {
     const { def, tag, dir } = await space.project(
       `export default base.runCommands("echo base-${"$"}TEST_NONCE > /base");\n`,
     );
@@ -118,6 +119,14 @@ describe("names", () => {
       child,
       `import { Image } from "strata";\nexport default Image.fromId(${JSON.stringify(name)}).runCommands("cat /base > /copy");\n`,
     );
+    const registry = await startRegistry();
+    try {
+      const pushed = await strata(["push", name, `${registry.host}/e2e/${tag}:1`]);
+      assert.equal(pushed.code, 0, pushed.stderr);
+      assert.match(pushed.stdout, new RegExp(`^${registry.host}/e2e/${tag}@sha256:[0-9a-f]{64}\n$`));
+    } finally {
+      await registry.stop();
+    }
     const childBuilt = await buildJson(child);
     assert.equal((await strata(["run", childBuilt.imageId, "--", "cat", "/copy"])).stdout, `base-${tag}\n`);
     // From the SDK: a script that builds with { tag } on the shared store.
