@@ -1,7 +1,7 @@
 /**
  * `strata images [--all] [--json]`, `strata tag <image> NAME[:TAG]` and `strata rmi [-f] NAME[:TAG]|id…`: image names
  * and listing, as Docker users know them. Names live where builds happen: in the local store, or — with STRATA_SERVER
- * set — on the build service, in the caller's tenant. `rmi` only removes names; an image nothing names any more goes
+ * set — on the build service, in the caller's tenant (there `--all` lists the step images the names stand on). `rmi` only removes names; an image nothing names any more goes
  * with the next `strata cache prune` like any other.
  */
 import { parseArgs } from "node:util";
@@ -9,6 +9,7 @@ import { CommandUsageError, NotFoundError, StrataError } from "../errors.js";
 import type { ImageRecord, NamedStore, NameRecord } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { parseImageName } from "../util/image-name.js";
+import type { ServiceImages } from "../service/image-client.js";
 import { openStore, serviceImagesFromEnv } from "./image-source.js";
 
 /** One row of `strata images`. */
@@ -128,6 +129,36 @@ async function localRows(store: NamedStore, all: boolean): Promise<ImageRow[]> {
   });
 }
 
+/**
+ * The tenant's names on the service; with `all`, also every step image they stand on (their chains: the service keeps
+ * every tenant's images, so "all" is what the caller's names reach), unnamed ones as `<none>`.
+ */
+async function serviceRows(service: ServiceImages, all: boolean): Promise<ImageRow[]> {
+  const names = await service.names();
+  const rows: ImageRow[] = [];
+  const seen = new Set<string>();
+  for (const n of names) {
+    const { repository, tag } = parseImageName(n.name);
+    const image = all ? await service.getImage(n.imageId as Digest) : undefined;
+    rows.push(
+      image
+        ? rowOf(image, image.id, { name: n.name, imageId: image.id, createdAt: n.taggedAt })
+        : { name: repository, tag, id: n.imageId, ...(n.createdAt ? { createdAt: n.createdAt } : {}), size: n.size },
+    );
+    seen.add(n.imageId);
+  }
+  if (!all) return rows;
+  for (const n of names) {
+    let cur = await service.getImage(n.imageId as Digest);
+    while (cur?.parent && !seen.has(cur.parent)) {
+      seen.add(cur.parent);
+      cur = await service.getImage(cur.parent);
+      if (cur) rows.push(rowOf(cur, cur.id));
+    }
+  }
+  return rows;
+}
+
 export async function cmdImages(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -138,20 +169,7 @@ export async function cmdImages(argv: string[]): Promise<number> {
   let rows: ImageRow[];
   if (service) {
     try {
-      if (all)
-        throw new CommandUsageError(
-          "--all lists every step image of a local store; with STRATA_SERVER set, `strata images` lists your names on the build server (unset STRATA_SERVER for the local store)",
-        );
-      rows = (await service.names()).map((n) => {
-        const { repository, tag } = parseImageName(n.name);
-        return {
-          name: repository,
-          tag,
-          id: n.imageId,
-          ...(n.createdAt ? { createdAt: n.createdAt } : {}),
-          size: n.size,
-        };
-      });
+      rows = await serviceRows(service, all);
     } finally {
       service.close();
     }

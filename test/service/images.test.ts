@@ -106,9 +106,20 @@ describe("names on the service", () => {
     assert.deepEqual(JSON.parse(theirs.stdout), [], "mallory has no names");
     const removed = await client(ALICE, ["rmi", `${repo}:2`]);
     assert.equal(removed.stdout, `Untagged: ${repo}:2\n`, removed.stderr);
-    const all = await client(ALICE, ["images", "--all"]);
-    assert.equal(all.code, 2);
-    assert.match(all.stderr, /--all lists every step image of a local store/);
+    // --all: the names and every step image they stand on; mallory's --all is empty too.
+    const all = JSON.parse((await client(ALICE, ["images", "--all", "--json"])).stdout) as {
+      id: string;
+      name: string | null;
+      step?: string;
+    }[];
+    for (const step of built.steps)
+      assert.ok(
+        all.some((i) => i.id === step.imageId),
+        `step image ${step.imageId} listed`,
+      );
+    assert.equal(all.find((i) => i.id === built.steps[1]!.imageId)?.name, null);
+    assert.match(all.find((i) => i.id === built.imageId)?.step ?? "", /cmd/);
+    assert.deepEqual(JSON.parse((await client(MALLORY, ["images", "--all", "--json"])).stdout), []);
   });
 
   test("fromId takes the tenant's name on the service", async () => {
