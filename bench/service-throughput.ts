@@ -21,7 +21,7 @@ import { remoteBuildImage } from "../test/support/remote-image.js";
 import { BuildService } from "../src/service/server.js";
 import { LocalStore } from "../src/store/local.js";
 import { S3Store } from "../src/store/s3/index.js";
-import type { Store } from "../src/store/store.js";
+import type { NamedStore } from "../src/store/store.js";
 import { startRedis } from "../test/support/redis.js";
 import { startS3, type TestS3 } from "../test/support/s3.js";
 import { makeBusyboxTree, nonce } from "../test/support/strata.js";
@@ -64,7 +64,7 @@ async function round(work: string, s3: TestS3 | undefined, workerCount: number):
         AWS_REGION: s3.region,
       }
     : { STRATA_HOME: sharedHome };
-  const store: Store = s3
+  const store: NamedStore = s3
     ? await S3Store.open({
         bucket: s3.bucket,
         endpoint: s3.endpoint,

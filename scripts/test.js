@@ -40,6 +40,7 @@ const UNIT = [
   "sandbox/policy.test.ts",
   "sandbox/user.test.ts",
   "service/wire-schema.test.ts",
+  "service/wire-images.test.ts",
   "service/fair-slots.test.ts",
   "service/client-retry.test.ts",
   "service/queue-signing.test.ts",
@@ -47,6 +48,7 @@ const UNIT = [
   "service/usage-window.test.ts",
   "store/conformance-local.test.ts",
   "store/local.test.ts",
+  "util/",
 ];
 
 /**

@@ -3,8 +3,10 @@
  * the environment. The one place that reads STRATA_SERVER; `Image.build()` and `strata build` both come through here.
  */
 import type { BuildOptions, BuiltImage } from "./engine/build.js";
-import { NeedsRootError } from "./errors.js";
+import { ConfigError, NeedsRootError } from "./errors.js";
 import type { Plan } from "./plan/step.js";
+import type { NameStore } from "./store/store.js";
+import { parseImageName } from "./util/image-name.js";
 
 export type { BuildOptions, BuiltImage, StepResult } from "./engine/build.js";
 export type { Plan, SecretValues } from "./plan/step.js";
@@ -22,6 +24,11 @@ export function remoteServerFromEnv(
 export interface BuildParams extends BuildOptions {
   /** The build service to build on. Default: STRATA_SERVER (with STRATA_TOKEN) unless `store` is given. */
   remote?: { server: string; token?: string };
+  /**
+   * Names (`NAME[:TAG]`, tag `latest` by default) to give the built image where it was built: the store, or the
+   * service (the caller's tenant). Checked before the build starts. Default: none.
+   */
+  tag?: string | readonly string[];
 }
 
 /**
@@ -31,24 +38,67 @@ export interface BuildParams extends BuildOptions {
  * and signal; the service applies its own executor and limits (STRATA_STEP_* ask it for some).
  */
 export async function build(plan: Plan, params: BuildParams = {}): Promise<BuiltImage> {
-  const { remote: given, ...options } = params;
+  const { remote: given, tag, ...options } = params;
+  const names = imageNames(tag);
   const remote = given ?? (options.store ? undefined : remoteServerFromEnv());
+  const log = options.log ?? ((l: string) => process.stderr.write(l + "\n"));
   if (remote) {
-    const { remoteBuild } = await import("./service/client.js");
-    return remoteBuild(plan, {
-      ...remote,
-      ...(options.secrets ? { secrets: options.secrets } : {}),
-      forceBuild: options.forceBuild,
-      ignoreCache: options.ignoreCache,
-      log: options.log,
-      chainName: options.chainName,
-      signal: options.signal,
-    });
+    const built = await buildRemotely(plan, remote, options);
+    if (names.length) {
+      const { ServiceImages } = await import("./service/image-client.js");
+      const images = new ServiceImages(remote.server, remote.token);
+      try {
+        for (const name of names) await images.tag(name, built.imageId);
+      } finally {
+        images.close();
+      }
+      log(`=> Named ${names.join(", ")} on the build server`);
+    }
+    return built;
   }
   // A caller's own executor may not need root (tests); the default runc sandbox and layer capture do.
   if (!options.executor) requireRootForLocalBuild();
   const { buildPlan } = await import("./engine/build.js");
-  return buildPlan(plan, options);
+  const built = await buildPlan(plan, options);
+  if (names.length) {
+    const store = options.store ?? (await (await import("./store/s3/open.js")).openStoreFromEnv());
+    if (!keepsNames(store))
+      throw new ConfigError(
+        "this build's store keeps no image names: build without `tag`, or with a LocalStore or S3Store",
+      );
+    for (const name of names)
+      await store.putName({ name, imageId: built.imageId, createdAt: new Date().toISOString() });
+    log(`=> Named ${names.join(", ")}`);
+  }
+  return built;
+}
+
+function keepsNames<S extends object>(store: S): store is S & NameStore {
+  return typeof (store as Partial<NameStore>).putName === "function";
+}
+
+/** The normalised names of `tag` (checked: an InvalidImageNameError names the first bad one). */
+function imageNames(tag: BuildParams["tag"]): string[] {
+  if (tag === undefined) return [];
+  const list: readonly unknown[] = typeof tag === "string" ? [tag] : Array.isArray(tag) ? tag : [tag];
+  return [...new Set(list.map((t) => parseImageName(t as string).full))];
+}
+
+async function buildRemotely(
+  plan: Plan,
+  remote: { server: string; token?: string },
+  options: BuildOptions,
+): Promise<BuiltImage> {
+  const { remoteBuild } = await import("./service/client.js");
+  return remoteBuild(plan, {
+    ...remote,
+    ...(options.secrets ? { secrets: options.secrets } : {}),
+    forceBuild: options.forceBuild,
+    ignoreCache: options.ignoreCache,
+    log: options.log,
+    chainName: options.chainName,
+    signal: options.signal,
+  });
 }
 
 /**

@@ -358,3 +358,26 @@ export class QuotaExceededError extends StrataError {
     this.name = "QuotaExceededError";
   }
 }
+
+/** An image name (`strata build --tag`, `strata tag`, `image.build({ tag })`) is not a valid `NAME[:TAG]`. */
+export class InvalidImageNameError extends StrataError {
+  override readonly code = "INVALID_NAME";
+  override readonly fault = "user";
+  constructor(
+    readonly input: string,
+    why: string,
+  ) {
+    super(`invalid image name "${input}": ${why}`);
+    this.name = "InvalidImageNameError";
+  }
+}
+
+/** A command line the CLI cannot act on, found after its options parsed (exit 2, as a usage error). */
+export class CommandUsageError extends StrataError {
+  override readonly code = "USAGE";
+  override readonly fault = "user";
+  constructor(message: string) {
+    super(message);
+    this.name = "CommandUsageError";
+  }
+}

@@ -5,7 +5,7 @@
 import { asNetworkMode, type NetworkMode } from "../sandbox/runtime-spec.js";
 import { parseArgs } from "node:util";
 import path from "node:path";
-import type { Store } from "../store/store.js";
+import type { NamedStore } from "../store/store.js";
 import { ClosedStdout } from "./closed-stdout.js";
 import { loadRegistryConfig } from "../net/registry-config-file.js";
 
@@ -20,11 +20,12 @@ async function requireRoot(): Promise<void> {
 const USAGE = `usage: strata <command> [options]
 
 commands:
-  build <file.ts> [--export NAME] [--force-build] [--ignore-cache] [--network default|none|host] [--json]
-                                   build the Image a definition file exports
+  build <file.ts> [--export NAME] [--tag NAME[:TAG]]... [--force-build] [--ignore-cache]
+        [--network default|none|host] [--json]
+                                   build the Image a definition file exports (and name it)
   build -f Dockerfile [--build-arg K=V]... [--target T] [--secret id=N,src=F|env=V] [--label K=V]...
-        [--no-cache-filter STAGE[,STAGE]]... [--network default|none|host] [<context>] [--json]
-        [--build-context name=DIR|docker-image://REF|GIT-URL]...
+        [--no-cache-filter STAGE[,STAGE]]... [--network default|none|host] [--tag NAME[:TAG]]...
+        [--build-context name=DIR|docker-image://REF|GIT-URL]... [<context>] [--json]
                                    <context> may be a git URL (https://host/repo.git#ref:subdir, git://…);
                                    -f then names a file in it (default Dockerfile)
         (build takes --registry-config FILE: registry mirrors, http, insecure, ca; see STRATA_REGISTRY_CONFIG)
@@ -32,15 +33,23 @@ commands:
                                    (--network: RUNs naming none; host needs the network.host entitlement)
   explain <file.ts> [--export NAME]
                                    show each step's key, whether it would hit, and why not
-  run <image> [--network sandbox|none|host] [-e K=V] [--] [cmd...]
-                                   run a built image (exit code propagated)
+  explain --builder-version [--json]
+                                   the builder version in force and what it pins
+  run <image> [-i] [-t] [--network sandbox|none|host] [-e K=V] [--] [cmd...]
+                                   run a built image (exit code propagated); -it: an interactive shell with a TTY
   export <image> (--oci DIR | --docker-archive FILE) [--tag NAME]
                                    write an OCI image layout or a docker-archive tarball
   inspect <image>                  config, layers and the chain of steps with keys (JSON)
-  images [--json]                  list built images
-  pull <ref> [--registry-config F] fetch an image from a registry into the store
+  logs <image> [--json]            the stored build log of every step of an image (secrets redacted)
+  images [--all] [--json]          list named images (--all: every step image of the store)
+  tag <image> NAME[:TAG]           name an image (tag \`latest\` unless given)
+  rmi [-f] NAME[:TAG]|<image id>…  remove names (-f: every name of an image); \`cache prune\` then removes the content
+  pull <ref> [--registry-config F] fetch an image from a registry into the store (with STRATA_SERVER: an image
+                                   the build service holds, by name or id)
   push <image> <ref> [--format oci|docker]
-                                   upload an image to a registry
+                                   upload an image to a registry (with STRATA_SERVER: the service pushes it)
+  (<image> is a name, NAME[:TAG], or an id or id prefix; with STRATA_SERVER set, images built on the service are
+   found there and fetched into the local store as needed)
   serve [--port 8080] [--host 127.0.0.1] [--tenants FILE] [--max-builds N] [--verbose] [--allow-network-host]
         [--step-timeout 1h] [--max-step-timeout 4h] [--insecure-redis] [--allow-fetch host[:port]|CIDR]...
         [--insecure-registry host:port]... [--fetch-max-bytes 2GiB] [--fetch-timeout 1h]
@@ -74,9 +83,8 @@ environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILD
 class UsageError extends Error {}
 
 /** The S3 store when STRATA_S3_BUCKET is set, else the local store at STRATA_HOME. */
-async function openStore(): Promise<Store> {
-  const { openStoreFromEnv } = await import("../store/s3/open.js");
-  return openStoreFromEnv();
+async function openStore(): Promise<NamedStore> {
+  return (await import("./image-source.js")).openStore();
 }
 
 async function cmdBuild(argv: string[]): Promise<number> {
@@ -98,15 +106,18 @@ async function cmdBuild(argv: string[]): Promise<number> {
       label: { type: "string", multiple: true },
       "no-cache-filter": { type: "string", multiple: true },
       "registry-config": { type: "string" },
+      tag: { type: "string", short: "t", multiple: true },
     },
   });
   registryConfigFlag(values["registry-config"]);
+  // Names are checked before anything is built.
+  const tag = values.tag?.length ? (await import("../util/image-name.js")).checkImageNames(values.tag) : undefined;
   // The build's network for RUN steps that name none: written into the plan (keyed, and sent to a build service).
   const network = values.network === undefined ? undefined : buildNetworkFlag(values.network);
   // A git URL as the context is a Dockerfile build (its Dockerfile, or -f, inside the repository).
   const gitContext = positionals.length === 1 && (await import("./git-context.js")).isGitContext(positionals[0]!);
   if (values.file !== undefined || gitContext)
-    return printResult(await buildDockerfile(values, positionals, network), values.json);
+    return printResult(await buildDockerfile(values, positionals, network, tag), values.json);
   if (positionals.length !== 1)
     throw new UsageError("build takes exactly one definition file (or -f Dockerfile <context>)");
   if (values.label?.length)
@@ -121,6 +132,7 @@ async function cmdBuild(argv: string[]): Promise<number> {
     ignoreCache: values["ignore-cache"] || undefined,
     builderVersion: values["builder-version"],
     ...(network !== undefined && network !== "default" ? { network } : {}),
+    ...(tag ? { tag } : {}),
   };
   // On a build service (STRATA_SERVER, read by src/build.ts) the client opens no store; local builds never load the HTTP client.
   const { buildsRemotely } = await import("../build.js");
@@ -251,6 +263,7 @@ async function buildDockerfile(
   },
   positionals: string[],
   network: "default" | "none" | "host" | undefined,
+  tag: string[] | undefined,
 ) {
   if (positionals.length > 1) throw new UsageError("build -f takes at most one context directory");
   const { isGitContext, checkoutGitContext } = await import("./git-context.js");
@@ -263,7 +276,7 @@ async function buildDockerfile(
       ? await checkoutGitContext(positionals[0], store)
       : undefined;
   try {
-    return await buildDockerfileIn(values, git ? git.dir : positionals[0], git !== undefined, store, network);
+    return await buildDockerfileIn(values, git ? git.dir : positionals[0], git !== undefined, store, network, tag);
   } finally {
     await git?.cleanup();
   }
@@ -273,8 +286,9 @@ async function buildDockerfileIn(
   values: Parameters<typeof buildDockerfile>[0],
   context: string | undefined,
   inGit: boolean,
-  store: Store | undefined,
+  store: NamedStore | undefined,
   network: "default" | "none" | "host" | undefined,
+  tag: string[] | undefined,
 ) {
   if (inGit && values.file !== undefined && (path.isAbsolute(values.file) || values.file.split("/").includes("..")))
     throw new UsageError(`-f ${values.file}: with a git context, -f names a file inside the repository`);
@@ -334,13 +348,24 @@ async function buildDockerfileIn(
     }),
   );
   const { builderVersion, ...options } = flags;
-  return build(image.plan(builderVersion), { ...(store ? { store } : {}), ...options, secrets: image.secretValues() });
+  return build(image.plan(builderVersion), {
+    ...(store ? { store } : {}),
+    ...options,
+    ...(tag ? { tag } : {}),
+    secrets: image.secretValues(),
+  });
 }
 
 async function buildLocally(
   file: string,
   exportName: string | undefined,
-  flags: { forceBuild?: boolean; ignoreCache?: boolean; builderVersion?: string; network?: "none" | "host" },
+  flags: {
+    forceBuild?: boolean;
+    ignoreCache?: boolean;
+    builderVersion?: string;
+    network?: "none" | "host";
+    tag?: string[];
+  },
 ) {
   await requireRoot();
   const store = await openStore();
@@ -362,8 +387,12 @@ async function cmdExplain(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { export: { type: "string" }, json: { type: "boolean" } },
+    options: { export: { type: "string" }, json: { type: "boolean" }, "builder-version": { type: "boolean" } },
   });
+  if (values["builder-version"]) {
+    if (positionals.length) throw new UsageError("explain --builder-version takes no definition file");
+    return (await import("./builder-info.js")).printBuilderVersion(values.json === true);
+  }
   if (positionals.length !== 1) throw new UsageError("explain takes exactly one definition file");
   const file = positionals[0]!;
   const store = await openStore();
@@ -383,9 +412,22 @@ async function cmdRun(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: own,
     allowPositionals: true,
-    options: { network: { type: "string" }, env: { type: "string", short: "e", multiple: true } },
+    options: {
+      network: { type: "string" },
+      env: { type: "string", short: "e", multiple: true },
+      interactive: { type: "boolean", short: "i" },
+      tty: { type: "boolean", short: "t" },
+    },
   });
-  if (positionals.length < 1) throw new UsageError("run needs an image id");
+  if (positionals.length < 1) throw new UsageError("run needs an image (a name or an id)");
+  const tty = values.tty === true;
+  const stdin = values.interactive === true;
+  // isatty, not process.stdin: touching process.stdin would open it for reading in this process.
+  const { isatty } = await import("node:tty");
+  if (tty && stdin && !isatty(0))
+    throw new UsageError("the input device is not a TTY: drop -t (`-i` alone passes stdin through without a TTY)");
+  if (tty && !stdin && !isatty(1) && !isatty(2))
+    throw new UsageError("-t needs a terminal on stdin, stdout or stderr; drop it when output goes to a file or pipe");
   const args = dd >= 0 ? argv.slice(dd + 1) : positionals.slice(1);
   const env: Record<string, string> = {};
   for (const e of values.env ?? []) {
@@ -401,12 +443,17 @@ async function cmdRun(argv: string[]): Promise<number> {
       `strata run starts a runc container, which needs root, and this process runs as uid ${process.getuid()}: run it as root (e.g. sudo -E)`,
     );
   }
-  const store = await openStore();
-  const image = await store.resolveImage(positionals[0]!);
+  const { store, image } = await (await import("./image-source.js")).localImage(positionals[0]!);
   const { runImage } = await import("../engine/run.js");
   // A closed stdout (`strata run … | head`) stops the container, as SIGPIPE would stop a local process.
   const signal = stdoutWatch?.signal();
-  return runImage(store, image, { args, env, ...(network ? { network } : {}), ...(signal ? { signal } : {}) });
+  return runImage(store, image, {
+    args,
+    env,
+    ...(network ? { network } : {}),
+    ...(signal ? { signal } : {}),
+    ...(tty || stdin ? { interactive: { tty, stdin } } : {}),
+  });
 }
 
 async function cmdExport(argv: string[]): Promise<number> {
@@ -415,11 +462,10 @@ async function cmdExport(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: { oci: { type: "string" }, "docker-archive": { type: "string" }, tag: { type: "string" } },
   });
-  if (positionals.length !== 1) throw new UsageError("export needs one image id");
+  if (positionals.length !== 1) throw new UsageError("export needs one image (a name or an id)");
   if (!values.oci === !values["docker-archive"])
     throw new UsageError("export needs exactly one of --oci DIR or --docker-archive FILE");
-  const store = await openStore();
-  const image = await store.resolveImage(positionals[0]!);
+  const { store, image } = await (await import("./image-source.js")).localImage(positionals[0]!);
   const layout = await import("../oci/layout.js");
   if (values.oci) {
     await layout.writeLayout(store, image, values.oci, values.tag ?? "latest");
@@ -436,60 +482,6 @@ async function cmdExport(argv: string[]): Promise<number> {
   return 0;
 }
 
-async function cmdInspect(argv: string[]): Promise<number> {
-  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
-  if (positionals.length !== 1) throw new UsageError("inspect needs one image id");
-  const store = await openStore();
-  const image = await store.resolveImage(positionals[0]!);
-  const config = JSON.parse((await store.readBlob(image.configDigest)).toString()) as unknown;
-  const chain = [];
-  for (
-    let cur: typeof image | undefined = image;
-    cur;
-    cur = cur.parent ? await store.getImage(cur.parent) : undefined
-  ) {
-    chain.unshift({
-      imageId: cur.id,
-      step: cur.step?.index,
-      description: cur.step?.description,
-      key: cur.step?.key,
-      forced: cur.step?.forced,
-      builtAt: cur.step?.builtAt,
-    });
-  }
-  process.stdout.write(
-    JSON.stringify(
-      { id: image.id, manifestDigest: image.manifestDigest, config, layers: image.layers, chain },
-      null,
-      2,
-    ) + "\n",
-  );
-  return 0;
-}
-
-async function cmdImages(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: "boolean" } } });
-  const store = await openStore();
-  const images = (await store.listImages()).sort((a, b) =>
-    (b.step?.builtAt ?? "").localeCompare(a.step?.builtAt ?? ""),
-  );
-  if (values.json) {
-    process.stdout.write(
-      JSON.stringify(
-        images.map((i) => ({ id: i.id, builtAt: i.step?.builtAt, step: i.step?.description, layers: i.layers.length })),
-      ) + "\n",
-    );
-    return 0;
-  }
-  process.stdout.write("IMAGE ID       BUILT                     LAYERS  STEP\n");
-  for (const i of images) {
-    process.stdout.write(
-      `${i.id.slice(7, 19)}   ${(i.step?.builtAt ?? "").padEnd(24)}  ${String(i.layers.length).padStart(6)}  ${i.step?.description ?? ""}\n`,
-    );
-  }
-  return 0;
-}
-
 async function cmdPull(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -498,6 +490,8 @@ async function cmdPull(argv: string[]): Promise<number> {
   });
   registryConfigFlag(values["registry-config"]);
   if (positionals.length !== 1) throw new UsageError("pull needs one image reference");
+  const { buildsRemotely } = await import("../build.js");
+  if (buildsRemotely()) return pullFromService(positionals[0]!);
   await requireRoot();
   const { Image } = await import("../sdk/image.js");
   const secret: Record<string, string> = {};
@@ -507,13 +501,35 @@ async function cmdPull(argv: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * `strata pull <name|id>` with STRATA_SERVER: copies an image the service holds, with its chain of steps and their logs,
+ * into the local store (only what it lacks), and keeps its name there too.
+ */
+async function pullFromService(ref: string): Promise<number> {
+  const { localImage } = await import("./image-source.js");
+  const { store, image, fromService, name } = await localImage(ref, {
+    chain: true,
+    log: (l) => process.stderr.write(`${l}\n`),
+  });
+  if (!fromService) {
+    const { NotFoundError } = await import("../errors.js");
+    throw new NotFoundError(`${ref} is not on the build server (it is in the local store at ${store.root} already)`);
+  }
+  if (name) await store.putName({ name, imageId: image.id, createdAt: new Date().toISOString() });
+  process.stdout.write(image.id + "\n");
+  return 0;
+}
+
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   build: cmdBuild,
   explain: cmdExplain,
   run: cmdRun,
   export: cmdExport,
-  inspect: cmdInspect,
-  images: cmdImages,
+  inspect: async (argv) => (await import("./image-info.js")).cmdInspect(argv),
+  logs: async (argv) => (await import("./image-info.js")).cmdLogs(argv),
+  images: async (argv) => (await import("./names.js")).cmdImages(argv),
+  tag: async (argv) => (await import("./names.js")).cmdTag(argv),
+  rmi: async (argv) => (await import("./names.js")).cmdRmi(argv),
   pull: cmdPull,
   push: async (argv) => (await import("./push.js")).cmdPush(argv),
   serve: async (argv) => (await import("./serve.js")).cmdServe(argv),
@@ -549,6 +565,10 @@ async function runCommand(argv: string[]): Promise<number> {
       return 2;
     }
     const { StrataError } = await import("../errors.js");
+    if (e instanceof StrataError && e.code === "USAGE") {
+      process.stderr.write(`strata ${cmd}: ${e.message}\n`);
+      return 2;
+    }
     if (e instanceof StrataError) {
       process.stderr.write(`strata ${cmd}: error: ${e.message}\n`);
       return 1;

@@ -24,6 +24,8 @@ export async function remoteBuildDefinition(
     builderVersion?: string;
     /** The network of RUN steps that name none (`--network`), written into the plan. Default: the service's. */
     network?: "none" | "host";
+    /** Names for the built image, given on the service. */
+    tag?: string[];
     log?: LogSink;
   },
 ): Promise<RemoteBuiltImage> {
@@ -43,6 +45,7 @@ export async function remoteBuildDefinition(
     forceBuild: opts.forceBuild,
     ignoreCache: opts.ignoreCache,
     chainName: `${path.resolve(file)}#${opts.exportName ?? "default"}`,
+    ...(opts.tag?.length ? { tag: opts.tag } : {}),
     log: opts.log ?? ((l) => process.stderr.write(l + "\n")),
   });
   return built as RemoteBuiltImage;

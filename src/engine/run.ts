@@ -20,6 +20,11 @@ export interface RunImageOptions {
   stderr?: (chunk: Buffer) => void;
   /** Stops the container (killed; its exit code is returned) when it fires. */
   signal?: AbortSignal;
+  /**
+   * `strata run -i` (`stdin`: the container reads this process's stdin) and `-t` (`tty`: a pseudo-terminal joined to
+   * this process's terminal, TERM set from it unless the image sets one). Default: neither.
+   */
+  interactive?: { stdin: boolean; tty: boolean };
 }
 
 /** The argv Docker would run: ENTRYPOINT + (args or CMD). */
@@ -36,7 +41,9 @@ export async function runImage(
 ): Promise<number> {
   await store.recover(reapStaleContainers);
   const config = JSON.parse((await store.readBlob(image.configDigest)).toString()) as ImageConfig;
-  const argv = commandLine(config.config, opts.args);
+  let argv = commandLine(config.config, opts.args);
+  // An interactive shell by default, as `modal shell` opens one (an image without a command has nothing else to run).
+  if (argv.length === 0 && opts.interactive?.tty) argv = ["/bin/sh"];
   if (argv.length === 0)
     throw new InvalidDefinitionError(
       `image ${image.id} has no ENTRYPOINT or CMD; give a command: strata run <image> -- <cmd...>`,
@@ -51,6 +58,7 @@ export async function runImage(
     const env = envMap(config.config.Env);
     if (!env.has("PATH")) env.set("PATH", DEFAULT_PATH);
     if (!env.has("HOME")) env.set("HOME", user.home || "/root");
+    if (opts.interactive?.tty && !env.has("TERM")) env.set("TERM", process.env.TERM || "xterm");
     for (const [k, v] of Object.entries(opts.env ?? {})) env.set(k, v);
     const cwd = config.config.WorkingDir || "/";
     await fsp.mkdir(path.join(dirs.merged, cwd), { recursive: true });
@@ -67,9 +75,11 @@ export async function runImage(
         ...(opts.network ? { network: opts.network } : {}),
         hostname: "strata",
         overlayDir: work,
+        ...(opts.interactive?.tty ? { terminal: true } : {}),
       },
       {
         ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.interactive ? { interactive: opts.interactive } : {}),
         onData: (chunk, s) =>
           s === "stdout"
             ? (opts.stdout ?? ((x: Buffer) => process.stdout.write(x)))(chunk)

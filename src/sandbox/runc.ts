@@ -28,6 +28,12 @@ export interface RunOptions {
   /** Output as raw bytes, e.g. to pass a container's stdout through unchanged. */
   onData?: (chunk: Buffer, stream: "stdout" | "stderr") => void;
   signal?: AbortSignal;
+  /**
+   * `strata run -i`/`-t`: the container reads this process's stdin (`stdin`), and with a terminal (`tty`, the spec's
+   * `terminal`) runc joins the container's pseudo-terminal to this process's terminal itself — raw mode, window size
+   * and its changes — so its output is not seen by `onOutput`/`onData`. Default: stdin closed, output piped.
+   */
+  interactive?: { stdin: boolean; tty: boolean };
 }
 
 export interface RunResult {
@@ -314,8 +320,10 @@ export class RuncExecutor implements Executor {
     const counterFile = process.env.STRATA_SANDBOX_COUNTER;
     if (counterFile) await fsp.appendFile(counterFile, `${id}\n`);
     const helper = await requireSandboxHelper();
+    const io = opts.interactive;
     const child = execa(helper, ["supervise", runc, RUNC_ROOT, id, "--bundle", bundle, id], {
-      stdin: "ignore",
+      stdin: io?.stdin ? "inherit" : "ignore",
+      ...(io?.tty ? { stdout: "inherit", stderr: "inherit" } : {}),
       buffer: false,
       reject: false,
       encoding: "buffer",

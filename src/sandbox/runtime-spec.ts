@@ -36,6 +36,11 @@ export interface SandboxSpec {
   overlayDir?: string;
   /** Resource limits asked for this step (the executor caps them by its policy). */
   limits?: { memoryBytes?: number; pids?: number; cpus?: number };
+  /**
+   * Give the process a pseudo-terminal (`strata run -t`): runc allocates it and joins it to runc's own stdio, which
+   * must then be a terminal. Default: false (a build step never gets one).
+   */
+  terminal?: boolean;
 }
 
 export type NetworkMode = "sandbox" | "none" | "host";
@@ -123,7 +128,7 @@ export function runtimeSpec(s: SandboxSpec, ctx: RuntimeContext = {}): Record<st
   return {
     ociVersion: "1.0.2",
     process: {
-      terminal: false,
+      terminal: s.terminal === true,
       user: { uid: s.uid, gid: s.gid, additionalGids: s.additionalGids },
       args: s.argv,
       env: s.env,

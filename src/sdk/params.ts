@@ -237,6 +237,11 @@ export interface ImageEnvParams {
 export interface ImageBuildParams extends Omit<BuildOptions, "secrets"> {
   /** Builder version to compile the chain for. Default: STRATA_BUILDER_VERSION or the newest. */
   builderVersion?: string;
+  /**
+   * Names for the built image (`NAME[:TAG]`, tag `latest` by default), given where it was built (the store, or the
+   * build service); `strata run NAME` and `Image.fromId(NAME)` then find it. Default: none.
+   */
+  tag?: string | readonly string[];
 }
 
 /** The options each Image method takes, by method (what {@link checkOptions} compares against). */
@@ -323,6 +328,7 @@ export const OPTIONS = {
   env: optionNames<ImageEnvParams>({ forceBuild: true }),
   build: optionNames<ImageBuildParams>({
     builderVersion: true,
+    tag: true,
     store: true,
     forceBuild: true,
     ignoreCache: true,

@@ -24,7 +24,8 @@ import { redactor } from "../engine/log.js";
 import { StrataError } from "../errors.js";
 import type { Executor } from "../sandbox/runc.js";
 import { ScopedStore } from "../store/scoped.js";
-import type { Store } from "../store/store.js";
+import { isImageName, parseImageName } from "../util/image-name.js";
+import type { NamedStore, Store } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { Build, type PersistedBuild } from "./build-record.js";
 import { toFailure, type BuildOutcome } from "./outcome.js";
@@ -42,7 +43,7 @@ import { FairSlots } from "./fair-slots.js";
 import type { TenantQuotas } from "./quotas.js";
 
 export interface BuildsOptions {
-  store: Store;
+  store: NamedStore;
   trees: InputTrees;
   /** Builds running at once (more wait, `queued`). Default 8. */
   maxConcurrent?: number;
@@ -88,13 +89,18 @@ export class MissingBlobsError extends StrataError {
   }
 }
 
+/** `ref` as a normalised image name, or "" when it is not one (then no name record matches it). */
+function normalName(ref: string): string {
+  return isImageName(ref) ? parseImageName(ref).full : "";
+}
+
 /** A request names an image (`fromId`) the tenant does not hold (or that does not exist). */
 export class MissingImageError extends StrataError {
   override readonly code = "MISSING_IMAGE";
   override readonly fault = "user";
   constructor(readonly imageId: string) {
     super(
-      `image ${imageId} (fromId) is not in the server's store: name the full id of an image a build of yours on this server produced`,
+      `image ${imageId} (fromId) is not in the server's store: name one of your image names on this server, or the full id of an image a build of yours produced`,
     );
     this.name = "MissingImageError";
   }
@@ -119,7 +125,7 @@ class TerminatedError extends StrataError {
 }
 
 export class Builds {
-  readonly #store: Store;
+  readonly #store: NamedStore;
   readonly #trees: InputTrees;
   readonly #slots: FairSlots;
   readonly #builds = new Map<string, Build>();
@@ -173,7 +179,7 @@ export class Builds {
   }
 
   /** The store as `tenant` sees it: the store itself (unscoped), else the tenant's scoped view. */
-  storeFor(tenant: Tenant): Store {
+  storeFor(tenant: Tenant): NamedStore {
     if (tenant.scope === undefined) return this.#store;
     let v = this.#views.get(tenant.scope);
     if (!v) this.#views.set(tenant.scope, (v = new ScopedStore(this.#store, tenant.scope)));
@@ -318,8 +324,14 @@ export class Builds {
       const ref = s.base.imageId;
       if (tenant.scope === undefined) {
         if (!(await store.resolveImage(ref).catch(() => undefined))) throw new MissingImageError(ref);
-      } else if (!/^sha256:[0-9a-f]{64}$/.test(ref) || !(await this.visibility.image(tenant, ref as Digest))) {
-        throw new MissingImageError(ref);
+      } else {
+        // A full id the tenant holds, or a name of its own (which names an image it held when it gave the name).
+        const named = /^sha256:[0-9a-f]{64}$/.test(ref)
+          ? undefined
+          : await store.getName(normalName(ref)).catch(() => undefined);
+        const id = named?.imageId ?? ref;
+        if (!/^sha256:[0-9a-f]{64}$/.test(id) || !(await this.visibility.image(tenant, id as Digest)))
+          throw new MissingImageError(ref);
       }
     }
   }

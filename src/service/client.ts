@@ -460,6 +460,23 @@ export class ServiceClient {
     );
   }
 
+  /** A GET whose 2xx response is handed over unread (a blob, a log); any other status throws as {@link json} does. */
+  open(pathname: string): Promise<http.IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const req = this.#request("GET", pathname);
+      req.on("error", (e) => reject(unreachable(this.#where("GET", pathname), e)));
+      req.on("response", (res) => {
+        const status = res.statusCode ?? 0;
+        if (status >= 200 && status < 300) return resolve(res);
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => reject(httpError(this.#where("GET", pathname), status, Buffer.concat(chunks))));
+        res.on("error", (e) => reject(unreachable(this.#where("GET", pathname), e)));
+      });
+      req.end();
+    });
+  }
+
   get aborted(): boolean {
     return this.#signal?.aborted ?? false;
   }

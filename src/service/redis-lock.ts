@@ -11,7 +11,7 @@
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import { ForwardingStore } from "../store/forwarding.js";
-import type { Store, StoreNamespace, StoredObject } from "../store/store.js";
+import type { NamedStore, StoreNamespace, StoredObject } from "../store/store.js";
 import { processName, RedisKeys } from "./queue.js";
 
 /** Deletes the key only while it holds our token. */
@@ -40,7 +40,7 @@ export class RedisLockingStore extends ForwardingStore {
   deleteStored?: (ns: StoreNamespace, name: string, opts?: { ifModifiedBefore?: number }) => Promise<boolean>;
 
   constructor(
-    inner: Store,
+    inner: NamedStore,
     private readonly redis: Redis,
     opts: RedisLockOptions = {},
   ) {

@@ -11,6 +11,8 @@
  *                                                      line, then `event: result` with {status, result|failure}
  *   POST /v1/internal/jobs/<build id>/secrets        → a queued build's secret values, for its worker only
  *                                                      (worker token; job-secrets.ts)
+ *   /v1/names…, /v1/resolve/<ref>, GET /v1/images/sha256:<hex>/record|logs, GET /v1/blobs/sha256:<hex>, POST /v1/push
+ *                                                    → names, and images built here for clients (image-routes.ts)
  *
  * Every request is handled inside a catch: a malformed one gets a 4xx with `{error: {code, message}}`, an
  * unexpected failure a 500 (and a line in the server log), never a crash. With tenants (tenants.ts: a tenants file,
@@ -25,7 +27,7 @@ import https from "node:https";
 import type { Socket } from "node:net";
 import { knownBuilderVersions } from "../builder-version.js";
 import type { Executor } from "../sandbox/runc.js";
-import type { Store } from "../store/store.js";
+import type { NamedStore } from "../store/store.js";
 import type { Digest } from "../util/digest.js";
 import { checkDebianBases } from "./bases.js";
 import type { Build } from "./build-record.js";
@@ -54,9 +56,10 @@ import { receiveBlob } from "./blob-upload.js";
 import { sendError } from "./error-response.js";
 import { HttpError, decodePart, definedOnly, readJson, sendJson } from "./http-io.js";
 import { streamLogs } from "./log-stream.js";
+import { handleImageRoute, type ImageRoutesContext } from "./image-routes.js";
 
 export interface BuildServiceOptions {
-  store: Store;
+  store: NamedStore;
   /** Who may build (`strata serve --tenants FILE`); replaced at run time with {@link BuildService.setTenants}. */
   tenants?: TenantTable;
   /** Without `tenants`: the bearer token of the one tenant `default` (`STRATA_TOKEN`); none: no authentication. */
@@ -142,6 +145,7 @@ export class BuildService {
   /** The queue builds go to (scale-out mode), if any. */
   readonly queue?: BuildQueue;
   readonly #workerToken?: WorkerToken;
+  readonly #images: ImageRoutesContext;
 
   private constructor(
     opts: BuildServiceOptions,
@@ -169,6 +173,7 @@ export class BuildService {
       openConnections: () => this.#connections.open(),
     });
     const slots = opts.maxConcurrentBuilds ?? 8;
+    const fetchPolicy = opts.fetchPolicy ?? new FetchPolicy(serviceConfig());
     this.builds = new Builds({
       store: opts.store,
       trees,
@@ -178,7 +183,7 @@ export class BuildService {
       maxLogLines: opts.maxLogLines,
       maxLogBytes: opts.maxLogBytes,
       executor: opts.executor ?? new RuncExecutor(servicePolicy(opts.sandbox)),
-      fetchPolicy: opts.fetchPolicy ?? new FetchPolicy(serviceConfig()),
+      fetchPolicy,
       ...(queue ? { queue } : {}),
       log: this.#log,
       joinSecret,
@@ -187,6 +192,12 @@ export class BuildService {
       maxRunningPerTenant: () => opts.maxRunningPerTenant ?? defaultTenantRunning(slots, this.#tenants.tenants.length),
       onFinished: (b) => this.#buildFinished(b),
     });
+    this.#images = {
+      store: opts.store,
+      storeFor: (t) => this.builds.storeFor(t),
+      visibility: this.builds.visibility,
+      fetchPolicy,
+    };
   }
 
   /** The tenants now in force. */
@@ -356,13 +367,14 @@ export class BuildService {
           { allow: methods.join(", ") },
         );
     };
+    if (await handleImageRoute(this.#images, req, res, parts, tenant)) return;
     if (parts[1] === "blobs" && parts.length === 3 && parts[2] === "check") {
       allow(["POST"]);
       const digests = parseBlobCheck(await readJson(req));
       return sendJson(res, 200, { missing: await this.builds.visibility.missing(tenant, digests) });
     }
     if (parts[1] === "blobs" && parts.length === 3) {
-      allow(["PUT", "HEAD"]);
+      allow(["GET", "PUT", "HEAD"]);
       const digest = decodePart(parts[2]!);
       if (!isDigestString(digest))
         throw new HttpError(

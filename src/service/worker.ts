@@ -18,7 +18,7 @@ import { UnrecoverableError, Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Executor } from "../sandbox/runc.js";
 import { ScopedStore } from "../store/scoped.js";
-import type { Store } from "../store/store.js";
+import type { NamedStore } from "../store/store.js";
 import { runBuildRequest } from "./builds.js";
 import { fetchJobSecrets, type JobSecretsSource } from "./job-secrets-client.js";
 import { JobSecretsError, joinSecrets, requestDigest } from "./job-secrets.js";
@@ -56,7 +56,7 @@ export interface BuildWorkerOptions {
    */
   secretsFrom?: JobSecretsSource;
   /** The store shared with the server and the other workers (S3, or one local store on one machine). */
-  store: Store;
+  store: NamedStore;
   /** Key prefix in Redis (STRATA_REDIS_PREFIX). Default `strata`. */
   prefix?: string;
   /** Builds run at once by this worker. Default 2. */
@@ -267,7 +267,7 @@ export class BuildWorker {
   }
 
   /** The store as a job's tenant sees it: its scoped view, or the (Redis-locking) store itself. */
-  #storeFor(scope: string | undefined): Store {
+  #storeFor(scope: string | undefined): NamedStore {
     if (scope === undefined) return this.store;
     let v = this.#views.get(scope);
     if (!v) this.#views.set(scope, (v = new ScopedStore(this.store, scope)));

@@ -6,14 +6,14 @@
 import type { Readable } from "node:stream";
 import type { Digest } from "../util/digest.js";
 import type { StoreLayout } from "./layout.js";
-import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, Store } from "./store.js";
+import type { ChainRecord, ImageRecord, IndexEntry, LayerRecord, NamedStore, NameRecord } from "./store.js";
 
-export class ForwardingStore<L extends StoreLayout = StoreLayout> implements Store {
+export class ForwardingStore<L extends StoreLayout = StoreLayout> implements NamedStore {
   readonly root: string;
   pin?: (layers: Iterable<LayerRecord>) => () => void;
 
   constructor(
-    readonly inner: Store,
+    readonly inner: NamedStore,
     readonly layout: L,
   ) {
     this.root = inner.root;
@@ -55,6 +55,18 @@ export class ForwardingStore<L extends StoreLayout = StoreLayout> implements Sto
   }
   resolveImage(ref: string): Promise<ImageRecord> {
     return this.inner.resolveImage(ref);
+  }
+  getName(name: string): Promise<NameRecord | undefined> {
+    return this.inner.getName(name);
+  }
+  putName(record: NameRecord): Promise<void> {
+    return this.inner.putName(record);
+  }
+  deleteName(name: string): Promise<boolean> {
+    return this.inner.deleteName(name);
+  }
+  listNames(): Promise<NameRecord[]> {
+    return this.inner.listNames();
   }
   getChain(name: string): Promise<ChainRecord | undefined> {
     return this.inner.getChain(name);

@@ -53,6 +53,10 @@ export class StoreLayout {
   get chainsDir(): string {
     return path.join(this.root, "chains");
   }
+  /** `names/<sha256(name) hex>.json`: image names (`strata tag`). */
+  get namesDir(): string {
+    return path.join(this.root, "names");
+  }
   /** `logs/<hex>.log`: step logs. */
   get logsDir(): string {
     return path.join(this.root, "logs");
@@ -83,6 +87,7 @@ export class StoreLayout {
       this.tmpDir,
       this.locksDir,
       this.logsDir,
+      this.namesDir,
     ];
   }
 

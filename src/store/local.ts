@@ -6,6 +6,7 @@
  *   chains/<hash>.json        most recent build of each named chain (for `strata explain`)
  *   layers/<diffid hex>/      unpacked layers (overlay lowerdir form)
  *   locks/<key>.lock          build locks (owner pid inside); logs/<hex>.log  step logs, secrets redacted
+ *   names/<hex>.json          image names (hex = sha256 of `repository:tag`) → image id
  *   tmp/                      work dirs; `<prefix>-<pid>-…` so stale ones can be reclaimed
  * Every write is temp + rename, so a build killed at any point leaves nothing a later build trusts.
  */
@@ -16,12 +17,14 @@ import { DigestMismatchError, NotFoundError, StoreError } from "../errors.js";
 import { digestHex, sha256Bytes, sha256File, type Digest } from "../util/digest.js";
 import { exists, pidAlive, readJson, uniqueSuffix, writeFileAtomic } from "../util/fs.js";
 import { defaultStoreRoot, StoreLayout } from "./layout.js";
+import { checkNameRecord, nameRecordHex, parseNameRecord, resolveImageRef } from "./names.js";
 import type {
   ChainRecord,
   ImageRecord,
   IndexEntry,
   LayerRecord,
-  Store,
+  NameRecord,
+  NamedStore,
   StoreMaintenance,
   StoreNamespace,
   StoredObject,
@@ -45,7 +48,7 @@ const heldLocks = new Map<string, string>();
 /** Per lock file, the tail of this process's in-memory queue of holders and waiters. */
 const lockQueues = new Map<string, Promise<void>>();
 
-export class LocalStore implements Store, StoreMaintenance {
+export class LocalStore implements NamedStore, StoreMaintenance {
   readonly root: string;
   readonly layout: StoreLayout;
   private constructor(root: string) {
@@ -162,6 +165,10 @@ export class LocalStore implements Store, StoreMaintenance {
   }
 
   async resolveImage(ref: string): Promise<ImageRecord> {
+    return resolveImageRef(ref, this, (id) => this.#resolveId(id), this.root);
+  }
+
+  async #resolveId(ref: string): Promise<ImageRecord> {
     const hex = ref.replace(/^sha256:/, "").toLowerCase();
     if (!/^[0-9a-f]{6,64}$/.test(hex))
       throw new NotFoundError(
@@ -183,6 +190,48 @@ export class LocalStore implements Store, StoreMaintenance {
     if (matches.length > 1)
       throw new NotFoundError(`image id prefix ${hex} is ambiguous (${matches.length} images); give more digits`);
     return (await this.getImage(("sha256:" + matches[0]!.slice(0, 64)) as Digest))!;
+  }
+
+  private nameFile(name: string): string {
+    return path.join(this.layout.namesDir, `${nameRecordHex(name)}.json`);
+  }
+
+  async getName(name: string): Promise<NameRecord | undefined> {
+    const file = this.nameFile(name);
+    const text = await fsp.readFile(file, "utf8").catch((e: NodeJS.ErrnoException) => {
+      if (e.code === "ENOENT") return undefined;
+      throw e;
+    });
+    if (text === undefined) return undefined;
+    const rec = parseNameRecord(text, file);
+    return rec.name === name ? rec : undefined;
+  }
+
+  async putName(record: NameRecord): Promise<void> {
+    checkNameRecord(record, /^scope:[a-z0-9-]+:/.exec(record.name)?.[0]);
+    if (!(await this.getImage(record.imageId)))
+      throw new StoreError(
+        `refusing to name image ${record.imageId} ${record.name}: it is not in the store at ${this.root}`,
+      );
+    await fsp.mkdir(this.layout.namesDir, { recursive: true });
+    await writeFileAtomic(this.nameFile(record.name), JSON.stringify(record));
+  }
+
+  async deleteName(name: string): Promise<boolean> {
+    if (!(await this.getName(name))) return false;
+    await fsp.rm(this.nameFile(name), { force: true });
+    return true;
+  }
+
+  async listNames(): Promise<NameRecord[]> {
+    const dir = this.layout.namesDir;
+    const out: NameRecord[] = [];
+    for (const f of await fsp.readdir(dir).catch(() => [] as string[])) {
+      if (!/^[0-9a-f]{64}\.json$/.test(f)) continue;
+      const text = await fsp.readFile(path.join(dir, f), "utf8").catch(() => undefined);
+      if (text !== undefined) out.push(parseNameRecord(text, path.join(dir, f)));
+    }
+    return out;
   }
 
   private chainFile(name: string): string {

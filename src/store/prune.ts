@@ -3,6 +3,8 @@
  * safely while builds run.
  *
  * What is kept ("recent" = written at or after the cutoff, now − older-than):
+ *   - every named image (`strata tag`, `build --tag`; names of every scope) and every image it reaches, however old:
+ *     a name is removed only by `strata rmi`, after which its image goes with the next prune like any other;
  *   - every recent index entry, every recent image record, and every image reachable from those through parent
  *     links (a chain of steps stays whole), plus old index entries that point at a kept image (a base built long
  *     ago that recent builds still use keeps its entry, so it is not rebuilt with a new id that would invalidate
@@ -43,6 +45,7 @@ import {
   isMaintainable,
   type ImageRecord,
   type ImageStore,
+  type NameStore,
   type StoreMaintenance,
   type StoreNamespace,
   type StoredObject,
@@ -109,7 +112,7 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
 
 /** Removes index entries, image records, blobs, logs and chains that nothing recent references (see the module). */
 export async function pruneStore(
-  store: ImageStore & Pick<WorkSpace, "root"> & Partial<StoreMaintenance>,
+  store: ImageStore & Pick<WorkSpace, "root"> & Partial<StoreMaintenance> & Partial<Pick<NameStore, "listNames">>,
   opts: PruneOptions,
 ): Promise<PruneReport> {
   if (!isMaintainable(store))
@@ -150,6 +153,10 @@ export async function pruneStore(
     if (isRecent && hex) roots.add(hex);
   });
   for (const o of listing.images) if (recent(o)) roots.add(o.name);
+  // Named images, whatever their age (a store without names has none).
+  const named = async () => ((await store.listNames?.()) ?? []).map((n) => digestHex(n.imageId));
+  const namedAtStart = await named();
+  for (const hex of namedAtStart) roots.add(hex);
 
   // 3. Everything reachable from the roots (parent links), with the blobs and unpacked layers they need.
   const keep = new Map<string, ImageRecord>();
@@ -190,8 +197,11 @@ export async function pruneStore(
   report.kept.logs = listing.logs.length - doomedLogs.length;
   await removeAll("logs", doomedLogs, "logs");
 
-  // 7. Image records written while we worked (builds running now) keep what they name, old blobs included.
+  // 7. Image records written while we worked (builds running now) keep what they name, old blobs included; so do
+  // names given meanwhile.
   if (!dry) {
+    const namedNow = (await named()).filter((hex) => !keep.has(hex));
+    if (namedNow.length) await mark(namedNow);
     const fresh = (await stored.listStored("images")).filter(
       (o) => o.modifiedMs >= started - 2000 && !keep.has(o.name),
     );

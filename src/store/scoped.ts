@@ -7,7 +7,8 @@
  *
  * On disk (and in S3) the scope is a suffix or a folder: index entry `<key>-<scope>`, chain `scope:<scope>:<name>`,
  * lock `<key>-<scope>` (`cache-mount-<scope>-<hex>` for cache mounts, which stay machine-local), cache mount
- * `cache-mounts/scoped/<scope>/<hex>/`, link layer `link-layers/<key>-<scope>.json`, downloads
+ * `cache-mounts/scoped/<scope>/<hex>/`, link layer `link-layers/<key>-<scope>.json`, image name `scope:<scope>:<name>`
+ * (resolved by `resolveImage` in the scope only; ids and id prefixes as the store resolves them), downloads
  * `downloads/scoped/<scope>/`. The unscoped store keeps the plain names, so a single-tenant service and local builds
  * keep their existing caches.
  */
@@ -15,7 +16,8 @@ import path from "node:path";
 import { StoreError } from "../errors.js";
 import { StoreLayout } from "./layout.js";
 import { ForwardingStore } from "./forwarding.js";
-import type { ChainRecord, IndexEntry, Store } from "./store.js";
+import { resolveImageRef } from "./names.js";
+import type { ChainRecord, ImageRecord, IndexEntry, NamedStore, NameRecord } from "./store.js";
 
 /** A scope name: lowercase letters, digits and inner `-`, 1–63 characters (it becomes part of keys and paths). */
 export const SCOPE_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -41,7 +43,7 @@ export class ScopedLayout extends StoreLayout {
 
 export class ScopedStore extends ForwardingStore<ScopedLayout> {
   constructor(
-    inner: Store,
+    inner: NamedStore,
     readonly scope: string,
   ) {
     if (!SCOPE_RE.test(scope))
@@ -53,6 +55,10 @@ export class ScopedStore extends ForwardingStore<ScopedLayout> {
     return `${key}-${this.scope}`;
   }
   #chain(name: string): string {
+    return `scope:${this.scope}:${name}`;
+  }
+  /** Chains and names share the `scope:<scope>:` prefix (they live in different namespaces). */
+  #name(name: string): string {
     return `scope:${this.scope}:${name}`;
   }
 
@@ -71,6 +77,26 @@ export class ScopedStore extends ForwardingStore<ScopedLayout> {
   }
   override putChain(chain: ChainRecord): Promise<void> {
     return this.inner.putChain({ ...chain, name: this.#chain(chain.name) });
+  }
+  override async getName(name: string): Promise<NameRecord | undefined> {
+    const rec = await this.inner.getName(this.#name(name));
+    return rec ? { ...rec, name } : undefined;
+  }
+  override putName(record: NameRecord): Promise<void> {
+    return this.inner.putName({ ...record, name: this.#name(record.name) });
+  }
+  override deleteName(name: string): Promise<boolean> {
+    return this.inner.deleteName(this.#name(name));
+  }
+  override async listNames(): Promise<NameRecord[]> {
+    const prefix = this.#name("");
+    return (await this.inner.listNames())
+      .filter((r) => r.name.startsWith(prefix))
+      .map((r) => ({ ...r, name: r.name.slice(prefix.length) }));
+  }
+  /** Names in this scope only; ids go to the store as `sha256:<hex>`, so its own (unscoped) names are never read. */
+  override resolveImage(ref: string): Promise<ImageRecord> {
+    return resolveImageRef(ref, this, (id) => this.inner.resolveImage(id), `${this.root} (scope ${this.scope})`);
   }
   override lock(key: string): Promise<() => Promise<void>> {
     const mount = /^cache-mount-(.*)$/.exec(key);

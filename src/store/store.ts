@@ -56,6 +56,29 @@ export interface ChainRecord {
   imageIds: Digest[];
 }
 
+/** A name (`repository:tag`) given to an image (`strata build --tag`, `strata tag`, `image.build({ tag })`). */
+export interface NameRecord {
+  /** `repository:tag`, normalised (`parseImageName(…).full`, src/util/image-name.ts). */
+  name: string;
+  imageId: Digest;
+  /** When the name was last pointed at this image. */
+  createdAt: string;
+}
+
+/**
+ * Image names: each names one image, and `resolveImage` takes a name wherever it takes an id. Named images are roots
+ * `strata cache prune` keeps, with every image they reach. A scoped view (`ScopedStore`) has names of its own.
+ */
+export interface NameStore {
+  getName(name: string): Promise<NameRecord | undefined>;
+  /** Points a name at an image, replacing where it pointed; refused (StoreError) when the image is not stored. */
+  putName(record: NameRecord): Promise<void>;
+  /** Removes a name; true when there was one. */
+  deleteName(name: string): Promise<boolean>;
+  /** Every name of this view (the unscoped store: every view's, scoped ones as `scope:<scope>:<name>`). */
+  listNames(): Promise<NameRecord[]>;
+}
+
 /** A namespace of stored objects, for maintenance (`strata cache prune`). */
 export type StoreNamespace = "index" | "images" | "blobs" | "logs" | "chains";
 
@@ -98,7 +121,10 @@ export interface ImageStore {
   getImage(id: Digest): Promise<ImageRecord | undefined>;
   putImage(record: ImageRecord): Promise<void>;
   listImages(): Promise<ImageRecord[]>;
-  /** Resolves a full id, a bare hex id or a unique prefix (≥ 6 hex digits) to an image record. */
+  /**
+   * Resolves an image name (`NAME[:TAG]`, a backend with names), a full id, a bare hex id or a unique prefix (≥ 6 hex
+   * digits) to an image record. A ref that is both a name and a hex prefix is a name first (as Docker does).
+   */
   resolveImage(ref: string): Promise<ImageRecord>;
 }
 
@@ -163,6 +189,9 @@ export interface BuildStore extends BlobStore, ImageStore, HistoryStore, LayerDi
  * interfaces plus maintenance where the backend supports it. Code that needs less names less (`BlobStore`, …).
  */
 export interface Store extends BuildStore, Partial<StoreMaintenance> {}
+
+/** A store that keeps image names too (`LocalStore`, `S3Store`, their wrappers): what the CLI and the service open. */
+export interface NamedStore extends Store, NameStore {}
 
 /** Whether a store supports maintenance (listing and deleting what it holds). */
 export function isMaintainable<S extends Partial<StoreMaintenance>>(store: S): store is S & StoreMaintenance {

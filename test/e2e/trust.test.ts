@@ -89,17 +89,17 @@ describe("non-root local builds", () => {
 });
 
 describe("strata images", () => {
-  test("lists a built image with its step, newest first; --json has the same", async () => {
+  test("--all lists a built image with its step, newest first; --json has the same", async () => {
     const { def, tag } = await space.project(`export default base.runCommands("echo ${"$"}TEST_NONCE > /n");\n`);
     const built = await buildJson(def);
-    const table = await strata(["images"]);
+    const table = await strata(["images", "--all"]);
     assert.equal(table.code, 0, table.stderr);
     const lines = table.stdout.trimEnd().split("\n");
-    assert.match(lines[0]!, /^IMAGE ID\s+BUILT\s+LAYERS\s+STEP$/);
-    const row = lines.find((l) => l.startsWith(built.imageId.slice(7, 19)));
+    assert.match(lines[0]!, /^NAME\s+TAG\s+IMAGE ID\s+CREATED\s+SIZE\s+STEP$/);
+    const row = lines.find((l) => l.split(/\s+/)[2] === built.imageId.slice(7, 19));
     assert.ok(row, `no row for ${built.imageId}:\n${table.stdout}`);
     assert.match(row!, /runCommands echo \$TEST_NONCE > \/n$/);
-    const json = JSON.parse((await strata(["images", "--json"])).stdout) as {
+    const json = JSON.parse((await strata(["images", "--all", "--json"])).stdout) as {
       id: string;
       step?: string;
       layers: number;

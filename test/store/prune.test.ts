@@ -12,6 +12,7 @@ import type { ContextEntry } from "../../src/context/walk.js";
 import { opaqueDirsOf, UpperTarget } from "../../src/layer/copy-target.js";
 import { MediaType } from "../../src/oci/types.js";
 import { LocalStore } from "../../src/store/local.js";
+import { ScopedStore } from "../../src/store/scoped.js";
 import { formatBytes, parseDuration, pruneStore, type PruneReport } from "../../src/store/prune.js";
 import { S3Store } from "../../src/store/s3/index.js";
 import type { ImageRecord, LayerRecord, Store } from "../../src/store/store.js";
@@ -221,6 +222,31 @@ for (const [name, open] of [
   ["S3Store (s3rver)", openS3],
 ] as const) {
   describe(`prune: ${name}`, () => {
+    test("named images (of any scope) are roots, however old: they and their chains stay until `rmi`", async () => {
+      const store = await open();
+      const a1 = await image(store, "n-a1");
+      const a2 = await image(store, "n-a2", a1);
+      const b1 = await image(store, "n-b1");
+      const c1 = await image(store, "n-c1");
+      const oldAt = new Date(Date.now() - 3600_000).toISOString();
+      await store.putName({ name: "app:v1", imageId: a2.id, createdAt: oldAt });
+      await new ScopedStore(store, "tenant-x").putName({ name: "theirs:latest", imageId: c1.id, createdAt: oldAt });
+      const cutoff = await secondBoundary();
+      await pruneStore(store, at(cutoff));
+      const images = (await store.listStored!("images")).map((o) => o.name).sort();
+      assert.deepEqual(images, [a1.id, a2.id, c1.id].map(digestHex).sort(), "named images and their parents stay");
+      for (const d of [...blobsOf(a2), ...blobsOf(c1)]) assert.ok(await store.hasBlob(d), `kept blob ${d}`);
+      assert.equal(await store.getLog(a1.id), "log of n-a1", "their step logs stay");
+      assert.equal(await store.getImage(b1.id), undefined, "an unnamed old image goes");
+      assert.equal((await store.resolveImage("app:v1")).id, a2.id);
+      // Once the name is removed, the image goes with the next prune like any other.
+      await store.deleteName("app:v1");
+      await pruneStore(store, at(cutoff));
+      assert.equal(await store.getImage(a2.id), undefined);
+      assert.ok(await store.getImage(c1.id), "the other scope's named image stays");
+      await assertConsistent(store);
+    });
+
     test("removes what nothing recent references, keeps chains recent images stand on; a dry run removes nothing", async () => {
       const store = await open();
       const sc = await scenario(store);

@@ -12,7 +12,8 @@ import { gzipSync } from "node:zlib";
 import { DigestMismatchError, NotFoundError, StoreError } from "../../src/errors.js";
 import { packDir } from "../../src/layer/tar-pack.js";
 import { MediaType } from "../../src/oci/types.js";
-import type { ImageRecord, LayerRecord, Store } from "../../src/store/store.js";
+import { ScopedStore } from "../../src/store/scoped.js";
+import type { ImageRecord, LayerRecord, NamedStore, Store } from "../../src/store/store.js";
 import { sha256Bytes, type Digest } from "../../src/util/digest.js";
 
 const fakeId = (h: string) => ("sha256:" + h) as Digest;
@@ -71,7 +72,7 @@ async function tempFile(store: Store, content: string | Buffer): Promise<string>
  * Registers the Store contract tests under `describe(name)`. `open` must return a fresh, empty store each time
  * (tests write overlapping content and expect to see only their own).
  */
-export function storeConformance(name: string, open: () => Promise<Store>): void {
+export function storeConformance(name: string, open: () => Promise<NamedStore>): void {
   describe(`Store conformance: ${name}`, () => {
     describe("blobs", () => {
       test("putBlobBytes stores content under its sha256, is idempotent, and reads back every way", async () => {
@@ -466,6 +467,91 @@ export function storeConformance(name: string, open: () => Promise<Store>): void
           );
         }
         assert.equal(max, 1);
+      });
+    });
+
+    describe("names", () => {
+      const at = "2026-12-01T00:00:00.000Z";
+      test("a name is stored, read back, listed, repointed and removed", async () => {
+        const store = await open();
+        const a = await storedImage(store, "name-a");
+        const b = await storedImage(store, "name-b");
+        await store.putImage(a);
+        await store.putImage(b);
+        await store.putName({ name: "team/app:v1", imageId: a.id, createdAt: at });
+        assert.deepEqual(await store.getName("team/app:v1"), { name: "team/app:v1", imageId: a.id, createdAt: at });
+        assert.equal(await store.getName("team/app:v2"), undefined);
+        await store.putName({ name: "team/app:v1", imageId: b.id, createdAt: at });
+        assert.equal((await store.getName("team/app:v1"))?.imageId, b.id);
+        await store.putName({ name: "localhost:5000/x/y:latest", imageId: a.id, createdAt: at });
+        assert.deepEqual((await store.listNames()).map((n) => n.name).sort(), [
+          "localhost:5000/x/y:latest",
+          "team/app:v1",
+        ]);
+        assert.equal(await store.deleteName("team/app:v1"), true);
+        assert.equal(await store.deleteName("team/app:v1"), false);
+        assert.deepEqual(
+          (await store.listNames()).map((n) => n.name),
+          ["localhost:5000/x/y:latest"],
+        );
+      });
+
+      test("a name is refused for an image the store lacks, and when not normalised", async () => {
+        const store = await open();
+        const missing = await storedImage(store, "name-missing");
+        await assert.rejects(store.putName({ name: "app:latest", imageId: missing.id, createdAt: at }), StoreError);
+        await store.putImage(missing);
+        await assert.rejects(store.putName({ name: "app", imageId: missing.id, createdAt: at }), StoreError);
+        assert.equal(await store.getName("app:latest"), undefined);
+      });
+
+      test("resolveImage takes a name (tag latest by default) before an id prefix, and says what is missing", async () => {
+        const store = await open();
+        const a = await storedImage(store, "resolve-a");
+        const b = await storedImage(store, "resolve-b");
+        await store.putImage(a);
+        await store.putImage(b);
+        await store.putName({ name: "resolve-me:latest", imageId: a.id, createdAt: at });
+        assert.equal((await store.resolveImage("resolve-me")).id, a.id);
+        assert.equal((await store.resolveImage("resolve-me:latest")).id, a.id);
+        // A name that is also a hex prefix of another image: the name wins.
+        const prefix = b.id.slice(7, 15);
+        await store.putName({ name: `${prefix}:latest`, imageId: a.id, createdAt: at });
+        assert.equal((await store.resolveImage(prefix)).id, a.id);
+        assert.equal((await store.resolveImage(`sha256:${prefix}`)).id, b.id);
+        await assert.rejects(store.resolveImage("resolve-me:v9"), (e: Error) => {
+          assert.ok(e instanceof NotFoundError);
+          assert.match(e.message, /no image is named resolve-me:v9/);
+          return true;
+        });
+        await assert.rejects(store.resolveImage("Not A Ref!"), NotFoundError);
+      });
+
+      test("a scoped view has names of its own; the store's names are not its own", async () => {
+        const store = await open();
+        const a = await storedImage(store, "scoped-a");
+        const b = await storedImage(store, "scoped-b");
+        await store.putImage(a);
+        await store.putImage(b);
+        const red = new ScopedStore(store, "red");
+        const blue = new ScopedStore(store, "blue");
+        await red.putName({ name: "shared:latest", imageId: a.id, createdAt: at });
+        await store.putName({ name: "shared:latest", imageId: b.id, createdAt: at });
+        assert.equal((await red.resolveImage("shared")).id, a.id);
+        assert.equal((await store.resolveImage("shared")).id, b.id);
+        await assert.rejects(blue.resolveImage("shared"), NotFoundError);
+        assert.deepEqual(
+          (await red.listNames()).map((n) => n.name),
+          ["shared:latest"],
+        );
+        assert.deepEqual(await blue.listNames(), []);
+        assert.equal(await blue.deleteName("shared:latest"), false);
+        assert.equal((await red.getName("shared:latest"))?.imageId, a.id);
+        // The store lists every scope's names, the scoped ones prefixed (what prune keeps).
+        assert.deepEqual((await store.listNames()).map((n) => n.name).sort(), [
+          "scope:red:shared:latest",
+          "shared:latest",
+        ]);
       });
     });
   });

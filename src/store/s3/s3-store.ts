@@ -6,6 +6,7 @@
  *   images/<hex>.json       image records
  *   chains/<hash>.json      most recent build of each named chain (hash = sha256 of the name)
  *   logs/<hex>.log          step logs, secrets redacted
+ *   names/<hex>.json        image names (hex = sha256 of `repository:tag`) → image id
  *
  * Ordering is what keeps a crash harmless: a blob is uploaded and verified (sha256 computed while uploading;
  * a multipart upload is only completed when it matches) before it is reported stored, `putImage` HEADs every
@@ -39,12 +40,14 @@ import { digestHex, sha256Bytes, sha256File, type Digest } from "../../util/dige
 import { exists } from "../../util/fs.js";
 import { LocalStore } from "../local.js";
 import { StoreLayout } from "../layout.js";
+import { checkNameRecord, nameRecordHex, parseNameRecord, resolveImageRef } from "../names.js";
 import type {
   ChainRecord,
   ImageRecord,
   IndexEntry,
   LayerRecord,
-  Store,
+  NameRecord,
+  NamedStore,
   StoreMaintenance,
   StoreNamespace,
   StoredObject,
@@ -149,7 +152,7 @@ async function forEachLimit<T>(
 
 const md5Base64 = (b: Uint8Array) => createHash("md5").update(b).digest("base64");
 
-export class S3Store implements Store, StoreMaintenance {
+export class S3Store implements NamedStore, StoreMaintenance {
   /** The local cache directory (where statcache, definitions and temp dirs live). */
   readonly root: string;
   /** The layout of the local cache directory. */
@@ -747,6 +750,10 @@ export class S3Store implements Store, StoreMaintenance {
   }
 
   async resolveImage(ref: string): Promise<ImageRecord> {
+    return resolveImageRef(ref, this, (id) => this.#resolveId(id), this.location);
+  }
+
+  async #resolveId(ref: string): Promise<ImageRecord> {
     const hex = ref.replace(/^sha256:/, "").toLowerCase();
     if (!/^[0-9a-f]{6,64}$/.test(hex))
       throw new NotFoundError(
@@ -796,6 +803,41 @@ export class S3Store implements Store, StoreMaintenance {
 
   async getLog(imageId: Digest): Promise<string | undefined> {
     return this.#getText(this.#logKey(imageId));
+  }
+
+  #nameKey(name: string): string {
+    return this.#key(`names/${nameRecordHex(name)}.json`);
+  }
+
+  async getName(name: string): Promise<NameRecord | undefined> {
+    const text = await this.#getText(this.#nameKey(name));
+    if (text === undefined) return undefined;
+    const rec = parseNameRecord(text, `s3://${this.bucket}/${this.#nameKey(name)}`);
+    return rec.name === name ? rec : undefined;
+  }
+
+  async putName(record: NameRecord): Promise<void> {
+    checkNameRecord(record, /^scope:[a-z0-9-]+:/.exec(record.name)?.[0]);
+    if (!(await this.getImage(record.imageId)))
+      throw new StoreError(`refusing to name image ${record.imageId} ${record.name}: it is not in ${this.location}`);
+    await this.#put(this.#nameKey(record.name), JSON.stringify(record), "application/json");
+  }
+
+  async deleteName(name: string): Promise<boolean> {
+    if (!(await this.getName(name))) return false;
+    const key = this.#nameKey(name);
+    await this.#s3("DELETE", key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+    return true;
+  }
+
+  async listNames(): Promise<NameRecord[]> {
+    const keys = (await this.#list("names/")).filter((k) => /names\/[0-9a-f]{64}\.json$/.test(k));
+    const out: Array<NameRecord | undefined> = new Array(keys.length);
+    await forEachLimit(keys, 16, async (key, i) => {
+      const text = await this.#getText(key);
+      if (text !== undefined) out[i] = parseNameRecord(text, `s3://${this.bucket}/${key}`);
+    });
+    return out.filter((r): r is NameRecord => r !== undefined);
   }
 
   // ---- maintenance (strata cache prune) --------------------------------------------------------------------------
