@@ -76,7 +76,7 @@ export class StepExecutor {
       const work = await this.store.tempDir("base");
       try {
         const rootfs = path.join(work, "rootfs");
-        await buildDebianRootfs(step.base, rootfs, (l) => log.line(l), index);
+        await buildDebianRootfs(step.base, rootfs, (l) => log.line(l), index, this.builder.version);
         newLayer = await commitLayer(this.store, rootfs, { epoch: this.builder.sourceDateEpoch, overlay: false });
         await this.store.adoptLayerDir(newLayer.diffId, rootfs);
       } finally {
