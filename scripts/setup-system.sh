@@ -19,6 +19,7 @@ PACKAGES=(
   ca-certificates
   python3
   python3-pip
+  patchelf
   zstd
   xz-utils
   openssl

@@ -25,6 +25,7 @@ const UNIT = [
   "plan/",
   "sdk/",
   "engine/config.test.ts",
+  "engine/debian-pins.test.ts",
   "engine/debian-base.test.ts",
   "engine/redact.test.ts",
   "engine/select-parents.test.ts",

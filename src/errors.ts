@@ -381,3 +381,27 @@ export class CommandUsageError extends StrataError {
     this.name = "CommandUsageError";
   }
 }
+
+/**
+ * A debianSlim base came out with other Debian packages than its builder version records (`debian.pins` in
+ * `builders/<version>.json`): the archive moved on (a point release replaced them), so building it would give this key
+ * other content than another store has under it. Nothing is cached. `changed` lists `name: recorded → installed`.
+ */
+export class DebianArchiveDriftError extends StrataError {
+  override readonly code = "DEBIAN_ARCHIVE_DRIFT";
+  override readonly fault = "user";
+  constructor(
+    readonly builderVersion: string,
+    readonly suite: string,
+    readonly changed: readonly string[],
+  ) {
+    const shown = changed.slice(0, 12).join("; ") + (changed.length > 12 ? `; … (${changed.length} in all)` : "");
+    super(
+      `debianSlim ${suite}: the Debian archive no longer serves the package versions builder version ${builderVersion} records ` +
+        `(${shown}). The base is not built, so no store gets other packages under the same key. Use a newer builder version ` +
+        "(STRATA_BUILDER_VERSION; PREVIEW is re-recorded with `node scripts/record-debian-pins.mjs PREVIEW`), or a builder " +
+        "whose `debian.mirror` still serves those versions (a snapshot of the archive).",
+    );
+    this.name = "DebianArchiveDriftError";
+  }
+}

@@ -65,7 +65,8 @@ commands:
                                    remove index entries, images and blobs nothing recent references (30d, 12h, 90m)
 
 environment: STRATA_HOME (store location, default ~/.cache/strata), STRATA_BUILDER_VERSION,
-  STRATA_FORCE_BUILD=1, STRATA_IGNORE_CACHE=1, STRATA_UV_BINARY,
+  STRATA_FORCE_BUILD=1, STRATA_IGNORE_CACHE=1,
+  STRATA_UV_IMAGE (a repository mirroring ghcr.io/astral-sh/uv; builder 2026.12+), STRATA_UV_BINARY (2026.11 only),
   SOURCE_DATE_EPOCH (build -f: the build arg of that name unless --build-arg gives it: reproducible timestamps),
   STRATA_S3_BUCKET / STRATA_S3_ENDPOINT / STRATA_S3_PREFIX (store layers and the index in S3),
   REGISTRY_USERNAME / REGISTRY_PASSWORD or DOCKER_CONFIG (registry login for pull and push),

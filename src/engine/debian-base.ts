@@ -1,10 +1,18 @@
 /** Builds a Debian root filesystem with mmdebstrap from Debian's archive (the `debianSlim` base). */
 import { createReadStream, promises as fsp } from "node:fs";
 import os from "node:os";
+import path from "node:path";
 import { execa } from "execa";
 import { extractLayer } from "../layer/tar-extract.js";
-import { InvalidDefinitionError, MissingToolError, SandboxError, StepFailedError } from "../errors.js";
+import {
+  DebianArchiveDriftError,
+  InvalidDefinitionError,
+  MissingToolError,
+  SandboxError,
+  StepFailedError,
+} from "../errors.js";
 import type { BaseSpec } from "../plan/step.js";
+import { installedPackages, pinDrift } from "./debian-pins.js";
 
 type DebianSpec = Extract<BaseSpec, { kind: "debian" }>;
 
@@ -91,14 +99,27 @@ async function requireSubordinateIds(): Promise<void> {
 }
 
 /**
+ * Checks a built root filesystem's packages against the recorded versions (`spec.pins`), if any: a
+ * DebianArchiveDriftError names every package the archive moved on.
+ */
+export async function checkPins(spec: DebianSpec, rootfs: string, builderVersion: string): Promise<void> {
+  if (!spec.pins) return;
+  const status = await fsp.readFile(path.join(rootfs, "var/lib/dpkg/status"), "utf8");
+  const drift = pinDrift(spec.pins, installedPackages(status));
+  if (drift.length) throw new DebianArchiveDriftError(builderVersion, spec.suite, drift);
+}
+
+/**
  * Builds the Debian root filesystem into `target` (a new directory): mmdebstrap in unshare mode writes a tarball next
- * to it, which is extracted with the builder's own extractor (owners, modes and xattrs as the chroot had them).
+ * to it, which is extracted with the builder's own extractor (owners, modes and xattrs as the chroot had them). A
+ * recorded package set (`spec.pins`) is checked before the caller commits anything.
  */
 export async function buildDebianRootfs(
   spec: DebianSpec,
   target: string,
   onOutput: (line: string) => void,
   stepIndex: number,
+  builderVersion = "",
 ): Promise<void> {
   const tarball = `${target}.tar`;
   const args = mmdebstrapArgs(spec, tarball); // checked before anything is created or run
@@ -133,6 +154,7 @@ export async function buildDebianRootfs(
     }
     await fsp.mkdir(target, { recursive: true });
     await extractLayer(createReadStream(tarball), target, { gzip: false, onWarning: onOutput });
+    await checkPins(spec, target, builderVersion);
   } finally {
     await fsp.rm(tarball, { force: true });
   }

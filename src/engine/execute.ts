@@ -79,7 +79,7 @@ export class StepExecutor {
       const work = await this.store.tempDir("base");
       try {
         const rootfs = path.join(work, "rootfs");
-        await buildDebianRootfs(step.base, rootfs, (l) => log.line(l), index);
+        await buildDebianRootfs(step.base, rootfs, (l) => log.line(l), index, this.builder.version);
         newLayer = await commitLayer(this.store, rootfs, { epoch: this.builder.sourceDateEpoch, overlay: false });
         const epoch = this.builder.sourceDateEpoch;
         await noteClampedLayer(this.store.layout, this.store.layout.layerDir(newLayer.diffId), epoch);

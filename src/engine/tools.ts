@@ -84,6 +84,7 @@ export async function placeUv(rootfs: string, target: string): Promise<BindMount
   throw new MissingToolError(
     "uv",
     `uvPipInstall needs a uv binary: none in the image (${IMAGE_UV.join(", ")}) and STRATA_UV_BINARY is not set. ` +
-      `Install uv in an earlier step (e.g. .pipInstall("uv")) or set STRATA_UV_BINARY to a uv binary on this machine.`,
+      `Install uv in an earlier step (e.g. .pipInstall("uv")), set STRATA_UV_BINARY to a uv binary on this machine, ` +
+      `or use builder version 2026.12 or later (STRATA_BUILDER_VERSION=2026.12), which provisions uv from its uv image.`,
   );
 }

@@ -30,6 +30,11 @@ export type BaseSpec =
       variant: string;
       packages: string[];
       cmd: string[];
+      /**
+       * The recorded version of every package the base may hold (name → version, sorted by name): the engine refuses a
+       * base whose installed packages differ (`DebianArchiveDriftError`). Absent: not pinned.
+       */
+      pins?: [string, string][];
     }
   /** `login` picks how credentials are obtained (plain registry login, AWS ECR, Google Artifact Registry); never keyed. */
   | {

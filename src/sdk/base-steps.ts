@@ -3,16 +3,24 @@
  * in the store, or a Dockerfile stage's FROM. A base has no instructions of its own, except a Dockerfile stage's
  * starting config.
  */
-import type { BuilderVersion } from "../builder-version.js";
+import { debianSuiteFor, type BuilderVersion } from "../builder-version.js";
 import type { KnownConfig, StageChain } from "../dockerfile/to-plan.js";
 import { DEFAULT_PATH } from "../oci/defaults.js";
 import { debianSlimStep } from "../plan/debian-slim.js";
 import type { BaseSpec, Plan, Step } from "../plan/step.js";
 import type { ImageDebianSlimParams, ImageFromRegistryParams } from "./params.js";
+import { addPythonSteps } from "./python.js";
 import type { Secret } from "./secret.js";
+import { uvIntoImageStep } from "./uv-image.js";
 
 /** A step as a function of the builder version (called when the plan is made). */
 export type StepFactory = (b: BuilderVersion) => Step;
+
+/**
+ * A chain's start as a function of the builder version: its base step, or the base step and the steps every image of
+ * that base has (debianSlim: a standalone Python and uv, for builder versions that say so).
+ */
+export type BaseFactory = (b: BuilderVersion) => Step | Step[];
 
 /** How a registry base logs in (`fromRegistry`, `fromAwsEcr`, `fromGcpArtifactRegistry`). */
 export interface RegistryLogin {
@@ -35,9 +43,25 @@ export function scratchBase(params: { forceBuild?: boolean }): StepFactory {
   });
 }
 
-/** `debianSlim`: the recipe the builder version gives for the Python series (src/plan/debian-slim.ts). */
-export function debianSlimBase(params: ImageDebianSlimParams): StepFactory {
-  return (b) => debianSlimStep(b, { pythonVersion: params.pythonVersion, forceBuild: params.forceBuild });
+/**
+ * `debianSlim`: the base step the builder version gives for the Python series (src/plan/debian-slim.ts), then — where
+ * the builder version says so — python-build-standalone copied to /usr/local as addPython does (a series the suite
+ * has no Python for) and uv from the builder's uv image. Those steps are ordinary ones (a build service gets them as
+ * sent), each cached on its own; a forced base forces them too.
+ */
+export function debianSlimBase(params: ImageDebianSlimParams): BaseFactory {
+  return (b) => {
+    const force = params.forceBuild ?? false;
+    const base = debianSlimStep(b, { pythonVersion: params.pythonVersion, forceBuild: force });
+    const { python, source } = debianSuiteFor(b, params.pythonVersion);
+    const steps: Step[] = [base];
+    if (source === "standalone")
+      for (const f of addPythonSteps("debianSlim", python))
+        steps.push({ ...f(b), method: "debianSlim", forceBuild: force });
+    const uv = uvIntoImageStep(b, force);
+    if (uv) steps.push(uv);
+    return steps;
+  };
 }
 
 /** The config the engine gives a debianSlim base (src/engine/execute.ts). */

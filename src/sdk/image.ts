@@ -29,6 +29,7 @@ import {
   debianSlimKnown,
   dockerfileStageBase,
   imageIdBase,
+  type BaseFactory,
   type RegistryLogin,
   registryBase,
   scratchBase,
@@ -41,7 +42,6 @@ import {
   pipInstallStep,
   runCommandsStep,
   runFunctionStep,
-  uvPipInstallStep,
 } from "./layer-steps.js";
 import { expandHome, ignorePatterns, localPath } from "./local-paths.js";
 import { refuseNul, refuseNulSecretEnv } from "./nul.js";
@@ -66,15 +66,18 @@ import {
   type ImageAddLocalPythonSourceParams,
   type ImagePipInstallFromPyprojectParams,
   type ImagePoetryInstallParams,
+  type ImageUvSyncParams,
 } from "./params.js";
 import { addPythonSteps, checkPythonSeries } from "./python.js";
 import { pipInstallFromPyprojectStep, poetryInstallFromFileStep } from "./python-project-steps.js";
 import { findPythonSource, nonPythonFiles, pythonSearchPath } from "./python-source.js";
 import { addChainSecrets, mergeSecrets, Secret, type ChainSecrets, type SecretLike } from "./secret.js";
+import { uvPipInstallStep, uvSyncStep } from "./uv.js";
+import { DEFAULT_PATH } from "../oci/defaults.js";
 
 /** What an Image is made of (the constructor's argument); unset lists are empty. */
 interface ImageState {
-  base: StepFactory;
+  base: BaseFactory;
   steps?: readonly StepFactory[];
   deferred?: readonly DeferredMount[];
   methods?: readonly string[];
@@ -90,7 +93,7 @@ function pick(secret: Secret | undefined, names: readonly string[]): Record<stri
 
 /** An immutable image definition. */
 export class Image {
-  readonly #base: StepFactory;
+  readonly #base: BaseFactory;
   readonly #steps: readonly StepFactory[];
   readonly #deferred: readonly DeferredMount[];
   /** The SDK method of each chained step (after the base), e.g. to apply Docker's ENTRYPOINT/CMD rule. */
@@ -140,7 +143,11 @@ export class Image {
     return new Image({ base: scratchBase(params) });
   }
 
-  /** A minimal Debian with Python, built from Debian's archive with mmdebstrap (suite chosen by the builder version). */
+  /**
+   * A minimal Debian with Python, built from Debian's archive with mmdebstrap: the suite, packages (and their recorded
+   * versions), where Python comes from (Debian's own, or python-build-standalone for a series the suite lacks), uv and
+   * a compiler toolchain are the builder version's (`builders/<version>.json`).
+   */
   static debianSlim(params: ImageDebianSlimParams = {}): Image {
     checkOptions("debianSlim", params, OPTIONS.debianSlim);
     refuseNul("debianSlim", "", params);
@@ -378,11 +385,24 @@ export class Image {
   }
 
   /**
-   * Installs Python packages with uv. The uv binary is the image's own (`/usr/local/bin/uv`, `/usr/bin/uv`) or the
-   * one named by STRATA_UV_BINARY on the build machine, mounted read-only and never captured in the layer.
+   * Installs Python packages with uv, mounted read-only for the step and never captured in the layer: from builder
+   * version 2026.12 on, `/uv` of the builder's uv image (`ghcr.io/astral-sh/uv:<uvVersion>`, or the STRATA_UV_IMAGE
+   * mirror), keyed by content; with 2026.11, the image's own uv or STRATA_UV_BINARY.
    */
   uvPipInstall(...args: Array<string | string[] | ImageUvPipInstallParams>): Image {
     return this.#append(uvPipInstallStep(args));
+  }
+
+  /**
+   * Installs a uv project's dependencies (its pyproject.toml and, when present, uv.lock: used as is with `frozen`, the
+   * default) into the virtual environment `/.uv/.venv`, put first on PATH, as Modal's `uv_sync`. Default directory "./".
+   */
+  uvSync(projectDir = "./", params: ImageUvSyncParams = {}): Image {
+    const pathBefore = this.#known.env.find(([k]) => k === "PATH")?.[1] ?? DEFAULT_PATH;
+    const step = uvSyncStep(projectDir, params, pathBefore);
+    const env = new Map(this.#known.env);
+    env.set("PATH", `/.uv/.venv/bin:${pathBefore}`);
+    return this.#with(step.method, step.make, { env: [...env], workdir: this.#known.workdir }, step.secrets);
   }
 
   /** Runs shell commands, each its own RUN, in one layer. */
@@ -604,7 +624,7 @@ export class Image {
     // Clones, so a caller mutating a plan cannot change the definition or another plan; optional fields left unset
     // are absent, so a plan equals its JSON. Image paths whose `..` would climb above `/` are clamped here, once,
     // so keys agree with the build service's.
-    const steps = [this.#base(b), ...this.#steps.map((f) => f(b))].map((st) => {
+    const steps = [...[this.#base(b)].flat(), ...this.#steps.map((f) => f(b))].map((st) => {
       const step = withoutUndefined(structuredClone(st));
       step.instructions = step.instructions.map(clampInstructionPaths);
       return step;

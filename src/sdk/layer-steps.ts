@@ -1,11 +1,11 @@
 /**
  * The steps of the Image methods that install or run something in a layer (`aptInstall`, `pipInstall`,
- * `pipInstallFromRequirements`, `uvPipInstall`, `runCommands`, `runFunction`): each checks its arguments at call time
+ * `pipInstallFromRequirements`, `runCommands`, `runFunction`; uv's are in `uv.ts`): each checks its arguments at call time
  * and returns the step to append with the secret values it uses, or undefined when there is nothing to do (the image
  * stays as it is).
  */
 import { InvalidDefinitionError } from "../errors.js";
-import { type Instruction, shellQuote } from "../plan/instructions.js";
+import { shellQuote } from "../plan/instructions.js";
 import { checkPackages, pipFlags, snapshot, splitArgs, stepBase, stepSecrets, timeoutMs } from "./arguments.js";
 import type { StepFactory } from "./base-steps.js";
 import { functionModule } from "./function-module.js";
@@ -18,7 +18,6 @@ import {
   type ImagePipInstallParams,
   type ImageRunCommandsParams,
   type ImageRunFunctionParams,
-  type ImageUvPipInstallParams,
 } from "./params.js";
 import { volumeMounts } from "./volume.js";
 
@@ -103,48 +102,6 @@ export function pipInstallFromRequirementsStep(requirements: string, paramsIn: I
       extra: [],
       timeoutMs: timeoutMs(params.timeout, "pipInstallFromRequirements"),
     }),
-    secrets: { step: description, values: stepSecrets(params) },
-  };
-}
-
-/** `uvPipInstall`: the builder's (or the image's) uv, mounted read-only; the uv version is keyed. */
-export function uvPipInstallStep(args: readonly unknown[]): LayerStep | undefined {
-  const { items, params } = splitArgs<ImageUvPipInstallParams>("uvPipInstall", args, OPTIONS.uvPipInstall);
-  if (items.length === 0 && !params.requirements) return undefined;
-  checkPackages("uvPipInstall", items);
-  const pkgs = [...items].sort();
-  const req = params.requirements ? localPath("uvPipInstall", params.requirements, "requirements file") : undefined;
-  const description = `uvPipInstall ${pkgs.join(" ")}${req ? ` -r ${params.requirements}` : ""}`;
-  return {
-    method: "uvPipInstall",
-    make: (b) => {
-      const flags: string[] = [];
-      if (params.findLinks) flags.push("--find-links", shellQuote(params.findLinks));
-      if (params.indexUrl) flags.push("--index-url", shellQuote(params.indexUrl));
-      if (params.extraIndexUrl) flags.push("--extra-index-url", shellQuote(params.extraIndexUrl));
-      if (params.pre) flags.push("--prerelease", "allow");
-      if (params.extraOptions) flags.push(params.extraOptions);
-      const ins: Instruction[] = [];
-      if (req) ins.push({ op: "COPY", source: "requirements", dest: "/.uv-requirements.txt" });
-      ins.push({
-        op: "RUN",
-        command: [
-          "/.strata/uv pip install --system --compile-bytecode",
-          ...(req ? ["-r /.uv-requirements.txt"] : []),
-          ...pkgs.map(shellQuote),
-          ...flags,
-        ].join(" "),
-        mounts: [{ type: "bind", source: "builder:uv", target: "/.strata/uv", readonly: true }],
-        network: params.network,
-      });
-      return {
-        ...stepBase("uvPipInstall", description, params),
-        instructions: ins,
-        inputs: req ? [{ kind: "file", name: "requirements", localPath: req }] : [],
-        extra: [["uvVersion", params.uvVersion ?? b.tools.uv.defaultVersion]],
-        timeoutMs: timeoutMs(params.timeout, "uvPipInstall"),
-      };
-    },
     secrets: { step: description, values: stepSecrets(params) },
   };
 }

@@ -57,10 +57,26 @@ export interface ImagePipInstallParams extends ImageRunParams {
 }
 
 export interface ImageUvPipInstallParams extends ImagePipInstallParams {
-  /** Recorded in the key; the binary comes from the image or STRATA_UV_BINARY. Default: the builder's uv version. */
+  /**
+   * The uv version (a tag of the builder's uv image, whose `/uv` is used and keyed by content; builder version 2026.11
+   * only records it in the key and takes the image's uv or STRATA_UV_BINARY). Default: the builder version's.
+   */
   uvVersion?: string;
-  /** A requirements file (local path) installed along with the packages. */
-  requirements?: string;
+  /** Requirements files (local paths; one, or a list) installed along with the packages; their content is keyed. */
+  requirements?: string | string[];
+}
+
+export interface ImageUvSyncParams extends ImageRunParams {
+  /** Dependency groups to install (`--group`). Default: none beyond uv's defaults. */
+  groups?: string[];
+  /** Optional dependencies (extras) to install (`--extra`). Default: none. */
+  extras?: string[];
+  /** With a uv.lock, install exactly what it locks and never update it (`--frozen`). Default true. */
+  frozen?: boolean;
+  /** Appended verbatim to the `uv sync` command line. */
+  extraOptions?: string;
+  /** The uv version, as for uvPipInstall. Default: the builder version's. */
+  uvVersion?: string;
 }
 
 export interface ImagePipInstallFromPyprojectParams extends ImagePipInstallParams {
@@ -115,7 +131,11 @@ export interface ImageAddLocalParams {
 }
 
 export interface ImageDebianSlimParams {
-  /** Python series, e.g. "3.11" (bookworm) or "3.13" (trixie). Default: the builder version's default. */
+  /**
+   * Python series ("3.10"): one the builder version lists — 2026.11: 3.11 (bookworm) and 3.13 (trixie); 2026.12:
+   * 3.10–3.14 (Debian's Python for 3.11 and 3.13, python-build-standalone on bookworm otherwise). Default: the
+   * builder version's default (3.11).
+   */
   pythonVersion?: string;
   forceBuild?: boolean;
 }
@@ -315,6 +335,14 @@ export const OPTIONS = {
     volumes: true,
   }),
   addLocalPythonSource: optionNames<ImageAddLocalPythonSourceParams>({ copy: true, ignore: true, forceBuild: true }),
+  uvSync: optionNames<ImageUvSyncParams>({
+    ...runOptions,
+    groups: true,
+    extras: true,
+    frozen: true,
+    extraOptions: true,
+    uvVersion: true,
+  }),
   addLocalDir: optionNames<ImageAddLocalParams>({ copy: true, ignore: true, forceBuild: true }),
   addLocalFile: optionNames<Omit<ImageAddLocalParams, "ignore">>({ copy: true, forceBuild: true }),
   dockerfileCommands: optionNames<ImageDockerfileCommandsParams>({

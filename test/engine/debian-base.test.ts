@@ -77,7 +77,7 @@ describe("mmdebstrapArgs", () => {
   }
 
   test("every released builder version's recipe passes", () => {
-    for (const v of ["2026.11", "PREVIEW"]) {
+    for (const v of ["2026.11", "2026.12", "PREVIEW"]) {
       const b = loadBuilderVersion(v);
       for (const python of Object.keys(b.debian.python)) {
         const { suite } = debianSuiteFor(b, python);
@@ -93,7 +93,12 @@ describe("mmdebstrapArgs", () => {
 describe("debianSuiteFor", () => {
   test("only the builder file's own Python series are found", () => {
     const b = loadBuilderVersion("2026.11");
-    assert.deepEqual(debianSuiteFor(b, "3.11"), { python: "3.11", suite: "bookworm" });
+    assert.deepEqual(debianSuiteFor(b, "3.11"), { python: "3.11", suite: "bookworm", source: "debian" });
+    assert.deepEqual(debianSuiteFor(loadBuilderVersion("2026.12"), "3.10"), {
+      python: "3.10",
+      suite: "bookworm",
+      source: "standalone",
+    });
     for (const bad of ["__proto__", "constructor", "toString", "3.12", "--setup-hook=id"]) {
       assert.throws(
         () => debianSuiteFor(b, bad),

@@ -60,6 +60,7 @@ async function makeLowers(root: string): Promise<string[]> {
   await w(l0, "etc/passwd", "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n");
   await w(l0, "etc/group", "root:x:0:\nstaff:x:50:\n");
   await fsp.mkdir(path.join(l0, "was-dir/inner"), { recursive: true });
+  await fsp.mkdir(path.join(l0, "usr/local/bin"), { recursive: true });
   await fsp.symlink("/a", path.join(l0, "link"));
   await fsp.mkdir(path.join(l1, "opq"), { recursive: true });
   await w(l1, "opq/new", "new");
@@ -205,6 +206,35 @@ describe("UpperTarget leaves what a mounted COPY leaves", () => {
     );
     assert.match(r.upper["opq/sub/"]!, / @1600000001$/, "a directory copied to a new path keeps its mtime");
     assert.match(r.upper["a/deep/"]!, / @1600000002$/);
+  });
+
+  test("Dockerfile COPY of a tree whose first entry is a lower directory below a lower destination", async () => {
+    // `COPY --from=python-build-standalone /python/. /usr/local` onto a base with /usr/local/bin: `bin` is the first
+    // entry, and its metadata is set on the lower directory before anything has copied up /usr or /usr/local.
+    const src = await tmp();
+    await fsp.mkdir(path.join(src, "python/bin"), { recursive: true });
+    await fsp.writeFile(path.join(src, "python/bin/python3"), "#!/bin/sh\n", { mode: 0o755 });
+    const input: ResolvedInput = {
+      input: {
+        kind: "select",
+        name: "src",
+        root: { kind: "context", localPath: src, ignore: [] },
+        patterns: ["/python/."],
+      },
+      entries: await walkContext(src),
+      matches: [{ rel: "python", real: "python", type: "dir" }],
+    };
+    const r = await both(async (t) => {
+      await dockerCopy({
+        target: t,
+        ins: { op: "COPY", source: "src", sources: ["/python/."], dest: "/usr/local", from: "python-build-standalone" },
+        inputs: [input],
+        workdir: "/",
+        where: "test",
+      });
+    });
+    assert.deepEqual(r.upper, r.mounted);
+    assert.ok(r.upper["usr/local/bin/python3"], JSON.stringify(r.upper));
   });
 
   test("resolveInImage stays inside the image; recreating a lower directory needs a mount", async () => {

@@ -378,7 +378,8 @@ describe("uvPipInstall", () => {
 
   test("uvPipInstall follows the builder version's uv default (PREVIEW)", () => {
     const preview = loadBuilderVersion("PREVIEW");
-    assert.deepEqual(base().uvPipInstall("a").plan("PREVIEW").steps[1]!.extra, [
+    const steps = base().uvPipInstall("a").plan("PREVIEW").steps;
+    assert.deepEqual(steps.find((st) => st.method === "uvPipInstall")!.extra, [
       ["uvVersion", preview.tools.uv.defaultVersion],
     ]);
   });

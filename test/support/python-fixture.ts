@@ -12,6 +12,8 @@ const exec = promisify(execFile);
 
 export const HOST_PYTHON = "/usr/bin/python3.11";
 const HOST_STDLIB = "/usr/lib/python3.11";
+/** Debian's pip (python3-pip), copied into a `standalone` fixture. */
+const HOST_PIP_DIR = "/usr/lib/python3/dist-packages";
 const LEFT_OUT = [
   "test",
   "idlelib",
@@ -30,11 +32,22 @@ export function hostPythonAvailable(): boolean {
   return existsSync(HOST_PYTHON) && existsSync(path.join(HOST_STDLIB, "os.py"));
 }
 
-/** Writes `<dir>/<name>` (gzip tar, entries owned by root, top-level `python/`) and returns its path. */
+/** Whether a `standalone` fixture can be made: the host's Python, Debian's pip and patchelf. */
+export function standaloneFixtureAvailable(): boolean {
+  return hostPythonAvailable() && existsSync(path.join(HOST_PIP_DIR, "pip")) && existsSync("/usr/bin/patchelf");
+}
+
+/**
+ * Writes `<dir>/<name>` (gzip tar, entries owned by root, top-level `python/`) and returns its path. `standalone`:
+ * like a real install_only build, the binary finds its libraries in `python/lib` (RPATH `$ORIGIN/../lib`, set with
+ * patchelf, holding the one it links that a base without Python lacks: libexpat) and pip is installed
+ * (`lib/python3.11/dist-packages/pip`, `bin/pip3`, `bin/pip`) — a base needs nothing but glibc and its usual libraries.
+ */
 export async function hostPythonTarball(
   dir: string,
   name = "host-python3.11-test-fixture-install_only.tar.gz",
   extra: Record<string, string> = {},
+  opts: { standalone?: boolean } = {},
 ): Promise<string> {
   const stage = await fsp.mkdtemp(path.join(dir, "stage-"));
   try {
@@ -56,6 +69,25 @@ export async function hostPythonTarball(
         await fsp.rm(p);
         await fsp.writeFile(p, content);
       }
+    }
+    if (opts.standalone) {
+      // Debian's interpreter looks for packages in <prefix>/lib/python3.11/dist-packages (its site.py), where a real
+      // build has site-packages; its stdlib's EXTERNALLY-MANAGED marker is Debian's, not a standalone build's.
+      await fsp.rm(path.join(lib, "EXTERNALLY-MANAGED"), { force: true });
+      const site = path.join(lib, "dist-packages");
+      await fsp.mkdir(site, { recursive: true });
+      for (const d of await fsp.readdir(HOST_PIP_DIR))
+        if (d === "pip" || /^pip-.*\.dist-info$/.test(d)) await exec("cp", ["-a", path.join(HOST_PIP_DIR, d), site]);
+      await exec("find", [site, "-name", "__pycache__", "-prune", "-exec", "rm", "-rf", "{}", "+"]);
+      for (const bin of ["pip", "pip3"]) {
+        await fsp.writeFile(path.join(py, "bin", bin), '#!/bin/sh\nexec "$(dirname "$0")/python3" -m pip "$@"\n');
+        await fsp.chmod(path.join(py, "bin", bin), 0o755);
+      }
+      await fsp.copyFile(
+        await fsp.realpath("/lib/x86_64-linux-gnu/libexpat.so.1"),
+        path.join(py, "lib", "libexpat.so.1"),
+      );
+      await exec("patchelf", ["--set-rpath", "$ORIGIN/../lib", path.join(py, "bin", "python3.11")]);
     }
     for (const [rel, content] of Object.entries(extra)) await fsp.writeFile(path.join(py, rel), content);
     const out = path.join(dir, name);
