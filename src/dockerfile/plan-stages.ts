@@ -20,6 +20,7 @@ import { InstructionExpander, posixJoin, type PlannedInstruction, type StageStat
 import { parseDockerfileAst, type Position } from "./parse.js";
 import { Ctx, parseCommand, parseInstructions } from "./parse-instructions.js";
 import { ShellLex } from "./shell-lex.js";
+import { suggest } from "./suggest.js";
 
 export interface Platform {
   readonly os: string;
@@ -235,8 +236,11 @@ class Planner extends InstructionExpander {
       const t = this.stageByName.get(this.options.target.toLowerCase());
       if (t === undefined) {
         const names = [...this.stageByName.keys()];
+        // BuildKit's wording, with its hint for a mistyped name, then where Strata looked and what it found.
         throw new InvalidDefinitionError(
-          `target stage ${JSON.stringify(this.options.target)} could not be found in ${this.file}` +
+          `target stage ${JSON.stringify(this.options.target)} could not be found` +
+            suggest(this.options.target, names) +
+            ` in ${this.file}` +
             (names.length ? ` (stages: ${names.join(", ")})` : " (it names no stages; add AS <name> to a FROM)"),
         );
       }
