@@ -31,6 +31,10 @@ export interface BkBuildOptions {
   files?: Record<string, ContextFile>;
   /** The Dockerfile's name in the context dir (BuildKit's `filename`); default `Dockerfile`. */
   dockerfileName?: string;
+  /** The path (relative to the Dockerfile's dir) the build is given, e.g. a symlink in `files`; default the Dockerfile. */
+  buildFile?: string;
+  /** The Dockerfile in a directory of its own, outside the context (BuildKit's separate `dockerfile` local). */
+  separateDockerfileDir?: boolean;
   buildArgs?: Record<string, string>;
   target?: string;
   /** Secrets by id (`--secret id=…`): reach a RUN only through `--mount=type=secret`, as with docker build. */
@@ -107,10 +111,15 @@ export function buildkitHarness() {
   async function context(opts: BkBuildOptions): Promise<{ dir: string; dockerfile: string }> {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-"));
     dirs.push(dir);
-    const dockerfile = path.join(dir, opts.dockerfileName ?? "Dockerfile");
+    let dfDir = dir;
+    if (opts.separateDockerfileDir) {
+      dfDir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-df-"));
+      dirs.push(dfDir);
+    }
+    const dockerfile = path.join(dfDir, opts.dockerfileName ?? "Dockerfile");
     await writeFiles(dir, opts.files ?? {});
     await fsp.writeFile(dockerfile, withBusybox(opts.dockerfile, busybox));
-    return { dir, dockerfile };
+    return { dir, dockerfile: opts.buildFile ? path.join(dfDir, opts.buildFile) : dockerfile };
   }
 
   async function run(opts: BkBuildOptions): Promise<BkResult> {
@@ -194,6 +203,15 @@ export function buildkitHarness() {
       }
       throw new Error(`the build was expected to fail but produced ${result.built.imageId}`);
     },
+    /** Pushes a built image to the harness's registry as `<registry>/<name>`; returns that reference. */
+    async push(r: BkResult, name: string): Promise<string> {
+      const s = need(store);
+      const rec = await s.getImage(r.built.imageId);
+      if (!rec) throw new Error(`image ${r.built.imageId} is not in the store`);
+      const ref = `${need(registry).host}/${name}`;
+      await pushImage(s, rec, ref, { dockerConfig: false });
+      return ref;
+    },
     /** A fresh temp dir removed at stop(). */
     async tempDir(): Promise<string> {
       const d = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-x-"));
@@ -222,7 +240,49 @@ export function withBusybox(dockerfile: string, ref: string): string {
     .join("\n");
 }
 
-/** Every applet Debian's busybox-static lists, as links to /bin/busybox, plus /etc/passwd, /etc/group, /tmp. */
+const BUSYBOX_PASSWD = `root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+bin:x:2:2:bin:/bin:/bin/false
+sys:x:3:3:sys:/dev:/bin/false
+sync:x:4:100:sync:/bin:/bin/sync
+mail:x:8:8:mail:/var/spool/mail:/bin/false
+www-data:x:33:33:www-data:/var/www:/bin/false
+operator:x:37:37:Operator:/var:/bin/false
+nobody:x:65534:65534:nobody:/home:/bin/false
+`;
+const BUSYBOX_GROUP = `root:x:0:
+daemon:x:1:
+bin:x:2:
+sys:x:3:
+adm:x:4:
+tty:x:5:
+disk:x:6:
+lp:x:7:
+mail:x:8:
+kmem:x:9:
+wheel:x:10:root
+cdrom:x:11:
+dialout:x:18:
+floppy:x:19:
+video:x:28:
+audio:x:29:
+tape:x:32:
+www-data:x:33:
+operator:x:37:
+utmp:x:43:
+plugdev:x:46:
+staff:x:50:
+lock:x:54:
+netdev:x:82:
+users:x:100:
+nogroup:x:65534:
+`;
+const BUSYBOX_SHADOW = BUSYBOX_PASSWD.split("\n")
+  .filter(Boolean)
+  .map((l) => `${l.split(":")[0]}:*:::::::\n`)
+  .join("");
+
+/** Every applet Debian's busybox-static lists, as links to /bin/busybox, plus Docker Hub busybox's /etc files, /tmp. */
 async function busyboxRoot(dir: string): Promise<void> {
   const bin = path.join(dir, "bin");
   await fsp.mkdir(bin, { recursive: true });
@@ -231,11 +291,10 @@ async function busyboxRoot(dir: string): Promise<void> {
   const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
   for (const a of applets) if (a !== "busybox") await fsp.symlink("busybox", path.join(bin, a));
   await fsp.mkdir(path.join(dir, "etc"), { recursive: true });
-  await fsp.writeFile(
-    path.join(dir, "etc/passwd"),
-    "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
-  );
-  await fsp.writeFile(path.join(dir, "etc/group"), "root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n");
+  // Docker Hub's busybox image's accounts (BuildKit's tests rely on them: `wheel` holds root, `nobody` exists).
+  await fsp.writeFile(path.join(dir, "etc/passwd"), BUSYBOX_PASSWD);
+  await fsp.writeFile(path.join(dir, "etc/group"), BUSYBOX_GROUP);
+  await fsp.writeFile(path.join(dir, "etc/shadow"), BUSYBOX_SHADOW, { mode: 0o600 });
   await fsp.mkdir(path.join(dir, "tmp"), { mode: 0o1777 });
   await fsp.chmod(path.join(dir, "tmp"), 0o1777);
   await fsp.mkdir(path.join(dir, "root"), { recursive: true });
