@@ -284,8 +284,10 @@ export class UpperTarget implements CopyTarget {
   setMeta(p: string, mode: number, uid: number, gid: number): void {
     const st = this.lstat(p);
     if (!st) throw new StrataError(`internal: ${p} is not in the image`);
-    if (st.isDirectory()) this.#copyUp(p);
-    else if (!lstatOrUndefined(this.#up(p)))
+    if (st.isDirectory()) {
+      this.#copyUpParents(p);
+      this.#copyUp(p);
+    } else if (!lstatOrUndefined(this.#up(p)))
       throw new NeedsMountError(`changing the metadata of ${p} of a lower layer`);
     lchownSync(this.#up(p), uid, gid);
     if (!st.isSymbolicLink()) chmodSync(this.#up(p), mode);
