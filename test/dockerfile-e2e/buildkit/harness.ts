@@ -7,6 +7,7 @@
 // rewritten to that registry's name for it (`busyboxRef()`), nothing else in it changes.
 import { execFileSync } from "node:child_process";
 import { promises as fsp } from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { build } from "../../../src/build.js";
@@ -22,7 +23,9 @@ export type ContextFile =
   | string
   | { content: string | Buffer; mode?: number; mtime?: Date }
   | { symlink: string }
-  | { dir: true; mode?: number };
+  | { dir: true; mode?: number }
+  /** a Unix socket (listening until the harness stops) */
+  | { socket: true };
 
 export interface BkBuildOptions {
   /** The Dockerfile's text (`FROM busybox` is served by the harness's registry). */
@@ -84,6 +87,7 @@ export function buildkitHarness() {
   let cleanupStore: (() => Promise<void>) | undefined;
   let busybox = "";
   const dirs: string[] = [];
+  const sockets: net.Server[] = [];
 
   const need = <T>(v: T | undefined): T => {
     if (v === undefined) throw new Error("buildkitHarness: call start() first (before(bk.start))");
@@ -96,7 +100,11 @@ export function buildkitHarness() {
       await fsp.mkdir(path.dirname(abs), { recursive: true });
       if (typeof f === "string") await fsp.writeFile(abs, f);
       else if ("symlink" in f) await fsp.symlink(f.symlink, abs);
-      else if ("dir" in f) {
+      else if ("socket" in f) {
+        const server = net.createServer();
+        await new Promise<void>((resolve, reject) => server.once("error", reject).listen(abs, resolve));
+        sockets.push(server);
+      } else if ("dir" in f) {
         await fsp.mkdir(abs, { recursive: true });
         if (f.mode !== undefined) await fsp.chmod(abs, f.mode);
       } else {
@@ -177,6 +185,7 @@ export function buildkitHarness() {
       busybox = await pushBusybox(store, registry.host);
     },
     async stop(): Promise<void> {
+      for (const s of sockets.splice(0)) await new Promise<void>((resolve) => s.close(() => resolve()));
       await registry?.stop();
       await cleanupStore?.();
       for (const d of dirs.splice(0)) await fsp.rm(d, { recursive: true, force: true });
@@ -275,12 +284,52 @@ staff:x:50:
 lock:x:54:
 netdev:x:82:
 users:x:100:
-nogroup:x:65534:
+nobody:x:65534:
 `;
 const BUSYBOX_SHADOW = BUSYBOX_PASSWD.split("\n")
   .filter(Boolean)
   .map((l) => `${l.split(":")[0]}:*:::::::\n`)
   .join("");
+
+/**
+ * `adduser` as Docker Hub's busybox has it (Debian's busybox-static leaves the applet out): the options BuildKit's
+ * tests use, a new user with a group of its own (or -G's), uids from 1000 up, a home directory unless -H.
+ */
+const ADDUSER = `#!/bin/sh
+set -e
+home=; shell=/bin/sh; uid=; group=; nohome=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -D|-S) shift ;;
+    -H) nohome=1; shift ;;
+    -h) home=$2; shift 2 ;;
+    -s) shell=$2; shift 2 ;;
+    -u) uid=$2; shift 2 ;;
+    -G) group=$2; shift 2 ;;
+    -g) shift 2 ;;
+    -*) echo "adduser: unsupported option $1" >&2; exit 1 ;;
+    *) break ;;
+  esac
+done
+name=$1
+[ -n "$name" ] || { echo "usage: adduser [-D] [-H] [-h DIR] [-s SHELL] [-u UID] [-G GROUP] USER" >&2; exit 1; }
+if grep -q "^$name:" /etc/passwd; then echo "adduser: user '$name' in use" >&2; exit 1; fi
+if [ -z "$uid" ]; then
+  uid=1000
+  while cut -d: -f3 /etc/passwd /etc/group | grep -qx "$uid"; do uid=$((uid + 1)); done
+fi
+if [ -n "$group" ]; then
+  gid=$(grep "^$group:" /etc/group | cut -d: -f3)
+  [ -n "$gid" ] || { echo "adduser: unknown group $group" >&2; exit 1; }
+else
+  gid=$uid
+  echo "$name:x:$gid:" >> /etc/group
+fi
+home=\${home:-/home/$name}
+echo "$name:x:$uid:$gid:Linux User,,,:$home:$shell" >> /etc/passwd
+echo "$name:!:0:0:99999:7:::" >> /etc/shadow
+if [ -z "$nohome" ]; then mkdir -p "$home"; chown "$uid:$gid" "$home"; fi
+`;
 
 /** Every applet Debian's busybox-static lists, as links to /bin/busybox, plus Docker Hub busybox's /etc files, /tmp. */
 async function busyboxRoot(dir: string): Promise<void> {
@@ -290,6 +339,7 @@ async function busyboxRoot(dir: string): Promise<void> {
   await fsp.chmod(path.join(bin, "busybox"), 0o755);
   const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
   for (const a of applets) if (a !== "busybox") await fsp.symlink("busybox", path.join(bin, a));
+  if (!applets.includes("adduser")) await fsp.writeFile(path.join(bin, "adduser"), ADDUSER, { mode: 0o755 });
   await fsp.mkdir(path.join(dir, "etc"), { recursive: true });
   // Docker Hub's busybox image's accounts (BuildKit's tests rely on them: `wheel` holds root, `nobody` exists).
   await fsp.writeFile(path.join(dir, "etc/passwd"), BUSYBOX_PASSWD);
