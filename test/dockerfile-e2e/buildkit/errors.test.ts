@@ -16,13 +16,18 @@ describe("errors_test.go", () => {
       { name: "invalidrun", dockerfile: "from scratch\nenv foo=bar\nrun what", line: 3 },
       { name: "invalidcopy", dockerfile: "from scratch\nenv foo=bar\ncopy foo bar\nenv bar=baz", line: 3 },
       { name: "invalidflag", dockerfile: "from scratch\nenv foo=bar\ncopy --foo=bar / /\nenv bar=baz", line: 3 },
-      // invalidcopyfrom (`copy --from=invalid`): a registry error while resolving the image names no Dockerfile line
-      // in Strata (see the README table).
+      // BuildKit's `--from=invalid` is an image on Docker Hub; here it is one the loopback registry lacks.
+      {
+        name: "invalidcopyfrom",
+        dockerfile: "from scratch\nenv foo=bar\ncopy --from=INVALID_IMAGE foo bar\nenv bar=baz",
+        line: 3,
+      },
       // BuildKit's range covers lines 2 and 3; Strata's location is where the instruction starts.
       { name: "invalidmultiline", dockerfile: "from scratch\nrun wh\\\nat\nenv bar=baz", line: 2 },
     ];
     for (const c of cases) {
-      const err = await bk.buildFails({ dockerfile: c.dockerfile });
+      const dockerfile = c.dockerfile.replace("INVALID_IMAGE", `${bk.registryHost}/invalid`);
+      const err = await bk.buildFails({ dockerfile });
       assert.match(err.message, new RegExp(`Dockerfile:${c.line}:\\d+`), `${c.name}: ${err.message}`);
     }
   });
