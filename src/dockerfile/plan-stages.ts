@@ -21,6 +21,7 @@ import { parseDockerfileAst, type Position } from "./parse.js";
 import { Ctx, parseCommand, parseInstructions } from "./parse-instructions.js";
 import { ShellLex } from "./shell-lex.js";
 import { suggest } from "./suggest.js";
+import { HOSTNAME_BUILD_ARG } from "../plan/hostname.js";
 
 export interface Platform {
   readonly os: string;
@@ -312,7 +313,9 @@ class Planner extends InstructionExpander {
     }
     // Proxy args are predefined (BuildKit never warns about them): every RUN gets them without an ARG.
     const unusedBuildArgs = [...this.buildArgs.keys()]
-      .filter((k) => !this.usedBuildArgs.has(k) && !/^(http|https|ftp|no|all)_proxy$/i.test(k))
+      .filter(
+        (k) => !this.usedBuildArgs.has(k) && !/^(http|https|ftp|no|all)_proxy$/i.test(k) && k !== HOSTNAME_BUILD_ARG,
+      )
       .sort();
     return {
       file: this.file,
