@@ -135,6 +135,24 @@ RUN [ "$(id)" = "uid=1(daemon) gid=1(daemon) groups=1(daemon)" ]
     });
   });
 
+  // moby/buildkit#1301
+  test("testDockerfileCheckHostname", async () => {
+    const dockerfile =
+      "FROM busybox\nRUN cat /etc/hosts | grep foo\nRUN echo $HOSTNAME | grep foo\n\tRUN echo $(hostname) | grep foo\n\t";
+    const cases: [string, { hostname?: string; buildArgs?: Record<string, string> }][] = [
+      ["meta", { hostname: "foo" }],
+      ["arg", { buildArgs: { BUILDKIT_SANDBOX_HOSTNAME: "foo" } }],
+      ["meta and arg", { hostname: "bar", buildArgs: { BUILDKIT_SANDBOX_HOSTNAME: "foo" } }],
+    ];
+    for (const [name, opts] of cases)
+      await bk.build({ dockerfile, ...opts }).catch((e: Error) => assert.fail(`${name}: ${e.message}`));
+    // Not a hostname: refused before anything runs, naming where it came from.
+    await assert.rejects(
+      bk.build({ dockerfile, buildArgs: { BUILDKIT_SANDBOX_HOSTNAME: "no such host" } }),
+      /build arg BUILDKIT_SANDBOX_HOSTNAME: "no such host" is not a valid hostname/,
+    );
+  });
+
   test("testStepNames", async () => {
     const r = await bk.build({
       dockerfile:

@@ -40,6 +40,8 @@ export interface BkBuildOptions {
   separateDockerfileDir?: boolean;
   buildArgs?: Record<string, string>;
   target?: string;
+  /** BuildKit's `hostname` build option (`fromDockerfile`'s `hostname`). */
+  hostname?: string;
   /** Secrets by id (`--secret id=…`): reach a RUN only through `--mount=type=secret`, as with docker build. */
   secrets?: Record<string, string>;
   forceBuild?: boolean;
@@ -144,6 +146,7 @@ export function buildkitHarness() {
       ...(opts.buildArgs ? { buildArgs: opts.buildArgs } : {}),
       ...(opts.target ? { target: opts.target } : {}),
       ...(opts.secrets ? { secrets: [opts.secrets], secretsAsEnv: false } : {}),
+      ...(opts.hostname !== undefined ? { hostname: opts.hostname } : {}),
       baseImages,
     });
     const built = await build(image.plan(), {
