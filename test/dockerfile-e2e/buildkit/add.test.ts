@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import type { Digest } from "../../../src/util/digest.js";
 import { buildkitHarness } from "./harness.js";
 import { startHttpServer } from "./http.js";
 import { gzip, tarOf } from "./tar.js";
@@ -127,7 +128,7 @@ describe("dockerfile_add_test.go", { concurrency: 4 }, () => {
     // One file: a hard link in the layer.
     const layers = (await r.config()).rootfs.diff_ids;
     const top = layers[layers.length - 1]!;
-    const layerDir = bk.store.layout.layerDir(top as never);
+    const layerDir = bk.store.layout.layerDir(top as Digest);
     const a = await fsp.stat(path.join(layerDir, "run/act/actions/broad/.git/HEAD"));
     const b = await fsp.stat(path.join(layerDir, "run/act/actions/broad/.git/HEAD.link"));
     assert.equal(a.ino, b.ino);

@@ -63,6 +63,8 @@ export interface BkResult {
 export interface ImageConfigJson {
   created?: string;
   author?: string;
+  os?: string;
+  architecture?: string;
   config: {
     Env?: string[];
     Cmd?: string[] | null;

@@ -31,7 +31,7 @@ describe("dockerfile_image_test.go", { concurrency: 4 }, () => {
 
   test("testDockerfileScratchConfig", async () => {
     const r = await bk.build({ dockerfile: "FROM scratch\nENV foo=bar\n" });
-    const img = (await r.config()) as Awaited<ReturnType<typeof r.config>> & { os?: string; architecture?: string };
+    const img = await r.config();
     assert.ok(img.os);
     assert.ok(img.architecture);
     assert.ok(img.config.WorkingDir);
