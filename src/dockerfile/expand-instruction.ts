@@ -220,19 +220,22 @@ export abstract class InstructionExpander {
       case "COPY":
       case "ADD": {
         const sources = cmd.sources.map((s) => ex(s));
-        const dest = ex(cmd.dest);
+        // An empty destination (`COPY a $empty`) is the working directory, as BuildKit's pathRelativeToWorkingDir has it.
+        const dest = ex(cmd.dest) || "./";
         const inline = cmd.inline.map((h) =>
           h.expand ? { ...h, data: this.expandRaw(h.data, scope, at, state, used) } : h,
         );
         const chown = cmd.chown !== undefined ? ex(cmd.chown) : undefined;
         const chmod = cmd.chmod !== undefined ? ex(cmd.chmod) : undefined;
         if (chmod !== undefined && !CHMOD_OCTAL.test(chmod) && !CHMOD_SYMBOLIC.test(chmod)) {
+          // A value that looks numeric gets BuildKit's message (its tests match it); any other names both forms.
           this.ctx.fail(
             at,
-            `invalid --chmod ${JSON.stringify(chmod)}: expected an octal mode like 755 or a symbolic one like u=rwX,go=rX`,
+            /^\d/.test(chmod)
+              ? `invalid chmod parameter: '${chmod}'. it should be octal string and between 0 and 07777 (--chmod)`
+              : `invalid --chmod ${JSON.stringify(chmod)}: expected an octal mode like 755 or a symbolic one like u=rwX,go=rX`,
           );
         }
-        if (dest === "") this.ctx.fail(at, `${cmd.kind} destination can not be empty`);
         const extra = {
           sources,
           dest,

@@ -362,7 +362,7 @@ function parseNode(ctx: Ctx, node: AstNode): FromCommand | DockerfileCommand {
         if (from?.includes("$")) {
           ctx.fail(
             flags.get("from")!.flag.position,
-            "variable expansion is not supported for --from: define a new stage with FROM using an ARG from the global scope instead",
+            "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
           );
         }
         if (from === "") ctx.fail(flags.get("from")!.flag.position, "--from needs a stage name, stage index or image");

@@ -22,6 +22,8 @@ import { parseDockerfileAst, type Position } from "./parse.js";
 import { Ctx, parseCommand, parseInstructions } from "./parse-instructions.js";
 import { ShellLex } from "./shell-lex.js";
 import { lookupContext, type NamedContextSpec } from "./named-context.js";
+import { suggest } from "./suggest.js";
+import { HOSTNAME_BUILD_ARG } from "../plan/hostname.js";
 
 export interface Platform {
   readonly os: string;
@@ -249,8 +251,11 @@ class Planner extends InstructionExpander {
       const t = this.stageByName.get(this.options.target.toLowerCase());
       if (t === undefined) {
         const names = [...this.stageByName.keys()];
+        // BuildKit's wording, with its hint for a mistyped name, then where Strata looked and what it found.
         throw new InvalidDefinitionError(
-          `target stage ${JSON.stringify(this.options.target)} could not be found in ${this.file}` +
+          `target stage ${JSON.stringify(this.options.target)} could not be found` +
+            suggest(this.options.target, names) +
+            ` in ${this.file}` +
             (names.length ? ` (stages: ${names.join(", ")})` : " (it names no stages; add AS <name> to a FROM)"),
         );
       }
@@ -324,7 +329,11 @@ class Planner extends InstructionExpander {
     // Proxy args and SOURCE_DATE_EPOCH are the frontend's own (BuildKit never warns about them).
     const unusedBuildArgs = [...this.buildArgs.keys()]
       .filter(
-        (k) => !this.usedBuildArgs.has(k) && !/^(http|https|ftp|no|all)_proxy$/i.test(k) && k !== "SOURCE_DATE_EPOCH",
+        (k) =>
+          !this.usedBuildArgs.has(k) &&
+          !/^(http|https|ftp|no|all)_proxy$/i.test(k) &&
+          k !== "SOURCE_DATE_EPOCH" &&
+          k !== HOSTNAME_BUILD_ARG,
       )
       .sort();
     // BuildKit (getBuildArgValue): the build arg, else the global ARG's value; "" leaves it unset.

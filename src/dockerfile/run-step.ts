@@ -8,12 +8,14 @@
  */
 import path from "node:path";
 import type { BuilderVersion } from "../builder-version.js";
+import { InvalidDefinitionError } from "../errors.js";
+import { HOSTNAME_BUILD_ARG, HOSTNAME_RULE, isValidHostname } from "../plan/hostname.js";
 import type { Instruction, RunMount } from "../plan/instructions.js";
 import type { Plan, StepInput } from "../plan/step.js";
 import type { RunMount as PlannedMount } from "./commands.js";
 import type { PlannedInstruction } from "./expand-instruction.js";
 import { parseHeredocMarker } from "./parse.js";
-import type { StepMaker, TranslationContext } from "./stage-chain.js";
+import type { DockerfileStepOptions, StepMaker, TranslationContext } from "./stage-chain.js";
 
 /** The step maker of a RUN, and the secret names it uses (sorted): those it mounts, or with `secretsAsEnv` all given. */
 export function runStep(
@@ -124,12 +126,14 @@ export function runStep(
     }
   });
   const network = pi.network === "none" || pi.network === "host" ? pi.network : t.opts.network;
+  const hostname = sandboxHostname(t.opts);
   const ins: Instruction = {
     op: "RUN",
     command,
     ...(mounts.length ? { mounts } : {}),
     // `--network=default` (or none given) is the build's network (`docker build --network`), else the builder's.
     ...(network ? { network } : {}),
+    ...(hostname !== undefined ? { hostname } : {}),
   };
   const args: [string, string][] = pi.argsInScope.map(([k, v]) => [k, v]);
   // RUN sees every ARG in scope, so all of them are keyed (Step.buildArgs → KeyInputs.buildArgs).
@@ -148,4 +152,19 @@ export function runStep(
     inputs: inputs.map((f) => f(b, sp)),
   });
   return { make, secrets };
+}
+
+/**
+ * The hostname the build's RUNs get: `BUILDKIT_SANDBOX_HOSTNAME` from the build args, else the `hostname` option, else
+ * none (the sandbox's default); a value that is no hostname is refused, naming where it came from.
+ */
+export function sandboxHostname(opts: Pick<DockerfileStepOptions, "buildArgs" | "hostname">): string | undefined {
+  const fromArg = opts.buildArgs !== undefined && Object.hasOwn(opts.buildArgs, HOSTNAME_BUILD_ARG);
+  const name = fromArg ? opts.buildArgs![HOSTNAME_BUILD_ARG] : opts.hostname;
+  if (name === undefined) return undefined;
+  if (!isValidHostname(name)) {
+    const where = fromArg ? `build arg ${HOSTNAME_BUILD_ARG}` : "hostname";
+    throw new InvalidDefinitionError(`${where}: ${JSON.stringify(name)} is not a valid hostname: ${HOSTNAME_RULE}`);
+  }
+  return name;
 }

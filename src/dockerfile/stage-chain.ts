@@ -35,6 +35,11 @@ export interface DockerfileStepOptions {
   /** Extra environment for every RUN (not saved in the image config; keyed by name and value). Default none. */
   env?: Readonly<Record<string, string>>;
   /**
+   * The hostname every RUN's sandbox gets (BuildKit's `hostname` option); the build arg `BUILDKIT_SANDBOX_HOSTNAME`
+   * overrides it. Keyed when set. Default `strata`.
+   */
+  hostname?: string;
+  /**
    * What the registry images named by FROM are (their config's Env, WorkingDir and OnBuild), by reference as written
    * after expansion — from {@link resolveBaseImages}. With it, expansion sees a base's ENV (`ENV PATH=/x:$PATH`) and
    * its ONBUILD triggers run right after FROM; without it, neither happens.

@@ -16,6 +16,7 @@ import type { PlannedInstruction } from "./expand-instruction.js";
 import type { DockerfilePlan } from "./plan-stages.js";
 import { lookupContext, type NamedContextSpec } from "./named-context.js";
 import { proxyEnvFromBuildArgs } from "./proxy-env.js";
+import { progressPrefixes } from "./progress-names.js";
 import { runStep } from "./run-step.js";
 import { suggest } from "./suggest.js";
 import type {
@@ -42,6 +43,8 @@ export class Translator implements TranslationContext {
   readonly noCache = new Set<number>();
   /** Secret names the translated steps mount, per stage. */
   readonly secretsUsed = new Map<number, Set<string>>();
+  /** BuildKit's progress prefix (`[base 3/3] `) of each stage's FROM and counted instructions. */
+  readonly #progress = new WeakMap<object, string>();
 
   constructor(
     readonly plan: DockerfilePlan,
@@ -89,9 +92,13 @@ export class Translator implements TranslationContext {
     throw new DockerfileSyntaxError({ file: at.file, line: at.line, column: at.column }, message);
   }
 
-  /** A step's description: `Dockerfile:12:1 RUN make` (the location StepFailedError and logs show). */
+  /**
+   * A step's description: `[build 2/3] Dockerfile:12:1 RUN make` (the location StepFailedError and logs show, after
+   * BuildKit's progress name for the steps it counts).
+   */
   where(pi: { location: { file: string; line: number; column: number } }, original: string): string {
-    return `${pi.location.file}:${pi.location.line + this.lineShift}:${pi.location.column} ${summary(original)}`;
+    const prefix = this.#progress.get(pi) ?? "";
+    return `${prefix}${pi.location.file}:${pi.location.line + this.lineShift}:${pi.location.column} ${summary(original)}`;
   }
 
   stage(i: number): StageChain {
@@ -102,6 +109,7 @@ export class Translator implements TranslationContext {
         `FROM --platform=${s.platform.os}/${s.platform.architecture}${s.platform.variant ? "/" + s.platform.variant : ""}: Strata builds linux/amd64 images only`,
       );
     }
+    for (const [planned, prefix] of progressPrefixes(this.plan, i)) this.#progress.set(planned, prefix);
     const reads = new Set<number>();
     const steps: StageChain["steps"] = [];
     const base: StageBaseSpec =

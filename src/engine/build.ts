@@ -11,6 +11,7 @@ import { BuildCancelledError } from "../errors.js";
 import { stepExtra } from "../keys/step-extra.js";
 import { initKeys, stepKey, type KeyInputs } from "../keys/step-key.js";
 import { render } from "../plan/instructions.js";
+import { locateRegistryError } from "../registry/errors.js";
 import { stepSecretValues } from "../plan/secrets.js";
 import type { Plan, SecretValues, Step } from "../plan/step.js";
 import type { Executor } from "../sandbox/runc.js";
@@ -224,7 +225,13 @@ class Engine {
       return { record: rec, cached: true, key: rec.step?.key ?? "" };
     }
     const resolved: ResolvedInput[] = [];
-    for (const input of step.inputs) resolved.push(await resolveInput(input, this.#statCache, this.#inputs));
+    for (const input of step.inputs) {
+      // An image a COPY --from or RUN --mount names that the registry refuses: say which step named it.
+      const r = await resolveInput(input, this.#statCache, this.#inputs).catch((e: unknown) => {
+        throw locateRegistryError(step.description, e);
+      });
+      resolved.push(r);
+    }
     const baseExtra: [string, string][] = [];
     let pulledRef: string | undefined;
     if (step.base?.kind === "registry") {

@@ -151,7 +151,8 @@ export async function fetchUrl(
     const mtimeMs = lastModifiedMs(meta.lastModified);
     return { file: contentOf(meta.digest), digest: meta.digest, size: meta.size, name: meta.name, mtimeMs };
   }
-  const headers: Record<string, string> = {};
+  // Named as the registry client names itself, so a server's logs tell Strata's ADD requests apart.
+  const headers: Record<string, string> = { "user-agent": "strata" };
   if (cachedOk && meta?.etag) headers["if-none-match"] = meta.etag;
   else if (cachedOk && meta?.lastModified) headers["if-modified-since"] = meta.lastModified;
   const cfg = policy.config;

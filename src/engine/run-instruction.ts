@@ -1,4 +1,5 @@
 /** Runs one RUN instruction of a step in the sandbox: its mounts, user, environment and working directory. */
+import { DEFAULT_HOSTNAME } from "../plan/hostname.js";
 import path from "node:path";
 import { promises as fsp } from "node:fs";
 import { InvalidDefinitionError, StepFailedError } from "../errors.js";
@@ -100,7 +101,7 @@ export async function runInstruction(
         additionalGids: user.additionalGids,
         mounts,
         network: ins.network ?? defaultNetwork(),
-        hostname: "strata",
+        hostname: ins.hostname ?? DEFAULT_HOSTNAME,
         overlayDir: work,
         ...(ctx.limits ? { limits: ctx.limits } : {}),
       },

@@ -5,6 +5,7 @@
  *  - `base`: a debian base's recipe, the JSON of the BaseSpec the step builds (suite, mirror, variant, packages, …).
  *  - `workdir.create`: `"true"` when a WORKDIR creates its directory (a layer), which its rendered text does not show.
  *  - `env.<NAME>`: the step's RUN-only environment values.
+ *  - `run.hostname`: the hostname a RUN sets (BuildKit keys its ExecOp's hostname); absent for the default.
  *  - `secrets.env`: `"true"` when a step that says so explicitly (`secretsAsEnv: true`: a Dockerfile RUN of the SDK's
  *    `dockerfileCommands`/`fromDockerfile`) gets its secrets as environment variables, so the same RUN built with
  *    BuildKit's meaning (secrets only through mounts) has another key. SDK steps leave the field unset: unchanged keys.
@@ -23,6 +24,7 @@ export function isDerivedExtra(name: string): boolean {
     name.startsWith("env.") ||
     name.startsWith("secrets.") ||
     name.startsWith("link.") ||
+    name.startsWith("run.") ||
     name.startsWith("copy.")
   );
 }
@@ -35,6 +37,8 @@ export function derivedExtra(
   if (step.base?.kind === "debian") out.push(["base", JSON.stringify(step.base)]);
   if (step.instructions.some((i) => i.op === "WORKDIR" && i.create === true)) out.push(["workdir.create", "true"]);
   for (const [k, v] of Object.entries(step.env)) out.push([`env.${k}`, v]);
+  const hostname = step.instructions.find((i) => i.op === "RUN" && i.hostname !== undefined);
+  if (hostname?.op === "RUN" && hostname.hostname !== undefined) out.push(["run.hostname", hostname.hostname]);
   if (step.secretsAsEnv === true && (step.secrets?.length ?? 0) > 0) out.push(["secrets.env", "true"]);
   return out;
 }

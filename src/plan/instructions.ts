@@ -67,7 +67,11 @@ export interface CopyOptions {
 }
 
 export type Instruction =
-  | { op: "RUN"; command: string | string[]; mounts?: RunMount[]; network?: "host" | "none" }
+  /**
+   * `hostname`: the sandbox's hostname (default `strata`), set by a Dockerfile build's `hostname` option or
+   * `BUILDKIT_SANDBOX_HOSTNAME`. Not rendered: keyed as the derived extra `run.hostname` (src/keys/step-extra.ts).
+   */
+  | { op: "RUN"; command: string | string[]; mounts?: RunMount[]; network?: "host" | "none"; hostname?: string }
   | ({ op: "COPY"; source: string; dest: string } & CopyOptions)
   /** ADD: COPY plus local archives (tar, gzip, bzip2, xz; by content) extracted into `dest` unless `unpack` is false. */
   | ({ op: "ADD"; source: string; dest: string; unpack?: boolean; checksum?: string } & CopyOptions)

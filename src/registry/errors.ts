@@ -39,6 +39,22 @@ export class RegistryError extends StrataError {
   }
 }
 
+/**
+ * `e` with `where` (e.g. the Dockerfile step that named the image) before its message, when it is a RegistryError
+ * (same status, codes and retry hints, the original as cause); any other error as it is.
+ */
+export function locateRegistryError(where: string, e: unknown): unknown {
+  if (!(e instanceof RegistryError)) return e;
+  return new RegistryError(`${where}: ${e.message}`, {
+    ...(e.status !== undefined ? { status: e.status } : {}),
+    codes: [...e.codes],
+    temporary: e.temporary,
+    ...(e.url !== undefined ? { url: e.url } : {}),
+    ...(e.retryAfterMs !== undefined ? { retryAfterMs: e.retryAfterMs } : {}),
+    cause: e,
+  });
+}
+
 /** The image exists but Strata cannot use it (schema1 manifest, zstd layers, wrong platform, malformed JSON). */
 export class UnsupportedImageError extends StrataError {
   override readonly code = "UNSUPPORTED_IMAGE";

@@ -59,9 +59,12 @@ export async function resolveUser(rootfs: string, spec: string | undefined): Pro
       gid = Number(row[2]);
     }
   }
-  const additionalGids =
+  const primary = gid ?? 0;
+  const supplementary =
     name && g === undefined
       ? groups.filter((r) => (r[3] ?? "").split(",").includes(name!)).map((r) => Number(r[2]))
       : [];
-  return { uid, gid: gid ?? 0, additionalGids: [...new Set(additionalGids)].filter((x) => x !== gid), home };
+  // The primary group is always in the list, first (CVE-2023-25173, as containerd and BuildKit do): `id` then shows
+  // `groups=0(root),10(wheel)` for root, and a process cannot drop its primary group with setgroups.
+  return { uid, gid: primary, additionalGids: [...new Set([primary, ...supplementary])], home };
 }

@@ -255,6 +255,7 @@ export class Image {
       secrets: (params.secrets as Secret | undefined)?.names,
       secretsAsEnv: params.secretsAsEnv ?? true,
       env: checkEnv("fromDockerfile", params.env),
+      ...(params.hostname !== undefined ? { hostname: params.hostname } : {}),
       baseImages: params.baseImages ? structuredClone(params.baseImages) : undefined,
       buildContexts: checkBuildArgs("fromDockerfile", params.buildContexts, "buildContexts"),
       ...(noCacheFilter.length ? { noCacheFilter } : {}),

@@ -190,6 +190,11 @@ export interface ImageFromDockerfileParams {
   /** Adds a standalone CPython after the Dockerfile's steps, as `fromRegistry`'s `addPython` does. */
   addPython?: string;
   /**
+   * The hostname every RUN sees (BuildKit's `hostname` build option); the build arg `BUILDKIT_SANDBOX_HOSTNAME`
+   * overrides it. Keyed when set. Default `strata`.
+   */
+  hostname?: string;
+  /**
    * The config (Env, WorkingDir, OnBuild) of each registry image a FROM names, by reference: from `resolveBaseImages`
    * (`src/dockerfile/to-plan.ts`). With it, expansion sees the base's ENV and its ONBUILD triggers run after FROM.
    */
@@ -301,6 +306,7 @@ export const OPTIONS = {
     secretsAsEnv: true,
     env: true,
     addPython: true,
+    hostname: true,
     baseImages: true,
     buildContexts: true,
     sourceDateEpoch: true,

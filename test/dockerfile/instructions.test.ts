@@ -384,7 +384,10 @@ describe("COPY, ADD, RUN mounts, EXPOSE, WORKDIR, VOLUME, ONBUILD", () => {
     assert.ok(a!.kind === "ADD");
     assert.deepEqual([a!.checksum, a!.keepGitDir, a!.unpack, a!.chmod], ["sha256:abc", true, false, "u=rwX,go=rX"]);
     assert.ok(c2!.kind === "COPY" && c2!.link === false);
-    rejects("FROM scratch\nCOPY --chmod=999 a b", { contains: "invalid --chmod" });
+    rejects("FROM scratch\nCOPY --chmod=999 a b", {
+      contains: "invalid chmod parameter: '999'. it should be octal string and between 0 and 07777",
+    });
+    rejects("FROM scratch\nCOPY --chmod=u+q a b", { contains: 'invalid --chmod "u+q": expected an octal mode' });
     rejects("FROM scratch\nADD --from=x a b", { contains: 'unknown flag "--from" for ADD' });
     rejects("FROM scratch\nADD --parents a b", { contains: 'unknown flag "--parents" for ADD' });
   });

@@ -25,13 +25,27 @@ async function rootfs(files: Record<string, string>, links: Record<string, strin
   return dir;
 }
 
-test("resolves names, groups and supplementary groups from the image's files", async () => {
+test("resolves names, groups and supplementary groups (the primary group first) from the image's files", async () => {
   const r = await rootfs({
     "etc/passwd": "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
     "etc/group": "app:x:1001:\nextra:x:2000:app\n",
   });
-  assert.deepEqual(await resolveUser(r, "app"), { uid: 1000, gid: 1001, additionalGids: [2000], home: "/home/app" });
-  assert.deepEqual(await resolveUser(r, "7:8"), { uid: 7, gid: 8, additionalGids: [], home: "/" });
+  assert.deepEqual(await resolveUser(r, "app"), {
+    uid: 1000,
+    gid: 1001,
+    additionalGids: [1001, 2000],
+    home: "/home/app",
+  });
+  // An explicit group: that group alone (no supplementary groups), as BuildKit's testUser expects.
+  assert.deepEqual(await resolveUser(r, "app:extra"), {
+    uid: 1000,
+    gid: 2000,
+    additionalGids: [2000],
+    home: "/home/app",
+  });
+  assert.deepEqual(await resolveUser(r, "7:8"), { uid: 7, gid: 8, additionalGids: [8], home: "/" });
+  // An unknown uid: group 0 (CVE-2023-25173: the primary group is in the list too).
+  assert.deepEqual(await resolveUser(r, "1234"), { uid: 1234, gid: 0, additionalGids: [0], home: "/" });
 });
 
 test("an /etc/passwd that is a symlink to a host file is read inside the image, never the host's", async () => {

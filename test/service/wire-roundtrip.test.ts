@@ -313,7 +313,13 @@ describe("wire round trip", () => {
       parents: true,
     };
     const instructions: { [O in Instruction["op"]]: Required<Extract<Instruction, { op: O }>> } = {
-      RUN: { op: "RUN", command: ["sh", "-c", "true"], mounts: Object.values(mounts), network: "none" },
+      RUN: {
+        op: "RUN",
+        command: ["sh", "-c", "true"],
+        mounts: Object.values(mounts),
+        network: "none",
+        hostname: "build-host",
+      },
       COPY: { op: "COPY", ...copy },
       ADD: { op: "ADD", ...copy, unpack: false, checksum: "sha256:" + "1".repeat(64) },
       ENV: { op: "ENV", vars: [["A", "1"]] },

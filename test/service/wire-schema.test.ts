@@ -170,6 +170,10 @@ describe("messages name the field, in the service's words", () => {
     [{ instructions: [{ op: "RUN", command: 7 }] }, /^steps\[0\]\.instructions\[0\]\.command: /],
     [{ instructions: [{ op: "ENV", vars: [["A", "1", "2"]] }] }, /^steps\[0\]\.instructions\[0\]\.vars\[0\]: /],
     [{ secrets: ["A", "A"] }, /^steps\[0\]\.secrets: a secret name is listed twice$/],
+    [
+      { instructions: [{ op: "RUN", command: "true", hostname: "a b" }] },
+      /^steps\[0\]\.instructions\[0\]\.hostname: a hostname is dot-separated labels/,
+    ],
   ];
   for (const [step, message] of cases) {
     test(`${JSON.stringify(step)} → ${message.source}`, () => {

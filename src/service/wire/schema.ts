@@ -21,6 +21,7 @@
  */
 import { z } from "zod";
 import { isDerivedExtra } from "../../keys/step-extra.js";
+import { HOSTNAME_RULE, isValidHostname } from "../../plan/hostname.js";
 import { clampImagePath } from "../../plan/image-path.js";
 import { isValidEntry, selectionProblem, sortEntries, treeProblem, under, unlistedParents } from "./entries.js";
 import {
@@ -115,6 +116,7 @@ export const InstructionSchema = z.discriminatedUnion("op", [
     command: z.union([str(), argv]),
     mounts: z.array(RunMountSchema).max(64).optional(),
     network: z.enum(["host", "none"]).optional(),
+    hostname: str(253).refine(isValidHostname, HOSTNAME_RULE).optional(),
   }),
   obj({ op: z.literal("COPY"), ...copyFields })
     .superRefine(copyRules)

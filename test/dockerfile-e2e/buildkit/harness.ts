@@ -7,6 +7,7 @@
 // rewritten to that registry's name for it (`busyboxRef()`), nothing else in it changes.
 import { execFileSync } from "node:child_process";
 import { promises as fsp } from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { type BuildParams, build } from "../../../src/build.js";
@@ -22,7 +23,9 @@ export type ContextFile =
   | string
   | { content: string | Buffer; mode?: number; mtime?: Date }
   | { symlink: string }
-  | { dir: true; mode?: number };
+  | { dir: true; mode?: number }
+  /** a Unix socket (listening until the harness stops) */
+  | { socket: true };
 
 export interface BkBuildOptions {
   /** The Dockerfile's text (`FROM busybox` is served by the harness's registry). */
@@ -31,8 +34,14 @@ export interface BkBuildOptions {
   files?: Record<string, ContextFile>;
   /** The Dockerfile's name in the context dir (BuildKit's `filename`); default `Dockerfile`. */
   dockerfileName?: string;
+  /** The path (relative to the Dockerfile's dir) the build is given, e.g. a symlink in `files`; default the Dockerfile. */
+  buildFile?: string;
+  /** The Dockerfile in a directory of its own, outside the context (BuildKit's separate `dockerfile` local). */
+  separateDockerfileDir?: boolean;
   buildArgs?: Record<string, string>;
   target?: string;
+  /** BuildKit's `hostname` build option (`fromDockerfile`'s `hostname`). */
+  hostname?: string;
   /** Secrets by id (`--secret id=…`): reach a RUN only through `--mount=type=secret`, as with docker build. */
   secrets?: Record<string, string>;
   forceBuild?: boolean;
@@ -56,6 +65,8 @@ export interface BkResult {
 export interface ImageConfigJson {
   created?: string;
   author?: string;
+  os?: string;
+  architecture?: string;
   config: {
     Env?: string[];
     Cmd?: string[] | null;
@@ -82,6 +93,7 @@ export function buildkitHarness() {
   let cleanupStore: (() => Promise<void>) | undefined;
   let busybox = "";
   const dirs: string[] = [];
+  const sockets: net.Server[] = [];
 
   const need = <T>(v: T | undefined): T => {
     if (v === undefined) throw new Error("buildkitHarness: call start() first (before(bk.start))");
@@ -94,7 +106,11 @@ export function buildkitHarness() {
       await fsp.mkdir(path.dirname(abs), { recursive: true });
       if (typeof f === "string") await fsp.writeFile(abs, f);
       else if ("symlink" in f) await fsp.symlink(f.symlink, abs);
-      else if ("dir" in f) {
+      else if ("socket" in f) {
+        const server = net.createServer();
+        await new Promise<void>((resolve, reject) => server.once("error", reject).listen(abs, resolve));
+        sockets.push(server);
+      } else if ("dir" in f) {
         await fsp.mkdir(abs, { recursive: true });
         if (f.mode !== undefined) await fsp.chmod(abs, f.mode);
       } else {
@@ -109,10 +125,15 @@ export function buildkitHarness() {
   async function context(opts: BkBuildOptions): Promise<{ dir: string; dockerfile: string }> {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-"));
     dirs.push(dir);
-    const dockerfile = path.join(dir, opts.dockerfileName ?? "Dockerfile");
+    let dfDir = dir;
+    if (opts.separateDockerfileDir) {
+      dfDir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-df-"));
+      dirs.push(dfDir);
+    }
+    const dockerfile = path.join(dfDir, opts.dockerfileName ?? "Dockerfile");
     await writeFiles(dir, opts.files ?? {});
     await fsp.writeFile(dockerfile, withBusybox(opts.dockerfile, busybox));
-    return { dir, dockerfile };
+    return { dir, dockerfile: opts.buildFile ? path.join(dfDir, opts.buildFile) : dockerfile };
   }
 
   async function run(opts: BkBuildOptions): Promise<BkResult> {
@@ -129,6 +150,7 @@ export function buildkitHarness() {
       ...(opts.buildArgs ? { buildArgs: opts.buildArgs } : {}),
       ...(opts.target ? { target: opts.target } : {}),
       ...(opts.secrets ? { secrets: [opts.secrets], secretsAsEnv: false } : {}),
+      ...(opts.hostname !== undefined ? { hostname: opts.hostname } : {}),
       baseImages,
     });
     const built = await build(image.plan(), {
@@ -171,6 +193,7 @@ export function buildkitHarness() {
       busybox = await pushBusybox(store, registry.host);
     },
     async stop(): Promise<void> {
+      for (const s of sockets.splice(0)) await new Promise<void>((resolve) => s.close(() => resolve()));
       await registry?.stop();
       await cleanupStore?.();
       for (const d of dirs.splice(0)) await fsp.rm(d, { recursive: true, force: true });
@@ -196,6 +219,15 @@ export function buildkitHarness() {
         return e as Error;
       }
       throw new Error(`the build was expected to fail but produced ${result.built.imageId}`);
+    },
+    /** Pushes a built image to the harness's registry as `<registry>/<name>`; returns that reference. */
+    async push(r: BkResult, name: string): Promise<string> {
+      const s = need(store);
+      const rec = await s.getImage(r.built.imageId);
+      if (!rec) throw new Error(`image ${r.built.imageId} is not in the store`);
+      const ref = `${need(registry).host}/${name}`;
+      await pushImage(s, rec, ref, { dockerConfig: false });
+      return ref;
     },
     /** A fresh temp dir removed at stop(). */
     async tempDir(): Promise<string> {
@@ -225,7 +257,89 @@ export function withBusybox(dockerfile: string, ref: string): string {
     .join("\n");
 }
 
-/** Every applet Debian's busybox-static lists, as links to /bin/busybox, plus /etc/passwd, /etc/group, /tmp. */
+const BUSYBOX_PASSWD = `root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+bin:x:2:2:bin:/bin:/bin/false
+sys:x:3:3:sys:/dev:/bin/false
+sync:x:4:100:sync:/bin:/bin/sync
+mail:x:8:8:mail:/var/spool/mail:/bin/false
+www-data:x:33:33:www-data:/var/www:/bin/false
+operator:x:37:37:Operator:/var:/bin/false
+nobody:x:65534:65534:nobody:/home:/bin/false
+`;
+const BUSYBOX_GROUP = `root:x:0:
+daemon:x:1:
+bin:x:2:
+sys:x:3:
+adm:x:4:
+tty:x:5:
+disk:x:6:
+lp:x:7:
+mail:x:8:
+kmem:x:9:
+wheel:x:10:root
+cdrom:x:11:
+dialout:x:18:
+floppy:x:19:
+video:x:28:
+audio:x:29:
+tape:x:32:
+www-data:x:33:
+operator:x:37:
+utmp:x:43:
+plugdev:x:46:
+staff:x:50:
+lock:x:54:
+netdev:x:82:
+users:x:100:
+nobody:x:65534:
+`;
+const BUSYBOX_SHADOW = BUSYBOX_PASSWD.split("\n")
+  .filter(Boolean)
+  .map((l) => `${l.split(":")[0]}:*:::::::\n`)
+  .join("");
+
+/**
+ * `adduser` as Docker Hub's busybox has it (Debian's busybox-static leaves the applet out): the options BuildKit's
+ * tests use, a new user with a group of its own (or -G's), uids from 1000 up, a home directory unless -H.
+ */
+const ADDUSER = `#!/bin/sh
+set -e
+home=; shell=/bin/sh; uid=; group=; nohome=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -D|-S) shift ;;
+    -H) nohome=1; shift ;;
+    -h) home=$2; shift 2 ;;
+    -s) shell=$2; shift 2 ;;
+    -u) uid=$2; shift 2 ;;
+    -G) group=$2; shift 2 ;;
+    -g) shift 2 ;;
+    -*) echo "adduser: unsupported option $1" >&2; exit 1 ;;
+    *) break ;;
+  esac
+done
+name=$1
+[ -n "$name" ] || { echo "usage: adduser [-D] [-H] [-h DIR] [-s SHELL] [-u UID] [-G GROUP] USER" >&2; exit 1; }
+if grep -q "^$name:" /etc/passwd; then echo "adduser: user '$name' in use" >&2; exit 1; fi
+if [ -z "$uid" ]; then
+  uid=1000
+  while cut -d: -f3 /etc/passwd /etc/group | grep -qx "$uid"; do uid=$((uid + 1)); done
+fi
+if [ -n "$group" ]; then
+  gid=$(grep "^$group:" /etc/group | cut -d: -f3)
+  [ -n "$gid" ] || { echo "adduser: unknown group $group" >&2; exit 1; }
+else
+  gid=$uid
+  echo "$name:x:$gid:" >> /etc/group
+fi
+home=\${home:-/home/$name}
+echo "$name:x:$uid:$gid:Linux User,,,:$home:$shell" >> /etc/passwd
+echo "$name:!:0:0:99999:7:::" >> /etc/shadow
+if [ -z "$nohome" ]; then mkdir -p "$home"; chown "$uid:$gid" "$home"; fi
+`;
+
+/** Every applet Debian's busybox-static lists, as links to /bin/busybox, plus Docker Hub busybox's /etc files, /tmp. */
 async function busyboxRoot(dir: string): Promise<void> {
   const bin = path.join(dir, "bin");
   await fsp.mkdir(bin, { recursive: true });
@@ -233,12 +347,12 @@ async function busyboxRoot(dir: string): Promise<void> {
   await fsp.chmod(path.join(bin, "busybox"), 0o755);
   const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
   for (const a of applets) if (a !== "busybox") await fsp.symlink("busybox", path.join(bin, a));
+  if (!applets.includes("adduser")) await fsp.writeFile(path.join(bin, "adduser"), ADDUSER, { mode: 0o755 });
   await fsp.mkdir(path.join(dir, "etc"), { recursive: true });
-  await fsp.writeFile(
-    path.join(dir, "etc/passwd"),
-    "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
-  );
-  await fsp.writeFile(path.join(dir, "etc/group"), "root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n");
+  // Docker Hub's busybox image's accounts (BuildKit's tests rely on them: `wheel` holds root, `nobody` exists).
+  await fsp.writeFile(path.join(dir, "etc/passwd"), BUSYBOX_PASSWD);
+  await fsp.writeFile(path.join(dir, "etc/group"), BUSYBOX_GROUP);
+  await fsp.writeFile(path.join(dir, "etc/shadow"), BUSYBOX_SHADOW, { mode: 0o600 });
   await fsp.mkdir(path.join(dir, "tmp"), { mode: 0o1777 });
   await fsp.chmod(path.join(dir, "tmp"), 0o1777);
   await fsp.mkdir(path.join(dir, "root"), { recursive: true });
