@@ -19,7 +19,7 @@ import { StrataError } from "../errors.js";
 import { queueSigningKey } from "./queue-signing.js";
 import type { BuildRequest } from "./wire/schema.js";
 
-/** A request's secret values, as they travel (format strata-build/4: one build-wide map, by name). */
+/** A request's secret values, as they travel (since format strata-build/4: one build-wide map, by name). */
 export interface SecretParts {
   secrets?: BuildRequest["secrets"];
 }

@@ -177,7 +177,7 @@ describe("mmdebstrap options from the wire (client input as root on the host)", 
       deferred: [],
     });
     assert.equal(r.status, 400, r.text);
-    assert.match(r.json().error.message, /format.*strata-build\/4.*upgrade/i);
+    assert.match(r.json().error.message, new RegExp(`format.*${WIRE_FORMAT}.*upgrade`, "i"));
   });
 });
 
