@@ -73,6 +73,8 @@ import { pipInstallFromPyprojectStep, poetryInstallFromFileStep } from "./python
 import { findPythonSource, nonPythonFiles, pythonSearchPath } from "./python-source.js";
 import { addChainSecrets, mergeSecrets, Secret, type ChainSecrets, type SecretLike } from "./secret.js";
 import { uvPipInstallStep, uvSyncStep } from "./uv.js";
+import { modalOnly } from "./modal-only.js";
+import { parseImageName } from "../util/image-name.js";
 import { DEFAULT_PATH } from "../oci/defaults.js";
 
 /** What an Image is made of (the constructor's argument); unset lists are empty. */
@@ -218,6 +220,28 @@ export class Image {
       ...(params.secrets !== undefined ? { secrets: params.secrets } : {}),
       ...(params.env !== undefined ? { env: params.env } : {}),
     });
+  }
+
+  /**
+   * An image named in the store (`strata build --tag`, `strata tag`, `image.build({ tag })`), as Modal's `from_name`:
+   * `NAME[:TAG]`, tag `latest` unless given. It never builds: a name nothing holds fails the build with the names
+   * there are. On a build service, the caller's own names.
+   */
+  static fromName(name: string, params: ImageNoParams = {}): Image {
+    checkOptions("fromName", params, []);
+    refuseNul("fromName", "name", name);
+    let full: string;
+    try {
+      full = parseImageName(name).full;
+    } catch (e) {
+      throw new InvalidDefinitionError(`fromName: ${(e as Error).message}`, { cause: e });
+    }
+    return new Image({ base: imageIdBase(full) });
+  }
+
+  /** Modal's `micromamba`: not offered (see {@link modalOnly}). */
+  static micromamba(..._args: unknown[]): never {
+    return modalOnly("micromamba");
   }
 
   /** An image already in the store, by id (or unique prefix). */
@@ -404,6 +428,16 @@ export class Image {
     const env = new Map(this.#known.env);
     env.set("PATH", `/.uv/.venv/bin:${pathBefore}`);
     return this.#with(step.method, step.make, { env: [...env], workdir: this.#known.workdir }, step.secrets);
+  }
+
+  /** Modal's `micromamba_install`: not offered (see {@link modalOnly}). */
+  micromambaInstall(..._args: unknown[]): never {
+    return modalOnly("micromambaInstall");
+  }
+
+  /** Modal's `pip_install_private_repos`: not offered (see {@link modalOnly}). */
+  pipInstallPrivateRepos(..._args: unknown[]): never {
+    return modalOnly("pipInstallPrivateRepos");
   }
 
   /** Runs shell commands, each its own RUN, in one layer. */

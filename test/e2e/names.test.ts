@@ -103,7 +103,7 @@ describe("names", () => {
     assert.match(tagged.stderr, /no image id starts with 0000dead/);
   });
 
-  test("export, push and fromId take a name; image.build({ tag }) names from the SDK", async () => {
+  test("export, push, fromId and fromName take a name; image.build({ tag }) names from the SDK", async () => {
     const { def, tag, dir } = await space.project(
       `export default base.runCommands("echo base-${"$"}TEST_NONCE > /base");\n`,
     );
@@ -129,6 +129,15 @@ describe("names", () => {
     }
     const childBuilt = await buildJson(child);
     assert.equal((await strata(["run", childBuilt.imageId, "--", "cat", "/copy"])).stdout, `base-${tag}\n`);
+    // Modal's from_name: Image.fromName, the same image by its name.
+    const byName = path.join(dir, "by-name.ts");
+    await fsp.writeFile(
+      byName,
+      `import { Image } from "strata";\nexport default Image.fromName(${JSON.stringify(name)}).runCommands("cat /base > /copy");\n`,
+    );
+    const byNameBuilt = await buildJson(byName);
+    assert.equal(byNameBuilt.imageId, childBuilt.imageId, "fromName and fromId of one image give one chain");
+    assert.ok(byNameBuilt.steps.every((s) => s.cached));
     // From the SDK: a script that builds with { tag } on the shared store.
     const script = path.join(dir, "sdk-build.mjs");
     await fsp.writeFile(
