@@ -5,6 +5,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { extractLayer } from "../layer/tar-extract.js";
 import {
+  ConfigError,
   DebianArchiveDriftError,
   InvalidDefinitionError,
   MissingToolError,
@@ -99,14 +100,38 @@ async function requireSubordinateIds(): Promise<void> {
 }
 
 /**
- * Checks a built root filesystem's packages against the recorded versions (`spec.pins`), if any: a
- * DebianArchiveDriftError names every package the archive moved on.
+ * What a base whose packages moved on does: `error` (the default) refuses it; `warn` (STRATA_DEBIAN_PINS=warn, an
+ * operator's explicit choice, e.g. for CI after a Debian point release) builds it, says so in the step's log, and
+ * caches it under the builder version's key — so two stores may then hold different packages under one key.
  */
-export async function checkPins(spec: DebianSpec, rootfs: string, builderVersion: string): Promise<void> {
+export type PinMode = "error" | "warn";
+
+/** STRATA_DEBIAN_PINS as a PinMode; anything else is an error naming the variable. */
+export function pinModeFromEnv(env: NodeJS.ProcessEnv = process.env): PinMode {
+  const v = env.STRATA_DEBIAN_PINS?.trim();
+  if (v === undefined || v === "" || v === "error") return "error";
+  if (v === "warn") return "warn";
+  throw new ConfigError(`STRATA_DEBIAN_PINS is "error" (the default) or "warn", got "${v}"`);
+}
+
+/**
+ * Checks a built root filesystem's packages against the recorded versions (`spec.pins`), if any: a
+ * DebianArchiveDriftError names every package the archive moved on, or, with `mode` `warn`, `warn` is told.
+ */
+export async function checkPins(
+  spec: DebianSpec,
+  rootfs: string,
+  builderVersion: string,
+  mode: PinMode = "error",
+  warn: (line: string) => void = () => undefined,
+): Promise<void> {
   if (!spec.pins) return;
   const status = await fsp.readFile(path.join(rootfs, "var/lib/dpkg/status"), "utf8");
   const drift = pinDrift(spec.pins, installedPackages(status));
-  if (drift.length) throw new DebianArchiveDriftError(builderVersion, spec.suite, drift);
+  if (!drift.length) return;
+  const error = new DebianArchiveDriftError(builderVersion, spec.suite, drift);
+  if (mode === "error") throw error;
+  warn(`warning (STRATA_DEBIAN_PINS=warn): ${error.message}`);
 }
 
 /**
@@ -154,7 +179,7 @@ export async function buildDebianRootfs(
     }
     await fsp.mkdir(target, { recursive: true });
     await extractLayer(createReadStream(tarball), target, { gzip: false, onWarning: onOutput });
-    await checkPins(spec, target, builderVersion);
+    await checkPins(spec, target, builderVersion, pinModeFromEnv(), onOutput);
   } finally {
     await fsp.rm(tarball, { force: true });
   }

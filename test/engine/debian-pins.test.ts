@@ -4,9 +4,9 @@ import { promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { checkPins } from "../../src/engine/debian-base.js";
+import { checkPins, pinModeFromEnv } from "../../src/engine/debian-base.js";
 import { installedPackages, pinDrift } from "../../src/engine/debian-pins.js";
-import { DebianArchiveDriftError } from "../../src/errors.js";
+import { ConfigError, DebianArchiveDriftError } from "../../src/errors.js";
 
 const STATUS = `Package: libc6
 Status: install ok installed
@@ -102,8 +102,32 @@ describe("debian pins", () => {
           e.suite === "bookworm" &&
           e.changed.join() === "libc6: 2.36-9+deb12u9 → 2.36-9+deb12u10",
       );
+      // STRATA_DEBIAN_PINS=warn: the same drift is a warning line, and the base goes on.
+      const warned: string[] = [];
+      await checkPins(
+        { ...spec, pins: [["libc6", "2.36-9+deb12u9"]] },
+        root,
+        "2026.12",
+        pinModeFromEnv({ STRATA_DEBIAN_PINS: "warn" }),
+        (l) => warned.push(l),
+      );
+      assert.equal(warned.length, 1);
+      assert.match(
+        warned[0]!,
+        /^warning \(STRATA_DEBIAN_PINS=warn\): debianSlim bookworm: .*libc6: 2\.36-9\+deb12u9 → /,
+      );
     } finally {
       await fsp.rm(root, { recursive: true, force: true });
     }
+  });
+
+  test("STRATA_DEBIAN_PINS: error by default, warn when asked, anything else a ConfigError", () => {
+    assert.equal(pinModeFromEnv({}), "error");
+    assert.equal(pinModeFromEnv({ STRATA_DEBIAN_PINS: "error" }), "error");
+    assert.equal(pinModeFromEnv({ STRATA_DEBIAN_PINS: " warn " }), "warn");
+    assert.throws(
+      () => pinModeFromEnv({ STRATA_DEBIAN_PINS: "off" }),
+      (e: unknown) => e instanceof ConfigError && /"off"/.test(e.message),
+    );
   });
 });
