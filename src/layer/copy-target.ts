@@ -407,7 +407,10 @@ export class UpperTarget implements CopyTarget {
     const st = this.lstat(p);
     if (!st) throw new StrataError(`internal: ${p} is not in the image`);
     if (st.isDirectory()) {
-      this.#copyUp(p); // a lower directory takes the source's mtime too (BuildKit restores it on an existing target)
+      // A lower directory takes the source's mtime too (BuildKit restores it on an existing target); deep in the tree
+      // it needs its parents copied up first, as in setMeta.
+      this.#copyUpParents(p);
+      this.#copyUp(p);
       this.#dirTimes.set(p, mtimeMs);
     } else if (lstatOrUndefined(this.#up(p))) setTimeUs(this.#up(p), mtimeUs(mtimeMs));
     else throw new NeedsMountError(`changing the mtime of ${p} of a lower layer`);
