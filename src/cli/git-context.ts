@@ -49,7 +49,7 @@ export async function checkoutGitContext(
   } catch (e) {
     if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
     throw e;
-  } finally {
-    await policy.close();
   }
+  // The policy is the process's shared one (FetchPolicy.fromEnv): closing it here would destroy the connections the
+  // build's own fetches (a registry FROM) use next, so it stays open.
 }

@@ -33,6 +33,8 @@ describe("dockerfile_add_test.go", { concurrency: 4 }, () => {
     // The default name and properties.
     const r2 = await bk.build({ dockerfile: `FROM scratch\nADD ${server.url}/ /dest/\n` });
     assert.equal(await r2.readFile("/dest/__unnamed__"), "content2");
+    // The file's mtime is the response's Last-Modified.
+    assert.equal((await r2.tree()).get("/dest/__unnamed__")?.mtime, modTime.getTime() / 1000);
     const reqs = server.requests("/foo");
     assert.equal(reqs.length, 2);
     assert.equal(reqs[0]!.method, "GET");

@@ -206,4 +206,12 @@ describe("harness", () => {
         "FROM mybusybox\nFROM busybox-extra\n",
     );
   });
+
+  // BuildKit's `label:bar` attribute is `--label bar=baz` (`labels`); it reads the config from containerd.
+  test("testLabels", async () => {
+    const r = await bk.build({ dockerfile: "\nFROM scratch\nLABEL foo=bar\n", labels: { bar: "baz" } });
+    const labels = (await r.config()).config.Labels ?? {};
+    assert.equal(labels.foo, "bar");
+    assert.equal(labels.bar, "baz");
+  });
 });

@@ -32,6 +32,8 @@ export interface BkBuildOptions {
   dockerfile: string;
   /** Context files: relative path → content (parents are created). */
   files?: Record<string, ContextFile>;
+  /** An existing (empty or earlier) directory to write the context into, e.g. from `tempDir()`; default a new one. */
+  contextDir?: string;
   /** The Dockerfile's name in the context dir (BuildKit's `filename`); default `Dockerfile`. */
   dockerfileName?: string;
   /** The path (relative to the Dockerfile's dir) the build is given, e.g. a symlink in `files`; default the Dockerfile. */
@@ -46,6 +48,19 @@ export interface BkBuildOptions {
   secrets?: Record<string, string>;
   forceBuild?: boolean;
   ignoreCache?: boolean;
+  /** `--label k=v` (`fromDockerfile`'s `labels`). */
+  labels?: Record<string, string>;
+  /** `SOURCE_DATE_EPOCH` as `fromDockerfile`'s `sourceDateEpoch` option. */
+  sourceDateEpoch?: number;
+  /** `--no-cache-filter` (BuildKit's `no-cache` attribute naming stages). */
+  noCacheFilter?: string[];
+  /** `--network` for the whole build (BuildKit's `force-network-mode`). */
+  network?: "default" | "none" | "host";
+  /**
+   * A git URL as the build's context (BuildKit's `context` attribute): checked out as `strata build <url>` does, the
+   * Dockerfile then read from it (`dockerfile` and `files` are ignored).
+   */
+  gitContext?: string;
   /** More of the engine's options for this build (an executor with another sandbox policy, step limits, …). */
   engine?: Pick<BuildParams, "executor" | "limits">;
 }
@@ -123,8 +138,8 @@ export function buildkitHarness() {
 
   /** Writes a context dir holding the Dockerfile (rewritten for busybox) and `files`. */
   async function context(opts: BkBuildOptions): Promise<{ dir: string; dockerfile: string }> {
-    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-"));
-    dirs.push(dir);
+    const dir = opts.contextDir ?? (await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-")));
+    if (opts.contextDir === undefined) dirs.push(dir);
     let dfDir = dir;
     if (opts.separateDockerfileDir) {
       dfDir = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-df-"));
@@ -136,9 +151,15 @@ export function buildkitHarness() {
     return { dir, dockerfile: opts.buildFile ? path.join(dfDir, opts.buildFile) : dockerfile };
   }
 
+  async function gitContext(url: string): Promise<{ dir: string; dockerfile: string }> {
+    const { checkoutGitContext } = await import("../../../src/cli/git-context.js");
+    const co = await checkoutGitContext(url, need(store));
+    return { dir: co.dir, dockerfile: path.join(co.dir, "Dockerfile") };
+  }
+
   async function run(opts: BkBuildOptions): Promise<BkResult> {
     const s = need(store);
-    const { dir, dockerfile } = await context(opts);
+    const { dir, dockerfile } = opts.gitContext !== undefined ? await gitContext(opts.gitContext) : await context(opts);
     const log: string[] = [];
     const baseImages = await resolveBaseImages(dockerfile, {
       store: s,
@@ -151,6 +172,10 @@ export function buildkitHarness() {
       ...(opts.target ? { target: opts.target } : {}),
       ...(opts.secrets ? { secrets: [opts.secrets], secretsAsEnv: false } : {}),
       ...(opts.hostname !== undefined ? { hostname: opts.hostname } : {}),
+      ...(opts.labels ? { labels: opts.labels } : {}),
+      ...(opts.sourceDateEpoch !== undefined ? { sourceDateEpoch: opts.sourceDateEpoch } : {}),
+      ...(opts.noCacheFilter ? { noCacheFilter: opts.noCacheFilter } : {}),
+      ...(opts.network ? { network: opts.network } : {}),
       baseImages,
     });
     const built = await build(image.plan(), {

@@ -1,5 +1,4 @@
 // Ported from BuildKit frontend/dockerfile/dockerfile_mount_test.go (see ../README.md for the table).
-// testMountFromError and testCacheMountSourceEscape need cache mounts with from=/source= (branch dfitems): not here.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { buildkitHarness } from "./harness.js";
@@ -144,5 +143,33 @@ describe("dockerfile_mount_test.go", { concurrency: 4 }, () => {
       "FROM busybox AS b2\nRUN --mount=type=cache,target=/foo/bar --mount=type=cache,target=/foo/bar/baz echo 2\n\n" +
       "FROM scratch\nCOPY --from=b1 /etc/passwd p1\nCOPY --from=b2 /etc/passwd p2\n";
     for (let i = 0; i < 5; i++) await iso.build({ dockerfile, forceBuild: true });
+  });
+
+  test("testMountFromError", async () => {
+    const err = await bk.buildFails({
+      dockerfile:
+        "\nFROM busybox as test\nRUN touch /tmp/test\nFROM busybox\nENV ttt=test\nRUN --mount=from=$ttt,type=cache,target=/tmp ls\n",
+    });
+    assert.match(err.message, /'from' doesn't support variable expansion, define alias stage instead/);
+  });
+
+  // A cache's `source=` that resolves through a link the cache holds (to /etc) must not mount what lies outside the
+  // cache. BuildKit's `no-cache` is `forceBuild`.
+  test("testCacheMountSourceEscape", async () => {
+    const err = await iso.buildFails({
+      dockerfile: `
+FROM busybox AS init
+RUN --mount=type=cache,id=sourceescape,target=/cache mkdir -p /cache/sel && echo benign > /cache/sel/benign.txt
+FROM init AS link
+RUN --mount=type=cache,id=sourceescape,target=/cache rm -rf /cache/sel && ln -s /etc /cache/sel
+FROM link AS victim
+RUN --mount=type=cache,id=sourceescape,source=sel,target=/victim cat /victim/hostname
+FROM scratch
+COPY --from=victim /etc/hostname /hostname
+`,
+      forceBuild: true,
+    });
+    // Strata resolves the link inside the cache (where /etc is not): the source is missing, not /etc.
+    assert.match(err.message, /source=sel: there is no "sel" inside the cache/);
   });
 });

@@ -1,8 +1,7 @@
 // Ported from BuildKit frontend/dockerfile/dockerfile_runnetwork_test.go (see ../README.md for the table). BuildKit
 // runs these with a bridge network (not rootless) and BUILDKIT_RUN_NETWORK_INTEGRATION_TESTS; Strata's default network
 // is its own namespace with egress (slirp4netns), its interface named eth0 as a Docker or BuildKit container's is.
-// The echo server listens on the host's loopback only. testRunGlobalNetwork needs `--network host` for a whole build
-// (branch dfitems): not here.
+// The echo server listens on the host's loopback only.
 import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
@@ -40,6 +39,20 @@ describe("dockerfile_runnetwork_test.go", { concurrency: 4 }, () => {
     await bk.build({ dockerfile });
 
     const err = await bk.buildFails({ dockerfile, engine: { executor: new RuncExecutor(servicePolicy()) } });
+    assert.match(err.message, /network\.host entitlement/);
+  });
+
+  // BuildKit's `force-network-mode: host` is `network: "host"` for the whole build (`strata build --network host`);
+  // a RUN's own `--network=none` still wins. Granted locally, denied by a build service's policy.
+  test("testRunGlobalNetwork", async () => {
+    const dockerfile = `\nFROM busybox\nRUN nc 127.0.0.1 ${port} | grep foo\nRUN --network=none ! nc -z 127.0.0.1 ${port}\n`;
+    await bk.build({ dockerfile, network: "host" });
+
+    const err = await bk.buildFails({
+      dockerfile,
+      network: "host",
+      engine: { executor: new RuncExecutor(servicePolicy()) },
+    });
     assert.match(err.message, /network\.host entitlement/);
   });
 });

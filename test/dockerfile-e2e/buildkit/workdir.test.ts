@@ -1,5 +1,4 @@
 // Ported from BuildKit frontend/dockerfile/dockerfile_workdir_test.go (see ../README.md for the table).
-// testWorkdirSourceDateEpochReproducible waits for SOURCE_DATE_EPOCH (branch dfctx).
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { buildkitHarness } from "./harness.js";
@@ -34,5 +33,23 @@ describe("dockerfile_workdir_test.go", { concurrency: 4 }, () => {
       dockerfile:
         'FROM busybox\nRUN adduser -D user\nRUN mkdir /mydir && chown user:user /mydir\nWORKDIR /mydir\nRUN [ "$(stat -c "%U %G" /mydir)" == "user user" ]\n',
     });
+  });
+
+  // BuildKit compares the OCI layout's index.json of two builds with SOURCE_DATE_EPOCH, the cache pruned between them
+  // (and 3 s apart): here the second build is forced (no cache read), and the two image ids (the config's digest, and
+  // so every layer's) must be equal. `alpine` → busybox.
+  test("testWorkdirSourceDateEpochReproducible", async () => {
+    const epoch = String(Date.UTC(2023, 0, 10, 15, 34, 56) / 1000);
+    // One context directory for both builds, as BuildKit's: history comments name the Dockerfile's path.
+    const opts = {
+      dockerfile: "\nFROM busybox\nWORKDIR /mydir\n",
+      buildArgs: { SOURCE_DATE_EPOCH: epoch },
+      contextDir: await bk.tempDir(),
+    };
+    const one = await bk.build(opts);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const two = await bk.build({ ...opts, forceBuild: true });
+    assert.deepEqual(await two.config(), await one.config());
+    assert.equal(two.built.imageId, one.built.imageId);
   });
 });
