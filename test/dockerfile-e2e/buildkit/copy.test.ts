@@ -437,4 +437,19 @@ ${verify}
 `,
     });
   });
+
+  // BuildKit sends the Dockerfile, the context and a named context (`context:base` = `local:basedir`) through one
+  // client session of a custom id; the session is BuildKit's client API. What the build must do with them is the same
+  // here: the Dockerfile in a directory of its own, the main context elsewhere, `base` a directory context.
+  test("testLocalCustomSessionID", async () => {
+    const basedir = await bk.dir({ another: { content: "contents2", mode: 0o600 } });
+    const r = await bk.build({
+      dockerfile: "\nFROM scratch AS base\nFROM scratch\nCOPY out /out1\nCOPY --from=base /another /out2\n",
+      separateDockerfileDir: true,
+      files: { out: { content: "contents1", mode: 0o600 } },
+      buildContexts: { base: basedir },
+    });
+    assert.equal(await r.readFile("/out1"), "contents1");
+    assert.equal(await r.readFile("/out2"), "contents2");
+  });
 });

@@ -61,6 +61,11 @@ export interface BkBuildOptions {
    * Dockerfile then read from it (`dockerfile` and `files` are ignored).
    */
   gitContext?: string;
+  /**
+   * Named build contexts (`--build-context name=value`, BuildKit's `context:<name>`): a name that names busybox is
+   * rewritten as the Dockerfile's `FROM busybox` is, so `{ busybox: … }` still replaces it.
+   */
+  buildContexts?: Record<string, string>;
   /** More of the engine's options for this build (an executor with another sandbox policy, step limits, …). */
   engine?: Pick<BuildParams, "executor" | "limits">;
 }
@@ -161,8 +166,10 @@ export function buildkitHarness() {
     const s = need(store);
     const { dir, dockerfile } = opts.gitContext !== undefined ? await gitContext(opts.gitContext) : await context(opts);
     const log: string[] = [];
+    const buildContexts = opts.buildContexts ? contextsWithBusybox(opts.buildContexts, busybox) : undefined;
     const baseImages = await resolveBaseImages(dockerfile, {
       store: s,
+      ...(buildContexts ? { buildContexts } : {}),
       ...(opts.buildArgs ? { buildArgs: opts.buildArgs } : {}),
       ...(opts.target ? { target: opts.target } : {}),
     });
@@ -176,6 +183,7 @@ export function buildkitHarness() {
       ...(opts.sourceDateEpoch !== undefined ? { sourceDateEpoch: opts.sourceDateEpoch } : {}),
       ...(opts.noCacheFilter ? { noCacheFilter: opts.noCacheFilter } : {}),
       ...(opts.network ? { network: opts.network } : {}),
+      ...(buildContexts ? { buildContexts } : {}),
       baseImages,
     });
     const built = await build(image.plan(), {
@@ -254,6 +262,13 @@ export function buildkitHarness() {
       await pushImage(s, rec, ref, { dockerConfig: false });
       return ref;
     },
+    /** A fresh temp dir holding `files` (a named context's directory), removed at stop(). */
+    async dir(files: Record<string, ContextFile>): Promise<string> {
+      const d = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-ctx-"));
+      dirs.push(d);
+      await writeFiles(d, files);
+      return d;
+    },
     /** A fresh temp dir removed at stop(). */
     async tempDir(): Promise<string> {
       const d = await fsp.mkdtemp(path.join(os.tmpdir(), "strata-bk-x-"));
@@ -280,6 +295,11 @@ export function withBusybox(dockerfile: string, ref: string): string {
       return line.replace(new RegExp(`((?:--from|,from)=)${name.source}`, "g"), `$1${ref}`);
     })
     .join("\n");
+}
+
+/** Named contexts with a name that names busybox (as `withBusybox` matches it) renamed to `ref`. */
+export function contextsWithBusybox(contexts: Record<string, string>, ref: string): Record<string, string> {
+  return Object.fromEntries(Object.entries(contexts).map(([k, v]) => [withBusybox(`FROM ${k}`, ref).slice(5), v]));
 }
 
 const BUSYBOX_PASSWD = `root:x:0:0:root:/root:/bin/sh
