@@ -190,14 +190,18 @@ describe("malformed requests", () => {
         /steps\[1\]\.secrets\[0\]: "bad-name" is not a valid secret name/,
       ],
       // The format is named; a debian base is a Python series; derived extras are the server's.
-      [(r) => delete r.format, /format: missing: this server speaks strata-build\/4.*upgrade the client/],
+      [(r) => delete r.format, new RegExp(`format: missing: this server speaks ${WIRE_FORMAT}.*upgrade the client`)],
       [
         (r) => (r.format = "strata-build/3"),
-        /format: the string "strata-build\/3" is not a request format this server speaks \(strata-build\/4\).*upgrade the client/,
+        new RegExp(
+          `format: the string "strata-build/3" is not a request format this server speaks \\(${WIRE_FORMAT}\\).*upgrade the client`,
+        ),
       ],
       [
         (r) => (r.format = "strata-build/2"),
-        /format: the string "strata-build\/2" is not a request format this server speaks \(strata-build\/4\)/,
+        new RegExp(
+          `format: the string "strata-build/2" is not a request format this server speaks \\(${WIRE_FORMAT}\\)`,
+        ),
       ],
       [
         (r) => (r.steps[0].base = { kind: "debian", python: "3.11", suite: "bookworm" }),
