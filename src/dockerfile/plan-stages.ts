@@ -198,6 +198,8 @@ class Planner extends InstructionExpander {
   readonly buildArgs: Map<string, string>;
   readonly usedBuildArgs = new Set<string>();
   readonly meta = new Map<string, string | undefined>();
+  /** Where the global `ARG SOURCE_DATE_EPOCH` is, if there is one. */
+  #sdeArg: { line: number; column: number } | undefined;
   readonly metaList: { key: string; value?: string }[] = [];
   readonly stageByName = new Map<string, number>();
   readonly planned: (PlannedStage | undefined)[];
@@ -281,6 +283,7 @@ class Planner extends InstructionExpander {
           value = this.expand(a.value, globals, argPos).result;
         }
         this.meta.set(a.key, value);
+        if (a.key === "SOURCE_DATE_EPOCH") this.#sdeArg = argPos;
         this.metaList.push({ key: a.key, ...(value !== undefined ? { value } : {}) });
         if (value !== undefined) globals.set(a.key, value);
         else globals.delete(a.key);
@@ -338,13 +341,17 @@ class Planner extends InstructionExpander {
       .sort();
     // BuildKit (getBuildArgValue): the build arg, else the global ARG's value; "" leaves it unset.
     const sde = this.buildArgs.get("SOURCE_DATE_EPOCH") ?? this.meta.get("SOURCE_DATE_EPOCH");
-    const sourceDateEpoch =
-      sde === undefined
-        ? undefined
-        : parseSourceDateEpoch(
-            sde,
-            this.buildArgs.has("SOURCE_DATE_EPOCH") ? "SOURCE_DATE_EPOCH" : `${this.file}: ARG SOURCE_DATE_EPOCH`,
-          );
+    let sourceDateEpoch: number | undefined;
+    if (this.buildArgs.has("SOURCE_DATE_EPOCH")) sourceDateEpoch = parseSourceDateEpoch(sde!, "SOURCE_DATE_EPOCH");
+    else if (sde !== undefined) {
+      // A global ARG's default: a bad value is the Dockerfile's error, at that ARG.
+      try {
+        sourceDateEpoch = parseSourceDateEpoch(sde, `${this.file}: ARG SOURCE_DATE_EPOCH`);
+      } catch (e) {
+        const at = this.#sdeArg ?? { line: 1, column: 1 };
+        throw new DockerfileSyntaxError({ file: this.file, ...at }, (e as Error).message);
+      }
+    }
     return {
       file: this.file,
       escapeToken: this.parsed.ast.escapeToken,

@@ -6,6 +6,7 @@ import { promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
+import { DockerfileSyntaxError } from "../../src/dockerfile/errors.js";
 import { planDockerfile } from "../../src/dockerfile/plan-stages.js";
 import { InvalidDefinitionError } from "../../src/errors.js";
 import { Image } from "../../src/index.js";
@@ -49,9 +50,18 @@ describe("SOURCE_DATE_EPOCH values", () => {
     assert.equal(planDockerfile(text, { buildArgs: { SOURCE_DATE_EPOCH: "" } }).sourceDateEpoch, undefined);
     assert.equal(planDockerfile("FROM scratch\n").sourceDateEpoch, undefined);
     assert.deepEqual(planDockerfile("FROM scratch\n", { buildArgs: { SOURCE_DATE_EPOCH: "5" } }).unusedBuildArgs, []);
+    // A bad default in the Dockerfile is the Dockerfile's error, located at its ARG (found by the fuzz test).
     assert.throws(
-      () => planDockerfile("ARG SOURCE_DATE_EPOCH=not-a-timestamp\nFROM scratch\n"),
-      invalid(/invalid SOURCE_DATE_EPOCH: not-a-timestamp .*ARG SOURCE_DATE_EPOCH/),
+      () => planDockerfile("FROM scratch AS x\nARG A\n", { buildArgs: { SOURCE_DATE_EPOCH: "soon" } }),
+      invalid(/^invalid SOURCE_DATE_EPOCH: soon /),
+    );
+    assert.throws(
+      () => planDockerfile("# c\nARG SOURCE_DATE_EPOCH=not-a-timestamp\nFROM scratch\n"),
+      (e: unknown) =>
+        e instanceof DockerfileSyntaxError &&
+        e.line === 2 &&
+        e.column === 1 &&
+        /invalid SOURCE_DATE_EPOCH: not-a-timestamp .*ARG SOURCE_DATE_EPOCH/.test(e.message),
     );
   });
 });
