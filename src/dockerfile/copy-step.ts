@@ -47,7 +47,10 @@ export function copyStep(
         "ADD --checksum: give git and HTTP sources in separate ADD instructions (the checksum means one of them)",
       );
     if (gits.length && pi.checksum !== undefined && !/^[0-9a-f]{4,64}$/.test(pi.checksum))
-      t.fail(at, `ADD --checksum=${pi.checksum}: for a git source the checksum is a commit id (or its prefix)`);
+      t.fail(
+        at,
+        `ADD --checksum=${pi.checksum}: invalid checksum for a git source: expected hex commit hash (a commit id or its prefix, at least 4 hex digits)`,
+      );
     if (pi.keepGitDir && !gits.length) t.fail(at, "ADD --keep-git-dir applies to git sources only");
   }
   const from = pi.kind === "COPY" ? pi.from : undefined;
@@ -116,7 +119,9 @@ export function copyStep(
           op: "ADD",
           ...opts,
           ...(pi.unpack !== undefined ? { unpack: pi.unpack } : {}),
-          ...(pi.checksum !== undefined ? { checksum: pi.checksum } : {}),
+          // A git checksum only verifies the commit the checkout is keyed by (its files): as BuildKit, adding it does
+          // not change the step's key. An HTTP checksum stays in the instruction.
+          ...(pi.checksum !== undefined && !gits.length ? { checksum: pi.checksum } : {}),
         }
       : { op: "COPY", ...opts };
   const common = t.common(pi, [ins], [], t.usedArgs(pi));

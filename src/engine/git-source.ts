@@ -28,7 +28,7 @@ export class GitFetchError extends StrataError {
 }
 
 export interface GitCheckout {
-  /** The resolved commit id (40 hex). */
+  /** The resolved commit id (40 hex digits in a sha1 repository, 64 in a sha256 one). */
   commit: string;
   /** The checkout's root directory (the repository's, not the subdir's). */
   root: string;
@@ -63,7 +63,7 @@ export async function fetchGit(ref: GitRef, opts: GitFetchOptions): Promise<GitC
     );
   const pinned = await pinRemote(ref, opts.policy);
   const run = gitRunner(pinned.config, opts.timeoutMs ?? 600_000, where);
-  const commit = await resolveCommit(run, pinned.url, ref.ref, where);
+  const { commit, format } = await resolveCommit(run, pinned.url, ref.ref, where);
   const checksum = opts.checksum ?? ref.checksum;
   if (checksum !== undefined && !commit.startsWith(checksum))
     throw new GitFetchError(`${where}: expected checksum to match ${checksum}, got ${commit}`);
@@ -72,7 +72,7 @@ export async function fetchGit(ref: GitRef, opts: GitFetchOptions): Promise<GitC
     .update(JSON.stringify([ref.remote, commit, keep]))
     .digest("hex");
   const root = path.join(opts.cacheDir, name);
-  if (!(await isDir(root))) await checkout(run, pinned.url, ref, commit, keep, root, opts.cacheDir, where);
+  if (!(await isDir(root))) await checkout(run, pinned.url, ref, { commit, format }, keep, root, opts.cacheDir, where);
   const dir = ref.subdir ? path.join(root, ref.subdir) : root;
   if (ref.subdir) {
     const real = await fsp.realpath(dir).catch(() => undefined);
@@ -140,16 +140,37 @@ function gitRunner(config: string[], timeoutMs: number, where: string): GitRun {
   };
 }
 
-/** The commit a ref names on the remote: HEAD for "", a branch, a tag (peeled), a full ref, or a full commit id. */
-async function resolveCommit(run: GitRun, url: string, ref: string, where: string): Promise<string> {
-  if (/^[0-9a-f]{40}$/.test(ref)) return ref;
+/** A repository's object format, told by the length of its object ids. */
+type ObjectFormat = "sha1" | "sha256";
+
+const FULL_ID = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+
+function formatOf(id: string): ObjectFormat {
+  return id.length === 64 ? "sha256" : "sha1";
+}
+
+/**
+ * The commit a ref names on the remote: HEAD for "", a branch, a tag (peeled), a full ref, or a full commit id; and the
+ * remote's object format (a full sha256 id names it; else the ids `ls-remote` lists do).
+ */
+async function resolveCommit(
+  run: GitRun,
+  url: string,
+  ref: string,
+  where: string,
+): Promise<{ commit: string; format: ObjectFormat }> {
+  // A full id is used as is; for a sha1 one, HEAD's listing tells the format (it cannot be a sha256 repository's).
+  if (/^[0-9a-f]{64}$/.test(ref)) return { commit: ref, format: "sha256" };
   // The peeled pattern lists an annotated tag's commit (`refs/tags/v1^{}`), which a plain pattern leaves out.
-  const out = await run(["ls-remote", "--", url, ...(ref ? [ref, `${ref}^{}`] : ["HEAD"])]);
+  const byId = /^[0-9a-f]{40}$/.test(ref);
+  const out = await run(["ls-remote", "--", url, ...(ref && !byId ? [ref, `${ref}^{}`] : ["HEAD"])]);
   const refs = new Map<string, string>();
   for (const line of out.split("\n")) {
     const [sha, name] = line.split("\t");
     if (sha && name) refs.set(name, sha);
   }
+  const anyId = [...refs.values()][0];
+  if (byId) return { commit: ref, format: anyId ? formatOf(anyId) : "sha1" };
   // A tag's peeled entry (^{}) names its commit; tags before branches, as git's own ref lookup.
   const order = !ref
     ? ["HEAD"]
@@ -158,30 +179,37 @@ async function resolveCommit(run: GitRun, url: string, ref: string, where: strin
       : [`refs/tags/${ref}^{}`, `refs/tags/${ref}`, `refs/heads/${ref}`, ref];
   for (const c of order) {
     const sha = refs.get(c);
-    if (sha) return sha;
+    if (sha) return { commit: sha, format: formatOf(sha) };
   }
+  // BuildKit's wording ("repository does not contain ref"), so scripts matching it keep working.
   if (/^[0-9a-f]{4,39}$/.test(ref))
-    throw new GitFetchError(`${where}: ${ref} is no branch or tag; give a commit id in full (40 hex digits)`);
-  throw new GitFetchError(`${where}: the remote has no branch or tag ${JSON.stringify(ref || "HEAD")}`);
+    throw new GitFetchError(
+      `${where}: repository does not contain ref ${ref}: it is no branch or tag; give a commit id in full (40 or 64 hex digits)`,
+    );
+  throw new GitFetchError(
+    `${where}: repository does not contain ref ${ref || "HEAD"}: the remote has no branch or tag ${JSON.stringify(ref || "HEAD")}`,
+  );
 }
 
 async function checkout(
   run: GitRun,
   url: string,
   ref: GitRef,
-  commit: string,
+  id: { commit: string; format: ObjectFormat },
   keep: boolean,
   root: string,
   cacheDir: string,
   where: string,
 ): Promise<void> {
+  const { commit, format } = id;
   await fsp.mkdir(cacheDir, { recursive: true });
   const tmp = path.join(cacheDir, `.tmp-${randomBytes(6).toString("hex")}`);
   try {
     await fsp.mkdir(tmp);
-    await run(["init", "-q", "."], tmp);
+    // The client repository's object format must be the remote's, or git refuses to fetch ("mismatched algorithms").
+    await run(["init", "-q", `--object-format=${format}`, "."], tmp);
     // By commit id first (protocol v2 serves any commit); a server that refuses gets the ref by name instead.
-    const byName = ref.ref && !/^[0-9a-f]{40}$/.test(ref.ref) ? ref.ref : "HEAD";
+    const byName = ref.ref && !FULL_ID.test(ref.ref) ? ref.ref : "HEAD";
     await run(["fetch", "-q", "--depth=1", "--no-tags", "--", url, commit], tmp).catch(async () => {
       await run(["fetch", "-q", "--depth=1", "--no-tags", "--", url, byName], tmp);
     });

@@ -133,7 +133,9 @@ export function parseGitRef(s: string): GitRef | undefined {
     ref = branch;
   }
   if (checksum !== undefined && !/^[0-9a-f]{4,64}$/.test(checksum))
-    bad(`checksum ${JSON.stringify(checksum)} is not a commit id (hex, at least 4 digits)`);
+    bad(
+      `invalid checksum ${JSON.stringify(checksum)}: expected hex commit hash (a commit id or its prefix, at least 4 digits)`,
+    );
   if (ref.startsWith("-")) bad(`ref ${JSON.stringify(ref)} may not start with '-'`);
   if (/[\0\s~^:?*[\\]|\.\.|@\{/.test(ref)) bad(`ref ${JSON.stringify(ref)} is not a valid git ref name`);
   return {

@@ -42,7 +42,7 @@ test("query options: ref/tag/branch/subdir/checksum/keep-git-dir; conflicts and 
   bad("https://h/r.git?ref=main&branch=dev", /ref conflicts/);
   bad("https://h/r.git?ref=a&ref=b", /multiple values/);
   bad("https://h/r.git?tag=a&branch=b", /branch conflicts with tag/);
-  bad("https://h/r.git?checksum=xyz", /not a commit id/);
+  bad("https://h/r.git?checksum=xyz", /invalid checksum "xyz": expected hex commit hash/);
   bad("https://h/r.git#--upload-pack=x", /may not start with '-'/);
   bad("https://h/r.git?keep-git-dir=maybe", /invalid keep-git-dir/);
 });

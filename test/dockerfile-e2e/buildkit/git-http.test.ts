@@ -42,5 +42,6 @@ async function dockerfileFromGit(format: "sha1" | "sha256"): Promise<void> {
 
 describe("dockerfile_git_http_test.go", { concurrency: 4 }, () => {
   test("testDockerfileFromGitSHA1", () => dockerfileFromGit("sha1"));
-  // testDockerfileFromGitSHA256 fails: Strata's git fetch starts a sha1 repository ("mismatched algorithms"); left out.
+  // Regression test: git sources fetched every repository as sha1 ("mismatched algorithms").
+  test("testDockerfileFromGitSHA256", () => dockerfileFromGit("sha256"));
 });
