@@ -7,7 +7,6 @@ import { parseArgs } from "node:util";
 import path from "node:path";
 import type { NamedStore } from "../store/store.js";
 import { ClosedStdout } from "./closed-stdout.js";
-import { loadRegistryConfig } from "../net/registry-config-file.js";
 
 /** Set by {@link main}: what happens when stdout's reader goes (`strata images | head`). */
 let stdoutWatch: ClosedStdout | undefined;
@@ -110,7 +109,7 @@ async function cmdBuild(argv: string[]): Promise<number> {
       tag: { type: "string", short: "t", multiple: true },
     },
   });
-  registryConfigFlag(values["registry-config"]);
+  await registryConfigFlag(values["registry-config"]);
   // Names are checked before anything is built.
   const tag = values.tag?.length ? (await import("../util/image-name.js")).checkImageNames(values.tag) : undefined;
   // The build's network for RUN steps that name none: written into the plan (keyed, and sent to a build service).
@@ -200,9 +199,10 @@ function stageList(items: readonly string[] | undefined): string[] {
  * `--registry-config FILE` (mirrors, plain HTTP, TLS per registry): checked now, so a bad file fails before any work,
  * and passed on as STRATA_REGISTRY_CONFIG, which every fetch policy of this process reads.
  */
-function registryConfigFlag(file: string | undefined): void {
+async function registryConfigFlag(file: string | undefined): Promise<void> {
   if (file === undefined) return;
-  loadRegistryConfig(file);
+  // Loaded only when the flag is given: every command starts without the TOML parser.
+  (await import("../net/registry-config-file.js")).loadRegistryConfig(file);
   process.env.STRATA_REGISTRY_CONFIG = path.resolve(file);
 }
 
@@ -489,7 +489,7 @@ async function cmdPull(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: { "registry-config": { type: "string" } },
   });
-  registryConfigFlag(values["registry-config"]);
+  await registryConfigFlag(values["registry-config"]);
   if (positionals.length !== 1) throw new UsageError("pull needs one image reference");
   const { buildsRemotely } = await import("../build.js");
   if (buildsRemotely()) return pullFromService(positionals[0]!);

@@ -17,7 +17,7 @@
  * mirror counts: `http://host` means plain HTTP. Every other key is an error naming the file and the key.
  */
 import path from "node:path";
-import { parse, TomlError } from "smol-toml";
+import { toml } from "../util/toml.js";
 import { RegistryConfigError } from "../errors.js";
 
 /** One mirror of a registry, as the config names it. */
@@ -194,9 +194,9 @@ function checkSchemes(registries: ReadonlyMap<string, RegistryHostSettings>, fil
 export function parseRegistryConfig(text: string, file: string): RegistryConfig {
   let doc: Record<string, unknown>;
   try {
-    doc = parse(text) as Record<string, unknown>;
+    doc = toml().parse(text) as Record<string, unknown>;
   } catch (e) {
-    if (e instanceof TomlError) {
+    if (e instanceof toml().TomlError) {
       const what = e.message.replace(/^Invalid TOML document: /, "").split("\n")[0] ?? "syntax error";
       throw new RegistryConfigError(`${file}:${e.line}:${e.column}: not valid TOML: ${what}`, file, undefined, {
         cause: e,

@@ -3,14 +3,15 @@
  * installs `[project] dependencies` plus the chosen `[project.optional-dependencies]` groups (so what is keyed is
  * the resulting package list, not the file). Pure: text in, packages or a typed error out.
  */
-import { parse as parseToml, TomlError } from "smol-toml";
 import { InvalidDefinitionError } from "../errors.js";
+import { toml } from "../util/toml.js";
 
 /** The parsed TOML document, or an error naming the file and the line. */
 export function parsePyproject(method: string, file: string, text: string): Record<string, unknown> {
   try {
-    return parseToml(text) as Record<string, unknown>;
+    return toml().parse(text) as Record<string, unknown>;
   } catch (e) {
+    const { TomlError } = toml();
     const where = e instanceof TomlError ? `:${e.line}:${e.column}` : "";
     const why = e instanceof TomlError ? e.message.split("\n")[0] : (e as Error).message;
     throw new InvalidDefinitionError(`${method}: ${file}${where} is not valid TOML: ${why}`, { cause: e });
