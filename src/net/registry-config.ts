@@ -5,7 +5,7 @@
  *
  * ```toml
  * [registry."docker.io"]
- * mirrors = ["mirror.example:5000", "http://10.0.0.5:5000/dockerhub"]
+ * mirrors = ["mirror.example:5000", "http://127.0.0.5:5000/dockerhub"]
  * [registry."mirror.example:5000"]
  * http = true          # plain HTTP (loopback hosts speak it unless `http = false`)
  * insecure = true      # HTTPS without verifying the certificate

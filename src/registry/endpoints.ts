@@ -16,7 +16,7 @@ export interface RegistryEndpoint {
   readonly http: boolean;
   /** A mirror of the registry (true), or the registry itself. */
   readonly mirror: boolean;
-  /** How messages name it: `mirror 10.0.0.5:5000`, `docker.io`. */
+  /** How messages name it: `mirror 127.0.0.5:5000`, `docker.io`. */
   readonly label: string;
 }
 

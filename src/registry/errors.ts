@@ -75,7 +75,7 @@ export class RegistryAuthError extends RegistryError {
 
 /** One host's failure in a pull that tried several (mirrors, then the registry). */
 export interface HostFailure {
-  /** How the host is named (`mirror 10.0.0.5:5000`, `docker.io`). */
+  /** How the host is named (`mirror 127.0.0.5:5000`, `docker.io`). */
   readonly host: string;
   readonly error: unknown;
 }

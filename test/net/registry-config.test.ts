@@ -67,7 +67,7 @@ describe("parseRegistryConfig: good configs", () => {
 
   test("IPv6 literals, schemes and dotted tables", () => {
     const c = parseRegistryConfig(
-      `registry."ghcr.io".mirrors = ["https://[fd00::1]:5000/v2/a/b", "http://10.0.0.5"]\n[registry."[fd00::1]:5000"]\nca = ["ca.pem"]\n`,
+      `registry."ghcr.io".mirrors = ["https://[fd00::1]:5000/v2/a/b", "http://127.0.0.5"]\n[registry."[fd00::1]:5000"]\nca = ["ca.pem"]\n`,
       FILE,
     );
     const ghcr = c.registries.get("ghcr.io")!;
@@ -75,7 +75,7 @@ describe("parseRegistryConfig: good configs", () => {
       ghcr.mirrors.map((m) => [m.host, m.path, m.scheme]),
       [
         ["[fd00::1]:5000", "/v2/a/b", "https"],
-        ["10.0.0.5", "", "http"],
+        ["127.0.0.5", "", "http"],
       ],
     );
     assert.deepEqual(c.registries.get("[fd00::1]:5000")!.ca, ["/etc/strata/ca.pem"], "relative to the file");
